@@ -1,0 +1,64 @@
+"""napari-retina: make a deep-learning model of the retina explain itself.
+
+Scripting API (see README.md)::
+
+    import napari_retina as nr
+    stim = nr.stimuli.white_noise(frames=1000, size=50, seed=0)   # float32 (T, H, W)
+    model = nr.load_model()                  # the shipped default model
+    rates = nr.predict(model, stim)          # (T, n_cells), NaN for the first history-1 frames
+    attr = nr.attribute(model, stim, cell=0) # integrated gradients to conv1 units
+    red = nr.reduce(attr)                    # the few units that carry the response
+
+Conventions: 1 frame = 10 ms, 1 pixel = 55 µm, stimuli in contrast units
+(0 = mean luminance), outputs aligned to stimulus frames, float32.
+
+The core imports numpy and torch only; everything napari lives in
+``napari_retina._napari``. Submodules and heavy functions load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+FRAME_MS = 10.0
+"""Duration of one stimulus frame in milliseconds."""
+PIXEL_UM = 55.0
+"""Size of one stimulus pixel in micrometres."""
+
+_SUBMODULES = ("stimuli", "io", "synthetic", "experiments", "model", "checkpoint", "attribution", "reduction", "training")
+_LAZY = {
+    "load_model": ("checkpoint", "load_model"),
+    "save_model": ("checkpoint", "save_model"),
+    "RetinaCNN": ("model", "RetinaCNN"),
+    "ModelConfig": ("model", "ModelConfig"),
+    "predict": ("predict", "predict"),
+    "attribute": ("attribution", "attribute"),
+    "Attribution": ("attribution", "Attribution"),
+    "reduce": ("reduction", "reduce"),
+    "Reduction": ("reduction", "Reduction"),
+    "train": ("training", "train"),
+    "evaluate": ("training", "evaluate"),
+    "Cancelled": ("_progress", "Cancelled"),
+    "CancelToken": ("_progress", "CancelToken"),
+    "available_devices": ("_device", "available_devices"),
+}
+
+__all__ = ["FRAME_MS", "PIXEL_UM", "__version__", *_SUBMODULES, *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

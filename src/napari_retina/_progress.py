@@ -1,0 +1,66 @@
+"""Progress reporting and cancellation, shared by every long computation.
+
+One pattern everywhere: a long core function takes ``progress``, a callable
+``progress(done, total)`` called after each unit of work (frames, batches,
+epochs: the docstring of the function says which). To cancel, the callable
+raises :class:`Cancelled`; the core function lets it propagate and leaves no
+half-written output behind. The core never imports Qt: the napari widgets wrap
+a :class:`CancelToken` around their progress bar.
+
+Example
+-------
+>>> token = CancelToken()
+>>> def show(done, total): print(f"{done}/{total}")
+>>> cb = token.wrap(show)
+>>> token.cancel(); cb(1, 10)
+Traceback (most recent call last):
+...
+napari_retina._progress.Cancelled: cancelled by the user
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Optional
+
+Progress = Callable[[int, int], None]
+
+
+class Cancelled(Exception):
+    """Raised (by a progress callback) to stop a long computation."""
+
+
+def report(progress: Optional[Progress], done: int, total: int) -> None:
+    """Call ``progress(done, total)`` when a callback was given."""
+    if progress is not None:
+        progress(int(done), int(total))
+
+
+class CancelToken:
+    """A thread-safe cancel flag that turns into a progress callback.
+
+    ``token.wrap(cb)`` returns a callback that raises :class:`Cancelled` once
+    ``token.cancel()`` has been called (from any thread) and otherwise forwards
+    to ``cb``.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("cancelled by the user")
+
+    def wrap(self, progress: Optional[Progress] = None) -> Progress:
+        def callback(done: int, total: int) -> None:
+            self.check()
+            report(progress, done, total)
+
+        return callback

@@ -1,0 +1,277 @@
+"""Reading stimuli and datasets, writing results.
+
+Stimulus stacks (T, H, W) come from ``.npy``, ``.tif``/``.tiff`` or HDF5
+files. Datasets use the lab's HDF5 layout (METHOD.md §1)::
+
+    train/stimulus                    (T, H, W)   contrast units or raw
+    train/response/firing_rate_10ms   (cells, T)  spikes per 10 ms bin (or Hz)
+    test/stimulus, test/response/firing_rate_10ms   the same, held out
+    test/repeats/cellNN               (repeats, T)  optional single trials
+
+Results are written to HDF5 (``.h5``/``.hdf5``) or ``.npz``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import numpy as np
+
+from ._validate import as_stack
+
+PathLike = Union[str, os.PathLike]
+
+STIMULUS_SUFFIXES = (".npy", ".tif", ".tiff", ".h5", ".hdf5")
+HDF5_SUFFIXES = (".h5", ".hdf5")
+STIMULUS_KEYS = ("stimulus", "test/stimulus", "train/stimulus")
+RATE_KEY = "response/firing_rate_10ms"
+
+
+def _existing(path: PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no file at {str(path)!r}")
+    return path
+
+
+def _h5_keys(h5) -> list[str]:
+    keys: list[str] = []
+    h5.visit(lambda name: keys.append(name) if hasattr(h5[name], "shape") else None)
+    return keys
+
+
+def _open_h5(path: Path):
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{str(path)!r} is not a readable HDF5 file: {exc}") from exc
+
+
+def read_stimulus(path: PathLike, key: Optional[str] = None) -> np.ndarray:
+    """Read a (T, H, W) stimulus stack, keeping the file's dtype.
+
+    ``key`` picks the HDF5 dataset; by default the first of ``stimulus``,
+    ``test/stimulus``, ``train/stimulus`` that exists. Checked with the same
+    rules as every stimulus (3-D, greyscale, numeric, finite, non-empty).
+
+    Example
+    -------
+    >>> stim = nr.io.read_stimulus("movie.tif")          # doctest: +SKIP
+    """
+    path = _existing(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise ValueError(f"{str(path)!r} is not a plain numeric .npy array (pickled objects are refused)") from exc
+    elif suffix in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            arr = tifffile.imread(path)
+        except Exception as exc:
+            raise ValueError(f"{str(path)!r} is not a readable TIFF: {exc}") from exc
+    elif suffix in HDF5_SUFFIXES:
+        with _open_h5(path) as h5:
+            keys = _h5_keys(h5)
+            if key is None:
+                key = next((k for k in STIMULUS_KEYS if k in keys), None)
+                if key is None:
+                    raise ValueError(
+                        f"{str(path)!r} has none of the datasets {list(STIMULUS_KEYS)}; it has {keys}"
+                    )
+            elif key not in keys:
+                raise ValueError(f"{str(path)!r} has no dataset {key!r}; it has {keys}")
+            arr = h5[key][()]
+    else:
+        raise ValueError(
+            f"cannot read a stimulus from {path.suffix or 'a file without suffix'!r}; "
+            f"expected one of {', '.join(STIMULUS_SUFFIXES)}"
+        )
+    return as_stack(arr, name=f"the stimulus in {path.name}")
+
+
+@dataclass
+class Split:
+    """One split of a dataset.
+
+    stimulus: (T, H, W) float32; rates: (T, n_cells) float32 (spikes per 10 ms
+    bin); repeats: (n_cells, repeats, T) float32 or None.
+    """
+
+    stimulus: np.ndarray
+    rates: np.ndarray
+    repeats: Optional[np.ndarray] = None
+
+
+@dataclass
+class Dataset:
+    """A training dataset in memory: ``train`` and ``test`` splits plus file attributes."""
+
+    train: Split
+    test: Split
+    cell_names: list = field(default_factory=list)
+    attrs: dict = field(default_factory=dict)
+
+
+def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split:
+    keys = _h5_keys(h5)
+    for need in (f"{split}/stimulus", f"{split}/{RATE_KEY}"):
+        if need not in keys:
+            raise ValueError(f"{str(path)!r} is missing the dataset {need!r} of the lab layout; it has {keys}")
+    stim = as_stack(h5[f"{split}/stimulus"][()], name=f"{split}/stimulus in {path.name}")
+    rates = np.asarray(h5[f"{split}/{RATE_KEY}"][()], dtype=np.float64)
+    if rates.ndim != 2:
+        raise ValueError(f"{split}/{RATE_KEY} must be (cells, T), got shape {rates.shape}")
+    if rates.shape[1] != stim.shape[0]:
+        raise ValueError(
+            f"{split}: the stimulus has {stim.shape[0]} frames but the rates have {rates.shape[1]} time bins"
+        )
+    if not np.isfinite(rates).all():
+        raise ValueError(f"{split}/{RATE_KEY} holds NaN or infinite rates")
+    if (rates < 0).any():
+        raise ValueError(f"{split}/{RATE_KEY} holds negative rates (min {rates.min():g}); rates must be >= 0")
+    n_cells = rates.shape[0]
+    if cells is not None:
+        bad = [c for c in cells if not 0 <= c < n_cells]
+        if bad:
+            raise ValueError(f"cells {bad} do not exist: the file has {n_cells} cells (0..{n_cells - 1})")
+        rates = rates[cells]
+    repeats = None
+    if f"{split}/repeats" in h5:
+        names = sorted(h5[f"{split}/repeats"].keys())
+        reps = [np.asarray(h5[f"{split}/repeats/{n}"][()], dtype=np.float32) for n in names]
+        if reps and len(reps) == n_cells and all(r.ndim == 2 and r.shape[1] == stim.shape[0] for r in reps):
+            repeats = np.stack(reps)
+            if cells is not None:
+                repeats = repeats[cells]
+    return Split(stim, rates.T.astype(np.float32), repeats)
+
+
+def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
+    """Read a dataset in the lab's HDF5 layout (see the module docstring).
+
+    ``cells`` keeps a subset of cells (indices). Refuses missing keys,
+    mismatched lengths, NaN or negative rates, and cells that do not exist.
+    """
+    path = _existing(path)
+    with _open_h5(path) as h5:
+        train = _read_split(h5, "train", path, cells)
+        test = _read_split(h5, "test", path, cells)
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
+    if train.stimulus.shape[1:] != test.stimulus.shape[1:]:
+        raise ValueError(
+            f"train and test stimuli differ in size: {train.stimulus.shape[1:]} vs {test.stimulus.shape[1:]}"
+        )
+    if train.rates.shape[1] != test.rates.shape[1]:
+        raise ValueError(f"train has {train.rates.shape[1]} cells but test has {test.rates.shape[1]}")
+    names = attrs.pop("cell_names", None)
+    n = train.rates.shape[1]
+    cell_names = json.loads(names) if isinstance(names, str) else [f"cell{i}" for i in range(n)]
+    if cells is not None and len(cell_names) != n:
+        cell_names = [cell_names[c] for c in cells]
+    return Dataset(train, test, cell_names, attrs)
+
+
+def write_dataset(path: PathLike, dataset: Dataset) -> Path:
+    """Write a :class:`Dataset` in the lab's HDF5 layout (atomically)."""
+    import h5py
+
+    def fill(h5):
+        for name in ("train", "test"):
+            split: Split = getattr(dataset, name)
+            h5[f"{name}/stimulus"] = np.asarray(split.stimulus, dtype=np.float32)
+            h5[f"{name}/{RATE_KEY}"] = np.asarray(split.rates, dtype=np.float32).T
+            if split.repeats is not None:
+                for c, reps in enumerate(split.repeats):
+                    h5[f"{name}/repeats/cell{c:02d}"] = np.asarray(reps, dtype=np.float32)
+        h5.attrs["cell_names"] = json.dumps(list(dataset.cell_names))
+        for k, v in dataset.attrs.items():
+            h5.attrs[k] = v
+
+    return _atomic_h5(path, fill)
+
+
+def _atomic_h5(path: PathLike, fill) -> Path:
+    import h5py
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            fill(h5)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _write_group(group, data: Mapping[str, Any]) -> None:
+    for key, value in data.items():
+        key = str(key)
+        if isinstance(value, Mapping):
+            _write_group(group.create_group(key), value)
+        elif value is None:
+            group.attrs[key] = "None"
+        elif isinstance(value, (str, bool, int, float, np.generic)):
+            group.attrs[key] = value
+        else:
+            arr = np.asarray(value)
+            if arr.dtype.kind in "US":
+                group.attrs[key] = json.dumps(arr.tolist())
+            elif arr.dtype == object:
+                group.attrs[key] = json.dumps(value, default=str)
+            else:
+                group.create_dataset(key, data=arr, compression="gzip" if arr.size > 1024 else None)
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name + "/"))
+        elif value is not None:
+            out[name] = np.asarray(value) if not isinstance(value, str) else np.asarray(value)
+    return out
+
+
+def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
+    """Write a nested dict of arrays, numbers and strings to ``.h5``/``.hdf5`` or ``.npz``.
+
+    In HDF5, nested dicts become groups, arrays datasets, and numbers and
+    strings attributes. In ``.npz``, keys are joined with ``/``.
+
+    Example
+    -------
+    >>> nr.io.write_results("out.h5", {"rates": rates, "model": {"name": "default"}})  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not isinstance(results, Mapping):
+        raise TypeError(f"results must be a dict, got {type(results).__name__}")
+    if not path.parent.exists():
+        raise FileNotFoundError(f"cannot write results: folder {str(path.parent)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in HDF5_SUFFIXES:
+        return _atomic_h5(path, lambda h5: _write_group(h5, results))
+    if suffix == ".npz":
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".npz", dir=path.parent)
+        os.close(fd)
+        try:
+            np.savez_compressed(tmp, **_flatten(results))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+    raise ValueError(f"results are written to .h5, .hdf5 or .npz, got {path.suffix or 'no suffix'!r}")
