@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Optional, Union
 
 import torch
 
+from ._atomic import atomic_write
 from ._device import DeviceLike, resolve_device
 from .model import ModelConfig, RetinaCNN
 
@@ -53,9 +53,6 @@ def save_model(model: RetinaCNN, path: PathLike) -> Path:
     """
     if not isinstance(model, RetinaCNN):
         raise TypeError(f"save_model expects a RetinaCNN, got {type(model).__name__}")
-    path = Path(path)
-    if not path.parent.exists():
-        raise FileNotFoundError(f"cannot save the model: folder {str(path.parent)!r} does not exist")
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -63,15 +60,7 @@ def save_model(model: RetinaCNN, path: PathLike) -> Path:
         "info": json.dumps({"provenance": model.provenance, "scores": model.scores}),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _read_payload(path: Path) -> dict:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
+from ._atomic import atomic_write
 from ._validate import as_stack
 
 PathLike = Union[str, os.PathLike]
@@ -203,17 +203,11 @@ def write_dataset(path: PathLike, dataset: Dataset) -> Path:
 def _atomic_h5(path: PathLike, fill) -> Path:
     import h5py
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
+    def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as h5:
             fill(h5)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+
+    return atomic_write(path, write)
 
 
 def _write_group(group, data: Mapping[str, Any]) -> None:
@@ -242,7 +236,7 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(value, Mapping):
             out.update(_flatten(value, name + "/"))
         elif value is not None:
-            out[name] = np.asarray(value) if not isinstance(value, str) else np.asarray(value)
+            out[name] = np.asarray(value)
     return out
 
 
@@ -259,19 +253,9 @@ def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
     path = Path(path)
     if not isinstance(results, Mapping):
         raise TypeError(f"results must be a dict, got {type(results).__name__}")
-    if not path.parent.exists():
-        raise FileNotFoundError(f"cannot write results: folder {str(path.parent)!r} does not exist")
     suffix = path.suffix.lower()
     if suffix in HDF5_SUFFIXES:
         return _atomic_h5(path, lambda h5: _write_group(h5, results))
     if suffix == ".npz":
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".npz", dir=path.parent)
-        os.close(fd)
-        try:
-            np.savez_compressed(tmp, **_flatten(results))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return atomic_write(path, lambda tmp: np.savez_compressed(tmp, **_flatten(results)))
     raise ValueError(f"results are written to .h5, .hdf5 or .npz, got {path.suffix or 'no suffix'!r}")

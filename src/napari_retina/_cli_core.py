@@ -1,0 +1,78 @@
+"""``napari-retina demo`` and ``napari-retina predict``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _demo(args) -> int:
+    from ._napari.demo import run_demo
+
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    summary = run_demo(headless=args.headless, out_dir=out)
+    if args.headless:
+        print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _predict(args) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from .checkpoint import load_model
+    from .io import read_stimulus, write_results
+    from .predict import predict
+
+    model = load_model(args.model, device=args.device)
+    stim = read_stimulus(args.stimulus, key=args.key)
+    crop = "center" if args.crop == "center" else (tuple(int(v) for v in args.crop.split(",")) if args.crop else None)
+    with tqdm(total=0, unit="frame", desc="predict", disable=args.quiet) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        rates = predict(model, stim, batch_size=args.batch_size, crop=crop, progress=progress)
+    out = Path(args.out)
+    write_results(
+        out,
+        {
+            "rates": rates,
+            "cell_names": json.dumps(model.config.cell_names),
+            "units": "spikes per 10 ms bin; frame t from frames t-history+1..t; NaN without full history",
+            "stimulus_file": str(args.stimulus),
+            "model": {"path": str(args.model or "default"), "provenance": json.dumps(model.provenance)},
+        },
+    )
+    valid = rates[~np.isnan(rates[:, 0])]
+    print(f"wrote {out}: rates {rates.shape[0]} frames x {rates.shape[1]} cells, mean rate per cell "
+          + ", ".join(f"{n}={m:.3f}" for n, m in zip(model.config.cell_names, valid.mean(0))))
+    return 0
+
+
+def register(sub) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="open napari with the shipped model, an omitted-stimulus flash train and the analysis ready",
+        description="Open napari with the shipped model, an omitted-stimulus flash train and its analysis.",
+    )
+    demo.add_argument("--headless", action="store_true",
+                      help="do not open a window: write a PNG screenshot and print a summary")
+    demo.add_argument("--out", default=None, help="folder for the screenshot and summary (default: ./napari-retina-demo)")
+    demo.set_defaults(func=_demo)
+
+    pred = sub.add_parser("predict", help="predict every cell's firing rate for a stimulus file",
+                          description="Predict firing rates (spikes per 10 ms bin) for a .npy/.tif/.h5 stimulus stack.")
+    pred.add_argument("stimulus", help="stimulus stack (T, H, W): .npy, .tif/.tiff or .h5 (lab layout)")
+    pred.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+    pred.add_argument("--key", default=None, help="HDF5 dataset holding the stimulus (default: stimulus, test/stimulus, train/stimulus)")
+    pred.add_argument("--out", default="rates.h5", help="output .h5 or .npz (default rates.h5)")
+    pred.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
+    pred.add_argument("--batch-size", type=int, default=None, help="windows per forward pass")
+    pred.add_argument("--crop", default=None, help="'center' or 'y0,x0' to cut a model-sized window out of a larger stack")
+    pred.add_argument("--quiet", action="store_true", help="no progress bar")
+    pred.set_defaults(func=_predict)

@@ -1,0 +1,53 @@
+"""The ``napari-retina`` command line.
+
+Subcommands are contributed by small ``_cli_*`` modules, each with a
+``register(subparsers)`` function that adds its parsers and sets
+``func(args) -> int`` as the handler. Errors from bad input are printed as one
+line on stderr with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+#: modules that contribute subcommands, in help order
+COMMAND_MODULES = ("_cli_core", "_cli_training", "_cli_experiments")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-retina",
+        description="Make a deep-learning model of the retina explain itself.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"napari_retina.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"napari_retina.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the exit status."""
+    from ._progress import Cancelled
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"napari-retina {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Cancelled):
+        print(f"napari-retina {args.command}: cancelled", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
