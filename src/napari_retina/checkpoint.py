@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import Optional, Union
@@ -67,12 +66,14 @@ def _read_payload(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ValueError(
-            f"{str(path)!r} is not a napari-retina checkpoint: it holds pickled objects other than "
-            "weights, which are refused because loading them could execute code"
-        ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ValueError(f"{str(path)!r} is not a readable checkpoint (corrupt or truncated): {exc}") from exc
+        if "weights only" in str(exc).lower():
+            raise ValueError(
+                f"{str(path)!r} is not a napari-retina checkpoint: it holds pickled objects other than "
+                "weights, which are refused because loading them could execute code"
+            ) from exc
+        raise ValueError(f"{str(path)!r} is not a readable checkpoint (corrupt or truncated)") from exc
+    except Exception as exc:  # torch raises many kinds on garbage: RuntimeError, KeyError, EOFError...
+        raise ValueError(f"{str(path)!r} is not a readable checkpoint (corrupt or truncated)") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is a torch file but not a napari-retina checkpoint (no '{FORMAT}' header)")
     if payload.get("version") != VERSION:

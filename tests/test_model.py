@@ -1,0 +1,89 @@
+"""The BN-CNN: shapes, eval determinism, the conv1 split, and its config."""
+
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+from napari_retina.model import ModelConfig, RetinaCNN
+
+
+def tiny(bn="unit", seed=0, n_cells=3):
+    torch.manual_seed(seed)
+    return RetinaCNN(ModelConfig(history=6, size=16, channels=(3, 4), kernels=(5, 3), n_cells=n_cells, bn=bn)).eval()
+
+
+@pytest.mark.parametrize("bn", ["unit", "channel", "none"])
+def test_shapes_follow_the_config(bn):
+    model = tiny(bn)
+    z = model.first_layer(torch.randn(2, 6, 16, 16))
+    assert z.shape == (2, 3, 12, 12)
+    assert model(torch.randn(2, 6, 16, 16)).shape == (2, 3)
+    assert model.config.map_sizes == (12, 10)
+    assert model.config.first_layer_offset == 2
+
+
+def test_default_architecture_is_methods_bn_cnn():
+    model = RetinaCNN(ModelConfig(n_cells=5))
+    assert model.conv1.weight.shape == (8, 40, 15, 15)
+    assert model.conv2.weight.shape == (8, 8, 11, 11)
+    assert model.linear.weight.shape == (5, 8 * 26 * 26)
+    assert model.bn1.bn.num_features == 8 * 36 * 36 and model.bn1.bn.eps == 1e-3
+    assert model.bn1.bn.momentum == 0.01
+
+
+def test_eval_is_deterministic_and_training_is_noisy():
+    model = tiny()
+    x = torch.randn(4, 6, 16, 16)
+    assert torch.equal(model(x), model(x))
+    model.train()
+    torch.manual_seed(1)
+    a = model(x)
+    torch.manual_seed(2)
+    b = model(x)
+    assert not torch.equal(a, b)  # Gaussian noise (and batch statistics) in training
+
+
+def test_rates_are_positive():
+    model = tiny()
+    assert (model(10 * torch.randn(8, 6, 16, 16)) > 0).all()
+
+
+@pytest.mark.parametrize("bn", ["unit", "channel", "none"])
+def test_first_layer_affine_matches_bn1(bn):
+    model = tiny(bn)
+    with torch.no_grad():
+        for module in model.modules():  # non-trivial running statistics
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+                module.weight.uniform_(0.5, 2)
+                module.bias.uniform_(-1, 1)
+        z = torch.randn(3, 3, 12, 12)
+        scale, shift = model.first_layer_affine()
+        assert torch.allclose(model.bn1(z), scale * z + shift, atol=1e-6)
+
+
+def test_config_round_trips_through_json_dict():
+    cfg = ModelConfig(history=8, size=20, kernels=(5, 5), n_cells=2, cell_names=["a", "b"])
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(history=0), "history must be a positive int"),
+        (dict(size=10, kernels=(7, 5)), "do not fit"),
+        (dict(bn="layer"), "bn must be one of"),
+        (dict(n_cells=2, cell_names=["a"]), "2 cells but 1 cell names"),
+        (dict(channels=(8,)), "two positive ints"),
+    ],
+)
+def test_bad_configs_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ModelConfig(**kwargs)
+
+
+def test_unknown_config_key_is_refused():
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ModelConfig.from_dict({"history": 4, "lr": 3})
