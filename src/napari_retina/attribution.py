@@ -1,0 +1,441 @@
+"""Integrated gradients to first-layer (conv1) units (METHOD.md §2).
+
+For a stimulus frame ``t`` with window ``s_t`` (the last ``history`` frames),
+``z = W⊛s + b`` the conv1 pre-activation and ``F`` the summed rate of the
+chosen cells, the straight path ``α·s_t`` from the mean-luminance baseline
+``s = 0`` gives
+
+    A_cxy(t) = (W_c⊛s_t)_xy · ∫₀¹ ∂F/∂z_cxy |_{z = b + α·(W⊛s_t)} dα ,
+    Σ_cxy A_cxy(t) = F(s_t) − F(0)                       (completeness).
+
+This is exactly what Captum's ``LayerIntegratedGradients`` on conv1 computes.
+Because conv1 is affine, ``W⊛s_t`` is computed once per frame and only the
+rest of the network is evaluated along the path ``z(α) = b + α·(W⊛s_t)``.
+
+Quadrature rules
+----------------
+Captum's rules, reproduced exactly (same α points, same weights):
+``"riemann_left"``, ``"riemann_right"``, ``"riemann_middle"``,
+``"riemann_trapezoid"`` (all need ``steps >= 2`` as in Captum, except that
+left/right/middle also accept 1) and ``"gausslegendre"``.
+
+``"kink_midpoint"`` (this package's default): with bn1 in eval mode the
+first-layer unit ``j`` is ``u_j(α) = scale_j·(b_j + α·d_j) + shift_j``, affine
+in α, so its ReLU switches at most once, at ``α*_j = −(scale_j b_j +
+shift_j)/(scale_j d_j)``, and is active on a known sub-interval of [0, 1].
+With ``q(α) = ∂F/∂y1`` (the gradient with respect to the rectified
+first-layer activation), ``∂F/∂z_j = 1[u_j(α) > 0]·scale_j·q_j(α)`` and
+``A_j = d_j·scale_j·∫_{active_j} q_j(α) dα``. The rule samples ``q`` at the
+midpoints of ``steps`` cells of width ``1/steps`` and weights each sample by
+the length of the cell's overlap with unit ``j``'s active interval, so the
+first-layer switches are integrated exactly; what remains is the smooth
+output softplus and the small jumps of ``q`` where second-layer units switch.
+It converges to the same integral as every other rule.
+
+Measured accuracy (relative Frobenius error of the maps against a float64
+2,000-step reference; see BENCHMARKS.md, "## Attribution"): filled in below
+from ``benchmarks/bench_attribution.py``.
+
+Invariance
+----------
+``"space"``: every frame is uniform over space (full-field flashes); conv1's
+output is then uniform per channel and is computed as the kernel's spatial
+sum times the frame values; ``maps`` is None, ``channels`` holds A_c(t).
+``"y"``: uniform along y (a vertical bar moving along x); conv1 reduces to a
+1-D convolution along x and ``maps`` is (T, C, 1, w), summed over y.
+``"x"``: uniform along x; ``maps`` is (T, C, h, 1), summed over x.
+``"none"``: full maps (T, C, h, w). ``"auto"`` picks the most specific of
+these that the stimulus satisfies: an axis counts as uniform when, over the
+frames the attributed windows use, every value differs from its mean along
+that axis by at most ``1e-6 · max(1, max|s|)`` (float32 rounding level); the
+mean along the axis is then used, so the result is exact up to that
+tolerance times the kernel's absolute sum.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ._device import DeviceLike
+from ._frames import Frames, gather_windows, select_frames
+from ._progress import Progress, report
+from ._validate import Crop, as_stimulus, check_cells, check_int
+from .model import RetinaCNN
+from .predict import default_batch_size, model_on
+
+RULES = ("kink_midpoint", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+CAPTUM_RULES = RULES[1:]
+INVARIANCES = ("auto", "none", "x", "y", "space")
+DEFAULT_RULE = "kink_midpoint"
+DEFAULT_STEPS = 50
+UNIFORM_RTOL = 1e-6
+
+
+@dataclass
+class Attribution:
+    """Integrated-gradient attributions of a response to conv1 units.
+
+    Arrays over time have length T (stimulus frames), NaN on frames not
+    attributed. Units: spikes per 10 ms bin (the model's rate units).
+
+    Attributes
+    ----------
+    maps : float32 (T, C, h, w), (T, C, 1, w) for invariance "y" (summed over
+        y), (T, C, h, 1) for "x" (summed over x), or None for "space".
+        Map pixel (i, j) sits on stimulus pixel (i + offset, j + offset).
+    channels : float32 (T, C), A_c(t) = sum of the maps over space.
+    response : float32 (T,), F(s_t) − F(0).
+    rates : float32 (T,), F(s_t), the summed rate of ``cells``.
+    baseline_rate : F(0), the rate at mean luminance.
+    completeness_error : max_t |Σ_c A_c(t) − response(t)| / max_t |response(t)|.
+    cells : attributed cells (their rates are summed).
+    steps, rule : quadrature used; invariance : "none" | "x" | "y" | "space".
+    frames : int (n,), the attributed frames.
+    offset : stimulus pixel under map pixel 0 (k1 // 2).
+    history : frames per window.
+    stimulus : float32 (T, H, W) contrast units actually used.
+    model : the model used.
+    """
+
+    maps: Optional[np.ndarray]
+    channels: np.ndarray
+    response: np.ndarray
+    rates: np.ndarray
+    baseline_rate: float
+    completeness_error: float
+    cells: list
+    steps: int
+    rule: str
+    invariance: str
+    frames: np.ndarray
+    offset: int
+    history: int
+    stimulus: np.ndarray = field(repr=False)
+    model: RetinaCNN = field(repr=False)
+
+
+# ---------------------------------------------------------------------------
+# quadrature
+
+
+def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """α points and weights of a rule, float64 arrays of length ``steps``.
+
+    For Captum's rules these are exactly Captum's (``captum.attr._utils.
+    approximation_methods``): Riemann α from a float32 ``torch.linspace``,
+    weights ``1/steps`` (halved at both ends for the trapezoid); Gauss–Legendre
+    nodes and weights from ``numpy.polynomial.legendre.leggauss`` mapped to
+    [0, 1]. ``"kink_midpoint"`` returns the cell midpoints and widths (its
+    per-unit weights are computed in :func:`attribute`).
+    """
+    n = steps
+    if rule == "gausslegendre":
+        x, w = np.polynomial.legendre.leggauss(n)
+        return 0.5 * (1 + x), 0.5 * w
+    if rule == "kink_midpoint":
+        return (np.arange(n) + 0.5) / n, np.full(n, 1.0 / n)
+    w = np.full(n, 1.0 / n)
+    if rule == "riemann_trapezoid":
+        w[0] /= 2
+        w[-1] /= 2
+        a = torch.linspace(0, 1, n)
+    elif rule == "riemann_left":
+        a = torch.linspace(0, 1 - 1 / n, n)
+    elif rule == "riemann_middle":
+        a = torch.linspace(1 / (2 * n), 1 - 1 / (2 * n), n)
+    elif rule == "riemann_right":
+        a = torch.linspace(1 / n, 1, n)
+    else:  # pragma: no cover - checked by the caller
+        raise ValueError(f"unknown rule {rule!r}")
+    return np.asarray(a.tolist(), dtype=np.float64), w
+
+
+def _check_rule_steps(rule, steps) -> tuple[str, int]:
+    if not isinstance(rule, str) or rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(repr(r) for r in RULES)}, got {rule!r}")
+    steps = check_int(steps, "steps", 1)
+    if rule == "riemann_trapezoid" and steps < 2:
+        raise ValueError(f"rule 'riemann_trapezoid' needs steps >= 2 (it samples both ends), got {steps}")
+    return rule, steps
+
+
+# ---------------------------------------------------------------------------
+# invariance
+
+
+def _axis_uniform(block: np.ndarray, axis: int, tol: float) -> bool:
+    mean = block.mean(axis=axis, keepdims=True, dtype=np.float64)
+    return bool(np.abs(block - mean).max() <= tol)
+
+
+def _resolve_invariance(block: np.ndarray, invariance) -> str:
+    """Check/choose the invariance on the (frames, H, W) block the windows use."""
+    if not isinstance(invariance, str) or invariance not in INVARIANCES:
+        raise ValueError(
+            f"invariance must be one of {', '.join(repr(i) for i in INVARIANCES)}, got {invariance!r}"
+        )
+    tol = UNIFORM_RTOL * max(1.0, float(np.abs(block).max()))
+    uy = _axis_uniform(block, 1, tol)  # uniform along y
+    ux = _axis_uniform(block, 2, tol)  # uniform along x
+    if invariance == "auto":
+        return "space" if (uy and ux) else "y" if uy else "x" if ux else "none"
+    if invariance == "space" and not (uy and ux):
+        varies = " and ".join(a for a, u in (("y", uy), ("x", ux)) if not u)
+        raise ValueError(
+            f"invariance 'space' needs a spatially uniform stimulus, but it varies along {varies}; "
+            "use invariance='auto' or 'none'"
+        )
+    if invariance == "y" and not uy:
+        raise ValueError(
+            "invariance 'y' needs a stimulus uniform along y (rows identical), but it varies along y; "
+            "use invariance='auto' or 'none'"
+        )
+    if invariance == "x" and not ux:
+        raise ValueError(
+            "invariance 'x' needs a stimulus uniform along x (columns identical), but it varies along x; "
+            "use invariance='auto' or 'none'"
+        )
+    return invariance
+
+
+def _conv1_linear(weight: torch.Tensor, windows: torch.Tensor, invariance: str, h: int) -> torch.Tensor:
+    """d = W⊛s without bias, (n, C, h, h), using the stimulus invariance.
+
+    Returns a broadcast (expanded) view for the invariant cases.
+    """
+    n, c = windows.shape[0], weight.shape[0]
+    if invariance == "none":
+        return F.conv2d(windows, weight)
+    if invariance == "space":
+        s = windows.mean(dim=(2, 3))  # (n, hist)
+        d = s @ weight.sum(dim=(2, 3)).T  # (n, C)
+        return d[:, :, None, None].expand(n, c, h, h)
+    if invariance == "y":  # uniform along y: a 1-D convolution along x
+        s = windows.mean(dim=2)  # (n, hist, W)
+        d = F.conv1d(s, weight.sum(dim=2))  # (n, C, w)
+        return d[:, :, None, :].expand(n, c, h, h)
+    s = windows.mean(dim=3)  # uniform along x: (n, hist, H)
+    d = F.conv1d(s, weight.sum(dim=3))  # (n, C, h)
+    return d[:, :, :, None].expand(n, c, h, h)
+
+
+def _reduce_maps(a: torch.Tensor, invariance: str) -> Optional[torch.Tensor]:
+    if invariance == "none":
+        return a
+    if invariance == "y":
+        return a.sum(dim=2, keepdim=True)
+    if invariance == "x":
+        return a.sum(dim=3, keepdim=True)
+    return None
+
+
+# ---------------------------------------------------------------------------
+# the integral
+
+
+def _active_interval(a: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[lo, hi] ⊂ [0, 1] where a + α·c > 0 (lo == hi: never active)."""
+    with torch.no_grad():
+        safe = torch.where(c == 0, torch.ones_like(c), c)
+        kink = (-a / safe).clamp(0.0, 1.0)
+        zero = torch.zeros_like(kink)
+        one = torch.ones_like(kink)
+        always = (a > 0).to(a.dtype)
+        lo = torch.where(c > 0, kink, torch.where(c < 0, zero, zero))
+        hi = torch.where(c > 0, one, torch.where(c < 0, kink, always))
+    return lo, hi
+
+
+def _integrate_chunk(net, d, b, scale, shift, cells, alphas, weights, rule, batch_size):
+    """G = ∫ ∂F/∂z dα for each frame of a chunk: (n, C, h, w).
+
+    ``d``: (n, C, h, w) = W⊛s per frame; z(α) = b + α·d.
+    """
+    n = d.shape[0]
+    dtype = d.dtype
+    a0 = scale * b + shift  # (C, h, w): bn1 pre-ReLU at α = 0
+    c = scale * d  # (n, C, h, w): slope along the path
+    if rule == "kink_midpoint":
+        lo, hi = _active_interval(a0.expand_as(c), c)
+    m = len(alphas)
+    al = torch.as_tensor(alphas, dtype=dtype, device=d.device)
+    wt = torch.as_tensor(weights, dtype=dtype, device=d.device)
+    G = torch.zeros_like(c)
+    total = n * m
+    fi_all = torch.arange(n, device=d.device).repeat_interleave(m)
+    ai_all = torch.arange(m, device=d.device).repeat(n)
+    for start in range(0, total, batch_size):
+        fi = fi_all[start : start + batch_size]
+        ai = ai_all[start : start + batch_size]
+        alpha = al[ai].view(-1, 1, 1, 1)
+        with torch.no_grad():
+            u = a0 + alpha * c[fi]
+            if rule == "kink_midpoint":
+                left = (ai.to(dtype) / m).view(-1, 1, 1, 1)
+                right = ((ai + 1).to(dtype) / m).view(-1, 1, 1, 1)
+                w = (torch.minimum(hi[fi], right) - torch.maximum(lo[fi], left)).clamp_min(0.0)
+            else:
+                w = wt[ai].view(-1, 1, 1, 1) * (u > 0).to(dtype)
+        y = F.relu(u).requires_grad_(True)
+        with torch.enable_grad():
+            out = net.from_activation(y)[:, cells].sum()
+            (q,) = torch.autograd.grad(out, y)
+        G.index_add_(0, fi, w * q)
+    return G * scale
+
+
+def attribute(
+    model: RetinaCNN,
+    stimulus,
+    cell=0,
+    steps: Optional[int] = None,
+    rule: Optional[str] = None,
+    invariance: str = "auto",
+    frames: Frames = None,
+    device: DeviceLike = None,
+    batch_size: Optional[int] = None,
+    crop: Crop = None,
+    progress: Optional[Progress] = None,
+) -> Attribution:
+    """Integrated gradients of a cell's rate to the conv1 units, per frame.
+
+    Parameters
+    ----------
+    model : RetinaCNN
+        E.g. ``nr.load_model()``; used in eval mode (bn1 as a fixed affine map).
+    stimulus : array (T, H, W)
+        Contrast units (float) or raw intensities (integers); 1 frame = 10 ms.
+    cell : int, list of int or "all"
+        The attributed output is the sum of these cells' rates.
+    steps : int, optional
+        Quadrature points along the path (default 50 with the default rule).
+    rule : str, optional
+        ``"kink_midpoint"`` (default) or one of Captum's ``"riemann_left"``,
+        ``"riemann_right"``, ``"riemann_middle"``, ``"riemann_trapezoid"``,
+        ``"gausslegendre"`` (same α points and weights as Captum, so results
+        match ``LayerIntegratedGradients`` on conv1 point for point).
+    invariance : "auto", "none", "x", "y" or "space"
+        See the module docstring: "space" sums the maps over space (maps None),
+        "y" (uniform along y) sums over y, "x" over x. "auto" detects the
+        invariance (tolerance ``1e-6·max(1, max|s|)``); requesting one the
+        stimulus lacks is a ValueError.
+    frames : None, slice or list of int
+        Frames to attribute (default: every frame with a full history).
+    device : str, optional
+        Where to run; ``None`` keeps the model's device.
+    batch_size : int, optional
+        Path points (frames × α) per backward pass (default 256 on CPU, 2048 on GPU).
+    crop : None, "center" or (y0, x0)
+        How to cut a ``size × size`` window out of a larger stack.
+    progress : callable, optional
+        ``progress(done_frames, total_frames)`` after each chunk of frames;
+        raise :class:`napari_retina.Cancelled` in it to stop.
+
+    Returns
+    -------
+    Attribution
+        ``maps`` (T, C, h, w) (or reduced, see ``invariance``), ``channels`` (T, C),
+        ``response``/``rates`` (T,), NaN on frames not attributed.
+
+    Memory stays bounded whatever T: frames are processed in chunks of
+    ``max(1, batch_size // steps)``; besides the stimulus and the outputs
+    (T·C·h·w·4 bytes for "none" maps), a chunk needs about
+    ``chunk·(history·H·W + 6·C1·h1²)·4`` bytes and a backward pass about
+    ``batch_size·(4·C1·h1² + 3·C2·h2²)·4`` bytes (≈ 60 MB at 256 for the
+    40×50×50, 8-channel model).
+
+    Example
+    -------
+    >>> attr = nr.attribute(nr.load_model(), nr.stimuli.white_noise(frames=100), cell=0)  # doctest: +SKIP
+    >>> attr.maps.shape, attr.channels.shape                                              # doctest: +SKIP
+    ((100, 8, 36, 36), (100, 8))
+    """
+    model = model_on(model, device)
+    cfg = model.config
+    cells = check_cells(cell, cfg.n_cells)
+    rule = DEFAULT_RULE if rule is None else rule
+    steps = DEFAULT_STEPS if steps is None else steps
+    rule, steps = _check_rule_steps(rule, steps)
+    if not isinstance(invariance, str) or invariance not in INVARIANCES:
+        raise ValueError(
+            f"invariance must be one of {', '.join(repr(i) for i in INVARIANCES)}, got {invariance!r}"
+        )
+    stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm)
+    idx = select_frames(len(stim), cfg.history, frames)
+    bs = default_batch_size(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
+    inv = _resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1], invariance)
+
+    # a private copy without parameter gradients (cheap: the model is small)
+    net = copy.deepcopy(model).eval().requires_grad_(False)
+    dev = net.device
+    dtype = net.conv1.weight.dtype
+    weight, bias = net.conv1.weight, net.conv1.bias
+    scale, shift = net.first_layer_affine()
+    c1, h1 = cfg.channels[0], cfg.map_sizes[0]
+    b = bias.view(c1, 1, 1).expand(c1, h1, h1)
+    alphas, weights = quadrature(rule, steps)
+
+    T = len(stim)
+    n = len(idx)
+    maps_out = None
+    if inv != "none" and inv != "space":
+        shape = (c1, 1, h1) if inv == "y" else (c1, h1, 1)
+        maps_out = np.full((T,) + shape, np.nan, dtype=np.float32)
+    elif inv == "none":
+        maps_out = np.full((T, c1, h1, h1), np.nan, dtype=np.float32)
+    chan = np.full((T, c1), np.nan, dtype=np.float32)
+    rates = np.full(T, np.nan, dtype=np.float32)
+    source = torch.from_numpy(stim).to(dtype)
+    chunk = max(1, bs // steps)
+
+    with torch.no_grad():
+        f0 = float(net.from_first_layer(b[None]).to(torch.float64)[0, cells].sum())
+    report(progress, 0, n)
+    done = 0
+    for start in range(0, n, chunk):
+        fidx = idx[start : start + chunk]
+        with torch.no_grad():
+            x = gather_windows(source, fidx, cfg.history).to(dev)
+            d = _conv1_linear(weight, x, inv, h1)
+            del x
+            r = net.from_first_layer(b + d)[:, cells].sum(1)
+        G = _integrate_chunk(net, d, b, scale, shift, cells, alphas, weights, rule, bs)
+        with torch.no_grad():
+            A = G * d
+            red = _reduce_maps(A, inv)
+            if red is not None:
+                maps_out[fidx] = red.float().cpu().numpy()
+            chan[fidx] = A.sum(dim=(2, 3)).float().cpu().numpy()
+            rates[fidx] = r.float().cpu().numpy()
+        done += len(fidx)
+        report(progress, done, n)
+
+    response = (rates.astype(np.float64) - f0).astype(np.float32)
+    resp = response[idx].astype(np.float64)
+    gap = np.abs(chan[idx].astype(np.float64).sum(1) - resp).max()
+    scale_r = np.abs(resp).max()
+    cerr = float(gap / scale_r) if scale_r > 0 else (0.0 if gap == 0 else math.inf)
+    return Attribution(
+        maps=maps_out,
+        channels=chan,
+        response=response,
+        rates=rates,
+        baseline_rate=f0,
+        completeness_error=cerr,
+        cells=cells,
+        steps=steps,
+        rule=rule,
+        invariance=inv,
+        frames=idx,
+        offset=cfg.first_layer_offset,
+        history=cfg.history,
+        stimulus=stim,
+        model=model,
+    )

@@ -1,0 +1,359 @@
+"""nr.attribute: integrated gradients to conv1 units.
+
+References are independent of the code under test: Captum's
+LayerIntegratedGradients, float64 many-step integrals, float64 central finite
+differences, predict() for the response, and sums of the full maps.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+from napari_retina.attribution import CAPTUM_RULES, quadrature
+from napari_retina.model import ModelConfig, RetinaCNN
+from napari_retina.predict import predict
+
+HIST, SIZE = 6, 14
+CFG = dict(history=HIST, size=SIZE, channels=(3, 4), kernels=(5, 3), n_cells=3)
+
+
+def random_model(seed=0, bn="unit", **kw) -> RetinaCNN:
+    """A random BN-CNN with non-trivial batch-norm statistics (so ReLUs switch)."""
+    torch.manual_seed(seed)
+    m = RetinaCNN(ModelConfig(**{**CFG, "bn": bn, **kw}))
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                mod.running_mean.normal_(0, 0.3)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.normal_(0, 0.3)
+    return m.eval()
+
+
+def noise(T=16, seed=1, size=SIZE):
+    return np.random.default_rng(seed).standard_normal((T, size, size)).astype(np.float32)
+
+
+def windows(stim, history=HIST):
+    x = torch.from_numpy(stim)
+    return x.unfold(0, history, 1).permute(0, 3, 1, 2).contiguous()
+
+
+def captum_maps(model, stim, cells, steps, rule):
+    captum = pytest.importorskip("captum.attr")
+    x = windows(stim, model.config.history)
+    lig = captum.LayerIntegratedGradients(lambda inp: model(inp)[:, cells].sum(1), model.first_layer_module)
+    out = lig.attribute(x, baselines=torch.zeros_like(x), n_steps=steps, method=rule, internal_batch_size=64)
+    return out.detach().numpy().astype(np.float64)
+
+
+def rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model()
+
+
+@pytest.fixture(scope="module")
+def model64():
+    return copy.deepcopy(random_model()).double()
+
+
+# --------------------------------------------------------------------------- Captum
+
+
+@pytest.mark.parametrize("rule", CAPTUM_RULES)
+def test_equals_captum_layer_integrated_gradients(model, rule):
+    stim = noise()
+    cells = [0, 2]
+    attr = nr.attribute(model, stim, cell=cells, steps=12, rule=rule, invariance="none")
+    ref = captum_maps(model, stim, cells, 12, rule)
+    got = attr.maps[HIST - 1 :].astype(np.float64)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    assert np.isnan(attr.maps[: HIST - 1]).all()
+
+
+def test_quadrature_matches_captum():
+    am = pytest.importorskip("captum.attr._utils.approximation_methods")
+    for rule in CAPTUM_RULES:
+        for n in (2, 7, 50):
+            step_sizes, alphas = am.approximation_parameters(rule)
+            a, w = quadrature(rule, n)
+            assert np.array_equal(a, np.asarray(alphas(n)))
+            assert np.array_equal(w, np.asarray(step_sizes(n)))
+
+
+def test_cell_all_is_summed_response(model):
+    stim = noise(T=10)
+    attr = nr.attribute(model, stim, cell="all", steps=8, rule="gausslegendre", invariance="none")
+    ref = captum_maps(model, stim, [0, 1, 2], 8, "gausslegendre")
+    np.testing.assert_allclose(attr.maps[HIST - 1 :], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    assert attr.cells == [0, 1, 2]
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def reference(model64, stim, cells, frames=None):
+    """float64, 2,000 midpoint steps: the integral to ~1e-6 for the tiny model."""
+    return nr.attribute(model64, stim, cell=cells, steps=2000, rule="riemann_middle", invariance="none",
+                        frames=frames, batch_size=4096)
+
+
+def test_error_falls_with_steps(model, model64):
+    stim = noise(T=10, seed=3)
+    ref = reference(model64, stim, [1]).maps[HIST - 1 :].astype(np.float64)
+    for rule in ("kink_midpoint", "gausslegendre", "riemann_right"):
+        errs = [rel(nr.attribute(model, stim, cell=1, steps=n, rule=rule, invariance="none").maps[HIST - 1 :], ref)
+                for n in (4, 16, 64, 256)]
+        assert all(b < a for a, b in zip(errs, errs[1:])), (rule, errs)
+        assert errs[-1] < errs[0] / 20 and errs[-1] < 5e-3, (rule, errs)
+
+
+def test_default_no_worse_than_captum_default(model, model64):
+    stim = noise(T=12, seed=4)
+    ref = reference(model64, stim, [0]).maps[HIST - 1 :].astype(np.float64)
+    default = nr.attribute(model, stim, cell=0, invariance="none")
+    captum_default = nr.attribute(model, stim, cell=0, steps=50, rule="gausslegendre", invariance="none")
+    assert rel(default.maps[HIST - 1 :], ref) <= rel(captum_default.maps[HIST - 1 :], ref)
+
+
+def test_completeness(model):
+    stim = noise(T=14, seed=5)
+    attr = nr.attribute(model, stim, cell=[0, 1], steps=64)
+    rates = predict(model, stim)[:, [0, 1]].sum(1)
+    base = float(model(torch.zeros(1, HIST, SIZE, SIZE))[0, [0, 1]].sum())
+    np.testing.assert_allclose(attr.rates[HIST - 1 :], rates[HIST - 1 :], rtol=1e-5, atol=1e-6)
+    assert attr.baseline_rate == pytest.approx(base, rel=1e-6)
+    np.testing.assert_allclose(attr.response, attr.rates - attr.baseline_rate, rtol=1e-5, atol=1e-6)
+    t = attr.frames
+    gap = np.abs(attr.maps[t].astype(np.float64).sum((1, 2, 3)) - (rates[t] - base)).max()
+    expected = gap / np.abs(rates[t] - base).max()
+    assert attr.completeness_error == pytest.approx(expected, rel=1e-3, abs=1e-6)
+    np.testing.assert_allclose(attr.channels[t], attr.maps[t].sum((2, 3)), rtol=1e-5, atol=1e-6)
+    assert attr.completeness_error < 0.02
+
+
+def test_gradient_matches_finite_differences():
+    """steps=1, right endpoint: A = d · ∂F/∂z at z = b + d, so ∂F/∂z = A / d."""
+    m64 = random_model(seed=7).double()
+    stim = noise(T=HIST, seed=8)
+    attr = nr.attribute(m64, stim, cell=2, steps=1, rule="riemann_right", invariance="none")
+    x = windows(stim).double()
+    with torch.no_grad():
+        z = m64.first_layer(x)[0]
+        d = z - m64.conv1.bias.view(-1, 1, 1)
+    grad_code = attr.maps[HIST - 1].astype(np.float64) / d.numpy()
+    rng = np.random.default_rng(0)
+    flat = z.flatten()
+    units = rng.choice(flat.numel(), 40, replace=False)
+    eps = 1e-6
+    for u in units:
+        zp, zm = flat.clone(), flat.clone()
+        zp[u] += eps
+        zm[u] -= eps
+        with torch.no_grad():
+            fp = m64.from_first_layer(zp.view(1, *z.shape))[0, 2]
+            fm = m64.from_first_layer(zm.view(1, *z.shape))[0, 2]
+        fd = float(fp - fm) / (2 * eps)
+        got = grad_code.flatten()[u]
+        if abs(float(d.flatten()[u])) > 1e-3:  # A / d is well conditioned
+            assert got == pytest.approx(fd, rel=1e-4, abs=1e-7), u
+
+
+# --------------------------------------------------------------------------- invariance
+
+
+def bar_y(T=14, seed=9):  # uniform along y, varies along x
+    f = np.random.default_rng(seed).standard_normal((T, 1, SIZE)).astype(np.float32)
+    return np.repeat(f, SIZE, axis=1)
+
+
+def bar_x(T=14, seed=10):  # uniform along x, varies along y
+    f = np.random.default_rng(seed).standard_normal((T, SIZE, 1)).astype(np.float32)
+    return np.repeat(f, SIZE, axis=2)
+
+
+def flashes(T=14, seed=11):
+    f = np.random.default_rng(seed).standard_normal((T, 1, 1)).astype(np.float32)
+    return np.broadcast_to(f, (T, SIZE, SIZE)).copy()
+
+
+@pytest.mark.parametrize(
+    "make, inv, axes",
+    [(flashes, "space", None), (bar_y, "y", 2), (bar_x, "x", 3)],
+)
+def test_invariance_equals_sums_of_full_maps(model, make, inv, axes):
+    stim = make()
+    full = nr.attribute(model, stim, cell=1, steps=10, rule="kink_midpoint", invariance="none")
+    red = nr.attribute(model, stim, cell=1, steps=10, rule="kink_midpoint", invariance="auto")
+    assert red.invariance == inv
+    t = full.frames
+    tol = 1e-4 * np.abs(full.channels[t]).max()
+    np.testing.assert_allclose(red.channels[t], full.maps[t].sum((2, 3)), rtol=1e-4, atol=tol)
+    if axes is None:
+        assert red.maps is None
+    else:
+        np.testing.assert_allclose(red.maps[t], full.maps[t].sum(axes, keepdims=True), rtol=1e-4, atol=tol)
+        assert np.isnan(red.maps[: HIST - 1]).all()
+    np.testing.assert_allclose(red.rates[t], full.rates[t], rtol=1e-5, atol=1e-6)
+
+
+def test_auto_on_noise_is_none(model):
+    assert nr.attribute(model, noise(T=HIST), steps=2).invariance == "none"
+
+
+def test_explicit_weaker_invariance_allowed(model):
+    stim = flashes()
+    a = nr.attribute(model, stim, steps=4, invariance="y")
+    b = nr.attribute(model, stim, steps=4, invariance="space")
+    assert a.maps.shape == (len(stim), 3, 1, SIZE - 4)
+    t = a.frames
+    np.testing.assert_allclose(a.channels[t], b.channels[t], rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- frames, shapes, progress
+
+
+def test_frames_subset(model):
+    stim = noise(T=20, seed=12)
+    full = nr.attribute(model, stim, steps=6, invariance="none")
+    part = nr.attribute(model, stim, steps=6, invariance="none", frames=[7, 12, -1])
+    assert list(part.frames) == [7, 12, 19]
+    np.testing.assert_allclose(part.maps[part.frames], full.maps[part.frames], rtol=1e-5, atol=1e-6)
+    rest = np.setdiff1d(np.arange(20), part.frames)
+    assert np.isnan(part.maps[rest]).all() and np.isnan(part.channels[rest]).all()
+    assert np.isnan(part.rates[rest]).all() and np.isnan(part.response[rest]).all()
+    sl = nr.attribute(model, stim, steps=6, invariance="none", frames=slice(10, 14))
+    assert list(sl.frames) == [10, 11, 12, 13]
+
+
+def test_fields_and_dtypes(model):
+    stim = noise(T=8)
+    a = nr.attribute(model, stim, cell=1, steps=3, rule="riemann_middle")
+    assert a.maps.dtype == np.float32 and a.maps.shape == (8, 3, SIZE - 4, SIZE - 4)
+    assert a.channels.dtype == np.float32 and a.channels.shape == (8, 3)
+    assert a.response.shape == a.rates.shape == (8,)
+    assert a.cells == [1] and a.steps == 3 and a.rule == "riemann_middle" and a.invariance == "none"
+    assert a.offset == 2 and a.history == HIST and a.stimulus.shape == stim.shape
+    assert isinstance(a.baseline_rate, float) and a.model is model
+
+
+def test_batch_size_does_not_change_result(model):
+    stim = noise(T=12, seed=13)
+    a = nr.attribute(model, stim, steps=7, batch_size=1)
+    b = nr.attribute(model, stim, steps=7, batch_size=1000)
+    np.testing.assert_allclose(a.maps[a.frames], b.maps[b.frames], rtol=1e-5, atol=1e-7)
+
+
+def test_bn_channel_and_none(model):
+    stim = noise(T=9)
+    for bn in ("channel", "none"):
+        m = random_model(seed=3, bn=bn)
+        got = nr.attribute(m, stim, cell=0, steps=5, rule="gausslegendre", invariance="none")
+        ref = captum_maps(m, stim, [0], 5, "gausslegendre")
+        np.testing.assert_allclose(got.maps[HIST - 1 :], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_progress_and_cancel(model):
+    calls = []
+    nr.attribute(model, noise(T=20), steps=4, batch_size=8, progress=lambda d, t: calls.append((d, t)))
+    assert calls[0] == (0, 15) and calls[-1] == (15, 15) and len(calls) > 2
+    token = nr.CancelToken()
+    token.cancel()
+    with pytest.raises(nr.Cancelled):
+        nr.attribute(model, noise(T=20), steps=4, progress=token.wrap())
+
+
+def test_trained_model():
+    try:
+        model = nr.load_model()
+    except (FileNotFoundError, ValueError) as exc:
+        pytest.skip(f"no default model: {exc}")
+    cfg = model.config
+    stim = np.random.default_rng(0).standard_normal((cfg.history + 1, cfg.size, cfg.size)).astype(np.float32)
+    frames = [cfg.history - 1, cfg.history]
+    got = nr.attribute(model, stim, cell=0, steps=8, rule="riemann_middle", invariance="none", frames=frames)
+    captum = captum_maps(model, stim, [0], 8, "riemann_middle")
+    np.testing.assert_allclose(got.maps[frames], captum, rtol=1e-4, atol=1e-4 * np.abs(captum).max())
+    ref = nr.attribute(copy.deepcopy(model).double(), stim, cell=0, steps=1000, rule="riemann_middle",
+                       invariance="none", frames=frames, batch_size=512)
+    default = nr.attribute(model, stim, cell=0, frames=frames)
+    gl50 = nr.attribute(model, stim, cell=0, steps=50, rule="gausslegendre", frames=frames)
+    r = ref.maps[frames].astype(np.float64)
+    assert rel(default.maps[frames], r) <= max(rel(gl50.maps[frames], r), 1e-4)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(cell=3), ValueError, "cell"),
+        (dict(cell=-1), ValueError, "cell"),
+        (dict(cell=[0, 5]), ValueError, "cell"),
+        (dict(cell="some"), ValueError, "cell"),
+        (dict(cell=1.5), TypeError, "cell"),
+        (dict(steps=0), ValueError, "steps"),
+        (dict(steps=2.5), TypeError, "steps"),
+        (dict(steps=1, rule="riemann_trapezoid"), ValueError, "trapezoid"),
+        (dict(rule="simpson"), ValueError, "rule"),
+        (dict(invariance="time"), ValueError, "invariance"),
+        (dict(frames=[3, 40]), ValueError, "inside the movie"),
+        (dict(frames=[0]), ValueError, "history"),
+        (dict(batch_size=0), ValueError, "batch_size"),
+    ],
+)
+def test_bad_arguments(model, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        nr.attribute(model, noise(T=10), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "make, inv, axis",
+    [(noise, "space", "y and x"), (bar_y, "space", "x"), (bar_x, "space", "y"),
+     (bar_y, "x", "along x"), (bar_x, "y", "along y"), (noise, "y", "along y")],
+)
+def test_missing_invariance_names_axis(model, make, inv, axis):
+    with pytest.raises(ValueError, match=axis):
+        nr.attribute(model, make(), invariance=inv, steps=2)
+
+
+@pytest.mark.parametrize(
+    "stim, exc, match",
+    [
+        (np.zeros((10, SIZE)), ValueError, "dimension"),
+        (np.zeros((10, SIZE, SIZE, 3)), ValueError, "RGB"),
+        (np.zeros((3, SIZE, SIZE), np.float32), ValueError, "history"),
+        (np.zeros((10, SIZE + 2, SIZE), np.float32), ValueError, "crop"),
+        (np.full((10, SIZE, SIZE), np.nan, np.float32), ValueError, "finite"),
+        (np.zeros((0, SIZE, SIZE)), ValueError, "empty|history"),
+        (np.zeros((10, SIZE, SIZE), bool), TypeError, "dtype"),
+        ("movie.tif", TypeError, "array"),
+    ],
+)
+def test_bad_stimulus(model, stim, exc, match):
+    with pytest.raises(exc, match=match):
+        nr.attribute(model, stim)
+
+
+def test_not_a_model():
+    with pytest.raises(TypeError, match="RetinaCNN"):
+        nr.attribute(object(), noise())
+
+
+def test_crop(model):
+    big = noise(T=8, size=SIZE + 4)
+    a = nr.attribute(model, big, steps=3, crop=(1, 2))
+    b = nr.attribute(model, big[:, 1 : 1 + SIZE, 2 : 2 + SIZE], steps=3)
+    np.testing.assert_allclose(a.maps[a.frames], b.maps[b.frames], rtol=1e-6)
