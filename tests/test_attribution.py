@@ -131,7 +131,8 @@ def test_completeness(model):
     stim = noise(T=14, seed=5)
     attr = nr.attribute(model, stim, cell=[0, 1], steps=64)
     rates = predict(model, stim)[:, [0, 1]].sum(1)
-    base = float(model(torch.zeros(1, HIST, SIZE, SIZE))[0, [0, 1]].sum())
+    with torch.no_grad():
+        base = float(model(torch.zeros(1, HIST, SIZE, SIZE))[0, [0, 1]].sum())
     np.testing.assert_allclose(attr.rates[HIST - 1 :], rates[HIST - 1 :], rtol=1e-5, atol=1e-6)
     assert attr.baseline_rate == pytest.approx(base, rel=1e-6)
     np.testing.assert_allclose(attr.response, attr.rates - attr.baseline_rate, rtol=1e-5, atol=1e-6)

@@ -70,8 +70,8 @@ from ._validate import Crop, as_stimulus, check_cells, check_int
 from .model import RetinaCNN
 from .predict import default_batch_size, model_on
 
-RULES = ("kink_midpoint", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
-CAPTUM_RULES = RULES[1:]
+RULES = ("kink_midpoint", "kink1_midpoint", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+CAPTUM_RULES = RULES[2:]
 INVARIANCES = ("auto", "none", "x", "y", "space")
 DEFAULT_RULE = "kink_midpoint"
 DEFAULT_STEPS = 50
@@ -139,7 +139,7 @@ def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     if rule == "gausslegendre":
         x, w = np.polynomial.legendre.leggauss(n)
         return 0.5 * (1 + x), 0.5 * w
-    if rule == "kink_midpoint":
+    if rule in ("kink_midpoint", "kink1_midpoint"):
         return (np.arange(n) + 0.5) / n, np.full(n, 1.0 / n)
     w = np.full(n, 1.0 / n)
     if rule == "riemann_trapezoid":
@@ -240,54 +240,114 @@ def _reduce_maps(a: torch.Tensor, invariance: str) -> Optional[torch.Tensor]:
 # the integral
 
 
-def _active_interval(a: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """[lo, hi] ⊂ [0, 1] where a + α·c > 0 (lo == hi: never active)."""
-    with torch.no_grad():
-        safe = torch.where(c == 0, torch.ones_like(c), c)
-        kink = (-a / safe).clamp(0.0, 1.0)
-        zero = torch.zeros_like(kink)
-        one = torch.ones_like(kink)
-        always = (a > 0).to(a.dtype)
-        lo = torch.where(c > 0, kink, torch.where(c < 0, zero, zero))
-        hi = torch.where(c > 0, one, torch.where(c < 0, kink, always))
+def _active_interval(a: torch.Tensor, c: torch.Tensor, left, right) -> tuple[torch.Tensor, torch.Tensor]:
+    """[lo, hi] ⊂ [left, right] where a + α·c > 0 (lo >= hi: never active).
+
+    ``a`` is the value at α = 0 of an affine function with slope ``c``.
+    """
+    safe = torch.where(c == 0, torch.ones_like(c), c)
+    kink = -a / safe
+    pos, neg = c > 0, c < 0
+    flat_on = (c == 0) & (a > 0)
+    lo = torch.where(pos, torch.maximum(kink, left), torch.where(neg | flat_on, left, right))
+    hi = torch.where(neg, torch.minimum(kink, right), torch.where(pos | flat_on, right, left))
     return lo, hi
 
 
-def _integrate_chunk(net, d, b, scale, shift, cells, alphas, weights, rule, batch_size):
+def _overlap(a, c, left, right, width):
+    """Fraction of [left, right] (length ``width``) where a + α·c > 0."""
+    lo, hi = _active_interval(a, c, left, right)
+    return (hi - lo).clamp_min(0.0) / width
+
+
+class _Head:
+    """The network above conv1, split where the quadrature needs it (eval mode).
+
+    ``u2 = bn2(conv2(y))`` is affine in y (eval batch norm), so its tangent
+    and its vector-Jacobian product are conv2 and its transpose scaled by
+    bn2's per-unit scale; only the small output head (linear, bn3, softplus)
+    uses autograd.
+    """
+
+    def __init__(self, net: RetinaCNN, cells: list) -> None:
+        self.net, self.cells = net, cells
+        c1, h1 = net.config.channels[0], net.config.map_sizes[0]
+        p = net.conv2.weight
+        zero = torch.zeros(1, c1, h1, h1, dtype=p.dtype, device=p.device)
+        with torch.no_grad():
+            self.u2_zero = net.bn2(net.conv2(zero))
+            self.scale2 = net.bn2(torch.ones_like(self.u2_zero)) - net.bn2(torch.zeros_like(self.u2_zero))
+            check = self.rates(zero)[0]
+            expected = net.from_activation(zero)[0, cells].sum()
+        if not torch.allclose(check, expected, rtol=1e-5, atol=1e-6):  # pragma: no cover - structural guard
+            raise RuntimeError("RetinaCNN.from_activation no longer matches the attribution's split of the network")
+
+    def u2(self, y: torch.Tensor) -> torch.Tensor:
+        return self.net.bn2(self.net.conv2(y))
+
+    def rates(self, y: torch.Tensor) -> torch.Tensor:
+        return self._out(F.relu(self.u2(y)))
+
+    def _out(self, a2: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        return F.softplus(net.bn3(net.linear(a2.flatten(1))))[:, self.cells].sum(1)
+
+    def grad_a2(self, u2: torch.Tensor) -> torch.Tensor:
+        """∂F/∂a2 at a2 = relu(u2)."""
+        a2 = F.relu(u2).requires_grad_(True)
+        with torch.enable_grad():
+            (v,) = torch.autograd.grad(self._out(a2).sum(), a2)
+        return v
+
+    def vjp_u2(self, g2: torch.Tensor) -> torch.Tensor:
+        """(∂u2/∂y)ᵀ g2: conv2's transpose applied to g2·scale2."""
+        return F.conv_transpose2d(g2 * self.scale2, self.net.conv2.weight)
+
+
+def _integrate_chunk(head: _Head, d, a0, scale, alphas, weights, rule, batch_size):
     """G = ∫ ∂F/∂z dα for each frame of a chunk: (n, C, h, w).
 
-    ``d``: (n, C, h, w) = W⊛s per frame; z(α) = b + α·d.
+    ``d``: (n, C, h, w) = W⊛s per frame, so z(α) = b + α·d and bn1's output
+    is u1(α) = a0 + α·c with a0 = scale·b + shift, c = scale·d.
     """
     n = d.shape[0]
-    dtype = d.dtype
-    a0 = scale * b + shift  # (C, h, w): bn1 pre-ReLU at α = 0
-    c = scale * d  # (n, C, h, w): slope along the path
-    if rule == "kink_midpoint":
-        lo, hi = _active_interval(a0.expand_as(c), c)
+    dtype, dev = d.dtype, d.device
+    c = scale * d
     m = len(alphas)
-    al = torch.as_tensor(alphas, dtype=dtype, device=d.device)
-    wt = torch.as_tensor(weights, dtype=dtype, device=d.device)
+    al = torch.as_tensor(alphas, dtype=dtype, device=dev)
+    wt = torch.as_tensor(weights, dtype=dtype, device=dev)
     G = torch.zeros_like(c)
-    total = n * m
-    fi_all = torch.arange(n, device=d.device).repeat_interleave(m)
-    ai_all = torch.arange(m, device=d.device).repeat(n)
-    for start in range(0, total, batch_size):
+    fi_all = torch.arange(n, device=dev).repeat_interleave(m)
+    ai_all = torch.arange(m, device=dev).repeat(n)
+    kink = rule in ("kink_midpoint", "kink1_midpoint")
+    for start in range(0, n * m, batch_size):
         fi = fi_all[start : start + batch_size]
         ai = ai_all[start : start + batch_size]
         alpha = al[ai].view(-1, 1, 1, 1)
-        with torch.no_grad():
-            u = a0 + alpha * c[fi]
-            if rule == "kink_midpoint":
-                left = (ai.to(dtype) / m).view(-1, 1, 1, 1)
-                right = ((ai + 1).to(dtype) / m).view(-1, 1, 1, 1)
-                w = (torch.minimum(hi[fi], right) - torch.maximum(lo[fi], left)).clamp_min(0.0)
-            else:
-                w = wt[ai].view(-1, 1, 1, 1) * (u > 0).to(dtype)
-        y = F.relu(u).requires_grad_(True)
-        with torch.enable_grad():
-            out = net.from_activation(y)[:, cells].sum()
-            (q,) = torch.autograd.grad(out, y)
-        G.index_add_(0, fi, w * q)
+        cf = c[fi]
+        u1 = a0 + alpha * cf
+        y = F.relu(u1)
+        if kink:
+            h = 1.0 / m
+            left = (ai.to(dtype) * h).view(-1, 1, 1, 1)
+            right = ((ai + 1).to(dtype) * h).view(-1, 1, 1, 1)
+            w1 = _overlap(a0, cf, left, right, h) * h  # exact first-layer switches
+        else:
+            w1 = wt[ai].view(-1, 1, 1, 1) * (u1 > 0).to(dtype)
+        if rule == "kink_midpoint":
+            # u2 is piecewise linear in α: its tangent at the midpoint places the
+            # second-layer switches inside the cell
+            tangent = (u1 > 0).to(dtype) * cf
+            both = head.u2(torch.cat([y, tangent]))
+            u2 = both[: len(fi)]
+            slope = both[len(fi) :] - head.u2_zero
+            w2 = _overlap(u2 - alpha * slope, slope, left, right, h)
+        else:
+            u2 = head.u2(y)
+            w2 = (u2 > 0).to(dtype)
+        q = head.vjp_u2(head.grad_a2(u2) * w2)
+        G.index_add_(0, fi, w1 * q)
+        del u1, y, q
     return G * scale
 
 
@@ -381,6 +441,7 @@ def attribute(
     c1, h1 = cfg.channels[0], cfg.map_sizes[0]
     b = bias.view(c1, 1, 1).expand(c1, h1, h1)
     alphas, weights = quadrature(rule, steps)
+    a0 = scale * b + shift  # bn1 output at the baseline (α = 0)
 
     T = len(stim)
     n = len(idx)
@@ -396,6 +457,7 @@ def attribute(
     chunk = max(1, bs // steps)
 
     with torch.no_grad():
+        head = _Head(net, cells)
         f0 = float(net.from_first_layer(b[None]).to(torch.float64)[0, cells].sum())
     report(progress, 0, n)
     done = 0
@@ -406,8 +468,7 @@ def attribute(
             d = _conv1_linear(weight, x, inv, h1)
             del x
             r = net.from_first_layer(b + d)[:, cells].sum(1)
-        G = _integrate_chunk(net, d, b, scale, shift, cells, alphas, weights, rule, bs)
-        with torch.no_grad():
+            G = _integrate_chunk(head, d, a0, scale, alphas, weights, rule, bs)
             A = G * d
             red = _reduce_maps(A, inv)
             if red is not None:
