@@ -87,3 +87,12 @@ def test_bad_configs_are_refused(kwargs, match):
 def test_unknown_config_key_is_refused():
     with pytest.raises(ValueError, match="unknown model config keys"):
         ModelConfig.from_dict({"history": 4, "lr": 3})
+
+
+def test_first_layer_movie_equals_conv1_on_each_window():
+    model = tiny()
+    movie = torch.randn(20, 16, 16)
+    z = model.first_layer_movie(movie)
+    windows = torch.stack([movie[j : j + 6] for j in range(15)])
+    assert z.shape == (15, 3, 12, 12)
+    torch.testing.assert_close(z, model.first_layer(windows), rtol=1e-5, atol=1e-5)
