@@ -299,13 +299,17 @@ class _Head:
             (v,) = torch.autograd.grad(self._out(a2).sum(), a2)
         return v
 
+    def slope_u2(self, t: torch.Tensor) -> torch.Tensor:
+        """(∂u2/∂y) t: conv2 without bias, times scale2."""
+        return F.conv2d(t, self.net.conv2.weight) * self.scale2
+
     def vjp_u2(self, g2: torch.Tensor) -> torch.Tensor:
         """(∂u2/∂y)ᵀ g2: conv2's transpose applied to g2·scale2."""
         return F.conv_transpose2d(g2 * self.scale2, self.net.conv2.weight)
 
 
 def _integrate_chunk(head: _Head, d, a0, scale, alphas, weights, rule, batch_size):
-    """G = ∫ ∂F/∂z dα for each frame of a chunk: (n, C, h, w).
+    """G = ∫ ∂F/∂z dα for each frame of a chunk, (n, C, h, w), and F(s_t), (n,).
 
     ``d``: (n, C, h, w) = W⊛s per frame, so z(α) = b + α·d and bn1's output
     is u1(α) = a0 + α·c with a0 = scale·b + shift, c = scale·d.
@@ -320,35 +324,37 @@ def _integrate_chunk(head: _Head, d, a0, scale, alphas, weights, rule, batch_siz
     fi_all = torch.arange(n, device=dev).repeat_interleave(m)
     ai_all = torch.arange(m, device=dev).repeat(n)
     kink = rule in ("kink_midpoint", "kink1_midpoint")
-    for start in range(0, n * m, batch_size):
+    h = 1.0 / m
+    # u2 at the path's ends: α = 0 (the same for every frame) and α = 1 (the rates)
+    u2_one = torch.cat([head.u2(F.relu(a0 + c[i : i + batch_size])) for i in range(0, n, batch_size)])
+    rates = head._out(F.relu(u2_one))
+    spans = list(range(0, n * m, batch_size))
+    for start in spans:
         fi = fi_all[start : start + batch_size]
         ai = ai_all[start : start + batch_size]
         alpha = al[ai].view(-1, 1, 1, 1)
         cf = c[fi]
         u1 = a0 + alpha * cf
-        y = F.relu(u1)
         if kink:
-            h = 1.0 / m
             left = (ai.to(dtype) * h).view(-1, 1, 1, 1)
             right = ((ai + 1).to(dtype) * h).view(-1, 1, 1, 1)
             w1 = _overlap(a0, cf, left, right, h) * h  # exact first-layer switches
         else:
             w1 = wt[ai].view(-1, 1, 1, 1) * (u1 > 0).to(dtype)
         if rule == "kink_midpoint":
-            # u2 is piecewise linear in α: its tangent at the midpoint places the
+            # u2 is piecewise linear in α; its tangent at the midpoint places the
             # second-layer switches inside the cell
             tangent = (u1 > 0).to(dtype) * cf
-            both = head.u2(torch.cat([y, tangent]))
-            u2 = both[: len(fi)]
-            slope = both[len(fi) :] - head.u2_zero
+            u2 = head.u2(F.relu(u1))
+            slope = head.slope_u2(tangent)
             w2 = _overlap(u2 - alpha * slope, slope, left, right, h)
         else:
-            u2 = head.u2(y)
+            u2 = head.u2(F.relu(u1))
             w2 = (u2 > 0).to(dtype)
         q = head.vjp_u2(head.grad_a2(u2) * w2)
         G.index_add_(0, fi, w1 * q)
-        del u1, y, q
-    return G * scale
+        del u1, q
+    return G * scale, rates
 
 
 def attribute(
@@ -467,8 +473,7 @@ def attribute(
             x = gather_windows(source, fidx, cfg.history).to(dev)
             d = _conv1_linear(weight, x, inv, h1)
             del x
-            r = net.from_first_layer(b + d)[:, cells].sum(1)
-            G = _integrate_chunk(head, d, a0, scale, alphas, weights, rule, bs)
+            G, r = _integrate_chunk(head, d, a0, scale, alphas, weights, rule, bs)
             A = G * d
             red = _reduce_maps(A, inv)
             if red is not None:
