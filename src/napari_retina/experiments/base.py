@@ -1,0 +1,415 @@
+"""Shared machinery of the in-silico experiments: results, parameters, running, readout helpers.
+
+An experiment module (one per phenomenon) defines
+
+- ``NAME``, ``DESCRIPTION``, ``INVARIANCE`` ("space" for full-field, "y" for bars
+  uniform along y) and ``DEFAULTS`` (every parameter and its default; ``None``
+  means "derived from the model's size/history", documented in the module);
+- ``build(size, history, respond=None, **params) -> Protocol``: the stimulus (all
+  conditions concatenated into one movie, separated by ``gap`` grey frames so
+  that no model window spans two conditions), the per-condition event times,
+  and the frames worth attributing;
+- ``readout(response, conditions) -> dict``: plain numbers from a (T,) response
+  trace and the conditions' event times, with a ``present`` flag. Readouts are
+  pure NumPy functions of (trace, events), so the same function scores the
+  model, its reduced circuit and the ground-truth retina.
+
+Conventions: frames are indices into the movie (10 ms each); positions are
+pixels from the field centre (55 µm each), as in :mod:`napari_retina.stimuli`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .._frames import batches, gather_windows
+from .._progress import Progress, report
+from .._validate import check_cells
+from ..reduction import check_explain, first_layer_z, stimulus_invariance
+
+FRAME_MS = 10.0
+PIXEL_UM = 55.0
+
+#: parameters every experiment accepts besides its own (see :func:`run`)
+COMMON_PARAMS = ("gap", "window", "max_frames")
+
+
+@dataclass
+class Protocol:
+    """A built experiment: the movie, its conditions and the frames to attribute."""
+
+    stimulus: np.ndarray          # float32 (T, H, W) contrast units
+    conditions: list              # one JSON-able dict per condition (absolute frame indices)
+    frames: np.ndarray            # int frames of interest (readout windows), sorted
+    invariance: str               # "space" | "y" | "x" | "none"
+
+
+@dataclass
+class ExperimentResult:
+    """Everything an experiment produced.
+
+    Attributes
+    ----------
+    name : str
+        Experiment name (see ``nr.experiments.names()``).
+    stimulus : float32 (T, H, W)
+        The whole movie, conditions concatenated, contrast units.
+    rates : float32 (T, n_cells)
+        Rates of every cell (NaN on the first history-1 frames); for a ground-truth
+        run the retina's true rates.
+    attribution : Attribution or None
+        Integrated gradients of the chosen cell(s) on the frames of interest
+        (None for ground-truth runs).
+    reduction : Reduction or None
+        ``nr.reduce(attribution, explain)`` (None for ground-truth runs).
+    conditions : list of dict
+        One dict per condition with its parameters and absolute event frames.
+    readout : dict
+        The experiment's readout (plain numbers and lists, ``present``: bool);
+        for model runs also ``reduced`` (the same readout on the reduced
+        circuit's rate), ``explained_variance`` and ``kept`` (channel labels).
+    params : dict
+        Every parameter used, defaults resolved.
+    cells : list of int
+        The cells whose summed rate was analysed.
+    """
+
+    name: str
+    stimulus: np.ndarray = field(repr=False)
+    rates: np.ndarray = field(repr=False)
+    attribution: Any = field(repr=False)
+    reduction: Any = field(repr=False)
+    conditions: list = field(repr=False)
+    readout: dict
+    params: dict = field(default_factory=dict, repr=False)
+    cells: list = field(default_factory=list)
+
+    @property
+    def response(self) -> np.ndarray:
+        """(T,) summed rate of the analysed cells."""
+        return np.asarray(self.rates, dtype=np.float64)[:, self.cells].sum(1)
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def resolve_params(module, params: dict, size: int, history: int) -> dict:
+    """Merge ``params`` into the module's defaults, refusing unknown names.
+
+    Fills the common ``gap`` (grey frames between conditions; default
+    ``history + 20``), ``window`` (response window after an event; default
+    ``history``) and ``max_frames`` (most frames attributed; default 300)
+    and checks them against the model's history.
+    """
+    valid = list(module.DEFAULTS) + list(COMMON_PARAMS)
+    unknown = [k for k in params if k not in valid]
+    if unknown:
+        raise ValueError(
+            f"unknown parameter {unknown[0]!r} for experiment {module.NAME!r}; valid parameters: {', '.join(valid)}"
+        )
+    p = dict(module.DEFAULTS)
+    p.update({"gap": None, "window": None, "max_frames": 300})
+    p.update(params)
+    if p["gap"] is None:
+        p["gap"] = history + 20
+    p["gap"] = int_param(p["gap"], "gap", 1)
+    if p["gap"] < history:
+        raise ValueError(
+            f"gap of {p['gap']} grey frames is shorter than the model's history of {history} frames, so a model "
+            f"window would span two conditions; use gap >= {history}"
+        )
+    if p["window"] is None:
+        p["window"] = history
+    p["window"] = int_param(p["window"], "window", 2)
+    p["max_frames"] = int_param(p["max_frames"], "max_frames", 10)
+    return p
+
+
+def int_param(value, name: str, low: int = 1) -> int:
+    """An int >= ``low`` (floats with an integer value accepted), or a clear error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if float(value) != int(value) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a whole number of frames, got {value}")
+    if int(value) < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def real_param(value, name: str, positive: bool = False) -> float:
+    """A finite real (> 0 when ``positive``), or a clear error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return float(value)
+
+
+def list_param(values, name: str) -> list:
+    """A non-empty 1-D list of numbers, or a clear error."""
+    if isinstance(values, (str, bytes)) or values is None:
+        raise TypeError(f"{name} must be a list of numbers, got {type(values).__name__}")
+    try:
+        arr = np.asarray(values, dtype=np.float64).reshape(-1) if np.ndim(values) <= 1 else None
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a list of numbers, got {values!r}") from exc
+    if arr is None:
+        raise ValueError(f"{name} must be a flat list of numbers, got shape {np.shape(values)}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must hold at least one value")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite numbers, got {values!r}")
+    return arr.tolist()
+
+
+def check_position(pos: float, width: float, size: int, name: str) -> None:
+    """Refuse a bar centre that lies outside a ``size``-pixel field (±size/2)."""
+    if abs(pos) > size / 2.0:
+        raise ValueError(
+            f"{name} {pos:g} px lies outside the model's {size}-pixel field (positions from "
+            f"{-size / 2:g} to {size / 2:g} px from the centre)"
+        )
+
+
+def concatenate(segments: Sequence[np.ndarray]) -> np.ndarray:
+    return np.ascontiguousarray(np.concatenate(segments, axis=0), dtype=np.float32)
+
+
+def frames_of_interest(windows: Sequence[tuple[int, int]], n_frames: int, history: int,
+                       max_frames: int) -> np.ndarray:
+    """Union of [start, stop) windows, clipped to frames with history, thinned to ``max_frames``.
+
+    Thinning keeps every k-th frame (k the smallest stride that fits), so all
+    conditions stay represented.
+    """
+    idx = np.unique(np.concatenate([np.arange(max(a, history - 1), min(b, n_frames)) for a, b in windows]))
+    if len(idx) > max_frames:
+        stride = int(np.ceil(len(idx) / max_frames))
+        idx = idx[::stride]
+    return idx.astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- model responses
+
+
+def model_rates(model, stimulus: np.ndarray, batch_size: int = 256,
+                progress: Optional[Progress] = None) -> np.ndarray:
+    """Rates (T, n_cells) of ``model`` on ``stimulus``, like :func:`napari_retina.predict`.
+
+    Uses the exact cheap conv1 for stimuli uniform over space or along an
+    axis (:func:`napari_retina.reduction.first_layer_z`), and computes windows
+    that are entirely grey only once (they all give the baseline rate ``F(0)``).
+    Equal to ``nr.predict`` up to float32 rounding.
+    """
+    from ..predict import model_on
+
+    model = model_on(model, None)
+    cfg = model.config
+    stim = np.ascontiguousarray(stimulus, dtype=np.float32)
+    T = len(stim)
+    out = np.full((T, cfg.n_cells), np.nan, dtype=np.float32)
+    inv = stimulus_invariance(stim)
+    active = np.abs(stim).reshape(T, -1).max(1) > 0
+    # window ending at t is grey when no active frame lies in [t-history+1, t]
+    csum = np.concatenate([[0], np.cumsum(active)])
+    idx = np.arange(cfg.history - 1, T)
+    grey = (csum[idx + 1] - csum[idx + 1 - cfg.history]) == 0
+    source = torch.from_numpy(stim)
+    with torch.inference_mode():
+        if grey.any():
+            z0 = first_layer_z(model, torch.zeros(1, cfg.history, cfg.size, cfg.size, device=model.device), inv)
+            out[idx[grey]] = model.from_first_layer(z0).float().cpu().numpy()[0]
+        todo = idx[~grey]
+        done = 0
+        for chunk in batches(todo, batch_size):
+            x = gather_windows(source, chunk, cfg.history).to(model.device)
+            out[chunk] = model.from_first_layer(first_layer_z(model, x, inv)).float().cpu().numpy()
+            done += len(chunk)
+            report(progress, done, len(todo))
+    return out
+
+
+def cell_response(rates: np.ndarray, cells: list[int]) -> np.ndarray:
+    r = np.asarray(rates, dtype=np.float64)
+    return r if r.ndim == 1 else r[:, cells].sum(1)
+
+
+# ----------------------------------------------------------------------------- readout helpers
+
+
+def parabolic_peak(trace: np.ndarray, start: int, stop: int) -> tuple[float, float]:
+    """Sub-frame time and value of the maximum of ``trace[start:stop]``.
+
+    The maximum sample and its two neighbours (when inside the window and
+    finite) are fitted by a parabola; its vertex gives the time (fractional
+    frame) and value. Returns (nan, nan) when the window holds no finite value.
+    """
+    x = np.asarray(trace, dtype=np.float64)
+    start, stop = max(0, int(start)), min(len(x), int(stop))
+    seg = x[start:stop]
+    if seg.size == 0 or not np.isfinite(seg).any():
+        return float("nan"), float("nan")
+    i = int(np.nanargmax(seg))
+    t, v = float(start + i), float(seg[i])
+    if 0 < i < len(seg) - 1 and np.isfinite(seg[i - 1]) and np.isfinite(seg[i + 1]):
+        a, b, c = seg[i - 1], seg[i], seg[i + 1]
+        den = a - 2 * b + c
+        if den < 0:
+            off = 0.5 * (a - c) / den
+            t += off
+            v = b - 0.25 * (a - c) * off
+    return t, v
+
+
+def vertex3(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """x of the maximum of the parabola through the best sample of (xs, ys) and its neighbours.
+
+    Works on non-uniform grids; falls back to the best sample at the edges.
+    """
+    x = np.asarray(xs, dtype=np.float64)
+    y = np.asarray(ys, dtype=np.float64)
+    i = int(np.nanargmax(y))
+    if 0 < i < len(x) - 1 and np.isfinite(y[i - 1 : i + 2]).all():
+        coef = np.polyfit(x[i - 1 : i + 2], y[i - 1 : i + 2], 2)
+        if coef[0] < 0:
+            v = -coef[1] / (2 * coef[0])
+            if x[i - 1] <= v <= x[i + 1]:
+                return float(v)
+    return float(x[i])
+
+
+def baseline(trace: np.ndarray, start: int, stop: int) -> float:
+    """Median of the finite values of ``trace[start:stop]`` (the grey level), nan if none."""
+    seg = np.asarray(trace, dtype=np.float64)[max(0, start):max(0, stop)]
+    seg = seg[np.isfinite(seg)]
+    return float(np.median(seg)) if seg.size else float("nan")
+
+
+def linear_fit(x, y) -> tuple[float, float, float]:
+    """Least-squares line y = slope·x + intercept over finite pairs: (slope, intercept, r²)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 2 or np.ptp(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    slope, intercept = np.polyfit(x, y, 1)
+    resid = y - (slope * x + intercept)
+    sst = ((y - y.mean()) ** 2).sum()
+    r2 = 1.0 - (resid ** 2).sum() / sst if sst > 0 else 1.0
+    return float(slope), float(intercept), float(r2)
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    order = np.argsort(v, kind="mergesort")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(len(v), dtype=np.float64)
+    for val in np.unique(v):  # average ranks of ties
+        tie = v == val
+        if tie.sum() > 1:
+            ranks[tie] = ranks[tie].mean()
+    return ranks
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation over finite pairs (ties get average ranks); nan if < 3 pairs."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3:
+        return float("nan")
+    rx, ry = _ranks(x[ok]), _ranks(y[ok])
+    rx -= rx.mean()
+    ry -= ry.mean()
+    den = np.sqrt((rx ** 2).sum() * (ry ** 2).sum())
+    return float((rx * ry).sum() / den) if den > 0 else float("nan")
+
+
+def clean(value):
+    """Plain-Python, JSON-able copy of a readout value (NaN stays float nan)."""
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[int] = None,
+              progress: Optional[Progress] = None, **params) -> ExperimentResult:
+    """Build ``module``'s protocol for ``model``, run, attribute, reduce and read out."""
+    from ..attribution import attribute
+    from ..model import RetinaCNN
+    from ..reduction import reduce
+
+    if not isinstance(model, RetinaCNN):
+        raise TypeError(f"model must be a RetinaCNN (see nr.load_model), got {type(model).__name__}")
+    explain = check_explain(explain)
+    cfg = model.config
+    cells = check_cells(cell, cfg.n_cells)
+    p = resolve_params(module, params, cfg.size, cfg.history)
+
+    def respond(stim: np.ndarray) -> np.ndarray:
+        return cell_response(model_rates(model, stim), cells)
+
+    proto = module.build(size=cfg.size, history=cfg.history, respond=respond, **p)
+    report(progress, 0, 3)
+    rates = model_rates(model, proto.stimulus)
+    report(progress, 1, 3)
+    attr = attribute(model, proto.stimulus, cell=cells, steps=steps, invariance=proto.invariance,
+                     frames=proto.frames)
+    report(progress, 2, 3)
+    red = reduce(attr, explain)
+    report(progress, 3, 3)
+    resp = cell_response(rates, cells)
+    readout = dict(module.readout(resp, proto.conditions))
+    readout["reduced"] = module.readout(np.asarray(red.reduced_rates, dtype=np.float64), proto.conditions)
+    readout["explained_variance"] = float(red.explained_variance)
+    readout["kept"] = [red.label(c) for c in red.kept]
+    return ExperimentResult(module.NAME, proto.stimulus, rates, attr, red, proto.conditions,
+                            clean(readout), clean(p), cells)
+
+
+def run_response(module, respond: Callable, size: int = 50, history: int = 40, cell=0,
+                 **params) -> ExperimentResult:
+    """Run ``module``'s protocol on any response function and read it out.
+
+    ``respond(stimulus (T, H, W)) -> (T,)`` or ``(T, n_cells)`` rates; ``cell``
+    picks (and sums) columns of a 2-D answer. ``history`` only sizes the default
+    gap and window. Attribution and reduction are None.
+    """
+    if not callable(respond):
+        raise TypeError(f"respond must be a function stimulus -> rates, got {type(respond).__name__}")
+    p = resolve_params(module, params, size, history)
+
+    def pick(r) -> np.ndarray:
+        r = np.asarray(r, dtype=np.float64)
+        if r.ndim == 1:
+            return r
+        return r[:, check_cells(cell, r.shape[1])].sum(1)
+
+    proto = module.build(size=size, history=history, respond=lambda s: pick(respond(s)), **p)
+    rates = np.asarray(respond(proto.stimulus), dtype=np.float32)
+    if rates.ndim == 1:
+        rates = rates[:, None]
+    cells = list(range(rates.shape[1])) if rates.shape[1] == 1 else check_cells(cell, rates.shape[1])
+    readout = module.readout(pick(rates), proto.conditions)
+    return ExperimentResult(module.NAME, proto.stimulus, rates, None, None, proto.conditions,
+                            clean(readout), clean(p), cells)

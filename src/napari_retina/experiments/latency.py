@@ -1,0 +1,84 @@
+"""Latency coding (METHOD.md §4): stronger flashes give earlier responses.
+
+Stimulus: for each intensity, one full-field flash of ``duration`` frames,
+then ``window`` frames to respond; conditions concatenated into one movie,
+each preceded by ``gap`` grey frames.
+
+Parameters (defaults)
+---------------------
+intensities : 21 values from 0 to −10 (dark flashes); duration : 2 frames.
+gap, window, max_frames : see :func:`napari_retina.experiments.base.resolve_params`.
+
+Readout keys
+------------
+intensities : list, flash contrast per condition.
+latency_ms : list, flash onset to the response peak in the window (sub-frame
+    parabolic peak); NaN where there is no response (amplitude at most 1% of
+    the largest amplitude, e.g. the blank 0 flash).
+amplitude : list, peak minus the grey level before the flash.
+spearman : rank correlation of latency against |intensity| over responding
+    conditions (negative: stronger flashes, earlier responses).
+latency_range_ms : latency of the weakest minus that of the strongest
+    responding flash.
+present : spearman ≤ −0.5 over at least 3 responding conditions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import stimuli
+from .base import FRAME_MS, Protocol, baseline, concatenate, frames_of_interest, int_param, list_param, \
+    parabolic_peak, spearman
+
+NAME = "latency"
+DESCRIPTION = "latency coding: full-field flashes of increasing strength"
+INVARIANCE = "space"
+DEFAULTS = {"intensities": tuple(np.linspace(0.0, -10.0, 21).round(6).tolist()), "duration": 2}
+
+#: a condition responds when its amplitude exceeds this fraction of the largest
+MIN_RELATIVE_AMPLITUDE = 0.01
+MAX_SPEARMAN = -0.5
+
+
+def build(size: int, history: int, respond=None, *, intensities, duration, gap, window, max_frames) -> Protocol:
+    intensities = list_param(intensities, "intensities")
+    duration = int_param(duration, "duration", 1)
+    segments, conditions, windows = [], [], []
+    t0 = 0
+    for inten in intensities:
+        seg, ev = stimuli.flash(intensity=inten, duration=duration, pre=gap, post=window, size=size,
+                                return_events=True)
+        onset = t0 + int(ev["onset"])
+        conditions.append({"intensity": inten, "onset": onset, "start": t0, "stop": t0 + len(seg),
+                           "window": window})
+        windows.append((onset, onset + window))
+        segments.append(seg)
+        t0 += len(seg)
+    stim = concatenate(segments)
+    return Protocol(stim, conditions, frames_of_interest(windows, len(stim), history, max_frames), INVARIANCE)
+
+
+def readout(response: np.ndarray, conditions: list) -> dict:
+    """Latency-coding readout of a (T,) response; see the module docstring for the keys."""
+    r = np.asarray(response, dtype=np.float64)
+    lat, amp = [], []
+    for c in conditions:
+        base = baseline(r, c["start"], c["onset"])
+        t, v = parabolic_peak(r, c["onset"], c["onset"] + c["window"])
+        lat.append((t - c["onset"]) * FRAME_MS)
+        amp.append(v - base)
+    amp_arr = np.asarray(amp)
+    top = np.nanmax(amp_arr) if np.isfinite(amp_arr).any() else float("nan")
+    ok = np.isfinite(amp_arr) & (amp_arr > MIN_RELATIVE_AMPLITUDE * top) & (top > 0)
+    lat = [float(v) if k else float("nan") for v, k in zip(lat, ok)]
+    inten = [c["intensity"] for c in conditions]
+    rho = spearman(np.abs(inten), lat)
+    valid = [(abs(i), v) for i, v in zip(inten, lat) if np.isfinite(v)]
+    rng = float("nan")
+    if len(valid) >= 2:
+        valid.sort()
+        rng = valid[0][1] - valid[-1][1]
+    present = bool(ok.sum() >= 3 and np.isfinite(rho) and rho <= MAX_SPEARMAN)
+    return {"intensities": inten, "latency_ms": lat, "amplitude": amp, "spearman": rho,
+            "latency_range_ms": rng, "present": present}

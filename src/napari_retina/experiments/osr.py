@@ -1,0 +1,108 @@
+"""Omitted stimulus response (METHOD.md §4).
+
+Stimulus: for each period, a train of ``n_flashes`` full-field flashes
+(``duration`` frames at ``intensity``, one every ``period`` frames) followed by
+one omitted flash, then ``window`` frames to respond; conditions are
+concatenated into one movie, each preceded by ``gap`` grey frames (≥ the
+model's history, so no model window spans two conditions).
+
+Parameters (defaults)
+---------------------
+periods : (3, 4, 5, 6, 7, 8) frames (30–80 ms). Period 2 with 2-frame flashes
+    is a continuous dark step, so the default starts at 3; pass it if wanted.
+n_flashes : 8; intensity : −2.0 (dark); duration : 2 frames.
+gap, window, max_frames : see :func:`napari_retina.experiments.base.resolve_params`.
+
+Readout keys
+------------
+periods_ms : list, flash period per condition (ms).
+latency_ms : list, from the omitted flash's expected onset to the response
+    peak in the ``window`` after it (sub-frame parabolic peak), per period.
+latency_from_last_ms : list, from the last flash's onset to that peak.
+peak_interior : list of bool, the peak is a local maximum inside the window
+    (not the decaying tail of the train's response at its first frame).
+omitted_amplitude : list, peak minus the grey level before the train.
+train_amplitude : list, largest response during the train minus the grey level.
+slope, intercept, r2 : least-squares line of latency_from_last_ms against
+    periods_ms (slope 1 = the response keeps a fixed latency after the
+    *expected* flash, i.e. it predicts the missing flash; slope 0 = a fixed
+    latency after the last flash seen).
+present : every period shows an omitted-flash peak inside the window above
+    the grey level, and the peak tracks the period: slope ≥ 0.5 (more than half
+    of a period change moves the peak) with r2 ≥ 0.5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import stimuli
+from .base import Protocol, concatenate, frames_of_interest, int_param, linear_fit, list_param, parabolic_peak, \
+    baseline, real_param, FRAME_MS
+
+NAME = "osr"
+DESCRIPTION = "omitted stimulus response: a periodic flash train with one flash left out"
+INVARIANCE = "space"
+DEFAULTS = {"periods": (3, 4, 5, 6, 7, 8), "n_flashes": 8, "intensity": -2.0, "duration": 2}
+
+#: criterion constants of ``present`` (see the module docstring)
+MIN_SLOPE = 0.5
+MIN_R2 = 0.5
+
+
+def build(size: int, history: int, respond=None, *, periods, n_flashes, intensity, duration, gap, window,
+          max_frames) -> Protocol:
+    periods = list_param(periods, "periods")
+    for p in periods:
+        if p <= 0 or p != int(p):
+            raise ValueError(f"periods must be positive whole numbers of frames, got {p:g}")
+    periods = [int(p) for p in periods]
+    n_flashes = int_param(n_flashes, "n_flashes", 1)
+    duration = int_param(duration, "duration", 1)
+    intensity = real_param(intensity, "intensity")
+    if min(periods) < duration:
+        raise ValueError(f"every period must be at least the flash duration ({duration} frames), got {min(periods)}")
+    segments, conditions, windows = [], [], []
+    t0 = 0
+    for period in periods:
+        seg, ev = stimuli.flash_train(period=period, n_flashes=n_flashes, omit=True, intensity=intensity,
+                                      duration=duration, pre=gap, post=window, size=size, return_events=True)
+        onsets = [t0 + int(o) for o in ev["onsets"]]
+        omitted = t0 + int(ev["omitted"])
+        conditions.append({"period_frames": period, "period_ms": period * FRAME_MS, "onsets": onsets,
+                           "last_onset": onsets[-1], "omitted": omitted, "start": t0, "stop": t0 + len(seg),
+                           "window": window})
+        windows.append((onsets[0], omitted + window))
+        segments.append(seg)
+        t0 += len(seg)
+    stim = concatenate(segments)
+    frames = frames_of_interest(windows, len(stim), history, max_frames)
+    return Protocol(stim, conditions, frames, INVARIANCE)
+
+
+def readout(response: np.ndarray, conditions: list) -> dict:
+    """OSR readout of a (T,) response; see the module docstring for the keys."""
+    r = np.asarray(response, dtype=np.float64)
+    periods, lat, lat_last, interior, amp, train_amp = [], [], [], [], [], []
+    for c in conditions:
+        base = baseline(r, c["start"], c["onsets"][0])
+        om, w = c["omitted"], c["window"]
+        t, v = parabolic_peak(r, om, om + w)
+        i = int(round(t)) if np.isfinite(t) else om
+        periods.append(c["period_ms"])
+        lat.append((t - om) * FRAME_MS)
+        lat_last.append((t - c["last_onset"]) * FRAME_MS)
+        inside = bool(np.isfinite(t) and om < i < om + w - 1)
+        interior.append(inside)
+        amp.append(v - base)
+        seg = r[c["onsets"][0]:om]
+        train_amp.append(float(np.nanmax(seg)) - base if np.isfinite(seg).any() else float("nan"))
+    slope, intercept, r2 = linear_fit(periods, lat_last)
+    present = bool(
+        all(interior)
+        and all(np.isfinite(a) and a > 0 for a in amp)
+        and np.isfinite(slope) and slope >= MIN_SLOPE and r2 >= MIN_R2
+    )
+    return {"periods_ms": periods, "latency_ms": lat, "latency_from_last_ms": lat_last,
+            "peak_interior": interior, "omitted_amplitude": amp, "train_amplitude": train_amp,
+            "slope": slope, "intercept": intercept, "r2": r2, "present": present}

@@ -1,0 +1,138 @@
+"""Motion reversal (METHOD.md §4): a burst follows the reversal at a roughly fixed latency.
+
+Stimulus: for each reversal position, a dark bar (uniform along y) moves at
+``speed`` for ``approach`` frames towards the reversal position, reverses there
+and moves back for as many frames; conditions are concatenated into one movie,
+each preceded by ``gap`` grey frames. Reversal positions are relative to
+``center``: by default the cell's receptive-field centre, mapped first with
+flashed bars on the same response function (as an experimenter would).
+
+Parameters (defaults)
+---------------------
+reversals : 12 positions from −9 to 2 px (relative to ``center``).
+center : "rf" (map the receptive field with flashed bars) or a position in px
+    from the field centre.
+speed : 0.19 px/frame; width : 2 px; intensity : −1 (dark bar).
+direction : +1 (the bar approaches moving towards larger x) or −1.
+approach : None → 2·window frames of motion before (and after) the reversal.
+gap, window, max_frames : see :func:`napari_retina.experiments.base.resolve_params`.
+
+Readout keys
+------------
+reversal_positions_px : list, relative to ``center``.
+center_px : the centre used (px from the field centre).
+peak_before : list, largest response in the ``window`` frames up to the
+    reversal, minus the grey level; peak_after : the same in the ``window``
+    frames after it.
+burst_ratios : list, peak_after / peak_before per reversal point.
+burst_ratio : mean of burst_ratios.
+burst_latencies_ms : list, reversal to the (sub-frame) peak after it.
+burst_latency_ms : mean, burst_latency_sd_ms : standard deviation over reversal points.
+present : a burst larger than the approach response (burst_ratio ≥ 1.5, i.e. at
+    least 50% larger) at a roughly fixed latency (sd ≤ half the mean latency).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import stimuli
+from .base import FRAME_MS, Protocol, baseline, check_position, concatenate, frames_of_interest, int_param, \
+    list_param, parabolic_peak, real_param, vertex3
+
+NAME = "reversal"
+DESCRIPTION = "motion reversal: a bar that reverses at one of several positions"
+INVARIANCE = "y"
+DEFAULTS = {"reversals": tuple(np.linspace(-9.0, 2.0, 12).round(6).tolist()), "center": "rf", "speed": 0.19,
+            "width": 2.0, "intensity": -1.0, "direction": 1, "approach": None}
+
+MIN_BURST_RATIO = 1.5
+MAX_LATENCY_CV = 0.5
+
+
+def map_rf(respond, size: int, width: float, intensity: float, gap: int, window: int, n: int = 21) -> float:
+    """Receptive-field centre (px from the field centre) from flashed bars at ``n`` positions."""
+    positions = np.linspace(-size / 2.0 + width / 2.0, size / 2.0 - width / 2.0, n)
+    segs, onsets, t0 = [], [], 0
+    for pos in positions:
+        seg, ev = stimuli.flashed_bar(position=float(pos), width=width, duration=2, intensity=intensity, pre=gap,
+                                      post=window, size=size, axis="x", return_events=True)
+        onsets.append((t0, t0 + int(ev["onset"])))
+        segs.append(seg)
+        t0 += len(seg)
+    r = np.asarray(respond(concatenate(segs)), dtype=np.float64)
+    amp = [parabolic_peak(r, on, on + window)[1] - baseline(r, st, on) for st, on in onsets]
+    if not np.isfinite(amp).any():
+        return 0.0
+    return vertex3(positions, amp)
+
+
+def build(size: int, history: int, respond=None, *, reversals, center, speed, width, intensity, direction,
+          approach, gap, window, max_frames) -> Protocol:
+    reversals = list_param(reversals, "reversals")
+    speed = real_param(speed, "speed", positive=True)
+    width = real_param(width, "width", positive=True)
+    intensity = real_param(intensity, "intensity")
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be +1 or -1, got {direction!r}")
+    approach = 2 * window if approach is None else int_param(approach, "approach", 2)
+    if isinstance(center, str):
+        if center != "rf":
+            raise ValueError(f"center must be 'rf' or a position in px, got {center!r}")
+        if respond is None:
+            raise ValueError("center='rf' needs a response function to map the receptive field; pass center=<px>")
+        center = map_rf(respond, size, width, intensity, gap, window)
+    else:
+        center = real_param(center, "center")
+    check_position(center, width, size, "center")
+    for rev in reversals:
+        check_position(center + rev, width, size, f"reversal position {rev:g} px from the centre {center:.3g} px, i.e.")
+
+    segments, conditions, windows = [], [], []
+    t0 = 0
+    for rev in reversals:
+        pos = center + rev
+        seg, ev = stimuli.reversing_bar(reversal=pos, speed=speed, start=pos - direction * speed * approach,
+                                        width=width, intensity=intensity, pre=gap, post=window, size=size,
+                                        axis="x", return_events=True)
+        t_rev = t0 + int(ev["reversal_frame"])
+        conditions.append({"reversal_position": rev, "absolute_position": pos, "reversal_frame": t_rev,
+                           "onset": t0 + int(ev["onset"]), "offset": t0 + int(ev["offset"]), "start": t0,
+                           "stop": t0 + len(seg), "window": window, "center": center})
+        windows.append((t_rev - window, t_rev + window + 1))
+        segments.append(seg)
+        t0 += len(seg)
+    stim = concatenate(segments)
+    return Protocol(stim, conditions, frames_of_interest(windows, len(stim), history, max_frames), INVARIANCE)
+
+
+def readout(response: np.ndarray, conditions: list) -> dict:
+    """Motion-reversal readout of a (T,) response; see the module docstring for the keys."""
+    r = np.asarray(response, dtype=np.float64)
+    before, after, ratios, lats = [], [], [], []
+    for c in conditions:
+        base = baseline(r, c["start"], c["onset"])
+        tr, w = c["reversal_frame"], c["window"]
+        seg = r[max(0, tr - w):tr + 1]
+        b = (float(np.nanmax(seg)) - base) if np.isfinite(seg).any() else float("nan")
+        t, v = parabolic_peak(r, tr + 1, tr + w + 1)
+        a = v - base
+        before.append(b)
+        after.append(a)
+        ratios.append(a / b if np.isfinite(b) and b > 0 else (float("inf") if a > 0 else float("nan")))
+        lats.append((t - tr) * FRAME_MS)
+    fin = [x for x in ratios if np.isfinite(x)]
+    ratio = float(np.mean(fin)) if fin else (float("inf") if any(x == float("inf") for x in ratios) else float("nan"))
+    lat_ok = [x for x in lats if np.isfinite(x)]
+    lat_mean = float(np.mean(lat_ok)) if lat_ok else float("nan")
+    lat_sd = float(np.std(lat_ok)) if lat_ok else float("nan")
+    present = bool(
+        np.isfinite(lat_mean) and ratio >= MIN_BURST_RATIO and lat_sd <= MAX_LATENCY_CV * lat_mean
+    )
+    return {
+        "reversal_positions_px": [c["reversal_position"] for c in conditions],
+        "center_px": conditions[0]["center"] if conditions else float("nan"),
+        "peak_before": before, "peak_after": after, "burst_ratios": ratios, "burst_ratio": ratio,
+        "burst_latencies_ms": lats, "burst_latency_ms": lat_mean, "burst_latency_sd_ms": lat_sd,
+        "present": present,
+    }
