@@ -358,3 +358,17 @@ def test_crop(model):
     a = nr.attribute(model, big, steps=3, crop=(1, 2))
     b = nr.attribute(model, big[:, 1 : 1 + SIZE, 2 : 2 + SIZE], steps=3)
     np.testing.assert_allclose(a.maps[a.frames], b.maps[b.frames], rtol=1e-6)
+
+
+def test_repeated_windows_equal_direct_computation(model):
+    """A periodic flash train repeats its windows; results equal a frame-by-frame run."""
+    period = np.array([1.5, 0, 0, -2.0, 0], np.float32)
+    stim = np.broadcast_to(np.tile(period, 6)[:, None, None], (30, SIZE, SIZE)).copy()
+    a = nr.attribute(model, stim, cell=0, steps=6, rule="gausslegendre")
+    assert a.invariance == "space"
+    for t in (HIST - 1, 17, 29):
+        one = nr.attribute(model, stim, cell=0, steps=6, rule="gausslegendre", frames=[t])
+        np.testing.assert_allclose(a.channels[t], one.channels[t], rtol=1e-6, atol=1e-7)
+        assert a.rates[t] == pytest.approx(one.rates[t], rel=1e-6)
+    ref = captum_maps(model, stim, [0], 6, "gausslegendre").sum((2, 3))
+    np.testing.assert_allclose(a.channels[HIST - 1 :], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

@@ -308,6 +308,24 @@ class _Head:
         return F.conv_transpose2d(g2 * self.scale2, self.net.conv2.weight)
 
 
+def _unique_windows(stim: np.ndarray, idx: np.ndarray, history: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames with distinct windows (``todo``) and ``inverse`` with idx ≡ todo[inverse].
+
+    Exact: frames are compared byte for byte, windows by their sequence of
+    frame identities (periodic flash trains repeat their windows).
+    """
+    ids: dict = {}
+    frame_id = np.fromiter((ids.setdefault(f.tobytes(), len(ids)) for f in stim), dtype=np.int64, count=len(stim))
+    if len(ids) == len(stim):  # no repeated frame, no repeated window
+        return idx, np.arange(len(idx))
+    keys = np.lib.stride_tricks.sliding_window_view(frame_id, history)[idx - history + 1]
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # keep time order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return idx[first[order]], rank[inverse.reshape(-1)]
+
+
 def _integrate_chunk(head: _Head, d, a0, scale, alphas, weights, rule, batch_size):
     """G = ∫ ∂F/∂z dα for each frame of a chunk, (n, C, h, w), and F(s_t), (n,).
 
@@ -401,7 +419,7 @@ def attribute(
     crop : None, "center" or (y0, x0)
         How to cut a ``size × size`` window out of a larger stack.
     progress : callable, optional
-        ``progress(done_frames, total_frames)`` after each chunk of frames;
+        ``progress(done, total)`` after each chunk, counting distinct windows;
         raise :class:`napari_retina.Cancelled` in it to stop.
 
     Returns
@@ -461,6 +479,8 @@ def attribute(
     rates = np.full(T, np.nan, dtype=np.float32)
     source = torch.from_numpy(stim).to(dtype)
     chunk = max(1, bs // steps)
+    todo, inverse = _unique_windows(stim, idx, cfg.history)
+    n = len(todo)
 
     with torch.no_grad():
         head = _Head(net, cells)
@@ -468,7 +488,7 @@ def attribute(
     report(progress, 0, n)
     done = 0
     for start in range(0, n, chunk):
-        fidx = idx[start : start + chunk]
+        fidx = todo[start : start + chunk]
         with torch.no_grad():
             x = gather_windows(source, fidx, cfg.history).to(dev)
             d = _conv1_linear(weight, x, inv, h1)
@@ -482,6 +502,10 @@ def attribute(
             rates[fidx] = r.float().cpu().numpy()
         done += len(fidx)
         report(progress, done, n)
+    if n < len(idx):  # repeated windows: identical inputs, identical attributions
+        for arr in (maps_out, chan, rates):
+            if arr is not None:
+                arr[idx] = arr[todo][inverse]
 
     response = (rates.astype(np.float64) - f0).astype(np.float32)
     resp = response[idx].astype(np.float64)
