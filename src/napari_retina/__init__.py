@@ -34,7 +34,6 @@ _LAZY = {
     "save_model": ("checkpoint", "save_model"),
     "RetinaCNN": ("model", "RetinaCNN"),
     "ModelConfig": ("model", "ModelConfig"),
-    "predict": ("predict", "predict"),
     "attribute": ("attribution", "attribute"),
     "Attribution": ("attribution", "Attribution"),
     "reduce": ("reduction", "reduce"),
@@ -46,7 +45,11 @@ _LAZY = {
     "available_devices": ("_device", "available_devices"),
 }
 
-__all__ = ["FRAME_MS", "PIXEL_UM", "__version__", *_SUBMODULES, *_LAZY]
+# Imported eagerly: the function shares its name with its module, and a lazy
+# import of the module would bind the module, not the function, to `nr.predict`.
+from .predict import predict  # noqa: E402
+
+__all__ = ["FRAME_MS", "PIXEL_UM", "__version__", "predict", *_SUBMODULES, *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .cli import tqdm_progress
+
 
 def _demo(args) -> int:
     from ._napari.demo import run_demo
@@ -20,7 +22,6 @@ def _demo(args) -> int:
 
 def _predict(args) -> int:
     import numpy as np
-    from tqdm import tqdm
 
     from .checkpoint import load_model
     from .io import read_stimulus, write_results
@@ -29,13 +30,7 @@ def _predict(args) -> int:
     model = load_model(args.model, device=args.device)
     stim = read_stimulus(args.stimulus, key=args.key)
     crop = "center" if args.crop == "center" else (tuple(int(v) for v in args.crop.split(",")) if args.crop else None)
-    with tqdm(total=0, unit="frame", desc="predict", disable=args.quiet) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+    with tqdm_progress("predict", disable=args.quiet) as progress:
         rates = predict(model, stim, batch_size=args.batch_size, crop=crop, progress=progress)
     out = Path(args.out)
     write_results(

@@ -9,12 +9,39 @@ line on stderr with exit status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 #: modules that contribute subcommands, in help order
 COMMAND_MODULES = ("_cli_core", "_cli_training", "_cli_experiments")
+
+
+@contextlib.contextmanager
+def tqdm_progress(desc: str, unit: str = "frame", disable: bool = False) -> Iterator:
+    """A ``progress(done, total)`` callback drawing a tqdm bar, opened on its first call.
+
+    Opening the bar lazily keeps input errors (raised before any work) free of
+    an empty bar on the terminal.
+    """
+    from tqdm import tqdm
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit=unit, desc=desc, disable=disable)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
