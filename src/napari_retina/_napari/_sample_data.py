@@ -1,0 +1,74 @@
+"""File ▸ Open Sample: stimuli ready to analyse with the shipped model.
+
+Each sample is a 50×50 float32 stack in contrast units with at least the
+model's 40-frame history, at physical scale (10 ms, 55 µm, 55 µm); the
+generator's name, parameters and event times are in the layer's metadata
+(``metadata["stimulus"]``, ``metadata["parameters"]``, ``metadata["events"]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._layers import stimulus_layer_kwargs
+
+#: sample key -> (layer name, nr.stimuli generator, parameters)
+SAMPLES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "omitted_flash_train": ("omitted flash train", "flash_train",
+                            {"period": 6, "n_flashes": 8, "omit": True, "intensity": -2.0, "duration": 2}),
+    "moving_bar": ("moving bar", "moving_bar", {"speed": 0.08, "start": -30.0, "stop": 30.0, "width": 2.0,
+                                                "intensity": -1.0}),
+    "reversing_bar": ("reversing bar", "reversing_bar", {"reversal": 0.0, "speed": 0.19, "start": -25.0,
+                                                         "width": 2.0, "intensity": -1.0}),
+    "white_noise": ("white noise", "white_noise", {"frames": 500, "size": 50, "seed": 0}),
+}
+
+
+def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def generate(generator: str, name: str, **params) -> tuple:
+    """Run ``nr.stimuli.<generator>(**params)`` and wrap it as an image layer-data tuple."""
+    from .. import stimuli
+
+    fn = getattr(stimuli, generator)
+    try:
+        stim, events = fn(**params, return_events=True)
+    except TypeError:  # a generator without events
+        stim, events = fn(**params), {}
+    meta = {"stimulus": generator, "parameters": dict(params),
+            "events": {k: _jsonable(v) for k, v in dict(events).items()}}
+    return (stim, stimulus_layer_kwargs(stim, name=name, metadata=meta), "image")
+
+
+def sample(key: str) -> list[tuple]:
+    """Layer data of the sample ``key`` (one of :data:`SAMPLES`)."""
+    name, generator, params = SAMPLES[key]
+    return [generate(generator, name, **params)]
+
+
+def omitted_flash_train() -> list[tuple]:
+    """Full-field flashes of −2 every 60 ms, eight of them, then one omitted."""
+    return sample("omitted_flash_train")
+
+
+def moving_bar() -> list[tuple]:
+    """A dark 2-px bar drifting at 0.08 px/frame (0.44 mm/s) across the field."""
+    return sample("moving_bar")
+
+
+def reversing_bar() -> list[tuple]:
+    """A dark bar moving at 0.19 px/frame that reverses at the field centre."""
+    return sample("reversing_bar")
+
+
+def white_noise() -> list[tuple]:
+    """500 frames (5 s) of binary checkerboard white noise, seed 0."""
+    return sample("white_noise")

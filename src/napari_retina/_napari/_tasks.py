@@ -1,0 +1,190 @@
+"""Per-viewer state shared by the dock widgets, and background tasks with progress and cancel.
+
+A :class:`Session` (one per viewer) holds the current model; the Model widget
+sets it, the Analyze and Experiments widgets read it. A :class:`Task` runs one
+core call at a time in napari's ``thread_worker`` with a progress bar and a
+cancel button: the core call receives ``progress=token.wrap(cb)`` (the
+package-wide progress/cancel pattern) and is otherwise the exact call a script
+would make.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable, Optional
+
+from magicgui.widgets import Label, ProgressBar, PushButton
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from psygnal import Signal
+from qtpy.QtCore import QObject, Signal as QtSignal
+
+import napari_retina as nr
+
+
+def notify(level: str, message: str) -> None:
+    """One-sentence napari notification (``level``: "error", "warning" or "info")."""
+    {"error": show_error, "warning": show_warning, "info": show_info}[level](message)
+
+
+def one_sentence(exc: BaseException) -> str:
+    """A user-facing sentence for an exception (its first line, no traceback)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    oom = getattr(torch.cuda, "OutOfMemoryError", ())
+    return (bool(oom) and isinstance(exc, oom)) or isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+class Session:
+    """The current model of one viewer, shared by the widgets.
+
+    ``model_changed`` fires (in the GUI thread) with the new model.
+    """
+
+    model_changed = Signal(object)
+
+    def __init__(self) -> None:
+        self._model = None
+        self.source = "shipped default"
+        self.device = "auto"
+        self.last_analysis: Optional[dict] = None
+
+    @property
+    def model(self):
+        """The current model (the shipped default, loaded on first use)."""
+        if self._model is None:
+            self._model = nr.load_model(device=self.device)
+            self.source = "shipped default"
+        return self._model
+
+    def has_model(self) -> bool:
+        return self._model is not None
+
+    def set_model(self, model, source: str) -> None:
+        self._model = model
+        self.source = source
+        self.model_changed.emit(model)
+
+
+_SESSIONS: "weakref.WeakKeyDictionary[Any, Session]" = weakref.WeakKeyDictionary()
+
+
+def session(viewer) -> Session:
+    """The :class:`Session` of ``viewer`` (created on first use)."""
+    if viewer not in _SESSIONS:
+        _SESSIONS[viewer] = Session()
+    return _SESSIONS[viewer]
+
+
+class _Relay(QObject):
+    """Carries progress from a worker thread to the GUI thread (queued signal)."""
+
+    progressed = QtSignal(str, int, int)
+
+
+class Task:
+    """One background computation at a time, with a progress bar, cancel button and status line.
+
+    ``task.widgets`` are the magicgui widgets to put in a container.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        self.cancel_button.changed.connect(self.cancel)
+        self.worker = None
+        self.token: Optional[nr.CancelToken] = None
+        self.last_error: Optional[BaseException] = None
+        self._relay = _Relay()
+        self._relay.progressed.connect(self._on_progress)
+
+    @property
+    def widgets(self) -> list:
+        return [self.progress, self.cancel_button, self.status]
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def progress_callback(self, stage: str) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` for the core that updates the bar and raises on cancel."""
+        relay, token = self._relay, self.token
+
+        def emit(done: int, total: int) -> None:
+            relay.progressed.emit(stage, int(done), int(total))
+
+        return token.wrap(emit)
+
+    def _on_progress(self, stage: str, done: int, total: int) -> None:
+        self.progress.max = max(int(total), 1)
+        self.progress.value = min(int(done), self.progress.max)
+        self.status.value = f"{stage}: {done}/{total}"
+
+    def cancel(self, *_) -> None:
+        if self.token is not None:
+            self.token.cancel()
+            self.status.value = f"cancelling the {self.what}..."
+
+    def start(self, job: Callable[["Task"], Any], on_result: Callable[[Any], None]) -> bool:
+        """Run ``job(task)`` in a worker thread and pass its result to ``on_result`` (GUI thread).
+
+        Refuses (warning) while another run of this task is going. Errors end up
+        as one notification; a cancelled run only says so. Returns whether it started.
+        """
+        if self.running:
+            notify("warning", f"A {self.what} is already running; wait for it to finish or cancel it first.")
+            return False
+        self.token = nr.CancelToken()
+        self.last_error = None
+        self.progress.value = 0
+        self.status.value = f"{self.what} running..."
+        self.cancel_button.enabled = True
+        worker = create_worker(job, self, _start_thread=False)
+        worker.returned.connect(lambda result: self._finish(on_result, result))
+        worker.errored.connect(self._failed)
+        worker.finished.connect(self._cleanup)
+        self.worker = worker
+        worker.start()
+        return True
+
+    def _finish(self, on_result, result) -> None:
+        try:
+            on_result(result)
+        except Exception as exc:  # turning results into layers must never crash the viewer
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.last_error = exc
+        if isinstance(exc, nr.Cancelled):
+            self.status.value = f"{self.what} cancelled"
+            notify("info", f"The {self.what} was cancelled; nothing was added.")
+        elif is_out_of_memory(exc):
+            self.status.value = f"{self.what} ran out of memory"
+            notify("error", f"The {self.what} ran out of memory even in small chunks; "
+                            "use the CPU or a shorter stimulus.")
+        else:
+            self.status.value = f"{self.what} failed"
+            notify("error", f"The {self.what} failed: {one_sentence(exc)}")
+
+    def _cleanup(self, *_) -> None:
+        self.worker = None
+        self.cancel_button.enabled = False
+
+    def wait(self, timeout_ms: int = 60000) -> None:
+        """Block (processing events) until the current run has finished; for scripts and tests."""
+        from qtpy.QtCore import QCoreApplication, QElapsedTimer
+
+        timer = QElapsedTimer()
+        timer.start()
+        while self.running and timer.elapsed() < timeout_ms:
+            QCoreApplication.processEvents()
+        if self.running:
+            raise TimeoutError(f"the {self.what} did not finish within {timeout_ms} ms")

@@ -1,0 +1,118 @@
+"""napari integration basics: manifest, plugin discovery, reader, sample data.
+
+Run headless under Xvfb (pytest-xvfb starts it); never with QT_QPA_PLATFORM=offscreen.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+
+import napari_retina as nr
+
+pytest.importorskip("napari")
+
+EXPECTED_SCALE = (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM)
+
+
+def test_manifest_validates():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution("napari-retina")
+    assert manifest.name == "napari-retina"
+    assert manifest.display_name == "napari-retina"
+    # and the command-line validator agrees
+    out = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-retina"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "valid" in (out.stdout + out.stderr).lower()
+
+
+def test_plugin_discovered_with_contributions():
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+    pm.discover()
+    assert "napari-retina" in pm._manifests  # noqa: SLF001 - the public API lists it the same way
+    mf = pm.get_manifest("napari-retina")
+    patterns = set(mf.contributions.readers[0].filename_patterns)
+    assert patterns == {"*.npy", "*.tif", "*.tiff", "*.h5", "*.hdf5"}
+    assert {s.key for s in mf.contributions.sample_data} == {
+        "omitted_flash_train", "moving_bar", "reversing_bar", "white_noise"}
+    assert {w.display_name for w in mf.contributions.widgets} == {"Stimulus", "Model", "Analyze", "Experiments"}
+    # every command points at something importable
+    for cmd in mf.contributions.commands:
+        module, _, attr = cmd.python_name.partition(":")
+        mod = __import__(module, fromlist=[attr])
+        assert callable(getattr(mod, attr)), cmd.python_name
+
+
+def test_reader_refuses_other_files(tmp_path):
+    from napari_retina._napari._reader import napari_get_reader
+
+    assert napari_get_reader(str(tmp_path / "x.png")) is None
+    assert napari_get_reader(str(tmp_path / "x.npy")) is not None
+
+
+def _stack(seed=0):
+    return np.random.default_rng(seed).standard_normal((12, 9, 7)).astype(np.float32)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".tif", ".h5"])
+def test_reader_opens_stack_in_viewer(make_napari_viewer, tmp_path, suffix):
+    stim = _stack()
+    path = tmp_path / f"movie{suffix}"
+    if suffix == ".npy":
+        np.save(path, stim)
+    elif suffix == ".tif":
+        tifffile.imwrite(path, stim)
+    else:
+        with h5py.File(path, "w") as h5:
+            h5["train/stimulus"] = stim
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(path), plugin="napari-retina")
+    assert len(layers) == 1
+    layer = layers[0]
+    assert layer.name == "movie"
+    np.testing.assert_array_equal(np.asarray(layer.data), stim)
+    np.testing.assert_allclose(layer.scale, EXPECTED_SCALE)
+    assert tuple(layer.axis_labels) == ("t", "y", "x")
+    assert [str(u) for u in layer.units] == ["millisecond", "micrometer", "micrometer"]
+    assert layer.metadata["source"] == str(path)
+    lim = float(np.abs(stim).max())
+    np.testing.assert_allclose(layer.contrast_limits, (-lim, lim), rtol=1e-6)
+
+
+def test_reader_bad_file_is_one_clear_error(tmp_path):
+    from napari_retina._napari._reader import read_stimulus_layers
+
+    path = tmp_path / "rgb.npy"
+    np.save(path, np.zeros((4, 5, 5, 3), np.float32))
+    with pytest.raises(ValueError, match="RGB"):
+        read_stimulus_layers(str(path))
+
+
+@pytest.mark.parametrize("key", ["omitted_flash_train", "moving_bar", "reversing_bar", "white_noise"])
+def test_sample_data_ready_for_the_shipped_model(make_napari_viewer, key):
+    from napari_retina._napari import _sample_data
+
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample("napari-retina", key)
+    assert len(layers) == 1
+    layer = layers[0]
+    data = np.asarray(layer.data)
+    cfg = nr.ModelConfig()  # the shipped model's architecture: 40-frame history, 50x50
+    assert data.ndim == 3 and data.shape[1:] == (cfg.size, cfg.size)
+    assert data.shape[0] >= cfg.history
+    assert data.dtype == np.float32
+    np.testing.assert_allclose(layer.scale, EXPECTED_SCALE)
+    name, generator, params = _sample_data.SAMPLES[key]
+    assert layer.metadata["stimulus"] == generator
+    assert layer.metadata["parameters"] == params
+    # the same generator with the stored parameters reproduces the layer
+    np.testing.assert_array_equal(data, getattr(nr.stimuli, generator)(**params))
