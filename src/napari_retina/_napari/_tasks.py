@@ -10,6 +10,7 @@ would make.
 
 from __future__ import annotations
 
+import time
 import weakref
 from typing import Any, Callable, Optional
 
@@ -82,6 +83,20 @@ def session(viewer) -> Session:
     return _SESSIONS[viewer]
 
 
+class _Failure:
+    """An exception raised in a worker, carried back to the GUI thread as a value."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _guarded(job, task):
+    try:
+        return job(task)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one notification
+        return _Failure(exc)
+
+
 class _Relay(QObject):
     """Carries progress from a worker thread to the GUI thread (queued signal)."""
 
@@ -147,15 +162,19 @@ class Task:
         self.progress.value = 0
         self.status.value = f"{self.what} running..."
         self.cancel_button.enabled = True
-        worker = create_worker(job, self, _start_thread=False)
+        # exceptions are caught in the thread and handed back as a value: napari would otherwise
+        # show them as traceback notifications (and re-raise them in the GUI thread)
+        worker = create_worker(_guarded, job, self, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(lambda result: self._finish(on_result, result))
-        worker.errored.connect(self._failed)
         worker.finished.connect(self._cleanup)
         self.worker = worker
         worker.start()
         return True
 
     def _finish(self, on_result, result) -> None:
+        if isinstance(result, _Failure):
+            self._failed(result.exc)
+            return
         try:
             on_result(result)
         except Exception as exc:  # turning results into layers must never crash the viewer
@@ -186,5 +205,6 @@ class Task:
         timer.start()
         while self.running and timer.elapsed() < timeout_ms:
             QCoreApplication.processEvents()
+            time.sleep(0.002)
         if self.running:
             raise TimeoutError(f"the {self.what} did not finish within {timeout_ms} ms")

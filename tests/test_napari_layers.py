@@ -1,0 +1,190 @@
+"""Result layers: maps, trace panel, time cursor, lazy maps (plain functions, no widgets)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+
+pytest.importorskip("napari")
+
+from napari_retina._napari import _layers, lazy  # noqa: E402
+from napari_retina._napari import add_analysis, stimulus_layer_kwargs  # noqa: E402
+
+UM, MS = nr.PIXEL_UM, nr.FRAME_MS
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
+
+
+@pytest.fixture(scope="module")
+def noise_analysis(tiny):
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    attr = nr.attribute(tiny, stim, cell=0, steps=4, invariance="none")
+    red = nr.reduce(attr, explain=0.6)
+    return stim, attr, red
+
+
+def _values_from_path(path, panel, row):
+    t = (path[:, 1] - panel["x0"]) / panel["dx"]
+    v = (panel["yc"][row] - path[:, 0]) / panel["gain"]
+    return t, v
+
+
+def test_map_layers_aligned_named_and_coloured(make_napari_viewer, noise_analysis):
+    stim, attr, red = noise_analysis
+    viewer = make_napari_viewer()
+    stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    layers = add_analysis(viewer, attr, red, stim_layer)
+    maps = [layer for layer in layers if layer.metadata[_layers.META]["role"] == "map"]
+    C, h = attr.maps.shape[1], attr.maps.shape[2]
+    assert len(maps) == C == 8
+    off = 5 // 2
+    lims = set()
+    for c, layer in enumerate(maps):
+        assert layer.name == f"noise: {red.label(c)}"
+        assert layer.data.shape == (30, h, h)
+        np.testing.assert_array_equal(np.asarray(layer.data), attr.maps[:, c])
+        np.testing.assert_allclose(layer.scale, (MS, UM, UM))
+        np.testing.assert_allclose(layer.translate, (0, off * UM, off * UM))
+        assert layer.visible == (c in red.kept)
+        lo, hi = layer.contrast_limits
+        assert lo == pytest.approx(-hi) and hi > 0
+        lims.add(round(hi, 12))
+        assert layer.blending == "additive"
+    assert len(lims) == 1  # shared across channels
+    # map pixel (i, j) is drawn over stimulus pixel (i + off, j + off): same world coordinate
+    world = maps[0].data_to_world((3, 4, 6))
+    np.testing.assert_allclose(stim_layer.world_to_data(world), (3, 4 + off, 6 + off))
+
+
+def test_trace_layers_match_attribution_and_reduction(make_napari_viewer, noise_analysis):
+    stim, attr, red = noise_analysis
+    viewer = make_napari_viewer()
+    layers = add_analysis(viewer, attr, red)  # adds the stimulus layer itself
+    traces = next(layer for layer in layers if layer.name == "stimulus: traces")
+    meta = traces.metadata[_layers.META]
+    panel = meta["panel"]
+    assert set(traces.shape_type) == {"path"}
+    feats = traces.features
+    expected = {"model response": attr.response, f"reduced circuit (EV {red.explained_variance:.2f})":
+                red.reduced_response}
+    for k, c in enumerate(red.kept):
+        expected[red.label(c)] = red.traces[:, k]
+        np.testing.assert_array_equal(red.traces[:, k], attr.channels[:, c])
+    assert set(feats["label"]) == set(expected)
+    for i, path in enumerate(traces.data):
+        label, row = feats["label"][i], int(feats["row"][i])
+        t, v = _values_from_path(path, panel, row)
+        np.testing.assert_allclose(t, np.round(t), atol=1e-6)
+        ref = expected[label][np.round(t).astype(int)]
+        np.testing.assert_allclose(v, ref, rtol=1e-4, atol=1e-6 * panel["vmax"])
+        # every attributed frame is drawn (frames 0..history-2 have no history: not drawn)
+        np.testing.assert_array_equal(np.round(t).astype(int), attr.frames)
+    # colours match the channel maps' colours
+    for i, label in enumerate(feats["label"]):
+        c = int(feats["channel"][i])
+        if c >= 0:
+            np.testing.assert_allclose(traces.edge_color[i], _layers.channel_color(c))
+            assert np.allclose(_layers.channel_colormap(c).colors[-1], _layers.channel_color(c))
+    # the panel sits beside the stimulus, not on it
+    assert panel["x0"] > (stim.shape[2] - 0.5) * UM
+
+
+def test_time_cursor_follows_dims_slider(make_napari_viewer, noise_analysis):
+    stim, attr, red = noise_analysis
+    viewer = make_napari_viewer()
+    layers = add_analysis(viewer, attr, red)
+    cursor = layers[-1]
+    panel = cursor.metadata[_layers.META]["panel"]
+    for frame in (17, 3, 29):
+        viewer.dims.set_current_step(0, frame)
+        assert len(cursor.data) == 1
+        np.testing.assert_allclose(cursor.data[0][:, 1], panel["x0"] + frame * panel["dx"])
+    # after the analysis is removed, moving the slider is harmless
+    for layer in layers:
+        viewer.layers.remove(layer)
+    viewer.add_image(stim, **stimulus_layer_kwargs(stim))
+    viewer.dims.set_current_step(0, 5)
+
+
+def test_replacing_an_analysis_does_not_duplicate_layers(make_napari_viewer, noise_analysis):
+    stim, attr, red = noise_analysis
+    viewer = make_napari_viewer()
+    stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    first = add_analysis(viewer, attr, red, stim_layer)
+    second = add_analysis(viewer, attr, None, stim_layer)
+    assert len(viewer.layers) == 1 + len(second)
+    assert all(layer not in viewer.layers for layer in first)
+    # without a reduction: A{c} names, every channel visible, one row per channel
+    names = [layer.name for layer in second]
+    assert "noise: A0" in names and all(layer.visible for layer in second)
+
+
+def test_bar_maps_summed_along_y_are_stretched_over_the_map(make_napari_viewer, tiny):
+    stim = nr.stimuli.moving_bar(speed=0.5, start=-8.0, stop=8.0, size=20, pre=10)
+    attr = nr.attribute(tiny, stim, cell=1, steps=4, invariance="auto")
+    assert attr.invariance == "y" and attr.maps.shape[2] == 1
+    viewer = make_napari_viewer()
+    layers = add_analysis(viewer, attr)
+    layer = next(lay for lay in layers if lay.metadata.get(_layers.META, {}).get("role") == "map")
+    h1, off = tiny.config.map_sizes[0], tiny.config.first_layer_offset
+    np.testing.assert_allclose(layer.scale, (MS, h1 * UM, UM))
+    # the single row covers stimulus rows off .. off + h1 - 1 (centred on their middle)
+    np.testing.assert_allclose(layer.translate, (0, (off + (h1 - 1) / 2) * UM, off * UM))
+    lo, hi = layer.data_to_world((0, -0.5, 0))[1], layer.data_to_world((0, 0.5, 0))[1]  # the row's edges
+    np.testing.assert_allclose((lo, hi), ((off - 0.5) * UM, (off + h1 - 0.5) * UM))
+
+
+def test_full_field_analysis_has_traces_but_no_maps(make_napari_viewer, tiny):
+    stim = nr.stimuli.flash_train(period=4, n_flashes=3, size=20, pre=10, post=10)
+    attr = nr.attribute(tiny, stim, cell=0, steps=4)
+    assert attr.invariance == "space" and attr.maps is None
+    viewer = make_napari_viewer()
+    layers = add_analysis(viewer, attr)
+    roles = [lay.metadata[_layers.META]["role"] for lay in layers]
+    assert roles == ["stimulus", "traces", "trace_axes", "trace_labels", "cursor"]
+
+
+def test_lazy_maps_equal_eager_maps_and_compute_each_block_once(tiny):
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=2)
+    eager = nr.attribute(tiny, stim, cell=[0, 1], steps=4, invariance="none")
+    maps = lazy.lazy_maps(tiny, stim, cell=[0, 1], steps=4, invariance="none", chunk=8)
+    assert maps.shape == eager.maps.shape
+    np.testing.assert_allclose(np.asarray(maps[20]), eager.maps[20], rtol=1e-4, atol=1e-6)
+    before = maps.block_cache.computed
+    for c in range(maps.shape[1]):  # all channel layers of the same frame: one block, computed once
+        np.asarray(maps[21, c])
+    assert maps.block_cache.computed == before
+    full = np.asarray(maps)
+    np.testing.assert_array_equal(np.isnan(full), np.isnan(eager.maps))
+    np.testing.assert_allclose(full, eager.maps, rtol=1e-4, atol=1e-6 * np.nanmax(np.abs(eager.maps)))
+
+
+def test_attribute_traces_in_chunks_equals_one_call(tiny):
+    stim = nr.stimuli.white_noise(frames=40, size=20, seed=3)
+    ref = nr.attribute(tiny, stim, cell=0, steps=4, invariance="none")
+    seen = []
+    got = lazy.attribute_traces(tiny, stim, cell=0, steps=4, invariance="none", chunk_frames=7,
+                                progress=lambda d, t: seen.append((d, t)))
+    assert got.maps is None
+    for name in ("channels", "response", "rates"):
+        np.testing.assert_allclose(getattr(got, name), getattr(ref, name), rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(got.frames, ref.frames)
+    assert seen[-1] == (31, 31)
+    assert got.completeness_error == pytest.approx(ref.completeness_error, rel=1e-2, abs=1e-6)
+
+
+def test_long_traces_are_decimated_to_extremes():
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(50_000)
+    t = np.arange(v.size, dtype=float)
+    td, vd = _layers._decimate(t, v, 1000)
+    assert len(td) <= 1000
+    np.testing.assert_array_equal(vd, v[td.astype(int)])  # only real samples
+    assert vd.max() == v.max() and vd.min() == v.min()

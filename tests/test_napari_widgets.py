@@ -1,0 +1,348 @@
+"""Dock widgets driven end to end in a headless napari viewer (pytest-qt, Xvfb).
+
+Notifications are captured by replacing napari's show_error/show_warning/show_info
+in the widgets' task module; a long run is simulated by wrapping nr.attribute so
+cancel, a second run and deleting the stimulus mid-run are deterministic.
+"""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+
+pytest.importorskip("napari")
+
+from napari_retina._napari import _layers, _tasks, _widgets  # noqa: E402
+from napari_retina._napari._layers import stimulus_layer_kwargs  # noqa: E402
+
+META = _layers.META
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    """Every notification the widgets raise, as (level, message)."""
+    got: list = []
+    for level in ("error", "warning", "info"):
+        monkeypatch.setattr(_tasks, f"show_{level}", lambda msg, level=level: got.append((level, msg)))
+    return got
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, tiny):
+    v = make_napari_viewer()
+    _tasks.session(v).set_model(tiny, "tiny test model")
+    return v
+
+
+def _dock(viewer, cls):
+    widget = cls(viewer)
+    viewer.window.add_dock_widget(widget, name=cls.__name__)
+    return widget
+
+
+def _stimulus(viewer, frames=30, size=20, name="noise", seed=1):
+    stim = nr.stimuli.white_noise(frames=frames, size=size, seed=seed)
+    return stim, viewer.add_image(stim, **stimulus_layer_kwargs(stim, name))
+
+
+def _analysis_layers(viewer):
+    return [layer for layer in viewer.layers if layer.metadata.get(META, {}).get("role") not in (None, "stimulus")]
+
+
+@pytest.fixture
+def slow_attribute(monkeypatch):
+    """nr.attribute that reports progress 40 times, 25 ms apart, before the real call."""
+    real = nr.attribute
+    state = {"started": threading.Event(), "calls": 0}
+
+    def slow(*args, progress=None, **kwargs):
+        state["calls"] += 1
+        state["started"].set()
+        for i in range(40):
+            if progress is not None:
+                progress(i, 40)
+            time.sleep(0.025)
+        return real(*args, progress=progress, **kwargs)
+
+    monkeypatch.setattr(nr, "attribute", slow)
+    return state
+
+
+# --------------------------------------------------------------- Analyze ---
+
+def test_analyze_end_to_end(viewer, tiny, notes):
+    stim, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value = layer
+    w.steps.value = 4
+    w.cell.value = 1
+    w.explain.value = 0.6
+    assert w.run()
+    w.task.wait()
+    assert notes == []
+    ref = nr.attribute(tiny, stim, cell=1, steps=4, invariance="auto")
+    red = nr.reduce(ref, explain=0.6)
+    attr = w.last["attribution"]
+    np.testing.assert_array_equal(attr.maps, ref.maps)
+    np.testing.assert_array_equal(attr.channels, ref.channels)
+    names = [lay.name for lay in _analysis_layers(viewer)]
+    assert names == [f"noise: {red.label(c)}" for c in range(8)] + [
+        "noise: traces", "noise: trace axes", "noise: trace labels", "noise: time cursor"]
+    maps = _analysis_layers(viewer)[:8]
+    off = tiny.config.first_layer_offset
+    for c, lay in enumerate(maps):
+        assert lay.data.shape == (30, 16, 16)
+        np.testing.assert_allclose(lay.translate, (0, off * nr.PIXEL_UM, off * nr.PIXEL_UM))
+        np.testing.assert_allclose(lay.scale, (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM))
+        assert lay.visible == (c in red.kept)
+    assert "completeness error" in w.result_label.value and "explains" in w.result_label.value
+    # the cursor follows the slider
+    cursor = viewer.layers["noise: time cursor"]
+    panel = cursor.metadata[META]["panel"]
+    viewer.dims.set_current_step(0, 12)
+    np.testing.assert_allclose(cursor.data[0][:, 1], panel["x0"] + 12 * panel["dx"])
+
+
+def test_analyze_centre_crop_of_a_larger_layer(viewer, tiny, notes):
+    stim, layer = _stimulus(viewer, size=26, name="big")
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value = layer
+    w.steps.value = 2
+    w.do_reduce.value = False
+    w.run()
+    assert notes and notes[-1][0] == "error" and "center" in notes[-1][1]
+    assert _analysis_layers(viewer) == []
+    w.crop.value = "center"
+    assert w.run()
+    w.task.wait()
+    ref = nr.attribute(tiny, stim[:, 3:23, 3:23], cell=0, steps=2)
+    np.testing.assert_array_equal(w.last["attribution"].maps, ref.maps)
+    lay = viewer.layers["big: A0"]
+    off = tiny.config.first_layer_offset
+    np.testing.assert_allclose(lay.translate, (0, (3 + off) * nr.PIXEL_UM, (3 + off) * nr.PIXEL_UM))
+
+
+@pytest.mark.parametrize("case", ["none", "rgb", "2d", "small", "short"])
+def test_analyze_bad_layers_notify_and_add_nothing(viewer, notes, case):
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    if case == "rgb":
+        viewer.add_image(np.zeros((30, 20, 20, 3), np.uint8), rgb=True, name="rgb")
+    elif case == "2d":
+        viewer.add_image(np.zeros((20, 20), np.float32), name="flat")
+    elif case == "small":
+        viewer.add_image(np.zeros((30, 12, 12), np.float32), name="small")
+    elif case == "short":
+        viewer.add_image(np.zeros((5, 20, 20), np.float32), name="short")
+    w.layer.value = None if case == "none" else viewer.layers[-1]
+    n_before = len(viewer.layers)
+    assert not w.run()
+    assert len(notes) == 1 and notes[0][0] == "error"
+    msg = notes[0][1]
+    assert msg.count(". ") == 0 and "\n" not in msg  # one sentence
+    expected = {"none": "Choose a stimulus layer", "rgb": "RGB", "2d": "2-D", "small": "smaller",
+                "short": "frames"}[case]
+    assert expected in msg
+    assert len(viewer.layers) == n_before
+
+
+def test_event_loop_stays_live_and_cancel_leaves_no_layers(viewer, notes, slow_attribute, qtbot):
+    from qtpy.QtCore import QTimer
+
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value = layer
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(10)
+    assert w.run()
+    qtbot.waitUntil(lambda: w.task.progress.value >= 5, timeout=10000)
+    assert len(ticks) > 0 and w.task.running  # the GUI thread kept serving the timer mid-run
+    # a second run while one runs is refused
+    assert not w.run()
+    assert notes[-1][0] == "warning" and "already running" in notes[-1][1]
+    w.task.cancel_button.native.click()  # press Cancel
+    w.task.wait()
+    timer.stop()
+    assert notes[-1][0] == "info" and "cancelled" in notes[-1][1]
+    assert _analysis_layers(viewer) == []
+    assert [lay.name for lay in viewer.layers] == ["noise"]
+
+
+def test_stimulus_layer_deleted_during_run(viewer, notes, slow_attribute, qtbot):
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value = layer
+    assert w.run()
+    qtbot.waitUntil(lambda: w.task.progress.value >= 2, timeout=10000)
+    viewer.layers.remove(layer)
+    w.task.wait()
+    assert notes[-1][0] == "warning" and "deleted" in notes[-1][1]
+    assert len(viewer.layers) == 0
+    viewer.add_image(np.zeros((3, 4, 4)))  # the viewer still works
+
+
+def test_out_of_memory_retries_in_smaller_chunks(viewer, notes, monkeypatch):
+    real = nr.attribute
+    sizes = []
+
+    def oom_at_default(*args, batch_size=None, **kwargs):
+        sizes.append(batch_size)
+        if batch_size is None or batch_size > 256:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setattr(nr, "attribute", oom_at_default)
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value = layer
+    w.steps.value = 2
+    w.run()
+    w.task.wait()
+    assert notes == []
+    assert sizes[0] is None and sizes[-1] <= 256 and len(sizes) >= 2
+    assert "noise: traces" in [lay.name for lay in viewer.layers]
+
+    def always_oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+
+    monkeypatch.setattr(nr, "attribute", always_oom)
+    n = len(viewer.layers)
+    viewer.layers.remove("noise: traces")
+    w.run()
+    w.task.wait()
+    assert notes[-1][0] == "error" and "out of memory" in notes[-1][1]
+    assert len(viewer.layers) == n - 1
+
+
+def test_core_error_in_worker_is_one_notification(viewer, notes, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("steps must be >= 1, got 0")
+
+    monkeypatch.setattr(nr, "attribute", broken)
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value = layer
+    w.run()
+    w.task.wait()
+    assert notes == [("error", "The analysis failed: steps must be >= 1, got 0")]
+    assert _analysis_layers(viewer) == []
+
+
+def test_save_analysis_h5_and_traces_csv(viewer, notes, tmp_path):
+    stim, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    assert w.save(tmp_path / "nothing.h5") is None and notes[-1][0] == "warning"
+    w.layer.value = layer
+    w.steps.value = 2
+    w.explain.value = 0.6
+    w.run()
+    w.task.wait()
+    attr, red = w.last["attribution"], w.last["reduction"]
+    h5path = w.save(tmp_path / "analysis.h5")
+    with h5py.File(h5path, "r") as h5:
+        np.testing.assert_array_equal(h5["attribution/maps"][()], attr.maps)
+        np.testing.assert_array_equal(h5["attribution/channels"][()], attr.channels)
+        np.testing.assert_array_equal(h5["reduction/kept"][()], red.kept)
+        np.testing.assert_array_equal(h5["reduction/reduced_response"][()], red.reduced_response)
+        np.testing.assert_array_equal(h5["stimulus"][()], stim)
+        assert h5["parameters"].attrs["steps"] == 2
+        assert h5["model"].attrs["source"] == "tiny test model"
+    csvpath = w.save(tmp_path / "traces.csv")
+    with open(csvpath) as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    assert len(body) == 30
+    col = header.index(red.label(red.kept[0]))
+    got = np.array([float(r[col]) for r in body])
+    np.testing.assert_allclose(got, attr.channels[:, red.kept[0]], rtol=1e-6, equal_nan=True)
+    assert w.save(tmp_path / "x.txt") is None and notes[-1][0] == "error"
+
+
+# ---------------------------------------------------------------- Stimulus ---
+
+def test_stimulus_widget_generates_with_parameters(viewer, notes):
+    w = _dock(viewer, _widgets.StimulusWidget)
+    w.generator.value = "flash_train"
+    params = {wid.name: wid for wid in w.params}
+    params["period"].value = 4
+    params["size"].value = 20
+    layer = w.generate()
+    assert notes == []
+    expected = nr.stimuli.flash_train(period=4, size=20)
+    np.testing.assert_array_equal(layer.data, expected)
+    np.testing.assert_allclose(layer.scale, (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM))
+    assert layer.metadata["stimulus"] == "flash_train"
+    assert layer.metadata["parameters"]["period"] == 4
+    assert layer.metadata["events"]["omitted"] == 40 + 8 * 4
+    params["duration"].value = 6  # longer than the period: refused with one sentence
+    assert w.generate() is None
+    assert notes[-1][0] == "error" and "duration" in notes[-1][1]
+    # every generator offered builds with its defaults
+    params["duration"].value = 2
+    for name in w.generator.choices:
+        w.generator.value = name
+        assert w.generate() is not None, name
+
+
+def test_stimulus_widget_sets_scale_on_existing_layer(viewer, notes):
+    w = _dock(viewer, _widgets.StimulusWidget)
+    layer = viewer.add_image(np.zeros((12, 20, 20), np.float32), name="raw")
+    w.existing.value = layer
+    w.set_scale()
+    np.testing.assert_allclose(layer.scale, (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM))
+    flat = viewer.add_image(np.zeros((20, 20), np.float32), name="flat")
+    w.existing.value = flat
+    w.set_scale()
+    assert notes[-1][0] == "error"
+
+
+# ------------------------------------------------------------------- Model ---
+
+def test_model_widget_loads_checkpoint_and_refuses_bad_ones(viewer, tiny, notes, tmp_path):
+    w = _dock(viewer, _widgets.ModelWidget)
+    a = _dock(viewer, _widgets.AnalyzeWidget)
+    torch.manual_seed(1)
+    other = nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=3,
+                                        cell_names=["on", "off", "onoff"]))
+    other.scores = {"test_pearson_mean": 0.5}
+    path = nr.save_model(other, tmp_path / "m.pt")
+    w.source.value = "checkpoint file"
+    w.path.value = path
+    model = w.load()
+    assert notes == []
+    assert _tasks.session(viewer).model is model
+    assert "onoff" in w.summary.value and "test_pearson_mean=0.5" in w.summary.value
+    assert a.cell.max == 2
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    w.path.value = bad
+    assert w.load() is None
+    assert notes[-1][0] == "error" and "Could not load the model" in notes[-1][1]
+    assert _tasks.session(viewer).model is model  # the previous model stays
+    w.path.value = tmp_path / "missing.pt"
+    assert w.load() is None and notes[-1][0] == "error"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_choosing_cuda_without_a_gpu_notifies_and_reverts(viewer, notes):
+    w = _dock(viewer, _widgets.ModelWidget)
+    w.device.value = "cuda"
+    assert notes[-1][0] == "error" and "cuda" in notes[-1][1] and "not available" in notes[-1][1]
+    assert w.device.value == "auto"
+    w.device.value = "cpu"
+    assert len(notes) == 1
