@@ -188,3 +188,19 @@ def test_long_traces_are_decimated_to_extremes():
     assert len(td) <= 1000
     np.testing.assert_array_equal(vd, v[td.astype(int)])  # only real samples
     assert vd.max() == v.max() and vd.min() == v.min()
+
+
+def test_long_movie_path_gives_lazy_maps_and_same_traces(make_napari_viewer, tiny):
+    from napari_retina._napari._widgets import run_analysis
+
+    stim = nr.stimuli.white_noise(frames=40, size=20, seed=4)
+    ref = nr.attribute(tiny, stim, cell=0, steps=4)
+    out = run_analysis(tiny, stim, cell=0, steps=4, reduce=False, lazy_threshold=0)
+    assert out["lazy"] and out["attribution"].maps is None
+    np.testing.assert_allclose(out["attribution"].channels, ref.channels, rtol=1e-4, atol=1e-6)
+    viewer = make_napari_viewer()
+    layers = add_analysis(viewer, out["attribution"], None, maps=out["maps"], limit=out["limit"])
+    maps = [lay for lay in layers if lay.metadata[_layers.META]["role"] == "map"]
+    assert len(maps) == 8 and maps[0].data.shape == ref.maps[:, 0].shape
+    viewer.dims.set_current_step(0, 25)
+    np.testing.assert_allclose(np.asarray(maps[3].data[25]), ref.maps[25, 3], rtol=1e-4, atol=1e-6)

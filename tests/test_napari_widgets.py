@@ -346,3 +346,67 @@ def test_choosing_cuda_without_a_gpu_notifies_and_reverts(viewer, notes):
     assert w.device.value == "auto"
     w.device.value = "cpu"
     assert len(notes) == 1
+
+
+# ------------------------------------------------------------- Experiments ---
+
+def test_experiments_widget_runs_shows_readouts_and_adds_layers(viewer, tiny, notes):
+    w = _dock(viewer, _widgets.ExperimentsWidget)
+    assert set(w.experiment.choices) == set(nr.experiments.names())
+    w.steps.value = 2
+    assert w.run(["osr", "reversal"])
+    w.task.wait(120000)
+    assert notes == []
+    table = w.table.to_dict("list")
+    assert table["experiment"] == ["osr", "reversal"]
+    ref = nr.experiments.run("reversal", tiny, cell=0, steps=2)
+    col = table["present"]
+    assert col[1] == str(ref.readout["present"])
+    got = w.results["reversal"].readout
+    assert set(got) == set(ref.readout)
+    for k, v in ref.readout.items():
+        if isinstance(v, (int, float)):
+            np.testing.assert_allclose(got[k], v, rtol=1e-6, equal_nan=True)
+    w.result_choice.value = "reversal"
+    layers = w.add_layers()
+    names = [lay.name for lay in layers]
+    assert names[0] == "reversal" and "reversal: traces" in names
+    assert layers[0].metadata["readout"]["present"] == ref.readout["present"]
+    maps = [lay for lay in layers if lay.metadata.get(META, {}).get("role") == "map"]
+    red = ref.reduction
+    assert [lay.name for lay in maps] == [f"reversal: {red.label(c)}" for c in range(8)]
+    traces = viewer.layers["reversal: traces"].metadata[META]["series"]
+    np.testing.assert_array_equal(traces["model response"], ref.attribution.response)
+
+
+def test_experiments_widget_bad_cell_notifies(viewer, notes):
+    w = _dock(viewer, _widgets.ExperimentsWidget)
+    w.cell.value = 5
+    assert not w.run(["osr"])
+    assert notes[-1][0] == "error" and "Cell 5" in notes[-1][1]
+    assert w.add_layers() == [] and notes[-1][0] == "warning"
+
+
+# ---------------------------------------------------------------- Training ---
+
+def test_model_widget_trains_from_a_dataset_file(viewer, notes, tmp_path):
+    from napari_retina.io import Dataset, Split, write_dataset
+
+    rng = np.random.default_rng(0)
+
+    def split(T):
+        return Split(rng.choice([-1.0, 1.0], size=(T, 26, 26)).astype(np.float32),
+                     rng.poisson(0.5, size=(T, 2)).astype(np.float32))
+
+    path = write_dataset(tmp_path / "data.h5", Dataset(split(120), split(60), ["a", "b"]))
+    w = _dock(viewer, _widgets.ModelWidget)
+    w.dataset.value = path
+    w.epochs.value = 1
+    assert w.train()
+    w.task.wait(180000)
+    assert [n for n in notes if n[0] != "info"] == []
+    model = _tasks.session(viewer).model
+    assert model.config.n_cells == 2 and model.config.size == 26
+    assert "trained on data.h5" in w.summary.value
+    w.dataset.value = tmp_path / "missing.h5"
+    assert not w.train() and notes[-1][0] == "error"

@@ -252,7 +252,7 @@ class ModelWidget(Container):
         epochs, device = int(self.epochs.value), self.device.value
 
         def job(task: Task):
-            return nr.train(str(path), epochs=epochs, device=device, progress=task.progress_callback("epoch"))
+            return nr.train(str(path), epochs=epochs, device=device, progress=task.progress_callback("batch"))
 
         def done(model) -> None:
             self.session.set_model(model, f"trained on {path.name}")
@@ -531,6 +531,7 @@ class ExperimentsWidget(Container):
         names = self._names()
         self.experiment = ComboBox(label="experiment", choices=names, value=names[0] if names else None)
         self.cell = SpinBox(label="cell", value=0, min=0, max=999)
+        self.steps = SpinBox(label="steps", value=16, min=1, max=10000)
         self.run_button = PushButton(text="Run", enabled=bool(names))
         self.run_all_button = PushButton(text="Run all", enabled=bool(names))
         self.task = Task("experiment run")
@@ -538,7 +539,8 @@ class ExperimentsWidget(Container):
         self.result_choice = ComboBox(label="result", choices=[])
         self.add_button = PushButton(text="Add layers of result")
         self.results: dict = {}
-        self.extend([self.experiment, self.cell, self.run_button, self.run_all_button, *self.task.widgets,
+        self.extend([self.experiment, self.cell, self.steps, self.run_button, self.run_all_button,
+                     *self.task.widgets,
                      self.table, self.result_choice, self.add_button])
         self.run_button.changed.connect(lambda *_: self.run([self.experiment.value]))
         self.run_all_button.changed.connect(lambda *_: self.run(self._names()))
@@ -566,7 +568,7 @@ class ExperimentsWidget(Container):
         except Exception as exc:
             notify("error", f"Could not load the model: {one_sentence(exc)}")
             return False
-        cell = int(self.cell.value)
+        cell, steps = int(self.cell.value), int(self.steps.value)
         if cell >= model.config.n_cells:
             notify("error", f"Cell {cell} does not exist; the model has cells 0–{model.config.n_cells - 1}.")
             return False
@@ -574,10 +576,12 @@ class ExperimentsWidget(Container):
         def job(task: Task) -> dict:
             out = {}
             cb = task.progress_callback("experiments")
+            n = len(names)
             for i, name in enumerate(names):
-                cb(i, len(names))
-                out[name] = nr.experiments.run(name, model, cell=cell)
-            cb(len(names), len(names))
+                def each(done, total, i=i):
+                    cb(i * max(total, 1) + done, n * max(total, 1))
+
+                out[name] = nr.experiments.run(name, model, cell=cell, steps=steps, progress=each)
             return out
 
         return self.task.start(job, self._show)
