@@ -143,7 +143,8 @@ class Reduction:
 def _bn1_sign(model) -> np.ndarray:
     """Sign (C,) of bn1's scale per channel (median over the channel's units)."""
     scale, _ = model.first_layer_affine()
-    med = scale.detach().flatten(1).median(dim=1).values.cpu().numpy()
+    sc = scale.detach().double().cpu().numpy()
+    med = np.median(sc.reshape(sc.shape[0], -1), axis=1)
     return np.where(med < 0, -1.0, 1.0)
 
 
@@ -357,11 +358,14 @@ def stimulus_invariance(stimulus: np.ndarray) -> str:
 
 def compute_drives(model, stimulus: np.ndarray, frames: np.ndarray, kept: list[int],
                    weights: torch.Tensor, invariance: Optional[str] = None, batch_size: int = 256,
-                   progress: Optional[Progress] = None) -> np.ndarray:
+                   cells: Optional[list[int]] = None,
+                   progress: Optional[Progress] = None):
     """Drives ``d_c(t) = Σ_xy w_cxy · relu(bn1(z))_cxy(t)`` (n, K) float64 on ``frames``.
 
     ``weights`` is (K, h1, h1); ``invariance`` (default: detected on the
-    stimulus) selects the cheap exact conv1 of :func:`first_layer_z`.
+    stimulus) selects the cheap exact conv1 of :func:`first_layer_z`. With
+    ``cells`` given, also returns the full model's summed rate of those cells
+    (n,) from the same first-layer pass: ``(drives, rates)``.
     """
     history = model.config.history
     stim = np.ascontiguousarray(stimulus, dtype=np.float32)
@@ -369,6 +373,7 @@ def compute_drives(model, stimulus: np.ndarray, frames: np.ndarray, kept: list[i
     source = torch.from_numpy(stim)
     w = weights.to(model.device)
     out = np.zeros((len(frames), len(kept)))
+    rates = np.zeros(len(frames))
     done = 0
     was_training = model.training
     model.eval()
@@ -376,13 +381,15 @@ def compute_drives(model, stimulus: np.ndarray, frames: np.ndarray, kept: list[i
         with torch.inference_mode():
             for chunk in batches(np.asarray(frames), batch_size):
                 x = gather_windows(source, chunk, history).to(model.device)
-                a = model.first_layer_activation(first_layer_z(model, x, inv))[:, kept]
-                out[done:done + len(chunk)] = torch.einsum("nkhw,khw->nk", a, w).double().cpu().numpy()
+                a = model.first_layer_activation(first_layer_z(model, x, inv))
+                out[done:done + len(chunk)] = torch.einsum("nkhw,khw->nk", a[:, kept], w).double().cpu().numpy()
+                if cells is not None:
+                    rates[done:done + len(chunk)] = model.from_activation(a)[:, cells].sum(1).double().cpu().numpy()
                 done += len(chunk)
                 report(progress, done, len(frames))
     finally:
         model.train(was_training)
-    return out
+    return out if cells is None else (out, rates)
 
 
 def fit_output(drives: np.ndarray, target: np.ndarray, steps: int = 200) -> tuple[np.ndarray, float, np.ndarray]:
@@ -430,24 +437,6 @@ def fit_output(drives: np.ndarray, target: np.ndarray, steps: int = 200) -> tupl
 
 
 # ----------------------------------------------------------------------------- reduce
-
-
-def _model_rates(model, stimulus: np.ndarray, frames: np.ndarray, cells: list[int],
-                 batch_size: int = 256) -> np.ndarray:
-    """Summed rate of ``cells`` (n,) float64 on ``frames``, with the cheap exact conv1."""
-    history = model.config.history
-    stim = np.ascontiguousarray(stimulus, dtype=np.float32)
-    inv = stimulus_invariance(stim)
-    source = torch.from_numpy(stim)
-    out = np.zeros(len(frames))
-    done = 0
-    with torch.inference_mode():
-        for chunk in batches(np.asarray(frames), batch_size):
-            x = gather_windows(source, chunk, history).to(model.device)
-            r = model.from_first_layer(first_layer_z(model, x, inv))[:, cells].sum(1)
-            out[done:done + len(chunk)] = r.double().cpu().numpy()
-            done += len(chunk)
-    return out
 
 
 def _check_attribution(attr) -> None:
@@ -556,7 +545,8 @@ def _reduce(attr, model, frames, A, resp, importance, kept, kept_var, explain, f
     history = model.config.history
     w = _unit_weights(attr, kept, h1)
     all_frames = np.arange(history - 1, T)
-    drives = compute_drives(model, attr.stimulus, all_frames, kept, w, progress=progress)
+    drives, full = compute_drives(model, attr.stimulus, all_frames, kept, w, cells=list(attr.cells),
+                                  progress=progress)
     fit_rows = frames - (history - 1)
     target_all = np.asarray(attr.rates, dtype=np.float64)
     target = target_all[frames]
@@ -565,10 +555,7 @@ def _reduce(attr, model, frames, A, resp, importance, kept, kept_var, explain, f
     with torch.no_grad():
         pred = F.softplus(torch.from_numpy(drives @ beta + bias)).numpy()
     # the model's rate on every frame (attr.rates only covers the attributed ones)
-    ev_all = ev
-    if len(all_frames) != len(frames):
-        full = _model_rates(model, attr.stimulus, all_frames, list(attr.cells))
-        ev_all = explained_variance(full, pred)
+    ev_all = explained_variance(full, pred)
 
     reduced_rates = np.full(T, np.nan, dtype=np.float32)
     reduced_rates[all_frames] = pred

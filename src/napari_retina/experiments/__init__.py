@@ -39,11 +39,12 @@ import numpy as np
 from .._progress import Progress
 from . import anticipation, latency, osr, reversal
 from .base import COMMON_PARAMS, ExperimentResult, Protocol, run_model, run_response
+from .battery import battery, format_table
 
 _REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (osr, latency, anticipation, reversal)}
 
-__all__ = ["names", "get", "parameters", "run", "run_response", "run_truth", "readout", "ExperimentResult",
-           "Protocol"]
+__all__ = ["names", "get", "parameters", "run", "run_truth", "run_function", "readout", "battery",
+           "format_table", "ExperimentResult", "Protocol"]
 
 
 def names() -> list[str]:

@@ -366,12 +366,16 @@ def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[in
     cells = check_cells(cell, cfg.n_cells)
     p = resolve_params(module, params, cfg.size, cfg.history)
 
+    last: dict = {}
+
     def respond(stim: np.ndarray) -> np.ndarray:
-        return cell_response(model_rates(model, stim), cells)
+        last["stimulus"], last["rates"] = stim, model_rates(model, stim)
+        return cell_response(last["rates"], cells)
 
     proto = module.build(size=cfg.size, history=cfg.history, respond=respond, **p)
     report(progress, 0, 3)
-    rates = model_rates(model, proto.stimulus)
+    # builders that looked at the response of the final movie already ran the model on it
+    rates = last["rates"] if last.get("stimulus") is proto.stimulus else model_rates(model, proto.stimulus)
     report(progress, 1, 3)
     attr = attribute(model, proto.stimulus, cell=cells, steps=steps, invariance=proto.invariance,
                      frames=proto.frames)

@@ -1,0 +1,237 @@
+"""nr.reduce: channel selection, filter properties and the reduced circuit, against known answers."""
+
+from __future__ import annotations
+
+import itertools
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+from napari_retina import reduction as R
+
+HISTORY = 10
+ON_FAST = 1   # channels that feed the output
+OFF_SLOW = 3
+
+
+def _filter(peak_tap: int, sign: float) -> np.ndarray:
+    """A biphasic temporal filter with its largest tap at ``peak_tap`` (index 0 = oldest)."""
+    f = np.zeros(HISTORY)
+    f[peak_tap] = sign * 1.0
+    f[peak_tap - 1] = sign * 0.4
+    f[peak_tap - 2] = -sign * 0.3
+    return f
+
+
+def known_model(bn: str = "none") -> nr.RetinaCNN:
+    """Only channels 1 (ON, 10 ms, excitatory) and 3 (OFF, 40 ms, inhibitory) reach the output.
+
+    rate = softplus(1 + 0.5·a_ON − 0.5·a_OFF) for spatially uniform stimuli, where
+    a = relu(temporal filter · stimulus); channels 0 and 2 have filters but no
+    conv2 weights.
+    """
+    cfg = nr.ModelConfig(history=HISTORY, size=8, channels=(4, 2), kernels=(3, 3), n_cells=1, bn=bn)
+    m = nr.RetinaCNN(cfg)
+    filters = {0: _filter(8, 1.0), 1: _filter(8, 1.0), 2: _filter(5, -1.0), 3: _filter(5, -1.0)}
+    with torch.no_grad():
+        for c, f in filters.items():
+            m.conv1.weight[c] = torch.tensor(f, dtype=torch.float32)[:, None, None].expand(HISTORY, 3, 3) / 9.0
+        m.conv1.bias.zero_()
+        m.conv2.weight.zero_()
+        m.conv2.bias.zero_()
+        m.conv2.weight[0, ON_FAST] = 0.5 / 9.0
+        m.conv2.weight[0, OFF_SLOW] = -0.5 / 9.0
+        m.conv2.bias[0] = 1.0
+        m.linear.weight.zero_()
+        m.linear.bias.zero_()
+        h2 = cfg.map_sizes[1]
+        m.linear.weight[0, : h2 * h2] = 1.0 / (h2 * h2)
+    return m.eval()
+
+
+def flicker(frames: int = 150, size: int = 8, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(0, 1.0, frames).clip(-1.5, 1.5)
+    return np.ascontiguousarray(np.broadcast_to(v[:, None, None], (frames, size, size)), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def known():
+    model = known_model()
+    attr = nr.attribute(model, flicker(), cell=0, steps=32)
+    return model, attr, nr.reduce(attr, explain=0.9)
+
+
+def test_keeps_exactly_the_two_feeding_channels(known):
+    _, attr, red = known
+    assert sorted(red.kept) == [ON_FAST, OFF_SLOW]
+    # the others carry nothing: zero conv2 weights, zero attribution
+    assert red.importance[[0, 2]].max() < 1e-6
+    assert red.importance.sum() == pytest.approx(1.0)
+    assert red.kept[0] == int(np.argmax(red.importance))
+
+
+def test_signs_polarities_latencies_kinetics(known):
+    _, _, red = known
+    assert red.sign[ON_FAST] == 1 and red.sign[OFF_SLOW] == -1
+    assert red.polarity[ON_FAST] == "ON" and red.polarity[OFF_SLOW] == "OFF"
+    # tap 8 of a 10-frame history is 1 frame = 10 ms ago; tap 5 is 40 ms ago
+    assert red.latency_ms[ON_FAST] == 10.0 and red.latency_ms[OFF_SLOW] == 40.0
+    assert red.kinetics[ON_FAST] == "fast" and red.kinetics[OFF_SLOW] == "slow"
+    assert red.label(ON_FAST) == "A1 ON fast +" and red.label(OFF_SLOW) == "A3 OFF slow -"
+
+
+def test_reduced_circuit_recovers_an_exactly_reducible_model(known):
+    model, attr, red = known
+    assert red.explained_variance > 0.999
+    assert red.explained_variance_all > 0.999
+    # the fitted output weights are the model's own: +0.5 on ON, -0.5 on OFF, bias 1
+    k_on, k_off = red.kept.index(ON_FAST), red.kept.index(OFF_SLOW)
+    assert red.weights[k_on] == pytest.approx(0.5, abs=2e-3)
+    assert red.weights[k_off] == pytest.approx(-0.5, abs=2e-3)
+    assert red.bias == pytest.approx(1.0, abs=2e-3)
+    # reduced rates: defined on every frame with history, against a float64 reference
+    s = attr.stimulus[:, 0, 0].astype(np.float64)
+    ref = np.full(len(s), np.nan)
+    f_on = model.conv1.weight[ON_FAST].detach().sum((1, 2)).double().numpy()
+    f_off = model.conv1.weight[OFF_SLOW].detach().sum((1, 2)).double().numpy()
+    for t in range(HISTORY - 1, len(s)):
+        w = s[t - HISTORY + 1 : t + 1]
+        ref[t] = np.log1p(np.exp(1 + 0.5 * max(w @ f_on, 0) - 0.5 * max(w @ f_off, 0)))
+    ok = np.isfinite(ref)
+    assert np.isnan(red.reduced_rates[: HISTORY - 1]).all()
+    np.testing.assert_allclose(red.reduced_rates[ok], ref[ok], atol=2e-3)
+    np.testing.assert_allclose(red.reduced_response, red.reduced_rates - attr.baseline_rate, atol=1e-6)
+    assert red.traces.shape == (len(s), 2)
+    np.testing.assert_array_equal(red.traces[:, red.kept.index(ON_FAST)], attr.channels[:, ON_FAST])
+
+
+def test_explain_one_keeps_everything_that_contributes(known):
+    _, attr, _ = known
+    red = nr.reduce(attr, explain=1.0)
+    assert sorted(red.kept) == [ON_FAST, OFF_SLOW]
+
+
+def test_bn_scale_sign_flips_polarity():
+    m = known_model(bn="channel")
+    with torch.no_grad():
+        m.bn1.weight[ON_FAST] = -1.0
+    props = R.filter_properties(m)
+    assert props["polarity"][ON_FAST] == "OFF"
+    assert props["polarity"][0] == "ON"
+
+
+def test_oldest_taps_are_ignored():
+    m = known_model()
+    with torch.no_grad():
+        m.conv1.weight[0, 0] = 50.0 / 9.0  # a huge tap at the oldest frame
+    props = R.filter_properties(m)
+    assert props["latency_ms"][0] == 10.0 and props["polarity"][0] == "ON"
+
+
+def test_smallest_set_is_not_the_most_important_channels():
+    rng = np.random.default_rng(1)
+    v, w = rng.normal(size=500), rng.normal(size=500)
+    A = np.stack([5 * v, -5 * v + 0.01 * rng.normal(size=500), w], axis=1)
+    kept, ev = R.select_channels(A, A.sum(1), 0.9)
+    assert kept == [2]
+    assert ev >= 0.9
+
+
+def _ev(r, est):
+    return 1 - np.var(r - est) / np.var(r)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_select_channels_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(300, 6)) * rng.uniform(0.2, 2.0, 6)
+    r = A.sum(1)
+    kept, ev = R.select_channels(A, r, 0.8)
+    assert _ev(r, A[:, kept].sum(1)) == pytest.approx(ev)
+    assert ev >= 0.8
+    for k in range(1, len(kept)):
+        for cs in itertools.combinations(range(6), k):
+            assert _ev(r, A[:, list(cs)].sum(1)) < 0.8
+
+
+def test_greedy_above_the_exhaustive_limit():
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(200, 14)) * np.linspace(3, 0.1, 14)
+    kept, ev = R.select_channels(A, A.sum(1), 0.9)
+    assert ev >= 0.9 and len(kept) < 14
+
+
+def test_two_means_split_against_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        v = rng.choice([10, 20, 30, 40, 60, 90, 120, 150], size=8).astype(float)
+        if v.min() == v.max():
+            continue
+        split = R.two_means_split(v)
+        best = None
+        for thr in np.unique(v)[:-1]:
+            lo, hi = v[v <= thr], v[v > thr]
+            cost = ((lo - lo.mean()) ** 2).sum() + ((hi - hi.mean()) ** 2).sum()
+            if best is None or cost < best[0] - 1e-12:
+                best = (cost, thr)
+        assert (v <= split).tolist() == (v <= best[1]).tolist()
+    assert R.two_means_split(np.array([30.0, 30.0])) == 30.0
+
+
+def test_fit_output_recovers_known_weights():
+    rng = np.random.default_rng(0)
+    D = rng.uniform(0, 2, size=(400, 3))
+    beta, b0 = np.array([1.5, -0.7, 0.3]), -0.4
+    y = np.log1p(np.exp(D @ beta + b0))
+    b, bias, fitted = R.fit_output(D, y, steps=300)
+    np.testing.assert_allclose(b, beta, atol=1e-4)
+    assert bias == pytest.approx(b0, abs=1e-4)
+    np.testing.assert_allclose(fitted, y, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["space", "y", "x"])
+def test_first_layer_shortcuts_match_the_full_convolution(kind):
+    torch.manual_seed(0)
+    m = nr.RetinaCNN(nr.ModelConfig(history=6, size=12, kernels=(5, 3), n_cells=1)).eval().double()
+    rng = np.random.default_rng(0)
+    if kind == "space":
+        x = np.broadcast_to(rng.normal(size=(3, 6, 1, 1)), (3, 6, 12, 12))
+    elif kind == "y":
+        x = np.broadcast_to(rng.normal(size=(3, 6, 1, 12)), (3, 6, 12, 12))
+    else:
+        x = np.broadcast_to(rng.normal(size=(3, 6, 12, 1)), (3, 6, 12, 12))
+    xt = torch.from_numpy(np.ascontiguousarray(x))
+    with torch.no_grad():
+        ref = torch.nn.functional.conv2d(xt, m.conv1.weight, m.conv1.bias)
+        got = R.first_layer_z(m, xt, kind)
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-12)
+    assert R.stimulus_invariance(x[0]) == kind
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.01, float("nan")])
+def test_explain_out_of_range(known, bad):
+    with pytest.raises(ValueError, match="explain"):
+        nr.reduce(known[1], explain=bad)
+
+
+def test_explain_not_a_number(known):
+    with pytest.raises(TypeError, match="explain"):
+        nr.reduce(known[1], explain="most")
+
+
+def test_reduce_needs_an_attribution():
+    with pytest.raises(TypeError, match="Attribution"):
+        nr.reduce(SimpleNamespace(channels=np.zeros((3, 2))))
+
+
+def test_fit_steps_must_be_positive(known):
+    with pytest.raises(ValueError, match="fit_steps"):
+        nr.reduce(known[1], fit_steps=0)
+
+
+def test_label_out_of_range(known):
+    with pytest.raises(ValueError, match="channel"):
+        known[2].label(9)
