@@ -1,0 +1,285 @@
+"""nr.experiments: readouts on synthetic responses with known answers, runs on a tiny model, bad input, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+from napari_retina import experiments as E
+from napari_retina.experiments import anticipation, base, latency, osr, reversal
+
+SIZE, HISTORY = 20, 10
+SMALL = {  # scaled-down parameters for the tiny model
+    "osr": {"periods": [3, 5, 8], "n_flashes": 4},
+    "latency": {"intensities": [0.0, -2.0, -5.0, -10.0]},
+    "anticipation": {"speed": 0.5, "flash_positions": [-6.0, -3.0, 0.0, 3.0, 6.0]},
+    "reversal": {"reversals": [-3.0, -1.0, 1.0], "speed": 0.3},
+}
+
+
+def bump(T: int, t0: float, amp: float = 1.0, sigma: float = 2.0) -> np.ndarray:
+    t = np.arange(T, dtype=np.float64)
+    return amp * np.exp(-0.5 * ((t - t0) / sigma) ** 2)
+
+
+def protocol(module, size=50, history=40, **params):
+    p = base.resolve_params(module, params, size, history)
+    return module.build(size=size, history=history, respond=None, **p)
+
+
+# ----------------------------------------------------------------------------- readouts on known responses
+
+
+def test_osr_readout_recovers_a_fixed_latency_after_the_omitted_flash():
+    proto = protocol(osr)
+    T = len(proto.stimulus)
+    L = 7.3  # frames after the omitted flash
+    r = 0.2 + sum(bump(T, c["omitted"] + L, 3.0, 3.0) for c in proto.conditions)
+    out = osr.readout(r, proto.conditions)
+    np.testing.assert_allclose(out["latency_ms"], 73.0, atol=1.0)
+    periods = np.array(out["periods_ms"])
+    np.testing.assert_allclose(out["latency_from_last_ms"], 73.0 + periods, atol=1.0)
+    assert out["slope"] == pytest.approx(1.0, abs=0.03) and out["r2"] > 0.99
+    assert out["present"] is True
+    assert periods.tolist() == [30.0, 40.0, 50.0, 60.0, 70.0, 80.0]
+
+
+def test_osr_readout_rejects_a_response_locked_to_the_last_flash():
+    proto = protocol(osr)
+    T = len(proto.stimulus)
+    r = 0.2 + sum(bump(T, c["last_onset"] + 12.0, 3.0, 3.0) for c in proto.conditions)
+    out = osr.readout(r, proto.conditions)
+    np.testing.assert_allclose(out["latency_from_last_ms"], 120.0, atol=1.0)
+    assert abs(out["slope"]) < 0.05
+    assert out["present"] is False
+
+
+def test_latency_readout_recovers_known_latencies():
+    proto = protocol(latency)
+    T = len(proto.stimulus)
+    inten = np.array([c["intensity"] for c in proto.conditions])
+    lat = 9.0 - 0.35 * np.abs(inten)  # frames: stronger -> earlier
+    r = np.full(T, 0.1)
+    for c, L, i in zip(proto.conditions, lat, inten):
+        r += bump(T, c["onset"] + L, abs(i), 2.5)
+    out = latency.readout(r, proto.conditions)
+    assert math.isnan(out["latency_ms"][0])  # the blank flash evokes nothing
+    np.testing.assert_allclose(out["latency_ms"][1:], 10.0 * lat[1:], atol=0.6)
+    assert out["spearman"] == pytest.approx(-1.0)
+    assert out["latency_range_ms"] == pytest.approx(10 * (lat[1] - lat[-1]), abs=1.0)
+    assert out["present"] is True
+    flat = np.full(T, 0.1) + sum(bump(T, c["onset"] + 8.0, abs(c["intensity"]), 2.5) for c in proto.conditions)
+    assert latency.readout(flat, proto.conditions)["present"] is False
+
+
+@pytest.mark.parametrize("lead_px", [1.5, -0.8])
+def test_anticipation_readout_recovers_a_known_lead(lead_px):
+    proto = protocol(anticipation)
+    T = len(proto.stimulus)
+    rf = 3.2
+    r = np.full(T, 0.1)
+    for c in proto.conditions:
+        if c["kind"] == "flash":  # flashed-bar profile peaked at the RF centre, 6 frames after onset
+            r += bump(T, c["onset"] + 6, np.exp(-0.5 * ((c["position"] - rf) / 4.0) ** 2), 2.0)
+        else:  # the moving bar's response peaks when the bar is lead_px short of the RF centre
+            d = c["direction"]
+            t_star = c["onset"] + (rf - d * lead_px - c["x0"]) / (d * c["speed"])
+            r += bump(T, t_star, 1.0, 15.0)
+    out = anticipation.readout(r, proto.conditions)
+    assert out["rf_center_px"] == pytest.approx(rf, abs=0.1)
+    np.testing.assert_allclose(out["lead_px_per_direction"], lead_px, atol=0.1)
+    assert out["lead_um"] == pytest.approx(lead_px * 55.0, abs=5.0)
+    assert out["flash_latency_ms"] == pytest.approx(60.0, abs=1.0)
+    assert out["present"] is (lead_px > 0)
+
+
+def test_reversal_readout_recovers_burst_ratio_and_latency():
+    proto = protocol(reversal, center=0.0)
+    T = len(proto.stimulus)
+    r = np.full(T, 0.5)
+    for c in proto.conditions:
+        r += bump(T, c["reversal_frame"] - 10, 1.0, 3.0)   # approach response
+        r += bump(T, c["reversal_frame"] + 12.4, 3.0, 3.0)  # burst
+    out = reversal.readout(r, proto.conditions)
+    np.testing.assert_allclose(out["burst_ratios"], 3.0, rtol=0.01)
+    assert out["burst_latency_ms"] == pytest.approx(124.0, abs=1.0)
+    assert out["burst_latency_sd_ms"] < 0.5
+    assert out["present"] is True
+    assert len(out["burst_latencies_ms"]) == 12
+    no_burst = np.full(T, 0.5) + sum(bump(T, c["reversal_frame"] - 10, 1.0, 3.0) for c in proto.conditions)
+    assert reversal.readout(no_burst, proto.conditions)["present"] is False
+
+
+def test_parabolic_peak_and_helpers_against_references():
+    t = np.arange(100.0)
+    y = -(t - 41.3) ** 2
+    tp, v = base.parabolic_peak(y, 30, 60)
+    assert tp == pytest.approx(41.3) and v == pytest.approx(0.0, abs=1e-9)
+    assert base.vertex3([0.0, 1.0, 3.0, 4.0], -(np.array([0.0, 1.0, 3.0, 4.0]) - 1.7) ** 2) == pytest.approx(1.7)
+    slope, icpt, r2 = base.linear_fit([1, 2, 3, 4], [3, 5, 7, 9])
+    assert (slope, icpt, r2) == pytest.approx((2.0, 1.0, 1.0))
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    x, yy = rng.integers(0, 5, 30).astype(float), rng.normal(size=30)
+    assert base.spearman(x, yy) == pytest.approx(scipy_stats.spearmanr(x, yy).statistic)
+
+
+# ----------------------------------------------------------------------------- runs on a tiny model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return nr.RetinaCNN(nr.ModelConfig(history=HISTORY, size=SIZE, kernels=(5, 5), n_cells=2)).eval()
+
+
+def test_names():
+    assert E.names()[:4] == ["osr", "latency", "anticipation", "reversal"]
+
+
+@pytest.mark.parametrize("name", ["osr", "latency", "anticipation", "reversal"])
+def test_every_experiment_runs_on_a_tiny_model(tiny, name):
+    res = E.run(name, tiny, cell=0, max_frames=60, steps=4, **SMALL[name])
+    T = len(res.stimulus)
+    assert res.name == name and res.stimulus.shape == (T, SIZE, SIZE)
+    assert res.rates.shape == (T, 2)
+    assert res.attribution.invariance == E.get(name).INVARIANCE
+    assert len(res.attribution.frames) <= 60
+    red = res.reduction
+    assert red.reduced_rates.shape == (T,) and np.isfinite(red.reduced_rates[HISTORY - 1:]).all()
+    assert 1 <= len(red.kept) <= 8
+    ro = res.readout
+    assert isinstance(ro["present"], bool) and isinstance(ro["reduced"]["present"], bool)
+    assert ro["explained_variance"] == pytest.approx(red.explained_variance)
+    json.dumps(ro)  # plain numbers and lists
+    # every condition has attributed frames
+    for c in res.conditions:
+        assert ((res.attribution.frames >= c["start"]) & (res.attribution.frames < c["stop"])).any()
+    # the readout of the model is the readout function applied to its response
+    assert E.readout(name, res.response, res.conditions)["present"] == ro["present"]
+
+
+def test_model_rates_equal_predict(tiny):
+    for stim in (nr.stimuli.flash_train(period=4, n_flashes=3, pre=12, post=15, size=SIZE),
+                 nr.stimuli.moving_bar(speed=0.7, start=-12, stop=12, pre=12, size=SIZE)):
+        ref = nr.predict(tiny, stim)
+        got = base.model_rates(tiny, stim)
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+        assert np.isnan(got[: HISTORY - 1]).all()
+
+
+def test_run_on_a_response_function_matches_the_model_run(tiny):
+    params = dict(SMALL["latency"], max_frames=40)
+    res = E.run("latency", tiny, cell=1, steps=4, **params)
+    fn = E.run_function("latency", lambda s: nr.predict(tiny, s), size=SIZE, history=HISTORY, cell=1, **params)
+    np.testing.assert_allclose(fn.readout["latency_ms"], res.readout["latency_ms"], atol=1e-3)
+    assert fn.attribution is None and fn.reduction is None
+
+
+def test_run_truth_uses_the_retina_and_battery_calls_recovery_report(tiny, monkeypatch):
+    class FakeRetina:  # a "ground truth" that is the tiny model itself
+        size, history = SIZE, HISTORY
+
+        def respond(self, stimulus):
+            return nr.predict(tiny, stimulus)
+
+    calls = []
+    monkeypatch.setattr(nr.synthetic, "recovery_report",
+                        lambda red, model, retina: calls.append(red) or {"matched": len(red.kept)}, raising=False)
+    out = E.battery(tiny, 0, retina=FakeRetina(), names=["osr"], steps=4, max_frames=40)
+    row = out["rows"][0]
+    assert row["truth_present"] == row["model_present"]
+    assert out["recovery"]["osr"] == {"matched": len(out["results"]["osr"].reduction.kept)}
+    assert calls and "| osr |" in E.format_table(out["rows"])
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_unknown_experiment_lists_the_valid_ones(tiny):
+    with pytest.raises(ValueError, match="unknown experiment 'osrr'.*osr, latency, anticipation, reversal"):
+        E.run("osrr", tiny)
+
+
+def test_unknown_parameter_lists_the_valid_ones(tiny):
+    with pytest.raises(ValueError, match="unknown parameter 'speeds'.*speed"):
+        E.run("anticipation", tiny, speeds=0.1)
+
+
+def test_negative_periods(tiny):
+    with pytest.raises(ValueError, match="periods must be positive"):
+        E.run("osr", tiny, periods=[3, -4])
+
+
+@pytest.mark.parametrize("name", ["anticipation", "reversal"])
+def test_zero_speed(tiny, name):
+    with pytest.raises(ValueError, match="speed must be > 0"):
+        E.run(name, tiny, speed=0.0)
+
+
+def test_bars_outside_the_field(tiny):
+    with pytest.raises(ValueError, match="outside the model's 20-pixel field"):
+        E.run("anticipation", tiny, flash_positions=[0.0, 30.0])
+    with pytest.raises(ValueError, match="outside the model's 20-pixel field"):
+        E.run("reversal", tiny, center=0.0, reversals=[-15.0])
+    with pytest.raises(ValueError, match="never enters"):
+        E.run("anticipation", tiny, start=40.0, stop=60.0)
+
+
+def test_model_history_does_not_fit_the_gap(tiny):
+    with pytest.raises(ValueError, match="shorter than the model's history of 10 frames"):
+        E.run("latency", tiny, gap=5)
+
+
+def test_model_size_does_not_fit_the_default_protocol(tiny):
+    # METHOD.md's 50-px positions do not fit a 20-px model
+    with pytest.raises(ValueError, match="outside the model's 20-pixel field"):
+        E.run("anticipation", tiny, flash_positions=list(np.linspace(-25, 25, 11)))
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
+def test_explain_out_of_range(tiny, bad):
+    with pytest.raises(ValueError, match="explain"):
+        E.run("osr", tiny, explain=bad)
+
+
+def test_not_a_model():
+    with pytest.raises(TypeError, match="RetinaCNN"):
+        E.run("osr", "model.pt")
+
+
+def test_wrong_parameter_types(tiny):
+    with pytest.raises(TypeError, match="periods"):
+        E.run("osr", tiny, periods="fast")
+    with pytest.raises(ValueError, match="directions"):
+        E.run("anticipation", tiny, directions=[2])
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_writes_json_and_png(tiny, tmp_path, capsys):
+    from napari_retina.cli import main
+
+    path = nr.save_model(tiny, tmp_path / "tiny.pt")
+    out = tmp_path / "out"
+    rc = main(["experiment", "osr", "--model", str(path), "--out", str(out), "--quiet", "--steps", "4",
+               "--param", "periods=[3,6]", "--param", "n_flashes=4", "--param", "max_frames=30"])
+    assert rc == 0
+    data = json.loads((out / "osr.json").read_text())
+    assert data["readout"]["periods_ms"] == [30.0, 60.0]
+    assert (out / "osr.png").stat().st_size > 1000
+    assert "| osr |" in capsys.readouterr().out
+
+
+def test_cli_unknown_experiment(tmp_path, capsys):
+    from napari_retina.cli import main
+
+    assert main(["experiment", "flicker", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown experiment 'flicker'" in err and "osr" in err
