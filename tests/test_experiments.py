@@ -11,7 +11,7 @@ import torch
 
 import napari_retina as nr
 from napari_retina import experiments as E
-from napari_retina.experiments import anticipation, base, latency, osr, reversal
+from napari_retina.experiments import anticipation, base, doubling, latency, osr, reversal
 
 SIZE, HISTORY = 20, 10
 SMALL = {  # scaled-down parameters for the tiny model
@@ -19,6 +19,7 @@ SMALL = {  # scaled-down parameters for the tiny model
     "latency": {"intensities": [0.0, -2.0, -5.0, -10.0]},
     "anticipation": {"speed": 0.5, "flash_positions": [-6.0, -3.0, 0.0, 3.0, 6.0]},
     "reversal": {"reversals": [-3.0, -1.0, 1.0], "speed": 0.3},
+    "doubling": {"period": 5, "cycles": 3, "bar_width": 2.0},
 }
 
 
@@ -115,6 +116,23 @@ def test_reversal_readout_recovers_burst_ratio_and_latency():
     assert reversal.readout(no_burst, proto.conditions)["present"] is False
 
 
+@pytest.mark.parametrize("a1,a2", [(0.7, 0.2), (0.1, 0.9)])
+def test_doubling_readout_recovers_known_harmonics(a1, a2):
+    proto = protocol(doubling)
+    T = len(proto.stimulus)
+    r = np.full(T, 2.0)
+    for k, c in enumerate(proto.conditions):
+        t = np.arange(2 * c["period"] * c["cycles"])
+        w = 2 * np.pi / (2 * c["period"])
+        scale = 1.0 - 0.2 * k  # the largest F1 and F2 are at the first phase
+        r[c["onset"] : c["onset"] + len(t)] += scale * (a1 * np.cos(w * t + 0.3) + a2 * np.sin(2 * w * t))
+    out = doubling.readout(r, proto.conditions)
+    np.testing.assert_allclose(out["f1"], a1 * (1.0 - 0.2 * np.arange(4)), atol=1e-9)
+    np.testing.assert_allclose(out["f2"], a2 * (1.0 - 0.2 * np.arange(4)), atol=1e-9)
+    assert out["f2_f1"] == pytest.approx(a2 / a1)
+    assert out["present"] is (a2 > a1)
+
+
 def test_parabolic_peak_and_helpers_against_references():
     t = np.arange(100.0)
     y = -(t - 41.3) ** 2
@@ -142,7 +160,7 @@ def test_names():
     assert E.names()[:4] == ["osr", "latency", "anticipation", "reversal"]
 
 
-@pytest.mark.parametrize("name", ["osr", "latency", "anticipation", "reversal"])
+@pytest.mark.parametrize("name", ["osr", "latency", "anticipation", "reversal", "doubling"])
 def test_every_experiment_runs_on_a_tiny_model(tiny, name):
     res = E.run(name, tiny, cell=0, max_frames=60, steps=4, **SMALL[name])
     T = len(res.stimulus)
@@ -251,6 +269,11 @@ def test_explain_out_of_range(tiny, bad):
 def test_not_a_model():
     with pytest.raises(TypeError, match="RetinaCNN"):
         E.run("osr", "model.pt")
+
+
+def test_grating_too_coarse_for_the_field(tiny):
+    with pytest.raises(ValueError, match="bar_width"):
+        E.run("doubling", tiny, bar_width=15.0)
 
 
 def test_wrong_parameter_types(tiny):

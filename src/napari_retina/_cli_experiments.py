@@ -105,10 +105,13 @@ def write_figure(res, path: Path, truth=None) -> Path:
     ax.set_title(f"response; present: model {res.readout['present']}"
                  + (f", truth {truth.readout['present']}" if truth is not None else ""))
     ax = axes[2]
+    frames = np.asarray(res.attribution.frames)
+    step = int(np.median(np.diff(frames))) if len(frames) > 1 else 1
+    cuts = np.flatnonzero(np.diff(frames) > step) + 1  # break the line between attributed windows
     for k, c in enumerate(res.reduction.kept):
-        tr = res.reduction.traces[:, k]
-        ok = np.isfinite(tr)
-        ax.plot(t_ms[ok], tr[ok], lw=0.9, marker=".", ms=2, label=res.reduction.label(c))
+        tr = res.reduction.traces[frames, k].astype(float)
+        ax.plot(np.insert(t_ms[frames], cuts, np.nan), np.insert(tr, cuts, np.nan), lw=0.9, marker=".", ms=2,
+                label=res.reduction.label(c))
     ax.set_ylabel("A_c(t)")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title("kept channels' attributions (attributed frames)")

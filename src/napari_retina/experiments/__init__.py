@@ -12,6 +12,7 @@ osr            omitted stimulus response (:mod:`.osr`)
 latency        latency coding with flash strength (:mod:`.latency`)
 anticipation   motion anticipation, moving vs flashed bars (:mod:`.anticipation`)
 reversal       motion reversal burst (:mod:`.reversal`)
+doubling       frequency doubling, F2/F1 of a reversing grating (:mod:`.doubling`)
 =============  =============================================================
 
 Readout keys are documented in each module's docstring; every readout has
@@ -23,7 +24,7 @@ Example
 -------
 >>> import napari_retina as nr
 >>> nr.experiments.names()
-['osr', 'latency', 'anticipation', 'reversal']
+['osr', 'latency', 'anticipation', 'reversal', 'doubling']
 >>> res = nr.experiments.run("osr", nr.load_model(), cell=0)        # doctest: +SKIP
 >>> res.readout["latency_ms"], res.readout["present"]               # doctest: +SKIP
 >>> res.reduction.explained_variance                                # doctest: +SKIP
@@ -37,11 +38,11 @@ from typing import Callable, Optional
 import numpy as np
 
 from .._progress import Progress
-from . import anticipation, latency, osr, reversal
+from . import anticipation, doubling, latency, osr, reversal
 from .base import COMMON_PARAMS, ExperimentResult, Protocol, run_model, run_response
 from .battery import battery, format_table
 
-_REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (osr, latency, anticipation, reversal)}
+_REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (osr, latency, anticipation, reversal, doubling)}
 
 __all__ = ["names", "get", "parameters", "run", "run_truth", "run_function", "readout", "battery",
            "format_table", "ExperimentResult", "Protocol"]
