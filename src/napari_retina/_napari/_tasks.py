@@ -118,6 +118,8 @@ class Task:
         self.worker = None
         self.token: Optional[nr.CancelToken] = None
         self.last_error: Optional[BaseException] = None
+        self.timings: dict = {}
+        """perf_counter stamps of the last run: started, returned (result in the GUI thread), done."""
         self._relay = _Relay()
         self._relay.progressed.connect(self._on_progress)
 
@@ -159,6 +161,7 @@ class Task:
             return False
         self.token = nr.CancelToken()
         self.last_error = None
+        self.timings = {"started": time.perf_counter()}
         self.progress.value = 0
         self.status.value = f"{self.what} running..."
         self.cancel_button.enabled = True
@@ -172,6 +175,7 @@ class Task:
         return True
 
     def _finish(self, on_result, result) -> None:
+        self.timings["returned"] = time.perf_counter()
         if isinstance(result, _Failure):
             self._failed(result.exc)
             return
@@ -179,6 +183,7 @@ class Task:
             on_result(result)
         except Exception as exc:  # turning results into layers must never crash the viewer
             self._failed(exc)
+        self.timings["done"] = time.perf_counter()
 
     def _failed(self, exc: BaseException) -> None:
         self.last_error = exc
