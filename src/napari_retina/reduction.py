@@ -343,6 +343,52 @@ def first_layer_z(model, windows: torch.Tensor, invariance: str = "none") -> tor
     return model.first_layer(windows)
 
 
+class FirstLayer:
+    """conv1 pre-activations of a whole movie, frame by frame, using its invariance.
+
+    ``FirstLayer(model, stimulus)(idx)`` is z (len(idx), C, h1, h1) for the
+    windows ending at frames ``idx``. For stimuli uniform over space or along an
+    axis the windows are gathered from the reduced movie (a value or a profile
+    per frame), so nothing of size history·H·W is ever copied.
+    """
+
+    def __init__(self, model, stimulus: np.ndarray, invariance: Optional[str] = None) -> None:
+        self.model = model
+        stim = np.ascontiguousarray(stimulus, dtype=np.float32)
+        self.invariance = stimulus_invariance(stim) if invariance is None else invariance
+        self.history = model.config.history
+        if self.invariance == "space":
+            self.source = torch.from_numpy(stim.mean(axis=(1, 2)))
+        elif self.invariance == "y":
+            self.source = torch.from_numpy(stim.mean(axis=1))
+        elif self.invariance == "x":
+            self.source = torch.from_numpy(stim.mean(axis=2))
+        else:
+            self.source = torch.from_numpy(stim)
+
+    def __call__(self, idx: np.ndarray) -> torch.Tensor:
+        model, inv = self.model, self.invariance
+        conv = model.first_layer_module
+        weight, bias = conv.weight, conv.bias
+        if inv == "none":
+            x = gather_windows(self.source, np.asarray(idx), self.history)
+            return model.first_layer(x.to(device=model.device, dtype=weight.dtype))
+        lags = torch.arange(-self.history + 1, 1)
+        win = self.source[torch.as_tensor(np.asarray(idx))[:, None] + lags]  # (n, history[, L])
+        win = win.to(device=model.device, dtype=weight.dtype)
+        n, c = win.shape[0], weight.shape[0]
+        h = model.config.map_sizes[0]
+        b = bias.view(1, c, 1, 1)
+        if inv == "space":
+            d = win @ weight.sum(dim=(2, 3)).T
+            return (d[:, :, None, None] + b).expand(n, c, h, h)
+        if inv == "y":
+            d = F.conv1d(win, weight.sum(dim=2))
+            return (d[:, :, None, :] + b).expand(n, c, h, h)
+        d = F.conv1d(win, weight.sum(dim=3))
+        return (d[:, :, :, None] + b).expand(n, c, h, h)
+
+
 def stimulus_invariance(stimulus: np.ndarray) -> str:
     """The most specific of "space", "y", "x", "none" that a (T, H, W) stimulus satisfies.
 
@@ -367,10 +413,7 @@ def compute_drives(model, stimulus: np.ndarray, frames: np.ndarray, kept: list[i
     ``cells`` given, also returns the full model's summed rate of those cells
     (n,) from the same first-layer pass: ``(drives, rates)``.
     """
-    history = model.config.history
-    stim = np.ascontiguousarray(stimulus, dtype=np.float32)
-    inv = stimulus_invariance(stim) if invariance is None else invariance
-    source = torch.from_numpy(stim)
+    layer = FirstLayer(model, stimulus, invariance)
     w = weights.to(model.device)
     out = np.zeros((len(frames), len(kept)))
     rates = np.zeros(len(frames))
@@ -380,8 +423,7 @@ def compute_drives(model, stimulus: np.ndarray, frames: np.ndarray, kept: list[i
     try:
         with torch.inference_mode():
             for chunk in batches(np.asarray(frames), batch_size):
-                x = gather_windows(source, chunk, history).to(model.device)
-                a = model.first_layer_activation(first_layer_z(model, x, inv))
+                a = model.first_layer_activation(layer(chunk))
                 out[done:done + len(chunk)] = torch.einsum("nkhw,khw->nk", a[:, kept], w).double().cpu().numpy()
                 if cells is not None:
                     rates[done:done + len(chunk)] = model.from_activation(a)[:, cells].sum(1).double().cpu().numpy()

@@ -27,10 +27,10 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from .._frames import batches, gather_windows
+from .._frames import batches
 from .._progress import Progress, report
 from .._validate import check_cells
-from ..reduction import check_explain, first_layer_z, stimulus_invariance
+from ..reduction import FirstLayer, check_explain, first_layer_z, stimulus_invariance
 
 FRAME_MS = 10.0
 PIXEL_UM = 55.0
@@ -221,7 +221,7 @@ def model_rates(model, stimulus: np.ndarray, batch_size: int = 256,
     csum = np.concatenate([[0], np.cumsum(active)])
     idx = np.arange(cfg.history - 1, T)
     grey = (csum[idx + 1] - csum[idx + 1 - cfg.history]) == 0
-    source = torch.from_numpy(stim)
+    layer = FirstLayer(model, stim, inv)
     with torch.inference_mode():
         if grey.any():
             z0 = first_layer_z(model, torch.zeros(1, cfg.history, cfg.size, cfg.size, device=model.device), inv)
@@ -229,8 +229,7 @@ def model_rates(model, stimulus: np.ndarray, batch_size: int = 256,
         todo = idx[~grey]
         done = 0
         for chunk in batches(todo, batch_size):
-            x = gather_windows(source, chunk, cfg.history).to(model.device)
-            out[chunk] = model.from_first_layer(first_layer_z(model, x, inv)).float().cpu().numpy()
+            out[chunk] = model.from_first_layer(layer(chunk)).float().cpu().numpy()
             done += len(chunk)
             report(progress, done, len(todo))
     return out
