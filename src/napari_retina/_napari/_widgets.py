@@ -189,6 +189,7 @@ class ModelWidget(Container):
         self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
         self.load_button = PushButton(text="Load model")
         self.summary = Label(value="(no model loaded yet; the shipped default is used)")
+        self.summary.native.setWordWrap(True)
         self.dataset = FileEdit(label="dataset (HDF5)", mode="r", filter="*.h5 *.hdf5")
         self.epochs = SpinBox(label="epochs", value=20, min=1, max=10000)
         self.train_button = PushButton(text="Train", enabled=_has_module("training"))
@@ -366,6 +367,7 @@ class AnalyzeWidget(Container):
         self.run_button = PushButton(text="Analyze")
         self.task = Task("analysis")
         self.result_label = Label(value="")
+        self.result_label.native.setWordWrap(True)
         self.save_path = FileEdit(label="save to", mode="w", filter="*.h5 *.hdf5 *.csv")
         self.save_button = PushButton(text="Save analysis (.h5) / traces (.csv)")
         self.extend([self.layer, self.cell, self.steps, self.invariance, self.crop, self.do_reduce, self.explain,

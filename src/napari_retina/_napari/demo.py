@@ -11,7 +11,7 @@ import numpy as np
 
 DEMO_CELL = 0
 DEMO_WIDGETS = ("Analyze", "Model", "Stimulus", "Experiments")
-SCREENSHOT_SIZE = (1500, 860)
+SCREENSHOT_SIZE = (1600, 860)
 
 
 def _has_reduction() -> bool:
@@ -71,13 +71,25 @@ def run_demo(headless: bool = False, out_dir: Optional[Path] = None, *, model=No
             "events": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in events.items()}}
     stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "omitted flash train", meta))
     add_analysis(viewer, attr, red, stim_layer)
-    docked = []
+    docked, docks = [], {}
     for name in widgets:
         try:
-            viewer.window.add_plugin_dock_widget("napari-retina", name, tabify=True)
+            docks[name] = viewer.window.add_plugin_dock_widget("napari-retina", name, tabify=True)
             docked.append(name)
         except Exception as exc:  # a widget that cannot be built must not stop the demo
             print(f"napari-retina demo: could not add the {name} widget: {exc}")
+    if "Analyze" in docks:
+        dock, analyze = docks["Analyze"]
+        analyze.layer.value = stim_layer
+        analyze.invariance.value = "none"
+        analyze.result_label.value = (
+            f"completeness error {attr.completeness_error:.2e}" + ("" if red is None else
+            f"; reduced circuit explains {red.explained_variance:.1%} with "
+            f"{', '.join(red.label(c) for c in red.kept)}"))
+        try:
+            dock.raise_()  # show the Analyze tab
+        except Exception:
+            pass
 
     # show the frame where the response after the omitted flash peaks
     omitted = events["omitted"]
@@ -118,26 +130,46 @@ def run_demo(headless: bool = False, out_dir: Optional[Path] = None, *, model=No
     return summary
 
 
-def screenshot(viewer, path: Path, size: tuple = SCREENSHOT_SIZE) -> Path:
+def screenshot(viewer, path: Path, size: tuple = SCREENSHOT_SIZE, dock_width: int = 340) -> Path:
     """Write a PNG of the whole napari window (works with ``show=False`` under Xvfb)."""
     from qtpy.QtWidgets import QApplication
 
     viewer.window.resize(*size)
-    QApplication.processEvents()
+    for _ in range(3):
+        QApplication.processEvents()
+    try:  # keep the dock column narrow so the canvas gets the room
+        from qtpy.QtCore import Qt
+
+        docks = []
+        for w in viewer.window.dock_widgets.values():
+            native = getattr(w, "native", w)
+            if native.parent() is not None:
+                docks.append(native.parent())
+        if docks:
+            viewer.window._qt_window.resizeDocks(docks, [dock_width] * len(docks),  # noqa: SLF001
+                                                 Qt.Orientation.Horizontal)
+        for _ in range(3):
+            QApplication.processEvents()
+    except Exception:
+        pass
     fit_view(viewer)
     QApplication.processEvents()
     viewer.screenshot(str(path), canvas_only=False, flash=False)
     return Path(path)
 
 
-def fit_view(viewer, margin: float = 0.04) -> None:
-    """Centre the 2-D view on every layer and zoom so that they fill the canvas."""
+def fit_view(viewer, margin: float = 0.03, right: float = 0.3) -> None:
+    """Centre the 2-D view on every layer and zoom so that they fill the canvas.
+
+    ``right`` adds room (a fraction of the width) for the trace legend's text.
+    """
     viewer.reset_view()
     try:
         canvas_h, canvas_w = viewer.window._qt_viewer.canvas.size  # noqa: SLF001 - no public accessor
     except Exception:
         return
     ext = np.asarray(viewer.layers.extent.world, float)[:, -2:]
+    ext[1, 1] += right * (ext[1, 1] - ext[0, 1])
     span = np.maximum(ext[1] - ext[0], 1e-9)
     viewer.camera.center = tuple((ext[0] + ext[1]) / 2)
     viewer.camera.zoom = (1 - 2 * margin) * min(canvas_h / span[0], canvas_w / span[1])
