@@ -1,0 +1,755 @@
+"""A synthetic retina with a known circuit: the ground truth for training and analyses.
+
+:class:`Retina` is a documented bipolar → amacrine → ganglion cascade on the
+50×50 grid (1 px = 55 µm) at 10 ms per frame, built so that (i) the BN-CNN of
+METHOD.md §1 can fit it (every stage is a 40-frame, 15×15 px linear filter,
+a rectification, a spatial pooling or a pointwise nonlinearity) and (ii) the
+circuit itself shows the four phenomena of METHOD.md §4.
+
+Circuit (all filters exposed through :attr:`Retina.pathways`)::
+
+    stimulus s(t, y, x), contrast units
+      │ bipolar pathway k: separable filter  u_k = f_k(τ) * (g_k ⊛ s)       (40 frames × 15×15 px)
+      │                    subunit output    b_k = max(u_k − θ_k, 0)         (rectified, one per pixel)
+      ├─ ON fast   (transient, peak 40 ms)   ─┐
+      ├─ ON slow   (sustained, peak 100 ms)  ─┼─ excitatory, pooled by each ganglion cell
+      ├─ OFF fast  (transient, peak 60 ms)   ─┘
+      └─ OFF slow  (sustained, peak 120 ms) ── amacrine a = max(G_a ⊛ b_OFFslow − θ_a, 0)  (σ_a = 2.5 px, wider)
+                                                      │ inhibitory
+    ganglion cell j at (y_j, x_j):
+      drive_j = Σ_k w_k Σ_xy G_g(x − x_j) b_k  −  w_a Σ_xy G_g(x − x_j) a  + bias
+      rate_j  = gain · softplus(drive_j)      (spikes per 10 ms bin)
+
+The phenomena come from the circuit without adaptation state: the transient
+ON and OFF subunits respond to the temporal derivative of slowly moving
+edges (anticipation: the OFF pathway responds on the bar's leading flank;
+reversal: the ON fast pathway switches on when the velocity flips), the ON
+pathways respond to the brightening that an omitted dark flash amounts to
+(omitted-stimulus response: the fast ON pathway dominates at short periods,
+the slow one at long periods), and the delayed, thresholded amacrine
+inhibition cuts strong OFF responses short (latency coding). See
+:func:`phenomena` for the readouts and their values.
+
+Example
+-------
+>>> gt = Retina(seed=0)
+>>> stim = nr.stimuli.white_noise(frames=200, seed=1)        # doctest: +SKIP
+>>> gt.respond(stim).shape                                    # doctest: +SKIP
+(200, 4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ._validate import as_stack, check_int, check_positive
+
+HISTORY = 40
+"""Temporal filter length of every pathway (frames; 400 ms)."""
+KERNEL = 15
+"""Spatial support of every bipolar filter (pixels), the CNN's conv1 kernel size."""
+SIZE = 50
+
+PathLike = Union[str, os.PathLike]
+
+
+def _gamma_lobe(lag: np.ndarray, peak: float, order: float) -> np.ndarray:
+    """A gamma-shaped lobe over lags (frames) with its maximum 1 at ``peak``."""
+    x = np.maximum(lag, 0.0) / peak
+    with np.errstate(divide="ignore"):
+        out = np.where(x > 0, np.exp(order * (np.log(np.maximum(x, 1e-300)) - x + 1.0)), 0.0)
+    return out
+
+
+def temporal_filter(peak: float, rebound: float, order: float = 3.0, ratio: float = 2.0,
+                    history: int = HISTORY) -> np.ndarray:
+    """A biphasic bipolar-like temporal filter over lags 0..history-1 (frames).
+
+    ``f(τ) = L(τ; peak) − rebound · L(τ; ratio·peak)`` with gamma-shaped
+    lobes ``L`` of height 1, normalised to unit L2 norm and a positive main
+    lobe. ``rebound`` near 1 gives a transient (band-pass) filter, near 0 a
+    sustained (low-pass) one. ``f[τ]`` weighs the frame ``τ`` frames ago.
+    """
+    lag = np.arange(history, dtype=np.float64)
+    f = _gamma_lobe(lag, peak, order) - rebound * _gamma_lobe(lag, ratio * peak, order)
+    return f / np.linalg.norm(f)
+
+
+def gaussian_2d(sigma: float, size: int = KERNEL) -> np.ndarray:
+    """A centred ``size × size`` Gaussian (σ in pixels) with unit sum."""
+    r = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    g = np.exp(-0.5 * (r / sigma) ** 2)
+    g2 = np.outer(g, g)
+    return g2 / g2.sum()
+
+
+@dataclass
+class Pathway:
+    """One ground-truth pathway (a bipolar type; ``role`` says where it goes).
+
+    Attributes
+    ----------
+    name : e.g. ``"ON fast"``.
+    polarity : ``"ON"`` (excited by brightening) or ``"OFF"``.
+    kinetics : ``"fast"`` (transient) or ``"slow"`` (sustained).
+    sign : +1 excites the ganglion cells, −1 inhibits them (through the amacrine cell).
+    role : ``"bipolar"`` (pooled by ganglion cells) or ``"amacrine"`` (feeds the amacrine cell).
+    temporal : float64 (history,) ``temporal[τ]`` weighs the frame τ frames (10 ms each) ago;
+        sign included (an OFF filter's main lobe is negative).
+    spatial : float64 (15, 15) centred spatial filter, unit sum, 1 px = 55 µm.
+    threshold : rectification threshold θ of the subunit (contrast-filter units).
+    weight : pooling weight into the ganglion cell (or into the amacrine cell).
+    peak_ms : latency of the temporal filter's largest tap (ms).
+    """
+
+    name: str
+    polarity: str
+    kinetics: str
+    sign: int
+    role: str
+    temporal: np.ndarray
+    spatial: np.ndarray
+    threshold: float
+    weight: float
+    peak_ms: float
+
+    def kernel(self) -> np.ndarray:
+        """The pathway's filter in the CNN's conv1 layout: float32 (history, 15, 15).
+
+        Index ``history-1`` is the current frame (the window's last frame),
+        as in ``model.conv1.weight[c]``.
+        """
+        return (self.temporal[::-1, None, None] * self.spatial[None]).astype(np.float32)
+
+
+#: default circuit parameters (frames, pixels, contrast units); see the module docstring.
+#: Each pathway: polarity, kinetics, temporal filter (peak lag in frames, rebound, order),
+#: spatial σ (px), rectification threshold, weight onto the ganglion cells ("weight") and
+#: onto the amacrine cell ("amacrine").
+DEFAULT_PARAMS: dict = {
+    "pathways": {
+        "ON fast": {"polarity": "ON", "kinetics": "fast", "peak": 3.0, "rebound": 0.45, "order": 3.0,
+                    "sigma": 1.0, "threshold": 1.0, "weight": 16.0, "amacrine": 0.0},
+        "ON slow": {"polarity": "ON", "kinetics": "slow", "peak": 10.0, "rebound": 0.45, "order": 4.0,
+                    "sigma": 1.2, "threshold": 0.3, "weight": 3.0, "amacrine": 0.0},
+        "OFF fast": {"polarity": "OFF", "kinetics": "fast", "peak": 6.0, "rebound": 0.6, "order": 3.0,
+                     "sigma": 1.0, "threshold": 0.1, "weight": 10.0, "amacrine": 0.0},
+        "OFF slow": {"polarity": "OFF", "kinetics": "slow", "peak": 8.0, "rebound": 0.5, "order": 4.0,
+                     "sigma": 1.2, "threshold": 0.1, "weight": 0.0, "amacrine": 1.0},
+    },
+    "amacrine_sigma": 2.5,      # px, wider pooling than the bipolar subunits
+    "amacrine_threshold": 1.5,
+    "amacrine_weight": 4.0,     # inhibition onto the ganglion cells
+    "ganglion_sigma": 3.0,      # px, pooling of subunits by a ganglion cell
+    "cells": [[24.5, 24.5], [21.5, 27.5], [27.5, 21.5], [27.5, 27.5]],   # (y, x) px
+    "bias": -1.5,
+    "gain": 1.0,
+}
+
+
+class Retina:
+    """The ground-truth retina circuit (see the module docstring).
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the spiking noise of :meth:`record` when no seed is given there,
+        and the small per-cell gain jitter (±10%); the circuit is otherwise fixed.
+    params : dict, optional
+        Overrides of :data:`DEFAULT_PARAMS` (top-level keys).
+
+    Attributes
+    ----------
+    pathways : list of :class:`Pathway` (ON fast, ON slow, OFF fast, OFF slow)
+    cell_positions : float64 (n_cells, 2) (y, x) of each ganglion cell, stimulus pixels
+    cell_names : list of str
+    history, size : 40 frames, 50 px
+
+    Example
+    -------
+    >>> gt = Retina(seed=0)
+    >>> [p.name for p in gt.pathways]
+    ['ON fast', 'ON slow', 'OFF fast', 'OFF slow']
+    >>> gt.respond(np.zeros((50, 50, 50), np.float32)).shape
+    (50, 4)
+    """
+
+    history = HISTORY
+    size = SIZE
+
+    def __init__(self, seed: int = 0, params: Optional[dict] = None) -> None:
+        self.seed = check_int(seed, "seed", 0)
+        p = json.loads(json.dumps(DEFAULT_PARAMS))
+        if params:
+            unknown = set(params) - set(p)
+            if unknown:
+                raise ValueError(f"unknown Retina parameters {sorted(unknown)}; known: {sorted(p)}")
+            p.update(json.loads(json.dumps(params)))
+        self.params = p
+        self.pathways: list[Pathway] = []
+        for name, q in p["pathways"].items():
+            f = temporal_filter(q["peak"], q["rebound"], q["order"], q.get("ratio", 2.0))
+            if q["polarity"] == "OFF":
+                f = -f
+            lag = int(np.argmax(np.abs(f)))
+            inhibitory = q["weight"] <= 0 and q["amacrine"] > 0
+            self.pathways.append(Pathway(name, q["polarity"], q["kinetics"], -1 if inhibitory else 1,
+                                         "amacrine" if inhibitory else "bipolar", f, gaussian_2d(q["sigma"]), float(q["threshold"]),
+                                         float(q["weight"]), 10.0 * lag))
+        self._amacrine_in = np.array([q["amacrine"] for q in p["pathways"].values()], dtype=np.float64)
+        self.cell_positions = np.asarray(p["cells"], dtype=np.float64).reshape(-1, 2)
+        self.n_cells = len(self.cell_positions)
+        self.cell_names = [f"gc{i}" for i in range(self.n_cells)]
+        rng = np.random.default_rng(self.seed)
+        self.cell_gain = p["gain"] * (1.0 + 0.1 * rng.uniform(-1, 1, self.n_cells))
+        self._build()
+
+    # ------------------------------------------------------------------ setup
+    def _build(self) -> None:
+        p = self.params
+        self._spatial = torch.tensor(np.stack([q.spatial for q in self.pathways])[:, None], dtype=torch.float32)
+        # conv1d weight for causal filtering: w[i] = f[history-1-i]
+        self._temporal = torch.tensor(np.stack([q.temporal[::-1].copy() for q in self.pathways])[:, None],
+                                      dtype=torch.float32)
+        self._thresholds = torch.tensor([q.threshold for q in self.pathways], dtype=torch.float32)
+        self._amacrine_kernel = torch.tensor(gaussian_2d(p["amacrine_sigma"], 15)[None, None], dtype=torch.float32)
+        yy, xx = np.mgrid[0 : self.size, 0 : self.size].astype(np.float64)
+        s = p["ganglion_sigma"]
+        pools = []
+        for (cy, cx) in self.cell_positions:
+            g = np.exp(-0.5 * (((yy - cy) / s) ** 2 + ((xx - cx) / s) ** 2))
+            pools.append(g / g.sum())
+        #: float64 (n_cells, 50, 50) spatial pooling weights of each ganglion cell
+        self.ganglion_pools = np.stack(pools)
+        self._pools = torch.tensor(self.ganglion_pools, dtype=torch.float32)
+
+    def pathway(self, name: str) -> Pathway:
+        """The :class:`Pathway` called ``name`` (e.g. ``"ON fast"``)."""
+        for q in self.pathways:
+            if q.name == name:
+                return q
+        raise ValueError(f"no pathway {name!r}; the retina has {[q.name for q in self.pathways]}")
+
+    def describe(self) -> dict:
+        """A JSON-able summary of the circuit (parameters, pathway latencies, cells)."""
+        return {
+            "params": self.params,
+            "seed": self.seed,
+            "cell_gain": self.cell_gain.tolist(),
+            "pathways": [
+                {k: v for k, v in dataclasses.asdict(q).items() if k not in ("temporal", "spatial")}
+                for q in self.pathways
+            ],
+        }
+
+    # ------------------------------------------------------------- responses
+    def _check(self, stimulus) -> np.ndarray:
+        arr = as_stack(stimulus, "stimulus")
+        if arr.shape[1:] != (self.size, self.size):
+            raise ValueError(
+                f"the synthetic retina sees a {self.size}x{self.size} field, got a stimulus of {arr.shape[1]}x{arr.shape[2]}"
+            )
+        return np.ascontiguousarray(arr, dtype=np.float32)
+
+    def _stages(self, chunk: torch.Tensor, keep: int) -> dict:
+        """All stages for a (T, H, W) chunk; the last ``keep`` frames are returned."""
+        n_k = len(self.pathways)
+        x = F.conv2d(chunk[:, None], self._spatial, padding=KERNEL // 2)          # (T, K, H, W)
+        T, _, H, W = x.shape
+        x = x.permute(2, 3, 1, 0).reshape(H * W, n_k, T)
+        x = F.pad(x, (self.history - 1, 0))
+        u = F.conv1d(x, self._temporal, groups=n_k)                                # (HW, K, T)
+        u = u.reshape(H, W, n_k, T).permute(3, 2, 0, 1)[-keep:]                     # (keep, K, H, W)
+        b = torch.relu(u - self._thresholds.view(1, -1, 1, 1))
+        ama_in = torch.einsum("tkhw,k->thw", b, torch.tensor(self._amacrine_in, dtype=torch.float32))
+        a = torch.relu(F.conv2d(ama_in[:, None], self._amacrine_kernel, padding=7)[:, 0]
+                       - self.params["amacrine_threshold"])
+        exc = torch.einsum("tkhw,k->thw", b, torch.tensor([q.weight for q in self.pathways], dtype=torch.float32))
+        net = exc - self.params["amacrine_weight"] * a                               # (keep, H, W)
+        drive = torch.einsum("thw,chw->tc", net, self._pools) + self.params["bias"]
+        return {"u": u, "b": b, "amacrine": a, "drive": drive}
+
+    def _run(self, stimulus, what: str = "rates", chunk: int = 2000) -> np.ndarray:
+        stim = torch.from_numpy(self._check(stimulus))
+        outs = []
+        with torch.no_grad():
+            for start in range(0, len(stim), chunk):
+                lo = max(0, start - (self.history - 1))
+                block = stim[lo : start + chunk]
+                st = self._stages(block, keep=len(block) - (start - lo))
+                if what == "rates":
+                    outs.append((torch.nn.functional.softplus(st["drive"]) * torch.tensor(self.cell_gain, dtype=torch.float32)).numpy())
+                else:
+                    outs.append(st[what].numpy())
+        return np.concatenate(outs).astype(np.float32)
+
+    def contributions(self, stimulus, cell: int = 0) -> dict:
+        """Each pathway's share of one cell's drive, float32 (T,) each.
+
+        Keys: the pathway names (excitatory bipolar input, ``weight × pooled
+        subunit output``), ``"amacrine"`` (the inhibition, negative) and
+        ``"bias"``; they sum to :meth:`drive`.
+        """
+        cell = check_int(cell, f"cell (the retina has {self.n_cells} cells)", 0, self.n_cells)
+        b = self._run(stimulus, "b")
+        a = self._run(stimulus, "amacrine")
+        pool = self.ganglion_pools[cell].astype(np.float32)
+        out = {q.name: q.weight * np.einsum("thw,hw->t", b[:, i], pool) for i, q in enumerate(self.pathways)}
+        out["amacrine"] = -self.params["amacrine_weight"] * np.einsum("thw,hw->t", a, pool)
+        out["bias"] = np.full(len(a), self.params["bias"], np.float32)
+        return out
+
+    def respond(self, stimulus) -> np.ndarray:
+        """True firing rates of every ganglion cell, aligned to stimulus frames.
+
+        Parameters
+        ----------
+        stimulus : array (T, 50, 50), contrast units (0 = mean luminance); frames
+            before the first are taken to be mean grey.
+
+        Returns
+        -------
+        float32 (T, n_cells), spikes per 10 ms bin (expected counts), all finite.
+
+        Example
+        -------
+        >>> Retina().respond(np.zeros((3, 50, 50), np.float32)).round(3).shape
+        (3, 4)
+        """
+        return self._run(stimulus, "rates")
+
+    def drive(self, stimulus) -> np.ndarray:
+        """Ganglion-cell drive before the output nonlinearity, float32 (T, n_cells)."""
+        return self._run(stimulus, "drive")
+
+    def bipolar(self, stimulus) -> np.ndarray:
+        """Rectified subunit outputs of every pathway, float32 (T, K, 50, 50)."""
+        return self._run(stimulus, "b")
+
+    def record(self, stimulus, seed: Optional[int] = None, repeats: Optional[int] = None) -> np.ndarray:
+        """Poisson spike counts in 10 ms bins.
+
+        Returns float32 (T, n_cells) counts, or (repeats, T, n_cells) when
+        ``repeats`` is given. ``seed`` (default: the retina's seed) makes the
+        noise reproducible.
+
+        Example
+        -------
+        >>> gt = Retina(seed=0)
+        >>> counts = gt.record(np.zeros((20, 50, 50), np.float32), seed=3)
+        >>> counts.shape, bool((counts == np.round(counts)).all())
+        ((20, 4), True)
+        """
+        rates = self.respond(stimulus)
+        rng = np.random.default_rng(self.seed if seed is None else check_int(seed, "seed", 0))
+        if repeats is None:
+            return rng.poisson(rates.astype(np.float64)).astype(np.float32)
+        reps = check_int(repeats, "repeats", 1)
+        return rng.poisson(rates.astype(np.float64), size=(reps,) + rates.shape).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# datasets
+
+#: white-noise checker size (px) of the synthetic datasets: 3 px (165 µm) checkers drive the
+#: 1-px subunits hard enough that the thresholded ON fast pathway is active on ~6% of frames
+DATASET_CHECKER = 3
+
+
+def make_dataset(
+    path: PathLike,
+    frames: int = 20000,
+    test_frames: int = 2000,
+    repeats: int = 10,
+    seed: int = 0,
+    checker: int = DATASET_CHECKER,
+    retina: Optional[Retina] = None,
+    progress=None,
+):
+    """Write a white-noise dataset of the synthetic retina in the lab's HDF5 layout.
+
+    ``train``: ``frames`` frames of binary white noise (±1 contrast, ``checker`` px
+    checkers, seed ``seed``) and one trial of Poisson spike counts per 10 ms bin.
+    ``test``: ``test_frames`` frames of another white noise (seed ``seed + 1``),
+    ``repeats`` trials (``test/repeats/cellNN``), their mean as the test rates,
+    and the true rates under ``test/true_rates`` (cells, T) with the attribute
+    ``synthetic=1``. Written atomically with :func:`napari_retina.io.write_dataset`,
+    so the same training code reads it as it reads a lab's recordings.
+
+    Returns the path. ``progress(done, 4)`` is called after each stage.
+
+    Example
+    -------
+    >>> make_dataset("wn.h5", frames=2000, test_frames=300)       # doctest: +SKIP
+    """
+    import h5py
+
+    from . import io
+    from ._progress import report
+    from .stimuli import white_noise
+
+    frames = check_int(frames, "frames", HISTORY + 1)
+    test_frames = check_int(test_frames, "test_frames", HISTORY)
+    repeats = check_int(repeats, "repeats", 1)
+    seed = check_int(seed, "seed", 0)
+    checker = check_int(checker, "checker", 1)
+    gt = Retina(seed=0) if retina is None else retina
+    if not isinstance(gt, Retina):
+        raise TypeError(f"retina must be an nr.synthetic.Retina, got {type(gt).__name__}")
+    path = os.fspath(path)
+    report(progress, 0, 4)
+    train_stim = white_noise(frames, SIZE, seed, checker=checker)
+    train_true = gt.respond(train_stim)
+    rng = np.random.default_rng([seed, 1])
+    train_counts = rng.poisson(train_true.astype(np.float64)).astype(np.float32)
+    report(progress, 1, 4)
+    test_stim = white_noise(test_frames, SIZE, seed + 1, checker=checker)
+    test_true = gt.respond(test_stim)
+    reps = rng.poisson(test_true.astype(np.float64), size=(repeats,) + test_true.shape).astype(np.float32)
+    report(progress, 2, 4)
+    ds = io.Dataset(
+        train=io.Split(train_stim, train_counts),
+        test=io.Split(test_stim, reps.mean(0), np.ascontiguousarray(reps.transpose(2, 0, 1))),
+        cell_names=list(gt.cell_names),
+        attrs={
+            "synthetic": 1,
+            "source": "napari_retina.synthetic.make_dataset",
+            "retina": json.dumps(gt.describe()),
+            "seed": seed,
+            "checker_px": checker,
+            "units": "spike counts per 10 ms bin (train: one trial; test: mean of repeats)",
+        },
+    )
+    from ._atomic import atomic_write
+
+    def write(tmp: str) -> None:
+        io.write_dataset(tmp, ds)
+        with h5py.File(tmp, "a") as h5:
+            h5["test/true_rates"] = test_true.T
+            h5["test/true_rates"].attrs["units"] = "expected spikes per 10 ms bin (ground truth)"
+            h5["train/true_rates"] = train_true.T
+            h5["train/true_rates"].attrs["units"] = "expected spikes per 10 ms bin (ground truth)"
+
+    report(progress, 3, 4)
+    out = atomic_write(path, write)
+    report(progress, 4, 4)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# the four phenomena, read out on the ground truth (METHOD.md §4)
+
+def _peak_time(y: np.ndarray) -> float:
+    """Sub-frame time of the maximum of ``y`` (centroid of the top 5 samples around it)."""
+    k = int(np.argmax(y))
+    lo, hi = max(k - 2, 0), min(k + 3, len(y))
+    w = y[lo:hi] - min(y[lo:hi].min(), np.median(y))
+    t = np.arange(lo, hi)
+    return float((w * t).sum() / w.sum()) if w.sum() > 0 else float(k)
+
+
+def _first_peak_time(y: np.ndarray, frac: float = 0.5) -> float:
+    """Sub-frame time of the first local maximum of ``y`` that reaches ``frac`` of its maximum."""
+    y = np.asarray(y, np.float64)
+    top = y.max()
+    for k in range(len(y)):
+        if y[k] >= frac * top and (k + 1 == len(y) or y[k] >= y[k + 1]) and (k == 0 or y[k] >= y[k - 1]):
+            lo, hi = max(k - 2, 0), min(k + 3, len(y))
+            w = y[lo:hi] - min(y[lo:hi].min(), np.median(y))
+            return float((w * np.arange(lo, hi)).sum() / w.sum()) if w.sum() > 0 else float(k)
+    return _peak_time(y)
+
+
+def _slope(x, y) -> float:
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def osr_readout(retina: "Retina", cell: int = 0, periods=(3, 4, 5, 6, 7, 8), intensity: float = -2.0) -> dict:
+    """Omitted-stimulus response of the ground truth (METHOD.md §4).
+
+    For each period: 8 two-frame flashes of ``intensity`` then one omitted
+    (``nr.stimuli.flash_train``). ``latency_ms``: time of the response peak in
+    the 300 ms after the omitted flash's onset, measured from the last flash
+    shown. ``peak`` is that peak's rate, ``train_peak`` the largest rate in the
+    last two periods before the omission, ``baseline`` the rate on grey.
+    ``present``: for every period the peak exceeds twice the baseline and the
+    train's steady-state peak. ``slope``: d(latency)/d(period) (1 = the
+    response keeps a fixed delay from the omitted flash); ``tracks``: slope > 0.5
+    and the latency never falls by more than one frame from one period to the next.
+    """
+    from .stimuli import flash_train
+
+    lat, peaks, trains = [], [], []
+    base = None
+    for p in periods:
+        s, ev = flash_train(period=int(p), n_flashes=8, intensity=intensity, return_events=True)
+        y = retina.respond(s)[:, cell].astype(np.float64)
+        last, om = int(ev["onsets"][-1]), int(ev["omitted"])
+        base = float(y[: int(ev["onsets"][0])].mean())
+        w = y[om : om + 30]
+        lat.append(10.0 * (om + _peak_time(w) - last))
+        peaks.append(float(w.max()))
+        trains.append(float(y[om - 2 * int(p) : om].max()))
+    lat_a = np.array(lat)
+    present = all(pk > 2 * base and pk > tr for pk, tr in zip(peaks, trains))
+    slope = _slope(periods, lat_a / 10.0)
+    tracks = slope > 0.5 and bool(np.all(np.diff(lat_a) > -10.0))
+    return {"periods": list(map(int, periods)), "latency_ms": lat_a.tolist(), "peak": peaks, "train_peak": trains,
+            "baseline": base, "slope": slope, "present": bool(present and tracks), "tracks": bool(tracks)}
+
+
+def latency_readout(retina: "Retina", cell: int = 0, intensities=(-1, -2, -3, -4, -6, -8, -10)) -> dict:
+    """Latency coding of the ground truth: 2-frame full-field dark flashes.
+
+    ``latency_ms``: sub-frame time (centroid of the top samples) of the first
+    response peak after flash onset that reaches half the largest rate (the
+    OFF response; a later ON rebound is not counted). ``present``: the latency
+    falls (by at least 5 ms overall, never rising by more than 2 ms from one
+    intensity to the next) as the flash gets stronger.
+    """
+    from .stimuli import flash
+
+    lat, peaks = [], []
+    for i in intensities:
+        s, ev = flash(intensity=float(i), return_events=True)
+        y = retina.respond(s)[:, cell].astype(np.float64)
+        w = y[ev["onset"] : ev["onset"] + 40]
+        lat.append(10.0 * _first_peak_time(w))
+        peaks.append(float(w.max()))
+    lat_a = np.array(lat)
+    present = bool(lat_a[0] - lat_a[-1] >= 5.0 and np.all(np.diff(lat_a) <= 2.0))
+    return {"intensities": list(map(float, intensities)), "latency_ms": lat_a.tolist(), "peak": peaks,
+            "present": present}
+
+
+def anticipation_readout(retina: "Retina", cell: int = 0, speed: float = 0.08) -> dict:
+    """Motion anticipation: a dark bar (2 px, −1) moving along x at ``speed`` px/frame.
+
+    ``rf_center_px``: bar position (px from the field centre) of the largest
+    response to 2-frame flashed bars at −10…10 px in 0.5 px steps.
+    ``peak_position_px``: bar position at the moving bar's response peak.
+    ``lead_px`` = rf_center − peak_position (positive: the response peaks before
+    the bar reaches the receptive-field centre, although it comes ~latency later).
+    ``present``: lead_px > 0.5.
+    """
+    from .stimuli import flashed_bar, moving_bar
+
+    positions = np.arange(-10.0, 10.01, 0.5)
+    amp = []
+    for x in positions:
+        s, ev = flashed_bar(position=float(x), return_events=True)
+        amp.append(float(retina.respond(s)[ev["onset"] : ev["onset"] + 40, cell].max()))
+    rf = float(positions[int(np.argmax(amp))])
+    s, ev = moving_bar(speed=speed, return_events=True)
+    y = retina.respond(s)[:, cell].astype(np.float64)
+    on = int(ev["onset"])
+    t_pk = on + _peak_time(y[on:])
+    pos = ev["position"]
+    peak_pos = float(np.interp(t_pk, np.arange(len(pos))[on:], pos[on:]))
+    lead = (rf - peak_pos) * (1.0 if pos[-1] > pos[on] else -1.0)
+    return {"rf_center_px": rf, "peak_position_px": peak_pos, "lead_px": float(lead), "speed": speed,
+            "peak": float(y[on:].max()), "present": bool(lead > 0.5)}
+
+
+def reversal_readout(retina: "Retina", cell: int = 0, reversals=tuple(range(-9, 3)), speed: float = 0.19) -> dict:
+    """Motion reversal: a dark bar (2 px, −1) moving at ``speed`` px/frame reverses at each position.
+
+    For each reversal position (px from the field centre, the cell's RF centre
+    for cell 0): ``latency_ms`` of the largest response in the 300 ms after the
+    reversal, ``burst``: that peak over the rate of the same bar at the same
+    time had it not reversed (the control ``nr.stimuli.moving_bar``).
+    ``present``: the burst ratio exceeds 1.2 at every position and the latency
+    spread (max − min) is at most 60 ms.
+    """
+    from .stimuli import moving_bar, reversing_bar
+
+    lat, ratio = [], []
+    for r in reversals:
+        s, ev = reversing_bar(reversal=float(r), speed=speed, return_events=True)
+        y = retina.respond(s)[:, cell].astype(np.float64)
+        rf = int(ev["reversal_frame"])
+        c, cev = moving_bar(speed=speed, start=float(ev["position"][ev["onset"]]), stop=30.0, return_events=True)
+        yc = retina.respond(c)[:, cell].astype(np.float64)
+        w = y[rf : rf + 30]
+        k = int(np.argmax(w))
+        lat.append(10.0 * _peak_time(w))
+        ctrl = yc[rf : rf + 30] if len(yc) >= rf + 30 else yc[rf:]
+        ratio.append(float(w[k] / max(ctrl[min(k, len(ctrl) - 1)], 1e-9)))
+    lat_a = np.array(lat)
+    present = bool(min(ratio) > 1.2 and lat_a.max() - lat_a.min() <= 60.0)
+    return {"reversals_px": [float(r) for r in reversals], "latency_ms": lat_a.tolist(), "burst": ratio,
+            "present": present}
+
+
+def phenomena(retina: Optional["Retina"] = None, cell: int = 0) -> dict:
+    """All four readouts of the ground truth for one cell: ``{"osr", "latency", "anticipation", "reversal"}``."""
+    gt = Retina() if retina is None else retina
+    return {
+        "osr": osr_readout(gt, cell),
+        "latency": latency_readout(gt, cell),
+        "anticipation": anticipation_readout(gt, cell),
+        "reversal": reversal_readout(gt, cell),
+    }
+
+
+# ---------------------------------------------------------------------------
+# scoring a trained model's first layer against the ground truth
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, np.float64).ravel() - np.mean(a)
+    b = np.asarray(b, np.float64).ravel() - np.mean(b)
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def _fit_size(img: np.ndarray, k: int) -> np.ndarray:
+    """Centre-crop or zero-pad a square image to k × k."""
+    n = img.shape[0]
+    if n == k:
+        return img
+    if n > k:
+        o = (n - k) // 2
+        return img[o : o + k, o : o + k]
+    out = np.zeros((k, k))
+    o = (k - n) // 2
+    out[o : o + n, o : o + n] = img
+    return out
+
+
+def _shifted_corr(a: np.ndarray, b: np.ndarray, max_shift: int) -> float:
+    """Largest correlation of image ``a`` with ``b`` shifted by up to ``max_shift`` px (zero fill)."""
+    best = -np.inf
+    k = a.shape[0]
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            sb = np.zeros_like(b)
+            ys, yd = (slice(0, k - dy), slice(dy, k)) if dy >= 0 else (slice(-dy, k), slice(0, k + dy))
+            xs, xd = (slice(0, k - dx), slice(dx, k)) if dx >= 0 else (slice(-dx, k), slice(0, k + dx))
+            sb[yd, xd] = b[ys, xs]
+            best = max(best, _corr(a, sb))
+    return float(best)
+
+
+def channel_filters(model, channel: int) -> dict:
+    """Rank-1 description of one conv1 channel, oriented like the ground truth.
+
+    The kernel ``model.conv1.weight[c]`` (history, k, k) is multiplied by the
+    sign of the channel's bn1 scale (so that "positive" means light increases
+    the unit's activation), then
+
+    - ``temporal``: float64 (history,) the spatially summed filter in lag order
+      (``[τ]`` weighs the frame τ frames ago, like :attr:`Pathway.temporal`);
+    - ``svd_temporal`` / ``spatial``: the first SVD components of the
+      (history, k·k) kernel, the spatial one signed to have a positive sum and
+      scaled to unit sum; ``rank1`` the share of the kernel's energy in them.
+    """
+    w = model.conv1.weight[channel].detach().double().cpu().numpy()
+    scale, _ = model.first_layer_affine()
+    sc = np.median(scale[channel].detach().double().cpu().numpy())
+    w = w * (-1.0 if sc < 0 else 1.0)
+    hist, k, _ = w.shape
+    lagged = w[::-1]                                        # [τ] = τ frames ago
+    u, s, vt = np.linalg.svd(lagged.reshape(hist, k * k), full_matrices=False)
+    spatial = vt[0].reshape(k, k)
+    temporal_svd = u[:, 0] * s[0]
+    if spatial.sum() < 0:
+        spatial, temporal_svd = -spatial, -temporal_svd
+    total = spatial.sum()
+    if abs(total) > 1e-12:
+        temporal_svd = temporal_svd * total
+        spatial = spatial / total
+    return {"temporal": lagged.sum(axis=(1, 2)), "svd_temporal": temporal_svd, "spatial": spatial,
+            "rank1": float(s[0] ** 2 / (s ** 2).sum())}
+
+
+def recovery_report(reduction, model, retina: Optional["Retina"] = None, threshold: float = 0.8,
+                    max_shift: int = 3, channels=None) -> dict:
+    """Match the kept channels of a :class:`~napari_retina.reduction.Reduction` to the ground-truth pathways.
+
+    For a model trained on the synthetic retina (e.g. the shipped default),
+    each kept conv1 channel c (``model.conv1.weight[c]``, see
+    :func:`channel_filters`) is compared with every pathway of ``retina``:
+
+    - ``temporal_r``: Pearson r between the channel's spatially summed temporal
+      filter and the pathway's temporal filter (lag order, sign included, so an
+      ON channel correlates negatively with an OFF pathway);
+    - ``spatial_r``: r between the channel's rank-1 spatial profile and the
+      pathway's spatial filter, the best over shifts of up to ``max_shift`` px
+      (a CNN may place its subunit off the kernel centre);
+    - ``polarity_match``: the reduction's ON/OFF label equals the pathway's polarity;
+    - ``sign_match``: the reduction's sign equals the pathway's sign.
+
+    Each channel is assigned to the pathway with the largest ``temporal_r``; a
+    pathway is *recovered* when some kept channel is assigned to it with
+    ``temporal_r >= threshold``.
+
+    Parameters
+    ----------
+    reduction : Reduction (uses ``kept``, ``sign``, ``polarity``), or None with ``channels``.
+    model : RetinaCNN trained on the synthetic retina.
+    retina : the ground truth (default ``Retina()``).
+    threshold : filter correlation needed to call a pathway recovered.
+    channels : channels to score instead of ``reduction.kept`` (e.g. ``range(8)``).
+
+    Returns
+    -------
+    dict: ``channels`` (one dict per scored channel: ``channel``, ``pathway``,
+    ``temporal_r``, ``spatial_r``, ``rank1``, ``polarity``, ``polarity_match``,
+    ``sign``, ``sign_match``, ``all_temporal_r`` {pathway: r}), ``recovered``
+    {pathway: [channels]}, ``missing`` [pathways], ``threshold``.
+
+    Example
+    -------
+    >>> red = nr.reduce(nr.attribute(model, stim, cell=0))            # doctest: +SKIP
+    >>> nr.synthetic.recovery_report(red, model)["recovered"]          # doctest: +SKIP
+    {'ON fast': [3], 'ON slow': [5], 'OFF fast': [0], 'OFF slow': []}
+    """
+    gt = Retina() if retina is None else retina
+    if not isinstance(gt, Retina):
+        raise TypeError(f"retina must be an nr.synthetic.Retina, got {type(gt).__name__}")
+    if not hasattr(model, "conv1") or not hasattr(model, "first_layer_affine"):
+        raise TypeError(f"model must be a RetinaCNN, got {type(model).__name__}")
+    n_ch = int(model.conv1.weight.shape[0])
+    if channels is None:
+        if reduction is None or not hasattr(reduction, "kept"):
+            raise TypeError("recovery_report needs a Reduction (nr.reduce) or an explicit list of channels")
+        chans = [int(c) for c in reduction.kept]
+    else:
+        chans = [check_int(int(c), "channel", 0, n_ch) for c in channels]
+    bad = [c for c in chans if not 0 <= c < n_ch]
+    if bad:
+        raise ValueError(f"channels {bad} do not exist: the model has {n_ch} first-layer channels")
+    hist, k = int(model.conv1.weight.shape[1]), int(model.conv1.weight.shape[2])
+    rows = []
+    for c in chans:
+        f = channel_filters(model, c)
+        scores = {}
+        for q in gt.pathways:
+            n = min(hist, len(q.temporal))
+            scores[q.name] = (_corr(f["temporal"][:n], q.temporal[:n]),
+                              _shifted_corr(f["spatial"], _fit_size(q.spatial, k), max_shift))
+        best = max(scores, key=lambda name: scores[name][0])
+        q = gt.pathway(best)
+        pol = None if reduction is None else str(reduction.polarity[c])
+        sgn = None if reduction is None else int(reduction.sign[c])
+        rows.append({
+            "channel": c, "pathway": best, "temporal_r": scores[best][0], "spatial_r": scores[best][1],
+            "rank1": f["rank1"], "polarity": pol, "polarity_match": None if pol is None else pol == q.polarity,
+            "sign": sgn, "sign_match": None if sgn is None else sgn == q.sign,
+            "all_temporal_r": {name: v[0] for name, v in scores.items()},
+        })
+    recovered = {q.name: [r["channel"] for r in rows if r["pathway"] == q.name and r["temporal_r"] >= threshold]
+                 for q in gt.pathways}
+    return {"channels": rows, "recovered": recovered,
+            "missing": [name for name, cs in recovered.items() if not cs], "threshold": threshold}
