@@ -227,14 +227,48 @@ def _resolve_invariance(block: np.ndarray, invariance) -> str:
     return invariance
 
 
-def _conv1_linear(weight: torch.Tensor, windows: torch.Tensor, invariance: str, h: int) -> torch.Tensor:
-    """d = W⊛s without bias, (n, C, h, h), using the stimulus invariance.
+class _Conv1FFT:
+    """conv1 without bias, d = W⊛s, for full windows, by FFT along space.
+
+    Each stimulus frame is Fourier transformed once (``size × size``; the
+    circular correlation equals the valid one because ``h1 − 1 + k1 − 1 <
+    size``), each window's transform is the product with the kernel's,
+    summed over the ``history`` lags (one small complex matmul per spatial
+    frequency), and one inverse transform per output channel gives d. Frames
+    shared by overlapping windows (consecutive frames) are transformed once.
+    About 1/20 of the direct convolution's cost at the default shape; it
+    agrees with it to ~1e-6 relative (float32 FFT rounding).
+    """
+
+    def __init__(self, weight: torch.Tensor, size: int) -> None:
+        self.c, self.history = weight.shape[0], weight.shape[1]
+        self.size, self.h = size, size - weight.shape[-1] + 1
+        wf = torch.fft.rfft2(weight, s=(size, size)).conj()  # (C, hist, size, size//2+1)
+        self.wf = wf.permute(2, 3, 1, 0).reshape(-1, self.history, self.c).contiguous()  # (freq, hist, C)
+
+    def __call__(self, source: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        """d for the windows ending at frames ``idx`` of ``source`` (T, H, W): (n, C, h1, h1)."""
+        hist, size = self.history, self.size
+        lags = idx[:, None] - hist + 1 + np.arange(hist)  # (n, hist) frame of each lag
+        needed, pos = np.unique(lags, return_inverse=True)
+        frames = source[torch.as_tensor(needed)].to(self.wf.device)
+        xf = torch.fft.rfft2(frames).flatten(1).T  # (freq, frames)
+        xw = xf[:, torch.as_tensor(pos.reshape(lags.shape), device=xf.device)]  # (freq, n, hist)
+        z = torch.bmm(xw, self.wf)  # (freq, n, C)
+        z = z.view(size, size // 2 + 1, len(idx), self.c).permute(2, 3, 0, 1)
+        return torch.fft.irfft2(z, s=(size, size))[..., : self.h, : self.h].contiguous()
+
+
+def _conv1_linear(weight: torch.Tensor, source: torch.Tensor, idx: np.ndarray, history: int,
+                  invariance: str, h: int, fft: Optional[_Conv1FFT]) -> torch.Tensor:
+    """d = W⊛s without bias, (n, C, h, h), for the windows ending at ``idx``, using the invariance.
 
     Returns a broadcast (expanded) view for the invariant cases.
     """
-    n, c = windows.shape[0], weight.shape[0]
+    n, c = len(idx), weight.shape[0]
     if invariance == "none":
-        return F.conv2d(windows, weight)
+        return fft(source, idx)
+    windows = gather_windows(source, idx, history).to(weight.device)
     if invariance == "space":
         s = windows.mean(dim=(2, 3))  # (n, hist)
         d = s @ weight.sum(dim=(2, 3)).T  # (n, C)
@@ -262,72 +296,76 @@ def _reduce_maps(a: torch.Tensor, invariance: str) -> Optional[torch.Tensor]:
 # the integral
 
 
-def _active_interval(a: torch.Tensor, c: torch.Tensor, left, right) -> tuple[torch.Tensor, torch.Tensor]:
-    """[lo, hi] ⊂ [left, right] where a + α·c > 0 (lo >= hi: never active).
-
-    ``a`` is the value at α = 0 of an affine function with slope ``c``.
-    """
-    safe = torch.where(c == 0, torch.ones_like(c), c)
-    kink = -a / safe
-    pos, neg = c > 0, c < 0
-    flat_on = (c == 0) & (a > 0)
-    lo = torch.where(pos, torch.maximum(kink, left), torch.where(neg | flat_on, left, right))
-    hi = torch.where(neg, torch.minimum(kink, right), torch.where(pos | flat_on, right, left))
-    return lo, hi
-
-
-def _overlap(a, c, left, right, width):
-    """Fraction of [left, right] (length ``width``) where a + α·c > 0."""
-    lo, hi = _active_interval(a, c, left, right)
-    return (hi - lo).clamp_min(0.0) / width
-
-
 class _Head:
-    """The network above conv1, split where the quadrature needs it (eval mode).
+    """The network above conv1 as affine maps, split where the quadrature needs it (eval mode).
 
-    ``u2 = bn2(conv2(y))`` is affine in y (eval batch norm), so its tangent
-    and its vector-Jacobian product are conv2 and its transpose scaled by
-    bn2's per-unit scale; only the small output head (linear, bn3, softplus)
-    uses autograd.
+    ``u2 = bn2(conv2(y))`` is affine in y (eval batch norm):
+    ``u2 = scale2·conv2₀(y) + u2_zero`` with ``conv2₀`` conv2 without bias, so its
+    tangent and its vector-Jacobian product are conv2₀ and its transpose scaled
+    by ``scale2``. The output head ``F = Σ_cells softplus(scale3·(L·a2 + b) +
+    shift3)`` is differentiated by hand: ``∂F/∂a2 = Σ_cells σ(·)·scale3·L_cell``
+    (no autograd). Both splits are checked against the model at construction.
     """
 
     def __init__(self, net: RetinaCNN, cells: list) -> None:
         self.net, self.cells = net, cells
         c1, h1 = net.config.channels[0], net.config.map_sizes[0]
         p = net.conv2.weight
+        self.weight2 = p
+        # the transposed conv2 runs ~2× faster on CPU in channels_last (measured)
+        self.weight2_cl = p.contiguous(memory_format=torch.channels_last)
         zero = torch.zeros(1, c1, h1, h1, dtype=p.dtype, device=p.device)
         with torch.no_grad():
             self.u2_zero = net.bn2(net.conv2(zero))
             self.scale2 = net.bn2(torch.ones_like(self.u2_zero)) - net.bn2(torch.zeros_like(self.u2_zero))
+            n_out = net.linear.out_features
+            eye = torch.zeros(2, n_out, dtype=p.dtype, device=p.device)
+            eye[1] = 1.0
+            ends = net.bn3(eye)  # bn3 at 0 and at 1: its affine map
+            self.shift3 = ends[0, cells]
+            self.scale3 = ends[1, cells] - ends[0, cells]
+            self.lin_w = net.linear.weight[cells]  # (n_cells, C2·h2²)
+            self.lin_b = net.linear.bias[cells]
+            # ∂F/∂u2 through the mask is (∂F/∂a2)·w2; fold scale2 into the rows of L
+            self.lin_w_scaled = self.lin_w * self.scale2.flatten()[None]
             check = self.rates(zero)[0]
             expected = net.from_activation(zero)[0, cells].sum()
-        if not torch.allclose(check, expected, rtol=1e-5, atol=1e-6):  # pragma: no cover - structural guard
+            probe = torch.randn(2, *self.u2_zero.shape[1:], generator=torch.Generator().manual_seed(0))
+            probe = probe.to(dtype=p.dtype, device=p.device)
+        a2 = F.relu(probe).requires_grad_(True)
+        with torch.enable_grad():
+            (auto,) = torch.autograd.grad(self._out_module(a2).sum(), a2)
+        with torch.no_grad():
+            manual = self.grad_a2(probe)
+        ok = torch.allclose(check, expected, rtol=1e-5, atol=1e-6)
+        ok = ok and torch.allclose(manual, auto, rtol=1e-4, atol=1e-6 * float(auto.abs().max()) + 1e-12)
+        if not ok:  # pragma: no cover - structural guard
             raise RuntimeError("RetinaCNN.from_activation no longer matches the attribution's split of the network")
 
     def u2(self, y: torch.Tensor) -> torch.Tensor:
         return self.net.bn2(self.net.conv2(y))
 
     def rates(self, y: torch.Tensor) -> torch.Tensor:
-        return self._out(F.relu(self.u2(y)))
+        return self._out_module(F.relu(self.u2(y)))
 
-    def _out(self, a2: torch.Tensor) -> torch.Tensor:
+    def _out_module(self, a2: torch.Tensor) -> torch.Tensor:
         net = self.net
         return F.softplus(net.bn3(net.linear(a2.flatten(1))))[:, self.cells].sum(1)
 
-    def grad_a2(self, u2: torch.Tensor) -> torch.Tensor:
-        """∂F/∂a2 at a2 = relu(u2)."""
-        a2 = F.relu(u2).requires_grad_(True)
-        with torch.enable_grad():
-            (v,) = torch.autograd.grad(self._out(a2).sum(), a2)
-        return v
+    def grad_a2(self, u2: torch.Tensor, scaled: bool = False) -> torch.Tensor:
+        """∂F/∂a2 at a2 = relu(u2), (N, C2, h2, h2); times scale2 if ``scaled``."""
+        a2 = F.relu(u2).flatten(1)
+        pre = torch.addmm(self.lin_b, a2, self.lin_w.T) * self.scale3 + self.shift3
+        g = torch.sigmoid(pre) * self.scale3  # softplus' = sigmoid (float32: equal to 1 past softplus's threshold 20)
+        return (g @ (self.lin_w_scaled if scaled else self.lin_w)).view(u2.shape)
 
-    def slope_u2(self, t: torch.Tensor) -> torch.Tensor:
-        """(∂u2/∂y) t: conv2 without bias, times scale2."""
-        return F.conv2d(t, self.net.conv2.weight) * self.scale2
+    def conv(self, y: torch.Tensor) -> torch.Tensor:
+        """conv2 without bias."""
+        return F.conv2d(y, self.weight2)
 
-    def vjp_u2(self, g2: torch.Tensor) -> torch.Tensor:
-        """(∂u2/∂y)ᵀ g2: conv2's transpose applied to g2·scale2."""
-        return F.conv_transpose2d(g2 * self.scale2, self.net.conv2.weight)
+    def vjp(self, g: torch.Tensor) -> torch.Tensor:
+        """conv2's transpose (in channels_last; the result is channels_last)."""
+        return F.conv_transpose2d(g.contiguous(memory_format=torch.channels_last), self.weight2_cl)
 
 
 def _unique_windows(stim: np.ndarray, idx: np.ndarray, history: int) -> tuple[np.ndarray, np.ndarray]:
@@ -348,11 +386,32 @@ def _unique_windows(stim: np.ndarray, idx: np.ndarray, history: int) -> tuple[np
     return idx[first[order]], rank[inverse.reshape(-1)]
 
 
+def _interval01(a: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[lo, hi] ⊂ [0, 1] where a + α·c > 0 (lo >= hi: never active), per unit."""
+    safe = torch.where(c == 0, torch.ones_like(c), c)
+    kink = -a / safe
+    pos, neg = c > 0, c < 0
+    flat_on = (c == 0) & (a > 0)
+    one, zero = torch.ones_like(c), torch.zeros_like(c)
+    lo = torch.where(pos, kink.clamp_min(0.0), torch.where(neg | flat_on, zero, one))
+    hi = torch.where(neg, kink.clamp_max(1.0), torch.where(pos | flat_on, one, zero))
+    return lo, hi
+
+
 def _integrate_chunk(head: _Head, d, a0, scale, alphas, weights, rule, batch_size):
     """G = ∫ ∂F/∂z dα for each frame of a chunk, (n, C, h, w), and F(s_t), (n,).
 
     ``d``: (n, C, h, w) = W⊛s per frame, so z(α) = b + α·d and bn1's output
     is u1(α) = a0 + α·c with a0 = scale·b + shift, c = scale·d.
+
+    Points are processed as (frames, α) blocks of at most ``batch_size``
+    points (whole frames when ``batch_size >= steps``), so the sum over α is a
+    plain reduction. Per frame, the first-layer active interval is computed
+    once; per point, the weights of the kink rules are
+
+        w1 = |[lo, hi] ∩ [left, right]|                (exact first-layer switches)
+        w2 = clamp(1/2 + u2(mid) / (|u2'|·h), 0, 1)     (fraction of the cell where
+                                                        u2 = u2(mid) + (α − mid)·u2' > 0)
     """
     n = d.shape[0]
     dtype, dev = d.dtype, d.device
@@ -360,40 +419,41 @@ def _integrate_chunk(head: _Head, d, a0, scale, alphas, weights, rule, batch_siz
     m = len(alphas)
     al = torch.as_tensor(alphas, dtype=dtype, device=dev)
     wt = torch.as_tensor(weights, dtype=dtype, device=dev)
-    G = torch.zeros_like(c)
-    fi_all = torch.arange(n, device=dev).repeat_interleave(m)
-    ai_all = torch.arange(m, device=dev).repeat(n)
     kink = rule in ("kink_midpoint", "kink1_midpoint")
     h = 1.0 / m
-    # u2 at the path's ends: α = 0 (the same for every frame) and α = 1 (the rates)
+    G = torch.zeros_like(c)
+    # u2 at α = 1 (the rates), in the model's own modules
     u2_one = torch.cat([head.u2(F.relu(a0 + c[i : i + batch_size])) for i in range(0, n, batch_size)])
-    rates = head._out(F.relu(u2_one))
-    spans = list(range(0, n * m, batch_size))
-    for start in spans:
-        fi = fi_all[start : start + batch_size]
-        ai = ai_all[start : start + batch_size]
-        alpha = al[ai].view(-1, 1, 1, 1)
-        cf = c[fi]
-        u1 = a0 + alpha * cf
+    rates = head._out_module(F.relu(u2_one))
+    per_frames = max(1, batch_size // m)
+    group = min(m, batch_size)
+    for f0 in range(0, n, per_frames):
+        cf = c[f0 : f0 + per_frames, None]  # (nf, 1, C, h, w)
+        nf = cf.shape[0]
         if kink:
-            left = (ai.to(dtype) * h).view(-1, 1, 1, 1)
-            right = ((ai + 1).to(dtype) * h).view(-1, 1, 1, 1)
-            w1 = _overlap(a0, cf, left, right, h) * h  # exact first-layer switches
-        else:
-            w1 = wt[ai].view(-1, 1, 1, 1) * (u1 > 0).to(dtype)
-        if rule == "kink_midpoint":
-            # u2 is piecewise linear in α; its tangent at the midpoint places the
-            # second-layer switches inside the cell
-            tangent = (u1 > 0).to(dtype) * cf
-            u2 = head.u2(F.relu(u1))
-            slope = head.slope_u2(tangent)
-            w2 = _overlap(u2 - alpha * slope, slope, left, right, h)
-        else:
-            u2 = head.u2(F.relu(u1))
-            w2 = (u2 > 0).to(dtype)
-        q = head.vjp_u2(head.grad_a2(u2) * w2)
-        G.index_add_(0, fi, w1 * q)
-        del u1, q
+            lo1, hi1 = _interval01(a0, cf)
+        for j0 in range(0, m, group):
+            ga = min(group, m - j0)
+            alpha = al[j0 : j0 + ga].view(1, ga, 1, 1, 1)
+            u1 = torch.addcmul(a0, alpha, cf)  # (nf, ga, C, h, w)
+            mask = u1 > 0
+            y = (u1 * mask).flatten(0, 1)
+            if kink:
+                cell = torch.arange(j0, j0 + ga + 1, device=dev, dtype=dtype) * h
+                left, right = cell[:-1].view(1, ga, 1, 1, 1), cell[1:].view(1, ga, 1, 1, 1)
+                w1 = (torch.minimum(hi1, right) - torch.maximum(lo1, left)).clamp_min_(0.0)
+            else:
+                w1 = wt[j0 : j0 + ga].view(1, ga, 1, 1, 1) * mask
+            u2 = torch.addcmul(head.u2_zero, head.conv(y), head.scale2)
+            if rule == "kink_midpoint":
+                # u2 is piecewise linear in α; its tangent at the midpoint places the
+                # second-layer switches inside the cell
+                slope = head.conv((cf * mask).flatten(0, 1)).mul_(head.scale2).abs_().mul_(h)
+                w2 = torch.addcdiv(torch.full_like(u2, 0.5), u2, slope).clamp_(0.0, 1.0).nan_to_num_(0.0)
+            else:
+                w2 = u2 > 0
+            q = head.vjp(head.grad_a2(u2, scaled=True).mul_(w2))
+            G[f0 : f0 + nf] += (q.view(nf, ga, *q.shape[1:]) * w1).sum(1)
     return G * scale, rates
 
 
@@ -502,6 +562,7 @@ def attribute(
     source = torch.from_numpy(stim).to(dtype)
     chunk = max(1, bs // steps)
     todo, inverse = _unique_windows(stim, idx, cfg.history)
+    fft = _Conv1FFT(weight, cfg.size) if inv == "none" else None
     n = len(todo)
 
     with torch.no_grad():
@@ -512,9 +573,7 @@ def attribute(
     for start in range(0, n, chunk):
         fidx = todo[start : start + chunk]
         with torch.no_grad():
-            x = gather_windows(source, fidx, cfg.history).to(dev)
-            d = _conv1_linear(weight, x, inv, h1)
-            del x
+            d = _conv1_linear(weight, source, fidx, cfg.history, inv, h1, fft)
             G, r = _integrate_chunk(head, d, a0, scale, alphas, weights, rule, bs)
             A = G * d
             red = _reduce_maps(A, inv)
