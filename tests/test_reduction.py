@@ -89,8 +89,9 @@ def test_reduced_circuit_recovers_an_exactly_reducible_model(known):
     assert red.explained_variance_all > 0.999
     # the fitted output weights are the model's own: +0.5 on ON, -0.5 on OFF, bias 1
     k_on, k_off = red.kept.index(ON_FAST), red.kept.index(OFF_SLOW)
-    assert red.weights[k_on] == pytest.approx(0.5, abs=2e-3)
-    assert red.weights[k_off] == pytest.approx(-0.5, abs=2e-3)
+    assert red.pools == ["uniform"] and red.weights.shape == (2, 1)
+    assert red.weights[k_on, 0] == pytest.approx(0.5, abs=2e-3)
+    assert red.weights[k_off, 0] == pytest.approx(-0.5, abs=2e-3)
     assert red.bias == pytest.approx(1.0, abs=2e-3)
     # reduced rates: defined on every frame with history, against a float64 reference
     s = attr.stimulus[:, 0, 0].astype(np.float64)
@@ -230,6 +231,40 @@ def test_reduce_needs_an_attribution():
 def test_fit_steps_must_be_positive(known):
     with pytest.raises(ValueError, match="fit_steps"):
         nr.reduce(known[1], fit_steps=0)
+
+
+@pytest.mark.parametrize("weighting,pools", [("both", ["abs", "signed"]), ("signed", ["signed"]), ("abs", ["abs"])])
+def test_pools_with_maps(weighting, pools):
+    """With maps (a bar), the drives pool units with the attribution maps; the fit is the least-squares one."""
+    torch.manual_seed(0)
+    m = nr.RetinaCNN(nr.ModelConfig(history=HISTORY, size=16, kernels=(5, 3), n_cells=1)).eval()
+    stim = nr.stimuli.moving_bar(speed=0.5, start=-9, stop=9, pre=12, size=16)
+    attr = nr.attribute(m, stim, cell=0, steps=8)
+    assert attr.maps is not None
+    red = nr.reduce(attr, explain=0.9, weighting=weighting)
+    K = len(red.kept)
+    assert red.pools == pools and red.weights.shape == (K, len(pools))
+    assert red.drives.shape == (len(stim), K, len(pools))
+    # drives against an independent float64 reference: pooled relu(bn1(conv1)) with the mean maps
+    fr = attr.frames
+    with torch.no_grad():
+        x = torch.stack([torch.from_numpy(stim[t - HISTORY + 1 : t + 1]) for t in fr]).double()
+        act = m.double().first_layer_activation(torch.nn.functional.conv2d(x, m.conv1.weight, m.conv1.bias))
+    maps = attr.maps[fr][:, red.kept].astype(np.float64)  # (n, K, 1, w)
+    for p, name in enumerate(pools):
+        w = np.abs(maps).mean(0) if name == "abs" else maps.mean(0)
+        w = np.broadcast_to(w, (K,) + act.shape[2:]) / np.abs(np.broadcast_to(w, (K,) + act.shape[2:])).sum((1, 2))[:, None, None]
+        ref = np.einsum("nkhw,khw->nk", act[:, red.kept].numpy(), w)
+        np.testing.assert_allclose(red.drives[fr, :, p], ref, rtol=1e-4, atol=1e-6)
+    # the reduced rate is the softplus of the fitted combination
+    z = (red.drives[fr].astype(np.float64) * red.weights[None]).sum((1, 2)) + red.bias
+    np.testing.assert_allclose(red.reduced_rates[fr], np.log1p(np.exp(z)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(red.contributions[fr], (red.drives[fr] * red.weights[None]).sum(2), atol=1e-4)
+
+
+def test_unknown_weighting(known):
+    with pytest.raises(ValueError, match="weighting"):
+        nr.reduce(known[1], weighting="max")
 
 
 def test_label_out_of_range(known):

@@ -57,6 +57,7 @@ def _summary(res, truth=None, recovery=None) -> dict:
             "explained_variance_all_frames": red.explained_variance_all,
             "kept_variance": red.kept_variance,
             "kinetics_split_ms": red.kinetics_split_ms,
+            "pools": red.pools,
             "bias": red.bias,
         },
         "attribution": {"steps": res.attribution.steps, "rule": res.attribution.rule,
@@ -116,13 +117,13 @@ def write_figure(res, path: Path, truth=None) -> Path:
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title("kept channels' attributions (attributed frames)")
     ax = axes[3]
-    d = res.reduction.drives
+    contrib = res.reduction.contributions
     for k, c in enumerate(res.reduction.kept):
-        ax.plot(t_ms, d[:, k] * res.reduction.weights[k], lw=0.9, label=f"β·d  {res.reduction.label(c)}")
-    ax.set_ylabel("weighted drive")
+        ax.plot(t_ms, contrib[:, k], lw=0.9, label=f"Σ_p β·d  {res.reduction.label(c)}")
+    ax.set_ylabel("channel contribution")
     ax.set_xlabel("time (ms)")
     ax.legend(loc="upper right", fontsize=8)
-    ax.set_title("reduced circuit: r = softplus(Σ β_c d_c + β_0)")
+    ax.set_title(f"reduced circuit: r = softplus(Σ_cp β_cp d_cp + β_0), pools {', '.join(res.reduction.pools)}")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

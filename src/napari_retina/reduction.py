@@ -73,11 +73,15 @@ class Reduction:
         attributed frames.
     reduced_rates : float32 (T,)
         Reduced circuit's rate (spikes per 10 ms bin), comparable with ``Attribution.rates``.
-    drives : float32 (T, K)
-        The kept channels' drives ``d_c(t)`` (weighted mean rectified activation),
-        NaN on the first ``history-1`` frames.
-    weights : float (K,)
-        Fitted ``β_c`` per unit of drive; ``bias`` is ``β_0``.
+    drives : float32 (T, K, P)
+        The kept channels' pooled drives ``d_cp(t)`` (rectified activations
+        pooled with the weights of pool p, see ``pools``), NaN on the first
+        ``history-1`` frames.
+    weights : float (K, P)
+        Fitted ``β_cp`` per unit of drive; ``bias`` is ``β_0``.
+    contributions : float32 (T, K)
+        ``Σ_p β_cp d_cp(t)``: what each kept channel adds to the circuit's
+        softplus argument.
     bias : float
     kept_variance : float
         Variance of the response explained by the kept channels' summed attribution.
@@ -90,6 +94,11 @@ class Reduction:
         Latency threshold between fast and slow (2-means split of all channels' latencies).
     frames : int (n,)
         Attributed frames (those the circuit was fitted and scored on).
+    weighting : str
+        How each kept channel's units were pooled ("both", "signed" or "abs").
+    pools : list of str
+        Names of the P pools per channel: ["abs", "signed"], ["signed"], ["abs"]
+        or ["uniform"] (space summed out).
     """
 
     importance: np.ndarray
@@ -110,6 +119,9 @@ class Reduction:
     explain: float = 0.9
     kinetics_split_ms: float = float("nan")
     frames: np.ndarray = field(default=None, repr=False)
+    weighting: str = "both"
+    pools: list = field(default_factory=list)
+    contributions: np.ndarray = field(default=None, repr=False)
 
     def label(self, c: int) -> str:
         """Short description of channel ``c``, e.g. ``"A3 ON fast +"``."""
@@ -131,7 +143,8 @@ class Reduction:
                     "polarity": self.polarity[c],
                     "latency_ms": float(self.latency_ms[c]),
                     "kinetics": self.kinetics[c],
-                    "weight": float(self.weights[k]) if self.weights is not None else float("nan"),
+                    "weights": dict(zip(self.pools, np.asarray(self.weights)[k].tolist()))
+                    if self.weights is not None else {},
                 }
             )
         return out
@@ -304,18 +317,33 @@ def select_channels(A: np.ndarray, response: np.ndarray, explain: float,
 # ----------------------------------------------------------------------------- reduced circuit
 
 
-def _unit_weights(attr, kept: list[int], h1: int) -> torch.Tensor:
-    """(K, h1, h1) weights: each kept channel's time-averaged |A_cxy| map, summing to 1."""
+WEIGHTINGS = ("both", "signed", "abs")
+
+
+def _unit_weights(attr, kept: list[int], h1: int, weighting: str = "both") -> tuple[list[str], torch.Tensor]:
+    """Pooling weights of the kept channels' units: (pool names, (P, K, h1, h1)).
+
+    Pools: ``"abs"``, each channel's time-averaged |A_cxy| map; ``"signed"``,
+    its time-averaged A_cxy map; ``weighting="both"`` uses the two. Each map is
+    divided by its summed magnitude (Σ|w| = 1). When space was summed out
+    (maps None) there is one ``"uniform"`` pool (1/h1²). Maps summed along an
+    axis are spread evenly along it; an all-zero map becomes uniform.
+    """
     K = len(kept)
     if attr.maps is None:
-        w = np.ones((K, h1, h1))
+        names, ws = ["uniform"], [np.ones((K, h1, h1))]
     else:
-        maps = np.asarray(attr.maps)[np.asarray(attr.frames)][:, kept]  # (n, K, h, w)
-        m = np.nanmean(np.abs(maps.astype(np.float64)), axis=0)  # (K, h, w); h or w may be 1
-        w = np.broadcast_to(m, (K, h1, h1)).copy()
-    tot = w.sum(axis=(1, 2), keepdims=True)
-    w = np.where(tot > 0, w / np.where(tot > 0, tot, 1.0), 1.0 / (h1 * h1))
-    return torch.from_numpy(w.astype(np.float32))
+        maps = np.asarray(attr.maps)[np.asarray(attr.frames)][:, kept].astype(np.float64)  # (n, K, h, w)
+        names = ["abs", "signed"] if weighting == "both" else [weighting]
+        ws = []
+        for name in names:
+            m = np.nanmean(np.abs(maps) if name == "abs" else maps, axis=0)  # (K, h, w); h or w may be 1
+            ws.append(np.broadcast_to(m, (K, h1, h1)).copy())
+    out = []
+    for w in ws:
+        tot = np.abs(w).sum(axis=(1, 2), keepdims=True)
+        out.append(np.where(tot > 0, w / np.where(tot > 0, tot, 1.0), 1.0 / (h1 * h1)))
+    return names, torch.from_numpy(np.stack(out).astype(np.float32))
 
 
 def first_layer_z(model, windows: torch.Tensor, invariance: str = "none") -> torch.Tensor:
@@ -502,7 +530,7 @@ def check_explain(explain) -> float:
 
 
 def reduce(attr, explain: float = 0.9, *, fit_steps: int = 200, ignore_oldest_ms: float = 150.0,
-           progress: Optional[Progress] = None) -> Reduction:
+           weighting: str = "both", progress: Optional[Progress] = None) -> Reduction:
     """Reduce the model to the few first-layer channels that carry a response.
 
     Parameters
@@ -517,6 +545,8 @@ def reduce(attr, explain: float = 0.9, *, fit_steps: int = 200, ignore_oldest_ms
         Maximum LBFGS iterations of the reduced circuit's output fit.
     ignore_oldest_ms : float
         Oldest part of the temporal filters ignored when finding their peak.
+    weighting : "both", "signed" or "abs"
+        How a kept channel's units are pooled into drives (see below).
     progress : callable, optional
         ``progress(done_frames, total_frames)`` while activations are recomputed.
 
@@ -524,18 +554,26 @@ def reduce(attr, explain: float = 0.9, *, fit_steps: int = 200, ignore_oldest_ms
     -------
     Reduction (see its attributes).
 
-    The reduced circuit: each kept channel c contributes a drive
-    ``d_c(t) = Σ_xy w_cxy · relu(bn1(z))_cxy(t)``, the rectified first-layer
-    activations weighted by the channel's time-averaged ``|A_cxy|`` map
-    normalised to sum 1 (uniform weights when the attribution summed space out,
-    e.g. for full-field stimuli; maps summed along an axis are spread evenly
-    along it). Weighting by attribution keeps the units that actually carried
-    the response and the drive stays in activation units. The circuit's rate is
-    ``r(t) = softplus(Σ_c β_c d_c(t) + β_0)``, the same output nonlinearity as
+    The reduced circuit: each kept channel c contributes pooled drives
+    ``d_cp(t) = Σ_xy w_cpxy · relu(bn1(z))_cxy(t)`` of its rectified first-layer
+    activations. With ``weighting="both"`` (default) there are two pools per
+    channel: ``w = mean_t |A_cxy|`` (where the channel mattered) and
+    ``w = mean_t A_cxy`` (in which direction each unit moved the rate: a
+    channel's units can excite the cell at some positions and inhibit it at
+    others through conv2, a centre-surround pooling that |A| alone discards);
+    each map is normalised to ``Σ_xy |w| = 1``. "signed" or "abs" keep one of
+    them. When the attribution summed space out (full-field stimuli) a
+    uniform pool replaces them. Measured with a model trained on the synthetic
+    retina (same kept channels): moving bars 0.72 abs, 0.79 signed, 0.89 both;
+    reversing bars 0.84, 0.76, 0.90; gratings 0.89, 0.89, 0.90.
+    The circuit's rate is
+    ``r(t) = softplus(Σ_cp β_cp d_cp(t) + β_0)``, the same output nonlinearity as
     the full model, with ``β`` fitted by least squares to the full model's rate
-    on the attributed frames (LBFGS in float64; with K ≤ 8 parameters + 1 this
-    converges in tens of iterations, so a few hundred is a bound, not a tuning).
-    The sign of ``β_c`` is free, so a channel can act as excitatory or
+    on the attributed frames (LBFGS in float64; with at most 2K + 1 ≤ 17
+    parameters this converges in tens of iterations, so a few hundred is a
+    bound, not a tuning; with ~300 frames the in-sample optimism is a few %,
+    and ``explained_variance_all`` scores every frame, most of them unfitted).
+    The sign of ``β`` is free, so a channel can act as excitatory or
     inhibitory as in the full model. ``explained_variance`` is
     ``1 − var(full − reduced) / var(full)`` over the attributed frames; the
     fitted circuit is then run on every frame with a full history
@@ -551,6 +589,8 @@ def reduce(attr, explain: float = 0.9, *, fit_steps: int = 200, ignore_oldest_ms
     """
     _check_attribution(attr)
     explain = check_explain(explain)
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {', '.join(repr(w) for w in WEIGHTINGS)}, got {weighting!r}")
     if isinstance(fit_steps, bool) or not isinstance(fit_steps, numbers.Integral) or fit_steps < 1:
         raise ValueError(f"fit_steps must be an int >= 1, got {fit_steps!r}")
     frames = np.asarray(attr.frames, dtype=np.int64)
@@ -572,37 +612,43 @@ def reduce(attr, explain: float = 0.9, *, fit_steps: int = 200, ignore_oldest_ms
     model.eval()
     try:
         return _reduce(attr, model, frames, A, resp, importance, kept, kept_var, explain,
-                       fit_steps, ignore_oldest_ms, progress)
+                       fit_steps, ignore_oldest_ms, weighting, progress)
     finally:
         model.train(was_training)
 
 
 def _reduce(attr, model, frames, A, resp, importance, kept, kept_var, explain, fit_steps,
-            ignore_oldest_ms, progress) -> Reduction:
+            ignore_oldest_ms, weighting, progress) -> Reduction:
     T = len(attr.channels)
     sign = np.where(A.sum(0) >= 0, 1, -1).astype(np.int64)
     props = filter_properties(model, ignore_oldest_ms)
 
     h1 = model.config.map_sizes[0]
     history = model.config.history
-    w = _unit_weights(attr, kept, h1)
+    K = len(kept)
+    pools, w = _unit_weights(attr, kept, h1, weighting)  # (P, K, h1, h1)
+    P = len(pools)
     all_frames = np.arange(history - 1, T)
-    drives, full = compute_drives(model, attr.stimulus, all_frames, kept, w, cells=list(attr.cells),
-                                  progress=progress)
+    flat, full = compute_drives(model, attr.stimulus, all_frames, list(kept) * P, w.reshape(P * K, h1, h1),
+                                cells=list(attr.cells), progress=progress)
+    drives = flat.reshape(len(all_frames), P, K).transpose(0, 2, 1)  # (n, K, P)
     fit_rows = frames - (history - 1)
-    target_all = np.asarray(attr.rates, dtype=np.float64)
-    target = target_all[frames]
-    beta, bias, fitted = fit_output(drives[fit_rows], target, steps=int(fit_steps))
+    target = np.asarray(attr.rates, dtype=np.float64)[frames]
+    beta, bias, fitted = fit_output(flat[fit_rows], target, steps=int(fit_steps))
+    beta = beta.reshape(P, K).T  # (K, P)
     ev = explained_variance(target, fitted)
+    contrib = (drives * beta[None]).sum(2)  # (n, K)
     with torch.no_grad():
-        pred = F.softplus(torch.from_numpy(drives @ beta + bias)).numpy()
+        pred = F.softplus(torch.from_numpy(contrib.sum(1) + bias)).numpy()
     # the model's rate on every frame (attr.rates only covers the attributed ones)
     ev_all = explained_variance(full, pred)
 
     reduced_rates = np.full(T, np.nan, dtype=np.float32)
     reduced_rates[all_frames] = pred
-    drive_t = np.full((T, len(kept)), np.nan, dtype=np.float32)
+    drive_t = np.full((T, K, P), np.nan, dtype=np.float32)
     drive_t[all_frames] = drives
+    contrib_t = np.full((T, K), np.nan, dtype=np.float32)
+    contrib_t[all_frames] = contrib
     return Reduction(
         importance=importance.astype(np.float64),
         kept=[int(c) for c in kept],
@@ -622,4 +668,7 @@ def _reduce(attr, model, frames, A, resp, importance, kept, kept_var, explain, f
         explain=explain,
         kinetics_split_ms=float(props["split_ms"]),
         frames=frames,
+        weighting=weighting,
+        pools=pools,
+        contributions=contrib_t,
     )
