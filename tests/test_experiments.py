@@ -70,9 +70,11 @@ def test_latency_readout_recovers_known_latencies():
         r += bump(T, c["onset"] + L, abs(i), 2.5)
     out = latency.readout(r, proto.conditions)
     assert math.isnan(out["latency_ms"][0])  # the blank flash evokes nothing
-    np.testing.assert_allclose(out["latency_ms"][1:], 10.0 * lat[1:], atol=0.6)
+    np.testing.assert_allclose(out["peak_latency_ms"][1:], 10.0 * lat[1:], atol=0.6)
+    # onset: a Gaussian reaches 20% of its peak sqrt(2 ln 5) sigma before it (baseline 0.1 subtracted)
+    np.testing.assert_allclose(out["latency_ms"][1:], 10.0 * (lat[1:] - 2.5 * np.sqrt(2 * np.log(5))), atol=1.5)
     assert out["spearman"] == pytest.approx(-1.0)
-    assert out["latency_range_ms"] == pytest.approx(10 * (lat[1] - lat[-1]), abs=1.0)
+    assert out["latency_range_ms"] == pytest.approx(10 * (lat[1] - lat[-1]), abs=1.5)
     assert out["present"] is True
     flat = np.full(T, 0.1) + sum(bump(T, c["onset"] + 8.0, abs(c["intensity"]), 2.5) for c in proto.conditions)
     assert latency.readout(flat, proto.conditions)["present"] is False
@@ -131,6 +133,24 @@ def test_doubling_readout_recovers_known_harmonics(a1, a2):
     np.testing.assert_allclose(out["f2"], a2 * (1.0 - 0.2 * np.arange(4)), atol=1e-9)
     assert out["f2_f1"] == pytest.approx(a2 / a1)
     assert out["present"] is (a2 > a1)
+
+
+def test_latency_onset_ignores_which_bump_is_highest():
+    """Two bumps whose heights trade places: the peak jumps, the onset does not."""
+    proto = protocol(latency, intensities=[-2.0, -4.0, -6.0, -8.0])
+    T = len(proto.stimulus)
+    r = np.zeros(T)
+    for k, c in enumerate(proto.conditions):
+        r += bump(T, c["onset"] + 5.0 - 0.3 * k, 1.0 + 0.2 * k, 1.5)   # early bump, earlier when stronger
+        r += bump(T, c["onset"] + 9.0, 0.2 + 0.6 * k, 1.5)             # late bump, overtakes it
+    out = latency.readout(r, proto.conditions)
+    assert out["spearman"] == pytest.approx(-1.0) and out["present"] is True
+    assert out["peak_latency_ms"][-1] > out["peak_latency_ms"][0]
+
+
+def test_onset_time_interpolates():
+    assert base.onset_time(np.array([0.0, 0.0, 1.0, 3.0, 2.0]), 0, 3.0, 0.5) == pytest.approx(1.5)
+    assert math.isnan(base.onset_time(np.zeros(5), 0, 3.0, 0.5))
 
 
 def test_parabolic_peak_and_helpers_against_references():

@@ -157,7 +157,12 @@ def _experiment(args) -> int:
                                                      indent=1))
         (out / "battery.md").write_text(table + "\n")
         for n, rep in bat["recovery"].items():
-            print(f"recovery ({n}): {json.dumps(_jsonable(rep))}")
+            if isinstance(rep, dict) and "recovered" in rep:
+                found = {k: v for k, v in rep["recovered"].items() if v}
+                print(f"recovery ({n}): kept channels matched to ground-truth pathways {found}; "
+                      f"missing {rep.get('missing', [])}")
+            else:
+                print(f"recovery ({n}): {json.dumps(_jsonable(rep))}")
     print(f"wrote {out}/" + ("{" + ",".join(names) + "}" if len(names) > 1 else names[0]) + ".{json,png}")
     return 0
 

@@ -267,6 +267,32 @@ def parabolic_peak(trace: np.ndarray, start: int, stop: int) -> tuple[float, flo
     return t, v
 
 
+def onset_time(trace: np.ndarray, start: int, t_peak: float, level: float) -> float:
+    """First time in [start, t_peak] at which ``trace`` rises above ``level`` (linear interpolation).
+
+    METHOD.md §4: a response's onset is the first point above 20% of the
+    following peak (``level = base + 0.2·(peak − base)``). nan when the trace
+    is never below ``level`` before the peak or has no finite values there.
+    """
+    x = np.asarray(trace, dtype=np.float64)
+    if not np.isfinite(t_peak):
+        return float("nan")
+    stop = min(len(x), int(np.floor(t_peak)) + 1)
+    seg = x[start:stop]
+    if seg.size == 0:
+        return float("nan")
+    above = np.flatnonzero(np.isfinite(seg) & (seg > level))
+    if above.size == 0:
+        return float("nan")
+    i = int(above[0])
+    if i == 0:
+        return float(start) if np.isfinite(seg[0]) else float("nan")
+    a, b = seg[i - 1], seg[i]
+    if not np.isfinite(a):
+        return float(start + i)
+    return float(start + i - 1 + (level - a) / (b - a))
+
+
 def vertex3(xs: Sequence[float], ys: Sequence[float]) -> float:
     """x of the maximum of the parabola through the best sample of (xs, ys) and its neighbours.
 

@@ -12,12 +12,18 @@ gap, window, max_frames : see :func:`napari_retina.experiments.base.resolve_para
 Readout keys
 ------------
 intensities : list, flash contrast per condition.
-latency_ms : list, flash onset to the response peak in the window (sub-frame
-    parabolic peak); NaN where there is no response (amplitude at most 1% of
-    the largest amplitude, e.g. the blank 0 flash).
+latency_ms : list, flash onset to the response onset: the first (linearly
+    interpolated) time the response rises above 20% of its peak over the grey
+    level (METHOD.md §4's onset). The onset does not jump when a response has
+    two bumps whose heights trade places with intensity, as the peak does.
+    NaN where there is no response (amplitude at most 1% of the largest
+    amplitude, e.g. the blank 0 flash).
+peak_latency_ms : list, flash onset to the (sub-frame parabolic) response peak.
 amplitude : list, peak minus the grey level before the flash.
 spearman : rank correlation of latency against |intensity| over responding
-    conditions (negative: stronger flashes, earlier responses).
+    conditions (negative: stronger flashes, earlier responses); latencies are
+    rounded to 0.01 ms first, so float-rounding differences count as ties
+    (nan when all latencies tie).
 latency_range_ms : latency of the weakest minus that of the strongest
     responding flash.
 present : spearman ≤ −0.5 over at least 3 responding conditions.
@@ -29,7 +35,7 @@ import numpy as np
 
 from .. import stimuli
 from .base import FRAME_MS, Protocol, baseline, concatenate, frames_of_interest, int_param, list_param, \
-    parabolic_peak, spearman
+    onset_time, parabolic_peak, spearman
 
 NAME = "latency"
 DESCRIPTION = "latency coding: full-field flashes of increasing strength"
@@ -38,6 +44,8 @@ DEFAULTS = {"intensities": tuple(np.linspace(0.0, -10.0, 21).round(6).tolist()),
 
 #: a condition responds when its amplitude exceeds this fraction of the largest
 MIN_RELATIVE_AMPLITUDE = 0.01
+#: onset = first crossing of this fraction of the peak above the grey level (METHOD.md §4)
+ONSET_FRACTION = 0.2
 MAX_SPEARMAN = -0.5
 
 
@@ -62,23 +70,27 @@ def build(size: int, history: int, respond=None, *, intensities, duration, gap, 
 def readout(response: np.ndarray, conditions: list) -> dict:
     """Latency-coding readout of a (T,) response; see the module docstring for the keys."""
     r = np.asarray(response, dtype=np.float64)
-    lat, amp = [], []
+    lat, peak_lat, amp = [], [], []
     for c in conditions:
         base = baseline(r, c["start"], c["onset"])
         t, v = parabolic_peak(r, c["onset"], c["onset"] + c["window"])
-        lat.append((t - c["onset"]) * FRAME_MS)
+        t_on = onset_time(r, c["onset"], t, base + ONSET_FRACTION * (v - base))
+        lat.append((t_on - c["onset"]) * FRAME_MS)
+        peak_lat.append((t - c["onset"]) * FRAME_MS)
         amp.append(v - base)
     amp_arr = np.asarray(amp)
     top = np.nanmax(amp_arr) if np.isfinite(amp_arr).any() else float("nan")
     ok = np.isfinite(amp_arr) & (amp_arr > MIN_RELATIVE_AMPLITUDE * top) & (top > 0)
     lat = [float(v) if k else float("nan") for v, k in zip(lat, ok)]
+    peak_lat = [float(v) if k else float("nan") for v, k in zip(peak_lat, ok)]
     inten = [c["intensity"] for c in conditions]
-    rho = spearman(np.abs(inten), lat)
+    # latencies equal to 0.01 ms are ties: rank noise at float rounding level says nothing
+    rho = spearman(np.abs(inten), np.round(lat, 2))
     valid = [(abs(i), v) for i, v in zip(inten, lat) if np.isfinite(v)]
     rng = float("nan")
     if len(valid) >= 2:
         valid.sort()
         rng = valid[0][1] - valid[-1][1]
     present = bool(ok.sum() >= 3 and np.isfinite(rho) and rho <= MAX_SPEARMAN)
-    return {"intensities": inten, "latency_ms": lat, "amplitude": amp, "spearman": rho,
+    return {"intensities": inten, "latency_ms": lat, "peak_latency_ms": peak_lat, "amplitude": amp, "spearman": rho,
             "latency_range_ms": rng, "present": present}

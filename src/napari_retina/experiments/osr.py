@@ -19,6 +19,8 @@ periods_ms : list, flash period per condition (ms).
 latency_ms : list, from the omitted flash's expected onset to the response
     peak in the ``window`` after it (sub-frame parabolic peak), per period.
 latency_from_last_ms : list, from the last flash's onset to that peak.
+onset_ms : list, from the omitted flash's expected onset to the response onset
+    (first point above 20% of the peak over the grey level, METHOD.md §4).
 peak_interior : list of bool, the peak is a local maximum inside the window
     (not the decaying tail of the train's response at its first frame).
 omitted_amplitude : list, peak minus the grey level before the train.
@@ -37,8 +39,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stimuli
-from .base import Protocol, concatenate, frames_of_interest, int_param, linear_fit, list_param, parabolic_peak, \
-    baseline, real_param, FRAME_MS
+from .base import Protocol, concatenate, frames_of_interest, int_param, linear_fit, list_param, onset_time, \
+    parabolic_peak, baseline, real_param, FRAME_MS
 
 NAME = "osr"
 DESCRIPTION = "omitted stimulus response: a periodic flash train with one flash left out"
@@ -83,7 +85,7 @@ def build(size: int, history: int, respond=None, *, periods, n_flashes, intensit
 def readout(response: np.ndarray, conditions: list) -> dict:
     """OSR readout of a (T,) response; see the module docstring for the keys."""
     r = np.asarray(response, dtype=np.float64)
-    periods, lat, lat_last, interior, amp, train_amp = [], [], [], [], [], []
+    periods, lat, lat_last, interior, amp, train_amp, onset = [], [], [], [], [], [], []
     for c in conditions:
         base = baseline(r, c["start"], c["onsets"][0])
         om, w = c["omitted"], c["window"]
@@ -95,6 +97,7 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         inside = bool(np.isfinite(t) and om < i < om + w - 1)
         interior.append(inside)
         amp.append(v - base)
+        onset.append((onset_time(r, om, t, base + 0.2 * (v - base)) - om) * FRAME_MS)
         seg = r[c["onsets"][0]:om]
         train_amp.append(float(np.nanmax(seg)) - base if np.isfinite(seg).any() else float("nan"))
     slope, intercept, r2 = linear_fit(periods, lat_last)
@@ -103,6 +106,6 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         and all(np.isfinite(a) and a > 0 for a in amp)
         and np.isfinite(slope) and slope >= MIN_SLOPE and r2 >= MIN_R2
     )
-    return {"periods_ms": periods, "latency_ms": lat, "latency_from_last_ms": lat_last,
+    return {"periods_ms": periods, "latency_ms": lat, "latency_from_last_ms": lat_last, "onset_ms": onset,
             "peak_interior": interior, "omitted_amplitude": amp, "train_amplitude": train_amp,
             "slope": slope, "intercept": intercept, "r2": r2, "present": present}
