@@ -1,0 +1,131 @@
+"""``napari-retina synth``, ``napari-retina train`` and ``napari-retina evaluate``.
+
+Each handler parses nothing itself: it calls the core function
+(:func:`napari_retina.synthetic.make_dataset`, :func:`napari_retina.training.train`,
+:func:`napari_retina.training.evaluate`) and shows progress with tqdm.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def _bar(desc: str, unit: str, quiet: bool):
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit=unit, desc=desc, disable=quiet)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, progress
+
+
+def _cells(text):
+    if text is None:
+        return None
+    try:
+        return [int(c) for c in text.split(",") if c.strip() != ""]
+    except ValueError as exc:
+        raise ValueError(f"--cells must be comma-separated cell indices, got {text!r}") from exc
+
+
+def _synth(args) -> int:
+    from .synthetic import Retina, make_dataset
+
+    bar, progress = _bar("synth", "stage", args.quiet)
+    with bar:
+        path = make_dataset(args.out, frames=args.frames, test_frames=args.test_frames, repeats=args.repeats,
+                            seed=args.seed, checker=args.checker, retina=Retina(seed=args.retina_seed),
+                            progress=progress)
+    print(f"wrote {path}: {args.frames} training frames, {args.test_frames} test frames x {args.repeats} repeats")
+    return 0
+
+
+def _train(args) -> int:
+    import torch
+
+    from .model import ModelConfig
+    from .training import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = None
+    if args.tiny:
+        from .io import read_dataset
+
+        ds = read_dataset(args.data, cells=_cells(args.cells))
+        config = ModelConfig(history=10, size=ds.train.stimulus.shape[1], channels=(4, 4), kernels=(9, 7),
+                             n_cells=ds.train.rates.shape[1])
+    bar, progress = _bar("train", "batch", args.quiet)
+
+    def log(entry: dict) -> None:
+        bar.write(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()}))
+
+    command = "napari-retina " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
+    with bar:
+        model = train(args.data, config=config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      l2=args.l2, l1_linear=args.l1_linear, patience=args.patience, seed=args.seed,
+                      device=args.device, cells=_cells(args.cells), out=args.out, progress=progress, log=log,
+                      command=command)
+    print(json.dumps({"out": str(args.out), "seconds": model.provenance["seconds"],
+                      "best_epoch": model.provenance["best_epoch"], **model.scores}, indent=1))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .checkpoint import load_model
+    from .training import evaluate
+
+    model = load_model(args.model, device=args.device)
+    result = evaluate(model, args.data, cells=_cells(args.cells))
+    if args.out:
+        from .io import write_results
+
+        write_results(Path(args.out), {k: (json.dumps(v) if isinstance(v, list) and v and isinstance(v[0], str) else v)
+                                       for k, v in result.items()})
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("synth", help="write a white-noise dataset of the synthetic retina (lab HDF5 layout)")
+    p.add_argument("out", help="output .h5 file")
+    p.add_argument("--frames", type=int, default=20000, help="training frames (10 ms each)")
+    p.add_argument("--test-frames", type=int, default=2000, help="test frames")
+    p.add_argument("--repeats", type=int, default=10, help="repeats of the test stimulus")
+    p.add_argument("--seed", type=int, default=0, help="seed of the stimuli and the spikes")
+    p.add_argument("--checker", type=int, default=3, help="white-noise checker size in pixels")
+    p.add_argument("--retina-seed", type=int, default=0, help="seed of nr.synthetic.Retina")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("train", help="train a BN-CNN on a dataset in the lab HDF5 layout")
+    p.add_argument("data", help="dataset .h5 (train/stimulus, train/response/firing_rate_10ms, test/...)")
+    p.add_argument("--out", required=True, help="checkpoint to write (atomically, after every improvement)")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch-size", type=int, default=192)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--l2", type=float, default=1e-3, help="L2 on the conv kernels")
+    p.add_argument("--l1-linear", type=float, default=0.0, help="L1 on the readout weights")
+    p.add_argument("--patience", type=int, default=3, help="epochs without held-out improvement before stopping")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
+    p.add_argument("--cells", default=None, help="comma-separated cell indices (default all)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--tiny", action="store_true", help="a tiny model (history 10, 4+4 channels) for smoke tests")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="score a model on a dataset's test split (Pearson r per cell)")
+    p.add_argument("data", help="dataset .h5 in the lab layout")
+    p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+    p.add_argument("--cells", default=None, help="comma-separated cell indices of the dataset (default all)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=None, help="also write the scores to .h5/.npz")
+    p.set_defaults(func=_evaluate)

@@ -1,0 +1,300 @@
+"""Training and evaluation: tiny configs, independent references, bad input through train()."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+from napari_retina import cli, synthetic, training
+from napari_retina._frames import gather_windows
+from napari_retina.model import ModelConfig, RetinaCNN
+
+torch.set_num_threads(2)
+
+TINY = dict(history=8, size=20, channels=(3, 3), kernels=(5, 5), bn="unit")
+
+
+def tiny_config(n_cells=2, **kw):
+    return ModelConfig(**{**TINY, "n_cells": n_cells, **kw})
+
+
+def ln_data(frames=900, size=20, n_cells=2, seed=0, rate_scale=3.0):
+    """White noise and Poisson counts from a known linear-nonlinear cell (strong signal)."""
+    rng = np.random.default_rng(seed)
+    stim = np.where(rng.random((frames, size, size)) < 0.5, -1.0, 1.0).astype(np.float32)
+    true = np.zeros((frames, n_cells))
+    for c in range(n_cells):
+        y, x = 8 + 3 * c, 10
+        drive = np.zeros(frames)
+        for lag, w in enumerate([0.0, 0.6, 1.0, 0.5, -0.2, -0.3]):
+            drive[lag:] += w * stim[: frames - lag, y - 1 : y + 2, x - 1 : x + 2].mean(axis=(1, 2)) * (1 if c == 0 else -1)
+        true[:, c] = rate_scale * np.logaddexp(0, 2.0 * drive - 0.5)
+    counts = rng.poisson(true).astype(np.float32)
+    return stim, counts, true.astype(np.float32)
+
+
+def write_h5(path, stim, rates, test_stim=None, test_rates=None, **extra):
+    test_stim = stim[-200:] if test_stim is None else test_stim
+    test_rates = rates[-200:] if test_rates is None else test_rates
+    with h5py.File(path, "w") as h5:
+        h5["train/stimulus"] = stim
+        h5["train/response/firing_rate_10ms"] = np.asarray(rates).T
+        h5["test/stimulus"] = test_stim
+        h5["test/response/firing_rate_10ms"] = np.asarray(test_rates).T
+        for k, v in extra.items():
+            h5[k] = v
+    return path
+
+
+def poisson_loss64(pred, target):
+    pred = pred.astype(np.float64)
+    return float(np.mean(pred - target * np.log(pred + 1e-6)))
+
+
+# ----------------------------------------------------------------------------- the FFT first layer
+
+def test_conv1_fft_equals_direct_convolution():
+    torch.manual_seed(0)
+    model = RetinaCNN(ModelConfig(n_cells=2)).double()
+    s = torch.randn(200, 50, 50, dtype=torch.float64)
+    blocks = torch.stack([s[3:3 + 60], s[120:180]])
+    z = training.conv1_fft(model.conv1.weight, model.conv1.bias, blocks)
+    assert z.shape == (2, 21, 8, 36, 36)
+    for b, start in enumerate((3, 120)):
+        ref = model.conv1(gather_windows(s, np.arange(start + 39, start + 60), 40))
+        torch.testing.assert_close(z[b], ref, rtol=1e-10, atol=1e-10)
+
+
+def test_conv1_fft_gradient_matches_direct():
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(6, 3, 5).double()
+    s = torch.randn(30, 12, 12, dtype=torch.float64)
+    target = torch.randn(25, 3, 8, 8, dtype=torch.float64)
+    z = training.conv1_fft(conv.weight, conv.bias, s[None])[0]
+    (z * target).sum().backward()
+    g_fft = conv.weight.grad.clone()
+    conv.weight.grad = None
+    (conv(gather_windows(s, np.arange(5, 30), 6)) * target).sum().backward()
+    torch.testing.assert_close(g_fft, conv.weight.grad, rtol=1e-10, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------- training
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    stim, counts, true = ln_data()
+    path = write_h5(tmp / "ln.h5", stim, counts)
+    out = tmp / "m.pt"
+    model = nr.train(path, config=tiny_config(), epochs=4, batch_size=32, lr=1e-2, seed=3, out=out, device="cpu")
+    return path, out, model, stim, counts, true
+
+
+def test_heldout_loss_falls_and_scores_are_right(trained):
+    path, out, model, stim, counts, true = trained
+    hist = model.provenance["history"]
+    assert hist[0]["epoch"] == 0
+    best = min(h["heldout_loss"] for h in hist[1:])
+    assert best < hist[0]["heldout_loss"] - 0.05
+    # the held-out tail is the last 5% of the training frames, scored independently here
+    T = len(stim)
+    hold = np.arange(7, T)[-int(round(0.05 * (T - 7))):]
+    pred = model(gather_windows(torch.from_numpy(stim), hold, 8)).detach().numpy()
+    assert model.scores["heldout_loss"] == pytest.approx(poisson_loss64(pred, counts[hold]), rel=1e-4, abs=1e-5)
+    r = [np.corrcoef(pred[:, c], counts[hold, c])[0, 1] for c in range(2)]
+    np.testing.assert_allclose(model.scores["heldout_r"], r, rtol=1e-5, atol=1e-6)
+    assert np.mean(r) > 0.25 > hist[0]["heldout_r_mean"] + 0.1   # it learned the cells
+
+
+def test_checkpoint_round_trips_with_provenance(trained):
+    path, out, model, stim, *_ = trained
+    loaded = nr.load_model(out)
+    x = torch.from_numpy(stim[:40].copy())
+    np.testing.assert_allclose(nr.predict(loaded, x.numpy()), nr.predict(model, x.numpy()), rtol=1e-6, atol=1e-7)
+    prov = loaded.provenance
+    assert prov["data_sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
+    assert prov["data_file"] == str(path)
+    assert prov["seed"] == 3 and prov["params"]["lr"] == 1e-2
+    assert prov["torch"] == torch.__version__ and prov["machine"] and prov["seconds"] >= 0
+    assert prov["finished"] is True and 1 <= prov["best_epoch"] <= prov["epochs_run"] <= 4
+    assert loaded.scores == json.loads(json.dumps(model.scores))
+    assert loaded.config.norm["units"] == "contrast"
+    assert loaded.config.norm["mean"] == pytest.approx(float(stim.astype(np.float64).mean()))
+    assert loaded.config.norm["std"] == pytest.approx(float(stim.astype(np.float64).std()))
+    assert not [f for f in os.listdir(out.parent) if f.endswith(".tmp")]
+
+
+def test_training_is_reproducible():
+    stim, counts, _ = ln_data(frames=400)
+    a = nr.train((stim, counts), config=tiny_config(), epochs=1, batch_size=32, seed=5)
+    b = nr.train((stim, counts), config=tiny_config(), epochs=1, batch_size=32, seed=5)
+    c = nr.train((stim, counts), config=tiny_config(), epochs=1, batch_size=32, seed=6)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
+    assert not torch.equal(a.conv1.weight, c.conv1.weight)
+
+
+def test_integer_stimuli_are_normalised_and_stored_as_raw():
+    stim, counts, _ = ln_data(frames=300)
+    raw = ((stim + 1) * 100 + 20).astype(np.uint8)        # 20 or 220
+    model = nr.train((raw, counts), config=tiny_config(), epochs=1, batch_size=32)
+    assert model.config.norm == {"mean": pytest.approx(float(raw.mean())),
+                                 "std": pytest.approx(float(raw.astype(np.float64).std())), "units": "raw"}
+
+
+def test_progress_and_cancel_leave_no_half_written_checkpoint(tmp_path):
+    stim, counts, _ = ln_data(frames=500)
+    calls = []
+    nr.train((stim, counts), config=tiny_config(), epochs=2, batch_size=64, progress=lambda d, t: calls.append((d, t)))
+    assert calls[0][0] == 0 and calls[-1][0] == calls[-1][1] and len({t for _, t in calls}) == 1
+
+    out = tmp_path / "cancel.pt"
+    token = nr.CancelToken()
+
+    def cb(done, total):
+        if done == total // 2 + 1:
+            token.cancel()
+
+    with pytest.raises(nr.Cancelled):
+        nr.train((stim, counts), config=tiny_config(), epochs=2, batch_size=64, out=out, progress=token.wrap(cb))
+    # after the first epoch the best checkpoint was saved; the cancelled run left it whole
+    assert out.exists()
+    loaded = nr.load_model(out)
+    assert loaded.provenance["finished"] is False
+    assert sorted(os.listdir(tmp_path)) == ["cancel.pt"]
+
+
+def test_evaluate_against_true_rates(tmp_path):
+    gt = synthetic.Retina()
+    path = synthetic.make_dataset(tmp_path / "wn.h5", frames=200, test_frames=120, repeats=4, seed=1)
+    model = RetinaCNN(ModelConfig(n_cells=gt.n_cells)).eval()
+    ev = nr.evaluate(model, path)
+    ds = nr.io.read_dataset(path)
+    pred = nr.predict(model, ds.test.stimulus)[39:]
+    with h5py.File(path, "r") as h5:
+        true = h5["test/true_rates"][()].T[39:]
+    for c in range(gt.n_cells):
+        assert ev["r"][c] == pytest.approx(np.corrcoef(pred[:, c], ds.test.rates[39:, c])[0, 1], abs=1e-5)
+        assert ev["r_true"][c] == pytest.approx(np.corrcoef(pred[:, c], true[:, c])[0, 1], abs=1e-5)
+        reps = ds.test.repeats[c][:, 39:]
+        rel = np.corrcoef(reps[0::2].mean(0), reps[1::2].mean(0))[0, 1]
+        assert ev["reliability_split_half"][c] == pytest.approx(rel, abs=1e-5)
+    assert ev["frames"] == 81 and ev["cell_names"] == model.config.cell_names
+    # the true rates themselves score r = 1 against the truth
+    ev2 = training._evaluate(model, ds, true_test=None)
+    assert "r_true" not in ev2
+
+
+# ----------------------------------------------------------------------------- bad input through train()
+
+@pytest.fixture()
+def good():
+    stim, counts, _ = ln_data(frames=300)
+    return stim, counts
+
+
+def test_bad_mismatched_lengths(tmp_path, good):
+    stim, counts = good
+    with pytest.raises(ValueError, match="frames but the rates have"):
+        nr.train(write_h5(tmp_path / "a.h5", stim, counts[:-5]), config=tiny_config())
+    with pytest.raises(ValueError, match="frames but train rates has"):
+        nr.train((stim, counts[:-5]), config=tiny_config())
+
+
+def test_bad_missing_keys(tmp_path, good):
+    stim, counts = good
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as h5:
+        h5["train/stimulus"] = stim
+        h5["train/response/firing_rate_10ms"] = counts.T
+    with pytest.raises(ValueError, match="missing the dataset 'test/stimulus'"):
+        nr.train(path, config=tiny_config())
+    with pytest.raises(FileNotFoundError):
+        nr.train(tmp_path / "nope.h5", config=tiny_config())
+
+
+def test_bad_too_few_frames(good):
+    stim, counts = good
+    with pytest.raises(ValueError, match="at least"):
+        nr.train((stim[:30], counts[:30]), config=tiny_config())
+    big, big_counts, _ = ln_data(frames=100, size=50)
+    with pytest.raises(ValueError, match="at least"):
+        nr.train((big, big_counts))                          # the standard 40-frame history
+
+
+def test_bad_nan_and_negative_rates(tmp_path, good):
+    stim, counts = good
+    bad = counts.copy()
+    bad[10, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        nr.train(write_h5(tmp_path / "n.h5", stim, bad), config=tiny_config())
+    with pytest.raises(ValueError, match="NaN"):
+        nr.train((stim, bad), config=tiny_config())
+    neg = counts.copy()
+    neg[3, 1] = -1
+    with pytest.raises(ValueError, match="negative"):
+        nr.train(write_h5(tmp_path / "g.h5", stim, neg), config=tiny_config())
+    with pytest.raises(ValueError, match="negative"):
+        nr.train((stim, neg), config=tiny_config())
+
+
+def test_bad_cells(tmp_path, good):
+    stim, counts = good
+    path = write_h5(tmp_path / "c.h5", stim, counts)
+    with pytest.raises(ValueError, match="do not exist"):
+        nr.train(path, config=tiny_config(), cells=[0, 5])
+    with pytest.raises(ValueError, match="do not exist"):
+        nr.train((stim, counts), config=tiny_config(), cells=[2])
+
+
+def test_bad_config_and_parameters(good, tmp_path):
+    stim, counts = good
+    with pytest.raises(ValueError, match="cells"):
+        nr.train((stim, counts), config=tiny_config(n_cells=3))
+    with pytest.raises(TypeError, match="ModelConfig"):
+        nr.train((stim, counts), config={"history": 8})
+    with pytest.raises(ValueError, match="epochs"):
+        nr.train((stim, counts), config=tiny_config(), epochs=0)
+    with pytest.raises(ValueError, match="holdout"):
+        nr.train((stim, counts), config=tiny_config(), holdout=0.7)
+    with pytest.raises(TypeError, match="data must be"):
+        nr.train(42, config=tiny_config())
+    with pytest.raises(FileNotFoundError, match="folder"):
+        nr.train((stim, counts), config=tiny_config(), out=tmp_path / "no" / "m.pt")
+
+
+def test_evaluate_bad_input(good):
+    stim, counts = good
+    with pytest.raises(TypeError, match="RetinaCNN"):
+        nr.evaluate("model", (stim, counts))
+    with pytest.raises(ValueError, match="cells"):
+        nr.evaluate(RetinaCNN(tiny_config(n_cells=3)).eval(), (stim, counts))
+
+
+# ----------------------------------------------------------------------------- command line
+
+def test_cli_synth_train_evaluate(tmp_path, capsys):
+    data, out = tmp_path / "wn.h5", tmp_path / "tiny.pt"
+    assert cli.main(["synth", str(data), "--frames", "300", "--test-frames", "80", "--repeats", "2", "--quiet"]) == 0
+    assert cli.main(["train", str(data), "--out", str(out), "--tiny", "--epochs", "1", "--batch-size", "32",
+                     "--quiet"]) == 0
+    assert nr.load_model(out).provenance["params"]["command"].startswith("napari-retina")
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(data), "--model", str(out), "--out", str(tmp_path / "s.npz")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["r_true"]) == 4
+    assert (tmp_path / "s.npz").exists()
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    assert cli.main(["train", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "m.pt"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no dataset" in err[0]
+    assert cli.main(["evaluate", str(tmp_path / "x.h5"), "--cells", "a,b"]) == 2
