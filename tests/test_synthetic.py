@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -266,3 +267,34 @@ def test_recovery_report_bad_input(gt):
         syn.recovery_report(None, model, gt, channels=[9])
     with pytest.raises(TypeError, match="RetinaCNN"):
         syn.recovery_report(None, "model", gt, channels=[0])
+
+
+# ----------------------------------------------------------------------------- the shipped model
+
+def test_shipped_model_was_trained_on_this_retina():
+    """The default model's provenance names the circuit that made its data, and it is today's circuit."""
+    model = nr.load_model(device="cpu")
+    prov, scores = model.provenance, model.scores
+    assert prov.get("trained_by") == "napari_retina.training.train"
+    attrs = prov["data_attrs"]
+    assert int(attrs["synthetic"]) == 1
+    recorded = json.loads(attrs["retina"])
+    assert recorded["params"] == json.loads(json.dumps(syn.DEFAULT_PARAMS))
+    assert model.config.norm["units"] == "contrast"
+    assert (model.config.history, model.config.size, model.config.channels, model.config.kernels,
+            model.config.bn) == (40, 50, (8, 8), (15, 11), "unit")
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 100_000 <= n_params <= 140_000
+    assert scores["test_r_true_mean"] >= 0.9
+
+
+def test_shipped_model_predicts_the_true_rates():
+    """Independent check of the recorded score on fresh white noise of the training distribution."""
+    model = nr.load_model(device="cpu")
+    attrs = model.provenance["data_attrs"]
+    stim = nr.stimuli.white_noise(500, 50, seed=123, checker=int(attrs["checker_px"]),
+                                  contrast=float(attrs.get("contrast", 1.0)), kind=attrs.get("kind", "binary"))
+    true = syn.Retina().respond(stim)[39:]
+    pred = nr.predict(model, stim)[39:]
+    r = [np.corrcoef(pred[:, c], true[:, c])[0, 1] for c in range(true.shape[1])]
+    assert np.mean(r) > 0.85

@@ -6,29 +6,41 @@ METHOD.md §1 can fit it (every stage is a 40-frame, 15×15 px linear filter,
 a rectification, a spatial pooling or a pointwise nonlinearity) and (ii) the
 circuit itself shows the four phenomena of METHOD.md §4.
 
-Circuit (all filters exposed through :attr:`Retina.pathways`)::
+Circuit (all filters exposed through :attr:`Retina.pathways`; numbers are the
+defaults in :data:`DEFAULT_PARAMS`)::
 
     stimulus s(t, y, x), contrast units
       │ bipolar pathway k: separable filter  u_k = f_k(τ) * (g_k ⊛ s)       (40 frames × 15×15 px)
       │                    subunit output    b_k = max(u_k − θ_k, 0)         (rectified, one per pixel)
-      ├─ ON fast   (transient, peak 40 ms)   ─┐
-      ├─ ON slow   (sustained, peak 100 ms)  ─┼─ excitatory, pooled by each ganglion cell
-      ├─ OFF fast  (transient, peak 60 ms)   ─┘
-      └─ OFF slow  (sustained, peak 120 ms) ── amacrine a = max(G_a ⊛ b_OFFslow − θ_a, 0)  (σ_a = 2.5 px, wider)
-                                                      │ inhibitory
-    ganglion cell j at (y_j, x_j):
-      drive_j = Σ_k w_k Σ_xy G_g(x − x_j) b_k  −  w_a Σ_xy G_g(x − x_j) a  + bias
-      rate_j  = gain · softplus(drive_j)      (spikes per 10 ms bin)
+      ├─ ON fast   biphasic, peak 30 ms, σ 1.0 px, θ 1.0, w 16  ─┐
+      ├─ ON slow   biphasic, peak 90 ms, σ 1.2 px, θ 0.3, w 3   ─┼─ excitatory, pooled by each ganglion cell
+      ├─ OFF fast  biphasic, peak 50 ms, σ 1.0 px, θ 0.1, w 10  ─┘
+      └─ OFF slow  biphasic, peak 70 ms, σ 1.2 px, θ 0.1 ── amacrine a = max(G_a ⊛ b_OFFslow − θ_a, 0)
+                                                            (σ_a 2.5 px, θ_a 1.5), inhibitory, w_a 4
+    ganglion cell j at (y_j, x_j) (four cells, at the field centre and 3 px away):
+      drive_j = Σ_k w_k Σ_xy G_g(x − x_j) b_k  −  w_a Σ_xy G_g(x − x_j) a  + bias     (σ_g 3 px, bias −1.5)
+      rate_j  = gain_j · softplus(drive_j)      (spikes per 10 ms bin; gain_j = 1 ± 10%, seeded)
 
-The phenomena come from the circuit without adaptation state: the transient
-ON and OFF subunits respond to the temporal derivative of slowly moving
-edges (anticipation: the OFF pathway responds on the bar's leading flank;
-reversal: the ON fast pathway switches on when the velocity flips), the ON
-pathways respond to the brightening that an omitted dark flash amounts to
-(omitted-stimulus response: the fast ON pathway dominates at short periods,
-the slow one at long periods), and the delayed, thresholded amacrine
-inhibition cuts strong OFF responses short (latency coding). See
-:func:`phenomena` for the readouts and their values.
+Biphasic filters are differences of two gamma-shaped lobes (:func:`temporal_filter`);
+the ganglion pooling and the amacrine pooling are Gaussians over the subunit grid.
+The amacrine threshold is high enough that white noise never reaches it: it
+is engaged by strong, coherent stimuli (full-field flashes), and a model
+trained on white noise cannot learn it.
+
+How the phenomena arise (no adaptation state; readouts in :func:`phenomena`):
+
+- omitted-stimulus response: a missing dark flash is a brightening relative to
+  the train. The thresholded ON fast pathway sums the rebounds of closely
+  spaced flashes and carries the response at short periods (peak ~80 ms after
+  the last flash); at longer periods it stays below threshold and the ON slow
+  pathway carries it (peak ~190–230 ms): the latency grows with the period,
+  the two-pathway mechanism of Tanaka et al. 2019.
+- latency coding: stronger dark flashes recruit the thresholded amacrine
+  inhibition, which cuts the OFF response short and moves its peak earlier.
+- motion anticipation: the over-balanced transient OFF fast filter responds
+  to the darkening on the bar's leading flank, so the moving bar's response
+  peaks before the bar reaches the receptive-field centre.
+- motion reversal: not shown by this circuit (see docs/MODEL.md).
 
 Example
 -------
@@ -374,11 +386,13 @@ def make_dataset(
     checker: int = DATASET_CHECKER,
     retina: Optional[Retina] = None,
     progress=None,
+    contrast: float = 1.0,
+    kind: str = "binary",
 ):
     """Write a white-noise dataset of the synthetic retina in the lab's HDF5 layout.
 
-    ``train``: ``frames`` frames of binary white noise (±1 contrast, ``checker`` px
-    checkers, seed ``seed``) and one trial of Poisson spike counts per 10 ms bin.
+    ``train``: ``frames`` frames of white noise (``kind`` "binary": ±``contrast``, or
+    "gaussian" with standard deviation ``contrast``; ``checker`` px checkers, seed ``seed``) and one trial of Poisson spike counts per 10 ms bin.
     ``test``: ``test_frames`` frames of another white noise (seed ``seed + 1``),
     ``repeats`` trials (``test/repeats/cellNN``), their mean as the test rates,
     and the true rates under ``test/true_rates`` (cells, T) with the attribute
@@ -407,12 +421,12 @@ def make_dataset(
         raise TypeError(f"retina must be an nr.synthetic.Retina, got {type(gt).__name__}")
     path = os.fspath(path)
     report(progress, 0, 4)
-    train_stim = white_noise(frames, SIZE, seed, checker=checker)
+    train_stim = white_noise(frames, SIZE, seed, checker=checker, kind=kind, contrast=contrast)
     train_true = gt.respond(train_stim)
     rng = np.random.default_rng([seed, 1])
     train_counts = rng.poisson(train_true.astype(np.float64)).astype(np.float32)
     report(progress, 1, 4)
-    test_stim = white_noise(test_frames, SIZE, seed + 1, checker=checker)
+    test_stim = white_noise(test_frames, SIZE, seed + 1, checker=checker, kind=kind, contrast=contrast)
     test_true = gt.respond(test_stim)
     reps = rng.poisson(test_true.astype(np.float64), size=(repeats,) + test_true.shape).astype(np.float32)
     report(progress, 2, 4)
@@ -426,6 +440,8 @@ def make_dataset(
             "retina": json.dumps(gt.describe()),
             "seed": seed,
             "checker_px": checker,
+            "contrast": float(contrast),
+            "kind": kind,
             "units": "spike counts per 10 ms bin (train: one trial; test: mean of repeats)",
         },
     )
