@@ -105,7 +105,7 @@ def build(size: int, history: int, respond=None, *, speed, width, intensity, sta
             t = lo + int(np.nanargmax(resp[lo:hi]))
             lo, hi = max(lo, t - 2 * window), min(hi, t + window)
         windows.append((lo, hi))
-    return Protocol(stim, conditions, frames_of_interest(windows, len(stim), history, max_frames), INVARIANCE)
+    return Protocol(stim, conditions, frames_of_interest(windows, len(stim), history, max_frames, stim), INVARIANCE)
 
 
 def readout(response: np.ndarray, conditions: list) -> dict:

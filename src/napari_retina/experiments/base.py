@@ -182,17 +182,40 @@ def concatenate(segments: Sequence[np.ndarray]) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(segments, axis=0), dtype=np.float32)
 
 
+#: grey frames just before each condition's first non-grey frame that are always attributed
+REST_FRAMES = 5
+
+
 def frames_of_interest(windows: Sequence[tuple[int, int]], n_frames: int, history: int,
-                       max_frames: int) -> np.ndarray:
+                       max_frames: int, stimulus: Optional[np.ndarray] = None) -> np.ndarray:
     """Union of [start, stop) windows, clipped to frames with history, thinned to ``max_frames``.
 
     Thinning keeps every k-th frame (k the smallest stride that fits), so all
-    conditions stay represented.
+    conditions stay represented. With ``stimulus`` given, the last
+    :data:`REST_FRAMES` frames before every stretch of non-grey frames whose
+    whole window is grey are added (unthinned, at most a quarter of
+    ``max_frames``): the model is at rest there, which anchors the reduced
+    circuit's resting rate (and the grey level its readouts subtract); their
+    windows are identical, so attributing them costs one window.
     """
+    rest = np.zeros(0, dtype=np.int64)
+    if stimulus is not None:
+        active = np.abs(np.asarray(stimulus)).reshape(len(stimulus), -1).max(1) > 0
+        starts = np.flatnonzero(active & ~np.concatenate([[False], active[:-1]]))
+        csum = np.concatenate([[0], np.cumsum(active)])
+        parts = [np.arange(max(t - REST_FRAMES, history - 1), t) for t in starts]
+        # keep frames whose whole window is grey (the model at rest), not gaps inside a flash train
+        parts = [r[(csum[r + 1] - csum[r + 1 - history]) == 0] for r in parts if len(r)]
+        parts = [r for r in parts if len(r)]
+        if parts:
+            each = max(1, (max_frames // 4) // len(parts))  # the same few frames before every condition
+            rest = np.concatenate([r[-each:] for r in parts])
     idx = np.unique(np.concatenate([np.arange(max(a, history - 1), min(b, n_frames)) for a, b in windows]))
-    if len(idx) > max_frames:
-        stride = int(np.ceil(len(idx) / max_frames))
+    budget = max_frames - len(rest)
+    if len(idx) > budget:
+        stride = int(np.ceil(len(idx) / budget))
         idx = idx[::stride]
+    idx = np.union1d(idx, rest)
     return idx.astype(np.int64)
 
 

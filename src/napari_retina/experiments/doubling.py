@@ -61,7 +61,7 @@ def build(size: int, history: int, respond=None, *, bar_width, period, cycles, c
         segments.append(seg)
         t0 += len(seg)
     stim = concatenate(segments)
-    return Protocol(stim, conditions, frames_of_interest(windows, len(stim), history, max_frames), INVARIANCE)
+    return Protocol(stim, conditions, frames_of_interest(windows, len(stim), history, max_frames, stim), INVARIANCE)
 
 
 def harmonics(trace: np.ndarray, start: int, period: int, n_cycles: int) -> tuple[float, float]:

@@ -64,7 +64,7 @@ def build(size: int, history: int, respond=None, *, intensities, duration, gap, 
         segments.append(seg)
         t0 += len(seg)
     stim = concatenate(segments)
-    return Protocol(stim, conditions, frames_of_interest(windows, len(stim), history, max_frames), INVARIANCE)
+    return Protocol(stim, conditions, frames_of_interest(windows, len(stim), history, max_frames, stim), INVARIANCE)
 
 
 def readout(response: np.ndarray, conditions: list) -> dict:

@@ -78,7 +78,7 @@ def build(size: int, history: int, respond=None, *, periods, n_flashes, intensit
         segments.append(seg)
         t0 += len(seg)
     stim = concatenate(segments)
-    frames = frames_of_interest(windows, len(stim), history, max_frames)
+    frames = frames_of_interest(windows, len(stim), history, max_frames, stim)
     return Protocol(stim, conditions, frames, INVARIANCE)
 
 
