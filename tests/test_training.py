@@ -298,3 +298,12 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no dataset" in err[0]
     assert cli.main(["evaluate", str(tmp_path / "x.h5"), "--cells", "a,b"]) == 2
+
+
+def test_init_resumes_from_a_model(trained, tmp_path):
+    path, out, model, *_ = trained
+    again = nr.train(path, init=out, epochs=1, batch_size=32, lr=1e-3, seed=3)
+    assert again.provenance["history"][0]["heldout_loss"] == pytest.approx(model.scores["heldout_loss"], rel=1e-5)
+    assert again.config.history == model.config.history
+    with pytest.raises(ValueError, match="either config or init"):
+        nr.train(path, init=model, config=tiny_config())

@@ -72,7 +72,7 @@ def _train(args) -> int:
         model = train(args.data, config=config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       l2=args.l2, l1_linear=args.l1_linear, patience=args.patience, seed=args.seed,
                       device=args.device, cells=_cells(args.cells), out=args.out, progress=progress, log=log,
-                      command=command)
+                      command=command, init=args.init)
     print(json.dumps({"out": str(args.out), "seconds": model.provenance["seconds"],
                       "best_epoch": model.provenance["best_epoch"], **model.scores}, indent=1))
     return 0
@@ -120,6 +120,7 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
     p.add_argument("--cells", default=None, help="comma-separated cell indices (default all)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--init", default=None, help="checkpoint to start from (fine-tune or resume)")
     p.add_argument("--tiny", action="store_true", help="a tiny model (history 10, 4+4 channels) for smoke tests")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)

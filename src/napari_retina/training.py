@@ -235,6 +235,7 @@ def train(
     progress: Optional[Progress] = None,
     log=None,
     command: Optional[str] = None,
+    init: Optional[Union[RetinaCNN, PathLike]] = None,
 ) -> RetinaCNN:
     """Fit a BN-CNN to a dataset and return the best model (eval mode).
 
@@ -266,6 +267,8 @@ def train(
         (``out`` then holds the best checkpoint so far, or nothing).
     log : optional callable ``log(dict)`` called after every epoch.
     command : the command line or call to record in the provenance.
+    init : a RetinaCNN or checkpoint path to start from (fine-tuning or resuming);
+        its config is used (``config`` must then be None).
 
     Returns
     -------
@@ -295,6 +298,17 @@ def train(
         if not out.parent.exists():
             raise FileNotFoundError(f"cannot save the model: folder {str(out.parent)!r} does not exist")
 
+    init_model = None
+    if init is not None:
+        if config is not None:
+            raise ValueError("give either config or init, not both: init brings its own config")
+        if isinstance(init, RetinaCNN):
+            init_model = init
+        else:
+            from .checkpoint import load_model
+
+            init_model = load_model(init, device="cpu")
+        config = init_model.config
     d = _load(data, cells)
     ds = d.dataset
     stim_np, rates_np = ds.train.stimulus, ds.train.rates
@@ -329,7 +343,10 @@ def train(
     dev = resolve_device(device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = RetinaCNN(config).to(dev)
+    model = RetinaCNN(config)
+    if init_model is not None:
+        model.load_state_dict({k: v.detach().cpu() for k, v in init_model.state_dict().items()})
+    model = model.to(dev)
     stim = torch.from_numpy(_to_model_units(stim_np, config.norm))
     rates = torch.from_numpy(rates_np)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
