@@ -148,6 +148,18 @@ def test_latency_onset_ignores_which_bump_is_highest():
     assert out["peak_latency_ms"][-1] > out["peak_latency_ms"][0]
 
 
+def test_frames_of_interest_keep_rest_frames_and_the_budget():
+    proto = protocol(latency, size=SIZE, history=HISTORY, max_frames=60)
+    fr = proto.frames
+    assert len(fr) <= 60
+    for c in proto.conditions[1:]:  # the first is the blank (0) flash: no event, nothing to rest before
+        before = fr[(fr >= c["onset"] - base.REST_FRAMES) & (fr < c["onset"])]
+        assert len(before) >= 1  # at least one resting frame right before every flash
+        assert np.abs(proto.stimulus[before[0] - HISTORY + 1 : before[-1] + 1]).max() == 0
+    for c in proto.conditions:  # and every response window is represented
+        assert ((fr >= c["onset"]) & (fr < c["onset"] + c["window"])).any()
+
+
 def test_onset_time_interpolates():
     assert base.onset_time(np.array([0.0, 0.0, 1.0, 3.0, 2.0]), 0, 3.0, 0.5) == pytest.approx(1.5)
     assert math.isnan(base.onset_time(np.zeros(5), 0, 3.0, 0.5))
