@@ -96,3 +96,25 @@ def test_first_layer_movie_equals_conv1_on_each_window():
     windows = torch.stack([movie[j : j + 6] for j in range(15)])
     assert z.shape == (15, 3, 12, 12)
     torch.testing.assert_close(z, model.first_layer(windows), rtol=1e-5, atol=1e-5)
+
+
+def test_first_layer_windows_by_fft_equals_direct_conv1_in_float64():
+    model = tiny().double()
+    movie = torch.randn(30, 16, 16, dtype=torch.float64)
+    idx = np.array([5, 6, 17, 29])  # not consecutive, shared frames
+    windows = torch.stack([movie[t - 5 : t + 1] for t in idx])
+    with torch.no_grad():
+        direct = model.first_layer(windows)
+        torch.testing.assert_close(model.first_layer_windows(movie, idx), direct, rtol=1e-10, atol=1e-10)
+        linear = model.first_layer_windows(movie, idx, bias=False)
+        torch.testing.assert_close(linear, direct - model.conv1.bias.view(1, -1, 1, 1), rtol=1e-10, atol=1e-10)
+
+
+def test_conv1_fft_is_differentiable_like_the_direct_convolution():
+    model = tiny().double()
+    movie = torch.randn(12, 16, 16, dtype=torch.float64)
+    idx = np.arange(5, 12)
+    windows = torch.stack([movie[t - 5 : t + 1] for t in idx])
+    g_fft = torch.autograd.grad(model.first_layer_windows(movie, idx).square().sum(), model.conv1.weight)[0]
+    g_direct = torch.autograd.grad(model.first_layer(windows).square().sum(), model.conv1.weight)[0]
+    torch.testing.assert_close(g_fft, g_direct, rtol=1e-9, atol=1e-9)

@@ -89,7 +89,7 @@ from ._device import DeviceLike
 from ._frames import Frames, gather_windows, select_frames
 from ._progress import Progress, report
 from ._validate import Crop, as_stimulus, check_cells, check_int
-from .model import RetinaCNN
+from .model import RetinaCNN, conv1_fft
 from .predict import default_batch_size, model_on
 
 RULES = ("kink_midpoint", "kink1_midpoint", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
@@ -227,47 +227,15 @@ def _resolve_invariance(block: np.ndarray, invariance) -> str:
     return invariance
 
 
-class _Conv1FFT:
-    """conv1 without bias, d = W⊛s, for full windows, by FFT along space.
-
-    Each stimulus frame is Fourier transformed once (``size × size``; the
-    circular correlation equals the valid one because ``h1 − 1 + k1 − 1 <
-    size``), each window's transform is the product with the kernel's,
-    summed over the ``history`` lags (one small complex matmul per spatial
-    frequency), and one inverse transform per output channel gives d. Frames
-    shared by overlapping windows (consecutive frames) are transformed once.
-    About 1/20 of the direct convolution's cost at the default shape; it
-    agrees with it to ~1e-6 relative (float32 FFT rounding).
-    """
-
-    def __init__(self, weight: torch.Tensor, size: int) -> None:
-        self.c, self.history = weight.shape[0], weight.shape[1]
-        self.size, self.h = size, size - weight.shape[-1] + 1
-        wf = torch.fft.rfft2(weight, s=(size, size)).conj()  # (C, hist, size, size//2+1)
-        self.wf = wf.permute(2, 3, 1, 0).reshape(-1, self.history, self.c).contiguous()  # (freq, hist, C)
-
-    def __call__(self, source: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-        """d for the windows ending at frames ``idx`` of ``source`` (T, H, W): (n, C, h1, h1)."""
-        hist, size = self.history, self.size
-        lags = idx[:, None] - hist + 1 + np.arange(hist)  # (n, hist) frame of each lag
-        needed, pos = np.unique(lags, return_inverse=True)
-        frames = source[torch.as_tensor(needed)].to(self.wf.device)
-        xf = torch.fft.rfft2(frames).flatten(1).T  # (freq, frames)
-        xw = xf[:, torch.as_tensor(pos.reshape(lags.shape), device=xf.device)]  # (freq, n, hist)
-        z = torch.bmm(xw, self.wf)  # (freq, n, C)
-        z = z.view(size, size // 2 + 1, len(idx), self.c).permute(2, 3, 0, 1)
-        return torch.fft.irfft2(z, s=(size, size))[..., : self.h, : self.h].contiguous()
-
-
 def _conv1_linear(weight: torch.Tensor, source: torch.Tensor, idx: np.ndarray, history: int,
-                  invariance: str, h: int, fft: Optional[_Conv1FFT]) -> torch.Tensor:
+                  invariance: str, h: int) -> torch.Tensor:
     """d = W⊛s without bias, (n, C, h, h), for the windows ending at ``idx``, using the invariance.
 
     Returns a broadcast (expanded) view for the invariant cases.
     """
     n, c = len(idx), weight.shape[0]
     if invariance == "none":
-        return fft(source, idx)
+        return conv1_fft(weight, source, idx)
     windows = gather_windows(source, idx, history).to(weight.device)
     if invariance == "space":
         s = windows.mean(dim=(2, 3))  # (n, hist)
@@ -567,7 +535,6 @@ def attribute(
     source = torch.from_numpy(stim).to(dtype)
     chunk = max(1, bs // steps)
     todo, inverse = _unique_windows(stim, idx, cfg.history)
-    fft = _Conv1FFT(weight, cfg.size) if inv == "none" else None
     n = len(todo)
 
     with torch.no_grad():
@@ -578,7 +545,7 @@ def attribute(
     for start in range(0, n, chunk):
         fidx = todo[start : start + chunk]
         with torch.no_grad():
-            d = _conv1_linear(weight, source, fidx, cfg.history, inv, h1, fft)
+            d = _conv1_linear(weight, source, fidx, cfg.history, inv, h1)
             G, r = _integrate_chunk(head, d, a0, scale, alphas, weights, rule, bs)
             A = G * d
             red = _reduce_maps(A, inv)

@@ -16,8 +16,8 @@ from .model import RetinaCNN
 
 
 def default_batch_size(device: torch.device) -> int:
-    """Output frames per forward pass: 64 on CPU, 1024 on a GPU."""
-    return 64 if device.type == "cpu" else 1024
+    """Output frames per forward pass: 256 on CPU, 1024 on a GPU."""
+    return 256 if device.type == "cpu" else 1024
 
 
 def model_on(model: RetinaCNN, device: DeviceLike) -> RetinaCNN:
@@ -50,7 +50,7 @@ def predict(
     device : str, optional
         Where to run; ``None`` keeps the model's device.
     batch_size : int, optional
-        Output frames per forward pass (default 64 on CPU, 1024 on GPU).
+        Output frames per forward pass (default 256 on CPU, 1024 on GPU).
     crop : None, "center" or (y0, x0)
         How to cut a ``size × size`` window out of a larger stack.
     progress : callable, optional
@@ -63,9 +63,9 @@ def predict(
         ``history-1`` frames, which have no full history.
 
     Memory stays bounded whatever T: besides the stimulus and the (T, n_cells)
-    output, a batch needs about ``(batch_size + history) × C1·history·h1² × 4``
-    bytes for conv1 (see :meth:`RetinaCNN.first_layer_movie`; ≈170 MB at the
-    default 64 for the 40×50×50 model) plus ``batch_size × (C1·h1² + C2·h2²) × 4``.
+    output, a batch needs about ``batch_size × (history·(H·W/2) × 8 + (C1·h1² +
+    C2·h2²) × 4 × 3)`` bytes (conv1 by FFT, see :func:`napari_retina.model.conv1_fft`;
+    ≈ 140 MB at the default 256 for the 40×50×50 model).
 
     Example
     -------
@@ -84,8 +84,7 @@ def predict(
     done = 0
     with torch.inference_mode():
         for chunk in batches(idx, bs):
-            block = source[chunk[0] - cfg.history + 1 : chunk[-1] + 1].to(model.device, non_blocking=True)
-            z = model.first_layer_movie(block)
+            z = model.first_layer_windows(source, chunk)
             out[chunk] = model.from_first_layer(z).float().cpu().numpy()
             done += len(chunk)
             report(progress, done, len(idx))
