@@ -69,10 +69,11 @@ def _train(args) -> int:
 
     command = "napari-retina " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
     with bar:
-        model = train(args.data, config=config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        model = train(args.data, config=config, epochs=args.epochs, batch_size=args.batch_size,
+                      blocks_per_batch=args.blocks_per_batch, lr=args.lr,
                       l2=args.l2, l1_linear=args.l1_linear, patience=args.patience, seed=args.seed,
                       device=args.device, cells=_cells(args.cells), out=args.out, progress=progress, log=log,
-                      command=command, init=args.init)
+                      command=command, init=args.init, recalibrate=args.recalibrate)
     print(json.dumps({"out": str(args.out), "seconds": model.provenance["seconds"],
                       "best_epoch": model.provenance["best_epoch"], **model.scores}, indent=1))
     return 0
@@ -112,6 +113,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="checkpoint to write (atomically, after every improvement)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=192)
+    p.add_argument("--blocks-per-batch", type=int, default=4,
+                   help="runs of consecutive windows per batch (more runs: less correlated batches)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--l2", type=float, default=1e-3, help="L2 on the conv kernels")
     p.add_argument("--l1-linear", type=float, default=0.0, help="L1 on the readout weights")
@@ -120,6 +123,8 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
     p.add_argument("--cells", default=None, help="comma-separated cell indices (default all)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--recalibrate", type=int, default=8,
+                   help="training batches for re-estimating batch-norm statistics before each held-out score")
     p.add_argument("--init", default=None, help="checkpoint to start from (fine-tune or resume)")
     p.add_argument("--tiny", action="store_true", help="a tiny model (history 10, 4+4 channels) for smoke tests")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
