@@ -53,7 +53,6 @@ Example
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -63,7 +62,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ._validate import as_stack, check_int, check_positive
+from ._validate import as_stack, check_int
 
 HISTORY = 40
 """Temporal filter length of every pathway (frames; 400 ms)."""
