@@ -566,6 +566,12 @@ def reduce(attr, explain: float = 0.9, *, fit_steps: int = 200, ignore_oldest_ms
     uniform pool replaces them. Measured with a model trained on the synthetic
     retina (same kept channels): moving bars 0.72 abs, 0.79 signed, 0.89 both;
     reversing bars 0.84, 0.76, 0.90; gratings 0.89, 0.89, 0.90.
+    The two drives of a channel can be strongly correlated (most of its units
+    pushed the rate the same way); their small difference (the units pushing
+    the other way) can still matter, so both are kept, and then the fitted
+    ``β_c,abs`` and ``β_c,signed`` may be large with opposite signs: read a
+    channel's part in the circuit from ``contributions`` (Σ_p β_cp d_cp(t)),
+    which is well defined, not from its individual β.
     The circuit's rate is
     ``r(t) = softplus(Σ_cp β_cp d_cp(t) + β_0)``, the same output nonlinearity as
     the full model, with ``β`` fitted by least squares to the full model's rate
