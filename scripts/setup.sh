@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up napari-retina in ./.venv on a fresh Linux machine with Python 3.11.
-#   bash scripts/setup.sh            # the package (demo, CLI, napari plugin)
+#   bash scripts/setup.sh            # the package with a Qt binding (demo, CLI, napari plugin)
 #   bash scripts/setup.sh testing    # ... plus the test dependencies
 # Installs the system libraries napari's canvas needs without a display (Xvfb,
 # Mesa GL, Qt's xcb libraries) when apt-get is available and we may use it,
@@ -39,6 +39,6 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ "${1:-}" = "testing" ]; then
   .venv/bin/python -m pip install -q -e ".[testing]"
 else
-  .venv/bin/python -m pip install -q -e .
+  .venv/bin/python -m pip install -q -e ".[qt]"
 fi
 echo "setup: ready in .venv"

@@ -9,6 +9,12 @@ from .cli import tqdm_progress
 
 
 def _demo(args) -> int:
+    try:
+        import qtpy.QtWidgets  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "the demo needs napari with a Qt binding; install one with pip install 'napari-retina[qt]' (PyQt6)"
+        ) from exc
     from ._napari.demo import run_demo
 
     out = Path(args.out) if args.out else None

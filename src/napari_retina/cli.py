@@ -68,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"napari-retina {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Cancelled):
