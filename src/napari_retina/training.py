@@ -211,6 +211,32 @@ def conv1_fft(weight: torch.Tensor, bias: Optional[torch.Tensor], blocks: torch.
     return z
 
 
+def _recalibrate_bn(model: RetinaCNN, stim: torch.Tensor, starts: np.ndarray, per_block: int, hist: int,
+                    blocks_per_batch: int) -> None:
+    """Re-estimate every batch norm's running statistics on training windows.
+
+    With momentum 0.01 the running statistics trail weights that change
+    quickly, so the eval-mode model is miscalibrated and the held-out loss
+    misleading; averaging the batch statistics of a fixed set of training
+    batches (cumulative average, then the usual momentum again) fixes that.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for group in batches(starts, blocks_per_batch):
+            blocks_t = torch.stack([stim[a - hist + 1 : a + per_block] for a in group])
+            model.from_first_layer(conv1_fft(model.conv1.weight, model.conv1.bias, blocks_t).flatten(0, 1))
+    for m, mom in zip(norms, saved):
+        m.momentum = mom
+    model.eval()
+
+
 def _poisson(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.poisson_nll_loss(pred, target, log_input=False, full=False, eps=1e-6)
 
@@ -236,6 +262,7 @@ def train(
     log=None,
     command: Optional[str] = None,
     init: Optional[Union[RetinaCNN, PathLike]] = None,
+    recalibrate: int = 8,
 ) -> RetinaCNN:
     """Fit a BN-CNN to a dataset and return the best model (eval mode).
 
@@ -269,6 +296,8 @@ def train(
     command : the command line or call to record in the provenance.
     init : a RetinaCNN or checkpoint path to start from (fine-tuning or resuming);
         its config is used (``config`` must then be None).
+    recalibrate : before each held-out evaluation, re-estimate the batch-norm running
+        statistics on this many fixed training batches (0: keep the running averages).
 
     Returns
     -------
@@ -284,6 +313,7 @@ def train(
     epochs = check_int(epochs, "epochs", 1)
     batch_size = check_int(batch_size, "batch_size", 2)
     blocks_per_batch = check_int(blocks_per_batch, "blocks_per_batch", 1)
+    recalibrate = check_int(recalibrate, "recalibrate", 0)
     lr = check_positive(lr, "lr")
     patience = check_int(patience, "patience", 1)
     lr_patience = check_int(lr_patience, "lr_patience", 0)
@@ -367,6 +397,11 @@ def train(
     hold_target = rates_np[hold_idx]
     stim_dev = stim.to(dev)
     rates_dev = rates.to(dev)
+    # a fixed set of training batches (drawn once) for re-estimating the batch-norm statistics
+    calib_gen = torch.Generator().manual_seed(seed + 1)
+    n_calib = min(recalibrate, max(1, (n_fit - per_block) // per_block)) if recalibrate else 0
+    calib_starts = (fit_lo + torch.randint(0, max(1, n_fit - per_block + 1), (n_calib * blocks_per_batch,),
+                                           generator=calib_gen).numpy()) if n_calib else np.zeros(0, int)
     pred0 = _predict_windows(model, stim, hold_idx, max(batch_size, 256))
     history.append({"epoch": 0, "train_loss": None,
                     "heldout_loss": float(_poisson(torch.from_numpy(pred0), torch.from_numpy(hold_target))),
@@ -400,6 +435,8 @@ def train(
             seen += len(idx)
             done += 1
             report(progress, done, total)
+        if recalibrate:
+            _recalibrate_bn(model, stim_dev, calib_starts, per_block, hist, blocks_per_batch)
         pred = _predict_windows(model, stim, hold_idx, max(batch_size, 256))
         hold_loss = float(_poisson(torch.from_numpy(pred), torch.from_numpy(hold_target)))
         hold_r = _pearson(pred, hold_target)
@@ -415,7 +452,7 @@ def train(
             bad_epochs = 0
             if out is not None:
                 snap = _finish(model, d, config, history, best, t0, dict(locals_for_provenance(
-                    epochs, (batch_size, blocks_per_batch), lr, l2, l1_linear, patience, lr_patience, holdout, seed, dev, cells, command)),
+                    epochs, (batch_size, blocks_per_batch), lr, l2, l1_linear, patience, lr_patience, holdout, seed, dev, cells, command, recalibrate)),
                     final=False)
                 from .checkpoint import save_model
 
@@ -424,8 +461,8 @@ def train(
             bad_epochs += 1
             if bad_epochs >= patience:
                 break
-    params = locals_for_provenance(epochs, (batch_size, blocks_per_batch), lr, l2, l1_linear, patience, lr_patience, holdout, seed,
-                                   dev, cells, command)
+    params = locals_for_provenance(epochs, (batch_size, blocks_per_batch), lr, l2, l1_linear, patience, lr_patience,
+                                   holdout, seed, dev, cells, command, recalibrate)
     model = _finish(model, d, config, history, best, t0, params, final=True)
     if out is not None:
         from .checkpoint import save_model
@@ -435,11 +472,11 @@ def train(
 
 
 def locals_for_provenance(epochs, batch_size, lr, l2, l1_linear, patience, lr_patience, holdout, seed, dev, cells,
-                          command) -> dict:
+                          command, recalibrate=0) -> dict:
     return {
         "epochs_max": epochs, "batch_size": batch_size[0], "blocks_per_batch": batch_size[1], "lr": lr, "l2": l2, "l1_linear": l1_linear,
         "patience": patience, "lr_patience": lr_patience, "holdout": holdout, "seed": seed,
-        "device": str(dev), "cells": cells, "command": command or " ".join(sys.argv),
+        "device": str(dev), "cells": cells, "recalibrate_batches": recalibrate, "command": command or " ".join(sys.argv),
     }
 
 
