@@ -60,29 +60,15 @@ def poisson_loss64(pred, target):
 
 # ----------------------------------------------------------------------------- the FFT first layer
 
-def test_conv1_fft_equals_direct_convolution():
+def test_training_first_layer_equals_direct_convolution_at_full_size():
+    """Training computes conv1 with RetinaCNN.first_layer_windows (FFT); check it at the 40x15x15 shape."""
     torch.manual_seed(0)
     model = RetinaCNN(ModelConfig(n_cells=2)).double()
     s = torch.randn(200, 50, 50, dtype=torch.float64)
-    blocks = torch.stack([s[3:3 + 60], s[120:180]])
-    z = training.conv1_fft(model.conv1.weight, model.conv1.bias, blocks)
-    assert z.shape == (2, 21, 8, 36, 36)
-    for b, start in enumerate((3, 120)):
-        ref = model.conv1(gather_windows(s, np.arange(start + 39, start + 60), 40))
-        torch.testing.assert_close(z[b], ref, rtol=1e-10, atol=1e-10)
-
-
-def test_conv1_fft_gradient_matches_direct():
-    torch.manual_seed(1)
-    conv = torch.nn.Conv2d(6, 3, 5).double()
-    s = torch.randn(30, 12, 12, dtype=torch.float64)
-    target = torch.randn(25, 3, 8, 8, dtype=torch.float64)
-    z = training.conv1_fft(conv.weight, conv.bias, s[None])[0]
-    (z * target).sum().backward()
-    g_fft = conv.weight.grad.clone()
-    conv.weight.grad = None
-    (conv(gather_windows(s, np.arange(5, 30), 6)) * target).sum().backward()
-    torch.testing.assert_close(g_fft, conv.weight.grad, rtol=1e-10, atol=1e-10)
+    ends = np.concatenate([np.arange(42, 63), np.arange(159, 180)])
+    with torch.no_grad():
+        z = model.first_layer_windows(s, ends)
+        torch.testing.assert_close(z, model.conv1(gather_windows(s, ends, 40)), rtol=1e-10, atol=1e-10)
 
 
 # ----------------------------------------------------------------------------- training

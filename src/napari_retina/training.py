@@ -187,31 +187,7 @@ def _predict_windows(model: RetinaCNN, stim: torch.Tensor, idx: np.ndarray, bs: 
     return np.concatenate(out)
 
 
-def conv1_fft(weight: torch.Tensor, bias: Optional[torch.Tensor], blocks: torch.Tensor) -> torch.Tensor:
-    """conv1 on every window of consecutive-frame blocks, computed with FFTs.
-
-    ``blocks`` (nb, L, H, W) are runs of L consecutive frames; the result
-    (nb, L - history + 1, C1, h1, w1) holds conv1's pre-activation for the
-    windows ending at frames history-1 .. L-1 of each block, identical (up to
-    float rounding) to ``conv1(gather_windows(...))``. A circular correlation
-    of length L needs no padding because only windows inside the block are
-    kept; its cost per window is about 1/20 of the direct convolution for
-    the standard 40×15×15 kernel, which is what makes CPU training practical.
-    """
-    c1, hist, k, _ = weight.shape
-    nb, L, H, W = blocks.shape
-    shape = (L, H, W)
-    wpad = F.pad(weight, (0, W - k, 0, H - k, 0, L - hist))           # (C1, L, H, W)
-    sf = torch.fft.rfftn(blocks, s=shape, dim=(1, 2, 3))               # (nb, L, H, W//2+1)
-    wf = torch.fft.rfftn(wpad, s=shape, dim=(1, 2, 3))                 # (C1, L, H, W//2+1)
-    corr = torch.fft.irfftn(sf[:, None] * wf.conj()[None], s=shape, dim=(2, 3, 4))  # (nb, C1, L, H, W)
-    z = corr[:, :, : L - hist + 1, : H - k + 1, : W - k + 1].transpose(1, 2)
-    if bias is not None:
-        z = z + bias.view(1, 1, -1, 1, 1)
-    return z
-
-
-def _recalibrate_bn(model: RetinaCNN, stim: torch.Tensor, starts: np.ndarray, per_block: int, hist: int,
+def _recalibrate_bn(model: RetinaCNN, stim: torch.Tensor, starts: np.ndarray, per_block: int,
                     blocks_per_batch: int) -> None:
     """Re-estimate every batch norm's running statistics on training windows.
 
@@ -219,6 +195,8 @@ def _recalibrate_bn(model: RetinaCNN, stim: torch.Tensor, starts: np.ndarray, pe
     quickly, so the eval-mode model is miscalibrated and the held-out loss
     misleading; averaging the batch statistics of a fixed set of training
     batches (cumulative average, then the usual momentum again) fixes that.
+    Each batch is ``blocks_per_batch`` runs of ``per_block`` consecutive
+    windows ending at ``start .. start + per_block - 1``.
     """
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -230,8 +208,8 @@ def _recalibrate_bn(model: RetinaCNN, stim: torch.Tensor, starts: np.ndarray, pe
     model.train()
     with torch.no_grad():
         for group in batches(starts, blocks_per_batch):
-            blocks_t = torch.stack([stim[a - hist + 1 : a + per_block] for a in group])
-            model.from_first_layer(conv1_fft(model.conv1.weight, model.conv1.bias, blocks_t).flatten(0, 1))
+            ends = np.concatenate([np.arange(a, a + per_block) for a in group])
+            model.from_first_layer(model.first_layer_windows(stim, ends))
     for m, mom in zip(norms, saved):
         m.momentum = mom
     model.eval()
@@ -280,7 +258,7 @@ def train(
     epochs : maximum passes over the training windows.
     batch_size, lr : Adam mini-batch size (windows) and learning rate.
     blocks_per_batch : a batch is made of this many runs of consecutive windows taken at
-        random places (conv1 is computed on each run with FFTs, see :func:`conv1_fft`).
+        random places (conv1 is computed by FFT, each frame of a run transformed once: :meth:`RetinaCNN.first_layer_windows`).
     l2 : L2 penalty on the conv1 and conv2 kernels (added to the mean Poisson loss).
     l1_linear : L1 penalty on the readout weights.
     patience : epochs without held-out improvement before stopping early.
@@ -382,7 +360,7 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=lr_patience)
 
-    # batches are made of blocks of consecutive windows (conv1 by FFT, see conv1_fft); each epoch
+    # batches are made of blocks of consecutive windows (conv1 by FFT, frames shared); each epoch
     # the block grid is shifted by a random offset and the blocks are shuffled
     per_block = max(1, batch_size // blocks_per_batch)
     fit_lo, fit_hi = int(fit_idx[0]), int(fit_idx[-1])                 # window end frames
@@ -420,9 +398,8 @@ def train(
             ends = [e for e in ends if len(e) == n_win] if len(ends) > 1 else ends
             if n_win * len(ends) < 2:  # batch norm needs two samples
                 continue
-            blocks_t = torch.stack([stim_dev[e[0] - hist + 1 : e[-1] + 1] for e in ends])
-            z = conv1_fft(model.conv1.weight, model.conv1.bias, blocks_t).flatten(0, 1)
             idx = np.concatenate(ends)
+            z = model.first_layer_windows(stim_dev, idx)
             y = rates_dev[torch.from_numpy(idx).to(dev)]
             loss = _poisson(model.from_first_layer(z), y)
             reg = l2 * (model.conv1.weight.pow(2).sum() + model.conv2.weight.pow(2).sum())
@@ -436,7 +413,7 @@ def train(
             done += 1
             report(progress, done, total)
         if recalibrate:
-            _recalibrate_bn(model, stim_dev, calib_starts, per_block, hist, blocks_per_batch)
+            _recalibrate_bn(model, stim_dev, calib_starts, per_block, blocks_per_batch)
         pred = _predict_windows(model, stim, hold_idx, max(batch_size, 256))
         hold_loss = float(_poisson(torch.from_numpy(pred), torch.from_numpy(hold_target)))
         hold_r = _pearson(pred, hold_target)
