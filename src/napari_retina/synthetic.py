@@ -13,8 +13,11 @@ defaults in :data:`DEFAULT_PARAMS`)::
       │ bipolar pathway k: separable filter  u_k = f_k(τ) * (g_k ⊛ s)       (40 frames × 15×15 px)
       │                    subunit output    b_k = max(u_k − θ_k, 0)         (rectified, one per pixel)
       ├─ ON fast   biphasic, peak 30 ms, σ 1.0 px, θ 1.0, w 16  ─┐
-      ├─ ON slow   biphasic, peak 90 ms, σ 1.2 px, θ 0.3, w 3   ─┼─ excitatory, pooled by each ganglion cell
-      ├─ OFF fast  biphasic, peak 50 ms, σ 1.0 px, θ 0.1, w 10  ─┘
+      ├─ ON slow   biphasic, peak 90 ms, σ 1.2 px, θ 0.5, w 6   ─┼─ excitatory, pooled by each ganglion cell
+      ├─ OFF fast  biphasic, peak 50 ms, σ 1.0 px, θ 0.1, w 10  ─┘  (terminals: b ← max(b − 1.75·G_i ⊛ i, 0))
+      ├─ OFF transient inhibitor  band-pass (rebound 0.9), peak 110 ms, σ 1.2 px, θ 0.1
+      │                           i = max(u_i − θ_i, 0), pooled over G_i (σ 1.0 px): presynaptic
+      │                           inhibition of the OFF fast terminals (``retina.inhibitor``)
       └─ OFF slow  biphasic, peak 70 ms, σ 1.2 px, θ 0.1 ── amacrine a = max(G_a ⊛ b_OFFslow − θ_a, 0)
                                                             (σ_a 2.5 px, θ_a 1.5), inhibitory, w_a 4
     ganglion cell j at (y_j, x_j) (four cells, at the field centre and 3 px away):
@@ -27,7 +30,9 @@ The amacrine threshold is high enough that white noise never reaches it: it
 is engaged by strong, coherent stimuli (full-field flashes), and a model
 trained on white noise cannot learn it.
 
-How the phenomena arise (no adaptation state; readouts in :func:`phenomena`):
+How the phenomena arise (no adaptation state: every stage is a 40-frame filter, a rectification,
+a spatial pooling, a subtraction or a pointwise nonlinearity; readouts in :func:`phenomena` and
+``nr.experiments.run_truth``):
 
 - omitted-stimulus response: a missing dark flash is a brightening relative to
   the train. The thresholded ON fast pathway sums the rebounds of closely
@@ -40,7 +45,17 @@ How the phenomena arise (no adaptation state; readouts in :func:`phenomena`):
 - motion anticipation: the over-balanced transient OFF fast filter responds
   to the darkening on the bar's leading flank, so the moving bar's response
   peaks before the bar reaches the receptive-field centre.
-- motion reversal: not shown by this circuit (see docs/MODEL.md).
+- motion reversal: a dark bar that reverses darkens the pixels just behind the
+  reversal point twice in quick succession; the ON slow pathway sums the
+  rebounds of both darkenings and responds ~3x more after the reversal than
+  during the approach. The delayed, transient OFF inhibitor suppresses the OFF
+  fast terminals during the bar's steady approach (it is driven by the bar's
+  edges ~60 ms after the OFF fast subunits), which would otherwise mask that
+  ON slow response: the result is a burst ~280 ms after the reversal at every
+  reversal position (burst ratio ≈ 2.2, latency sd ≈ 47 ms with the
+  ``nr.experiments`` readout). The inhibitor also sharpens anticipation
+  (the OFF fast response to a slowly moving bar is cut on its trailing side).
+  ``PARAMS_V1`` is the circuit before this stage (no inhibition, ON slow θ 0.3, w 3).
 
 Example
 -------
@@ -151,7 +166,7 @@ DEFAULT_PARAMS: dict = {
         "ON fast": {"polarity": "ON", "kinetics": "fast", "peak": 3.0, "rebound": 0.45, "order": 3.0,
                     "sigma": 1.0, "threshold": 1.0, "weight": 16.0, "amacrine": 0.0},
         "ON slow": {"polarity": "ON", "kinetics": "slow", "peak": 10.0, "rebound": 0.45, "order": 4.0,
-                    "sigma": 1.2, "threshold": 0.3, "weight": 3.0, "amacrine": 0.0},
+                    "sigma": 1.2, "threshold": 0.5, "weight": 6.0, "amacrine": 0.0},
         "OFF fast": {"polarity": "OFF", "kinetics": "fast", "peak": 6.0, "rebound": 0.6, "order": 3.0,
                      "sigma": 1.0, "threshold": 0.1, "weight": 10.0, "amacrine": 0.0},
         "OFF slow": {"polarity": "OFF", "kinetics": "slow", "peak": 8.0, "rebound": 0.5, "order": 4.0,
@@ -164,7 +179,19 @@ DEFAULT_PARAMS: dict = {
     "cells": [[24.5, 24.5], [21.5, 27.5], [27.5, 21.5], [27.5, 27.5]],   # (y, x) px
     "bias": -1.5,
     "gain": 1.0,
+    # presynaptic inhibition of the OFF fast terminals by a delayed, transient OFF amacrine
+    # (its own 40-frame x 15x15 px filter and threshold, pooled over a Gaussian of σ "sigma" px):
+    # b_OFFfast <- max(b_OFFfast - weight * G ⊛ max(u_inh - θ_inh, 0), 0). weight 0 switches it off.
+    "terminal_inhibition": {"target": "OFF fast", "polarity": "OFF", "peak": 12.0, "rebound": 0.9, "order": 4.0,
+                            "filter_sigma": 1.2, "threshold": 0.1, "sigma": 1.0, "weight": 1.75},
 }
+
+#: the first ground truth (before 2026-11-28's terminal inhibition), on which the shipped default
+#: model was trained (its provenance records these parameters without "terminal_inhibition"):
+#: ``Retina(params=PARAMS_V1)`` reproduces it exactly.
+PARAMS_V1: dict = json.loads(json.dumps(DEFAULT_PARAMS))
+PARAMS_V1["pathways"]["ON slow"].update({"threshold": 0.3, "weight": 3.0})
+PARAMS_V1["terminal_inhibition"]["weight"] = 0.0
 
 
 class Retina:
@@ -217,6 +244,19 @@ class Retina:
                                          "amacrine" if inhibitory else "bipolar", f, gaussian_2d(q["sigma"]), float(q["threshold"]),
                                          float(q["weight"]), 10.0 * lag))
         self._amacrine_in = np.array([q["amacrine"] for q in p["pathways"].values()], dtype=np.float64)
+        ti = p["terminal_inhibition"]
+        f = temporal_filter(ti["peak"], ti["rebound"], ti["order"], ti.get("ratio", 2.0))
+        if ti["polarity"] == "OFF":
+            f = -f
+        names = [q.name for q in self.pathways]
+        if ti["target"] not in names:
+            raise ValueError(f"terminal_inhibition target {ti['target']!r} is not a pathway; pathways: {names}")
+        self._target = names.index(ti["target"])
+        #: the delayed transient amacrine input that inhibits the target pathway's terminals
+        #: (a :class:`Pathway` with role "terminal inhibition"; not in :attr:`pathways`)
+        self.inhibitor = Pathway("OFF transient inhibitor" if ti["polarity"] == "OFF" else "ON transient inhibitor",
+                                 ti["polarity"], "slow", -1, "terminal inhibition", f, gaussian_2d(ti["filter_sigma"]),
+                                 float(ti["threshold"]), float(ti["weight"]), 10.0 * int(np.argmax(np.abs(f))))
         self.cell_positions = np.asarray(p["cells"], dtype=np.float64).reshape(-1, 2)
         self.n_cells = len(self.cell_positions)
         self.cell_names = [f"gc{i}" for i in range(self.n_cells)]
@@ -227,11 +267,14 @@ class Retina:
     # ------------------------------------------------------------------ setup
     def _build(self) -> None:
         p = self.params
-        self._spatial = torch.tensor(np.stack([q.spatial for q in self.pathways])[:, None], dtype=torch.float32)
+        bank = self.pathways + [self.inhibitor]           # the inhibitor is filtered with the pathways
+        self._spatial = torch.tensor(np.stack([q.spatial for q in bank])[:, None], dtype=torch.float32)
         # conv1d weight for causal filtering: w[i] = f[history-1-i]
-        self._temporal = torch.tensor(np.stack([q.temporal[::-1].copy() for q in self.pathways])[:, None],
+        self._temporal = torch.tensor(np.stack([q.temporal[::-1].copy() for q in bank])[:, None],
                                       dtype=torch.float32)
-        self._thresholds = torch.tensor([q.threshold for q in self.pathways], dtype=torch.float32)
+        self._thresholds = torch.tensor([q.threshold for q in bank], dtype=torch.float32)
+        self._inhibition_kernel = torch.tensor(gaussian_2d(p["terminal_inhibition"]["sigma"], 15)[None, None],
+                                               dtype=torch.float32)
         self._amacrine_kernel = torch.tensor(gaussian_2d(p["amacrine_sigma"], 15)[None, None], dtype=torch.float32)
         yy, xx = np.mgrid[0 : self.size, 0 : self.size].astype(np.float64)
         s = p["ganglion_sigma"]
@@ -273,21 +316,25 @@ class Retina:
 
     def _stages(self, chunk: torch.Tensor, keep: int) -> dict:
         """All stages for a (T, H, W) chunk; the last ``keep`` frames are returned."""
-        n_k = len(self.pathways)
-        x = F.conv2d(chunk[:, None], self._spatial, padding=KERNEL // 2)          # (T, K, H, W)
+        n_k = len(self.pathways) + 1                                                # + the inhibitor
+        x = F.conv2d(chunk[:, None], self._spatial, padding=KERNEL // 2)          # (T, K+1, H, W)
         T, _, H, W = x.shape
         x = x.permute(2, 3, 1, 0).reshape(H * W, n_k, T)
         x = F.pad(x, (self.history - 1, 0))
         u = F.conv1d(x, self._temporal, groups=n_k)                                # (HW, K, T)
         u = u.reshape(H, W, n_k, T).permute(3, 2, 0, 1)[-keep:]                     # (keep, K, H, W)
         b = torch.relu(u - self._thresholds.view(1, -1, 1, 1))
+        inh = F.conv2d(b[:, -1:], self._inhibition_kernel, padding=7)[:, 0]         # (keep, H, W)
+        u, b = u[:, :-1], b[:, :-1].clone()
+        k = self._target
+        b[:, k] = torch.relu(b[:, k] - self.inhibitor.weight * inh)
         ama_in = torch.einsum("tkhw,k->thw", b, torch.tensor(self._amacrine_in, dtype=torch.float32))
         a = torch.relu(F.conv2d(ama_in[:, None], self._amacrine_kernel, padding=7)[:, 0]
                        - self.params["amacrine_threshold"])
         exc = torch.einsum("tkhw,k->thw", b, torch.tensor([q.weight for q in self.pathways], dtype=torch.float32))
         net = exc - self.params["amacrine_weight"] * a                               # (keep, H, W)
         drive = torch.einsum("thw,chw->tc", net, self._pools) + self.params["bias"]
-        return {"u": u, "b": b, "amacrine": a, "drive": drive}
+        return {"u": u, "b": b, "amacrine": a, "inhibition": inh, "drive": drive}
 
     def _run(self, stimulus, what: str = "rates", chunk: int = 2000) -> np.ndarray:
         stim = torch.from_numpy(self._check(stimulus))
