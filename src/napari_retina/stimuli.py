@@ -84,6 +84,12 @@ def _check_axis(axis) -> str:
     return axis
 
 
+def _check_bar(width, intensity, pre, post, size, axis) -> tuple:
+    """The checks every bar generator makes: (width, intensity, pre, post, size, axis)."""
+    return (check_positive(width, "width"), _check_real(intensity, "intensity"), check_int(pre, "pre", 0),
+            check_int(post, "post", 0), check_int(size, "size", 1), _check_axis(axis))
+
+
 def _out(stim: np.ndarray, events: dict, return_events: bool) -> Result:
     return (stim, events) if return_events else stim
 
@@ -476,12 +482,7 @@ def moving_bar(
     stop = _check_real(stop, "stop")
     if start == stop:
         raise ValueError(f"start and stop must differ for the bar to move, got {start} for both")
-    width = check_positive(width, "width")
-    intensity = _check_real(intensity, "intensity")
-    pre = check_int(pre, "pre", 0)
-    post = check_int(post, "post", 0)
-    size = check_int(size, "size", 1)
-    axis = _check_axis(axis)
+    width, intensity, pre, post, size, axis = _check_bar(width, intensity, pre, post, size, axis)
     _check_bar_visible(min(start, stop), max(start, stop), width, size, f"the bar's path from {start:g} to {stop:g} px")
     n = int(np.floor(abs(stop - start) / speed + 1e-9)) + 1
     position = np.full(pre + n + post, np.nan)
@@ -531,13 +532,8 @@ def flashed_bar(
     ((102, 50, 50), -2.0)
     """
     position = _check_real(position, "position")
-    width = check_positive(width, "width")
+    width, intensity, pre, post, size, axis = _check_bar(width, intensity, pre, post, size, axis)
     duration = check_int(duration, "duration", 1)
-    intensity = _check_real(intensity, "intensity")
-    pre = check_int(pre, "pre", 0)
-    post = check_int(post, "post", 0)
-    size = check_int(size, "size", 1)
-    axis = _check_axis(axis)
     _check_bar_visible(position, position, width, size, f"a bar at {position:g} px")
     trace = np.full(pre + duration + post, np.nan)
     trace[pre : pre + duration] = position
@@ -596,12 +592,7 @@ def reversing_bar(
     reversal = _check_real(reversal, "reversal")
     speed = check_positive(speed, "speed")
     start = _check_real(start, "start")
-    width = check_positive(width, "width")
-    intensity = _check_real(intensity, "intensity")
-    pre = check_int(pre, "pre", 0)
-    post = check_int(post, "post", 0)
-    size = check_int(size, "size", 1)
-    axis = _check_axis(axis)
+    width, intensity, pre, post, size, axis = _check_bar(width, intensity, pre, post, size, axis)
     _check_bar_visible(reversal, reversal, width, size, f"the reversal position {reversal:g} px")
     n = int(round(abs(reversal - start) / speed))
     if n < 1:
