@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES="xvfb xauth libgl1 libegl1 libgl1-mesa-dri libglx-mesa0 libxkbcommon-x11-0 libxcb-icccm4
   libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0
-  libxcb-xfixes0 libxcb-cursor0 libdbus-1-3 libfontconfig1 libglib2.0-0"
+  libxcb-xfixes0 libxcb-cursor0 libxcb-xkb1 libx11-xcb1 libdbus-1-3 libfontconfig1 libglib2.0-0"
 
 missing=""
 if command -v dpkg-query >/dev/null 2>&1; then
