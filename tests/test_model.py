@@ -89,10 +89,10 @@ def test_unknown_config_key_is_refused():
         ModelConfig.from_dict({"history": 4, "lr": 3})
 
 
-def test_first_layer_movie_equals_conv1_on_each_window():
+def test_first_layer_windows_of_a_whole_movie_equal_conv1_on_each_window():
     model = tiny()
     movie = torch.randn(20, 16, 16)
-    z = model.first_layer_movie(movie)
+    z = model.first_layer_windows(movie, np.arange(5, 20))
     windows = torch.stack([movie[j : j + 6] for j in range(15)])
     assert z.shape == (15, 3, 12, 12)
     torch.testing.assert_close(z, model.first_layer(windows), rtol=1e-5, atol=1e-5)

@@ -233,16 +233,6 @@ class RetinaCNN(nn.Module):
         z = conv1_fft(self.conv1.weight, source, idx)
         return z + self.conv1.bias.view(1, -1, 1, 1) if bias else z
 
-    def first_layer_movie(self, frames: torch.Tensor) -> torch.Tensor:
-        """conv1 for every full window of ``frames`` (n + history - 1, H, W) -> (n, C1, h1, h1).
-
-        ``z[j]`` equals ``first_layer(frames[j : j + history][None])[0]``.
-        """
-        hist = self.config.history
-        if frames.shape[0] < hist:
-            raise ValueError(f"first_layer_movie needs at least {hist} frames, got {frames.shape[0]}")
-        return self.first_layer_windows(frames, np.arange(hist - 1, frames.shape[0]))
-
     def first_layer_activation(self, z: torch.Tensor) -> torch.Tensor:
         """bn1 (+ training noise) and ReLU of conv1's pre-activation."""
         return F.relu(self._noise(self.bn1(z)))
