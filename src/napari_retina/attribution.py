@@ -197,7 +197,7 @@ def _axis_uniform(block: np.ndarray, axis: int, tol: float) -> bool:
     return bool(np.abs(block - mean).max() <= tol)
 
 
-def _resolve_invariance(block: np.ndarray, invariance) -> str:
+def resolve_invariance(block: np.ndarray, invariance) -> str:
     """Check/choose the invariance on the (frames, H, W) block the windows use."""
     if not isinstance(invariance, str) or invariance not in INVARIANCES:
         raise ValueError(
@@ -509,7 +509,7 @@ def attribute(
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm)
     idx = select_frames(len(stim), cfg.history, frames)
     bs = default_batch_size(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
-    inv = _resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1], invariance)
+    inv = resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1], invariance)
 
     # a private copy without parameter gradients (cheap: the model is small)
     net = copy.deepcopy(model).eval().requires_grad_(False)

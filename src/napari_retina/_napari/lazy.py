@@ -37,9 +37,9 @@ def map_bytes(model, n_frames: int, invariance: str = "none") -> int:
 
 def resolve_invariance(model, stimulus: np.ndarray, invariance: str = "auto") -> str:
     """The invariance ``nr.attribute`` would pick for the whole movie (see its docstring)."""
-    from ..attribution import _resolve_invariance
+    from ..attribution import resolve_invariance
 
-    return _resolve_invariance(np.asarray(stimulus), invariance)
+    return resolve_invariance(np.asarray(stimulus), invariance)
 
 
 def attribute_traces(model, stimulus: np.ndarray, *, cell=0, steps=None, rule=None, invariance="none",
