@@ -31,8 +31,8 @@ is engaged by strong, coherent stimuli (full-field flashes), and a model
 trained on white noise cannot learn it.
 
 How the phenomena arise (no adaptation state: every stage is a 40-frame filter, a rectification,
-a spatial pooling, a subtraction or a pointwise nonlinearity; readouts in :func:`phenomena` and
-``nr.experiments.run_truth``):
+a spatial pooling, a subtraction or a pointwise nonlinearity; :func:`phenomena` reads them out
+with ``nr.experiments.run_truth``):
 
 - omitted-stimulus response: a missing dark flash is a brightening relative to
   the train. The thresholded ON fast pathway sums the rebounds of closely
@@ -510,159 +510,29 @@ def make_dataset(
 # ---------------------------------------------------------------------------
 # the four phenomena, read out on the ground truth (METHOD.md §4)
 
-def _peak_time(y: np.ndarray) -> float:
-    """Sub-frame time of the maximum of ``y`` (centroid of the top 5 samples around it)."""
-    k = int(np.argmax(y))
-    lo, hi = max(k - 2, 0), min(k + 3, len(y))
-    w = y[lo:hi] - min(y[lo:hi].min(), np.median(y))
-    t = np.arange(lo, hi)
-    return float((w * t).sum() / w.sum()) if w.sum() > 0 else float(k)
-
-
-def _first_peak_time(y: np.ndarray, frac: float = 0.5) -> float:
-    """Sub-frame time of the first local maximum of ``y`` that reaches ``frac`` of its maximum."""
-    y = np.asarray(y, np.float64)
-    top = y.max()
-    for k in range(len(y)):
-        if y[k] >= frac * top and (k + 1 == len(y) or y[k] >= y[k + 1]) and (k == 0 or y[k] >= y[k - 1]):
-            lo, hi = max(k - 2, 0), min(k + 3, len(y))
-            w = y[lo:hi] - min(y[lo:hi].min(), np.median(y))
-            return float((w * np.arange(lo, hi)).sum() / w.sum()) if w.sum() > 0 else float(k)
-    return _peak_time(y)
-
-
-def _slope(x, y) -> float:
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    return float(np.polyfit(x, y, 1)[0])
-
-
-def osr_readout(retina: "Retina", cell: int = 0, periods=(3, 4, 5, 6, 7, 8), intensity: float = -2.0) -> dict:
-    """Omitted-stimulus response of the ground truth (METHOD.md §4).
-
-    For each period: 8 two-frame flashes of ``intensity`` then one omitted
-    (``nr.stimuli.flash_train``). ``latency_ms``: time of the response peak in
-    the 300 ms after the omitted flash's onset, measured from the last flash
-    shown. ``peak`` is that peak's rate, ``train_peak`` the largest rate in the
-    last two periods before the omission, ``baseline`` the rate on grey.
-    ``present``: for every period the peak exceeds twice the baseline and the
-    train's steady-state peak. ``slope``: d(latency)/d(period) (1 = the
-    response keeps a fixed delay from the omitted flash); ``tracks``: slope > 0.5
-    and the latency never falls by more than one frame from one period to the next.
-    """
-    from .stimuli import flash_train
-
-    lat, peaks, trains = [], [], []
-    base = None
-    for p in periods:
-        s, ev = flash_train(period=int(p), n_flashes=8, intensity=intensity, return_events=True)
-        y = retina.respond(s)[:, cell].astype(np.float64)
-        last, om = int(ev["onsets"][-1]), int(ev["omitted"])
-        base = float(y[: int(ev["onsets"][0])].mean())
-        w = y[om : om + 30]
-        lat.append(10.0 * (om + _peak_time(w) - last))
-        peaks.append(float(w.max()))
-        trains.append(float(y[om - 2 * int(p) : om].max()))
-    lat_a = np.array(lat)
-    present = all(pk > 2 * base and pk > tr for pk, tr in zip(peaks, trains))
-    slope = _slope(periods, lat_a / 10.0)
-    tracks = slope > 0.5 and bool(np.all(np.diff(lat_a) > -10.0))
-    return {"periods": list(map(int, periods)), "latency_ms": lat_a.tolist(), "peak": peaks, "train_peak": trains,
-            "baseline": base, "slope": slope, "present": bool(present and tracks), "tracks": bool(tracks)}
-
-
-def latency_readout(retina: "Retina", cell: int = 0, intensities=(-1, -2, -3, -4, -6, -8, -10)) -> dict:
-    """Latency coding of the ground truth: 2-frame full-field dark flashes.
-
-    ``latency_ms``: sub-frame time (centroid of the top samples) of the first
-    response peak after flash onset that reaches half the largest rate (the
-    OFF response; a later ON rebound is not counted). ``present``: the latency
-    falls (by at least 5 ms overall, never rising by more than 2 ms from one
-    intensity to the next) as the flash gets stronger.
-    """
-    from .stimuli import flash
-
-    lat, peaks = [], []
-    for i in intensities:
-        s, ev = flash(intensity=float(i), return_events=True)
-        y = retina.respond(s)[:, cell].astype(np.float64)
-        w = y[ev["onset"] : ev["onset"] + 40]
-        lat.append(10.0 * _first_peak_time(w))
-        peaks.append(float(w.max()))
-    lat_a = np.array(lat)
-    present = bool(lat_a[0] - lat_a[-1] >= 5.0 and np.all(np.diff(lat_a) <= 2.0))
-    return {"intensities": list(map(float, intensities)), "latency_ms": lat_a.tolist(), "peak": peaks,
-            "present": present}
-
-
-def anticipation_readout(retina: "Retina", cell: int = 0, speed: float = 0.08) -> dict:
-    """Motion anticipation: a dark bar (2 px, −1) moving along x at ``speed`` px/frame.
-
-    ``rf_center_px``: bar position (px from the field centre) of the largest
-    response to 2-frame flashed bars at −10…10 px in 0.5 px steps.
-    ``peak_position_px``: bar position at the moving bar's response peak.
-    ``lead_px`` = rf_center − peak_position (positive: the response peaks before
-    the bar reaches the receptive-field centre, although it comes ~latency later).
-    ``present``: lead_px > 0.5.
-    """
-    from .stimuli import flashed_bar, moving_bar
-
-    positions = np.arange(-10.0, 10.01, 0.5)
-    amp = []
-    for x in positions:
-        s, ev = flashed_bar(position=float(x), return_events=True)
-        amp.append(float(retina.respond(s)[ev["onset"] : ev["onset"] + 40, cell].max()))
-    rf = float(positions[int(np.argmax(amp))])
-    s, ev = moving_bar(speed=speed, return_events=True)
-    y = retina.respond(s)[:, cell].astype(np.float64)
-    on = int(ev["onset"])
-    t_pk = on + _peak_time(y[on:])
-    pos = ev["position"]
-    peak_pos = float(np.interp(t_pk, np.arange(len(pos))[on:], pos[on:]))
-    lead = (rf - peak_pos) * (1.0 if pos[-1] > pos[on] else -1.0)
-    return {"rf_center_px": rf, "peak_position_px": peak_pos, "lead_px": float(lead), "speed": speed,
-            "peak": float(y[on:].max()), "present": bool(lead > 0.5)}
-
-
-def reversal_readout(retina: "Retina", cell: int = 0, reversals=tuple(range(-9, 3)), speed: float = 0.19) -> dict:
-    """Motion reversal: a dark bar (2 px, −1) moving at ``speed`` px/frame reverses at each position.
-
-    For each reversal position (px from the field centre, the cell's RF centre
-    for cell 0): ``latency_ms`` of the largest response in the 300 ms after the
-    reversal, ``burst``: that peak over the rate of the same bar at the same
-    time had it not reversed (the control ``nr.stimuli.moving_bar``).
-    ``present``: the burst ratio exceeds 1.2 at every position and the latency
-    spread (max − min) is at most 60 ms.
-    """
-    from .stimuli import moving_bar, reversing_bar
-
-    lat, ratio = [], []
-    for r in reversals:
-        s, ev = reversing_bar(reversal=float(r), speed=speed, return_events=True)
-        y = retina.respond(s)[:, cell].astype(np.float64)
-        rf = int(ev["reversal_frame"])
-        c, cev = moving_bar(speed=speed, start=float(ev["position"][ev["onset"]]), stop=30.0, return_events=True)
-        yc = retina.respond(c)[:, cell].astype(np.float64)
-        w = y[rf : rf + 30]
-        k = int(np.argmax(w))
-        lat.append(10.0 * _peak_time(w))
-        ctrl = yc[rf : rf + 30] if len(yc) >= rf + 30 else yc[rf:]
-        ratio.append(float(w[k] / max(ctrl[min(k, len(ctrl) - 1)], 1e-9)))
-    lat_a = np.array(lat)
-    present = bool(min(ratio) > 1.2 and lat_a.max() - lat_a.min() <= 60.0)
-    return {"reversals_px": [float(r) for r in reversals], "latency_ms": lat_a.tolist(), "burst": ratio,
-            "present": present}
+#: the phenomena of METHOD.md §4 that the ground truth is built to show
+PHENOMENA = ("osr", "latency", "anticipation", "reversal")
 
 
 def phenomena(retina: Optional["Retina"] = None, cell: int = 0) -> dict:
-    """All four readouts of the ground truth for one cell: ``{"osr", "latency", "anticipation", "reversal"}``."""
+    """The four phenomena of the ground truth for one cell, read out as for a model.
+
+    Runs ``nr.experiments.run_truth(name, retina, cell)`` for each name in
+    :data:`PHENOMENA` with its default stimuli, so the circuit and a model are
+    judged by the same readouts and ``present`` criteria (documented in each
+    experiment module). Returns ``{name: readout dict}``.
+
+    Example
+    -------
+    >>> phenomena(Retina(seed=0))["osr"]["present"]                   # doctest: +SKIP
+    True
+    """
+    from .experiments import run_truth
+
     gt = Retina() if retina is None else retina
-    return {
-        "osr": osr_readout(gt, cell),
-        "latency": latency_readout(gt, cell),
-        "anticipation": anticipation_readout(gt, cell),
-        "reversal": reversal_readout(gt, cell),
-    }
+    if not isinstance(gt, Retina):
+        raise TypeError(f"retina must be an nr.synthetic.Retina, got {type(gt).__name__}")
+    return {name: run_truth(name, gt, cell=cell).readout for name in PHENOMENA}
 
 
 # ---------------------------------------------------------------------------
