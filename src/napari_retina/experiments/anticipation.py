@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stimuli
-from .base import FRAME_MS, PIXEL_UM, Protocol, baseline, check_position, concatenate, frames_of_interest, \
+from .base import Movie, FRAME_MS, PIXEL_UM, Protocol, baseline, check_position, \
     int_param, list_param, parabolic_peak, real_param, vertex3
 
 NAME = "anticipation"
@@ -73,35 +73,23 @@ def build(size: int, history: int, respond=None, *, speed, width, intensity, sta
         check_position(pos, width, size, "flash position")
     flash_duration = int_param(flash_duration, "flash_duration", 1)
 
-    segments, conditions, windows, moving = [], [], [], []
-    t0 = 0
+    movie = Movie()
     for pos in positions:
         seg, ev = stimuli.flashed_bar(position=pos, width=width, duration=flash_duration, intensity=intensity,
                                       pre=gap, post=window, size=size, axis="x", return_events=True)
-        onset = t0 + int(ev["onset"])
-        conditions.append({"kind": "flash", "position": pos, "onset": onset, "start": t0,
-                           "stop": t0 + len(seg), "window": window})
-        windows.append((onset, onset + window))
-        segments.append(seg)
-        t0 += len(seg)
+        onset = movie.t0 + int(ev["onset"])
+        movie.add(seg, {"kind": "flash", "position": pos, "onset": onset, "window": window}, (onset, onset + window))
     for d in directions:
         a, b = (start, stop) if d > 0 else (stop, start)
         seg, ev = stimuli.moving_bar(speed=speed, start=a, stop=b, width=width, intensity=intensity,
                                      pre=gap, post=window, size=size, axis="x", return_events=True)
-        onset = t0 + int(ev["onset"])
-        conditions.append({"kind": "moving", "direction": int(d), "speed": speed, "x0": a, "onset": onset,
-                           "offset": t0 + int(ev["offset"]), "start": t0, "stop": t0 + len(seg),
-                           "window": window})
-        moving.append(len(conditions) - 1)
-        segments.append(seg)
-        t0 += len(seg)
-    stim = concatenate(segments)
-    # the whole crossing is attributed (thinned with the rest): fitting the reduced circuit only
-    # around the response peak left it unconstrained elsewhere (explained variance over all
-    # frames 0.53 versus 0.92 with the whole crossing, shipped model)
-    for k in moving:
-        windows.append((conditions[k]["onset"], conditions[k]["offset"] + window))
-    return Protocol(stim, conditions, frames_of_interest(windows, len(stim), history, max_frames, stim), INVARIANCE)
+        onset, offset = movie.t0 + int(ev["onset"]), movie.t0 + int(ev["offset"])
+        # the whole crossing is attributed (thinned with the rest): fitting the reduced circuit only
+        # around the response peak left it unconstrained elsewhere (explained variance over all
+        # frames 0.53 versus 0.92 with the whole crossing, shipped model)
+        movie.add(seg, {"kind": "moving", "direction": int(d), "speed": speed, "x0": a, "onset": onset,
+                        "offset": offset, "window": window}, (onset, offset + window))
+    return movie.protocol(history, max_frames, INVARIANCE)
 
 
 def readout(response: np.ndarray, conditions: list) -> dict:

@@ -178,8 +178,38 @@ def check_position(pos: float, width: float, size: int, name: str) -> None:
         )
 
 
-def concatenate(segments: Sequence[np.ndarray]) -> np.ndarray:
-    return np.ascontiguousarray(np.concatenate(segments, axis=0), dtype=np.float32)
+class Movie:
+    """An experiment's conditions laid end to end into one movie.
+
+    For each condition: ``t0 = movie.t0`` is the frame its segment will start
+    at (to turn the segment's event frames into absolute ones), then
+    ``movie.add(segment, condition, window)`` appends the segment (T_i, H, W),
+    stores ``condition`` with its ``start`` and ``stop`` frames, and the
+    absolute readout window [a, b) whose frames are attributed.
+    :meth:`protocol` concatenates the movie and picks the frames of interest.
+    """
+
+    def __init__(self) -> None:
+        self.segments: list[np.ndarray] = []
+        self.conditions: list[dict] = []
+        self.windows: list[tuple[int, int]] = []
+        self.t0 = 0
+
+    def add(self, segment: np.ndarray, condition: dict, window: tuple[int, int]) -> None:
+        condition.update(start=self.t0, stop=self.t0 + len(segment))
+        self.conditions.append(condition)
+        self.windows.append((int(window[0]), int(window[1])))
+        self.segments.append(segment)
+        self.t0 += len(segment)
+
+    def stimulus(self) -> np.ndarray:
+        """The whole movie, float32 (T, H, W)."""
+        return np.ascontiguousarray(np.concatenate(self.segments, axis=0), dtype=np.float32)
+
+    def protocol(self, history: int, max_frames: int, invariance: str) -> "Protocol":
+        stim = self.stimulus()
+        return Protocol(stim, self.conditions, frames_of_interest(self.windows, len(stim), history, max_frames, stim),
+                        invariance)
 
 
 #: grey frames just before each condition's first non-grey frame that are always attributed

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stimuli
-from .base import Protocol, concatenate, frames_of_interest, int_param, list_param, real_param
+from .base import Movie, Protocol, int_param, list_param, real_param
 
 NAME = "doubling"
 DESCRIPTION = "frequency doubling: F2/F1 of a contrast-reversing grating"
@@ -47,21 +47,15 @@ def build(size: int, history: int, respond=None, *, bar_width, period, cycles, c
     cycles = int_param(cycles, "cycles", 2)
     contrast = real_param(contrast, "contrast", positive=True)
     phases = ((np.arange(4) * bar_width / 4.0).tolist() if phases is None else list_param(phases, "phases"))
-    segments, conditions, windows = [], [], []
-    t0 = 0
+    movie = Movie()
     n = 2 * period * cycles
     for ph in phases:
         seg, ev = stimuli.reversing_grating(bar_width=bar_width, period=period, frames=n, phase=ph,
                                             contrast=contrast, pre=gap, size=size, axis="x", return_events=True)
         seg = np.concatenate([seg, np.zeros((window,) + seg.shape[1:], np.float32)])
-        onset = t0 + int(ev["onset"])
-        conditions.append({"phase": ph, "onset": onset, "period": period, "cycles": cycles, "start": t0,
-                           "stop": t0 + len(seg)})
-        windows.append((onset, onset + n))
-        segments.append(seg)
-        t0 += len(seg)
-    stim = concatenate(segments)
-    return Protocol(stim, conditions, frames_of_interest(windows, len(stim), history, max_frames, stim), INVARIANCE)
+        onset = movie.t0 + int(ev["onset"])
+        movie.add(seg, {"phase": ph, "onset": onset, "period": period, "cycles": cycles}, (onset, onset + n))
+    return movie.protocol(history, max_frames, INVARIANCE)
 
 
 def harmonics(trace: np.ndarray, start: int, period: int, n_cycles: int) -> tuple[float, float]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stimuli
-from .base import FRAME_MS, Protocol, baseline, concatenate, frames_of_interest, int_param, list_param, \
+from .base import Movie, FRAME_MS, Protocol, baseline, int_param, list_param, \
     onset_time, parabolic_peak, spearman
 
 NAME = "latency"
@@ -52,19 +52,13 @@ MAX_SPEARMAN = -0.5
 def build(size: int, history: int, respond=None, *, intensities, duration, gap, window, max_frames) -> Protocol:
     intensities = list_param(intensities, "intensities")
     duration = int_param(duration, "duration", 1)
-    segments, conditions, windows = [], [], []
-    t0 = 0
+    movie = Movie()
     for inten in intensities:
         seg, ev = stimuli.flash(intensity=inten, duration=duration, pre=gap, post=window, size=size,
                                 return_events=True)
-        onset = t0 + int(ev["onset"])
-        conditions.append({"intensity": inten, "onset": onset, "start": t0, "stop": t0 + len(seg),
-                           "window": window})
-        windows.append((onset, onset + window))
-        segments.append(seg)
-        t0 += len(seg)
-    stim = concatenate(segments)
-    return Protocol(stim, conditions, frames_of_interest(windows, len(stim), history, max_frames, stim), INVARIANCE)
+        onset = movie.t0 + int(ev["onset"])
+        movie.add(seg, {"intensity": inten, "onset": onset, "window": window}, (onset, onset + window))
+    return movie.protocol(history, max_frames, INVARIANCE)
 
 
 def readout(response: np.ndarray, conditions: list) -> dict:

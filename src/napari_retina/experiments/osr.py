@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stimuli
-from .base import Protocol, concatenate, frames_of_interest, int_param, linear_fit, list_param, onset_time, \
+from .base import Movie, Protocol, int_param, linear_fit, list_param, onset_time, \
     parabolic_peak, baseline, real_param, FRAME_MS
 
 NAME = "osr"
@@ -64,22 +64,15 @@ def build(size: int, history: int, respond=None, *, periods, n_flashes, intensit
     intensity = real_param(intensity, "intensity")
     if min(periods) < duration:
         raise ValueError(f"every period must be at least the flash duration ({duration} frames), got {min(periods)}")
-    segments, conditions, windows = [], [], []
-    t0 = 0
+    movie = Movie()
     for period in periods:
         seg, ev = stimuli.flash_train(period=period, n_flashes=n_flashes, omit=True, intensity=intensity,
                                       duration=duration, pre=gap, post=window, size=size, return_events=True)
-        onsets = [t0 + int(o) for o in ev["onsets"]]
-        omitted = t0 + int(ev["omitted"])
-        conditions.append({"period_frames": period, "period_ms": period * FRAME_MS, "onsets": onsets,
-                           "last_onset": onsets[-1], "omitted": omitted, "start": t0, "stop": t0 + len(seg),
-                           "window": window})
-        windows.append((onsets[0], omitted + window))
-        segments.append(seg)
-        t0 += len(seg)
-    stim = concatenate(segments)
-    frames = frames_of_interest(windows, len(stim), history, max_frames, stim)
-    return Protocol(stim, conditions, frames, INVARIANCE)
+        onsets = [movie.t0 + int(o) for o in ev["onsets"]]
+        omitted = movie.t0 + int(ev["omitted"])
+        movie.add(seg, {"period_frames": period, "period_ms": period * FRAME_MS, "onsets": onsets,
+                        "last_onset": onsets[-1], "omitted": omitted, "window": window}, (onsets[0], omitted + window))
+    return movie.protocol(history, max_frames, INVARIANCE)
 
 
 def readout(response: np.ndarray, conditions: list) -> dict:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stimuli
-from .base import FRAME_MS, Protocol, baseline, check_position, concatenate, frames_of_interest, int_param, \
+from .base import Movie, FRAME_MS, Protocol, baseline, check_position, int_param, \
     list_param, parabolic_peak, real_param, vertex3
 
 NAME = "reversal"
@@ -53,15 +53,15 @@ MAX_LATENCY_CV = 0.5
 def map_rf(respond, size: int, width: float, intensity: float, gap: int, window: int, n: int = 21) -> float:
     """Receptive-field centre (px from the field centre) from flashed bars at ``n`` positions."""
     positions = np.linspace(-size / 2.0 + width / 2.0, size / 2.0 - width / 2.0, n)
-    segs, onsets, t0 = [], [], 0
+    movie = Movie()
     for pos in positions:
         seg, ev = stimuli.flashed_bar(position=float(pos), width=width, duration=2, intensity=intensity, pre=gap,
                                       post=window, size=size, axis="x", return_events=True)
-        onsets.append((t0, t0 + int(ev["onset"])))
-        segs.append(seg)
-        t0 += len(seg)
-    r = np.asarray(respond(concatenate(segs)), dtype=np.float64)
-    amp = [parabolic_peak(r, on, on + window)[1] - baseline(r, st, on) for st, on in onsets]
+        onset = movie.t0 + int(ev["onset"])
+        movie.add(seg, {"onset": onset}, (onset, onset + window))
+    r = np.asarray(respond(movie.stimulus()), dtype=np.float64)
+    amp = [parabolic_peak(r, c["onset"], c["onset"] + window)[1] - baseline(r, c["start"], c["onset"])
+           for c in movie.conditions]
     if not np.isfinite(amp).any():
         return 0.0
     return vertex3(positions, amp)
@@ -88,22 +88,17 @@ def build(size: int, history: int, respond=None, *, reversals, center, speed, wi
     for rev in reversals:
         check_position(center + rev, width, size, f"reversal position {rev:g} px from the centre {center:.3g} px, i.e.")
 
-    segments, conditions, windows = [], [], []
-    t0 = 0
+    movie = Movie()
     for rev in reversals:
         pos = center + rev
         seg, ev = stimuli.reversing_bar(reversal=pos, speed=speed, start=pos - direction * speed * approach,
                                         width=width, intensity=intensity, pre=gap, post=window, size=size,
                                         axis="x", return_events=True)
-        t_rev = t0 + int(ev["reversal_frame"])
-        conditions.append({"reversal_position": rev, "absolute_position": pos, "reversal_frame": t_rev,
-                           "onset": t0 + int(ev["onset"]), "offset": t0 + int(ev["offset"]), "start": t0,
-                           "stop": t0 + len(seg), "window": window, "center": center})
-        windows.append((t_rev - window, t_rev + window + 1))
-        segments.append(seg)
-        t0 += len(seg)
-    stim = concatenate(segments)
-    return Protocol(stim, conditions, frames_of_interest(windows, len(stim), history, max_frames, stim), INVARIANCE)
+        t_rev = movie.t0 + int(ev["reversal_frame"])
+        movie.add(seg, {"reversal_position": rev, "absolute_position": pos, "reversal_frame": t_rev,
+                        "onset": movie.t0 + int(ev["onset"]), "offset": movie.t0 + int(ev["offset"]),
+                        "window": window, "center": center}, (t_rev - window, t_rev + window + 1))
+    return movie.protocol(history, max_frames, INVARIANCE)
 
 
 def readout(response: np.ndarray, conditions: list) -> dict:
