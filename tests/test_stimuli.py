@@ -76,6 +76,18 @@ def test_checkers():
     assert len(np.unique(blocks)) == 2 and not (blocks == blocks[:, :1, :1]).all()
 
 
+def test_sparse_noise_leaves_a_fraction_of_whole_frames_grey():
+    dense = S.white_noise(frames=4000, size=8, seed=3, checker=2, contrast=2.0)
+    sparse = S.white_noise(frames=4000, size=8, seed=3, checker=2, contrast=2.0, grey=0.6)
+    grey = (sparse == 0).all(axis=(1, 2))
+    assert abs(grey.mean() - 0.6) < 0.03                       # binomial sd 0.008
+    assert ((sparse == 0).any(axis=(1, 2)) == grey).all()      # whole frames, never single checkers
+    np.testing.assert_array_equal(sparse[~grey], dense[~grey])  # the other frames are the dense noise's
+    # frames stay independent: no correlation between a frame being grey and the next one being grey
+    g = grey.astype(np.float64)
+    assert abs(np.corrcoef(g[:-1], g[1:])[0, 1]) < 0.05
+
+
 def _radial_slope(frames):
     """Log-log slope of the radially averaged power spectrum (Hann-windowed, mid frequencies)."""
     n = frames.shape[-1]
@@ -272,6 +284,8 @@ BAD = [
     (lambda: S.white_noise(kind="pink"), ValueError, "kind must be 'binary' or 'gaussian'"),
     (lambda: S.white_noise(contrast=0), ValueError, "contrast must be a finite number > 0"),
     (lambda: S.white_noise(checker=0), ValueError, "checker must be >= 1"),
+    (lambda: S.white_noise(grey=1.0), ValueError, r"grey must be a probability in \[0, 1\)"),
+    (lambda: S.white_noise(grey=-0.1), ValueError, "grey must be a probability"),
     (lambda: S.naturalistic(alpha=-1.0), ValueError, "alpha must be >= 0"),
     (lambda: S.naturalistic(jitter=-0.1), ValueError, "jitter must be >= 0"),
     (lambda: S.naturalistic(fixation=0), ValueError, "fixation must be >= 1"),

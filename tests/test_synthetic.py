@@ -250,6 +250,16 @@ def test_make_dataset_reads_back_identically(tmp_path, gt):
     np.testing.assert_array_equal(again.test.repeats, ds.test.repeats)
 
 
+def test_make_dataset_sparse_noise(tmp_path):
+    path = syn.make_dataset(tmp_path / "sp.h5", frames=200, test_frames=60, repeats=2, seed=2, checker=4,
+                            contrast=2.0, grey=0.5)
+    ds = nr.io.read_dataset(path)
+    np.testing.assert_array_equal(ds.train.stimulus, nr.stimuli.white_noise(200, 50, 2, checker=4, contrast=2.0,
+                                                                            grey=0.5))
+    assert float(ds.attrs["grey"]) == 0.5
+    assert 0.3 < (ds.train.stimulus == 0).all(axis=(1, 2)).mean() < 0.7
+
+
 def test_make_dataset_bad_input(tmp_path):
     with pytest.raises(ValueError, match="frames"):
         syn.make_dataset(tmp_path / "x.h5", frames=10)

@@ -296,7 +296,9 @@ def test_evaluate_bad_input(good):
 
 def test_cli_synth_train_evaluate(tmp_path, capsys):
     data, out = tmp_path / "wn.h5", tmp_path / "tiny.pt"
-    assert cli.main(["synth", str(data), "--frames", "300", "--test-frames", "80", "--repeats", "2", "--quiet"]) == 0
+    assert cli.main(["synth", str(data), "--frames", "300", "--test-frames", "80", "--repeats", "2", "--grey", "0.5",
+                     "--quiet"]) == 0
+    assert float(nr.io.read_dataset(data).attrs["grey"]) == 0.5
     assert cli.main(["train", str(data), "--out", str(out), "--tiny", "--epochs", "1", "--batch-size", "32",
                      "--quiet"]) == 0
     assert nr.load_model(out).provenance["params"]["command"].startswith("napari-retina")

@@ -42,7 +42,7 @@ def _synth(args) -> int:
     with bar:
         path = make_dataset(args.out, frames=args.frames, test_frames=args.test_frames, repeats=args.repeats,
                             seed=args.seed, checker=args.checker, retina=Retina(seed=args.retina_seed),
-                            progress=progress, contrast=args.contrast, kind=args.kind)
+                            progress=progress, contrast=args.contrast, kind=args.kind, grey=args.grey)
     print(f"wrote {path}: {args.frames} training frames, {args.test_frames} test frames x {args.repeats} repeats")
     return 0
 
@@ -104,6 +104,8 @@ def register(sub) -> None:
     p.add_argument("--checker", type=int, default=3, help="white-noise checker size in pixels")
     p.add_argument("--contrast", type=float, default=1.0, help="white-noise contrast (binary: ±contrast)")
     p.add_argument("--kind", default="binary", choices=("binary", "gaussian"), help="white-noise distribution")
+    p.add_argument("--grey", type=float, default=0.0,
+                   help="probability that a frame is grey (sparse noise; 0: classic white noise)")
     p.add_argument("--retina-seed", type=int, default=0, help="seed of nr.synthetic.Retina")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_synth)

@@ -141,6 +141,7 @@ def white_noise(
     kind: str = "binary",
     contrast: float = 1.0,
     checker: int = 1,
+    grey: float = 0.0,
     return_events: bool = False,
 ) -> Result:
     """Spatiotemporal white-noise checkerboard.
@@ -148,7 +149,11 @@ def white_noise(
     Each checker (``checker × checker`` pixels) takes an independent value
     on every frame: ``±contrast`` with equal probability (``kind="binary"``)
     or Normal(0, contrast²) (``kind="gaussian"``). Checkers cut by the field
-    edge are kept partially.
+    edge are kept partially. With ``grey > 0`` each frame is instead left at
+    mean luminance (0) with probability ``grey``, independently ("sparse"
+    noise: frames stay independent, so it is still white in time, and it has
+    the grey stretches, isolated frames and onsets from grey that flashes and
+    bars on a grey background are made of).
 
     Parameters
     ----------
@@ -158,6 +163,8 @@ def white_noise(
     kind : "binary" or "gaussian".
     contrast : standard deviation of every pixel, contrast units (> 0).
     checker : checker side in pixels (>= 1).
+    grey : probability in [0, 1) that a frame is grey (0: classic white noise;
+        the checkers are drawn first, so the non-grey frames do not depend on it).
     return_events : also return ``{}`` (white noise has no events).
 
     Returns
@@ -177,12 +184,16 @@ def white_noise(
     checker = check_int(checker, "checker", 1)
     if kind not in ("binary", "gaussian"):
         raise ValueError(f"kind must be 'binary' or 'gaussian', got {kind!r}")
+    if not isinstance(grey, (int, float)) or isinstance(grey, bool) or not 0.0 <= grey < 1.0:
+        raise ValueError(f"grey must be a probability in [0, 1), got {grey!r}")
     rng = np.random.default_rng(seed)
     n = -(-size // checker)
     if kind == "binary":
         grid = np.where(rng.random((frames, n, n)) < 0.5, -contrast, contrast)
     else:
         grid = contrast * rng.standard_normal((frames, n, n))
+    if grey > 0:
+        grid[rng.random(frames) < grey] = 0.0
     stim = np.repeat(np.repeat(grid, checker, axis=1), checker, axis=2)[:, :size, :size]
     return _out(np.ascontiguousarray(stim, dtype=np.float32), {}, return_events)
 

@@ -434,11 +434,14 @@ def make_dataset(
     progress=None,
     contrast: float = 1.0,
     kind: str = "binary",
+    grey: float = 0.0,
 ):
     """Write a white-noise dataset of the synthetic retina in the lab's HDF5 layout.
 
     ``train``: ``frames`` frames of white noise (``kind`` "binary": ±``contrast``, or
-    "gaussian" with standard deviation ``contrast``; ``checker`` px checkers, seed ``seed``) and one trial of Poisson spike counts per 10 ms bin.
+    "gaussian" with standard deviation ``contrast``; ``checker`` px checkers; each frame grey
+    with probability ``grey``, see ``nr.stimuli.white_noise``; seed ``seed``) and one trial of
+    Poisson spike counts per 10 ms bin.
     ``test``: ``test_frames`` frames of another white noise (seed ``seed + 1``),
     ``repeats`` trials (``test/repeats/cellNN``), their mean as the test rates,
     and the true rates under ``test/true_rates`` (cells, T) with the attribute
@@ -467,12 +470,12 @@ def make_dataset(
         raise TypeError(f"retina must be an nr.synthetic.Retina, got {type(gt).__name__}")
     path = os.fspath(path)
     report(progress, 0, 4)
-    train_stim = white_noise(frames, SIZE, seed, checker=checker, kind=kind, contrast=contrast)
+    train_stim = white_noise(frames, SIZE, seed, checker=checker, kind=kind, contrast=contrast, grey=grey)
     train_true = gt.respond(train_stim)
     rng = np.random.default_rng([seed, 1])
     train_counts = rng.poisson(train_true.astype(np.float64)).astype(np.float32)
     report(progress, 1, 4)
-    test_stim = white_noise(test_frames, SIZE, seed + 1, checker=checker, kind=kind, contrast=contrast)
+    test_stim = white_noise(test_frames, SIZE, seed + 1, checker=checker, kind=kind, contrast=contrast, grey=grey)
     test_true = gt.respond(test_stim)
     reps = rng.poisson(test_true.astype(np.float64), size=(repeats,) + test_true.shape).astype(np.float32)
     report(progress, 2, 4)
@@ -488,6 +491,7 @@ def make_dataset(
             "checker_px": checker,
             "contrast": float(contrast),
             "kind": kind,
+            "grey": float(grey),
             "units": "spike counts per 10 ms bin (train: one trial; test: mean of repeats)",
         },
     )
