@@ -55,7 +55,6 @@ with ``nr.experiments.run_truth``):
   reversal position (burst ratio ≈ 2.2, latency sd ≈ 47 ms with the
   ``nr.experiments`` readout). The inhibitor also sharpens anticipation
   (the OFF fast response to a slowly moving bar is cut on its trailing side).
-  ``PARAMS_V1`` is the circuit before this stage (no inhibition, ON slow θ 0.3, w 3).
 
 Example
 -------
@@ -185,13 +184,6 @@ DEFAULT_PARAMS: dict = {
     "terminal_inhibition": {"target": "OFF fast", "polarity": "OFF", "peak": 12.0, "rebound": 0.9, "order": 4.0,
                             "filter_sigma": 1.2, "threshold": 0.1, "sigma": 1.0, "weight": 1.75},
 }
-
-#: the first ground truth (before 2026-11-28's terminal inhibition), on which the shipped default
-#: model was trained (its provenance records these parameters without "terminal_inhibition"):
-#: ``Retina(params=PARAMS_V1)`` reproduces it exactly.
-PARAMS_V1: dict = json.loads(json.dumps(DEFAULT_PARAMS))
-PARAMS_V1["pathways"]["ON slow"].update({"threshold": 0.3, "weight": 3.0})
-PARAMS_V1["terminal_inhibition"]["weight"] = 0.0
 
 
 class Retina:
