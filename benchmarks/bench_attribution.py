@@ -1,7 +1,9 @@
 """Attribution speed and accuracy: nr.attribute against Captum, same process, same inputs.
 
 Run:  python benchmarks/bench_attribution.py [--frames 200] [--ref-frames 4] [--captum-frames 40]
-      [--repeats 2] [--threads N]
+      [--repeats 2] [--threads N] [--device cpu|cuda]
+
+Both sides run on ``--device`` (Captum with the model and its inputs there).
 
 Rows
 ----
@@ -37,20 +39,32 @@ def rel(a, b):
     return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
 
 
+DEVICE = torch.device("cpu")
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def matmul_gflops(n=1024, reps=10):
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    if DEVICE.type == "cuda":
+        n = 8192
+    a, b = torch.randn(n, n, device=DEVICE), torch.randn(n, n, device=DEVICE)
     a @ b
+    sync()
     best = np.inf
     for _ in range(reps):
         t = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
 
 
 def windows(stim, history, idx):
     x = torch.from_numpy(stim)
-    return torch.stack([x[t - history + 1 : t + 1] for t in idx])
+    return torch.stack([x[t - history + 1 : t + 1] for t in idx]).to(DEVICE)
 
 
 def captum_run(model, stim, idx, cells, steps, rule, ibs, per_call):
@@ -62,12 +76,14 @@ def captum_run(model, stim, idx, cells, steps, rule, ibs, per_call):
         x = windows(stim, model.config.history, idx[i : i + per_call])
         out.append(lig.attribute(x, baselines=torch.zeros_like(x), n_steps=steps, method=rule,
                                  internal_batch_size=ibs).detach())
-    return torch.cat(out).numpy()
+    return torch.cat(out).cpu().numpy()
 
 
 def timed(fn):
+    sync()
     t = time.perf_counter()
     out = fn()
+    sync()
     return out, time.perf_counter() - t
 
 
@@ -108,19 +124,23 @@ def main():
     ap.add_argument("--captum-frames", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=2, help="row (a): best of this many runs, Captum and ours")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: both nr.attribute and Captum run there")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = nr.load_model()
+    model = nr.load_model(device=DEVICE)
     cfg = model.config
     H = cfg.history
-    print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
+    gpu = f", {torch.cuda.get_device_name(DEVICE)}" if DEVICE.type == "cuda" else ""
+    print(f"machine: {platform.processor() or platform.machine()}{gpu}, device {DEVICE}, torch threads {torch.get_num_threads()}, "
           f"{datetime.date.today()}, torch {torch.__version__}")
     print(f"model: {cfg.channels} channels, kernels {cfg.kernels}, history {H}, size {cfg.size}, "
           f"provenance {str(model.provenance)[:80]}")
     gf = matmul_gflops()
-    print(f"torch matmul (1024²): {gf:.1f} GFLOP/s")
+    print(f"torch float32 matmul: {gf:.1f} GFLOP/s")
 
     # ---- reference and accuracy table (white noise)
     rng = np.random.default_rng(0)

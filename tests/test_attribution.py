@@ -372,3 +372,22 @@ def test_repeated_windows_equal_direct_computation(model):
         assert a.rates[t] == pytest.approx(one.rates[t], rel=1e-6)
     ref = captum_maps(model, stim, [0], 6, "gausslegendre").sum((2, 3))
     np.testing.assert_allclose(a.channels[HIST - 1 :], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("invariance", ["none", "space"])
+def test_gpu_attribution_matches_cpu(model, invariance):
+    rng = np.random.default_rng(11)
+    stim = rng.standard_normal((HIST + 30, SIZE, SIZE)).astype(np.float32)
+    if invariance == "space":
+        stim = np.broadcast_to(stim[:, :1, :1], stim.shape).copy()
+    cpu = nr.attribute(model, stim, cell=[0, 2], invariance=invariance, device="cpu")
+    gpu = nr.attribute(model, stim, cell=[0, 2], invariance=invariance, device="cuda")
+    ok = ~np.isnan(cpu.channels[:, 0])
+    scale = np.abs(cpu.channels[ok]).max()
+    np.testing.assert_allclose(gpu.channels[ok], cpu.channels[ok], atol=1e-4 * scale, rtol=1e-3)
+    np.testing.assert_allclose(gpu.response[ok], cpu.response[ok], atol=1e-5, rtol=1e-4)
+    if cpu.maps is not None:
+        np.testing.assert_allclose(gpu.maps[ok], cpu.maps[ok], atol=1e-4 * np.abs(cpu.maps[ok]).max(), rtol=1e-3)
+    # a small difference of large sums: float32 (and TF32 convolutions) rounding moves it by ~3e-5
+    assert gpu.completeness_error == pytest.approx(cpu.completeness_error, abs=1e-4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -343,7 +344,7 @@ def test_cli_unknown_experiment(tmp_path, capsys):
 # ----------------------------------------------------------------------------- the shipped model
 
 #: what docs/EXPERIMENTS.md reports for the shipped model (cell 0): the phenomena it reproduces
-SHIPPED_MODEL_SHOWS = ("latency", "reversal", "doubling")
+SHIPPED_MODEL_SHOWS = ("osr", "latency", "reversal", "doubling")
 
 
 @pytest.fixture(scope="module")
@@ -366,3 +367,14 @@ def test_shipped_model_osr_reduction_recovers_both_on_pathways(shipped_battery):
     assert rec["recovered"]["ON fast"] and rec["recovered"]["ON slow"], rec["channels"]
     kept = set(int(c) for c in shipped_battery["results"]["osr"].reduction.kept)
     assert set(rec["recovered"]["ON fast"] + rec["recovered"]["ON slow"]) <= kept
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_experiment_on_gpu_matches_cpu(tiny):
+    cpu = E.run("latency", tiny, 0)
+    gpu = E.run("latency", copy.deepcopy(tiny).to("cuda"), 0)
+    # cuDNN convolutions use TF32 by default: ~3e-4 relative differences from the CPU
+    np.testing.assert_allclose(gpu.rates, cpu.rates, rtol=2e-3, atol=1e-4)
+    np.testing.assert_allclose(gpu.attribution.channels, cpu.attribution.channels, rtol=1e-2,
+                               atol=1e-3 * np.nanmax(np.abs(cpu.attribution.channels)))
+    assert gpu.reduction.kept == cpu.reduction.kept

@@ -323,3 +323,16 @@ def test_init_resumes_from_a_model(trained, tmp_path):
     assert again.config.history == model.config.history
     with pytest.raises(ValueError, match="either config or init"):
         nr.train(path, init=model, config=tiny_config())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_gpu(tmp_path):
+    stim, counts, true = ln_data()
+    out = tmp_path / "gpu.pt"
+    model = nr.train((stim, counts), config=tiny_config(), epochs=4, batch_size=32, lr=1e-2, seed=3, out=out,
+                     device="cuda")
+    assert model.device.type == "cuda"
+    hist = model.provenance["history"]
+    assert min(h["heldout_loss"] for h in hist[1:]) < hist[0]["heldout_loss"] - 0.02
+    loaded = nr.load_model(out, device="cpu")                       # a GPU checkpoint loads on a CPU
+    np.testing.assert_allclose(nr.predict(loaded, stim[:100]), nr.predict(model, stim[:100]), rtol=1e-4, atol=1e-5)

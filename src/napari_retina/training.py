@@ -518,7 +518,8 @@ def _finish(model: RetinaCNN, d: _Data, config: ModelConfig, history: list, best
         "numpy": np.__version__,
         "python": platform.python_version(),
         "machine": f"{socket.gethostname()} {platform.platform()} {platform.processor() or platform.machine()}, "
-                   f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
+                   f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
+                   + (f", {torch.cuda.get_device_name(model.device)}" if model.device.type == "cuda" else ""),
     }
     scores: dict[str, Any] = {
         "heldout_loss": best[0],
