@@ -95,16 +95,19 @@ def _evaluate(args) -> int:
 
 
 def register(sub) -> None:
+    from . import synthetic
+
     p = sub.add_parser("synth", help="write a white-noise dataset of the synthetic retina (lab HDF5 layout)")
     p.add_argument("out", help="output .h5 file")
-    p.add_argument("--frames", type=int, default=20000, help="training frames (10 ms each)")
+    p.add_argument("--frames", type=int, default=synthetic.DATASET_FRAMES, help="training frames (10 ms each)")
     p.add_argument("--test-frames", type=int, default=2000, help="test frames")
     p.add_argument("--repeats", type=int, default=10, help="repeats of the test stimulus")
     p.add_argument("--seed", type=int, default=0, help="seed of the stimuli and the spikes")
-    p.add_argument("--checker", type=int, default=3, help="white-noise checker size in pixels")
-    p.add_argument("--contrast", type=float, default=1.0, help="white-noise contrast (binary: ±contrast)")
+    p.add_argument("--checker", type=int, default=synthetic.DATASET_CHECKER, help="white-noise checker size in pixels")
+    p.add_argument("--contrast", type=float, default=synthetic.DATASET_CONTRAST,
+                   help="white-noise contrast (binary: ±contrast)")
     p.add_argument("--kind", default="binary", choices=("binary", "gaussian"), help="white-noise distribution")
-    p.add_argument("--grey", type=float, default=0.0,
+    p.add_argument("--grey", type=float, default=synthetic.DATASET_GREY,
                    help="probability that a frame is grey (sparse noise; 0: classic white noise)")
     p.add_argument("--retina-seed", type=int, default=0, help="seed of nr.synthetic.Retina")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -410,23 +410,27 @@ class Retina:
 # ---------------------------------------------------------------------------
 # datasets
 
-#: white-noise checker size (px) of the synthetic datasets: 3 px (165 µm) checkers drive the
-#: 1-px subunits hard enough that the thresholded ON fast pathway is active on ~6% of frames
-DATASET_CHECKER = 3
+#: default white noise of the synthetic datasets, the shipped model's (docs/MODEL.md): binary ±2 on
+#: 4 px (220 µm) checkers, each frame grey with probability 0.5. The true rates of the four cells
+#: then average ~2.9 spikes per 10 ms bin (sd ~2.3); grey alone gives ~0.2.
+DATASET_FRAMES = 30000
+DATASET_CHECKER = 4
+DATASET_CONTRAST = 2.0
+DATASET_GREY = 0.5
 
 
 def make_dataset(
     path: PathLike,
-    frames: int = 20000,
+    frames: int = DATASET_FRAMES,
     test_frames: int = 2000,
     repeats: int = 10,
     seed: int = 0,
     checker: int = DATASET_CHECKER,
     retina: Optional[Retina] = None,
     progress=None,
-    contrast: float = 1.0,
+    contrast: float = DATASET_CONTRAST,
     kind: str = "binary",
-    grey: float = 0.0,
+    grey: float = DATASET_GREY,
 ):
     """Write a white-noise dataset of the synthetic retina in the lab's HDF5 layout.
 
