@@ -107,7 +107,7 @@ def flops_per_frame(cfg, steps, rule):
     conv2 per point (forward, tangent for kink_midpoint, transpose) and one
     conv2 forward at α = 1.
     """
-    (c1, c2), (k1, k2) = cfg.channels, cfg.kernels
+    (c1, c2), k2 = cfg.channels, cfg.kernels[1]
     h1, h2 = cfg.map_sizes
     npix = cfg.size * cfg.size
     fft = 2.5 * npix * np.log2(npix)

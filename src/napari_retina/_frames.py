@@ -6,7 +6,7 @@ window of frames t-history+1 .. t. Frames t < history-1 have no full history.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Union
+from typing import Iterator, Union
 
 import numpy as np
 import torch

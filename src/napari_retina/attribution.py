@@ -79,7 +79,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -513,7 +513,6 @@ def attribute(
 
     # a private copy without parameter gradients (cheap: the model is small)
     net = copy.deepcopy(model).eval().requires_grad_(False)
-    dev = net.device
     dtype = net.conv1.weight.dtype
     weight, bias = net.conv1.weight, net.conv1.bias
     scale, shift = net.first_layer_affine()

@@ -183,7 +183,6 @@ def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
 
 def write_dataset(path: PathLike, dataset: Dataset) -> Path:
     """Write a :class:`Dataset` in the lab's HDF5 layout (atomically)."""
-    import h5py
 
     def fill(h5):
         for name in ("train", "test"):

@@ -39,7 +39,7 @@ import numpy as np
 
 from .._progress import Progress
 from . import anticipation, doubling, latency, osr, reversal
-from .base import COMMON_PARAMS, ExperimentResult, Protocol, run_model, run_response
+from .base import ExperimentResult, Protocol, run_model, run_response
 from .battery import battery, format_table
 
 _REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (osr, latency, anticipation, reversal, doubling)}
