@@ -272,6 +272,33 @@ def test_make_dataset_bad_input(tmp_path):
         syn.make_dataset(tmp_path / "missing" / "x.h5", frames=100, test_frames=50)
 
 
+def test_record_dataset_records_any_stimulus(tmp_path, gt):
+    import h5py
+
+    bars = nr.stimuli.moving_bar(speed=0.5, start=-20, stop=20, width=2, intensity=-2, pre=10, post=10, size=50)
+    test = nr.stimuli.white_noise(60, seed=3, checker=2, contrast=2.0)
+    path = syn.record_dataset(tmp_path / "bars.h5", bars, test, repeats=4, seed=7, attrs={"stimulus": "bars"})
+    ds = nr.io.read_dataset(path)
+    np.testing.assert_array_equal(ds.train.stimulus, bars)
+    np.testing.assert_array_equal(ds.test.stimulus, test)
+    assert ds.test.repeats.shape == (gt.n_cells, 4, 60) and ds.attrs["stimulus"] == "bars"
+    with h5py.File(path, "r") as h5:
+        np.testing.assert_allclose(h5["train/true_rates"][()].T, gt.respond(bars), rtol=1e-6)
+    # spikes are Poisson around the true rates: the train counts' total is within 5 sd of the expected total
+    expected = float(gt.respond(bars).sum())
+    assert abs(float(ds.train.rates.sum()) - expected) < 5 * np.sqrt(expected)
+
+
+def test_record_dataset_bad_input(tmp_path):
+    noise = nr.stimuli.white_noise(60, seed=1)
+    with pytest.raises(ValueError, match="50x50"):
+        syn.record_dataset(tmp_path / "x.h5", np.zeros((60, 40, 40), np.float32), noise)
+    with pytest.raises(ValueError, match="frames"):
+        syn.record_dataset(tmp_path / "x.h5", noise[:30], noise)
+    with pytest.raises(ValueError, match="repeats"):
+        syn.record_dataset(tmp_path / "x.h5", noise, noise, repeats=0)
+
+
 # ----------------------------------------------------------------------------- recovery report
 
 def _model_with_truth(gt: syn.Retina, shift: int = 0, flip: int = -1) -> RetinaCNN:

@@ -441,8 +441,8 @@ def make_dataset(
     ``test``: ``test_frames`` frames of another white noise (seed ``seed + 1``),
     ``repeats`` trials (``test/repeats/cellNN``), their mean as the test rates,
     and the true rates under ``test/true_rates`` (cells, T) with the attribute
-    ``synthetic=1``. Written atomically with :func:`napari_retina.io.write_dataset`,
-    so the same training code reads it as it reads a lab's recordings.
+    ``synthetic=1``. Recorded and written by :func:`record_dataset`, so the same
+    training code reads it as it reads a lab's recordings.
 
     Returns the path. ``progress(done, 4)`` is called after each stage.
 
@@ -450,48 +450,79 @@ def make_dataset(
     -------
     >>> make_dataset("wn.h5", frames=2000, test_frames=300)       # doctest: +SKIP
     """
-    import h5py
-
-    from . import io
-    from ._progress import report
     from .stimuli import white_noise
 
     frames = check_int(frames, "frames", HISTORY + 1)
     test_frames = check_int(test_frames, "test_frames", HISTORY)
-    repeats = check_int(repeats, "repeats", 1)
     seed = check_int(seed, "seed", 0)
     checker = check_int(checker, "checker", 1)
+    train = white_noise(frames, SIZE, seed, checker=checker, kind=kind, contrast=contrast, grey=grey)
+    test = white_noise(test_frames, SIZE, seed + 1, checker=checker, kind=kind, contrast=contrast, grey=grey)
+    return record_dataset(path, train, test, repeats=repeats, seed=seed, retina=retina, progress=progress,
+                          attrs={"source": "napari_retina.synthetic.make_dataset", "checker_px": checker, "contrast": float(contrast), "kind": kind,
+                                 "grey": float(grey)})
+
+
+def record_dataset(path: PathLike, train, test, repeats: int = 10, seed: int = 0,
+                   retina: Optional[Retina] = None, progress=None, attrs: Optional[dict] = None):
+    """Record the synthetic retina's responses to any stimuli and write them as a dataset.
+
+    Parameters
+    ----------
+    path : the HDF5 file to write (atomically; the lab's layout, ``nr.io.write_dataset``).
+    train : array (T, 50, 50), contrast units; recorded once (Poisson counts per 10 ms bin).
+    test : array (T_test, 50, 50); recorded ``repeats`` times, their mean is the test rates.
+    repeats : number of test trials (>= 1).
+    seed : seeds the spiking noise (``numpy.random.default_rng([seed, 1])``: train, then test).
+    retina : the circuit (default ``Retina(seed=0)``).
+    progress : ``progress(done, 4)`` after each stage.
+    attrs : extra file attributes describing the stimulus (JSON-able values).
+
+    The true rates are stored too, (cells, T) under ``train/true_rates`` and
+    ``test/true_rates``, with the file attribute ``synthetic=1``; returns the path.
+
+    Example
+    -------
+    >>> stim = nr.stimuli.white_noise(3000, checker=2, contrast=2.0, grey=0.9)   # doctest: +SKIP
+    >>> record_dataset("mine.h5", stim[:2500], stim[2500:])                       # doctest: +SKIP
+    """
+    import h5py
+
+    from . import io
+    from ._atomic import atomic_write
+    from ._progress import report
+
+    repeats = check_int(repeats, "repeats", 1)
+    seed = check_int(seed, "seed", 0)
     gt = Retina(seed=0) if retina is None else retina
     if not isinstance(gt, Retina):
         raise TypeError(f"retina must be an nr.synthetic.Retina, got {type(gt).__name__}")
+    train, test = gt._check(train), gt._check(test)
+    if len(train) <= HISTORY or len(test) < HISTORY:
+        raise ValueError(f"the training stimulus needs more than {HISTORY} frames and the test stimulus at "
+                         f"least {HISTORY} (the filters' history), got {len(train)} and {len(test)}")
     path = os.fspath(path)
     report(progress, 0, 4)
-    train_stim = white_noise(frames, SIZE, seed, checker=checker, kind=kind, contrast=contrast, grey=grey)
-    train_true = gt.respond(train_stim)
+    train_true = gt.respond(train)
     rng = np.random.default_rng([seed, 1])
     train_counts = rng.poisson(train_true.astype(np.float64)).astype(np.float32)
     report(progress, 1, 4)
-    test_stim = white_noise(test_frames, SIZE, seed + 1, checker=checker, kind=kind, contrast=contrast, grey=grey)
-    test_true = gt.respond(test_stim)
+    test_true = gt.respond(test)
     reps = rng.poisson(test_true.astype(np.float64), size=(repeats,) + test_true.shape).astype(np.float32)
     report(progress, 2, 4)
     ds = io.Dataset(
-        train=io.Split(train_stim, train_counts),
-        test=io.Split(test_stim, reps.mean(0), np.ascontiguousarray(reps.transpose(2, 0, 1))),
+        train=io.Split(train, train_counts),
+        test=io.Split(test, reps.mean(0), np.ascontiguousarray(reps.transpose(2, 0, 1))),
         cell_names=list(gt.cell_names),
         attrs={
             "synthetic": 1,
-            "source": "napari_retina.synthetic.make_dataset",
+            "source": "napari_retina.synthetic.record_dataset",
             "retina": json.dumps(gt.describe()),
             "seed": seed,
-            "checker_px": checker,
-            "contrast": float(contrast),
-            "kind": kind,
-            "grey": float(grey),
+            **(attrs or {}),
             "units": "spike counts per 10 ms bin (train: one trial; test: mean of repeats)",
         },
     )
-    from ._atomic import atomic_write
 
     def write(tmp: str) -> None:
         io.write_dataset(tmp, ds)
