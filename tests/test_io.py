@@ -1,13 +1,11 @@
 """Reading stimuli and datasets, writing results."""
 
-import json
 
 import h5py
 import numpy as np
 import pytest
 import tifffile
 
-import napari_retina as nr
 from napari_retina.io import Dataset, Split, read_dataset, read_stimulus, write_dataset, write_results
 
 

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-import napari_retina as nr
 from napari_retina.model import ModelConfig, RetinaCNN
 
 
