@@ -1,6 +1,5 @@
 """Reading stimuli and datasets, writing results."""
 
-
 import h5py
 import numpy as np
 import pytest
