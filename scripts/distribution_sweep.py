@@ -32,16 +32,15 @@ started ``budget`` seconds after the start. The table in docs/MODEL.md is
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
 import napari_retina as nr
 from napari_retina.experiments import battery
 from napari_retina.synthetic import DEFAULT_PARAMS, Retina, record_dataset
+from seed_sweep import RECIPE, sweep_arguments     # scripts/: the shipped settings and the command line
 
 BLOCK = 500
 #: the variant circuit "v" (overrides of DEFAULT_PARAMS)
@@ -88,13 +87,7 @@ def peak_above_grey(r: np.ndarray) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--budget", type=float, default=600.0, help="seconds after which no new model is started")
-    ap.add_argument("--plan", nargs="+", default=["d:0.9:60000:0:2:1"], help="gt:grey:frames:seed:checker:hold")
-    ap.add_argument("--tiny", action="store_true")
-    args = ap.parse_args()
+    args = sweep_arguments("d:0.9:60000:0:2:1", "gt:grey:frames:seed:checker:hold")
     args.out.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + args.budget
     circuits, data, rows = {}, {}, []
@@ -116,8 +109,8 @@ def main() -> None:
                                        noise(n_train, 0, **mix), noise(n_test, 1, **mix), repeats=10, seed=0,
                                        retina=gt, attrs={"mixture": json.dumps(mix)})
         t = time.time()
-        model = nr.train(data[key], epochs=1 if args.tiny else 10, batch_size=192, blocks_per_batch=8, lr=2e-3,
-                         l2=1e-3, l1_linear=3e-5, patience=2, seed=int(seed), device=args.device)
+        model = nr.train(data[key], **{**RECIPE, "epochs": 1 if args.tiny else RECIPE["epochs"]}, seed=int(seed),
+                         device=args.device)
         t_train = time.time() - t
         model = model.to("cpu")
         b = battery(model, 0, names=["osr", "anticipation"] if args.tiny else None)

@@ -28,15 +28,24 @@ from pathlib import Path
 import napari_retina as nr
 from napari_retina.experiments import battery
 
+#: the shipped model's training settings (docs/MODEL.md), for nr.train
+RECIPE = {"epochs": 10, "batch_size": 192, "blocks_per_batch": 8, "lr": 2e-3, "l2": 1e-3, "l1_linear": 3e-5,
+          "patience": 2}
 
-def main() -> None:
+
+def sweep_arguments(default_plan: str, plan_help: str) -> argparse.Namespace:
+    """The sweep scripts' command line: OUT, --device, --budget, --plan ITEM..., --tiny."""
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--budget", type=float, default=600.0, help="seconds after which no new model is started")
-    ap.add_argument("--plan", nargs="+", default=["0.5:30000:0"], help="grey:frames:seed")
-    ap.add_argument("--tiny", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument("--plan", nargs="+", default=[default_plan], help=plan_help)
+    ap.add_argument("--tiny", action="store_true", help="a smoke run: tiny data, one epoch")
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = sweep_arguments("0.5:30000:0", "grey:frames:seed")
     args.out.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + args.budget
     rows, data = [], {}
@@ -51,8 +60,8 @@ def main() -> None:
                 args.out / f"wn_g{int(grey * 100)}_{frames // 1000}k.h5", frames=300 if args.tiny else frames,
                 test_frames=100 if args.tiny else 2000, repeats=10, seed=0, checker=4, contrast=2.0, grey=grey)
         t = time.time()
-        model = nr.train(data[key], epochs=1 if args.tiny else 10, batch_size=192, blocks_per_batch=8, lr=2e-3,
-                         l2=1e-3, l1_linear=3e-5, patience=2, seed=seed, device=args.device)
+        model = nr.train(data[key], **{**RECIPE, "epochs": 1 if args.tiny else RECIPE["epochs"]}, seed=seed,
+                         device=args.device)
         t_train = time.time() - t
         b = battery(model, 0, names=["osr"] if args.tiny else None)
         rec = b["recovery"]["osr"].get("recovered", {})
