@@ -102,6 +102,27 @@ def test_anticipation_readout_recovers_a_known_lead(lead_px):
     assert out["present"] is (lead_px > 0)
 
 
+def test_anticipation_readout_reads_the_envelope_not_the_pixel_ripple():
+    """A bar drawn on the pixel grid makes the response ripple once per pixel crossing; a ripple
+    crest 0.4 px ahead of the envelope's peak must not move the lead."""
+    proto = protocol(anticipation, speed=0.1)         # one pixel crossing = 10 frames
+    T = len(proto.stimulus)
+    rf, lead_px = 0.0, 0.3
+    r = np.full(T, 0.1)
+    for c in proto.conditions:
+        if c["kind"] == "flash":
+            r += bump(T, c["onset"] + 6, np.exp(-0.5 * ((c["position"] - rf) / 4.0) ** 2), 2.0)
+        else:
+            d = c["direction"]
+            t = np.arange(T, dtype=np.float64)
+            t_star = c["onset"] + (rf - d * lead_px - c["x0"]) / (d * c["speed"])
+            env = bump(T, t_star, 1.0, 15.0)
+            r += env * (1.0 + 0.3 * np.cos(2 * np.pi * (c["speed"] * (t - t_star) + 0.4)))   # crest 4 frames early
+    out = anticipation.readout(r, proto.conditions)
+    assert out["crossing_frames"] == pytest.approx(10.0)
+    np.testing.assert_allclose(out["lead_px_per_direction"], lead_px, atol=0.1)
+
+
 def test_reversal_readout_recovers_burst_ratio_and_latency():
     proto = protocol(reversal, center=0.0)
     T = len(proto.stimulus)
