@@ -459,8 +459,8 @@ def make_dataset(
     train = white_noise(frames, SIZE, seed, checker=checker, kind=kind, contrast=contrast, grey=grey)
     test = white_noise(test_frames, SIZE, seed + 1, checker=checker, kind=kind, contrast=contrast, grey=grey)
     return record_dataset(path, train, test, repeats=repeats, seed=seed, retina=retina, progress=progress,
-                          attrs={"source": "napari_retina.synthetic.make_dataset", "checker_px": checker, "contrast": float(contrast), "kind": kind,
-                                 "grey": float(grey)})
+                          attrs={"source": "napari_retina.synthetic.make_dataset", "checker_px": checker,
+                                 "contrast": float(contrast), "kind": kind, "grey": float(grey)})
 
 
 def record_dataset(path: PathLike, train, test, repeats: int = 10, seed: int = 0,

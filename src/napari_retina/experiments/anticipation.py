@@ -26,10 +26,10 @@ flash_latency_ms : flash onset to response peak at the best flashed position.
 directions : list; peak_frame : list, sub-frame time of each moving-bar
     response peak; bar_at_peak_px : list, bar centre at that time. The peak is
     that of the response averaged over one pixel crossing (``crossing_frames``,
-    1/speed frames, centred: :func:`crossing_window`): the bar is drawn area-weighted on the pixel
-    grid, so responses ripple with that period, and the ripple's crests would
-    otherwise move the peak by up to half a pixel (the ground truth's lead is
-    44 µm on the raw response, 20 µm on its envelope).
+    1/speed frames, centred: :func:`crossing_window`): the bar is drawn
+    area-weighted on the pixel grid, so responses ripple with that period, and
+    the ripple's crests would otherwise move the peak by up to half a pixel (the
+    ground truth's lead, cell 0, is 44 µm on the raw response, 24 µm on its envelope).
 crossing_frames : float, the averaging window (frames).
 lead_px_per_direction, lead_um_per_direction : ``direction·(rf_center − bar_at_peak)``:
     how far ahead of the bar centre the response peaks (positive = before the
