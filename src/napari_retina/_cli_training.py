@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
+
+from .training import DEFAULTS, TrainConfig
 
 
 def _bar(desc: str, unit: str, quiet: bool):
@@ -47,6 +50,14 @@ def _synth(args) -> int:
     return 0
 
 
+def _train_config(args) -> TrainConfig:
+    """The training settings of a parsed ``napari-retina train`` command line (validated)."""
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, blocks_per_batch=args.blocks_per_batch,
+                       lr=args.lr, l2=args.l2, l1_linear=args.l1_linear, patience=args.patience,
+                       lr_patience=args.lr_patience, holdout=args.holdout, seed=args.seed,
+                       recalibrate=args.recalibrate)
+
+
 def _train(args) -> int:
     import torch
 
@@ -69,11 +80,9 @@ def _train(args) -> int:
 
     command = "napari-retina " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
     with bar:
-        model = train(args.data, config=config, epochs=args.epochs, batch_size=args.batch_size,
-                      blocks_per_batch=args.blocks_per_batch, lr=args.lr,
-                      l2=args.l2, l1_linear=args.l1_linear, patience=args.patience, seed=args.seed,
-                      device=args.device, cells=_cells(args.cells), out=args.out, progress=progress, log=log,
-                      command=command, init=args.init, recalibrate=args.recalibrate)
+        model = train(args.data, config=config, **asdict(_train_config(args)), device=args.device,
+                      cells=_cells(args.cells), out=args.out, progress=progress, log=log, command=command,
+                      init=args.init)
     print(json.dumps({"out": str(args.out), "seconds": model.provenance["seconds"],
                       "best_epoch": model.provenance["best_epoch"], **model.scores}, indent=1))
     return 0
@@ -116,20 +125,27 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a BN-CNN on a dataset in the lab HDF5 layout")
     p.add_argument("data", help="dataset .h5 (train/stimulus, train/response/firing_rate_10ms, test/...)")
     p.add_argument("--out", required=True, help="checkpoint to write (atomically, after every improvement)")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--batch-size", type=int, default=192)
-    p.add_argument("--blocks-per-batch", type=int, default=4,
-                   help="runs of consecutive windows per batch (more runs: less correlated batches)")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--l2", type=float, default=1e-3, help="L2 on the conv kernels")
-    p.add_argument("--l1-linear", type=float, default=0.0, help="L1 on the readout weights")
-    p.add_argument("--patience", type=int, default=3, help="epochs without held-out improvement before stopping")
-    p.add_argument("--seed", type=int, default=0)
+    # every training default from nr.training.TrainConfig, the one source shared with nr.train and napari
+    d = " (default %(default)s)"
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="maximum passes over the training windows" + d)
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="windows per Adam step" + d)
+    p.add_argument("--blocks-per-batch", type=int, default=DEFAULTS.blocks_per_batch,
+                   help="runs of consecutive windows per batch (more runs: less correlated batches)" + d)
+    p.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate" + d)
+    p.add_argument("--l2", type=float, default=DEFAULTS.l2, help="L2 on the conv kernels" + d)
+    p.add_argument("--l1-linear", type=float, default=DEFAULTS.l1_linear, help="L1 on the readout weights" + d)
+    p.add_argument("--patience", type=int, default=DEFAULTS.patience,
+                   help="epochs without held-out improvement before stopping" + d)
+    p.add_argument("--lr-patience", type=int, default=DEFAULTS.lr_patience,
+                   help="epochs without held-out improvement before the learning rate is halved" + d)
+    p.add_argument("--holdout", type=float, default=DEFAULTS.holdout,
+                   help="fraction of the training frames held out at the end for early stopping" + d)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seeds initialisation, shuffling and noise" + d)
+    p.add_argument("--recalibrate", type=int, default=DEFAULTS.recalibrate,
+                   help="training batches for re-estimating batch-norm statistics before each held-out score" + d)
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
     p.add_argument("--cells", default=None, help="comma-separated cell indices (default all)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--recalibrate", type=int, default=8,
-                   help="training batches for re-estimating batch-norm statistics before each held-out score")
     p.add_argument("--init", default=None, help="checkpoint to start from (fine-tune or resume)")
     p.add_argument("--tiny", action="store_true", help="a tiny model (history 10, 4+4 channels) for smoke tests")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

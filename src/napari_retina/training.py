@@ -3,12 +3,14 @@
 :func:`train` fits the BN-CNN to a dataset in the lab's HDF5 layout (or to
 arrays) with a Poisson loss, Adam, L2 on the conv kernels, reduce-on-plateau
 and early stopping on a held-out tail in time (the last 5% of the training
-frames, not a random split: neighbouring frames share history). The best
-model (lowest held-out loss) is returned and, with ``out=``, saved atomically
-after every improvement, so an interrupted run leaves either no file or a
-complete checkpoint. :func:`evaluate` scores a model on a dataset's test
-split (per-cell Pearson r against the recorded rates, and against the true
-rates for synthetic data).
+frames, not a random split: neighbouring frames share history). Its settings
+and their defaults are :class:`TrainConfig`'s, shared with the command line
+and the napari widget. The best model (lowest held-out loss) is returned
+and, with ``out=``, saved atomically after every improvement, so an
+interrupted run leaves either no file or a complete checkpoint.
+:func:`evaluate` scores a model on a dataset's test split (per-cell Pearson
+r against the recorded rates, and against the true rates for synthetic
+data).
 
 Example
 -------
@@ -28,9 +30,9 @@ import platform
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -40,6 +42,7 @@ from ._device import DeviceLike, resolve_device
 from ._frames import batches, gather_windows
 from ._progress import Progress, report
 from ._validate import as_stack, check_int, check_positive
+from .checkpoint import load_model, save_model
 from .io import Dataset, Split, read_dataset
 from .model import ModelConfig, RetinaCNN
 
@@ -49,6 +52,84 @@ PathLike = Union[str, os.PathLike]
 HOLDOUT = 0.05
 #: HDF5 key (cells, T) of the true test rates written by nr.synthetic.make_dataset
 TRUE_RATES_KEY = "test/true_rates"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How :func:`train` fits a model: every training setting and its one default.
+
+    ``nr.train``'s keyword defaults, ``napari-retina train``'s option defaults
+    and the napari Model widget's values are read from here. Validated on
+    construction (one-sentence ValueError/TypeError). A checkpoint records
+    these in ``provenance["params"]`` (:meth:`provenance_params`).
+
+    Example
+    -------
+    >>> from dataclasses import asdict
+    >>> tc = TrainConfig(epochs=5, batch_size=192)
+    >>> model = nr.train("wn.h5", **asdict(tc))               # doctest: +SKIP
+    """
+
+    #: maximum passes over the training windows
+    epochs: int = 10
+    #: windows (stimulus frames predicted) per Adam step, >= 2 (batch norm)
+    batch_size: int = 128
+    #: a batch is this many runs of consecutive windows taken at random places (conv1 by FFT, each
+    #: frame of a run transformed once: :meth:`RetinaCNN.first_layer_windows`)
+    blocks_per_batch: int = 4
+    #: Adam learning rate, > 0
+    lr: float = 2e-3
+    #: L2 penalty on the conv1 and conv2 kernels (sum of squared weights, added to the mean Poisson
+    #: loss in spikes per 10 ms bin), >= 0
+    l2: float = 1e-3
+    #: L1 penalty on the readout weights (sum of absolute weights), >= 0
+    l1_linear: float = 0.0
+    #: epochs without held-out improvement before stopping early, >= 1
+    patience: int = 3
+    #: epochs without held-out improvement before the learning rate is halved, >= 0
+    lr_patience: int = 1
+    #: fraction of the training frames held out at the end (in time) for early stopping, in (0, 0.5)
+    holdout: float = HOLDOUT
+    #: seeds initialisation, shuffling and training noise (reproducible on one device), >= 0
+    seed: int = 0
+    #: before each held-out score, re-estimate the batch-norm running statistics on this many fixed
+    #: training batches (0: keep the running averages)
+    recalibrate: int = 8
+
+    def __post_init__(self) -> None:
+        for name, low in (("epochs", 1), ("batch_size", 2), ("blocks_per_batch", 1), ("recalibrate", 0)):
+            object.__setattr__(self, name, check_int(getattr(self, name), name, low))
+        object.__setattr__(self, "lr", check_positive(self.lr, "lr"))
+        for name, low in (("patience", 1), ("lr_patience", 0), ("seed", 0)):
+            object.__setattr__(self, name, check_int(getattr(self, name), name, low))
+        if not isinstance(self.holdout, (int, float)) or not 0 < self.holdout < 0.5:
+            raise ValueError(f"holdout must be a fraction in (0, 0.5), got {self.holdout!r}")
+        for name in ("l2", "l1_linear"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+    def provenance_params(self, device: torch.device, cells: Optional[list[int]], command: Optional[str]) -> dict:
+        """``provenance["params"]`` of a checkpoint: these settings (under their recorded names) plus
+        the device, the cells and the command (default ``sys.argv``)."""
+        params = {_RECORDED_AS.get(k, k): v for k, v in asdict(self).items()}
+        params.update(device=str(device), cells=cells, command=command or " ".join(sys.argv))
+        return params
+
+    @classmethod
+    def from_provenance(cls, params: dict) -> "TrainConfig":
+        """The settings a checkpoint was trained with, from its ``provenance["params"]``.
+
+        >>> TrainConfig.from_provenance(nr.load_model().provenance["params"]).batch_size   # doctest: +SKIP
+        192
+        """
+        return cls(**{f.name: params[_RECORDED_AS.get(f.name, f.name)] for f in fields(cls)})
+
+
+#: TrainConfig fields recorded under another name in provenance["params"] (the names checkpoints have)
+_RECORDED_AS = {"epochs": "epochs_max", "recalibrate": "recalibrate_batches"}
+#: the defaults, validated
+DEFAULTS = TrainConfig()
 
 
 @dataclass
@@ -250,26 +331,30 @@ def train(
     data,
     *,
     config: Optional[ModelConfig] = None,
-    epochs: int = 10,
-    batch_size: int = 128,
-    blocks_per_batch: int = 4,
-    lr: float = 2e-3,
-    l2: float = 1e-3,
-    l1_linear: float = 0.0,
-    patience: int = 3,
-    lr_patience: int = 1,
-    holdout: float = HOLDOUT,
-    seed: int = 0,
+    epochs: int = DEFAULTS.epochs,
+    batch_size: int = DEFAULTS.batch_size,
+    blocks_per_batch: int = DEFAULTS.blocks_per_batch,
+    lr: float = DEFAULTS.lr,
+    l2: float = DEFAULTS.l2,
+    l1_linear: float = DEFAULTS.l1_linear,
+    patience: int = DEFAULTS.patience,
+    lr_patience: int = DEFAULTS.lr_patience,
+    holdout: float = DEFAULTS.holdout,
+    seed: int = DEFAULTS.seed,
     device: DeviceLike = None,
     cells: Optional[list[int]] = None,
     out: Optional[PathLike] = None,
     progress: Optional[Progress] = None,
-    log=None,
+    log: Optional[Callable[[dict], None]] = None,
     command: Optional[str] = None,
     init: Optional[Union[RetinaCNN, PathLike]] = None,
-    recalibrate: int = 8,
+    recalibrate: int = DEFAULTS.recalibrate,
 ) -> RetinaCNN:
     """Fit a BN-CNN to a dataset and return the best model (eval mode).
+
+    The training settings (``epochs`` … ``seed``, ``recalibrate``) are the
+    fields of :class:`TrainConfig`, which documents them and holds their
+    defaults; a whole configuration is passed as ``**dataclasses.asdict(tc)``.
 
     Parameters
     ----------
@@ -283,27 +368,17 @@ def train(
         rate scale, :func:`init_readout`); default the standard one (history 40, channels (8, 8),
         kernels (15, 11), bn "unit") with ``size`` and ``n_cells`` from the data.
         ``config.norm`` is replaced by the training stimulus' statistics.
-    epochs : maximum passes over the training windows.
-    batch_size, lr : Adam mini-batch size (windows) and learning rate.
-    blocks_per_batch : a batch is made of this many runs of consecutive windows taken at
-        random places (conv1 is computed by FFT, each frame of a run transformed once: :meth:`RetinaCNN.first_layer_windows`).
-    l2 : L2 penalty on the conv1 and conv2 kernels (added to the mean Poisson loss).
-    l1_linear : L1 penalty on the readout weights.
-    patience : epochs without held-out improvement before stopping early.
-    lr_patience : epochs without improvement before the learning rate is halved.
-    holdout : fraction of the training frames held out at the end (default 5%).
-    seed : seeds initialisation, shuffling and training noise (reproducible on one device).
+    epochs, batch_size, blocks_per_batch, lr, l2, l1_linear, patience, lr_patience, holdout, seed, recalibrate
+        See :class:`TrainConfig` (validated there).
     device : ``None``/"auto", "cpu", "cuda", "mps".
     cells : train on a subset of cells (indices).
     out : optional checkpoint path, written atomically after every improvement.
     progress : ``progress(done_batches, total_batches)``; raise ``nr.Cancelled`` to stop
         (``out`` then holds the best checkpoint so far, or nothing).
-    log : optional callable ``log(dict)`` called after every epoch.
-    command : the command line or call to record in the provenance.
+    log : optional callable ``log(dict)`` called after every epoch with its history entry.
+    command : the command line or call to record in the provenance (default ``sys.argv``).
     init : a RetinaCNN or checkpoint path to start from (fine-tuning or resuming);
         its config is used (``config`` must then be None).
-    recalibrate : before each held-out evaluation, re-estimate the batch-norm running
-        statistics on this many fixed training batches (0: keep the running averages).
 
     Returns
     -------
@@ -316,42 +391,56 @@ def train(
     >>> model = nr.train("wn.h5", epochs=5, out="m.pt")          # doctest: +SKIP
     """
     t0 = time.time()
-    epochs = check_int(epochs, "epochs", 1)
-    batch_size = check_int(batch_size, "batch_size", 2)
-    blocks_per_batch = check_int(blocks_per_batch, "blocks_per_batch", 1)
-    recalibrate = check_int(recalibrate, "recalibrate", 0)
-    lr = check_positive(lr, "lr")
-    patience = check_int(patience, "patience", 1)
-    lr_patience = check_int(lr_patience, "lr_patience", 0)
-    seed = check_int(seed, "seed", 0)
-    if not isinstance(holdout, (int, float)) or not 0 < holdout < 0.5:
-        raise ValueError(f"holdout must be a fraction in (0, 0.5), got {holdout!r}")
-    for name, value in (("l2", l2), ("l1_linear", l1_linear)):
-        if not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if out is not None:
-        out = Path(out)
-        if not out.parent.exists():
-            raise FileNotFoundError(f"cannot save the model: folder {str(out.parent)!r} does not exist")
-
-    init_model = None
-    if init is not None:
-        if config is not None:
-            raise ValueError("give either config or init, not both: init brings its own config")
-        if isinstance(init, RetinaCNN):
-            init_model = init
-        else:
-            from .checkpoint import load_model
-
-            init_model = load_model(init, device="cpu")
-        config = init_model.config
+    tc = TrainConfig(epochs=epochs, batch_size=batch_size, blocks_per_batch=blocks_per_batch, lr=lr, l2=l2,
+                     l1_linear=l1_linear, patience=patience, lr_patience=lr_patience, holdout=holdout, seed=seed,
+                     recalibrate=recalibrate)
+    out = _check_out(out)
+    init_model, config = _start_from(init, config)
     d = _load(data, cells)
-    ds = d.dataset
-    stim_np, rates_np = ds.train.stimulus, ds.train.rates
-    T, H, W = stim_np.shape
+    config, fit_idx, hold_idx = _prepare(config, d.dataset, tc.holdout)
+    dev = resolve_device(device)
+    run = _start(config, init_model, d.dataset.train, fit_idx, hold_idx, tc, dev, t0)
+    params = tc.provenance_params(dev, cells, command)
+
+    def on_improvement(best: tuple) -> None:
+        if out is not None:                    # the best model so far, written atomically
+            save_model(_snapshot(run, d, params, best, final=False), out)
+
+    best = _fit(run, tc, progress, log, on_improvement)
+    model = _snapshot(run, d, params, best, final=True)
+    if out is not None:
+        save_model(model, out)
+    return model
+
+
+def _check_out(out: Optional[PathLike]) -> Optional[Path]:
+    """The checkpoint path, checked before any work: its folder must exist."""
+    if out is None:
+        return None
+    out = Path(out)
+    if not out.parent.exists():
+        raise FileNotFoundError(f"cannot save the model: folder {str(out.parent)!r} does not exist")
+    return out
+
+
+def _start_from(init, config: Optional[ModelConfig]) -> tuple[Optional[RetinaCNN], Optional[ModelConfig]]:
+    """The model to start from (``init``: a RetinaCNN or checkpoint path) and the config to use."""
+    if init is None:
+        return None, config
+    if config is not None:
+        raise ValueError("give either config or init, not both: init brings its own config")
+    if isinstance(init, RetinaCNN):
+        return init, init.config
+    init_model = load_model(init, device="cpu")
+    return init_model, init_model.config
+
+
+def _prepare(config: Optional[ModelConfig], ds: Dataset, holdout: float) -> tuple[ModelConfig, np.ndarray, np.ndarray]:
+    """The architecture for the data (a copy, with the stimulus' norm) and the fit/held-out window ends."""
+    T, H, W = ds.train.stimulus.shape
     if H != W:
         raise ValueError(f"the training stimulus must be square, got {H}x{W} pixels")
-    n_cells = rates_np.shape[1]
+    n_cells = ds.train.rates.shape[1]
     if config is None:
         config = ModelConfig(size=H, n_cells=n_cells, cell_names=list(ds.cell_names))
     else:
@@ -371,147 +460,209 @@ def train(
             f"the training split has {T} frames; with a {hist}-frame history and a {holdout:.0%} held-out "
             f"tail training needs at least {min_frames}"
         )
-    config.norm = _norm_for(stim_np)
+    config.norm = _norm_for(ds.train.stimulus)
     fit_idx, hold_idx = _split_indices(T, hist, holdout)
     if len(fit_idx) < 2:
         raise ValueError(f"the training split has too few frames ({T}) to leave windows for fitting")
+    return config, fit_idx, hold_idx
 
-    dev = resolve_device(device)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+
+@dataclass
+class _Run:
+    """The state of one training run (what the functions below share)."""
+
+    model: RetinaCNN
+    opt: torch.optim.Optimizer
+    sched: Any                        # ReduceLROnPlateau
+    stim: torch.Tensor                # (T, H, W) training stimulus in model units, CPU
+    stim_dev: torch.Tensor            # the same on the training device
+    rates_dev: torch.Tensor           # (T, n_cells) spikes per bin, on the device
+    hold_idx: np.ndarray              # held-out window end frames
+    hold_target: np.ndarray           # (n_hold, n_cells) their rates
+    fit_lo: int                       # first and last fit window end frame
+    fit_hi: int
+    per_block: int                    # consecutive windows per block
+    gen: torch.Generator              # shuffling
+    calib_starts: np.ndarray          # block starts for re-estimating the batch norms
+    t0: float                         # time.time() at the start, for "seconds"
+    history: list = field(default_factory=list)   # one dict per epoch (epoch 0: before training)
+
+
+def _start(config: ModelConfig, init_model: Optional[RetinaCNN], train_split: Split, fit_idx: np.ndarray,
+           hold_idx: np.ndarray, tc: TrainConfig, dev: torch.device, t0: float) -> _Run:
+    """Seed, build the model and optimiser, draw the calibration batches, score epoch 0.
+
+    The order of the random draws (torch's global RNG: initialisation, then
+    training noise; ``gen``: shuffling; ``seed + 1``: calibration batches) is
+    part of what a seed reproduces.
+    """
+    torch.manual_seed(tc.seed)
+    gen = torch.Generator().manual_seed(tc.seed)
     model = RetinaCNN(config)
     if init_model is not None:
         model.load_state_dict({k: v.detach().cpu() for k, v in init_model.state_dict().items()})
     else:
-        init_readout(model, rates_np[fit_idx])
+        init_readout(model, train_split.rates[fit_idx])
     model = model.to(dev)
-    stim = torch.from_numpy(_to_model_units(stim_np, config.norm))
-    rates = torch.from_numpy(rates_np)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=lr_patience)
+    stim = torch.from_numpy(_to_model_units(train_split.stimulus, config.norm))
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=tc.lr_patience)
+    per_block = max(1, tc.batch_size // tc.blocks_per_batch)
+    fit_lo, fit_hi = int(fit_idx[0]), int(fit_idx[-1])
+    run = _Run(model, opt, sched, stim, stim.to(dev), torch.from_numpy(train_split.rates).to(dev), hold_idx,
+               train_split.rates[hold_idx], fit_lo, fit_hi, per_block, gen,
+               _calibration_starts(fit_lo, fit_hi, per_block, tc), t0)
+    run.history.append(_heldout_entry(run, tc, epoch=0, train_loss=None, lr=tc.lr))
+    return run
 
-    # batches are made of blocks of consecutive windows (conv1 by FFT, frames shared); each epoch
-    # the block grid is shifted by a random offset and the blocks are shuffled
-    per_block = max(1, batch_size // blocks_per_batch)
-    fit_lo, fit_hi = int(fit_idx[0]), int(fit_idx[-1])                 # window end frames
+
+def _calibration_starts(fit_lo: int, fit_hi: int, per_block: int, tc: TrainConfig) -> np.ndarray:
+    """Block starts (frames) of the fixed training batches that re-estimate the batch norms, drawn once."""
     n_fit = fit_hi - fit_lo + 1
-    n_batches = math.ceil(n_fit / (per_block * blocks_per_batch))
-    total = epochs * n_batches
+    n_calib = min(tc.recalibrate, max(1, (n_fit - per_block) // per_block)) if tc.recalibrate else 0
+    if not n_calib:
+        return np.zeros(0, int)
+    calib_gen = torch.Generator().manual_seed(tc.seed + 1)
+    return fit_lo + torch.randint(0, max(1, n_fit - per_block + 1), (n_calib * tc.blocks_per_batch,),
+                                  generator=calib_gen).numpy()
+
+
+def _fit(run: _Run, tc: TrainConfig, progress: Optional[Progress], log: Optional[Callable[[dict], None]],
+         on_improvement: Callable[[tuple], None]) -> tuple:
+    """Epochs until ``tc.epochs`` or ``tc.patience`` epochs without improvement (early stopping).
+
+    Returns the best ``(heldout_loss, state_dict, epoch)`` and calls
+    ``on_improvement(best)`` after every improvement; ``progress`` counts
+    batches, ``log`` gets each epoch's history entry.
+    """
+    n_fit = run.fit_hi - run.fit_lo + 1
+    total = tc.epochs * math.ceil(n_fit / (run.per_block * tc.blocks_per_batch))
     done = 0
     report(progress, 0, total)
     best = (math.inf, None, -1)
-    history: list[dict] = []
     bad_epochs = 0
-    hold_target = rates_np[hold_idx]
-    stim_dev = stim.to(dev)
-    rates_dev = rates.to(dev)
-    # a fixed set of training batches (drawn once) for re-estimating the batch-norm statistics
-    calib_gen = torch.Generator().manual_seed(seed + 1)
-    n_calib = min(recalibrate, max(1, (n_fit - per_block) // per_block)) if recalibrate else 0
-    calib_starts = (fit_lo + torch.randint(0, max(1, n_fit - per_block + 1), (n_calib * blocks_per_batch,),
-                                           generator=calib_gen).numpy()) if n_calib else np.zeros(0, int)
-    pred0 = _predict_windows(model, stim, hold_idx, max(batch_size, 256))
-    history.append({"epoch": 0, "train_loss": None,
-                    "heldout_loss": float(_poisson(torch.from_numpy(pred0), torch.from_numpy(hold_target))),
-                    "heldout_r_mean": float(np.nanmean(_pearson(pred0, hold_target))), "lr": lr,
-                    "seconds": time.time() - t0})
-    for epoch in range(epochs):
-        model.train()
-        offset = int(torch.randint(0, per_block, (1,), generator=gen))
-        starts = np.arange(fit_lo - offset, fit_hi + 1, per_block)
-        starts = starts[torch.randperm(len(starts), generator=gen).numpy()]
-        running, seen = 0.0, 0
-        for group in batches(starts, blocks_per_batch):
-            ends = [np.arange(max(a, fit_lo), min(a + per_block, fit_hi + 1)) for a in group]
-            ends = [e for e in ends if len(e)]
-            n_win = max(len(e) for e in ends)
-            ends = [e for e in ends if len(e) == n_win] if len(ends) > 1 else ends
-            if n_win * len(ends) < 2:  # batch norm needs two samples
-                continue
-            idx = np.concatenate(ends)
-            z = model.first_layer_windows(stim_dev, idx)
-            y = rates_dev[torch.from_numpy(idx).to(dev)]
-            loss = _poisson(model.from_first_layer(z), y)
-            reg = l2 * (model.conv1.weight.pow(2).sum() + model.conv2.weight.pow(2).sum())
-            if l1_linear:
-                reg = reg + l1_linear * model.linear.weight.abs().sum()
-            opt.zero_grad(set_to_none=True)
-            (loss + reg).backward()
-            opt.step()
-            running += float(loss.detach()) * len(idx)
-            seen += len(idx)
-            done += 1
-            report(progress, done, total)
-        if recalibrate:
-            _recalibrate_bn(model, stim_dev, calib_starts, per_block, blocks_per_batch)
-        pred = _predict_windows(model, stim, hold_idx, max(batch_size, 256))
-        hold_loss = float(_poisson(torch.from_numpy(pred), torch.from_numpy(hold_target)))
-        hold_r = _pearson(pred, hold_target)
-        entry = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "heldout_loss": hold_loss,
-                 "heldout_r_mean": float(np.nanmean(hold_r)), "lr": opt.param_groups[0]["lr"],
-                 "seconds": time.time() - t0}
-        history.append(entry)
+    for epoch in range(1, tc.epochs + 1):
+        train_loss, done = _epoch(run, tc, progress, done, total)
+        if tc.recalibrate:
+            _recalibrate_bn(run.model, run.stim_dev, run.calib_starts, run.per_block, tc.blocks_per_batch)
+        entry = _heldout_entry(run, tc, epoch, train_loss, run.opt.param_groups[0]["lr"])
+        run.history.append(entry)
         if log is not None:
             log(entry)
-        sched.step(hold_loss)
-        if hold_loss < best[0] - 1e-6:
-            best = (hold_loss, copy.deepcopy(model.state_dict()), epoch + 1)
-            bad_epochs = 0
-            if out is not None:
-                snap = _finish(model, d, config, history, best, t0, dict(locals_for_provenance(
-                    epochs, (batch_size, blocks_per_batch), lr, l2, l1_linear, patience, lr_patience, holdout, seed, dev, cells, command, recalibrate)),
-                    final=False)
-                from .checkpoint import save_model
-
-                save_model(snap, out)
+        run.sched.step(entry["heldout_loss"])
+        if entry["heldout_loss"] < best[0] - 1e-6:
+            best, bad_epochs = (entry["heldout_loss"], copy.deepcopy(run.model.state_dict()), epoch), 0
+            on_improvement(best)
         else:
             bad_epochs += 1
-            if bad_epochs >= patience:
+            if bad_epochs >= tc.patience:
                 break
-    params = locals_for_provenance(epochs, (batch_size, blocks_per_batch), lr, l2, l1_linear, patience, lr_patience,
-                                   holdout, seed, dev, cells, command, recalibrate)
-    model = _finish(model, d, config, history, best, t0, params, final=True)
-    if out is not None:
-        from .checkpoint import save_model
-
-        save_model(model, out)
-    return model
+    return best
 
 
-def locals_for_provenance(epochs, batch_size, lr, l2, l1_linear, patience, lr_patience, holdout, seed, dev, cells,
-                          command, recalibrate=0) -> dict:
-    return {
-        "epochs_max": epochs, "batch_size": batch_size[0], "blocks_per_batch": batch_size[1], "lr": lr, "l2": l2, "l1_linear": l1_linear,
-        "patience": patience, "lr_patience": lr_patience, "holdout": holdout, "seed": seed,
-        "device": str(dev), "cells": cells, "recalibrate_batches": recalibrate, "command": command or " ".join(sys.argv),
-    }
+def _epoch(run: _Run, tc: TrainConfig, progress: Optional[Progress], done: int, total: int) -> tuple[float, int]:
+    """One pass over the fit windows; returns the mean training Poisson loss and the batches done so far.
+
+    Batches are made of blocks of consecutive windows (conv1 by FFT, frames
+    shared); each epoch the block grid is shifted by a random offset and the
+    blocks are shuffled.
+    """
+    model = run.model
+    model.train()
+    offset = int(torch.randint(0, run.per_block, (1,), generator=run.gen))
+    starts = np.arange(run.fit_lo - offset, run.fit_hi + 1, run.per_block)
+    starts = starts[torch.randperm(len(starts), generator=run.gen).numpy()]
+    running, seen = 0.0, 0
+    for group in batches(starts, tc.blocks_per_batch):
+        idx = _batch_ends(group, run.per_block, run.fit_lo, run.fit_hi)
+        if idx is None:
+            continue
+        z = model.first_layer_windows(run.stim_dev, idx)
+        y = run.rates_dev[torch.from_numpy(idx).to(run.rates_dev.device)]
+        loss = _poisson(model.from_first_layer(z), y)
+        reg = tc.l2 * (model.conv1.weight.pow(2).sum() + model.conv2.weight.pow(2).sum())
+        if tc.l1_linear:
+            reg = reg + tc.l1_linear * model.linear.weight.abs().sum()
+        run.opt.zero_grad(set_to_none=True)
+        (loss + reg).backward()
+        run.opt.step()
+        running += float(loss.detach()) * len(idx)
+        seen += len(idx)
+        done += 1
+        report(progress, done, total)
+    return running / max(seen, 1), done
 
 
-def _finish(model: RetinaCNN, d: _Data, config: ModelConfig, history: list, best: tuple, t0: float,
-            params: dict, final: bool) -> RetinaCNN:
-    """A copy of the best model with provenance and scores."""
-    result = RetinaCNN(copy.deepcopy(config)).to(model.device)
+def _batch_ends(group: np.ndarray, per_block: int, fit_lo: int, fit_hi: int) -> Optional[np.ndarray]:
+    """Window end frames of one batch: the blocks starting at ``group``, clipped to the fit range.
+
+    Blocks cut short by the range's ends are dropped when longer ones remain
+    (equal runs per batch); None when the batch would hold fewer than two
+    windows (batch norm needs two samples).
+    """
+    ends = [np.arange(max(a, fit_lo), min(a + per_block, fit_hi + 1)) for a in group]
+    ends = [e for e in ends if len(e)]
+    n_win = max(len(e) for e in ends)
+    ends = [e for e in ends if len(e) == n_win] if len(ends) > 1 else ends
+    if n_win * len(ends) < 2:
+        return None
+    return np.concatenate(ends)
+
+
+def _heldout_entry(run: _Run, tc: TrainConfig, epoch: int, train_loss: Optional[float], lr: float) -> dict:
+    """The history entry of an epoch: held-out Poisson loss and mean Pearson r (eval mode)."""
+    pred = _predict_windows(run.model, run.stim, run.hold_idx, max(tc.batch_size, 256))
+    return {"epoch": epoch, "train_loss": train_loss,
+            "heldout_loss": float(_poisson(torch.from_numpy(pred), torch.from_numpy(run.hold_target))),
+            "heldout_r_mean": float(np.nanmean(_pearson(pred, run.hold_target))), "lr": lr,
+            "seconds": time.time() - run.t0}
+
+
+def _snapshot(run: _Run, d: _Data, params: dict, best: tuple, final: bool) -> RetinaCNN:
+    """A copy of the best model with provenance and scores (test-split scores when ``final``).
+
+    Building the copy draws the fresh model's initialisation from torch's
+    global RNG; mid-run (``out=``) that shifts the training noise of the
+    epochs that follow. Kept: it is part of what a seed has reproduced so far
+    (the shipped model, docs/MODEL.md, was trained with ``--out``).
+    """
+    config = run.model.config
+    result = RetinaCNN(copy.deepcopy(config)).to(run.model.device)
     result.load_state_dict(best[1])
     result.eval()
+    hold_r = _pearson(_predict_windows(result, run.stim, run.hold_idx, 256), run.hold_target)
+    result.provenance = _provenance(run, d, params, best, final)
+    scores: dict[str, Any] = {
+        "heldout_loss": best[0],
+        "heldout_r": [float(v) for v in hold_r],
+        "heldout_r_mean": float(np.nanmean(hold_r)),
+    }
     ds = d.dataset
-    fit_idx, hold_idx = _split_indices(ds.train.stimulus.shape[0], config.history, params["holdout"])
-    stim = torch.from_numpy(_to_model_units(ds.train.stimulus, config.norm))
-    pred = _predict_windows(result, stim, hold_idx, 256)
-    hold_r = _pearson(pred, ds.train.rates[hold_idx])
-    result.provenance = {
+    if final and ds.test is not None and ds.test.stimulus.shape[0] >= config.history:
+        ev = _evaluate(result, ds, d.true_test)
+        scores.update({f"test_{k}": v for k, v in ev.items() if k != "cell_names"})
+    result.scores = scores
+    return result
+
+
+def _provenance(run: _Run, d: _Data, params: dict, best: tuple, final: bool) -> dict:
+    """What a checkpoint records about how it was made (JSON-able)."""
+    ds = d.dataset
+    dev = run.model.device
+    return {
         "trained_by": "napari_retina.training.train",
         "data_file": str(d.path) if d.path else None,
         "data_sha256": d.sha256,
         "data_attrs": {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in ds.attrs.items()},
         "train_frames": int(ds.train.stimulus.shape[0]),
-        "fit_windows": int(len(fit_idx)),
-        "heldout_windows": int(len(hold_idx)),
+        "fit_windows": int(run.fit_hi - run.fit_lo + 1),
+        "heldout_windows": int(len(run.hold_idx)),
         "params": params,
         "seed": params["seed"],
-        "epochs_run": len(history) - 1,
+        "epochs_run": len(run.history) - 1,
         "best_epoch": best[2],
-        "history": history,
-        "seconds": round(time.time() - t0, 1),
+        "history": run.history,
+        "seconds": round(time.time() - run.t0, 1),
         "finished": final,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "torch": torch.__version__,
@@ -519,18 +670,8 @@ def _finish(model: RetinaCNN, d: _Data, config: ModelConfig, history: list, best
         "python": platform.python_version(),
         "machine": f"{socket.gethostname()} {platform.platform()} {platform.processor() or platform.machine()}, "
                    f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
-                   + (f", {torch.cuda.get_device_name(model.device)}" if model.device.type == "cuda" else ""),
+                   + (f", {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else ""),
     }
-    scores: dict[str, Any] = {
-        "heldout_loss": best[0],
-        "heldout_r": [float(v) for v in hold_r],
-        "heldout_r_mean": float(np.nanmean(hold_r)),
-    }
-    if final and ds.test is not None and ds.test.stimulus.shape[0] >= config.history:
-        ev = _evaluate(result, ds, d.true_test)
-        scores.update({f"test_{k}": v for k, v in ev.items() if k != "cell_names"})
-    result.scores = scores
-    return result
 
 
 def _mean_ratio(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
