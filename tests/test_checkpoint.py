@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -52,7 +53,9 @@ def set_json(key, **fields):
 
 
 def test_shipped_default_model_loads_and_predicts():
-    model = nr.load_model(device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # it carries a checksum: no "no weights checksum" warning
+        model = nr.load_model(device="cpu")
     assert (model.config.history, model.config.size) == (40, 50)
     assert model.provenance, "the shipped model must say where it came from"
     stim = np.sign(np.random.default_rng(0).standard_normal((45, 50, 50))).astype(np.float32)
