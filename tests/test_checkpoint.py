@@ -79,7 +79,8 @@ def test_file_that_would_run_code_is_refused(tmp_path, monkeypatch):
     # the same attack as a plain pickle file
     with open(tmp_path / "evil.pkl", "wb") as f:
         pickle.dump(_Evil(), f)
-    with pytest.raises(ValueError, match="evil.pkl' is not a napari-retina checkpoint: it holds pickled objects other than weights"):
+    with pytest.raises(ValueError, match="evil.pkl' is not a napari-retina checkpoint: it holds pickled objects "
+                                         "other than weights"):
         nr.load_model(tmp_path / "evil.pkl")
     assert not marker.exists()
 
@@ -132,26 +133,31 @@ def test_missing_and_unexpected_weights_are_named(tmp_path):
     "change, match",
     [
         (lambda p: p.__setitem__("info", "[1, 2]"), r"has a malformed info: expected a JSON object, got a list"),
-        (lambda p: p.__setitem__("info", "{oops"), r"has a malformed info: it is not valid JSON \(Expecting property name"),
+        (lambda p: p.__setitem__("info", "{oops"),
+         r"has a malformed info: it is not valid JSON \(Expecting property name"),
         (lambda p: p.__setitem__("info", 3), r"has a malformed info: expected a JSON string, got int"),
-        (set_json("info", provenance="x"), r"has a malformed info: expected a JSON object with exactly \['provenance', 'scores'\], "
-                                           r"each an object, got \{'provenance': 'str', 'scores': 'dict'\}"),
-        (set_json("info", junk=1), r"has a malformed info: .* got \{'provenance': 'dict', 'scores': 'dict', 'junk': 'int'\}"),
+        (set_json("info", provenance="x"), r"has a malformed info: expected a JSON object with exactly "
+                                           r"\['provenance', 'scores'\], each an object, got \{'provenance': 'str', 'scores': 'dict'\}"),
+        (set_json("info", junk=1),
+         r"has a malformed info: .* got \{'provenance': 'dict', 'scores': 'dict', 'junk': 'int'\}"),
         (lambda p: p.__setitem__("info", "{}"), r"has a malformed info: .* got \{\}"),
         (lambda p: p.__setitem__("config", "[1]"), r"has a malformed config: expected a JSON object, got a list"),
         (set_json("config", norm=None), r"has an invalid model config: ModelConfig.norm must be a dict .*, got None"),
-        (set_json("config", history="6"), r"has an invalid model config: ModelConfig.history must be a positive int up to 1000, got '6'"),
+        (set_json("config", history="6"),
+         r"has an invalid model config: ModelConfig.history must be a positive int up to 1000, got '6'"),
         (set_json("config", junk=1), r"has an invalid model config: unknown model config keys \['junk'\]"),
         (lambda p: p.__setitem__("config", json.dumps({k: v for k, v in json.loads(p["config"]).items() if k != "bn"})),
          r"has an invalid model config: the model config lacks keys \['bn'\]"),
-        (lambda p: p.__setitem__("junk", "x"), r"is a malformed napari-retina checkpoint: it holds unknown entries \['junk'\]"),
+        (lambda p: p.__setitem__("junk", "x"),
+         r"is a malformed napari-retina checkpoint: it holds unknown entries \['junk'\]"),
         (lambda p: p.pop("info"), r"is a malformed napari-retina checkpoint: it lacks \['info'\]"),
         (lambda p: p.__setitem__("state_dict", [1, 2]), r"has malformed weights: expected a dict of named tensors, got list"),
         (lambda p: p["state_dict"].__setitem__("conv1.bias", [0.0, 0.0, 0.0]),
          r"has malformed weights: expected a dict of named tensors, got a dict holding non-tensors"),
         (lambda p: p.__setitem__("weights_sha256", torch.zeros(2)),
          r"has a malformed weights_sha256: expected 64 lowercase hex digits, got a Tensor"),
-        (lambda p: p.__setitem__("weights_sha256", "abc"), r"has a malformed weights_sha256: expected 64 lowercase hex digits, got 'abc'"),
+        (lambda p: p.__setitem__("weights_sha256", "abc"),
+         r"has a malformed weights_sha256: expected 64 lowercase hex digits, got 'abc'"),
         (lambda p: p["state_dict"].__setitem__("conv1.bias", torch.zeros(3, dtype=torch.int32)),
          r"has malformed weights: conv1.bias should be a floating-point tensor, got torch.int32"),
     ],
@@ -165,9 +171,10 @@ def test_malformed_config_info_or_weights_are_one_sentence(tmp_path, change, mat
 @pytest.mark.parametrize(
     "name, index, value, match",
     [
-        ("conv1.weight", (0, 0, 0, 0), float("nan"), r"conv1.weight holds 1 NaN or infinite value of 450 \(expected all finite\)"),
+        ("conv1.weight", (0, 0, 0, 0), float("nan"),
+         r"conv1.weight holds 1 NaN or infinite value of 450 \(expected all finite\)"),
         ("bn1.bn.running_var", (3,), float("inf"), r"bn1.bn.running_var holds 1 NaN or infinite value of 432"),
-        ("bn3.running_var", (1,), -1.0, r"bn3.running_var holds 1 negative variances \(expected all >= 0\)"),
+        ("bn3.running_var", (1,), -1.0, r"bn3.running_var holds 1 negative variance \(expected all >= 0\)"),
     ],
 )
 def test_non_finite_weights_are_refused(tmp_path, name, index, value, match):
@@ -206,7 +213,8 @@ def test_one_flipped_byte_in_the_weights_is_refused(tmp_path):
 def test_checkpoint_without_checksum_loads_with_one_warning(tmp_path):
     model = tiny()
     path = rewrite(nr.save_model(model, tmp_path / "m.pt"), lambda p: p.pop("weights_sha256"))
-    with pytest.warns(UserWarning, match=r"m.pt' has no weights checksum \(saved by an older napari-retina\)") as record:
+    match = r"m.pt' has no weights checksum \(saved by an older napari-retina\)"
+    with pytest.warns(UserWarning, match=match) as record:
         loaded = nr.load_model(path)
     assert len([w for w in record if "checksum" in str(w.message)]) == 1
     x = torch.randn(2, 6, 16, 16)
@@ -217,7 +225,8 @@ def test_weights_sha256_follows_its_definition():
     """Reference: sorted names; per tensor <Q len + JSON [name, dtype, shape] + C-order bytes."""
     state = {"b": torch.arange(6, dtype=torch.float32).reshape(2, 3).T, "a": torch.tensor(7, dtype=torch.int64)}
     ref = hashlib.sha256()
-    for name, dtype, arr in (("a", "int64", np.array(7, np.int64)), ("b", "float32", np.arange(6, dtype=np.float32).reshape(2, 3).T)):
+    b = np.arange(6, dtype=np.float32).reshape(2, 3).T
+    for name, dtype, arr in (("a", "int64", np.array(7, np.int64)), ("b", "float32", b)):
         header = json.dumps([name, dtype, list(arr.shape)]).encode()
         ref.update(struct.pack("<Q", len(header)) + header + np.ascontiguousarray(arr).tobytes())
     assert weights_sha256(state) == ref.hexdigest()

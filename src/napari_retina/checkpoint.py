@@ -246,10 +246,11 @@ def _check_finite(path: Path, state: dict) -> None:
                 f"{str(path)!r} has unusable weights: {name} holds {bad} NaN or infinite "
                 f"value{'s' if bad > 1 else ''} of {tensor.numel()} (expected all finite)"
             )
-        if name.endswith("running_var") and bool((tensor < 0).any()):
+        negative = int((tensor < 0).sum()) if name.endswith("running_var") else 0
+        if negative:
             raise ValueError(
-                f"{str(path)!r} has unusable weights: {name} holds {int((tensor < 0).sum())} negative "
-                "variances (expected all >= 0)"
+                f"{str(path)!r} has unusable weights: {name} holds {negative} negative "
+                f"variance{'s' if negative > 1 else ''} (expected all >= 0)"
             )
 
 
