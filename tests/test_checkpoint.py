@@ -1,13 +1,19 @@
 """Checkpoints: round trip, the shipped model, and refusal of unsafe or broken files."""
 
+import hashlib
+import json
 import os
 import pickle
+import struct
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 import napari_retina as nr
+from napari_retina import checkpoint
+from napari_retina.checkpoint import weights_sha256
 from napari_retina.model import ModelConfig, RetinaCNN
 
 
@@ -32,8 +38,24 @@ def test_round_trip_gives_identical_outputs(tmp_path):
     assert not loaded.training
 
 
+def rewrite(path, change):
+    """Apply ``change(payload)`` to the checkpoint at ``path`` (as an attacker or a bad disk would)."""
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    torch.save(payload, path)
+    return path
+
+
+def set_json(key, **fields):
+    def change(payload):
+        payload[key] = json.dumps({**json.loads(payload[key]), **fields})
+    return change
+
+
 def test_shipped_default_model_loads_and_predicts():
-    model = nr.load_model(device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # it carries a checksum: no "no weights checksum" warning
+        model = nr.load_model(device="cpu")
     assert (model.config.history, model.config.size) == (40, 50)
     assert model.provenance, "the shipped model must say where it came from"
     stim = np.sign(np.random.default_rng(0).standard_normal((45, 50, 50))).astype(np.float32)
@@ -57,7 +79,8 @@ def test_file_that_would_run_code_is_refused(tmp_path, monkeypatch):
     # the same attack as a plain pickle file
     with open(tmp_path / "evil.pkl", "wb") as f:
         pickle.dump(_Evil(), f)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="evil.pkl' is not a napari-retina checkpoint: it holds pickled objects "
+                                         "other than weights"):
         nr.load_model(tmp_path / "evil.pkl")
     assert not marker.exists()
 
@@ -72,16 +95,16 @@ def test_corrupt_file(tmp_path):
     good = nr.save_model(model, tmp_path / "m.pt")
     data = good.read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="corrupt or truncated"):
+    with pytest.raises(ValueError, match=r"cut.pt' is not a readable checkpoint \(corrupt or truncated\)"):
         nr.load_model(tmp_path / "cut.pt")
     (tmp_path / "text.pt").write_text("hello")
-    with pytest.raises(ValueError, match="not"):
+    with pytest.raises(ValueError, match=r"text.pt' is not a readable checkpoint \(corrupt or truncated\)"):
         nr.load_model(tmp_path / "text.pt")
 
 
 def test_foreign_torch_file_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a napari-retina checkpoint"):
+    with pytest.raises(ValueError, match="other.pt' is a torch file but not a napari-retina checkpoint"):
         nr.load_model(tmp_path / "other.pt")
 
 
@@ -91,7 +114,168 @@ def test_incompatible_weights_are_refused(tmp_path):
     payload = torch.load(path, weights_only=True)
     payload["state_dict"]["conv1.weight"] = torch.zeros(9, 6, 5, 5)
     torch.save(payload, path)
-    with pytest.raises(ValueError, match="do not match its own config"):
+    with pytest.raises(ValueError, match=r"do not match its own config: conv1.weight should be \[3, 6, 5, 5\] "
+                                         r"but is \[9, 6, 5, 5\] in the file"):
+        nr.load_model(path)
+
+
+def test_missing_and_unexpected_weights_are_named(tmp_path):
+    def change(payload):
+        del payload["state_dict"]["linear.bias"]
+        payload["state_dict"]["extra.w"] = torch.zeros(2)
+    path = rewrite(nr.save_model(tiny(), tmp_path / "m.pt"), change)
+    with pytest.raises(ValueError, match=r"do not match its own config: missing 1 \(linear.bias\) of its 21 tensors, "
+                                         r"unexpected 1 \(extra.w\)"):
+        nr.load_model(path)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda p: p.__setitem__("info", "[1, 2]"), r"has a malformed info: expected a JSON object, got a list"),
+        (lambda p: p.__setitem__("info", "{oops"),
+         r"has a malformed info: it is not valid JSON \(Expecting property name"),
+        (lambda p: p.__setitem__("info", 3), r"has a malformed info: expected a JSON string, got int"),
+        (set_json("info", provenance="x"), r"has a malformed info: expected a JSON object with exactly "
+                                           r"\['provenance', 'scores'\], each an object, got \{'provenance': 'str', 'scores': 'dict'\}"),
+        (set_json("info", junk=1),
+         r"has a malformed info: .* got \{'provenance': 'dict', 'scores': 'dict', 'junk': 'int'\}"),
+        (lambda p: p.__setitem__("info", "{}"), r"has a malformed info: .* got \{\}"),
+        (lambda p: p.__setitem__("config", "[1]"), r"has a malformed config: expected a JSON object, got a list"),
+        (set_json("config", norm=None), r"has an invalid model config: ModelConfig.norm must be a dict .*, got None"),
+        (set_json("config", history="6"),
+         r"has an invalid model config: ModelConfig.history must be a positive int up to 1000, got '6'"),
+        (set_json("config", junk=1), r"has an invalid model config: unknown model config keys \['junk'\]"),
+        (lambda p: p.__setitem__("config", json.dumps({k: v for k, v in json.loads(p["config"]).items() if k != "bn"})),
+         r"has an invalid model config: the model config lacks keys \['bn'\]"),
+        (lambda p: p.__setitem__("junk", "x"),
+         r"is a malformed napari-retina checkpoint: it holds unknown entries \['junk'\]"),
+        (lambda p: p.pop("info"), r"is a malformed napari-retina checkpoint: it lacks \['info'\]"),
+        (lambda p: p.__setitem__("state_dict", [1, 2]), r"has malformed weights: expected a dict of named tensors, got list"),
+        (lambda p: p["state_dict"].__setitem__("conv1.bias", [0.0, 0.0, 0.0]),
+         r"has malformed weights: expected a dict of named tensors, got a dict holding non-tensors"),
+        (lambda p: p.__setitem__("weights_sha256", torch.zeros(2)),
+         r"has a malformed weights_sha256: expected 64 lowercase hex digits, got a Tensor"),
+        (lambda p: p.__setitem__("weights_sha256", "abc"),
+         r"has a malformed weights_sha256: expected 64 lowercase hex digits, got 'abc'"),
+        (lambda p: p["state_dict"].__setitem__("conv1.bias", torch.zeros(3, dtype=torch.int32)),
+         r"has malformed weights: conv1.bias should be a floating-point tensor, got torch.int32"),
+    ],
+)
+def test_malformed_config_info_or_weights_are_one_sentence(tmp_path, change, match):
+    path = rewrite(nr.save_model(tiny(), tmp_path / "m.pt"), change)
+    with pytest.raises(ValueError, match=r"m.pt' " + match):
+        nr.load_model(path)
+
+
+@pytest.mark.parametrize(
+    "name, index, value, match",
+    [
+        ("conv1.weight", (0, 0, 0, 0), float("nan"),
+         r"conv1.weight holds 1 NaN or infinite value of 450 \(expected all finite\)"),
+        ("bn1.bn.running_var", (3,), float("inf"), r"bn1.bn.running_var holds 1 NaN or infinite value of 432"),
+        ("bn3.running_var", (1,), -1.0, r"bn3.running_var holds 1 negative variance \(expected all >= 0\)"),
+    ],
+)
+def test_non_finite_weights_are_refused(tmp_path, name, index, value, match):
+    model = tiny()
+    with torch.no_grad():
+        model.state_dict()[name][index] = value
+    path = nr.save_model(model, tmp_path / "m.pt")  # a valid checksum: the model itself is broken
+    with pytest.raises(ValueError, match=r"m.pt' has unusable weights: " + match):
+        nr.load_model(path)
+
+
+def _data_offset(path, member):
+    """Byte offset of ``member``'s data inside the (uncompressed) zip that torch.save writes."""
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(member))
+    raw = path.read_bytes()
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
+    return info.header_offset + 30 + name_len + extra_len
+
+
+def test_one_flipped_byte_in_the_weights_is_refused(tmp_path):
+    path = nr.save_model(tiny(), tmp_path / "m.pt")
+    names = list(torch.load(path, weights_only=True)["state_dict"])
+    member = f"data/{names.index('conv2.weight')}"
+    raw = bytearray(path.read_bytes())
+    raw[_data_offset(path, member) + 101] ^= 0x01  # the low byte of a float: the value stays finite
+    path.write_bytes(bytes(raw))
+    conv2 = torch.load(path, weights_only=True)["state_dict"]["conv2.weight"]
+    assert torch.isfinite(conv2).all() and not torch.equal(conv2, tiny().conv2.weight)  # torch itself notices nothing
+    with pytest.raises(ValueError, match=r"m.pt' is corrupt: its weights hash to SHA-256 [0-9a-f]{16}\.\.\. "
+                                         r"but it was saved with [0-9a-f]{16}\.\.\."):
+        nr.load_model(path)
+
+
+def test_checkpoint_without_checksum_loads_with_one_warning(tmp_path):
+    model = tiny()
+    path = rewrite(nr.save_model(model, tmp_path / "m.pt"), lambda p: p.pop("weights_sha256"))
+    match = r"m.pt' has no weights checksum \(saved by an older napari-retina\)"
+    with pytest.warns(UserWarning, match=match) as record:
+        loaded = nr.load_model(path)
+    assert len([w for w in record if "checksum" in str(w.message)]) == 1
+    x = torch.randn(2, 6, 16, 16)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_weights_sha256_follows_its_definition():
+    """Reference: sorted names; per tensor <Q len + JSON [name, dtype, shape] + C-order bytes."""
+    state = {"b": torch.arange(6, dtype=torch.float32).reshape(2, 3).T, "a": torch.tensor(7, dtype=torch.int64)}
+    ref = hashlib.sha256()
+    b = np.arange(6, dtype=np.float32).reshape(2, 3).T
+    for name, dtype, arr in (("a", "int64", np.array(7, np.int64)), ("b", "float32", b)):
+        header = json.dumps([name, dtype, list(arr.shape)]).encode()
+        ref.update(struct.pack("<Q", len(header)) + header + np.ascontiguousarray(arr).tobytes())
+    assert weights_sha256(state) == ref.hexdigest()
+    # storage-independent, but sensitive to values, dtype, shape and names
+    assert weights_sha256({k: v.contiguous() for k, v in state.items()}) == ref.hexdigest()
+    assert weights_sha256({**state, "a": torch.tensor(7, dtype=torch.int32)}) != ref.hexdigest()
+    assert weights_sha256({**state, "b": state["b"].reshape(6)}) != ref.hexdigest()
+    assert weights_sha256({"c": state["a"], "b": state["b"]}) != ref.hexdigest()
+
+
+def test_save_stores_the_checksum_of_the_weights(tmp_path):
+    model = tiny()
+    payload = torch.load(nr.save_model(model, tmp_path / "m.pt"), weights_only=True)
+    assert payload["weights_sha256"] == weights_sha256(model.state_dict())
+
+
+def _refuse_to_build(config):
+    raise AssertionError(f"RetinaCNN was built for {config}")
+
+
+@pytest.mark.parametrize("size, match", [
+    (7000, r"has an invalid model config: ModelConfig.size must be a positive int up to 1024, got 7000"),
+    (100_000, r"has an invalid model config: ModelConfig.size must be a positive int up to 1024, got 100000"),
+    (1000, r"has weights that do not match its own config: missing 20 \(conv1.bias, bn1.bn.weight, bn1.bn.bias, "
+           r"bn1.bn.running_mean, bn1.bn.running_var and 15 more\) of its 21 tensors, unexpected none"),
+])
+def test_crafted_small_file_with_a_huge_config_is_refused_before_building(tmp_path, monkeypatch, size, match):
+    def craft(payload):
+        payload["config"] = json.dumps({**json.loads(payload["config"]), "size": size})
+        payload["state_dict"] = {"conv1.weight": torch.zeros(1)}
+    path = rewrite(nr.save_model(tiny(), tmp_path / "m.pt"), craft)
+    assert path.stat().st_size < 4000
+    monkeypatch.setattr(checkpoint, "RetinaCNN", _refuse_to_build)
+    with pytest.raises(ValueError, match=r"m.pt' " + match):
+        nr.load_model(path)
+
+
+def test_zero_stride_tensors_claiming_more_than_the_file_holds_are_refused(tmp_path, monkeypatch):
+    cfg = ModelConfig(size=1000, kernels=(15, 11), n_cells=4)  # 92 M numbers (370 MB) if it were built
+    def craft(payload):
+        payload["config"] = json.dumps(cfg.to_dict())
+        payload["state_dict"] = {k: torch.zeros(1).expand(shape) if shape else torch.zeros((), dtype=torch.int64)
+                                 for k, shape in cfg.state_shapes().items()}
+        payload.pop("weights_sha256")
+    path = rewrite(nr.save_model(tiny(), tmp_path / "m.pt"), craft)
+    assert path.stat().st_size < 20_000
+    monkeypatch.setattr(checkpoint, "RetinaCNN", _refuse_to_build)
+    with pytest.raises(ValueError, match=r"m.pt' has malformed weights: conv1.weight claims 72000 elements "
+                                         r"but the file holds only 4 bytes for it"):
         nr.load_model(path)
 
 
@@ -112,7 +296,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="disk full"):
         nr.save_model(tiny(), path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]

@@ -76,6 +76,34 @@ def test_config_round_trips_through_json_dict():
         (dict(bn="layer"), "bn must be one of"),
         (dict(n_cells=2, cell_names=["a"]), "2 cells but 1 cell names"),
         (dict(channels=(8,)), "two positive ints"),
+        # types a JSON config can carry
+        (dict(history="40"), r"history must be a positive int up to 1000, got '40'"),
+        (dict(history=True), r"history must be a positive int up to 1000, got True"),
+        (dict(kernels=(5.5, 3)), r"kernels must be two positive ints up to 255 \(one per layer\), got \(5.5, 3\)"),
+        (dict(channels=None), r"channels must be two positive ints up to 1024 \(one per layer\), got None"),
+        (dict(bn=["unit"]), r"bn must be one of .*, got \['unit'\]"),
+        (dict(noise="x"), r"noise must be a finite number >= 0, got 'x'"),
+        (dict(noise=float("nan")), r"noise must be a finite number >= 0, got nan"),
+        (dict(noise=-0.1), r"noise must be a finite number >= 0, got -0.1"),
+        (dict(n_cells=2, cell_names="ab"), r"cell_names must be a list of str, got 'ab'"),
+        (dict(n_cells=1, cell_names=[None]), r"cell_names must be a list of str, got \[None\]"),
+        (dict(norm=None), r"norm must be a dict .*, got None"),
+        (dict(norm={"mean": 0.0, "std": 1.0}), r"norm must be a dict .*, got keys \['mean', 'std'\]"),
+        (dict(norm={"mean": 0.0, "std": 1.0, "units": "contrast", "x": 1}), r"got keys \['mean', 'std', 'units', 'x'\]"),
+        (dict(norm={"mean": "0", "std": 1.0, "units": "contrast"}), r"norm must be a dict .*, got mean='0'"),
+        (dict(norm={"mean": 0.0, "std": 0.0, "units": "contrast"}), r"norm must be a dict .*, got std=0.0"),
+        (dict(norm={"mean": 0.0, "std": float("inf"), "units": "raw"}), r"norm must be a dict .*, got std=inf"),
+        (dict(norm={"mean": 10**400, "std": 1.0, "units": "raw"}), r"norm must be a dict .*, got mean=1000"),
+        (dict(norm={"mean": 0.0, "std": 1.0, "units": "volts"}), r"norm must be a dict .*, got units='volts'"),
+        # sanity bounds (see the ModelConfig docstring)
+        (dict(history=1001), r"history must be a positive int up to 1000, got 1001"),
+        (dict(size=7000), r"size must be a positive int up to 1024, got 7000"),
+        (dict(size=100_000), r"size must be a positive int up to 1024, got 100000"),
+        (dict(n_cells=10_001), r"n_cells must be a positive int up to 10000, got 10001"),
+        (dict(channels=(8, 1025)), r"channels must be two positive ints up to 1024 \(one per layer\), got \(8, 1025\)"),
+        (dict(size=600, kernels=(256, 3)), r"kernels must be two positive ints up to 255 \(one per layer\), got \(256, 3\)"),
+        # conv1 8*40*15*15+8, bn1 4*8*1010**2+1, conv2 8*8*11*11+8, bn2 4*8*1000**2+1, linear 100*8*1000**2+100, bn3 401
+        (dict(size=1024, n_cells=100), r"a network of 864,723,463 weights and buffers, more than the 100,000,000 allowed"),
     ],
 )
 def test_bad_configs_are_refused(kwargs, match):
@@ -83,9 +111,41 @@ def test_bad_configs_are_refused(kwargs, match):
         ModelConfig(**kwargs)
 
 
+def test_bounds_leave_room_for_real_models():
+    """The bounds are generous: a 1024-pixel stimulus, 1000-frame history, 10 000 cells each fit alone."""
+    assert ModelConfig(size=1024, n_cells=4).size == 1024
+    assert ModelConfig(history=1000).history == 1000
+    assert ModelConfig(size=20, kernels=(5, 5), n_cells=10_000).n_cells == 10_000
+    assert ModelConfig(size=300, kernels=(255, 11), channels=(32, 32)).kernels == (255, 11)
+
+
+def test_numpy_ints_and_int_cell_names_are_accepted_as_plain_values():
+    cfg = ModelConfig(history=np.int64(8), size=np.int32(20), kernels=np.array([5, 5]), n_cells=2, cell_names=[3, "b"])
+    assert cfg.to_dict() == {**cfg.to_dict(), "history": 8, "size": 20, "kernels": [5, 5], "cell_names": ["3", "b"]}
+    assert type(cfg.history) is int and type(cfg.kernels[0]) is int
+
+
+@pytest.mark.parametrize("bn", ["unit", "channel", "none"])
+def test_state_shapes_are_those_of_the_built_network(bn):
+    for cfg in (ModelConfig(history=6, size=16, channels=(3, 4), kernels=(5, 3), n_cells=2, bn=bn), ModelConfig(bn=bn)):
+        built = {k: tuple(v.shape) for k, v in RetinaCNN(cfg).state_dict().items()}
+        assert cfg.state_shapes() == built
+        assert list(cfg.state_shapes()) == list(built)  # same order too
+
+
 def test_unknown_config_key_is_refused():
-    with pytest.raises(ValueError, match="unknown model config keys"):
+    with pytest.raises(ValueError, match=r"unknown model config keys \['lr'\] \(expected \['history', 'size'"):
         ModelConfig.from_dict({"history": 4, "lr": 3})
+
+
+def test_from_dict_refuses_a_non_dict_and_when_complete_a_missing_key():
+    with pytest.raises(ValueError, match="a model config must be a dict of its fields, got list"):
+        ModelConfig.from_dict([1])
+    full = ModelConfig(history=8, size=20, kernels=(5, 5), n_cells=2).to_dict()
+    del full["norm"]
+    assert ModelConfig.from_dict(full).norm["units"] == "contrast"  # defaults fill in when not complete
+    with pytest.raises(ValueError, match=r"the model config lacks keys \['norm'\]"):
+        ModelConfig.from_dict(full, complete=True)
 
 
 def test_first_layer_windows_of_a_whole_movie_equal_conv1_on_each_window():

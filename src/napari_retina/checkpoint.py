@@ -6,21 +6,29 @@ strings::
     {"format": "napari-retina-checkpoint", "version": 1,
      "config": "<JSON: ModelConfig.to_dict()>",
      "info": "<JSON: {'provenance': {...}, 'scores': {...}}>",
+     "weights_sha256": "<hex: weights_sha256(state_dict)>",
      "state_dict": {name: tensor}}
 
 It is read with ``torch.load(weights_only=True)``, which refuses any pickled
 object other than tensors and plain containers, so loading never executes
-code from the file.
+code from the file. Before a network is built, the config is checked against
+:class:`~napari_retina.model.ModelConfig`'s bounds and the weights against the
+shapes it implies, so a crafted file cannot make loading allocate more than
+the file holds; then the checksum (checkpoints saved before it existed load
+with a warning) and finiteness of the weights are checked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
+import struct
+import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 
@@ -31,6 +39,10 @@ from .model import ModelConfig, RetinaCNN
 FORMAT = "napari-retina-checkpoint"
 VERSION = 1
 DEFAULT_MODEL = "default_model.pt"
+#: top-level keys of a checkpoint; ``weights_sha256`` is absent from older ones
+REQUIRED_KEYS = ("format", "version", "config", "info", "state_dict")
+OPTIONAL_KEYS = ("weights_sha256",)
+INFO_KEYS = ("provenance", "scores")
 
 PathLike = Union[str, os.PathLike]
 
@@ -52,14 +64,40 @@ def save_model(model: RetinaCNN, path: PathLike) -> Path:
     """
     if not isinstance(model, RetinaCNN):
         raise TypeError(f"save_model expects a RetinaCNN, got {type(model).__name__}")
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "config": json.dumps(model.config.to_dict()),
         "info": json.dumps({"provenance": model.provenance, "scores": model.scores}),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "weights_sha256": weights_sha256(state),
+        "state_dict": state,
     }
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 (64 hex digits) of a state dict's tensors, independent of how they are stored.
+
+    The tensors are hashed in sorted-name order; each one as an 8-byte
+    little-endian length, then the UTF-8 JSON ``[name, dtype, shape]`` (e.g.
+    ``["conv1.bias", "float32", [8]]``), then its elements in C order as raw
+    bytes (the machine's byte order, little-endian on every platform torch
+    ships for). The same weights give the same digest on CPU or GPU, contiguous
+    or not; one flipped bit gives another.
+
+    Example
+    -------
+    >>> weights_sha256(model.state_dict())              # doctest: +SKIP
+    '3f1c...'
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        header = json.dumps([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape)]).encode()
+        digest.update(struct.pack("<Q", len(header)) + header)
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _read_payload(path: Path) -> dict:
@@ -83,8 +121,148 @@ def _read_payload(path: Path) -> dict:
     return payload
 
 
+def _json_object(path: Path, payload: dict, key: str) -> dict:
+    """``payload[key]`` parsed as a JSON object, or one ValueError sentence naming the file."""
+    text = payload[key]
+    if not isinstance(text, str):
+        raise ValueError(f"{str(path)!r} has a malformed {key}: expected a JSON string, got {type(text).__name__}")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{str(path)!r} has a malformed {key}: it is not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{str(path)!r} has a malformed {key}: expected a JSON object, got a {type(value).__name__}")
+    return value
+
+
+def _check_keys(path: Path, payload: dict) -> None:
+    """Refuse a checkpoint that lacks a required top-level key or holds an unknown one."""
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    unknown = sorted(map(str, set(payload) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS)))
+    if missing or unknown:
+        what = f"lacks {missing}" if missing else f"holds unknown entries {unknown}"
+        raise ValueError(
+            f"{str(path)!r} is a malformed napari-retina checkpoint: it {what} "
+            f"(expected {list(REQUIRED_KEYS)}, optionally {list(OPTIONAL_KEYS)})"
+        )
+
+
+def _read_config(path: Path, payload: dict) -> ModelConfig:
+    """The checkpoint's :class:`ModelConfig` (every field present, within bounds)."""
+    data = _json_object(path, payload, "config")
+    try:
+        return ModelConfig.from_dict(data, complete=True)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{str(path)!r} has an invalid model config: {exc}") from exc
+
+
+def _read_info(path: Path, payload: dict) -> dict:
+    """The checkpoint's info: ``{"provenance": dict, "scores": dict}``, nothing else."""
+    info = _json_object(path, payload, "info")
+    bad = sorted(set(info) ^ set(INFO_KEYS)) or [k for k in INFO_KEYS if not isinstance(info[k], dict)]
+    if bad:
+        got = {k: type(v).__name__ for k, v in info.items()}
+        raise ValueError(
+            f"{str(path)!r} has a malformed info: expected a JSON object with exactly "
+            f"{list(INFO_KEYS)}, each an object, got {got}"
+        )
+    return info
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    """``"3 (a, b, c)"``, or ``"20 (a, b, c, d, e and 15 more)"``: a count and the first few names."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)} ({', '.join(names[:shown])}{more})"
+
+
+def _check_state(path: Path, state: Any, config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Refuse weights that do not have the names, shapes and kinds ``config`` implies.
+
+    Runs before the network is built: every tensor must be present with the
+    expected shape, floating point (``num_batches_tracked``: integer), and
+    backed by its own data (no zero-stride views claiming more than the file holds).
+    """
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        got = type(state).__name__ if not isinstance(state, dict) else "a dict holding non-tensors"
+        raise ValueError(f"{str(path)!r} has malformed weights: expected a dict of named tensors, got {got}")
+    expected = config.state_shapes()
+    missing = [k for k in expected if k not in state]
+    unexpected = sorted(map(str, set(state) - set(expected)))
+    if missing or unexpected:
+        raise ValueError(
+            f"{str(path)!r} has weights that do not match its own config: missing "
+            f"{_some(missing) + ' of its ' + str(len(expected)) + ' tensors' if missing else 'none'}, "
+            f"unexpected {_some(unexpected) if unexpected else 'none'}"
+        )
+    for name, shape in expected.items():
+        tensor = state[name]
+        if tuple(tensor.shape) != shape:
+            raise ValueError(
+                f"{str(path)!r} has weights that do not match its own config: {name} should be "
+                f"{list(shape)} but is {list(tensor.shape)} in the file"
+            )
+        integer = name.endswith("num_batches_tracked")
+        if tensor.is_floating_point() == integer or tensor.is_complex():
+            kind = "an integer" if integer else "a floating-point"
+            raise ValueError(f"{str(path)!r} has malformed weights: {name} should be {kind} tensor, got {tensor.dtype}")
+        if tensor.untyped_storage().nbytes() < tensor.numel() * tensor.element_size():
+            raise ValueError(
+                f"{str(path)!r} has malformed weights: {name} claims {tensor.numel()} elements "
+                f"but the file holds only {tensor.untyped_storage().nbytes()} bytes for it"
+            )
+    return state
+
+
+def _check_checksum(path: Path, payload: dict, state: dict) -> None:
+    """Refuse weights whose SHA-256 differs from the stored one; warn when none is stored."""
+    stored = payload.get("weights_sha256")
+    if stored is None:
+        warnings.warn(
+            f"{str(path)!r} has no weights checksum (saved by an older napari-retina), so corruption "
+            "cannot be detected; re-save it with nr.save_model to add one",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    if not (isinstance(stored, str) and len(stored) == 64 and all(c in "0123456789abcdef" for c in stored)):
+        got = f"{stored!r}" if isinstance(stored, str) and len(stored) < 80 else f"a {type(stored).__name__}"
+        raise ValueError(f"{str(path)!r} has a malformed weights_sha256: expected 64 lowercase hex digits, got {got}")
+    actual = weights_sha256(state)
+    if stored != actual:
+        raise ValueError(
+            f"{str(path)!r} is corrupt: its weights hash to SHA-256 {actual[:16]}... but it was saved "
+            f"with {stored[:16]}..."
+        )
+
+
+def _check_finite(path: Path, state: dict) -> None:
+    """Refuse NaN/inf weights or buffers, and negative batch-norm variances (both give NaN rates)."""
+    for name, tensor in state.items():
+        if not tensor.is_floating_point():
+            continue
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise ValueError(
+                f"{str(path)!r} has unusable weights: {name} holds {bad} NaN or infinite "
+                f"value{'s' if bad > 1 else ''} of {tensor.numel()} (expected all finite)"
+            )
+        negative = int((tensor < 0).sum()) if name.endswith("running_var") else 0
+        if negative:
+            raise ValueError(
+                f"{str(path)!r} has unusable weights: {name} holds {negative} negative "
+                f"variance{'s' if negative > 1 else ''} (expected all >= 0)"
+            )
+
+
 def load_model(path: Optional[PathLike] = None, device: DeviceLike = None) -> RetinaCNN:
     """Load a checkpoint (default: the shipped model) in eval mode on ``device``.
+
+    The file is checked before a network is built: its config (every field,
+    within :class:`ModelConfig`'s bounds), its info, and its weights (every
+    tensor present with the shape the config implies, finite, and matching
+    the SHA-256 stored at save). Any problem is one ValueError sentence
+    naming the file; a checkpoint saved before checksums existed loads with
+    a ``UserWarning``.
 
     Parameters
     ----------
@@ -109,16 +287,14 @@ def load_model(path: Optional[PathLike] = None, device: DeviceLike = None) -> Re
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     payload = _read_payload(path)
-    try:
-        config = ModelConfig.from_dict(json.loads(payload["config"]))
-        info = json.loads(payload.get("info", "{}"))
-        model = RetinaCNN(config)
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{str(path)!r} is an incomplete napari-retina checkpoint: {exc}") from exc
-    except RuntimeError as exc:  # state dict does not match the config
-        first = str(exc).strip().splitlines()[0]
-        raise ValueError(f"{str(path)!r} has weights that do not match its own config: {first}") from exc
-    model.provenance = dict(info.get("provenance", {}))
-    model.scores = dict(info.get("scores", {}))
+    _check_keys(path, payload)
+    config = _read_config(path, payload)
+    info = _read_info(path, payload)
+    state = _check_state(path, payload["state_dict"], config)
+    _check_checksum(path, payload, state)
+    _check_finite(path, state)
+    model = RetinaCNN(config)
+    model.load_state_dict(state, strict=True)
+    model.provenance = dict(info["provenance"])
+    model.scores = dict(info["scores"])
     return model.to(dev).eval()

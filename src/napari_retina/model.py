@@ -24,6 +24,7 @@ split the network at conv1's pre-activation ``z`` for attribution.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,76 @@ def conv1_fft(weight: torch.Tensor, source: torch.Tensor, idx) -> torch.Tensor:
     return z[..., : height - k + 1, : width - k + 1].contiguous()
 
 
+#: Sanity bounds of a :class:`ModelConfig`, generous for real use (the shipped
+#: model: history 40, size 50, channels (8, 8), kernels (15, 11), 4 cells,
+#: 0.2 M numbers). They keep a crafted checkpoint from making ``load_model``
+#: allocate gigabytes before it can tell that the weights do not fit.
+MAX_HISTORY = 1000  # frames (10 s)
+MAX_SIZE = 1024  # pixels (56 mm)
+MAX_CHANNELS = 1024  # units per location, each layer
+MAX_KERNEL = 255  # pixels, each layer
+MAX_CELLS = 10_000
+MAX_STATE_NUMBERS = 100_000_000  # weights and buffers in all (400 MB of float32)
+NORM_UNITS = ("contrast", "raw")
+
+
+def _bounded_int(name: str, value: Any, high: int) -> int:
+    """``value`` as an int in 1..high, or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= high:
+        raise ValueError(f"ModelConfig.{name} must be a positive int up to {high}, got {value!r}")
+    return int(value)
+
+
+def _int_pair(name: str, value: Any, high: int) -> tuple[int, int]:
+    """``value`` as two ints in 1..high (one per layer), or a ValueError naming ``name``."""
+    ok = isinstance(value, (list, tuple, np.ndarray)) and len(value) == 2
+    ok = ok and all(not isinstance(v, bool) and isinstance(v, (int, np.integer)) and 1 <= v <= high for v in value)
+    if not ok:
+        raise ValueError(f"ModelConfig.{name} must be two positive ints up to {high} (one per layer), got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _is_real(value: Any) -> bool:
+    """Whether ``value`` is a finite int or float (not a bool, str or container)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _check_norm(norm: Any) -> None:
+    """Refuse a ``norm`` that is not ``{"mean": finite, "std": finite > 0, "units": "contrast"|"raw"}``."""
+    expected = "a dict {'mean': finite number, 'std': finite number > 0, 'units': 'contrast' or 'raw'}"
+    if not isinstance(norm, dict) or set(norm) != {"mean", "std", "units"}:
+        got = f"keys {sorted(map(str, norm))}" if isinstance(norm, dict) else repr(norm)
+        raise ValueError(f"ModelConfig.norm must be {expected}, got {got}")
+    bad = [k for k, ok in (("mean", _is_real(norm["mean"])), ("std", _is_real(norm["std"]) and norm["std"] > 0),
+                           ("units", norm["units"] in NORM_UNITS)) if not ok]
+    if bad:
+        raise ValueError(f"ModelConfig.norm must be {expected}, got {bad[0]}={norm[bad[0]]!r}")
+
+
+def _cell_names(names: Any, n_cells: int) -> list[str]:
+    """One str name per cell (ints are turned into str); ``[]`` gives ``cell0``, ``cell1``, ..."""
+    if not isinstance(names, (list, tuple)) or not all(
+        isinstance(c, (str, int, np.integer)) and not isinstance(c, bool) for c in names
+    ):
+        raise ValueError(f"ModelConfig.cell_names must be a list of str, got {names!r}")
+    names = [str(c) for c in names] or [f"cell{i}" for i in range(n_cells)]
+    if len(names) != n_cells:
+        raise ValueError(f"ModelConfig has {n_cells} cells but {len(names)} cell names")
+    return names
+
+
+def _batch_norm_shapes(prefix: str, n: int) -> dict[str, tuple[int, ...]]:
+    """State-dict entries of a BatchNorm over ``n`` features, named under ``prefix``."""
+    shapes: dict[str, tuple[int, ...]] = {f"{prefix}.{k}": (n,) for k in ("weight", "bias", "running_mean", "running_var")}
+    shapes[f"{prefix}.num_batches_tracked"] = ()
+    return shapes
+
+
 @dataclass
 class ModelConfig:
     """Architecture and data conventions of a :class:`RetinaCNN`.
@@ -73,25 +144,35 @@ class ModelConfig:
     Attributes
     ----------
     history : int
-        Frames of stimulus the model sees (10 ms each); 40 = 400 ms.
+        Frames of stimulus the model sees (10 ms each); 40 = 400 ms. At most
+        ``MAX_HISTORY`` (1000 frames, 10 s).
     size : int
         Stimulus width and height in pixels (55 µm each); the stimulus is square.
+        At most ``MAX_SIZE`` (1024 pixels).
     channels : tuple of int
-        Units per location in conv1 and conv2, e.g. ``(8, 8)``.
+        Units per location in conv1 and conv2, e.g. ``(8, 8)``; each at most
+        ``MAX_CHANNELS`` (1024).
     kernels : tuple of int
-        Spatial kernel sizes of conv1 and conv2 (pixels), e.g. ``(15, 11)``.
+        Spatial kernel sizes of conv1 and conv2 (pixels), e.g. ``(15, 11)``;
+        each at most ``MAX_KERNEL`` (255), and both must fit the stimulus.
     n_cells : int
-        Number of ganglion cells (outputs).
+        Number of ganglion cells (outputs); at most ``MAX_CELLS`` (10 000).
     bn : str
         Batch-norm kind: ``"unit"`` (one per unit, BatchNorm1d over the flattened
         layer, as in the lab's model), ``"channel"`` (BatchNorm2d) or ``"none"``.
     noise : float
-        Std of the Gaussian noise added after bn1/bn2 in training only.
+        Std of the Gaussian noise added after bn1/bn2 in training only (finite, >= 0).
     cell_names : list of str
         One name per cell; defaults to ``cell0``, ``cell1``, ...
     norm : dict
-        Stimulus normalisation: ``{"mean": m, "std": s, "units": "contrast"|"raw"}``.
-        Inputs are mapped as ``(x - mean) / std``; see :func:`napari_retina._validate.as_stimulus`.
+        Stimulus normalisation: ``{"mean": m, "std": s, "units": "contrast"|"raw"}``
+        (m finite, s finite and > 0). Inputs are mapped as ``(x - mean) / std``;
+        see :func:`napari_retina._validate.as_stimulus`.
+
+    All together the network may hold at most ``MAX_STATE_NUMBERS`` (10^8)
+    weights and buffers (see :meth:`state_shapes`). These bounds are far above
+    real use and exist so that a crafted checkpoint is refused before the
+    network is built. A bad value raises a ValueError naming the field.
     """
 
     history: int = 40
@@ -105,32 +186,28 @@ class ModelConfig:
     norm: dict = field(default_factory=lambda: {"mean": 0.0, "std": 1.0, "units": "contrast"})
 
     def __post_init__(self) -> None:
-        self.channels = tuple(int(c) for c in self.channels)
-        self.kernels = tuple(int(k) for k in self.kernels)
-        for name in ("history", "size", "n_cells"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
-        if len(self.channels) != 2 or len(self.kernels) != 2 or min(self.channels + self.kernels) < 1:
-            raise ValueError(
-                "ModelConfig.channels and .kernels must be two positive ints each, "
-                f"got channels={self.channels}, kernels={self.kernels}"
-            )
+        self.history = _bounded_int("history", self.history, MAX_HISTORY)
+        self.size = _bounded_int("size", self.size, MAX_SIZE)
+        self.n_cells = _bounded_int("n_cells", self.n_cells, MAX_CELLS)
+        self.channels = _int_pair("channels", self.channels, MAX_CHANNELS)
+        self.kernels = _int_pair("kernels", self.kernels, MAX_KERNEL)
         if self.map_sizes[1] < 1:
             raise ValueError(
                 f"ModelConfig: kernels {self.kernels} do not fit a {self.size}x{self.size} stimulus"
             )
-        if self.bn not in BN_KINDS:
+        if not isinstance(self.bn, str) or self.bn not in BN_KINDS:
             raise ValueError(f"ModelConfig.bn must be one of {BN_KINDS}, got {self.bn!r}")
-        if not self.cell_names:
-            self.cell_names = [f"cell{i}" for i in range(self.n_cells)]
-        self.cell_names = [str(c) for c in self.cell_names]
-        if len(self.cell_names) != self.n_cells:
+        if not _is_real(self.noise) or self.noise < 0:
+            raise ValueError(f"ModelConfig.noise must be a finite number >= 0, got {self.noise!r}")
+        self.cell_names = _cell_names(self.cell_names, self.n_cells)
+        _check_norm(self.norm)
+        numbers = sum(math.prod(s) for s in self.state_shapes().values())
+        if numbers > MAX_STATE_NUMBERS:
             raise ValueError(
-                f"ModelConfig has {self.n_cells} cells but {len(self.cell_names)} cell names"
+                f"ModelConfig describes a network of {numbers:,} weights and buffers, more than the "
+                f"{MAX_STATE_NUMBERS:,} allowed (history {self.history}, size {self.size}, "
+                f"channels {self.channels}, kernels {self.kernels}, {self.n_cells} cells)"
             )
-        if float(self.norm.get("std", 1.0)) <= 0:
-            raise ValueError(f"ModelConfig.norm['std'] must be > 0, got {self.norm.get('std')!r}")
 
     @property
     def map_sizes(self) -> tuple[int, int]:
@@ -143,6 +220,29 @@ class ModelConfig:
         """Stimulus pixel under conv1 map pixel 0: map (i, j) sits on (i+k//2, j+k//2)."""
         return self.kernels[0] // 2
 
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every tensor in a :class:`RetinaCNN`'s ``state_dict()``, without building it.
+
+        ``num_batches_tracked`` entries are 0-d (shape ``()``); everything else
+        is float32. Used to check a checkpoint's weights before allocating a network.
+        """
+        (c1, c2), (k1, k2) = self.channels, self.kernels
+        h1, h2 = self.map_sizes
+        shapes: dict[str, tuple[int, ...]] = {"conv1.weight": (c1, self.history, k1, k1), "conv1.bias": (c1,)}
+        if self.bn == "unit":
+            shapes.update(_batch_norm_shapes("bn1.bn", c1 * h1 * h1))
+        elif self.bn == "channel":
+            shapes.update(_batch_norm_shapes("bn1", c1))
+        shapes.update({"conv2.weight": (c2, c1, k2, k2), "conv2.bias": (c2,)})
+        if self.bn == "unit":
+            shapes.update(_batch_norm_shapes("bn2.bn", c2 * h2 * h2))
+        elif self.bn == "channel":
+            shapes.update(_batch_norm_shapes("bn2", c2))
+        shapes.update({"linear.weight": (self.n_cells, c2 * h2 * h2), "linear.bias": (self.n_cells,)})
+        if self.bn != "none":
+            shapes.update(_batch_norm_shapes("bn3", self.n_cells))
+        return shapes
+
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["channels"] = list(self.channels)
@@ -150,11 +250,17 @@ class ModelConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
+    def from_dict(cls, data: dict, complete: bool = False) -> "ModelConfig":
+        """Config from a :meth:`to_dict` dict; unknown keys are refused, and missing ones too if ``complete``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a model config must be a dict of its fields, got {type(data).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = set(map(str, data)) - set(known)
         if unknown:
-            raise ValueError(f"unknown model config keys {sorted(unknown)}")
+            raise ValueError(f"unknown model config keys {sorted(unknown)} (expected {known})")
+        missing = [k for k in known if k not in data]
+        if complete and missing:
+            raise ValueError(f"the model config lacks keys {missing} (expected all of {known})")
         return cls(**data)
 
 
