@@ -29,6 +29,8 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from ._validate import check_int
+
 INVARIANCES = ("auto", "none", "x", "y", "space")
 """Values of ``invariance``: "auto" picks the most specific that holds."""
 UNIFORM_RTOL = 1e-6
@@ -54,9 +56,7 @@ def _check_stack(stimulus):
 def _chunks(stimulus, chunk_frames: Optional[int]) -> Iterator[np.ndarray]:
     """Consecutive (n, H, W) NumPy blocks of ``stimulus``, n = ``chunk_frames`` (default: CHUNK_ELEMENTS values)."""
     T, H, W = stimulus.shape
-    n = max(1, CHUNK_ELEMENTS // (H * W)) if chunk_frames is None else int(chunk_frames)
-    if n < 1:
-        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+    n = max(1, CHUNK_ELEMENTS // (H * W)) if chunk_frames is None else check_int(chunk_frames, "chunk_frames", 1)
     for a in range(0, T, n):
         yield np.asarray(stimulus[a : a + n])
 
