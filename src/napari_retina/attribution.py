@@ -87,6 +87,7 @@ from torch.nn import functional as F
 
 from ._device import DeviceLike
 from ._frames import Frames, gather_windows, select_frames
+from ._invariance import INVARIANCES, UNIFORM_RTOL, resolve_invariance  # noqa: F401 (re-exported)
 from ._progress import Progress, report
 from ._validate import Crop, as_stimulus, check_cells, check_int
 from .model import RetinaCNN, conv1_fft
@@ -94,10 +95,8 @@ from .predict import default_batch_size, model_on
 
 RULES = ("kink_midpoint", "kink1_midpoint", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 CAPTUM_RULES = RULES[2:]
-INVARIANCES = ("auto", "none", "x", "y", "space")
 DEFAULT_RULE = "kink_midpoint"
 DEFAULT_STEPS = 8
-UNIFORM_RTOL = 1e-6
 
 
 @dataclass
@@ -189,42 +188,8 @@ def _check_rule_steps(rule, steps) -> tuple[str, int]:
 
 
 # ---------------------------------------------------------------------------
-# invariance
-
-
-def _axis_uniform(block: np.ndarray, axis: int, tol: float) -> bool:
-    mean = block.mean(axis=axis, keepdims=True, dtype=np.float64)
-    return bool(np.abs(block - mean).max() <= tol)
-
-
-def resolve_invariance(block: np.ndarray, invariance) -> str:
-    """Check/choose the invariance on the (frames, H, W) block the windows use."""
-    if not isinstance(invariance, str) or invariance not in INVARIANCES:
-        raise ValueError(
-            f"invariance must be one of {', '.join(repr(i) for i in INVARIANCES)}, got {invariance!r}"
-        )
-    tol = UNIFORM_RTOL * max(1.0, float(np.abs(block).max()))
-    uy = _axis_uniform(block, 1, tol)  # uniform along y
-    ux = _axis_uniform(block, 2, tol)  # uniform along x
-    if invariance == "auto":
-        return "space" if (uy and ux) else "y" if uy else "x" if ux else "none"
-    if invariance == "space" and not (uy and ux):
-        varies = " and ".join(a for a, u in (("y", uy), ("x", ux)) if not u)
-        raise ValueError(
-            f"invariance 'space' needs a spatially uniform stimulus, but it varies along {varies}; "
-            "use invariance='auto' or 'none'"
-        )
-    if invariance == "y" and not uy:
-        raise ValueError(
-            "invariance 'y' needs a stimulus uniform along y (rows identical), but it varies along y; "
-            "use invariance='auto' or 'none'"
-        )
-    if invariance == "x" and not ux:
-        raise ValueError(
-            "invariance 'x' needs a stimulus uniform along x (columns identical), but it varies along x; "
-            "use invariance='auto' or 'none'"
-        )
-    return invariance
+# invariance: detected once for the package in ._invariance (resolve_invariance
+# is re-exported here, where it has always been imported from)
 
 
 def _conv1_linear(weight: torch.Tensor, source: torch.Tensor, idx: np.ndarray, history: int,

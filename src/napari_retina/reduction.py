@@ -38,6 +38,7 @@ import torch
 from torch.nn import functional as F
 
 from ._frames import batches, gather_windows
+from ._invariance import stimulus_invariance  # also imported from here (tests)
 from ._progress import Progress, report
 
 #: exhaustive subset search up to this many channels (2**12 subsets), greedy above
@@ -415,19 +416,6 @@ class FirstLayer:
             return (d[:, :, None, :] + b).expand(n, c, h, h)
         d = F.conv1d(win, weight.sum(dim=3))
         return (d[:, :, :, None] + b).expand(n, c, h, h)
-
-
-def stimulus_invariance(stimulus: np.ndarray) -> str:
-    """The most specific of "space", "y", "x", "none" that a (T, H, W) stimulus satisfies.
-
-    An axis counts as uniform when every value is within ``1e-6·max(1, max|s|)``
-    of its mean along that axis (float32 rounding level).
-    """
-    s = np.asarray(stimulus)
-    tol = 1e-6 * max(1.0, float(np.abs(s).max()))
-    uy = bool(np.abs(s - s.mean(axis=1, keepdims=True)).max() <= tol)
-    ux = bool(np.abs(s - s.mean(axis=2, keepdims=True)).max() <= tol)
-    return "space" if (uy and ux) else "y" if uy else "x" if ux else "none"
 
 
 def compute_drives(model, stimulus: np.ndarray, frames: np.ndarray, kept: list[int],

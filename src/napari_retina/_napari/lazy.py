@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 import napari_retina as nr
+from .._invariance import resolve_invariance as _resolve_invariance
 from .._progress import report
 
 LAZY_MAP_BYTES = 256 * 2**20
@@ -36,10 +37,13 @@ def map_bytes(model, n_frames: int, invariance: str = "none") -> int:
 
 
 def resolve_invariance(model, stimulus: np.ndarray, invariance: str = "auto") -> str:
-    """The invariance ``nr.attribute`` would pick for the whole movie (see its docstring)."""
-    from ..attribution import resolve_invariance
+    """The invariance ``nr.attribute`` would pick for the whole movie (see its docstring).
 
-    return resolve_invariance(np.asarray(stimulus), invariance)
+    Streams over the movie in chunks of frames (:mod:`napari_retina._invariance`),
+    so it needs no memory in proportion to the movie; ``model`` is unused (kept
+    for the callers' signature).
+    """
+    return _resolve_invariance(stimulus, invariance)
 
 
 def attribute_traces(model, stimulus: np.ndarray, *, cell=0, steps=None, rule=None, invariance="none",

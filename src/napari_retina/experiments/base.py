@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from .._frames import batches
+from .._invariance import stimulus_invariance
 from .._progress import Progress, report
 from .._validate import check_cells
-from ..reduction import FirstLayer, check_explain, first_layer_z, stimulus_invariance
+from ..reduction import FirstLayer, check_explain, first_layer_z
 
 FRAME_MS = 10.0
 PIXEL_UM = 55.0
