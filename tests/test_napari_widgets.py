@@ -67,7 +67,7 @@ def _analysis_layers(viewer):
 def slow_attribute(monkeypatch):
     """nr.attribute that reports progress 40 times, 25 ms apart, before the real call."""
     real = nr.attribute
-    state = {"started": threading.Event(), "calls": 0}
+    state = {"started": threading.Event(), "calls": 0, "real_calls": 0}
 
     def slow(*args, progress=None, **kwargs):
         state["calls"] += 1
@@ -76,6 +76,7 @@ def slow_attribute(monkeypatch):
             if progress is not None:
                 progress(i, 40)
             time.sleep(0.025)
+        state["real_calls"] += 1
         return real(*args, progress=progress, **kwargs)
 
     monkeypatch.setattr(nr, "attribute", slow)
@@ -181,6 +182,26 @@ def test_event_loop_stays_live_and_cancel_leaves_no_layers(viewer, notes, slow_a
     assert notes[-1][0] == "info" and "cancelled" in notes[-1][1]
     assert _analysis_layers(viewer) == []
     assert [lay.name for lay in viewer.layers] == ["noise"]
+
+
+def test_closing_the_viewer_mid_run_cancels_quietly(make_napari_viewer, tiny, notes, slow_attribute, qtbot,
+                                                    capfd):
+    viewer = make_napari_viewer()
+    _tasks.session(viewer).set_model(tiny, "tiny test model")
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value = layer
+    task = w.task
+    assert w.run()
+    qtbot.waitUntil(lambda: task.progress.value >= 3, timeout=10000)
+    viewer.close()  # Qt deletes the dock widgets while the worker still reports progress
+    qtbot.waitUntil(lambda: not task.running, timeout=20000)
+    qtbot.wait(100)  # let any late queued progress signal arrive
+    assert task.token.cancelled
+    assert slow_attribute["real_calls"] == 0  # stopped at the next progress report, not run to the end
+    assert notes == []
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "has been deleted" not in err, err
 
 
 def test_stimulus_layer_deleted_during_run(viewer, notes, slow_attribute, qtbot):
