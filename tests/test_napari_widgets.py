@@ -410,7 +410,7 @@ def test_experiments_widget_bad_cell_notifies(viewer, notes):
 
 # ---------------------------------------------------------------- Training ---
 
-def test_model_widget_trains_from_a_dataset_file(viewer, notes, tmp_path):
+def _dataset(tmp_path, frames=120):
     from napari_retina.io import Dataset, Split, write_dataset
 
     rng = np.random.default_rng(0)
@@ -419,7 +419,25 @@ def test_model_widget_trains_from_a_dataset_file(viewer, notes, tmp_path):
         return Split(rng.choice([-1.0, 1.0], size=(T, 26, 26)).astype(np.float32),
                      rng.poisson(0.5, size=(T, 2)).astype(np.float32))
 
-    path = write_dataset(tmp_path / "data.h5", Dataset(split(120), split(60), ["a", "b"]))
+    return write_dataset(tmp_path / "data.h5", Dataset(split(frames), split(60), ["a", "b"]))
+
+
+@pytest.fixture
+def optimisers_here(monkeypatch):
+    """Every torch optimiser constructed in this (the viewer's) process."""
+    made = []
+    real = torch.optim.Optimizer.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append(type(self).__name__)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Optimizer, "__init__", spy)
+    return made
+
+
+def test_model_widget_trains_from_a_dataset_file(viewer, notes, tmp_path, optimisers_here):
+    path = _dataset(tmp_path)
     w = _dock(viewer, _widgets.ModelWidget)
     w.dataset.value = path
     w.epochs.value = 1
@@ -429,5 +447,20 @@ def test_model_widget_trains_from_a_dataset_file(viewer, notes, tmp_path):
     model = _tasks.session(viewer).model
     assert model.config.n_cells == 2 and model.config.size == 26
     assert "trained on data.h5" in w.summary.value
+    # a torch optimiser imports torch._dynamo and triton, which crash a process showing a viewer:
+    # training runs in a child process
+    assert optimisers_here == []
     w.dataset.value = tmp_path / "missing.h5"
     assert not w.train() and notes[-1][0] == "error"
+
+
+def test_model_widget_training_can_be_cancelled(viewer, tiny, notes, tmp_path, qtbot):
+    w = _dock(viewer, _widgets.ModelWidget)
+    w.dataset.value = _dataset(tmp_path, frames=400)
+    w.epochs.value = 10000
+    assert w.train()
+    qtbot.waitUntil(lambda: w.task.progress.value >= 2, timeout=120000)
+    w.task.cancel_button.native.click()
+    w.task.wait(60000)
+    assert notes[-1] == ("info", "The training was cancelled; nothing was added.")
+    assert _tasks.session(viewer).model is tiny  # the model in use did not change
