@@ -67,7 +67,7 @@ def _analysis_layers(viewer):
 def slow_attribute(monkeypatch):
     """nr.attribute that reports progress 40 times, 25 ms apart, before the real call."""
     real = nr.attribute
-    state = {"started": threading.Event(), "calls": 0}
+    state = {"started": threading.Event(), "calls": 0, "real_calls": 0}
 
     def slow(*args, progress=None, **kwargs):
         state["calls"] += 1
@@ -76,6 +76,7 @@ def slow_attribute(monkeypatch):
             if progress is not None:
                 progress(i, 40)
             time.sleep(0.025)
+        state["real_calls"] += 1
         return real(*args, progress=progress, **kwargs)
 
     monkeypatch.setattr(nr, "attribute", slow)
@@ -181,6 +182,26 @@ def test_event_loop_stays_live_and_cancel_leaves_no_layers(viewer, notes, slow_a
     assert notes[-1][0] == "info" and "cancelled" in notes[-1][1]
     assert _analysis_layers(viewer) == []
     assert [lay.name for lay in viewer.layers] == ["noise"]
+
+
+def test_closing_the_viewer_mid_run_cancels_quietly(make_napari_viewer, tiny, notes, slow_attribute, qtbot,
+                                                    capfd):
+    viewer = make_napari_viewer()
+    _tasks.session(viewer).set_model(tiny, "tiny test model")
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value = layer
+    task = w.task
+    assert w.run()
+    qtbot.waitUntil(lambda: task.progress.value >= 3, timeout=10000)
+    viewer.close()  # Qt deletes the dock widgets while the worker still reports progress
+    qtbot.waitUntil(lambda: not task.running, timeout=20000)
+    qtbot.wait(100)  # let any late queued progress signal arrive
+    assert task.token.cancelled
+    assert slow_attribute["real_calls"] == 0  # stopped at the next progress report, not run to the end
+    assert notes == []
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "has been deleted" not in err, err
 
 
 def test_stimulus_layer_deleted_during_run(viewer, notes, slow_attribute, qtbot):
@@ -389,7 +410,7 @@ def test_experiments_widget_bad_cell_notifies(viewer, notes):
 
 # ---------------------------------------------------------------- Training ---
 
-def test_model_widget_trains_from_a_dataset_file(viewer, notes, tmp_path):
+def _dataset(tmp_path, frames=120):
     from napari_retina.io import Dataset, Split, write_dataset
 
     rng = np.random.default_rng(0)
@@ -398,7 +419,25 @@ def test_model_widget_trains_from_a_dataset_file(viewer, notes, tmp_path):
         return Split(rng.choice([-1.0, 1.0], size=(T, 26, 26)).astype(np.float32),
                      rng.poisson(0.5, size=(T, 2)).astype(np.float32))
 
-    path = write_dataset(tmp_path / "data.h5", Dataset(split(120), split(60), ["a", "b"]))
+    return write_dataset(tmp_path / "data.h5", Dataset(split(frames), split(60), ["a", "b"]))
+
+
+@pytest.fixture
+def optimisers_here(monkeypatch):
+    """Every torch optimiser constructed in this (the viewer's) process."""
+    made = []
+    real = torch.optim.Optimizer.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append(type(self).__name__)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Optimizer, "__init__", spy)
+    return made
+
+
+def test_model_widget_trains_from_a_dataset_file(viewer, notes, tmp_path, optimisers_here):
+    path = _dataset(tmp_path)
     w = _dock(viewer, _widgets.ModelWidget)
     w.dataset.value = path
     w.epochs.value = 1
@@ -408,5 +447,20 @@ def test_model_widget_trains_from_a_dataset_file(viewer, notes, tmp_path):
     model = _tasks.session(viewer).model
     assert model.config.n_cells == 2 and model.config.size == 26
     assert "trained on data.h5" in w.summary.value
+    # a torch optimiser imports torch._dynamo and triton, which crash a process showing a viewer:
+    # training runs in a child process
+    assert optimisers_here == []
     w.dataset.value = tmp_path / "missing.h5"
     assert not w.train() and notes[-1][0] == "error"
+
+
+def test_model_widget_training_can_be_cancelled(viewer, tiny, notes, tmp_path, qtbot):
+    w = _dock(viewer, _widgets.ModelWidget)
+    w.dataset.value = _dataset(tmp_path, frames=400)
+    w.epochs.value = 10000
+    assert w.train()
+    qtbot.waitUntil(lambda: w.task.progress.value >= 2, timeout=120000)
+    w.task.cancel_button.native.click()
+    w.task.wait(60000)
+    assert notes[-1] == ("info", "The training was cancelled; nothing was added.")
+    assert _tasks.session(viewer).model is tiny  # the model in use did not change

@@ -193,6 +193,59 @@ def test_fit_output_recovers_known_weights():
     np.testing.assert_allclose(fitted, y, atol=1e-5)
 
 
+def _softplus(z):
+    return np.logaddexp(0.0, z)
+
+
+def _scipy_fit(D, y):
+    """The least-squares softplus fit by scipy (an independent reference), from β = 0, in raw units."""
+    least_squares = pytest.importorskip("scipy.optimize").least_squares
+    X = np.concatenate([D, np.ones((len(D), 1))], axis=1)
+    res = least_squares(lambda t: _softplus(X @ t) - y, np.zeros(X.shape[1]), method="trf", x_scale="jac",
+                        xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=20000)
+    return res.x[:-1], float(res.x[-1]), float(2 * res.cost)
+
+
+def _noisy_fit_problem(seed, n, K, correlated=False):
+    """Drives (n, K) and a noisy target: the minimum is not an exact fit, so the solver must find it."""
+    rng = np.random.default_rng(seed)
+    D = rng.gamma(2.0, 1.0, size=(n, K)) * rng.uniform(0.1, 10.0, size=K)
+    if correlated:  # like a channel's two pools, |A| and signed A: strongly correlated drives
+        D[:, 1::2] = 0.9 * D[:, 0::2][:, : K // 2] + 0.1 * D[:, 1::2]
+    beta = rng.normal(0, 1, K) / D.std(0) / np.sqrt(K)
+    y = _softplus(D @ beta - 0.5) * rng.lognormal(0, 0.3, n) + rng.normal(0, 0.05, n)
+    return D, y
+
+
+@pytest.mark.parametrize("seed, n, K", [(0, 300, 1), (1, 300, 4), (2, 250, 8), (3, 400, 16), (4, 40, 16)])
+def test_fit_output_is_the_least_squares_minimum_of_scipy(seed, n, K):
+    D, y = _noisy_fit_problem(seed, n, K)
+    b, bias, fitted = R.fit_output(D, y)
+    ref_b, ref_bias, ref_cost = _scipy_fit(D, y)
+    cost = float(((fitted - y) ** 2).sum())
+    assert cost == pytest.approx(ref_cost, rel=1e-9)
+    np.testing.assert_allclose(b, ref_b, rtol=1e-5, atol=1e-7 * np.abs(ref_b).max())
+    assert bias == pytest.approx(ref_bias, rel=1e-5, abs=1e-7)
+    np.testing.assert_allclose(fitted, _softplus(D @ b + bias), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fit_output_with_strongly_correlated_drives_reaches_the_minimum(seed):
+    D, y = _noisy_fit_problem(seed, 300, 8, correlated=True)
+    _, _, fitted = R.fit_output(D, y)
+    ref_b, ref_bias, ref_cost = _scipy_fit(D, y)
+    # β along the correlated directions is poorly determined; the minimum cost and the fit are not
+    assert float(((fitted - y) ** 2).sum()) <= ref_cost * (1 + 1e-9)
+    np.testing.assert_allclose(fitted, _softplus(D @ ref_b + ref_bias), rtol=1e-5, atol=1e-8)
+
+
+def test_fit_output_target_at_zero_drives_the_rate_to_zero():
+    D = np.random.default_rng(0).normal(size=(50, 2))
+    b, bias, fitted = R.fit_output(D, np.zeros(50))
+    assert np.isfinite(b).all() and np.isfinite(bias)
+    assert fitted.max() < 1e-30
+
+
 @pytest.mark.parametrize("kind", ["space", "y", "x"])
 def test_first_layer_shortcuts_match_the_full_convolution(kind):
     torch.manual_seed(0)

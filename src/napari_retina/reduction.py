@@ -450,13 +450,87 @@ def compute_drives(model, stimulus: np.ndarray, frames: np.ndarray, kept: list[i
     return out if cells is None else (out, rates)
 
 
-def fit_output(drives: np.ndarray, target: np.ndarray, steps: int = 200) -> tuple[np.ndarray, float, np.ndarray]:
-    """Fit ``r = softplus(drives @ β + β_0)`` to ``target`` by least squares (LBFGS, float64).
+def _softplus(z: np.ndarray) -> np.ndarray:
+    """``log(1 + e^z)`` without overflow (float64)."""
+    return np.logaddexp(0.0, z)
 
-    Returns (β (K,), β_0, fitted r (n,)). The drives are standardised for the fit
-    and β is returned per unit of the original drive. Initialised from the
-    linear regression of ``softplus⁻¹(target)`` on the drives, so a handful of
-    LBFGS iterations usually converge; ``steps`` bounds them.
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """``1 / (1 + e^-z)``, the derivative of :func:`_softplus`, without overflow."""
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+def _damped_step(J: np.ndarray, r: np.ndarray, lam: float, D: np.ndarray) -> np.ndarray:
+    """The Levenberg–Marquardt step δ (p,): least squares of ``[J; √λ·diag(D)] δ = [−r; 0]``.
+
+    J (n, p), r (n,), D (p,). Solved by ``lstsq`` on the stacked system, which
+    does not square J's condition number as the normal equations would.
+    """
+    A = np.concatenate([J, np.diag(np.sqrt(lam) * D)])
+    return np.linalg.lstsq(A, np.concatenate([-r, np.zeros(len(D))]), rcond=None)[0]
+
+
+def _levenberg_marquardt(X: np.ndarray, y: np.ndarray, theta: np.ndarray, max_iter: int,
+                         tol: float = 1e-12) -> np.ndarray:
+    """Least-squares ``θ`` (p,) of ``softplus(X @ θ) ≈ y`` by Levenberg–Marquardt (float64).
+
+    X (n, p), y (n,), θ (p,) the start. Each iteration takes the damped
+    Gauss–Newton step of :func:`_damped_step` (J = ∂r/∂θ, D = the column
+    norms of J, Marquardt's scaling) and adapts λ from the ratio of actual to
+    predicted reduction (Nielsen's rule), raising it until the cost drops.
+    Stops when the residual is orthogonal to every column of J to ``tol``
+    (cosine), when a step changes neither the cost nor θ by more than ``tol``
+    (relative), when λ has damped the step to nothing without lowering the
+    cost (a minimum to machine precision), or after ``max_iter`` iterations.
+    """
+    def residual(t):
+        return _softplus(X @ t) - y
+
+    def negligible(step):  # also true for a NaN step
+        return not np.linalg.norm(step) > tol * (np.linalg.norm(theta) + tol)
+
+    r = residual(theta)
+    cost = float(r @ r)
+    lam, nu = None, 2.0
+    for _ in range(int(max_iter)):
+        J = _sigmoid(X @ theta)[:, None] * X
+        col = np.sqrt((J * J).sum(0))
+        if cost == 0.0 or np.max(np.abs(J.T @ r) / np.maximum(col, 1e-300)) <= tol * np.sqrt(cost):
+            break
+        D = np.maximum(col, 1e-12 * col.max())
+        lam = 1e-3 * col.max() ** 2 if lam is None else lam
+        while True:
+            step = _damped_step(J, r, lam, D)
+            if negligible(step):
+                return theta
+            lin = r + J @ step
+            predicted = cost - float(lin @ lin)
+            r_new = residual(theta + step)
+            cost_new = float(r_new @ r_new)
+            if predicted > 0 and cost_new < cost:
+                lam *= max(1.0 / 3.0, 1.0 - (2.0 * (cost - cost_new) / predicted - 1.0) ** 3)
+                nu = 2.0
+                break
+            lam *= nu
+            nu *= 2.0
+        converged = cost - cost_new <= tol * cost and negligible(step)
+        theta, r, cost = theta + step, r_new, cost_new
+        if converged:
+            break
+    return theta
+
+
+def fit_output(drives: np.ndarray, target: np.ndarray, steps: int = 200) -> tuple[np.ndarray, float, np.ndarray]:
+    """Fit ``r = softplus(drives @ β + β_0)`` to ``target`` by least squares (float64).
+
+    drives (n, K), target (n,). Returns (β (K,), β_0, fitted r (n,)). The
+    drives are standardised for the fit and β is returned per unit of the
+    original drive. Initialised from the linear regression of
+    ``softplus⁻¹(target)`` on the drives, then Levenberg–Marquardt in numpy
+    (:func:`_levenberg_marquardt`; with ≤ 17 parameters it converges in tens
+    of iterations; ``steps`` bounds them). Plain numpy on purpose: a torch
+    optimiser would import ``torch._dynamo`` and with it triton, whose LLVM
+    crashes a process that already shows a napari viewer (Mesa's LLVM).
     """
     D = np.asarray(drives, dtype=np.float64)
     y = np.asarray(target, dtype=np.float64)
@@ -467,31 +541,10 @@ def fit_output(drives: np.ndarray, target: np.ndarray, steps: int = 200) -> tupl
     inv = np.where(yc > 20, yc, np.log(np.expm1(yc)))  # softplus^-1
     X = np.concatenate([Z, np.ones((len(Z), 1))], axis=1)
     coef, *_ = np.linalg.lstsq(X, inv, rcond=None)
-    Zt = torch.from_numpy(Z)
-    yt = torch.from_numpy(y)
-    beta = torch.tensor(coef[:-1], dtype=torch.float64, requires_grad=True)
-    b0 = torch.tensor(float(coef[-1]), dtype=torch.float64, requires_grad=True)
-    scale = float(y.var()) if y.var() > 0 else 1.0
-
-    def loss_fn() -> torch.Tensor:
-        return ((F.softplus(Zt @ beta + b0) - yt) ** 2).mean() / scale
-
-    opt = torch.optim.LBFGS([beta, b0], lr=1.0, max_iter=int(steps), tolerance_grad=1e-10,
-                            tolerance_change=1e-14, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    with torch.no_grad():
-        fitted = F.softplus(Zt @ beta + b0).numpy()
-        b = beta.numpy() / sd
-        bias = float(b0.item() - (beta.numpy() * mu / sd).sum())
-    return b, bias, fitted
+    theta = _levenberg_marquardt(X, y, coef, int(steps))
+    beta, b0 = theta[:-1], float(theta[-1])
+    fitted = _softplus(X @ theta)
+    return beta / sd, b0 - float((beta * mu / sd).sum()), fitted
 
 
 # ----------------------------------------------------------------------------- reduce

@@ -106,7 +106,9 @@ class _Relay(QObject):
 class Task:
     """One background computation at a time, with a progress bar, cancel button and status line.
 
-    ``task.widgets`` are the magicgui widgets to put in a container.
+    ``task.widgets`` are the magicgui widgets to put in a container. When Qt
+    destroys them (the viewer or the dock widget closes), the task closes:
+    a running computation is cancelled and ends quietly (see :meth:`close`).
     """
 
     def __init__(self, what: str) -> None:
@@ -120,8 +122,11 @@ class Task:
         self.last_error: Optional[BaseException] = None
         self.timings: dict = {}
         """perf_counter stamps of the last run: started, returned (result in the GUI thread), done."""
+        self.closed = False
+        """True once the widgets are gone: nothing is shown or added any more."""
         self._relay = _Relay()
         self._relay.progressed.connect(self._on_progress)
+        self.progress.native.destroyed.connect(self.close)
 
     @property
     def widgets(self) -> list:
@@ -141,6 +146,8 @@ class Task:
         return token.wrap(emit)
 
     def _on_progress(self, stage: str, done: int, total: int) -> None:
+        if self.closed:
+            return
         self.progress.max = max(int(total), 1)
         self.progress.value = min(int(done), self.progress.max)
         self.status.value = f"{stage}: {done}/{total}"
@@ -148,7 +155,19 @@ class Task:
     def cancel(self, *_) -> None:
         if self.token is not None:
             self.token.cancel()
-            self.status.value = f"cancelling the {self.what}..."
+            if not self.closed:
+                self.status.value = f"cancelling the {self.what}..."
+
+    def close(self, *_) -> None:
+        """Cancel a running computation and detach the task from its (closing) widgets.
+
+        The computation stops at its next progress report; its end then
+        touches no widget, adds no layer and raises no notification. Called
+        when Qt destroys the progress bar (viewer or dock widget closed).
+        """
+        self.closed = True
+        if self.token is not None:
+            self.token.cancel()
 
     def start(self, job: Callable[["Task"], Any], on_result: Callable[[Any], None]) -> bool:
         """Run ``job(task)`` in a worker thread and pass its result to ``on_result`` (GUI thread).
@@ -156,6 +175,8 @@ class Task:
         Refuses (warning) while another run of this task is going. Errors end up
         as one notification; a cancelled run only says so. Returns whether it started.
         """
+        if self.closed:
+            return False
         if self.running:
             notify("warning", f"A {self.what} is already running; wait for it to finish or cancel it first.")
             return False
@@ -176,6 +197,10 @@ class Task:
 
     def _finish(self, on_result, result) -> None:
         self.timings["returned"] = time.perf_counter()
+        if self.closed:  # the widgets (and perhaps the viewer) are gone
+            self.last_error = result.exc if isinstance(result, _Failure) else nr.Cancelled(
+                f"the {self.what} finished after its widgets closed; its result was dropped")
+            return
         if isinstance(result, _Failure):
             self._failed(result.exc)
             return
@@ -200,7 +225,8 @@ class Task:
 
     def _cleanup(self, *_) -> None:
         self.worker = None
-        self.cancel_button.enabled = False
+        if not self.closed:
+            self.cancel_button.enabled = False
 
     def wait(self, timeout_ms: int = 60000) -> None:
         """Block (processing events) until the current run has finished; for scripts and tests."""

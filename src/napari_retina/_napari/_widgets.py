@@ -242,7 +242,7 @@ class ModelWidget(Container):
         return model
 
     def train(self) -> bool:
-        """Train a model on the chosen dataset in a worker (live progress, cancel)."""
+        """Train a model on the chosen dataset in a child process (live progress, cancel)."""
         if not _has_module("training"):
             notify("warning", "Training is not available in this installation.")
             return False
@@ -253,7 +253,13 @@ class ModelWidget(Container):
         epochs, device = int(self.epochs.value), self.device.value
 
         def job(task: Task):
-            return nr.train(str(path), epochs=epochs, device=device, progress=task.progress_callback("batch"))
+            # in a child process: a torch optimiser imports triton (CUDA builds of torch), which
+            # crashes a process that shows a viewer (see napari_retina._subprocess)
+            from .._subprocess import call_in_subprocess
+            from ..training import train
+
+            return call_in_subprocess(train, str(path), epochs=epochs, device=device,
+                                      progress=task.progress_callback("batch"))
 
         def done(model) -> None:
             self.session.set_model(model, f"trained on {path.name}")
