@@ -346,6 +346,15 @@ def test_huge_intensity_gives_an_error_not_nan_readouts(tiny):
             E.run("osr", tiny, intensity=1e38, **SMALL["osr"])
 
 
+def test_model_rates_refuse_non_finite_rates(tiny):
+    stim = nr.stimuli.flash_train(period=4, n_flashes=3, pre=12, post=15, size=SIZE, intensity=1e37)
+    with pytest.raises(ValueError, match=r"the model's rates are NaN or infinite on \d+ of 34 frames.*"
+                                         r"intensity or contrast parameters of a few contrast units"):
+        base.model_rates(tiny, stim)
+    with pytest.raises(ValueError, match="intensity or contrast parameters"):
+        E.run("osr", tiny, intensity=1e37, **SMALL["osr"])
+
+
 def test_readout_says_what_it_expects():
     proto = protocol(osr, periods=[3, 5])
     r = np.zeros(len(proto.stimulus))
