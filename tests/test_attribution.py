@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import napari_retina as nr
-from napari_retina.attribution import CAPTUM_RULES, quadrature
+from napari_retina import attribution as attribution_module
+from napari_retina.attribution import CAPTUM_RULES, MAX_STEPS, quadrature
 from napari_retina.model import ModelConfig, RetinaCNN
 from napari_retina.predict import predict
 
@@ -307,6 +308,8 @@ def test_trained_model():
         (dict(cell=1.5), TypeError, "cell"),
         (dict(steps=0), ValueError, "steps"),
         (dict(steps=2.5), TypeError, "steps"),
+        (dict(steps=10_001), ValueError, r"steps must be in \[1, 10000\], got 10001"),
+        (dict(normalize="yes"), ValueError, "normalize must be"),
         (dict(steps=1, rule="riemann_trapezoid"), ValueError, "trapezoid"),
         (dict(rule="simpson"), ValueError, "rule"),
         (dict(invariance="time"), ValueError, "invariance"),
@@ -391,3 +394,66 @@ def test_gpu_attribution_matches_cpu(model, invariance):
         np.testing.assert_allclose(gpu.maps[ok], cpu.maps[ok], atol=1e-4 * np.abs(cpu.maps[ok]).max(), rtol=1e-3)
     # a small difference of large sums: float32 (and TF32 convolutions) rounding moves it by ~3e-5
     assert gpu.completeness_error == pytest.approx(cpu.completeness_error, abs=1e-4)
+
+
+# --------------------------------------------------------------------------- steps bound, completeness floor, non-finite
+
+
+def test_max_steps_is_accepted(model):
+    assert MAX_STEPS == 10_000
+    attr = nr.attribute(model, noise(T=HIST), steps=MAX_STEPS, rule="riemann_middle")
+    assert attr.steps == MAX_STEPS and attr.completeness_error < 1e-3
+
+
+def reference_completeness(attr, floor_eps=256.0):
+    """The documented formula, recomputed in float64 from the attribution's arrays."""
+    t = attr.frames
+    resp = attr.rates[t].astype(np.float64) - attr.baseline_rate
+    gap = np.abs(attr.channels[t].astype(np.float64).sum(1) - resp).max()
+    level = max(abs(attr.baseline_rate), np.abs(attr.rates[t].astype(np.float64)).max(), 1.0)
+    return gap, np.abs(resp).max(), floor_eps * 2.0 ** -23 * level
+
+
+def test_completeness_error_is_finite_and_small_for_a_near_zero_stimulus(model):
+    attr = nr.attribute(model, np.full((HIST + 4, SIZE, SIZE), 1e-8, np.float32))
+    gap, scale, floor = reference_completeness(attr)
+    assert scale < floor  # the response is at rounding level: the floor decides
+    assert np.isfinite(attr.completeness_error) and attr.completeness_error < 1e-2
+    assert attr.completeness_error == pytest.approx(gap / floor, rel=1e-6)
+
+
+def test_completeness_error_is_unchanged_for_a_normal_stimulus(model):
+    attr = nr.attribute(model, noise(T=12, seed=9), cell=[0, 2])
+    gap, scale, floor = reference_completeness(attr)
+    assert scale > 100 * floor  # far above the floor: the plain relative error
+    assert attr.completeness_error == pytest.approx(gap / scale, rel=1e-6)
+
+
+def test_non_finite_rates_are_an_error(model):
+    with pytest.warns(nr.StimulusUnitsWarning):
+        with pytest.raises(ValueError, match=r"the model's rates are NaN or infinite on 5 of 5 frames"):
+            nr.attribute(model, np.full((HIST + 4, SIZE, SIZE), 1e38, np.float32))
+
+
+def test_non_finite_attributions_are_an_error(model, monkeypatch):
+    """Finite rates with gradients that overflowed must not come back as an Attribution."""
+    integrate = attribution_module._integrate_chunk
+
+    def nan_gradients(*args, **kwargs):
+        G, rates = integrate(*args, **kwargs)
+        return G * float("nan"), rates
+
+    monkeypatch.setattr(attribution_module, "_integrate_chunk", nan_gradients)
+    with pytest.raises(ValueError, match=r"the attributions are NaN or infinite on 5 of 5 frames"):
+        nr.attribute(model, noise(T=HIST + 4))
+
+
+def test_normalize_zscores_raw_float_stacks(model):
+    raw = np.random.default_rng(3).integers(0, 256, (HIST + 4, SIZE, SIZE)).astype(np.float32)
+    x = raw.astype(np.float64)
+    contrast = ((x - x.mean()) / x.std()).astype(np.float32)
+    with pytest.warns(nr.StimulusUnitsWarning, match="normalize='zscore'"):
+        nr.attribute(model, raw, steps=2)
+    a = nr.attribute(model, raw, steps=2, normalize="zscore")
+    b = nr.attribute(model, contrast, steps=2)
+    np.testing.assert_allclose(a.channels[a.frames], b.channels[b.frames], rtol=1e-4, atol=1e-6)

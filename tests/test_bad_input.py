@@ -48,7 +48,20 @@ def test_error_messages_are_one_sentence(model):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("crop, match", [((10, 0), "does not fit"), ("middle", "crop must be"), ((1,), "crop must be")])
+@pytest.mark.parametrize(
+    "crop, match",
+    [
+        ((10, 0), "does not fit"),
+        ("middle", "crop must be"),
+        ((1,), "crop must be"),
+        ((1.7, 2.2), r"crop must be .*got \(1\.7, 2\.2\) \(whole pixel indices"),
+        ((2.0, 3.0), "crop must be .*whole pixel indices"),
+        ((True, False), "crop must be .*not fractions or bools"),
+        ("1.5,2", r"crop must be .*got '1\.5,2'"),
+        ("2,3,4", "crop must be"),
+        ("-1,2", r"at \(y0=-1, x0=2\) does not fit"),
+    ],
+)
 def test_bad_crops(model, crop, match):
     with pytest.raises(ValueError, match=match):
         nr.predict(model, np.zeros((10, 20, 20), np.float32), crop=crop)
@@ -59,3 +72,71 @@ def test_bad_batch_size_and_model(model):
         nr.predict(model, good(), batch_size=0)
     with pytest.raises(TypeError, match="model must be a RetinaCNN"):
         nr.predict("model.pt", good())
+
+
+def test_stimulus_beyond_float32_is_refused_before_any_work(model):
+    with pytest.raises(ValueError, match=r"stimulus must fit in float32 \(\|value\| <= 3\.4e\+38\).*1e\+39"):
+        nr.predict(model, np.full((10, 16, 16), 1e39))
+    with pytest.raises(ValueError, match="must fit in float32"):
+        nr.attribute(model, np.full((10, 16, 16), -1e39))
+
+
+@pytest.mark.parametrize("normalize, error", [("yes", ValueError), (None, ValueError), ("ZSCORE", ValueError)])
+def test_bad_normalize(model, normalize, error):
+    with pytest.raises(error, match=r"normalize must be False, True or 'zscore'"):
+        nr.predict(model, good(), normalize=normalize)
+    with pytest.raises(error, match=r"normalize must be False, True or 'zscore'"):
+        nr.attribute(model, good(), normalize=normalize)
+
+
+# --------------------------------------------------------------------------- reduce's arguments
+
+
+@pytest.fixture(scope="module")
+def attribution(model):
+    return nr.attribute(model, np.random.default_rng(0).standard_normal((12, 16, 16)).astype(np.float32), steps=2)
+
+
+@pytest.mark.parametrize(
+    "value, error, match",
+    [
+        (float("nan"), ValueError, "ignore_oldest_ms must be finite, >= 0 and less than the model's history of 60 ms, got nan"),
+        (float("inf"), ValueError, "got inf"),
+        (-5, ValueError, "less than the model's history of 60 ms, got -5"),
+        (60, ValueError, "history of 60 ms, got 60"),
+        ("150", TypeError, "ignore_oldest_ms must be a number of milliseconds, got str"),
+        (True, TypeError, "got bool"),
+    ],
+)
+def test_reduce_refuses_bad_ignore_oldest_ms(attribution, value, error, match):
+    with pytest.raises(error, match=match):
+        nr.reduce(attribution, ignore_oldest_ms=value)
+
+
+def test_reduce_accepts_the_ends_of_the_ignore_oldest_range(attribution):
+    assert nr.reduce(attribution, ignore_oldest_ms=0).kept
+    assert nr.reduce(attribution, ignore_oldest_ms=59.9).kept
+
+
+def test_reduce_refuses_a_circuit_that_is_non_finite_off_the_attributed_frames(model):
+    """Frames 6..11 are attributed (finite); frames 13.. hold ±3e38, so the model's rate there is NaN."""
+    stim = np.random.default_rng(1).standard_normal((20, 16, 16)).astype(np.float32)
+    stim[13:] = np.sign(stim[13:]) * 3e38
+    with pytest.warns(nr.StimulusUnitsWarning):
+        attr = nr.attribute(model, stim, frames=list(range(6, 12)), steps=2)
+    with pytest.raises(ValueError, match=r"the model's rates are NaN or infinite on \d+ of 15 frames "
+                                         r"with a full history \(first at frame 1[3-9]\)"):
+        nr.reduce(attr)
+
+
+def test_reduce_refuses_a_non_finite_reduced_circuit(attribution, monkeypatch):
+    """A fit that went wrong (NaN weights) must not come back as a Reduction."""
+    from napari_retina import reduction
+
+    def nan_fit(drives, target, steps=200):
+        return np.full(drives.shape[1], np.nan), float("nan"), np.full(len(target), np.nan)
+
+    monkeypatch.setattr(reduction, "fit_output", nan_fit)
+    with pytest.raises(ValueError, match=r"the reduced circuit's rates are NaN or infinite on 7 of 7 frames "
+                                         r"with a full history \(first at frame 5\); the fit of its output weights"):
+        nr.reduce(attribution)

@@ -1,6 +1,7 @@
 """The command line: predict end to end, and one-line errors instead of tracebacks."""
 
 import json
+import os
 
 import h5py
 import numpy as np
@@ -56,3 +57,120 @@ def test_help_lists_the_subcommands(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "demo" in out and "predict" in out
+
+
+# --------------------------------------------------------------------------- crop, out, normalize, non-finite
+
+
+@pytest.fixture
+def no_prediction(monkeypatch):
+    """Fail the test if the model runs: checks must come first."""
+    import importlib
+
+    module = importlib.import_module("napari_retina.predict")  # the module, not nr.predict the function
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("predict ran before the arguments were checked")
+
+    monkeypatch.setattr(module, "predict", forbidden)
+
+
+@pytest.mark.parametrize("crop", ["centre", "center", "CENTRE"])
+def test_crop_centre_is_the_apis_centre(tmp_path, tiny_checkpoint, crop):
+    model, path = tiny_checkpoint
+    stim = np.random.default_rng(1).standard_normal((12, 20, 22)).astype(np.float32)
+    np.save(tmp_path / "s.npy", stim)
+    out = tmp_path / "r.npz"
+    assert main(["predict", str(tmp_path / "s.npy"), "--model", str(path), "--out", str(out), "--crop", crop,
+                 "--quiet"]) == 0
+    np.testing.assert_array_equal(np.load(out)["rates"], nr.predict(model, stim, crop="center"))
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--crop", "1.5,2"], "crop must be None, 'none', 'center', (y0, x0) integers or the text 'y0,x0', got '1.5,2'"),
+        (["--crop", "middle"], "crop must be"),
+        (["--out", "rates.txt"], "--out must end in .h5, .hdf5, .npz, got '.txt'"),
+        (["--out", "rates"], "--out must end in .h5, .hdf5, .npz, got 'no suffix'"),
+        (["--out", "missing/rates.h5"], "cannot write 'missing/rates.h5': folder 'missing' does not exist"),
+        (["--out", "taken.h5"], "--out must be a file, but 'taken.h5' is a folder"),
+    ],
+)
+def test_arguments_are_checked_before_predicting(tmp_path, tiny_checkpoint, capsys, monkeypatch, no_prediction,
+                                                 args, match):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken.h5").mkdir()
+    np.save(tmp_path / "s.npy", np.zeros((10, 20, 20), np.float32))
+    assert main(["predict", "s.npy", "--model", str(tiny_checkpoint[1]), "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions as a non-root user")
+def test_unwritable_out_folder_is_refused_before_predicting(tmp_path, tiny_checkpoint, capsys, no_prediction):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    np.save(tmp_path / "s.npy", np.zeros((10, 16, 16), np.float32))
+    assert main(["predict", str(tmp_path / "s.npy"), "--model", str(tiny_checkpoint[1]),
+                 "--out", str(locked / "r.h5"), "--quiet"]) == 2
+    assert "is not writable" in capsys.readouterr().err
+
+
+def test_unwritable_out_folder_is_refused_as_root_too(tmp_path, tiny_checkpoint, capsys, monkeypatch, no_prediction):
+    """The writability check itself (os.access) decides, whoever runs the tests."""
+    import napari_retina.cli
+
+    monkeypatch.setattr(napari_retina.cli.os, "access", lambda path, mode: False)
+    np.save(tmp_path / "s.npy", np.zeros((10, 16, 16), np.float32))
+    assert main(["predict", str(tmp_path / "s.npy"), "--model", str(tiny_checkpoint[1]),
+                 "--out", str(tmp_path / "r.h5"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"folder {str(tmp_path)!r} is not writable" in err
+
+
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        (np.full((10, 16, 16), 1e39), "must fit in float32"),
+        (np.full((10, 16, 16), 1e38, np.float32), "rates are NaN or infinite on 5 of 5 frames"),
+    ],
+)
+def test_non_finite_results_exit_2_with_one_line(tmp_path, tiny_checkpoint, capsys, values, match):
+    np.save(tmp_path / "s.npy", values)
+    out = tmp_path / "r.h5"
+    assert main(["predict", str(tmp_path / "s.npy"), "--model", str(tiny_checkpoint[1]), "--out", str(out),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("napari-retina predict: error:") and match in err[-1]
+    assert all("Warning" in line for line in err[:-1])  # at most the one-line units warning before it
+    assert not out.exists()
+
+
+def test_raw_float_stack_warns_in_one_line_and_normalize_fixes_it(tmp_path, tiny_checkpoint, capsys):
+    model, path = tiny_checkpoint
+    raw = np.random.default_rng(2).integers(0, 256, (12, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "s.npy", raw)
+    args = ["predict", str(tmp_path / "s.npy"), "--model", str(path), "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a.h5")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "StimulusUnitsWarning" in err[0] and "--normalize" in err[0]
+    assert main([*args, "--out", str(tmp_path / "b.h5"), "--normalize"]) == 0
+    assert capsys.readouterr().err.strip() == ""
+    with h5py.File(tmp_path / "b.h5") as f:
+        rates = f["rates"][()]
+        assert f.attrs["normalize"] == "zscore"
+    np.testing.assert_array_equal(rates, nr.predict(model, raw, normalize="zscore"))
+
+
+def test_experiment_out_that_is_a_file_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    import napari_retina.checkpoint
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the model loaded before --out was checked")
+
+    monkeypatch.setattr(napari_retina.checkpoint, "load_model", forbidden)
+    (tmp_path / "taken").write_text("")
+    assert main(["experiment", "osr", "--out", str(tmp_path / "taken"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out must be a folder" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -335,6 +336,44 @@ def test_wrong_parameter_types(tiny):
         E.run("osr", tiny, periods="fast")
     with pytest.raises(ValueError, match="directions"):
         E.run("anticipation", tiny, directions=[2])
+
+
+def test_huge_intensity_gives_an_error_not_nan_readouts(tiny):
+    with pytest.raises(ValueError, match=r"the model's rates are NaN or infinite on \d+ of \d+ frames with a full "
+                                         r"history .*largest \|value\| 1e\+38.*intensity or contrast parameters"):
+        with warnings.catch_warnings():  # the movie is contrast by construction: no units warning
+            warnings.simplefilter("error", nr.StimulusUnitsWarning)
+            E.run("osr", tiny, intensity=1e38, **SMALL["osr"])
+
+
+def test_model_rates_refuse_non_finite_rates(tiny):
+    stim = nr.stimuli.flash_train(period=4, n_flashes=3, pre=12, post=15, size=SIZE, intensity=1e37)
+    with pytest.raises(ValueError, match=r"the model's rates are NaN or infinite on \d+ of 34 frames.*"
+                                         r"intensity or contrast parameters of a few contrast units"):
+        base.model_rates(tiny, stim)
+    with pytest.raises(ValueError, match="intensity or contrast parameters"):
+        E.run("osr", tiny, intensity=1e37, **SMALL["osr"])
+
+
+def test_readout_says_what_it_expects():
+    proto = protocol(osr, periods=[3, 5])
+    r = np.zeros(len(proto.stimulus))
+    with pytest.raises(TypeError, match=r"readout expects conditions as a non-empty list of dicts.*"
+                                        r"ExperimentResult\.conditions.*got a list holding int"):
+        E.readout("osr", r, [1, 2])
+    with pytest.raises(TypeError, match="got an empty list"):
+        E.readout("osr", r, [])
+    with pytest.raises(TypeError, match="got dict"):
+        E.readout("osr", r, proto.conditions[0])
+    with pytest.raises(ValueError, match=r"readout 'osr' expects the conditions of a 'osr' run .*lacks the key 'onsets'"):
+        E.readout("osr", r, [{"start": 0, "stop": 10}])
+    with pytest.raises(ValueError, match=r"response as a non-empty \(T,\) array of rates, got shape \(\d+, 2\)"):
+        E.readout("osr", np.zeros((len(r), 2)), proto.conditions)
+    with pytest.raises(TypeError, match=r"response as a \(T,\) array of rates, got str"):
+        E.readout("osr", "rates", proto.conditions)
+    with pytest.raises(ValueError, match=rf"conditions reach frame {len(r)} but the response has 50 frames"):
+        E.readout("osr", r[:50], proto.conditions)
+    assert E.readout("osr", r, proto.conditions)["present"] is False
 
 
 # ----------------------------------------------------------------------------- CLI

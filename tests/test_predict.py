@@ -1,5 +1,7 @@
 """predict: alignment, reference agreement, chunking, devices, progress."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,81 @@ def test_gpu_matches_cpu():
     model = tiny()
     stim = np.random.default_rng(5).standard_normal((60, 16, 16)).astype(np.float32)
     np.testing.assert_allclose(nr.predict(model, stim, device="cuda"), nr.predict(model, stim), rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- stimulus units, non-finite rates
+
+
+def raw_intensities(seed=6, T=20):
+    """A 0–255 stack stored as floats: raw intensities, not contrast."""
+    return np.random.default_rng(seed).integers(0, 256, (T, 16, 16)).astype(np.float32)
+
+
+def test_float_raw_intensities_warn_and_say_how_to_normalise():
+    with pytest.warns(nr.StimulusUnitsWarning, match=r"mean 1\d\d.*normalize='zscore'") as record:
+        nr.predict(tiny(), raw_intensities())
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+
+
+@pytest.mark.parametrize("normalize", [True, "zscore"])
+def test_normalize_zscores_by_the_stacks_own_statistics(normalize):
+    model, raw = tiny(), raw_intensities()
+    x = raw.astype(np.float64)
+    contrast = ((x - x.mean()) / x.std()).astype(np.float32)  # independent z-score
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", nr.StimulusUnitsWarning)
+        rates = nr.predict(model, raw, normalize=normalize)
+        np.testing.assert_allclose(rates, nr.predict(model, contrast), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "mean, std, warns",
+    [(0.0, 1.0, False), (2.9, 1.0, False), (-3.1, 1.0, True), (3.1, 1.0, True), (0.0, 9.5, False), (0.0, 10.5, True)],
+)
+def test_units_rule_is_three_training_stds_of_mean_or_ten_of_std(mean, std, warns):
+    """The documented rule, with the model's training std (norm['std'] = 1 here): |mean| > 3 or std > 10."""
+    z = np.random.default_rng(7).standard_normal((10, 16, 16))
+    stim = (mean + std * (z - z.mean()) / z.std()).astype(np.float32)  # exactly this mean and std
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        nr.predict(tiny(), stim)
+    assert any(issubclass(w.category, nr.StimulusUnitsWarning) for w in record) == warns
+
+
+def test_units_rule_scales_with_the_training_std():
+    model = tiny()
+    model.config.norm = {"mean": 0.0, "std": 0.2, "units": "contrast"}
+    with pytest.warns(nr.StimulusUnitsWarning, match="std 0.2"):
+        nr.predict(model, np.random.default_rng(8).standard_normal((10, 16, 16)).astype(np.float32) * 3)
+
+
+def test_integer_stacks_never_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", nr.StimulusUnitsWarning)
+        nr.predict(tiny(), raw_intensities().astype(np.uint8))
+
+
+def test_float64_beyond_float32_is_refused():
+    with pytest.raises(ValueError, match=r"must fit in float32 .*magnitude 1e\+39"):
+        nr.predict(tiny(), np.full((10, 16, 16), 1e39))
+
+
+def test_non_finite_rates_are_an_error_not_a_result():
+    stim = np.full((10, 16, 16), 1e38, np.float32)  # finite, but the network overflows
+    with pytest.raises(ValueError, match=r"rates are NaN or infinite on 5 of 5 frames.*first at frame 5") as info:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", nr.StimulusUnitsWarning)
+            nr.predict(tiny(), stim)
+    assert "\n" not in str(info.value)
+
+
+def test_crop_text_forms_equal_the_tuple_forms():
+    model = tiny()
+    big = np.random.default_rng(9).standard_normal((12, 24, 30)).astype(np.float32)
+    centre = nr.predict(model, big, crop="center")
+    for crop in ("centre", " Center ", "CENTRE"):
+        np.testing.assert_array_equal(nr.predict(model, big, crop=crop), centre)
+    np.testing.assert_array_equal(nr.predict(model, big, crop="2, 5"), nr.predict(model, big, crop=(2, 5)))
+    np.testing.assert_array_equal(nr.predict(model, big, crop=np.array([2, 5])), nr.predict(model, big[:, 2:18, 5:21]))
+    exact = big[:, :16, :16]
+    np.testing.assert_array_equal(nr.predict(model, exact, crop="none"), nr.predict(model, exact))

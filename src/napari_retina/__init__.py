@@ -42,6 +42,7 @@ _LAZY = {
     "evaluate": ("training", "evaluate"),
     "Cancelled": ("_progress", "Cancelled"),
     "CancelToken": ("_progress", "CancelToken"),
+    "StimulusUnitsWarning": ("_validate", "StimulusUnitsWarning"),
     "available_devices": ("_device", "available_devices"),
 }
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from .cli import tqdm_progress
+from .cli import check_out_dir, check_out_file, tqdm_progress
 
 
 def _demo(args) -> int:
@@ -17,7 +16,7 @@ def _demo(args) -> int:
         ) from exc
     from ._napari.demo import run_demo
 
-    out = Path(args.out) if args.out else None
+    out = check_out_dir(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     summary = run_demo(headless=args.headless, out_dir=out)
@@ -29,16 +28,19 @@ def _demo(args) -> int:
 def _predict(args) -> int:
     import numpy as np
 
+    from ._validate import parse_crop
     from .checkpoint import load_model
-    from .io import read_stimulus, write_results
+    from .io import HDF5_SUFFIXES, read_stimulus, write_results
     from .predict import predict
 
+    # everything that can be checked is checked before the model runs
+    out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",))
+    crop = parse_crop(args.crop)
     model = load_model(args.model, device=args.device)
     stim = read_stimulus(args.stimulus, key=args.key)
-    crop = "center" if args.crop == "center" else (tuple(int(v) for v in args.crop.split(",")) if args.crop else None)
+    normalize = "zscore" if args.normalize else False
     with tqdm_progress("predict", disable=args.quiet) as progress:
-        rates = predict(model, stim, batch_size=args.batch_size, crop=crop, progress=progress)
-    out = Path(args.out)
+        rates = predict(model, stim, batch_size=args.batch_size, crop=crop, progress=progress, normalize=normalize)
     write_results(
         out,
         {
@@ -46,6 +48,7 @@ def _predict(args) -> int:
             "cell_names": json.dumps(model.config.cell_names),
             "units": "spikes per 10 ms bin; frame t from frames t-history+1..t; NaN without full history",
             "stimulus_file": str(args.stimulus),
+            "normalize": normalize or "none",
             "model": {"path": str(args.model or "default"), "provenance": json.dumps(model.provenance)},
         },
     )
@@ -74,6 +77,11 @@ def register(sub) -> None:
     pred.add_argument("--out", default="rates.h5", help="output .h5 or .npz (default rates.h5)")
     pred.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
     pred.add_argument("--batch-size", type=int, default=None, help="windows per forward pass")
-    pred.add_argument("--crop", default=None, help="'center' or 'y0,x0' to cut a model-sized window out of a larger stack")
+    pred.add_argument("--crop", default=None,
+                      help="'center' (or 'centre'), 'none' or 'y0,x0' (whole pixels) to cut a model-sized window "
+                           "out of a larger stack")
+    pred.add_argument("--normalize", action="store_true",
+                      help="z-score the stack by its own mean and std (raw intensities stored as floats); "
+                           "default: floats are contrast units, integer stacks are normalised anyway")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
     pred.set_defaults(func=_predict)

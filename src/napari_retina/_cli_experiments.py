@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from .cli import tqdm_progress
+from .cli import check_out_dir, tqdm_progress
 
 
 def _parse_params(items) -> dict:
@@ -138,8 +138,8 @@ def _experiment(args) -> int:
     if name != "all":
         experiments.get(name)  # unknown names fail before the model loads
     params = _parse_params(args.param)
+    out = check_out_dir(args.out)
     model = load_model(args.model)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = experiments.names() if name == "all" else [name]
     retina = "auto" if not args.no_truth else None

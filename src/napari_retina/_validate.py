@@ -7,11 +7,26 @@ in, as a ValueError or TypeError, before any torch code runs.
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
 Crop = Union[None, str, Sequence[int]]
+Normalize = Union[bool, str]
+
+#: the largest magnitude a stimulus value may have: the model computes in float32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+#: a float stack warns (:class:`StimulusUnitsWarning`) when its |mean| exceeds
+#: ``UNITS_MEAN_LIMIT`` or its std exceeds ``UNITS_STD_LIMIT`` times the std of
+#: the contrast stimulus the model was trained on (:func:`training_contrast_std`)
+UNITS_MEAN_LIMIT = 3.0
+UNITS_STD_LIMIT = 10.0
+
+
+class StimulusUnitsWarning(UserWarning):
+    """A float stimulus whose statistics are far from the contrast units the model was trained on."""
 
 
 def _describe(arr: np.ndarray) -> str:
@@ -44,32 +59,71 @@ def as_stack(stimulus, name: str = "stimulus") -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         bad = int(arr.size - np.isfinite(arr).sum())
         raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value(s)")
+    if np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize > 4:
+        peak = max(float(arr.max()), -float(arr.min()))  # no |arr| copy of a long movie
+        if peak > FLOAT32_MAX:
+            raise ValueError(
+                f"{name} must fit in float32 (|value| <= {FLOAT32_MAX:.3g}), the precision the model computes in, "
+                f"got a value of magnitude {peak:.3g}"
+            )
     return arr
+
+
+CROP_FORMS = "None, 'none', 'center', (y0, x0) integers or the text 'y0,x0'"
+
+
+def parse_crop(crop) -> Union[None, str, tuple[int, int]]:
+    """The one reading of ``crop``, for the API and the command line alike.
+
+    ``None`` or ``"none"`` → None (no crop); ``"center"`` or ``"centre"`` →
+    ``"center"``; ``(y0, x0)`` (two ints) or the text ``"y0,x0"`` → ``(y0, x0)``,
+    the top-left stimulus pixel of the window. Text is read case-insensitively
+    with surrounding blanks ignored. Floats and bools are refused, not truncated.
+
+    Example
+    -------
+    >>> parse_crop("2, 3"), parse_crop("Centre"), parse_crop("none")
+    ((2, 3), 'center', None)
+    """
+    if crop is None:
+        return None
+    if isinstance(crop, str):
+        text = crop.strip().lower()
+        if text == "none":
+            return None
+        if text in ("center", "centre"):
+            return "center"
+        parts = [p.strip() for p in text.split(",")]
+        if len(parts) == 2 and all(p.lstrip("+-").isdigit() for p in parts):
+            return int(parts[0]), int(parts[1])
+        raise ValueError(f"crop must be {CROP_FORMS}, got {crop!r}")
+    if isinstance(crop, (bytes, dict, set)) or not hasattr(crop, "__len__") or len(crop) != 2:
+        raise ValueError(f"crop must be {CROP_FORMS}, got {crop!r}")
+    if any(isinstance(c, (bool, np.bool_)) or not isinstance(c, numbers.Integral) for c in crop):
+        raise ValueError(f"crop must be {CROP_FORMS}, got {crop!r} (whole pixel indices, not fractions or bools)")
+    return int(crop[0]), int(crop[1])
 
 
 def crop_to(arr: np.ndarray, size: int, crop: Crop, name: str = "stimulus") -> np.ndarray:
     """Crop a (T, H, W) stack to ``size × size``.
 
-    ``crop=None`` refuses a stack of another size; ``"center"`` takes the centre;
-    ``(y0, x0)`` takes ``[y0:y0+size, x0:x0+size]``.
+    ``crop`` is read by :func:`parse_crop`: None refuses a stack of another
+    size; ``"center"`` takes the centre; ``(y0, x0)`` takes
+    ``[y0:y0+size, x0:x0+size]``.
     """
+    crop = parse_crop(crop)
     h, w = arr.shape[1:]
-    if (h, w) == (size, size) and crop in (None, "center", "centre"):
+    if (h, w) == (size, size) and crop in (None, "center"):
         return arr
     if crop is None:
         raise ValueError(
             f"{name} is {h}x{w} pixels but the model expects {size}x{size}; "
             "pass crop='center' or crop=(y0, x0) to cut a window out of a larger stack"
         )
-    if isinstance(crop, str):
-        if crop not in ("center", "centre"):
-            raise ValueError(f"crop must be None, 'center' or (y0, x0), got {crop!r}")
+    if crop == "center":
         y0, x0 = (h - size) // 2, (w - size) // 2
     else:
-        try:
-            y0, x0 = (int(c) for c in crop)
-        except Exception as exc:
-            raise ValueError(f"crop must be None, 'center' or (y0, x0), got {crop!r}") from exc
+        y0, x0 = crop
     if y0 < 0 or x0 < 0 or y0 + size > h or x0 + size > w:
         raise ValueError(
             f"a {size}x{size} crop at (y0={y0}, x0={x0}) does not fit inside the {h}x{w} {name}"
@@ -77,25 +131,83 @@ def crop_to(arr: np.ndarray, size: int, crop: Crop, name: str = "stimulus") -> n
     return arr[:, y0 : y0 + size, x0 : x0 + size]
 
 
-def normalise(arr: np.ndarray, norm: Optional[dict] = None) -> np.ndarray:
+def check_normalize(normalize) -> bool:
+    """``normalize`` read as "z-score by the stack's own statistics?" (True for True or "zscore").
+
+    False (the default) uses float stacks as contrast units and integer stacks
+    as described in :func:`normalise`.
+    """
+    if isinstance(normalize, (bool, np.bool_)):
+        return bool(normalize)
+    if isinstance(normalize, str) and normalize == "zscore":
+        return True
+    raise ValueError(f"normalize must be False, True or 'zscore', got {normalize!r}")
+
+
+def zscore(arr: np.ndarray) -> np.ndarray:
+    """``(x − mean) / std`` over the whole stack, float32 (a constant stack maps to zeros)."""
+    x = arr.astype(np.float64)
+    mean, std = float(x.mean()), float(x.std())
+    return ((x - mean) / (std if std > 0 else 1.0)).astype(np.float32)
+
+
+def normalise(arr: np.ndarray, norm: Optional[dict] = None, normalize: Normalize = False) -> np.ndarray:
     """Map a stack to float32 contrast units.
 
-    Float stacks are taken to be in contrast units already (0 = mean luminance)
-    and are only cast. Integer stacks (uint8 TIFFs, say) are raw intensities:
-    with a checkpoint whose ``norm["units"] == "raw"`` they are mapped as
+    With ``normalize`` True or ``"zscore"`` any stack is z-scored by its own
+    mean and standard deviation (:func:`zscore`). Otherwise float stacks are
+    taken to be in contrast units already (0 = mean luminance) and are only
+    cast. Integer stacks (uint8 TIFFs, say) are raw intensities: with a
+    checkpoint whose ``norm["units"] == "raw"`` they are mapped as
     ``(x - mean) / std`` with its stored statistics; otherwise they are z-scored
     by their own mean and standard deviation (contrast about their own mean
     luminance; a constant stack maps to zeros).
     """
+    if check_normalize(normalize):
+        return zscore(arr)
     if np.issubdtype(arr.dtype, np.floating):
         return np.ascontiguousarray(arr, dtype=np.float32)
-    x = arr.astype(np.float64)
     if norm is not None and norm.get("units") == "raw":
-        mean, std = float(norm["mean"]), float(norm["std"])
-    else:
-        mean, std = float(x.mean()), float(x.std())
-        std = std if std > 0 else 1.0
-    return ((x - mean) / std).astype(np.float32)
+        x = arr.astype(np.float64)
+        return ((x - float(norm["mean"])) / float(norm["std"])).astype(np.float32)
+    return zscore(arr)
+
+
+def training_contrast_std(norm: Optional[dict]) -> float:
+    """Std of the model's training stimulus in contrast units.
+
+    ``norm["std"]`` for a checkpoint trained on contrast (float) stimuli; 1 for
+    one trained on raw stacks (they are z-scored) or without stored statistics.
+    """
+    if norm is not None and norm.get("units", "contrast") == "contrast":
+        std = float(norm.get("std", 1.0))
+        return std if np.isfinite(std) and std > 0 else 1.0
+    return 1.0
+
+
+def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str = "stimulus",
+                         stacklevel: int = 2) -> None:
+    """Warn (:class:`StimulusUnitsWarning`) when a float stack is far from contrast units.
+
+    With ``s`` = :func:`training_contrast_std`, the rule is ``|mean| >
+    UNITS_MEAN_LIMIT·s`` or ``std > UNITS_STD_LIMIT·s`` (3 and 10): a raw
+    0–255 stack (mean ~128, std ~70) warns, contrast stimuli (mean ~0, std ~s)
+    do not. Integer stacks are normalised anyway and never warn.
+    """
+    if not np.issubdtype(arr.dtype, np.floating):
+        return
+    x = np.asarray(arr, dtype=np.float64)
+    mean, std = float(x.mean()), float(x.std())
+    s = training_contrast_std(norm)
+    if abs(mean) > UNITS_MEAN_LIMIT * s or std > UNITS_STD_LIMIT * s:
+        warnings.warn(
+            f"{name} does not look like contrast units (mean {mean:.3g}, std {std:.3g}; the model was trained on "
+            f"contrast with mean 0 and std {s:.3g}), so rates may be meaningless; pass normalize='zscore' "
+            "(command line: --normalize) to z-score it by its own statistics, or map it to contrast yourself "
+            "(0 = mean luminance)",
+            StimulusUnitsWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 def as_stimulus(
@@ -105,14 +217,20 @@ def as_stimulus(
     size: Optional[int] = None,
     crop: Crop = None,
     norm: Optional[dict] = None,
+    normalize: Normalize = False,
     name: str = "stimulus",
+    stacklevel: int = 3,
 ) -> np.ndarray:
     """Validate, crop and normalise a stimulus for a model.
 
     Returns float32 (T, size, size) in contrast units. Fails when the stack is
-    not (T, H, W), is empty, RGB, non-numeric, non-finite, has fewer than
-    ``history`` frames, or is not ``size × size`` (unless ``crop`` is given).
+    not (T, H, W), is empty, RGB, non-numeric, non-finite or beyond float32,
+    has fewer than ``history`` frames, or is not ``size × size`` (unless
+    ``crop`` is given; see :func:`parse_crop`). ``normalize``: see
+    :func:`normalise`; without it a float stack far from contrast units warns
+    (:func:`warn_if_not_contrast`), ``stacklevel`` counting from this function's caller.
     """
+    zscored = check_normalize(normalize)
     arr = as_stack(stimulus, name)
     if history is not None and arr.shape[0] < history:
         raise ValueError(
@@ -121,7 +239,46 @@ def as_stimulus(
         )
     if size is not None:
         arr = crop_to(arr, size, crop, name)
-    return normalise(arr, norm)
+    if not zscored:
+        warn_if_not_contrast(arr, norm, name, stacklevel=stacklevel)
+    return normalise(arr, norm, zscored)
+
+
+class NonFiniteOutputError(ValueError):
+    """A result that came out NaN or infinite; ``finding`` is the sentence without its remedy."""
+
+    def __init__(self, finding: str, remedy: str) -> None:
+        super().__init__(f"{finding}; {remedy}")
+        self.finding = finding
+
+
+#: what :func:`check_finite_output` advises by default
+FINITE_REMEDY = "map it to contrast units (0 = mean luminance, std about 1) or pass normalize='zscore'"
+
+
+def check_finite_output(values: np.ndarray, frames: np.ndarray, what: str,
+                        stimulus: Optional[np.ndarray] = None, remedy: str = FINITE_REMEDY) -> None:
+    """Refuse a result that is NaN or infinite on frames that have a full history.
+
+    ``values`` is an array over time (T, ...); ``frames`` the frames that must
+    be finite (NaN on the first history−1 frames is the convention and is not
+    checked). ``what`` names the result, e.g. "the model's rates"; with
+    ``stimulus`` the sentence says how large it is; ``remedy`` ends the
+    sentence with what to do.
+    """
+    frames = np.asarray(frames, dtype=np.int64)
+    if frames.size == 0:
+        return
+    v = np.asarray(values)[frames].reshape(len(frames), -1)
+    bad = ~np.isfinite(v).all(axis=1)
+    if not bad.any():
+        return
+    message = (f"{what} are NaN or infinite on {int(bad.sum())} of {len(frames)} frames with a full history "
+               f"(first at frame {int(frames[np.argmax(bad)])})")
+    if stimulus is not None and np.size(stimulus):
+        message += (f": the stimulus (largest |value| {float(np.abs(stimulus).max()):.3g}) is probably far outside "
+                    "the contrast range the model works in")
+    raise NonFiniteOutputError(message, remedy)
 
 
 def check_int(value, name: str, low: int = 0, high: Optional[int] = None) -> int:

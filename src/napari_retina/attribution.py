@@ -77,7 +77,6 @@ tolerance times the kernel's absolute sum.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -89,7 +88,7 @@ from ._device import DeviceLike
 from ._frames import Frames, gather_windows, select_frames
 from ._invariance import INVARIANCES, UNIFORM_RTOL, resolve_invariance  # noqa: F401 (re-exported)
 from ._progress import Progress, report
-from ._validate import Crop, as_stimulus, check_cells, check_int
+from ._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int
 from .model import RetinaCNN, conv1_fft
 from .predict import default_batch_size, model_on
 
@@ -97,6 +96,11 @@ RULES = ("kink_midpoint", "kink1_midpoint", "riemann_left", "riemann_right", "ri
 CAPTUM_RULES = RULES[2:]
 DEFAULT_RULE = "kink_midpoint"
 DEFAULT_STEPS = 8
+#: the most quadrature steps ``attribute`` accepts (the GUI's cap too)
+MAX_STEPS = 10_000
+#: ``completeness_error``'s floor on its denominator, in float32 eps of the rate scale: a
+#: response of fewer ulps than this carries more than ~1/256 of rounding of its own
+COMPLETENESS_FLOOR_EPS = 256.0
 
 
 @dataclass
@@ -115,7 +119,14 @@ class Attribution:
     response : float32 (T,), F(s_t) − F(0).
     rates : float32 (T,), F(s_t), the summed rate of ``cells``.
     baseline_rate : F(0), the rate at mean luminance.
-    completeness_error : max_t |Σ_c A_c(t) − response(t)| / max_t |response(t)|.
+    completeness_error : ``max_t |Σ_c A_c(t) − response(t)| / max(max_t |response(t)|, floor)``
+        over the attributed frames, with ``floor = 256·eps32·max(|F(0)|, max_t |F(s_t)|, 1)``
+        (``eps32 = 2⁻²³``, so ≈ 3e-5 of the rate scale; :func:`completeness_error`):
+        the response is a difference of float32 rates that each carry a few
+        ulps of rounding, so below the floor it is mostly rounding, and the
+        error is measured against the floor instead of blowing up (a
+        near-zero stimulus gives a small finite value, not inf). For any
+        response above the floor it is the plain relative error.
     cells : attributed cells (their rates are summed).
     steps, rule : quadrature used; invariance : "none" | "x" | "y" | "space".
     frames : int (n,), the attributed frames.
@@ -181,7 +192,7 @@ def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 def _check_rule_steps(rule, steps) -> tuple[str, int]:
     if not isinstance(rule, str) or rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(repr(r) for r in RULES)}, got {rule!r}")
-    steps = check_int(steps, "steps", 1)
+    steps = check_int(steps, "steps", 1, MAX_STEPS + 1)
     if rule == "riemann_trapezoid" and steps < 2:
         raise ValueError(f"rule 'riemann_trapezoid' needs steps >= 2 (it samples both ends), got {steps}")
     return rule, steps
@@ -390,6 +401,33 @@ def _integrate_chunk(head: _Head, d, a0, scale, alphas, weights, rule, batch_siz
     return G * scale, rates
 
 
+def completeness_error(channels: np.ndarray, response: np.ndarray, rates: np.ndarray,
+                       baseline_rate: float) -> float:
+    """``max_t |Σ_c A_c(t) − response(t)| / max(max_t |response(t)|, floor)``, in float64.
+
+    ``channels`` (n, C) A_c(t), ``response`` (n,) F(s_t) − F(0) and ``rates``
+    (n,) F(s_t) on the attributed frames; ``baseline_rate`` F(0). The floor,
+    ``COMPLETENESS_FLOOR_EPS·eps32·max(|F(0)|, max_t |F(s_t)|, 1)`` spikes per
+    bin (256 ulps of the rate scale, ≈ 3e-5 of it), is where a difference of
+    float32 rates, each a few ulps off, stops resolving the response to
+    better than ~1/256: when the response is below it (a near-zero stimulus)
+    the gap is compared with the floor, so the error stays finite and small
+    (a 1-ulp gap reads 0.004) instead of inf.
+
+    Example
+    -------
+    >>> completeness_error(np.array([[0.5, 0.5]]), np.array([1.0]), np.array([2.0]), 1.0)
+    0.0
+    """
+    resp = np.asarray(response, dtype=np.float64)
+    if resp.size == 0:
+        return 0.0
+    gap = float(np.abs(np.asarray(channels, dtype=np.float64).sum(1) - resp).max())
+    level = max(abs(float(baseline_rate)), float(np.abs(np.asarray(rates, dtype=np.float64)).max()), 1.0)
+    floor = COMPLETENESS_FLOOR_EPS * float(np.finfo(np.float32).eps) * level
+    return gap / max(float(np.abs(resp).max()), floor)
+
+
 def attribute(
     model: RetinaCNN,
     stimulus,
@@ -402,6 +440,7 @@ def attribute(
     batch_size: Optional[int] = None,
     crop: Crop = None,
     progress: Optional[Progress] = None,
+    normalize: Normalize = False,
 ) -> Attribution:
     """Integrated gradients of a cell's rate to the conv1 units, per frame.
 
@@ -411,10 +450,14 @@ def attribute(
         E.g. ``nr.load_model()``; used in eval mode (bn1 as a fixed affine map).
     stimulus : array (T, H, W)
         Contrast units (float) or raw intensities (integers); 1 frame = 10 ms.
+        As in :func:`napari_retina.predict`: float values must fit in float32,
+        and a float stack far from contrast units warns
+        (:class:`napari_retina.StimulusUnitsWarning`).
     cell : int, list of int or "all"
         The attributed output is the sum of these cells' rates.
     steps : int, optional
-        Quadrature points along the path (default 8 with the default rule).
+        Quadrature points along the path (default 8 with the default rule),
+        at most :data:`MAX_STEPS` (10,000).
     rule : str, optional
         ``"kink_midpoint"`` (default) or one of Captum's ``"riemann_left"``,
         ``"riemann_right"``, ``"riemann_middle"``, ``"riemann_trapezoid"``,
@@ -431,17 +474,23 @@ def attribute(
         Where to run; ``None`` keeps the model's device.
     batch_size : int, optional
         Path points (frames × α) per backward pass (default 256 on CPU, 2048 on GPU).
-    crop : None, "center" or (y0, x0)
-        How to cut a ``size × size`` window out of a larger stack.
+    crop : None, "center", (y0, x0) or "y0,x0"
+        How to cut a ``size × size`` window out of a larger stack (integers
+        only; see :func:`napari_retina._validate.parse_crop`).
     progress : callable, optional
         ``progress(done, total)`` after each chunk, counting distinct windows;
         raise :class:`napari_retina.Cancelled` in it to stop.
+    normalize : False, True or "zscore"
+        As in :func:`napari_retina.predict`: True or "zscore" z-scores the
+        stack by its own mean and std first.
 
     Returns
     -------
     Attribution
         ``maps`` (T, C, h, w) (or reduced, see ``invariance``), ``channels`` (T, C),
-        ``response``/``rates`` (T,), NaN on frames not attributed.
+        ``response``/``rates`` (T,), NaN on frames not attributed. Rates or
+        attributions that come out NaN or infinite on an attributed frame
+        raise a ValueError.
 
     Memory stays bounded whatever T: frames are processed in chunks of
     ``max(1, batch_size // steps)``; besides the stimulus and the outputs
@@ -471,7 +520,7 @@ def attribute(
         raise ValueError(
             f"invariance must be one of {', '.join(repr(i) for i in INVARIANCES)}, got {invariance!r}"
         )
-    stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm)
+    stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
     idx = select_frames(len(stim), cfg.history, frames)
     bs = default_batch_size(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
     inv = resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1], invariance)
@@ -524,11 +573,12 @@ def attribute(
             if arr is not None:
                 arr[idx] = arr[todo][inverse]
 
+    check_finite_output(rates, idx, "the model's rates", stim)
+    check_finite_output(chan, idx, "the attributions", stim)
+    if maps_out is not None:
+        check_finite_output(maps_out, idx, "the attribution maps", stim)
     response = (rates.astype(np.float64) - f0).astype(np.float32)
-    resp = response[idx].astype(np.float64)
-    gap = np.abs(chan[idx].astype(np.float64).sum(1) - resp).max()
-    scale_r = np.abs(resp).max()
-    cerr = float(gap / scale_r) if scale_r > 0 else (0.0 if gap == 0 else math.inf)
+    cerr = completeness_error(chan[idx], response[idx], rates[idx], f0)
     return Attribution(
         maps=maps_out,
         channels=chan,

@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import sys
+import warnings
+from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 #: modules that contribute subcommands, in help order
@@ -44,6 +47,45 @@ def tqdm_progress(desc: str, unit: str = "frame", disable: bool = False) -> Iter
             bar.close()
 
 
+def check_out_file(path, suffixes: Sequence[str]) -> Path:
+    """``path`` as a file the command can write, checked before any work.
+
+    Its suffix must be one of ``suffixes`` (lower case, with the dot), its
+    folder must exist and be writable, and it must not be a folder itself.
+    """
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        raise ValueError(f"--out must end in {', '.join(suffixes)}, got {out.suffix or 'no suffix'!r} ({str(out)!r})")
+    if out.is_dir():
+        raise ValueError(f"--out must be a file, but {str(out)!r} is a folder")
+    _check_writable_folder(out.parent, out)
+    return out
+
+
+def check_out_dir(path) -> Path:
+    """``path`` as a folder the command can write into (created later), checked before any work."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder, but {str(out)!r} is a file")
+    existing = out
+    while not existing.exists():  # the nearest folder that exists, where the new ones will be made
+        existing = existing.parent
+    _check_writable_folder(existing, out)
+    return out
+
+
+def _check_writable_folder(folder: Path, out: Path) -> None:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {str(out)!r}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {str(out)!r}: folder {str(folder)!r} is not writable")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show a warning as one line on stderr (no source line, no traceback)."""
+    print(f"napari-retina: {category.__name__}: {message}", file=sys.stderr if file is None else file)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-retina",
@@ -67,7 +109,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"napari-retina {args.command}: error: {exc}", file=sys.stderr)
         return 2

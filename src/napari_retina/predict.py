@@ -11,7 +11,7 @@ import torch
 from ._device import DeviceLike, resolve_device
 from ._frames import batches, select_frames
 from ._progress import Progress, report
-from ._validate import Crop, as_stimulus, check_int
+from ._validate import Crop, Normalize, as_stimulus, check_finite_output, check_int
 from .model import RetinaCNN
 
 
@@ -37,6 +37,7 @@ def predict(
     batch_size: Optional[int] = None,
     crop: Crop = None,
     progress: Optional[Progress] = None,
+    normalize: Normalize = False,
 ) -> np.ndarray:
     """Predicted firing rates of every cell, aligned to stimulus frames.
 
@@ -46,21 +47,30 @@ def predict(
         E.g. ``nr.load_model()``; run in eval mode (deterministic).
     stimulus : array (T, H, W)
         Contrast units (float) or raw intensities (integers; see
-        :func:`napari_retina._validate.normalise`); 1 frame = 10 ms.
+        :func:`napari_retina._validate.normalise`); 1 frame = 10 ms. Float
+        values must fit in float32. A float stack far from contrast units
+        (|mean| above 3, or std above 10, times the std of the model's
+        training stimulus) warns with :class:`napari_retina.StimulusUnitsWarning`.
     device : str, optional
         Where to run; ``None`` keeps the model's device.
     batch_size : int, optional
         Output frames per forward pass (default 256 on CPU, 1024 on GPU).
-    crop : None, "center" or (y0, x0)
-        How to cut a ``size × size`` window out of a larger stack.
+    crop : None, "center", (y0, x0) or "y0,x0"
+        How to cut a ``size × size`` window out of a larger stack (integers
+        only; see :func:`napari_retina._validate.parse_crop`).
     progress : callable, optional
         ``progress(done_frames, total_frames)`` after each batch; raise
         :class:`napari_retina.Cancelled` in it to stop.
+    normalize : False, True or "zscore"
+        False (default): float stacks are used as contrast, integer stacks
+        mapped as described in ``normalise``. True or "zscore": z-score the
+        stack by its own mean and std (for raw intensities stored as floats).
 
     Returns
     -------
     rates : float32 (T, n_cells), spikes per 10 ms bin; NaN for the first
-        ``history-1`` frames, which have no full history.
+        ``history-1`` frames, which have no full history. Rates that come out
+        NaN or infinite on any other frame raise a ValueError.
 
     Memory stays bounded whatever T: besides the stimulus and the (T, n_cells)
     output, a batch needs about ``batch_size × (history·(H·W/2) × 8 + (C1·h1² +
@@ -75,7 +85,7 @@ def predict(
     """
     model = model_on(model, device)
     cfg = model.config
-    stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm)
+    stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
     bs = default_batch_size(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
     idx = select_frames(len(stim), cfg.history)
     out = np.full((len(stim), cfg.n_cells), np.nan, dtype=np.float32)
@@ -88,4 +98,5 @@ def predict(
             out[chunk] = model.from_first_layer(z).float().cpu().numpy()
             done += len(chunk)
             report(progress, done, len(idx))
+    check_finite_output(out, idx, "the model's rates", stim)
     return out

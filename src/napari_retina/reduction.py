@@ -40,6 +40,7 @@ from torch.nn import functional as F
 from ._frames import batches, gather_windows
 from ._invariance import stimulus_invariance  # also imported from here (tests)
 from ._progress import Progress, report
+from ._validate import check_finite_output
 
 #: exhaustive subset search up to this many channels (2**12 subsets), greedy above
 EXHAUSTIVE_MAX_CHANNELS = 12
@@ -570,7 +571,11 @@ def check_explain(explain) -> float:
     return explain
 
 
-def reduce(attr, explain: float = 0.9, *, fit_steps: int = 200, ignore_oldest_ms: float = 150.0,
+#: ``reduce``'s default ``ignore_oldest_ms`` (ms; at most the older half of the history is ignored)
+DEFAULT_IGNORE_OLDEST_MS = 150.0
+
+
+def reduce(attr, explain: float = 0.9, *, fit_steps: int = 200, ignore_oldest_ms: Optional[float] = None,
            weighting: str = "both", progress: Optional[Progress] = None) -> Reduction:
     """Reduce the model to the few first-layer channels that carry a response.
 
@@ -584,8 +589,11 @@ def reduce(attr, explain: float = 0.9, *, fit_steps: int = 200, ignore_oldest_ms
         attributed frames) that the kept channels' summed attribution must explain.
     fit_steps : int
         Maximum LBFGS iterations of the reduced circuit's output fit.
-    ignore_oldest_ms : float
-        Oldest part of the temporal filters ignored when finding their peak.
+    ignore_oldest_ms : float, optional
+        Oldest part of the temporal filters ignored when finding their peak
+        (at most the older half of the history is ignored, see
+        :func:`filter_properties`); finite, >= 0 and less than the history
+        (``history × 10`` ms). Default 150 ms.
     weighting : "both", "signed" or "abs"
         How a kept channel's units are pooled into drives (see below).
     progress : callable, optional
@@ -640,6 +648,10 @@ def reduce(attr, explain: float = 0.9, *, fit_steps: int = 200, ignore_oldest_ms
         raise ValueError(f"weighting must be one of {', '.join(repr(w) for w in WEIGHTINGS)}, got {weighting!r}")
     if isinstance(fit_steps, bool) or not isinstance(fit_steps, numbers.Integral) or fit_steps < 1:
         raise ValueError(f"fit_steps must be an int >= 1, got {fit_steps!r}")
+    if ignore_oldest_ms is None:
+        ignore_oldest_ms = DEFAULT_IGNORE_OLDEST_MS
+    else:
+        ignore_oldest_ms = _check_ignore_oldest(ignore_oldest_ms, attr.model.config.history)
     frames = np.asarray(attr.frames, dtype=np.int64)
     channels = np.asarray(attr.channels, dtype=np.float64)
     T, C = channels.shape
@@ -658,10 +670,26 @@ def reduce(attr, explain: float = 0.9, *, fit_steps: int = 200, ignore_oldest_ms
     was_training = model.training
     model.eval()
     try:
-        return _reduce(attr, model, frames, A, resp, importance, kept, kept_var, explain,
-                       fit_steps, ignore_oldest_ms, weighting, progress)
+        red = _reduce(attr, model, frames, A, resp, importance, kept, kept_var, explain,
+                      fit_steps, ignore_oldest_ms, weighting, progress)
     finally:
         model.train(was_training)
+    valid = np.arange(model.config.history - 1, T)
+    check_finite_output(red.reduced_rates, valid, "the reduced circuit's rates",
+                        remedy="the fit of its output weights did not give a usable circuit")
+    return red
+
+
+def _check_ignore_oldest(value, history: int) -> float:
+    """``ignore_oldest_ms`` as a float in [0, history·10) ms, or a clear error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"ignore_oldest_ms must be a number of milliseconds, got {type(value).__name__} {value!r}")
+    span = history * 10.0
+    if not (math.isfinite(value) and 0.0 <= value < span):
+        raise ValueError(
+            f"ignore_oldest_ms must be finite, >= 0 and less than the model's history of {span:g} ms, got {value}"
+        )
+    return float(value)
 
 
 def _reduce(attr, model, frames, A, resp, importance, kept, kept_var, explain, fit_steps,
@@ -678,6 +706,9 @@ def _reduce(attr, model, frames, A, resp, importance, kept, kept_var, explain, f
     all_frames = np.arange(history - 1, T)
     flat, full = compute_drives(model, attr.stimulus, all_frames, list(kept) * P, w.reshape(P * K, h1, h1),
                                 cells=list(attr.cells), progress=progress)
+    # the model's rate on frames the attribution skipped must be finite too (explained_variance_all)
+    check_finite_output(np.concatenate([np.full(history - 1, np.nan), full]), all_frames, "the model's rates",
+                        attr.stimulus)
     drives = flat.reshape(len(all_frames), P, K).transpose(0, 2, 1)  # (n, K, P)
     fit_rows = frames - (history - 1)
     target = np.asarray(attr.rates, dtype=np.float64)[frames]

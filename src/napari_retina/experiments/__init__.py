@@ -104,8 +104,62 @@ def run(name: str, model, cell=0, *, explain: float = 0.9, steps: Optional[int] 
 
 
 def readout(name: str, response, conditions: list) -> dict:
-    """Experiment ``name``'s readout of any (T,) response for the given conditions."""
-    return get(name).readout(np.asarray(response, dtype=np.float64), conditions)
+    """Experiment ``name``'s readout of any (T,) response for the given conditions.
+
+    ``response`` is a (T,) array of rates over the experiment's movie;
+    ``conditions`` the list of condition dicts of the same movie
+    (``ExperimentResult.conditions``, absolute frame indices).
+
+    Example
+    -------
+    >>> res = run("osr", nr.load_model(), cell=0)                           # doctest: +SKIP
+    >>> readout("osr", res.reduction.reduced_rates, res.conditions)["slope"]  # doctest: +SKIP
+    """
+    module = get(name)
+    r = _readout_response(response)
+    conditions = _readout_conditions(conditions, len(r))
+    try:
+        return module.readout(r, conditions)
+    except KeyError as exc:
+        raise ValueError(
+            f"readout {name!r} expects the conditions of a {name!r} run (ExperimentResult.conditions), "
+            f"but a condition lacks the key {exc.args[0]!r}"
+        ) from None
+
+
+def _readout_response(response) -> np.ndarray:
+    """``response`` as a float64 (T,) array, or a clear error."""
+    try:
+        r = np.asarray(response, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"readout expects response as a (T,) array of rates, got {type(response).__name__}") from exc
+    if r.ndim != 1 or r.size == 0:
+        raise ValueError(f"readout expects response as a non-empty (T,) array of rates, got shape {r.shape}")
+    return r
+
+
+def _readout_conditions(conditions, n_frames: int) -> list:
+    """``conditions`` as a non-empty list of dicts inside ``n_frames``, or a clear error."""
+    if not isinstance(conditions, (list, tuple)):
+        got = type(conditions).__name__
+    elif not conditions:
+        got = "an empty list"
+    elif not all(isinstance(c, dict) for c in conditions):
+        got = "a list holding " + ", ".join(sorted({type(c).__name__ for c in conditions if not isinstance(c, dict)}))
+    else:
+        got = None
+    if got is not None:
+        raise TypeError(
+            "readout expects conditions as a non-empty list of dicts, one per condition with its event frames "
+            f"(ExperimentResult.conditions), got {got}"
+        )
+    stop = max(int(c.get("stop", 0)) for c in conditions)
+    if stop > n_frames:
+        raise ValueError(
+            f"the conditions reach frame {stop} but the response has {n_frames} frames; "
+            "pass the response of the same movie as the conditions"
+        )
+    return list(conditions)
 
 
 def run_truth(name: str, retina, cell=0, **params) -> ExperimentResult:

@@ -21,6 +21,7 @@ pixels from the field centre (55 µm each), as in :mod:`napari_retina.stimuli`.
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -30,11 +31,14 @@ import torch
 from .._frames import batches
 from .._invariance import stimulus_invariance
 from .._progress import Progress, report
-from .._validate import check_cells
+from .._validate import NonFiniteOutputError, StimulusUnitsWarning, check_cells, check_finite_output
 from ..reduction import FirstLayer, check_explain, first_layer_z
 
 FRAME_MS = 10.0
 PIXEL_UM = 55.0
+
+#: what a non-finite result of an experiment advises
+PARAMETER_REMEDY = "use intensity or contrast parameters of a few contrast units"
 
 #: parameters every experiment accepts besides its own (see :func:`run`)
 COMMON_PARAMS = ("gap", "window", "max_frames")
@@ -260,7 +264,9 @@ def model_rates(model, stimulus: np.ndarray, batch_size: int = 256,
     Uses the exact cheap conv1 for stimuli uniform over space or along an
     axis (:func:`napari_retina.reduction.first_layer_z`), and computes windows
     that are entirely grey only once (they all give the baseline rate ``F(0)``).
-    Equal to ``nr.predict`` up to float32 rounding.
+    Equal to ``nr.predict`` up to float32 rounding. Rates that come out NaN or
+    infinite on a frame with a full history raise a ValueError (the
+    experiment's intensity or contrast parameters are then far too large).
     """
     from ..predict import model_on
 
@@ -286,6 +292,7 @@ def model_rates(model, stimulus: np.ndarray, batch_size: int = 256,
             out[chunk] = model.from_first_layer(layer(chunk)).float().cpu().numpy()
             done += len(chunk)
             report(progress, done, len(todo))
+    check_finite_output(out, idx, "the model's rates", stim, remedy=PARAMETER_REMEDY)
     return out
 
 
@@ -456,8 +463,14 @@ def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[in
     # builders that looked at the response of the final movie already ran the model on it
     rates = last["rates"] if last.get("stimulus") is proto.stimulus else model_rates(model, proto.stimulus)
     report(progress, 1, 3)
-    attr = attribute(model, proto.stimulus, cell=cells, steps=steps, invariance=proto.invariance,
-                     frames=proto.frames)
+    try:
+        with warnings.catch_warnings():
+            # the movie is in contrast units by construction; its scale is the caller's parameters
+            warnings.simplefilter("ignore", StimulusUnitsWarning)
+            attr = attribute(model, proto.stimulus, cell=cells, steps=steps, invariance=proto.invariance,
+                             frames=proto.frames)
+    except NonFiniteOutputError as exc:  # the advice for an experiment is about its parameters
+        raise NonFiniteOutputError(exc.finding, PARAMETER_REMEDY) from None
     report(progress, 2, 3)
     red = reduce(attr, explain)
     report(progress, 3, 3)
