@@ -18,6 +18,7 @@ import numpy as np
 
 import napari_retina as nr
 from .._invariance import resolve_invariance as _resolve_invariance
+from ..attribution import completeness_error
 from .._progress import report
 
 LAZY_MAP_BYTES = 256 * 2**20
@@ -74,9 +75,7 @@ def attribute_traces(model, stimulus: np.ndarray, *, cell=0, steps=None, rule=No
         report(progress, b - hist + 1, total)
     response = (rates.astype(np.float64) - first.baseline_rate).astype(np.float32)
     frames = np.arange(hist - 1, T)
-    resid = np.abs(channels[frames].astype(np.float64).sum(1) - response[frames])
-    denom = np.abs(response[frames]).max()
-    err = float(resid.max() / denom) if denom > 0 else float(resid.max())
+    err = completeness_error(channels[frames], response[frames], rates[frames], first.baseline_rate)
     return replace(first, maps=None, channels=channels, response=response, rates=rates,
                    completeness_error=err, frames=frames, stimulus=stim)
 
