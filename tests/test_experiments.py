@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import types
 import warnings
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 
 import napari_retina as nr
 from napari_retina import experiments as E
-from napari_retina.experiments import anticipation, base, doubling, latency, osr, reversal
+from napari_retina.experiments import anticipation, base, doubling, latency, osr, recovery, reversal
 
 SIZE, HISTORY = 20, 10
 SMALL = {  # scaled-down parameters for the tiny model
@@ -194,12 +195,7 @@ def test_parabolic_peak_and_helpers_against_references():
     tp, v = base.parabolic_peak(y, 30, 60)
     assert tp == pytest.approx(41.3) and v == pytest.approx(0.0, abs=1e-9)
     assert base.vertex3([0.0, 1.0, 3.0, 4.0], -(np.array([0.0, 1.0, 3.0, 4.0]) - 1.7) ** 2) == pytest.approx(1.7)
-    slope, icpt, r2 = base.linear_fit([1, 2, 3, 4], [3, 5, 7, 9])
-    assert (slope, icpt, r2) == pytest.approx((2.0, 1.0, 1.0))
-    scipy_stats = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(0)
-    x, yy = rng.integers(0, 5, 30).astype(float), rng.normal(size=30)
-    assert base.spearman(x, yy) == pytest.approx(scipy_stats.spearmanr(x, yy).statistic)
+    # linear_fit and spearman (the osr and latency readouts') are tested in test_metrics.py
 
 
 # ----------------------------------------------------------------------------- runs on a tiny model
@@ -262,13 +258,92 @@ def test_run_truth_uses_the_retina_and_battery_calls_recovery_report(tiny, monke
             return nr.predict(tiny, stimulus)
 
     calls = []
-    monkeypatch.setattr(nr.synthetic, "recovery_report",
-                        lambda red, model, retina: calls.append(red) or {"matched": len(red.kept)}, raising=False)
+    monkeypatch.setattr(recovery, "recovery_report",
+                        lambda red, model, retina: calls.append(red) or {"matched": len(red.kept)})
     out = E.battery(tiny, 0, retina=FakeRetina(), names=["osr"], steps=4, max_frames=40)
     row = out["rows"][0]
     assert row["truth_present"] == row["model_present"]
     assert out["recovery"]["osr"] == {"matched": len(out["results"]["osr"].reduction.kept)}
     assert calls and "| osr |" in E.format_table(out["rows"])
+
+
+def test_battery_keeps_going_when_the_retina_cannot_be_scored(tiny):
+    """A ground truth that is not an nr.synthetic.Retina runs, but its recovery report is an error entry."""
+    class FakeRetina:
+        size, history = SIZE, HISTORY
+
+        def respond(self, stimulus):
+            return nr.predict(tiny, stimulus)
+
+    assert E.battery.__module__ == "napari_retina.experiments.battery"
+    from napari_retina.experiments.battery import default_retina
+
+    assert default_retina(tiny) is None                  # the 50-px retina does not see a 20-px model
+    out = E.battery(tiny, 0, retina=FakeRetina(), names=["latency"], steps=4, max_frames=40,
+                    intensities=[0.0, -5.0])
+    assert out["recovery"]["latency"] == {"error": "TypeError: retina must be an nr.synthetic.Retina, got FakeRetina"}
+    assert E.battery(tiny, 0, retina=None, names=["latency"], steps=4, max_frames=40,
+                     intensities=[0.0, -5.0])["recovery"] == {}
+
+
+# ----------------------------------------------------------------------------- recovery report (experiments/recovery.py)
+
+
+@pytest.fixture(scope="module")
+def gt():
+    return nr.synthetic.Retina(seed=0)
+
+
+def _model_with_truth(gt: nr.synthetic.Retina, shift: int = 0, flip: int = -1) -> nr.RetinaCNN:
+    """A standard model whose conv1 channels 0..3 hold the four true kernels (channel ``flip`` negated,
+    with a negative bn1 scale so that the unit is unchanged), the rest noise."""
+    torch.manual_seed(0)
+    model = nr.RetinaCNN(nr.ModelConfig(n_cells=gt.n_cells)).eval()
+    with torch.no_grad():
+        w = model.conv1.weight
+        w.mul_(0.01)
+        for c, q in enumerate(gt.pathways):
+            k = torch.from_numpy(q.kernel().copy())
+            w[c] = torch.roll(k, shifts=(shift, -shift), dims=(1, 2))
+        if flip >= 0:
+            w[flip] *= -1
+            model.bn1.bn.weight.view(8, -1)[flip] = -1.0
+    return model
+
+
+def test_recovery_report_finds_planted_pathways(gt):
+    model = _model_with_truth(gt, shift=2, flip=2)
+    red = types.SimpleNamespace(kept=[0, 1, 2, 3], polarity=["ON", "ON", "OFF", "OFF"] + ["ON"] * 4,
+                                sign=np.array([1, 1, 1, 1, 1, 1, 1, 1]))
+    rep = recovery.recovery_report(red, model, gt)
+    by = {r["channel"]: r for r in rep["channels"]}
+    for c, q in enumerate(gt.pathways):
+        assert by[c]["pathway"] == q.name
+        assert by[c]["temporal_r"] > 0.999
+        assert by[c]["spatial_r"] > 0.99          # found despite the 2-px shift
+        assert by[c]["polarity_match"]
+    assert by[3]["sign_match"] is False           # the reduction said +1, the truth inhibits
+    assert rep["recovered"] == {"ON fast": [0], "ON slow": [1], "OFF fast": [2], "OFF slow": [3]}
+    assert rep["missing"] == []
+    # an ON filter is anti-correlated with its OFF mirror, so polarity is part of the match
+    assert by[0]["all_temporal_r"]["OFF fast"] < 0
+
+
+def test_recovery_report_on_noise_recovers_nothing(gt):
+    torch.manual_seed(1)
+    model = nr.RetinaCNN(nr.ModelConfig(n_cells=gt.n_cells)).eval()
+    rep = recovery.recovery_report(None, model, gt, channels=range(8))
+    assert rep["missing"] == [q.name for q in gt.pathways]
+
+
+def test_recovery_report_bad_input(gt):
+    model = nr.RetinaCNN(nr.ModelConfig(n_cells=4)).eval()
+    with pytest.raises(TypeError, match="Reduction"):
+        recovery.recovery_report(None, model, gt)
+    with pytest.raises(ValueError, match="channel"):
+        recovery.recovery_report(None, model, gt, channels=[9])
+    with pytest.raises(TypeError, match="RetinaCNN"):
+        recovery.recovery_report(None, "model", gt, channels=[0])
 
 
 # ----------------------------------------------------------------------------- bad input

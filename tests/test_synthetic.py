@@ -1,18 +1,16 @@
-"""The synthetic retina: its circuit against a float64 reference, its phenomena, its datasets."""
+"""The synthetic retina: its circuit against a float64 reference, its phenomena (read out by
+nr.experiments.phenomena), its datasets. Scoring a model against it: test_experiments.py (recovery)."""
 
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from scipy import ndimage
 
 import napari_retina as nr
 from napari_retina import synthetic as syn
-from napari_retina.model import ModelConfig, RetinaCNN
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +144,8 @@ def test_bad_input(gt):
 
 @pytest.fixture(scope="module")
 def truth(gt):
-    """The circuit's four phenomena, read out by nr.experiments (synthetic.phenomena)."""
-    return syn.phenomena(gt, cell=0)
+    """The circuit's four phenomena, read out by nr.experiments (nr.experiments.phenomena)."""
+    return nr.experiments.phenomena(gt, cell=0)
 
 
 def test_omitted_stimulus_response_tracks_the_period(truth):
@@ -186,9 +184,10 @@ def test_moving_bar_response_anticipates(truth):
     assert min(ro["lead_um_per_direction"]) > 0   # in both directions
 
 
-def test_phenomena_bad_input():
-    with pytest.raises(TypeError, match="Retina"):
-        syn.phenomena("gt")
+def test_phenomena_live_in_experiments_and_check_the_retina():
+    assert set(nr.experiments.PHENOMENA) == {"osr", "latency", "anticipation", "reversal"}
+    with pytest.raises(TypeError, match="retina must be an nr.synthetic.Retina, got str"):
+        nr.experiments.phenomena("gt")
 
 
 def test_motion_reversal_burst(truth):
@@ -297,60 +296,6 @@ def test_record_dataset_bad_input(tmp_path):
         syn.record_dataset(tmp_path / "x.h5", noise[:30], noise)
     with pytest.raises(ValueError, match="repeats"):
         syn.record_dataset(tmp_path / "x.h5", noise, noise, repeats=0)
-
-
-# ----------------------------------------------------------------------------- recovery report
-
-def _model_with_truth(gt: syn.Retina, shift: int = 0, flip: int = -1) -> RetinaCNN:
-    """A standard model whose conv1 channels 0..3 hold the four true kernels (channel ``flip`` negated,
-    with a negative bn1 scale so that the unit is unchanged), the rest noise."""
-    torch.manual_seed(0)
-    model = RetinaCNN(ModelConfig(n_cells=gt.n_cells)).eval()
-    with torch.no_grad():
-        w = model.conv1.weight
-        w.mul_(0.01)
-        for c, q in enumerate(gt.pathways):
-            k = torch.from_numpy(q.kernel().copy())
-            w[c] = torch.roll(k, shifts=(shift, -shift), dims=(1, 2))
-        if flip >= 0:
-            w[flip] *= -1
-            model.bn1.bn.weight.view(8, -1)[flip] = -1.0
-    return model
-
-
-def test_recovery_report_finds_planted_pathways(gt):
-    model = _model_with_truth(gt, shift=2, flip=2)
-    red = SimpleNamespace(kept=[0, 1, 2, 3], polarity=["ON", "ON", "OFF", "OFF"] + ["ON"] * 4,
-                          sign=np.array([1, 1, 1, 1, 1, 1, 1, 1]))
-    rep = syn.recovery_report(red, model, gt)
-    by = {r["channel"]: r for r in rep["channels"]}
-    for c, q in enumerate(gt.pathways):
-        assert by[c]["pathway"] == q.name
-        assert by[c]["temporal_r"] > 0.999
-        assert by[c]["spatial_r"] > 0.99          # found despite the 2-px shift
-        assert by[c]["polarity_match"]
-    assert by[3]["sign_match"] is False           # the reduction said +1, the truth inhibits
-    assert rep["recovered"] == {"ON fast": [0], "ON slow": [1], "OFF fast": [2], "OFF slow": [3]}
-    assert rep["missing"] == []
-    # an ON filter is anti-correlated with its OFF mirror, so polarity is part of the match
-    assert by[0]["all_temporal_r"]["OFF fast"] < 0
-
-
-def test_recovery_report_on_noise_recovers_nothing(gt):
-    torch.manual_seed(1)
-    model = RetinaCNN(ModelConfig(n_cells=gt.n_cells)).eval()
-    rep = syn.recovery_report(None, model, gt, channels=range(8))
-    assert rep["missing"] == [q.name for q in gt.pathways]
-
-
-def test_recovery_report_bad_input(gt):
-    model = RetinaCNN(ModelConfig(n_cells=4)).eval()
-    with pytest.raises(TypeError, match="Reduction"):
-        syn.recovery_report(None, model, gt)
-    with pytest.raises(ValueError, match="channel"):
-        syn.recovery_report(None, model, gt, channels=[9])
-    with pytest.raises(TypeError, match="RetinaCNN"):
-        syn.recovery_report(None, "model", gt, channels=[0])
 
 
 # ----------------------------------------------------------------------------- the shipped model

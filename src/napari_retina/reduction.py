@@ -41,6 +41,7 @@ from ._frames import batches, gather_windows
 from ._invariance import stimulus_invariance  # also imported from here (tests)
 from ._progress import Progress, report
 from ._validate import check_finite_output
+from .metrics import explained_variance
 
 #: exhaustive subset search up to this many channels (2**12 subsets), greedy above
 EXHAUSTIVE_MAX_CHANNELS = 12
@@ -245,22 +246,6 @@ def two_means_split(values: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- selection
-
-
-def explained_variance(target: np.ndarray, estimate: np.ndarray) -> float:
-    """``1 − var(target − estimate) / var(target)`` over finite frames (float64).
-
-    A constant target counts as fully explained when the residual is constant too, else 0.
-    """
-    t = np.asarray(target, dtype=np.float64)
-    e = np.asarray(estimate, dtype=np.float64)
-    ok = np.isfinite(t) & np.isfinite(e)
-    if not ok.any():
-        return float("nan")
-    vt, vr = t[ok].var(), (t[ok] - e[ok]).var()
-    if vt <= 1e-30:
-        return 1.0 if vr <= 1e-30 else 0.0
-    return float(1.0 - vr / vt)
 
 
 def select_channels(A: np.ndarray, response: np.ndarray, explain: float,

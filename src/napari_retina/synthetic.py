@@ -6,6 +6,11 @@ METHOD.md §1 can fit it (every stage is a 40-frame, 15×15 px linear filter,
 a rectification, a spatial pooling or a pointwise nonlinearity) and (ii) the
 circuit itself shows the four phenomena of METHOD.md §4.
 
+This module is the circuit and the recording of datasets only; what is measured on
+it lives above it and imports it: the phenomena (``nr.experiments.phenomena``) and
+the scoring of a trained model's first layer against :attr:`Retina.pathways`
+(``nr.experiments.recovery_report``).
+
 Circuit (all filters exposed through :attr:`Retina.pathways`; numbers are the
 defaults in :data:`DEFAULT_PARAMS`)::
 
@@ -31,8 +36,8 @@ is engaged by strong, coherent stimuli (full-field flashes), and a model
 trained on white noise cannot learn it.
 
 How the phenomena arise (no adaptation state: every stage is a 40-frame filter, a rectification,
-a spatial pooling, a subtraction or a pointwise nonlinearity; :func:`phenomena` reads them out
-with ``nr.experiments.run_truth``):
+a spatial pooling, a subtraction or a pointwise nonlinearity; ``nr.experiments.phenomena`` reads
+them out with the same readouts as for a model):
 
 - omitted-stimulus response: a missing dark flash is a brightening relative to
   the train. The thresholded ON fast pathway sums the rebounds of closely
@@ -536,183 +541,3 @@ def record_dataset(path: PathLike, train, test, repeats: int = 10, seed: int = 0
     out = atomic_write(path, write)
     report(progress, 4, 4)
     return out
-
-
-# ---------------------------------------------------------------------------
-# the four phenomena, read out on the ground truth (METHOD.md §4)
-
-#: the phenomena of METHOD.md §4 that the ground truth is built to show
-PHENOMENA = ("osr", "latency", "anticipation", "reversal")
-
-
-def phenomena(retina: Optional["Retina"] = None, cell: int = 0) -> dict:
-    """The four phenomena of the ground truth for one cell, read out as for a model.
-
-    Runs ``nr.experiments.run_truth(name, retina, cell)`` for each name in
-    :data:`PHENOMENA` with its default stimuli, so the circuit and a model are
-    judged by the same readouts and ``present`` criteria (documented in each
-    experiment module). Returns ``{name: readout dict}``.
-
-    Example
-    -------
-    >>> phenomena(Retina(seed=0))["osr"]["present"]                   # doctest: +SKIP
-    True
-    """
-    from .experiments import run_truth
-
-    gt = Retina() if retina is None else retina
-    if not isinstance(gt, Retina):
-        raise TypeError(f"retina must be an nr.synthetic.Retina, got {type(gt).__name__}")
-    return {name: run_truth(name, gt, cell=cell).readout for name in PHENOMENA}
-
-
-# ---------------------------------------------------------------------------
-# scoring a trained model's first layer against the ground truth
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, np.float64).ravel() - np.mean(a)
-    b = np.asarray(b, np.float64).ravel() - np.mean(b)
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 0 else float("nan")
-
-
-def _fit_size(img: np.ndarray, k: int) -> np.ndarray:
-    """Centre-crop or zero-pad a square image to k × k."""
-    n = img.shape[0]
-    if n == k:
-        return img
-    if n > k:
-        o = (n - k) // 2
-        return img[o : o + k, o : o + k]
-    out = np.zeros((k, k))
-    o = (k - n) // 2
-    out[o : o + n, o : o + n] = img
-    return out
-
-
-def _shifted_corr(a: np.ndarray, b: np.ndarray, max_shift: int) -> float:
-    """Largest correlation of image ``a`` with ``b`` shifted by up to ``max_shift`` px (zero fill)."""
-    best = -np.inf
-    k = a.shape[0]
-    for dy in range(-max_shift, max_shift + 1):
-        for dx in range(-max_shift, max_shift + 1):
-            sb = np.zeros_like(b)
-            ys, yd = (slice(0, k - dy), slice(dy, k)) if dy >= 0 else (slice(-dy, k), slice(0, k + dy))
-            xs, xd = (slice(0, k - dx), slice(dx, k)) if dx >= 0 else (slice(-dx, k), slice(0, k + dx))
-            sb[yd, xd] = b[ys, xs]
-            best = max(best, _corr(a, sb))
-    return float(best)
-
-
-def channel_filters(model, channel: int) -> dict:
-    """Rank-1 description of one conv1 channel, oriented like the ground truth.
-
-    The kernel ``model.conv1.weight[c]`` (history, k, k) is multiplied by the
-    sign of the channel's bn1 scale (so that "positive" means light increases
-    the unit's activation), then
-
-    - ``temporal``: float64 (history,) the spatially summed filter in lag order
-      (``[τ]`` weighs the frame τ frames ago, like :attr:`Pathway.temporal`);
-    - ``svd_temporal`` / ``spatial``: the first SVD components of the
-      (history, k·k) kernel, the spatial one signed to have a positive sum and
-      scaled to unit sum; ``rank1`` the share of the kernel's energy in them.
-    """
-    w = model.conv1.weight[channel].detach().double().cpu().numpy()
-    scale, _ = model.first_layer_affine()
-    sc = np.median(scale[channel].detach().double().cpu().numpy())
-    w = w * (-1.0 if sc < 0 else 1.0)
-    hist, k, _ = w.shape
-    lagged = w[::-1]                                        # [τ] = τ frames ago
-    u, s, vt = np.linalg.svd(lagged.reshape(hist, k * k), full_matrices=False)
-    spatial = vt[0].reshape(k, k)
-    temporal_svd = u[:, 0] * s[0]
-    if spatial.sum() < 0:
-        spatial, temporal_svd = -spatial, -temporal_svd
-    total = spatial.sum()
-    if abs(total) > 1e-12:
-        temporal_svd = temporal_svd * total
-        spatial = spatial / total
-    return {"temporal": lagged.sum(axis=(1, 2)), "svd_temporal": temporal_svd, "spatial": spatial,
-            "rank1": float(s[0] ** 2 / (s ** 2).sum())}
-
-
-def recovery_report(reduction, model, retina: Optional["Retina"] = None, threshold: float = 0.8,
-                    max_shift: int = 3, channels=None) -> dict:
-    """Match the kept channels of a :class:`~napari_retina.reduction.Reduction` to the ground-truth pathways.
-
-    For a model trained on the synthetic retina (e.g. the shipped default),
-    each kept conv1 channel c (``model.conv1.weight[c]``, see
-    :func:`channel_filters`) is compared with every pathway of ``retina``:
-
-    - ``temporal_r``: Pearson r between the channel's spatially summed temporal
-      filter and the pathway's temporal filter (lag order, sign included, so an
-      ON channel correlates negatively with an OFF pathway);
-    - ``spatial_r``: r between the channel's rank-1 spatial profile and the
-      pathway's spatial filter, the best over shifts of up to ``max_shift`` px
-      (a CNN may place its subunit off the kernel centre);
-    - ``polarity_match``: the reduction's ON/OFF label equals the pathway's polarity;
-    - ``sign_match``: the reduction's sign equals the pathway's sign.
-
-    Each channel is assigned to the pathway with the largest ``temporal_r``; a
-    pathway is *recovered* when some kept channel is assigned to it with
-    ``temporal_r >= threshold``.
-
-    Parameters
-    ----------
-    reduction : Reduction (uses ``kept``, ``sign``, ``polarity``), or None with ``channels``.
-    model : RetinaCNN trained on the synthetic retina.
-    retina : the ground truth (default ``Retina()``).
-    threshold : filter correlation needed to call a pathway recovered.
-    channels : channels to score instead of ``reduction.kept`` (e.g. ``range(8)``).
-
-    Returns
-    -------
-    dict: ``channels`` (one dict per scored channel: ``channel``, ``pathway``,
-    ``temporal_r``, ``spatial_r``, ``rank1``, ``polarity``, ``polarity_match``,
-    ``sign``, ``sign_match``, ``all_temporal_r`` {pathway: r}), ``recovered``
-    {pathway: [channels]}, ``missing`` [pathways], ``threshold``.
-
-    Example
-    -------
-    >>> red = nr.reduce(nr.attribute(model, stim, cell=0))            # doctest: +SKIP
-    >>> nr.synthetic.recovery_report(red, model)["recovered"]          # doctest: +SKIP
-    {'ON fast': [3], 'ON slow': [5], 'OFF fast': [0], 'OFF slow': []}
-    """
-    gt = Retina() if retina is None else retina
-    if not isinstance(gt, Retina):
-        raise TypeError(f"retina must be an nr.synthetic.Retina, got {type(gt).__name__}")
-    if not hasattr(model, "conv1") or not hasattr(model, "first_layer_affine"):
-        raise TypeError(f"model must be a RetinaCNN, got {type(model).__name__}")
-    n_ch = int(model.conv1.weight.shape[0])
-    if channels is None:
-        if reduction is None or not hasattr(reduction, "kept"):
-            raise TypeError("recovery_report needs a Reduction (nr.reduce) or an explicit list of channels")
-        chans = [int(c) for c in reduction.kept]
-    else:
-        chans = [check_int(int(c), "channel", 0, n_ch) for c in channels]
-    bad = [c for c in chans if not 0 <= c < n_ch]
-    if bad:
-        raise ValueError(f"channels {bad} do not exist: the model has {n_ch} first-layer channels")
-    hist, k = int(model.conv1.weight.shape[1]), int(model.conv1.weight.shape[2])
-    rows = []
-    for c in chans:
-        f = channel_filters(model, c)
-        scores = {}
-        for q in gt.pathways:
-            n = min(hist, len(q.temporal))
-            scores[q.name] = (_corr(f["temporal"][:n], q.temporal[:n]),
-                              _shifted_corr(f["spatial"], _fit_size(q.spatial, k), max_shift))
-        best = max(scores, key=lambda name: scores[name][0])
-        q = gt.pathway(best)
-        pol = None if reduction is None else str(reduction.polarity[c])
-        sgn = None if reduction is None else int(reduction.sign[c])
-        rows.append({
-            "channel": c, "pathway": best, "temporal_r": scores[best][0], "spatial_r": scores[best][1],
-            "rank1": f["rank1"], "polarity": pol, "polarity_match": None if pol is None else pol == q.polarity,
-            "sign": sgn, "sign_match": None if sgn is None else sgn == q.sign,
-            "all_temporal_r": {name: v[0] for name, v in scores.items()},
-        })
-    recovered = {q.name: [r["channel"] for r in rows if r["pathway"] == q.name and r["temporal_r"] >= threshold]
-                 for q in gt.pathways}
-    return {"channels": rows, "recovered": recovered,
-            "missing": [name for name, cs in recovered.items() if not cs], "threshold": threshold}

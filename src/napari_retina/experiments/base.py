@@ -378,46 +378,6 @@ def baseline(trace: np.ndarray, start: int, stop: int) -> float:
     return float(np.median(seg)) if seg.size else float("nan")
 
 
-def linear_fit(x, y) -> tuple[float, float, float]:
-    """Least-squares line y = slope·x + intercept over finite pairs: (slope, intercept, r²)."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 2 or np.ptp(x) == 0:
-        return float("nan"), float("nan"), float("nan")
-    slope, intercept = np.polyfit(x, y, 1)
-    resid = y - (slope * x + intercept)
-    sst = ((y - y.mean()) ** 2).sum()
-    r2 = 1.0 - (resid ** 2).sum() / sst if sst > 0 else 1.0
-    return float(slope), float(intercept), float(r2)
-
-
-def _ranks(v: np.ndarray) -> np.ndarray:
-    order = np.argsort(v, kind="mergesort")
-    ranks = np.empty(len(v))
-    ranks[order] = np.arange(len(v), dtype=np.float64)
-    for val in np.unique(v):  # average ranks of ties
-        tie = v == val
-        if tie.sum() > 1:
-            ranks[tie] = ranks[tie].mean()
-    return ranks
-
-
-def spearman(x, y) -> float:
-    """Spearman rank correlation over finite pairs (ties get average ranks); nan if < 3 pairs."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3:
-        return float("nan")
-    rx, ry = _ranks(x[ok]), _ranks(y[ok])
-    rx -= rx.mean()
-    ry -= ry.mean()
-    den = np.sqrt((rx ** 2).sum() * (ry ** 2).sum())
-    return float((rx * ry).sum() / den) if den > 0 else float("nan")
-
-
 def clean(value):
     """Plain-Python, JSON-able copy of a readout value (NaN stays float nan)."""
     if isinstance(value, dict):

@@ -12,6 +12,12 @@ import math
 from typing import Any, Optional
 
 from .._progress import Progress, report
+from ..synthetic import Retina
+from . import recovery
+from .registry import get, names as all_names, run, run_truth
+
+#: the phenomena of METHOD.md §4 that the ground truth is built to show
+PHENOMENA = ("osr", "latency", "anticipation", "reversal")
 
 #: the readout numbers shown in the battery table, per experiment
 KEY_NUMBERS = {
@@ -30,19 +36,40 @@ def key_numbers(name: str, readout: Optional[dict]) -> dict:
     return {k: readout.get(k) for k in KEY_NUMBERS.get(name, ()) if k in readout}
 
 
-def default_retina(model) -> Any:
-    """``nr.synthetic.Retina(seed=0)`` when it exists and sees the model's field size, else None."""
-    try:
-        from .. import synthetic
-    except ImportError:  # pragma: no cover - the synthetic module ships with the package
-        return None
-    retina_cls = getattr(synthetic, "Retina", None)
-    if retina_cls is None:
-        return None
-    retina = retina_cls(seed=0)
-    if int(getattr(retina, "size", model.config.size)) != model.config.size:
-        return None
-    return retina
+def default_retina(model) -> Optional[Retina]:
+    """``nr.synthetic.Retina(seed=0)`` when it sees the model's field size, else None."""
+    retina = Retina(seed=0)
+    return retina if retina.size == model.config.size else None
+
+
+def phenomena(retina: Optional[Retina] = None, cell: int = 0) -> dict:
+    """The four phenomena of the ground truth for one cell, read out as for a model.
+
+    Runs :func:`~napari_retina.experiments.run_truth` ``(name, retina, cell)`` for each
+    name in :data:`PHENOMENA` with its default stimuli, so the circuit and a model are
+    judged by the same readouts and ``present`` criteria (documented in each
+    experiment module).
+
+    Parameters
+    ----------
+    retina : nr.synthetic.Retina, optional
+        The ground truth (default ``Retina()``).
+    cell : int
+        The ganglion cell read out.
+
+    Returns
+    -------
+    dict ``{name: readout dict}`` for the names in :data:`PHENOMENA`.
+
+    Example
+    -------
+    >>> nr.experiments.phenomena(nr.synthetic.Retina(seed=0))["osr"]["present"]   # doctest: +SKIP
+    True
+    """
+    gt = Retina() if retina is None else retina
+    if not isinstance(gt, Retina):
+        raise TypeError(f"retina must be an nr.synthetic.Retina, got {type(gt).__name__}")
+    return {name: run_truth(name, gt, cell=cell).readout for name in PHENOMENA}
 
 
 def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None, explain: float = 0.9,
@@ -70,35 +97,26 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
     model_present, reduced_present, model (key numbers), truth (key numbers),
     explained_variance, kept), ``results`` (name → ExperimentResult), ``truth``
     (name → ExperimentResult or None) and ``recovery`` (name → the
-    ``nr.synthetic.recovery_report`` of that experiment's reduction, when the
-    synthetic module offers it).
+    :func:`~napari_retina.experiments.recovery_report` of that experiment's reduction
+    against ``retina``, or ``{"error": message}`` when it cannot be scored; empty
+    without a retina).
     """
-    from . import get, names as all_names, run, run_truth
-
     names = all_names() if names is None else list(names)
     for n in names:
         get(n)
     if isinstance(retina, str) and retina == "auto":
         retina = default_retina(model)
-    recovery_fn = None
-    if retina is not None:
-        try:
-            from .. import synthetic
-
-            recovery_fn = getattr(synthetic, "recovery_report", None)
-        except ImportError:  # pragma: no cover
-            recovery_fn = None
-    rows, results, truths, recovery = [], {}, {}, {}
+    rows, results, truths, reports = [], {}, {}, {}
     report(progress, 0, len(names))
     for i, n in enumerate(names):
         res = run(n, model, cell, explain=explain, steps=steps, **params)
         truth = run_truth(n, retina, cell, **params) if retina is not None else None
         results[n], truths[n] = res, truth
-        if recovery_fn is not None:
+        if retina is not None:
             try:
-                recovery[n] = recovery_fn(res.reduction, model, retina)
+                reports[n] = recovery.recovery_report(res.reduction, model, retina)
             except Exception as exc:  # a report failing must not lose the battery
-                recovery[n] = {"error": f"{type(exc).__name__}: {exc}"}
+                reports[n] = {"error": f"{type(exc).__name__}: {exc}"}
         rows.append({
             "name": n,
             "truth_present": None if truth is None else bool(truth.readout["present"]),
@@ -111,7 +129,7 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
             "kept": list(res.readout["kept"]),
         })
         report(progress, i + 1, len(names))
-    return {"rows": rows, "results": results, "truth": truths, "recovery": recovery}
+    return {"rows": rows, "results": results, "truth": truths, "recovery": reports}
 
 
 def _num(v) -> str:

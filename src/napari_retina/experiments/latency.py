@@ -34,8 +34,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stimuli
+from ..metrics import spearman
 from .base import Movie, FRAME_MS, Protocol, baseline, int_param, list_param, \
-    onset_time, parabolic_peak, spearman
+    onset_time, parabolic_peak
 
 NAME = "latency"
 DESCRIPTION = "latency coding: full-field flashes of increasing strength"

@@ -39,7 +39,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stimuli
-from .base import Movie, Protocol, int_param, linear_fit, list_param, onset_time, \
+from ..metrics import linear_fit
+from .base import Movie, Protocol, int_param, list_param, onset_time, \
     parabolic_peak, baseline, real_param, FRAME_MS
 
 NAME = "osr"

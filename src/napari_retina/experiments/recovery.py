@@ -1,0 +1,169 @@
+"""How well a trained model's first layer recovers the ground truth's pathways.
+
+A model trained on the synthetic retina (``nr.synthetic.Retina``, e.g. the
+shipped default) should learn the circuit's bipolar filters in its conv1
+channels. :func:`recovery_report` scores the channels a reduction kept (or
+any list of channels) against every pathway of the truth: the Pearson r of the
+temporal filters (:func:`napari_retina.metrics.pearson`), the best r of the
+spatial filters over small shifts, and whether the reduction's ON/OFF label and
+sign agree with the pathway's. :func:`channel_filters` gives the rank-1
+description of one channel that the scores use.
+
+Example
+-------
+>>> from napari_retina.experiments.recovery import recovery_report     # doctest: +SKIP
+>>> rep = recovery_report(None, nr.load_model(), nr.synthetic.Retina(), channels=range(8))  # doctest: +SKIP
+>>> rep["recovered"]                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .._validate import check_int
+from ..metrics import pearson
+from ..synthetic import Retina
+
+
+def _fit_size(img: np.ndarray, k: int) -> np.ndarray:
+    """Centre-crop or zero-pad a square image to k × k."""
+    n = img.shape[0]
+    if n == k:
+        return img
+    if n > k:
+        o = (n - k) // 2
+        return img[o : o + k, o : o + k]
+    out = np.zeros((k, k))
+    o = (k - n) // 2
+    out[o : o + n, o : o + n] = img
+    return out
+
+
+def _shifted_corr(a: np.ndarray, b: np.ndarray, max_shift: int) -> float:
+    """Largest correlation of image ``a`` with ``b`` shifted by up to ``max_shift`` px (zero fill)."""
+    best = -np.inf
+    k = a.shape[0]
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            sb = np.zeros_like(b)
+            ys, yd = (slice(0, k - dy), slice(dy, k)) if dy >= 0 else (slice(-dy, k), slice(0, k + dy))
+            xs, xd = (slice(0, k - dx), slice(dx, k)) if dx >= 0 else (slice(-dx, k), slice(0, k + dx))
+            sb[yd, xd] = b[ys, xs]
+            best = max(best, pearson(a.ravel(), sb.ravel()))
+    return float(best)
+
+
+def channel_filters(model, channel: int) -> dict:
+    """Rank-1 description of one conv1 channel, oriented like the ground truth.
+
+    The kernel ``model.conv1.weight[c]`` (history, k, k) is multiplied by the
+    sign of the channel's bn1 scale (so that "positive" means light increases
+    the unit's activation), then
+
+    - ``temporal``: float64 (history,) the spatially summed filter in lag order
+      (``[τ]`` weighs the frame τ frames ago, like :attr:`napari_retina.synthetic.Pathway.temporal`);
+    - ``svd_temporal`` / ``spatial``: the first SVD components of the
+      (history, k·k) kernel, the spatial one signed to have a positive sum and
+      scaled to unit sum; ``rank1`` the share of the kernel's energy in them.
+    """
+    w = model.conv1.weight[channel].detach().double().cpu().numpy()
+    scale, _ = model.first_layer_affine()
+    sc = np.median(scale[channel].detach().double().cpu().numpy())
+    w = w * (-1.0 if sc < 0 else 1.0)
+    hist, k, _ = w.shape
+    lagged = w[::-1]                                        # [τ] = τ frames ago
+    u, s, vt = np.linalg.svd(lagged.reshape(hist, k * k), full_matrices=False)
+    spatial = vt[0].reshape(k, k)
+    temporal_svd = u[:, 0] * s[0]
+    if spatial.sum() < 0:
+        spatial, temporal_svd = -spatial, -temporal_svd
+    total = spatial.sum()
+    if abs(total) > 1e-12:
+        temporal_svd = temporal_svd * total
+        spatial = spatial / total
+    return {"temporal": lagged.sum(axis=(1, 2)), "svd_temporal": temporal_svd, "spatial": spatial,
+            "rank1": float(s[0] ** 2 / (s ** 2).sum())}
+
+
+def recovery_report(reduction, model, retina: Optional[Retina] = None, threshold: float = 0.8,
+                    max_shift: int = 3, channels=None) -> dict:
+    """Match the kept channels of a :class:`~napari_retina.reduction.Reduction` to the ground-truth pathways.
+
+    For a model trained on the synthetic retina (e.g. the shipped default),
+    each kept conv1 channel c (``model.conv1.weight[c]``, see
+    :func:`channel_filters`) is compared with every pathway of ``retina``:
+
+    - ``temporal_r``: Pearson r between the channel's spatially summed temporal
+      filter and the pathway's temporal filter (lag order, sign included, so an
+      ON channel correlates negatively with an OFF pathway);
+    - ``spatial_r``: r between the channel's rank-1 spatial profile and the
+      pathway's spatial filter, the best over shifts of up to ``max_shift`` px
+      (a CNN may place its subunit off the kernel centre);
+    - ``polarity_match``: the reduction's ON/OFF label equals the pathway's polarity;
+    - ``sign_match``: the reduction's sign equals the pathway's sign.
+
+    Each channel is assigned to the pathway with the largest ``temporal_r``; a
+    pathway is *recovered* when some kept channel is assigned to it with
+    ``temporal_r >= threshold``.
+
+    Parameters
+    ----------
+    reduction : Reduction (uses ``kept``, ``sign``, ``polarity``), or None with ``channels``.
+    model : RetinaCNN trained on the synthetic retina.
+    retina : the ground truth (default ``Retina()``).
+    threshold : filter correlation needed to call a pathway recovered.
+    channels : channels to score instead of ``reduction.kept`` (e.g. ``range(8)``).
+
+    Returns
+    -------
+    dict: ``channels`` (one dict per scored channel: ``channel``, ``pathway``,
+    ``temporal_r``, ``spatial_r``, ``rank1``, ``polarity``, ``polarity_match``,
+    ``sign``, ``sign_match``, ``all_temporal_r`` {pathway: r}), ``recovered``
+    {pathway: [channels]}, ``missing`` [pathways], ``threshold``.
+
+    Example
+    -------
+    >>> red = nr.reduce(nr.attribute(model, stim, cell=0))            # doctest: +SKIP
+    >>> nr.experiments.recovery_report(red, model)["recovered"]        # doctest: +SKIP
+    {'ON fast': [3], 'ON slow': [5], 'OFF fast': [0], 'OFF slow': []}
+    """
+    gt = Retina() if retina is None else retina
+    if not isinstance(gt, Retina):
+        raise TypeError(f"retina must be an nr.synthetic.Retina, got {type(gt).__name__}")
+    if not hasattr(model, "conv1") or not hasattr(model, "first_layer_affine"):
+        raise TypeError(f"model must be a RetinaCNN, got {type(model).__name__}")
+    n_ch = int(model.conv1.weight.shape[0])
+    if channels is None:
+        if reduction is None or not hasattr(reduction, "kept"):
+            raise TypeError("recovery_report needs a Reduction (nr.reduce) or an explicit list of channels")
+        chans = [int(c) for c in reduction.kept]
+    else:
+        chans = [check_int(int(c), "channel", 0, n_ch) for c in channels]
+    bad = [c for c in chans if not 0 <= c < n_ch]
+    if bad:
+        raise ValueError(f"channels {bad} do not exist: the model has {n_ch} first-layer channels")
+    hist, k = int(model.conv1.weight.shape[1]), int(model.conv1.weight.shape[2])
+    rows = []
+    for c in chans:
+        f = channel_filters(model, c)
+        scores = {}
+        for q in gt.pathways:
+            n = min(hist, len(q.temporal))
+            scores[q.name] = (pearson(f["temporal"][:n], q.temporal[:n]),
+                              _shifted_corr(f["spatial"], _fit_size(q.spatial, k), max_shift))
+        best = max(scores, key=lambda name: scores[name][0])
+        q = gt.pathway(best)
+        pol = None if reduction is None else str(reduction.polarity[c])
+        sgn = None if reduction is None else int(reduction.sign[c])
+        rows.append({
+            "channel": c, "pathway": best, "temporal_r": scores[best][0], "spatial_r": scores[best][1],
+            "rank1": f["rank1"], "polarity": pol, "polarity_match": None if pol is None else pol == q.polarity,
+            "sign": sgn, "sign_match": None if sgn is None else sgn == q.sign,
+            "all_temporal_r": {name: v[0] for name, v in scores.items()},
+        })
+    recovered = {q.name: [r["channel"] for r in rows if r["pathway"] == q.name and r["temporal_r"] >= threshold]
+                 for q in gt.pathways}
+    return {"channels": rows, "recovered": recovered,
+            "missing": [name for name, cs in recovered.items() if not cs], "threshold": threshold}

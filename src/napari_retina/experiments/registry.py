@@ -1,0 +1,159 @@
+"""The registry of experiments: names, parameters, and running one on a model, a retina or any function.
+
+Each registered module (one per phenomenon) defines ``NAME``, ``DEFAULTS``,
+``build`` and ``readout`` (see :mod:`.base`). This module sits below the
+battery (which runs every registered experiment) and is re-exported by the
+package: ``nr.experiments.run`` is :func:`run`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Callable, Optional
+
+import numpy as np
+
+from .._progress import Progress
+from . import anticipation, doubling, latency, osr, reversal
+from .base import ExperimentResult, run_model, run_response
+
+_REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (osr, latency, anticipation, reversal, doubling)}
+
+
+def names() -> list[str]:
+    """Names of the registered experiments, in battery order."""
+    return list(_REGISTRY)
+
+
+def get(name: str) -> ModuleType:
+    """The module of experiment ``name`` (with ``build``, ``readout``, ``DEFAULTS``)."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown experiment {name!r}; valid experiments: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def parameters(name: str) -> dict:
+    """Parameters of experiment ``name`` and their defaults (None: derived from the model)."""
+    p = dict(get(name).DEFAULTS)
+    p.update({"gap": None, "window": None, "max_frames": 300})
+    return p
+
+
+def run(name: str, model, cell=0, *, explain: float = 0.9, steps: Optional[int] = None,
+        progress: Optional[Progress] = None, **params) -> ExperimentResult:
+    """Run experiment ``name`` on ``model``: stimulus, rates, attribution, reduction, readout.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`names`.
+    model : RetinaCNN
+        E.g. ``nr.load_model()``; stimuli are built for its size and history.
+    cell : int, list of int or "all"
+        Cell(s) whose summed rate is analysed.
+    explain : float in (0, 1]
+        Passed to :func:`napari_retina.reduce`.
+    steps : int, optional
+        Integrated-gradients steps (default: ``nr.attribute``'s).
+    progress : callable, optional
+        ``progress(done, 3)`` after the rates, the attribution and the reduction.
+    **params
+        The experiment's parameters (see :func:`parameters` and its module);
+        ``gap`` (grey frames between conditions, ≥ history), ``window``
+        (response frames after an event) and ``max_frames`` (most frames
+        attributed) are common to all.
+
+    Returns
+    -------
+    ExperimentResult
+
+    Example
+    -------
+    >>> res = run("latency", nr.load_model(), intensities=[-2, -5, -10])   # doctest: +SKIP
+    >>> res.readout["spearman"]                                             # doctest: +SKIP
+    """
+    return run_model(get(name), model, cell, explain=explain, steps=steps, progress=progress, **params)
+
+
+def readout(name: str, response, conditions: list) -> dict:
+    """Experiment ``name``'s readout of any (T,) response for the given conditions.
+
+    ``response`` is a (T,) array of rates over the experiment's movie;
+    ``conditions`` the list of condition dicts of the same movie
+    (``ExperimentResult.conditions``, absolute frame indices).
+
+    Example
+    -------
+    >>> res = run("osr", nr.load_model(), cell=0)                           # doctest: +SKIP
+    >>> readout("osr", res.reduction.reduced_rates, res.conditions)["slope"]  # doctest: +SKIP
+    """
+    module = get(name)
+    r = _readout_response(response)
+    conditions = _readout_conditions(conditions, len(r))
+    try:
+        return module.readout(r, conditions)
+    except KeyError as exc:
+        raise ValueError(
+            f"readout {name!r} expects the conditions of a {name!r} run (ExperimentResult.conditions), "
+            f"but a condition lacks the key {exc.args[0]!r}"
+        ) from None
+
+
+def _readout_response(response) -> np.ndarray:
+    """``response`` as a float64 (T,) array, or a clear error."""
+    try:
+        r = np.asarray(response, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"readout expects response as a (T,) array of rates, got {type(response).__name__}") from exc
+    if r.ndim != 1 or r.size == 0:
+        raise ValueError(f"readout expects response as a non-empty (T,) array of rates, got shape {r.shape}")
+    return r
+
+
+def _readout_conditions(conditions, n_frames: int) -> list:
+    """``conditions`` as a non-empty list of dicts inside ``n_frames``, or a clear error."""
+    if not isinstance(conditions, (list, tuple)):
+        got = type(conditions).__name__
+    elif not conditions:
+        got = "an empty list"
+    elif not all(isinstance(c, dict) for c in conditions):
+        got = "a list holding " + ", ".join(sorted({type(c).__name__ for c in conditions if not isinstance(c, dict)}))
+    else:
+        got = None
+    if got is not None:
+        raise TypeError(
+            "readout expects conditions as a non-empty list of dicts, one per condition with its event frames "
+            f"(ExperimentResult.conditions), got {got}"
+        )
+    stop = max(int(c.get("stop", 0)) for c in conditions)
+    if stop > n_frames:
+        raise ValueError(
+            f"the conditions reach frame {stop} but the response has {n_frames} frames; "
+            "pass the response of the same movie as the conditions"
+        )
+    return list(conditions)
+
+
+def run_truth(name: str, retina, cell=0, **params) -> ExperimentResult:
+    """Run experiment ``name`` on a ground-truth retina (``retina.respond(stimulus) -> (T, n_cells)``).
+
+    The stimulus is built for ``retina.size`` (default 50) and sized as for a
+    40-frame model (``retina.history`` when it has one), so it matches the
+    model run. ``attribution`` and ``reduction`` are None.
+
+    Example
+    -------
+    >>> truth = run_truth("osr", nr.synthetic.Retina(seed=0), cell=0)   # doctest: +SKIP
+    >>> truth.readout["present"]                                         # doctest: +SKIP
+    """
+    if not hasattr(retina, "respond"):
+        raise TypeError(f"retina must have a respond(stimulus) method, got {type(retina).__name__}")
+    size = int(getattr(retina, "size", 50))
+    history = int(getattr(retina, "history", 40))
+    return run_response(get(name), retina.respond, size=size, history=history, cell=cell, **params)
+
+
+def run_function(name: str, respond: Callable, size: int = 50, history: int = 40, cell=0,
+                 **params) -> ExperimentResult:
+    """Run experiment ``name`` on any response function ``stimulus -> (T,) or (T, n_cells)``."""
+    return run_response(get(name), respond, size=size, history=history, cell=cell, **params)

@@ -1,0 +1,185 @@
+"""Scores of one series against another: Pearson and Spearman correlation, explained variance, a line fit.
+
+The one home of these numbers for the whole package (training's held-out scores,
+the reduction's explained variance, the experiments' readouts, the recovery of the
+ground truth's pathways). NumPy only; everything is computed in float64.
+
+Conventions shared by every function here:
+
+- 1-D inputs (T,) give a float; :func:`pearson` and :func:`explained_variance` also
+  take 2-D inputs (T, n) and score each column, giving float64 (n,).
+- A score that is undefined (a constant series, too few values) is NaN, not an error
+  and not a warning; :func:`explained_variance` is the one exception, by design: a
+  constant target is fully explained (1.0) by a constant-offset estimate, else not at all (0.0).
+- :func:`pearson` does not skip non-finite values (NaN or inf in a column gives NaN
+  for that column); :func:`explained_variance`, :func:`spearman` and
+  :func:`linear_fit` use only the pairs where both values are finite.
+
+Example
+-------
+>>> import numpy as np
+>>> from napari_retina.metrics import pearson, spearman, linear_fit, explained_variance
+>>> pearson([1.0, 2.0, 3.0], [2.0, 4.0, 7.0]) > 0.98
+True
+>>> spearman([1, 2, 3, 4], [1, 3, 2, 4])
+0.8
+>>> [round(v, 6) for v in linear_fit([1, 2, 3, 4], [3, 5, 7, 9])]
+[2.0, 1.0, 1.0]
+>>> explained_variance([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+1.0
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import numpy as np
+
+ArrayLike = Union[np.ndarray, list, tuple]
+
+#: variances at or below this count as zero in :func:`explained_variance`
+VARIANCE_FLOOR = 1e-30
+
+
+def _pair(a: ArrayLike, b: ArrayLike, what: str, ndims: tuple[int, ...] = (1,)) -> tuple[np.ndarray, np.ndarray]:
+    """Both inputs as float64 arrays of the same shape with an allowed ndim, or a clear ValueError."""
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.ndim not in ndims or x.shape != y.shape:
+        allowed = " or ".join(("(T,)", "(T, n)")[d - 1] for d in ndims)
+        raise ValueError(f"{what} needs two arrays of the same shape {allowed}, got shapes {x.shape} and {y.shape}")
+    return x, y
+
+
+def pearson(a: ArrayLike, b: ArrayLike) -> Union[float, np.ndarray]:
+    """Pearson correlation of two series, or of each pair of columns.
+
+    Parameters
+    ----------
+    a, b : arrays of the same shape, (T,) or (T, n) (any units).
+
+    Returns
+    -------
+    float for (T,) inputs; float64 (n,) for (T, n) inputs, column j the r of ``a[:, j]``
+    and ``b[:, j]``. NaN where either series is constant (all its values equal), empty,
+    or holds a NaN or inf (no values are skipped).
+
+    Example
+    -------
+    >>> pearson([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])
+    -1.0
+    >>> pearson(np.ones(3), [1.0, 2.0, 3.0])
+    nan
+    """
+    x, y = _pair(a, b, "pearson", (1, 2))
+    if x.shape[0] == 0:
+        return float("nan") if x.ndim == 1 else np.full(x.shape[1], np.nan)
+    # exactly constant: the mean's rounding would leave tiny deviations and an arbitrary r
+    varies = (np.ptp(x, axis=0) > 0) & (np.ptp(y, axis=0) > 0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        x = x - x.mean(0)
+        y = y - y.mean(0)
+        den = np.sqrt((x * x).sum(0) * (y * y).sum(0))
+        r = np.where(varies & (den > 0), (x * y).sum(0) / den, np.nan)
+    return float(r) if x.ndim == 1 else r
+
+
+def _constant(v: np.ndarray, var: float) -> bool:
+    """Whether a finite 1-D series counts as constant: exactly, or to within :data:`VARIANCE_FLOOR`."""
+    return var <= VARIANCE_FLOOR or np.ptp(v) == 0
+
+
+def _explained_variance_1d(t: np.ndarray, e: np.ndarray) -> float:
+    ok = np.isfinite(t) & np.isfinite(e)
+    if not ok.any():
+        return float("nan")
+    t, r = t[ok], t[ok] - e[ok]
+    vt, vr = t.var(), r.var()
+    if _constant(t, vt):
+        return 1.0 if _constant(r, vr) else 0.0
+    return float(1.0 - vr / vt)
+
+
+def explained_variance(target: ArrayLike, estimate: ArrayLike) -> Union[float, np.ndarray]:
+    """``1 − var(target − estimate) / var(target)`` over the frames where both are finite.
+
+    Scale-sensitive, unlike :func:`pearson`: an estimate off by a factor or an offset
+    that varies loses variance explained; a constant offset does not.
+
+    Parameters
+    ----------
+    target : (T,) or (T, n), the series to explain (e.g. a model's rate, spikes per bin).
+    estimate : the same shape and units (e.g. the reduced circuit's rate).
+
+    Returns
+    -------
+    float for (T,) inputs; float64 (n,) for (T, n), one value per column. NaN when no
+    frame has both values finite. A constant target (all values equal, or variance <=
+    :data:`VARIANCE_FLOOR`) is fully explained (1.0) when the residual is constant too,
+    else not at all (0.0).
+
+    Example
+    -------
+    >>> explained_variance([1.0, 2.0, 3.0], [1.5, 2.5, 3.5])
+    1.0
+    >>> explained_variance([1.0, 2.0, 3.0], [2.0, 2.0, 2.0])
+    0.0
+    """
+    t, e = _pair(target, estimate, "explained_variance", (1, 2))
+    if t.ndim == 1:
+        return _explained_variance_1d(t, e)
+    return np.array([_explained_variance_1d(t[:, j], e[:, j]) for j in range(t.shape[1])], dtype=np.float64)
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 of a 1-D float array, ties sharing their average rank (float64 (n,))."""
+    order = np.argsort(v, kind="mergesort")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(len(v), dtype=np.float64)
+    for val in np.unique(v):  # average ranks of ties
+        tie = v == val
+        if tie.sum() > 1:
+            ranks[tie] = ranks[tie].mean()
+    return ranks
+
+
+def spearman(x: ArrayLike, y: ArrayLike) -> float:
+    """Spearman rank correlation of two (T,) series over their finite pairs.
+
+    Ties get average ranks (as ``scipy.stats.spearmanr``). NaN with fewer than 3
+    finite pairs or when either series is constant over them.
+
+    Example
+    -------
+    >>> spearman([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 25.0, 100.0])
+    1.0
+    """
+    a, b = _pair(x, y, "spearman")
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3:
+        return float("nan")
+    return pearson(_ranks(a[ok]), _ranks(b[ok]))
+
+
+def linear_fit(x: ArrayLike, y: ArrayLike) -> tuple[float, float, float]:
+    """Least-squares line ``y = slope·x + intercept`` over the finite pairs of two (T,) series.
+
+    Returns ``(slope, intercept, r²)`` as floats (slope in y-units per x-unit); all NaN
+    with fewer than 2 finite pairs or when x is constant over them. r² is 1.0 when y is
+    constant (the line fits it exactly).
+
+    Example
+    -------
+    >>> [round(v, 6) for v in linear_fit([0.0, 1.0, 2.0], [1.0, 3.0, 5.0])]
+    [2.0, 1.0, 1.0]
+    """
+    a, b = _pair(x, y, "linear_fit")
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if len(a) < 2 or np.ptp(a) == 0:
+        return float("nan"), float("nan"), float("nan")
+    slope, intercept = np.polyfit(a, b, 1)
+    resid = b - (slope * a + intercept)
+    sst = ((b - b.mean()) ** 2).sum()
+    r2 = 1.0 - (resid ** 2).sum() / sst if sst > 0 else 1.0
+    return float(slope), float(intercept), float(r2)

@@ -1,0 +1,208 @@
+"""nr.metrics against independent references (SciPy, NumPy), zero variance, ties, non-finite values."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from napari_retina import metrics as M
+
+stats = pytest.importorskip("scipy.stats")
+
+
+@pytest.fixture
+def no_warnings():
+    """Fail on any warning: an undefined score is NaN, silently."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+# ----------------------------------------------------------------------------- pearson
+
+
+def test_pearson_1d_matches_scipy():
+    rng = np.random.default_rng(0)
+    for dtype in (np.float64, np.float32):
+        a = rng.normal(size=200).astype(dtype)
+        b = (0.3 * a + rng.normal(size=200)).astype(dtype)
+        r = M.pearson(a, b)
+        assert isinstance(r, float)
+        assert r == pytest.approx(stats.pearsonr(a.astype(np.float64), b.astype(np.float64)).statistic, rel=1e-12)
+
+
+def test_pearson_2d_is_columnwise():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(300, 4))
+    b = a * [1.0, -2.0, 0.1, 0.0] + rng.normal(size=(300, 4))
+    r = M.pearson(a, b)
+    assert r.shape == (4,) and r.dtype == np.float64
+    ref = [stats.pearsonr(a[:, j], b[:, j]).statistic for j in range(4)]
+    np.testing.assert_allclose(r, ref, rtol=1e-12)
+
+
+def test_pearson_zero_variance_empty_and_nonfinite_give_nan(no_warnings):
+    assert np.isnan(M.pearson(np.ones(10), np.arange(10.0)))
+    assert np.isnan(M.pearson(np.arange(10.0), np.full(10, 3.0)))
+    assert np.isnan(M.pearson(np.zeros(0), np.zeros(0)))
+    # a constant whose mean does not round back to it: the deviations are ~1e-17, not 0
+    assert np.isnan(M.pearson(np.full(1001, 0.1), np.arange(1001.0)))
+    assert np.isnan(M.pearson(np.arange(1001.0), np.full(1001, 0.7)))
+    x = np.arange(10.0)
+    assert np.isnan(M.pearson(np.where(x == 4, np.nan, x), x))      # no values are skipped
+    assert np.isnan(M.pearson(np.where(x == 4, np.inf, x), x))
+    a = np.stack([x, np.ones(10), x, x], 1)
+    b = np.stack([x ** 2, x, x, np.where(x == 2, np.nan, x)], 1)
+    r = M.pearson(a, b)
+    assert np.isfinite(r[0]) and r[2] == pytest.approx(1.0)
+    assert np.isnan(r[1]) and np.isnan(r[3])                          # only the bad columns
+    assert np.isnan(M.pearson(np.zeros((0, 3)), np.zeros((0, 3)))).all()
+
+
+def test_pearson_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"pearson needs two arrays of the same shape .*got shapes \(5,\) and \(4,\)"):
+        M.pearson(np.zeros(5), np.zeros(4))
+    with pytest.raises(ValueError, match=r"same shape \(T,\) or \(T, n\), got shapes \(2, 2, 2\)"):
+        M.pearson(np.zeros((2, 2, 2)), np.zeros((2, 2, 2)))
+
+
+# ----------------------------------------------------------------------------- explained variance
+
+
+def test_explained_variance_known_answers(no_warnings):
+    rng = np.random.default_rng(2)
+    t = rng.normal(size=500)
+    assert M.explained_variance(t, t + 3.0) == pytest.approx(1.0)                # an offset costs nothing
+    assert M.explained_variance(t, 0.5 * t) == pytest.approx(0.75)               # 1 - var(t/2)/var(t)
+    assert M.explained_variance(t, np.zeros_like(t)) == pytest.approx(0.0, abs=1e-12)
+    e = rng.normal(size=500)
+    ref = 1.0 - np.var(t - e) / np.var(t)
+    assert M.explained_variance(t, e) == pytest.approx(ref, rel=1e-12)
+
+
+def test_explained_variance_uses_the_frames_where_both_are_finite(no_warnings):
+    rng = np.random.default_rng(3)
+    t, e = rng.normal(size=50), rng.normal(size=50)
+    tn, en = t.copy(), e.copy()
+    tn[3], en[7], en[9] = np.nan, np.inf, np.nan
+    keep = np.ones(50, bool)
+    keep[[3, 7, 9]] = False
+    assert M.explained_variance(tn, en) == pytest.approx(M.explained_variance(t[keep], e[keep]), rel=1e-12)
+    assert np.isnan(M.explained_variance(np.full(4, np.nan), np.zeros(4)))
+
+
+def test_explained_variance_of_a_constant_target(no_warnings):
+    assert M.explained_variance(np.full(20, 2.0), np.full(20, 5.0)) == 1.0     # the residual is constant too
+    assert M.explained_variance(np.full(20, 2.0), np.arange(20.0)) == 0.0
+    big = np.full(1001, 1e6 + 0.1)                                            # var() ~5e-20 from rounding
+    assert M.explained_variance(big, np.arange(1001.0)) == 0.0
+    assert M.explained_variance(big, np.full(1001, 3.0)) == 1.0
+
+
+def test_explained_variance_2d_is_columnwise():
+    rng = np.random.default_rng(4)
+    t = rng.normal(size=(100, 3))
+    e = t + rng.normal(size=(100, 3)) * [0.1, 1.0, 3.0]
+    ev = M.explained_variance(t, e)
+    assert ev.shape == (3,)
+    np.testing.assert_allclose(ev, [M.explained_variance(t[:, j], e[:, j]) for j in range(3)], rtol=0)
+    assert ev[0] > ev[1] > ev[2]
+    with pytest.raises(ValueError, match=r"explained_variance needs two arrays of the same shape"):
+        M.explained_variance(t, e[:, :2])
+
+
+# ----------------------------------------------------------------------------- spearman
+
+
+def test_spearman_matches_scipy_with_ties():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        x = rng.integers(0, 5, 30).astype(float)       # many ties
+        y = rng.integers(0, 3, 30).astype(float)
+        assert M.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, rel=1e-12)
+    x = np.array([1.0, 2.0, 2.0, 3.0, 10.0])
+    assert M.spearman(x, -x ** 3) == pytest.approx(-1.0)
+
+
+def test_spearman_drops_nonfinite_pairs_and_needs_three():
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=40), rng.normal(size=40)
+    x[[2, 5]], y[11] = np.nan, np.inf
+    ok = np.isfinite(x) & np.isfinite(y)
+    assert M.spearman(x, y) == pytest.approx(stats.spearmanr(x[ok], y[ok]).statistic, rel=1e-12)
+    assert np.isnan(M.spearman([1.0, 2.0, np.nan], [1.0, 2.0, 3.0]))            # two finite pairs
+
+
+def test_spearman_of_a_constant_series_is_nan(no_warnings):
+    assert np.isnan(M.spearman(np.ones(10), np.arange(10.0)))
+
+
+# ----------------------------------------------------------------------------- linear fit
+
+
+def test_linear_fit_matches_linregress():
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0, 10, 60)
+    y = 1.7 * x - 4.0 + rng.normal(size=60)
+    x[4], y[9] = np.nan, np.nan
+    ok = np.isfinite(x) & np.isfinite(y)
+    ref = stats.linregress(x[ok], y[ok])
+    slope, intercept, r2 = M.linear_fit(x, y)
+    assert (slope, intercept, r2) == pytest.approx((ref.slope, ref.intercept, ref.rvalue ** 2), rel=1e-10)
+    np.testing.assert_allclose(np.polyfit(x[ok], y[ok], 1), [slope, intercept], rtol=1e-12)
+
+
+def test_linear_fit_degenerate_inputs(no_warnings):
+    assert np.isnan(M.linear_fit([2.0, 2.0, 2.0], [1.0, 2.0, 3.0])).all()         # x constant: no line
+    assert np.isnan(M.linear_fit([1.0, np.nan], [1.0, 2.0])).all()                # one finite pair
+    slope, intercept, r2 = M.linear_fit([1.0, 2.0, 3.0], [4.0, 4.0, 4.0])         # y constant: fitted exactly
+    assert (slope, intercept, r2) == pytest.approx((0.0, 4.0, 1.0), abs=1e-12)
+    with pytest.raises(ValueError, match=r"linear_fit needs two arrays of the same shape \(T,\), got shapes \(3,\) and \(2,\)"):
+        M.linear_fit([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+# ----------------------------------------------------------------------------- training's private scores
+
+
+def test_metrics_can_replace_trainings_columnwise_scores():
+    """nr.training's _pearson and _explained_variance (columnwise, (T, n) float32 predictions and rates)
+    give what metrics gives on the data they see, constant and NaN columns included, so training can
+    switch to metrics without changing a number beyond rounding (training's explained variance of
+    float32 arrays is computed in float32, metrics' in float64), except where training's pearson
+    misses its own promise of NaN for a constant column (below).
+
+    Where explained variance differs on purpose (neither occurs in training's evaluation, whose
+    predictions and true rates are finite and vary): a *constant target* column, where training's
+    ``1 - var(resid) / 0`` is -inf (or nan) with a divide warning and metrics gives 0.0 (1.0 when the
+    residual is constant too), the rule reduction.explained_variance has always used; and a NaN
+    *prediction* frame, whose target value training still counts in var(target) while metrics drops
+    the frame from both variances.
+    """
+    from napari_retina import training
+
+    rng = np.random.default_rng(8)
+    pred = rng.gamma(2.0, 1.5, size=(400, 5)).astype(np.float32)
+    target = (pred + rng.normal(size=(400, 5))).astype(np.float32)
+    pred[:, 1] = 2.5                      # a silent prediction
+    target[:, 3] = target[0, 3]           # a constant target (pearson only, see above)
+    pred[17, 4] = np.nan                  # a NaN in one column
+    r = M.pearson(pred, target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = training._pearson(pred, target)
+    cols = [0, 1, 2, 4]                   # column 3: see below
+    np.testing.assert_allclose(r[cols], ref[cols], rtol=1e-12, equal_nan=True)
+    # training promises NaN for a constant column; it subtracts a float32 mean, whose rounding leaves
+    # deviations of ~1e-7 and an arbitrary r when the constant is not exactly summable (here ~4e-7)
+    assert np.isnan(r[[1, 3, 4]]).all()
+
+    target_nan = target.copy()
+    target_nan[5, 0] = np.nan             # a NaN target frame: both skip it
+    cols = [0, 1, 2]                      # non-constant targets
+    ev = M.explained_variance(target_nan[:, cols], pred[:, cols])
+    t64, p64 = target_nan[:, cols].astype(np.float64), pred[:, cols].astype(np.float64)
+    np.testing.assert_allclose(ev, training._explained_variance(p64, t64), rtol=1e-12)
+    # on float32 arrays training's nanvar stays in float32; metrics computes in float64
+    np.testing.assert_allclose(ev, training._explained_variance(pred[:, cols], target_nan[:, cols]), rtol=1e-6)
