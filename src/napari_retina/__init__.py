@@ -23,10 +23,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-FRAME_MS = 10.0
-"""Duration of one stimulus frame in milliseconds."""
-PIXEL_UM = 55.0
-"""Size of one stimulus pixel in micrometres."""
+from ._units import FRAME_MS, PIXEL_UM  # noqa: E402  (one home: _units.py)
 
 _SUBMODULES = ("stimuli", "io", "synthetic", "experiments", "model", "checkpoint", "attribution", "reduction", "training")
 _LAZY = {

@@ -40,6 +40,7 @@ from torch.nn import functional as F
 from ._frames import batches, gather_windows
 from ._invariance import stimulus_invariance  # also imported from here (tests)
 from ._progress import Progress, report
+from ._units import FRAME_MS
 from ._validate import check_finite_output
 from .metrics import explained_variance
 
@@ -206,13 +207,13 @@ def filter_properties(model, ignore_oldest_ms: float = 150.0) -> dict[str, Any]:
     """
     filt = temporal_filters(model)
     history = filt.shape[1]
-    n_ignore = int(round(float(ignore_oldest_ms) / 10.0))
+    n_ignore = int(round(float(ignore_oldest_ms) / FRAME_MS))
     n_ignore = max(0, min(n_ignore, history // 2))
     recent = filt[:, n_ignore:]
     tap = n_ignore + np.argmax(np.abs(recent), axis=1)
     peak = filt[np.arange(len(filt)), tap]
     polarity = ["ON" if p > 0 else "OFF" for p in peak]
-    latency = (history - 1 - tap).astype(np.float64) * 10.0
+    latency = (history - 1 - tap).astype(np.float64) * FRAME_MS
     split = two_means_split(latency)
     kinetics = ["fast" if lat <= split else "slow" for lat in latency]
     return {"polarity": polarity, "latency_ms": latency, "tap": tap, "kinetics": kinetics,
@@ -669,7 +670,7 @@ def _check_ignore_oldest(value, history: int) -> float:
     """``ignore_oldest_ms`` as a float in [0, history·10) ms, or a clear error."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"ignore_oldest_ms must be a number of milliseconds, got {type(value).__name__} {value!r}")
-    span = history * 10.0
+    span = history * FRAME_MS
     if not (math.isfinite(value) and 0.0 <= value < span):
         raise ValueError(
             f"ignore_oldest_ms must be finite, >= 0 and less than the model's history of {span:g} ms, got {value}"

@@ -81,6 +81,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ._units import FRAME_MS
 from ._validate import as_stack, check_int
 
 HISTORY = 40
@@ -239,7 +240,7 @@ class Retina:
             inhibitory = q["weight"] <= 0 and q["amacrine"] > 0
             self.pathways.append(Pathway(name, q["polarity"], q["kinetics"], -1 if inhibitory else 1,
                                          "amacrine" if inhibitory else "bipolar", f, gaussian_2d(q["sigma"]), float(q["threshold"]),
-                                         float(q["weight"]), 10.0 * lag))
+                                         float(q["weight"]), FRAME_MS * lag))
         self._amacrine_in = np.array([q["amacrine"] for q in p["pathways"].values()], dtype=np.float64)
         ti = p["terminal_inhibition"]
         f = temporal_filter(ti["peak"], ti["rebound"], ti["order"], ti.get("ratio", 2.0))
@@ -253,7 +254,7 @@ class Retina:
         #: (a :class:`Pathway` with role "terminal inhibition"; not in :attr:`pathways`)
         self.inhibitor = Pathway("OFF transient inhibitor" if ti["polarity"] == "OFF" else "ON transient inhibitor",
                                  ti["polarity"], "slow", -1, "terminal inhibition", f, gaussian_2d(ti["filter_sigma"]),
-                                 float(ti["threshold"]), float(ti["weight"]), 10.0 * int(np.argmax(np.abs(f))))
+                                 float(ti["threshold"]), float(ti["weight"]), FRAME_MS * int(np.argmax(np.abs(f))))
         self.cell_positions = np.asarray(p["cells"], dtype=np.float64).reshape(-1, 2)
         self.n_cells = len(self.cell_positions)
         self.cell_names = [f"gc{i}" for i in range(self.n_cells)]

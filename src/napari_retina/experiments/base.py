@@ -34,8 +34,7 @@ from .._progress import Progress, report
 from .._validate import NonFiniteOutputError, StimulusUnitsWarning, check_cells, check_finite_output
 from ..reduction import FirstLayer, check_explain, first_layer_z
 
-FRAME_MS = 10.0
-PIXEL_UM = 55.0
+from .._units import FRAME_MS, PIXEL_UM  # noqa: F401 (the experiment modules take them from here)
 
 #: what a non-finite result of an experiment advises
 PARAMETER_REMEDY = "use intensity or contrast parameters of a few contrast units"
