@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import napari_retina as nr
-from napari_retina import attribution as attribution_module
+from napari_retina.attribution import _attribute as attribute_module
 from napari_retina.attribution import CAPTUM_RULES, MAX_STEPS, quadrature
 from napari_retina.model import ModelConfig, RetinaCNN
-from napari_retina.predict import predict
+from napari_retina._predict import predict
 
 HIST, SIZE = 6, 14
 CFG = dict(history=HIST, size=SIZE, channels=(3, 4), kernels=(5, 3), n_cells=3)
@@ -437,13 +437,13 @@ def test_non_finite_rates_are_an_error(model):
 
 def test_non_finite_attributions_are_an_error(model, monkeypatch):
     """Finite rates with gradients that overflowed must not come back as an Attribution."""
-    integrate = attribution_module._integrate_chunk
+    integrate = attribute_module.integrate_chunk
 
     def nan_gradients(*args, **kwargs):
         G, rates = integrate(*args, **kwargs)
         return G * float("nan"), rates
 
-    monkeypatch.setattr(attribution_module, "_integrate_chunk", nan_gradients)
+    monkeypatch.setattr(attribute_module, "integrate_chunk", nan_gradients)
     with pytest.raises(ValueError, match=r"the attributions are NaN or infinite on 5 of 5 frames"):
         nr.attribute(model, noise(T=HIST + 4))
 
