@@ -289,3 +289,22 @@ def test_label_out_of_range(known):
     with pytest.raises(ValueError, match="channel"):
         known[2].label(9)
 
+
+def test_to_dict_holds_what_is_written_and_writes(known, tmp_path):
+    """Everything of the Reduction but the model, arrays as arrays, names as JSON text; write_results takes it."""
+    import json
+
+    red = known[2]
+    d = red.to_dict()
+    np.testing.assert_array_equal(d["kept"], red.kept)
+    np.testing.assert_array_equal(d["traces"], red.traces)
+    np.testing.assert_array_equal(d["reduced_rates"], red.reduced_rates)
+    np.testing.assert_array_equal(d["weights"], red.weights)
+    assert json.loads(d["labels"]) == [red.label(c) for c in range(4)]
+    assert json.loads(d["polarity"]) == red.polarity and json.loads(d["pools"]) == ["uniform"]
+    assert type(d["explained_variance"]) is float and d["explained_variance"] == red.explained_variance
+    assert d["weighting"] == "both" and type(d["bias"]) is float
+    for suffix in (".h5", ".npz"):
+        nr.io.write_results(tmp_path / f"r{suffix}", {"reduction": d})
+    with np.load(tmp_path / "r.npz") as z:
+        np.testing.assert_array_equal(z["reduction/sign"], red.sign)

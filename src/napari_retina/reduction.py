@@ -28,10 +28,11 @@ Example
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Optional, Union, get_args
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union, get_args
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from torch.nn import functional as F
 
 from ._frames import batches
 from ._invariance import InvarianceArg
+from ._json import jsonable
 from ._progress import Progress, report
 from ._units import FRAME_MS
 from ._validate import check_finite_output
@@ -138,6 +140,37 @@ class Reduction:
         if not 0 <= c < len(self.importance):
             raise ValueError(f"channel must be in [0, {len(self.importance) - 1}], got {c}")
         return f"A{c} {self.polarity[c]} {self.kinetics[c]} {'+' if self.sign[c] > 0 else '-'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Arrays and parameters as a flat dict for :func:`napari_retina.io.write_results`.
+
+        NumPy arrays for the per-channel and per-frame values (``kept`` (K,),
+        ``importance``, ``sign``, ``latency_ms`` (C,), ``traces``,
+        ``reduced_response``, ``reduced_rates``, ``contributions``, ``drives``
+        (T, …), ``weights`` (K, P), ``frames`` (n,)); plain Python numbers for
+        the scalars; the lists of names (``labels`` of every channel,
+        ``polarity``, ``kinetics``, ``pools``) as JSON text, which HDF5
+        attributes and ``.npz`` files both hold. Entries that are None are left out.
+
+        >>> nr.io.write_results("r.h5", {"reduction": red.to_dict()})   # doctest: +SKIP
+        """
+        arrays = {
+            "kept": np.asarray(self.kept, dtype=np.int64), "importance": self.importance,
+            "sign": np.asarray(self.sign), "latency_ms": np.asarray(self.latency_ms), "traces": self.traces,
+            "reduced_response": self.reduced_response, "reduced_rates": self.reduced_rates,
+            "contributions": self.contributions, "drives": self.drives, "weights": self.weights,
+            "frames": self.frames,
+        }
+        out: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
+        names = {"labels": [self.label(c) for c in range(len(self.importance))], "polarity": self.polarity,
+                 "kinetics": self.kinetics, "pools": self.pools}
+        out.update({k: json.dumps(jsonable(list(v))) for k, v in names.items()})
+        out.update(jsonable({
+            "explained_variance": self.explained_variance, "explained_variance_all": self.explained_variance_all,
+            "kept_variance": self.kept_variance, "bias": self.bias, "explain": self.explain,
+            "kinetics_split_ms": self.kinetics_split_ms, "weighting": self.weighting,
+        }))
+        return out
 
     def summary(self) -> list[dict]:
         """One JSON-able dict per kept channel (label, importance, sign, polarity, latency, weight)."""

@@ -13,7 +13,7 @@ from .._frames import Frames, select_frames, unique_windows
 from .._invariance import Invariance, InvarianceArg, check_invariance, resolve_invariance
 from .._predict import default_batch_size, model_on
 from .._progress import Progress, report
-from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int
+from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin
 from ..first_layer import FirstLayer
 from ..model import RetinaCNN
 from ._head import Head
@@ -138,7 +138,8 @@ def attribute(
         Path points (frames × α) per backward pass (default 256 on CPU, 1024 on GPU).
     crop : None, "center", (y0, x0) or "y0,x0"
         How to cut a ``size × size`` window out of a larger stack (integers
-        only; see :func:`napari_retina._validate.parse_crop`).
+        only; see :func:`napari_retina._validate.parse_crop`); the window's
+        corner is the result's ``crop_origin``.
     progress : callable, optional
         ``progress(done, total)`` after each chunk, counting distinct windows;
         raise :class:`napari_retina.Cancelled` in it to stop.
@@ -174,6 +175,7 @@ def attribute(
     rule, steps = check_rule_steps(DEFAULT_RULE if rule is None else rule, DEFAULT_STEPS if steps is None else steps)
     check_invariance(invariance)
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
+    origin = crop_origin(np.shape(stimulus)[1:], cfg.size, crop)
     idx = select_frames(len(stim), cfg.history, frames)
     bs = default_batch_size(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
     inv = resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1], invariance)
@@ -187,5 +189,5 @@ def attribute(
         maps=maps, channels=chan, response=response, rates=rates, baseline_rate=f0,
         completeness_error=completeness_error(chan[idx], response[idx], rates[idx], f0),
         cells=cells, steps=steps, rule=rule, invariance=inv, frames=idx, offset=cfg.first_layer_offset,
-        history=cfg.history, stimulus=stim, model=model,
+        history=cfg.history, stimulus=stim, model=model, crop_origin=origin,
     )

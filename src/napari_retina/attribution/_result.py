@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from .._invariance import Invariance
+from .._json import jsonable
 from ..model import RetinaCNN
 from ._quadrature import Rule
 
@@ -27,7 +28,9 @@ class Attribution:
     ----------
     maps : float32 (T, C, h, w), (T, C, 1, w) for invariance "y" (summed over
         y), (T, C, h, 1) for "x" (summed over x), or None for "space".
-        Map pixel (i, j) sits on stimulus pixel (i + offset, j + offset).
+        Map pixel (i, j) sits on stimulus pixel (i + offset, j + offset) of
+        the analysed window, i.e. (i + offset + y0, j + offset + x0) of the
+        input stack with ``(y0, x0) = crop_origin``.
     channels : float32 (T, C), A_c(t) = sum of the maps over space.
     response : float32 (T,), F(s_t) − F(0).
     rates : float32 (T,), F(s_t), the summed rate of ``cells``.
@@ -47,6 +50,8 @@ class Attribution:
     history : frames per window.
     stimulus : float32 (T, H, W) contrast units actually used (the analysed window).
     model : the model used.
+    crop_origin : (y0, x0), pixels: where the analysed ``size × size`` window
+        sits in the input stack ((0, 0) when nothing was cut).
     """
 
     maps: Optional[np.ndarray]
@@ -64,6 +69,32 @@ class Attribution:
     history: int
     stimulus: np.ndarray = field(repr=False)
     model: RetinaCNN = field(repr=False)
+    crop_origin: tuple[int, int] = (0, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Arrays and parameters as a flat dict for :func:`napari_retina.io.write_results`.
+
+        NumPy arrays for ``channels``, ``response``, ``rates`` (T,…), ``cells``,
+        ``frames`` and ``crop_origin`` (2,), ``maps`` only when there are maps;
+        plain Python numbers and strings for the rest. ``stimulus`` and
+        ``model`` are not included (write the stimulus and the model's config
+        next to it).
+
+        >>> nr.io.write_results("a.h5", {"attribution": attr.to_dict()})   # doctest: +SKIP
+        """
+        out: dict[str, Any] = {
+            "channels": self.channels, "response": self.response, "rates": self.rates,
+            "cells": np.asarray(self.cells), "frames": np.asarray(self.frames),
+            "crop_origin": np.asarray(self.crop_origin, dtype=np.int64),
+        }
+        out.update(jsonable({
+            "baseline_rate": self.baseline_rate, "completeness_error": self.completeness_error,
+            "steps": self.steps, "rule": self.rule, "invariance": self.invariance, "offset": self.offset,
+            "history": self.history,
+        }))
+        if self.maps is not None:
+            out["maps"] = self.maps
+        return out
 
 
 def completeness_error(channels: np.ndarray, response: np.ndarray, rates: np.ndarray,
