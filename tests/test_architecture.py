@@ -182,3 +182,18 @@ def test_metrics_imports_numpy_only():
     imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {"." for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level}
     assert imported <= {"numpy", "__future__", "typing"}, imported
+
+
+def test_the_conv1_engine_sits_below_everything_that_uses_it():
+    """first_layer is imported by the model, predict, attribution and reduction; it imports none of them
+    (the model only for type hints), and experiments sit above attribution and reduction."""
+    g = import_graph()
+    users = {"napari_retina.model", "napari_retina._predict", "napari_retina.reduction",
+             "napari_retina.attribution._attribute"}
+    assert all("napari_retina.first_layer" in g[m] for m in users)
+    above = {m for m in g if m.startswith(("napari_retina.attribution", "napari_retina.experiments",
+                                           "napari_retina._napari"))}
+    above |= {"napari_retina.model", "napari_retina._predict", "napari_retina.reduction", "napari_retina.training"}
+    assert g["napari_retina.first_layer"] & above == set()
+    for low in ("napari_retina.reduction", *[m for m in g if m.startswith("napari_retina.attribution")]):
+        assert not any(d.startswith("napari_retina.experiments") for d in g[low]), low

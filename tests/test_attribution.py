@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import napari_retina as nr
-from napari_retina import attribution as attribution_module
+from napari_retina.attribution import _attribute as attribute_module
 from napari_retina.attribution import CAPTUM_RULES, MAX_STEPS, quadrature
 from napari_retina.model import ModelConfig, RetinaCNN
-from napari_retina.predict import predict
+from napari_retina._predict import predict
 
 HIST, SIZE = 6, 14
 CFG = dict(history=HIST, size=SIZE, channels=(3, 4), kernels=(5, 3), n_cells=3)
@@ -363,6 +363,36 @@ def test_crop(model):
     np.testing.assert_allclose(a.maps[a.frames], b.maps[b.frames], rtol=1e-6)
 
 
+@pytest.mark.parametrize("crop,origin", [(None, (0, 0)), ((1, 2), (1, 2)), ("3,0", (3, 0)), ("center", (2, 1))])
+def test_crop_origin_says_where_the_window_sits_in_the_input(model, crop, origin):
+    """Map pixel (i, j) lies on input pixel (i + offset + y0, j + offset + x0)."""
+    frame = (SIZE, SIZE) if crop is None else (SIZE + 4, SIZE + 3)
+    stim = np.random.default_rng(3).standard_normal((8, *frame)).astype(np.float32)
+    a = nr.attribute(model, stim, steps=2, crop=crop)
+    assert a.crop_origin == origin
+    y0, x0 = origin
+    np.testing.assert_array_equal(a.stimulus, stim[:, y0 : y0 + SIZE, x0 : x0 + SIZE])
+
+
+def test_to_dict_holds_what_is_written_and_writes(model, tmp_path):
+    """Every field but the stimulus and the model; arrays stay arrays, the rest plain Python."""
+    big = np.random.default_rng(3).standard_normal((8, SIZE + 2, SIZE)).astype(np.float32)
+    a = nr.attribute(model, big, cell=[0, 2], steps=3, crop="center")
+    d = a.to_dict()
+    assert set(d) == {"maps", "channels", "response", "rates", "baseline_rate", "completeness_error", "cells",
+                      "steps", "rule", "invariance", "frames", "offset", "history", "crop_origin"}
+    for key in ("maps", "channels", "response", "rates", "frames", "cells"):
+        np.testing.assert_array_equal(d[key], np.asarray(getattr(a, key)))
+    assert d["crop_origin"].tolist() == [1, 0]
+    assert type(d["baseline_rate"]) is float and type(d["steps"]) is int and d["rule"] == "kink_midpoint"
+    full_field = nr.attribute(model, np.ones((8, SIZE, SIZE), np.float32), steps=2)
+    assert "maps" not in full_field.to_dict() and full_field.to_dict()["invariance"] == "space"
+    for suffix in (".h5", ".npz"):
+        nr.io.write_results(tmp_path / f"a{suffix}", {"attribution": d})
+    with np.load(tmp_path / "a.npz") as z:
+        np.testing.assert_array_equal(z["attribution/maps"], a.maps)
+
+
 def test_repeated_windows_equal_direct_computation(model):
     """A periodic flash train repeats its windows; results equal a frame-by-frame run."""
     period = np.array([1.5, 0, 0, -2.0, 0], np.float32)
@@ -437,13 +467,13 @@ def test_non_finite_rates_are_an_error(model):
 
 def test_non_finite_attributions_are_an_error(model, monkeypatch):
     """Finite rates with gradients that overflowed must not come back as an Attribution."""
-    integrate = attribution_module._integrate_chunk
+    integrate = attribute_module.integrate_chunk
 
     def nan_gradients(*args, **kwargs):
         G, rates = integrate(*args, **kwargs)
         return G * float("nan"), rates
 
-    monkeypatch.setattr(attribution_module, "_integrate_chunk", nan_gradients)
+    monkeypatch.setattr(attribute_module, "integrate_chunk", nan_gradients)
     with pytest.raises(ValueError, match=r"the attributions are NaN or infinite on 5 of 5 frames"):
         nr.attribute(model, noise(T=HIST + 4))
 

@@ -67,7 +67,7 @@ def no_prediction(monkeypatch):
     """Fail the test if the model runs: checks must come first."""
     import importlib
 
-    module = importlib.import_module("napari_retina.predict")  # the module, not nr.predict the function
+    module = importlib.import_module("napari_retina._predict")  # the module, not nr.predict the function
 
     def forbidden(*args, **kwargs):
         raise AssertionError("predict ran before the arguments were checked")

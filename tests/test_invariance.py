@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_retina import _invariance as I
-from napari_retina import attribution, reduction
+from napari_retina import attribution, first_layer
 from napari_retina._napari import lazy
 
 
@@ -131,7 +131,7 @@ def test_bad_invariance_name():
 
 def test_one_implementation_behind_every_public_name():
     assert attribution.resolve_invariance is I.resolve_invariance
-    assert reduction.stimulus_invariance is I.stimulus_invariance
+    assert first_layer.stimulus_invariance is I.stimulus_invariance
     assert attribution.INVARIANCES is I.INVARIANCES
     for name, (stim, expected) in CASES.items():
         assert lazy.resolve_invariance(None, stim) == expected, name

@@ -82,7 +82,7 @@ def test_integer_stacks_are_mapped_to_contrast():
 
 def test_progress_reports_and_cancel_stops():
     model = tiny()
-    stim = np.zeros((40, 16, 16), np.float32)
+    stim = np.random.default_rng(4).standard_normal((40, 16, 16)).astype(np.float32)
     seen = []
     nr.predict(model, stim, batch_size=10, progress=lambda d, t: seen.append((d, t)))
     assert seen[0] == (0, 35) and seen[-1] == (35, 35) and len(seen) == 5
@@ -185,3 +185,53 @@ def test_crop_text_forms_equal_the_tuple_forms():
     np.testing.assert_array_equal(nr.predict(model, big, crop=np.array([2, 5])), nr.predict(model, big[:, 2:18, 5:21]))
     exact = big[:, :16, :16]
     np.testing.assert_array_equal(nr.predict(model, exact, crop="none"), nr.predict(model, exact))
+
+
+@pytest.mark.parametrize("kind", ["space", "y", "x"])
+def test_uniform_movies_take_the_exact_fast_path(kind):
+    """A full field or a bar is computed without the full convolution, with the reference's answer."""
+    model = tiny()
+    rng = np.random.default_rng(5)
+    shape = {"space": (30, 1, 1), "y": (30, 1, 16), "x": (30, 16, 1)}[kind]
+    stim = np.ascontiguousarray(np.broadcast_to(rng.standard_normal(shape), (30, 16, 16)), dtype=np.float32)
+    fast, full = nr.predict(model, stim), nr.predict(model, stim, invariance="none")
+    np.testing.assert_allclose(fast[5:], reference(model, stim)[5:], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(fast[5:], full[5:], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="invariance 'space' needs a spatially uniform stimulus"):
+        nr.predict(model, rng.standard_normal((30, 16, 16)).astype(np.float32), invariance="space")
+
+
+def test_grey_windows_are_computed_once():
+    """Windows of mean luminance only are the model at rest: one forward pass, the reference's rate."""
+    model = tiny()
+    stim = np.zeros((40, 16, 16), np.float32)
+    stim[20] = 1.0  # windows ending at 20..25 see it; 5..19 and 26..39 are grey
+    seen = []
+    rates = nr.predict(model, stim, batch_size=4, progress=lambda d, t: seen.append((d, t)))
+    assert seen[:2] == [(0, 35), (29, 35)] and seen[-1] == (35, 35) and len(seen) == 4
+    np.testing.assert_allclose(rates[5:], reference(model, stim)[5:], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(rates[5:20], np.broadcast_to(rates[39], (15, 2)))
+
+
+def test_importing_the_package_and_reading_a_stimulus_does_not_import_torch(tmp_path):
+    """``nr.predict`` resolves lazily like every heavy name: reading a file stays torch-free."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    np.save(tmp_path / "s.npy", np.zeros((3, 4, 4), np.float32))
+    code = (
+        "import sys\n"
+        "import napari_retina as nr\n"
+        "import napari_retina.io\n"
+        f"assert nr.io.read_stimulus({str(tmp_path / 's.npy')!r}).shape == (3, 4, 4)\n"
+        "print('torch' in sys.modules)\n"
+        "from napari_retina._predict import predict\n"
+        "print(nr.predict is predict, callable(nr.predict))\n"
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": src})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "True", "True"]

@@ -11,6 +11,7 @@ import torch
 
 import napari_retina as nr
 from napari_retina import reduction as R
+from napari_retina.first_layer import filter_properties
 
 HISTORY = 10
 ON_FAST = 1   # channels that feed the output
@@ -119,7 +120,7 @@ def test_bn_scale_sign_flips_polarity():
     m = known_model(bn="channel")
     with torch.no_grad():
         m.bn1.weight[ON_FAST] = -1.0
-    props = R.filter_properties(m)
+    props = filter_properties(m)
     assert props["polarity"][ON_FAST] == "OFF"
     assert props["polarity"][0] == "ON"
 
@@ -128,7 +129,7 @@ def test_oldest_taps_are_ignored():
     m = known_model()
     with torch.no_grad():
         m.conv1.weight[0, 0] = 50.0 / 9.0  # a huge tap at the oldest frame
-    props = R.filter_properties(m)
+    props = filter_properties(m)
     assert props["latency_ms"][0] == 10.0 and props["polarity"][0] == "ON"
 
 
@@ -163,23 +164,6 @@ def test_greedy_above_the_exhaustive_limit():
     A = rng.normal(size=(200, 14)) * np.linspace(3, 0.1, 14)
     kept, ev = R.select_channels(A, A.sum(1), 0.9)
     assert ev >= 0.9 and len(kept) < 14
-
-
-def test_two_means_split_against_brute_force():
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        v = rng.choice([10, 20, 30, 40, 60, 90, 120, 150], size=8).astype(float)
-        if v.min() == v.max():
-            continue
-        split = R.two_means_split(v)
-        best = None
-        for thr in np.unique(v)[:-1]:
-            lo, hi = v[v <= thr], v[v > thr]
-            cost = ((lo - lo.mean()) ** 2).sum() + ((hi - hi.mean()) ** 2).sum()
-            if best is None or cost < best[0] - 1e-12:
-                best = (cost, thr)
-        assert (v <= split).tolist() == (v <= best[1]).tolist()
-    assert R.two_means_split(np.array([30.0, 30.0])) == 30.0
 
 
 def test_fit_output_recovers_known_weights():
@@ -246,25 +230,6 @@ def test_fit_output_target_at_zero_drives_the_rate_to_zero():
     assert fitted.max() < 1e-30
 
 
-@pytest.mark.parametrize("kind", ["space", "y", "x"])
-def test_first_layer_shortcuts_match_the_full_convolution(kind):
-    torch.manual_seed(0)
-    m = nr.RetinaCNN(nr.ModelConfig(history=6, size=12, kernels=(5, 3), n_cells=1)).eval().double()
-    rng = np.random.default_rng(0)
-    if kind == "space":
-        x = np.broadcast_to(rng.normal(size=(3, 6, 1, 1)), (3, 6, 12, 12))
-    elif kind == "y":
-        x = np.broadcast_to(rng.normal(size=(3, 6, 1, 12)), (3, 6, 12, 12))
-    else:
-        x = np.broadcast_to(rng.normal(size=(3, 6, 12, 1)), (3, 6, 12, 12))
-    xt = torch.from_numpy(np.ascontiguousarray(x))
-    with torch.no_grad():
-        ref = torch.nn.functional.conv2d(xt, m.conv1.weight, m.conv1.bias)
-        got = R.first_layer_z(m, xt, kind)
-    np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-12)
-    assert R.stimulus_invariance(x[0]) == kind
-
-
 @pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.01, float("nan")])
 def test_explain_out_of_range(known, bad):
     with pytest.raises(ValueError, match="explain"):
@@ -323,3 +288,23 @@ def test_unknown_weighting(known):
 def test_label_out_of_range(known):
     with pytest.raises(ValueError, match="channel"):
         known[2].label(9)
+
+
+def test_to_dict_holds_what_is_written_and_writes(known, tmp_path):
+    """Everything of the Reduction but the model, arrays as arrays, names as JSON text; write_results takes it."""
+    import json
+
+    red = known[2]
+    d = red.to_dict()
+    np.testing.assert_array_equal(d["kept"], red.kept)
+    np.testing.assert_array_equal(d["traces"], red.traces)
+    np.testing.assert_array_equal(d["reduced_rates"], red.reduced_rates)
+    np.testing.assert_array_equal(d["weights"], red.weights)
+    assert json.loads(d["labels"]) == [red.label(c) for c in range(4)]
+    assert json.loads(d["polarity"]) == red.polarity and json.loads(d["pools"]) == ["uniform"]
+    assert type(d["explained_variance"]) is float and d["explained_variance"] == red.explained_variance
+    assert d["weighting"] == "both" and type(d["bias"]) is float
+    for suffix in (".h5", ".npz"):
+        nr.io.write_results(tmp_path / f"r{suffix}", {"reduction": d})
+    with np.load(tmp_path / "r.npz") as z:
+        np.testing.assert_array_equal(z["reduction/sign"], red.sign)

@@ -25,8 +25,10 @@ __version__ = "0.1.0"
 
 from ._units import FRAME_MS, PIXEL_UM  # noqa: E402  (one home: _units.py)
 
-_SUBMODULES = ("stimuli", "io", "synthetic", "experiments", "model", "checkpoint", "attribution", "reduction", "training")
+_SUBMODULES = ("stimuli", "io", "synthetic", "experiments", "model", "checkpoint", "first_layer", "attribution",
+               "reduction", "training")
 _LAZY = {
+    "predict": ("_predict", "predict"),
     "load_model": ("checkpoint", "load_model"),
     "save_model": ("checkpoint", "save_model"),
     "RetinaCNN": ("model", "RetinaCNN"),
@@ -43,11 +45,7 @@ _LAZY = {
     "available_devices": ("_device", "available_devices"),
 }
 
-# Imported eagerly: the function shares its name with its module, and a lazy
-# import of the module would bind the module, not the function, to `nr.predict`.
-from .predict import predict  # noqa: E402
-
-__all__ = ["FRAME_MS", "PIXEL_UM", "__version__", "predict", *_SUBMODULES, *_LAZY]
+__all__ = ["FRAME_MS", "PIXEL_UM", "__version__", *_SUBMODULES, *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

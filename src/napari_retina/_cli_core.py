@@ -31,7 +31,7 @@ def _predict(args) -> int:
     from ._validate import parse_crop
     from .checkpoint import load_model
     from .io import HDF5_SUFFIXES, read_stimulus, write_results
-    from .predict import predict
+    from ._predict import predict
 
     # everything that can be checked is checked before the model runs
     out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",))

@@ -1,4 +1,4 @@
-"""Frame bookkeeping shared by predict and attribute.
+"""Frame bookkeeping shared by predict, attribute and reduce.
 
 Outputs are aligned to stimulus frames: output frame t is computed from the
 window of frames t-history+1 .. t. Frames t < history-1 have no full history.
@@ -63,8 +63,40 @@ def gather_windows(stimulus: torch.Tensor, idx: np.ndarray, history: int) -> tor
     return torch.stack([stimulus[t - history + 1 : t + 1] for t in idx])
 
 
-def aligned(values: np.ndarray, idx: np.ndarray, n_frames: int) -> np.ndarray:
-    """Place per-frame ``values`` (len(idx), ...) into a NaN array (n_frames, ...)."""
-    out = np.full((n_frames,) + values.shape[1:], np.nan, dtype=np.float32)
-    out[idx] = values
-    return out
+#: frames per block when scanning a movie for grey frames (bounded temporaries)
+_SCAN_FRAMES = 1024
+
+
+def grey_windows(stimulus: np.ndarray, idx: np.ndarray, history: int) -> np.ndarray:
+    """Bool (n,): whether every frame of the window ending at each frame of ``idx`` is all 0.
+
+    ``stimulus`` (T, H, W) in contrast units, so 0 is mean luminance: such a
+    window is the model at rest, the same input whatever ``t``. The movie is
+    scanned ``_SCAN_FRAMES`` frames at a time.
+    """
+    T = len(stimulus)
+    active = np.zeros(T, dtype=bool)
+    for a in range(0, T, _SCAN_FRAMES):
+        active[a : a + _SCAN_FRAMES] = np.any(stimulus[a : a + _SCAN_FRAMES], axis=(1, 2))
+    csum = np.concatenate([[0], np.cumsum(active)])
+    idx = np.asarray(idx)
+    return (csum[idx + 1] - csum[idx + 1 - history]) == 0
+
+
+def unique_windows(stimulus: np.ndarray, idx: np.ndarray, history: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames with distinct windows (``todo``) and ``inverse`` with idx ≡ todo[inverse].
+
+    Exact: frames are compared byte for byte, windows by their sequence of
+    frame identities (periodic flash trains repeat their windows).
+    """
+    ids: dict = {}
+    frame_id = np.fromiter((ids.setdefault(f.tobytes(), len(ids)) for f in stimulus), dtype=np.int64,
+                           count=len(stimulus))
+    if len(ids) == len(stimulus):  # no repeated frame, no repeated window
+        return idx, np.arange(len(idx))
+    keys = np.lib.stride_tricks.sliding_window_view(frame_id, history)[idx - history + 1]
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # keep time order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return idx[first[order]], rank[inverse.reshape(-1)]

@@ -3,7 +3,7 @@
 A (T, H, W) stimulus that is uniform along y (every column constant: bars that
 vary along x), along x, or over space (full-field) lets the first layer be
 computed as a 1-D convolution or a product with the kernels' spatial sums
-(:func:`napari_retina.reduction.first_layer_z`, ``nr.attribute``'s
+(:class:`napari_retina.first_layer.FirstLayer`, ``nr.attribute``'s
 ``invariance``). This module decides which, in one place for the whole package.
 
 An axis counts as uniform when every value lies within
@@ -25,13 +25,17 @@ stays bounded whatever the movie's length. Array-likes that slice lazily
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, Literal, Optional, get_args
 
 import numpy as np
 
 from ._validate import check_int
 
-INVARIANCES = ("auto", "none", "x", "y", "space")
+InvarianceArg = Literal["auto", "none", "x", "y", "space"]
+"""What an ``invariance`` argument accepts: "auto" picks the most specific that holds."""
+Invariance = Literal["none", "x", "y", "space"]
+"""A resolved invariance: "none", uniform along "x" or "y", or over "space"."""
+INVARIANCES: tuple[str, ...] = get_args(InvarianceArg)
 """Values of ``invariance``: "auto" picks the most specific that holds."""
 UNIFORM_RTOL = 1e-6
 """An axis is uniform when every value is within ``UNIFORM_RTOL·max(1, max|s|)`` of its mean."""
@@ -102,7 +106,7 @@ def uniform_axes(stimulus, chunk_frames: Optional[int] = None) -> tuple[bool, bo
     return uy, ux
 
 
-def stimulus_invariance(stimulus, chunk_frames: Optional[int] = None) -> str:
+def stimulus_invariance(stimulus, chunk_frames: Optional[int] = None) -> Invariance:
     """The most specific of "space", "y", "x", "none" that a (T, H, W) stimulus satisfies.
 
     "space": uniform over space (full field); "y": uniform along y (bars
@@ -116,11 +120,11 @@ def stimulus_invariance(stimulus, chunk_frames: Optional[int] = None) -> str:
     return _most_specific(*uniform_axes(stimulus, chunk_frames))
 
 
-def _most_specific(uy: bool, ux: bool) -> str:
+def _most_specific(uy: bool, ux: bool) -> Invariance:
     return "space" if (uy and ux) else "y" if uy else "x" if ux else "none"
 
 
-def check_invariance(invariance) -> str:
+def check_invariance(invariance) -> InvarianceArg:
     """``invariance`` if it is one of :data:`INVARIANCES`, else a ValueError naming them."""
     if not isinstance(invariance, str) or invariance not in INVARIANCES:
         raise ValueError(
@@ -129,7 +133,7 @@ def check_invariance(invariance) -> str:
     return invariance
 
 
-def resolve_invariance(block, invariance, chunk_frames: Optional[int] = None) -> str:
+def resolve_invariance(block, invariance: InvarianceArg, chunk_frames: Optional[int] = None) -> Invariance:
     """Check/choose the invariance on the (frames, H, W) block that the windows use.
 
     ``invariance="auto"`` returns :func:`stimulus_invariance` of ``block``;

@@ -104,6 +104,24 @@ def parse_crop(crop) -> Union[None, str, tuple[int, int]]:
     return int(crop[0]), int(crop[1])
 
 
+def crop_origin(frame_shape: Sequence[int], size: int, crop: Crop) -> tuple[int, int]:
+    """(y0, x0): the stimulus pixel at the corner of the ``size × size`` window that ``crop`` cuts.
+
+    ``frame_shape`` is the stack's (H, W); ``crop`` is read by :func:`parse_crop`:
+    None gives (0, 0) (nothing is cut), ``"center"`` the centred window's
+    corner, ``(y0, x0)`` itself. Whether the window fits is :func:`crop_to`'s check.
+
+    >>> crop_origin((60, 70), 50, "center")
+    (5, 10)
+    """
+    crop = parse_crop(crop)
+    if crop is None:
+        return 0, 0
+    if crop == "center":
+        return (int(frame_shape[0]) - size) // 2, (int(frame_shape[1]) - size) // 2
+    return crop
+
+
 def crop_to(arr: np.ndarray, size: int, crop: Crop, name: str = "stimulus") -> np.ndarray:
     """Crop a (T, H, W) stack to ``size × size``.
 
@@ -120,10 +138,7 @@ def crop_to(arr: np.ndarray, size: int, crop: Crop, name: str = "stimulus") -> n
             f"{name} is {h}x{w} pixels but the model expects {size}x{size}; "
             "pass crop='center' or crop=(y0, x0) to cut a window out of a larger stack"
         )
-    if crop == "center":
-        y0, x0 = (h - size) // 2, (w - size) // 2
-    else:
-        y0, x0 = crop
+    y0, x0 = crop_origin((h, w), size, crop)
     if y0 < 0 or x0 < 0 or y0 + size > h or x0 + size > w:
         raise ValueError(
             f"a {size}x{size} crop at (y0={y0}, x0={x0}) does not fit inside the {h}x{w} {name}"

@@ -33,38 +33,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .first_layer import conv1_fft
+
 BN_KINDS = ("unit", "channel", "none")
-
-
-def conv1_fft(weight: torch.Tensor, source: torch.Tensor, idx) -> torch.Tensor:
-    """Valid 2-D correlation of history-long windows of a movie with conv1's kernels, by FFT.
-
-    ``weight`` (C, history, k, k), ``source`` (T, H, W) and output frame
-    indices ``idx`` (n,) -> d (n, C, H-k+1, W-k+1), without bias, where
-    ``d[i] = Σ_lag weight[:, lag] ⋆ source[idx[i] - history + 1 + lag]``.
-
-    Each frame any window needs is Fourier transformed once (windows of
-    consecutive frames share frames); a window is then one small complex
-    matrix product per spatial frequency (summing over the lags) and C inverse
-    transforms. The circular correlation equals the valid one on the kept
-    ``(H-k+1) × (W-k+1)`` corner, so no padding is needed. At the standard
-    40×15×15 kernel on 50×50 frames it costs about 1/20 of the direct
-    convolution. Differentiable (used for training too); runs on ``weight``'s
-    device.
-    """
-    c, hist, k, _ = weight.shape
-    height, width = source.shape[-2:]
-    idx = np.asarray(idx)
-    lags = idx[:, None] - hist + 1 + np.arange(hist)  # (n, hist) frame index of each lag
-    needed, pos = np.unique(lags, return_inverse=True)
-    frames = source[torch.as_tensor(needed, device=source.device)].to(weight.device, weight.dtype)
-    xf = torch.fft.rfft2(frames).flatten(1).T  # (freq, frames)
-    wf = torch.fft.rfft2(weight, s=(height, width)).conj()  # (C, hist, H, W//2+1)
-    wf = wf.permute(2, 3, 1, 0).reshape(-1, hist, c)  # (freq, hist, C)
-    xw = xf[:, torch.as_tensor(pos.reshape(lags.shape), device=xf.device)]  # (freq, n, hist)
-    zf = torch.bmm(xw, wf).view(height, width // 2 + 1, len(idx), c).permute(2, 3, 0, 1)
-    z = torch.fft.irfft2(zf, s=(height, width))
-    return z[..., : height - k + 1, : width - k + 1].contiguous()
 
 
 #: Sanity bounds of a :class:`ModelConfig`, generous for real use (the shipped
@@ -333,8 +304,9 @@ class RetinaCNN(nn.Module):
         ``source`` (T, H, W), ``idx`` (n,) frame indices >= history-1 ->
         z (n, C1, h1, h1) equal (to float32 rounding, ~1e-6 relative) to
         ``first_layer(stack of source[t-history+1 : t+1])``; without the bias
-        when ``bias=False`` (the linear part W⊛s that attribution integrates).
-        See :func:`conv1_fft`.
+        when ``bias=False`` (the linear part W⊛s). See
+        :func:`napari_retina.first_layer.conv1_fft`; :class:`napari_retina.first_layer.FirstLayer`
+        adds the exact cheap paths for stimuli uniform over space or along an axis.
         """
         z = conv1_fft(self.conv1.weight, source, idx)
         return z + self.conv1.bias.view(1, -1, 1, 1) if bias else z

@@ -11,8 +11,8 @@ channels, no hand-tuned thresholds):
   above that); listed most important first;
 - **sign**: +1 (excitatory) / −1 (inhibitory), the sign of ``Σ_t A_c(t)`` on this stimulus;
 - **polarity, latency, kinetics** of every channel from its conv1 kernel alone
-  (a property of the model, not of the stimulus): see :func:`temporal_filters`
-  and :func:`filter_properties`;
+  (a property of the model, not of the stimulus):
+  :func:`napari_retina.first_layer.filter_properties`;
 - a **reduced circuit** fitted to the full model on the stimulus, see :func:`reduce`.
 
 Example
@@ -28,21 +28,28 @@ Example
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union, get_args
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ._frames import batches, gather_windows
-from ._invariance import stimulus_invariance  # also imported from here (tests)
+from ._frames import batches
+from ._invariance import InvarianceArg
+from ._json import jsonable
 from ._progress import Progress, report
 from ._units import FRAME_MS
 from ._validate import check_finite_output
+from .first_layer import DEFAULT_IGNORE_OLDEST_MS, FirstLayer, filter_properties
 from .metrics import explained_variance
+
+if TYPE_CHECKING:  # attribution and the model are only read here
+    from .attribution import Attribution
+    from .model import RetinaCNN
 
 #: exhaustive subset search up to this many channels (2**12 subsets), greedy above
 EXHAUSTIVE_MAX_CHANNELS = 12
@@ -123,7 +130,7 @@ class Reduction:
     explain: float = 0.9
     kinetics_split_ms: float = float("nan")
     frames: np.ndarray = field(default=None, repr=False)
-    weighting: str = "both"
+    weighting: Weighting = "both"
     pools: list = field(default_factory=list)
     contributions: np.ndarray = field(default=None, repr=False)
 
@@ -133,6 +140,37 @@ class Reduction:
         if not 0 <= c < len(self.importance):
             raise ValueError(f"channel must be in [0, {len(self.importance) - 1}], got {c}")
         return f"A{c} {self.polarity[c]} {self.kinetics[c]} {'+' if self.sign[c] > 0 else '-'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Arrays and parameters as a flat dict for :func:`napari_retina.io.write_results`.
+
+        NumPy arrays for the per-channel and per-frame values (``kept`` (K,),
+        ``importance``, ``sign``, ``latency_ms`` (C,), ``traces``,
+        ``reduced_response``, ``reduced_rates``, ``contributions``, ``drives``
+        (T, …), ``weights`` (K, P), ``frames`` (n,)); plain Python numbers for
+        the scalars; the lists of names (``labels`` of every channel,
+        ``polarity``, ``kinetics``, ``pools``) as JSON text, which HDF5
+        attributes and ``.npz`` files both hold. Entries that are None are left out.
+
+        >>> nr.io.write_results("r.h5", {"reduction": red.to_dict()})   # doctest: +SKIP
+        """
+        arrays = {
+            "kept": np.asarray(self.kept, dtype=np.int64), "importance": self.importance,
+            "sign": np.asarray(self.sign), "latency_ms": np.asarray(self.latency_ms), "traces": self.traces,
+            "reduced_response": self.reduced_response, "reduced_rates": self.reduced_rates,
+            "contributions": self.contributions, "drives": self.drives, "weights": self.weights,
+            "frames": self.frames,
+        }
+        out: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
+        names = {"labels": [self.label(c) for c in range(len(self.importance))], "polarity": self.polarity,
+                 "kinetics": self.kinetics, "pools": self.pools}
+        out.update({k: json.dumps(jsonable(list(v))) for k, v in names.items()})
+        out.update(jsonable({
+            "explained_variance": self.explained_variance, "explained_variance_all": self.explained_variance_all,
+            "kept_variance": self.kept_variance, "bias": self.bias, "explain": self.explain,
+            "kinetics_split_ms": self.kinetics_split_ms, "weighting": self.weighting,
+        }))
+        return out
 
     def summary(self) -> list[dict]:
         """One JSON-able dict per kept channel (label, importance, sign, polarity, latency, weight)."""
@@ -152,98 +190,6 @@ class Reduction:
                 }
             )
         return out
-
-
-# ----------------------------------------------------------------------------- filters
-
-
-def _bn1_sign(model) -> np.ndarray:
-    """Sign (C,) of bn1's scale per channel (median over the channel's units)."""
-    scale, _ = model.first_layer_affine()
-    sc = scale.detach().double().cpu().numpy()
-    med = np.median(sc.reshape(sc.shape[0], -1), axis=1)
-    return np.where(med < 0, -1.0, 1.0)
-
-
-def temporal_filters(model) -> np.ndarray:
-    """Spatially summed conv1 kernels, float64 (C, history), index 0 = oldest frame.
-
-    Each channel's kernel (history, k, k) summed over space is its response
-    filter to full-field light; it is multiplied by the sign of the channel's
-    batch-norm scale so that "positive" means "light increases the unit's
-    activation" even when bn1 flips the sign. Tap ``history-1`` is the current
-    frame, so tap ``j`` lies ``(history-1-j) × 10`` ms in the past.
-
-    Example
-    -------
-    >>> temporal_filters(nr.load_model()).shape          # doctest: +SKIP
-    (8, 40)
-    """
-    w = model.first_layer_module.weight.detach().double().cpu().numpy()  # (C, history, k, k)
-    return w.sum(axis=(2, 3)) * _bn1_sign(model)[:, None]
-
-
-def filter_properties(model, ignore_oldest_ms: float = 150.0) -> dict[str, Any]:
-    """Polarity, peak latency and kinetics of every first-layer channel (METHOD.md §3).
-
-    The peak is the largest-magnitude tap of :func:`temporal_filters` ignoring
-    the oldest ``ignore_oldest_ms`` of the history (at most the older half of it,
-    so short-history models keep their recent taps); ON if that tap is positive.
-    ``latency_ms = (history-1-tap) × 10``.
-
-    Kinetics is derived from the data, not a fixed threshold: the latencies of
-    all C channels are split in two by 1-D 2-means (the split of the sorted
-    latencies that minimises the within-group sum of squares); the early group
-    is "fast", the late group "slow", and the threshold is the midpoint between
-    the two groups. When every channel has the same latency all are "fast".
-    Using all channels (not only the kept ones) makes a channel's kinetics a
-    property of the model, the same on every stimulus.
-
-    Returns
-    -------
-    dict with ``polarity`` (list of "ON"/"OFF"), ``latency_ms`` (float (C,)),
-    ``tap`` (int (C,)), ``kinetics`` (list of "fast"/"slow"), ``split_ms`` (float),
-    ``filters`` (float64 (C, history)).
-    """
-    filt = temporal_filters(model)
-    history = filt.shape[1]
-    n_ignore = int(round(float(ignore_oldest_ms) / FRAME_MS))
-    n_ignore = max(0, min(n_ignore, history // 2))
-    recent = filt[:, n_ignore:]
-    tap = n_ignore + np.argmax(np.abs(recent), axis=1)
-    peak = filt[np.arange(len(filt)), tap]
-    polarity = ["ON" if p > 0 else "OFF" for p in peak]
-    latency = (history - 1 - tap).astype(np.float64) * FRAME_MS
-    split = two_means_split(latency)
-    kinetics = ["fast" if lat <= split else "slow" for lat in latency]
-    return {"polarity": polarity, "latency_ms": latency, "tap": tap, "kinetics": kinetics,
-            "split_ms": split, "filters": filt}
-
-
-def two_means_split(values: np.ndarray) -> float:
-    """Threshold of the optimal 1-D 2-means split of ``values`` (midpoint between groups).
-
-    Returns the largest value when all values are equal (everything in the low group).
-
-    Example
-    -------
-    >>> two_means_split(np.array([30., 40., 40., 120., 130.]))
-    80.0
-    """
-    v = np.sort(np.asarray(values, dtype=np.float64))
-    if v.size == 0:
-        return float("nan")
-    if v[0] == v[-1]:
-        return float(v[-1])
-    best, best_i = np.inf, 1
-    for i in range(1, len(v)):
-        if v[i] == v[i - 1]:
-            continue
-        lo, hi = v[:i], v[i:]
-        cost = ((lo - lo.mean()) ** 2).sum() + ((hi - hi.mean()) ** 2).sum()
-        if cost < best:
-            best, best_i = cost, i
-    return float((v[best_i - 1] + v[best_i]) / 2.0)
 
 
 # ----------------------------------------------------------------------------- selection
@@ -305,10 +251,13 @@ def select_channels(A: np.ndarray, response: np.ndarray, explain: float,
 # ----------------------------------------------------------------------------- reduced circuit
 
 
-WEIGHTINGS = ("both", "signed", "abs")
+Weighting = Literal["both", "signed", "abs"]
+"""How a kept channel's units are pooled into drives (see :func:`reduce`)."""
+WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
 
 
-def _unit_weights(attr, kept: list[int], h1: int, weighting: str = "both") -> tuple[list[str], torch.Tensor]:
+def _unit_weights(attr: Attribution, kept: list[int], h1: int,
+                  weighting: Weighting = "both") -> tuple[list[str], torch.Tensor]:
     """Pooling weights of the kept channels' units: (pool names, (P, K, h1, h1)).
 
     Pools: ``"abs"``, each channel's time-averaged |A_cxy| map; ``"signed"``,
@@ -334,87 +283,17 @@ def _unit_weights(attr, kept: list[int], h1: int, weighting: str = "both") -> tu
     return names, torch.from_numpy(np.stack(out).astype(np.float32))
 
 
-def first_layer_z(model, windows: torch.Tensor, invariance: str = "none") -> torch.Tensor:
-    """conv1 pre-activation z (n, C, h1, h1) of windows (n, history, H, W).
-
-    For stimuli uniform over space (``"space"``), along y (``"y"``) or along x
-    (``"x"``) the convolution reduces to a product with the kernel's spatial sum
-    or a 1-D convolution, which is exact (up to float rounding) and much cheaper;
-    the result is then a broadcast view.
-    """
-    conv = model.first_layer_module
-    weight, bias = conv.weight, conv.bias
-    n, c = windows.shape[0], weight.shape[0]
-    h = model.config.map_sizes[0]
-    b = bias.view(1, c, 1, 1)
-    if invariance == "space":
-        d = windows.mean(dim=(2, 3)) @ weight.sum(dim=(2, 3)).T
-        return (d[:, :, None, None] + b).expand(n, c, h, h)
-    if invariance == "y":
-        d = F.conv1d(windows.mean(dim=2), weight.sum(dim=2))
-        return (d[:, :, None, :] + b).expand(n, c, h, h)
-    if invariance == "x":
-        d = F.conv1d(windows.mean(dim=3), weight.sum(dim=3))
-        return (d[:, :, :, None] + b).expand(n, c, h, h)
-    return model.first_layer(windows)
-
-
-class FirstLayer:
-    """conv1 pre-activations of a whole movie, frame by frame, using its invariance.
-
-    ``FirstLayer(model, stimulus)(idx)`` is z (len(idx), C, h1, h1) for the
-    windows ending at frames ``idx``. For stimuli uniform over space or along an
-    axis the windows are gathered from the reduced movie (a value or a profile
-    per frame), so nothing of size history·H·W is ever copied.
-    """
-
-    def __init__(self, model, stimulus: np.ndarray, invariance: Optional[str] = None) -> None:
-        self.model = model
-        stim = np.ascontiguousarray(stimulus, dtype=np.float32)
-        self.invariance = stimulus_invariance(stim) if invariance is None else invariance
-        self.history = model.config.history
-        if self.invariance == "space":
-            self.source = torch.from_numpy(stim.mean(axis=(1, 2)))
-        elif self.invariance == "y":
-            self.source = torch.from_numpy(stim.mean(axis=1))
-        elif self.invariance == "x":
-            self.source = torch.from_numpy(stim.mean(axis=2))
-        else:
-            self.source = torch.from_numpy(stim)
-
-    def __call__(self, idx: np.ndarray) -> torch.Tensor:
-        model, inv = self.model, self.invariance
-        conv = model.first_layer_module
-        weight, bias = conv.weight, conv.bias
-        if inv == "none":
-            x = gather_windows(self.source, np.asarray(idx), self.history)
-            return model.first_layer(x.to(device=model.device, dtype=weight.dtype))
-        lags = torch.arange(-self.history + 1, 1)
-        win = self.source[torch.as_tensor(np.asarray(idx))[:, None] + lags]  # (n, history[, L])
-        win = win.to(device=model.device, dtype=weight.dtype)
-        n, c = win.shape[0], weight.shape[0]
-        h = model.config.map_sizes[0]
-        b = bias.view(1, c, 1, 1)
-        if inv == "space":
-            d = win @ weight.sum(dim=(2, 3)).T
-            return (d[:, :, None, None] + b).expand(n, c, h, h)
-        if inv == "y":
-            d = F.conv1d(win, weight.sum(dim=2))
-            return (d[:, :, None, :] + b).expand(n, c, h, h)
-        d = F.conv1d(win, weight.sum(dim=3))
-        return (d[:, :, :, None] + b).expand(n, c, h, h)
-
-
-def compute_drives(model, stimulus: np.ndarray, frames: np.ndarray, kept: list[int],
-                   weights: torch.Tensor, invariance: Optional[str] = None, batch_size: int = 256,
+def compute_drives(model: RetinaCNN, stimulus: np.ndarray, frames: np.ndarray, kept: list[int],
+                   weights: torch.Tensor, invariance: InvarianceArg = "auto", batch_size: int = 256,
                    cells: Optional[list[int]] = None,
-                   progress: Optional[Progress] = None):
-    """Drives ``d_c(t) = Σ_xy w_cxy · relu(bn1(z))_cxy(t)`` (n, K) float64 on ``frames``.
+                   progress: Optional[Progress] = None) -> Union[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Drives ``d_c(t) = Σ_xy w_cxy · relu(bn1(z))_cxy(t)`` (n, K) float64 on ``frames`` (n,).
 
-    ``weights`` is (K, h1, h1); ``invariance`` (default: detected on the
-    stimulus) selects the cheap exact conv1 of :func:`first_layer_z`. With
-    ``cells`` given, also returns the full model's summed rate of those cells
-    (n,) from the same first-layer pass: ``(drives, rates)``.
+    ``stimulus`` float32 (T, H, W) contrast units; ``weights`` is (K, h1, h1);
+    conv1 by :class:`napari_retina.first_layer.FirstLayer` with ``invariance``
+    ("auto": detected on the whole stimulus). With ``cells`` given, also
+    returns the full model's summed rate of those cells (n,) (spikes per bin)
+    from the same first-layer pass: ``(drives, rates)``.
     """
     layer = FirstLayer(model, stimulus, invariance)
     w = weights.to(model.device)
@@ -426,7 +305,7 @@ def compute_drives(model, stimulus: np.ndarray, frames: np.ndarray, kept: list[i
     try:
         with torch.inference_mode():
             for chunk in batches(np.asarray(frames), batch_size):
-                a = model.first_layer_activation(layer(chunk))
+                a = model.first_layer_activation(layer.z(chunk))
                 out[done:done + len(chunk)] = torch.einsum("nkhw,khw->nk", a[:, kept], w).double().cpu().numpy()
                 if cells is not None:
                     rates[done:done + len(chunk)] = model.from_activation(a)[:, cells].sum(1).double().cpu().numpy()
@@ -557,12 +436,9 @@ def check_explain(explain) -> float:
     return explain
 
 
-#: ``reduce``'s default ``ignore_oldest_ms`` (ms; at most the older half of the history is ignored)
-DEFAULT_IGNORE_OLDEST_MS = 150.0
-
-
-def reduce(attr, explain: float = 0.9, *, fit_steps: int = 200, ignore_oldest_ms: Optional[float] = None,
-           weighting: str = "both", progress: Optional[Progress] = None) -> Reduction:
+def reduce(attr: Attribution, explain: float = 0.9, *, fit_steps: int = 200,
+           ignore_oldest_ms: Optional[float] = None, weighting: Weighting = "both",
+           progress: Optional[Progress] = None) -> Reduction:
     """Reduce the model to the few first-layer channels that carry a response.
 
     Parameters
@@ -574,11 +450,12 @@ def reduce(attr, explain: float = 0.9, *, fit_steps: int = 200, ignore_oldest_ms
         Fraction of the variance of the response ``F(s_t) − F(0)`` (over the
         attributed frames) that the kept channels' summed attribution must explain.
     fit_steps : int
-        Maximum LBFGS iterations of the reduced circuit's output fit.
+        Maximum Levenberg–Marquardt iterations of the reduced circuit's output
+        fit (:func:`fit_output`).
     ignore_oldest_ms : float, optional
         Oldest part of the temporal filters ignored when finding their peak
         (at most the older half of the history is ignored, see
-        :func:`filter_properties`); finite, >= 0 and less than the history
+        :func:`napari_retina.first_layer.filter_properties`); finite, >= 0 and less than the history
         (``history × 10`` ms). Default 150 ms.
     weighting : "both", "signed" or "abs"
         How a kept channel's units are pooled into drives (see below).
@@ -597,10 +474,8 @@ def reduce(attr, explain: float = 0.9, *, fit_steps: int = 200, ignore_oldest_ms
     channel's units can excite the cell at some positions and inhibit it at
     others through conv2, a centre-surround pooling that |A| alone discards);
     each map is normalised to ``Σ_xy |w| = 1``. "signed" or "abs" keep one of
-    them. When the attribution summed space out (full-field stimuli) a
-    uniform pool replaces them. Measured with a model trained on the synthetic
-    retina (same kept channels): moving bars 0.72 abs, 0.79 signed, 0.89 both;
-    reversing bars 0.84, 0.76, 0.90; gratings 0.89, 0.89, 0.90.
+    them (docs/METHOD.md §3 says why both). When the attribution summed space
+    out (full-field stimuli) a uniform pool replaces them.
     The two drives of a channel can be strongly correlated (most of its units
     pushed the rate the same way); their small difference (the units pushing
     the other way) can still matter, so both are kept, and then the fitted
@@ -610,17 +485,16 @@ def reduce(attr, explain: float = 0.9, *, fit_steps: int = 200, ignore_oldest_ms
     The circuit's rate is
     ``r(t) = softplus(Σ_cp β_cp d_cp(t) + β_0)``, the same output nonlinearity as
     the full model, with ``β`` fitted by least squares to the full model's rate
-    on the attributed frames (LBFGS in float64; with at most 2K + 1 ≤ 17
-    parameters this converges in tens of iterations, so a few hundred is a
-    bound, not a tuning; with ~300 frames the in-sample optimism is a few %,
-    and ``explained_variance_all`` scores every frame, most of them unfitted).
+    on the attributed frames (:func:`fit_output`, float64; ``fit_steps``
+    bounds its iterations); ``explained_variance_all`` scores every frame,
+    most of them unfitted.
     The sign of ``β`` is free, so a channel can act as excitatory or
     inhibitory as in the full model. ``explained_variance`` is
     ``1 − var(full − reduced) / var(full)`` over the attributed frames; the
     fitted circuit is then run on every frame with a full history
-    (``reduced_rates``, ``explained_variance_all``). For stimuli uniform over
-    space or along an axis the first layer is computed with the exact cheap
-    convolution of :func:`first_layer_z`.
+    (``reduced_rates``, ``explained_variance_all``), its first layer computed
+    by :class:`napari_retina.first_layer.FirstLayer` (exact cheap paths for
+    stimuli uniform over space or along an axis).
 
     Example
     -------

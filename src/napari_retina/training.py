@@ -697,7 +697,7 @@ def _reliability(repeats: np.ndarray, start: int) -> list[float]:
 
 
 def _evaluate(model: RetinaCNN, ds: Dataset, true_test: Optional[np.ndarray]) -> dict:
-    from .predict import predict
+    from ._predict import predict
 
     test = ds.test
     pred = predict(model, test.stimulus)

@@ -220,7 +220,7 @@ class ModelWidget(Container):
         self.session.device = value
         if self.session.has_model():
             try:
-                from ..predict import model_on
+                from .._predict import model_on
 
                 self.session.set_model(model_on(self.session.model, value), self.session.source)
             except Exception as exc:
@@ -301,7 +301,7 @@ def _oom_retry(call, batch_size=None):
         err = exc
     import torch
 
-    from ..predict import default_batch_size
+    from .._predict import default_batch_size
 
     bs = default_batch_size(torch.device("cuda")) // 2
     while bs >= MIN_OOM_BATCH:

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
-import torch
 
-from .._frames import batches
-from .._invariance import stimulus_invariance
+from .._predict import predict
 from .._progress import Progress, report
-from .._validate import NonFiniteOutputError, StimulusUnitsWarning, check_cells, check_finite_output
-from ..reduction import FirstLayer, check_explain, first_layer_z
+from .._validate import NonFiniteOutputError, StimulusUnitsWarning, check_cells
+from ..attribution import attribute
+from ..model import RetinaCNN
+from ..reduction import check_explain, reduce
 
 from .._units import FRAME_MS, PIXEL_UM  # noqa: F401 (the experiment modules take them from here)
 
@@ -256,43 +256,21 @@ def frames_of_interest(windows: Sequence[tuple[int, int]], n_frames: int, histor
 # ----------------------------------------------------------------------------- model responses
 
 
-def model_rates(model, stimulus: np.ndarray, batch_size: int = 256,
+def model_rates(model: RetinaCNN, stimulus: np.ndarray, batch_size: int = 256,
                 progress: Optional[Progress] = None) -> np.ndarray:
-    """Rates (T, n_cells) of ``model`` on ``stimulus``, like :func:`napari_retina.predict`.
+    """Rates (T, n_cells) of ``model`` on an experiment's movie: :func:`napari_retina.predict`.
 
-    Uses the exact cheap conv1 for stimuli uniform over space or along an
-    axis (:func:`napari_retina.reduction.first_layer_z`), and computes windows
-    that are entirely grey only once (they all give the baseline rate ``F(0)``).
-    Equal to ``nr.predict`` up to float32 rounding. Rates that come out NaN or
-    infinite on a frame with a full history raise a ValueError (the
-    experiment's intensity or contrast parameters are then far too large).
+    ``stimulus`` float32 (T, H, W) contrast units (an experiment builds it so,
+    whatever its scale: no units warning). Rates that come out NaN or infinite
+    on a frame with a full history raise a ValueError that points at the
+    experiment's intensity or contrast parameters.
     """
-    from ..predict import model_on
-
-    model = model_on(model, None)
-    cfg = model.config
-    stim = np.ascontiguousarray(stimulus, dtype=np.float32)
-    T = len(stim)
-    out = np.full((T, cfg.n_cells), np.nan, dtype=np.float32)
-    inv = stimulus_invariance(stim)
-    active = np.abs(stim).reshape(T, -1).max(1) > 0
-    # window ending at t is grey when no active frame lies in [t-history+1, t]
-    csum = np.concatenate([[0], np.cumsum(active)])
-    idx = np.arange(cfg.history - 1, T)
-    grey = (csum[idx + 1] - csum[idx + 1 - cfg.history]) == 0
-    layer = FirstLayer(model, stim, inv)
-    with torch.inference_mode():
-        if grey.any():
-            z0 = first_layer_z(model, torch.zeros(1, cfg.history, cfg.size, cfg.size, device=model.device), inv)
-            out[idx[grey]] = model.from_first_layer(z0).float().cpu().numpy()[0]
-        todo = idx[~grey]
-        done = 0
-        for chunk in batches(todo, batch_size):
-            out[chunk] = model.from_first_layer(layer(chunk)).float().cpu().numpy()
-            done += len(chunk)
-            report(progress, done, len(todo))
-    check_finite_output(out, idx, "the model's rates", stim, remedy=PARAMETER_REMEDY)
-    return out
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StimulusUnitsWarning)
+            return predict(model, stimulus, batch_size=batch_size, progress=progress)
+    except NonFiniteOutputError as exc:  # the advice for an experiment is about its parameters
+        raise NonFiniteOutputError(exc.finding, PARAMETER_REMEDY) from None
 
 
 def cell_response(rates: np.ndarray, cells: list[int]) -> np.ndarray:
@@ -400,10 +378,6 @@ def clean(value):
 def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[int] = None,
               progress: Optional[Progress] = None, **params) -> ExperimentResult:
     """Build ``module``'s protocol for ``model``, run, attribute, reduce and read out."""
-    from ..attribution import attribute
-    from ..model import RetinaCNN
-    from ..reduction import reduce
-
     if not isinstance(model, RetinaCNN):
         raise TypeError(f"model must be a RetinaCNN (see nr.load_model), got {type(model).__name__}")
     explain = check_explain(explain)
@@ -411,16 +385,12 @@ def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[in
     cells = check_cells(cell, cfg.n_cells)
     p = resolve_params(module, params, cfg.size, cfg.history)
 
-    last: dict = {}
-
     def respond(stim: np.ndarray) -> np.ndarray:
-        last["stimulus"], last["rates"] = stim, model_rates(model, stim)
-        return cell_response(last["rates"], cells)
+        return cell_response(model_rates(model, stim), cells)
 
     proto = module.build(size=cfg.size, history=cfg.history, respond=respond, **p)
     report(progress, 0, 3)
-    # builders that looked at the response of the final movie already ran the model on it
-    rates = last["rates"] if last.get("stimulus") is proto.stimulus else model_rates(model, proto.stimulus)
+    rates = model_rates(model, proto.stimulus)
     report(progress, 1, 3)
     try:
         with warnings.catch_warnings():

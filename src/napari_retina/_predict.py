@@ -1,4 +1,9 @@
-"""Running a model over a movie: frame-aligned firing rates."""
+"""Running a model over a movie: frame-aligned firing rates (the package's one forward pass).
+
+``nr.predict`` is :func:`predict`; the module is private so that the package
+attribute ``napari_retina.predict`` is the function, resolved lazily (importing
+``napari_retina`` does not import torch).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,11 @@ import numpy as np
 import torch
 
 from ._device import DeviceLike, resolve_device
-from ._frames import batches, select_frames
+from ._frames import batches, grey_windows, select_frames
+from ._invariance import Invariance, InvarianceArg, resolve_invariance
 from ._progress import Progress, report
 from ._validate import Crop, Normalize, as_stimulus, check_finite_output, check_int
+from .first_layer import FirstLayer
 from .model import RetinaCNN
 
 
@@ -38,6 +45,7 @@ def predict(
     crop: Crop = None,
     progress: Optional[Progress] = None,
     normalize: Normalize = False,
+    invariance: InvarianceArg = "auto",
 ) -> np.ndarray:
     """Predicted firing rates of every cell, aligned to stimulus frames.
 
@@ -65,6 +73,12 @@ def predict(
         False (default): float stacks are used as contrast, integer stacks
         mapped as described in ``normalise``. True or "zscore": z-score the
         stack by its own mean and std (for raw intensities stored as floats).
+    invariance : "auto", "none", "x", "y" or "space"
+        How conv1 is computed (:class:`napari_retina.first_layer.FirstLayer`):
+        "auto" (default) detects whether the movie is uniform over space or
+        along an axis and then uses the exact cheap path; "none" always
+        convolves in full. A named invariance the movie lacks is a ValueError.
+        The answer is the same up to float32 rounding.
 
     Returns
     -------
@@ -72,10 +86,12 @@ def predict(
         ``history-1`` frames, which have no full history. Rates that come out
         NaN or infinite on any other frame raise a ValueError.
 
-    Memory stays bounded whatever T: besides the stimulus and the (T, n_cells)
-    output, a batch needs about ``batch_size × (history·(H·W/2) × 8 + (C1·h1² +
-    C2·h2²) × 4 × 3)`` bytes (conv1 by FFT, see :func:`napari_retina.model.conv1_fft`;
-    ≈ 140 MB at the default 256 for the 40×50×50 model).
+    Windows that are entirely grey (every value 0) all give the rate at rest
+    and are computed once. Memory stays bounded whatever T: besides the
+    stimulus and the (T, n_cells) output, a batch needs about ``batch_size ×
+    (history·(H·W/2) × 8 + (C1·h1² + C2·h2²) × 4 × 3)`` bytes (conv1 by FFT,
+    see :func:`napari_retina.first_layer.conv1_fft`; ≈ 140 MB at the default
+    256 for the 40×50×50 model).
 
     Example
     -------
@@ -87,15 +103,34 @@ def predict(
     cfg = model.config
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
     bs = default_batch_size(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
+    inv = resolve_invariance(stim, invariance)
+    return forward(model, stim, inv, bs, progress)
+
+
+def forward(model: RetinaCNN, stim: np.ndarray, invariance: Invariance, batch_size: int,
+            progress: Optional[Progress] = None) -> np.ndarray:
+    """Rates (T, n_cells) of an eval-mode ``model`` on a checked float32 (T, size, size) movie.
+
+    The body of :func:`predict` after its checks: every frame with a full
+    history, in batches of ``batch_size`` windows, conv1 by
+    :class:`~napari_retina.first_layer.FirstLayer` with the resolved
+    ``invariance``; all-grey windows computed once. Non-finite rates raise
+    :class:`napari_retina._validate.NonFiniteOutputError`.
+    """
+    cfg = model.config
     idx = select_frames(len(stim), cfg.history)
     out = np.full((len(stim), cfg.n_cells), np.nan, dtype=np.float32)
-    source = torch.from_numpy(stim)
+    layer = FirstLayer(model, stim, invariance)
+    grey = grey_windows(stim, idx, cfg.history)
     report(progress, 0, len(idx))
     done = 0
     with torch.inference_mode():
-        for chunk in batches(idx, bs):
-            z = model.first_layer_windows(source, chunk)
-            out[chunk] = model.from_first_layer(z).float().cpu().numpy()
+        if grey.any():
+            out[idx[grey]] = model.from_first_layer(layer.rest()).float().cpu().numpy()[0]
+            done = int(grey.sum())
+            report(progress, done, len(idx))
+        for chunk in batches(idx[~grey], batch_size):
+            out[chunk] = model.from_first_layer(layer.z(chunk)).float().cpu().numpy()
             done += len(chunk)
             report(progress, done, len(idx))
     check_finite_output(out, idx, "the model's rates", stim)

@@ -1,0 +1,89 @@
+"""The network above conv1 as affine maps, split where the quadrature needs it (eval mode)."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from ..model import RetinaCNN
+
+
+class Head:
+    """The network above conv1 for the summed rate ``F`` of ``cells`` (eval mode, no parameter gradients).
+
+    ``u2 = bn2(conv2(y))`` is affine in the rectified first-layer activation y
+    (C1, h1, h1) (eval batch norm): ``u2 = scale2·conv2₀(y) + u2_zero`` with
+    ``conv2₀`` conv2 without bias, so its tangent and its vector-Jacobian
+    product are conv2₀ and its transpose scaled by ``scale2``. The output head
+    ``F = Σ_cells softplus(scale3·(L·a2 + b) + shift3)`` is differentiated by
+    hand: ``∂F/∂a2 = Σ_cells σ(·)·scale3·L_cell`` (no autograd). Both splits
+    are checked against the model at construction.
+    """
+
+    def __init__(self, net: RetinaCNN, cells: list[int]) -> None:
+        self.net, self.cells = net, cells
+        p = net.conv2.weight
+        self.weight2 = p
+        # the transposed conv2 runs ~2× faster on CPU in channels_last (BENCHMARKS.md)
+        self.weight2_cl = p.contiguous(memory_format=torch.channels_last)
+        c1, h1 = net.config.channels[0], net.config.map_sizes[0]
+        zero = torch.zeros(1, c1, h1, h1, dtype=p.dtype, device=p.device)
+        with torch.no_grad():
+            self.u2_zero = net.bn2(net.conv2(zero))
+            self.scale2 = net.bn2(torch.ones_like(self.u2_zero)) - net.bn2(torch.zeros_like(self.u2_zero))
+            eye = torch.zeros(2, net.linear.out_features, dtype=p.dtype, device=p.device)
+            eye[1] = 1.0
+            ends = net.bn3(eye)  # bn3 at 0 and at 1: its affine map
+            self.shift3 = ends[0, cells]
+            self.scale3 = ends[1, cells] - ends[0, cells]
+            self.lin_w = net.linear.weight[cells]  # (n_cells, C2·h2²)
+            self.lin_b = net.linear.bias[cells]
+            # ∂F/∂u2 through the mask is (∂F/∂a2)·w2; fold scale2 into the rows of L
+            self.lin_w_scaled = self.lin_w * self.scale2.flatten()[None]
+        self._check(zero)
+
+    def _check(self, zero: torch.Tensor) -> None:
+        """Refuse a model whose forward pass no longer matches this split (a structural guard)."""
+        net, p = self.net, self.weight2
+        with torch.no_grad():
+            check = self.rates(zero)[0]
+            expected = net.from_activation(zero)[0, self.cells].sum()
+            probe = torch.randn(2, *self.u2_zero.shape[1:], generator=torch.Generator().manual_seed(0))
+            probe = probe.to(dtype=p.dtype, device=p.device)
+        a2 = F.relu(probe).requires_grad_(True)
+        with torch.enable_grad():
+            (auto,) = torch.autograd.grad(self.out(a2).sum(), a2)
+        with torch.no_grad():
+            manual = self.grad_a2(probe)
+        ok = torch.allclose(check, expected, rtol=1e-5, atol=1e-6)
+        ok = ok and torch.allclose(manual, auto, rtol=1e-4, atol=1e-6 * float(auto.abs().max()) + 1e-12)
+        if not ok:  # pragma: no cover - structural guard
+            raise RuntimeError("RetinaCNN.from_activation no longer matches the attribution's split of the network")
+
+    def u2(self, y: torch.Tensor) -> torch.Tensor:
+        """bn2(conv2(y)), (N, C2, h2, h2), in the model's own modules."""
+        return self.net.bn2(self.net.conv2(y))
+
+    def rates(self, y: torch.Tensor) -> torch.Tensor:
+        """F (N,) from the rectified first-layer activation y (N, C1, h1, h1)."""
+        return self.out(F.relu(self.u2(y)))
+
+    def out(self, a2: torch.Tensor) -> torch.Tensor:
+        """F (N,) from the rectified second-layer activation a2 (N, C2, h2, h2)."""
+        net = self.net
+        return F.softplus(net.bn3(net.linear(a2.flatten(1))))[:, self.cells].sum(1)
+
+    def grad_a2(self, u2: torch.Tensor, scaled: bool = False) -> torch.Tensor:
+        """∂F/∂a2 at a2 = relu(u2), (N, C2, h2, h2); times scale2 if ``scaled``."""
+        a2 = F.relu(u2).flatten(1)
+        pre = torch.addmm(self.lin_b, a2, self.lin_w.T) * self.scale3 + self.shift3
+        g = torch.sigmoid(pre) * self.scale3  # softplus' = sigmoid (float32: equal to 1 past softplus's threshold 20)
+        return (g @ (self.lin_w_scaled if scaled else self.lin_w)).view(u2.shape)
+
+    def conv(self, y: torch.Tensor) -> torch.Tensor:
+        """conv2 without bias: (N, C1, h1, h1) -> (N, C2, h2, h2)."""
+        return F.conv2d(y, self.weight2)
+
+    def vjp(self, g: torch.Tensor) -> torch.Tensor:
+        """conv2's transpose (in channels_last; the result is channels_last): (N, C2, h2, h2) -> (N, C1, h1, h1)."""
+        return F.conv_transpose2d(g.contiguous(memory_format=torch.channels_last), self.weight2_cl)

@@ -1,0 +1,124 @@
+"""The result of ``attribute``: :class:`Attribution`, and its completeness check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from .._invariance import Invariance
+from .._json import jsonable
+from ..model import RetinaCNN
+from ._quadrature import Rule
+
+#: ``completeness_error``'s floor on its denominator, in float32 eps of the rate scale: a
+#: response of fewer ulps than this carries more than ~1/256 of rounding of its own
+COMPLETENESS_FLOOR_EPS = 256.0
+
+
+@dataclass
+class Attribution:
+    """Integrated-gradient attributions of a response to conv1 units.
+
+    Arrays over time have length T (stimulus frames), NaN on frames not
+    attributed. Units: spikes per 10 ms bin (the model's rate units).
+
+    Attributes
+    ----------
+    maps : float32 (T, C, h, w), (T, C, 1, w) for invariance "y" (summed over
+        y), (T, C, h, 1) for "x" (summed over x), or None for "space".
+        Map pixel (i, j) sits on stimulus pixel (i + offset, j + offset) of
+        the analysed window, i.e. (i + offset + y0, j + offset + x0) of the
+        input stack with ``(y0, x0) = crop_origin``.
+    channels : float32 (T, C), A_c(t) = sum of the maps over space.
+    response : float32 (T,), F(s_t) − F(0).
+    rates : float32 (T,), F(s_t), the summed rate of ``cells``.
+    baseline_rate : F(0), the rate at mean luminance.
+    completeness_error : ``max_t |Σ_c A_c(t) − response(t)| / max(max_t |response(t)|, floor)``
+        over the attributed frames, with ``floor = 256·eps32·max(|F(0)|, max_t |F(s_t)|, 1)``
+        (``eps32 = 2⁻²³``, so ≈ 3e-5 of the rate scale; :func:`completeness_error`):
+        the response is a difference of float32 rates that each carry a few
+        ulps of rounding, so below the floor it is mostly rounding, and the
+        error is measured against the floor instead of blowing up (a
+        near-zero stimulus gives a small finite value, not inf). For any
+        response above the floor it is the plain relative error.
+    cells : attributed cells (their rates are summed).
+    steps, rule : quadrature used; invariance : "none" | "x" | "y" | "space".
+    frames : int (n,), the attributed frames.
+    offset : stimulus pixel under map pixel 0 (k1 // 2).
+    history : frames per window.
+    stimulus : float32 (T, H, W) contrast units actually used (the analysed window).
+    model : the model used.
+    crop_origin : (y0, x0), pixels: where the analysed ``size × size`` window
+        sits in the input stack ((0, 0) when nothing was cut).
+    """
+
+    maps: Optional[np.ndarray]
+    channels: np.ndarray
+    response: np.ndarray
+    rates: np.ndarray
+    baseline_rate: float
+    completeness_error: float
+    cells: list
+    steps: int
+    rule: Rule
+    invariance: Invariance
+    frames: np.ndarray
+    offset: int
+    history: int
+    stimulus: np.ndarray = field(repr=False)
+    model: RetinaCNN = field(repr=False)
+    crop_origin: tuple[int, int] = (0, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Arrays and parameters as a flat dict for :func:`napari_retina.io.write_results`.
+
+        NumPy arrays for ``channels``, ``response``, ``rates`` (T,…), ``cells``,
+        ``frames`` and ``crop_origin`` (2,), ``maps`` only when there are maps;
+        plain Python numbers and strings for the rest. ``stimulus`` and
+        ``model`` are not included (write the stimulus and the model's config
+        next to it).
+
+        >>> nr.io.write_results("a.h5", {"attribution": attr.to_dict()})   # doctest: +SKIP
+        """
+        out: dict[str, Any] = {
+            "channels": self.channels, "response": self.response, "rates": self.rates,
+            "cells": np.asarray(self.cells), "frames": np.asarray(self.frames),
+            "crop_origin": np.asarray(self.crop_origin, dtype=np.int64),
+        }
+        out.update(jsonable({
+            "baseline_rate": self.baseline_rate, "completeness_error": self.completeness_error,
+            "steps": self.steps, "rule": self.rule, "invariance": self.invariance, "offset": self.offset,
+            "history": self.history,
+        }))
+        if self.maps is not None:
+            out["maps"] = self.maps
+        return out
+
+
+def completeness_error(channels: np.ndarray, response: np.ndarray, rates: np.ndarray,
+                       baseline_rate: float) -> float:
+    """``max_t |Σ_c A_c(t) − response(t)| / max(max_t |response(t)|, floor)``, in float64.
+
+    ``channels`` (n, C) A_c(t), ``response`` (n,) F(s_t) − F(0) and ``rates``
+    (n,) F(s_t) on the attributed frames; ``baseline_rate`` F(0). The floor,
+    ``COMPLETENESS_FLOOR_EPS·eps32·max(|F(0)|, max_t |F(s_t)|, 1)`` spikes per
+    bin (256 ulps of the rate scale, ≈ 3e-5 of it), is where a difference of
+    float32 rates, each a few ulps off, stops resolving the response to
+    better than ~1/256: when the response is below it (a near-zero stimulus)
+    the gap is compared with the floor, so the error stays finite and small
+    (a 1-ulp gap reads 0.004) instead of inf.
+
+    Example
+    -------
+    >>> completeness_error(np.array([[0.5, 0.5]]), np.array([1.0]), np.array([2.0]), 1.0)
+    0.0
+    """
+    resp = np.asarray(response, dtype=np.float64)
+    if resp.size == 0:
+        return 0.0
+    gap = float(np.abs(np.asarray(channels, dtype=np.float64).sum(1) - resp).max())
+    level = max(abs(float(baseline_rate)), float(np.abs(np.asarray(rates, dtype=np.float64)).max()), 1.0)
+    floor = COMPLETENESS_FLOOR_EPS * float(np.finfo(np.float32).eps) * level
+    return gap / max(float(np.abs(resp).max()), floor)
