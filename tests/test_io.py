@@ -1,13 +1,24 @@
 """Reading stimuli and datasets, writing results."""
 
+import csv
 import re
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pytest
 import tifffile
 
-from napari_retina.io import Dataset, Split, read_dataset, read_stimulus, write_dataset, write_results
+from napari_retina.io import (
+    Dataset,
+    Split,
+    read_dataset,
+    read_stimulus,
+    trace_columns,
+    write_dataset,
+    write_results,
+    write_traces_csv,
+)
 
 
 @pytest.fixture
@@ -239,3 +250,28 @@ def test_cli_predict_on_an_empty_npy_or_with_a_key_is_one_line(tmp_path, capsys)
     assert "key='stimulus' picks a dataset in an HDF5 file" in capsys.readouterr().err
     assert not (tmp_path / "r.h5").exists()
 
+
+# ------------------------------------------------------------- traces CSV ---
+
+def _attribution(T=7, C=3):
+    rng = np.random.default_rng(0)
+    response = rng.standard_normal(T).astype(np.float32)
+    response[:2] = np.nan  # frames without a full history
+    return SimpleNamespace(response=response, rates=rng.random(T).astype(np.float32),
+                           channels=rng.standard_normal((T, C)).astype(np.float32))
+
+
+def test_write_traces_csv_writes_one_row_per_frame(tmp_path):
+    attr = _attribution()
+    red = SimpleNamespace(reduced_response=np.arange(7, dtype=np.float32), label=lambda c: f"A{c} ON fast +")
+    path = write_traces_csv(tmp_path / "traces.csv", attr, red)
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["frame", "time_ms", "rate", "response", "reduced_response",
+                       "A0 ON fast +", "A1 ON fast +", "A2 ON fast +"]
+    assert len(rows) == 8 and rows[3][:2] == ["2", "20"] and rows[1][3] == "nan"
+    np.testing.assert_array_equal(np.array(rows[1:], float)[:, 5:].astype(np.float32), attr.channels)  # 9 digits: exact
+    assert list(trace_columns(attr)) == ["frame", "time_ms", "rate", "response", "A0", "A1", "A2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["traces.csv"]
+    with pytest.raises(TypeError, match="attr must be an attribution"):
+        write_traces_csv(tmp_path / "t.csv", {"response": []})

@@ -325,3 +325,58 @@ def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
     if suffix == ".npz":
         return atomic_write(path, lambda tmp: np.savez_compressed(tmp, **_flatten(results)))
     raise ValueError(f"results are written to .h5, .hdf5 or .npz, got {path.suffix or 'no suffix'!r}")
+
+
+def trace_columns(attr, red=None) -> dict[str, np.ndarray]:
+    """Columns of the traces CSV, each of length T (frames).
+
+    ``frame``, ``time_ms`` (frame × 10 ms), ``rate`` and ``response`` (the
+    model's, from ``attr``), ``reduced_response`` when ``red`` is given, then
+    each channel's A_c(t) under its label (``red.label(c)``, else ``"A{c}"``).
+    NaN where a frame was not attributed.
+    """
+    from . import FRAME_MS
+
+    if not all(hasattr(attr, a) for a in ("response", "rates", "channels")):
+        raise TypeError(f"attr must be an attribution (nr.attribute's result), got {type(attr).__name__}")
+    T = len(attr.response)
+    cols = {"frame": np.arange(T), "time_ms": np.arange(T) * FRAME_MS, "rate": attr.rates,
+            "response": attr.response}
+    if red is not None:
+        cols["reduced_response"] = red.reduced_response
+    for c in range(attr.channels.shape[1]):
+        cols[_channel_label(c, red)] = attr.channels[:, c]
+    return cols
+
+
+def _channel_label(c: int, red=None) -> str:
+    if red is not None:
+        try:
+            return str(red.label(c))
+        except Exception:  # a reduction without a label for c: fall back
+            pass
+    return f"A{c}"
+
+
+def write_traces_csv(path: PathLike, attr, red=None) -> Path:
+    """Write an analysis's traces to CSV (atomically): one row per frame, the columns of :func:`trace_columns`.
+
+    Floats are written with 9 significant digits; NaN where a frame was not
+    attributed.
+
+    Example
+    -------
+    >>> nr.io.write_traces_csv("traces.csv", attr, nr.reduce(attr))   # doctest: +SKIP
+    """
+    import csv
+
+    cols = trace_columns(attr, red)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(list(cols))
+            for row in zip(*cols.values()):
+                writer.writerow([f"{v:.9g}" if isinstance(v, (float, np.floating)) else v for v in row])
+
+    return atomic_write(path, write)
