@@ -250,20 +250,21 @@ def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
 
 def write_dataset(path: PathLike, dataset: Dataset) -> Path:
     """Write a :class:`Dataset` in the lab's HDF5 layout (atomically)."""
+    return _atomic_h5(path, lambda h5: _fill_dataset(h5, dataset))
 
-    def fill(h5):
-        for name in ("train", "test"):
-            split: Split = getattr(dataset, name)
-            h5[f"{name}/stimulus"] = np.asarray(split.stimulus, dtype=np.float32)
-            h5[f"{name}/{RATE_KEY}"] = np.asarray(split.rates, dtype=np.float32).T
-            if split.repeats is not None:
-                for c, reps in enumerate(split.repeats):
-                    h5[f"{name}/repeats/cell{c:02d}"] = np.asarray(reps, dtype=np.float32)
-        h5.attrs["cell_names"] = json.dumps(list(dataset.cell_names))
-        for k, v in dataset.attrs.items():
-            h5.attrs[k] = v
 
-    return _atomic_h5(path, fill)
+def _fill_dataset(h5, dataset: Dataset) -> None:
+    """Write ``dataset`` into the open HDF5 file ``h5`` in the lab's layout."""
+    for name in ("train", "test"):
+        split: Split = getattr(dataset, name)
+        h5[f"{name}/stimulus"] = np.asarray(split.stimulus, dtype=np.float32)
+        h5[f"{name}/{RATE_KEY}"] = np.asarray(split.rates, dtype=np.float32).T
+        if split.repeats is not None:
+            for c, reps in enumerate(split.repeats):
+                h5[f"{name}/repeats/cell{c:02d}"] = np.asarray(reps, dtype=np.float32)
+    h5.attrs["cell_names"] = json.dumps(list(dataset.cell_names))
+    for k, v in dataset.attrs.items():
+        h5.attrs[k] = v
 
 
 def _atomic_h5(path: PathLike, fill) -> Path:
@@ -306,6 +307,11 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _write_npz(tmp: str, arrays: Mapping[str, np.ndarray]) -> None:
+    with open(tmp, "wb") as fh:  # a file, not a name: numpy would append ".npz" to the name
+        np.savez_compressed(fh, **arrays)
+
+
 def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
     """Write a nested dict of arrays, numbers and strings to ``.h5``/``.hdf5`` or ``.npz``.
 
@@ -323,7 +329,7 @@ def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
     if suffix in HDF5_SUFFIXES:
         return _atomic_h5(path, lambda h5: _write_group(h5, results))
     if suffix == ".npz":
-        return atomic_write(path, lambda tmp: np.savez_compressed(tmp, **_flatten(results)))
+        return atomic_write(path, lambda tmp: _write_npz(tmp, _flatten(results)))
     raise ValueError(f"results are written to .h5, .hdf5 or .npz, got {path.suffix or 'no suffix'!r}")
 
 
