@@ -38,6 +38,7 @@ import time
 import numpy as np
 
 import napari_retina as nr
+from napari_retina._atomic import atomic_write_text
 from napari_retina.experiments import battery
 from napari_retina.synthetic import DEFAULT_PARAMS, Retina, record_dataset
 from seed_sweep import RECIPE, sweep_arguments     # scripts/: the shipped settings and the command line
@@ -124,7 +125,7 @@ def main() -> None:
                "osr_recovered": b["recovery"]["osr"].get("recovered")}
         rows.append(row)
         print(json.dumps(row, default=float), flush=True)
-        (args.out / "sweep.json").write_text(json.dumps(rows, indent=1, default=float))
+        atomic_write_text(args.out / "sweep.json", json.dumps(rows, indent=1, default=float))
 
 
 if __name__ == "__main__":

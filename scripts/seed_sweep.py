@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import napari_retina as nr
+from napari_retina._atomic import atomic_write_text
 from napari_retina.experiments import battery
 
 #: the shipped model's training settings (docs/MODEL.md), for nr.train
@@ -73,7 +74,7 @@ def main() -> None:
                "osr_recovered": rec}
         rows.append(row)
         print(json.dumps(row), flush=True)
-        (args.out / "sweep.json").write_text(json.dumps(rows, indent=1, default=float))
+        atomic_write_text(args.out / "sweep.json", json.dumps(rows, indent=1, default=float))
 
 
 if __name__ == "__main__":

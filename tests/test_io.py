@@ -1,11 +1,24 @@
 """Reading stimuli and datasets, writing results."""
 
+import csv
+import re
+from types import SimpleNamespace
+
 import h5py
 import numpy as np
 import pytest
 import tifffile
 
-from napari_retina.io import Dataset, Split, read_dataset, read_stimulus, write_dataset, write_results
+from napari_retina.io import (
+    Dataset,
+    Split,
+    read_dataset,
+    read_stimulus,
+    trace_columns,
+    write_dataset,
+    write_results,
+    write_traces_csv,
+)
 
 
 @pytest.fixture
@@ -130,3 +143,135 @@ def test_write_results_h5_and_npz(tmp_path):
         write_results(tmp_path / "r.csv", results)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_results(tmp_path / "nope" / "r.h5", results)
+
+
+# ---------------------------------------------------- damaged stimulus files ---
+
+def _stimulus_files(folder, stack):
+    """A .npy, a .tif and an .h5 of ``stack`` (20 frames), by suffix."""
+    np.save(folder / "full.npy", stack)
+    tifffile.imwrite(folder / "full.tif", stack)
+    with h5py.File(folder / "full.h5", "w") as f:
+        f["stimulus"] = stack
+    return {s: (folder / f"full{s}").read_bytes() for s in (".npy", ".tif", ".h5")}
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".tif", ".h5"])
+def test_empty_stimulus_file_is_one_sentence(tmp_path, suffix):
+    path = tmp_path / f"empty{suffix}"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=re.escape(f"{str(path)!r} is empty (0 bytes), expected a {suffix} stimulus")):
+        read_stimulus(path)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".tif", ".h5"])
+@pytest.mark.parametrize("keep", [0.02, 0.3, 0.6, 0.95])
+def test_truncated_stimulus_file_is_a_value_error_naming_it(tmp_path, suffix, keep):
+    stack = np.random.default_rng(0).standard_normal((20, 16, 16)).astype(np.float32)
+    data = _stimulus_files(tmp_path, stack)[suffix]
+    path = tmp_path / f"cut{suffix}"
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ValueError, match=re.escape(repr(str(path)))):
+        read_stimulus(path)
+
+
+def test_truncated_npy_says_how_much_is_missing(tmp_path):
+    stack = np.zeros((20, 8, 8), np.float32)
+    np.save(tmp_path / "s.npy", stack)
+    data = (tmp_path / "s.npy").read_bytes()
+    (tmp_path / "s.npy").write_bytes(data[:-5000])
+    with pytest.raises(ValueError, match=r"is truncated: its header describes a \(20, 8, 8\) float32 array of "
+                                         r"5120 bytes but only 120 bytes follow"):
+        read_stimulus(tmp_path / "s.npy")
+    (tmp_path / "junk.npy").write_bytes(b"these are not numpy bytes")
+    with pytest.raises(ValueError, match="junk.npy' is not a .npy file or its header is corrupt"):
+        read_stimulus(tmp_path / "junk.npy")
+
+
+def test_truncated_multipage_tiff_is_refused_not_read_short(tmp_path):
+    """tifffile logs a page offset past the end and returns the pages it found: refused instead."""
+    stack = np.random.default_rng(0).standard_normal((20, 16, 16)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "s.tif", stack, contiguous=False, metadata=None)  # one IFD per page
+    data = (tmp_path / "s.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[:21049])  # the IFD chain breaks after 3 pages
+    with pytest.raises(ValueError, match=r"cut.tif' is not a readable TIFF \(truncated or corrupt: .*invalid page"):
+        read_stimulus(tmp_path / "cut.tif")
+
+
+def test_corrupt_hdf5_structure_is_a_value_error(tmp_path):
+    stack = np.zeros((20, 8, 8), np.float32)
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["stimulus"] = stack
+    data = bytearray((tmp_path / "s.h5").read_bytes())
+    for q in range(300, 1500, 41):  # damage the object headers and heaps, not the superblock
+        data[q] ^= 0xFF
+    (tmp_path / "bad.h5").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"bad.h5' is a corrupt HDF5 file: its datasets cannot be listed"):
+        read_stimulus(tmp_path / "bad.h5")
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [((50, 50, 3), {}), ((50, 50, 4), {}), ((3, 50, 50), {"photometric": "rgb"})],
+    ids=["rgb", "rgba", "planar-rgb"],
+)
+def test_single_rgb_tiff_image_is_refused(tmp_path, shape, kwargs):
+    tifffile.imwrite(tmp_path / "photo.tif", np.zeros(shape, np.uint8), **kwargs)
+    with pytest.raises(ValueError, match=re.escape(
+            f"the stimulus in photo.tif must be a greyscale (T, H, W) stack, got an RGB(A) image of shape {shape}")):
+        read_stimulus(tmp_path / "photo.tif")
+
+
+def test_greyscale_tiff_shaped_like_rgb_is_a_stack(tmp_path):
+    """The TIFF's metadata, not the shape, tells colour: 50 grey frames of 50x3 pixels are a stack."""
+    grey = np.random.default_rng(0).integers(0, 255, (50, 50, 3)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "thin.tif", grey, photometric="minisblack")
+    np.testing.assert_array_equal(read_stimulus(tmp_path / "thin.tif"), grey)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".tif"])
+def test_key_is_refused_for_files_without_keys(tmp_path, stack, suffix):
+    _stimulus_files(tmp_path, stack)
+    with pytest.raises(ValueError, match=re.escape(
+            f"key='train/stimulus' picks a dataset in an HDF5 file, but 'full{suffix}' is a {suffix} file")):
+        read_stimulus(tmp_path / f"full{suffix}", key="train/stimulus")
+
+
+def test_cli_predict_on_an_empty_npy_or_with_a_key_is_one_line(tmp_path, capsys):
+    from napari_retina.cli import main
+
+    (tmp_path / "s.npy").write_bytes(b"")
+    assert main(["predict", str(tmp_path / "s.npy"), "--out", str(tmp_path / "r.h5"), "--quiet"]) == 2
+    sentence = f"{str(tmp_path / 's.npy')!r} is empty (0 bytes), expected a .npy stimulus stack"
+    assert capsys.readouterr().err == f"napari-retina predict: error: {sentence}\n"
+    np.save(tmp_path / "full.npy", np.zeros((30, 50, 50), np.float32))
+    assert main(["predict", str(tmp_path / "full.npy"), "--key", "stimulus", "--out", str(tmp_path / "r.h5"),
+                 "--quiet"]) == 2
+    assert "key='stimulus' picks a dataset in an HDF5 file" in capsys.readouterr().err
+    assert not (tmp_path / "r.h5").exists()
+
+
+# ------------------------------------------------------------- traces CSV ---
+
+def _attribution(T=7, C=3):
+    rng = np.random.default_rng(0)
+    response = rng.standard_normal(T).astype(np.float32)
+    response[:2] = np.nan  # frames without a full history
+    return SimpleNamespace(response=response, rates=rng.random(T).astype(np.float32),
+                           channels=rng.standard_normal((T, C)).astype(np.float32))
+
+
+def test_write_traces_csv_writes_one_row_per_frame(tmp_path):
+    attr = _attribution()
+    red = SimpleNamespace(reduced_response=np.arange(7, dtype=np.float32), label=lambda c: f"A{c} ON fast +")
+    path = write_traces_csv(tmp_path / "traces.csv", attr, red)
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["frame", "time_ms", "rate", "response", "reduced_response",
+                       "A0 ON fast +", "A1 ON fast +", "A2 ON fast +"]
+    assert len(rows) == 8 and rows[3][:2] == ["2", "20"] and rows[1][3] == "nan"
+    np.testing.assert_array_equal(np.array(rows[1:], float)[:, 5:].astype(np.float32), attr.channels)  # 9 digits: exact
+    assert list(trace_columns(attr)) == ["frame", "time_ms", "rate", "response", "A0", "A1", "A2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["traces.csv"]
+    with pytest.raises(TypeError, match="attr must be an attribution"):
+        write_traces_csv(tmp_path / "t.csv", {"response": []})

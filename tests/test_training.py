@@ -139,7 +139,7 @@ def test_checkpoint_round_trips_with_provenance(trained):
     assert loaded.config.norm["units"] == "contrast"
     assert loaded.config.norm["mean"] == pytest.approx(float(stim.astype(np.float64).mean()))
     assert loaded.config.norm["std"] == pytest.approx(float(stim.astype(np.float64).std()))
-    assert not [f for f in os.listdir(out.parent) if f.endswith(".tmp")]
+    assert not [f for f in os.listdir(out.parent) if f.endswith(".partial")]  # no temporary file left
 
 
 def test_training_is_reproducible():

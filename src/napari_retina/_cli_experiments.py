@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+from ._atomic import atomic_write, atomic_write_text
 from .cli import check_out_dir, tqdm_progress
 
 
@@ -125,8 +126,11 @@ def write_figure(res, path: Path, truth=None) -> Path:
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(f"reduced circuit: r = softplus(Σ_cp β_cp d_cp + β_0), pools {', '.join(res.reduction.pools)}")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    fmt = Path(path).suffix[1:].lower() or "png"  # the temporary file's name has no image suffix
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format=fmt))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -148,14 +152,14 @@ def _experiment(args) -> int:
                                   steps=args.steps, progress=progress, **params)
     for n in names:
         res, truth = bat["results"][n], bat["truth"][n]
-        (out / f"{n}.json").write_text(json.dumps(_summary(res, truth, bat["recovery"].get(n)), indent=1))
+        atomic_write_text(out / f"{n}.json", json.dumps(_summary(res, truth, bat["recovery"].get(n)), indent=1))
         write_figure(res, out / f"{n}.png", truth)
     table = experiments.format_table(bat["rows"])
     print(table)
     if name == "all":
-        (out / "battery.json").write_text(json.dumps(_jsonable({"rows": bat["rows"], "recovery": bat["recovery"]}),
-                                                     indent=1))
-        (out / "battery.md").write_text(table + "\n")
+        atomic_write_text(out / "battery.json",
+                          json.dumps(_jsonable({"rows": bat["rows"], "recovery": bat["recovery"]}), indent=1))
+        atomic_write_text(out / "battery.md", table + "\n")
         for n, rep in bat["recovery"].items():
             if isinstance(rep, dict) and "recovered" in rep:
                 found = {k: v for k, v in rep["recovered"].items() if v}

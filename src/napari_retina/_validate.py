@@ -33,10 +33,13 @@ def _describe(arr: np.ndarray) -> str:
     return f"an array of shape {tuple(arr.shape)} and dtype {arr.dtype}"
 
 
-def as_stack(stimulus, name: str = "stimulus") -> np.ndarray:
+def as_stack(stimulus, name: str = "stimulus", colour: bool = False) -> np.ndarray:
     """Check that ``stimulus`` is a finite, non-empty numeric (T, H, W) stack.
 
-    Returns it as a NumPy array of its own dtype (no copy when possible).
+    ``colour=True`` says the source knows its pixels hold colour samples (an
+    RGB TIFF's metadata): refused whatever the shape, even a single (H, W, 3)
+    image that would pass for H frames. Returns a NumPy array of its own dtype
+    (no copy when possible).
     """
     if isinstance(stimulus, (str, bytes)) or stimulus is None:
         raise TypeError(f"{name} must be a (T, H, W) array of numbers, got {type(stimulus).__name__}")
@@ -46,9 +49,10 @@ def as_stack(stimulus, name: str = "stimulus") -> np.ndarray:
         raise TypeError(f"{name} must be a (T, H, W) array of numbers, got {type(stimulus).__name__}") from exc
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise TypeError(f"{name} must hold real numbers (integers or floats), got dtype {arr.dtype}")
-    if arr.ndim == 4 and arr.shape[-1] in (3, 4):
+    if colour or (arr.ndim == 4 and arr.shape[-1] in (3, 4)):
+        kind = "stack" if arr.ndim == 4 else "image"
         raise ValueError(
-            f"{name} must be a greyscale (T, H, W) stack, got an RGB(A) stack of shape {arr.shape}; "
+            f"{name} must be a greyscale (T, H, W) stack, got an RGB(A) {kind} of shape {arr.shape}; "
             "convert it to luminance first"
         )
     if arr.ndim != 3:

@@ -41,7 +41,10 @@ def _existing(path: PathLike) -> Path:
 
 def _h5_keys(h5) -> list[str]:
     keys: list[str] = []
-    h5.visit(lambda name: keys.append(name) if hasattr(h5[name], "shape") else None)
+    try:
+        h5.visit(lambda name: keys.append(name) if hasattr(h5[name], "shape") else None)
+    except Exception as exc:  # h5py raises RuntimeError, KeyError, OSError on damaged structure
+        raise ValueError(f"{h5.filename!r} is a corrupt HDF5 file: its datasets cannot be listed ({exc})") from exc
     return keys
 
 
@@ -58,8 +61,11 @@ def read_stimulus(path: PathLike, key: Optional[str] = None) -> np.ndarray:
     """Read a (T, H, W) stimulus stack, keeping the file's dtype.
 
     ``key`` picks the HDF5 dataset; by default the first of ``stimulus``,
-    ``test/stimulus``, ``train/stimulus`` that exists. Checked with the same
-    rules as every stimulus (3-D, greyscale, numeric, finite, non-empty).
+    ``test/stimulus``, ``train/stimulus`` that exists. ``.npy`` and TIFF files
+    hold one stack and take no ``key``. Checked with the same rules as every
+    stimulus (3-D, greyscale, numeric, finite, non-empty); an RGB(A) TIFF is
+    refused whatever its shape, and an empty, truncated or corrupt file is a
+    ValueError naming it.
 
     Example
     -------
@@ -67,36 +73,97 @@ def read_stimulus(path: PathLike, key: Optional[str] = None) -> np.ndarray:
     """
     path = _existing(path)
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise ValueError(f"{str(path)!r} is not a plain numeric .npy array (pickled objects are refused)") from exc
-    elif suffix in (".tif", ".tiff"):
-        import tifffile
-
-        try:
-            arr = tifffile.imread(path)
-        except Exception as exc:
-            raise ValueError(f"{str(path)!r} is not a readable TIFF: {exc}") from exc
-    elif suffix in HDF5_SUFFIXES:
-        with _open_h5(path) as h5:
-            keys = _h5_keys(h5)
-            if key is None:
-                key = next((k for k in STIMULUS_KEYS if k in keys), None)
-                if key is None:
-                    raise ValueError(
-                        f"{str(path)!r} has none of the datasets {list(STIMULUS_KEYS)}; it has {keys}"
-                    )
-            elif key not in keys:
-                raise ValueError(f"{str(path)!r} has no dataset {key!r}; it has {keys}")
-            arr = h5[key][()]
-    else:
+    if suffix not in STIMULUS_SUFFIXES:
         raise ValueError(
             f"cannot read a stimulus from {path.suffix or 'a file without suffix'!r}; "
             f"expected one of {', '.join(STIMULUS_SUFFIXES)}"
         )
-    return as_stack(arr, name=f"the stimulus in {path.name}")
+    if key is not None and suffix not in HDF5_SUFFIXES:
+        raise ValueError(
+            f"key={key!r} picks a dataset in an HDF5 file, but {path.name!r} is a {suffix} file "
+            "that holds a single stack; drop the key"
+        )
+    if path.stat().st_size == 0:
+        raise ValueError(f"{str(path)!r} is empty (0 bytes), expected a {suffix} stimulus stack")
+    colour = False
+    if suffix == ".npy":
+        arr = _read_npy(path)
+    elif suffix in (".tif", ".tiff"):
+        arr, colour = _read_tiff(path)
+    else:
+        arr = _read_h5_stimulus(path, key)
+    return as_stack(arr, name=f"the stimulus in {path.name}", colour=colour)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A .npy array, refusing pickled objects and files whose data are shorter than the header says."""
+    fmt = np.lib.format
+    with open(path, "rb") as fh:
+        try:
+            version = fmt.read_magic(fh)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read_header(fh)
+        except Exception as exc:  # ValueError, EOFError, or a SyntaxError from a damaged header
+            raise ValueError(f"{str(path)!r} is not a .npy file or its header is corrupt ({exc})") from exc
+        data_bytes = os.fstat(fh.fileno()).st_size - fh.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{str(path)!r} is not a plain numeric .npy array (pickled objects are refused)")
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if data_bytes < need:
+        raise ValueError(
+            f"{str(path)!r} is truncated: its header describes a {shape} {dtype} array of {need} bytes "
+            f"but only {data_bytes} bytes follow"
+        )
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        raise ValueError(f"{str(path)!r} is not a readable .npy array ({exc})") from exc
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
+    """The first series of a TIFF and whether its pixels hold colour samples (RGB, RGBA...).
+
+    tifffile logs, rather than raises, some damage (a page offset past the end
+    of a truncated file) and then returns fewer frames: any error it logs while
+    reading refuses the file.
+    """
+    import logging
+
+    import tifffile
+
+    errors: list = []
+    catch = logging.Handler(logging.ERROR)
+    catch.emit = errors.append
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(catch)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            colour = page.samplesperpixel > 1 or page.photometric in (
+                tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
+            arr = tif.asarray()
+    except Exception as exc:
+        raise ValueError(f"{str(path)!r} is not a readable TIFF: {exc}") from exc
+    finally:
+        logger.removeHandler(catch)
+    if errors:
+        raise ValueError(f"{str(path)!r} is not a readable TIFF (truncated or corrupt: {errors[0].getMessage()})")
+    return arr, colour
+
+
+def _read_h5_stimulus(path: Path, key: Optional[str]) -> np.ndarray:
+    with _open_h5(path) as h5:
+        keys = _h5_keys(h5)
+        if key is None:
+            key = next((k for k in STIMULUS_KEYS if k in keys), None)
+            if key is None:
+                raise ValueError(f"{str(path)!r} has none of the datasets {list(STIMULUS_KEYS)}; it has {keys}")
+        elif key not in keys:
+            raise ValueError(f"{str(path)!r} has no dataset {key!r}; it has {keys}")
+        try:
+            return h5[key][()]
+        except Exception as exc:
+            raise ValueError(f"cannot read the dataset {key!r} of {str(path)!r} (truncated or corrupt: {exc})") from exc
 
 
 @dataclass
@@ -183,20 +250,21 @@ def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
 
 def write_dataset(path: PathLike, dataset: Dataset) -> Path:
     """Write a :class:`Dataset` in the lab's HDF5 layout (atomically)."""
+    return _atomic_h5(path, lambda h5: _fill_dataset(h5, dataset))
 
-    def fill(h5):
-        for name in ("train", "test"):
-            split: Split = getattr(dataset, name)
-            h5[f"{name}/stimulus"] = np.asarray(split.stimulus, dtype=np.float32)
-            h5[f"{name}/{RATE_KEY}"] = np.asarray(split.rates, dtype=np.float32).T
-            if split.repeats is not None:
-                for c, reps in enumerate(split.repeats):
-                    h5[f"{name}/repeats/cell{c:02d}"] = np.asarray(reps, dtype=np.float32)
-        h5.attrs["cell_names"] = json.dumps(list(dataset.cell_names))
-        for k, v in dataset.attrs.items():
-            h5.attrs[k] = v
 
-    return _atomic_h5(path, fill)
+def _fill_dataset(h5, dataset: Dataset) -> None:
+    """Write ``dataset`` into the open HDF5 file ``h5`` in the lab's layout."""
+    for name in ("train", "test"):
+        split: Split = getattr(dataset, name)
+        h5[f"{name}/stimulus"] = np.asarray(split.stimulus, dtype=np.float32)
+        h5[f"{name}/{RATE_KEY}"] = np.asarray(split.rates, dtype=np.float32).T
+        if split.repeats is not None:
+            for c, reps in enumerate(split.repeats):
+                h5[f"{name}/repeats/cell{c:02d}"] = np.asarray(reps, dtype=np.float32)
+    h5.attrs["cell_names"] = json.dumps(list(dataset.cell_names))
+    for k, v in dataset.attrs.items():
+        h5.attrs[k] = v
 
 
 def _atomic_h5(path: PathLike, fill) -> Path:
@@ -239,6 +307,11 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _write_npz(tmp: str, arrays: Mapping[str, np.ndarray]) -> None:
+    with open(tmp, "wb") as fh:  # a file, not a name: numpy would append ".npz" to the name
+        np.savez_compressed(fh, **arrays)
+
+
 def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
     """Write a nested dict of arrays, numbers and strings to ``.h5``/``.hdf5`` or ``.npz``.
 
@@ -256,5 +329,60 @@ def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
     if suffix in HDF5_SUFFIXES:
         return _atomic_h5(path, lambda h5: _write_group(h5, results))
     if suffix == ".npz":
-        return atomic_write(path, lambda tmp: np.savez_compressed(tmp, **_flatten(results)))
+        return atomic_write(path, lambda tmp: _write_npz(tmp, _flatten(results)))
     raise ValueError(f"results are written to .h5, .hdf5 or .npz, got {path.suffix or 'no suffix'!r}")
+
+
+def trace_columns(attr, red=None) -> dict[str, np.ndarray]:
+    """Columns of the traces CSV, each of length T (frames).
+
+    ``frame``, ``time_ms`` (frame × 10 ms), ``rate`` and ``response`` (the
+    model's, from ``attr``), ``reduced_response`` when ``red`` is given, then
+    each channel's A_c(t) under its label (``red.label(c)``, else ``"A{c}"``).
+    NaN where a frame was not attributed.
+    """
+    from . import FRAME_MS
+
+    if not all(hasattr(attr, a) for a in ("response", "rates", "channels")):
+        raise TypeError(f"attr must be an attribution (nr.attribute's result), got {type(attr).__name__}")
+    T = len(attr.response)
+    cols = {"frame": np.arange(T), "time_ms": np.arange(T) * FRAME_MS, "rate": attr.rates,
+            "response": attr.response}
+    if red is not None:
+        cols["reduced_response"] = red.reduced_response
+    for c in range(attr.channels.shape[1]):
+        cols[_channel_label(c, red)] = attr.channels[:, c]
+    return cols
+
+
+def _channel_label(c: int, red=None) -> str:
+    if red is not None:
+        try:
+            return str(red.label(c))
+        except Exception:  # a reduction without a label for c: fall back
+            pass
+    return f"A{c}"
+
+
+def write_traces_csv(path: PathLike, attr, red=None) -> Path:
+    """Write an analysis's traces to CSV (atomically): one row per frame, the columns of :func:`trace_columns`.
+
+    Floats are written with 9 significant digits; NaN where a frame was not
+    attributed.
+
+    Example
+    -------
+    >>> nr.io.write_traces_csv("traces.csv", attr, nr.reduce(attr))   # doctest: +SKIP
+    """
+    import csv
+
+    cols = trace_columns(attr, red)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(list(cols))
+            for row in zip(*cols.values()):
+                writer.writerow([f"{v:.9g}" if isinstance(v, (float, np.floating)) else v for v in row])
+
+    return atomic_write(path, write)

@@ -492,10 +492,7 @@ def record_dataset(path: PathLike, train, test, repeats: int = 10, seed: int = 0
     >>> stim = nr.stimuli.white_noise(3000, checker=2, contrast=2.0, grey=0.9)   # doctest: +SKIP
     >>> record_dataset("mine.h5", stim[:2500], stim[2500:])                       # doctest: +SKIP
     """
-    import h5py
-
     from . import io
-    from ._atomic import atomic_write
     from ._progress import report
 
     repeats = check_int(repeats, "repeats", 1)
@@ -530,15 +527,14 @@ def record_dataset(path: PathLike, train, test, repeats: int = 10, seed: int = 0
         },
     )
 
-    def write(tmp: str) -> None:
-        io.write_dataset(tmp, ds)
-        with h5py.File(tmp, "a") as h5:
-            h5["test/true_rates"] = test_true.T
-            h5["test/true_rates"].attrs["units"] = "expected spikes per 10 ms bin (ground truth)"
-            h5["train/true_rates"] = train_true.T
-            h5["train/true_rates"].attrs["units"] = "expected spikes per 10 ms bin (ground truth)"
+    def fill(h5) -> None:
+        io._fill_dataset(h5, ds)
+        h5["test/true_rates"] = test_true.T
+        h5["test/true_rates"].attrs["units"] = "expected spikes per 10 ms bin (ground truth)"
+        h5["train/true_rates"] = train_true.T
+        h5["train/true_rates"].attrs["units"] = "expected spikes per 10 ms bin (ground truth)"
 
     report(progress, 3, 4)
-    out = atomic_write(path, write)
+    out = io._atomic_h5(path, fill)  # one temporary file: none left behind by a nested write
     report(progress, 4, 4)
     return out

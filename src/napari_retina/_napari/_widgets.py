@@ -6,7 +6,6 @@ functions of :mod:`._layers`. Bad input and failures become one-sentence
 napari notifications; a cancelled or failed run adds no layers.
 """
 
-import csv
 import importlib.util
 import inspect
 import json
@@ -461,7 +460,7 @@ class AnalyzeWidget(Container):
             return None
         try:
             if path.suffix.lower() == ".csv":
-                return write_traces_csv(path, self.last["attribution"], self.last["reduction"])
+                return nr.io.write_traces_csv(path, self.last["attribution"], self.last["reduction"])
             if path.suffix.lower() in (".h5", ".hdf5"):
                 return nr.io.write_results(path, analysis_results(self.last))
             raise ValueError(f"Save to a .h5/.hdf5 file (everything) or a .csv file (traces), got '{path.name}'.")
@@ -499,32 +498,6 @@ def analysis_results(last: dict) -> dict:
             "explained_variance": float(red.explained_variance),
         }
     return out
-
-
-def trace_columns(attr, red=None) -> dict:
-    """Columns of the traces CSV: time, model response, reduced response, each channel's A_c(t)."""
-    T = len(attr.response)
-    cols = {"frame": np.arange(T), "time_ms": np.arange(T) * nr.FRAME_MS, "rate": attr.rates,
-            "response": attr.response}
-    if red is not None:
-        cols["reduced_response"] = red.reduced_response
-    for c in range(attr.channels.shape[1]):
-        cols[_layers.channel_label(c, red)] = attr.channels[:, c]
-    return cols
-
-
-def write_traces_csv(path: Path, attr, red=None) -> Path:
-    """Write the traces (one row per frame, NaN where not attributed) to CSV."""
-    cols = trace_columns(attr, red)
-    path = Path(path)
-    if not path.parent.exists():
-        raise FileNotFoundError(f"folder {str(path.parent)!r} does not exist")
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(list(cols))
-        for row in zip(*cols.values()):
-            writer.writerow([f"{v:.9g}" if isinstance(v, (float, np.floating)) else v for v in row])
-    return path
 
 
 # ------------------------------------------------------------- Experiments ---

@@ -131,8 +131,11 @@ def run_demo(headless: bool = False, out_dir: Optional[Path] = None, *, model=No
 
 
 def screenshot(viewer, path: Path, size: tuple = SCREENSHOT_SIZE, dock_width: int = 340) -> Path:
-    """Write a PNG of the whole napari window (works with ``show=False`` under Xvfb)."""
+    """Write a PNG of the whole napari window (works with ``show=False`` under Xvfb), atomically."""
+    from napari.utils.io import imsave_png
     from qtpy.QtWidgets import QApplication
+
+    from .._atomic import atomic_write
 
     viewer.window.resize(*size)
     for _ in range(3):
@@ -154,8 +157,8 @@ def screenshot(viewer, path: Path, size: tuple = SCREENSHOT_SIZE, dock_width: in
         pass
     fit_view(viewer)
     QApplication.processEvents()
-    viewer.screenshot(str(path), canvas_only=False, flash=False)
-    return Path(path)
+    image = viewer.screenshot(canvas_only=False, flash=False)
+    return atomic_write(path, lambda tmp: imsave_png(tmp, image))
 
 
 def fit_view(viewer, margin: float = 0.03, right: float = 0.3) -> None:
