@@ -336,3 +336,21 @@ def test_training_on_gpu(tmp_path):
     assert min(h["heldout_loss"] for h in hist[1:]) < hist[0]["heldout_loss"] - 0.02
     loaded = nr.load_model(out, device="cpu")                       # a GPU checkpoint loads on a CPU
     np.testing.assert_allclose(nr.predict(loaded, stim[:100]), nr.predict(model, stim[:100]), rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_whose_heldout_loss_is_never_finite_says_it_diverged(tmp_path, monkeypatch):
+    """Every epoch's held-out loss NaN (a diverged run): one sentence, not a load_state_dict(None) traceback."""
+    from napari_retina import training
+
+    real = training._heldout_entry
+
+    def nan_loss(*args, **kwargs):
+        return {**real(*args, **kwargs), "heldout_loss": float("nan")}
+
+    monkeypatch.setattr(training, "_heldout_entry", nan_loss)
+    stim, counts, _ = ln_data(frames=300)
+    out = tmp_path / "m.pt"
+    with pytest.raises(ValueError, match=r"training diverged: the held-out loss was nan in every epoch \(lr 0\.01\)"):
+        nr.train((stim, counts), config=tiny_config(), epochs=2, batch_size=32, lr=1e-2, seed=0, device="cpu",
+                 out=out)
+    assert not out.exists()

@@ -557,6 +557,11 @@ def _fit(run: _Run, tc: TrainConfig, progress: Optional[Progress], log: Optional
             bad_epochs += 1
             if bad_epochs >= tc.patience:
                 break
+    if best[1] is None:
+        raise ValueError(
+            f"training diverged: the held-out loss was {run.history[-1]['heldout_loss']} in every epoch "
+            f"(lr {tc.lr}); lower the learning rate or check the data for extreme values"
+        )
     return best
 
 
