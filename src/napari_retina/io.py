@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 
 from ._atomic import atomic_write
+from ._units import FRAME_MS
 from ._validate import as_stack
 
 PathLike = Union[str, os.PathLike]
@@ -341,8 +342,6 @@ def trace_columns(attr, red=None) -> dict[str, np.ndarray]:
     each channel's A_c(t) under its label (``red.label(c)``, else ``"A{c}"``).
     NaN where a frame was not attributed.
     """
-    from . import FRAME_MS
-
     if not all(hasattr(attr, a) for a in ("response", "rates", "channels")):
         raise TypeError(f"attr must be an attribution (nr.attribute's result), got {type(attr).__name__}")
     T = len(attr.response)
