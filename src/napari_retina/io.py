@@ -350,17 +350,8 @@ def trace_columns(attr, red=None) -> dict[str, np.ndarray]:
     if red is not None:
         cols["reduced_response"] = red.reduced_response
     for c in range(attr.channels.shape[1]):
-        cols[_channel_label(c, red)] = attr.channels[:, c]
+        cols[str(red.label(c)) if red is not None else f"A{c}"] = attr.channels[:, c]
     return cols
-
-
-def _channel_label(c: int, red=None) -> str:
-    if red is not None:
-        try:
-            return str(red.label(c))
-        except Exception:  # a reduction without a label for c: fall back
-            pass
-    return f"A{c}"
 
 
 def write_traces_csv(path: PathLike, attr, red=None) -> Path:
