@@ -12,8 +12,9 @@ import json
 import math
 from pathlib import Path
 
-from ._atomic import atomic_write, atomic_write_text
-from .cli import check_out_dir, tqdm_progress
+from .._atomic import atomic_write, atomic_write_text
+from ._paths import check_out_dir
+from ._progress import tqdm_progress
 
 
 def _parse_params(items) -> dict:
@@ -135,8 +136,8 @@ def write_figure(res, path: Path, truth=None) -> Path:
 
 
 def _experiment(args) -> int:
-    from . import experiments
-    from .checkpoint import load_model
+    from .. import experiments
+    from ..checkpoint import load_model
 
     name = args.name
     if name != "all":
