@@ -119,9 +119,9 @@ def test_unwritable_out_folder_is_refused_before_predicting(tmp_path, tiny_check
 
 def test_unwritable_out_folder_is_refused_as_root_too(tmp_path, tiny_checkpoint, capsys, monkeypatch, no_prediction):
     """The writability check itself (os.access) decides, whoever runs the tests."""
-    import napari_retina.cli
+    import napari_retina.cli._paths
 
-    monkeypatch.setattr(napari_retina.cli.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(napari_retina.cli._paths.os, "access", lambda path, mode: False)
     np.save(tmp_path / "s.npy", np.zeros((10, 16, 16), np.float32))
     assert main(["predict", str(tmp_path / "s.npy"), "--model", str(tiny_checkpoint[1]),
                  "--out", str(tmp_path / "r.h5"), "--quiet"]) == 2
@@ -174,3 +174,18 @@ def test_experiment_out_that_is_a_file_is_refused_before_loading(tmp_path, capsy
     assert main(["experiment", "osr", "--out", str(tmp_path / "taken"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--out must be a folder" in err
+
+
+@pytest.mark.parametrize(
+    "args, prefix",
+    [
+        (["synth", "x.h5", "--frames", "-1"], "napari-retina synth: error: frames must be >= "),
+        (["train", "missing.h5", "--out", "m.pt"], "napari-retina train: error: no dataset at 'missing.h5'"),
+    ],
+)
+def test_bad_input_draws_no_empty_progress_bar(tmp_path, capsys, monkeypatch, args, prefix):
+    """Without --quiet too, an error raised before any work is the only line on stderr (the bar opens lazily)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(prefix) and "\r" not in err

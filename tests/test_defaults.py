@@ -35,7 +35,7 @@ def _signature_defaults(func) -> dict:
 
 
 def _train_config(args):
-    from napari_retina._cli_training import _train_config
+    from napari_retina.cli.training import _train_config
 
     return _train_config(args)
 

@@ -250,6 +250,41 @@ def test_run_on_a_response_function_matches_the_model_run(tiny):
     assert fn.attribution is None and fn.reduction is None
 
 
+def test_to_dict_holds_the_result_and_write_results_writes_it(tiny, tmp_path):
+    """ExperimentResult.to_dict: arrays, JSON text for the nested values (NaN kept), the attribution's
+    and reduction's own to_dict; write_results writes it to HDF5 and .npz."""
+    import h5py
+
+    res = E.run("latency", tiny, cell=1, steps=4, max_frames=40, **SMALL["latency"])
+    d = res.to_dict()
+    assert set(d) == {"name", "stimulus", "rates", "cells", "conditions", "readout", "params", "attribution",
+                      "reduction"}
+    assert set(d["attribution"]) == set(res.attribution.to_dict())
+    assert set(d["reduction"]) == set(res.reduction.to_dict())
+    for suffix in (".h5", ".npz"):
+        nr.io.write_results(tmp_path / f"latency{suffix}", d)
+    with h5py.File(tmp_path / "latency.h5") as f:
+        assert f.attrs["name"] == "latency"
+        np.testing.assert_array_equal(f["stimulus"][()], res.stimulus)
+        np.testing.assert_array_equal(f["rates"][()], res.rates)
+        assert f["cells"][()].tolist() == [1]
+        np.testing.assert_equal(json.loads(f.attrs["readout"]), res.readout)
+        assert json.loads(f.attrs["conditions"]) == res.conditions
+        assert json.loads(f.attrs["params"]) == res.params
+        np.testing.assert_array_equal(f["reduction/kept"][()], res.reduction.kept)
+        np.testing.assert_array_equal(f["attribution/channels"][()], res.attribution.channels)
+    with np.load(tmp_path / "latency.npz") as z:
+        np.testing.assert_array_equal(z["attribution/frames"], res.attribution.frames)
+
+    flat = E.run_function("latency", lambda s: np.full(len(s), 0.5), size=SIZE, history=HISTORY,
+                          **SMALL["latency"])
+    assert math.isnan(flat.readout["spearman"]) and type(flat.readout["spearman"]) is float   # NaN kept as nan
+    d = flat.to_dict()
+    assert "attribution" not in d and "reduction" not in d
+    assert math.isnan(json.loads(d["readout"])["spearman"])
+    nr.io.write_results(tmp_path / "flat.h5", d)
+
+
 def test_run_truth_uses_the_retina_and_battery_calls_recovery_report(tiny, monkeypatch):
     class FakeRetina:  # a "ground truth" that is the tiny model itself
         size, history = SIZE, HISTORY

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from .._json import jsonable
 from ._layers import stimulus_layer_kwargs
 
 #: sample key -> (layer name, nr.stimuli generator, parameters)
@@ -26,14 +25,6 @@ SAMPLES: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
-def _jsonable(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def generate(generator: str, name: str, **params) -> tuple:
     """Run ``nr.stimuli.<generator>(**params)`` and wrap it as an image layer-data tuple."""
     from .. import stimuli
@@ -44,7 +35,7 @@ def generate(generator: str, name: str, **params) -> tuple:
     except TypeError:  # a generator without events
         stim, events = fn(**params), {}
     meta = {"stimulus": generator, "parameters": dict(params),
-            "events": {k: _jsonable(v) for k, v in dict(events).items()}}
+            "events": jsonable(dict(events))}
     return (stim, stimulus_layer_kwargs(stim, name=name, metadata=meta), "image")
 
 

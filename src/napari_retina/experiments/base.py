@@ -20,6 +20,7 @@ pixels from the field centre (55 µm each), as in :mod:`napari_retina.stimuli`.
 
 from __future__ import annotations
 
+import json
 import numbers
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from .._json import jsonable
 from .._predict import predict
 from .._progress import Progress, report
 from .._validate import NonFiniteOutputError, StimulusUnitsWarning, check_cells
@@ -97,6 +99,34 @@ class ExperimentResult:
     def response(self) -> np.ndarray:
         """(T,) summed rate of the analysed cells."""
         return np.asarray(self.rates, dtype=np.float64)[:, self.cells].sum(1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything the run produced as a nested dict for :func:`napari_retina.io.write_results`.
+
+        ``name`` (str); NumPy arrays ``stimulus`` float32 (T, H, W), ``rates``
+        float32 (T, n_cells) and ``cells`` int64 (k,); ``conditions``,
+        ``readout`` and ``params`` as JSON text (nested lists and dicts, which
+        neither HDF5 attributes nor ``.npz`` hold; NaN written as ``NaN``, read
+        back by ``json.loads``); ``attribution`` (:meth:`Attribution.to_dict`)
+        and ``reduction`` (:meth:`Reduction.to_dict`) as sub-dicts, left out
+        for a ground-truth run, which has neither.
+
+        >>> nr.io.write_results("osr.h5", nr.experiments.run("osr", model).to_dict())   # doctest: +SKIP
+        """
+        out: dict[str, Any] = {
+            "name": self.name,
+            "stimulus": np.asarray(self.stimulus),
+            "rates": np.asarray(self.rates),
+            "cells": np.asarray(self.cells, dtype=np.int64),
+            "conditions": json.dumps(jsonable(self.conditions)),
+            "readout": json.dumps(jsonable(self.readout)),
+            "params": json.dumps(jsonable(self.params)),
+        }
+        if self.attribution is not None:
+            out["attribution"] = self.attribution.to_dict()
+        if self.reduction is not None:
+            out["reduction"] = self.reduction.to_dict()
+        return out
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -355,23 +385,6 @@ def baseline(trace: np.ndarray, start: int, stop: int) -> float:
     return float(np.median(seg)) if seg.size else float("nan")
 
 
-def clean(value):
-    """Plain-Python, JSON-able copy of a readout value (NaN stays float nan)."""
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    return value
-
-
 # ----------------------------------------------------------------------------- running
 
 
@@ -409,7 +422,7 @@ def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[in
     readout["explained_variance"] = float(red.explained_variance)
     readout["kept"] = [red.label(c) for c in red.kept]
     return ExperimentResult(module.NAME, proto.stimulus, rates, attr, red, proto.conditions,
-                            clean(readout), clean(p), cells)
+                            jsonable(readout), jsonable(p), cells)
 
 
 def run_response(module, respond: Callable, size: int = 50, history: int = 40, cell=0,
@@ -437,4 +450,4 @@ def run_response(module, respond: Callable, size: int = 50, history: int = 40, c
     cells = list(range(rates.shape[1])) if rates.shape[1] == 1 else check_cells(cell, rates.shape[1])
     readout = module.readout(pick(rates), proto.conditions)
     return ExperimentResult(module.NAME, proto.stimulus, rates, None, None, proto.conditions,
-                            clean(readout), clean(p), cells)
+                            jsonable(readout), jsonable(p), cells)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from .cli import check_out_dir, check_out_file, tqdm_progress
+from .._units import FRAME_MS
+from ._paths import check_out_dir, check_out_file
+from ._progress import tqdm_progress
 
 
 def _demo(args) -> int:
@@ -14,7 +16,7 @@ def _demo(args) -> int:
         raise ImportError(
             "the demo needs napari with a Qt binding; install one with pip install 'napari-retina[qt]' (PyQt6)"
         ) from exc
-    from ._napari.demo import run_demo
+    from .._napari.demo import run_demo
 
     out = check_out_dir(args.out) if args.out else None
     if out is not None:
@@ -28,10 +30,10 @@ def _demo(args) -> int:
 def _predict(args) -> int:
     import numpy as np
 
-    from ._validate import parse_crop
-    from .checkpoint import load_model
-    from .io import HDF5_SUFFIXES, read_stimulus, write_results
-    from ._predict import predict
+    from .._predict import predict
+    from .._validate import parse_crop
+    from ..checkpoint import load_model
+    from ..io import HDF5_SUFFIXES, read_stimulus, write_results
 
     # everything that can be checked is checked before the model runs
     out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",))
@@ -46,7 +48,7 @@ def _predict(args) -> int:
         {
             "rates": rates,
             "cell_names": json.dumps(model.config.cell_names),
-            "units": "spikes per 10 ms bin; frame t from frames t-history+1..t; NaN without full history",
+            "units": f"spikes per {FRAME_MS:g} ms bin; frame t from frames t-history+1..t; NaN without full history",
             "stimulus_file": str(args.stimulus),
             "normalize": normalize or "none",
             "model": {"path": str(args.model or "default"), "provenance": json.dumps(model.provenance)},
@@ -70,7 +72,8 @@ def register(sub) -> None:
     demo.set_defaults(func=_demo)
 
     pred = sub.add_parser("predict", help="predict every cell's firing rate for a stimulus file",
-                          description="Predict firing rates (spikes per 10 ms bin) for a .npy/.tif/.h5 stimulus stack.")
+                          description=f"Predict firing rates (spikes per {FRAME_MS:g} ms bin) for a .npy/.tif/.h5 "
+                                      "stimulus stack.")
     pred.add_argument("stimulus", help="stimulus stack (T, H, W): .npy, .tif/.tiff or .h5 (lab layout)")
     pred.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     pred.add_argument("--key", default=None, help="HDF5 dataset holding the stimulus (default: stimulus, test/stimulus, train/stimulus)")

@@ -1,19 +1,23 @@
 """``napari-retina experiment NAME|all``: in-silico experiments, headless.
 
-Writes ``NAME.json`` (readout, reduction summary, ground-truth readout) and
-``NAME.png`` (stimulus, response, kept channels' attributions, reduced
-circuit) into ``--out``; ``all`` also writes ``battery.json`` and
-``battery.md`` and prints the battery table.
+Writes ``NAME.json`` (readout, reduction summary, ground-truth readout; strict
+JSON through :func:`napari_retina._json.jsonable`) and ``NAME.png`` (stimulus,
+response, kept channels' attributions, reduced circuit;
+:func:`napari_retina.plotting.write_figure`) into ``--out``, each atomically;
+``all`` also writes ``battery.json`` and ``battery.md`` and prints the battery
+table.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
+from typing import Any
 
-from ._atomic import atomic_write, atomic_write_text
-from .cli import check_out_dir, tqdm_progress
+from .._atomic import atomic_write_text
+from .._json import jsonable
+from ._paths import check_out_dir
+from ._progress import tqdm_progress
 
 
 def _parse_params(items) -> dict:
@@ -29,21 +33,14 @@ def _parse_params(items) -> dict:
     return params
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if hasattr(obj, "tolist"):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
+def _write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as strict JSON (NaN as null, ±inf as "inf"/"-inf"), atomically."""
+    atomic_write_text(path, json.dumps(jsonable(value, strict=True), indent=1))
 
 
 def _summary(res, truth=None, recovery=None) -> dict:
+    """What ``NAME.json`` holds: readout, parameters, reduction and attribution digests, conditions,
+    the ground truth's readout and the pathway recovery (when there are)."""
     red = res.reduction
     out = {
         "name": res.name,
@@ -70,79 +67,20 @@ def _summary(res, truth=None, recovery=None) -> dict:
         out["truth_readout"] = truth.readout
     if recovery is not None:
         out["recovery"] = recovery
-    return _jsonable(out)
-
-
-def write_figure(res, path: Path, truth=None) -> Path:
-    """PNG of the stimulus, the response (model, reduced circuit, truth), the kept channels' A_c(t)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    stim = res.stimulus
-    T = len(stim)
-    t_ms = np.arange(T) * 10.0
-    fig, axes = plt.subplots(4, 1, figsize=(11, 9), sharex=True,
-                             gridspec_kw={"height_ratios": [1.2, 1.5, 1.5, 1.2]})
-    ax = axes[0]
-    if res.attribution.invariance == "space":
-        ax.plot(t_ms, stim[:, 0, 0], color="k", lw=0.8)
-        ax.set_ylabel("contrast")
-    else:  # bars uniform along y: an x-t image of the middle row
-        size = stim.shape[2]
-        ax.imshow(stim[:, stim.shape[1] // 2, :].T, aspect="auto", cmap="gray", vmin=-1, vmax=1,
-                  extent=(0, T * 10.0, size / 2 * 55, -size / 2 * 55), interpolation="nearest")
-        ax.set_ylabel("x (µm)")
-    ax.set_title(f"{res.name}: stimulus")
-    ax = axes[1]
-    ax.plot(t_ms, res.response, color="k", lw=1, label="model")
-    ax.plot(t_ms, res.reduction.reduced_rates, color="tab:red", lw=1, ls="--",
-            label=f"reduced circuit (EV {res.reduction.explained_variance:.2f})")
-    if truth is not None:
-        ax.plot(t_ms, truth.response, color="tab:green", lw=0.8, alpha=0.7, label="ground truth")
-    ax.set_ylabel("rate (spikes/bin)")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(f"response; present: model {res.readout['present']}"
-                 + (f", truth {truth.readout['present']}" if truth is not None else ""))
-    ax = axes[2]
-    frames = np.asarray(res.attribution.frames)
-    step = int(np.median(np.diff(frames))) if len(frames) > 1 else 1
-    cuts = np.flatnonzero(np.diff(frames) > step) + 1  # break the line between attributed windows
-    for k, c in enumerate(res.reduction.kept):
-        tr = res.reduction.traces[frames, k].astype(float)
-        ax.plot(np.insert(t_ms[frames], cuts, np.nan), np.insert(tr, cuts, np.nan), lw=0.9, marker=".", ms=2,
-                label=res.reduction.label(c))
-    ax.set_ylabel("A_c(t)")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set_title("kept channels' attributions (attributed frames)")
-    ax = axes[3]
-    contrib = res.reduction.contributions
-    for k, c in enumerate(res.reduction.kept):
-        ax.plot(t_ms, contrib[:, k], lw=0.9, label=f"Σ_p β·d  {res.reduction.label(c)}")
-    ax.set_ylabel("channel contribution")
-    ax.set_xlabel("time (ms)")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(f"reduced circuit: r = softplus(Σ_cp β_cp d_cp + β_0), pools {', '.join(res.reduction.pools)}")
-    fig.tight_layout()
-    fmt = Path(path).suffix[1:].lower() or "png"  # the temporary file's name has no image suffix
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format=fmt))
-    finally:
-        plt.close(fig)
-    return path
+    return out
 
 
 def _experiment(args) -> int:
-    from . import experiments
-    from .checkpoint import load_model
+    from .. import experiments
+    from ..checkpoint import load_model
+    from ..plotting import require_matplotlib, write_figure
 
     name = args.name
     if name != "all":
         experiments.get(name)  # unknown names fail before the model loads
     params = _parse_params(args.param)
     out = check_out_dir(args.out)
+    require_matplotlib()  # every experiment writes a figure: say so before the work, not after
     model = load_model(args.model)
     out.mkdir(parents=True, exist_ok=True)
     names = experiments.names() if name == "all" else [name]
@@ -152,13 +90,12 @@ def _experiment(args) -> int:
                                   steps=args.steps, progress=progress, **params)
     for n in names:
         res, truth = bat["results"][n], bat["truth"][n]
-        atomic_write_text(out / f"{n}.json", json.dumps(_summary(res, truth, bat["recovery"].get(n)), indent=1))
+        _write_json(out / f"{n}.json", _summary(res, truth, bat["recovery"].get(n)))
         write_figure(res, out / f"{n}.png", truth)
     table = experiments.format_table(bat["rows"])
     print(table)
     if name == "all":
-        atomic_write_text(out / "battery.json",
-                          json.dumps(_jsonable({"rows": bat["rows"], "recovery": bat["recovery"]}), indent=1))
+        _write_json(out / "battery.json", {"rows": bat["rows"], "recovery": bat["recovery"]})
         atomic_write_text(out / "battery.md", table + "\n")
         for n, rep in bat["recovery"].items():
             if isinstance(rep, dict) and "recovered" in rep:
@@ -166,7 +103,7 @@ def _experiment(args) -> int:
                 print(f"recovery ({n}): kept channels matched to ground-truth pathways {found}; "
                       f"missing {rep.get('missing', [])}")
             else:
-                print(f"recovery ({n}): {json.dumps(_jsonable(rep))}")
+                print(f"recovery ({n}): {json.dumps(jsonable(rep, strict=True))}")
     print(f"wrote {out}/" + ("{" + ",".join(names) + "}" if len(names) > 1 else names[0]) + ".{json,png}")
     return 0
 

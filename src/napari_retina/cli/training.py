@@ -13,20 +13,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from .training import DEFAULTS, TrainConfig
-
-
-def _bar(desc: str, unit: str, quiet: bool):
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, unit=unit, desc=desc, disable=quiet)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return bar, progress
+from .._units import FRAME_MS
+from ..training import DEFAULTS, TrainConfig
+from ._progress import tqdm_progress, write_line
 
 
 def _cells(text):
@@ -39,10 +28,9 @@ def _cells(text):
 
 
 def _synth(args) -> int:
-    from .synthetic import Retina, make_dataset
+    from ..synthetic import Retina, make_dataset
 
-    bar, progress = _bar("synth", "stage", args.quiet)
-    with bar:
+    with tqdm_progress("synth", "stage", args.quiet) as progress:
         path = make_dataset(args.out, frames=args.frames, test_frames=args.test_frames, repeats=args.repeats,
                             seed=args.seed, checker=args.checker, retina=Retina(seed=args.retina_seed),
                             progress=progress, contrast=args.contrast, kind=args.kind, grey=args.grey)
@@ -61,25 +49,23 @@ def _train_config(args) -> TrainConfig:
 def _train(args) -> int:
     import torch
 
-    from .model import ModelConfig
-    from .training import train
+    from ..model import ModelConfig
+    from ..training import train
 
     if args.threads:
         torch.set_num_threads(args.threads)
     config = None
     if args.tiny:
-        from .io import read_dataset
+        from ..io import read_dataset
 
         ds = read_dataset(args.data, cells=_cells(args.cells))
         config = ModelConfig(history=10, size=ds.train.stimulus.shape[1], channels=(4, 4), kernels=(9, 7),
                              n_cells=ds.train.rates.shape[1])
-    bar, progress = _bar("train", "batch", args.quiet)
-
     def log(entry: dict) -> None:
-        bar.write(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()}))
+        write_line(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()}))
 
     command = "napari-retina " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
-    with bar:
+    with tqdm_progress("train", "batch", args.quiet) as progress:
         model = train(args.data, config=config, **asdict(_train_config(args)), device=args.device,
                       cells=_cells(args.cells), out=args.out, progress=progress, log=log, command=command,
                       init=args.init)
@@ -89,13 +75,13 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .checkpoint import load_model
-    from .training import evaluate
+    from ..checkpoint import load_model
+    from ..training import evaluate
 
     model = load_model(args.model, device=args.device)
     result = evaluate(model, args.data, cells=_cells(args.cells))
     if args.out:
-        from .io import write_results
+        from ..io import write_results
 
         write_results(Path(args.out), {k: (json.dumps(v) if isinstance(v, list) and v and isinstance(v[0], str) else v)
                                        for k, v in result.items()})
@@ -104,11 +90,11 @@ def _evaluate(args) -> int:
 
 
 def register(sub) -> None:
-    from . import synthetic
+    from .. import synthetic
 
     p = sub.add_parser("synth", help="write a white-noise dataset of the synthetic retina (lab HDF5 layout)")
     p.add_argument("out", help="output .h5 file")
-    p.add_argument("--frames", type=int, default=synthetic.DATASET_FRAMES, help="training frames (10 ms each)")
+    p.add_argument("--frames", type=int, default=synthetic.DATASET_FRAMES, help=f"training frames ({FRAME_MS:g} ms each)")
     p.add_argument("--test-frames", type=int, default=2000, help="test frames")
     p.add_argument("--repeats", type=int, default=10, help="repeats of the test stimulus")
     p.add_argument("--seed", type=int, default=0, help="seed of the stimuli and the spikes")

@@ -1,0 +1,62 @@
+"""The ``napari-retina`` command line.
+
+One module per command group contributes subcommands: :mod:`.core` (demo,
+predict), :mod:`.training` (synth, train, evaluate) and :mod:`.experiments`
+(experiment). Each has a ``register(subparsers)`` function that adds its
+parsers and sets ``func(args) -> int`` as the handler. The command modules
+import only what lies below them (:mod:`._progress`, :mod:`._paths` and the
+core), never this package. Errors from bad input are printed as one line on
+stderr with exit status 2, never as a traceback.
+
+Example
+-------
+>>> from napari_retina.cli import main
+>>> main(["experiment", "osr", "--out", "osr-run"])   # doctest: +SKIP
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Optional, Sequence
+
+from . import core, experiments, training
+
+#: modules that contribute subcommands, in help order
+COMMAND_MODULES = (core, training, experiments)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show a warning as one line on stderr (no source line, no traceback)."""
+    print(f"napari-retina: {category.__name__}: {message}", file=sys.stderr if file is None else file)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``napari-retina`` parser with every subcommand; ``args.func(args)`` runs the chosen one."""
+    parser = argparse.ArgumentParser(
+        prog="napari-retina",
+        description="Make a deep-learning model of the retina explain itself.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the exit status (0 done, 2 bad input, 130 cancelled)."""
+    from .._progress import Cancelled
+
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        print(f"napari-retina {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Cancelled):
+        print(f"napari-retina {args.command}: cancelled", file=sys.stderr)
+        return 130

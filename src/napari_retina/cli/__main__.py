@@ -1,0 +1,8 @@
+"""``python -m napari_retina.cli``: the ``napari-retina`` command."""
+
+import sys
+
+from . import main
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

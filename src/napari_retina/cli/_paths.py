@@ -1,0 +1,43 @@
+"""Checks of the command line's ``--out`` paths, made before any work (one-sentence errors)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+def check_out_file(path: PathLike, suffixes: Sequence[str]) -> Path:
+    """``path`` as a file the command can write, checked before any work.
+
+    Its suffix must be one of ``suffixes`` (lower case, with the dot), its
+    folder must exist and be writable, and it must not be a folder itself.
+    """
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        raise ValueError(f"--out must end in {', '.join(suffixes)}, got {out.suffix or 'no suffix'!r} ({str(out)!r})")
+    if out.is_dir():
+        raise ValueError(f"--out must be a file, but {str(out)!r} is a folder")
+    _check_writable_folder(out.parent, out)
+    return out
+
+
+def check_out_dir(path: PathLike) -> Path:
+    """``path`` as a folder the command can write into (created later), checked before any work."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder, but {str(out)!r} is a file")
+    existing = out
+    while not existing.exists():  # the nearest folder that exists, where the new ones will be made
+        existing = existing.parent
+    _check_writable_folder(existing, out)
+    return out
+
+
+def _check_writable_folder(folder: Path, out: Path) -> None:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {str(out)!r}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {str(out)!r}: folder {str(folder)!r} is not writable")

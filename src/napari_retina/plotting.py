@@ -1,0 +1,131 @@
+"""Figures of experiment results (matplotlib, Agg; imported only when a figure is made).
+
+The core never imports matplotlib at import time: :func:`write_figure` imports
+it when called, renders on an Agg canvas of its own (no pyplot, no global
+backend switch, so it is safe inside a napari session) and writes the file
+atomically (:func:`napari_retina._atomic.atomic_write`). Callers that do work
+before drawing call :func:`require_matplotlib` first, so a missing matplotlib
+fails in one sentence before the work instead of after it.
+
+Example
+-------
+>>> res = nr.experiments.run("latency", nr.load_model())          # doctest: +SKIP
+>>> write_figure(res, "latency.png")                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from ._atomic import atomic_write
+from ._units import FRAME_MS, PIXEL_UM
+
+PathLike = Union[str, os.PathLike]
+
+#: resolution of the written figure (dots per inch)
+DPI = 90
+#: figure size in inches (width, height)
+FIGSIZE = (11, 9)
+
+
+def require_matplotlib() -> None:
+    """Raise an ImportError (one sentence) when matplotlib cannot be imported; no-op otherwise."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends import backend_agg  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            f"figures need matplotlib, which cannot be imported ({exc}); install it with pip install matplotlib"
+        ) from None
+
+
+def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None) -> Path:
+    """Write a figure of a model's experiment result to ``path`` (atomically); return the path.
+
+    Four panels over time (ms, 1 frame = :data:`~napari_retina._units.FRAME_MS`):
+    the stimulus (full-field contrast, or an x–t image of the middle row in µm
+    for bars), the response (the model's summed rate, the reduced circuit's and,
+    with ``truth``, the ground-truth retina's), the kept channels' attributions
+    A_c(t) on the attributed frames, and each kept channel's contribution to the
+    reduced circuit.
+
+    ``res`` is a model run's :class:`~napari_retina.experiments.base.ExperimentResult`
+    (with attribution and reduction); ``truth`` the same experiment's
+    ground-truth result or None. The format is ``path``'s suffix (``.png``
+    when there is none), passed to matplotlib explicitly.
+    """
+    if getattr(res, "attribution", None) is None or getattr(res, "reduction", None) is None:
+        raise ValueError(f"a figure needs a model's experiment result (with attribution and reduction), "
+                         f"got {type(res).__name__} without them")
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    fmt = path.suffix[1:].lower() or "png"  # the temporary file's name has no image suffix
+    fig = Figure(figsize=FIGSIZE)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(4, 1, sharex=True, gridspec_kw={"height_ratios": [1.2, 1.5, 1.5, 1.2]})
+    t_ms = np.arange(len(res.stimulus)) * FRAME_MS
+    _stimulus_panel(axes[0], res, t_ms)
+    _response_panel(axes[1], res, t_ms, truth)
+    _attribution_panel(axes[2], res, t_ms)
+    _contribution_panel(axes[3], res, t_ms)
+    fig.tight_layout()
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format=fmt))
+
+
+def _stimulus_panel(ax, res, t_ms: np.ndarray) -> None:
+    """Full-field contrast (T,) for space-invariant runs, else an x–t image of the middle row (bars along y)."""
+    stim = res.stimulus
+    if res.attribution.invariance == "space":
+        ax.plot(t_ms, stim[:, 0, 0], color="k", lw=0.8)
+        ax.set_ylabel("contrast")
+    else:
+        half_um = stim.shape[2] / 2 * PIXEL_UM
+        ax.imshow(stim[:, stim.shape[1] // 2, :].T, aspect="auto", cmap="gray", vmin=-1, vmax=1,
+                  extent=(0, len(stim) * FRAME_MS, half_um, -half_um), interpolation="nearest")
+        ax.set_ylabel("x (µm)")
+    ax.set_title(f"{res.name}: stimulus")
+
+
+def _response_panel(ax, res, t_ms: np.ndarray, truth) -> None:
+    """The model's summed rate, the reduced circuit's and the ground truth's (spikes per bin)."""
+    ax.plot(t_ms, res.response, color="k", lw=1, label="model")
+    ax.plot(t_ms, res.reduction.reduced_rates, color="tab:red", lw=1, ls="--",
+            label=f"reduced circuit (EV {res.reduction.explained_variance:.2f})")
+    if truth is not None:
+        ax.plot(t_ms, truth.response, color="tab:green", lw=0.8, alpha=0.7, label="ground truth")
+    ax.set_ylabel("rate (spikes/bin)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(f"response; present: model {res.readout['present']}"
+                 + (f", truth {truth.readout['present']}" if truth is not None else ""))
+
+
+def _attribution_panel(ax, res, t_ms: np.ndarray) -> None:
+    """Kept channels' A_c(t) on the attributed frames, the line broken between attributed windows."""
+    frames = np.asarray(res.attribution.frames)
+    step = int(np.median(np.diff(frames))) if len(frames) > 1 else 1
+    cuts = np.flatnonzero(np.diff(frames) > step) + 1
+    for k, c in enumerate(res.reduction.kept):
+        tr = res.reduction.traces[frames, k].astype(float)
+        ax.plot(np.insert(t_ms[frames], cuts, np.nan), np.insert(tr, cuts, np.nan), lw=0.9, marker=".", ms=2,
+                label=res.reduction.label(c))
+    ax.set_ylabel("A_c(t)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("kept channels' attributions (attributed frames)")
+
+
+def _contribution_panel(ax, res, t_ms: np.ndarray) -> None:
+    """Each kept channel's pooled contribution Σ_p β·d to the reduced circuit's drive."""
+    red = res.reduction
+    for k, c in enumerate(red.kept):
+        ax.plot(t_ms, red.contributions[:, k], lw=0.9, label=f"Σ_p β·d  {red.label(c)}")
+    ax.set_ylabel("channel contribution")
+    ax.set_xlabel("time (ms)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(f"reduced circuit: r = softplus(Σ_cp β_cp d_cp + β_0), pools {', '.join(red.pools)}")

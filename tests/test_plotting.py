@@ -1,0 +1,112 @@
+"""plotting.write_figure: a valid PNG written atomically; matplotlib loaded only for figures, checked before work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+from napari_retina import plotting
+from napari_retina.experiments import base, latency
+
+SIZE, HISTORY = 20, 10
+PARAMS = {"intensities": [0.0, -2.0, -5.0], "max_frames": 30}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return nr.RetinaCNN(nr.ModelConfig(history=HISTORY, size=SIZE, kernels=(5, 5), n_cells=2)).eval()
+
+
+@pytest.fixture(scope="module")
+def result(tiny):
+    return nr.experiments.run("latency", tiny, cell=0, steps=4, **PARAMS)
+
+
+@pytest.fixture(scope="module")
+def truth():
+    """A ground-truth-like result of the same protocol (no attribution, no reduction)."""
+    return base.run_response(latency, lambda s: np.full((len(s), 1), 0.5, np.float32), size=SIZE,
+                             history=HISTORY, **PARAMS)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's IHDR chunk."""
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_write_figure_writes_a_valid_png_of_the_documented_size(result, truth, tmp_path):
+    path = plotting.write_figure(result, tmp_path / "latency.png", truth)
+    assert path == tmp_path / "latency.png"
+    data = path.read_bytes()
+    assert _png_size(data) == (plotting.FIGSIZE[0] * plotting.DPI, plotting.FIGSIZE[1] * plotting.DPI)
+    assert data.endswith(b"IEND\xaeB`\x82")                     # complete: the PNG's last chunk
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latency.png"]   # no temporary left
+
+
+def test_a_path_without_suffix_gets_a_png(result, tmp_path):
+    data = plotting.write_figure(result, tmp_path / "figure").read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+
+
+def test_a_failed_save_leaves_the_old_figure_and_no_temporary(result, tmp_path, monkeypatch):
+    """Atomic: a save that dies half-way changes nothing at the destination."""
+    from matplotlib.figure import Figure
+
+    path = tmp_path / "latency.png"
+    path.write_bytes(b"old figure")
+
+    def broken_savefig(self, fname, **kwargs):
+        with open(fname, "wb") as fh:
+            fh.write(PNG_SIGNATURE + b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", broken_savefig)
+    with pytest.raises(OSError, match="disk full"):
+        plotting.write_figure(result, path)
+    assert path.read_bytes() == b"old figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latency.png"]
+
+
+def test_a_result_without_attribution_is_one_sentence(truth, tmp_path):
+    with pytest.raises(ValueError, match=r"^a figure needs a model's experiment result \(with attribution and "
+                                         r"reduction\), got ExperimentResult without them$"):
+        plotting.write_figure(truth, tmp_path / "truth.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_importing_the_core_plotting_and_the_cli_loads_no_matplotlib():
+    code = ("import sys, napari_retina as nr, napari_retina.plotting, napari_retina.cli, napari_retina.experiments; "
+            "print('matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_missing_matplotlib_is_one_sentence(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    with pytest.raises(ImportError, match=r"^figures need matplotlib, which cannot be imported \(.*\); install it "
+                                          r"with pip install matplotlib$"):
+        plotting.require_matplotlib()
+
+
+def test_cli_experiment_without_matplotlib_fails_before_loading_the_model(tmp_path, monkeypatch, capsys):
+    from napari_retina import checkpoint
+    from napari_retina.cli import main
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the model was loaded before matplotlib was checked")
+
+    monkeypatch.setattr(checkpoint, "load_model", forbidden)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["experiment", "latency", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("napari-retina experiment: error: figures need matplotlib, which cannot be imported")
+    assert not (tmp_path / "out").exists()
