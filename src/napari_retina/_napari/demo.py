@@ -50,7 +50,8 @@ def run_demo(headless: bool = False, out_dir: Optional[Path] = None, *, model=No
 
     import napari_retina as nr
 
-    from ._layers import add_analysis, stimulus_layer_kwargs
+    from ._layers import stimulus_layer_kwargs
+    from ._viewer import add_analysis
 
     t_start = time.perf_counter()
     model = nr.load_model() if model is None else model
