@@ -471,3 +471,21 @@ def test_model_widget_training_can_be_cancelled(viewer, tiny, notes, tmp_path, q
     assert notes[-1] == ("info", "The training was cancelled; nothing was added.")
     assert _session.session(viewer).model is tiny  # the model in use did not change
 
+
+# -------------------------------------------------------------------- Demo ---
+
+def test_headless_demo_writes_a_screenshot_and_its_summary(make_napari_viewer, tmp_path):
+    """README quick start 1: the demo's window (docks included), view fitted through napari's public API."""
+    import json
+
+    import imageio.v3 as iio
+
+    from napari_retina._napari import demo
+
+    summary = demo.run_demo(headless=True, out_dir=tmp_path)
+    image = iio.imread(tmp_path / demo.SCREENSHOT_NAME)
+    assert image.shape[:2] == demo.SCREENSHOT_SIZE[::-1]
+    assert summary["widgets"] == list(demo.DEMO_WIDGETS)
+    assert summary["layers"][0] == demo.DEMO_LAYER and summary["layers"][-1] == f"{demo.DEMO_LAYER}: time cursor"
+    assert json.loads((tmp_path / demo.SUMMARY_NAME).read_text()) == json.loads(json.dumps(summary))
+    assert summary["explained_variance"] > 0.5 and summary["peak_latency_ms"] >= 0
