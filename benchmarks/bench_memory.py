@@ -9,7 +9,7 @@ building it costs only the movie itself), reads its peak RSS
 peak again:
 
 - ``predict``: ``nr.predict(model, movie)`` (the baseline);
-- ``invariance``: ``lazy.resolve_invariance(model, movie, "auto")``, what the
+- ``invariance``: ``analysis.resolve_invariance(movie, "auto")``, what the
   Analyze widget runs on a long movie (napari_retina._invariance, streamed);
 - ``old invariance`` (with ``--old REV``): ``attribution.resolve_invariance``
   as it was at git revision REV (its source taken with ``git show``, the
@@ -80,7 +80,7 @@ def worker(what: str, kind: str, frames: int, old: str) -> None:
     import torch
 
     import napari_retina as nr
-    from napari_retina._napari import lazy
+    from napari_retina import analysis
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     model = nr.load_model(device="cpu")
@@ -91,7 +91,7 @@ def worker(what: str, kind: str, frames: int, old: str) -> None:
     if what == "predict":
         answer = str(nr.predict(model, movie).shape)
     elif what == "invariance":
-        answer = lazy.resolve_invariance(model, movie, "auto")
+        answer = analysis.resolve_invariance(movie, "auto")
     else:
         answer = old_fn(movie, "auto")
     dt = time.perf_counter() - t0

@@ -34,7 +34,7 @@ def main() -> None:
 
     import napari_retina as nr
     from napari_retina._napari._layers import stimulus_layer_kwargs
-    from napari_retina._napari._tasks import session
+    from napari_retina._napari._session import session
     from napari_retina._napari._widgets import AnalyzeWidget
 
     model = nr.load_model(device="cpu")
@@ -62,8 +62,8 @@ def main() -> None:
             w.task.wait(3_600_000)
             total.append(time.perf_counter() - t0)
             widget.append(w.task.timings["returned"] - w.task.timings["started"])
-            assert w.last is not None and w.task.last_error is None
-            np.testing.assert_array_equal(w.last["attribution"].channels, attr.channels)
+            assert w.analysis is not None and w.task.last_error is None
+            np.testing.assert_array_equal(w.analysis.attribution.channels, attr.channels)
         rows[reduce] = (statistics.median(direct), statistics.median(widget), statistics.median(total))
     viewer.close()
 

@@ -187,3 +187,61 @@ def test_the_conv1_engine_sits_below_everything_that_uses_it():
     assert g["napari_retina.first_layer"] & above == set()
     for low in ("napari_retina.reduction", *[m for m in g if m.startswith("napari_retina.attribution")]):
         assert not any(d.startswith("napari_retina.experiments") for d in g[low]), low
+
+
+#: what only the napari skin (``napari_retina._napari``) may import
+GUI_PACKAGES = {"napari", "qtpy", "magicgui", "psygnal", "superqt", "vispy"}
+#: napari's private Qt objects; the public API has what the plugin needs (viewer.window, viewer.canvas, ...)
+NAPARI_PRIVATE = ("_qt_window", "_qt_viewer")
+
+
+def imported_packages(source: str) -> set[str]:
+    """Top-level packages a module's source imports anywhere (function level and ``import_module`` included)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.add(node.module or "")
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in (
+                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+            names.add(str(node.args[0].value))
+    return {n.split(".")[0] for n in names if n}
+
+
+def napari_private_uses(source: str) -> list[str]:
+    """Uses of napari's private API in a module's source: ``x._qt_…`` attributes (or their names in
+    ``getattr`` strings) and imports of private napari modules (``napari._qt``, ``napari.utils._magicgui``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and (node.attr.startswith("_qt_") or node.attr in NAPARI_PRIVATE):
+            found.append(f".{node.attr}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in NAPARI_PRIVATE:
+            found.append(repr(node.value))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found += [m for m in mods if m.split(".")[0] == "napari" and any(p.startswith("_") for p in m.split("."))]
+    return found
+
+
+def test_the_gui_import_and_private_api_finders_find_what_they_look_for():
+    src = ("import numpy\nfrom magicgui.widgets import Label\n"
+           "def f(v):\n    import napari.layers\n    from qtpy import QtCore\n"
+           "    importlib.import_module('vispy')\n    from . import io\n"
+           "    v.window._qt_window.resize(1, 2)\n    getattr(v.window, '_qt_viewer')\n"
+           "    from napari._qt.qt_main_window import Window\n")
+    assert imported_packages(src) == {"numpy", "magicgui", "napari", "qtpy", "vispy"}
+    assert sorted(napari_private_uses(src)) == ["'_qt_viewer'", "._qt_window", "napari._qt.qt_main_window"]
+
+
+def test_only_the_napari_skin_imports_gui_packages_and_nothing_uses_napari_private_api():
+    """The core never imports napari, Qt, magicgui, psygnal, superqt or vispy, not even inside a function;
+    the skin uses napari's public API only."""
+    gui, private = {}, {}
+    for name, (path, _) in _modules().items():
+        source = path.read_text(encoding="utf-8")
+        if not name.startswith(f"{PACKAGE}._napari"):
+            gui[name] = sorted(imported_packages(source) & GUI_PACKAGES)
+        private[name] = napari_private_uses(source)
+    assert {m: p for m, p in gui.items() if p} == {}
+    assert {m: p for m, p in private.items() if p} == {}

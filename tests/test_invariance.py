@@ -8,7 +8,7 @@ import pytest
 
 from napari_retina import _invariance as I
 from napari_retina import attribution, first_layer
-from napari_retina._napari import lazy
+from napari_retina import analysis
 
 
 def reference(stimulus) -> str:
@@ -89,7 +89,7 @@ def test_streams_chunks_and_stops_once_nothing_can_be_uniform():
     assert max(noise.reads) == 8
     assert len(noise.reads) == 7 + 1  # max|s| over all 7 chunks, then the first chunk decides
     bars = Stack(np.ascontiguousarray(np.broadcast_to(rng.standard_normal((50, 1, 5)), (50, 6, 5))))
-    assert lazy.resolve_invariance(None, bars, "auto") == "y"
+    assert analysis.resolve_invariance(bars, "auto") == "y"
     assert bars.reads == [50, 50]  # 50 frames fit one default chunk: one read per pass
 
 
@@ -133,5 +133,6 @@ def test_one_implementation_behind_every_public_name():
     assert attribution.resolve_invariance is I.resolve_invariance
     assert first_layer.stimulus_invariance is I.stimulus_invariance
     assert attribution.INVARIANCES is I.INVARIANCES
+    assert analysis.resolve_invariance is I.resolve_invariance
     for name, (stim, expected) in CASES.items():
-        assert lazy.resolve_invariance(None, stim) == expected, name
+        assert analysis.resolve_invariance(stim, "auto") == expected, name

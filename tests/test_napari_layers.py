@@ -1,4 +1,4 @@
-"""Result layers: maps, trace panel, time cursor, lazy maps (plain functions, no widgets)."""
+"""Result layers: maps, trace panel, time cursor, lazy maps in a viewer (plain functions, no widgets)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import napari_retina as nr
 
 pytest.importorskip("napari")
 
-from napari_retina._napari import _layers, lazy  # noqa: E402
+from napari_retina import analysis  # noqa: E402
+from napari_retina._napari import _layers  # noqa: E402
 from napari_retina._napari import add_analysis, stimulus_layer_kwargs  # noqa: E402
 
 UM, MS = nr.PIXEL_UM, nr.FRAME_MS
@@ -141,6 +142,20 @@ def test_bar_maps_summed_along_y_are_stretched_over_the_map(make_napari_viewer, 
     np.testing.assert_allclose((lo, hi), ((off - 0.5) * UM, (off + h1 - 0.5) * UM))
 
 
+def test_a_cropped_analysis_lines_up_with_its_larger_stimulus_layer(make_napari_viewer, tiny):
+    """Maps of a centre crop sit over the cut window (crop_origin), not at the layer's corner."""
+    stim = nr.stimuli.white_noise(frames=30, size=26, seed=1)
+    attr = nr.attribute(tiny, stim, cell=0, steps=2, crop="center")
+    viewer = make_napari_viewer()
+    stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "big"))
+    layers = add_analysis(viewer, attr, None, stim_layer)
+    off = tiny.config.first_layer_offset
+    np.testing.assert_allclose(viewer.layers["big: A0"].translate, (0, (3 + off) * UM, (3 + off) * UM))
+    world = viewer.layers["big: A0"].data_to_world((7, 0, 0))
+    np.testing.assert_allclose(stim_layer.world_to_data(world), (7, 3 + off, 3 + off))
+    assert viewer.layers.selection.active is stim_layer and len(layers) == 8 + 4
+
+
 def test_full_field_analysis_has_traces_but_no_maps(make_napari_viewer, tiny):
     stim = nr.stimuli.flash_train(period=4, n_flashes=3, size=20, pre=10, post=10)
     attr = nr.attribute(tiny, stim, cell=0, steps=4)
@@ -149,49 +164,6 @@ def test_full_field_analysis_has_traces_but_no_maps(make_napari_viewer, tiny):
     layers = add_analysis(viewer, attr)
     roles = [lay.metadata[_layers.META]["role"] for lay in layers]
     assert roles == ["stimulus", "traces", "trace_axes", "trace_labels", "cursor"]
-
-
-def test_lazy_maps_equal_eager_maps_and_compute_each_block_once(tiny):
-    stim = nr.stimuli.white_noise(frames=30, size=20, seed=2)
-    eager = nr.attribute(tiny, stim, cell=[0, 1], steps=4, invariance="none")
-    maps = lazy.lazy_maps(tiny, stim, cell=[0, 1], steps=4, invariance="none", chunk=8)
-    assert maps.shape == eager.maps.shape
-    np.testing.assert_allclose(np.asarray(maps[20]), eager.maps[20], rtol=1e-4, atol=1e-6)
-    before = maps.block_cache.computed
-    for c in range(maps.shape[1]):  # all channel layers of the same frame: one block, computed once
-        np.asarray(maps[21, c])
-    assert maps.block_cache.computed == before
-    full = np.asarray(maps)
-    np.testing.assert_array_equal(np.isnan(full), np.isnan(eager.maps))
-    np.testing.assert_allclose(full, eager.maps, rtol=1e-4, atol=1e-6 * np.nanmax(np.abs(eager.maps)))
-
-
-def test_attribute_traces_in_chunks_equals_one_call(tiny):
-    stim = nr.stimuli.white_noise(frames=40, size=20, seed=3)
-    ref = nr.attribute(tiny, stim, cell=0, steps=4, invariance="none")
-    seen = []
-    got = lazy.attribute_traces(tiny, stim, cell=0, steps=4, invariance="none", chunk_frames=7,
-                                progress=lambda d, t: seen.append((d, t)))
-    assert got.maps is None
-    for name in ("channels", "response", "rates"):
-        np.testing.assert_allclose(getattr(got, name), getattr(ref, name), rtol=1e-4, atol=1e-6)
-    np.testing.assert_array_equal(got.frames, ref.frames)
-    assert seen[-1] == (31, 31)
-    assert got.completeness_error == pytest.approx(ref.completeness_error, rel=1e-2, abs=1e-6)
-
-
-def test_attribute_traces_completeness_floor_matches_attribute_for_a_near_zero_stimulus():
-    """The chunked traces use attribute's completeness_error (with its floor), not a copy without it.
-
-    A constant 1e-7 gives the shipped model a response of a few float32 ulps; without
-    the floor the chunked error read 0.91 while attribute's read 7e-4.
-    """
-    model = nr.load_model(device="cpu")
-    stim = np.full((60, 50, 50), 1e-7, np.float32)
-    ref = nr.attribute(model, stim, cell=0, steps=4, invariance="none")
-    got = lazy.attribute_traces(model, stim, cell=0, steps=4, invariance="none", chunk_frames=7)
-    assert ref.completeness_error < 0.01
-    assert got.completeness_error == pytest.approx(ref.completeness_error, rel=1e-2, abs=1e-3)
 
 
 def test_long_traces_are_decimated_to_extremes():
@@ -205,15 +177,13 @@ def test_long_traces_are_decimated_to_extremes():
 
 
 def test_long_movie_path_gives_lazy_maps_and_same_traces(make_napari_viewer, tiny):
-    from napari_retina._napari._widgets import run_analysis
-
     stim = nr.stimuli.white_noise(frames=40, size=20, seed=4)
     ref = nr.attribute(tiny, stim, cell=0, steps=4)
-    out = run_analysis(tiny, stim, cell=0, steps=4, reduce=False, lazy_threshold=0)
-    assert out["lazy"] and out["attribution"].maps is None
-    np.testing.assert_allclose(out["attribution"].channels, ref.channels, rtol=1e-4, atol=1e-6)
+    out = analysis.run_analysis(tiny, stim, cell=0, steps=4, reduce=False, lazy_threshold=0)
+    assert out.lazy and out.attribution.maps is None
+    np.testing.assert_allclose(out.attribution.channels, ref.channels, rtol=1e-4, atol=1e-6)
     viewer = make_napari_viewer()
-    layers = add_analysis(viewer, out["attribution"], None, maps=out["maps"], limit=out["limit"])
+    layers = add_analysis(viewer, out.attribution, None, maps=out.maps, limit=out.limit)
     maps = [lay for lay in layers if lay.metadata[_layers.META]["role"] == "map"]
     assert len(maps) == 8 and maps[0].data.shape == ref.maps[:, 0].shape
     viewer.dims.set_current_step(0, 25)

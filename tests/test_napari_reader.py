@@ -5,6 +5,7 @@ Run headless under Xvfb (pytest-xvfb starts it); never with QT_QPA_PLATFORM=offs
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -95,6 +96,22 @@ def test_reader_bad_file_is_one_clear_error(tmp_path):
     np.save(path, np.zeros((4, 5, 5, 3), np.float32))
     with pytest.raises(ValueError, match="RGB"):
         read_stimulus_layers(str(path))
+
+
+def test_the_reader_opens_a_stack_without_importing_torch(tmp_path):
+    """The reader shares the layer helpers with the analysis, which loads torch; opening a file must not."""
+    from pathlib import Path
+
+    np.save(tmp_path / "s.npy", np.zeros((3, 4, 4), np.float32))
+    code = ("import sys\n"
+            "from napari_retina._napari._reader import napari_get_reader\n"
+            f"layers = napari_get_reader({str(tmp_path / 's.npy')!r})({str(tmp_path / 's.npy')!r})\n"
+            "print(layers[0][0].shape, 'torch' in sys.modules)\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": src})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["(3,", "4,", "4)", "False"]
 
 
 @pytest.mark.parametrize("key", ["omitted_flash_train", "moving_bar", "reversing_bar", "white_noise"])

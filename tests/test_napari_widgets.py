@@ -1,8 +1,9 @@
 """Dock widgets driven end to end in a headless napari viewer (pytest-qt, Xvfb).
 
 Notifications are captured by replacing napari's show_error/show_warning/show_info
-in the widgets' task module; a long run is simulated by wrapping nr.attribute so
-cancel, a second run and deleting the stimulus mid-run are deterministic.
+in the widgets' task module; a long run is simulated by wrapping
+nr.attribution.attribute (what napari_retina.analysis calls) so cancel, a second
+run and deleting the stimulus mid-run are deterministic.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import napari_retina as nr
 
 pytest.importorskip("napari")
 
-from napari_retina._napari import _layers, _tasks, _widgets  # noqa: E402
+from napari_retina._napari import _layers, _session, _tasks, _widgets  # noqa: E402
 from napari_retina._napari._layers import stimulus_layer_kwargs  # noqa: E402
 
 META = _layers.META
@@ -44,7 +45,7 @@ def notes(monkeypatch):
 @pytest.fixture
 def viewer(make_napari_viewer, tiny):
     v = make_napari_viewer()
-    _tasks.session(v).set_model(tiny, "tiny test model")
+    _session.session(v).set_model(tiny, "tiny test model")
     return v
 
 
@@ -65,8 +66,8 @@ def _analysis_layers(viewer):
 
 @pytest.fixture
 def slow_attribute(monkeypatch):
-    """nr.attribute that reports progress 40 times, 25 ms apart, before the real call."""
-    real = nr.attribute
+    """nr.attribution.attribute that reports progress 40 times, 25 ms apart, before the real call."""
+    real = nr.attribution.attribute
     state = {"started": threading.Event(), "calls": 0, "real_calls": 0}
 
     def slow(*args, progress=None, **kwargs):
@@ -79,7 +80,7 @@ def slow_attribute(monkeypatch):
         state["real_calls"] += 1
         return real(*args, progress=progress, **kwargs)
 
-    monkeypatch.setattr(nr, "attribute", slow)
+    monkeypatch.setattr(nr.attribution, "attribute", slow)
     return state
 
 
@@ -97,7 +98,7 @@ def test_analyze_end_to_end(viewer, tiny, notes):
     assert notes == []
     ref = nr.attribute(tiny, stim, cell=1, steps=4, invariance="auto")
     red = nr.reduce(ref, explain=0.6)
-    attr = w.last["attribution"]
+    attr = w.analysis.attribution
     np.testing.assert_array_equal(attr.maps, ref.maps)
     np.testing.assert_array_equal(attr.channels, ref.channels)
     names = [lay.name for lay in _analysis_layers(viewer)]
@@ -111,6 +112,8 @@ def test_analyze_end_to_end(viewer, tiny, notes):
         np.testing.assert_allclose(lay.scale, (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM))
         assert lay.visible == (c in red.kept)
     assert "completeness error" in w.result_label.value and "explains" in w.result_label.value
+    assert list(w.layer.choices) == [layer]  # the attribution maps are not offered as stimuli
+    assert w.invariance.choices == nr.attribution.INVARIANCES  # the choices of nr.attribute's Literal hint
     # the cursor follows the slider
     cursor = viewer.layers["noise: time cursor"]
     panel = cursor.metadata[META]["panel"]
@@ -131,7 +134,7 @@ def test_analyze_centre_crop_of_a_larger_layer(viewer, tiny, notes):
     assert w.run()
     w.task.wait()
     ref = nr.attribute(tiny, stim[:, 3:23, 3:23], cell=0, steps=2)
-    np.testing.assert_array_equal(w.last["attribution"].maps, ref.maps)
+    np.testing.assert_array_equal(w.analysis.attribution.maps, ref.maps)
     lay = viewer.layers["big: A0"]
     off = tiny.config.first_layer_offset
     np.testing.assert_allclose(lay.translate, (0, (3 + off) * nr.PIXEL_UM, (3 + off) * nr.PIXEL_UM))
@@ -148,7 +151,10 @@ def test_analyze_bad_layers_notify_and_add_nothing(viewer, notes, case):
         viewer.add_image(np.zeros((30, 12, 12), np.float32), name="small")
     elif case == "short":
         viewer.add_image(np.zeros((5, 20, 20), np.float32), name="short")
-    w.layer.value = None if case == "none" else viewer.layers[-1]
+    if case == "none":
+        assert w.layer.value is None  # no image layer to choose
+    else:
+        w.layer.value = viewer.layers[-1]
     n_before = len(viewer.layers)
     assert not w.run()
     assert len(notes) == 1 and notes[0][0] == "error"
@@ -187,7 +193,7 @@ def test_event_loop_stays_live_and_cancel_leaves_no_layers(viewer, notes, slow_a
 def test_closing_the_viewer_mid_run_cancels_quietly(make_napari_viewer, tiny, notes, slow_attribute, qtbot,
                                                     capfd):
     viewer = make_napari_viewer()
-    _tasks.session(viewer).set_model(tiny, "tiny test model")
+    _session.session(viewer).set_model(tiny, "tiny test model")
     _, layer = _stimulus(viewer)
     w = _dock(viewer, _widgets.AnalyzeWidget)
     w.layer.value = layer
@@ -218,7 +224,7 @@ def test_stimulus_layer_deleted_during_run(viewer, notes, slow_attribute, qtbot)
 
 
 def test_out_of_memory_retries_in_smaller_chunks(viewer, notes, monkeypatch):
-    real = nr.attribute
+    real = nr.attribution.attribute
     sizes = []
 
     def oom_at_default(*args, batch_size=None, **kwargs):
@@ -227,7 +233,7 @@ def test_out_of_memory_retries_in_smaller_chunks(viewer, notes, monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, batch_size=batch_size, **kwargs)
 
-    monkeypatch.setattr(nr, "attribute", oom_at_default)
+    monkeypatch.setattr(nr.attribution, "attribute", oom_at_default)
     _, layer = _stimulus(viewer)
     w = _dock(viewer, _widgets.AnalyzeWidget)
     w.layer.value = layer
@@ -241,7 +247,7 @@ def test_out_of_memory_retries_in_smaller_chunks(viewer, notes, monkeypatch):
     def always_oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
 
-    monkeypatch.setattr(nr, "attribute", always_oom)
+    monkeypatch.setattr(nr.attribution, "attribute", always_oom)
     n = len(viewer.layers)
     viewer.layers.remove("noise: traces")
     w.run()
@@ -254,7 +260,7 @@ def test_core_error_in_worker_is_one_notification(viewer, notes, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("steps must be >= 1, got 0")
 
-    monkeypatch.setattr(nr, "attribute", broken)
+    monkeypatch.setattr(nr.attribution, "attribute", broken)
     _, layer = _stimulus(viewer)
     w = _dock(viewer, _widgets.AnalyzeWidget)
     w.layer.value = layer
@@ -273,7 +279,7 @@ def test_save_analysis_h5_and_traces_csv(viewer, notes, tmp_path):
     w.explain.value = 0.6
     w.run()
     w.task.wait()
-    attr, red = w.last["attribution"], w.last["reduction"]
+    attr, red = w.analysis.attribution, w.analysis.reduction
     h5path = w.save(tmp_path / "analysis.h5")
     with h5py.File(h5path, "r") as h5:
         np.testing.assert_array_equal(h5["attribution/maps"][()], attr.maps)
@@ -346,7 +352,7 @@ def test_model_widget_loads_checkpoint_and_refuses_bad_ones(viewer, tiny, notes,
     w.path.value = path
     model = w.load()
     assert notes == []
-    assert _tasks.session(viewer).model is model
+    assert _session.session(viewer).model is model
     assert "onoff" in w.summary.value and "test_pearson_mean=0.5" in w.summary.value
     assert a.cell.max == 2
     bad = tmp_path / "bad.pt"
@@ -354,7 +360,7 @@ def test_model_widget_loads_checkpoint_and_refuses_bad_ones(viewer, tiny, notes,
     w.path.value = bad
     assert w.load() is None
     assert notes[-1][0] == "error" and "Could not load the model" in notes[-1][1]
-    assert _tasks.session(viewer).model is model  # the previous model stays
+    assert _session.session(viewer).model is model  # the previous model stays
     w.path.value = tmp_path / "missing.pt"
     assert w.load() is None and notes[-1][0] == "error"
 
@@ -444,7 +450,7 @@ def test_model_widget_trains_from_a_dataset_file(viewer, notes, tmp_path, optimi
     assert w.train()
     w.task.wait(180000)
     assert [n for n in notes if n[0] != "info"] == []
-    model = _tasks.session(viewer).model
+    model = _session.session(viewer).model
     assert model.config.n_cells == 2 and model.config.size == 26
     assert "trained on data.h5" in w.summary.value
     # a torch optimiser imports torch._dynamo and triton, which crash a process showing a viewer:
@@ -463,4 +469,23 @@ def test_model_widget_training_can_be_cancelled(viewer, tiny, notes, tmp_path, q
     w.task.cancel_button.native.click()
     w.task.wait(60000)
     assert notes[-1] == ("info", "The training was cancelled; nothing was added.")
-    assert _tasks.session(viewer).model is tiny  # the model in use did not change
+    assert _session.session(viewer).model is tiny  # the model in use did not change
+
+
+# -------------------------------------------------------------------- Demo ---
+
+def test_headless_demo_writes_a_screenshot_and_its_summary(make_napari_viewer, tmp_path):
+    """README quick start 1: the demo's window (docks included), view fitted through napari's public API."""
+    import json
+
+    import imageio.v3 as iio
+
+    from napari_retina._napari import demo
+
+    summary = demo.run_demo(headless=True, out_dir=tmp_path)
+    image = iio.imread(tmp_path / demo.SCREENSHOT_NAME)
+    assert image.shape[:2] == demo.SCREENSHOT_SIZE[::-1]
+    assert summary["widgets"] == list(demo.DEMO_WIDGETS)
+    assert summary["layers"][0] == demo.DEMO_LAYER and summary["layers"][-1] == f"{demo.DEMO_LAYER}: time cursor"
+    assert json.loads((tmp_path / demo.SUMMARY_NAME).read_text()) == json.loads(json.dumps(summary))
+    assert summary["explained_variance"] > 0.5 and summary["peak_latency_ms"] >= 0

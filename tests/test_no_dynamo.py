@@ -57,12 +57,13 @@ CORE = textwrap.dedent("""
 """)
 
 WIDGETS = textwrap.dedent("""
+    from napari_retina import analysis
     from napari_retina._napari import _layers, _widgets
-    for threshold in (0, _widgets.lazy.LAZY_MAP_BYTES):  # lazy (dask) maps and full maps
-        res = _widgets.run_analysis(model, stim, cell=0, steps=2, explain=0.6, lazy_threshold=threshold)
-        np.asarray(res["maps"][20:28]) if res["lazy"] else None
-    _layers.analysis_layer_data(res["attribution"], res["reduction"], _layers.layer_geometry(shape=stim.shape),
-                                maps=res["maps"], limit=res["limit"])
+    for threshold in (0, analysis.LAZY_MAP_BYTES):  # lazy (dask) maps and full maps
+        res = analysis.run_analysis(model, stim, cell=0, steps=2, explain=0.6, lazy_threshold=threshold)
+        np.asarray(res.maps[20:28]) if res.lazy else None
+    _layers.analysis_layer_data(res.attribution, res.reduction, _layers.layer_geometry(shape=stim.shape),
+                                maps=res.maps, limit=res.limit)
 """)
 
 

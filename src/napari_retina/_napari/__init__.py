@@ -1,7 +1,13 @@
 """Everything napari: reader, sample data, widgets, result layers, demo.
 
 This is the only package of napari-retina that imports napari, magicgui,
-qtpy or vispy. The core (``napari_retina``) never imports it.
+qtpy, psygnal, superqt or vispy. The core (``napari_retina``) never imports it.
+
+One concept per module: ``_layers`` (core results as layer data, no viewer),
+``_viewer`` (adding them to a viewer, the time cursor), ``_session`` (the
+model the widgets share), ``_tasks`` (thread workers with progress and
+cancel), ``_widgets/`` (one module per dock widget), ``_reader``,
+``_sample_data`` and ``demo``.
 
 Scripting a viewer::
 
@@ -13,14 +19,8 @@ Scripting a viewer::
     napari.run()
 """
 
-from ._layers import (
-    add_analysis,
-    add_result_layers,
-    analysis_layer_data,
-    map_layer_data,
-    stimulus_layer_kwargs,
-    trace_layer_data,
-)
+from ._layers import analysis_layer_data, map_layer_data, stimulus_layer_kwargs, trace_layer_data
+from ._viewer import add_analysis, add_result_layers
 
 __all__ = [
     "add_analysis",

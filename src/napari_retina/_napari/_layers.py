@@ -1,17 +1,22 @@
-"""Turning core results into napari layers (plain functions, no widgets).
+"""Core results as napari layer data (plain functions: no viewer, no widgets).
+
+Everything here returns layer keyword arguments or ``(data, kwargs, kind)``
+layer-data tuples; :mod:`._viewer` adds them to a viewer.
 
 Every layer is aligned to the stimulus layer by ``scale`` and ``translate``:
 the stimulus has scale ``(FRAME_MS, PIXEL_UM, PIXEL_UM)`` = (10 ms, 55 µm,
 55 µm); conv1 map pixel ``(i, j)`` sits over stimulus pixel
-``(i + offset, j + offset)`` with ``offset = attribution.offset``, so a map
-layer has the same scale and ``translate = (0, offset·55, offset·55)`` µm
-(plus the stimulus layer's own translate).
+``(i + offset, j + offset)`` of the analysed window with ``offset =
+attribution.offset``, so a map layer has the same scale and ``translate =
+(0, offset·55, offset·55)`` µm (plus the stimulus layer's own translate and
+the window's ``crop_origin``, see :func:`analysed_geometry`).
 
 The traces (model response, each kept channel's ``A_c(t)``, the reduced
 circuit's response) are drawn as path shapes in a plot panel to the right of
 the stimulus, in the same canvas: time runs along x (one panel width for the
 whole movie), one row per trace, a shared vertical scale, and a time cursor
-(a vertical line) that follows the viewer's time slider.
+(a vertical line) that :func:`._viewer.connect_time_cursor` moves with the
+viewer's time slider.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .. import FRAME_MS, PIXEL_UM
+from .._units import FRAME_MS, PIXEL_UM
 
 SCALE = (FRAME_MS, PIXEL_UM, PIXEL_UM)
 """Physical scale of a stimulus layer: ms per frame, µm per pixel (y, x)."""
@@ -80,6 +85,19 @@ def layer_geometry(layer=None, shape: Optional[Sequence[int]] = None) -> dict:
     return {"scale": scale, "translate": translate, "shape": tuple(layer.data.shape[-3:])}
 
 
+def analysed_geometry(geometry: dict, attribution) -> dict:
+    """The geometry of the window ``attribution`` analysed inside a stimulus layer of ``geometry``.
+
+    The layer's scale; its translate shifted by ``attribution.crop_origin``
+    (y0, x0) pixels; the analysed stack's shape (T, size, size). Without a
+    crop (origin (0, 0), same shape) it is the layer's own geometry.
+    """
+    scale = np.asarray(geometry["scale"], float)
+    y0, x0 = attribution.crop_origin
+    return {"scale": scale, "translate": np.asarray(geometry["translate"], float) + np.array([0, y0, x0]) * scale,
+            "shape": tuple(np.shape(attribution.stimulus))}
+
+
 # ------------------------------------------------------------------ colours ---
 
 def _rgba(hex_color: str, alpha: float = 1.0) -> np.ndarray:
@@ -122,23 +140,6 @@ def channel_label(c: int, reduction=None) -> str:
     return f"A{c}"
 
 
-def map_limit(maps, percentile: float = 99.5) -> float:
-    """Shared symmetric contrast limit over all channels: a high percentile of |attribution|.
-
-    The 99.5th percentile rather than the maximum, so that a few extreme
-    pixels do not wash out every map; the limit is the same for all channels.
-    """
-    if maps is None:
-        return 1.0
-    arr = np.abs(np.asarray(maps))
-    arr = arr[np.isfinite(arr)]
-    if not arr.size:
-        return 1.0
-    lim = float(np.percentile(arr, percentile))
-    lim = lim if lim > 0 else float(arr.max())
-    return lim if lim > 0 else 1.0
-
-
 def map_layer_data(
     attribution,
     reduction=None,
@@ -163,7 +164,7 @@ def map_layer_data(
     maps : array-like (T, C, h, w), optional
         Overrides ``attribution.maps`` (e.g. a lazy dask array for long movies).
     limit : float, optional
-        Shared contrast limit (default: max |maps|).
+        Shared contrast limit (default: :func:`napari_retina.analysis.map_limit` of the maps).
 
     Returns
     -------
@@ -178,7 +179,11 @@ def map_layer_data(
     (st, sy, sx), (tt, ty, tx) = geo["scale"], geo["translate"]
     off = attribution.offset
     h1 = attribution.model.config.map_sizes[0] if attribution.model is not None else max(maps.shape[2:])
-    lim = map_limit(maps) if limit is None else float(limit)
+    if limit is None:
+        from ..analysis import map_limit  # here, not above: analysis loads torch, the reader imports this module
+
+        limit = map_limit(maps)
+    lim = float(limit)
     kept = set(reduction.kept) if reduction is not None else None
     out = []
     for c in range(maps.shape[1]):
@@ -305,7 +310,7 @@ def trace_layer_data(attribution, reduction=None, geometry: Optional[dict] = Non
     - ``labels`` (Points): a coloured legend dot with the trace name per row,
       tick labels in ms;
     - ``cursor`` (Shapes): the vertical time cursor (moved by
-      :func:`connect_time_cursor`).
+      :func:`._viewer.connect_time_cursor`).
     """
     geo = geometry or layer_geometry(shape=attribution.stimulus.shape)
     series = trace_series(attribution, reduction)
@@ -398,30 +403,6 @@ def frame_at(panel: dict, world_t_ms: float) -> int:
     return int(min(max(f, 0), panel["n_frames"] - 1))
 
 
-def connect_time_cursor(viewer, cursor_layer) -> None:
-    """Move ``cursor_layer`` with the viewer's time slider (dims axis 0).
-
-    The connection removes itself once the layer has left the viewer.
-    """
-    panel = cursor_layer.metadata[META]["panel"]
-
-    def update(event=None) -> None:
-        if cursor_layer not in viewer.layers:
-            viewer.dims.events.current_step.disconnect(update)
-            return
-        if viewer.dims.ndim < 3:
-            return
-        frame = frame_at(panel, viewer.dims.point[viewer.dims.ndim - 3])
-        if cursor_layer.metadata[META].get("frame") == frame:
-            return
-        cursor_layer.metadata[META]["frame"] = frame
-        cursor_layer.data = [cursor_line(panel, frame)]
-        cursor_layer.shape_type = "path"
-
-    viewer.dims.events.current_step.connect(update)
-    update()
-
-
 # ---------------------------------------------------------------- analysis ---
 
 def analysis_layer_data(attribution, reduction=None, geometry: Optional[dict] = None, maps=None,
@@ -430,106 +411,3 @@ def analysis_layer_data(attribution, reduction=None, geometry: Optional[dict] = 
     geo = geometry or layer_geometry(shape=attribution.stimulus.shape)
     return (map_layer_data(attribution, reduction, geo, maps=maps, limit=limit, prefix=prefix)
             + trace_layer_data(attribution, reduction, geo, prefix=prefix))
-
-
-def remove_analysis_layers(viewer, prefix: str) -> None:
-    """Remove the layers an earlier :func:`add_analysis` with the same prefix added."""
-    for layer in list(viewer.layers):
-        meta = layer.metadata.get(META, {}) if isinstance(layer.metadata, dict) else {}
-        if meta.get("role") in ("map", "traces", "trace_axes", "trace_labels", "cursor") \
-                and meta.get("prefix") == prefix:
-            viewer.layers.remove(layer)
-
-
-def add_layer_data(viewer, data: list[tuple]) -> list:
-    """Add layer-data tuples to ``viewer`` all-or-nothing (removes what it added on failure)."""
-    added = []
-    try:
-        for d, kwargs, kind in data:
-            added.append(getattr(viewer, f"add_{kind}")(d, **kwargs))
-    except Exception:
-        for layer in added:
-            if layer in viewer.layers:
-                viewer.layers.remove(layer)
-        raise
-    return added
-
-
-def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, maps=None,
-                 limit: Optional[float] = None, prefix: Optional[str] = None, replace: bool = True) -> list:
-    """Add an analysis to a viewer in one call: channel maps, traces, time cursor.
-
-    Parameters
-    ----------
-    viewer : napari.Viewer
-    attribution : Attribution
-        From ``nr.attribute``.
-    reduction : Reduction, optional
-        From ``nr.reduce(attribution)``: names the maps, shows only the kept
-        channels, adds the reduced circuit's trace.
-    stimulus_layer : napari Image layer, optional
-        The layer the analysis belongs to: the new layers take its scale and
-        translate (so they line up) and its name as prefix. Without one, a
-        stimulus layer is added from ``attribution.stimulus``.
-    maps : array-like (T, C, h, w), optional
-        Replaces ``attribution.maps`` (e.g. a lazy dask array, see
-        :func:`napari_retina._napari.lazy.lazy_maps`).
-    limit : float, optional
-        Shared contrast limit of the maps (default max |maps|).
-    prefix : str, optional
-        Layer-name prefix (default ``"<stimulus layer name>: "``).
-    replace : bool
-        Remove the layers of an earlier analysis with the same prefix first.
-
-    Returns
-    -------
-    list of the layers added (maps, traces, trace axes, trace labels, time cursor).
-
-    Example
-    -------
-    >>> viewer = napari.Viewer()                                   # doctest: +SKIP
-    >>> model = nr.load_model(); stim = nr.stimuli.flash_train()   # doctest: +SKIP
-    >>> attr = nr.attribute(model, stim); red = nr.reduce(attr)    # doctest: +SKIP
-    >>> layers = add_analysis(viewer, attr, red)                   # doctest: +SKIP
-    """
-    new_stim = []
-    if stimulus_layer is None:
-        stim_data = (attribution.stimulus, stimulus_layer_kwargs(attribution.stimulus, "stimulus"), "image")
-        new_stim = add_layer_data(viewer, [stim_data])
-        stimulus_layer = new_stim[0]
-    if prefix is None:
-        prefix = f"{stimulus_layer.name}: "
-    geo = layer_geometry(stimulus_layer)
-    try:
-        data = analysis_layer_data(attribution, reduction, geo, maps=maps, limit=limit, prefix=prefix)
-        for _, kwargs, _ in data:
-            kwargs["metadata"][META]["prefix"] = prefix
-        if replace:
-            remove_analysis_layers(viewer, prefix)
-        layers = add_layer_data(viewer, data)
-    except Exception:
-        for layer in new_stim:
-            if layer in viewer.layers:
-                viewer.layers.remove(layer)
-        raise
-    connect_time_cursor(viewer, layers[-1])
-    # keep the stimulus selected so the layer controls show it
-    return new_stim + layers
-
-
-def add_result_layers(viewer, result, prefix: Optional[str] = None) -> list:
-    """Add an ``ExperimentResult``'s stimulus and analysis layers in one call.
-
-    The stimulus layer is named after the experiment and carries its
-    conditions and readout in ``metadata``; returns every layer added.
-    """
-    meta = {"experiment": result.name, "readout": dict(result.readout),
-            "conditions": list(result.conditions)}
-    stim_layer = add_layer_data(viewer, [(result.stimulus, stimulus_layer_kwargs(
-        result.stimulus, name=result.name, metadata=meta), "image")])[0]
-    try:
-        layers = add_analysis(viewer, result.attribution, result.reduction, stim_layer, prefix=prefix)
-    except Exception:
-        viewer.layers.remove(stim_layer)
-        raise
-    return [stim_layer] + layers

@@ -1,26 +1,23 @@
-"""Per-viewer state shared by the dock widgets, and background tasks with progress and cancel.
+"""Background tasks with progress and cancel, and one-sentence notifications.
 
-A :class:`Session` (one per viewer) holds the current model; the Model widget
-sets it, the Analyze and Experiments widgets read it. A :class:`Task` runs one
-core call at a time in napari's ``thread_worker`` with a progress bar and a
-cancel button: the core call receives ``progress=token.wrap(cb)`` (the
-package-wide progress/cancel pattern) and is otherwise the exact call a script
-would make.
+A :class:`Task` runs one core call at a time in napari's ``thread_worker``
+with a progress bar and a cancel button: the core call receives
+``progress=token.wrap(cb)`` (the package-wide progress/cancel pattern) and is
+otherwise the exact call a script would make.
 """
 
 from __future__ import annotations
 
 import time
-import weakref
 from typing import Any, Callable, Optional
 
 from magicgui.widgets import Label, ProgressBar, PushButton
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from psygnal import Signal
 from qtpy.QtCore import QObject, Signal as QtSignal
 
-import napari_retina as nr
+from .._progress import Cancelled, CancelToken
+from ..analysis import is_out_of_memory
 
 
 def notify(level: str, message: str) -> None:
@@ -32,55 +29,6 @@ def one_sentence(exc: BaseException) -> str:
     """A user-facing sentence for an exception (its first line, no traceback)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    oom = getattr(torch.cuda, "OutOfMemoryError", ())
-    return (bool(oom) and isinstance(exc, oom)) or isinstance(exc, MemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
-
-
-class Session:
-    """The current model of one viewer, shared by the widgets.
-
-    ``model_changed`` fires (in the GUI thread) with the new model.
-    """
-
-    model_changed = Signal(object)
-
-    def __init__(self) -> None:
-        self._model = None
-        self.source = "shipped default"
-        self.device = "auto"
-        self.last_analysis: Optional[dict] = None
-
-    @property
-    def model(self):
-        """The current model (the shipped default, loaded on first use)."""
-        if self._model is None:
-            self._model = nr.load_model(device=self.device)
-            self.source = "shipped default"
-        return self._model
-
-    def has_model(self) -> bool:
-        return self._model is not None
-
-    def set_model(self, model, source: str) -> None:
-        self._model = model
-        self.source = source
-        self.model_changed.emit(model)
-
-
-_SESSIONS: "weakref.WeakKeyDictionary[Any, Session]" = weakref.WeakKeyDictionary()
-
-
-def session(viewer) -> Session:
-    """The :class:`Session` of ``viewer`` (created on first use)."""
-    if viewer not in _SESSIONS:
-        _SESSIONS[viewer] = Session()
-    return _SESSIONS[viewer]
 
 
 class _Failure:
@@ -118,7 +66,7 @@ class Task:
         self.status = Label(value="")
         self.cancel_button.changed.connect(self.cancel)
         self.worker = None
-        self.token: Optional[nr.CancelToken] = None
+        self.token: Optional[CancelToken] = None
         self.last_error: Optional[BaseException] = None
         self.timings: dict = {}
         """perf_counter stamps of the last run: started, returned (result in the GUI thread), done."""
@@ -180,7 +128,7 @@ class Task:
         if self.running:
             notify("warning", f"A {self.what} is already running; wait for it to finish or cancel it first.")
             return False
-        self.token = nr.CancelToken()
+        self.token = CancelToken()
         self.last_error = None
         self.timings = {"started": time.perf_counter()}
         self.progress.value = 0
@@ -198,7 +146,7 @@ class Task:
     def _finish(self, on_result, result) -> None:
         self.timings["returned"] = time.perf_counter()
         if self.closed:  # the widgets (and perhaps the viewer) are gone
-            self.last_error = result.exc if isinstance(result, _Failure) else nr.Cancelled(
+            self.last_error = result.exc if isinstance(result, _Failure) else Cancelled(
                 f"the {self.what} finished after its widgets closed; its result was dropped")
             return
         if isinstance(result, _Failure):
@@ -212,7 +160,7 @@ class Task:
 
     def _failed(self, exc: BaseException) -> None:
         self.last_error = exc
-        if isinstance(exc, nr.Cancelled):
+        if isinstance(exc, Cancelled):
             self.status.value = f"{self.what} cancelled"
             notify("info", f"The {self.what} was cancelled; nothing was added.")
         elif is_out_of_memory(exc):

@@ -1,21 +1,32 @@
-"""``napari-retina demo``: napari with the shipped model and an omitted-stimulus analysis ready."""
+"""``napari-retina demo``: napari with the shipped model and an omitted-stimulus analysis ready.
+
+Public napari API only: the window is sized with ``viewer.window.resize``, the
+view fitted with ``viewer.canvas.size`` and ``viewer.scene.camera``, the docks
+narrowed through the dock widgets ``add_plugin_dock_widget`` returns, and the
+screenshot taken with ``viewer.screenshot``.
+"""
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import time
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from .._atomic import atomic_write
+from .._json import jsonable
+from .._units import FRAME_MS
+
 DEMO_CELL = 0
 DEMO_WIDGETS = ("Analyze", "Model", "Stimulus", "Experiments")
+DEMO_STIMULUS = {"period": 6, "n_flashes": 8, "omit": True, "intensity": -2.0, "duration": 2}
+"""``nr.stimuli.flash_train`` parameters: eight dark full-field flashes every 60 ms, then one omitted."""
+DEMO_LAYER = "omitted flash train"
 SCREENSHOT_SIZE = (1600, 860)
-
-
-def _has_reduction() -> bool:
-    return importlib.util.find_spec("napari_retina.reduction") is not None
+SCREENSHOT_NAME = "napari-retina-demo.png"
+SUMMARY_NAME = "napari-retina-demo.json"
 
 
 def run_demo(headless: bool = False, out_dir: Optional[Path] = None, *, model=None,
@@ -23,21 +34,23 @@ def run_demo(headless: bool = False, out_dir: Optional[Path] = None, *, model=No
     """Open napari with the shipped model, an omitted-stimulus flash train and its analysis.
 
     The stimulus is ``nr.stimuli.flash_train(period=6)`` (eight dark full-field
-    flashes every 60 ms, then one omitted); the analysis attributes cell
-    ``cell``'s response to the conv1 channels with full spatial maps
-    (``invariance="none"``, so the maps can be seen over the stimulus) and
-    reduces it with ``nr.reduce``. The plugin's dock widgets are added and the
-    time slider is put on the response peak after the omitted flash.
+    flashes every 60 ms, then one omitted); the analysis is the Analyze
+    widget's (:func:`napari_retina.analysis.run_analysis`) of cell ``cell``
+    with full spatial maps (``invariance="none"``, so the maps can be seen
+    over the stimulus), reduced with ``nr.reduce``. The plugin's dock widgets
+    are added (the Analyze widget holds the analysis, so it can be saved) and
+    the time slider is put on the response peak after the omitted flash.
 
     Parameters
     ----------
     headless : bool
         True: no window is shown (``napari.Viewer(show=False)``; under Xvfb on
-        a server); a PNG screenshot of the whole window is written and the
-        viewer closed. False: show the window and run the event loop.
+        a server); a PNG screenshot of the whole window and the summary (JSON)
+        are written to ``out_dir`` and the viewer closed. False: show the
+        window and run the event loop.
     out_dir : Path, optional
-        Folder for ``napari-retina-demo.png`` (headless; default
-        ``./napari-retina-demo``).
+        Folder for ``napari-retina-demo.png`` and ``napari-retina-demo.json``
+        (headless; default ``./napari-retina-demo``).
     model : RetinaCNN, optional
         Defaults to ``nr.load_model()`` (the shipped model).
 
@@ -46,133 +59,176 @@ def run_demo(headless: bool = False, out_dir: Optional[Path] = None, *, model=No
     dict: model provenance, stimulus, cell, completeness error, explained
     variance, kept channels (labels), timings (s), screenshot path (headless).
     """
+    _require_qt()
     import napari
 
-    import napari_retina as nr
-
-    from ._layers import add_analysis, stimulus_layer_kwargs
-
     t_start = time.perf_counter()
-    model = nr.load_model() if model is None else model
-    params = {"period": 6, "n_flashes": 8, "omit": True, "intensity": -2.0, "duration": 2}
-    stim, events = nr.stimuli.flash_train(**params, return_events=True)
-
-    t0 = time.perf_counter()
-    attr = nr.attribute(model, stim, cell=cell, invariance="none")
-    t_attr = time.perf_counter() - t0
-    red, t_red = None, 0.0
-    if _has_reduction():
-        t0 = time.perf_counter()
-        red = nr.reduce(attr)
-        t_red = time.perf_counter() - t0
-
+    analysis, events, t_analysis = _analyse(model, cell)
     viewer = napari.Viewer(show=not headless, title="napari-retina demo: omitted-stimulus response")
-    meta = {"stimulus": "flash_train", "parameters": params,
-            "events": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in events.items()}}
-    stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "omitted flash train", meta))
-    add_analysis(viewer, attr, red, stim_layer)
-    docked, docks = [], {}
-    for name in widgets:
+    stim_layer = _show_analysis(viewer, analysis, events)
+    docked = _dock_widgets(viewer, widgets, stim_layer, analysis)
+    peak = _go_to_peak(viewer, analysis.attribution.response, events["omitted"])
+    summary = _summary(analysis, events["omitted"], peak, viewer, docked)
+    summary["timing_s"] = {"analysis": round(t_analysis, 3)}
+    if not headless:
+        summary["timing_s"]["total"] = round(time.perf_counter() - t_start, 3)
+        napari.run()
+        return summary
+    out = Path("napari-retina-demo") if out_dir is None else Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary["screenshot"] = str(screenshot(viewer, out / SCREENSHOT_NAME))
+    viewer.close()
+    summary["timing_s"]["total"] = round(time.perf_counter() - t_start, 3)
+    write_summary(summary, out / SUMMARY_NAME)
+    return summary
+
+
+def _require_qt() -> None:
+    """An ImportError in one sentence when napari has no Qt binding to show a window with."""
+    try:
+        import qtpy.QtWidgets  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "the demo needs napari with a Qt binding; install one with pip install 'napari-retina[qt]' (PyQt6)"
+        ) from exc
+
+
+def _analyse(model, cell: int):
+    """The demo stimulus and its analysis: ``(Analysis, flash_train events, seconds)``."""
+    from .. import stimuli
+    from ..analysis import run_analysis
+    from ..checkpoint import load_model
+
+    source = "shipped default" if model is None else "given model"
+    model = load_model() if model is None else model
+    stim, events = stimuli.flash_train(**DEMO_STIMULUS, return_events=True)
+    t0 = time.perf_counter()
+    analysis = run_analysis(model, stim, cell=cell, invariance="none", model_source=source, layer=DEMO_LAYER)
+    return analysis, events, time.perf_counter() - t0
+
+
+def _show_analysis(viewer, analysis, events: dict):
+    """Add the stimulus layer (generator, parameters and events in its metadata) and the analysis layers."""
+    from ._layers import stimulus_layer_kwargs
+    from ._viewer import add_analysis
+
+    stim = analysis.attribution.stimulus
+    meta = {"stimulus": "flash_train", "parameters": DEMO_STIMULUS, "events": jsonable(events)}
+    stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, DEMO_LAYER, meta))
+    add_analysis(viewer, analysis.attribution, analysis.reduction, stim_layer, limit=analysis.limit)
+    return stim_layer
+
+
+def _dock_widgets(viewer, names: tuple, stim_layer, analysis) -> list[str]:
+    """Dock the plugin's widgets (tabs); fill the Analyze widget in and raise its tab. Returns the names docked."""
+    from ._widgets.analyze import summary_text
+
+    docked = {}
+    for name in names:
         try:
-            docks[name] = viewer.window.add_plugin_dock_widget("napari-retina", name, tabify=True)
-            docked.append(name)
+            docked[name] = viewer.window.add_plugin_dock_widget("napari-retina", name, tabify=True)
         except Exception as exc:  # a widget that cannot be built must not stop the demo
             print(f"napari-retina demo: could not add the {name} widget: {exc}")
-    if "Analyze" in docks:
-        dock, analyze = docks["Analyze"]
+    if "Analyze" in docked:
+        dock, analyze = docked["Analyze"]
         analyze.layer.value = stim_layer
         analyze.invariance.value = "none"
-        analyze.result_label.value = (
-            f"completeness error {attr.completeness_error:.2e}" + ("" if red is None else
-            f"; reduced circuit explains {red.explained_variance:.1%} with "
-            f"{', '.join(red.label(c) for c in red.kept)}"))
-        try:
-            dock.raise_()  # show the Analyze tab
-        except Exception:
-            pass
+        analyze.analysis = analysis
+        analyze.result_label.value = summary_text(analysis)
+        dock.raise_()  # show the Analyze tab
+    return list(docked)
 
-    # show the frame where the response after the omitted flash peaks
-    omitted = events["omitted"]
-    after = np.asarray(attr.response[omitted:], float)
+
+def _go_to_peak(viewer, response: np.ndarray, omitted: int) -> int:
+    """Put the time slider on the response peak after the omitted flash; returns that frame."""
+    after = np.asarray(response[omitted:], float)
     peak = omitted + (int(np.nanargmax(after)) if np.isfinite(after).any() else 0)
-    viewer.dims.set_point(0, peak * nr.FRAME_MS)
-    viewer.layers.selection.active = stim_layer
+    viewer.dims.set_point(0, peak * FRAME_MS)
+    return peak
 
-    summary = {
+
+def _summary(analysis, omitted: int, peak: int, viewer, docked: list) -> dict:
+    """What the demo shows, as JSON-able numbers and names."""
+    attr, red, model = analysis.attribution, analysis.reduction, analysis.attribution.model
+    return {
         "model": dict(model.provenance) or {"kind": "unknown"},
         "model_scores": dict(model.scores),
-        "stimulus": {"name": "flash_train", **params, "frames": int(stim.shape[0]), "omitted_frame": omitted},
-        "cell": cell,
+        "stimulus": {"name": "flash_train", **DEMO_STIMULUS, "frames": int(attr.stimulus.shape[0]),
+                     "omitted_frame": omitted},
+        "cell": analysis.parameters["cell"],
         "invariance": attr.invariance,
         "completeness_error": float(attr.completeness_error),
-        "explained_variance": None if red is None else float(red.explained_variance),
-        "kept_channels": [] if red is None else [red.label(c) for c in red.kept],
+        "explained_variance": float(red.explained_variance),
+        "kept_channels": [red.label(c) for c in red.kept],
         "peak_frame_after_omission": peak,
-        "peak_latency_ms": (peak - omitted) * nr.FRAME_MS,
+        "peak_latency_ms": (peak - omitted) * FRAME_MS,
         "layers": [layer.name for layer in viewer.layers],
         "widgets": docked,
-        "timing_s": {"attribute": round(t_attr, 3), "reduce": round(t_red, 3)},
     }
-    if red is None:
-        summary["note"] = "nr.reduce is not available yet: no reduction shown"
 
-    if headless:
-        out_dir = Path("napari-retina-demo") if out_dir is None else Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / "napari-retina-demo.png"
-        screenshot(viewer, path)
-        summary["screenshot"] = str(path)
-        summary["timing_s"]["total"] = round(time.perf_counter() - t_start, 3)
-        viewer.close()
-        return summary
-    summary["timing_s"]["total"] = round(time.perf_counter() - t_start, 3)
-    napari.run()
-    return summary
+
+def write_summary(summary: dict, path: Path) -> Path:
+    """Write the demo's summary as JSON (strict: NaN as null), atomically."""
+    text = json.dumps(jsonable(summary, strict=True), indent=2)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+
+    return atomic_write(path, write)
 
 
 def screenshot(viewer, path: Path, size: tuple = SCREENSHOT_SIZE, dock_width: int = 340) -> Path:
     """Write a PNG of the whole napari window (works with ``show=False`` under Xvfb), atomically."""
     from napari.utils.io import imsave_png
-    from qtpy.QtWidgets import QApplication
-
-    from .._atomic import atomic_write
 
     viewer.window.resize(*size)
-    for _ in range(3):
-        QApplication.processEvents()
-    try:  # keep the dock column narrow so the canvas gets the room
-        from qtpy.QtCore import Qt
-
-        docks = []
-        for w in viewer.window.dock_widgets.values():
-            native = getattr(w, "native", w)
-            if native.parent() is not None:
-                docks.append(native.parent())
-        if docks:
-            viewer.window._qt_window.resizeDocks(docks, [dock_width] * len(docks),  # noqa: SLF001
-                                                 Qt.Orientation.Horizontal)
-        for _ in range(3):
-            QApplication.processEvents()
-    except Exception:
-        pass
+    _process_events()
+    _narrow_docks(viewer, dock_width)
+    # Qt lays a window that is not shown out only when it is drawn: a first grab gives the canvas
+    # (viewer.canvas.size) its real size before the view is fitted to it
+    viewer.screenshot(canvas_only=False, flash=False)
+    _process_events()
     fit_view(viewer)
-    QApplication.processEvents()
+    _process_events(1)
     image = viewer.screenshot(canvas_only=False, flash=False)
-    return atomic_write(path, lambda tmp: imsave_png(tmp, image))
+    return atomic_write(path, lambda tmp: imsave_png(tmp, image))  # imsave_png writes PNG whatever the name
 
 
-def fit_view(viewer, margin: float = 0.03, right: float = 0.3) -> None:
+def _process_events(times: int = 3) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(times):
+        QApplication.processEvents()
+
+
+def _narrow_docks(viewer, width: int) -> None:
+    """Make the dock column ``width`` pixels wide so the canvas gets the room.
+
+    The dock widgets are the Qt parents of ``viewer.window.dock_widgets``
+    (as napari documents), and their parent is the main window.
+    """
+    from qtpy.QtCore import Qt
+
+    docks = [getattr(w, "native", w).parent() for w in viewer.window.dock_widgets.values()]
+    docks = [d for d in docks if d is not None]
+    if docks:
+        docks[0].parentWidget().resizeDocks(docks, [width] * len(docks), Qt.Orientation.Horizontal)
+        _process_events()
+
+
+def fit_view(viewer, margin: float = 0.03, right: float = 0.4) -> None:
     """Centre the 2-D view on every layer and zoom so that they fill the canvas.
 
-    ``right`` adds room (a fraction of the width) for the trace legend's text.
+    ``right`` adds room (a fraction of the width) for the trace legend's text,
+    which the layers' extent does not include; ``margin`` is the blank
+    fraction of the canvas around them.
     """
-    viewer.reset_view()
-    try:
-        canvas_h, canvas_w = viewer.window._qt_viewer.canvas.size  # noqa: SLF001 - no public accessor
-    except Exception:
-        return
+    viewer.reset_view(margin=margin)
+    canvas_h, canvas_w = viewer.canvas.size
     ext = np.asarray(viewer.layers.extent.world, float)[:, -2:]
     ext[1, 1] += right * (ext[1, 1] - ext[0, 1])
     span = np.maximum(ext[1] - ext[0], 1e-9)
-    viewer.camera.center = tuple((ext[0] + ext[1]) / 2)
-    viewer.camera.zoom = (1 - 2 * margin) * min(canvas_h / span[0], canvas_w / span[1])
+    camera = viewer.scene.camera
+    camera.center = tuple((ext[0] + ext[1]) / 2)
+    camera.zoom = (1 - 2 * margin) * min(canvas_h / span[0], canvas_w / span[1])

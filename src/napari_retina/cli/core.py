@@ -10,13 +10,7 @@ from ._progress import tqdm_progress
 
 
 def _demo(args) -> int:
-    try:
-        import qtpy.QtWidgets  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(
-            "the demo needs napari with a Qt binding; install one with pip install 'napari-retina[qt]' (PyQt6)"
-        ) from exc
-    from .._napari.demo import run_demo
+    from .._napari.demo import run_demo  # without a Qt binding, run_demo says so in one sentence
 
     out = check_out_dir(args.out) if args.out else None
     if out is not None:

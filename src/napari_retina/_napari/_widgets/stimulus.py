@@ -1,0 +1,90 @@
+"""The Stimulus dock widget: generate a stimulus, or give an existing layer the physical scale."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Optional
+
+import napari
+from magicgui.widgets import ComboBox, Container, Label, PushButton, create_widget
+
+from ... import stimuli
+from .. import _layers
+from .._sample_data import generate
+from .._tasks import notify, one_sentence
+from ._common import layer_picker, parameter_widget
+
+GENERATORS = ("flash_train", "white_noise", "naturalistic", "flash", "step", "moving_bar", "flashed_bar",
+              "reversing_bar", "reversing_grating")
+"""The ``nr.stimuli`` generators offered, in menu order."""
+_SIMPLE = (int, float, bool, str)
+_INT_RANGE = {"min": -10**6, "max": 10**7}
+_FLOAT_RANGE = {"min": -1e6, "max": 1e6, "step": 0.01}
+
+
+def generator_parameters(fn) -> list[str]:
+    """The parameters of generator ``fn`` the widget shows: those with an int, float, bool or str default."""
+    return [name for name, p in inspect.signature(fn).parameters.items()
+            if name != "return_events" and type(p.default) in _SIMPLE]
+
+
+class StimulusWidget(Container):
+    """Generate a stimulus with ``nr.stimuli`` (or give an existing layer physical scale).
+
+    The new layer is (T, 50, 50) at (10 ms, 55 µm, 55 µm) with the generator
+    and its parameters in ``metadata``; each generator's parameters appear
+    with its defaults.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.generator = ComboBox(label="stimulus", choices=list(GENERATORS), value=GENERATORS[0])
+        self.params = Container(labels=True)
+        self.name = create_widget(value="", annotation=str, label="layer name")
+        self.generate_button = PushButton(text="Generate")
+        self.existing = layer_picker(viewer, label="or existing layer")
+        self.scale_button = PushButton(text="Set physical scale (10 ms, 55 µm, 55 µm)")
+        self.extend([self.generator, self.params, self.name, self.generate_button,
+                     Label(value="—"), self.existing, self.scale_button])
+        self.generator.changed.connect(self._build_params)
+        self.generate_button.changed.connect(lambda *_: self.generate())
+        self.scale_button.changed.connect(lambda *_: self.set_scale())
+        self._build_params()
+
+    def _build_params(self, *_) -> None:
+        self.params.clear()
+        fn = getattr(stimuli, self.generator.value)
+        for name in generator_parameters(fn):
+            kind = type(inspect.signature(fn).parameters[name].default)
+            ranges = _INT_RANGE if kind is int else _FLOAT_RANGE if kind is float else {}
+            self.params.append(parameter_widget(fn, name, **ranges))
+
+    def parameters(self) -> dict:
+        """The chosen generator's parameters as shown in the widget."""
+        return {w.name: w.value for w in self.params}
+
+    def generate(self) -> Optional[napari.layers.Image]:
+        """Add the chosen stimulus as a new layer (a notification on bad parameters)."""
+        gen = self.generator.value
+        name = self.name.value.strip() or gen.replace("_", " ")
+        try:
+            data, kwargs, _ = generate(gen, name, **self.parameters())
+        except (ValueError, TypeError) as exc:
+            notify("error", f"Cannot generate {gen}: {one_sentence(exc)}")
+            return None
+        return self.viewer.add_image(data, **kwargs)
+
+    def set_scale(self) -> None:
+        """Give the chosen existing layer the stimulus scale, units and axis labels."""
+        layer = self.existing.value
+        if layer is None:
+            notify("warning", "Choose an image layer first.")
+            return
+        if layer.ndim != 3 or layer.rgb:
+            notify("error", f"Layer '{layer.name}' is not a (T, y, x) greyscale stack.")
+            return
+        layer.scale = _layers.SCALE
+        layer.units = _layers.UNITS
+        layer.axis_labels = _layers.AXIS_LABELS
+        layer.metadata.setdefault(_layers.META, {})["role"] = "stimulus"

@@ -1,0 +1,348 @@
+"""One analysis of a stimulus, short or long movie: attribution, reduction, lazy maps, export.
+
+What the Analyze widget computes, without Qt: :func:`run_analysis` returns an
+:class:`Analysis` (attribution, reduction, parameters, where the model came
+from) that saves itself (``Analysis.save``, ``Analysis.to_dict``).
+
+Long movies: full maps cost ``T·C·h·w·4`` bytes (4 GB for 100,000 frames of
+the 8×36×36 model), so above :data:`LAZY_MAP_BYTES` only the traces are
+computed (:func:`attribute_traces`, in chunks of frames, maps discarded) and
+the maps become a dask array whose blocks are attributed when they are read
+(:func:`lazy_maps`): a viewer opens them at once and memory stays bounded (a
+small LRU cache of blocks). On a GPU that runs out of memory the attribution
+is retried with smaller batches (down to :data:`MIN_OOM_BATCH` path points).
+
+Example
+-------
+>>> res = run_analysis(nr.load_model(), nr.stimuli.flash_train(), cell=0)   # doctest: +SKIP
+>>> res.attribution.channels.shape, res.reduction.kept                      # doctest: +SKIP
+((140, 8), [3, 6])
+>>> res.save("analysis.h5")                                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import numpy as np
+import torch
+
+from . import attribution, io, reduction
+from ._invariance import InvarianceArg, resolve_invariance
+from ._json import jsonable
+from ._predict import default_batch_size
+from ._progress import Progress, report
+from ._units import FRAME_MS, PIXEL_UM
+from ._validate import Crop, as_stimulus, crop_origin
+from .attribution import Attribution
+from .model import RetinaCNN
+from .reduction import Reduction
+
+LAZY_MAP_BYTES = 256 * 2**20
+"""Above this size of full maps (bytes) :func:`run_analysis` switches to lazy maps."""
+MIN_OOM_BATCH = 8
+"""The smallest batch (path points per backward pass) an out-of-memory retry tries."""
+SAVE_SUFFIXES = (".h5", ".hdf5", ".csv")
+"""What :meth:`Analysis.save` writes: HDF5 (everything) or CSV (the traces)."""
+
+_T = TypeVar("_T")
+
+
+# ------------------------------------------------------------------- sizes ---
+
+def map_shape(model: RetinaCNN, invariance: str) -> Optional[tuple[int, int, int]]:
+    """(C, h, w) of one frame's maps for a resolved invariance (None for "space")."""
+    c1, h1 = model.config.channels[0], model.config.map_sizes[0]
+    return {"none": (c1, h1, h1), "y": (c1, 1, h1), "x": (c1, h1, 1)}.get(invariance)
+
+
+def map_bytes(model: RetinaCNN, n_frames: int, invariance: str = "none") -> int:
+    """Bytes of float32 maps for ``n_frames`` frames (0 when space is summed out)."""
+    shape = map_shape(model, invariance)
+    return 0 if shape is None else int(n_frames) * int(np.prod(shape)) * 4
+
+
+def map_limit(maps, percentile: float = 99.5) -> float:
+    """Shared symmetric contrast limit over all channels: a high percentile of |attribution|.
+
+    ``maps`` is any array-like (T, C, h, w) (or None: 1.0). The 99.5th
+    percentile rather than the maximum, so that a few extreme pixels do not
+    wash out every map; non-finite values are ignored; 1.0 when nothing is left.
+    """
+    if maps is None:
+        return 1.0
+    arr = np.abs(np.asarray(maps))
+    arr = arr[np.isfinite(arr)]
+    if not arr.size:
+        return 1.0
+    lim = float(np.percentile(arr, percentile))
+    lim = lim if lim > 0 else float(arr.max())
+    return lim if lim > 0 else 1.0
+
+
+# --------------------------------------------------------------- long movies ---
+
+def attribute_traces(model: RetinaCNN, stimulus: np.ndarray, *, cell=0, steps: Optional[int] = None, rule=None,
+                     invariance: str = "none", chunk_frames: int = 2048, batch_size: Optional[int] = None,
+                     progress: Optional[Progress] = None) -> Attribution:
+    """``nr.attribute`` over a long movie in chunks of frames, keeping traces only.
+
+    Returns an :class:`~napari_retina.attribution.Attribution` with
+    ``maps=None`` and ``channels`` (T, C), ``response``, ``rates`` (T,) over
+    every frame with a full history; ``invariance`` must already be resolved
+    (not "auto") so every chunk is attributed the same way. ``stimulus`` is
+    float32 (T, H, W) contrast units of the model's size (already cropped: the
+    result's ``crop_origin`` is (0, 0)). ``progress(done_frames, total_frames)``.
+    """
+    stim = np.asarray(stimulus)
+    T, hist = len(stim), model.config.history
+    total = T - hist + 1
+    channels = np.full((T, model.config.channels[0]), np.nan, np.float32)
+    rates = np.full(T, np.nan, np.float32)
+    first = None
+    report(progress, 0, total)
+    for a in range(hist - 1, T, chunk_frames):
+        b = min(a + chunk_frames, T)
+        s0 = a - hist + 1
+        part = attribution.attribute(model, stim[s0:b], cell=cell, steps=steps, rule=rule, invariance=invariance,
+                                     batch_size=batch_size)
+        channels[a:b] = part.channels[hist - 1:]
+        rates[a:b] = part.rates[hist - 1:]
+        first = part if first is None else first
+        report(progress, b - hist + 1, total)
+    response = (rates.astype(np.float64) - first.baseline_rate).astype(np.float32)
+    frames = np.arange(hist - 1, T)
+    err = attribution.completeness_error(channels[frames], response[frames], rates[frames], first.baseline_rate)
+    return replace(first, maps=None, channels=channels, response=response, rates=rates,
+                   completeness_error=err, frames=frames, stimulus=stim)
+
+
+class _BlockCache:
+    """Attributed map blocks shared by every channel layer (LRU, thread-safe)."""
+
+    def __init__(self, compute: Callable[[int, int], np.ndarray], size: int) -> None:
+        self.compute, self.size = compute, size
+        self.blocks: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+        self.lock = threading.Lock()
+        self.computed = 0
+
+    def get(self, a: int, b: int) -> np.ndarray:
+        with self.lock:
+            if (a, b) in self.blocks:
+                self.blocks.move_to_end((a, b))
+                return self.blocks[(a, b)]
+            block = self.compute(a, b)
+            self.computed += 1
+            self.blocks[(a, b)] = block
+            while len(self.blocks) > self.size:
+                self.blocks.popitem(last=False)
+            return block
+
+
+def lazy_maps(model: RetinaCNN, stimulus: np.ndarray, *, cell=0, steps: Optional[int] = None, rule=None,
+              invariance: str = "none", chunk: int = 8, cache_blocks: int = 32):
+    """Attribution maps (T, C, h, w) as a dask array computed block by block on demand.
+
+    Each block of ``chunk`` frames is ``nr.attribute(model, <its window>,
+    frames=<its frames>).maps``; frames without a full history are NaN.
+    Blocks are cached (``cache_blocks`` of them, shared by all channels), so
+    showing one frame of eight channel layers attributes one block once.
+    ``invariance`` must be resolved ("none", "x" or "y"); ``stimulus`` as in
+    :func:`attribute_traces`.
+    """
+    import dask.array as da
+
+    stim = np.asarray(stimulus)
+    T, hist = len(stim), model.config.history
+    shape = map_shape(model, invariance)
+    if shape is None:
+        raise ValueError("invariance 'space' has no maps to show lazily")
+
+    def compute(a: int, b: int) -> np.ndarray:
+        out = np.full((b - a,) + shape, np.nan, np.float32)
+        start = max(a, hist - 1)
+        if start < b:
+            s0 = start - hist + 1
+            part = attribution.attribute(model, stim[s0:b], cell=cell, steps=steps, rule=rule,
+                                         invariance=invariance)
+            out[start - a:] = part.maps[hist - 1:]
+        return out
+
+    cache = _BlockCache(compute, cache_blocks)
+
+    def block(_, block_info=None):
+        a, b = block_info[None]["array-location"][0]
+        return cache.get(a, b)
+
+    template = da.zeros((T,) + shape, chunks=(chunk,) + shape, dtype=np.float32)
+    arr = da.map_blocks(block, template, dtype=np.float32, meta=np.empty((0,) * 4, np.float32))
+    arr.block_cache = cache  # type: ignore[attr-defined]  # for tests and diagnostics
+    return arr
+
+
+def _peak_limit(maps, response: np.ndarray, history: int, frames: int = 8) -> float:
+    """:func:`map_limit` of the ``frames`` lazy-map frames around the strongest response (one block)."""
+    T = len(response)
+    peak = int(np.nanargmax(np.abs(response))) if np.isfinite(response).any() else T - 1
+    a = max(history - 1, min(peak - frames // 2, T - frames))
+    return map_limit(np.asarray(maps[a:a + frames]))
+
+
+# --------------------------------------------------------------- out of memory ---
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a (CUDA or host) out-of-memory error."""
+    oom = getattr(torch.cuda, "OutOfMemoryError", ())
+    return (bool(oom) and isinstance(exc, oom)) or isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def _oom_retry(call: Callable[[Optional[int]], _T], batch_size: Optional[int] = None) -> _T:
+    """Run ``call(batch_size)``; on out-of-memory retry with half the GPU batch down to MIN_OOM_BATCH."""
+    try:
+        return call(batch_size)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        err = exc
+    bs = default_batch_size(torch.device("cuda")) // 2
+    while bs >= MIN_OOM_BATCH:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        try:
+            return call(bs)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            err = exc
+        bs //= 2
+    raise err
+
+
+# ------------------------------------------------------------------- result ---
+
+@dataclass
+class Analysis:
+    """One analysis of a stimulus: what the Analyze widget shows and saves.
+
+    Attributes
+    ----------
+    attribution : Attribution
+        ``nr.attribute``'s result (``maps`` None on the long-movie path, see ``maps``).
+    reduction : Reduction or None
+        ``nr.reduce(attribution, explain=...)``, None when not asked for.
+    parameters : dict
+        The run's parameters: ``cell``, ``steps``, ``invariance`` (as asked),
+        ``crop``, ``reduce``, ``explain``.
+    model_source : str
+        Where the model came from ("shipped default", a checkpoint path, ...).
+    layer : str
+        Name of the napari layer the stimulus came from ("" from a script).
+    maps : dask array (T, C, h, w) or None
+        Lazy maps of a long movie (:func:`lazy_maps`); None when the maps are
+        ``attribution.maps``.
+    limit : float or None
+        Shared symmetric contrast limit of the maps (:func:`map_limit`), None without maps.
+    """
+
+    attribution: Attribution
+    reduction: Optional[Reduction] = None
+    parameters: dict = field(default_factory=dict)
+    model_source: str = ""
+    layer: str = ""
+    maps: Any = field(default=None, repr=False)
+    limit: Optional[float] = None
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the maps are computed on demand (a long movie)."""
+        return self.maps is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The nested dict :func:`napari_retina.io.write_results` writes (arrays, parameters, provenance).
+
+        ``parameters`` (plus ``stimulus_layer``, ``frame_ms``, ``pixel_um``),
+        ``attribution`` (:meth:`Attribution.to_dict`), ``reduction``
+        (:meth:`Reduction.to_dict`, when there is one), ``stimulus`` (T, H, W)
+        and ``model`` (``source``; ``config``, ``provenance``, ``scores`` as JSON text).
+        """
+        attr = self.attribution
+        model = attr.model
+        out: dict[str, Any] = {
+            "parameters": jsonable({**self.parameters, "stimulus_layer": self.layer, "frame_ms": FRAME_MS,
+                                    "pixel_um": PIXEL_UM}),
+            "attribution": attr.to_dict(),
+            "stimulus": attr.stimulus,
+            "model": {"source": self.model_source, "config": json.dumps(jsonable(model.config.to_dict())),
+                      "provenance": json.dumps(jsonable(model.provenance)),
+                      "scores": json.dumps(jsonable(model.scores))},
+        }
+        if self.reduction is not None:
+            out["reduction"] = self.reduction.to_dict()
+        return out
+
+    def save(self, path) -> Path:
+        """Write everything (``.h5``/``.hdf5``, :meth:`to_dict`) or the traces (``.csv``); returns the path.
+
+        Written atomically (see :mod:`napari_retina.io`).
+        """
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            return io.write_traces_csv(path, self.attribution, self.reduction)
+        if suffix in SAVE_SUFFIXES:
+            return io.write_results(path, self.to_dict())
+        raise ValueError(f"Save to a .h5/.hdf5 file (everything) or a .csv file (traces), got '{path.name}'.")
+
+
+def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = None,
+                 invariance: InvarianceArg = "auto", crop: Crop = None, reduce: bool = True, explain: float = 0.9,
+                 lazy_threshold: int = LAZY_MAP_BYTES, progress: Optional[Progress] = None,
+                 reduce_progress: Optional[Progress] = None, model_source: str = "", layer: str = "") -> Analysis:
+    """Attribute (and reduce) a stimulus the way the Analyze widget does; lazy maps for long movies.
+
+    Short movies: exactly ``nr.attribute(model, stimulus, cell=, steps=,
+    invariance=, crop=, progress=)`` then ``nr.reduce(attr, explain=,
+    progress=reduce_progress)``. When the full maps would exceed
+    ``lazy_threshold`` bytes, the traces are attributed in chunks (maps
+    discarded, :func:`attribute_traces`) and ``Analysis.maps`` is a lazy dask
+    array (:func:`lazy_maps`). Either way the attribution's ``crop_origin``
+    says where the analysed window sits in ``stimulus`` (T, H, W), and an
+    out-of-memory error is retried with smaller batches.
+
+    ``model_source`` and ``layer`` are recorded in the result (see :class:`Analysis`).
+
+    Example
+    -------
+    >>> res = run_analysis(model, nr.stimuli.white_noise(frames=100_000), cell=0)   # doctest: +SKIP
+    >>> res.lazy, res.maps.shape                                                     # doctest: +SKIP
+    (True, (100000, 8, 36, 36))
+    """
+    cfg = model.config
+    T = int(np.shape(stimulus)[0])
+    big = map_bytes(model, T, "none") > lazy_threshold
+    if big:
+        stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm)
+        inv = resolve_invariance(stim, invariance)
+        big = map_bytes(model, T, inv) > lazy_threshold
+    maps = None
+    if not big:
+        attr = _oom_retry(lambda bs: attribution.attribute(model, stimulus, cell=cell, steps=steps,
+                                                           invariance=invariance, crop=crop, batch_size=bs,
+                                                           progress=progress))
+        limit = None if attr.maps is None else map_limit(attr.maps)
+    else:
+        attr = _oom_retry(lambda bs: attribute_traces(model, stim, cell=cell, steps=steps, invariance=inv,
+                                                      batch_size=bs, progress=progress))
+        attr = replace(attr, crop_origin=crop_origin(np.shape(stimulus)[1:], cfg.size, crop))
+        maps = lazy_maps(model, stim, cell=cell, steps=steps, invariance=inv)
+        limit = _peak_limit(maps, attr.response, cfg.history)
+    red = reduction.reduce(attr, explain=explain, progress=reduce_progress) if reduce else None
+    params = {"cell": cell, "steps": attr.steps, "invariance": invariance, "crop": "none" if crop is None else crop,
+              "reduce": bool(reduce), "explain": explain}
+    return Analysis(attr, red, params, model_source, layer, maps, limit)

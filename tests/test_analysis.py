@@ -1,0 +1,162 @@
+"""napari_retina.analysis: the Analyze widget's computation without a viewer.
+
+Lazy maps and chunked traces against one ``nr.attribute`` call, the crop
+origin on both paths, the out-of-memory retry, and the export against the
+attribution's and reduction's own ``to_dict``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+from napari_retina import analysis
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
+
+
+# --------------------------------------------------------------- long movies ---
+
+def test_lazy_maps_equal_eager_maps_and_compute_each_block_once(tiny):
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=2)
+    eager = nr.attribute(tiny, stim, cell=[0, 1], steps=4, invariance="none")
+    maps = analysis.lazy_maps(tiny, stim, cell=[0, 1], steps=4, invariance="none", chunk=8)
+    assert maps.shape == eager.maps.shape
+    np.testing.assert_allclose(np.asarray(maps[20]), eager.maps[20], rtol=1e-4, atol=1e-6)
+    before = maps.block_cache.computed
+    for c in range(maps.shape[1]):  # all channel layers of the same frame: one block, computed once
+        np.asarray(maps[21, c])
+    assert maps.block_cache.computed == before
+    full = np.asarray(maps)
+    np.testing.assert_array_equal(np.isnan(full), np.isnan(eager.maps))
+    np.testing.assert_allclose(full, eager.maps, rtol=1e-4, atol=1e-6 * np.nanmax(np.abs(eager.maps)))
+
+
+def test_attribute_traces_in_chunks_equals_one_call(tiny):
+    stim = nr.stimuli.white_noise(frames=40, size=20, seed=3)
+    ref = nr.attribute(tiny, stim, cell=0, steps=4, invariance="none")
+    seen = []
+    got = analysis.attribute_traces(tiny, stim, cell=0, steps=4, invariance="none", chunk_frames=7,
+                                    progress=lambda d, t: seen.append((d, t)))
+    assert got.maps is None
+    for name in ("channels", "response", "rates"):
+        np.testing.assert_allclose(getattr(got, name), getattr(ref, name), rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(got.frames, ref.frames)
+    assert seen[-1] == (31, 31)
+    assert got.completeness_error == pytest.approx(ref.completeness_error, rel=1e-2, abs=1e-6)
+
+
+def test_attribute_traces_completeness_floor_matches_attribute_for_a_near_zero_stimulus():
+    """The chunked traces use attribute's completeness_error (with its floor), not a copy without it.
+
+    A constant 1e-7 gives the shipped model a response of a few float32 ulps; without
+    the floor the chunked error read 0.91 while attribute's read 7e-4.
+    """
+    model = nr.load_model(device="cpu")
+    stim = np.full((60, 50, 50), 1e-7, np.float32)
+    ref = nr.attribute(model, stim, cell=0, steps=4, invariance="none")
+    got = analysis.attribute_traces(model, stim, cell=0, steps=4, invariance="none", chunk_frames=7)
+    assert ref.completeness_error < 0.01
+    assert got.completeness_error == pytest.approx(ref.completeness_error, rel=1e-2, abs=1e-3)
+
+
+# --------------------------------------------------------------- run_analysis ---
+
+def test_a_short_movie_is_exactly_attribute_then_reduce(tiny):
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    res = analysis.run_analysis(tiny, stim, cell=1, steps=4, explain=0.6)
+    ref = nr.attribute(tiny, stim, cell=1, steps=4)
+    red = nr.reduce(ref, explain=0.6)
+    assert not res.lazy and res.maps is None
+    np.testing.assert_array_equal(res.attribution.maps, ref.maps)
+    np.testing.assert_array_equal(res.reduction.reduced_response, red.reduced_response)
+    assert res.reduction.kept == red.kept
+    assert res.limit == analysis.map_limit(ref.maps)
+    assert res.parameters == {"cell": 1, "steps": 4, "invariance": "auto", "crop": "none", "reduce": True,
+                              "explain": 0.6}
+
+
+@pytest.mark.parametrize("threshold", [0, analysis.LAZY_MAP_BYTES], ids=["lazy", "eager"])
+def test_the_crop_origin_says_where_the_window_sits_on_both_paths(tiny, threshold):
+    """The lazy path crops before attributing; its result still says where the window was cut (it said (0, 0))."""
+    stim = nr.stimuli.white_noise(frames=30, size=26, seed=5)
+    res = analysis.run_analysis(tiny, stim, cell=0, steps=2, crop="center", reduce=False, lazy_threshold=threshold)
+    assert res.lazy == (threshold == 0)
+    assert res.attribution.crop_origin == (3, 3)
+    ref = nr.attribute(tiny, stim[:, 3:23, 3:23], cell=0, steps=2)
+    np.testing.assert_allclose(res.attribution.channels, ref.channels, rtol=1e-4, atol=1e-6)
+
+
+def test_out_of_memory_is_retried_with_smaller_batches(tiny, monkeypatch):
+    real = nr.attribution.attribute
+    sizes = []
+
+    def oom_above_256(*args, batch_size=None, **kwargs):
+        sizes.append(batch_size)
+        if batch_size is None or batch_size > 256:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setattr(nr.attribution, "attribute", oom_above_256)
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    res = analysis.run_analysis(tiny, stim, steps=2, reduce=False)
+    assert sizes[0] is None and sizes[-1] <= 256 and len(sizes) >= 2
+    np.testing.assert_allclose(res.attribution.channels, real(tiny, stim, steps=2).channels, rtol=1e-5, atol=1e-7)
+
+    def always_oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+
+    monkeypatch.setattr(nr.attribution, "attribute", always_oom)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        analysis.run_analysis(tiny, stim, steps=2, reduce=False)
+
+
+def test_map_limit_is_a_high_percentile_of_finite_magnitudes():
+    maps = np.linspace(-1.0, 1.0, 2001, dtype=np.float32)
+    maps[:3] = [np.nan, np.inf, -np.inf]
+    assert analysis.map_limit(maps) == pytest.approx(np.percentile(np.abs(maps[3:]), 99.5))
+    assert analysis.map_limit(None) == analysis.map_limit(np.zeros(4)) == analysis.map_limit(np.full(3, np.nan)) == 1.0
+
+
+# ------------------------------------------------------------------- export ---
+
+def test_to_dict_is_the_results_own_export_plus_parameters_and_provenance(tiny):
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    res = analysis.run_analysis(tiny, stim, cell=0, steps=2, explain=0.6, model_source="tiny model", layer="noise")
+    d = res.to_dict()
+    assert set(d) == {"parameters", "attribution", "reduction", "stimulus", "model"}
+    assert d["attribution"].keys() == res.attribution.to_dict().keys()
+    assert d["reduction"].keys() == res.reduction.to_dict().keys()
+    np.testing.assert_array_equal(d["stimulus"], stim)
+    assert d["parameters"] == {**res.parameters, "stimulus_layer": "noise", "frame_ms": nr.FRAME_MS,
+                               "pixel_um": nr.PIXEL_UM}
+    assert d["model"]["source"] == "tiny model"
+    assert json.loads(d["model"]["config"]) == tiny.config.to_dict()
+
+
+def test_save_writes_everything_to_hdf5_and_the_traces_to_csv(tiny, tmp_path):
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    res = analysis.run_analysis(tiny, stim, cell=0, steps=2, explain=0.6, model_source="tiny model")
+    attr, red = res.attribution, res.reduction
+    with h5py.File(res.save(tmp_path / "a.h5"), "r") as h5:
+        np.testing.assert_array_equal(h5["attribution/maps"][()], attr.maps)
+        np.testing.assert_array_equal(h5["attribution/crop_origin"][()], [0, 0])
+        np.testing.assert_array_equal(h5["reduction/kept"][()], red.kept)
+        assert json.loads(h5["reduction"].attrs["labels"]) == [red.label(c) for c in range(len(red.importance))]
+        np.testing.assert_array_equal(h5["stimulus"][()], stim)
+        assert h5["parameters"].attrs["steps"] == 2 and h5["model"].attrs["source"] == "tiny model"
+    csv_path = res.save(tmp_path / "t.csv")
+    header = csv_path.read_text().splitlines()[0].split(",")
+    assert header[:5] == ["frame", "time_ms", "rate", "response", "reduced_response"]
+    with pytest.raises(ValueError, match=r"Save to a \.h5/\.hdf5 file \(everything\) or a \.csv file "
+                                         r"\(traces\), got 'a\.txt'\."):
+        res.save(tmp_path / "a.txt")
