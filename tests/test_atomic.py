@@ -170,9 +170,17 @@ def _check_alive(marks: Path) -> None:
 
 
 def _wait_for(mark: Path) -> None:
-    while not mark.exists():
+    """Poll until ``mark`` exists; fail if the save finished without creating it.
+
+    "done" is read before ``mark``: a writer creates every mark before "done", so a
+    "done" seen first means ``mark`` already exists unless the save skipped it.
+    """
+    while True:
+        done = (mark.parent / "done").exists()
+        if mark.exists():
+            return
         _check_alive(mark.parent)
-        assert not (mark.parent / "done").exists(), f"the save finished without reaching {mark.name!r}"
+        assert not done, f"the save finished without reaching {mark.name!r}"
         time.sleep(0.002)
 
 
