@@ -140,3 +140,15 @@ def test_reduce_refuses_a_non_finite_reduced_circuit(attribution, monkeypatch):
     with pytest.raises(ValueError, match=r"the reduced circuit's rates are NaN or infinite on 7 of 7 frames "
                                          r"with a full history \(first at frame 5\); the fit of its output weights"):
         nr.reduce(attribution)
+
+
+def test_units_statistics_are_exact_and_chunked():
+    """The contrast-units check reads mean and std in float64, chunk by chunk (no whole-stack float64 copy)."""
+    from napari_retina._validate import mean_std
+
+    rng = np.random.default_rng(0)
+    stack = (128 + 70 * rng.standard_normal((97, 13, 11))).astype(np.float32)
+    ref = stack.astype(np.float64)
+    for chunk in (1, 143, 1000, 1 << 22):
+        mean, std = mean_std(stack, chunk_values=chunk)
+        assert mean == pytest.approx(ref.mean(), rel=1e-12) and std == pytest.approx(ref.std(), rel=1e-12)

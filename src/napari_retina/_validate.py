@@ -12,6 +12,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from ._units import FRAME_MS
+
 Crop = Union[None, str, Sequence[int]]
 Normalize = Union[bool, str]
 
@@ -204,6 +206,20 @@ def training_contrast_std(norm: Optional[dict]) -> float:
     return 1.0
 
 
+def mean_std(arr: np.ndarray, chunk_values: int = 1 << 22) -> tuple[float, float]:
+    """Mean and standard deviation of an array in float64, in chunks of frames (memory independent of T).
+
+    Two passes (the mean, then the squared deviations), each over chunks of
+    about ``chunk_values`` values, so no float64 copy of the whole stack is made.
+    """
+    a = np.asarray(arr)
+    step = max(1, chunk_values // max(1, int(np.prod(a.shape[1:], dtype=np.int64))))
+    n = a.size
+    mean = sum(float(a[i:i + step].sum(dtype=np.float64)) for i in range(0, len(a), step)) / n
+    ss = sum(float(np.square(a[i:i + step].astype(np.float64) - mean).sum()) for i in range(0, len(a), step))
+    return mean, float(np.sqrt(ss / n))
+
+
 def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str = "stimulus",
                          stacklevel: int = 2) -> None:
     """Warn (:class:`StimulusUnitsWarning`) when a float stack is far from contrast units.
@@ -215,8 +231,7 @@ def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str
     """
     if not np.issubdtype(arr.dtype, np.floating):
         return
-    x = np.asarray(arr, dtype=np.float64)
-    mean, std = float(x.mean()), float(x.std())
+    mean, std = mean_std(arr)
     s = training_contrast_std(norm)
     if abs(mean) > UNITS_MEAN_LIMIT * s or std > UNITS_STD_LIMIT * s:
         warnings.warn(
@@ -254,7 +269,7 @@ def as_stimulus(
     if history is not None and arr.shape[0] < history:
         raise ValueError(
             f"{name} has {arr.shape[0]} frame(s) but the model needs at least its history of "
-            f"{history} frames ({history * 10} ms)"
+            f"{history} frames ({history * FRAME_MS:g} ms)"
         )
     if size is not None:
         arr = crop_to(arr, size, crop, name)
