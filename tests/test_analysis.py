@@ -81,7 +81,7 @@ def test_a_short_movie_is_exactly_attribute_then_reduce(tiny):
     np.testing.assert_array_equal(res.reduction.reduced_response, red.reduced_response)
     assert res.reduction.kept == red.kept
     assert res.limit == analysis.map_limit(ref.maps)
-    assert res.parameters == {"cell": 1, "steps": 4, "invariance": "auto", "crop": "none", "reduce": True,
+    assert res.parameters == {"cell": 1, "steps": 4, "invariance": "auto", "crop": "none", "normalize": False, "reduce": True,
                               "explain": 0.6}
 
 

@@ -365,6 +365,44 @@ def test_model_widget_loads_checkpoint_and_refuses_bad_ones(viewer, tiny, notes,
     assert w.load() is None and notes[-1][0] == "error"
 
 
+def test_model_widget_refuses_a_checkpoint_with_nan_weights(viewer, tiny, notes, tmp_path):
+    """A checkpoint whose weights hold NaN is one error notification; the current model stays."""
+    w = _dock(viewer, _widgets.ModelWidget)
+    broken = nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2))
+    with torch.no_grad():
+        broken.conv1.weight[0, 0, 0, 0] = float("nan")
+    path = nr.save_model(broken, tmp_path / "nan.pt")
+    w.source.value = "checkpoint file"
+    w.path.value = path
+    assert w.load() is None
+    assert notes[-1][0] == "error" and "holds 1 NaN or infinite value" in notes[-1][1]
+    assert _session.session(viewer).model is tiny
+
+
+def test_analyze_warns_on_raw_intensities_and_normalizes_when_asked(viewer, tiny, notes):
+    """A 0-255 float layer: one warning naming the checkbox; ticked, the model sees the z-scored stack."""
+    stim = (128 + 60 * nr.stimuli.white_noise(frames=30, size=20, seed=2)).astype(np.float32)
+    layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "raw"))
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value = layer
+    w.steps.value = 2
+    w.do_reduce.value = False
+    assert w.run()
+    w.task.wait()
+    warnings_seen = [m for level, m in notes if level == "warning"]
+    assert len(warnings_seen) == 1 and "does not look like contrast units" in warnings_seen[0]
+    assert "tick 'normalize (z-score)'" in warnings_seen[0]
+    notes.clear()
+    w.normalize.value = True
+    assert w.run()
+    w.task.wait()
+    assert notes == []
+    z = (stim - stim.astype(np.float64).mean()) / stim.astype(np.float64).std()
+    ref = nr.attribute(tiny, z.astype(np.float32), cell=0, steps=2)
+    np.testing.assert_allclose(w.analysis.attribution.rates, ref.rates, rtol=1e-5, atol=1e-6)
+    assert w.analysis.parameters["normalize"] == "zscore"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_choosing_cuda_without_a_gpu_notifies_and_reverts(viewer, notes):
     w = _dock(viewer, _widgets.ModelWidget)

@@ -38,7 +38,7 @@ from ._json import jsonable
 from ._predict import default_batch_size
 from ._progress import Progress, report
 from ._units import FRAME_MS, PIXEL_UM
-from ._validate import Crop, as_stimulus, crop_origin
+from ._validate import Crop, Normalize, as_stimulus, crop_origin
 from .attribution import Attribution
 from .model import RetinaCNN
 from .reduction import Reduction
@@ -301,13 +301,13 @@ class Analysis:
 
 
 def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = None,
-                 invariance: InvarianceArg = "auto", crop: Crop = None, reduce: bool = True, explain: float = 0.9,
-                 lazy_threshold: int = LAZY_MAP_BYTES, progress: Optional[Progress] = None,
+                 invariance: InvarianceArg = "auto", crop: Crop = None, normalize: Normalize = False,
+                 reduce: bool = True, explain: float = 0.9, lazy_threshold: int = LAZY_MAP_BYTES, progress: Optional[Progress] = None,
                  reduce_progress: Optional[Progress] = None, model_source: str = "", layer: str = "") -> Analysis:
     """Attribute (and reduce) a stimulus the way the Analyze widget does; lazy maps for long movies.
 
     Short movies: exactly ``nr.attribute(model, stimulus, cell=, steps=,
-    invariance=, crop=, progress=)`` then ``nr.reduce(attr, explain=,
+    invariance=, crop=, normalize=, progress=)`` then ``nr.reduce(attr, explain=,
     progress=reduce_progress)``. When the full maps would exceed
     ``lazy_threshold`` bytes, the traces are attributed in chunks (maps
     discarded, :func:`attribute_traces`) and ``Analysis.maps`` is a lazy dask
@@ -327,14 +327,15 @@ def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = N
     T = int(np.shape(stimulus)[0])
     big = map_bytes(model, T, "none") > lazy_threshold
     if big:
-        stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm)
+        stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm,
+                           normalize=normalize)
         inv = resolve_invariance(stim, invariance)
         big = map_bytes(model, T, inv) > lazy_threshold
     maps = None
     if not big:
         attr = _oom_retry(lambda bs: attribution.attribute(model, stimulus, cell=cell, steps=steps,
-                                                           invariance=invariance, crop=crop, batch_size=bs,
-                                                           progress=progress))
+                                                           invariance=invariance, crop=crop, normalize=normalize,
+                                                           batch_size=bs, progress=progress))
         limit = None if attr.maps is None else map_limit(attr.maps)
     else:
         attr = _oom_retry(lambda bs: attribute_traces(model, stim, cell=cell, steps=steps, invariance=inv,
@@ -344,5 +345,5 @@ def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = N
         limit = _peak_limit(maps, attr.response, cfg.history)
     red = reduction.reduce(attr, explain=explain, progress=reduce_progress) if reduce else None
     params = {"cell": cell, "steps": attr.steps, "invariance": invariance, "crop": "none" if crop is None else crop,
-              "reduce": bool(reduce), "explain": explain}
+              "normalize": normalize, "reduce": bool(reduce), "explain": explain}
     return Analysis(attr, red, params, model_source, layer, maps, limit)

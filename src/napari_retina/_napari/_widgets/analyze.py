@@ -8,6 +8,7 @@ runs it through :class:`.._tasks.Task` and adds the layers with
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +19,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pus
 from ...analysis import Analysis, run_analysis
 from ...attribution import DEFAULT_STEPS, MAX_STEPS, attribute
 from ...model import RetinaCNN
+from ..._validate import StimulusUnitsWarning, warn_if_not_contrast
 from ...reduction import reduce
 from .._session import session
 from .._tasks import Task, notify, one_sentence
@@ -59,6 +61,17 @@ def summary_text(analysis: Analysis) -> str:
     return text
 
 
+def warn_units(stimulus: np.ndarray, model: RetinaCNN, name: str) -> None:
+    """A warning notification when a float stack is far from contrast units (the core's rule and sentence)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StimulusUnitsWarning)
+        warn_if_not_contrast(stimulus, model.config.norm, f"the layer '{name}'")
+    for w in caught:
+        if issubclass(w.category, StimulusUnitsWarning):
+            notify("warning", str(w.message).replace("pass normalize='zscore' (command line: --normalize)",
+                                                     "tick 'normalize (z-score)'"))
+
+
 class AnalyzeWidget(Container):
     """Predict, attribute and reduce on a stimulus layer, in a worker; add the result layers.
 
@@ -74,6 +87,10 @@ class AnalyzeWidget(Container):
         self.steps = parameter_widget(attribute, "steps", value=DEFAULT_STEPS, annotation=int, min=1, max=MAX_STEPS)
         self.invariance = parameter_widget(attribute, "invariance")
         self.crop = ComboBox(label="crop", choices=list(CROPS), value="none")
+        self.normalize = CheckBox(label="normalize (z-score)", value=False,
+                                  tooltip="z-score a float stack by its own mean and std before the model sees it: "
+                                          "for raw intensities (0–255, say) that are not in contrast units. "
+                                          "Integer stacks are normalised anyway.")
         self.do_reduce = CheckBox(label="reduce", value=True)
         self.explain = parameter_widget(reduce, "explain", min=0.01, max=1.0, step=0.05)
         self.run_button = PushButton(text="Analyze")
@@ -82,7 +99,8 @@ class AnalyzeWidget(Container):
         self.result_label.native.setWordWrap(True)
         self.save_path = FileEdit(label="save to", mode="w", filter="*.h5 *.hdf5 *.csv")
         self.save_button = PushButton(text="Save analysis (.h5) / traces (.csv)")
-        self.extend([self.layer, self.cell, self.steps, self.invariance, self.crop, self.do_reduce, self.explain,
+        self.extend([self.layer, self.cell, self.steps, self.invariance, self.crop, self.normalize, self.do_reduce,
+                     self.explain,
                      self.run_button, *self.task.widgets, self.result_label, self.save_path, self.save_button])
         self.run_button.changed.connect(lambda *_: self.run())
         self.save_button.changed.connect(lambda *_: self.save(Path(self.save_path.value)))
@@ -96,7 +114,8 @@ class AnalyzeWidget(Container):
     def parameters(self) -> dict:
         """The parameters of :func:`~napari_retina.analysis.run_analysis` as shown in the widget."""
         return {"cell": int(self.cell.value), "steps": int(self.steps.value), "invariance": self.invariance.value,
-                "crop": self.crop.value, "reduce": bool(self.do_reduce.value), "explain": float(self.explain.value)}
+                "crop": self.crop.value, "normalize": "zscore" if self.normalize.value else False,
+                "reduce": bool(self.do_reduce.value), "explain": float(self.explain.value)}
 
     def run(self) -> bool:
         """Start an analysis of the chosen layer; returns whether it started."""
@@ -119,6 +138,8 @@ class AnalyzeWidget(Container):
             notify("error", str(exc))
             return False
         stimulus, source = np.asarray(data), self.session.source
+        if not params["normalize"]:
+            warn_units(stimulus, model, layer.name)
 
         def job(task: Task) -> Analysis:
             return run_analysis(model, stimulus, **params, progress=task.progress_callback("attribute"),
