@@ -44,6 +44,7 @@ from ._progress import Progress, report
 from ._validate import as_stack, check_int, check_positive
 from .checkpoint import load_model, save_model
 from .io import Dataset, Split, read_dataset
+from .metrics import explained_variance, pearson
 from .model import ModelConfig, RetinaCNN
 
 PathLike = Union[str, os.PathLike]
@@ -248,15 +249,6 @@ def _split_indices(n_frames: int, history: int, holdout: float) -> tuple[np.ndar
     hold = valid[-n_hold:]
     fit = valid[valid < hold[0] - (history - 1)]
     return fit, hold
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-column Pearson r of (T, n) arrays (float64); NaN where a column is constant."""
-    a = a.astype(np.float64) - a.mean(0)
-    b = b.astype(np.float64) - b.mean(0)
-    den = np.sqrt((a * a).sum(0) * (b * b).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (a * b).sum(0) / den, np.nan)
 
 
 def _predict_windows(model: RetinaCNN, stim: torch.Tensor, idx: np.ndarray, bs: int) -> np.ndarray:
@@ -619,7 +611,7 @@ def _heldout_entry(run: _Run, tc: TrainConfig, epoch: int, train_loss: Optional[
     pred = _predict_windows(run.model, run.stim, run.hold_idx, max(tc.batch_size, 256))
     return {"epoch": epoch, "train_loss": train_loss,
             "heldout_loss": float(_poisson(torch.from_numpy(pred), torch.from_numpy(run.hold_target))),
-            "heldout_r_mean": float(np.nanmean(_pearson(pred, run.hold_target))), "lr": lr,
+            "heldout_r_mean": float(np.nanmean(pearson(pred, run.hold_target))), "lr": lr,
             "seconds": time.time() - run.t0}
 
 
@@ -635,7 +627,7 @@ def _snapshot(run: _Run, d: _Data, params: dict, best: tuple, final: bool) -> Re
     result = RetinaCNN(copy.deepcopy(config)).to(run.model.device)
     result.load_state_dict(best[1])
     result.eval()
-    hold_r = _pearson(_predict_windows(result, run.stim, run.hold_idx, 256), run.hold_target)
+    hold_r = pearson(_predict_windows(result, run.stim, run.hold_idx, 256), run.hold_target)
     result.provenance = _provenance(run, d, params, best, final)
     scores: dict[str, Any] = {
         "heldout_loss": best[0],
@@ -684,11 +676,6 @@ def _mean_ratio(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.nanmean(pred, axis=0) / np.nanmean(target, axis=0)
 
 
-def _explained_variance(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per cell ``1 − var(pred − target) / var(target)`` (scale-sensitive, unlike r), (n_cells,)."""
-    return 1.0 - np.nanvar(pred - target, axis=0) / np.nanvar(target, axis=0)
-
-
 def _reliability(repeats: np.ndarray, start: int) -> list[float]:
     """Split-half reliability per cell: r between the mean of even and odd repeats."""
     out = []
@@ -697,7 +684,7 @@ def _reliability(repeats: np.ndarray, start: int) -> list[float]:
             out.append(float("nan"))
             continue
         a, b = reps[0::2, start:].mean(0), reps[1::2, start:].mean(0)
-        out.append(float(_pearson(a[:, None], b[:, None])[0]))
+        out.append(pearson(a, b))
     return out
 
 
@@ -707,7 +694,7 @@ def _evaluate(model: RetinaCNN, ds: Dataset, true_test: Optional[np.ndarray]) ->
     test = ds.test
     pred = predict(model, test.stimulus)
     start = model.config.history - 1
-    r = _pearson(pred[start:], test.rates[start:])
+    r = pearson(pred[start:], test.rates[start:])
     out: dict[str, Any] = {
         "cell_names": list(model.config.cell_names),
         "r": [float(v) for v in r],
@@ -716,13 +703,13 @@ def _evaluate(model: RetinaCNN, ds: Dataset, true_test: Optional[np.ndarray]) ->
         "frames": int(test.stimulus.shape[0] - start),
     }
     if true_test is not None:
-        rt = _pearson(pred[start:], true_test[start:])
+        rt = pearson(pred[start:], true_test[start:])
         out["r_true"] = [float(v) for v in rt]
         out["r_true_mean"] = float(np.nanmean(rt))
-        ev = _explained_variance(pred[start:], true_test[start:])
+        ev = explained_variance(true_test[start:], pred[start:])
         out["ev_true"] = [float(v) for v in ev]
         out["ev_true_mean"] = float(np.nanmean(ev))
-        rd = _pearson(test.rates[start:], true_test[start:])
+        rd = pearson(test.rates[start:], true_test[start:])
         out["r_data_vs_true"] = [float(v) for v in rd]
     if test.repeats is not None:
         rel = _reliability(test.repeats, start)
