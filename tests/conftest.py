@@ -15,6 +15,8 @@ child process; the napari modules are also run alone with triton importable
 
 from __future__ import annotations
 
+import pytest
+
 VIEWER_FIXTURE = "make_napari_viewer"
 
 
@@ -27,3 +29,28 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     viewer_modules = {_module(i) for i in items if VIEWER_FIXTURE in getattr(i, "fixturenames", ())}
     items[:] = ([i for i in items if _module(i) not in viewer_modules]
                 + [i for i in items if _module(i) in viewer_modules])
+
+
+
+@pytest.fixture
+def oom_above_256(monkeypatch):
+    """nr.attribution.attribute that runs out of (CUDA) memory above 256 frames a batch.
+
+    Returns the list of batch sizes asked for, in order (None: the default);
+    ``oom_above_256.real`` is the real function.
+    """
+    import torch
+
+    import napari_retina as nr
+
+    real = nr.attribution.attribute
+    sizes: list = []
+
+    def fake(*args, batch_size=None, **kwargs):
+        sizes.append(batch_size)
+        if batch_size is None or batch_size > 256:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setattr(nr.attribution, "attribute", fake)
+    return sizes

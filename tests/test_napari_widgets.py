@@ -223,17 +223,8 @@ def test_stimulus_layer_deleted_during_run(viewer, notes, slow_attribute, qtbot)
     viewer.add_image(np.zeros((3, 4, 4)))  # the viewer still works
 
 
-def test_out_of_memory_retries_in_smaller_chunks(viewer, notes, monkeypatch):
-    real = nr.attribution.attribute
-    sizes = []
-
-    def oom_at_default(*args, batch_size=None, **kwargs):
-        sizes.append(batch_size)
-        if batch_size is None or batch_size > 256:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(*args, batch_size=batch_size, **kwargs)
-
-    monkeypatch.setattr(nr.attribution, "attribute", oom_at_default)
+def test_out_of_memory_retries_in_smaller_chunks(viewer, notes, monkeypatch, oom_above_256):
+    sizes = oom_above_256
     _, layer = _stimulus(viewer)
     w = _dock(viewer, _widgets.AnalyzeWidget)
     w.layer.value = layer
