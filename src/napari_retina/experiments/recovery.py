@@ -23,6 +23,7 @@ from typing import Optional
 import numpy as np
 
 from .._validate import check_int
+from ..first_layer import bn1_sign
 from ..metrics import pearson
 from ..synthetic import Retina
 
@@ -68,10 +69,7 @@ def channel_filters(model, channel: int) -> dict:
       (history, k·k) kernel, the spatial one signed to have a positive sum and
       scaled to unit sum; ``rank1`` the share of the kernel's energy in them.
     """
-    w = model.conv1.weight[channel].detach().double().cpu().numpy()
-    scale, _ = model.first_layer_affine()
-    sc = np.median(scale[channel].detach().double().cpu().numpy())
-    w = w * (-1.0 if sc < 0 else 1.0)
+    w = model.conv1.weight[channel].detach().double().cpu().numpy() * bn1_sign(model)[channel]
     hist, k, _ = w.shape
     lagged = w[::-1]                                        # [τ] = τ frames ago
     u, s, vt = np.linalg.svd(lagged.reshape(hist, k * k), full_matrices=False)
