@@ -46,7 +46,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stimuli
-from .base import Movie, FRAME_MS, PIXEL_UM, Protocol, baseline, check_position, \
+from .._units import FRAME_MS, PIXEL_UM
+from .base import Movie, Protocol, baseline, check_position, \
     int_param, list_param, parabolic_peak, real_param, vertex3
 
 NAME = "anticipation"

@@ -36,7 +36,6 @@ from ..attribution import attribute
 from ..model import RetinaCNN
 from ..reduction import check_explain, reduce
 
-from .._units import FRAME_MS, PIXEL_UM  # noqa: F401 (the experiment modules take them from here)
 
 #: what a non-finite result of an experiment advises
 PARAMETER_REMEDY = "use intensity or contrast parameters of a few contrast units"

@@ -35,7 +35,8 @@ import numpy as np
 
 from .. import stimuli
 from ..metrics import spearman
-from .base import Movie, FRAME_MS, Protocol, baseline, int_param, list_param, \
+from .._units import FRAME_MS
+from .base import Movie, Protocol, baseline, int_param, list_param, \
     onset_time, parabolic_peak
 
 NAME = "latency"

@@ -40,8 +40,9 @@ import numpy as np
 
 from .. import stimuli
 from ..metrics import linear_fit
+from .._units import FRAME_MS
 from .base import Movie, Protocol, int_param, list_param, onset_time, \
-    parabolic_peak, baseline, real_param, FRAME_MS
+    parabolic_peak, baseline, real_param
 
 NAME = "osr"
 DESCRIPTION = "omitted stimulus response: a periodic flash train with one flash left out"

@@ -37,7 +37,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stimuli
-from .base import Movie, FRAME_MS, Protocol, baseline, check_position, int_param, \
+from .._units import FRAME_MS
+from .base import Movie, Protocol, baseline, check_position, int_param, \
     list_param, parabolic_peak, real_param, vertex3
 
 NAME = "reversal"
