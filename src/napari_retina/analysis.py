@@ -40,6 +40,7 @@ from ._progress import Progress, report
 from ._units import FRAME_MS, PIXEL_UM
 from ._validate import Crop, Normalize, as_stimulus, crop_origin
 from .attribution import Attribution
+from .attribution._result import map_shape as attribution_map_shape
 from .model import RetinaCNN
 from .reduction import Reduction
 
@@ -57,8 +58,7 @@ _T = TypeVar("_T")
 
 def map_shape(model: RetinaCNN, invariance: str) -> Optional[tuple[int, int, int]]:
     """(C, h, w) of one frame's maps for a resolved invariance (None for "space")."""
-    c1, h1 = model.config.channels[0], model.config.map_sizes[0]
-    return {"none": (c1, h1, h1), "y": (c1, 1, h1), "x": (c1, h1, 1)}.get(invariance)
+    return attribution_map_shape(model.config.channels[0], model.config.map_sizes[0], invariance)
 
 
 def map_bytes(model: RetinaCNN, n_frames: int, invariance: str = "none") -> int:
@@ -202,15 +202,16 @@ def is_out_of_memory(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
-def _oom_retry(call: Callable[[Optional[int]], _T], batch_size: Optional[int] = None) -> _T:
-    """Run ``call(batch_size)``; on out-of-memory retry with half the GPU batch down to MIN_OOM_BATCH."""
+def _oom_retry(call: Callable[[Optional[int]], _T], device: torch.device, batch_size: Optional[int] = None) -> _T:
+    """Run ``call(batch_size)``; on out-of-memory retry with halved batches (from half of ``batch_size``,
+    default the device's) down to MIN_OOM_BATCH."""
     try:
         return call(batch_size)
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
         err = exc
-    bs = default_batch_size(torch.device("cuda")) // 2
+    bs = (batch_size or default_batch_size(device)) // 2
     while bs >= MIN_OOM_BATCH:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -335,11 +336,11 @@ def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = N
     if not big:
         attr = _oom_retry(lambda bs: attribution.attribute(model, stimulus, cell=cell, steps=steps,
                                                            invariance=invariance, crop=crop, normalize=normalize,
-                                                           batch_size=bs, progress=progress))
+                                                           batch_size=bs, progress=progress), model.device)
         limit = None if attr.maps is None else map_limit(attr.maps)
     else:
         attr = _oom_retry(lambda bs: attribute_traces(model, stim, cell=cell, steps=steps, invariance=inv,
-                                                      batch_size=bs, progress=progress))
+                                                      batch_size=bs, progress=progress), model.device)
         attr = replace(attr, crop_origin=crop_origin(np.shape(stimulus)[1:], cfg.size, crop))
         maps = lazy_maps(model, stim, cell=cell, steps=steps, invariance=inv)
         limit = _peak_limit(maps, attr.response, cfg.history)

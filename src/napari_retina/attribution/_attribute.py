@@ -19,7 +19,7 @@ from ..model import RetinaCNN
 from ._head import Head
 from ._integrate import integrate_chunk
 from ._quadrature import DEFAULT_RULE, DEFAULT_STEPS, Rule, check_rule_steps, quadrature
-from ._result import Attribution, completeness_error
+from ._result import Attribution, completeness_error, map_shape
 
 Cells = Union[int, Sequence[int], str]
 """A cell index, a list of them, or "all"."""
@@ -27,7 +27,7 @@ Cells = Union[int, Sequence[int], str]
 
 def _empty(T: int, c1: int, h1: int, invariance: Invariance) -> tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
     """NaN-filled maps (None for "space"; summed along a uniform axis), channels (T, C1) and rates (T,)."""
-    shape = {"none": (c1, h1, h1), "y": (c1, 1, h1), "x": (c1, h1, 1)}.get(invariance)
+    shape = map_shape(c1, h1, invariance)
     maps = None if shape is None else np.full((T,) + shape, np.nan, dtype=np.float32)
     return maps, np.full((T, c1), np.nan, dtype=np.float32), np.full(T, np.nan, dtype=np.float32)
 

@@ -17,6 +17,12 @@ from ._quadrature import Rule
 COMPLETENESS_FLOOR_EPS = 256.0
 
 
+def map_shape(channels: int, side: int, invariance: str) -> Optional[tuple[int, int, int]]:
+    """(C, h, w) of one frame's maps: (C, h, h) for "none", summed along y (C, 1, h) for "y",
+    along x (C, h, 1) for "x"; None for "space" (no maps). ``side`` is conv1's map side h."""
+    return {"none": (channels, side, side), "y": (channels, 1, side), "x": (channels, side, 1)}.get(invariance)
+
+
 @dataclass
 class Attribution:
     """Integrated-gradient attributions of a response to conv1 units.
