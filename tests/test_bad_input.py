@@ -152,3 +152,22 @@ def test_units_statistics_are_exact_and_chunked():
     for chunk in (1, 143, 1000, 1 << 22):
         mean, std = mean_std(stack, chunk_values=chunk)
         assert mean == pytest.approx(ref.mean(), rel=1e-12) and std == pytest.approx(ref.std(), rel=1e-12)
+
+
+@pytest.mark.parametrize("text", ["--3,4", "3,²", "3,+-4", "3.0,4"])
+def test_crop_text_that_is_not_two_integers_gets_the_crop_sentence(text):
+    from napari_retina._validate import parse_crop
+
+    with pytest.raises(ValueError, match=r"crop must be None, 'none', 'center', \(y0, x0\) integers"):
+        parse_crop(text)
+
+
+def test_zscore_is_exact_and_chunked():
+    from napari_retina._validate import zscore
+
+    rng = np.random.default_rng(1)
+    stack = rng.integers(0, 256, size=(2000, 50, 50), dtype=np.uint8)   # more than one chunk
+    x = stack.astype(np.float64)
+    np.testing.assert_allclose(zscore(stack), ((x - x.mean()) / x.std()).astype(np.float32), rtol=1e-6, atol=1e-6)
+    assert zscore(stack).dtype == np.float32
+    np.testing.assert_array_equal(zscore(np.full((3, 4, 4), 7.0)), np.zeros((3, 4, 4), np.float32))

@@ -7,6 +7,7 @@ in, as a ValueError or TypeError, before any torch code runs.
 from __future__ import annotations
 
 import numbers
+import re
 import warnings
 from typing import Optional, Sequence, Union
 
@@ -100,7 +101,7 @@ def parse_crop(crop) -> Union[None, str, tuple[int, int]]:
         if text in ("center", "centre"):
             return "center"
         parts = [p.strip() for p in text.split(",")]
-        if len(parts) == 2 and all(p.lstrip("+-").isdigit() for p in parts):
+        if len(parts) == 2 and all(re.fullmatch(r"[+-]?[0-9]+", p) for p in parts):
             return int(parts[0]), int(parts[1])
         raise ValueError(f"crop must be {CROP_FORMS}, got {crop!r}")
     if isinstance(crop, (bytes, dict, set)) or not hasattr(crop, "__len__") or len(crop) != 2:
@@ -167,9 +168,13 @@ def check_normalize(normalize) -> bool:
 
 def zscore(arr: np.ndarray) -> np.ndarray:
     """``(x − mean) / std`` over the whole stack, float32 (a constant stack maps to zeros)."""
-    x = arr.astype(np.float64)
-    mean, std = float(x.mean()), float(x.std())
-    return ((x - mean) / (std if std > 0 else 1.0)).astype(np.float32)
+    mean, std = mean_std(arr)
+    scale = std if std > 0 else 1.0
+    out = np.empty(arr.shape, dtype=np.float32)
+    step = max(1, (1 << 22) // max(1, int(np.prod(arr.shape[1:], dtype=np.int64))))
+    for i in range(0, len(arr), step):          # chunk by chunk: no float64 copy of the stack
+        out[i:i + step] = (arr[i:i + step].astype(np.float64) - mean) / scale
+    return out
 
 
 def normalise(arr: np.ndarray, norm: Optional[dict] = None, normalize: Normalize = False) -> np.ndarray:

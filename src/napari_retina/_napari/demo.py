@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from .._atomic import atomic_write
+from .._atomic import atomic_write, atomic_write_text
 from .._json import jsonable
 from .._units import FRAME_MS
 
@@ -169,13 +169,7 @@ def _summary(analysis, omitted: int, peak: int, viewer, docked: list) -> dict:
 
 def write_summary(summary: dict, path: Path) -> Path:
     """Write the demo's summary as JSON (strict: NaN as null), atomically."""
-    text = json.dumps(jsonable(summary, strict=True), indent=2)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-
-    return atomic_write(path, write)
+    return atomic_write_text(path, json.dumps(jsonable(summary, strict=True), indent=2) + "\n")
 
 
 def screenshot(viewer, path: Path, size: tuple = SCREENSHOT_SIZE, dock_width: int = 340) -> Path:
