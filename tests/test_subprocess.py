@@ -75,3 +75,20 @@ def test_a_child_that_dies_is_one_runtime_error(monkeypatch):
     monkeypatch.setattr(_subprocess, "_child_command", lambda: [sys.executable, "-c", "import os; os._exit(3)"])
     with pytest.raises(RuntimeError, match=r"^the predict process ended without an answer \(exit code 3\)$"):
         call_in_subprocess(nr.predict, None, None)
+
+
+def test_a_cancel_acts_before_the_child_first_reports(tiny, children):
+    """The child spends a second or more importing torch before its first report; a cancel then
+    must not wait for that report (the parent polls progress with (0, 0) until it comes)."""
+    calls = []
+
+    def cancel_at_once(done, total):
+        calls.append((done, total))
+        raise nr.Cancelled()
+
+    with pytest.raises(nr.Cancelled):
+        call_in_subprocess(nr.predict, tiny, nr.stimuli.white_noise(frames=40, size=16, seed=2),
+                           progress=cancel_at_once)
+    assert calls == [(0, 0)]          # the parent's poll, not a report of the child's
+    children[0].wait(timeout=60)
+    assert children[0].returncode is not None

@@ -116,7 +116,7 @@ def call_in_subprocess(fn: Callable, /, *args, progress: Optional[Progress] = No
     ``fn`` must be a module-level function of an importable module; the
     arguments and the return value are pickled. ``progress(done, total)`` is
     called in this process for every report of the child (and again every
-    ``POLL_S`` while the child is quiet), so a progress callback that raises
+    ``POLL_S`` while the child is quiet, with ``(0, 0)`` before its first report), so a progress callback that raises
     :class:`Cancelled` cancels the child: it stops at its next report and the
     exception propagates here. An exception raised by ``fn`` in the child is
     raised here (same type and message); a child that dies without an answer
@@ -135,8 +135,8 @@ def call_in_subprocess(fn: Callable, /, *args, progress: Optional[Progress] = No
             try:
                 frame = frames.get(timeout=POLL_S)
             except queue.Empty:
-                if last is not None and progress is not None:
-                    progress(*last)
+                if progress is not None:  # a cancel acts even while the child starts up (no report yet)
+                    progress(*(last or (0, 0)))
                 continue
             if frame is None:
                 code = proc.wait()
