@@ -41,6 +41,7 @@ from ._units import FRAME_MS, PIXEL_UM
 from ._validate import Crop, Normalize, as_stimulus, crop_origin
 from .attribution import Attribution
 from .attribution._result import map_shape as attribution_map_shape
+from .metrics import map_limit
 from .model import RetinaCNN
 from .reduction import Reduction
 
@@ -65,24 +66,6 @@ def map_bytes(model: RetinaCNN, n_frames: int, invariance: str = "none") -> int:
     """Bytes of float32 maps for ``n_frames`` frames (0 when space is summed out)."""
     shape = map_shape(model, invariance)
     return 0 if shape is None else int(n_frames) * int(np.prod(shape)) * 4
-
-
-def map_limit(maps, percentile: float = 99.5) -> float:
-    """Shared symmetric contrast limit over all channels: a high percentile of |attribution|.
-
-    ``maps`` is any array-like (T, C, h, w) (or None: 1.0). The 99.5th
-    percentile rather than the maximum, so that a few extreme pixels do not
-    wash out every map; non-finite values are ignored; 1.0 when nothing is left.
-    """
-    if maps is None:
-        return 1.0
-    arr = np.abs(np.asarray(maps))
-    arr = arr[np.isfinite(arr)]
-    if not arr.size:
-        return 1.0
-    lim = float(np.percentile(arr, percentile))
-    lim = lim if lim > 0 else float(arr.max())
-    return lim if lim > 0 else 1.0
 
 
 # --------------------------------------------------------------- long movies ---

@@ -183,3 +183,21 @@ def linear_fit(x: ArrayLike, y: ArrayLike) -> tuple[float, float, float]:
     sst = ((b - b.mean()) ** 2).sum()
     r2 = 1.0 - (resid ** 2).sum() / sst if sst > 0 else 1.0
     return float(slope), float(intercept), float(r2)
+
+
+def map_limit(maps, percentile: float = 99.5) -> float:
+    """Shared symmetric contrast limit over all channels: a high percentile of |attribution|.
+
+    ``maps`` is any array-like (T, C, h, w) (or None: 1.0). The 99.5th
+    percentile rather than the maximum, so that a few extreme pixels do not
+    wash out every map; non-finite values are ignored; 1.0 when nothing is left.
+    """
+    if maps is None:
+        return 1.0
+    arr = np.abs(np.asarray(maps))
+    arr = arr[np.isfinite(arr)]
+    if not arr.size:
+        return 1.0
+    lim = float(np.percentile(arr, percentile))
+    lim = lim if lim > 0 else float(arr.max())
+    return lim if lim > 0 else 1.0

@@ -27,6 +27,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .._units import FRAME_MS, PIXEL_UM
+from ..metrics import map_limit
 
 SCALE = (FRAME_MS, PIXEL_UM, PIXEL_UM)
 """Physical scale of a stimulus layer: ms per frame, µm per pixel (y, x)."""
@@ -164,7 +165,7 @@ def map_layer_data(
     maps : array-like (T, C, h, w), optional
         Overrides ``attribution.maps`` (e.g. a lazy dask array for long movies).
     limit : float, optional
-        Shared contrast limit (default: :func:`napari_retina.analysis.map_limit` of the maps).
+        Shared contrast limit (default: :func:`napari_retina.metrics.map_limit` of the maps).
 
     Returns
     -------
@@ -180,8 +181,6 @@ def map_layer_data(
     off = attribution.offset
     h1 = attribution.model.config.map_sizes[0] if attribution.model is not None else max(maps.shape[2:])
     if limit is None:
-        from ..analysis import map_limit  # here, not above: analysis loads torch, the reader imports this module
-
         limit = map_limit(maps)
     lim = float(limit)
     kept = set(reduction.kept) if reduction is not None else None

@@ -96,7 +96,7 @@ def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, ma
         Replaces ``attribution.maps`` (e.g. the lazy dask array of a long
         movie, ``run_analysis(...).maps``, see :func:`napari_retina.analysis.lazy_maps`).
     limit : float, optional
-        Shared contrast limit of the maps (default :func:`napari_retina.analysis.map_limit`).
+        Shared contrast limit of the maps (default :func:`napari_retina.metrics.map_limit`).
     prefix : str, optional
         Layer-name prefix (default ``"<stimulus layer name>: "``).
     replace : bool
