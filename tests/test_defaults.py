@@ -13,6 +13,7 @@ import dataclasses
 import importlib.util
 import inspect
 import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,20 +95,25 @@ def test_cli_sets_every_train_config_field():
 
 
 def test_the_shipped_model_recipe_is_unchanged():
-    """The shipped checkpoint's recorded command, parsed by today's CLI, trains with exactly its recorded
-    settings (the ones the command leaves out included), and so does scripts/seed_sweep.py's RECIPE."""
-    params = nr.load_model().provenance["params"]
+    """The shipped checkpoint was trained by scripts/science_sweep.py with its defaults: RECIPE
+    (scripts/seed_sweep.py) changed by SHIPPED, on FRAMES frames of the training mix."""
+    model = nr.load_model()
+    params = model.provenance["params"]
     recorded = training.TrainConfig.from_provenance(params)
     argv = shlex.split(params["command"])
-    assert argv[0] == "napari-retina"
-    assert _train_config(cli.build_parser().parse_args(argv[1:])) == recorded
-    spec = importlib.util.spec_from_file_location("seed_sweep", ROOT / "scripts" / "seed_sweep.py")
+    assert argv[0] == "scripts/science_sweep.py" and argv[1:4] == ["--stage", "model", "--seed"]
+    spec = importlib.util.spec_from_file_location("science_sweep", ROOT / "scripts" / "science_sweep.py")
     sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
-    assert training.TrainConfig(**sweep.RECIPE, seed=params["seed"]) == recorded
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        spec.loader.exec_module(sweep)
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert training.TrainConfig(**{**sweep.RECIPE, **sweep.SHIPPED}, seed=int(argv[4])) == recorded
+    assert model.provenance["train_frames"] == sweep.FRAMES
     # the recipe passes what differs from the defaults explicitly
     assert {k: v for k, v in dataclasses.asdict(recorded).items() if v != getattr(training.DEFAULTS, k)} == {
-        "batch_size": 192, "blocks_per_batch": 8, "l1_linear": 3e-5, "patience": 2}
+        "epochs": 20, "batch_size": 192, "blocks_per_batch": 8, "l1_linear": 3e-5, "seed": 3}
 
 
 def test_provenance_params_keep_their_recorded_names():

@@ -1,65 +1,53 @@
 """A synthetic retina with a known circuit: the ground truth for training and analyses.
 
-:class:`Retina` is a documented bipolar → amacrine → ganglion cascade on the
-50×50 grid (1 px = 55 µm) at 10 ms per frame, built so that (i) the BN-CNN of
-METHOD.md §1 can fit it (every stage is a 40-frame, 15×15 px linear filter,
-a rectification, a spatial pooling or a pointwise nonlinearity) and (ii) the
-circuit itself shows the four phenomena of METHOD.md §4.
+:class:`Retina` is a documented bipolar → ganglion cascade on the 50×50 grid
+(1 px = 55 µm) at 10 ms per frame, built so that (i) the BN-CNN of METHOD.md §1
+can represent it (every stage is a 40-frame, 15×15 px linear filter, a
+rectification, a spatial pooling within the ganglion cell's field, a sum or a
+pointwise nonlinearity) and (ii) the circuit itself shows the phenomena of
+METHOD.md §4 by the literature criteria of docs/EXPERIMENTS.md, in every cell.
 
 This module is the circuit and the recording of datasets only; what is measured on
 it lives above it and imports it: the phenomena (``nr.experiments.phenomena``) and
 the scoring of a trained model's first layer against :attr:`Retina.pathways`
 (``nr.experiments.recovery_report``).
 
-Circuit (all filters exposed through :attr:`Retina.pathways`; numbers are the
-defaults in :data:`DEFAULT_PARAMS`)::
+Circuit, version 2 (the default; numbers in :data:`DEFAULT_PARAMS`, reasons in docs/MODEL.md)::
 
     stimulus s(t, y, x), contrast units
-      │ bipolar pathway k: separable filter  u_k = f_k(τ) * (g_k ⊛ s)       (40 frames × 15×15 px)
-      │                    subunit output    b_k = max(u_k − θ_k, 0)         (rectified, one per pixel)
-      ├─ ON fast   biphasic, peak 30 ms, σ 1.0 px, θ 1.0, w 16  ─┐
-      ├─ ON slow   biphasic, peak 90 ms, σ 1.2 px, θ 0.5, w 6   ─┼─ excitatory, pooled by each ganglion cell
-      ├─ OFF fast  biphasic, peak 50 ms, σ 1.0 px, θ 0.1, w 10  ─┘  (terminals: b ← max(b − 1.75·G_i ⊛ i, 0))
-      ├─ OFF transient inhibitor  band-pass (rebound 0.9), peak 110 ms, σ 1.2 px, θ 0.1
-      │                           i = max(u_i − θ_i, 0), pooled over G_i (σ 1.0 px): presynaptic
-      │                           inhibition of the OFF fast terminals (``retina.inhibitor``)
-      └─ OFF slow  biphasic, peak 70 ms, σ 1.2 px, θ 0.1 ── amacrine a = max(G_a ⊛ b_OFFslow − θ_a, 0)
-                                                            (σ_a 2.5 px, θ_a 1.5), inhibitory, w_a 4
+      │ bipolar pathway k: separable filter  u_k = f_k(τ) * (g_k ⊛ s)          (40 frames × 15×15 px)
+      │                    subunit output    b_k = max(u_k − θ_k, 0)            (rectified, one per pixel)
+      │                    pooled by cell j  P_kj = Σ_xy G_j(x, y) b_k           (Gaussian, σ_g 3 px)
+      ├─ ON fast    biphasic, transient          ─┐
+      ├─ ON slow    biphasic, sustained           ├─ ganglion stage: added to the drive (weights w_k > 0)
+      ├─ ON tuned   damped oscillation (~140 ms) ─┘
+      ├─ OFF fast   biphasic, excitatory         ─┐ OFF stage, gain-controlled at the ganglion-cell scale:
+      └─ OFF gain   delayed, sustained, w < 0    ─┘ O_j = max(Σ_k w_k P_kj, 0)   (rectified before ON adds)
     ganglion cell j at (y_j, x_j) (four cells, at the field centre and 3 px away):
-      drive_j = Σ_k w_k Σ_xy G_g(x − x_j) b_k  −  w_a Σ_xy G_g(x − x_j) a  + bias     (σ_g 3 px, bias −1.5)
-      rate_j  = gain_j · softplus(drive_j)      (spikes per 10 ms bin; gain_j = 1 ± 10%, seeded)
+      drive_j = O_j + Σ_ON w_k P_kj + bias,    rate_j = gain_j · softplus(drive_j)
+                                               (spikes per 10 ms bin; gain_j = 1 ± 10%, seeded)
 
-Biphasic filters are differences of two gamma-shaped lobes (:func:`temporal_filter`);
-the ganglion pooling and the amacrine pooling are Gaussians over the subunit grid.
-The amacrine threshold is high enough that white noise never reaches it: it
-is engaged by strong, coherent stimuli (full-field flashes), and a model
-trained on white noise cannot learn it.
+How the phenomena arise (no adaptation state: every stage is a 40-frame filter, a
+rectification, a spatial pooling, a sum or a pointwise nonlinearity):
 
-How the phenomena arise (no adaptation state: every stage is a 40-frame filter, a rectification,
-a spatial pooling, a subtraction or a pointwise nonlinearity; ``nr.experiments.phenomena`` reads
-them out with the same readouts as for a model):
+- omitted-stimulus response: a missing dark flash is a brightening relative to the
+  train. Three ON pathways with different kinetics hand the response over smoothly
+  as the period grows (the fast one at short periods, the tuned oscillation and the
+  slow one at long periods), so the latency after the last flash grows with the
+  period (Schwartz et al. 2007; Gao et al. 2009's tuned bipolar cells).
+- latency coding: the OFF subunits' threshold and slowly rising filter let a stronger
+  dark flash cross earlier.
+- motion anticipation: the delayed, sustained OFF gain pathway subtracts a late copy
+  of the pooled OFF drive (Berry et al. 1999's gain control, in its subtractive
+  form), truncating the moving bar's response before the bar reaches the centre.
+- motion reversal: the gain pathway is still engaged when the bar comes back over
+  the pixels it just darkened, so the OFF stage stays quiet, while the ON pathways
+  sum the rebounds of the two darkenings into a burst at a fixed latency
+  (Schwartz et al. 2007; Chen et al. 2014).
+- frequency doubling: rectified subunits smaller than the ganglion field.
 
-- omitted-stimulus response: a missing dark flash is a brightening relative to
-  the train. The thresholded ON fast pathway sums the rebounds of closely
-  spaced flashes and carries the response at short periods (peak ~80 ms after
-  the last flash); at longer periods it stays below threshold and the ON slow
-  pathway carries it (peak ~190–230 ms): the latency grows with the period,
-  the two-pathway mechanism of Tanaka et al. 2019.
-- latency coding: stronger dark flashes recruit the thresholded amacrine
-  inhibition, which cuts the OFF response short and moves its peak earlier.
-- motion anticipation: the over-balanced transient OFF fast filter responds
-  to the darkening on the bar's leading flank, so the moving bar's response
-  peaks before the bar reaches the receptive-field centre.
-- motion reversal: a dark bar that reverses darkens the pixels just behind the
-  reversal point twice in quick succession; the ON slow pathway sums the
-  rebounds of both darkenings and responds ~3x more after the reversal than
-  during the approach. The delayed, transient OFF inhibitor suppresses the OFF
-  fast terminals during the bar's steady approach (it is driven by the bar's
-  edges ~60 ms after the OFF fast subunits), which would otherwise mask that
-  ON slow response: the result is a burst ~280 ms after the reversal at every
-  reversal position (burst ratio ≈ 2.2, latency sd ≈ 47 ms with the
-  ``nr.experiments`` readout). The inhibitor also sharpens anticipation
-  (the OFF fast response to a slowly moving bar is cut on its trailing side).
+``Retina(version=1)`` is the first circuit (a terminal inhibitor and an amacrine cell;
+docs/MODEL.md), kept to reproduce results made with it.
 
 Example
 -------
@@ -89,6 +77,8 @@ HISTORY = 40
 KERNEL = 15
 """Spatial support of every bipolar filter (pixels), the CNN's conv1 kernel size."""
 SIZE = 50
+#: the circuit versions :class:`Retina` builds (2 is the default)
+VERSIONS = (1, 2)
 
 PathLike = Union[str, os.PathLike]
 
@@ -115,6 +105,44 @@ def temporal_filter(peak: float, rebound: float, order: float = 3.0, ratio: floa
     return f / np.linalg.norm(f)
 
 
+def tuned_filter(period: float, peak: float, order: float = 4.0, phase: float = 0.0,
+                 history: int = HISTORY) -> np.ndarray:
+    """A damped-oscillation (resonant) temporal filter over lags 0..history-1 (frames).
+
+    ``f(τ) = L(τ; peak) · cos(2π (τ − phase) / period)``: a gamma envelope of
+    height 1 at ``peak`` times a cosine of ``period`` frames, normalised to unit
+    L2 norm and signed so that its largest tap is positive (Gao et al. 2009's
+    tuned bipolar cells). ``f[τ]`` weighs the frame ``τ`` frames ago.
+    """
+    lag = np.arange(history, dtype=np.float64)
+    f = _gamma_lobe(lag, peak, order) * np.cos(2.0 * np.pi * (lag - phase) / period)
+    f = f / np.linalg.norm(f)
+    return f if f[np.argmax(np.abs(f))] > 0 else -f
+
+
+def pathway_filter(q: dict, history: int = HISTORY) -> np.ndarray:
+    """The temporal filter of a pathway's parameters (sign included: OFF main lobes are negative).
+
+    ``q`` holds ``period`` (a :func:`tuned_filter`: ``period``, ``peak``, ``order``,
+    ``phase``) or the :func:`temporal_filter` keys (``peak``, ``rebound``, ``order``, ``ratio``).
+    """
+    if "period" in q:
+        f = tuned_filter(q["period"], q["peak"], q.get("order", 4.0), q.get("phase", 0.0), history)
+    else:
+        f = temporal_filter(q["peak"], q["rebound"], q.get("order", 3.0), q.get("ratio", 2.0), history)
+    return -f if q["polarity"] == "OFF" else f
+
+
+def main_lobe_ms(temporal: np.ndarray, polarity: str) -> float:
+    """Latency (ms) of a filter's largest tap of its polarity's sign (positive for ON, negative for OFF).
+
+    A transient filter's rebound can be larger than its main lobe (version 2's ON fast):
+    the latency is that of the lobe that answers a step of the pathway's own polarity.
+    """
+    signed = temporal if polarity == "ON" else -temporal
+    return FRAME_MS * int(np.argmax(signed))
+
+
 def gaussian_2d(sigma: float, size: int = KERNEL) -> np.ndarray:
     """A centred ``size × size`` Gaussian (σ in pixels) with unit sum."""
     r = np.arange(size, dtype=np.float64) - (size - 1) / 2
@@ -131,15 +159,18 @@ class Pathway:
     ----------
     name : e.g. ``"ON fast"``.
     polarity : ``"ON"`` (excited by brightening) or ``"OFF"``.
-    kinetics : ``"fast"`` (transient) or ``"slow"`` (sustained).
-    sign : +1 excites the ganglion cells, −1 inhibits them (through the amacrine cell).
-    role : ``"bipolar"`` (pooled by ganglion cells) or ``"amacrine"`` (feeds the amacrine cell).
+    kinetics : ``"fast"`` (transient), ``"slow"`` (sustained) or ``"tuned"`` (oscillating).
+    sign : +1 excites the ganglion cells, −1 inhibits them.
+    role : version 2: ``"ganglion"`` (added to the drive), ``"OFF stage"`` (excites the
+        gain-controlled OFF stage) or ``"gain control"`` (subtracted in it); version 1:
+        ``"bipolar"``, ``"amacrine"`` or ``"terminal inhibition"``.
     temporal : float64 (history,) ``temporal[τ]`` weighs the frame τ frames (10 ms each) ago;
-        sign included (an OFF filter's main lobe is negative).
+        sign included (an OFF filter's main lobe is negative; a transient filter's rebound may
+        be the larger lobe).
     spatial : float64 (15, 15) centred spatial filter, unit sum, 1 px = 55 µm.
     threshold : rectification threshold θ of the subunit (contrast-filter units).
-    weight : pooling weight into the ganglion cell (or into the amacrine cell).
-    peak_ms : latency of the temporal filter's largest tap (ms).
+    weight : pooling weight into the ganglion cell (or into its stage).
+    peak_ms : latency of the main lobe, the largest tap of the polarity's sign (ms; :func:`main_lobe_ms`).
     """
 
     name: str
@@ -162,11 +193,14 @@ class Pathway:
         return (self.temporal[::-1, None, None] * self.spatial[None]).astype(np.float32)
 
 
-#: default circuit parameters (frames, pixels, contrast units); see the module docstring.
-#: Each pathway: polarity, kinetics, temporal filter (peak lag in frames, rebound, order),
-#: spatial σ (px), rectification threshold, weight onto the ganglion cells ("weight") and
-#: onto the amacrine cell ("amacrine").
-DEFAULT_PARAMS: dict = {
+#: version-2 circuit parameters (frames, pixels, contrast units); see the module docstring
+#: and docs/MODEL.md. Each pathway: polarity, kinetics, stage ("ganglion": added to the drive;
+#: "off": into the gain-controlled OFF stage), temporal filter (:func:`pathway_filter`),
+#: spatial σ (px), rectification threshold and weight (negative: subtracted).
+DEFAULT_PARAMS: dict = {}      # filled below (V2_PARAMS)
+
+#: version-1 circuit parameters (the first ground truth; ``Retina(version=1)``)
+V1_PARAMS: dict = {
     "pathways": {
         "ON fast": {"polarity": "ON", "kinetics": "fast", "peak": 3.0, "rebound": 0.45, "order": 3.0,
                     "sigma": 1.0, "threshold": 1.0, "weight": 16.0, "amacrine": 0.0},
@@ -191,6 +225,27 @@ DEFAULT_PARAMS: dict = {
                             "filter_sigma": 1.2, "threshold": 0.1, "sigma": 1.0, "weight": 1.75},
 }
 
+V2_PARAMS: dict = {
+    "pathways": {
+        "ON fast": {"polarity": "ON", "kinetics": "fast", "stage": "ganglion", "peak": 3.67, "rebound": 1.36,
+                    "order": 4.32, "ratio": 3.36, "sigma": 2.46, "threshold": 1.34, "weight": 8.88},
+        "ON slow": {"polarity": "ON", "kinetics": "slow", "stage": "ganglion", "peak": 9.56, "rebound": 0.73,
+                    "order": 5.84, "ratio": 1.89, "sigma": 2.45, "threshold": 0.0, "weight": 7.68},
+        "ON tuned": {"polarity": "ON", "kinetics": "tuned", "stage": "ganglion", "period": 14.0, "peak": 10.8,
+                     "order": 3.97, "phase": -0.38, "sigma": 2.08, "threshold": 0.92, "weight": 2.31},
+        "OFF fast": {"polarity": "OFF", "kinetics": "fast", "stage": "off", "peak": 7.52, "rebound": 0.32,
+                     "order": 5.01, "ratio": 2.0, "sigma": 1.02, "threshold": 0.3, "weight": 12.59},
+        "OFF gain": {"polarity": "OFF", "kinetics": "slow", "stage": "off", "peak": 8.0, "rebound": 0.3,
+                     "order": 7.0, "ratio": 2.0, "sigma": 1.0, "threshold": 0.27, "weight": -8.96},
+    },
+    "ganglion_sigma": 3.0,      # px, pooling of subunits by a ganglion cell
+    "cells": [[24.5, 24.5], [21.5, 27.5], [27.5, 21.5], [27.5, 27.5]],   # (y, x) px
+    "bias": -1.6,
+    "gain": 1.0,
+}
+DEFAULT_PARAMS.update(json.loads(json.dumps(V2_PARAMS)))
+_PARAMS = {1: V1_PARAMS, 2: V2_PARAMS}
+
 
 class Retina:
     """The ground-truth retina circuit (see the module docstring).
@@ -201,11 +256,15 @@ class Retina:
         Seeds the spiking noise of :meth:`record` when no seed is given there,
         and the small per-cell gain jitter (±10%); the circuit is otherwise fixed.
     params : dict, optional
-        Overrides of :data:`DEFAULT_PARAMS` (top-level keys).
+        Overrides of the version's parameters (top-level keys; ``"pathways"`` replaces
+        the whole pathway table).
+    version : 1 or 2
+        The circuit (default 2, :data:`DEFAULT_PARAMS`; 1 is :data:`V1_PARAMS`).
 
     Attributes
     ----------
-    pathways : list of :class:`Pathway` (ON fast, ON slow, OFF fast, OFF slow)
+    pathways : list of :class:`Pathway` (version 2: ON fast, ON slow, ON tuned, OFF fast, OFF gain)
+    inhibitor : the version-1 terminal inhibitor (a :class:`Pathway`), None in version 2
     cell_positions : float64 (n_cells, 2) (y, x) of each ganglion cell, stimulus pixels
     cell_names : list of str
     history, size : 40 frames, 50 px
@@ -214,7 +273,7 @@ class Retina:
     -------
     >>> gt = Retina(seed=0)
     >>> [p.name for p in gt.pathways]
-    ['ON fast', 'ON slow', 'OFF fast', 'OFF slow']
+    ['ON fast', 'ON slow', 'ON tuned', 'OFF fast', 'OFF gain']
     >>> gt.respond(np.zeros((50, 50, 50), np.float32)).shape
     (50, 4)
     """
@@ -222,9 +281,12 @@ class Retina:
     history = HISTORY
     size = SIZE
 
-    def __init__(self, seed: int = 0, params: Optional[dict] = None) -> None:
+    def __init__(self, seed: int = 0, params: Optional[dict] = None, version: int = 2) -> None:
         self.seed = check_int(seed, "seed", 0)
-        p = json.loads(json.dumps(DEFAULT_PARAMS))
+        if isinstance(version, bool) or version not in VERSIONS:
+            raise ValueError(f"version must be one of {list(VERSIONS)}, got {version!r}")
+        self.version = int(version)
+        p = json.loads(json.dumps(_PARAMS[self.version]))
         if params:
             unknown = set(params) - set(p)
             if unknown:
@@ -233,28 +295,20 @@ class Retina:
         self.params = p
         self.pathways: list[Pathway] = []
         for name, q in p["pathways"].items():
-            f = temporal_filter(q["peak"], q["rebound"], q["order"], q.get("ratio", 2.0))
-            if q["polarity"] == "OFF":
-                f = -f
-            lag = int(np.argmax(np.abs(f)))
-            inhibitory = q["weight"] <= 0 and q["amacrine"] > 0
-            self.pathways.append(Pathway(name, q["polarity"], q["kinetics"], -1 if inhibitory else 1,
-                                         "amacrine" if inhibitory else "bipolar", f, gaussian_2d(q["sigma"]), float(q["threshold"]),
-                                         float(q["weight"]), FRAME_MS * lag))
-        self._amacrine_in = np.array([q["amacrine"] for q in p["pathways"].values()], dtype=np.float64)
-        ti = p["terminal_inhibition"]
-        f = temporal_filter(ti["peak"], ti["rebound"], ti["order"], ti.get("ratio", 2.0))
-        if ti["polarity"] == "OFF":
-            f = -f
-        names = [q.name for q in self.pathways]
-        if ti["target"] not in names:
-            raise ValueError(f"terminal_inhibition target {ti['target']!r} is not a pathway; pathways: {names}")
-        self._target = names.index(ti["target"])
-        #: the delayed transient amacrine input that inhibits the target pathway's terminals
-        #: (a :class:`Pathway` with role "terminal inhibition"; not in :attr:`pathways`)
-        self.inhibitor = Pathway("OFF transient inhibitor" if ti["polarity"] == "OFF" else "ON transient inhibitor",
-                                 ti["polarity"], "slow", -1, "terminal inhibition", f, gaussian_2d(ti["filter_sigma"]),
-                                 float(ti["threshold"]), float(ti["weight"]), FRAME_MS * int(np.argmax(np.abs(f))))
+            f = pathway_filter(q)
+            if self.version == 1:
+                inhibitory = q["weight"] <= 0 and q["amacrine"] > 0
+                sign, role = (-1, "amacrine") if inhibitory else (1, "bipolar")
+            else:
+                if q.get("stage") not in ("ganglion", "off"):
+                    raise ValueError(f"pathway {name!r}: stage must be 'ganglion' or 'off', got {q.get('stage')!r}")
+                sign = -1 if q["weight"] < 0 else 1
+                role = "ganglion" if q["stage"] == "ganglion" else ("gain control" if sign < 0 else "OFF stage")
+            self.pathways.append(Pathway(name, q["polarity"], q["kinetics"], sign, role, f, gaussian_2d(q["sigma"]),
+                                         float(q["threshold"]), float(q["weight"]), main_lobe_ms(f, q["polarity"])))
+        self.inhibitor: Optional[Pathway] = None
+        if self.version == 1:
+            self._init_v1(p)
         self.cell_positions = np.asarray(p["cells"], dtype=np.float64).reshape(-1, 2)
         self.n_cells = len(self.cell_positions)
         self.cell_names = [f"gc{i}" for i in range(self.n_cells)]
@@ -262,18 +316,39 @@ class Retina:
         self.cell_gain = p["gain"] * (1.0 + 0.1 * rng.uniform(-1, 1, self.n_cells))
         self._build()
 
+    def _init_v1(self, p: dict) -> None:
+        self._amacrine_in = np.array([q["amacrine"] for q in p["pathways"].values()], dtype=np.float64)
+        ti = p["terminal_inhibition"]
+        names = [q.name for q in self.pathways]
+        if ti["target"] not in names:
+            raise ValueError(f"terminal_inhibition target {ti['target']!r} is not a pathway; pathways: {names}")
+        self._target = names.index(ti["target"])
+        f = pathway_filter(ti)
+        #: the delayed transient amacrine input that inhibits the target pathway's terminals
+        self.inhibitor = Pathway("OFF transient inhibitor" if ti["polarity"] == "OFF" else "ON transient inhibitor",
+                                 ti["polarity"], "slow", -1, "terminal inhibition", f, gaussian_2d(ti["filter_sigma"]),
+                                 float(ti["threshold"]), float(ti["weight"]), main_lobe_ms(f, ti["polarity"]))
+
+    @property
+    def candidates(self) -> list[Pathway]:
+        """Every filtered input of the circuit (the pathways and, in version 1, the inhibitor)."""
+        return self.pathways + ([self.inhibitor] if self.inhibitor is not None else [])
+
     # ------------------------------------------------------------------ setup
     def _build(self) -> None:
         p = self.params
-        bank = self.pathways + [self.inhibitor]           # the inhibitor is filtered with the pathways
+        bank = self.candidates                             # the v1 inhibitor is filtered with the pathways
         self._spatial = torch.tensor(np.stack([q.spatial for q in bank])[:, None], dtype=torch.float32)
         # conv1d weight for causal filtering: w[i] = f[history-1-i]
         self._temporal = torch.tensor(np.stack([q.temporal[::-1].copy() for q in bank])[:, None],
                                       dtype=torch.float32)
         self._thresholds = torch.tensor([q.threshold for q in bank], dtype=torch.float32)
-        self._inhibition_kernel = torch.tensor(gaussian_2d(p["terminal_inhibition"]["sigma"], 15)[None, None],
-                                               dtype=torch.float32)
-        self._amacrine_kernel = torch.tensor(gaussian_2d(p["amacrine_sigma"], 15)[None, None], dtype=torch.float32)
+        self._weights = torch.tensor([q.weight for q in self.pathways], dtype=torch.float32)
+        self._off_stage = torch.tensor([q.role in ("OFF stage", "gain control") for q in self.pathways])
+        if self.version == 1:
+            self._inhibition_kernel = torch.tensor(gaussian_2d(p["terminal_inhibition"]["sigma"], 15)[None, None],
+                                                   dtype=torch.float32)
+            self._amacrine_kernel = torch.tensor(gaussian_2d(p["amacrine_sigma"], 15)[None, None], dtype=torch.float32)
         yy, xx = np.mgrid[0 : self.size, 0 : self.size].astype(np.float64)
         s = p["ganglion_sigma"]
         pools = []
@@ -285,15 +360,16 @@ class Retina:
         self._pools = torch.tensor(self.ganglion_pools, dtype=torch.float32)
 
     def pathway(self, name: str) -> Pathway:
-        """The :class:`Pathway` called ``name`` (e.g. ``"ON fast"``)."""
-        for q in self.pathways:
+        """The :class:`Pathway` called ``name`` (e.g. ``"ON fast"``), the v1 inhibitor included."""
+        for q in self.candidates:
             if q.name == name:
                 return q
-        raise ValueError(f"no pathway {name!r}; the retina has {[q.name for q in self.pathways]}")
+        raise ValueError(f"no pathway {name!r}; the retina has {[q.name for q in self.candidates]}")
 
     def describe(self) -> dict:
-        """A JSON-able summary of the circuit (parameters, pathway latencies, cells)."""
+        """A JSON-able summary of the circuit (version, parameters, pathway latencies, cells)."""
         return {
+            "version": self.version,
             "params": self.params,
             "seed": self.seed,
             "cell_gain": self.cell_gain.tolist(),
@@ -312,16 +388,29 @@ class Retina:
             )
         return np.ascontiguousarray(arr, dtype=np.float32)
 
-    def _stages(self, chunk: torch.Tensor, keep: int) -> dict:
-        """All stages for a (T, H, W) chunk; the last ``keep`` frames are returned."""
-        n_k = len(self.pathways) + 1                                                # + the inhibitor
-        x = F.conv2d(chunk[:, None], self._spatial, padding=KERNEL // 2)          # (T, K+1, H, W)
+    def _subunits(self, chunk: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Linear drives u and rectified outputs b of every filtered input, (keep, K, H, W) each."""
+        n_k = len(self.candidates)
+        x = F.conv2d(chunk[:, None], self._spatial, padding=KERNEL // 2)          # (T, K, H, W)
         T, _, H, W = x.shape
         x = x.permute(2, 3, 1, 0).reshape(H * W, n_k, T)
         x = F.pad(x, (self.history - 1, 0))
         u = F.conv1d(x, self._temporal, groups=n_k)                                # (HW, K, T)
         u = u.reshape(H, W, n_k, T).permute(3, 2, 0, 1)[-keep:]                     # (keep, K, H, W)
-        b = torch.relu(u - self._thresholds.view(1, -1, 1, 1))
+        return u, torch.relu(u - self._thresholds.view(1, -1, 1, 1))
+
+    def _stages(self, chunk: torch.Tensor, keep: int) -> dict:
+        """All stages for a (T, H, W) chunk; the last ``keep`` frames are returned."""
+        if self.version == 1:
+            return self._stages_v1(chunk, keep)
+        u, b = self._subunits(chunk, keep)
+        pooled = torch.einsum("tkhw,chw->tck", b, self._pools) * self._weights      # (keep, cells, K)
+        off = torch.relu(pooled[:, :, self._off_stage].sum(-1))                     # the gain-controlled OFF stage
+        drive = off + pooled[:, :, ~self._off_stage].sum(-1) + self.params["bias"]
+        return {"u": u, "b": b, "pooled": pooled, "off": off, "drive": drive}
+
+    def _stages_v1(self, chunk: torch.Tensor, keep: int) -> dict:
+        u, b = self._subunits(chunk, keep)
         inh = F.conv2d(b[:, -1:], self._inhibition_kernel, padding=7)[:, 0]         # (keep, H, W)
         u, b = u[:, :-1], b[:, :-1].clone()
         k = self._target
@@ -329,8 +418,7 @@ class Retina:
         ama_in = torch.einsum("tkhw,k->thw", b, torch.tensor(self._amacrine_in, dtype=torch.float32))
         a = torch.relu(F.conv2d(ama_in[:, None], self._amacrine_kernel, padding=7)[:, 0]
                        - self.params["amacrine_threshold"])
-        exc = torch.einsum("tkhw,k->thw", b, torch.tensor([q.weight for q in self.pathways], dtype=torch.float32))
-        net = exc - self.params["amacrine_weight"] * a                               # (keep, H, W)
+        net = torch.einsum("tkhw,k->thw", b, self._weights) - self.params["amacrine_weight"] * a
         drive = torch.einsum("thw,chw->tc", net, self._pools) + self.params["bias"]
         return {"u": u, "b": b, "amacrine": a, "inhibition": inh, "drive": drive}
 
@@ -343,25 +431,30 @@ class Retina:
                 block = stim[lo : start + chunk]
                 st = self._stages(block, keep=len(block) - (start - lo))
                 if what == "rates":
-                    outs.append((torch.nn.functional.softplus(st["drive"]) * torch.tensor(self.cell_gain, dtype=torch.float32)).numpy())
+                    outs.append((F.softplus(st["drive"]) * torch.tensor(self.cell_gain, dtype=torch.float32)).numpy())
                 else:
                     outs.append(st[what].numpy())
         return np.concatenate(outs).astype(np.float32)
 
     def contributions(self, stimulus, cell: int = 0) -> dict:
-        """Each pathway's share of one cell's drive, float32 (T,) each.
+        """Each stage's share of one cell's drive, float32 (T,) each; they sum to :meth:`drive`.
 
-        Keys: the pathway names (excitatory bipolar input, ``weight × pooled
-        subunit output``), ``"amacrine"`` (the inhibition, negative) and
-        ``"bias"``; they sum to :meth:`drive`.
+        Version 2: the ganglion-stage pathways (``weight × pooled subunit output``),
+        ``"OFF stage"`` (the rectified, gain-controlled OFF stage) and ``"bias"``.
+        Version 1: every pathway, ``"amacrine"`` (the inhibition, negative) and ``"bias"``.
         """
         cell = check_int(cell, f"cell (the retina has {self.n_cells} cells)", 0, self.n_cells)
-        b = self._run(stimulus, "b")
-        a = self._run(stimulus, "amacrine")
-        pool = self.ganglion_pools[cell].astype(np.float32)
-        out = {q.name: q.weight * np.einsum("thw,hw->t", b[:, i], pool) for i, q in enumerate(self.pathways)}
-        out["amacrine"] = -self.params["amacrine_weight"] * np.einsum("thw,hw->t", a, pool)
-        out["bias"] = np.full(len(a), self.params["bias"], np.float32)
+        if self.version == 1:
+            b = self._run(stimulus, "b")
+            a = self._run(stimulus, "amacrine")
+            pool = self.ganglion_pools[cell].astype(np.float32)
+            out = {q.name: q.weight * np.einsum("thw,hw->t", b[:, i], pool) for i, q in enumerate(self.pathways)}
+            out["amacrine"] = -self.params["amacrine_weight"] * np.einsum("thw,hw->t", a, pool)
+        else:
+            pooled = self._run(stimulus, "pooled")[:, cell]                           # (T, K)
+            out = {q.name: pooled[:, i] for i, q in enumerate(self.pathways) if q.role == "ganglion"}
+            out["OFF stage"] = self._run(stimulus, "off")[:, cell]
+        out["bias"] = np.full(len(next(iter(out.values()))), self.params["bias"], np.float32)
         return out
 
     def respond(self, stimulus) -> np.ndarray:
@@ -413,6 +506,7 @@ class Retina:
         return rng.poisson(rates.astype(np.float64), size=(reps,) + rates.shape).astype(np.float32)
 
 
+
 # ---------------------------------------------------------------------------
 # datasets
 
@@ -423,6 +517,42 @@ DATASET_FRAMES = 30000
 DATASET_CHECKER = 4
 DATASET_CONTRAST = 2.0
 DATASET_GREY = 0.5
+#: the default dataset stimulus: "mix" (:func:`training_mix`); "binary" / "gaussian" are white noise
+DATASET_KIND = "mix"
+
+#: the training mixture of :func:`training_mix` (docs/MODEL.md): blocks of ``MIX_BLOCK`` frames cycle
+#: through these stimuli, half naturalistic movies, half white noise at three checker sizes
+MIX_BLOCK = 500
+MIX = (("naturalistic", {"contrast": 0.5}), ("noise", {"checker": 4}),
+       ("naturalistic", {"contrast": 0.5}), ("noise", {"checker": 2}),
+       ("naturalistic", {"contrast": 0.5}), ("noise", {"checker": 1}))
+
+
+def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float = DATASET_CONTRAST,
+                 grey: float = DATASET_GREY) -> np.ndarray:
+    """General-purpose training stimulus: naturalistic movies and white noise, float32 (frames, size, size).
+
+    The movie is cut into :data:`MIX_BLOCK`-frame (5 s) blocks; block ``i`` is the
+    ``i``-th entry of :data:`MIX` (cyclically): a naturalistic movie
+    (``nr.stimuli.naturalistic``: 1/f images, fixational jitter, a saccade every
+    second, standard deviation 0.5) or binary white noise (±``contrast`` on 4, 2
+    or 1 px checkers, each frame grey with probability ``grey``). Block ``i`` has
+    seed ``1000·seed + i``. None of the experiments' stimuli (flashes, bars,
+    gratings) is in it: a model trained on it meets them for the first time.
+    """
+    from .stimuli import naturalistic, white_noise
+
+    frames = check_int(frames, "frames", 1)
+    seed = check_int(seed, "seed", 0)
+    blocks = []
+    for i, start in enumerate(range(0, frames, MIX_BLOCK)):
+        n = min(MIX_BLOCK, frames - start)
+        kind, kw = MIX[i % len(MIX)]
+        if kind == "naturalistic":
+            blocks.append(naturalistic(n, size, seed * 1000 + i, **kw))
+        else:
+            blocks.append(white_noise(n, size, seed * 1000 + i, contrast=contrast, grey=grey, **kw))
+    return np.concatenate(blocks).astype(np.float32)
 
 
 def make_dataset(
@@ -435,12 +565,13 @@ def make_dataset(
     retina: Optional[Retina] = None,
     progress=None,
     contrast: float = DATASET_CONTRAST,
-    kind: str = "binary",
+    kind: str = DATASET_KIND,
     grey: float = DATASET_GREY,
 ):
     """Write a white-noise dataset of the synthetic retina in the lab's HDF5 layout.
 
-    ``train``: ``frames`` frames of white noise (``kind`` "binary": ±``contrast``, or
+    ``train``: ``frames`` frames of :func:`training_mix` (``kind`` "mix", the default; ``checker``
+    is then the mixture's own) or of white noise (``kind`` "binary": ±``contrast``, or
     "gaussian" with standard deviation ``contrast``; ``checker`` px checkers; each frame grey
     with probability ``grey``, see ``nr.stimuli.white_noise``; seed ``seed``) and one trial of
     Poisson spike counts per 10 ms bin.
@@ -462,8 +593,12 @@ def make_dataset(
     test_frames = check_int(test_frames, "test_frames", HISTORY)
     seed = check_int(seed, "seed", 0)
     checker = check_int(checker, "checker", 1)
-    train = white_noise(frames, SIZE, seed, checker=checker, kind=kind, contrast=contrast, grey=grey)
-    test = white_noise(test_frames, SIZE, seed + 1, checker=checker, kind=kind, contrast=contrast, grey=grey)
+    if kind == "mix":
+        train = training_mix(frames, seed, contrast=contrast, grey=grey)
+        test = training_mix(test_frames, seed + 1, contrast=contrast, grey=grey)
+    else:
+        train = white_noise(frames, SIZE, seed, checker=checker, kind=kind, contrast=contrast, grey=grey)
+        test = white_noise(test_frames, SIZE, seed + 1, checker=checker, kind=kind, contrast=contrast, grey=grey)
     return record_dataset(path, train, test, repeats=repeats, seed=seed, retina=retina, progress=progress,
                           attrs={"source": "napari_retina.synthetic.make_dataset", "checker_px": checker,
                                  "contrast": float(contrast), "kind": kind, "grey": float(grey)})

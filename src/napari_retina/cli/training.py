@@ -101,7 +101,9 @@ def register(sub) -> None:
     p.add_argument("--checker", type=int, default=synthetic.DATASET_CHECKER, help="white-noise checker size in pixels")
     p.add_argument("--contrast", type=float, default=synthetic.DATASET_CONTRAST,
                    help="white-noise contrast (binary: ±contrast)")
-    p.add_argument("--kind", default="binary", choices=("binary", "gaussian"), help="white-noise distribution")
+    p.add_argument("--kind", default=synthetic.DATASET_KIND, choices=("mix", "binary", "gaussian"),
+                   help="mix: naturalistic movies and white noise at 4, 2 and 1 px (nr.synthetic.training_mix); "
+                        "binary/gaussian: white noise on --checker px checkers")
     p.add_argument("--grey", type=float, default=synthetic.DATASET_GREY,
                    help="probability that a frame is grey (sparse noise; 0: classic white noise)")
     p.add_argument("--retina-seed", type=int, default=0, help="seed of nr.synthetic.Retina")

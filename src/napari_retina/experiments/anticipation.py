@@ -2,13 +2,14 @@
 
 Stimulus, one movie: dark bars flashed for ``flash_duration`` frames at each of
 ``flash_positions`` (each followed by ``window`` frames), then the bar moving
-at ``speed`` across the field in each of ``directions`` (+1: towards larger x,
+at each ``speed`` across the field in each of ``directions`` (+1: towards larger x,
 −1: back), every condition preceded by ``gap`` grey frames. Bars are uniform
 along y (attribution invariance "y").
 
 Parameters (defaults)
 ---------------------
-speed : 0.08 px/frame (0.44 mm/s); width : 2 px; intensity : −1 (dark bar).
+speed : one speed or a list, px/frame; default (0.08, 0.176) px/frame (0.44 and
+    0.97 mm/s, the lab's figure speed); width : 2 px; intensity : −1 (dark bar).
 start, stop : None → ∓(size/2 + 5) px (−30…30 for the 50-px field).
 directions : (1, −1); both, so that an error in the receptive-field centre
     cancels in the mean lead.
@@ -23,22 +24,31 @@ flash_amplitude : list, flashed-bar response peak minus the grey level, per posi
 rf_center_px : where the flashed-bar responses peak (parabola through the best
     position and its neighbours).
 flash_latency_ms : flash onset to response peak at the best flashed position.
-directions : list; peak_frame : list, sub-frame time of each moving-bar
+directions, speeds : lists, per moving condition; peak_frame : list, sub-frame time of each moving-bar
     response peak; bar_at_peak_px : list, bar centre at that time. The peak is
     that of the response averaged over one pixel crossing (``crossing_frames``,
     1/speed frames, centred: :func:`crossing_window`): the bar is drawn
     area-weighted on the pixel grid, so responses ripple with that period, and
     the ripple's crests would otherwise move the peak by up to half a pixel (the
     ground truth's lead, cell 0, is 44 µm on the raw response, 24 µm on its envelope).
-crossing_frames : float, the averaging window (frames).
-lead_px_per_direction, lead_um_per_direction : ``direction·(rf_center − bar_at_peak)``:
-    how far ahead of the bar centre the response peaks (positive = before the
-    bar reaches the flashed-bar centre), in px and µm.
-lead_um : mean over directions (µm).
-lag_expected_um : ``speed · flash_latency`` in µm, the lag a cell that just
+crossing_frames : list, the averaging window per moving condition (frames).
+lead_px_per_direction, lead_um_per_direction : ``direction·(rf_center − bar_at_peak)``
+    per moving condition: how far ahead of the bar centre the response peaks
+    (positive = before the bar reaches the flashed-bar centre), in px and µm.
+moving_amplitude : list, per moving condition, the envelope's peak minus the grey level
+    (spikes per 10 ms bin).
+speed_list : the speeds (px/frame); lead_um_per_speed, moving_amplitude_per_speed :
+    mean lead over directions (µm) and smallest peak over directions, per speed.
+lead_um : mean over every moving condition (µm).
+lag_expected_um : ``speed · flash_latency`` in µm per speed, the lag a cell that just
     delayed its flash response would show (a lead of −lag_expected_um).
-present : lead_um > 0 (the moving-bar response peaks before the bar reaches
-    the position where flashed bars evoke the largest response).
+present : the literature criterion (Berry et al. 1999: at every speed tested the
+    moving-bar response peaks at or ahead of the bar's leading edge, with strong
+    responses): at ``MIN_SPEEDS`` (2) or more speeds, the response peaks ahead
+    of the flashed-bar peak by at least ``MIN_LEAD_UM`` (10 µm, a fifth of a
+    pixel, so that a noise-level lead does not count), with a peak at least
+    ``MIN_AMPLITUDE`` (0.5 spikes/bin) above grey in every direction
+    (docs/EXPERIMENTS.md).
 """
 
 from __future__ import annotations
@@ -53,13 +63,18 @@ from .base import Movie, Protocol, baseline, check_position, \
 NAME = "anticipation"
 DESCRIPTION = "motion anticipation: moving bar versus flashed bars"
 INVARIANCE = "y"
-DEFAULTS = {"speed": 0.08, "width": 2.0, "intensity": -1.0, "start": None, "stop": None,
+DEFAULTS = {"speed": (0.08, 0.176), "width": 2.0, "intensity": -1.0, "start": None, "stop": None,
             "directions": (1, -1), "flash_positions": None, "flash_duration": 2}
+
+#: criterion constants of ``present`` (see the module docstring)
+MIN_SPEEDS = 2
+MIN_LEAD_UM = 10.0
+MIN_AMPLITUDE = 0.5            # spikes per 10 ms bin above the grey level
 
 
 def build(size: int, history: int, respond=None, *, speed, width, intensity, start, stop, directions,
           flash_positions, flash_duration, gap, window, max_frames) -> Protocol:
-    speed = real_param(speed, "speed", positive=True)
+    speeds = [real_param(v, "speed", positive=True) for v in list_param(speed, "speed")]
     width = real_param(width, "width", positive=True)
     intensity = real_param(intensity, "intensity")
     start = -(size / 2.0 + 5.0) if start is None else real_param(start, "start")
@@ -86,16 +101,17 @@ def build(size: int, history: int, respond=None, *, speed, width, intensity, sta
                                       pre=gap, post=window, size=size, axis="x", return_events=True)
         onset = movie.t0 + int(ev["onset"])
         movie.add(seg, {"kind": "flash", "position": pos, "onset": onset, "window": window}, (onset, onset + window))
-    for d in directions:
-        a, b = (start, stop) if d > 0 else (stop, start)
-        seg, ev = stimuli.moving_bar(speed=speed, start=a, stop=b, width=width, intensity=intensity,
-                                     pre=gap, post=window, size=size, axis="x", return_events=True)
-        onset, offset = movie.t0 + int(ev["onset"]), movie.t0 + int(ev["offset"])
-        # the whole crossing is attributed (thinned with the rest): fitting the reduced circuit only
-        # around the response peak left it unconstrained elsewhere (explained variance over all
-        # frames 0.53 versus 0.92 with the whole crossing, shipped model)
-        movie.add(seg, {"kind": "moving", "direction": int(d), "speed": speed, "x0": a, "onset": onset,
-                        "offset": offset, "window": window}, (onset, offset + window))
+    for v in speeds:
+        for d in directions:
+            a, b = (start, stop) if d > 0 else (stop, start)
+            seg, ev = stimuli.moving_bar(speed=v, start=a, stop=b, width=width, intensity=intensity,
+                                         pre=gap, post=window, size=size, axis="x", return_events=True)
+            onset, offset = movie.t0 + int(ev["onset"]), movie.t0 + int(ev["offset"])
+            # the whole crossing is attributed (thinned with the rest): fitting the reduced circuit only
+            # around the response peak left it unconstrained elsewhere (explained variance over all
+            # frames 0.53 versus 0.92 with the whole crossing, shipped model)
+            movie.add(seg, {"kind": "moving", "direction": int(d), "speed": v, "x0": a, "onset": onset,
+                            "offset": offset, "window": window}, (onset, offset + window))
     return movie.protocol(history, max_frames, INVARIANCE)
 
 
@@ -131,23 +147,34 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         flash_lat = float(lat[int(np.nanargmax(amp))])
     else:
         rf, flash_lat = float("nan"), float("nan")
-    dirs, peaks, bars, leads = [], [], [], []
-    moving = [c for c in conditions if c["kind"] == "moving"]
-    speed = moving[0]["speed"] if moving else float("nan")
-    crossing = 1.0 / speed if moving else 1.0
-    envelope = np.convolve(r, crossing_window(crossing), mode="same")
-    for c in moving:
-        t, _ = parabolic_peak(envelope, c["onset"], c["offset"] + c["window"])
+    dirs, speeds, peaks, bars, leads, heights, crossings = [], [], [], [], [], [], []
+    for c in (c for c in conditions if c["kind"] == "moving"):
+        crossing = 1.0 / c["speed"]
+        envelope = np.convolve(r, crossing_window(crossing), mode="same")
+        t, v = parabolic_peak(envelope, c["onset"], c["offset"] + c["window"])
         x = c["x0"] + c["direction"] * c["speed"] * (t - c["onset"])
         dirs.append(c["direction"])
+        speeds.append(c["speed"])
+        crossings.append(crossing)
         peaks.append(t)
         bars.append(x)
         leads.append(c["direction"] * (rf - x))
+        heights.append(v - baseline(r, c["start"], c["onset"]))
+    speed_list = sorted(set(speeds))
+    lead_per_speed = [float(np.mean([ld for ld, s in zip(leads, speeds) if s == v]) * PIXEL_UM) for v in speed_list]
+    amp_per_speed = [float(np.min([h for h, s in zip(heights, speeds) if s == v])) for v in speed_list]
     lead_um = float(np.mean(leads) * PIXEL_UM) if leads else float("nan")
+    present = bool(
+        len(speed_list) >= MIN_SPEEDS
+        and all(np.isfinite(ld) and ld >= MIN_LEAD_UM for ld in lead_per_speed)
+        and all(np.isfinite(h) and h >= MIN_AMPLITUDE for h in amp_per_speed)
+    )
     return {
         "flash_positions": pos, "flash_amplitude": amp, "rf_center_px": rf, "flash_latency_ms": flash_lat,
-        "directions": dirs, "peak_frame": peaks, "bar_at_peak_px": bars,
+        "directions": dirs, "speeds": speeds, "peak_frame": peaks, "bar_at_peak_px": bars,
         "lead_px_per_direction": leads, "lead_um_per_direction": [v * PIXEL_UM for v in leads],
-        "lead_um": lead_um, "lag_expected_um": speed * flash_lat / FRAME_MS * PIXEL_UM, "crossing_frames": crossing,
-        "present": bool(np.isfinite(lead_um) and lead_um > 0),
+        "moving_amplitude": heights, "speed_list": speed_list, "lead_um_per_speed": lead_per_speed,
+        "moving_amplitude_per_speed": amp_per_speed, "lead_um": lead_um,
+        "lag_expected_um": [v * flash_lat / FRAME_MS * PIXEL_UM for v in speed_list], "crossing_frames": crossings,
+        "present": present,
     }

@@ -5,24 +5,38 @@ contrast-reversing grating, even at the spatial phase where a linear cell's
 response cancels: its response has a strong second harmonic F2 (twice the
 reversal cycle frequency) relative to the first harmonic F1.
 
-Stimulus: for each spatial phase, a square-wave grating (bars ``bar_width`` px,
-uniform along y) that flips sign every ``period`` frames for ``cycles`` full
-cycles; conditions concatenated, each preceded by ``gap`` grey frames.
+Stimulus: for each bar width and spatial phase, a square-wave grating (bars
+``bar_width`` px, uniform along y) that flips sign every ``period`` frames for
+``cycles`` full cycles; conditions concatenated, each preceded by ``gap`` grey frames.
 
 Parameters (defaults)
 ---------------------
-bar_width : 4 px; period : 20 frames (a 2.5 Hz reversal cycle); cycles : 4.
+bar_width : one width or a list, px; default (8, 4, 2) px, from wider than the
+    ganglion cell's centre (σ 3 px) down to the bipolar subunits (σ 1 px).
+period : 20 frames (a 2.5 Hz reversal cycle); cycles : 4.
 contrast : 1.0. phases : None → 4 phases evenly over one bar width (the
-    pattern repeats with a sign flip every bar width, so these cover it).
+    pattern repeats with a sign flip every bar width, so these cover it); a list
+    applies to every width.
 gap, window, max_frames : see :func:`napari_retina.experiments.base.resolve_params`.
 
 Readout keys
 ------------
-phases_px : list. f1, f2 : lists, amplitudes of the response's first and second
-    harmonics of the reversal cycle per phase (spikes per bin), measured over
-    every full cycle after the first (which holds the onset transient).
-f2_f1 : max over phases of F2 / max over phases of F1 (the nonlinearity index).
-present : f2_f1 > 1 (the doubled response dominates).
+bar_widths_px, phases_px : lists, per condition. f1, f2 : lists, amplitudes of the
+    response's first and second harmonics of the reversal cycle per condition
+    (spikes per bin), measured over every full cycle after the first (which
+    holds the onset transient).
+widths_px : the bar widths, widest first; f2_f1_per_width : per width, max over
+    phases of F2 / max over phases of F1 (the nonlinearity index); f2_per_width :
+    max F2 per width.
+f2_f1 : the index at the narrowest bars.
+present : the literature criterion (Hochstein & Shapley 1976: in a cell that pools
+    rectified subunits F1 falls as the bars get narrower than the receptive-field
+    centre while F2 persists down to the subunits' size, so F2/F1 rises; a cell
+    with one output nonlinearity keeps F2/F1 constant, a linear cell has no F2):
+    at ``MIN_WIDTHS`` (2) or more widths, F2/F1 never falls (by more than 10%)
+    as the bars narrow, rises at least ``MIN_RISE`` (2×) from the widest to the
+    narrowest, exceeds 1 at the narrowest, where F2 is at least ``MIN_F2``
+    (0.1 spikes/bin) (docs/EXPERIMENTS.md).
 """
 
 from __future__ import annotations
@@ -35,26 +49,35 @@ from .base import Movie, Protocol, int_param, list_param, real_param
 NAME = "doubling"
 DESCRIPTION = "frequency doubling: F2/F1 of a contrast-reversing grating"
 INVARIANCE = "y"
-DEFAULTS = {"bar_width": 4.0, "period": 20, "cycles": 4, "contrast": 1.0, "phases": None}
+DEFAULTS = {"bar_width": (8.0, 4.0, 2.0), "period": 20, "cycles": 4, "contrast": 1.0, "phases": None}
+
+#: criterion constants of ``present`` (see the module docstring)
+MIN_WIDTHS = 2
+MIN_RISE = 2.0
+MIN_F2 = 0.1                   # spikes per 10 ms bin
+FALL_TOLERANCE = 0.9
 
 
 def build(size: int, history: int, respond=None, *, bar_width, period, cycles, contrast, phases, gap, window,
           max_frames) -> Protocol:
-    bar_width = real_param(bar_width, "bar_width", positive=True)
-    if bar_width > size / 2.0:
-        raise ValueError(f"bar_width {bar_width:g} px does not fit two bars into the model's {size}-pixel field")
+    widths = [real_param(v, "bar_width", positive=True) for v in list_param(bar_width, "bar_width")]
+    for w in widths:
+        if w > size / 2.0:
+            raise ValueError(f"bar_width {w:g} px does not fit two bars into the model's {size}-pixel field")
     period = int_param(period, "period", 1)
     cycles = int_param(cycles, "cycles", 2)
     contrast = real_param(contrast, "contrast", positive=True)
-    phases = ((np.arange(4) * bar_width / 4.0).tolist() if phases is None else list_param(phases, "phases"))
+    given = None if phases is None else list_param(phases, "phases")
     movie = Movie()
     n = 2 * period * cycles
-    for ph in phases:
-        seg, ev = stimuli.reversing_grating(bar_width=bar_width, period=period, frames=n, phase=ph,
-                                            contrast=contrast, pre=gap, size=size, axis="x", return_events=True)
-        seg = np.concatenate([seg, np.zeros((window,) + seg.shape[1:], np.float32)])
-        onset = movie.t0 + int(ev["onset"])
-        movie.add(seg, {"phase": ph, "onset": onset, "period": period, "cycles": cycles}, (onset, onset + n))
+    for w in sorted(widths, reverse=True):
+        for ph in ((np.arange(4) * w / 4.0).tolist() if given is None else given):
+            seg, ev = stimuli.reversing_grating(bar_width=w, period=period, frames=n, phase=ph,
+                                                contrast=contrast, pre=gap, size=size, axis="x", return_events=True)
+            seg = np.concatenate([seg, np.zeros((window,) + seg.shape[1:], np.float32)])
+            onset = movie.t0 + int(ev["onset"])
+            movie.add(seg, {"bar_width": w, "phase": ph, "onset": onset, "period": period, "cycles": cycles},
+                      (onset, onset + n))
     return movie.protocol(history, max_frames, INVARIANCE)
 
 
@@ -79,8 +102,26 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         a, b = harmonics(response, c["onset"] + 2 * c["period"], c["period"], c["cycles"] - 1)
         f1.append(a)
         f2.append(b)
-    m1 = np.nanmax(f1) if np.isfinite(f1).any() else float("nan")
-    m2 = np.nanmax(f2) if np.isfinite(f2).any() else float("nan")
-    ratio = float(m2 / m1) if m1 > 0 else (float("inf") if m2 > 0 else float("nan"))
-    return {"phases_px": [c["phase"] for c in conditions], "f1": f1, "f2": f2, "f2_f1": ratio,
-            "present": bool(np.isfinite(m2) and ratio > 1.0)}
+    widths = [c.get("bar_width", float("nan")) for c in conditions]
+    width_list = sorted(set(widths), reverse=True)
+    ratios, peaks = [], []
+    for w in width_list:
+        m1 = _nanmax([a for a, v in zip(f1, widths) if v == w])
+        m2 = _nanmax([b for b, v in zip(f2, widths) if v == w])
+        ratios.append(float(m2 / m1) if m1 > 0 else (float("inf") if m2 > 0 else float("nan")))
+        peaks.append(m2)
+    ratio = ratios[-1] if ratios else float("nan")
+    present = bool(
+        len(width_list) >= MIN_WIDTHS
+        and all(np.isfinite(v) or v == float("inf") for v in ratios)
+        and all(b >= FALL_TOLERANCE * a for a, b in zip(ratios, ratios[1:]))
+        and ratios[-1] >= MIN_RISE * ratios[0] and ratio > 1.0 and peaks[-1] >= MIN_F2
+    )
+    return {"bar_widths_px": widths, "phases_px": [c["phase"] for c in conditions], "f1": f1, "f2": f2,
+            "widths_px": width_list, "f2_f1_per_width": ratios, "f2_per_width": peaks, "f2_f1": ratio,
+            "present": present}
+
+
+def _nanmax(values: list) -> float:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(np.nanmax(arr)) if np.isfinite(arr).any() else float("nan")

@@ -8,8 +8,8 @@ model's history, so no model window spans two conditions).
 
 Parameters (defaults)
 ---------------------
-periods : (3, 4, 5, 6, 7, 8) frames (30–80 ms). Period 2 with 2-frame flashes
-    is a continuous dark step, so the default starts at 3; pass it if wanted.
+periods : (5, 7, 9, 11, 13, 15, 17) frames (50–170 ms), the salamander's range
+    (Schwartz et al. 2007: OSRs for flash rates of about 6–20 Hz).
 n_flashes : 8; intensity : −2.0 (dark); duration : 2 frames.
 gap, window, max_frames : see :func:`napari_retina.experiments.base.resolve_params`.
 
@@ -29,9 +29,21 @@ slope, intercept, r2 : least-squares line of latency_from_last_ms against
     periods_ms (slope 1 = the response keeps a fixed latency after the
     *expected* flash, i.e. it predicts the missing flash; slope 0 = a fixed
     latency after the last flash seen).
-present : every period shows an omitted-flash peak inside the window above
-    the grey level, and the peak tracks the period: slope ≥ 0.5 (more than half
-    of a period change moves the peak) with r2 ≥ 0.5.
+local_slopes : list, the latency change between neighbouring periods divided
+    by their period change.
+present : the literature criterion (Schwartz et al. 2007: the response keeps
+    a fixed latency after the *expected* flash, so its latency from the last
+    flash grows with the period with slope ≈ 1), with floors so that it cannot
+    be met by accident (docs/EXPERIMENTS.md):
+
+    - every period shows a peak inside the window after the omitted flash, at
+      least ``MIN_AMPLITUDE`` (0.5 spikes/bin) above the grey level;
+    - the peak tracks the period: slope in [``MIN_SLOPE``, ``MAX_SLOPE``] =
+      [0.5, 1.5] with r2 ≥ ``MIN_R2`` (0.8);
+    - no jump: every local slope lies within ``MAX_LOCAL_DEVIATION`` (1.0) of
+      the fitted slope (a hand-over from a fast to a slow pathway that moves
+      the peak in one step, as a 77 → 193 ms jump between 40 and 50 ms periods,
+      is a step, not a prediction).
 """
 
 from __future__ import annotations
@@ -47,11 +59,14 @@ from .base import Movie, Protocol, int_param, list_param, onset_time, \
 NAME = "osr"
 DESCRIPTION = "omitted stimulus response: a periodic flash train with one flash left out"
 INVARIANCE = "space"
-DEFAULTS = {"periods": (3, 4, 5, 6, 7, 8), "n_flashes": 8, "intensity": -2.0, "duration": 2}
+DEFAULTS = {"periods": (5, 7, 9, 11, 13, 15, 17), "n_flashes": 8, "intensity": -2.0, "duration": 2}
 
 #: criterion constants of ``present`` (see the module docstring)
 MIN_SLOPE = 0.5
-MIN_R2 = 0.5
+MAX_SLOPE = 1.5
+MIN_R2 = 0.8
+MIN_AMPLITUDE = 0.5            # spikes per 10 ms bin above the grey level
+MAX_LOCAL_DEVIATION = 1.0      # |local slope - fitted slope|
 
 
 def build(size: int, history: int, respond=None, *, periods, n_flashes, intensity, duration, gap, window,
@@ -96,11 +111,22 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         seg = r[c["onsets"][0]:om]
         train_amp.append(float(np.nanmax(seg)) - base if np.isfinite(seg).any() else float("nan"))
     slope, intercept, r2 = linear_fit(periods, lat_last)
+    local = local_slopes(periods, lat_last)
     present = bool(
         all(interior)
-        and all(np.isfinite(a) and a > 0 for a in amp)
-        and np.isfinite(slope) and slope >= MIN_SLOPE and r2 >= MIN_R2
+        and all(np.isfinite(a) and a >= MIN_AMPLITUDE for a in amp)
+        and np.isfinite(slope) and MIN_SLOPE <= slope <= MAX_SLOPE and r2 >= MIN_R2
+        and all(np.isfinite(v) and abs(v - slope) <= MAX_LOCAL_DEVIATION for v in local)
     )
     return {"periods_ms": periods, "latency_ms": lat, "latency_from_last_ms": lat_last, "onset_ms": onset,
             "peak_interior": interior, "omitted_amplitude": amp, "train_amplitude": train_amp,
-            "slope": slope, "intercept": intercept, "r2": r2, "present": present}
+            "slope": slope, "intercept": intercept, "r2": r2, "local_slopes": local, "present": present}
+
+
+def local_slopes(periods: list, latencies: list) -> list:
+    """Latency change over period change between neighbouring periods (sorted by period)."""
+    order = np.argsort(periods)
+    p = np.asarray(periods, dtype=np.float64)[order]
+    v = np.asarray(latencies, dtype=np.float64)[order]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (np.diff(v) / np.diff(p)).tolist()

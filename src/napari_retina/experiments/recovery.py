@@ -91,7 +91,9 @@ def recovery_report(reduction, model, retina: Optional[Retina] = None, threshold
 
     For a model trained on the synthetic retina (e.g. the shipped default),
     each kept conv1 channel c (``model.conv1.weight[c]``, see
-    :func:`channel_filters`) is compared with every pathway of ``retina``:
+    :func:`channel_filters`) is compared with every filtered input of ``retina``
+    (:attr:`~napari_retina.synthetic.Retina.candidates`: every pathway, the gain-control
+    pathway and, in version 1, the terminal inhibitor):
 
     - ``temporal_r``: Pearson r between the channel's spatially summed temporal
       filter and the pathway's temporal filter (lag order, sign included, so an
@@ -99,33 +101,38 @@ def recovery_report(reduction, model, retina: Optional[Retina] = None, threshold
     - ``spatial_r``: r between the channel's rank-1 spatial profile and the
       pathway's spatial filter, the best over shifts of up to ``max_shift`` px
       (a CNN may place its subunit off the kernel centre);
-    - ``polarity_match``: the reduction's ON/OFF label equals the pathway's polarity;
-    - ``sign_match``: the reduction's sign equals the pathway's sign.
+    - ``match_r`` = min(temporal_r, spatial_r): a match needs both;
+    - ``polarity_match`` / ``sign_match``: the reduction's ON/OFF label and sign equal
+      the pathway's.
 
-    Each channel is assigned to the pathway with the largest ``temporal_r``; a
-    pathway is *recovered* when some kept channel is assigned to it with
-    ``temporal_r >= threshold``.
+    Each channel is assigned to the candidate with the largest ``match_r``. It
+    *recovers* that pathway when ``match_r >= threshold`` and its ``temporal_r`` with
+    that pathway exceeds its ``temporal_r`` with every other candidate (closer to it
+    than to any other: truth filters can correlate strongly with each other, so a
+    channel above threshold for two pathways recovers neither unambiguously).
 
     Parameters
     ----------
-    reduction : Reduction (uses ``kept``, ``sign``, ``polarity``), or None with ``channels``.
+    reduction : Reduction (uses ``kept``, ``sign``, ``polarity``, ``label``), or None with ``channels``.
     model : RetinaCNN trained on the synthetic retina.
     retina : the ground truth (default ``Retina()``).
-    threshold : filter correlation needed to call a pathway recovered.
+    threshold : correlation needed on both filters to call a pathway recovered.
     channels : channels to score instead of ``reduction.kept`` (e.g. ``range(8)``).
 
     Returns
     -------
-    dict: ``channels`` (one dict per scored channel: ``channel``, ``pathway``,
-    ``temporal_r``, ``spatial_r``, ``rank1``, ``polarity``, ``polarity_match``,
-    ``sign``, ``sign_match``, ``all_temporal_r`` {pathway: r}), ``recovered``
-    {pathway: [channels]}, ``missing`` [pathways], ``threshold``.
+    dict: ``channels`` (one dict per scored channel: ``channel``, ``label`` (the
+    reduction's label, the one used in every table), ``pathway`` (best candidate),
+    ``temporal_r``, ``spatial_r``, ``match_r``, ``margin`` (its temporal_r minus the next
+    best candidate's), ``recovers`` (bool), ``rank1``, ``polarity``, ``polarity_match``,
+    ``sign``, ``sign_match``, ``all_temporal_r`` and ``all_spatial_r`` {pathway: r}),
+    ``recovered`` {pathway: [channels]}, ``missing`` [pathways], ``threshold``.
 
     Example
     -------
     >>> red = nr.reduce(nr.attribute(model, stim, cell=0))            # doctest: +SKIP
     >>> nr.experiments.recovery_report(red, model)["recovered"]        # doctest: +SKIP
-    {'ON fast': [3], 'ON slow': [5], 'OFF fast': [0], 'OFF slow': []}
+    {'ON fast': [3], 'ON slow': [5], 'ON tuned': [], 'OFF fast': [0], 'OFF gain': []}
     """
     gt = Retina() if retina is None else retina
     if not isinstance(gt, Retina):
@@ -143,25 +150,30 @@ def recovery_report(reduction, model, retina: Optional[Retina] = None, threshold
     if bad:
         raise ValueError(f"channels {bad} do not exist: the model has {n_ch} first-layer channels")
     hist, k = int(model.conv1.weight.shape[1]), int(model.conv1.weight.shape[2])
+    candidates = gt.candidates
     rows = []
     for c in chans:
         f = channel_filters(model, c)
-        scores = {}
-        for q in gt.pathways:
+        t_r, s_r = {}, {}
+        for q in candidates:
             n = min(hist, len(q.temporal))
-            scores[q.name] = (pearson(f["temporal"][:n], q.temporal[:n]),
-                              _shifted_corr(f["spatial"], _fit_size(q.spatial, k), max_shift))
-        best = max(scores, key=lambda name: scores[name][0])
+            t_r[q.name] = pearson(f["temporal"][:n], q.temporal[:n])
+            s_r[q.name] = _shifted_corr(f["spatial"], _fit_size(q.spatial, k), max_shift)
+        match = {name: min(t_r[name], s_r[name]) for name in t_r}
+        best = max(match, key=lambda name: match[name])
+        others = [v for name, v in t_r.items() if name != best]
+        margin = float(t_r[best] - max(others)) if others else float("inf")
         q = gt.pathway(best)
         pol = None if reduction is None else str(reduction.polarity[c])
         sgn = None if reduction is None else int(reduction.sign[c])
         rows.append({
-            "channel": c, "pathway": best, "temporal_r": scores[best][0], "spatial_r": scores[best][1],
+            "channel": c, "label": None if reduction is None else reduction.label(c), "pathway": best,
+            "temporal_r": t_r[best], "spatial_r": s_r[best], "match_r": match[best], "margin": margin,
+            "recovers": bool(match[best] >= threshold and margin > 0),
             "rank1": f["rank1"], "polarity": pol, "polarity_match": None if pol is None else pol == q.polarity,
             "sign": sgn, "sign_match": None if sgn is None else sgn == q.sign,
-            "all_temporal_r": {name: v[0] for name, v in scores.items()},
+            "all_temporal_r": t_r, "all_spatial_r": s_r,
         })
-    recovered = {q.name: [r["channel"] for r in rows if r["pathway"] == q.name and r["temporal_r"] >= threshold]
-                 for q in gt.pathways}
+    recovered = {q.name: [r["channel"] for r in rows if r["pathway"] == q.name and r["recovers"]] for q in candidates}
     return {"channels": rows, "recovered": recovered,
             "missing": [name for name, cs in recovered.items() if not cs], "threshold": threshold}

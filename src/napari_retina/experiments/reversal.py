@@ -27,9 +27,18 @@ peak_before : list, largest response in the ``window`` frames up to the
 burst_ratios : list, peak_after / peak_before per reversal point.
 burst_ratio : mean of burst_ratios.
 burst_latencies_ms : list, reversal to the (sub-frame) peak after it.
-burst_latency_ms : mean, burst_latency_sd_ms : standard deviation over reversal points.
-present : a burst larger than the approach response (burst_ratio ≥ 1.5, i.e. at
-    least 50% larger) at a roughly fixed latency (sd ≤ half the mean latency).
+bursting : list of bool, a burst of at least ``MIN_BURST`` (0.5 spikes/bin) above
+    the grey level after the reversal.
+burst_latency_ms : mean over the bursting positions, burst_latency_sd_ms : their
+    standard deviation.
+n_bursts : number of bursting positions.
+present : the literature criterion (Schwartz et al. 2007: a synchronous burst
+    follows the reversal at a fixed latency of about 250 ms wherever the bar
+    reverses): at ``MIN_BURSTS`` (4) or more reversal positions a burst of at
+    least 0.5 spikes/bin above the grey level, with a latency whose mean over
+    those positions lies in [150, 350] ms and whose standard deviation is at
+    most 50 ms. ``burst_ratio`` is reported but not scored: it divides by
+    approach responses that can be near zero (docs/EXPERIMENTS.md).
 """
 
 from __future__ import annotations
@@ -47,8 +56,11 @@ INVARIANCE = "y"
 DEFAULTS = {"reversals": tuple(np.linspace(-9.0, 2.0, 12).round(6).tolist()), "center": "rf", "speed": 0.19,
             "width": 2.0, "intensity": -1.0, "direction": 1, "approach": None}
 
-MIN_BURST_RATIO = 1.5
-MAX_LATENCY_CV = 0.5
+#: criterion constants of ``present`` (see the module docstring)
+MIN_BURST = 0.5                # spikes per 10 ms bin above the grey level
+MIN_BURSTS = 4
+LATENCY_RANGE_MS = (150.0, 350.0)
+MAX_LATENCY_SD_MS = 50.0
 
 
 def map_rf(respond, size: int, width: float, intensity: float, gap: int, window: int, n: int = 21) -> float:
@@ -119,16 +131,19 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         lats.append((t - tr) * FRAME_MS)
     fin = [x for x in ratios if np.isfinite(x)]
     ratio = float(np.mean(fin)) if fin else (float("inf") if any(x == float("inf") for x in ratios) else float("nan"))
-    lat_ok = [x for x in lats if np.isfinite(x)]
+    bursting = [bool(np.isfinite(a) and a >= MIN_BURST and np.isfinite(t)) for a, t in zip(after, lats)]
+    lat_ok = [t for t, b in zip(lats, bursting) if b]
     lat_mean = float(np.mean(lat_ok)) if lat_ok else float("nan")
     lat_sd = float(np.std(lat_ok)) if lat_ok else float("nan")
     present = bool(
-        np.isfinite(lat_mean) and ratio >= MIN_BURST_RATIO and lat_sd <= MAX_LATENCY_CV * lat_mean
+        len(lat_ok) >= MIN_BURSTS
+        and LATENCY_RANGE_MS[0] <= lat_mean <= LATENCY_RANGE_MS[1]
+        and lat_sd <= MAX_LATENCY_SD_MS
     )
     return {
         "reversal_positions_px": [c["reversal_position"] for c in conditions],
         "center_px": conditions[0]["center"] if conditions else float("nan"),
         "peak_before": before, "peak_after": after, "burst_ratios": ratios, "burst_ratio": ratio,
-        "burst_latencies_ms": lats, "burst_latency_ms": lat_mean, "burst_latency_sd_ms": lat_sd,
-        "present": present,
+        "burst_latencies_ms": lats, "bursting": bursting, "n_bursts": len(lat_ok),
+        "burst_latency_ms": lat_mean, "burst_latency_sd_ms": lat_sd, "present": present,
     }

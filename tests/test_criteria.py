@@ -1,0 +1,214 @@
+"""The experiments' `present` criteria (docs/EXPERIMENTS.md): each passes a response built to show
+the phenomenon as the literature reports it, and rejects the negative controls that used to pass
+by accident (a step-shaped OSR, a noise-level lead, near-zero bursts, a linear or output-rectified
+cell for frequency doubling)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_retina.experiments import anticipation, base, doubling, latency, osr, reversal, run_function
+
+
+def bump(T: int, t0: float, amp: float = 1.0, sigma: float = 2.0) -> np.ndarray:
+    t = np.arange(T, dtype=np.float64)
+    return amp * np.exp(-0.5 * ((t - t0) / sigma) ** 2)
+
+
+def protocol(module, size=50, history=40, **params):
+    p = base.resolve_params(module, params, size, history)
+    return module.build(size=size, history=history, respond=None, **p)
+
+
+# ----------------------------------------------------------------------------- OSR
+
+
+def osr_response(proto, latency_after_last, amp=3.0, grey=0.2):
+    """A bump at ``latency_after_last(period_frames)`` frames after each train's last flash."""
+    T = len(proto.stimulus)
+    return grey + sum(bump(T, c["last_onset"] + latency_after_last(c["period_frames"]), amp, 3.0)
+                      for c in proto.conditions)
+
+
+def test_osr_defaults_span_the_salamander_periods():
+    proto = protocol(osr)
+    assert [c["period_ms"] for c in proto.conditions] == [50.0, 70.0, 90.0, 110.0, 130.0, 150.0, 170.0]
+
+
+def test_osr_present_for_a_response_locked_to_the_expected_flash():
+    proto = protocol(osr)
+    out = osr.readout(osr_response(proto, lambda p: p + 8.0), proto.conditions)
+    assert out["slope"] == pytest.approx(1.0, abs=0.02) and out["r2"] > 0.99
+    assert out["present"] is True
+
+
+@pytest.mark.parametrize("why,latency_after_last,amp", [
+    ("locked to the last flash (slope 0)", lambda p: 12.0, 3.0),
+    ("a step: fast hands over to slow in one jump", lambda p: 8.0 if p <= 9 else 20.0 + p, 3.0),
+    ("slope 2: the peak runs away from the expected flash", lambda p: 2.0 * p - 2.0, 3.0),
+    ("omitted-flash response at noise level", lambda p: p + 8.0, 0.2),
+])
+def test_osr_rejects(why, latency_after_last, amp):
+    proto = protocol(osr)
+    out = osr.readout(osr_response(proto, latency_after_last, amp), proto.conditions)
+    assert out["present"] is False, why
+
+
+def test_osr_step_used_to_pass():
+    """The v1 truth's shape (77 ms, then ~200 ms after the hand-over) had slope 2.5, r² 0.68."""
+    proto = protocol(osr, periods=[3, 4, 5, 6, 7, 8])
+    lat = {3: 7.7, 4: 19.3, 5: 19.3, 6: 20.9, 7: 23.1, 8: 22.6}
+    out = osr.readout(osr_response(proto, lambda p: lat[p]), proto.conditions)
+    assert out["slope"] >= 0.5 and out["r2"] >= 0.5          # the old criterion: present
+    assert out["present"] is False                            # the new one: a step, and too steep
+
+
+# ----------------------------------------------------------------------------- latency coding
+
+
+def latency_response(proto, frames_of):
+    T = len(proto.stimulus)
+    r = np.full(T, 0.1)
+    for c in proto.conditions:
+        if c["intensity"] != 0:
+            r += bump(T, c["onset"] + frames_of(abs(c["intensity"])), abs(c["intensity"]), 2.5)
+    return r
+
+
+def test_latency_present_for_tens_of_ms_falling_monotonically():
+    proto = protocol(latency)
+    out = latency.readout(latency_response(proto, lambda a: 12.0 - 0.4 * a), proto.conditions)
+    assert out["latency_range_ms"] == pytest.approx(38.0, abs=1.5) and out["monotonic"] is True
+    assert out["present"] is True
+
+
+@pytest.mark.parametrize("why,frames_of", [
+    ("a threshold alone: 0.15 ms over the range", lambda a: 8.0 - 0.0015 * a),
+    ("a 10 ms range", lambda a: 8.0 - 0.1 * a),
+    ("not monotonic: latency rises again for the strongest flashes", lambda a: 12.0 - 0.8 * a + 0.12 * a * a),
+    ("latency grows with contrast", lambda a: 6.0 + 0.4 * a),
+    ("the range in one step: the weakest flash answered late, the rest within 10 ms (the v2 truth's shape)",
+     lambda a: 15.0 if a < 0.6 else 4.5 - 0.1 * a),
+])
+def test_latency_rejects(why, frames_of):
+    proto = protocol(latency)
+    out = latency.readout(latency_response(proto, frames_of), proto.conditions)
+    assert out["present"] is False, why
+
+
+# ----------------------------------------------------------------------------- anticipation
+
+
+def anticipation_response(proto, lead_px_of_speed, amp=2.0, rf=0.0):
+    T = len(proto.stimulus)
+    r = np.full(T, 0.2)
+    for c in proto.conditions:
+        if c["kind"] == "flash":
+            r += bump(T, c["onset"] + 6, amp * np.exp(-0.5 * ((c["position"] - rf) / 4.0) ** 2), 2.0)
+        else:
+            d = c["direction"]
+            t_star = c["onset"] + (rf - d * lead_px_of_speed(c["speed"]) - c["x0"]) / (d * c["speed"])
+            r += bump(T, t_star, amp, 0.25 / c["speed"] + 5.0)
+    return r
+
+
+def test_anticipation_defaults_are_two_speeds_spanning_the_labs():
+    proto = protocol(anticipation)
+    speeds = sorted({c["speed"] for c in proto.conditions if c["kind"] == "moving"})
+    assert speeds == [0.08, 0.176]
+
+
+def test_anticipation_present_when_leading_strongly_at_both_speeds():
+    proto = protocol(anticipation)
+    out = anticipation.readout(anticipation_response(proto, lambda v: 1.5), proto.conditions)
+    np.testing.assert_allclose(out["lead_um_per_speed"], 82.5, atol=6.0)
+    assert min(out["moving_amplitude_per_speed"]) > 1.5
+    assert out["present"] is True
+
+
+@pytest.mark.parametrize("why,lead,amp,params", [
+    ("a noise-level lead (3 µm)", lambda v: 0.055, 2.0, {}),
+    ("leads at the slow speed only, lags at the lab's figure speed", lambda v: 1.5 if v < 0.1 else -2.0, 2.0, {}),
+    ("a weak moving-bar response (0.07 spikes/bin, the v1 truth's)", lambda v: 1.5, 0.07, {}),
+    ("one speed only", lambda v: 1.5, 2.0, {"speed": 0.08}),
+])
+def test_anticipation_rejects(why, lead, amp, params):
+    proto = protocol(anticipation, **params)
+    out = anticipation.readout(anticipation_response(proto, lead, amp), proto.conditions)
+    assert out["present"] is False, why
+
+
+# ----------------------------------------------------------------------------- reversal
+
+
+def reversal_response(proto, burst_of, latency_of, approach=0.3):
+    T = len(proto.stimulus)
+    r = np.full(T, 0.2)
+    for k, c in enumerate(proto.conditions):
+        r += bump(T, c["reversal_frame"] - 10, approach, 3.0)
+        r += bump(T, c["reversal_frame"] + latency_of(k), burst_of(k), 3.0)
+    return r
+
+
+def test_reversal_present_for_strong_bursts_at_a_fixed_latency():
+    proto = protocol(reversal, center=0.0)
+    out = reversal.readout(reversal_response(proto, lambda k: 1.5, lambda k: 25.0 + (k % 3)), proto.conditions)
+    assert out["n_bursts"] == 12 and out["burst_latency_ms"] == pytest.approx(260.0, abs=2.0)
+    assert out["present"] is True
+
+
+@pytest.mark.parametrize("why,burst,lat,approach", [
+    ("near-zero bursts with a huge ratio (the v1 variant: ratio 357)", lambda k: 0.16, lambda k: 25.0, 0.0005),
+    ("bursts at three positions only", lambda k: 1.5 if k < 3 else 0.1, lambda k: 25.0, 0.3),
+    ("too early: 80 ms, the approach response carrying on", lambda k: 1.5, lambda k: 8.0, 0.3),
+    ("jittered latency (sd > 50 ms)", lambda k: 1.5, lambda k: 15.0 + 10.0 * (k % 3), 0.3),
+])
+def test_reversal_rejects(why, burst, lat, approach):
+    proto = protocol(reversal, center=0.0)
+    out = reversal.readout(reversal_response(proto, burst, lat, approach), proto.conditions)
+    assert out["present"] is False, why
+
+
+def test_reversal_ratio_criterion_used_to_pass_near_zero_bursts():
+    proto = protocol(reversal, center=0.0)
+    out = reversal.readout(reversal_response(proto, lambda k: 0.16, lambda k: 25.0, 0.0005), proto.conditions)
+    assert out["burst_ratio"] > 100                           # the old criterion (ratio >= 1.5): present
+
+
+# ----------------------------------------------------------------------------- frequency doubling
+# Three 1-D cells along x (gratings are uniform along y), run through the real experiment:
+# linear pooling, one rectifier after pooling, and pooled rectified subunits.
+
+_X = np.arange(50) - 24.5
+_POOL = np.exp(-0.5 * (_X / 3.0) ** 2)
+_POOL /= _POOL.sum()
+_SUB = np.exp(-0.5 * (np.arange(-7, 8) / 1.0) ** 2)
+_SUB /= _SUB.sum()
+_LAG = np.exp(-np.arange(10) / 3.0)
+
+
+def _filtered(stim):
+    rows = stim[:, 25, :].astype(np.float64)
+    sub = np.stack([np.convolve(r, _SUB, mode="same") for r in rows])
+    return np.apply_along_axis(lambda col: np.convolve(col, _LAG)[: len(col)], 0, sub)
+
+
+CELLS = {
+    "linear": lambda s: 1.0 + _filtered(s) @ _POOL,
+    "output rectifier": lambda s: np.maximum(_filtered(s) @ _POOL, 0.0),
+    "rectified subunits": lambda s: np.maximum(_filtered(s), 0.0) @ _POOL,
+}
+
+
+def test_doubling_present_for_pooled_rectified_subunits():
+    out = run_function("doubling", CELLS["rectified subunits"]).readout
+    assert out["widths_px"] == [8.0, 4.0, 2.0]
+    r = out["f2_f1_per_width"]
+    assert r[0] < r[1] < r[2] and out["present"] is True
+
+
+@pytest.mark.parametrize("cell", ["linear", "output rectifier"])
+def test_doubling_rejects(cell):
+    out = run_function("doubling", CELLS[cell]).readout
+    assert out["present"] is False, out["f2_f1_per_width"]
