@@ -334,7 +334,8 @@ def test_a_tdr_checkpoint_of_another_architecture_is_refused_by_name(tmp_path):
 
 @pytest.mark.parametrize("key, shape, message", [
     ("sequential.6.weight", (4, 2, 3, 3),
-     r"sequential.6.weight has shape \[4, 2, 3, 3\] but \[4, 3, 3, 3\] was expected \(the layer before has 3 channels\)"),
+     r"sequential.6.weight has shape \[4, 2, 3, 3\] but \[4, 3, 3, 3\] was expected "
+     r"\(the layer before has 3 channels\)"),
     ("sequential.2.running_mean", (190,),
      r"sequential.2.running_mean has shape \[190\] but \[192\] was expected \(one per unit of the layer's map: "
      r"3 channels of 8x8\)"),
@@ -387,3 +388,12 @@ def test_pickled_code_in_a_lab_checkpoint_is_still_refused(tmp_path):
                                          r"than weights, which are refused because loading them could execute code"):
         nr.load_model(tmp_path / "evil.pt")
     assert not marker.exists()
+
+
+def test_keras_weights_that_lack_a_listed_array_are_refused(tmp_path):
+    path = save_keras(tmp_path / "cut.h5", keras_weights())
+    with h5py.File(path, "a") as h5:
+        del h5["conv2d_2/conv2d_2/bias:0"]
+    with pytest.raises(ValueError, match=r"cut.h5' is damaged Keras weights: layer conv2d_2 lists "
+                                         r"\['conv2d_2/bias:0'\] but lacks them"):
+        nr.load_model(path)

@@ -101,7 +101,9 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     cells = check_cells(cell, cfg.n_cells)
     rule, steps = check_rule_steps(WRAPPED_RULE if rule is None else rule, WRAPPED_STEPS if steps is None else steps)
     if rule not in CAPTUM_RULES:
-        raise ValueError(f"rule {rule!r} needs RetinaCNN's structure; a wrapped module takes one of {list(CAPTUM_RULES)}")
+        raise ValueError(
+            f"rule {rule!r} needs RetinaCNN's structure; a wrapped module takes one of {list(CAPTUM_RULES)}"
+        )
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
     origin = crop_origin(np.shape(stimulus)[1:], cfg.size, crop)
     idx = select_frames(len(stim), cfg.history, frames)

@@ -33,7 +33,11 @@ def is_hdf5(path: Path) -> bool:
     return keras.is_hdf5(path)
 
 
-def read_foreign(path: Path, payload: Optional[Any] = None) -> Optional[tuple[ModelConfig, dict[str, torch.Tensor], dict]]:
+Imported = tuple[ModelConfig, dict[str, torch.Tensor], dict]
+"""(config, float32 state dict in RetinaCNN's names, {"provenance": ..., "scores": ...})"""
+
+
+def read_foreign(path: Path, payload: Optional[Any] = None) -> Optional[Imported]:
     """(config, state dict, info) of a foreign model file, or None when ``payload`` is of no known foreign format.
 
     ``payload``: what ``torch.load(weights_only=True)`` returned for a torch

@@ -159,7 +159,8 @@ def assemble(path: Path, net: Net, names: dict[str, tuple[str, str]]) -> int:
     """Check every tensor of ``net`` against the others; return the stimulus size (px).
 
     ``names`` gives the source names (weight, bias) of ``conv1``, ``conv2`` and
-    ``linear`` for messages, with the layout shapes are reported in. The readout's inputs fix the conv2 map side h2 = sqrt(in / C2);
+    ``linear`` for messages, with the layout shapes are reported in. The
+    readout's inputs fix the conv2 map side h2 = sqrt(in / C2);
     then h1 = h2 + k2 - 1 and size = h1 + k1 - 1. ``net.bn`` is set from bn1's
     length: C1·h1·h1 (per unit) or C1 (per channel). Any disagreement is one
     ValueError naming the tensor and both shapes.

@@ -75,8 +75,13 @@ def _layers(path: Path, root) -> list[tuple[str, dict[str, np.ndarray]]]:
         )
     out = []
     for layer in map(_text, names):
+        if layer not in root:
+            raise ValueError(f"{str(path)!r} is damaged Keras weights: layer_names lists {layer!r} but it has no group")
         group = root[layer]
         weights = [_text(w) for w in group.attrs.get("weight_names", [])]
+        missing = [w for w in weights if w not in group]
+        if missing:
+            raise ValueError(f"{str(path)!r} is damaged Keras weights: layer {layer} lists {missing} but lacks them")
         if weights:
             out.append((layer, {w.split("/")[-1].split(":")[0]: np.asarray(group[w]) for w in weights}))
     return out
@@ -98,7 +103,8 @@ def _tensor(path: Path, name: str, array: np.ndarray) -> torch.Tensor:
 
 
 def _conv(path: Path, layer: str, arrays: dict, theano: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    kernel = _tensor(path, f"{layer}/kernel", arrays["kernel"]).permute(3, 2, 0, 1)  # (k, k, in, out) -> (out, in, k, k)
+    # Keras stores (k, k, in, out); torch wants (out, in, k, k)
+    kernel = _tensor(path, f"{layer}/kernel", arrays["kernel"]).permute(3, 2, 0, 1)
     if theano:
         kernel = kernel.flip(-1, -2)
     bias = _tensor(path, f"{layer}/bias", arrays["bias"]) if "bias" in arrays else torch.zeros(kernel.shape[0],

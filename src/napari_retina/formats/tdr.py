@@ -114,7 +114,7 @@ def _batch_norm(path: Path, name: str, params: dict[str, Any], eps: float = EPS)
     absolute = "scale" in params
     w_key, b_key = ("scale", "shift") if absolute else ("weight", "bias")
     fields = {"mean": "running_mean", "var": "running_var", "weight": w_key, "bias": b_key}
-    missing = [f"{name}.{k}" for k in fields.values() if k not in params and k in ("running_mean", "running_var")]
+    missing = [f"{name}.{k}" for k in ("running_mean", "running_var") if k not in params]
     if missing:
         raise ValueError(f"{str(path)!r} cannot be imported: the batch norm {name} lacks {missing}")
     mean = _net.as_float64(path, f"{name}.running_mean", params["running_mean"])
