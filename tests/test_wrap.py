@@ -153,7 +153,7 @@ def test_labels_come_from_the_conv3d_kernels(net):
         w[2, 0, 2] = 1.0    # ON, 20 ms
         w[3, 0, 4] = -1.0   # OFF, now
         net.core.conv.weight.copy_(w)
-    labels = filter_labels(nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.conv"))
+    labels = nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.conv").filter_labels()
     assert labels["polarity"] == ["ON", "OFF", "ON", "OFF"]
     assert labels["kinetics"] == ["fast", "slow", "slow", "fast"]
     assert labels["latency_ms"].tolist() == [0.0, 20.0, 20.0, 0.0]

@@ -111,6 +111,10 @@ class WrappedModel(nn.Module):
         finally:
             handle.remove()
 
+    def filter_labels(self) -> Optional[dict[str, Any]]:
+        """Polarity, latency and kinetics of the first convolution's channels, or None; see :func:`filter_labels`."""
+        return filter_labels(self)
+
     def layer_output(self, windows: torch.Tensor) -> torch.Tensor:
         """The first layer's output on ``windows`` (N, history, H, W), taken by a hook."""
         seen: list = []
