@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..model import BN_EPS, ModelConfig
+from ..model import BN_EPS, MAX_STATE_NUMBERS, ModelConfig
 
 #: what load_model reads, in the words its errors use
 KNOWN_FORMATS = (
@@ -47,8 +47,18 @@ def expect_shape(path: Path, name: str, tensor: torch.Tensor, expected: tuple, w
 
 
 def as_float64(path: Path, name: str, value: Any) -> torch.Tensor:
-    """A floating-point tensor or array as a float64 tensor, or a ValueError naming it."""
+    """A floating-point tensor or array as a float64 tensor, or a ValueError naming it.
+
+    A tensor that claims more elements than ``MAX_STATE_NUMBERS`` or than its
+    storage holds (a crafted zero-stride view) is refused before it is copied.
+    """
     if isinstance(value, torch.Tensor) and value.is_floating_point():
+        held = value.untyped_storage().nbytes() // value.element_size()
+        if value.numel() > min(held, MAX_STATE_NUMBERS):
+            raise ValueError(
+                f"{str(path)!r} has malformed weights: {name} claims {value.numel()} elements but the file "
+                f"holds {held} for it (at most {MAX_STATE_NUMBERS:,} are read)"
+            )
         return value.detach().to(torch.float64).cpu()
     try:
         import numpy as np
