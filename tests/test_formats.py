@@ -284,7 +284,7 @@ def test_keras_bn_cnn_weights_import_exactly(tmp_path, variant):
 # ---------------------------------------------------------------- the battery on an imported model
 
 
-def test_the_experiments_run_on_an_imported_model(tmp_path):
+def test_the_battery_runs_on_an_imported_model(tmp_path):
     from test_experiments import HISTORY as H, SIZE as S, SMALL
 
     gen = torch.Generator().manual_seed(5)
@@ -299,10 +299,11 @@ def test_the_experiments_run_on_an_imported_model(tmp_path):
     torch.save({"model_type": "BNCNN", "model_state_dict": state, "hyps": {"img_shape": [H, S, S]}},
                tmp_path / "lab.pt")
     model = nr.load_model(tmp_path / "lab.pt", device="cpu")
-    for name, params in SMALL.items():
-        res = nr.experiments.run(name, model, cell=0, max_frames=60, steps=4, **params)
+    for name, params in SMALL.items():   # the battery, one experiment at a time (each with its small parameters)
+        out = nr.experiments.battery(model, 0, retina=None, names=[name], steps=4, max_frames=60, **params)
+        res = out["results"][name]
         assert res.rates.shape[1] == 2 and np.isfinite(res.rates[H - 1:]).all(), name
-        assert "present" in res.readout
+        assert out["rows"][0]["name"] == name and isinstance(out["rows"][0]["model_present"], bool)
 
 
 # ---------------------------------------------------------------- bad input
