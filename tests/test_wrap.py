@@ -227,3 +227,8 @@ def test_reduce_and_kink_rules_refuse_a_wrapped_module_with_one_sentence(net):
     with pytest.raises(TypeError, match=r"reduce needs an attribution of a RetinaCNN \(nr.load_model\); one of a "
                                         r"wrapped module \(nr.wrap\) cannot be reduced yet"):
         nr.reduce(attr)
+
+
+def test_a_module_without_submodules_says_so():
+    with pytest.raises(ValueError, match=r"first_layer must name a submodule of the module, and this Conv2d has none"):
+        nr.wrap(nn.Conv2d(HISTORY, 2, 3), input="NTHW", history=HISTORY, size=SIZE, first_layer="")

@@ -134,6 +134,9 @@ def _check_settings(module: Any, input: Any, history: Any, size: Any, first_laye
     layers = dict(module.named_modules())
     if not isinstance(first_layer, str) or first_layer not in layers or first_layer == "":
         names = [n for n in layers if n][:8]
+        if not names:
+            raise ValueError(f"first_layer must name a submodule of the module, and this {type(module).__name__} "
+                             f"has none (wrap a module that holds its layers), got {first_layer!r}")
         raise ValueError(
             f"first_layer must name a submodule of the module (one of {names}{' ...' if len(layers) > 9 else ''}), "
             f"got {first_layer!r}"
