@@ -19,6 +19,7 @@ from ._invariance import Invariance, InvarianceArg, resolve_invariance
 from ._progress import Progress, report
 from ._validate import Crop, Normalize, as_stimulus, check_finite_output, check_int
 from .first_layer import FirstLayer
+from . import _wrap
 from .model import RetinaCNN
 
 
@@ -51,8 +52,9 @@ def predict(
 
     Parameters
     ----------
-    model : RetinaCNN
-        E.g. ``nr.load_model()``; run in eval mode (deterministic).
+    model : RetinaCNN or WrappedModel
+        E.g. ``nr.load_model()``, or a user's module through ``nr.wrap``;
+        run in eval mode (deterministic).
     stimulus : array (T, H, W)
         Contrast units (float) or raw intensities (integers; see
         :func:`napari_retina._validate.normalise`); 1 frame = 10 ms. Float
@@ -99,6 +101,8 @@ def predict(
     >>> rates.shape                                                             # doctest: +SKIP
     (200, 4)
     """
+    if getattr(model, "wrapped", False):  # a user's module (nr.wrap): its own forward pass, window by window
+        return _wrap.predict(model, stimulus, device, batch_size, crop, progress, normalize)
     model = model_on(model, device)
     cfg = model.config
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)

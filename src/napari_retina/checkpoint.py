@@ -16,6 +16,12 @@ code from the file. Before a network is built, the config is checked against
 shapes it implies, so a crafted file cannot make loading allocate more than
 the file holds; then the checksum (checkpoints saved before it existed load
 with a warning) and finiteness of the weights are checked.
+
+Other labs' files load too (:mod:`napari_retina.formats`): torch-deep-retina
+``BNCNN``/``LinearStackedBNCNN`` checkpoints, read with the same weights-only
+unpickler (numpy scalars and arrays, which those files hold, are allowed as
+data), and deep-retina Keras ``bn_cnn`` HDF5 weights, read with h5py. They are
+converted to a RetinaCNN's config and weights, then checked like a checkpoint's.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import torch
 
 from ._atomic import atomic_write
 from ._device import DeviceLike, resolve_device
+from .formats import is_hdf5, known_formats, read_foreign
 from .model import ModelConfig, RetinaCNN
 
 FORMAT = "napari-retina-checkpoint"
@@ -100,9 +107,29 @@ def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def _read_payload(path: Path) -> dict:
+def _numpy_data_globals() -> list:
+    """numpy's array and scalar reconstructors (data only, no code), under numpy 2's and numpy 1's names.
+
+    torch-deep-retina checkpoints hold numpy floats and arrays (norm_stats,
+    scores). Allowing these constructors lets the weights-only unpickler read
+    them; every other global is still refused.
+    """
+    import numpy as np
+
+    core = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    allowed: list = [np.ndarray, np.dtype, core.scalar, core._reconstruct]
+    allowed += sorted({type(np.dtype(code)) for code in "?bhilqpBHILQPefdgFDG"}, key=str)  # numeric dtypes' classes
+    for name in ("scalar", "_reconstruct"):
+        allowed += [(getattr(core, name), f"numpy.core.multiarray.{name}"),
+                    (getattr(core, name), f"numpy._core.multiarray.{name}")]
+    return allowed
+
+
+def _load_weights_only(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with numpy data allowed; refusals are one ValueError sentence."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_data_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower():
             raise ValueError(
@@ -112,8 +139,15 @@ def _read_payload(path: Path) -> dict:
         raise ValueError(f"{str(path)!r} is not a readable checkpoint (corrupt or truncated)") from exc
     except Exception as exc:  # torch raises many kinds on garbage: RuntimeError, KeyError, EOFError...
         raise ValueError(f"{str(path)!r} is not a readable checkpoint (corrupt or truncated)") from exc
+
+
+def _read_payload(path: Path, payload: Any) -> dict:
+    """``payload`` if it is a napari-retina checkpoint of this version, else one ValueError sentence."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{str(path)!r} is a torch file but not a napari-retina checkpoint (no '{FORMAT}' header)")
+        raise ValueError(
+            f"{str(path)!r} is a torch file but not a napari-retina checkpoint (no '{FORMAT}' header) nor of "
+            f"another format napari-retina knows (expected {known_formats()})"
+        )
     if payload.get("version") != VERSION:
         raise ValueError(
             f"{str(path)!r} is checkpoint version {payload.get('version')!r}; this napari-retina reads version {VERSION}"
@@ -254,6 +288,27 @@ def _check_finite(path: Path, state: dict) -> None:
             )
 
 
+def _read_any(path: Path) -> tuple[ModelConfig, dict, dict]:
+    """(config, checked state dict, info) of a napari-retina checkpoint or a known foreign format."""
+    if is_hdf5(path):
+        foreign = read_foreign(path, None)
+    else:
+        payload = _load_weights_only(path)
+        foreign = read_foreign(path, payload)
+        if foreign is None:
+            payload = _read_payload(path, payload)
+            _check_keys(path, payload)
+            config = _read_config(path, payload)
+            info = _read_info(path, payload)
+            state = _check_state(path, payload["state_dict"], config)
+            _check_checksum(path, payload, state)
+            _check_finite(path, state)
+            return config, state, info
+    config, state, info = foreign
+    _check_finite(path, _check_state(path, state, config))
+    return config, state, info
+
+
 def load_model(path: Optional[PathLike] = None, device: DeviceLike = None) -> RetinaCNN:
     """Load a checkpoint (default: the shipped model) in eval mode on ``device``.
 
@@ -267,8 +322,12 @@ def load_model(path: Optional[PathLike] = None, device: DeviceLike = None) -> Re
     Parameters
     ----------
     path : str or Path, optional
-        A file written by :func:`save_model`. ``None`` loads the shipped default
-        model (trained on the synthetic retina; see ``model.provenance``).
+        A file written by :func:`save_model`, a torch-deep-retina ``BNCNN`` or
+        ``LinearStackedBNCNN`` checkpoint, or deep-retina Keras ``bn_cnn``
+        weights (HDF5); see :mod:`napari_retina.formats`. An imported model
+        records what it came from in ``model.provenance["imported"]``. ``None``
+        loads the shipped default model (trained on the synthetic retina; see
+        ``model.provenance``).
     device : str, optional
         ``None``/``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
 
@@ -286,13 +345,7 @@ def load_model(path: Optional[PathLike] = None, device: DeviceLike = None) -> Re
     path = default_model_path() if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
-    payload = _read_payload(path)
-    _check_keys(path, payload)
-    config = _read_config(path, payload)
-    info = _read_info(path, payload)
-    state = _check_state(path, payload["state_dict"], config)
-    _check_checksum(path, payload, state)
-    _check_finite(path, state)
+    config, state, info = _read_any(path)
     model = RetinaCNN(config)
     model.load_state_dict(state, strict=True)
     model.provenance = dict(info["provenance"])

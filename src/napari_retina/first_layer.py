@@ -197,7 +197,11 @@ def filter_properties(model: "RetinaCNN", ignore_oldest_ms: float = DEFAULT_IGNO
     ``tap`` (int (C,)), ``kinetics`` (list of "fast"/"slow"), ``split_ms`` (float),
     ``filters`` (float64 (C, history)).
     """
-    filt = temporal_filters(model)
+    return properties_of_filters(temporal_filters(model), ignore_oldest_ms)
+
+
+def properties_of_filters(filt: np.ndarray, ignore_oldest_ms: float = DEFAULT_IGNORE_OLDEST_MS) -> dict[str, Any]:
+    """:func:`filter_properties` of temporal filters ``filt`` (C, taps), index 0 = oldest, last tap = now."""
     history = filt.shape[1]
     n_ignore = int(round(float(ignore_oldest_ms) / FRAME_MS))
     n_ignore = max(0, min(n_ignore, history // 2))

@@ -49,6 +49,8 @@ MAX_KERNEL = 255  # pixels, each layer
 MAX_CELLS = 10_000
 MAX_STATE_NUMBERS = 100_000_000  # weights and buffers in all (400 MB of float32)
 NORM_UNITS = ("contrast", "raw")
+#: epsilon of every batch norm in a RetinaCNN (the lab's value; Keras' default)
+BN_EPS = 1e-3
 
 
 def _bounded_int(name: str, value: Any, high: int) -> int:
@@ -241,7 +243,7 @@ class _UnitBatchNorm(nn.Module):
     def __init__(self, shape: tuple[int, int, int]) -> None:
         super().__init__()
         self.shape = shape
-        self.bn = nn.BatchNorm1d(shape[0] * shape[1] * shape[2], eps=1e-3, momentum=0.01)
+        self.bn = nn.BatchNorm1d(shape[0] * shape[1] * shape[2], eps=BN_EPS, momentum=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(x.flatten(1)).view(x.shape)
@@ -251,7 +253,7 @@ def _layer_norm(kind: str, shape: tuple[int, int, int]) -> nn.Module:
     if kind == "unit":
         return _UnitBatchNorm(shape)
     if kind == "channel":
-        return nn.BatchNorm2d(shape[0], eps=1e-3, momentum=0.01)
+        return nn.BatchNorm2d(shape[0], eps=BN_EPS, momentum=0.01)
     return nn.Identity()
 
 
@@ -278,7 +280,7 @@ class RetinaCNN(nn.Module):
         self.conv2 = nn.Conv2d(c1, c2, k2)
         self.bn2 = _layer_norm(config.bn, (c2, h2, h2))
         self.linear = nn.Linear(c2 * h2 * h2, config.n_cells)
-        self.bn3 = nn.BatchNorm1d(config.n_cells, eps=1e-3, momentum=0.01) if config.bn != "none" else nn.Identity()
+        self.bn3 = nn.BatchNorm1d(config.n_cells, eps=BN_EPS, momentum=0.01) if config.bn != "none" else nn.Identity()
         #: training provenance (JSON-able), filled by training / checkpoints
         self.provenance: dict[str, Any] = {}
         #: held-out scores (JSON-able), filled by training / evaluation

@@ -424,6 +424,9 @@ def _check_attribution(attr) -> None:
             f"reduce expects an Attribution (from nr.attribute), got {type(attr).__name__} "
             f"without {', '.join(missing)}"
         )
+    if getattr(attr.model, "wrapped", False):
+        raise TypeError("reduce needs an attribution of a RetinaCNN (nr.load_model); one of a wrapped module "
+                        "(nr.wrap) cannot be reduced yet")
 
 
 def check_explain(explain) -> float:

@@ -20,6 +20,7 @@ from ._head import Head
 from ._integrate import integrate_chunk
 from ._quadrature import DEFAULT_RULE, DEFAULT_STEPS, Rule, check_rule_steps, quadrature
 from ._result import Attribution, completeness_error, map_shape
+from ._wrapped import attribute_wrapped
 
 Cells = Union[int, Sequence[int], str]
 """A cell index, a list of them, or "all"."""
@@ -104,8 +105,11 @@ def attribute(
 
     Parameters
     ----------
-    model : RetinaCNN
+    model : RetinaCNN or WrappedModel
         E.g. ``nr.load_model()``; used in eval mode (bn1 as a fixed affine map).
+        A user's module through ``nr.wrap`` is attributed to its first layer's
+        units as Captum's LayerIntegratedGradients does (default rule
+        "gausslegendre", 32 steps; see :mod:`._wrapped`).
     stimulus : array (T, H, W)
         Contrast units (float) or raw intensities (integers); 1 frame = 10 ms.
         As in :func:`napari_retina.predict`: float values must fit in float32,
@@ -169,6 +173,10 @@ def attribute(
     >>> attr.maps.shape, attr.channels.shape                                              # doctest: +SKIP
     ((100, 8, 36, 36), (100, 8))
     """
+    if getattr(model, "wrapped", False):  # a user's module (nr.wrap): Captum's layer IG, see ._wrapped
+        check_invariance(invariance)
+        return attribute_wrapped(model, stimulus, cell, steps, rule, frames, device, batch_size, crop, progress,
+                                 normalize)
     model = model_on(model, device)
     cfg = model.config
     cells = check_cells(cell, cfg.n_cells)

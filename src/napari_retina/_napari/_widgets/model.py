@@ -12,6 +12,7 @@ from ..._predict import model_on
 from ..._subprocess import call_in_subprocess
 from ..._units import FRAME_MS
 from ...checkpoint import load_model
+from ...formats import describe
 from ...model import RetinaCNN
 from ...training import train
 from .._session import session
@@ -25,9 +26,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 def model_summary(model: RetinaCNN, source: str) -> str:
     """Cells, architecture, held-out scores and provenance in a few lines."""
     cfg = model.config
-    lines = [f"source: {source}",
-             f"cells ({cfg.n_cells}): {', '.join(cfg.cell_names)}",
-             f"history {cfg.history} frames ({cfg.history * FRAME_MS:g} ms), {cfg.size}×{cfg.size} px, "
+    lines = [f"{describe(model)}: {source}",
+             f"{cfg.n_cells} cells ({', '.join(cfg.cell_names)}); history {cfg.history} frames "
+             f"({cfg.history * FRAME_MS:g} ms), {cfg.size}×{cfg.size} px, "
              f"channels {cfg.channels}, kernels {cfg.kernels}, device {model.device}"]
     if model.scores:
         lines.append("held-out: " + ", ".join(
@@ -50,7 +51,7 @@ class ModelWidget(Container):
         self.session = session(viewer)
         self.source = ComboBox(label="model", choices=["shipped default", "checkpoint file"],
                                value="shipped default")
-        self.path = FileEdit(label="checkpoint", mode="r", filter="*.pt")
+        self.path = FileEdit(label="checkpoint", mode="r", filter="*.pt *.pth *.p *.h5 *.hdf5")
         self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
         self.load_button = PushButton(text="Load model")
         self.summary = Label(value="(no model loaded yet; the shipped default is used)")

@@ -1,0 +1,293 @@
+"""Any PyTorch retina model, through a small adapter: :func:`wrap` (``nr.wrap``; the module is private so that
+``napari_retina.wrap`` is the function).
+
+``nr.wrap(module, input="NCTHW", history=30, size=20, first_layer="core.conv0")``
+turns a user's ``torch.nn.Module`` into a :class:`WrappedModel` that
+:func:`napari_retina.predict` and :func:`napari_retina.attribute` accept.
+The module maps a batch of stimulus windows to rates:
+
+- ``input="NTHW"``: windows (N, history, size, size), time as channels (like RetinaCNN);
+- ``input="NCTHW"``: windows (N, 1, history, size, size), one channel, time as
+  a depth axis (openretina-style cores with a ``Conv3d`` first layer);
+
+and must return (N, cells) rates for the last frame of each window. The
+``first_layer`` (a dotted name from ``module.named_modules()``) is the layer
+whose output units are attributed. When it is a ``Conv2d`` (NTHW) or
+``Conv3d`` (NCTHW) applied to the stimulus itself, :attr:`WrappedModel.first_conv`
+is that layer: the attribution computes its linear drive by convolution
+(the fast path) and its kernels give the units' temporal filters, polarity
+and kinetics (:func:`filter_labels`); otherwise the layer's output is taken by
+a hook (the generic path) and no labels are given.
+
+Everything is checked when wrapping, with one probe on an all-zero window:
+the layout, the history and size, that the first layer exists and runs, that
+the output is (N, cells), and the cell names. Units: 1 frame = 10 ms, stimuli
+in contrast units (0 = mean luminance), as everywhere in napari-retina.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._device import DeviceLike, resolve_device
+from ._frames import batches, gather_windows, select_frames
+from ._progress import Progress, report
+from ._validate import Crop, Normalize, as_stimulus, check_finite_output, check_int
+from .first_layer import properties_of_filters
+from .model import MAX_HISTORY, MAX_SIZE, _cell_names
+
+INPUTS = ("NTHW", "NCTHW")
+
+
+@dataclass
+class WrapConfig:
+    """What :func:`wrap` was told and found: the fields predict and attribute read.
+
+    ``history`` frames (10 ms each), ``size`` pixels (square windows),
+    ``n_cells`` outputs named ``cell_names``, ``input`` layout, ``first_layer``
+    name, ``norm`` (contrast units: mean 0, std 1, as RetinaCNN's config).
+    """
+
+    history: int
+    size: int
+    n_cells: int
+    cell_names: list
+    input: str
+    first_layer: str
+    norm: dict = field(default_factory=lambda: {"mean": 0.0, "std": 1.0, "units": "contrast"})
+
+
+class WrappedModel(nn.Module):
+    """A user's module with the settings napari-retina needs; build it with :func:`wrap`.
+
+    ``forward(windows)`` takes windows (N, history, size, size) float32 in
+    contrast units, lays them out as the module expects and returns its
+    (N, n_cells) rates.
+    """
+
+    wrapped = True
+
+    def __init__(self, module: nn.Module, config: WrapConfig, layer: nn.Module, first_conv: Optional[nn.Module]):
+        super().__init__()
+        self.module = module
+        self.config = config
+        self._layer_name = config.first_layer
+        self.first_conv = first_conv
+        #: JSON-able notes, as RetinaCNN has
+        self.provenance: dict[str, Any] = {"wrapped": {"module": type(module).__name__, "input": config.input,
+                                                       "first_layer": config.first_layer}}
+        self.scores: dict[str, Any] = {}
+
+    @property
+    def layer(self) -> nn.Module:
+        """The first layer (the attributed units)."""
+        return dict(self.module.named_modules())[self._layer_name]
+
+    @property
+    def device(self) -> torch.device:
+        tensors = [*self.module.parameters(), *self.module.buffers()]
+        return tensors[0].device if tensors else torch.device("cpu")
+
+    def layout(self, windows: torch.Tensor) -> torch.Tensor:
+        """Windows (N, history, H, W) in the module's layout."""
+        return windows if self.config.input == "NTHW" else windows.unsqueeze(1)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return self.module(self.layout(windows))
+
+    @contextmanager
+    def replaced_layer(self, value: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+        """Within the block, the first layer's output ``o`` is replaced by ``value(o)``."""
+        handle = self.layer.register_forward_hook(lambda _m, _i, out: value(out))
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def filter_labels(self) -> Optional[dict[str, Any]]:
+        """Polarity, latency and kinetics of the first convolution's channels, or None; see :func:`filter_labels`."""
+        return filter_labels(self)
+
+    def layer_output(self, windows: torch.Tensor) -> torch.Tensor:
+        """The first layer's output on ``windows`` (N, history, H, W), taken by a hook."""
+        seen: list = []
+        with self.replaced_layer(lambda out: seen.append(out) or out):
+            self(windows)
+        return seen[0]
+
+
+def _check_settings(module: Any, input: Any, history: Any, size: Any, first_layer: Any) -> nn.Module:
+    """The first layer, or one sentence on the first setting that is wrong."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"wrap expects a torch.nn.Module, got {type(module).__name__}")
+    if not isinstance(input, str) or input not in INPUTS:
+        raise ValueError(f"input must be one of {INPUTS} (the module's window layout), got {input!r}")
+    check_int(history, "history", 1, MAX_HISTORY + 1)
+    check_int(size, "size", 1, MAX_SIZE + 1)
+    layers = dict(module.named_modules())
+    if not isinstance(first_layer, str) or first_layer not in layers or first_layer == "":
+        names = [n for n in layers if n][:8]
+        if not names:
+            raise ValueError(f"first_layer must name a submodule of the module, and this {type(module).__name__} "
+                             f"has none (wrap a module that holds its layers), got {first_layer!r}")
+        raise ValueError(
+            f"first_layer must name a submodule of the module (one of {names}{' ...' if len(layers) > 9 else ''}), "
+            f"got {first_layer!r}"
+        )
+    return layers[first_layer]
+
+
+def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool]:
+    """(the module's output on one all-zero window, whether the first layer's input was the window itself)."""
+    cfg = model.config
+    window = torch.zeros(1, cfg.history, cfg.size, cfg.size, device=model.device)
+    probe = torch.randn(1, cfg.history, cfg.size, cfg.size, generator=torch.Generator().manual_seed(0))
+    probe = probe.to(model.device)
+    seen: list = []
+    handle = model.layer.register_forward_pre_hook(lambda _m, args: seen.append(args[0] if args else None))
+    try:
+        with torch.no_grad():
+            out = model(window)
+            model(probe)
+    except Exception as exc:
+        raise ValueError(
+            f"the wrapped module failed on a window of shape {list(model.layout(window).shape)} "
+            f"({cfg.input}, history {cfg.history}, size {cfg.size}): {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        handle.remove()
+    if not seen:
+        raise ValueError(f"first_layer {cfg.first_layer!r} is not run by the module's forward pass")
+    direct = isinstance(seen[-1], torch.Tensor) and seen[-1].shape == model.layout(probe).shape and \
+        torch.equal(seen[-1], model.layout(probe))
+    return out, direct
+
+
+def _first_conv(layer: nn.Module, input: str, history: int, direct: bool) -> Optional[nn.Module]:
+    """``layer`` when it is a plain convolution of the stimulus (stride 1, no dilation or groups), else None."""
+    kind = nn.Conv2d if input == "NTHW" else nn.Conv3d
+    if not direct or type(layer) is not kind:
+        return None
+    plain = all(s == 1 for s in layer.stride) and all(d == 1 for d in layer.dilation) and layer.groups == 1
+    plain = plain and layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
+    if input == "NCTHW":
+        plain = plain and layer.padding[0] == 0 and layer.kernel_size[0] <= history
+    return layer if plain else None
+
+
+def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 50, first_layer: str = "",
+         cell_names: Optional[Sequence[str]] = None) -> WrappedModel:
+    """Adapt a PyTorch retina model for :func:`napari_retina.predict` and :func:`napari_retina.attribute`.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Maps windows to rates (N, cells), spikes per 10 ms bin, for the last
+        frame of each window. Used in eval mode, on its own device.
+    input : "NTHW" or "NCTHW"
+        Window layout: (N, history, size, size) or (N, 1, history, size, size).
+    history : int
+        Frames per window (10 ms each).
+    size : int
+        Window side in pixels (55 µm each).
+    first_layer : str
+        Dotted name of the layer whose output units are attributed (from
+        ``module.named_modules()``), e.g. ``"core.features.layer0.conv"``.
+    cell_names : list of str, optional
+        One per output; ``cell0``, ``cell1``, ... by default.
+
+    Returns
+    -------
+    WrappedModel, in eval mode. ``first_conv`` is the first layer when it is a
+    Conv2d/Conv3d of the stimulus itself, else None.
+
+    Bad settings, a first layer that does not exist or does not run, and an
+    output that is not (N, cells) are refused with one sentence, after one
+    probe on an all-zero window and nothing else.
+
+    Example
+    -------
+    >>> wrapped = nr.wrap(net, input="NCTHW", history=30, size=20, first_layer="core.conv")  # doctest: +SKIP
+    >>> nr.predict(wrapped, stim).shape                                                      # doctest: +SKIP
+    (T, n_cells)
+    """
+    layer = _check_settings(module, input, history, size, first_layer)
+    config = WrapConfig(history=int(history), size=int(size), n_cells=1, cell_names=[], input=input,
+                        first_layer=first_layer)
+    model = WrappedModel(module, config, layer, None).eval()
+    out, direct = _probe(model)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1 or out.shape[1] < 1:
+        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the wrapped module must return rates of shape (N, cells); on one window it returned {got}")
+    config.n_cells = int(out.shape[1])
+    try:
+        config.cell_names = _cell_names([] if cell_names is None else list(cell_names), config.n_cells)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("ModelConfig", "the wrapped module")) from exc
+    model.first_conv = _first_conv(layer, input, config.history, direct)
+    return model
+
+
+def model_on(model: WrappedModel, device: DeviceLike) -> WrappedModel:
+    """``model`` in eval mode on ``device`` (a copy when it has to move)."""
+    dev = model.device if device is None else resolve_device(device)
+    if dev != model.device:
+        model = copy.deepcopy(model).to(dev)
+    return model.eval()
+
+
+def predict(model: WrappedModel, stimulus, device: DeviceLike = None, batch_size: Optional[int] = None,
+            crop: Crop = None, progress: Optional[Progress] = None, normalize: Normalize = False) -> np.ndarray:
+    """Rates (T, n_cells) of a wrapped module, aligned to stimulus frames (NaN for the first history-1).
+
+    What :func:`napari_retina.predict` runs for a :class:`WrappedModel`: the
+    same checks of the stimulus, then the module on every window with a full
+    history, ``batch_size`` windows (default 256) at a time.
+    """
+    model = model_on(model, device)
+    cfg = model.config
+    stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
+    bs = 256 if batch_size is None else check_int(batch_size, "batch_size", 1)
+    idx = select_frames(len(stim), cfg.history)
+    source = torch.from_numpy(stim)
+    out = np.full((len(stim), cfg.n_cells), np.nan, dtype=np.float32)
+    report(progress, 0, len(idx))
+    with torch.inference_mode():
+        for done, chunk in enumerate(batches(idx, bs)):
+            windows = gather_windows(source, chunk, cfg.history).to(model.device)
+            out[chunk] = model(windows).float().cpu().numpy()
+            report(progress, min(len(idx), (done + 1) * bs), len(idx))
+    check_finite_output(out, idx, "the wrapped module's rates", stim)
+    return out
+
+
+def temporal_filters(model: WrappedModel) -> Optional[np.ndarray]:
+    """The first convolution's kernels summed over space, float64 (C, taps), index 0 = oldest; None if no conv.
+
+    Conv2d (C, history, k, k) -> (C, history); Conv3d (C, 1, kt, k, k) -> (C, kt).
+    The last tap is the current frame (a Conv3d's last output time step sees
+    the last ``kt`` frames). Unlike RetinaCNN's no batch-norm sign is applied:
+    what follows the layer is not known.
+    """
+    if model.first_conv is None:
+        return None
+    w = model.first_conv.weight.detach().double().cpu().numpy()
+    return w.sum(axis=(2, 3)) if w.ndim == 4 else w.sum(axis=(1, 3, 4))
+
+
+def filter_labels(model: WrappedModel) -> Optional[dict[str, Any]]:
+    """Polarity (ON/OFF), peak latency and kinetics (fast/slow) of the first convolution's channels.
+
+    As :func:`napari_retina.first_layer.filter_properties` on
+    :func:`temporal_filters`; None when the first layer is not a convolution
+    of the stimulus (the labels are omitted, not guessed).
+    """
+    filt = temporal_filters(model)
+    return None if filt is None else properties_of_filters(filt)

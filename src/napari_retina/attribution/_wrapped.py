@@ -1,0 +1,142 @@
+"""Integrated gradients to the first-layer units of a wrapped module (``nr.wrap``), Captum's way.
+
+For a window ``x`` (baseline: the all-zero, mean-luminance window), the first
+layer's output ``z(x)`` and ``z0 = z(0)``, and the summed rate ``F`` of the
+chosen cells, the attribution of unit ``u`` is
+
+    A_u = (z(x) - z0)_u · Σ_k w_k ∂F/∂z_u |_{z = z0 + α_k (z(x) - z0)} ,
+
+with the module run on ``x`` and its first layer's output replaced by the
+path point: what Captum's ``LayerIntegratedGradients(forward, layer)`` does
+(``attribute_to_layer_input=False``), at Captum's α points and weights
+(:func:`~._quadrature.quadrature`). Two ways to get ``z(x) - z0``:
+
+- fast path (``model.first_conv``: a Conv2d/Conv3d of the stimulus itself):
+  the convolution of the window without bias, computed directly;
+- generic path (any other layer): the layer's output on ``x`` and on the
+  zero window, taken by a hook.
+
+The path points of a chunk of frames go through the module in one batch.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .._device import DeviceLike
+from .._frames import Frames, gather_windows, select_frames
+from .._progress import Progress, report
+from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin
+from .._wrap import WrappedModel, model_on
+from ._quadrature import CAPTUM_RULES, Rule, check_rule_steps, quadrature
+from ._result import Attribution, completeness_error
+
+#: a wrapped module's default rule and steps (Captum's default method; the kink rules need RetinaCNN's structure)
+WRAPPED_RULE: Rule = "gausslegendre"
+WRAPPED_STEPS = 32
+
+
+def _drive(model: WrappedModel, windows: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+    """z(x) - z0 for windows (n, history, H, W): by convolution on the fast path, by a hook otherwise."""
+    conv = model.first_conv
+    if conv is None:
+        return model.layer_output(windows) - z0
+    x = model.layout(windows)
+    if isinstance(conv, torch.nn.Conv2d):
+        return F.conv2d(x, conv.weight, None, padding=conv.padding)
+    return F.conv3d(x, conv.weight, None, padding=conv.padding)
+
+
+def _maps(A: torch.Tensor, first_conv) -> Optional[torch.Tensor]:
+    """Per-unit maps (n, C, h, w): a Conv3d's output summed over its time axis; None for a generic layer."""
+    if first_conv is None:
+        return None
+    return A if A.ndim == 4 else A.sum(dim=2)
+
+
+def _offset(first_conv) -> int:
+    """Stimulus pixel under map pixel 0: k//2 - padding (0 without a convolution)."""
+    if first_conv is None:
+        return 0
+    return int(first_conv.kernel_size[-1] // 2 - first_conv.padding[-1])
+
+
+def _chunk(net: WrappedModel, windows: torch.Tensor, z0: torch.Tensor, cells: list[int], alphas: torch.Tensor,
+           weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A (n, *unit shape), F (n,)) for a chunk of windows, all path points in one batch."""
+    n, steps = len(windows), len(alphas)
+    d = _drive(net, windows, z0)                                                # (n, *units)
+    a = alphas.view(steps, 1, *([1] * (d.ndim - 1)))
+    path = (z0 + a * d.unsqueeze(0)).reshape(steps * n, *d.shape[1:]).requires_grad_(True)
+    x = windows.repeat(steps, *([1] * (windows.ndim - 1)))
+    with torch.enable_grad(), net.replaced_layer(lambda out: path):
+        out = net(x)[:, cells].sum()
+        (grad,) = torch.autograd.grad(out, path)
+    G = (grad.view(steps, n, *d.shape[1:]) * weights.view(steps, 1, *([1] * (d.ndim - 1)))).sum(0)
+    with torch.no_grad():
+        rates = net(windows)[:, cells].sum(1)
+    return (G * d).detach(), rates
+
+
+def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int] = None, rule: Optional[Rule] = None,
+                      frames: Frames = None, device: DeviceLike = None, batch_size: Optional[int] = None,
+                      crop: Crop = None, progress: Optional[Progress] = None,
+                      normalize: Normalize = False) -> Attribution:
+    """Integrated gradients of a wrapped module's summed cell rate to its first layer's units, per frame.
+
+    What :func:`napari_retina.attribute` runs for a :class:`~napari_retina._wrap.WrappedModel`.
+    ``rule``: one of Captum's (default ``"gausslegendre"``, ``steps`` 32).
+    Returns an :class:`Attribution`: ``channels`` (T, C) summed over the
+    units of each channel (index 1 of the layer's output), ``maps`` (T, C, h, w)
+    on the fast path (a Conv3d's summed over its time axis), None on the
+    generic path; ``invariance`` "none" (no fast path for uniform stimuli here).
+    """
+    model = model_on(model, device)
+    cfg = model.config
+    cells = check_cells(cell, cfg.n_cells)
+    rule, steps = check_rule_steps(WRAPPED_RULE if rule is None else rule, WRAPPED_STEPS if steps is None else steps)
+    if rule not in CAPTUM_RULES:
+        raise ValueError(
+            f"rule {rule!r} needs RetinaCNN's structure; a wrapped module takes one of {list(CAPTUM_RULES)}"
+        )
+    stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
+    origin = crop_origin(np.shape(stimulus)[1:], cfg.size, crop)
+    idx = select_frames(len(stim), cfg.history, frames)
+    bs = 256 if batch_size is None else check_int(batch_size, "batch_size", 1)
+    net = copy.deepcopy(model).eval().requires_grad_(False)
+    dev = net.device
+    alphas, weights = (torch.as_tensor(v, dtype=torch.float32, device=dev) for v in quadrature(rule, steps))
+    zero = torch.zeros(1, cfg.history, cfg.size, cfg.size, device=dev)
+    with torch.no_grad():
+        z0 = net.layer_output(zero)
+        f0 = float(net(zero)[0, cells].sum())
+    source = torch.from_numpy(stim)
+    T, unit_shape = len(stim), tuple(z0.shape[1:])
+    chan = np.full((T, unit_shape[0]), np.nan, dtype=np.float32)
+    rates = np.full(T, np.nan, dtype=np.float32)
+    map_shape = None if net.first_conv is None else (unit_shape[0], *unit_shape[-2:])
+    maps = None if map_shape is None else np.full((T, *map_shape), np.nan, dtype=np.float32)
+    chunk = max(1, bs // steps)
+    report(progress, 0, len(idx))
+    for start in range(0, len(idx), chunk):
+        fidx = idx[start:start + chunk]
+        A, r = _chunk(net, gather_windows(source, fidx, cfg.history).to(dev), z0, cells, alphas, weights)
+        chan[fidx] = A.flatten(2).sum(2).float().cpu().numpy()
+        rates[fidx] = r.float().cpu().numpy()
+        if maps is not None:
+            maps[fidx] = _maps(A, net.first_conv).float().cpu().numpy()
+        report(progress, start + len(fidx), len(idx))
+    check_finite_output(rates, idx, "the wrapped module's rates", stim)
+    check_finite_output(chan, idx, "the attributions", stim)
+    response = (rates.astype(np.float64) - f0).astype(np.float32)
+    return Attribution(
+        maps=maps, channels=chan, response=response, rates=rates, baseline_rate=f0,
+        completeness_error=completeness_error(chan[idx], response[idx], rates[idx], f0),
+        cells=cells, steps=steps, rule=rule, invariance="none", frames=idx, offset=_offset(net.first_conv),
+        history=cfg.history, stimulus=stim, model=model, crop_origin=origin,
+    )

@@ -1,0 +1,167 @@
+"""deep-retina Keras ``bn_cnn`` weights (HDF5) as RetinaCNN weights, read with h5py (no TensorFlow).
+
+Followed: baccuslab/deep-retina, ``deepretina/models.py`` (``bn_layer`` and
+``bn_cnn``: Conv2D(data_format="channels_first") → Flatten → BatchNormalization
+(axis=-1, one per unit) → Reshape → GaussianNoise → ReLU, twice; then
+Flatten → Dense(use_bias=False) → BatchNormalization → softplus), and Keras 2's
+HDF5 layout as written by ``model.save_weights`` or ``model.save``::
+
+    [model_weights/]                       the latter nests the layers here
+        attrs: layer_names, backend, keras_version
+        <layer>/  attrs: weight_names      e.g. ["conv2d_1/kernel:0", "conv2d_1/bias:0"]
+        <layer>/<weight name>              the arrays
+
+Conversions: Conv2D kernels are stored (k, k, in, out) and become torch's
+(out, in, k, k); a file saved by the Theano backend holds spatially flipped
+kernels (Keras flips them on load; so does this reader). Dense kernels are
+(in, out) and become (out, in). Keras' Flatten (image_data_format
+"channels_last", the default) flattens the channels-first maps channel-major,
+as torch does, so the batch-norm and readout order needs no permutation.
+BatchNormalization weights are gamma, beta, moving_mean, moving_variance with
+epsilon from the stored ``model_config`` (Keras' default 1e-3 when absent).
+No normalisation statistics are stored: the imported model takes contrast units.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..io import _open_h5
+from . import _net
+from ._net import BatchNorm, Net
+
+FORMAT = "deep-retina Keras"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+DEFAULT_EPS = 1e-3
+EXPECTED_ROLES = ["conv", "bn", "conv", "bn", "dense", "bn"]
+
+
+def is_hdf5(path: Path) -> bool:
+    """Whether the file starts with the HDF5 signature."""
+    with open(path, "rb") as fh:
+        return fh.read(8) == HDF5_MAGIC
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+def _bn_epsilons(h5) -> list[float]:
+    """Epsilon of each BatchNormalization layer in order, from the stored model_config (empty when absent)."""
+    raw = h5.attrs.get("model_config")
+    if raw is None:
+        return []
+    try:
+        config = json.loads(_text(raw))
+        layers = config["config"]["layers"] if isinstance(config["config"], dict) else config["config"]
+        return [float(layer["config"].get("epsilon", DEFAULT_EPS)) for layer in layers
+                if layer.get("class_name") == "BatchNormalization"]
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
+def _layers(path: Path, root) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """[(layer name, {short weight name: array})] for the layers that hold weights, in model order."""
+    names = root.attrs.get("layer_names")
+    if names is None:
+        raise ValueError(
+            f"{str(path)!r} is an HDF5 file but not Keras weights (no layer_names attribute) nor of another "
+            f"format napari-retina knows (expected {_net.known_formats()})"
+        )
+    out = []
+    for layer in map(_text, names):
+        if layer not in root:
+            raise ValueError(f"{str(path)!r} is damaged Keras weights: layer_names lists {layer!r} but it has no group")
+        group = root[layer]
+        weights = [_text(w) for w in group.attrs.get("weight_names", [])]
+        missing = [w for w in weights if w not in group]
+        if missing:
+            raise ValueError(f"{str(path)!r} is damaged Keras weights: layer {layer} lists {missing} but lacks them")
+        if weights:
+            out.append((layer, {w.split("/")[-1].split(":")[0]: np.asarray(group[w]) for w in weights}))
+    return out
+
+
+def _role(arrays: dict[str, np.ndarray]) -> str:
+    if "moving_mean" in arrays:
+        return "bn"
+    kernel = arrays.get("kernel")
+    if kernel is not None and kernel.ndim == 4:
+        return "conv"
+    if kernel is not None and kernel.ndim == 2:
+        return "dense"
+    return f"unknown ({', '.join(sorted(arrays))})"
+
+
+def _tensor(path: Path, name: str, array: np.ndarray) -> torch.Tensor:
+    return _net.as_float64(path, name, np.asarray(array))
+
+
+def _conv(path: Path, layer: str, arrays: dict, theano: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    # Keras stores (k, k, in, out); torch wants (out, in, k, k)
+    kernel = _tensor(path, f"{layer}/kernel", arrays["kernel"]).permute(3, 2, 0, 1)
+    if theano:
+        kernel = kernel.flip(-1, -2)
+    bias = _tensor(path, f"{layer}/bias", arrays["bias"]) if "bias" in arrays else torch.zeros(kernel.shape[0],
+                                                                                                dtype=torch.float64)
+    return kernel.contiguous(), bias
+
+
+def _dense(path: Path, layer: str, arrays: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    kernel = _tensor(path, f"{layer}/kernel", arrays["kernel"]).T.contiguous()  # (in, out) -> (out, in)
+    bias = _tensor(path, f"{layer}/bias", arrays["bias"]) if "bias" in arrays else torch.zeros(kernel.shape[0],
+                                                                                                dtype=torch.float64)
+    return kernel, bias
+
+
+def _batch_norm(path: Path, layer: str, arrays: dict, eps: float) -> BatchNorm:
+    mean = _tensor(path, f"{layer}/moving_mean", arrays["moving_mean"])
+    if "moving_variance" not in arrays:
+        raise ValueError(f"{str(path)!r} cannot be imported: the batch norm {layer} lacks moving_variance")
+    var = _tensor(path, f"{layer}/moving_variance", arrays["moving_variance"])
+    gamma = _tensor(path, f"{layer}/gamma", arrays["gamma"]) if "gamma" in arrays else torch.ones_like(mean)
+    beta = _tensor(path, f"{layer}/beta", arrays["beta"]) if "beta" in arrays else torch.zeros_like(mean)
+    names = {"weight": f"{layer}/gamma", "bias": f"{layer}/beta", "mean": f"{layer}/moving_mean",
+             "var": f"{layer}/moving_variance"}
+    return BatchNorm(gamma, beta, mean, var, eps, names)
+
+
+def _names(layer: str, layout: str = "(out, in, k, k)") -> tuple[str, str]:
+    """A layer's kernel and bias as named in messages; shapes there are in torch's layout, as said."""
+    return f"{layer}/kernel (in torch's {layout} layout)", f"{layer}/bias"
+
+
+def read(path: Path) -> tuple[Net, int, dict]:
+    """A deep-retina bn_cnn weights file as (Net, stimulus size, config fields incl. provenance)."""
+    with _open_h5(path) as h5:
+        root = h5["model_weights"] if "model_weights" in h5 else h5
+        backend = _text(root.attrs.get("backend", h5.attrs.get("backend", "tensorflow")))
+        version = _text(root.attrs.get("keras_version", h5.attrs.get("keras_version", "")))
+        if version.startswith("1"):
+            raise ValueError(
+                f"{str(path)!r} was written by Keras {version}; napari-retina reads Keras 2 weight files "
+                "(load it in Keras 2 and save_weights again)"
+            )
+        layers = _layers(path, root)
+        epsilons = _bn_epsilons(h5)
+    roles = [_role(arrays) for _, arrays in layers]
+    if roles != EXPECTED_ROLES:
+        found = ", ".join(f"{name}: {role}" for (name, _), role in zip(layers, roles))
+        raise ValueError(
+            f"{str(path)!r} does not have a bn_cnn's layers: expected {', '.join(EXPECTED_ROLES)}, found {found}"
+        )
+    eps = epsilons if len(epsilons) == 3 else [DEFAULT_EPS] * 3
+    (l1, a1), (lb1, ab1), (l2, a2), (lb2, ab2), (ld, ad), (lb3, ab3) = layers
+    theano = backend == "theano"
+    net = Net(_conv(path, l1, a1, theano), _batch_norm(path, lb1, ab1, eps[0]), _conv(path, l2, a2, theano),
+              _batch_norm(path, lb2, ab2, eps[1]), _dense(path, ld, ad), _batch_norm(path, lb3, ab3, eps[2]), "unit")
+    size = _net.assemble(path, net, {"conv1": _names(l1), "conv2": _names(l2), "linear": _names(ld, "(out, in)")})
+    provenance = {"imported": {"format": FORMAT, "architecture": "bn_cnn", "backend": backend,
+                               "keras_version": version}}
+    fields = {"norm": {"mean": 0.0, "std": 1.0, "units": "contrast"}}
+    return net, size, {"config": fields, "provenance": provenance, "scores": {}}

@@ -1,0 +1,408 @@
+"""Importing the Baccus lab's model files (torch-deep-retina .pt, deep-retina Keras HDF5) into RetinaCNN.
+
+Each test writes a small file in the documented layout (docs: napari_retina.formats.tdr and
+.keras) with random weights, and compares the imported model's rates with a direct
+re-implementation of the original network's forward pass, written here from the layouts
+(module by module, each stacked convolution applied in turn, in float64), never with
+numbers the importer produced.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+import napari_retina as nr
+
+HISTORY, SIZE, CELLS = 6, 12, 3
+
+
+def _bn(gen, n, absolute=False):
+    """A batch norm's tensors: AbsBatchNorm (scale/shift, scales of both signs) or BatchNorm (weight/bias)."""
+    w = torch.randn(n, generator=gen, dtype=torch.float64)
+    names = ("scale", "shift") if absolute else ("weight", "bias")
+    out = {names[0]: w, names[1]: 0.3 * torch.randn(n, generator=gen, dtype=torch.float64),
+           "running_mean": 0.2 * torch.randn(n, generator=gen, dtype=torch.float64),
+           "running_var": 0.5 + torch.rand(n, generator=gen, dtype=torch.float64)}
+    if not absolute:
+        out["num_batches_tracked"] = torch.tensor(7)
+    return out
+
+
+def _conv_stack(gen, cin, cout, k, stack_chan=None, inner_bn=False, dropout=False):
+    """A LinearStackedConv2d's ``convs.<j>`` tensors: 3x3 kernels (the last with bias) building a kxk kernel."""
+    mid = stack_chan or cout
+    n = (k - 3) // 2 + 1
+    out, j = {}, 0
+    for i in range(n):
+        c_in, c_out = (cin if i == 0 else mid), (cout if i == n - 1 else mid)
+        out[f"convs.{j}.weight"] = 0.3 * torch.randn(c_out, c_in, 3, 3, generator=gen, dtype=torch.float64)
+        if i == n - 1:
+            out[f"convs.{j}.bias"] = 0.1 * torch.randn(c_out, generator=gen, dtype=torch.float64)
+        j += 1
+        if i < n - 1 and inner_bn:
+            out.update({f"convs.{j}.{key}": v for key, v in _bn(gen, mid, absolute=True).items()})
+            j += 1
+        if i < n - 1 and dropout:
+            j += 1  # nn.Dropout: no tensors, but it takes an index
+    return out
+
+
+def tdr_state(arch="BNCNN", chans=(3, 4), ksizes=(5, 3), bnorm_d=1, seed=0, old_layout=False, **stack):
+    """A model_state_dict in the lab's layout, and the list of modules the reference forward runs."""
+    gen = torch.Generator().manual_seed(seed)
+    h1 = SIZE - ksizes[0] + 1
+    h2 = h1 - ksizes[1] + 1
+    stacked = arch == "LinearStackedBNCNN"
+    mods, state = [], {}
+
+    def add(kind, tensors=None, **info):
+        i = len(mods)
+        mods.append((kind, f"sequential.{i}", info))
+        state.update({f"sequential.{i}.{k}": v for k, v in (tensors or {}).items()})
+
+    def conv(cin, cout, k):
+        if stacked:
+            add("stack", _conv_stack(gen, cin, cout, k, **stack))
+        else:
+            add("conv", {"weight": 0.3 * torch.randn(cout, cin, k, k, generator=gen, dtype=torch.float64),
+                         "bias": 0.1 * torch.randn(cout, generator=gen, dtype=torch.float64)})
+
+    def norm(c, h):
+        if bnorm_d == 1:
+            add("flatten")
+            add("bn", _bn(gen, c * h * h, absolute=stacked))
+            if not old_layout:
+                add("reshape", shape=(c, h, h))
+        else:
+            add("bn", _bn(gen, c, absolute=stacked))
+        add("noise", {"sigma": torch.full((1,), 0.05, dtype=torch.float64)})
+        add("relu")
+        if old_layout and bnorm_d == 1:
+            add("reshape", shape=(c, h, h))
+
+    conv(HISTORY, chans[0], ksizes[0])
+    norm(chans[0], h1)
+    conv(chans[0], chans[1], ksizes[1])
+    norm(chans[1], h2)
+    add("flatten")
+    add("linear", {"weight": 0.05 * torch.randn(CELLS, chans[1] * h2 * h2, generator=gen, dtype=torch.float64)})
+    add("bn", _bn(gen, CELLS, absolute=stacked))
+    add("softplus")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, mods
+
+
+def tdr_forward(state, mods, x):
+    """The lab's Sequential, module by module (eval mode), from the state dict alone, in float64."""
+    t = {k: v.double() if v.is_floating_point() else v for k, v in state.items()}
+    for kind, name, info in mods:
+        if kind == "conv":
+            x = F.conv2d(x, t[f"{name}.weight"], t.get(f"{name}.bias"))
+        elif kind == "stack":
+            for j in sorted({int(k.split(".")[3]) for k in t if k.startswith(f"{name}.convs.")}):
+                p = f"{name}.convs.{j}"
+                if f"{p}.weight" in t:
+                    x = F.conv2d(x, t[f"{p}.weight"], t.get(f"{p}.bias"))
+                else:  # AbsBatchNorm2d, torch's default eps
+                    x = F.batch_norm(x, t[f"{p}.running_mean"], t[f"{p}.running_var"], t[f"{p}.scale"].abs(),
+                                     t[f"{p}.shift"], False, 0.0, 1e-5)
+        elif kind == "bn":
+            absolute = f"{name}.scale" in t
+            w = t[f"{name}.scale"].abs() if absolute else t[f"{name}.weight"]
+            b = t[f"{name}.shift"] if absolute else t[f"{name}.bias"]
+            x = F.batch_norm(x, t[f"{name}.running_mean"], t[f"{name}.running_var"], w, b, False, 0.0, 1e-3)
+        elif kind == "flatten":
+            x = x.reshape(len(x), -1)
+        elif kind == "reshape":
+            x = x.reshape(-1, *info["shape"])
+        elif kind == "relu":
+            x = F.relu(x)
+        elif kind == "linear":
+            x = F.linear(x, t[f"{name}.weight"], t.get(f"{name}.bias"))
+        elif kind == "softplus":
+            x = F.softplus(x)
+    return x
+
+
+def save_tdr(path, arch, state, **extra):
+    payload = {"model_type": arch, "model_state_dict": state,
+               "optim_state_dict": {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0, 1]}]},
+               "hyps": {"model_type": arch, "img_shape": (HISTORY, SIZE, SIZE), "noise": 0.05, "bnorm_d": 1,
+                        "chans": [3, 4], "softplus": True, "convgc": False},
+               "norm_stats": {"mean": np.float64(51.2), "std": np.float64(12.5)},   # numpy scalars, as the lab saves
+               "cells": [2, 5, 9], "dataset": "15-10-07", "stim_type": "naturalscene", "epoch": 40,
+               "val_acc": np.float64(0.61), "test_pearson": 0.58, "zero_dict": {"sequential.0": set()},
+               "y_stats": {"mean": np.zeros(3), "std": np.ones(3)}}
+    payload.update(extra)
+    torch.save(payload, path)
+    return path
+
+
+def windows(seed=1, n=4):
+    return torch.randn(n, HISTORY, SIZE, SIZE, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def assert_matches(model, reference, x):
+    """The imported float32 model equals the float64 reference to float32 rounding."""
+    with torch.no_grad():
+        got = model(x.float()).double()
+    scale = reference.abs().max()
+    assert float((got - reference).abs().max() / scale) < 2e-5, (got, reference)
+
+
+@pytest.mark.parametrize("layout", ["BNCNN", "BNCNN-old", "BNCNN-bnorm_d2"])
+def test_a_tdr_bncnn_imports_exactly(tmp_path, layout):
+    state, mods = tdr_state("BNCNN", old_layout=layout.endswith("old"), bnorm_d=2 if layout.endswith("d2") else 1)
+    path = save_tdr(tmp_path / "bncnn.pt", "BNCNN", state)
+    model = nr.load_model(path, device="cpu")
+    x = windows()
+    assert_matches(model, tdr_forward(state, mods, x), x)
+    cfg = model.config
+    assert (cfg.history, cfg.size, cfg.channels, cfg.kernels, cfg.n_cells) == (HISTORY, SIZE, (3, 4), (5, 3), CELLS)
+    assert cfg.bn == ("channel" if layout.endswith("d2") else "unit")
+    assert cfg.cell_names == ["cell2", "cell5", "cell9"]
+    assert cfg.norm == {"mean": 51.2, "std": 12.5, "units": "raw"}
+    assert model.provenance["imported"]["format"] == "torch-deep-retina"
+    assert model.provenance["imported"]["architecture"] == "BNCNN"
+    assert model.scores == {"val_pearson": pytest.approx(0.61), "test_pearson": pytest.approx(0.58)}
+
+
+@pytest.mark.parametrize("stack", [{}, {"stack_chan": 5}, {"inner_bn": True, "dropout": True}],
+                         ids=["plain", "stack_chan", "inner_abs_bn_and_dropout"])
+def test_a_linear_stacked_bncnn_collapses_to_one_kernel_exactly(tmp_path, stack):
+    """7x7 from three 3x3 convolutions and 5x5 from two, absolute-value batch-norm scales."""
+    state, mods = tdr_state("LinearStackedBNCNN", ksizes=(7, 5), **stack)
+    assert any(k.startswith("sequential.0.convs.2") or k.startswith("sequential.0.convs.4") for k in state)
+    assert any(float(v.min()) < 0 for k, v in state.items() if k.endswith(".scale"))  # the abs matters
+    path = save_tdr(tmp_path / "stacked.pt", "LinearStackedBNCNN", state)
+    model = nr.load_model(path, device="cpu")
+    x = windows(seed=2)
+    assert_matches(model, tdr_forward(state, mods, x), x)
+    assert model.config.kernels == (7, 5)
+    assert model.provenance["imported"]["convolutions_per_layer"] == [3, 2]
+
+
+def test_an_imported_model_saves_and_reloads_as_a_napari_retina_checkpoint(tmp_path):
+    state, mods = tdr_state("LinearStackedBNCNN", ksizes=(7, 5))
+    model = nr.load_model(save_tdr(tmp_path / "s.pt", "LinearStackedBNCNN", state))
+    again = nr.load_model(nr.save_model(model, tmp_path / "again.pt"))
+    x = windows(seed=3)
+    assert_matches(again, tdr_forward(state, mods, x), x)
+    assert again.provenance["imported"]["file"] == "s.pt"
+
+
+# ---------------------------------------------------------------- Keras
+
+
+def keras_weights(seed=0, chans=(3, 4), ksizes=(5, 3)):
+    """bn_cnn's weights in Keras' layout: conv kernels (k, k, in, out), dense (in, out), BN gamma/beta/moving_*."""
+    rng = np.random.default_rng(seed)
+    h1 = SIZE - ksizes[0] + 1
+    h2 = h1 - ksizes[1] + 1
+
+    def bn(n):
+        return {"gamma": rng.normal(size=n), "beta": 0.3 * rng.normal(size=n),
+                "moving_mean": 0.2 * rng.normal(size=n), "moving_variance": 0.5 + rng.random(n)}
+
+    return [
+        ("input_1", {}),
+        ("conv2d_1", {"kernel": 0.3 * rng.normal(size=(ksizes[0], ksizes[0], HISTORY, chans[0])),
+                      "bias": 0.1 * rng.normal(size=chans[0])}),
+        ("flatten_1", {}), ("batch_normalization_1", bn(chans[0] * h1 * h1)), ("reshape_1", {}),
+        ("gaussian_noise_1", {}), ("activation_1", {}),
+        ("conv2d_2", {"kernel": 0.3 * rng.normal(size=(ksizes[1], ksizes[1], chans[0], chans[1])),
+                      "bias": 0.1 * rng.normal(size=chans[1])}),
+        ("flatten_2", {}), ("batch_normalization_2", bn(chans[1] * h2 * h2)), ("reshape_2", {}),
+        ("gaussian_noise_2", {}), ("activation_2", {}), ("flatten_3", {}),
+        ("dense_1", {"kernel": 0.05 * rng.normal(size=(chans[1] * h2 * h2, CELLS))}),
+        ("batch_normalization_3", bn(CELLS)), ("activation_3", {}),
+    ]
+
+
+def save_keras(path, layers, nested=False, backend="tensorflow", epsilon=None):
+    """Keras 2's HDF5 layout (save_weights; model.save when ``nested``, with a model_config)."""
+    with h5py.File(path, "w") as h5:
+        root = h5.create_group("model_weights") if nested else h5
+        root.attrs["layer_names"] = [name.encode() for name, _ in layers]
+        root.attrs["backend"] = backend.encode()
+        root.attrs["keras_version"] = b"2.2.4"
+        for name, arrays in layers:
+            group = root.create_group(name)
+            group.attrs["weight_names"] = [f"{name}/{k}:0".encode() for k in arrays]
+            for k, v in arrays.items():
+                group.create_dataset(f"{name}/{k}:0", data=v.astype(np.float32))
+        if epsilon is not None:
+            import json
+
+            config = {"class_name": "Model", "config": {"layers": [
+                {"class_name": "BatchNormalization" if n.startswith("batch") else "Other",
+                 "config": {"epsilon": epsilon} if n.startswith("batch") else {}} for n, _ in layers]}}
+            h5.attrs["model_config"] = json.dumps(config).encode()
+    return path
+
+
+def keras_forward(layers, x, eps=1e-3, theano=False):
+    """bn_cnn's forward pass in numpy from Keras' arrays: correlation (Theano: true convolution)."""
+    w = {name: {k: v.astype(np.float32).astype(np.float64) for k, v in arrays.items()} for name, arrays in layers}
+
+    def conv(x, kernel, bias):
+        if theano:
+            kernel = kernel[::-1, ::-1]
+        k = kernel.shape[0]
+        win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))   # (N, in, h, h, k, k)
+        return np.einsum("niyxab,abio->noyx", win, kernel) + bias[None, :, None, None]
+
+    def bn(x, p):
+        return p["gamma"] * (x - p["moving_mean"]) / np.sqrt(p["moving_variance"] + eps) + p["beta"]
+
+    y = conv(x, w["conv2d_1"]["kernel"], w["conv2d_1"]["bias"])
+    y = np.maximum(bn(y.reshape(len(x), -1), w["batch_normalization_1"]), 0).reshape(y.shape)
+    y = conv(y, w["conv2d_2"]["kernel"], w["conv2d_2"]["bias"])
+    y = np.maximum(bn(y.reshape(len(x), -1), w["batch_normalization_2"]), 0)
+    y = bn(y @ w["dense_1"]["kernel"], w["batch_normalization_3"])
+    return torch.from_numpy(np.log1p(np.exp(y)))
+
+
+@pytest.mark.parametrize("variant", ["save_weights", "model.save eps 1e-2", "theano"])
+def test_keras_bn_cnn_weights_import_exactly(tmp_path, variant):
+    layers = keras_weights()
+    eps = 1e-2 if "eps" in variant else 1e-3
+    path = save_keras(tmp_path / "bn_cnn.h5", layers, nested=variant.startswith("model.save"),
+                      backend="theano" if variant == "theano" else "tensorflow",
+                      epsilon=eps if variant.startswith("model.save") else None)
+    model = nr.load_model(path, device="cpu")
+    x = windows(seed=4)
+    assert_matches(model, keras_forward(layers, x.numpy(), eps=eps, theano=variant == "theano"), x)
+    assert (model.config.history, model.config.size, model.config.kernels) == (HISTORY, SIZE, (5, 3))
+    assert model.provenance["imported"]["format"] == "deep-retina Keras"
+    assert model.config.norm["units"] == "contrast"
+
+
+# ---------------------------------------------------------------- the battery on an imported model
+
+
+def test_the_battery_runs_on_an_imported_model(tmp_path):
+    from test_experiments import HISTORY as H, SIZE as S, SMALL
+
+    gen = torch.Generator().manual_seed(5)
+    h1, h2 = S - 5 + 1, S - 5 + 1 - 5 + 1
+    state = {"sequential.0.weight": 0.1 * torch.randn(4, H, 5, 5, generator=gen),
+             "sequential.0.bias": torch.zeros(4),
+             **{f"sequential.2.{k}": v.float() for k, v in _bn(gen, 4 * h1 * h1).items() if k != "num_batches_tracked"},
+             "sequential.6.weight": 0.1 * torch.randn(4, 4, 5, 5, generator=gen), "sequential.6.bias": torch.zeros(4),
+             **{f"sequential.8.{k}": v.float() for k, v in _bn(gen, 4 * h2 * h2).items() if k != "num_batches_tracked"},
+             "sequential.13.weight": 0.05 * torch.randn(2, 4 * h2 * h2, generator=gen),
+             **{f"sequential.14.{k}": v.float() for k, v in _bn(gen, 2).items() if k != "num_batches_tracked"}}
+    torch.save({"model_type": "BNCNN", "model_state_dict": state, "hyps": {"img_shape": [H, S, S]}},
+               tmp_path / "lab.pt")
+    model = nr.load_model(tmp_path / "lab.pt", device="cpu")
+    for name, params in SMALL.items():   # the battery, one experiment at a time (each with its small parameters)
+        out = nr.experiments.battery(model, 0, retina=None, names=[name], steps=4, max_frames=60, **params)
+        res = out["results"][name]
+        assert res.rates.shape[1] == 2 and np.isfinite(res.rates[H - 1:]).all(), name
+        assert out["rows"][0]["name"] == name and isinstance(out["rows"][0]["model_present"], bool)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_an_unknown_torch_file_names_the_formats_it_knows(tmp_path):
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other.pt' is a torch file but not a napari-retina checkpoint .*nor of "
+                                         r"another format napari-retina knows \(expected a napari-retina checkpoint "
+                                         r"\(nr.save_model\); a torch-deep-retina BNCNN or LinearStackedBNCNN "
+                                         r"checkpoint .*; deep-retina Keras bn_cnn weights"):
+        nr.load_model(tmp_path / "other.pt")
+
+
+def test_an_hdf5_file_that_is_not_keras_weights_names_the_formats_it_knows(tmp_path):
+    with h5py.File(tmp_path / "data.h5", "w") as h5:
+        h5["train/stimulus"] = np.zeros((3, 4, 4))
+    with pytest.raises(ValueError, match=r"data.h5' is an HDF5 file but not Keras weights \(no layer_names "
+                                         r"attribute\) nor of another format .*torch-deep-retina BNCNN"):
+        nr.load_model(tmp_path / "data.h5")
+
+
+def test_a_tdr_checkpoint_of_another_architecture_is_refused_by_name(tmp_path):
+    state, _ = tdr_state()
+    with pytest.raises(ValueError, match=r"r.pt' is a torch-deep-retina checkpoint of a 'RNNCNN' model; "
+                                         r"napari-retina imports BNCNN and LinearStackedBNCNN"):
+        nr.load_model(save_tdr(tmp_path / "r.pt", "RNNCNN", state))
+
+
+@pytest.mark.parametrize("key, shape, message", [
+    ("sequential.6.weight", (4, 2, 3, 3),
+     r"sequential.6.weight has shape \[4, 2, 3, 3\] but \[4, 3, 3, 3\] was expected "
+     r"\(the layer before has 3 channels\)"),
+    ("sequential.2.running_mean", (190,),
+     r"sequential.2.running_mean has shape \[190\] but \[192\] was expected \(one per unit of the layer's map: "
+     r"3 channels of 8x8\)"),
+    ("sequential.14.running_var", (2,),
+     r"sequential.14.running_var has shape \[2\] but \[3\] was expected \(one per cell, 3 cells\)"),
+])
+def test_a_shape_mismatch_names_the_tensor_and_both_shapes(tmp_path, key, shape, message):
+    state, _ = tdr_state()
+    state[key] = torch.rand(shape) + 0.5
+    with pytest.raises(ValueError, match=message):
+        nr.load_model(save_tdr(tmp_path / "bad.pt", "BNCNN", state))
+
+
+def test_a_stacked_sub_convolution_of_the_wrong_width_is_named(tmp_path):
+    state, _ = tdr_state("LinearStackedBNCNN", ksizes=(7, 5))
+    state["sequential.0.convs.1.weight"] = torch.randn(3, 2, 3, 3)
+    with pytest.raises(ValueError, match=r"sequential.0.convs.1.weight has shape \[3, 2, 3, 3\] but \[3, 3, 3, 3\] "
+                                         r"was expected \(the previous convolution of the stack has 3 channels\)"):
+        nr.load_model(save_tdr(tmp_path / "bad.pt", "LinearStackedBNCNN", state))
+
+
+def test_hyps_img_shape_that_disagrees_with_the_weights_is_refused(tmp_path):
+    state, _ = tdr_state()
+    path = save_tdr(tmp_path / "bad.pt", "BNCNN", state,
+                    hyps={"img_shape": (40, 50, 50)})
+    with pytest.raises(ValueError, match=r"hyps img_shape is \[40, 50, 50\] but the weights \(sequential.0 and the "
+                                         r"readout\) imply \[6, 12, 12\]"):
+        nr.load_model(path)
+
+
+def test_a_keras_kernel_of_the_wrong_width_is_named(tmp_path):
+    layers = keras_weights()
+    layers[7] = ("conv2d_2", {"kernel": np.zeros((3, 3, 2, 4)), "bias": np.zeros(4)})
+    with pytest.raises(ValueError, match=r"conv2d_2/kernel \(in torch's \(out, in, k, k\) layout\) has shape "
+                                         r"\[4, 2, 3, 3\] but \[4, 3, 3, 3\] was expected"):
+        nr.load_model(save_keras(tmp_path / "bad.h5", layers))
+
+
+def test_pickled_code_in_a_lab_checkpoint_is_still_refused(tmp_path):
+    """Allowing numpy's data constructors does not open the door to other globals."""
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    state, _ = tdr_state()
+    torch.save({"model_type": "BNCNN", "model_state_dict": state, "hyps": {"x": Evil()}}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match=r"evil.pt' is not a napari-retina checkpoint: it holds pickled objects other "
+                                         r"than weights, which are refused because loading them could execute code"):
+        nr.load_model(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_keras_weights_that_lack_a_listed_array_are_refused(tmp_path):
+    path = save_keras(tmp_path / "cut.h5", keras_weights())
+    with h5py.File(path, "a") as h5:
+        del h5["conv2d_2/conv2d_2/bias:0"]
+    with pytest.raises(ValueError, match=r"cut.h5' is damaged Keras weights: layer conv2d_2 lists "
+                                         r"\['conv2d_2/bias:0'\] but lacks them"):
+        nr.load_model(path)
+
+
+def test_a_tensor_claiming_more_than_the_file_holds_is_refused_before_it_is_copied(tmp_path):
+    state, _ = tdr_state()
+    state["sequential.0.weight"] = torch.zeros(1).expand(3, 6, 5, 5)   # 450 elements over one stored number
+    with pytest.raises(ValueError, match=r"big.pt' has malformed weights: sequential.0.weight claims 450 elements but "
+                                         r"the file holds 1 for it"):
+        nr.load_model(save_tdr(tmp_path / "big.pt", "BNCNN", state))
