@@ -33,7 +33,6 @@ or infinite (refining cannot mend that; ``attribute`` then reports it).
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -63,19 +62,20 @@ def check_tol(tol) -> float:
     return float(tol)
 
 
-@dataclass
 class Scales:
-    """The running maxima the criterion is relative to, over the chunks so far.
+    """The running maxima the criterion is relative to, over the chunks so far (float64 0-d tensors).
 
     ``response``: max |F(s_t) − F(0)|; ``level``: max(|F(0)|, |F(s_t)|, 1), for
     the completeness floor; ``maps``: max over frames of ‖A(t)‖ (Frobenius).
+    They stay on the device (NaN ignored), so updating them needs no host
+    synchronisation.
     """
 
-    response: float = 0.0
-    level: float = 1.0
-    maps: float = 0.0
+    def __init__(self, device: torch.device) -> None:
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        self.response, self.level, self.maps = zero, zero + 1.0, zero
 
-    def floor(self) -> float:
+    def floor(self) -> torch.Tensor:
         """The completeness floor of :func:`~._result.completeness_error` at the current level."""
         return COMPLETENESS_FLOOR_EPS * float(np.finfo(np.float32).eps) * self.level
 
@@ -94,33 +94,34 @@ def integrate_adaptive(head: Head, d: torch.Tensor, a0: torch.Tensor, scale: tor
     :func:`~._integrate.integrate_chunk`; ``f0`` = F(0). Levels of ``rule`` at
     ``DEFAULT_STEPS·2^k`` points until every frame meets ``tol`` (module
     docstring); ``scales`` is updated with this chunk's maxima. One host
-    synchronisation per level.
+    synchronisation per level (reading which frames are done).
     """
     c = scale * d
     rates = chunk_rates(head, a0, c, batch_size)
     resp = rates.double() - f0
-    scales.response = max(scales.response, float(resp.abs().max()))
-    scales.level = max(scales.level, abs(f0), float(rates.abs().max()))
-    tol_resp = tol * max(scales.response, scales.floor())
+    scales.response = torch.fmax(scales.response, resp.abs().max())
+    scales.level = torch.fmax(scales.level, torch.fmax(rates.abs().max().double(), resp.new_tensor(abs(f0))))
+    tol_resp = tol * torch.maximum(scales.response, scales.floor())
     n = len(d)
     G, steps = torch.empty_like(c), np.zeros(n, dtype=np.int64)
-    todo = torch.arange(n, device=d.device)
+    todo = np.arange(n)
     m = DEFAULT_STEPS
     coarse = reported(path_integral(head, c, a0, *quadrature(rule, m), rule, batch_size) * scale * d, invariance)
     while len(todo):
         m *= 2
-        fine_g = path_integral(head, c[todo], a0, *quadrature(rule, m), rule, batch_size) * scale
-        fine = reported(fine_g * d[todo], invariance)
+        rows = torch.from_numpy(todo).to(d.device)
+        fine_g = path_integral(head, c[rows], a0, *quadrature(rule, m), rule, batch_size) * scale
+        fine = reported(fine_g * d[rows], invariance)
         estimate = ESTIMATE_FACTOR * _frame_norms(fine - coarse)
-        scales.maps = max(scales.maps, float(_frame_norms(fine).max()))
-        gap = (fine.flatten(1).double().sum(1) - resp[todo]).abs()
+        scales.maps = torch.fmax(scales.maps, _frame_norms(fine).max())
+        gap = (fine.flatten(1).double().sum(1) - resp[rows]).abs()
         ok = (estimate <= tol * scales.maps) & (gap <= tol_resp)
         # refining cannot mend a NaN or an overflow: stop there, the caller's finiteness check reports it
         ok |= ~(torch.isfinite(estimate) & torch.isfinite(gap))
-        if m >= ADAPTIVE_MAX_STEPS:
-            ok[:] = True
-        done = todo[ok]
-        G[done] = fine_g[ok]
-        steps[done.cpu().numpy()] = m
-        todo, coarse = todo[~ok], fine[~ok]
+        ok = ok.cpu().numpy() | (m >= ADAPTIVE_MAX_STEPS)
+        done = torch.from_numpy(np.flatnonzero(ok)).to(d.device)
+        G[rows[done]] = fine_g[done]
+        steps[todo[ok]] = m
+        keep = torch.from_numpy(np.flatnonzero(~ok)).to(d.device)
+        todo, coarse = todo[~ok], fine[keep]
     return G, rates, steps

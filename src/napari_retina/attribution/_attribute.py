@@ -58,7 +58,7 @@ def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells
     with torch.no_grad():
         head = Head(net, cells)
         f0 = float(net.from_first_layer(rest).to(torch.float64)[0, cells].sum())
-    scales = Scales()
+    scales = Scales(a0.device)
     report(progress, 0, len(todo))
     chunk = max(1, batch_size // (DEFAULT_STEPS if steps is None else steps))
     for start in range(0, len(todo), chunk):
