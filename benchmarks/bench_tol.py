@@ -178,7 +178,7 @@ def main() -> None:
     print(f"\n(b) full-field flash train, {args.flash_frames} frames (2-frame flashes of −2 every 8 frames)")
     print(f"| Captum GL-50 | {t_sub:.2f} s on {args.captum_frames} frames → {t_cap_b:.0f} s for {len(ridx)} |")
     print(f"| nr.attribute tol=1e-3 ({fl.invariance}) | {t_fl:.2f} s | completeness {fl.completeness_error:.1e} | "
-          f"×{t_cap_b / t_fl:.0f} faster | steps per frame {{{', '.join(f'{int(k)}: {int(v)}' for k, v in hist.items())}}} |")
+          f"×{t_cap_b / t_fl:.0f} faster | steps per frame {{{hist}}} |")
 
     # ---- (c) predict
     noise = np.sign(np.random.default_rng(0).standard_normal((2000, cfg.size, cfg.size))).astype(np.float32)
