@@ -22,11 +22,13 @@ D   Captum LayerIntegratedGradients GL-50 on conv1 (20 frames per call,
     nr.attribute defaults and nr.attribute GL-50 on the same frames; errors
     of the maps against a float64 2,000-step kink_midpoint reference (on the
     GPU) on 4 frames, and max |ours GL-50 − Captum| / max |Captum|.
-E   checks (the GPU tests of issue 15): the adaptive default on the GPU
-    against the CPU on 64 white-noise frames (max |Δ| / max |maps|), and
-    completeness ≤ tol on the GPU for white noise, a 2,000-frame full-field
-    flash train (2-frame flashes of −2 every 8 frames, also timed) and a
-    moving bar.
+E   checks: the adaptive default on the GPU against the CPU on 64
+    white-noise frames (max |Δ| / max |maps|), and completeness ≤ tol on the
+    GPU for white noise, a 2,000-frame full-field flash train (2-frame
+    flashes of −2 every 8 frames, also timed) and a moving bar.
+T   the repository's GPU tests (``pytest -k "gpu or cuda"`` on
+    tests/test_attribution.py, test_experiments.py, test_predict.py), their
+    summary line in the table and the JSON (``--no-tests`` skips them).
 
 Rows that would start after ``--budget`` seconds are skipped and listed.
 """
@@ -106,7 +108,7 @@ def rel(a, b) -> float:
 
 def row(name: str, seconds: float, frames: int, **extra) -> None:
     ROWS.append({"row": name, "seconds": round(seconds, 4), "frames": frames,
-                 "frames_per_s": round(frames / seconds) if seconds > 0 else None, **extra})
+                 "frames_per_s": round(frames / seconds) if seconds > 0 and frames else None, **extra})
     print(f"[{time.perf_counter() - T0:5.1f} s] {name}: {seconds:.3f} s, {extra}", flush=True)
 
 
@@ -148,6 +150,7 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=110.0, help="seconds after which no new row starts")
     ap.add_argument("--ref-steps", type=int, default=2000, help="the float64 reference's steps (row D)")
     ap.add_argument("--device", default="cuda", help="cuda (cpu only to smoke-test this script with small sizes)")
+    ap.add_argument("--no-tests", action="store_true", help="skip row T (the repository's GPU tests)")
     args = ap.parse_args()
     global DEV
     DEV = torch.device(args.device)
@@ -201,7 +204,7 @@ def main() -> int:
 
     # ---- C: predict
     if in_budget("C", args.budget):
-        big = rng.standard_normal((args.predict_frames, cfg.size, cfg.size)).astype(np.float32)
+        big = rng.standard_normal((args.predict_frames, cfg.size, cfg.size), dtype=np.float32)
         nr.predict(model, big[: min(2000, len(big))])
         _, t = best_of(lambda: nr.predict(model, big), args.repeats)
         row(f"C predict, {args.predict_frames:,} white-noise frames", t, args.predict_frames)
@@ -256,13 +259,29 @@ def main() -> int:
         row("E checks; flash train 2,000 frames timed", t_fl, len(fl.frames), flash_steps_per_frame=steps_hist(fl),
             **checks)
 
+    # ---- T: the GPU tests
+    if not args.no_tests and in_budget("T", args.budget):
+        import subprocess
+
+        root = Path(__file__).resolve().parents[1]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "gpu or cuda",
+               "tests/test_attribution.py", "tests/test_experiments.py", "tests/test_predict.py"]
+        t = time.perf_counter()
+        done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(root / "src")})
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        print("\n".join(lines[-15:]), flush=True)
+        row("T GPU tests (pytest -k 'gpu or cuda')", time.perf_counter() - t, 0, exit_status=done.returncode,
+            summary=lines[-1] if lines else "")
+
     print(f"\n{info['device']}, torch {info['torch']} (CUDA {info['cuda']}), {info['date']}; float32 matmul "
           f"{info['matmul_fp32_gflops']:,} GFLOP/s (TF32 {info['matmul_tf32_gflops']:,}); "
           f"total {time.perf_counter() - T0:.0f} s\n")
     print("| row | time | frames/s | details |\n|---|---|---|---|")
     for r in ROWS:
         details = {k: v for k, v in r.items() if k not in ("row", "seconds", "frames", "frames_per_s")}
-        print(f"| {r['row']} | {r['seconds']:.3f} s | {r['frames_per_s']:,} | "
+        fps = "—" if r["frames_per_s"] is None else f"{r['frames_per_s']:,}"
+        print(f"| {r['row']} | {r['seconds']:.3f} s | {fps} | "
               + "; ".join(f"{k} {v:.2e}" if isinstance(v, float) and abs(v) < 1e-2 else f"{k} {v}"
                           for k, v in details.items()) + " |")
     if SKIPPED:
