@@ -82,8 +82,26 @@ def test_a_short_movie_is_exactly_attribute_then_reduce(tiny):
     np.testing.assert_array_equal(res.reduction.reduced_response, red.reduced_response)
     assert res.reduction.kept == red.kept
     assert res.limit == analysis.map_limit(ref.maps)
-    assert res.parameters == {"cell": 1, "steps": 4, "invariance": "auto", "crop": "none", "normalize": False, "reduce": True,
-                              "explain": 0.6}
+    assert res.parameters == {"cell": 1, "steps": 4, "tol": None, "invariance": "auto", "crop": "none",
+                              "normalize": False, "reduce": True, "explain": 0.6}
+
+
+def test_tol_reaches_attribute_on_both_paths(tiny):
+    """run_analysis(tol=) is nr.attribute(tol=) on a short movie; the chunked traces keep each frame's steps."""
+    stim = nr.stimuli.white_noise(frames=40, size=20, seed=4)
+    res = analysis.run_analysis(tiny, stim, cell=0, tol=1e-4, reduce=False)
+    ref = nr.attribute(tiny, stim, cell=0, tol=1e-4)
+    np.testing.assert_array_equal(res.attribution.maps, ref.maps)
+    np.testing.assert_array_equal(res.attribution.steps_per_frame, ref.steps_per_frame)
+    assert res.parameters["tol"] == 1e-4 and res.parameters["steps"] == ref.steps
+    lazy = analysis.run_analysis(tiny, stim, cell=0, tol=1e-4, reduce=False, lazy_threshold=0)
+    per_frame = lazy.attribution.steps_per_frame
+    assert per_frame.shape == (40,) and (per_frame[:9] == 0).all() and (per_frame[9:] >= 16).all()
+    assert lazy.attribution.steps == per_frame.max() and lazy.attribution.completeness_error <= 1e-4
+    traces = analysis.attribute_traces(tiny, stim, cell=0, tol=1e-4, invariance="none", chunk_frames=7)
+    for a in range(9, 40, 7):  # each chunk is one nr.attribute call on its window
+        part = nr.attribute(tiny, stim[a - 9 : a + 7], cell=0, tol=1e-4, invariance="none")
+        np.testing.assert_array_equal(traces.steps_per_frame[a : a + 7], part.steps_per_frame[9:])
 
 
 @pytest.mark.parametrize("threshold", [0, analysis.LAZY_MAP_BYTES], ids=["lazy", "eager"])

@@ -189,3 +189,43 @@ def test_bad_input_draws_no_empty_progress_bar(tmp_path, capsys, monkeypatch, ar
     assert main(args) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith(prefix) and "\r" not in err
+
+
+def test_attribute_writes_the_attribution_with_tol_or_steps(tmp_path, tiny_checkpoint, capsys):
+    """``napari-retina attribute``: nr.attribute's default tol without options, fixed steps with --steps."""
+    model, path = tiny_checkpoint
+    stim = np.random.default_rng(0).standard_normal((12, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "s.npy", stim)
+    out = tmp_path / "a.h5"
+    assert main(["attribute", str(tmp_path / "s.npy"), "--model", str(path), "--out", str(out), "--quiet"]) == 0
+    ref = nr.attribute(model, stim)
+    with h5py.File(out) as f:
+        assert f["attribution"].attrs["tol"] == nr.attribution.DEFAULT_TOL == ref.tol
+        np.testing.assert_array_equal(f["attribution/steps_per_frame"][()], ref.steps_per_frame)
+        np.testing.assert_array_equal(f["attribution/maps"][()], ref.maps)
+    assert "completeness error" in capsys.readouterr().out
+    out = tmp_path / "b.npz"
+    assert main(["attribute", str(tmp_path / "s.npy"), "--model", str(path), "--out", str(out), "--quiet",
+                 "--cell", "0,1", "--steps", "5", "--invariance", "none"]) == 0
+    with np.load(out) as z:
+        np.testing.assert_array_equal(z["attribution/maps"],
+                                      nr.attribute(model, stim, cell=[0, 1], steps=5, invariance="none").maps)
+    assert main(["attribute", str(tmp_path / "s.npy"), "--model", str(path), "--tol", "1e-2", "--quiet",
+                 "--cell", "all", "--out", str(tmp_path / "c.h5")]) == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cell", "x"], "napari-retina attribute: error: --cell must be 'all', an index or a comma-separated list "
+                      "of indices, got 'x'"),
+    (["--tol", "0"], "napari-retina attribute: error: tol must be a number in [1e-06, 1) (a relative error), got 0.0"),
+])
+def test_attribute_bad_arguments_are_one_line(tmp_path, tiny_checkpoint, capsys, args, message):
+    np.save(tmp_path / "s.npy", np.zeros((12, 16, 16), np.float32))
+    assert main(["attribute", str(tmp_path / "s.npy"), "--model", str(tiny_checkpoint[1]), "--quiet", *args]) == 2
+    assert capsys.readouterr().err.strip() == message
+
+
+def test_attribute_tol_and_steps_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["attribute", "s.npy", "--tol", "1e-3", "--steps", "8"])
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

@@ -3,8 +3,8 @@
 The napari widgets promise the exact call a script would make, so a widget
 left at its initial values, the command line without options and the API
 without keywords must train and attribute the same way. The training
-defaults live in ``nr.training.TrainConfig``, the steps in
-``nr.attribution.DEFAULT_STEPS``.
+defaults live in ``nr.training.TrainConfig``, the integrated-gradients
+accuracy in ``nr.attribution.DEFAULT_TOL`` (no fixed steps by default).
 """
 
 from __future__ import annotations
@@ -44,9 +44,11 @@ def _train_config(args):
 def _widgets(viewer) -> dict:
     from napari_retina._napari import _widgets
 
+    analyze = _widgets.AnalyzeWidget(viewer).parameters()
+    experiments = _widgets.ExperimentsWidget(viewer)
     return {"epochs": _widgets.ModelWidget(viewer).epochs.value,
-            "analyze steps": _widgets.AnalyzeWidget(viewer).steps.value,
-            "experiments steps": _widgets.ExperimentsWidget(viewer).steps.value}
+            "analyze steps": analyze["steps"], "analyze tol": analyze["tol"],
+            "experiments steps": int(experiments.steps.value) or None}
 
 
 def test_api_cli_and_widgets_agree(make_napari_viewer):
@@ -56,9 +58,9 @@ def test_api_cli_and_widgets_agree(make_napari_viewer):
     args = cli.build_parser().parse_args(["train", "data.h5", "--out", "m.pt"])
     options = {name: getattr(args, name, "no option") for name in SETTINGS}
     assert options == {name: api[name] for name in SETTINGS}
-    steps = nr.attribute(*_tiny_model_and_stimulus(), frames=[5]).steps
-    assert _widgets(make_napari_viewer()) == {"epochs": api["epochs"], "analyze steps": steps,
-                                              "experiments steps": steps}
+    attr = nr.attribute(*_tiny_model_and_stimulus(), frames=[5])
+    assert _widgets(make_napari_viewer()) == {"epochs": api["epochs"], "analyze steps": None,
+                                              "analyze tol": attr.tol, "experiments steps": None}
 
 
 def _tiny_model_and_stimulus():
@@ -146,17 +148,21 @@ def test_train_config_is_frozen():
         training.DEFAULTS.epochs = 3
 
 
-# ----------------------------------------------------------------------------- integrated-gradient steps
+# ----------------------------------------------------------------------------- integrated-gradient accuracy
 
 
-def test_attribute_without_steps_uses_default_steps():
-    assert nr.attribute(*_tiny_model_and_stimulus(), frames=[5]).steps == attribution.DEFAULT_STEPS
-    assert inspect.signature(nr.experiments.run).parameters["steps"].default is None   # = nr.attribute's
+def test_attribute_without_steps_refines_to_default_tol():
+    attr = nr.attribute(*_tiny_model_and_stimulus(), frames=[5])
+    assert attr.tol == attribution.DEFAULT_TOL and attr.steps_per_frame[5] >= 2 * attribution.DEFAULT_STEPS
+    for func in (nr.attribute, nr.experiments.run, nr.experiments.battery, nr.analysis.run_analysis):
+        params = inspect.signature(func).parameters
+        assert (params["steps"].default, params["tol"].default) == (None, None), func   # None: nr.attribute's
 
 
-def test_cli_experiment_steps_default_is_the_api_default():
-    args = cli.build_parser().parse_args(["experiment", "osr"])
-    assert args.steps is None                                    # None: nr.attribute's DEFAULT_STEPS
+def test_cli_steps_and_tol_defaults_are_the_api_defaults():
+    for argv in (["experiment", "osr"], ["attribute", "s.npy"]):
+        args = cli.build_parser().parse_args(argv)
+        assert (args.steps, args.tol) == (None, None)           # None: nr.attribute's DEFAULT_TOL
 
 
 # ----------------------------------------------------------------------------- napari widgets
@@ -165,5 +171,5 @@ def test_cli_experiment_steps_default_is_the_api_default():
 def test_widget_defaults_are_the_named_defaults(make_napari_viewer):
     pytest.importorskip("napari")
     assert _widgets(make_napari_viewer()) == {"epochs": training.DEFAULTS.epochs,
-                                              "analyze steps": attribution.DEFAULT_STEPS,
-                                              "experiments steps": attribution.DEFAULT_STEPS}
+                                              "analyze steps": None, "analyze tol": attribution.DEFAULT_TOL,
+                                              "experiments steps": None}

@@ -71,7 +71,8 @@ def map_bytes(model: RetinaCNN, n_frames: int, invariance: str = "none") -> int:
 # --------------------------------------------------------------- long movies ---
 
 def attribute_traces(model: RetinaCNN, stimulus: np.ndarray, *, cell=0, steps: Optional[int] = None, rule=None,
-                     invariance: str = "none", chunk_frames: int = 2048, batch_size: Optional[int] = None,
+                     tol: Optional[float] = None, invariance: str = "none", chunk_frames: int = 2048,
+                     batch_size: Optional[int] = None,
                      progress: Optional[Progress] = None) -> Attribution:
     """``nr.attribute`` over a long movie in chunks of frames, keeping traces only.
 
@@ -87,22 +88,25 @@ def attribute_traces(model: RetinaCNN, stimulus: np.ndarray, *, cell=0, steps: O
     total = T - hist + 1
     channels = np.full((T, model.config.channels[0]), np.nan, np.float32)
     rates = np.full(T, np.nan, np.float32)
+    per_frame = np.zeros(T, np.int64)
     first = None
     report(progress, 0, total)
     for a in range(hist - 1, T, chunk_frames):
         b = min(a + chunk_frames, T)
         s0 = a - hist + 1
-        part = attribution.attribute(model, stim[s0:b], cell=cell, steps=steps, rule=rule, invariance=invariance,
-                                     batch_size=batch_size)
+        part = attribution.attribute(model, stim[s0:b], cell=cell, steps=steps, rule=rule, tol=tol,
+                                     invariance=invariance, batch_size=batch_size)
         channels[a:b] = part.channels[hist - 1:]
         rates[a:b] = part.rates[hist - 1:]
+        per_frame[a:b] = part.steps_per_frame[hist - 1:]
         first = part if first is None else first
         report(progress, b - hist + 1, total)
     response = (rates.astype(np.float64) - first.baseline_rate).astype(np.float32)
     frames = np.arange(hist - 1, T)
     err = attribution.completeness_error(channels[frames], response[frames], rates[frames], first.baseline_rate)
     return replace(first, maps=None, channels=channels, response=response, rates=rates,
-                   completeness_error=err, frames=frames, stimulus=stim)
+                   completeness_error=err, frames=frames, stimulus=stim, steps=int(per_frame.max()),
+                   steps_per_frame=per_frame)
 
 
 class _BlockCache:
@@ -128,7 +132,7 @@ class _BlockCache:
 
 
 def lazy_maps(model: RetinaCNN, stimulus: np.ndarray, *, cell=0, steps: Optional[int] = None, rule=None,
-              invariance: str = "none", chunk: int = 8, cache_blocks: int = 32):
+              tol: Optional[float] = None, invariance: str = "none", chunk: int = 8, cache_blocks: int = 32):
     """Attribution maps (T, C, h, w) as a dask array computed block by block on demand.
 
     Each block of ``chunk`` frames is ``nr.attribute(model, <its window>,
@@ -151,7 +155,7 @@ def lazy_maps(model: RetinaCNN, stimulus: np.ndarray, *, cell=0, steps: Optional
         start = max(a, hist - 1)
         if start < b:
             s0 = start - hist + 1
-            part = attribution.attribute(model, stim[s0:b], cell=cell, steps=steps, rule=rule,
+            part = attribution.attribute(model, stim[s0:b], cell=cell, steps=steps, rule=rule, tol=tol,
                                          invariance=invariance)
             out[start - a:] = part.maps[hist - 1:]
         return out
@@ -221,7 +225,8 @@ class Analysis:
     reduction : Reduction or None
         ``nr.reduce(attribution, explain=...)``, None when not asked for.
     parameters : dict
-        The run's parameters: ``cell``, ``steps``, ``invariance`` (as asked),
+        The run's parameters: ``cell``, ``steps`` (the most points a frame used), ``tol``
+        (None for fixed steps), ``invariance`` (as asked),
         ``crop``, ``reduce``, ``explain``.
     model_source : str
         Where the model came from ("shipped default", a checkpoint path, ...).
@@ -284,13 +289,13 @@ class Analysis:
         raise ValueError(f"Save to a .h5/.hdf5 file (everything) or a .csv file (traces), got '{path.name}'.")
 
 
-def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = None,
+def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = None, tol: Optional[float] = None,
                  invariance: InvarianceArg = "auto", crop: Crop = None, normalize: Normalize = False,
                  reduce: bool = True, explain: float = 0.9, lazy_threshold: int = LAZY_MAP_BYTES, progress: Optional[Progress] = None,
                  reduce_progress: Optional[Progress] = None, model_source: str = "", layer: str = "") -> Analysis:
     """Attribute (and reduce) a stimulus the way the Analyze widget does; lazy maps for long movies.
 
-    Short movies: exactly ``nr.attribute(model, stimulus, cell=, steps=,
+    Short movies: exactly ``nr.attribute(model, stimulus, cell=, steps=, tol=,
     invariance=, crop=, normalize=, progress=)`` then ``nr.reduce(attr, explain=,
     progress=reduce_progress)``. When the full maps would exceed
     ``lazy_threshold`` bytes, the traces are attributed in chunks (maps
@@ -317,17 +322,18 @@ def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = N
         big = map_bytes(model, T, inv) > lazy_threshold
     maps = None
     if not big:
-        attr = _oom_retry(lambda bs: attribution.attribute(model, stimulus, cell=cell, steps=steps,
+        attr = _oom_retry(lambda bs: attribution.attribute(model, stimulus, cell=cell, steps=steps, tol=tol,
                                                            invariance=invariance, crop=crop, normalize=normalize,
                                                            batch_size=bs, progress=progress), model.device)
         limit = None if attr.maps is None else map_limit(attr.maps)
     else:
-        attr = _oom_retry(lambda bs: attribute_traces(model, stim, cell=cell, steps=steps, invariance=inv,
+        attr = _oom_retry(lambda bs: attribute_traces(model, stim, cell=cell, steps=steps, tol=tol, invariance=inv,
                                                       batch_size=bs, progress=progress), model.device)
         attr = replace(attr, crop_origin=crop_origin(np.shape(stimulus)[1:], cfg.size, crop))
-        maps = lazy_maps(model, stim, cell=cell, steps=steps, invariance=inv)
+        maps = lazy_maps(model, stim, cell=cell, steps=steps, tol=tol, invariance=inv)
         limit = _peak_limit(maps, attr.response, cfg.history)
     red = reduction.reduce(attr, explain=explain, progress=reduce_progress) if reduce else None
-    params = {"cell": cell, "steps": attr.steps, "invariance": invariance, "crop": "none" if crop is None else crop,
+    params = {"cell": cell, "steps": attr.steps, "tol": attr.tol, "invariance": invariance,
+              "crop": "none" if crop is None else crop,
               "normalize": normalize, "reduce": bool(reduce), "explain": explain}
     return Analysis(attr, red, params, model_source, layer, maps, limit)

@@ -16,10 +16,11 @@ from .._progress import Progress, report
 from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin
 from ..first_layer import FirstLayer
 from ..model import RetinaCNN
+from ._adaptive import DEFAULT_TOL, Scales, check_tol, integrate_adaptive
 from ._head import Head
 from ._integrate import integrate_chunk
 from ._quadrature import DEFAULT_RULE, DEFAULT_STEPS, Rule, check_rule_steps, quadrature
-from ._result import Attribution, completeness_error, map_shape
+from ._result import Attribution, completeness_error, map_shape, reduce_maps
 from ._wrapped import attribute_wrapped
 
 Cells = Union[int, Sequence[int], str]
@@ -33,25 +34,17 @@ def _empty(T: int, c1: int, h1: int, invariance: Invariance) -> tuple[Optional[n
     return maps, np.full((T, c1), np.nan, dtype=np.float32), np.full(T, np.nan, dtype=np.float32)
 
 
-def _reduce_maps(a: torch.Tensor, invariance: Invariance) -> Optional[torch.Tensor]:
-    """A (n, C, h, w) summed along the uniform axis ("y": over y, "x": over x); None for "space"."""
-    if invariance == "none":
-        return a
-    if invariance == "y":
-        return a.sum(dim=2, keepdim=True)
-    if invariance == "x":
-        return a.sum(dim=3, keepdim=True)
-    return None
-
-
 def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells: list[int], rule: Rule,
-                      steps: int, invariance: Invariance, batch_size: int, progress: Optional[Progress]):
-    """(maps, channels, rates, F(0)) of the frames ``idx``; arrays over T, NaN elsewhere.
+                      steps: Optional[int], tol: Optional[float], invariance: Invariance, batch_size: int,
+                      progress: Optional[Progress]):
+    """(maps, channels, rates, F(0), steps per frame) of the frames ``idx``; arrays over T, NaN (0) elsewhere.
 
     Distinct windows only (repeated ones are copied), in chunks of
-    ``max(1, batch_size // steps)`` frames; conv1 by
-    :class:`~napari_retina.first_layer.FirstLayer`, then the path integral of
-    :func:`~._integrate.integrate_chunk`, and A = G·(W⊛s).
+    ``max(1, batch_size // steps)`` frames (``DEFAULT_STEPS`` with ``tol``);
+    conv1 by :class:`~napari_retina.first_layer.FirstLayer`, then the path
+    integral at fixed ``steps`` (:func:`~._integrate.integrate_chunk`) or
+    refined until ``tol`` (:func:`~._adaptive.integrate_adaptive`), and A = G·(W⊛s).
+    ``progress`` is called once per chunk.
     """
     # a private copy without parameter gradients (cheap: the model is small)
     net = copy.deepcopy(model).eval().requires_grad_(False)
@@ -60,31 +53,49 @@ def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells
     scale, shift = net.first_layer_affine()
     rest = layer.rest()  # z of the baseline s = 0: the bias
     a0 = scale * rest[0] + shift  # bn1 output at the baseline (α = 0)
-    alphas, weights = quadrature(rule, steps)
     maps, chan, rates = _empty(len(stim), cfg.channels[0], cfg.map_sizes[0], invariance)
+    per_frame = np.zeros(len(stim), dtype=np.int64)
     todo, inverse = unique_windows(stim, idx, cfg.history)
     with torch.no_grad():
         head = Head(net, cells)
         f0 = float(net.from_first_layer(rest).to(torch.float64)[0, cells].sum())
+    scales = Scales(a0.device)
     report(progress, 0, len(todo))
-    chunk = max(1, batch_size // steps)
+    chunk = max(1, batch_size // (DEFAULT_STEPS if steps is None else steps))
     for start in range(0, len(todo), chunk):
         fidx = todo[start : start + chunk]
         with torch.no_grad():
             d = layer.linear(fidx)
-            G, r = integrate_chunk(head, d, a0, scale, alphas, weights, rule, batch_size)
+            if steps is None:
+                G, r, used = integrate_adaptive(head, d, a0, scale, rule, tol, batch_size, f0, invariance, scales)
+            else:
+                G, r = integrate_chunk(head, d, a0, scale, *quadrature(rule, steps), rule, batch_size)
+                used = steps
             A = G * d
-            red = _reduce_maps(A, invariance)
+            red = reduce_maps(A, invariance)
             if red is not None:
                 maps[fidx] = red.float().cpu().numpy()
             chan[fidx] = A.sum(dim=(2, 3)).float().cpu().numpy()
             rates[fidx] = r.float().cpu().numpy()
+            per_frame[fidx] = used
         report(progress, start + len(fidx), len(todo))
     if len(todo) < len(idx):  # repeated windows: identical inputs, identical attributions
-        for arr in (maps, chan, rates):
+        for arr in (maps, chan, rates, per_frame):
             if arr is not None:
                 arr[idx] = arr[todo][inverse]
-    return maps, chan, rates, f0
+    return maps, chan, rates, f0, per_frame
+
+
+def _check_quadrature(rule, steps, tol) -> tuple[Rule, Optional[int], Optional[float]]:
+    """(rule, steps, tol) checked: fixed ``steps`` (tol None) or adaptive to ``tol`` (steps None), not both."""
+    if steps is not None and tol is not None:
+        raise ValueError(f"give steps (a fixed quadrature) or tol (refined until it meets tol), not both; "
+                         f"got steps={steps!r} and tol={tol!r}")
+    rule = DEFAULT_RULE if rule is None else rule
+    if steps is not None:
+        return (*check_rule_steps(rule, steps), None)
+    rule, _ = check_rule_steps(rule, DEFAULT_STEPS)
+    return rule, None, check_tol(DEFAULT_TOL if tol is None else tol)
 
 
 def attribute(
@@ -93,6 +104,7 @@ def attribute(
     cell: Cells = 0,
     steps: Optional[int] = None,
     rule: Optional[Rule] = None,
+    tol: Optional[float] = None,
     invariance: InvarianceArg = "auto",
     frames: Frames = None,
     device: DeviceLike = None,
@@ -118,14 +130,27 @@ def attribute(
     cell : int, list of int or "all"
         The attributed output is the sum of these cells' rates.
     steps : int, optional
-        Quadrature points along the path (default 8 with the default rule),
-        at most :data:`MAX_STEPS` (10,000).
+        A fixed number of quadrature points along the path, at most
+        :data:`MAX_STEPS` (10,000); with ``rule`` one of Captum's, the result
+        equals Captum's point for point. Default: none, the quadrature is
+        refined per frame until it meets ``tol``.
     rule : str, optional
         ``"kink_midpoint"`` (default), ``"kink1_midpoint"`` or one of Captum's
         ``"riemann_left"``, ``"riemann_right"``, ``"riemann_middle"``,
         ``"riemann_trapezoid"``, ``"gausslegendre"`` (same α points and weights
         as Captum, so results match ``LayerIntegratedGradients`` on conv1 point
-        for point); see :mod:`napari_retina.attribution._quadrature`.
+        for point); see :mod:`napari_retina.attribution._quadrature`. With
+        ``tol`` (no ``steps``) the rule is refined at 8, 16, 32, … points.
+    tol : float, optional
+        The accuracy asked for, without ``steps`` (default
+        :data:`DEFAULT_TOL` = 1e-3): each frame's quadrature is doubled from
+        8 points until its completeness gap is at most ``tol`` times the
+        largest response (so ``completeness_error <= tol``) and the change of
+        its maps between the last two refinements, halved (an estimate of
+        their error), is at most ``tol`` times the largest frame's maps
+        (:mod:`napari_retina.attribution._adaptive`); the points each frame
+        needed are ``steps_per_frame``. Giving both ``tol`` and ``steps`` is
+        a ValueError.
     invariance : "auto", "none", "x", "y" or "space"
         "space" (every frame uniform over space) sums the maps over space
         (maps None); "y" (uniform along y) sums them over y, (T, C, 1, w);
@@ -145,7 +170,7 @@ def attribute(
         only; see :func:`napari_retina._validate.parse_crop`); the window's
         corner is the result's ``crop_origin``.
     progress : callable, optional
-        ``progress(done, total)`` after each chunk, counting distinct windows;
+        ``progress(done, total)`` after each chunk of frames, counting distinct windows;
         raise :class:`napari_retina.Cancelled` in it to stop.
     normalize : False, True or "zscore"
         As in :func:`napari_retina.predict`: True or "zscore" z-scores the
@@ -160,7 +185,7 @@ def attribute(
         raise a ValueError.
 
     Memory stays bounded whatever T: frames are processed in chunks of
-    ``max(1, batch_size // steps)``; besides the stimulus and the outputs
+    ``max(1, batch_size // steps)`` (``steps`` = 8 with ``tol``); besides the stimulus and the outputs
     (T·C·h·w·4 bytes for "none" maps), a chunk needs about
     ``chunk·(history·H·W + 6·C1·h1²)·4`` bytes and a backward pass about
     ``batch_size·(4·C1·h1² + 3·C2·h2²)·4`` bytes (≈ 60 MB at 256 for the
@@ -175,19 +200,22 @@ def attribute(
     """
     if getattr(model, "wrapped", False):  # a user's module (nr.wrap): Captum's layer IG, see ._wrapped
         check_invariance(invariance)
+        if tol is not None:
+            raise ValueError("a wrapped module (nr.wrap) is attributed with a fixed number of steps; pass steps=, "
+                             f"not tol={tol!r}")
         return attribute_wrapped(model, stimulus, cell, steps, rule, frames, device, batch_size, crop, progress,
                                  normalize)
     model = model_on(model, device)
     cfg = model.config
     cells = check_cells(cell, cfg.n_cells)
-    rule, steps = check_rule_steps(DEFAULT_RULE if rule is None else rule, DEFAULT_STEPS if steps is None else steps)
+    rule, steps, tol = _check_quadrature(rule, steps, tol)
     check_invariance(invariance)
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
     origin = crop_origin(np.shape(stimulus)[1:], cfg.size, crop)
     idx = select_frames(len(stim), cfg.history, frames)
     bs = default_batch_size(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
     inv = resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1], invariance)
-    maps, chan, rates, f0 = _integrate_frames(model, stim, idx, cells, rule, steps, inv, bs, progress)
+    maps, chan, rates, f0, per_frame = _integrate_frames(model, stim, idx, cells, rule, steps, tol, inv, bs, progress)
     check_finite_output(rates, idx, "the model's rates", stim)
     check_finite_output(chan, idx, "the attributions", stim)
     if maps is not None:
@@ -196,6 +224,7 @@ def attribute(
     return Attribution(
         maps=maps, channels=chan, response=response, rates=rates, baseline_rate=f0,
         completeness_error=completeness_error(chan[idx], response[idx], rates[idx], f0),
-        cells=cells, steps=steps, rule=rule, invariance=inv, frames=idx, offset=cfg.first_layer_offset,
-        history=cfg.history, stimulus=stim, model=model, crop_origin=origin,
+        cells=cells, steps=int(per_frame[idx].max()), rule=rule, invariance=inv, frames=idx,
+        offset=cfg.first_layer_offset, history=cfg.history, stimulus=stim, model=model, crop_origin=origin,
+        tol=tol, steps_per_frame=per_frame,
     )

@@ -58,27 +58,26 @@ def _block(head: Head, a0: torch.Tensor, cf: torch.Tensor, interval: Optional[tu
     return (q.view(cf.shape[0], ga, *q.shape[1:]) * w1).sum(1)
 
 
-def integrate_chunk(head: Head, d: torch.Tensor, a0: torch.Tensor, scale: torch.Tensor, alphas: np.ndarray,
-                    weights: np.ndarray, rule: Rule, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """G = ∫ ∂F/∂z dα for each frame of a chunk, (n, C, h, w), and F(s_t), (n,).
+def chunk_rates(head: Head, a0: torch.Tensor, c: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """F(s_t), (n,), from c = scale·d (n, C, h, w): u2 at α = 1 in the model's own modules."""
+    u2_one = torch.cat([head.u2(F.relu(a0 + c[i : i + batch_size])) for i in range(0, len(c), batch_size)])
+    return head.out(F.relu(u2_one))
 
-    ``d``: (n, C, h, w) = W⊛s per frame, so z(α) = b + α·d and bn1's output
-    is u1(α) = a0 + α·c with a0 = scale·b + shift (C, h, w), c = scale·d.
-    ``alphas``, ``weights`` (m,) from :func:`~._quadrature.quadrature`.
 
-    Points are processed as (frames, α) blocks of at most ``batch_size``
-    points (whole frames when ``batch_size >= steps``), so the sum over α is a
-    plain reduction. Per frame, the first-layer active interval is computed once.
+def path_integral(head: Head, c: torch.Tensor, a0: torch.Tensor, alphas: np.ndarray, weights: np.ndarray,
+                  rule: Rule, batch_size: int) -> torch.Tensor:
+    """Σ over the rule's points of the weighted ∂F/∂y1 samples, (n, C, h, w), for c = scale·d (n, C, h, w).
+
+    Times ``scale`` this is G = ∫ ∂F/∂z dα (:func:`integrate_chunk`). Points are
+    processed as (frames, α) blocks of at most ``batch_size`` points (whole
+    frames when ``batch_size >= steps``), so the sum over α is a plain
+    reduction. Per frame, the first-layer active interval is computed once.
     """
-    n = d.shape[0]
-    c = scale * d
-    pts = _Points(torch.as_tensor(alphas, dtype=d.dtype, device=d.device),
-                  torch.as_tensor(weights, dtype=d.dtype, device=d.device), rule)
+    n = c.shape[0]
+    pts = _Points(torch.as_tensor(alphas, dtype=c.dtype, device=c.device),
+                  torch.as_tensor(weights, dtype=c.dtype, device=c.device), rule)
     m = len(alphas)
     G = torch.zeros_like(c)
-    # u2 at α = 1 (the rates), in the model's own modules
-    u2_one = torch.cat([head.u2(F.relu(a0 + c[i : i + batch_size])) for i in range(0, n, batch_size)])
-    rates = head.out(F.relu(u2_one))
     per_frames = max(1, batch_size // m)
     group = min(m, batch_size)
     for f0 in range(0, n, per_frames):
@@ -86,4 +85,17 @@ def integrate_chunk(head: Head, d: torch.Tensor, a0: torch.Tensor, scale: torch.
         interval = active_interval(a0, cf) if pts.kink else None
         for j0 in range(0, m, group):
             G[f0 : f0 + cf.shape[0]] += _block(head, a0, cf, interval, pts, j0, min(group, m - j0))
-    return G * scale, rates
+    return G
+
+
+def integrate_chunk(head: Head, d: torch.Tensor, a0: torch.Tensor, scale: torch.Tensor, alphas: np.ndarray,
+                    weights: np.ndarray, rule: Rule, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """G = ∫ ∂F/∂z dα for each frame of a chunk, (n, C, h, w), and F(s_t), (n,).
+
+    ``d``: (n, C, h, w) = W⊛s per frame, so z(α) = b + α·d and bn1's output
+    is u1(α) = a0 + α·c with a0 = scale·b + shift (C, h, w), c = scale·d.
+    ``alphas``, ``weights`` (m,) from :func:`~._quadrature.quadrature`; the
+    points are batched as in :func:`path_integral`.
+    """
+    c = scale * d
+    return path_integral(head, c, a0, alphas, weights, rule, batch_size) * scale, chunk_rates(head, a0, c, batch_size)

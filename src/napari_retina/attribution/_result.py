@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
+import torch
 
 from .._invariance import Invariance
 from .._json import jsonable
@@ -21,6 +22,23 @@ def map_shape(channels: int, side: int, invariance: str) -> Optional[tuple[int, 
     """(C, h, w) of one frame's maps: (C, h, h) for "none", summed along y (C, 1, h) for "y",
     along x (C, h, 1) for "x"; None for "space" (no maps). ``side`` is conv1's map side h."""
     return {"none": (channels, side, side), "y": (channels, 1, side), "x": (channels, side, 1)}.get(invariance)
+
+
+def reduce_maps(a: torch.Tensor, invariance: Invariance) -> Optional[torch.Tensor]:
+    """A (n, C, h, w) summed along the uniform axis ("y": over y, "x": over x); None for "space"."""
+    if invariance == "none":
+        return a
+    if invariance == "y":
+        return a.sum(dim=2, keepdim=True)
+    if invariance == "x":
+        return a.sum(dim=3, keepdim=True)
+    return None
+
+
+def reported(a: torch.Tensor, invariance: Invariance) -> torch.Tensor:
+    """What the result holds of A (n, C, h, w): its maps (:func:`reduce_maps`), or the channels (n, C) for "space"."""
+    red = reduce_maps(a, invariance)
+    return a.sum(dim=(2, 3)) if red is None else red
 
 
 @dataclass
@@ -50,7 +68,8 @@ class Attribution:
         near-zero stimulus gives a small finite value, not inf). For any
         response above the floor it is the plain relative error.
     cells : attributed cells (their rates are summed).
-    steps, rule : quadrature used; invariance : "none" | "x" | "y" | "space".
+    steps, rule : quadrature used (with ``tol``, the most points any frame
+        needed); invariance : "none" | "x" | "y" | "space".
     frames : int (n,), the attributed frames.
     offset : stimulus pixel under map pixel 0 (k1 // 2).
     history : frames per window.
@@ -58,6 +77,10 @@ class Attribution:
     model : the model used.
     crop_origin : (y0, x0), pixels: where the analysed ``size × size`` window
         sits in the input stack ((0, 0) when nothing was cut).
+    tol : the tolerance the quadrature was refined to (adaptive, the default;
+        :mod:`napari_retina.attribution._adaptive`), or None for fixed ``steps``.
+    steps_per_frame : int64 (T,), the quadrature points each frame used
+        (``steps`` everywhere with fixed steps), 0 on frames not attributed.
     """
 
     maps: Optional[np.ndarray]
@@ -76,11 +99,13 @@ class Attribution:
     stimulus: np.ndarray = field(repr=False)
     model: RetinaCNN = field(repr=False)
     crop_origin: tuple[int, int] = (0, 0)
+    tol: Optional[float] = None
+    steps_per_frame: Optional[np.ndarray] = None
 
     def to_dict(self) -> dict[str, Any]:
         """Arrays and parameters as a flat dict for :func:`napari_retina.io.write_results`.
 
-        NumPy arrays for ``channels``, ``response``, ``rates`` (T,…), ``cells``,
+        NumPy arrays for ``channels``, ``response``, ``rates``, ``steps_per_frame`` (T,…), ``cells``,
         ``frames`` and ``crop_origin`` (2,), ``maps`` only when there are maps;
         plain Python numbers and strings for the rest. ``stimulus`` and
         ``model`` are not included (write the stimulus and the model's config
@@ -93,9 +118,11 @@ class Attribution:
             "cells": np.asarray(self.cells), "frames": np.asarray(self.frames),
             "crop_origin": np.asarray(self.crop_origin, dtype=np.int64),
         }
+        if self.steps_per_frame is not None:
+            out["steps_per_frame"] = self.steps_per_frame
         out.update(jsonable({
             "baseline_rate": self.baseline_rate, "completeness_error": self.completeness_error,
-            "steps": self.steps, "rule": self.rule, "invariance": self.invariance, "offset": self.offset,
+            "steps": self.steps, "tol": self.tol, "rule": self.rule, "invariance": self.invariance, "offset": self.offset,
             "history": self.history,
         }))
         if self.maps is not None:

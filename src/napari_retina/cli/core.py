@@ -1,4 +1,4 @@
-"""``napari-retina demo`` and ``napari-retina predict``."""
+"""``napari-retina demo``, ``napari-retina predict`` and ``napari-retina attribute``."""
 
 from __future__ import annotations
 
@@ -54,6 +54,46 @@ def _predict(args) -> int:
     return 0
 
 
+def parse_cell(text: str):
+    """``--cell``: "all", an index ("2") or a comma-separated list ("0,2"), for ``nr.attribute(cell=...)``."""
+    if text.strip() == "all":
+        return "all"
+    try:
+        cells = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--cell must be 'all', an index or a comma-separated list of indices, got {text!r}") from None
+    return cells[0] if len(cells) == 1 else cells
+
+
+def _attribute(args) -> int:
+    from .._validate import parse_crop
+    from ..attribution import attribute
+    from ..checkpoint import load_model
+    from ..io import HDF5_SUFFIXES, read_stimulus, write_results
+
+    out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",))
+    crop, cell = parse_crop(args.crop), parse_cell(args.cell)
+    model = load_model(args.model, device=args.device)
+    stim = read_stimulus(args.stimulus, key=args.key)
+    normalize = "zscore" if args.normalize else False
+    with tqdm_progress("attribute", disable=args.quiet) as progress:
+        attr = attribute(model, stim, cell=cell, steps=args.steps, tol=args.tol, invariance=args.invariance,
+                         batch_size=args.batch_size, crop=crop, progress=progress, normalize=normalize)
+    write_results(out, {
+        "attribution": attr.to_dict(),
+        "units": f"spikes per {FRAME_MS:g} ms bin; frame t from frames t-history+1..t; NaN without full history",
+        "stimulus_file": str(args.stimulus),
+        "normalize": normalize or "none",
+        "model": {"path": str(args.model or "default"), "provenance": json.dumps(model.provenance)},
+    })
+    used = attr.steps_per_frame[attr.frames]
+    how = f"tol {attr.tol:g}, {int(used.min())}–{int(used.max())} steps per frame" if attr.tol is not None \
+        else f"{attr.steps} steps"
+    print(f"wrote {out}: attribution of cell(s) {attr.cells} on {len(attr.frames)} frames ({attr.rule}, {how}, "
+          f"invariance {attr.invariance}); completeness error {attr.completeness_error:.1e}")
+    return 0
+
+
 def register(sub) -> None:
     demo = sub.add_parser(
         "demo",
@@ -82,3 +122,28 @@ def register(sub) -> None:
                            "default: floats are contrast units, integer stacks are normalised anyway")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
     pred.set_defaults(func=_predict)
+
+    from ..attribution import DEFAULT_TOL, INVARIANCES
+
+    attr = sub.add_parser("attribute", help="integrated gradients of a cell's rate to the first-layer units",
+                          description="Attribute a cell's rate (spikes per 10 ms bin) to the model's first-layer "
+                                      "units over a .npy/.tif/.h5 stimulus stack, frame by frame (nr.attribute).")
+    attr.add_argument("stimulus", help="stimulus stack (T, H, W): .npy, .tif/.tiff or .h5 (lab layout)")
+    attr.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+    attr.add_argument("--key", default=None, help="HDF5 dataset holding the stimulus")
+    attr.add_argument("--cell", default="0", help="cell index, comma-separated indices (rates summed) or 'all' "
+                                                  "(default 0)")
+    quad = attr.add_mutually_exclusive_group()
+    quad.add_argument("--tol", type=float, default=None,
+                      help="accuracy: the quadrature is refined per frame until the completeness error and the "
+                           f"maps' estimated error are within it (default {DEFAULT_TOL:g}, nr.attribute's)")
+    quad.add_argument("--steps", type=int, default=None, help="a fixed number of quadrature steps instead of --tol")
+    attr.add_argument("--invariance", default="auto", choices=list(INVARIANCES),
+                      help="sum the maps over a uniform axis or all space (default auto: what the stimulus allows)")
+    attr.add_argument("--out", default="attribution.h5", help="output .h5 or .npz (default attribution.h5)")
+    attr.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
+    attr.add_argument("--batch-size", type=int, default=None, help="path points per backward pass")
+    attr.add_argument("--crop", default=None, help="'center', 'none' or 'y0,x0' (as for predict)")
+    attr.add_argument("--normalize", action="store_true", help="z-score the stack by its own mean and std")
+    attr.add_argument("--quiet", action="store_true", help="no progress bar")
+    attr.set_defaults(func=_attribute)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_write_text
+from ..attribution import DEFAULT_TOL
 from .._json import jsonable
 from ._paths import check_out_dir
 from ._progress import tqdm_progress
@@ -58,7 +59,7 @@ def _summary(res, truth=None, recovery=None) -> dict:
             "pools": red.pools,
             "bias": red.bias,
         },
-        "attribution": {"steps": res.attribution.steps, "rule": res.attribution.rule,
+        "attribution": {"steps": res.attribution.steps, "tol": res.attribution.tol, "rule": res.attribution.rule,
                         "invariance": res.attribution.invariance, "frames": len(res.attribution.frames),
                         "completeness_error": res.attribution.completeness_error},
         "conditions": res.conditions,
@@ -87,7 +88,7 @@ def _experiment(args) -> int:
     retina = "auto" if not args.no_truth else None
     with tqdm_progress("experiments", unit="experiment", disable=args.quiet) as progress:
         bat = experiments.battery(model, args.cell, retina=retina, names=names, explain=args.explain,
-                                  steps=args.steps, progress=progress, **params)
+                                  steps=args.steps, tol=args.tol, progress=progress, **params)
     for n in names:
         res, truth = bat["results"][n], bat["truth"][n]
         _write_json(out / f"{n}.json", _summary(res, truth, bat["recovery"].get(n)))
@@ -121,7 +122,13 @@ def register(sub) -> None:
     p.add_argument("--out", default="napari-retina-experiments", help="output folder (default ./napari-retina-experiments)")
     p.add_argument("--cell", type=int, default=0, help="cell index (default 0)")
     p.add_argument("--explain", type=float, default=0.9, help="variance fraction the kept channels explain (0, 1]")
-    p.add_argument("--steps", type=int, default=None, help="integrated-gradients steps (default: nr.attribute's)")
+    steps = p.add_mutually_exclusive_group()
+    steps.add_argument("--tol", type=float, default=None,
+                       help="integrated-gradients accuracy: the quadrature is refined per frame until the "
+                            f"completeness error and the maps' estimated error are within it (default "
+                            f"{DEFAULT_TOL:g}, nr.attribute's)")
+    steps.add_argument("--steps", type=int, default=None,
+                       help="a fixed number of integrated-gradients steps instead of --tol")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="experiment parameter, JSON value (repeatable), e.g. --param periods=[3,5,8]")
     p.add_argument("--no-truth", action="store_true", help="skip the ground-truth retina")

@@ -388,7 +388,7 @@ def baseline(trace: np.ndarray, start: int, stop: int) -> float:
 
 
 def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[int] = None,
-              progress: Optional[Progress] = None, **params) -> ExperimentResult:
+              tol: Optional[float] = None, progress: Optional[Progress] = None, **params) -> ExperimentResult:
     """Build ``module``'s protocol for ``model``, run, attribute, reduce and read out."""
     if not isinstance(model, RetinaCNN):
         raise TypeError(f"model must be a RetinaCNN (see nr.load_model), got {type(model).__name__}")
@@ -408,7 +408,7 @@ def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[in
         with warnings.catch_warnings():
             # the movie is in contrast units by construction; its scale is the caller's parameters
             warnings.simplefilter("ignore", StimulusUnitsWarning)
-            attr = attribute(model, proto.stimulus, cell=cells, steps=steps, invariance=proto.invariance,
+            attr = attribute(model, proto.stimulus, cell=cells, steps=steps, tol=tol, invariance=proto.invariance,
                              frames=proto.frames)
     except NonFiniteOutputError as exc:  # the advice for an experiment is about its parameters
         raise NonFiniteOutputError(exc.finding, PARAMETER_REMEDY) from None

@@ -73,7 +73,8 @@ def phenomena(retina: Optional[Retina] = None, cell: int = 0) -> dict:
 
 
 def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None, explain: float = 0.9,
-            steps: Optional[int] = None, progress: Optional[Progress] = None, **params) -> dict:
+            steps: Optional[int] = None, tol: Optional[float] = None, progress: Optional[Progress] = None,
+            **params) -> dict:
     """Run experiments on ``model`` (and ``retina``) and tabulate them.
 
     Parameters
@@ -86,7 +87,7 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
         field matches the model's.
     names : list of str, optional
         Experiments to run (default: all registered).
-    explain, steps : passed to :func:`napari_retina.experiments.run`.
+    explain, steps, tol : passed to :func:`napari_retina.experiments.run`.
     progress : callable, optional
         ``progress(done_experiments, total)``.
     **params : passed to every experiment (e.g. ``max_frames``).
@@ -109,7 +110,7 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
     rows, results, truths, reports = [], {}, {}, {}
     report(progress, 0, len(names))
     for i, n in enumerate(names):
-        res = run(n, model, cell, explain=explain, steps=steps, **params)
+        res = run(n, model, cell, explain=explain, steps=steps, tol=tol, **params)
         truth = run_truth(n, retina, cell, **params) if retina is not None else None
         results[n], truths[n] = res, truth
         if retina is not None:

@@ -40,7 +40,7 @@ def parameters(name: str) -> dict:
 
 
 def run(name: str, model, cell=0, *, explain: float = 0.9, steps: Optional[int] = None,
-        progress: Optional[Progress] = None, **params) -> ExperimentResult:
+        tol: Optional[float] = None, progress: Optional[Progress] = None, **params) -> ExperimentResult:
     """Run experiment ``name`` on ``model``: stimulus, rates, attribution, reduction, readout.
 
     Parameters
@@ -53,8 +53,10 @@ def run(name: str, model, cell=0, *, explain: float = 0.9, steps: Optional[int] 
         Cell(s) whose summed rate is analysed.
     explain : float in (0, 1]
         Passed to :func:`napari_retina.reduce`.
-    steps : int, optional
-        Integrated-gradients steps (default: ``nr.attribute``'s).
+    steps, tol : optional
+        Integrated-gradients quadrature, as in :func:`napari_retina.attribute`:
+        fixed ``steps``, or refined until ``tol`` (default
+        ``nr.attribution.DEFAULT_TOL``).
     progress : callable, optional
         ``progress(done, 3)`` after the rates, the attribution and the reduction.
     **params
@@ -72,7 +74,7 @@ def run(name: str, model, cell=0, *, explain: float = 0.9, steps: Optional[int] 
     >>> res = run("latency", nr.load_model(), intensities=[-2, -5, -10])   # doctest: +SKIP
     >>> res.readout["spearman"]                                             # doctest: +SKIP
     """
-    return run_model(get(name), model, cell, explain=explain, steps=steps, progress=progress, **params)
+    return run_model(get(name), model, cell, explain=explain, steps=steps, tol=tol, progress=progress, **params)
 
 
 def readout(name: str, response, conditions: list) -> dict:

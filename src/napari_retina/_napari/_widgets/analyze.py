@@ -17,7 +17,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
 
 from ...analysis import Analysis, run_analysis
-from ...attribution import DEFAULT_STEPS, MAX_STEPS, attribute
+from ...attribution import DEFAULT_TOL, MAX_STEPS, MIN_TOL, attribute
 from ...model import RetinaCNN
 from ..._validate import StimulusUnitsWarning, warn_if_not_contrast
 from ...reduction import reduce
@@ -84,7 +84,13 @@ class AnalyzeWidget(Container):
         self.session = session(viewer)
         self.layer = layer_picker(viewer)
         self.cell = parameter_widget(attribute, "cell", annotation=int, min=0, max=999)
-        self.steps = parameter_widget(attribute, "steps", value=DEFAULT_STEPS, annotation=int, min=1, max=MAX_STEPS)
+        self.tol = parameter_widget(attribute, "tol", value=DEFAULT_TOL, annotation=float, min=MIN_TOL, max=0.5,
+                                    step=MIN_TOL, tooltip="accuracy: each frame's quadrature is refined until the "
+                                    "completeness error and the maps' estimated error are within it")
+        self.steps = parameter_widget(attribute, "steps", value=0, annotation=int, min=0, max=MAX_STEPS,
+                                      label="steps (0: by tol)",
+                                      tooltip="a fixed number of quadrature steps instead of tol; 0 refines by tol")
+        self.steps.changed.connect(lambda value: setattr(self.tol, "enabled", value == 0))
         self.invariance = parameter_widget(attribute, "invariance")
         self.crop = ComboBox(label="crop", choices=list(CROPS), value="none")
         self.normalize = CheckBox(label="normalize (z-score)", value=False,
@@ -99,8 +105,8 @@ class AnalyzeWidget(Container):
         self.result_label.native.setWordWrap(True)
         self.save_path = FileEdit(label="save to", mode="w", filter="*.h5 *.hdf5 *.csv")
         self.save_button = PushButton(text="Save analysis (.h5) / traces (.csv)")
-        self.extend([self.layer, self.cell, self.steps, self.invariance, self.crop, self.normalize, self.do_reduce,
-                     self.explain,
+        self.extend([self.layer, self.cell, self.tol, self.steps, self.invariance, self.crop, self.normalize,
+                     self.do_reduce, self.explain,
                      self.run_button, *self.task.widgets, self.result_label, self.save_path, self.save_button])
         self.run_button.changed.connect(lambda *_: self.run())
         self.save_button.changed.connect(lambda *_: self.save(Path(self.save_path.value)))
@@ -113,7 +119,9 @@ class AnalyzeWidget(Container):
 
     def parameters(self) -> dict:
         """The parameters of :func:`~napari_retina.analysis.run_analysis` as shown in the widget."""
-        return {"cell": int(self.cell.value), "steps": int(self.steps.value), "invariance": self.invariance.value,
+        steps = int(self.steps.value) or None  # 0: refined until tol
+        return {"cell": int(self.cell.value), "steps": steps, "tol": None if steps else float(self.tol.value),
+                "invariance": self.invariance.value,
                 "crop": self.crop.value, "normalize": "zscore" if self.normalize.value else False,
                 "reduce": bool(self.do_reduce.value), "explain": float(self.explain.value)}
 

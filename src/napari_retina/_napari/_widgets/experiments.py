@@ -7,7 +7,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton, Table
 
 from ... import experiments
-from ...attribution import DEFAULT_STEPS, MAX_STEPS
+from ...attribution import MAX_STEPS
 from .._session import session
 from .._tasks import Task, notify, one_sentence
 from .._viewer import add_result_layers
@@ -41,8 +41,10 @@ class ExperimentsWidget(Container):
         names = list(experiments.names())
         self.experiment = ComboBox(label="experiment", choices=names, value=names[0])
         self.cell = parameter_widget(experiments.run, "cell", annotation=int, min=0, max=999)
-        self.steps = parameter_widget(experiments.run, "steps", value=DEFAULT_STEPS, annotation=int, min=1,
-                                      max=MAX_STEPS)
+        self.steps = parameter_widget(experiments.run, "steps", value=0, annotation=int, min=0, max=MAX_STEPS,
+                                      label="steps (0: by tol)",
+                                      tooltip="a fixed number of quadrature steps; 0 refines each frame until "
+                                              "nr.attribute's default tol")
         self.run_button = PushButton(text="Run")
         self.run_all_button = PushButton(text="Run all")
         self.task = Task("experiment run")
@@ -67,7 +69,7 @@ class ExperimentsWidget(Container):
         except Exception as exc:
             notify("error", f"Could not load the model: {one_sentence(exc)}")
             return False
-        cell, steps = int(self.cell.value), int(self.steps.value)
+        cell, steps = int(self.cell.value), int(self.steps.value) or None  # 0: nr.attribute's tol
         if cell >= model.config.n_cells:
             notify("error", f"Cell {cell} does not exist; the model has cells 0–{model.config.n_cells - 1}.")
             return False

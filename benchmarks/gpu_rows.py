@@ -1,0 +1,299 @@
+"""Every GPU row of issue 15 in one run (≤ ~2 minutes on an H200): a markdown table, and JSON in $OUT.
+
+Run:  PYTHONPATH=src python benchmarks/gpu_rows.py [--frames 10000] [--predict-frames 100000]
+      [--captum-frames 1000] [--budget 110]
+
+Needs torch with CUDA, numpy (h5py/tifffile come with the package); Captum is
+optional (its rows are skipped, with a note, when it is missing). Rows, all
+on the shipped model, cell 0 unless said, times best of ``--repeats`` after a
+warm-up (CUDA synchronised around each):
+
+A   white noise, ``--frames`` frames, nr.attribute defaults (tol=1e-3):
+    time, frames/s, steps per frame, completeness error, and its work
+    (bench_attribution.flops_per_frame at the points evaluated, 8 + 16 + …)
+    as a fraction of the float32 matmul rate. A8: the old default (8 fixed
+    kink_midpoint steps), the 1.06 s of the issue. Ab: defaults with
+    ``batch_size=4096`` (bigger fused batches; the GPU default is 1024).
+B   ``cell="all"`` (every cell summed), defaults: time and its ratio to A
+    (the issue's target: ≤ 2×).
+C   nr.predict on ``--predict-frames`` white-noise frames.
+D   Captum LayerIntegratedGradients GL-50 on conv1 (20 frames per call,
+    internal batch 1000) on the first ``--captum-frames`` frames, against
+    nr.attribute defaults and nr.attribute GL-50 on the same frames; errors
+    of the maps against a float64 2,000-step kink_midpoint reference (on the
+    GPU) on 4 frames, and max |ours GL-50 − Captum| / max |Captum|.
+E   checks: the adaptive default on the GPU against the CPU on 64
+    white-noise frames (max |Δ| / max |maps|), and completeness ≤ tol on the
+    GPU for white noise, a 2,000-frame full-field flash train (2-frame
+    flashes of −2 every 8 frames, also timed) and a moving bar.
+T   the repository's GPU tests (``pytest -k "gpu or cuda"`` on
+    tests/test_attribution.py, test_experiments.py, test_predict.py), their
+    summary line in the table and the JSON (``--no-tests`` skips them).
+
+Rows that would start after ``--budget`` seconds are skipped and listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import napari_retina as nr
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_attribution import flops_per_frame  # noqa: E402
+
+DEV = torch.device("cuda")
+ROWS: list[dict] = []
+SKIPPED: list[str] = []
+T0 = time.perf_counter()
+
+
+def sync() -> None:
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn):
+    sync()
+    t = time.perf_counter()
+    out = fn()
+    sync()
+    return out, time.perf_counter() - t
+
+
+def best_of(fn, repeats: int):
+    out, best = None, np.inf
+    for _ in range(repeats):
+        out, dt = timed(fn)
+        best = min(best, dt)
+    return out, best
+
+
+def matmul_rate(tf32: bool = False) -> float:
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    n = 8192 if DEV.type == "cuda" else 1024
+    a, b = torch.randn(n, n, device=DEV), torch.randn(n, n, device=DEV)
+    a @ b
+    best = min(timed(lambda: a @ b)[1] for _ in range(10))
+    torch.backends.cuda.matmul.allow_tf32 = old
+    return 2 * n**3 / best / 1e9
+
+
+def steps_hist(attr) -> dict:
+    used = attr.steps_per_frame[attr.frames]
+    return {int(k): int(v) for k, v in zip(*np.unique(used, return_counts=True))}
+
+
+def work_gflop(attr) -> float:
+    """Attribution work (GFLOP) at the points each frame evaluated (adaptive: 8 + 16 + … + its level)."""
+    per = attr.steps_per_frame[attr.frames].astype(np.float64)
+    pts = 2 * per - nr.attribution.DEFAULT_STEPS if attr.tol is not None else per
+    return sum(flops_per_frame(attr.model.config, p, attr.rule) for p in pts) / 1e9
+
+
+def rel(a, b) -> float:
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
+
+
+def row(name: str, seconds: float, frames: int, **extra) -> None:
+    ROWS.append({"row": name, "seconds": round(seconds, 4), "frames": frames,
+                 "frames_per_s": round(frames / seconds) if seconds > 0 and frames else None, **extra})
+    print(f"[{time.perf_counter() - T0:5.1f} s] {name}: {seconds:.3f} s, {extra}", flush=True)
+
+
+def in_budget(name: str, budget: float) -> bool:
+    if time.perf_counter() - T0 > budget:
+        SKIPPED.append(name)
+        print(f"skipped {name}: past the {budget:.0f} s budget", flush=True)
+        return False
+    return True
+
+
+def flash_train(T: int, size: int) -> np.ndarray:
+    f = np.zeros(T, np.float32)
+    for t in range(0, T, 8):
+        f[t : t + 2] = -2.0
+    return np.broadcast_to(f[:, None, None], (T, size, size)).copy()
+
+
+def captum_gl50(model, stim, idx, per_call: int = 20, ibs: int = 1000) -> np.ndarray:
+    from captum.attr import LayerIntegratedGradients
+
+    lig = LayerIntegratedGradients(lambda inp: model(inp)[:, [0]].sum(1), model.conv1)
+    x_all = torch.from_numpy(stim).to(DEV)
+    H = model.config.history
+    out = []
+    for i in range(0, len(idx), per_call):
+        x = torch.stack([x_all[t - H + 1 : t + 1] for t in idx[i : i + per_call]])
+        out.append(lig.attribute(x, baselines=torch.zeros_like(x), n_steps=50, method="gausslegendre",
+                                 internal_batch_size=ibs).detach())
+    return torch.cat(out).cpu().numpy()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=10_000)
+    ap.add_argument("--predict-frames", type=int, default=100_000)
+    ap.add_argument("--captum-frames", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--budget", type=float, default=110.0, help="seconds after which no new row starts")
+    ap.add_argument("--ref-steps", type=int, default=2000, help="the float64 reference's steps (row D)")
+    ap.add_argument("--device", default="cuda", help="cuda (cpu only to smoke-test this script with small sizes)")
+    ap.add_argument("--no-tests", action="store_true", help="skip row T (the repository's GPU tests)")
+    args = ap.parse_args()
+    global DEV
+    DEV = torch.device(args.device)
+    if DEV.type == "cuda" and not torch.cuda.is_available():
+        print("gpu_rows.py needs a CUDA GPU; torch.cuda.is_available() is False")
+        return 2
+    try:
+        import captum  # noqa: F401
+        have_captum = True
+    except ImportError:
+        have_captum = False
+    model = nr.load_model(device=DEV)
+    cfg, H = model.config, model.config.history
+    info = {"device": torch.cuda.get_device_name(DEV) if DEV.type == "cuda" else "cpu", "torch": torch.__version__,
+            "cuda": torch.version.cuda, "date": f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC",
+            "cudnn_tf32": torch.backends.cudnn.allow_tf32, "captum": have_captum}
+    info["matmul_fp32_gflops"] = round(matmul_rate(False))
+    info["matmul_tf32_gflops"] = round(matmul_rate(True))
+    print(json.dumps(info), flush=True)
+    rate = info["matmul_fp32_gflops"]
+    rng = np.random.default_rng(0)
+    stim = rng.standard_normal((args.frames + H - 1, cfg.size, cfg.size)).astype(np.float32)
+    n = args.frames
+    warm = stim[: H + min(255, n - 1)]
+    nr.attribute(model, warm, cell=0)  # warm-up: cuDNN's algorithm choice, allocator
+    nr.attribute(model, warm, cell=0, steps=8)
+
+    # ---- A: one cell, defaults
+    a, t_a = best_of(lambda: nr.attribute(model, stim, cell=0), args.repeats)
+    gf = work_gflop(a)
+    row("A white noise, one cell, defaults (tol=1e-3)", t_a, n, completeness=a.completeness_error,
+        steps_per_frame=steps_hist(a), work_gflop=round(gf), fraction_of_fp32_matmul=round(gf / t_a / rate, 3))
+    if in_budget("A8", args.budget):
+        a8, t = best_of(lambda: nr.attribute(model, stim, cell=0, steps=8), args.repeats)
+        gf8 = work_gflop(a8)
+        row("A8 white noise, one cell, steps=8 (the old default)", t, n, completeness=a8.completeness_error,
+            fraction_of_fp32_matmul=round(gf8 / t / rate, 3))
+    if in_budget("Ab", args.budget):
+        ab, t = best_of(lambda: nr.attribute(model, stim, cell=0, batch_size=4096), 1)
+        row("Ab white noise, one cell, defaults, batch_size=4096", t, n, completeness=ab.completeness_error,
+            ratio_to_A=round(t / t_a, 3), max_abs_diff_to_A=float(np.abs(ab.maps[ab.frames] - a.maps[a.frames]).max()
+                                                                 / np.abs(a.maps[a.frames]).max()))
+    del a
+
+    # ---- B: every cell
+    if in_budget("B", args.budget):
+        b, t = best_of(lambda: nr.attribute(model, stim, cell="all"), 1)
+        row(f"B white noise, cell='all' ({cfg.n_cells} cells), defaults", t, n, completeness=b.completeness_error,
+            steps_per_frame=steps_hist(b), ratio_to_A=round(t / t_a, 3), target="<= 2")
+        del b
+
+    # ---- C: predict
+    if in_budget("C", args.budget):
+        big = rng.standard_normal((args.predict_frames, cfg.size, cfg.size), dtype=np.float32)
+        nr.predict(model, big[: min(2000, len(big))])
+        _, t = best_of(lambda: nr.predict(model, big), args.repeats)
+        row(f"C predict, {args.predict_frames:,} white-noise frames", t, args.predict_frames)
+        del big
+
+    # ---- D: Captum GL-50 on a subset
+    if in_budget("D", args.budget):
+        m = min(args.captum_frames, n)
+        sub = stim[: m + H - 1]
+        idx = np.arange(H - 1, len(sub))
+        ref_idx = idx[np.linspace(0, len(idx) - 1, 4).astype(int)]
+        m64 = copy.deepcopy(model).double()
+        ref, t_ref = timed(lambda: nr.attribute(m64, sub, cell=0, steps=args.ref_steps, invariance="none",
+                                                frames=ref_idx, batch_size=2048))
+        R = ref.maps[ref_idx].astype(np.float64)
+        ours, t_ours = best_of(lambda: nr.attribute(model, sub, cell=0, invariance="none"), args.repeats)
+        gl, t_gl = best_of(lambda: nr.attribute(model, sub, cell=0, steps=50, rule="gausslegendre",
+                                                invariance="none"), args.repeats)
+        pos = np.searchsorted(idx, ref_idx)
+        extra = {"ours_error": rel(ours.maps[ref_idx], R), "ours_gl50_error": rel(gl.maps[ref_idx], R),
+                 "reference_seconds": round(t_ref, 2)}
+        if have_captum:
+            captum_gl50(model, sub, idx[:40])  # warm-up
+            cap, t_cap = timed(lambda: captum_gl50(model, sub, idx))
+            extra.update(captum_seconds=round(t_cap, 3), captum_error=rel(cap[pos], R),
+                         speedup_default=round(t_cap / t_ours, 1), speedup_gl50=round(t_cap / t_gl, 1),
+                         accuracy_ratio=round(rel(cap[pos], R) / rel(ours.maps[ref_idx], R), 1),
+                         gl50_vs_captum=float(np.abs(gl.maps[idx] - cap).max() / np.abs(cap).max()))
+        else:
+            extra["captum"] = "not installed: Captum rows skipped"
+        row(f"D {m} white-noise frames: nr.attribute defaults vs Captum GL-50", t_ours, m,
+            ours_gl50_seconds=round(t_gl, 3),
+            **extra)
+
+    # ---- E: checks
+    if in_budget("E", args.budget):
+        small = stim[: H + min(63, n - 1)]
+        gpu = nr.attribute(model, small, cell=0, invariance="none")
+        cpu = nr.attribute(model, small, cell=0, invariance="none", device="cpu")
+        diff = float(np.abs(gpu.maps[gpu.frames] - cpu.maps[cpu.frames]).max() / np.abs(cpu.maps[cpu.frames]).max())
+        flashes = flash_train(2000, cfg.size)
+        nr.attribute(model, flashes[:200], cell=0)
+        fl, t_fl = best_of(lambda: nr.attribute(model, flashes, cell=0), args.repeats)
+        bar = nr.stimuli.moving_bar(speed=0.5, size=cfg.size)
+        br = nr.attribute(model, bar, cell=0)
+        tol = nr.attribution.DEFAULT_TOL
+        checks = {"gpu_vs_cpu_max_rel": diff, "gpu_steps_equal_cpu": bool((gpu.steps_per_frame ==
+                                                                           cpu.steps_per_frame).all()),
+                  "noise_completeness": gpu.completeness_error, "flash_completeness": fl.completeness_error,
+                  "bar_completeness": br.completeness_error,
+                  "all_within_tol": max(gpu.completeness_error, fl.completeness_error, br.completeness_error) <= tol}
+        row("E checks; flash train 2,000 frames timed", t_fl, len(fl.frames), flash_steps_per_frame=steps_hist(fl),
+            **checks)
+
+    # ---- T: the GPU tests
+    if not args.no_tests and in_budget("T", args.budget):
+        import subprocess
+
+        root = Path(__file__).resolve().parents[1]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "gpu or cuda",
+               "tests/test_attribution.py", "tests/test_experiments.py", "tests/test_predict.py"]
+        t = time.perf_counter()
+        done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(root / "src")})
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        print("\n".join(lines[-15:]), flush=True)
+        row("T GPU tests (pytest -k 'gpu or cuda')", time.perf_counter() - t, 0, exit_status=done.returncode,
+            summary=lines[-1] if lines else "")
+
+    print(f"\n{info['device']}, torch {info['torch']} (CUDA {info['cuda']}), {info['date']}; float32 matmul "
+          f"{info['matmul_fp32_gflops']:,} GFLOP/s (TF32 {info['matmul_tf32_gflops']:,}); "
+          f"total {time.perf_counter() - T0:.0f} s\n")
+    print("| row | time | frames/s | details |\n|---|---|---|---|")
+    for r in ROWS:
+        details = {k: v for k, v in r.items() if k not in ("row", "seconds", "frames", "frames_per_s")}
+        fps = "—" if r["frames_per_s"] is None else f"{r['frames_per_s']:,}"
+        print(f"| {r['row']} | {r['seconds']:.3f} s | {fps} | "
+              + "; ".join(f"{k} {v:.2e}" if isinstance(v, float) and abs(v) < 1e-2 else f"{k} {v}"
+                          for k, v in details.items()) + " |")
+    if SKIPPED:
+        print(f"\nskipped (past the budget): {', '.join(SKIPPED)}")
+    out = os.environ.get("OUT")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        path = Path(out) / "gpu_rows.json"
+        path.write_text(json.dumps({"info": info, "rows": ROWS, "skipped": SKIPPED}, indent=2, default=float))
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

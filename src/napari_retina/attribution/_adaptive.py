@@ -1,0 +1,127 @@
+"""Accuracy by tolerance: the quadrature refined per frame until it meets ``tol`` (METHOD.md §2).
+
+A chunk of frames is integrated at ``DEFAULT_STEPS`` points, then at twice as
+many, and so on (8, 16, 32, … up to :data:`ADAPTIVE_MAX_STEPS`). After each
+refinement, a frame is accepted at its finest level when both
+
+* its completeness gap ``|Σ A(t) − (F(s_t) − F(0))|`` is at most
+  ``tol · max(R, floor)``, with ``R`` the largest response ``|F(s_t) − F(0)|``
+  seen so far (this chunk's and earlier ones') and ``floor`` the completeness
+  floor of :func:`~._result.completeness_error`; and
+* its error estimate ``ESTIMATE_FACTOR · ‖A_2m(t) − A_m(t)‖`` is at most
+  ``tol · M``, with ``M`` the largest ``‖A(t)‖`` seen so far. ``A`` is what the
+  result reports: the maps, summed along the uniform axis for "x"/"y", the
+  channel traces for "space"; ``‖·‖`` the Frobenius norm over one frame.
+
+Frames not accepted are refined again; the others keep their result and their
+number of points (``Attribution.steps_per_frame``). Because ``R`` and ``M``
+only grow as chunks go by, each accepted frame meets the criterion against the
+final maxima too, so ``completeness_error <= tol`` on the whole result (up to
+float32 rounding of the sums), and the maps' error estimate, relative to the
+largest frame's maps, is below ``tol`` on every frame.
+
+Why ``ESTIMATE_FACTOR = 0.5``: the kink rules' error falls by ~3.5× per
+doubling (order ≈ 1.8, BENCHMARKS.md "Attribution"), so the error of the finer
+level is ≈ 1/(3.5 − 1) = 0.4 of its change from the coarser one; measured on
+the shipped model (12 white-noise frames, float64 2,000-step reference) the
+ratio per frame was 0.34–0.56 (median ≈ 0.4). Half the change is the estimate.
+Frames that reach :data:`ADAPTIVE_MAX_STEPS` are accepted as they are (their
+completeness error is in the result), and so are frames whose estimate is NaN
+or infinite (refining cannot mend that; ``attribute`` then reports it).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+from .._invariance import Invariance
+from ._head import Head
+from ._integrate import chunk_rates, path_integral
+from ._quadrature import DEFAULT_STEPS, Rule, quadrature
+from ._result import COMPLETENESS_FLOOR_EPS, reported
+
+#: the default tolerance of ``nr.attribute`` (the completeness metric and the maps' error estimate)
+DEFAULT_TOL = 1e-3
+#: the error of the finer of two levels, as a fraction of their difference (see the module docstring)
+ESTIMATE_FACTOR = 0.5
+#: the finest level the adaptive rule goes to (points per frame)
+ADAPTIVE_MAX_STEPS = 1024
+#: the smallest tolerance accepted: float32 sums of ~10⁴ terms are not resolved much better
+MIN_TOL = 1e-6
+
+
+def check_tol(tol) -> float:
+    """``tol`` checked: a number in [MIN_TOL, 1), or a one-sentence TypeError/ValueError."""
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a number, got {type(tol).__name__} {tol!r}")
+    if not (np.isfinite(tol) and MIN_TOL <= tol < 1):
+        raise ValueError(f"tol must be a number in [{MIN_TOL:g}, 1) (a relative error), got {tol}")
+    return float(tol)
+
+
+class Scales:
+    """The running maxima the criterion is relative to, over the chunks so far (float64 0-d tensors).
+
+    ``response``: max |F(s_t) − F(0)|; ``level``: max(|F(0)|, |F(s_t)|, 1), for
+    the completeness floor; ``maps``: max over frames of ‖A(t)‖ (Frobenius).
+    They stay on the device (NaN ignored), so updating them needs no host
+    synchronisation.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        self.response, self.level, self.maps = zero, zero + 1.0, zero
+
+    def floor(self) -> torch.Tensor:
+        """The completeness floor of :func:`~._result.completeness_error` at the current level."""
+        return COMPLETENESS_FLOOR_EPS * float(np.finfo(np.float32).eps) * self.level
+
+
+def _frame_norms(x: torch.Tensor) -> torch.Tensor:
+    """‖x(t)‖ per frame, float64 (n,), for x (n, …)."""
+    return torch.linalg.vector_norm(x.flatten(1).double(), dim=1)
+
+
+def integrate_adaptive(head: Head, d: torch.Tensor, a0: torch.Tensor, scale: torch.Tensor, rule: Rule,
+                       tol: float, batch_size: int, f0: float, invariance: Invariance,
+                       scales: Scales) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """G = ∫ ∂F/∂z dα per frame (n, C, h, w), F(s_t) (n,) and the points each frame needed, int64 (n,).
+
+    ``d`` (n, C, h, w) = W⊛s per frame; ``a0``, ``scale`` as in
+    :func:`~._integrate.integrate_chunk`; ``f0`` = F(0). Levels of ``rule`` at
+    ``DEFAULT_STEPS·2^k`` points until every frame meets ``tol`` (module
+    docstring); ``scales`` is updated with this chunk's maxima. One host
+    synchronisation per level (reading which frames are done).
+    """
+    c = scale * d
+    rates = chunk_rates(head, a0, c, batch_size)
+    resp = rates.double() - f0
+    scales.response = torch.fmax(scales.response, resp.abs().max())
+    scales.level = torch.fmax(scales.level, torch.fmax(rates.abs().max().double(), resp.new_tensor(abs(f0))))
+    tol_resp = tol * torch.maximum(scales.response, scales.floor())
+    n = len(d)
+    G, steps = torch.empty_like(c), np.zeros(n, dtype=np.int64)
+    todo = np.arange(n)
+    m = DEFAULT_STEPS
+    coarse = reported(path_integral(head, c, a0, *quadrature(rule, m), rule, batch_size) * scale * d, invariance)
+    while len(todo):
+        m *= 2
+        rows = torch.from_numpy(todo).to(d.device)
+        fine_g = path_integral(head, c[rows], a0, *quadrature(rule, m), rule, batch_size) * scale
+        fine = reported(fine_g * d[rows], invariance)
+        estimate = ESTIMATE_FACTOR * _frame_norms(fine - coarse)
+        scales.maps = torch.fmax(scales.maps, _frame_norms(fine).max())
+        gap = (fine.flatten(1).double().sum(1) - resp[rows]).abs()
+        ok = (estimate <= tol * scales.maps) & (gap <= tol_resp)
+        # refining cannot mend a NaN or an overflow: stop there, the caller's finiteness check reports it
+        ok |= ~(torch.isfinite(estimate) & torch.isfinite(gap))
+        ok = ok.cpu().numpy() | (m >= ADAPTIVE_MAX_STEPS)
+        done = torch.from_numpy(np.flatnonzero(ok)).to(d.device)
+        G[rows[done]] = fine_g[done]
+        steps[todo[ok]] = m
+        keep = torch.from_numpy(np.flatnonzero(~ok)).to(d.device)
+        todo, coarse = todo[~ok], fine[keep]
+    return G, rates, steps
