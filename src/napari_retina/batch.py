@@ -79,7 +79,8 @@ MANIFEST = "napari-retina-batch.json"
 STALE_TMP_S = 3600.0
 """A temporary folder untouched for this long is removed whoever wrote it."""
 _CRASH_ENV = "NAPARI_RETINA_BATCH_CRASH_BEFORE_COMMIT"
-"""Fault injection for tests: a worker whose task key equals this variable exits before its commit."""
+"""Fault injection for tests: a worker exits just before committing the result whose path in the store
+(``<key>`` or ``.partial/<key>/b00001``) equals this environment variable, as a killed worker would."""
 
 
 class BatchSpecError(ValueError):
@@ -365,6 +366,19 @@ def read_window(path: PathLike, start: int, stop: int) -> np.ndarray:
     return as_stack(arr, name=f"the stimulus in {path.name} (frames {start}:{stop})")
 
 
+def lazy_stimulus(path: PathLike, block_frames: int = DEFAULT_BLOCK_FRAMES):
+    """A stimulus file as a dask array (T, H, W) whose blocks of frames are read when computed."""
+    import dask
+    import dask.array as da
+
+    first = read_window(path, 0, 1)
+    n = stimulus_frames(path)
+    parts = [da.from_delayed(dask.delayed(read_window)(str(path), a, min(a + block_frames, n)),
+                             shape=(min(a + block_frames, n) - a,) + first.shape[1:], dtype=first.dtype)
+             for a in range(0, n, block_frames)]
+    return parts[0] if len(parts) == 1 else da.concatenate(parts, axis=0)
+
+
 def _blocks(n_frames: int, history: int, block: int) -> tuple:
     """Output frame ranges covering 0..n_frames; the first holds at least ``history`` frames."""
     first = min(n_frames, max(block, history))
@@ -462,9 +476,9 @@ def _tmp_dir(out: Path) -> Path:
     return tmp
 
 
-def _commit(tmp: Path, dest: Path, key: str) -> None:
+def _commit(tmp: Path, dest: Path, store: Path) -> None:
     """Rename the finished folder ``tmp`` to ``dest`` (replacing one that is there)."""
-    if os.environ.get(_CRASH_ENV) == key:  # fault injection for tests: die with the result unwritten
+    if os.environ.get(_CRASH_ENV) == dest.relative_to(store).as_posix():  # tests: die before the commit
         os._exit(70)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
@@ -478,9 +492,10 @@ def _commit(tmp: Path, dest: Path, key: str) -> None:
 
 def _compute_block(task: Task, start: int, stop: int) -> dict:
     """The arrays and attributes of one block (output frames ``start:stop``; (0, 0): the whole task)."""
-    from . import attribution, experiments, reduction
-    from .analysis import attribute_traces
+    from . import attribution, experiments
+    from .analysis import run_analysis
     from .attribution._result import map_shape
+    from .metrics import map_limit
     from ._predict import predict
     from ._validate import as_stimulus
 
@@ -491,9 +506,9 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
     if task.kind == "reduce":
         stim = as_stimulus(read_window(task.stimulus, 0, stimulus_frames(task.stimulus)), history=cfg.history,
                            size=cfg.size, norm=cfg.norm)
-        attr = attribute_traces(model, stim, cell=task.cell, steps=task.params["steps"],
-                                invariance=task.params["invariance"])
-        red = reduction.reduce(attr)
+        res = run_analysis(model, stim, cell=task.cell, steps=task.params["steps"],
+                           invariance=task.params["invariance"])
+        attr, red = res.attribution, res.reduction
         keep = ("channels", "response", "rates", "cells", "frames", "baseline_rate", "completeness_error",
                 "steps", "rule", "invariance", "offset", "history")
         return {"attribution": {k: v for k, v in attr.to_dict().items() if k in keep}, "reduction": red.to_dict()}
@@ -516,7 +531,8 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
                                  invariance=task.params["invariance"], frames=frames)
     out = {k: v[start - first:] for k, v in (("channels", attr.channels), ("response", attr.response),
                                              ("rates", attr.rates), ("maps", attr.maps)) if v is not None}
-    out.update({"baseline_rate": attr.baseline_rate, "completeness_error": attr.completeness_error,
+    out.update({"map_limit": map_limit(out.get("maps")),
+                "baseline_rate": attr.baseline_rate, "completeness_error": attr.completeness_error,
                 "offset": attr.offset, "history": attr.history, "rule": attr.rule, "steps": attr.steps})
     return out
 
@@ -558,7 +574,7 @@ def run_block(task: Task, index: int, out: str, threads: int = 1) -> dict:
     group = zarr.open_group(str(tmp), mode="w")
     _write_tree(group, data)
     group.attrs.update({"block": index, "frames": [start, stop]})
-    _commit(tmp, dest, task.key)
+    _commit(tmp, dest, store)
     return {"index": index, "seconds": time.perf_counter() - t0, "skipped": False, "peak_mb": _peak_rss_mb(),
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
 
@@ -598,7 +614,7 @@ def finish_task(task: Task, out: str, *blocks: dict) -> dict:
                        "seconds": float(sum(b.get("seconds", 0.0) for b in blocks)),
                        "peak_mb": max([b.get("peak_mb", float("nan")) for b in blocks] or [float("nan")])},
     }))
-    _commit(partial, store / task.key, task.key)
+    _commit(partial, store / task.key, store)
     return {"key": task.key, "seconds": float(sum(b.get("seconds", 0.0) for b in blocks)),
             "peak_mb": max([b.get("peak_mb", 0.0) for b in blocks] or [0.0])}
 
