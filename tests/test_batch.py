@@ -90,7 +90,9 @@ def test_results_equal_direct_calls_and_blocks_equal_the_unsplit_run(inputs, gri
                                        rtol=1e-3, atol=1e-5)
     attrs = res[_key(res, "a", "/cell0/attribute")].attrs
     assert attrs["blocks"] == [[0, 16], [16, 32], [32, 48], [48, 50]]   # split, with history as overlap
-    assert attrs["params"] == {"steps": STEPS, "invariance": "none", "block_frames": 16}
+    assert {k: attrs["params"][k] for k in ("steps", "invariance", "block_frames")} == \
+        {"steps": STEPS, "invariance": "none", "block_frames": 16}
+    assert len(attrs["params"]["model_weights"]) == 64 and attrs["params"]["stimulus_file"][0] > 0
     assert attrs["versions"]["napari_retina"] == nr.__version__ and attrs["provenance"]["model_config"]["size"] == 12
     assert attrs["stimulus"] == str(inputs / "a.npy") and attrs["cell"] == 0
     assert not any((out / ".tmp").iterdir()) and not (out / ".partial" / _key(res, "a", "/cell0/attribute")).exists()
@@ -104,6 +106,21 @@ def test_a_rerun_computes_nothing_and_force_recomputes(inputs, client, grid):
     assert {k: os.stat(out / k).st_ino for k in batch.load(out)} == before   # nothing rewritten
     forced = batch.run(_spec(inputs, out, stimuli=("b.npy",), analyses=("predict",)), client, force=True)
     assert len(forced.done) == 1 and forced.skipped == []
+
+
+def test_a_changed_stimulus_file_is_computed_again(inputs, client, tmp_path):
+    stim = tmp_path / "c.npy"
+    np.save(stim, np.zeros((20, 12, 12), np.float32))
+    spec = {**_spec(inputs, tmp_path / "r", analyses=("predict",)), "stimuli": [str(stim)]}
+    assert len(batch.run(spec, client).done) == 1
+    new = np.random.default_rng(1).standard_normal((20, 12, 12)).astype(np.float32)
+    np.save(stim, new)
+    os.utime(stim, ns=(os.stat(stim).st_atime_ns, os.stat(stim).st_mtime_ns + 10**9))   # a clock tick later
+    again = batch.run(spec, client)
+    assert len(again.done) == 1 and again.skipped == []
+    (res,) = batch.load(tmp_path / "r").values()
+    np.testing.assert_allclose(res.arrays["rates"].compute(), nr.predict(nr.load_model(inputs / "tiny.pt"), new),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_a_broken_input_or_a_bad_cell_fails_alone(inputs, client, tmp_path):

@@ -24,16 +24,24 @@ with the parameters, versions and provenance as attributes. ``predict`` and
 frames, each a task of its own reading only its frames plus ``history − 1``
 frames before them (the model's history as overlap), so block results equal
 the unsplit run and a worker's memory is bounded by the block, not the movie
-(``.npy`` and HDF5 are read by window; a TIFF is read whole). Each block is
+(``.npy`` and HDF5 are read by window; a TIFF is read whole). ``reduce`` is
+not split (it selects channels over every frame): it runs what the Analyze
+widget runs (:func:`napari_retina.analysis.run_analysis`, traces in chunks
+for movies whose maps would not fit), so its memory grows with the movie's
+(T, C) traces and the stimulus. Each block is
 written to a temporary folder and renamed into place; the task's group is
 renamed into place only when all its blocks are there. A killed worker thus
 leaves no partial result (a rerun removes its temporary folder), and a rerun
 skips every task (and every block) whose result exists with the same
-parameters; ``force=True`` recomputes. Renames are atomic on a POSIX file
+parameters and inputs (the model's weights, the stimulus file's size and
+modification time); ``force=True`` recomputes. Renames are atomic on a POSIX file
 system, local or shared by the workers (NFS, Lustre); object stores are not
 supported.
 
 :func:`load` opens a store lazily (dask arrays over the Zarr chunks).
+
+A script that calls :func:`run` without a client starts worker processes:
+guard it with ``if __name__ == "__main__":``, as for any ``LocalCluster``.
 
 Example
 -------
@@ -387,10 +395,18 @@ def _blocks(n_frames: int, history: int, block: int) -> tuple:
     return tuple((a, b) for a, b in zip(edges[:-1], edges[1:]))
 
 
-def _model_info(path: Optional[str]) -> tuple[int, int]:
-    """(history, n_cells) of a checkpoint, for planning."""
+def _model_info(path: Optional[str]) -> tuple[int, int, str]:
+    """(history, n_cells, weights SHA-256) of a checkpoint, for planning."""
+    from .checkpoint import weights_sha256
+
     model = _load_model(path)
-    return model.config.history, model.config.n_cells
+    return model.config.history, model.config.n_cells, weights_sha256(model.state_dict())
+
+
+def _file_stamp(path: PathLike) -> list:
+    """[size in bytes, modification time in ns] of a file: a changed input makes its tasks run again."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
 
 
 def plan(spec: Spec) -> list[Task]:
@@ -401,10 +417,10 @@ def plan(spec: Spec) -> list[Task]:
     for model in spec.models:
         mkey = _path_key(model)
         try:
-            history, n_cells = _model_info(model)
+            history, n_cells, weights = _model_info(model)
             merr = None
         except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
-            history, n_cells, merr = 1, 0, f"model {model or 'default'}: {exc}"
+            history, n_cells, weights, merr = 1, 0, "", f"model {model or 'default'}: {exc}"
         cells = list(range(n_cells)) if spec.cells == "all" else list(spec.cells)
         cell_error = {c: f"cell {c} is out of range: model {model or 'default'} has {n_cells} cells (0 to "
                          f"{n_cells - 1})" for c in cells if merr is None and c >= n_cells}
@@ -418,12 +434,13 @@ def plan(spec: Spec) -> list[Task]:
                     frames_cache[str(stim)] = (0, str(exc))
             n_frames, serr = frames_cache[str(stim)]
             err = err or serr
+            inputs = {"model_weights": weights, "stimulus_file": None if serr else _file_stamp(stim)}
             for name in spec.analyses:
                 split = name in SPLIT_ANALYSES and err is None
                 blocks = _blocks(n_frames, history, spec.block_frames) if split else ((0, 0),)
-                params = {**base, "block_frames": spec.block_frames} if split else dict(base)
+                params = {**base, "block_frames": spec.block_frames, **inputs} if split else {**base, **inputs}
                 if name == "predict":
-                    params = {"block_frames": spec.block_frames}
+                    params = {"block_frames": spec.block_frames, **inputs}
                     tasks.append(Task(f"{skey}/predict", name, model, str(stim), None, name, params, blocks, err))
                     continue
                 for c in cells:
@@ -432,7 +449,8 @@ def plan(spec: Spec) -> list[Task]:
         for name in spec.experiments:
             for c in cells:
                 tasks.append(Task(f"{mkey}/experiments/{name}/cell{c}", "experiment", model, None, c, name,
-                                  {"steps": spec.steps}, ((0, 0),), merr or cell_error.get(c)))
+                                  {"steps": spec.steps, "model_weights": weights}, ((0, 0),),
+                                  merr or cell_error.get(c)))
     return tasks
 
 
@@ -546,6 +564,20 @@ def _peak_rss_mb() -> float:
         return float("nan")
 
 
+def _release_memory() -> None:
+    """Hand the freed heap of the last block back to the system (glibc's malloc_trim), so blocks do not pile up."""
+    import gc
+
+    gc.collect()
+    if platform.system() == "Linux":
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl)
+            pass
+
+
 def run_block(task: Task, index: int, out: str, threads: int = 1) -> dict:
     """Compute block ``index`` of ``task`` and commit it to ``out/.partial/<key>/b<index>`` (a worker's job).
 
@@ -558,14 +590,14 @@ def run_block(task: Task, index: int, out: str, threads: int = 1) -> dict:
 
     store = Path(out)
     dest = store / ".partial" / task.key / f"b{index:05d}"
-    if (dest / "zarr.json").exists():
+    start, stop = task.blocks[index]
+    if _attrs(dest).get("params") == jsonable(task.params) and _attrs(dest).get("frames") == [start, stop]:
         return {"index": index, "seconds": 0.0, "skipped": True, "peak_mb": _peak_rss_mb()}
     if threads and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     import zarr
 
     t0 = time.perf_counter()
-    start, stop = task.blocks[index]
     try:
         data = _compute_block(task, start, stop)
     except (ValueError, TypeError, FileNotFoundError) as exc:  # bad input: reported, not a worker traceback
@@ -573,8 +605,10 @@ def run_block(task: Task, index: int, out: str, threads: int = 1) -> dict:
     tmp = _tmp_dir(store)
     group = zarr.open_group(str(tmp), mode="w")
     _write_tree(group, data)
-    group.attrs.update({"block": index, "frames": [start, stop]})
+    group.attrs.update(jsonable({"block": index, "frames": [start, stop], "params": task.params}))
     _commit(tmp, dest, store)
+    del data, group
+    _release_memory()
     return {"index": index, "seconds": time.perf_counter() - t0, "skipped": False, "peak_mb": _peak_rss_mb(),
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
 
@@ -621,13 +655,17 @@ def finish_task(task: Task, out: str, *blocks: dict) -> dict:
 
 # ---------------------------------------------------------------- client ---
 
-def is_complete(out: PathLike, task: Task) -> bool:
-    """Whether ``task``'s result is in the store, complete and made with the same parameters."""
-    path = Path(out) / task.key / "zarr.json"
+def _attrs(group: Path) -> dict:
+    """A Zarr group's attributes read from its ``zarr.json`` ({} when there is none)."""
     try:
-        attrs = json.loads(path.read_text(encoding="utf-8")).get("attributes", {})
-    except (OSError, ValueError):
-        return False
+        return json.loads((group / "zarr.json").read_text(encoding="utf-8")).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def is_complete(out: PathLike, task: Task) -> bool:
+    """Whether ``task``'s result is in the store, complete and made with the same parameters and inputs."""
+    attrs = _attrs(Path(out) / task.key)
     return bool(attrs.get("complete")) and attrs.get("params") == jsonable(task.params) \
         and attrs.get("blocks") == [list(b) for b in task.blocks]
 
