@@ -61,6 +61,7 @@ import os
 import platform
 import shutil
 import socket
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -618,9 +619,9 @@ def _versions() -> dict:
     import torch
     import zarr
 
-    from . import __version__
+    version = sys.modules[__package__].__version__   # the package is loaded with any of its modules
 
-    return {"napari_retina": __version__, "numpy": np.__version__, "torch": torch.__version__,
+    return {"napari_retina": version, "numpy": np.__version__, "torch": torch.__version__,
             "zarr": zarr.__version__, "dask": dask.__version__, "python": platform.python_version()}
 
 
