@@ -94,6 +94,7 @@ def test_results_equal_direct_calls_and_blocks_equal_the_unsplit_run(inputs, gri
         {"steps": STEPS, "invariance": "none", "block_frames": 16}
     assert len(attrs["params"]["model_weights"]) == 64 and attrs["params"]["stimulus_file"][0] > 0
     assert attrs["versions"]["napari_retina"] == nr.__version__ and attrs["provenance"]["model_config"]["size"] == 12
+    assert attrs["provenance"]["device"] == str(model.device)      # the worker's best device, as load_model picks
     assert attrs["stimulus"] == str(inputs / "a.npy") and attrs["cell"] == 0
     assert not any((out / ".tmp").iterdir()) and not (out / ".partial" / _key(res, "a", "/cell0/attribute")).exists()
 

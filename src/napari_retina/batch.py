@@ -645,7 +645,7 @@ def finish_task(task: Task, out: str, *blocks: dict) -> dict:
         "blocks": [list(b) for b in task.blocks], "versions": _versions(),
         "provenance": {"model": model.provenance, "model_config": model.config.__dict__,
                        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                       "host": socket.gethostname(),
+                       "host": socket.gethostname(), "device": str(model.device),
                        "seconds": float(sum(b.get("seconds", 0.0) for b in blocks)),
                        "peak_mb": max([b.get("peak_mb", float("nan")) for b in blocks] or [float("nan")])},
     }))
