@@ -14,8 +14,8 @@
 - ``tiny``: 60 predict tasks of a tiny model (history 8, 12×12 pixels) on
   20-frame stimuli on ``--tiny-workers`` workers: tasks per second end to end, the same
   overhead, and the raw dask rate of no-op tasks on the same cluster.
-- ``memory``: predict on 2,000/8,000/32,000-frame movies on 1 worker, split
-  (``block_frames=1024``) and unsplit, each in a fresh cluster: the worker's
+- ``memory``: predict on ``--frames`` (2,000/8,000/32,000)-frame movies on 1
+  worker, split (``block_frames=1024``) and unsplit, each in a fresh cluster: the worker's
   peak RSS (``ru_maxrss``) as the blocks report it.
 
 Prints one Markdown row per measurement (and the machine line).
@@ -124,13 +124,13 @@ def tiny(tmp: Path, args) -> list[dict]:
 def memory(tmp: Path, args) -> list[dict]:
     rows = []
     rng = np.random.default_rng(0)
-    for frames in (2000, 8000, 32000):
+    for frames in args.frames:
         path = tmp / f"m{frames}.npy"
         movie = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(frames, 50, 50))
         for a in range(0, frames, 1000):
             movie[a:a + 1000] = np.sign(rng.standard_normal((min(1000, frames - a), 50, 50)))
         del movie
-        for block in (1024, 10 ** 9):
+        for block in args.blocks:
             spec = {"stimuli": [str(path)], "analyses": ["predict"], "out": str(tmp / f"mem{frames}-{block}"),
                     "block_frames": block}
             report, wall = _run(spec, 1)
@@ -147,9 +147,13 @@ def main() -> None:
     parser.add_argument("--stimuli", type=int, default=6, help="stimuli in the grid (2 tasks each)")
     parser.add_argument("--tiny-workers", type=int, default=2)
     parser.add_argument("--cpu-only", action="store_true", help="hide GPUs from the workers")
+    parser.add_argument("--frames", default="2000,8000,32000", help="movie lengths for the memory part")
+    parser.add_argument("--blocks", default="1024,1000000000", help="block_frames for the memory part (huge: unsplit)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     args.workers = [int(w) for w in args.workers.split(",")]
+    args.frames = [int(f) for f in args.frames.split(",")]
+    args.blocks = [int(b) for b in args.blocks.split(",")]
     if args.cpu_only:
         ENV["CUDA_VISIBLE_DEVICES"] = ""
     import torch

@@ -109,6 +109,19 @@ def test_a_rerun_computes_nothing_and_force_recomputes(inputs, client, grid):
     assert len(forced.done) == 1 and forced.skipped == []
 
 
+def test_an_experiment_task_equals_the_direct_run(inputs, client, tmp_path):
+    spec = {"model": str(inputs / "tiny.pt"), "experiments": ["osr"], "cells": [1], "steps": STEPS,
+            "out": str(tmp_path / "r")}
+    report = batch.run(spec, client)
+    assert report.done == [f"{batch._path_key(str(inputs / 'tiny.pt'))}/experiments/osr/cell1"]
+    (res,) = batch.load(tmp_path / "r").values()
+    direct = nr.experiments.run("osr", nr.load_model(inputs / "tiny.pt"), cell=1, steps=STEPS)
+    np.testing.assert_allclose(res.arrays["rates"].compute(), direct.rates, rtol=1e-5, atol=1e-6)
+    (row,) = batch.load(tmp_path / "r").table()
+    assert row["name"] == "osr" and row["readout/present"] == direct.readout["present"]
+    assert row["readout/slope"] == pytest.approx(direct.readout["slope"], rel=1e-4)
+
+
 def test_a_changed_stimulus_file_is_computed_again(inputs, client, tmp_path):
     stim = tmp_path / "c.npy"
     np.save(stim, np.zeros((20, 12, 12), np.float32))
