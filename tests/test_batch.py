@@ -276,3 +276,18 @@ def test_the_plugin_manifest_offers_the_store_reader_for_folders(grid):
     module, name = command.python_name.split(":")
     get_reader = getattr(importlib.import_module(module), name)
     assert get_reader(str(out)) is not None and get_reader(str(out.parent)) is None
+
+
+def test_without_the_batch_extra_the_command_says_what_to_install(inputs, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(_spec(inputs, tmp_path / "r", analyses=("predict",))))
+    monkeypatch.setitem(sys.modules, "distributed", None)    # import distributed -> ImportError
+    assert main(["batch", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("napari-retina batch: error: batch runs need dask.distributed and zarr, but 'distributed' is not "
+                   "installed; pip install 'napari-retina[batch]'")
+
+
+def test_an_unreachable_scheduler_is_one_sentence():
+    with pytest.raises(ValueError, match=r"^cannot reach a dask scheduler at 'tcp://127.0.0.1:1' within 1 s"):
+        batch.connect("tcp://127.0.0.1:1", timeout_s=1)
