@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 from ._units import FRAME_MS, PIXEL_UM  # noqa: E402  (one home: _units.py)
 
 _SUBMODULES = ("stimuli", "io", "synthetic", "experiments", "model", "checkpoint", "first_layer", "attribution",
-               "reduction", "training", "analysis", "metrics", "plotting", "formats")
+               "reduction", "training", "analysis", "metrics", "plotting", "formats", "batch")
 _LAZY = {
     "predict": ("_predict", "predict"),
     "load_model": ("checkpoint", "load_model"),

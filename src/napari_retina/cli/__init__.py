@@ -2,7 +2,7 @@
 
 One module per command group contributes subcommands: :mod:`.core` (demo,
 predict), :mod:`.training` (synth, train, evaluate) and :mod:`.experiments`
-(experiment). Each has a ``register(subparsers)`` function that adds its
+(experiment), :mod:`.batch` (batch). Each has a ``register(subparsers)`` function that adds its
 parsers and sets ``func(args) -> int`` as the handler. The command modules
 import only what lies below them (:mod:`._progress`, :mod:`._paths` and the
 core), never this package. Errors from bad input are printed as one line on
@@ -22,10 +22,10 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
-from . import core, experiments, training
+from . import batch, core, experiments, training
 
 #: modules that contribute subcommands, in help order
-COMMAND_MODULES = (core, training, experiments)
+COMMAND_MODULES = (core, training, experiments, batch)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -1,0 +1,87 @@
+"""napari reader for a batch results store (a folder written by ``napari-retina batch``).
+
+Per stimulus of the store: the stimulus, and for each ``attribute`` result its
+maps (one image layer per first-layer channel) and its trace panel. The
+stimulus and the maps are dask arrays over the files and the Zarr chunks:
+nothing is read until a frame is viewed (the traces, (T, C), are read).
+Only the first stimulus and its first result are visible; the others are hidden (they
+share the stimulus's place in the world).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Optional, Union
+
+from ._layers import layer_geometry, map_layer_data, stimulus_layer_kwargs, trace_layer_data
+
+Paths = Union[str, list]
+
+
+def _store(path: Paths) -> Optional[Path]:
+    """The results store ``path`` names (a folder holding the batch manifest), else None."""
+    from ..batch import MANIFEST
+
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if len(paths) != 1:
+        return None
+    p = Path(paths[0])
+    if p.name == MANIFEST:
+        p = p.parent
+    return p if (p / MANIFEST).is_file() else None
+
+
+def napari_get_reader(path: Paths) -> Optional[Callable]:
+    """Return :func:`read_batch_layers` when ``path`` is a batch results store, else None."""
+    return read_batch_layers if _store(path) is not None else None
+
+
+def _attribute_layers(res, stim_shape: tuple, prefix: str, visible: bool) -> list[tuple]:
+    """Maps (lazy) and the trace panel of one ``attribute`` result."""
+    import zarr
+
+    block0 = zarr.open_group(str(res.path / "b00000"), mode="r").attrs
+    limits = [zarr.open_group(str(res.path / f"b{i:05d}"), mode="r").attrs.get("map_limit", 0.0)
+              for i in range(len(res.attrs["blocks"]))]
+    attr = SimpleNamespace(maps=None, model=None, offset=int(block0.get("offset", 0)), cells=[res.attrs["cell"]],
+                           invariance=res.attrs["params"].get("invariance", "none"),
+                           channels=res.arrays["channels"].compute(), response=res.arrays["response"].compute())
+    geo = layer_geometry(shape=stim_shape)
+    out = []
+    if "maps" in res.arrays:
+        out += map_layer_data(attr, geometry=geo, maps=res.arrays["maps"], limit=max(limits) or 1.0, prefix=prefix)
+    out += trace_layer_data(attr, geometry=geo, prefix=prefix)
+    for _, kwargs, _ in out:
+        kwargs["visible"] = kwargs.get("visible", True) and visible
+        kwargs.setdefault("metadata", {})["batch_key"] = res.key
+    return out
+
+
+def read_batch_layers(path: Paths) -> list[tuple]:
+    """Layer-data tuples for a results store: per stimulus, the stimulus and each attribution's maps and traces."""
+    from ..batch import lazy_stimulus, load
+
+    store = _store(path)
+    results = load(store)
+    by_stimulus: dict = {}
+    for key, res in sorted(results.items()):
+        if res.attrs.get("stimulus"):
+            by_stimulus.setdefault(res.attrs["stimulus"], []).append(res)
+    out = []
+    for n, (stim_path, group) in enumerate(by_stimulus.items()):
+        stem = Path(stim_path).stem
+        try:
+            stim = lazy_stimulus(stim_path)
+        except (ValueError, TypeError, FileNotFoundError):
+            continue  # the stimulus moved or broke since the run: its results stay readable by nr.batch.load
+        kwargs = stimulus_layer_kwargs(stim, name=stem, metadata={"source": stim_path})
+        out.append((stim, {**kwargs, "visible": n == 0}, "image"))
+        first = n == 0
+        for res in group:
+            if res.attrs["kind"] != "attribute":
+                continue
+            model = Path(res.attrs["model"]).stem
+            out += _attribute_layers(res, tuple(stim.shape), f"{stem} {model} cell{res.attrs['cell']} ", first)
+            first = False
+    return out

@@ -1,0 +1,954 @@
+"""Analyses over many stimuli, cells, models and experiments on a dask cluster.
+
+A batch *spec* (a dict, or a JSON/YAML file) names the grid::
+
+    {"model": "default",                      # or a checkpoint path, or a list of them
+     "stimuli": ["a.npy", "runs/*.h5"],       # paths, globs welcome (relative to the spec file)
+     "cells": [0, 1],                         # or "all"
+     "analyses": ["predict", "attribute", "reduce"],
+     "experiments": ["osr", "anticipation"],  # optional, per model and cell
+     "out": "results",                        # the results store (a folder)
+     "steps": 8, "invariance": "none", "block_frames": 2048, "threads": 1}   # optional
+
+:func:`run` makes one *task* per (model, stimulus, analysis) for ``predict``
+(every cell at once), per (model, stimulus, cell, analysis) for ``attribute``
+and ``reduce``, and per (model, experiment, cell). Tasks run on
+``dask.distributed`` workers (a ``LocalCluster`` of processes, or any cluster
+the given ``Client`` talks to), read their own inputs (only paths travel
+through the scheduler) and write their own result.
+
+The store: one Zarr group per task at ``out/<model>/<stimulus>/<analysis>``
+(``.../cell<c>/<analysis>`` with a cell, ``out/<model>/experiments/<name>/cell<c>``),
+with the parameters, versions and provenance as attributes. ``predict`` and
+``attribute`` split a long stimulus into blocks of ``block_frames`` output
+frames, each a task of its own reading only its frames plus ``history − 1``
+frames before them (the model's history as overlap), so block results equal
+the unsplit run and a worker's memory is bounded by the block, not the movie
+(``.npy`` and HDF5 are read by window; a TIFF is read whole). ``reduce`` is
+not split (it selects channels over every frame): it runs what the Analyze
+widget runs (:func:`napari_retina.analysis.run_analysis`, traces in chunks
+for movies whose maps would not fit), so its memory grows with the movie's
+(T, C) traces and the stimulus. Each block is
+written to a temporary folder and renamed into place; the task's group is
+renamed into place only when all its blocks are there. A killed worker thus
+leaves no partial result (a rerun removes its temporary folder), and a rerun
+skips every task (and every block) whose result exists with the same
+parameters and inputs (the model's weights, the stimulus file's size and
+modification time); ``force=True`` recomputes. Renames are atomic on a POSIX file
+system, local or shared by the workers (NFS, Lustre); object stores are not
+supported.
+
+:func:`load` opens a store lazily (dask arrays over the Zarr chunks).
+
+A script that calls :func:`run` without a client starts worker processes:
+guard it with ``if __name__ == "__main__":``, as for any ``LocalCluster``.
+
+Example
+-------
+>>> report = nr.batch.run({"stimuli": ["a.npy"], "cells": [0], "analyses": ["attribute"],
+...                        "out": "results"})                        # doctest: +SKIP
+>>> res = nr.batch.load("results")                                   # doctest: +SKIP
+>>> res["default/a-1f2e3d4c/cell0/attribute"].arrays["maps"]        # doctest: +SKIP
+dask.array<concatenate, shape=(200, 8, 36, 36), ...>
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import numpy as np
+
+from ._atomic import _host_tag, _running, atomic_write_text
+from ._json import jsonable
+
+PathLike = Union[str, os.PathLike]
+
+ANALYSES = ("predict", "attribute", "reduce")
+"""Analyses a spec may ask for per stimulus."""
+SPLIT_ANALYSES = ("predict", "attribute")
+"""Analyses split into frame blocks (``reduce`` selects channels over the whole movie)."""
+SPEC_KEYS = ("model", "stimuli", "cells", "analyses", "experiments", "out", "steps", "invariance",
+             "block_frames", "threads")
+DEFAULT_BLOCK_FRAMES = 2048
+"""Output frames per block of a split task."""
+MANIFEST = "napari-retina-batch.json"
+"""The file that marks a folder as a results store (the spec and the task list)."""
+STALE_TMP_S = 3600.0
+"""A temporary folder untouched for this long is removed whoever wrote it."""
+_CRASH_ENV = "NAPARI_RETINA_BATCH_CRASH_BEFORE_COMMIT"
+"""Fault injection for tests: a worker exits just before committing the result whose path in the store
+(``<key>`` or ``.partial/<key>/b00001``) equals this environment variable, as a killed worker would."""
+
+
+class BatchSpecError(ValueError):
+    """A batch spec that cannot be run (one sentence: what was expected, what came in)."""
+
+
+# ------------------------------------------------------------------- spec ---
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed, checked batch spec (see the module docstring).
+
+    ``models``: checkpoint paths, None for the shipped model; ``stimuli``:
+    absolute paths; ``cells``: indices or "all"; ``out``: the store folder.
+    """
+
+    models: tuple
+    stimuli: tuple
+    cells: Union[tuple, str]
+    analyses: tuple
+    experiments: tuple
+    out: Path
+    steps: Optional[int] = None
+    invariance: str = "none"
+    block_frames: int = DEFAULT_BLOCK_FRAMES
+    threads: int = 1
+
+    def to_dict(self) -> dict:
+        """The spec as plain JSON values (paths as strings)."""
+        return {"model": [m or "default" for m in self.models], "stimuli": [str(s) for s in self.stimuli],
+                "cells": self.cells if isinstance(self.cells, str) else list(self.cells),
+                "analyses": list(self.analyses), "experiments": list(self.experiments), "out": str(self.out),
+                "steps": self.steps, "invariance": self.invariance, "block_frames": self.block_frames,
+                "threads": self.threads}
+
+
+def _read_spec_file(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"no batch spec at {str(path)!r}")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as exc:
+            raise BatchSpecError(f"reading the YAML spec {str(path)!r} needs PyYAML; "
+                                 "pip install pyyaml, or write the spec as JSON") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise BatchSpecError(f"the batch spec {str(path)!r} is not valid YAML ({str(exc).splitlines()[0]})") from exc
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BatchSpecError(f"the batch spec {str(path)!r} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise BatchSpecError(f"the batch spec {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _str_list(value, key: str, allow_one: bool = True) -> list:
+    if isinstance(value, str) and allow_one:
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
+        raise BatchSpecError(f"spec key {key!r} must be a non-empty list of strings, got {value!r}")
+    return list(value)
+
+
+def _positive_int(value, key: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise BatchSpecError(f"spec key {key!r} must be an integer of at least {low}, got {value!r}")
+    return int(value)
+
+
+def _expand_stimuli(patterns: list, base: Path) -> tuple:
+    from .io import STIMULUS_SUFFIXES
+
+    found: list[Path] = []
+    for pattern in patterns:
+        full = pattern if os.path.isabs(pattern) else str(base / pattern)
+        hits = sorted(glob.glob(full)) if glob.has_magic(pattern) else ([full] if os.path.exists(full) else [])
+        if not hits:
+            raise BatchSpecError(f"spec stimulus {pattern!r} matches no file (looked for {full!r})")
+        for hit in hits:
+            p = Path(hit).resolve()
+            if p.suffix.lower() not in STIMULUS_SUFFIXES:
+                raise BatchSpecError(f"spec stimulus {str(p)!r} must end in {', '.join(STIMULUS_SUFFIXES)}")
+            if p not in found:
+                found.append(p)
+    return tuple(found)
+
+
+def _models(value, base: Path) -> tuple:
+    names = _str_list("default" if value is None else value, "model")
+    out = []
+    for name in names:
+        if name == "default":
+            out.append(None)
+            continue
+        p = Path(name) if os.path.isabs(name) else base / name
+        if not p.is_file():
+            raise BatchSpecError(f"spec model {name!r} must be 'default' or an existing checkpoint, "
+                                 f"but there is no file at {str(p)!r}")
+        out.append(str(p.resolve()))
+    return tuple(out)
+
+
+def _cells(value) -> Union[tuple, str]:
+    if value == "all":
+        return "all"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or any(
+            isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0 for c in value):
+        raise BatchSpecError(f"spec key 'cells' must be 'all' or a non-empty list of cell indices (0 or more), "
+                             f"got {value!r}")
+    if len(set(value)) != len(value):
+        raise BatchSpecError(f"spec key 'cells' lists each cell once, got {list(value)}")
+    return tuple(int(c) for c in value)
+
+
+def parse_spec(spec: Union[PathLike, dict, Spec], out: Optional[PathLike] = None) -> Spec:
+    """Read and check a batch spec: a dict, a :class:`Spec`, or a JSON/YAML file.
+
+    Relative paths in a spec file are relative to the file's folder; in a dict,
+    to the working folder. ``out`` overrides the spec's ``out``. Every problem
+    is a :class:`BatchSpecError` (a ValueError) in one sentence, raised before
+    any work: unknown keys, globs that match nothing, missing checkpoints,
+    unknown analyses or experiments, bad cells, steps or block sizes.
+    """
+    if isinstance(spec, Spec):
+        return spec if out is None else Spec(**{**spec.__dict__, "out": Path(out)})
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec)
+        data, base = _read_spec_file(path), path.resolve().parent
+    elif isinstance(spec, dict):
+        data, base = spec, Path.cwd()
+    else:
+        raise TypeError(f"spec must be a dict or the path of a JSON/YAML file, got {type(spec).__name__}")
+    unknown = sorted(set(data) - set(SPEC_KEYS))
+    if unknown:
+        raise BatchSpecError(f"spec keys must be among {', '.join(SPEC_KEYS)}; got unknown {', '.join(map(repr, unknown))}")
+    analyses = _str_list(data.get("analyses", []), "analyses") if data.get("analyses") else []
+    bad = [a for a in analyses if a not in ANALYSES]
+    if bad:
+        raise BatchSpecError(f"spec analyses must be among {', '.join(ANALYSES)}, got {bad[0]!r}")
+    experiments = _str_list(data["experiments"], "experiments") if data.get("experiments") else []
+    if experiments:
+        from .experiments.registry import names
+
+        bad = [e for e in experiments if e not in names()]
+        if bad:
+            raise BatchSpecError(f"spec experiments must be among {', '.join(names())}, got {bad[0]!r}")
+    if not analyses and not experiments:
+        raise BatchSpecError("spec must ask for at least one of 'analyses' or 'experiments', got neither")
+    if analyses and "stimuli" not in data:
+        raise BatchSpecError("spec key 'stimuli' is required with 'analyses', got none")
+    stimuli = _expand_stimuli(_str_list(data["stimuli"], "stimuli"), base) if analyses else ()
+    out_dir = out if out is not None else data.get("out")
+    if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):
+        raise BatchSpecError(f"spec key 'out' (the results folder) must be a path, got {out_dir!r}")
+    out_path = Path(out_dir) if os.path.isabs(out_dir) or out is not None else base / out_dir
+    if out_path.exists() and not out_path.is_dir():
+        raise BatchSpecError(f"spec 'out' must be a folder, but {str(out_path)!r} is a file")
+    steps = data.get("steps")
+    invariance = data.get("invariance", "none")
+    if invariance not in ("none", "x", "y", "space"):
+        raise BatchSpecError("spec key 'invariance' must be 'none', 'x', 'y' or 'space' (one fixed choice, "
+                             f"so that every frame block has the same maps), got {invariance!r}")
+    return Spec(models=_models(data.get("model"), base), stimuli=stimuli, cells=_cells(data.get("cells", [0])),
+                analyses=tuple(analyses), experiments=tuple(experiments), out=out_path.resolve(),
+                steps=None if steps is None else _positive_int(steps, "steps"), invariance=invariance,
+                block_frames=_positive_int(data.get("block_frames", DEFAULT_BLOCK_FRAMES), "block_frames"),
+                threads=_positive_int(data.get("threads", 1), "threads"))
+
+
+# ------------------------------------------------------------------ tasks ---
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of the grid: what to compute and where its result goes.
+
+    ``key`` is the result's path inside the store; ``blocks`` the output frame
+    ranges ``(start, stop)`` of its blocks (one block ``(0, 0)`` for tasks that
+    are not split); ``params`` everything the result depends on.
+    """
+
+    key: str
+    kind: str                      # "predict" | "attribute" | "reduce" | "experiment"
+    model: Optional[str]
+    stimulus: Optional[str]
+    cell: Optional[int]
+    name: str                      # the analysis or the experiment
+    params: dict
+    blocks: tuple = ((0, 0),)
+    error: Optional[str] = None    # a failure found while planning (unreadable stimulus or model)
+
+    @property
+    def label(self) -> str:
+        """How a report names the task: its inputs."""
+        what = self.stimulus if self.stimulus else f"experiment {self.name}"
+        cell = "" if self.cell is None else f", cell {self.cell}"
+        return f"{self.kind if self.kind != 'experiment' else 'experiment'} of {what} (model " \
+               f"{self.model or 'default'}{cell})"
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+
+
+def _path_key(path: Optional[str]) -> str:
+    return "default" if path is None else f"{Path(path).stem}-{_short_hash(str(path))}"
+
+
+def stimulus_frames(path: PathLike) -> int:
+    """Frames T of a stimulus file, read from its header (the data are not read)."""
+    from . import io
+
+    path = io._existing(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return int(_npy_view(path).shape[0])
+    if suffix in io.HDF5_SUFFIXES:
+        with io._open_h5(path) as h5:
+            return int(h5[_h5_key(h5, path)].shape[0])
+    return int(io.read_stimulus(path).shape[0])
+
+
+def _npy_view(path: Path) -> np.ndarray:
+    """A memory map of a .npy stack, refusing a damaged header, pickled objects and truncated data."""
+    fmt = np.lib.format
+    with open(path, "rb") as fh:
+        try:
+            version = fmt.read_magic(fh)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            _, _, dtype = read_header(fh)
+        except Exception as exc:  # ValueError, EOFError, or a SyntaxError from a damaged header
+            raise ValueError(f"{str(path)!r} is not a .npy file or its header is corrupt ({exc})") from exc
+    if dtype.hasobject:
+        raise ValueError(f"{str(path)!r} is not a plain numeric .npy array (pickled objects are refused)")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # ValueError (data shorter than the header says), OSError
+        raise ValueError(f"{str(path)!r} is not a readable .npy array, truncated or corrupt ({exc})") from exc
+    if arr.ndim != 3:
+        raise ValueError(f"the stimulus in {path.name} must be a (T, H, W) stack, got shape {arr.shape}")
+    return arr
+
+
+def _h5_key(h5, path: Path) -> str:
+    from .io import STIMULUS_KEYS, _h5_keys
+
+    keys = _h5_keys(h5)
+    key = next((k for k in STIMULUS_KEYS if k in keys), None)
+    if key is None:
+        raise ValueError(f"{str(path)!r} has none of the datasets {list(STIMULUS_KEYS)}; it has {keys}")
+    return key
+
+
+def read_window(path: PathLike, start: int, stop: int) -> np.ndarray:
+    """Frames ``start:stop`` of a stimulus file (T', H, W), checked like ``nr.io.read_stimulus``.
+
+    ``.npy`` (memory-mapped) and HDF5 files are read by window, so memory
+    follows the window, not the movie; a TIFF is read whole and cut.
+    """
+    from . import io
+    from ._validate import as_stack
+
+    path = io._existing(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        arr = np.array(_npy_view(path)[start:stop])
+    elif suffix in io.HDF5_SUFFIXES:
+        with io._open_h5(path) as h5:
+            try:
+                arr = h5[_h5_key(h5, path)][start:stop]
+            except ValueError:
+                raise
+            except Exception as exc:
+                raise ValueError(f"cannot read frames {start}:{stop} of {str(path)!r} (truncated or corrupt: {exc})") from exc
+    else:
+        arr = io.read_stimulus(path)[start:stop]
+    return as_stack(arr, name=f"the stimulus in {path.name} (frames {start}:{stop})")
+
+
+def lazy_stimulus(path: PathLike, block_frames: int = DEFAULT_BLOCK_FRAMES):
+    """A stimulus file as a dask array (T, H, W) whose blocks of frames are read when computed."""
+    import dask
+    import dask.array as da
+
+    first = read_window(path, 0, 1)
+    n = stimulus_frames(path)
+    parts = [da.from_delayed(dask.delayed(read_window)(str(path), a, min(a + block_frames, n)),
+                             shape=(min(a + block_frames, n) - a,) + first.shape[1:], dtype=first.dtype)
+             for a in range(0, n, block_frames)]
+    return parts[0] if len(parts) == 1 else da.concatenate(parts, axis=0)
+
+
+def _blocks(n_frames: int, history: int, block: int) -> tuple:
+    """Output frame ranges covering 0..n_frames; the first holds at least ``history`` frames."""
+    first = min(n_frames, max(block, history))
+    edges = [0, first] + list(range(first + block, n_frames, block))
+    edges = sorted(set(edges + [n_frames]))
+    return tuple((a, b) for a, b in zip(edges[:-1], edges[1:]))
+
+
+def _model_info(path: Optional[str]) -> tuple[int, int, str]:
+    """(history, n_cells, weights SHA-256) of a checkpoint, for planning."""
+    from .checkpoint import weights_sha256
+
+    model = _load_model(path)
+    return model.config.history, model.config.n_cells, weights_sha256(model.state_dict())
+
+
+def _file_stamp(path: PathLike) -> list:
+    """[size in bytes, modification time in ns] of a file: a changed input makes its tasks run again."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+
+
+def plan(spec: Spec) -> list[Task]:
+    """The tasks of a spec, in a stable order. Inputs that cannot be read give tasks with ``error`` set."""
+    tasks: list[Task] = []
+    base = {"steps": spec.steps, "invariance": spec.invariance}
+    frames_cache: dict = {}
+    for model in spec.models:
+        mkey = _path_key(model)
+        try:
+            history, n_cells, weights = _model_info(model)
+            merr = None
+        except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
+            history, n_cells, weights, merr = 1, 0, "", f"model {model or 'default'}: {exc}"
+        cells = list(range(n_cells)) if spec.cells == "all" else list(spec.cells)
+        cell_error = {c: f"cell {c} is out of range: model {model or 'default'} has {n_cells} cells (0 to "
+                         f"{n_cells - 1})" for c in cells if merr is None and c >= n_cells}
+        for stim in spec.stimuli:
+            skey = f"{mkey}/{_path_key(str(stim))}"
+            err = merr
+            if str(stim) not in frames_cache:
+                try:
+                    frames_cache[str(stim)] = (stimulus_frames(stim), None)
+                except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
+                    frames_cache[str(stim)] = (0, str(exc))
+            n_frames, serr = frames_cache[str(stim)]
+            err = err or serr
+            inputs = {"model_weights": weights, "stimulus_file": None if serr else _file_stamp(stim)}
+            for name in spec.analyses:
+                split = name in SPLIT_ANALYSES and err is None
+                blocks = _blocks(n_frames, history, spec.block_frames) if split else ((0, 0),)
+                params = {**base, "block_frames": spec.block_frames, **inputs} if split else {**base, **inputs}
+                if name == "predict":
+                    params = {"block_frames": spec.block_frames, **inputs}
+                    tasks.append(Task(f"{skey}/predict", name, model, str(stim), None, name, params, blocks, err))
+                    continue
+                for c in cells:
+                    tasks.append(Task(f"{skey}/cell{c}/{name}", name, model, str(stim), c, name, params, blocks,
+                                      err or cell_error.get(c)))
+        for name in spec.experiments:
+            for c in cells:
+                tasks.append(Task(f"{mkey}/experiments/{name}/cell{c}", "experiment", model, None, c, name,
+                                  {"steps": spec.steps, "model_weights": weights}, ((0, 0),),
+                                  merr or cell_error.get(c)))
+    return tasks
+
+
+# ----------------------------------------------------------------- worker ---
+
+_MODELS: dict = {}
+
+
+def _load_model(path: Optional[str]):
+    """The model at ``path`` (None: the shipped one) on this process's best device, loaded once per process."""
+    from .checkpoint import load_model
+
+    stamp = None if path is None else os.stat(path).st_mtime_ns
+    key = (path, stamp)
+    if key not in _MODELS:
+        _MODELS.clear()
+        _MODELS[key] = load_model(path)
+    return _MODELS[key]
+
+
+def _write_tree(group, data: dict) -> None:
+    """Arrays as Zarr arrays (chunked along the first axis), dicts as subgroups, the rest as attributes."""
+    attrs = {}
+    for name, value in data.items():
+        if isinstance(value, dict):
+            _write_tree(group.create_group(name), value)
+        elif isinstance(value, np.ndarray) and value.ndim > 0 and value.dtype.kind in "fiub":
+            chunks = (min(max(value.shape[0], 1), 256),) + value.shape[1:]
+            arr = group.create_array(name, shape=value.shape, dtype=value.dtype, chunks=chunks)
+            arr[...] = value
+        else:
+            attrs[name] = jsonable(value)
+    if attrs:
+        group.attrs.update(attrs)
+
+
+def _tmp_dir(out: Path) -> Path:
+    """A fresh temporary folder inside the store (same file system, so the final rename is atomic)."""
+    tmp = out / ".tmp" / f"{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _commit(tmp: Path, dest: Path, store: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``dest`` (replacing one that is there)."""
+    if os.environ.get(_CRASH_ENV) == dest.relative_to(store).as_posix():  # tests: die before the commit
+        os._exit(70)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        trash = tmp.parent / f"{tmp.name}-old"
+        os.rename(dest, trash)
+        os.rename(tmp, dest)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp, dest)
+
+
+def _compute_block(task: Task, start: int, stop: int) -> dict:
+    """The arrays and attributes of one block (output frames ``start:stop``; (0, 0): the whole task)."""
+    from . import attribution, experiments
+    from .analysis import run_analysis
+    from .attribution._result import map_shape
+    from .metrics import map_limit
+    from ._predict import predict
+    from ._validate import as_stimulus
+
+    model = _load_model(task.model)
+    cfg = model.config
+    if task.kind == "experiment":
+        return experiments.run(task.name, model, cell=task.cell, steps=task.params["steps"]).to_dict()
+    if task.kind == "reduce":
+        stim = as_stimulus(read_window(task.stimulus, 0, stimulus_frames(task.stimulus)), history=cfg.history,
+                           size=cfg.size, norm=cfg.norm)
+        res = run_analysis(model, stim, cell=task.cell, steps=task.params["steps"],
+                           invariance=task.params["invariance"])
+        attr, red = res.attribution, res.reduction
+        keep = ("channels", "response", "rates", "cells", "frames", "baseline_rate", "completeness_error",
+                "steps", "rule", "invariance", "offset", "history")
+        return {"attribution": {k: v for k, v in attr.to_dict().items() if k in keep}, "reduction": red.to_dict()}
+    first = max(0, start - cfg.history + 1)
+    window = read_window(task.stimulus, first, stop)
+    if task.kind == "predict":
+        rates = predict(model, window)[start - first:]
+        return {"rates": rates}
+    frames = list(range(max(start, cfg.history - 1) - first, stop - first))
+    if not frames:  # the block lies wholly before the first full history
+        C, h = cfg.channels[0], cfg.map_sizes[0]
+        n = stop - start
+        nan = np.full((n,), np.nan, np.float32)
+        out = {"channels": np.full((n, C), np.nan, np.float32), "response": nan, "rates": nan.copy()}
+        if task.params["invariance"] != "space":
+            shape = map_shape(C, h, task.params["invariance"])
+            out["maps"] = np.full((n,) + shape, np.nan, np.float32)
+        return out
+    attr = attribution.attribute(model, window, cell=task.cell, steps=task.params["steps"],
+                                 invariance=task.params["invariance"], frames=frames)
+    out = {k: v[start - first:] for k, v in (("channels", attr.channels), ("response", attr.response),
+                                             ("rates", attr.rates), ("maps", attr.maps)) if v is not None}
+    out.update({"map_limit": map_limit(out.get("maps")),
+                "baseline_rate": attr.baseline_rate, "completeness_error": attr.completeness_error,
+                "offset": attr.offset, "history": attr.history, "rule": attr.rule, "steps": attr.steps})
+    return out
+
+
+def _peak_rss_mb() -> float:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except ImportError:  # not on POSIX
+        return float("nan")
+
+
+def _release_memory() -> None:
+    """Hand the freed heap of the last block back to the system (glibc's malloc_trim), so blocks do not pile up."""
+    import gc
+
+    gc.collect()
+    if platform.system() == "Linux":
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl)
+            pass
+
+
+def run_block(task: Task, index: int, out: str, threads: int = 1) -> dict:
+    """Compute block ``index`` of ``task`` and commit it to ``out/.partial/<key>/b<index>`` (a worker's job).
+
+    Returns a small summary (seconds, peak memory of the worker in MB), which
+    is all that travels back through the scheduler; bad input (a broken file,
+    a cell the model lacks) returns ``{"error": sentence}`` instead, and
+    nothing is written. A block already committed is not recomputed.
+    """
+    import torch
+
+    store = Path(out)
+    dest = store / ".partial" / task.key / f"b{index:05d}"
+    start, stop = task.blocks[index]
+    if _attrs(dest).get("params") == jsonable(task.params) and _attrs(dest).get("frames") == [start, stop]:
+        return {"index": index, "seconds": 0.0, "skipped": True, "peak_mb": _peak_rss_mb()}
+    if threads and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    import zarr
+
+    t0 = time.perf_counter()
+    try:
+        data = _compute_block(task, start, stop)
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # bad input: reported, not a worker traceback
+        return {"index": index, "error": str(exc)}
+    tmp = _tmp_dir(store)
+    group = zarr.open_group(str(tmp), mode="w")
+    _write_tree(group, data)
+    group.attrs.update(jsonable({"block": index, "frames": [start, stop], "params": task.params}))
+    _commit(tmp, dest, store)
+    del data, group
+    _release_memory()
+    return {"index": index, "seconds": time.perf_counter() - t0, "skipped": False, "peak_mb": _peak_rss_mb(),
+            "worker": f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def _versions() -> dict:
+    import dask
+    import torch
+    import zarr
+
+    version = sys.modules[__package__].__version__   # the package is loaded with any of its modules
+
+    return {"napari_retina": version, "numpy": np.__version__, "torch": torch.__version__,
+            "zarr": zarr.__version__, "dask": dask.__version__, "python": platform.python_version()}
+
+
+def finish_task(task: Task, out: str, *blocks: dict) -> dict:
+    """Write the task group's attributes and rename it into place (runs once every block is committed)."""
+    import zarr
+
+    errors = [b["error"] for b in blocks if "error" in b]
+    if errors:
+        return {"key": task.key, "error": errors[0]}
+    store = Path(out)
+    partial = store / ".partial" / task.key
+    missing = [i for i in range(len(task.blocks)) if not (partial / f"b{i:05d}" / "zarr.json").exists()]
+    if missing:
+        raise RuntimeError(f"{task.label}: blocks {missing} are missing from {str(partial)!r}")
+    model = _load_model(task.model)
+    group = zarr.open_group(str(partial), mode="a")
+    group.attrs.update(jsonable({
+        "napari_retina_batch": 1, "complete": True, "key": task.key, "kind": task.kind, "name": task.name,
+        "model": task.model or "default", "stimulus": task.stimulus, "cell": task.cell, "params": task.params,
+        "blocks": [list(b) for b in task.blocks], "versions": _versions(),
+        "provenance": {"model": model.provenance, "model_config": model.config.__dict__,
+                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "host": socket.gethostname(), "device": str(model.device),
+                       "seconds": float(sum(b.get("seconds", 0.0) for b in blocks)),
+                       "peak_mb": max([b.get("peak_mb", float("nan")) for b in blocks] or [float("nan")])},
+    }))
+    _commit(partial, store / task.key, store)
+    return {"key": task.key, "seconds": float(sum(b.get("seconds", 0.0) for b in blocks)),
+            "peak_mb": max([b.get("peak_mb", 0.0) for b in blocks] or [0.0])}
+
+
+# ---------------------------------------------------------------- client ---
+
+def _attrs(group: Path) -> dict:
+    """A Zarr group's attributes read from its ``zarr.json`` ({} when there is none)."""
+    try:
+        return json.loads((group / "zarr.json").read_text(encoding="utf-8")).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def is_complete(out: PathLike, task: Task) -> bool:
+    """Whether ``task``'s result is in the store, complete and made with the same parameters and inputs."""
+    attrs = _attrs(Path(out) / task.key)
+    return bool(attrs.get("complete")) and attrs.get("params") == jsonable(task.params) \
+        and attrs.get("blocks") == [list(b) for b in task.blocks]
+
+
+def remove_stale_tmp(out: PathLike) -> list[Path]:
+    """Remove temporary folders that killed writers left in ``out/.tmp`` (same rule as ``_atomic.remove_stale``)."""
+    removed = []
+    tmp_root = Path(out) / ".tmp"
+    if not tmp_root.is_dir():
+        return removed
+    host = _host_tag()
+    for entry in tmp_root.iterdir():
+        parts = entry.name.split("-")
+        try:
+            dead = parts[0] == host and not _running(int(parts[1]))
+            if dead or time.time() - entry.stat().st_mtime > STALE_TMP_S:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        except (IndexError, ValueError, OSError):
+            continue
+    return removed
+
+
+@dataclass
+class Report:
+    """What :func:`run` did: task keys computed, skipped and failed (with one sentence each)."""
+
+    done: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    failed: list = field(default_factory=list)   # (task label, message)
+    seconds: float = 0.0
+    dashboard: Optional[str] = None
+    task_seconds: list = field(default_factory=list)
+    peak_mb: list = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every task succeeded (or was already done), 1 when any failed."""
+        return 1 if self.failed else 0
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if type(exc).__name__ == "KilledWorker":
+        return "its worker died while running it (killed, or out of memory); rerun to complete it"
+    if isinstance(exc, (ValueError, TypeError, FileNotFoundError)):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+def require() -> None:
+    """Check that the batch extras (``dask.distributed``, ``zarr``) are installed; one sentence if not."""
+    try:
+        import distributed  # noqa: F401
+        import zarr
+    except ImportError as exc:
+        raise ImportError(f"batch runs need dask.distributed and zarr, but {exc.name!r} is not installed; "
+                          "pip install 'napari-retina[batch]'") from exc
+    if int(zarr.__version__.split(".")[0]) < 3:
+        raise ImportError(f"batch runs need zarr 3 or later (Python 3.11 or later), got zarr {zarr.__version__}")
+
+
+def connect(scheduler: str, timeout_s: float = 10.0):
+    """A ``distributed.Client`` on the scheduler at ``scheduler`` (e.g. ``tcp://10.0.0.5:8786``); one sentence if unreachable."""
+    require()
+    from distributed import Client
+
+    try:
+        return Client(scheduler, timeout=timeout_s)
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        raise ValueError(f"cannot reach a dask scheduler at {scheduler!r} within {timeout_s:g} s ({exc})") from exc
+
+
+def start_cluster(workers: Optional[int] = None, threads: int = 1):
+    """A ``LocalCluster`` of ``workers`` processes (default: one per core), one thread each, and its Client."""
+    from distributed import Client, LocalCluster
+
+    n = workers or os.cpu_count() or 1
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", env=env)
+    return Client(cluster)
+
+
+def dashboard_link(client) -> Optional[str]:
+    """The dask dashboard address, or None when it is not running (it needs bokeh)."""
+    try:
+        info = client.scheduler_info()
+        port = info.get("services", {}).get("dashboard")
+    except Exception:  # a client without a scheduler connection
+        return None
+    return client.dashboard_link if port else None
+
+
+def run(spec: Union[PathLike, dict, Spec], client=None, *, force: bool = False, workers: Optional[int] = None,
+        progress: Optional[Callable[[int, int], None]] = None,
+        log: Optional[Callable[[str], None]] = None) -> Report:
+    """Run a batch spec on a dask cluster; return a :class:`Report`.
+
+    Parameters
+    ----------
+    spec : dict, path of a JSON/YAML file, or :class:`Spec`
+        See the module docstring; checked before any work (:class:`BatchSpecError`).
+    client : distributed.Client, optional
+        The cluster to use (any: local, ``dask-jobqueue``, Kubernetes). Default:
+        a ``LocalCluster`` of ``workers`` processes started here and closed at the end.
+    force : bool
+        Recompute tasks whose results exist.
+    progress : callable, optional
+        ``progress(done_tasks, total_tasks)`` as tasks finish (failed ones count as done).
+    log : callable, optional
+        Receives one line per event (the dashboard address, each failure).
+
+    A task that fails (a broken file, a cell index the model lacks) is
+    reported with its input named, the others run on; ``Report.exit_code`` is
+    1 when any failed.
+    """
+    spec = parse_spec(spec)
+    require()
+    log = log or (lambda line: None)
+    out = spec.out
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(out)
+    t0 = time.perf_counter()
+    tasks = plan(spec)
+    _write_manifest(out, spec, tasks)
+    report = Report()
+    todo = []
+    for task in tasks:
+        if task.error is not None:
+            report.failed.append((task.label, task.error))
+        elif not force and is_complete(out, task):
+            report.skipped.append(task.key)
+        else:
+            if force:
+                shutil.rmtree(out / ".partial" / task.key, ignore_errors=True)
+            todo.append(task)
+    total = len(todo) + len(report.failed)
+    if progress is not None:
+        progress(len(report.failed), total)
+    if todo:
+        own = client is None
+        if own:
+            client = start_cluster(workers, spec.threads)
+        try:
+            report.dashboard = dashboard_link(client)
+            log(f"dask dashboard: {report.dashboard or 'not running (pip install bokeh to get one)'}; "
+                f"{len(todo)} tasks on {len(client.scheduler_info().get('workers', {}))} workers")
+            _submit_and_wait(client, todo, out, spec, report, progress, total, log)
+        finally:
+            if own:
+                cluster = client.cluster
+                client.close()
+                cluster.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _write_manifest(out: Path, spec: Spec, tasks: list) -> None:
+    """Record the spec and the task list in ``out/napari-retina-batch.json``, keeping earlier runs' tasks."""
+    entries = {}
+    try:
+        entries = {e["key"]: e for e in json.loads((out / MANIFEST).read_text(encoding="utf-8"))["tasks"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    entries.update({t.key: {"key": t.key, "kind": t.kind, "name": t.name, "model": t.model or "default",
+                            "stimulus": t.stimulus, "cell": t.cell} for t in tasks})
+    atomic_write_text(out / MANIFEST, json.dumps({"spec": spec.to_dict(), "tasks": list(entries.values())}, indent=1))
+
+
+def _submit_and_wait(client, todo: list, out: Path, spec: Spec, report: Report, progress, total: int, log) -> None:
+    from distributed import as_completed
+
+    run_id = uuid.uuid4().hex[:8]
+    finals = {}
+    for task in todo:
+        blocks = [client.submit(run_block, task, i, str(out), spec.threads, pure=False,
+                                key=f"block-{task.key}-{i}-{run_id}") for i in range(len(task.blocks))]
+        fut = client.submit(finish_task, task, str(out), *blocks, pure=False, key=f"task-{task.key}-{run_id}")
+        finals[fut] = task
+    done = len(report.failed)
+    for fut in as_completed(list(finals)):
+        task = finals[fut]
+        exc = fut.exception()
+        summary = fut.result() if exc is None else {"error": _message(exc)}
+        if "error" not in summary:
+            report.done.append(task.key)
+            report.task_seconds.append(summary["seconds"])
+            report.peak_mb.append(summary["peak_mb"])
+        else:
+            report.failed.append((task.label, summary["error"]))
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+
+# ------------------------------------------------------------------- load ---
+
+@dataclass
+class TaskResult:
+    """One task's result in a store: its attributes and lazy arrays.
+
+    ``arrays`` maps names (``rates``, ``maps``, ``attribution/channels``,
+    ``reduction/traces``...) to dask arrays over the Zarr chunks; a split
+    task's blocks are concatenated along time (T, ...). Nothing is read until
+    computed.
+    """
+
+    key: str
+    attrs: dict
+    arrays: dict
+    path: Path
+
+    def scalars(self) -> dict:
+        """The task's plain numbers and strings (block 0's for a split task), flattened with '/'."""
+        import zarr
+
+        out: dict = {}
+
+        def walk(group, prefix):
+            for k, v in group.attrs.items():
+                if isinstance(v, (int, float, str, bool)) or v is None:
+                    out[prefix + k] = v
+            for name, sub in group.groups():
+                walk(sub, f"{prefix}{name}/")
+
+        walk(zarr.open_group(str(self.path / "b00000"), mode="r"), "")
+        return out
+
+
+class Results(dict):
+    """Task key → :class:`TaskResult` for a results store (what :func:`load` returns)."""
+
+    def table(self) -> list[dict]:
+        """One row per task: its inputs plus its scalar readouts (``readout`` parsed), for ``pandas.DataFrame``."""
+        rows = []
+        for key, res in sorted(self.items()):
+            row = {"key": key, "kind": res.attrs["kind"], "name": res.attrs["name"], "model": res.attrs["model"],
+                   "stimulus": res.attrs["stimulus"], "cell": res.attrs["cell"]}
+            scalars = res.scalars()
+            if isinstance(scalars.get("readout"), str):
+                readout = json.loads(scalars.pop("readout"))
+                scalars.update({f"readout/{k}": v for k, v in readout.items() if not isinstance(v, (list, dict))})
+            row.update({k: v for k, v in scalars.items() if not (isinstance(v, str) and v.startswith(("[", "{")))})
+            rows.append(row)
+        return rows
+
+
+def _lazy_arrays(path: Path, n_blocks: int) -> dict:
+    import dask.array as da
+    import zarr
+
+    per_name: dict = {}
+    for i in range(n_blocks):
+        group = zarr.open_group(str(path / f"b{i:05d}"), mode="r")
+        stack = [(group, "")]
+        while stack:
+            g, prefix = stack.pop()
+            for name, arr in g.arrays():
+                per_name.setdefault(prefix + name, []).append(da.from_zarr(arr))
+            stack.extend((sub, f"{prefix}{name}/") for name, sub in g.groups())
+    return {k: (v[0] if len(v) == 1 else da.concatenate(v, axis=0)) for k, v in per_name.items()}
+
+
+def load(out: PathLike) -> Results:
+    """Open a results store lazily: task key → :class:`TaskResult` (complete results only).
+
+    Example
+    -------
+    >>> res = nr.batch.load("results")                   # doctest: +SKIP
+    >>> rates = res["default/a-1f2e3d4c/predict"].arrays["rates"].compute()   # (T, n_cells)
+    """
+    root = Path(out)
+    if not (root / MANIFEST).is_file():
+        raise FileNotFoundError(f"{str(root)!r} is not a napari-retina results store (no {MANIFEST} in it)")
+    manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    results = Results()
+    for entry in manifest.get("tasks", []):
+        path = root / entry["key"]
+        try:
+            attrs = json.loads((path / "zarr.json").read_text(encoding="utf-8"))["attributes"]
+        except (OSError, ValueError, KeyError):
+            continue  # not computed (yet), or failed
+        if attrs.get("complete"):
+            results[entry["key"]] = TaskResult(entry["key"], attrs, _lazy_arrays(path, len(attrs["blocks"])), path)
+    return results

@@ -1,0 +1,293 @@
+"""Batch runs on a dask LocalCluster (2 worker processes): equal to direct calls, resumable, failures isolated.
+
+A tiny model (history 8, 12×12 pixels) and short stimuli keep the whole file to
+tens of seconds; ``block_frames=16`` splits the 50-frame stimulus into blocks
+(16 + 16 + 16 + 2 output frames) so the frame-block overlap is exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+pytest.importorskip("zarr", minversion="3")
+
+import napari_retina as nr  # noqa: E402
+from napari_retina import batch  # noqa: E402
+from napari_retina.cli import main  # noqa: E402
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A tiny checkpoint, two good stimuli and a broken one."""
+    import torch
+
+    d = tmp_path_factory.mktemp("batch-inputs")
+    torch.manual_seed(0)
+    model = nr.RetinaCNN(nr.ModelConfig(history=8, size=12, channels=(3, 3), kernels=(5, 3), n_cells=2)).eval()
+    nr.save_model(model, d / "tiny.pt")
+    rng = np.random.default_rng(0)
+    np.save(d / "a.npy", rng.standard_normal((50, 12, 12)).astype(np.float32))
+    np.save(d / "b.npy", rng.standard_normal((20, 12, 12)).astype(np.float32))
+    (d / "broken.npy").write_bytes(b"not an array")
+    return d
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as c:
+        yield c
+
+
+def _spec(inputs, out, stimuli=("a.npy", "b.npy"), cells=(0, 1), analyses=("predict", "attribute", "reduce")):
+    return {"model": str(inputs / "tiny.pt"), "stimuli": [str(inputs / s) for s in stimuli], "cells": list(cells),
+            "analyses": list(analyses), "out": str(out), "block_frames": 16, "steps": STEPS}
+
+
+def _key(results, stem, suffix):
+    (key,) = [k for k in results if f"/{stem}-" in k and k.endswith(suffix)]
+    return key
+
+
+@pytest.fixture(scope="module")
+def grid(inputs, client, tmp_path_factory):
+    """The grid run once: its report and the store."""
+    out = tmp_path_factory.mktemp("batch-out") / "results"
+    report = batch.run(_spec(inputs, out), client)
+    return report, out
+
+
+def test_results_equal_direct_calls_and_blocks_equal_the_unsplit_run(inputs, grid):
+    report, out = grid
+    assert report.failed == [] and len(report.done) == 10   # 2 stimuli × (predict + 2 cells × 2 analyses)
+    res = batch.load(out)
+    model = nr.load_model(inputs / "tiny.pt")
+    for stem in ("a", "b"):
+        stim = np.load(inputs / f"{stem}.npy")
+        pred = res[_key(res, stem, "/predict")]
+        np.testing.assert_allclose(pred.arrays["rates"].compute(), nr.predict(model, stim), rtol=1e-5, atol=1e-6)
+        for cell in (0, 1):
+            direct = nr.attribute(model, stim, cell=cell, steps=STEPS, invariance="none")
+            got = res[_key(res, stem, f"/cell{cell}/attribute")].arrays
+            for name in ("maps", "channels", "response", "rates"):
+                np.testing.assert_allclose(got[name].compute(), getattr(direct, name), rtol=1e-4, atol=1e-6,
+                                           err_msg=f"{stem} cell {cell} {name}")
+            red = nr.reduce(direct)
+            got = res[_key(res, stem, f"/cell{cell}/reduce")].arrays
+            np.testing.assert_array_equal(got["reduction/kept"].compute(), red.kept)
+            np.testing.assert_allclose(got["reduction/reduced_response"].compute(), red.reduced_response,
+                                       rtol=1e-3, atol=1e-5)
+    attrs = res[_key(res, "a", "/cell0/attribute")].attrs
+    assert attrs["blocks"] == [[0, 16], [16, 32], [32, 48], [48, 50]]   # split, with history as overlap
+    assert {k: attrs["params"][k] for k in ("steps", "invariance", "block_frames")} == \
+        {"steps": STEPS, "invariance": "none", "block_frames": 16}
+    assert len(attrs["params"]["model_weights"]) == 64 and attrs["params"]["stimulus_file"][0] > 0
+    assert attrs["versions"]["napari_retina"] == nr.__version__ and attrs["provenance"]["model_config"]["size"] == 12
+    assert attrs["provenance"]["device"] == str(model.device)      # the worker's best device, as load_model picks
+    assert attrs["stimulus"] == str(inputs / "a.npy") and attrs["cell"] == 0
+    assert not any((out / ".tmp").iterdir()) and not (out / ".partial" / _key(res, "a", "/cell0/attribute")).exists()
+
+
+def test_a_rerun_computes_nothing_and_force_recomputes(inputs, client, grid):
+    _, out = grid
+    before = {k: os.stat(out / k).st_ino for k in batch.load(out)}
+    again = batch.run(_spec(inputs, out), client)
+    assert again.done == [] and again.failed == [] and sorted(again.skipped) == sorted(before)
+    assert {k: os.stat(out / k).st_ino for k in batch.load(out)} == before   # nothing rewritten
+    forced = batch.run(_spec(inputs, out, stimuli=("b.npy",), analyses=("predict",)), client, force=True)
+    assert len(forced.done) == 1 and forced.skipped == []
+
+
+def test_an_experiment_task_equals_the_direct_run(inputs, client, tmp_path):
+    spec = {"model": str(inputs / "tiny.pt"), "experiments": ["osr"], "cells": [1], "steps": STEPS,
+            "out": str(tmp_path / "r")}
+    report = batch.run(spec, client)
+    assert report.done == [f"{batch._path_key(str(inputs / 'tiny.pt'))}/experiments/osr/cell1"]
+    (res,) = batch.load(tmp_path / "r").values()
+    direct = nr.experiments.run("osr", nr.load_model(inputs / "tiny.pt"), cell=1, steps=STEPS)
+    np.testing.assert_allclose(res.arrays["rates"].compute(), direct.rates, rtol=1e-5, atol=1e-6)
+    (row,) = batch.load(tmp_path / "r").table()
+    assert row["name"] == "osr" and row["readout/present"] == direct.readout["present"]
+    assert row["readout/slope"] == pytest.approx(direct.readout["slope"], rel=1e-4)
+
+
+def test_a_changed_stimulus_file_is_computed_again(inputs, client, tmp_path):
+    stim = tmp_path / "c.npy"
+    np.save(stim, np.zeros((20, 12, 12), np.float32))
+    spec = {**_spec(inputs, tmp_path / "r", analyses=("predict",)), "stimuli": [str(stim)]}
+    assert len(batch.run(spec, client).done) == 1
+    new = np.random.default_rng(1).standard_normal((20, 12, 12)).astype(np.float32)
+    np.save(stim, new)
+    os.utime(stim, ns=(os.stat(stim).st_atime_ns, os.stat(stim).st_mtime_ns + 10**9))   # a clock tick later
+    again = batch.run(spec, client)
+    assert len(again.done) == 1 and again.skipped == []
+    (res,) = batch.load(tmp_path / "r").values()
+    np.testing.assert_allclose(res.arrays["rates"].compute(), nr.predict(nr.load_model(inputs / "tiny.pt"), new),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_a_broken_input_or_a_bad_cell_fails_alone(inputs, client, tmp_path):
+    spec = _spec(inputs, tmp_path / "r", stimuli=("b.npy", "broken.npy"), cells=(0, 5), analyses=("attribute",))
+    report = batch.run(spec, client)
+    assert report.exit_code == 1
+    assert len(report.done) == 1 and report.done[0].endswith("/cell0/attribute") and "/b-" in report.done[0]
+    failed = dict(report.failed)
+    assert len(failed) == 3
+    broken = [m for label, m in failed.items() if "broken.npy" in label]
+    assert len(broken) == 2 and all("is not a .npy file or its header is corrupt" in m for m in broken)
+    assert failed[f"attribute of {inputs / 'b.npy'} (model {inputs / 'tiny.pt'}, cell 5)"] == \
+        f"cell 5 is out of range: model {inputs / 'tiny.pt'} has 2 cells (0 to 1)"
+    assert list(batch.load(tmp_path / "r")) == report.done
+
+
+def test_a_cell_error_found_by_the_worker_is_reported_in_one_sentence(inputs, client, tmp_path):
+    """A spec whose task fails inside the worker (here: an invariance the stimulus lacks) fails alone."""
+    spec = {**_spec(inputs, tmp_path / "r", stimuli=("b.npy",), cells=(0,), analyses=("predict", "attribute")),
+            "invariance": "space"}
+    report = batch.run(spec, client)
+    assert len(report.done) == 1 and report.done[0].endswith("/predict")
+    ((label, message),) = report.failed
+    assert label.startswith(f"attribute of {inputs / 'b.npy'}") and "space" in message and "\n" not in message
+
+
+def test_a_killed_worker_leaves_no_partial_result_and_the_rerun_completes_it(inputs, client, tmp_path):
+    import dask
+    from distributed import Client, LocalCluster
+
+    out = tmp_path / "r"
+    spec = _spec(inputs, out, stimuli=("a.npy",), cells=(0,), analyses=("attribute",))
+    key = batch.plan(batch.parse_spec(spec))[0].key
+    env = {batch._CRASH_ENV: f".partial/{key}/b00001"}   # the worker dies writing block 1
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", env=env) as cl, \
+            Client(cl) as killing:
+        report = batch.run(spec, killing)
+    ((label, message),) = report.failed
+    assert "its worker died" in message
+    assert not (out / key).exists() and key not in batch.load(out)
+    assert not (out / ".partial" / key / "b00001").exists()
+    leftovers = list((out / ".tmp").iterdir())
+    assert leftovers and any(p.name == "zarr.json" for t in leftovers for p in t.rglob("*"))   # the dead write
+    block0 = out / ".partial" / key / "b00000"
+    inode0 = os.stat(block0).st_ino if block0.exists() else None
+
+    again = batch.run(spec, client)
+    assert again.done == [key] and again.failed == []
+    assert not any((out / ".tmp").iterdir())                     # the dead worker's folder is removed
+    if inode0 is not None:
+        assert os.stat(out / key / "b00000").st_ino == inode0    # the committed block was kept, not recomputed
+    direct = nr.attribute(nr.load_model(inputs / "tiny.pt"), np.load(inputs / "a.npy"), cell=0, steps=STEPS,
+                          invariance="none")
+    np.testing.assert_allclose(batch.load(out)[key].arrays["maps"].compute(), direct.maps, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ({"stimuli": ["a.npy"], "analyses": ["predict"], "out": "r", "colour": 1}, "got unknown 'colour'"),
+    ({"stimuli": ["a.npy"], "analyses": ["predcit"], "out": "r"}, "spec analyses must be among predict, attribute, "
+                                                                   "reduce, got 'predcit'"),
+    ({"stimuli": ["nothing*.npy"], "analyses": ["predict"], "out": "r"}, "spec stimulus 'nothing\\*.npy' matches no file"),
+    ({"stimuli": ["a.npy"], "analyses": ["predict"], "out": "r", "cells": [0, -1]}, "spec key 'cells' must be 'all' or"),
+    ({"stimuli": ["a.npy"], "analyses": ["attribute"], "out": "r", "invariance": "auto"}, "one fixed choice"),
+    ({"stimuli": ["a.npy"], "analyses": ["predict"], "out": "r", "block_frames": 0}, "'block_frames' must be an integer of at least 1"),
+    ({"stimuli": ["a.npy"], "out": "r"}, "at least one of 'analyses' or 'experiments'"),
+    ({"experiments": ["nope"], "out": "r"}, "spec experiments must be among"),
+    ({"model": "missing.pt", "stimuli": ["a.npy"], "analyses": ["predict"], "out": "r"}, "no file at"),
+    ({"stimuli": ["a.npy"], "analyses": ["predict"]}, "spec key 'out'"),
+])
+def test_a_bad_spec_exits_2_with_one_sentence(inputs, tmp_path, capsys, spec, match):
+    path = tmp_path / "spec.json"
+    spec = {**spec, "stimuli": [s if "*" in s or s != "a.npy" else str(inputs / s) for s in spec.get("stimuli", [])]} \
+        if "stimuli" in spec else spec
+    path.write_text(json.dumps(spec))
+    with pytest.raises(batch.BatchSpecError, match=match):
+        batch.parse_spec(path)
+    assert main(["batch", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("napari-retina batch: error: spec") and "\n" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_spec_that_is_not_json_exits_2(tmp_path, capsys):
+    path = tmp_path / "spec.json"
+    path.write_text("{'stimuli': ")
+    assert main(["batch", str(path)]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err
+
+
+def test_the_command_runs_on_a_given_scheduler_and_exits_1_when_a_task_failed(inputs, client, tmp_path, capsys):
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"model: {inputs / 'tiny.pt'}\nstimuli: [{inputs / 'b.npy'}, {inputs / 'broken.npy'}]\n"
+                    f"analyses: [predict]\nout: results\n")
+    assert main(["batch", str(path), "--scheduler", client.scheduler.address, "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "1 computed, 0 already done, 1 failed" in captured.out
+    assert f"failed: predict of {inputs / 'broken.npy'}" in captured.err
+    assert len(batch.load(tmp_path / "results")) == 1            # 'out' is relative to the spec's folder
+    path.write_text(path.read_text().replace(f", {inputs / 'broken.npy'}", ""))
+    assert main(["batch", str(path), "--scheduler", client.scheduler.address, "--quiet"]) == 0
+    assert "0 computed, 1 already done, 0 failed" in capsys.readouterr().out
+
+
+def test_the_napari_reader_opens_the_store_lazily(inputs, grid):
+    import dask.array as da
+
+    from napari_retina._napari._batch_reader import napari_get_reader
+
+    _, out = grid
+    assert napari_get_reader(str(inputs / "a.npy")) is None
+    layers = napari_get_reader(str(out))(str(out))
+    images = {kw["name"]: data for data, kw, kind in layers if kind == "image"}
+    assert isinstance(images["a"], da.Array) and images["a"].shape == (50, 12, 12)
+    maps = [n for n in images if n.startswith("a tiny cell0 ")]
+    assert len(maps) == 3 and all(isinstance(images[n], da.Array) and images[n].shape == (50, 8, 8) for n in maps)
+    np.testing.assert_array_equal(images["a"][20:22].compute(), np.load(inputs / "a.npy")[20:22])
+
+
+@pytest.mark.parametrize("modules, heavy", [("napari_retina, napari_retina.batch", ("distributed", "zarr", "torch")),
+                                            ("napari_retina.cli", ("distributed", "zarr"))])
+def test_importing_the_package_batch_and_the_command_loads_neither_distributed_nor_zarr(modules, heavy):
+    code = f"import sys, {modules}; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_plugin_manifest_offers_the_store_reader_for_folders(grid):
+    import importlib
+    from pathlib import Path
+
+    from npe2 import PluginManifest
+
+    _, out = grid
+    manifest = PluginManifest.from_file(Path(nr.__file__).parent / "napari.yaml")
+    (reader,) = [r for r in manifest.contributions.readers if r.accepts_directories]
+    (command,) = [c for c in manifest.contributions.commands if c.id == reader.command]
+    module, name = command.python_name.split(":")
+    get_reader = getattr(importlib.import_module(module), name)
+    assert get_reader(str(out)) is not None and get_reader(str(out.parent)) is None
+
+
+def test_without_the_batch_extra_the_command_says_what_to_install(inputs, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(_spec(inputs, tmp_path / "r", analyses=("predict",))))
+    monkeypatch.setitem(sys.modules, "distributed", None)    # import distributed -> ImportError
+    assert main(["batch", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("napari-retina batch: error: batch runs need dask.distributed and zarr, but 'distributed' is not "
+                   "installed; pip install 'napari-retina[batch]'")
+
+
+def test_an_unreachable_scheduler_is_one_sentence():
+    with pytest.raises(ValueError, match=r"^cannot reach a dask scheduler at 'tcp://127.0.0.1:1' within 1 s"):
+        batch.connect("tcp://127.0.0.1:1", timeout_s=1)
