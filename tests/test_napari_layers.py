@@ -58,19 +58,33 @@ def test_map_layers_aligned_named_and_coloured(make_napari_viewer, noise_analysi
     np.testing.assert_allclose(stim_layer.world_to_data(world), (3, 4 + off, 6 + off))
 
 
-def test_replacing_an_analysis_does_not_duplicate_layers(make_napari_viewer, noise_analysis):
+def test_replacing_an_analysis_does_not_duplicate_layers(make_napari_viewer, noise_analysis, tiny):
     stim, attr, red = noise_analysis
     viewer = make_napari_viewer()
     stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
     first = add_analysis(viewer, attr, red, stim_layer)
-    second = add_analysis(viewer, attr, None, stim_layer)
-    assert len(viewer.layers) == 1 + len(second)
-    assert all(layer not in viewer.layers for layer in first)
+    other = nr.attribute(tiny, stim, cell=1, steps=4, invariance="none")  # another cell: other maps
+    second = add_analysis(viewer, other, None, stim_layer)
+    assert len(viewer.layers) == 1 + len(second) == 1 + 8
+    # the same model's maps go into the same layers (napari collects garbage for each layer it removes)
+    assert second == first
+    for c, layer in enumerate(second):
+        np.testing.assert_array_equal(np.asarray(layer.data), other.maps[:, c])
+        lim = _layers.map_limit(other.maps)
+        np.testing.assert_allclose(layer.contrast_limits, (-lim, lim))
     # without a reduction: A{c} names, every channel visible, one row per channel
     names = [layer.name for layer in second]
     assert "noise: A0" in names and all(layer.visible for layer in second)
     plot = viewer.window.dock_widgets[_plot.DOCK_NAME]
     assert len(plot.rows) == 1 + 8  # the plot shows the latest analysis: the response, then every channel
+    np.testing.assert_array_equal(plot.series[0]["values"], other.response)
+    rows = list(plot.rows)
+    add_analysis(viewer, attr, None, stim_layer)  # same layout: the plot's rows take the new traces
+    assert plot.rows == rows
+    np.testing.assert_allclose(plot.rows[3].lines[0].pos[:, 1], attr.channels[attr.frames, 2], rtol=1e-6)
+    # a third analysis with the reduction again: the rows' layout changes, the plot is rebuilt to match
+    add_analysis(viewer, attr, red, stim_layer)
+    assert [[s["label"] for s in row.series] for row in plot.rows][1:] == [[red.label(c)] for c in red.kept]
 
 
 def test_bar_maps_summed_along_y_are_stretched_over_the_map(make_napari_viewer, tiny):

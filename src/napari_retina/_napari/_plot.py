@@ -170,7 +170,7 @@ def _axis(orientation: str, label: Optional[str], **kwargs) -> _Axis:
 class _Row:
     """One row of the plot: a view box with its own y axis, its traces, label and cursor line."""
 
-    def __init__(self, grid, r: int, series: list[dict], t_unit: np.ndarray, cursor_x: float, font_manager) -> None:
+    def __init__(self, grid, r: int, series: list[dict], cursor_x: float, font_manager) -> None:
         self.series = series
         self.view = grid.add_view(row=r, col=1, camera="panzoom", border_color="#444444")
         # the unit is in the legend column and the title: a rotated label per row collides in short rows
@@ -192,11 +192,19 @@ class _Row:
                     + [label._text_visual for label in self.labels], font_manager)
         self.zero = InfiniteLine(0.0, color=(0.5, 0.5, 0.5, 0.6), vertical=False, parent=self.view.scene)
         self.cursor = InfiniteLine(cursor_x, color=_rgba(CURSOR_COLOR), vertical=True, parent=self.view.scene)
+        self.set_series(series)
+
+    def set_series(self, series: list[dict]) -> None:
+        """Show ``series`` (as many as this row has lines): names, colours, vertical range."""
+        self.series = series
+        for s, line, label in zip(series, self.lines, self.labels):
+            line.set_data(color=s["color"])
+            label.text = s["label"]
+            label._text_visual.color = s["color"]
         vals = np.concatenate([s["values"][np.isfinite(s["values"])] for s in series] + [np.zeros(1, np.float32)])
         lo, hi = float(vals.min()), float(vals.max())
         pad = 0.08 * (hi - lo) if hi > lo else 1.0
         self.y_range = (lo - pad, hi + pad)
-        self.t_unit = t_unit
 
 
 class TracePlot(QWidget):
@@ -245,14 +253,16 @@ class TracePlot(QWidget):
         duration = float(self.times_ms[-1] - self.times_ms[0]) if len(self.times_ms) > 1 else 0.0
         self.unit, self.ms_per_unit = time_unit(duration)
         self.title.setText(title)
+        n_rows = max(s["row"] for s in series) + 1
+        per_row = [[s for s in series if s["row"] == r] for r in range(n_rows)]
+        if [len(r.series) for r in self.rows] == [len(r) for r in per_row]:
+            self._update_rows(per_row)  # same layout: new data in the same visuals (a rebuild costs ~1 s)
+            return
         if self.grid is not None:
             self.grid.parent = None
         self.grid = self.canvas.central_widget.add_grid(spacing=0)
-        t_unit = self.times_ms / self.ms_per_unit
-        n_rows = max(s["row"] for s in series) + 1
         cursor_x = self._cursor_x()
-        self.rows = [_Row(self.grid, r, [s for s in series if s["row"] == r], t_unit, cursor_x, self._fonts)
-                     for r in range(n_rows)]
+        self.rows = [_Row(self.grid, r, per_row[r], cursor_x, self._fonts) for r in range(n_rows)]
         self.x_axis = _axis("bottom", f"time ({self.unit})", axis_font_size=8, axis_label_margin=28,
                             tick_label_margin=14)
         self.x_axis.height_max = 44
@@ -260,15 +270,28 @@ class TracePlot(QWidget):
         self.grid.add_widget(self.x_axis, row=n_rows, col=1)
         self.x_axis.link_view(self.rows[-1].view)
         first = self.rows[0].view.camera
+        for row in self.rows[1:]:
+            row.view.camera.link(first, axis="x")
+        self.rows[0].view.scene.transform.changed.connect(self._on_view_changed)
+        self._preferred_height = min(90 + ROW_HEIGHT_PX * n_rows, MAX_HEIGHT_PX)
+        self.updateGeometry()
+        self._reset_ranges()
+
+    def _update_rows(self, per_row: list[list[dict]]) -> None:
+        """New traces in the existing rows (same number of rows and of traces per row)."""
+        for row, series in zip(self.rows, per_row):
+            row.set_series(series)
+        self.x_axis.axis.axis_label = f"time ({self.unit})"
+        self._on_step()
+        self._reset_ranges()
+
+    def _reset_ranges(self) -> None:
+        """Show the whole movie, each row on its own vertical range, and draw the traces."""
+        t_unit = self.times_ms / self.ms_per_unit
         self._drawn_range = None
         x_range = (t_unit[0], t_unit[-1]) if len(t_unit) > 1 else (t_unit[0] - 1, t_unit[0] + 1)
         for row in self.rows:
             row.view.camera.set_range(x=x_range, y=row.y_range, margin=0)
-            if row.view.camera is not first:
-                row.view.camera.link(first, axis="x")
-        self.rows[0].view.scene.transform.changed.connect(self._on_view_changed)
-        self._preferred_height = min(90 + ROW_HEIGHT_PX * n_rows, MAX_HEIGHT_PX)
-        self.updateGeometry()
         self._redraw()
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
