@@ -77,7 +77,7 @@ def add_layer_data(viewer, data: list[tuple]) -> list:
 
 def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, maps=None,
                  limit: Optional[float] = None, prefix: Optional[str] = None, replace: bool = True) -> list:
-    """Add an analysis to a viewer in one call: channel maps, traces, time cursor.
+    """Add an analysis to a viewer in one call: channel maps, the trace plot, the colour bar.
 
     Parameters
     ----------
