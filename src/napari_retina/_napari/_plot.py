@@ -34,7 +34,7 @@ from vispy.scene.visuals import InfiniteLine, Line
 from vispy.visuals.axis import Ticker
 from vispy.visuals.text.text import FontManager
 
-from ._layers import CURSOR_COLOR, META, _rgba, layer_geometry, trace_series
+from ._layers import CURSOR_COLOR, _rgba, layer_geometry, trace_series
 
 DOCK_NAME = "Traces (napari-retina)"
 """Title of the trace plot's dock widget."""
@@ -79,7 +79,7 @@ def decimate(t: np.ndarray, v: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.
     is_max = v == vmax[run]
     first_min = _first_per_run(is_min, run, len(starts))
     first_max = _first_per_run(is_max, run, len(starts))
-    idx = np.sort(np.unique(np.r_[first_min, first_max]))
+    idx = np.unique(np.r_[first_min, first_max])  # sorted: time order
     return t[idx], v[idx]
 
 
@@ -417,4 +417,4 @@ def show_traces(viewer, attribution, reduction=None, stimulus_layer=None, name: 
     return plot
 
 
-__all__ = ["META", "TracePlot", "decimate", "plot_title", "show_traces", "time_unit", "trace_plot"]
+__all__ = ["TracePlot", "decimate", "plot_title", "show_traces", "time_unit", "trace_plot"]
