@@ -174,3 +174,39 @@ def test_save_writes_everything_to_hdf5_and_the_traces_to_csv(tiny, tmp_path):
     with pytest.raises(ValueError, match=r"Save to a \.h5/\.hdf5 file \(everything\) or a \.csv file "
                                          r"\(traces\), got 'a\.txt'\."):
         res.save(tmp_path / "a.txt")
+
+
+# ------------------------------------------------------- maps of full-field stimuli ---
+
+@pytest.mark.parametrize("threshold", [analysis.LAZY_MAP_BYTES, 0], ids=["eager", "lazy"])
+def test_a_full_field_stimulus_gets_full_maps_by_default_with_the_same_traces(tiny, threshold):
+    """invariance "auto" on a full field resolves to "space" (no maps); run_analysis shows full maps instead.
+
+    Before: maps None and nothing said why; now (T, C, h, h) maps whose spatial sums are
+    the channels of the cheap "space" path, and a note that says what was computed.
+    """
+    stim = nr.stimuli.flash_train(period=4, n_flashes=3, size=20, pre=10, post=10)
+    space = nr.attribute(tiny, stim, cell=0, steps=4, invariance="space")
+    res = analysis.run_analysis(tiny, stim, cell=0, steps=4, reduce=False, lazy_threshold=threshold)
+    maps = np.asarray(res.maps) if res.lazy else res.attribution.maps
+    h = tiny.config.map_sizes[0]
+    assert maps.shape == (len(stim), tiny.config.channels[0], h, h)
+    np.testing.assert_allclose(np.nansum(maps, axis=(2, 3))[space.frames], space.channels[space.frames],
+                               rtol=1e-4, atol=1e-5 * np.abs(space.channels[space.frames]).max())
+    np.testing.assert_allclose(res.attribution.channels, space.channels, rtol=1e-4,
+                               atol=1e-5 * np.nanmax(np.abs(space.channels)))
+    assert res.parameters["invariance"] == "auto" and "full-field" in res.maps_note
+    assert ("on demand" in res.maps_note) == res.lazy == (threshold == 0)
+
+
+def test_an_explicit_space_invariance_keeps_no_maps_and_the_note_says_so(tiny):
+    stim = nr.stimuli.flash_train(period=4, n_flashes=3, size=20, pre=10, post=10)
+    res = analysis.run_analysis(tiny, stim, cell=0, steps=4, invariance="space", reduce=False)
+    assert res.attribution.maps is None and res.maps is None
+    assert res.maps_note.startswith("no maps: invariance 'space'")
+
+
+@pytest.mark.parametrize("asked, resolved, used", [("auto", "space", "none"), ("auto", "y", "y"),
+                                                   ("space", "space", "space"), ("none", "none", "none")])
+def test_maps_invariance(asked, resolved, used):
+    assert analysis.maps_invariance(asked, resolved) == used

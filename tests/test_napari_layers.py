@@ -1,4 +1,4 @@
-"""Result layers: maps, trace panel, time cursor, lazy maps in a viewer (plain functions, no widgets)."""
+"""Result layers: maps, lazy maps, the trace plot in a viewer (plain functions, no widgets)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import napari_retina as nr
 pytest.importorskip("napari")
 
 from napari_retina import analysis  # noqa: E402
-from napari_retina._napari import _layers  # noqa: E402
+from napari_retina._napari import _layers, _plot  # noqa: E402
 from napari_retina._napari import add_analysis, stimulus_layer_kwargs  # noqa: E402
 
 UM, MS = nr.PIXEL_UM, nr.FRAME_MS
@@ -29,12 +29,6 @@ def noise_analysis(tiny):
     attr = nr.attribute(tiny, stim, cell=0, steps=4, invariance="none")
     red = nr.reduce(attr, explain=0.6)
     return stim, attr, red
-
-
-def _values_from_path(path, panel, row):
-    t = (path[:, 1] - panel["x0"]) / panel["dx"]
-    v = (panel["yc"][row] - path[:, 0]) / panel["gain"]
-    return t, v
 
 
 def test_map_layers_aligned_named_and_coloured(make_napari_viewer, noise_analysis):
@@ -64,67 +58,33 @@ def test_map_layers_aligned_named_and_coloured(make_napari_viewer, noise_analysi
     np.testing.assert_allclose(stim_layer.world_to_data(world), (3, 4 + off, 6 + off))
 
 
-def test_trace_layers_match_attribution_and_reduction(make_napari_viewer, noise_analysis):
-    stim, attr, red = noise_analysis
-    viewer = make_napari_viewer()
-    layers = add_analysis(viewer, attr, red)  # adds the stimulus layer itself
-    traces = next(layer for layer in layers if layer.name == "stimulus: traces")
-    meta = traces.metadata[_layers.META]
-    panel = meta["panel"]
-    assert set(traces.shape_type) == {"path"}
-    feats = traces.features
-    expected = {"model response": attr.response, f"reduced circuit (EV {red.explained_variance:.2f})":
-                red.reduced_response}
-    for k, c in enumerate(red.kept):
-        expected[red.label(c)] = red.traces[:, k]
-        np.testing.assert_array_equal(red.traces[:, k], attr.channels[:, c])
-    assert set(feats["label"]) == set(expected)
-    for i, path in enumerate(traces.data):
-        label, row = feats["label"][i], int(feats["row"][i])
-        t, v = _values_from_path(path, panel, row)
-        np.testing.assert_allclose(t, np.round(t), atol=1e-6)
-        ref = expected[label][np.round(t).astype(int)]
-        np.testing.assert_allclose(v, ref, rtol=1e-4, atol=1e-6 * panel["vmax"])
-        # every attributed frame is drawn (frames 0..history-2 have no history: not drawn)
-        np.testing.assert_array_equal(np.round(t).astype(int), attr.frames)
-    # colours match the channel maps' colours
-    for i, label in enumerate(feats["label"]):
-        c = int(feats["channel"][i])
-        if c >= 0:
-            np.testing.assert_allclose(traces.edge_color[i], _layers.channel_color(c))
-            assert np.allclose(_layers.channel_colormap(c).colors[-1], _layers.channel_color(c))
-    # the panel sits beside the stimulus, not on it
-    assert panel["x0"] > (stim.shape[2] - 0.5) * UM
-
-
-def test_time_cursor_follows_dims_slider(make_napari_viewer, noise_analysis):
-    stim, attr, red = noise_analysis
-    viewer = make_napari_viewer()
-    layers = add_analysis(viewer, attr, red)
-    cursor = layers[-1]
-    panel = cursor.metadata[_layers.META]["panel"]
-    for frame in (17, 3, 29):
-        viewer.dims.set_current_step(0, frame)
-        assert len(cursor.data) == 1
-        np.testing.assert_allclose(cursor.data[0][:, 1], panel["x0"] + frame * panel["dx"])
-    # after the analysis is removed, moving the slider is harmless
-    for layer in layers:
-        viewer.layers.remove(layer)
-    viewer.add_image(stim, **stimulus_layer_kwargs(stim))
-    viewer.dims.set_current_step(0, 5)
-
-
-def test_replacing_an_analysis_does_not_duplicate_layers(make_napari_viewer, noise_analysis):
+def test_replacing_an_analysis_does_not_duplicate_layers(make_napari_viewer, noise_analysis, tiny):
     stim, attr, red = noise_analysis
     viewer = make_napari_viewer()
     stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
     first = add_analysis(viewer, attr, red, stim_layer)
-    second = add_analysis(viewer, attr, None, stim_layer)
-    assert len(viewer.layers) == 1 + len(second)
-    assert all(layer not in viewer.layers for layer in first)
+    other = nr.attribute(tiny, stim, cell=1, steps=4, invariance="none")  # another cell: other maps
+    second = add_analysis(viewer, other, None, stim_layer)
+    assert len(viewer.layers) == 1 + len(second) == 1 + 8
+    # the same model's maps go into the same layers (napari collects garbage for each layer it removes)
+    assert second == first
+    for c, layer in enumerate(second):
+        np.testing.assert_array_equal(np.asarray(layer.data), other.maps[:, c])
+        lim = _layers.map_limit(other.maps)
+        np.testing.assert_allclose(layer.contrast_limits, (-lim, lim))
     # without a reduction: A{c} names, every channel visible, one row per channel
     names = [layer.name for layer in second]
     assert "noise: A0" in names and all(layer.visible for layer in second)
+    plot = viewer.window.dock_widgets[_plot.DOCK_NAME]
+    assert len(plot.rows) == 1 + 8  # the plot shows the latest analysis: the response, then every channel
+    np.testing.assert_array_equal(plot.series[0]["values"], other.response)
+    rows = list(plot.rows)
+    add_analysis(viewer, attr, None, stim_layer)  # same layout: the plot's rows take the new traces
+    assert plot.rows == rows
+    np.testing.assert_allclose(plot.rows[3].lines[0].pos[:, 1], attr.channels[attr.frames, 2], rtol=1e-6)
+    # a third analysis with the reduction again: the rows' layout changes, the plot is rebuilt to match
+    add_analysis(viewer, attr, red, stim_layer)
+    assert [[s["label"] for s in row.series] for row in plot.rows][1:] == [[red.label(c)] for c in red.kept]
 
 
 def test_bar_maps_summed_along_y_are_stretched_over_the_map(make_napari_viewer, tiny):
@@ -153,25 +113,27 @@ def test_a_cropped_analysis_lines_up_with_its_larger_stimulus_layer(make_napari_
     np.testing.assert_allclose(viewer.layers["big: A0"].translate, (0, (3 + off) * UM, (3 + off) * UM))
     world = viewer.layers["big: A0"].data_to_world((7, 0, 0))
     np.testing.assert_allclose(stim_layer.world_to_data(world), (7, 3 + off, 3 + off))
-    assert viewer.layers.selection.active is stim_layer and len(layers) == 8 + 4
+    assert viewer.layers.selection.active is stim_layer and len(layers) == 8
 
 
-def test_full_field_analysis_has_traces_but_no_maps(make_napari_viewer, tiny):
+def test_an_attribution_without_maps_adds_the_stimulus_and_plots_the_traces(make_napari_viewer, tiny):
     stim = nr.stimuli.flash_train(period=4, n_flashes=3, size=20, pre=10, post=10)
-    attr = nr.attribute(tiny, stim, cell=0, steps=4)
-    assert attr.invariance == "space" and attr.maps is None
+    attr = nr.attribute(tiny, stim, cell=0, steps=4, invariance="space")
+    assert attr.maps is None
     viewer = make_napari_viewer()
     layers = add_analysis(viewer, attr)
     roles = [lay.metadata[_layers.META]["role"] for lay in layers]
-    assert roles == ["stimulus", "traces", "trace_axes", "trace_labels", "cursor"]
+    assert roles == ["stimulus"]
+    plot = viewer.window.dock_widgets[_plot.DOCK_NAME]
+    np.testing.assert_array_equal(plot.series[0]["values"], attr.response)
 
 
 def test_long_traces_are_decimated_to_extremes():
     rng = np.random.default_rng(0)
     v = rng.standard_normal(50_000)
     t = np.arange(v.size, dtype=float)
-    td, vd = _layers._decimate(t, v, 1000)
-    assert len(td) <= 1000
+    td, vd = _plot.decimate(t, v, 500)
+    assert len(td) <= 1000 and np.all(np.diff(td) > 0)
     np.testing.assert_array_equal(vd, v[td.astype(int)])  # only real samples
     assert vd.max() == v.max() and vd.min() == v.min()
 

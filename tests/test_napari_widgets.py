@@ -102,8 +102,7 @@ def test_analyze_end_to_end(viewer, tiny, notes):
     np.testing.assert_array_equal(attr.maps, ref.maps)
     np.testing.assert_array_equal(attr.channels, ref.channels)
     names = [lay.name for lay in _analysis_layers(viewer)]
-    assert names == [f"noise: {red.label(c)}" for c in range(8)] + [
-        "noise: traces", "noise: trace axes", "noise: trace labels", "noise: time cursor"]
+    assert names == [f"noise: {red.label(c)}" for c in range(8)]  # the traces are plotted in a dock
     maps = _analysis_layers(viewer)[:8]
     off = tiny.config.first_layer_offset
     for c, lay in enumerate(maps):
@@ -114,11 +113,10 @@ def test_analyze_end_to_end(viewer, tiny, notes):
     assert "completeness error" in w.result_label.value and "explains" in w.result_label.value
     assert list(w.layer.choices) == [layer]  # the attribution maps are not offered as stimuli
     assert w.invariance.choices == nr.attribution.INVARIANCES  # the choices of nr.attribute's Literal hint
-    # the cursor follows the slider
-    cursor = viewer.layers["noise: time cursor"]
-    panel = cursor.metadata[META]["panel"]
+    # the trace plot's cursor follows the slider
+    plot = viewer.window.dock_widgets["Traces (napari-retina)"]
     viewer.dims.set_current_step(0, 12)
-    np.testing.assert_allclose(cursor.data[0][:, 1], panel["x0"] + 12 * panel["dx"])
+    np.testing.assert_allclose(plot.rows[0].cursor.pos, 12 * nr.FRAME_MS)
 
 
 def test_analyze_centre_crop_of_a_larger_layer(viewer, tiny, notes):
@@ -233,14 +231,15 @@ def test_out_of_memory_retries_in_smaller_chunks(viewer, notes, monkeypatch, oom
     w.task.wait()
     assert notes == []
     assert sizes[0] is None and sizes[-1] <= 256 and len(sizes) >= 2
-    assert "noise: traces" in [lay.name for lay in viewer.layers]
+    maps = [lay for lay in viewer.layers if lay.metadata.get(META, {}).get("role") == "map"]
+    assert len(maps) == 8
 
     def always_oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
 
     monkeypatch.setattr(nr.attribution, "attribute", always_oom)
     n = len(viewer.layers)
-    viewer.layers.remove("noise: traces")
+    viewer.layers.remove(maps[0])
     w.run()
     w.task.wait()
     assert notes[-1][0] == "error" and "out of memory" in notes[-1][1]
@@ -426,13 +425,13 @@ def test_experiments_widget_runs_shows_readouts_and_adds_layers(viewer, tiny, no
     w.result_choice.value = "reversal"
     layers = w.add_layers()
     names = [lay.name for lay in layers]
-    assert names[0] == "reversal" and "reversal: traces" in names
+    assert names[0] == "reversal"
     assert layers[0].metadata["readout"]["present"] == ref.readout["present"]
     maps = [lay for lay in layers if lay.metadata.get(META, {}).get("role") == "map"]
     red = ref.reduction
     assert [lay.name for lay in maps] == [f"reversal: {red.label(c)}" for c in range(8)]
-    traces = viewer.layers["reversal: traces"].metadata[META]["series"]
-    np.testing.assert_array_equal(traces["model response"], ref.attribution.response)
+    plot = viewer.window.dock_widgets["Traces (napari-retina)"]  # the traces are plotted in a dock
+    np.testing.assert_array_equal(plot.series[0]["values"], ref.attribution.response)
 
 
 def test_experiments_widget_bad_cell_notifies(viewer, notes):
@@ -515,6 +514,6 @@ def test_headless_demo_writes_a_screenshot_and_its_summary(make_napari_viewer, t
     image = iio.imread(tmp_path / demo.SCREENSHOT_NAME)
     assert image.shape[:2] == demo.SCREENSHOT_SIZE[::-1]
     assert summary["widgets"] == list(demo.DEMO_WIDGETS)
-    assert summary["layers"][0] == demo.DEMO_LAYER and summary["layers"][-1] == f"{demo.DEMO_LAYER}: time cursor"
+    assert summary["layers"][0] == demo.DEMO_LAYER and summary["layers"][-1].startswith(f"{demo.DEMO_LAYER}: A")
     assert json.loads((tmp_path / demo.SUMMARY_NAME).read_text()) == json.loads(json.dumps(summary))
     assert summary["explained_variance"] > 0.5 and summary["peak_latency_ms"] >= 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,7 +39,7 @@ from ._json import jsonable
 from ._predict import default_batch_size
 from ._progress import Progress, report
 from ._units import FRAME_MS, PIXEL_UM
-from ._validate import Crop, Normalize, as_stimulus, crop_origin
+from ._validate import Crop, Normalize, StimulusUnitsWarning, as_stimulus, crop_origin
 from .attribution import Attribution
 from .attribution._result import map_shape as attribution_map_shape
 from .metrics import map_limit
@@ -237,6 +238,8 @@ class Analysis:
         ``attribution.maps``.
     limit : float or None
         Shared symmetric contrast limit of the maps (:func:`map_limit`), None without maps.
+    maps_note : str
+        Which maps were computed and why (:func:`maps_note`), for the status line.
     """
 
     attribution: Attribution
@@ -246,6 +249,7 @@ class Analysis:
     layer: str = ""
     maps: Any = field(default=None, repr=False)
     limit: Optional[float] = None
+    maps_note: str = ""
 
     @property
     def lazy(self) -> bool:
@@ -289,6 +293,46 @@ class Analysis:
         raise ValueError(f"Save to a .h5/.hdf5 file (everything) or a .csv file (traces), got '{path.name}'.")
 
 
+def maps_invariance(asked: str, resolved: str) -> str:
+    """The invariance the maps are computed with, given the one ``asked`` and what it ``resolved`` to.
+
+    A full-field stimulus ("auto" resolving to "space") gets full maps ("none"):
+    the spatially summed path has no maps at all, and the full path costs
+    about the same (the windows of a flash train repeat and are attributed
+    once). Everything else keeps its invariance; an explicit "space" stays
+    "space" (no maps, as asked).
+    """
+    return "none" if (asked == "auto" and resolved == "space") else resolved
+
+
+def maps_note(asked: str, resolved: str, maps_inv: str, lazy: bool, full_bytes: int) -> str:
+    """One sentence for the status line: which maps were computed and why.
+
+    ``asked``/``resolved``: the invariance argument and what the stimulus
+    satisfies; ``maps_inv``: :func:`maps_invariance`; ``lazy``: maps computed
+    on demand; ``full_bytes``: size of eager maps (for the lazy reason).
+    """
+    if maps_inv == "space":
+        return "no maps: invariance 'space' sums them over space (choose 'auto' or 'none' for maps)"
+    what = {"none": "full maps A_c(t, y, x)", "y": "maps summed over y (the stimulus is uniform along y)",
+            "x": "maps summed over x (the stimulus is uniform along x)"}[maps_inv]
+    if asked == "auto" and resolved == "space":
+        what += " of the full-field stimulus (each channel's spatial pattern of contribution)"
+    if lazy:
+        size = f"{full_bytes / 2**30:.1f} GiB" if full_bytes >= 2**30 else f"{full_bytes / 2**20:.0f} MiB"
+        what += f", computed on demand as the time slider moves (all frames at once would take {size})"
+    return what
+
+
+def _prepared(model: RetinaCNN, stimulus, crop: Crop, normalize: Normalize) -> np.ndarray:
+    """The analysed window, float32 (T, size, size) contrast units (a units warning is left to the attribution)."""
+    cfg = model.config
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StimulusUnitsWarning)
+        return as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm,
+                           normalize=normalize)
+
+
 def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = None, tol: Optional[float] = None,
                  invariance: InvarianceArg = "auto", crop: Crop = None, normalize: Normalize = False,
                  reduce: bool = True, explain: float = 0.9, lazy_threshold: int = LAZY_MAP_BYTES, progress: Optional[Progress] = None,
@@ -304,6 +348,12 @@ def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = N
     says where the analysed window sits in ``stimulus`` (T, H, W), and an
     out-of-memory error is retried with smaller batches.
 
+    Maps by default: with ``invariance="auto"`` a full-field stimulus (which
+    resolves to "space", no maps) is attributed with "none", so each
+    channel's spatial pattern shows (:func:`maps_invariance`; the channels,
+    response and completeness are the same up to float32 rounding).
+    ``Analysis.maps_note`` says which maps were computed and why.
+
     ``model_source`` and ``layer`` are recorded in the result (see :class:`Analysis`).
 
     Example
@@ -314,26 +364,29 @@ def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = N
     """
     cfg = model.config
     T = int(np.shape(stimulus)[0])
-    big = map_bytes(model, T, "none") > lazy_threshold
-    if big:
-        stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm,
-                           normalize=normalize)
-        inv = resolve_invariance(stim, invariance)
-        big = map_bytes(model, T, inv) > lazy_threshold
+    full_bytes = map_bytes(model, T, "none")
+    big = full_bytes > lazy_threshold
+    stim = _prepared(model, stimulus, crop, normalize) if (big or invariance == "auto") else None
+    resolved = resolve_invariance(stim, invariance) if stim is not None else invariance
+    map_inv = maps_invariance(invariance, resolved)
+    big = big and map_bytes(model, T, map_inv) > lazy_threshold
     maps = None
     if not big:
+        inv_arg = map_inv if map_inv != resolved else invariance
         attr = _oom_retry(lambda bs: attribution.attribute(model, stimulus, cell=cell, steps=steps, tol=tol,
-                                                           invariance=invariance, crop=crop, normalize=normalize,
+                                                           invariance=inv_arg, crop=crop, normalize=normalize,
                                                            batch_size=bs, progress=progress), model.device)
         limit = None if attr.maps is None else map_limit(attr.maps)
     else:
-        attr = _oom_retry(lambda bs: attribute_traces(model, stim, cell=cell, steps=steps, tol=tol, invariance=inv,
-                                                      batch_size=bs, progress=progress), model.device)
+        attr = _oom_retry(lambda bs: attribute_traces(model, stim, cell=cell, steps=steps, tol=tol,
+                                                      invariance=resolved, batch_size=bs, progress=progress),
+                          model.device)
         attr = replace(attr, crop_origin=crop_origin(np.shape(stimulus)[1:], cfg.size, crop))
-        maps = lazy_maps(model, stim, cell=cell, steps=steps, tol=tol, invariance=inv)
+        maps = lazy_maps(model, stim, cell=cell, steps=steps, tol=tol, invariance=map_inv)
         limit = _peak_limit(maps, attr.response, cfg.history)
     red = reduction.reduce(attr, explain=explain, progress=reduce_progress) if reduce else None
     params = {"cell": cell, "steps": attr.steps, "tol": attr.tol, "invariance": invariance,
               "crop": "none" if crop is None else crop,
               "normalize": normalize, "reduce": bool(reduce), "explain": explain}
-    return Analysis(attr, red, params, model_source, layer, maps, limit)
+    note = maps_note(invariance, resolved, map_inv, big, full_bytes)
+    return Analysis(attr, red, params, model_source, layer, maps, limit, note)

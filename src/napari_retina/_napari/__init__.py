@@ -4,7 +4,7 @@ This is the only package of napari-retina that imports napari, magicgui,
 qtpy, psygnal, superqt or vispy. The core (``napari_retina``) never imports it.
 
 One concept per module: ``_layers`` (core results as layer data, no viewer),
-``_viewer`` (adding them to a viewer, the time cursor), ``_session`` (the
+``_viewer`` (adding them to a viewer), ``_plot`` (the trace plot dock), ``_session`` (the
 model the widgets share), ``_tasks`` (thread workers with progress and
 cancel), ``_widgets/`` (one module per dock widget), ``_reader``,
 ``_sample_data`` and ``demo``.
@@ -15,11 +15,12 @@ Scripting a viewer::
     from napari_retina._napari import add_analysis
     viewer = napari.Viewer()
     attr = nr.attribute(nr.load_model(), nr.stimuli.flash_train(), invariance="none")
-    add_analysis(viewer, attr, nr.reduce(attr))   # stimulus, channel maps, traces, time cursor
+    add_analysis(viewer, attr, nr.reduce(attr))   # stimulus, channel maps; traces in a dock
     napari.run()
 """
 
-from ._layers import analysis_layer_data, map_layer_data, stimulus_layer_kwargs, trace_layer_data
+from ._layers import analysis_layer_data, map_layer_data, stimulus_layer_kwargs
+from ._plot import show_traces
 from ._viewer import add_analysis, add_result_layers
 
 __all__ = [
@@ -27,6 +28,6 @@ __all__ = [
     "add_result_layers",
     "analysis_layer_data",
     "map_layer_data",
+    "show_traces",
     "stimulus_layer_kwargs",
-    "trace_layer_data",
 ]

@@ -12,16 +12,17 @@ attribution.offset``, so a map layer has the same scale and ``translate =
 the window's ``crop_origin``, see :func:`analysed_geometry`).
 
 The traces (model response, each kept channel's ``A_c(t)``, the reduced
-circuit's response) are drawn as path shapes in a plot panel to the right of
-the stimulus, in the same canvas: time runs along x (one panel width for the
-whole movie), one row per trace, a shared vertical scale, and a time cursor
-(a vertical line) that :func:`._viewer.connect_time_cursor` moves with the
-viewer's time slider.
+circuit's response) are not layers: :func:`trace_series` lists them and the
+trace plot dock (:mod:`._plot`) draws them on real axes.
+
+Map colours: each channel has a diverging colormap, the complement of its
+colour (negative) → black (0) → its colour (positive), contrast limits ±limit
+shared by all channels, in spikes per 10 ms bin (:data:`MAP_UNIT`); a positive
+attribution is a unit that raises the cell's rate at that time.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -45,9 +46,12 @@ CHANNEL_COLORS = (
 RESPONSE_COLOR = "#ffffff"
 REDUCED_COLOR = "#ff4fd8"
 CURSOR_COLOR = "#ffff00"
-AXIS_COLOR = "#8c8c8c"
-MAX_TRACE_POINTS = 4000
-"""Longer traces are drawn min/max-decimated to this many points per path."""
+MAP_UNIT = "spikes per 10 ms bin"
+"""Unit of the maps (and traces): the model's rate units."""
+MAP_LEGEND = ("Maps: attribution per first-layer unit in {unit} (colour bar ±{limit:.3g}, shared by all "
+              "channels): a channel's colour = raises the cell's rate, its complementary colour = lowers it, "
+              "black = 0.")
+"""What the maps' colours mean (filled by :func:`map_legend`), shown with the traces."""
 
 
 # ---------------------------------------------------------------- stimulus ---
@@ -216,17 +220,13 @@ def map_layer_data(
 
 # ------------------------------------------------------------------- traces ---
 
-def _nice_step(span: float, target: int = 5) -> float:
-    raw = span / max(target, 1)
-    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
-    for m in (1, 2, 5, 10):
-        if m * mag >= raw:
-            return m * mag
-    return 10 * mag
+def map_legend(limit: float) -> str:
+    """The maps' colour legend: the unit of attribution and the sign convention (see :data:`MAP_LEGEND`)."""
+    return MAP_LEGEND.format(unit=MAP_UNIT, limit=float(limit))
 
 
 def trace_series(attribution, reduction=None) -> list[dict]:
-    """The traces drawn in the panel, one dict per row entry.
+    """The traces the plot dock draws (:mod:`._plot`), one dict per trace.
 
     Row 0: the model's response ``F(s_t) - F(0)`` (white) and, with a
     reduction, the reduced circuit's response (magenta). Then one row per
@@ -249,164 +249,10 @@ def trace_series(attribution, reduction=None) -> list[dict]:
     return series
 
 
-def trace_panel_geometry(geometry: dict, n_rows: int, vmax: float) -> dict:
-    """Where the trace panel sits (world units, y/x µm) and how values map to it.
-
-    ``x(t) = x0 + t·dx`` for stimulus frame ``t``; ``y = yc[row] - value·gain``.
-    """
-    (st, sy, sx), (tt, ty, tx) = geometry["scale"], geometry["translate"]
-    T, H, W = geometry["shape"]
-    top, height = ty - sy / 2, H * sy
-    left_stim, width_stim = tx - sx / 2, W * sx
-    x0 = left_stim + width_stim * 1.12
-    width = 2.0 * width_stim
-    bottom_margin = 0.12 * height
-    rh = (height - bottom_margin) / max(n_rows, 1)
-    yc = [top + (r + 0.5) * rh for r in range(n_rows)]
-    gain = 0.45 * rh / vmax if vmax > 0 else 0.0
-    dx = width / max(T - 1, 1)
-    return {"x0": x0, "dx": dx, "width": width, "top": top, "height": height, "row_height": rh,
-            "yc": yc, "gain": gain, "vmax": vmax, "n_frames": T, "frame_ms": st, "t0_ms": tt,
-            "axis_y": top + height - bottom_margin * 0.6, "line_width": max(width_stim * 0.004, 1e-9)}
-
-
-def _segments(values: np.ndarray) -> list[np.ndarray]:
-    """Runs of consecutive finite frames, as index arrays."""
-    ok = np.isfinite(values)
-    if not ok.any():
-        return []
-    idx = np.flatnonzero(ok)
-    breaks = np.flatnonzero(np.diff(idx) > 1)
-    return np.split(idx, breaks + 1)
-
-
-def _decimate(t: np.ndarray, v: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
-    if len(t) <= max_points:
-        return t, v
-    nb = max_points // 2
-    edges = np.linspace(0, len(t), nb + 1).astype(int)
-    tt, vv = [], []
-    for a, b in zip(edges[:-1], edges[1:]):
-        seg = v[a:b]
-        i, j = a + int(np.argmin(seg)), a + int(np.argmax(seg))
-        for k in sorted((i, j)):
-            tt.append(t[k])
-            vv.append(v[k])
-    return np.asarray(tt), np.asarray(vv)
-
-
-def trace_layer_data(attribution, reduction=None, geometry: Optional[dict] = None, prefix: str = "",
-                     max_points: int = MAX_TRACE_POINTS) -> list[tuple]:
-    """Shapes/points layer-data tuples of the trace panel.
-
-    Returns ``[traces, axes, labels, cursor]``:
-
-    - ``traces`` (Shapes, paths): one path per trace and run of attributed
-      frames; ``metadata["napari_retina"]`` holds the panel geometry and the
-      plotted arrays (``series``: label → values (T,)), so values can be read
-      back as ``(yc[row] - y) / gain`` at ``t = (x - x0) / dx``;
-    - ``axes`` (Shapes): the time axis with ticks and a zero line per row;
-    - ``labels`` (Points): a coloured legend dot with the trace name per row,
-      tick labels in ms;
-    - ``cursor`` (Shapes): the vertical time cursor (moved by
-      :func:`._viewer.connect_time_cursor`).
-    """
-    geo = geometry or layer_geometry(shape=attribution.stimulus.shape)
-    series = trace_series(attribution, reduction)
-    n_rows = max(s["row"] for s in series) + 1
-    vals = np.concatenate([s["values"][np.isfinite(s["values"])] for s in series] + [np.zeros(1)])
-    vmax = float(np.abs(vals).max()) or 1.0
-    p = trace_panel_geometry(geo, n_rows, vmax)
-    lw = p["line_width"]
-
-    paths, colors, feats = [], [], {"label": [], "kind": [], "channel": [], "row": []}
-    for s in series:
-        for seg in _segments(s["values"]):
-            t, v = _decimate(seg.astype(float), s["values"][seg].astype(float), max_points)
-            if len(t) == 1:  # a path needs two vertices
-                t, v = np.r_[t, t + 0.5], np.r_[v, v]
-            paths.append(np.column_stack([p["yc"][s["row"]] - v * p["gain"], p["x0"] + t * p["dx"]]))
-            colors.append(s["color"])
-            for k in feats:
-                feats[k].append(s[k])
-    meta = {META: {"role": "traces", "panel": p, "cells": list(attribution.cells),
-                   "series": {s["label"]: s["values"] for s in series},
-                   "rows": {s["label"]: s["row"] for s in series},
-                   "channels": {s["label"]: s["channel"] for s in series}}}
-    common = {"units": ("um", "um"), "axis_labels": ("y", "x")}
-    traces = (paths, {**common, "name": f"{prefix}traces", "shape_type": "path", "edge_color": colors,
-                      "edge_width": 2 * lw, "face_color": "transparent", "opacity": 1.0,
-                      "features": feats, "metadata": meta}, "shapes")
-
-    # axes: time axis with ticks (labelled in ms) and a zero line per row
-    T, fms = p["n_frames"], p["frame_ms"]
-    ax_paths, ax_text = [], []
-    x_end = p["x0"] + (T - 1) * p["dx"]
-    ax_paths.append(np.array([[p["axis_y"], p["x0"]], [p["axis_y"], x_end]]))
-    ax_text.append("")
-    step = _nice_step(max(T - 1, 1) * fms)
-    tick_len = 0.02 * p["height"]
-    for tick in np.arange(0, (T - 1) * fms + 1e-9, step):
-        x = p["x0"] + tick / fms * p["dx"]
-        ax_paths.append(np.array([[p["axis_y"], x], [p["axis_y"] + tick_len, x]]))
-        ax_text.append(f"{tick:g}")
-    for yc in p["yc"]:
-        ax_paths.append(np.array([[yc, p["x0"]], [yc, x_end]]))
-        ax_text.append("")
-    axes = (ax_paths, {**common, "name": f"{prefix}trace axes", "shape_type": "path", "edge_color": AXIS_COLOR,
-                       "edge_width": lw, "face_color": "transparent", "opacity": 0.8,
-                       "features": {"text": ax_text},
-                       "text": {"string": "{text}", "color": "#cccccc", "size": 9, "anchor": "center",
-                                "translation": [3.5 * tick_len, 0]},
-                       "metadata": {META: {"role": "trace_axes"}}}, "shapes")
-
-    # legend: a coloured dot and the trace's name right of each row (two lines when a row holds two
-    # traces), the time unit under the axis, and the shared vertical scale
-    dot = 0.03 * p["height"]
-    pts, texts, face = [], [], []
-    seen: dict[int, int] = {}
-    for s in series:
-        k = seen.get(s["row"], 0)
-        seen[s["row"]] = k + 1
-        y = p["yc"][s["row"]] - 0.2 * p["row_height"] + k * 0.4 * p["row_height"]
-        pts.append((y, x_end + 0.03 * p["width"]))
-        texts.append(s["label"])
-        face.append(s["color"])
-    pts.append((p["axis_y"] + 3.5 * tick_len, x_end + 0.03 * p["width"]))
-    texts.append("time (ms)")
-    face.append([0, 0, 0, 0])
-    pts.append((p["axis_y"] + 9 * tick_len, p["x0"]))
-    texts.append(f"each row spans ±{vmax:.3g} spikes per 10 ms bin")
-    face.append([0, 0, 0, 0])
-    labels = (np.asarray(pts, float), {**common, "name": f"{prefix}trace labels", "features": {"text": texts},
-                                       "text": {"string": "{text}", "color": "white", "size": 9,
-                                                "anchor": "upper_left", "translation": [0.9 * dot, 0.8 * dot]},
-                                       "face_color": np.asarray(face, float), "border_width": 0,
-                                       "size": dot, "metadata": {META: {"role": "trace_labels"}}}, "points")
-    cursor = ([cursor_line(p, 0)], {**common, "name": f"{prefix}time cursor", "shape_type": "path",
-                                    "edge_color": CURSOR_COLOR, "edge_width": 1.5 * lw,
-                                    "face_color": "transparent", "opacity": 0.9,
-                                    "metadata": {META: {"role": "cursor", "panel": p, "frame": 0}}}, "shapes")
-    return [traces, axes, labels, cursor]
-
-
-def cursor_line(panel: dict, frame: float) -> np.ndarray:
-    """The cursor's path (2 vertices, y/x µm) at stimulus ``frame``."""
-    x = panel["x0"] + float(frame) * panel["dx"]
-    return np.array([[panel["top"], x], [panel["axis_y"], x]])
-
-
-def frame_at(panel: dict, world_t_ms: float) -> int:
-    """Stimulus frame under world time ``world_t_ms`` (clipped to the movie)."""
-    f = int(round((world_t_ms - panel["t0_ms"]) / panel["frame_ms"]))
-    return int(min(max(f, 0), panel["n_frames"] - 1))
-
-
 # ---------------------------------------------------------------- analysis ---
 
 def analysis_layer_data(attribution, reduction=None, geometry: Optional[dict] = None, maps=None,
                         limit: Optional[float] = None, prefix: str = "") -> list[tuple]:
-    """All layer-data tuples of one analysis: channel maps, then the trace panel."""
+    """All layer-data tuples of one analysis: its channel maps (the traces go to the plot dock, :mod:`._plot`)."""
     geo = geometry or layer_geometry(shape=attribution.stimulus.shape)
-    return (map_layer_data(attribution, reduction, geo, maps=maps, limit=limit, prefix=prefix)
-            + trace_layer_data(attribution, reduction, geo, prefix=prefix))
+    return map_layer_data(attribution, reduction, geo, maps=maps, limit=limit, prefix=prefix)

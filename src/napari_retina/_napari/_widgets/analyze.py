@@ -103,6 +103,7 @@ class AnalyzeWidget(Container):
         self.task = Task("analysis")
         self.result_label = Label(value="")
         self.result_label.native.setWordWrap(True)
+        self.task.status.native.setWordWrap(True)  # the status says which maps were computed and why
         self.save_path = FileEdit(label="save to", mode="w", filter="*.h5 *.hdf5 *.csv")
         self.save_button = PushButton(text="Save analysis (.h5) / traces (.csv)")
         self.extend([self.layer, self.cell, self.tol, self.steps, self.invariance, self.crop, self.normalize,
@@ -165,7 +166,7 @@ class AnalyzeWidget(Container):
                                          maps=result.maps, limit=result.limit)
         self.analysis = result
         self.result_label.value = summary_text(result)
-        self.task.status.value = "analysis done" + (" (maps computed on demand)" if result.lazy else "")
+        self.task.status.value = f"analysis done: {result.maps_note}" if result.maps_note else "analysis done"
 
     def save(self, path: Path) -> Optional[Path]:
         """Write the last analysis to ``.h5``/``.hdf5`` (everything) or ``.csv`` (the traces)."""

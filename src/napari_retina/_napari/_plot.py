@@ -1,0 +1,420 @@
+"""The trace plot dock: an analysis' traces on real axes, with a time cursor linked to the slider.
+
+One row per trace group, each with its own vertical scale and axis in spikes
+per 10 ms bin: row 0 the model's response ``F(s_t) − F(0)`` (and the reduced
+circuit's response), then one row per kept channel's ``A_c(t)``
+(:func:`._layers.trace_series`). A shared time axis in s (ms for movies
+shorter than :data:`MS_BELOW_MS`), pan with the left mouse button and zoom
+with the wheel (x is linked across rows), and a time cursor that follows the
+viewer's time slider; a click (press and release without dragging) in a
+row moves the slider to that time.
+
+Drawn with vispy (napari's own renderer). Long traces are min/max-decimated
+to about :data:`POINTS_PER_PIXEL` points per horizontal pixel of the visible
+time range (:func:`decimate`), recomputed as the view zooms, so 100,000-frame
+traces stay fast; the full arrays stay in ``plot.series``.
+
+Example
+-------
+>>> plot = show_traces(viewer, attr, red, stimulus_layer)   # doctest: +SKIP
+>>> plot.cursor_time_ms                                     # doctest: +SKIP
+0.0
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Optional
+
+import numpy as np
+from qtpy.QtCore import QSize
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+from vispy import scene
+from vispy.scene.visuals import InfiniteLine, Line
+from vispy.visuals.axis import Ticker
+from vispy.visuals.text.text import FontManager
+
+from ._layers import CURSOR_COLOR, _rgba, layer_geometry, trace_series
+
+DOCK_NAME = "Traces (napari-retina)"
+"""Title of the trace plot's dock widget."""
+MS_BELOW_MS = 2000.0
+"""Movies shorter than this (ms) get a time axis in ms, longer ones in s."""
+POINTS_PER_PIXEL = 2
+"""Decimated points per horizontal pixel (a min and a max per pixel column)."""
+CLICK_PIXELS = 4
+"""A press and release closer than this (pixels) is a click (moves the slider), not a pan."""
+UNIT = "spikes/bin"
+"""Unit of every trace: spikes per 10 ms bin (the model's rate units)."""
+LEGEND_WIDTH_PX = 190
+"""Width of the legend column (each row's trace names in their colours)."""
+ROW_HEIGHT_PX = 60
+"""The plot asks for this many pixels per row (up to :data:`MAX_HEIGHT_PX` in all)."""
+MAX_HEIGHT_PX = 380
+"""The most height the plot asks for (it can be made smaller)."""
+
+_PLOTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def decimate(t: np.ndarray, v: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Min/max decimation of a trace for display: at most ``2·n_bins`` of its real samples, in time order.
+
+    ``t`` (N,) increasing, ``v`` (N,) finite. The samples are cut into
+    ``n_bins`` equal runs and each run keeps its minimum and its maximum, so
+    every peak and trough survives; traces of at most ``2·n_bins`` samples
+    come back unchanged. Vectorised (``np.minimum.reduceat``): a few ms for
+    100,000 samples.
+    """
+    n = len(t)
+    if n <= 2 * max(n_bins, 1):
+        return t, v
+    starts = np.linspace(0, n, n_bins + 1).astype(np.int64)[:-1]
+    starts = np.unique(starts)
+    edges = np.r_[starts, n]
+    # index of the min and the max in each run: argmin per run via a sort-free trick
+    run = np.repeat(np.arange(len(starts)), np.diff(edges))
+    vmin = np.minimum.reduceat(v, starts)
+    vmax = np.maximum.reduceat(v, starts)
+    is_min = v == vmin[run]
+    is_max = v == vmax[run]
+    first_min = _first_per_run(is_min, run, len(starts))
+    first_max = _first_per_run(is_max, run, len(starts))
+    idx = np.unique(np.r_[first_min, first_max])  # sorted: time order
+    return t[idx], v[idx]
+
+
+def _first_per_run(flag: np.ndarray, run: np.ndarray, n_runs: int) -> np.ndarray:
+    """Index of the first True of ``flag`` in each run (every run has one)."""
+    hits = np.flatnonzero(flag)
+    first = np.full(n_runs, -1, np.int64)
+    # reversed assignment: the first hit of a run is written last and wins
+    first[run[hits[::-1]]] = hits[::-1]
+    return first
+
+
+def time_unit(duration_ms: float) -> tuple[str, float]:
+    """("ms", 1) for movies shorter than :data:`MS_BELOW_MS`, else ("s", 1000): the axis unit and ms per unit."""
+    return ("ms", 1.0) if duration_ms < MS_BELOW_MS else ("s", 1000.0)
+
+
+def _share_font(text_visuals, manager) -> None:
+    """Let vispy text visuals share one font manager: each glyph is rasterised once per plot, not once per
+    visual (vispy gives every text visual a manager of its own, and rasterising glyphs is most of a plot's
+    build time)."""
+    for text in text_visuals:
+        text._font_manager = manager
+        text._update_font()
+
+
+def nice_ticks(lo: float, hi: float, max_ticks: int) -> np.ndarray:
+    """About ``max_ticks`` (at most one more) round values (1, 2 or 5 × 10^k steps) inside [lo, hi]."""
+    span = hi - lo
+    if not np.isfinite(span) or span <= 0:
+        return np.array([lo])
+    raw = span / max(max_ticks, 1)
+    mag = 10.0 ** np.floor(np.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    ticks = np.arange(np.ceil(lo / step) * step, hi + 1e-9 * span, step)
+    return np.round(ticks / step) * step + 0.0  # + 0.0: no '-0' labels
+
+
+class _Ticker(Ticker):
+    """vispy's ticker with room for its labels: one major tick per ``spacing`` pixels, no minor ticks.
+
+    vispy's own picks ticks per inch and crowds the labels of a short axis.
+    """
+
+    def __init__(self, axis, spacing: float) -> None:
+        super().__init__(axis)
+        self.spacing = spacing
+
+    def _get_tick_frac_labels(self):
+        a, b = self.axis.domain
+        lo, hi = min(a, b), max(a, b)
+        length = float(np.hypot(*(np.asarray(self.axis.pos[1]) - np.asarray(self.axis.pos[0]))))
+        major = nice_ticks(lo, hi, max(3, int(length // self.spacing)))
+        frac = (major - lo) / (hi - lo) if hi > lo else np.zeros(len(major))
+        if b < a:
+            frac = 1 - frac
+        return frac, np.zeros(0), [f"{m:g}" for m in major]
+
+
+class _Axis(scene.AxisWidget):
+    """vispy's AxisWidget whose ticks also follow where it and its view sit in the layout.
+
+    vispy updates an axis' domain when the view's camera moves only; a row or
+    the legend column appearing moves the widgets without that.
+    """
+
+    def link_view(self, view) -> None:
+        super().link_view(view)
+        self.transform.changed.connect(self._relink)
+        view.transform.changed.connect(self._relink)
+
+    def on_resize(self, event) -> None:
+        super().on_resize(event)
+        self._relink()
+
+    def _relink(self, event=None) -> None:
+        if self._linked_view is not None:
+            self._view_changed()
+
+
+def _axis(orientation: str, label: Optional[str], **kwargs) -> _Axis:
+    axis = _Axis(orientation=orientation, axis_label=label, text_color="#cccccc", axis_color="#888888",
+                 tick_color="#888888", **kwargs)
+    axis.axis.ticker = _Ticker(axis.axis, spacing=16 if orientation in ("left", "right") else 80)
+    return axis
+
+
+class _Row:
+    """One row of the plot: a view box with its own y axis, its traces, label and cursor line."""
+
+    def __init__(self, grid, r: int, series: list[dict], cursor_x: float, font_manager) -> None:
+        self.series = series
+        self.view = grid.add_view(row=r, col=1, camera="panzoom", border_color="#444444")
+        # the unit is in the legend column and the title: a rotated label per row collides in short rows
+        self.axis = _axis("left", None, tick_label_margin=4, tick_font_size=7)
+        self.axis.width_max = 44
+        grid.add_widget(self.axis, row=r, col=0)
+        self.axis.link_view(self.view)
+        self.lines = []
+        for s in series:
+            line = Line(np.zeros((2, 2), np.float32), color=s["color"], width=1.5, parent=self.view.scene,
+                        antialias=False)
+            self.lines.append(line)
+        legend = grid.add_grid(row=r, col=2)
+        legend.width_max = LEGEND_WIDTH_PX
+        names = [(s["label"], s["color"]) for s in series] + [(UNIT, (0.6, 0.6, 0.6, 1.0))]
+        self.labels = [legend.add_widget(scene.Label(text, color=color, font_size=8), row=k, col=0)
+                       for k, (text, color) in enumerate(names)]
+        _share_font([self.axis.axis._text, self.axis.axis._axis_label_vis]
+                    + [label._text_visual for label in self.labels], font_manager)
+        self.zero = InfiniteLine(0.0, color=(0.5, 0.5, 0.5, 0.6), vertical=False, parent=self.view.scene)
+        self.cursor = InfiniteLine(cursor_x, color=_rgba(CURSOR_COLOR), vertical=True, parent=self.view.scene)
+        self.set_series(series)
+
+    def set_series(self, series: list[dict]) -> None:
+        """Show ``series`` (as many as this row has lines): names, colours, vertical range."""
+        self.series = series
+        for s, line, label in zip(series, self.lines, self.labels):
+            line.set_data(color=s["color"])
+            label.text = s["label"]
+            label._text_visual.color = s["color"]
+        vals = np.concatenate([s["values"][np.isfinite(s["values"])] for s in series] + [np.zeros(1, np.float32)])
+        lo, hi = float(vals.min()), float(vals.max())
+        pad = 0.08 * (hi - lo) if hi > lo else 1.0
+        self.y_range = (lo - pad, hi + pad)
+
+
+class TracePlot(QWidget):
+    """The trace plot of one viewer (dock widget); :func:`show_traces` fills it.
+
+    Attributes
+    ----------
+    series : list of dict
+        What is plotted (:func:`._layers.trace_series`): label, values (T,)
+        in spikes per bin, colour, row.
+    times_ms : float array (T,)
+        World time of each stimulus frame (ms): the stimulus layer's
+        ``translate[0] + frame·scale[0]``.
+    unit, ms_per_unit : the time axis' unit ("ms" or "s") and its size in ms.
+    """
+
+    def __init__(self, viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.series: list[dict] = []
+        self.times_ms = np.zeros(0)
+        self.unit, self.ms_per_unit = "ms", 1.0
+        self.title = QLabel("Run Analyze to see the traces here.")
+        self.title.setWordWrap(True)
+        self.canvas = scene.SceneCanvas(keys=None, bgcolor="#0e0e0e", size=(700, 300))
+        self.canvas.native.setMinimumHeight(100)
+        self._preferred_height = 200
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.title)
+        layout.addWidget(self.canvas.native, 1)
+        self.grid = None
+        self.rows: list[_Row] = []
+        self._fonts = FontManager(method="cpu")
+        self._press = None
+        self.canvas.events.mouse_press.connect(self._on_press)
+        self.canvas.events.mouse_release.connect(self._on_release)
+        viewer.dims.events.current_step.connect(self._on_step)
+        self.destroyed.connect(lambda *_: self._disconnect())
+
+    # ----------------------------------------------------------------- data ---
+
+    def set_traces(self, series: list[dict], times_ms: np.ndarray, title: str = "") -> None:
+        """Plot ``series`` (one row per ``row`` value) against ``times_ms`` (T,) world ms."""
+        self.series, self.times_ms = series, np.asarray(times_ms, float)
+        duration = float(self.times_ms[-1] - self.times_ms[0]) if len(self.times_ms) > 1 else 0.0
+        self.unit, self.ms_per_unit = time_unit(duration)
+        self.title.setText(title)
+        n_rows = max(s["row"] for s in series) + 1
+        per_row = [[s for s in series if s["row"] == r] for r in range(n_rows)]
+        if [len(r.series) for r in self.rows] == [len(r) for r in per_row]:
+            self._update_rows(per_row)  # same layout: new data in the same visuals (a rebuild costs ~1 s)
+            return
+        if self.grid is not None:
+            self.grid.parent = None
+        self.grid = self.canvas.central_widget.add_grid(spacing=0)
+        cursor_x = self._cursor_x()
+        self.rows = [_Row(self.grid, r, per_row[r], cursor_x, self._fonts) for r in range(n_rows)]
+        self.x_axis = _axis("bottom", f"time ({self.unit})", axis_font_size=8, axis_label_margin=28,
+                            tick_label_margin=14)
+        self.x_axis.height_max = 44
+        _share_font([self.x_axis.axis._text, self.x_axis.axis._axis_label_vis], self._fonts)
+        self.grid.add_widget(self.x_axis, row=n_rows, col=1)
+        self.x_axis.link_view(self.rows[-1].view)
+        first = self.rows[0].view.camera
+        for row in self.rows[1:]:
+            row.view.camera.link(first, axis="x")
+        self.rows[0].view.scene.transform.changed.connect(self._on_view_changed)
+        self._preferred_height = min(90 + ROW_HEIGHT_PX * n_rows, MAX_HEIGHT_PX)
+        self.updateGeometry()
+        self._reset_ranges()
+
+    def _update_rows(self, per_row: list[list[dict]]) -> None:
+        """New traces in the existing rows (same number of rows and of traces per row)."""
+        for row, series in zip(self.rows, per_row):
+            row.set_series(series)
+        self.x_axis.axis.axis_label = f"time ({self.unit})"
+        self._on_step()
+        self._reset_ranges()
+
+    def _reset_ranges(self) -> None:
+        """Show the whole movie, each row on its own vertical range, and draw the traces."""
+        t_unit = self.times_ms / self.ms_per_unit
+        self._drawn_range = None
+        x_range = (t_unit[0], t_unit[-1]) if len(t_unit) > 1 else (t_unit[0] - 1, t_unit[0] + 1)
+        for row in self.rows:
+            row.view.camera.set_range(x=x_range, y=row.y_range, margin=0)
+        self._redraw()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        """About :data:`ROW_HEIGHT_PX` per row (at most 340 px); the dock can be made smaller down to 160 px."""
+        return QSize(700, self._preferred_height)
+
+    def visible_range(self) -> tuple[float, float]:
+        """The visible time range (axis units)."""
+        rect = self.rows[0].view.camera.rect
+        return float(rect.left), float(rect.right)
+
+    def _on_view_changed(self, event=None) -> None:
+        span = self.visible_range()
+        if span != getattr(self, "_drawn_range", None):
+            self._redraw()
+
+    def _redraw(self) -> None:
+        """Decimate every trace to the visible range at :data:`POINTS_PER_PIXEL` per pixel column."""
+        if not self.rows:
+            return
+        lo, hi = self._drawn_range = self.visible_range()
+        width = max(int(self.rows[0].view.size[0]), 100)
+        t_all = self.times_ms / self.ms_per_unit
+        a = max(int(np.searchsorted(t_all, lo)) - 1, 0)
+        b = min(int(np.searchsorted(t_all, hi)) + 1, len(t_all))
+        for row in self.rows:
+            for s, line in zip(row.series, row.lines):
+                v = s["values"][a:b]
+                ok = np.isfinite(v)
+                t, vv = decimate(t_all[a:b][ok], v[ok].astype(np.float64), width * POINTS_PER_PIXEL // 2)
+                pos = np.column_stack([t, vv]).astype(np.float32) if len(t) > 1 else \
+                    np.array([[lo, np.nan], [hi, np.nan]], np.float32)
+                line.set_data(pos=pos)
+
+    # --------------------------------------------------------------- cursor ---
+
+    @property
+    def time_axis(self) -> int:
+        """The viewer's dims axis of time (the first of the last three)."""
+        return max(self.viewer.dims.ndim - 3, 0)
+
+    @property
+    def cursor_time_ms(self) -> float:
+        """World time (ms) of the time slider, where the cursor is drawn."""
+        return float(self.viewer.dims.point[self.time_axis])
+
+    def _cursor_x(self) -> float:
+        return self.cursor_time_ms / self.ms_per_unit
+
+    def _on_step(self, event=None) -> None:
+        x = self._cursor_x()
+        for row in self.rows:
+            row.cursor.set_data(pos=x)
+
+    def time_at(self, canvas_pos) -> Optional[float]:
+        """World time (ms) under a canvas pixel position (x, y), or None outside every row."""
+        for row in self.rows:
+            local = self.canvas.scene.node_transform(row.view).map(canvas_pos)[:2]
+            w, h = row.view.size
+            if 0 <= local[0] <= w and 0 <= local[1] <= h:
+                x = self.canvas.scene.node_transform(row.view.scene).map(canvas_pos)[0]
+                return float(x) * self.ms_per_unit
+        return None
+
+    def canvas_pos_of(self, time_ms: float, row: int = 0) -> tuple[float, float]:
+        """The canvas pixel (x, y) of ``time_ms`` at the middle of ``row``'s height (for clicks and tests)."""
+        view = self.rows[row].view
+        x = view.scene.node_transform(self.canvas.scene).map([time_ms / self.ms_per_unit, 0])[0]
+        y = view.node_transform(self.canvas.scene).map([0, view.size[1] / 2])[1]
+        return float(x), float(y)
+
+    def _on_press(self, event) -> None:
+        self._press = np.asarray(event.pos[:2], float) if event.button == 1 else None
+
+    def _on_release(self, event) -> None:
+        press, self._press = self._press, None
+        if press is None or np.hypot(*(np.asarray(event.pos[:2], float) - press)) > CLICK_PIXELS:
+            return
+        t = self.time_at(event.pos[:2])
+        if t is None or not len(self.times_ms):
+            return
+        self.viewer.dims.set_point(self.time_axis, float(np.clip(t, self.times_ms[0], self.times_ms[-1])))
+
+    def _disconnect(self) -> None:
+        try:
+            self.viewer.dims.events.current_step.disconnect(self._on_step)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+
+
+def trace_plot(viewer, create: bool = True) -> Optional[TracePlot]:
+    """The viewer's trace plot dock widget, created (docked at the bottom) on first use when ``create``."""
+    plot = _PLOTS.get(viewer)
+    if plot is None and create:
+        plot = TracePlot(viewer)
+        viewer.window.add_dock_widget(plot, name=DOCK_NAME, area="bottom")
+        _PLOTS[viewer] = plot
+    return plot
+
+
+def plot_title(attribution, reduction, name: str, legend: str = "") -> str:
+    """The plot's title: which layer and cell, what explains what, the unit and how to use it."""
+    cells = ", ".join(str(c) for c in attribution.cells)
+    text = f"<b>{name}</b> — cell {cells}; traces in {UNIT} (spikes per 10 ms bin), each row on its own scale"
+    if reduction is not None:
+        text += f"; reduced circuit explains {reduction.explained_variance:.0%} of the variance"
+    text += ". Drag to pan, wheel to zoom, click to move the time slider."
+    return text + (f"<br>{legend}" if legend else "")
+
+
+def show_traces(viewer, attribution, reduction=None, stimulus_layer=None, name: str = "", legend: str = "") -> TracePlot:
+    """Plot an analysis' traces in the viewer's trace plot dock (created on first use); returns the plot.
+
+    ``stimulus_layer`` gives the time axis (its ``scale[0]`` ms per frame and
+    ``translate[0]``); without one, 10 ms per frame from 0. ``legend``: a
+    line for the title (the maps' colour legend).
+    """
+    geo = layer_geometry(stimulus_layer, shape=np.shape(attribution.stimulus))
+    T = len(attribution.response)
+    times = geo["translate"][0] + np.arange(T) * geo["scale"][0]
+    plot = trace_plot(viewer)
+    plot.set_traces(trace_series(attribution, reduction), times, plot_title(attribution, reduction, name, legend))
+    return plot
+
+
+__all__ = ["TracePlot", "decimate", "plot_title", "show_traces", "time_unit", "trace_plot"]

@@ -1,0 +1,256 @@
+"""What a user sees after Analyze (issue 14, points 1–4), driven through the plugin's public contributions.
+
+The plugin's manifest is registered with npe2 when the package is not
+installed (``PYTHONPATH=src``), then the tests do what a user does: open a
+sample (``viewer.open_sample``), dock Analyze (``add_plugin_dock_widget``),
+press Analyze, wait, and look at the layers, the canvas and the trace plot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+
+pytest.importorskip("napari")
+
+from napari_retina._napari import _layers, _plot, _session  # noqa: E402
+from napari_retina._napari._layers import stimulus_layer_kwargs  # noqa: E402
+
+META = _layers.META
+SAMPLES = ["omitted_flash_train", "moving_bar", "reversing_bar", "white_noise"]
+WINDOW = (1600, 1000)
+
+
+@pytest.fixture(scope="module")
+def plugin():
+    """The napari-retina manifest, registered from the source tree unless it was discovered."""
+    from npe2 import PluginManager, PluginManifest
+
+    pm = PluginManager.instance()
+    try:
+        pm.get_manifest("napari-retina")
+    except KeyError:
+        pm.register(PluginManifest.from_file(Path(nr.__file__).parent / "napari.yaml"))
+    return "napari-retina"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
+
+
+def _window(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(*WINDOW)
+    qtbot.wait(50)
+    return viewer
+
+
+def _analyze(viewer, plugin, qtbot, **values):
+    """Dock Analyze, set ``values`` on its widgets, press Analyze, wait; returns the widget."""
+    _, w = viewer.window.add_plugin_dock_widget(plugin, "Analyze")
+    for name, value in values.items():
+        getattr(w, name).value = value
+    assert w.run()
+    w.task.wait(600_000)
+    assert w.task.last_error is None
+    qtbot.wait(100)  # Qt lays out the new docks; the view is framed again after that
+    return w
+
+
+def _map_layers(viewer):
+    return [lay for lay in viewer.layers if lay.metadata.get(META, {}).get("role") == "map"]
+
+
+def _canvas_box(viewer, layer):
+    """The layer's displayed (y, x) extent in canvas pixels: (top-left, bottom-right)."""
+    ext = np.asarray(layer.extent.world, float)[:, -2:]  # world (min, max) of y, x
+    centre = np.asarray(viewer.scene.camera.center, float)[-2:]
+    size = np.asarray(viewer.canvas.size, float)  # (height, width)
+    return (ext - centre) * viewer.scene.camera.zoom + size / 2
+
+
+# ------------------------------------------------------------- point 1: maps ---
+
+@pytest.mark.parametrize("key", SAMPLES)
+def test_default_analyze_on_every_sample_shows_maps_in_view_and_says_what_was_computed(
+        make_napari_viewer, qtbot, plugin, key):
+    """Default settings, shipped model: channel maps over the stimulus, all of it inside the canvas.
+
+    Before: the omitted-flash sample (full field: invariance auto → "space") got
+    traces and no maps, silently; and the in-canvas trace panel sat outside the view.
+    """
+    viewer = _window(make_napari_viewer, qtbot)
+    viewer.open_sample(plugin, key)
+    w = _analyze(viewer, plugin, qtbot)
+    maps = _map_layers(viewer)
+    assert len(maps) == w.analysis.attribution.channels.shape[1] == 8
+    shown = [lay for lay in maps if lay.visible]
+    assert shown and all(np.isfinite(np.asarray(lay.data[-1])).all() for lay in shown)
+    assert "map" in w.task.status.value  # which maps and why, in the status line
+    if key == "omitted_flash_train":
+        assert w.analysis.attribution.maps.shape[2:] == (36, 36)
+        assert "full-field" in w.task.status.value
+    # point 2: every visible layer inside the canvas at the default window size, without touching the camera
+    size = np.asarray(viewer.canvas.size, float)
+    for lay in viewer.layers:
+        if lay.visible:
+            box = _canvas_box(viewer, lay)
+            assert (box >= -0.5).all() and (box <= size + 0.5).all(), (lay.name, box, size)
+    # no shape-editing layer left active; the stimulus stays selected
+    assert viewer.layers.selection.active is viewer.layers[0]
+    assert not any(type(lay).__name__ == "Shapes" for lay in viewer.layers)
+
+
+def test_an_explicit_space_invariance_has_no_maps_and_the_status_says_so(make_napari_viewer, qtbot, plugin):
+    viewer = _window(make_napari_viewer, qtbot)
+    viewer.open_sample(plugin, "omitted_flash_train")
+    w = _analyze(viewer, plugin, qtbot, invariance="space", do_reduce=False)
+    assert _map_layers(viewer) == []
+    assert "no maps" in w.task.status.value and "'space'" in w.task.status.value
+
+
+def test_a_200_pixel_stimulus_is_framed_with_its_maps_and_nothing_drawn_over_it(make_napari_viewer, qtbot, plugin):
+    """A 200×200 stack (centre crop): the maps sit on its centre, everything in view, no panel over the image."""
+    viewer = _window(make_napari_viewer, qtbot)
+    stim = nr.stimuli.white_noise(frames=60, size=200, seed=2)
+    layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "big noise"))
+    _analyze(viewer, plugin, qtbot, crop="center", steps=2, do_reduce=False)
+    size = np.asarray(viewer.canvas.size, float)
+    img = _canvas_box(viewer, layer)
+    assert (img >= -0.5).all() and (img <= size + 0.5).all()
+    assert [type(lay).__name__ for lay in viewer.layers] == ["Image"] * 9  # the stimulus and 8 maps, nothing else
+    # the framed stimulus fills the canvas along one axis (zoomed to fit, not left tiny)
+    assert (img[1] - img[0]).max() >= 0.85 * size[np.argmax(img[1] - img[0])]
+
+
+# ------------------------------------------------------------ point 4: legend ---
+
+def test_maps_have_a_colour_bar_and_a_legend_with_sign_and_unit(make_napari_viewer, qtbot, plugin):
+    viewer = _window(make_napari_viewer, qtbot)
+    viewer.open_sample(plugin, "omitted_flash_train")
+    _analyze(viewer, plugin, qtbot)
+    maps = _map_layers(viewer)
+    bars = [lay for lay in maps if lay.colorbar.visible]
+    assert len(bars) == 1 and bars[0].visible  # one bar, on a shown map: the limits are shared
+    lim = bars[0].contrast_limits[1]
+    assert all(lay.contrast_limits == [-lim, lim] or tuple(lay.contrast_limits) == (-lim, lim) for lay in maps)
+    title = viewer.window.dock_widgets[_plot.DOCK_NAME].title.text()
+    assert "spikes per 10 ms bin" in title and f"±{lim:.3g}" in title
+    assert "raises the cell's rate" in title and "lowers it" in title
+
+
+# -------------------------------------------------------------- point 3: plot ---
+
+@pytest.fixture
+def tiny_viewer(make_napari_viewer, qtbot, tiny):
+    viewer = _window(make_napari_viewer, qtbot)
+    _session.session(viewer).set_model(tiny, "tiny test model")
+    return viewer
+
+
+def _plot_of(viewer) -> _plot.TracePlot:
+    return viewer.window.dock_widgets[_plot.DOCK_NAME]
+
+
+def test_trace_plot_rows_have_their_own_scale_units_and_the_data(tiny_viewer, qtbot, plugin):
+    viewer = tiny_viewer
+    stim = nr.stimuli.white_noise(frames=60, size=20, seed=1)
+    viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    w = _analyze(viewer, plugin, qtbot, steps=4, explain=0.6)
+    attr, red = w.analysis.attribution, w.analysis.reduction
+    plot = _plot_of(viewer)
+    assert len(plot.rows) == 1 + len(red.kept)
+    assert [s["label"] for s in plot.rows[0].series] == [
+        "model response", f"reduced circuit (EV {red.explained_variance:.2f})"]
+    assert plot.unit == "ms" and plot.x_axis.axis.axis_label == "time (ms)"  # 600 ms: ms
+    for row in plot.rows:
+        assert row.labels[-1].text == "spikes/bin"  # each row says its unit
+    # each row's vertical range fits its own traces (not one scale shared by all rows)
+    for k, c in enumerate(red.kept, start=1):
+        v = attr.channels[:, c][np.isfinite(attr.channels[:, c])]
+        lo, hi = plot.rows[k].y_range
+        assert lo <= min(v.min(), 0) and hi >= max(v.max(), 0)
+        assert hi - lo <= 1.2 * (max(v.max(), 0) - min(v.min(), 0)) + 1e-12
+        # the line is the trace itself at every attributed frame (short trace: no decimation)
+        pos = plot.rows[k].lines[0].pos
+        np.testing.assert_allclose(pos[:, 0], attr.frames * nr.FRAME_MS)
+        np.testing.assert_allclose(pos[:, 1], attr.channels[attr.frames, c], rtol=1e-6)
+
+
+def test_time_cursor_and_slider_are_linked_both_ways(tiny_viewer, qtbot, plugin):
+    from qtpy.QtCore import QPoint, Qt
+
+    viewer = tiny_viewer
+    stim = nr.stimuli.white_noise(frames=60, size=20, seed=1)
+    viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    _analyze(viewer, plugin, qtbot, steps=2, do_reduce=False)
+    plot = _plot_of(viewer)
+    viewer.dims.set_current_step(0, 17)
+    for row in plot.rows:
+        assert row.cursor.pos == pytest.approx(170.0)
+    # a click in the plot (press and release in place) moves the slider there
+    x, y = plot.canvas_pos_of(420.0, row=1)
+    qtbot.mouseClick(plot.canvas.native, Qt.LeftButton, pos=QPoint(round(x), round(y)))
+    assert viewer.dims.current_step[0] == pytest.approx(42, abs=1)
+    assert plot.rows[0].cursor.pos == pytest.approx(viewer.dims.point[0])
+
+
+def test_sparse_experiment_traces_are_drawn_as_lines(tiny_viewer, qtbot, tiny):
+    """Experiments attribute a thinned set of frames; the plot joins them into one line per trace.
+
+    Before: every isolated attributed frame was a path of its own (scattered dots).
+    """
+    from napari_retina._napari import add_analysis
+
+    stim = nr.stimuli.white_noise(frames=80, size=20, seed=3)
+    frames = list(range(9, 80, 3))
+    attr = nr.attribute(tiny, stim, cell=0, steps=2, frames=frames)
+    add_analysis(tiny_viewer, attr)
+    plot = _plot_of(tiny_viewer)
+    resp = plot.rows[0].lines[0].pos
+    assert len(plot.rows[0].lines) == 1 and len(resp) == len(frames)
+    np.testing.assert_allclose(resp[:, 0], np.asarray(frames) * nr.FRAME_MS)
+
+
+def test_long_traces_are_decimated_for_display_and_refined_on_zoom(tiny_viewer, qtbot):
+    """100,000 frames: a few thousand points on screen, every extreme kept; zoomed in, every frame."""
+    viewer = tiny_viewer
+    T = 100_000
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal(T).astype(np.float32)
+    values[:9] = np.nan
+    series = [{"label": "model response", "kind": "response", "channel": -1, "row": 0, "values": values,
+               "color": _layers.channel_color(0)}]
+    plot = _plot.trace_plot(viewer)
+    plot.set_traces(series, np.arange(T) * nr.FRAME_MS, "long")
+    qtbot.wait(50)
+    pos = plot.rows[0].lines[0].pos
+    width = int(plot.rows[0].view.size[0])
+    assert plot.unit == "s" and len(pos) <= width * _plot.POINTS_PER_PIXEL + 2
+    assert pos[:, 1].max() == np.nanmax(values) and pos[:, 1].min() == np.nanmin(values)
+    plot.rows[0].view.camera.set_range(x=(100.0, 100.5), margin=0)  # 50 frames, seconds
+    qtbot.wait(50)
+    pos = plot.rows[0].lines[0].pos
+    inside = (pos[:, 0] >= 100.0) & (pos[:, 0] <= 100.5)
+    np.testing.assert_allclose(pos[inside, 1], values[10_000:10_051], rtol=1e-6)
+
+
+def test_decimate_keeps_real_samples_in_order_and_every_bin_extreme():
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal(10_001)
+    t = np.arange(v.size, dtype=float)
+    td, vd = _plot.decimate(t, v, 100)
+    assert len(td) <= 200 and np.all(np.diff(td) > 0)
+    np.testing.assert_array_equal(vd, v[td.astype(int)])
+    edges = np.linspace(0, v.size, 101).astype(int)
+    for a, b in zip(edges[:-1], edges[1:]):
+        assert v[a:b].max() in vd and v[a:b].min() in vd
+    short_t, short_v = _plot.decimate(t[:150], v[:150], 100)
+    np.testing.assert_array_equal(short_v, v[:150])
