@@ -43,7 +43,9 @@ def model_summary(model: RetinaCNN, source: str) -> str:
     """Where the model came from, its cells and input, its held-out score: three short lines."""
     cfg = model.config
     scores = model.scores or {}
-    key = next((k for k in ("test_r_true_mean", "test_r_mean", "heldout_r_mean") if k in scores), None)
+    numbers = [k for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    key = next((k for k in ("test_r_true_mean", "test_r_mean", "heldout_r_mean") if k in scores),
+               numbers[0] if numbers else None)
     score = f"held-out {key} = {_short(scores[key])}" if key else "held-out scores: none recorded"
     lines = [f"{_short(source, SUMMARY_CHARS)} on {model.device}",
              f"{cfg.n_cells} cells; input {cfg.history} frames ({cfg.history * FRAME_MS:g} ms) × "
