@@ -169,9 +169,9 @@ def test_a_stack_from_napari_s_own_reader_gets_physical_units_without_warnings(v
     assert w.task.last_error is None and w.analysis is not None
     viewer.screenshot(canvas_only=True, flash=False)  # draw: napari checks the units then
     qtbot.wait(50)
+    assert not [m for _, m in messages if "Inconsistent units" in m]
     assert [str(u) for u in layer.units] == ["millisecond", "micrometer", "micrometer"]
     np.testing.assert_allclose(layer.scale, (10.0, 55.0, 55.0))
-    assert not [m for _, m in messages if "Inconsistent units" in m]
     told = [m for s, m in messages if "no physical scale" in m]
     assert len(told) == 1 and "10 ms per frame" in told[0]
 
