@@ -121,6 +121,7 @@ class AnalyzeWidget(Container):
         self.save_button.changed.connect(lambda *_: self.save(Path(self.save_path.value)))
         self.session.model_changed.connect(self._model_changed)
         self.crop.changed.connect(self._crop_changed)
+        self.layer.changed.connect(lambda *_: self._crop_changed(self.crop.value))
         self.settings_button.changed.connect(lambda *_: self.use_layer_settings())
         self.analysis: Optional[Analysis] = None
         self.added_layers: list = []
@@ -132,9 +133,10 @@ class AnalyzeWidget(Container):
 
     def _crop_changed(self, value: str) -> None:
         layer = self.layer.value
-        if value == "window" and layer is not None and layer.ndim == 3:
+        if value == "window" and layer is not None and layer.ndim == 3 and not getattr(layer, "rgb", False):
             size = self.session.model.config.size
             if min(layer.data.shape[-2:]) >= size:
+                self._ensure_units(layer)  # the window takes the layer's scale: set it first
                 crop_window(self.viewer, layer, size)
 
     def crop_value(self, layer):
@@ -211,6 +213,7 @@ class AnalyzeWidget(Container):
             return False
         try:
             data = check_stimulus_layer(layer, model, self.crop.value)
+            self._ensure_units(layer)
             params = self.parameters()
             params["crop"] = self.crop_value(layer)
             if params["cell"] >= model.config.n_cells:
@@ -220,7 +223,6 @@ class AnalyzeWidget(Container):
             self.task.status.value = str(exc)
             notify("error", str(exc))
             return False
-        self._ensure_units(layer)
         stimulus, source = np.asarray(data), self.session.source
         if not params["normalize"]:
             warn_units(stimulus, model, layer.name)
