@@ -224,18 +224,21 @@ def _tabify(native) -> None:
         area = main.dockWidgetArea(dock)
     except RuntimeError:  # Qt deleted the widget meanwhile
         return
+    others = []
     for other in list(_OURS):
         try:
             d = _dock_of(other) if other is not native else None
-            if d is None or d is dock or d.parentWidget() is not main or d.isFloating() \
-                    or main.dockWidgetArea(d) != area:
-                continue
+            if d is not None and d is not dock and d.parentWidget() is main and not d.isFloating() \
+                    and main.dockWidgetArea(d) == area:
+                others.append(d)
         except RuntimeError:  # a widget of a closed viewer
             continue
-        if dock not in main.tabifiedDockWidgets(d):
-            main.tabifyDockWidget(d, dock)
-        dock.raise_()
-        return
+    tabbed = main.tabifiedDockWidgets(dock)
+    if not others or any(d in tabbed for d in others):
+        return  # alone, or already in the plugin's tab group (tabifying again would split the group)
+    group = next((d for d in others if main.tabifiedDockWidgets(d)), others[0])
+    main.tabifyDockWidget(group, dock)
+    dock.raise_()
 
 
 # -------------------------------------------------------------------- units ---
