@@ -17,7 +17,7 @@ from ...attribution import DEFAULT_STEPS, MAX_STEPS
 from .._session import session
 from .._tasks import Task, notify, one_sentence
 from .._viewer import add_result_layers
-from ._common import PARAMETER_HELP, parameter_widget, rich_label, tabify_when_docked, term_link
+from ._common import TERMS, PARAMETER_HELP, parameter_widget, rich_label, tabify_when_docked, term_link
 
 TABLE_HEIGHT = 260
 """Minimum height (px) of the readout table, so its rows are readable."""
@@ -44,6 +44,12 @@ def readout_table(result) -> dict:
     readout = dict(result.readout)
     keys = (["present"] if "present" in readout else []) + [k for k in readout if k != "present"]
     return {"readout": keys, "value": [_cell(readout[k]) for k in keys]}
+
+
+def terms_text(result) -> str:
+    """Links to the definitions of the readout keys of ``result`` that docs/EXPERIMENTS.md defines (rich text)."""
+    keys = [k for k in result.readout if k in TERMS]
+    return ("what the readouts mean: " + " · ".join(term_link(k) for k in keys)) if keys else ""
 
 
 def overview_text(results: dict) -> str:
@@ -102,11 +108,13 @@ class ExperimentsWidget(Container):
         self.table = Table(value={"readout": [], "value": []})
         self.table.native.setMinimumHeight(TABLE_HEIGHT)
         self.table.native.horizontalHeader().setStretchLastSection(True)
+        self.terms = rich_label("")
         self.add_button = PushButton(text="Add layers of result",
                                      tooltip="Add the chosen result's stimulus, maps and traces below the layers "
                                              "already shown.")
         self.extend([self.experiment, self.cell, self.steps, self.run_button, self.run_all_button,
-                     *self.task.widgets, self.overview, self.result_choice, self.table, self.add_button])
+                     *self.task.widgets, self.overview, self.result_choice, self.table, self.terms,
+                     self.add_button])
         self.run_button.changed.connect(lambda *_: self.run([self.experiment.value]))
         self.run_all_button.changed.connect(lambda *_: self.run(list(experiments.names())))
         self.add_button.changed.connect(lambda *_: self.add_layers())
@@ -155,6 +163,7 @@ class ExperimentsWidget(Container):
         if name in self.results:
             self.table.value = readout_table(self.results[name])
             self.table.native.resizeColumnsToContents()
+            self.terms.value = terms_text(self.results[name])
 
     def add_layers(self) -> list:
         """Add the chosen result's stimulus, maps and traces below the layers already shown."""
