@@ -347,7 +347,8 @@ def _fake_tools(tmp_path: Path) -> tuple[Path, Path]:
 def test_setup_script_run_again_reuses_the_environment(tmp_path):
     repo, fakebin = _fake_tools(tmp_path)
     log = tmp_path / "calls.log"
-    env = {**os.environ, "PATH": f"{fakebin}:{os.environ['PATH']}"}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}  # the fake python3.11, whatever the caller set
+    env["PATH"] = f"{fakebin}:{os.environ['PATH']}"
 
     def run(*args) -> list[str]:
         before = log.read_text().splitlines() if log.exists() else []
