@@ -31,14 +31,27 @@ if [ -n "$missing" ]; then
   fi
 fi
 
+# A second run (the README's second command) reuses .venv: what an earlier run installed is
+# recorded in .venv/napari-retina-setup (the extras, and a hash of the package's configuration);
+# when it already covers this run, nothing is installed again.
+EXTRA=qt
+[ "${1:-}" = "testing" ] && EXTRA=testing
+CONFIG_HASH=$(cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
+STAMP=.venv/napari-retina-setup
+if [ -x .venv/bin/python ] && [ -f "$STAMP" ] && grep -qx "$EXTRA $CONFIG_HASH" "$STAMP"; then
+  echo "setup: .venv already has napari-retina[$EXTRA]; reusing it (delete $STAMP to reinstall)"
+  exit 0
+fi
+
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q torch==2.13.0
-if [ "${1:-}" = "testing" ]; then
-  .venv/bin/python -m pip install -q -e ".[testing]"
-else
-  .venv/bin/python -m pip install -q -e ".[qt]"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
 fi
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q torch==2.13.0
+.venv/bin/python -m pip install -q -e ".[$EXTRA]"
+echo "$EXTRA $CONFIG_HASH" >> "$STAMP"
+# the testing extra includes the Qt binding, so a testing install also serves a plain run
+[ "$EXTRA" = testing ] && echo "qt $CONFIG_HASH" >> "$STAMP"
 echo "setup: ready in .venv"

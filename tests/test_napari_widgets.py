@@ -343,7 +343,8 @@ def test_model_widget_loads_checkpoint_and_refuses_bad_ones(viewer, tiny, notes,
     model = w.load()
     assert notes == []
     assert _session.session(viewer).model is model
-    assert "onoff" in w.summary.value and "test_pearson_mean=0.5" in w.summary.value
+    assert "3 cells" in w.summary.value and "test_pearson_mean = 0.5" in w.summary.value
+    assert "onoff" in w.details.value and "test_pearson_mean: 0.5" in w.details.value
     assert a.cell.max == 2
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -412,11 +413,11 @@ def test_experiments_widget_runs_shows_readouts_and_adds_layers(viewer, tiny, no
     assert w.run(["osr", "reversal"])
     w.task.wait(120000)
     assert notes == []
-    table = w.table.to_dict("list")
-    assert table["experiment"] == ["osr", "reversal"]
+    assert list(w.result_choice.choices) == ["osr", "reversal"]
+    table = w.table.to_dict("list")  # the last result's readout, one row per key
     ref = nr.experiments.run("reversal", tiny, cell=0, steps=2)
-    col = table["present"]
-    assert col[1] == str(ref.readout["present"])
+    assert table["readout"][0] == "present"
+    assert table["value"][0] == ("yes" if ref.readout["present"] else "no")
     got = w.results["reversal"].readout
     assert set(got) == set(ref.readout)
     for k, v in ref.readout.items():

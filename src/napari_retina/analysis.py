@@ -82,7 +82,9 @@ def attribute_traces(model: RetinaCNN, stimulus: np.ndarray, *, cell=0, steps: O
     every frame with a full history; ``invariance`` must already be resolved
     (not "auto") so every chunk is attributed the same way. ``stimulus`` is
     float32 (T, H, W) contrast units of the model's size (already cropped: the
-    result's ``crop_origin`` is (0, 0)). ``progress(done_frames, total_frames)``.
+    result's ``crop_origin`` is (0, 0)). ``progress(done_frames, total_frames)``,
+    reported within chunks too (as often as ``nr.attribute`` reports, every
+    ``batch_size // steps`` frames), so a cancel acts within one such step.
     """
     stim = np.asarray(stimulus)
     T, hist = len(stim), model.config.history
@@ -95,8 +97,11 @@ def attribute_traces(model: RetinaCNN, stimulus: np.ndarray, *, cell=0, steps: O
     for a in range(hist - 1, T, chunk_frames):
         b = min(a + chunk_frames, T)
         s0 = a - hist + 1
+        # the chunk's own reports (every few frames) keep progress fine-grained and a cancel prompt
+        inner = None if progress is None else (
+            lambda d, n, a=a, b=b: report(progress, a - hist + 1 + (b - a) * d // max(n, 1), total))
         part = attribution.attribute(model, stim[s0:b], cell=cell, steps=steps, rule=rule, tol=tol,
-                                     invariance=invariance, batch_size=batch_size)
+                                     invariance=invariance, batch_size=batch_size, progress=inner)
         channels[a:b] = part.channels[hist - 1:]
         rates[a:b] = part.rates[hist - 1:]
         per_frame[a:b] = part.steps_per_frame[hist - 1:]

@@ -31,6 +31,30 @@ def one_sentence(exc: BaseException) -> str:
     return text
 
 
+def time_left(done0: int, t0: float, done: int, total: int, now: float) -> Optional[float]:
+    """Seconds left at the rate measured since ``(done0, t0)`` (None before anything was measured)."""
+    if done <= done0 or now <= t0:
+        return None
+    return (total - done) * (now - t0) / (done - done0)
+
+
+def format_seconds(seconds: float) -> str:
+    """``"45 s"``, ``"3 min 20 s"``, ``"1 h 05 min"``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def progress_text(stage: str, done: int, total: int, left_s: Optional[float] = None) -> str:
+    """The status line of a running task: stage, percent, counts, and the time left when known."""
+    pct = 100.0 * done / total if total > 0 else 0.0
+    text = f"{stage}: {pct:.0f}% ({done:,}/{total:,})"
+    return text + (f", about {format_seconds(left_s)} left" if left_s is not None else "")
+
+
 class _Failure:
     """An exception raised in a worker, carried back to the GUI thread as a value."""
 
@@ -72,6 +96,7 @@ class Task:
         """perf_counter stamps of the last run: started, returned (result in the GUI thread), done."""
         self.closed = False
         """True once the widgets are gone: nothing is shown or added any more."""
+        self._rate_from: Optional[tuple] = None  # (stage, done, perf_counter) of the stage's first report
         self._relay = _Relay()
         self._relay.progressed.connect(self._on_progress)
         self.progress.native.destroyed.connect(self.close)
@@ -96,9 +121,13 @@ class Task:
     def _on_progress(self, stage: str, done: int, total: int) -> None:
         if self.closed:
             return
+        now = time.perf_counter()
+        if self._rate_from is None or self._rate_from[0] != stage or done < self._rate_from[1]:
+            self._rate_from = (stage, done, now)  # a new stage: time left is measured from here
+        _, done0, t0 = self._rate_from
+        self.status.value = progress_text(stage, done, total, left_s=time_left(done0, t0, done, total, now))
         self.progress.max = max(int(total), 1)
         self.progress.value = min(int(done), self.progress.max)
-        self.status.value = f"{stage}: {done}/{total}"
 
     def cancel(self, *_) -> None:
         if self.token is not None:
@@ -131,6 +160,7 @@ class Task:
         self.token = CancelToken()
         self.last_error = None
         self.timings = {"started": time.perf_counter()}
+        self._rate_from = None
         self.progress.value = 0
         self.status.value = f"{self.what} running..."
         self.cancel_button.enabled = True

@@ -79,8 +79,29 @@ def run_demo(headless: bool = False, out_dir: Optional[Path] = None, *, model=No
     summary["screenshot"] = str(screenshot(viewer, out / SCREENSHOT_NAME))
     viewer.close()
     summary["timing_s"]["total"] = round(time.perf_counter() - t_start, 3)
+    summary["summary_file"] = str(out / SUMMARY_NAME)
     write_summary(summary, out / SUMMARY_NAME)
     return summary
+
+
+def summary_text(summary: dict) -> str:
+    """What the demo showed in four short lines (the full summary is the JSON file ``summary_file``)."""
+    stim = summary["stimulus"]
+    lines = [
+        f"napari-retina demo: {stim['n_flashes']} dark flashes every {stim['period'] * FRAME_MS:g} ms, then one "
+        f"omitted; cell {summary['cell']}, attribution maps (invariance '{summary['invariance']}'), reduced circuit",
+        f"  completeness error {summary['completeness_error']:.2e}; the reduced circuit explains "
+        f"{summary['explained_variance']:.0%} of the response with {', '.join(summary['kept_channels'])}",
+        f"  response peak {summary['peak_latency_ms']:g} ms after the omitted flash (frame "
+        f"{summary['peak_frame_after_omission']}); analysis {summary['timing_s']['analysis']:.1f} s, "
+        f"total {summary['timing_s']['total']:.1f} s",
+    ]
+    files = [f"screenshot {summary['screenshot']}" if summary.get("screenshot") else "",
+             f"full summary (JSON) {summary['summary_file']}" if summary.get("summary_file") else ""]
+    files = [f for f in files if f]
+    if files:
+        lines.append("  " + "; ".join(files))
+    return "\n".join(lines)
 
 
 def _require_qt() -> None:

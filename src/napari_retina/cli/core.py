@@ -10,14 +10,14 @@ from ._progress import tqdm_progress
 
 
 def _demo(args) -> int:
-    from .._napari.demo import run_demo  # without a Qt binding, run_demo says so in one sentence
+    from .._napari.demo import run_demo, summary_text  # without a Qt binding, run_demo says so in one sentence
 
     out = check_out_dir(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     summary = run_demo(headless=args.headless, out_dir=out)
     if args.headless:
-        print(json.dumps(summary, indent=2, default=str))
+        print(summary_text(summary))  # a few lines; the full summary is the JSON file it names
     return 0
 
 

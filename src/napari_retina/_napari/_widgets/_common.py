@@ -1,4 +1,5 @@
-"""What the dock widgets share: parameter widgets made from core signatures, the stimulus-layer picker.
+"""What the dock widgets share: parameter widgets made from core signatures, the stimulus-layer picker,
+units and tooltips of parameters, links from result terms to their definitions, tabbed docks.
 
 A widget that gathers a core function's parameters takes each one's default
 and type from the function itself (:func:`parameter_widget`), so the widget
@@ -7,15 +8,21 @@ and a script calling the function start from the same values.
 
 from __future__ import annotations
 
+import html
 import inspect
 import typing
+import weakref
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import napari.layers
-from magicgui.widgets import create_widget
+from magicgui.widgets import Label, create_widget
 from magicgui.widgets.bases import CategoricalWidget, ValueWidget
 
-from .._layers import META
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+from .._layers import AXIS_LABELS, META, SCALE, UNITS
 
 _FROM_SIGNATURE: Any = object()
 
@@ -37,7 +44,8 @@ def parameter_widget(func: Callable, name: str, *, value: Any = _FROM_SIGNATURE,
     hint (a ``Literal`` becomes a combo box of its values), unless ``value``
     or ``annotation`` is given (for a default of None, or a hint wider than
     what the widget offers); ``options`` go to magicgui (``min``, ``max``,
-    ``step``, ...). The widget's ``name`` is ``name``.
+    ``step``, ...). The widget's ``name`` is ``name``; its label carries the
+    parameter's unit and its tooltip says what it does (:func:`parameter_help`).
 
     Example
     -------
@@ -47,7 +55,10 @@ def parameter_widget(func: Callable, name: str, *, value: Any = _FROM_SIGNATURE,
     param = inspect.signature(func).parameters[name]
     value = param.default if value is _FROM_SIGNATURE else value
     annotation = _type_hint(func, name, value) if annotation is _FROM_SIGNATURE else annotation
-    return create_widget(value=value, annotation=annotation, name=name, label=label or name, options=options)
+    unit, tooltip = parameter_help(func, name)
+    label = label or (f"{name} ({unit})" if unit else name)
+    return create_widget(value=value, annotation=annotation, name=name, label=label,
+                         options={"tooltip": tooltip, **options})
 
 
 def stimulus_layers(viewer) -> list:
@@ -66,3 +77,181 @@ def layer_picker(viewer, label: str = "stimulus layer") -> CategoricalWidget:
     picker = create_widget(annotation=napari.layers.Image, label=label)
     picker.choices = lambda _widget: [(layer.name, layer) for layer in stimulus_layers(viewer)]
     return picker
+
+
+# ------------------------------------------------------------ words and units ---
+
+PARAMETER_HELP: dict[str, tuple[Optional[str], str]] = {
+    # name: (unit shown in the label, tooltip)
+    "cell": ("index", "Which ganglion cell (model output) is analysed: 0 … number of cells − 1."),
+    "steps": ("α points", "Quadrature points along the integrated-gradients path from the grey baseline to the "
+                          "stimulus; more points, smaller completeness error, longer run."),
+    "invariance": (None, "Which spatial axes are summed out of the maps: 'auto' picks the most specific the "
+                         "stimulus allows (full field → 'space', bars → 'y'); 'none' keeps full (y, x) maps."),
+    "crop": (None, "How a stack larger than the model's field is cut: 'none' (sizes must match), 'center', "
+                   "or 'window' (drag the crop-window rectangle over the stimulus)."),
+    "normalize": (None, "z-score a float stack by its own mean and std before the model sees it: for raw "
+                        "intensities (0–255, say) that are not in contrast units. Integer stacks are "
+                        "normalised anyway."),
+    "reduce": (None, "Also reduce the network to the fewest first-layer channels that explain the response."),
+    "explain": ("fraction of variance", "The reduced circuit keeps the smallest set of channels whose summed "
+                                        "attribution explains at least this fraction of the response's variance."),
+    "epochs": ("passes", "Passes over the training split of the dataset."),
+    "experiment": (None, "The in-silico experiment (docs/EXPERIMENTS.md): osr, latency, anticipation, "
+                         "reversal, doubling, ..."),
+}
+"""Unit (None: a choice, no unit) and tooltip of the analysis, experiment and training parameters."""
+
+STIMULUS_UNITS = {
+    "period": "frames", "duration": "frames", "pre": "frames", "post": "frames", "frames": "frames",
+    "fixation": "frames", "reversal": "px", "size": "px", "width": "px", "bar_width": "px", "checker": "px",
+    "start": "px", "stop": "px", "position": "px", "phase": "px", "speed": "px/frame", "jitter": "px/frame",
+    "intensity": "contrast", "contrast": "contrast", "n_flashes": "count", "seed": "integer",
+    "alpha": "exponent", "grey": "probability",
+}
+"""Units of the ``nr.stimuli`` generators' parameters (1 frame = 10 ms, 1 px = 55 µm, contrast units)."""
+
+
+def docstring_parameters(func: Callable) -> dict[str, str]:
+    """Parameter descriptions from ``func``'s numpydoc "Parameters" section (``name : text`` entries).
+
+    An entry naming several parameters (``start, stop : ...``) describes each of them.
+    """
+    doc = inspect.getdoc(func) or ""
+    lines = doc.splitlines()
+    try:
+        i = next(k for k, line in enumerate(lines) if line.strip() == "Parameters") + 2
+    except StopIteration:
+        return {}
+    out: dict[str, str] = {}
+    names: list[str] = []
+    for line in lines[i:]:
+        if line and not line[0].isspace() and " : " not in line and line.strip():
+            break  # the next section
+        if line and not line[0].isspace() and " : " in line:
+            head, text = line.split(" : ", 1)
+            names = [n.strip() for n in head.split(",")]
+            for n in names:
+                out[n] = text.strip()
+        elif line.strip() and names:
+            for n in names:
+                out[n] += " " + line.strip()
+    return out
+
+
+def parameter_help(func: Callable, name: str) -> tuple[Optional[str], str]:
+    """(unit, tooltip) of ``func``'s parameter ``name``: :data:`PARAMETER_HELP`, else the docstring."""
+    if name in PARAMETER_HELP:
+        return PARAMETER_HELP[name]
+    text = docstring_parameters(func).get(name, "")
+    return STIMULUS_UNITS.get(name), text or name.replace("_", " ")
+
+
+# ------------------------------------------------------------- result terms ---
+
+TERMS: dict[str, str] = {
+    "completeness error": "completeness-error",
+    "explained variance": "explained-variance",
+    "kept channels": "kept-channels",
+    "present": "present",
+    "slope": "slope",
+    "r2": "r2",
+    "latency_ms": "latency-ms",
+    "spearman": "spearman",
+    "lead_um": "lead-um",
+    "burst_ratio": "burst-ratio",
+    "f2_f1": "f2-f1",
+    "invariance": "invariance",
+}
+"""Result terms and their anchors in docs/EXPERIMENTS.md (section "Terms")."""
+_DOCS = Path(__file__).resolve().parents[4] / "docs" / "EXPERIMENTS.md"
+
+
+def doc_url(term: str) -> Optional[str]:
+    """URL of ``term``'s definition in docs/EXPERIMENTS.md (None when the term has none or the docs are absent)."""
+    anchor = TERMS.get(term)
+    if anchor is None or not _DOCS.is_file():
+        return None
+    return f"{_DOCS.as_uri()}#{anchor}"
+
+
+def term_link(term: str, text: Optional[str] = None) -> str:
+    """Rich text of ``term`` (or ``text``) linked to its definition (plain text without one)."""
+    url = doc_url(term)
+    shown = html.escape(text or term)
+    return f'<a href="{url}">{shown}</a>' if url else shown
+
+
+def rich_label(value: str = "") -> Label:
+    """A word-wrapped magicgui Label whose links open in the browser (rich text)."""
+    label = Label(value=value)
+    label.native.setWordWrap(True)
+    label.native.setTextFormat(Qt.TextFormat.RichText)
+    label.native.setOpenExternalLinks(True)
+    return label
+
+
+# --------------------------------------------------------------------- docks ---
+
+_OURS: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def tabify_when_docked(widget) -> None:
+    """Put ``widget``'s dock in tabs with the plugin's other docks once napari has docked it.
+
+    napari's Plugins menu docks widgets one under the other (four of them
+    overflow a 1000-px screen); this tabs them instead, whatever way they
+    were added (a Qt single-shot runs after napari made the dock).
+    """
+    native = widget.native
+    _OURS.add(native)
+    QTimer.singleShot(0, lambda: _tabify(native))
+
+
+def _dock_of(native):
+    w = native
+    while w is not None and not isinstance(w, QDockWidget):
+        w = w.parentWidget()
+    return w
+
+
+def _tabify(native) -> None:
+    try:
+        dock = _dock_of(native)
+        main = dock.parentWidget() if dock is not None else None
+        if not isinstance(main, QMainWindow) or dock.isFloating():
+            return
+        area = main.dockWidgetArea(dock)
+    except RuntimeError:  # Qt deleted the widget meanwhile
+        return
+    others = []
+    for other in list(_OURS):
+        try:
+            d = _dock_of(other) if other is not native else None
+            if d is not None and d is not dock and d.parentWidget() is main and not d.isFloating() \
+                    and main.dockWidgetArea(d) == area:
+                others.append(d)
+        except RuntimeError:  # a widget of a closed viewer
+            continue
+    tabbed = main.tabifiedDockWidgets(dock)
+    if not others or any(d in tabbed for d in others):
+        return  # alone, or already in the plugin's tab group (tabifying again would split the group)
+    group = next((d for d in others if main.tabifiedDockWidgets(d)), others[0])
+    main.tabifyDockWidget(group, dock)
+    dock.raise_()
+
+
+# -------------------------------------------------------------------- units ---
+
+def has_physical_scale(layer) -> bool:
+    """Whether an image layer carries physical units (not napari's default: scale 1, "pixel" units)."""
+    units = [str(u) for u in getattr(layer, "units", ())]
+    return any(u not in ("pixel", "px", "") for u in units)
+
+
+def set_physical_scale(layer) -> None:
+    """Give a (T, y, x) image layer the stimulus scale (10 ms, 55 µm, 55 µm), units and axis labels."""
+    layer.scale = SCALE
+    layer.units = UNITS
+    layer.axis_labels = AXIS_LABELS
+    layer.metadata.setdefault(META, {})["role"] = "stimulus"

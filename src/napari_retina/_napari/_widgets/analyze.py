@@ -23,11 +23,22 @@ from ..._validate import StimulusUnitsWarning, warn_if_not_contrast
 from ...reduction import reduce
 from .._session import session
 from .._tasks import Task, notify, one_sentence
+from .._layers import META
+from .._reader import SETTINGS_KEY
 from .._viewer import add_analysis
-from ._common import layer_picker, parameter_widget
+from ._common import (
+    PARAMETER_HELP,
+    has_physical_scale,
+    layer_picker,
+    parameter_widget,
+    set_physical_scale,
+    tabify_when_docked,
+)
+from ._crop import crop_window, outline_window, window_origin, window_rectangle
 
-CROPS = ("none", "center")
-"""The crops offered (``nr.attribute(crop=...)``): the whole layer, or its centre."""
+CROPS = ("none", "center", "window")
+"""The crops offered (``nr.attribute(crop=...)``): the whole layer, its centre, or the window the user drags
+(the crop-window rectangle, :mod:`._crop`; its corner is passed as ``crop=(y0, x0)``)."""
 
 
 def check_stimulus_layer(layer, model: RetinaCNN, crop: str) -> np.ndarray:
@@ -45,7 +56,7 @@ def check_stimulus_layer(layer, model: RetinaCNN, crop: str) -> np.ndarray:
                          f"{cfg.size}×{cfg.size} input.")
     if (H, W) != (cfg.size, cfg.size) and crop == "none":
         raise ValueError(f"Layer '{layer.name}' is {H}×{W} pixels but the model takes {cfg.size}×{cfg.size}; "
-                         "choose crop 'center'.")
+                         "choose crop 'center', or 'window' and drag the rectangle.")
     if T < cfg.history:
         raise ValueError(f"Layer '{layer.name}' has {T} frames but the model needs at least {cfg.history}.")
     return layer.data
@@ -83,6 +94,7 @@ class AnalyzeWidget(Container):
         self.viewer = viewer
         self.session = session(viewer)
         self.layer = layer_picker(viewer)
+        self.layer.tooltip = "The stimulus stack (T, y, x) to analyse; 1 frame = 10 ms, 1 pixel = 55 µm."
         self.cell = parameter_widget(attribute, "cell", annotation=int, min=0, max=999)
         self.tol = parameter_widget(attribute, "tol", value=DEFAULT_TOL, annotation=float, min=MIN_TOL, max=0.5,
                                     step=MIN_TOL, tooltip="accuracy: each frame's quadrature is refined until the "
@@ -92,31 +104,55 @@ class AnalyzeWidget(Container):
                                       tooltip="a fixed number of quadrature steps instead of tol; 0 refines by tol")
         self.steps.changed.connect(lambda value: setattr(self.tol, "enabled", value == 0))
         self.invariance = parameter_widget(attribute, "invariance")
-        self.crop = ComboBox(label="crop", choices=list(CROPS), value="none")
-        self.normalize = CheckBox(label="normalize (z-score)", value=False,
-                                  tooltip="z-score a float stack by its own mean and std before the model sees it: "
-                                          "for raw intensities (0–255, say) that are not in contrast units. "
-                                          "Integer stacks are normalised anyway.")
-        self.do_reduce = CheckBox(label="reduce", value=True)
+        self.crop = ComboBox(label="crop", choices=list(CROPS), value="none", tooltip=PARAMETER_HELP["crop"][1])
+        self.normalize = CheckBox(label="normalize (z-score)", value=False, tooltip=PARAMETER_HELP["normalize"][1])
+        self.do_reduce = CheckBox(label="reduce", value=True, tooltip=PARAMETER_HELP["reduce"][1])
         self.explain = parameter_widget(reduce, "explain", min=0.01, max=1.0, step=0.05)
-        self.run_button = PushButton(text="Analyze")
+        self.settings_button = PushButton(text="Use the settings of the layer's analysis",
+                                          tooltip="Set cell, tol or steps, invariance, crop, normalize, reduce and explain "
+                                                  "to those that produced the chosen layer (a reopened .h5).")
+        self.run_button = PushButton(text="Analyze", tooltip="Attribute (and reduce) on the chosen layer in the "
+                                                             "background; Cancel stops it.")
         self.task = Task("analysis")
         self.result_label = Label(value="")
         self.result_label.native.setWordWrap(True)
-        self.task.status.native.setWordWrap(True)  # the status says which maps were computed and why
-        self.save_path = FileEdit(label="save to", mode="w", filter="*.h5 *.hdf5 *.csv")
+        self.save_path = FileEdit(label="save to (.h5 / .csv)", mode="w", filter="*.h5 *.hdf5 *.csv",
+                                  tooltip="Where Save writes: .h5 keeps everything (reopens in napari), "
+                                          ".csv the traces.")
         self.save_button = PushButton(text="Save analysis (.h5) / traces (.csv)")
         self.extend([self.layer, self.cell, self.tol, self.steps, self.invariance, self.crop, self.normalize,
-                     self.do_reduce, self.explain,
+                     self.do_reduce, self.explain, self.settings_button,
                      self.run_button, *self.task.widgets, self.result_label, self.save_path, self.save_button])
         self.run_button.changed.connect(lambda *_: self.run())
         self.save_button.changed.connect(lambda *_: self.save(Path(self.save_path.value)))
         self.session.model_changed.connect(self._model_changed)
+        self.crop.changed.connect(self._crop_changed)
+        self.layer.changed.connect(lambda *_: self._crop_changed(self.crop.value))
+        self.settings_button.changed.connect(lambda *_: self.use_layer_settings())
         self.analysis: Optional[Analysis] = None
         self.added_layers: list = []
+        self.task.status.native.setWordWrap(True)  # a long message is read in full here, not cut as in a toast
+        tabify_when_docked(self)
 
     def _model_changed(self, model: RetinaCNN) -> None:
         self.cell.max = model.config.n_cells - 1
+
+    def _crop_changed(self, value: str) -> None:
+        layer = self.layer.value
+        if value == "window" and layer is not None and layer.ndim == 3 and not getattr(layer, "rgb", False):
+            size = self.session.model.config.size
+            if min(layer.data.shape[-2:]) >= size:
+                self._ensure_units(layer)  # the window takes the layer's scale: set it first
+                crop_window(self.viewer, layer, size)
+
+    def crop_value(self, layer):
+        """``crop`` for the core: None, "center", or the corner (y0, x0) of the dragged crop window."""
+        if self.crop.value == "none":
+            return None
+        if self.crop.value == "center":
+            return "center"
+        size = self.session.model.config.size
+        return window_origin(crop_window(self.viewer, layer, size), layer, size)
 
     def parameters(self) -> dict:
         """The parameters of :func:`~napari_retina.analysis.run_analysis` as shown in the widget."""
@@ -125,6 +161,55 @@ class AnalyzeWidget(Container):
                 "invariance": self.invariance.value,
                 "crop": self.crop.value, "normalize": "zscore" if self.normalize.value else False,
                 "reduce": bool(self.do_reduce.value), "explain": float(self.explain.value)}
+
+    def set_parameters(self, params: dict) -> None:
+        """Show the settings ``params`` (an ``Analysis.parameters`` dict) in the widget.
+
+        A crop corner (y0, x0) places the crop window there (crop 'window').
+        """
+        if "cell" in params:
+            self.cell.value = int(params["cell"])
+        if params.get("tol") is not None:       # refined by tol: steps then records the most any frame used
+            self.tol.value = float(params["tol"])
+            self.steps.value = 0
+        elif params.get("steps") is not None:
+            self.steps.value = int(params["steps"])
+        if params.get("invariance") in self.invariance.choices:
+            self.invariance.value = params["invariance"]
+        if "normalize" in params:
+            self.normalize.value = bool(params["normalize"])
+        if "reduce" in params:
+            self.do_reduce.value = bool(params["reduce"])
+        if "explain" in params:
+            self.explain.value = float(params["explain"])
+        crop = params.get("crop", "none")
+        if isinstance(crop, (list, tuple, np.ndarray)) and len(crop) == 2:
+            layer = self.layer.value
+            self.crop.value = "window"
+            if layer is not None:
+                shapes = crop_window(self.viewer, layer, self.session.model.config.size)
+                shapes.data = [window_rectangle(int(crop[0]), int(crop[1]), self.session.model.config.size)]
+        elif crop in CROPS:
+            self.crop.value = crop
+
+    def use_layer_settings(self) -> bool:
+        """Apply the settings of the analysis the chosen layer came from (a reopened .h5); whether it had any."""
+        layer = self.layer.value
+        params = layer.metadata.get(META, {}).get(SETTINGS_KEY) if layer is not None else None
+        if not params:
+            notify("warning", "The chosen layer has no analysis settings; open a saved analysis (.h5) first.")
+            return False
+        self.set_parameters(params)
+        self.task.status.value = f"settings of the analysis of '{layer.name}' applied"
+        return True
+
+    def _ensure_units(self, layer) -> None:
+        """Give a layer without physical units (napari's own reader: scale 1, pixels) the stimulus scale, once."""
+        if has_physical_scale(layer):
+            return
+        set_physical_scale(layer)
+        notify("info", f"Layer '{layer.name}' had no physical scale; it now has 10 ms per frame and 55 µm per "
+                       "pixel (the model's units).")
 
     def run(self) -> bool:
         """Start an analysis of the chosen layer; returns whether it started."""
@@ -139,11 +224,14 @@ class AnalyzeWidget(Container):
             return False
         try:
             data = check_stimulus_layer(layer, model, self.crop.value)
+            self._ensure_units(layer)
             params = self.parameters()
+            params["crop"] = self.crop_value(layer)
             if params["cell"] >= model.config.n_cells:
                 raise ValueError(f"Cell {params['cell']} does not exist; the model has cells 0–"
                                  f"{model.config.n_cells - 1}.")
         except ValueError as exc:
+            self.task.status.value = str(exc)
             notify("error", str(exc))
             return False
         stimulus, source = np.asarray(data), self.session.source
@@ -164,6 +252,9 @@ class AnalyzeWidget(Container):
             return
         self.added_layers = add_analysis(self.viewer, result.attribution, result.reduction, layer,
                                          maps=result.maps, limit=result.limit)
+        outline = outline_window(self.viewer, layer, result.attribution.crop_origin, self.session.model.config.size)
+        self.added_layers += [outline] if outline is not None else []
+        self.viewer.layers.selection.active = layer
         self.analysis = result
         self.result_label.value = summary_text(result)
         self.task.status.value = f"analysis done: {result.maps_note}" if result.maps_note else "analysis done"

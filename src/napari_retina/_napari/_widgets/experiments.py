@@ -1,4 +1,10 @@
-"""The Experiments dock widget: run the in-silico experiments, show their readouts, add a result's layers."""
+"""The Experiments dock widget: run the in-silico experiments, show their readouts, add a result's layers.
+
+Every result run in this viewer stays listed (the list is rebuilt from
+``results``, so napari refreshing its choices on layer changes keeps it);
+the table shows the chosen experiment's readout, one row per key; each
+result's layers are placed below the layers already shown, never on top.
+"""
 
 from __future__ import annotations
 
@@ -11,24 +17,71 @@ from ...attribution import MAX_STEPS
 from .._session import session
 from .._tasks import Task, notify, one_sentence
 from .._viewer import add_result_layers
-from ._common import parameter_widget
+from ._common import TERMS, PARAMETER_HELP, parameter_widget, rich_label, tabify_when_docked, term_link
+
+TABLE_HEIGHT = 260
+"""Minimum height (px) of the readout table, so its rows are readable."""
+GAP = 0.1
+"""Blank space between stacked results, as a fraction of the new result's height."""
 
 
-def readout_table(results: dict) -> dict:
-    """Readouts as table columns: one row per experiment, one column per scalar readout key."""
-    keys: list = []
-    for res in results.values():
-        for k, v in res.readout.items():
-            if k not in keys and isinstance(v, (bool, int, float, str, np.generic)):
-                keys.append(k)
-    table: dict = {"experiment": list(results)}
-    for k in keys:
-        col = []
-        for res in results.values():
-            v = res.readout.get(k, "")
-            col.append(f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v))
-        table[k] = col
-    return table
+def _cell(value) -> str:
+    """A readout value as short text: 4 significant digits, lists of numbers shortened."""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = [_cell(v) for v in list(np.asarray(value, dtype=object).ravel())]
+        return "[" + ", ".join(items[:6]) + (f", … ({len(items)} values)]" if len(items) > 6 else "]")
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_cell(v)}" for k, v in value.items())
+    return str(value)
+
+
+def readout_table(result) -> dict:
+    """One experiment's readout as table columns ``readout`` and ``value``: ``present`` first, one row per key."""
+    readout = dict(result.readout)
+    keys = (["present"] if "present" in readout else []) + [k for k in readout if k != "present"]
+    return {"readout": keys, "value": [_cell(readout[k]) for k in keys]}
+
+
+def terms_text(result) -> str:
+    """Links to the definitions of the readout keys of ``result`` that docs/EXPERIMENTS.md defines (rich text)."""
+    keys = [k for k in result.readout if k in TERMS]
+    return ("what the readouts mean: " + " · ".join(term_link(k) for k in keys)) if keys else ""
+
+
+def overview_text(results: dict) -> str:
+    """One line per experiment run: present or not, and its reduced circuit's explained variance (rich text)."""
+    lines = []
+    for name, res in results.items():
+        ro = res.readout
+        line = f"<b>{name}</b>: {term_link('present')} {_cell(bool(ro.get('present')))}"
+        if "explained_variance" in ro:
+            line += f", {term_link('explained variance', 'EV')} {_cell(ro['explained_variance'])}"
+        lines.append(line)
+    return "<br>".join(lines)
+
+
+def stack_below(viewer, layers: list) -> None:
+    """Move ``layers`` (just added) below every other layer of ``viewer``, so results do not overlap.
+
+    The shift is along y (world units), applied to each layer's translate.
+    """
+    others = [layer for layer in viewer.layers if layer not in layers and layer.visible]
+    if not others or not layers:
+        return
+    bottom = max(float(np.asarray(layer.extent.world)[1, -2]) for layer in others)
+    ext = np.array([np.asarray(layer.extent.world)[:, -2] for layer in layers], float)
+    top, height = float(ext[:, 0].min()), float(ext[:, 1].max() - ext[:, 0].min())
+    shift = bottom - top + GAP * height
+    if shift <= 0:
+        return
+    for layer in layers:
+        translate = np.array(layer.translate, float)
+        translate[-2] += shift
+        layer.translate = translate
 
 
 class ExperimentsWidget(Container):
@@ -39,24 +92,36 @@ class ExperimentsWidget(Container):
         self.viewer = viewer
         self.session = session(viewer)
         names = list(experiments.names())
-        self.experiment = ComboBox(label="experiment", choices=names, value=names[0])
+        self.experiment = ComboBox(label="experiment", choices=names, value=names[0],
+                                   tooltip=PARAMETER_HELP["experiment"][1])
         self.cell = parameter_widget(experiments.run, "cell", annotation=int, min=0, max=999)
         self.steps = parameter_widget(experiments.run, "steps", value=0, annotation=int, min=0, max=MAX_STEPS,
                                       label="steps (0: by tol)",
                                       tooltip="a fixed number of quadrature steps; 0 refines each frame until "
                                               "nr.attribute's default tol")
-        self.run_button = PushButton(text="Run")
-        self.run_all_button = PushButton(text="Run all")
+        self.run_button = PushButton(text="Run", tooltip="Run the chosen experiment on the current model.")
+        self.run_all_button = PushButton(text="Run all", tooltip="Run every experiment, one after the other.")
         self.task = Task("experiment run")
-        self.table = Table(value={"experiment": [], "present": []})
-        self.result_choice = ComboBox(label="result", choices=[])
-        self.add_button = PushButton(text="Add layers of result")
         self.results: dict = {}
+        self.overview = rich_label("")
+        self.result_choice = ComboBox(label="result", choices=lambda _w: list(self.results),
+                                      tooltip="The experiment whose readout the table shows and whose layers "
+                                              "'Add layers of result' adds.")
+        self.table = Table(value={"readout": [], "value": []})
+        self.table.native.setMinimumHeight(TABLE_HEIGHT)
+        self.table.native.horizontalHeader().setStretchLastSection(True)
+        self.terms = rich_label("")
+        self.add_button = PushButton(text="Add layers of result",
+                                     tooltip="Add the chosen result's stimulus, maps and traces below the layers "
+                                             "already shown.")
         self.extend([self.experiment, self.cell, self.steps, self.run_button, self.run_all_button,
-                     *self.task.widgets, self.table, self.result_choice, self.add_button])
+                     *self.task.widgets, self.overview, self.result_choice, self.table, self.terms,
+                     self.add_button])
         self.run_button.changed.connect(lambda *_: self.run([self.experiment.value]))
         self.run_all_button.changed.connect(lambda *_: self.run(list(experiments.names())))
         self.add_button.changed.connect(lambda *_: self.add_layers())
+        self.result_choice.changed.connect(self._show_table)
+        tabify_when_docked(self)
 
     def run(self, names: list) -> bool:
         """Run the named experiments in a worker; results fill the table."""
@@ -89,19 +154,29 @@ class ExperimentsWidget(Container):
 
     def _show(self, results: dict) -> None:
         self.results.update(results)
-        self.table.value = readout_table(self.results)
-        self.result_choice.choices = list(self.results)
+        self.overview.value = overview_text(self.results)
+        self.result_choice.reset_choices()
         self.result_choice.value = list(results)[-1]
+        self._show_table()
         self.task.status.value = f"{len(results)} experiment(s) done"
 
+    def _show_table(self, *_) -> None:
+        name = self.result_choice.value
+        if name in self.results:
+            self.table.value = readout_table(self.results[name])
+            self.table.native.resizeColumnsToContents()
+            self.terms.value = terms_text(self.results[name])
+
     def add_layers(self) -> list:
-        """Add the chosen result's stimulus, maps and traces."""
+        """Add the chosen result's stimulus, maps and traces below the layers already shown."""
         name = self.result_choice.value
         if name not in self.results:
             notify("warning", "Run an experiment first.")
             return []
         try:
-            return add_result_layers(self.viewer, self.results[name])
+            layers = add_result_layers(self.viewer, self.results[name])
         except Exception as exc:
             notify("error", f"Could not add the layers of '{name}': {one_sentence(exc)}")
             return []
+        stack_below(self.viewer, layers)
+        return layers

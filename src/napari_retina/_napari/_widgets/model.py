@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import napari
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
 
 from ..._device import available_devices, resolve_device
 from ..._predict import model_on
@@ -17,29 +17,59 @@ from ...model import RetinaCNN
 from ...training import train
 from .._session import session
 from .._tasks import Task, notify, one_sentence
-from ._common import parameter_widget
+from ._common import parameter_widget, tabify_when_docked
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 """The device choices (``nr.load_model(device=...)``); one that is not here is refused with a notification."""
 
 
-def model_summary(model: RetinaCNN, source: str) -> str:
-    """Cells, architecture, held-out scores and provenance in a few lines."""
-    cfg = model.config
-    lines = [f"{describe(model)}: {source}",
-             f"{cfg.n_cells} cells ({', '.join(cfg.cell_names)}); history {cfg.history} frames "
-             f"({cfg.history * FRAME_MS:g} ms), {cfg.size}×{cfg.size} px, "
-             f"channels {cfg.channels}, kernels {cfg.kernels}, device {model.device}"]
-    if model.scores:
-        lines.append("held-out: " + ", ".join(
-            f"{k}={v:.3g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in model.scores.items()
-            if not isinstance(v, (list, dict))))
+SUMMARY_CHARS = 90
+"""Longest line of the model summary and its details (characters); longer values are shortened."""
+
+
+def _short(value, limit: int = SUMMARY_CHARS // 2) -> str:
+    """A value as text of at most ``limit`` characters (numbers to 3 digits; long text ends in '…')."""
+    if isinstance(value, float):
+        text = f"{value:.3g}"
+    elif isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) for v in value):
+        text = "[" + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in value) + "]"
+    elif isinstance(value, dict):
+        text = "{" + ", ".join(map(str, value)) + "}"
     else:
-        lines.append("held-out scores: none recorded")
-    prov = model.provenance or {}
-    if prov:
-        lines.append("provenance: " + ", ".join(f"{k}={v}" for k, v in list(prov.items())[:4]))
-    return "\n".join(lines)
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _tail(text: str, limit: int) -> str:
+    """``text`` cut from the left to at most ``limit`` characters (a path keeps its file name)."""
+    return text if len(text) <= limit else "…" + text[len(text) - limit + 1:]
+
+
+def model_summary(model: RetinaCNN, source: str) -> str:
+    """What was loaded (format, architecture, source), its cells and input, its held-out score and
+    device: three short lines."""
+    cfg = model.config
+    scores = model.scores or {}
+    numbers = [k for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    key = next((k for k in ("test_r_true_mean", "test_r_mean", "heldout_r_mean") if k in scores),
+               numbers[0] if numbers else None)
+    score = f"held-out {key} = {_short(scores[key])}" if key else "held-out scores: none recorded"
+    what = f"{describe(model)}: "
+    cells = f"{cfg.n_cells} cells ({_short(', '.join(cfg.cell_names), SUMMARY_CHARS // 2)}); "
+    lines = [what + _tail(str(source), max(12, SUMMARY_CHARS - len(what))),
+             cells + f"history {cfg.history} frames ({cfg.history * FRAME_MS:g} ms), {cfg.size}×{cfg.size} px",
+             f"{score}; on {model.device}"]
+    return "\n".join(line if i == 0 else _short(line, SUMMARY_CHARS) for i, line in enumerate(lines))
+
+
+def model_details(model: RetinaCNN) -> str:
+    """The architecture, every held-out score and the provenance, one short line each (values shortened)."""
+    cfg = model.config
+    lines = [f"cells: {_short(', '.join(cfg.cell_names), SUMMARY_CHARS - 7)}",
+             f"channels {cfg.channels}, kernels {cfg.kernels}"]
+    lines += [f"{k}: {_short(v)}" for k, v in (model.scores or {}).items()]
+    lines += [f"{k}: {_short(v)}" for k, v in (model.provenance or {}).items()]
+    return "\n".join(_short(line, SUMMARY_CHARS) for line in lines)
 
 
 class ModelWidget(Container):
@@ -50,27 +80,44 @@ class ModelWidget(Container):
         self.viewer = viewer
         self.session = session(viewer)
         self.source = ComboBox(label="model", choices=["shipped default", "checkpoint file"],
-                               value="shipped default")
-        self.path = FileEdit(label="checkpoint", mode="r", filter="*.pt *.pth *.p *.h5 *.hdf5")
-        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
-        self.load_button = PushButton(text="Load model")
+                               value="shipped default",
+                               tooltip="The model shipped with the plugin, or a checkpoint file: this project's, "
+                                       "or one of the lab formats README 'Your own model' lists.")
+        self.path = FileEdit(label="checkpoint", mode="r", filter="*.pt *.pth *.p *.h5 *.hdf5",
+                             tooltip="A checkpoint written by nr.save_model (.pt), a torch-deep-retina "
+                                     "checkpoint (.pt, .pth, .p) or deep-retina Keras weights (.h5).")
+        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto",
+                               tooltip="Where the model runs: 'auto' picks CUDA, then MPS, then the CPU.")
+        self.load_button = PushButton(text="Load model", tooltip="Load the chosen model; it replaces the current one.")
         self.summary = Label(value="(no model loaded yet; the shipped default is used)")
         self.summary.native.setWordWrap(True)
-        self.dataset = FileEdit(label="dataset (HDF5)", mode="r", filter="*.h5 *.hdf5")
+        self.show_details = CheckBox(text="details", value=False,
+                                     tooltip="Show the architecture, every held-out score and the provenance.")
+        self.details = Label(value="")
+        self.details.native.setWordWrap(True)
+        self.details.visible = False
+        self.dataset = FileEdit(label="dataset (HDF5)", mode="r", filter="*.h5 *.hdf5",
+                                tooltip="An HDF5 file in the lab layout (train/test splits of stimulus and "
+                                        "responses), e.g. written by napari-retina synth.")
         self.epochs = parameter_widget(train, "epochs", min=1, max=10000)
-        self.train_button = PushButton(text="Train")
+        self.train_button = PushButton(text="Train", tooltip="Train a new model on the dataset in a child "
+                                                                   "process; it replaces the current one when done.")
         self.task = Task("training")
-        self.extend([self.source, self.path, self.device, self.load_button, self.summary,
+        self.extend([self.source, self.path, self.device, self.load_button, self.summary, self.show_details,
+                     self.details,
                      Label(value="— train from a dataset —"), self.dataset, self.epochs, self.train_button,
                      *self.task.widgets])
         self.load_button.changed.connect(lambda *_: self.load())
         self.device.changed.connect(self._device_changed)
         self.train_button.changed.connect(lambda *_: self.train())
+        self.show_details.changed.connect(lambda value: setattr(self.details, "visible", bool(value)))
         self.session.model_changed.connect(self._show)
         self._device_ok = "auto"
+        tabify_when_docked(self)
 
     def _show(self, model: RetinaCNN) -> None:
         self.summary.value = model_summary(model, self.session.source)
+        self.details.value = model_details(model)
 
     def _device_changed(self, value: str) -> None:
         try:

@@ -12,7 +12,7 @@ from ... import stimuli
 from .. import _layers
 from .._sample_data import generate
 from .._tasks import notify, one_sentence
-from ._common import layer_picker, parameter_widget
+from ._common import layer_picker, parameter_widget, set_physical_scale, tabify_when_docked
 
 GENERATORS = ("flash_train", "white_noise", "naturalistic", "flash", "step", "moving_bar", "flashed_bar",
               "reversing_bar", "reversing_grating")
@@ -39,18 +39,25 @@ class StimulusWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
-        self.generator = ComboBox(label="stimulus", choices=list(GENERATORS), value=GENERATORS[0])
+        self.generator = ComboBox(label="stimulus", choices=list(GENERATORS), value=GENERATORS[0],
+                                  tooltip="The nr.stimuli generator; its parameters appear below with their "
+                                          "defaults (frames are 10 ms, pixels 55 µm, values in contrast units).")
         self.params = Container(labels=True)
-        self.name = create_widget(value="", annotation=str, label="layer name")
-        self.generate_button = PushButton(text="Generate")
+        self.name = create_widget(value="", annotation=str, label="layer name",
+                                  options={"tooltip": "Name of the new layer (default: the generator's name)."})
+        self.generate_button = PushButton(text="Generate", tooltip="Add the stimulus as a new image layer.")
         self.existing = layer_picker(viewer, label="or existing layer")
-        self.scale_button = PushButton(text="Set physical scale (10 ms, 55 µm, 55 µm)")
+        self.existing.tooltip = "An image layer opened another way (napari's own reader: 1 px per frame)."
+        self.scale_button = PushButton(text="Set physical scale (10 ms, 55 µm, 55 µm)",
+                                       tooltip="Give the chosen layer the stimulus scale, units and axis labels, "
+                                               "so result layers line up with it.")
         self.extend([self.generator, self.params, self.name, self.generate_button,
                      Label(value="—"), self.existing, self.scale_button])
         self.generator.changed.connect(self._build_params)
         self.generate_button.changed.connect(lambda *_: self.generate())
         self.scale_button.changed.connect(lambda *_: self.set_scale())
         self._build_params()
+        tabify_when_docked(self)
 
     def _build_params(self, *_) -> None:
         self.params.clear()
@@ -84,7 +91,4 @@ class StimulusWidget(Container):
         if layer.ndim != 3 or layer.rgb:
             notify("error", f"Layer '{layer.name}' is not a (T, y, x) greyscale stack.")
             return
-        layer.scale = _layers.SCALE
-        layer.units = _layers.UNITS
-        layer.axis_labels = _layers.AXIS_LABELS
-        layer.metadata.setdefault(_layers.META, {})["role"] = "stimulus"
+        set_physical_scale(layer)

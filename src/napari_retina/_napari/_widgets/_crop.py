@@ -1,0 +1,101 @@
+"""The crop window (a rectangle the user drags over an oversized stimulus) and the analysed-window outline.
+
+Both are napari Shapes layers over the stimulus layer, in its pixel grid
+(the Shapes layer takes the stimulus layer's y/x ``scale`` and ``translate``):
+stimulus pixel ``(i, j)`` is the unit square centred on ``(i, j)``, so a
+window of ``size`` pixels with corner ``(y0, x0)`` is the rectangle from
+``(y0 - 0.5, x0 - 0.5)`` to ``(y0 + size - 0.5, x0 + size - 0.5)``.
+The window's corner is what ``nr.attribute(crop=(y0, x0))`` takes.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .._layers import META
+
+WINDOW_COLOR = "#ffd700"
+OUTLINE_COLOR = "#00e5ff"
+
+
+def window_rectangle(y0: int, x0: int, size: int) -> np.ndarray:
+    """The (4, 2) corners (y, x, stimulus pixels) of the ``size``-pixel window with corner ``(y0, x0)``."""
+    a, b = -0.5, size - 0.5
+    return np.array([[y0 + a, x0 + a], [y0 + a, x0 + b], [y0 + b, x0 + b], [y0 + b, x0 + a]], float)
+
+
+def centre_origin(shape: tuple, size: int) -> tuple[int, int]:
+    """Corner (y0, x0) of the centred ``size``-pixel window in a (T, H, W) stack (as ``crop="center"``)."""
+    return (shape[-2] - size) // 2, (shape[-1] - size) // 2
+
+
+def _find(viewer, role: str, layer) -> Optional[object]:
+    for other in viewer.layers:
+        meta = other.metadata.get(META, {}) if isinstance(other.metadata, dict) else {}
+        if meta.get("role") == role and meta.get("for") == layer.name:
+            return other
+    return None
+
+
+def _shapes_kwargs(layer, name: str, role: str, color: str) -> dict:
+    scale = np.asarray(layer.scale, float)[-2:]
+    return {"name": name, "shape_type": "rectangle", "edge_color": color, "face_color": "transparent",
+            "edge_width": 0.04 * max(layer.data.shape[-2:]), "scale": scale,
+            "translate": np.asarray(layer.translate, float)[-2:], "units": tuple(layer.units)[-2:],
+            "axis_labels": tuple(layer.axis_labels)[-2:],
+            "metadata": {META: {"role": role, "for": layer.name}}}
+
+
+def crop_window(viewer, layer, size: int):
+    """The crop-window Shapes layer of stimulus ``layer`` (added, centred, when there is none).
+
+    The user moves the rectangle (select tool, drag); :func:`window_origin`
+    reads where it is. The new layer is left active in select mode so a drag
+    moves it at once.
+    """
+    shapes = _find(viewer, "crop_window", layer)
+    if shapes is None:
+        y0, x0 = centre_origin(layer.data.shape, size)
+        kwargs = _shapes_kwargs(layer, f"{layer.name}: crop window (drag me)", "crop_window", WINDOW_COLOR)
+        shapes = viewer.add_shapes([window_rectangle(y0, x0, size)], **kwargs)
+        shapes.metadata[META]["size"] = size
+    shapes.mode = "select"
+    viewer.layers.selection.active = shapes
+    return shapes
+
+
+def window_origin(shapes, layer, size: int) -> tuple[int, int]:
+    """Corner (y0, x0) (stimulus pixels) of the window the crop rectangle marks, inside the stack.
+
+    The rectangle's centre counts (a rectangle resized by mistake still
+    names one ``size``-pixel window); the corner is clipped into the stack.
+    Raises ValueError when the layer holds no rectangle.
+    """
+    if len(shapes.data) == 0:
+        raise ValueError(f"The crop-window layer '{shapes.name}' holds no rectangle; choose crop 'window' "
+                         "again to get one.")
+    corners = np.asarray(shapes.data[0], float)[:, -2:]
+    world = corners * np.asarray(shapes.scale, float)[-2:] + np.asarray(shapes.translate, float)[-2:]
+    pixels = (world - np.asarray(layer.translate, float)[-2:]) / np.asarray(layer.scale, float)[-2:]
+    centre = pixels.mean(axis=0)
+    H, W = layer.data.shape[-2:]
+    y0 = int(np.clip(round(centre[0] - (size - 1) / 2), 0, H - size))
+    x0 = int(np.clip(round(centre[1] - (size - 1) / 2), 0, W - size))
+    return y0, x0
+
+
+def outline_window(viewer, layer, origin: tuple, size: int):
+    """Outline the analysed window of stimulus ``layer`` (replacing an earlier outline); returns the layer.
+
+    None when the window is the whole layer (nothing to outline).
+    """
+    old = _find(viewer, "analysed_window", layer)
+    if old is not None:
+        viewer.layers.remove(old)
+    if tuple(layer.data.shape[-2:]) == (size, size):
+        return None
+    kwargs = _shapes_kwargs(layer, f"{layer.name}: analysed window", "analysed_window", OUTLINE_COLOR)
+    outline = viewer.add_shapes([window_rectangle(*origin, size)], **kwargs)
+    return outline

@@ -1,0 +1,363 @@
+"""Issue 14 ("the napari experience v2"), points 5, 6, 8-13, driven as a user would.
+
+The plugin's docks are added through napari's own ``add_plugin_dock_widget``
+(as the Plugins menu does), files opened with ``viewer.open``, buttons
+clicked (``native.click()``); notifications are captured from napari's
+notification manager.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+
+pytest.importorskip("napari")
+
+from napari.utils.notifications import notification_manager  # noqa: E402
+
+from napari_retina._napari import _session  # noqa: E402
+from napari_retina._napari._layers import META, stimulus_layer_kwargs  # noqa: E402
+
+PLUGIN = "napari-retina"
+REPO = Path(__file__).resolve().parents[1]
+WAIT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, tiny):
+    v = make_napari_viewer()
+    _session.session(v).set_model(tiny, "tiny test model")
+    return v
+
+
+@pytest.fixture
+def messages():
+    """Every napari notification shown during the test, as (severity, message)."""
+    got: list = []
+
+    def record(event):
+        note = event if hasattr(event, "message") else getattr(event, "value", event)
+        got.append((str(note.severity), str(note.message)))
+
+    notification_manager.notification_ready.connect(record)
+    yield got
+    notification_manager.notification_ready.disconnect(record)
+
+
+def _plugin_dock(viewer, name):
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return dock, widget
+
+
+def _click(button) -> None:
+    button.native.click()
+
+
+def _run_and_wait(widget, qtbot, button=None) -> None:
+    _click(button or widget.run_button)
+    qtbot.waitUntil(lambda: not widget.task.running, timeout=WAIT_MS)
+
+
+# ---------------------------------------------------------- 5. Experiments ---
+
+def _run_experiment(w, name, qtbot):
+    w.experiment.value = name
+    _run_and_wait(w, qtbot)
+    assert w.task.last_error is None
+
+
+def test_experiment_results_survive_layer_changes_and_do_not_stack(viewer, qtbot):
+    _, w = _plugin_dock(viewer, "Experiments")
+    w.steps.value = 2
+    _run_experiment(w, "osr", qtbot)
+    _run_experiment(w, "reversal", qtbot)
+    assert list(w.result_choice.choices) == ["osr", "reversal"]
+
+    w.result_choice.value = "osr"
+    table = w.table.to_dict("list")
+    assert list(table) == ["readout", "value"]  # one experiment's readout, not columns mixed across them
+    assert table["readout"][0] == "present"
+    assert table["value"][0] == ("yes" if w.results["osr"].readout["present"] else "no")
+    assert set(table["readout"]) == set(w.results["osr"].readout)
+
+    _click(w.add_button)  # adds layers: the list must survive its own button
+    first = list(viewer.layers)
+    assert list(w.result_choice.choices) == ["osr", "reversal"]
+    viewer.add_image(np.zeros((5, 4, 4), np.float32), name="unrelated")
+    viewer.layers.remove("unrelated")
+    assert list(w.result_choice.choices) == ["osr", "reversal"]
+
+    w.result_choice.value = "reversal"
+    _click(w.add_button)
+    second = [layer for layer in viewer.layers if layer not in first]
+    assert viewer.layers["reversal"] in second
+
+    def y_range(layers):
+        ext = np.array([np.asarray(layer.extent.world)[:, -2] for layer in layers if layer.visible])
+        return ext[:, 0].min(), ext[:, 1].max()
+
+    (a0, a1), (b0, b1) = y_range(first), y_range(second)
+    assert b0 >= a1 or b1 <= a0  # the new result sits beside the old one, not on it
+
+
+# ----------------------------------------------------- 6. Progress, cancel ---
+
+@pytest.fixture(scope="module")
+def wide_tiny():
+    """A tiny model whose full maps of 20,000 frames exceed the lazy threshold (the long-movie path)."""
+    torch.manual_seed(0)
+    return nr.RetinaCNN(nr.ModelConfig(history=10, size=40, kernels=(5, 5), n_cells=2)).eval()
+
+
+def test_long_movie_reports_progress_every_percent_with_time_left_and_cancels_at_once(
+        make_napari_viewer, wide_tiny, qtbot):
+    from napari_retina.analysis import LAZY_MAP_BYTES, map_bytes
+
+    frames = 20_000
+    assert map_bytes(wide_tiny, frames) > LAZY_MAP_BYTES
+    viewer = make_napari_viewer()
+    _session.session(viewer).set_model(wide_tiny, "tiny test model")
+    stim = nr.stimuli.white_noise(frames=frames, size=40, seed=0)
+    layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "long noise"))
+    _, w = _plugin_dock(viewer, "Analyze")
+    w.layer.value = layer
+    w.invariance.value = "none"
+    seen: list = []
+    w.task.progress.changed.connect(lambda value: seen.append((value, w.task.progress.max, w.task.status.value)))
+
+    _click(w.run_button)
+    qtbot.waitUntil(lambda: any(v > 0 for v, _, _ in seen), timeout=WAIT_MS)
+    _click(w.task.cancel_button)
+    reports_at_cancel = len(seen)
+    qtbot.waitUntil(lambda: not w.task.running, timeout=WAIT_MS)
+
+    value, total, status = next(s for s in seen if s[0] > 0)
+    assert total == frames - wide_tiny.config.history + 1
+    assert value <= total / 100  # the first step is at most 1% of the movie (was 2,048 frames)
+    assert "left" in status and "%" in status
+    assert len(seen) - reports_at_cancel <= 1  # cancel acts at the next report
+    assert w.task.status.value == "analysis cancelled"
+    assert [la.name for la in viewer.layers] == ["long noise"]
+
+
+# ---------------------------------------------------------------- 8. Units ---
+
+def test_a_stack_from_napari_s_own_reader_gets_physical_units_without_warnings(viewer, tmp_path, qtbot,
+                                                                             messages):
+    path = tmp_path / "movie.npy"
+    np.save(path, nr.stimuli.white_noise(frames=30, size=20, seed=1))
+    [layer] = viewer.open(str(path), plugin="napari")  # napari's built-in reader: scale 1, pixels
+    assert [str(u) for u in layer.units] == ["pixel"] * 3
+    _, w = _plugin_dock(viewer, "Analyze")
+    w.layer.value = layer
+    w.steps.value = 2
+    _run_and_wait(w, qtbot)
+    assert w.task.last_error is None and w.analysis is not None
+    viewer.screenshot(canvas_only=True, flash=False)  # draw: napari checks the units then
+    qtbot.wait(50)
+    assert not [m for _, m in messages if "Inconsistent units" in m]
+    assert [str(u) for u in layer.units] == ["millisecond", "micrometer", "micrometer"]
+    np.testing.assert_allclose(layer.scale, (10.0, 55.0, 55.0))
+    told = [m for s, m in messages if "no physical scale" in m]
+    assert len(told) == 1 and "10 ms per frame" in told[0]
+
+
+# ------------------------------------------------------ 9. Oversized stacks ---
+
+def test_oversized_stack_full_message_and_a_draggable_crop_window(viewer, tiny, qtbot, messages):
+    stim = nr.stimuli.white_noise(frames=30, size=40, seed=2)
+    layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "big"))
+    _, w = _plugin_dock(viewer, "Analyze")
+    w.layer.value = layer
+    w.steps.value = 2
+    _click(w.run_button)
+    error = [m for s, m in messages if s == "error"][-1]
+    assert "40×40" in error and "'window'" in error
+    assert w.task.status.value == error  # the whole sentence, word-wrapped in the dock
+
+    w.crop.value = "window"
+    windows = [la for la in viewer.layers if la.metadata.get(META, {}).get("role") == "crop_window"]
+    assert len(windows) == 1 and windows[0].mode == "select"
+    window = windows[0]
+    # the user drags the rectangle 7 px down and 13 px right of its centred place (10, 10)
+    window.data = [np.asarray(window.data[0]) + np.array([7, 13])]
+    _run_and_wait(w, qtbot)
+    assert w.task.last_error is None
+    assert tuple(w.analysis.attribution.crop_origin) == (17, 20)
+    assert w.analysis.parameters["crop"] == (17, 20)
+    ref = nr.attribute(tiny, stim, cell=0, steps=2, crop=(17, 20))
+    np.testing.assert_allclose(w.analysis.attribution.channels, ref.channels, rtol=1e-5, atol=1e-6)
+    outline = [la for la in viewer.layers if la.metadata.get(META, {}).get("role") == "analysed_window"]
+    assert len(outline) == 1
+    corners = np.asarray(outline[0].data[0])
+    np.testing.assert_allclose(corners.min(0), (16.5, 19.5))
+    np.testing.assert_allclose(corners.max(0), (36.5, 39.5))
+
+
+# --------------------------------------------------------------- 10. Layout ---
+
+def test_plugin_docks_are_tabbed_and_the_model_summary_is_short(viewer, tiny, qtbot):
+    docks = {name: _plugin_dock(viewer, name) for name in ("Stimulus", "Model", "Analyze", "Experiments")}
+    main = docks["Stimulus"][0].parentWidget()
+    qtbot.waitUntil(lambda: len(main.tabifiedDockWidgets(docks["Stimulus"][0])) == 3, timeout=5000)
+
+    model_dock, mw = docks["Model"]
+    big = nr.RetinaCNN(tiny.config)
+    big.provenance = {"trained_by": "test", "data_attrs": {"retina": "x" * 5000},
+                      "history": [{"epoch": i, "loss": 0.1} for i in range(50)]}
+    big.scores = {"test_r_mean": 0.9, "test_r": [0.9, 0.8]}
+    _session.session(viewer).set_model(big, "a checkpoint with a long history")
+    lines = mw.summary.value.splitlines()
+    assert 2 <= len(lines) <= 3 and all(len(line) <= 100 for line in lines)
+    assert "xxxxxxxxxx" not in mw.summary.value and mw.details.native.isHidden()
+    _click(mw.show_details)
+    assert not mw.details.native.isHidden()
+    assert all(len(line) <= 100 for line in mw.details.value.splitlines())
+    assert model_dock.sizeHint().height() < 1000
+
+
+# ------------------------------------------------------ 11. Tooltips, units ---
+
+def _value_widgets(container):
+    from magicgui.widgets import Container, Label, ProgressBar, PushButton, Table
+
+    for child in container:
+        if isinstance(child, Container):
+            yield from _value_widgets(child)
+        elif not isinstance(child, (Label, ProgressBar, PushButton, Table)):
+            yield child
+
+
+def _check_words(widget) -> None:
+    from magicgui.widgets.bases import RangedWidget
+
+    for child in _value_widgets(widget):
+        assert child.tooltip, f"{type(widget).__name__}: '{child.label}' has no tooltip"
+        if isinstance(child, RangedWidget):
+            assert "(" in child.label and child.label.endswith(")"), f"'{child.label}' has no unit"
+
+
+def test_every_parameter_has_a_tooltip_and_a_unit(viewer):
+    for name in ("Model", "Analyze", "Experiments"):
+        _check_words(_plugin_dock(viewer, name)[1])
+    _, stim = _plugin_dock(viewer, "Stimulus")
+    for generator in stim.generator.choices:
+        stim.generator.value = generator
+        _check_words(stim)
+    _, analyze = _plugin_dock(viewer, "Analyze")
+    assert analyze.steps.label == "steps (α points)" and analyze.explain.label == "explain (fraction of variance)"
+
+
+def test_result_terms_link_to_their_definitions(viewer, qtbot):
+    from napari_retina._napari._widgets._common import TERMS
+
+    _, w = _plugin_dock(viewer, "Experiments")
+    w.steps.value = 2
+    _run_experiment(w, "osr", qtbot)
+    assert 'EXPERIMENTS.md#present"' in w.overview.value
+    assert w.overview.native.openExternalLinks()
+    assert 'EXPERIMENTS.md#slope">slope</a>' in w.terms.value and 'EXPERIMENTS.md#r2">r2</a>' in w.terms.value
+    doc = (REPO / "docs" / "EXPERIMENTS.md").read_text()
+    for anchor in TERMS.values():
+        assert f'<a id="{anchor}"></a>' in doc
+
+
+# ----------------------------------------------------------- 12. Round trip ---
+
+def test_a_saved_analysis_reopens_with_maps_traces_and_settings(viewer, tiny, tmp_path, qtbot):
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=3)
+    layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    _, w = _plugin_dock(viewer, "Analyze")
+    w.layer.value = layer
+    w.steps.value = 3
+    w.invariance.value = "none"
+    w.explain.value = 0.8
+    w.cell.value = 1
+    _run_and_wait(w, qtbot)
+    path = tmp_path / "saved.h5"
+    w.save_path.value = path
+    _click(w.save_button)
+    assert path.is_file()
+    original = w.analysis
+
+    layers = viewer.open(str(path), plugin=PLUGIN)
+    roles = [la.metadata.get(META, {}).get("role") for la in layers]
+    assert roles[0] == "stimulus" and roles.count("map") == 8 and "traces" in roles
+    np.testing.assert_array_equal(np.asarray(layers[0].data), original.attribution.stimulus)
+    maps = [la for la, r in zip(layers, roles) if r == "map"]
+    np.testing.assert_array_equal(np.asarray(maps[2].data), original.attribution.maps[:, 2])
+    traces = viewer.layers["saved: traces"].metadata[META]["series"]
+    np.testing.assert_array_equal(traces["model response"], original.attribution.response)
+
+    # the settings come back into the Analyze widget
+    w.steps.value, w.explain.value, w.cell.value, w.invariance.value = 8, 0.9, 0, "auto"
+    w.layer.value = layers[0]
+    _click(w.settings_button)
+    assert (w.steps.value, w.explain.value, w.cell.value, w.invariance.value) == (3, 0.8, 1, "none")
+    assert w.parameters() == {**original.parameters, "crop": "none"}
+
+
+# ------------------------------------------------------------ 13. First run ---
+
+def test_headless_demo_prints_a_short_summary(make_napari_viewer, tmp_path, capsys):
+    import json
+
+    from napari_retina.cli import main
+
+    assert main(["demo", "--headless", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert 2 <= len(out) <= 6
+    assert str(tmp_path / "napari-retina-demo.json") in out[-1]
+    full = json.loads((tmp_path / "napari-retina-demo.json").read_text())
+    assert "model" in full and f"{full['completeness_error']:.2e}" in "\n".join(out)
+
+
+def _fake_tools(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the setup script and the package configuration, and a fake python/dpkg-query that log calls."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    for name in ("scripts/setup.sh", "setup.cfg", "pyproject.toml"):
+        (repo / name).write_text((REPO / name).read_text())
+    log = tmp_path / "calls.log"
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    python = f'#!/bin/sh\necho "python $*" >> {log}\nif [ "$1" = -m ] && [ "$2" = venv ]; then\n' \
+             f'  mkdir -p "$3/bin" && cp "$0" "$3/bin/python"\nfi\nexit 0\n'
+    tools = {"python3.11": python, "dpkg-query": "#!/bin/sh\necho 'install ok installed'\n"}
+    for name, text in tools.items():
+        (fakebin / name).write_text(text)
+        (fakebin / name).chmod(stat.S_IRWXU)
+    return repo, fakebin
+
+
+def test_setup_script_run_again_reuses_the_environment(tmp_path):
+    repo, fakebin = _fake_tools(tmp_path)
+    log = tmp_path / "calls.log"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}  # the fake python3.11, whatever the caller set
+    env["PATH"] = f"{fakebin}:{os.environ['PATH']}"
+
+    def run(*args) -> list[str]:
+        before = log.read_text().splitlines() if log.exists() else []
+        done = subprocess.run(["bash", "scripts/setup.sh", *args], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return [c for c in log.read_text().splitlines()[len(before):] if "-m pip install" in c]
+
+    assert any("-e .[qt]" in c for c in run())  # first run: installs
+    assert run() == []  # the same command again: nothing is installed
+    assert [c for c in run("testing") if "-e" in c] == ["python -m pip install -q -e .[testing]"]
+    assert run("testing") == [] and run() == []  # testing covers the plain run too
