@@ -578,16 +578,20 @@ def test_map_error_falls_with_tol_random_model(model, model64):
 
 
 def test_map_error_falls_with_tol_shipped_model():
-    """Against a float64 2,000-step kink_midpoint reference on one white-noise frame of the trained model."""
+    """Against a float64 2,000-step kink_midpoint reference on one white-noise frame of the trained model.
+
+    The shipped model's maps are within 1e-3 at the 16 points every frame starts with (the first
+    refinement, whose change is the error estimate), so 1e-2 and 1e-3 may stop at the same level; the
+    error never grows as tol shrinks, and falls once tol asks for more points (contrast 3 white noise)."""
     model = shipped_model()
     cfg = model.config
-    stim = np.random.default_rng(0).standard_normal((cfg.history, cfg.size, cfg.size)).astype(np.float32)
+    stim = 3.0 * np.random.default_rng(1).standard_normal((cfg.history, cfg.size, cfg.size)).astype(np.float32)
     t = [cfg.history - 1]
     ref = nr.attribute(copy.deepcopy(model).double(), stim, cell=0, steps=2000, rule="kink_midpoint",
                        invariance="none", frames=t, batch_size=512).maps[t].astype(np.float64)
     runs = [nr.attribute(model, stim, cell=0, tol=tol, invariance="none", frames=t) for tol in TOLS]
     errs = [rel(a.maps[t], ref) for a in runs]
-    assert all(b < a for a, b in zip(errs, errs[1:])), errs
+    assert all(b <= a for a, b in zip(errs, errs[1:])) and errs[-1] < 0.5 * errs[0], errs
     assert all(e <= tol for e, tol in zip(errs, TOLS)), errs
     assert [a.steps for a in runs] == sorted(a.steps for a in runs)
 

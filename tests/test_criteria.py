@@ -8,17 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_retina.experiments import anticipation, base, doubling, latency, osr, reversal, run_function
-
-
-def bump(T: int, t0: float, amp: float = 1.0, sigma: float = 2.0) -> np.ndarray:
-    t = np.arange(T, dtype=np.float64)
-    return amp * np.exp(-0.5 * ((t - t0) / sigma) ** 2)
-
-
-def protocol(module, size=50, history=40, **params):
-    p = base.resolve_params(module, params, size, history)
-    return module.build(size=size, history=history, respond=None, **p)
+from napari_retina.experiments import anticipation, doubling, latency, osr, reversal, run_function
+from test_experiments import bump, protocol     # the readout tests' helpers: a Gaussian bump, a built protocol
 
 
 # ----------------------------------------------------------------------------- OSR

@@ -320,16 +320,9 @@ def stimulus_frames(path: PathLike) -> int:
 
 def _npy_view(path: Path) -> np.ndarray:
     """A memory map of a .npy stack, refusing a damaged header, pickled objects and truncated data."""
-    fmt = np.lib.format
-    with open(path, "rb") as fh:
-        try:
-            version = fmt.read_magic(fh)
-            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            _, _, dtype = read_header(fh)
-        except Exception as exc:  # ValueError, EOFError, or a SyntaxError from a damaged header
-            raise ValueError(f"{str(path)!r} is not a .npy file or its header is corrupt ({exc})") from exc
-    if dtype.hasobject:
-        raise ValueError(f"{str(path)!r} is not a plain numeric .npy array (pickled objects are refused)")
+    from .io import npy_header
+
+    npy_header(path)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:  # ValueError (data shorter than the header says), OSError

@@ -96,8 +96,9 @@ def read_stimulus(path: PathLike, key: Optional[str] = None) -> np.ndarray:
     return as_stack(arr, name=f"the stimulus in {path.name}", colour=colour)
 
 
-def _read_npy(path: Path) -> np.ndarray:
-    """A .npy array, refusing pickled objects and files whose data are shorter than the header says."""
+def npy_header(path: Path) -> tuple[tuple, np.dtype, int]:
+    """The shape, dtype and the bytes of data after the header of a .npy file, refusing a damaged
+    header and pickled objects (one sentence naming the file)."""
     fmt = np.lib.format
     with open(path, "rb") as fh:
         try:
@@ -109,6 +110,12 @@ def _read_npy(path: Path) -> np.ndarray:
         data_bytes = os.fstat(fh.fileno()).st_size - fh.tell()
     if dtype.hasobject:
         raise ValueError(f"{str(path)!r} is not a plain numeric .npy array (pickled objects are refused)")
+    return shape, dtype, data_bytes
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A .npy array, refusing pickled objects and files whose data are shorter than the header says."""
+    shape, dtype, data_bytes = npy_header(path)
     need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if data_bytes < need:
         raise ValueError(
