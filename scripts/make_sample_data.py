@@ -8,8 +8,9 @@
   keeps the integers; the model maps them to contrast with its stored normalisation.
 - ``synthetic_recording.h5``: the lab's HDF5 layout (``train/stimulus``,
   ``train/response/firing_rate_10ms``, ``test/...``, ``test/repeats/cellNN``),
-  the synthetic retina (``nr.synthetic.Retina(seed=0)``) recorded on 400 frames
-  of the shipped model's training noise and 5 repeats of 200 test frames;
+  the synthetic retina (``nr.synthetic.Retina(seed=0)``, version 2) recorded on 400 frames
+  of 4 px white noise (one of the stimuli of the shipped model's training mix; binary
+  noise keeps the file small) and 5 repeats of 200 test frames;
   opened in napari it shows the test stimulus, and ``nr.train`` / ``nr.evaluate``
   read the whole file. Datasets are gzip-compressed to keep the file small.
 
@@ -53,7 +54,7 @@ def _repack(src: Path, dst: Path) -> None:
 
 
 def synthetic_recording(path: Path) -> None:
-    """The synthetic retina on the shipped model's noise: 400 training frames, 5 × 200 test frames."""
+    """The synthetic retina on 4 px white noise of the training mix: 400 training frames, 5 × 200 test frames."""
     stim = nr.stimuli.white_noise(600, size=50, seed=1, checker=4, contrast=2.0, grey=0.5)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.h5"

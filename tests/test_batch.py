@@ -252,6 +252,11 @@ def test_the_napari_reader_opens_the_store_lazily(inputs, grid):
     maps = [n for n in images if n.startswith("a tiny cell0 ")]
     assert len(maps) == 3 and all(isinstance(images[n], da.Array) and images[n].shape == (50, 8, 8) for n in maps)
     np.testing.assert_array_equal(images["a"][20:22].compute(), np.load(inputs / "a.npy")[20:22])
+    # the first map of a result carries its traces for the plugin's plot dock
+    carried = [kw["metadata"]["napari_retina"]["traces"] for data, kw, kind in layers
+               if "traces" in kw.get("metadata", {}).get("napari_retina", {})]
+    assert carried and carried[0]["series"][0]["label"] == "model response"
+    assert len(carried[0]["series"][0]["values"]) == 50
 
 
 @pytest.mark.parametrize("modules, heavy", [("napari_retina, napari_retina.batch", ("distributed", "zarr", "torch")),

@@ -23,7 +23,7 @@ pytest.importorskip("napari")
 
 from napari.utils.notifications import notification_manager  # noqa: E402
 
-from napari_retina._napari import _session  # noqa: E402
+from napari_retina._napari import _plot, _session  # noqa: E402
 from napari_retina._napari._layers import META, stimulus_layer_kwargs  # noqa: E402
 
 PLUGIN = "napari-retina"
@@ -260,6 +260,7 @@ def test_every_parameter_has_a_tooltip_and_a_unit(viewer):
         _check_words(stim)
     _, analyze = _plugin_dock(viewer, "Analyze")
     assert analyze.steps.label == "steps (α points)" and analyze.explain.label == "explain (fraction of variance)"
+    assert analyze.tol.label == "tol (relative error)"
 
 
 def test_result_terms_link_to_their_definitions(viewer, qtbot):
@@ -296,12 +297,15 @@ def test_a_saved_analysis_reopens_with_maps_traces_and_settings(viewer, tiny, tm
 
     layers = viewer.open(str(path), plugin=PLUGIN)
     roles = [la.metadata.get(META, {}).get("role") for la in layers]
-    assert roles[0] == "stimulus" and roles.count("map") == 8 and "traces" in roles
+    assert roles[0] == "stimulus" and roles.count("map") == 8
     np.testing.assert_array_equal(np.asarray(layers[0].data), original.attribution.stimulus)
     maps = [la for la, r in zip(layers, roles) if r == "map"]
     np.testing.assert_array_equal(np.asarray(maps[2].data), original.attribution.maps[:, 2])
-    traces = viewer.layers["saved: traces"].metadata[META]["series"]
-    np.testing.assert_array_equal(traces["model response"], original.attribution.response)
+    # the traces come back into the plot dock
+    plot = _plot.trace_plot(viewer, create=False)
+    shown = {s["label"]: s["values"] for s in plot.series}
+    np.testing.assert_array_equal(shown["model response"], original.attribution.response)
+    assert any(label.startswith("reduced circuit") for label in shown)
 
     # the settings come back into the Analyze widget
     w.steps.value, w.explain.value, w.cell.value, w.invariance.value = 8, 0.9, 0, "auto"

@@ -125,7 +125,10 @@ def test_a_200_pixel_stimulus_is_framed_with_its_maps_and_nothing_drawn_over_it(
     size = np.asarray(viewer.canvas.size, float)
     img = _canvas_box(viewer, layer)
     assert (img >= -0.5).all() and (img <= size + 0.5).all()
-    assert [type(lay).__name__ for lay in viewer.layers] == ["Image"] * 9  # the stimulus and 8 maps, nothing else
+    # the stimulus, 8 maps and the outline of the analysed (cropped) window: nothing drawn over the image
+    assert [type(lay).__name__ for lay in viewer.layers] == ["Image"] * 9 + ["Shapes"]
+    outline = viewer.layers[-1]
+    assert outline.name == "big noise: analysed window" and outline.face_color[:, 3].max() == 0
     # the framed stimulus fills the canvas along one axis (zoomed to fit, not left tiny)
     assert (img[1] - img[0]).max() >= 0.85 * size[np.argmax(img[1] - img[0])]
 

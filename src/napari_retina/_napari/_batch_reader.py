@@ -1,7 +1,8 @@
 """napari reader for a batch results store (a folder written by ``napari-retina batch``).
 
 Per stimulus of the store: the stimulus, and for each ``attribute`` result its
-maps (one image layer per first-layer channel) and its trace panel. The
+maps (one image layer per first-layer channel), the first of which carries the
+result's traces (the plugin's trace plot dock shows them when the layer is added). The
 stimulus and the maps are dask arrays over the files and the Zarr chunks:
 nothing is read until a frame is viewed (the traces, (T, C), are read).
 Only the first stimulus and its first result are visible; the others are hidden (they
@@ -14,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Optional, Union
 
-from ._layers import layer_geometry, map_layer_data, stimulus_layer_kwargs, trace_layer_data
+from ._layers import META, layer_geometry, map_layer_data, stimulus_layer_kwargs
 
 Paths = Union[str, list]
 
@@ -38,8 +39,10 @@ def napari_get_reader(path: Paths) -> Optional[Callable]:
 
 
 def _attribute_layers(res, stim_shape: tuple, prefix: str, visible: bool) -> list[tuple]:
-    """Maps (lazy) and the trace panel of one ``attribute`` result."""
+    """Maps (lazy) of one ``attribute`` result; the first carries its traces for the plot dock."""
     import zarr
+
+    from ._plot import TRACES_KEY, stored_traces
 
     block0 = zarr.open_group(str(res.path / "b00000"), mode="r").attrs
     limits = [zarr.open_group(str(res.path / f"b{i:05d}"), mode="r").attrs.get("map_limit", 0.0)
@@ -51,7 +54,8 @@ def _attribute_layers(res, stim_shape: tuple, prefix: str, visible: bool) -> lis
     out = []
     if "maps" in res.arrays:
         out += map_layer_data(attr, geometry=geo, maps=res.arrays["maps"], limit=max(limits) or 1.0, prefix=prefix)
-    out += trace_layer_data(attr, geometry=geo, prefix=prefix)
+    if out:
+        out[0][1].setdefault("metadata", {}).setdefault(META, {})[TRACES_KEY] = stored_traces(attr, None, prefix)
     for _, kwargs, _ in out:
         kwargs["visible"] = kwargs.get("visible", True) and visible
         kwargs.setdefault("metadata", {})["batch_key"] = res.key

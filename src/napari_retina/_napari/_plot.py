@@ -34,7 +34,7 @@ from vispy.scene.visuals import InfiniteLine, Line
 from vispy.visuals.axis import Ticker
 from vispy.visuals.text.text import FontManager
 
-from ._layers import CURSOR_COLOR, _rgba, layer_geometry, trace_series
+from ._layers import CURSOR_COLOR, META, _rgba, layer_geometry, trace_series
 
 DOCK_NAME = "Traces (napari-retina)"
 """Title of the trace plot's dock widget."""
@@ -417,4 +417,27 @@ def show_traces(viewer, attribution, reduction=None, stimulus_layer=None, name: 
     return plot
 
 
-__all__ = ["TracePlot", "decimate", "plot_title", "show_traces", "time_unit", "trace_plot"]
+TRACES_KEY = "traces"
+"""Plugin-metadata key of a layer that carries an analysis' traces (a reader's layer: a reopened
+.h5 or a batch store): ``{"series": trace_series(...), "title": str}``."""
+
+
+def stored_traces(attribution, reduction=None, name: str = "") -> dict:
+    """What a reader puts under :data:`TRACES_KEY` for :func:`show_stored_traces` to plot later."""
+    return {"series": trace_series(attribution, reduction), "title": plot_title(attribution, reduction, name)}
+
+
+def show_stored_traces(viewer, layer) -> bool:
+    """Plot the traces ``layer`` carries (:data:`TRACES_KEY`), on its time axis; whether it had any."""
+    stored = (getattr(layer, "metadata", None) or {}).get(META, {}).get(TRACES_KEY)
+    if not stored or not stored.get("series"):
+        return False
+    geo = layer_geometry(layer)
+    T = len(stored["series"][0]["values"])
+    times = geo["translate"][0] + np.arange(T) * geo["scale"][0]
+    trace_plot(viewer).set_traces(stored["series"], times, stored.get("title", ""))
+    return True
+
+
+__all__ = ["TRACES_KEY", "TracePlot", "decimate", "plot_title", "show_stored_traces", "show_traces",
+           "stored_traces", "time_unit", "trace_plot"]

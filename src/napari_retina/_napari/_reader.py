@@ -153,7 +153,9 @@ def read_analysis(path: Path) -> tuple[SavedAttribution, Optional[SavedReduction
 
 
 def read_analysis_layers(path: Path) -> list[tuple]:
-    """A saved analysis as layer-data tuples: the analysed stimulus, channel maps and trace panel.
+    """A saved analysis as layer-data tuples: the analysed stimulus (carrying its traces, which the
+    plugin's trace plot dock shows when the layer is added, :func:`._plot.show_stored_traces`) and
+    the channel maps.
 
     The stimulus layer (named after the file) holds in its plugin metadata the
     settings that produced the analysis (:data:`SETTINGS_KEY`: cell, steps,
@@ -170,8 +172,11 @@ def read_analysis_layers(path: Path) -> list[tuple]:
                                         "completeness_error": attr.completeness_error,
                                         "explained_variance": None if red is None else red.explained_variance,
                                         "stimulus_layer": params.get("stimulus_layer", "")}}
+    from ._plot import TRACES_KEY, stored_traces   # vispy: only when a saved analysis is opened
+
     kwargs = stimulus_layer_kwargs(attr.stimulus, name=name)
     kwargs["metadata"][META].update(meta.pop(META))
+    kwargs["metadata"][META][TRACES_KEY] = stored_traces(attr, red, name)   # plotted when the layer is added
     kwargs["metadata"].update(meta)
     prefix = f"{name}: "
     layers = [(attr.stimulus, kwargs, "image")]

@@ -84,8 +84,12 @@ def layer_picker(viewer, label: str = "stimulus layer") -> CategoricalWidget:
 PARAMETER_HELP: dict[str, tuple[Optional[str], str]] = {
     # name: (unit shown in the label, tooltip)
     "cell": ("index", "Which ganglion cell (model output) is analysed: 0 … number of cells − 1."),
-    "steps": ("α points", "Quadrature points along the integrated-gradients path from the grey baseline to the "
-                          "stimulus; more points, smaller completeness error, longer run."),
+    "steps": ("α points", "A fixed number of quadrature points along the integrated-gradients path from the grey "
+                          "baseline to the stimulus; more points, smaller completeness error, longer run. 0 (the "
+                          "default): refine each frame until tol."),
+    "tol": ("relative error", "Accuracy asked of the attribution when steps is 0: each frame's quadrature is refined "
+                              "until its completeness error and the maps' estimated error are within tol of the "
+                              "response's range (1e-3 by default); smaller is more accurate and slower."),
     "invariance": (None, "Which spatial axes are summed out of the maps: 'auto' picks the most specific the "
                          "stimulus allows (full field → 'space', bars → 'y'); 'none' keeps full (y, x) maps."),
     "crop": (None, "How a stack larger than the model's field is cut: 'none' (sizes must match), 'center', "

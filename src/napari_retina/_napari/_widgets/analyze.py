@@ -25,6 +25,7 @@ from .._session import session
 from .._tasks import Task, notify, one_sentence
 from .._layers import META
 from .._reader import SETTINGS_KEY
+from .._plot import show_stored_traces
 from .._viewer import add_analysis
 from ._common import (
     PARAMETER_HELP,
@@ -97,11 +98,8 @@ class AnalyzeWidget(Container):
         self.layer.tooltip = "The stimulus stack (T, y, x) to analyse; 1 frame = 10 ms, 1 pixel = 55 µm."
         self.cell = parameter_widget(attribute, "cell", annotation=int, min=0, max=999)
         self.tol = parameter_widget(attribute, "tol", value=DEFAULT_TOL, annotation=float, min=MIN_TOL, max=0.5,
-                                    step=MIN_TOL, tooltip="accuracy: each frame's quadrature is refined until the "
-                                    "completeness error and the maps' estimated error are within it")
-        self.steps = parameter_widget(attribute, "steps", value=0, annotation=int, min=0, max=MAX_STEPS,
-                                      label="steps (0: by tol)",
-                                      tooltip="a fixed number of quadrature steps instead of tol; 0 refines by tol")
+                                    step=MIN_TOL)
+        self.steps = parameter_widget(attribute, "steps", value=0, annotation=int, min=0, max=MAX_STEPS)
         self.steps.changed.connect(lambda value: setattr(self.tol, "enabled", value == 0))
         self.invariance = parameter_widget(attribute, "invariance")
         self.crop = ComboBox(label="crop", choices=list(CROPS), value="none", tooltip=PARAMETER_HELP["crop"][1])
@@ -129,6 +127,8 @@ class AnalyzeWidget(Container):
         self.crop.changed.connect(self._crop_changed)
         self.layer.changed.connect(lambda *_: self._crop_changed(self.crop.value))
         self.settings_button.changed.connect(lambda *_: self.use_layer_settings())
+        # a layer a reader made from a saved analysis or a batch store carries its traces: plot them
+        viewer.layers.events.inserted.connect(lambda event: show_stored_traces(viewer, event.value))
         self.analysis: Optional[Analysis] = None
         self.added_layers: list = []
         self.task.status.native.setWordWrap(True)  # a long message is read in full here, not cut as in a toast

@@ -95,10 +95,7 @@ class ExperimentsWidget(Container):
         self.experiment = ComboBox(label="experiment", choices=names, value=names[0],
                                    tooltip=PARAMETER_HELP["experiment"][1])
         self.cell = parameter_widget(experiments.run, "cell", annotation=int, min=0, max=999)
-        self.steps = parameter_widget(experiments.run, "steps", value=0, annotation=int, min=0, max=MAX_STEPS,
-                                      label="steps (0: by tol)",
-                                      tooltip="a fixed number of quadrature steps; 0 refines each frame until "
-                                              "nr.attribute's default tol")
+        self.steps = parameter_widget(experiments.run, "steps", value=0, annotation=int, min=0, max=MAX_STEPS)
         self.run_button = PushButton(text="Run", tooltip="Run the chosen experiment on the current model.")
         self.run_all_button = PushButton(text="Run all", tooltip="Run every experiment, one after the other.")
         self.task = Task("experiment run")

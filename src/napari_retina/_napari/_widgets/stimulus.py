@@ -9,7 +9,6 @@ import napari
 from magicgui.widgets import ComboBox, Container, Label, PushButton, create_widget
 
 from ... import stimuli
-from .. import _layers
 from .._sample_data import generate
 from .._tasks import notify, one_sentence
 from ._common import layer_picker, parameter_widget, set_physical_scale, tabify_when_docked
