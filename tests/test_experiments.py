@@ -579,3 +579,18 @@ def test_experiment_on_gpu_matches_cpu(tiny):
     np.testing.assert_allclose(gpu.attribution.channels, cpu.attribution.channels, rtol=1e-2,
                                atol=1e-3 * np.nanmax(np.abs(cpu.attribution.channels)))
     assert gpu.reduction.kept == cpu.reduction.kept
+
+
+def test_battery_compares_a_model_with_the_truth_version_it_was_trained_on(tiny):
+    """A model trained on version-1 data (its dataset's retina description has no version) is compared with
+    version 1; the shipped model, trained on version 2, with version 2; no description: the default."""
+    from napari_retina.experiments.battery import default_retina
+
+    big = nr.RetinaCNN(nr.ModelConfig(n_cells=4))
+    assert default_retina(big).version == 2
+    big.provenance = {"data_attrs": {"retina": json.dumps({"params": {}, "seed": 0})}}
+    assert default_retina(big).version == 1
+    big.provenance = {"data_attrs": {"retina": json.dumps({"version": 2, "params": {}})}}
+    assert default_retina(big).version == 2
+    assert default_retina(nr.load_model(device="cpu")).version == 2
+    assert default_retina(tiny) is None                    # another field size: no truth

@@ -8,15 +8,16 @@ Example
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Optional
 
 from .._progress import Progress, report
-from ..synthetic import Retina
+from ..synthetic import VERSIONS, Retina
 from . import recovery
 from .registry import get, names as all_names, run, run_truth
 
-#: the phenomena of METHOD.md §4 that the ground truth is built to show
+#: the phenomena of METHOD.md §4 (which ones each ground-truth version shows: docs/MODEL.md)
 PHENOMENA = ("osr", "latency", "anticipation", "reversal")
 
 #: the readout numbers shown in the battery table, per experiment
@@ -37,8 +38,17 @@ def key_numbers(name: str, readout: Optional[dict]) -> dict:
 
 
 def default_retina(model) -> Optional[Retina]:
-    """``nr.synthetic.Retina(seed=0)`` when it sees the model's field size, else None."""
-    retina = Retina(seed=0)
+    """The ground truth a model is compared with: ``nr.synthetic.Retina(seed=0)`` of the version whose
+    data the model was trained on (its provenance's ``data_attrs["retina"]``; a description without a
+    version is version 1's; no description: the default, 2), or None when the field sizes differ."""
+    version = 2
+    described = ((getattr(model, "provenance", None) or {}).get("data_attrs") or {}).get("retina")
+    if isinstance(described, str):
+        try:
+            version = int(json.loads(described).get("version", 1))
+        except (ValueError, TypeError, AttributeError):
+            version = 2
+    retina = Retina(seed=0, version=version if version in VERSIONS else 2)
     return retina if retina.size == model.config.size else None
 
 
