@@ -42,23 +42,19 @@ def rel(a, b):
 DEVICE = torch.device("cpu")
 
 
-def sync():
-    if DEVICE.type == "cuda":
+def sync(device=None):
+    """Wait for ``device`` (default this script's DEVICE) to finish its queued work."""
+    if (DEVICE if device is None else device).type == "cuda":
         torch.cuda.synchronize()
 
 
-def matmul_gflops(n=1024, reps=10):
-    if DEVICE.type == "cuda":
-        n = 8192
-    a, b = torch.randn(n, n, device=DEVICE), torch.randn(n, n, device=DEVICE)
+def matmul_gflops(device=None, reps=10):
+    """The float32 matmul rate of ``device`` (default DEVICE): best of ``reps`` n×n products (GFLOP/s)."""
+    dev = DEVICE if device is None else device
+    n = 8192 if dev.type == "cuda" else 1024
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     a @ b
-    sync()
-    best = np.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        sync()
-        best = min(best, time.perf_counter() - t)
+    best = min(timed(lambda: a @ b, dev)[1] for _ in range(reps))
     return 2 * n**3 / best / 1e9
 
 
@@ -79,11 +75,12 @@ def captum_run(model, stim, idx, cells, steps, rule, ibs, per_call):
     return torch.cat(out).cpu().numpy()
 
 
-def timed(fn):
-    sync()
+def timed(fn, device=None):
+    """``(fn(), seconds)``, synchronised with ``device`` (default DEVICE) before and after."""
+    sync(device)
     t = time.perf_counter()
     out = fn()
-    sync()
+    sync(device)
     return out, time.perf_counter() - t
 
 

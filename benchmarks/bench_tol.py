@@ -31,7 +31,6 @@ import datetime
 import os
 import platform
 import sys
-import time
 
 import numpy as np
 import torch
@@ -39,31 +38,16 @@ import torch
 import napari_retina as nr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_attribution  # noqa: E402
 from bench_attribution import flops_per_frame  # noqa: E402
 from bench_predict import conv1_flops_per_frame  # noqa: E402
 
 DEVICE = torch.device("cpu")
 
 
-def sync() -> None:
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(fn):
-    sync()
-    t = time.perf_counter()
-    out = fn()
-    sync()
-    return out, time.perf_counter() - t
-
-
-def matmul_gflops(reps: int = 10) -> float:
-    n = 8192 if DEVICE.type == "cuda" else 1024
-    a, b = torch.randn(n, n, device=DEVICE), torch.randn(n, n, device=DEVICE)
-    a @ b
-    best = min(timed(lambda: a @ b)[1] for _ in range(reps))
-    return 2 * n**3 / best / 1e9
+    """``(fn(), seconds)`` on this script's DEVICE (bench_attribution.timed)."""
+    return bench_attribution.timed(fn, DEVICE)
 
 
 def captum_gl50(model, stim, idx, per_call: int = 5, ibs: int = 250) -> np.ndarray:
@@ -126,7 +110,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, device {DEVICE}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {load:.1f}, "
           f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC")
-    rate = matmul_gflops()
+    rate = bench_attribution.matmul_gflops(DEVICE)
     print(f"float32 matmul: {rate:.1f} GFLOP/s")
 
     # ---- (a) white noise

@@ -50,6 +50,7 @@ import torch
 import napari_retina as nr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_attribution  # noqa: E402
 from bench_attribution import flops_per_frame  # noqa: E402
 
 DEV = torch.device("cuda")
@@ -58,17 +59,9 @@ SKIPPED: list[str] = []
 T0 = time.perf_counter()
 
 
-def sync() -> None:
-    if DEV.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(fn):
-    sync()
-    t = time.perf_counter()
-    out = fn()
-    sync()
-    return out, time.perf_counter() - t
+    """``(fn(), seconds)`` on this script's device (bench_attribution.timed)."""
+    return bench_attribution.timed(fn, DEV)
 
 
 def best_of(fn, repeats: int):
@@ -82,12 +75,9 @@ def best_of(fn, repeats: int):
 def matmul_rate(tf32: bool = False) -> float:
     old = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32
-    n = 8192 if DEV.type == "cuda" else 1024
-    a, b = torch.randn(n, n, device=DEV), torch.randn(n, n, device=DEV)
-    a @ b
-    best = min(timed(lambda: a @ b)[1] for _ in range(10))
+    rate = bench_attribution.matmul_gflops(DEV)
     torch.backends.cuda.matmul.allow_tf32 = old
-    return 2 * n**3 / best / 1e9
+    return rate
 
 
 def steps_hist(attr) -> dict:
