@@ -453,9 +453,10 @@ class Retina:
             out = {q.name: q.weight * np.einsum("thw,hw->t", b[:, i], pool) for i, q in enumerate(self.pathways)}
             out["amacrine"] = -self.params["amacrine_weight"] * np.einsum("thw,hw->t", a, pool)
         else:
-            pooled = self._run(stimulus, "pooled")[:, cell]                           # (T, K)
-            out = {q.name: pooled[:, i] for i, q in enumerate(self.pathways) if q.role == "ganglion"}
-            out["OFF stage"] = self._run(stimulus, "off")[:, cell]
+            pooled = self._run(stimulus, "pooled")[:, cell]                           # (T, K), one pass
+            stage = self._off_stage.numpy()
+            out = {q.name: pooled[:, i] for i, q in enumerate(self.pathways) if not stage[i]}
+            out["OFF stage"] = np.maximum(pooled[:, stage].sum(1), 0.0)              # as in _stages
         out["bias"] = np.full(len(next(iter(out.values()))), self.params["bias"], np.float32)
         return out
 
