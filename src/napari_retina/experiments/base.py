@@ -377,6 +377,12 @@ def vertex3(xs: Sequence[float], ys: Sequence[float]) -> float:
     return float(x[i])
 
 
+def finite_max(values) -> float:
+    """The largest finite value of ``values`` (any array-like), nan if none is finite."""
+    arr = np.asarray(values, dtype=np.float64)
+    return float(np.nanmax(arr)) if np.isfinite(arr).any() else float("nan")
+
+
 def baseline(trace: np.ndarray, start: int, stop: int) -> float:
     """Median of the finite values of ``trace[start:stop]`` (the grey level), nan if none."""
     seg = np.asarray(trace, dtype=np.float64)[max(0, start):max(0, stop)]

@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stimuli
-from .base import Movie, Protocol, int_param, list_param, real_param
+from .base import Movie, Protocol, finite_max, int_param, list_param, real_param
 
 NAME = "doubling"
 DESCRIPTION = "frequency doubling: F2/F1 of a contrast-reversing grating"
@@ -106,8 +106,8 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     width_list = sorted(set(widths), reverse=True)
     ratios, peaks = [], []
     for w in width_list:
-        m1 = _nanmax([a for a, v in zip(f1, widths) if v == w])
-        m2 = _nanmax([b for b, v in zip(f2, widths) if v == w])
+        m1 = finite_max([a for a, v in zip(f1, widths) if v == w])
+        m2 = finite_max([b for b, v in zip(f2, widths) if v == w])
         ratios.append(float(m2 / m1) if m1 > 0 else (float("inf") if m2 > 0 else float("nan")))
         peaks.append(m2)
     ratio = ratios[-1] if ratios else float("nan")
@@ -121,7 +121,3 @@ def readout(response: np.ndarray, conditions: list) -> dict:
             "widths_px": width_list, "f2_f1_per_width": ratios, "f2_per_width": peaks, "f2_f1": ratio,
             "present": present}
 
-
-def _nanmax(values: list) -> float:
-    arr = np.asarray(values, dtype=np.float64)
-    return float(np.nanmax(arr)) if np.isfinite(arr).any() else float("nan")

@@ -47,7 +47,7 @@ import numpy as np
 from .. import stimuli
 from ..metrics import spearman
 from .._units import FRAME_MS
-from .base import Movie, Protocol, baseline, int_param, list_param, \
+from .base import Movie, Protocol, baseline, finite_max, int_param, list_param, \
     onset_time, parabolic_peak
 
 NAME = "latency"
@@ -89,7 +89,7 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         peak_lat.append((t - c["onset"]) * FRAME_MS)
         amp.append(v - base)
     amp_arr = np.asarray(amp)
-    top = np.nanmax(amp_arr) if np.isfinite(amp_arr).any() else float("nan")
+    top = finite_max(amp_arr)
     ok = np.isfinite(amp_arr) & (amp_arr > MIN_RELATIVE_AMPLITUDE * top) & (top > 0)
     lat = [float(v) if k else float("nan") for v, k in zip(lat, ok)]
     peak_lat = [float(v) if k else float("nan") for v, k in zip(peak_lat, ok)]

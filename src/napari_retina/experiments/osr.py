@@ -53,7 +53,7 @@ import numpy as np
 from .. import stimuli
 from ..metrics import linear_fit
 from .._units import FRAME_MS
-from .base import Movie, Protocol, int_param, list_param, onset_time, \
+from .base import Movie, Protocol, finite_max, int_param, list_param, onset_time, \
     parabolic_peak, baseline, real_param
 
 NAME = "osr"
@@ -109,7 +109,7 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         amp.append(v - base)
         onset.append((onset_time(r, om, t, base + 0.2 * (v - base)) - om) * FRAME_MS)
         seg = r[c["onsets"][0]:om]
-        train_amp.append(float(np.nanmax(seg)) - base if np.isfinite(seg).any() else float("nan"))
+        train_amp.append(finite_max(seg) - base)
     slope, intercept, r2 = linear_fit(periods, lat_last)
     local = local_slopes(periods, lat_last)
     present = bool(

@@ -47,7 +47,7 @@ import numpy as np
 
 from .. import stimuli
 from .._units import FRAME_MS
-from .base import Movie, Protocol, baseline, check_position, int_param, \
+from .base import Movie, Protocol, baseline, check_position, finite_max, int_param, \
     list_param, parabolic_peak, real_param, vertex3
 
 NAME = "reversal"
@@ -122,7 +122,7 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         base = baseline(r, c["start"], c["onset"])
         tr, w = c["reversal_frame"], c["window"]
         seg = r[max(0, tr - w):tr + 1]
-        b = (float(np.nanmax(seg)) - base) if np.isfinite(seg).any() else float("nan")
+        b = finite_max(seg) - base
         t, v = parabolic_peak(r, tr + 1, tr + w + 1)
         a = v - base
         before.append(b)
