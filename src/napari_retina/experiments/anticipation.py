@@ -148,9 +148,12 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     else:
         rf, flash_lat = float("nan"), float("nan")
     dirs, speeds, peaks, bars, leads, heights, crossings = [], [], [], [], [], [], []
+    envelopes: dict = {}                              # one per speed: directions share it
     for c in (c for c in conditions if c["kind"] == "moving"):
         crossing = 1.0 / c["speed"]
-        envelope = np.convolve(r, crossing_window(crossing), mode="same")
+        if crossing not in envelopes:
+            envelopes[crossing] = np.convolve(r, crossing_window(crossing), mode="same")
+        envelope = envelopes[crossing]
         t, v = parabolic_peak(envelope, c["onset"], c["offset"] + c["window"])
         x = c["x0"] + c["direction"] * c["speed"] * (t - c["onset"])
         dirs.append(c["direction"])
