@@ -38,6 +38,8 @@ def test_osr_present_for_a_response_locked_to_the_expected_flash():
     ("locked to the last flash (slope 0)", lambda p: 12.0, 3.0),
     ("a step: fast hands over to slow in one jump", lambda p: 8.0 if p <= 9 else 20.0 + p, 3.0),
     ("slope 2: the peak runs away from the expected flash", lambda p: 2.0 * p - 2.0, 3.0),
+    ("a 30 ms jump between 90 and 110 ms periods (slope 1.3 and r2 0.95 would pass)",
+     lambda p: p + 8.0 + (3.0 if p >= 11 else 0.0), 3.0),
     ("omitted-flash response at noise level", lambda p: p + 8.0, 0.2),
 ])
 def test_osr_rejects(why, latency_after_last, amp):
@@ -79,6 +81,7 @@ def test_latency_present_for_tens_of_ms_falling_monotonically():
     ("a 10 ms range", lambda a: 8.0 - 0.1 * a),
     ("not monotonic: latency rises again for the strongest flashes", lambda a: 12.0 - 0.8 * a + 0.12 * a * a),
     ("latency grows with contrast", lambda a: 6.0 + 0.4 * a),
+    ("a 3 ms rise at one contrast inside a 38 ms fall", lambda a: 12.0 - 0.4 * a + (0.5 if a == 5.0 else 0.0)),
     ("the range in one step: the weakest flash answered late, the rest within 10 ms (the v2 truth's shape)",
      lambda a: 15.0 if a < 0.6 else 4.5 - 0.1 * a),
 ])
@@ -203,3 +206,34 @@ def test_doubling_present_for_pooled_rectified_subunits():
 def test_doubling_rejects(cell):
     out = run_function("doubling", CELLS[cell]).readout
     assert out["present"] is False, out["f2_f1_per_width"]
+
+
+def harmonic_response(proto, f1_of_width, f2_of_width):
+    """A response with the given first and second harmonics on every phase of each bar width."""
+    T = len(proto.stimulus)
+    r = np.full(T, 2.0)
+    for c in proto.conditions:
+        t = np.arange(2 * c["period"] * c["cycles"])
+        w = 2 * np.pi / (2 * c["period"])
+        r[c["onset"]:c["onset"] + len(t)] += (f1_of_width[c["bar_width"]] * np.cos(w * t)
+                                              + f2_of_width[c["bar_width"]] * np.sin(2 * w * t))
+    return r
+
+
+@pytest.mark.parametrize("why,f1,f2", [
+    ("F2/F1 above 1 and rising, but by 1.2x only", {8.0: 1.0, 4.0: 0.95, 2.0: 0.9}, {8.0: 1.5, 4.0: 1.55, 2.0: 1.6}),
+    ("F2/F1 rising 20x, but F2 at 2 px is 0.05 spikes/bin", {8.0: 1.0, 4.0: 0.3, 2.0: 0.01}, {8.0: 0.5, 4.0: 0.3, 2.0: 0.05}),
+    ("F2/F1 falling 5x at 4 px before it rises", {8.0: 1.0, 4.0: 1.0, 2.0: 0.1}, {8.0: 0.5, 4.0: 0.1, 2.0: 0.3}),
+])
+def test_doubling_rejects_a_small_rise_or_a_vanishing_f2(why, f1, f2):
+    proto = protocol(doubling)
+    out = doubling.readout(harmonic_response(proto, f1, f2), proto.conditions)
+    assert out["present"] is False, why
+
+
+def test_doubling_present_for_a_rising_index_with_a_real_f2():
+    proto = protocol(doubling)
+    out = doubling.readout(harmonic_response(proto, {8.0: 1.0, 4.0: 0.4, 2.0: 0.1}, {8.0: 0.5, 4.0: 0.4, 2.0: 0.3}),
+                           proto.conditions)
+    np.testing.assert_allclose(out["f2_f1_per_width"], [0.5, 1.0, 3.0], rtol=1e-6)
+    assert out["present"] is True
