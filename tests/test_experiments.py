@@ -594,3 +594,20 @@ def test_battery_compares_a_model_with_the_truth_version_it_was_trained_on(tiny)
     assert default_retina(big).version == 2
     assert default_retina(nr.load_model(device="cpu")).version == 2
     assert default_retina(tiny) is None                    # another field size: no truth
+
+
+def test_recovery_needs_the_channel_closer_to_its_match_than_to_any_other_pathway():
+    """Two OFF pathways of nearly the same kinetics but different sizes: a channel with A's temporal filter
+    and B's spatial profile matches B best on min(temporal r, spatial r), yet its temporal filter is closer
+    to A's. It recovers neither."""
+    base = {"polarity": "OFF", "kinetics": "fast", "stage": "off", "rebound": 0.3, "order": 5.0, "threshold": 0.0}
+    gt = nr.synthetic.Retina(params={"pathways": {"A": {**base, "peak": 7.0, "sigma": 1.0, "weight": 1.0},
+                                                  "B": {**base, "peak": 8.0, "sigma": 3.0, "weight": 1.0}}})
+    a, b = gt.pathway("A"), gt.pathway("B")
+    model = _model_with_truth(gt, pathways=[a])
+    with torch.no_grad():
+        model.conv1.weight[0] = torch.from_numpy((a.temporal[::-1, None, None] * b.spatial[None]).astype(np.float32))
+    row = recovery.recovery_report(None, model, gt, channels=[0])["channels"][0]
+    assert row["pathway"] == "B" and row["match_r"] >= 0.8            # B is the best match on both filters ...
+    assert row["all_temporal_r"]["A"] > row["all_temporal_r"]["B"]  # ... but A's temporal filter is closer
+    assert row["margin"] < 0 and row["recovers"] is False
