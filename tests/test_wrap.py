@@ -218,17 +218,190 @@ def test_a_layer_the_forward_pass_never_runs_is_refused(net):
         nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.unused")
 
 
-def test_reduce_and_kink_rules_refuse_a_wrapped_module_with_one_sentence(net):
+def test_kink_rules_are_still_refused_for_a_wrapped_module_with_one_sentence(net):
+    """The kink rules integrate piecewise between ReLU kinks of RetinaCNN's own layers, which a wrapped module lacks."""
     wrapped = nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.conv")
     with pytest.raises(ValueError, match=r"rule 'kink_midpoint' needs RetinaCNN's structure; a wrapped module takes "
                                          r"one of \['riemann_left'"):
         nr.attribute(wrapped, stim(), rule="kink_midpoint")
-    attr = nr.attribute(wrapped, stim(), steps=4, frames=[9])
-    with pytest.raises(TypeError, match=r"reduce needs an attribution of a RetinaCNN \(nr.load_model\); one of a "
-                                        r"wrapped module \(nr.wrap\) cannot be reduced yet"):
-        nr.reduce(attr)
 
 
 def test_a_module_without_submodules_says_so():
     with pytest.raises(ValueError, match=r"first_layer must name a submodule of the module, and this Conv2d has none"):
         nr.wrap(nn.Conv2d(HISTORY, 2, 3), input="NTHW", history=HISTORY, size=SIZE, first_layer="")
+
+
+class FirstFirst(nn.Module):
+    """conv1, bn1 and the ReLU of a RetinaCNN as one layer: its output is RetinaCNN's rectified activation."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.conv, self.bn = model.conv1, model.bn1
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+class Staged(nn.Module):
+    """A RetinaCNN run as first layer (conv1 + bn1 + ReLU) then the rest, so ``first`` names its activation."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.first = model, FirstFirst(model)
+
+    def forward(self, x):
+        return self.model.from_activation(self.first(x))
+
+
+def tiny_retina_cnn(seed=2):
+    torch.manual_seed(seed)
+    model = nr.RetinaCNN(nr.ModelConfig(history=HISTORY, size=SIZE, kernels=(5, 3), channels=(4, 4), n_cells=2))
+    with torch.no_grad():
+        for bn in (model.bn1.bn, model.bn2.bn):
+            bn.running_mean.normal_(0, 0.2)
+            bn.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def full_field(frames=60, seed=5):
+    """A full-field flicker (T, SIZE, SIZE): RetinaCNN's attribution sums space out (no maps, one uniform pool)."""
+    level = np.random.default_rng(seed).normal(size=(frames, 1, 1)) * 2.0
+    return np.broadcast_to(level, (frames, SIZE, SIZE)).astype(np.float32)
+
+
+def test_the_reduction_of_a_wrapped_retina_cnn_equals_the_retina_cnns_own():
+    """Drives from the wrapped first layer's outputs (a hook) equal RetinaCNN's from its rectified activation.
+
+    On a full-field stimulus RetinaCNN's reduction pools each channel uniformly, as the generic path does,
+    so the two reductions (one through FirstLayer's spatial sums, one through the module and a hook)
+    must agree on the drives and the fitted circuit. The attributions differ (the wrapped one is to the
+    rectified activation, RetinaCNN's to conv1's pre-activation), so every channel is kept in both
+    (explain=1) and the drives are compared channel by channel.
+    """
+    model = tiny_retina_cnn()
+    wrapped = nr.wrap(Staged(model), input="NTHW", history=HISTORY, size=SIZE, first_layer="first")
+    assert wrapped.first_conv is None
+    s, frames = full_field(), np.arange(HISTORY - 1, 60, 2)
+    a = nr.attribute(wrapped, s, cell=1, steps=16, rule="gausslegendre", frames=frames)
+    b = nr.attribute(model, s, cell=1, steps=16, rule="gausslegendre", frames=frames)
+    assert b.invariance == "space" and a.maps is None and b.maps is None
+    ra, rb = nr.reduce(a, explain=1.0), nr.reduce(b, explain=1.0)
+    assert sorted(ra.kept) == sorted(rb.kept) == [0, 1, 2, 3] and ra.pools == rb.pools == ["uniform"]
+    valid = slice(HISTORY - 1, None)
+    da, db = ra.drives[valid][:, np.argsort(ra.kept)], rb.drives[valid][:, np.argsort(rb.kept)]
+    np.testing.assert_allclose(da, db, atol=1e-5 * np.abs(db).max())
+    np.testing.assert_allclose(ra.reduced_rates[valid], rb.reduced_rates[valid], rtol=1e-4, atol=1e-6)
+    assert ra.explained_variance == pytest.approx(rb.explained_variance, abs=1e-4)
+    assert ra.polarity == [None] * 4 and ra.kinetics == [None] * 4   # no kernels: omitted, not guessed
+    assert [ra.label(c) for c in ra.kept] == [f"A{c} {'+' if rb.sign[c] > 0 else '-'}" for c in rb.kept]
+
+
+def test_reduction_on_the_fast_path_pools_the_conv3d_outputs_with_the_attribution_maps(net):
+    """d_cp(t) = Σ_u w_cpu o_cu(t): o the Conv3d's output (taken here by a hook), w the pool's map spread over
+    the Conv3d's time axis with Σ|w| = 1; the circuit is softplus(Σ β d + β_0); labels from the kernels."""
+    wrapped = nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.conv")
+    s = stim(frames=40, seed=6)
+    attr = nr.attribute(wrapped, s, cell=0, steps=8)
+    red = nr.reduce(attr, explain=0.99)
+    frames = np.arange(HISTORY - 1, len(s))
+    seen = []
+    handle = net.core.conv.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+    with torch.no_grad():
+        net(windows_of(s, frames).unsqueeze(1))
+    handle.remove()
+    o = seen[0].double().numpy()                                         # (n, C, T', h, w)
+    maps = attr.maps[attr.frames].astype(np.float64)                     # (n, C, h, w)
+    assert red.pools == ["abs", "signed"]
+    for p, m in enumerate([np.abs(maps).mean(0), maps.mean(0)]):
+        w = m / np.abs(m).sum(axis=(1, 2), keepdims=True) / o.shape[2]   # spread over T'
+        expected = np.einsum("nctij,cij->nc", o, w)[:, red.kept]
+        np.testing.assert_allclose(red.drives[frames, :, p], expected, rtol=1e-4, atol=1e-6)
+    z = np.einsum("nkp,kp->n", red.drives[frames].astype(np.float64), red.weights) + red.bias
+    np.testing.assert_allclose(red.reduced_rates[frames], np.logaddexp(0, z), rtol=1e-4)
+    labels = filter_labels(wrapped)
+    assert red.polarity == labels["polarity"] and red.kinetics == labels["kinetics"]
+    assert all(red.label(c).split()[1] in ("ON", "OFF") for c in red.kept)
+
+
+def test_an_experiment_on_a_wrapped_retina_cnn_reads_out_the_retina_cnns_response():
+    """The stimulus is built from the wrapped config (history, size); the model's readout is the RetinaCNN's."""
+    from test_experiments import SMALL
+
+    model = tiny_retina_cnn()
+    wrapped = nr.wrap(Staged(model), input="NTHW", history=HISTORY, size=SIZE, first_layer="first")
+    a = nr.experiments.run("latency", wrapped, cell=0, steps=4, max_frames=40, **SMALL["latency"])
+    b = nr.experiments.run("latency", model, cell=0, steps=4, max_frames=40, **SMALL["latency"])
+    np.testing.assert_array_equal(a.stimulus, b.stimulus)
+    np.testing.assert_allclose(a.rates, b.rates, rtol=1e-5, equal_nan=True)
+    for key in ("present", "spearman", "latency_range_ms"):
+        assert a.readout[key] == pytest.approx(b.readout[key], rel=1e-4, nan_ok=True), key
+    assert a.reduction is not None and np.isfinite(a.reduction.reduced_rates[HISTORY - 1:]).all()
+
+
+def test_the_battery_runs_on_a_wrapped_core_readout_module(net):
+    """Every experiment on an openretina-shaped module: rates are the module's own, the reduction is computed."""
+    from test_experiments import SMALL
+
+    wrapped = nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.conv")
+    for name, params in SMALL.items():
+        out = nr.experiments.battery(wrapped, 0, retina=None, names=[name], steps=4, max_frames=30, **params)
+        res, row = out["results"][name], out["rows"][0]
+        np.testing.assert_allclose(res.rates, nr.predict(wrapped, res.stimulus), rtol=1e-6, equal_nan=True)
+        assert res.stimulus.shape[1:] == (SIZE, SIZE) and res.attribution.maps.shape[1:] == (4, 8, 8), name
+        assert row["kept"] == [res.reduction.label(c) for c in res.reduction.kept] and row["kept"], name
+        assert np.isfinite(row["explained_variance"]), name
+
+
+def test_recovery_reads_a_wrapped_conv3d_kernels_and_refuses_a_generic_layer(net):
+    from napari_retina.experiments.recovery import channel_filters
+
+    wrapped = nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.conv")
+    f = channel_filters(wrapped, 2)
+    kernel = net.core.conv.weight[2, 0].detach().double().numpy()        # (kt, k, k), index 0 = oldest
+    np.testing.assert_allclose(f["temporal"], kernel[::-1].sum(axis=(1, 2)))
+    generic = nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.nonlin")
+    with pytest.raises(TypeError, match=r"recovery needs the first layer's kernels, and the wrapped module's first "
+                                        r"layer 'core.nonlin' is not a convolution of the stimulus"):
+        nr.experiments.recovery_report(None, generic, channels=[0])
+
+
+def test_an_experiment_on_something_that_is_not_a_model_says_what_it_takes():
+    with pytest.raises(TypeError, match=r"model must be a RetinaCNN \(nr.load_model\) or a wrapped module "
+                                        r"\(nr.wrap\), got Net"):
+        nr.experiments.run("osr", Net())
+
+
+class TupleFirst(Net):
+    """A first layer that returns a tuple (as an LSTM does): its units cannot be attributed."""
+
+    def __init__(self):
+        super().__init__()
+        self.pair = Pair()
+
+    def forward(self, x):
+        return super().forward(self.pair(x)[0])
+
+
+class Pair(nn.Module):
+    def forward(self, x):
+        return x, x
+
+
+def test_a_first_layer_that_returns_no_tensor_is_refused():
+    with pytest.raises(ValueError, match=r"first_layer 'pair' must output a tensor \(N, channels, ...\) whose units "
+                                         r"can be attributed; on one window it gave no tensor"):
+        nr.wrap(TupleFirst().eval(), input="NCTHW", history=HISTORY, size=SIZE, first_layer="pair")
+
+
+def test_the_analysis_of_the_generic_path_has_no_maps_and_a_reduction():
+    """run_analysis (what the Analyze dock runs) on a layer that is not a convolution: traces, no maps."""
+    from napari_retina.analysis import run_analysis
+
+    torch.manual_seed(1)
+    wrapped = nr.wrap(Net().eval(), input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.nonlin")
+    s = stim(frames=20, seed=7)
+    res = run_analysis(wrapped, s, cell=1, steps=4)
+    ref = nr.attribute(wrapped, s, cell=1, steps=4)
+    assert res.attribution.maps is None and res.maps is None
+    np.testing.assert_array_equal(res.attribution.channels, ref.channels)
+    assert res.reduction.kept == nr.reduce(ref).kept and res.reduction.pools == ["uniform"]

@@ -3,7 +3,10 @@
 
 ``nr.wrap(module, input="NCTHW", history=30, size=20, first_layer="core.conv0")``
 turns a user's ``torch.nn.Module`` into a :class:`WrappedModel` that
-:func:`napari_retina.predict` and :func:`napari_retina.attribute` accept.
+:func:`napari_retina.predict`, :func:`napari_retina.attribute`,
+:func:`napari_retina.reduce`, the experiments and battery
+(``nr.experiments``) and the plugin's docks (``napari_retina._napari.use_model``)
+accept; they read its settings through :func:`model_config`.
 The module maps a batch of stimulus windows to rates:
 
 - ``input="NTHW"``: windows (N, history, size, size), time as channels (like RetinaCNN);
@@ -40,8 +43,8 @@ from ._device import DeviceLike, resolve_device
 from ._frames import batches, gather_windows, select_frames
 from ._progress import Progress, report
 from ._validate import Crop, Normalize, as_stimulus, check_finite_output, check_int
-from .first_layer import properties_of_filters
-from .model import MAX_HISTORY, MAX_SIZE, _cell_names
+from .first_layer import DEFAULT_IGNORE_OLDEST_MS, properties_of_filters
+from .model import MAX_HISTORY, MAX_SIZE, RetinaCNN, _cell_names
 
 INPUTS = ("NTHW", "NCTHW")
 
@@ -52,7 +55,11 @@ class WrapConfig:
 
     ``history`` frames (10 ms each), ``size`` pixels (square windows),
     ``n_cells`` outputs named ``cell_names``, ``input`` layout, ``first_layer``
-    name, ``norm`` (contrast units: mean 0, std 1, as RetinaCNN's config).
+    name, ``norm`` (contrast units: mean 0, std 1, as RetinaCNN's config),
+    ``units``: the first layer's output shape for one window, channels first
+    (e.g. (C, T', h, w) for a Conv3d). ``channels`` and ``map_sizes`` answer
+    what RetinaCNN's config answers for its first layer: (C,) and, when the
+    attribution has maps (the fast path), (h,) the maps' side; None otherwise.
     """
 
     history: int
@@ -62,6 +69,21 @@ class WrapConfig:
     input: str
     first_layer: str
     norm: dict = field(default_factory=lambda: {"mean": 0.0, "std": 1.0, "units": "contrast"})
+    units: tuple = ()
+    map_sizes: Optional[tuple] = None
+
+    @property
+    def channels(self) -> tuple:
+        """(C,): the first layer's output channels (index 1 of its output)."""
+        return tuple(self.units[:1])
+
+    def to_dict(self) -> dict:
+        """JSON-able fields, as :meth:`napari_retina.model.ModelConfig.to_dict`, with ``"wrapped": True``."""
+        out = {k: getattr(self, k) for k in ("history", "size", "n_cells", "cell_names", "input", "first_layer",
+                                              "norm")}
+        out.update(units=list(self.units), map_sizes=None if self.map_sizes is None else list(self.map_sizes),
+                   wrapped=True)
+        return out
 
 
 class WrappedModel(nn.Module):
@@ -111,16 +133,44 @@ class WrappedModel(nn.Module):
         finally:
             handle.remove()
 
-    def filter_labels(self) -> Optional[dict[str, Any]]:
+    def filter_labels(self, ignore_oldest_ms: float = DEFAULT_IGNORE_OLDEST_MS) -> Optional[dict[str, Any]]:
         """Polarity, latency and kinetics of the first convolution's channels, or None; see :func:`filter_labels`."""
-        return filter_labels(self)
+        return filter_labels(self, ignore_oldest_ms)
+
+    def describe(self) -> str:
+        """What the model is, in a few words, e.g. ``"wrapped Net (NCTHW, first layer 'core.conv', Conv3d)"``."""
+        cfg = self.config
+        return (f"wrapped {type(self.module).__name__} ({cfg.input}, first layer {cfg.first_layer!r}, "
+                f"{type(self.layer).__name__})")
 
     def layer_output(self, windows: torch.Tensor) -> torch.Tensor:
         """The first layer's output on ``windows`` (N, history, H, W), taken by a hook."""
+        return self.layer_and_rates(windows)[0]
+
+    def layer_and_rates(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the first layer's output (N, *units), the rates (N, n_cells)) of one pass over windows (N, history, H, W)."""
         seen: list = []
         with self.replaced_layer(lambda out: seen.append(out) or out):
-            self(windows)
-        return seen[0]
+            rates = self(windows)
+        return seen[0], rates
+
+
+def is_wrapped(model: Any) -> bool:
+    """Whether ``model`` is a user's module adapted by :func:`wrap` (not a RetinaCNN)."""
+    return isinstance(model, WrappedModel)
+
+
+def model_config(model: Any, what: str = "model") -> Any:
+    """The config of a RetinaCNN or a :class:`WrappedModel`, or one TypeError naming what came in.
+
+    Both answer ``history`` (frames), ``size`` (px), ``n_cells``,
+    ``cell_names`` and ``norm``: what the experiments, the battery and the
+    widgets read, whichever kind of model they were given.
+    """
+    if isinstance(model, (RetinaCNN, WrappedModel)):
+        return model.config
+    raise TypeError(f"{what} must be a RetinaCNN (nr.load_model) or a wrapped module (nr.wrap), "
+                    f"got {type(model).__name__}")
 
 
 def _check_settings(module: Any, input: Any, history: Any, size: Any, first_layer: Any) -> nn.Module:
@@ -144,14 +194,18 @@ def _check_settings(module: Any, input: Any, history: Any, size: Any, first_laye
     return layers[first_layer]
 
 
-def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool]:
-    """(the module's output on one all-zero window, whether the first layer's input was the window itself)."""
+def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool, tuple]:
+    """(the module's output on one all-zero window, whether the first layer's input was the window itself,
+    the first layer's output shape for one window)."""
     cfg = model.config
     window = torch.zeros(1, cfg.history, cfg.size, cfg.size, device=model.device)
     probe = torch.randn(1, cfg.history, cfg.size, cfg.size, generator=torch.Generator().manual_seed(0))
     probe = probe.to(model.device)
     seen: list = []
+    shapes: list = []
     handle = model.layer.register_forward_pre_hook(lambda _m, args: seen.append(args[0] if args else None))
+    out_handle = model.layer.register_forward_hook(
+        lambda _m, _a, out: shapes.append(tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None))
     try:
         with torch.no_grad():
             out = model(window)
@@ -163,11 +217,12 @@ def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool]:
         ) from exc
     finally:
         handle.remove()
+        out_handle.remove()
     if not seen:
         raise ValueError(f"first_layer {cfg.first_layer!r} is not run by the module's forward pass")
     direct = isinstance(seen[-1], torch.Tensor) and seen[-1].shape == model.layout(probe).shape and \
         torch.equal(seen[-1], model.layout(probe))
-    return out, direct
+    return out, direct, shapes[-1]
 
 
 def _first_conv(layer: nn.Module, input: str, history: int, direct: bool) -> Optional[nn.Module]:
@@ -184,7 +239,7 @@ def _first_conv(layer: nn.Module, input: str, history: int, direct: bool) -> Opt
 
 def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 50, first_layer: str = "",
          cell_names: Optional[Sequence[str]] = None) -> WrappedModel:
-    """Adapt a PyTorch retina model for :func:`napari_retina.predict` and :func:`napari_retina.attribute`.
+    """Adapt a PyTorch retina model for predict, attribute, reduce, the experiments and the plugin's docks.
 
     Parameters
     ----------
@@ -222,7 +277,7 @@ def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 
     config = WrapConfig(history=int(history), size=int(size), n_cells=1, cell_names=[], input=input,
                         first_layer=first_layer)
     model = WrappedModel(module, config, layer, None).eval()
-    out, direct = _probe(model)
+    out, direct, units = _probe(model)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1 or out.shape[1] < 1:
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"the wrapped module must return rates of shape (N, cells); on one window it returned {got}")
@@ -231,7 +286,14 @@ def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 
         config.cell_names = _cell_names([] if cell_names is None else list(cell_names), config.n_cells)
     except ValueError as exc:
         raise ValueError(str(exc).replace("ModelConfig", "the wrapped module")) from exc
+    if not units:
+        got = "no tensor" if units is None else "one number per window"
+        raise ValueError(f"first_layer {first_layer!r} must output a tensor (N, channels, ...) whose units can be "
+                         f"attributed; on one window it gave {got}")
+    config.units = units
     model.first_conv = _first_conv(layer, input, config.history, direct)
+    if model.first_conv is not None:
+        config.map_sizes = (int(units[-2]),)
     return model
 
 
@@ -282,12 +344,14 @@ def temporal_filters(model: WrappedModel) -> Optional[np.ndarray]:
     return w.sum(axis=(2, 3)) if w.ndim == 4 else w.sum(axis=(1, 3, 4))
 
 
-def filter_labels(model: WrappedModel) -> Optional[dict[str, Any]]:
+def filter_labels(model: WrappedModel,
+                  ignore_oldest_ms: float = DEFAULT_IGNORE_OLDEST_MS) -> Optional[dict[str, Any]]:
     """Polarity (ON/OFF), peak latency and kinetics (fast/slow) of the first convolution's channels.
 
     As :func:`napari_retina.first_layer.filter_properties` on
-    :func:`temporal_filters`; None when the first layer is not a convolution
-    of the stimulus (the labels are omitted, not guessed).
+    :func:`temporal_filters` (peak sought outside the oldest
+    ``ignore_oldest_ms``, at most half the taps); None when the first layer is
+    not a convolution of the stimulus (the labels are omitted, not guessed).
     """
     filt = temporal_filters(model)
-    return None if filt is None else properties_of_filters(filt)
+    return None if filt is None else properties_of_filters(filt, ignore_oldest_ms)

@@ -59,7 +59,10 @@ _T = TypeVar("_T")
 # ------------------------------------------------------------------- sizes ---
 
 def map_shape(model: RetinaCNN, invariance: str) -> Optional[tuple[int, int, int]]:
-    """(C, h, w) of one frame's maps for a resolved invariance (None for "space")."""
+    """(C, h, w) of one frame's maps for a resolved invariance (None for "space", and for a wrapped module
+    whose attribution has no maps: its ``config.map_sizes`` is None)."""
+    if model.config.map_sizes is None:
+        return None
     return attribution_map_shape(model.config.channels[0], model.config.map_sizes[0], invariance)
 
 

@@ -12,7 +12,10 @@ channels, no hand-tuned thresholds):
 - **sign**: +1 (excitatory) / −1 (inhibitory), the sign of ``Σ_t A_c(t)`` on this stimulus;
 - **polarity, latency, kinetics** of every channel from its conv1 kernel alone
   (a property of the model, not of the stimulus):
-  :func:`napari_retina.first_layer.filter_properties`;
+  :func:`napari_retina.first_layer.filter_properties`; for a wrapped module
+  (``nr.wrap``) from its first convolution's kernels
+  (:func:`napari_retina._wrap.filter_labels`), and omitted (None) when its
+  first layer is not a convolution of the stimulus;
 - a **reduced circuit** fitted to the full model on the stimulus, see :func:`reduce`.
 
 Example
@@ -38,13 +41,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ._frames import batches
+from ._frames import batches, gather_windows
 from ._invariance import InvarianceArg
 from ._json import jsonable
 from ._progress import Progress, report
 from ._units import FRAME_MS
 from ._validate import check_finite_output
 from .first_layer import DEFAULT_IGNORE_OLDEST_MS, FirstLayer, filter_properties
+from ._wrap import WrappedModel, filter_labels, is_wrapped
 from .metrics import explained_variance
 
 if TYPE_CHECKING:  # attribution and the model are only read here
@@ -68,11 +72,14 @@ class Reduction:
     sign : int (C,)
         +1 excitatory / −1 inhibitory on this stimulus (sign of ``Σ_t A_c(t)``).
     polarity : list of str (C,)
-        ``"ON"`` / ``"OFF"`` from the spatially summed conv1 kernel.
+        ``"ON"`` / ``"OFF"`` from the spatially summed conv1 kernel; None for
+        each channel of a wrapped module whose first layer is not a
+        convolution of the stimulus (not guessed).
     latency_ms : float (C,)
-        Peak latency (ms) of that temporal filter.
+        Peak latency (ms) of that temporal filter (NaN where polarity is None).
     kinetics : list of str (C,)
-        ``"fast"`` / ``"slow"``: latency at or below ``kinetics_split_ms`` is fast.
+        ``"fast"`` / ``"slow"``: latency at or below ``kinetics_split_ms`` is
+        fast (None where polarity is None).
     traces : float32 (T, K)
         ``A_c(t)`` of the kept channels (NaN on frames not attributed).
     reduced_response : float32 (T,)
@@ -86,7 +93,8 @@ class Reduction:
         Reduced circuit's rate (spikes per 10 ms bin), comparable with ``Attribution.rates``.
     drives : float32 (T, K, P)
         The kept channels' pooled drives ``d_cp(t)`` (rectified activations
-        pooled with the weights of pool p, see ``pools``), NaN on the first
+        pooled with the weights of pool p, see ``pools``; for a wrapped module
+        the first layer's outputs, see :func:`reduce`), NaN on the first
         ``history-1`` frames.
     weights : float (K, P)
         Fitted ``β_cp`` per unit of drive; ``bias`` is ``β_0``.
@@ -135,11 +143,12 @@ class Reduction:
     contributions: np.ndarray = field(default=None, repr=False)
 
     def label(self, c: int) -> str:
-        """Short description of channel ``c``, e.g. ``"A3 ON fast +"``."""
+        """Short description of channel ``c``, e.g. ``"A3 ON fast +"`` (``"A3 +"`` without polarity and kinetics)."""
         c = int(c)
         if not 0 <= c < len(self.importance):
             raise ValueError(f"channel must be in [0, {len(self.importance) - 1}], got {c}")
-        return f"A{c} {self.polarity[c]} {self.kinetics[c]} {'+' if self.sign[c] > 0 else '-'}"
+        words = [f"A{c}", self.polarity[c], self.kinetics[c], "+" if self.sign[c] > 0 else "-"]
+        return " ".join(w for w in words if w is not None)
 
     def to_dict(self) -> dict[str, Any]:
         """Arrays and parameters as a flat dict for :func:`napari_retina.io.write_results`.
@@ -256,30 +265,35 @@ Weighting = Literal["both", "signed", "abs"]
 WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
 
 
-def _unit_weights(attr: Attribution, kept: list[int], h1: int,
+def _unit_weights(attr: Attribution, kept: list[int], units: tuple[int, ...],
                   weighting: Weighting = "both") -> tuple[list[str], torch.Tensor]:
-    """Pooling weights of the kept channels' units: (pool names, (P, K, h1, h1)).
+    """Pooling weights of the kept channels' units: (pool names, (P, K, *units)).
 
-    Pools: ``"abs"``, each channel's time-averaged |A_cxy| map; ``"signed"``,
-    its time-averaged A_cxy map; ``weighting="both"`` uses the two. Each map is
-    divided by its summed magnitude (Σ|w| = 1). When space was summed out
-    (maps None) there is one ``"uniform"`` pool (1/h1²). Maps summed along an
-    axis are spread evenly along it; an all-zero map becomes uniform.
+    ``units`` is one channel's unit shape: (h1, h1) for RetinaCNN's conv1, a
+    wrapped module's first-layer output shape without its channel axis (e.g.
+    (T', h, w) for a Conv3d). Pools: ``"abs"``, each channel's time-averaged
+    |A_cxy| map; ``"signed"``, its time-averaged A_cxy map;
+    ``weighting="both"`` uses the two. Each map is divided by its summed
+    magnitude (Σ|w| = 1). When the attribution has no maps (space summed out,
+    or a wrapped module's generic path) there is one ``"uniform"`` pool (1 /
+    the number of units). Maps summed along an axis (y, x, or a Conv3d's time
+    axis) are spread evenly along it; an all-zero map becomes uniform.
     """
-    K = len(kept)
+    K, n_units = len(kept), int(np.prod(units))
     if attr.maps is None:
-        names, ws = ["uniform"], [np.ones((K, h1, h1))]
+        names, ws = ["uniform"], [np.ones((K, *units))]
     else:
         maps = np.asarray(attr.maps)[np.asarray(attr.frames)][:, kept].astype(np.float64)  # (n, K, h, w)
         names = ["abs", "signed"] if weighting == "both" else [weighting]
         ws = []
         for name in names:
             m = np.nanmean(np.abs(maps) if name == "abs" else maps, axis=0)  # (K, h, w); h or w may be 1
-            ws.append(np.broadcast_to(m, (K, h1, h1)).copy())
+            m = m.reshape(K, *([1] * (len(units) - 2)), *m.shape[1:])         # leading unit axes (a Conv3d's time)
+            ws.append(np.broadcast_to(m, (K, *units)).copy())
     out = []
     for w in ws:
-        tot = np.abs(w).sum(axis=(1, 2), keepdims=True)
-        out.append(np.where(tot > 0, w / np.where(tot > 0, tot, 1.0), 1.0 / (h1 * h1)))
+        tot = np.abs(w).reshape(K, -1).sum(1).reshape(K, *([1] * len(units)))
+        out.append(np.where(tot > 0, w / np.where(tot > 0, tot, 1.0), 1.0 / n_units))
     return names, torch.from_numpy(np.stack(out).astype(np.float32))
 
 
@@ -314,6 +328,32 @@ def compute_drives(model: RetinaCNN, stimulus: np.ndarray, frames: np.ndarray, k
     finally:
         model.train(was_training)
     return out if cells is None else (out, rates)
+
+
+def compute_wrapped_drives(model: WrappedModel, stimulus: np.ndarray, frames: np.ndarray, kept: list[int],
+                           weights: torch.Tensor, cells: list[int], batch_size: int = 256,
+                           progress: Optional[Progress] = None) -> tuple[np.ndarray, np.ndarray]:
+    """A wrapped module's drives ``d_c(t) = Σ_u w_cu · o_cu(t)`` (n, K) float64 and summed rate (n,) on ``frames``.
+
+    ``o`` is the first layer's output on the window ending at each frame
+    (N, C, *units), taken by a hook in the same pass that gives the module's
+    rates of ``cells`` (spikes per bin); ``weights`` is (K, *units);
+    ``stimulus`` float32 (T, H, W) contrast units of the module's size.
+    """
+    history = model.config.history
+    source = torch.from_numpy(np.ascontiguousarray(stimulus, dtype=np.float32))
+    w = weights.to(model.device).flatten(1)
+    out = np.zeros((len(frames), len(kept)))
+    rates = np.zeros(len(frames))
+    done = 0
+    with torch.inference_mode():
+        for chunk in batches(np.asarray(frames), batch_size):
+            o, r = model.layer_and_rates(gather_windows(source, chunk, history).to(model.device))
+            out[done:done + len(chunk)] = (o[:, kept].flatten(2) * w).sum(2).double().cpu().numpy()
+            rates[done:done + len(chunk)] = r[:, cells].sum(1).double().cpu().numpy()
+            done += len(chunk)
+            report(progress, done, len(frames))
+    return out, rates
 
 
 def _softplus(z: np.ndarray) -> np.ndarray:
@@ -424,9 +464,6 @@ def _check_attribution(attr) -> None:
             f"reduce expects an Attribution (from nr.attribute), got {type(attr).__name__} "
             f"without {', '.join(missing)}"
         )
-    if getattr(attr.model, "wrapped", False):
-        raise TypeError("reduce needs an attribution of a RetinaCNN (nr.load_model); one of a wrapped module "
-                        "(nr.wrap) cannot be reduced yet")
 
 
 def check_explain(explain) -> float:
@@ -499,6 +536,18 @@ def reduce(attr: Attribution, explain: float = 0.9, *, fit_steps: int = 200,
     by :class:`napari_retina.first_layer.FirstLayer` (exact cheap paths for
     stimuli uniform over space or along an axis).
 
+    A wrapped module (``nr.wrap``): the same selection, pools and fit, with
+    the drives pooled from the first layer's outputs ``o_cu(t)`` as the module
+    computes them (the units its attribution attributes), taken by a hook
+    while the module runs on each window (:func:`compute_wrapped_drives`).
+    The wrapper does not know which nonlinearity follows that layer, so none
+    is added: with a convolution as ``first_layer`` each drive is linear in
+    the stimulus; name the layer after the module's nonlinearity as
+    ``first_layer`` for rectified drives (the generic path: one uniform pool
+    per channel, and no ON/OFF or kinetics labels, which need the
+    convolution's kernels). A Conv3d's maps (summed over its time axis) are
+    spread evenly over that axis.
+
     Example
     -------
     >>> red = nr.reduce(nr.attribute(model, stim, cell=0), explain=0.9)   # doctest: +SKIP
@@ -555,20 +604,37 @@ def _check_ignore_oldest(value, history: int) -> float:
     return float(value)
 
 
+def _channel_properties(model, n_channels: int, ignore_oldest_ms: float) -> dict[str, Any]:
+    """Polarity, latency, kinetics and split of every first-layer channel (see :func:`filter_properties`).
+
+    For a wrapped module from its first convolution's kernels; None labels and
+    NaN latencies when its first layer is not a convolution of the stimulus.
+    """
+    if not is_wrapped(model):
+        return filter_properties(model, ignore_oldest_ms)
+    props = filter_labels(model, ignore_oldest_ms)
+    if props is None:
+        none = [None] * n_channels
+        return {"polarity": none, "latency_ms": np.full(n_channels, np.nan), "kinetics": list(none),
+                "split_ms": float("nan")}
+    return props
+
+
 def _reduce(attr, model, frames, A, resp, importance, kept, kept_var, explain, fit_steps,
             ignore_oldest_ms, weighting, progress) -> Reduction:
-    T = len(attr.channels)
+    T, C = np.shape(attr.channels)
     sign = np.where(A.sum(0) >= 0, 1, -1).astype(np.int64)
-    props = filter_properties(model, ignore_oldest_ms)
+    props = _channel_properties(model, C, ignore_oldest_ms)
 
-    h1 = model.config.map_sizes[0]
     history = model.config.history
     K = len(kept)
-    pools, w = _unit_weights(attr, kept, h1, weighting)  # (P, K, h1, h1)
+    units = tuple(model.config.units[1:]) if is_wrapped(model) else (model.config.map_sizes[0],) * 2
+    pools, w = _unit_weights(attr, kept, units, weighting)  # (P, K, *units)
     P = len(pools)
     all_frames = np.arange(history - 1, T)
-    flat, full = compute_drives(model, attr.stimulus, all_frames, list(kept) * P, w.reshape(P * K, h1, h1),
-                                cells=list(attr.cells), progress=progress)
+    drive = compute_wrapped_drives if is_wrapped(model) else compute_drives
+    flat, full = drive(model, attr.stimulus, all_frames, list(kept) * P, w.reshape(P * K, *units),
+                       cells=list(attr.cells), progress=progress)
     # the model's rate on frames the attribution skipped must be finite too (explained_variance_all)
     check_finite_output(np.concatenate([np.full(history - 1, np.nan), full]), all_frames, "the model's rates",
                         attr.stimulus)

@@ -32,6 +32,7 @@ from .._json import jsonable
 from .._predict import predict
 from .._progress import Progress, report
 from .._validate import NonFiniteOutputError, StimulusUnitsWarning, check_cells
+from .._wrap import model_config
 from ..attribution import attribute
 from ..model import RetinaCNN
 from ..reduction import check_explain, reduce
@@ -395,11 +396,15 @@ def baseline(trace: np.ndarray, start: int, stop: int) -> float:
 
 def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[int] = None,
               tol: Optional[float] = None, progress: Optional[Progress] = None, **params) -> ExperimentResult:
-    """Build ``module``'s protocol for ``model``, run, attribute, reduce and read out."""
-    if not isinstance(model, RetinaCNN):
-        raise TypeError(f"model must be a RetinaCNN (see nr.load_model), got {type(model).__name__}")
+    """Build ``module``'s protocol for ``model``, run, attribute, reduce and read out.
+
+    ``model``: a RetinaCNN or a wrapped module (``nr.wrap``), read through
+    :func:`napari_retina._wrap.model_config` (history, size, cells); a wrapped
+    module is attributed with ``steps`` (default 32) and reduced as
+    :func:`napari_retina.reduce` says.
+    """
+    cfg = model_config(model)
     explain = check_explain(explain)
-    cfg = model.config
     cells = check_cells(cell, cfg.n_cells)
     p = resolve_params(module, params, cfg.size, cfg.history)
 

@@ -23,6 +23,7 @@ from typing import Optional
 import numpy as np
 
 from .._validate import check_int
+from .._wrap import is_wrapped
 from ..first_layer import bn1_sign
 from ..metrics import pearson
 from ..synthetic import Retina
@@ -56,12 +57,32 @@ def _shifted_corr(a: np.ndarray, b: np.ndarray, max_shift: int) -> float:
     return float(best)
 
 
-def channel_filters(model, channel: int) -> dict:
-    """Rank-1 description of one conv1 channel, oriented like the ground truth.
+def first_kernels(model) -> np.ndarray:
+    """The first layer's kernels float64 (C, taps, k, k), index 0 = oldest tap, oriented like the ground truth.
 
-    The kernel ``model.conv1.weight[c]`` (history, k, k) is multiplied by the
-    sign of the channel's bn1 scale (so that "positive" means light increases
-    the unit's activation), then
+    RetinaCNN: ``conv1.weight`` times the sign of each channel's bn1 scale (so
+    that "positive" means light increases the unit's activation). A wrapped
+    module (``nr.wrap``) whose first layer is a convolution of the stimulus:
+    its kernels as they are (a Conv3d's (C, 1, kt, k, k) as (C, kt, k, k)),
+    what follows the layer being unknown. Anything else: one TypeError.
+    """
+    if is_wrapped(model):
+        if model.first_conv is None:
+            raise TypeError(f"recovery needs the first layer's kernels, and the wrapped module's first layer "
+                            f"{model.config.first_layer!r} is not a convolution of the stimulus")
+        w = model.first_conv.weight.detach().double().cpu().numpy()
+        return w if w.ndim == 4 else w[:, 0]
+    if not hasattr(model, "conv1") or not hasattr(model, "first_layer_affine"):
+        raise TypeError(f"model must be a RetinaCNN or a wrapped module (nr.wrap), got {type(model).__name__}")
+    return model.conv1.weight.detach().double().cpu().numpy() * bn1_sign(model)[:, None, None, None]
+
+
+def channel_filters(model, channel: int) -> dict:
+    """Rank-1 description of one first-layer channel, oriented like the ground truth.
+
+    The kernel (taps, k, k) of :func:`first_kernels` (RetinaCNN: conv1's
+    times the sign of the channel's bn1 scale, so that "positive" means light
+    increases the unit's activation), then
 
     - ``temporal``: float64 (history,) the spatially summed filter in lag order
       (``[τ]`` weighs the frame τ frames ago, like :attr:`napari_retina.synthetic.Pathway.temporal`);
@@ -69,7 +90,7 @@ def channel_filters(model, channel: int) -> dict:
       (history, k·k) kernel, the spatial one signed to have a positive sum and
       scaled to unit sum; ``rank1`` the share of the kernel's energy in them.
     """
-    w = model.conv1.weight[channel].detach().double().cpu().numpy() * bn1_sign(model)[channel]
+    w = first_kernels(model)[channel]
     hist, k, _ = w.shape
     lagged = w[::-1]                                        # [τ] = τ frames ago
     u, s, vt = np.linalg.svd(lagged.reshape(hist, k * k), full_matrices=False)
@@ -114,7 +135,8 @@ def recovery_report(reduction, model, retina: Optional[Retina] = None, threshold
     Parameters
     ----------
     reduction : Reduction (uses ``kept``, ``sign``, ``polarity``, ``label``), or None with ``channels``.
-    model : RetinaCNN trained on the synthetic retina.
+    model : RetinaCNN trained on the synthetic retina, or a wrapped module (``nr.wrap``) whose
+        first layer is a convolution of the stimulus (its kernels, see :func:`first_kernels`).
     retina : the ground truth (default ``Retina()``).
     threshold : correlation needed on both filters to call a pathway recovered.
     channels : channels to score instead of ``reduction.kept`` (e.g. ``range(8)``).
@@ -137,9 +159,8 @@ def recovery_report(reduction, model, retina: Optional[Retina] = None, threshold
     gt = Retina() if retina is None else retina
     if not isinstance(gt, Retina):
         raise TypeError(f"retina must be an nr.synthetic.Retina, got {type(gt).__name__}")
-    if not hasattr(model, "conv1") or not hasattr(model, "first_layer_affine"):
-        raise TypeError(f"model must be a RetinaCNN, got {type(model).__name__}")
-    n_ch = int(model.conv1.weight.shape[0])
+    kernels = first_kernels(model)
+    n_ch = int(kernels.shape[0])
     if channels is None:
         if reduction is None or not hasattr(reduction, "kept"):
             raise TypeError("recovery_report needs a Reduction (nr.reduce) or an explicit list of channels")
@@ -149,7 +170,7 @@ def recovery_report(reduction, model, retina: Optional[Retina] = None, threshold
     bad = [c for c in chans if not 0 <= c < n_ch]
     if bad:
         raise ValueError(f"channels {bad} do not exist: the model has {n_ch} first-layer channels")
-    hist, k = int(model.conv1.weight.shape[1]), int(model.conv1.weight.shape[2])
+    hist, k = int(kernels.shape[1]), int(kernels.shape[2])
     candidates = gt.candidates
     rows = []
     for c in chans:
