@@ -1,7 +1,10 @@
-"""The Model widget opens the lab's files, and its summary says what was loaded in its first two lines."""
+"""The Model widget opens the lab's files or takes a wrapped module (nr.wrap); its summary's first two lines
+say what it is."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 import napari_retina as nr
@@ -52,3 +55,58 @@ def test_the_model_widget_says_a_native_checkpoint_is_one(make_napari_viewer, tm
     w, _, notes = _load(viewer, path, monkeypatch)
     assert notes == []
     assert w.summary.value.splitlines()[0].startswith("napari-retina checkpoint, BN-CNN: ")
+
+
+# ---------------------------------------------------------------- a wrapped module (nr.wrap) in the widgets
+
+
+def test_a_wrapped_module_handed_to_the_session_is_summarised_and_analysed(make_napari_viewer, monkeypatch):
+    from napari_retina._napari import use_model
+    from napari_retina._napari._layers import stimulus_layer_kwargs
+    from test_wrap import HISTORY, SIZE, Net, stim
+
+    viewer = make_napari_viewer()
+    notes: list = []
+    for level in ("error", "warning", "info"):
+        monkeypatch.setattr(_tasks, f"show_{level}", lambda msg, level=level: notes.append((level, msg)))
+    torch.manual_seed(0)
+    wrapped = nr.wrap(Net().eval(), input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.conv",
+                      cell_names=["a", "b", "c"])
+    model_widget = _widgets.ModelWidget(viewer)
+    viewer.window.add_dock_widget(model_widget, name="model")
+    use_model(viewer, wrapped)
+    assert _session.session(viewer).model is wrapped
+    first, second = model_widget.summary.value.splitlines()[:2]
+    assert first == "wrapped Net (NCTHW, first layer 'core.conv', Conv3d): set by a script"
+    assert second.startswith("3 cells (a, b, c); history 10 frames (100 ms), 12×12 px")
+    assert "first layer 'core.conv': units (4, 6, 8, 8)" in model_widget.details.value
+
+    s = stim(frames=24, seed=4)
+    layer = viewer.add_image(s, **stimulus_layer_kwargs(s, "noise"))
+    analyze = _widgets.AnalyzeWidget(viewer)
+    viewer.window.add_dock_widget(analyze, name="analyze")
+    analyze.layer.value, analyze.steps.value, analyze.cell.value = layer, 8, 2
+    assert analyze.run()
+    analyze.task.wait()
+    assert notes == []
+    ref = nr.attribute(wrapped, s, cell=2, steps=8)
+    np.testing.assert_array_equal(analyze.analysis.attribution.channels, ref.channels)
+    red = analyze.analysis.reduction
+    assert red.kept == nr.reduce(ref).kept
+    assert [lay.name for lay in viewer.layers][1:] == [f"noise: {red.label(c)}" for c in range(4)]
+
+    runs = _widgets.ExperimentsWidget(viewer)
+    viewer.window.add_dock_widget(runs, name="experiments")
+    runs.steps.value, runs.cell.value = 2, 1
+    assert runs.run(["latency"])
+    runs.task.wait(120000)
+    assert notes == []
+    ref = nr.experiments.run("latency", wrapped, cell=1, steps=2)
+    np.testing.assert_array_equal(runs.results["latency"].rates, ref.rates)
+    assert runs.results["latency"].readout["kept"] == ref.readout["kept"]
+
+
+def test_the_session_refuses_what_is_not_a_model_with_one_sentence():
+    with pytest.raises(TypeError, match=r"model must be a RetinaCNN \(nr.load_model\) or a wrapped module "
+                                        r"\(nr.wrap\), got str"):
+        _session.Session().model = "m.pt"

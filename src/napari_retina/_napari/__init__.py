@@ -17,10 +17,14 @@ Scripting a viewer::
     attr = nr.attribute(nr.load_model(), nr.stimuli.flash_train(), invariance="none")
     add_analysis(viewer, attr, nr.reduce(attr))   # stimulus, channel maps; traces in a dock
     napari.run()
+
+``use_model(viewer, model)`` hands the dock widgets a model of the script's own:
+a RetinaCNN or a PyTorch module adapted by ``nr.wrap``.
 """
 
 from ._layers import analysis_layer_data, map_layer_data, stimulus_layer_kwargs
 from ._plot import show_traces
+from ._session import use_model
 from ._viewer import add_analysis, add_result_layers
 
 __all__ = [
@@ -30,4 +34,5 @@ __all__ = [
     "map_layer_data",
     "show_traces",
     "stimulus_layer_kwargs",
+    "use_model",
 ]

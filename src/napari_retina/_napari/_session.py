@@ -2,18 +2,26 @@
 
 A :class:`Session` (one per viewer, :func:`session`) holds the model the
 widgets use; the Model widget sets it, the Analyze and Experiments widgets
-read it and follow ``model_changed``.
+read it and follow ``model_changed``. A script hands the widgets its own
+model, a RetinaCNN or a wrapped module (``nr.wrap``), the same way::
+
+    from napari_retina._napari import use_model
+    use_model(viewer, nr.wrap(net, input="NCTHW", history=30, size=20, first_layer="core.conv"))
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, Union
 
 from psygnal import Signal
 
+from .._wrap import WrappedModel, model_config
 from ..checkpoint import load_model
 from ..model import RetinaCNN
+
+#: what a model handed over by a script is called in the Model widget's summary
+SCRIPT_SOURCE = "set by a script"
 
 
 class Session:
@@ -30,17 +38,27 @@ class Session:
         self.device = "auto"
 
     @property
-    def model(self) -> RetinaCNN:
-        """The current model (the shipped default, loaded on first use)."""
+    def model(self) -> Union[RetinaCNN, WrappedModel]:
+        """The current model (the shipped default, loaded on first use).
+
+        Assigning a RetinaCNN or a wrapped module (``nr.wrap``) makes it the
+        widgets' model, as :meth:`set_model` with source "set by a script".
+        """
         if self._model is None:
             self._model = load_model(device=self.device)
             self.source = "shipped default"
         return self._model
 
+    @model.setter
+    def model(self, model: Union[RetinaCNN, WrappedModel]) -> None:
+        self.set_model(model, SCRIPT_SOURCE)
+
     def has_model(self) -> bool:
         return self._model is not None
 
-    def set_model(self, model: RetinaCNN, source: str) -> None:
+    def set_model(self, model: Union[RetinaCNN, WrappedModel], source: str) -> None:
+        """Make ``model`` the current one (``source`` says where it came from); anything else is one TypeError."""
+        model_config(model)
         self._model = model
         self.source = source
         self.model_changed.emit(model)
@@ -54,3 +72,17 @@ def session(viewer) -> Session:
     if viewer not in _SESSIONS:
         _SESSIONS[viewer] = Session()
     return _SESSIONS[viewer]
+
+
+def use_model(viewer, model: Union[RetinaCNN, WrappedModel], source: str = SCRIPT_SOURCE) -> None:
+    """Make ``model`` the model of ``viewer``'s dock widgets (Model, Analyze, Experiments).
+
+    ``model``: a RetinaCNN (``nr.load_model``) or a user's module adapted by
+    ``nr.wrap``; ``source`` is what the Model widget's summary says it came
+    from. Anything else is refused with one TypeError.
+
+    Example
+    -------
+    >>> use_model(viewer, nr.wrap(net, input="NCTHW", history=30, size=20, first_layer="core.conv"))  # doctest: +SKIP
+    """
+    session(viewer).set_model(model, source)

@@ -9,6 +9,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pus
 
 from ..._device import available_devices, resolve_device
 from ..._predict import model_on
+from ..._wrap import is_wrapped, model_on as wrapped_model_on
 from ..._subprocess import call_in_subprocess
 from ..._units import FRAME_MS
 from ...checkpoint import load_model
@@ -45,16 +46,22 @@ def _tail(text: str, limit: int) -> str:
     return text if len(text) <= limit else "…" + text[len(text) - limit + 1:]
 
 
+def describe_model(model) -> str:
+    """What the model is, in a few words: a file's format and architecture, or a wrapped module's class,
+    input layout and first layer (see :func:`napari_retina.formats.describe`, ``WrappedModel.describe``)."""
+    return model.describe() if is_wrapped(model) else describe(model)
+
+
 def model_summary(model: RetinaCNN, source: str) -> str:
     """What was loaded (format, architecture, source), its cells and input, its held-out score and
-    device: three short lines."""
+    device: three short lines. ``model``: a RetinaCNN or a wrapped module (``nr.wrap``)."""
     cfg = model.config
     scores = model.scores or {}
     numbers = [k for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     key = next((k for k in ("test_r_true_mean", "test_r_mean", "heldout_r_mean") if k in scores),
                numbers[0] if numbers else None)
     score = f"held-out {key} = {_short(scores[key])}" if key else "held-out scores: none recorded"
-    what = f"{describe(model)}: "
+    what = f"{describe_model(model)}: "
     cells = f"{cfg.n_cells} cells ({_short(', '.join(cfg.cell_names), SUMMARY_CHARS // 2)}); "
     lines = [what + _tail(str(source), max(12, SUMMARY_CHARS - len(what))),
              cells + f"history {cfg.history} frames ({cfg.history * FRAME_MS:g} ms), {cfg.size}×{cfg.size} px",
@@ -65,8 +72,9 @@ def model_summary(model: RetinaCNN, source: str) -> str:
 def model_details(model: RetinaCNN) -> str:
     """The architecture, every held-out score and the provenance, one short line each (values shortened)."""
     cfg = model.config
-    lines = [f"cells: {_short(', '.join(cfg.cell_names), SUMMARY_CHARS - 7)}",
-             f"channels {cfg.channels}, kernels {cfg.kernels}"]
+    layers = (f"first layer {cfg.first_layer!r}: units {tuple(cfg.units)}" if is_wrapped(model)
+              else f"channels {cfg.channels}, kernels {cfg.kernels}")
+    lines = [f"cells: {_short(', '.join(cfg.cell_names), SUMMARY_CHARS - 7)}", layers]
     lines += [f"{k}: {_short(v)}" for k, v in (model.scores or {}).items()]
     lines += [f"{k}: {_short(v)}" for k, v in (model.provenance or {}).items()]
     return "\n".join(_short(line, SUMMARY_CHARS) for line in lines)
@@ -131,7 +139,8 @@ class ModelWidget(Container):
         self.session.device = value
         if self.session.has_model():
             try:
-                self.session.set_model(model_on(self.session.model, value), self.session.source)
+                move = wrapped_model_on if is_wrapped(self.session.model) else model_on
+                self.session.set_model(move(self.session.model, value), self.session.source)
             except Exception as exc:
                 notify("error", f"Could not move the model to {value}: {one_sentence(exc)}")
 
