@@ -85,7 +85,14 @@ def test_a_wrapped_module_handed_to_the_session_is_summarised_and_analysed(make_
     layer = viewer.add_image(s, **stimulus_layer_kwargs(s, "noise"))
     analyze = _widgets.AnalyzeWidget(viewer)
     viewer.window.add_dock_widget(analyze, name="analyze")
-    analyze.layer.value, analyze.steps.value, analyze.cell.value = layer, 8, 2
+    analyze.layer.value, analyze.steps.value, analyze.cell.value = layer, 0, 2   # 0: refine until tol
+    assert analyze.run()
+    analyze.task.wait()
+    assert len(notes) == 1 and notes[0][0] == "error" and \
+        "a wrapped module (nr.wrap) is attributed with a fixed number of steps; pass steps=" in notes[0][1]
+    assert [lay.name for lay in viewer.layers] == ["noise"]   # nothing added
+    notes.clear()
+    analyze.steps.value = 8
     assert analyze.run()
     analyze.task.wait()
     assert notes == []
