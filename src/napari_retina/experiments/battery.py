@@ -89,7 +89,8 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
 
     Parameters
     ----------
-    model : RetinaCNN
+    model : RetinaCNN or WrappedModel
+        E.g. ``nr.load_model()`` or a user's module through ``nr.wrap``.
     cell : int or list of int
         Cell(s) analysed, in the model and in the retina alike.
     retina : object with ``respond(stimulus) -> (T, n_cells)``, None or "auto"
