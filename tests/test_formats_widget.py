@@ -88,10 +88,11 @@ def test_a_wrapped_module_handed_to_the_session_is_summarised_and_analysed(make_
     analyze.layer.value, analyze.steps.value, analyze.cell.value = layer, 0, 2   # 0: refine until tol
     assert analyze.run()
     analyze.task.wait()
-    assert len(notes) == 1 and notes[0][0] == "error" and \
-        "a wrapped module (nr.wrap) is attributed with a fixed number of steps; pass steps=" in notes[0][1]
-    assert [lay.name for lay in viewer.layers] == ["noise"]   # nothing added
-    notes.clear()
+    assert notes == []
+    ref = nr.attribute(wrapped, s, cell=2)                 # the same default: refined until tol
+    assert analyze.analysis.attribution.tol == ref.tol == nr.attribution.DEFAULT_TOL
+    np.testing.assert_array_equal(analyze.analysis.attribution.channels, ref.channels)
+    np.testing.assert_array_equal(analyze.analysis.attribution.steps_per_frame, ref.steps_per_frame)
     analyze.steps.value = 8
     assert analyze.run()
     analyze.task.wait()

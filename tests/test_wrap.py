@@ -6,6 +6,8 @@ on the chosen layer at Captum's own α points (never numbers napari-retina produ
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -224,6 +226,56 @@ def test_kink_rules_are_still_refused_for_a_wrapped_module_with_one_sentence(net
     with pytest.raises(ValueError, match=r"rule 'kink_midpoint' needs RetinaCNN's structure; a wrapped module takes "
                                          r"one of \['riemann_left'"):
         nr.attribute(wrapped, stim(), rule="kink_midpoint")
+
+
+class KinkedCore(Core):
+    """The core with ReLUs: an integrand with kinks, where Gauss-Legendre needs many points."""
+
+    def __init__(self):
+        super().__init__()
+        self.nonlin = nn.ReLU()
+
+    def forward(self, x):
+        return torch.relu(self.conv2(self.nonlin(self.bn(self.conv(x)))))
+
+
+@pytest.mark.parametrize("first_layer", ["core.conv", "core.nonlin"])
+def test_the_default_is_refined_until_tol_and_its_error_falls_with_tol(first_layer):
+    """Against a float64 midpoint reference at 1,500 points (Captum's, on a float64 copy of the module).
+
+    Fast path (a Conv3d of the stimulus) and generic path (a hooked layer) alike: the completeness
+    error is at most tol, the error of the channels falls with tol and stays within 2·tol (per frame,
+    relative to the largest frame), and the frames needed more points than the fixed 16 for the
+    smaller tolerances (16 points give 3e-2 here).
+    """
+    torch.manual_seed(1)
+    net = Net(gain=2.0)
+    net.core = KinkedCore()
+    net.eval()
+    wrapped = nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer=first_layer)
+    s, frames = stim(frames=HISTORY + 5, seed=5), np.arange(HISTORY - 1, HISTORY + 5)
+    net64 = copy.deepcopy(net).double()
+    lig = LayerIntegratedGradients(lambda x: net64(x)[:, 0], net64.get_submodule(first_layer))
+    x = windows_of(s, frames).double().unsqueeze(1)
+    ref = lig.attribute(x, baselines=torch.zeros_like(x), n_steps=1500, method="riemann_middle",
+                        internal_batch_size=1500).detach().sum(dim=(2, 3, 4)).numpy()      # (n, C)
+    errors = []
+    for tol in (1e-1, 1e-2, 1e-3):
+        attr = nr.attribute(wrapped, s, cell=0, tol=tol)
+        assert attr.tol == tol and attr.completeness_error <= tol * (1 + 1e-3)
+        errors.append(np.linalg.norm(attr.channels[frames] - ref, axis=1).max() / np.linalg.norm(ref, axis=1).max())
+        assert errors[-1] <= 2 * tol, (tol, errors[-1])
+        used = attr.steps_per_frame[frames]
+        assert set(np.unique(used)) <= {16, 32, 64, 128, 256, 512, 1024} and attr.steps == used.max()
+    assert errors[0] > errors[1] > errors[2]
+    assert attr.steps > 16
+
+
+def test_steps_and_tol_together_are_refused_for_a_wrapped_module(net):
+    wrapped = nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.conv")
+    with pytest.raises(ValueError, match=r"give steps \(a fixed quadrature\) or tol \(refined until it meets tol\), "
+                                         r"not both; got steps=8 and tol=0.01"):
+        nr.attribute(wrapped, stim(), steps=8, tol=1e-2)
 
 
 def test_a_module_without_submodules_says_so():

@@ -120,8 +120,9 @@ def attribute(
     model : RetinaCNN or WrappedModel
         E.g. ``nr.load_model()``; used in eval mode (bn1 as a fixed affine map).
         A user's module through ``nr.wrap`` is attributed to its first layer's
-        units as Captum's LayerIntegratedGradients does (default rule
-        "gausslegendre", 32 steps; see :mod:`._wrapped`).
+        units as Captum's LayerIntegratedGradients does (rule
+        "gausslegendre" by default, refined until ``tol`` or at fixed
+        ``steps``; see :mod:`._wrapped`).
     stimulus : array (T, H, W)
         Contrast units (float) or raw intensities (integers); 1 frame = 10 ms.
         As in :func:`napari_retina.predict`: float values must fit in float32,
@@ -200,11 +201,8 @@ def attribute(
     """
     if getattr(model, "wrapped", False):  # a user's module (nr.wrap): Captum's layer IG, see ._wrapped
         check_invariance(invariance)
-        if tol is not None:
-            raise ValueError("a wrapped module (nr.wrap) is attributed with a fixed number of steps; pass steps=, "
-                             f"not tol={tol!r}")
         return attribute_wrapped(model, stimulus, cell, steps, rule, frames, device, batch_size, crop, progress,
-                                 normalize)
+                                 normalize, tol)
     model = model_on(model, device)
     cfg = model.config
     cells = check_cells(cell, cfg.n_cells)

@@ -33,12 +33,12 @@ from .._frames import Frames, gather_windows, select_frames
 from .._progress import Progress, report
 from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin
 from .._wrap import WrappedModel, model_on
-from ._quadrature import CAPTUM_RULES, Rule, check_rule_steps, quadrature
+from ._adaptive import ADAPTIVE_MAX_STEPS, DEFAULT_TOL, ESTIMATE_FACTOR, Scales, check_tol
+from ._quadrature import CAPTUM_RULES, DEFAULT_STEPS, Rule, check_rule_steps, quadrature
 from ._result import Attribution, completeness_error
 
-#: a wrapped module's default rule and steps (Captum's default method; the kink rules need RetinaCNN's structure)
+#: a wrapped module's rule (Captum's default method; the kink rules need RetinaCNN's structure)
 WRAPPED_RULE: Rule = "gausslegendre"
-WRAPPED_STEPS = 32
 
 
 def _drive(model: WrappedModel, windows: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
@@ -66,11 +66,16 @@ def _offset(first_conv) -> int:
     return int(first_conv.kernel_size[-1] // 2 - first_conv.padding[-1])
 
 
-def _chunk(net: WrappedModel, windows: torch.Tensor, z0: torch.Tensor, cells: list[int], alphas: torch.Tensor,
-           weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A (n, *unit shape), F (n,)) for a chunk of windows, all path points in one batch."""
+def _rates(net: WrappedModel, windows: torch.Tensor, cells: list[int]) -> torch.Tensor:
+    """F (n,): the summed rate of ``cells`` on windows (n, history, H, W)."""
+    with torch.no_grad():
+        return net(windows)[:, cells].sum(1)
+
+
+def _integral(net: WrappedModel, windows: torch.Tensor, d: torch.Tensor, z0: torch.Tensor, cells: list[int],
+              alphas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """A = d · Σ_k w_k ∂F/∂z at z0 + α_k d, (n, *unit shape), for windows (n, …) and their drives d, one batch."""
     n, steps = len(windows), len(alphas)
-    d = _drive(net, windows, z0)                                                # (n, *units)
     a = alphas.view(steps, 1, *([1] * (d.ndim - 1)))
     path = (z0 + a * d.unsqueeze(0)).reshape(steps * n, *d.shape[1:]).requires_grad_(True)
     x = windows.repeat(steps, *([1] * (windows.ndim - 1)))
@@ -78,39 +83,91 @@ def _chunk(net: WrappedModel, windows: torch.Tensor, z0: torch.Tensor, cells: li
         out = net(x)[:, cells].sum()
         (grad,) = torch.autograd.grad(out, path)
     G = (grad.view(steps, n, *d.shape[1:]) * weights.view(steps, 1, *([1] * (d.ndim - 1)))).sum(0)
-    with torch.no_grad():
-        rates = net(windows)[:, cells].sum(1)
-    return (G * d).detach(), rates
+    return (G * d).detach()
+
+
+def _points(rule: Rule, steps: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captum's α points and weights of ``rule`` at ``steps``, float32 tensors on ``device``."""
+    return tuple(torch.as_tensor(v, dtype=torch.float32, device=device) for v in quadrature(rule, steps))
+
+
+def _integral_batched(net: WrappedModel, windows: torch.Tensor, d: torch.Tensor, z0: torch.Tensor,
+                      cells: list[int], rule: Rule, steps: int, batch_size: int) -> torch.Tensor:
+    """:func:`_integral` at ``steps`` points, in groups of ``max(1, batch_size // steps)`` windows."""
+    alphas, weights = _points(rule, steps, d.device)
+    group = max(1, batch_size // steps)
+    return torch.cat([_integral(net, windows[i:i + group], d[i:i + group], z0, cells, alphas, weights)
+                      for i in range(0, len(windows), group)])
+
+
+def _adaptive(net: WrappedModel, windows: torch.Tensor, d: torch.Tensor, z0: torch.Tensor, cells: list[int],
+              rule: Rule, tol: float, batch_size: int, rates: torch.Tensor, f0: float,
+              scales: Scales) -> tuple[torch.Tensor, np.ndarray]:
+    """(A (n, *unit shape), points per frame (n,)): ``rule`` at 8, 16, 32, … points until each frame meets ``tol``.
+
+    The acceptance test of :func:`~._adaptive.integrate_adaptive` (completeness
+    gap ≤ tol·max response, half the change between two levels ≤ tol·largest
+    ‖A(t)‖, both over the chunks so far in ``scales``), on the units' A itself.
+    """
+    resp = rates.double() - f0
+    scales.response = torch.fmax(scales.response, resp.abs().max())
+    scales.level = torch.fmax(scales.level, torch.fmax(rates.abs().max().double(), resp.new_tensor(abs(f0))))
+    tol_resp = tol * torch.maximum(scales.response, scales.floor())
+    A, steps = torch.empty_like(d), np.zeros(len(d), dtype=np.int64)
+    todo, m = np.arange(len(d)), DEFAULT_STEPS
+    coarse = _integral_batched(net, windows, d, z0, cells, rule, m, batch_size)
+    while len(todo):
+        m *= 2
+        rows = torch.from_numpy(todo).to(d.device)
+        fine = _integral_batched(net, windows[rows], d[rows], z0, cells, rule, m, batch_size)
+        norms = torch.linalg.vector_norm(fine.flatten(1).double(), dim=1)
+        scales.maps = torch.fmax(scales.maps, norms.max())
+        estimate = ESTIMATE_FACTOR * torch.linalg.vector_norm((fine - coarse).flatten(1).double(), dim=1)
+        gap = (fine.flatten(1).double().sum(1) - resp[rows]).abs()
+        ok = (estimate <= tol * scales.maps) & (gap <= tol_resp)
+        ok |= ~(torch.isfinite(estimate) & torch.isfinite(gap))   # refining cannot mend a NaN
+        ok = ok.cpu().numpy() | (m >= ADAPTIVE_MAX_STEPS)
+        A[rows[torch.from_numpy(np.flatnonzero(ok)).to(d.device)]] = fine[torch.from_numpy(ok).to(d.device)]
+        steps[todo[ok]] = m
+        todo, coarse = todo[~ok], fine[torch.from_numpy(~ok).to(d.device)]
+    return A, steps
 
 
 def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int] = None, rule: Optional[Rule] = None,
                       frames: Frames = None, device: DeviceLike = None, batch_size: Optional[int] = None,
                       crop: Crop = None, progress: Optional[Progress] = None,
-                      normalize: Normalize = False) -> Attribution:
+                      normalize: Normalize = False, tol: Optional[float] = None) -> Attribution:
     """Integrated gradients of a wrapped module's summed cell rate to its first layer's units, per frame.
 
     What :func:`napari_retina.attribute` runs for a :class:`~napari_retina._wrap.WrappedModel`.
-    ``rule``: one of Captum's (default ``"gausslegendre"``, ``steps`` 32).
-    Returns an :class:`Attribution`: ``channels`` (T, C) summed over the
-    units of each channel (index 1 of the layer's output), ``maps`` (T, C, h, w)
-    on the fast path (a Conv3d's summed over its time axis), None on the
-    generic path; ``invariance`` "none" (no fast path for uniform stimuli here).
+    ``rule``: one of Captum's (default ``"gausslegendre"``). With ``steps``, a
+    fixed quadrature at Captum's points; without (the default), refined per
+    frame at 8, 16, 32, … points until it meets ``tol`` (default
+    :data:`~._adaptive.DEFAULT_TOL`, the same test as for a RetinaCNN, see
+    :func:`_adaptive`). Returns an :class:`Attribution`: ``channels`` (T, C)
+    summed over the units of each channel (index 1 of the layer's output),
+    ``maps`` (T, C, h, w) on the fast path (a Conv3d's summed over its time
+    axis), None on the generic path; ``invariance`` "none" (no fast path for
+    uniform stimuli here); ``steps_per_frame`` the points each frame used.
     """
+    if steps is not None and tol is not None:
+        raise ValueError(f"give steps (a fixed quadrature) or tol (refined until it meets tol), not both; "
+                         f"got steps={steps!r} and tol={tol!r}")
     model = model_on(model, device)
     cfg = model.config
     cells = check_cells(cell, cfg.n_cells)
-    rule, steps = check_rule_steps(WRAPPED_RULE if rule is None else rule, WRAPPED_STEPS if steps is None else steps)
+    rule, fixed = check_rule_steps(WRAPPED_RULE if rule is None else rule, DEFAULT_STEPS if steps is None else steps)
     if rule not in CAPTUM_RULES:
         raise ValueError(
             f"rule {rule!r} needs RetinaCNN's structure; a wrapped module takes one of {list(CAPTUM_RULES)}"
         )
+    tol = None if steps is not None else check_tol(DEFAULT_TOL if tol is None else tol)
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
     origin = crop_origin(np.shape(stimulus)[1:], cfg.size, crop)
     idx = select_frames(len(stim), cfg.history, frames)
     bs = 256 if batch_size is None else check_int(batch_size, "batch_size", 1)
     net = copy.deepcopy(model).eval().requires_grad_(False)
     dev = net.device
-    alphas, weights = (torch.as_tensor(v, dtype=torch.float32, device=dev) for v in quadrature(rule, steps))
     zero = torch.zeros(1, cfg.history, cfg.size, cfg.size, device=dev)
     with torch.no_grad():
         z0 = net.layer_output(zero)
@@ -119,13 +176,23 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     T, unit_shape = len(stim), tuple(z0.shape[1:])
     chan = np.full((T, unit_shape[0]), np.nan, dtype=np.float32)
     rates = np.full(T, np.nan, dtype=np.float32)
+    per_frame = np.zeros(T, dtype=np.int64)
     map_shape = None if net.first_conv is None else (unit_shape[0], *unit_shape[-2:])
     maps = None if map_shape is None else np.full((T, *map_shape), np.nan, dtype=np.float32)
-    chunk = max(1, bs // steps)
+    scales = Scales(dev)
+    chunk = max(1, bs // fixed)
     report(progress, 0, len(idx))
     for start in range(0, len(idx), chunk):
         fidx = idx[start:start + chunk]
-        A, r = _chunk(net, gather_windows(source, fidx, cfg.history).to(dev), z0, cells, alphas, weights)
+        windows = gather_windows(source, fidx, cfg.history).to(dev)
+        with torch.no_grad():
+            d = _drive(net, windows, z0)
+        r = _rates(net, windows, cells)
+        if tol is None:
+            A = _integral_batched(net, windows, d, z0, cells, rule, fixed, bs)
+            per_frame[fidx] = fixed
+        else:
+            A, per_frame[fidx] = _adaptive(net, windows, d, z0, cells, rule, tol, bs, r, f0, scales)
         chan[fidx] = A.flatten(2).sum(2).float().cpu().numpy()
         rates[fidx] = r.float().cpu().numpy()
         if maps is not None:
@@ -137,6 +204,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     return Attribution(
         maps=maps, channels=chan, response=response, rates=rates, baseline_rate=f0,
         completeness_error=completeness_error(chan[idx], response[idx], rates[idx], f0),
-        cells=cells, steps=steps, rule=rule, invariance="none", frames=idx, offset=_offset(net.first_conv),
-        history=cfg.history, stimulus=stim, model=model, crop_origin=origin,
+        cells=cells, steps=int(per_frame[idx].max()) if len(idx) else fixed, rule=rule, invariance="none",
+        frames=idx, offset=_offset(net.first_conv), history=cfg.history, stimulus=stim, model=model,
+        crop_origin=origin, tol=tol, steps_per_frame=per_frame,
     )

@@ -400,7 +400,7 @@ def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[in
 
     ``model``: a RetinaCNN or a wrapped module (``nr.wrap``), read through
     :func:`napari_retina._wrap.model_config` (history, size, cells); a wrapped
-    module is attributed with ``steps`` (default 32) and reduced as
+    module is attributed with Captum's rules (to ``tol`` or at ``steps``) and reduced as
     :func:`napari_retina.reduce` says.
     """
     cfg = model_config(model)

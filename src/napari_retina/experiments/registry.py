@@ -49,8 +49,8 @@ def run(name: str, model, cell=0, *, explain: float = 0.9, steps: Optional[int] 
         One of :func:`names`.
     model : RetinaCNN or WrappedModel
         E.g. ``nr.load_model()`` or ``nr.wrap(module, ...)``; stimuli are built
-        for its size and history (a wrapped module is attributed with a fixed
-        number of ``steps``, default 32, and no ``tol``).
+        for its size and history (a wrapped module is attributed with
+        Captum's rules, refined until ``tol`` or at fixed ``steps``).
     cell : int, list of int or "all"
         Cell(s) whose summed rate is analysed.
     explain : float in (0, 1]
