@@ -1,8 +1,9 @@
 """Accuracy by tolerance: the quadrature refined per frame until it meets ``tol`` (METHOD.md §2).
 
-A chunk of frames is integrated at ``DEFAULT_STEPS`` points, then at twice as
-many, and so on (8, 16, 32, … up to :data:`ADAPTIVE_MAX_STEPS`). After each
-refinement, a frame is accepted at its finest level when both
+A chunk of frames is integrated at :data:`ADAPTIVE_START_STEPS` (4) points, then
+at twice as many, and so on (4, 8, 16, … up to :data:`ADAPTIVE_MAX_STEPS`). The
+4-point level only provides the first error estimate; after each refinement, a
+frame is accepted at its finest level (8 points at the least) when both
 
 * its completeness gap ``|Σ A(t) − (F(s_t) − F(0))|`` is at most
   ``tol · max(R, floor)``, with ``R`` the largest response ``|F(s_t) − F(0)|``
@@ -40,13 +41,15 @@ import torch
 from .._invariance import Invariance
 from ._head import Head
 from ._integrate import chunk_rates, path_integral
-from ._quadrature import DEFAULT_STEPS, Rule, quadrature
+from ._quadrature import Rule, quadrature
 from ._result import COMPLETENESS_FLOOR_EPS, reported
 
 #: the default tolerance of ``nr.attribute`` (the completeness metric and the maps' error estimate)
 DEFAULT_TOL = 1e-3
 #: the error of the finer of two levels, as a fraction of their difference (see the module docstring)
 ESTIMATE_FACTOR = 0.5
+#: the first level (points per frame): only its change to the next (twice as many) is used, as the first estimate
+ADAPTIVE_START_STEPS = 4
 #: the finest level the adaptive rule goes to (points per frame)
 ADAPTIVE_MAX_STEPS = 1024
 #: the smallest tolerance accepted: float32 sums of ~10⁴ terms are not resolved much better
@@ -92,7 +95,7 @@ def integrate_adaptive(head: Head, d: torch.Tensor, a0: torch.Tensor, scale: tor
 
     ``d`` (n, C, h, w) = W⊛s per frame; ``a0``, ``scale`` as in
     :func:`~._integrate.integrate_chunk`; ``f0`` = F(0). Levels of ``rule`` at
-    ``DEFAULT_STEPS·2^k`` points until every frame meets ``tol`` (module
+    ``ADAPTIVE_START_STEPS·2^k`` points (k >= 1) until every frame meets ``tol`` (module
     docstring); ``scales`` is updated with this chunk's maxima. One host
     synchronisation per level (reading which frames are done).
     """
@@ -105,7 +108,7 @@ def integrate_adaptive(head: Head, d: torch.Tensor, a0: torch.Tensor, scale: tor
     n = len(d)
     G, steps = torch.empty_like(c), np.zeros(n, dtype=np.int64)
     todo = np.arange(n)
-    m = DEFAULT_STEPS
+    m = ADAPTIVE_START_STEPS
     coarse = reported(path_integral(head, c, a0, *quadrature(rule, m), rule, batch_size) * scale * d, invariance)
     while len(todo):
         m *= 2
