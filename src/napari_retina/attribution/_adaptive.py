@@ -23,9 +23,18 @@ largest frame's maps, is below ``tol`` on every frame.
 
 Why ``ESTIMATE_FACTOR = 0.5``: the kink rules' error falls by ~3.5× per
 doubling (order ≈ 1.8, BENCHMARKS.md "Attribution"), so the error of the finer
-level is ≈ 1/(3.5 − 1) = 0.4 of its change from the coarser one; measured on
-the shipped model (12 white-noise frames, float64 2,000-step reference) the
-ratio per frame was 0.34–0.56 (median ≈ 0.4). Half the change is the estimate.
+level is ≈ 1/(3.5 − 1) = 0.4 of its change from the coarser one. Measured on
+the shipped model (retrained 2026-11-30; 12 white-noise frames at contrast 1
+and 12 at contrast 3, float64 2,000-step reference), the ratio per frame was
+0.26–0.43 (contrast 1) and 0.29–0.38 (contrast 3) for 4 → 8 points, 0.26–0.48
+for 8 → 16, 0.24–0.50 for 16 → 32 and 0.29–0.67 for 32 → 64 (one frame above
+0.53), medians 0.31–0.40. Half the change is the estimate.
+
+Why start at 4: the 4 → 8 change estimates the 8-point error as well as the
+later pairs do theirs (above), and on the shipped model contrast-1 white noise
+meets ``tol = 1e-3`` at 8 points (maps' error ≤ 5e-4 of the largest frame's,
+completeness gap ≤ 8e-4), so those frames evaluate 4 + 8 points; a start at 8
+made them pay 8 + 16, half again as much.
 Frames that reach :data:`ADAPTIVE_MAX_STEPS` are accepted as they are (their
 completeness error is in the result), and so are frames whose estimate is NaN
 or infinite (refining cannot mend that; ``attribute`` then reports it).
