@@ -34,7 +34,8 @@ Why start at 4: the 4 → 8 change estimates the 8-point error as well as the
 later pairs do theirs (above), and on the shipped model contrast-1 white noise
 meets ``tol = 1e-3`` at 8 points (maps' error ≤ 5e-4 of the largest frame's,
 completeness gap ≤ 8e-4), so those frames evaluate 4 + 8 points; a start at 8
-made them pay 8 + 16, half again as much.
+made them pay 8 + 16, twice as many.
+
 Frames that reach :data:`ADAPTIVE_MAX_STEPS` are accepted as they are (their
 completeness error is in the result), and so are frames whose estimate is NaN
 or infinite (refining cannot mend that; ``attribute`` then reports it).
