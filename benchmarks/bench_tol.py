@@ -18,7 +18,7 @@ Everything in one process, on one device, the shipped model, cell 0:
     linearly (its cost per frame is constant).
 (c) the machine's float32 matmul rate; attribution's work by
     ``bench_attribution.flops_per_frame`` with the points each frame actually
-    evaluated (8 + 16 + … + its final level), and predict on 2,000
+    evaluated (4 + 8 + … + its final level), and predict on 2,000
     white-noise frames by conv1's direct-convolution FLOPs (as
     ``bench_predict.py``), each as a fraction of that rate.
 """
@@ -70,9 +70,9 @@ def rel(a, b) -> float:
 
 
 def evaluated_points(per_frame: np.ndarray, tol) -> np.ndarray:
-    """Points each frame evaluated: 8 + 16 + … + its final level (adaptive), or its fixed steps."""
+    """Points each frame evaluated: 4 + 8 + … + its final level (adaptive), or its fixed steps."""
     per_frame = np.asarray(per_frame, np.float64)
-    return 2 * per_frame - nr.attribution.DEFAULT_STEPS if tol is not None else per_frame
+    return 2 * per_frame - nr.attribution.ADAPTIVE_START_STEPS if tol is not None else per_frame
 
 
 def work_fraction(cfg, attr, seconds: float, rate: float) -> float:

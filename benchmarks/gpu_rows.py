@@ -10,7 +10,7 @@ warm-up (CUDA synchronised around each):
 
 A   white noise, ``--frames`` frames, nr.attribute defaults (tol=1e-3):
     time, frames/s, steps per frame, completeness error, and its work
-    (bench_attribution.flops_per_frame at the points evaluated, 8 + 16 + …)
+    (bench_attribution.flops_per_frame at the points evaluated, 4 + 8 + …)
     as a fraction of the float32 matmul rate. A8: the old default (8 fixed
     kink_midpoint steps), the 1.06 s of the issue. Ab: defaults with
     ``batch_size=4096`` (bigger fused batches; the GPU default is 1024).
@@ -86,9 +86,9 @@ def steps_hist(attr) -> dict:
 
 
 def work_gflop(attr) -> float:
-    """Attribution work (GFLOP) at the points each frame evaluated (adaptive: 8 + 16 + … + its level)."""
+    """Attribution work (GFLOP) at the points each frame evaluated (adaptive: 4 + 8 + … + its level)."""
     per = attr.steps_per_frame[attr.frames].astype(np.float64)
-    pts = 2 * per - nr.attribution.DEFAULT_STEPS if attr.tol is not None else per
+    pts = 2 * per - nr.attribution.ADAPTIVE_START_STEPS if attr.tol is not None else per
     return sum(flops_per_frame(attr.model.config, p, attr.rule) for p in pts) / 1e9
 
 

@@ -1,8 +1,9 @@
 """Accuracy by tolerance: the quadrature refined per frame until it meets ``tol`` (METHOD.md §2).
 
-A chunk of frames is integrated at ``DEFAULT_STEPS`` points, then at twice as
-many, and so on (8, 16, 32, … up to :data:`ADAPTIVE_MAX_STEPS`). After each
-refinement, a frame is accepted at its finest level when both
+A chunk of frames is integrated at :data:`ADAPTIVE_START_STEPS` (4) points, then
+at twice as many, and so on (4, 8, 16, … up to :data:`ADAPTIVE_MAX_STEPS`). The
+4-point level only provides the first error estimate; after each refinement, a
+frame is accepted at its finest level (8 points at the least) when both
 
 * its completeness gap ``|Σ A(t) − (F(s_t) − F(0))|`` is at most
   ``tol · max(R, floor)``, with ``R`` the largest response ``|F(s_t) − F(0)|``
@@ -22,9 +23,19 @@ largest frame's maps, is below ``tol`` on every frame.
 
 Why ``ESTIMATE_FACTOR = 0.5``: the kink rules' error falls by ~3.5× per
 doubling (order ≈ 1.8, BENCHMARKS.md "Attribution"), so the error of the finer
-level is ≈ 1/(3.5 − 1) = 0.4 of its change from the coarser one; measured on
-the shipped model (12 white-noise frames, float64 2,000-step reference) the
-ratio per frame was 0.34–0.56 (median ≈ 0.4). Half the change is the estimate.
+level is ≈ 1/(3.5 − 1) = 0.4 of its change from the coarser one. Measured on
+the shipped model (retrained 2026-11-30; 12 white-noise frames at contrast 1
+and 12 at contrast 3, float64 2,000-step reference), the ratio per frame was
+0.26–0.43 (contrast 1) and 0.29–0.38 (contrast 3) for 4 → 8 points, 0.26–0.48
+for 8 → 16, 0.24–0.50 for 16 → 32 and 0.29–0.67 for 32 → 64 (one frame above
+0.53), medians 0.31–0.40. Half the change is the estimate.
+
+Why start at 4: the 4 → 8 change estimates the 8-point error as well as the
+later pairs do theirs (above), and on the shipped model contrast-1 white noise
+meets ``tol = 1e-3`` at 8 points (maps' error ≤ 5e-4 of the largest frame's,
+completeness gap ≤ 8e-4), so those frames evaluate 4 + 8 points; a start at 8
+made them pay 8 + 16, twice as many.
+
 Frames that reach :data:`ADAPTIVE_MAX_STEPS` are accepted as they are (their
 completeness error is in the result), and so are frames whose estimate is NaN
 or infinite (refining cannot mend that; ``attribute`` then reports it).
@@ -40,13 +51,15 @@ import torch
 from .._invariance import Invariance
 from ._head import Head
 from ._integrate import chunk_rates, path_integral
-from ._quadrature import DEFAULT_STEPS, Rule, quadrature
+from ._quadrature import Rule, quadrature
 from ._result import COMPLETENESS_FLOOR_EPS, reported
 
 #: the default tolerance of ``nr.attribute`` (the completeness metric and the maps' error estimate)
 DEFAULT_TOL = 1e-3
 #: the error of the finer of two levels, as a fraction of their difference (see the module docstring)
 ESTIMATE_FACTOR = 0.5
+#: the first level (points per frame): only its change to the next (twice as many) is used, as the first estimate
+ADAPTIVE_START_STEPS = 4
 #: the finest level the adaptive rule goes to (points per frame)
 ADAPTIVE_MAX_STEPS = 1024
 #: the smallest tolerance accepted: float32 sums of ~10⁴ terms are not resolved much better
@@ -92,7 +105,7 @@ def integrate_adaptive(head: Head, d: torch.Tensor, a0: torch.Tensor, scale: tor
 
     ``d`` (n, C, h, w) = W⊛s per frame; ``a0``, ``scale`` as in
     :func:`~._integrate.integrate_chunk`; ``f0`` = F(0). Levels of ``rule`` at
-    ``DEFAULT_STEPS·2^k`` points until every frame meets ``tol`` (module
+    ``ADAPTIVE_START_STEPS·2^k`` points (k >= 1) until every frame meets ``tol`` (module
     docstring); ``scales`` is updated with this chunk's maxima. One host
     synchronisation per level (reading which frames are done).
     """
@@ -105,7 +118,7 @@ def integrate_adaptive(head: Head, d: torch.Tensor, a0: torch.Tensor, scale: tor
     n = len(d)
     G, steps = torch.empty_like(c), np.zeros(n, dtype=np.int64)
     todo = np.arange(n)
-    m = DEFAULT_STEPS
+    m = ADAPTIVE_START_STEPS
     coarse = reported(path_integral(head, c, a0, *quadrature(rule, m), rule, batch_size) * scale * d, invariance)
     while len(todo):
         m *= 2

@@ -16,7 +16,7 @@ from .._progress import Progress, report
 from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin
 from ..first_layer import FirstLayer
 from ..model import RetinaCNN
-from ._adaptive import DEFAULT_TOL, Scales, check_tol, integrate_adaptive
+from ._adaptive import ADAPTIVE_START_STEPS, DEFAULT_TOL, Scales, check_tol, integrate_adaptive
 from ._head import Head
 from ._integrate import integrate_chunk
 from ._quadrature import DEFAULT_RULE, DEFAULT_STEPS, Rule, check_rule_steps, quadrature
@@ -40,7 +40,8 @@ def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells
     """(maps, channels, rates, F(0), steps per frame) of the frames ``idx``; arrays over T, NaN (0) elsewhere.
 
     Distinct windows only (repeated ones are copied), in chunks of
-    ``max(1, batch_size // steps)`` frames (``DEFAULT_STEPS`` with ``tol``);
+    ``max(1, batch_size // steps)`` frames (steps = ``2·ADAPTIVE_START_STEPS``, the
+    first level a frame can be accepted at, with ``tol``);
     conv1 by :class:`~napari_retina.first_layer.FirstLayer`, then the path
     integral at fixed ``steps`` (:func:`~._integrate.integrate_chunk`) or
     refined until ``tol`` (:func:`~._adaptive.integrate_adaptive`), and A = G·(W⊛s).
@@ -61,7 +62,7 @@ def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells
         f0 = float(net.from_first_layer(rest).to(torch.float64)[0, cells].sum())
     scales = Scales(a0.device)
     report(progress, 0, len(todo))
-    chunk = max(1, batch_size // (DEFAULT_STEPS if steps is None else steps))
+    chunk = max(1, batch_size // (2 * ADAPTIVE_START_STEPS if steps is None else steps))
     for start in range(0, len(todo), chunk):
         fidx = todo[start : start + chunk]
         with torch.no_grad():
@@ -141,11 +142,11 @@ def attribute(
         ``"riemann_trapezoid"``, ``"gausslegendre"`` (same α points and weights
         as Captum, so results match ``LayerIntegratedGradients`` on conv1 point
         for point); see :mod:`napari_retina.attribution._quadrature`. With
-        ``tol`` (no ``steps``) the rule is refined at 8, 16, 32, … points.
+        ``tol`` (no ``steps``) the rule is refined at 4, 8, 16, … points.
     tol : float, optional
         The accuracy asked for, without ``steps`` (default
         :data:`DEFAULT_TOL` = 1e-3): each frame's quadrature is doubled from
-        8 points until its completeness gap is at most ``tol`` times the
+        4 points (8 at the least are kept) until its completeness gap is at most ``tol`` times the
         largest response (so ``completeness_error <= tol``) and the change of
         its maps between the last two refinements, halved (an estimate of
         their error), is at most ``tol`` times the largest frame's maps
