@@ -153,7 +153,7 @@ def test_train_config_is_frozen():
 
 def test_attribute_without_steps_refines_to_default_tol():
     attr = nr.attribute(*_tiny_model_and_stimulus(), frames=[5])
-    assert attr.tol == attribution.DEFAULT_TOL and attr.steps_per_frame[5] >= 2 * attribution.DEFAULT_STEPS
+    assert attr.tol == attribution.DEFAULT_TOL and attr.steps_per_frame[5] >= 2 * attribution.ADAPTIVE_START_STEPS
     for func in (nr.attribute, nr.experiments.run, nr.experiments.battery, nr.analysis.run_analysis):
         params = inspect.signature(func).parameters
         assert (params["steps"].default, params["tol"].default) == (None, None), func   # None: nr.attribute's

@@ -44,6 +44,7 @@ or infinite (refining cannot mend that; ``attribute`` then reports it).
 from __future__ import annotations
 
 import numbers
+from typing import Callable
 
 import numpy as np
 import torch
@@ -98,33 +99,32 @@ def _frame_norms(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x.flatten(1).double(), dim=1)
 
 
-def integrate_adaptive(head: Head, d: torch.Tensor, a0: torch.Tensor, scale: torch.Tensor, rule: Rule,
-                       tol: float, batch_size: int, f0: float, invariance: Invariance,
-                       scales: Scales) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """G = ∫ ∂F/∂z dα per frame (n, C, h, w), F(s_t) (n,) and the points each frame needed, int64 (n,).
+def refine(evaluate: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]], rates: torch.Tensor,
+           f0: float, tol: float, scales: Scales) -> tuple[torch.Tensor, np.ndarray]:
+    """The adaptive loop: levels of ``ADAPTIVE_START_STEPS·2^k`` points until every frame meets ``tol``.
 
-    ``d`` (n, C, h, w) = W⊛s per frame; ``a0``, ``scale`` as in
-    :func:`~._integrate.integrate_chunk`; ``f0`` = F(0). Levels of ``rule`` at
-    ``ADAPTIVE_START_STEPS·2^k`` points (k >= 1) until every frame meets ``tol`` (module
-    docstring); ``scales`` is updated with this chunk's maxima. One host
-    synchronisation per level (reading which frames are done).
+    ``evaluate(rows, m)`` integrates the frames ``rows`` (int64 tensor) at
+    ``m`` points and returns ``(kept, reported)``: what is returned for an
+    accepted frame (e.g. G, (len(rows), …)) and the attribution the criterion
+    reads (module docstring; its frame sums are the completeness sums).
+    ``rates`` (n,) are F(s_t) of the chunk's frames, ``f0`` = F(0);
+    ``scales`` is updated with this chunk's maxima. Returns ``kept`` of every
+    frame at its accepted level, stacked (n, …), and the points each frame
+    needed, int64 (n,). One host synchronisation per level.
     """
-    c = scale * d
-    rates = chunk_rates(head, a0, c, batch_size)
     resp = rates.double() - f0
     scales.response = torch.fmax(scales.response, resp.abs().max())
     scales.level = torch.fmax(scales.level, torch.fmax(rates.abs().max().double(), resp.new_tensor(abs(f0))))
     tol_resp = tol * torch.maximum(scales.response, scales.floor())
-    n = len(d)
-    G, steps = torch.empty_like(c), np.zeros(n, dtype=np.int64)
+    n, device = len(rates), rates.device
+    out, steps = None, np.zeros(n, dtype=np.int64)
     todo = np.arange(n)
     m = ADAPTIVE_START_STEPS
-    coarse = reported(path_integral(head, c, a0, *quadrature(rule, m), rule, batch_size) * scale * d, invariance)
+    _, coarse = evaluate(torch.from_numpy(todo).to(device), m)
     while len(todo):
         m *= 2
-        rows = torch.from_numpy(todo).to(d.device)
-        fine_g = path_integral(head, c[rows], a0, *quadrature(rule, m), rule, batch_size) * scale
-        fine = reported(fine_g * d[rows], invariance)
+        rows = torch.from_numpy(todo).to(device)
+        kept, fine = evaluate(rows, m)
         estimate = ESTIMATE_FACTOR * _frame_norms(fine - coarse)
         scales.maps = torch.fmax(scales.maps, _frame_norms(fine).max())
         gap = (fine.flatten(1).double().sum(1) - resp[rows]).abs()
@@ -132,9 +132,32 @@ def integrate_adaptive(head: Head, d: torch.Tensor, a0: torch.Tensor, scale: tor
         # refining cannot mend a NaN or an overflow: stop there, the caller's finiteness check reports it
         ok |= ~(torch.isfinite(estimate) & torch.isfinite(gap))
         ok = ok.cpu().numpy() | (m >= ADAPTIVE_MAX_STEPS)
-        done = torch.from_numpy(np.flatnonzero(ok)).to(d.device)
-        G[rows[done]] = fine_g[done]
+        if out is None:
+            out = kept.new_empty((n, *kept.shape[1:]))
+        done = torch.from_numpy(np.flatnonzero(ok)).to(device)
+        out[rows[done]] = kept[done]
         steps[todo[ok]] = m
-        keep = torch.from_numpy(np.flatnonzero(~ok)).to(d.device)
+        keep = torch.from_numpy(np.flatnonzero(~ok)).to(device)
         todo, coarse = todo[~ok], fine[keep]
+    return out, steps
+
+
+def integrate_adaptive(head: Head, d: torch.Tensor, a0: torch.Tensor, scale: torch.Tensor, rule: Rule,
+                       tol: float, batch_size: int, f0: float, invariance: Invariance,
+                       scales: Scales) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """G = ∫ ∂F/∂z dα per frame (n, C, h, w), F(s_t) (n,) and the points each frame needed, int64 (n,).
+
+    ``d`` (n, C, h, w) = W⊛s per frame; ``a0``, ``scale`` as in
+    :func:`~._integrate.integrate_chunk`; ``f0`` = F(0). Levels of ``rule`` at
+    ``ADAPTIVE_START_STEPS·2^k`` points (k >= 1) until every frame meets ``tol``
+    (:func:`refine`, module docstring); ``scales`` is updated with this chunk's maxima.
+    """
+    c = scale * d
+    rates = chunk_rates(head, a0, c, batch_size)
+
+    def evaluate(rows: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = path_integral(head, c[rows], a0, *quadrature(rule, m), rule, batch_size) * scale
+        return g, reported(g * d[rows], invariance)
+
+    G, steps = refine(evaluate, rates, f0, tol, scales)
     return G, rates, steps

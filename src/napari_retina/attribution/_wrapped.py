@@ -33,7 +33,7 @@ from .._frames import Frames, gather_windows, select_frames
 from .._progress import Progress, report
 from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin
 from .._wrap import WrappedModel, model_on
-from ._adaptive import ADAPTIVE_MAX_STEPS, DEFAULT_TOL, ESTIMATE_FACTOR, Scales, check_tol
+from ._adaptive import DEFAULT_TOL, Scales, check_tol, refine
 from ._quadrature import CAPTUM_RULES, DEFAULT_STEPS, Rule, check_rule_steps, quadrature
 from ._result import Attribution, completeness_error
 
@@ -100,39 +100,6 @@ def _integral_batched(net: WrappedModel, windows: torch.Tensor, d: torch.Tensor,
                       for i in range(0, len(windows), group)])
 
 
-def _adaptive(net: WrappedModel, windows: torch.Tensor, d: torch.Tensor, z0: torch.Tensor, cells: list[int],
-              rule: Rule, tol: float, batch_size: int, rates: torch.Tensor, f0: float,
-              scales: Scales) -> tuple[torch.Tensor, np.ndarray]:
-    """(A (n, *unit shape), points per frame (n,)): ``rule`` at 8, 16, 32, … points until each frame meets ``tol``.
-
-    The acceptance test of :func:`~._adaptive.integrate_adaptive` (completeness
-    gap ≤ tol·max response, half the change between two levels ≤ tol·largest
-    ‖A(t)‖, both over the chunks so far in ``scales``), on the units' A itself.
-    """
-    resp = rates.double() - f0
-    scales.response = torch.fmax(scales.response, resp.abs().max())
-    scales.level = torch.fmax(scales.level, torch.fmax(rates.abs().max().double(), resp.new_tensor(abs(f0))))
-    tol_resp = tol * torch.maximum(scales.response, scales.floor())
-    A, steps = torch.empty_like(d), np.zeros(len(d), dtype=np.int64)
-    todo, m = np.arange(len(d)), DEFAULT_STEPS
-    coarse = _integral_batched(net, windows, d, z0, cells, rule, m, batch_size)
-    while len(todo):
-        m *= 2
-        rows = torch.from_numpy(todo).to(d.device)
-        fine = _integral_batched(net, windows[rows], d[rows], z0, cells, rule, m, batch_size)
-        norms = torch.linalg.vector_norm(fine.flatten(1).double(), dim=1)
-        scales.maps = torch.fmax(scales.maps, norms.max())
-        estimate = ESTIMATE_FACTOR * torch.linalg.vector_norm((fine - coarse).flatten(1).double(), dim=1)
-        gap = (fine.flatten(1).double().sum(1) - resp[rows]).abs()
-        ok = (estimate <= tol * scales.maps) & (gap <= tol_resp)
-        ok |= ~(torch.isfinite(estimate) & torch.isfinite(gap))   # refining cannot mend a NaN
-        ok = ok.cpu().numpy() | (m >= ADAPTIVE_MAX_STEPS)
-        A[rows[torch.from_numpy(np.flatnonzero(ok)).to(d.device)]] = fine[torch.from_numpy(ok).to(d.device)]
-        steps[todo[ok]] = m
-        todo, coarse = todo[~ok], fine[torch.from_numpy(~ok).to(d.device)]
-    return A, steps
-
-
 def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int] = None, rule: Optional[Rule] = None,
                       frames: Frames = None, device: DeviceLike = None, batch_size: Optional[int] = None,
                       crop: Crop = None, progress: Optional[Progress] = None,
@@ -142,9 +109,9 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     What :func:`napari_retina.attribute` runs for a :class:`~napari_retina._wrap.WrappedModel`.
     ``rule``: one of Captum's (default ``"gausslegendre"``). With ``steps``, a
     fixed quadrature at Captum's points; without (the default), refined per
-    frame at 8, 16, 32, … points until it meets ``tol`` (default
-    :data:`~._adaptive.DEFAULT_TOL`, the same test as for a RetinaCNN, see
-    :func:`_adaptive`). Returns an :class:`Attribution`: ``channels`` (T, C)
+    frame until it meets ``tol`` (default :data:`~._adaptive.DEFAULT_TOL`;
+    :func:`~._adaptive.refine`, the same levels and test as for a RetinaCNN,
+    read on the units' attributions). Returns an :class:`Attribution`: ``channels`` (T, C)
     summed over the units of each channel (index 1 of the layer's output),
     ``maps`` (T, C, h, w) on the fast path (a Conv3d's summed over its time
     axis), None on the generic path; ``invariance`` "none" (no fast path for
@@ -192,7 +159,11 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
             A = _integral_batched(net, windows, d, z0, cells, rule, fixed, bs)
             per_frame[fidx] = fixed
         else:
-            A, per_frame[fidx] = _adaptive(net, windows, d, z0, cells, rule, tol, bs, r, f0, scales)
+            def evaluate(rows: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+                a = _integral_batched(net, windows[rows], d[rows], z0, cells, rule, m, bs)
+                return a, a
+
+            A, per_frame[fidx] = refine(evaluate, r, f0, tol, scales)
         chan[fidx] = A.flatten(2).sum(2).float().cpu().numpy()
         rates[fidx] = r.float().cpu().numpy()
         if maps is not None:
