@@ -176,8 +176,8 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
     """:func:`add_analysis` as a generator yielding between pieces of GUI work; returns the layers added.
 
     One step per map layer added (or updated in place), one for the colour
-    bar, one to frame the result, then the trace plot's steps
-    (:meth:`._plot.TracePlot.traces_steps`). Layers this run added are
+    bar, then the trace plot's steps (:meth:`._plot.TracePlot.traces_steps`);
+    the last one frames the result. Layers this run added are
     removed again if a step fails or the generator is closed before the
     maps are all in (all-or-nothing); updates made in place stay.
     """
