@@ -208,20 +208,18 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
 
 
 def _map_steps(viewer, prefix: str, data: list[tuple], replace: bool, added: list) -> Iterator[None]:
-    """Put the maps in: the earlier analysis' layers updated in place when they fit, else new layers; one per step.
+    """Put the maps in: the earlier analysis' layers updated in place when they fit (one step), else new layers.
 
-    New layers are appended to ``added`` as they come (for the caller's
-    clean-up); returns the map layers.
+    An in-place update costs a few ms a layer, so all of them take one step
+    (a pass per layer would add a repaint each); a new layer costs tens of
+    ms to build and draw, so each is a step of its own. New layers are
+    appended to ``added`` as they come (for the caller's clean-up); returns
+    the map layers.
     """
-    old = _map_layers(viewer, prefix) if replace else []
-    if _reusable(old, data):
-        try:
-            for layer, item in zip(old, data):
-                _update_map_layer(layer, item)
-                yield
-            return old
-        except Exception:  # noqa: BLE001 - fall back to replacing the layers
-            pass
+    reused = reuse_map_layers(viewer, prefix, data) if replace else None
+    if reused is not None:
+        yield
+        return reused
     if replace:
         remove_analysis_layers(viewer, prefix)
     for item in data:
