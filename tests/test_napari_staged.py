@@ -208,3 +208,23 @@ def test_a_deferred_failure_is_one_notification_and_ends_the_run(qtbot, notes):
     finish = task.defer(lambda: stopped.append(True))
     task.close()  # the widgets went away: the deferred work is stopped
     assert stopped == [True] and not task.running
+
+
+def test_analyze_docks_the_trace_plot_when_it_starts_so_its_build_overlaps_the_computation(make_napari_viewer, tiny,
+                                                                                           notes):
+    viewer = make_napari_viewer()
+    _session.session(viewer).set_model(tiny, "tiny test model")
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    w = _widgets.AnalyzeWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Analyze")
+    w.layer.value = layer
+    w.steps.value = 4
+    assert _plot.trace_plot(viewer, create=False) is None
+    assert w.run()
+    # the result comes back through the event loop, which has not run yet: no layer, but the plot is docked
+    assert w.task.running and _maps(viewer) == []
+    plot = _plot.trace_plot(viewer, create=False)
+    assert plot is not None and viewer.window.dock_widgets[_plot.DOCK_NAME] is plot
+    w.task.wait()
+    assert notes == [] and len(plot.rows) >= 2

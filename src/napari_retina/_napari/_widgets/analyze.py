@@ -25,7 +25,7 @@ from .._session import session
 from .._tasks import Task, notify, one_sentence
 from .._layers import META
 from .._reader import SETTINGS_KEY
-from .._plot import show_stored_traces
+from .._plot import show_stored_traces, trace_plot
 from .._viewer import add_analysis
 from ._common import (
     PARAMETER_HELP,
@@ -243,7 +243,10 @@ class AnalyzeWidget(Container):
                                 reduce_progress=task.progress_callback("reduce"), model_source=source,
                                 layer=layer.name)
 
-        return self.task.start(job, lambda result: self._add(result, layer))
+        started = self.task.start(job, lambda result: self._add(result, layer))
+        if started:
+            trace_plot(self.viewer)  # dock the (empty) plot now: its build and layout overlap the computation
+        return started
 
     def _add(self, result: Analysis, layer) -> None:
         """Add the result's layers and traces over the next event-loop passes (:class:`.._viewer.StagedAdd`).
