@@ -228,3 +228,13 @@ def test_analyze_docks_the_trace_plot_when_it_starts_so_its_build_overlaps_the_c
     assert plot is not None and viewer.window.dock_widgets[_plot.DOCK_NAME] is plot
     w.task.wait()
     assert notes == [] and len(plot.rows) >= 2
+
+
+def test_a_staged_plot_shows_lines_four_a_pass_and_text_two_a_pass():
+    from vispy import scene
+
+    line, label, axis = object(), scene.Label("x"), scene.AxisWidget()
+    nodes = [line, line, line, line, line, axis, label, label, line, label]
+    batches = _plot.reveal_batches(nodes)
+    assert [len(b) for b in batches] == [4, 3, 3]  # 4 lines; line, axis, label; label, line, label
+    assert [n for b in batches for n in b] == nodes  # every node once, in order

@@ -52,8 +52,10 @@ ROW_HEIGHT_PX = 60
 """The plot asks for this many pixels per row (up to :data:`MAX_HEIGHT_PX` in all)."""
 MAX_HEIGHT_PX = 380
 """The most height the plot asks for (it can be made smaller)."""
-REVEAL_PER_PASS = 2
-"""Nodes a new plot shows per event-loop pass when it is built in steps (:meth:`TracePlot.traces_steps`)."""
+REVEAL_PER_PASS = 4
+"""Most nodes a new plot shows per event-loop pass when it is built in steps (:meth:`TracePlot.traces_steps`)."""
+TEXT_PER_PASS = 2
+"""Most nodes with text among them (:func:`reveal_batches`)."""
 
 _PLOTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -92,6 +94,23 @@ def _first_per_run(flag: np.ndarray, run: np.ndarray, n_runs: int) -> np.ndarray
     # reversed assignment: the first hit of a run is written last and wins
     first[run[hits[::-1]]] = hits[::-1]
     return first
+
+
+def reveal_batches(nodes: list) -> list[list]:
+    """``nodes`` cut, in order, into the groups a staged build shows per pass.
+
+    A group has at most :data:`REVEAL_PER_PASS` nodes, of which at most
+    :data:`TEXT_PER_PASS` have text (an axis, a label): a text node's
+    first paint (its glyphs and shaders) costs several times a line's.
+    """
+    batches, batch, texts = [], [], 0
+    for node in nodes:
+        batch.append(node)
+        texts += isinstance(node, (scene.AxisWidget, scene.Label))
+        if texts == TEXT_PER_PASS or len(batch) == REVEAL_PER_PASS:
+            batches.append(batch)
+            batch, texts = [], 0
+    return batches + ([batch] if batch else [])
 
 
 def time_unit(duration_ms: float) -> tuple[str, float]:
@@ -274,7 +293,7 @@ class TracePlot(QWidget):
 
         Driven by the event loop (one step per pass, :class:`._viewer.StagedAdd`),
         the canvas paints between steps: a new layout builds one row per
-        step, then shows :data:`REVEAL_PER_PASS` nodes per step, so each
+        step, then shows a few nodes per step (:func:`reveal_batches`), so each
         paint compiles the shaders of only those (a whole plot's first paint
         is seconds of software GL). Same layout as before: one step, the
         data go into the same visuals. Exhausted, the plot is what
@@ -317,9 +336,9 @@ class TracePlot(QWidget):
         self.updateGeometry()
         self._reset_ranges()
         hidden = [node for row in self.rows for node in row.nodes()] + [self.x_axis]
-        for k in range(0, len(hidden), REVEAL_PER_PASS):
+        for batch in reveal_batches(hidden):
             yield
-            for node in hidden[k:k + REVEAL_PER_PASS]:
+            for node in batch:
                 node.visible = True
         self._complete = True
 
