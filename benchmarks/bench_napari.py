@@ -115,8 +115,9 @@ def main() -> None:
     direct, total, worker, stalls = [], [], [], []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        attr = nr.attribute(model, stim, cell=0, steps=int(w.steps.value), invariance="auto")
-        nr.reduce(attr, explain=float(w.explain.value))
+        p = w.parameters()  # the widget's defaults: refined until tol (steps 0 in the widget)
+        attr = nr.attribute(model, stim, cell=p["cell"], steps=p["steps"], tol=p["tol"], invariance=p["invariance"])
+        nr.reduce(attr, explain=p["explain"])
         direct.append(time.perf_counter() - t0)
         settle(app)
         meter.start()
@@ -142,7 +143,7 @@ def main() -> None:
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, CPU, Xvfb"
     cmd = (f"`xvfb-run -a python benchmarks/bench_napari.py --frames {args.frames} --repeats {args.repeats} "
            f"--steps {args.steps}`")
-    what = f"{args.frames} frames 50×50, steps {int(w.steps.value)}"
+    what = f"{args.frames} frames 50×50, " + (f"steps {p['steps']}" if p["steps"] else f"tol {p['tol']:g}")
     print(f"| Analyze end-to-end (click → {n_layers - 1} layers and the trace plot shown) vs direct "
           f"nr.attribute + nr.reduce, {what} | direct {d:.2f} s; end-to-end first run (builds the layers) "
           f"{first:.2f} s, later runs (update them) {tot:.2f} s (worker {wk:.2f} s) | first {first / d:.2f}, "

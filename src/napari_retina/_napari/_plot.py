@@ -24,7 +24,7 @@ Example
 from __future__ import annotations
 
 import weakref
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 from qtpy.QtCore import QSize
@@ -52,6 +52,10 @@ ROW_HEIGHT_PX = 60
 """The plot asks for this many pixels per row (up to :data:`MAX_HEIGHT_PX` in all)."""
 MAX_HEIGHT_PX = 380
 """The most height the plot asks for (it can be made smaller)."""
+REVEAL_PER_PASS = 4
+"""Most nodes a new plot shows per event-loop pass when it is built in steps (:meth:`TracePlot.traces_steps`)."""
+TEXT_PER_PASS = 2
+"""Most nodes with text among them (:func:`reveal_batches`)."""
 
 _PLOTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -90,6 +94,23 @@ def _first_per_run(flag: np.ndarray, run: np.ndarray, n_runs: int) -> np.ndarray
     # reversed assignment: the first hit of a run is written last and wins
     first[run[hits[::-1]]] = hits[::-1]
     return first
+
+
+def reveal_batches(nodes: list) -> list[list]:
+    """``nodes`` cut, in order, into the groups a staged build shows per pass.
+
+    A group has at most :data:`REVEAL_PER_PASS` nodes, of which at most
+    :data:`TEXT_PER_PASS` have text (an axis, a label): a text node's
+    first paint (its glyphs and shaders) costs several times a line's.
+    """
+    batches, batch, texts = [], [], 0
+    for node in nodes:
+        batch.append(node)
+        texts += isinstance(node, (scene.AxisWidget, scene.Label))
+        if texts == TEXT_PER_PASS or len(batch) == REVEAL_PER_PASS:
+            batches.append(batch)
+            batch, texts = [], 0
+    return batches + ([batch] if batch else [])
 
 
 def time_unit(duration_ms: float) -> tuple[str, float]:
@@ -194,6 +215,20 @@ class _Row:
         self.cursor = InfiniteLine(cursor_x, color=_rgba(CURSOR_COLOR), vertical=True, parent=self.view.scene)
         self.set_series(series)
 
+    def nodes(self) -> list:
+        """The row's drawn nodes in the order they are shown: frame, traces, zero and cursor lines, axis, legend.
+
+        Hiding a node skips it when the canvas draws, shader compilation
+        included (most of a first paint under software GL), so a plot
+        shown a few nodes per paint never stalls on one long paint.
+        """
+        return [self.view, *self.lines, self.zero, self.cursor, self.axis, *self.labels]
+
+    def show(self) -> None:
+        """Show every node of the row."""
+        for node in self.nodes():
+            node.visible = True
+
     def set_series(self, series: list[dict]) -> None:
         """Show ``series`` (as many as this row has lines): names, colours, vertical range."""
         self.series = series
@@ -238,6 +273,7 @@ class TracePlot(QWidget):
         layout.addWidget(self.canvas.native, 1)
         self.grid = None
         self.rows: list[_Row] = []
+        self._complete = False  # whether the rows were built and shown in full (a stopped build was not)
         self._fonts = FontManager(method="cpu")
         self._press = None
         self.canvas.events.mouse_press.connect(self._on_press)
@@ -249,23 +285,46 @@ class TracePlot(QWidget):
 
     def set_traces(self, series: list[dict], times_ms: np.ndarray, title: str = "") -> None:
         """Plot ``series`` (one row per ``row`` value) against ``times_ms`` (T,) world ms."""
+        for _ in self.traces_steps(series, times_ms, title):
+            pass
+
+    def traces_steps(self, series: list[dict], times_ms: np.ndarray, title: str = "") -> Iterator[None]:
+        """:meth:`set_traces` as a generator that yields between pieces of work of a few tens of ms.
+
+        Driven by the event loop (one step per pass, :class:`._viewer.StagedAdd`),
+        the canvas paints between steps: a new layout builds one row per
+        step, then shows a few nodes per step (:func:`reveal_batches`), so each
+        paint compiles the shaders of only those (a whole plot's first paint
+        is seconds of software GL). Same layout as before: one step, the
+        data go into the same visuals. Exhausted, the plot is what
+        :meth:`set_traces` makes.
+        """
         self.series, self.times_ms = series, np.asarray(times_ms, float)
         duration = float(self.times_ms[-1] - self.times_ms[0]) if len(self.times_ms) > 1 else 0.0
         self.unit, self.ms_per_unit = time_unit(duration)
         self.title.setText(title)
         n_rows = max(s["row"] for s in series) + 1
         per_row = [[s for s in series if s["row"] == r] for r in range(n_rows)]
-        if [len(r.series) for r in self.rows] == [len(r) for r in per_row]:
+        if self._complete and [len(r.series) for r in self.rows] == [len(r) for r in per_row]:
             self._update_rows(per_row)  # same layout: new data in the same visuals (a rebuild costs ~1 s)
             return
+        self._complete = False
         if self.grid is not None:
             self.grid.parent = None
+            self.rows = []
+            yield
         self.grid = self.canvas.central_widget.add_grid(spacing=0)
         cursor_x = self._cursor_x()
-        self.rows = [_Row(self.grid, r, per_row[r], cursor_x, self._fonts) for r in range(n_rows)]
+        for r in range(n_rows):
+            row = _Row(self.grid, r, per_row[r], cursor_x, self._fonts)
+            for node in row.nodes():
+                node.visible = False
+            self.rows.append(row)
+            yield
         self.x_axis = _axis("bottom", f"time ({self.unit})", axis_font_size=8, axis_label_margin=28,
                             tick_label_margin=14)
         self.x_axis.height_max = 44
+        self.x_axis.visible = False
         _share_font([self.x_axis.axis._text, self.x_axis.axis._axis_label_vis], self._fonts)
         self.grid.add_widget(self.x_axis, row=n_rows, col=1)
         self.x_axis.link_view(self.rows[-1].view)
@@ -276,11 +335,18 @@ class TracePlot(QWidget):
         self._preferred_height = min(90 + ROW_HEIGHT_PX * n_rows, MAX_HEIGHT_PX)
         self.updateGeometry()
         self._reset_ranges()
+        hidden = [node for row in self.rows for node in row.nodes()] + [self.x_axis]
+        for batch in reveal_batches(hidden):
+            yield
+            for node in batch:
+                node.visible = True
+        self._complete = True
 
     def _update_rows(self, per_row: list[list[dict]]) -> None:
         """New traces in the existing rows (same number of rows and of traces per row)."""
         for row, series in zip(self.rows, per_row):
             row.set_series(series)
+            row.show()
         self.x_axis.axis.axis_label = f"time ({self.unit})"
         self._on_step()
         self._reset_ranges()
@@ -409,11 +475,23 @@ def show_traces(viewer, attribution, reduction=None, stimulus_layer=None, name: 
     ``translate[0]``); without one, 10 ms per frame from 0. ``legend``: a
     line for the title (the maps' colour legend).
     """
+    steps = traces_steps(viewer, attribution, reduction, stimulus_layer, name, legend)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def traces_steps(viewer, attribution, reduction=None, stimulus_layer=None, name: str = "",
+                 legend: str = "") -> Iterator[None]:
+    """:func:`show_traces` in steps (:meth:`TracePlot.traces_steps`); returns the plot when exhausted."""
     geo = layer_geometry(stimulus_layer, shape=np.shape(attribution.stimulus))
     T = len(attribution.response)
     times = geo["translate"][0] + np.arange(T) * geo["scale"][0]
     plot = trace_plot(viewer)
-    plot.set_traces(trace_series(attribution, reduction), times, plot_title(attribution, reduction, name, legend))
+    series = trace_series(attribution, reduction)
+    yield from plot.traces_steps(series, times, plot_title(attribution, reduction, name, legend))
     return plot
 
 
@@ -439,5 +517,5 @@ def show_stored_traces(viewer, layer) -> bool:
     return True
 
 
-__all__ = ["TRACES_KEY", "TracePlot", "decimate", "plot_title", "show_stored_traces", "show_traces",
+__all__ = ["TRACES_KEY", "TracePlot", "decimate", "plot_title", "show_stored_traces", "show_traces", "traces_steps",
            "stored_traces", "time_unit", "trace_plot"]

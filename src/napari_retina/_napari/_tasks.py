@@ -94,6 +94,7 @@ class Task:
         self.last_error: Optional[BaseException] = None
         self.timings: dict = {}
         """perf_counter stamps of the last run: started, returned (result in the GUI thread), done."""
+        self._deferred: Optional[Callable[[], None]] = None  # stop() of GUI work deferred by on_result
         self.closed = False
         """True once the widgets are gone: nothing is shown or added any more."""
         self._rate_from: Optional[tuple] = None  # (stage, done, perf_counter) of the stage's first report
@@ -107,7 +108,29 @@ class Task:
 
     @property
     def running(self) -> bool:
-        return self.worker is not None
+        """Whether a run is going: its worker, or work the result handler deferred (:meth:`defer`)."""
+        return self.worker is not None or self._deferred is not None
+
+    def defer(self, stop: Callable[[], None]) -> Callable[[Optional[BaseException]], None]:
+        """Keep the run going after ``on_result`` returns, until the returned ``finish(exc=None)`` is called.
+
+        For a result handler that hands its GUI work to the event loop (the
+        Analyze widget adds its layers over several passes): the task stays
+        ``running`` (a second start is refused, :meth:`wait` waits) until
+        ``finish()``; ``finish(exc)`` reports a failure like one in the
+        worker. ``stop()`` is called if the task closes first.
+        """
+        self._deferred = stop
+
+        def finish(exc: Optional[BaseException] = None) -> None:
+            if self._deferred is not stop:
+                return
+            self._deferred = None
+            if exc is not None:
+                self._failed(exc)
+            self.timings["done"] = time.perf_counter()
+
+        return finish
 
     def progress_callback(self, stage: str) -> Callable[[int, int], None]:
         """A ``progress(done, total)`` for the core that updates the bar and raises on cancel."""
@@ -145,6 +168,9 @@ class Task:
         self.closed = True
         if self.token is not None:
             self.token.cancel()
+        stop, self._deferred = self._deferred, None
+        if stop is not None:
+            stop()
 
     def start(self, job: Callable[["Task"], Any], on_result: Callable[[Any], None]) -> bool:
         """Run ``job(task)`` in a worker thread and pass its result to ``on_result`` (GUI thread).
@@ -185,8 +211,10 @@ class Task:
         try:
             on_result(result)
         except Exception as exc:  # turning results into layers must never crash the viewer
+            self._deferred = None
             self._failed(exc)
-        self.timings["done"] = time.perf_counter()
+        if self._deferred is None:
+            self.timings["done"] = time.perf_counter()
 
     def _failed(self, exc: BaseException) -> None:
         self.last_error = exc

@@ -17,13 +17,19 @@ Scripting a viewer::
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Iterator, Optional
+
+import numpy as np
 
 from ._layers import META, analysed_geometry, analysis_layer_data, layer_geometry, map_legend, stimulus_layer_kwargs
-from ._plot import show_traces
+from ._plot import traces_steps
 
 VIEW_MARGIN = 0.05
 """Blank margin around the layers (fraction of the canvas) when a result is framed."""
+STEP_DELAY_MS = 1
+"""Timer delay between two steps of a :class:`StagedAdd`. Not 0: a zero-delay single shot is a posted
+event, handled before Qt's low-priority repaint requests, so steps would run back to back unpainted;
+a timer fires after the posted events (repaints included) of its event-loop pass."""
 
 
 def remove_analysis_layers(viewer, prefix: str) -> None:
@@ -44,21 +50,47 @@ def reuse_map_layers(viewer, prefix: str, data: list[tuple]) -> Optional[list]:
     layers cost their build and first draw. Otherwise (or if an update
     fails) it returns None and the layers are replaced.
     """
-    old = sorted((layer for layer in viewer.layers if layer.metadata.get(META, {}).get("role") == "map"
-                  and layer.metadata[META].get("prefix") == prefix), key=lambda lay: lay.metadata[META]["channel"])
-    if not old or len(old) != len(data) or any(kind != "image" for _, _, kind in data):
+    old = _map_layers(viewer, prefix)
+    if not _reusable(old, data):
         return None
     try:
-        for layer, (d, kw, _) in zip(old, data):
-            layer.data = d
-            layer.scale, layer.translate = kw["scale"], kw["translate"]
-            layer.contrast_limits_range = kw["contrast_limits"]
-            layer.contrast_limits = kw["contrast_limits"]
-            layer.metadata = kw["metadata"]
-            layer.name, layer.visible = kw["name"], kw["visible"]
+        for layer, item in zip(old, data):
+            _update_map_layer(layer, item)
     except Exception:  # noqa: BLE001 - fall back to replacing the layers
         return None
     return old
+
+
+def _map_layers(viewer, prefix: str) -> list:
+    """The map layers of the analysis with ``prefix``, by channel."""
+    return sorted((layer for layer in viewer.layers if layer.metadata.get(META, {}).get("role") == "map"
+                   and layer.metadata[META].get("prefix") == prefix), key=lambda lay: lay.metadata[META]["channel"])
+
+
+def _reusable(old: list, data: list[tuple]) -> bool:
+    """Whether map layers ``old`` can take ``data`` in place (as many, all images)."""
+    return bool(old) and len(old) == len(data) and all(kind == "image" for _, _, kind in data)
+
+
+def _update_map_layer(layer, item: tuple) -> None:
+    """One map layer takes a layer-data tuple's data and properties; unchanged ones are not set again.
+
+    Each property napari is given emits events (a new scale or visibility
+    re-slices and redraws), so equal values are skipped.
+    """
+    d, kw, _ = item
+    layer.data = d
+    if not np.array_equal(layer.scale, kw["scale"]):
+        layer.scale = kw["scale"]
+    if not np.array_equal(layer.translate, kw["translate"]):
+        layer.translate = kw["translate"]
+    layer.contrast_limits_range = kw["contrast_limits"]
+    layer.contrast_limits = kw["contrast_limits"]
+    layer.metadata = kw["metadata"]
+    if layer.name != kw["name"]:
+        layer.name = kw["name"]
+    if layer.visible != kw["visible"]:
+        layer.visible = kw["visible"]
 
 
 def add_layer_data(viewer, data: list[tuple]) -> list:
@@ -76,7 +108,8 @@ def add_layer_data(viewer, data: list[tuple]) -> list:
 
 
 def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, maps=None,
-                 limit: Optional[float] = None, prefix: Optional[str] = None, replace: bool = True) -> list:
+                 limit: Optional[float] = None, prefix: Optional[str] = None, replace: bool = True,
+                 staged: bool = False):
     """Add an analysis to a viewer in one call: channel maps, the trace plot, the colour bar.
 
     Parameters
@@ -101,6 +134,12 @@ def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, ma
         Layer-name prefix (default ``"<stimulus layer name>: "``).
     replace : bool
         Remove the layers of an earlier analysis with the same prefix first.
+    staged : bool
+        False (default): everything is added before the call returns. True:
+        return a :class:`StagedAdd` at once and add the same things over
+        the next event-loop passes, a few tens of ms each, so the window
+        stays responsive (the Analyze widget does this); its ``layers``
+        are the list below once ``done``.
 
     Returns
     -------
@@ -118,34 +157,146 @@ def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, ma
     >>> attr = nr.attribute(model, stim); red = nr.reduce(attr)    # doctest: +SKIP
     >>> layers = add_analysis(viewer, attr, red)                   # doctest: +SKIP
     """
-    new_stim = []
-    if stimulus_layer is None:
-        stim_data = (attribution.stimulus, stimulus_layer_kwargs(attribution.stimulus, "stimulus"), "image")
-        new_stim = add_layer_data(viewer, [stim_data])
-        stimulus_layer = new_stim[0]
-    if prefix is None:
-        prefix = f"{stimulus_layer.name}: "
-    geo = analysed_geometry(layer_geometry(stimulus_layer), attribution)
+    steps = _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace)
+    if staged:
+        return StagedAdd(steps)
+    return _drain(steps)
+
+
+def _drain(steps: Iterator[None]):
+    """Run a step generator to its end in one go; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace) -> Iterator[None]:
+    """:func:`add_analysis` as a generator yielding between pieces of GUI work; returns the layers added.
+
+    One step per map layer added (or updated in place), one for the colour
+    bar, then the trace plot's steps (:meth:`._plot.TracePlot.traces_steps`);
+    the last one frames the result. Layers this run added are
+    removed again if a step fails or the generator is closed before the
+    maps are all in (all-or-nothing); updates made in place stay.
+    """
+    new_stim, added = [], []
     try:
+        if stimulus_layer is None:
+            stim_data = (attribution.stimulus, stimulus_layer_kwargs(attribution.stimulus, "stimulus"), "image")
+            new_stim = add_layer_data(viewer, [stim_data])
+            stimulus_layer = new_stim[0]
+            yield
+        if prefix is None:
+            prefix = f"{stimulus_layer.name}: "
+        geo = analysed_geometry(layer_geometry(stimulus_layer), attribution)
         data = analysis_layer_data(attribution, reduction, geo, maps=maps, limit=limit, prefix=prefix)
         for _, kwargs, _ in data:
             kwargs["metadata"][META]["prefix"] = prefix
-        layers = reuse_map_layers(viewer, prefix, data) if replace else None
-        if layers is None:
-            if replace:
-                remove_analysis_layers(viewer, prefix)
-            layers = add_layer_data(viewer, data)
-    except Exception:
-        for layer in new_stim:
-            if layer in viewer.layers:
-                viewer.layers.remove(layer)
+        layers = yield from _map_steps(viewer, prefix, data, replace, added)
+    except BaseException:  # a failure, or the generator closed (StagedAdd.stop) before the maps were in
+        _remove(viewer, added + new_stim)
         raise
     show_map_legend(viewer, layers)
+    yield
     legend = map_legend(layers[0].contrast_limits[1]) if layers else ""
-    show_traces(viewer, attribution, reduction, stimulus_layer, name=stimulus_layer.name, legend=legend)
+    yield from traces_steps(viewer, attribution, reduction, stimulus_layer, name=stimulus_layer.name, legend=legend)
     frame_result(viewer, [stimulus_layer] + layers)
     viewer.layers.selection.active = stimulus_layer  # keep the stimulus selected: its controls show
     return new_stim + layers
+
+
+def _map_steps(viewer, prefix: str, data: list[tuple], replace: bool, added: list) -> Iterator[None]:
+    """Put the maps in: the earlier analysis' layers updated in place when they fit (one step), else new layers.
+
+    An in-place update costs a few ms a layer, so all of them take one step
+    (a pass per layer would add a repaint each); a new layer costs tens of
+    ms to build and draw, so each is a step of its own. New layers are
+    appended to ``added`` as they come (for the caller's clean-up); returns
+    the map layers.
+    """
+    reused = reuse_map_layers(viewer, prefix, data) if replace else None
+    if reused is not None:
+        yield
+        return reused
+    if replace:
+        remove_analysis_layers(viewer, prefix)
+    for item in data:
+        added += add_layer_data(viewer, [item])
+        yield
+    return list(added)
+
+
+def _remove(viewer, layers: list) -> None:
+    """Remove those of ``layers`` still in the viewer."""
+    for layer in layers:
+        if layer in viewer.layers:
+            viewer.layers.remove(layer)
+
+
+class StagedAdd:
+    """An :func:`add_analysis` spread over event-loop passes: one step per pass (a single-shot ``QTimer``).
+
+    Between steps Qt paints and handles input, so the window never freezes
+    for the whole build. Set ``on_done(layers)`` and ``on_error(exc)`` right
+    after creating it (the first step runs on the next pass); exactly one
+    of them is called, unless :meth:`stop` comes first. A failing step
+    removes the layers this run added, then calls ``on_error``.
+
+    Attributes
+    ----------
+    layers : list or None
+        The layers added (as :func:`add_analysis` returns them) once done.
+    done : bool
+    passes : int
+        Steps run so far (one per event-loop pass).
+    """
+
+    def __init__(self, steps: Iterator[None]) -> None:
+        from qtpy.QtCore import QTimer
+
+        self._steps = steps
+        self._timer = QTimer
+        self.layers: Optional[list] = None
+        self.done = False
+        self.passes = 0
+        self.on_done: Callable[[list], None] = lambda layers: None
+        self.on_error: Callable[[BaseException], None] = lambda exc: None
+        QTimer.singleShot(STEP_DELAY_MS, self._step)
+
+    def _step(self) -> None:
+        if self.done:
+            return
+        self.passes += 1
+        try:
+            next(self._steps)
+        except StopIteration as stop:
+            self.done, self.layers = True, stop.value
+            self.on_done(self.layers)
+            return
+        except Exception as exc:  # noqa: BLE001 - handed to on_error, the layers already removed
+            self.done = True
+            self.on_error(exc)
+            return
+        self._timer.singleShot(STEP_DELAY_MS, self._step)
+
+    def stop(self) -> None:
+        """Run no more steps (the viewer is closing); layers of an unfinished map step are removed."""
+        if not self.done:
+            self.done = True
+            self._steps.close()
+
+    def wait(self, timeout_ms: int = 60000) -> None:
+        """Process events until done; for scripts and tests."""
+        from qtpy.QtCore import QCoreApplication, QElapsedTimer
+
+        timer = QElapsedTimer()
+        timer.start()
+        while not self.done and timer.elapsed() < timeout_ms:
+            QCoreApplication.processEvents()
+        if not self.done:
+            raise TimeoutError(f"adding the analysis did not finish within {timeout_ms} ms")
 
 
 def show_map_legend(viewer, map_layers: list) -> None:

@@ -25,7 +25,7 @@ from .._session import session
 from .._tasks import Task, notify, one_sentence
 from .._layers import META
 from .._reader import SETTINGS_KEY
-from .._plot import show_stored_traces
+from .._plot import show_stored_traces, trace_plot
 from .._viewer import add_analysis
 from ._common import (
     PARAMETER_HELP,
@@ -243,15 +243,40 @@ class AnalyzeWidget(Container):
                                 reduce_progress=task.progress_callback("reduce"), model_source=source,
                                 layer=layer.name)
 
-        return self.task.start(job, lambda result: self._add(result, layer))
+        started = self.task.start(job, lambda result: self._add(result, layer))
+        if started:
+            trace_plot(self.viewer)  # dock the (empty) plot now: its build and layout overlap the computation
+        return started
 
     def _add(self, result: Analysis, layer) -> None:
+        """Add the result's layers and traces over the next event-loop passes (:class:`.._viewer.StagedAdd`).
+
+        The task stays running until they are all in, so the window never
+        freezes for the whole build and a second run waits for this one.
+        """
         if layer not in self.viewer.layers:
             notify("warning", f"The stimulus layer '{layer.name}' was deleted during the analysis; "
                               "no layers were added.")
             return
-        self.added_layers = add_analysis(self.viewer, result.attribution, result.reduction, layer,
-                                         maps=result.maps, limit=result.limit)
+        staged = add_analysis(self.viewer, result.attribution, result.reduction, layer,
+                              maps=result.maps, limit=result.limit, staged=True)
+        finish = self.task.defer(staged.stop)
+        staged.on_error = finish
+        self.task.status.value = "adding the result layers..."
+
+        def done(layers: list) -> None:
+            try:
+                self._show_result(result, layer, layers)
+            except Exception as exc:  # noqa: BLE001 - reported like a failed analysis
+                finish(exc)
+                return
+            finish()
+
+        staged.on_done = done
+
+    def _show_result(self, result: Analysis, layer, layers: list) -> None:
+        """The analysis is in the viewer: outline its window, keep the stimulus selected, say so."""
+        self.added_layers = layers
         outline = outline_window(self.viewer, layer, result.attribution.crop_origin, self.session.model.config.size)
         self.added_layers += [outline] if outline is not None else []
         self.viewer.layers.selection.active = layer

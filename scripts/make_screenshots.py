@@ -1,0 +1,165 @@
+"""Screenshots of the real plugin for the README and docs/TOUR.md, taken under Xvfb.
+
+    xvfb-run -a python scripts/make_screenshots.py [--out docs/images] [--experiment osr]
+
+Drives napari and the plugin through public APIs only, as a user would click:
+``viewer.open_sample`` (the plugin's omitted-flash sample), the plugin's dock
+widgets from ``add_plugin_dock_widget``, the Analyze button (the widget's
+``run``: worker, then the result added over event-loop passes), the time
+slider, and the Experiments widget's Run and "Add layers of result". Each
+picture is ``viewer.screenshot(canvas_only=False)`` (the whole window,
+docks and the trace plot included), stored as a 256-colour PNG to stay
+small (< 300 KB):
+
+1. ``tour-1-sample.png``: the sample stimulus open, the Analyze dock ready.
+2. ``tour-2-running.png``: Analyze running: progress and time left; the
+   window stays usable.
+3. ``tour-3-result.png``: the channel maps over the stimulus, the colour
+   bar, the Traces dock with the cursor at the slider (also written as the
+   README's ``napari-retina-demo.png``).
+4. ``tour-4-experiment.png``: an in-silico experiment's readout table and its
+   result layers below the analysis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIZE = (1600, 900)
+"""Window size (pixels) of every screenshot."""
+DOCK_WIDTH = 420
+TRACE_DOCK_HEIGHT = 270
+WIDGETS = ("Analyze", "Model", "Stimulus", "Experiments")
+SAMPLE = "omitted_flash_train"
+README_IMAGE = "napari-retina-demo.png"
+
+
+def process_events(seconds: float = 0.0, rounds: int = 3) -> None:
+    """Let Qt lay out and paint (``rounds`` passes, then more for ``seconds``)."""
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(rounds):
+        QApplication.processEvents()
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def save_png(viewer, path: Path) -> Path:
+    """The whole window as a 256-colour PNG (the screenshots have few colours; this keeps them small)."""
+    from PIL import Image
+
+    process_events()
+    image = viewer.screenshot(canvas_only=False, flash=False)
+    Image.fromarray(np.asarray(image)[..., :3]).quantize(colors=256, dither=Image.Dither.NONE).save(
+        path, optimize=True)
+    print(f"{path} ({path.stat().st_size // 1024} KB)")
+    return path
+
+
+def arrange(viewer, docks: dict) -> None:
+    """Narrow the right dock column and give the trace plot room (Qt's public ``resizeDocks``)."""
+    from qtpy.QtCore import Qt
+
+    from napari_retina._napari._plot import DOCK_NAME
+
+    right = [docks[name][0] for name in docks]
+    main = right[0].parentWidget()
+    main.resizeDocks(right, [DOCK_WIDTH] * len(right), Qt.Orientation.Horizontal)
+    plot = viewer.window.dock_widgets.get(DOCK_NAME)
+    if plot is not None:
+        main.resizeDocks([dock_of(plot)], [TRACE_DOCK_HEIGHT], Qt.Orientation.Vertical)
+    process_events()
+
+
+def dock_of(widget):
+    """The QDockWidget that holds ``widget`` (its nearest dock-widget ancestor)."""
+    from qtpy.QtWidgets import QDockWidget
+
+    node = getattr(widget, "native", widget)
+    while node is not None and not isinstance(node, QDockWidget):
+        node = node.parentWidget()
+    return node
+
+
+def show_tab(docks: dict, name: str) -> None:
+    """Bring the tab of the plugin dock ``name`` to the front (after Qt has tabbed the docks)."""
+    process_events()
+    docks[name][0].raise_()
+    process_events()
+
+
+def peak_after_omission(layer, response: np.ndarray) -> int:
+    """Frame of the response peak after the omitted flash (the sample's events say when), else the peak."""
+    events = layer.metadata.get("events", {}) if isinstance(layer.metadata, dict) else {}
+    start = int(events.get("omitted", 0) or 0)
+    after = np.asarray(response[start:], float)
+    return start + (int(np.nanargmax(after)) if np.isfinite(after).any() else 0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("docs/images"))
+    ap.add_argument("--experiment", default="osr", help="the experiment of the last screenshot")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    import napari
+
+    from napari_retina._napari._plot import DOCK_NAME
+
+    viewer = napari.Viewer(title="napari-retina")
+    viewer.window.resize(*SIZE)
+    layer = viewer.open_sample("napari-retina", SAMPLE)[0]
+    docks = {name: viewer.window.add_plugin_dock_widget("napari-retina", name, tabify=True) for name in WIDGETS}
+    analyze = docks["Analyze"][1]
+    analyze.layer.value = layer
+    analyze.invariance.value = "none"  # full maps, to see them over the stimulus
+    arrange(viewer, docks)
+    show_tab(docks, "Analyze")
+    viewer.dims.set_point(0, 3 * layer.scale[0])  # mean grey, before the first flash
+    viewer.reset_view()
+    save_png(viewer, args.out / "tour-1-sample.png")
+
+    assert analyze.run(), analyze.task.status.value
+    while analyze.task.worker is not None and analyze.task.progress.value < 0.4 * analyze.task.progress.max:
+        process_events(0.05)
+    save_png(viewer, args.out / "tour-2-running.png")
+    analyze.task.wait(3_600_000)
+    if analyze.task.last_error is not None:
+        raise SystemExit(f"Analyze failed: {analyze.task.last_error}")
+    arrange(viewer, docks)
+    viewer.dims.set_point(0, peak_after_omission(layer, analyze.analysis.attribution.response) * layer.scale[0])
+    viewer.reset_view()
+    process_events(0.5)
+    shot = save_png(viewer, args.out / "tour-3-result.png")
+    (args.out / README_IMAGE).write_bytes(shot.read_bytes())
+
+    experiments = docks["Experiments"][1]
+    experiments.experiment.value = args.experiment
+    show_tab(docks, "Experiments")
+    assert experiments.run([args.experiment])
+    experiments.task.wait(3_600_000)
+    if experiments.task.last_error is not None:
+        raise SystemExit(f"the experiment failed: {experiments.task.last_error}")
+    added = experiments.add_layers()
+    for lay in viewer.layers:  # show the experiment's result, not the analysis under it
+        lay.visible = lay in added and lay.visible
+    viewer.layers.selection.active = added[0]
+    response = experiments.results[args.experiment].attribution.response
+    viewer.dims.set_point(0, added[0].translate[0] + float(np.nanargmax(response)) * added[0].scale[0])
+    arrange(viewer, docks)
+    viewer.reset_view()
+    process_events(0.5)
+    assert DOCK_NAME in viewer.window.dock_widgets
+    save_png(viewer, args.out / "tour-4-experiment.png")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
