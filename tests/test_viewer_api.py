@@ -261,26 +261,44 @@ def test_batch_results_are_shown_as_the_store_reader_shows_them(viewer, tiny, tm
 
 # ------------------------------------------------------------- screenshot ---
 
-def test_the_screenshot_has_the_asked_size_and_every_result_in_it(viewer, tmp_path, qtbot):
+def _ring_boxes(image: np.ndarray) -> list:
+    """(top, bottom, left, right) of the bright pixels in the left and the right half of ``image``."""
+    bright = image[..., :3].max(-1) > 100
+    half = image.shape[1] // 2
+    boxes = []
+    for part, dx in ((bright[:, :half], 0), (bright[:, half:], half)):
+        rows, cols = np.nonzero(part)
+        boxes.append((rows.min(), rows.max(), cols.min() + dx, cols.max() + dx))
+    return boxes
+
+
+@pytest.mark.parametrize("shown", [True, False], ids=["window shown", "hidden (batch figures)"])
+@pytest.mark.parametrize("size", [(1000, 600), (800, 300)], ids=["canvas of that size", "smaller than the window"])
+def test_the_screenshot_has_the_asked_size_and_every_result_in_it(make_napari_viewer, shown, size, tmp_path, qtbot):
     import imageio.v3 as iio
 
+    viewer = make_napari_viewer(show=shown)
+    viewer.window.resize(900, 700)  # above the window's minimum size, so that it can be put back exactly
     ring = np.zeros((4, 30, 30), np.float32)
     ring[:, [0, -1], :] = ring[:, :, [0, -1]] = 1.0  # a bright frame around a black stimulus
     nr.show(ring, viewer, name="left")
     nr.show(ring, viewer, name="right", beside=True)
+    qtbot.wait(50)
     viewer.scene.camera.zoom *= 7  # the user zoomed into one corner
-    before = (tuple(viewer.scene.camera.center), viewer.scene.camera.zoom)
-    path = nrv.screenshot(viewer, tmp_path / "both.png", size=(800, 300))
-    image = iio.imread(path)
-    assert image.shape == (300, 800, 4)
-    bright = image[..., :3].max(-1) > 100
-    rows, cols = np.nonzero(bright)
-    # both rings are in the picture, inside the margin, neither cut at an edge
-    assert rows.min() > 0 and rows.max() < 299 and cols.min() > 0 and cols.max() < 799
-    assert bright[:, :400].any() and bright[:, 400:].any()
-    assert (tuple(viewer.scene.camera.center), viewer.scene.camera.zoom) == before  # the view is left as it was
-    big = iio.imread(nrv.screenshot(viewer, tmp_path / "big.png", size=(400, 150), scale=2))
-    assert big.shape == (300, 800, 4)
+    before = (tuple(viewer.scene.camera.center), viewer.scene.camera.zoom, viewer.window.geometry())
+    w, h = size
+    image = iio.imread(nrv.screenshot(viewer, tmp_path / "both.png", size=size))
+    assert image.shape == (h, w, 4)
+    # both rings whole, square (not stretched), inside the margin, and as large as the margin allows
+    for top, bottom, left, right in _ring_boxes(image):
+        assert top > 0 and bottom < h - 1 and left > 0 and right < w - 1
+        assert abs((bottom - top) - (right - left)) <= 2
+    (t0, b0, l0, _), (_, _, _, r1) = _ring_boxes(image)
+    assert max((b0 - t0) / h, (r1 - l0) / w) > 0.85
+    after = (tuple(viewer.scene.camera.center), viewer.scene.camera.zoom, viewer.window.geometry())
+    assert after == before  # the view and the window are left as they were
+    big = iio.imread(nrv.screenshot(viewer, tmp_path / "big.png", size=(w // 2, h // 2), scale=2))
+    assert big.shape == (h // 2 * 2, w // 2 * 2, 4)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -51,7 +51,7 @@ from ._napari._layers import META, stimulus_layer_kwargs
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
 from ._napari._viewer import VIEW_MARGIN, add_analysis, add_layer_data, frame_result
 
-__all__ = ["show", "clear", "screenshot", "traces", "set_time", "current_time"]
+__all__ = ["show", "clear", "screenshot", "traces", "set_time", "current_time", "fit", "place_beside"]
 
 ACCEPTED = ("a stimulus array (T, H, W), an Attribution, a Reduction (with attribution=...), an Analysis "
             "(napari_retina.analysis.run_analysis), an ExperimentResult, a battery (nr.experiments.battery), "
@@ -448,13 +448,16 @@ def screenshot(viewer, path, size: tuple = (1200, 800), *, scale: float = 1.0, m
                window: bool = False) -> Path:
     """Write a PNG of the canvas, ``size`` = (width, height) pixels, every visible layer in view; returns the path.
 
-    The view is fitted to the visible layers for that size (the viewer's own
-    view is left as it was), and the image is taken with napari's public
-    ``viewer.screenshot(size=..., canvas_only=True)``: no window needs to be
-    shown (``napari.Viewer(show=False)`` under Xvfb works). ``scale``
-    multiplies the resolution (2: a (2w, 2h) image for print). ``window=True``
-    takes the whole window instead (docks included), resized to ``size`` with
-    ``viewer.window.resize``. Written atomically.
+    The window is resized (``viewer.window.resize``) so that its canvas has
+    that size, the view fitted to the visible layers, and the image taken with
+    napari's public ``viewer.screenshot(canvas_only=True)``; the window's
+    geometry and the view are put back afterwards. No window needs to be shown
+    (``napari.Viewer(show=False)`` under Xvfb works). ``scale`` multiplies the
+    resolution (2: a (2w, 2h) image for print). A canvas cannot be made
+    smaller than the window's docks allow (about 460 pixels high): a smaller
+    image is the centre of a larger canvas, which leaves out the maps' colour
+    bar (drawn at the canvas' corner). ``window=True`` takes the whole window
+    instead (docks included), resized to ``size``. Written atomically.
     """
     from napari.utils.io import imsave_png
 
@@ -464,17 +467,52 @@ def screenshot(viewer, path, size: tuple = (1200, 800), *, scale: float = 1.0, m
         raise ValueError(f"screenshot() writes PNG files; give a path ending in .png, got {path.name!r}")
     if not float(scale) > 0:
         raise ValueError(f"scale must be a positive number, got {scale!r}")
-    if window:
-        image = _window_image(viewer, (w, h), margin)
-    else:
-        camera = viewer.scene.camera
-        before = (camera.center, camera.zoom)
-        fit(viewer, np.array([h, w]) / _device_pixel_ratio(), margin=margin)
-        try:
-            image = viewer.screenshot(size=(h, w), scale=scale, canvas_only=True, flash=False)
-        finally:
-            camera.center, camera.zoom = before
+    image = _window_image(viewer, (w, h), margin) if window else \
+        _canvas_image(viewer, (round(h * scale), round(w * scale)), margin)
     return atomic_write(path, lambda tmp: imsave_png(tmp, image))  # imsave_png writes PNG whatever the name
+
+
+def _lay_out(viewer) -> None:
+    """Let Qt lay the window out: a window that is not shown is laid out only when it is drawn (a grab)."""
+    _process_events()
+    viewer.screenshot(canvas_only=False, flash=False)
+    _process_events()
+
+
+def _canvas_image(viewer, shape: tuple, margin: float) -> np.ndarray:
+    """The canvas, ``shape`` = (height, width) image pixels, fitted to the visible layers.
+
+    napari's own ``screenshot(size=...)`` resizes only the canvas widget, which
+    a hidden window draws stretched: the window is resized instead, so the
+    canvas is laid out at that size, then put back.
+    """
+    camera = viewer.scene.camera
+    before = (camera.center, camera.zoom, viewer.window.geometry())
+    target = np.ceil(np.asarray(shape, float) / _device_pixel_ratio()).astype(int)   # canvas (logical) pixels
+    try:
+        _lay_out(viewer)
+        _, _, width, height = before[2]
+        ch, cw = viewer.canvas.size
+        viewer.window.resize(width + int(target[1] - cw), height + int(target[0] - ch))
+        _lay_out(viewer)
+        fit(viewer, target, margin=margin)
+        image = viewer.screenshot(canvas_only=True, flash=False)
+    finally:
+        camera.center, camera.zoom = before[0], before[1]
+        viewer.window.set_geometry(*before[2])
+        _process_events()
+    return _centre(image, shape)
+
+
+def _centre(image: np.ndarray, shape: tuple) -> np.ndarray:
+    """The central ``shape`` (h, w) of ``image`` (h', w', 4); padded with its corner colour where it is smaller."""
+    out = np.empty((*shape, image.shape[2]), image.dtype)
+    out[...] = image[0, 0]
+    h, w = min(shape[0], image.shape[0]), min(shape[1], image.shape[1])
+    y0, x0 = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+    top, left = (shape[0] - h) // 2, (shape[1] - w) // 2
+    out[top:top + h, left:left + w] = image[y0:y0 + h, x0:x0 + w]
+    return out
 
 
 def _window_image(viewer, size: tuple, margin: float) -> np.ndarray:
@@ -489,5 +527,3 @@ def _window_image(viewer, size: tuple, margin: float) -> np.ndarray:
     _process_events(1)
     return viewer.screenshot(canvas_only=False, flash=False)
 
-
-__all__ += ["fit", "place_beside", "ACCEPTED"]
