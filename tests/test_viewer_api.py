@@ -24,7 +24,7 @@ import napari  # noqa: E402
 from napari_retina import viewer as nrv  # noqa: E402
 from napari_retina._napari._layers import META  # noqa: E402
 from napari_retina.metrics import map_limit  # noqa: E402
-from test_napari_results import _canvas_box  # noqa: E402  (the "layers in view" helper of issue 14)
+from test_napari_results import _analyze, _canvas_box, plugin  # noqa: E402,F401  (issue 14's helpers, fixture)
 
 SCALE = (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM)
 UNITS = ["millisecond", "micrometer", "micrometer"]
@@ -120,6 +120,9 @@ def test_clear_removes_only_the_layers_of_that_prefix(viewer, analysed):
     assert [lay.name for lay in viewer.layers] == ["cell 1"] + [f"cell 1: {red.label(c)}" for c in range(8)] + \
         ["mine"]
     assert nrv.clear(viewer, "nothing") == 0
+    viewer.add_image(np.zeros((3, 4, 4), np.float32), name="cell 10")
+    assert nrv.clear(viewer, "cell 1", exact=True) == 9  # one result: "cell 1" and "cell 1: ...", not "cell 10"
+    assert [lay.name for lay in viewer.layers] == ["mine", "cell 10"]
     with pytest.raises(ValueError, match=r"^clear\(\) expects a non-empty layer-name prefix \(str\), got ''$"):
         nrv.clear(viewer, "")
 
@@ -194,6 +197,20 @@ def test_an_analysis_keeps_its_lazy_maps_and_limit(viewer, tiny):
     layers = nr.show(res, viewer, name="run")
     assert layers[0].name == "run" and [lay.contrast_limits for lay in _maps(layers)][0] == \
         pytest.approx([-res.limit, res.limit])
+
+
+def test_the_analyze_widget_shows_through_nr_show_so_a_script_can_browse_its_result(viewer, tiny, plugin, qtbot):
+    from napari_retina._napari import _session
+
+    _session.session(viewer).set_model(tiny, "tiny test model")
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=6)
+    layer = nr.show(stim, viewer, name="mine")[0]
+    w = _analyze(viewer, plugin, qtbot, steps=2)
+    assert [lay.name for lay in w.added_layers][0] == f"mine: {w.analysis.reduction.label(0)}"
+    nr.show(nr.stimuli.white_noise(frames=30, size=20, seed=7), viewer, name="other")
+    plot = nrv.traces(viewer, "mine")  # the widget's result carries its traces, as a script's does
+    np.testing.assert_array_equal(plot.series[0]["values"], w.analysis.attribution.response.astype(np.float32))
+    assert layer in viewer.layers
 
 
 # ------------------------------------------------------------ experiments ---
