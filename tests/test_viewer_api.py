@@ -103,6 +103,12 @@ def test_a_loop_of_analyses_under_one_name_replaces_its_layers(viewer, tiny, qtb
     assert all(a is b for a, b in zip(shown[0], shown[2]))  # the same layers, updated in place
 
 
+def test_a_layer_of_another_kind_under_the_name_is_replaced_not_updated(viewer, analysed):
+    viewer.add_labels(np.zeros((40, 20, 20), np.int32), name="stimulus")
+    layers = nr.show(analysed[0], viewer)
+    assert isinstance(viewer.layers["stimulus"], napari.layers.Image) and list(viewer.layers) == layers
+
+
 def test_replace_false_adds_a_second_copy_with_a_fresh_name(viewer, analysed):
     attr, _ = analysed
     nr.show(attr, viewer, name="r")

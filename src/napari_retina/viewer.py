@@ -192,13 +192,16 @@ def _stimulus_layer(viewer, stimulus, name: str, metadata: Optional[dict], repla
     """
     kwargs = stimulus_layer_kwargs(stimulus, name, metadata)
     old = viewer.layers[name] if replace and name in viewer.layers else None
-    if old is not None and getattr(old, "ndim", None) == np.ndim(stimulus) and not getattr(old, "rgb", False):
+    if isinstance(old, napari.layers.Image) and old.ndim == np.ndim(stimulus) and not old.rgb:
         before = (old.data, old.metadata, old.contrast_limits)
         old.data = stimulus
         old.metadata = kwargs["metadata"]
         if "contrast_limits" in kwargs:
             old.contrast_limits_range = kwargs["contrast_limits"]
             old.contrast_limits = kwargs["contrast_limits"]
+        else:  # integer stacks: napari's own limits, as for a new layer
+            old.reset_contrast_limits_range()
+            old.reset_contrast_limits()
 
         def undo() -> None:
             old.data, old.metadata = before[0], before[1]
