@@ -178,6 +178,11 @@ def test_bad_input_is_one_sentence_and_opens_no_viewer(make_napari_viewer, bad, 
     assert opened == []  # checked before any window opens
 
 
+def test_a_viewer_that_is_not_one_is_one_sentence(analysed):
+    with pytest.raises(TypeError, match=r"^viewer must be a napari.Viewer \(or None for a new one\), got str$"):
+        nr.show(analysed[0], "my viewer")
+
+
 def test_a_reduction_needs_its_attribution(viewer, analysed):
     attr, red = analysed
     with pytest.raises(ValueError, match=r"^show\(reduction\) needs the attribution it reduces: "
