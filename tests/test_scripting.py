@@ -8,6 +8,8 @@ checked for leaks after the test); nothing else in the recipe is changed.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +105,43 @@ def test_recipe_5_puts_two_models_side_by_side_with_one_time_slider(run, tmp_pat
     assert x_untrained[0] > x_shipped[1]
     assert viewer.dims.point[0] == 600.0
     assert _png_shape(tmp_path / "compare.png") == (700, 1600, 4)
+
+
+NOTEBOOK_DRIVER = r"""
+from jupyter_client.manager import start_new_kernel
+
+CELLS = ["%gui qt",
+         "import napari, napari_retina as nr\nviewer = napari.Viewer(show=False)\n"
+         "layers = nr.show(nr.stimuli.white_noise(frames=10, size=20, seed=0), viewer, name='nb')\n"
+         "print([layer.name for layer in layers])",
+         "print(len(viewer.layers), nr.viewer.set_time(viewer, 50))",
+         "viewer.close()"]
+km, client = start_new_kernel(kernel_name="python3", startup_timeout=180)
+try:
+    for code in CELLS:
+        msg_id = client.execute(code)
+        while True:
+            msg = client.get_iopub_msg(timeout=180)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "error":
+                raise SystemExit("\n".join(content["traceback"]))
+            if kind == "stream":
+                print(content["text"], end="")
+            if kind == "status" and content["execution_state"] == "idle":
+                break
+finally:
+    client.stop_channels()
+    km.shutdown_kernel(now=True)
+"""
+
+
+def test_in_a_notebook_after_gui_qt_show_returns_and_the_viewer_stays_usable():
+    """A Jupyter kernel with ``%gui qt`` (napari's event-loop integration): ``nr.show`` returns at once (it
+    never starts the event loop) and the next cell works with the same viewer. Driven from a child process."""
+    pytest.importorskip("ipykernel")
+    pytest.importorskip("jupyter_client")
+    done = subprocess.run([sys.executable, "-c", NOTEBOOK_DRIVER], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["['nb']", "1", "50.0"]
