@@ -189,8 +189,15 @@ def test_the_conv1_engine_sits_below_everything_that_uses_it():
         assert not any(d.startswith("napari_retina.experiments") for d in g[low]), low
 
 
-#: what only the napari skin (``napari_retina._napari``) may import
+#: what only the napari skin (``napari_retina._napari`` and its public face ``napari_retina.viewer``) may import
 GUI_PACKAGES = {"napari", "qtpy", "magicgui", "psygnal", "superqt", "vispy"}
+#: the napari skin: the private package and the public scripting module (``nr.show``)
+SKIN = (f"{PACKAGE}._napari", f"{PACKAGE}.viewer")
+
+
+def in_skin(module: str) -> bool:
+    """Whether ``module`` belongs to the napari skin (:data:`SKIN`)."""
+    return any(module == s or module.startswith(s + ".") for s in SKIN)
 #: napari's private Qt objects; the public API has what the plugin needs (viewer.window, viewer.canvas, ...)
 NAPARI_PRIVATE = ("_qt_window", "_qt_viewer")
 
@@ -240,8 +247,19 @@ def test_only_the_napari_skin_imports_gui_packages_and_nothing_uses_napari_priva
     gui, private = {}, {}
     for name, (path, _) in _modules().items():
         source = path.read_text(encoding="utf-8")
-        if not name.startswith(f"{PACKAGE}._napari"):
+        if not in_skin(name):
             gui[name] = sorted(imported_packages(source) & GUI_PACKAGES)
         private[name] = napari_private_uses(source)
     assert {m: p for m, p in gui.items() if p} == {}
     assert {m: p for m, p in private.items() if p} == {}
+
+
+def test_the_core_never_imports_the_skin():
+    """No core module imports ``napari_retina._napari`` or ``napari_retina.viewer``; only the package's
+    lazy ``__getattr__`` names the viewer module (``nr.show``, loaded on first use) and the command line
+    (``napari-retina demo``) opens the demo."""
+    g = import_graph()
+    assert "napari_retina.viewer" in g[PACKAGE]   # the lazy nr.show / nr.viewer: the reader sees it
+    core = {m: sorted(d for d in deps if in_skin(d)) for m, deps in g.items()
+            if not in_skin(m) and m != PACKAGE and not m.startswith(f"{PACKAGE}.cli")}
+    assert {m: d for m, d in core.items() if d} == {}

@@ -61,7 +61,7 @@ def test_the_model_widget_says_a_native_checkpoint_is_one(make_napari_viewer, tm
 
 
 def test_a_wrapped_module_handed_to_the_session_is_summarised_and_analysed(make_napari_viewer, monkeypatch):
-    from napari_retina._napari import use_model
+    from napari_retina.viewer import use_model
     from napari_retina._napari._layers import stimulus_layer_kwargs
     from test_wrap import HISTORY, SIZE, Net, stim
 

@@ -12,8 +12,15 @@ Scripting API (see README.md)::
 Conventions: 1 frame = 10 ms, 1 pixel = 55 µm, stimuli in contrast units
 (0 = mean luminance), outputs aligned to stimulus frames, float32.
 
+Viewers (needs napari; see docs/SCRIPTING.md)::
+
+    layers = nr.show(attr, reduction=red, name="cell 0")   # a napari viewer with maps and traces
+    nr.viewer.screenshot(viewer, "cell0.png", size=(1200, 800))
+
 The core imports numpy and torch only; everything napari lives in
-``napari_retina._napari``. Submodules and heavy functions load on first use.
+``napari_retina._napari``, and its public face is ``napari_retina.viewer``
+(``nr.show``), which only loads on first use: ``import napari_retina`` never
+imports napari. Submodules and heavy functions load on first use.
 """
 
 from __future__ import annotations
@@ -46,15 +53,19 @@ _LAZY = {
     "wrap": ("_wrap", "wrap"),
     "WrappedModel": ("_wrap", "WrappedModel"),
 }
+_GUI_SUBMODULES = ("viewer",)
+"""Submodules that need napari: loaded on first use, left out of ``__all__`` so that
+``from napari_retina import *`` works without napari."""
+_GUI_LAZY = {"show": ("viewer", "show")}
 
 __all__ = ["FRAME_MS", "PIXEL_UM", "__version__", *_SUBMODULES, *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
+    if name in _SUBMODULES or name in _GUI_SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
-    if name in _LAZY:
-        module, attr = _LAZY[name]
+    if name in _LAZY or name in _GUI_LAZY:
+        module, attr = _LAZY.get(name) or _GUI_LAZY[name]
         value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
         globals()[name] = value
         return value
@@ -62,4 +73,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return sorted([*__all__, *_GUI_SUBMODULES, *_GUI_LAZY])

@@ -9,13 +9,13 @@ model the widgets share), ``_tasks`` (thread workers with progress and
 cancel), ``_widgets/`` (one module per dock widget), ``_reader``,
 ``_sample_data`` and ``demo``.
 
-Scripting a viewer::
+Private: scripts use the public :mod:`napari_retina.viewer` (``nr.show``, see
+docs/SCRIPTING.md), which dispatches to :mod:`._viewer`; nothing here is needed by a user::
 
     import napari, napari_retina as nr
-    from napari_retina._napari import add_analysis
     viewer = napari.Viewer()
     attr = nr.attribute(nr.load_model(), nr.stimuli.flash_train(), invariance="none")
-    add_analysis(viewer, attr, nr.reduce(attr))   # stimulus, channel maps; traces in a dock
+    nr.show(attr, viewer, reduction=nr.reduce(attr))   # stimulus, channel maps; traces in a dock
     napari.run()
 
 ``use_model(viewer, model)`` hands the dock widgets a model of the script's own:

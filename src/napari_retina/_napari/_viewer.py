@@ -5,13 +5,13 @@ them into a viewer all-or-nothing, plots the traces in the trace plot dock
 (:mod:`._plot`, its cursor linked to the viewer's time slider), adds a colour
 legend to the maps and frames the result in the canvas.
 
-Scripting a viewer::
+The implementation behind the public :func:`napari_retina.viewer.show` (``nr.show``), which
+scripts and the widgets call; scripts should not need this module::
 
     import napari, napari_retina as nr
-    from napari_retina._napari import add_analysis
     viewer = napari.Viewer()
     attr = nr.attribute(nr.load_model(), nr.stimuli.flash_train(), invariance="none")
-    add_analysis(viewer, attr, nr.reduce(attr))   # stimulus, channel maps; traces in a dock
+    nr.show(attr, viewer, reduction=nr.reduce(attr))   # stimulus, channel maps; traces in a dock
     napari.run()
 """
 

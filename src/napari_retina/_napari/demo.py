@@ -1,9 +1,10 @@
 """``napari-retina demo``: napari with the shipped model and an omitted-stimulus analysis ready.
 
-Public napari API only: the window is sized with ``viewer.window.resize``, the
-view fitted with ``viewer.canvas.size`` and ``viewer.scene.camera``, the docks
-narrowed through the dock widgets ``add_plugin_dock_widget`` returns, and the
-screenshot taken with ``viewer.screenshot``.
+What a script would do, through the public scripting API (:mod:`napari_retina.viewer`):
+``show`` adds the analysis, ``screenshot(..., window=True)`` sizes the window
+with ``viewer.window.resize``, fits the view to the canvas and takes the
+picture with ``viewer.screenshot``; the docks are narrowed through the dock
+widgets ``add_plugin_dock_widget`` returns. Public napari API only.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from .._atomic import atomic_write, atomic_write_text
+from .._atomic import atomic_write_text
 from .._json import jsonable
 from .._units import FRAME_MS
 
@@ -130,13 +131,13 @@ def _analyse(model, cell: int):
 
 def _show_analysis(viewer, analysis, events: dict):
     """Add the stimulus layer (generator, parameters and events in its metadata) and the analysis layers."""
+    from .. import viewer as nr_viewer
     from ._layers import stimulus_layer_kwargs
-    from ._viewer import add_analysis
 
     stim = analysis.attribution.stimulus
     meta = {"stimulus": "flash_train", "parameters": DEMO_STIMULUS, "events": jsonable(events)}
     stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, DEMO_LAYER, meta))
-    add_analysis(viewer, analysis.attribution, analysis.reduction, stim_layer, limit=analysis.limit)
+    nr_viewer.show(analysis, viewer, stimulus_layer=stim_layer)
     return stim_layer
 
 
@@ -194,20 +195,18 @@ def write_summary(summary: dict, path: Path) -> Path:
 
 
 def screenshot(viewer, path: Path, size: tuple = SCREENSHOT_SIZE, dock_width: int = 340) -> Path:
-    """Write a PNG of the whole napari window (works with ``show=False`` under Xvfb), atomically."""
-    from napari.utils.io import imsave_png
+    """Write a PNG of the whole napari window (works with ``show=False`` under Xvfb), atomically.
+
+    The docks are narrowed to ``dock_width`` pixels, then
+    :func:`napari_retina.viewer.screenshot` (``window=True``) sizes the window,
+    fits the view to its canvas and takes the picture.
+    """
+    from .. import viewer as nr_viewer
 
     viewer.window.resize(*size)
     _process_events()
     _narrow_docks(viewer, dock_width)
-    # Qt lays a window that is not shown out only when it is drawn: a first grab gives the canvas
-    # (viewer.canvas.size) its real size before the view is fitted to it
-    viewer.screenshot(canvas_only=False, flash=False)
-    _process_events()
-    fit_view(viewer)
-    _process_events(1)
-    image = viewer.screenshot(canvas_only=False, flash=False)
-    return atomic_write(path, lambda tmp: imsave_png(tmp, image))  # imsave_png writes PNG whatever the name
+    return nr_viewer.screenshot(viewer, path, size=size, window=True)
 
 
 def _process_events(times: int = 3) -> None:
@@ -230,20 +229,3 @@ def _narrow_docks(viewer, width: int) -> None:
     if docks:
         docks[0].parentWidget().resizeDocks(docks, [width] * len(docks), Qt.Orientation.Horizontal)
         _process_events()
-
-
-def fit_view(viewer, margin: float = 0.03, right: float = 0.4) -> None:
-    """Centre the 2-D view on every layer and zoom so that they fill the canvas.
-
-    ``right`` adds room (a fraction of the width) for the trace legend's text,
-    which the layers' extent does not include; ``margin`` is the blank
-    fraction of the canvas around them.
-    """
-    viewer.reset_view(margin=margin)
-    canvas_h, canvas_w = viewer.canvas.size
-    ext = np.asarray(viewer.layers.extent.world, float)[:, -2:]
-    ext[1, 1] += right * (ext[1, 1] - ext[0, 1])
-    span = np.maximum(ext[1] - ext[0], 1e-9)
-    camera = viewer.scene.camera
-    camera.center = tuple((ext[0] + ext[1]) / 2)
-    camera.zoom = (1 - 2 * margin) * min(canvas_h / span[0], canvas_w / span[1])

@@ -3,7 +3,7 @@
 The computation is :func:`napari_retina.analysis.run_analysis` (lazy maps for
 long movies, the out-of-memory retry); the widget gathers its parameters,
 runs it through :class:`.._tasks.Task` and adds the layers with
-:func:`.._viewer.add_analysis`.
+:func:`napari_retina.viewer.show` (the scripting API's own path).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .._tasks import Task, notify, one_sentence
 from .._layers import META
 from .._reader import SETTINGS_KEY
 from .._plot import show_stored_traces, trace_plot
-from .._viewer import add_analysis
+from ... import viewer as nr_viewer
 from ._common import (
     PARAMETER_HELP,
     has_physical_scale,
@@ -258,8 +258,7 @@ class AnalyzeWidget(Container):
             notify("warning", f"The stimulus layer '{layer.name}' was deleted during the analysis; "
                               "no layers were added.")
             return
-        staged = add_analysis(self.viewer, result.attribution, result.reduction, layer,
-                              maps=result.maps, limit=result.limit, staged=True)
+        staged = nr_viewer.show(result, self.viewer, stimulus_layer=layer, staged=True)
         finish = self.task.defer(staged.stop)
         staged.on_error = finish
         self.task.status.value = "adding the result layers..."

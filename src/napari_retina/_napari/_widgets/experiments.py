@@ -16,7 +16,7 @@ from ... import experiments
 from ...attribution import MAX_STEPS
 from .._session import session
 from .._tasks import Task, notify, one_sentence
-from .._viewer import add_result_layers
+from ... import viewer as nr_viewer
 from ._common import TERMS, PARAMETER_HELP, parameter_widget, rich_label, tabify_when_docked, term_link
 
 TABLE_HEIGHT = 260
@@ -171,7 +171,7 @@ class ExperimentsWidget(Container):
             notify("warning", "Run an experiment first.")
             return []
         try:
-            layers = add_result_layers(self.viewer, self.results[name])
+            layers = nr_viewer.show(self.results[name], self.viewer, replace=False)  # the scripting API's path
         except Exception as exc:
             notify("error", f"Could not add the layers of '{name}': {one_sentence(exc)}")
             return []

@@ -1,0 +1,558 @@
+"""Show napari-retina results in a napari viewer, from a script, a notebook or a batch job.
+
+``nr.show`` (this module's :func:`show`) puts any result the library returns
+into a viewer exactly as the plugin's widgets do (they call it too): the
+stimulus with its physical scale (10 ms, 55 µm, 55 µm), units and axis labels,
+one map layer per first-layer channel aligned to it by ``translate``, colour
+limits ±limit shared by the maps (spikes per 10 ms bin), and the traces in
+the trace plot dock with a time cursor that follows the time slider.
+
+=====================  ==================================================
+function               what it does
+=====================  ==================================================
+:func:`show`           add a result's layers (replacing an earlier result of the same name)
+:func:`clear`          remove the layers whose names start with a prefix
+:func:`screenshot`     a PNG of the canvas at a given size, every shown result in view
+:func:`traces`         the trace plot dock; plot the traces a shown result carries
+:func:`set_time`       move the time slider (and the cursor) to a time in ms
+:func:`current_time`   where the time slider is, in ms
+:func:`use_model`      the model the plugin's docks run (a RetinaCNN or an ``nr.wrap``-ped module)
+=====================  ==================================================
+
+This module needs napari (``pip install 'napari-retina[qt]'``); ``import
+napari_retina`` never imports it: ``nr.show`` and ``nr.viewer`` load it on
+first use. It never calls ``napari.run()``: in a script call that yourself; in
+Jupyter run ``%gui qt`` first and the viewer stays live beside the notebook.
+
+Example
+-------
+>>> import napari, napari_retina as nr                                          # doctest: +SKIP
+>>> model = nr.load_model(); stim = nr.stimuli.flash_train()                      # doctest: +SKIP
+>>> attr = nr.attribute(model, stim, invariance="none")                           # doctest: +SKIP
+>>> layers = nr.show(attr, reduction=nr.reduce(attr), name="flashes")             # doctest: +SKIP
+>>> viewer = napari.current_viewer()                                              # doctest: +SKIP
+>>> nr.viewer.screenshot(viewer, "flashes.png", size=(1200, 800))                 # doctest: +SKIP
+>>> napari.run()                                                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+try:
+    import napari
+except ImportError as exc:  # pragma: no cover - the test environment has napari
+    raise ImportError("napari_retina.viewer needs napari; install it with pip install 'napari-retina[qt]'") from exc
+
+from ._atomic import atomic_write
+from ._napari._layers import META, stimulus_layer_kwargs
+from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
+from ._napari._session import use_model
+from ._napari._viewer import add_analysis, add_layer_data, frame_result
+
+__all__ = ["show", "clear", "screenshot", "traces", "set_time", "current_time", "fit", "place_beside",
+           "use_model"]
+
+ACCEPTED = ("a stimulus array (T, H, W), an Attribution, a Reduction (with attribution=...), an Analysis "
+            "(napari_retina.analysis.run_analysis), an ExperimentResult, a battery (nr.experiments.battery), "
+            "batch results (nr.batch.load) or the path of a stimulus file, saved analysis or results store")
+"""What :func:`show` accepts (its TypeError names these)."""
+BESIDE_GAP = 0.1
+"""Gap between results placed side by side (``show(..., beside=True)``), as a fraction of the new result's width."""
+SCREENSHOT_MARGIN = 0.03
+"""Blank margin around the shown results in a :func:`screenshot` (fraction of the image)."""
+
+Layer = Any  # napari.layers.Layer
+
+
+# ------------------------------------------------------------------- show ---
+
+def show(result, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str] = None, reduction=None,
+         attribution=None, stimulus_layer=None, maps=None, limit: Optional[float] = None, replace: bool = True,
+         beside: bool = False, staged: bool = False):
+    """Add a result's layers to ``viewer`` (a new viewer when None) and plot its traces; returns the layers added.
+
+    Parameters
+    ----------
+    result
+        What to show: a stimulus array (T, H, W) (one image layer); an
+        ``Attribution`` (stimulus, one map layer per channel, traces); a
+        ``Reduction`` (give its ``attribution=``); an ``Analysis``
+        (``napari_retina.analysis.run_analysis``, lazy maps of long movies
+        included); an ``ExperimentResult`` (stimulus named after the
+        experiment, its readout and conditions in the layer's metadata, maps,
+        traces); a battery (the dict ``nr.experiments.battery`` returns: every
+        experiment, each beside the previous one); batch results
+        (``nr.batch.load(out)`` or one of its results); or a path (``str`` or
+        ``Path``) of a stimulus file, a saved analysis (``Analysis.save``, .h5)
+        or a batch results store, read as napari's File ▸ Open reads it.
+    viewer : napari.Viewer, optional
+        Default: a new ``napari.Viewer()`` (``napari.current_viewer()`` returns it).
+    name : str, optional
+        Name of the stimulus layer; the maps are named ``"<name>: <channel label>"``
+        (e.g. ``"cell 0: A3 ON fast +"``). Default: the experiment's name,
+        the analysed layer's name, or ``"stimulus"``.
+    reduction : Reduction, optional
+        With an ``Attribution``: names the maps, shows only the kept channels,
+        adds the reduced circuit's trace.
+    attribution : Attribution, optional
+        With a ``Reduction``: the attribution it reduces.
+    stimulus_layer : napari Image layer, optional
+        Show an analysis over this existing layer (the Analyze widget's way):
+        the maps take its scale and translate and its name as prefix.
+    maps : array-like (T, C, h, w), optional
+        Replaces ``attribution.maps`` (an ``Analysis`` brings its own).
+    limit : float, optional
+        Shared contrast limit of the maps (default :func:`napari_retina.metrics.map_limit`).
+    replace : bool
+        True (default): the layers of an earlier result of the same name are
+        updated or replaced, so a loop of analyses does not pile up layers.
+        False: napari gives the new layers fresh names ("name [1]").
+    beside : bool
+        Place the result to the right of the layers already shown (compare
+        two models in one viewer; the time slider is shared).
+    staged : bool
+        An analysis over ``stimulus_layer`` only, as the Analyze widget adds
+        it: the layers go in over the next event-loop passes (the window
+        repaints between them) and a ``StagedAdd`` is returned instead of the
+        layers; its ``on_done(layers)`` / ``on_error(exc)`` say when it ends.
+
+    Returns
+    -------
+    list of napari layers: the stimulus (when added or updated here), then the maps.
+
+    Raises
+    ------
+    TypeError
+        ``result`` is none of the above (the message lists what is accepted).
+    ValueError, FileNotFoundError
+        A bad stimulus array, a Reduction without its attribution, a missing file.
+    """
+    kind = "file" if isinstance(result, (str, Path)) else _kind(result)   # bad input fails before any viewer opens
+    if kind == "reduction" and attribution is None:
+        raise ValueError("show(reduction) needs the attribution it reduces: "
+                         "show(reduction, attribution=attr); got attribution=None")
+    if kind == "stimulus":
+        result = _checked_stimulus(result)
+    if staged and (kind not in ("attribution", "reduction", "analysis") or stimulus_layer is None):
+        raise ValueError("show(..., staged=True) adds an analysis over an existing stimulus_layer; "
+                         f"got a {kind} result with stimulus_layer={stimulus_layer!r}")
+    viewer = _viewer(viewer)
+    if kind == "file":
+        return _show_file(viewer, Path(result), replace)
+    if kind == "reduction":
+        return _show_analysis(viewer, attribution, result, name, stimulus_layer, maps, limit, replace, beside,
+                              staged=staged)
+    if kind == "attribution":
+        return _show_analysis(viewer, result, reduction, name, stimulus_layer, maps, limit, replace, beside,
+                              staged=staged)
+    if kind == "analysis":
+        name = name or (result.layer if stimulus_layer is None and result.layer else None)
+        return _show_analysis(viewer, result.attribution, result.reduction, name, stimulus_layer,
+                              result.maps if maps is None else maps, result.limit if limit is None else limit,
+                              replace, beside, staged=staged)
+    if kind == "experiment":
+        return _show_experiment(viewer, result, name, replace, beside)
+    if kind == "battery":
+        return _show_battery(viewer, result, replace)
+    if kind == "batch":
+        return _show_batch(viewer, result, replace)
+    return _show_stimulus(viewer, result, name or "stimulus", replace, beside)
+
+
+def _kind(result) -> str:
+    """Which of the accepted result types ``result`` is, or a TypeError naming them."""
+    from .analysis import Analysis
+    from .attribution import Attribution
+    from .batch import Results, TaskResult
+    from .experiments import ExperimentResult
+    from .reduction import Reduction
+    from ._napari._reader import SavedAttribution
+
+    for kind, types in (("analysis", Analysis), ("attribution", (Attribution, SavedAttribution)),
+                        ("reduction", Reduction), ("experiment", ExperimentResult), ("batch", (Results, TaskResult))):
+        if isinstance(result, types):
+            return kind
+    if isinstance(result, dict) and isinstance(result.get("results"), dict) and "rows" in result:
+        return "battery"
+    if isinstance(result, np.ndarray) or (hasattr(result, "dask") and hasattr(result, "ndim")):
+        return "stimulus"
+    raise TypeError(f"show() expects {ACCEPTED}; got {type(result).__name__}")
+
+
+def _viewer(viewer):
+    """``viewer``, a new ``napari.Viewer()`` when None, or a TypeError."""
+    if viewer is None:
+        return napari.Viewer()
+    if not isinstance(viewer, napari.components.ViewerModel):
+        raise TypeError(f"viewer must be a napari.Viewer (or None for a new one), got {type(viewer).__name__}")
+    return viewer
+
+
+def _belongs(layer, name: str) -> bool:
+    """Whether ``layer`` is part of the result called ``name``: the stimulus ``name`` or a layer ``"name: ..."``."""
+    return layer.name == name or layer.name.startswith(f"{name}: ")
+
+
+def _stimulus_layer(viewer, stimulus, name: str, metadata: Optional[dict], replace: bool):
+    """(layer, undo): the stimulus layer ``name``, updated in place when ``replace`` finds one, else added.
+
+    ``undo()`` puts things back as they were (removes the layer, or restores
+    the old data and metadata) for an all-or-nothing :func:`show`.
+    """
+    kwargs = stimulus_layer_kwargs(stimulus, name, metadata)
+    old = viewer.layers[name] if replace and name in viewer.layers else None
+    if isinstance(old, napari.layers.Image) and old.ndim == np.ndim(stimulus) and not old.rgb:
+        before = (old.data, old.metadata, old.contrast_limits)
+        old.data = stimulus
+        old.metadata = kwargs["metadata"]
+        if "contrast_limits" in kwargs:
+            old.contrast_limits_range = kwargs["contrast_limits"]
+            old.contrast_limits = kwargs["contrast_limits"]
+        else:  # integer stacks: napari's own limits, as for a new layer
+            old.reset_contrast_limits_range()
+            old.reset_contrast_limits()
+
+        def undo() -> None:
+            old.data, old.metadata = before[0], before[1]
+            old.contrast_limits_range = old.contrast_limits = before[2]
+
+        return old, undo
+    if replace:
+        clear(viewer, name, exact=True)
+    layer = add_layer_data(viewer, [(stimulus, kwargs, "image")])[0]
+    return layer, lambda: viewer.layers.remove(layer) if layer in viewer.layers else None
+
+
+def _checked_stimulus(stimulus):
+    """A (T, H, W) stack of finite numbers (a dask array: its shape only), or a one-sentence error."""
+    if not hasattr(stimulus, "dask"):
+        from ._validate import as_stack
+
+        return as_stack(stimulus, name="show() stimulus")
+    if stimulus.ndim != 3:
+        raise ValueError(f"show() stimulus must be a (T, H, W) stack, got shape {tuple(stimulus.shape)}")
+    return stimulus
+
+
+def _show_stimulus(viewer, stimulus, name: str, replace: bool, beside: bool) -> list:
+    """One stimulus array as an image layer (scale, units, axis labels, limits symmetric about 0)."""
+    layer, _ = _stimulus_layer(viewer, stimulus, name, None, replace)
+    if beside:
+        place_beside(viewer, layer, name)
+    frame_result(viewer, [layer] if not beside else _visible(viewer))
+    return [layer]
+
+
+def _show_analysis(viewer, attribution, reduction, name, stimulus_layer, maps, limit, replace: bool,
+                   beside: bool, metadata: Optional[dict] = None, staged: bool = False):
+    """An attribution's stimulus (added, updated, or the given layer), its maps and traces, all-or-nothing.
+
+    ``staged`` (with ``stimulus_layer``): a ``StagedAdd`` of :func:`._napari._viewer.add_analysis`.
+    """
+    if staged:
+        adding = add_analysis(viewer, attribution, reduction, stimulus_layer, maps=maps, limit=limit,
+                              replace=replace, staged=True)
+        _store_traces(stimulus_layer, attribution, reduction)
+        return adding
+    undo = None
+    if stimulus_layer is None:
+        stimulus_layer, undo = _stimulus_layer(viewer, attribution.stimulus, name or "stimulus", metadata, replace)
+        if beside:
+            place_beside(viewer, stimulus_layer, stimulus_layer.name)
+    try:
+        layers = add_analysis(viewer, attribution, reduction, stimulus_layer, maps=maps, limit=limit,
+                              replace=replace)
+    except Exception:
+        if undo is not None:
+            undo()
+        raise
+    _store_traces(stimulus_layer, attribution, reduction)
+    if beside:
+        frame_result(viewer, _visible(viewer))
+    return layers if undo is None else [stimulus_layer] + layers
+
+
+def _store_traces(stimulus_layer, attribution, reduction) -> None:
+    """Keep the analysis's traces in the stimulus layer's metadata, for :func:`traces` (viewer, name)."""
+    meta = stimulus_layer.metadata.setdefault(META, {})
+    meta[TRACES_KEY] = stored_traces(attribution, reduction, stimulus_layer.name)
+
+
+def _show_experiment(viewer, result, name: Optional[str], replace: bool, beside: bool) -> list:
+    """An ExperimentResult: the stimulus named after the experiment (readout, conditions in its metadata), maps."""
+    meta = {"experiment": result.name, "readout": dict(result.readout), "conditions": list(result.conditions)}
+    name = name or result.name
+    if result.attribution is None:  # a ground-truth run: a stimulus and rates, nothing attributed
+        layer, _ = _stimulus_layer(viewer, result.stimulus, name, meta, replace)
+        if beside:
+            place_beside(viewer, layer, layer.name)
+        frame_result(viewer, [layer])
+        return [layer]
+    return _show_analysis(viewer, result.attribution, result.reduction, name, None, None, None, replace, beside,
+                          metadata=meta)
+
+
+def _show_battery(viewer, battery: dict, replace: bool) -> list:
+    """Every experiment of a battery, each to the right of the previous one; the last one's traces plotted."""
+    layers: list = []
+    for i, (name, result) in enumerate(battery["results"].items()):
+        layers += _show_experiment(viewer, result, name, replace, beside=i > 0)
+    return layers
+
+
+def _show_file(viewer, path: Path, replace: bool) -> list:
+    """A stimulus file, a saved analysis or a batch results store, read by the plugin's readers."""
+    from ._napari._batch_reader import _store, read_batch_layers
+    from ._napari._reader import napari_get_reader
+
+    if not path.exists():
+        raise FileNotFoundError(f"show() expects an existing stimulus file, saved analysis or results store; "
+                                f"{str(path)!r} does not exist")
+    if _store(str(path)) is not None:
+        data = read_batch_layers(str(path))
+    elif napari_get_reader(str(path)) is not None:
+        data = napari_get_reader(str(path))(str(path))
+    else:
+        raise ValueError(f"show() reads stimulus files (.npy, .tif, .h5), saved analyses (.h5) and results "
+                         f"stores (folders); got {path.name!r}")
+    return _add_read_layers(viewer, data, replace)
+
+
+def _add_read_layers(viewer, data: list, replace: bool) -> list:
+    """Add a reader's layer-data tuples (replacing layers of the same names); plot the first stored traces."""
+    if replace:
+        for _, kwargs, _ in data:
+            if kwargs.get("name") in viewer.layers:
+                viewer.layers.remove(kwargs["name"])
+    layers = add_layer_data(viewer, data)
+    carrier = next((lay for lay in layers if TRACES_KEY in lay.metadata.get(META, {}) and lay.visible), None)
+    if carrier is not None:
+        show_stored_traces(viewer, carrier)
+    frame_result(viewer, [lay for lay in layers if lay.visible])
+    return layers
+
+
+def _show_batch(viewer, results, replace: bool) -> list:
+    """Batch results (``nr.batch.load``) as the batch reader shows the store; one TaskResult: its own layers."""
+    from .batch import Results
+    from ._napari._batch_reader import read_batch_layers
+
+    first = next(iter(results.values()), None) if isinstance(results, Results) else results
+    if first is None:
+        raise ValueError("show() got batch results with no complete task; nothing to show")
+    root = first.path.parents[len(Path(first.key).parts) - 1]
+    data = read_batch_layers(str(root))
+    if not isinstance(results, Results):
+        data = [(d, {**kw, "visible": True}, k) for d, kw, k in data
+                if kw.get("metadata", {}).get("batch_key") == results.key
+                or kw.get("metadata", {}).get("source") == results.attrs.get("stimulus")]
+    return _add_read_layers(viewer, data, replace)
+
+
+# ----------------------------------------------------------------- layout ---
+
+def _visible(viewer) -> list:
+    return [layer for layer in viewer.layers if layer.visible]
+
+
+def place_beside(viewer, layer, name: str, gap: float = BESIDE_GAP) -> None:
+    """Shift ``layer`` along x so it starts ``gap`` (fraction of its width) right of every other visible
+    layer that is not part of the result ``name``; its maps follow when added after it."""
+    others = [lay for lay in _visible(viewer) if not _belongs(lay, name) and lay is not layer]
+    if not others:
+        return
+    right = max(float(np.asarray(lay.extent.world)[1, -1]) for lay in others)
+    left, end = np.asarray(layer.extent.world, float)[:, -1]
+    translate = np.array(layer.translate, float)
+    translate[-1] += right + gap * (end - left) - left
+    layer.translate = translate
+
+
+def clear(viewer, prefix: str, *, exact: bool = False) -> int:
+    """Remove the layers whose names start with ``prefix`` (plain ``str.startswith``); returns how many.
+
+    ``clear(viewer, "cell 0")`` removes ``"cell 0"``, ``"cell 0: A3 ON fast +"``
+    and also ``"cell 01"``: end the prefix with ``": "`` to keep the latter.
+    ``exact=True`` removes one result only: the layer ``prefix`` and the
+    layers ``"prefix: ..."``. Other layers are untouched.
+    """
+    if not isinstance(prefix, str) or not prefix:
+        raise ValueError(f"clear() expects a non-empty layer-name prefix (str), got {prefix!r}")
+    gone = [lay for lay in viewer.layers if (_belongs(lay, prefix) if exact else lay.name.startswith(prefix))]
+    for layer in gone:
+        viewer.layers.remove(layer)
+    return len(gone)
+
+
+# ------------------------------------------------------------- time, plot ---
+
+def _time_axis(viewer) -> int:
+    return max(viewer.dims.ndim - 3, 0)
+
+
+def set_time(viewer, time_ms: float) -> float:
+    """Move the time slider (and the trace plot's cursor) to ``time_ms`` (world ms); returns the time set.
+
+    The slider snaps to the nearest frame (10 ms per frame for the plugin's layers).
+    """
+    t = float(time_ms)
+    if not np.isfinite(t):
+        raise ValueError(f"set_time() expects a finite time in ms, got {time_ms!r}")
+    viewer.dims.set_point(_time_axis(viewer), t)
+    return current_time(viewer)
+
+
+def current_time(viewer) -> float:
+    """The time slider's position in world ms (where the trace plot's cursor is drawn)."""
+    return float(viewer.dims.point[_time_axis(viewer)])
+
+
+def traces(viewer, name: Optional[str] = None) -> TracePlot:
+    """The viewer's trace plot dock; with ``name``, first plot the traces of the result ``name`` shown earlier.
+
+    The plot's ``series`` (label, values (T,) in spikes per 10 ms bin,
+    colour, row), ``times_ms`` (T,) and ``cursor_time_ms`` say what it draws.
+    """
+    if name is not None:
+        if name not in viewer.layers:
+            raise ValueError(f"traces() expects the name of a shown result, got {name!r}; "
+                             f"the layers are {[lay.name for lay in viewer.layers]}")
+        if not show_stored_traces(viewer, viewer.layers[name]):
+            raise ValueError(f"layer {name!r} carries no traces; show an analysis or experiment under that name")
+    plot = trace_plot(viewer, create=False)
+    if plot is None:
+        raise ValueError("this viewer has no trace plot yet; show an analysis first")
+    return plot
+
+
+# ------------------------------------------------------------- screenshot ---
+
+def _check_size(size) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in size)
+        ok = w > 0 and h > 0 and all(float(v) == int(v) for v in size)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"size must be (width, height) in pixels, two positive integers, got {size!r}")
+    return w, h
+
+
+def fit(viewer, canvas_size: Sequence[float], layers: Optional[list] = None,
+        margin: float = SCREENSHOT_MARGIN) -> None:
+    """Centre the camera on ``layers`` (default: the visible ones) and zoom so they fill a canvas of
+    ``canvas_size`` (height, width) logical pixels, less ``margin`` on each side (grid mode: one grid cell)."""
+    layers = _visible(viewer) if layers is None else layers
+    if not layers:
+        return
+    ext = np.array([np.asarray(lay.extent.world, float)[:, -2:] for lay in layers])
+    lo, hi = ext[:, 0].min(0), ext[:, 1].max(0)
+    span = np.maximum(hi - lo, 1e-9)
+    cell = np.asarray(canvas_size, float)
+    if viewer.canvas.grid.enabled:
+        cell = cell / np.asarray(viewer.canvas.grid.actual_shape(len(viewer.layers)), float)
+    viewer.scene.camera.center = tuple((lo + hi) / 2)
+    viewer.scene.camera.zoom = float((1 - 2 * margin) * np.min(cell / span))
+
+
+def _device_pixel_ratio() -> float:
+    from qtpy.QtGui import QGuiApplication
+
+    app = QGuiApplication.instance()
+    return float(app.devicePixelRatio()) if app is not None else 1.0
+
+
+def _process_events(times: int = 3) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(times):
+        QApplication.processEvents()
+
+
+def screenshot(viewer, path, size: tuple = (1200, 800), *, scale: float = 1.0, margin: float = SCREENSHOT_MARGIN,
+               window: bool = False) -> Path:
+    """Write a PNG of the canvas, ``size`` = (width, height) pixels, every visible layer in view; returns the path.
+
+    The window is resized (``viewer.window.resize``) so that its canvas has
+    that size, the view fitted to the visible layers, and the image taken with
+    napari's public ``viewer.screenshot(canvas_only=True)``; the window's
+    geometry and the view are put back afterwards. No window needs to be shown
+    (``napari.Viewer(show=False)`` under Xvfb works). ``scale`` multiplies the
+    resolution (2: a (2w, 2h) image for print). A canvas cannot be made
+    smaller than the window's docks allow (about 460 pixels high): a smaller
+    image is the centre of a larger canvas, which leaves out the maps' colour
+    bar (drawn at the canvas' corner). ``window=True`` takes the whole window
+    instead (docks included), resized to ``size``. Written atomically.
+    """
+    from napari.utils.io import imsave_png
+
+    w, h = _check_size(size)
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"screenshot() writes PNG files; give a path ending in .png, got {path.name!r}")
+    if not float(scale) > 0:
+        raise ValueError(f"scale must be a positive number, got {scale!r}")
+    image = _window_image(viewer, (w, h), margin) if window else \
+        _canvas_image(viewer, (round(h * scale), round(w * scale)), margin)
+    return atomic_write(path, lambda tmp: imsave_png(tmp, image))  # imsave_png writes PNG whatever the name
+
+
+def _lay_out(viewer) -> None:
+    """Let Qt lay the window out: a window that is not shown is laid out only when it is drawn (a grab)."""
+    _process_events()
+    viewer.screenshot(canvas_only=False, flash=False)
+    _process_events()
+
+
+def _canvas_image(viewer, shape: tuple, margin: float) -> np.ndarray:
+    """The canvas, ``shape`` = (height, width) image pixels, fitted to the visible layers.
+
+    napari's own ``screenshot(size=...)`` resizes only the canvas widget, which
+    a hidden window draws stretched: the window is resized instead, so the
+    canvas is laid out at that size, then put back.
+    """
+    camera = viewer.scene.camera
+    before = (camera.center, camera.zoom, viewer.window.geometry())
+    target = np.ceil(np.asarray(shape, float) / _device_pixel_ratio()).astype(int)   # canvas (logical) pixels
+    try:
+        _lay_out(viewer)
+        _, _, width, height = before[2]
+        ch, cw = viewer.canvas.size
+        viewer.window.resize(width + int(target[1] - cw), height + int(target[0] - ch))
+        _lay_out(viewer)
+        fit(viewer, target, margin=margin)
+        image = viewer.screenshot(canvas_only=True, flash=False)
+    finally:
+        camera.center, camera.zoom = before[0], before[1]
+        viewer.window.set_geometry(*before[2])
+        _process_events()
+    return _centre(image, shape)
+
+
+def _centre(image: np.ndarray, shape: tuple) -> np.ndarray:
+    """The central ``shape`` (h, w) of ``image`` (h', w', 4); padded with its corner colour where it is smaller."""
+    out = np.empty((*shape, image.shape[2]), image.dtype)
+    out[...] = image[0, 0]
+    h, w = min(shape[0], image.shape[0]), min(shape[1], image.shape[1])
+    y0, x0 = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+    top, left = (shape[0] - h) // 2, (shape[1] - w) // 2
+    out[top:top + h, left:left + w] = image[y0:y0 + h, x0:x0 + w]
+    return out
+
+
+def _window_image(viewer, size: tuple, margin: float) -> np.ndarray:
+    """The whole window resized to ``size`` (width, height), view fitted to its canvas."""
+    viewer.window.resize(*size)
+    _process_events()
+    # Qt lays a window that is not shown out only when it is drawn: a first grab gives the canvas
+    # (viewer.canvas.size) its real size before the view is fitted to it
+    viewer.screenshot(canvas_only=False, flash=False)
+    _process_events()
+    fit(viewer, viewer.canvas.size, margin=margin)
+    _process_events(1)
+    return viewer.screenshot(canvas_only=False, flash=False)
+

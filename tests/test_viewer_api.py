@@ -1,0 +1,351 @@
+"""Issue 18, the scripted viewer: ``napari_retina.viewer`` (``nr.show``) driven through napari's viewer fixture.
+
+Each test shows a result the library returns and checks what a user sees:
+layer names, scale (10 ms, 55 µm, 55 µm), translate (maps centred on the
+stimulus pixels their kernels see), units, colour limits, that the layers lie
+inside the canvas, and that a loop of analyses replaces its layers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+
+pytest.importorskip("napari")
+
+import napari  # noqa: E402
+
+from napari_retina import viewer as nrv  # noqa: E402
+from napari_retina._napari._layers import META  # noqa: E402
+from napari_retina.metrics import map_limit  # noqa: E402
+from test_napari_results import _analyze, _canvas_box, plugin  # noqa: E402,F401  (issue 14's helpers, fixture)
+
+SCALE = (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM)
+UNITS = ["millisecond", "micrometer", "micrometer"]
+WINDOW = (1200, 900)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
+
+
+@pytest.fixture(scope="module")
+def analysed(tiny):
+    """An attribution with full maps and its reduction (a 40-frame white noise, 3 steps)."""
+    stim = nr.stimuli.white_noise(frames=40, size=20, seed=1)
+    attr = nr.attribute(tiny, stim, cell=0, steps=3, invariance="none")
+    return attr, nr.reduce(attr)
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, qtbot):
+    v = make_napari_viewer(show=True)
+    v.window.resize(*WINDOW)
+    qtbot.wait(50)
+    return v
+
+
+def _units(layer) -> list[str]:
+    return [str(u) for u in layer.units]
+
+
+def _in_view(viewer, layers) -> bool:
+    size = np.asarray(viewer.canvas.size, float)
+    boxes = [_canvas_box(viewer, layer) for layer in layers]
+    return all((b >= -0.5).all() and (b <= size + 0.5).all() for b in boxes)
+
+
+def _maps(layers) -> list:
+    return [lay for lay in layers if lay.metadata.get(META, {}).get("role") == "map"]
+
+
+# ------------------------------------------------------------------- show ---
+
+def test_an_attribution_is_shown_with_names_scales_translates_units_and_limits(viewer, analysed, qtbot):
+    attr, red = analysed
+    layers = nr.show(attr, viewer, reduction=red, name="cell 0")
+    qtbot.wait(50)
+    stim, maps = layers[0], layers[1:]
+    assert [lay.name for lay in layers] == ["cell 0"] + [f"cell 0: {red.label(c)}" for c in range(8)]
+    assert list(viewer.layers) == layers
+    assert tuple(stim.scale) == SCALE and tuple(stim.translate) == (0, 0, 0) and _units(stim) == UNITS
+    lim = map_limit(attr.maps)
+    off = attr.offset * nr.PIXEL_UM
+    for c, layer in enumerate(maps):
+        assert tuple(layer.scale) == SCALE and tuple(layer.translate) == (0, off, off) and _units(layer) == UNITS
+        assert layer.contrast_limits == pytest.approx([-lim, lim])
+        assert layer.visible == (c in red.kept)
+        np.testing.assert_array_equal(layer.data, attr.maps[:, c])
+    assert _in_view(viewer, layers)
+    plot = nrv.traces(viewer)
+    assert [s["label"] for s in plot.series][:2] == ["model response", "reduced circuit (EV "
+                                                     f"{red.explained_variance:.2f})"]
+
+
+def test_a_loop_of_analyses_under_one_name_replaces_its_layers(viewer, tiny, qtbot):
+    shown = []
+    for cell in (0, 1, 0):
+        attr = nr.attribute(tiny, nr.stimuli.white_noise(frames=30, size=20, seed=cell), cell=cell, steps=2,
+                            invariance="none")
+        shown.append(nr.show(attr, viewer, name="loop"))
+    assert len(viewer.layers) == 9  # one stimulus and 8 maps, not 27 layers
+    assert [lay.name for lay in viewer.layers] == ["loop"] + [f"loop: A{c}" for c in range(8)]
+    assert viewer.layers["loop"].metadata[META]["traces"]["series"][0]["values"].shape == (30,)
+    np.testing.assert_array_equal(viewer.layers["loop: A2"].data, attr.maps[:, 2])
+    assert all(a is b for a, b in zip(shown[0], shown[2]))  # the same layers, updated in place
+
+
+def test_a_layer_of_another_kind_under_the_name_is_replaced_not_updated(viewer, analysed):
+    viewer.add_labels(np.zeros((40, 20, 20), np.int32), name="stimulus")
+    layers = nr.show(analysed[0], viewer)
+    assert isinstance(viewer.layers["stimulus"], napari.layers.Image) and list(viewer.layers) == layers
+
+
+def test_replace_false_adds_a_second_copy_with_a_fresh_name(viewer, analysed):
+    attr, _ = analysed
+    nr.show(attr, viewer, name="r")
+    second = nr.show(attr, viewer, name="r", replace=False)
+    assert second[0].name == "r [1]" and second[1].name == "r [1]: A0"
+    assert len(viewer.layers) == 18
+
+
+def test_clear_removes_only_the_layers_of_that_prefix(viewer, analysed):
+    attr, red = analysed
+    nr.show(attr, viewer, reduction=red, name="cell 0")
+    nr.show(attr, viewer, reduction=red, name="cell 1", beside=True)
+    viewer.add_image(np.zeros((3, 4, 4), np.float32), name="mine")
+    assert nrv.clear(viewer, "cell 0") == 9
+    assert [lay.name for lay in viewer.layers] == ["cell 1"] + [f"cell 1: {red.label(c)}" for c in range(8)] + \
+        ["mine"]
+    assert nrv.clear(viewer, "nothing") == 0
+    viewer.add_image(np.zeros((3, 4, 4), np.float32), name="cell 10")
+    assert nrv.clear(viewer, "cell 1", exact=True) == 9  # one result: "cell 1" and "cell 1: ...", not "cell 10"
+    assert [lay.name for lay in viewer.layers] == ["mine", "cell 10"]
+    with pytest.raises(ValueError, match=r"^clear\(\) expects a non-empty layer-name prefix \(str\), got ''$"):
+        nrv.clear(viewer, "")
+
+
+def test_two_models_side_by_side_share_the_time_slider_and_both_are_in_view(viewer, tiny, analysed, qtbot):
+    attr_a, _ = analysed
+    torch.manual_seed(5)
+    other = nr.RetinaCNN(tiny.config).eval()
+    attr_b = nr.attribute(other, attr_a.stimulus, cell=0, steps=3, invariance="none")
+    a = nr.show(attr_a, viewer, name="model A")
+    b = nr.show(attr_b, viewer, name="model B", beside=True)
+    qtbot.wait(50)
+    ext_a = np.array([np.asarray(lay.extent.world)[:, -1] for lay in a])
+    ext_b = np.array([np.asarray(lay.extent.world)[:, -1] for lay in b])
+    assert ext_b[:, 0].min() > ext_a[:, 1].max()  # B lies right of A, maps included
+    width = nr.PIXEL_UM * 19  # extent.world spans pixel centres: first to last
+    assert tuple(b[0].translate) == pytest.approx((0, 0, width * (1 + nrv.BESIDE_GAP)))
+    off = attr_b.offset * nr.PIXEL_UM
+    assert tuple(b[1].translate) == pytest.approx((0, off, width * (1 + nrv.BESIDE_GAP) + off))
+    assert _in_view(viewer, a + b)
+    assert nrv.set_time(viewer, 200) == 200.0 and nrv.current_time(viewer) == 200.0
+    assert nrv.traces(viewer).cursor_time_ms == 200.0
+    # showing B again (a loop) keeps it beside A
+    nr.show(attr_b, viewer, name="model B", beside=True)
+    assert tuple(viewer.layers["model B"].translate) == pytest.approx((0, 0, width * (1 + nrv.BESIDE_GAP)))
+
+
+def test_a_stimulus_array_is_one_layer_with_scale_units_and_symmetric_limits(viewer):
+    stim = nr.stimuli.white_noise(frames=10, size=16, seed=0)
+    (layer,) = nr.show(stim, viewer, name="noise")
+    assert layer.name == "noise" and tuple(layer.scale) == SCALE and _units(layer) == UNITS
+    lim = float(np.abs(stim).max())
+    assert layer.contrast_limits == pytest.approx([-lim, lim])
+    assert layer.metadata[META]["role"] == "stimulus"
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (object(), TypeError, r"^show\(\) expects a stimulus array \(T, H, W\), an Attribution, .* got object$"),
+    (np.zeros((4, 4), np.float32), ValueError, r"^show\(\) stimulus must be a \(T, H, W\) stack, got 2 dimension"),
+    (np.array([["a"]]), TypeError, r"^show\(\) stimulus must hold real numbers .* got dtype <U1$"),
+])
+def test_bad_input_is_one_sentence_and_opens_no_viewer(make_napari_viewer, bad, error, message, monkeypatch):
+    opened = []
+    monkeypatch.setattr(napari, "Viewer", lambda *a, **k: opened.append(make_napari_viewer()) or opened[-1])
+    with pytest.raises(error, match=message):
+        nr.show(bad)
+    assert opened == []  # checked before any window opens
+
+
+def test_a_viewer_that_is_not_one_is_one_sentence(analysed):
+    with pytest.raises(TypeError, match=r"^viewer must be a napari.Viewer \(or None for a new one\), got str$"):
+        nr.show(analysed[0], "my viewer")
+
+
+def test_a_reduction_needs_its_attribution(viewer, analysed):
+    attr, red = analysed
+    with pytest.raises(ValueError, match=r"^show\(reduction\) needs the attribution it reduces: "
+                                         r"show\(reduction, attribution=attr\); got attribution=None$"):
+        nr.show(red, viewer)
+    layers = nr.show(red, viewer, attribution=attr, name="red")
+    assert [lay.name for lay in layers][1] == f"red: {red.label(0)}" and layers[1].visible == (0 in red.kept)
+
+
+def test_without_a_viewer_show_opens_one_and_never_runs_the_event_loop(make_napari_viewer, monkeypatch, analysed):
+    made = []
+    monkeypatch.setattr(napari, "Viewer", lambda *a, **k: made.append(make_napari_viewer()) or made[-1])
+    monkeypatch.setattr(napari, "run", lambda *a, **k: pytest.fail("show() must not call napari.run()"))
+    layers = nr.show(analysed[0])
+    assert len(made) == 1 and list(made[0].layers) == layers and layers[0].name == "stimulus"
+
+
+def test_an_analysis_keeps_its_lazy_maps_and_limit(viewer, tiny):
+    from napari_retina.analysis import run_analysis
+
+    res = run_analysis(tiny, nr.stimuli.white_noise(frames=30, size=20, seed=3), cell=1, steps=2,
+                       invariance="none")
+    layers = nr.show(res, viewer, name="run")
+    assert layers[0].name == "run" and [lay.contrast_limits for lay in _maps(layers)][0] == \
+        pytest.approx([-res.limit, res.limit])
+
+
+def test_the_analyze_widget_shows_through_nr_show_so_a_script_can_browse_its_result(viewer, tiny, plugin, qtbot):
+    from napari_retina._napari import _session
+
+    _session.session(viewer).set_model(tiny, "tiny test model")
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=6)
+    layer = nr.show(stim, viewer, name="mine")[0]
+    w = _analyze(viewer, plugin, qtbot, steps=2)
+    assert [lay.name for lay in w.added_layers][0] == f"mine: {w.analysis.reduction.label(0)}"
+    nr.show(nr.stimuli.white_noise(frames=30, size=20, seed=7), viewer, name="other")
+    plot = nrv.traces(viewer, "mine")  # the widget's result carries its traces, as a script's does
+    np.testing.assert_array_equal(plot.series[0]["values"], w.analysis.attribution.response.astype(np.float32))
+    assert layer in viewer.layers
+
+
+# ------------------------------------------------------------ experiments ---
+
+def test_an_experiment_and_a_battery_are_named_after_their_experiments(viewer, tiny, qtbot):
+    bat = nr.experiments.battery(tiny, names=["osr", "reversal"], steps=2, retina=None)
+    osr = bat["results"]["osr"]
+    layers = nr.show(osr, viewer)
+    assert layers[0].name == "osr" and layers[0].metadata["readout"] == dict(osr.readout)
+    assert all(lay.name.startswith("osr: ") for lay in layers[1:])
+    assert tuple(layers[0].scale) == SCALE and _units(layers[0]) == UNITS
+    nrv.clear(viewer, "osr")
+
+    layers = nr.show(bat, viewer)
+    qtbot.wait(50)
+    stims = [lay for lay in layers if lay.metadata.get(META, {}).get("role") == "stimulus"]
+    assert [lay.name for lay in stims] == ["osr", "reversal"]
+    x = [np.asarray(lay.extent.world)[:, -1] for lay in stims]
+    assert x[1][0] > x[0][1]  # each experiment beside the previous one
+    assert _in_view(viewer, [lay for lay in layers if lay.visible])
+    plot = nrv.traces(viewer, "osr")  # browse: plot the osr traces again
+    np.testing.assert_array_equal(plot.series[0]["values"], osr.attribution.response.astype(np.float32))
+    with pytest.raises(ValueError, match=r"^traces\(\) expects the name of a shown result, got 'nope'; "):
+        nrv.traces(viewer, "nope")
+
+
+def test_a_saved_analysis_reopens_with_its_maps_and_traces(viewer, tiny, tmp_path):
+    from napari_retina.analysis import run_analysis
+
+    res = run_analysis(tiny, nr.stimuli.white_noise(frames=30, size=20, seed=4), cell=0, steps=2,
+                       invariance="none")
+    path = res.save(tmp_path / "saved.h5")
+    layers = nr.show(path, viewer)
+    assert [lay.name for lay in layers][:2] == ["saved", f"saved: {res.reduction.label(0)}"]
+    assert tuple(layers[1].translate) == (0, res.attribution.offset * nr.PIXEL_UM, res.attribution.offset *
+                                          nr.PIXEL_UM)
+    np.testing.assert_allclose(nrv.traces(viewer).series[0]["values"], res.attribution.response, rtol=1e-6)
+    nr.show(str(path), viewer)  # again: replaced, not piled up
+    assert len(viewer.layers) == len(layers)
+    with pytest.raises(FileNotFoundError, match=r"^show\(\) expects an existing stimulus file, saved analysis "
+                                                r"or results store; '.*missing.h5' does not exist$"):
+        nr.show(tmp_path / "missing.h5", viewer)
+
+
+def test_batch_results_are_shown_as_the_store_reader_shows_them(viewer, tiny, tmp_path):
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    nr.save_model(tiny, tmp_path / "tiny.pt")
+    np.save(tmp_path / "a.npy", nr.stimuli.white_noise(frames=24, size=20, seed=0))
+    spec = {"model": str(tmp_path / "tiny.pt"), "stimuli": [str(tmp_path / "a.npy")], "cells": [0],
+            "analyses": ["attribute"], "out": str(tmp_path / "results"), "steps": 2}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        nr.batch.run(spec, client)
+    results = nr.batch.load(tmp_path / "results")
+    layers = nr.show(results, viewer)
+    assert [lay.name for lay in layers][:2] == ["a", "a tiny cell0 A0"]
+    assert tuple(layers[1].translate) == (0, 2 * nr.PIXEL_UM, 2 * nr.PIXEL_UM) and _units(layers[0]) == UNITS
+    assert nrv.traces(viewer).series[0]["label"] == "model response"
+    (one,) = results.values()
+    assert [lay.name for lay in nr.show(one, viewer)] == [lay.name for lay in layers]
+    assert len(viewer.layers) == len(layers)
+
+
+# ------------------------------------------------------------- screenshot ---
+
+def _ring_boxes(image: np.ndarray) -> list:
+    """(top, bottom, left, right) of the bright pixels in the left and the right half of ``image``."""
+    bright = image[..., :3].max(-1) > 100
+    half = image.shape[1] // 2
+    boxes = []
+    for part, dx in ((bright[:, :half], 0), (bright[:, half:], half)):
+        rows, cols = np.nonzero(part)
+        boxes.append((rows.min(), rows.max(), cols.min() + dx, cols.max() + dx))
+    return boxes
+
+
+@pytest.mark.parametrize("shown", [True, False], ids=["window shown", "hidden (batch figures)"])
+@pytest.mark.parametrize("size", [(1000, 600), (800, 300)], ids=["canvas of that size", "smaller than the window"])
+def test_the_screenshot_has_the_asked_size_and_every_result_in_it(make_napari_viewer, shown, size, tmp_path, qtbot):
+    import imageio.v3 as iio
+
+    viewer = make_napari_viewer(show=shown)
+    viewer.window.resize(900, 700)  # above the window's minimum size, so that it can be put back exactly
+    ring = np.zeros((4, 30, 30), np.float32)
+    ring[:, [0, -1], :] = ring[:, :, [0, -1]] = 1.0  # a bright frame around a black stimulus
+    nr.show(ring, viewer, name="left")
+    nr.show(ring, viewer, name="right", beside=True)
+    qtbot.wait(50)
+    viewer.scene.camera.zoom *= 7  # the user zoomed into one corner
+    before = (tuple(viewer.scene.camera.center), viewer.scene.camera.zoom, viewer.window.geometry())
+    w, h = size
+    image = iio.imread(nrv.screenshot(viewer, tmp_path / "both.png", size=size))
+    assert image.shape == (h, w, 4)
+    # both rings whole, square (not stretched), inside the margin, and as large as the margin allows
+    for top, bottom, left, right in _ring_boxes(image):
+        assert top > 0 and bottom < h - 1 and left > 0 and right < w - 1
+        assert abs((bottom - top) - (right - left)) <= 2
+    (t0, b0, l0, _), (_, _, _, r1) = _ring_boxes(image)
+    assert max((b0 - t0) / h, (r1 - l0) / w) > 0.85
+    after = (tuple(viewer.scene.camera.center), viewer.scene.camera.zoom, viewer.window.geometry())
+    assert after == before  # the view and the window are left as they were
+    big = iio.imread(nrv.screenshot(viewer, tmp_path / "big.png", size=(w // 2, h // 2), scale=2))
+    assert big.shape == (h // 2 * 2, w // 2 * 2, 4)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"size": (0, 10)}, r"^size must be \(width, height\) in pixels, two positive integers, got \(0, 10\)$"),
+    ({"size": "big"}, r"^size must be \(width, height\) in pixels, two positive integers, got 'big'$"),
+    ({"path": "x.jpg"}, r"^screenshot\(\) writes PNG files; give a path ending in .png, got 'x.jpg'$"),
+])
+def test_a_bad_screenshot_request_is_one_sentence(viewer, tmp_path, kwargs, message):
+    args = {"path": tmp_path / "x.png", "size": (100, 100), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        nrv.screenshot(viewer, **args)
+
+
+# -------------------------------------------------------------- packaging ---
+
+def test_import_napari_retina_does_not_import_napari_and_nr_show_does():
+    code = ("import sys, napari_retina as nr; a = 'napari' in sys.modules; star = {}; "
+            "exec('from napari_retina import *', star); b = 'napari' in sys.modules; "
+            "show = nr.show; import napari_retina.viewer as v; "
+            "print(a, b, 'napari' in sys.modules, show is v.show, 'show' in dir(nr))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["False", "False", "True", "True", "True"], out.stderr
