@@ -18,13 +18,12 @@ docs/SCRIPTING.md), which dispatches to :mod:`._viewer`; nothing here is needed 
     nr.show(attr, viewer, reduction=nr.reduce(attr))   # stimulus, channel maps; traces in a dock
     napari.run()
 
-``use_model(viewer, model)`` hands the dock widgets a model of the script's own:
-a RetinaCNN or a PyTorch module adapted by ``nr.wrap``.
+``napari_retina.viewer.use_model(viewer, model)`` hands the dock widgets a model of the
+script's own: a RetinaCNN or a PyTorch module adapted by ``nr.wrap``.
 """
 
 from ._layers import analysis_layer_data, map_layer_data, stimulus_layer_kwargs
 from ._plot import show_traces
-from ._session import use_model
 from ._viewer import add_analysis, add_result_layers
 
 __all__ = [
@@ -34,5 +33,4 @@ __all__ = [
     "map_layer_data",
     "show_traces",
     "stimulus_layer_kwargs",
-    "use_model",
 ]

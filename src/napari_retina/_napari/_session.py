@@ -5,8 +5,7 @@ widgets use; the Model widget sets it, the Analyze and Experiments widgets
 read it and follow ``model_changed``. A script hands the widgets its own
 model, a RetinaCNN or a wrapped module (``nr.wrap``), the same way::
 
-    from napari_retina._napari import use_model
-    use_model(viewer, nr.wrap(net, input="NCTHW", history=30, size=20, first_layer="core.conv"))
+    nr.viewer.use_model(viewer, nr.wrap(net, input="NCTHW", history=30, size=20, first_layer="core.conv"))
 """
 
 from __future__ import annotations
