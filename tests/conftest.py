@@ -54,3 +54,28 @@ def oom_above_256(monkeypatch):
 
     monkeypatch.setattr(nr.attribution, "attribute", fake)
     return sizes
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A small untrained RetinaCNN (history 10 frames, 20×20 px, kernels 5 and 5, 2 cells), seed 0, eval mode.
+
+    Modules that need another shape define their own ``tiny``, which overrides this one.
+    """
+    import torch
+
+    import napari_retina as nr
+
+    torch.manual_seed(0)
+    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    """Every notification the plugin's widgets raise, as (level, message), instead of napari's toasts."""
+    from napari_retina._napari import _tasks
+
+    got: list = []
+    for level in ("error", "warning", "info"):
+        monkeypatch.setattr(_tasks, f"show_{level}", lambda msg, level=level: got.append((level, msg)))
+    return got

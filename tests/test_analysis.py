@@ -19,12 +19,6 @@ from napari_retina._predict import default_batch_size
 from napari_retina import analysis
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
-
-
 # --------------------------------------------------------------- long movies ---
 
 def test_lazy_maps_equal_eager_maps_and_compute_each_block_once(tiny):

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import napari_retina as nr
 from napari_retina._progress import Cancelled, CancelToken
 from napari_retina.analysis import attribute_traces
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
 
 
 def test_attribute_traces_reports_within_chunks_and_cancels_at_the_next_report(tiny):

@@ -31,12 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 WAIT_MS = 120_000
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
-
-
 @pytest.fixture
 def viewer(make_napari_viewer, tiny):
     v = make_napari_viewer()

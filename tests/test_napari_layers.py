@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import napari_retina as nr
 
@@ -15,12 +14,6 @@ from napari_retina._napari import _layers, _plot  # noqa: E402
 from napari_retina._napari import add_analysis, stimulus_layer_kwargs  # noqa: E402
 
 UM, MS = nr.PIXEL_UM, nr.FRAME_MS
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import napari_retina as nr
 
@@ -37,12 +36,6 @@ def plugin():
     except KeyError:
         pm.register(PluginManifest.from_file(Path(nr.__file__).parent / "napari.yaml"))
     return "napari-retina"
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
 
 
 def _window(make_napari_viewer, qtbot):

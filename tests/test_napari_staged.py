@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import napari_retina as nr
 
@@ -21,12 +20,6 @@ from qtpy.QtCore import QTimer  # noqa: E402
 from napari_retina._napari import _plot, _session, _tasks, _viewer, _widgets  # noqa: E402
 from napari_retina._napari import add_analysis, stimulus_layer_kwargs  # noqa: E402
 from napari_retina._napari._layers import META  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -165,24 +158,21 @@ def test_reused_map_layers_are_not_given_an_unchanged_scale_again(make_napari_vi
     assert again == first and emitted == []  # same layers, nothing re-sliced for an unchanged geometry
 
 
-@pytest.fixture
-def notes(monkeypatch):
-    got: list = []
-    for level in ("error", "warning", "info"):
-        monkeypatch.setattr(_tasks, f"show_{level}", lambda msg, level=level: got.append((level, msg)))
-    return got
+def analyze_dock(viewer, model):
+    """The Analyze dock on a 30-frame white-noise layer "noise", with ``model`` and 4 fixed steps."""
+    _session.session(viewer).set_model(model, "tiny test model")
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    w = _widgets.AnalyzeWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Analyze")
+    w.layer.value, w.steps.value = layer, 4
+    return w
 
 
 def test_analyze_widget_adds_its_layers_over_passes_and_stays_busy_until_they_are_in(make_napari_viewer, tiny,
                                                                                      notes):
     viewer = make_napari_viewer()
-    _session.session(viewer).set_model(tiny, "tiny test model")
-    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
-    layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
-    w = _widgets.AnalyzeWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Analyze")
-    w.layer.value = layer
-    w.steps.value = 4
+    w = analyze_dock(viewer, tiny)
     counter = PassCounter()
     seen = _ticks_at_map_inserts(viewer, counter)
     busy_at_insert: list = []
@@ -213,13 +203,7 @@ def test_a_deferred_failure_is_one_notification_and_ends_the_run(qtbot, notes):
 def test_analyze_docks_the_trace_plot_when_it_starts_so_its_build_overlaps_the_computation(make_napari_viewer, tiny,
                                                                                            notes):
     viewer = make_napari_viewer()
-    _session.session(viewer).set_model(tiny, "tiny test model")
-    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
-    layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
-    w = _widgets.AnalyzeWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Analyze")
-    w.layer.value = layer
-    w.steps.value = 4
+    w = analyze_dock(viewer, tiny)
     assert _plot.trace_plot(viewer, create=False) is None
     assert w.run()
     # the result comes back through the event loop, which has not run yet: no layer, but the plot is docked

@@ -21,7 +21,7 @@ import napari_retina as nr
 
 pytest.importorskip("napari")
 
-from napari_retina._napari import _layers, _session, _tasks, _widgets  # noqa: E402
+from napari_retina._napari import _layers, _session, _widgets  # noqa: E402
 from napari_retina._napari._layers import stimulus_layer_kwargs  # noqa: E402
 
 META = _layers.META
@@ -31,15 +31,6 @@ META = _layers.META
 def tiny():
     torch.manual_seed(0)
     return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
-
-
-@pytest.fixture
-def notes(monkeypatch):
-    """Every notification the widgets raise, as (level, message)."""
-    got: list = []
-    for level in ("error", "warning", "info"):
-        monkeypatch.setattr(_tasks, f"show_{level}", lambda msg, level=level: got.append((level, msg)))
-    return got
 
 
 @pytest.fixture

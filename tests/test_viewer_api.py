@@ -32,12 +32,6 @@ WINDOW = (1200, 900)
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
-
-
-@pytest.fixture(scope="module")
 def analysed(tiny):
     """An attribution with full maps and its reduction (a 40-frame white noise, 3 steps)."""
     stim = nr.stimuli.white_noise(frames=40, size=20, seed=1)
