@@ -168,6 +168,9 @@ def test_trace_plot_rows_have_their_own_scale_units_and_the_data(tiny_viewer, qt
     assert plot.unit == "ms" and plot.x_axis.axis.axis_label == "time (ms)"  # 600 ms: ms
     for row in plot.rows:
         assert row.labels[-1].text == "spikes/bin"  # each row says its unit
+    # however small the dock is dragged or laid out (the demo's window left ~20 px a row, labels overlapping),
+    # every row keeps room for its name and unit
+    assert plot.canvas.native.minimumHeight() >= _plot.ROW_MIN_PX * len(plot.rows) >= 60
     # each row's vertical range fits its own traces (not one scale shared by all rows)
     for k, c in enumerate(red.kept, start=1):
         v = attr.channels[:, c][np.isfinite(attr.channels[:, c])]

@@ -51,6 +51,9 @@ LEGEND_WIDTH_PX = 190
 ROW_HEIGHT_PX = 60
 """The plot asks for this many pixels per row (up to :data:`MAX_HEIGHT_PX` in all)."""
 MAX_HEIGHT_PX = 380
+ROW_MIN_PX = 32
+"""The plot's canvas is never shorter than this many pixels per row (plus the time axis): below it
+the rows' labels overlap, and a bottom dock otherwise keeps whatever height it was first given."""
 """The most height the plot asks for (it can be made smaller)."""
 REVEAL_PER_PASS = 4
 """Most nodes a new plot shows per event-loop pass when it is built in steps (:meth:`TracePlot.traces_steps`)."""
@@ -333,6 +336,7 @@ class TracePlot(QWidget):
             row.view.camera.link(first, axis="x")
         self.rows[0].view.scene.transform.changed.connect(self._on_view_changed)
         self._preferred_height = min(90 + ROW_HEIGHT_PX * n_rows, MAX_HEIGHT_PX)
+        self.canvas.native.setMinimumHeight(min(40 + ROW_MIN_PX * n_rows, MAX_HEIGHT_PX))
         self.updateGeometry()
         self._reset_ranges()
         hidden = [node for row in self.rows for node in row.nodes()] + [self.x_axis]
