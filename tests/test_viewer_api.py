@@ -116,7 +116,10 @@ def test_clear_removes_only_the_layers_of_that_prefix(viewer, analysed):
     nr.show(attr, viewer, reduction=red, name="cell 0")
     nr.show(attr, viewer, reduction=red, name="cell 1", beside=True)
     viewer.add_image(np.zeros((3, 4, 4), np.float32), name="mine")
+    batches = []
+    viewer.layers.events.begin_batch.connect(lambda event: batches.append(event))
     assert nrv.clear(viewer, "cell 0") == 9
+    assert len(batches) == 1   # one batch: napari garbage-collects once, not after each of the 9 removals
     assert [lay.name for lay in viewer.layers] == ["cell 1"] + [f"cell 1: {red.label(c)}" for c in range(8)] + \
         ["mine"]
     assert nrv.clear(viewer, "nothing") == 0

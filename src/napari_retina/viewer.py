@@ -51,7 +51,7 @@ from ._atomic import atomic_write
 from ._napari._layers import META, stimulus_layer_kwargs
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
 from ._napari._session import use_model
-from ._napari._viewer import add_analysis, add_layer_data, frame_result
+from ._napari._viewer import add_analysis, add_layer_data, frame_result, remove_layers
 
 __all__ = ["show", "clear", "screenshot", "traces", "set_time", "current_time", "fit", "place_beside",
            "use_model"]
@@ -383,8 +383,7 @@ def clear(viewer, prefix: str, *, exact: bool = False) -> int:
     if not isinstance(prefix, str) or not prefix:
         raise ValueError(f"clear() expects a non-empty layer-name prefix (str), got {prefix!r}")
     gone = [lay for lay in viewer.layers if (_belongs(lay, prefix) if exact else lay.name.startswith(prefix))]
-    for layer in gone:
-        viewer.layers.remove(layer)
+    remove_layers(viewer, gone)
     return len(gone)
 
 

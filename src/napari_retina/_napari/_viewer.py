@@ -34,10 +34,11 @@ a timer fires after the posted events (repaints included) of its event-loop pass
 
 def remove_analysis_layers(viewer, prefix: str) -> None:
     """Remove the layers an earlier :func:`add_analysis` with the same prefix added."""
-    for layer in list(viewer.layers):
+    def mine(layer) -> bool:
         meta = layer.metadata.get(META, {}) if isinstance(layer.metadata, dict) else {}
-        if meta.get("role") == "map" and meta.get("prefix") == prefix:
-            viewer.layers.remove(layer)
+        return meta.get("role") == "map" and meta.get("prefix") == prefix
+
+    remove_layers(viewer, [layer for layer in viewer.layers if mine(layer)])
 
 
 def reuse_map_layers(viewer, prefix: str, data: list[tuple]) -> Optional[list]:
@@ -100,9 +101,7 @@ def add_layer_data(viewer, data: list[tuple]) -> list:
         for d, kwargs, kind in data:
             added.append(getattr(viewer, f"add_{kind}")(d, **kwargs))
     except Exception:
-        for layer in added:
-            if layer in viewer.layers:
-                viewer.layers.remove(layer)
+        remove_layers(viewer, added)
         raise
     return added
 
@@ -196,7 +195,7 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
             kwargs["metadata"][META]["prefix"] = prefix
         layers = yield from _map_steps(viewer, prefix, data, replace, added)
     except BaseException:  # a failure, or the generator closed (StagedAdd.stop) before the maps were in
-        _remove(viewer, added + new_stim)
+        remove_layers(viewer, added + new_stim)
         raise
     show_map_legend(viewer, layers)
     yield
@@ -228,10 +227,18 @@ def _map_steps(viewer, prefix: str, data: list[tuple], replace: bool, added: lis
     return list(added)
 
 
-def _remove(viewer, layers: list) -> None:
-    """Remove those of ``layers`` still in the viewer."""
-    for layer in layers:
-        if layer in viewer.layers:
+def remove_layers(viewer, layers: list) -> None:
+    """Remove those of ``layers`` still in the viewer, in one batch of napari's layer list.
+
+    napari's canvas runs a full garbage collection after each removal
+    (~1-3 s in a process holding torch and napari); in a batch
+    (``LayerList.batched_update``) it runs one for all of them.
+    """
+    live = [layer for layer in layers if layer in viewer.layers]
+    if not live:
+        return
+    with viewer.layers.batched_update():
+        for layer in live:
             viewer.layers.remove(layer)
 
 
