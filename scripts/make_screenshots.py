@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-SIZE = (1600, 900)
+SIZE = (1600, 1000)
 """Window size (pixels) of every screenshot."""
 DOCK_WIDTH = 420
 TRACE_DOCK_HEIGHT = 270

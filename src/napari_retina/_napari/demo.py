@@ -25,7 +25,7 @@ DEMO_WIDGETS = ("Analyze", "Model", "Stimulus", "Experiments")
 DEMO_STIMULUS = {"period": 6, "n_flashes": 8, "omit": True, "intensity": -2.0, "duration": 2}
 """``nr.stimuli.flash_train`` parameters: eight dark full-field flashes every 60 ms, then one omitted."""
 DEMO_LAYER = "omitted flash train"
-SCREENSHOT_SIZE = (1600, 860)
+SCREENSHOT_SIZE = (1600, 1000)
 SCREENSHOT_NAME = "napari-retina-demo.png"
 SUMMARY_NAME = "napari-retina-demo.json"
 
