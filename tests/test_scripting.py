@@ -108,6 +108,7 @@ def test_recipe_5_puts_two_models_side_by_side_with_one_time_slider(run, tmp_pat
 
 
 NOTEBOOK_DRIVER = r"""
+import queue, sys
 from jupyter_client.manager import start_new_kernel
 
 CELLS = ["%gui qt",
@@ -116,21 +117,39 @@ CELLS = ["%gui qt",
          "print([layer.name for layer in layers])",
          "print(len(viewer.layers), nr.viewer.set_time(viewer, 50))",
          "viewer.close()"]
+
+
+def run_cell(client, code):
+    # ipykernel's Qt loop can miss the edge-triggered wake-up of a request that arrives while it enters the
+    # loop (ipython/ipykernel#559, "Run All" after %gui qt); the cell then never starts. A notebook user's
+    # next request wakes it; so does ours: a kernel_info request whenever the cell has not started in 5 s.
+    msg_id, started = client.execute(code), False
+    for _ in range(60):
+        try:
+            msg = client.get_iopub_msg(timeout=5 if not started else 180)
+        except queue.Empty:
+            if started:
+                raise
+            print("kernel not woken; poking it", file=sys.stderr)
+            client.kernel_info()
+            continue
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        started = True
+        if kind == "error":
+            raise SystemExit("\n".join(content["traceback"]))
+        if kind == "stream":
+            print(content["text"], end="")
+        if kind == "status" and content["execution_state"] == "idle":
+            return
+    raise SystemExit(f"cell {code!r} did not finish")
+
+
 km, client = start_new_kernel(kernel_name="python3", startup_timeout=180)
 try:
     for code in CELLS:
-        msg_id = client.execute(code)
-        while True:
-            msg = client.get_iopub_msg(timeout=180)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "error":
-                raise SystemExit("\n".join(content["traceback"]))
-            if kind == "stream":
-                print(content["text"], end="")
-            if kind == "status" and content["execution_state"] == "idle":
-                break
+        run_cell(client, code)
 finally:
     client.stop_channels()
     km.shutdown_kernel(now=True)
