@@ -210,10 +210,10 @@ class _Row:
         legend = grid.add_grid(row=r, col=2)
         legend.width_max = LEGEND_WIDTH_PX
         names = [(s["label"], s["color"]) for s in series] + [(UNIT, (0.6, 0.6, 0.6, 1.0))]
-        self.labels = [legend.add_widget(scene.Label(text, color=color, font_size=8), row=k, col=0)
+        self.labels = [legend.add_widget(scene.Label(text, color=color, font_size=8, font_manager=font_manager),
+                                         row=k, col=0)
                        for k, (text, color) in enumerate(names)]
-        _share_font([self.axis.axis._text, self.axis.axis._axis_label_vis]
-                    + [label._text_visual for label in self.labels], font_manager)
+        _share_font([self.axis.axis._text, self.axis.axis._axis_label_vis], font_manager)
         self.zero = InfiniteLine(0.0, color=(0.5, 0.5, 0.5, 0.6), vertical=False, parent=self.view.scene)
         self.cursor = InfiniteLine(cursor_x, color=_rgba(CURSOR_COLOR), vertical=True, parent=self.view.scene)
         self.set_series(series)
