@@ -164,7 +164,7 @@ def test_trace_plot_rows_have_their_own_scale_units_and_the_data(tiny_viewer, qt
     plot = _plot_of(viewer)
     assert len(plot.rows) == 1 + len(red.kept)
     assert [s["label"] for s in plot.rows[0].series] == [
-        "model response", f"reduced circuit (EV {red.explained_variance:.2f})"]
+        "model response", f"reduced circuit (EV {red.explained_variance:.3f})"]
     assert plot.unit == "ms" and plot.x_axis.axis.axis_label == "time (ms)"  # 600 ms: ms
     for row in plot.rows:
         assert row.labels[-1].text == "spikes/bin"  # each row says its unit

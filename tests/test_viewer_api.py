@@ -81,7 +81,7 @@ def test_an_attribution_is_shown_with_names_scales_translates_units_and_limits(v
     assert _in_view(viewer, layers)
     plot = nrv.traces(viewer)
     assert [s["label"] for s in plot.series][:2] == ["model response", "reduced circuit (EV "
-                                                     f"{red.explained_variance:.2f})"]
+                                                     f"{red.explained_variance:.3f})"]
 
 
 def test_a_loop_of_analyses_under_one_name_replaces_its_layers(viewer, tiny, qtbot):

@@ -97,7 +97,7 @@ def _response_panel(ax, res, t_ms: np.ndarray, truth) -> None:
     """The model's summed rate, the reduced circuit's and the ground truth's (spikes per bin)."""
     ax.plot(t_ms, res.response, color="k", lw=1, label="model")
     ax.plot(t_ms, res.reduction.reduced_rates, color="tab:red", lw=1, ls="--",
-            label=f"reduced circuit (EV {res.reduction.explained_variance:.2f})")
+            label=f"reduced circuit (EV {res.reduction.explained_variance:.3f})")
     if truth is not None:
         ax.plot(t_ms, truth.response, color="tab:green", lw=0.8, alpha=0.7, label="ground truth")
     ax.set_ylabel("rate (spikes/bin)")

@@ -236,7 +236,7 @@ def trace_series(attribution, reduction=None) -> list[dict]:
     series = [{"label": "model response", "kind": "response", "channel": -1, "row": 0,
                "values": np.asarray(attribution.response, np.float32), "color": _rgba(RESPONSE_COLOR)}]
     if reduction is not None:
-        series.append({"label": f"reduced circuit (EV {reduction.explained_variance:.2f})", "kind": "reduced",
+        series.append({"label": f"reduced circuit (EV {reduction.explained_variance:.3f})", "kind": "reduced",
                        "channel": -1, "row": 0,
                        "values": np.asarray(reduction.reduced_response, np.float32),
                        "color": _rgba(REDUCED_COLOR)})

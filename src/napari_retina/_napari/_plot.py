@@ -467,7 +467,7 @@ def plot_title(attribution, reduction, name: str, legend: str = "") -> str:
     cells = ", ".join(str(c) for c in attribution.cells)
     text = f"<b>{name}</b> — cell {cells}; traces in {UNIT} (spikes per 10 ms bin), each row on its own scale"
     if reduction is not None:
-        text += f"; reduced circuit explains {reduction.explained_variance:.0%} of the variance"
+        text += f"; reduced circuit explains {reduction.explained_variance:.1%} of the variance"
     text += ". Drag to pan, wheel to zoom, click to move the time slider."
     return text + (f"<br>{legend}" if legend else "")
 

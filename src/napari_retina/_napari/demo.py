@@ -92,7 +92,7 @@ def summary_text(summary: dict) -> str:
         f"napari-retina demo: {stim['n_flashes']} dark flashes every {stim['period'] * FRAME_MS:g} ms, then one "
         f"omitted; cell {summary['cell']}, attribution maps (invariance '{summary['invariance']}'), reduced circuit",
         f"  completeness error {summary['completeness_error']:.2e}; the reduced circuit explains "
-        f"{summary['explained_variance']:.0%} of the response with {', '.join(summary['kept_channels'])}",
+        f"{summary['explained_variance']:.1%} of the response's variance with {', '.join(summary['kept_channels'])}",
         f"  response peak {summary['peak_latency_ms']:g} ms after the omitted flash (frame "
         f"{summary['peak_frame_after_omission']}); analysis {summary['timing_s']['analysis']:.1f} s, "
         f"total {summary['timing_s']['total']:.1f} s",
