@@ -123,15 +123,16 @@ def run_cell(client, code):
     # ipykernel's Qt loop can miss the edge-triggered wake-up of a request that arrives while it enters the
     # loop (ipython/ipykernel#559, "Run All" after %gui qt); the cell then never starts. A notebook user's
     # next request wakes it; so does ours: a kernel_info request whenever the cell has not started in 5 s.
-    msg_id, started = client.execute(code), False
-    for _ in range(60):
+    msg_id, started, pokes = client.execute(code), False, 0
+    while True:
         try:
             msg = client.get_iopub_msg(timeout=5 if not started else 180)
         except queue.Empty:
-            if started:
-                raise
+            if started or pokes == 36:  # a started cell silent for 3 min, or 3 min of pokes unanswered
+                raise SystemExit(f"cell {code!r} did not finish")
             print("kernel not woken; poking it", file=sys.stderr)
             client.kernel_info()
+            pokes += 1
             continue
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
@@ -143,7 +144,6 @@ def run_cell(client, code):
             print(content["text"], end="")
         if kind == "status" and content["execution_state"] == "idle":
             return
-    raise SystemExit(f"cell {code!r} did not finish")
 
 
 km, client = start_new_kernel(kernel_name="python3", startup_timeout=180)
