@@ -101,7 +101,7 @@ def predict(
     >>> rates.shape                                                             # doctest: +SKIP
     (200, 4)
     """
-    if getattr(model, "wrapped", False):  # a user's module (nr.wrap): its own forward pass, window by window
+    if _wrap.is_wrapped(model):  # a user's module (nr.wrap): its own forward pass, window by window
         return _wrap.predict(model, stimulus, device, batch_size, crop, progress, normalize)
     model = model_on(model, device)
     cfg = model.config

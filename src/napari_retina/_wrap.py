@@ -94,8 +94,6 @@ class WrappedModel(nn.Module):
     (N, n_cells) rates.
     """
 
-    wrapped = True
-
     def __init__(self, module: nn.Module, config: WrapConfig, layer: nn.Module, first_conv: Optional[nn.Module]):
         super().__init__()
         self.module = module

@@ -14,6 +14,7 @@ from .._invariance import Invariance, InvarianceArg, check_invariance, resolve_i
 from .._predict import default_batch_size, model_on
 from .._progress import Progress, report
 from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin
+from .._wrap import is_wrapped
 from ..first_layer import FirstLayer
 from ..model import RetinaCNN
 from ._adaptive import ADAPTIVE_START_STEPS, DEFAULT_TOL, Scales, check_tol, integrate_adaptive
@@ -200,7 +201,7 @@ def attribute(
     >>> attr.maps.shape, attr.channels.shape                                              # doctest: +SKIP
     ((100, 8, 36, 36), (100, 8))
     """
-    if getattr(model, "wrapped", False):  # a user's module (nr.wrap): Captum's layer IG, see ._wrapped
+    if is_wrapped(model):  # a user's module (nr.wrap): Captum's layer IG, see ._wrapped
         check_invariance(invariance)
         return attribute_wrapped(model, stimulus, cell, steps, rule, frames, device, batch_size, crop, progress,
                                  normalize, tol)
