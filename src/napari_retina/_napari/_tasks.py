@@ -18,6 +18,7 @@ from qtpy.QtCore import QObject, Signal as QtSignal
 
 from .._progress import Cancelled, CancelToken
 from ..analysis import is_out_of_memory
+from ._viewer import process_events_until
 
 
 def notify(level: str, message: str) -> None:
@@ -236,12 +237,4 @@ class Task:
 
     def wait(self, timeout_ms: int = 60000) -> None:
         """Block (processing events) until the current run has finished; for scripts and tests."""
-        from qtpy.QtCore import QCoreApplication, QElapsedTimer
-
-        timer = QElapsedTimer()
-        timer.start()
-        while self.running and timer.elapsed() < timeout_ms:
-            QCoreApplication.processEvents()
-            time.sleep(0.002)
-        if self.running:
-            raise TimeoutError(f"the {self.what} did not finish within {timeout_ms} ms")
+        process_events_until(lambda: not self.running, timeout_ms, f"the {self.what}")

@@ -17,6 +17,7 @@ scripts and the widgets call; scripts should not need this module::
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Iterator, Optional
 
 import numpy as np
@@ -231,8 +232,9 @@ def remove_layers(viewer, layers: list) -> None:
     """Remove those of ``layers`` still in the viewer, in one batch of napari's layer list.
 
     napari's canvas runs a full garbage collection after each removal
-    (~1-3 s in a process holding torch and napari); in a batch
-    (``LayerList.batched_update``) it runs one for all of them.
+    (~0.25 s in a fresh process holding torch and napari, BENCHMARKS.md;
+    seconds in the test suite's); in a batch (``LayerList.batched_update``)
+    it runs one for all of them.
     """
     live = [layer for layer in layers if layer in viewer.layers]
     if not live:
@@ -296,14 +298,24 @@ class StagedAdd:
 
     def wait(self, timeout_ms: int = 60000) -> None:
         """Process events until done; for scripts and tests."""
-        from qtpy.QtCore import QCoreApplication, QElapsedTimer
+        process_events_until(lambda: self.done, timeout_ms, "adding the analysis")
 
-        timer = QElapsedTimer()
-        timer.start()
-        while not self.done and timer.elapsed() < timeout_ms:
-            QCoreApplication.processEvents()
-        if not self.done:
-            raise TimeoutError(f"adding the analysis did not finish within {timeout_ms} ms")
+
+def process_events_until(done: Callable[[], bool], timeout_ms: int, what: str) -> None:
+    """Run Qt's event loop until ``done()`` is true, or one TimeoutError naming ``what`` after ``timeout_ms``.
+
+    Sleeps 2 ms between passes, so that a worker thread waited for gets the
+    interpreter; for scripts and tests (the GUI itself never blocks).
+    """
+    from qtpy.QtCore import QCoreApplication, QElapsedTimer
+
+    timer = QElapsedTimer()
+    timer.start()
+    while not done() and timer.elapsed() < timeout_ms:
+        QCoreApplication.processEvents()
+        time.sleep(0.002)
+    if not done():
+        raise TimeoutError(f"{what} did not finish within {timeout_ms} ms")
 
 
 def show_map_legend(viewer, map_layers: list) -> None:
