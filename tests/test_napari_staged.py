@@ -222,3 +222,13 @@ def test_a_staged_plot_shows_lines_four_a_pass_and_text_two_a_pass():
     batches = _plot.reveal_batches(nodes)
     assert [len(b) for b in batches] == [4, 3, 3]  # 4 lines; line, axis, label; label, line, label
     assert [n for b in batches for n in b] == nodes  # every node once, in order
+
+
+def test_waiting_for_work_that_never_ends_is_one_timeout_error_naming_it(qtbot):
+    """Scripts and tests wait on Task.wait / StagedAdd.wait; work that never finishes must not hang them."""
+    flag = []
+    QTimer.singleShot(5, lambda: flag.append(1))
+    _viewer.process_events_until(lambda: bool(flag), 10_000, "the flag")  # events run: the timer fires
+    assert flag == [1]
+    with pytest.raises(TimeoutError, match="the never-ending job did not finish within 50 ms"):
+        _viewer.process_events_until(lambda: False, 50, "the never-ending job")
