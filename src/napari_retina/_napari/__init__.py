@@ -24,11 +24,10 @@ script's own: a RetinaCNN or a PyTorch module adapted by ``nr.wrap``.
 
 from ._layers import analysis_layer_data, map_layer_data, stimulus_layer_kwargs
 from ._plot import show_traces
-from ._viewer import add_analysis, add_result_layers
+from ._viewer import add_analysis
 
 __all__ = [
     "add_analysis",
-    "add_result_layers",
     "analysis_layer_data",
     "map_layer_data",
     "show_traces",

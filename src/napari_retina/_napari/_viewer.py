@@ -357,20 +357,3 @@ def frame_result(viewer, layers: list) -> None:
 
     QTimer.singleShot(0, again)
 
-
-def add_result_layers(viewer, result, prefix: Optional[str] = None) -> list:
-    """Add an ``ExperimentResult``'s stimulus and analysis layers in one call.
-
-    The stimulus layer is named after the experiment and carries its
-    conditions and readout in ``metadata``; returns every layer added.
-    """
-    meta = {"experiment": result.name, "readout": dict(result.readout),
-            "conditions": list(result.conditions)}
-    stim_layer = add_layer_data(viewer, [(result.stimulus, stimulus_layer_kwargs(
-        result.stimulus, name=result.name, metadata=meta), "image")])[0]
-    try:
-        layers = add_analysis(viewer, result.attribution, result.reduction, stim_layer, prefix=prefix)
-    except Exception:
-        viewer.layers.remove(stim_layer)
-        raise
-    return [stim_layer] + layers
