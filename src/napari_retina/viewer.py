@@ -325,9 +325,8 @@ def _show_file(viewer, path: Path, replace: bool) -> list:
 def _add_read_layers(viewer, data: list, replace: bool) -> list:
     """Add a reader's layer-data tuples (replacing layers of the same names); plot the first stored traces."""
     if replace:
-        for _, kwargs, _ in data:
-            if kwargs.get("name") in viewer.layers:
-                viewer.layers.remove(kwargs["name"])
+        names = {kwargs.get("name") for _, kwargs, _ in data}
+        remove_layers(viewer, [lay for lay in viewer.layers if lay.name in names])
     layers = add_layer_data(viewer, data)
     carrier = next((lay for lay in layers if TRACES_KEY in lay.metadata.get(META, {}) and lay.visible), None)
     if carrier is not None:
@@ -546,11 +545,7 @@ def _centre(image: np.ndarray, shape: tuple) -> np.ndarray:
 def _window_image(viewer, size: tuple, margin: float) -> np.ndarray:
     """The whole window resized to ``size`` (width, height), view fitted to its canvas."""
     viewer.window.resize(*size)
-    _process_events()
-    # Qt lays a window that is not shown out only when it is drawn: a first grab gives the canvas
-    # (viewer.canvas.size) its real size before the view is fitted to it
-    viewer.screenshot(canvas_only=False, flash=False)
-    _process_events()
+    _lay_out(viewer)  # the canvas (viewer.canvas.size) gets its real size before the view is fitted to it
     fit(viewer, viewer.canvas.size, margin=margin)
     _process_events(1)
     return viewer.screenshot(canvas_only=False, flash=False)
