@@ -51,7 +51,7 @@ from ._atomic import atomic_write
 from ._napari._layers import META, stimulus_layer_kwargs
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
 from ._napari._session import use_model
-from ._napari._viewer import add_analysis, add_layer_data, frame_result, remove_layers
+from ._napari._viewer import add_analysis, add_layer_data, frame_result, process_events, remove_layers
 
 __all__ = ["show", "clear", "screenshot", "traces", "set_time", "current_time", "fit", "place_beside",
            "use_model"]
@@ -464,13 +464,6 @@ def _device_pixel_ratio() -> float:
     return float(app.devicePixelRatio()) if app is not None else 1.0
 
 
-def _process_events(times: int = 3) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    for _ in range(times):
-        QApplication.processEvents()
-
-
 def screenshot(viewer, path, size: tuple = (1200, 800), *, scale: float = 1.0, margin: float = SCREENSHOT_MARGIN,
                window: bool = False) -> Path:
     """Write a PNG of the canvas, ``size`` = (width, height) pixels, every visible layer in view; returns the path.
@@ -501,9 +494,9 @@ def screenshot(viewer, path, size: tuple = (1200, 800), *, scale: float = 1.0, m
 
 def _lay_out(viewer) -> None:
     """Let Qt lay the window out: a window that is not shown is laid out only when it is drawn (a grab)."""
-    _process_events()
+    process_events()
     viewer.screenshot(canvas_only=False, flash=False)
-    _process_events()
+    process_events()
 
 
 def _canvas_image(viewer, shape: tuple, margin: float) -> np.ndarray:
@@ -527,7 +520,7 @@ def _canvas_image(viewer, shape: tuple, margin: float) -> np.ndarray:
     finally:
         camera.center, camera.zoom = before[0], before[1]
         viewer.window.set_geometry(*before[2])
-        _process_events()
+        process_events()
     return _centre(image, shape)
 
 
@@ -547,6 +540,6 @@ def _window_image(viewer, size: tuple, margin: float) -> np.ndarray:
     viewer.window.resize(*size)
     _lay_out(viewer)  # the canvas (viewer.canvas.size) gets its real size before the view is fitted to it
     fit(viewer, viewer.canvas.size, margin=margin)
-    _process_events(1)
+    process_events(1)
     return viewer.screenshot(canvas_only=False, flash=False)
 

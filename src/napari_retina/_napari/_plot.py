@@ -51,10 +51,10 @@ LEGEND_WIDTH_PX = 190
 ROW_HEIGHT_PX = 60
 """The plot asks for this many pixels per row (up to :data:`MAX_HEIGHT_PX` in all)."""
 MAX_HEIGHT_PX = 380
+"""The most height the plot asks for (it can be made smaller)."""
 ROW_MIN_PX = 32
 """The plot's canvas is never shorter than this many pixels per row (plus the time axis): below it
 the rows' labels overlap, and a bottom dock otherwise keeps whatever height it was first given."""
-"""The most height the plot asks for (it can be made smaller)."""
 REVEAL_PER_PASS = 4
 """Most nodes a new plot shows per event-loop pass when it is built in steps (:meth:`TracePlot.traces_steps`)."""
 TEXT_PER_PASS = 2
@@ -97,6 +97,15 @@ def _first_per_run(flag: np.ndarray, run: np.ndarray, n_runs: int) -> np.ndarray
     # reversed assignment: the first hit of a run is written last and wins
     first[run[hits[::-1]]] = hits[::-1]
     return first
+
+
+def drain(steps: Iterator[None]):
+    """Run a generator of GUI steps (e.g. :meth:`TracePlot.traces_steps`) to its end at once; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
 
 
 def reveal_batches(nodes: list) -> list[list]:
@@ -288,8 +297,7 @@ class TracePlot(QWidget):
 
     def set_traces(self, series: list[dict], times_ms: np.ndarray, title: str = "") -> None:
         """Plot ``series`` (one row per ``row`` value) against ``times_ms`` (T,) world ms."""
-        for _ in self.traces_steps(series, times_ms, title):
-            pass
+        drain(self.traces_steps(series, times_ms, title))
 
     def traces_steps(self, series: list[dict], times_ms: np.ndarray, title: str = "") -> Iterator[None]:
         """:meth:`set_traces` as a generator that yields between pieces of work of a few tens of ms.
@@ -479,12 +487,7 @@ def show_traces(viewer, attribution, reduction=None, stimulus_layer=None, name: 
     ``translate[0]``); without one, 10 ms per frame from 0. ``legend``: a
     line for the title (the maps' colour legend).
     """
-    steps = traces_steps(viewer, attribution, reduction, stimulus_layer, name, legend)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+    return drain(traces_steps(viewer, attribution, reduction, stimulus_layer, name, legend))
 
 
 def traces_steps(viewer, attribution, reduction=None, stimulus_layer=None, name: str = "",

@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from ._layers import META, analysed_geometry, analysis_layer_data, layer_geometry, map_legend, stimulus_layer_kwargs
-from ._plot import traces_steps
+from ._plot import drain, traces_steps
 
 VIEW_MARGIN = 0.05
 """Blank margin around the layers (fraction of the canvas) when a result is framed."""
@@ -160,16 +160,7 @@ def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, ma
     steps = _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace)
     if staged:
         return StagedAdd(steps)
-    return _drain(steps)
-
-
-def _drain(steps: Iterator[None]):
-    """Run a step generator to its end in one go; its return value."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+    return drain(steps)
 
 
 def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace) -> Iterator[None]:
@@ -299,6 +290,14 @@ class StagedAdd:
     def wait(self, timeout_ms: int = 60000) -> None:
         """Process events until done; for scripts and tests."""
         process_events_until(lambda: self.done, timeout_ms, "adding the analysis")
+
+
+def process_events(times: int = 3) -> None:
+    """Let Qt's event loop run ``times`` passes (pending layout, paints); for scripts and tests."""
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(times):
+        QApplication.processEvents()
 
 
 def process_events_until(done: Callable[[], bool], timeout_ms: int, what: str) -> None:

@@ -202,18 +202,12 @@ def screenshot(viewer, path: Path, size: tuple = SCREENSHOT_SIZE, dock_width: in
     fits the view to its canvas and takes the picture.
     """
     from .. import viewer as nr_viewer
+    from ._viewer import process_events
 
     viewer.window.resize(*size)
-    _process_events()
+    process_events()
     _narrow_docks(viewer, dock_width)
     return nr_viewer.screenshot(viewer, path, size=size, window=True)
-
-
-def _process_events(times: int = 3) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    for _ in range(times):
-        QApplication.processEvents()
 
 
 def _narrow_docks(viewer, width: int) -> None:
@@ -224,8 +218,10 @@ def _narrow_docks(viewer, width: int) -> None:
     """
     from qtpy.QtCore import Qt
 
+    from ._viewer import process_events
+
     docks = [getattr(w, "native", w).parent() for w in viewer.window.dock_widgets.values()]
     docks = [d for d in docks if d is not None]
     if docks:
         docks[0].parentWidget().resizeDocks(docks, [width] * len(docks), Qt.Orientation.Horizontal)
-        _process_events()
+        process_events()
