@@ -52,6 +52,7 @@ import napari_retina as nr
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_attribution  # noqa: E402
 from bench_attribution import flops_per_frame  # noqa: E402
+from bench_tol import evaluated_points  # noqa: E402
 
 DEV = torch.device("cuda")
 ROWS: list[dict] = []
@@ -87,8 +88,7 @@ def steps_hist(attr) -> dict:
 
 def work_gflop(attr) -> float:
     """Attribution work (GFLOP) at the points each frame evaluated (adaptive: 4 + 8 + … + its level)."""
-    per = attr.steps_per_frame[attr.frames].astype(np.float64)
-    pts = 2 * per - nr.attribution.ADAPTIVE_START_STEPS if attr.tol is not None else per
+    pts = evaluated_points(attr.steps_per_frame[attr.frames], attr.tol)
     return sum(flops_per_frame(attr.model.config, p, attr.rule) for p in pts) / 1e9
 
 
