@@ -653,3 +653,65 @@ def test_completeness_within_tol_random_model_cell_all(model):
 def test_bad_tol(model, kwargs, exc, message):
     with pytest.raises(exc, match=f"^{message}"):
         nr.attribute(model, noise(T=10), **kwargs)
+
+
+# --------------------------------------------------------------------------- conv2 by FFT (a GPU candidate)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("channels, kernels", [((3, 4), (5, 3)), ((8, 8), (15, 11))])
+def test_fft_conv2_equals_the_direct_convolution_and_its_transpose(dtype, channels, kernels):
+    """FFTConv2 against torch's conv2d / conv_transpose2d (float64: to rounding; float32: to its FFT error)."""
+    from torch.nn import functional as F
+
+    from napari_retina.attribution._head import FFTConv2
+
+    net = random_model(channels=channels, kernels=kernels, size=50 if kernels[0] == 15 else SIZE).to(dtype)
+    w, h1 = net.conv2.weight.detach(), net.config.map_sizes[0]
+    gen = torch.Generator().manual_seed(3)
+    y = torch.randn(5, channels[0], h1, h1, generator=gen, dtype=dtype)
+    g = torch.randn(5, channels[1], *net.config.map_sizes[1:] * 2, generator=gen, dtype=dtype)
+    fft = FFTConv2(w, h1)
+    rtol = 1e-12 if dtype == torch.float64 else 1e-5
+    for got, want in ((fft.conv(y), F.conv2d(y, w)), (fft.transpose(g), F.conv_transpose2d(g, w))):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert float((got - want).abs().max() / want.abs().max()) < rtol
+
+
+@pytest.mark.parametrize("method", ["fft", "channels_last"])
+def test_attribution_with_another_conv2_method_equals_captum_and_the_direct_path(model, monkeypatch, method):
+    """Switching conv2's method changes no result: fixed steps still equal Captum, the default the direct path."""
+    from napari_retina.attribution import _head
+
+    stim, cells = noise(seed=4), [0, 2]
+    direct = nr.attribute(model, stim, cell=cells, invariance="none")
+    monkeypatch.setitem(_head.CONV2_METHOD, "cpu", method)
+    head = attribute_module.Head(model, cells)
+    assert (head.fft is not None, head.channels_last) == (method == "fft", method == "channels_last")
+    fixed = nr.attribute(model, stim, cell=cells, steps=12, rule="gausslegendre", invariance="none")
+    ref = captum_maps(model, stim, cells, 12, "gausslegendre")
+    np.testing.assert_allclose(fixed.maps[HIST - 1 :], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    fft = nr.attribute(model, stim, cell=cells, invariance="none")
+    assert np.array_equal(fft.steps_per_frame, direct.steps_per_frame)
+    idx = fft.frames
+    assert np.abs(fft.maps[idx] - direct.maps[idx]).max() <= 1e-4 * np.abs(direct.maps[idx]).max()
+
+
+def test_unknown_conv2_method_is_refused(model):
+    with pytest.raises(ValueError, match="conv2 must be one of 'direct', 'channels_last', 'fft', got 'winograd'"):
+        attribute_module.Head(model, [0], conv2="winograd")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("method", ["fft", "channels_last"])
+def test_gpu_conv2_methods_equal_the_direct_path(monkeypatch, method):
+    from napari_retina.attribution import _head
+
+    model = nr.load_model(device="cuda")
+    stim = noise(T=model.config.history + 31, seed=5, size=model.config.size)
+    direct = nr.attribute(model, stim, invariance="none")
+    monkeypatch.setitem(_head.CONV2_METHOD, "cuda", method)
+    other = nr.attribute(model, stim, invariance="none")
+    idx = other.frames
+    assert np.array_equal(other.steps_per_frame, direct.steps_per_frame)
+    assert np.abs(other.maps[idx] - direct.maps[idx]).max() <= 1e-3 * np.abs(direct.maps[idx]).max()

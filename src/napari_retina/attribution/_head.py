@@ -2,10 +2,50 @@
 
 from __future__ import annotations
 
+from typing import Literal, Optional, get_args
+
 import torch
 from torch.nn import functional as F
 
 from ..model import RetinaCNN
+
+Conv2Method = Literal["direct", "channels_last", "fft"]
+CONV2_METHODS: tuple[str, ...] = get_args(Conv2Method)
+
+#: how conv2 and its transpose run at each quadrature point, by device type (others: "direct").
+#: "direct" (F.conv2d / conv_transpose2d) is ~1.3× faster than "fft" on a 2-core CPU (BENCHMARKS.md);
+#: "channels_last" runs the forward convolutions in channels_last as well as the transpose (cuDNN's
+#: NHWC kernels), ~1.04× slower than "direct" on that CPU (within its noise).
+#: "fft" does ~17× fewer operations for the shipped 8→8-channel 11×11 conv2 (an FFT counted as
+#: 2.5·N·log₂N), which a GPU, far from its rate on such thin convolutions, may prefer:
+#: ``benchmarks/gpu_rows.py`` row V times each; set this table from that measurement.
+CONV2_METHOD: dict[str, Conv2Method] = {"cpu": "direct", "cuda": "direct"}
+
+
+class FFTConv2:
+    """conv2 without bias, and its transpose, by FFTs of the h1 × h1 first-layer map (exact: no wrap-around).
+
+    conv2 is a valid cross-correlation (h1 → h2 = h1 − k + 1): the cyclic
+    correlation of size h1 agrees with it on [0, h2)², because i + k < h1
+    there. Its transpose is a full convolution (h2 → h1 = h2 + k − 1), which
+    the cyclic convolution of size h1 computes without wrap-around. The
+    channel sums are complex (C2 × C1) products per spatial frequency.
+    """
+
+    def __init__(self, weight: torch.Tensor, h1: int) -> None:
+        self.h1, self.h2 = h1, h1 - weight.shape[-1] + 1
+        self.spectrum = torch.fft.rfft2(weight, s=(h1, h1))  # (C2, C1, h1, h1 // 2 + 1)
+        self.spectrum_conj = self.spectrum.conj().resolve_conj()
+
+    def conv(self, y: torch.Tensor) -> torch.Tensor:
+        """(N, C1, h1, h1) -> (N, C2, h2, h2), as F.conv2d(y, weight)."""
+        spec = torch.einsum("nihw,oihw->nohw", torch.fft.rfft2(y), self.spectrum_conj)
+        return torch.fft.irfft2(spec, s=(self.h1, self.h1))[..., : self.h2, : self.h2]
+
+    def transpose(self, g: torch.Tensor) -> torch.Tensor:
+        """(N, C2, h2, h2) -> (N, C1, h1, h1), as F.conv_transpose2d(g, weight)."""
+        spec = torch.einsum("nohw,oihw->nihw", torch.fft.rfft2(g, s=(self.h1, self.h1)), self.spectrum)
+        return torch.fft.irfft2(spec, s=(self.h1, self.h1))
 
 
 class Head:
@@ -17,16 +57,23 @@ class Head:
     product are conv2₀ and its transpose scaled by ``scale2``. The output head
     ``F = Σ_cells softplus(scale3·(L·a2 + b) + shift3)`` is differentiated by
     hand: ``∂F/∂a2 = Σ_cells σ(·)·scale3·L_cell`` (no autograd). Both splits
-    are checked against the model at construction.
+    are checked against the model at construction. ``conv2``: how
+    :meth:`conv` and :meth:`vjp` run (default: :data:`CONV2_METHOD` of the
+    model's device type).
     """
 
-    def __init__(self, net: RetinaCNN, cells: list[int]) -> None:
+    def __init__(self, net: RetinaCNN, cells: list[int], conv2: Optional[Conv2Method] = None) -> None:
         self.net, self.cells = net, cells
         p = net.conv2.weight
         self.weight2 = p
         # the transposed conv2 runs ~2× faster on CPU in channels_last (BENCHMARKS.md)
         self.weight2_cl = p.contiguous(memory_format=torch.channels_last)
         c1, h1 = net.config.channels[0], net.config.map_sizes[0]
+        method = CONV2_METHOD.get(p.device.type, "direct") if conv2 is None else conv2
+        if method not in CONV2_METHODS:
+            raise ValueError(f"conv2 must be one of {', '.join(map(repr, CONV2_METHODS))}, got {method!r}")
+        self.fft = FFTConv2(p, h1) if method == "fft" else None
+        self.channels_last = method == "channels_last"
         zero = torch.zeros(1, c1, h1, h1, dtype=p.dtype, device=p.device)
         with torch.no_grad():
             self.u2_zero = net.bn2(net.conv2(zero))
@@ -82,8 +129,14 @@ class Head:
 
     def conv(self, y: torch.Tensor) -> torch.Tensor:
         """conv2 without bias: (N, C1, h1, h1) -> (N, C2, h2, h2)."""
+        if self.fft is not None:
+            return self.fft.conv(y)
+        if self.channels_last:
+            return F.conv2d(y.contiguous(memory_format=torch.channels_last), self.weight2_cl)
         return F.conv2d(y, self.weight2)
 
     def vjp(self, g: torch.Tensor) -> torch.Tensor:
-        """conv2's transpose (in channels_last; the result is channels_last): (N, C2, h2, h2) -> (N, C1, h1, h1)."""
+        """conv2's transpose: (N, C2, h2, h2) -> (N, C1, h1, h1) (direct: in channels_last, and so is the result)."""
+        if self.fft is not None:
+            return self.fft.transpose(g)
         return F.conv_transpose2d(g.contiguous(memory_format=torch.channels_last), self.weight2_cl)
