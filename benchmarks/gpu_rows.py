@@ -1,7 +1,7 @@
-"""Every GPU row of issue 15 in one run (≤ ~2 minutes on an H200): a markdown table, and JSON in $OUT.
+"""Every GPU row of issue 15 in one run (≤ ~3 minutes on an H200): a markdown table, and JSON in $OUT.
 
 Run:  PYTHONPATH=src python benchmarks/gpu_rows.py [--frames 10000] [--predict-frames 100000]
-      [--captum-frames 1000] [--budget 110]
+      [--captum-frames 1000] [--budget 180]
 
 Needs torch with CUDA, numpy (h5py/tifffile come with the package); Captum is
 optional (its rows are skipped, with a note, when it is missing). Rows, all
@@ -14,6 +14,15 @@ A   white noise, ``--frames`` frames, nr.attribute defaults (tol=1e-3):
     as a fraction of the float32 matmul rate. A8: the old default (8 fixed
     kink_midpoint steps), the 1.06 s of the issue. Ab: defaults with
     ``batch_size=4096`` (bigger fused batches; the GPU default is 1024).
+V   variants of A, each timed right after A's defaults are timed again
+    (the ratio is to that neighbour), and its maps compared with A's (max |Δ| /
+    max |A|): conv2 by FFT (attribution._head.CONV2_METHOD "fft"), with
+    ``batch_size=4096`` too, the forward convolutions in channels_last (as
+    the transpose already is: cuDNN's NHWC kernels), cuDNN's autotuner (``cudnn.benchmark``), and
+    TF32 off (PyTorch lets cuDNN convolutions use TF32 by default).
+P   where the time goes: torch.profiler over A's defaults on 1,000 frames,
+    direct and FFT: the kernels with the most GPU time, and the GPU's busy
+    share of the wall time (low: launch- or sync-bound; high: kernel-bound).
 B   ``cell="all"`` (every cell summed), defaults: time and its ratio to A
     (the issue's target: ≤ 2×).
 C   nr.predict on ``--predict-frames`` white-noise frames.
@@ -110,6 +119,57 @@ def in_budget(name: str, budget: float) -> bool:
     return True
 
 
+def device_time_us(event) -> float:
+    """An event's own time on the device (µs), whichever name this torch gives it; CPU time on a CPU run."""
+    if DEV.type != "cuda":
+        return float(event.self_cpu_time_total)
+    return float(getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)))
+
+
+def profile_top(fn, top: int = 10) -> tuple[float, float, list]:
+    """(wall s, device-busy s, the ``top`` ops/kernels by own device time as [name, ms, share]) of one ``fn()``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEV.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        t = time.perf_counter()
+        fn()
+        if DEV.type == "cuda":
+            torch.cuda.synchronize(DEV)
+        wall = time.perf_counter() - t
+    events = [e for e in prof.key_averages() if device_time_us(e) > 0]
+    busy = sum(device_time_us(e) for e in events) / 1e6
+    events.sort(key=device_time_us, reverse=True)
+    return wall, busy, [[e.key[:60], round(device_time_us(e) / 1e3, 2), round(device_time_us(e) / 1e6 / busy, 3)]
+                        for e in events[:top]]
+
+
+class Variant:
+    """A context that sets conv2's method, cuDNN's autotuner and TF32 for convolutions, and restores them."""
+
+    def __init__(self, conv2: str = "direct", benchmark: bool = False, tf32: bool = True) -> None:
+        from napari_retina.attribution import _head
+
+        self.table, self.want = _head.CONV2_METHOD, (conv2, benchmark, tf32)
+
+    def __enter__(self):
+        cudnn = torch.backends.cudnn
+        self.old = (self.table.get(DEV.type, "direct"), cudnn.benchmark, cudnn.allow_tf32)
+        self.table[DEV.type], cudnn.benchmark, cudnn.allow_tf32 = self.want
+        return self
+
+    def __exit__(self, *exc):
+        cudnn = torch.backends.cudnn
+        self.table[DEV.type], cudnn.benchmark, cudnn.allow_tf32 = self.old
+
+
+VARIANTS = {"V1 conv2 by FFT": (dict(conv2="fft"), {}),
+            "V2 conv2 by FFT, batch_size=4096": (dict(conv2="fft"), dict(batch_size=4096)),
+            "V3 conv2 in channels_last (forward too)": (dict(conv2="channels_last"), {}),
+            "V4 cudnn.benchmark (autotuned convolutions)": (dict(benchmark=True), {}),
+            "V5 TF32 off for convolutions (strict float32)": (dict(tf32=False), {})}
+
+
 def flash_train(T: int, size: int) -> np.ndarray:
     f = np.zeros(T, np.float32)
     for t in range(0, T, 8):
@@ -137,7 +197,7 @@ def main() -> int:
     ap.add_argument("--predict-frames", type=int, default=100_000)
     ap.add_argument("--captum-frames", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--budget", type=float, default=110.0, help="seconds after which no new row starts")
+    ap.add_argument("--budget", type=float, default=180.0, help="seconds after which no new row starts")
     ap.add_argument("--ref-steps", type=int, default=2000, help="the float64 reference's steps (row D)")
     ap.add_argument("--device", default="cuda", help="cuda (cpu only to smoke-test this script with small sizes)")
     ap.add_argument("--no-tests", action="store_true", help="skip row T (the repository's GPU tests)")
@@ -183,7 +243,34 @@ def main() -> int:
         row("Ab white noise, one cell, defaults, batch_size=4096", t, n, completeness=ab.completeness_error,
             ratio_to_A=round(t / t_a, 3), max_abs_diff_to_A=float(np.abs(ab.maps[ab.frames] - a.maps[a.frames]).max()
                                                                  / np.abs(a.maps[a.frames]).max()))
-    del a
+    # ---- V: variants of A
+    ref_maps = a.maps[a.frames]
+    scale = float(np.abs(ref_maps).max())
+    for name, (setting, kwargs) in VARIANTS.items():
+        if not in_budget(name[:2], args.budget):
+            continue
+        # the defaults timed again right before: the ratio compares neighbours, not the start of the run
+        _, t_def = best_of(lambda: nr.attribute(model, stim, cell=0), args.repeats)
+        with Variant(**setting):
+            nr.attribute(model, warm, cell=0, **kwargs)  # warm-up: plans, autotuning
+            v, t = best_of(lambda: nr.attribute(model, stim, cell=0, **kwargs), args.repeats)
+        row(name, t, n, defaults_just_before_s=round(t_def, 4), ratio_to_defaults=round(t / t_def, 3),
+            completeness=v.completeness_error,
+            max_abs_diff_to_A=float(np.abs(v.maps[v.frames] - ref_maps).max() / scale),
+            steps_equal_A=bool(np.array_equal(v.steps_per_frame, a.steps_per_frame)))
+        del v
+    del a, ref_maps
+
+    # ---- P: where the time goes
+    for method in ("direct", "fft"):
+        if not in_budget(f"P {method}", args.budget):
+            continue
+        part = stim[: min(n, 1000) + H - 1]
+        with Variant(conv2=method):
+            nr.attribute(model, warm, cell=0)
+            wall, busy, top = profile_top(lambda: nr.attribute(model, part, cell=0))
+        row(f"P profile, conv2 {method}, {len(part) - H + 1} frames (under the profiler)", wall, len(part) - H + 1,
+            device_busy_share=round(busy / wall, 3), top_ms_share=top)
 
     # ---- B: every cell
     if in_budget("B", args.budget):
