@@ -60,3 +60,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (KeyboardInterrupt, Cancelled):
         print(f"napari-retina {args.command}: cancelled", file=sys.stderr)
         return 130
+
+
+def command() -> int:
+    """The ``napari-retina`` console script: :func:`main` on ``sys.argv`` in a process of its own.
+
+    The process is this command's, so it keeps freed memory for reuse
+    (:func:`napari_retina._malloc.hold_freed_memory`: ~1.2× faster attribution
+    and ~1.3× faster prediction on a CPU); :func:`main`, called from a script,
+    leaves the caller's process as it is.
+    """
+    from .._malloc import hold_freed_memory
+
+    hold_freed_memory()
+    return main()
