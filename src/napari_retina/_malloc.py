@@ -3,8 +3,9 @@
 Attribution and prediction on a CPU allocate and free tens of megabytes of
 temporaries per batch. With glibc's defaults, each free returns the memory to
 the system (munmap, or trimming the heap's top), and the next batch faults the
-same amount back in page by page: ~3.6 million page faults and a fifth of the
-run time for 1,000 white-noise frames (BENCHMARKS.md, "Page faults").
+same amount back in page by page: 2.5 million minor page faults for 1,000
+attributed and 20,000 predicted frames, which made attribution 1.23× and
+prediction 1.43× slower on a 2-core CPU (BENCHMARKS.md, "Page faults").
 :func:`hold_freed_memory` raises glibc's mmap threshold to 256 MiB (larger
 blocks, e.g. whole movies or map stacks, still get their own mapping and go
 back to the system when freed) and its trim threshold to 512 MiB (at most that
