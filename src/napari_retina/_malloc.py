@@ -1,4 +1,4 @@
-"""Keep freed memory for reuse in processes this package owns (the ``napari-retina`` command).
+"""glibc's handling of freed memory: keep it for reuse (the ``napari-retina`` command), or hand it back now.
 
 Attribution and prediction on a CPU allocate and free tens of megabytes of
 temporaries per batch. With glibc's defaults, each free returns the memory to
@@ -15,6 +15,9 @@ This is a process-wide choice, so only the command-line entry point makes it;
 the library and the napari plugin, which run in someone else's process, do
 not. Scripts can make the same choice with the environment variables
 ``MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912``.
+
+:func:`release_freed_memory` does the opposite, once: a batch worker calls it
+after each block so that freed heap does not pile up between blocks.
 """
 
 from __future__ import annotations
@@ -49,3 +52,10 @@ def hold_freed_memory() -> bool:
     if libc is None:
         return False
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) & bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def release_freed_memory() -> None:
+    """Hand the freed heap back to the system now (glibc's ``malloc_trim``); nothing off glibc."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)

@@ -562,14 +562,10 @@ def _release_memory() -> None:
     """Hand the freed heap of the last block back to the system (glibc's malloc_trim), so blocks do not pile up."""
     import gc
 
-    gc.collect()
-    if platform.system() == "Linux":
-        try:
-            import ctypes
+    from ._malloc import release_freed_memory
 
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc (musl)
-            pass
+    gc.collect()
+    release_freed_memory()
 
 
 def run_block(task: Task, index: int, out: str, threads: int = 1) -> dict:
