@@ -13,13 +13,15 @@ memory. Prints a markdown table of medians and their ratios.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
+import os
 import subprocess
 import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_memory import machine  # noqa: E402
 
 WORK = """
 import json, resource, sys, time
@@ -41,7 +43,7 @@ t = time.perf_counter(); nr.attribute(m, stim); attribute_s = time.perf_counter(
 t = time.perf_counter(); nr.predict(m, movie); predict_s = time.perf_counter() - t
 ru = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps(dict(attribute_s=attribute_s, predict_s=predict_s, faults=ru.ru_minflt - flt,
-                      maxrss_mib=ru.ru_maxrss / 1024, threads=torch.get_num_threads(), torch=torch.__version__)))
+                      maxrss_mib=ru.ru_maxrss / 1024, threads=torch.get_num_threads())))
 """
 
 
@@ -65,15 +67,13 @@ def main() -> None:
     med = {mode: {k: float(np.median([r[k] for r in rs])) for k in ("attribute_s", "predict_s", "faults",
                                                                         "maxrss_mib")} for mode, rs in res.items()}
     d, h = med["default"], med["hold"]
-    info = res["hold"][0]
-    print(f"\n{platform.machine()}, {info['threads']} torch threads, torch {info['torch']}, "
-          f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC; medians of {args.repeats} process pairs\n")
+    print(f"\n{machine()}, {res['hold'][0]['threads']} torch threads; medians of {args.repeats} process pairs\n")
     print("| what | glibc defaults (the library) | freed memory held (the command) | ratio |\n|---|---|---|---|")
     print(f"| nr.attribute, {args.frames:,} white-noise frames, defaults | {d['attribute_s']:.2f} s | "
           f"{h['attribute_s']:.2f} s | ×{d['attribute_s'] / h['attribute_s']:.2f} faster |")
     print(f"| nr.predict, {args.predict_frames:,} frames | {d['predict_s']:.2f} s | {h['predict_s']:.2f} s | "
           f"×{d['predict_s'] / h['predict_s']:.2f} faster |")
-    print(f"| minor page faults (both) | {d['faults']:,.0f} | {h['faults']:,.0f} | ×{d['faults'] / h['faults']:.0f} fewer |")
+    print(f"| minor page faults (both) | {d['faults']:,.0f} | {h['faults']:,.0f} | ×{d['faults'] / max(h['faults'], 1):.0f} fewer |")
     print(f"| peak resident memory | {d['maxrss_mib']:,.0f} MiB | {h['maxrss_mib']:,.0f} MiB | "
           f"×{h['maxrss_mib'] / d['maxrss_mib']:.2f} |")
 
