@@ -94,6 +94,21 @@ def test_quadrature_matches_captum():
             assert np.array_equal(w, np.asarray(step_sizes(n)))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_quadrature_tensors_equal_quadrature(dtype):
+    """The points made on the device (kink rules) are quadrature()'s values, to the last bit."""
+    from napari_retina.attribution._quadrature import RULES, quadrature_tensors
+
+    for rule in RULES:
+        for n in (1, 3, 7, 8, 12, 50, 1000):
+            if rule == "riemann_trapezoid" and n < 2:
+                continue
+            a, w = quadrature_tensors(rule, n, dtype, torch.device("cpu"))
+            a_ref, w_ref = (torch.as_tensor(v, dtype=dtype) for v in quadrature(rule, n))
+            assert a.dtype == w.dtype == dtype and a.shape == w.shape == (n,)
+            assert torch.equal(a, a_ref) and torch.equal(w, w_ref), (rule, n)
+
+
 def test_cell_all_is_summed_response(model):
     stim = noise(T=10)
     attr = nr.attribute(model, stim, cell="all", steps=8, rule="gausslegendre", invariance="none")
@@ -507,9 +522,9 @@ def test_non_finite_attributions_stop_the_refinement(model, monkeypatch):
     levels = []
     integrate = adaptive_module.path_integral
 
-    def nan_gradients(head, c, a0, alphas, *args):
-        levels.append(len(alphas))
-        return integrate(head, c, a0, alphas, *args) * float("nan")
+    def nan_gradients(head, c, a0, rule, steps, *args):
+        levels.append(steps)
+        return integrate(head, c, a0, rule, steps, *args) * float("nan")
 
     monkeypatch.setattr(adaptive_module, "path_integral", nan_gradients)
     with pytest.raises(ValueError, match=r"the attributions are NaN or infinite on 5 of 5 frames"):
@@ -700,6 +715,38 @@ def test_attribution_with_another_conv2_method_equals_captum_and_the_direct_path
 def test_unknown_conv2_method_is_refused(model):
     with pytest.raises(ValueError, match="conv2 must be one of 'direct', 'channels_last', 'fft', got 'winograd'"):
         attribute_module.Head(model, [0], conv2="winograd")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("rule", ["kink_midpoint", "gausslegendre"])
+def test_gpu_path_integral_does_not_wait_for_the_device(rule):
+    """A level of the adaptive loop queues its kernels without a host synchronisation (the kink rules' points
+    are made on the device); torch's sync debug mode raises on any synchronising call."""
+    from napari_retina.attribution import _head, _integrate
+
+    model = nr.load_model(device="cuda")
+    net = copy.deepcopy(model).eval().requires_grad_(False)
+    cfg = net.config
+    scale, shift = net.first_layer_affine()
+    h1 = cfg.map_sizes[0]
+    a0 = scale * net.conv1.bias.view(-1, 1, 1).expand(-1, h1, h1) + shift  # bn1 at the baseline, as attribute has it
+    c = scale * torch.randn(24, cfg.channels[0], h1, h1, device="cuda")
+    with torch.no_grad():
+        head = _head.Head(net, [0])
+        expected = _integrate.path_integral(head, c, a0, rule, 8, 64)
+        torch.cuda.synchronize()
+        previous = torch.cuda.get_sync_debug_mode()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            if rule == "kink_midpoint":
+                got = _integrate.path_integral(head, c, a0, rule, 8, 64)
+            else:  # Captum's rules copy their points from the host: that copy waits
+                with pytest.raises(RuntimeError, match="synchroniz"):
+                    _integrate.path_integral(head, c, a0, rule, 8, 64)
+                got = expected
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    assert torch.equal(got, expected)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -52,7 +52,7 @@ import torch
 from .._invariance import Invariance
 from ._head import Head
 from ._integrate import chunk_rates, path_integral
-from ._quadrature import Rule, quadrature
+from ._quadrature import Rule
 from ._result import COMPLETENESS_FLOOR_EPS, reported
 
 #: the default tolerance of ``nr.attribute`` (the completeness metric and the maps' error estimate)
@@ -110,7 +110,9 @@ def refine(evaluate: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Ten
     ``rates`` (n,) are F(s_t) of the chunk's frames, ``f0`` = F(0);
     ``scales`` is updated with this chunk's maxima. Returns ``kept`` of every
     frame at its accepted level, stacked (n, …), and the points each frame
-    needed, int64 (n,). One host synchronisation per level.
+    needed, int64 (n,). One host synchronisation per level: the frames still
+    to do stay on the device, and ``evaluate`` should not wait for it either
+    (:func:`~._integrate.path_integral` does not).
     """
     resp = rates.double() - f0
     scales.response = torch.fmax(scales.response, resp.abs().max())
@@ -118,12 +120,11 @@ def refine(evaluate: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Ten
     tol_resp = tol * torch.maximum(scales.response, scales.floor())
     n, device = len(rates), rates.device
     out, steps = None, np.zeros(n, dtype=np.int64)
-    todo = np.arange(n)
+    todo, rows = np.arange(n), torch.arange(n, device=device)  # the frames not yet accepted, on host and device
     m = ADAPTIVE_START_STEPS
-    _, coarse = evaluate(torch.from_numpy(todo).to(device), m)
+    _, coarse = evaluate(rows, m)
     while len(todo):
         m *= 2
-        rows = torch.from_numpy(todo).to(device)
         kept, fine = evaluate(rows, m)
         estimate = ESTIMATE_FACTOR * _frame_norms(fine - coarse)
         scales.maps = torch.fmax(scales.maps, _frame_norms(fine).max())
@@ -131,14 +132,13 @@ def refine(evaluate: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Ten
         ok = (estimate <= tol * scales.maps) & (gap <= tol_resp)
         # refining cannot mend a NaN or an overflow: stop there, the caller's finiteness check reports it
         ok |= ~(torch.isfinite(estimate) & torch.isfinite(gap))
-        ok = ok.cpu().numpy() | (m >= ADAPTIVE_MAX_STEPS)
+        ok = ok.cpu().numpy() | (m >= ADAPTIVE_MAX_STEPS)  # the level's one wait for the device
         if out is None:
             out = kept.new_empty((n, *kept.shape[1:]))
-        done = torch.from_numpy(np.flatnonzero(ok)).to(device)
-        out[rows[done]] = kept[done]
+        ok_dev = torch.from_numpy(ok).to(device)  # copied after the wait: nothing queued to wait for
+        out[rows[ok_dev]] = kept[ok_dev]
         steps[todo[ok]] = m
-        keep = torch.from_numpy(np.flatnonzero(~ok)).to(device)
-        todo, coarse = todo[~ok], fine[keep]
+        todo, rows, coarse = todo[~ok], rows[~ok_dev], fine[~ok_dev]
     return out, steps
 
 
@@ -156,7 +156,7 @@ def integrate_adaptive(head: Head, d: torch.Tensor, a0: torch.Tensor, scale: tor
     rates = chunk_rates(head, a0, c, batch_size)
 
     def evaluate(rows: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = path_integral(head, c[rows], a0, *quadrature(rule, m), rule, batch_size) * scale
+        g = path_integral(head, c[rows], a0, rule, m, batch_size) * scale
         return g, reported(g * d[rows], invariance)
 
     G, steps = refine(evaluate, rates, f0, tol, scales)

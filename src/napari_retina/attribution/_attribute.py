@@ -20,7 +20,7 @@ from ..model import RetinaCNN
 from ._adaptive import ADAPTIVE_START_STEPS, DEFAULT_TOL, Scales, check_tol, integrate_adaptive
 from ._head import Head
 from ._integrate import integrate_chunk
-from ._quadrature import DEFAULT_RULE, DEFAULT_STEPS, Rule, check_rule_steps, quadrature
+from ._quadrature import DEFAULT_RULE, DEFAULT_STEPS, Rule, check_rule_steps
 from ._result import Attribution, completeness_error, map_shape, reduce_maps
 from ._wrapped import attribute_wrapped
 
@@ -71,7 +71,7 @@ def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells
             if steps is None:
                 G, r, used = integrate_adaptive(head, d, a0, scale, rule, tol, batch_size, f0, invariance, scales)
             else:
-                G, r = integrate_chunk(head, d, a0, scale, *quadrature(rule, steps), rule, batch_size)
+                G, r = integrate_chunk(head, d, a0, scale, rule, steps, batch_size)
                 used = steps
             A = G * d
             red = reduce_maps(A, invariance)

@@ -83,6 +83,23 @@ def quadrature(rule: Rule, steps: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(a.tolist(), dtype=np.float64), w
 
 
+def quadrature_tensors(rule: Rule, steps: int, dtype: torch.dtype,
+                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`quadrature`'s α points and weights as ``dtype`` tensors (steps,) on ``device``.
+
+    The kink rules' are made on the device, in float64 as :func:`quadrature`
+    computes them and then cast, so equal to its values: no host-to-device
+    copy, which on a GPU would wait for every kernel queued before it (the
+    adaptive loop asks for points at every level). Captum's rules are copied
+    from :func:`quadrature`.
+    """
+    if rule in KINK_RULES:
+        mid = (torch.arange(steps, dtype=torch.float64, device=device) + 0.5) / steps
+        return mid.to(dtype), torch.full((steps,), 1.0 / steps, dtype=dtype, device=device)
+    alphas, weights = quadrature(rule, steps)
+    return torch.as_tensor(alphas, dtype=dtype, device=device), torch.as_tensor(weights, dtype=dtype, device=device)
+
+
 def check_rule_steps(rule, steps) -> tuple[Rule, int]:
     """``(rule, steps)`` checked: a name of :data:`RULES` and an int in [1, MAX_STEPS] (>= 2 for the trapezoid)."""
     if not isinstance(rule, str) or rule not in RULES:

@@ -34,7 +34,7 @@ from .._progress import Progress, report
 from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin
 from .._wrap import WrappedModel, model_on
 from ._adaptive import DEFAULT_TOL, Scales, check_tol, refine
-from ._quadrature import CAPTUM_RULES, DEFAULT_STEPS, Rule, check_rule_steps, quadrature
+from ._quadrature import CAPTUM_RULES, DEFAULT_STEPS, Rule, check_rule_steps, quadrature_tensors
 from ._result import Attribution, completeness_error
 
 #: a wrapped module's rule (Captum's default method; the kink rules need RetinaCNN's structure)
@@ -86,15 +86,10 @@ def _integral(net: WrappedModel, windows: torch.Tensor, d: torch.Tensor, z0: tor
     return (G * d).detach()
 
 
-def _points(rule: Rule, steps: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Captum's α points and weights of ``rule`` at ``steps``, float32 tensors on ``device``."""
-    return tuple(torch.as_tensor(v, dtype=torch.float32, device=device) for v in quadrature(rule, steps))
-
-
 def _integral_batched(net: WrappedModel, windows: torch.Tensor, d: torch.Tensor, z0: torch.Tensor,
                       cells: list[int], rule: Rule, steps: int, batch_size: int) -> torch.Tensor:
     """:func:`_integral` at ``steps`` points, in groups of ``max(1, batch_size // steps)`` windows."""
-    alphas, weights = _points(rule, steps, d.device)
+    alphas, weights = quadrature_tensors(rule, steps, torch.float32, d.device)
     group = max(1, batch_size // steps)
     return torch.cat([_integral(net, windows[i:i + group], d[i:i + group], z0, cells, alphas, weights)
                       for i in range(0, len(windows), group)])
