@@ -18,8 +18,10 @@ V   variants of A, each timed right after A's defaults are timed again
     (the ratio is to that neighbour), and its maps compared with A's (max |Δ| /
     max |A|): conv2 by FFT (attribution._head.CONV2_METHOD "fft"), with
     ``batch_size=4096`` too, the forward convolutions in channels_last (as
-    the transpose already is: cuDNN's NHWC kernels), cuDNN's autotuner (``cudnn.benchmark``), and
-    TF32 off (PyTorch lets cuDNN convolutions use TF32 by default).
+    the transpose already is: cuDNN's NHWC kernels), cuDNN's autotuner (``cudnn.benchmark``),
+    TF32 off (PyTorch lets cuDNN convolutions use TF32 by default), and
+    ``batch_size=16384`` with FFT and with direct conv2 (16× fewer chunks,
+    so fewer launches and host waits per frame; ~4–8 GB of GPU memory).
 P   where the time goes: torch.profiler over A's defaults on 1,000 frames,
     direct and FFT: the kernels with the most GPU time, and the GPU's busy
     share of the wall time (low: launch- or sync-bound; high: kernel-bound).
@@ -167,7 +169,9 @@ VARIANTS = {"V1 conv2 by FFT": (dict(conv2="fft"), {}),
             "V2 conv2 by FFT, batch_size=4096": (dict(conv2="fft"), dict(batch_size=4096)),
             "V3 conv2 in channels_last (forward too)": (dict(conv2="channels_last"), {}),
             "V4 cudnn.benchmark (autotuned convolutions)": (dict(benchmark=True), {}),
-            "V5 TF32 off for convolutions (strict float32)": (dict(tf32=False), {})}
+            "V5 TF32 off for convolutions (strict float32)": (dict(tf32=False), {}),
+            "V6 conv2 by FFT, batch_size=16384": (dict(conv2="fft"), dict(batch_size=16384)),
+            "V7 batch_size=16384 (direct conv2)": (dict(), dict(batch_size=16384))}
 
 
 def flash_train(T: int, size: int) -> np.ndarray:
