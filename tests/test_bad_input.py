@@ -171,3 +171,21 @@ def test_zscore_is_exact_and_chunked():
     np.testing.assert_allclose(zscore(stack), ((x - x.mean()) / x.std()).astype(np.float32), rtol=1e-6, atol=1e-6)
     assert zscore(stack).dtype == np.float32
     np.testing.assert_array_equal(zscore(np.full((3, 4, 4), 7.0)), np.zeros((3, 4, 4), np.float32))
+
+
+def test_check_finite_output_reads_only_the_given_frames_and_survives_an_overflowing_sum():
+    """The fast path (a finite sum) must not miss a NaN or pass an inf, and a sum that overflows is not an error."""
+    from napari_retina._validate import NonFiniteOutputError, check_finite_output
+
+    values = np.full((12, 3, 4), 3e38, np.float32)  # every value finite, their float32 sum overflows
+    values[:2] = np.nan  # no full history: never checked
+    check_finite_output(values, np.arange(2, 12), "the maps")
+    values[7, 1, 2] = np.inf
+    with pytest.raises(NonFiniteOutputError, match=r"the maps are NaN or infinite on 1 of 10 frames .*\(first at frame 7\)"):
+        check_finite_output(values, np.arange(2, 12), "the maps")
+    check_finite_output(values, np.array([2, 5, 9]), "the maps")  # a subset without frame 7
+    values[9, 0, 0] = np.nan
+    with pytest.raises(NonFiniteOutputError, match=r"on 1 of 3 frames .*\(first at frame 9\)"):
+        check_finite_output(values, np.array([2, 5, 9]), "the maps")
+    with pytest.raises(NonFiniteOutputError, match=r"on 2 of 3 frames .*\(first at frame 7\)"):
+        check_finite_output(values, np.array([2, 7, 9]), "the maps")

@@ -211,7 +211,7 @@ def training_contrast_std(norm: Optional[dict]) -> float:
     return 1.0
 
 
-def mean_std(arr: np.ndarray, chunk_values: int = 1 << 22) -> tuple[float, float]:
+def mean_std(arr: np.ndarray, chunk_values: int = 1 << 20) -> tuple[float, float]:
     """Mean and standard deviation of an array in float64, in chunks of frames (memory independent of T).
 
     Two passes (the mean, then the squared deviations), each over chunks of
@@ -308,7 +308,11 @@ def check_finite_output(values: np.ndarray, frames: np.ndarray, what: str,
     frames = np.asarray(frames, dtype=np.int64)
     if frames.size == 0:
         return
-    v = np.asarray(values)[frames].reshape(len(frames), -1)
+    v = np.asarray(values)
+    consecutive = frames[-1] - frames[0] + 1 == len(frames) and bool(np.all(np.diff(frames) == 1))
+    v = (v[frames[0] : frames[-1] + 1] if consecutive else v[frames]).reshape(len(frames), -1)
+    if np.isfinite(v.sum()):  # a finite sum has no NaN or infinite term (an overflow takes the exact path below)
+        return
     bad = ~np.isfinite(v).all(axis=1)
     if not bad.any():
         return
