@@ -213,6 +213,29 @@ def test_grey_windows_are_computed_once():
     np.testing.assert_array_equal(rates[5:20], np.broadcast_to(rates[39], (15, 2)))
 
 
+def test_unique_windows_are_exact_on_frames_that_repeat_or_nearly_repeat():
+    """Windows are equal exactly when their frames are equal byte for byte (here against a brute-force reference)."""
+    from napari_retina._frames import unique_windows
+
+    rng = np.random.default_rng(4)
+    pool = rng.standard_normal((4, 6, 5)).astype(np.float32)
+    pool[3] = pool[2]
+    pool[3, 5, 4] = np.nextafter(pool[2, 5, 4], np.float32(9))  # one ulp from frame 2: a different frame
+    pool[1] = 0.0
+    pool[0] = 0.0
+    pool[0, 2, 2] = -0.0  # other bytes than +0.0: kept apart, as a byte comparison does
+    stim = pool[rng.integers(0, 4, size=60)]
+    history, idx = 3, np.arange(2, 60)
+    todo, inverse = unique_windows(stim, idx, history)
+    windows = [stim[t - history + 1 : t + 1].tobytes() for t in idx]
+    assert inverse.shape == idx.shape and np.isin(todo, idx).all()
+    assert all(windows[i] == windows[np.flatnonzero(idx == todo[inverse[i]])[0]] for i in range(len(idx)))
+    assert len(todo) == len(set(windows)) and list(todo) == sorted(todo)
+    fresh = rng.standard_normal((20, 6, 5)).astype(np.float32)  # every frame distinct: the identity
+    todo, inverse = unique_windows(fresh, np.arange(2, 20), history)
+    assert np.array_equal(todo, np.arange(2, 20)) and np.array_equal(inverse, np.arange(18))
+
+
 def test_importing_the_package_and_reading_a_stimulus_does_not_import_torch(tmp_path):
     """``nr.predict`` resolves lazily like every heavy name: reading a file stays torch-free."""
     import os

@@ -28,11 +28,27 @@ Cells = Union[int, Sequence[int], str]
 """A cell index, a list of them, or "all"."""
 
 
-def _empty(T: int, c1: int, h1: int, invariance: Invariance) -> tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
-    """NaN-filled maps (None for "space"; summed along a uniform axis), channels (T, C1) and rates (T,)."""
+def _empty(T: int, idx: np.ndarray, c1: int, h1: int,
+           invariance: Invariance) -> tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+    """Maps (None for "space"; summed along a uniform axis), channels (T, C1) and rates (T,): NaN on the
+    frames not in ``idx``, not yet written on those in ``idx`` (the maps of 10,000 frames are 415 MB:
+    filling them twice costs a pass)."""
     shape = map_shape(c1, h1, invariance)
-    maps = None if shape is None else np.full((T,) + shape, np.nan, dtype=np.float32)
+    maps = None if shape is None else np.empty((T,) + shape, dtype=np.float32)
+    if maps is not None:
+        outside = np.ones(T, dtype=bool)
+        outside[idx] = False
+        maps[outside] = np.nan
     return maps, np.full((T, c1), np.nan, dtype=np.float32), np.full(T, np.nan, dtype=np.float32)
+
+
+def _store(dest: np.ndarray, rows: np.ndarray, values: torch.Tensor) -> None:
+    """``dest[rows] = values`` (cast to dest's dtype); consecutive ``rows`` are copied from the device
+    straight into ``dest``'s memory, without a staging copy on the host."""
+    if len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
+        torch.from_numpy(dest[rows[0] : rows[-1] + 1]).copy_(values)
+    else:
+        dest[rows] = values.cpu().numpy()
 
 
 def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells: list[int], rule: Rule,
@@ -55,7 +71,7 @@ def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells
     scale, shift = net.first_layer_affine()
     rest = layer.rest()  # z of the baseline s = 0: the bias
     a0 = scale * rest[0] + shift  # bn1 output at the baseline (α = 0)
-    maps, chan, rates = _empty(len(stim), cfg.channels[0], cfg.map_sizes[0], invariance)
+    maps, chan, rates = _empty(len(stim), idx, cfg.channels[0], cfg.map_sizes[0], invariance)
     per_frame = np.zeros(len(stim), dtype=np.int64)
     todo, inverse = unique_windows(stim, idx, cfg.history)
     with torch.no_grad():
@@ -76,9 +92,9 @@ def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells
             A = G * d
             red = reduce_maps(A, invariance)
             if red is not None:
-                maps[fidx] = red.float().cpu().numpy()
-            chan[fidx] = A.sum(dim=(2, 3)).float().cpu().numpy()
-            rates[fidx] = r.float().cpu().numpy()
+                _store(maps, fidx, red)
+            _store(chan, fidx, A.sum(dim=(2, 3)))
+            _store(rates, fidx, r)
             per_frame[fidx] = used
         report(progress, start + len(fidx), len(todo))
     if len(todo) < len(idx):  # repeated windows: identical inputs, identical attributions
