@@ -1,0 +1,28 @@
+"""Realistic but awkward inputs to the public API: each one a defect a review found (bad-input policy)."""
+
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return nr.RetinaCNN(nr.ModelConfig(history=6, size=12, channels=(3, 4), kernels=(5, 3), n_cells=2)).eval()
+
+
+@pytest.fixture(scope="module")
+def movie():
+    return np.random.default_rng(0).standard_normal((140, 12, 12)).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint64, np.uint32, np.int16])
+def test_frames_of_any_integer_dtype_select_the_same_frames(model, movie, dtype):
+    # an int8 -1 overflowed when made positive (OverflowError), a uint64 index reached torch (IndexError)
+    frames = np.array([-1, 100], dtype=np.int64) if np.issubdtype(dtype, np.signedinteger) else np.array([139, 100])
+    attr = nr.attribute(model, movie, steps=2, frames=frames.astype(dtype))
+    assert attr.frames.tolist() == [100, 139]
+    ref = nr.attribute(model, movie, steps=2, frames=[100, 139])
+    np.testing.assert_array_equal(attr.channels[[100, 139]], ref.channels[[100, 139]])
