@@ -26,3 +26,11 @@ def test_frames_of_any_integer_dtype_select_the_same_frames(model, movie, dtype)
     assert attr.frames.tolist() == [100, 139]
     ref = nr.attribute(model, movie, steps=2, frames=[100, 139])
     np.testing.assert_array_equal(attr.channels[[100, 139]], ref.channels[[100, 139]])
+
+
+@pytest.mark.parametrize("param", ["max_frames", "gap", "window"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_experiment_frame_counts_that_are_not_finite_get_the_parameter_sentence(model, param, value):
+    # max_frames=np.inf ("no limit") raised OverflowError: cannot convert float infinity to integer
+    with pytest.raises(ValueError, match=f"{param} must be a whole number of frames, got {value}"):
+        nr.experiments.run("osr", model, steps=2, **{param: value})
