@@ -34,3 +34,11 @@ def test_experiment_frame_counts_that_are_not_finite_get_the_parameter_sentence(
     # max_frames=np.inf ("no limit") raised OverflowError: cannot convert float infinity to integer
     with pytest.raises(ValueError, match=f"{param} must be a whole number of frames, got {value}"):
         nr.experiments.run("osr", model, steps=2, **{param: value})
+
+
+def test_a_zero_dimensional_cell_array_is_the_cell_it_holds(model, movie):
+    # cell=np.array(1) (a 0-d array, e.g. read back from a file) raised "TypeError: len() of unsized object"
+    attr = nr.attribute(model, movie[:20], cell=np.array(1), steps=2)
+    assert attr.cells == [1]
+    with pytest.raises(ValueError, match=r"cell \(the model has 2 cells\) must be in \[0, 1\], got 2"):
+        nr.attribute(model, movie[:20], cell=np.array(2), steps=2)
