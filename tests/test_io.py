@@ -94,6 +94,10 @@ def test_dataset_round_trip_in_the_lab_layout(tmp_path):
     sub = read_dataset(tmp_path / "d.h5", cells=[2, 0])
     np.testing.assert_array_equal(sub.train.rates, data.train.rates[:, [2, 0]])
     assert sub.cell_names == ["c2", "c0"]
+    # every cell, reordered: the names follow the rates (they stayed c0, c1, c2)
+    perm = read_dataset(tmp_path / "d.h5", cells=[2, 1, 0])
+    np.testing.assert_array_equal(perm.train.rates, data.train.rates[:, [2, 1, 0]])
+    assert perm.cell_names == ["c2", "c1", "c0"]
 
 
 def _corrupt(path, key, value):

@@ -251,7 +251,7 @@ def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
     names = attrs.pop("cell_names", None)
     n = train.rates.shape[1]
     cell_names = json.loads(names) if isinstance(names, str) else [f"cell{i}" for i in range(n)]
-    if cells is not None and len(cell_names) != n:
+    if cells is not None and isinstance(names, str):  # the file's names, one per file cell: pick as the rates
         cell_names = [cell_names[c] for c in cells]
     return Dataset(train, test, cell_names, attrs)
 
