@@ -130,6 +130,9 @@ def test_selecting_missing_cells_is_refused(tmp_path):
     write_dataset(tmp_path / "d.h5", make_dataset())
     with pytest.raises(ValueError, match=r"cells \[5\] do not exist: the file has 3 cells"):
         read_dataset(tmp_path / "d.h5", cells=[0, 5])
+    # a float index reached NumPy's indexing (IndexError: only integers, slices ...)
+    with pytest.raises(ValueError, match=r"cells \[1\.0\] do not exist: the file has 3 cells"):
+        read_dataset(tmp_path / "d.h5", cells=[1.0])
 
 
 def test_write_results_h5_and_npz(tmp_path):

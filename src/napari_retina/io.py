@@ -216,7 +216,7 @@ def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split
         raise ValueError(f"{split}/{RATE_KEY} holds negative rates (min {rates.min():g}); rates must be >= 0")
     n_cells = rates.shape[0]
     if cells is not None:
-        bad = [c for c in cells if not 0 <= c < n_cells]
+        bad = [c for c in cells if not (isinstance(c, (int, np.integer)) and 0 <= c < n_cells)]  # as training's
         if bad:
             raise ValueError(f"cells {bad} do not exist: the file has {n_cells} cells (0..{n_cells - 1})")
         rates = rates[cells]
