@@ -42,3 +42,16 @@ def test_a_zero_dimensional_cell_array_is_the_cell_it_holds(model, movie):
     assert attr.cells == [1]
     with pytest.raises(ValueError, match=r"cell \(the model has 2 cells\) must be in \[0, 1\], got 2"):
         nr.attribute(model, movie[:20], cell=np.array(2), steps=2)
+
+
+def test_saving_onto_a_folder_says_so_before_any_work(model, tmp_path, monkeypatch):
+    # the model was serialised in full, then os.replace failed with "[Errno 21] Is a directory:
+    # '<dir>/.<name>...partial' -> '<dir>'", naming a temporary file the user never asked for
+    (tmp_path / "out.pt").mkdir()
+    monkeypatch.setattr(torch, "save", lambda *a, **k: pytest.fail("serialised before the destination was checked"))
+    with pytest.raises(IsADirectoryError, match=r"cannot write .*out\.pt.*: it is a folder; give a file name inside it"):
+        nr.save_model(model, tmp_path / "out.pt")
+    (tmp_path / "res.h5").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"cannot write .*res\.h5.*: it is a folder"):
+        nr.io.write_results(tmp_path / "res.h5", {"a": np.zeros(3)})
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["out.pt", "res.h5"]  # no temporary file left
