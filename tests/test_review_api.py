@@ -55,3 +55,21 @@ def test_saving_onto_a_folder_says_so_before_any_work(model, tmp_path, monkeypat
     with pytest.raises(IsADirectoryError, match=r"cannot write .*res\.h5.*: it is a folder"):
         nr.io.write_results(tmp_path / "res.h5", {"a": np.zeros(3)})
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["out.pt", "res.h5"]  # no temporary file left
+
+
+def test_predict_attribute_and_evaluate_leave_the_callers_train_mode_alone(model, movie):
+    # a user's own training loop that validates with nr.predict found its model switched to eval mode
+    # for the rest of training (batch norm's running statistics frozen); reduce already restored it
+    import copy
+
+    training = copy.deepcopy(model).train()
+    training.bn1.eval()  # a mixed state is kept exactly, not flattened to train()
+    modes = [m.training for m in training.modules()]
+    stim = movie[:30]
+    rates = nr.predict(training, stim)
+    attr = nr.attribute(training, stim, steps=2)
+    nr.evaluate(training, (stim, np.random.default_rng(1).random((30, 2)).astype(np.float32)))
+    assert [m.training for m in training.modules()] == modes
+    np.testing.assert_array_equal(rates, nr.predict(model, stim))  # still computed in eval mode
+    np.testing.assert_array_equal(attr.channels, nr.attribute(model, stim, steps=2).channels)
+
