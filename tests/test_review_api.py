@@ -73,3 +73,18 @@ def test_predict_attribute_and_evaluate_leave_the_callers_train_mode_alone(model
     np.testing.assert_array_equal(rates, nr.predict(model, stim))  # still computed in eval mode
     np.testing.assert_array_equal(attr.channels, nr.attribute(model, stim, steps=2).channels)
 
+
+@pytest.mark.parametrize(
+    "model_arg, stimulus, error, match",
+    [
+        ("m.pt", None, TypeError, r"model must be a RetinaCNN \(nr.load_model\) or a wrapped module"),
+        (None, None, TypeError, "model must be a RetinaCNN"),
+        ("good", None, TypeError, r"stimulus must be a \(T, H, W\) array of numbers, got NoneType"),
+        ("good", "movie.tif", TypeError, r"stimulus must be a \(T, H, W\) array of numbers, got str"),
+        ("good", 5.0, ValueError, r"stimulus must be a \(T, H, W\) stack, got 0 dimension"),
+    ],
+)
+def test_run_analysis_refuses_a_model_or_stimulus_that_is_not_one(model, model_arg, stimulus, error, match):
+    # AttributeError: 'str' object has no attribute 'config'; IndexError: tuple index out of range
+    with pytest.raises(error, match=match):
+        nr.analysis.run_analysis(model if model_arg == "good" else model_arg, stimulus, steps=2)
