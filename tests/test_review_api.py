@@ -88,3 +88,14 @@ def test_run_analysis_refuses_a_model_or_stimulus_that_is_not_one(model, model_a
     # AttributeError: 'str' object has no attribute 'config'; IndexError: tuple index out of range
     with pytest.raises(error, match=match):
         nr.analysis.run_analysis(model if model_arg == "good" else model_arg, stimulus, steps=2)
+
+
+def test_train_refuses_a_folder_as_out_before_training(tmp_path):
+    # out="runs/" trained a whole epoch and only then failed, when the first checkpoint was saved
+    rng = np.random.default_rng(0)
+    data = (rng.standard_normal((200, 12, 12)).astype(np.float32), rng.random((200, 2)).astype(np.float32))
+    config = nr.ModelConfig(history=6, size=12, channels=(3, 4), kernels=(5, 3), n_cells=2)
+    epochs = []
+    with pytest.raises(IsADirectoryError, match="it is a folder; give a file name inside it"):
+        nr.train(data, config=config, epochs=2, device="cpu", out=tmp_path, log=epochs.append)
+    assert epochs == []
