@@ -94,6 +94,10 @@ def test_dataset_round_trip_in_the_lab_layout(tmp_path):
     sub = read_dataset(tmp_path / "d.h5", cells=[2, 0])
     np.testing.assert_array_equal(sub.train.rates, data.train.rates[:, [2, 0]])
     assert sub.cell_names == ["c2", "c0"]
+    # every cell, reordered: the names follow the rates (they stayed c0, c1, c2)
+    perm = read_dataset(tmp_path / "d.h5", cells=[2, 1, 0])
+    np.testing.assert_array_equal(perm.train.rates, data.train.rates[:, [2, 1, 0]])
+    assert perm.cell_names == ["c2", "c1", "c0"]
 
 
 def _corrupt(path, key, value):
@@ -126,6 +130,9 @@ def test_selecting_missing_cells_is_refused(tmp_path):
     write_dataset(tmp_path / "d.h5", make_dataset())
     with pytest.raises(ValueError, match=r"cells \[5\] do not exist: the file has 3 cells"):
         read_dataset(tmp_path / "d.h5", cells=[0, 5])
+    # a float index reached NumPy's indexing (IndexError: only integers, slices ...)
+    with pytest.raises(ValueError, match=r"cells \[1\.0\] do not exist: the file has 3 cells"):
+        read_dataset(tmp_path / "d.h5", cells=[1.0])
 
 
 def test_write_results_h5_and_npz(tmp_path):

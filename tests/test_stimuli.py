@@ -276,6 +276,13 @@ def test_grating_subpixel_phase_is_area_weighted():
     assert np.allclose(col, ref, atol=1e-9)
 
 
+def test_sparse_noise_takes_a_numpy_grey_probability():
+    # grey=np.float32(0.5) was refused as "not a probability in [0, 1)"
+    ref = S.white_noise(frames=50, size=4, seed=1, grey=0.5)
+    for grey in (np.float32(0.5), np.float16(0.5), np.float64(0.5)):
+        np.testing.assert_array_equal(S.white_noise(frames=50, size=4, seed=1, grey=grey), ref)
+
+
 BAD = [
     (lambda: S.white_noise(frames=0), ValueError, "frames must be >= 1"),
     (lambda: S.white_noise(frames=2.5), TypeError, "frames must be an int"),

@@ -110,6 +110,8 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     path = Path(path)
     if not path.parent.exists():
         raise FileNotFoundError(f"cannot write {path.name!r}: folder {str(path.parent)!r} does not exist")
+    if path.is_dir():  # os.replace would fail only after the whole write, naming the temporary file
+        raise IsADirectoryError(f"cannot write {str(path)!r}: it is a folder; give a file name inside it")
     remove_stale(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_host_tag()}-{os.getpid()}.", suffix=PARTIAL_SUFFIX,
                                dir=path.parent)

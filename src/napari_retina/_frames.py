@@ -37,6 +37,7 @@ def select_frames(n_frames: int, history: int, frames: Frames = None) -> np.ndar
         if ((idx < -n_frames) | (idx >= n_frames)).any():
             bad = idx[(idx < -n_frames) | (idx >= n_frames)][0]
             raise ValueError(f"frames must lie inside the movie's {n_frames} frames, got index {int(bad)}")
+        idx = idx.astype(np.int64)  # in range now: int8 cannot hold idx + n_frames, torch cannot index with uint64
         idx = np.where(idx < 0, idx + n_frames, idx)
     idx = np.unique(idx)
     if idx.size == 0:

@@ -8,7 +8,8 @@ attribute ``napari_retina.predict`` is the function, resolved lazily (importing
 from __future__ import annotations
 
 import copy
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -36,6 +37,23 @@ def model_on(model: RetinaCNN, device: DeviceLike) -> RetinaCNN:
     if dev != model.device:
         model = copy.deepcopy(model).to(dev)
     return model.eval()
+
+
+@contextmanager
+def callers_modes(model) -> Iterator[None]:
+    """Restore the train/eval mode of every submodule of ``model`` on leaving the block.
+
+    predict and attribute run the model in eval mode (``model_on``) without
+    changing the caller's model, as :func:`napari_retina.reduce` does: a
+    training loop that validates with them keeps training in its own mode.
+    Anything that is not a torch module is left alone.
+    """
+    modes = [(m, m.training) for m in model.modules()] if isinstance(model, torch.nn.Module) else []
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def predict(
@@ -101,14 +119,16 @@ def predict(
     >>> rates.shape                                                             # doctest: +SKIP
     (200, 4)
     """
-    if _wrap.is_wrapped(model):  # a user's module (nr.wrap): its own forward pass, window by window
-        return _wrap.predict(model, stimulus, device, batch_size, crop, progress, normalize)
-    model = model_on(model, device)
-    cfg = model.config
-    stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
-    bs = default_batch_size(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
-    inv = resolve_invariance(stim, invariance)
-    return forward(model, stim, inv, bs, progress)
+    with callers_modes(model):
+        if _wrap.is_wrapped(model):  # a user's module (nr.wrap): its own forward pass, window by window
+            return _wrap.predict(model, stimulus, device, batch_size, crop, progress, normalize)
+        model = model_on(model, device)
+        cfg = model.config
+        stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm,
+                           normalize=normalize)
+        bs = default_batch_size(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
+        inv = resolve_invariance(stim, invariance)
+        return forward(model, stim, inv, bs, progress)
 
 
 def forward(model: RetinaCNN, stim: np.ndarray, invariance: Invariance, batch_size: int,

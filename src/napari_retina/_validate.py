@@ -337,6 +337,8 @@ def check_int(value, name: str, low: int = 0, high: Optional[int] = None) -> int
 
 def check_cells(cell, n_cells: int) -> list[int]:
     """Normalise ``cell`` (an int, a list of ints or ``"all"``) to a list of indices."""
+    if isinstance(cell, np.ndarray) and cell.ndim == 0:  # np.array(1): the one index it holds
+        cell = cell[()]
     if isinstance(cell, str):
         if cell != "all":
             raise ValueError(f"cell must be an index, a list of indices or 'all', got {cell!r}")

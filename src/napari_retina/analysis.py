@@ -39,7 +39,8 @@ from ._json import jsonable
 from ._predict import default_batch_size
 from ._progress import Progress, report
 from ._units import FRAME_MS, PIXEL_UM
-from ._validate import Crop, Normalize, StimulusUnitsWarning, as_stimulus, crop_origin
+from ._validate import Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimulus, crop_origin
+from ._wrap import model_config
 from .attribution import Attribution
 from .attribution._result import map_shape as attribution_map_shape
 from .metrics import map_limit
@@ -370,7 +371,9 @@ def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = N
     >>> res.lazy, res.maps.shape                                                     # doctest: +SKIP
     (True, (100000, 8, 36, 36))
     """
-    cfg = model.config
+    cfg = model_config(model)
+    if np.ndim(stimulus) == 0:  # None, a path, a number: before len() fails, the sentence attribute would say
+        as_stack(stimulus)
     T = int(np.shape(stimulus)[0])
     full_bytes = map_bytes(model, T, "none")
     big = full_bytes > lazy_threshold

@@ -216,7 +216,7 @@ def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split
         raise ValueError(f"{split}/{RATE_KEY} holds negative rates (min {rates.min():g}); rates must be >= 0")
     n_cells = rates.shape[0]
     if cells is not None:
-        bad = [c for c in cells if not 0 <= c < n_cells]
+        bad = [c for c in cells if not (isinstance(c, (int, np.integer)) and 0 <= c < n_cells)]  # as training's
         if bad:
             raise ValueError(f"cells {bad} do not exist: the file has {n_cells} cells (0..{n_cells - 1})")
         rates = rates[cells]
@@ -251,7 +251,7 @@ def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
     names = attrs.pop("cell_names", None)
     n = train.rates.shape[1]
     cell_names = json.loads(names) if isinstance(names, str) else [f"cell{i}" for i in range(n)]
-    if cells is not None and len(cell_names) != n:
+    if cells is not None and isinstance(names, str):  # the file's names, one per file cell: pick as the rates
         cell_names = [cell_names[c] for c in cells]
     return Dataset(train, test, cell_names, attrs)
 

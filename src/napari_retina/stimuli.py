@@ -184,8 +184,9 @@ def white_noise(
     checker = check_int(checker, "checker", 1)
     if kind not in ("binary", "gaussian"):
         raise ValueError(f"kind must be 'binary' or 'gaussian', got {kind!r}")
-    if not isinstance(grey, (int, float)) or isinstance(grey, bool) or not 0.0 <= grey < 1.0:
+    if not isinstance(grey, numbers.Real) or isinstance(grey, bool) or not 0.0 <= grey < 1.0:
         raise ValueError(f"grey must be a probability in [0, 1), got {grey!r}")
+    grey = float(grey)
     rng = np.random.default_rng(seed)
     n = -(-size // checker)
     if kind == "binary":

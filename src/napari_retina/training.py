@@ -406,12 +406,14 @@ def train(
 
 
 def _check_out(out: Optional[PathLike]) -> Optional[Path]:
-    """The checkpoint path, checked before any work: its folder must exist."""
+    """The checkpoint path, checked before any work: its folder must exist and it must not be a folder."""
     if out is None:
         return None
     out = Path(out)
     if not out.parent.exists():
         raise FileNotFoundError(f"cannot save the model: folder {str(out.parent)!r} does not exist")
+    if out.is_dir():  # the sentence atomic_write would give, but before an epoch is spent
+        raise IsADirectoryError(f"cannot write {str(out)!r}: it is a folder; give a file name inside it")
     return out
 
 

@@ -11,7 +11,7 @@ import torch
 from .._device import DeviceLike
 from .._frames import Frames, select_frames, unique_windows
 from .._invariance import Invariance, InvarianceArg, check_invariance, resolve_invariance
-from .._predict import default_batch_size, model_on
+from .._predict import callers_modes, default_batch_size, model_on
 from .._progress import Progress, report
 from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin
 from .._wrap import is_wrapped
@@ -217,30 +217,32 @@ def attribute(
     >>> attr.maps.shape, attr.channels.shape                                              # doctest: +SKIP
     ((100, 8, 36, 36), (100, 8))
     """
-    if is_wrapped(model):  # a user's module (nr.wrap): Captum's layer IG, see ._wrapped
+    with callers_modes(model):  # eval mode here, the caller's modes kept
+        if is_wrapped(model):  # a user's module (nr.wrap): Captum's layer IG, see ._wrapped
+            check_invariance(invariance)
+            return attribute_wrapped(model, stimulus, cell, steps, rule, frames, device, batch_size, crop, progress,
+                                     normalize, tol)
+        model = model_on(model, device)
+        cfg = model.config
+        cells = check_cells(cell, cfg.n_cells)
+        rule, steps, tol = _check_quadrature(rule, steps, tol)
         check_invariance(invariance)
-        return attribute_wrapped(model, stimulus, cell, steps, rule, frames, device, batch_size, crop, progress,
-                                 normalize, tol)
-    model = model_on(model, device)
-    cfg = model.config
-    cells = check_cells(cell, cfg.n_cells)
-    rule, steps, tol = _check_quadrature(rule, steps, tol)
-    check_invariance(invariance)
-    stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
-    origin = crop_origin(np.shape(stimulus)[1:], cfg.size, crop)
-    idx = select_frames(len(stim), cfg.history, frames)
-    bs = default_batch_size(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
-    inv = resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1], invariance)
-    maps, chan, rates, f0, per_frame = _integrate_frames(model, stim, idx, cells, rule, steps, tol, inv, bs, progress)
-    check_finite_output(rates, idx, "the model's rates", stim)
-    check_finite_output(chan, idx, "the attributions", stim)
-    if maps is not None:
-        check_finite_output(maps, idx, "the attribution maps", stim)
-    response = (rates.astype(np.float64) - f0).astype(np.float32)
-    return Attribution(
-        maps=maps, channels=chan, response=response, rates=rates, baseline_rate=f0,
-        completeness_error=completeness_error(chan[idx], response[idx], rates[idx], f0),
-        cells=cells, steps=int(per_frame[idx].max()), rule=rule, invariance=inv, frames=idx,
-        offset=cfg.first_layer_offset, history=cfg.history, stimulus=stim, model=model, crop_origin=origin,
-        tol=tol, steps_per_frame=per_frame,
-    )
+        stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
+        origin = crop_origin(np.shape(stimulus)[1:], cfg.size, crop)
+        idx = select_frames(len(stim), cfg.history, frames)
+        bs = default_batch_size(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
+        inv = resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1], invariance)
+        maps, chan, rates, f0, per_frame = _integrate_frames(model, stim, idx, cells, rule, steps, tol, inv, bs,
+                                                             progress)
+        check_finite_output(rates, idx, "the model's rates", stim)
+        check_finite_output(chan, idx, "the attributions", stim)
+        if maps is not None:
+            check_finite_output(maps, idx, "the attribution maps", stim)
+        response = (rates.astype(np.float64) - f0).astype(np.float32)
+        return Attribution(
+            maps=maps, channels=chan, response=response, rates=rates, baseline_rate=f0,
+            completeness_error=completeness_error(chan[idx], response[idx], rates[idx], f0),
+            cells=cells, steps=int(per_frame[idx].max()), rule=rule, invariance=inv, frames=idx,
+            offset=cfg.first_layer_offset, history=cfg.history, stimulus=stim, model=model, crop_origin=origin,
+            tol=tol, steps_per_frame=per_frame,
+        )

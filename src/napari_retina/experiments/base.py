@@ -168,7 +168,7 @@ def int_param(value, name: str, low: int = 1) -> int:
     """An int >= ``low`` (floats with an integer value accepted), or a clear error."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if float(value) != int(value) or not np.isfinite(value):
+    if not np.isfinite(value) or float(value) != int(value):  # int() of inf or NaN raises its own error
         raise ValueError(f"{name} must be a whole number of frames, got {value}")
     if int(value) < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")

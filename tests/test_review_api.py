@@ -1,0 +1,101 @@
+"""Realistic but awkward inputs to the public API: each one a defect a review found (bad-input policy)."""
+
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return nr.RetinaCNN(nr.ModelConfig(history=6, size=12, channels=(3, 4), kernels=(5, 3), n_cells=2)).eval()
+
+
+@pytest.fixture(scope="module")
+def movie():
+    return np.random.default_rng(0).standard_normal((140, 12, 12)).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint64, np.uint32, np.int16])
+def test_frames_of_any_integer_dtype_select_the_same_frames(model, movie, dtype):
+    # an int8 -1 overflowed when made positive (OverflowError), a uint64 index reached torch (IndexError)
+    frames = np.array([-1, 100], dtype=np.int64) if np.issubdtype(dtype, np.signedinteger) else np.array([139, 100])
+    attr = nr.attribute(model, movie, steps=2, frames=frames.astype(dtype))
+    assert attr.frames.tolist() == [100, 139]
+    ref = nr.attribute(model, movie, steps=2, frames=[100, 139])
+    np.testing.assert_array_equal(attr.channels[[100, 139]], ref.channels[[100, 139]])
+
+
+@pytest.mark.parametrize("param", ["max_frames", "gap", "window"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_experiment_frame_counts_that_are_not_finite_get_the_parameter_sentence(model, param, value):
+    # max_frames=np.inf ("no limit") raised OverflowError: cannot convert float infinity to integer
+    with pytest.raises(ValueError, match=f"{param} must be a whole number of frames, got {value}"):
+        nr.experiments.run("osr", model, steps=2, **{param: value})
+
+
+def test_a_zero_dimensional_cell_array_is_the_cell_it_holds(model, movie):
+    # cell=np.array(1) (a 0-d array, e.g. read back from a file) raised "TypeError: len() of unsized object"
+    attr = nr.attribute(model, movie[:20], cell=np.array(1), steps=2)
+    assert attr.cells == [1]
+    with pytest.raises(ValueError, match=r"cell \(the model has 2 cells\) must be in \[0, 1\], got 2"):
+        nr.attribute(model, movie[:20], cell=np.array(2), steps=2)
+
+
+def test_saving_onto_a_folder_says_so_before_any_work(model, tmp_path, monkeypatch):
+    # the model was serialised in full, then os.replace failed with "[Errno 21] Is a directory:
+    # '<dir>/.<name>...partial' -> '<dir>'", naming a temporary file the user never asked for
+    (tmp_path / "out.pt").mkdir()
+    monkeypatch.setattr(torch, "save", lambda *a, **k: pytest.fail("serialised before the destination was checked"))
+    with pytest.raises(IsADirectoryError, match=r"cannot write .*out\.pt.*: it is a folder; give a file name inside it"):
+        nr.save_model(model, tmp_path / "out.pt")
+    (tmp_path / "res.h5").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"cannot write .*res\.h5.*: it is a folder"):
+        nr.io.write_results(tmp_path / "res.h5", {"a": np.zeros(3)})
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["out.pt", "res.h5"]  # no temporary file left
+
+
+def test_predict_attribute_and_evaluate_leave_the_callers_train_mode_alone(model, movie):
+    # a user's own training loop that validates with nr.predict found its model switched to eval mode
+    # for the rest of training (batch norm's running statistics frozen); reduce already restored it
+    import copy
+
+    training = copy.deepcopy(model).train()
+    training.bn1.eval()  # a mixed state is kept exactly, not flattened to train()
+    modes = [m.training for m in training.modules()]
+    stim = movie[:30]
+    rates = nr.predict(training, stim)
+    attr = nr.attribute(training, stim, steps=2)
+    nr.evaluate(training, (stim, np.random.default_rng(1).random((30, 2)).astype(np.float32)))
+    assert [m.training for m in training.modules()] == modes
+    np.testing.assert_array_equal(rates, nr.predict(model, stim))  # still computed in eval mode
+    np.testing.assert_array_equal(attr.channels, nr.attribute(model, stim, steps=2).channels)
+
+
+@pytest.mark.parametrize(
+    "model_arg, stimulus, error, match",
+    [
+        ("m.pt", None, TypeError, r"model must be a RetinaCNN \(nr.load_model\) or a wrapped module"),
+        (None, None, TypeError, "model must be a RetinaCNN"),
+        ("good", None, TypeError, r"stimulus must be a \(T, H, W\) array of numbers, got NoneType"),
+        ("good", "movie.tif", TypeError, r"stimulus must be a \(T, H, W\) array of numbers, got str"),
+        ("good", 5.0, ValueError, r"stimulus must be a \(T, H, W\) stack, got 0 dimension"),
+    ],
+)
+def test_run_analysis_refuses_a_model_or_stimulus_that_is_not_one(model, model_arg, stimulus, error, match):
+    # AttributeError: 'str' object has no attribute 'config'; IndexError: tuple index out of range
+    with pytest.raises(error, match=match):
+        nr.analysis.run_analysis(model if model_arg == "good" else model_arg, stimulus, steps=2)
+
+
+def test_train_refuses_a_folder_as_out_before_training(tmp_path):
+    # out="runs/" trained a whole epoch and only then failed, when the first checkpoint was saved
+    rng = np.random.default_rng(0)
+    data = (rng.standard_normal((200, 12, 12)).astype(np.float32), rng.random((200, 2)).astype(np.float32))
+    config = nr.ModelConfig(history=6, size=12, channels=(3, 4), kernels=(5, 3), n_cells=2)
+    epochs = []
+    with pytest.raises(IsADirectoryError, match="it is a folder; give a file name inside it"):
+        nr.train(data, config=config, epochs=2, device="cpu", out=tmp_path, log=epochs.append)
+    assert epochs == []
