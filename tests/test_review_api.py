@@ -99,3 +99,32 @@ def test_train_refuses_a_folder_as_out_before_training(tmp_path):
     with pytest.raises(IsADirectoryError, match="it is a folder; give a file name inside it"):
         nr.train(data, config=config, epochs=2, device="cpu", out=tmp_path, log=epochs.append)
     assert epochs == []
+
+
+def test_a_read_only_memmap_is_used_without_torch_s_non_writable_warning(tmp_path):
+    """np.load(mmap_mode="r") gives a read-only array: it is only read, so torch's one-time "not writable ...
+    undefined behavior" warning must not reach the user (checked in a fresh interpreter: torch warns once)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    np.save(tmp_path / "movie.npy", np.random.default_rng(1).standard_normal((30, 12, 12)).astype(np.float32))
+    code = (
+        "import warnings, numpy as np, torch, napari_retina as nr\n"
+        "warnings.filterwarnings('error', message='The given NumPy array is not writable')\n"
+        "torch.manual_seed(0)\n"
+        "m = nr.RetinaCNN(nr.ModelConfig(history=6, size=12, channels=(3, 4), kernels=(5, 3), n_cells=2)).eval()\n"
+        f"s = np.load({str(tmp_path / 'movie.npy')!r}, mmap_mode='r')\n"
+        "assert not s.flags.writeable\n"
+        "nr.predict(m, s)\n"
+        "a = nr.attribute(m, s, steps=2, frames=[20, 25])\n"
+        "nr.reduce(a, fit_steps=5)\n"
+        "w = nr.wrap(m, first_layer='conv1', history=6, size=12)\n"
+        "nr.predict(w, s)\n"
+        "nr.attribute(w, s, steps=2, frames=[20])\n"
+        "print('done')\n"
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": src})
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-2000:]

@@ -283,6 +283,22 @@ def as_stimulus(
     return normalise(arr, norm, zscored)
 
 
+def stimulus_tensor(stim: np.ndarray):
+    """A checked float32 stimulus as a torch tensor sharing its memory (no copy of a long movie).
+
+    Only read, never written: so a read-only array, e.g. ``np.load(path,
+    mmap_mode="r")``, is used as it is, without torch's warning about
+    non-writable arrays.
+    """
+    import torch  # not at import time: reading a stimulus stays torch-free
+
+    if stim.flags.writeable:
+        return torch.from_numpy(stim)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+        return torch.from_numpy(stim)
+
+
 class NonFiniteOutputError(ValueError):
     """A result that came out NaN or infinite; ``finding`` is the sentence without its remedy."""
 

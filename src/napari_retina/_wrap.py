@@ -42,7 +42,7 @@ from torch import nn
 from ._device import DeviceLike, resolve_device
 from ._frames import batches, gather_windows, select_frames
 from ._progress import Progress, report
-from ._validate import Crop, Normalize, as_stimulus, check_finite_output, check_int
+from ._validate import Crop, Normalize, as_stimulus, check_finite_output, check_int, stimulus_tensor
 from .first_layer import DEFAULT_IGNORE_OLDEST_MS, properties_of_filters
 from .model import MAX_HISTORY, MAX_SIZE, RetinaCNN, _cell_names
 
@@ -316,7 +316,7 @@ def predict(model: WrappedModel, stimulus, device: DeviceLike = None, batch_size
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
     bs = 256 if batch_size is None else check_int(batch_size, "batch_size", 1)
     idx = select_frames(len(stim), cfg.history)
-    source = torch.from_numpy(stim)
+    source = stimulus_tensor(stim)
     out = np.full((len(stim), cfg.n_cells), np.nan, dtype=np.float32)
     report(progress, 0, len(idx))
     with torch.inference_mode():

@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from ._invariance import Invariance, InvarianceArg, check_invariance, stimulus_invariance
 from ._units import FRAME_MS
+from ._validate import stimulus_tensor
 
 if TYPE_CHECKING:  # the model imports this module (conv1_fft)
     from .model import RetinaCNN
@@ -68,7 +69,7 @@ def conv1_fft(weight: torch.Tensor, source: torch.Tensor, idx) -> torch.Tensor:
 def _reduced_source(stimulus: np.ndarray, invariance: Invariance, dtype: torch.dtype) -> torch.Tensor:
     """The movie as the fast path reads it: (T,) per-frame means for "space", (T, W) for "y",
     (T, H) for "x", the (T, H, W) movie itself for "none" (no copy when it is already ``dtype``)."""
-    movie = torch.from_numpy(stimulus)
+    movie = stimulus_tensor(stimulus)
     if invariance == "none":
         return movie.to(dtype)
     dims = {"space": (1, 2), "y": 1, "x": 2}[invariance]

@@ -46,7 +46,7 @@ from ._invariance import InvarianceArg
 from ._json import jsonable
 from ._progress import Progress, report
 from ._units import FRAME_MS
-from ._validate import check_finite_output
+from ._validate import check_finite_output, stimulus_tensor
 from .first_layer import DEFAULT_IGNORE_OLDEST_MS, FirstLayer, filter_properties
 from ._wrap import WrappedModel, filter_labels, is_wrapped
 from .metrics import explained_variance
@@ -341,7 +341,7 @@ def compute_wrapped_drives(model: WrappedModel, stimulus: np.ndarray, frames: np
     ``stimulus`` float32 (T, H, W) contrast units of the module's size.
     """
     history = model.config.history
-    source = torch.from_numpy(np.ascontiguousarray(stimulus, dtype=np.float32))
+    source = stimulus_tensor(np.ascontiguousarray(stimulus, dtype=np.float32))
     w = weights.to(model.device).flatten(1)
     out = np.zeros((len(frames), len(kept)))
     rates = np.zeros(len(frames))

@@ -72,7 +72,7 @@ import torch
 from torch.nn import functional as F
 
 from ._units import FRAME_MS
-from ._validate import as_stack, check_int
+from ._validate import as_stack, check_int, stimulus_tensor
 
 HISTORY = 40
 """Temporal filter length of every pathway (frames; 400 ms)."""
@@ -425,7 +425,7 @@ class Retina:
         return {"u": u, "b": b, "amacrine": a, "inhibition": inh, "drive": drive}
 
     def _run(self, stimulus, what: str = "rates", chunk: int = 2000) -> np.ndarray:
-        stim = torch.from_numpy(self._check(stimulus))
+        stim = stimulus_tensor(self._check(stimulus))
         outs = []
         with torch.no_grad():
             for start in range(0, len(stim), chunk):

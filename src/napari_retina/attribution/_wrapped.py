@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from .._device import DeviceLike
 from .._frames import Frames, gather_windows, select_frames
 from .._progress import Progress, report
-from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin
+from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin, stimulus_tensor
 from .._wrap import WrappedModel, model_on
 from ._adaptive import DEFAULT_TOL, Scales, check_tol, refine
 from ._quadrature import CAPTUM_RULES, DEFAULT_STEPS, Rule, check_rule_steps, quadrature_tensors
@@ -134,7 +134,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     with torch.no_grad():
         z0 = net.layer_output(zero)
         f0 = float(net(zero)[0, cells].sum())
-    source = torch.from_numpy(stim)
+    source = stimulus_tensor(stim)
     T, unit_shape = len(stim), tuple(z0.shape[1:])
     chan = np.full((T, unit_shape[0]), np.nan, dtype=np.float32)
     rates = np.full(T, np.nan, dtype=np.float32)
