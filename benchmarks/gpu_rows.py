@@ -14,6 +14,9 @@ A   white noise, ``--frames`` frames, nr.attribute defaults (tol=1e-3):
     as a fraction of the float32 matmul rate. A8: the old default (8 fixed
     kink_midpoint steps), the 1.06 s of the issue. Ab: defaults with
     ``batch_size=4096`` (bigger fused batches; the GPU default is 1024).
+H   A's host part: the same call with conv1 and the path integral stubbed
+    (``bench_host.py``): validation, window search, the maps' allocation,
+    copies and checks; its ratio to A is the floor the GPU cannot lower.
 V   variants of A, each timed right after A's defaults are timed again
     (the ratio is to that neighbour), and its maps compared with A's (max |Δ| /
     max |A|): conv2 by FFT (attribution._head.CONV2_METHOD "fft"), with
@@ -62,6 +65,7 @@ import napari_retina as nr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_attribution  # noqa: E402
+import bench_host  # noqa: E402
 from bench_attribution import flops_per_frame  # noqa: E402
 from bench_tol import evaluated_points  # noqa: E402
 
@@ -247,6 +251,9 @@ def main() -> int:
         row("Ab white noise, one cell, defaults, batch_size=4096", t, n, completeness=ab.completeness_error,
             ratio_to_A=round(t / t_a, 3), max_abs_diff_to_A=float(np.abs(ab.maps[ab.frames] - a.maps[a.frames]).max()
                                                                  / np.abs(a.maps[a.frames]).max()))
+    if in_budget("H", args.budget):  # what no GPU speeds up: checks, window search, result copies on the host
+        t = bench_host.host_seconds(model, stim, args.repeats, cell=0)
+        row("H host part of A (conv1 and the path integral stubbed, bench_host.py)", t, n, ratio_to_A=round(t / t_a, 3))
     # ---- V: variants of A
     ref_maps = a.maps[a.frames]
     scale = float(np.abs(ref_maps).max())
