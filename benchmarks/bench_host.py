@@ -105,7 +105,7 @@ def main() -> int:
         real_repeats = args.repeats if device.type == "cuda" else 1
         nr.attribute(model, stim[: model.config.history + 100])
         t_real = best_seconds(lambda: nr.attribute(model, stim), device, real_repeats)
-        print(f"real call, best of {real_repeats}: {t_real:.3f} s; host part {t_host / t_real:.1%} of it")
+        print(f"real call, best of {real_repeats}: {t_real:.3f} s; host part {100 * t_host / t_real:.2g}% of it")
     with device_work_stubbed():
         prof = cProfile.Profile()
         prof.runcall(nr.attribute, model, stim)
