@@ -105,11 +105,14 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     Stale temporary files of ``path`` are removed first (:func:`remove_stale`).
     The file gets the usual permissions (0666 less the umask) and is flushed to
     disk before the rename. On any error the temporary file is removed and
-    ``path`` is left as it was.
+    ``path`` is left as it was. A missing folder (FileNotFoundError) or a folder
+    at ``path`` itself (ValueError) is refused before ``write`` is called.
     """
     path = Path(path)
     if not path.parent.exists():
         raise FileNotFoundError(f"cannot write {path.name!r}: folder {str(path.parent)!r} does not exist")
+    if path.is_dir():  # the rename would fail only after the work, with an OSError
+        raise ValueError(f"cannot write {str(path)!r}: it is a folder, expected a file path")
     remove_stale(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_host_tag()}-{os.getpid()}.", suffix=PARTIAL_SUFFIX,
                                dir=path.parent)

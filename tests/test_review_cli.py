@@ -1,0 +1,43 @@
+"""Command-line bad input found in review: output paths that are folders, checks that must come before
+the work, and option values the core passed through unchecked."""
+
+import os
+
+import numpy as np
+import pytest
+
+import napari_retina as nr
+from napari_retina.cli import main
+
+
+def _one_line(err: str, command: str) -> str:
+    err = err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"napari-retina {command}: error:"), err
+    return err
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A small synthetic dataset in the lab layout (100 training frames, 50 test frames x 2)."""
+    path = tmp_path_factory.mktemp("data") / "d.h5"
+    return nr.synthetic.make_dataset(path, frames=100, test_frames=50, repeats=2, kind="binary")
+
+
+# --------------------------------------------------------------------------- an output path that is a folder
+
+
+def test_atomic_write_refuses_a_folder_in_one_sentence(tmp_path):
+    """Every writer goes through atomic_write: a folder at the path is a ValueError, not an OSError
+    from the rename after the work, and no temporary is left beside it."""
+    from napari_retina._atomic import atomic_write_text
+
+    (tmp_path / "taken.json").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        atomic_write_text(tmp_path / "taken.json", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.json"]
+
+
+def test_evaluate_out_that_is_a_folder_is_one_line(tmp_path, dataset, capsys):
+    (tmp_path / "scores.h5").mkdir()
+    assert main(["evaluate", str(dataset), "--out", str(tmp_path / "scores.h5")]) == 2
+    assert "is a folder" in _one_line(capsys.readouterr().err, "evaluate")
