@@ -41,3 +41,32 @@ def test_evaluate_out_that_is_a_folder_is_one_line(tmp_path, dataset, capsys):
     (tmp_path / "scores.h5").mkdir()
     assert main(["evaluate", str(dataset), "--out", str(tmp_path / "scores.h5")]) == 2
     assert "is a folder" in _one_line(capsys.readouterr().err, "evaluate")
+
+
+# --------------------------------------------------------------------------- synth: --out checked before the work
+
+
+@pytest.fixture
+def no_dataset(monkeypatch):
+    import napari_retina.synthetic
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the dataset was made before --out was checked")
+
+    monkeypatch.setattr(napari_retina.synthetic, "make_dataset", forbidden)
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("taken.h5", "--out must be a file, but 'taken.h5' is a folder"),
+        ("missing/d.h5", "cannot write 'missing/d.h5': folder 'missing' does not exist"),
+        ("d.txt", "--out must end in .h5, .hdf5, got '.txt'"),
+    ],
+)
+def test_synth_out_is_checked_before_the_work(tmp_path, monkeypatch, capsys, no_dataset, out, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken.h5").mkdir()
+    assert main(["synth", out, "--quiet"]) == 2
+    assert message in _one_line(capsys.readouterr().err, "synth")
+    assert not (tmp_path / "d.txt").exists()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .._units import FRAME_MS
 from ..training import DEFAULTS, TrainConfig
+from ._paths import check_out_file
 from ._progress import tqdm_progress, write_line
 
 
@@ -28,10 +29,12 @@ def _cells(text):
 
 
 def _synth(args) -> int:
+    from ..io import HDF5_SUFFIXES
     from ..synthetic import Retina, make_dataset
 
+    out = check_out_file(args.out, HDF5_SUFFIXES)  # before the work, not when the file is renamed into place
     with tqdm_progress("synth", "stage", args.quiet) as progress:
-        path = make_dataset(args.out, frames=args.frames, test_frames=args.test_frames, repeats=args.repeats,
+        path = make_dataset(out, frames=args.frames, test_frames=args.test_frames, repeats=args.repeats,
                             seed=args.seed, checker=args.checker, retina=Retina(seed=args.retina_seed),
                             progress=progress, contrast=args.contrast, kind=args.kind, grey=args.grey)
     print(f"wrote {path}: {args.frames} training frames, {args.test_frames} test frames x {args.repeats} repeats")
