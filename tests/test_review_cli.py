@@ -70,3 +70,22 @@ def test_synth_out_is_checked_before_the_work(tmp_path, monkeypatch, capsys, no_
     assert main(["synth", out, "--quiet"]) == 2
     assert message in _one_line(capsys.readouterr().err, "synth")
     assert not (tmp_path / "d.txt").exists()
+
+
+# --------------------------------------------------------------------------- train: --out and --threads
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    import napari_retina.training
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training ran before its arguments were checked")
+
+    monkeypatch.setattr(napari_retina.training, "_fit", forbidden)
+
+
+def test_train_out_that_is_a_folder_is_refused_before_training(tmp_path, dataset, capsys, no_training):
+    (tmp_path / "m.pt").mkdir()
+    assert main(["train", str(dataset), "--out", str(tmp_path / "m.pt"), "--tiny", "--quiet"]) == 2
+    assert "is a folder" in _one_line(capsys.readouterr().err, "train")

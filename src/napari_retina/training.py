@@ -406,12 +406,14 @@ def train(
 
 
 def _check_out(out: Optional[PathLike]) -> Optional[Path]:
-    """The checkpoint path, checked before any work: its folder must exist."""
+    """The checkpoint path, checked before any work: its folder must exist and it must not be a folder."""
     if out is None:
         return None
     out = Path(out)
     if not out.parent.exists():
         raise FileNotFoundError(f"cannot save the model: folder {str(out.parent)!r} does not exist")
+    if out.is_dir():
+        raise ValueError(f"cannot save the model: {str(out)!r} is a folder, expected a checkpoint file path")
     return out
 
 
