@@ -89,3 +89,10 @@ def test_train_out_that_is_a_folder_is_refused_before_training(tmp_path, dataset
     (tmp_path / "m.pt").mkdir()
     assert main(["train", str(dataset), "--out", str(tmp_path / "m.pt"), "--tiny", "--quiet"]) == 2
     assert "is a folder" in _one_line(capsys.readouterr().err, "train")
+
+
+@pytest.mark.parametrize("threads", ["-1", "-8"])
+def test_train_negative_threads_is_one_line(tmp_path, dataset, capsys, no_training, threads):
+    assert main(["train", str(dataset), "--out", str(tmp_path / "m.pt"), "--tiny", "--quiet",
+                 "--threads", threads]) == 2
+    assert "threads" in _one_line(capsys.readouterr().err, "train")

@@ -52,10 +52,11 @@ def _train_config(args) -> TrainConfig:
 def _train(args) -> int:
     import torch
 
+    from .._validate import check_int
     from ..model import ModelConfig
     from ..training import train
 
-    if args.threads:
+    if check_int(args.threads, "--threads (0: torch's default)", 0):  # torch raises a RuntimeError below 1
         torch.set_num_threads(args.threads)
     config = None
     if args.tiny:
