@@ -96,3 +96,21 @@ def test_train_negative_threads_is_one_line(tmp_path, dataset, capsys, no_traini
     assert main(["train", str(dataset), "--out", str(tmp_path / "m.pt"), "--tiny", "--quiet",
                  "--threads", threads]) == 2
     assert "threads" in _one_line(capsys.readouterr().err, "train")
+
+
+# --------------------------------------------------------------------------- synth: the mixture's noise settings
+
+
+@pytest.mark.parametrize("kw", [{"contrast": float("nan")}, {"contrast": -1.0}, {"grey": 2.0},
+                                {"grey": float("nan")}])
+def test_training_mix_checks_its_noise_settings_however_short(kw):
+    """The noise blocks come second: a mix of one naturalistic block never reached white_noise's checks."""
+    with pytest.raises(ValueError, match="contrast|grey"):
+        nr.synthetic.training_mix(100, **kw)
+
+
+def test_synth_nan_contrast_is_refused(tmp_path, capsys):
+    assert main(["synth", str(tmp_path / "d.h5"), "--frames", "100", "--test-frames", "50", "--repeats", "2",
+                 "--contrast", "nan", "--quiet"]) == 2
+    assert "contrast" in _one_line(capsys.readouterr().err, "synth")
+    assert not os.path.exists(tmp_path / "d.h5")

@@ -133,6 +133,13 @@ def _full_field(values: np.ndarray, size: int) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # noise
 
+def _check_grey(grey) -> float:
+    """``grey`` of :func:`white_noise`: the probability in [0, 1) that a frame is grey, or a clear error."""
+    if not isinstance(grey, (int, float)) or isinstance(grey, bool) or not 0.0 <= grey < 1.0:
+        raise ValueError(f"grey must be a probability in [0, 1), got {grey!r}")
+    return grey
+
+
 def white_noise(
     frames: int = 1000,
     size: int = 50,
@@ -184,8 +191,7 @@ def white_noise(
     checker = check_int(checker, "checker", 1)
     if kind not in ("binary", "gaussian"):
         raise ValueError(f"kind must be 'binary' or 'gaussian', got {kind!r}")
-    if not isinstance(grey, (int, float)) or isinstance(grey, bool) or not 0.0 <= grey < 1.0:
-        raise ValueError(f"grey must be a probability in [0, 1), got {grey!r}")
+    grey = _check_grey(grey)
     rng = np.random.default_rng(seed)
     n = -(-size // checker)
     if kind == "binary":
