@@ -3,7 +3,6 @@ the work, and option values the core passed through unchecked."""
 
 import os
 
-import numpy as np
 import pytest
 
 import napari_retina as nr
@@ -114,3 +113,27 @@ def test_synth_nan_contrast_is_refused(tmp_path, capsys):
                  "--contrast", "nan", "--quiet"]) == 2
     assert "contrast" in _one_line(capsys.readouterr().err, "synth")
     assert not os.path.exists(tmp_path / "d.h5")
+
+
+# --------------------------------------------------------------------------- evaluate: --out checked before the work
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("missing/scores.h5", "cannot write 'missing/scores.h5': folder 'missing' does not exist"),
+        ("scores.txt", "--out must end in .h5, .hdf5, .npz, got '.txt'"),
+    ],
+)
+def test_evaluate_out_is_checked_before_the_work(tmp_path, dataset, monkeypatch, capsys, out, message):
+    import napari_retina.checkpoint
+    import napari_retina.training
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the model was loaded or scored before --out was checked")
+
+    monkeypatch.setattr(napari_retina.checkpoint, "load_model", forbidden)
+    monkeypatch.setattr(napari_retina.training, "evaluate", forbidden)
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", str(dataset), "--out", out]) == 2
+    assert message in _one_line(capsys.readouterr().err, "evaluate")

@@ -11,7 +11,6 @@ import json
 import shlex
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 from .._units import FRAME_MS
 from ..training import DEFAULTS, TrainConfig
@@ -80,14 +79,14 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     from ..checkpoint import load_model
+    from ..io import HDF5_SUFFIXES, write_results
     from ..training import evaluate
 
+    out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",)) if args.out else None  # before the work
     model = load_model(args.model, device=args.device)
     result = evaluate(model, args.data, cells=_cells(args.cells))
-    if args.out:
-        from ..io import write_results
-
-        write_results(Path(args.out), {k: (json.dumps(v) if isinstance(v, list) and v and isinstance(v[0], str) else v)
+    if out is not None:
+        write_results(out, {k: (json.dumps(v) if isinstance(v, list) and v and isinstance(v[0], str) else v)
                                        for k, v in result.items()})
     print(json.dumps(result, indent=1))
     return 0
