@@ -137,3 +137,32 @@ def test_evaluate_out_is_checked_before_the_work(tmp_path, dataset, monkeypatch,
     monkeypatch.chdir(tmp_path)
     assert main(["evaluate", str(dataset), "--out", out]) == 2
     assert message in _one_line(capsys.readouterr().err, "evaluate")
+
+
+# --------------------------------------------------------------------------- a plain pickle as --model
+
+
+class _Runs:
+    """Unpickling this would create a file: loading a model must never do it."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("payload", ["plain", "code"])
+def test_a_plain_pickle_as_model_is_one_line_and_runs_nothing(tmp_path, capsys, payload):
+    """A pickle that is not a torch file: torch warns about its protocol before refusing it; the refusal
+    alone is the user's one line, and nothing in the file runs."""
+    import pickle
+
+    ran = tmp_path / "ran"
+    with open(tmp_path / "model.pkl", "wb") as f:
+        pickle.dump({"weights": [1.0]} if payload == "plain" else _Runs(ran), f, protocol=4)
+    (tmp_path / "s.npy").write_bytes(b"")  # never read: the model is loaded first
+    assert main(["predict", str(tmp_path / "s.npy"), "--model", str(tmp_path / "model.pkl"),
+                 "--out", str(tmp_path / "r.h5"), "--quiet"]) == 2
+    assert "model.pkl" in _one_line(capsys.readouterr().err, "predict")
+    assert not ran.exists()
