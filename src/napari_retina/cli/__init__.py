@@ -67,7 +67,7 @@ def command() -> int:
 
     The process is this command's, so it keeps freed memory for reuse
     (:func:`napari_retina._malloc.hold_freed_memory`: ~1.2× faster attribution
-    and ~1.3× faster prediction on a CPU); :func:`main`, called from a script,
+    and ~1.4× faster prediction on a CPU, BENCHMARKS.md); :func:`main`, called from a script,
     leaves the caller's process as it is.
     """
     from .._malloc import hold_freed_memory

@@ -111,7 +111,7 @@ def register(sub) -> None:
     pred.add_argument("stimulus", help="stimulus stack (T, H, W): .npy, .tif/.tiff or .h5 (lab layout)")
     pred.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     pred.add_argument("--key", default=None, help="HDF5 dataset holding the stimulus (default: stimulus, test/stimulus, train/stimulus)")
-    pred.add_argument("--out", default="rates.h5", help="output .h5 or .npz (default rates.h5)")
+    pred.add_argument("--out", default="rates.h5", help="output .h5 or .npz, replaced if it exists (default rates.h5)")
     pred.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
     pred.add_argument("--batch-size", type=int, default=None, help="windows per forward pass")
     pred.add_argument("--crop", default=None,
@@ -140,7 +140,7 @@ def register(sub) -> None:
     quad.add_argument("--steps", type=int, default=None, help="a fixed number of quadrature steps instead of --tol")
     attr.add_argument("--invariance", default="auto", choices=list(INVARIANCES),
                       help="sum the maps over a uniform axis or all space (default auto: what the stimulus allows)")
-    attr.add_argument("--out", default="attribution.h5", help="output .h5 or .npz (default attribution.h5)")
+    attr.add_argument("--out", default="attribution.h5", help="output .h5 or .npz, replaced if it exists (default attribution.h5)")
     attr.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
     attr.add_argument("--batch-size", type=int, default=None, help="path points per backward pass")
     attr.add_argument("--crop", default=None, help="'center', 'none' or 'y0,x0' (as for predict)")
