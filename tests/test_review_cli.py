@@ -166,3 +166,23 @@ def test_a_plain_pickle_as_model_is_one_line_and_runs_nothing(tmp_path, capsys, 
                  "--out", str(tmp_path / "r.h5"), "--quiet"]) == 2
     assert "model.pkl" in _one_line(capsys.readouterr().err, "predict")
     assert not ran.exists()
+
+
+# --------------------------------------------------------------------------- a huge value that the memory cannot hold
+
+
+def test_running_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    """'experiment osr --param gap=100000000' asks numpy for 931 GiB: one line, not a MemoryError traceback.
+    (Stood in for by a battery that raises numpy's error: the real allocation may succeed on an
+    overcommitting kernel and bring in the OOM killer instead.)"""
+    import napari_retina.experiments
+
+    def huge(*args, **kwargs):  # numpy's _ArrayMemoryError is a MemoryError with this message
+        raise MemoryError("Unable to allocate 931. GiB for an array with shape (100000085, 50, 50) and data type "
+                          "float32")
+
+    monkeypatch.setattr(napari_retina.experiments, "battery", huge)
+    assert main(["experiment", "osr", "--param", "gap=100000000", "--steps", "2", "--no-truth", "--quiet",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = _one_line(capsys.readouterr().err, "experiment")
+    assert "memory" in err and "931. GiB" in err

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point; returns the exit status (0 done, 2 bad input, 130 cancelled)."""
+    """Entry point; returns the exit status (0 done, 2 bad input or not enough memory for it, 130 cancelled)."""
     from .._progress import Cancelled
 
     args = build_parser().parse_args(argv)
@@ -56,6 +56,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"napari-retina {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:  # a size beyond this machine (a huge --frames or --param): one line, as bad input
+        print(f"napari-retina {args.command}: error: not enough memory: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Cancelled):
         print(f"napari-retina {args.command}: cancelled", file=sys.stderr)
