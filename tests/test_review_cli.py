@@ -186,3 +186,19 @@ def test_running_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
                  "--out", str(tmp_path / "out")]) == 2
     err = _one_line(capsys.readouterr().err, "experiment")
     assert "memory" in err and "931. GiB" in err
+
+
+# --------------------------------------------------------------------------- a stimulus value beyond float32
+
+
+def test_flash_intensity_beyond_float32_names_the_intensity():
+    """Stimuli are float32: 1e39 is finite as a Python float but overflowed to inf in the stack, and the
+    error then blamed the stimulus's 'NaN or infinite values' after a RuntimeWarning."""
+    with pytest.raises(ValueError, match="intensity"):
+        nr.stimuli.flash(intensity=1e39)
+
+
+def test_experiment_param_beyond_float32_is_one_line_about_it(tmp_path, capsys):
+    assert main(["experiment", "osr", "--param", "intensity=1e39", "--steps", "2", "--no-truth", "--quiet",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "intensity" in _one_line(capsys.readouterr().err, "experiment")

@@ -47,7 +47,7 @@ from typing import Union
 
 import numpy as np
 
-from ._validate import check_int, check_positive
+from ._validate import FLOAT32_MAX, check_int, check_positive
 
 __all__ = [
     "white_noise",
@@ -73,8 +73,8 @@ def _check_real(value, name: str) -> float:
     """A finite real number (any sign), or a clear error."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
+    if not np.isfinite(value) or abs(value) > FLOAT32_MAX:  # stimuli are float32
+        raise ValueError(f"{name} must be a finite number within float32 (|value| <= {FLOAT32_MAX:.3g}), got {value}")
     return float(value)
 
 
