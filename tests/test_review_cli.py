@@ -202,3 +202,24 @@ def test_experiment_param_beyond_float32_is_one_line_about_it(tmp_path, capsys):
     assert main(["experiment", "osr", "--param", "intensity=1e39", "--steps", "2", "--no-truth", "--quiet",
                  "--out", str(tmp_path / "out")]) == 2
     assert "intensity" in _one_line(capsys.readouterr().err, "experiment")
+
+
+# --------------------------------------------------------------------------- --out that is the input file
+
+
+@pytest.mark.parametrize("command", ["predict", "attribute", "evaluate"])
+def test_out_that_is_the_input_is_refused_and_the_input_kept(tmp_path, dataset, capsys, monkeypatch, command):
+    """'predict rec.h5 --out rec.h5' replaced the recording with its rates (and evaluate the dataset with
+    its scores), atomically and silently."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(dataset, "rec.h5")
+    before = (tmp_path / "rec.h5").read_bytes()
+    args = [command, "rec.h5", "--out", "./rec.h5"] + ([] if command == "evaluate" else ["--key", "test/stimulus",
+                                                                                          "--quiet"])
+    if command == "attribute":
+        args += ["--steps", "1"]
+    assert main(args) == 2
+    assert "rec.h5" in _one_line(capsys.readouterr().err, command)
+    assert (tmp_path / "rec.h5").read_bytes() == before

@@ -30,7 +30,7 @@ def _predict(args) -> int:
     from ..io import HDF5_SUFFIXES, read_stimulus, write_results
 
     # everything that can be checked is checked before the model runs
-    out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",))
+    out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",), inputs=(args.stimulus, args.model))
     crop = parse_crop(args.crop)
     model = load_model(args.model, device=args.device)
     stim = read_stimulus(args.stimulus, key=args.key)
@@ -71,7 +71,7 @@ def _attribute(args) -> int:
     from ..checkpoint import load_model
     from ..io import HDF5_SUFFIXES, read_stimulus, write_results
 
-    out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",))
+    out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",), inputs=(args.stimulus, args.model))
     crop, cell = parse_crop(args.crop), parse_cell(args.cell)
     model = load_model(args.model, device=args.device)
     stim = read_stimulus(args.stimulus, key=args.key)

@@ -82,7 +82,7 @@ def _evaluate(args) -> int:
     from ..io import HDF5_SUFFIXES, write_results
     from ..training import evaluate
 
-    out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",)) if args.out else None  # before the work
+    out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",), inputs=(args.data, args.model)) if args.out else None
     model = load_model(args.model, device=args.device)
     result = evaluate(model, args.data, cells=_cells(args.cells))
     if out is not None:
