@@ -223,3 +223,25 @@ def test_out_that_is_the_input_is_refused_and_the_input_kept(tmp_path, dataset, 
     assert main(args) == 2
     assert "rec.h5" in _one_line(capsys.readouterr().err, command)
     assert (tmp_path / "rec.h5").read_bytes() == before
+
+
+# --------------------------------------------------------------------------- demo without a display
+
+
+@pytest.mark.parametrize("headless", [True, False])
+def test_demo_without_a_display_is_one_line(tmp_path, capsys, monkeypatch, headless):
+    """On Linux without $DISPLAY (a server, ssh), Qt aborted the process (SIGABRT, exit 134) after a page of
+    plugin warnings, --headless included; say what to do instead."""
+    import sys
+
+    import napari_retina._napari.demo as demo
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("Qt was started without a display")
+
+    monkeypatch.setattr(demo, "run_demo", forbidden)
+    monkeypatch.setattr(sys, "platform", "linux")
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["demo", "--out", str(tmp_path / "demo")] + (["--headless"] if headless else [])) == 2
+    assert "xvfb-run" in _one_line(capsys.readouterr().err, "demo")

@@ -9,10 +9,22 @@ from ._paths import check_out_dir, check_out_file
 from ._progress import tqdm_progress
 
 
+def _check_display() -> None:
+    """On Linux, Qt aborts the process (SIGABRT) when it has no display, --headless too: say so first."""
+    import os
+    import sys
+
+    if sys.platform.startswith("linux") and not any(
+            os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
+        raise ValueError("no display to draw on ($DISPLAY is not set; napari draws even with --headless): "
+                         "run it under Xvfb, e.g. xvfb-run -a napari-retina demo --headless")
+
+
 def _demo(args) -> int:
     from .._napari.demo import run_demo, summary_text  # without a Qt binding, run_demo says so in one sentence
 
     out = check_out_dir(args.out) if args.out else None
+    _check_display()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     summary = run_demo(headless=args.headless, out_dir=out)
@@ -101,7 +113,8 @@ def register(sub) -> None:
         description="Open napari with the shipped model, an omitted-stimulus flash train and its analysis.",
     )
     demo.add_argument("--headless", action="store_true",
-                      help="do not open a window: write a PNG screenshot and print a summary")
+                      help="do not open a window: write a PNG screenshot and print a summary (napari still needs a "
+                           "display: on a server run it under xvfb-run -a)")
     demo.add_argument("--out", default=None, help="folder for the screenshot and summary (default: ./napari-retina-demo)")
     demo.set_defaults(func=_demo)
 
