@@ -245,3 +245,14 @@ def test_demo_without_a_display_is_one_line(tmp_path, capsys, monkeypatch, headl
         monkeypatch.delenv(name, raising=False)
     assert main(["demo", "--out", str(tmp_path / "demo")] + (["--headless"] if headless else [])) == 2
     assert "xvfb-run" in _one_line(capsys.readouterr().err, "demo")
+
+
+def test_train_out_that_is_the_dataset_is_refused_before_training(tmp_path, dataset, capsys, no_training):
+    """'train d.h5 --out d.h5' overwrote the dataset with the first checkpoint while training on it."""
+    import shutil
+
+    shutil.copy(dataset, tmp_path / "d.h5")
+    before = (tmp_path / "d.h5").read_bytes()
+    assert main(["train", str(tmp_path / "d.h5"), "--out", str(tmp_path / "d.h5"), "--tiny", "--quiet"]) == 2
+    assert "d.h5" in _one_line(capsys.readouterr().err, "train")
+    assert (tmp_path / "d.h5").read_bytes() == before
