@@ -128,7 +128,10 @@ def _numpy_data_globals() -> list:
 def _load_weights_only(path: Path) -> Any:
     """``torch.load(weights_only=True)`` with numpy data allowed; refusals are one ValueError sentence."""
     try:
-        with torch.serialization.safe_globals(_numpy_data_globals()):
+        with torch.serialization.safe_globals(_numpy_data_globals()), warnings.catch_warnings():
+            # a plain pickle (not a torch file) draws torch's protocol warning before the refusal below:
+            # noise beside the one sentence the user gets, and its advice (file an issue) is torch's
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower():

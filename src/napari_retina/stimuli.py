@@ -47,7 +47,7 @@ from typing import Union
 
 import numpy as np
 
-from ._validate import check_int, check_positive
+from ._validate import FLOAT32_MAX, check_int, check_positive
 
 __all__ = [
     "white_noise",
@@ -73,8 +73,8 @@ def _check_real(value, name: str) -> float:
     """A finite real number (any sign), or a clear error."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
+    if not np.isfinite(value) or abs(value) > FLOAT32_MAX:  # stimuli are float32
+        raise ValueError(f"{name} must be a finite number within float32 (|value| <= {FLOAT32_MAX:.3g}), got {value}")
     return float(value)
 
 
@@ -133,6 +133,13 @@ def _full_field(values: np.ndarray, size: int) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # noise
 
+def _check_grey(grey) -> float:
+    """``grey`` of :func:`white_noise`: the probability in [0, 1) that a frame is grey, or a clear error."""
+    if not isinstance(grey, numbers.Real) or isinstance(grey, bool) or not 0.0 <= grey < 1.0:
+        raise ValueError(f"grey must be a probability in [0, 1), got {grey!r}")
+    return float(grey)
+
+
 def white_noise(
     frames: int = 1000,
     size: int = 50,
@@ -184,9 +191,7 @@ def white_noise(
     checker = check_int(checker, "checker", 1)
     if kind not in ("binary", "gaussian"):
         raise ValueError(f"kind must be 'binary' or 'gaussian', got {kind!r}")
-    if not isinstance(grey, numbers.Real) or isinstance(grey, bool) or not 0.0 <= grey < 1.0:
-        raise ValueError(f"grey must be a probability in [0, 1), got {grey!r}")
-    grey = float(grey)
+    grey = _check_grey(grey)
     rng = np.random.default_rng(seed)
     n = -(-size // checker)
     if kind == "binary":

@@ -543,10 +543,12 @@ def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float =
     seed ``1000·seed + i``. None of the experiments' stimuli (flashes, bars,
     gratings) is in it: a model trained on it meets them for the first time.
     """
-    from .stimuli import naturalistic, white_noise
+    from ._validate import check_positive
+    from .stimuli import _check_grey, naturalistic, white_noise
 
     frames = check_int(frames, "frames", 1)
     seed = check_int(seed, "seed", 0)
+    contrast, grey = check_positive(contrast, "contrast"), _check_grey(grey)  # a short mix has no noise block
     blocks = []
     for i, start in enumerate(range(0, frames, MIX_BLOCK)):
         n = min(MIX_BLOCK, frames - start)

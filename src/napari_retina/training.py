@@ -386,7 +386,7 @@ def train(
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, blocks_per_batch=blocks_per_batch, lr=lr, l2=l2,
                      l1_linear=l1_linear, patience=patience, lr_patience=lr_patience, holdout=holdout, seed=seed,
                      recalibrate=recalibrate)
-    out = _check_out(out)
+    out = _check_out(out, data)
     init_model, config = _start_from(init, config)
     d = _load(data, cells)
     config, fit_idx, hold_idx = _prepare(config, d.dataset, tc.holdout)
@@ -405,8 +405,9 @@ def train(
     return model
 
 
-def _check_out(out: Optional[PathLike]) -> Optional[Path]:
-    """The checkpoint path, checked before any work: its folder must exist and it must not be a folder."""
+def _check_out(out: Optional[PathLike], data=None) -> Optional[Path]:
+    """The checkpoint path, checked before any work: its folder must exist, and it must be neither a
+    folder nor the dataset file ``data`` (when that is a path) the model is trained on."""
     if out is None:
         return None
     out = Path(out)
@@ -414,6 +415,9 @@ def _check_out(out: Optional[PathLike]) -> Optional[Path]:
         raise FileNotFoundError(f"cannot save the model: folder {str(out.parent)!r} does not exist")
     if out.is_dir():  # the sentence atomic_write would give, but before an epoch is spent
         raise IsADirectoryError(f"cannot write {str(out)!r}: it is a folder; give a file name inside it")
+    if isinstance(data, (str, os.PathLike)) and out.exists() and Path(data).exists() and os.path.samefile(out, data):
+        raise ValueError(f"cannot save the model to {str(out)!r}: it is the training data {str(data)!r}, which the "
+                         "checkpoint would replace")
     return out
 
 

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point; returns the exit status (0 done, 2 bad input, 130 cancelled)."""
+    """Entry point; returns the exit status (0 done, 2 bad input or not enough memory for it, 130 cancelled)."""
     from .._progress import Cancelled
 
     args = build_parser().parse_args(argv)
@@ -54,8 +54,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
             return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, ImportError) as exc:
         print(f"napari-retina {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:  # a size beyond this machine (a huge --frames or --param): one line, as bad input
+        print(f"napari-retina {args.command}: error: not enough memory: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Cancelled):
         print(f"napari-retina {args.command}: cancelled", file=sys.stderr)
@@ -67,7 +70,7 @@ def command() -> int:
 
     The process is this command's, so it keeps freed memory for reuse
     (:func:`napari_retina._malloc.hold_freed_memory`: ~1.2× faster attribution
-    and ~1.3× faster prediction on a CPU); :func:`main`, called from a script,
+    and ~1.4× faster prediction on a CPU, BENCHMARKS.md); :func:`main`, called from a script,
     leaves the caller's process as it is.
     """
     from .._malloc import hold_freed_memory

@@ -9,11 +9,12 @@ from typing import Sequence, Union
 PathLike = Union[str, os.PathLike]
 
 
-def check_out_file(path: PathLike, suffixes: Sequence[str]) -> Path:
+def check_out_file(path: PathLike, suffixes: Sequence[str], inputs: Sequence[PathLike] = ()) -> Path:
     """``path`` as a file the command can write, checked before any work.
 
     Its suffix must be one of ``suffixes`` (lower case, with the dot), its
-    folder must exist and be writable, and it must not be a folder itself.
+    folder must exist and be writable, it must not be a folder itself, and it
+    must not be one of the command's ``inputs`` (the results would replace them).
     """
     out = Path(path)
     if out.suffix.lower() not in suffixes:
@@ -21,6 +22,10 @@ def check_out_file(path: PathLike, suffixes: Sequence[str]) -> Path:
     if out.is_dir():
         raise ValueError(f"--out must be a file, but {str(out)!r} is a folder")
     _check_writable_folder(out.parent, out)
+    for given in inputs:
+        if given is not None and out.exists() and Path(given).exists() and os.path.samefile(out, given):
+            raise ValueError(f"--out {str(out)!r} is the input file {str(given)!r}; the results would replace it, "
+                             "so choose another --out")
     return out
 
 

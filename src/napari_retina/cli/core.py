@@ -9,10 +9,22 @@ from ._paths import check_out_dir, check_out_file
 from ._progress import tqdm_progress
 
 
+def _check_display() -> None:
+    """On Linux, Qt aborts the process (SIGABRT) when it has no display, --headless too: say so first."""
+    import os
+    import sys
+
+    if sys.platform.startswith("linux") and not any(
+            os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
+        raise ValueError("no display to draw on ($DISPLAY is not set; napari draws even with --headless): "
+                         "run it under Xvfb, e.g. xvfb-run -a napari-retina demo --headless")
+
+
 def _demo(args) -> int:
     from .._napari.demo import run_demo, summary_text  # without a Qt binding, run_demo says so in one sentence
 
     out = check_out_dir(args.out) if args.out else None
+    _check_display()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     summary = run_demo(headless=args.headless, out_dir=out)
@@ -30,7 +42,7 @@ def _predict(args) -> int:
     from ..io import HDF5_SUFFIXES, read_stimulus, write_results
 
     # everything that can be checked is checked before the model runs
-    out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",))
+    out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",), inputs=(args.stimulus, args.model))
     crop = parse_crop(args.crop)
     model = load_model(args.model, device=args.device)
     stim = read_stimulus(args.stimulus, key=args.key)
@@ -71,7 +83,7 @@ def _attribute(args) -> int:
     from ..checkpoint import load_model
     from ..io import HDF5_SUFFIXES, read_stimulus, write_results
 
-    out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",))
+    out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",), inputs=(args.stimulus, args.model))
     crop, cell = parse_crop(args.crop), parse_cell(args.cell)
     model = load_model(args.model, device=args.device)
     stim = read_stimulus(args.stimulus, key=args.key)
@@ -101,7 +113,8 @@ def register(sub) -> None:
         description="Open napari with the shipped model, an omitted-stimulus flash train and its analysis.",
     )
     demo.add_argument("--headless", action="store_true",
-                      help="do not open a window: write a PNG screenshot and print a summary")
+                      help="do not open a window: write a PNG screenshot and print a summary (napari still needs a "
+                           "display: on a server run it under xvfb-run -a)")
     demo.add_argument("--out", default=None, help="folder for the screenshot and summary (default: ./napari-retina-demo)")
     demo.set_defaults(func=_demo)
 
@@ -111,7 +124,7 @@ def register(sub) -> None:
     pred.add_argument("stimulus", help="stimulus stack (T, H, W): .npy, .tif/.tiff or .h5 (lab layout)")
     pred.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     pred.add_argument("--key", default=None, help="HDF5 dataset holding the stimulus (default: stimulus, test/stimulus, train/stimulus)")
-    pred.add_argument("--out", default="rates.h5", help="output .h5 or .npz (default rates.h5)")
+    pred.add_argument("--out", default="rates.h5", help="output .h5 or .npz, replaced if it exists (default rates.h5)")
     pred.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
     pred.add_argument("--batch-size", type=int, default=None, help="windows per forward pass")
     pred.add_argument("--crop", default=None,
@@ -140,7 +153,7 @@ def register(sub) -> None:
     quad.add_argument("--steps", type=int, default=None, help="a fixed number of quadrature steps instead of --tol")
     attr.add_argument("--invariance", default="auto", choices=list(INVARIANCES),
                       help="sum the maps over a uniform axis or all space (default auto: what the stimulus allows)")
-    attr.add_argument("--out", default="attribution.h5", help="output .h5 or .npz (default attribution.h5)")
+    attr.add_argument("--out", default="attribution.h5", help="output .h5 or .npz, replaced if it exists (default attribution.h5)")
     attr.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
     attr.add_argument("--batch-size", type=int, default=None, help="path points per backward pass")
     attr.add_argument("--crop", default=None, help="'center', 'none' or 'y0,x0' (as for predict)")

@@ -112,16 +112,17 @@ def _experiment(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser(
         "experiment",
-        help="run an in-silico experiment (osr, latency, anticipation, reversal) or the whole battery (all)",
+        help="run an in-silico experiment (osr, latency, anticipation, reversal, doubling) or the whole battery "
+             "(all)",
         description="Run an in-silico retinal experiment on a model: stimulus, rates, attribution, reduction, "
                     "readout; compared with the synthetic ground-truth retina when it sees the same field. "
-                    "Writes NAME.json and NAME.png.",
+                    "Writes NAME.json and NAME.png (replacing those already in --out).",
     )
-    p.add_argument("name", help="experiment name (osr, latency, anticipation, reversal) or 'all'")
+    p.add_argument("name", help="experiment name (osr, latency, anticipation, reversal, doubling) or 'all'")
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     p.add_argument("--out", default="napari-retina-experiments", help="output folder (default ./napari-retina-experiments)")
     p.add_argument("--cell", type=int, default=0, help="cell index (default 0)")
-    p.add_argument("--explain", type=float, default=0.9, help="variance fraction the kept channels explain (0, 1]")
+    p.add_argument("--explain", type=float, default=0.9, help="variance fraction the kept channels explain, in (0, 1] (default %(default)s)")
     steps = p.add_mutually_exclusive_group()
     steps.add_argument("--tol", type=float, default=None,
                        help="integrated-gradients accuracy: the quadrature is refined per frame until the "

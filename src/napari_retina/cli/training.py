@@ -11,10 +11,10 @@ import json
 import shlex
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 from .._units import FRAME_MS
 from ..training import DEFAULTS, TrainConfig
+from ._paths import check_out_file
 from ._progress import tqdm_progress, write_line
 
 
@@ -28,10 +28,12 @@ def _cells(text):
 
 
 def _synth(args) -> int:
+    from ..io import HDF5_SUFFIXES
     from ..synthetic import Retina, make_dataset
 
+    out = check_out_file(args.out, HDF5_SUFFIXES)  # before the work, not when the file is renamed into place
     with tqdm_progress("synth", "stage", args.quiet) as progress:
-        path = make_dataset(args.out, frames=args.frames, test_frames=args.test_frames, repeats=args.repeats,
+        path = make_dataset(out, frames=args.frames, test_frames=args.test_frames, repeats=args.repeats,
                             seed=args.seed, checker=args.checker, retina=Retina(seed=args.retina_seed),
                             progress=progress, contrast=args.contrast, kind=args.kind, grey=args.grey)
     print(f"wrote {path}: {args.frames} training frames, {args.test_frames} test frames x {args.repeats} repeats")
@@ -49,10 +51,11 @@ def _train_config(args) -> TrainConfig:
 def _train(args) -> int:
     import torch
 
+    from .._validate import check_int
     from ..model import ModelConfig
     from ..training import train
 
-    if args.threads:
+    if check_int(args.threads, "--threads (0: torch's default)", 0):  # torch raises a RuntimeError below 1
         torch.set_num_threads(args.threads)
     config = None
     if args.tiny:
@@ -76,14 +79,14 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     from ..checkpoint import load_model
+    from ..io import HDF5_SUFFIXES, write_results
     from ..training import evaluate
 
+    out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",), inputs=(args.data, args.model)) if args.out else None
     model = load_model(args.model, device=args.device)
     result = evaluate(model, args.data, cells=_cells(args.cells))
-    if args.out:
-        from ..io import write_results
-
-        write_results(Path(args.out), {k: (json.dumps(v) if isinstance(v, list) and v and isinstance(v[0], str) else v)
+    if out is not None:
+        write_results(out, {k: (json.dumps(v) if isinstance(v, list) and v and isinstance(v[0], str) else v)
                                        for k, v in result.items()})
     print(json.dumps(result, indent=1))
     return 0
@@ -92,29 +95,35 @@ def _evaluate(args) -> int:
 def register(sub) -> None:
     from .. import synthetic
 
-    p = sub.add_parser("synth", help="write a white-noise dataset of the synthetic retina (lab HDF5 layout)")
-    p.add_argument("out", help="output .h5 file")
-    p.add_argument("--frames", type=int, default=synthetic.DATASET_FRAMES, help=f"training frames ({FRAME_MS:g} ms each)")
-    p.add_argument("--test-frames", type=int, default=2000, help="test frames")
-    p.add_argument("--repeats", type=int, default=10, help="repeats of the test stimulus")
-    p.add_argument("--seed", type=int, default=0, help="seed of the stimuli and the spikes")
-    p.add_argument("--checker", type=int, default=synthetic.DATASET_CHECKER, help="white-noise checker size in pixels")
+    d = " (default %(default)s)"
+    p = sub.add_parser("synth", help="write a dataset of the synthetic retina's responses (lab HDF5 layout)",
+                       description="Record the synthetic retina (nr.synthetic.Retina, version 2) on naturalistic "
+                                   "movies and white noise (--kind mix) or on white noise alone, and write the "
+                                   "dataset in the lab's HDF5 layout (replacing an existing file).")
+    p.add_argument("out", help="output .h5 or .hdf5 file")
+    p.add_argument("--frames", type=int, default=synthetic.DATASET_FRAMES,
+                   help=f"training frames ({FRAME_MS:g} ms each)" + d)
+    p.add_argument("--test-frames", type=int, default=2000, help="test frames" + d)
+    p.add_argument("--repeats", type=int, default=10, help="repeats of the test stimulus" + d)
+    p.add_argument("--seed", type=int, default=0, help="seed of the stimuli and the spikes" + d)
+    p.add_argument("--checker", type=int, default=synthetic.DATASET_CHECKER,
+                   help="white-noise checker size in pixels, for --kind binary/gaussian (mix has its own)" + d)
     p.add_argument("--contrast", type=float, default=synthetic.DATASET_CONTRAST,
-                   help="white-noise contrast (binary: ±contrast)")
+                   help="white-noise contrast (binary: ±contrast; gaussian: standard deviation)" + d)
     p.add_argument("--kind", default=synthetic.DATASET_KIND, choices=("mix", "binary", "gaussian"),
                    help="mix: naturalistic movies and white noise at 4, 2 and 1 px (nr.synthetic.training_mix); "
-                        "binary/gaussian: white noise on --checker px checkers")
+                        "binary/gaussian: white noise on --checker px checkers" + d)
     p.add_argument("--grey", type=float, default=synthetic.DATASET_GREY,
-                   help="probability that a frame is grey (sparse noise; 0: classic white noise)")
-    p.add_argument("--retina-seed", type=int, default=0, help="seed of nr.synthetic.Retina")
+                   help="probability that a white-noise frame is grey (sparse noise; 0: classic white noise)" + d)
+    p.add_argument("--retina-seed", type=int, default=0, help="seed of nr.synthetic.Retina" + d)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("train", help="train a BN-CNN on a dataset in the lab HDF5 layout")
     p.add_argument("data", help="dataset .h5 (train/stimulus, train/response/firing_rate_10ms, test/...)")
-    p.add_argument("--out", required=True, help="checkpoint to write (atomically, after every improvement)")
+    p.add_argument("--out", required=True,
+                   help="checkpoint to write (atomically, after every improvement; an existing file is replaced)")
     # every training default from nr.training.TrainConfig, the one source shared with nr.train and napari
-    d = " (default %(default)s)"
     p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="maximum passes over the training windows" + d)
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="windows per Adam step" + d)
     p.add_argument("--blocks-per-batch", type=int, default=DEFAULTS.blocks_per_batch,
@@ -143,6 +152,6 @@ def register(sub) -> None:
     p.add_argument("data", help="dataset .h5 in the lab layout")
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     p.add_argument("--cells", default=None, help="comma-separated cell indices of the dataset (default all)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--out", default=None, help="also write the scores to .h5/.npz")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
+    p.add_argument("--out", default=None, help="also write the scores to .h5/.npz (replacing an existing file)")
     p.set_defaults(func=_evaluate)

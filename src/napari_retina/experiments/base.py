@@ -31,7 +31,7 @@ import numpy as np
 from .._json import jsonable
 from .._predict import predict
 from .._progress import Progress, report
-from .._validate import NonFiniteOutputError, StimulusUnitsWarning, check_cells
+from .._validate import FLOAT32_MAX, NonFiniteOutputError, StimulusUnitsWarning, check_cells
 from .._wrap import model_config
 from ..attribution import attribute
 from ..model import RetinaCNN
@@ -179,8 +179,8 @@ def real_param(value, name: str, positive: bool = False) -> float:
     """A finite real (> 0 when ``positive``), or a clear error."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+    if not np.isfinite(value) or abs(value) > FLOAT32_MAX:  # stimuli and readouts are float32
+        raise ValueError(f"{name} must be finite within float32 (|value| <= {FLOAT32_MAX:.3g}), got {value}")
     if positive and value <= 0:
         raise ValueError(f"{name} must be > 0, got {value}")
     return float(value)

@@ -1,0 +1,258 @@
+"""Command-line bad input found in review: output paths that are folders, checks that must come before
+the work, and option values the core passed through unchecked."""
+
+import os
+
+import pytest
+
+import napari_retina as nr
+from napari_retina.cli import main
+
+
+def _one_line(err: str, command: str) -> str:
+    err = err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"napari-retina {command}: error:"), err
+    return err
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A small synthetic dataset in the lab layout (100 training frames, 50 test frames x 2)."""
+    path = tmp_path_factory.mktemp("data") / "d.h5"
+    return nr.synthetic.make_dataset(path, frames=100, test_frames=50, repeats=2, kind="binary")
+
+
+# --------------------------------------------------------------------------- an output path that is a folder
+
+
+def test_atomic_write_refuses_a_folder_in_one_sentence(tmp_path):
+    """Every writer goes through atomic_write: a folder at the path is refused (IsADirectoryError) before the
+    work, not by the rename after it, and no temporary is left beside it."""
+    from napari_retina._atomic import atomic_write_text
+
+    (tmp_path / "taken.json").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        atomic_write_text(tmp_path / "taken.json", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.json"]
+
+
+def test_evaluate_out_that_is_a_folder_is_one_line(tmp_path, dataset, capsys):
+    (tmp_path / "scores.h5").mkdir()
+    assert main(["evaluate", str(dataset), "--out", str(tmp_path / "scores.h5")]) == 2
+    assert "is a folder" in _one_line(capsys.readouterr().err, "evaluate")
+
+
+# --------------------------------------------------------------------------- synth: --out checked before the work
+
+
+@pytest.fixture
+def no_dataset(monkeypatch):
+    import napari_retina.synthetic
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the dataset was made before --out was checked")
+
+    monkeypatch.setattr(napari_retina.synthetic, "make_dataset", forbidden)
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("taken.h5", "--out must be a file, but 'taken.h5' is a folder"),
+        ("missing/d.h5", "cannot write 'missing/d.h5': folder 'missing' does not exist"),
+        ("d.txt", "--out must end in .h5, .hdf5, got '.txt'"),
+    ],
+)
+def test_synth_out_is_checked_before_the_work(tmp_path, monkeypatch, capsys, no_dataset, out, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken.h5").mkdir()
+    assert main(["synth", out, "--quiet"]) == 2
+    assert message in _one_line(capsys.readouterr().err, "synth")
+    assert not (tmp_path / "d.txt").exists()
+
+
+# --------------------------------------------------------------------------- train: --out and --threads
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    import napari_retina.training
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training ran before its arguments were checked")
+
+    monkeypatch.setattr(napari_retina.training, "_fit", forbidden)
+
+
+def test_train_out_that_is_a_folder_is_refused_before_training(tmp_path, dataset, capsys, no_training):
+    (tmp_path / "m.pt").mkdir()
+    assert main(["train", str(dataset), "--out", str(tmp_path / "m.pt"), "--tiny", "--quiet"]) == 2
+    assert "is a folder" in _one_line(capsys.readouterr().err, "train")
+
+
+@pytest.mark.parametrize("threads", ["-1", "-8"])
+def test_train_negative_threads_is_one_line(tmp_path, dataset, capsys, no_training, threads):
+    assert main(["train", str(dataset), "--out", str(tmp_path / "m.pt"), "--tiny", "--quiet",
+                 "--threads", threads]) == 2
+    assert "threads" in _one_line(capsys.readouterr().err, "train")
+
+
+# --------------------------------------------------------------------------- synth: the mixture's noise settings
+
+
+@pytest.mark.parametrize("kw", [{"contrast": float("nan")}, {"contrast": -1.0}, {"grey": 2.0},
+                                {"grey": float("nan")}])
+def test_training_mix_checks_its_noise_settings_however_short(kw):
+    """The noise blocks come second: a mix of one naturalistic block never reached white_noise's checks."""
+    with pytest.raises(ValueError, match="contrast|grey"):
+        nr.synthetic.training_mix(100, **kw)
+
+
+def test_synth_nan_contrast_is_refused(tmp_path, capsys):
+    assert main(["synth", str(tmp_path / "d.h5"), "--frames", "100", "--test-frames", "50", "--repeats", "2",
+                 "--contrast", "nan", "--quiet"]) == 2
+    assert "contrast" in _one_line(capsys.readouterr().err, "synth")
+    assert not os.path.exists(tmp_path / "d.h5")
+
+
+# --------------------------------------------------------------------------- evaluate: --out checked before the work
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("missing/scores.h5", "cannot write 'missing/scores.h5': folder 'missing' does not exist"),
+        ("scores.txt", "--out must end in .h5, .hdf5, .npz, got '.txt'"),
+    ],
+)
+def test_evaluate_out_is_checked_before_the_work(tmp_path, dataset, monkeypatch, capsys, out, message):
+    import napari_retina.checkpoint
+    import napari_retina.training
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the model was loaded or scored before --out was checked")
+
+    monkeypatch.setattr(napari_retina.checkpoint, "load_model", forbidden)
+    monkeypatch.setattr(napari_retina.training, "evaluate", forbidden)
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", str(dataset), "--out", out]) == 2
+    assert message in _one_line(capsys.readouterr().err, "evaluate")
+
+
+# --------------------------------------------------------------------------- a plain pickle as --model
+
+
+class _Runs:
+    """Unpickling this would create a file: loading a model must never do it."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("payload", ["plain", "code"])
+def test_a_plain_pickle_as_model_is_one_line_and_runs_nothing(tmp_path, capsys, payload):
+    """A pickle that is not a torch file: torch warns about its protocol before refusing it; the refusal
+    alone is the user's one line, and nothing in the file runs."""
+    import pickle
+
+    ran = tmp_path / "ran"
+    with open(tmp_path / "model.pkl", "wb") as f:
+        pickle.dump({"weights": [1.0]} if payload == "plain" else _Runs(ran), f, protocol=4)
+    (tmp_path / "s.npy").write_bytes(b"")  # never read: the model is loaded first
+    assert main(["predict", str(tmp_path / "s.npy"), "--model", str(tmp_path / "model.pkl"),
+                 "--out", str(tmp_path / "r.h5"), "--quiet"]) == 2
+    assert "model.pkl" in _one_line(capsys.readouterr().err, "predict")
+    assert not ran.exists()
+
+
+# --------------------------------------------------------------------------- a huge value that the memory cannot hold
+
+
+def test_running_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    """'experiment osr --param gap=100000000' asks numpy for 931 GiB: one line, not a MemoryError traceback.
+    (Stood in for by a battery that raises numpy's error: the real allocation may succeed on an
+    overcommitting kernel and bring in the OOM killer instead.)"""
+    import napari_retina.experiments
+
+    def huge(*args, **kwargs):  # numpy's _ArrayMemoryError is a MemoryError with this message
+        raise MemoryError("Unable to allocate 931. GiB for an array with shape (100000085, 50, 50) and data type "
+                          "float32")
+
+    monkeypatch.setattr(napari_retina.experiments, "battery", huge)
+    assert main(["experiment", "osr", "--param", "gap=100000000", "--steps", "2", "--no-truth", "--quiet",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = _one_line(capsys.readouterr().err, "experiment")
+    assert "memory" in err and "931. GiB" in err
+
+
+# --------------------------------------------------------------------------- a stimulus value beyond float32
+
+
+def test_flash_intensity_beyond_float32_names_the_intensity():
+    """Stimuli are float32: 1e39 is finite as a Python float but overflowed to inf in the stack, and the
+    error then blamed the stimulus's 'NaN or infinite values' after a RuntimeWarning."""
+    with pytest.raises(ValueError, match="intensity"):
+        nr.stimuli.flash(intensity=1e39)
+
+
+def test_experiment_param_beyond_float32_is_one_line_about_it(tmp_path, capsys):
+    assert main(["experiment", "osr", "--param", "intensity=1e39", "--steps", "2", "--no-truth", "--quiet",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "intensity" in _one_line(capsys.readouterr().err, "experiment")
+
+
+# --------------------------------------------------------------------------- --out that is the input file
+
+
+@pytest.mark.parametrize("command", ["predict", "attribute", "evaluate"])
+def test_out_that_is_the_input_is_refused_and_the_input_kept(tmp_path, dataset, capsys, monkeypatch, command):
+    """'predict rec.h5 --out rec.h5' replaced the recording with its rates (and evaluate the dataset with
+    its scores), atomically and silently."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(dataset, "rec.h5")
+    before = (tmp_path / "rec.h5").read_bytes()
+    args = [command, "rec.h5", "--out", "./rec.h5"] + ([] if command == "evaluate" else ["--key", "test/stimulus",
+                                                                                          "--quiet"])
+    if command == "attribute":
+        args += ["--steps", "1"]
+    assert main(args) == 2
+    assert "rec.h5" in _one_line(capsys.readouterr().err, command)
+    assert (tmp_path / "rec.h5").read_bytes() == before
+
+
+# --------------------------------------------------------------------------- demo without a display
+
+
+@pytest.mark.parametrize("headless", [True, False])
+def test_demo_without_a_display_is_one_line(tmp_path, capsys, monkeypatch, headless):
+    """On Linux without $DISPLAY (a server, ssh), Qt aborted the process (SIGABRT, exit 134) after a page of
+    plugin warnings, --headless included; say what to do instead."""
+    import sys
+
+    import napari_retina._napari.demo as demo
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("Qt was started without a display")
+
+    monkeypatch.setattr(demo, "run_demo", forbidden)
+    monkeypatch.setattr(sys, "platform", "linux")
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["demo", "--out", str(tmp_path / "demo")] + (["--headless"] if headless else [])) == 2
+    assert "xvfb-run" in _one_line(capsys.readouterr().err, "demo")
+
+
+def test_train_out_that_is_the_dataset_is_refused_before_training(tmp_path, dataset, capsys, no_training):
+    """'train d.h5 --out d.h5' overwrote the dataset with the first checkpoint while training on it."""
+    import shutil
+
+    shutil.copy(dataset, tmp_path / "d.h5")
+    before = (tmp_path / "d.h5").read_bytes()
+    assert main(["train", str(tmp_path / "d.h5"), "--out", str(tmp_path / "d.h5"), "--tiny", "--quiet"]) == 2
+    assert "d.h5" in _one_line(capsys.readouterr().err, "train")
+    assert (tmp_path / "d.h5").read_bytes() == before
