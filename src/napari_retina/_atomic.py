@@ -106,7 +106,7 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     The file gets the usual permissions (0666 less the umask) and is flushed to
     disk before the rename. On any error the temporary file is removed and
     ``path`` is left as it was. A missing folder (FileNotFoundError) or a folder
-    at ``path`` itself (ValueError) is refused before ``write`` is called.
+    at ``path`` itself (IsADirectoryError) is refused before ``write`` is called.
     """
     path = Path(path)
     if not path.parent.exists():
