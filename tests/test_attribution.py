@@ -583,6 +583,24 @@ def test_each_frame_equals_a_fixed_run_at_its_steps(model):
         np.testing.assert_allclose(a.maps[t], one.maps[t], rtol=1e-5, atol=1e-6 * np.abs(one.maps[t]).max())
 
 
+def test_a_blank_or_faint_stimulus_stops_where_only_rounding_is_left():
+    """Refining cannot remove float32 rounding. A blank movie and white noise too faint to move the rates by more
+    than a few ulps (responses ~2e-5, below the completeness floor) climbed to the 1,024-point cap; they stop at
+    8 points now, and 1,024 fixed points read the same completeness (so the cap bought nothing)."""
+    model = shipped_model()
+    H, size = model.config.history, model.config.size
+    blank = np.zeros((H + 5, size, size), np.float32)
+    faint = 1e-4 * noise(T=H + 20, seed=1, size=size)
+    for stim in (blank, faint):
+        attr = nr.attribute(model, stim, invariance="none")
+        idx = attr.frames
+        assert (attr.steps_per_frame[idx] == 8).all(), np.unique(attr.steps_per_frame[idx])
+        capped = nr.attribute(model, stim, invariance="none", steps=1024)
+        assert attr.completeness_error == pytest.approx(capped.completeness_error, rel=0.05, abs=1e-4)
+        assert np.abs(attr.maps[idx] - capped.maps[idx]).max() <= 1e-3 * max(np.abs(capped.maps[idx]).max(), 1e-30)
+    assert (nr.attribute(model, blank, invariance="none").maps[H - 1 :] == 0).all()
+
+
 def test_map_error_falls_with_tol_random_model(model, model64):
     stim = noise(T=12, seed=3)
     ref = reference(model64, stim, [1]).maps[HIST - 1 :].astype(np.float64)

@@ -8,7 +8,10 @@ frame is accepted at its finest level (8 points at the least) when both
 * its completeness gap ``|Σ A(t) − (F(s_t) − F(0))|`` is at most
   ``tol · max(R, floor)``, with ``R`` the largest response ``|F(s_t) − F(0)|``
   seen so far (this chunk's and earlier ones') and ``floor`` the completeness
-  floor of :func:`~._result.completeness_error`; and
+  floor of :func:`~._result.completeness_error`, or at most
+  :data:`ROUNDING_ULPS` float32 ulps of the rates' scale (rounding, which no
+  refinement removes: a blank stimulus, or one too faint to move the rates by
+  more than a few ulps, would otherwise climb to the cap); and
 * its error estimate ``ESTIMATE_FACTOR · ‖A_2m(t) − A_m(t)‖`` is at most
   ``tol · M``, with ``M`` the largest ``‖A(t)‖`` seen so far. ``A`` is what the
   result reports: the maps, summed along the uniform axis for "x"/"y", the
@@ -18,7 +21,8 @@ Frames not accepted are refined again; the others keep their result and their
 number of points (``Attribution.steps_per_frame``). Because ``R`` and ``M``
 only grow as chunks go by, each accepted frame meets the criterion against the
 final maxima too, so ``completeness_error <= tol`` on the whole result (up to
-float32 rounding of the sums), and the maps' error estimate, relative to the
+float32 rounding of the sums: when the whole response is below ~``ROUNDING_ULPS
+/ tol`` ulps, the rounding gap can read above ``tol``), and the maps' error estimate, relative to the
 largest frame's maps, is below ``tol`` on every frame.
 
 Why ``ESTIMATE_FACTOR = 0.5``: the kink rules' error falls by ~3.5× per
@@ -63,6 +67,8 @@ ESTIMATE_FACTOR = 0.5
 ADAPTIVE_START_STEPS = 4
 #: the finest level the adaptive rule goes to (points per frame)
 ADAPTIVE_MAX_STEPS = 1024
+#: a completeness gap of at most this many float32 ulps of the rates' scale is rounding: accepted at any tol
+ROUNDING_ULPS = 4.0
 #: the smallest tolerance accepted: float32 sums of ~10⁴ terms are not resolved much better
 MIN_TOL = 1e-6
 
@@ -93,6 +99,10 @@ class Scales:
         """The completeness floor of :func:`~._result.completeness_error` at the current level."""
         return COMPLETENESS_FLOOR_EPS * float(np.finfo(np.float32).eps) * self.level
 
+    def rounding(self) -> torch.Tensor:
+        """A completeness gap this small is float32 rounding (:data:`ROUNDING_ULPS` ulps at the current level)."""
+        return ROUNDING_ULPS * float(np.finfo(np.float32).eps) * self.level
+
 
 def _frame_norms(x: torch.Tensor) -> torch.Tensor:
     """‖x(t)‖ per frame, float64 (n,), for x (n, …)."""
@@ -117,7 +127,7 @@ def refine(evaluate: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Ten
     resp = rates.double() - f0
     scales.response = torch.fmax(scales.response, resp.abs().max())
     scales.level = torch.fmax(scales.level, torch.fmax(rates.abs().max().double(), resp.new_tensor(abs(f0))))
-    tol_resp = tol * torch.maximum(scales.response, scales.floor())
+    tol_resp = torch.maximum(tol * torch.maximum(scales.response, scales.floor()), scales.rounding())
     n, device = len(rates), rates.device
     out, steps = None, np.zeros(n, dtype=np.int64)
     todo, rows = np.arange(n), torch.arange(n, device=device)  # the frames not yet accepted, on host and device
