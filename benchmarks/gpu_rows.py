@@ -1,7 +1,7 @@
-"""Every GPU row of issue 15 in one run (≤ ~3 minutes on an H200): a markdown table, and JSON in $OUT.
+"""Every GPU row of issue 15 in one run (≤ ~4–5 minutes on an H200): a markdown table, and JSON in $OUT.
 
 Run:  PYTHONPATH=src python benchmarks/gpu_rows.py [--frames 10000] [--predict-frames 100000]
-      [--captum-frames 1000] [--budget 180]
+      [--captum-frames 1000] [--budget 240]
 
 Needs torch with CUDA, numpy (h5py/tifffile come with the package); Captum is
 optional (its rows are skipped, with a note, when it is missing). Rows, all
@@ -205,7 +205,7 @@ def main() -> int:
     ap.add_argument("--predict-frames", type=int, default=100_000)
     ap.add_argument("--captum-frames", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--budget", type=float, default=180.0, help="seconds after which no new row starts")
+    ap.add_argument("--budget", type=float, default=240.0, help="seconds after which no new row starts")
     ap.add_argument("--ref-steps", type=int, default=2000, help="the float64 reference's steps (row D)")
     ap.add_argument("--device", default="cuda", help="cuda (cpu only to smoke-test this script with small sizes)")
     ap.add_argument("--no-tests", action="store_true", help="skip row T (the repository's GPU tests)")
