@@ -157,10 +157,12 @@ def test_first_layer_windows_of_a_whole_movie_equal_conv1_on_each_window():
     torch.testing.assert_close(z, model.first_layer(windows), rtol=1e-5, atol=1e-5)
 
 
-def test_first_layer_windows_by_fft_equals_direct_conv1_in_float64():
+@pytest.mark.parametrize("idx", [[5, 6, 17, 29], list(range(5, 30)), [12]],
+                         ids=["gathered (not consecutive, shared frames)", "consecutive (strided view)", "one"])
+def test_first_layer_windows_by_fft_equals_direct_conv1_in_float64(idx):
     model = tiny().double()
     movie = torch.randn(30, 16, 16, dtype=torch.float64)
-    idx = np.array([5, 6, 17, 29])  # not consecutive, shared frames
+    idx = np.array(idx)
     windows = torch.stack([movie[t - 5 : t + 1] for t in idx])
     with torch.no_grad():
         direct = model.first_layer(windows)

@@ -47,20 +47,27 @@ def conv1_fft(weight: torch.Tensor, source: torch.Tensor, idx) -> torch.Tensor:
     Each frame any window needs is Fourier transformed once (windows of
     consecutive frames share frames); a window is then one small complex
     matrix product per spatial frequency (summing over the lags) and C inverse
-    transforms. The circular correlation equals the valid one on the kept
-    ``(H-k+1) × (W-k+1)`` corner, so no padding is needed. Differentiable
+    transforms. Consecutive ``idx`` read their lags as a strided view of the
+    spectra; others gather them. The circular correlation equals the valid
+    one on the kept ``(H-k+1) × (W-k+1)`` corner, so no padding is needed. Differentiable
     (training uses it too); runs on ``weight``'s device and in its dtype.
     """
     c, hist, k, _ = weight.shape
     height, width = source.shape[-2:]
     idx = np.asarray(idx)
-    lags = idx[:, None] - hist + 1 + np.arange(hist)  # (n, hist) frame index of each lag
-    needed, pos = np.unique(lags, return_inverse=True)
-    frames = source[torch.as_tensor(needed, device=source.device)].to(weight.device, weight.dtype)
-    xf = torch.fft.rfft2(frames).flatten(1).T  # (freq, frames)
+    if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+        # consecutive windows: lag j of window i is frame i + j of the block, a strided view of the spectra
+        # (no gather of n·hist spectra: ~2× faster on a CPU, the same numbers)
+        frames = source[idx[0] - hist + 1 : idx[-1] + 1].to(weight.device, weight.dtype)
+        xw = torch.fft.rfft2(frames).flatten(1).T.contiguous().unfold(1, hist, 1)  # (freq, n, hist)
+    else:
+        lags = idx[:, None] - hist + 1 + np.arange(hist)  # (n, hist) frame index of each lag
+        needed, pos = np.unique(lags, return_inverse=True)
+        frames = source[torch.as_tensor(needed, device=source.device)].to(weight.device, weight.dtype)
+        xf = torch.fft.rfft2(frames).flatten(1).T  # (freq, frames)
+        xw = xf[:, torch.as_tensor(pos.reshape(lags.shape), device=xf.device)]  # (freq, n, hist)
     wf = torch.fft.rfft2(weight, s=(height, width)).conj()  # (C, hist, H, W//2+1)
     wf = wf.permute(2, 3, 1, 0).reshape(-1, hist, c)  # (freq, hist, C)
-    xw = xf[:, torch.as_tensor(pos.reshape(lags.shape), device=xf.device)]  # (freq, n, hist)
     zf = torch.bmm(xw, wf).view(height, width // 2 + 1, len(idx), c).permute(2, 3, 0, 1)
     z = torch.fft.irfft2(zf, s=(height, width))
     return z[..., : height - k + 1, : width - k + 1].contiguous()
