@@ -72,7 +72,7 @@ import torch
 from torch.nn import functional as F
 
 from ._units import FRAME_MS
-from ._validate import as_stack, check_int, stimulus_tensor
+from ._validate import as_stack, check_int, check_positive, stimulus_tensor
 
 HISTORY = 40
 """Temporal filter length of every pathway (frames; 400 ms)."""
@@ -543,7 +543,6 @@ def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float =
     seed ``1000·seed + i``. None of the experiments' stimuli (flashes, bars,
     gratings) is in it: a model trained on it meets them for the first time.
     """
-    from ._validate import check_positive
     from .stimuli import _check_grey, naturalistic, white_noise
 
     frames = check_int(frames, "frames", 1)
