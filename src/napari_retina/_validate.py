@@ -141,9 +141,15 @@ def crop_to(arr: np.ndarray, size: int, crop: Crop, name: str = "stimulus") -> n
     if (h, w) == (size, size) and crop in (None, "center"):
         return arr
     if crop is None:
+        if h < size or w < size:  # no crop can help
+            raise ValueError(
+                f"{name} is {h}x{w} pixels but the model expects {size}x{size}, and a crop cannot make it larger; "
+                f"resample or pad it to at least {size}x{size}"
+            )
         raise ValueError(
             f"{name} is {h}x{w} pixels but the model expects {size}x{size}; "
-            "pass crop='center' or crop=(y0, x0) to cut a window out of a larger stack"
+            "pass crop='center' or crop=(y0, x0) (command line: --crop center or --crop y0,x0) "
+            "to cut a window out of a larger stack"
         )
     y0, x0 = crop_origin((h, w), size, crop)
     if y0 < 0 or x0 < 0 or y0 + size > h or x0 + size > w:
