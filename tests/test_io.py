@@ -133,6 +133,11 @@ def test_selecting_missing_cells_is_refused(tmp_path):
     # a float index reached NumPy's indexing (IndexError: only integers, slices ...)
     with pytest.raises(ValueError, match=r"cells \[1\.0\] do not exist: the file has 3 cells"):
         read_dataset(tmp_path / "d.h5", cells=[1.0])
+    # one index is one cell ("'int' object is not iterable" before); a text is not a list of indices
+    one = read_dataset(tmp_path / "d.h5", cells=np.int64(2))
+    assert one.train.rates.shape[1] == 1 and one.cell_names == read_dataset(tmp_path / "d.h5").cell_names[2:]
+    with pytest.raises(TypeError, match=r"cells must be a list of cell indices, got str '0'"):
+        read_dataset(tmp_path / "d.h5", cells="0")
 
 
 def test_write_results_h5_and_npz(tmp_path):

@@ -377,6 +377,22 @@ def check_cells(cell, n_cells: int) -> list[int]:
     return [check_int(cell, f"cell (the model has {n_cells} cells)", 0, n_cells)]
 
 
+def check_cell_subset(cells, n_cells: int, holder: str) -> list[int]:
+    """``cells`` of a dataset (a list of indices, or one index) as a list of ints in [0, n_cells), or a clear
+    error; ``holder`` says where the cells are, with its verb ("the file has", "the data have")."""
+    if isinstance(cells, np.ndarray) and cells.ndim == 0:
+        cells = cells[()]
+    if isinstance(cells, numbers.Integral) and not isinstance(cells, bool):
+        cells = [cells]
+    if isinstance(cells, (str, bytes)) or not isinstance(cells, (Sequence, np.ndarray, range)):
+        raise TypeError(f"cells must be a list of cell indices, got {type(cells).__name__} {cells!r}")
+    bad = [c for c in cells
+           if isinstance(c, bool) or not (isinstance(c, numbers.Integral) and 0 <= c < n_cells)]
+    if bad:
+        raise ValueError(f"cells {bad} do not exist: {holder} {n_cells} cells (0..{n_cells - 1})")
+    return [int(c) for c in cells]
+
+
 def check_positive(value, name: str) -> float:
     """A finite number > 0, or a clear error."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -23,7 +23,7 @@ import numpy as np
 
 from ._atomic import atomic_write
 from ._units import FRAME_MS
-from ._validate import as_stack
+from ._validate import as_stack, check_cell_subset
 
 PathLike = Union[str, os.PathLike]
 
@@ -216,9 +216,7 @@ def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split
         raise ValueError(f"{split}/{RATE_KEY} holds negative rates (min {rates.min():g}); rates must be >= 0")
     n_cells = rates.shape[0]
     if cells is not None:
-        bad = [c for c in cells if not (isinstance(c, (int, np.integer)) and 0 <= c < n_cells)]  # as training's
-        if bad:
-            raise ValueError(f"cells {bad} do not exist: the file has {n_cells} cells (0..{n_cells - 1})")
+        cells = check_cell_subset(cells, n_cells, "the file has")
         rates = rates[cells]
     repeats = None
     if f"{split}/repeats" in h5:
@@ -234,7 +232,7 @@ def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split
 def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
     """Read a dataset in the lab's HDF5 layout (see the module docstring).
 
-    ``cells`` keeps a subset of cells (indices). Refuses missing keys,
+    ``cells`` keeps a subset of cells (a list of indices, or one index). Refuses missing keys,
     mismatched lengths, NaN or negative rates, and cells that do not exist.
     """
     path = _existing(path)
@@ -252,7 +250,7 @@ def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
     n = train.rates.shape[1]
     cell_names = json.loads(names) if isinstance(names, str) else [f"cell{i}" for i in range(n)]
     if cells is not None and isinstance(names, str):  # the file's names, one per file cell: pick as the rates
-        cell_names = [cell_names[c] for c in cells]
+        cell_names = [cell_names[c] for c in check_cell_subset(cells, len(cell_names), "the file has")]
     return Dataset(train, test, cell_names, attrs)
 
 

@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from ._device import DeviceLike, resolve_device
 from ._frames import batches, gather_windows
 from ._progress import Progress, report
-from ._validate import as_stack, check_int, check_positive
+from ._validate import as_stack, check_cell_subset, check_int, check_positive
 from .checkpoint import load_model, save_model
 from .io import Dataset, Split, read_dataset
 from .metrics import explained_variance, pearson
@@ -217,9 +217,7 @@ def _load(data, cells: Optional[list[int]]) -> _Data:
     if ds.test is not None and ds.test.rates.shape[1] != n:
         raise ValueError(f"train has {n} cells but test has {ds.test.rates.shape[1]}")
     if cells is not None:
-        bad = [c for c in cells if not (isinstance(c, (int, np.integer)) and 0 <= c < n)]
-        if bad:
-            raise ValueError(f"cells {bad} do not exist: the data have {n} cells (0..{n - 1})")
+        cells = check_cell_subset(cells, n, "the data have")
         sel = lambda s: None if s is None else Split(s.stimulus, s.rates[:, cells],  # noqa: E731
                                                        None if s.repeats is None else s.repeats[cells])
         ds = Dataset(sel(ds.train), sel(ds.test), [ds.cell_names[c] for c in cells] if ds.cell_names else [], ds.attrs)
