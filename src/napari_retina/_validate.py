@@ -317,6 +317,12 @@ class NonFiniteOutputError(ValueError):
 FINITE_REMEDY = "map it to contrast units (0 = mean luminance, std about 1) or pass normalize='zscore'"
 
 
+def consecutive(idx) -> bool:
+    """Whether the indices ``idx`` (1-D, not empty) are ``i0, i0 + 1, …``: a slice can stand for them."""
+    idx = np.asarray(idx)
+    return bool(len(idx)) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx)))
+
+
 def check_finite_output(values: np.ndarray, frames: np.ndarray, what: str,
                         stimulus: Optional[np.ndarray] = None, remedy: str = FINITE_REMEDY) -> None:
     """Refuse a result that is NaN or infinite on frames that have a full history.
@@ -331,8 +337,7 @@ def check_finite_output(values: np.ndarray, frames: np.ndarray, what: str,
     if frames.size == 0:
         return
     v = np.asarray(values)
-    consecutive = frames[-1] - frames[0] + 1 == len(frames) and bool(np.all(np.diff(frames) == 1))
-    v = (v[frames[0] : frames[-1] + 1] if consecutive else v[frames]).reshape(len(frames), -1)
+    v = (v[frames[0] : frames[-1] + 1] if consecutive(frames) else v[frames]).reshape(len(frames), -1)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow or inf − inf only sends us to the exact path
         fast = np.isfinite(v.sum())
     if fast:  # a finite sum has no NaN or infinite term

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from ._invariance import Invariance, InvarianceArg, check_invariance, stimulus_invariance
 from ._units import FRAME_MS
-from ._validate import stimulus_tensor
+from ._validate import consecutive, stimulus_tensor
 
 if TYPE_CHECKING:  # the model imports this module (conv1_fft)
     from .model import RetinaCNN
@@ -55,7 +55,7 @@ def conv1_fft(weight: torch.Tensor, source: torch.Tensor, idx) -> torch.Tensor:
     c, hist, k, _ = weight.shape
     height, width = source.shape[-2:]
     idx = np.asarray(idx)
-    if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+    if consecutive(idx):
         # consecutive windows: lag j of window i is frame i + j of the block, a strided view of the spectra
         # (no gather of n·hist spectra: ~2× faster on a CPU, the same numbers)
         frames = source[idx[0] - hist + 1 : idx[-1] + 1].to(weight.device, weight.dtype)

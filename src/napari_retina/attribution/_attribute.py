@@ -13,7 +13,8 @@ from .._frames import Frames, select_frames, unique_windows
 from .._invariance import Invariance, InvarianceArg, check_invariance, resolve_invariance
 from .._predict import callers_modes, default_batch_size, model_on
 from .._progress import Progress, report
-from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin
+from .._validate import (Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, consecutive,
+                         crop_origin)
 from .._wrap import is_wrapped
 from ..first_layer import FirstLayer
 from ..model import RetinaCNN
@@ -45,7 +46,7 @@ def _empty(T: int, idx: np.ndarray, c1: int, h1: int,
 def _store(dest: np.ndarray, rows: np.ndarray, values: torch.Tensor) -> None:
     """``dest[rows] = values`` (cast to dest's dtype); consecutive ``rows`` are copied from the device
     straight into ``dest``'s memory, without a staging copy on the host."""
-    if len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
+    if consecutive(rows):
         torch.from_numpy(dest[rows[0] : rows[-1] + 1]).copy_(values)
     else:
         dest[rows] = values.cpu().numpy()
