@@ -57,7 +57,7 @@ def test_saving_onto_a_folder_says_so_before_any_work(model, tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["out.pt", "res.h5"]  # no temporary file left
 
 
-def test_predict_attribute_and_evaluate_leave_the_callers_train_mode_alone(model, movie):
+def test_predict_attribute_evaluate_and_reduce_leave_the_callers_train_mode_alone(model, movie):
     # a user's own training loop that validates with nr.predict found its model switched to eval mode
     # for the rest of training (batch norm's running statistics frozen); reduce already restored it
     import copy
@@ -69,6 +69,7 @@ def test_predict_attribute_and_evaluate_leave_the_callers_train_mode_alone(model
     rates = nr.predict(training, stim)
     attr = nr.attribute(training, stim, steps=2)
     nr.evaluate(training, (stim, np.random.default_rng(1).random((30, 2)).astype(np.float32)))
+    nr.reduce(attr, fit_steps=5)  # reduce's model is the caller's too (model.train(was_training) flattened bn1)
     assert [m.training for m in training.modules()] == modes
     np.testing.assert_array_equal(rates, nr.predict(model, stim))  # still computed in eval mode
     np.testing.assert_array_equal(attr.channels, nr.attribute(model, stim, steps=2).channels)

@@ -44,6 +44,7 @@ from torch.nn import functional as F
 from ._frames import batches, gather_windows
 from ._invariance import InvarianceArg
 from ._json import jsonable
+from ._predict import callers_modes
 from ._progress import Progress, report
 from ._units import FRAME_MS
 from ._validate import check_finite_output, stimulus_tensor
@@ -314,19 +315,15 @@ def compute_drives(model: RetinaCNN, stimulus: np.ndarray, frames: np.ndarray, k
     out = np.zeros((len(frames), len(kept)))
     rates = np.zeros(len(frames))
     done = 0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for chunk in batches(np.asarray(frames), batch_size):
-                a = model.first_layer_activation(layer.z(chunk))
-                out[done:done + len(chunk)] = torch.einsum("nkhw,khw->nk", a[:, kept], w).double().cpu().numpy()
-                if cells is not None:
-                    rates[done:done + len(chunk)] = model.from_activation(a)[:, cells].sum(1).double().cpu().numpy()
-                done += len(chunk)
-                report(progress, done, len(frames))
-    finally:
-        model.train(was_training)
+    with callers_modes(model), torch.inference_mode():
+        model.eval()
+        for chunk in batches(np.asarray(frames), batch_size):
+            a = model.first_layer_activation(layer.z(chunk))
+            out[done:done + len(chunk)] = torch.einsum("nkhw,khw->nk", a[:, kept], w).double().cpu().numpy()
+            if cells is not None:
+                rates[done:done + len(chunk)] = model.from_activation(a)[:, cells].sum(1).double().cpu().numpy()
+            done += len(chunk)
+            report(progress, done, len(frames))
     return out if cells is None else (out, rates)
 
 
@@ -579,13 +576,10 @@ def reduce(attr: Attribution, explain: float = 0.9, *, fit_steps: int = 200,
     kept, kept_var = select_channels(A, resp, explain, importance)
 
     model = attr.model
-    was_training = model.training
-    model.eval()
-    try:
+    with callers_modes(model):
+        model.eval()
         red = _reduce(attr, model, frames, A, resp, importance, kept, kept_var, explain,
                       fit_steps, ignore_oldest_ms, weighting, progress)
-    finally:
-        model.train(was_training)
     valid = np.arange(model.config.history - 1, T)
     check_finite_output(red.reduced_rates, valid, "the reduced circuit's rates",
                         remedy="the fit of its output weights did not give a usable circuit")
