@@ -97,6 +97,13 @@ def remove_stale(path: PathLike) -> list[Path]:
     return removed
 
 
+def same_file(path: PathLike, other) -> bool:
+    """Whether ``path`` and ``other`` (a path; anything else is never the same) name one existing file,
+    links and spellings included: writing ``path`` would replace ``other``."""
+    return (isinstance(other, (str, os.PathLike)) and os.path.exists(path) and os.path.exists(other)
+            and os.path.samefile(path, other))
+
+
 def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
 

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ._atomic import same_file
 from ._device import DeviceLike, resolve_device
 from ._frames import batches, gather_windows
 from ._progress import Progress, report
@@ -413,7 +414,7 @@ def _check_out(out: Optional[PathLike], data=None) -> Optional[Path]:
         raise FileNotFoundError(f"cannot save the model: folder {str(out.parent)!r} does not exist")
     if out.is_dir():  # the sentence atomic_write would give, but before an epoch is spent
         raise IsADirectoryError(f"cannot write {str(out)!r}: it is a folder; give a file name inside it")
-    if isinstance(data, (str, os.PathLike)) and out.exists() and Path(data).exists() and os.path.samefile(out, data):
+    if same_file(out, data):
         raise ValueError(f"cannot save the model to {str(out)!r}: it is the training data {str(data)!r}, which the "
                          "checkpoint would replace")
     return out

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Sequence, Union
 
+from .._atomic import same_file
+
 PathLike = Union[str, os.PathLike]
 
 
@@ -23,7 +25,7 @@ def check_out_file(path: PathLike, suffixes: Sequence[str], inputs: Sequence[Pat
         raise ValueError(f"--out must be a file, but {str(out)!r} is a folder")
     _check_writable_folder(out.parent, out)
     for given in inputs:
-        if given is not None and out.exists() and Path(given).exists() and os.path.samefile(out, given):
+        if same_file(out, given):
             raise ValueError(f"--out {str(out)!r} is the input file {str(given)!r}; the results would replace it, "
                              "so choose another --out")
     return out
