@@ -44,6 +44,15 @@ def test_a_zero_dimensional_cell_array_is_the_cell_it_holds(model, movie):
         nr.attribute(model, movie[:20], cell=np.array(2), steps=2)
 
 
+def test_a_range_of_cells_is_the_cells_it_holds(model, movie):
+    # cell=range(2) raised "TypeError: cell (the model has 2 cells) must be an int, got range range(0, 2)"
+    attr = nr.attribute(model, movie[:20], cell=range(2), steps=2)
+    assert attr.cells == [0, 1]
+    ref = nr.attribute(model, movie[:20], cell="all", steps=2)
+    np.testing.assert_array_equal(attr.channels[19], ref.channels[19])
+    assert nr.experiments.run("osr", model, cell=range(1, 2), steps=2, periods=(6,), n_flashes=3).cells == [1]
+
+
 def test_saving_onto_a_folder_says_so_before_any_work(model, tmp_path, monkeypatch):
     # the model was serialised in full, then os.replace failed with "[Errno 21] Is a directory:
     # '<dir>/.<name>...partial' -> '<dir>'", naming a temporary file the user never asked for

@@ -365,14 +365,15 @@ def check_int(value, name: str, low: int = 0, high: Optional[int] = None) -> int
 
 
 def check_cells(cell, n_cells: int) -> list[int]:
-    """Normalise ``cell`` (an int, a list of ints or ``"all"``) to a list of indices."""
+    """Normalise ``cell`` (an int, a sequence of ints such as a list or ``range``, or ``"all"``) to a list of
+    indices."""
     if isinstance(cell, np.ndarray) and cell.ndim == 0:  # np.array(1): the one index it holds
         cell = cell[()]
-    if isinstance(cell, str):
+    if isinstance(cell, (str, bytes)):
         if cell != "all":
             raise ValueError(f"cell must be an index, a list of indices or 'all', got {cell!r}")
         return list(range(n_cells))
-    if isinstance(cell, (list, tuple, np.ndarray)):
+    if isinstance(cell, (Sequence, np.ndarray)):
         if len(cell) == 0:
             raise ValueError("cell must name at least one cell, got an empty list")
         cells = [check_int(c, "cell", 0, n_cells) for c in cell]
