@@ -138,3 +138,29 @@ def test_a_read_only_memmap_is_used_without_torch_s_non_writable_warning(tmp_pat
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "PYTHONPATH": src})
     assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("make, params, names", [
+    (nr.stimuli.white_noise, dict(frames=10**12), "white noise with frames=1,000,000,000,000"),
+    (nr.stimuli.naturalistic, dict(frames=10**12), "naturalistic movie with frames=1,000,000,000,000"),
+    (nr.stimuli.flash, dict(post=10**12), "post=1,000,000,000,000"),
+    (nr.stimuli.step, dict(post=10**12), "post=1,000,000,000,000"),
+    (nr.stimuli.flash_train, dict(n_flashes=10**12), "n_flashes=1,000,000,000,000"),
+    (nr.stimuli.flashed_bar, dict(post=10**12), "post=1,000,000,000,000"),
+    (nr.stimuli.reversing_grating, dict(frames=10**12), "frames=1,000,000,000,000"),
+    (nr.stimuli.moving_bar, dict(speed=1e-9), "a bar moving 60 px at speed 1e-09 px/frame"),
+    (nr.stimuli.moving_bar, dict(speed=5e-324), "a bar moving 60 px at speed 4.94066e-324 px/frame takes inf"),
+    (nr.stimuli.reversing_bar, dict(speed=1e-300), "a bar reversing after 25 px at speed 1e-300 px/frame"),
+])
+def test_a_movie_longer_than_memory_is_one_sentence_naming_its_parameters(make, params, names):
+    # numpy's "Unable to allocate 447. GiB for an array with shape (60000000041,)" came from deep inside the
+    # generator and named no parameter; speed=5e-324 was an OverflowError (cannot convert float infinity)
+    with pytest.raises(MemoryError, match=rf"^.*{names}.* frames of 50×50 px, .* GiB as float32, more than this "
+                                          r"machine's memory \(.* GiB\)$"):
+        make(**params)
+
+
+def test_an_experiment_too_long_for_memory_names_the_experiment_and_its_parameters(model):
+    with pytest.raises(MemoryError, match=r"^experiment 'osr' with .*window=1000000000.*: a flash train .* "
+                                          r"post=1,000,000,000 takes"):
+        nr.experiments.run("osr", model, steps=2, window=1e9)

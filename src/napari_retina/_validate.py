@@ -7,6 +7,7 @@ in, as a ValueError or TypeError, before any torch code runs.
 from __future__ import annotations
 
 import numbers
+import os
 import re
 import warnings
 from typing import Optional, Sequence, Union
@@ -406,3 +407,29 @@ def check_positive(value, name: str) -> float:
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return float(value)
+
+
+def physical_memory_bytes() -> Optional[int]:
+    """This machine's physical memory in bytes, or None where the system does not say (e.g. Windows)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_movie_fits(frames: float, size: int, what: str) -> None:
+    """A MemoryError in one sentence when a float32 (frames, size, size) movie cannot fit in memory.
+
+    ``what`` names the parameters that set the length (e.g. "a bar moving 50 px
+    at speed 1e-09 px/frame"); ``frames`` may be a float (inf when a division
+    overflowed). Called before anything is allocated, against the machine's
+    physical memory, so an absurd parameter gets a sentence that names it
+    instead of numpy's "Unable to allocate … for an array with shape …" (or an
+    OverflowError) deep inside the generator. Smaller movies are not refused here.
+    """
+    need = 4.0 * float(frames) * float(size) ** 2
+    have = physical_memory_bytes()
+    if have is not None and not need <= have:
+        count = f"{float(frames):,.0f}" if frames < 1e15 else f"{float(frames):.3g}"
+        raise MemoryError(f"{what} takes {count} frames of {size}×{size} px, {need / 2**30:.3g} GiB as float32, "
+                          f"more than this machine's memory ({have / 2**30:.3g} GiB)")

@@ -47,7 +47,7 @@ from typing import Union
 
 import numpy as np
 
-from ._validate import FLOAT32_MAX, check_int, check_positive
+from ._validate import FLOAT32_MAX, check_int, check_movie_fits, check_positive
 
 __all__ = [
     "white_noise",
@@ -192,6 +192,7 @@ def white_noise(
     if kind not in ("binary", "gaussian"):
         raise ValueError(f"kind must be 'binary' or 'gaussian', got {kind!r}")
     grey = _check_grey(grey)
+    check_movie_fits(frames, size, f"white noise with frames={frames:,}")
     rng = np.random.default_rng(seed)
     n = -(-size // checker)
     if kind == "binary":
@@ -260,6 +261,7 @@ def naturalistic(
     if jitter < 0:
         raise ValueError(f"jitter must be >= 0 pixels per frame, got {jitter}")
     contrast = check_positive(contrast, "contrast")
+    check_movie_fits(frames, size, f"a naturalistic movie with frames={frames:,}")
 
     rng = np.random.default_rng(seed)
     n = 2 * size
@@ -331,6 +333,7 @@ def flash(
     pre = check_int(pre, "pre", 0)
     post = check_int(post, "post", 0)
     size = check_int(size, "size", 1)
+    check_movie_fits(pre + duration + post, size, f"a flash with pre={pre:,}, duration={duration:,}, post={post:,}")
     values = np.zeros(pre + duration + post)
     values[pre : pre + duration] = intensity
     return _out(_full_field(values, size), {"onset": pre, "offset": pre + duration}, return_events)
@@ -371,6 +374,7 @@ def step(
     pre = check_int(pre, "pre", 0)
     post = check_int(post, "post (the frames after the step)", 1)
     size = check_int(size, "size", 1)
+    check_movie_fits(pre + post, size, f"a step with pre={pre:,}, post={post:,}")
     values = np.zeros(pre + post)
     values[pre:] = intensity
     return _out(_full_field(values, size), {"onset": pre}, return_events)
@@ -434,6 +438,8 @@ def flash_train(
     if not isinstance(omit, (bool, np.bool_)):
         raise TypeError(f"omit must be True or False, got {type(omit).__name__} {omit!r}")
     slot = pre + n_flashes * period
+    check_movie_fits(slot + period + post, size, f"a flash train of n_flashes={n_flashes:,} at period={period:,} "
+                     f"with pre={pre:,}, post={post:,}")
     onsets = pre + period * np.arange(n_flashes + (0 if omit else 1))
     values = np.zeros(slot + period + post)
     for t in onsets:
@@ -501,7 +507,9 @@ def moving_bar(
         raise ValueError(f"start and stop must differ for the bar to move, got {start} for both")
     width, intensity, pre, post, size, axis = _check_bar(width, intensity, pre, post, size, axis)
     _check_bar_visible(min(start, stop), max(start, stop), width, size, f"the bar's path from {start:g} to {stop:g} px")
-    n = int(np.floor(abs(stop - start) / speed + 1e-9)) + 1
+    span = abs(stop - start) / speed  # frames of travel (inf when the division overflows)
+    check_movie_fits(pre + span + post, size, f"a bar moving {abs(stop - start):g} px at speed {speed:g} px/frame")
+    n = int(np.floor(span + 1e-9)) + 1
     position = np.full(pre + n + post, np.nan)
     position[pre : pre + n] = start + np.sign(stop - start) * speed * np.arange(n)
     stim = _profile_movie(intensity * _bar_profile(position, width, size), axis)
@@ -552,6 +560,7 @@ def flashed_bar(
     width, intensity, pre, post, size, axis = _check_bar(width, intensity, pre, post, size, axis)
     duration = check_int(duration, "duration", 1)
     _check_bar_visible(position, position, width, size, f"a bar at {position:g} px")
+    check_movie_fits(pre + duration + post, size, f"a flashed bar with pre={pre:,}, duration={duration:,}, post={post:,}")
     trace = np.full(pre + duration + post, np.nan)
     trace[pre : pre + duration] = position
     stim = _profile_movie(intensity * _bar_profile(trace, width, size), axis)
@@ -611,7 +620,10 @@ def reversing_bar(
     start = _check_real(start, "start")
     width, intensity, pre, post, size, axis = _check_bar(width, intensity, pre, post, size, axis)
     _check_bar_visible(reversal, reversal, width, size, f"the reversal position {reversal:g} px")
-    n = int(round(abs(reversal - start) / speed))
+    span = abs(reversal - start) / speed  # frames from start to the reversal (inf when the division overflows)
+    check_movie_fits(pre + 2 * span + post, size,
+                     f"a bar reversing after {abs(reversal - start):g} px at speed {speed:g} px/frame")
+    n = int(round(span))
     if n < 1:
         raise ValueError(
             f"start ({start:g} px) must be at least half a frame's travel ({speed / 2:g} px) "
@@ -692,6 +704,7 @@ def reversing_grating(
 
     left = np.arange(size) - size / 2.0 + phase
     pattern = integral(left + 1.0) - integral(left)  # area-weighted, in [-1, 1]
+    check_movie_fits(pre + frames, size, f"a reversing grating with pre={pre:,}, frames={frames:,}")
     sign = np.zeros(pre + frames, dtype=np.int8)
     sign[pre:] = np.where((np.arange(frames) // period) % 2 == 0, 1, -1)
     stim = _profile_movie(contrast * sign[:, None] * pattern[None, :], axis)

@@ -394,6 +394,16 @@ def baseline(trace: np.ndarray, start: int, stop: int) -> float:
 # ----------------------------------------------------------------------------- running
 
 
+def build(module, size: int, history: int, respond: Callable, params: dict) -> "Protocol":
+    """``module.build`` with the resolved ``params``; a movie too long for memory is a MemoryError that names
+    the experiment and its parameters (the generator's sentence names its own, e.g. a flash train's ``post``)."""
+    try:
+        return module.build(size=size, history=history, respond=respond, **params)
+    except MemoryError as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        raise MemoryError(f"experiment {module.NAME!r} with {given}: {exc}") from None
+
+
 def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[int] = None,
               tol: Optional[float] = None, progress: Optional[Progress] = None, **params) -> ExperimentResult:
     """Build ``module``'s protocol for ``model``, run, attribute, reduce and read out.
@@ -411,7 +421,7 @@ def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[in
     def respond(stim: np.ndarray) -> np.ndarray:
         return cell_response(model_rates(model, stim), cells)
 
-    proto = module.build(size=cfg.size, history=cfg.history, respond=respond, **p)
+    proto = build(module, cfg.size, cfg.history, respond, p)
     report(progress, 0, 3)
     rates = model_rates(model, proto.stimulus)
     report(progress, 1, 3)
@@ -453,7 +463,7 @@ def run_response(module, respond: Callable, size: int = 50, history: int = 40, c
             return r
         return r[:, check_cells(cell, r.shape[1])].sum(1)
 
-    proto = module.build(size=size, history=history, respond=lambda s: pick(respond(s)), **p)
+    proto = build(module, size, history, lambda s: pick(respond(s)), p)
     rates = np.asarray(respond(proto.stimulus), dtype=np.float32)
     if rates.ndim == 1:
         rates = rates[:, None]
