@@ -257,8 +257,9 @@ def frames_of_interest(windows: Sequence[tuple[int, int]], n_frames: int, histor
     Thinning keeps every k-th frame (k the smallest stride that fits), so all
     conditions stay represented. With ``stimulus`` given, the last
     :data:`REST_FRAMES` frames before every stretch of non-grey frames whose
-    whole window is grey are added (unthinned, at most a quarter of
-    ``max_frames``): the model is at rest there, which anchors the reduced
+    whole window is grey are added (unthinned; at most a quarter of
+    ``max_frames`` in all, or one per condition up to half of it, spread
+    evenly over the conditions when there are more): the model is at rest there, which anchors the reduced
     circuit's resting rate (and the grey level its readouts subtract); their
     windows are identical, so attributing them costs one window.
     """
@@ -272,8 +273,12 @@ def frames_of_interest(windows: Sequence[tuple[int, int]], n_frames: int, histor
         parts = [r[(csum[r + 1] - csum[r + 1 - history]) == 0] for r in parts if len(r)]
         parts = [r for r in parts if len(r)]
         if parts:
-            each = max(1, (max_frames // 4) // len(parts))  # the same few frames before every condition
+            # a quarter of the budget, or one frame per condition up to half of it
+            most = max(1, max_frames // 4, min(len(parts), max_frames // 2))
+            each = max(1, most // len(parts))  # the same few frames before every condition
             rest = np.concatenate([r[-each:] for r in parts])
+            if len(rest) > most:  # more conditions than that: spread that many frames over them
+                rest = rest[np.unique(np.linspace(0, len(rest) - 1, most).round().astype(np.int64))]
     idx = np.unique(np.concatenate([np.arange(max(a, history - 1), min(b, n_frames)) for a, b in windows]))
     budget = max_frames - len(rest)
     if len(idx) > budget:
