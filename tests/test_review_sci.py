@@ -31,3 +31,40 @@ def test_frames_of_interest_stay_within_max_frames_with_many_conditions(n_flashe
     stim = np.abs(proto.stimulus).reshape(len(proto.stimulus), -1).max(1)
     rest = [t for t in fr if stim[t - 9:t + 1].max() == 0]
     assert 1 <= len(rest) <= max_frames // 2
+
+
+# ----------------------------------------------------------------------------- onset of a response
+
+
+def test_onset_time_is_the_rise_not_the_tail_of_an_earlier_response():
+    """onset_time returned ``start`` whenever the trace was already above the level there, contrary
+    to its docstring (nan when never below the level): the omitted-stimulus response's onset_ms
+    read 0.0 ms at every period on the ground truth, whose train response had not decayed."""
+    tail = np.array([0.0, 4.0, 3.0, 2.5, 4.0, 5.0, 2.0, 0.0])        # above 1.0 from before start to the peak
+    assert np.isnan(base.onset_time(tail, 2, 5.0, 1.0))
+    dip = np.array([0.0, 4.0, 3.0, 0.2, 0.2, 2.0, 5.0, 2.0])         # the tail decays below 1.0, then the rise
+    assert base.onset_time(dip, 2, 6.0, 1.0) == pytest.approx(4.0 + (1.0 - 0.2) / (2.0 - 0.2))
+    fresh = np.array([0.0, 0.0, 3.0, 5.0, 2.0])                       # at rest before start: the rise is start
+    assert base.onset_time(fresh, 2, 3.0, 1.0) == 2.0
+    assert base.onset_time(np.array([0.0, 0.0, 1.0, 3.0, 2.0]), 0, 3.0, 0.5) == pytest.approx(1.5)
+
+
+def test_osr_onset_after_a_train_response_that_has_not_decayed():
+    from napari_retina.experiments import osr
+
+    p = base.resolve_params(osr, {}, 50, 40)
+    proto = osr.build(size=50, history=40, respond=None, **p)
+    r = np.zeros(len(proto.stimulus))
+    for k, c in enumerate(proto.conditions):
+        om = c["omitted"]
+        if k % 2:   # decays below 20% of the peak (level 1.0), then rises: onset between om+2 and om+3
+            r[om - 1:om + 6] = [4.0, 3.0, 0.2, 0.2, 2.0, 5.0, 2.0]
+        else:       # stays above the level from before the omitted flash to the peak: no onset
+            r[om - 1:om + 6] = [4.0, 3.0, 2.5, 2.5, 2.0, 5.0, 2.0]
+    out = osr.readout(r, proto.conditions)
+    np.testing.assert_allclose(out["latency_ms"], 40.0)      # symmetric peak at om+4
+    for k, onset in enumerate(out["onset_ms"]):
+        if k % 2:
+            assert onset == pytest.approx(10.0 * (2.0 + (1.0 - 0.2) / (2.0 - 0.2)))
+        else:
+            assert np.isnan(onset)

@@ -344,24 +344,32 @@ def onset_time(trace: np.ndarray, start: int, t_peak: float, level: float) -> fl
     """First time in [start, t_peak] at which ``trace`` rises above ``level`` (linear interpolation).
 
     METHOD.md §4: a response's onset is the first point above 20% of the
-    following peak (``level = base + 0.2·(peak − base)``). nan when the trace
-    is never below ``level`` before the peak or has no finite values there.
+    following peak (``level = base + 0.2·(peak − base)``). A rise is a sample
+    above ``level`` whose previous sample is at or below it; a rise onto
+    ``start`` itself (the sample before it at or below ``level``) is ``start``.
+    nan when the trace never rises to ``level`` there: it is above ``level``
+    from before ``start`` until the peak (the tail of an earlier response, as
+    after an omitted flash whose train's response has not decayed), or has no
+    finite values. A sample above ``level`` that follows a non-finite one (the
+    first frame with a full history) counts as the rise.
     """
     x = np.asarray(trace, dtype=np.float64)
     if not np.isfinite(t_peak):
         return float("nan")
+    start = max(0, int(start))
     stop = min(len(x), int(np.floor(t_peak)) + 1)
+    if stop <= start:
+        return float("nan")
     seg = x[start:stop]
-    if seg.size == 0:
+    prev = np.concatenate([[x[start - 1] if start > 0 else np.nan], seg[:-1]])
+    with np.errstate(invalid="ignore"):
+        rises = np.isfinite(seg) & (seg > level) & ~(np.isfinite(prev) & (prev > level))
+    hits = np.flatnonzero(rises)
+    if hits.size == 0:
         return float("nan")
-    above = np.flatnonzero(np.isfinite(seg) & (seg > level))
-    if above.size == 0:
-        return float("nan")
-    i = int(above[0])
-    if i == 0:
-        return float(start) if np.isfinite(seg[0]) else float("nan")
-    a, b = seg[i - 1], seg[i]
-    if not np.isfinite(a):
+    i = int(hits[0])
+    a, b = prev[i], seg[i]
+    if i == 0 or not np.isfinite(a):
         return float(start + i)
     return float(start + i - 1 + (level - a) / (b - a))
 
