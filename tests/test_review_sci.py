@@ -124,3 +124,66 @@ def test_reduce_refuses_pool_maps_of_the_wrong_shape(tiny):
         nr.reduce(traces, pool_maps={"abs": np.ones((3, 16, 16)), "signed": np.ones((3, 16, 16))})
     with pytest.raises(TypeError, match="'abs' and 'signed'"):
         nr.reduce(traces, pool_maps={"abs": np.ones((8, 16, 16))})
+
+
+# ----------------------------------------------------------------------------- evaluate with constant recordings
+
+
+def _no_numpy_warnings(record) -> list:
+    return [str(w.message) for w in record if issubclass(w.category, RuntimeWarning)]
+
+
+def test_evaluate_with_every_recorded_cell_constant_says_why_r_is_nan(tiny):
+    """r_mean was np.nanmean over all-NaN r: numpy's 'Mean of empty slice' RuntimeWarning and a
+    NaN nobody explained; a cell that never fired also divided by zero in mean_ratio."""
+    import warnings
+
+    import napari_retina as nr
+
+    stim = nr.stimuli.white_noise(frames=40, size=20, seed=5)
+    rates = np.zeros((40, 2), np.float32)
+    rates[:, 0] = 0.7                                     # constant; cell 1 never fires
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        out = nr.evaluate(tiny, (stim, rates))
+    assert _no_numpy_warnings(record) == []
+    mine = [str(w.message) for w in record if issubclass(w.category, UserWarning)]
+    assert len(mine) == 1 and "every cell" in mine[0] and "recorded test rate is constant for cell0, cell1" in mine[0]
+    assert np.isnan(out["r"]).all() and np.isnan(out["r_mean"])
+    pred = nr.predict(tiny, stim)[9:].astype(np.float64)
+    assert out["mean_ratio"][0] == pytest.approx(pred[:, 0].mean() / 0.7, rel=1e-6)
+    assert np.isnan(out["mean_ratio"][1])                  # never fired: no calibration, not inf
+
+
+def test_evaluate_means_over_the_cells_that_have_an_r(tiny):
+    import warnings
+
+    import napari_retina as nr
+
+    stim = nr.stimuli.white_noise(frames=40, size=20, seed=6)
+    rates = np.random.default_rng(0).random((40, 2)).astype(np.float32)
+    rates[:, 1] = 2.0
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        out = nr.evaluate(tiny, (stim, rates))
+    assert _no_numpy_warnings(record) == []
+    pred = nr.predict(tiny, stim)[9:].astype(np.float64)
+    r0 = np.corrcoef(pred[:, 0], rates[9:, 0].astype(np.float64))[0, 1]
+    assert out["r_mean"] == pytest.approx(r0, abs=1e-6) and np.isnan(out["r"][1])
+    mine = [str(w.message) for w in record if issubclass(w.category, UserWarning)]
+    assert len(mine) == 1 and "constant for cell1 " in mine[0] and "every cell" not in mine[0]
+
+
+def test_finite_mean_and_ratio_of_means_against_numpy():
+    import warnings
+
+    from napari_retina.metrics import finite_mean, ratio_of_means
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert finite_mean([1.0, np.nan, 2.0, np.inf]) == 1.5
+        assert np.isnan(finite_mean([np.nan, np.nan])) and np.isnan(finite_mean([]))
+        a = np.array([[1.0, 4.0, 1.0], [3.0, 2.0, 1.0]])
+        b = np.array([[2.0, 0.0, np.nan], [6.0, 0.0, np.nan]])
+        got = ratio_of_means(a, b)
+    assert got[0] == 2.0 / 4.0 and np.isnan(got[1]) and np.isnan(got[2])
