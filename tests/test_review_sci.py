@@ -187,3 +187,34 @@ def test_finite_mean_and_ratio_of_means_against_numpy():
         b = np.array([[2.0, 0.0, np.nan], [6.0, 0.0, np.nan]])
         got = ratio_of_means(a, b)
     assert got[0] == 2.0 / 4.0 and np.isnan(got[1]) and np.isnan(got[2])
+
+
+# ----------------------------------------------------------------------------- reversal: mapping the receptive field
+
+
+@pytest.mark.parametrize("cell", ["silent", "suppressed by dark bars"])
+def test_reversal_of_a_cell_that_flashed_bars_do_not_excite_runs_around_the_field_centre(cell):
+    """map_rf took the best of 21 zero amplitudes, the first flashed position (-24 px), as the
+    receptive-field centre; the reversal positions -9..2 px from it fell outside the field and the
+    experiment (and with it the battery) stopped with 'reversal position -9 px from the centre
+    -24 px, i.e. -33 px lies outside the model's 50-pixel field'."""
+    from napari_retina.experiments import reversal, run_function
+
+    if cell == "silent":
+        def respond(s):
+            return np.full(len(s), 0.3)
+    else:  # dark bars only lower the rate; nothing rises above grey
+        def respond(s):
+            return 1.0 + np.minimum(s[:, 25, :].mean(1), 0.0)
+    assert reversal.map_rf(respond, 50, 2.0, -1.0, 60, 40) == 0.0
+    out = run_function("reversal", respond).readout
+    assert out["center_px"] == 0.0 and out["present"] is False and out["n_bursts"] == 0
+
+
+def test_map_rf_still_finds_a_responding_cell():
+    from napari_retina.experiments import reversal
+
+    def respond(s):   # a dark bar excites in proportion to its overlap with a Gaussian centred at 4.3 px
+        x = np.arange(50) - 24.5
+        return 0.1 + np.maximum(-(s[:, 25, :] @ np.exp(-0.5 * ((x - 4.3) / 3.0) ** 2)), 0.0)
+    assert reversal.map_rf(respond, 50, 2.0, -1.0, 60, 40) == pytest.approx(4.3, abs=0.3)
