@@ -218,3 +218,28 @@ def test_map_rf_still_finds_a_responding_cell():
         x = np.arange(50) - 24.5
         return 0.1 + np.maximum(-(s[:, 25, :] @ np.exp(-0.5 * ((x - 4.3) / 3.0) ** 2)), 0.0)
     assert reversal.map_rf(respond, 50, 2.0, -1.0, 60, 40) == pytest.approx(4.3, abs=0.3)
+
+
+# ----------------------------------------------------------------------------- anticipation without a flashed-bar response
+
+
+def test_anticipation_without_a_flashed_bar_response_has_no_lead():
+    """rf_center_px was the best of equal (zero) flashed-bar amplitudes, the first position
+    (-25 px); with one direction (-1) every moving-bar peak then 'led' it by 25 px or more,
+    and a cell that flashed bars do not drive at all was called anticipating."""
+    from napari_retina.experiments import anticipation
+
+    p = base.resolve_params(anticipation, {"directions": [-1]}, 50, 40)
+    proto = anticipation.build(size=50, history=40, respond=None, **p)
+    T = len(proto.stimulus)
+    t = np.arange(T, dtype=np.float64)
+    r = np.full(T, 0.1)
+    for c in proto.conditions:
+        if c["kind"] == "moving":   # a strong response when the bar passes x = 2 px; none to flashes
+            t_star = c["onset"] + (c["x0"] - 2.0) / c["speed"]
+            r += 2.0 * np.exp(-0.5 * ((t - t_star) / 15.0) ** 2)
+    out = anticipation.readout(r, proto.conditions)
+    assert np.isnan(out["rf_center_px"]) and np.isnan(out["flash_latency_ms"])
+    assert all(np.isnan(v) for v in out["lead_um_per_speed"]) and np.isnan(out["lead_um"])
+    assert out["present"] is False
+    np.testing.assert_allclose(out["bar_at_peak_px"], 2.0, atol=0.05)   # the bar positions are still read
