@@ -9,7 +9,9 @@ the 8×36×36 model), so above :data:`LAZY_MAP_BYTES` only the traces are
 computed (:func:`attribute_traces`, in chunks of frames, maps discarded) and
 the maps become a dask array whose blocks are attributed when they are read
 (:func:`lazy_maps`): a viewer opens them at once and memory stays bounded (a
-small LRU cache of blocks). On a GPU that runs out of memory the attribution
+small LRU cache of blocks). The reduced circuit pools its units with the
+time-averaged maps, kept while each chunk's maps are at hand, as it does on a
+short movie. On a GPU that runs out of memory the attribution
 is retried with smaller batches (down to :data:`MIN_OOM_BATCH` path points).
 
 Example
@@ -78,7 +80,7 @@ def map_bytes(model: RetinaCNN, n_frames: int, invariance: str = "none") -> int:
 def attribute_traces(model: RetinaCNN, stimulus: np.ndarray, *, cell=0, steps: Optional[int] = None, rule=None,
                      tol: Optional[float] = None, invariance: str = "none", chunk_frames: int = 2048,
                      batch_size: Optional[int] = None,
-                     progress: Optional[Progress] = None) -> Attribution:
+                     progress: Optional[Progress] = None, map_means: Optional[dict] = None) -> Attribution:
     """``nr.attribute`` over a long movie in chunks of frames, keeping traces only.
 
     Returns an :class:`~napari_retina.attribution.Attribution` with
@@ -89,6 +91,12 @@ def attribute_traces(model: RetinaCNN, stimulus: np.ndarray, *, cell=0, steps: O
     result's ``crop_origin`` is (0, 0)). ``progress(done_frames, total_frames)``,
     reported within chunks too (as often as ``nr.attribute`` reports, every
     ``batch_size // steps`` frames), so a cancel acts within one such step.
+
+    ``map_means``: a dict to fill, while each chunk's maps are at hand, with
+    ``"abs"`` (mean over the frames of |A_cxy|) and ``"signed"`` (mean of
+    A_cxy), float64 (C, h, w) of the invariance's maps; what
+    ``nr.reduce(..., pool_maps=)`` pools the reduced circuit's units with, as it
+    pools them with the maps of a short movie. Left empty for "space" (no maps).
     """
     stim = np.asarray(stimulus)
     T, hist = len(stim), model.config.history
@@ -96,6 +104,7 @@ def attribute_traces(model: RetinaCNN, stimulus: np.ndarray, *, cell=0, steps: O
     channels = np.full((T, model.config.channels[0]), np.nan, np.float32)
     rates = np.full(T, np.nan, np.float32)
     per_frame = np.zeros(T, np.int64)
+    sums: Optional[list] = None  # [Σ_t |A_cxy|, Σ_t A_cxy] over the attributed frames, float64
     first = None
     report(progress, 0, total)
     for a in range(hist - 1, T, chunk_frames):
@@ -109,10 +118,16 @@ def attribute_traces(model: RetinaCNN, stimulus: np.ndarray, *, cell=0, steps: O
         channels[a:b] = part.channels[hist - 1:]
         rates[a:b] = part.rates[hist - 1:]
         per_frame[a:b] = part.steps_per_frame[hist - 1:]
+        if map_means is not None and part.maps is not None:
+            m = np.asarray(part.maps[hist - 1:], dtype=np.float64)
+            add = [np.abs(m).sum(0), m.sum(0)]
+            sums = add if sums is None else [s + x for s, x in zip(sums, add)]
         first = part if first is None else first
         report(progress, b - hist + 1, total)
     response = (rates.astype(np.float64) - first.baseline_rate).astype(np.float32)
     frames = np.arange(hist - 1, T)
+    if map_means is not None and sums is not None:
+        map_means.update(abs=sums[0] / len(frames), signed=sums[1] / len(frames))
     err = attribution.completeness_error(channels[frames], response[frames], rates[frames], first.baseline_rate)
     return replace(first, maps=None, channels=channels, response=response, rates=rates,
                    completeness_error=err, frames=frames, stimulus=stim, steps=int(per_frame.max()),
@@ -382,6 +397,7 @@ def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = N
     map_inv = maps_invariance(invariance, resolved)
     big = big and map_bytes(model, T, map_inv) > lazy_threshold
     maps = None
+    means: dict = {}  # the lazy path's time-averaged maps, for the reduced circuit's pools
     if not big:
         inv_arg = map_inv if map_inv != resolved else invariance
         attr = _oom_retry(lambda bs: attribution.attribute(model, stimulus, cell=cell, steps=steps, tol=tol,
@@ -390,12 +406,14 @@ def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = N
         limit = None if attr.maps is None else map_limit(attr.maps)
     else:
         attr = _oom_retry(lambda bs: attribute_traces(model, stim, cell=cell, steps=steps, tol=tol,
-                                                      invariance=resolved, batch_size=bs, progress=progress),
+                                                      invariance=resolved, batch_size=bs, progress=progress,
+                                                      map_means=means),
                           model.device)
         attr = replace(attr, crop_origin=crop_origin(np.shape(stimulus)[1:], cfg.size, crop))
         maps = lazy_maps(model, stim, cell=cell, steps=steps, tol=tol, invariance=map_inv)
         limit = _peak_limit(maps, attr.response, cfg.history)
-    red = reduction.reduce(attr, explain=explain, progress=reduce_progress) if reduce else None
+    red = reduction.reduce(attr, explain=explain, progress=reduce_progress,
+                           pool_maps=means or None) if reduce else None
     params = {"cell": cell, "steps": attr.steps, "tol": attr.tol, "invariance": invariance,
               "crop": "none" if crop is None else crop,
               "normalize": normalize, "reduce": bool(reduce), "explain": explain}

@@ -185,6 +185,44 @@ def linear_fit(x: ArrayLike, y: ArrayLike) -> tuple[float, float, float]:
     return float(slope), float(intercept), float(r2)
 
 
+def finite_mean(values: ArrayLike) -> float:
+    """Mean of the finite values of ``values`` (any array-like of numbers), as a float.
+
+    NaN, without a warning, when none is finite (``np.nanmean`` warns "Mean of
+    empty slice" there): e.g. the mean r over cells whose every r is undefined.
+
+    Example
+    -------
+    >>> finite_mean([0.5, float("nan"), 0.7])
+    0.6
+    >>> finite_mean([float("nan"), float("inf")])
+    nan
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def ratio_of_means(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """Per column of two (T, n) arrays, the mean of ``a`` over the mean of ``b`` (finite values of each), float64 (n,).
+
+    NaN, without a warning, where ``b``'s mean is 0 or either column has no finite
+    value (a cell that never fired: no calibration to speak of, not ``inf``).
+
+    Example
+    -------
+    >>> ratio_of_means([[1.0, 2.0], [3.0, 2.0]], [[2.0, 0.0], [2.0, 0.0]]).tolist()
+    [1.0, nan]
+    """
+    x, y = _pair(a, b, "ratio_of_means", (2,))
+    out = np.full(x.shape[1], np.nan)
+    for j in range(x.shape[1]):
+        num, den = finite_mean(x[:, j]), finite_mean(y[:, j])
+        if np.isfinite(num) and np.isfinite(den) and den != 0:
+            out[j] = num / den
+    return out
+
+
 def map_limit(maps, percentile: float = 99.5) -> float:
     """Shared symmetric contrast limit over all channels: a high percentile of |attribution|.
 

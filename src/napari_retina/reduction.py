@@ -267,7 +267,8 @@ WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
 
 
 def _unit_weights(attr: Attribution, kept: list[int], units: tuple[int, ...],
-                  weighting: Weighting = "both") -> tuple[list[str], torch.Tensor]:
+                  weighting: Weighting = "both",
+                  pool_maps: Optional[dict] = None) -> tuple[list[str], torch.Tensor]:
     """Pooling weights of the kept channels' units: (pool names, (P, K, *units)).
 
     ``units`` is one channel's unit shape: (h1, h1) for RetinaCNN's conv1, a
@@ -279,16 +280,24 @@ def _unit_weights(attr: Attribution, kept: list[int], units: tuple[int, ...],
     or a wrapped module's generic path) there is one ``"uniform"`` pool (1 /
     the number of units). Maps summed along an axis (y, x, or a Conv3d's time
     axis) are spread evenly along it; an all-zero map becomes uniform.
+    ``pool_maps`` (``{"abs": mean_t |A_cxy|, "signed": mean_t A_cxy}``, each
+    (C, h, w) over the attributed frames) stands for the maps of an
+    attribution that holds traces only (see :func:`reduce`).
     """
     K, n_units = len(kept), int(np.prod(units))
-    if attr.maps is None:
+    if attr.maps is None and not pool_maps:
         names, ws = ["uniform"], [np.ones((K, *units))]
     else:
-        maps = np.asarray(attr.maps)[np.asarray(attr.frames)][:, kept].astype(np.float64)  # (n, K, h, w)
+        if attr.maps is not None:
+            maps = np.asarray(attr.maps)[np.asarray(attr.frames)][:, kept].astype(np.float64)  # (n, K, h, w)
+            means = {"abs": lambda: np.nanmean(np.abs(maps), axis=0), "signed": lambda: np.nanmean(maps, axis=0)}
+        else:
+            means = {name: (lambda name=name: np.asarray(pool_maps[name], dtype=np.float64)[kept])
+                     for name in ("abs", "signed")}
         names = ["abs", "signed"] if weighting == "both" else [weighting]
         ws = []
         for name in names:
-            m = np.nanmean(np.abs(maps) if name == "abs" else maps, axis=0)  # (K, h, w); h or w may be 1
+            m = means[name]()  # (K, h, w); h or w may be 1
             m = m.reshape(K, *([1] * (len(units) - 2)), *m.shape[1:])         # leading unit axes (a Conv3d's time)
             ws.append(np.broadcast_to(m, (K, *units)).copy())
     out = []
@@ -475,7 +484,7 @@ def check_explain(explain) -> float:
 
 def reduce(attr: Attribution, explain: float = 0.9, *, fit_steps: int = 200,
            ignore_oldest_ms: Optional[float] = None, weighting: Weighting = "both",
-           progress: Optional[Progress] = None) -> Reduction:
+           progress: Optional[Progress] = None, pool_maps: Optional[dict] = None) -> Reduction:
     """Reduce the model to the few first-layer channels that carry a response.
 
     Parameters
@@ -498,6 +507,14 @@ def reduce(attr: Attribution, explain: float = 0.9, *, fit_steps: int = 200,
         How a kept channel's units are pooled into drives (see below).
     progress : callable, optional
         ``progress(done_frames, total_frames)`` while activations are recomputed.
+    pool_maps : dict, optional
+        For an attribution that holds traces only (``maps`` None although its
+        invariance has maps: a long movie's, see
+        :func:`napari_retina.analysis.attribute_traces`), the time-averaged maps
+        of every channel over its attributed frames, ``{"abs": mean_t |A_cxy|,
+        "signed": mean_t A_cxy}``, each float (C, h, w) (h or w 1 for maps summed
+        along an axis): the pools below are made from them, as from the maps.
+        Ignored when the attribution has maps.
 
     Returns
     -------
@@ -571,6 +588,8 @@ def reduce(attr: Attribution, explain: float = 0.9, *, fit_steps: int = 200,
     if not (np.isfinite(A).all() and np.isfinite(resp).all()):
         raise ValueError("the attribution has NaN or infinite values on its attributed frames")
 
+    if attr.maps is None and pool_maps is not None:
+        pool_maps = _check_pool_maps(pool_maps, C)
     total = np.abs(A).sum(0)
     importance = total / total.sum() if total.sum() > 0 else np.full(C, 1.0 / C)
     kept, kept_var = select_channels(A, resp, explain, importance)
@@ -579,11 +598,26 @@ def reduce(attr: Attribution, explain: float = 0.9, *, fit_steps: int = 200,
     with callers_modes(model):
         model.eval()
         red = _reduce(attr, model, frames, A, resp, importance, kept, kept_var, explain,
-                      fit_steps, ignore_oldest_ms, weighting, progress)
+                      fit_steps, ignore_oldest_ms, weighting, progress, pool_maps)
     valid = np.arange(model.config.history - 1, T)
     check_finite_output(red.reduced_rates, valid, "the reduced circuit's rates",
                         remedy="the fit of its output weights did not give a usable circuit")
     return red
+
+
+def _check_pool_maps(pool_maps, n_channels: int) -> dict:
+    """``pool_maps`` as {"abs", "signed"} finite float64 arrays (C, ...) of the same shape, or a clear error."""
+    if not isinstance(pool_maps, dict) or not {"abs", "signed"} <= set(pool_maps):
+        raise TypeError("pool_maps must be a dict with the time-averaged maps 'abs' and 'signed', "
+                        f"got {type(pool_maps).__name__}")
+    out = {k: np.asarray(pool_maps[k], dtype=np.float64) for k in ("abs", "signed")}
+    shape = out["abs"].shape
+    if out["signed"].shape != shape or len(shape) < 2 or shape[0] != n_channels:
+        raise ValueError(f"pool_maps must hold two maps of shape ({n_channels}, ...), one per channel, "
+                         f"got {out['abs'].shape} and {out['signed'].shape}")
+    if not (np.isfinite(out["abs"]).all() and np.isfinite(out["signed"]).all()):
+        raise ValueError("pool_maps hold NaN or infinite values")
+    return out
 
 
 def _check_ignore_oldest(value, history: int) -> float:
@@ -615,7 +649,7 @@ def _channel_properties(model, n_channels: int, ignore_oldest_ms: float) -> dict
 
 
 def _reduce(attr, model, frames, A, resp, importance, kept, kept_var, explain, fit_steps,
-            ignore_oldest_ms, weighting, progress) -> Reduction:
+            ignore_oldest_ms, weighting, progress, pool_maps=None) -> Reduction:
     T, C = np.shape(attr.channels)
     sign = np.where(A.sum(0) >= 0, 1, -1).astype(np.int64)
     props = _channel_properties(model, C, ignore_oldest_ms)
@@ -623,7 +657,7 @@ def _reduce(attr, model, frames, A, resp, importance, kept, kept_var, explain, f
     history = model.config.history
     K = len(kept)
     units = tuple(model.config.units[1:]) if is_wrapped(model) else (model.config.map_sizes[0],) * 2
-    pools, w = _unit_weights(attr, kept, units, weighting)  # (P, K, *units)
+    pools, w = _unit_weights(attr, kept, units, weighting, pool_maps)  # (P, K, *units)
     P = len(pools)
     all_frames = np.arange(history - 1, T)
     drive = compute_wrapped_drives if is_wrapped(model) else compute_drives

@@ -45,7 +45,7 @@ from ._progress import Progress, report
 from ._validate import as_stack, check_cell_subset, check_int, check_positive
 from .checkpoint import load_model, save_model
 from .io import Dataset, Split, read_dataset
-from .metrics import explained_variance, pearson
+from .metrics import explained_variance, finite_mean, pearson, ratio_of_means
 from .model import ModelConfig, RetinaCNN
 
 PathLike = Union[str, os.PathLike]
@@ -677,8 +677,8 @@ def _provenance(run: _Run, d: _Data, params: dict, best: tuple, final: bool) -> 
 
 
 def _mean_ratio(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per cell, mean predicted rate over mean target rate (1 = calibrated), (n_cells,)."""
-    return np.nanmean(pred, axis=0) / np.nanmean(target, axis=0)
+    """Per cell, mean predicted rate over mean target rate (1 = calibrated), (n_cells,); NaN for a silent cell."""
+    return ratio_of_means(pred, target)
 
 
 def _reliability(repeats: np.ndarray, start: int) -> list[float]:
@@ -693,6 +693,23 @@ def _reliability(repeats: np.ndarray, start: int) -> list[float]:
     return out
 
 
+def _warn_undefined_r(r: np.ndarray, pred: np.ndarray, rates: np.ndarray, names: list) -> None:
+    """One sentence for the cells whose r is NaN because the recorded or the predicted rate is constant."""
+    import warnings
+
+    why = {"recorded": [], "predicted": []}
+    for j in np.flatnonzero(~np.isfinite(r)):
+        if np.ptp(rates[:, j]) == 0:
+            why["recorded"].append(names[j])
+        elif np.ptp(pred[:, j]) == 0:
+            why["predicted"].append(names[j])
+    parts = [f"the {k} test rate is constant for {', '.join(v)}" for k, v in why.items() if v]
+    if parts:
+        every = "every cell, so r_mean is NaN" if np.isnan(r).all() else "those cells"
+        warnings.warn(f"Pearson r is undefined (NaN) for {every}: {' and '.join(parts)} over the "
+                      f"{len(rates)} scored frames", UserWarning, stacklevel=4)
+
+
 def _evaluate(model: RetinaCNN, ds: Dataset, true_test: Optional[np.ndarray]) -> dict:
     from ._predict import predict
 
@@ -700,27 +717,28 @@ def _evaluate(model: RetinaCNN, ds: Dataset, true_test: Optional[np.ndarray]) ->
     pred = predict(model, test.stimulus)
     start = model.config.history - 1
     r = pearson(pred[start:], test.rates[start:])
+    _warn_undefined_r(r, pred[start:], test.rates[start:], list(model.config.cell_names))
     out: dict[str, Any] = {
         "cell_names": list(model.config.cell_names),
         "r": [float(v) for v in r],
-        "r_mean": float(np.nanmean(r)),
+        "r_mean": finite_mean(r),
         "mean_ratio": [float(v) for v in _mean_ratio(pred[start:], test.rates[start:])],
         "frames": int(test.stimulus.shape[0] - start),
     }
     if true_test is not None:
         rt = pearson(pred[start:], true_test[start:])
         out["r_true"] = [float(v) for v in rt]
-        out["r_true_mean"] = float(np.nanmean(rt))
+        out["r_true_mean"] = finite_mean(rt)
         ev = explained_variance(true_test[start:], pred[start:])
         out["ev_true"] = [float(v) for v in ev]
-        out["ev_true_mean"] = float(np.nanmean(ev))
+        out["ev_true_mean"] = finite_mean(ev)
         rd = pearson(test.rates[start:], true_test[start:])
         out["r_data_vs_true"] = [float(v) for v in rd]
     if test.repeats is not None:
         rel = _reliability(test.repeats, start)
         out["repeats"] = int(test.repeats.shape[1])
         out["reliability_split_half"] = rel
-        out["reliability_split_half_mean"] = float(np.nanmean(rel))
+        out["reliability_split_half_mean"] = finite_mean(rel)
     return out
 
 
@@ -738,13 +756,15 @@ def evaluate(model: RetinaCNN, data, cells: Optional[list[int]] = None) -> dict:
     -------
     dict with ``r`` (per-cell Pearson r between predicted and recorded test
     rates, frames with a full history), ``r_mean``, ``mean_ratio`` (per cell, mean
-    predicted over mean recorded rate: 1 = calibrated, which r cannot see),
-    ``frames``, ``cell_names``; with synthetic data (``test/true_rates`` in the
+    predicted over mean recorded rate: 1 = calibrated, which r cannot see; NaN
+    for a cell that never fired), ``frames``, ``cell_names``; with synthetic data (``test/true_rates`` in the
     file) also ``r_true``, ``r_true_mean`` (against the true rates), ``ev_true``,
     ``ev_true_mean`` (explained variance of the true rates,
     ``1 − var(pred − true)/var(true)``) and ``r_data_vs_true``; with
     repeats ``reliability_split_half`` per cell (r between the means of even
-    and odd repeats).
+    and odd repeats). A cell whose recorded (or predicted) test rate is constant
+    has no r (NaN, one warning names it); the ``*_mean`` values average the
+    cells that have one, NaN when none has.
 
     Example
     -------

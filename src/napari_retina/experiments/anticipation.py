@@ -22,7 +22,9 @@ Readout keys
 flash_positions : list (px from the field centre).
 flash_amplitude : list, flashed-bar response peak minus the grey level, per position.
 rf_center_px : where the flashed-bar responses peak (parabola through the best
-    position and its neighbours).
+    position and its neighbours); NaN when no position stands out (no flashed bar
+    raises the response above grey, or all give the same amplitude), and with it
+    flash_latency_ms and the leads.
 flash_latency_ms : flash onset to response peak at the best flashed position.
 directions, speeds : lists, per moving condition; peak_frame : list, sub-frame time of each moving-bar
     response peak; bar_at_peak_px : list, bar centre at that time. The peak is
@@ -142,10 +144,12 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         pos.append(c["position"])
         amp.append(v - base)
         lat.append((t - c["onset"]) * FRAME_MS)
-    if np.isfinite(amp).any():
+    fin = np.asarray(amp, dtype=np.float64)
+    fin = fin[np.isfinite(fin)]
+    if fin.size and fin.max() > 0 and np.ptp(fin) > 0:
         rf = vertex3(pos, amp)
         flash_lat = float(lat[int(np.nanargmax(amp))])
-    else:
+    else:  # no flashed position stands out (none above grey, or all equal): no centre to lead
         rf, flash_lat = float("nan"), float("nan")
     dirs, speeds, peaks, bars, leads, heights, crossings = [], [], [], [], [], [], []
     envelopes: dict = {}                              # one per speed: directions share it

@@ -257,8 +257,9 @@ def frames_of_interest(windows: Sequence[tuple[int, int]], n_frames: int, histor
     Thinning keeps every k-th frame (k the smallest stride that fits), so all
     conditions stay represented. With ``stimulus`` given, the last
     :data:`REST_FRAMES` frames before every stretch of non-grey frames whose
-    whole window is grey are added (unthinned, at most a quarter of
-    ``max_frames``): the model is at rest there, which anchors the reduced
+    whole window is grey are added (unthinned; at most a quarter of
+    ``max_frames`` in all, or one per condition up to half of it, spread
+    evenly over the conditions when there are more): the model is at rest there, which anchors the reduced
     circuit's resting rate (and the grey level its readouts subtract); their
     windows are identical, so attributing them costs one window.
     """
@@ -272,8 +273,12 @@ def frames_of_interest(windows: Sequence[tuple[int, int]], n_frames: int, histor
         parts = [r[(csum[r + 1] - csum[r + 1 - history]) == 0] for r in parts if len(r)]
         parts = [r for r in parts if len(r)]
         if parts:
-            each = max(1, (max_frames // 4) // len(parts))  # the same few frames before every condition
+            # a quarter of the budget, or one frame per condition up to half of it
+            most = max(1, max_frames // 4, min(len(parts), max_frames // 2))
+            each = max(1, most // len(parts))  # the same few frames before every condition
             rest = np.concatenate([r[-each:] for r in parts])
+            if len(rest) > most:  # more conditions than that: spread that many frames over them
+                rest = rest[np.unique(np.linspace(0, len(rest) - 1, most).round().astype(np.int64))]
     idx = np.unique(np.concatenate([np.arange(max(a, history - 1), min(b, n_frames)) for a, b in windows]))
     budget = max_frames - len(rest)
     if len(idx) > budget:
@@ -339,24 +344,32 @@ def onset_time(trace: np.ndarray, start: int, t_peak: float, level: float) -> fl
     """First time in [start, t_peak] at which ``trace`` rises above ``level`` (linear interpolation).
 
     METHOD.md §4: a response's onset is the first point above 20% of the
-    following peak (``level = base + 0.2·(peak − base)``). nan when the trace
-    is never below ``level`` before the peak or has no finite values there.
+    following peak (``level = base + 0.2·(peak − base)``). A rise is a sample
+    above ``level`` whose previous sample is at or below it; a rise onto
+    ``start`` itself (the sample before it at or below ``level``) is ``start``.
+    nan when the trace never rises to ``level`` there: it is above ``level``
+    from before ``start`` until the peak (the tail of an earlier response, as
+    after an omitted flash whose train's response has not decayed), or has no
+    finite values. A sample above ``level`` that follows a non-finite one (the
+    first frame with a full history) counts as the rise.
     """
     x = np.asarray(trace, dtype=np.float64)
     if not np.isfinite(t_peak):
         return float("nan")
+    start = max(0, int(start))
     stop = min(len(x), int(np.floor(t_peak)) + 1)
+    if stop <= start:
+        return float("nan")
     seg = x[start:stop]
-    if seg.size == 0:
+    prev = np.concatenate([[x[start - 1] if start > 0 else np.nan], seg[:-1]])
+    with np.errstate(invalid="ignore"):
+        rises = np.isfinite(seg) & (seg > level) & ~(np.isfinite(prev) & (prev > level))
+    hits = np.flatnonzero(rises)
+    if hits.size == 0:
         return float("nan")
-    above = np.flatnonzero(np.isfinite(seg) & (seg > level))
-    if above.size == 0:
-        return float("nan")
-    i = int(above[0])
-    if i == 0:
-        return float(start) if np.isfinite(seg[0]) else float("nan")
-    a, b = seg[i - 1], seg[i]
-    if not np.isfinite(a):
+    i = int(hits[0])
+    a, b = prev[i], seg[i]
+    if i == 0 or not np.isfinite(a):
         return float(start + i)
     return float(start + i - 1 + (level - a) / (b - a))
 

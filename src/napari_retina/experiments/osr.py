@@ -20,7 +20,9 @@ latency_ms : list, from the omitted flash's expected onset to the response
     peak in the ``window`` after it (sub-frame parabolic peak), per period.
 latency_from_last_ms : list, from the last flash's onset to that peak.
 onset_ms : list, from the omitted flash's expected onset to the response onset
-    (first point above 20% of the peak over the grey level, METHOD.md §4).
+    (first rise above 20% of the peak over the grey level, METHOD.md §4); NaN
+    where the response never falls to that level between the train and the
+    peak (the train's response carries on into it: no separate onset).
 peak_interior : list of bool, the peak is a local maximum inside the window
     (not the decaying tail of the train's response at its first frame).
 omitted_amplitude : list, peak minus the grey level before the train.

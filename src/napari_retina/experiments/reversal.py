@@ -10,8 +10,8 @@ flashed bars on the same response function (as an experimenter would).
 Parameters (defaults)
 ---------------------
 reversals : 12 positions from −9 to 2 px (relative to ``center``).
-center : "rf" (map the receptive field with flashed bars) or a position in px
-    from the field centre.
+center : "rf" (map the receptive field with flashed bars; the field centre when
+    no position stands out, see :func:`map_rf`) or a position in px from the field centre.
 speed : 0.19 px/frame; width : 2 px; intensity : −1 (dark bar).
 direction : +1 (the bar approaches moving towards larger x) or −1.
 approach : None → 2·window frames of motion before (and after) the reversal.
@@ -64,7 +64,12 @@ MAX_LATENCY_SD_MS = 50.0
 
 
 def map_rf(respond, size: int, width: float, intensity: float, gap: int, window: int, n: int = 21) -> float:
-    """Receptive-field centre (px from the field centre) from flashed bars at ``n`` positions."""
+    """Receptive-field centre (px from the field centre) from flashed bars at ``n`` positions.
+
+    The field centre (0.0) when no flashed bar raises the response above its grey level
+    (a silent cell) or every position gives the same amplitude (one the bars only
+    suppress): there is no peak to place the centre at.
+    """
     positions = np.linspace(-size / 2.0 + width / 2.0, size / 2.0 - width / 2.0, n)
     movie = Movie()
     for pos in positions:
@@ -75,7 +80,9 @@ def map_rf(respond, size: int, width: float, intensity: float, gap: int, window:
     r = np.asarray(respond(movie.stimulus()), dtype=np.float64)
     amp = [parabolic_peak(r, c["onset"], c["onset"] + window)[1] - baseline(r, c["start"], c["onset"])
            for c in movie.conditions]
-    if not np.isfinite(amp).any():
+    fin = np.asarray(amp, dtype=np.float64)
+    fin = fin[np.isfinite(fin)]
+    if fin.size == 0 or fin.max() <= 0 or np.ptp(fin) == 0:  # no position stands out
         return 0.0
     return vertex3(positions, amp)
 

@@ -1,0 +1,245 @@
+"""Review of the science core: readouts, reduction and scores against hand-made references.
+
+Each test pins a defect that was found and fixed (see the commit that added it):
+the reference is computed here by hand (float64 numpy, closed forms), never taken
+from what the code printed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_retina.experiments import base, latency
+
+
+def _latency_protocol(n_flashes: int, max_frames: int, size: int = 20, history: int = 10):
+    p = base.resolve_params(latency, {"intensities": [-1.0] * n_flashes, "max_frames": max_frames}, size, history)
+    return latency.build(size=size, history=history, respond=None, **p)
+
+
+@pytest.mark.parametrize("n_flashes,max_frames", [(12, 12), (25, 10), (40, 30)])
+def test_frames_of_interest_stay_within_max_frames_with_many_conditions(n_flashes, max_frames):
+    """The resting frames before each condition used to be taken one per condition whatever
+    max_frames said: with as many conditions as max_frames the thinning divided by zero, with
+    more it attributed more frames than max_frames (41 for max_frames=10)."""
+    proto = _latency_protocol(n_flashes, max_frames)
+    fr = proto.frames
+    assert 0 < len(fr) <= max_frames
+    assert np.all(np.diff(fr) > 0) and fr.min() >= 9
+    # resting frames (whole window grey) are still there, at most half of the budget
+    stim = np.abs(proto.stimulus).reshape(len(proto.stimulus), -1).max(1)
+    rest = [t for t in fr if stim[t - 9:t + 1].max() == 0]
+    assert 1 <= len(rest) <= max_frames // 2
+
+
+# ----------------------------------------------------------------------------- onset of a response
+
+
+def test_onset_time_is_the_rise_not_the_tail_of_an_earlier_response():
+    """onset_time returned ``start`` whenever the trace was already above the level there, contrary
+    to its docstring (nan when never below the level): the omitted-stimulus response's onset_ms
+    read 0.0 ms at every period on the ground truth, whose train response had not decayed."""
+    tail = np.array([0.0, 4.0, 3.0, 2.5, 4.0, 5.0, 2.0, 0.0])        # above 1.0 from before start to the peak
+    assert np.isnan(base.onset_time(tail, 2, 5.0, 1.0))
+    dip = np.array([0.0, 4.0, 3.0, 0.2, 0.2, 2.0, 5.0, 2.0])         # the tail decays below 1.0, then the rise
+    assert base.onset_time(dip, 2, 6.0, 1.0) == pytest.approx(4.0 + (1.0 - 0.2) / (2.0 - 0.2))
+    fresh = np.array([0.0, 0.0, 3.0, 5.0, 2.0])                       # at rest before start: the rise is start
+    assert base.onset_time(fresh, 2, 3.0, 1.0) == 2.0
+    assert base.onset_time(np.array([0.0, 0.0, 1.0, 3.0, 2.0]), 0, 3.0, 0.5) == pytest.approx(1.5)
+
+
+def test_osr_onset_after_a_train_response_that_has_not_decayed():
+    from napari_retina.experiments import osr
+
+    p = base.resolve_params(osr, {}, 50, 40)
+    proto = osr.build(size=50, history=40, respond=None, **p)
+    r = np.zeros(len(proto.stimulus))
+    for k, c in enumerate(proto.conditions):
+        om = c["omitted"]
+        if k % 2:   # decays below 20% of the peak (level 1.0), then rises: onset between om+2 and om+3
+            r[om - 1:om + 6] = [4.0, 3.0, 0.2, 0.2, 2.0, 5.0, 2.0]
+        else:       # stays above the level from before the omitted flash to the peak: no onset
+            r[om - 1:om + 6] = [4.0, 3.0, 2.5, 2.5, 2.0, 5.0, 2.0]
+    out = osr.readout(r, proto.conditions)
+    np.testing.assert_allclose(out["latency_ms"], 40.0)      # symmetric peak at om+4
+    for k, onset in enumerate(out["onset_ms"]):
+        if k % 2:
+            assert onset == pytest.approx(10.0 * (2.0 + (1.0 - 0.2) / (2.0 - 0.2)))
+        else:
+            assert np.isnan(onset)
+
+
+# ----------------------------------------------------------------------------- long movies: the reduced circuit's pools
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    import torch
+
+    import napari_retina as nr
+
+    torch.manual_seed(0)
+    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
+
+
+def test_attribute_traces_keeps_the_time_averaged_maps(tiny):
+    import napari_retina as nr
+    from napari_retina import analysis
+
+    stim = nr.stimuli.white_noise(frames=45, size=20, seed=3)
+    ref = nr.attribute(tiny, stim, cell=0, steps=8, invariance="none")
+    means: dict = {}
+    analysis.attribute_traces(tiny, stim, cell=0, steps=8, invariance="none", chunk_frames=7, map_means=means)
+    maps = np.asarray(ref.maps, dtype=np.float64)[9:]                   # the frames with a full history
+    scale = np.abs(maps).max()
+    np.testing.assert_allclose(means["abs"], np.abs(maps).sum(0) / len(maps), rtol=1e-4, atol=1e-6 * scale)
+    np.testing.assert_allclose(means["signed"], maps.sum(0) / len(maps), rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_a_long_movie_is_reduced_with_the_same_pools_as_a_short_one(tiny):
+    """Above LAZY_MAP_BYTES the attribution keeps traces only, and reduce fell back to one uniform
+    pool per channel: the same white noise gave a reduced circuit with EV 0.19 instead of 0.70."""
+    import napari_retina as nr
+    from napari_retina import analysis
+
+    stim = nr.stimuli.white_noise(frames=120, size=20, seed=0)
+    short = analysis.run_analysis(tiny, stim, cell=0, steps=16)
+    long = analysis.run_analysis(tiny, stim, cell=0, steps=16, lazy_threshold=0)
+    assert not short.lazy and long.lazy and long.attribution.maps is None
+    a, b = short.reduction, long.reduction
+    assert b.pools == a.pools == ["abs", "signed"]
+    assert b.kept == a.kept
+    assert b.explained_variance == pytest.approx(a.explained_variance, abs=1e-3)
+    np.testing.assert_allclose(b.reduced_rates[9:], a.reduced_rates[9:], rtol=1e-3, atol=1e-4)
+
+
+def test_reduce_refuses_pool_maps_of_the_wrong_shape(tiny):
+    import napari_retina as nr
+    from napari_retina import analysis
+
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    traces = analysis.attribute_traces(tiny, stim, cell=0, steps=4, invariance="none")
+    with pytest.raises(ValueError, match="one per channel"):
+        nr.reduce(traces, pool_maps={"abs": np.ones((3, 16, 16)), "signed": np.ones((3, 16, 16))})
+    with pytest.raises(TypeError, match="'abs' and 'signed'"):
+        nr.reduce(traces, pool_maps={"abs": np.ones((8, 16, 16))})
+
+
+# ----------------------------------------------------------------------------- evaluate with constant recordings
+
+
+def _no_numpy_warnings(record) -> list:
+    return [str(w.message) for w in record if issubclass(w.category, RuntimeWarning)]
+
+
+def test_evaluate_with_every_recorded_cell_constant_says_why_r_is_nan(tiny):
+    """r_mean was np.nanmean over all-NaN r: numpy's 'Mean of empty slice' RuntimeWarning and a
+    NaN nobody explained; a cell that never fired also divided by zero in mean_ratio."""
+    import warnings
+
+    import napari_retina as nr
+
+    stim = nr.stimuli.white_noise(frames=40, size=20, seed=5)
+    rates = np.zeros((40, 2), np.float32)
+    rates[:, 0] = 0.7                                     # constant; cell 1 never fires
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        out = nr.evaluate(tiny, (stim, rates))
+    assert _no_numpy_warnings(record) == []
+    mine = [str(w.message) for w in record if issubclass(w.category, UserWarning)]
+    assert len(mine) == 1 and "every cell" in mine[0] and "recorded test rate is constant for cell0, cell1" in mine[0]
+    assert np.isnan(out["r"]).all() and np.isnan(out["r_mean"])
+    pred = nr.predict(tiny, stim)[9:].astype(np.float64)
+    assert out["mean_ratio"][0] == pytest.approx(pred[:, 0].mean() / 0.7, rel=1e-6)
+    assert np.isnan(out["mean_ratio"][1])                  # never fired: no calibration, not inf
+
+
+def test_evaluate_means_over_the_cells_that_have_an_r(tiny):
+    import warnings
+
+    import napari_retina as nr
+
+    stim = nr.stimuli.white_noise(frames=40, size=20, seed=6)
+    rates = np.random.default_rng(0).random((40, 2)).astype(np.float32)
+    rates[:, 1] = 2.0
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        out = nr.evaluate(tiny, (stim, rates))
+    assert _no_numpy_warnings(record) == []
+    pred = nr.predict(tiny, stim)[9:].astype(np.float64)
+    r0 = np.corrcoef(pred[:, 0], rates[9:, 0].astype(np.float64))[0, 1]
+    assert out["r_mean"] == pytest.approx(r0, abs=1e-6) and np.isnan(out["r"][1])
+    mine = [str(w.message) for w in record if issubclass(w.category, UserWarning)]
+    assert len(mine) == 1 and "constant for cell1 " in mine[0] and "every cell" not in mine[0]
+
+
+def test_finite_mean_and_ratio_of_means_against_numpy():
+    import warnings
+
+    from napari_retina.metrics import finite_mean, ratio_of_means
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert finite_mean([1.0, np.nan, 2.0, np.inf]) == 1.5
+        assert np.isnan(finite_mean([np.nan, np.nan])) and np.isnan(finite_mean([]))
+        a = np.array([[1.0, 4.0, 1.0], [3.0, 2.0, 1.0]])
+        b = np.array([[2.0, 0.0, np.nan], [6.0, 0.0, np.nan]])
+        got = ratio_of_means(a, b)
+    assert got[0] == 2.0 / 4.0 and np.isnan(got[1]) and np.isnan(got[2])
+
+
+# ----------------------------------------------------------------------------- reversal: mapping the receptive field
+
+
+@pytest.mark.parametrize("cell", ["silent", "suppressed by dark bars"])
+def test_reversal_of_a_cell_that_flashed_bars_do_not_excite_runs_around_the_field_centre(cell):
+    """map_rf took the best of 21 zero amplitudes, the first flashed position (-24 px), as the
+    receptive-field centre; the reversal positions -9..2 px from it fell outside the field and the
+    experiment (and with it the battery) stopped with 'reversal position -9 px from the centre
+    -24 px, i.e. -33 px lies outside the model's 50-pixel field'."""
+    from napari_retina.experiments import reversal, run_function
+
+    if cell == "silent":
+        def respond(s):
+            return np.full(len(s), 0.3)
+    else:  # dark bars only lower the rate; nothing rises above grey
+        def respond(s):
+            return 1.0 + np.minimum(s[:, 25, :].mean(1), 0.0)
+    assert reversal.map_rf(respond, 50, 2.0, -1.0, 60, 40) == 0.0
+    out = run_function("reversal", respond).readout
+    assert out["center_px"] == 0.0 and out["present"] is False and out["n_bursts"] == 0
+
+
+def test_map_rf_still_finds_a_responding_cell():
+    from napari_retina.experiments import reversal
+
+    def respond(s):   # a dark bar excites in proportion to its overlap with a Gaussian centred at 4.3 px
+        x = np.arange(50) - 24.5
+        return 0.1 + np.maximum(-(s[:, 25, :] @ np.exp(-0.5 * ((x - 4.3) / 3.0) ** 2)), 0.0)
+    assert reversal.map_rf(respond, 50, 2.0, -1.0, 60, 40) == pytest.approx(4.3, abs=0.3)
+
+
+# ----------------------------------------------------------------------------- anticipation without a flashed-bar response
+
+
+def test_anticipation_without_a_flashed_bar_response_has_no_lead():
+    """rf_center_px was the best of equal (zero) flashed-bar amplitudes, the first position
+    (-25 px); with one direction (-1) every moving-bar peak then 'led' it by 25 px or more,
+    and a cell that flashed bars do not drive at all was called anticipating."""
+    from napari_retina.experiments import anticipation
+
+    p = base.resolve_params(anticipation, {"directions": [-1]}, 50, 40)
+    proto = anticipation.build(size=50, history=40, respond=None, **p)
+    T = len(proto.stimulus)
+    t = np.arange(T, dtype=np.float64)
+    r = np.full(T, 0.1)
+    for c in proto.conditions:
+        if c["kind"] == "moving":   # a strong response when the bar passes x = 2 px; none to flashes
+            t_star = c["onset"] + (c["x0"] - 2.0) / c["speed"]
+            r += 2.0 * np.exp(-0.5 * ((t - t_star) / 15.0) ** 2)
+    out = anticipation.readout(r, proto.conditions)
+    assert np.isnan(out["rf_center_px"]) and np.isnan(out["flash_latency_ms"])
+    assert all(np.isnan(v) for v in out["lead_um_per_speed"]) and np.isnan(out["lead_um"])
+    assert out["present"] is False
+    np.testing.assert_allclose(out["bar_at_peak_px"], 2.0, atol=0.05)   # the bar positions are still read
