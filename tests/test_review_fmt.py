@@ -1,0 +1,53 @@
+"""Review of the file, "your own model" and scale-out parts: defects a scientist would meet, one test each.
+
+Each test failed before its fix (see the commit that added it). Tiny models and short stimuli keep the
+file to seconds; batch tasks run in this process (``batch._compute_block``), without a cluster.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+
+pytest.importorskip("zarr", minversion="3")  # batch's extras (the module itself imports neither)
+
+from napari_retina import batch  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny checkpoint (history 8, 12×12, contrast units) and its folder."""
+    d = tmp_path_factory.mktemp("review-fmt")
+    torch.manual_seed(0)
+    model = nr.RetinaCNN(nr.ModelConfig(history=8, size=12, channels=(3, 3), kernels=(5, 3), n_cells=2)).eval()
+    nr.save_model(model, d / "tiny.pt")
+    return d
+
+
+def _blocks(task):
+    return [batch._compute_block(task, a, b) for a, b in task.blocks]
+
+
+# ------------------------------------------------------------------------------------------------ batch
+
+
+def test_a_split_uint8_movie_equals_the_unsplit_run(tiny):
+    """An integer movie is z-scored by its own statistics: the whole movie's, not each block's."""
+    rng = np.random.default_rng(0)
+    stim = (rng.random((50, 12, 12)) * 255).astype(np.uint8)
+    stim[30:] //= 4                                   # a darker second half: blocks differ in mean and std
+    np.save(tiny / "u8.npy", stim)
+    spec = batch.parse_spec({"model": str(tiny / "tiny.pt"), "stimuli": [str(tiny / "u8.npy")], "cells": [1],
+                             "analyses": ["predict", "attribute"], "out": str(tiny / "out"), "block_frames": 16,
+                             "steps": 4})
+    predict, attribute = batch.plan(spec)
+    assert len(predict.blocks) > 1
+    model = nr.load_model(tiny / "tiny.pt")
+    rates = np.concatenate([b["rates"] for b in _blocks(predict)])
+    np.testing.assert_allclose(rates, nr.predict(model, stim), rtol=1e-5, atol=1e-6)
+    channels = np.concatenate([b["channels"] for b in _blocks(attribute)])
+    direct = nr.attribute(model, stim, cell=1, steps=4, invariance="none")
+    np.testing.assert_allclose(channels, direct.channels, rtol=1e-4, atol=1e-6)
