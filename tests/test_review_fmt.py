@@ -51,3 +51,15 @@ def test_a_split_uint8_movie_equals_the_unsplit_run(tiny):
     channels = np.concatenate([b["channels"] for b in _blocks(attribute)])
     direct = nr.attribute(model, stim, cell=1, steps=4, invariance="none")
     np.testing.assert_allclose(channels, direct.channels, rtol=1e-4, atol=1e-6)
+
+
+def test_a_model_analysis_or_experiment_named_twice_makes_each_task_once(tiny, monkeypatch):
+    """Two tasks with one key would write one result twice (and a run's progress never reached its total)."""
+    monkeypatch.chdir(tiny)
+    np.save(tiny / "f.npy", np.zeros((20, 12, 12), np.float32))
+    spec = batch.parse_spec({"model": ["tiny.pt", str(tiny / "tiny.pt"), "default", "default"],
+                             "stimuli": ["f.npy", "./f.npy"], "cells": [0],
+                             "analyses": ["predict", "attribute", "predict"], "experiments": ["osr", "osr"],
+                             "out": "out-dup"})
+    keys = [t.key for t in batch.plan(spec)]
+    assert len(keys) == len(set(keys)) == 2 * (2 + 1)   # 2 models × (predict, attribute, osr) on 1 stimulus, 1 cell

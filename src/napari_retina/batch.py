@@ -194,7 +194,7 @@ def _models(value, base: Path) -> tuple:
             raise BatchSpecError(f"spec model {name!r} must be 'default' or an existing checkpoint, "
                                  f"but there is no file at {str(p)!r}")
         out.append(str(p.resolve()))
-    return tuple(out)
+    return tuple(dict.fromkeys(out))   # one model named twice (or spelled two ways) is one set of tasks
 
 
 def _cells(value) -> Union[tuple, str]:
@@ -232,11 +232,12 @@ def parse_spec(spec: Union[PathLike, dict, Spec], out: Optional[PathLike] = None
     unknown = sorted(set(data) - set(SPEC_KEYS))
     if unknown:
         raise BatchSpecError(f"spec keys must be among {', '.join(SPEC_KEYS)}; got unknown {', '.join(map(repr, unknown))}")
-    analyses = _str_list(data.get("analyses", []), "analyses") if data.get("analyses") else []
+    # an entry named twice would make two tasks with one key, writing one result: each once, in order
+    analyses = list(dict.fromkeys(_str_list(data["analyses"], "analyses"))) if data.get("analyses") else []
     bad = [a for a in analyses if a not in ANALYSES]
     if bad:
         raise BatchSpecError(f"spec analyses must be among {', '.join(ANALYSES)}, got {bad[0]!r}")
-    experiments = _str_list(data["experiments"], "experiments") if data.get("experiments") else []
+    experiments = list(dict.fromkeys(_str_list(data["experiments"], "experiments"))) if data.get("experiments") else []
     if experiments:
         from .experiments.registry import names
 
