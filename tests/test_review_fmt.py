@@ -63,3 +63,39 @@ def test_a_model_analysis_or_experiment_named_twice_makes_each_task_once(tiny, m
                              "out": "out-dup"})
     keys = [t.key for t in batch.plan(spec)]
     assert len(keys) == len(set(keys)) == 2 * (2 + 1)   # 2 models × (predict, attribute, osr) on 1 stimulus, 1 cell
+
+
+# ----------------------------------------------------------------------------------------------- io
+
+
+def _lab_file(path, rates_dtype=np.float32, compress=False):
+    import h5py
+
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as h5:
+        for split in ("train", "test"):
+            h5.create_dataset(f"{split}/stimulus", data=rng.standard_normal((120, 12, 12)).astype(np.float32),
+                              compression="gzip" if compress else None, chunks=(20, 12, 12) if compress else None)
+            rates = rng.random((2, 120))
+            h5[f"{split}/response/firing_rate_10ms"] = rates.astype(rates_dtype) if rates_dtype is not str else \
+                np.array([["n/a" if v < 0.1 else f"{v:.3f}" for v in row] for row in rates], dtype="S8")
+    return path
+
+
+def test_a_dataset_with_a_damaged_chunk_is_one_sentence_naming_it(tmp_path):
+    import h5py
+
+    path = _lab_file(tmp_path / "lab.h5", compress=True)
+    with h5py.File(path, "r") as h5:
+        offset = h5["train/stimulus"].id.get_chunk_info(2).byte_offset
+    raw = bytearray(path.read_bytes())
+    raw[offset + 10:offset + 200] = bytes(190)            # a damaged gzip chunk: h5py raises OSError on read
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"cannot read the dataset 'train/stimulus' of .*lab\.h5.*corrupt"):
+        nr.io.read_dataset(path)
+
+
+def test_rates_that_are_not_numbers_are_one_sentence(tmp_path):
+    path = _lab_file(tmp_path / "lab.h5", rates_dtype=str)
+    with pytest.raises(ValueError, match=r"train/response/firing_rate_10ms in lab\.h5 must hold numbers .*got dtype"):
+        nr.io.read_dataset(path)

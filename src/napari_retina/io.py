@@ -168,10 +168,15 @@ def _read_h5_stimulus(path: Path, key: Optional[str]) -> np.ndarray:
                 raise ValueError(f"{str(path)!r} has none of the datasets {list(STIMULUS_KEYS)}; it has {keys}")
         elif key not in keys:
             raise ValueError(f"{str(path)!r} has no dataset {key!r}; it has {keys}")
-        try:
-            return h5[key][()]
-        except Exception as exc:
-            raise ValueError(f"cannot read the dataset {key!r} of {str(path)!r} (truncated or corrupt: {exc})") from exc
+        return _read_h5_dataset(h5, key, path)
+
+
+def _read_h5_dataset(h5, key: str, path: Path) -> np.ndarray:
+    """The whole dataset ``key`` of the open file, or one ValueError naming it when its data cannot be read."""
+    try:
+        return h5[key][()]
+    except Exception as exc:  # OSError from a damaged chunk or filter, and whatever else h5py raises on damage
+        raise ValueError(f"cannot read the dataset {key!r} of {str(path)!r} (truncated or corrupt: {exc})") from exc
 
 
 @dataclass
@@ -202,8 +207,12 @@ def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split
     for need in (f"{split}/stimulus", f"{split}/{RATE_KEY}"):
         if need not in keys:
             raise ValueError(f"{str(path)!r} is missing the dataset {need!r} of the lab layout; it has {keys}")
-    stim = as_stack(h5[f"{split}/stimulus"][()], name=f"{split}/stimulus in {path.name}")
-    rates = np.asarray(h5[f"{split}/{RATE_KEY}"][()], dtype=np.float64)
+    stim = as_stack(_read_h5_dataset(h5, f"{split}/stimulus", path), name=f"{split}/stimulus in {path.name}")
+    rates = _read_h5_dataset(h5, f"{split}/{RATE_KEY}", path)
+    if rates.dtype.kind not in "biuf":
+        raise ValueError(f"{split}/{RATE_KEY} in {path.name} must hold numbers (spikes per 10 ms bin), "
+                         f"got dtype {rates.dtype}")
+    rates = rates.astype(np.float64)
     if rates.ndim != 2:
         raise ValueError(f"{split}/{RATE_KEY} must be (cells, T), got shape {rates.shape}")
     if rates.shape[1] != stim.shape[0]:
@@ -221,8 +230,10 @@ def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split
     repeats = None
     if f"{split}/repeats" in h5:
         names = sorted(h5[f"{split}/repeats"].keys())
-        reps = [np.asarray(h5[f"{split}/repeats/{n}"][()], dtype=np.float32) for n in names]
-        if reps and len(reps) == n_cells and all(r.ndim == 2 and r.shape[1] == stim.shape[0] for r in reps):
+        reps = [_read_h5_dataset(h5, f"{split}/repeats/{n}", path) for n in names]
+        if reps and len(reps) == n_cells and all(r.ndim == 2 and r.shape[1] == stim.shape[0]
+                                                 and r.dtype.kind in "biuf" for r in reps):
+            reps = [r.astype(np.float32) for r in reps]
             repeats = np.stack(reps)
             if cells is not None:
                 repeats = repeats[cells]
