@@ -99,3 +99,33 @@ def test_rates_that_are_not_numbers_are_one_sentence(tmp_path):
     path = _lab_file(tmp_path / "lab.h5", rates_dtype=str)
     with pytest.raises(ValueError, match=r"train/response/firing_rate_10ms in lab\.h5 must hold numbers .*got dtype"):
         nr.io.read_dataset(path)
+
+
+def _dataset(attrs, cell_names=("on", "off")):
+    rng = np.random.default_rng(1)
+    split = lambda t: nr.io.Split(rng.standard_normal((t, 12, 12)).astype(np.float32),  # noqa: E731
+                                  rng.random((t, 2)).astype(np.float32))
+    return nr.io.Dataset(split(100), split(60), list(cell_names), attrs)
+
+
+def test_a_dataset_with_list_attributes_reads_back_what_was_written(tmp_path):
+    """write_dataset then read_dataset: list attributes (a lab's electrode numbers, say) and text come back."""
+    attrs = {"electrodes": [3, 5, 9], "gains": [0.5, 2.0], "rig": "rétine 2", "frame_ms": 10.0}
+    nr.io.write_dataset(tmp_path / "d.h5", _dataset(attrs))
+    back = nr.io.read_dataset(tmp_path / "d.h5")
+    assert back.attrs == attrs and back.cell_names == ["on", "off"]
+    assert nr.io.read_dataset(tmp_path / "d.h5", cells=[1]).cell_names == ["off"]
+    nr.io.write_dataset(tmp_path / "unnamed.h5", _dataset({}, cell_names=()))   # a Dataset's default: no names
+    assert nr.io.read_dataset(tmp_path / "unnamed.h5").cell_names == ["cell0", "cell1"]
+
+
+@pytest.mark.parametrize("names", ["on,off", '["on"]', '{"a": 1}'])
+def test_a_malformed_cell_names_attribute_is_one_sentence(tmp_path, names):
+    import h5py
+
+    nr.io.write_dataset(tmp_path / "d.h5", _dataset({}))
+    with h5py.File(tmp_path / "d.h5", "a") as h5:
+        h5.attrs["cell_names"] = names
+    with pytest.raises(ValueError, match=r"d\.h5' has a malformed cell_names attribute: expected a JSON list of 2 "
+                                         r"names .*got"):
+        nr.io.read_dataset(tmp_path / "d.h5")

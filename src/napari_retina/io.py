@@ -250,19 +250,54 @@ def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
     with _open_h5(path) as h5:
         train = _read_split(h5, "train", path, cells)
         test = _read_split(h5, "test", path, cells)
-        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
+        attrs = {k: _attr_value(v) for k, v in h5.attrs.items()}
+        file_cells = int(h5[f"train/{RATE_KEY}"].shape[0])
     if train.stimulus.shape[1:] != test.stimulus.shape[1:]:
         raise ValueError(
             f"train and test stimuli differ in size: {train.stimulus.shape[1:]} vs {test.stimulus.shape[1:]}"
         )
     if train.rates.shape[1] != test.rates.shape[1]:
         raise ValueError(f"train has {train.rates.shape[1]} cells but test has {test.rates.shape[1]}")
-    names = attrs.pop("cell_names", None)
+    names = _cell_names_attr(path, attrs.pop("cell_names", None), file_cells)
     n = train.rates.shape[1]
-    cell_names = json.loads(names) if isinstance(names, str) else [f"cell{i}" for i in range(n)]
-    if cells is not None and isinstance(names, str):  # the file's names, one per file cell: pick as the rates
+    cell_names = names if names is not None else [f"cell{i}" for i in range(n)]
+    if cells is not None and names is not None:  # the file's names, one per file cell: pick as the rates
         cell_names = [cell_names[c] for c in check_cell_subset(cells, len(cell_names), "the file has")]
     return Dataset(train, test, cell_names, attrs)
+
+
+def _attr_value(value: Any) -> Any:
+    """An HDF5 attribute as plain Python: numbers and strings as they are, arrays as (nested) lists, bytes as text."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist() if value.ndim else value.item()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list):
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value]
+    return value
+
+
+def _cell_names_attr(path: Path, names: Any, n_cells: int) -> Optional[list]:
+    """The file's ``cell_names`` attribute (JSON text, as write_dataset stores it, or a list of strings): one name
+    per cell of the file, or None when there is none (or an empty list); anything else is one ValueError naming the
+    file."""
+    if names is None or (isinstance(names, str) and names.strip() == "[]") or names == []:
+        return None   # written from a Dataset without names (its default)
+    parsed = names
+    if isinstance(names, str):
+        try:
+            parsed = json.loads(names)
+        except ValueError:
+            parsed = None
+    if not (isinstance(parsed, list) and len(parsed) == n_cells and all(isinstance(c, str) for c in parsed)):
+        got = repr(names) if len(repr(names)) <= 80 else f"{repr(names)[:77]}..."
+        raise ValueError(
+            f"{str(path)!r} has a malformed cell_names attribute: expected a JSON list of {n_cells} names (one per "
+            f"cell of its rates), got {got}"
+        )
+    return parsed
 
 
 def write_dataset(path: PathLike, dataset: Dataset) -> Path:
