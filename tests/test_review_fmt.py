@@ -129,3 +129,34 @@ def test_a_malformed_cell_names_attribute_is_one_sentence(tmp_path, names):
     with pytest.raises(ValueError, match=r"d\.h5' has a malformed cell_names attribute: expected a JSON list of 2 "
                                          r"names .*got"):
         nr.io.read_dataset(tmp_path / "d.h5")
+
+
+# ------------------------------------------------------------------------------------------------- wrap
+
+
+class _Conv2dNet(torch.nn.Module):
+    """NTHW windows (N, 8, 12, 12) -> conv -> relu -> a readout of 2 cells."""
+
+    def __init__(self, kernel=(5, 5), padding=0, dtype=torch.float32):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 3, kernel, padding=padding, dtype=dtype)
+        h = 12 - kernel[0] + 1 + 2 * (padding if isinstance(padding, int) else padding[0])
+        w = 12 - kernel[1] + 1 + 2 * (padding if isinstance(padding, int) else padding[1])
+        self.readout = torch.nn.Linear(3 * h * w, 2, dtype=dtype)
+
+    def forward(self, x):
+        return torch.nn.functional.softplus(self.readout(torch.relu(self.conv(x)).flatten(1)))
+
+
+def _stim(frames=20, seed=0):
+    return np.random.default_rng(seed).standard_normal((frames, 12, 12)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kernel, padding", [((5, 3), 0), ((5, 5), (2, 0))])
+def test_a_first_conv_with_unequal_y_and_x_gets_no_misplaced_maps(kernel, padding):
+    """Maps carry one offset for y and x; a (5, 3) kernel's maps were 8×10 under map_sizes (8,), offset 1."""
+    torch.manual_seed(0)
+    wrapped = nr.wrap(_Conv2dNet(kernel, padding), input="NTHW", history=8, size=12, first_layer="conv")
+    attr = nr.attribute(wrapped, _stim(), cell=0, steps=8)
+    assert wrapped.first_conv is None and wrapped.config.map_sizes is None and attr.maps is None
+    assert np.isfinite(attr.channels[7:]).all()                  # the units are still attributed, by a hook

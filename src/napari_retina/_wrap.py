@@ -224,12 +224,15 @@ def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool, tuple]:
 
 
 def _first_conv(layer: nn.Module, input: str, history: int, direct: bool) -> Optional[nn.Module]:
-    """``layer`` when it is a plain convolution of the stimulus (stride 1, no dilation or groups), else None."""
+    """``layer`` when it is a plain convolution of the stimulus (stride 1, no dilation or groups, a square
+    kernel and padding the same in y and x), else None."""
     kind = nn.Conv2d if input == "NTHW" else nn.Conv3d
     if not direct or type(layer) is not kind:
         return None
     plain = all(s == 1 for s in layer.stride) and all(d == 1 for d in layer.dilation) and layer.groups == 1
     plain = plain and layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
+    # maps are square with one offset for y and x (map pixel (i, j) over stimulus pixel (i + o, j + o))
+    plain = plain and layer.kernel_size[-1] == layer.kernel_size[-2] and layer.padding[-1] == layer.padding[-2]
     if input == "NCTHW":
         plain = plain and layer.padding[0] == 0 and layer.kernel_size[0] <= history
     return layer if plain else None
