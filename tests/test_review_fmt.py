@@ -160,3 +160,22 @@ def test_a_first_conv_with_unequal_y_and_x_gets_no_misplaced_maps(kernel, paddin
     attr = nr.attribute(wrapped, _stim(), cell=0, steps=8)
     assert wrapped.first_conv is None and wrapped.config.map_sizes is None and attr.maps is None
     assert np.isfinite(attr.channels[7:]).all()                  # the units are still attributed, by a hook
+
+
+def test_a_float64_module_runs_in_float64_and_a_half_one_is_one_sentence():
+    """A module in float64 (.double(), as for reference checks) was refused by a torch dtype error on the probe."""
+    import copy
+
+    torch.manual_seed(0)
+    net = _Conv2dNet()
+    w32 = nr.wrap(net, input="NTHW", history=8, size=12, first_layer="conv")
+    w64 = nr.wrap(copy.deepcopy(net).double(), input="NTHW", history=8, size=12, first_layer="conv")
+    assert w64.first_conv is not None
+    np.testing.assert_allclose(nr.predict(w64, _stim()), nr.predict(w32, _stim()), rtol=1e-5, atol=1e-6)
+    a64, a32 = (nr.attribute(w, _stim(), cell=0, steps=8) for w in (w64, w32))
+    assert a64.channels.dtype == np.float32 and a64.maps.dtype == np.float32
+    np.testing.assert_allclose(a64.channels, a32.channels, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(a64.maps, a32.maps, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match=r"must compute in float32 or float64 .*got float16 parameters; wrap "
+                                         r"module\.float\(\)"):
+        nr.wrap(copy.deepcopy(net).half(), input="NTHW", history=8, size=12, first_layer="conv")

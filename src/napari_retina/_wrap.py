@@ -115,8 +115,15 @@ class WrappedModel(nn.Module):
         tensors = [*self.module.parameters(), *self.module.buffers()]
         return tensors[0].device if tensors else torch.device("cpu")
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The module's floating-point dtype (its first floating parameter's or buffer's; float32 when none)."""
+        floats = (t.dtype for t in (*self.module.parameters(), *self.module.buffers()) if t.is_floating_point())
+        return next(floats, torch.float32)
+
     def layout(self, windows: torch.Tensor) -> torch.Tensor:
-        """Windows (N, history, H, W) in the module's layout."""
+        """Windows (N, history, H, W) in the module's layout and dtype (a float64 module gets float64 windows)."""
+        windows = windows if windows.dtype == self.dtype else windows.to(self.dtype)
         return windows if self.config.input == "NTHW" else windows.unsqueeze(1)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
@@ -246,7 +253,8 @@ def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 
     ----------
     module : torch.nn.Module
         Maps windows to rates (N, cells), spikes per 10 ms bin, for the last
-        frame of each window. Used in eval mode, on its own device.
+        frame of each window. Used in eval mode, on its own device and in its
+        own dtype (float32 or float64; windows are cast to it).
     input : "NTHW" or "NCTHW"
         Window layout: (N, history, size, size) or (N, 1, history, size, size).
     history : int
@@ -278,6 +286,9 @@ def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 
     config = WrapConfig(history=int(history), size=int(size), n_cells=1, cell_names=[], input=input,
                         first_layer=first_layer)
     model = WrappedModel(module, config, layer, None).eval()
+    if model.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"the wrapped module must compute in float32 or float64 (attribution sums small "
+                         f"gradients), got {str(model.dtype).removeprefix('torch.')} parameters; wrap module.float()")
     out, direct, units = _probe(model)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1 or out.shape[1] < 1:
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
