@@ -179,3 +179,57 @@ def test_a_float64_module_runs_in_float64_and_a_half_one_is_one_sentence():
     with pytest.raises(ValueError, match=r"must compute in float32 or float64 .*got float16 parameters; wrap "
                                          r"module\.float\(\)"):
         nr.wrap(copy.deepcopy(net).half(), input="NTHW", history=8, size=12, first_layer="conv")
+
+
+# ---------------------------------------------------------------------------------------------- formats
+
+
+def _keras_file(tmp_path, change=None):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_formats import keras_weights, save_keras
+
+    path = save_keras(tmp_path / "bn_cnn.h5", keras_weights())
+    if change is not None:
+        import h5py
+
+        with h5py.File(path, "a") as h5:
+            change(h5)
+    return path
+
+
+def test_a_keras_array_larger_than_the_bound_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """A small HDF5 file can declare a huge unwritten dataset; reading it would allocate all of it."""
+    from napari_retina.formats import _net
+
+    def huge(h5):
+        del h5["dense_1/dense_1/kernel:0"]
+        h5["dense_1"].create_dataset("dense_1/kernel:0", shape=(1_000_000, 3), dtype="f4", chunks=(1000, 3))
+
+    path = _keras_file(tmp_path, huge)
+    assert path.stat().st_size < 100_000
+    monkeypatch.setattr(_net, "MAX_STATE_NUMBERS", 100_000)   # the bound, lowered: no test allocates gigabytes
+    with pytest.raises(ValueError, match=r"layer dense_1's dense_1/kernel:0 holds 3,000,000 numbers "
+                                         r"\(shape \[1000000, 3\]\); at most 100,000 are read"):
+        nr.load_model(path)
+
+
+def test_a_damaged_keras_array_is_one_sentence(tmp_path):
+    import h5py
+
+    def compressed(h5):
+        data = h5["conv2d_1/conv2d_1/kernel:0"][()]
+        del h5["conv2d_1/conv2d_1/kernel:0"]
+        h5["conv2d_1"].create_dataset("conv2d_1/kernel:0", data=data, compression="gzip", chunks=(1, 5, 6, 3))
+
+    path = _keras_file(tmp_path, compressed)
+    with h5py.File(path, "r") as h5:
+        offset = h5["conv2d_1/conv2d_1/kernel:0"].id.get_chunk_info(1).byte_offset
+    raw = bytearray(path.read_bytes())
+    raw[offset:offset + 40] = bytes(40)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"is damaged Keras weights: layer conv2d_1's conv2d_1/kernel:0 cannot "
+                                         r"be read"):
+        nr.load_model(path)
