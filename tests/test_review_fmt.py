@@ -233,3 +233,17 @@ def test_a_damaged_keras_array_is_one_sentence(tmp_path):
     with pytest.raises(ValueError, match=r"is damaged Keras weights: layer conv2d_1's conv2d_1/kernel:0 cannot "
                                          r"be read"):
         nr.load_model(path)
+
+
+@pytest.mark.parametrize("cells", [5, np.int64(5), {"a": 1}])
+def test_a_lab_checkpoint_whose_cells_are_not_a_list_is_one_sentence(tmp_path, cells):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_formats import save_tdr, tdr_state
+
+    state, _ = tdr_state()
+    path = save_tdr(tmp_path / "lab.pt", "BNCNN", state, cells=cells)
+    with pytest.raises(ValueError, match=r"lab\.pt' has malformed cells: expected a list of 3 cell ids"):
+        nr.load_model(path)
