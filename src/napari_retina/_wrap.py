@@ -115,8 +115,15 @@ class WrappedModel(nn.Module):
         tensors = [*self.module.parameters(), *self.module.buffers()]
         return tensors[0].device if tensors else torch.device("cpu")
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The module's floating-point dtype (its first floating parameter's or buffer's; float32 when none)."""
+        floats = (t.dtype for t in (*self.module.parameters(), *self.module.buffers()) if t.is_floating_point())
+        return next(floats, torch.float32)
+
     def layout(self, windows: torch.Tensor) -> torch.Tensor:
-        """Windows (N, history, H, W) in the module's layout."""
+        """Windows (N, history, H, W) in the module's layout and dtype (a float64 module gets float64 windows)."""
+        windows = windows if windows.dtype == self.dtype else windows.to(self.dtype)
         return windows if self.config.input == "NTHW" else windows.unsqueeze(1)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
@@ -224,12 +231,15 @@ def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool, tuple]:
 
 
 def _first_conv(layer: nn.Module, input: str, history: int, direct: bool) -> Optional[nn.Module]:
-    """``layer`` when it is a plain convolution of the stimulus (stride 1, no dilation or groups), else None."""
+    """``layer`` when it is a plain convolution of the stimulus (stride 1, no dilation or groups, a square
+    kernel and padding the same in y and x), else None."""
     kind = nn.Conv2d if input == "NTHW" else nn.Conv3d
     if not direct or type(layer) is not kind:
         return None
     plain = all(s == 1 for s in layer.stride) and all(d == 1 for d in layer.dilation) and layer.groups == 1
     plain = plain and layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
+    # maps are square with one offset for y and x (map pixel (i, j) over stimulus pixel (i + o, j + o))
+    plain = plain and layer.kernel_size[-1] == layer.kernel_size[-2] and layer.padding[-1] == layer.padding[-2]
     if input == "NCTHW":
         plain = plain and layer.padding[0] == 0 and layer.kernel_size[0] <= history
     return layer if plain else None
@@ -243,7 +253,8 @@ def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 
     ----------
     module : torch.nn.Module
         Maps windows to rates (N, cells), spikes per 10 ms bin, for the last
-        frame of each window. Used in eval mode, on its own device.
+        frame of each window. Used in eval mode, on its own device and in its
+        own dtype (float32 or float64; windows are cast to it).
     input : "NTHW" or "NCTHW"
         Window layout: (N, history, size, size) or (N, 1, history, size, size).
     history : int
@@ -275,6 +286,9 @@ def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 
     config = WrapConfig(history=int(history), size=int(size), n_cells=1, cell_names=[], input=input,
                         first_layer=first_layer)
     model = WrappedModel(module, config, layer, None).eval()
+    if model.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"the wrapped module must compute in float32 or float64 (attribution sums small "
+                         f"gradients), got {str(model.dtype).removeprefix('torch.')} parameters; wrap module.float()")
     out, direct, units = _probe(model)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1 or out.shape[1] < 1:
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

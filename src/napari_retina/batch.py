@@ -194,7 +194,7 @@ def _models(value, base: Path) -> tuple:
             raise BatchSpecError(f"spec model {name!r} must be 'default' or an existing checkpoint, "
                                  f"but there is no file at {str(p)!r}")
         out.append(str(p.resolve()))
-    return tuple(out)
+    return tuple(dict.fromkeys(out))   # one model named twice (or spelled two ways) is one set of tasks
 
 
 def _cells(value) -> Union[tuple, str]:
@@ -232,11 +232,12 @@ def parse_spec(spec: Union[PathLike, dict, Spec], out: Optional[PathLike] = None
     unknown = sorted(set(data) - set(SPEC_KEYS))
     if unknown:
         raise BatchSpecError(f"spec keys must be among {', '.join(SPEC_KEYS)}; got unknown {', '.join(map(repr, unknown))}")
-    analyses = _str_list(data.get("analyses", []), "analyses") if data.get("analyses") else []
+    # an entry named twice would make two tasks with one key, writing one result: each once, in order
+    analyses = list(dict.fromkeys(_str_list(data["analyses"], "analyses"))) if data.get("analyses") else []
     bad = [a for a in analyses if a not in ANALYSES]
     if bad:
         raise BatchSpecError(f"spec analyses must be among {', '.join(ANALYSES)}, got {bad[0]!r}")
-    experiments = _str_list(data["experiments"], "experiments") if data.get("experiments") else []
+    experiments = list(dict.fromkeys(_str_list(data["experiments"], "experiments"))) if data.get("experiments") else []
     if experiments:
         from .experiments.registry import names
 
@@ -465,6 +466,47 @@ def _load_model(path: Optional[str]):
     return _MODELS[key]
 
 
+_STATS: dict = {}
+
+
+def _file_mean_std(path: str) -> tuple[float, float]:
+    """Mean and standard deviation (float64) of a whole stimulus file, read window by window.
+
+    What a single run z-scores an integer stack by (``_validate.zscore`` through ``mean_std``), summed over
+    the same chunks of frames, so a block mapped with them equals the unsplit run's frames; memory follows the
+    chunk, not the movie. Computed once per process and file version (size, modification time).
+    """
+    key = (path, *_file_stamp(path))
+    if key not in _STATS:
+        n = stimulus_frames(path)
+        per_frame = int(np.prod(read_window(path, 0, 1).shape[1:], dtype=np.int64))
+        step = max(1, (1 << 20) // max(1, per_frame))        # mean_std's chunks (chunk_values = 2**20)
+
+        def chunks():
+            return (read_window(path, i, min(i + step, n)) for i in range(0, n, step))
+
+        count = n * per_frame
+        mean = sum(float(c.sum(dtype=np.float64)) for c in chunks()) / count
+        ss = sum(float(np.square(c.astype(np.float64) - mean).sum()) for c in chunks())
+        if len(_STATS) >= 1024:   # two numbers per file: keep many, as workers take stimuli in any order
+            _STATS.clear()
+        _STATS[key] = (mean, float(np.sqrt(ss / count)))
+    return _STATS[key]
+
+
+def _as_contrast(window: np.ndarray, path: str, norm: Optional[dict]) -> np.ndarray:
+    """Frames of ``path`` mapped to contrast as the unsplit run maps the whole stack.
+
+    Float stacks and integer stacks of a model with stored raw statistics map frame by frame (the window is
+    returned as it is, for predict and attribute to map); an integer stack of a model without them is z-scored
+    by its own statistics, which must be the whole file's, not the window's (:func:`_file_mean_std`).
+    """
+    if np.issubdtype(window.dtype, np.floating) or (norm or {}).get("units") == "raw":
+        return window
+    mean, std = _file_mean_std(path)
+    return ((window.astype(np.float64) - mean) / (std if std > 0 else 1.0)).astype(np.float32)
+
+
 def _write_tree(group, data: dict) -> None:
     """Arrays as Zarr arrays (chunked along the first axis), dicts as subgroups, the rest as attributes."""
     attrs = {}
@@ -525,7 +567,7 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
                 "steps", "rule", "invariance", "offset", "history")
         return {"attribution": {k: v for k, v in attr.to_dict().items() if k in keep}, "reduction": red.to_dict()}
     first = max(0, start - cfg.history + 1)
-    window = read_window(task.stimulus, first, stop)
+    window = _as_contrast(read_window(task.stimulus, first, stop), task.stimulus, cfg.norm)
     if task.kind == "predict":
         rates = predict(model, window)[start - first:]
         return {"rates": rates}

@@ -168,10 +168,15 @@ def _read_h5_stimulus(path: Path, key: Optional[str]) -> np.ndarray:
                 raise ValueError(f"{str(path)!r} has none of the datasets {list(STIMULUS_KEYS)}; it has {keys}")
         elif key not in keys:
             raise ValueError(f"{str(path)!r} has no dataset {key!r}; it has {keys}")
-        try:
-            return h5[key][()]
-        except Exception as exc:
-            raise ValueError(f"cannot read the dataset {key!r} of {str(path)!r} (truncated or corrupt: {exc})") from exc
+        return _read_h5_dataset(h5, key, path)
+
+
+def _read_h5_dataset(h5, key: str, path: Path) -> np.ndarray:
+    """The whole dataset ``key`` of the open file, or one ValueError naming it when its data cannot be read."""
+    try:
+        return h5[key][()]
+    except Exception as exc:  # OSError from a damaged chunk or filter, and whatever else h5py raises on damage
+        raise ValueError(f"cannot read the dataset {key!r} of {str(path)!r} (truncated or corrupt: {exc})") from exc
 
 
 @dataclass
@@ -202,8 +207,12 @@ def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split
     for need in (f"{split}/stimulus", f"{split}/{RATE_KEY}"):
         if need not in keys:
             raise ValueError(f"{str(path)!r} is missing the dataset {need!r} of the lab layout; it has {keys}")
-    stim = as_stack(h5[f"{split}/stimulus"][()], name=f"{split}/stimulus in {path.name}")
-    rates = np.asarray(h5[f"{split}/{RATE_KEY}"][()], dtype=np.float64)
+    stim = as_stack(_read_h5_dataset(h5, f"{split}/stimulus", path), name=f"{split}/stimulus in {path.name}")
+    rates = _read_h5_dataset(h5, f"{split}/{RATE_KEY}", path)
+    if rates.dtype.kind not in "biuf":
+        raise ValueError(f"{split}/{RATE_KEY} in {path.name} must hold numbers (spikes per 10 ms bin), "
+                         f"got dtype {rates.dtype}")
+    rates = rates.astype(np.float64)
     if rates.ndim != 2:
         raise ValueError(f"{split}/{RATE_KEY} must be (cells, T), got shape {rates.shape}")
     if rates.shape[1] != stim.shape[0]:
@@ -221,8 +230,10 @@ def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split
     repeats = None
     if f"{split}/repeats" in h5:
         names = sorted(h5[f"{split}/repeats"].keys())
-        reps = [np.asarray(h5[f"{split}/repeats/{n}"][()], dtype=np.float32) for n in names]
-        if reps and len(reps) == n_cells and all(r.ndim == 2 and r.shape[1] == stim.shape[0] for r in reps):
+        reps = [_read_h5_dataset(h5, f"{split}/repeats/{n}", path) for n in names]
+        if reps and len(reps) == n_cells and all(r.ndim == 2 and r.shape[1] == stim.shape[0]
+                                                 and r.dtype.kind in "biuf" for r in reps):
+            reps = [r.astype(np.float32) for r in reps]
             repeats = np.stack(reps)
             if cells is not None:
                 repeats = repeats[cells]
@@ -239,19 +250,54 @@ def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
     with _open_h5(path) as h5:
         train = _read_split(h5, "train", path, cells)
         test = _read_split(h5, "test", path, cells)
-        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
+        attrs = {k: _attr_value(v) for k, v in h5.attrs.items()}
+        file_cells = int(h5[f"train/{RATE_KEY}"].shape[0])
     if train.stimulus.shape[1:] != test.stimulus.shape[1:]:
         raise ValueError(
             f"train and test stimuli differ in size: {train.stimulus.shape[1:]} vs {test.stimulus.shape[1:]}"
         )
     if train.rates.shape[1] != test.rates.shape[1]:
         raise ValueError(f"train has {train.rates.shape[1]} cells but test has {test.rates.shape[1]}")
-    names = attrs.pop("cell_names", None)
+    names = _cell_names_attr(path, attrs.pop("cell_names", None), file_cells)
     n = train.rates.shape[1]
-    cell_names = json.loads(names) if isinstance(names, str) else [f"cell{i}" for i in range(n)]
-    if cells is not None and isinstance(names, str):  # the file's names, one per file cell: pick as the rates
+    cell_names = names if names is not None else [f"cell{i}" for i in range(n)]
+    if cells is not None and names is not None:  # the file's names, one per file cell: pick as the rates
         cell_names = [cell_names[c] for c in check_cell_subset(cells, len(cell_names), "the file has")]
     return Dataset(train, test, cell_names, attrs)
+
+
+def _attr_value(value: Any) -> Any:
+    """An HDF5 attribute as plain Python: numbers and strings as they are, arrays as (nested) lists, bytes as text."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist() if value.ndim else value.item()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list):
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value]
+    return value
+
+
+def _cell_names_attr(path: Path, names: Any, n_cells: int) -> Optional[list]:
+    """The file's ``cell_names`` attribute (JSON text, as write_dataset stores it, or a list of strings): one name
+    per cell of the file, or None when there is none (or an empty list); anything else is one ValueError naming the
+    file."""
+    if names is None or (isinstance(names, str) and names.strip() == "[]") or names == []:
+        return None   # written from a Dataset without names (its default)
+    parsed = names
+    if isinstance(names, str):
+        try:
+            parsed = json.loads(names)
+        except ValueError:
+            parsed = None
+    if not (isinstance(parsed, list) and len(parsed) == n_cells and all(isinstance(c, str) for c in parsed)):
+        got = repr(names) if len(repr(names)) <= 80 else f"{repr(names)[:77]}..."
+        raise ValueError(
+            f"{str(path)!r} has a malformed cell_names attribute: expected a JSON list of {n_cells} names (one per "
+            f"cell of its rates), got {got}"
+        )
+    return parsed
 
 
 def write_dataset(path: PathLike, dataset: Dataset) -> Path:

@@ -83,8 +83,27 @@ def _layers(path: Path, root) -> list[tuple[str, dict[str, np.ndarray]]]:
         if missing:
             raise ValueError(f"{str(path)!r} is damaged Keras weights: layer {layer} lists {missing} but lacks them")
         if weights:
-            out.append((layer, {w.split("/")[-1].split(":")[0]: np.asarray(group[w]) for w in weights}))
+            out.append((layer, {w.split("/")[-1].split(":")[0]: _read_array(path, layer, w, group[w])
+                                for w in weights}))
     return out
+
+
+def _read_array(path: Path, layer: str, name: str, dataset) -> np.ndarray:
+    """A weight array, its size checked before it is read (a small file can declare a huge, unwritten dataset)."""
+    import h5py
+
+    if not isinstance(dataset, h5py.Dataset):
+        raise ValueError(f"{str(path)!r} is damaged Keras weights: layer {layer}'s {name} is not an array")
+    if dataset.size > _net.MAX_STATE_NUMBERS:
+        raise ValueError(
+            f"{str(path)!r} cannot be imported: layer {layer}'s {name} holds {dataset.size:,} numbers "
+            f"(shape {list(dataset.shape)}); at most {_net.MAX_STATE_NUMBERS:,} are read"
+        )
+    try:
+        return np.asarray(dataset[()])
+    except Exception as exc:  # OSError from a damaged chunk or filter
+        raise ValueError(f"{str(path)!r} is damaged Keras weights: layer {layer}'s {name} cannot be read "
+                         f"({exc})") from exc
 
 
 def _role(arrays: dict[str, np.ndarray]) -> str:

@@ -214,7 +214,11 @@ def _cell_names(path: Path, payload: dict, hyps: dict, n_cells: int) -> list[str
     cells = payload.get("cells", hyps.get("cells"))
     if cells is None or isinstance(cells, str):
         return []
-    cells = list(cells.tolist() if hasattr(cells, "tolist") else cells)
+    cells = cells.tolist() if hasattr(cells, "tolist") else cells
+    if not isinstance(cells, (list, tuple)):
+        raise ValueError(f"{str(path)!r} has malformed cells: expected a list of {n_cells} cell ids (one per "
+                         f"output of its readout), got {cells!r}")
+    cells = list(cells)
     if len(cells) != n_cells:
         raise ValueError(
             f"{str(path)!r} cannot be imported: it lists {len(cells)} cells but its readout has {n_cells}"
