@@ -156,6 +156,12 @@ def test_units_statistics_are_exact_and_chunked():
     for chunk in (1, 143, 1000, 1 << 22):
         mean, std = mean_std(stack, chunk_values=chunk)
         assert mean == pytest.approx(ref.mean(), rel=1e-12) and std == pytest.approx(ref.std(), rel=1e-12)
+    # a cropped (non-contiguous) view, raw integers and a constant stack
+    view = stack[:, 2:11, 1:9]
+    assert mean_std(view, 100) == pytest.approx((ref[:, 2:11, 1:9].mean(), ref[:, 2:11, 1:9].std()), rel=1e-12)
+    raw = rng.integers(0, 256, (31, 7, 5), dtype=np.uint8)
+    assert mean_std(raw, 50) == pytest.approx((raw.mean(), raw.std()), rel=1e-12)
+    assert mean_std(np.full((9, 4, 4), 7.25, np.float32), 20) == (7.25, 0.0)
 
 
 @pytest.mark.parametrize("text", ["--3,4", "3,²", "3,+-4", "3.0,4"])

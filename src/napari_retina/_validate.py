@@ -64,7 +64,8 @@ def as_stack(stimulus, name: str = "stimulus", colour: bool = False) -> np.ndarr
         raise ValueError(f"{name} must be a (T, H, W) stack, got {arr.ndim} dimension(s) with shape {arr.shape}{hint}")
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
-    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+    # chunk by chunk: no (T, H, W) boolean temporary (250 MB for 100,000 frames of 50×50)
+    if np.issubdtype(arr.dtype, np.floating) and not all(np.isfinite(x).all() for x in _frame_chunks(arr, 1 << 20)):
         bad = int(arr.size - np.isfinite(arr).sum())
         raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value(s)")
     if np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize > 4:
@@ -218,18 +219,35 @@ def training_contrast_std(norm: Optional[dict]) -> float:
     return 1.0
 
 
+def _frame_chunks(a: np.ndarray, chunk_values: int):
+    """Consecutive blocks of whole frames of ``a`` (T, …), each about ``chunk_values`` values (at least one frame)."""
+    step = max(1, chunk_values // max(1, int(np.prod(a.shape[1:], dtype=np.int64))))
+    return (a[i:i + step] for i in range(0, len(a), step))
+
+
 def mean_std(arr: np.ndarray, chunk_values: int = 1 << 20) -> tuple[float, float]:
     """Mean and standard deviation of an array in float64, in chunks of frames (memory independent of T).
 
-    Two passes (the mean, then the squared deviations), each over chunks of
-    about ``chunk_values`` values, so no float64 copy of the whole stack is made.
+    One pass over chunks of about ``chunk_values`` values: each is cast to
+    float64 minus a shift (the first chunk's mean) into one reused buffer, and
+    its sum and sum of squares are accumulated, so no float64
+    copy of the whole stack is made. Shifted by a value near the mean, the
+    one-pass variance loses nothing measurable against the two-pass one (tests:
+    1e-12 relative on a 0–255 stack).
     """
     a = np.asarray(arr)
-    step = max(1, chunk_values // max(1, int(np.prod(a.shape[1:], dtype=np.int64))))
     n = a.size
-    mean = sum(float(a[i:i + step].sum(dtype=np.float64)) for i in range(0, len(a), step)) / n
-    ss = sum(float(np.square(a[i:i + step].astype(np.float64) - mean).sum()) for i in range(0, len(a), step))
-    return mean, float(np.sqrt(ss / n))
+    first = next(_frame_chunks(a, chunk_values))
+    shift = float(first.sum(dtype=np.float64)) / first.size
+    buf = np.empty(first.size, dtype=np.float64)
+    total = squares = 0.0
+    for x in _frame_chunks(a, chunk_values):
+        b = buf[: x.size]
+        np.subtract(x, shift, out=b.reshape(x.shape), dtype=np.float64)  # a cropped view is read in place
+        total += float(b.sum())
+        squares += float(np.square(b, out=b).sum())  # not np.dot: BLAS threads stall on a busy machine
+    mean = total / n
+    return shift + mean, float(np.sqrt(max(squares / n - mean * mean, 0.0)))
 
 
 def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str = "stimulus",
