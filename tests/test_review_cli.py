@@ -256,3 +256,25 @@ def test_train_out_that_is_the_dataset_is_refused_before_training(tmp_path, data
     assert main(["train", str(tmp_path / "d.h5"), "--out", str(tmp_path / "d.h5"), "--tiny", "--quiet"]) == 2
     assert "d.h5" in _one_line(capsys.readouterr().err, "train")
     assert (tmp_path / "d.h5").read_bytes() == before
+
+
+def _strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, which Python writes but JSON does not have."""
+    import json
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_evaluate_prints_strict_json_when_a_score_is_undefined(tmp_path, dataset, monkeypatch, capsys):
+    """An r that is undefined (a constant recorded cell) was printed as NaN, which JSON readers (jq, JavaScript,
+    strict parsers) refuse; it is null now, as in the experiments' JSON."""
+    import napari_retina.training
+
+    scores = {"r": [0.5, float("nan")], "r_mean": float("nan"), "ratio": float("inf"), "cell_names": ["a", "b"]}
+    monkeypatch.setattr(napari_retina.training, "evaluate", lambda *a, **k: dict(scores))
+    assert main(["evaluate", str(dataset)]) == 0
+    out = _strict_json(capsys.readouterr().out)
+    assert out == {"r": [0.5, None], "r_mean": None, "ratio": "inf", "cell_names": ["a", "b"]}

@@ -12,6 +12,7 @@ import shlex
 import sys
 from dataclasses import asdict
 
+from .._json import jsonable
 from .._units import FRAME_MS
 from ..training import DEFAULTS, TrainConfig
 from ._paths import check_out_file
@@ -65,15 +66,16 @@ def _train(args) -> int:
         config = ModelConfig(history=10, size=ds.train.stimulus.shape[1], channels=(4, 4), kernels=(9, 7),
                              n_cells=ds.train.rates.shape[1])
     def log(entry: dict) -> None:
-        write_line(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()}))
+        entry = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()}
+        write_line(json.dumps(jsonable(entry, strict=True)))
 
     command = "napari-retina " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
     with tqdm_progress("train", "batch", args.quiet) as progress:
         model = train(args.data, config=config, **asdict(_train_config(args)), device=args.device,
                       cells=_cells(args.cells), out=args.out, progress=progress, log=log, command=command,
                       init=args.init)
-    print(json.dumps({"out": str(args.out), "seconds": model.provenance["seconds"],
-                      "best_epoch": model.provenance["best_epoch"], **model.scores}, indent=1))
+    print(json.dumps(jsonable({"out": str(args.out), "seconds": model.provenance["seconds"],
+                               "best_epoch": model.provenance["best_epoch"], **model.scores}, strict=True), indent=1))
     return 0
 
 
@@ -88,7 +90,7 @@ def _evaluate(args) -> int:
     if out is not None:
         write_results(out, {k: (json.dumps(v) if isinstance(v, list) and v and isinstance(v[0], str) else v)
                                        for k, v in result.items()})
-    print(json.dumps(result, indent=1))
+    print(json.dumps(jsonable(result, strict=True), indent=1))  # strict JSON: an undefined r is null, not NaN
     return 0
 
 
