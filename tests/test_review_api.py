@@ -164,3 +164,15 @@ def test_an_experiment_too_long_for_memory_names_the_experiment_and_its_paramete
     with pytest.raises(MemoryError, match=r"^experiment 'osr' with .*window=1000000000.*: a flash train .* "
                                           r"post=1,000,000,000 takes"):
         nr.experiments.run("osr", model, steps=2, window=1e9)
+
+
+def test_the_synthetic_retina_reads_an_integer_stack_as_raw_intensities_like_predict():
+    # Retina.respond took a uint8 stack's 0..255 as contrast (rates of a stimulus 100x too strong), where
+    # nr.predict z-scores it by its own statistics
+    raw = np.random.default_rng(3).integers(0, 256, (45, 50, 50), dtype=np.uint8)
+    x = raw.astype(np.float64)
+    contrast = ((x - x.mean()) / x.std()).astype(np.float32)
+    retina = nr.synthetic.Retina(seed=0)
+    np.testing.assert_allclose(retina.respond(raw), retina.respond(contrast), rtol=1e-5, atol=1e-6)
+    recorded = retina.record(raw, seed=1)
+    np.testing.assert_array_equal(recorded, retina.record(contrast, seed=1))

@@ -72,7 +72,7 @@ import torch
 from torch.nn import functional as F
 
 from ._units import FRAME_MS
-from ._validate import as_stack, check_int, check_positive, stimulus_tensor
+from ._validate import as_stack, check_int, check_positive, normalise, stimulus_tensor
 
 HISTORY = 40
 """Temporal filter length of every pathway (frames; 400 ms)."""
@@ -388,7 +388,7 @@ class Retina:
             raise ValueError(
                 f"the synthetic retina sees a {self.size}x{self.size} field, got a stimulus of {arr.shape[1]}x{arr.shape[2]}"
             )
-        return np.ascontiguousarray(arr, dtype=np.float32)
+        return normalise(arr)  # floats are contrast; integers (a uint8 stack) raw intensities, z-scored as predict does
 
     def _subunits(self, chunk: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Linear drives u and rectified outputs b of every filtered input, (keep, K, H, W) each."""
@@ -466,7 +466,9 @@ class Retina:
         Parameters
         ----------
         stimulus : array (T, 50, 50), contrast units (0 = mean luminance); frames
-            before the first are taken to be mean grey.
+            before the first are taken to be mean grey. An integer stack (raw
+            intensities, e.g. uint8) is z-scored by its own mean and std first,
+            as ``nr.predict`` does with such a stack.
 
         Returns
         -------
