@@ -461,12 +461,19 @@ class TracePlot(QWidget):
 
 
 def trace_plot(viewer, create: bool = True) -> Optional[TracePlot]:
-    """The viewer's trace plot dock widget, created (docked at the bottom) on first use when ``create``."""
+    """The viewer's trace plot dock widget, created (docked at the bottom) on first use when ``create``.
+
+    With ``create``, a plot whose dock the user closed (napari then unparents
+    the widget, it is not deleted) is docked again: new traces are never
+    drawn into a widget nobody sees.
+    """
     plot = _PLOTS.get(viewer)
     if plot is None and create:
         plot = TracePlot(viewer)
         viewer.window.add_dock_widget(plot, name=DOCK_NAME, area="bottom")
         _PLOTS[viewer] = plot
+    elif plot is not None and create and plot.parentWidget() is None:  # its dock was closed
+        viewer.window.add_dock_widget(plot, name=DOCK_NAME, area="bottom")
     return plot
 
 
