@@ -72,3 +72,46 @@ def test_closing_the_traces_dock_then_showing_a_new_result_brings_the_traces_bac
     assert "second" in plot.title.text()
     viewer.dims.set_current_step(0, 7)
     np.testing.assert_allclose(plot.rows[0].cursor.pos, 7 * nr.FRAME_MS)
+
+
+def test_file_open_of_a_saved_analysis_plots_its_traces_without_any_plugin_dock(make_napari_viewer, tiny,
+                                                                                 tmp_path):
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=3)
+    res = nr.analysis.run_analysis(tiny, stim, cell=1, steps=2, invariance="none")
+    res.save(tmp_path / "saved.h5")
+    viewer = make_napari_viewer()    # no Analyze dock: File ▸ Open straight away
+    layers = viewer.open(str(tmp_path / "saved.h5"), plugin="napari-retina")
+    assert layers[0].name == "saved"
+    plot = _plot.trace_plot(viewer, create=False)
+    assert plot is not None and _plot.DOCK_NAME in viewer.window.dock_widgets
+    shown = {s["label"]: s["values"] for s in plot.series}
+    np.testing.assert_array_equal(shown["model response"], res.attribution.response)
+    assert "cell 1" in plot.title.text()
+
+
+@pytest.mark.parametrize("analyze_dock", [False, True], ids=["no dock", "Analyze docked"])
+def test_file_open_of_a_batch_store_plots_the_visible_result_s_traces(make_napari_viewer, tiny, tmp_path,
+                                                                      analyze_dock):
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    nr.save_model(tiny, tmp_path / "tiny.pt")
+    np.save(tmp_path / "a.npy", nr.stimuli.white_noise(frames=24, size=20, seed=0))
+    spec = {"model": str(tmp_path / "tiny.pt"), "stimuli": [str(tmp_path / "a.npy")], "cells": [0, 1],
+            "analyses": ["attribute"], "out": str(tmp_path / "results"), "steps": 2}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        nr.batch.run(spec, client)
+    viewer = make_napari_viewer()
+    if analyze_dock:
+        _session.session(viewer).set_model(tiny, "tiny test model")
+        _dock(viewer, _widgets.AnalyzeWidget)
+    layers = viewer.open(str(tmp_path / "results"), plugin="napari-retina")
+    plot = _plot.trace_plot(viewer, create=False)
+    assert plot is not None
+    carriers = [lay for lay in layers if _plot.TRACES_KEY in lay.metadata.get(META, {})]
+    assert len(carriers) == 2 and [lay.visible for lay in carriers] == [True, False]   # cell 0 shown, cell 1 hidden
+    visible = carriers[0]
+    assert plot.series[0]["label"] == "model response"
+    np.testing.assert_array_equal(plot.series[0]["values"],
+                                  visible.metadata[META][_plot.TRACES_KEY]["series"][0]["values"])

@@ -66,6 +66,9 @@ def read_batch_layers(path: Paths) -> list[tuple]:
     """Layer-data tuples for a results store: per stimulus, the stimulus and each attribution's maps and traces."""
     from ..batch import lazy_stimulus, load
 
+    from ._plot import follow_current_viewer
+
+    follow_current_viewer()   # the viewer opening the store plots the traces its first maps carry
     store = _store(path)
     results = load(store)
     by_stimulus: dict = {}

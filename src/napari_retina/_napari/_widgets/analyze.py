@@ -25,7 +25,7 @@ from .._session import session
 from .._tasks import Task, notify, one_sentence
 from .._layers import META
 from .._reader import SETTINGS_KEY
-from .._plot import show_stored_traces, trace_plot
+from .._plot import follow_stored_traces, trace_plot
 from ... import viewer as nr_viewer
 from ._common import (
     PARAMETER_HELP,
@@ -128,7 +128,7 @@ class AnalyzeWidget(Container):
         self.layer.changed.connect(lambda *_: self._crop_changed(self.crop.value))
         self.settings_button.changed.connect(lambda *_: self.use_layer_settings())
         # a layer a reader made from a saved analysis or a batch store carries its traces: plot them
-        viewer.layers.events.inserted.connect(lambda event: show_stored_traces(viewer, event.value))
+        follow_stored_traces(viewer)
         self.analysis: Optional[Analysis] = None
         self.added_layers: list = []
         self.task.status.native.setWordWrap(True)  # a long message is read in full here, not cut as in a toast
