@@ -115,3 +115,20 @@ def test_file_open_of_a_batch_store_plots_the_visible_result_s_traces(make_napar
     assert plot.series[0]["label"] == "model response"
     np.testing.assert_array_equal(plot.series[0]["values"],
                                   visible.metadata[META][_plot.TRACES_KEY]["series"][0]["values"])
+
+
+# ------------------------------------------------------- model and docks ---
+
+def test_docks_opened_after_a_script_set_the_model_show_that_model(make_napari_viewer, tiny):
+    viewer = make_napari_viewer()
+    nr.viewer.use_model(viewer, tiny)    # a script hands its model over, then the user opens the docks
+    model_dock = _dock(viewer, _widgets.ModelWidget)
+    analyze = _dock(viewer, _widgets.AnalyzeWidget)
+    experiments = _dock(viewer, _widgets.ExperimentsWidget)
+    assert "set by a script" in model_dock.summary.value and "2 cells" in model_dock.summary.value
+    assert "no model loaded" not in model_dock.summary.value
+    assert analyze.cell.max == 1 and experiments.cell.max == 1
+    torch.manual_seed(1)
+    three = nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=3)).eval()
+    nr.viewer.use_model(viewer, three)
+    assert analyze.cell.max == 2 and experiments.cell.max == 2   # both follow a model change

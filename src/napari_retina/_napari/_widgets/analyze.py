@@ -124,6 +124,8 @@ class AnalyzeWidget(Container):
         self.run_button.changed.connect(lambda *_: self.run())
         self.save_button.changed.connect(lambda *_: self.save(Path(self.save_path.value)))
         self.session.model_changed.connect(self._model_changed)
+        if self.session.has_model():  # set before this dock opened: its cells bound the cell box now
+            self._model_changed(self.session.model)
         self.crop.changed.connect(self._crop_changed)
         self.layer.changed.connect(lambda *_: self._crop_changed(self.crop.value))
         self.settings_button.changed.connect(lambda *_: self.use_layer_settings())

@@ -118,7 +118,13 @@ class ExperimentsWidget(Container):
         self.run_all_button.changed.connect(lambda *_: self.run(list(experiments.names())))
         self.add_button.changed.connect(lambda *_: self.add_layers())
         self.result_choice.changed.connect(self._show_table)
+        self.session.model_changed.connect(self._model_changed)
+        if self.session.has_model():
+            self._model_changed(self.session.model)
         tabify_when_docked(self)
+
+    def _model_changed(self, model) -> None:
+        self.cell.max = model.config.n_cells - 1
 
     def run(self, names: list) -> bool:
         """Run the named experiments in a worker; results fill the table."""
