@@ -132,3 +132,37 @@ def test_docks_opened_after_a_script_set_the_model_show_that_model(make_napari_v
     three = nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=3)).eval()
     nr.viewer.use_model(viewer, three)
     assert analyze.cell.max == 2 and experiments.cell.max == 2   # both follow a model change
+
+
+# ----------------------------------------------------------------- cancel ---
+
+def test_cancel_pressed_after_the_last_progress_report_adds_nothing(viewer, notes, monkeypatch, qtbot):
+    """Cancel pressed once the computation has made its last progress report (its result on the way):
+    the status said 'cancelling', so the result must not be added as if nothing was pressed."""
+    import threading
+
+    from napari_retina._napari._widgets import analyze as analyze_module
+
+    real = analyze_module.run_analysis
+    computed, release = threading.Event(), threading.Event()
+
+    def finishing(*args, **kwargs):
+        result = real(*args, **kwargs)     # every progress report made: nothing checks the cancel any more
+        computed.set()
+        release.wait(30)
+        return result
+
+    monkeypatch.setattr(analyze_module, "run_analysis", finishing)
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value = layer, 2
+    assert w.run()
+    qtbot.waitUntil(computed.is_set, timeout=30000)
+    w.task.cancel_button.native.click()
+    assert "cancelling" in w.task.status.value
+    release.set()
+    w.task.wait()
+    assert [lay.name for lay in viewer.layers] == ["noise"]
+    assert w.analysis is None
+    assert notes and notes[-1][0] == "info" and "cancelled" in notes[-1][1]
+    assert w.task.status.value == "analysis cancelled"
