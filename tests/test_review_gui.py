@@ -166,3 +166,44 @@ def test_cancel_pressed_after_the_last_progress_report_adds_nothing(viewer, note
     assert w.analysis is None
     assert notes and notes[-1][0] == "info" and "cancelled" in notes[-1][1]
     assert w.task.status.value == "analysis cancelled"
+
+
+# ------------------------------------------------------------ crop window ---
+
+def _small(size=16, seed=2):
+    torch.manual_seed(seed)
+    return nr.RetinaCNN(nr.ModelConfig(history=10, size=size, kernels=(5, 5), n_cells=2)).eval()
+
+
+def _rectangle_size(shapes) -> float:
+    corners = np.asarray(shapes.data[0], float)[:, -2:]
+    return float(corners[:, 0].max() - corners[:, 0].min())
+
+
+def test_the_analysed_window_outline_has_the_size_of_the_model_that_ran(viewer, notes, monkeypatch, qtbot):
+    """A model loaded while an analysis runs: the outline shows the window that run analysed."""
+    import threading
+
+    from napari_retina._napari._widgets import analyze as analyze_module
+
+    real = analyze_module.run_analysis
+    computed, release = threading.Event(), threading.Event()
+
+    def slow(*args, **kwargs):
+        result = real(*args, **kwargs)
+        computed.set()
+        release.wait(30)
+        return result
+
+    monkeypatch.setattr(analyze_module, "run_analysis", slow)
+    _, layer = _stimulus(viewer, size=30, name="big")
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value, w.crop.value = layer, 2, "center"
+    assert w.run()
+    qtbot.waitUntil(computed.is_set, timeout=30000)
+    nr.viewer.use_model(viewer, _small(16))      # the user loads another model meanwhile
+    release.set()
+    w.task.wait()
+    assert w.analysis.attribution.crop_origin == (5, 5)
+    outline = viewer.layers["big: analysed window"]
+    np.testing.assert_allclose(outline.data[0], nr._napari._widgets._crop.window_rectangle(5, 5, 20))

@@ -278,7 +278,8 @@ class AnalyzeWidget(Container):
     def _show_result(self, result: Analysis, layer, layers: list) -> None:
         """The analysis is in the viewer: outline its window, keep the stimulus selected, say so."""
         self.added_layers = layers
-        outline = outline_window(self.viewer, layer, result.attribution.crop_origin, self.session.model.config.size)
+        size = np.shape(result.attribution.stimulus)[-1]  # the model that ran (another may be loaded by now)
+        outline = outline_window(self.viewer, layer, result.attribution.crop_origin, size)
         self.added_layers += [outline] if outline is not None else []
         self.viewer.layers.selection.active = layer
         self.analysis = result
