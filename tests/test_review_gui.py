@@ -180,6 +180,24 @@ def _rectangle_size(shapes) -> float:
     return float(corners[:, 0].max() - corners[:, 0].min())
 
 
+def test_the_crop_window_takes_the_size_of_a_model_loaded_after_it_was_drawn(viewer, notes):
+    _, layer = _stimulus(viewer, size=30, name="big")
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value = layer, 2
+    w.crop.value = "window"
+    shapes = viewer.layers["big: crop window (drag me)"]
+    assert _rectangle_size(shapes) == 20
+    nr.viewer.use_model(viewer, _small(16))      # a model with a 16-px field
+    assert _rectangle_size(shapes) == 16         # the rectangle shows what will be analysed
+    assert w.run()
+    w.task.wait()
+    assert notes == []
+    y0, x0 = w.analysis.attribution.crop_origin
+    assert (y0, x0) == (7, 7)                    # centred, as the rectangle was
+    outline = viewer.layers["big: analysed window"]
+    np.testing.assert_allclose(outline.data[0], nr._napari._widgets._crop.window_rectangle(7, 7, 16))
+
+
 def test_the_analysed_window_outline_has_the_size_of_the_model_that_ran(viewer, notes, monkeypatch, qtbot):
     """A model loaded while an analysis runs: the outline shows the window that run analysed."""
     import threading

@@ -35,7 +35,7 @@ from ._common import (
     set_physical_scale,
     tabify_when_docked,
 )
-from ._crop import crop_window, outline_window, window_origin, window_rectangle
+from ._crop import crop_window, find_window, fit_window, outline_window, window_origin, window_rectangle
 
 CROPS = ("none", "center", "window")
 """The crops offered (``nr.attribute(crop=...)``): the whole layer, its centre, or the window the user drags
@@ -138,6 +138,10 @@ class AnalyzeWidget(Container):
 
     def _model_changed(self, model: RetinaCNN) -> None:
         self.cell.max = model.config.n_cells - 1
+        layer = self.layer.value
+        shapes = find_window(self.viewer, layer) if layer is not None and self.crop.value == "window" else None
+        if shapes is not None:  # the rectangle shows the new model's field
+            fit_window(shapes, layer, model.config.size)
 
     def _crop_changed(self, value: str) -> None:
         layer = self.layer.value
