@@ -225,3 +225,47 @@ def test_the_analysed_window_outline_has_the_size_of_the_model_that_ran(viewer, 
     assert w.analysis.attribution.crop_origin == (5, 5)
     outline = viewer.layers["big: analysed window"]
     np.testing.assert_allclose(outline.data[0], nr._napari._widgets._crop.window_rectangle(5, 5, 20))
+
+
+# ------------------------------------------------------------ batch store ---
+
+@pytest.fixture
+def moved_store(tiny, tmp_path):
+    """A results store of two stimuli (a.npy, b.npy) whose first stimulus file was moved away after the run."""
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    nr.save_model(tiny, tmp_path / "tiny.pt")
+    for i, name in enumerate("ab"):
+        np.save(tmp_path / f"{name}.npy", nr.stimuli.white_noise(frames=24, size=20, seed=i))
+    spec = {"model": str(tmp_path / "tiny.pt"), "stimuli": [str(tmp_path / "a.npy"), str(tmp_path / "b.npy")],
+            "cells": [0], "analyses": ["attribute"], "out": str(tmp_path / "results"), "steps": 2}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        nr.batch.run(spec, client)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "a.npy").rename(tmp_path / "elsewhere" / "a.npy")
+    return tmp_path
+
+
+def test_a_store_whose_stimulus_moved_shows_the_rest_visibly_and_says_what_is_missing(make_napari_viewer,
+                                                                                     moved_store, monkeypatch):
+    import napari.utils.notifications as notifications
+
+    warned: list = []
+    monkeypatch.setattr(notifications, "show_warning", warned.append)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(moved_store / "results"), plugin="napari-retina")
+    assert [lay.name for lay in layers][:2] == ["b", "b tiny cell0 A0"]
+    assert layers[0].visible and layers[1].visible       # the first stimulus that could be read is shown
+    assert len(warned) == 1 and "a.npy" in warned[0] and "cannot be read" in warned[0]
+
+
+def test_a_store_whose_stimuli_all_moved_is_one_sentence_naming_them(make_napari_viewer, moved_store):
+    (moved_store / "b.npy").rename(moved_store / "elsewhere" / "b.npy")
+    viewer = make_napari_viewer()
+    with pytest.raises(FileNotFoundError, match=r"a\.npy, b\.npy: moved or deleted"):
+        nr.show(nr.batch.load(moved_store / "results"), viewer)
+    with pytest.raises(Exception, match=r"a\.npy, b\.npy: moved or deleted"):   # File ▸ Open: napari's wrapper
+        viewer.open(str(moved_store / "results"), plugin="napari-retina")
+    assert len(viewer.layers) == 0
