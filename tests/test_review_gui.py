@@ -269,3 +269,19 @@ def test_a_store_whose_stimuli_all_moved_is_one_sentence_naming_them(make_napari
     with pytest.raises(Exception, match=r"a\.npy, b\.npy: moved or deleted"):   # File ▸ Open: napari's wrapper
         viewer.open(str(moved_store / "results"), plugin="napari-retina")
     assert len(viewer.layers) == 0
+
+
+# --------------------------------------------------------------- Stimulus ---
+
+def test_a_stimulus_too_large_for_memory_is_one_notification(viewer, notes, monkeypatch):
+    def out_of_memory(frames=1000, **kwargs):   # what numpy raises for 10 million frames (not allocated here)
+        raise MemoryError(f"Unable to allocate 186. GiB for an array with shape ({frames}, 50, 50) and data "
+                          "type float64")
+
+    monkeypatch.setattr(nr.stimuli, "white_noise", out_of_memory)
+    w = _dock(viewer, _widgets.StimulusWidget)
+    w.generator.value = "white_noise"
+    next(p for p in w.params if p.name == "frames").value = 10**7     # a typo: 10 million frames (> 100 GiB)
+    assert w.generate() is None
+    assert len(notes) == 1 and notes[0][0] == "error" and "Cannot generate white_noise" in notes[0][1]
+    assert "\n" not in notes[0][1] and len(viewer.layers) == 0
