@@ -285,3 +285,24 @@ def test_a_stimulus_too_large_for_memory_is_one_notification(viewer, notes, monk
     assert w.generate() is None
     assert len(notes) == 1 and notes[0][0] == "error" and "Cannot generate white_noise" in notes[0][1]
     assert "\n" not in notes[0][1] and len(viewer.layers) == 0
+
+
+# ------------------------------------------------------- renamed stimulus ---
+
+def test_renaming_the_analysed_layer_takes_its_result_layers_along(viewer, notes):
+    _, layer = _stimulus(viewer, size=26, name="noise")
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value, w.crop.value = layer, 2, "center"
+    assert w.run()
+    w.task.wait()
+    first = [lay for lay in viewer.layers if lay is not layer]
+    layer.name = "cell 3 recording"          # the user renames the stimulus layer (double-click its name)
+    assert [lay.name.split(": ")[0] for lay in first] == ["cell 3 recording"] * len(first)
+    w.cell.value = 1
+    assert w.run()                            # and analyses it again
+    w.task.wait()
+    assert notes == []
+    maps = [lay for lay in viewer.layers if lay.metadata.get(META, {}).get("role") == "map"]
+    assert len(maps) == 8                     # replaced, not a second set drawn additively over the first
+    assert all(lay.name.startswith("cell 3 recording: ") for lay in viewer.layers if lay is not layer)
+    assert len([lay for lay in viewer.layers if lay.name.endswith("analysed window")]) == 1

@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 
 from .._layers import META
+from .._viewer import follow_renames
 
 WINDOW_COLOR = "#ffd700"
 OUTLINE_COLOR = "#00e5ff"
@@ -61,6 +62,7 @@ def crop_window(viewer, layer, size: int):
         kwargs = _shapes_kwargs(layer, f"{layer.name}: crop window (drag me)", "crop_window", WINDOW_COLOR)
         shapes = viewer.add_shapes([window_rectangle(y0, x0, size)], **kwargs)
         shapes.metadata[META]["size"] = size
+        follow_renames(viewer, layer)
     else:
         fit_window(shapes, layer, size)
     shapes.mode = "select"
@@ -120,4 +122,5 @@ def outline_window(viewer, layer, origin: tuple, size: int):
         return None
     kwargs = _shapes_kwargs(layer, f"{layer.name}: analysed window", "analysed_window", OUTLINE_COLOR)
     outline = viewer.add_shapes([window_rectangle(*origin, size)], **kwargs)
+    follow_renames(viewer, layer)
     return outline
