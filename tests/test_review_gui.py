@@ -306,3 +306,22 @@ def test_renaming_the_analysed_layer_takes_its_result_layers_along(viewer, notes
     assert len(maps) == 8                     # replaced, not a second set drawn additively over the first
     assert all(lay.name.startswith("cell 3 recording: ") for lay in viewer.layers if lay is not layer)
     assert len([lay for lay in viewer.layers if lay.name.endswith("analysed window")]) == 1
+
+
+# ------------------------------------------------- settings of a layer ---
+
+def test_settings_of_an_analysis_of_a_cell_the_current_model_lacks_apply_the_rest_and_say_so(viewer, notes,
+                                                                                            tmp_path):
+    torch.manual_seed(0)
+    six_cells = nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=6)).eval()
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=3)
+    nr.analysis.run_analysis(six_cells, stim, cell=5, steps=3, invariance="none", explain=0.7).save(
+        tmp_path / "saved.h5")
+    w = _dock(viewer, _widgets.AnalyzeWidget)            # the current model has 2 cells
+    layers = viewer.open(str(tmp_path / "saved.h5"), plugin="napari-retina")
+    w.layer.value = layers[0]
+    w.settings_button.native.click()                     # no traceback (it raised 'value 5 is outside ...')
+    assert (w.steps.value, w.invariance.value, w.explain.value) == (3, "none", 0.7)
+    assert w.cell.value == 0
+    assert len(notes) == 1 and notes[0][0] == "warning"
+    assert "cell 5" in notes[0][1] and "0–1" in notes[0][1] and "\n" not in notes[0][1]

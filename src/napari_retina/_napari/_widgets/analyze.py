@@ -168,18 +168,30 @@ class AnalyzeWidget(Container):
                 "crop": self.crop.value, "normalize": "zscore" if self.normalize.value else False,
                 "reduce": bool(self.do_reduce.value), "explain": float(self.explain.value)}
 
-    def set_parameters(self, params: dict) -> None:
+    def set_parameters(self, params: dict) -> list[str]:
         """Show the settings ``params`` (an ``Analysis.parameters`` dict) in the widget.
 
         A crop corner (y0, x0) places the crop window there (crop 'window').
+        A number outside its box's range (a cell the current model does not
+        have) is left as it was; returns those, described for the user.
         """
+        skipped: list[str] = []
+
+        def put(widget, value) -> None:
+            if widget.min <= value <= widget.max:
+                widget.value = value
+            elif widget is self.cell:
+                skipped.append(f"cell {value}, which the current model does not have (cells 0–{widget.max})")
+            else:
+                skipped.append(f"{widget.name} {value:g}, outside {widget.min:g}–{widget.max:g}")
+
         if "cell" in params:
-            self.cell.value = int(params["cell"])
+            put(self.cell, int(params["cell"]))
         if params.get("tol") is not None:       # refined by tol: steps then records the most any frame used
-            self.tol.value = float(params["tol"])
+            put(self.tol, float(params["tol"]))
             self.steps.value = 0
         elif params.get("steps") is not None:
-            self.steps.value = int(params["steps"])
+            put(self.steps, int(params["steps"]))
         if params.get("invariance") in self.invariance.choices:
             self.invariance.value = params["invariance"]
         if "normalize" in params:
@@ -187,7 +199,7 @@ class AnalyzeWidget(Container):
         if "reduce" in params:
             self.do_reduce.value = bool(params["reduce"])
         if "explain" in params:
-            self.explain.value = float(params["explain"])
+            put(self.explain, float(params["explain"]))
         crop = params.get("crop", "none")
         if isinstance(crop, (list, tuple, np.ndarray)) and len(crop) == 2:
             layer = self.layer.value
@@ -197,6 +209,7 @@ class AnalyzeWidget(Container):
                 shapes.data = [window_rectangle(int(crop[0]), int(crop[1]), self.session.model.config.size)]
         elif crop in CROPS:
             self.crop.value = crop
+        return skipped
 
     def use_layer_settings(self) -> bool:
         """Apply the settings of the analysis the chosen layer came from (a reopened .h5); whether it had any."""
@@ -205,8 +218,12 @@ class AnalyzeWidget(Container):
         if not params:
             notify("warning", "The chosen layer has no analysis settings; open a saved analysis (.h5) first.")
             return False
-        self.set_parameters(params)
+        skipped = self.set_parameters(params)
         self.task.status.value = f"settings of the analysis of '{layer.name}' applied"
+        if skipped:
+            self.task.status.value += f" except {'; '.join(skipped)}"
+            notify("warning", f"The settings of the analysis of '{layer.name}' were applied except "
+                              f"{'; '.join(skipped)}.")
         return True
 
     def _ensure_units(self, layer) -> None:
