@@ -325,3 +325,24 @@ def test_settings_of_an_analysis_of_a_cell_the_current_model_lacks_apply_the_res
     assert w.cell.value == 0
     assert len(notes) == 1 and notes[0][0] == "warning"
     assert "cell 5" in notes[0][1] and "0–1" in notes[0][1] and "\n" not in notes[0][1]
+
+
+# ------------------------------------------------------------------- demo ---
+
+def test_the_demo_s_docks_hold_the_model_its_analysis_was_made_with(make_napari_viewer, tmp_path, monkeypatch):
+    from napari_retina._napari import demo
+
+    seen: dict = {}
+    real = demo.screenshot
+
+    def spy(viewer, path, **kwargs):   # the viewer as the user finds it (headless: just before it closes)
+        seen["session"] = _session.session(viewer)
+        seen["summaries"] = [w.summary.value for w in viewer.window.dock_widgets.values()
+                             if isinstance(w, _widgets.ModelWidget)]
+        return real(viewer, path, **kwargs)
+
+    monkeypatch.setattr(demo, "screenshot", spy)
+    demo.run_demo(headless=True, out_dir=tmp_path, widgets=("Model", "Analyze"))
+    assert seen["session"].has_model()       # Analyze pressed again runs the model shown, not a second load
+    (text,) = seen["summaries"]
+    assert "no model loaded" not in text and "shipped default" in text and "cells" in text
