@@ -346,3 +346,16 @@ def test_the_demo_s_docks_hold_the_model_its_analysis_was_made_with(make_napari_
     assert seen["session"].has_model()       # Analyze pressed again runs the model shown, not a second load
     (text,) = seen["summaries"]
     assert "no model loaded" not in text and "shipped default" in text and "cells" in text
+
+
+# ------------------------------------------------------------ experiments ---
+
+def test_the_experiments_overview_says_which_cell_each_result_is_of():
+    from types import SimpleNamespace
+
+    from napari_retina._napari._widgets.experiments import overview_text
+
+    results = {"osr": SimpleNamespace(readout={"present": True, "explained_variance": 0.9}, cells=[1]),
+               "reversal": SimpleNamespace(readout={"present": False}, cells=[0, 2])}
+    lines = overview_text(results).split("<br>")
+    assert lines[0].startswith("<b>osr</b> (cell 1): ") and lines[1].startswith("<b>reversal</b> (cells 0, 2): ")
