@@ -562,5 +562,6 @@ def follow_current_viewer() -> None:
         follow_stored_traces(viewer)
 
 
-__all__ = ["TRACES_KEY", "follow_stored_traces", "TracePlot", "decimate", "plot_title", "show_stored_traces", "show_traces", "traces_steps",
+__all__ = ["TRACES_KEY", "follow_stored_traces", "TracePlot", "decimate", "plot_title", "show_stored_traces",
+           "show_traces", "traces_steps",
            "stored_traces", "time_unit", "trace_plot"]
