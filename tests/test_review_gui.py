@@ -359,3 +359,30 @@ def test_the_experiments_overview_says_which_cell_each_result_is_of():
                "reversal": SimpleNamespace(readout={"present": False}, cells=[0, 2])}
     lines = overview_text(results).split("<br>")
     assert lines[0].startswith("<b>osr</b> (cell 1): ") and lines[1].startswith("<b>reversal</b> (cells 0, 2): ")
+
+
+def test_a_stimulus_deleted_during_the_run_leaves_a_status_that_says_so(viewer, notes, monkeypatch, qtbot):
+    import threading
+
+    from napari_retina._napari._widgets import analyze as analyze_module
+
+    real = analyze_module.run_analysis
+    computed, release = threading.Event(), threading.Event()
+
+    def slow(*args, **kwargs):
+        result = real(*args, **kwargs)
+        computed.set()
+        release.wait(30)
+        return result
+
+    monkeypatch.setattr(analyze_module, "run_analysis", slow)
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value = layer, 2
+    assert w.run()
+    qtbot.waitUntil(computed.is_set, timeout=30000)
+    viewer.layers.remove(layer)
+    release.set()
+    w.task.wait()
+    assert notes[-1][0] == "warning" and "deleted" in notes[-1][1]
+    assert "deleted" in w.task.status.value and "%" not in w.task.status.value   # not the last progress line

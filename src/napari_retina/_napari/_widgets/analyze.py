@@ -278,6 +278,7 @@ class AnalyzeWidget(Container):
         freezes for the whole build and a second run waits for this one.
         """
         if layer not in self.viewer.layers:
+            self.task.status.value = f"stimulus layer '{layer.name}' deleted during the analysis; nothing added"
             notify("warning", f"The stimulus layer '{layer.name}' was deleted during the analysis; "
                               "no layers were added.")
             return
