@@ -386,3 +386,25 @@ def test_a_stimulus_deleted_during_the_run_leaves_a_status_that_says_so(viewer, 
     w.task.wait()
     assert notes[-1][0] == "warning" and "deleted" in notes[-1][1]
     assert "deleted" in w.task.status.value and "%" not in w.task.status.value   # not the last progress line
+
+
+# -------------------------------------------------------------- scripting ---
+
+def test_showing_an_analysis_over_a_layer_without_physical_units_puts_the_traces_in_ms(viewer, analysed):
+    """A script shows an analysis over a stack napari's own reader opened (scale 1 per frame, 'pixel' units):
+    the trace plot's axis says ms, so its times must be ms, in step with the slider and the maps."""
+    attr, red = analysed
+    layer = viewer.add_image(attr.stimulus, name="raw")          # napari's defaults: scale 1, units 'pixel'
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nr.show(attr, viewer, reduction=red, stimulus_layer=layer)
+    plot = nr.viewer.traces(viewer)
+    np.testing.assert_allclose(plot.times_ms[:3], [0, nr.FRAME_MS, 2 * nr.FRAME_MS])   # it counted frames
+    assert any(issubclass(w.category, UserWarning) and "no physical scale" in str(w.message) for w in caught)
+    np.testing.assert_allclose(layer.scale, (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM))
+    np.testing.assert_allclose(viewer.layers["raw: " + red.label(0)].scale, layer.scale)
+    nr.viewer.set_time(viewer, 70)
+    np.testing.assert_allclose(plot.rows[0].cursor.pos, 70)
+    assert viewer.dims.current_step[0] == 7
