@@ -428,6 +428,10 @@ def test_experiments_widget_runs_shows_readouts_and_adds_layers(viewer, tiny, no
 
 def test_experiments_widget_bad_cell_notifies(viewer, notes):
     w = _dock(viewer, _widgets.ExperimentsWidget)
+    assert w.cell.max == 1  # the box offers the model's cells only (2 cells)
+    with pytest.raises(ValueError):
+        w.cell.value = 5
+    w.cell.max = 999  # were it not bounded, the run itself refuses a cell the model does not have
     w.cell.value = 5
     assert not w.run(["osr"])
     assert notes[-1][0] == "error" and "Cell 5" in notes[-1][1]

@@ -102,7 +102,9 @@ def show(result, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str
         With a ``Reduction``: the attribution it reduces.
     stimulus_layer : napari Image layer, optional
         Show an analysis over this existing layer (the Analyze widget's way):
-        the maps take its scale and translate and its name as prefix.
+        the maps take its scale and translate and its name as prefix. A layer
+        without physical units (napari's own reader: 1 per pixel) is given
+        the stimulus scale first (10 ms, 55 µm, 55 µm), with a UserWarning.
     maps : array-like (T, C, h, w), optional
         Replaces ``attribution.maps`` (an ``Analysis`` brings its own).
     limit : float, optional
@@ -141,6 +143,8 @@ def show(result, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str
         raise ValueError("show(..., staged=True) adds an analysis over an existing stimulus_layer; "
                          f"got a {kind} result with stimulus_layer={stimulus_layer!r}")
     viewer = _viewer(viewer)
+    if stimulus_layer is not None:
+        _ensure_physical_scale(stimulus_layer)
     if kind == "file":
         return _show_file(viewer, Path(result), replace)
     if kind == "reduction":
@@ -161,6 +165,25 @@ def show(result, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str
     if kind == "batch":
         return _show_batch(viewer, result, replace)
     return _show_stimulus(viewer, result, name or "stimulus", replace, beside)
+
+
+def _ensure_physical_scale(layer) -> None:
+    """Give a ``stimulus_layer`` without physical units (napari's own reader: 1 per pixel) the stimulus scale.
+
+    Its maps take its scale and the trace plot its time axis, drawn in ms:
+    at 1 per frame the axis said ms and counted frames. The Analyze widget
+    does the same (with a notification); a script gets a UserWarning.
+    """
+    import warnings
+
+    from ._napari._widgets._common import has_physical_scale, set_physical_scale
+
+    if has_physical_scale(layer) or getattr(layer, "ndim", 3) != 3:
+        return
+    set_physical_scale(layer)
+    warnings.warn(f"layer {layer.name!r} had no physical scale (napari's default, 1 per pixel); it now has 10 ms "
+                  "per frame and 55 µm per pixel, so the maps and the traces' time axis (ms) line up with it",
+                  UserWarning, stacklevel=3)
 
 
 def _kind(result) -> str:

@@ -6,7 +6,8 @@ result's traces (the plugin's trace plot dock shows them when the layer is added
 stimulus and the maps are dask arrays over the files and the Zarr chunks:
 nothing is read until a frame is viewed (the traces, (T, C), are read).
 Only the first stimulus and its first result are visible; the others are hidden (they
-share the stimulus's place in the world).
+share the stimulus's place in the world). A stimulus file moved or deleted since the run is
+left out with a warning naming it; when none can be read, one FileNotFoundError says so.
 """
 
 from __future__ import annotations
@@ -66,26 +67,46 @@ def read_batch_layers(path: Paths) -> list[tuple]:
     """Layer-data tuples for a results store: per stimulus, the stimulus and each attribution's maps and traces."""
     from ..batch import lazy_stimulus, load
 
+    from ._plot import follow_current_viewer
+
+    follow_current_viewer()   # the viewer opening the store plots the traces its first maps carry
     store = _store(path)
     results = load(store)
     by_stimulus: dict = {}
     for key, res in sorted(results.items()):
         if res.attrs.get("stimulus"):
             by_stimulus.setdefault(res.attrs["stimulus"], []).append(res)
-    out = []
-    for n, (stim_path, group) in enumerate(by_stimulus.items()):
+    out, shown, unreadable = [], 0, []
+    for stim_path, group in by_stimulus.items():
         stem = Path(stim_path).stem
         try:
             stim = lazy_stimulus(stim_path)
-        except (ValueError, TypeError, FileNotFoundError):
-            continue  # the stimulus moved or broke since the run: its results stay readable by nr.batch.load
+        except (ValueError, TypeError, FileNotFoundError, OSError):
+            unreadable.append(Path(stim_path).name)   # moved or deleted since the run: said below
+            continue
         kwargs = stimulus_layer_kwargs(stim, name=stem, metadata={"source": stim_path})
-        out.append((stim, {**kwargs, "visible": n == 0}, "image"))
-        first = n == 0
+        first = shown == 0   # the first stimulus shown (not the first listed, which may be unreadable) is visible
+        out.append((stim, {**kwargs, "visible": first}, "image"))
+        shown += 1
         for res in group:
             if res.attrs["kind"] != "attribute":
                 continue
             model = Path(res.attrs["model"]).stem
             out += _attribute_layers(res, tuple(stim.shape), f"{stem} {model} cell{res.attrs['cell']} ", first)
             first = False
+    if unreadable:
+        _report_unreadable(store, unreadable, any_shown=shown > 0)
     return out
+
+
+def _report_unreadable(store: Path, names: list, any_shown: bool) -> None:
+    """Say which stimulus files of ``store`` could not be read: a warning, or a FileNotFoundError when none could."""
+    listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    if not any_shown:
+        raise FileNotFoundError(f"none of the stimulus files the results store '{store}' was computed on can be "
+                                f"read any more ({listed}: moved or deleted since the run), and its layers are "
+                                "drawn over them; nr.batch.load still reads its results")
+    from napari.utils.notifications import show_warning
+
+    show_warning(f"{len(names)} stimulus file(s) of the results store '{store.name}' cannot be read any more "
+                 f"({listed}: moved or deleted since the run); their results are not shown")

@@ -461,12 +461,19 @@ class TracePlot(QWidget):
 
 
 def trace_plot(viewer, create: bool = True) -> Optional[TracePlot]:
-    """The viewer's trace plot dock widget, created (docked at the bottom) on first use when ``create``."""
+    """The viewer's trace plot dock widget, created (docked at the bottom) on first use when ``create``.
+
+    With ``create``, a plot whose dock the user closed (napari then unparents
+    the widget, it is not deleted) is docked again: new traces are never
+    drawn into a widget nobody sees.
+    """
     plot = _PLOTS.get(viewer)
     if plot is None and create:
         plot = TracePlot(viewer)
         viewer.window.add_dock_widget(plot, name=DOCK_NAME, area="bottom")
         _PLOTS[viewer] = plot
+    elif plot is not None and create and plot.parentWidget() is None:  # its dock was closed
+        viewer.window.add_dock_widget(plot, name=DOCK_NAME, area="bottom")
     return plot
 
 
@@ -524,5 +531,37 @@ def show_stored_traces(viewer, layer) -> bool:
     return True
 
 
-__all__ = ["TRACES_KEY", "TracePlot", "decimate", "plot_title", "show_stored_traces", "show_traces", "traces_steps",
+_FOLLOWED: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def follow_stored_traces(viewer) -> None:
+    """From now on, plot the traces of each visible layer added to ``viewer`` that carries some (once per viewer).
+
+    A reader's layers (a saved analysis, a batch store) carry their traces
+    (:data:`TRACES_KEY`) but a reader has no viewer to plot them in: the
+    readers call this for the viewer that opens the file (the Analyze widget
+    too), so File ▸ Open shows the traces whether or not a plugin dock is open.
+    """
+    if viewer in _FOLLOWED:
+        return
+    _FOLLOWED.add(viewer)
+
+    def added(event) -> None:
+        if getattr(event.value, "visible", False):
+            show_stored_traces(viewer, event.value)
+
+    viewer.layers.events.inserted.connect(added)
+
+
+def follow_current_viewer() -> None:
+    """:func:`follow_stored_traces` for napari's current viewer (the one a reader is opening a file in), if any."""
+    import napari
+
+    viewer = napari.current_viewer()
+    if viewer is not None:
+        follow_stored_traces(viewer)
+
+
+__all__ = ["TRACES_KEY", "follow_stored_traces", "TracePlot", "decimate", "plot_title", "show_stored_traces",
+           "show_traces", "traces_steps",
            "stored_traces", "time_unit", "trace_plot"]

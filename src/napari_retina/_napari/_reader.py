@@ -172,7 +172,9 @@ def read_analysis_layers(path: Path) -> list[tuple]:
                                         "completeness_error": attr.completeness_error,
                                         "explained_variance": None if red is None else red.explained_variance,
                                         "stimulus_layer": params.get("stimulus_layer", "")}}
-    from ._plot import TRACES_KEY, stored_traces   # vispy: only when a saved analysis is opened
+    from ._plot import TRACES_KEY, follow_current_viewer, stored_traces   # vispy: only when a saved analysis is opened
+
+    follow_current_viewer()   # the viewer opening it plots the traces its stimulus layer carries
 
     kwargs = stimulus_layer_kwargs(attr.stimulus, name=name)
     kwargs["metadata"][META].update(meta.pop(META))

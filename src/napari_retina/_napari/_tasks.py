@@ -177,7 +177,8 @@ class Task:
         """Run ``job(task)`` in a worker thread and pass its result to ``on_result`` (GUI thread).
 
         Refuses (warning) while another run of this task is going. Errors end up
-        as one notification; a cancelled run only says so. Returns whether it started.
+        as one notification; a cancelled run only says so, and a result that
+        arrives after Cancel was pressed is dropped. Returns whether it started.
         """
         if self.closed:
             return False
@@ -208,6 +209,9 @@ class Task:
             return
         if isinstance(result, _Failure):
             self._failed(result.exc)
+            return
+        if self.token is not None and self.token.cancelled:  # Cancel pressed after the last progress report
+            self._failed(Cancelled(f"the {self.what} was cancelled as it finished"))
             return
         try:
             on_result(result)

@@ -18,6 +18,7 @@ scripts and the widgets call; scripts should not need this module::
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Callable, Iterator, Optional
 
 import numpy as np
@@ -31,6 +32,46 @@ STEP_DELAY_MS = 1
 """Timer delay between two steps of a :class:`StagedAdd`. Not 0: a zero-delay single shot is a posted
 event, handled before Qt's low-priority repaint requests, so steps would run back to back unpainted;
 a timer fires after the posted events (repaints included) of its event-loop pass."""
+
+
+_FOLLOWED: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def follow_renames(viewer, stimulus_layer) -> None:
+    """Rename ``stimulus_layer``'s result layers along with it (once per layer).
+
+    A stimulus layer's maps are found by their name prefix ``"<name>: "``
+    and its crop window and outline by ``metadata["for"] == name``: renamed
+    without them, its next analysis would add a second set of maps drawn
+    additively over the first. On a rename, the layers of the old name take
+    the new one (and their metadata follows).
+    """
+    if stimulus_layer in _FOLLOWED:
+        return
+    _FOLLOWED.add(stimulus_layer)
+    state = {"name": stimulus_layer.name}
+    viewer_ref = weakref.ref(viewer)
+
+    def renamed(event=None) -> None:
+        before, after = state["name"], stimulus_layer.name
+        state["name"] = after
+        viewer = viewer_ref()
+        if viewer is None or before == after or stimulus_layer not in viewer.layers:
+            return
+        old = f"{before}: "
+        for layer in list(viewer.layers):
+            meta = layer.metadata.get(META, {}) if isinstance(layer.metadata, dict) else {}
+            is_map = meta.get("role") == "map" and meta.get("prefix") == old
+            if not (is_map or meta.get("for") == before):
+                continue
+            if is_map:
+                meta["prefix"] = f"{after}: "
+            if meta.get("for") == before:
+                meta["for"] = after
+            if layer.name.startswith(old):
+                layer.name = f"{after}: {layer.name[len(old):]}"
+
+    stimulus_layer.events.name.connect(renamed)
 
 
 def remove_analysis_layers(viewer, prefix: str) -> None:
@@ -181,6 +222,7 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
             yield
         if prefix is None:
             prefix = f"{stimulus_layer.name}: "
+            follow_renames(viewer, stimulus_layer)
         geo = analysed_geometry(layer_geometry(stimulus_layer), attribution)
         data = analysis_layer_data(attribution, reduction, geo, maps=maps, limit=limit, prefix=prefix)
         for _, kwargs, _ in data:

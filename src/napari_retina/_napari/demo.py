@@ -63,9 +63,13 @@ def run_demo(headless: bool = False, out_dir: Optional[Path] = None, *, model=No
     _require_qt()
     import napari
 
+    from ._session import session
+
     t_start = time.perf_counter()
     analysis, events, t_analysis = _analyse(model, cell)
     viewer = napari.Viewer(show=not headless, title="napari-retina demo: omitted-stimulus response")
+    # the docks run (and the Model dock shows) the model the analysis was made with: no second load
+    session(viewer).set_model(analysis.attribution.model, analysis.model_source)
     stim_layer = _show_analysis(viewer, analysis, events)
     docked = _dock_widgets(viewer, widgets, stim_layer, analysis)
     peak = _go_to_peak(viewer, analysis.attribution.response, events["omitted"])

@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 
 from .._layers import META
+from .._viewer import follow_renames
 
 WINDOW_COLOR = "#ffd700"
 OUTLINE_COLOR = "#00e5ff"
@@ -61,9 +62,32 @@ def crop_window(viewer, layer, size: int):
         kwargs = _shapes_kwargs(layer, f"{layer.name}: crop window (drag me)", "crop_window", WINDOW_COLOR)
         shapes = viewer.add_shapes([window_rectangle(y0, x0, size)], **kwargs)
         shapes.metadata[META]["size"] = size
+        follow_renames(viewer, layer)
+    else:
+        fit_window(shapes, layer, size)
     shapes.mode = "select"
     viewer.layers.selection.active = shapes
     return shapes
+
+
+def find_window(viewer, layer):
+    """The crop-window Shapes layer of stimulus ``layer``, or None when it has none."""
+    return _find(viewer, "crop_window", layer)
+
+
+def fit_window(shapes, layer, size: int) -> None:
+    """Redraw the crop rectangle as a ``size``-pixel window around where it is, if it was drawn for another size.
+
+    A model with another field size loaded after the window was drawn: the
+    rectangle then shows the window that model will analyse. A layer smaller
+    than ``size`` is left alone (the analysis refuses it in one sentence).
+    """
+    meta = shapes.metadata.setdefault(META, {})
+    if meta.get("size") == size or min(layer.data.shape[-2:]) < size:
+        return
+    y0, x0 = window_origin(shapes, layer, size) if len(shapes.data) else centre_origin(layer.data.shape, size)
+    shapes.data = [window_rectangle(y0, x0, size)]
+    meta["size"] = size
 
 
 def window_origin(shapes, layer, size: int) -> tuple[int, int]:
@@ -98,4 +122,5 @@ def outline_window(viewer, layer, origin: tuple, size: int):
         return None
     kwargs = _shapes_kwargs(layer, f"{layer.name}: analysed window", "analysed_window", OUTLINE_COLOR)
     outline = viewer.add_shapes([window_rectangle(*origin, size)], **kwargs)
+    follow_renames(viewer, layer)
     return outline

@@ -25,7 +25,7 @@ from .._session import session
 from .._tasks import Task, notify, one_sentence
 from .._layers import META
 from .._reader import SETTINGS_KEY
-from .._plot import show_stored_traces, trace_plot
+from .._plot import follow_stored_traces, trace_plot
 from ... import viewer as nr_viewer
 from ._common import (
     PARAMETER_HELP,
@@ -35,7 +35,7 @@ from ._common import (
     set_physical_scale,
     tabify_when_docked,
 )
-from ._crop import crop_window, outline_window, window_origin, window_rectangle
+from ._crop import crop_window, find_window, fit_window, outline_window, window_origin, window_rectangle
 
 CROPS = ("none", "center", "window")
 """The crops offered (``nr.attribute(crop=...)``): the whole layer, its centre, or the window the user drags
@@ -124,11 +124,13 @@ class AnalyzeWidget(Container):
         self.run_button.changed.connect(lambda *_: self.run())
         self.save_button.changed.connect(lambda *_: self.save(Path(self.save_path.value)))
         self.session.model_changed.connect(self._model_changed)
+        if self.session.has_model():  # set before this dock opened: its cells bound the cell box now
+            self._model_changed(self.session.model)
         self.crop.changed.connect(self._crop_changed)
         self.layer.changed.connect(lambda *_: self._crop_changed(self.crop.value))
         self.settings_button.changed.connect(lambda *_: self.use_layer_settings())
         # a layer a reader made from a saved analysis or a batch store carries its traces: plot them
-        viewer.layers.events.inserted.connect(lambda event: show_stored_traces(viewer, event.value))
+        follow_stored_traces(viewer)
         self.analysis: Optional[Analysis] = None
         self.added_layers: list = []
         self.task.status.native.setWordWrap(True)  # a long message is read in full here, not cut as in a toast
@@ -136,6 +138,10 @@ class AnalyzeWidget(Container):
 
     def _model_changed(self, model: RetinaCNN) -> None:
         self.cell.max = model.config.n_cells - 1
+        layer = self.layer.value
+        shapes = find_window(self.viewer, layer) if layer is not None and self.crop.value == "window" else None
+        if shapes is not None:  # the rectangle shows the new model's field
+            fit_window(shapes, layer, model.config.size)
 
     def _crop_changed(self, value: str) -> None:
         layer = self.layer.value
@@ -162,18 +168,30 @@ class AnalyzeWidget(Container):
                 "crop": self.crop.value, "normalize": "zscore" if self.normalize.value else False,
                 "reduce": bool(self.do_reduce.value), "explain": float(self.explain.value)}
 
-    def set_parameters(self, params: dict) -> None:
+    def set_parameters(self, params: dict) -> list[str]:
         """Show the settings ``params`` (an ``Analysis.parameters`` dict) in the widget.
 
         A crop corner (y0, x0) places the crop window there (crop 'window').
+        A number outside its box's range (a cell the current model does not
+        have) is left as it was; returns those, described for the user.
         """
+        skipped: list[str] = []
+
+        def put(widget, value) -> None:
+            if widget.min <= value <= widget.max:
+                widget.value = value
+            elif widget is self.cell:
+                skipped.append(f"cell {value}, which the current model does not have (cells 0–{widget.max})")
+            else:
+                skipped.append(f"{widget.name} {value:g}, outside {widget.min:g}–{widget.max:g}")
+
         if "cell" in params:
-            self.cell.value = int(params["cell"])
+            put(self.cell, int(params["cell"]))
         if params.get("tol") is not None:       # refined by tol: steps then records the most any frame used
-            self.tol.value = float(params["tol"])
+            put(self.tol, float(params["tol"]))
             self.steps.value = 0
         elif params.get("steps") is not None:
-            self.steps.value = int(params["steps"])
+            put(self.steps, int(params["steps"]))
         if params.get("invariance") in self.invariance.choices:
             self.invariance.value = params["invariance"]
         if "normalize" in params:
@@ -181,7 +199,7 @@ class AnalyzeWidget(Container):
         if "reduce" in params:
             self.do_reduce.value = bool(params["reduce"])
         if "explain" in params:
-            self.explain.value = float(params["explain"])
+            put(self.explain, float(params["explain"]))
         crop = params.get("crop", "none")
         if isinstance(crop, (list, tuple, np.ndarray)) and len(crop) == 2:
             layer = self.layer.value
@@ -191,6 +209,7 @@ class AnalyzeWidget(Container):
                 shapes.data = [window_rectangle(int(crop[0]), int(crop[1]), self.session.model.config.size)]
         elif crop in CROPS:
             self.crop.value = crop
+        return skipped
 
     def use_layer_settings(self) -> bool:
         """Apply the settings of the analysis the chosen layer came from (a reopened .h5); whether it had any."""
@@ -199,8 +218,12 @@ class AnalyzeWidget(Container):
         if not params:
             notify("warning", "The chosen layer has no analysis settings; open a saved analysis (.h5) first.")
             return False
-        self.set_parameters(params)
+        skipped = self.set_parameters(params)
         self.task.status.value = f"settings of the analysis of '{layer.name}' applied"
+        if skipped:
+            self.task.status.value += f" except {'; '.join(skipped)}"
+            notify("warning", f"The settings of the analysis of '{layer.name}' were applied except "
+                              f"{'; '.join(skipped)}.")
         return True
 
     def _ensure_units(self, layer) -> None:
@@ -255,6 +278,7 @@ class AnalyzeWidget(Container):
         freezes for the whole build and a second run waits for this one.
         """
         if layer not in self.viewer.layers:
+            self.task.status.value = f"stimulus layer '{layer.name}' deleted during the analysis; nothing added"
             notify("warning", f"The stimulus layer '{layer.name}' was deleted during the analysis; "
                               "no layers were added.")
             return
@@ -276,7 +300,8 @@ class AnalyzeWidget(Container):
     def _show_result(self, result: Analysis, layer, layers: list) -> None:
         """The analysis is in the viewer: outline its window, keep the stimulus selected, say so."""
         self.added_layers = layers
-        outline = outline_window(self.viewer, layer, result.attribution.crop_origin, self.session.model.config.size)
+        size = np.shape(result.attribution.stimulus)[-1]  # the model that ran (another may be loaded by now)
+        outline = outline_window(self.viewer, layer, result.attribution.crop_origin, size)
         self.added_layers += [outline] if outline is not None else []
         self.viewer.layers.selection.active = layer
         self.analysis = result

@@ -1,9 +1,11 @@
 """The Experiments dock widget: run the in-silico experiments, show their readouts, add a result's layers.
 
-Every result run in this viewer stays listed (the list is rebuilt from
-``results``, so napari refreshing its choices on layer changes keeps it);
-the table shows the chosen experiment's readout, one row per key; each
-result's layers are placed below the layers already shown, never on top.
+The last run of each experiment in this viewer stays listed (the list is
+rebuilt from ``results``, so napari refreshing its choices on layer changes
+keeps it; a run of the same experiment on another cell replaces it, and the
+overview says which cell each result is of); the table shows the chosen
+experiment's readout, one row per key; each result's layers are placed below
+the layers already shown, never on top.
 """
 
 from __future__ import annotations
@@ -52,12 +54,20 @@ def terms_text(result) -> str:
     return ("what the readouts mean: " + " · ".join(term_link(k) for k in keys)) if keys else ""
 
 
+def _cells(result) -> str:
+    """``"cell 1"`` (``"cells 0, 2"``): the cell(s) a result analysed, or "" when it does not say."""
+    cells = list(getattr(result, "cells", None) or [])
+    return f"cell{'s' if len(cells) > 1 else ''} {', '.join(str(c) for c in cells)}" if cells else ""
+
+
 def overview_text(results: dict) -> str:
-    """One line per experiment run: present or not, and its reduced circuit's explained variance (rich text)."""
+    """One line per experiment run: its cell, present or not, and its reduced circuit's explained variance
+    (rich text)."""
     lines = []
     for name, res in results.items():
         ro = res.readout
-        line = f"<b>{name}</b>: {term_link('present')} {_cell(bool(ro.get('present')))}"
+        cells = f" ({_cells(res)})" if _cells(res) else ""
+        line = f"<b>{name}</b>{cells}: {term_link('present')} {_cell(bool(ro.get('present')))}"
         if "explained_variance" in ro:
             line += f", {term_link('explained variance', 'EV')} {_cell(ro['explained_variance'])}"
         lines.append(line)
@@ -118,7 +128,13 @@ class ExperimentsWidget(Container):
         self.run_all_button.changed.connect(lambda *_: self.run(list(experiments.names())))
         self.add_button.changed.connect(lambda *_: self.add_layers())
         self.result_choice.changed.connect(self._show_table)
+        self.session.model_changed.connect(self._model_changed)
+        if self.session.has_model():
+            self._model_changed(self.session.model)
         tabify_when_docked(self)
+
+    def _model_changed(self, model) -> None:
+        self.cell.max = model.config.n_cells - 1
 
     def run(self, names: list) -> bool:
         """Run the named experiments in a worker; results fill the table."""

@@ -120,6 +120,8 @@ class ModelWidget(Container):
         self.train_button.changed.connect(lambda *_: self.train())
         self.show_details.changed.connect(lambda value: setattr(self.details, "visible", bool(value)))
         self.session.model_changed.connect(self._show)
+        if self.session.has_model():  # set before this dock opened (a script's use_model, another dock's load)
+            self._show(self.session.model)
         self._device_ok = "auto"
         tabify_when_docked(self)
 

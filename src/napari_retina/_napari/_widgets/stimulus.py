@@ -76,7 +76,7 @@ class StimulusWidget(Container):
         name = self.name.value.strip() or gen.replace("_", " ")
         try:
             data, kwargs, _ = generate(gen, name, **self.parameters())
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, MemoryError) as exc:  # MemoryError: frames or size far too large
             notify("error", f"Cannot generate {gen}: {one_sentence(exc)}")
             return None
         return self.viewer.add_image(data, **kwargs)

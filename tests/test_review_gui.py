@@ -1,0 +1,410 @@
+"""Defects found by the review of the napari layer: each test failed before its fix.
+
+Headless (Xvfb via pytest-xvfb); notifications are captured by the ``notes``
+fixture (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import napari_retina as nr
+
+pytest.importorskip("napari")
+
+from napari_retina._napari import _layers, _plot, _session, _widgets  # noqa: E402
+from napari_retina._napari._layers import stimulus_layer_kwargs  # noqa: E402
+
+META = _layers.META
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
+
+
+@pytest.fixture(scope="module")
+def analysed(tiny):
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    attr = nr.attribute(tiny, stim, steps=2, invariance="none")
+    return attr, nr.reduce(attr)
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, tiny):
+    v = make_napari_viewer()
+    _session.session(v).set_model(tiny, "tiny test model")
+    return v
+
+
+def _dock(viewer, cls):
+    widget = cls(viewer)
+    viewer.window.add_dock_widget(widget, name=cls.__name__)
+    return widget
+
+
+def _stimulus(viewer, frames=30, size=20, name="noise", seed=1):
+    stim = nr.stimuli.white_noise(frames=frames, size=size, seed=seed)
+    return stim, viewer.add_image(stim, **stimulus_layer_kwargs(stim, name))
+
+
+def _close_dock(viewer, name: str) -> None:
+    """Press the dock's close button ('x' in its title bar): napari removes the dock, the widget is unparented."""
+    viewer.window.dock_widgets[name].parent().destroyOnClose()
+
+
+# ------------------------------------------------------------ trace plot ---
+
+def test_closing_the_traces_dock_then_showing_a_new_result_brings_the_traces_back(viewer, analysed, qtbot):
+    attr, red = analysed
+    nr.show(attr, viewer, reduction=red, name="first")
+    _close_dock(viewer, _plot.DOCK_NAME)
+    qtbot.wait(10)
+    assert _plot.DOCK_NAME not in viewer.window.dock_widgets
+    nr.show(attr, viewer, name="second")   # no reduction: a row per channel
+    assert _plot.DOCK_NAME in viewer.window.dock_widgets    # docked again, not plotted out of sight
+    plot = viewer.window.dock_widgets[_plot.DOCK_NAME]
+    assert plot is nr.viewer.traces(viewer) and plot.isVisibleTo(viewer.window._qt_window)
+    assert len(plot.series) == 1 + attr.channels.shape[1]
+    assert "second" in plot.title.text()
+    viewer.dims.set_current_step(0, 7)
+    np.testing.assert_allclose(plot.rows[0].cursor.pos, 7 * nr.FRAME_MS)
+
+
+def test_file_open_of_a_saved_analysis_plots_its_traces_without_any_plugin_dock(make_napari_viewer, tiny,
+                                                                                 tmp_path):
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=3)
+    res = nr.analysis.run_analysis(tiny, stim, cell=1, steps=2, invariance="none")
+    res.save(tmp_path / "saved.h5")
+    viewer = make_napari_viewer()    # no Analyze dock: File ▸ Open straight away
+    layers = viewer.open(str(tmp_path / "saved.h5"), plugin="napari-retina")
+    assert layers[0].name == "saved"
+    plot = _plot.trace_plot(viewer, create=False)
+    assert plot is not None and _plot.DOCK_NAME in viewer.window.dock_widgets
+    shown = {s["label"]: s["values"] for s in plot.series}
+    np.testing.assert_array_equal(shown["model response"], res.attribution.response)
+    assert "cell 1" in plot.title.text()
+
+
+@pytest.mark.parametrize("analyze_dock", [False, True], ids=["no dock", "Analyze docked"])
+def test_file_open_of_a_batch_store_plots_the_visible_result_s_traces(make_napari_viewer, tiny, tmp_path,
+                                                                      analyze_dock):
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    nr.save_model(tiny, tmp_path / "tiny.pt")
+    np.save(tmp_path / "a.npy", nr.stimuli.white_noise(frames=24, size=20, seed=0))
+    spec = {"model": str(tmp_path / "tiny.pt"), "stimuli": [str(tmp_path / "a.npy")], "cells": [0, 1],
+            "analyses": ["attribute"], "out": str(tmp_path / "results"), "steps": 2}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        nr.batch.run(spec, client)
+    viewer = make_napari_viewer()
+    if analyze_dock:
+        _session.session(viewer).set_model(tiny, "tiny test model")
+        _dock(viewer, _widgets.AnalyzeWidget)
+    layers = viewer.open(str(tmp_path / "results"), plugin="napari-retina")
+    plot = _plot.trace_plot(viewer, create=False)
+    assert plot is not None
+    carriers = [lay for lay in layers if _plot.TRACES_KEY in lay.metadata.get(META, {})]
+    assert len(carriers) == 2 and [lay.visible for lay in carriers] == [True, False]   # cell 0 shown, cell 1 hidden
+    visible = carriers[0]
+    assert plot.series[0]["label"] == "model response"
+    np.testing.assert_array_equal(plot.series[0]["values"],
+                                  visible.metadata[META][_plot.TRACES_KEY]["series"][0]["values"])
+
+
+# ------------------------------------------------------- model and docks ---
+
+def test_docks_opened_after_a_script_set_the_model_show_that_model(make_napari_viewer, tiny):
+    viewer = make_napari_viewer()
+    nr.viewer.use_model(viewer, tiny)    # a script hands its model over, then the user opens the docks
+    model_dock = _dock(viewer, _widgets.ModelWidget)
+    analyze = _dock(viewer, _widgets.AnalyzeWidget)
+    experiments = _dock(viewer, _widgets.ExperimentsWidget)
+    assert "set by a script" in model_dock.summary.value and "2 cells" in model_dock.summary.value
+    assert "no model loaded" not in model_dock.summary.value
+    assert analyze.cell.max == 1 and experiments.cell.max == 1
+    torch.manual_seed(1)
+    three = nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=3)).eval()
+    nr.viewer.use_model(viewer, three)
+    assert analyze.cell.max == 2 and experiments.cell.max == 2   # both follow a model change
+
+
+# ----------------------------------------------------------------- cancel ---
+
+def test_cancel_pressed_after_the_last_progress_report_adds_nothing(viewer, notes, monkeypatch, qtbot):
+    """Cancel pressed once the computation has made its last progress report (its result on the way):
+    the status said 'cancelling', so the result must not be added as if nothing was pressed."""
+    import threading
+
+    from napari_retina._napari._widgets import analyze as analyze_module
+
+    real = analyze_module.run_analysis
+    computed, release = threading.Event(), threading.Event()
+
+    def finishing(*args, **kwargs):
+        result = real(*args, **kwargs)     # every progress report made: nothing checks the cancel any more
+        computed.set()
+        release.wait(30)
+        return result
+
+    monkeypatch.setattr(analyze_module, "run_analysis", finishing)
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value = layer, 2
+    assert w.run()
+    qtbot.waitUntil(computed.is_set, timeout=30000)
+    w.task.cancel_button.native.click()
+    assert "cancelling" in w.task.status.value
+    release.set()
+    w.task.wait()
+    assert [lay.name for lay in viewer.layers] == ["noise"]
+    assert w.analysis is None
+    assert notes and notes[-1][0] == "info" and "cancelled" in notes[-1][1]
+    assert w.task.status.value == "analysis cancelled"
+
+
+# ------------------------------------------------------------ crop window ---
+
+def _small(size=16, seed=2):
+    torch.manual_seed(seed)
+    return nr.RetinaCNN(nr.ModelConfig(history=10, size=size, kernels=(5, 5), n_cells=2)).eval()
+
+
+def _rectangle_size(shapes) -> float:
+    corners = np.asarray(shapes.data[0], float)[:, -2:]
+    return float(corners[:, 0].max() - corners[:, 0].min())
+
+
+def test_the_crop_window_takes_the_size_of_a_model_loaded_after_it_was_drawn(viewer, notes):
+    _, layer = _stimulus(viewer, size=30, name="big")
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value = layer, 2
+    w.crop.value = "window"
+    shapes = viewer.layers["big: crop window (drag me)"]
+    assert _rectangle_size(shapes) == 20
+    nr.viewer.use_model(viewer, _small(16))      # a model with a 16-px field
+    assert _rectangle_size(shapes) == 16         # the rectangle shows what will be analysed
+    assert w.run()
+    w.task.wait()
+    assert notes == []
+    y0, x0 = w.analysis.attribution.crop_origin
+    assert (y0, x0) == (7, 7)                    # centred, as the rectangle was
+    outline = viewer.layers["big: analysed window"]
+    np.testing.assert_allclose(outline.data[0], nr._napari._widgets._crop.window_rectangle(7, 7, 16))
+
+
+def test_the_analysed_window_outline_has_the_size_of_the_model_that_ran(viewer, notes, monkeypatch, qtbot):
+    """A model loaded while an analysis runs: the outline shows the window that run analysed."""
+    import threading
+
+    from napari_retina._napari._widgets import analyze as analyze_module
+
+    real = analyze_module.run_analysis
+    computed, release = threading.Event(), threading.Event()
+
+    def slow(*args, **kwargs):
+        result = real(*args, **kwargs)
+        computed.set()
+        release.wait(30)
+        return result
+
+    monkeypatch.setattr(analyze_module, "run_analysis", slow)
+    _, layer = _stimulus(viewer, size=30, name="big")
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value, w.crop.value = layer, 2, "center"
+    assert w.run()
+    qtbot.waitUntil(computed.is_set, timeout=30000)
+    nr.viewer.use_model(viewer, _small(16))      # the user loads another model meanwhile
+    release.set()
+    w.task.wait()
+    assert w.analysis.attribution.crop_origin == (5, 5)
+    outline = viewer.layers["big: analysed window"]
+    np.testing.assert_allclose(outline.data[0], nr._napari._widgets._crop.window_rectangle(5, 5, 20))
+
+
+# ------------------------------------------------------------ batch store ---
+
+@pytest.fixture
+def moved_store(tiny, tmp_path):
+    """A results store of two stimuli (a.npy, b.npy) whose first stimulus file was moved away after the run."""
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    nr.save_model(tiny, tmp_path / "tiny.pt")
+    for i, name in enumerate("ab"):
+        np.save(tmp_path / f"{name}.npy", nr.stimuli.white_noise(frames=24, size=20, seed=i))
+    spec = {"model": str(tmp_path / "tiny.pt"), "stimuli": [str(tmp_path / "a.npy"), str(tmp_path / "b.npy")],
+            "cells": [0], "analyses": ["attribute"], "out": str(tmp_path / "results"), "steps": 2}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        nr.batch.run(spec, client)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "a.npy").rename(tmp_path / "elsewhere" / "a.npy")
+    return tmp_path
+
+
+def test_a_store_whose_stimulus_moved_shows_the_rest_visibly_and_says_what_is_missing(make_napari_viewer,
+                                                                                     moved_store, monkeypatch):
+    import napari.utils.notifications as notifications
+
+    warned: list = []
+    monkeypatch.setattr(notifications, "show_warning", warned.append)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(moved_store / "results"), plugin="napari-retina")
+    assert [lay.name for lay in layers][:2] == ["b", "b tiny cell0 A0"]
+    assert layers[0].visible and layers[1].visible       # the first stimulus that could be read is shown
+    assert len(warned) == 1 and "a.npy" in warned[0] and "cannot be read" in warned[0]
+
+
+def test_a_store_whose_stimuli_all_moved_is_one_sentence_naming_them(make_napari_viewer, moved_store):
+    (moved_store / "b.npy").rename(moved_store / "elsewhere" / "b.npy")
+    viewer = make_napari_viewer()
+    with pytest.raises(FileNotFoundError, match=r"a\.npy, b\.npy: moved or deleted"):
+        nr.show(nr.batch.load(moved_store / "results"), viewer)
+    with pytest.raises(Exception, match=r"a\.npy, b\.npy: moved or deleted"):   # File ▸ Open: napari's wrapper
+        viewer.open(str(moved_store / "results"), plugin="napari-retina")
+    assert len(viewer.layers) == 0
+
+
+# --------------------------------------------------------------- Stimulus ---
+
+def test_a_stimulus_too_large_for_memory_is_one_notification(viewer, notes, monkeypatch):
+    def out_of_memory(frames=1000, **kwargs):   # what numpy raises for 10 million frames (not allocated here)
+        raise MemoryError(f"Unable to allocate 186. GiB for an array with shape ({frames}, 50, 50) and data "
+                          "type float64")
+
+    monkeypatch.setattr(nr.stimuli, "white_noise", out_of_memory)
+    w = _dock(viewer, _widgets.StimulusWidget)
+    w.generator.value = "white_noise"
+    next(p for p in w.params if p.name == "frames").value = 10**7     # a typo: 10 million frames (> 100 GiB)
+    assert w.generate() is None
+    assert len(notes) == 1 and notes[0][0] == "error" and "Cannot generate white_noise" in notes[0][1]
+    assert "\n" not in notes[0][1] and len(viewer.layers) == 0
+
+
+# ------------------------------------------------------- renamed stimulus ---
+
+def test_renaming_the_analysed_layer_takes_its_result_layers_along(viewer, notes):
+    _, layer = _stimulus(viewer, size=26, name="noise")
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value, w.crop.value = layer, 2, "center"
+    assert w.run()
+    w.task.wait()
+    first = [lay for lay in viewer.layers if lay is not layer]
+    layer.name = "cell 3 recording"          # the user renames the stimulus layer (double-click its name)
+    assert [lay.name.split(": ")[0] for lay in first] == ["cell 3 recording"] * len(first)
+    w.cell.value = 1
+    assert w.run()                            # and analyses it again
+    w.task.wait()
+    assert notes == []
+    maps = [lay for lay in viewer.layers if lay.metadata.get(META, {}).get("role") == "map"]
+    assert len(maps) == 8                     # replaced, not a second set drawn additively over the first
+    assert all(lay.name.startswith("cell 3 recording: ") for lay in viewer.layers if lay is not layer)
+    assert len([lay for lay in viewer.layers if lay.name.endswith("analysed window")]) == 1
+
+
+# ------------------------------------------------- settings of a layer ---
+
+def test_settings_of_an_analysis_of_a_cell_the_current_model_lacks_apply_the_rest_and_say_so(viewer, notes,
+                                                                                            tmp_path):
+    torch.manual_seed(0)
+    six_cells = nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=6)).eval()
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=3)
+    nr.analysis.run_analysis(six_cells, stim, cell=5, steps=3, invariance="none", explain=0.7).save(
+        tmp_path / "saved.h5")
+    w = _dock(viewer, _widgets.AnalyzeWidget)            # the current model has 2 cells
+    layers = viewer.open(str(tmp_path / "saved.h5"), plugin="napari-retina")
+    w.layer.value = layers[0]
+    w.settings_button.native.click()                     # no traceback (it raised 'value 5 is outside ...')
+    assert (w.steps.value, w.invariance.value, w.explain.value) == (3, "none", 0.7)
+    assert w.cell.value == 0
+    assert len(notes) == 1 and notes[0][0] == "warning"
+    assert "cell 5" in notes[0][1] and "0–1" in notes[0][1] and "\n" not in notes[0][1]
+
+
+# ------------------------------------------------------------------- demo ---
+
+def test_the_demo_s_docks_hold_the_model_its_analysis_was_made_with(make_napari_viewer, tmp_path, monkeypatch):
+    from napari_retina._napari import demo
+
+    seen: dict = {}
+    real = demo.screenshot
+
+    def spy(viewer, path, **kwargs):   # the viewer as the user finds it (headless: just before it closes)
+        seen["session"] = _session.session(viewer)
+        seen["summaries"] = [w.summary.value for w in viewer.window.dock_widgets.values()
+                             if isinstance(w, _widgets.ModelWidget)]
+        return real(viewer, path, **kwargs)
+
+    monkeypatch.setattr(demo, "screenshot", spy)
+    demo.run_demo(headless=True, out_dir=tmp_path, widgets=("Model", "Analyze"))
+    assert seen["session"].has_model()       # Analyze pressed again runs the model shown, not a second load
+    (text,) = seen["summaries"]
+    assert "no model loaded" not in text and "shipped default" in text and "cells" in text
+
+
+# ------------------------------------------------------------ experiments ---
+
+def test_the_experiments_overview_says_which_cell_each_result_is_of():
+    from types import SimpleNamespace
+
+    from napari_retina._napari._widgets.experiments import overview_text
+
+    results = {"osr": SimpleNamespace(readout={"present": True, "explained_variance": 0.9}, cells=[1]),
+               "reversal": SimpleNamespace(readout={"present": False}, cells=[0, 2])}
+    lines = overview_text(results).split("<br>")
+    assert lines[0].startswith("<b>osr</b> (cell 1): ") and lines[1].startswith("<b>reversal</b> (cells 0, 2): ")
+
+
+def test_a_stimulus_deleted_during_the_run_leaves_a_status_that_says_so(viewer, notes, monkeypatch, qtbot):
+    import threading
+
+    from napari_retina._napari._widgets import analyze as analyze_module
+
+    real = analyze_module.run_analysis
+    computed, release = threading.Event(), threading.Event()
+
+    def slow(*args, **kwargs):
+        result = real(*args, **kwargs)
+        computed.set()
+        release.wait(30)
+        return result
+
+    monkeypatch.setattr(analyze_module, "run_analysis", slow)
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value = layer, 2
+    assert w.run()
+    qtbot.waitUntil(computed.is_set, timeout=30000)
+    viewer.layers.remove(layer)
+    release.set()
+    w.task.wait()
+    assert notes[-1][0] == "warning" and "deleted" in notes[-1][1]
+    assert "deleted" in w.task.status.value and "%" not in w.task.status.value   # not the last progress line
+
+
+# -------------------------------------------------------------- scripting ---
+
+def test_showing_an_analysis_over_a_layer_without_physical_units_puts_the_traces_in_ms(viewer, analysed):
+    """A script shows an analysis over a stack napari's own reader opened (scale 1 per frame, 'pixel' units):
+    the trace plot's axis says ms, so its times must be ms, in step with the slider and the maps."""
+    attr, red = analysed
+    layer = viewer.add_image(attr.stimulus, name="raw")          # napari's defaults: scale 1, units 'pixel'
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nr.show(attr, viewer, reduction=red, stimulus_layer=layer)
+    plot = nr.viewer.traces(viewer)
+    np.testing.assert_allclose(plot.times_ms[:3], [0, nr.FRAME_MS, 2 * nr.FRAME_MS])   # it counted frames
+    assert any(issubclass(w.category, UserWarning) and "no physical scale" in str(w.message) for w in caught)
+    np.testing.assert_allclose(layer.scale, (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM))
+    np.testing.assert_allclose(viewer.layers["raw: " + red.label(0)].scale, layer.scale)
+    nr.viewer.set_time(viewer, 70)
+    np.testing.assert_allclose(plot.rows[0].cursor.pos, 70)
+    assert viewer.dims.current_step[0] == 7
