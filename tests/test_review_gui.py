@@ -408,3 +408,32 @@ def test_showing_an_analysis_over_a_layer_without_physical_units_puts_the_traces
     nr.viewer.set_time(viewer, 70)
     np.testing.assert_allclose(plot.rows[0].cursor.pos, 70)
     assert viewer.dims.current_step[0] == 7
+
+
+def test_a_lazy_stimulus_layer_is_read_in_the_worker_not_the_gui_thread(viewer, notes):
+    """Analyze turned the layer's data into one array (and computed its units statistics) in the GUI thread:
+    a dask stimulus (a batch store's, a large file opened lazily) froze the window for the whole read."""
+    import threading
+
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    stim = 100 * nr.stimuli.white_noise(frames=30, size=20, seed=1)  # far from contrast units: warns
+    gui, reads = threading.get_ident(), []
+
+    def frame(block):
+        reads.append(threading.get_ident())
+        return block
+
+    lazy = da.from_array(stim, chunks=(1, 20, 20)).map_blocks(frame, dtype=stim.dtype)
+    with dask.config.set(scheduler="synchronous"):  # blocks are computed in the thread that asks for them
+        layer = viewer.add_image(lazy, **stimulus_layer_kwargs(stim, "lazy"))
+        w = _dock(viewer, _widgets.AnalyzeWidget)
+        w.layer.value, w.steps.value = layer, 2
+        shown = len(reads)                           # napari reads the frame it displays
+        assert w.run()
+        w.task.wait()
+    in_gui = sum(t == gui for t in reads[shown:])
+    assert len(reads) - shown >= 30 and in_gui <= 2, (len(reads) - shown, in_gui)
+    assert w.analysis is not None
+    assert any(level == "warning" and "does not look like contrast units" in text for level, text in notes)

@@ -73,15 +73,20 @@ def summary_text(analysis: Analysis) -> str:
     return text
 
 
-def warn_units(stimulus: np.ndarray, model: RetinaCNN, name: str) -> None:
-    """A warning notification when a float stack is far from contrast units (the core's rule and sentence)."""
+def units_warnings(stimulus: np.ndarray, model: RetinaCNN, name: str) -> list[str]:
+    """The warning for a float stack far from contrast units (the core's rule and sentence), worded for this
+    dock; none when the stack looks like contrast. Reads the whole stack: any thread."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", StimulusUnitsWarning)
         warn_if_not_contrast(stimulus, model.config.norm, f"the layer '{name}'")
-    for w in caught:
-        if issubclass(w.category, StimulusUnitsWarning):
-            notify("warning", str(w.message).replace("pass normalize='zscore' (command line: --normalize)",
-                                                     "tick 'normalize (z-score)'"))
+    return [str(w.message).replace("pass normalize='zscore' (command line: --normalize)", "tick 'normalize (z-score)'")
+            for w in caught if issubclass(w.category, StimulusUnitsWarning)]
+
+
+def warn_units(stimulus: np.ndarray, model: RetinaCNN, name: str) -> None:
+    """:func:`units_warnings` as warning notifications (GUI thread)."""
+    for message in units_warnings(stimulus, model, name):
+        notify("warning", message)
 
 
 class AnalyzeWidget(Container):
@@ -257,16 +262,25 @@ class AnalyzeWidget(Container):
             self.task.status.value = str(exc)
             notify("error", str(exc))
             return False
-        stimulus, source = np.asarray(data), self.session.source
-        if not params["normalize"]:
-            warn_units(stimulus, model, layer.name)
+        source, lazy = self.session.source, not isinstance(data, np.ndarray)
+        if not lazy and not params["normalize"]:  # in memory: checked now, before the run
+            warn_units(data, model, layer.name)
+        late: list[str] = []  # a lazy layer's units warning, found in the worker and shown with the result
 
         def job(task: Task) -> Analysis:
+            stimulus = np.asarray(data)  # a lazy (dask) layer is read here, not in the GUI thread
+            if lazy and not params["normalize"]:
+                late.extend(units_warnings(stimulus, model, layer.name))
             return run_analysis(model, stimulus, **params, progress=task.progress_callback("attribute"),
                                 reduce_progress=task.progress_callback("reduce"), model_source=source,
                                 layer=layer.name)
 
-        started = self.task.start(job, lambda result: self._add(result, layer))
+        def on_result(result: Analysis) -> None:
+            for message in late:
+                notify("warning", message)
+            self._add(result, layer)
+
+        started = self.task.start(job, on_result)
         if started:
             trace_plot(self.viewer)  # dock the (empty) plot now: its build and layout overlap the computation
         return started
