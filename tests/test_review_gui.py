@@ -51,6 +51,26 @@ def _stimulus(viewer, frames=30, size=20, name="noise", seed=1):
     return stim, viewer.add_image(stim, **stimulus_layer_kwargs(stim, name))
 
 
+def _hold_analysis(monkeypatch):
+    """Analyze's computation, held once done: ``(computed, release)`` events; it sets ``computed`` when its
+    result is ready (every progress report made) and returns it when the test sets ``release``."""
+    import threading
+
+    from napari_retina._napari._widgets import analyze as analyze_module
+
+    real = analyze_module.run_analysis
+    computed, release = threading.Event(), threading.Event()
+
+    def held(*args, **kwargs):
+        result = real(*args, **kwargs)
+        computed.set()
+        release.wait(30)
+        return result
+
+    monkeypatch.setattr(analyze_module, "run_analysis", held)
+    return computed, release
+
+
 def _close_dock(viewer, name: str) -> None:
     """Press the dock's close button ('x' in its title bar): napari removes the dock, the widget is unparented."""
     viewer.window.dock_widgets[name].parent().destroyOnClose()
@@ -139,20 +159,7 @@ def test_docks_opened_after_a_script_set_the_model_show_that_model(make_napari_v
 def test_cancel_pressed_after_the_last_progress_report_adds_nothing(viewer, notes, monkeypatch, qtbot):
     """Cancel pressed once the computation has made its last progress report (its result on the way):
     the status said 'cancelling', so the result must not be added as if nothing was pressed."""
-    import threading
-
-    from napari_retina._napari._widgets import analyze as analyze_module
-
-    real = analyze_module.run_analysis
-    computed, release = threading.Event(), threading.Event()
-
-    def finishing(*args, **kwargs):
-        result = real(*args, **kwargs)     # every progress report made: nothing checks the cancel any more
-        computed.set()
-        release.wait(30)
-        return result
-
-    monkeypatch.setattr(analyze_module, "run_analysis", finishing)
+    computed, release = _hold_analysis(monkeypatch)  # every progress report made: nothing checks the cancel any more
     _, layer = _stimulus(viewer)
     w = _dock(viewer, _widgets.AnalyzeWidget)
     w.layer.value, w.steps.value = layer, 2
@@ -200,20 +207,7 @@ def test_the_crop_window_takes_the_size_of_a_model_loaded_after_it_was_drawn(vie
 
 def test_the_analysed_window_outline_has_the_size_of_the_model_that_ran(viewer, notes, monkeypatch, qtbot):
     """A model loaded while an analysis runs: the outline shows the window that run analysed."""
-    import threading
-
-    from napari_retina._napari._widgets import analyze as analyze_module
-
-    real = analyze_module.run_analysis
-    computed, release = threading.Event(), threading.Event()
-
-    def slow(*args, **kwargs):
-        result = real(*args, **kwargs)
-        computed.set()
-        release.wait(30)
-        return result
-
-    monkeypatch.setattr(analyze_module, "run_analysis", slow)
+    computed, release = _hold_analysis(monkeypatch)
     _, layer = _stimulus(viewer, size=30, name="big")
     w = _dock(viewer, _widgets.AnalyzeWidget)
     w.layer.value, w.steps.value, w.crop.value = layer, 2, "center"
@@ -362,20 +356,7 @@ def test_the_experiments_overview_says_which_cell_each_result_is_of():
 
 
 def test_a_stimulus_deleted_during_the_run_leaves_a_status_that_says_so(viewer, notes, monkeypatch, qtbot):
-    import threading
-
-    from napari_retina._napari._widgets import analyze as analyze_module
-
-    real = analyze_module.run_analysis
-    computed, release = threading.Event(), threading.Event()
-
-    def slow(*args, **kwargs):
-        result = real(*args, **kwargs)
-        computed.set()
-        release.wait(30)
-        return result
-
-    monkeypatch.setattr(analyze_module, "run_analysis", slow)
+    computed, release = _hold_analysis(monkeypatch)
     _, layer = _stimulus(viewer)
     w = _dock(viewer, _widgets.AnalyzeWidget)
     w.layer.value, w.steps.value = layer, 2
