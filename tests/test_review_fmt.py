@@ -247,3 +247,15 @@ def test_a_lab_checkpoint_whose_cells_are_not_a_list_is_one_sentence(tmp_path, c
     path = save_tdr(tmp_path / "lab.pt", "BNCNN", state, cells=cells)
     with pytest.raises(ValueError, match=r"lab\.pt' has malformed cells: expected a list of 3 cell ids"):
         nr.load_model(path)
+
+
+def test_a_stimulus_file_s_statistics_are_the_whole_stack_s_to_the_bit(tmp_path):
+    """Batch blocks z-score an integer movie by the file's statistics, read window by window: the same
+    chunks through the same chunked_mean_std as mean_std over the whole stack, so the same numbers."""
+    from napari_retina._validate import mean_std
+
+    movie = np.random.default_rng(4).integers(0, 256, (900, 40, 40), dtype=np.uint8)  # 2 chunks of 655 frames
+    np.save(tmp_path / "m.npy", movie)
+    assert batch._file_mean_std(str(tmp_path / "m.npy")) == mean_std(movie)
+    x = movie.astype(np.float64)
+    assert mean_std(movie) == pytest.approx((x.mean(), x.std()), rel=1e-12)

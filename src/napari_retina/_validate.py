@@ -10,7 +10,7 @@ import numbers
 import os
 import re
 import warnings
-from typing import Optional, Sequence, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -65,7 +65,7 @@ def as_stack(stimulus, name: str = "stimulus", colour: bool = False) -> np.ndarr
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
     # chunk by chunk: no (T, H, W) boolean temporary (250 MB for 100,000 frames of 50×50)
-    if np.issubdtype(arr.dtype, np.floating) and not all(np.isfinite(x).all() for x in _frame_chunks(arr, 1 << 20)):
+    if np.issubdtype(arr.dtype, np.floating) and not all(np.isfinite(x).all() for x in frame_chunks(arr)):
         bad = int(arr.size - np.isfinite(arr).sum())
         raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value(s)")
     if np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize > 4:
@@ -179,7 +179,7 @@ def zscore(arr: np.ndarray) -> np.ndarray:
     mean, std = mean_std(arr)
     scale = std if std > 0 else 1.0
     out = np.empty(arr.shape, dtype=np.float32)
-    step = max(1, (1 << 22) // max(1, int(np.prod(arr.shape[1:], dtype=np.int64))))
+    step = frames_per_chunk(arr.shape[1:], 1 << 22)
     for i in range(0, len(arr), step):          # chunk by chunk: no float64 copy of the stack
         out[i:i + step] = (arr[i:i + step].astype(np.float64) - mean) / scale
     return out
@@ -219,35 +219,51 @@ def training_contrast_std(norm: Optional[dict]) -> float:
     return 1.0
 
 
-def _frame_chunks(a: np.ndarray, chunk_values: int):
+def frames_per_chunk(frame_shape: Sequence[int], chunk_values: int = 1 << 20) -> int:
+    """How many whole frames of ``frame_shape`` make about ``chunk_values`` values (at least one)."""
+    return max(1, chunk_values // max(1, int(np.prod(frame_shape, dtype=np.int64))))
+
+
+def frame_chunks(a: np.ndarray, chunk_values: int = 1 << 20) -> Iterator[np.ndarray]:
     """Consecutive blocks of whole frames of ``a`` (T, …), each about ``chunk_values`` values (at least one frame)."""
-    step = max(1, chunk_values // max(1, int(np.prod(a.shape[1:], dtype=np.int64))))
+    step = frames_per_chunk(a.shape[1:], chunk_values)
     return (a[i:i + step] for i in range(0, len(a), step))
 
 
-def mean_std(arr: np.ndarray, chunk_values: int = 1 << 20) -> tuple[float, float]:
-    """Mean and standard deviation of an array in float64, in chunks of frames (memory independent of T).
+def chunked_mean_std(chunks: Iterable[np.ndarray]) -> tuple[float, float]:
+    """Mean and standard deviation in float64 of all the values of ``chunks`` (arrays of any shape), in one pass.
 
-    One pass over chunks of about ``chunk_values`` values: each is cast to
-    float64 minus a shift (the first chunk's mean) into one reused buffer, and
-    its sum and sum of squares are accumulated, so no float64
-    copy of the whole stack is made. Shifted by a value near the mean, the
-    one-pass variance loses nothing measurable against the two-pass one (tests:
-    1e-12 relative on a 0–255 stack).
+    Each chunk is cast to float64 minus a shift (the first chunk's mean) into
+    one reused buffer, and its sum and sum of squares (squared in place) are
+    accumulated: memory follows the chunk, not the data. Shifted by a value
+    near the mean, the one-pass variance loses nothing measurable against the
+    two-pass one (tests: 1e-12 relative on a 0–255 stack). Read as the same
+    chunks, split data give the same numbers as the whole (batch blocks).
     """
-    a = np.asarray(arr)
-    n = a.size
-    first = next(_frame_chunks(a, chunk_values))
-    shift = float(first.sum(dtype=np.float64)) / first.size
-    buf = np.empty(first.size, dtype=np.float64)
     total = squares = 0.0
-    for x in _frame_chunks(a, chunk_values):
+    count, shift, buf = 0, 0.0, np.empty(0)
+    for x in chunks:
+        if x.size == 0:
+            continue
+        if count == 0:
+            shift = float(x.sum(dtype=np.float64)) / x.size
+        if buf.size < x.size:
+            buf = np.empty(x.size, dtype=np.float64)
         b = buf[: x.size]
         np.subtract(x, shift, out=b.reshape(x.shape), dtype=np.float64)  # a cropped view is read in place
         total += float(b.sum())
         squares += float(np.square(b, out=b).sum())  # not np.dot: BLAS threads stall on a busy machine
-    mean = total / n
-    return shift + mean, float(np.sqrt(max(squares / n - mean * mean, 0.0)))
+        count += x.size
+    if count == 0:
+        raise ValueError("no values to take the mean and standard deviation of")
+    mean = total / count
+    return shift + mean, float(np.sqrt(max(squares / count - mean * mean, 0.0)))
+
+
+def mean_std(arr: np.ndarray, chunk_values: int = 1 << 20) -> tuple[float, float]:
+    """Mean and standard deviation of an array in float64, by :func:`chunked_mean_std` over chunks of whole
+    frames of about ``chunk_values`` values (no float64 copy of the whole stack)."""
+    return chunked_mean_std(frame_chunks(np.asarray(arr), chunk_values))
 
 
 def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str = "stimulus",

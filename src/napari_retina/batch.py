@@ -472,25 +472,20 @@ _STATS: dict = {}
 def _file_mean_std(path: str) -> tuple[float, float]:
     """Mean and standard deviation (float64) of a whole stimulus file, read window by window.
 
-    What a single run z-scores an integer stack by (``_validate.zscore`` through ``mean_std``), summed over
-    the same chunks of frames, so a block mapped with them equals the unsplit run's frames; memory follows the
-    chunk, not the movie. Computed once per process and file version (size, modification time).
+    What a single run z-scores an integer stack by (``_validate.zscore`` through ``mean_std``): the same
+    :func:`~napari_retina._validate.chunked_mean_std` over the same chunks of whole frames, so a block mapped
+    with them equals the unsplit run's frames; memory follows the chunk, not the movie. Computed once per
+    process and file version (size, modification time).
     """
+    from ._validate import chunked_mean_std, frames_per_chunk
+
     key = (path, *_file_stamp(path))
     if key not in _STATS:
         n = stimulus_frames(path)
-        per_frame = int(np.prod(read_window(path, 0, 1).shape[1:], dtype=np.int64))
-        step = max(1, (1 << 20) // max(1, per_frame))        # mean_std's chunks (chunk_values = 2**20)
-
-        def chunks():
-            return (read_window(path, i, min(i + step, n)) for i in range(0, n, step))
-
-        count = n * per_frame
-        mean = sum(float(c.sum(dtype=np.float64)) for c in chunks()) / count
-        ss = sum(float(np.square(c.astype(np.float64) - mean).sum()) for c in chunks())
+        step = frames_per_chunk(read_window(path, 0, 1).shape[1:])  # mean_std's chunks
         if len(_STATS) >= 1024:   # two numbers per file: keep many, as workers take stimuli in any order
             _STATS.clear()
-        _STATS[key] = (mean, float(np.sqrt(ss / count)))
+        _STATS[key] = chunked_mean_std(read_window(path, i, min(i + step, n)) for i in range(0, n, step))
     return _STATS[key]
 
 
