@@ -176,3 +176,17 @@ def test_the_synthetic_retina_reads_an_integer_stack_as_raw_intensities_like_pre
     np.testing.assert_allclose(retina.respond(raw), retina.respond(contrast), rtol=1e-5, atol=1e-6)
     recorded = retina.record(raw, seed=1)
     np.testing.assert_array_equal(recorded, retina.record(contrast, seed=1))
+
+
+def test_saving_an_analysis_without_a_file_name_says_so():
+    # the message ended "got ''." for an empty path (a Save field left empty) or ".", naming nothing
+    from napari_retina.analysis import run_analysis
+
+    torch.manual_seed(0)
+    model = nr.RetinaCNN(nr.ModelConfig(history=6, size=12, channels=(3, 4), kernels=(5, 3), n_cells=2)).eval()
+    result = run_analysis(model, np.random.default_rng(0).standard_normal((20, 12, 12)).astype(np.float32), steps=2)
+    for path in ("", "."):
+        with pytest.raises(ValueError, match=r"\.csv file \(traces\), got no file name \('\.'\)\.$"):
+            result.save(path)
+    with pytest.raises(ValueError, match=r"got 'x\.txt'\.$"):
+        result.save("x.txt")

@@ -314,7 +314,8 @@ class Analysis:
             return io.write_traces_csv(path, self.attribution, self.reduction)
         if suffix in SAVE_SUFFIXES:
             return io.write_results(path, self.to_dict())
-        raise ValueError(f"Save to a .h5/.hdf5 file (everything) or a .csv file (traces), got '{path.name}'.")
+        got = f"'{path.name}'" if path.name else f"no file name ('{path}')"
+        raise ValueError(f"Save to a .h5/.hdf5 file (everything) or a .csv file (traces), got {got}.")
 
 
 def maps_invariance(asked: str, resolved: str) -> str:
