@@ -27,12 +27,6 @@ from napari_retina._napari._layers import stimulus_layer_kwargs  # noqa: E402
 META = _layers.META
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
-
-
 @pytest.fixture
 def viewer(make_napari_viewer, tiny):
     v = make_napari_viewer()

@@ -21,12 +21,6 @@ META = _layers.META
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
-
-
-@pytest.fixture(scope="module")
 def analysed(tiny):
     stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
     attr = nr.attribute(tiny, stim, steps=2, invariance="none")

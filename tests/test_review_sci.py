@@ -73,16 +73,6 @@ def test_osr_onset_after_a_train_response_that_has_not_decayed():
 # ----------------------------------------------------------------------------- long movies: the reduced circuit's pools
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    import torch
-
-    import napari_retina as nr
-
-    torch.manual_seed(0)
-    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
-
-
 def test_attribute_traces_keeps_the_time_averaged_maps(tiny):
     import napari_retina as nr
     from napari_retina import analysis
