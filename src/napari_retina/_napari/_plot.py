@@ -270,7 +270,9 @@ class TracePlot(QWidget):
 
     def __init__(self, viewer) -> None:
         super().__init__()
-        self.viewer = viewer
+        # weakly: the plot is the value of ``_PLOTS[viewer]``, a strong reference would keep every
+        # closed viewer (its canvas, layers and maps) alive for the rest of the session
+        self._viewer = weakref.ref(viewer)
         self.series: list[dict] = []
         self.times_ms = np.zeros(0)
         self.unit, self.ms_per_unit = "ms", 1.0
@@ -292,6 +294,11 @@ class TracePlot(QWidget):
         self.canvas.events.mouse_release.connect(self._on_release)
         viewer.dims.events.current_step.connect(self._on_step)
         self.destroyed.connect(lambda *_: self._disconnect())
+
+    @property
+    def viewer(self):
+        """The napari viewer this plot belongs to (None once that viewer is gone)."""
+        return self._viewer()
 
     # ----------------------------------------------------------------- data ---
 
@@ -456,7 +463,7 @@ class TracePlot(QWidget):
     def _disconnect(self) -> None:
         try:
             self.viewer.dims.events.current_step.disconnect(self._on_step)
-        except (RuntimeError, TypeError, ValueError):
+        except (AttributeError, RuntimeError, TypeError, ValueError):  # AttributeError: the viewer is gone
             pass
 
 

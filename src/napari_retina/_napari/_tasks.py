@@ -63,7 +63,15 @@ class _Failure:
         self.exc = exc
 
 
-def _guarded(job, task):
+def _guarded(work: list):
+    """``job(task)`` for ``work == [job, task]``, emptied first; a failure is returned as a :class:`_Failure`.
+
+    napari keeps every worker a window ever ran (its task-status list), with
+    the worker's arguments: the list is emptied so that they do not keep the
+    job, and all it holds (a stimulus layer, its data), for the window's life.
+    """
+    job, task = work
+    work.clear()
     try:
         return job(task)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one notification
@@ -91,6 +99,7 @@ class Task:
         self.status = Label(value="")
         self.cancel_button.changed.connect(self.cancel)
         self.worker = None
+        self._connections: list[tuple] = []  # (signal, slot) of the running worker
         self.token: Optional[CancelToken] = None
         self.last_error: Optional[BaseException] = None
         self.timings: dict = {}
@@ -194,9 +203,15 @@ class Task:
         self.cancel_button.enabled = True
         # exceptions are caught in the thread and handed back as a value: napari would otherwise
         # show them as traceback notifications (and re-raise them in the GUI thread)
-        worker = create_worker(_guarded, job, self, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda result: self._finish(on_result, result))
+        worker = create_worker(_guarded, [job, self], _start_thread=False, _ignore_errors=True)
+
+        def returned(result) -> None:
+            self._finish(on_result, result)
+
+        worker.returned.connect(returned)
         worker.finished.connect(self._cleanup)
+        # disconnected when the worker finishes: napari keeps the worker, and with it what is connected
+        self._connections = [(worker.returned, returned), (worker.finished, self._cleanup)]
         self.worker = worker
         worker.start()
         return True
@@ -235,6 +250,12 @@ class Task:
             notify("error", f"The {self.what} failed: {one_sentence(exc)}")
 
     def _cleanup(self, *_) -> None:
+        for signal, slot in self._connections:
+            try:
+                signal.disconnect(slot)
+            except (RuntimeError, TypeError):  # already gone with its worker
+                pass
+        self._connections = []
         self.worker = None
         if not self.closed:
             self.cancel_button.enabled = False

@@ -391,8 +391,15 @@ def frame_result(viewer, layers: list) -> None:
     except ImportError:  # pragma: no cover - napari always brings Qt
         return
 
+    # Qt holds ``again`` until the timer fires, which a script that never runs the event loop never
+    # lets happen: it holds the viewer and layers weakly, or a closed viewer would stay alive with them
+    viewer_ref, layer_refs = weakref.ref(viewer), [weakref.ref(layer) for layer in layers]
+
     def again() -> None:
-        live = [layer for layer in layers if layer in viewer.layers]
+        viewer = viewer_ref()
+        if viewer is None:
+            return
+        live = [layer for layer in (ref() for ref in layer_refs) if layer is not None and layer in viewer.layers]
         if live:
             viewer.reset_view(layers=live, margin=VIEW_MARGIN)
 
