@@ -58,6 +58,23 @@ def test_a_closed_viewer_that_showed_an_analysis_is_freed_with_its_layers(make_n
     assert not _alive(refs)
 
 
+def _dock_all_and_close(viewer, plugin, tiny, qtbot) -> weakref.ref:
+    """Open every dock of the plugin, analyse a stimulus, close; a weak reference to the viewer."""
+    for name in ("Stimulus", "Model", "Experiments"):
+        viewer.window.add_plugin_dock_widget(plugin, name)
+    _session.session(viewer).set_model(tiny, "tiny test model")
+    nr.show(nr.stimuli.white_noise(frames=30, size=20, seed=6), viewer, name="noise")
+    _analyze(viewer, plugin, qtbot, steps=2)
+    viewer.close()
+    return weakref.ref(viewer)
+
+
+def test_a_closed_viewer_with_every_plugin_dock_open_and_an_analysis_run_is_freed(make_napari_viewer, tiny, plugin, qtbot):
+    ref = _dock_all_and_close(make_napari_viewer(), plugin, tiny, qtbot)
+    qtbot.wait(50)  # Qt deletes the closed window's widgets
+    assert not _alive([ref])
+
+
 def _analyze_two_layers(viewer, plugin, qtbot) -> weakref.ref:
     """Analyze layer "first", then layer "second"; a weak reference to "first" (see :func:`_show_and_close`)."""
     first = nr.show(nr.stimuli.white_noise(frames=30, size=20, seed=4), viewer, name="first")[0]
