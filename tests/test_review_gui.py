@@ -16,6 +16,7 @@ pytest.importorskip("napari")
 
 from napari_retina._napari import _layers, _plot, _session, _widgets  # noqa: E402
 from napari_retina._napari._layers import stimulus_layer_kwargs  # noqa: E402
+from test_napari_widgets import _dock, _stimulus, viewer  # noqa: E402,F401  (the widget tests' fixture, helpers)
 
 META = _layers.META
 
@@ -25,24 +26,6 @@ def analysed(tiny):
     stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
     attr = nr.attribute(tiny, stim, steps=2, invariance="none")
     return attr, nr.reduce(attr)
-
-
-@pytest.fixture
-def viewer(make_napari_viewer, tiny):
-    v = make_napari_viewer()
-    _session.session(v).set_model(tiny, "tiny test model")
-    return v
-
-
-def _dock(viewer, cls):
-    widget = cls(viewer)
-    viewer.window.add_dock_widget(widget, name=cls.__name__)
-    return widget
-
-
-def _stimulus(viewer, frames=30, size=20, name="noise", seed=1):
-    stim = nr.stimuli.white_noise(frames=frames, size=size, seed=seed)
-    return stim, viewer.add_image(stim, **stimulus_layer_kwargs(stim, name))
 
 
 def _hold_analysis(monkeypatch):
