@@ -44,7 +44,10 @@ T   the repository's GPU tests (``pytest -k "gpu or cuda"`` on
     tests/test_attribution.py, test_experiments.py, test_predict.py), their
     summary line in the table and the JSON (``--no-tests`` skips them).
 
-Rows that would start after ``--budget`` seconds are skipped and listed.
+Rows that would start after ``--budget`` seconds are skipped and listed. A row
+that raises (an out-of-memory error, a kernel this torch lacks) is recorded
+with its error and the run goes on to the next; the JSON in $OUT is rewritten
+after every row, so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +76,8 @@ from bench_tol import evaluated_points  # noqa: E402
 DEV = torch.device("cuda")
 ROWS: list[dict] = []
 SKIPPED: list[str] = []
+ERRORS: list[dict] = []
+INFO: dict = {}
 T0 = time.perf_counter()
 
 
@@ -111,10 +117,41 @@ def rel(a, b) -> float:
     return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
 
 
+def save() -> None:
+    """Write what was measured so far to $OUT/gpu_rows.json (no-op without $OUT)."""
+    out = os.environ.get("OUT")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "gpu_rows.json").write_text(json.dumps({"info": INFO, "rows": ROWS, "skipped": SKIPPED,
+                                                             "errors": ERRORS}, indent=2, default=float))
+
+
 def row(name: str, seconds: float, frames: int, **extra) -> None:
     ROWS.append({"row": name, "seconds": round(seconds, 4), "frames": frames,
                  "frames_per_s": round(frames / seconds) if seconds > 0 and frames else None, **extra})
     print(f"[{time.perf_counter() - T0:5.1f} s] {name}: {seconds:.3f} s, {extra}", flush=True)
+    save()
+
+
+class attempt:
+    """Within: one row's work. An exception is recorded as that row's error, and the run goes on."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> "attempt":
+        return self
+
+    def __exit__(self, typ, exc, tb) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False  # KeyboardInterrupt and the like still stop the run
+        ERRORS.append({"row": self.name, "error": f"{typ.__name__}: {exc}"[:500]})
+        print(f"[{time.perf_counter() - T0:5.1f} s] {self.name} FAILED:", flush=True)
+        traceback.print_exception(typ, exc, tb)
+        if DEV.type == "cuda":
+            torch.cuda.empty_cache()  # after an out-of-memory error, give the next row the memory back
+        save()
+        return True
 
 
 def in_budget(name: str, budget: float) -> bool:
@@ -199,6 +236,74 @@ def captum_gl50(model, stim, idx, per_call: int = 20, ibs: int = 1000) -> np.nda
     return torch.cat(out).cpu().numpy()
 
 
+def captum_row(model, stim: np.ndarray, args, have_captum: bool) -> None:
+    """Row D: nr.attribute defaults and GL-50 vs Captum GL-50, errors against a float64 reference."""
+    H = model.config.history
+    m = min(args.captum_frames, len(stim) - H + 1)
+    sub = stim[: m + H - 1]
+    idx = np.arange(H - 1, len(sub))
+    ref_idx = idx[np.linspace(0, len(idx) - 1, 4).astype(int)]
+    m64 = copy.deepcopy(model).double()
+    ref, t_ref = timed(lambda: nr.attribute(m64, sub, cell=0, steps=args.ref_steps, invariance="none",
+                                            frames=ref_idx, batch_size=2048))
+    R = ref.maps[ref_idx].astype(np.float64)
+    ours, t_ours = best_of(lambda: nr.attribute(model, sub, cell=0, invariance="none"), args.repeats)
+    gl, t_gl = best_of(lambda: nr.attribute(model, sub, cell=0, steps=50, rule="gausslegendre",
+                                            invariance="none"), args.repeats)
+    pos = np.searchsorted(idx, ref_idx)
+    extra = {"ours_error": rel(ours.maps[ref_idx], R), "ours_gl50_error": rel(gl.maps[ref_idx], R),
+             "reference_seconds": round(t_ref, 2)}
+    if have_captum:
+        captum_gl50(model, sub, idx[:40])  # warm-up
+        cap, t_cap = timed(lambda: captum_gl50(model, sub, idx))
+        extra.update(captum_seconds=round(t_cap, 3), captum_error=rel(cap[pos], R),
+                     speedup_default=round(t_cap / t_ours, 1), speedup_gl50=round(t_cap / t_gl, 1),
+                     accuracy_ratio=round(rel(cap[pos], R) / rel(ours.maps[ref_idx], R), 1),
+                     gl50_vs_captum=float(np.abs(gl.maps[idx] - cap).max() / np.abs(cap).max()))
+    else:
+        extra["captum"] = "not installed: Captum rows skipped"
+    row(f"D {m} white-noise frames: nr.attribute defaults vs Captum GL-50", t_ours, m,
+        ours_gl50_seconds=round(t_gl, 3), **extra)
+
+
+def checks_row(model, stim: np.ndarray, args) -> None:
+    """Row E: GPU vs CPU maps, and completeness <= tol on white noise, a flash train (timed) and a bar."""
+    cfg, H = model.config, model.config.history
+    small = stim[: H + min(63, len(stim) - H)]
+    gpu = nr.attribute(model, small, cell=0, invariance="none")
+    cpu = nr.attribute(model, small, cell=0, invariance="none", device="cpu")
+    diff = float(np.abs(gpu.maps[gpu.frames] - cpu.maps[cpu.frames]).max() / np.abs(cpu.maps[cpu.frames]).max())
+    flashes = flash_train(2000, cfg.size)
+    nr.attribute(model, flashes[:200], cell=0)
+    fl, t_fl = best_of(lambda: nr.attribute(model, flashes, cell=0), args.repeats)
+    bar = nr.stimuli.moving_bar(speed=0.5, size=cfg.size)
+    br = nr.attribute(model, bar, cell=0)
+    tol = nr.attribution.DEFAULT_TOL
+    checks = {"gpu_vs_cpu_max_rel": diff,
+              "gpu_steps_equal_cpu": bool((gpu.steps_per_frame == cpu.steps_per_frame).all()),
+              "noise_completeness": gpu.completeness_error, "flash_completeness": fl.completeness_error,
+              "bar_completeness": br.completeness_error,
+              "all_within_tol": max(gpu.completeness_error, fl.completeness_error, br.completeness_error) <= tol}
+    row("E checks; flash train 2,000 frames timed", t_fl, len(fl.frames), flash_steps_per_frame=steps_hist(fl),
+        **checks)
+
+
+def tests_row() -> None:
+    """Row T: the repository's GPU tests (pytest -k "gpu or cuda"), their summary line."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "gpu or cuda",
+           "tests/test_attribution.py", "tests/test_experiments.py", "tests/test_predict.py"]
+    t = time.perf_counter()
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(root / "src")})
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    print("\n".join(lines[-15:]), flush=True)
+    row("T GPU tests (pytest -k 'gpu or cuda')", time.perf_counter() - t, 0, exit_status=done.returncode,
+        summary=lines[-1] if lines else "")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=10_000)
@@ -222,13 +327,15 @@ def main() -> int:
         have_captum = False
     model = nr.load_model(device=DEV)
     cfg, H = model.config, model.config.history
-    info = {"device": torch.cuda.get_device_name(DEV) if DEV.type == "cuda" else "cpu", "torch": torch.__version__,
-            "cuda": torch.version.cuda, "date": f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC",
-            "cudnn_tf32": torch.backends.cudnn.allow_tf32, "captum": have_captum}
-    info["matmul_fp32_gflops"] = round(matmul_rate(False))
-    info["matmul_tf32_gflops"] = round(matmul_rate(True))
-    print(json.dumps(info), flush=True)
-    rate = info["matmul_fp32_gflops"]
+    INFO.update({"device": torch.cuda.get_device_name(DEV) if DEV.type == "cuda" else "cpu",
+                 "torch": torch.__version__, "cuda": torch.version.cuda,
+                 "date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+                 "cudnn_tf32": torch.backends.cudnn.allow_tf32, "captum": have_captum})
+    INFO["matmul_fp32_gflops"] = round(matmul_rate(False))
+    INFO["matmul_tf32_gflops"] = round(matmul_rate(True))
+    print(json.dumps(INFO), flush=True)
+    save()
+    rate = INFO["matmul_fp32_gflops"]
     rng = np.random.default_rng(0)
     stim = rng.standard_normal((args.frames + H - 1, cfg.size, cfg.size)).astype(np.float32)
     n = args.frames
@@ -236,134 +343,98 @@ def main() -> int:
     nr.attribute(model, warm, cell=0)  # warm-up: cuDNN's algorithm choice, allocator
     nr.attribute(model, warm, cell=0, steps=8)
 
-    # ---- A: one cell, defaults
-    a, t_a = best_of(lambda: nr.attribute(model, stim, cell=0), args.repeats)
-    gf = work_gflop(a)
-    row("A white noise, one cell, defaults (tol=1e-3)", t_a, n, completeness=a.completeness_error,
-        steps_per_frame=steps_hist(a), work_gflop=round(gf), fraction_of_fp32_matmul=round(gf / t_a / rate, 3))
+    # ---- A: one cell, defaults (the rows after it compare with it; without it they record their error)
+    a, t_a = None, float("nan")
+    with attempt("A"):
+        a, t_a = best_of(lambda: nr.attribute(model, stim, cell=0), args.repeats)
+        gf = work_gflop(a)
+        row("A white noise, one cell, defaults (tol=1e-3)", t_a, n, completeness=a.completeness_error,
+            steps_per_frame=steps_hist(a), work_gflop=round(gf), fraction_of_fp32_matmul=round(gf / t_a / rate, 3))
     if in_budget("A8", args.budget):
-        a8, t = best_of(lambda: nr.attribute(model, stim, cell=0, steps=8), args.repeats)
-        gf8 = work_gflop(a8)
-        row("A8 white noise, one cell, steps=8 (the old default)", t, n, completeness=a8.completeness_error,
-            fraction_of_fp32_matmul=round(gf8 / t / rate, 3))
+        with attempt("A8"):
+            a8, t = best_of(lambda: nr.attribute(model, stim, cell=0, steps=8), args.repeats)
+            gf8 = work_gflop(a8)
+            row("A8 white noise, one cell, steps=8 (the old default)", t, n, completeness=a8.completeness_error,
+                fraction_of_fp32_matmul=round(gf8 / t / rate, 3))
+            del a8
     if in_budget("Ab", args.budget):
-        ab, t = best_of(lambda: nr.attribute(model, stim, cell=0, batch_size=4096), 1)
-        row("Ab white noise, one cell, defaults, batch_size=4096", t, n, completeness=ab.completeness_error,
-            ratio_to_A=round(t / t_a, 3), max_abs_diff_to_A=float(np.abs(ab.maps[ab.frames] - a.maps[a.frames]).max()
-                                                                 / np.abs(a.maps[a.frames]).max()))
+        with attempt("Ab"):
+            ab, t = best_of(lambda: nr.attribute(model, stim, cell=0, batch_size=4096), 1)
+            row("Ab white noise, one cell, defaults, batch_size=4096", t, n, completeness=ab.completeness_error,
+                ratio_to_A=round(t / t_a, 3),
+                max_abs_diff_to_A=float(np.abs(ab.maps[ab.frames] - a.maps[a.frames]).max()
+                                        / np.abs(a.maps[a.frames]).max()))
+            del ab
     if in_budget("H", args.budget):  # what no GPU speeds up: checks, window search, result copies on the host
-        t = bench_host.host_seconds(model, stim, args.repeats, cell=0)
-        row("H host part of A (conv1 and the path integral stubbed, bench_host.py)", t, n, ratio_to_A=round(t / t_a, 3))
+        with attempt("H"):
+            t = bench_host.host_seconds(model, stim, args.repeats, cell=0)
+            row("H host part of A (conv1 and the path integral stubbed, bench_host.py)", t, n,
+                ratio_to_A=round(t / t_a, 3))
     # ---- V: variants of A
-    ref_maps = a.maps[a.frames]
-    scale = float(np.abs(ref_maps).max())
     for name, (setting, kwargs) in VARIANTS.items():
         if not in_budget(name[:2], args.budget):
             continue
-        # the defaults timed again right before: the ratio compares neighbours, not the start of the run
-        _, t_def = best_of(lambda: nr.attribute(model, stim, cell=0), args.repeats)
-        with Variant(**setting):
-            nr.attribute(model, warm, cell=0, **kwargs)  # warm-up: plans, autotuning
-            v, t = best_of(lambda: nr.attribute(model, stim, cell=0, **kwargs), args.repeats)
-        row(name, t, n, defaults_just_before_s=round(t_def, 4), ratio_to_defaults=round(t / t_def, 3),
-            completeness=v.completeness_error,
-            max_abs_diff_to_A=float(np.abs(v.maps[v.frames] - ref_maps).max() / scale),
-            steps_equal_A=bool(np.array_equal(v.steps_per_frame, a.steps_per_frame)))
-        del v
-    del a, ref_maps
+        with attempt(name[:2]):
+            ref_maps = a.maps[a.frames]
+            # the defaults timed again right before: the ratio compares neighbours, not the start of the run
+            _, t_def = best_of(lambda: nr.attribute(model, stim, cell=0), args.repeats)
+            with Variant(**setting):
+                nr.attribute(model, warm, cell=0, **kwargs)  # warm-up: plans, autotuning
+                v, t = best_of(lambda: nr.attribute(model, stim, cell=0, **kwargs), args.repeats)
+            row(name, t, n, defaults_just_before_s=round(t_def, 4), ratio_to_defaults=round(t / t_def, 3),
+                completeness=v.completeness_error,
+                max_abs_diff_to_A=float(np.abs(v.maps[v.frames] - ref_maps).max() / np.abs(ref_maps).max()),
+                steps_equal_A=bool(np.array_equal(v.steps_per_frame, a.steps_per_frame)))
+            del v
+    del a
 
     # ---- P: where the time goes
     for method in ("direct", "fft"):
         if not in_budget(f"P {method}", args.budget):
             continue
-        part = stim[: min(n, 1000) + H - 1]
-        with Variant(conv2=method):
-            nr.attribute(model, warm, cell=0)
-            wall, busy, top = profile_top(lambda: nr.attribute(model, part, cell=0))
-        row(f"P profile, conv2 {method}, {len(part) - H + 1} frames (under the profiler)", wall, len(part) - H + 1,
-            device_busy_share=round(busy / wall, 3), top_ms_share=top)
+        with attempt(f"P {method}"):
+            part = stim[: min(n, 1000) + H - 1]
+            with Variant(conv2=method):
+                nr.attribute(model, warm, cell=0)
+                wall, busy, top = profile_top(lambda: nr.attribute(model, part, cell=0))
+            row(f"P profile, conv2 {method}, {len(part) - H + 1} frames (under the profiler)", wall,
+                len(part) - H + 1, device_busy_share=round(busy / wall, 3), top_ms_share=top)
 
     # ---- B: every cell
     if in_budget("B", args.budget):
-        b, t = best_of(lambda: nr.attribute(model, stim, cell="all"), 1)
-        row(f"B white noise, cell='all' ({cfg.n_cells} cells), defaults", t, n, completeness=b.completeness_error,
-            steps_per_frame=steps_hist(b), ratio_to_A=round(t / t_a, 3), target="<= 2")
-        del b
+        with attempt("B"):
+            b, t = best_of(lambda: nr.attribute(model, stim, cell="all"), 1)
+            row(f"B white noise, cell='all' ({cfg.n_cells} cells), defaults", t, n,
+                completeness=b.completeness_error, steps_per_frame=steps_hist(b), ratio_to_A=round(t / t_a, 3),
+                target="<= 2")
+            del b
 
     # ---- C: predict
     if in_budget("C", args.budget):
-        big = rng.standard_normal((args.predict_frames, cfg.size, cfg.size), dtype=np.float32)
-        nr.predict(model, big[: min(2000, len(big))])
-        _, t = best_of(lambda: nr.predict(model, big), args.repeats)
-        row(f"C predict, {args.predict_frames:,} white-noise frames", t, args.predict_frames)
-        del big
+        with attempt("C"):
+            big = rng.standard_normal((args.predict_frames, cfg.size, cfg.size), dtype=np.float32)
+            nr.predict(model, big[: min(2000, len(big))])
+            _, t = best_of(lambda: nr.predict(model, big), args.repeats)
+            row(f"C predict, {args.predict_frames:,} white-noise frames", t, args.predict_frames)
+            del big
 
     # ---- D: Captum GL-50 on a subset
     if in_budget("D", args.budget):
-        m = min(args.captum_frames, n)
-        sub = stim[: m + H - 1]
-        idx = np.arange(H - 1, len(sub))
-        ref_idx = idx[np.linspace(0, len(idx) - 1, 4).astype(int)]
-        m64 = copy.deepcopy(model).double()
-        ref, t_ref = timed(lambda: nr.attribute(m64, sub, cell=0, steps=args.ref_steps, invariance="none",
-                                                frames=ref_idx, batch_size=2048))
-        R = ref.maps[ref_idx].astype(np.float64)
-        ours, t_ours = best_of(lambda: nr.attribute(model, sub, cell=0, invariance="none"), args.repeats)
-        gl, t_gl = best_of(lambda: nr.attribute(model, sub, cell=0, steps=50, rule="gausslegendre",
-                                                invariance="none"), args.repeats)
-        pos = np.searchsorted(idx, ref_idx)
-        extra = {"ours_error": rel(ours.maps[ref_idx], R), "ours_gl50_error": rel(gl.maps[ref_idx], R),
-                 "reference_seconds": round(t_ref, 2)}
-        if have_captum:
-            captum_gl50(model, sub, idx[:40])  # warm-up
-            cap, t_cap = timed(lambda: captum_gl50(model, sub, idx))
-            extra.update(captum_seconds=round(t_cap, 3), captum_error=rel(cap[pos], R),
-                         speedup_default=round(t_cap / t_ours, 1), speedup_gl50=round(t_cap / t_gl, 1),
-                         accuracy_ratio=round(rel(cap[pos], R) / rel(ours.maps[ref_idx], R), 1),
-                         gl50_vs_captum=float(np.abs(gl.maps[idx] - cap).max() / np.abs(cap).max()))
-        else:
-            extra["captum"] = "not installed: Captum rows skipped"
-        row(f"D {m} white-noise frames: nr.attribute defaults vs Captum GL-50", t_ours, m,
-            ours_gl50_seconds=round(t_gl, 3),
-            **extra)
+        with attempt("D"):
+            captum_row(model, stim, args, have_captum)
 
     # ---- E: checks
     if in_budget("E", args.budget):
-        small = stim[: H + min(63, n - 1)]
-        gpu = nr.attribute(model, small, cell=0, invariance="none")
-        cpu = nr.attribute(model, small, cell=0, invariance="none", device="cpu")
-        diff = float(np.abs(gpu.maps[gpu.frames] - cpu.maps[cpu.frames]).max() / np.abs(cpu.maps[cpu.frames]).max())
-        flashes = flash_train(2000, cfg.size)
-        nr.attribute(model, flashes[:200], cell=0)
-        fl, t_fl = best_of(lambda: nr.attribute(model, flashes, cell=0), args.repeats)
-        bar = nr.stimuli.moving_bar(speed=0.5, size=cfg.size)
-        br = nr.attribute(model, bar, cell=0)
-        tol = nr.attribution.DEFAULT_TOL
-        checks = {"gpu_vs_cpu_max_rel": diff, "gpu_steps_equal_cpu": bool((gpu.steps_per_frame ==
-                                                                           cpu.steps_per_frame).all()),
-                  "noise_completeness": gpu.completeness_error, "flash_completeness": fl.completeness_error,
-                  "bar_completeness": br.completeness_error,
-                  "all_within_tol": max(gpu.completeness_error, fl.completeness_error, br.completeness_error) <= tol}
-        row("E checks; flash train 2,000 frames timed", t_fl, len(fl.frames), flash_steps_per_frame=steps_hist(fl),
-            **checks)
+        with attempt("E"):
+            checks_row(model, stim, args)
 
     # ---- T: the GPU tests
     if not args.no_tests and in_budget("T", args.budget):
-        import subprocess
+        with attempt("T"):
+            tests_row()
 
-        root = Path(__file__).resolve().parents[1]
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "gpu or cuda",
-               "tests/test_attribution.py", "tests/test_experiments.py", "tests/test_predict.py"]
-        t = time.perf_counter()
-        done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "PYTHONPATH": str(root / "src")})
-        lines = (done.stdout + done.stderr).strip().splitlines()
-        print("\n".join(lines[-15:]), flush=True)
-        row("T GPU tests (pytest -k 'gpu or cuda')", time.perf_counter() - t, 0, exit_status=done.returncode,
-            summary=lines[-1] if lines else "")
-
-    print(f"\n{info['device']}, torch {info['torch']} (CUDA {info['cuda']}), {info['date']}; float32 matmul "
-          f"{info['matmul_fp32_gflops']:,} GFLOP/s (TF32 {info['matmul_tf32_gflops']:,}); "
+    print(f"\n{INFO['device']}, torch {INFO['torch']} (CUDA {INFO['cuda']}), {INFO['date']}; float32 matmul "
+          f"{INFO['matmul_fp32_gflops']:,} GFLOP/s (TF32 {INFO['matmul_tf32_gflops']:,}); "
           f"total {time.perf_counter() - T0:.0f} s\n")
     print("| row | time | frames/s | details |\n|---|---|---|---|")
     for r in ROWS:
@@ -374,13 +445,12 @@ def main() -> int:
                           for k, v in details.items()) + " |")
     if SKIPPED:
         print(f"\nskipped (past the budget): {', '.join(SKIPPED)}")
-    out = os.environ.get("OUT")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        path = Path(out) / "gpu_rows.json"
-        path.write_text(json.dumps({"info": info, "rows": ROWS, "skipped": SKIPPED}, indent=2, default=float))
-        print(f"wrote {path}")
-    return 0
+    for e in ERRORS:
+        print(f"\nrow {e['row']} failed: {e['error']}")
+    save()
+    if os.environ.get("OUT"):
+        print(f"wrote {Path(os.environ['OUT']) / 'gpu_rows.json'}")
+    return 1 if ERRORS else 0
 
 
 if __name__ == "__main__":
