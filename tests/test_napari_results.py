@@ -183,6 +183,25 @@ def test_trace_plot_rows_have_their_own_scale_units_and_the_data(tiny_viewer, qt
         np.testing.assert_allclose(pos[:, 1], attr.channels[attr.frames, c], rtol=1e-6)
 
 
+def test_time_axis_label_stays_in_the_canvas_at_its_smallest(tiny_viewer, qtbot, plugin):
+    # the demo's window gives the plot its minimum height: the time axis' label was drawn below the canvas
+    viewer = tiny_viewer
+    stim = nr.stimuli.white_noise(frames=60, size=20, seed=1)
+    viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    _analyze(viewer, plugin, qtbot, steps=2, explain=0.9)
+    plot = _plot_of(viewer)
+    native = plot.canvas.native
+    native.resize(native.width(), native.minimumHeight())
+    qtbot.waitUntil(lambda: plot.canvas.size[1] == native.minimumHeight(), timeout=5000)
+    label = plot.x_axis.axis._axis_label_vis
+    assert label.text == "time (ms)"
+    y = label.get_transform("visual", "canvas").map(label.pos)[0, 1]
+    half_height = 0.5 * label.font_size * 96 / 72  # pt -> px at 96 dpi, generous
+    assert y + half_height <= plot.canvas.size[1]
+    # the rows keep their minimum too
+    assert all(row.view.size[1] >= _plot.ROW_MIN_PX - 0.5 for row in plot.rows)
+
+
 def test_time_cursor_and_slider_are_linked_both_ways(tiny_viewer, qtbot, plugin):
     from qtpy.QtCore import QPoint, Qt
 

@@ -55,6 +55,9 @@ MAX_HEIGHT_PX = 380
 ROW_MIN_PX = 32
 """The plot's canvas is never shorter than this many pixels per row (plus the time axis): below it
 the rows' labels overlap, and a bottom dock otherwise keeps whatever height it was first given."""
+X_AXIS_PX = 44
+"""Height of the time axis: its tick labels and, below them, its label ("time (ms)"). Fixed, so that a
+plot squeezed to its minimum height takes the room from the rows, not from the axis' label."""
 REVEAL_PER_PASS = 4
 """Most nodes a new plot shows per event-loop pass when it is built in steps (:meth:`TracePlot.traces_steps`)."""
 TEXT_PER_PASS = 2
@@ -341,7 +344,7 @@ class TracePlot(QWidget):
             yield
         self.x_axis = _axis("bottom", f"time ({self.unit})", axis_font_size=8, axis_label_margin=28,
                             tick_label_margin=14)
-        self.x_axis.height_max = 44
+        self.x_axis.height_min = self.x_axis.height_max = X_AXIS_PX
         self.x_axis.visible = False
         _share_font([self.x_axis.axis._text, self.x_axis.axis._axis_label_vis], self._fonts)
         self.grid.add_widget(self.x_axis, row=n_rows, col=1)
@@ -351,7 +354,7 @@ class TracePlot(QWidget):
             row.view.camera.link(first, axis="x")
         self.rows[0].view.scene.transform.changed.connect(self._on_view_changed)
         self._preferred_height = min(90 + ROW_HEIGHT_PX * n_rows, MAX_HEIGHT_PX)
-        self.canvas.native.setMinimumHeight(min(40 + ROW_MIN_PX * n_rows, MAX_HEIGHT_PX))
+        self.canvas.native.setMinimumHeight(min(X_AXIS_PX + ROW_MIN_PX * n_rows, MAX_HEIGHT_PX))
         self.updateGeometry()
         self._reset_ranges()
         hidden = [node for row in self.rows for node in row.nodes()] + [self.x_axis]
