@@ -310,6 +310,8 @@ def test_the_demo_s_docks_hold_the_model_its_analysis_was_made_with(make_napari_
         seen["session"] = _session.session(viewer)
         seen["summaries"] = [w.summary.value for w in viewer.window.dock_widgets.values()
                              if isinstance(w, _widgets.ModelWidget)]
+        seen["analyze"] = [(w.task.progress.value, w.task.progress.max, w.task.status.value)
+                           for w in viewer.window.dock_widgets.values() if isinstance(w, _widgets.AnalyzeWidget)]
         return real(viewer, path, **kwargs)
 
     monkeypatch.setattr(demo, "screenshot", spy)
@@ -317,6 +319,9 @@ def test_the_demo_s_docks_hold_the_model_its_analysis_was_made_with(make_napari_
     assert seen["session"].has_model()       # Analyze pressed again runs the model shown, not a second load
     (text,) = seen["summaries"]
     assert "no model loaded" not in text and "shipped default" in text and "cells" in text
+    # its analysis is the Analyze widget's, finished: a full progress bar and a status that says so
+    ((value, maximum, status),) = seen["analyze"]
+    assert value == maximum and "analysis done" in status
 
 
 # ------------------------------------------------------------ experiments ---
