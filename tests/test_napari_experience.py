@@ -271,6 +271,31 @@ def test_result_terms_link_to_their_definitions(viewer, qtbot):
         assert f'<a id="{anchor}"></a>' in doc
 
 
+def _contrast(a, b) -> float:
+    """WCAG contrast ratio of two QColors (1 to 21)."""
+    def lum(c):
+        ch = [v / 255 for v in (c.red(), c.green(), c.blue())]
+        ch = [v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4 for v in ch]
+        return 0.2126 * ch[0] + 0.7152 * ch[1] + 0.0722 * ch[2]
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_result_links_are_readable_in_the_dark_and_the_light_theme(viewer, qtbot):
+    # Qt's default link colour (#0000ff) on napari's dark dock background has a contrast of ~1.8
+    from qtpy.QtGui import QPalette
+
+    _, w = _plugin_dock(viewer, "Experiments")
+    w.overview.value = '<a href="https://example.org">present</a>'
+    for theme in ("dark", "light", "dark"):
+        viewer.theme = theme
+        qtbot.wait(20)
+        palette = w.overview.native.palette()
+        window, link = palette.color(QPalette.ColorRole.Window), palette.color(QPalette.ColorRole.Link)
+        assert _contrast(link, window) >= 4.5, (theme, link.name(), window.name())  # WCAG AA for text
+        assert link == palette.color(QPalette.ColorRole.LinkVisited)
+
+
 # ----------------------------------------------------------- 12. Round trip ---
 
 def test_a_saved_analysis_reopens_with_maps_traces_and_settings(viewer, tiny, tmp_path, qtbot):

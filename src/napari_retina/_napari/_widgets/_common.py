@@ -19,7 +19,8 @@ import napari.layers
 from magicgui.widgets import Label, create_widget
 from magicgui.widgets.bases import CategoricalWidget, ValueWidget
 
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtGui import QColor, QPalette
 from qtpy.QtWidgets import QDockWidget, QMainWindow
 
 from .._layers import AXIS_LABELS, META, SCALE, UNITS
@@ -186,12 +187,40 @@ def term_link(term: str, text: Optional[str] = None) -> str:
     return f'<a href="{url}">{shown}</a>' if url else shown
 
 
+LINK_ON_DARK = "#8ab4f8"
+"""Link colour on a dark background (napari's dark theme: contrast ≈ 7.6 to its #23242b)."""
+LINK_ON_LIGHT = "#0645ad"
+"""Link colour on a light background (contrast ≈ 8 to white)."""
+
+
+def readable_links(widget) -> None:
+    """Give ``widget``'s links a colour that reads on its background (Qt's default #0000ff does not on a dark one)."""
+    palette = widget.palette()
+    dark = palette.color(QPalette.ColorRole.Window).lightness() < 128
+    colour = QColor(LINK_ON_DARK if dark else LINK_ON_LIGHT)
+    if palette.color(QPalette.ColorRole.Link) != colour or palette.color(QPalette.ColorRole.LinkVisited) != colour:
+        palette.setColor(QPalette.ColorRole.Link, colour)
+        palette.setColor(QPalette.ColorRole.LinkVisited, colour)
+        widget.setPalette(palette)
+
+
+class _ReadableLinks(QObject):
+    """Re-applies :func:`readable_links` whenever the widget's style or palette changes (napari's theme)."""
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() in (QEvent.Type.Polish, QEvent.Type.StyleChange, QEvent.Type.PaletteChange):
+            readable_links(obj)
+        return False
+
+
 def rich_label(value: str = "") -> Label:
-    """A word-wrapped magicgui Label whose links open in the browser (rich text)."""
+    """A word-wrapped magicgui Label whose links open in the browser (rich text), readable in any theme."""
     label = Label(value=value)
     label.native.setWordWrap(True)
     label.native.setTextFormat(Qt.TextFormat.RichText)
     label.native.setOpenExternalLinks(True)
+    label.native.installEventFilter(_ReadableLinks(label.native))  # owned by the label: freed with it
+    readable_links(label.native)
     return label
 
 
