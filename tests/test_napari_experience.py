@@ -271,6 +271,22 @@ def test_result_terms_link_to_their_definitions(viewer, qtbot):
         assert f'<a id="{anchor}"></a>' in doc
 
 
+def test_a_shortened_readout_shows_every_value_in_its_tooltip(viewer, qtbot):
+    _, w = _plugin_dock(viewer, "Experiments")
+    w.steps.value = 2
+    _run_experiment(w, "osr", qtbot)
+    readout = w.results["osr"].readout
+    table = w.table.native
+    rows = {table.item(r, 0).text(): r for r in range(table.rowCount())}
+    periods = readout["periods_ms"]
+    assert len(periods) > 6
+    item = table.item(rows["periods_ms"], 1)
+    assert item.text().endswith(f"({len(periods)} values)]")  # the cell is shortened ...
+    assert item.toolTip() == "[" + ", ".join(f"{float(p):.4g}" for p in periods) + "]"  # ... its tooltip is not
+    reduced = table.item(rows["reduced"], 1).toolTip().splitlines()  # a dict: one key per line
+    assert [line.split(":")[0] for line in reduced] == list(readout["reduced"])
+
+
 def _contrast(a, b) -> float:
     """WCAG contrast ratio of two QColors (1 to 21)."""
     def lum(c):

@@ -10,6 +10,8 @@ the layers already shown, never on top.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton, Table
@@ -27,25 +29,47 @@ GAP = 0.1
 """Blank space between stacked results, as a fraction of the new result's height."""
 
 
-def _cell(value) -> str:
-    """A readout value as short text: 4 significant digits, lists of numbers shortened."""
+SHOWN_ITEMS = 6
+"""A list readout shows this many values in its table cell; its tooltip shows them all."""
+
+
+def _cell(value, limit: Optional[int] = SHOWN_ITEMS) -> str:
+    """A readout value as text: 4 significant digits, lists of more than ``limit`` values shortened (None: all)."""
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
     if isinstance(value, (float, np.floating)):
         return f"{value:.4g}"
     if isinstance(value, (list, tuple, np.ndarray)):
-        items = [_cell(v) for v in list(np.asarray(value, dtype=object).ravel())]
-        return "[" + ", ".join(items[:6]) + (f", … ({len(items)} values)]" if len(items) > 6 else "]")
+        items = [_cell(v, limit) for v in list(np.asarray(value, dtype=object).ravel())]
+        if limit is None or len(items) <= limit:
+            return "[" + ", ".join(items) + "]"
+        return "[" + ", ".join(items[:limit]) + f", … ({len(items)} values)]"
     if isinstance(value, dict):
-        return ", ".join(f"{k} {_cell(v)}" for k, v in value.items())
+        return ", ".join(f"{k} {_cell(v, limit)}" for k, v in value.items())
     return str(value)
+
+
+def _full(value) -> str:
+    """A readout value in full, for its cell's tooltip: every value, and a dict one key per line."""
+    if isinstance(value, dict):
+        return "\n".join(f"{k}: {_cell(v, None)}" for k, v in value.items())
+    return _cell(value, None)
+
+
+def _keys(readout: dict) -> list:
+    """The readout's keys in table order: ``present`` first."""
+    return (["present"] if "present" in readout else []) + [k for k in readout if k != "present"]
 
 
 def readout_table(result) -> dict:
     """One experiment's readout as table columns ``readout`` and ``value``: ``present`` first, one row per key."""
-    readout = dict(result.readout)
-    keys = (["present"] if "present" in readout else []) + [k for k in readout if k != "present"]
-    return {"readout": keys, "value": [_cell(readout[k]) for k in keys]}
+    keys = _keys(result.readout)
+    return {"readout": keys, "value": [_cell(result.readout[k]) for k in keys]}
+
+
+def readout_tooltips(result) -> list[str]:
+    """Each row's full value (:func:`_full`), in :func:`readout_table`'s order."""
+    return [_full(result.readout[k]) for k in _keys(result.readout)]
 
 
 def terms_text(result) -> str:
@@ -177,6 +201,10 @@ class ExperimentsWidget(Container):
         name = self.result_choice.value
         if name in self.results:
             self.table.value = readout_table(self.results[name])
+            for row, text in enumerate(readout_tooltips(self.results[name])):
+                item = self.table.native.item(row, 1)
+                if item is not None:
+                    item.setToolTip(text)
             self.table.native.resizeColumnsToContents()
             self.terms.value = terms_text(self.results[name])
 
