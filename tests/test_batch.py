@@ -161,6 +161,20 @@ def test_a_cell_error_found_by_the_worker_is_reported_in_one_sentence(inputs, cl
     assert label.startswith(f"attribute of {inputs / 'b.npy'}") and "space" in message and "\n" not in message
 
 
+def test_a_movie_shorter_than_the_history_fails_every_analysis(inputs, client, tmp_path):
+    # its blocks all lie before the first full history: attribute used to store all-NaN arrays as complete
+    np.save(tmp_path / "short.npy", np.zeros((5, 12, 12), np.float32))   # history 8
+    spec = {**_spec(inputs, tmp_path / "r", stimuli=(), cells=(0,), analyses=("predict", "attribute")),
+            "stimuli": [str(tmp_path / "short.npy")]}
+    report = batch.run(spec, client)
+    assert report.done == [] and report.exit_code == 1
+    messages = dict(report.failed)
+    assert sorted(label.split(" of ")[0] for label in messages) == ["attribute", "predict"]
+    assert all(m == "stimulus has 5 frame(s) but the model needs at least its history of 8 frames (80 ms)"
+               for m in messages.values())
+    assert list(batch.load(tmp_path / "r")) == []
+
+
 def test_a_killed_worker_leaves_no_partial_result_and_the_rerun_completes_it(inputs, client, tmp_path):
     import dask
     from distributed import Client, LocalCluster

@@ -290,6 +290,13 @@ def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str
         )
 
 
+def check_history_frames(n_frames: int, history: int, name: str = "stimulus") -> None:
+    """A ValueError unless a movie of ``n_frames`` frames holds at least one full ``history`` (frames)."""
+    if n_frames < history:
+        raise ValueError(f"{name} has {n_frames} frame(s) but the model needs at least its history of "
+                         f"{history} frames ({history * FRAME_MS:g} ms)")
+
+
 def as_stimulus(
     stimulus,
     *,
@@ -312,11 +319,8 @@ def as_stimulus(
     """
     zscored = check_normalize(normalize)
     arr = as_stack(stimulus, name)
-    if history is not None and arr.shape[0] < history:
-        raise ValueError(
-            f"{name} has {arr.shape[0]} frame(s) but the model needs at least its history of "
-            f"{history} frames ({history * FRAME_MS:g} ms)"
-        )
+    if history is not None:
+        check_history_frames(arr.shape[0], history, name)
     if size is not None:
         arr = crop_to(arr, size, crop, name)
     if not zscored:

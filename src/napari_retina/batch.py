@@ -546,7 +546,7 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
     from .attribution._result import map_shape
     from .metrics import map_limit
     from ._predict import predict
-    from ._validate import as_stimulus
+    from ._validate import as_stimulus, check_history_frames
 
     model = _load_model(task.model)
     cfg = model.config
@@ -568,6 +568,7 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
         return {"rates": rates}
     frames = list(range(max(start, cfg.history - 1) - first, stop - first))
     if not frames:  # the block lies wholly before the first full history
+        check_history_frames(stimulus_frames(task.stimulus), cfg.history)  # a movie with none fails, as unsplit
         C, h = cfg.channels[0], cfg.map_sizes[0]
         n = stop - start
         nan = np.full((n,), np.nan, np.float32)
