@@ -406,3 +406,13 @@ def test_a_tensor_claiming_more_than_the_file_holds_is_refused_before_it_is_copi
     with pytest.raises(ValueError, match=r"big.pt' has malformed weights: sequential.0.weight claims 450 elements but "
                                          r"the file holds 1 for it"):
         nr.load_model(save_tdr(tmp_path / "big.pt", "BNCNN", state))
+
+
+@pytest.mark.parametrize("make, kind", [(lambda t: t.to_sparse(), "sparse_coo tensor on device 'cpu'"),
+                                        (lambda t: t.to("meta"), "strided tensor on device 'meta'")])
+def test_a_sparse_or_meta_tensor_in_a_lab_checkpoint_is_refused_in_one_sentence(tmp_path, make, kind):
+    state, _ = tdr_state()
+    state["sequential.0.weight"] = make(state["sequential.0.weight"])
+    with pytest.raises(ValueError, match=rf"m.pt' has malformed weights: sequential.0.weight is a {kind}; "
+                                         r"expected a dense tensor with its values in the file$"):
+        nr.load_model(save_tdr(tmp_path / "m.pt", "BNCNN", state))

@@ -40,7 +40,7 @@ import torch
 
 from ._atomic import atomic_write
 from ._device import DeviceLike, resolve_device
-from .formats import is_hdf5, known_formats, read_foreign
+from .formats import check_dense, is_hdf5, known_formats, read_foreign
 from .model import ModelConfig, RetinaCNN
 
 FORMAT = "napari-retina-checkpoint"
@@ -216,8 +216,8 @@ def _check_state(path: Path, state: Any, config: ModelConfig) -> dict[str, torch
     """Refuse weights that do not have the names, shapes and kinds ``config`` implies.
 
     Runs before the network is built: every tensor must be present with the
-    expected shape, floating point (``num_batches_tracked``: integer), and
-    backed by its own data (no zero-stride views claiming more than the file holds).
+    expected shape, dense, floating point (``num_batches_tracked``: integer), and
+    backed by its own data (no sparse or meta tensors, no zero-stride views claiming more than the file holds).
     """
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         got = type(state).__name__ if not isinstance(state, dict) else "a dict holding non-tensors"
@@ -238,6 +238,7 @@ def _check_state(path: Path, state: Any, config: ModelConfig) -> dict[str, torch
                 f"{str(path)!r} has weights that do not match its own config: {name} should be "
                 f"{list(shape)} but is {list(tensor.shape)} in the file"
             )
+        check_dense(path, name, tensor)
         integer = name.endswith("num_batches_tracked")
         if tensor.is_floating_point() == integer or tensor.is_complex():
             kind = "an integer" if integer else "a floating-point"

@@ -23,9 +23,9 @@ import torch
 
 from ..model import ModelConfig
 from . import keras, tdr
-from ._net import KNOWN_FORMATS, known_formats, to_state
+from ._net import KNOWN_FORMATS, check_dense, known_formats, to_state
 
-__all__ = ["KNOWN_FORMATS", "known_formats", "is_hdf5", "read_foreign", "describe", "keras", "tdr"]
+__all__ = ["KNOWN_FORMATS", "check_dense", "known_formats", "is_hdf5", "read_foreign", "describe", "keras", "tdr"]
 
 
 def is_hdf5(path: Path) -> bool:

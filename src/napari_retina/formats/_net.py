@@ -46,6 +46,19 @@ def expect_shape(path: Path, name: str, tensor: torch.Tensor, expected: tuple, w
     return tensor
 
 
+def check_dense(path: Path, name: str, tensor: torch.Tensor) -> None:
+    """A ValueError naming ``name`` unless ``tensor`` is dense and holds its values on the CPU.
+
+    torch's weights-only loader accepts sparse tensors and meta tensors (shapes
+    without values); the checks that read a tensor's storage or values fail on
+    them with torch's own errors.
+    """
+    if tensor.layout != torch.strided or tensor.device.type != "cpu":
+        raise ValueError(f"{str(path)!r} has malformed weights: {name} is a {str(tensor.layout).split('.')[-1]} "
+                         f"tensor on device {tensor.device.type!r}; expected a dense tensor with its values in "
+                         "the file")
+
+
 def as_float64(path: Path, name: str, value: Any) -> torch.Tensor:
     """A floating-point tensor or array as a float64 tensor, or a ValueError naming it.
 
@@ -53,6 +66,7 @@ def as_float64(path: Path, name: str, value: Any) -> torch.Tensor:
     storage holds (a crafted zero-stride view) is refused before it is copied.
     """
     if isinstance(value, torch.Tensor) and value.is_floating_point():
+        check_dense(path, name, value)
         held = value.untyped_storage().nbytes() // value.element_size()
         if value.numel() > min(held, MAX_STATE_NUMBERS):
             raise ValueError(
