@@ -394,12 +394,17 @@ def test_the_battery_runs_on_a_wrapped_core_readout_module(net):
     """Every experiment on an openretina-shaped module: rates are the module's own, the reduction is computed."""
     from test_experiments import SMALL
 
+    from napari_retina.attribution._result import map_shape
+
     wrapped = nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.conv")
     for name, params in SMALL.items():
         out = nr.experiments.battery(wrapped, 0, retina=None, names=[name], steps=4, max_frames=30, **params)
         res, row = out["results"][name], out["rows"][0]
         np.testing.assert_allclose(res.rates, nr.predict(wrapped, res.stimulus), rtol=1e-6, equal_nan=True)
-        assert res.stimulus.shape[1:] == (SIZE, SIZE) and res.attribution.maps.shape[1:] == (4, 8, 8), name
+        attr = res.attribution   # the protocol's invariance, as for a RetinaCNN: the maps summed along it
+        assert res.stimulus.shape[1:] == (SIZE, SIZE), name
+        assert (None if attr.maps is None else attr.maps.shape[1:]) == map_shape(4, 8, attr.invariance), name
+        assert attr.invariance == {"osr": "space", "latency": "space"}.get(name, attr.invariance), name
         assert row["kept"] == [res.reduction.label(c) for c in res.reduction.kept] and row["kept"], name
         assert np.isfinite(row["explained_variance"]), name
 
@@ -457,3 +462,23 @@ def test_the_analysis_of_the_generic_path_has_no_maps_and_a_reduction():
     assert res.attribution.maps is None and res.maps is None
     np.testing.assert_array_equal(res.attribution.channels, ref.channels)
     assert res.reduction.kept == nr.reduce(ref).kept and res.reduction.pools == ["uniform"]
+
+
+def test_an_asked_invariance_is_checked_and_sums_the_maps_as_for_a_retina_cnn(net):
+    # it was ignored: full maps and invariance "none" whatever was asked, even on a stimulus that lacks it
+    wrapped = nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.conv")
+    field, frames = full_field(frames=30), [HISTORY, HISTORY + 7]
+    full = nr.attribute(wrapped, field, cell=0, steps=8, frames=frames)
+    assert full.invariance == "none" and full.maps.ndim == 4          # "auto" keeps full maps here
+    space = nr.attribute(wrapped, field, cell=0, steps=8, frames=frames, invariance="space")
+    assert space.invariance == "space" and space.maps is None
+    np.testing.assert_allclose(space.channels[frames], full.channels[frames], rtol=1e-6)
+    for axis, dim in (("y", 2), ("x", 3)):
+        a = nr.attribute(wrapped, field, cell=0, steps=8, frames=frames, invariance=axis)
+        assert a.invariance == axis and a.maps.shape[dim] == 1
+        np.testing.assert_allclose(a.maps[frames], full.maps[frames].sum(axis=dim, keepdims=True),
+                                   rtol=1e-5, atol=1e-7 * np.abs(full.maps[frames]).max())
+    with pytest.raises(ValueError, match="invariance 'space' needs a spatially uniform stimulus"):
+        nr.attribute(wrapped, stim(frames=30), cell=0, steps=8, frames=frames, invariance="space")
+    with pytest.raises(ValueError, match="invariance"):
+        nr.attribute(wrapped, field, cell=0, steps=8, invariance="sideways")

@@ -141,7 +141,7 @@ def attribute(
         A user's module through ``nr.wrap`` is attributed to its first layer's
         units as Captum's LayerIntegratedGradients does (rule
         "gausslegendre" by default, refined until ``tol`` or at fixed
-        ``steps``; see :mod:`._wrapped`).
+        ``steps``; ``invariance`` "auto" means "none" for it; see :mod:`._wrapped`).
     stimulus : array (T, H, W)
         Contrast units (float) or raw intensities (integers); 1 frame = 10 ms.
         As in :func:`napari_retina.predict`: float values must fit in float32,
@@ -220,9 +220,8 @@ def attribute(
     """
     with callers_modes(model):  # eval mode here, the caller's modes kept
         if is_wrapped(model):  # a user's module (nr.wrap): Captum's layer IG, see ._wrapped
-            check_invariance(invariance)
             return attribute_wrapped(model, stimulus, cell, steps, rule, frames, device, batch_size, crop, progress,
-                                     normalize, tol)
+                                     normalize, tol, invariance)
         model = model_on(model, device)
         cfg = model.config
         cells = check_cells(cell, cfg.n_cells)

@@ -30,12 +30,13 @@ from torch.nn import functional as F
 
 from .._device import DeviceLike
 from .._frames import Frames, gather_windows, select_frames
+from .._invariance import InvarianceArg, check_invariance, resolve_invariance
 from .._progress import Progress, report
 from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin, stimulus_tensor
 from .._wrap import WrappedModel, model_on
 from ._adaptive import DEFAULT_TOL, Scales, check_tol, refine
 from ._quadrature import CAPTUM_RULES, DEFAULT_STEPS, Rule, check_rule_steps, quadrature_tensors
-from ._result import Attribution, completeness_error
+from ._result import Attribution, completeness_error, reduce_maps
 
 #: a wrapped module's rule (Captum's default method; the kink rules need RetinaCNN's structure)
 WRAPPED_RULE: Rule = "gausslegendre"
@@ -98,7 +99,8 @@ def _integral_batched(net: WrappedModel, windows: torch.Tensor, d: torch.Tensor,
 def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int] = None, rule: Optional[Rule] = None,
                       frames: Frames = None, device: DeviceLike = None, batch_size: Optional[int] = None,
                       crop: Crop = None, progress: Optional[Progress] = None,
-                      normalize: Normalize = False, tol: Optional[float] = None) -> Attribution:
+                      normalize: Normalize = False, tol: Optional[float] = None,
+                      invariance: InvarianceArg = "auto") -> Attribution:
     """Integrated gradients of a wrapped module's summed cell rate to its first layer's units, per frame.
 
     What :func:`napari_retina.attribute` runs for a :class:`~napari_retina._wrap.WrappedModel`.
@@ -109,12 +111,15 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     read on the units' attributions). Returns an :class:`Attribution`: ``channels`` (T, C)
     summed over the units of each channel (index 1 of the layer's output),
     ``maps`` (T, C, h, w) on the fast path (a Conv3d's summed over its time
-    axis), None on the generic path; ``invariance`` "none" (no fast path for
-    uniform stimuli here); ``steps_per_frame`` the points each frame used.
+    axis), None on the generic path; ``steps_per_frame`` the points each frame used.
+    ``invariance``: "auto" is "none" here (full maps: no fast path for uniform
+    stimuli); "y", "x" or "space", checked on the stimulus as for a RetinaCNN,
+    sum the maps along y, along x or over space (maps None), as there.
     """
     if steps is not None and tol is not None:
         raise ValueError(f"give steps (a fixed quadrature) or tol (refined until it meets tol), not both; "
                          f"got steps={steps!r} and tol={tol!r}")
+    check_invariance(invariance)
     model = model_on(model, device)
     cfg = model.config
     cells = check_cells(cell, cfg.n_cells)
@@ -127,6 +132,8 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
     origin = crop_origin(np.shape(stimulus)[1:], cfg.size, crop)
     idx = select_frames(len(stim), cfg.history, frames)
+    inv = "none" if invariance == "auto" else resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1],
+                                                                 invariance)
     bs = 256 if batch_size is None else check_int(batch_size, "batch_size", 1)
     net = copy.deepcopy(model).eval().requires_grad_(False)
     dev = net.device
@@ -139,8 +146,10 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     chan = np.full((T, unit_shape[0]), np.nan, dtype=np.float32)
     rates = np.full(T, np.nan, dtype=np.float32)
     per_frame = np.zeros(T, dtype=np.int64)
-    map_shape = None if net.first_conv is None else (unit_shape[0], *unit_shape[-2:])
-    maps = None if map_shape is None else np.full((T, *map_shape), np.nan, dtype=np.float32)
+    maps = None
+    if net.first_conv is not None and inv != "space":
+        shape = reduce_maps(torch.zeros(1, unit_shape[0], *unit_shape[-2:]), inv).shape[1:]
+        maps = np.full((T, *shape), np.nan, dtype=np.float32)
     scales = Scales(dev)
     chunk = max(1, bs // fixed)
     report(progress, 0, len(idx))
@@ -162,7 +171,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
         chan[fidx] = A.flatten(2).sum(2).float().cpu().numpy()
         rates[fidx] = r.float().cpu().numpy()
         if maps is not None:
-            maps[fidx] = _maps(A, net.first_conv).float().cpu().numpy()
+            maps[fidx] = reduce_maps(_maps(A, net.first_conv), inv).float().cpu().numpy()
         report(progress, start + len(fidx), len(idx))
     check_finite_output(rates, idx, "the wrapped module's rates", stim)
     check_finite_output(chan, idx, "the attributions", stim)
@@ -170,7 +179,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     return Attribution(
         maps=maps, channels=chan, response=response, rates=rates, baseline_rate=f0,
         completeness_error=completeness_error(chan[idx], response[idx], rates[idx], f0),
-        cells=cells, steps=int(per_frame[idx].max()) if len(idx) else fixed, rule=rule, invariance="none",
+        cells=cells, steps=int(per_frame[idx].max()) if len(idx) else fixed, rule=rule, invariance=inv,
         frames=idx, offset=_offset(net.first_conv), history=cfg.history, stimulus=stim, model=model,
         crop_origin=origin, tol=tol, steps_per_frame=per_frame,
     )
