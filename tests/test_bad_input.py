@@ -201,3 +201,19 @@ def test_check_finite_output_reads_only_the_given_frames_and_survives_an_overflo
         check_finite_output(values, np.array([2, 5, 9]), "the maps")
     with pytest.raises(NonFiniteOutputError, match=r"on 2 of 3 frames .*\(first at frame 7\)"):
         check_finite_output(values, np.array([2, 7, 9]), "the maps")
+
+
+def test_a_progress_that_is_not_callable_is_one_sentence(model):
+    for call in (lambda: nr.predict(model, good(), progress=3),
+                 lambda: nr.attribute(model, good(), steps=2, progress="yes")):
+        with pytest.raises(TypeError, match=r"^progress must be a callable progress\(done, total\) or None, got "):
+            call()
+
+
+def test_run_analysis_refuses_a_lazy_threshold_that_is_not_an_int(model):
+    from napari_retina.analysis import run_analysis
+
+    with pytest.raises(TypeError, match="^lazy_threshold must be an int, got str 'x'$"):
+        run_analysis(model, good(), lazy_threshold="x")
+    with pytest.raises(ValueError, match="^lazy_threshold must be >= 0, got -1$"):
+        run_analysis(model, good(), lazy_threshold=-1)

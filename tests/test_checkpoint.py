@@ -295,6 +295,19 @@ def test_sparse_or_meta_tensors_are_refused_in_one_sentence(tmp_path, make, kind
         nr.load_model(path)
 
 
+def test_a_path_that_is_not_a_path_is_one_sentence():
+    with pytest.raises(TypeError, match=r"^path must be a checkpoint's file path \(str or Path\) or None, got int 3$"):
+        nr.load_model(3)
+
+
+def test_a_file_that_is_no_torch_file_is_not_called_a_pickle_of_code(tmp_path):
+    # a stimulus given as the model: it was refused as "pickled objects other than weights ... could execute code"
+    np.save(tmp_path / "stim.npy", np.zeros((3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"stim.npy' is not a checkpoint: it is neither a torch file \(a zip archive "
+                                         r"or a pickle\) nor Keras HDF5 weights$"):
+        nr.load_model(tmp_path / "stim.npy")
+
+
 def test_other_version_is_refused(tmp_path):
     path = nr.save_model(tiny(), tmp_path / "m.pt")
     payload = torch.load(path, weights_only=True)

@@ -31,8 +31,11 @@ class Cancelled(Exception):
 
 
 def report(progress: Optional[Progress], done: int, total: int) -> None:
-    """Call ``progress(done, total)`` when a callback was given."""
+    """Call ``progress(done, total)`` when a callback was given; anything else not callable is a TypeError."""
     if progress is not None:
+        if not callable(progress):
+            raise TypeError(f"progress must be a callable progress(done, total) or None, "
+                            f"got {type(progress).__name__} {progress!r}")
         progress(int(done), int(total))
 
 

@@ -41,7 +41,7 @@ from ._json import jsonable
 from ._predict import default_batch_size
 from ._progress import Progress, report
 from ._units import FRAME_MS, PIXEL_UM
-from ._validate import Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimulus, crop_origin
+from ._validate import Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimulus, check_int, crop_origin
 from ._wrap import model_config
 from .attribution import Attribution
 from .attribution._result import map_shape as attribution_map_shape
@@ -388,6 +388,7 @@ def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = N
     (True, (100000, 8, 36, 36))
     """
     cfg = model_config(model)
+    lazy_threshold = check_int(lazy_threshold, "lazy_threshold", 0)
     if np.ndim(stimulus) == 0:  # None, a path, a number: before len() fails, the sentence attribute would say
         as_stack(stimulus)
     T = int(np.shape(stimulus)[0])

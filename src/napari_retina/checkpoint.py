@@ -125,6 +125,13 @@ def _numpy_data_globals() -> list:
     return allowed
 
 
+def _starts_like_a_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts as torch.save writes: a zip archive, or (legacy) a pickle of protocol >= 2."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def _load_weights_only(path: Path) -> Any:
     """``torch.load(weights_only=True)`` with numpy data allowed; refusals are one ValueError sentence."""
     try:
@@ -134,6 +141,9 @@ def _load_weights_only(path: Path) -> Any:
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not _starts_like_a_torch_file(path):  # e.g. a .npy stimulus given as the model
+            raise ValueError(f"{str(path)!r} is not a checkpoint: it is neither a torch file (a zip archive or "
+                             "a pickle) nor Keras HDF5 weights") from exc
         if "weights only" in str(exc).lower():
             raise ValueError(
                 f"{str(path)!r} is not a napari-retina checkpoint: it holds pickled objects other than "
@@ -346,6 +356,9 @@ def load_model(path: Optional[PathLike] = None, device: DeviceLike = None) -> Re
     (40, 50)
     """
     dev = resolve_device(device)
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a checkpoint's file path (str or Path) or None, got {type(path).__name__} "
+                        f"{path!r}")
     path = default_model_path() if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
