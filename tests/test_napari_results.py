@@ -198,8 +198,10 @@ def test_time_axis_label_stays_in_the_canvas_at_its_smallest(tiny_viewer, qtbot,
     y = label.get_transform("visual", "canvas").map(label.pos)[0, 1]
     half_height = 0.5 * label.font_size * 96 / 72  # pt -> px at 96 dpi, generous
     assert y + half_height <= plot.canvas.size[1]
-    # the rows keep their minimum too
-    assert all(row.view.size[1] >= _plot.ROW_MIN_PX - 0.5 for row in plot.rows)
+    # the rows keep their minimum too, and room for every line of their legend (the first row has three)
+    assert len(plot.rows[0].labels) == 3
+    assert all(row.view.size[1] >= max(_plot.ROW_MIN_PX, _plot.LEGEND_LINE_PX * len(row.labels)) - 0.5
+               for row in plot.rows)
 
 
 def test_time_cursor_and_slider_are_linked_both_ways(tiny_viewer, qtbot, plugin):

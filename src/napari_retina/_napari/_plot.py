@@ -55,6 +55,9 @@ MAX_HEIGHT_PX = 380
 ROW_MIN_PX = 32
 """The plot's canvas is never shorter than this many pixels per row (plus the time axis): below it
 the rows' labels overlap, and a bottom dock otherwise keeps whatever height it was first given."""
+LEGEND_LINE_PX = 14
+"""Height of one legend line (8-pt text): a row is at least this times its legend's lines tall (the
+first row has three: the model's response, the reduced circuit's, the unit)."""
 X_AXIS_PX = 44
 """Height of the time axis: its tick labels and, below them, its label ("time (ms)"). Fixed, so that a
 plot squeezed to its minimum height takes the room from the rows, not from the axis' label."""
@@ -354,7 +357,8 @@ class TracePlot(QWidget):
             row.view.camera.link(first, axis="x")
         self.rows[0].view.scene.transform.changed.connect(self._on_view_changed)
         self._preferred_height = min(90 + ROW_HEIGHT_PX * n_rows, MAX_HEIGHT_PX)
-        self.canvas.native.setMinimumHeight(min(X_AXIS_PX + ROW_MIN_PX * n_rows, MAX_HEIGHT_PX))
+        row_px = max(ROW_MIN_PX, LEGEND_LINE_PX * max(len(row.labels) for row in self.rows))  # rows share alike
+        self.canvas.native.setMinimumHeight(min(X_AXIS_PX + row_px * n_rows, MAX_HEIGHT_PX))
         self.updateGeometry()
         self._reset_ranges()
         hidden = [node for row in self.rows for node in row.nodes()] + [self.x_axis]
