@@ -354,3 +354,43 @@ def test_a_run_whose_heldout_loss_is_never_finite_says_it_diverged(tmp_path, mon
         nr.train((stim, counts), config=tiny_config(), epochs=2, batch_size=32, lr=1e-2, seed=0, device="cpu",
                  out=out)
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- batches larger than the fit range
+
+@pytest.mark.parametrize("batch_size, blocks_per_batch", [(2048, 4), (600, 1), (280, 1), (32, 4)])
+def test_no_training_or_calibration_window_leaves_the_fit_range(monkeypatch, batch_size, blocks_per_batch):
+    """A batch (or one block of it) larger than the fit range used to make the batch-norm calibration read
+    windows past the fit range, into the held-out tail and past the movie's end (IndexError, or a view
+    RuntimeError, or, with 280, silently held-out windows). Every window that training and calibration run through conv1
+    must end inside the fit range, so that no stimulus frame is shared with the held-out tail."""
+    stim, counts, _ = ln_data(frames=300)
+    fit_idx, hold_idx = training._split_indices(len(stim), TINY["history"], training.HOLDOUT)
+    seen = []
+    real = RetinaCNN.first_layer_windows
+
+    def record(self, source, idx, *args, **kwargs):
+        seen.append(np.asarray(idx).copy())
+        return real(self, source, idx, *args, **kwargs)
+
+    monkeypatch.setattr(RetinaCNN, "first_layer_windows", record)
+    model = nr.train((stim, counts), config=tiny_config(), epochs=2, batch_size=batch_size,
+                     blocks_per_batch=blocks_per_batch, seed=0, device="cpu")
+    assert seen, "training ran no batch through first_layer_windows"
+    ends = np.concatenate(seen)
+    assert ends.min() >= fit_idx[0] and ends.max() <= fit_idx[-1]
+    assert ends.max() - TINY["history"] + 1 < hold_idx[0] - TINY["history"] + 1   # no frame of a held-out window
+    assert all(len(e) >= 2 for e in seen)                                            # batch norm needs two
+    assert model.provenance["fit_windows"] == len(fit_idx)
+    state = model.state_dict()
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_calibration_blocks_stay_inside_the_fit_range():
+    """The calibration starts drawn for a block longer than the fit range are that range, once."""
+    tc = training.TrainConfig(batch_size=2048, recalibrate=8)
+    starts = training._calibration_starts(10, 109, 512, tc)
+    np.testing.assert_array_equal(starts, [10])
+    for per_block in (1, 7, 50, 99, 100):
+        starts = training._calibration_starts(10, 109, per_block, tc)
+        assert len(starts) and starts.min() >= 10 and starts.max() + per_block - 1 <= 109

@@ -260,7 +260,7 @@ def _predict_windows(model: RetinaCNN, stim: torch.Tensor, idx: np.ndarray, bs: 
 
 
 def _recalibrate_bn(model: RetinaCNN, stim: torch.Tensor, starts: np.ndarray, per_block: int,
-                    blocks_per_batch: int) -> None:
+                    blocks_per_batch: int, fit_lo: int, fit_hi: int) -> None:
     """Re-estimate every batch norm's running statistics on training windows.
 
     With momentum 0.01 the running statistics trail weights that change
@@ -268,7 +268,9 @@ def _recalibrate_bn(model: RetinaCNN, stim: torch.Tensor, starts: np.ndarray, pe
     misleading; averaging the batch statistics of a fixed set of training
     batches (cumulative average, then the usual momentum again) fixes that.
     Each batch is ``blocks_per_batch`` runs of ``per_block`` consecutive
-    windows ending at ``start .. start + per_block - 1``.
+    windows ending at ``start .. start + per_block - 1``, clipped to the fit
+    range ``fit_lo .. fit_hi`` as a training batch is (:func:`_batch_ends`):
+    no window reaches into the held-out tail or past the movie's end.
     """
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -280,8 +282,9 @@ def _recalibrate_bn(model: RetinaCNN, stim: torch.Tensor, starts: np.ndarray, pe
     model.train()
     with torch.no_grad():
         for group in batches(starts, blocks_per_batch):
-            ends = np.concatenate([np.arange(a, a + per_block) for a in group])
-            model.from_first_layer(model.first_layer_windows(stim, ends))
+            ends = _batch_ends(group, per_block, fit_lo, fit_hi)
+            if ends is not None:
+                model.from_first_layer(model.first_layer_windows(stim, ends))
     for m, mom in zip(norms, saved):
         m.momentum = mom
     model.eval()
@@ -514,13 +517,21 @@ def _start(config: ModelConfig, init_model: Optional[RetinaCNN], train_split: Sp
 
 
 def _calibration_starts(fit_lo: int, fit_hi: int, per_block: int, tc: TrainConfig) -> np.ndarray:
-    """Block starts (frames) of the fixed training batches that re-estimate the batch norms, drawn once."""
+    """Block starts (frames) of the fixed training batches that re-estimate the batch norms, drawn once.
+
+    Every block of ``per_block`` windows from a start lies inside the fit range
+    ``fit_lo .. fit_hi``. A block as long as the range or longer (a batch size
+    larger than the training part; training clips such blocks to the range)
+    is the range itself, once: one start, ``fit_lo``.
+    """
     n_fit = fit_hi - fit_lo + 1
-    n_calib = min(tc.recalibrate, max(1, (n_fit - per_block) // per_block)) if tc.recalibrate else 0
-    if not n_calib:
+    if not tc.recalibrate:
         return np.zeros(0, int)
+    if per_block >= n_fit:
+        return np.array([fit_lo])
+    n_calib = min(tc.recalibrate, max(1, (n_fit - per_block) // per_block))
     calib_gen = torch.Generator().manual_seed(tc.seed + 1)
-    return fit_lo + torch.randint(0, max(1, n_fit - per_block + 1), (n_calib * tc.blocks_per_batch,),
+    return fit_lo + torch.randint(0, n_fit - per_block + 1, (n_calib * tc.blocks_per_batch,),
                                   generator=calib_gen).numpy()
 
 
@@ -541,7 +552,8 @@ def _fit(run: _Run, tc: TrainConfig, progress: Optional[Progress], log: Optional
     for epoch in range(1, tc.epochs + 1):
         train_loss, done = _epoch(run, tc, progress, done, total)
         if tc.recalibrate:
-            _recalibrate_bn(run.model, run.stim_dev, run.calib_starts, run.per_block, tc.blocks_per_batch)
+            _recalibrate_bn(run.model, run.stim_dev, run.calib_starts, run.per_block, tc.blocks_per_batch,
+                            run.fit_lo, run.fit_hi)
         entry = _heldout_entry(run, tc, epoch, train_loss, run.opt.param_groups[0]["lr"])
         run.history.append(entry)
         if log is not None:
