@@ -394,3 +394,83 @@ def test_calibration_blocks_stay_inside_the_fit_range():
     for per_block in (1, 7, 50, 99, 100):
         starts = training._calibration_starts(10, 109, per_block, tc)
         assert len(starts) and starts.min() >= 10 and starts.max() + per_block - 1 <= 109
+
+
+# ----------------------------------------------------------------------------- non-finite weights are never the best
+
+
+def _all_finite(state):
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+
+
+def test_a_diverging_run_never_returns_or_saves_non_finite_weights(tmp_path):
+    """lr 1e10 used to end with a finite held-out loss on a state whose bn2 running_var held NaN/inf: it was
+    accepted as best, saved (load_model then refused the file) and predicted all-zero rates. Either the run
+    says it diverged and writes nothing, or every weight and buffer it returns and saves is finite."""
+    stim, counts, _ = ln_data(frames=300)
+    out = tmp_path / "m.pt"
+    try:
+        model = nr.train((stim, counts), config=tiny_config(), epochs=2, batch_size=32, lr=1e10, seed=0,
+                         device="cpu", out=out)
+    except ValueError as exc:
+        assert "training diverged" in str(exc) and "lower the learning rate" in str(exc)
+        assert not out.exists()
+        return
+    assert _all_finite(model.state_dict())
+    loaded = nr.load_model(out, device="cpu")                       # refused before: unusable weights
+    assert _all_finite(loaded.state_dict())
+    assert np.isfinite(nr.predict(loaded, stim[:50])).all()
+
+
+def test_an_epoch_with_non_finite_buffers_is_never_the_best(tmp_path, monkeypatch, capsys):
+    """Every epoch leaves an infinite batch-norm variance behind a finite held-out loss: no epoch is usable, so the
+    run fails with the diverged sentence (CLI: one line, exit 2) and writes no checkpoint."""
+    real = training._epoch
+
+    def poisoned(run, *args, **kwargs):
+        result = real(run, *args, **kwargs)
+        with torch.no_grad():
+            run.model.bn2.bn.running_var[0] = float("inf")      # the eval-mode output stays finite
+        return result
+
+    monkeypatch.setattr(training, "_epoch", poisoned)
+    stim, counts, _ = ln_data(frames=300)
+    out = tmp_path / "m.pt"
+    with pytest.raises(ValueError, match=r"training diverged .*after epoch 2, bn2\.bn\.running_var holds 1 NaN.*lower the learning rate"):
+        nr.train((stim, counts), config=tiny_config(), epochs=2, batch_size=32, seed=0, device="cpu",
+                 recalibrate=0, out=out)
+    assert not out.exists()
+    data = write_h5(tmp_path / "d.h5", stim, counts)
+    assert cli.main(["train", str(data), "--out", str(out), "--tiny", "--epochs", "2", "--batch-size", "32",
+                     "--recalibrate", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training diverged" in err[0], err
+    assert not out.exists()
+
+
+def test_the_best_epoch_is_the_best_one_with_finite_weights(tmp_path, monkeypatch):
+    """Epoch 2 has the lowest held-out loss but an infinite batch-norm variance: epoch 1 is returned and saved,
+    finite, and load_model accepts the checkpoint (before, epoch 2 was saved and load_model refused it)."""
+    real_epoch, real_entry = training._epoch, training._heldout_entry
+
+    def poisoned(run, *args, **kwargs):
+        result = real_epoch(run, *args, **kwargs)
+        if len(run.history) == 2:                                  # epoch 2 (history: epoch 0, epoch 1)
+            with torch.no_grad():
+                run.model.bn2.bn.running_var[0] = float("inf")
+        return result
+
+    def lowest_at_2(run, tc, epoch, *args, **kwargs):
+        entry = real_entry(run, tc, epoch, *args, **kwargs)
+        return {**entry, "heldout_loss": 0.0} if epoch == 2 else entry
+
+    monkeypatch.setattr(training, "_epoch", poisoned)
+    monkeypatch.setattr(training, "_heldout_entry", lowest_at_2)
+    stim, counts, _ = ln_data(frames=300)
+    out = tmp_path / "m.pt"
+    model = nr.train((stim, counts), config=tiny_config(), epochs=2, batch_size=32, seed=0, device="cpu",
+                     recalibrate=0, out=out)
+    assert model.provenance["best_epoch"] == 1
+    assert _all_finite(model.state_dict())
+    loaded = nr.load_model(out, device="cpu")
+    assert loaded.provenance["best_epoch"] == 1 and _all_finite(loaded.state_dict())

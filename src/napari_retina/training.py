@@ -43,7 +43,7 @@ from ._device import DeviceLike, resolve_device
 from ._frames import batches, gather_windows
 from ._progress import Progress, report
 from ._validate import as_stack, check_cell_subset, check_int, check_positive
-from .checkpoint import load_model, save_model
+from .checkpoint import _check_finite, load_model, save_model
 from .io import Dataset, Split, read_dataset
 from .metrics import explained_variance, finite_mean, pearson, ratio_of_means
 from .model import ModelConfig, RetinaCNN
@@ -541,7 +541,10 @@ def _fit(run: _Run, tc: TrainConfig, progress: Optional[Progress], log: Optional
 
     Returns the best ``(heldout_loss, state_dict, epoch)`` and calls
     ``on_improvement(best)`` after every improvement; ``progress`` counts
-    batches, ``log`` gets each epoch's history entry.
+    batches, ``log`` gets each epoch's history entry. An epoch whose weights
+    or buffers are not all finite (a batch-norm variance can overflow while
+    the held-out loss stays finite) counts as a diverged one: never the best,
+    an epoch without improvement for early stopping and the learning rate.
     """
     n_fit = run.fit_hi - run.fit_lo + 1
     total = tc.epochs * math.ceil(n_fit / (run.per_block * tc.blocks_per_batch))
@@ -549,6 +552,7 @@ def _fit(run: _Run, tc: TrainConfig, progress: Optional[Progress], log: Optional
     report(progress, 0, total)
     best = (math.inf, None, -1)
     bad_epochs = 0
+    unusable = None                    # (epoch, why) of the last epoch whose weights were not all finite
     for epoch in range(1, tc.epochs + 1):
         train_loss, done = _epoch(run, tc, progress, done, total)
         if tc.recalibrate:
@@ -558,20 +562,39 @@ def _fit(run: _Run, tc: TrainConfig, progress: Optional[Progress], log: Optional
         run.history.append(entry)
         if log is not None:
             log(entry)
-        run.sched.step(entry["heldout_loss"])
-        if entry["heldout_loss"] < best[0] - 1e-6:
-            best, bad_epochs = (entry["heldout_loss"], copy.deepcopy(run.model.state_dict()), epoch), 0
+        why = _unusable(run.model.state_dict())
+        if why is not None:
+            unusable = (epoch, why)
+        score = entry["heldout_loss"] if why is None else math.inf
+        run.sched.step(score)
+        if score < best[0] - 1e-6:
+            best, bad_epochs = (score, copy.deepcopy(run.model.state_dict()), epoch), 0
             on_improvement(best)
         else:
             bad_epochs += 1
             if bad_epochs >= tc.patience:
                 break
     if best[1] is None:
+        if unusable is None:
+            raise ValueError(
+                f"training diverged: the held-out loss was {run.history[-1]['heldout_loss']} in every epoch "
+                f"(lr {tc.lr}); lower the learning rate or check the data for extreme values"
+            )
         raise ValueError(
-            f"training diverged: the held-out loss was {run.history[-1]['heldout_loss']} in every epoch "
-            f"(lr {tc.lr}); lower the learning rate or check the data for extreme values"
+            f"training diverged (lr {tc.lr}): no epoch ended with finite weights and a finite held-out loss; after "
+            f"epoch {unusable[0]}, {unusable[1]}; lower the learning rate or check the data for extreme values"
         )
     return best
+
+
+def _unusable(state: dict) -> Optional[str]:
+    """Why ``state`` could not be saved as a checkpoint (NaN/inf weights or buffers, negative batch-norm
+    variances: :func:`~napari_retina.checkpoint._check_finite`, which load_model applies), or None."""
+    try:
+        _check_finite(Path("model"), state)
+    except ValueError as exc:
+        return str(exc).partition("unusable weights: ")[2] or str(exc)
+    return None
 
 
 def _epoch(run: _Run, tc: TrainConfig, progress: Optional[Progress], done: int, total: int) -> tuple[float, int]:
