@@ -516,6 +516,66 @@ def test_readout_says_what_it_expects():
     assert E.readout("osr", r, proto.conditions)["present"] is False
 
 
+def test_run_function_refuses_a_response_of_the_wrong_length():
+    """respond answered 10 values for a 326-frame movie (or 331): the run returned every readout NaN."""
+    with pytest.raises(ValueError, match=r"respond must return rates of shape \(T,\) or \(T, n_cells\) with "
+                                         r"T = 326.*got shape \(10,\)"):
+        E.run_function("osr", lambda st: np.ones(10), periods=[5, 9])
+    with pytest.raises(ValueError, match=r"respond must return .*T = 326.*got shape \(331,\)"):
+        E.run_function("osr", lambda st: np.ones(len(st) + 5), periods=[5, 9])
+    with pytest.raises(ValueError, match=r"respond must return .*T = 326.*got shape \(326, 0\)"):
+        E.run_function("osr", lambda st: np.ones((len(st), 0)), periods=[5, 9])
+
+
+def test_run_function_refuses_a_response_that_is_not_an_array_of_rates():
+    """None gave an IndexError, a (T, 2, 2) answer numpy's 'only 0-dimensional arrays ...' TypeError."""
+    with pytest.raises(TypeError, match=r"respond must return an array of rates of shape \(T,\) or "
+                                        r"\(T, n_cells\) .*got NoneType"):
+        E.run_function("osr", lambda st: None, periods=[5, 9])
+    with pytest.raises(ValueError, match=r"respond must return .*T = 326.*got shape \(326, 2, 2\)"):
+        E.run_function("osr", lambda st: np.ones((len(st), 2, 2)), periods=[5, 9])
+    with pytest.raises(TypeError, match=r"respond must return real numbers.*got dtype <U"):
+        E.run_function("osr", lambda st: np.full(len(st), "x"), periods=[5, 9])
+    with pytest.raises(TypeError, match=r"respond must return real numbers.*got dtype bool"):
+        E.run_function("osr", lambda st: np.zeros(len(st), bool), periods=[5, 9])
+    with pytest.raises(TypeError, match=r"history must be an int"):
+        E.run_function("osr", lambda st: np.ones(len(st)), history="a", periods=[5, 9])
+
+
+def test_run_function_refuses_non_finite_rates_after_the_history():
+    """An all-NaN or overflowing response gave NaN readouts (or inf rates) without a word; NaN on the first
+    history - 1 frames, as the model's own rates have, is the convention and still runs."""
+    with pytest.raises(ValueError, match=r"the rates respond returned are NaN or infinite on 287 of 287 frames "
+                                         r"with a full history \(first at frame 39\).*history"):
+        E.run_function("osr", lambda st: np.full(len(st), np.nan), periods=[5, 9])
+    with pytest.raises(ValueError, match=r"respond returned a rate of magnitude 1e\+39.*float32"):
+        E.run_function("osr", lambda st: np.full(len(st), 1e39), periods=[5, 9])
+
+    def early_nan(st):
+        r = np.full((len(st), 2), 0.5)
+        r[:39] = np.nan
+        return r
+    res = E.run_function("osr", early_nan, cell="all", periods=[5, 9])
+    assert res.rates.shape == (326, 2) and res.rates.dtype == np.float32 and res.cells == [0, 1]
+    assert np.isnan(res.rates[:39]).all() and np.isfinite(res.rates[39:]).all()
+
+
+def test_run_function_and_run_truth_accept_a_correct_response():
+    proto = protocol(osr, periods=[5, 9])
+    r = 0.2 + sum(bump(len(proto.stimulus), c["omitted"] + 7.3, 3.0, 3.0) for c in proto.conditions)
+    res = E.run_function("osr", lambda st: r.tolist(), periods=[5, 9])      # a list of floats is an array of rates
+    assert res.rates.shape == (len(r), 1) and res.cells == [0] and res.readout["present"] is True
+    assert res.readout["latency_ms"] == pytest.approx(osr.readout(r, proto.conditions)["latency_ms"], abs=1e-3)
+
+    class Truth:
+        size, history = 50, 40
+
+        def respond(self, stimulus):
+            return np.stack([np.zeros(len(stimulus)), np.interp(np.arange(len(stimulus)), np.arange(len(r)), r)], 1)
+    truth = E.run_truth("osr", Truth(), cell=1, periods=[5, 9])
+    assert truth.cells == [1] and truth.readout["latency_ms"] == pytest.approx([73.0, 73.0], abs=1.0)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from .._json import jsonable
 from .._predict import predict
 from .._progress import Progress, report
-from .._validate import FLOAT32_MAX, NonFiniteOutputError, StimulusUnitsWarning, check_cells
+from .._validate import FLOAT32_MAX, NonFiniteOutputError, StimulusUnitsWarning, check_cells, check_finite_output
 from .._wrap import model_config
 from ..attribution import attribute
 from ..model import RetinaCNN
@@ -458,17 +458,58 @@ def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[in
                             jsonable(readout), jsonable(p), cells)
 
 
+def check_response(response, n_frames: int, history: int) -> np.ndarray:
+    """What a response function returned, as float64 (T,) or (T, n_cells) with T = ``n_frames``, or one sentence.
+
+    Refused: anything that is not an array of real numbers (None, text, bools, a
+    ragged list), another shape (a (T, n_cells) answer needs at least one cell),
+    NaN or infinite values on frames with a full history (from ``history - 1``
+    on: NaN before that is the convention of the model's own rates, as
+    :func:`model_rates` and :func:`napari_retina._validate.check_finite_output`
+    have it) and values beyond float32, the precision rates are kept in.
+    """
+    expected = f"(T,) or (T, n_cells) with T = {n_frames}, the stimulus' frames"
+    if response is None or isinstance(response, (str, bytes)):
+        raise TypeError(f"respond must return an array of rates of shape {expected}, got {type(response).__name__}")
+    try:
+        arr = np.asarray(response)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"respond must return an array of rates of shape {expected}, "
+                        f"got {type(response).__name__}") from exc
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"respond must return real numbers (integers or floats) as rates, got dtype {arr.dtype}")
+    if arr.ndim not in (1, 2) or arr.shape[0] != n_frames or arr.size == 0:
+        raise ValueError(f"respond must return rates of shape {expected}, got shape {arr.shape}")
+    arr = arr.astype(np.float64, copy=False)
+    check_finite_output(arr, np.arange(max(history - 1, 0), n_frames), "the rates respond returned",
+                        remedy=f"respond must return finite rates from frame history - 1 = {history - 1} on "
+                               "(NaN is allowed only before it); pass history= to say a longer one")
+    with np.errstate(invalid="ignore"):
+        peak = float(np.nanmax(np.abs(arr))) if not np.isnan(arr).all() else 0.0
+    if peak > FLOAT32_MAX:
+        raise ValueError(f"respond returned a rate of magnitude {peak:.3g}, beyond float32 "
+                         f"(|value| <= {FLOAT32_MAX:.3g}), the precision rates are kept in")
+    return arr
+
+
 def run_response(module, respond: Callable, size: int = 50, history: int = 40, cell=0,
                  **params) -> ExperimentResult:
     """Run ``module``'s protocol on any response function and read it out.
 
-    ``respond(stimulus (T, H, W)) -> (T,)`` or ``(T, n_cells)`` rates; ``cell``
-    picks (and sums) columns of a 2-D answer. ``history`` only sizes the default
-    gap and window. Attribution and reduction are None.
+    ``respond(stimulus (T, H, W)) -> (T,)`` or ``(T, n_cells)`` rates, one row
+    per stimulus frame, finite from frame ``history - 1`` on (NaN before it is
+    allowed) and within float32 (:func:`check_response`); ``cell`` picks (and
+    sums) columns of a 2-D answer. ``history`` only sizes the default gap and
+    window and says from which frame rates must be finite. Attribution and
+    reduction are None.
     """
     if not callable(respond):
         raise TypeError(f"respond must be a function stimulus -> rates, got {type(respond).__name__}")
+    history = int_param(history, "history", 1)
     p = resolve_params(module, params, size, history)
+
+    def checked(stim: np.ndarray) -> np.ndarray:
+        return check_response(respond(stim), len(stim), history)
 
     def pick(r) -> np.ndarray:
         r = np.asarray(r, dtype=np.float64)
@@ -476,8 +517,8 @@ def run_response(module, respond: Callable, size: int = 50, history: int = 40, c
             return r
         return r[:, check_cells(cell, r.shape[1])].sum(1)
 
-    proto = build(module, size, history, lambda s: pick(respond(s)), p)
-    rates = np.asarray(respond(proto.stimulus), dtype=np.float32)
+    proto = build(module, size, history, lambda s: pick(checked(s)), p)
+    rates = checked(proto.stimulus).astype(np.float32)
     if rates.ndim == 1:
         rates = rates[:, None]
     cells = list(range(rates.shape[1])) if rates.shape[1] == 1 else check_cells(cell, rates.shape[1])
