@@ -1,5 +1,7 @@
 """Tests for napari_retina.stimuli: shapes, seeding, statistics, event times, geometry, bad input."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -293,7 +295,7 @@ BAD = [
     (lambda: S.white_noise(checker=0), ValueError, "checker must be >= 1"),
     (lambda: S.white_noise(grey=1.0), ValueError, r"grey must be a probability in \[0, 1\)"),
     (lambda: S.white_noise(grey=-0.1), ValueError, "grey must be a probability"),
-    (lambda: S.naturalistic(alpha=-1.0), ValueError, "alpha must be >= 0"),
+    (lambda: S.naturalistic(alpha=-1.0), ValueError, r"alpha must be in \[0, 4\] .*got -1.0"),
     (lambda: S.naturalistic(jitter=-0.1), ValueError, "jitter must be >= 0"),
     (lambda: S.naturalistic(fixation=0), ValueError, "fixation must be >= 1"),
     (lambda: S.naturalistic(contrast=float("nan")), ValueError, "contrast must be a finite number"),
@@ -334,3 +336,66 @@ def test_bad_input(call, exc, match):
 def test_bar_just_inside_the_field_is_accepted():
     s = S.flashed_bar(position=-25.5, width=2.0, size=50)  # covers half of pixel 0
     assert np.isclose(s.min(), -0.5)
+
+
+# ----------------------------------------------------------------------------- scales that overflow float32
+
+F32 = float(np.finfo(np.float32).max)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: S.white_noise(frames=2, size=4, contrast=1e39),
+    lambda: S.white_noise(frames=2, size=4, kind="gaussian", contrast=1e39),
+    lambda: S.naturalistic(frames=2, size=4, contrast=1e39),
+    lambda: S.reversing_grating(frames=2, size=4, contrast=1e39),
+])
+def test_contrast_beyond_float32_is_refused(call):
+    """contrast=1e39 gave a ±inf float32 movie with only numpy's overflow RuntimeWarning."""
+    with pytest.raises(ValueError, match=r"contrast must be a finite number > 0 within float32 \(<= 3\.4e\+38\), "
+                                         r"got 1e\+39"):
+        call()
+
+
+@pytest.mark.parametrize("call", [
+    lambda: S.white_noise(frames=50, size=8, kind="gaussian", contrast=1e38),
+    lambda: S.naturalistic(frames=2, size=4, contrast=3e38),
+])
+def test_contrast_whose_values_overflow_float32_is_refused(call):
+    """A contrast within float32 whose Gaussian values are not: inf in some pixels, silently."""
+    with pytest.raises(ValueError, match=r"contrast [0-9.e+]+ makes .* reach [0-9.e+]+, beyond float32"):
+        call()
+
+
+def test_naturalistic_alpha_beyond_its_range_is_refused():
+    """alpha=400 gave an all-NaN movie (f**-alpha overflowed), alpha=300 an all-zero one."""
+    for alpha in (400.0, 300.0, 4.5):
+        with pytest.raises(ValueError, match=rf"alpha must be in \[0, 4\] .*got {alpha}"):
+            S.naturalistic(frames=2, size=4, alpha=alpha)
+
+
+def test_scales_at_their_bounds_give_finite_float32_movies():
+    for s, peak in [(S.white_noise(frames=2, size=4, contrast=F32), F32),
+                    (S.reversing_grating(frames=2, pre=0, size=4, contrast=F32), F32),
+                    (S.white_noise(frames=2, size=4, kind="gaussian", contrast=F32 / 100), None),
+                    (S.naturalistic(frames=2, size=4, contrast=F32 / 100), None),
+                    (S.naturalistic(frames=2, size=4, alpha=4.0), None),
+                    (S.naturalistic(frames=2, size=4, alpha=0.0), None)]:
+        assert s.dtype == np.float32 and np.isfinite(s).all() and np.abs(s).max() > 0
+        if peak is not None:
+            assert np.abs(s).max() == np.float32(peak)
+    s = S.naturalistic(frames=200, size=8, alpha=4.0).astype(np.float64)
+    assert abs(s.std() - 1.0) < 1e-4
+
+
+def test_synth_names_contrast_beyond_float32(tmp_path, capsys):
+    """synth --contrast 1e39 warned of an overflow, then said 'stimulus must be finite, got 280568 NaN…'."""
+    from napari_retina.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning on the way
+        for kind in ("gaussian", "mix"):
+            assert main(["synth", str(tmp_path / "d2.h5"), "--frames", "300", "--test-frames", "100",
+                         "--contrast", "1e39", "--kind", kind, "--quiet"]) == 2
+            err = capsys.readouterr().err.strip()
+            assert err.startswith("napari-retina synth: error: contrast must be") and "1e+39" in err, err
+    assert not (tmp_path / "d2.h5").exists()

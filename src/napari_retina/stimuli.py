@@ -65,6 +65,10 @@ __all__ = [
 Result = Union[np.ndarray, tuple[np.ndarray, dict]]
 """A stimulus, or ``(stimulus, events)`` when ``return_events=True``."""
 
+#: the largest spectral exponent of :func:`naturalistic` (beyond it the coarsest frequencies hold all the power;
+#: far beyond it ``f ** -alpha`` overflows float64)
+MAX_ALPHA = 4.0
+
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -76,6 +80,25 @@ def _check_real(value, name: str) -> float:
     if not np.isfinite(value) or abs(value) > FLOAT32_MAX:  # stimuli are float32
         raise ValueError(f"{name} must be a finite number within float32 (|value| <= {FLOAT32_MAX:.3g}), got {value}")
     return float(value)
+
+
+def _check_contrast(value, name: str = "contrast") -> float:
+    """A contrast scale: a finite number in (0, float32's largest], or a clear error (stimuli are float32)."""
+    value = check_positive(value, name)
+    if value > FLOAT32_MAX:
+        raise ValueError(f"{name} must be a finite number > 0 within float32 (<= {FLOAT32_MAX:.3g}), got {value:g}")
+    return value
+
+
+def _check_peak(peak: float, contrast: float, what: str) -> None:
+    """Refuse a movie whose largest |value| ``peak`` (float64, before the cast) overflows float32, naming contrast.
+
+    For generators whose values are ``contrast`` times Gaussian draws: a
+    contrast within float32 can still give a few values beyond it.
+    """
+    if not peak <= FLOAT32_MAX:
+        raise ValueError(f"contrast {contrast:g} makes {what} reach {peak:.3g}, beyond float32 "
+                         f"(|value| <= {FLOAT32_MAX:.3g}), the precision stimuli are kept in; use a few contrast units")
 
 
 def _check_axis(axis) -> str:
@@ -168,7 +191,8 @@ def white_noise(
     size : field side H = W in pixels (55 µm each).
     seed : non-negative int; the same seed gives the same movie.
     kind : "binary" or "gaussian".
-    contrast : standard deviation of every pixel, contrast units (> 0).
+    contrast : standard deviation of every pixel, contrast units (> 0; a Gaussian
+        value beyond float32 is refused).
     checker : checker side in pixels (>= 1).
     grey : probability in [0, 1) that a frame is grey (0: classic white noise;
         the checkers are drawn first, so the non-grey frames do not depend on it).
@@ -187,7 +211,7 @@ def white_noise(
     frames = check_int(frames, "frames", 1)
     size = check_int(size, "size", 1)
     seed = check_int(seed, "seed", 0)
-    contrast = check_positive(contrast, "contrast")
+    contrast = _check_contrast(contrast)
     checker = check_int(checker, "checker", 1)
     if kind not in ("binary", "gaussian"):
         raise ValueError(f"kind must be 'binary' or 'gaussian', got {kind!r}")
@@ -199,6 +223,7 @@ def white_noise(
         grid = np.where(rng.random((frames, n, n)) < 0.5, -contrast, contrast)
     else:
         grid = contrast * rng.standard_normal((frames, n, n))
+        _check_peak(max(float(grid.max()), -float(grid.min())), contrast, "Gaussian noise values")
     if grey > 0:
         grid[rng.random(frames) < grey] = 0.0
     stim = np.repeat(np.repeat(grid, checker, axis=1), checker, axis=2)[:, :size, :size]
@@ -232,10 +257,12 @@ def naturalistic(
     frames : number of frames T (10 ms each).
     size : field side in pixels (55 µm each).
     seed : non-negative int; the same seed gives the same movie.
-    alpha : spectral exponent of the amplitude spectrum (>= 0).
+    alpha : spectral exponent of the amplitude spectrum, in [0, 4] (``MAX_ALPHA``; at 4
+        the power falls as 1/f^8 and the coarsest frequencies hold nearly all of it).
     fixation : frames per image (>= 1); default 100 (1 s).
     jitter : random-walk step s.d. in pixels per frame (>= 0; 0 holds the image still).
-    contrast : standard deviation of the movie, contrast units (> 0).
+    contrast : standard deviation of the movie, contrast units (> 0; a value beyond
+        float32 is refused).
     return_events : also return ``{"image_onsets": int array of the frames
         where a new image starts, "offsets": float64 (T, 2) image displacement
         (dy, dx) in pixels on each frame}``.
@@ -254,13 +281,14 @@ def naturalistic(
     size = check_int(size, "size", 1)
     seed = check_int(seed, "seed", 0)
     alpha = _check_real(alpha, "alpha")
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0 (spectrum falling with frequency), got {alpha}")
+    if not 0 <= alpha <= MAX_ALPHA:
+        raise ValueError(f"alpha must be in [0, {MAX_ALPHA:g}] (an amplitude spectrum 1/f^alpha falling with "
+                         f"frequency; natural scenes have about 1), got {alpha}")
     fixation = check_int(fixation, "fixation", 1)
     jitter = _check_real(jitter, "jitter")
     if jitter < 0:
         raise ValueError(f"jitter must be >= 0 pixels per frame, got {jitter}")
-    contrast = check_positive(contrast, "contrast")
+    contrast = _check_contrast(contrast)
     check_movie_fits(frames, size, f"a naturalistic movie with frames={frames:,}")
 
     rng = np.random.default_rng(seed)
@@ -286,8 +314,11 @@ def naturalistic(
         shift = np.exp(-2j * np.pi * (fy[None] * d[:, 0, None, None] + fx[None] * d[:, 1, None, None]))
         img = np.fft.ifft2(spec[None] * shift).real
         movie[t0 : t0 + m] = img[:, lo : lo + size, lo : lo + size]
-    std = movie.std()
-    movie = (movie - movie.mean()) * (contrast / std if std > 0 else 0.0)
+    mean, std = movie.mean(), movie.std()
+    if std > 0:
+        _check_peak(contrast * max(float(movie.max()) - mean, mean - float(movie.min())) / std, contrast,
+                    "the movie's values")
+    movie = (movie - mean) * (contrast / std if std > 0 else 0.0)
     events = {"image_onsets": onsets, "offsets": offsets}
     return _out(movie.astype(np.float32), events, return_events)
 
@@ -692,7 +723,7 @@ def reversing_grating(
     period = check_int(period, "period", 1)
     frames = check_int(frames, "frames", 1)
     phase = _check_real(phase, "phase")
-    contrast = check_positive(contrast, "contrast")
+    contrast = _check_contrast(contrast)
     pre = check_int(pre, "pre", 0)
     size = check_int(size, "size", 1)
     axis = _check_axis(axis)

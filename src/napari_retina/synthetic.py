@@ -72,7 +72,7 @@ import torch
 from torch.nn import functional as F
 
 from ._units import FRAME_MS
-from ._validate import as_stack, check_int, check_positive, normalise, stimulus_tensor
+from ._validate import as_stack, check_int, normalise, stimulus_tensor
 
 HISTORY = 40
 """Temporal filter length of every pathway (frames; 400 ms)."""
@@ -545,11 +545,11 @@ def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float =
     seed ``1000·seed + i``. None of the experiments' stimuli (flashes, bars,
     gratings) is in it: a model trained on it meets them for the first time.
     """
-    from .stimuli import _check_grey, naturalistic, white_noise
+    from .stimuli import _check_contrast, _check_grey, naturalistic, white_noise
 
     frames = check_int(frames, "frames", 1)
     seed = check_int(seed, "seed", 0)
-    contrast, grey = check_positive(contrast, "contrast"), _check_grey(grey)  # a short mix has no noise block
+    contrast, grey = _check_contrast(contrast), _check_grey(grey)  # a short mix has no noise block
     blocks = []
     for i, start in enumerate(range(0, frames, MIX_BLOCK)):
         n = min(MIX_BLOCK, frames - start)
