@@ -373,18 +373,37 @@ def test_naturalistic_alpha_beyond_its_range_is_refused():
             S.naturalistic(frames=2, size=4, alpha=alpha)
 
 
+def test_grating_bar_width_beyond_its_range_is_refused():
+    """bar_width=1e308 gave NaN and inf pixels (2·bar_width overflowed); 1e20 an all-zero grating."""
+    for w in (1e308, 1e20, 1.5e6):
+        with pytest.raises(ValueError, match=r"bar_width must be at most 1e\+06 pixels.*got"):
+            S.reversing_grating(bar_width=w, frames=2, size=4)
+
+
 def test_scales_at_their_bounds_give_finite_float32_movies():
     for s, peak in [(S.white_noise(frames=2, size=4, contrast=F32), F32),
                     (S.reversing_grating(frames=2, pre=0, size=4, contrast=F32), F32),
                     (S.white_noise(frames=2, size=4, kind="gaussian", contrast=F32 / 100), None),
                     (S.naturalistic(frames=2, size=4, contrast=F32 / 100), None),
                     (S.naturalistic(frames=2, size=4, alpha=4.0), None),
-                    (S.naturalistic(frames=2, size=4, alpha=0.0), None)]:
+                    (S.naturalistic(frames=2, size=4, alpha=0.0), None),
+                    (S.reversing_grating(bar_width=1e6, frames=2, pre=0, size=4), 1.0)]:
         assert s.dtype == np.float32 and np.isfinite(s).all() and np.abs(s).max() > 0
         if peak is not None:
             assert np.abs(s).max() == np.float32(peak)
     s = S.naturalistic(frames=200, size=8, alpha=4.0).astype(np.float64)
     assert abs(s.std() - 1.0) < 1e-4
+
+
+def test_grating_phase_is_read_modulo_its_spatial_period():
+    """phase=1e30 px rounded every pixel's position to the same value: an all-zero grating."""
+    import math
+
+    ref = S.reversing_grating(bar_width=4.0, phase=math.fmod(1e30, 8.0), frames=2, pre=0, size=8)
+    np.testing.assert_array_equal(S.reversing_grating(bar_width=4.0, phase=1e30, frames=2, pre=0, size=8), ref)
+    np.testing.assert_allclose(S.reversing_grating(bar_width=4.0, phase=-2.5, frames=2, pre=0, size=8),
+                               S.reversing_grating(bar_width=4.0, phase=5.5, frames=2, pre=0, size=8), atol=1e-6)
+    assert np.abs(ref).max() > 0
 
 
 def test_synth_names_contrast_beyond_float32(tmp_path, capsys):

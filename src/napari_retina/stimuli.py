@@ -69,6 +69,10 @@ Result = Union[np.ndarray, tuple[np.ndarray, dict]]
 #: far beyond it ``f ** -alpha`` overflows float64)
 MAX_ALPHA = 4.0
 
+#: the widest bar of :func:`reversing_grating`, pixels: any wider grating shows at most one bar boundary in the
+#: field, as one this wide does (and 2·bar_width stays far from overflowing, positions exact to ~1e-10 px)
+MAX_BAR_WIDTH = 1e6
+
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -697,11 +701,11 @@ def reversing_grating(
 
     Parameters
     ----------
-    bar_width : width of each bar in pixels (> 0).
+    bar_width : width of each bar in pixels, in (0, 1e6] (``MAX_BAR_WIDTH``).
     period : frames between reversals (>= 1); default 50 (a 1 Hz reversal cycle).
     frames : grating frames after ``pre`` (>= 1).
-    phase : spatial shift of the pattern in pixels.
-    contrast : bar contrast (> 0).
+    phase : spatial shift of the pattern in pixels (read modulo the spatial period ``2·bar_width``).
+    contrast : bar contrast (> 0, within float32).
     pre : grey frames before the grating (>= 0).
     size : field side in pixels.
     axis : "x" (bars uniform along y, alternating along x) or "y".
@@ -720,6 +724,9 @@ def reversing_grating(
     ((80, 50, 50), [50, 60, 70])
     """
     bar_width = check_positive(bar_width, "bar_width")
+    if bar_width > MAX_BAR_WIDTH:
+        raise ValueError(f"bar_width must be at most {MAX_BAR_WIDTH:g} pixels (any wider grating shows at most one "
+                         f"bar boundary in the field, as one that wide does), got {bar_width:g}")
     period = check_int(period, "period", 1)
     frames = check_int(frames, "frames", 1)
     phase = _check_real(phase, "phase")
@@ -733,7 +740,8 @@ def reversing_grating(
     def integral(u):  # ∫_0^u of the ±1 square wave (+1 on [0, w)): a triangle wave
         return w - np.abs(np.mod(u, 2 * w) - w)
 
-    left = np.arange(size) - size / 2.0 + phase
+    # the pattern repeats every 2w px: the phase modulo 2w (exact) keeps pixel positions exact for any phase
+    left = np.arange(size) - size / 2.0 + np.mod(phase, 2 * w)
     pattern = integral(left + 1.0) - integral(left)  # area-weighted, in [-1, 1]
     check_movie_fits(pre + frames, size, f"a reversing grating with pre={pre:,}, frames={frames:,}")
     sign = np.zeros(pre + frames, dtype=np.int8)
