@@ -159,5 +159,16 @@ def run_truth(name: str, retina, cell=0, **params) -> ExperimentResult:
 
 def run_function(name: str, respond: Callable, size: int = 50, history: int = 40, cell=0,
                  **params) -> ExperimentResult:
-    """Run experiment ``name`` on any response function ``stimulus -> (T,) or (T, n_cells)``."""
+    """Run experiment ``name`` on any response function ``stimulus -> (T,) or (T, n_cells)``.
+
+    ``respond`` must answer one row of real numbers per stimulus frame, finite
+    from frame ``history - 1`` on (NaN before it, as the model's own rates
+    have) and within float32; anything else is a TypeError or ValueError that
+    names ``respond`` (see :func:`napari_retina.experiments.base.check_response`).
+
+    Example
+    -------
+    >>> run_function("osr", lambda s: 1.0 - s.mean(axis=(1, 2)), periods=[5, 9]).rates.shape
+    (326, 1)
+    """
     return run_response(get(name), respond, size=size, history=history, cell=cell, **params)
