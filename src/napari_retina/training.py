@@ -651,7 +651,7 @@ def _heldout_entry(run: _Run, tc: TrainConfig, epoch: int, train_loss: Optional[
     pred = _predict_windows(run.model, run.stim, run.hold_idx, max(tc.batch_size, 256))
     return {"epoch": epoch, "train_loss": train_loss,
             "heldout_loss": float(_poisson(torch.from_numpy(pred), torch.from_numpy(run.hold_target))),
-            "heldout_r_mean": float(np.nanmean(pearson(pred, run.hold_target))), "lr": lr,
+            "heldout_r_mean": finite_mean(pearson(pred, run.hold_target)), "lr": lr,
             "seconds": time.time() - run.t0}
 
 
@@ -672,7 +672,7 @@ def _snapshot(run: _Run, d: _Data, params: dict, best: tuple, final: bool) -> Re
     scores: dict[str, Any] = {
         "heldout_loss": best[0],
         "heldout_r": [float(v) for v in hold_r],
-        "heldout_r_mean": float(np.nanmean(hold_r)),
+        "heldout_r_mean": finite_mean(hold_r),
     }
     ds = d.dataset
     if final and ds.test is not None and ds.test.stimulus.shape[0] >= config.history:
