@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 
 import h5py
 import numpy as np
@@ -474,3 +475,22 @@ def test_the_best_epoch_is_the_best_one_with_finite_weights(tmp_path, monkeypatc
     assert _all_finite(model.state_dict())
     loaded = nr.load_model(out, device="cpu")
     assert loaded.provenance["best_epoch"] == 1 and _all_finite(loaded.state_dict())
+
+
+
+def test_a_run_that_ends_worse_than_it_started_warns_and_one_that_improves_does_not():
+    """lr 1e3: the weights stay finite but every epoch's held-out loss is far above the untrained model's; the
+    best epoch is returned, as before, but no longer passes unnoticed as a trained model."""
+    stim, counts, _ = ln_data(frames=300)
+    with pytest.warns(UserWarning, match=r"^training did not improve on the starting model: the best held-out "
+                                         r"loss, .* \(epoch \d\), is above the .* before training"):
+        model = nr.train((stim, counts), config=tiny_config(), epochs=2, batch_size=32, lr=1e3, seed=0,
+                         device="cpu")
+    hist = model.provenance["history"]
+    assert min(h["heldout_loss"] for h in hist[1:]) > hist[0]["heldout_loss"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # the same data at a sane learning rate: silent
+        good = nr.train((stim, counts), config=tiny_config(), epochs=2, batch_size=32, lr=1e-2, seed=0,
+                        device="cpu")
+    hist = good.provenance["history"]
+    assert min(h["heldout_loss"] for h in hist[1:]) < hist[0]["heldout_loss"]

@@ -30,6 +30,7 @@ import platform
 import socket
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -401,10 +402,25 @@ def train(
             save_model(_snapshot(run, d, params, best, final=False), out)
 
     best = _fit(run, tc, progress, log, on_improvement)
+    _warn_if_no_better_than_start(run.history, best)
     model = _snapshot(run, d, params, best, final=True)
     if out is not None:
         save_model(model, out)
     return model
+
+
+def _warn_if_no_better_than_start(history: list[dict], best: tuple) -> None:
+    """A UserWarning when the best epoch's held-out loss is above the model's before training (epoch 0).
+
+    The best epoch is returned either way (it is what was trained), but a run
+    that made the model worse than where it started, e.g. at too high a
+    learning rate, should not pass as a trained model unnoticed.
+    """
+    start = history[0]["heldout_loss"]
+    if np.isfinite(start) and best[0] > start:
+        warnings.warn(f"training did not improve on the starting model: the best held-out loss, {best[0]:.4g} "
+                      f"(epoch {best[2]}), is above the {start:.4g} before training; lower the learning rate "
+                      "or train for more epochs", UserWarning, stacklevel=3)
 
 
 def _check_out(out: Optional[PathLike], data=None) -> Optional[Path]:
