@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import inspect
+import re
 import typing
 import weakref
 from pathlib import Path
@@ -20,7 +21,7 @@ from magicgui.widgets import Label, create_widget
 from magicgui.widgets.bases import CategoricalWidget, ValueWidget
 
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer
-from qtpy.QtGui import QColor, QPalette
+from qtpy.QtGui import QPalette
 from qtpy.QtWidgets import QDockWidget, QMainWindow
 
 from .._layers import AXIS_LABELS, META, SCALE, UNITS
@@ -193,34 +194,57 @@ LINK_ON_LIGHT = "#0645ad"
 """Link colour on a light background (contrast ≈ 8 to white)."""
 
 
+_ANCHOR = re.compile(r'<a (?:style="color:[^"]*" )?href=')
+
+
+def link_colour(widget) -> str:
+    """The link colour that reads on ``widget``'s background: :data:`LINK_ON_DARK` or :data:`LINK_ON_LIGHT`."""
+    return LINK_ON_DARK if widget.palette().color(QPalette.ColorRole.Window).lightness() < 128 else LINK_ON_LIGHT
+
+
+def coloured_links(text: str, colour: str) -> str:
+    """``text`` (rich text) with every ``<a href=…>`` drawn in ``colour`` (an inline style, replaced if present).
+
+    A QLabel draws its links in the application palette's link colour (#0000ff),
+    whatever its own palette says; only an inline style reaches the drawing.
+    """
+    return _ANCHOR.sub(f'<a style="color:{colour}" href=', text)
+
+
 def readable_links(widget) -> None:
-    """Give ``widget``'s links a colour that reads on its background (Qt's default #0000ff does not on a dark one)."""
-    palette = widget.palette()
-    dark = palette.color(QPalette.ColorRole.Window).lightness() < 128
-    colour = QColor(LINK_ON_DARK if dark else LINK_ON_LIGHT)
-    if palette.color(QPalette.ColorRole.Link) != colour or palette.color(QPalette.ColorRole.LinkVisited) != colour:
-        palette.setColor(QPalette.ColorRole.Link, colour)
-        palette.setColor(QPalette.ColorRole.LinkVisited, colour)
-        widget.setPalette(palette)
+    """Recolour the links of the QLabel ``widget`` for its background (on a theme change)."""
+    text = widget.text()
+    new = coloured_links(text, link_colour(widget))
+    if new != text:
+        widget.setText(new)
 
 
 class _ReadableLinks(QObject):
-    """Re-applies :func:`readable_links` whenever the widget's style or palette changes (napari's theme)."""
+    """Re-applies :func:`readable_links` whenever the label's style or palette changes (napari's theme)."""
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
-        if event.type() in (QEvent.Type.Polish, QEvent.Type.StyleChange, QEvent.Type.PaletteChange):
+        if event.type() in (QEvent.Type.StyleChange, QEvent.Type.PaletteChange):
             readable_links(obj)
         return False
 
 
+class RichLabel(Label):
+    """A magicgui Label of rich text whose links are drawn in a colour that reads on its background."""
+
+    def _set_coloured(self, text: str) -> None:
+        Label.value.fset(self, coloured_links(str(text), link_colour(self.native)))
+
+    value = property(Label.value.fget, _set_coloured)
+
+
 def rich_label(value: str = "") -> Label:
-    """A word-wrapped magicgui Label whose links open in the browser (rich text), readable in any theme."""
-    label = Label(value=value)
+    """A word-wrapped :class:`RichLabel` whose links open in the browser, readable in any theme."""
+    label = RichLabel(value="")
     label.native.setWordWrap(True)
     label.native.setTextFormat(Qt.TextFormat.RichText)
     label.native.setOpenExternalLinks(True)
     label.native.installEventFilter(_ReadableLinks(label.native))  # owned by the label: freed with it
-    readable_links(label.native)
+    label.value = value
     return label
 
 
