@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import threading
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -273,6 +274,27 @@ def test_save_analysis_h5_and_traces_csv(viewer, notes, tmp_path):
     got = np.array([float(r[col]) for r in body])
     np.testing.assert_allclose(got, attr.channels[:, red.kept[0]], rtol=1e-6, equal_nan=True)
     assert w.save(tmp_path / "x.txt") is None and notes[-1][0] == "error"
+    # a saved file is said, in the status line and a notification (it was silent)
+    assert notes[-3:-1] == [("info", f"Saved the analysis to {h5path}."), ("info", f"Saved the traces to {csvpath}.")]
+    assert w.task.status.value == f"saved the traces to {csvpath}"
+    # an empty box (magicgui gives Path(".")) or a folder: choose a file, not a sentence about the working folder
+    assert w.save(Path(".")) is None
+    assert notes[-1] == ("error", "Choose a file to save to (.h5 for everything, .csv for the traces) first.")
+    assert w.save(tmp_path) is None
+    assert notes[-1] == ("error", f"'{tmp_path}' is a folder; choose a file to save to (.h5 for everything, .csv "
+                                  "for the traces) in it.")
+
+
+def test_an_empty_or_folder_checkpoint_box_asks_for_a_file(viewer, notes, tmp_path):
+    w = _dock(viewer, _widgets.ModelWidget)
+    w.source.value = "checkpoint file"
+    model = _session.session(viewer).model
+    for text, message in (("", "Choose a checkpoint file (.pt, written by nr.save_model) first."),
+                          (str(tmp_path), f"'{tmp_path}' is a folder; choose a checkpoint file (.pt, written by "
+                                          "nr.save_model) in it.")):
+        w.path.line_edit.value = text                       # what the user typed (or cleared)
+        assert w.load() is None and notes[-1] == ("error", message)
+    assert _session.session(viewer).model is model          # the model in use stays
 
 
 # ---------------------------------------------------------------- Stimulus ---
@@ -507,3 +529,18 @@ def test_headless_demo_writes_a_screenshot_and_its_summary(make_napari_viewer, t
     assert summary["layers"][0] == demo.DEMO_LAYER and summary["layers"][-1].startswith(f"{demo.DEMO_LAYER}: A")
     assert json.loads((tmp_path / demo.SUMMARY_NAME).read_text()) == json.loads(json.dumps(summary))
     assert summary["explained_variance"] > 0.5 and summary["peak_latency_ms"] >= 0
+
+
+def test_a_second_start_while_busy_is_refused_in_good_english(viewer, notes):
+    from napari_retina._napari._tasks import Task
+
+    release = threading.Event()
+    for what, article in (("experiment run", "An"), ("analysis", "An"), ("training", "A")):
+        task = Task(what)
+        release.clear()
+        assert task.start(lambda t: release.wait(30), lambda result: None)
+        assert not task.start(lambda t: None, lambda result: None)     # busy: refused, with a warning
+        assert notes[-1] == ("warning", f"{article} {what} is already running; wait for it to finish or cancel it "
+                                        "first.")
+        release.set()
+        task.wait()

@@ -192,7 +192,8 @@ class Task:
         if self.closed:
             return False
         if self.running:
-            notify("warning", f"A {self.what} is already running; wait for it to finish or cancel it first.")
+            article = "An" if self.what[:1].lower() in "aeiou" else "A"
+            notify("warning", f"{article} {self.what} is already running; wait for it to finish or cancel it first.")
             return False
         self.token = CancelToken()
         self.last_error = None

@@ -194,6 +194,22 @@ LINK_ON_LIGHT = "#0645ad"
 """Link colour on a light background (contrast ≈ 8 to white)."""
 
 
+def file_choice_problem(path: Path, what: str, must_exist: bool = True) -> Optional[str]:
+    """Why the path of a file box is not a usable file (one sentence), or None.
+
+    magicgui's FileEdit gives ``Path(".")`` for an empty box, and a folder
+    for a box set to one: both are "choose a file" here, not a message about
+    the working directory.
+    """
+    if str(path) in ("", "."):
+        return f"Choose {what} first."
+    if path.is_dir():
+        return f"'{path}' is a folder; choose {what} in it."
+    if must_exist and not path.is_file():
+        return f"No file at '{path}'; choose {what}."
+    return None
+
+
 _ANCHOR = re.compile(r'<a (?:style="color:[^"]*" )?href=')
 
 

@@ -29,6 +29,7 @@ from .._plot import follow_stored_traces, trace_plot
 from ... import viewer as nr_viewer
 from ._common import (
     PARAMETER_HELP,
+    file_choice_problem,
     has_physical_scale,
     layer_picker,
     parameter_widget,
@@ -327,8 +328,17 @@ class AnalyzeWidget(Container):
         if self.analysis is None:
             notify("warning", "Run an analysis first; there is nothing to save yet.")
             return None
+        problem = file_choice_problem(Path(path), "a file to save to (.h5 for everything, .csv for the traces)",
+                                      must_exist=False)
+        if problem:
+            notify("error", problem)
+            return None
         try:
-            return self.analysis.save(path)
+            saved = self.analysis.save(path)
         except (ValueError, TypeError, OSError) as exc:
             notify("error", f"Could not save: {one_sentence(exc)}")
             return None
+        what = "the traces" if saved.suffix.lower() == ".csv" else "the analysis"
+        self.task.status.value = f"saved {what} to {saved}"
+        notify("info", f"Saved {what} to {saved}.")
+        return saved

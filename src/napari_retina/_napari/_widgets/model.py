@@ -18,7 +18,7 @@ from ...model import RetinaCNN
 from ...training import train
 from .._session import session
 from .._tasks import Task, notify, one_sentence
-from ._common import parameter_widget, tabify_when_docked
+from ._common import file_choice_problem, parameter_widget, tabify_when_docked
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 """The device choices (``nr.load_model(device=...)``); one that is not here is refused with a notification."""
@@ -150,8 +150,9 @@ class ModelWidget(Container):
         """Load the chosen model; on failure the current model stays and a notification says why."""
         use_file = self.source.value == "checkpoint file"
         path = Path(self.path.value) if use_file else None
-        if use_file and (path is None or str(path) in ("", ".") or not path.is_file()):
-            notify("error", f"No checkpoint file at '{path}'; choose a .pt file written by nr.save_model.")
+        problem = file_choice_problem(path, "a checkpoint file (.pt, written by nr.save_model)") if use_file else None
+        if problem:
+            notify("error", problem)
             return None
         try:
             model = load_model(path, device=self.device.value)
@@ -164,8 +165,9 @@ class ModelWidget(Container):
     def train(self) -> bool:
         """Train a model on the chosen dataset in a child process (live progress, cancel)."""
         path = Path(self.dataset.value)
-        if not path.is_file():
-            notify("error", f"No dataset file at '{path}'; choose an HDF5 file in the lab layout.")
+        problem = file_choice_problem(path, "a dataset file (HDF5 in the lab layout)")
+        if problem:
+            notify("error", problem)
             return False
         epochs, device = int(self.epochs.value), self.device.value
 
