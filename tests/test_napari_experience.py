@@ -170,6 +170,23 @@ def test_a_stack_from_napari_s_own_reader_gets_physical_units_without_warnings(v
     assert len(told) == 1 and "10 ms per frame" in told[0]
 
 
+def test_a_failed_run_leaves_a_stack_without_physical_units_as_it_was(viewer, tmp_path, qtbot, messages):
+    # the run gave the layer the model's scale before it failed (a NaN in the stack), and kept it
+    movie = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    movie[12, 3, 4] = np.nan
+    np.save(tmp_path / "movie.npy", movie)
+    [layer] = viewer.open(str(tmp_path / "movie.npy"), plugin="napari")
+    before = (tuple(layer.scale), [str(u) for u in layer.units], tuple(layer.axis_labels), dict(layer.metadata))
+    _, w = _plugin_dock(viewer, "Analyze")
+    w.layer.value = layer
+    w.steps.value = 2
+    _run_and_wait(w, qtbot)
+    assert w.analysis is None and "must be finite" in str(w.task.last_error)
+    assert (tuple(layer.scale), [str(u) for u in layer.units], tuple(layer.axis_labels), dict(layer.metadata)) \
+        == before
+    assert not [m for _, m in messages if "no physical scale" in m]   # not told of a change it did not keep
+
+
 # ------------------------------------------------------ 9. Oversized stacks ---
 
 def test_oversized_stack_full_message_and_a_draggable_crop_window(viewer, tiny, qtbot, messages):

@@ -105,6 +105,7 @@ class Task:
         self.timings: dict = {}
         """perf_counter stamps of the last run: started, returned (result in the GUI thread), done."""
         self._deferred: Optional[Callable[[], None]] = None  # stop() of GUI work deferred by on_result
+        self._on_failure: Optional[Callable[[], None]] = None  # the running start's on_failure
         self.closed = False
         """True once the widgets are gone: nothing is shown or added any more."""
         self._rate_from: Optional[tuple] = None  # (stage, done, perf_counter) of the stage's first report
@@ -182,12 +183,15 @@ class Task:
         if stop is not None:
             stop()
 
-    def start(self, job: Callable[["Task"], Any], on_result: Callable[[Any], None]) -> bool:
+    def start(self, job: Callable[["Task"], Any], on_result: Callable[[Any], None],
+              on_failure: Optional[Callable[[], None]] = None) -> bool:
         """Run ``job(task)`` in a worker thread and pass its result to ``on_result`` (GUI thread).
 
         Refuses (warning) while another run of this task is going. Errors end up
         as one notification; a cancelled run only says so, and a result that
-        arrives after Cancel was pressed is dropped. Returns whether it started.
+        arrives after Cancel was pressed is dropped; either way ``on_failure()``
+        is called then (GUI thread), e.g. to undo what the run changed when it
+        started. Returns whether it started.
         """
         if self.closed:
             return False
@@ -196,6 +200,7 @@ class Task:
             notify("warning", f"{article} {self.what} is already running; wait for it to finish or cancel it first.")
             return False
         self.token = CancelToken()
+        self._on_failure = on_failure
         self.last_error = None
         self.timings = {"started": time.perf_counter()}
         self._rate_from = None
@@ -239,6 +244,9 @@ class Task:
 
     def _failed(self, exc: BaseException) -> None:
         self.last_error = exc
+        undo, self._on_failure = self._on_failure, None
+        if undo is not None:
+            undo()
         if isinstance(exc, Cancelled):
             self.status.value = f"{self.what} cancelled"
             notify("info", f"The {self.what} was cancelled; nothing was added.")

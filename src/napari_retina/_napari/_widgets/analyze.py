@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import napari
 import numpy as np
@@ -232,11 +232,31 @@ class AnalyzeWidget(Container):
                               f"{'; '.join(skipped)}.")
         return True
 
-    def _ensure_units(self, layer) -> None:
-        """Give a layer without physical units (napari's own reader: scale 1, pixels) the stimulus scale, once."""
+    def _ensure_units(self, layer, say: bool = True) -> Optional[Callable[[], None]]:
+        """Give a layer without physical units (napari's own reader: scale 1, pixels) the stimulus scale, once.
+
+        Returns a function that gives the layer back what it had (None when it
+        already had physical units). ``say``: tell the user now (else call
+        :meth:`_said_units` once the change is kept).
+        """
         if has_physical_scale(layer):
-            return
+            return None
+        before = (layer.scale, layer.units, layer.axis_labels)
+        meta = dict(layer.metadata[META]) if META in layer.metadata else None
         set_physical_scale(layer)
+        if say:
+            self._said_units(layer)
+
+        def undo() -> None:
+            layer.scale, layer.units, layer.axis_labels = before
+            if meta is None:
+                layer.metadata.pop(META, None)
+            else:
+                layer.metadata[META] = meta
+        return undo
+
+    @staticmethod
+    def _said_units(layer) -> None:
         notify("info", f"Layer '{layer.name}' had no physical scale; it now has 10 ms per frame and 55 µm per "
                        "pixel (the model's units).")
 
@@ -251,15 +271,19 @@ class AnalyzeWidget(Container):
         except Exception as exc:
             notify("error", f"Could not load the model: {one_sentence(exc)}")
             return False
+        undo_units = None
         try:
             data = check_stimulus_layer(layer, model, self.crop.value)
-            self._ensure_units(layer)
             params = self.parameters()
-            params["crop"] = self.crop_value(layer)
             if params["cell"] >= model.config.n_cells:
                 raise ValueError(f"Cell {params['cell']} does not exist; the model has cells 0–"
                                  f"{model.config.n_cells - 1}.")
+            # the result's layers take the layer's scale; a failed run gives the layer back what it had
+            undo_units = self._ensure_units(layer, say=False)
+            params["crop"] = self.crop_value(layer)
         except ValueError as exc:
+            if undo_units is not None:
+                undo_units()
             self.task.status.value = str(exc)
             notify("error", str(exc))
             return False
@@ -277,11 +301,15 @@ class AnalyzeWidget(Container):
                                 layer=layer.name)
 
         def on_result(result: Analysis) -> None:
+            if undo_units is not None:
+                self._said_units(layer)
             for message in late:
                 notify("warning", message)
             self._add(result, layer)
 
-        started = self.task.start(job, on_result)
+        started = self.task.start(job, on_result, on_failure=undo_units)
+        if not started and undo_units is not None:
+            undo_units()
         if started:
             trace_plot(self.viewer)  # dock the (empty) plot now: its build and layout overlap the computation
         return started
