@@ -116,6 +116,19 @@ def test_file_open_of_a_batch_store_plots_the_visible_result_s_traces(make_napar
 
 # ------------------------------------------------------- model and docks ---
 
+def test_the_shipped_model_loaded_on_first_use_is_shown_by_every_dock(make_napari_viewer):
+    # the cell boxes allowed 0-999 and the Model dock said "no model loaded yet" after a run used the default
+    viewer = make_napari_viewer()
+    model_dock = _dock(viewer, _widgets.ModelWidget)
+    analyze = _dock(viewer, _widgets.AnalyzeWidget)
+    experiments = _dock(viewer, _widgets.ExperimentsWidget)
+    assert "no model loaded" in model_dock.summary.value
+    model = _session.session(viewer).model            # what a first Analyze or Run does
+    n = model.config.n_cells
+    assert analyze.cell.max == experiments.cell.max == n - 1
+    assert "no model loaded" not in model_dock.summary.value and "shipped default" in model_dock.summary.value
+
+
 def test_docks_opened_after_a_script_set_the_model_show_that_model(make_napari_viewer, tiny):
     viewer = make_napari_viewer()
     nr.viewer.use_model(viewer, tiny)    # a script hands its model over, then the user opens the docks

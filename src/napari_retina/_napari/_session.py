@@ -38,7 +38,8 @@ class Session:
 
     @property
     def model(self) -> Union[RetinaCNN, WrappedModel]:
-        """The current model (the shipped default, loaded on first use).
+        """The current model (the shipped default, loaded on first use; ``model_changed`` fires then too,
+        so the widgets show it: the cell boxes' range, the Model widget's summary).
 
         Assigning a RetinaCNN or a wrapped module (``nr.wrap``) makes it the
         widgets' model, as :meth:`set_model` with source "set by a script".
@@ -46,6 +47,7 @@ class Session:
         if self._model is None:
             self._model = load_model(device=self.device)
             self.source = "shipped default"
+            self.model_changed.emit(self._model)
         return self._model
 
     @model.setter
