@@ -375,9 +375,17 @@ def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = N
 
     Maps by default: with ``invariance="auto"`` a full-field stimulus (which
     resolves to "space", no maps) is attributed with "none", so each
-    channel's spatial pattern shows (:func:`maps_invariance`; the channels,
-    response and completeness are the same up to float32 rounding).
-    ``Analysis.maps_note`` says which maps were computed and why.
+    channel's spatial pattern shows (:func:`maps_invariance`).
+    ``Analysis.maps_note`` says which maps were computed and why. So on a
+    full-field stimulus the numbers are not those of ``nr.attribute`` with
+    "auto" ("space") then ``nr.reduce``: at fixed ``steps`` the channels,
+    response and completeness agree up to float32 rounding, but refined to
+    ``tol`` (the default) the error estimate reads the maps instead of the
+    channel traces, so a frame can stop at another level and the two differ by
+    up to about ``tol`` (each is within ``tol`` of the exact integral); and the
+    reduction pools each kept channel by its maps (the "abs" and "signed"
+    pools) instead of uniformly, so its explained variance differs too. Pass
+    ``invariance="space"`` for ``nr.attribute``'s numbers exactly.
 
     ``model_source`` and ``layer`` are recorded in the result (see :class:`Analysis`).
 
