@@ -221,6 +221,55 @@ def test_the_analyze_widget_shows_through_nr_show_so_a_script_can_browse_its_res
     assert layer in viewer.layers
 
 
+# ------------------------------------------ a viewer of more dimensions ---
+
+FAR = 50_000.0  # µm: a 4-D layer placed far from the stimulus, so a view fitted to every layer is not on it
+
+
+def _segmentation_4d(viewer):
+    """A user's 4-D labels layer (channel, T, H, W) in pixels, far to the lower right of the result."""
+    return viewer.add_labels(np.zeros((2, 30, 20, 20), np.uint8), name="segmentation", translate=(0, 0, FAR, FAR))
+
+
+def _framed_on(viewer, layer) -> bool:
+    """The camera centred inside ``layer``'s (y, x) extent and the layer, whole, filling most of the canvas."""
+    ext = np.asarray(layer.extent.world, float)[:, -2:]
+    centre = np.asarray(viewer.scene.camera.center, float)[-2:]
+    box = _canvas_box(viewer, layer)
+    filled = np.max((box[1] - box[0]) / np.asarray(viewer.canvas.size, float))
+    return bool(((ext[0] <= centre) & (centre <= ext[1])).all() and _in_view(viewer, [layer]) and filled > 0.5)
+
+
+def test_a_4d_layer_in_the_viewer_does_not_fail_the_analyze_run(viewer, tiny, plugin, notes, qtbot):
+    """Before: napari's reset_view(layers=the result) indexed the 3-D layers with the 4-D viewer's displayed
+    axes; the IndexError came after every map and the traces were in: "The analysis failed", no analysis kept."""
+    from napari_retina._napari import _session
+
+    _session.session(viewer).set_model(tiny, "tiny test model")
+    _segmentation_4d(viewer)
+    stim = viewer.add_image(nr.stimuli.white_noise(frames=30, size=20, seed=6), name="mine", scale=SCALE,
+                            units=("ms", "µm", "µm"))
+    w = _analyze(viewer, plugin, qtbot, layer=stim, steps=2)
+    assert w.analysis is not None and w.task.status.value.startswith("analysis done")
+    assert not [n for n in notes if n[0] == "error"], notes
+    names = [lay.name for lay in viewer.layers]
+    maps = [f"mine: {w.analysis.reduction.label(c)}" for c in range(8)]
+    assert all(names.count(name) == 1 for name in ["segmentation", "mine"] + maps), names
+    assert nrv.traces(viewer).series[0]["label"] == "model response"
+    assert _framed_on(viewer, stim)
+
+
+def test_a_4d_layer_in_the_viewer_does_not_fail_nr_show(viewer, analysed, qtbot):
+    attr, red = analysed
+    _segmentation_4d(viewer)
+    layers = nr.show(attr, viewer, reduction=red, name="scripted")
+    qtbot.wait(50)  # the view is fitted again once Qt has laid out the trace plot's dock
+    assert [lay.name for lay in viewer.layers] == ["segmentation"] + [lay.name for lay in layers]
+    assert _framed_on(viewer, layers[0])
+    assert nr.show(attr, viewer, reduction=red, name="scripted", beside=True)  # the other framing calls, too
+    assert len(nr.show(attr.stimulus, viewer, name="stimulus only")) == 1
+
+
 # ------------------------------------------------------------ experiments ---
 
 def test_an_experiment_and_a_battery_are_named_after_their_experiments(viewer, tiny, qtbot):

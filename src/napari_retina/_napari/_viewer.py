@@ -378,14 +378,14 @@ def show_map_legend(viewer, map_layers: list) -> None:
 
 
 def frame_result(viewer, layers: list) -> None:
-    """Fit ``layers`` to the canvas (public ``reset_view``), now and once more after Qt has laid out new docks.
+    """Fit ``layers`` to the canvas (:func:`fit_view`), now and once more after Qt has laid out new docks.
 
     A dock added in the same call (the trace plot, the first time) shrinks
     the canvas only when Qt next lays out the window, so the view is fitted
     again then.
     """
     layers = [layer for layer in layers if layer in viewer.layers]
-    viewer.reset_view(layers=layers, margin=VIEW_MARGIN)
+    fit_view(viewer, layers)
     try:
         from qtpy.QtCore import QTimer
     except ImportError:  # pragma: no cover - napari always brings Qt
@@ -401,7 +401,44 @@ def frame_result(viewer, layers: list) -> None:
             return
         live = [layer for layer in (ref() for ref in layer_refs) if layer is not None and layer in viewer.layers]
         if live:
-            viewer.reset_view(layers=live, margin=VIEW_MARGIN)
+            fit_view(viewer, live)
 
     QTimer.singleShot(0, again)
 
+
+def fit_view(viewer, layers: list, margin: float = VIEW_MARGIN) -> None:
+    """Centre and zoom the view on ``layers`` (layers of ``viewer``), as napari's ``reset_view(layers=...)``.
+
+    napari's own fit indexes the world extent of the given layers (as many
+    axes as the layers have) with the viewer's displayed axes: a layer of
+    more dimensions elsewhere in the viewer (a 4-D segmentation beside a
+    (T, H, W) stimulus) makes it fail with an IndexError. So it is used only
+    when the layers span the viewer's dimensions; otherwise the same fit is
+    computed here from their extent (napari's public ``LayerList.get_extent``,
+    right-aligned to the viewer's axes as napari aligns layers), each image
+    pixel drawn half a pixel either side of its centre. Where a displayed
+    axis is one the layers lack (the user put the 4-D layer's first axis in
+    view), every layer is fitted (plain ``reset_view``).
+    """
+    if not layers:
+        return
+    ndim = viewer.dims.ndim
+    own = max(layer.ndim for layer in layers)
+    if own == ndim:
+        viewer.reset_view(layers=layers, margin=margin)
+        return
+    axes = np.asarray(viewer.dims.displayed) - (ndim - own)
+    if (axes < 0).any():
+        viewer.reset_view(margin=margin)
+        return
+    extent = viewer.layers.get_extent(layers)
+    half = np.asarray(extent.step, float)[axes] / 2
+    lo = np.asarray(extent.world, float)[0, axes] - half
+    hi = np.asarray(extent.world, float)[1, axes] + half
+    camera = viewer.scene.camera
+    if viewer.dims.ndisplay == 3:
+        camera.angles = (0, 0, 0)  # as reset_view: looking down the first displayed axis
+    camera.center = tuple(float(v) for v in (lo + hi) / 2)
+    size = (hi - lo)[-2:]  # what the canvas shows: the last two displayed axes (3-D: at angles 0)
+    size[np.isclose(size, 0)] = 1
+    camera.zoom = float((1 - margin) * np.min(np.asarray(viewer.canvas.viewbox_size(viewer.layers), float) / size))
