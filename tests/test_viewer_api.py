@@ -270,6 +270,25 @@ def test_a_4d_layer_in_the_viewer_does_not_fail_nr_show(viewer, analysed, qtbot)
     assert len(nr.show(attr.stimulus, viewer, name="stimulus only")) == 1
 
 
+def test_a_failure_to_frame_the_view_leaves_a_complete_result_and_says_so(viewer, tiny, analysed, plugin, notes,
+                                                                         monkeypatch, qtbot):
+    """Framing is the last, cosmetic step: if it fails, the run still succeeds, with a warning."""
+    from napari_retina._napari import _session, _viewer
+
+    def broken(viewer, layers, margin=0.05):
+        raise IndexError("no view for you")
+
+    monkeypatch.setattr(_viewer, "fit_view", broken)
+    with pytest.warns(RuntimeWarning, match=r"^the result was added, but the view could not be fitted to it "
+                                            r"\(IndexError: no view for you\); napari's Reset view"):
+        layers = nr.show(analysed[0], viewer, reduction=analysed[1], name="scripted")
+    assert list(viewer.layers) == layers and len(layers) == 9
+    _session.session(viewer).set_model(tiny, "tiny test model")
+    with pytest.warns(RuntimeWarning, match="the view could not be fitted"):
+        w = _analyze(viewer, plugin, qtbot, layer=layers[0], steps=2)
+    assert w.analysis is not None and w.task.status.value.startswith("analysis done") and not notes
+
+
 # ------------------------------------------------------------ experiments ---
 
 def test_an_experiment_and_a_battery_are_named_after_their_experiments(viewer, tiny, qtbot):

@@ -18,6 +18,7 @@ scripts and the widgets call; scripts should not need this module::
 from __future__ import annotations
 
 import time
+import warnings
 import weakref
 from typing import Callable, Iterator, Optional
 
@@ -382,10 +383,13 @@ def frame_result(viewer, layers: list) -> None:
 
     A dock added in the same call (the trace plot, the first time) shrinks
     the canvas only when Qt next lays out the window, so the view is fitted
-    again then.
+    again then. It is the last, cosmetic step of showing a result that is
+    already complete: if fitting fails, the view stays as it was and a
+    warning says so (napari shows it as a notification); it never raises,
+    so a run is never reported failed with its layers and traces in.
     """
     layers = [layer for layer in layers if layer in viewer.layers]
-    fit_view(viewer, layers)
+    _fit_or_warn(viewer, layers)
     try:
         from qtpy.QtCore import QTimer
     except ImportError:  # pragma: no cover - napari always brings Qt
@@ -401,9 +405,18 @@ def frame_result(viewer, layers: list) -> None:
             return
         live = [layer for layer in (ref() for ref in layer_refs) if layer is not None and layer in viewer.layers]
         if live:
-            fit_view(viewer, live)
+            _fit_or_warn(viewer, live)
 
     QTimer.singleShot(0, again)
+
+
+def _fit_or_warn(viewer, layers: list) -> None:
+    """:func:`fit_view`; a failure leaves the view as it was, with a RuntimeWarning instead of an exception."""
+    try:
+        fit_view(viewer, layers)
+    except Exception as exc:  # noqa: BLE001 - framing is cosmetic: the result is in the viewer
+        warnings.warn(f"the result was added, but the view could not be fitted to it ({type(exc).__name__}: "
+                      f"{exc}); napari's Reset view (Ctrl+R) shows every layer", RuntimeWarning, stacklevel=3)
 
 
 def fit_view(viewer, layers: list, margin: float = VIEW_MARGIN) -> None:
