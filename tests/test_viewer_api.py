@@ -289,6 +289,66 @@ def test_a_failure_to_frame_the_view_leaves_a_complete_result_and_says_so(viewer
     assert w.analysis is not None and w.task.status.value.startswith("analysis done") and not notes
 
 
+# ------------------------------------------------------- napari's units warning ---
+
+UNITS_WARNING = "Inconsistent units across layers; units will not be used for rendering."
+
+
+@pytest.fixture
+def units_warnings():
+    """A counter: napari's units warnings dispatched (to its toast, its console, every listener) since the last call."""
+    from napari.utils.notifications import notification_manager
+
+    start = [len(notification_manager.records)]
+
+    def count() -> int:
+        new = notification_manager.records[start[0]:]
+        start[0] = len(notification_manager.records)
+        return sum(str(n.message) == UNITS_WARNING for n in new)
+
+    return count
+
+
+def test_only_repeats_of_the_units_warning_are_held_back_and_only_within_the_run():
+    from napari.utils.notifications import notification_manager, show_warning
+
+    from napari_retina._napari._viewer import UnitsWarningOnce
+
+    once = UnitsWarningOnce()
+    start = len(notification_manager.records)
+    with once:
+        show_warning(UNITS_WARNING)
+        with UnitsWarningOnce():  # nested (nr.show around add_analysis)
+            show_warning(UNITS_WARNING)
+            show_warning("something else")
+    with once:  # the next step of the same staged run
+        show_warning(UNITS_WARNING)
+    assert "dispatch" not in vars(notification_manager)  # napari's own dispatch is back
+    show_warning(UNITS_WARNING)
+    messages = [str(n.message) for n in notification_manager.records[start:]]
+    assert messages == [UNITS_WARNING, "something else", UNITS_WARNING]
+
+
+def test_one_nr_show_warns_once_about_a_layer_without_units(viewer, analysed, units_warnings):
+    """Before: napari warned at each layer added, 9 times for a stimulus and its 8 maps."""
+    viewer.add_image(np.random.default_rng(0).random((50, 50)), name="no units")
+    units_warnings()
+    nr.show(analysed[0], viewer, reduction=analysed[1], name="scripted")
+    assert units_warnings() == 1
+
+
+def test_one_analyze_run_warns_once_about_a_layer_without_units(viewer, tiny, plugin, units_warnings, qtbot):
+    """Before: once per map layer added, 8 times."""
+    from napari_retina._napari import _session
+
+    _session.session(viewer).set_model(tiny, "tiny test model")
+    viewer.add_image(np.random.default_rng(0).random((50, 50)), name="no units")
+    (stim,) = nr.show(nr.stimuli.white_noise(frames=30, size=20, seed=6), viewer, name="mine")
+    units_warnings()
+    w = _analyze(viewer, plugin, qtbot, layer=stim, steps=2)
+    assert w.analysis is not None and units_warnings() == 1
+
+
 # ------------------------------------------------------------ experiments ---
 
 def test_an_experiment_and_a_battery_are_named_after_their_experiments(viewer, tiny, qtbot):

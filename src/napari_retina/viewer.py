@@ -51,7 +51,8 @@ from ._atomic import atomic_write
 from ._napari._layers import META, stimulus_layer_kwargs
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
 from ._napari._session import use_model
-from ._napari._viewer import add_analysis, add_layer_data, frame_result, process_events, remove_layers
+from ._napari._viewer import (UnitsWarningOnce, add_analysis, add_layer_data, frame_result, process_events,
+                              remove_layers)
 
 __all__ = ["show", "clear", "screenshot", "traces", "set_time", "current_time", "fit", "place_beside",
            "use_model"]
@@ -145,6 +146,14 @@ def show(result, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str
     viewer = _viewer(viewer)
     if stimulus_layer is not None:
         _ensure_physical_scale(stimulus_layer)
+    with UnitsWarningOnce():  # napari's "Inconsistent units" warning once per show, not once per layer
+        return _show(viewer, kind, result, name, reduction, attribution, stimulus_layer, maps, limit, replace,
+                     beside, staged)
+
+
+def _show(viewer, kind: str, result, name, reduction, attribution, stimulus_layer, maps, limit, replace: bool,
+          beside: bool, staged: bool):
+    """:func:`show` for a checked ``result`` of ``kind`` in ``viewer``."""
     if kind == "file":
         return _show_file(viewer, Path(result), replace)
     if kind == "reduction":

@@ -33,9 +33,58 @@ STEP_DELAY_MS = 1
 """Timer delay between two steps of a :class:`StagedAdd`. Not 0: a zero-delay single shot is a posted
 event, handled before Qt's low-priority repaint requests, so steps would run back to back unpainted;
 a timer fires after the posted events (repaints included) of its event-loop pass."""
+UNITS_WARNING = "Inconsistent units across layers"
+"""The start of napari's warning (``napari._vispy.canvas``) that a viewer whose layers disagree on
+units (one without physical units: napari's default, "pixel") draws without them."""
 
 
 _FOLLOWED: "weakref.WeakSet" = weakref.WeakSet()
+
+
+class UnitsWarningOnce:
+    """Let napari's units warning (:data:`UNITS_WARNING`) out once for one result: ``with once: <add layers>``.
+
+    napari shows it (``show_warning``: a notification, to its toast and its
+    console) from the canvas draw that follows each layer added while the
+    viewer's layers disagree on units, synchronously within the addition:
+    one analysis said it once per map layer. Its display listeners come
+    before any plugin's on ``notification_ready``, so the repeats are stopped
+    where napari hands them out: within ``with``, ``notification_manager.dispatch``
+    is wrapped so that this message goes through the first time only (every
+    other notification unchanged); on leaving, the manager's own ``dispatch``
+    is back. Entering the same object around each step of a staged run keeps
+    the count over the run; ``with`` blocks nest. Outside, nothing is filtered.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._saved: list = []
+
+    def __enter__(self) -> "UnitsWarningOnce":
+        from napari.utils.notifications import notification_manager as manager
+
+        previous = manager.__dict__.get("dispatch")   # None: the class's own method
+        self._saved.append(previous)
+        inner = previous if previous is not None else manager.dispatch
+
+        def dispatch(notification) -> None:
+            if str(getattr(notification, "message", "")).startswith(UNITS_WARNING):
+                if self.seen:
+                    return
+                self.seen = True
+            inner(notification)
+
+        manager.dispatch = dispatch
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from napari.utils.notifications import notification_manager as manager
+
+        previous = self._saved.pop()
+        if previous is None:
+            manager.__dict__.pop("dispatch", None)
+        else:
+            manager.dispatch = previous
 
 
 def follow_renames(viewer, stimulus_layer) -> None:
@@ -190,7 +239,8 @@ def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, ma
     s or ms and spikes per bin, a cursor linked both ways to the time slider),
     the maps get colour bars and a legend of their unit and sign
     (:func:`show_map_legend`), and the view is fitted to the stimulus and its
-    maps (:func:`frame_result`).
+    maps (:func:`frame_result`). napari's warning that the viewer's layers
+    disagree on units comes at most once per call (:class:`UnitsWarningOnce`).
 
     Example
     -------
@@ -200,9 +250,11 @@ def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, ma
     >>> layers = add_analysis(viewer, attr, red)                   # doctest: +SKIP
     """
     steps = _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace)
+    once = UnitsWarningOnce()
     if staged:
-        return StagedAdd(steps)
-    return drain(steps)
+        return StagedAdd(steps, once)
+    with once:
+        return drain(steps)
 
 
 def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace) -> Iterator[None]:
@@ -285,7 +337,10 @@ class StagedAdd:
     for the whole build. Set ``on_done(layers)`` and ``on_error(exc)`` right
     after creating it (the first step runs on the next pass); exactly one
     of them is called, unless :meth:`stop` comes first. A failing step
-    removes the layers this run added, then calls ``on_error``.
+    removes the layers this run added, then calls ``on_error``. Each step
+    and the callback run within ``quiet`` (a :class:`UnitsWarningOnce`, so
+    napari's units warning comes once for the run, layers the callback adds
+    included).
 
     Attributes
     ----------
@@ -296,10 +351,11 @@ class StagedAdd:
         Steps run so far (one per event-loop pass).
     """
 
-    def __init__(self, steps: Iterator[None]) -> None:
+    def __init__(self, steps: Iterator[None], quiet: Optional[UnitsWarningOnce] = None) -> None:
         from qtpy.QtCore import QTimer
 
         self._steps = steps
+        self._quiet = quiet if quiet is not None else UnitsWarningOnce()
         self._timer = QTimer
         self.layers: Optional[list] = None
         self.done = False
@@ -309,6 +365,10 @@ class StagedAdd:
         QTimer.singleShot(STEP_DELAY_MS, self._step)
 
     def _step(self) -> None:
+        with self._quiet:
+            self._run_step()
+
+    def _run_step(self) -> None:
         if self.done:
             return
         self.passes += 1
@@ -328,7 +388,8 @@ class StagedAdd:
         """Run no more steps (the viewer is closing); layers of an unfinished map step are removed."""
         if not self.done:
             self.done = True
-            self._steps.close()
+            with self._quiet:
+                self._steps.close()
 
     def wait(self, timeout_ms: int = 60000) -> None:
         """Process events until done; for scripts and tests."""
