@@ -16,6 +16,7 @@ pytest.importorskip("napari")
 
 from napari_retina._napari import _layers, _plot, _session, _widgets  # noqa: E402
 from napari_retina._napari._layers import stimulus_layer_kwargs  # noqa: E402
+from napari_retina._napari._reader import SETTINGS_KEY  # noqa: E402
 from test_napari_widgets import _dock, _stimulus, viewer  # noqa: E402,F401  (the widget tests' fixture, helpers)
 
 META = _layers.META
@@ -309,6 +310,34 @@ def test_settings_of_an_analysis_of_a_cell_the_current_model_lacks_apply_the_res
     assert w.cell.value == 0
     assert len(notes) == 1 and notes[0][0] == "warning"
     assert "cell 5" in notes[0][1] and "0–1" in notes[0][1] and "\n" not in notes[0][1]
+
+
+def test_settings_of_a_reopened_window_cropped_analysis_put_no_window_off_the_stimulus(viewer, notes, tmp_path):
+    # the .h5 holds the analysed 20x20 window and its corner in the 32x40 stack it came from: applying the
+    # settings drew a window at that corner, off the reopened 20x20 stimulus (and the run then clipped it)
+    stim = nr.stimuli.white_noise(frames=30, size=40, seed=3)[:, :32]
+    tiny = _session.session(viewer).model
+    nr.analysis.run_analysis(tiny, stim, cell=0, steps=3, crop=(5, 17)).save(tmp_path / "win.h5")
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    reopened = viewer.open(str(tmp_path / "win.h5"), plugin="napari-retina")[0]
+    assert reopened.data.shape[1:] == (20, 20)
+    w.layer.value = reopened
+    w.crop.value = "center"
+    w.settings_button.native.click()
+    assert w.crop.value == "none" and notes == []            # the window is the layer itself
+    assert not [la for la in viewer.layers if la.metadata.get(META, {}).get("role") == "crop_window"]
+    # on the stack the analysis came from, the window goes back where it was
+    layer = viewer.add_image(stim, **_layers.stimulus_layer_kwargs(stim, "stack"))
+    layer.metadata[META][SETTINGS_KEY] = dict(reopened.metadata[META][SETTINGS_KEY])
+    w.layer.value = layer
+    w.settings_button.native.click()
+    assert w.crop.value == "window" and w.crop_value(layer) == (5, 17)
+    # and on a layer it does not fit (neither the stack nor the window), the rest applies and it says so
+    small = viewer.add_image(stim[:, :25, :25], **_layers.stimulus_layer_kwargs(stim[:, :25, :25], "small"))
+    small.metadata[META][SETTINGS_KEY] = dict(reopened.metadata[META][SETTINGS_KEY])
+    w.layer.value = small
+    w.settings_button.native.click()
+    assert notes[-1][0] == "warning" and "crop window at (5, 17), which does not fit in the 25x25 layer" in notes[-1][1]
 
 
 # ------------------------------------------------------------------- demo ---

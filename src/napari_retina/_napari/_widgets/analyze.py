@@ -208,14 +208,32 @@ class AnalyzeWidget(Container):
             put(self.explain, float(params["explain"]))
         crop = params.get("crop", "none")
         if isinstance(crop, (list, tuple, np.ndarray)) and len(crop) == 2:
-            layer = self.layer.value
-            self.crop.value = "window"
-            if layer is not None:
-                shapes = crop_window(self.viewer, layer, self.session.model.config.size)
-                shapes.data = [window_rectangle(int(crop[0]), int(crop[1]), self.session.model.config.size)]
+            self._put_window(int(crop[0]), int(crop[1]), skipped)
         elif crop in CROPS:
             self.crop.value = crop
         return skipped
+
+    def _put_window(self, y0: int, x0: int, skipped: list) -> None:
+        """Crop 'window' at corner (y0, x0) of the chosen layer, if the window fits in it.
+
+        A reopened analysis holds the window it analysed, already cut out: on a
+        layer of the model's size the crop is "none" (the window is the layer);
+        on another layer where the window does not fit, it is left as it was
+        and said in ``skipped``.
+        """
+        layer, size = self.layer.value, self.session.model.config.size
+        if layer is None:
+            self.crop.value = "window"
+            return
+        H, W = layer.data.shape[-2:]
+        if 0 <= y0 <= H - size and 0 <= x0 <= W - size:
+            self.crop.value = "window"
+            crop_window(self.viewer, layer, size).data = [window_rectangle(y0, x0, size)]
+        elif (H, W) == (size, size):
+            self.crop.value = "none"
+        else:
+            skipped.append(f"crop window at ({y0}, {x0}), which does not fit in the {H}x{W} layer "
+                           f"'{layer.name}' for a {size}x{size} model")
 
     def use_layer_settings(self) -> bool:
         """Apply the settings of the analysis the chosen layer came from (a reopened .h5); whether it had any."""
