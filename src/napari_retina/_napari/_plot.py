@@ -34,6 +34,7 @@ from vispy.scene.visuals import InfiniteLine, Line
 from vispy.visuals.axis import Ticker
 from vispy.visuals.text.text import FontManager
 
+from . import _exit
 from ._layers import CURSOR_COLOR, META, _rgba, layer_geometry, trace_series
 
 DOCK_NAME = "Traces (napari-retina)"
@@ -276,6 +277,7 @@ class TracePlot(QWidget):
 
     def __init__(self, viewer) -> None:
         super().__init__()
+        _exit.install()  # a script that leaves viewers open must still exit with status 0 (see _exit)
         # weakly: the plot is the value of ``_PLOTS[viewer]``, a strong reference would keep every
         # closed viewer (its canvas, layers and maps) alive for the rest of the session
         self._viewer = weakref.ref(viewer)

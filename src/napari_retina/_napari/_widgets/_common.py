@@ -24,6 +24,7 @@ from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtGui import QPalette
 from qtpy.QtWidgets import QDockWidget, QMainWindow
 
+from .. import _exit
 from .._layers import AXIS_LABELS, META, SCALE, UNITS
 
 _FROM_SIGNATURE: Any = object()
@@ -276,6 +277,7 @@ def tabify_when_docked(widget) -> None:
     overflow a 1000-px screen); this tabs them instead, whatever way they
     were added (a Qt single-shot runs after napari made the dock).
     """
+    _exit.install()  # a script that leaves viewers open must still exit with status 0 (see _exit)
     native = widget.native
     _OURS.add(native)
     QTimer.singleShot(0, lambda: _tabify(native))
