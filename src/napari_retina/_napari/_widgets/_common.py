@@ -190,9 +190,9 @@ def term_link(term: str, text: Optional[str] = None) -> str:
 
 
 LINK_ON_DARK = "#8ab4f8"
-"""Link colour on a dark background (napari's dark theme: contrast ≈ 7.6 to its #23242b)."""
+"""Link colour on a dark background (WCAG contrast 7.3 to napari's dark dock background #23242b)."""
 LINK_ON_LIGHT = "#0645ad"
-"""Link colour on a light background (contrast ≈ 8 to white)."""
+"""Link colour on a light background (contrast 6.9 to napari's light #ebe7e6, 8.5 to white)."""
 
 
 def file_choice_problem(path: Path, what: str, must_exist: bool = True) -> Optional[str]:
