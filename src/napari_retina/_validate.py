@@ -37,6 +37,24 @@ def _describe(arr: np.ndarray) -> str:
     return f"an array of shape {tuple(arr.shape)} and dtype {arr.dtype}"
 
 
+def as_real_array(value, not_array: str, not_real: str) -> np.ndarray:
+    """``value`` as a NumPy array of real numbers (integers or floats; not bools), or a TypeError.
+
+    ``not_array``: the sentence (without "got ...") for what is no array of
+    numbers (None, text, a ragged list); ``not_real``: for an array of another
+    dtype (bool, complex, object, strings).
+    """
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{not_array}, got {type(value).__name__}")
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{not_array}, got {type(value).__name__}") from exc
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"{not_real}, got dtype {arr.dtype}")
+    return arr
+
+
 def as_stack(stimulus, name: str = "stimulus", colour: bool = False) -> np.ndarray:
     """Check that ``stimulus`` is a finite, non-empty numeric (T, H, W) stack.
 
@@ -45,14 +63,8 @@ def as_stack(stimulus, name: str = "stimulus", colour: bool = False) -> np.ndarr
     image that would pass for H frames. Returns a NumPy array of its own dtype
     (no copy when possible).
     """
-    if isinstance(stimulus, (str, bytes)) or stimulus is None:
-        raise TypeError(f"{name} must be a (T, H, W) array of numbers, got {type(stimulus).__name__}")
-    try:
-        arr = np.asarray(stimulus)
-    except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"{name} must be a (T, H, W) array of numbers, got {type(stimulus).__name__}") from exc
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise TypeError(f"{name} must hold real numbers (integers or floats), got dtype {arr.dtype}")
+    arr = as_real_array(stimulus, f"{name} must be a (T, H, W) array of numbers",
+                        f"{name} must hold real numbers (integers or floats)")
     if colour or (arr.ndim == 4 and arr.shape[-1] in (3, 4)):
         kind = "stack" if arr.ndim == 4 else "image"
         raise ValueError(

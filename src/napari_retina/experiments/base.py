@@ -31,7 +31,8 @@ import numpy as np
 from .._json import jsonable
 from .._predict import predict
 from .._progress import Progress, report
-from .._validate import FLOAT32_MAX, NonFiniteOutputError, StimulusUnitsWarning, check_cells, check_finite_output
+from .._validate import (FLOAT32_MAX, NonFiniteOutputError, StimulusUnitsWarning, as_real_array, check_cells,
+                         check_finite_output)
 from .._wrap import model_config
 from ..attribution import attribute
 from ..model import RetinaCNN
@@ -469,15 +470,8 @@ def check_response(response, n_frames: int, history: int) -> np.ndarray:
     have it) and values beyond float32, the precision rates are kept in.
     """
     expected = f"(T,) or (T, n_cells) with T = {n_frames}, the stimulus' frames"
-    if response is None or isinstance(response, (str, bytes)):
-        raise TypeError(f"respond must return an array of rates of shape {expected}, got {type(response).__name__}")
-    try:
-        arr = np.asarray(response)
-    except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"respond must return an array of rates of shape {expected}, "
-                        f"got {type(response).__name__}") from exc
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise TypeError(f"respond must return real numbers (integers or floats) as rates, got dtype {arr.dtype}")
+    arr = as_real_array(response, f"respond must return an array of rates of shape {expected}",
+                        "respond must return real numbers (integers or floats) as rates")
     if arr.ndim not in (1, 2) or arr.shape[0] != n_frames or arr.size == 0:
         raise ValueError(f"respond must return rates of shape {expected}, got shape {arr.shape}")
     arr = arr.astype(np.float64, copy=False)
