@@ -183,6 +183,14 @@ class Task:
         if stop is not None:
             stop()
 
+    def refuse_if_busy(self) -> bool:
+        """Whether a run is going; if so, a warning says to wait for it or cancel it."""
+        if not self.running:
+            return False
+        article = "An" if self.what[:1].lower() in "aeiou" else "A"
+        notify("warning", f"{article} {self.what} is already running; wait for it to finish or cancel it first.")
+        return True
+
     def start(self, job: Callable[["Task"], Any], on_result: Callable[[Any], None],
               on_failure: Optional[Callable[[], None]] = None) -> bool:
         """Run ``job(task)`` in a worker thread and pass its result to ``on_result`` (GUI thread).
@@ -193,11 +201,7 @@ class Task:
         is called then (GUI thread), e.g. to undo what the run changed when it
         started. Returns whether it started.
         """
-        if self.closed:
-            return False
-        if self.running:
-            article = "An" if self.what[:1].lower() in "aeiou" else "A"
-            notify("warning", f"{article} {self.what} is already running; wait for it to finish or cancel it first.")
+        if self.closed or self.refuse_if_busy():
             return False
         self.token = CancelToken()
         self._on_failure = on_failure

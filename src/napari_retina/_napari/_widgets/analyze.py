@@ -280,8 +280,7 @@ class AnalyzeWidget(Container):
 
     def run(self) -> bool:
         """Start an analysis of the chosen layer; returns whether it started."""
-        if self.task.running:
-            notify("warning", "An analysis is already running; wait for it to finish or cancel it first.")
+        if self.task.refuse_if_busy():  # before the model is loaded or the layer touched
             return False
         layer = self.layer.value
         try:
