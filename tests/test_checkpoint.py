@@ -303,8 +303,9 @@ def test_a_path_that_is_not_a_path_is_one_sentence():
 def test_a_file_that_is_no_torch_file_is_not_called_a_pickle_of_code(tmp_path):
     # a stimulus given as the model: it was refused as "pickled objects other than weights ... could execute code"
     np.save(tmp_path / "stim.npy", np.zeros((3, 4, 4), np.float32))
-    with pytest.raises(ValueError, match=r"stim.npy' is not a checkpoint: it is neither a torch file \(a zip archive "
-                                         r"or a pickle\) nor Keras HDF5 weights$"):
+    with pytest.raises(ValueError, match=r"stim.npy' is not a checkpoint: it is neither a torch file \(a zip archive, "
+                                         r"or a pickle of protocol 2 or later, as torch.save writes\) nor Keras HDF5 "
+                                         r"weights$"):
         nr.load_model(tmp_path / "stim.npy")
 
 

@@ -416,3 +416,68 @@ def test_a_sparse_or_meta_tensor_in_a_lab_checkpoint_is_refused_in_one_sentence(
     with pytest.raises(ValueError, match=rf"m.pt' has malformed weights: sequential.0.weight is a {kind}; "
                                          r"expected a dense tensor with its values in the file$"):
         nr.load_model(save_tdr(tmp_path / "m.pt", "BNCNN", state))
+
+
+def _replace_conv(value):
+    """An edit of a Keras file: its first conv layer's group replaced by ``value`` (a link or an array)."""
+    def edit(h5):
+        del h5["conv2d_1"]
+        h5["conv2d_1"] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h5: h5.attrs.__setitem__("layer_names", 5), r"damaged Keras weights: layer_names is 0-D \(expected a "
+                                                        r"list of names\)"),
+    (_replace_conv(h5py.SoftLink("/conv2d_1")), r"damaged Keras weights: layer conv2d_1 cannot be opened \(.*\)"),
+    (_replace_conv(np.zeros((3, 3))), r"damaged Keras weights: layer conv2d_1 is not a group"),
+    (_replace_conv(h5py.ExternalLink("/etc/passwd", "/")),
+     r"not self-contained Keras weights: layer conv2d_1 is a link to '/etc/passwd', which is not followed"),
+], ids=["scalar layer_names", "link loop", "array for a layer", "external link"])
+def test_a_malformed_keras_file_is_one_sentence_naming_it(tmp_path, edit, message):
+    """Malformed layouts gave h5py's or numpy's own errors without the file's name (TypeError, KeyError...),
+    and an external link was followed out of the file."""
+    path = save_keras(tmp_path / "odd.h5", keras_weights())
+    with h5py.File(path, "a") as h5:
+        edit(h5)
+    with pytest.raises(ValueError, match=r"odd.h5' is " + message):
+        nr.load_model(path)
+
+
+def test_a_keras_epsilon_that_is_not_a_number_is_refused(tmp_path):
+    """One unreadable epsilon silently dropped all three stored ones (Keras' default 1e-3 was used instead)."""
+    path = save_keras(tmp_path / "eps.h5", keras_weights(), nested=True, epsilon="abc")
+    with pytest.raises(ValueError, match=r"eps.h5' has a malformed model_config: a BatchNormalization epsilon is "
+                                         r"'abc' \(expected a number >= 0\)"):
+        nr.load_model(path)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("sequential.0.weight", float("nan"), r"sequential.0.weight holds 1 NaN or infinite value of \d+"),
+    ("sequential.2.running_var", -1.0, r"sequential.2.running_var holds 1 negative variance \(expected all >= 0\)"),
+], ids=["NaN weight", "negative variance"])
+def test_bad_values_in_a_lab_checkpoint_are_named_as_the_file_names_them(tmp_path, key, value, message):
+    """They were reported under RetinaCNN's names (conv1.weight, bn1.bn.weight), and a negative variance as NaN."""
+    state, _ = tdr_state()
+    state[key] = state[key].clone()
+    state[key].view(-1)[0] = value
+    with pytest.raises(ValueError, match=r"bad.pt' has unusable weights: " + message):
+        nr.load_model(save_tdr(tmp_path / "bad.pt", "BNCNN", state))
+
+
+def test_a_negative_keras_variance_is_named(tmp_path):
+    layers = keras_weights()
+    layers[3][1]["moving_variance"][2] = -0.5
+    with pytest.raises(ValueError, match=r"has unusable weights: batch_normalization_1/moving_variance holds 1 "
+                                         r"negative variance"):
+        nr.load_model(save_keras(tmp_path / "bad.h5", layers))
+
+
+def test_a_stacked_sub_convolution_without_its_kernel_is_refused(tmp_path):
+    """A sub-module with a bias but no weight was skipped: the file loaded as a network with a smaller kernel."""
+    state, _ = tdr_state("LinearStackedBNCNN", ksizes=(7, 5))
+    del state["sequential.0.convs.1.weight"]
+    state["sequential.0.convs.1.bias"] = torch.zeros(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"sequential.0.convs.1 holds \['bias'\] but no weight \(a convolution of "
+                                         r"the stack\) nor running_mean"):
+        nr.load_model(save_tdr(tmp_path / "cut.pt", "LinearStackedBNCNN", state, hyps={}))

@@ -404,6 +404,31 @@ def check_finite_output(values: np.ndarray, frames: np.ndarray, what: str,
     raise NonFiniteOutputError(message, remedy)
 
 
+def unusable_weights(tensors, variances: Iterable[str] = ()) -> Optional[str]:
+    """Why a model's tensors give NaN rates, or None: NaN/inf values, or negative batch-norm variances.
+
+    ``tensors``: a mapping {name: torch.Tensor} (a state dict, or a foreign
+    file's tensors under their own names); the variances are the tensors named
+    in ``variances`` and those whose name ends with ``running_var``. Said as
+    the end of a sentence, e.g. "conv1.weight holds 3 NaN or infinite values
+    of 1600 (expected all finite)".
+    """
+    import torch
+
+    variances = set(variances)
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            continue
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            return (f"{name} holds {bad} NaN or infinite value{'s' if bad > 1 else ''} of {tensor.numel()} "
+                    "(expected all finite)")
+        negative = int((tensor < 0).sum()) if name in variances or name.endswith("running_var") else 0
+        if negative:
+            return f"{name} holds {negative} negative variance{'s' if negative > 1 else ''} (expected all >= 0)"
+    return None
+
+
 def check_int(value, name: str, low: int = 0, high: Optional[int] = None) -> int:
     """An int in ``[low, high)`` (``high=None``: no upper bound), or a clear error."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -40,6 +40,7 @@ import torch
 
 from ._atomic import atomic_write
 from ._device import DeviceLike, resolve_device
+from ._validate import unusable_weights
 from .formats import check_dense, is_hdf5, known_formats, read_foreign
 from .model import ModelConfig, RetinaCNN
 
@@ -142,8 +143,8 @@ def _load_weights_only(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not _starts_like_a_torch_file(path):  # e.g. a .npy stimulus given as the model
-            raise ValueError(f"{str(path)!r} is not a checkpoint: it is neither a torch file (a zip archive or "
-                             "a pickle) nor Keras HDF5 weights") from exc
+            raise ValueError(f"{str(path)!r} is not a checkpoint: it is neither a torch file (a zip archive, or "
+                             "a pickle of protocol 2 or later, as torch.save writes) nor Keras HDF5 weights") from exc
         if "weights only" in str(exc).lower():
             raise ValueError(
                 f"{str(path)!r} is not a napari-retina checkpoint: it holds pickled objects other than "
@@ -284,22 +285,10 @@ def _check_checksum(path: Path, payload: dict, state: dict) -> None:
 
 
 def _check_finite(path: Path, state: dict) -> None:
-    """Refuse NaN/inf weights or buffers, and negative batch-norm variances (both give NaN rates)."""
-    for name, tensor in state.items():
-        if not tensor.is_floating_point():
-            continue
-        bad = int((~torch.isfinite(tensor)).sum())
-        if bad:
-            raise ValueError(
-                f"{str(path)!r} has unusable weights: {name} holds {bad} NaN or infinite "
-                f"value{'s' if bad > 1 else ''} of {tensor.numel()} (expected all finite)"
-            )
-        negative = int((tensor < 0).sum()) if name.endswith("running_var") else 0
-        if negative:
-            raise ValueError(
-                f"{str(path)!r} has unusable weights: {name} holds {negative} negative "
-                f"variance{'s' if negative > 1 else ''} (expected all >= 0)"
-            )
+    """Refuse a state dict with :func:`unusable_weights`."""
+    problem = unusable_weights(state)
+    if problem:
+        raise ValueError(f"{str(path)!r} has unusable weights: {problem}")
 
 
 def _read_any(path: Path) -> tuple[ModelConfig, dict, dict]:

@@ -43,8 +43,8 @@ from ._atomic import same_file
 from ._device import DeviceLike, resolve_device
 from ._frames import batches, gather_windows
 from ._progress import Progress, report
-from ._validate import as_stack, check_cell_subset, check_int, check_positive
-from .checkpoint import _check_finite, load_model, save_model
+from ._validate import as_stack, check_cell_subset, check_int, check_positive, unusable_weights
+from .checkpoint import load_model, save_model
 from .io import Dataset, Split, read_dataset
 from .metrics import explained_variance, finite_mean, pearson, ratio_of_means
 from .model import ModelConfig, RetinaCNN
@@ -578,7 +578,7 @@ def _fit(run: _Run, tc: TrainConfig, progress: Optional[Progress], log: Optional
         run.history.append(entry)
         if log is not None:
             log(entry)
-        why = _unusable(run.model.state_dict())
+        why = unusable_weights(run.model.state_dict())
         if why is not None:
             unusable = (epoch, why)
         score = entry["heldout_loss"] if why is None else math.inf
@@ -601,16 +601,6 @@ def _fit(run: _Run, tc: TrainConfig, progress: Optional[Progress], log: Optional
             f"epoch {unusable[0]}, {unusable[1]}; lower the learning rate or check the data for extreme values"
         )
     return best
-
-
-def _unusable(state: dict) -> Optional[str]:
-    """Why ``state`` could not be saved as a checkpoint (NaN/inf weights or buffers, negative batch-norm
-    variances: :func:`~napari_retina.checkpoint._check_finite`, which load_model applies), or None."""
-    try:
-        _check_finite(Path("model"), state)
-    except ValueError as exc:
-        return str(exc).partition("unusable weights: ")[2] or str(exc)
-    return None
 
 
 def _epoch(run: _Run, tc: TrainConfig, progress: Optional[Progress], done: int, total: int) -> tuple[float, int]:

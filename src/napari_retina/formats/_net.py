@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import torch
 
+from .._validate import unusable_weights
 from ..model import BN_EPS, MAX_STATE_NUMBERS, ModelConfig
 
 #: what load_model reads, in the words its errors use
@@ -204,4 +205,23 @@ def assemble(path: Path, net: Net, names: dict[str, tuple[str, str]]) -> int:
     net.bn1.check(path, c1 * h1 * h1 if unit else c1, f"{why}: {c1} channels of {h1}x{h1}")
     net.bn2.check(path, c2 * h2 * h2 if unit else c2, f"{why}: {c2} channels of {h2}x{h2}")
     net.bn3.check(path, n, f"one per cell, {n} cells")
+    _check_values(path, net, names)
     return h1 + k1 - 1
+
+
+def _check_values(path: Path, net: Net, names: dict[str, tuple[str, str]]) -> None:
+    """Refuse NaN/inf values, negative variances and a non-positive ``var + eps``, under the file's own names
+    (after the conversion they would read as NaN in RetinaCNN's tensors, which the file does not have)."""
+    tensors = {}
+    for layer in ("conv1", "conv2", "linear"):
+        tensors.update(zip(names[layer], getattr(net, layer)))
+    norms = (net.bn1, net.bn2, net.bn3)
+    for bn in norms:
+        tensors.update((bn.names[f], getattr(bn, f)) for f in ("weight", "bias", "mean", "var"))
+    problem = unusable_weights(tensors, variances=[bn.names["var"] for bn in norms])
+    if problem:
+        raise ValueError(f"{str(path)!r} has unusable weights: {problem}")
+    for bn in norms:
+        if not (math.isfinite(bn.eps) and bn.eps >= 0) or bool((bn.var + bn.eps <= 0).any()):
+            raise ValueError(f"{str(path)!r} has unusable weights: the batch norm of {bn.names['var']} has epsilon "
+                             f"{bn.eps} (expected a number >= 0 with variance + epsilon > 0)")

@@ -51,18 +51,56 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
 
 
-def _bn_epsilons(h5) -> list[float]:
-    """Epsilon of each BatchNormalization layer in order, from the stored model_config (empty when absent)."""
+def _bn_epsilons(path: Path, h5) -> list[float]:
+    """Epsilon of each BatchNormalization layer in order, from the stored model_config (empty when absent
+    or not of a layout this reader knows); an epsilon that is not a number >= 0 is a ValueError."""
     raw = h5.attrs.get("model_config")
     if raw is None:
         return []
     try:
         config = json.loads(_text(raw))
         layers = config["config"]["layers"] if isinstance(config["config"], dict) else config["config"]
-        return [float(layer["config"].get("epsilon", DEFAULT_EPS)) for layer in layers
-                if layer.get("class_name") == "BatchNormalization"]
-    except (ValueError, KeyError, TypeError):
+        values = [layer["config"].get("epsilon", DEFAULT_EPS) for layer in layers
+                  if layer.get("class_name") == "BatchNormalization"]
+    except (ValueError, KeyError, TypeError, AttributeError):
         return []
+    for value in values:
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if number is None or not (np.isfinite(number) and number >= 0):
+            raise ValueError(f"{str(path)!r} has a malformed model_config: a BatchNormalization epsilon is "
+                             f"{value!r} (expected a number >= 0)")
+    return [float(v) for v in values]
+
+
+def _member(path: Path, parent, name: str, what: str, kind: str):
+    """``parent[name]`` as an h5py Group (``kind="group"``) or Dataset, or a ValueError naming ``what``.
+
+    Links are not followed out of the file (an external link could make the
+    reader open any file), and a damaged link is one sentence, not h5py's error.
+    """
+    import h5py
+
+    link = parent.get(name, getlink=True)
+    if isinstance(link, h5py.ExternalLink):
+        raise ValueError(f"{str(path)!r} is not self-contained Keras weights: {what} is a link to "
+                         f"{link.filename!r}, which is not followed")
+    try:
+        member = parent[name]
+    except (KeyError, RuntimeError, OSError) as exc:
+        raise ValueError(f"{str(path)!r} is damaged Keras weights: {what} cannot be opened ({exc})") from exc
+    expected = h5py.Group if kind == "group" else h5py.Dataset
+    if not isinstance(member, expected):
+        expected_kind = "a group" if kind == "group" else "an array"
+        raise ValueError(f"{str(path)!r} is damaged Keras weights: {what} is not {expected_kind}")
+    return member
+
+
+def _names_attr(path: Path, value: Any, what: str) -> list[str]:
+    """A list-of-names attribute (``layer_names``, ``weight_names``) as strings, or a ValueError naming it."""
+    if np.ndim(value) != 1:
+        raise ValueError(f"{str(path)!r} is damaged Keras weights: {what} is {np.ndim(value)}-D "
+                         "(expected a list of names)")
+    return [_text(v) for v in value]
 
 
 def _layers(path: Path, root) -> list[tuple[str, dict[str, np.ndarray]]]:
@@ -74,26 +112,23 @@ def _layers(path: Path, root) -> list[tuple[str, dict[str, np.ndarray]]]:
             f"format napari-retina knows (expected {_net.known_formats()})"
         )
     out = []
-    for layer in map(_text, names):
+    for layer in _names_attr(path, names, "layer_names"):
         if layer not in root:
             raise ValueError(f"{str(path)!r} is damaged Keras weights: layer_names lists {layer!r} but it has no group")
-        group = root[layer]
-        weights = [_text(w) for w in group.attrs.get("weight_names", [])]
+        group = _member(path, root, layer, f"layer {layer}", "group")
+        weights = _names_attr(path, group.attrs.get("weight_names", []), f"layer {layer}'s weight_names")
         missing = [w for w in weights if w not in group]
         if missing:
             raise ValueError(f"{str(path)!r} is damaged Keras weights: layer {layer} lists {missing} but lacks them")
         if weights:
-            out.append((layer, {w.split("/")[-1].split(":")[0]: _read_array(path, layer, w, group[w])
+            out.append((layer, {w.split("/")[-1].split(":")[0]:
+                                _read_array(path, layer, w, _member(path, group, w, f"layer {layer}'s {w}", "array"))
                                 for w in weights}))
     return out
 
 
 def _read_array(path: Path, layer: str, name: str, dataset) -> np.ndarray:
     """A weight array, its size checked before it is read (a small file can declare a huge, unwritten dataset)."""
-    import h5py
-
-    if not isinstance(dataset, h5py.Dataset):
-        raise ValueError(f"{str(path)!r} is damaged Keras weights: layer {layer}'s {name} is not an array")
     if dataset.size > _net.MAX_STATE_NUMBERS:
         raise ValueError(
             f"{str(path)!r} cannot be imported: layer {layer}'s {name} holds {dataset.size:,} numbers "
@@ -158,7 +193,7 @@ def _names(layer: str, layout: str = "(out, in, k, k)") -> tuple[str, str]:
 def read(path: Path) -> tuple[Net, int, dict]:
     """A deep-retina bn_cnn weights file as (Net, stimulus size, config fields incl. provenance)."""
     with _open_h5(path) as h5:
-        root = h5["model_weights"] if "model_weights" in h5 else h5
+        root = _member(path, h5, "model_weights", "model_weights", "group") if "model_weights" in h5 else h5
         backend = _text(root.attrs.get("backend", h5.attrs.get("backend", "tensorflow")))
         version = _text(root.attrs.get("keras_version", h5.attrs.get("keras_version", "")))
         if version.startswith("1"):
@@ -167,7 +202,7 @@ def read(path: Path) -> tuple[Net, int, dict]:
                 "(load it in Keras 2 and save_weights again)"
             )
         layers = _layers(path, root)
-        epsilons = _bn_epsilons(h5)
+        epsilons = _bn_epsilons(path, h5)
     roles = [_role(arrays) for _, arrays in layers]
     if roles != EXPECTED_ROLES:
         found = ", ".join(f"{name}: {role}" for (name, _), role in zip(layers, roles))

@@ -153,6 +153,9 @@ def _stack_layers(path: Path, name: str, params: dict[str, Any]) -> list[Layer]:
                                            (weight.shape[0], previous, *weight.shape[2:]),
                                            f"the previous convolution of the stack has {previous} channels")
             layers.append(("conv", weight, bias))
+        else:
+            raise ValueError(f"{str(path)!r} cannot be imported: {sub_name} holds {sorted(sub)} but no weight (a "
+                             "convolution of the stack) nor running_mean (a batch norm of the stack)")
     if not layers or layers[0][0] != "conv":
         raise ValueError(f"{str(path)!r} cannot be imported: the stacked convolution {name} has no first convolution")
     return layers
