@@ -482,3 +482,122 @@ def test_an_asked_invariance_is_checked_and_sums_the_maps_as_for_a_retina_cnn(ne
         nr.attribute(wrapped, stim(frames=30), cell=0, steps=8, frames=frames, invariance="space")
     with pytest.raises(ValueError, match="invariance"):
         nr.attribute(wrapped, field, cell=0, steps=8, invariance="sideways")
+
+
+class Plain(nn.Module):
+    """NTHW: conv (first layer) → act → conv2 → act2 → linear → softplus; ``act2`` may be ``act`` itself."""
+
+    def __init__(self, shared=False, inplace=False):
+        super().__init__()
+        self.conv = nn.Conv2d(HISTORY, 4, 5, padding=2)
+        self.act = nn.ReLU(inplace=inplace)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.act2 = self.act if shared else nn.ReLU(inplace=inplace)
+        self.lin = nn.Linear(4 * SIZE * SIZE, 2)
+
+    def forward(self, x):
+        return F.softplus(self.lin(self.act2(self.conv2(self.act(self.conv(x)))).flatten(1)))
+
+
+def test_a_first_layer_that_runs_twice_per_pass_is_refused():
+    """One activation module used after both convolutions: its output was replaced on both calls, giving
+    attributions ~100x off with no word (completeness error 87), or a raw shape error."""
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match=r"first_layer 'act' runs 2 times in one forward pass \(one module used for "
+                                         r"several layers\), so its units cannot be told apart"):
+        nr.wrap(Plain(shared=True).eval(), history=HISTORY, size=SIZE, first_layer="act")
+
+
+@pytest.mark.parametrize("first_layer", ["conv", "conv2"], ids=["fast path", "generic path"])
+def test_an_in_place_activation_after_the_first_layer_attributes_as_without(first_layer):
+    """nn.ReLU(inplace=True) after the layer crashed attribution (an in-place change of the path's leaf); and
+    the first layer's output taken by the hook was changed in place too. Reference: Captum on the same network
+    without in-place activations."""
+    torch.manual_seed(0)
+    net = Plain(inplace=True).eval()
+    reference = Plain().eval()
+    reference.load_state_dict(net.state_dict())
+    layer = dict(reference.named_modules())[first_layer]
+    s, frames = stim(seed=3), [9, 13]
+    attr = nr.attribute(nr.wrap(net, history=HISTORY, size=SIZE, first_layer=first_layer), s, cell=1, steps=8,
+                        frames=frames)
+    ref = captum(reference, layer, windows_of(s, frames), 1, 8, "gausslegendre", layout=lambda w: w)
+    scale = float(ref.abs().sum(dim=(2, 3)).max())
+    np.testing.assert_allclose(attr.channels[frames], ref.sum(dim=(2, 3)).numpy(), atol=2e-5 * scale)
+
+
+def test_a_fully_connected_first_layer_attributes_its_units_and_reduces():
+    """A Linear first layer (units (5,)) was accepted by wrap, then attribute failed with an IndexError."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(HISTORY * SIZE * SIZE, 5), nn.ReLU(), nn.Linear(5, 2),
+                        nn.Softplus()).eval()
+    wrapped = nr.wrap(net, history=HISTORY, size=SIZE, first_layer="1")
+    s, frames = stim(frames=30, seed=4), [12, 20, 29]
+    attr = nr.attribute(wrapped, s, cell=0, steps=16)
+    ref = captum(net, net[1], windows_of(s, frames), 0, 16, "gausslegendre", layout=lambda w: w)
+    np.testing.assert_allclose(attr.channels[frames], ref.numpy(), atol=2e-5 * float(ref.abs().max()))
+    assert attr.maps is None and attr.channels.shape == (30, 5)
+    red = nr.reduce(attr)
+    assert 0 < red.explained_variance <= 1
+
+
+class Head(nn.Module):
+    """A conv first layer, then ``then`` applied to its output (N, 2, h, w)."""
+
+    def __init__(self, then):
+        super().__init__()
+        self.conv = nn.Conv2d(HISTORY, 2, 3)
+        self.then = then
+
+    def forward(self, x):
+        return self.then(self.conv(x))
+
+
+@pytest.mark.parametrize("then, message", [
+    (lambda z: F.softplus(z.detach().mean((2, 3))), r"rates must depend differentiably on first_layer 'conv'"),
+    (lambda z: (z.mean((2, 3)) * 100).long(), r"floating-point rates .* it returned int64 \[1, 2\]"),
+    (lambda z: z.mean((2, 3)).to(torch.complex64), r"floating-point rates .* it returned complex64 \[1, 2\]"),
+    (lambda z: torch.log(z.std((2, 3))), r"rates on the all-zero \(mean-luminance\) window are \[-inf, -inf\]"),
+], ids=["detached", "integer", "complex", "NaN at the baseline"])
+def test_rates_that_cannot_be_attributed_are_refused_when_wrapping(then, message):
+    """Each was accepted by wrap; attribute then failed in autograd, or blamed the stimulus for the NaN."""
+    with pytest.raises(ValueError, match=message):
+        nr.wrap(Head(then).eval(), history=HISTORY, size=SIZE, first_layer="conv")
+
+
+def test_an_output_that_is_not_one_row_per_window_is_refused_on_every_batch():
+    """A module returning (1, cells) for any batch passed the one-window probe; predict then spread its one row
+    over the whole batch."""
+    wrapped = nr.wrap(Head(lambda z: F.softplus(z.mean((0, 2, 3)))[None]).eval(), history=HISTORY, size=SIZE,
+                      first_layer="conv")
+    with pytest.raises(ValueError, match=r"must return floating-point rates of shape \(N, cells\) = \(7, 2\) on 7 "
+                                         r"windows; it returned float32 \[1, 2\]"):
+        nr.predict(wrapped, stim())
+
+
+def test_a_gradient_that_is_zero_along_the_path_warns():
+    """Rounded rates: every gradient is zero, the maps all zero while the response is not; only the
+    completeness error (1.0) said so."""
+    torch.manual_seed(0)
+    wrapped = nr.wrap(Head(lambda z: F.softplus(torch.round(z.sum((2, 3))))).eval(), history=HISTORY, size=SIZE,
+                      first_layer="conv")
+    s = 3 * stim(frames=14, seed=5)
+    with pytest.warns(nr.AccuracyWarning, match=r"misses tol 0.001: \d+ of 5 frames reached the 1024-point cap .*"
+                                                r"the rates' gradient along the path is zero"):
+        attr = nr.attribute(wrapped, s, cell=0)
+    assert attr.completeness_error > 0.5
+
+
+def test_nan_rates_on_a_stimulus_in_contrast_units_blame_the_module():
+    """The sentence said the stimulus (largest |value| ~3) was 'probably far outside the contrast range'."""
+    wrapped = nr.wrap(Head(lambda z: torch.log(1.0 - z.abs().amax((2, 3)))).eval(), history=HISTORY, size=SIZE,
+                      first_layer="conv")
+    with pytest.raises(ValueError, match=r"the wrapped module's rates are NaN or infinite on \d+ of 7 frames .*: the "
+                                         r"stimulus is in contrast units \(largest \|value\| \d.*\), so the model "
+                                         r"itself computes them .*; check the model on this stimulus"):
+        nr.predict(wrapped, 3 * stim())
+
+
+def test_cell_names_given_as_one_string_are_refused(net):
+    with pytest.raises(TypeError, match=r"cell_names must be a list of names, one per output, got the string 'abc'"):
+        nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.conv", cell_names="abc")

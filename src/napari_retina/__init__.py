@@ -49,6 +49,7 @@ _LAZY = {
     "Cancelled": ("_progress", "Cancelled"),
     "CancelToken": ("_progress", "CancelToken"),
     "StimulusUnitsWarning": ("_validate", "StimulusUnitsWarning"),
+    "AccuracyWarning": ("attribution", "AccuracyWarning"),
     "available_devices": ("_device", "available_devices"),
     "wrap": ("_wrap", "wrap"),
     "WrappedModel": ("_wrap", "WrappedModel"),

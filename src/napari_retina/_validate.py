@@ -366,6 +366,10 @@ class NonFiniteOutputError(ValueError):
 
 #: what :func:`check_finite_output` advises by default
 FINITE_REMEDY = "map it to contrast units (0 = mean luminance, std about 1) or pass normalize='zscore'"
+#: a stimulus with no |value| above this is not blamed for a NaN result (the experiments' strongest flashes are -10)
+IN_RANGE_CONTRAST = 100.0
+#: what to do about a NaN result on a stimulus in contrast units
+IN_RANGE_REMEDY = "check the model on this stimulus, e.g. nr.predict on its first frames"
 
 
 def consecutive(idx) -> bool:
@@ -399,8 +403,14 @@ def check_finite_output(values: np.ndarray, frames: np.ndarray, what: str,
     message = (f"{what} are NaN or infinite on {int(bad.sum())} of {len(frames)} frames with a full history "
                f"(first at frame {int(frames[np.argmax(bad)])})")
     if stimulus is not None and np.size(stimulus):
-        message += (f": the stimulus (largest |value| {float(np.abs(stimulus).max()):.3g}) is probably far outside "
-                    "the contrast range the model works in")
+        largest = float(np.abs(stimulus).max())
+        if largest <= IN_RANGE_CONTRAST:
+            message += (f": the stimulus is in contrast units (largest |value| {largest:.3g}), so the model "
+                        "itself computes them (a wrapped module's forward pass, or NaN in its weights)")
+            remedy = IN_RANGE_REMEDY
+        else:
+            message += (f": the stimulus (largest |value| {largest:.3g}) is probably far outside the contrast "
+                        "range the model works in")
     raise NonFiniteOutputError(message, remedy)
 
 

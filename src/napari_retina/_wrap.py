@@ -22,9 +22,10 @@ is that layer: the attribution computes its linear drive by convolution
 and kinetics (:func:`filter_labels`); otherwise the layer's output is taken by
 a hook (the generic path) and no labels are given.
 
-Everything is checked when wrapping, with one probe on an all-zero window:
-the layout, the history and size, that the first layer exists and runs, that
-the output is (N, cells), and the cell names. Units: 1 frame = 10 ms, stimuli
+Everything is checked when wrapping, with probes on an all-zero and a random
+window: the layout, the history and size, that the first layer exists and runs
+once per forward pass, that the output is finite floating-point (N, cells) and
+depends differentiably on the first layer, and the cell names. Units: 1 frame = 10 ms, stimuli
 in contrast units (0 = mean luminance), as everywhere in napari-retina.
 """
 
@@ -127,11 +128,18 @@ class WrappedModel(nn.Module):
         return windows if self.config.input == "NTHW" else windows.unsqueeze(1)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        return self.module(self.layout(windows))
+        out = self.module(self.layout(windows))
+        if self.config.units:  # wrapped: every batch is checked (the probe saw one window only)
+            check_rates_shape(out, len(windows), self.config.n_cells)
+        return out
 
     @contextmanager
     def replaced_layer(self, value: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
-        """Within the block, the first layer's output ``o`` is replaced by ``value(o)``."""
+        """Within the block, the first layer's output ``o`` is replaced by ``value(o)``.
+
+        ``value`` should return a tensor of its own (not ``o``, not a leaf the
+        caller keeps): the layers after may change it in place
+        (``nn.ReLU(inplace=True)``)."""
         handle = self.layer.register_forward_hook(lambda _m, _i, out: value(out))
         try:
             yield
@@ -153,11 +161,23 @@ class WrappedModel(nn.Module):
         return self.layer_and_rates(windows)[0]
 
     def layer_and_rates(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the first layer's output (N, *units), the rates (N, n_cells)) of one pass over windows (N, history, H, W)."""
+        """(the first layer's output (N, *units), the rates (N, n_cells)) of one pass over windows
+        (N, history, H, W)."""
         seen: list = []
-        with self.replaced_layer(lambda out: seen.append(out) or out):
+        # a copy: an in-place layer after this one (nn.ReLU(inplace=True)) would change the output itself
+        with self.replaced_layer(lambda out: seen.append(out.detach().clone()) or out):
             rates = self(windows)
         return seen[0], rates
+
+
+def check_rates_shape(out: Any, n: int, n_cells: int) -> None:
+    """Refuse a module's output that is not floating-point rates (n, n_cells), in one sentence."""
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == (n, n_cells) and out.is_floating_point():
+        return
+    got = (f"{str(out.dtype).removeprefix('torch.')} {list(out.shape)}" if isinstance(out, torch.Tensor)
+           else type(out).__name__)
+    raise ValueError(f"the wrapped module must return floating-point rates of shape (N, cells) = ({n}, {n_cells}) "
+                     f"on {n} window{'s' if n != 1 else ''}; it returned {got}")
 
 
 def is_wrapped(model: Any) -> bool:
@@ -201,7 +221,12 @@ def _check_settings(module: Any, input: Any, history: Any, size: Any, first_laye
 
 def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool, tuple]:
     """(the module's output on one all-zero window, whether the first layer's input was the window itself,
-    the first layer's output shape for one window)."""
+    the first layer's output shape for one window).
+
+    Refused here: a module that fails on a window, a first layer that does
+    not run or runs more than once in a forward pass (one module reused for
+    several layers: its units cannot be told apart).
+    """
     cfg = model.config
     window = torch.zeros(1, cfg.history, cfg.size, cfg.size, device=model.device)
     probe = torch.randn(1, cfg.history, cfg.size, cfg.size, generator=torch.Generator().manual_seed(0))
@@ -214,6 +239,7 @@ def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool, tuple]:
     try:
         with torch.no_grad():
             out = model(window)
+            runs = len(seen)
             model(probe)
     except Exception as exc:
         raise ValueError(
@@ -225,9 +251,34 @@ def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool, tuple]:
         out_handle.remove()
     if not seen:
         raise ValueError(f"first_layer {cfg.first_layer!r} is not run by the module's forward pass")
+    if runs > 1:
+        raise ValueError(
+            f"first_layer {cfg.first_layer!r} runs {runs} times in one forward pass (one module used for several "
+            "layers), so its units cannot be told apart; attribute a layer that runs once (give each layer its own "
+            "module, e.g. its own nn.ReLU)"
+        )
     direct = isinstance(seen[-1], torch.Tensor) and seen[-1].shape == model.layout(probe).shape and \
         torch.equal(seen[-1], model.layout(probe))
     return out, direct, shapes[-1]
+
+
+def _check_differentiable(model: WrappedModel) -> None:
+    """Refuse rates that do not depend differentiably on the first layer's output (attribution follows
+    their gradient), found on one all-zero window: a ``.detach()`` or a ``no_grad`` block after the layer."""
+    cfg = model.config
+    window = torch.zeros(1, cfg.history, cfg.size, cfg.size, device=model.device)
+    with torch.no_grad():
+        z = model.layer_output(window)
+    leaf = z.requires_grad_(True)
+    with torch.enable_grad(), model.replaced_layer(lambda _out: leaf.clone()):
+        rates = model(window).sum()
+        grad = torch.autograd.grad(rates, leaf, allow_unused=True)[0] if rates.requires_grad else None
+    if grad is None:
+        raise ValueError(
+            f"the wrapped module's rates must depend differentiably on first_layer {cfg.first_layer!r} (attribution "
+            "follows their gradient), and they do not: is the layer's output detached, or the rest of the forward "
+            "pass run under torch.no_grad?"
+        )
 
 
 def _first_conv(layer: nn.Module, input: str, history: int, direct: bool) -> Optional[nn.Module]:
@@ -272,9 +323,12 @@ def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 
     WrappedModel, in eval mode. ``first_conv`` is the first layer when it is a
     Conv2d/Conv3d of the stimulus itself, else None.
 
-    Bad settings, a first layer that does not exist or does not run, and an
-    output that is not (N, cells) are refused with one sentence, after one
-    probe on an all-zero window and nothing else.
+    Refused with one sentence, after probes on an all-zero and a random
+    window: bad settings; a first layer that does not exist, does not run or
+    runs more than once per forward pass; an output that is not floating-point
+    (N, cells), or not finite on the all-zero window; rates that do not
+    depend differentiably on the first layer. Every later batch's output is
+    checked to be (N, cells) too.
 
     Example
     -------
@@ -293,7 +347,15 @@ def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1 or out.shape[1] < 1:
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"the wrapped module must return rates of shape (N, cells); on one window it returned {got}")
+    check_rates_shape(out, 1, int(out.shape[1]))  # floating point
+    if not torch.isfinite(out).all():
+        raise ValueError(
+            f"the wrapped module's rates on the all-zero (mean-luminance) window are {out.flatten().tolist()[:8]}; "
+            "attribution integrates from that window, so they must be finite"
+        )
     config.n_cells = int(out.shape[1])
+    if isinstance(cell_names, str):
+        raise TypeError(f"cell_names must be a list of names, one per output, got the string {cell_names!r}")
     try:
         config.cell_names = _cell_names([] if cell_names is None else list(cell_names), config.n_cells)
     except ValueError as exc:
@@ -303,6 +365,7 @@ def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 
         raise ValueError(f"first_layer {first_layer!r} must output a tensor (N, channels, ...) whose units can be "
                          f"attributed; on one window it gave {got}")
     config.units = units
+    _check_differentiable(model)
     model.first_conv = _first_conv(layer, input, config.history, direct)
     if model.first_conv is not None:
         config.map_sizes = (int(units[-2]),)

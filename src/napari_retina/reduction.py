@@ -348,14 +348,15 @@ def compute_wrapped_drives(model: WrappedModel, stimulus: np.ndarray, frames: np
     """
     history = model.config.history
     source = stimulus_tensor(np.ascontiguousarray(stimulus, dtype=np.float32))
-    w = weights.to(model.device).flatten(1)
+    w = weights.to(model.device).reshape(len(kept), -1)  # a unit per channel (a Linear layer's) gives (K, 1)
     out = np.zeros((len(frames), len(kept)))
     rates = np.zeros(len(frames))
     done = 0
     with torch.inference_mode():
         for chunk in batches(np.asarray(frames), batch_size):
             o, r = model.layer_and_rates(gather_windows(source, chunk, history).to(model.device))
-            out[done:done + len(chunk)] = (o[:, kept].flatten(2) * w).sum(2).double().cpu().numpy()
+            units = o[:, kept].reshape(len(chunk), len(kept), -1)
+            out[done:done + len(chunk)] = (units * w).sum(2).double().cpu().numpy()
             rates[done:done + len(chunk)] = r[:, cells].sum(1).double().cpu().numpy()
             done += len(chunk)
             report(progress, done, len(frames))

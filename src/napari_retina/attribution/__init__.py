@@ -30,13 +30,13 @@ Example
 from __future__ import annotations
 
 from .._invariance import INVARIANCES, UNIFORM_RTOL, Invariance, InvarianceArg, resolve_invariance
-from ._adaptive import ADAPTIVE_MAX_STEPS, ADAPTIVE_START_STEPS, DEFAULT_TOL, ESTIMATE_FACTOR, MIN_TOL
+from ._adaptive import ADAPTIVE_MAX_STEPS, AccuracyWarning, ADAPTIVE_START_STEPS, DEFAULT_TOL, ESTIMATE_FACTOR, MIN_TOL
 from ._attribute import Cells, attribute
 from ._quadrature import CAPTUM_RULES, DEFAULT_RULE, DEFAULT_STEPS, KINK_RULES, MAX_STEPS, RULES, Rule, quadrature
 from ._result import COMPLETENESS_FLOOR_EPS, Attribution, completeness_error
 
 __all__ = [
-    "Attribution", "attribute", "completeness_error", "quadrature", "resolve_invariance",
+    "Attribution", "AccuracyWarning", "attribute", "completeness_error", "quadrature", "resolve_invariance",
     "RULES", "CAPTUM_RULES", "KINK_RULES", "DEFAULT_RULE", "DEFAULT_STEPS", "MAX_STEPS", "COMPLETENESS_FLOOR_EPS",
     "DEFAULT_TOL", "ESTIMATE_FACTOR", "ADAPTIVE_START_STEPS", "ADAPTIVE_MAX_STEPS", "MIN_TOL",
     "INVARIANCES", "UNIFORM_RTOL", "Rule", "Invariance", "InvarianceArg", "Cells",

@@ -48,7 +48,8 @@ or infinite (refining cannot mend that; ``attribute`` then reports it).
 from __future__ import annotations
 
 import numbers
-from typing import Callable
+import warnings
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -71,6 +72,34 @@ ADAPTIVE_MAX_STEPS = 1024
 ROUNDING_ULPS = 4.0
 #: the smallest tolerance accepted: float32 sums of ~10⁴ terms are not resolved much better
 MIN_TOL = 1e-6
+
+
+class AccuracyWarning(UserWarning):
+    """An attribution refined up to :data:`ADAPTIVE_MAX_STEPS` points that still misses its ``tol``."""
+
+
+def warn_if_unmet(completeness: float, tol: Optional[float], steps_per_frame: np.ndarray,
+                  stacklevel: int = 3) -> None:
+    """Warn (:class:`AccuracyWarning`) when frames reached the cap and the completeness error is above ``tol``.
+
+    ``completeness``: the result's completeness error; ``tol``: None for a
+    fixed quadrature (nothing was asked, nothing is warned); ``steps_per_frame``
+    the points of the attributed frames; ``stacklevel`` as warnings.warn's,
+    counted from this function. A completeness error near 1 means the
+    attributions sum to almost nothing while the response does not: the rates'
+    gradient along the path is zero or does not follow the rates (a rounding,
+    step or argmax after the first layer).
+    """
+    capped = int((steps_per_frame >= ADAPTIVE_MAX_STEPS).sum())
+    if tol is None or not capped or not completeness > tol:
+        return
+    why = ("; the attributions miss most of the response: the rates' gradient along the path is zero or does not "
+           "follow them (a rounding, step or argmax after the first layer?)") if completeness > 0.5 else ""
+    warnings.warn(
+        f"the attribution misses tol {tol:g}: {capped} of {len(steps_per_frame)} frames reached the "
+        f"{ADAPTIVE_MAX_STEPS}-point cap and the completeness error is {completeness:.3g}{why}",
+        AccuracyWarning, stacklevel=stacklevel,
+    )
 
 
 def check_tol(tol) -> float:

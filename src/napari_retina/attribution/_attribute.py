@@ -18,7 +18,7 @@ from .._validate import (Crop, Normalize, as_stimulus, check_cells, check_finite
 from .._wrap import is_wrapped
 from ..first_layer import FirstLayer
 from ..model import RetinaCNN
-from ._adaptive import ADAPTIVE_START_STEPS, DEFAULT_TOL, Scales, check_tol, integrate_adaptive
+from ._adaptive import ADAPTIVE_START_STEPS, DEFAULT_TOL, Scales, check_tol, integrate_adaptive, warn_if_unmet
 from ._head import Head
 from ._integrate import integrate_chunk
 from ._quadrature import DEFAULT_RULE, DEFAULT_STEPS, Rule, check_rule_steps
@@ -239,9 +239,11 @@ def attribute(
         if maps is not None:
             check_finite_output(maps, idx, "the attribution maps", stim)
         response = (rates.astype(np.float64) - f0).astype(np.float32)
+        completeness = completeness_error(chan[idx], response[idx], rates[idx], f0)
+        warn_if_unmet(completeness, tol, per_frame[idx])
         return Attribution(
             maps=maps, channels=chan, response=response, rates=rates, baseline_rate=f0,
-            completeness_error=completeness_error(chan[idx], response[idx], rates[idx], f0),
+            completeness_error=completeness,
             cells=cells, steps=int(per_frame[idx].max()), rule=rule, invariance=inv, frames=idx,
             offset=cfg.first_layer_offset, history=cfg.history, stimulus=stim, model=model, crop_origin=origin,
             tol=tol, steps_per_frame=per_frame,

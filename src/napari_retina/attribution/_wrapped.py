@@ -34,7 +34,7 @@ from .._invariance import InvarianceArg, check_invariance, resolve_invariance
 from .._progress import Progress, report
 from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin, stimulus_tensor
 from .._wrap import WrappedModel, model_on
-from ._adaptive import DEFAULT_TOL, Scales, check_tol, refine
+from ._adaptive import DEFAULT_TOL, Scales, check_tol, refine, warn_if_unmet
 from ._quadrature import CAPTUM_RULES, DEFAULT_STEPS, Rule, check_rule_steps, quadrature_tensors
 from ._result import Attribution, completeness_error, reduce_maps
 
@@ -80,7 +80,8 @@ def _integral(net: WrappedModel, windows: torch.Tensor, d: torch.Tensor, z0: tor
     a = alphas.view(steps, 1, *([1] * (d.ndim - 1)))
     path = (z0 + a * d.unsqueeze(0)).reshape(steps * n, *d.shape[1:]).requires_grad_(True)
     x = windows.repeat(steps, *([1] * (windows.ndim - 1)))
-    with torch.enable_grad(), net.replaced_layer(lambda out: path):
+    # a copy of the path: a layer after may change what it gets in place, and the leaf must stay as it is
+    with torch.enable_grad(), net.replaced_layer(lambda out: path.clone()):
         out = net(x)[:, cells].sum()
         (grad,) = torch.autograd.grad(out, path)
     G = (grad.view(steps, n, *d.shape[1:]) * weights.view(steps, 1, *([1] * (d.ndim - 1)))).sum(0)
@@ -168,7 +169,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
                 return a, a
 
             A, per_frame[fidx] = refine(evaluate, r, f0, tol, scales)
-        chan[fidx] = A.flatten(2).sum(2).float().cpu().numpy()
+        chan[fidx] = A.reshape(len(A), A.shape[1], -1).sum(2).float().cpu().numpy()  # units (C,) or (C, ...)
         rates[fidx] = r.float().cpu().numpy()
         if maps is not None:
             maps[fidx] = reduce_maps(_maps(A, net.first_conv), inv).float().cpu().numpy()
@@ -176,9 +177,11 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     check_finite_output(rates, idx, "the wrapped module's rates", stim)
     check_finite_output(chan, idx, "the attributions", stim)
     response = (rates.astype(np.float64) - f0).astype(np.float32)
+    completeness = completeness_error(chan[idx], response[idx], rates[idx], f0)
+    warn_if_unmet(completeness, tol, per_frame[idx], stacklevel=4)  # under attribute
     return Attribution(
         maps=maps, channels=chan, response=response, rates=rates, baseline_rate=f0,
-        completeness_error=completeness_error(chan[idx], response[idx], rates[idx], f0),
+        completeness_error=completeness,
         cells=cells, steps=int(per_frame[idx].max()) if len(idx) else fixed, rule=rule, invariance=inv,
         frames=idx, offset=_offset(net.first_conv), history=cfg.history, stimulus=stim, model=model,
         crop_origin=origin, tol=tol, steps_per_frame=per_frame,
