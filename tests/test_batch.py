@@ -310,3 +310,16 @@ def test_without_the_batch_extra_the_command_says_what_to_install(inputs, tmp_pa
 def test_an_unreachable_scheduler_is_one_sentence():
     with pytest.raises(ValueError, match=r"^cannot reach a dask scheduler at 'tcp://127.0.0.1:1' within 1 s"):
         batch.connect("tcp://127.0.0.1:1", timeout_s=1)
+
+
+def test_an_existing_stimulus_with_glob_characters_in_its_name_is_taken_literally(inputs, tmp_path):
+    # "run[1].npy" as a glob is the character class [1]: it would match run1.npy, or nothing
+    literal, lookalike = tmp_path / "run[1].npy", tmp_path / "run1.npy"
+    np.save(literal, np.zeros((20, 12, 12), np.float32))
+    np.save(lookalike, np.ones((20, 12, 12), np.float32))
+    spec = batch.parse_spec({"model": str(inputs / "tiny.pt"), "stimuli": [str(literal)], "analyses": ["predict"],
+                             "out": str(tmp_path / "r")})
+    assert spec.stimuli == (literal.resolve(),)
+    path = tmp_path / "spec.json"                  # relative to a spec file, too; a glob still expands
+    path.write_text(json.dumps({"stimuli": ["run[1].npy", "run?.npy"], "analyses": ["predict"], "out": "r"}))
+    assert batch.parse_spec(path).stimuli == (literal.resolve(), lookalike.resolve())

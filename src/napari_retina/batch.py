@@ -3,7 +3,8 @@
 A batch *spec* (a dict, or a JSON/YAML file) names the grid::
 
     {"model": "default",                      # or a checkpoint path, or a list of them
-     "stimuli": ["a.npy", "runs/*.h5"],       # paths, globs welcome (relative to the spec file)
+     "stimuli": ["a.npy", "runs/*.h5"],       # paths, globs welcome (relative to the spec file;
+                                              # an existing file is taken literally, even run[1].npy)
      "cells": [0, 1],                         # or "all"
      "analyses": ["predict", "attribute", "reduce"],
      "experiments": ["osr", "anticipation"],  # optional, per model and cell
@@ -170,7 +171,11 @@ def _expand_stimuli(patterns: list, base: Path) -> tuple:
     found: list[Path] = []
     for pattern in patterns:
         full = pattern if os.path.isabs(pattern) else str(base / pattern)
-        hits = sorted(glob.glob(full)) if glob.has_magic(pattern) else ([full] if os.path.exists(full) else [])
+        # an existing file is taken literally, so a name with glob characters in it (run[1].npy) is itself
+        if os.path.exists(full):
+            hits = [full]
+        else:
+            hits = sorted(glob.glob(full)) if glob.has_magic(pattern) else []
         if not hits:
             raise BatchSpecError(f"spec stimulus {pattern!r} matches no file (looked for {full!r})")
         for hit in hits:
