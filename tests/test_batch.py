@@ -323,3 +323,25 @@ def test_an_existing_stimulus_with_glob_characters_in_its_name_is_taken_literall
     path = tmp_path / "spec.json"                  # relative to a spec file, too; a glob still expands
     path.write_text(json.dumps({"stimuli": ["run[1].npy", "run?.npy"], "analyses": ["predict"], "out": "r"}))
     assert batch.parse_spec(path).stimuli == (literal.resolve(), lookalike.resolve())
+
+
+def test_a_rerun_on_a_changed_input_that_fails_leaves_no_outdated_result(inputs, client, tmp_path):
+    stim = tmp_path / "c.npy"
+    np.save(stim, np.zeros((20, 12, 12), np.float32))
+    out = tmp_path / "r"
+    spec = {**_spec(inputs, out, analyses=("predict", "attribute"), cells=(0,)), "stimuli": [str(stim)]}
+    assert len(batch.run(spec, client).done) == 2
+    keys = sorted(batch.load(out))
+    bad = np.random.default_rng(1).standard_normal((15, 12, 12)).astype(np.float32)
+    bad[10, 3, 3] = np.nan                       # the recording is replaced by another one, which fails
+    np.save(stim, bad)
+    os.utime(stim, ns=(os.stat(stim).st_atime_ns, os.stat(stim).st_mtime_ns + 10**9))
+    again = batch.run(spec, client)
+    assert again.done == [] and again.skipped == [] and len(again.failed) == 2
+    assert list(batch.load(out)) == [] and not any((out / k).exists() for k in keys)
+    assert not any((out / ".tmp").iterdir())
+    # a file that can no longer be read at all (a failure found while planning) drops its results too
+    np.save(stim, np.zeros((20, 12, 12), np.float32))
+    assert len(batch.run(spec, client).done) == 2 and sorted(batch.load(out)) == keys
+    stim.write_bytes(b"not an array any more")
+    assert len(batch.run(spec, client).failed) == 2 and list(batch.load(out)) == []

@@ -35,7 +35,9 @@ renamed into place only when all its blocks are there. A killed worker thus
 leaves no partial result (a rerun removes its temporary folder), and a rerun
 skips every task (and every block) whose result exists with the same
 parameters and inputs (the model's weights, the stimulus file's size and
-modification time); ``force=True`` recomputes. Renames are atomic on a POSIX file
+modification time); ``force=True`` recomputes. A result whose parameters or
+inputs have changed is removed when the rerun starts, before its task runs,
+so a rerun that fails on a changed input leaves no outdated result to load. Renames are atomic on a POSIX file
 system, local or shared by the workers (NFS, Lustre); object stores are not
 supported.
 
@@ -703,6 +705,26 @@ def is_complete(out: PathLike, task: Task) -> bool:
         and attrs.get("blocks") == [list(b) for b in task.blocks]
 
 
+def remove_outdated(out: PathLike, task: Task) -> bool:
+    """Remove ``task``'s result from the store when it was made with other parameters or inputs.
+
+    A result whose stimulus file, model or parameters have changed since it was
+    computed is not this task's result any more: it goes before the task runs,
+    so that a rerun that fails leaves no old result that :func:`load` would
+    serve as current. The folder is renamed into ``out/.tmp`` (atomic) and
+    deleted there; a writer killed meanwhile leaves it to :func:`remove_stale_tmp`.
+    Returns whether a result was removed.
+    """
+    out = Path(out)
+    dest = out / task.key
+    if not dest.exists() or is_complete(out, task):
+        return False
+    trash = _tmp_dir(out)
+    os.rename(dest, trash / "outdated")
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
 def remove_stale_tmp(out: PathLike) -> list[Path]:
     """Remove temporary folders that killed writers left in ``out/.tmp`` (same rule as ``_atomic.remove_stale``)."""
     removed = []
@@ -827,6 +849,8 @@ def run(spec: Union[PathLike, dict, Spec], client=None, *, force: bool = False, 
     report = Report()
     todo = []
     for task in tasks:
+        if remove_outdated(out, task):   # its inputs or parameters changed: not served, whatever this run does
+            log(f"removed the outdated result {task.key} (its inputs or parameters changed)")
         if task.error is not None:
             report.failed.append((task.label, task.error))
         elif not force and is_complete(out, task):
