@@ -345,3 +345,35 @@ def test_a_rerun_on_a_changed_input_that_fails_leaves_no_outdated_result(inputs,
     assert len(batch.run(spec, client).done) == 2 and sorted(batch.load(out)) == keys
     stim.write_bytes(b"not an array any more")
     assert len(batch.run(spec, client).failed) == 2 and list(batch.load(out)) == []
+
+
+def test_a_split_tasks_scalars_are_the_whole_tasks_not_block_0s(inputs, grid):
+    from napari_retina.metrics import map_limit
+
+    _, out = grid
+    res = batch.load(out)
+    model = nr.load_model(inputs / "tiny.pt")
+    direct = nr.attribute(model, np.load(inputs / "a.npy"), cell=1, steps=STEPS, invariance="none")
+    key = _key(res, "a", "/cell1/attribute")
+    assert len(res[key].attrs["blocks"]) == 4
+    scalars = res[key].scalars()
+    assert scalars["completeness_error"] == pytest.approx(direct.completeness_error, rel=1e-3, abs=1e-6)
+    assert scalars["map_limit"] == pytest.approx(map_limit(direct.maps), rel=1e-5)
+    assert scalars["steps"] == direct.steps
+    (row,) = [r for r in res.table() if r["key"] == key]
+    assert row["completeness_error"] == scalars["completeness_error"] and row["map_limit"] == scalars["map_limit"]
+    # block 0 alone is normalised by its own largest response: not the task's number
+    block0 = nr.attribute(model, np.load(inputs / "a.npy")[:16], cell=1, steps=STEPS, invariance="none")
+    assert block0.completeness_error != pytest.approx(direct.completeness_error, rel=1e-3)
+
+
+def test_the_blockwise_map_limit_equals_the_percentile_of_the_whole(tmp_path):
+    from napari_retina.metrics import map_limit
+
+    rng = np.random.default_rng(3)
+    maps = rng.standard_cauchy((101, 3, 4, 5)).astype(np.float32)
+    maps[7, 1] = np.nan
+    for cuts in ([101], [16, 32, 48, 101], [1, 2, 100, 101]):
+        blocks = np.split(maps, cuts[:-1])
+        assert batch.blockwise_map_limit(blocks) == pytest.approx(map_limit(maps), rel=1e-6)
+    assert batch.blockwise_map_limit([np.zeros((4, 2, 3, 3))]) == map_limit(np.zeros((4, 2, 3, 3))) == 1.0

@@ -659,6 +659,72 @@ def _versions() -> dict:
             "zarr": zarr.__version__, "dask": dask.__version__, "python": platform.python_version()}
 
 
+def _top_values(values: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` largest of ``values`` (1-d), in no particular order."""
+    return values if values.size <= k else np.partition(values, values.size - k)[values.size - k:]
+
+
+def blockwise_map_limit(blocks, percentile: float = 99.5) -> float:
+    """:func:`napari_retina.metrics.map_limit` of the blocks' maps concatenated along time, read block by block.
+
+    ``blocks`` is a sequence of array-likes (n_i, C, h, w), each read once. The
+    percentile (numpy's linear interpolation) needs only the largest
+    ``(1 − percentile/100)`` of the values, so only those are kept: the value is
+    the whole movie's, while memory follows one block plus 0.5 % of the maps.
+    """
+    blocks = list(blocks)
+    total = sum(int(np.prod(np.shape(b))) for b in blocks)
+    k = int(np.ceil(total * (1.0 - percentile / 100.0))) + 3   # ≥ the ranks the interpolation reads
+    top, n = np.empty(0, np.float32), 0
+    for block in blocks:
+        arr = np.abs(np.asarray(block)).ravel()
+        arr = arr[np.isfinite(arr)]
+        n += arr.size
+        top = _top_values(np.concatenate([top, _top_values(arr, k)]), k)
+    if n == 0:
+        return 1.0
+    top = np.sort(top)
+    index = percentile / 100.0 * (n - 1)
+    lo = int(np.floor(index))
+    a = float(top[lo - (n - top.size)])
+    b = float(top[min(lo + 1, n - 1) - (n - top.size)])
+    lim = a + (b - a) * (index - lo)
+    lim = lim if lim > 0 else float(top[-1])
+    return lim if lim > 0 else 1.0
+
+
+def task_summary(path: PathLike, n_blocks: int) -> dict:
+    """The whole task's numbers of a split ``attribute`` result whose blocks are under ``path`` (``b00000``...).
+
+    Each block reports its own ``completeness_error`` (relative to its own
+    largest response), ``map_limit`` (its own maps' percentile) and ``steps``
+    (its own finest frame); none of them is the task's. Here they are computed
+    over every frame: the completeness error of
+    :func:`napari_retina.attribution.completeness_error` on the attributed
+    frames (those with a full history) of the stored channels, response and
+    rates, :func:`blockwise_map_limit` of all maps, and the most points any
+    frame needed. With fixed ``steps`` they equal the unsplit run's up to
+    float32 rounding.
+    """
+    import zarr
+
+    from .attribution import completeness_error
+
+    groups = [zarr.open_group(str(Path(path) / f"b{i:05d}"), mode="r") for i in range(n_blocks)]
+    attrs = [dict(g.attrs) for g in groups]
+    done = [a for a in attrs if "baseline_rate" in a]   # blocks before the first full history hold NaN only
+    if not done:
+        return {}
+    history = int(done[0]["history"])
+    chan = np.concatenate([g["channels"][...] for g in groups])
+    resp = np.concatenate([g["response"][...] for g in groups])
+    rates = np.concatenate([g["rates"][...] for g in groups])
+    idx = np.arange(history - 1, len(resp))
+    return {"completeness_error": completeness_error(chan[idx], resp[idx], rates[idx], float(done[0]["baseline_rate"])),
+            "map_limit": blockwise_map_limit(g["maps"] for g in groups) if "maps" in groups[0] else 1.0,
+            "steps": max(int(a["steps"]) for a in done)}
+
+
 def finish_task(task: Task, out: str, *blocks: dict) -> dict:
     """Write the task group's attributes and rename it into place (runs once every block is committed)."""
     import zarr
@@ -677,6 +743,7 @@ def finish_task(task: Task, out: str, *blocks: dict) -> dict:
         "napari_retina_batch": 1, "complete": True, "key": task.key, "kind": task.kind, "name": task.name,
         "model": task.model or "default", "stimulus": task.stimulus, "cell": task.cell, "params": task.params,
         "blocks": [list(b) for b in task.blocks], "versions": _versions(),
+        "summary": task_summary(partial, len(task.blocks)) if task.kind == "attribute" else {},
         "provenance": {"model": model.provenance, "model_config": model.config.__dict__,
                        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "host": socket.gethostname(), "device": str(model.device),
@@ -936,7 +1003,12 @@ class TaskResult:
     path: Path
 
     def scalars(self) -> dict:
-        """The task's plain numbers and strings (block 0's for a split task), flattened with '/'."""
+        """The task's plain numbers and strings, flattened with '/'.
+
+        Those of block 0, except that a split ``attribute`` task's
+        ``completeness_error``, ``map_limit`` and ``steps`` are the whole
+        task's (:func:`task_summary`), not block 0's.
+        """
         import zarr
 
         out: dict = {}
@@ -949,6 +1021,11 @@ class TaskResult:
                 walk(sub, f"{prefix}{name}/")
 
         walk(zarr.open_group(str(self.path / "b00000"), mode="r"), "")
+        if self.attrs.get("kind") == "attribute":
+            summary = self.attrs.get("summary")
+            if summary is None:   # a store written before the summary was recorded
+                summary = task_summary(self.path, len(self.attrs["blocks"]))
+            out.update(summary)
         return out
 
 

@@ -46,15 +46,17 @@ def _attribute_layers(res, stim_shape: tuple, prefix: str, visible: bool) -> lis
     from ._plot import TRACES_KEY, stored_traces
 
     block0 = zarr.open_group(str(res.path / "b00000"), mode="r").attrs
-    limits = [zarr.open_group(str(res.path / f"b{i:05d}"), mode="r").attrs.get("map_limit", 0.0)
-              for i in range(len(res.attrs["blocks"]))]
+    limit = res.attrs.get("summary", {}).get("map_limit")   # the whole task's (batch.task_summary)
+    if limit is None:   # a store written before the summary was recorded: the largest block's, a bound
+        limit = max(zarr.open_group(str(res.path / f"b{i:05d}"), mode="r").attrs.get("map_limit", 0.0)
+                    for i in range(len(res.attrs["blocks"])))
     attr = SimpleNamespace(maps=None, model=None, offset=int(block0.get("offset", 0)), cells=[res.attrs["cell"]],
                            invariance=res.attrs["params"].get("invariance", "none"),
                            channels=res.arrays["channels"].compute(), response=res.arrays["response"].compute())
     geo = layer_geometry(shape=stim_shape)
     out = []
     if "maps" in res.arrays:
-        out += map_layer_data(attr, geometry=geo, maps=res.arrays["maps"], limit=max(limits) or 1.0, prefix=prefix)
+        out += map_layer_data(attr, geometry=geo, maps=res.arrays["maps"], limit=limit or 1.0, prefix=prefix)
     if out:
         out[0][1].setdefault("metadata", {}).setdefault(META, {})[TRACES_KEY] = stored_traces(attr, None, prefix)
     for _, kwargs, _ in out:
