@@ -377,3 +377,33 @@ def test_the_blockwise_map_limit_equals_the_percentile_of_the_whole(tmp_path):
         blocks = np.split(maps, cuts[:-1])
         assert batch.blockwise_map_limit(blocks) == pytest.approx(map_limit(maps), rel=1e-6)
     assert batch.blockwise_map_limit([np.zeros((4, 2, 3, 3))]) == map_limit(np.zeros((4, 2, 3, 3))) == 1.0
+
+
+def test_with_the_default_tolerance_a_split_attribution_agrees_with_the_unsplit_run_within_tol(inputs, client,
+                                                                                                tmp_path):
+    """What the module docstring and the README say: equal with fixed steps (tested above), within tol without."""
+    from napari_retina.attribution._adaptive import DEFAULT_TOL
+
+    stim = np.load(inputs / "a.npy")
+    stim[30:] *= 3                                 # later blocks respond more than the first: maxima differ by block
+    np.save(tmp_path / "loud.npy", stim)
+    spec = {**_spec(inputs, tmp_path / "r", analyses=("attribute",)), "stimuli": [str(tmp_path / "loud.npy")]}
+    del spec["steps"]
+    report = batch.run(spec, client)
+    assert len(report.done) == 2
+    res = batch.load(tmp_path / "r")
+    model = nr.load_model(inputs / "tiny.pt")
+    for cell in (0, 1):
+        got = res[_key(res, "loud", f"/cell{cell}/attribute")]
+        assert len(got.attrs["blocks"]) == 4
+        unsplit = nr.attribute(model, stim, cell=cell, invariance="none")       # tol = DEFAULT_TOL
+        maps, idx = got.arrays["maps"].compute(), unsplit.frames
+        # each frame's completeness gap, against the whole movie's largest response (a reference computed here)
+        gap = np.abs(got.arrays["channels"].compute()[idx].sum(1).astype(np.float64) - unsplit.response[idx])
+        assert gap.max() <= DEFAULT_TOL * np.abs(unsplit.response[idx]).max()
+        assert got.scalars()["completeness_error"] <= DEFAULT_TOL
+        # the maps: both within tol of the exact integral, so within 2 tol of each other, per frame
+        frame_norm = np.linalg.norm(unsplit.maps[idx].reshape(len(idx), -1), axis=1)
+        diff = np.linalg.norm((maps[idx] - unsplit.maps[idx]).reshape(len(idx), -1), axis=1)
+        assert diff.max() <= 2 * DEFAULT_TOL * frame_norm.max()
+        np.testing.assert_allclose(got.arrays["response"].compute(), unsplit.response, rtol=1e-5, atol=1e-6)

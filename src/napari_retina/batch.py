@@ -23,9 +23,18 @@ The store: one Zarr group per task at ``out/<model>/<stimulus>/<analysis>``
 with the parameters, versions and provenance as attributes. ``predict`` and
 ``attribute`` split a long stimulus into blocks of ``block_frames`` output
 frames, each a task of its own reading only its frames plus ``history − 1``
-frames before them (the model's history as overlap), so block results equal
-the unsplit run and a worker's memory is bounded by the block, not the movie
-(``.npy`` and HDF5 are read by window; a TIFF is read whole). ``reduce`` is
+frames before them (the model's history as overlap), and a worker's memory is
+bounded by the block, not the movie (``.npy`` and HDF5 are read by window; a
+TIFF is read whole). With fixed ``steps`` the blocks' results equal the unsplit
+run's (up to float32 rounding). With the default tolerance (``steps`` unset)
+each frame is refined until it meets ``tol`` against the running maxima of its
+own block (largest response and largest frame of maps; see
+:mod:`napari_retina.attribution._adaptive`), which are never above the whole
+movie's: every frame meets the unsplit run's criterion too, so the task's
+``completeness_error`` is at most ``tol`` and its maps agree with the unsplit
+run's within about ``tol`` of the largest frame's (each is within ``tol`` of
+the exact integral by the error estimate), but they are not equal: a frame can
+stop at another number of points. The tests check both statements. ``reduce`` is
 not split (it selects channels over every frame): it runs what the Analyze
 widget runs (:func:`napari_retina.analysis.run_analysis`, traces in chunks
 for movies whose maps would not fit), so its memory grows with the movie's
