@@ -159,6 +159,8 @@ def test_a_cell_error_found_by_the_worker_is_reported_in_one_sentence(inputs, cl
     assert len(report.done) == 1 and report.done[0].endswith("/predict")
     ((label, message),) = report.failed
     assert label.startswith(f"attribute of {inputs / 'b.npy'}") and "space" in message and "\n" not in message
+    # the remedy is one the spec accepts ('auto' is refused there: every block must have the same maps)
+    assert message.endswith("varies along y and x; set the spec's 'invariance' to 'none'") and "auto" not in message
 
 
 def test_a_movie_shorter_than_the_history_fails_every_analysis(inputs, client, tmp_path):
@@ -214,6 +216,9 @@ def test_a_killed_worker_leaves_no_partial_result_and_the_rerun_completes_it(inp
     ({"stimuli": ["a.npy"], "analyses": ["predict"], "out": "r", "cells": [0, -1]}, "spec key 'cells' must be 'all' or"),
     ({"stimuli": ["a.npy"], "analyses": ["attribute"], "out": "r", "invariance": "auto"}, "one fixed choice"),
     ({"stimuli": ["a.npy"], "analyses": ["predict"], "out": "r", "block_frames": 0}, "'block_frames' must be an integer of at least 1"),
+    ({"stimuli": ["a.npy"], "analyses": ["predict"], "out": "r", "crop": [1.5, 2]}, "spec key 'crop' must be None, "
+                                                                                     "'none', 'center'"),
+    ({"stimuli": ["a.npy"], "analyses": ["predict"], "out": "r", "crop": "middle"}, "spec key 'crop' must be"),
     ({"stimuli": ["a.npy"], "out": "r"}, "at least one of 'analyses' or 'experiments'"),
     ({"experiments": ["nope"], "out": "r"}, "spec experiments must be among"),
     ({"model": "missing.pt", "stimuli": ["a.npy"], "analyses": ["predict"], "out": "r"}, "no file at"),
@@ -407,3 +412,43 @@ def test_with_the_default_tolerance_a_split_attribution_agrees_with_the_unsplit_
         diff = np.linalg.norm((maps[idx] - unsplit.maps[idx]).reshape(len(idx), -1), axis=1)
         assert diff.max() <= 2 * DEFAULT_TOL * frame_norm.max()
         np.testing.assert_allclose(got.arrays["response"].compute(), unsplit.response, rtol=1e-5, atol=1e-6)
+
+
+def test_a_larger_stack_is_refused_naming_the_specs_crop_and_a_crop_is_the_direct_runs(inputs, client, tmp_path):
+    from napari_retina._napari._batch_reader import napari_get_reader
+
+    rng = np.random.default_rng(5)
+    big = rng.integers(0, 256, (40, 16, 18), dtype=np.uint8)   # z-scored by the cropped window's statistics
+    np.save(tmp_path / "big.npy", big)
+    spec = {**_spec(inputs, tmp_path / "r", cells=(1,)), "stimuli": [str(tmp_path / "big.npy")]}
+    report = batch.run(spec, client)
+    assert report.done == [] and len(report.failed) == 3
+    assert {m for _, m in report.failed} == {"the stimulus in big.npy is 16x18 pixels but the model expects 12x12; "
+                                             "set the spec's 'crop' to 'center' or [y0, x0] to cut a window out of "
+                                             "a larger stack"}
+    model = nr.load_model(inputs / "tiny.pt")
+    for crop in ([1, 5], "center"):
+        report = batch.run({**spec, "crop": crop}, client)   # the crop is a parameter: each is computed
+        assert report.failed == [] and len(report.done) == 3
+        res = batch.load(tmp_path / "r")
+        direct_crop = tuple(crop) if isinstance(crop, list) else crop
+        np.testing.assert_allclose(res[_key(res, "big", "/predict")].arrays["rates"].compute(),
+                                   nr.predict(model, big, crop=direct_crop), rtol=1e-5, atol=1e-6)
+        direct = nr.attribute(model, big, cell=1, steps=STEPS, invariance="none", crop=direct_crop)
+        got = res[_key(res, "big", "/cell1/attribute")]
+        assert len(got.attrs["blocks"]) == 3 and got.attrs["params"]["crop"] == crop
+        for name in ("maps", "channels", "response"):
+            np.testing.assert_allclose(got.arrays[name].compute(), getattr(direct, name), rtol=1e-4, atol=1e-6)
+        red = res[_key(res, "big", "/cell1/reduce")].arrays
+        np.testing.assert_allclose(red["attribution/channels"].compute(), direct.channels, rtol=1e-4, atol=1e-6)
+    assert direct.crop_origin == (2, 3)
+    # the reader draws the maps over the window the crop cut, on the whole stimulus
+    layers = napari_get_reader(str(tmp_path / "r"))(str(tmp_path / "r"))
+    images = {kw["name"]: kw for _, kw, _ in layers}
+    assert np.allclose(images["big"].get("translate", 0), 0)
+    maps = [kw for kw in images.values() if kw["metadata"].get("napari_retina", {}).get("role") == "map"]
+    assert len(maps) == 3
+    offset = model.config.first_layer_offset
+    for kw in maps:
+        np.testing.assert_allclose(np.asarray(kw["translate"])[1:],
+                                   (np.array([2, 3]) + offset) * np.asarray(kw["scale"])[1:])

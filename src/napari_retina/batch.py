@@ -9,7 +9,8 @@ A batch *spec* (a dict, or a JSON/YAML file) names the grid::
      "analyses": ["predict", "attribute", "reduce"],
      "experiments": ["osr", "anticipation"],  # optional, per model and cell
      "out": "results",                        # the results store (a folder)
-     "steps": 8, "invariance": "none", "block_frames": 2048, "threads": 1}   # optional
+     "steps": 8, "invariance": "none", "block_frames": 2048, "threads": 1,   # optional
+     "crop": "center"}                        # optional: None, "center" or [y0, x0], as nr.attribute's crop
 
 :func:`run` makes one *task* per (model, stimulus, analysis) for ``predict``
 (every cell at once), per (model, stimulus, cell, analysis) for ``attribute``
@@ -92,7 +93,7 @@ ANALYSES = ("predict", "attribute", "reduce")
 SPLIT_ANALYSES = ("predict", "attribute")
 """Analyses split into frame blocks (``reduce`` selects channels over the whole movie)."""
 SPEC_KEYS = ("model", "stimuli", "cells", "analyses", "experiments", "out", "steps", "invariance",
-             "block_frames", "threads")
+             "block_frames", "threads", "crop")
 DEFAULT_BLOCK_FRAMES = 2048
 """Output frames per block of a split task."""
 MANIFEST = "napari-retina-batch.json"
@@ -115,7 +116,10 @@ class Spec:
     """A parsed, checked batch spec (see the module docstring).
 
     ``models``: checkpoint paths, None for the shipped model; ``stimuli``:
-    absolute paths; ``cells``: indices or "all"; ``out``: the store folder.
+    absolute paths; ``cells``: indices or "all"; ``out``: the store folder;
+    ``crop``: None, "center" or (y0, x0), read by
+    :func:`napari_retina._validate.parse_crop` and used for every stimulus
+    analysis (experiments make their own stimuli at the model's size).
     """
 
     models: tuple
@@ -128,6 +132,7 @@ class Spec:
     invariance: str = "none"
     block_frames: int = DEFAULT_BLOCK_FRAMES
     threads: int = 1
+    crop: Union[None, str, tuple] = None
 
     def to_dict(self) -> dict:
         """The spec as plain JSON values (paths as strings)."""
@@ -135,7 +140,7 @@ class Spec:
                 "cells": self.cells if isinstance(self.cells, str) else list(self.cells),
                 "analyses": list(self.analyses), "experiments": list(self.experiments), "out": str(self.out),
                 "steps": self.steps, "invariance": self.invariance, "block_frames": self.block_frames,
-                "threads": self.threads}
+                "threads": self.threads, "crop": _crop_json(self.crop)}
 
 
 def _read_spec_file(path: Path) -> dict:
@@ -174,6 +179,21 @@ def _positive_int(value, key: str, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise BatchSpecError(f"spec key {key!r} must be an integer of at least {low}, got {value!r}")
     return int(value)
+
+
+def _crop_json(crop) -> Union[None, str, list]:
+    """A parsed crop as JSON: None, "center" or [y0, x0]."""
+    return list(crop) if isinstance(crop, tuple) else crop
+
+
+def _crop(value) -> Union[None, str, tuple]:
+    from ._validate import CROP_FORMS, parse_crop
+
+    try:
+        return parse_crop(value)
+    except (TypeError, ValueError) as exc:
+        raise BatchSpecError(f"spec key 'crop' must be {CROP_FORMS} (a list [y0, x0] in JSON), "
+                             f"got {value!r}") from exc
 
 
 def _expand_stimuli(patterns: list, base: Path) -> tuple:
@@ -234,7 +254,7 @@ def parse_spec(spec: Union[PathLike, dict, Spec], out: Optional[PathLike] = None
     to the working folder. ``out`` overrides the spec's ``out``. Every problem
     is a :class:`BatchSpecError` (a ValueError) in one sentence, raised before
     any work: unknown keys, globs that match nothing, missing checkpoints,
-    unknown analyses or experiments, bad cells, steps or block sizes.
+    unknown analyses or experiments, bad cells, steps, block sizes or crops.
     """
     if isinstance(spec, Spec):
         return spec if out is None else Spec(**{**spec.__dict__, "out": Path(out)})
@@ -280,7 +300,7 @@ def parse_spec(spec: Union[PathLike, dict, Spec], out: Optional[PathLike] = None
                 analyses=tuple(analyses), experiments=tuple(experiments), out=out_path.resolve(),
                 steps=None if steps is None else _positive_int(steps, "steps"), invariance=invariance,
                 block_frames=_positive_int(data.get("block_frames", DEFAULT_BLOCK_FRAMES), "block_frames"),
-                threads=_positive_int(data.get("threads", 1), "threads"))
+                threads=_positive_int(data.get("threads", 1), "threads"), crop=_crop(data.get("crop")))
 
 
 # ------------------------------------------------------------------ tasks ---
@@ -321,18 +341,38 @@ def _path_key(path: Optional[str]) -> str:
     return "default" if path is None else f"{Path(path).stem}-{_short_hash(str(path))}"
 
 
-def stimulus_frames(path: PathLike) -> int:
-    """Frames T of a stimulus file, read from its header (the data are not read)."""
+def stimulus_shape(path: PathLike) -> tuple:
+    """Shape (T, H, W) of a stimulus file, read from its header (.npy, HDF5; a TIFF is read)."""
     from . import io
 
     path = io._existing(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return int(_npy_view(path).shape[0])
+        return tuple(int(n) for n in _npy_view(path).shape)
     if suffix in io.HDF5_SUFFIXES:
         with io._open_h5(path) as h5:
-            return int(h5[_h5_key(h5, path)].shape[0])
-    return int(io.read_stimulus(path).shape[0])
+            return tuple(int(n) for n in h5[_h5_key(h5, path)].shape)
+    return tuple(int(n) for n in io.read_stimulus(path).shape)
+
+
+def stimulus_frames(path: PathLike) -> int:
+    """Frames T of a stimulus file, read from its header (the data are not read)."""
+    return stimulus_shape(path)[0]
+
+
+def check_frame_size(shape: tuple, size: int, crop, name: str) -> None:
+    """A one-sentence ValueError unless frames of ``shape`` (T, H, W) give the model's ``size × size`` with ``crop``.
+
+    What ``nr.attribute`` checks (:func:`napari_retina._validate.crop_to`), with the
+    remedy a batch offers: the spec's ``crop`` key.
+    """
+    from ._validate import crop_to
+
+    h, w = shape[1:3]
+    if crop is None and (h, w) != (size, size) and h >= size and w >= size:
+        raise ValueError(f"{name} is {h}x{w} pixels but the model expects {size}x{size}; set the spec's 'crop' "
+                         "to 'center' or [y0, x0] to cut a window out of a larger stack")
+    crop_to(np.empty((0, h, w), np.float32), size, crop, name)
 
 
 def _npy_view(path: Path) -> np.ndarray:
@@ -406,12 +446,12 @@ def _blocks(n_frames: int, history: int, block: int) -> tuple:
     return tuple((a, b) for a, b in zip(edges[:-1], edges[1:]))
 
 
-def _model_info(path: Optional[str]) -> tuple[int, int, str]:
-    """(history, n_cells, weights SHA-256) of a checkpoint, for planning."""
+def _model_info(path: Optional[str]) -> tuple[int, int, int, str]:
+    """(history, n_cells, size, weights SHA-256) of a checkpoint, for planning."""
     from .checkpoint import weights_sha256
 
     model = _load_model(path)
-    return model.config.history, model.config.n_cells, weights_sha256(model.state_dict())
+    return model.config.history, model.config.n_cells, model.config.size, weights_sha256(model.state_dict())
 
 
 def _file_stamp(path: PathLike) -> list:
@@ -428,10 +468,10 @@ def plan(spec: Spec) -> list[Task]:
     for model in spec.models:
         mkey = _path_key(model)
         try:
-            history, n_cells, weights = _model_info(model)
+            history, n_cells, size, weights = _model_info(model)
             merr = None
         except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
-            history, n_cells, weights, merr = 1, 0, "", f"model {model or 'default'}: {exc}"
+            history, n_cells, size, weights, merr = 1, 0, 0, "", f"model {model or 'default'}: {exc}"
         cells = list(range(n_cells)) if spec.cells == "all" else list(spec.cells)
         cell_error = {c: f"cell {c} is out of range: model {model or 'default'} has {n_cells} cells (0 to "
                          f"{n_cells - 1})" for c in cells if merr is None and c >= n_cells}
@@ -440,12 +480,20 @@ def plan(spec: Spec) -> list[Task]:
             err = merr
             if str(stim) not in frames_cache:
                 try:
-                    frames_cache[str(stim)] = (stimulus_frames(stim), None)
+                    frames_cache[str(stim)] = (stimulus_shape(stim), None)
                 except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
-                    frames_cache[str(stim)] = (0, str(exc))
-            n_frames, serr = frames_cache[str(stim)]
+                    frames_cache[str(stim)] = ((0, 0, 0), str(exc))
+            shape, serr = frames_cache[str(stim)]
+            n_frames = shape[0]
+            if merr is None and serr is None:
+                try:
+                    check_frame_size(shape, size, spec.crop, f"the stimulus in {Path(stim).name}")
+                except ValueError as exc:
+                    serr = str(exc)
             err = err or serr
             inputs = {"model_weights": weights, "stimulus_file": None if serr else _file_stamp(stim)}
+            if spec.crop is not None:   # absent without one, so stores made before the key stay valid
+                inputs["crop"] = _crop_json(spec.crop)
             for name in spec.analyses:
                 split = name in SPLIT_ANALYSES and err is None
                 blocks = _blocks(n_frames, history, spec.block_frames) if split else ((0, 0),)
@@ -485,28 +533,52 @@ def _load_model(path: Optional[str]):
 _STATS: dict = {}
 
 
-def _file_mean_std(path: str) -> tuple[float, float]:
-    """Mean and standard deviation (float64) of a whole stimulus file, read window by window.
+def _file_mean_std(path: str, size: Optional[int] = None, crop=None) -> tuple[float, float]:
+    """Mean and standard deviation (float64) of a whole stimulus file (its ``crop`` window), read window by window.
 
-    What a single run z-scores an integer stack by (``_validate.zscore`` through ``mean_std``): the same
-    :func:`~napari_retina._validate.chunked_mean_std` over the same chunks of whole frames, so a block mapped
-    with them equals the unsplit run's frames; memory follows the chunk, not the movie. Computed once per
-    process and file version (size, modification time).
+    What a single run z-scores an integer stack by (``_validate.zscore`` through ``mean_std``, on the
+    stack cropped to ``size × size``): the same :func:`~napari_retina._validate.chunked_mean_std` over the
+    same chunks of whole frames, so a block mapped with them equals the unsplit run's frames; memory follows
+    the chunk, not the movie. Computed once per process, file version (size, modification time) and crop.
+    ``size`` None: the whole frames, uncropped.
     """
-    from ._validate import chunked_mean_std, frames_per_chunk
+    from ._validate import chunked_mean_std, crop_to, frames_per_chunk
 
-    key = (path, *_file_stamp(path))
+    key = (path, *_file_stamp(path), size, str(crop))
     if key not in _STATS:
         n = stimulus_frames(path)
-        step = frames_per_chunk(read_window(path, 0, 1).shape[1:])  # mean_std's chunks
+        frame = read_window(path, 0, 1).shape[1:] if size is None else (size, size)
+        step = frames_per_chunk(frame)  # mean_std's chunks of the (cropped) stack
         if len(_STATS) >= 1024:   # two numbers per file: keep many, as workers take stimuli in any order
             _STATS.clear()
-        _STATS[key] = chunked_mean_std(read_window(path, i, min(i + step, n)) for i in range(0, n, step))
+        chunks = (read_window(path, i, min(i + step, n)) for i in range(0, n, step))
+        _STATS[key] = chunked_mean_std(chunks if size is None else (crop_to(c, size, crop) for c in chunks))
     return _STATS[key]
 
 
-def _as_contrast(window: np.ndarray, path: str, norm: Optional[dict]) -> np.ndarray:
-    """Frames of ``path`` mapped to contrast as the unsplit run maps the whole stack.
+def _check_invariance(stim: np.ndarray, invariance: str, name: str) -> None:
+    """The spec's ``invariance`` checked on the frames a task analyses, with a remedy the batch spec offers.
+
+    ``nr.attribute`` would suggest ``invariance='auto'``, which a spec refuses
+    (every block must have the same maps); this names the fixed choices that fit.
+    """
+    from ._invariance import uniform_axes
+
+    if invariance == "none":
+        return
+    uy, ux = uniform_axes(stim)
+    if {"space": uy and ux, "y": uy, "x": ux}[invariance]:
+        return
+    varies = " and ".join(a for a, u in (("y", uy), ("x", ux)) if not u)
+    fits = " or ".join(repr(i) for i, u in (("y", uy), ("x", ux), ("none", True)) if u and i != invariance)
+    needs = {"space": "a spatially uniform stimulus", "y": "a stimulus uniform along y (rows identical)",
+             "x": "a stimulus uniform along x (columns identical)"}[invariance]
+    raise ValueError(f"spec invariance {invariance!r} needs {needs}, but {name} varies along {varies}; "
+                     f"set the spec's 'invariance' to {fits}")
+
+
+def _as_contrast(window: np.ndarray, path: str, norm: Optional[dict], size: int, crop=None) -> np.ndarray:
+    """Frames of ``path`` (already cropped to ``size × size``) mapped to contrast as the unsplit run maps the stack.
 
     Float stacks and integer stacks of a model with stored raw statistics map frame by frame (the window is
     returned as it is, for predict and attribute to map); an integer stack of a model without them is z-scored
@@ -514,7 +586,7 @@ def _as_contrast(window: np.ndarray, path: str, norm: Optional[dict]) -> np.ndar
     """
     if np.issubdtype(window.dtype, np.floating) or (norm or {}).get("units") == "raw":
         return window
-    mean, std = _file_mean_std(path)
+    mean, std = _file_mean_std(path, size, crop)
     return ((window.astype(np.float64) - mean) / (std if std > 0 else 1.0)).astype(np.float32)
 
 
@@ -562,23 +634,34 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
     from .attribution._result import map_shape
     from .metrics import map_limit
     from ._predict import predict
-    from ._validate import as_stimulus, check_history_frames
+    from ._validate import as_stimulus, check_history_frames, crop_origin, crop_to
 
     model = _load_model(task.model)
     cfg = model.config
     if task.kind == "experiment":
         return experiments.run(task.name, model, cell=task.cell, steps=task.params["steps"]).to_dict()
+    crop = task.params.get("crop")
+    crop = tuple(crop) if isinstance(crop, list) else crop
+    name = Path(task.stimulus).name
     if task.kind == "reduce":
-        stim = as_stimulus(read_window(task.stimulus, 0, stimulus_frames(task.stimulus)), history=cfg.history,
-                           size=cfg.size, norm=cfg.norm)
+        raw = read_window(task.stimulus, 0, stimulus_frames(task.stimulus))
+        origin = crop_origin(raw.shape[1:], cfg.size, crop)
+        stim = as_stimulus(raw, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm,
+                           name=f"the stimulus in {name}")
+        del raw
+        _check_invariance(stim, task.params["invariance"], f"the stimulus in {name}")
         res = run_analysis(model, stim, cell=task.cell, steps=task.params["steps"],
                            invariance=task.params["invariance"])
         attr, red = res.attribution, res.reduction
         keep = ("channels", "response", "rates", "cells", "frames", "baseline_rate", "completeness_error",
                 "steps", "rule", "invariance", "offset", "history")
-        return {"attribution": {k: v for k, v in attr.to_dict().items() if k in keep}, "reduction": red.to_dict()}
+        return {"attribution": {**{k: v for k, v in attr.to_dict().items() if k in keep}, "crop_origin": origin},
+                "reduction": red.to_dict()}
     first = max(0, start - cfg.history + 1)
-    window = _as_contrast(read_window(task.stimulus, first, stop), task.stimulus, cfg.norm)
+    window = read_window(task.stimulus, first, stop)
+    origin = crop_origin(window.shape[1:], cfg.size, crop)
+    window = crop_to(window, cfg.size, crop, f"the stimulus in {name}")
+    window = _as_contrast(window, task.stimulus, cfg.norm, cfg.size, crop)
     if task.kind == "predict":
         rates = predict(model, window)[start - first:]
         return {"rates": rates}
@@ -593,13 +676,15 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
             shape = map_shape(C, h, task.params["invariance"])
             out["maps"] = np.full((n,) + shape, np.nan, np.float32)
         return out
+    _check_invariance(window, task.params["invariance"], f"the stimulus in {name} (frames {first}:{stop})")
     attr = attribution.attribute(model, window, cell=task.cell, steps=task.params["steps"],
                                  invariance=task.params["invariance"], frames=frames)
     out = {k: v[start - first:] for k, v in (("channels", attr.channels), ("response", attr.response),
                                              ("rates", attr.rates), ("maps", attr.maps)) if v is not None}
     out.update({"map_limit": map_limit(out.get("maps")),
                 "baseline_rate": attr.baseline_rate, "completeness_error": attr.completeness_error,
-                "offset": attr.offset, "history": attr.history, "rule": attr.rule, "steps": attr.steps})
+                "offset": attr.offset, "history": attr.history, "rule": attr.rule, "steps": attr.steps,
+                "crop_origin": origin})
     return out
 
 

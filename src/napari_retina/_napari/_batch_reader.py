@@ -16,6 +16,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Optional, Union
 
+import numpy as np
+
 from ._layers import META, layer_geometry, map_layer_data, stimulus_layer_kwargs
 
 Paths = Union[str, list]
@@ -54,6 +56,8 @@ def _attribute_layers(res, stim_shape: tuple, prefix: str, visible: bool) -> lis
                            invariance=res.attrs["params"].get("invariance", "none"),
                            channels=res.arrays["channels"].compute(), response=res.arrays["response"].compute())
     geo = layer_geometry(shape=stim_shape)
+    y0, x0 = block0.get("crop_origin", (0, 0))   # the window the spec's crop cut out of the stimulus
+    geo["translate"] = geo["translate"] + np.array([0.0, y0, x0]) * geo["scale"]
     out = []
     if "maps" in res.arrays:
         out += map_layer_data(attr, geometry=geo, maps=res.arrays["maps"], limit=limit or 1.0, prefix=prefix)
