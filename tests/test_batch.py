@@ -452,3 +452,20 @@ def test_a_larger_stack_is_refused_naming_the_specs_crop_and_a_crop_is_the_direc
     for kw in maps:
         np.testing.assert_allclose(np.asarray(kw["translate"])[1:],
                                    (np.array([2, 3]) + offset) * np.asarray(kw["scale"])[1:])
+
+
+def test_stimuli_sharing_a_file_stem_get_layer_names_of_their_own(inputs, client, tmp_path):
+    # napari renames a duplicate name ("x [1]"); showing the store again then added layers instead of replacing
+    from napari_retina._napari._batch_reader import napari_get_reader
+
+    for d in ("d1", "d2"):
+        (tmp_path / d).mkdir()
+        np.save(tmp_path / d / "x.npy", np.load(inputs / "b.npy"))
+    spec = {**_spec(inputs, tmp_path / "r", cells=(0,), analyses=("attribute",)),
+            "stimuli": [str(tmp_path / "d*" / "x.npy")]}
+    assert len(batch.run(spec, client).done) == 2
+    layers = napari_get_reader(str(tmp_path / "r"))(str(tmp_path / "r"))
+    names = [kw["name"] for _, kw, _ in layers]
+    assert len(names) == 8 and len(set(names)) == 8
+    assert {kw["name"]: kw["metadata"]["source"] for _, kw, _ in layers if "source" in kw.get("metadata", {})} == \
+        {"d1/x": str(tmp_path / "d1" / "x.npy"), "d2/x": str(tmp_path / "d2" / "x.npy")}

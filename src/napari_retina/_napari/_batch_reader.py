@@ -69,6 +69,30 @@ def _attribute_layers(res, stim_shape: tuple, prefix: str, visible: bool) -> lis
     return out
 
 
+def unique_names(paths) -> dict:
+    """A short layer name per file path: its stem, with as many parent folders as tell it from the others.
+
+    ``dup/d1/x.npy`` and ``dup/d2/x.npy`` are ``d1/x`` and ``d2/x``; a stem no
+    other path has stays as it is; paths that differ only in their suffix keep
+    their whole path. Names must be unique: napari renames a duplicate
+    (``x [1]``), and showing the store again would then add layers instead of
+    replacing them.
+    """
+    paths = list(dict.fromkeys(str(p) for p in paths))
+    parts = {p: [q for q in Path(p).with_suffix("").parts if q != Path(p).anchor] for p in paths}
+    depth = dict.fromkeys(paths, 1)
+    while True:
+        names = {p: "/".join(parts[p][-depth[p]:]) if depth[p] <= len(parts[p]) else p for p in paths}
+        seen: dict = {}
+        for p, n in names.items():
+            seen.setdefault(n, []).append(p)
+        clashes = [p for group in seen.values() if len(group) > 1 for p in group if depth[p] <= len(parts[p])]
+        if not clashes:
+            return names
+        for p in clashes:
+            depth[p] += 1
+
+
 def read_batch_layers(path: Paths) -> list[tuple]:
     """Layer-data tuples for a results store: per stimulus, the stimulus and each attribution's maps and traces."""
     from ..batch import lazy_stimulus, load
@@ -83,8 +107,10 @@ def read_batch_layers(path: Paths) -> list[tuple]:
         if res.attrs.get("stimulus"):
             by_stimulus.setdefault(res.attrs["stimulus"], []).append(res)
     out, shown, unreadable = [], 0, []
+    stim_names = unique_names(by_stimulus)
+    model_names = unique_names(res.attrs["model"] for group in by_stimulus.values() for res in group)
     for stim_path, group in by_stimulus.items():
-        stem = Path(stim_path).stem
+        stem = stim_names[stim_path]
         try:
             stim = lazy_stimulus(stim_path)
         except (ValueError, TypeError, FileNotFoundError, OSError):
@@ -97,7 +123,7 @@ def read_batch_layers(path: Paths) -> list[tuple]:
         for res in group:
             if res.attrs["kind"] != "attribute":
                 continue
-            model = Path(res.attrs["model"]).stem
+            model = model_names[res.attrs["model"]]
             out += _attribute_layers(res, tuple(stim.shape), f"{stem} {model} cell{res.attrs['cell']} ", first)
             first = False
     if unreadable:
