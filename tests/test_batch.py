@@ -373,15 +373,15 @@ def test_a_split_tasks_scalars_are_the_whole_tasks_not_block_0s(inputs, grid):
 
 
 def test_the_blockwise_map_limit_equals_the_percentile_of_the_whole(tmp_path):
-    from napari_retina.metrics import map_limit
+    from napari_retina.metrics import map_limit, map_limit_of_blocks
 
     rng = np.random.default_rng(3)
     maps = rng.standard_cauchy((101, 3, 4, 5)).astype(np.float32)
     maps[7, 1] = np.nan
     for cuts in ([101], [16, 32, 48, 101], [1, 2, 100, 101]):
         blocks = np.split(maps, cuts[:-1])
-        assert batch.blockwise_map_limit(blocks) == pytest.approx(map_limit(maps), rel=1e-6)
-    assert batch.blockwise_map_limit([np.zeros((4, 2, 3, 3))]) == map_limit(np.zeros((4, 2, 3, 3))) == 1.0
+        assert map_limit_of_blocks(blocks) == pytest.approx(map_limit(maps), rel=1e-6)
+    assert map_limit_of_blocks([np.zeros((4, 2, 3, 3))]) == map_limit(np.zeros((4, 2, 3, 3))) == 1.0
 
 
 def test_with_the_default_tolerance_a_split_attribution_agrees_with_the_unsplit_run_within_tol(inputs, client,

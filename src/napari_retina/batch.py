@@ -753,40 +753,6 @@ def _versions() -> dict:
             "zarr": zarr.__version__, "dask": dask.__version__, "python": platform.python_version()}
 
 
-def _top_values(values: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` largest of ``values`` (1-d), in no particular order."""
-    return values if values.size <= k else np.partition(values, values.size - k)[values.size - k:]
-
-
-def blockwise_map_limit(blocks, percentile: float = 99.5) -> float:
-    """:func:`napari_retina.metrics.map_limit` of the blocks' maps concatenated along time, read block by block.
-
-    ``blocks`` is a sequence of array-likes (n_i, C, h, w), each read once. The
-    percentile (numpy's linear interpolation) needs only the largest
-    ``(1 − percentile/100)`` of the values, so only those are kept: the value is
-    the whole movie's, while memory follows one block plus 0.5 % of the maps.
-    """
-    blocks = list(blocks)
-    total = sum(int(np.prod(np.shape(b))) for b in blocks)
-    k = int(np.ceil(total * (1.0 - percentile / 100.0))) + 3   # ≥ the ranks the interpolation reads
-    top, n = np.empty(0, np.float32), 0
-    for block in blocks:
-        arr = np.abs(np.asarray(block)).ravel()
-        arr = arr[np.isfinite(arr)]
-        n += arr.size
-        top = _top_values(np.concatenate([top, _top_values(arr, k)]), k)
-    if n == 0:
-        return 1.0
-    top = np.sort(top)
-    index = percentile / 100.0 * (n - 1)
-    lo = int(np.floor(index))
-    a = float(top[lo - (n - top.size)])
-    b = float(top[min(lo + 1, n - 1) - (n - top.size)])
-    lim = a + (b - a) * (index - lo)
-    lim = lim if lim > 0 else float(top[-1])
-    return lim if lim > 0 else 1.0
-
-
 def task_summary(path: PathLike, n_blocks: int) -> dict:
     """The whole task's numbers of a split ``attribute`` result whose blocks are under ``path`` (``b00000``...).
 
@@ -796,13 +762,14 @@ def task_summary(path: PathLike, n_blocks: int) -> dict:
     over every frame: the completeness error of
     :func:`napari_retina.attribution.completeness_error` on the attributed
     frames (those with a full history) of the stored channels, response and
-    rates, :func:`blockwise_map_limit` of all maps, and the most points any
+    rates, :func:`~napari_retina.metrics.map_limit_of_blocks` of all maps, and the most points any
     frame needed. With fixed ``steps`` they equal the unsplit run's up to
     float32 rounding.
     """
     import zarr
 
     from .attribution import completeness_error
+    from .metrics import map_limit_of_blocks
 
     groups = [zarr.open_group(str(Path(path) / f"b{i:05d}"), mode="r") for i in range(n_blocks)]
     attrs = [dict(g.attrs) for g in groups]
@@ -815,7 +782,7 @@ def task_summary(path: PathLike, n_blocks: int) -> dict:
     rates = np.concatenate([g["rates"][...] for g in groups])
     idx = np.arange(history - 1, len(resp))
     return {"completeness_error": completeness_error(chan[idx], resp[idx], rates[idx], float(done[0]["baseline_rate"])),
-            "map_limit": blockwise_map_limit(g["maps"] for g in groups) if "maps" in groups[0] else 1.0,
+            "map_limit": map_limit_of_blocks(g["maps"] for g in groups) if "maps" in groups[0] else 1.0,
             "steps": max(int(a["steps"]) for a in done)}
 
 

@@ -239,3 +239,35 @@ def map_limit(maps, percentile: float = 99.5) -> float:
     lim = float(np.percentile(arr, percentile))
     lim = lim if lim > 0 else float(arr.max())
     return lim if lim > 0 else 1.0
+def _top_values(values: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` largest of ``values`` (1-d), in no particular order."""
+    return values if values.size <= k else np.partition(values, values.size - k)[values.size - k:]
+
+
+def map_limit_of_blocks(blocks, percentile: float = 99.5) -> float:
+    """:func:`map_limit` of the blocks' maps concatenated along time, read block by block.
+
+    ``blocks`` is a sequence of array-likes (n_i, C, h, w), each read once. The
+    percentile (numpy's linear interpolation) needs only the largest
+    ``(1 − percentile/100)`` of the values, so only those are kept: the value is
+    the whole movie's, while memory follows one block plus 0.5 % of the maps.
+    """
+    blocks = list(blocks)
+    total = sum(int(np.prod(np.shape(b))) for b in blocks)
+    k = int(np.ceil(total * (1.0 - percentile / 100.0))) + 3   # ≥ the ranks the interpolation reads
+    top, n = np.empty(0, np.float32), 0
+    for block in blocks:
+        arr = np.abs(np.asarray(block)).ravel()
+        arr = arr[np.isfinite(arr)]
+        n += arr.size
+        top = _top_values(np.concatenate([top, _top_values(arr, k)]), k)
+    if n == 0:
+        return 1.0
+    top = np.sort(top)
+    index = percentile / 100.0 * (n - 1)
+    lo = int(np.floor(index))
+    a = float(top[lo - (n - top.size)])
+    b = float(top[min(lo + 1, n - 1) - (n - top.size)])
+    lim = a + (b - a) * (index - lo)
+    lim = lim if lim > 0 else float(top[-1])
+    return lim if lim > 0 else 1.0
