@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -350,6 +351,33 @@ def test_a_rerun_on_a_changed_input_that_fails_leaves_no_outdated_result(inputs,
     assert len(batch.run(spec, client).done) == 2 and sorted(batch.load(out)) == keys
     stim.write_bytes(b"not an array any more")
     assert len(batch.run(spec, client).failed) == 2 and list(batch.load(out)) == []
+
+
+def test_a_rerun_that_cannot_read_its_inputs_keeps_their_results(inputs, client, tmp_path, monkeypatch):
+    """An input that cannot be read at the rerun but has not changed (a permission or a disk error), or a model
+    that cannot be loaded (its weights unknown), does not tell that a result is outdated: removing it would lose
+    work that nothing has invalidated."""
+    stim, model = tmp_path / "c.npy", tmp_path / "m.pt"
+    np.save(stim, np.zeros((20, 12, 12), np.float32))
+    shutil.copy(inputs / "tiny.pt", model)
+    out = tmp_path / "r"
+    spec = {**_spec(inputs, out, analyses=("predict", "attribute"), cells=(0,)), "stimuli": [str(stim)],
+            "model": str(model)}
+    assert len(batch.run(spec, client).done) == 2
+    keys = sorted(batch.load(out))
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    with monkeypatch.context() as m:     # the file is there, unchanged, but cannot be read now
+        m.setattr(batch, "stimulus_shape", unreadable)
+        assert len(batch.run(spec, client).failed) == 2 and sorted(batch.load(out)) == keys
+    good = model.read_bytes()
+    model.write_bytes(b"not a checkpoint")
+    assert len(batch.run(spec, client).failed) == 2 and sorted(batch.load(out)) == keys
+    model.write_bytes(good)
+    again = batch.run(spec, client)     # readable again, unchanged: nothing to recompute
+    assert len(again.skipped) == 2 and sorted(batch.load(out)) == keys
 
 
 def test_a_split_tasks_scalars_are_the_whole_tasks_not_block_0s(inputs, grid):

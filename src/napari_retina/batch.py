@@ -491,13 +491,16 @@ def plan(spec: Spec) -> list[Task]:
                 except ValueError as exc:
                     serr = str(exc)
             err = err or serr
-            inputs = {"model_weights": weights, "stimulus_file": None if serr else _file_stamp(stim)}
+            # the file's stamp whenever it exists (even unreadable): it tells a changed input from a missing one
+            inputs = {"model_weights": weights, "stimulus_file": _file_stamp(stim) if os.path.isfile(stim) else None}
             if spec.crop is not None:   # absent without one, so stores made before the key stay valid
                 inputs["crop"] = _crop_json(spec.crop)
             for name in spec.analyses:
                 split = name in SPLIT_ANALYSES and err is None
                 blocks = _blocks(n_frames, history, spec.block_frames) if split else ((0, 0),)
-                params = {**base, "block_frames": spec.block_frames, **inputs} if split else {**base, **inputs}
+                # the same parameters whether planning failed or not (a failed task's are compared with its result's)
+                params = {**base, "block_frames": spec.block_frames, **inputs} if name in SPLIT_ANALYSES \
+                    else {**base, **inputs}
                 if name == "predict":
                     params = {"block_frames": spec.block_frames, **inputs}
                     tasks.append(Task(f"{skey}/predict", name, model, str(stim), None, name, params, blocks, err))
@@ -841,12 +844,19 @@ def remove_outdated(out: PathLike, task: Task) -> bool:
     so that a rerun that fails leaves no old result that :func:`load` would
     serve as current. The folder is renamed into ``out/.tmp`` (atomic) and
     deleted there; a writer killed meanwhile leaves it to :func:`remove_stale_tmp`.
-    Returns whether a result was removed.
+    A task that failed while planning is compared by its parameters only,
+    and only when its inputs are known: a stimulus file or model that cannot
+    be found now (an unmounted disk) says nothing about the result, which is
+    kept. Returns whether a result was removed.
     """
     out = Path(out)
     dest = out / task.key
     if not dest.exists() or is_complete(out, task):
         return False
+    if task.error is not None:
+        known = task.params.get("model_weights") and (task.stimulus is None or task.params.get("stimulus_file"))
+        if not known or _attrs(dest).get("params") == jsonable(task.params):
+            return False
     trash = _tmp_dir(out)
     os.rename(dest, trash / "outdated")
     shutil.rmtree(trash, ignore_errors=True)
