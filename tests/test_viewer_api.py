@@ -412,6 +412,68 @@ def test_batch_results_are_shown_as_the_store_reader_shows_them(viewer, tiny, tm
     assert len(viewer.layers) == len(layers)
 
 
+@pytest.fixture(scope="module")
+def store(tiny, tmp_path_factory):
+    """A results store of every kind of task: predict, attribute and reduce of two stimuli, cell 0; osr, cell 0."""
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    d = tmp_path_factory.mktemp("viewer-store")
+    nr.save_model(tiny, d / "tiny.pt")
+    for stem, frames in (("a", 24), ("b", 20)):
+        np.save(d / f"{stem}.npy", nr.stimuli.white_noise(frames=frames, size=20, seed=frames))
+    spec = {"model": str(d / "tiny.pt"), "stimuli": [str(d / "a.npy"), str(d / "b.npy")], "cells": [0],
+            "analyses": ["predict", "attribute", "reduce"], "experiments": ["osr"], "out": str(d / "results"),
+            "steps": 2}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        assert nr.batch.run(spec, client).failed == []
+    return nr.batch.load(d / "results")
+
+
+def _task(results, kind: str, stem: str = "a"):
+    (res,) = [r for r in results.values() if r.attrs["kind"] == kind and
+              (kind == "experiment" or r.attrs["stimulus"].endswith(f"/{stem}.npy"))]
+    return res
+
+
+def test_one_experiment_task_is_shown_as_its_experiment_result_and_nothing_else(viewer, store):
+    res = _task(store, "experiment")
+    layers = nr.show(res, viewer)
+    assert [lay.name for lay in viewer.layers] == [lay.name for lay in layers] == ["osr"]  # no stimulus' maps
+    stim = layers[0]
+    assert stim.metadata["experiment"] == "osr" and stim.metadata["readout"]["present"] in (True, False)
+    assert stim.data.shape == res.arrays["stimulus"].shape and tuple(stim.scale) == SCALE
+    plot = nrv.traces(viewer, "osr")
+    np.testing.assert_array_equal(plot.series[0]["values"], res.arrays["attribution/response"].compute())
+    assert plot.series[1]["kind"] == "reduced"
+    assert [s["channel"] for s in plot.series[2:]] == [int(c) for c in res.arrays["reduction/kept"].compute()]
+
+
+@pytest.mark.parametrize("kind", ["reduce", "predict"])
+def test_one_reduce_or_predict_task_is_its_stimulus_with_its_traces(viewer, store, kind):
+    res = _task(store, kind, "b")
+    layers = nr.show(res, viewer)
+    assert [lay.name for lay in viewer.layers] == [lay.name for lay in layers] == ["b"]
+    assert layers[0].data.shape == (20, 20, 20) and layers[0].metadata["batch_key"] == res.key
+    series = nrv.traces(viewer, "b").series
+    if kind == "reduce":
+        np.testing.assert_array_equal(series[0]["values"], res.arrays["attribution/response"].compute())
+        np.testing.assert_array_equal(series[1]["values"], res.arrays["reduction/reduced_response"].compute())
+    else:
+        rates = res.arrays["rates"].compute()
+        assert len(series) == rates.shape[1]
+        for c, s in enumerate(series):
+            np.testing.assert_array_equal(s["values"], rates[:, c])
+
+
+def test_one_attribute_task_shows_its_own_maps_only(viewer, store):
+    res = _task(store, "attribute", "b")
+    layers = nr.show(res, viewer)
+    assert [lay.name for lay in layers] == ["b"] + [f"b tiny cell0 A{c}" for c in range(8)]
+    assert len(viewer.layers) == len(layers) and all(lay.visible for lay in layers)
+
+
 # ------------------------------------------------------------- screenshot ---
 
 def _ring_boxes(image: np.ndarray) -> list:

@@ -172,7 +172,7 @@ def _show(viewer, kind: str, result, name, reduction, attribution, stimulus_laye
     if kind == "battery":
         return _show_battery(viewer, result, replace)
     if kind == "batch":
-        return _show_batch(viewer, result, replace)
+        return _show_batch(viewer, result, name, replace)
     return _show_stimulus(viewer, result, name or "stimulus", replace, beside)
 
 
@@ -367,21 +367,23 @@ def _add_read_layers(viewer, data: list, replace: bool) -> list:
     return layers
 
 
-def _show_batch(viewer, results, replace: bool) -> list:
-    """Batch results (``nr.batch.load``) as the batch reader shows the store; one TaskResult: its own layers."""
-    from .batch import Results
-    from ._napari._batch_reader import read_batch_layers
+def _show_batch(viewer, results, name: Optional[str], replace: bool) -> list:
+    """Batch results (``nr.batch.load``) as the batch reader shows the store; one TaskResult: that result alone.
 
-    first = next(iter(results.values()), None) if isinstance(results, Results) else results
+    One result shows its stimulus and what it computed (maps and traces, an
+    experiment as an ``ExperimentResult`` is shown), never another task's
+    layers (:func:`._napari._batch_reader.read_task_layers`).
+    """
+    from .batch import Results
+    from ._napari._batch_reader import read_batch_layers, read_task_layers
+
+    if not isinstance(results, Results):
+        return _add_read_layers(viewer, read_task_layers(results, name), replace)
+    first = next(iter(results.values()), None)
     if first is None:
         raise ValueError("show() got batch results with no complete task; nothing to show")
     root = first.path.parents[len(Path(first.key).parts) - 1]
-    data = read_batch_layers(str(root))
-    if not isinstance(results, Results):
-        data = [(d, {**kw, "visible": True}, k) for d, kw, k in data
-                if kw.get("metadata", {}).get("batch_key") == results.key
-                or kw.get("metadata", {}).get("source") == results.attrs.get("stimulus")]
-    return _add_read_layers(viewer, data, replace)
+    return _add_read_layers(viewer, read_batch_layers(str(root)), replace)
 
 
 # ----------------------------------------------------------------- layout ---

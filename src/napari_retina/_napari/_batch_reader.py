@@ -18,7 +18,8 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-from ._layers import META, layer_geometry, map_layer_data, stimulus_layer_kwargs
+from ._layers import (META, RESPONSE_COLOR, _rgba, analysed_geometry, channel_color, layer_geometry,
+                      map_layer_data, stimulus_layer_kwargs)
 
 Paths = Union[str, list]
 
@@ -142,3 +143,147 @@ def _report_unreadable(store: Path, names: list, any_shown: bool) -> None:
 
     show_warning(f"{len(names)} stimulus file(s) of the results store '{store.name}' cannot be read any more "
                  f"({listed}: moved or deleted since the run); their results are not shown")
+
+
+# ------------------------------------------------------------- one task ---
+
+TASK_KINDS = ("predict", "attribute", "reduce", "experiment")
+"""The kinds of batch result :func:`read_task_layers` shows."""
+
+
+def read_task_layers(res, name: Optional[str] = None) -> list[tuple]:
+    """Layer-data tuples of one batch result (a ``TaskResult``): its stimulus and what it computed, nothing else.
+
+    ``attribute``: the stimulus and the maps, named as the store reader names
+    them (:func:`read_batch_layers`), the first map carrying the traces;
+    ``reduce``: the stimulus carrying the model's response, the reduced
+    circuit's and the kept channels' traces; ``predict``: the stimulus carrying
+    every cell's predicted rate; ``experiment``: what ``nr.show`` shows for an
+    ``ExperimentResult`` (the stimulus named after the experiment, its readout
+    and conditions in the layer's metadata, its maps if it has any, the
+    traces on the stimulus). ``name`` renames the stimulus (the maps become
+    ``"<name>: <label>"``). Another kind, or a stimulus file that is gone, is a
+    one-sentence error.
+    """
+    from ._plot import TRACES_KEY
+
+    kind = res.attrs.get("kind")
+    if kind not in TASK_KINDS:
+        raise ValueError(f"show() shows batch results of kind {', '.join(TASK_KINDS)}; "
+                         f"got {kind!r} ({res.key})")
+    if kind == "experiment":
+        return _experiment_task_layers(res, name)
+    stim_path = res.attrs["stimulus"]
+    stim = _task_stimulus(res, stim_path)
+    stem = Path(stim_path).stem
+    title = name or stem
+    kwargs = stimulus_layer_kwargs(stim, name=title, metadata={"source": stim_path})
+    kwargs["visible"] = True
+    if kind == "attribute":
+        model = Path(res.attrs["model"]).stem
+        prefix = f"{name}: " if name else f"{stem} {model} cell{res.attrs['cell']} "
+        return [(stim, kwargs, "image")] + _attribute_layers(res, tuple(stim.shape), prefix, True)
+    traces = _rate_traces(res, title) if kind == "predict" else _reduce_traces(res, title)
+    kwargs["metadata"][META][TRACES_KEY] = traces
+    kwargs["metadata"]["batch_key"] = res.key
+    return [(stim, kwargs, "image")]
+
+
+def _task_stimulus(res, stim_path: str):
+    """The stimulus file ``res`` was computed on, lazily, or a FileNotFoundError saying it is gone."""
+    from ..batch import lazy_stimulus
+
+    try:
+        return lazy_stimulus(stim_path)
+    except (ValueError, TypeError, FileNotFoundError, OSError):
+        raise FileNotFoundError(f"the stimulus file {stim_path!r} the batch result {res.key!r} was computed on "
+                                "cannot be read any more (moved or deleted since the run); nr.batch.load still "
+                                "reads its results") from None
+
+
+def _stored_attribution(res, prefix: str = "") -> Optional[SimpleNamespace]:
+    """What the trace plot and the maps need of a stored attribution (``<prefix>response``...), or None."""
+    arrays = res.arrays
+    if f"{prefix}response" not in arrays:
+        return None
+    scalars = res.scalars()
+    cells = arrays.get(f"{prefix}cells")
+    crop = arrays.get(f"{prefix}crop_origin")
+    return SimpleNamespace(response=arrays[f"{prefix}response"].compute(),
+                           channels=arrays[f"{prefix}channels"].compute(),
+                           cells=[int(c) for c in cells.compute()] if cells is not None else [res.attrs["cell"]],
+                           offset=int(scalars.get(f"{prefix}offset", 0)), model=None, maps=None,
+                           invariance=scalars.get(f"{prefix}invariance", "none"),
+                           crop_origin=tuple(int(v) for v in crop.compute()) if crop is not None else (0, 0))
+
+
+class _StoredReduction(SimpleNamespace):
+    """What the trace plot and the maps need of a stored reduction: kept channels, labels, responses."""
+
+    def label(self, c: int) -> str:
+        return self.labels[int(c)] if 0 <= int(c) < len(self.labels) else f"A{int(c)}"
+
+
+def _stored_reduction(res, prefix: str = "reduction/") -> Optional[_StoredReduction]:
+    import json
+
+    arrays = res.arrays
+    if f"{prefix}kept" not in arrays:
+        return None
+    scalars = res.scalars()
+    labels = scalars.get(f"{prefix}labels")
+    return _StoredReduction(kept=[int(c) for c in arrays[f"{prefix}kept"].compute()],
+                            reduced_response=arrays[f"{prefix}reduced_response"].compute(),
+                            explained_variance=float(scalars.get(f"{prefix}explained_variance", float("nan"))),
+                            labels=json.loads(labels) if isinstance(labels, str) else [])
+
+
+def _reduce_traces(res, name: str) -> dict:
+    """A ``reduce`` result's traces: the model's response, the reduced circuit's, the kept channels'."""
+    from ._plot import stored_traces
+
+    return stored_traces(_stored_attribution(res, "attribution/"), _stored_reduction(res), name)
+
+
+def _rate_traces(res, name: str) -> dict:
+    """A ``predict`` result's traces: every cell's predicted rate, one row each."""
+    import numpy as np
+
+    from ._plot import UNIT
+
+    rates = np.asarray(res.arrays["rates"].compute(), np.float32)
+    series = [{"label": f"cell {c} rate", "kind": "rate", "channel": -1, "row": c, "values": rates[:, c],
+               "color": _rgba(RESPONSE_COLOR) if c == 0 else channel_color(c)} for c in range(rates.shape[1])]
+    title = (f"<b>{name}</b> — predicted rates of cells 0–{rates.shape[1] - 1}; traces in {UNIT} (spikes per "
+             "10 ms bin), each row on its own scale. Drag to pan, wheel to zoom, click to move the time slider.")
+    return {"series": series, "title": title}
+
+
+def _experiment_task_layers(res, name: Optional[str]) -> list[tuple]:
+    """An experiment result as ``nr.show(ExperimentResult)`` shows one: stimulus (readout, conditions), maps, traces."""
+    import json
+
+    import numpy as np
+
+    from ._plot import TRACES_KEY, stored_traces
+
+    scalars = res.scalars()
+    experiment = res.attrs["name"]
+    name = name or experiment
+    meta = {"experiment": experiment, "readout": json.loads(scalars.get("readout") or "{}"),
+            "conditions": json.loads(scalars.get("conditions") or "[]"), "batch_key": res.key}
+    stim = np.asarray(res.arrays["stimulus"].compute())   # a protocol's movie: small, and limits symmetric about 0
+    kwargs = stimulus_layer_kwargs(stim, name=name, metadata=meta)
+    attr, red = _stored_attribution(res, "attribution/"), _stored_reduction(res)
+    if attr is None:   # nothing attributed: the stimulus alone, as for a ground-truth ExperimentResult
+        return [(stim, kwargs, "image")]
+    kwargs["metadata"][META][TRACES_KEY] = stored_traces(attr, red, name)
+    out = [(stim, kwargs, "image")]
+    if "attribution/maps" in res.arrays:
+        attr.stimulus = stim
+        geo = analysed_geometry(layer_geometry(shape=stim.shape), attr)
+        maps = res.arrays["attribution/maps"]
+        out += map_layer_data(attr, red, geometry=geo, maps=maps, prefix=f"{name}: ")
+        for _, kw, _ in out[1:]:
+            kw["metadata"][META]["prefix"] = f"{name}: "
+    return out
