@@ -97,6 +97,28 @@ def test_a_loop_of_analyses_under_one_name_replaces_its_layers(viewer, tiny, qtb
     assert all(a is b for a, b in zip(shown[0], shown[2]))  # the same layers, updated in place
 
 
+def test_a_stimulus_shown_over_an_analysis_of_that_name_replaces_its_maps_and_traces(viewer, analysed, qtbot):
+    attr, red = analysed
+    nr.show(attr, viewer, reduction=red, name="x")
+    nr.show(attr, viewer, reduction=red, name="other", beside=True)
+    nrv.traces(viewer, "x")
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=5)
+    (layer,) = nr.show(stim, viewer, name="x")
+    assert [lay.name for lay in viewer.layers if _belongs_to(lay, "x")] == ["x"]   # no maps of the old analysis
+    assert layer.data.shape == (30, 20, 20) and len(viewer.layers) == 10   # "other"'s layers untouched
+    plot = nrv.traces(viewer)
+    assert plot.series == [] and plot.source == ""   # the dock no longer plots x's old traces
+    with pytest.raises(ValueError, match=r"^layer 'x' carries no traces"):
+        nrv.traces(viewer, "x")
+    nrv.traces(viewer, "other")
+    nr.show(stim, viewer, name="x")   # traces of another result stay
+    assert nrv.traces(viewer).source == "other" and len(nrv.traces(viewer).series) > 0
+
+
+def _belongs_to(layer, name: str) -> bool:
+    return layer.name == name or layer.name.startswith(f"{name}: ")
+
+
 def test_a_layer_of_another_kind_under_the_name_is_replaced_not_updated(viewer, analysed):
     viewer.add_labels(np.zeros((40, 20, 20), np.int32), name="stimulus")
     layers = nr.show(analysed[0], viewer)

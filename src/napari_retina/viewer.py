@@ -259,6 +259,20 @@ def _stimulus_layer(viewer, stimulus, name: str, metadata: Optional[dict], repla
     return layer, lambda: viewer.layers.remove(layer) if layer in viewer.layers else None
 
 
+def _drop_analysis(viewer, name: str) -> None:
+    """The result ``name`` is now a stimulus without an analysis: remove the earlier analysis' maps and outline
+    of its analysed window, and the trace plot's traces when they are that result's."""
+    def old(layer) -> bool:
+        meta = layer.metadata.get(META, {}) if isinstance(layer.metadata, dict) else {}
+        return (meta.get("role") == "map" and meta.get("prefix") == f"{name}: ") or \
+            (meta.get("role") == "analysed_window" and meta.get("for") == name)
+
+    remove_layers(viewer, [layer for layer in viewer.layers if old(layer)])
+    plot = trace_plot(viewer, create=False)
+    if plot is not None and plot.source == name:
+        plot.clear()
+
+
 def _checked_stimulus(stimulus):
     """A (T, H, W) stack of finite numbers (a dask array: its shape only), or a one-sentence error."""
     if not hasattr(stimulus, "dask"):
@@ -273,6 +287,8 @@ def _checked_stimulus(stimulus):
 def _show_stimulus(viewer, stimulus, name: str, replace: bool, beside: bool) -> list:
     """One stimulus array as an image layer (scale, units, axis labels, limits symmetric about 0)."""
     layer, _ = _stimulus_layer(viewer, stimulus, name, None, replace)
+    if replace:
+        _drop_analysis(viewer, layer.name)
     if beside:
         place_beside(viewer, layer, name)
     frame_result(viewer, [layer] if not beside else _visible(viewer))
@@ -320,6 +336,8 @@ def _show_experiment(viewer, result, name: Optional[str], replace: bool, beside:
     name = name or result.name
     if result.attribution is None:  # a ground-truth run: a stimulus and rates, nothing attributed
         layer, _ = _stimulus_layer(viewer, result.stimulus, name, meta, replace)
+        if replace:
+            _drop_analysis(viewer, layer.name)
         if beside:
             place_beside(viewer, layer, layer.name)
         frame_result(viewer, [layer])
@@ -359,6 +377,9 @@ def _add_read_layers(viewer, data: list, replace: bool) -> list:
     if replace:
         names = {kwargs.get("name") for _, kwargs, _ in data}
         remove_layers(viewer, [lay for lay in viewer.layers if lay.name in names])
+        for _, kwargs, _ in data:   # an earlier analysis under a stimulus' name goes with it
+            if kwargs.get("metadata", {}).get(META, {}).get("role") == "stimulus":
+                _drop_analysis(viewer, kwargs["name"])
     layers = add_layer_data(viewer, data)
     carrier = next((lay for lay in layers if TRACES_KEY in lay.metadata.get(META, {}) and lay.visible), None)
     if carrier is not None:

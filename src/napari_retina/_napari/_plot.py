@@ -67,6 +67,9 @@ REVEAL_PER_PASS = 4
 TEXT_PER_PASS = 2
 """Most nodes with text among them (:func:`reveal_batches`)."""
 
+EMPTY_TITLE = "Run Analyze to see the traces here."
+"""The title of a plot with no traces."""
+
 _PLOTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -273,6 +276,9 @@ class TracePlot(QWidget):
         World time of each stimulus frame (ms): the stimulus layer's
         ``translate[0] + frame·scale[0]``.
     unit, ms_per_unit : the time axis' unit ("ms" or "s") and its size in ms.
+    source : str
+        Name of the layer whose result the traces are ("" when empty): a
+        result replaced by something without traces clears them (:meth:`clear`).
     """
 
     def __init__(self, viewer) -> None:
@@ -283,8 +289,9 @@ class TracePlot(QWidget):
         self._viewer = weakref.ref(viewer)
         self.series: list[dict] = []
         self.times_ms = np.zeros(0)
+        self.source = ""
         self.unit, self.ms_per_unit = "ms", 1.0
-        self.title = QLabel("Run Analyze to see the traces here.")
+        self.title = QLabel(EMPTY_TITLE)
         self.title.setWordWrap(True)
         self.canvas = scene.SceneCanvas(keys=None, bgcolor="#0e0e0e", size=(700, 300))
         self.canvas.native.setMinimumHeight(100)
@@ -310,11 +317,21 @@ class TracePlot(QWidget):
 
     # ----------------------------------------------------------------- data ---
 
-    def set_traces(self, series: list[dict], times_ms: np.ndarray, title: str = "") -> None:
-        """Plot ``series`` (one row per ``row`` value) against ``times_ms`` (T,) world ms."""
-        drain(self.traces_steps(series, times_ms, title))
+    def set_traces(self, series: list[dict], times_ms: np.ndarray, title: str = "", source: str = "") -> None:
+        """Plot ``series`` (one row per ``row`` value) against ``times_ms`` (T,) world ms; ``source``: whose."""
+        drain(self.traces_steps(series, times_ms, title, source))
 
-    def traces_steps(self, series: list[dict], times_ms: np.ndarray, title: str = "") -> Iterator[None]:
+    def clear(self) -> None:
+        """Plot nothing (the result whose traces these were is gone); the next :meth:`set_traces` builds anew."""
+        if self.grid is not None:
+            self.grid.parent = None
+        self.grid, self.rows, self._complete = None, [], False
+        self.series, self.times_ms, self.source = [], np.zeros(0), ""
+        self.title.setText(EMPTY_TITLE)
+        self.canvas.update()
+
+    def traces_steps(self, series: list[dict], times_ms: np.ndarray, title: str = "",
+                     source: str = "") -> Iterator[None]:
         """:meth:`set_traces` as a generator that yields between pieces of work of a few tens of ms.
 
         Driven by the event loop (one step per pass, :class:`._viewer.StagedAdd`),
@@ -325,7 +342,7 @@ class TracePlot(QWidget):
         data go into the same visuals. Exhausted, the plot is what
         :meth:`set_traces` makes.
         """
-        self.series, self.times_ms = series, np.asarray(times_ms, float)
+        self.series, self.times_ms, self.source = series, np.asarray(times_ms, float), source
         duration = float(self.times_ms[-1] - self.times_ms[0]) if len(self.times_ms) > 1 else 0.0
         self.unit, self.ms_per_unit = time_unit(duration)
         self.title.setText(title)
@@ -521,7 +538,8 @@ def traces_steps(viewer, attribution, reduction=None, stimulus_layer=None, name:
     times = geo["translate"][0] + np.arange(T) * geo["scale"][0]
     plot = trace_plot(viewer)
     series = trace_series(attribution, reduction)
-    yield from plot.traces_steps(series, times, plot_title(attribution, reduction, name, legend))
+    yield from plot.traces_steps(series, times, plot_title(attribution, reduction, name, legend),
+                                 stimulus_layer.name if stimulus_layer is not None else name)
     return plot
 
 
@@ -543,7 +561,7 @@ def show_stored_traces(viewer, layer) -> bool:
     geo = layer_geometry(layer)
     T = len(stored["series"][0]["values"])
     times = geo["translate"][0] + np.arange(T) * geo["scale"][0]
-    trace_plot(viewer).set_traces(stored["series"], times, stored.get("title", ""))
+    trace_plot(viewer).set_traces(stored["series"], times, stored.get("title", ""), layer.name)
     return True
 
 
