@@ -37,6 +37,7 @@ Example
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -47,10 +48,12 @@ try:
 except ImportError as exc:  # pragma: no cover - the test environment has napari
     raise ImportError("napari_retina.viewer needs napari; install it with pip install 'napari-retina[qt]'") from exc
 
+from napari.viewer import Viewer as _NapariViewer  # the class itself (napari.Viewer may be a test's stand-in)
+
 from ._atomic import atomic_write
 from ._napari._layers import META, stimulus_layer_kwargs
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
-from ._napari._session import use_model
+from ._napari._session import SCRIPT_SOURCE, use_model as _use_model
 from ._napari._viewer import (UnitsWarningOnce, add_analysis, add_layer_data, frame_result, process_events,
                               remove_layers)
 
@@ -132,7 +135,8 @@ def show(result, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str
     TypeError
         ``result`` is none of the above (the message lists what is accepted).
     ValueError, FileNotFoundError
-        A bad stimulus array, a Reduction without its attribution, a missing file.
+        A bad stimulus array, a Reduction without its attribution, a missing
+        file, a closed viewer.
     """
     kind = "file" if isinstance(result, (str, Path)) else _kind(result)   # bad input fails before any viewer opens
     if kind == "reduction" and attribution is None:
@@ -143,6 +147,7 @@ def show(result, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str
     if staged and (kind not in ("attribution", "reduction", "analysis") or stimulus_layer is None):
         raise ValueError("show(..., staged=True) adds an analysis over an existing stimulus_layer; "
                          f"got a {kind} result with stimulus_layer={stimulus_layer!r}")
+    _check_viewer(viewer, allow_none=True)
     viewer = _viewer(viewer)
     if stimulus_layer is not None:
         _ensure_physical_scale(stimulus_layer)
@@ -216,12 +221,42 @@ def _kind(result) -> str:
 
 
 def _viewer(viewer):
-    """``viewer``, a new ``napari.Viewer()`` when None, or a TypeError."""
-    if viewer is None:
-        return napari.Viewer()
-    if not isinstance(viewer, napari.components.ViewerModel):
-        raise TypeError(f"viewer must be a napari.Viewer (or None for a new one), got {type(viewer).__name__}")
-    return viewer
+    """``viewer`` (checked by :func:`_check_viewer`), or a new ``napari.Viewer()`` when None."""
+    _check_viewer(viewer, allow_none=True)
+    return napari.Viewer() if viewer is None else viewer
+
+
+def _closed(viewer) -> bool:
+    """Whether ``viewer`` was closed: napari's ``Window.close`` deletes the window's Qt main window, after which
+    the window's public ``geometry()`` has nothing to ask (napari's public API has no flag for it)."""
+    try:
+        viewer.window.geometry()
+    except (AttributeError, RuntimeError):  # the Qt window deleted (RuntimeError: its C++ object gone)
+        return True
+    return False
+
+
+def _check_viewer(viewer, allow_none: bool = False) -> None:
+    """A TypeError unless ``viewer`` is a napari.Viewer (or None with ``allow_none``); a ValueError if it was closed."""
+    if viewer is None and allow_none:
+        return
+    if not isinstance(viewer, _NapariViewer):
+        also = " (or None for a new one)" if allow_none else ""
+        raise TypeError(f"viewer must be a napari.Viewer{also}, got {type(viewer).__name__}")
+    if _closed(viewer):
+        raise ValueError("viewer must be an open napari.Viewer, got one that was closed (viewer.close())")
+
+
+def _positive_number(value, name: str) -> float:
+    """``value`` as a float, or a one-sentence error unless it is a positive finite number."""
+    import numbers
+
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if not ok:
+        raise TypeError(f"{name} must be a positive finite number, got {value!r}")
+    if not (np.isfinite(float(value)) and float(value) > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
 
 
 def _belongs(layer, name: str) -> bool:
@@ -416,6 +451,7 @@ def _visible(viewer) -> list:
 def place_beside(viewer, layer, name: str, gap: float = BESIDE_GAP) -> None:
     """Shift ``layer`` along x so it starts ``gap`` (fraction of its width) right of every other visible
     layer that is not part of the result ``name``; its maps follow when added after it."""
+    _check_viewer(viewer)
     others = [lay for lay in _visible(viewer) if not _belongs(lay, name) and lay is not layer]
     if not others:
         return
@@ -434,6 +470,7 @@ def clear(viewer, prefix: str, *, exact: bool = False) -> int:
     ``exact=True`` removes one result only: the layer ``prefix`` and the
     layers ``"prefix: ..."``. Other layers are untouched.
     """
+    _check_viewer(viewer)
     if not isinstance(prefix, str) or not prefix:
         raise ValueError(f"clear() expects a non-empty layer-name prefix (str), got {prefix!r}")
     gone = [lay for lay in viewer.layers if (_belongs(lay, prefix) if exact else lay.name.startswith(prefix))]
@@ -447,21 +484,36 @@ def _time_axis(viewer) -> int:
     return max(viewer.dims.ndim - 3, 0)
 
 
+def _check_time_viewer(viewer, what: str) -> int:
+    """The time axis of an open ``viewer`` that shows a (T, H, W) stack, or a one-sentence error."""
+    _check_viewer(viewer)
+    if viewer.dims.ndim < 3:
+        raise ValueError(f"{what} needs a viewer showing a (T, H, W) stack, got one with {viewer.dims.ndim} "
+                         f"dimensions (no time axis)")
+    return _time_axis(viewer)
+
+
 def set_time(viewer, time_ms: float) -> float:
     """Move the time slider (and the trace plot's cursor) to ``time_ms`` (world ms); returns the time set.
 
     The slider snaps to the nearest frame (10 ms per frame for the plugin's layers).
     """
+    import numbers
+
+    axis = _check_time_viewer(viewer, "set_time()")
+    if not isinstance(time_ms, numbers.Real) or isinstance(time_ms, (bool, np.bool_)):
+        raise TypeError(f"time_ms must be a finite number of ms, got {time_ms!r}")
     t = float(time_ms)
     if not np.isfinite(t):
-        raise ValueError(f"set_time() expects a finite time in ms, got {time_ms!r}")
-    viewer.dims.set_point(_time_axis(viewer), t)
+        raise ValueError(f"time_ms must be a finite number of ms, got {time_ms!r}")
+    viewer.dims.set_point(axis, t)
     return current_time(viewer)
 
 
 def current_time(viewer) -> float:
     """The time slider's position in world ms (where the trace plot's cursor is drawn)."""
-    return float(viewer.dims.point[_time_axis(viewer)])
+    axis = _check_time_viewer(viewer, "current_time()")
+    return float(viewer.dims.point[axis])
 
 
 def traces(viewer, name: Optional[str] = None) -> TracePlot:
@@ -470,6 +522,7 @@ def traces(viewer, name: Optional[str] = None) -> TracePlot:
     The plot's ``series`` (label, values (T,) in spikes per 10 ms bin,
     colour, row), ``times_ms`` (T,) and ``cursor_time_ms`` say what it draws.
     """
+    _check_viewer(viewer)
     if name is not None:
         if name not in viewer.layers:
             raise ValueError(f"traces() expects the name of a shown result, got {name!r}; "
@@ -480,6 +533,24 @@ def traces(viewer, name: Optional[str] = None) -> TracePlot:
     if plot is None:
         raise ValueError("this viewer has no trace plot yet; show an analysis first")
     return plot
+
+
+# ------------------------------------------------------------------ model ---
+
+def use_model(viewer, model, source: str = SCRIPT_SOURCE) -> None:
+    """Make ``model`` the model of ``viewer``'s dock widgets (Model, Analyze, Experiments).
+
+    ``model``: a RetinaCNN (``nr.load_model``) or a user's module adapted by
+    ``nr.wrap``; ``source`` is what the Model widget's summary says it came
+    from. Anything else, or a viewer that is not an open napari.Viewer, is
+    refused with one sentence.
+
+    Example
+    -------
+    >>> use_model(viewer, nr.wrap(net, input="NCTHW", history=30, size=20, first_layer="core.conv"))  # doctest: +SKIP
+    """
+    _check_viewer(viewer)
+    _use_model(viewer, model, source)
 
 
 # ------------------------------------------------------------- screenshot ---
@@ -499,6 +570,7 @@ def fit(viewer, canvas_size: Sequence[float], layers: Optional[list] = None,
         margin: float = SCREENSHOT_MARGIN) -> None:
     """Centre the camera on ``layers`` (default: the visible ones) and zoom so they fill a canvas of
     ``canvas_size`` (height, width) logical pixels, less ``margin`` on each side (grid mode: one grid cell)."""
+    _check_viewer(viewer)
     layers = _visible(viewer) if layers is None else layers
     if not layers:
         return
@@ -534,14 +606,23 @@ def screenshot(viewer, path, size: tuple = (1200, 800), *, scale: float = 1.0, m
     bar (drawn at the canvas' corner). ``window=True`` takes the whole window
     instead (docks included), resized to ``size``. Written atomically.
     """
+    import numbers
+
     from napari.utils.io import imsave_png
 
+    _check_viewer(viewer)
     w, h = _check_size(size)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a .png file path (str or Path), got {type(path).__name__}")
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"screenshot() writes PNG files; give a path ending in .png, got {path.name!r}")
-    if not float(scale) > 0:
-        raise ValueError(f"scale must be a positive number, got {scale!r}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"screenshot() writes into an existing folder; got {str(path)!r}, whose folder "
+                                f"{str(path.parent)!r} does not exist")
+    scale = _positive_number(scale, "scale")
+    if not isinstance(margin, numbers.Real) or isinstance(margin, bool) or not 0 <= float(margin) < 0.5:
+        raise ValueError(f"margin must be a fraction of the image in [0, 0.5), got {margin!r}")
     image = _window_image(viewer, (w, h), margin) if window else \
         _canvas_image(viewer, (round(h * scale), round(w * scale)), margin)
     return atomic_write(path, lambda tmp: imsave_png(tmp, image))  # imsave_png writes PNG whatever the name
