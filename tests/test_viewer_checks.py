@@ -1,12 +1,15 @@
 """The scripted viewer's arguments (``nr.show``, ``nr.viewer.*``): one sentence each, before anything is changed.
 
-A viewer that is None or closed, a time or a scale that is not a number: each
-is refused with one sentence naming the argument, and the viewer keeps the
-layers it had.
+A ``stimulus_layer`` that is not an image of this viewer holding the analysed
+stimulus, ``maps`` of another shape, a ``limit`` that is not a positive finite
+number, a viewer that is None or closed, a time or a scale that is not a
+number: each is refused with one sentence naming the argument, and the viewer
+keeps the layers it had.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import napari_retina as nr
@@ -30,6 +33,99 @@ def viewer(make_napari_viewer):
 
 def _names(viewer) -> list:
     return [lay.name for lay in viewer.layers]
+
+
+# --------------------------------------------------------- stimulus_layer ---
+
+def _layers_of_every_kind(viewer, attr):
+    return {
+        "labels": (viewer.add_labels(np.zeros((30, 20, 20), np.int32), name="labels"), TypeError,
+                   r"^stimulus_layer must be a napari Image layer of the viewer, got Labels$"),
+        "2-D": (viewer.add_image(np.zeros((20, 20), np.float32), name="frame"), ValueError,
+                r"^stimulus_layer must be a \(T, H, W\) stack of the analysed stimulus \(30, 20, 20\), "
+                r"got layer 'frame' of shape \(20, 20\)$"),
+        "other frames": (viewer.add_image(np.zeros((12, 20, 20), np.float32), name="short"), ValueError,
+                         r"^stimulus_layer must hold the analysed stimulus, \(T, H, W\) = \(30, 20, 20\), "
+                         r"got layer 'short' of shape \(12, 20, 20\)$"),
+        "other size": (viewer.add_image(np.zeros((30, 24, 24), np.float32), name="big"), ValueError,
+                       r"^stimulus_layer must hold the analysed stimulus, \(T, H, W\) = \(30, 20, 20\), "
+                       r"got layer 'big' of shape \(30, 24, 24\)$"),
+        "a name": ("big", TypeError, r"^stimulus_layer must be a napari Image layer of the viewer, got str$"),
+    }
+
+
+@pytest.mark.parametrize("which", ["labels", "2-D", "other frames", "other size", "a name"])
+def test_a_stimulus_layer_that_does_not_hold_the_stimulus_is_refused_before_any_layer_is_added(viewer, attr, which):
+    layer, error, message = _layers_of_every_kind(viewer, attr)[which]
+    before = _names(viewer)
+    with pytest.raises(error, match=message):
+        nr.show(attr, viewer, stimulus_layer=layer)
+    assert _names(viewer) == before
+
+
+def test_a_stimulus_layer_of_another_viewer_is_refused_and_leaves_no_orphan_maps(make_napari_viewer, attr):
+    here, there = make_napari_viewer(show=False), make_napari_viewer(show=False)
+    foreign = there.add_image(attr.stimulus, name="foreign")
+    with pytest.raises(ValueError, match=r"^stimulus_layer must be a layer of the viewer the result is shown in, "
+                                         r"got layer 'foreign', which is not in the viewer$"):
+        nr.show(attr, here, stimulus_layer=foreign)
+    assert _names(here) == [] and _names(there) == ["foreign"]
+
+
+def test_the_stimulus_layer_of_the_analysis_and_a_larger_stack_its_window_was_cut_from_are_accepted(viewer, tiny,
+                                                                                                   attr):
+    own = viewer.add_image(attr.stimulus, name="own")
+    assert len(nr.show(attr, viewer, stimulus_layer=own)) == 8
+    big = nr.stimuli.white_noise(frames=30, size=26, seed=3)
+    cut = nr.attribute(tiny, big, cell=0, steps=2, invariance="none", crop=(4, 6))
+    layer = viewer.add_image(big, name="big")
+    maps = nr.show(cut, viewer, stimulus_layer=layer)
+    assert len(maps) == 8 and maps[0].name == "big: A0"
+    with pytest.raises(ValueError, match=r"\(or a larger stack holding its window at \(y0, x0\) = \(4, 6\)\)"):
+        nr.show(cut, viewer, stimulus_layer=viewer.add_image(big[:, :20, :20], name="too small"))
+
+
+def test_the_analyze_widgets_own_call_with_a_cropped_window_is_accepted(viewer, tiny):
+    from napari_retina.analysis import run_analysis
+
+    big = nr.stimuli.white_noise(frames=30, size=26, seed=3)
+    layer = viewer.add_image(big, name="movie")
+    res = run_analysis(tiny, big, cell=0, steps=2, invariance="none", crop="center", layer="movie")
+    staged = nr.show(res, viewer, stimulus_layer=layer, staged=True)
+    staged.wait()
+    assert len(staged.layers) == 8 and staged.layers[0].name == "movie: " + res.reduction.label(0)
+
+
+# ------------------------------------------------------------ maps, limit ---
+
+@pytest.mark.parametrize("maps, error, message", [
+    (np.zeros((5, 8, 3, 3), np.float32), ValueError,
+     r"^maps must be the attribution's \(T, C, h, w\) = \(30, 8, 16, 16\), got shape \(5, 8, 3, 3\)$"),
+    (np.zeros((30, 8, 12), np.float32), ValueError,
+     r"^maps must be the attribution's \(T, C, h, w\) = \(30, 8, 16, 16\), got shape \(30, 8, 12\)$"),
+    (np.zeros((30, 8, 16, 16), complex), TypeError, r"^maps must hold real numbers, got dtype complex128$"),
+])
+def test_maps_of_another_shape_are_refused_before_any_layer_is_added(viewer, attr, maps, error, message):
+    with pytest.raises(error, match=message):
+        nr.show(attr, viewer, maps=maps)
+    assert _names(viewer) == []
+    assert len(nr.show(attr, viewer, maps=attr.maps * 2)) == 9   # the right shape is fine
+
+
+@pytest.mark.parametrize("limit, error", [(float("nan"), ValueError), (float("inf"), ValueError), (0.0, ValueError),
+                                          (-1.0, ValueError), ("1", TypeError)])
+def test_a_limit_that_is_not_a_positive_finite_number_is_refused_before_any_layer_is_added(viewer, attr, limit,
+                                                                                            error):
+    with pytest.raises(error, match=rf"^limit must be a positive finite number, got {limit!r}$"):
+        nr.show(attr, viewer, name="a", limit=limit)
+    assert _names(viewer) == []
+    viewer.close()   # napari's layer controls were not left holding a half-added layer
+
+
+def test_analysis_options_with_a_result_that_has_no_maps_are_refused(viewer, attr):
+    with pytest.raises(ValueError, match=r"^maps goes with an Attribution, a Reduction or an Analysis; got maps "
+                                         r"with a stimulus result$"):
+        nr.show(attr.stimulus, viewer, maps=attr.maps)
 
 
 # ----------------------------------------------------------------- viewer ---

@@ -136,7 +136,10 @@ def show(result, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str
         ``result`` is none of the above (the message lists what is accepted).
     ValueError, FileNotFoundError
         A bad stimulus array, a Reduction without its attribution, a missing
-        file, a closed viewer.
+        file, a closed viewer; a ``stimulus_layer`` that is not an image of
+        this viewer holding the analysed stimulus, ``maps`` of another shape
+        than the attribution's, a ``limit`` that is not a positive finite
+        number (all checked before any layer is added).
     """
     kind = "file" if isinstance(result, (str, Path)) else _kind(result)   # bad input fails before any viewer opens
     if kind == "reduction" and attribution is None:
@@ -148,6 +151,7 @@ def show(result, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str
         raise ValueError("show(..., staged=True) adds an analysis over an existing stimulus_layer; "
                          f"got a {kind} result with stimulus_layer={stimulus_layer!r}")
     _check_viewer(viewer, allow_none=True)
+    maps, limit = _checked_analysis_options(kind, result, attribution, viewer, stimulus_layer, maps, limit)
     viewer = _viewer(viewer)
     if stimulus_layer is not None:
         _ensure_physical_scale(stimulus_layer)
@@ -257,6 +261,93 @@ def _positive_number(value, name: str) -> float:
     if not (np.isfinite(float(value)) and float(value) > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
+
+
+def _checked_analysis_options(kind: str, result, attribution, viewer, stimulus_layer, maps, limit):
+    """(maps, limit) of :func:`show`, checked against the attribution shown: a one-sentence error otherwise.
+
+    ``stimulus_layer``, ``maps`` and ``limit`` go with an analysis only (an
+    Attribution, a Reduction, an Analysis); checked here, before any viewer
+    opens or any layer is added.
+    """
+    given = [n for n, v in (("stimulus_layer", stimulus_layer), ("maps", maps), ("limit", limit)) if v is not None]
+    if kind not in ("attribution", "reduction", "analysis"):
+        if given:
+            raise ValueError(f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with an Attribution, a "
+                             f"Reduction or an Analysis; got {' and '.join(given)} with a {kind} result")
+        return maps, limit
+    attr = {"attribution": result, "reduction": attribution, "analysis": getattr(result, "attribution", None)}[kind]
+    if kind == "reduction":
+        from .attribution import Attribution
+        from ._napari._reader import SavedAttribution
+
+        if not isinstance(attr, (Attribution, SavedAttribution)):
+            raise TypeError(f"show(reduction, attribution=...) expects the Attribution it reduces, "
+                            f"got {type(attr).__name__}")
+    if limit is not None:
+        limit = _positive_number(limit, "limit")
+    if maps is not None:
+        maps = _checked_maps(maps, attr)
+    if stimulus_layer is not None:
+        cropped = kind == "analysis" and result.parameters.get("crop", "none") != "none"
+        _check_stimulus_layer(stimulus_layer, viewer, attr, cropped)
+    return maps, limit
+
+
+def _map_size(attr) -> int:
+    """The side of the attribution's first-layer maps: the model's, else the stimulus less the kernel's border."""
+    model = getattr(attr, "model", None)
+    if model is not None:
+        return int(model.config.map_sizes[0])
+    return int(np.shape(attr.stimulus)[-1]) - 2 * int(attr.offset)
+
+
+def _checked_maps(maps, attr):
+    """``maps`` (T, C, h, w) as the attribution's (or summed over y or x), real numbers; else one ValueError."""
+    if not hasattr(maps, "shape") or not hasattr(maps, "dtype"):
+        maps = np.asarray(maps)
+    T, C = np.shape(attr.channels)
+    own = getattr(attr, "maps", None)
+    n = _map_size(attr)
+    spatial = [tuple(own.shape[2:])] if own is not None else [(n, n), (1, n), (n, 1)]
+    shape = tuple(int(v) for v in maps.shape)
+    if len(shape) != 4 or shape[:2] != (T, C) or shape[2:] not in spatial:
+        want = " or ".join(f"({T}, {C}, {h}, {w})" for h, w in spatial)
+        raise ValueError(f"maps must be the attribution's (T, C, h, w) = {want}, got shape {shape}")
+    if np.dtype(maps.dtype).kind not in "fiu":
+        raise TypeError(f"maps must hold real numbers, got dtype {maps.dtype}")
+    return maps
+
+
+def _check_stimulus_layer(layer, viewer, attr, cropped: bool = False) -> None:
+    """One-sentence error unless ``layer`` is an image of ``viewer`` holding the stimulus ``attr`` analysed.
+
+    Its data must be (T, H, W) with the attribution's T frames and its H × W
+    pixels, or, for an attribution of a window cut out of a larger stack (a
+    ``crop_origin`` other than (0, 0), or ``cropped``: an Analysis whose
+    parameters name a crop, as the Analyze widget's), a stack that window fits in.
+    """
+    if not isinstance(layer, napari.layers.Image):
+        raise TypeError(f"stimulus_layer must be a napari Image layer of the viewer, got {type(layer).__name__}")
+    if viewer is None or layer not in viewer.layers:
+        where = "viewer=None (a new viewer)" if viewer is None else "the viewer"
+        raise ValueError(f"stimulus_layer must be a layer of the viewer the result is shown in, got layer "
+                         f"{layer.name!r}, which is not in {where}")
+    shape = tuple(int(v) for v in layer.data.shape)
+    stim = tuple(int(v) for v in np.shape(attr.stimulus))
+    if layer.rgb or len(shape) != 3:
+        raise ValueError(f"stimulus_layer must be a (T, H, W) stack of the analysed stimulus {stim}, got layer "
+                         f"{layer.name!r} of shape {shape}" + (" (RGB)" if layer.rgb else ""))
+    if len(stim) != 3:
+        return
+    y0, x0 = (int(v) for v in attr.crop_origin)
+    window = cropped or (y0, x0) != (0, 0)
+    fits = shape[0] == stim[0] and (y0 + stim[1] <= shape[1] and x0 + stim[2] <= shape[2] if window else
+                                    shape[1:] == stim[1:])
+    if not fits:
+        where = f" (or a larger stack holding its window at (y0, x0) = ({y0}, {x0}))" if window else ""
+        raise ValueError(f"stimulus_layer must hold the analysed stimulus, (T, H, W) = {stim}{where}, got layer "
+                         f"{layer.name!r} of shape {shape}")
 
 
 def _belongs(layer, name: str) -> bool:
