@@ -4,7 +4,8 @@ A ``stimulus_layer`` that is not an image of this viewer holding the analysed
 stimulus, ``maps`` of another shape, a ``limit`` that is not a positive finite
 number, a viewer that is None or closed, a time or a scale that is not a
 number: each is refused with one sentence naming the argument, and the viewer
-keeps the layers it had.
+keeps the layers it had. Also: the time slider snaps to frames, and a window
+screenshot leaves the view as it was.
 """
 
 from __future__ import annotations
@@ -183,3 +184,16 @@ def test_a_bad_screenshot_argument_is_one_sentence(viewer, tmp_path, kwargs, err
     args = {"path": tmp_path / "a.png", **kwargs}
     with pytest.raises(error, match=message):
         nrv.screenshot(viewer, **args)
+
+
+# ------------------------------------------------------------- time, view ---
+
+def test_a_window_screenshot_leaves_the_view_as_it_was(make_napari_viewer, attr, tmp_path, qtbot):
+    viewer = make_napari_viewer(show=False)
+    viewer.window.resize(1200, 1100)   # above the window's minimum size (trace plot included): put back exactly
+    nr.show(attr, viewer, name="a")
+    qtbot.wait(50)
+    viewer.scene.camera.zoom, viewer.scene.camera.center = 3.0, (0, 50, 60)   # the user's own view
+    before = (tuple(viewer.scene.camera.center), viewer.scene.camera.zoom, viewer.window.geometry())
+    nrv.screenshot(viewer, tmp_path / "w.png", size=(1000, 1000), window=True)
+    assert (tuple(viewer.scene.camera.center), viewer.scene.camera.zoom, viewer.window.geometry()) == before

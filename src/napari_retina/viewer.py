@@ -689,13 +689,16 @@ def screenshot(viewer, path, size: tuple = (1200, 800), *, scale: float = 1.0, m
     The window is resized (``viewer.window.resize``) so that its canvas has
     that size, the view fitted to the visible layers, and the image taken with
     napari's public ``viewer.screenshot(canvas_only=True)``; the window's
-    geometry and the view are put back afterwards. No window needs to be shown
+    geometry and the view are put back afterwards (a window that was smaller
+    than its docks allow comes back at the smallest size they allow: Qt lays
+    it out for the image). No window needs to be shown
     (``napari.Viewer(show=False)`` under Xvfb works). ``scale`` multiplies the
     resolution (2: a (2w, 2h) image for print). A canvas cannot be made
     smaller than the window's docks allow (about 460 pixels high): a smaller
     image is the centre of a larger canvas, which leaves out the maps' colour
     bar (drawn at the canvas' corner). ``window=True`` takes the whole window
-    instead (docks included), resized to ``size``. Written atomically.
+    instead (docks included), resized to ``size`` (then put back, with
+    the view). Written atomically.
     """
     import numbers
 
@@ -763,10 +766,17 @@ def _centre(image: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 def _window_image(viewer, size: tuple, margin: float) -> np.ndarray:
-    """The whole window resized to ``size`` (width, height), view fitted to its canvas."""
-    viewer.window.resize(*size)
-    _lay_out(viewer)  # the canvas (viewer.canvas.size) gets its real size before the view is fitted to it
-    fit(viewer, viewer.canvas.size, margin=margin)
-    process_events(1)
-    return viewer.screenshot(canvas_only=False, flash=False)
+    """The whole window resized to ``size`` (width, height), view fitted to its canvas; both put back after."""
+    camera = viewer.scene.camera
+    before = (camera.center, camera.zoom, viewer.window.geometry())
+    try:
+        viewer.window.resize(*size)
+        _lay_out(viewer)  # the canvas (viewer.canvas.size) gets its real size before the view is fitted to it
+        fit(viewer, viewer.canvas.size, margin=margin)
+        process_events(1)
+        return viewer.screenshot(canvas_only=False, flash=False)
+    finally:
+        camera.center, camera.zoom = before[0], before[1]
+        viewer.window.set_geometry(*before[2])
+        process_events()
 
