@@ -188,6 +188,14 @@ def test_a_bad_screenshot_argument_is_one_sentence(viewer, tmp_path, kwargs, err
 
 # ------------------------------------------------------------- time, view ---
 
+def test_the_time_slider_snaps_to_the_nearest_frame(viewer, attr):
+    nr.show(attr, viewer, name="a")
+    for asked, frame in ((104, 10), (106, 11), (99.9, 10), (-50, 0), (1e9, 29)):   # 30 frames: 0 to 290 ms
+        assert nrv.set_time(viewer, asked) == frame * nr.FRAME_MS
+        assert viewer.dims.current_step[0] == frame and nrv.current_time(viewer) == frame * nr.FRAME_MS
+    assert nrv.traces(viewer).cursor_time_ms == 290.0
+
+
 def test_a_window_screenshot_leaves_the_view_as_it_was(make_napari_viewer, attr, tmp_path, qtbot):
     viewer = make_napari_viewer(show=False)
     viewer.window.resize(1200, 1100)   # above the window's minimum size (trace plot included): put back exactly

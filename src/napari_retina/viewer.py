@@ -587,7 +587,9 @@ def _check_time_viewer(viewer, what: str) -> int:
 def set_time(viewer, time_ms: float) -> float:
     """Move the time slider (and the trace plot's cursor) to ``time_ms`` (world ms); returns the time set.
 
-    The slider snaps to the nearest frame (10 ms per frame for the plugin's layers).
+    The slider snaps to the nearest frame (10 ms per frame for the plugin's
+    layers: 304 ms gives frame 30, 300 ms) and stops at the first and the
+    last frame; the time returned is that frame's.
     """
     import numbers
 
@@ -597,7 +599,9 @@ def set_time(viewer, time_ms: float) -> float:
     t = float(time_ms)
     if not np.isfinite(t):
         raise ValueError(f"time_ms must be a finite number of ms, got {time_ms!r}")
-    viewer.dims.set_point(axis, t)
+    rng, n = viewer.dims.range[axis], int(viewer.dims.nsteps[axis])
+    frame = int(np.clip(round((t - rng.start) / (rng.step or 1)), 0, max(n - 1, 0)))
+    viewer.dims.set_current_step(axis, frame)
     return current_time(viewer)
 
 
