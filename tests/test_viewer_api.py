@@ -436,20 +436,24 @@ def test_batch_results_are_shown_as_the_store_reader_shows_them(viewer, tiny, tm
 
 @pytest.fixture(scope="module")
 def store(tiny, tmp_path_factory):
-    """A results store of every kind of task: predict, attribute and reduce of two stimuli, cell 0; osr, cell 0."""
+    """A results store of every kind of task: predict, attribute and reduce of two stimuli, cell 0; osr, cell 0;
+    and attribute of two recordings that share a file name (``d1/x.npy``, ``d2/x.npy``)."""
     pytest.importorskip("distributed")
     from distributed import Client, LocalCluster
 
     d = tmp_path_factory.mktemp("viewer-store")
     nr.save_model(tiny, d / "tiny.pt")
-    for stem, frames in (("a", 24), ("b", 20)):
+    for stem, frames in (("a", 24), ("b", 20), ("d1/x", 12), ("d2/x", 14)):
+        (d / stem).parent.mkdir(exist_ok=True)
         np.save(d / f"{stem}.npy", nr.stimuli.white_noise(frames=frames, size=20, seed=frames))
     spec = {"model": str(d / "tiny.pt"), "stimuli": [str(d / "a.npy"), str(d / "b.npy")], "cells": [0],
             "analyses": ["predict", "attribute", "reduce"], "experiments": ["osr"], "out": str(d / "results"),
             "steps": 2}
+    dup = {**spec, "stimuli": [str(d / "d1/x.npy"), str(d / "d2/x.npy")], "analyses": ["attribute"],
+           "experiments": []}
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
-        assert nr.batch.run(spec, client).failed == []
+        assert nr.batch.run(spec, client).failed == [] and nr.batch.run(dup, client).failed == []
     return nr.batch.load(d / "results")
 
 
@@ -494,6 +498,17 @@ def test_one_attribute_task_shows_its_own_maps_only(viewer, store):
     layers = nr.show(res, viewer)
     assert [lay.name for lay in layers] == ["b"] + [f"b tiny cell0 A{c}" for c in range(8)]
     assert len(viewer.layers) == len(layers) and all(lay.visible for lay in layers)
+
+
+def test_recordings_that_share_a_file_name_are_told_apart_and_replaced_when_shown_again(viewer, store):
+    root = _task(store, "experiment").path.parents[3]
+    for _ in range(3):
+        nr.show(root, viewer)
+        names = [lay.name for lay in viewer.layers]
+        assert len(names) == 4 * 9 and len(set(names)) == len(names)   # 4 stimuli, each with 8 maps
+    assert {"d1/x", "d2/x", "d1/x tiny cell0 A0", "d2/x tiny cell0 A0"} <= set(names)
+    viewer.layers.clear()
+    assert nr.show(_task(store, "attribute", "d2/x"), viewer)[0].name == "d2/x"   # as the store names it
 
 
 # ------------------------------------------------------------- screenshot ---

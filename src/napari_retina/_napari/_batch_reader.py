@@ -175,7 +175,7 @@ def read_task_layers(res, name: Optional[str] = None) -> list[tuple]:
         return _experiment_task_layers(res, name)
     stim_path = res.attrs["stimulus"]
     stim = _task_stimulus(res, stim_path)
-    stem = Path(stim_path).stem
+    stem = _store_name(res, stim_path)
     title = name or stem
     kwargs = stimulus_layer_kwargs(stim, name=title, metadata={"source": stim_path})
     kwargs["visible"] = True
@@ -187,6 +187,18 @@ def read_task_layers(res, name: Optional[str] = None) -> list[tuple]:
     kwargs["metadata"][META][TRACES_KEY] = traces
     kwargs["metadata"]["batch_key"] = res.key
     return [(stim, kwargs, "image")]
+
+
+def _store_name(res, stim_path: str) -> str:
+    """The stimulus' layer name as :func:`read_batch_layers` names it for the whole store (:func:`unique_names`)."""
+    from ..batch import load
+
+    try:
+        root = res.path.parents[len(Path(res.key).parts) - 1]
+        paths = sorted({r.attrs["stimulus"] for r in load(root).values() if r.attrs.get("stimulus")} | {stim_path})
+    except Exception:  # noqa: BLE001 - a result moved out of its store: its own file's stem
+        return Path(stim_path).stem
+    return unique_names(paths)[stim_path]
 
 
 def _task_stimulus(res, stim_path: str):
