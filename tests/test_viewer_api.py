@@ -509,6 +509,11 @@ def test_recordings_that_share_a_file_name_are_told_apart_and_replaced_when_show
     assert {"d1/x", "d2/x", "d1/x tiny cell0 A0", "d2/x tiny cell0 A0"} <= set(names)
     viewer.layers.clear()
     assert nr.show(_task(store, "attribute", "d2/x"), viewer)[0].name == "d2/x"   # as the store names it
+    from napari_retina._napari._batch_reader import unique_names
+
+    assert unique_names(["/r/a.npy", "/r/a.h5", "/s/b.npy", "/d1/x.npy", "/q/d1/x.npy"]) == {
+        "/r/a.npy": "/r/a.npy", "/r/a.h5": "/r/a.h5", "/s/b.npy": "b", "/d1/x.npy": "/d1/x.npy",
+        "/q/d1/x.npy": "q/d1/x"}   # a suffix alone, or a path that is the end of another: the whole path
 
 
 # ------------------------------------------------------------- screenshot ---
