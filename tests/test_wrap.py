@@ -601,3 +601,24 @@ def test_nan_rates_on_a_stimulus_in_contrast_units_blame_the_module():
 def test_cell_names_given_as_one_string_are_refused(net):
     with pytest.raises(TypeError, match=r"cell_names must be a list of names, one per output, got the string 'abc'"):
         nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.conv", cell_names="abc")
+
+
+def test_the_reduction_never_hooks_the_users_module_itself():
+    """It hooked the user's first layer to read its outputs, so another thread's forward pass of the same module
+    (the Experiments dock's predict while Analyze reduces) fired the hook: torch shape errors, or a reduction
+    made of the other run's outputs (EV 0.04 against 0.16). Reference: every hook goes on a copy."""
+    import types
+
+    torch.manual_seed(1)
+    wrapped = nr.wrap(Net().eval(), input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.nonlin")
+    attr = nr.attribute(wrapped, stim(frames=20, seed=7), cell=1, steps=4)
+    layer, hooked = wrapped.layer, []
+
+    def spy(self, hook, *args, **kwargs):
+        hooked.append(self)
+        return nn.Module.register_forward_hook(self, hook, *args, **kwargs)
+
+    layer.register_forward_hook = types.MethodType(spy, layer)   # a copy's is bound to the copy
+    red = nr.reduce(attr)
+    assert hooked and all(module is not layer for module in hooked)
+    assert not layer._forward_hooks and 0 < red.explained_variance <= 1

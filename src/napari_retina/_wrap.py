@@ -162,7 +162,11 @@ class WrappedModel(nn.Module):
 
     def layer_and_rates(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the first layer's output (N, *units), the rates (N, n_cells)) of one pass over windows
-        (N, history, H, W)."""
+        (N, history, H, W).
+
+        The output is read by a hook on this module's layer, which fires in every
+        forward pass of it, whatever the thread: call it on a copy of a module that
+        other threads may run (``copy.deepcopy``, as attribution and reduction do)."""
         seen: list = []
         # a copy: an in-place layer after this one (nn.ReLU(inplace=True)) would change the output itself
         with self.replaced_layer(lambda out: seen.append(out.detach().clone()) or out):

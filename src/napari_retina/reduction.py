@@ -30,6 +30,7 @@ Example
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -347,6 +348,9 @@ def compute_wrapped_drives(model: WrappedModel, stimulus: np.ndarray, frames: np
     ``stimulus`` float32 (T, H, W) contrast units of the module's size.
     """
     history = model.config.history
+    # the hook that reads the first layer goes on a copy: on the user's module itself it would fire in any
+    # other thread's forward pass too (the Experiments dock's predict while Analyze reduces) and mix the two
+    model = copy.deepcopy(model).eval()
     source = stimulus_tensor(np.ascontiguousarray(stimulus, dtype=np.float32))
     w = weights.to(model.device).reshape(len(kept), -1)  # a unit per channel (a Linear layer's) gives (K, 1)
     out = np.zeros((len(frames), len(kept)))
