@@ -233,3 +233,63 @@ def test_anticipation_without_a_flashed_bar_response_has_no_lead():
     assert all(np.isnan(v) for v in out["lead_um_per_speed"]) and np.isnan(out["lead_um"])
     assert out["present"] is False
     np.testing.assert_allclose(out["bar_at_peak_px"], 2.0, atol=0.05)   # the bar positions are still read
+
+
+# ----------------------------------------------------------------------------- defaults that fit the model's field
+
+
+def _bar_inside(frame: np.ndarray, width: float) -> bool:
+    """A dark bar (uniform along y) lies wholly inside the field: its dark area is width · size pixels."""
+    return float(-np.minimum(frame, 0.0).sum()) == pytest.approx(width * frame.shape[0], rel=1e-5)
+
+
+@pytest.mark.parametrize("size, center", [(20, -1.01), (20, 6.0), (12, 0.0), (12, -3.0)])
+def test_reversal_defaults_fit_a_small_field(size, center):
+    """The default reversal positions were fixed at -9..2 px from the centre: a 20-px field refused
+    every centre below -1 px, a 12-px field every centre ('reversal position -9 px from the centre
+    ... lies outside the model's 20-pixel field'). The bar at each reversal is now wholly inside."""
+    from napari_retina.experiments import run_function
+
+    res = run_function("reversal", lambda s: np.full(len(s), 0.5), size=size, history=10, center=center)
+    rel = np.asarray(res.readout["reversal_positions_px"])
+    assert len(rel) == 12
+    if size >= 13:   # room for the 11-px span: same spacing, shifted
+        np.testing.assert_allclose(np.diff(rel), 1.0, atol=1e-6)
+    for c in res.conditions:   # the stimulus itself: the bar at the reversal frame is whole
+        assert _bar_inside(res.stimulus[c["reversal_frame"]], 2.0)
+
+
+def test_reversal_and_doubling_defaults_of_a_50_pixel_field_are_the_documented_ones():
+    """docs/EXPERIMENTS.md: 12 reversal positions -9..2 px from the centre; 8, 4 and 2 px bars."""
+    from napari_retina.experiments import run_function
+
+    flat = lambda s: np.full(len(s), 0.5)  # noqa: E731
+    for center in (0.0, 3.7, -15.9):
+        res = run_function("reversal", flat, center=center, window=5, gap=40)
+        assert res.readout["reversal_positions_px"] == np.linspace(-9.0, 2.0, 12).round(6).tolist()
+    res = run_function("doubling", flat, period=3, cycles=2, window=5, gap=40)
+    assert res.readout["widths_px"] == [8.0, 4.0, 2.0]
+
+
+def test_explicit_reversals_and_widths_outside_a_small_field_are_still_refused():
+    from napari_retina.experiments import run_function
+
+    flat = lambda s: np.full(len(s), 0.5)  # noqa: E731
+    with pytest.raises(ValueError, match="reversal position -9 px from the centre 0 px.*outside the model's 12-pixel"):
+        run_function("reversal", flat, size=12, history=6, center=0.0, reversals=[-9.0, 2.0])
+    with pytest.raises(ValueError, match="bar_width 8 px does not fit two bars into the model's 12-pixel field"):
+        run_function("doubling", flat, size=12, history=6, bar_width=[8.0, 4.0])
+
+
+@pytest.mark.parametrize("size", [12, 10])
+def test_doubling_defaults_fit_a_small_field(size):
+    """bar_width (8, 4, 2) px 'does not fit two bars into the model's 12-pixel field': the default widths now
+    keep their 4x range with two bars of the widest in the field."""
+    from napari_retina.experiments import run_function
+
+    res = run_function("doubling", lambda s: np.full(len(s), 0.5), size=size, history=6, period=3, cycles=2)
+    widths = res.readout["widths_px"]
+    assert len(widths) == 3 and max(widths) == pytest.approx(size / 2.0) and widths[0] / widths[-1] == pytest.approx(4)
+    c = res.conditions[0]   # the stimulus: the widest grating shows both polarities, each over half the field
+    frame = res.stimulus[c["onset"]]
+    assert (frame > 0).sum() == (frame < 0).sum() == size * size // 2

@@ -11,8 +11,11 @@ Stimulus: for each bar width and spatial phase, a square-wave grating (bars
 
 Parameters (defaults)
 ---------------------
-bar_width : one width or a list, px; default (8, 4, 2) px, from wider than the
-    ganglion cell's centre (σ 3 px) down to the bipolar subunits (σ 1 px).
+bar_width : one width or a list, px; None → (8, 4, 2) px, from wider than the
+    ganglion cell's centre (σ 3 px) down to the bipolar subunits (σ 1 px), in a
+    field of 16 px or more; in a smaller field the same widths scaled by size/16,
+    so the widest still fits two bars (:func:`default_widths`). A width given
+    explicitly that does not fit two bars into the field is refused.
 period : 20 frames (a 2.5 Hz reversal cycle); cycles : 4.
 contrast : 1.0. phases : None → 4 phases evenly over one bar width (the
     pattern repeats with a sign flip every bar width, so these cover it); a list
@@ -49,7 +52,9 @@ from .base import Movie, Protocol, finite_max, int_param, list_param, real_param
 NAME = "doubling"
 DESCRIPTION = "frequency doubling: F2/F1 of a contrast-reversing grating"
 INVARIANCE = "y"
-DEFAULTS = {"bar_width": (8.0, 4.0, 2.0), "period": 20, "cycles": 4, "contrast": 1.0, "phases": None}
+#: the default bar widths (px) in a field that fits two bars of the widest (METHOD.md §4)
+BAR_WIDTHS = (8.0, 4.0, 2.0)
+DEFAULTS = {"bar_width": None, "period": 20, "cycles": 4, "contrast": 1.0, "phases": None}
 
 #: criterion constants of ``present`` (see the module docstring)
 MIN_WIDTHS = 2
@@ -58,9 +63,19 @@ MIN_F2 = 0.1                   # spikes per 10 ms bin
 FALL_TOLERANCE = 0.9
 
 
+def default_widths(size: int) -> list:
+    """Default bar widths (px) for a ``size``-pixel field: :data:`BAR_WIDTHS` when two bars of the widest fit
+    (size >= 16), else those widths scaled by ``size / 16`` (the same 4× range, widest = size / 2)."""
+    scale = min(1.0, size / (2.0 * BAR_WIDTHS[0]))
+    return [float(w * scale) for w in BAR_WIDTHS]
+
+
 def build(size: int, history: int, respond=None, *, bar_width, period, cycles, contrast, phases, gap, window,
           max_frames) -> Protocol:
-    widths = [real_param(v, "bar_width", positive=True) for v in list_param(bar_width, "bar_width")]
+    if bar_width is None:
+        widths = default_widths(size)
+    else:
+        widths = [real_param(v, "bar_width", positive=True) for v in list_param(bar_width, "bar_width")]
     for w in widths:
         if w > size / 2.0:
             raise ValueError(f"bar_width {w:g} px does not fit two bars into the model's {size}-pixel field")

@@ -9,7 +9,12 @@ flashed bars on the same response function (as an experimenter would).
 
 Parameters (defaults)
 ---------------------
-reversals : 12 positions from −9 to 2 px (relative to ``center``).
+reversals : None → 12 positions from −9 to 2 px (1 px apart, relative to ``center``);
+    where some of those would lie outside the model's field (a small field, a
+    centre near its edge), the same 12 positions shifted to lie inside it, and in a
+    field too narrow for their 11-px span, 12 positions spread evenly across it
+    (:func:`default_reversals`). Positions given explicitly are refused when one
+    lies outside the field.
 center : "rf" (map the receptive field with flashed bars; the field centre when
     no position stands out, see :func:`map_rf`) or a position in px from the field centre.
 speed : 0.19 px/frame; width : 2 px; intensity : −1 (dark bar).
@@ -53,7 +58,9 @@ from .base import Movie, Protocol, baseline, check_position, finite_max, int_par
 NAME = "reversal"
 DESCRIPTION = "motion reversal: a bar that reverses at one of several positions"
 INVARIANCE = "y"
-DEFAULTS = {"reversals": tuple(np.linspace(-9.0, 2.0, 12).round(6).tolist()), "center": "rf", "speed": 0.19,
+#: the default reversal positions relative to the centre, where they fit the field (METHOD.md §4)
+REVERSALS = tuple(np.linspace(-9.0, 2.0, 12).round(6).tolist())
+DEFAULTS = {"reversals": None, "center": "rf", "speed": 0.19,
             "width": 2.0, "intensity": -1.0, "direction": 1, "approach": None}
 
 #: criterion constants of ``present`` (see the module docstring)
@@ -87,9 +94,35 @@ def map_rf(respond, size: int, width: float, intensity: float, gap: int, window:
     return vertex3(positions, amp)
 
 
+def default_reversals(center: float, width: float, size: int) -> list:
+    """Default reversal positions (px relative to ``center``) for a ``size``-pixel field.
+
+    :data:`REVERSALS` (−9…2 px, 1 px apart) when every one lies in the field
+    (|position| <= size/2, as :func:`~.base.check_position` asks); otherwise the
+    same positions shifted by the least amount that keeps every bar of ``width``
+    whole inside the field; when the field is narrower than their span plus one
+    bar width, as many positions spread evenly over the field instead.
+    """
+    rel = np.asarray(REVERSALS, dtype=np.float64)
+    pos = center + rel
+    half = size / 2.0
+    if np.all(np.abs(pos) <= half):
+        return list(REVERSALS)
+    lo, hi = -half + min(width, size / 2.0) / 2.0, half - min(width, size / 2.0) / 2.0
+    span = rel[-1] - rel[0]
+    if span <= hi - lo:
+        shift = (lo - pos[0]) if pos[0] < lo else (hi - pos[-1]) if pos[-1] > hi else 0.0
+        pos = pos + shift
+    else:
+        pos = np.linspace(lo, hi, len(rel))
+    return (pos - center).round(6).tolist()
+
+
 def build(size: int, history: int, respond=None, *, reversals, center, speed, width, intensity, direction,
           approach, gap, window, max_frames) -> Protocol:
-    reversals = list_param(reversals, "reversals")
+    explicit = reversals is not None
+    if explicit:
+        reversals = list_param(reversals, "reversals")
     speed = real_param(speed, "speed", positive=True)
     width = real_param(width, "width", positive=True)
     intensity = real_param(intensity, "intensity")
@@ -105,6 +138,8 @@ def build(size: int, history: int, respond=None, *, reversals, center, speed, wi
     else:
         center = real_param(center, "center")
     check_position(center, width, size, "center")
+    if not explicit:
+        reversals = default_reversals(center, width, size)
     for rev in reversals:
         check_position(center + rev, width, size, f"reversal position {rev:g} px from the centre {center:.3g} px, i.e.")
 
