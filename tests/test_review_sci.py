@@ -293,3 +293,80 @@ def test_doubling_defaults_fit_a_small_field(size):
     c = res.conditions[0]   # the stimulus: the widest grating shows both polarities, each over half the field
     frame = res.stimulus[c["onset"]]
     assert (frame > 0).sum() == (frame < 0).sum() == size * size // 2
+
+
+# ----------------------------------------------------------------------------- the battery when one experiment fails
+
+
+@pytest.fixture(scope="module")
+def tiny20():
+    import torch
+
+    import napari_retina as nr
+
+    torch.manual_seed(0)
+    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
+
+
+def _flash_onsets(stim: np.ndarray) -> np.ndarray:
+    """Frames where a full-field flash starts, from the movie itself."""
+    on = np.abs(stim).reshape(len(stim), -1).max(1) > 0
+    return np.flatnonzero(on & ~np.concatenate([[False], on[:-1]]))
+
+
+def test_battery_keeps_the_finished_experiments_when_one_fails_and_routes_each_parameter(tiny20):
+    """One failing experiment dropped every finished one (the exception ended the battery), and every
+    parameter went to every experiment ('unknown parameter 'reversals' for experiment 'osr'')."""
+    from napari_retina import experiments as E
+
+    out = E.battery(tiny20, 0, retina=None, names=["osr", "reversal", "latency"], steps=2, max_frames=30,
+                    periods=[3, 6], n_flashes=4, reversals=[-50.0], center=0.0, intensities=[0.0, -5.0])
+    assert list(out["errors"]) == ["reversal"]
+    assert "reversal position -50 px" in out["errors"]["reversal"] and "20-pixel field" in out["errors"]["reversal"]
+    assert list(out["results"]) == ["osr", "latency"] and [r["name"] for r in out["rows"]] == ["osr", "latency"]
+    onsets = _flash_onsets(out["results"]["osr"].stimulus)   # 2 trains of 4 flashes, 3 and 6 frames apart
+    assert np.diff(onsets[:4]).tolist() == [3, 3, 3] and np.diff(onsets[4:]).tolist() == [6, 6, 6]
+    assert len(_flash_onsets(out["results"]["latency"].stimulus)) == 1   # intensity 0 is grey: one flash
+    assert "reversals" not in out["results"]["osr"].params
+
+
+def test_battery_refuses_a_parameter_no_experiment_takes_and_raises_when_all_fail(tiny20):
+    from napari_retina import experiments as E
+
+    with pytest.raises(ValueError, match="unknown parameter 'reversal': none of the experiments osr, latency"):
+        E.battery(tiny20, 0, retina=None, names=["osr", "latency"], reversal=[1.0])
+    with pytest.raises(ValueError, match="cell"):   # wrong for every experiment: the input is wrong
+        E.battery(tiny20, 7, retina=None, names=["osr", "latency"], steps=2)
+
+
+def test_cli_experiment_all_writes_the_finished_ones_and_exits_1(tiny20, tmp_path, capsys):
+    import json
+
+    import napari_retina as nr
+    from napari_retina.cli import main
+
+    path = nr.save_model(tiny20, tmp_path / "tiny.pt")
+    out = tmp_path / "out"
+    rc = main(["experiment", "all", "--model", str(path), "--out", str(out), "--quiet", "--steps", "2", "--no-truth",
+               "--param", "max_frames=20", "--param", "periods=[3,6]", "--param", "n_flashes=4",
+               "--param", "intensities=[0,-5]", "--param", "speed=0.5", "--param", "flash_positions=[-3,0,3]",
+               "--param", "reversals=[-50]", "--param", "center=0", "--param", "bar_width=2",
+               "--param", "period=5", "--param", "cycles=3"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "failed: reversal: ValueError: reversal position -50 px" in err
+    assert json.loads((out / "reversal.json").read_text())["error"].startswith("ValueError: reversal position")
+    bat = json.loads((out / "battery.json").read_text())
+    assert list(bat["errors"]) == ["reversal"] and [r["name"] for r in bat["rows"]] == [
+        "osr", "latency", "anticipation", "doubling"]
+    for n in ("osr", "latency", "anticipation", "doubling"):
+        assert json.loads((out / f"{n}.json").read_text())["name"] == n and (out / f"{n}.png").exists()
+    assert not (out / "reversal.png").exists()
+
+
+def test_cli_param_with_malformed_json_is_an_error(tmp_path, capsys):
+    from napari_retina.cli import main
+
+    assert main(["experiment", "osr", "--out", str(tmp_path), "--param", "periods=[3,5"]) == 2
+    err = capsys.readouterr().err
+    assert "--param periods must be valid JSON" in err and "'[3,5'" in err and len(err.strip().splitlines()) == 1

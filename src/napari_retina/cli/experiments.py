@@ -11,6 +11,7 @@ table.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,10 @@ def _parse_params(items) -> dict:
         key, value = item.split("=", 1)
         try:
             params[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as exc:
+            if value.lstrip().startswith(("[", "{")):  # meant as JSON: a typo, not a string
+                raise ValueError(f"--param {key.strip()} must be valid JSON (e.g. periods=[3,5,8]), got {value!r}: "
+                                 f"{exc.msg} at character {exc.pos}") from None
             params[key.strip()] = value
     return params
 
@@ -89,15 +93,26 @@ def _experiment(args) -> int:
     with tqdm_progress("experiments", unit="experiment", disable=args.quiet) as progress:
         bat = experiments.battery(model, args.cell, retina=retina, names=names, explain=args.explain,
                                   steps=args.steps, tol=args.tol, progress=progress, **params)
+    errors, truth_errors = bat["errors"], bat["truth_errors"]
+    done = [n for n in names if n in bat["results"]]
     for n in names:
+        if n in errors:  # replace an earlier run's files: they would read as this run's
+            _write_json(out / f"{n}.json", {"name": n, "error": errors[n]})
+            (out / f"{n}.png").unlink(missing_ok=True)
+            continue
         res, truth = bat["results"][n], bat["truth"][n]
-        _write_json(out / f"{n}.json", _summary(res, truth, bat["recovery"].get(n)))
+        summary = _summary(res, truth, bat["recovery"].get(n))
+        if n in truth_errors:
+            summary["truth_error"] = truth_errors[n]
+        _write_json(out / f"{n}.json", summary)
         write_figure(res, out / f"{n}.png", truth)
     table = experiments.format_table(bat["rows"])
+    failed = [f"failed: {n}: {msg}" for n, msg in errors.items()]
     print(table)
     if name == "all":
-        _write_json(out / "battery.json", {"rows": bat["rows"], "recovery": bat["recovery"]})
-        atomic_write_text(out / "battery.md", table + "\n")
+        _write_json(out / "battery.json", {"rows": bat["rows"], "recovery": bat["recovery"], "errors": errors,
+                                           "truth_errors": truth_errors})
+        atomic_write_text(out / "battery.md", "\n".join([table] + failed) + "\n")
         for n, rep in bat["recovery"].items():
             if isinstance(rep, dict) and "recovered" in rep:
                 found = {k: v for k, v in rep["recovered"].items() if v}
@@ -105,8 +120,12 @@ def _experiment(args) -> int:
                       f"missing {rep.get('missing', [])}")
             else:
                 print(f"recovery ({n}): {json.dumps(jsonable(rep, strict=True))}")
-    print(f"wrote {out}/" + ("{" + ",".join(names) + "}" if len(names) > 1 else names[0]) + ".{json,png}")
-    return 0
+    print(f"wrote {out}/" + ("{" + ",".join(done) + "}" if len(done) > 1 else done[0]) + ".{json,png}")
+    for n, msg in truth_errors.items():
+        print(f"napari-retina experiment: ground truth of {n} not compared: {msg}", file=sys.stderr)
+    for line in failed:
+        print(f"napari-retina experiment: {line}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def register(sub) -> None:
@@ -116,7 +135,9 @@ def register(sub) -> None:
              "(all)",
         description="Run an in-silico retinal experiment on a model: stimulus, rates, attribution, reduction, "
                     "readout; compared with the synthetic ground-truth retina when it sees the same field. "
-                    "Writes NAME.json and NAME.png (replacing those already in --out).",
+                    "Writes NAME.json and NAME.png (replacing those already in --out). With 'all' an experiment "
+                    "that fails does not stop the others: its error goes to NAME.json, battery.json and stderr. "
+                    "Exit status: 0 all finished, 1 some experiment failed, 2 bad input.",
     )
     p.add_argument("name", help="experiment name (osr, latency, anticipation, reversal, doubling) or 'all'")
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
@@ -131,7 +152,8 @@ def register(sub) -> None:
     steps.add_argument("--steps", type=int, default=None,
                        help="a fixed number of integrated-gradients steps instead of --tol")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
-                   help="experiment parameter, JSON value (repeatable), e.g. --param periods=[3,5,8]")
+                   help="experiment parameter, JSON value (repeatable), e.g. --param periods=[3,5,8]; with 'all' "
+                        "each goes to the experiments that take it")
     p.add_argument("--no-truth", action="store_true", help="skip the ground-truth retina")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_experiment)

@@ -12,9 +12,10 @@ import json
 import math
 from typing import Any, Optional
 
-from .._progress import Progress, report
+from .._progress import Cancelled, Progress, report
 from ..synthetic import VERSIONS, Retina
 from . import recovery
+from .base import COMMON_PARAMS
 from .registry import get, names as all_names, run, run_truth
 
 #: the phenomena of METHOD.md §4 (which ones each ground-truth version shows: docs/MODEL.md)
@@ -101,28 +102,56 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
     explain, steps, tol : passed to :func:`napari_retina.experiments.run`.
     progress : callable, optional
         ``progress(done_experiments, total)``.
-    **params : passed to every experiment (e.g. ``max_frames``).
+    **params : each passed to the experiments that take it (``max_frames`` to all,
+        ``periods`` to ``osr``...); a parameter that none of ``names`` takes is a
+        ValueError before anything runs.
+
+    An experiment that fails (a parameter its stimulus cannot take, a model that
+    gives non-finite rates on it) does not lose the others: its message is kept
+    under ``errors`` and the battery goes on. When every experiment fails, the
+    first one's exception is raised (the input is wrong for all of them). A
+    ground-truth run that fails likewise keeps the model's result: ``truth`` is
+    None for it and its message is in ``truth_errors``.
 
     Returns
     -------
-    dict with ``rows`` (one dict per experiment: name, truth_present,
+    dict with ``rows`` (one dict per finished experiment: name, truth_present,
     model_present, reduced_present, model (key numbers), truth (key numbers),
     explained_variance, kept), ``results`` (name → ExperimentResult), ``truth``
     (name → ExperimentResult or None) and ``recovery`` (name → the
     :func:`~napari_retina.experiments.recovery_report` of that experiment's reduction
     against ``retina``, or ``{"error": message}`` when it cannot be scored; empty
-    without a retina).
+    without a retina), ``errors`` (name → "ExceptionType: message" of each experiment
+    that failed; empty when all finished) and ``truth_errors`` (the same for the
+    ground-truth runs).
     """
     names = all_names() if names is None else list(names)
     for n in names:
         get(n)
+    routed = route_params(names, params)
     if isinstance(retina, str) and retina == "auto":
         retina = default_retina(model)
-    rows, results, truths, reports = [], {}, {}, {}
+    rows, results, truths, reports, errors, truth_errors = [], {}, {}, {}, {}, {}
+    first_exc: Optional[Exception] = None
     report(progress, 0, len(names))
     for i, n in enumerate(names):
-        res = run(n, model, cell, explain=explain, steps=steps, tol=tol, **params)
-        truth = run_truth(n, retina, cell, **params) if retina is not None else None
+        try:
+            res = run(n, model, cell, explain=explain, steps=steps, tol=tol, **routed[n])
+        except Cancelled:
+            raise
+        except Exception as exc:  # one experiment failing must not lose the others
+            errors[n] = _message(exc)
+            first_exc = first_exc or exc
+            report(progress, i + 1, len(names))
+            continue
+        truth = None
+        if retina is not None:
+            try:
+                truth = run_truth(n, retina, cell, **routed[n])
+            except Cancelled:
+                raise
+            except Exception as exc:
+                truth_errors[n] = _message(exc)
         results[n], truths[n] = res, truth
         if retina is not None:
             try:
@@ -141,7 +170,30 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
             "kept": list(res.readout["kept"]),
         })
         report(progress, i + 1, len(names))
-    return {"rows": rows, "results": results, "truth": truths, "recovery": reports}
+    if errors and not results:
+        raise first_exc
+    return {"rows": rows, "results": results, "truth": truths, "recovery": reports, "errors": errors,
+            "truth_errors": truth_errors}
+
+
+def _message(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def route_params(names: list, params: dict) -> dict:
+    """``{name: the params experiment name takes}``; a parameter none of ``names`` takes is a ValueError.
+
+    With one name every parameter goes to it, so its own sentence names an unknown one.
+    """
+    if len(names) == 1:
+        return {names[0]: dict(params)}
+    takes = {n: set(get(n).DEFAULTS) | set(COMMON_PARAMS) for n in names}
+    for k in params:
+        if not any(k in t for t in takes.values()):
+            valid = sorted(set().union(*takes.values()))
+            raise ValueError(f"unknown parameter {k!r}: none of the experiments {', '.join(names)} takes it; "
+                             f"valid parameters: {', '.join(valid)}")
+    return {n: {k: v for k, v in params.items() if k in takes[n]} for n in names}
 
 
 def _num(v) -> str:
