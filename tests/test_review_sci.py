@@ -370,3 +370,40 @@ def test_cli_param_with_malformed_json_is_an_error(tmp_path, capsys):
     assert main(["experiment", "osr", "--out", str(tmp_path), "--param", "periods=[3,5"]) == 2
     err = capsys.readouterr().err
     assert "--param periods must be valid JSON" in err and "'[3,5'" in err and len(err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- OSR without a response
+
+
+def _osr_conditions(periods):
+    from napari_retina.experiments import osr
+
+    p = base.resolve_params(osr, {"periods": periods}, 20, 10)
+    return osr.build(size=20, history=10, respond=None, **p)
+
+
+def test_osr_period_without_a_response_has_no_latency_and_stays_out_of_the_fit():
+    """A flat response after the omitted flash read as latency 0 ms (the window's first frame) and entered
+    the fit: a tdr model with history 10 gave lat 0.0 amp 0.0 at periods 11-17 yet slope 0.84, r2 0.941."""
+    from napari_retina.experiments import osr
+
+    proto = _osr_conditions([5, 7, 9, 11, 13])
+    T = len(proto.stimulus)
+    t = np.arange(T, dtype=np.float64)
+    r = np.full(T, 0.2)
+    for c in proto.conditions[:3]:   # a bump 4 frames after the expected flash; none for 11 and 13
+        r += 2.0 * np.exp(-0.5 * ((t - (c["omitted"] + 4.0)) / 1.5) ** 2)
+    out = osr.readout(r, proto.conditions)
+    np.testing.assert_allclose(out["latency_ms"][:3], 40.0, atol=1e-6)
+    assert np.isnan(out["latency_ms"][3:]).all() and np.isnan(out["latency_from_last_ms"][3:]).all()
+    assert out["slope"] == pytest.approx(1.0, abs=1e-6) and out["r2"] == pytest.approx(1.0)   # the 3 responding
+    assert out["present"] is False
+
+
+def test_osr_of_a_flat_response_has_no_latency_at_all():
+    """intensity 0 (or a silent cell): no period has a peak, so no latency, slope or r2."""
+    from napari_retina.experiments import run_function
+
+    out = run_function("osr", lambda s: np.full(len(s), 0.7), size=20, history=10, periods=[5, 9, 13]).readout
+    assert np.isnan(out["latency_ms"]).all() and np.isnan(out["slope"]) and np.isnan(out["r2"])
+    assert out["present"] is False

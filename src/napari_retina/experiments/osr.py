@@ -17,7 +17,9 @@ Readout keys
 ------------
 periods_ms : list, flash period per condition (ms).
 latency_ms : list, from the omitted flash's expected onset to the response
-    peak in the ``window`` after it (sub-frame parabolic peak), per period.
+    peak in the ``window`` after it (sub-frame parabolic peak), per period; NaN
+    where the window has no peak (a flat response, or none above the grey level),
+    which leaves that period out of the fit (and ``present`` False).
 latency_from_last_ms : list, from the last flash's onset to that peak.
 onset_ms : list, from the omitted flash's expected onset to the response onset
     (first rise above 20% of the peak over the grey level, METHOD.md §4); NaN
@@ -102,6 +104,9 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         base = baseline(r, c["start"], c["onsets"][0])
         om, w = c["omitted"], c["window"]
         t, v = parabolic_peak(r, om, om + w)
+        seg = r[om:om + w]
+        if not (np.isfinite(v) and v > base and finite_max(seg) > np.nanmin(seg)):
+            t = float("nan")   # flat, or nothing above grey: no peak, so no latency (not 0 ms)
         i = int(round(t)) if np.isfinite(t) else om
         periods.append(c["period_ms"])
         lat.append((t - om) * FRAME_MS)
@@ -115,7 +120,8 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     slope, intercept, r2 = linear_fit(periods, lat_last)
     local = local_slopes(periods, lat_last)
     present = bool(
-        all(interior)
+        all(np.isfinite(v) for v in lat)
+        and all(interior)
         and all(np.isfinite(a) and a >= MIN_AMPLITUDE for a in amp)
         and np.isfinite(slope) and MIN_SLOPE <= slope <= MAX_SLOPE and r2 >= MIN_R2
         and all(np.isfinite(v) and abs(v - slope) <= MAX_LOCAL_DEVIATION for v in local)
