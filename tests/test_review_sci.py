@@ -407,3 +407,40 @@ def test_osr_of_a_flat_response_has_no_latency_at_all():
     out = run_function("osr", lambda s: np.full(len(s), 0.7), size=20, history=10, periods=[5, 9, 13]).readout
     assert np.isnan(out["latency_ms"]).all() and np.isnan(out["slope"]) and np.isnan(out["r2"])
     assert out["present"] is False
+
+
+# ----------------------------------------------------------------------------- the truth sees the model's stimulus
+
+
+class _RecordingRetina:
+    """A ground truth with the 40-frame history of nr.synthetic.Retina that keeps what it was shown."""
+
+    def __init__(self, size: int, history: int = 40):
+        self.size, self.history, self.shown = size, history, []
+
+    def respond(self, stimulus):
+        self.shown.append(np.array(stimulus))
+        return 1.0 + np.abs(stimulus).mean(axis=(1, 2))[:, None] * np.ones((1, 2))
+
+
+@pytest.mark.parametrize("name, params", [("osr", {"periods": [3, 6], "n_flashes": 4}),
+                                          ("doubling", {"period": 4, "cycles": 2})])
+def test_battery_shows_the_truth_the_model_stimulus(tiny20, name, params):
+    """run_truth built its movie for a 40-frame history whatever the model's, so a history-10 model and
+    the truth were compared on different movies (gap 30 vs 60)."""
+    from napari_retina import experiments as E
+
+    gt = _RecordingRetina(20)
+    out = E.battery(tiny20, 0, retina=gt, names=[name], steps=2, max_frames=20, **params)
+    res, truth = out["results"][name], out["truth"][name]
+    assert res.params["gap"] == 30                      # history 10 + 20
+    np.testing.assert_array_equal(gt.shown[-1], res.stimulus)
+    np.testing.assert_array_equal(truth.stimulus, res.stimulus)
+    assert truth.conditions == res.conditions
+
+
+def test_battery_refuses_a_truth_of_another_field_size(tiny20):
+    from napari_retina import experiments as E
+
+    with pytest.raises(ValueError, match="retina sees a 50-pixel field but the model a 20-pixel one"):
+        E.battery(tiny20, 0, retina=_RecordingRetina(50), names=["osr"], steps=2)

@@ -13,6 +13,7 @@ import math
 from typing import Any, Optional
 
 from .._progress import Cancelled, Progress, report
+from .._wrap import model_config
 from ..synthetic import VERSIONS, Retina
 from . import recovery
 from .base import COMMON_PARAMS
@@ -96,7 +97,9 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
         Cell(s) analysed, in the model and in the retina alike.
     retina : object with ``respond(stimulus) -> (T, n_cells)``, None or "auto"
         The ground truth; "auto" uses ``nr.synthetic.Retina(seed=0)`` when its
-        field matches the model's.
+        field matches the model's. It is shown each experiment's stimulus as the
+        model saw it (built for the model's history and size, with the model
+        run's parameters); a retina of another field size is a ValueError.
     names : list of str, optional
         Experiments to run (default: all registered).
     explain, steps, tol : passed to :func:`napari_retina.experiments.run`.
@@ -131,6 +134,12 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
     routed = route_params(names, params)
     if isinstance(retina, str) and retina == "auto":
         retina = default_retina(model)
+    cfg = model_config(model)
+    if retina is not None and hasattr(retina, "respond") and int(getattr(retina, "size", 50)) != cfg.size:
+        raise ValueError(
+            f"retina sees a {int(getattr(retina, 'size', 50))}-pixel field but the model a {cfg.size}-pixel one, so "
+            "they cannot be shown the same stimulus; pass a retina of the model's size or retina=None"
+        )
     rows, results, truths, reports, errors, truth_errors = [], {}, {}, {}, {}, {}
     first_exc: Optional[Exception] = None
     report(progress, 0, len(names))
@@ -147,7 +156,8 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
         truth = None
         if retina is not None:
             try:
-                truth = run_truth(n, retina, cell, **routed[n])
+                # the model's stimulus: its history sizes the defaults, its resolved parameters the rest
+                truth = run_truth(n, retina, cell, history=cfg.history, **res.params)
             except Cancelled:
                 raise
             except Exception as exc:

@@ -138,12 +138,15 @@ def _readout_conditions(conditions, n_frames: int) -> list:
     return list(conditions)
 
 
-def run_truth(name: str, retina, cell=0, **params) -> ExperimentResult:
+def run_truth(name: str, retina, cell=0, *, history: Optional[int] = None, **params) -> ExperimentResult:
     """Run experiment ``name`` on a ground-truth retina (``retina.respond(stimulus) -> (T, n_cells)``).
 
-    The stimulus is built for ``retina.size`` (default 50) and sized as for a
-    40-frame model (``retina.history`` when it has one), so it matches the
-    model run. ``attribution`` and ``reduction`` are None.
+    The stimulus is built for ``retina.size`` (default 50) and sized (default
+    ``gap`` and ``window``) for ``history`` frames: by default ``retina.history``
+    (40 when it has none). To show the truth the stimulus a model saw, pass the
+    model's history and the model run's parameters (``ExperimentResult.params``),
+    as :func:`~napari_retina.experiments.battery` does. ``attribution`` and
+    ``reduction`` are None.
 
     Example
     -------
@@ -153,7 +156,7 @@ def run_truth(name: str, retina, cell=0, **params) -> ExperimentResult:
     if not hasattr(retina, "respond"):
         raise TypeError(f"retina must have a respond(stimulus) method, got {type(retina).__name__}")
     size = int(getattr(retina, "size", 50))
-    history = int(getattr(retina, "history", 40))
+    history = int(getattr(retina, "history", 40)) if history is None else history
     return run_response(get(name), retina.respond, size=size, history=history, cell=cell, **params)
 
 
