@@ -444,3 +444,28 @@ def test_battery_refuses_a_truth_of_another_field_size(tiny20):
 
     with pytest.raises(ValueError, match="retina sees a 50-pixel field but the model a 20-pixel one"):
         E.battery(tiny20, 0, retina=_RecordingRetina(50), names=["osr"], steps=2)
+
+
+# ----------------------------------------------------------------------------- doubling below Nyquist
+
+
+@pytest.mark.parametrize("period", [1, 2])
+def test_doubling_refuses_periods_that_alias_f2(period):
+    """At period 1 or 2 the second harmonic (period frames per cycle) is at or past Nyquist: a response with
+    F2 = 1 and F1 = 0.5 read as F1 1.5 / F2 0 (period 1) or F2 2 (period 2)."""
+    from napari_retina.experiments import run_function
+
+    with pytest.raises(ValueError, match=f"period must be at least 3 frames.*got {period}"):
+        run_function("doubling", lambda s: np.full(len(s), 0.5), size=20, history=10, period=period, bar_width=[4.0])
+
+
+def test_doubling_measures_known_harmonics_from_period_3():
+    from napari_retina.experiments import run_function
+
+    for period in (3, 5):
+        def respond(s, period=period):
+            t = np.arange(len(s))
+            return 2 + 0.5 * np.cos(np.pi * t / period) + np.cos(2 * np.pi * t / period + 0.3)
+        out = run_function("doubling", respond, size=20, history=10, period=period, bar_width=[4.0]).readout
+        np.testing.assert_allclose(out["f1"], 0.5, atol=1e-6)
+        np.testing.assert_allclose(out["f2"], 1.0, atol=1e-6)

@@ -16,7 +16,8 @@ bar_width : one width or a list, px; None → (8, 4, 2) px, from wider than the
     field of 16 px or more; in a smaller field the same widths scaled by size/16,
     so the widest still fits two bars (:func:`default_widths`). A width given
     explicitly that does not fit two bars into the field is refused.
-period : 20 frames (a 2.5 Hz reversal cycle); cycles : 4.
+period : 20 frames (a 2.5 Hz reversal cycle), at least 3 (F2 repeats every
+    ``period`` frames: at 1 or 2 it is at or beyond the Nyquist frequency); cycles : 4.
 contrast : 1.0. phases : None → 4 phases evenly over one bar width (the
     pattern repeats with a sign flip every bar width, so these cover it); a list
     applies to every width.
@@ -43,6 +44,8 @@ present : the literature criterion (Hochstein & Shapley 1976: in a cell that poo
 """
 
 from __future__ import annotations
+
+import numbers
 
 import numpy as np
 
@@ -79,7 +82,10 @@ def build(size: int, history: int, respond=None, *, bar_width, period, cycles, c
     for w in widths:
         if w > size / 2.0:
             raise ValueError(f"bar_width {w:g} px does not fit two bars into the model's {size}-pixel field")
-    period = int_param(period, "period", 1)
+    if isinstance(period, numbers.Real) and not isinstance(period, bool) and period < 3:
+        raise ValueError(f"period must be at least 3 frames (F2 has a period of `period` frames and needs more "
+                         f"than 2 samples per cycle to be measured, not aliased), got {period}")
+    period = int_param(period, "period", 3)
     cycles = int_param(cycles, "cycles", 2)
     contrast = real_param(contrast, "contrast", positive=True)
     given = None if phases is None else list_param(phases, "phases")
