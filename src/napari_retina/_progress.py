@@ -39,6 +39,31 @@ def report(progress: Optional[Progress], done: int, total: int) -> None:
         progress(int(done), int(total))
 
 
+def within(progress: Optional[Progress], start: int, stop: int, total: int) -> Optional[Progress]:
+    """A ``progress(done, n)`` for one part of a longer computation, reported as ``start..stop`` of ``total``.
+
+    For a computation made of stages, each with its own progress: the
+    stage's ``done/n`` is scaled into ``[start, stop]`` and passed on to
+    ``progress(·, total)`` (None when ``progress`` is None). Reports never go
+    back, even when the stage calls several functions that each count from
+    0, so a bar only moves forward; a :class:`Cancelled` raised by
+    ``progress`` propagates from the stage's report.
+
+    >>> sub = within(lambda d, t: print(f"{d}/{t}"), 100, 200, 300)
+    >>> sub(1, 2)
+    150/300
+    """
+    if progress is None:
+        return None
+    last = [start]
+
+    def sub(done: int, n: int) -> None:
+        last[0] = max(last[0], start + (stop - start) * min(max(int(done), 0), max(int(n), 1)) // max(int(n), 1))
+        report(progress, last[0], total)
+
+    return sub
+
+
 class CancelToken:
     """A thread-safe cancel flag that turns into a progress callback.
 

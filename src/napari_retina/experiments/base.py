@@ -30,7 +30,7 @@ import numpy as np
 
 from .._json import jsonable
 from .._predict import predict
-from .._progress import Progress, report
+from .._progress import Progress, report, within
 from .._validate import (FLOAT32_MAX, NonFiniteOutputError, StimulusUnitsWarning, as_real_array, check_cells,
                          check_finite_output)
 from .._wrap import model_config
@@ -425,31 +425,37 @@ def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[in
     ``model``: a RetinaCNN or a wrapped module (``nr.wrap``), read through
     :func:`napari_retina._wrap.model_config` (history, size, cells); a wrapped
     module is attributed with Captum's rules (to ``tol`` or at ``steps``) and reduced as
-    :func:`napari_retina.reduce` says.
+    :func:`napari_retina.reduce` says. ``progress(done, 400)``: 100 units for each of
+    the protocol's probe runs, the rates, the attribution and the reduction,
+    reported from inside each (raise :class:`napari_retina.Cancelled` in it to stop).
     """
     cfg = model_config(model)
     explain = check_explain(explain)
     cells = check_cells(cell, cfg.n_cells)
     p = resolve_params(module, params, cfg.size, cfg.history)
+    # four stages of 100 units each: building the protocol (the model's rates on probe movies, e.g.
+    # the reversal's RF mapping), the rates on the movie, the attribution and the reduction; each
+    # reports its own progress inside its range, so the bar moves and Cancel acts at the next report
+    unit, total = 100, 400
+    report(progress, 0, total)
+    probe = within(progress, 0, unit, total)
 
     def respond(stim: np.ndarray) -> np.ndarray:
-        return cell_response(model_rates(model, stim), cells)
+        return cell_response(model_rates(model, stim, progress=probe), cells)
 
     proto = build(module, cfg.size, cfg.history, respond, p)
-    report(progress, 0, 3)
-    rates = model_rates(model, proto.stimulus)
-    report(progress, 1, 3)
+    report(progress, unit, total)
+    rates = model_rates(model, proto.stimulus, progress=within(progress, unit, 2 * unit, total))
     try:
         with warnings.catch_warnings():
             # the movie is in contrast units by construction; its scale is the caller's parameters
             warnings.simplefilter("ignore", StimulusUnitsWarning)
             attr = attribute(model, proto.stimulus, cell=cells, steps=steps, tol=tol, invariance=proto.invariance,
-                             frames=proto.frames)
+                             frames=proto.frames, progress=within(progress, 2 * unit, 3 * unit, total))
     except NonFiniteOutputError as exc:  # the advice for an experiment is about its parameters
         raise NonFiniteOutputError(exc.finding, PARAMETER_REMEDY) from None
-    report(progress, 2, 3)
-    red = reduce(attr, explain)
-    report(progress, 3, 3)
+    red = reduce(attr, explain, progress=within(progress, 3 * unit, total, total))
+    report(progress, total, total)
     resp = cell_response(rates, cells)
     readout = dict(module.readout(resp, proto.conditions))
     readout["reduced"] = module.readout(np.asarray(red.reduced_rates, dtype=np.float64), proto.conditions)
