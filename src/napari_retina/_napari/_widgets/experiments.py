@@ -3,7 +3,9 @@
 The last run of each experiment in this viewer stays listed (the list is
 rebuilt from ``results``, so napari refreshing its choices on layer changes
 keeps it; a run of the same experiment on another cell replaces it, and the
-overview says which cell each result is of); the table shows the chosen
+overview says which cell each result is of); the results are all of the
+current model: when the model changes they are cleared (the status line says
+so), and a run that ends after the model changed is dropped; the table shows the chosen
 experiment's readout, one row per key; each result's layers are placed below
 the layers already shown, never on top.
 """
@@ -134,6 +136,8 @@ class ExperimentsWidget(Container):
         self.run_all_button = PushButton(text="Run all", tooltip="Run every experiment, one after the other.")
         self.task = Task("experiment run")
         self.results: dict = {}
+        self.results_model = None
+        """The model that ``results`` are of (None while there are none)."""
         self.overview = rich_label("")
         self.result_choice = ComboBox(label="result", choices=lambda _w: list(self.results),
                                       tooltip="The experiment whose readout the table shows and whose layers "
@@ -159,6 +163,17 @@ class ExperimentsWidget(Container):
 
     def _model_changed(self, model) -> None:
         self.cell.max = model.config.n_cells - 1
+        if self.results and model is not self.results_model:
+            self.clear_results()
+            self.task.status.value = "The model changed: the results of the previous model were cleared."
+
+    def clear_results(self) -> None:
+        """Forget every result (the overview, the result list and the table empty); layers already added stay."""
+        self.results, self.results_model = {}, None
+        self.overview.value = ""
+        self.result_choice.reset_choices()
+        self.table.value = {"readout": [], "value": []}
+        self.terms.value = ""
 
     def run(self, names: list) -> bool:
         """Run the named experiments in a worker; results fill the table."""
@@ -187,9 +202,17 @@ class ExperimentsWidget(Container):
                 out[name] = experiments.run(name, model, cell=cell, steps=steps, progress=each)
             return out
 
-        return self.task.start(job, self._show)
+        return self.task.start(job, lambda results: self._show(results, model))
 
-    def _show(self, results: dict) -> None:
+    def _show(self, results: dict, model=None) -> None:
+        if model is not None and model is not self.session.model:
+            self.task.status.value = "The model changed during the run: its results were dropped."
+            notify("warning", "The model changed during the experiment run, so its results, "
+                              "of the previous model, were dropped.")
+            return
+        if model is not None and model is not self.results_model:
+            self.clear_results()
+            self.results_model = model
         self.results.update(results)
         self.overview.value = overview_text(self.results)
         self.result_choice.reset_choices()

@@ -1,0 +1,71 @@
+"""The Experiments dock lists results of the current model only: a model change clears them."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import napari_retina as nr
+
+pytest.importorskip("napari")
+
+from napari_retina._napari import _session, _widgets  # noqa: E402
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, tiny):
+    v = make_napari_viewer()
+    _session.session(v).set_model(tiny, "tiny test model")
+    return v
+
+
+def _other_model():
+    torch.manual_seed(1)
+    return nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval()
+
+
+def _dock(viewer):
+    w = _widgets.ExperimentsWidget(viewer)
+    viewer.window.add_dock_widget(w, name="ExperimentsWidget")
+    w.steps.value = 2
+    return w
+
+
+def test_a_model_change_clears_the_results_of_the_previous_model(viewer, tiny, notes):
+    w = _dock(viewer)
+    assert w.run(["osr", "anticipation"])
+    w.task.wait(120000)
+    assert list(w.results) == ["osr", "anticipation"] and w.results_model is tiny
+    _session.session(viewer).set_model(tiny, "the same model again")  # not a change: results stay
+    assert list(w.results) == ["osr", "anticipation"]
+    other = _other_model()
+    _session.session(viewer).set_model(other, "another model")
+    assert w.results == {} and w.results_model is None
+    assert list(w.result_choice.choices) == [] and w.overview.value == ""
+    assert w.table.to_dict("list") == {"readout": [], "value": []}
+    assert "model changed" in w.task.status.value and "cleared" in w.task.status.value
+    assert w.run(["osr"])
+    w.task.wait(120000)
+    assert list(w.results) == ["osr"] and w.results_model is other  # no anticipation of the first model
+    assert "anticipation" not in w.overview.value
+    assert notes == []
+
+
+def test_a_run_that_ends_after_the_model_changed_is_dropped(viewer, tiny, notes, monkeypatch):
+    w = _dock(viewer)
+    go, real = threading.Event(), nr.experiments.run
+
+    def held(*args, **kwargs):
+        go.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nr.experiments, "run", held)
+    assert w.run(["osr"])
+    _session.session(viewer).set_model(_other_model(), "another model")
+    go.set()
+    w.task.wait(120000)
+    assert w.results == {} and list(w.result_choice.choices) == []
+    assert "dropped" in w.task.status.value
+    assert notes and notes[-1][0] == "warning" and "model changed" in notes[-1][1]
