@@ -51,6 +51,18 @@ def test_write_figure_writes_a_valid_png_of_the_documented_size(result, truth, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latency.png"]   # no temporary left
 
 
+def test_every_panel_says_its_unit(result, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figures.append(self), save(self, *a, **k))[1])
+    plotting.write_figure(result, tmp_path / "fig.png")
+    labels = [ax.get_ylabel() for ax in figures[0].axes if ax.get_ylabel()]
+    assert len(labels) == 4 and figures[0].axes[-1].get_xlabel() == "time (ms)"
+    assert labels[0] == "contrast"  # space-invariant latency: the stimulus panel is a contrast trace
+    assert all(label.endswith("(spikes/bin)") for label in labels[1:]), labels
+
+
 def test_a_path_without_suffix_gets_a_png(result, tmp_path):
     data = plotting.write_figure(result, tmp_path / "figure").read_bytes()
     assert data[:8] == PNG_SIGNATURE

@@ -107,7 +107,8 @@ def _response_panel(ax, res, t_ms: np.ndarray, truth) -> None:
 
 
 def _attribution_panel(ax, res, t_ms: np.ndarray) -> None:
-    """Kept channels' A_c(t) on the attributed frames, the line broken between attributed windows."""
+    """Kept channels' A_c(t) (spikes per bin, like the response they sum to) on the attributed frames, the line
+    broken between attributed windows."""
     frames = np.asarray(res.attribution.frames)
     step = int(np.median(np.diff(frames))) if len(frames) > 1 else 1
     cuts = np.flatnonzero(np.diff(frames) > step) + 1
@@ -115,17 +116,18 @@ def _attribution_panel(ax, res, t_ms: np.ndarray) -> None:
         tr = res.reduction.traces[frames, k].astype(float)
         ax.plot(np.insert(t_ms[frames], cuts, np.nan), np.insert(tr, cuts, np.nan), lw=0.9, marker=".", ms=2,
                 label=res.reduction.label(c))
-    ax.set_ylabel("A_c(t)")
+    ax.set_ylabel("A_c(t) (spikes/bin)")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title("kept channels' attributions (attributed frames)")
 
 
 def _contribution_panel(ax, res, t_ms: np.ndarray) -> None:
-    """Each kept channel's pooled contribution Σ_p β·d to the reduced circuit's drive."""
+    """Each kept channel's pooled contribution Σ_p β·d to the reduced circuit's drive (its softplus argument,
+    in spikes per bin like the rate it gives)."""
     red = res.reduction
     for k, c in enumerate(red.kept):
         ax.plot(t_ms, red.contributions[:, k], lw=0.9, label=f"Σ_p β·d  {red.label(c)}")
-    ax.set_ylabel("channel contribution")
+    ax.set_ylabel("channel contribution (spikes/bin)")
     ax.set_xlabel("time (ms)")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(f"reduced circuit: r = softplus(Σ_cp β_cp d_cp + β_0), pools {', '.join(red.pools)}")
