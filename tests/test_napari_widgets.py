@@ -289,9 +289,10 @@ def test_an_empty_or_folder_checkpoint_box_asks_for_a_file(viewer, notes, tmp_pa
     w = _dock(viewer, _widgets.ModelWidget)
     w.source.value = "checkpoint file"
     model = _session.session(viewer).model
-    for text, message in (("", "Choose a checkpoint file (.pt, written by nr.save_model) first."),
-                          (str(tmp_path), f"'{tmp_path}' is a folder; choose a checkpoint file (.pt, written by "
-                                          "nr.save_model) in it.")):
+    kinds = ("a checkpoint file (.pt, .pth, .p or Keras .h5: nr.save_model's, torch-deep-retina's or "
+             "deep-retina's)")  # every kind the box takes, not only nr.save_model's .pt
+    for text, message in (("", f"Choose {kinds} first."),
+                          (str(tmp_path), f"'{tmp_path}' is a folder; choose {kinds} in it.")):
         w.path.line_edit.value = text                       # what the user typed (or cleared)
         assert w.load() is None and notes[-1] == ("error", message)
     assert _session.session(viewer).model is model          # the model in use stays

@@ -80,6 +80,11 @@ def model_details(model: RetinaCNN) -> str:
     return "\n".join(_short(line, SUMMARY_CHARS) for line in lines)
 
 
+CHECKPOINT_KINDS = ("a checkpoint file (.pt, .pth, .p or Keras .h5: nr.save_model's, torch-deep-retina's "
+                    "or deep-retina's)")
+"""What the checkpoint box takes, as the missing-file message names it (the box's tooltip says it in full)."""
+
+
 class ModelWidget(Container):
     """Choose the model (shipped default or a checkpoint), the device, or train one."""
 
@@ -150,7 +155,7 @@ class ModelWidget(Container):
         """Load the chosen model; on failure the current model stays and a notification says why."""
         use_file = self.source.value == "checkpoint file"
         path = Path(self.path.value) if use_file else None
-        problem = file_choice_problem(path, "a checkpoint file (.pt, written by nr.save_model)") if use_file else None
+        problem = file_choice_problem(path, CHECKPOINT_KINDS) if use_file else None
         if problem:
             notify("error", problem)
             return None
