@@ -69,3 +69,26 @@ def test_a_run_that_ends_after_the_model_changed_is_dropped(viewer, tiny, notes,
     assert w.results == {} and list(w.result_choice.choices) == []
     assert "dropped" in w.task.status.value
     assert notes and notes[-1][0] == "warning" and "model changed" in notes[-1][1]
+
+
+def test_run_all_keeps_the_experiments_that_finished_when_one_fails(viewer, tiny, notes, monkeypatch):
+    """One failing experiment (a reversal that did not fit the field) threw away every finished one."""
+    real = nr.experiments.run
+
+    def one_fails(name, *args, **kwargs):
+        if name == "anticipation":
+            raise ValueError("anticipation could not run here")
+        return real(name, *args, **kwargs)
+
+    w = _dock(viewer)   # before the patch: the dock reads run's signature for its parameter boxes
+    monkeypatch.setattr(nr.experiments, "run", one_fails)
+    assert w.run(["osr", "anticipation", "latency"])
+    w.task.wait(120000)
+    assert list(w.results) == ["osr", "latency"]
+    assert "2 experiment(s) done, 1 failed (anticipation)" in w.task.status.value
+    assert notes[-1][0] == "warning" and "anticipation: anticipation could not run here" in notes[-1][1]
+    notes.clear()
+    assert w.run(["anticipation"])           # one experiment alone: its failure is the run's, as before
+    w.task.wait(120000)
+    assert list(w.results) == ["osr", "latency"]
+    assert notes and notes[-1][0] == "error" and "anticipation could not run here" in notes[-1][1]

@@ -60,7 +60,8 @@ def run(name: str, model, cell=0, *, explain: float = 0.9, steps: Optional[int] 
         fixed ``steps``, or refined until ``tol`` (default
         ``nr.attribution.DEFAULT_TOL``).
     progress : callable, optional
-        ``progress(done, 3)`` after the rates, the attribution and the reduction.
+        ``progress(done, total)`` from inside each stage (:func:`~.base.run_model`:
+        the protocol's probe runs, the rates, the attribution, the reduction).
     **params
         The experiment's parameters (see :func:`parameters` and its module);
         ``gap`` (grey frames between conditions, ≥ history), ``window``

@@ -191,20 +191,27 @@ class ExperimentsWidget(Container):
             notify("error", f"Cell {cell} does not exist; the model has cells 0–{model.config.n_cells - 1}.")
             return False
 
-        def job(task: Task) -> dict:
-            out = {}
+        def job(task: Task) -> tuple[dict, dict]:
+            out, failed = {}, {}
             cb = task.progress_callback("experiments")
             n = len(names)
             for i, name in enumerate(names):
                 def each(done, total, i=i):
                     cb(i * max(total, 1) + done, n * max(total, 1))
 
-                out[name] = experiments.run(name, model, cell=cell, steps=steps, progress=each)
-            return out
+                try:
+                    out[name] = experiments.run(name, model, cell=cell, steps=steps, progress=each)
+                except (ValueError, TypeError, RuntimeError, MemoryError) as exc:
+                    if len(names) == 1:
+                        raise
+                    failed[name] = one_sentence(exc)   # Run all: the others go on, their results are kept
+            if not out:
+                raise ValueError(f"every experiment failed; {next(iter(failed))}: {next(iter(failed.values()))}")
+            return out, failed
 
-        return self.task.start(job, lambda results: self._show(results, model))
+        return self.task.start(job, lambda done: self._show(*done, model=model))
 
-    def _show(self, results: dict, model=None) -> None:
+    def _show(self, results: dict, failed: Optional[dict] = None, model=None) -> None:
         if model is not None and model is not self.session.model:
             self.task.status.value = "The model changed during the run: its results were dropped."
             notify("warning", "The model changed during the experiment run, so its results, "
@@ -219,6 +226,10 @@ class ExperimentsWidget(Container):
         self.result_choice.value = list(results)[-1]
         self._show_table()
         self.task.status.value = f"{len(results)} experiment(s) done"
+        if failed:
+            said = "; ".join(f"{name}: {why}" for name, why in failed.items())
+            self.task.status.value += f", {len(failed)} failed ({', '.join(failed)})"
+            notify("warning", f"{len(failed)} experiment(s) failed, the others' results are shown: {said}")
 
     def _show_table(self, *_) -> None:
         name = self.result_choice.value
