@@ -572,9 +572,7 @@ def test_an_output_that_is_not_one_row_per_window_is_refused_on_every_batch():
                       first_layer="conv")
     with pytest.raises(ValueError, match=r"must return floating-point rates of shape \(N, cells\) = \(7, 2\) on 7 "
                                          r"windows; it returned float32 \[1, 2\]"):
-        nr.predict(wrapped, stim(), batch_size=16)
-    with pytest.raises(ValueError, match=r"= \(\d+, 2\) on \d+ windows; it returned float32 \[1, 2\]"):
-        nr.predict(wrapped, stim())   # batches paced from one window: the second one has several
+        nr.predict(wrapped, stim())
 
 
 def test_a_gradient_that_is_zero_along_the_path_warns():
@@ -624,58 +622,3 @@ def test_the_reduction_never_hooks_the_users_module_itself():
     red = nr.reduce(attr)
     assert hooked and all(module is not layer for module in hooked)
     assert not layer._forward_hooks and 0 < red.explained_variance <= 1
-
-
-class Slow(nn.Module):
-    """A module taking ``seconds`` per window (a big model on a CPU); ``Slow.windows`` counts the windows run by
-    it and its copies (attribution runs a copy)."""
-
-    windows = 0
-
-    def __init__(self, seconds):
-        super().__init__()
-        self.conv = nn.Conv2d(HISTORY, 2, 3)
-        self.seconds = seconds
-
-    def forward(self, x):
-        import time
-
-        Slow.windows += len(x)
-        time.sleep(self.seconds * len(x))
-        return F.softplus(self.conv(x).mean((2, 3)))
-
-
-def test_a_slow_module_reports_progress_often_and_gives_the_same_rates():
-    """Batches were 256 windows whatever they took (6.5 s each for a Conv3d net at 50 px on a CPU): the bar
-    sat still and Cancel waited. They are now paced to ~0.25 s; the rates do not depend on the batching."""
-    torch.manual_seed(0)
-    module = Slow(0.02)
-    wrapped = nr.wrap(module, history=HISTORY, size=SIZE, first_layer="conv")
-    s = stim(frames=HISTORY + 40)
-    reports = []
-    rates = nr.predict(wrapped, s, progress=lambda done, total: reports.append((done, total)))
-    done = [d for d, _ in reports]
-    assert len(done) >= 4 and done == sorted(set(done)) and reports[-1] == (41, 41), reports
-    np.testing.assert_allclose(rates, nr.predict(wrapped, s, batch_size=256), rtol=1e-6, atol=1e-7)
-
-
-def test_cancel_acts_inside_a_chunk_of_a_slow_modules_attribution():
-    """Progress came once per chunk of 32 frames (all its refinement levels): Cancel waited for the chunk."""
-    torch.manual_seed(0)
-    module = Slow(0.002)
-    wrapped = nr.wrap(module, history=HISTORY, size=SIZE, first_layer="conv")
-    calls = []
-
-    def progress(done, total):
-        calls.append(done)
-        if len(calls) == 3:
-            raise nr.Cancelled("cancelled by the test")
-
-    s = stim(frames=HISTORY + 19)
-    Slow.windows = 0
-    full = nr.attribute(wrapped, s, cell=0)
-    needed, Slow.windows = Slow.windows, 0
-    with pytest.raises(nr.Cancelled):
-        nr.attribute(wrapped, s, cell=0, progress=progress)
-    assert calls == [0, 0, 0] and Slow.windows < needed / 2, (Slow.windows, needed)
-    np.testing.assert_array_equal(nr.attribute(wrapped, s, cell=0).channels, full.channels)  # not timing's

@@ -20,10 +20,8 @@ napari_retina._progress.Cancelled: cancelled by the user
 
 from __future__ import annotations
 
-import math
 import threading
-import time
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 Progress = Callable[[int, int], None]
 
@@ -64,47 +62,6 @@ def within(progress: Optional[Progress], start: int, stop: int, total: int) -> O
         report(progress, last[0], total)
 
     return sub
-
-
-#: the time a paced piece of work aims at (s): progress and Cancel act at least this often
-PACE_S = 0.25
-
-
-class Pacer:
-    """Sizes of consecutive pieces of work so that each takes about ``target_s`` seconds.
-
-    For a slow model (a user's big module on a CPU) a fixed batch can take
-    tens of seconds, and progress and Cancel act only between batches. The
-    pacer measures the rate of the last piece (units of work per second) and
-    sizes the next one to take ``target_s``, between 1 and ``most`` units; it
-    starts at ``first``. The pieces' sizes change nothing but the batching.
-
-    >>> pacer = Pacer(most=64)
-    >>> [len(range(n)[piece]) for piece in pacer.pieces(10)]   # doctest: +SKIP
-    [1, 9]
-    """
-
-    def __init__(self, most: int, target_s: float = PACE_S, first: int = 1) -> None:
-        self.most, self.target_s = max(int(most), 1), float(target_s)
-        self.size = min(max(int(first), 1), self.most)
-
-    @classmethod
-    def fixed(cls, size: int) -> "Pacer":
-        """Pieces of ``size`` units whatever they take (a batch size the caller chose)."""
-        return cls(most=size, target_s=math.inf, first=size)
-
-    def pieces(self, n: int, cost: int = 1) -> Iterator[slice]:
-        """Consecutive slices of ``range(n)``, each timed while the caller works on it; ``cost``: units of
-        work per item (e.g. the path points per window), so that the rate learnt carries over."""
-        start = 0
-        while start < n:
-            stop = min(n, start + max(1, self.size // cost))
-            began = time.perf_counter()
-            yield slice(start, stop)
-            seconds = time.perf_counter() - began
-            rate = (stop - start) * cost / max(seconds, 1e-6)
-            self.size = int(min(max(rate * self.target_s, 1), self.most))
-            start = stop
 
 
 class CancelToken:

@@ -41,8 +41,8 @@ import torch
 from torch import nn
 
 from ._device import DeviceLike, resolve_device
-from ._frames import gather_windows, select_frames
-from ._progress import Pacer, Progress, report
+from ._frames import batches, gather_windows, select_frames
+from ._progress import Progress, report
 from ._validate import Crop, Normalize, as_stimulus, check_finite_output, check_int, stimulus_tensor
 from .first_layer import DEFAULT_IGNORE_OLDEST_MS, properties_of_filters
 from .model import MAX_HISTORY, MAX_SIZE, RetinaCNN, _cell_names
@@ -376,19 +376,6 @@ def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 
     return model
 
 
-#: the most windows (or path points) a wrapped module runs in one batch when no batch_size is given
-MAX_BATCH = 256
-
-
-def paced(batch_size: Optional[int]) -> Pacer:
-    """Batches of ``batch_size`` (checked), or, when None, batches paced to ~0.25 s each (at most
-    :data:`MAX_BATCH`): a user's module may take seconds per window, and progress and Cancel act between
-    batches (:class:`~napari_retina._progress.Pacer`)."""
-    if batch_size is None:
-        return Pacer(most=MAX_BATCH)
-    return Pacer.fixed(check_int(batch_size, "batch_size", 1))
-
-
 def model_on(model: WrappedModel, device: DeviceLike) -> WrappedModel:
     """``model`` in eval mode on ``device`` (a copy when it has to move)."""
     dev = model.device if device is None else resolve_device(device)
@@ -403,23 +390,21 @@ def predict(model: WrappedModel, stimulus, device: DeviceLike = None, batch_size
 
     What :func:`napari_retina.predict` runs for a :class:`WrappedModel`: the
     same checks of the stimulus, then the module on every window with a full
-    history, ``batch_size`` windows at a time (default: batches paced to about
-    0.25 s each, at most 256 windows, so progress and Cancel act that often).
+    history, ``batch_size`` windows (default 256) at a time.
     """
     model = model_on(model, device)
     cfg = model.config
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
-    pacer = paced(batch_size)
+    bs = 256 if batch_size is None else check_int(batch_size, "batch_size", 1)
     idx = select_frames(len(stim), cfg.history)
     source = stimulus_tensor(stim)
     out = np.full((len(stim), cfg.n_cells), np.nan, dtype=np.float32)
     report(progress, 0, len(idx))
     with torch.inference_mode():
-        for piece in pacer.pieces(len(idx)):
-            chunk = idx[piece]
+        for done, chunk in enumerate(batches(idx, bs)):
             windows = gather_windows(source, chunk, cfg.history).to(model.device)
             out[chunk] = model(windows).float().cpu().numpy()
-            report(progress, piece.stop, len(idx))
+            report(progress, min(len(idx), (done + 1) * bs), len(idx))
     check_finite_output(out, idx, "the wrapped module's rates", stim)
     return out
 

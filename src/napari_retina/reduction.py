@@ -50,7 +50,7 @@ from ._progress import Progress, report
 from ._units import FRAME_MS
 from ._validate import check_finite_output, stimulus_tensor
 from .first_layer import DEFAULT_IGNORE_OLDEST_MS, FirstLayer, filter_properties
-from ._wrap import WrappedModel, filter_labels, is_wrapped, paced
+from ._wrap import WrappedModel, filter_labels, is_wrapped
 from .metrics import explained_variance
 
 if TYPE_CHECKING:  # attribution and the model are only read here
@@ -338,16 +338,14 @@ def compute_drives(model: RetinaCNN, stimulus: np.ndarray, frames: np.ndarray, k
 
 
 def compute_wrapped_drives(model: WrappedModel, stimulus: np.ndarray, frames: np.ndarray, kept: list[int],
-                           weights: torch.Tensor, cells: list[int], batch_size: Optional[int] = None,
+                           weights: torch.Tensor, cells: list[int], batch_size: int = 256,
                            progress: Optional[Progress] = None) -> tuple[np.ndarray, np.ndarray]:
     """A wrapped module's drives ``d_c(t) = Σ_u w_cu · o_cu(t)`` (n, K) float64 and summed rate (n,) on ``frames``.
 
     ``o`` is the first layer's output on the window ending at each frame
     (N, C, *units), taken by a hook in the same pass that gives the module's
     rates of ``cells`` (spikes per bin); ``weights`` is (K, *units);
-    ``stimulus`` float32 (T, H, W) contrast units of the module's size;
-    ``batch_size`` windows per pass (default: paced to ~0.25 s, at most 256,
-    :func:`napari_retina._wrap.paced`), ``progress`` after each.
+    ``stimulus`` float32 (T, H, W) contrast units of the module's size.
     """
     history = model.config.history
     # the hook that reads the first layer goes on a copy: on the user's module itself it would fire in any
@@ -357,15 +355,15 @@ def compute_wrapped_drives(model: WrappedModel, stimulus: np.ndarray, frames: np
     w = weights.to(model.device).reshape(len(kept), -1)  # a unit per channel (a Linear layer's) gives (K, 1)
     out = np.zeros((len(frames), len(kept)))
     rates = np.zeros(len(frames))
-    frames = np.asarray(frames)
+    done = 0
     with torch.inference_mode():
-        for piece in paced(batch_size).pieces(len(frames)):
-            chunk = frames[piece]
+        for chunk in batches(np.asarray(frames), batch_size):
             o, r = model.layer_and_rates(gather_windows(source, chunk, history).to(model.device))
             units = o[:, kept].reshape(len(chunk), len(kept), -1)
-            out[piece] = (units * w).sum(2).double().cpu().numpy()
-            rates[piece] = r[:, cells].sum(1).double().cpu().numpy()
-            report(progress, piece.stop, len(frames))
+            out[done:done + len(chunk)] = (units * w).sum(2).double().cpu().numpy()
+            rates[done:done + len(chunk)] = r[:, cells].sum(1).double().cpu().numpy()
+            done += len(chunk)
+            report(progress, done, len(frames))
     return out, rates
 
 

@@ -22,7 +22,7 @@ The path points of a chunk of frames go through the module in one batch.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -31,10 +31,9 @@ from torch.nn import functional as F
 from .._device import DeviceLike
 from .._frames import Frames, gather_windows, select_frames
 from .._invariance import InvarianceArg, check_invariance, resolve_invariance
-from .._progress import Pacer, Progress, report
-from .._validate import (Crop, Normalize, as_stimulus, check_cells, check_finite_output, crop_origin,
-                         stimulus_tensor)
-from .._wrap import WrappedModel, model_on, paced
+from .._progress import Progress, report
+from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin, stimulus_tensor
+from .._wrap import WrappedModel, model_on
 from ._adaptive import DEFAULT_TOL, Scales, check_tol, refine, warn_if_unmet
 from ._quadrature import CAPTUM_RULES, DEFAULT_STEPS, Rule, check_rule_steps, quadrature_tensors
 from ._result import Attribution, completeness_error, reduce_maps
@@ -90,16 +89,12 @@ def _integral(net: WrappedModel, windows: torch.Tensor, d: torch.Tensor, z0: tor
 
 
 def _integral_batched(net: WrappedModel, windows: torch.Tensor, d: torch.Tensor, z0: torch.Tensor,
-                      cells: list[int], rule: Rule, steps: int, pacer: Pacer,
-                      tick: Callable[[], None]) -> torch.Tensor:
-    """:func:`_integral` at ``steps`` points, in groups of windows whose ``steps``-point paths ``pacer`` sizes
-    (a fixed batch of path points, or ~0.25 s each); ``tick()`` after each group (where Cancel acts)."""
+                      cells: list[int], rule: Rule, steps: int, batch_size: int) -> torch.Tensor:
+    """:func:`_integral` at ``steps`` points, in groups of ``max(1, batch_size // steps)`` windows."""
     alphas, weights = quadrature_tensors(rule, steps, torch.float32, d.device)
-    parts = []
-    for piece in pacer.pieces(len(windows), cost=steps):
-        parts.append(_integral(net, windows[piece], d[piece], z0, cells, alphas, weights))
-        tick()
-    return torch.cat(parts)
+    group = max(1, batch_size // steps)
+    return torch.cat([_integral(net, windows[i:i + group], d[i:i + group], z0, cells, alphas, weights)
+                      for i in range(0, len(windows), group)])
 
 
 def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int] = None, rule: Optional[Rule] = None,
@@ -140,7 +135,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     idx = select_frames(len(stim), cfg.history, frames)
     inv = "none" if invariance == "auto" else resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1],
                                                                  invariance)
-    pacer = paced(batch_size)
+    bs = 256 if batch_size is None else check_int(batch_size, "batch_size", 1)
     net = copy.deepcopy(model).eval().requires_grad_(False)
     dev = net.device
     zero = torch.zeros(1, cfg.history, cfg.size, cfg.size, device=dev)
@@ -157,9 +152,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
         shape = reduce_maps(torch.zeros(1, unit_shape[0], *unit_shape[-2:]), inv).shape[1:]
         maps = np.full((T, *shape), np.nan, dtype=np.float32)
     scales = Scales(dev)
-    # chunks of frames fixed by the batch size (the refinement's running maxima follow them, so the result
-    # does not depend on timing); within a chunk, the pacer sizes the groups and Cancel acts after each
-    chunk = max(1, pacer.most // fixed)
+    chunk = max(1, bs // fixed)
     report(progress, 0, len(idx))
     for start in range(0, len(idx), chunk):
         fidx = idx[start:start + chunk]
@@ -167,16 +160,12 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
         with torch.no_grad():
             d = _drive(net, windows, z0)
         r = _rates(net, windows, cells)
-
-        def tick(done: int = start) -> None:
-            report(progress, done, len(idx))
-
         if tol is None:
-            A = _integral_batched(net, windows, d, z0, cells, rule, fixed, pacer, tick)
+            A = _integral_batched(net, windows, d, z0, cells, rule, fixed, bs)
             per_frame[fidx] = fixed
         else:
             def evaluate(rows: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-                a = _integral_batched(net, windows[rows], d[rows], z0, cells, rule, m, pacer, tick)
+                a = _integral_batched(net, windows[rows], d[rows], z0, cells, rule, m, bs)
                 return a, a
 
             A, per_frame[fidx] = refine(evaluate, r, f0, tol, scales)

@@ -292,10 +292,9 @@ def frames_of_interest(windows: Sequence[tuple[int, int]], n_frames: int, histor
 # ----------------------------------------------------------------------------- model responses
 
 
-def model_rates(model: RetinaCNN, stimulus: np.ndarray, batch_size: Optional[int] = None,
+def model_rates(model: RetinaCNN, stimulus: np.ndarray, batch_size: int = 256,
                 progress: Optional[Progress] = None) -> np.ndarray:
-    """Rates (T, n_cells) of ``model`` on an experiment's movie: :func:`napari_retina.predict` (``batch_size``
-    None: predict's default, which paces a wrapped module's batches so progress and Cancel act often).
+    """Rates (T, n_cells) of ``model`` on an experiment's movie: :func:`napari_retina.predict`.
 
     ``stimulus`` float32 (T, H, W) contrast units (an experiment builds it so,
     whatever its scale: no units warning). Rates that come out NaN or infinite
