@@ -94,6 +94,14 @@ def unique_names(paths) -> dict:
             depth[p] += 1
 
 
+def store_names(results) -> tuple[dict, dict]:
+    """Layer names in a store: ({stimulus file: name}, {model: name}) by :func:`unique_names`, over the
+    results (``TaskResult``) that have a stimulus; the store reader and one result shown alone both use them."""
+    with_stimulus = [res for res in results if res.attrs.get("stimulus")]
+    return (unique_names(res.attrs["stimulus"] for res in with_stimulus),
+            unique_names(res.attrs["model"] for res in with_stimulus))
+
+
 def read_batch_layers(path: Paths) -> list[tuple]:
     """Layer-data tuples for a results store: per stimulus, the stimulus and each attribution's maps and traces."""
     from ..batch import lazy_stimulus, load
@@ -108,8 +116,7 @@ def read_batch_layers(path: Paths) -> list[tuple]:
         if res.attrs.get("stimulus"):
             by_stimulus.setdefault(res.attrs["stimulus"], []).append(res)
     out, shown, unreadable = [], 0, []
-    stim_names = unique_names(by_stimulus)
-    model_names = unique_names(res.attrs["model"] for group in by_stimulus.values() for res in group)
+    stim_names, model_names = store_names(results.values())
     for stim_path, group in by_stimulus.items():
         stem = stim_names[stim_path]
         try:
@@ -175,12 +182,11 @@ def read_task_layers(res, name: Optional[str] = None) -> list[tuple]:
         return _experiment_task_layers(res, name)
     stim_path = res.attrs["stimulus"]
     stim = _task_stimulus(res, stim_path)
-    stem = _store_name(res, stim_path)
+    stem, model = _names_in_store(res)
     title = name or stem
     kwargs = stimulus_layer_kwargs(stim, name=title, metadata={"source": stim_path})
     kwargs["visible"] = True
     if kind == "attribute":
-        model = Path(res.attrs["model"]).stem
         prefix = f"{name}: " if name else f"{stem} {model} cell{res.attrs['cell']} "
         return [(stim, kwargs, "image")] + _attribute_layers(res, tuple(stim.shape), prefix, True)
     traces = _rate_traces(res, title) if kind == "predict" else _reduce_traces(res, title)
@@ -189,16 +195,16 @@ def read_task_layers(res, name: Optional[str] = None) -> list[tuple]:
     return [(stim, kwargs, "image")]
 
 
-def _store_name(res, stim_path: str) -> str:
-    """The stimulus' layer name as :func:`read_batch_layers` names it for the whole store (:func:`unique_names`)."""
+def _names_in_store(res) -> tuple[str, str]:
+    """(stimulus name, model name) of one result as :func:`read_batch_layers` names them in its store."""
     from ..batch import load
 
     try:
-        root = res.path.parents[len(Path(res.key).parts) - 1]
-        paths = sorted({r.attrs["stimulus"] for r in load(root).values() if r.attrs.get("stimulus")} | {stim_path})
-    except Exception:  # noqa: BLE001 - a result moved out of its store: its own file's stem
-        return Path(stim_path).stem
-    return unique_names(paths)[stim_path]
+        results = list(load(res.path.parents[len(Path(res.key).parts) - 1]).values())
+    except Exception:  # noqa: BLE001 - a result moved out of its store: named on its own
+        results = []
+    stimuli, models = store_names(results + [res])
+    return stimuli[res.attrs["stimulus"]], models[res.attrs["model"]]
 
 
 def _task_stimulus(res, stim_path: str):
