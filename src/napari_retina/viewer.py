@@ -51,6 +51,7 @@ except ImportError as exc:  # pragma: no cover - the test environment has napari
 from napari.viewer import Viewer as _NapariViewer  # the class itself (napari.Viewer may be a test's stand-in)
 
 from ._atomic import atomic_write
+from ._validate import check_positive
 from ._napari._layers import META, stimulus_layer_kwargs
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
 from ._napari._session import SCRIPT_SOURCE, use_model as _use_model
@@ -251,18 +252,6 @@ def _check_viewer(viewer, allow_none: bool = False) -> None:
         raise ValueError("viewer must be an open napari.Viewer, got one that was closed (viewer.close())")
 
 
-def _positive_number(value, name: str) -> float:
-    """``value`` as a float, or a one-sentence error unless it is a positive finite number."""
-    import numbers
-
-    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    if not ok:
-        raise TypeError(f"{name} must be a positive finite number, got {value!r}")
-    if not (np.isfinite(float(value)) and float(value) > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
 def _checked_analysis_options(kind: str, result, attribution, viewer, stimulus_layer, maps, limit):
     """(maps, limit) of :func:`show`, checked against the attribution shown: a one-sentence error otherwise.
 
@@ -285,7 +274,7 @@ def _checked_analysis_options(kind: str, result, attribution, viewer, stimulus_l
             raise TypeError(f"show(reduction, attribution=...) expects the Attribution it reduces, "
                             f"got {type(attr).__name__}")
     if limit is not None:
-        limit = _positive_number(limit, "limit")
+        limit = check_positive(limit, "limit")
     if maps is not None:
         maps = _checked_maps(maps, attr)
     if stimulus_layer is not None:
@@ -718,7 +707,7 @@ def screenshot(viewer, path, size: tuple = (1200, 800), *, scale: float = 1.0, m
     if not path.parent.is_dir():
         raise FileNotFoundError(f"screenshot() writes into an existing folder; got {str(path)!r}, whose folder "
                                 f"{str(path.parent)!r} does not exist")
-    scale = _positive_number(scale, "scale")
+    scale = check_positive(scale, "scale")
     if not isinstance(margin, numbers.Real) or isinstance(margin, bool) or not 0 <= float(margin) < 0.5:
         raise ValueError(f"margin must be a fraction of the image in [0, 0.5), got {margin!r}")
     image = _window_image(viewer, (w, h), margin) if window else \
