@@ -95,14 +95,17 @@ def test_latency_rejects(why, frames_of):
 
 
 def anticipation_response(proto, lead_px_of_speed, amp=2.0, rf=0.0):
+    """Flashed bars mapping a Gaussian RF (σ 4 px at ``rf``), and moving-bar responses peaking when the bar
+    is ``lead_px_of_speed(speed)`` px (or ``lead_px_of_speed(speed, direction)``) short of ``rf``."""
     T = len(proto.stimulus)
+    lead_of = lead_px_of_speed if lead_px_of_speed.__code__.co_argcount == 2 else (lambda v, d: lead_px_of_speed(v))
     r = np.full(T, 0.2)
     for c in proto.conditions:
         if c["kind"] == "flash":
             r += bump(T, c["onset"] + 6, amp * np.exp(-0.5 * ((c["position"] - rf) / 4.0) ** 2), 2.0)
         else:
             d = c["direction"]
-            t_star = c["onset"] + (rf - d * lead_px_of_speed(c["speed"]) - c["x0"]) / (d * c["speed"])
+            t_star = c["onset"] + (rf - d * lead_of(c["speed"], d) - c["x0"]) / (d * c["speed"])
             r += bump(T, t_star, amp, 0.25 / c["speed"] + 5.0)
     return r
 
@@ -117,6 +120,7 @@ def test_anticipation_present_when_leading_strongly_at_both_speeds():
     proto = protocol(anticipation)
     out = anticipation.readout(anticipation_response(proto, lambda v: 1.5), proto.conditions)
     np.testing.assert_allclose(out["lead_um_per_speed"], 82.5, atol=6.0)
+    assert out["rf_extent_px"] == [-5.0, 5.0] and all(out["inside_rf"])   # σ 4 px: half height at ±4.7 px
     assert min(out["moving_amplitude_per_speed"]) > 1.5
     assert out["present"] is True
 
@@ -126,6 +130,10 @@ def test_anticipation_present_when_leading_strongly_at_both_speeds():
     ("leads at the slow speed only, lags at the lab's figure speed", lambda v: 1.5 if v < 0.1 else -2.0, 2.0, {}),
     ("a weak moving-bar response (0.07 spikes/bin, the v1 truth's)", lambda v: 1.5, 0.07, {}),
     ("one speed only", lambda v: 1.5, 2.0, {"speed": 0.08}),
+    ("one direction leads by 3 px, the other lags by 0.5 px (a mean lead of 69 µm)",
+     lambda v, d: 3.0 if d > 0 else -0.5, 2.0, {}),
+    ("a 12 px 'lead': the response peaks with the bar far outside the receptive field (σ 4 px)",
+     lambda v: 12.0, 2.0, {}),
 ])
 def test_anticipation_rejects(why, lead, amp, params):
     proto = protocol(anticipation, **params)
@@ -237,3 +245,53 @@ def test_doubling_present_for_a_rising_index_with_a_real_f2():
                            proto.conditions)
     np.testing.assert_allclose(out["f2_f1_per_width"], [0.5, 1.0, 3.0], rtol=1e-6)
     assert out["present"] is True
+
+
+def test_doubling_present_for_a_real_f2_in_mild_noise():
+    """The noise clause leaves a real F2 (0.3 spikes/bin at 2 px) standing in noise of sd 0.05 spikes/bin."""
+    proto = protocol(doubling)
+    clean = harmonic_response(proto, {8.0: 1.0, 4.0: 0.4, 2.0: 0.1}, {8.0: 0.5, 4.0: 0.4, 2.0: 0.3})
+    out = doubling.readout(clean + np.random.default_rng(0).normal(0.0, 0.05, len(clean)), proto.conditions)
+    assert out["f2_per_width"][-1] > 4.0 * out["noise_per_width"][-1]
+    assert out["present"] is True
+
+
+def test_doubling_rejects_an_f2_within_the_noise():
+    """Every other clause holds (F2 0.3 at 2 px, F2/F1 rising 6x), but noise of sd 1 spike/bin is as large."""
+    proto = protocol(doubling)
+    clean = harmonic_response(proto, {8.0: 1.0, 4.0: 0.4, 2.0: 0.1}, {8.0: 0.5, 4.0: 0.4, 2.0: 0.3})
+    assert doubling.readout(clean, proto.conditions)["present"] is True
+    out = doubling.readout(clean + np.random.default_rng(0).normal(0.0, 1.0, len(clean)), proto.conditions)
+    assert out["present"] is False
+
+
+def test_doubling_noise_is_zero_for_a_response_that_repeats_every_cycle():
+    proto = protocol(doubling)
+    out = doubling.readout(harmonic_response(proto, {8.0: 1.0, 4.0: 0.4, 2.0: 0.1}, {8.0: 0.5, 4.0: 0.4, 2.0: 0.3}),
+                           proto.conditions)
+    assert max(out["noise"]) < 1e-12
+
+
+# ----------------------------------------------------------------------------- noise
+
+
+@pytest.mark.parametrize("module", [osr, latency, anticipation, reversal, doubling], ids=lambda m: m.NAME)
+def test_no_criterion_passes_poisson_noise(module):
+    """docs/EXPERIMENTS.md: one trial of Poisson spike counts, 0.2-3 spikes/bin, never makes a phenomenon
+    (40 seeds per rate; before the receptive-field and noise clauses anticipation passed 32 of 120, doubling 8)."""
+    proto = protocol(module, **({"center": 0.0} if module is reversal else {}))
+    T = len(proto.stimulus)
+    passed = [(rate, seed) for rate in (0.2, 1.0, 3.0) for seed in range(40)
+              if module.readout(np.random.default_rng(seed).poisson(rate, T).astype(np.float64),
+                                proto.conditions)["present"]]
+    assert passed == []
+
+
+def test_reversal_rejects_a_response_still_rising_at_the_window_end():
+    """A ramp after every reversal peaks on the window's last frame (400 ms): no burst, at any position."""
+    proto = protocol(reversal, center=0.0)
+    r = np.full(len(proto.stimulus), 0.2)
+    for c in proto.conditions:
+        r[c["reversal_frame"] + 1:c["reversal_frame"] + c["window"] + 1] += np.linspace(0.0, 1.0, c["window"])
+    out = reversal.readout(r, proto.conditions)
+    assert not any(out["peak_interior"]) and out["n_bursts"] == 0 and out["present"] is False

@@ -267,7 +267,7 @@ def test_reversal_and_doubling_defaults_of_a_50_pixel_field_are_the_documented_o
     for center in (0.0, 3.7, -15.9):
         res = run_function("reversal", flat, center=center, window=5, gap=40)
         assert res.readout["reversal_positions_px"] == np.linspace(-9.0, 2.0, 12).round(6).tolist()
-    res = run_function("doubling", flat, period=3, cycles=2, window=5, gap=40)
+    res = run_function("doubling", flat, period=3, cycles=3, window=5, gap=40)
     assert res.readout["widths_px"] == [8.0, 4.0, 2.0]
 
 
@@ -287,7 +287,7 @@ def test_doubling_defaults_fit_a_small_field(size):
     keep their 4x range with two bars of the widest in the field."""
     from napari_retina.experiments import run_function
 
-    res = run_function("doubling", lambda s: np.full(len(s), 0.5), size=size, history=6, period=3, cycles=2)
+    res = run_function("doubling", lambda s: np.full(len(s), 0.5), size=size, history=6, period=3, cycles=3)
     widths = res.readout["widths_px"]
     assert len(widths) == 3 and max(widths) == pytest.approx(size / 2.0) and widths[0] / widths[-1] == pytest.approx(4)
     c = res.conditions[0]   # the stimulus: the widest grating shows both polarities, each over half the field
@@ -424,7 +424,7 @@ class _RecordingRetina:
 
 
 @pytest.mark.parametrize("name, params", [("osr", {"periods": [3, 6], "n_flashes": 4}),
-                                          ("doubling", {"period": 4, "cycles": 2})])
+                                          ("doubling", {"period": 4, "cycles": 3})])
 def test_battery_shows_the_truth_the_model_stimulus(tiny20, name, params):
     """run_truth built its movie for a 40-frame history whatever the model's, so a history-10 model and
     the truth were compared on different movies (gap 30 vs 60)."""

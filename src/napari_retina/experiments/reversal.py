@@ -32,8 +32,11 @@ peak_before : list, largest response in the ``window`` frames up to the
 burst_ratios : list, peak_after / peak_before per reversal point.
 burst_ratio : mean of burst_ratios.
 burst_latencies_ms : list, reversal to the (sub-frame) peak after it.
+peak_interior : list of bool, that peak is a local maximum inside the ``window``
+    frames after the reversal, not at either end (a response still rising at the
+    window's end, or still falling from before the reversal, has no burst in it).
 bursting : list of bool, a burst of at least ``MIN_BURST`` (0.5 spikes/bin) above
-    the grey level after the reversal.
+    the grey level after the reversal, with an interior peak.
 burst_latency_ms : mean over the bursting positions, burst_latency_sd_ms : their
     standard deviation.
 n_bursts : number of bursting positions.
@@ -159,7 +162,7 @@ def build(size: int, history: int, respond=None, *, reversals, center, speed, wi
 def readout(response: np.ndarray, conditions: list) -> dict:
     """Motion-reversal readout of a (T,) response; see the module docstring for the keys."""
     r = np.asarray(response, dtype=np.float64)
-    before, after, ratios, lats = [], [], [], []
+    before, after, ratios, lats, interior = [], [], [], [], []
     for c in conditions:
         base = baseline(r, c["start"], c["onset"])
         tr, w = c["reversal_frame"], c["window"]
@@ -171,9 +174,11 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         after.append(a)
         ratios.append(a / b if np.isfinite(b) and b > 0 else (float("inf") if a > 0 else float("nan")))
         lats.append((t - tr) * FRAME_MS)
+        i = int(round(t)) if np.isfinite(t) else tr
+        interior.append(bool(np.isfinite(t) and tr + 1 < i < tr + w))
     fin = [x for x in ratios if np.isfinite(x)]
     ratio = float(np.mean(fin)) if fin else (float("inf") if any(x == float("inf") for x in ratios) else float("nan"))
-    bursting = [bool(np.isfinite(a) and a >= MIN_BURST and np.isfinite(t)) for a, t in zip(after, lats)]
+    bursting = [bool(np.isfinite(a) and a >= MIN_BURST and inside) for a, inside in zip(after, interior)]
     lat_ok = [t for t, b in zip(lats, bursting) if b]
     lat_mean = float(np.mean(lat_ok)) if lat_ok else float("nan")
     lat_sd = float(np.std(lat_ok)) if lat_ok else float("nan")
@@ -186,6 +191,6 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         "reversal_positions_px": [c["reversal_position"] for c in conditions],
         "center_px": conditions[0]["center"] if conditions else float("nan"),
         "peak_before": before, "peak_after": after, "burst_ratios": ratios, "burst_ratio": ratio,
-        "burst_latencies_ms": lats, "bursting": bursting, "n_bursts": len(lat_ok),
+        "burst_latencies_ms": lats, "peak_interior": interior, "bursting": bursting, "n_bursts": len(lat_ok),
         "burst_latency_ms": lat_mean, "burst_latency_sd_ms": lat_sd, "present": present,
     }
