@@ -424,10 +424,12 @@ class _RecordingRetina:
 
 
 @pytest.mark.parametrize("name, params", [("osr", {"periods": [3, 6], "n_flashes": 4}),
-                                          ("doubling", {"period": 4, "cycles": 3})])
+                                          ("doubling", {"period": 4, "cycles": 3}),
+                                          ("reversal", {"center": "rf"})])
 def test_battery_shows_the_truth_the_model_stimulus(tiny20, name, params):
     """run_truth built its movie for a 40-frame history whatever the model's, so a history-10 model and
-    the truth were compared on different movies (gap 30 vs 60)."""
+    the truth were compared on different movies (gap 30 vs 60); and the reversal's truth mapped its own
+    receptive field instead of reversing the bar where the model's was."""
     from napari_retina import experiments as E
 
     gt = _RecordingRetina(20)

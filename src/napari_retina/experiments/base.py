@@ -54,6 +54,7 @@ class Protocol:
     conditions: list              # one JSON-able dict per condition (absolute frame indices)
     frames: np.ndarray            # int frames of interest (readout windows), sorted
     invariance: str               # "space" | "y" | "x" | "none"
+    resolved: dict = field(default_factory=dict)   # parameters derived from the response (reversal's "rf" centre)
 
 
 @dataclass
@@ -81,7 +82,10 @@ class ExperimentResult:
         for model runs also ``reduced`` (the same readout on the reduced
         circuit's rate), ``explained_variance`` and ``kept`` (channel labels).
     params : dict
-        Every parameter used, defaults resolved.
+        Every parameter used, defaults resolved, and those the protocol derived
+        from the response as numbers (reversal's ``center="rf"``: the mapped
+        centre), so that ``run_truth(name, retina, history=..., **params)`` builds
+        the same movie.
     cells : list of int
         The cells whose summed rate was analysed.
     """
@@ -241,10 +245,10 @@ class Movie:
         """The whole movie, float32 (T, H, W)."""
         return np.ascontiguousarray(np.concatenate(self.segments, axis=0), dtype=np.float32)
 
-    def protocol(self, history: int, max_frames: int, invariance: str) -> "Protocol":
+    def protocol(self, history: int, max_frames: int, invariance: str, resolved: Optional[dict] = None) -> "Protocol":
         stim = self.stimulus()
         return Protocol(stim, self.conditions, frames_of_interest(self.windows, len(stim), history, max_frames, stim),
-                        invariance)
+                        invariance, dict(resolved or {}))
 
 
 #: grey frames just before each condition's first non-grey frame that are always attributed
@@ -462,7 +466,7 @@ def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[in
     readout["explained_variance"] = float(red.explained_variance)
     readout["kept"] = [red.label(c) for c in red.kept]
     return ExperimentResult(module.NAME, proto.stimulus, rates, attr, red, proto.conditions,
-                            jsonable(readout), jsonable(p), cells)
+                            jsonable(readout), jsonable({**p, **proto.resolved}), cells)
 
 
 def check_response(response, n_frames: int, history: int) -> np.ndarray:
@@ -524,4 +528,4 @@ def run_response(module, respond: Callable, size: int = 50, history: int = 40, c
     cells = list(range(rates.shape[1])) if rates.shape[1] == 1 else check_cells(cell, rates.shape[1])
     readout = module.readout(pick(rates), proto.conditions)
     return ExperimentResult(module.NAME, proto.stimulus, rates, None, None, proto.conditions,
-                            jsonable(readout), jsonable(p), cells)
+                            jsonable(readout), jsonable({**p, **proto.resolved}), cells)

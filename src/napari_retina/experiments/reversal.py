@@ -156,7 +156,7 @@ def build(size: int, history: int, respond=None, *, reversals, center, speed, wi
         movie.add(seg, {"reversal_position": rev, "absolute_position": pos, "reversal_frame": t_rev,
                         "onset": movie.t0 + int(ev["onset"]), "offset": movie.t0 + int(ev["offset"]),
                         "window": window, "center": center}, (t_rev - window, t_rev + window + 1))
-    return movie.protocol(history, max_frames, INVARIANCE)
+    return movie.protocol(history, max_frames, INVARIANCE, {"center": center})
 
 
 def readout(response: np.ndarray, conditions: list) -> dict:
