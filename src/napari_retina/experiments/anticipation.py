@@ -51,7 +51,7 @@ lag_expected_um : ``speed · flash_latency`` in µm per speed, the lag a cell th
     delayed its flash response would show (a lead of −lag_expected_um).
 present : the literature criterion (Berry et al. 1999: at every speed tested the
     moving-bar response peaks at or ahead of the bar's leading edge, with strong
-    responses): at ``MIN_SPEEDS`` (2) or more speeds, the response peaks ahead
+    responses): at every speed, and ``MIN_SPEEDS`` (2) or more of them, the response peaks ahead
     of the flashed-bar peak by at least ``MIN_LEAD_UM`` (10 µm, a fifth of a
     pixel, so that a noise-level lead does not count) on average over the
     directions, ahead of it (lead > 0) in every direction, while the bar is
