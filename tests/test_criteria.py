@@ -295,3 +295,17 @@ def test_reversal_rejects_a_response_still_rising_at_the_window_end():
         r[c["reversal_frame"] + 1:c["reversal_frame"] + c["window"] + 1] += np.linspace(0.0, 1.0, c["window"])
     out = reversal.readout(r, proto.conditions)
     assert not any(out["peak_interior"]) and out["n_bursts"] == 0 and out["present"] is False
+
+
+def test_osr_period_whose_window_holds_only_the_train_s_tail_has_no_latency_and_stays_out_of_the_fit():
+    """A decaying tail read 0 ms at the window's first frame and entered the slope fit."""
+    proto = protocol(osr)
+    r = osr_response(proto, lambda p: p + 8.0)
+    longest = max(proto.conditions, key=lambda c: c["period_frames"])
+    om, w = longest["omitted"], longest["window"]
+    r[om:om + w] = 0.2 + 3.0 * np.exp(-np.arange(w) / 5.0)          # only the train's decay after the omission
+    out = osr.readout(r, proto.conditions)
+    k = proto.conditions.index(longest)
+    assert out["peak_interior"][k] is False and np.isnan(out["latency_ms"][k]) and np.isnan(out["onset_ms"][k])
+    clean = osr.readout(osr_response(proto, lambda p: p + 8.0), proto.conditions)
+    assert out["slope"] == pytest.approx(clean["slope"], abs=0.02) and out["present"] is False

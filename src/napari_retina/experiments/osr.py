@@ -18,7 +18,8 @@ Readout keys
 periods_ms : list, flash period per condition (ms).
 latency_ms : list, from the omitted flash's expected onset to the response
     peak in the ``window`` after it (sub-frame parabolic peak), per period; NaN
-    where the window has no peak (a flat response, or none above the grey level),
+    where the window has no peak (a flat response, none above the grey level, or a
+    largest value on the window's first or last frame: ``peak_interior`` False),
     which leaves that period out of the fit (and ``present`` False).
 latency_from_last_ms : list, from the last flash's onset to that peak.
 onset_ms : list, from the omitted flash's expected onset to the response onset
@@ -108,13 +109,15 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         if not (np.isfinite(v) and v > base and finite_max(seg) > np.nanmin(seg)):
             t = float("nan")   # flat, or nothing above grey: no peak, so no latency (not 0 ms)
         i = int(round(t)) if np.isfinite(t) else om
-        periods.append(c["period_ms"])
-        lat.append((t - om) * FRAME_MS)
-        lat_last.append((t - c["last_onset"]) * FRAME_MS)
         inside = bool(np.isfinite(t) and om < i < om + w - 1)
         interior.append(inside)
         amp.append(v - base)
+        if not inside:
+            t = float("nan")   # the window's first or last frame: the train's tail or a rise, not a peak
         onset.append((onset_time(r, om, t, base + 0.2 * (v - base)) - om) * FRAME_MS)
+        periods.append(c["period_ms"])
+        lat.append((t - om) * FRAME_MS)
+        lat_last.append((t - c["last_onset"]) * FRAME_MS)
         seg = r[c["onsets"][0]:om]
         train_amp.append(finite_max(seg) - base)
     slope, intercept, r2 = linear_fit(periods, lat_last)
