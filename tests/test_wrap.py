@@ -622,3 +622,52 @@ def test_the_reduction_never_hooks_the_users_module_itself():
     red = nr.reduce(attr)
     assert hooked and all(module is not layer for module in hooked)
     assert not layer._forward_hooks and 0 < red.explained_variance <= 1
+
+
+# ----------------------------------------------------------------------------- batch size from counted flops
+
+
+class _ConvNet(nn.Module):
+    """(N, 10, 12, 12) -> conv 10->6 (5x5) -> ReLU -> linear -> softplus: 2 cells."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(10, 6, 5)
+        self.relu = nn.ReLU()
+        self.out = nn.Linear(6 * 8 * 8, 2)
+
+    def forward(self, x):
+        return F.softplus(self.out(self.relu(self.conv(x)).flatten(1)))
+
+
+def test_the_flops_of_one_window_are_counted_at_wrap():
+    w = nr.wrap(_ConvNet(), history=10, size=12, first_layer="conv")
+    conv = 2 * (6 * 8 * 8) * (10 * 5 * 5)          # 2 per multiply-add: outputs x inputs each sums
+    linear = 2 * 2 * (6 * 8 * 8)
+    assert w.config.flops == conv + linear
+
+
+@pytest.mark.parametrize("flops, expected", [(0, 256), (197_137_152, 256), (250_000_000, 256),
+                                             (300_000_000, 128), (1_448_907_264, 32), (10 ** 12, 1)])
+def test_a_heavy_module_gets_fewer_windows_per_batch(flops, expected):
+    """197 MFLOP is the shipped model's window (256 per batch); the tester's Conv3d net (1.45 GFLOP a window)
+    took ~6 s a batch of 256, so Cancel waited that long."""
+    from napari_retina._wrap import WrapConfig
+
+    cfg = WrapConfig(history=10, size=12, n_cells=1, cell_names=["c"], input="NTHW", first_layer="conv", flops=flops)
+    assert cfg.batch_size == expected
+
+
+def test_progress_comes_every_batch_and_the_rates_do_not_depend_on_the_batch(monkeypatch):
+    import napari_retina._wrap as wrap_module
+
+    net = _ConvNet()
+    monkeypatch.setattr(wrap_module, "BATCH_FLOPS", 8 * 193_536)   # 193,536 FLOP a window: 8 windows a batch
+    w = nr.wrap(net, history=10, size=12, first_layer="conv")
+    assert w.config.batch_size == 8
+    stim = nr.stimuli.white_noise(frames=9 + 20, size=12, seed=3)
+    reports = []
+    rates = nr.predict(w, stim, progress=lambda done, total: reports.append((done, total)))
+    assert reports == [(0, 20), (8, 20), (16, 20), (20, 20)]
+    np.testing.assert_array_equal(rates, nr.predict(w, stim, batch_size=8))
+    np.testing.assert_allclose(rates, nr.predict(w, stim, batch_size=256), rtol=1e-6, atol=1e-7)

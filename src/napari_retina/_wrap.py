@@ -48,6 +48,13 @@ from .first_layer import DEFAULT_IGNORE_OLDEST_MS, properties_of_filters
 from .model import MAX_HISTORY, MAX_SIZE, RetinaCNN, _cell_names
 
 INPUTS = ("NTHW", "NCTHW")
+#: the most windows per forward pass (RetinaCNN's CPU default)
+MAX_BATCH = 256
+#: floating-point operations per forward batch that sets a wrapped module's default batch size: 256
+#: windows of the shipped model are 50 GFLOP (197 MFLOP each), so it and anything lighter get 256
+BATCH_FLOPS = 64e9
+#: the layers whose operations ``flops`` counts (2 per multiply-add of each output element)
+COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 @dataclass
@@ -58,7 +65,10 @@ class WrapConfig:
     ``n_cells`` outputs named ``cell_names``, ``input`` layout, ``first_layer``
     name, ``norm`` (contrast units: mean 0, std 1, as RetinaCNN's config),
     ``units``: the first layer's output shape for one window, channels first
-    (e.g. (C, T', h, w) for a Conv3d). ``channels`` and ``map_sizes`` answer
+    (e.g. (C, T', h, w) for a Conv3d). ``flops``: the operations of the
+    module's convolutions and linear layers (:data:`COUNTED`) on one window, 0
+    when it has none (it computes with ``torch.nn.functional``); they set
+    ``batch_size``. ``channels`` and ``map_sizes`` answer
     what RetinaCNN's config answers for its first layer: (C,) and, when the
     attribution has maps (the fast path), (h,) the maps' side; None otherwise.
     """
@@ -72,6 +82,19 @@ class WrapConfig:
     norm: dict = field(default_factory=lambda: {"mean": 0.0, "std": 1.0, "units": "contrast"})
     units: tuple = ()
     map_sizes: Optional[tuple] = None
+    flops: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        """Windows per forward pass by default (predict, attribute, reduce): 256, or fewer when one
+        window costs more than 1/256 of :data:`BATCH_FLOPS`, so that a batch, and with it each progress
+        report and the time a Cancel waits, stays near what 256 windows of the shipped model take (a
+        power of two). From ``flops`` (counted once, at :func:`wrap`), never from timing: results
+        must not depend on how fast the machine was."""
+        if self.flops <= 0:
+            return MAX_BATCH
+        fit = int(BATCH_FLOPS // self.flops)
+        return max(1, min(MAX_BATCH, 1 << max(0, fit.bit_length() - 1)))
 
     @property
     def channels(self) -> tuple:
@@ -237,13 +260,16 @@ def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool, tuple]:
     probe = probe.to(model.device)
     seen: list = []
     shapes: list = []
+    flops: list = []
     handle = model.layer.register_forward_pre_hook(lambda _m, args: seen.append(args[0] if args else None))
     out_handle = model.layer.register_forward_hook(
         lambda _m, _a, out: shapes.append(tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None))
+    counters = [m.register_forward_hook(_count_flops(flops)) for m in model.module.modules() if isinstance(m, COUNTED)]
     try:
         with torch.no_grad():
             out = model(window)
             runs = len(seen)
+            cfg.flops = int(sum(flops))
             model(probe)
     except Exception as exc:
         raise ValueError(
@@ -253,6 +279,8 @@ def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool, tuple]:
     finally:
         handle.remove()
         out_handle.remove()
+        for counter in counters:
+            counter.remove()
     if not seen:
         raise ValueError(f"first_layer {cfg.first_layer!r} is not run by the module's forward pass")
     if runs > 1:
@@ -264,6 +292,16 @@ def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool, tuple]:
     direct = isinstance(seen[-1], torch.Tensor) and seen[-1].shape == model.layout(probe).shape and \
         torch.equal(seen[-1], model.layout(probe))
     return out, direct, shapes[-1]
+
+
+def _count_flops(into: list) -> Callable:
+    """A forward hook that appends a layer's operations on its batch to ``into``: 2 per multiply-add, i.e.
+    2 · output elements · (inputs each output element sums: the weight's size over its output channels)."""
+    def hook(layer: nn.Module, _args, out) -> None:
+        weight = getattr(layer, "weight", None)
+        if isinstance(out, torch.Tensor) and isinstance(weight, torch.Tensor) and weight.ndim >= 2:
+            into.append(2 * out.numel() * weight[0].numel())
+    return hook
 
 
 def _check_differentiable(model: WrappedModel) -> None:
@@ -390,12 +428,13 @@ def predict(model: WrappedModel, stimulus, device: DeviceLike = None, batch_size
 
     What :func:`napari_retina.predict` runs for a :class:`WrappedModel`: the
     same checks of the stimulus, then the module on every window with a full
-    history, ``batch_size`` windows (default 256) at a time.
+    history, ``batch_size`` windows (default ``model.config.batch_size``: 256, fewer
+    for a heavy module) at a time.
     """
     model = model_on(model, device)
     cfg = model.config
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
-    bs = 256 if batch_size is None else check_int(batch_size, "batch_size", 1)
+    bs = cfg.batch_size if batch_size is None else check_int(batch_size, "batch_size", 1)
     idx = select_frames(len(stim), cfg.history)
     source = stimulus_tensor(stim)
     out = np.full((len(stim), cfg.n_cells), np.nan, dtype=np.float32)

@@ -338,7 +338,7 @@ def compute_drives(model: RetinaCNN, stimulus: np.ndarray, frames: np.ndarray, k
 
 
 def compute_wrapped_drives(model: WrappedModel, stimulus: np.ndarray, frames: np.ndarray, kept: list[int],
-                           weights: torch.Tensor, cells: list[int], batch_size: int = 256,
+                           weights: torch.Tensor, cells: list[int], batch_size: Optional[int] = None,
                            progress: Optional[Progress] = None) -> tuple[np.ndarray, np.ndarray]:
     """A wrapped module's drives ``d_c(t) = Σ_u w_cu · o_cu(t)`` (n, K) float64 and summed rate (n,) on ``frames``.
 
@@ -348,6 +348,7 @@ def compute_wrapped_drives(model: WrappedModel, stimulus: np.ndarray, frames: np
     ``stimulus`` float32 (T, H, W) contrast units of the module's size.
     """
     history = model.config.history
+    batch_size = model.config.batch_size if batch_size is None else batch_size
     # the hook that reads the first layer goes on a copy: on the user's module itself it would fire in any
     # other thread's forward pass too (the Experiments dock's predict while Analyze reduces) and mix the two
     model = copy.deepcopy(model).eval()

@@ -184,7 +184,8 @@ def attribute(
     device : str, optional
         Where to run; ``None`` keeps the model's device.
     batch_size : int, optional
-        Path points (frames × α) per backward pass (default 256 on CPU, 1024 on GPU).
+        Path points (frames × α) per backward pass (default 256 on CPU, 1024 on GPU; for a
+        wrapped module its ``config.batch_size``, fewer for a heavy module).
     crop : None, "center", (y0, x0) or "y0,x0"
         How to cut a ``size × size`` window out of a larger stack (integers
         only; see :func:`napari_retina._validate.parse_crop`); the window's

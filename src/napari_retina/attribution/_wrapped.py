@@ -135,7 +135,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     idx = select_frames(len(stim), cfg.history, frames)
     inv = "none" if invariance == "auto" else resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1],
                                                                  invariance)
-    bs = 256 if batch_size is None else check_int(batch_size, "batch_size", 1)
+    bs = cfg.batch_size if batch_size is None else check_int(batch_size, "batch_size", 1)
     net = copy.deepcopy(model).eval().requires_grad_(False)
     dev = net.device
     zero = torch.zeros(1, cfg.history, cfg.size, cfg.size, device=dev)

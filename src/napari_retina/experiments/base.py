@@ -296,7 +296,7 @@ def frames_of_interest(windows: Sequence[tuple[int, int]], n_frames: int, histor
 # ----------------------------------------------------------------------------- model responses
 
 
-def model_rates(model: RetinaCNN, stimulus: np.ndarray, batch_size: int = 256,
+def model_rates(model: RetinaCNN, stimulus: np.ndarray, batch_size: Optional[int] = None,
                 progress: Optional[Progress] = None) -> np.ndarray:
     """Rates (T, n_cells) of ``model`` on an experiment's movie: :func:`napari_retina.predict`.
 
