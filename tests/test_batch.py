@@ -167,15 +167,42 @@ def test_a_cell_error_found_by_the_worker_is_reported_in_one_sentence(inputs, cl
 def test_a_movie_shorter_than_the_history_fails_every_analysis(inputs, client, tmp_path):
     # its blocks all lie before the first full history: attribute used to store all-NaN arrays as complete
     np.save(tmp_path / "short.npy", np.zeros((5, 12, 12), np.float32))   # history 8
-    spec = {**_spec(inputs, tmp_path / "r", stimuli=(), cells=(0,), analyses=("predict", "attribute")),
+    spec = {**_spec(inputs, tmp_path / "r", stimuli=(), cells=(0,), analyses=("predict", "attribute", "reduce")),
             "stimuli": [str(tmp_path / "short.npy")]}
+    expected = "the stimulus in short.npy has 5 frame(s) but the model needs at least its history of 8 frames (80 ms)"
+    # refused while planning, by the check nr.predict makes, not by whatever a worker happens to meet
+    assert [t.error for t in batch.plan(batch.parse_spec(spec))] == [expected] * 3
     report = batch.run(spec, client)
     assert report.done == [] and report.exit_code == 1
     messages = dict(report.failed)
-    assert sorted(label.split(" of ")[0] for label in messages) == ["attribute", "predict"]
-    assert all(m == "stimulus has 5 frame(s) but the model needs at least its history of 8 frames (80 ms)"
-               for m in messages.values())
+    assert sorted(label.split(" of ")[0] for label in messages) == ["attribute", "predict", "reduce"]
+    assert all(m == expected for m in messages.values())
     assert list(batch.load(tmp_path / "r")) == []
+
+
+def test_an_empty_stimulus_fails_its_tasks_as_read_stimulus_refuses_it(inputs, client, tmp_path):
+    # a 0-frame stack made split tasks of no blocks, stored as complete with no arrays; table() then crashed
+    np.save(tmp_path / "empty.npy", np.zeros((0, 12, 12), np.float32))
+    with pytest.raises(ValueError) as refused:
+        nr.io.read_stimulus(tmp_path / "empty.npy")
+    out = tmp_path / "r"
+    spec = {**_spec(inputs, out, cells=(0,)), "stimuli": [str(inputs / "b.npy"), str(tmp_path / "empty.npy")]}
+    report = batch.run(spec, client)
+    assert report.exit_code == 1 and len(report.done) == 3 and all("/b-" in k for k in report.done)
+    failed = dict(report.failed)
+    assert sorted(label.split(" of ")[0] for label in failed) == ["attribute", "predict", "reduce"]
+    assert all(str(tmp_path / "empty.npy") in label for label in failed)
+    assert set(failed.values()) == {str(refused.value)} == {"the stimulus in empty.npy must not be empty, got shape "
+                                                             "(0, 12, 12)"}
+    results = batch.load(out)
+    assert sorted(results) == sorted(report.done) and len(results.table()) == 3
+    # a result of no blocks that an earlier version stored is not served (its table row would read no block)
+    key = next(t.key for t in batch.plan(batch.parse_spec(spec)) if "/empty-" in t.key and t.kind == "predict")
+    (out / key).mkdir(parents=True)
+    (out / key / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {
+        "complete": True, "kind": "predict", "name": "predict", "model": "m", "stimulus": "s", "cell": None,
+        "blocks": []}}))
+    assert key not in batch.load(out) and len(batch.load(out).table()) == 3
 
 
 def test_a_killed_worker_leaves_no_partial_result_and_the_rerun_completes_it(inputs, client, tmp_path):

@@ -74,8 +74,7 @@ def as_stack(stimulus, name: str = "stimulus", colour: bool = False) -> np.ndarr
     if arr.ndim != 3:
         hint = " (a single frame: add a time axis)" if arr.ndim == 2 else ""
         raise ValueError(f"{name} must be a (T, H, W) stack, got {arr.ndim} dimension(s) with shape {arr.shape}{hint}")
-    if arr.size == 0:
-        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    check_not_empty(arr.shape, name)
     # chunk by chunk: no (T, H, W) boolean temporary (250 MB for 100,000 frames of 50×50)
     if np.issubdtype(arr.dtype, np.floating) and not all(np.isfinite(x).all() for x in frame_chunks(arr)):
         bad = int(arr.size - np.isfinite(arr).sum())
@@ -300,6 +299,13 @@ def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str
             StimulusUnitsWarning,
             stacklevel=stacklevel + 1,
         )
+
+
+def check_not_empty(shape: Sequence[int], name: str = "stimulus") -> None:
+    """A ValueError unless an array of ``shape`` holds at least one value (what :func:`as_stack` refuses as empty);
+    for a stack known by its shape alone (a file's header)."""
+    if 0 in tuple(shape):
+        raise ValueError(f"{name} must not be empty, got shape {tuple(shape)}")
 
 
 def check_history_frames(n_frames: int, history: int, name: str = "stimulus") -> None:

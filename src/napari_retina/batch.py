@@ -375,6 +375,19 @@ def check_frame_size(shape: tuple, size: int, crop, name: str) -> None:
     crop_to(np.empty((0, h, w), np.float32), size, crop, name)
 
 
+def check_stimulus_shape(shape: tuple, history: int, size: int, crop, name: str) -> None:
+    """A one-sentence ValueError unless a stimulus of ``shape`` (T, H, W) is one a model of ``history`` frames
+    and ``size × size`` pixels can analyse: not empty, at least ``history`` frames, the model's frame size with
+    ``crop`` (:func:`check_frame_size`). The checks ``nr.io.read_stimulus`` and ``nr.predict`` make, on the
+    file's header, before any task runs.
+    """
+    from ._validate import check_history_frames, check_not_empty
+
+    check_not_empty(shape, name)
+    check_history_frames(shape[0], history, name)
+    check_frame_size(shape, size, crop, name)
+
+
 def _npy_view(path: Path) -> np.ndarray:
     """A memory map of a .npy stack, refusing a damaged header, pickled objects and truncated data."""
     from .io import npy_header
@@ -487,7 +500,7 @@ def plan(spec: Spec) -> list[Task]:
             n_frames = shape[0]
             if merr is None and serr is None:
                 try:
-                    check_frame_size(shape, size, spec.crop, f"the stimulus in {Path(stim).name}")
+                    check_stimulus_shape(shape, history, size, spec.crop, f"the stimulus in {Path(stim).name}")
                 except ValueError as exc:
                     serr = str(exc)
             err = err or serr
@@ -1153,6 +1166,7 @@ def load(out: PathLike) -> Results:
             attrs = json.loads((path / "zarr.json").read_text(encoding="utf-8"))["attributes"]
         except (OSError, ValueError, KeyError):
             continue  # not computed (yet), or failed
-        if attrs.get("complete"):
+        # a result without blocks holds nothing (earlier versions stored one for an empty stimulus): not served
+        if attrs.get("complete") and attrs.get("blocks"):
             results[entry["key"]] = TaskResult(entry["key"], attrs, _lazy_arrays(path, len(attrs["blocks"])), path)
     return results
