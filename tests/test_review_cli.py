@@ -278,3 +278,16 @@ def test_evaluate_prints_strict_json_when_a_score_is_undefined(tmp_path, dataset
     assert main(["evaluate", str(dataset)]) == 0
     out = _strict_json(capsys.readouterr().out)
     assert out == {"r": [0.5, None], "r_mean": None, "ratio": "inf", "cell_names": ["a", "b"]}
+
+
+# --------------------------------------------------------------------------- train --out: a checkpoint's suffix
+
+
+@pytest.mark.parametrize("name, suffix", [("tiny.npy", "'.npy'"), ("tiny", "'no suffix'")])
+def test_train_out_without_the_checkpoint_suffix_is_refused_before_training(tmp_path, dataset, capsys, no_training,
+                                                                            name, suffix):
+    """'train --out out/tiny.npy' wrote a checkpoint named like a stimulus stack."""
+    assert main(["train", str(dataset), "--out", str(tmp_path / name), "--tiny", "--quiet"]) == 2
+    err = _one_line(capsys.readouterr().err, "train")
+    assert f"--out must end in .pt, got {suffix}" in err
+    assert not (tmp_path / name).exists()

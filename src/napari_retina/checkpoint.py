@@ -47,6 +47,8 @@ from .model import ModelConfig, RetinaCNN
 FORMAT = "napari-retina-checkpoint"
 VERSION = 1
 DEFAULT_MODEL = "default_model.pt"
+#: the suffix of a checkpoint the command line writes (``train --out``)
+CHECKPOINT_SUFFIXES = (".pt",)
 #: top-level keys of a checkpoint; ``weights_sha256`` is absent from older ones
 REQUIRED_KEYS = ("format", "version", "config", "info", "state_dict")
 OPTIONAL_KEYS = ("weights_sha256",)

@@ -53,9 +53,12 @@ def _train(args) -> int:
     import torch
 
     from .._validate import check_int
+    from ..checkpoint import CHECKPOINT_SUFFIXES
     from ..model import ModelConfig
     from ..training import train
 
+    # a checkpoint's suffix, a folder that exists and can be written: before an epoch is spent
+    check_out_file(args.out, CHECKPOINT_SUFFIXES, inputs=(args.data,))
     if check_int(args.threads, "--threads (0: torch's default)", 0):  # torch raises a RuntimeError below 1
         torch.set_num_threads(args.threads)
     config = None
@@ -124,7 +127,7 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a BN-CNN on a dataset in the lab HDF5 layout")
     p.add_argument("data", help="dataset .h5 (train/stimulus, train/response/firing_rate_10ms, test/...)")
     p.add_argument("--out", required=True,
-                   help="checkpoint to write (atomically, after every improvement; an existing file is replaced)")
+                   help="checkpoint .pt to write (atomically, after every improvement; an existing file is replaced)")
     # every training default from nr.training.TrainConfig, the one source shared with nr.train and napari
     p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="maximum passes over the training windows" + d)
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="windows per Adam step" + d)
