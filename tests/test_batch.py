@@ -265,6 +265,24 @@ def test_a_bad_spec_exits_2_with_one_sentence(inputs, tmp_path, capsys, spec, ma
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("where", ["spec", "--out"])
+def test_a_results_folder_that_cannot_be_written_exits_2_before_any_work(inputs, tmp_path, capsys, monkeypatch,
+                                                                          where):
+    """The spec's 'out' in an unwritable folder gave a raw Path.mkdir traceback, exit 1."""
+    import napari_retina.cli._paths
+
+    monkeypatch.setattr(napari_retina.cli._paths.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(batch, "plan", lambda spec: pytest.fail("planned before the folder was checked"))
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(_spec(inputs, tmp_path / "locked" / "r", stimuli=("b.npy",), analyses=("predict",))))
+    extra = ["--out", str(tmp_path / "locked" / "r")] if where == "--out" else []
+    assert main(["batch", str(path), "--quiet", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"napari-retina batch: error: cannot write {str(tmp_path / 'locked' / 'r')!r}: "
+                   f"folder {str(tmp_path)!r} is not writable")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json"]
+
+
 def test_a_spec_that_is_not_json_exits_2(tmp_path, capsys):
     path = tmp_path / "spec.json"
     path.write_text("{'stimuli': ")

@@ -129,6 +129,31 @@ def test_unwritable_out_folder_is_refused_as_root_too(tmp_path, tiny_checkpoint,
     assert len(err.splitlines()) == 1 and f"folder {str(tmp_path)!r} is not writable" in err
 
 
+@pytest.mark.parametrize("fails", ["mkstemp", "_fsync"])
+def test_an_output_that_cannot_be_written_after_the_work_is_one_line_naming_it(tmp_path, tiny_checkpoint, capsys,
+                                                                             monkeypatch, fails):
+    """'predict --out /proc/x.h5' passed the folder check as root, then failed naming the temporary
+    '.x.h5.…partial' file, exit 2 (bad input); a full disk does the same. One line naming --out, exit 1."""
+    import errno
+
+    import napari_retina._atomic as atomic
+
+    def refuse(*args, **kwargs):   # what the kernel says in /proc (ENOENT) or on a full disk (ENOSPC)
+        code = errno.ENOENT if fails == "mkstemp" else errno.ENOSPC
+        name = args[0] if args and isinstance(args[0], str) else str(tmp_path / ".r.h5.0-1.x.partial")
+        raise OSError(code, os.strerror(code), name)
+
+    monkeypatch.setattr(atomic.tempfile if fails == "mkstemp" else atomic, fails, refuse)
+    np.save(tmp_path / "s.npy", np.zeros((10, 16, 16), np.float32))
+    out = tmp_path / "r.h5"
+    assert main(["predict", str(tmp_path / "s.npy"), "--model", str(tiny_checkpoint[1]), "--out", str(out),
+                 "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    reason = os.strerror(errno.ENOENT if fails == "mkstemp" else errno.ENOSPC)
+    assert err == f"napari-retina predict: error: cannot write {str(out)!r}: {reason}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npy", "tiny.pt"]
+
+
 @pytest.mark.parametrize(
     "values, match",
     [

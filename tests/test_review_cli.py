@@ -291,3 +291,14 @@ def test_train_out_without_the_checkpoint_suffix_is_refused_before_training(tmp_
     err = _one_line(capsys.readouterr().err, "train")
     assert f"--out must end in .pt, got {suffix}" in err
     assert not (tmp_path / name).exists()
+
+
+def test_train_out_in_an_unwritable_folder_is_refused_before_training(tmp_path, dataset, capsys, monkeypatch,
+                                                                       no_training):
+    """It trained first, then died on a PermissionError traceback (exit 1). The writability check itself
+    (os.access) decides, whoever runs the tests (root writes into a 0555 folder)."""
+    import napari_retina.cli._paths
+
+    monkeypatch.setattr(napari_retina.cli._paths.os, "access", lambda path, mode: False)
+    assert main(["train", str(dataset), "--out", str(tmp_path / "m.pt"), "--tiny", "--quiet"]) == 2
+    assert f"folder {str(tmp_path)!r} is not writable" in _one_line(capsys.readouterr().err, "train")

@@ -31,7 +31,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -97,6 +97,18 @@ def remove_stale(path: PathLike) -> list[Path]:
     return removed
 
 
+class WriteError(OSError):
+    """Writing a destination failed once the work was done (a full disk, a read-only or vanished folder):
+    one sentence naming the destination, never the temporary file. The original error is its ``__cause__``."""
+
+    def __init__(self, path: PathLike, exc: OSError, tmp: Optional[str] = None) -> None:
+        detail = exc.strerror or str(exc) or type(exc).__name__
+        if tmp:
+            detail = detail.replace(tmp, str(path))
+        super().__init__(f"cannot write {str(path)!r}: {detail}")
+        self.path = Path(path)
+
+
 def same_file(path: PathLike, other) -> bool:
     """Whether ``path`` and ``other`` (a path; anything else is never the same) name one existing file,
     links and spellings included: writing ``path`` would replace ``other``."""
@@ -113,7 +125,9 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     The file gets the usual permissions (0666 less the umask) and is flushed to
     disk before the rename. On any error the temporary file is removed and
     ``path`` is left as it was. A missing folder (FileNotFoundError) or a folder
-    at ``path`` itself (IsADirectoryError) is refused before ``write`` is called.
+    at ``path`` itself (IsADirectoryError) is refused before ``write`` is called;
+    an OSError while writing (a full disk, a folder that cannot be written) is
+    raised as a :class:`WriteError` naming ``path``, not the temporary file.
     """
     path = Path(path)
     if not path.parent.exists():
@@ -121,14 +135,21 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     if path.is_dir():  # os.replace would fail only after the whole write, naming the temporary file
         raise IsADirectoryError(f"cannot write {str(path)!r}: it is a folder; give a file name inside it")
     remove_stale(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_host_tag()}-{os.getpid()}.", suffix=PARTIAL_SUFFIX,
-                               dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_host_tag()}-{os.getpid()}.", suffix=PARTIAL_SUFFIX,
+                                   dir=path.parent)
+    except OSError as exc:
+        raise WriteError(path, exc) from exc
     os.close(fd)
     try:
         write(tmp)
         _fsync(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except WriteError:  # a nested atomic write names its own destination
+        raise
+    except OSError as exc:
+        raise WriteError(path, exc, tmp) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -6,7 +6,8 @@ predict), :mod:`.training` (synth, train, evaluate) and :mod:`.experiments`
 parsers and sets ``func(args) -> int`` as the handler. The command modules
 import only what lies below them (:mod:`._progress`, :mod:`._paths` and the
 core), never this package. Errors from bad input are printed as one line on
-stderr with exit status 2, never as a traceback.
+stderr with exit status 2, never as a traceback; an output that cannot be
+written once the work is done (a full disk) is one line naming it, exit status 1.
 
 Example
 -------
@@ -46,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point; returns the exit status (0 done, 2 bad input or not enough memory for it, 130 cancelled)."""
+    """Entry point; returns the exit status (0 done, 1 an output could not be written, 2 bad input or not enough
+    memory for it, 130 cancelled)."""
+    from .._atomic import WriteError
     from .._progress import Cancelled
 
     args = build_parser().parse_args(argv)
@@ -54,6 +57,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
             return int(args.func(args) or 0)
+    except WriteError as exc:  # an output that could not be written after the work (a full disk): a failure
+        print(f"napari-retina {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, ImportError) as exc:
         print(f"napari-retina {args.command}: error: {exc}", file=sys.stderr)
         return 2

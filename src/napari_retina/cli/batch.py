@@ -11,7 +11,8 @@ from ._progress import tqdm_progress, write_line
 def _batch(args) -> int:
     from ..batch import connect, parse_spec, require, run
 
-    spec = parse_spec(args.spec, out=check_out_dir(args.out) if args.out else None)
+    spec = parse_spec(args.spec, out=args.out)
+    check_out_dir(spec.out)  # --out or the spec's 'out': a folder that can be made and written, before any work
     require()
     client = connect(args.scheduler) if args.scheduler else None
     try:
