@@ -350,7 +350,7 @@ def test_cli_experiment_all_writes_the_finished_ones_and_exits_1(tiny20, tmp_pat
     rc = main(["experiment", "all", "--model", str(path), "--out", str(out), "--quiet", "--steps", "2", "--no-truth",
                "--param", "max_frames=20", "--param", "periods=[3,6]", "--param", "n_flashes=4",
                "--param", "intensities=[0,-5]", "--param", "speed=0.5", "--param", "flash_positions=[-3,0,3]",
-               "--param", "reversals=[-50]", "--param", "center=0", "--param", "bar_width=2",
+               "--param", "reversals=[-50]", "--param", "bar_width=2",
                "--param", "period=5", "--param", "cycles=3"])
     err = capsys.readouterr().err
     assert rc == 1
@@ -362,6 +362,30 @@ def test_cli_experiment_all_writes_the_finished_ones_and_exits_1(tiny20, tmp_pat
     for n in ("osr", "latency", "anticipation", "doubling"):
         assert json.loads((out / f"{n}.json").read_text())["name"] == n and (out / f"{n}.png").exists()
     assert not (out / "reversal.png").exists()
+
+
+@pytest.mark.parametrize("param, message", [
+    ("periods=[-1]", "experiment 'osr': periods must be positive whole numbers of frames, got -1"),
+    ("center=99", "experiment 'reversal': center"),
+    ("bar_width=[\"x\"]", "experiment 'doubling': bar_width must be a list of numbers"),
+])
+def test_cli_experiment_all_checks_every_param_value_before_running_any(tiny20, tmp_path, capsys, monkeypatch,
+                                                                        param, message):
+    """'experiment all --param periods=[-1]' ran latency, anticipation, reversal and doubling (~50 s) and only
+    then failed osr, exit 1; a single experiment refuses the same value with exit 2."""
+    import importlib
+
+    import napari_retina as nr
+    from napari_retina.cli import main
+    battery = importlib.import_module("napari_retina.experiments.battery")   # the module, not the function
+
+    monkeypatch.setattr(battery, "run", lambda *a, **k: pytest.fail("an experiment ran before --param was checked"))
+    path = nr.save_model(tiny20, tmp_path / "tiny.pt")
+    assert main(["experiment", "all", "--model", str(path), "--out", str(tmp_path / "out"), "--quiet",
+                 "--param", param]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"napari-retina experiment: error: {message}"), err
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_param_with_malformed_json_is_an_error(tmp_path, capsys):

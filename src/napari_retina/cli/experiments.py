@@ -38,6 +38,22 @@ def _parse_params(items) -> dict:
     return params
 
 
+def _check_params(names: list, params: dict, model) -> None:
+    """Every --param value checked for each experiment that takes it, before any experiment runs (one sentence
+    naming the experiment with 'all'): a battery would otherwise spend minutes on the others first."""
+    from ..experiments import get
+    from ..experiments.base import check_params
+    from ..experiments.battery import route_params
+
+    for n, given in route_params(names, params).items():
+        try:
+            check_params(get(n), given, model.config.size, model.config.history)
+        except (ValueError, TypeError) as exc:
+            if len(names) == 1:
+                raise
+            raise (ValueError if isinstance(exc, ValueError) else TypeError)(f"experiment {n!r}: {exc}") from None
+
+
 def _write_json(path: Path, value: Any) -> None:
     """Write ``value`` as strict JSON (NaN as null, ±inf as "inf"/"-inf"), atomically."""
     atomic_write_text(path, json.dumps(jsonable(value, strict=True), indent=1))
@@ -87,8 +103,9 @@ def _experiment(args) -> int:
     out = check_out_dir(args.out)
     require_matplotlib()  # every experiment writes a figure: say so before the work, not after
     model = load_model(args.model)
-    out.mkdir(parents=True, exist_ok=True)
     names = experiments.names() if name == "all" else [name]
+    _check_params(names, params, model)
+    out.mkdir(parents=True, exist_ok=True)
     retina = "auto" if not args.no_truth else None
     with tqdm_progress("experiments", unit="experiment", disable=args.quiet) as progress:
         bat = experiments.battery(model, args.cell, retina=retina, names=names, explain=args.explain,
@@ -153,7 +170,7 @@ def register(sub) -> None:
                        help="a fixed number of integrated-gradients steps instead of --tol")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="experiment parameter, JSON value (repeatable), e.g. --param periods=[3,5,8]; with 'all' "
-                        "each goes to the experiments that take it")
+                        "each goes to the experiments that take it, its value checked for each before any runs")
     p.add_argument("--no-truth", action="store_true", help="skip the ground-truth retina")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_experiment)

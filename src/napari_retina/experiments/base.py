@@ -422,6 +422,35 @@ def build(module, size: int, history: int, respond: Callable, params: dict) -> "
         raise MemoryError(f"experiment {module.NAME!r} with {given}: {exc}") from None
 
 
+class _ModelNeeded(Exception):
+    """Raised by :func:`check_params`'s stand-in response: the rest of the protocol needs the model's rates."""
+
+
+def _model_needed(stim: np.ndarray) -> np.ndarray:
+    raise _ModelNeeded
+
+
+def check_params(module, params: dict, size: int, history: int) -> dict:
+    """``params`` resolved and checked as :func:`run_model` would, without running a model; returns them resolved.
+
+    Builds ``module``'s protocol for a ``size``-pixel field and ``history`` frames,
+    so every parameter value is refused in the experiment's own sentence before any
+    model runs, up to what depends on the model's rates (the reversal's
+    ``center='rf'`` maps the receptive field first: the checks after it wait for the run).
+
+    Example
+    -------
+    >>> check_params(get("osr"), {"periods": [-1]}, 50, 40)     # doctest: +SKIP
+    ValueError: periods must be positive whole numbers of frames, got -1
+    """
+    p = resolve_params(module, params, size, history)
+    try:
+        build(module, size, history, _model_needed, p)
+    except _ModelNeeded:
+        pass
+    return p
+
+
 def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[int] = None,
               tol: Optional[float] = None, progress: Optional[Progress] = None, **params) -> ExperimentResult:
     """Build ``module``'s protocol for ``model``, run, attribute, reduce and read out.
