@@ -205,6 +205,27 @@ def test_an_empty_stimulus_fails_its_tasks_as_read_stimulus_refuses_it(inputs, c
     assert key not in batch.load(out) and len(batch.load(out).table()) == 3
 
 
+def test_a_workers_warning_is_one_line_from_the_command_naming_the_task(inputs, client, tmp_path, capfd):
+    """Workers printed warnings in Python's format ('/…/batch.py:669: StimulusUnitsWarning: …' and the source
+    line); every other command prints 'napari-retina: StimulusUnitsWarning: …' on one line."""
+    from napari_retina._validate import StimulusUnitsWarning
+
+    np.save(tmp_path / "bright.npy", np.random.default_rng(1).uniform(0, 255, (20, 12, 12)).astype(np.float32))
+    spec = {**_spec(inputs, tmp_path / "r", stimuli=(), cells=(0,), analyses=("predict",)),
+            "stimuli": [str(tmp_path / "bright.npy")]}
+    with pytest.warns(StimulusUnitsWarning, match=r"^predict of .*bright\.npy .*: "):
+        assert batch.run({**spec, "out": str(tmp_path / "api")}, client).exit_code == 0
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    capfd.readouterr()
+    assert main(["batch", str(path), "--scheduler", client.scheduler.address, "--quiet"]) == 0
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if "Warning" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"napari-retina: StimulusUnitsWarning: predict of "
+                                                  f"{tmp_path / 'bright.npy'} (model "), err
+    assert "batch.py" not in err and "warnings.warn" not in err
+
+
 def test_a_killed_worker_leaves_no_partial_result_and_the_rerun_completes_it(inputs, client, tmp_path):
     import dask
     from distributed import Client, LocalCluster

@@ -77,6 +77,7 @@ import socket
 import sys
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -729,7 +730,8 @@ def run_block(task: Task, index: int, out: str, threads: int = 1) -> dict:
     Returns a small summary (seconds, peak memory of the worker in MB), which
     is all that travels back through the scheduler; bad input (a broken file,
     a cell the model lacks) returns ``{"error": sentence}`` instead, and
-    nothing is written. A block already committed is not recomputed.
+    nothing is written. Warnings are returned too (``"warnings"``: category and
+    message, each once), not printed by the worker. A block already committed is not recomputed.
     """
     import torch
 
@@ -743,10 +745,15 @@ def run_block(task: Task, index: int, out: str, threads: int = 1) -> dict:
     import zarr
 
     t0 = time.perf_counter()
-    try:
-        data = _compute_block(task, start, stop)
-    except (ValueError, TypeError, FileNotFoundError) as exc:  # bad input: reported, not a worker traceback
-        return {"index": index, "error": str(exc)}
+    # warnings go back with the summary, for run() to issue in the caller's process (the command shows them on
+    # one line), not to the worker's stderr in Python's format with a source line
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            data = _compute_block(task, start, stop)
+        except (ValueError, TypeError, FileNotFoundError) as exc:  # bad input: reported, not a worker traceback
+            return {"index": index, "error": str(exc), "warnings": _unique_warnings(caught)}
+    warned = _unique_warnings(caught)
     tmp = _tmp_dir(store)
     group = zarr.open_group(str(tmp), mode="w")
     _write_tree(group, data)
@@ -755,7 +762,12 @@ def run_block(task: Task, index: int, out: str, threads: int = 1) -> dict:
     del data, group
     _release_memory()
     return {"index": index, "seconds": time.perf_counter() - t0, "skipped": False, "peak_mb": _peak_rss_mb(),
-            "worker": f"{socket.gethostname()}:{os.getpid()}"}
+            "worker": f"{socket.gethostname()}:{os.getpid()}", "warnings": warned}
+
+
+def _unique_warnings(caught) -> list:
+    """``[(category, message)]`` of recorded warnings, each once, in order."""
+    return list(dict.fromkeys((w.category, str(w.message)) for w in caught))
 
 
 def _versions() -> dict:
@@ -806,9 +818,15 @@ def finish_task(task: Task, out: str, *blocks: dict) -> dict:
     """Write the task group's attributes and rename it into place (runs once every block is committed)."""
     import zarr
 
+    # one warning of each kind per task: its blocks' (a window's statistics each) would say it again and again
+    first: dict = {}
+    for b in blocks:
+        for category, message in b.get("warnings", []):
+            first.setdefault(category, message)
+    warned = list(first.items())
     errors = [b["error"] for b in blocks if "error" in b]
     if errors:
-        return {"key": task.key, "error": errors[0]}
+        return {"key": task.key, "error": errors[0], "warnings": warned}
     store = Path(out)
     partial = store / ".partial" / task.key
     missing = [i for i in range(len(task.blocks)) if not (partial / f"b{i:05d}" / "zarr.json").exists()]
@@ -829,7 +847,7 @@ def finish_task(task: Task, out: str, *blocks: dict) -> dict:
     }))
     _commit(partial, store / task.key, store)
     return {"key": task.key, "seconds": float(sum(b.get("seconds", 0.0) for b in blocks)),
-            "peak_mb": max([b.get("peak_mb", 0.0) for b in blocks] or [0.0])}
+            "peak_mb": max([b.get("peak_mb", 0.0) for b in blocks] or [0.0]), "warnings": warned}
 
 
 # ---------------------------------------------------------------- client ---
@@ -986,7 +1004,9 @@ def run(spec: Union[PathLike, dict, Spec], client=None, *, force: bool = False, 
 
     A task that fails (a broken file, a cell index the model lacks) is
     reported with its input named, the others run on; ``Report.exit_code`` is
-    1 when any failed.
+    1 when any failed. A warning a task raises on its worker (a float stack of
+    0–255 intensities: ``StimulusUnitsWarning``) is issued again in this process,
+    once per task, its message prefixed with the task's label.
     """
     spec = parse_spec(spec)
     require()
@@ -1058,6 +1078,8 @@ def _submit_and_wait(client, todo: list, out: Path, spec: Spec, report: Report, 
         task = finals[fut]
         exc = fut.exception()
         summary = fut.result() if exc is None else {"error": _message(exc)}
+        for category, message in summary.get("warnings", []):   # the workers' warnings, issued here
+            warnings.warn(f"{task.label}: {message}", category, stacklevel=2)
         if "error" not in summary:
             report.done.append(task.key)
             report.task_seconds.append(summary["seconds"])
