@@ -302,3 +302,28 @@ def test_train_out_in_an_unwritable_folder_is_refused_before_training(tmp_path, 
     monkeypatch.setattr(napari_retina.cli._paths.os, "access", lambda path, mode: False)
     assert main(["train", str(dataset), "--out", str(tmp_path / "m.pt"), "--tiny", "--quiet"]) == 2
     assert f"folder {str(tmp_path)!r} is not writable" in _one_line(capsys.readouterr().err, "train")
+
+
+# --------------------------------------------------------------------------- evaluate needs only the test split
+
+
+def test_evaluate_scores_a_file_that_holds_only_the_test_split(tmp_path, dataset, capsys):
+    """A file with only test/... was refused: "missing the dataset 'train/stimulus'", a split evaluate never uses."""
+    import json
+    import shutil
+
+    import h5py
+    import torch
+
+    shutil.copy(dataset, tmp_path / "test-only.h5")
+    with h5py.File(tmp_path / "test-only.h5", "a") as f:
+        del f["train"]
+        size, n_cells = f["test/stimulus"].shape[1], f["test/response/firing_rate_10ms"].shape[0]
+    torch.manual_seed(0)
+    model = nr.RetinaCNN(nr.ModelConfig(history=10, size=size, channels=(2, 2), kernels=(5, 3), n_cells=n_cells)).eval()
+    path = nr.save_model(model, tmp_path / "m.pt")
+    assert main(["evaluate", str(tmp_path / "test-only.h5"), "--model", str(path)]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    full = nr.evaluate(nr.load_model(path), dataset)   # the same test split, read with the train split beside it
+    assert scores["frames"] == full["frames"] and scores["r"] == pytest.approx(full["r"], nan_ok=True)
+    assert scores["r_true"] == pytest.approx(full["r_true"], nan_ok=True)

@@ -240,6 +240,21 @@ def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split
     return Split(stim, rates.T.astype(np.float32), repeats)
 
 
+def read_split(path: PathLike, split: str = "test", cells: Optional[list[int]] = None) -> Split:
+    """Read one split (``"train"`` or ``"test"``) of a dataset in the lab's HDF5 layout, checked as
+    :func:`read_dataset` checks it; the other split need not be in the file (``nr.evaluate`` reads the test split).
+
+    Example
+    -------
+    >>> test = nr.io.read_split("wn.h5", "test")          # doctest: +SKIP
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    path = _existing(path)
+    with _open_h5(path) as h5:
+        return _read_split(h5, split, path, cells)
+
+
 def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
     """Read a dataset in the lab's HDF5 layout (see the module docstring).
 

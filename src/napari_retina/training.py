@@ -45,7 +45,7 @@ from ._frames import batches, gather_windows
 from ._progress import Progress, report
 from ._validate import as_stack, check_cell_subset, check_int, check_positive, unusable_weights
 from .checkpoint import load_model, save_model
-from .io import Dataset, Split, read_dataset
+from .io import Dataset, Split, read_dataset, read_split
 from .metrics import explained_variance, finite_mean, pearson, ratio_of_means
 from .model import ModelConfig, RetinaCNN
 
@@ -789,7 +789,8 @@ def evaluate(model: RetinaCNN, data, cells: Optional[list[int]] = None) -> dict:
     Parameters
     ----------
     model : RetinaCNN (e.g. ``nr.load_model()``).
-    data : HDF5 path in the lab layout, an nr.io.Dataset, or ``(stimulus, rates)``
+    data : HDF5 path in the lab layout (only its ``test/...`` datasets are read: a file
+        without a train split scores too), an nr.io.Dataset, or ``(stimulus, rates)``
         arrays used as the test split (stimulus (T, H, W), rates (T, n_cells)).
     cells : the dataset's cells that the model's outputs correspond to (default all).
 
@@ -816,6 +817,12 @@ def evaluate(model: RetinaCNN, data, cells: Optional[list[int]] = None) -> dict:
     if isinstance(data, (tuple, list)) and len(data) == 2:
         split = _as_split(tuple(data), "test")
         d = _Data(Dataset(split, split, [], {}), None, None, None)
+    elif isinstance(data, (str, os.PathLike)):  # the test split alone: a file without a train split scores too
+        path = Path(data)
+        if not path.is_file():
+            raise FileNotFoundError(f"no dataset at {str(path)!r}")
+        split = read_split(path, "test", cells=cells)
+        d = _Data(Dataset(split, split, [], {}), path, None, _read_true_rates(path, cells, split.stimulus.shape[0]))
     else:
         d = _load(data, cells)
     ds = d.dataset

@@ -154,7 +154,7 @@ def register(sub) -> None:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="score a model on a dataset's test split (Pearson r per cell)")
-    p.add_argument("data", help="dataset .h5 in the lab layout")
+    p.add_argument("data", help="dataset .h5 in the lab layout (only its test/... datasets are read)")
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     p.add_argument("--cells", default=None, help="comma-separated cell indices of the dataset (default all)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
