@@ -33,6 +33,34 @@ def test_predict_writes_rates_matching_the_api(tmp_path, tiny_checkpoint, capsys
     assert "wrote" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("key", [None, "test/stimulus"])
+def test_predict_and_attribute_record_the_crop_window_and_the_dataset_read(tmp_path, tiny_checkpoint, key):
+    """predict's file kept neither the crop window nor the HDF5 dataset it read, attribute not the dataset, and a
+    fixed-steps attribution's tol=None was written as the string "None"."""
+    stim = np.random.default_rng(0).standard_normal((12, 20, 20)).astype(np.float32)
+    with h5py.File(tmp_path / "rec.h5", "w") as f:
+        f["train/stimulus"] = np.zeros((12, 20, 20), np.float32)   # what a wrong --key (or none) would read
+        f["test/stimulus"] = stim
+    read = key or "train/stimulus"   # the first of stimulus, test/stimulus, train/stimulus in a file without 'stimulus'
+    if key is None:
+        with h5py.File(tmp_path / "rec.h5", "a") as f:
+            del f["test/stimulus"]
+            f["train/stimulus"][...] = stim
+    common = ["--model", str(tiny_checkpoint[1]), "--crop", "2,3", "--quiet"] + (["--key", key] if key else [])
+    assert main(["predict", str(tmp_path / "rec.h5"), "--out", str(tmp_path / "r.h5"), *common]) == 0
+    assert main(["attribute", str(tmp_path / "rec.h5"), "--out", str(tmp_path / "a.h5"), "--steps", "2",
+                 *common]) == 0
+    with h5py.File(tmp_path / "r.h5") as r, h5py.File(tmp_path / "a.h5") as a:
+        assert r.attrs["stimulus_key"] == a.attrs["stimulus_key"] == read
+        assert r["crop_origin"][()].tolist() == a["attribution/crop_origin"][()].tolist() == [2, 3]
+        assert "tol" not in a["attribution"].attrs and a["attribution"].attrs["steps"] == 2
+        assert not [k for g in (r, a, a["attribution"]) for k, v in g.attrs.items() if v == "None"]
+    np.save(tmp_path / "s.npy", stim)   # a .npy holds one stack: no key to record
+    assert main(["predict", str(tmp_path / "s.npy"), "--out", str(tmp_path / "n.h5"), *common[:5]]) == 0
+    with h5py.File(tmp_path / "n.h5") as n:
+        assert "stimulus_key" not in n.attrs and n["crop_origin"][()].tolist() == [2, 3]
+
+
 @pytest.mark.parametrize(
     "args, match",
     [

@@ -161,14 +161,35 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
 
 def _read_h5_stimulus(path: Path, key: Optional[str]) -> np.ndarray:
     with _open_h5(path) as h5:
-        keys = _h5_keys(h5)
+        return _read_h5_dataset(h5, _resolve_key(h5, path, key), path)
+
+
+def _resolve_key(h5, path: Path, key: Optional[str]) -> str:
+    """The dataset :func:`read_stimulus` reads from the open file: ``key``, or the first of :data:`STIMULUS_KEYS`."""
+    keys = _h5_keys(h5)
+    if key is None:
+        key = next((k for k in STIMULUS_KEYS if k in keys), None)
         if key is None:
-            key = next((k for k in STIMULUS_KEYS if k in keys), None)
-            if key is None:
-                raise ValueError(f"{str(path)!r} has none of the datasets {list(STIMULUS_KEYS)}; it has {keys}")
-        elif key not in keys:
-            raise ValueError(f"{str(path)!r} has no dataset {key!r}; it has {keys}")
-        return _read_h5_dataset(h5, key, path)
+            raise ValueError(f"{str(path)!r} has none of the datasets {list(STIMULUS_KEYS)}; it has {keys}")
+    elif key not in keys:
+        raise ValueError(f"{str(path)!r} has no dataset {key!r}; it has {keys}")
+    return key
+
+
+def stimulus_key(path: PathLike, key: Optional[str] = None) -> Optional[str]:
+    """The HDF5 dataset :func:`read_stimulus` reads for ``path`` and ``key`` (None for .npy and TIFF files,
+    which hold one stack), for recording next to results.
+
+    Example
+    -------
+    >>> nr.io.stimulus_key("recording.h5")                # doctest: +SKIP
+    'test/stimulus'
+    """
+    path = _existing(path)
+    if path.suffix.lower() not in HDF5_SUFFIXES:
+        return None
+    with _open_h5(path) as h5:
+        return _resolve_key(h5, path, key)
 
 
 def _read_h5_dataset(h5, key: str, path: Path) -> np.ndarray:
@@ -349,8 +370,8 @@ def _write_group(group, data: Mapping[str, Any]) -> None:
         key = str(key)
         if isinstance(value, Mapping):
             _write_group(group.create_group(key), value)
-        elif value is None:
-            group.attrs[key] = "None"
+        elif value is None:   # omitted, as in .npz: an absent attribute reads as None (not the string "None")
+            continue
         elif isinstance(value, (str, bool, int, float, np.generic)):
             group.attrs[key] = value
         else:
@@ -383,7 +404,8 @@ def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
     """Write a nested dict of arrays, numbers and strings to ``.h5``/``.hdf5`` or ``.npz``.
 
     In HDF5, nested dicts become groups, arrays datasets, and numbers and
-    strings attributes. In ``.npz``, keys are joined with ``/``.
+    strings attributes. In ``.npz``, keys are joined with ``/``. A value of
+    None is left out in both (``tol`` of a fixed-steps attribution, say).
 
     Example
     -------

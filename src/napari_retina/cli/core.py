@@ -37,9 +37,9 @@ def _predict(args) -> int:
     import numpy as np
 
     from .._predict import predict
-    from .._validate import parse_crop
+    from .._validate import crop_origin, parse_crop
     from ..checkpoint import load_model
-    from ..io import HDF5_SUFFIXES, read_stimulus, write_results
+    from ..io import HDF5_SUFFIXES, read_stimulus, stimulus_key, write_results
 
     # everything that can be checked is checked before the model runs
     out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",), inputs=(args.stimulus, args.model))
@@ -56,6 +56,8 @@ def _predict(args) -> int:
             "cell_names": json.dumps(model.config.cell_names),
             "units": f"spikes per {FRAME_MS:g} ms bin; frame t from frames t-history+1..t; NaN without full history",
             "stimulus_file": str(args.stimulus),
+            "stimulus_key": stimulus_key(args.stimulus, args.key),   # None (left out) for .npy and TIFF
+            "crop_origin": np.asarray(crop_origin(stim.shape[1:], model.config.size, crop), dtype=np.int64),
             "normalize": normalize or "none",
             "model": {"path": str(args.model or "default"), "provenance": json.dumps(model.provenance)},
         },
@@ -81,7 +83,7 @@ def _attribute(args) -> int:
     from .._validate import parse_crop
     from ..attribution import attribute
     from ..checkpoint import load_model
-    from ..io import HDF5_SUFFIXES, read_stimulus, write_results
+    from ..io import HDF5_SUFFIXES, read_stimulus, stimulus_key, write_results
 
     out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",), inputs=(args.stimulus, args.model))
     crop, cell = parse_crop(args.crop), parse_cell(args.cell)
@@ -95,6 +97,7 @@ def _attribute(args) -> int:
         "attribution": attr.to_dict(),
         "units": f"spikes per {FRAME_MS:g} ms bin; frame t from frames t-history+1..t; NaN without full history",
         "stimulus_file": str(args.stimulus),
+        "stimulus_key": stimulus_key(args.stimulus, args.key),   # the crop's corner is attribution/crop_origin
         "normalize": normalize or "none",
         "model": {"path": str(args.model or "default"), "provenance": json.dumps(model.provenance)},
     })
