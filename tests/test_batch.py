@@ -304,6 +304,19 @@ def test_a_results_folder_that_cannot_be_written_exits_2_before_any_work(inputs,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json"]
 
 
+@pytest.mark.parametrize("name", ["spec.txt", "spec"])
+def test_a_spec_file_of_another_suffix_exits_2(inputs, tmp_path, capsys, name):
+    """The help says .json, .yaml or .yml, but spec.txt was read as JSON."""
+    path = tmp_path / name
+    path.write_text(json.dumps(_spec(inputs, tmp_path / "r", stimuli=("b.npy",), analyses=("predict",))))
+    assert main(["batch", str(path), "--quiet"]) == 2
+    suffix = "'.txt'" if name.endswith(".txt") else "'no suffix'"
+    assert capsys.readouterr().err.strip() == (f"napari-retina batch: error: the batch spec must be a .json, .yaml, "
+                                               f".yml file (the suffix says which format), got {suffix} "
+                                               f"({str(path)!r})")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_spec_that_is_not_json_exits_2(tmp_path, capsys):
     path = tmp_path / "spec.json"
     path.write_text("{'stimuli': ")

@@ -1,6 +1,6 @@
 """Analyses over many stimuli, cells, models and experiments on a dask cluster.
 
-A batch *spec* (a dict, or a JSON/YAML file) names the grid::
+A batch *spec* (a dict, or a .json/.yaml/.yml file) names the grid::
 
     {"model": "default",                      # or a checkpoint path, or a list of them
      "stimuli": ["a.npy", "runs/*.h5"],       # paths, globs welcome (relative to the spec file;
@@ -144,7 +144,14 @@ class Spec:
                 "threads": self.threads, "crop": _crop_json(self.crop)}
 
 
+SPEC_SUFFIXES = (".json", ".yaml", ".yml")
+"""What a spec file's name ends in: its format."""
+
+
 def _read_spec_file(path: Path) -> dict:
+    if path.suffix.lower() not in SPEC_SUFFIXES:
+        raise BatchSpecError(f"the batch spec must be a {', '.join(SPEC_SUFFIXES)} file (the suffix says which "
+                             f"format), got {path.suffix or 'no suffix'!r} ({str(path)!r})")
     if not path.is_file():
         raise FileNotFoundError(f"no batch spec at {str(path)!r}")
     text = path.read_text(encoding="utf-8", errors="replace")
