@@ -148,6 +148,32 @@ def test_units_rule_is_three_training_stds_of_mean_or_ten_of_std(mean, std, warn
     assert any(issubclass(w.category, nr.StimulusUnitsWarning) for w in record) == warns
 
 
+def test_float_intensities_from_0_to_1_warn_and_say_how_to_map_them():
+    """0–1 intensities (a uint8 movie / 255) have mean and std within the rule above, but no value below 0:
+    they are not contrast units, whose 0 is mean luminance."""
+    with pytest.warns(nr.StimulusUnitsWarning,
+                      match=r"looks like intensities.*no value is below 0.*mean 0\.5.*normalize='zscore'") as record:
+        nr.predict(tiny(), raw_intensities() / np.float32(255))
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+
+
+@pytest.mark.parametrize("stim", [
+    np.zeros((20, 16, 16), np.float32),                                   # all grey
+    np.ones((20, 16, 16), np.float32),                                    # uniform: a full-field step
+    nr.stimuli.flash(intensity=2.0, pre=10, duration=5, post=5, size=16),  # a bright flash on grey
+    nr.stimuli.step(intensity=1.0, pre=8, post=12, size=16),               # mostly bright, mean 0.6
+    nr.stimuli.flash_train(intensity=1.0, pre=10, size=16),
+    nr.stimuli.moving_bar(intensity=1.0, pre=10, size=16),
+    np.where(np.random.default_rng(3).random((20, 16, 16)) < 0.5, 0, 1.5).astype(np.float32),  # sparse flashes
+], ids=["grey", "uniform", "flash", "step", "flash_train", "moving_bar", "sparse"])
+def test_bright_stimuli_on_grey_do_not_warn(stim):
+    """Contrast stimuli with no dark values are grey (0) with bright parts: many values at 0, no warning."""
+    assert stim.min() >= 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", nr.StimulusUnitsWarning)
+        nr.predict(tiny(), stim)
+
+
 def test_units_rule_scales_with_the_training_std():
     model = tiny()
     model.config.norm = {"mean": 0.0, "std": 0.2, "units": "contrast"}

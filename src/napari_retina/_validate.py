@@ -27,6 +27,12 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: the contrast stimulus the model was trained on (:func:`training_contrast_std`)
 UNITS_MEAN_LIMIT = 3.0
 UNITS_STD_LIMIT = 10.0
+#: a float stack also warns when it has no value below 0 (mean luminance), fewer than ``UNITS_GREY_SHARE`` of
+#: its values at 0 and a mean above ``UNITS_POSITIVE_MEAN`` times the training std: intensities (0–1, say), not
+#: contrast, which puts half its values below 0 and a stimulus of bright flashes on grey many values at 0 (a
+#: uniform stack, std 0, does not warn: a full-field step in contrast and one grey level look the same)
+UNITS_GREY_SHARE = 0.01
+UNITS_POSITIVE_MEAN = 0.1
 
 
 class StimulusUnitsWarning(UserWarning):
@@ -284,21 +290,36 @@ def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str
     With ``s`` = :func:`training_contrast_std`, the rule is ``|mean| >
     UNITS_MEAN_LIMIT·s`` or ``std > UNITS_STD_LIMIT·s`` (3 and 10): a raw
     0–255 stack (mean ~128, std ~70) warns, contrast stimuli (mean ~0, std ~s)
-    do not. Integer stacks are normalised anyway and never warn.
+    do not. A stack with no value below 0, fewer than ``UNITS_GREY_SHARE`` (1%)
+    of its values at 0 and a mean above ``UNITS_POSITIVE_MEAN·s`` (0.1·s) warns
+    too: 0–1 intensities (mean ~0.5) are not contrast, while an all-grey stack
+    and bright flashes or bars on grey (many values at 0) are; a uniform stack
+    (std 0: a full-field step, or one grey level) cannot be told. Integer stacks
+    are normalised anyway and never warn. Reads the stack chunk by chunk.
     """
     if not np.issubdtype(arr.dtype, np.floating):
         return
     mean, std = mean_std(arr)
     s = training_contrast_std(norm)
     if abs(mean) > UNITS_MEAN_LIMIT * s or std > UNITS_STD_LIMIT * s:
-        warnings.warn(
-            f"{name} does not look like contrast units (mean {mean:.3g}, std {std:.3g}; the model was trained on "
-            f"contrast with mean 0 and std {s:.3g}), so rates may be meaningless; pass normalize='zscore' "
-            "(command line: --normalize) to z-score it by its own statistics, or map it to contrast yourself "
-            "(0 = mean luminance)",
-            StimulusUnitsWarning,
-            stacklevel=stacklevel + 1,
-        )
+        found = (f"{name} does not look like contrast units (mean {mean:.3g}, std {std:.3g}; the model was trained "
+                 f"on contrast with mean 0 and std {s:.3g})")
+        yourself = "map it to contrast yourself (0 = mean luminance)"
+    elif std > 0 and mean > UNITS_POSITIVE_MEAN * s and min(float(c.min()) for c in frame_chunks(arr)) >= 0:
+        grey = sum(int(np.count_nonzero(c == 0)) for c in frame_chunks(arr)) / arr.size
+        if grey >= UNITS_GREY_SHARE:  # grey with bright flashes or bars: contrast
+            return
+        found = (f"{name} looks like intensities (0–1, say), not contrast units (0 = mean luminance): no value is "
+                 f"below 0 and {grey:.2%} are at 0 (mean {mean:.3g}, std {std:.3g})")
+        yourself = "map it to contrast yourself ((x - mean) / mean), or pass the integer stack (it is normalised)"
+    else:
+        return
+    warnings.warn(
+        f"{found}, so rates may be meaningless; pass normalize='zscore' (command line: --normalize) to z-score "
+        f"it by its own statistics, or {yourself}",
+        StimulusUnitsWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def check_not_empty(shape: Sequence[int], name: str = "stimulus") -> None:
