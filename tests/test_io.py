@@ -218,8 +218,64 @@ def test_corrupt_hdf5_structure_is_a_value_error(tmp_path):
     for q in range(300, 1500, 41):  # damage the object headers and heaps, not the superblock
         data[q] ^= 0xFF
     (tmp_path / "bad.h5").write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"bad.h5' is a corrupt HDF5 file: its datasets cannot be listed"):
+    with pytest.raises(ValueError, match=r"bad.h5' is a corrupt HDF5 file: 'stimulus' cannot be looked up"):
         read_stimulus(tmp_path / "bad.h5")
+
+
+def test_soft_links_and_absolute_keys_are_followed_inside_the_file(tmp_path, stack):
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["data/movie"] = stack
+        f["stimulus"] = h5py.SoftLink("/data/movie")          # absolute target
+        f["data/alias"] = h5py.SoftLink("movie")              # relative target
+        f["chain"] = h5py.SoftLink("/stimulus")                # a link to a link
+        f["dir"] = h5py.SoftLink("/data")                      # a link to a group
+        f["nowhere"] = h5py.SoftLink("/missing")
+    np.testing.assert_array_equal(read_stimulus(tmp_path / "s.h5"), stack)   # found by its default name
+    for key in ("stimulus", "/stimulus", "/data/movie", "data/alias", "chain", "dir/movie", "/dir/alias"):
+        np.testing.assert_array_equal(read_stimulus(tmp_path / "s.h5", key=key), stack)
+    with pytest.raises(ValueError, match=re.escape(
+            "has no dataset 'nowhere'; it has ['chain', 'stimulus', 'data/alias', 'data/movie']")):
+        read_stimulus(tmp_path / "s.h5", key="nowhere")   # a dangling link, and the list names the links
+    with pytest.raises(ValueError, match="no dataset 'dir'"):
+        read_stimulus(tmp_path / "s.h5", key="dir")        # a group, not a dataset
+
+
+def test_soft_link_loop_is_one_sentence(tmp_path):
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["a"] = h5py.SoftLink("/b")
+        f["b"] = h5py.SoftLink("/a")
+    with pytest.raises(ValueError, match=r"'a' in .*s.h5' is a chain of more than 32 soft links"):
+        read_stimulus(tmp_path / "s.h5", key="a")
+
+
+def test_external_links_are_refused_not_followed(tmp_path, stack):
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["movie"] = stack
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["stimulus"] = h5py.ExternalLink("other.h5", "/movie")
+        f["ext"] = h5py.ExternalLink("other.h5", "/")
+        f["soft"] = h5py.SoftLink("/ext/movie")                # inside the file, then out of it
+    for key in ("stimulus", "/stimulus", None):
+        with pytest.raises(ValueError, match=re.escape(
+                f"{key or 'stimulus'!r} in {str(tmp_path / 's.h5')!r} leads into another file, 'other.h5' "
+                "(through the external link 'stimulus'), which is not followed; copy the data into the file")):
+            read_stimulus(tmp_path / "s.h5", key=key)
+    with pytest.raises(ValueError, match=r"'soft' in .* leads into another file, 'other.h5' \(through the external "
+                                         r"link 'ext'\)"):
+        read_stimulus(tmp_path / "s.h5", key="soft")
+
+
+def test_dataset_read_through_soft_links(tmp_path):
+    path = write_dataset(tmp_path / "d.h5", make_dataset())
+    with h5py.File(tmp_path / "linked.h5", "w") as f, h5py.File(path, "r") as plain:
+        for split in ("train", "test"):
+            f[f"raw/{split}/stim"] = plain[f"{split}/stimulus"][()]
+            f[f"raw/{split}/rates"] = plain[f"{split}/response/firing_rate_10ms"][()]
+            f[f"{split}/stimulus"] = h5py.SoftLink(f"/raw/{split}/stim")
+            f[f"{split}/response/firing_rate_10ms"] = h5py.SoftLink(f"/raw/{split}/rates")
+    a, b = read_dataset(path), read_dataset(tmp_path / "linked.h5")
+    np.testing.assert_array_equal(a.train.stimulus, b.train.stimulus)
+    np.testing.assert_array_equal(a.test.rates, b.test.rates)
 
 
 @pytest.mark.parametrize(

@@ -411,13 +411,10 @@ def _npy_view(path: Path) -> np.ndarray:
 
 
 def _h5_key(h5, path: Path) -> str:
-    from .io import STIMULUS_KEYS, _h5_keys
+    """The stimulus dataset's path in the open file, found as ``nr.io.read_stimulus`` finds it."""
+    from .io import _h5_stimulus_key
 
-    keys = _h5_keys(h5)
-    key = next((k for k in STIMULUS_KEYS if k in keys), None)
-    if key is None:
-        raise ValueError(f"{str(path)!r} has none of the datasets {list(STIMULUS_KEYS)}; it has {keys}")
-    return key
+    return _h5_stimulus_key(h5, path)
 
 
 def read_window(path: PathLike, start: int, stop: int) -> np.ndarray:

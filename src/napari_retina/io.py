@@ -41,12 +41,101 @@ def _existing(path: PathLike) -> Path:
 
 
 def _h5_keys(h5) -> list[str]:
+    """The names under which the open file's datasets are reached inside it: every hard or soft link to a
+    dataset in every group (a soft-linked group's members under the group's own name; external links left out)."""
+    import h5py
+
     keys: list[str] = []
     try:
-        h5.visit(lambda name: keys.append(name) if hasattr(h5[name], "shape") else None)
+        groups = [""]
+        h5.visit(lambda name: groups.append(name) if isinstance(h5[name], h5py.Group) else None)
+        for name in groups:  # each group once (visit follows hard links only), then each of its links
+            group = h5[name] if name else h5
+            for member in group:
+                full = f"{name}/{member}" if name else member
+                link = group.get(member, getlink=True)
+                if isinstance(link, h5py.HardLink):
+                    found = isinstance(group[member], h5py.Dataset)
+                elif isinstance(link, h5py.SoftLink):  # followed by hand: it may lead out of the file
+                    try:
+                        found = _h5_dataset_path(h5, full, Path(h5.filename)) is not None
+                    except ValueError:  # out of the file, or a loop
+                        found = False
+                else:  # an external link (never opened) or a user-defined one
+                    found = False
+                if found:
+                    keys.append(full)
     except Exception as exc:  # h5py raises RuntimeError, KeyError, OSError on damaged structure
         raise ValueError(f"{h5.filename!r} is a corrupt HDF5 file: its datasets cannot be listed ({exc})") from exc
     return keys
+
+
+#: soft links followed in a row at most, before a chain (or loop) of them is refused
+MAX_SOFT_LINKS = 32
+
+
+def _h5_dataset_path(h5, key: str, path: Path) -> Optional[str]:
+    """The hard path of the dataset ``key`` names in the open file, or None when it names none.
+
+    A leading ``/`` (an absolute name, as h5py writes them) is accepted; soft
+    links are followed inside the file; an external link (to another file) is
+    refused in one sentence and never opened.
+    """
+    import h5py
+
+    try:
+        found = _h5_resolve(h5, key, path, 0, key)
+        return found if found and isinstance(h5[found], h5py.Dataset) else None
+    except ValueError:
+        raise
+    except Exception as exc:  # RuntimeError, KeyError, OSError from a damaged link table or object header
+        raise ValueError(f"{str(path)!r} is a corrupt HDF5 file: {key!r} cannot be looked up ({exc})") from exc
+
+
+def _h5_resolve(h5, key: str, path: Path, depth: int, asked: str) -> Optional[str]:
+    """The hard path ("" for the root) of the object ``key`` names, following soft links (at most
+    :data:`MAX_SOFT_LINKS` deep) and refusing external ones; None when it names none."""
+    import h5py
+
+    here: list[str] = []
+    for part in (p for p in key.split("/") if p not in ("", ".")):
+        group = h5["/".join(here)] if here else h5
+        if not isinstance(group, h5py.Group):
+            return None
+        link = group.get(part, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            raise ValueError(f"{asked!r} in {str(path)!r} leads into another file, {link.filename!r} (through the "
+                             f"external link {'/'.join(here + [part])!r}), which is not followed; copy the data "
+                             "into the file")
+        if isinstance(link, h5py.SoftLink):
+            if depth >= MAX_SOFT_LINKS:
+                raise ValueError(f"{asked!r} in {str(path)!r} is a chain of more than {MAX_SOFT_LINKS} soft links "
+                                 "(a loop?), which is not followed")
+            target = link.path if link.path.startswith("/") else "/".join(here + [link.path])
+            resolved = _h5_resolve(h5, target, path, depth + 1, asked)
+            if resolved is None:
+                return None
+            here = resolved.split("/") if resolved else []
+        elif isinstance(link, h5py.HardLink):
+            here.append(part)
+        else:  # absent, or a user-defined link h5py cannot follow
+            return None
+    return "/".join(here)
+
+
+def _h5_stimulus_key(h5, path: Path, key: Optional[str] = None) -> str:
+    """The hard path of the stimulus dataset in the open file: ``key``, or the first of :data:`STIMULUS_KEYS`
+    the file has; a missing one is one ValueError listing the file's datasets."""
+    if key is not None:
+        found = _h5_dataset_path(h5, key, path)
+        if found is None:
+            raise ValueError(f"{str(path)!r} has no dataset {key!r}; it has {_h5_keys(h5)}")
+        return found
+    for name in STIMULUS_KEYS:
+        found = _h5_dataset_path(h5, name, path)
+        if found is not None:
+            return found
+    raise ValueError(f"{str(path)!r} has none of the datasets {list(STIMULUS_KEYS)}; it has {_h5_keys(h5)}")
 
 
 def _open_h5(path: Path):
@@ -161,24 +250,12 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
 
 def _read_h5_stimulus(path: Path, key: Optional[str]) -> np.ndarray:
     with _open_h5(path) as h5:
-        return _read_h5_dataset(h5, _resolve_key(h5, path, key), path)
-
-
-def _resolve_key(h5, path: Path, key: Optional[str]) -> str:
-    """The dataset :func:`read_stimulus` reads from the open file: ``key``, or the first of :data:`STIMULUS_KEYS`."""
-    keys = _h5_keys(h5)
-    if key is None:
-        key = next((k for k in STIMULUS_KEYS if k in keys), None)
-        if key is None:
-            raise ValueError(f"{str(path)!r} has none of the datasets {list(STIMULUS_KEYS)}; it has {keys}")
-    elif key not in keys:
-        raise ValueError(f"{str(path)!r} has no dataset {key!r}; it has {keys}")
-    return key
+        return _read_h5_dataset(h5, _h5_stimulus_key(h5, path, key), path)
 
 
 def stimulus_key(path: PathLike, key: Optional[str] = None) -> Optional[str]:
     """The HDF5 dataset :func:`read_stimulus` reads for ``path`` and ``key`` (None for .npy and TIFF files,
-    which hold one stack), for recording next to results.
+    which hold one stack), as its path in the file (soft links followed), for recording next to results.
 
     Example
     -------
@@ -189,7 +266,7 @@ def stimulus_key(path: PathLike, key: Optional[str] = None) -> Optional[str]:
     if path.suffix.lower() not in HDF5_SUFFIXES:
         return None
     with _open_h5(path) as h5:
-        return _resolve_key(h5, path, key)
+        return _h5_stimulus_key(h5, path, key)
 
 
 def _read_h5_dataset(h5, key: str, path: Path) -> np.ndarray:
@@ -224,12 +301,13 @@ class Dataset:
 
 
 def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split:
-    keys = _h5_keys(h5)
+    found = {}
     for need in (f"{split}/stimulus", f"{split}/{RATE_KEY}"):
-        if need not in keys:
-            raise ValueError(f"{str(path)!r} is missing the dataset {need!r} of the lab layout; it has {keys}")
-    stim = as_stack(_read_h5_dataset(h5, f"{split}/stimulus", path), name=f"{split}/stimulus in {path.name}")
-    rates = _read_h5_dataset(h5, f"{split}/{RATE_KEY}", path)
+        found[need] = _h5_dataset_path(h5, need, path)
+        if found[need] is None:
+            raise ValueError(f"{str(path)!r} is missing the dataset {need!r} of the lab layout; it has {_h5_keys(h5)}")
+    stim = as_stack(_read_h5_dataset(h5, found[f"{split}/stimulus"], path), name=f"{split}/stimulus in {path.name}")
+    rates = _read_h5_dataset(h5, found[f"{split}/{RATE_KEY}"], path)
     if rates.dtype.kind not in "biuf":
         raise ValueError(f"{split}/{RATE_KEY} in {path.name} must hold numbers (spikes per 10 ms bin), "
                          f"got dtype {rates.dtype}")
@@ -249,9 +327,10 @@ def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split
         cells = check_cell_subset(cells, n_cells, "the file has")
         rates = rates[cells]
     repeats = None
-    if f"{split}/repeats" in h5:
-        names = sorted(h5[f"{split}/repeats"].keys())
-        reps = [_read_h5_dataset(h5, f"{split}/repeats/{n}", path) for n in names]
+    prefix = f"{split}/repeats/"
+    names = sorted(k[len(prefix):] for k in _h5_keys(h5) if k.startswith(prefix) and "/" not in k[len(prefix):])
+    if names:
+        reps = [_read_h5_dataset(h5, _h5_dataset_path(h5, prefix + n, path), path) for n in names]
         if reps and len(reps) == n_cells and all(r.ndim == 2 and r.shape[1] == stim.shape[0]
                                                  and r.dtype.kind in "biuf" for r in reps):
             reps = [r.astype(np.float32) for r in reps]
