@@ -210,6 +210,24 @@ def test_truncated_multipage_tiff_is_refused_not_read_short(tmp_path):
         read_stimulus(tmp_path / "cut.tif")
 
 
+@pytest.mark.parametrize("compression", ["tiff_lzw", "jpeg"])
+def test_compressed_tiffs_as_fiji_and_pil_write_them_are_read(tmp_path, compression):
+    """LZW (Fiji's choice) and JPEG TIFFs need the imagecodecs package, a dependency."""
+    from PIL import Image
+
+    frames = np.random.default_rng(2).integers(0, 256, (6, 16, 16)).astype(np.uint8)
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(tmp_path / "c.tif", save_all=True, append_images=images[1:], compression=compression)
+    out = read_stimulus(tmp_path / "c.tif")
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    if compression == "tiff_lzw":  # lossless
+        np.testing.assert_array_equal(out, frames)
+    else:  # lossy: as PIL decodes it, within a decoder's rounding
+        with Image.open(tmp_path / "c.tif") as im:
+            ref = [np.asarray(im.seek(i) or im) for i in range(len(frames))]
+        np.testing.assert_allclose(out, np.stack(ref), atol=2)
+
+
 def test_corrupt_hdf5_structure_is_a_value_error(tmp_path):
     stack = np.zeros((20, 8, 8), np.float32)
     with h5py.File(tmp_path / "s.h5", "w") as f:
