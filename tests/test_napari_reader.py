@@ -133,3 +133,69 @@ def test_sample_data_ready_for_the_shipped_model(make_napari_viewer, key):
     assert layer.metadata["parameters"] == params
     # the same generator with the stored parameters reproduces the layer
     np.testing.assert_array_equal(data, getattr(nr.stimuli, generator)(**params))
+
+
+# ------------------------------------------------------- damaged saved analysis ---
+
+@pytest.fixture(scope="module")
+def saved_analysis(tiny, tmp_path_factory):
+    from napari_retina.analysis import run_analysis
+
+    res = run_analysis(tiny, nr.stimuli.white_noise(frames=30, size=20, seed=4), cell=0, steps=2, invariance="none")
+    return res.save(tmp_path_factory.mktemp("saved") / "an.h5")
+
+
+def _replace(name, value):
+    def damage(h5):
+        del h5[name]
+        if value is not None:
+            h5[name] = value
+    return damage
+
+
+DAMAGE = {
+    "no channels": (_replace("attribution/channels", None), "it has no dataset 'attribution/channels' "
+                                                            "(expected the channels' attributions, (30, C))"),
+    "no reduced response": (_replace("reduction/reduced_response", None),
+                            "it has no dataset 'reduction/reduced_response' (expected the reduced circuit's response, "
+                            "(30,))"),
+    "1-D stimulus": (_replace("stimulus", np.zeros(5, np.float32)),
+                     "its dataset 'stimulus' has shape (5,), expected the analysed stimulus, (T, H, W)"),
+    "short response": (_replace("attribution/response", np.zeros(29, np.float32)),
+                       "its dataset 'attribution/response' has shape (29,), expected the model's response, (30,)"),
+    "maps of other channels": (_replace("attribution/maps", np.zeros((30, 2, 16, 16), np.float32)),
+                               "its dataset 'attribution/maps' has shape (30, 2, 16, 16), expected the channels' "
+                               "maps, (30, 8, h, w)"),
+    "kept channel out of range": (_replace("reduction/kept", np.array([0, 8])),
+                                  "its dataset 'reduction/kept' holds [0, 8], expected indices of the 8 channels"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_damaged_saved_analysis_is_one_sentence_naming_the_file_and_the_dataset(saved_analysis, tmp_path, case):
+    import shutil
+
+    from napari_retina._napari._reader import read_stimulus_layers
+
+    damage, sentence = DAMAGE[case]
+    path = tmp_path / "damaged.h5"
+    shutil.copy(saved_analysis, path)
+    with h5py.File(path, "a") as h5:
+        damage(h5)
+    with pytest.raises(ValueError) as info:
+        read_stimulus_layers(str(path))
+    assert str(info.value).startswith(f"{str(path)!r} is a damaged saved analysis: {sentence}")
+    assert "\n" not in str(info.value)
+
+
+def test_nr_show_of_a_damaged_saved_analysis_adds_no_layers(make_napari_viewer, saved_analysis, tmp_path):
+    import shutil
+
+    path = tmp_path / "damaged.h5"
+    shutil.copy(saved_analysis, path)
+    with h5py.File(path, "a") as h5:
+        _replace("attribution/channels", None)(h5)
+    viewer = make_napari_viewer()
+    with pytest.raises(ValueError, match=r"damaged saved analysis: it has no dataset 'attribution/channels'"):
+        nr.show(path, viewer)
+    assert len(viewer.layers) == 0

@@ -129,26 +129,64 @@ class SavedReduction:
         return str(self.labels[int(c)])
 
 
+def _checked(path: Path, name: str, value, expected: str, ndim: int, frames: Optional[int] = None,
+             channels: Optional[int] = None) -> np.ndarray:
+    """Dataset ``name`` of a saved analysis as float32, or one ValueError naming the file and the dataset when it
+    is missing, not numbers, or not of ``ndim`` dimensions with ``frames`` first and ``channels`` second."""
+    where = f"{str(path)!r} is a damaged saved analysis"
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"{where}: it has no dataset {name!r} (expected {expected})")
+    shape = value.shape
+    if (value.dtype.kind not in "biuf" or value.ndim != ndim or 0 in shape
+            or (frames is not None and shape[0] != frames) or (channels is not None and shape[1] != channels)):
+        got = f"dtype {value.dtype}" if value.dtype.kind not in "biuf" else f"shape {shape}"
+        raise ValueError(f"{where}: its dataset {name!r} has {got}, expected {expected}")
+    return np.asarray(value, np.float32)
+
+
 def read_analysis(path: Path) -> tuple[SavedAttribution, Optional[SavedReduction], dict, dict]:
-    """(attribution, reduction or None, parameters, model info) of a saved analysis."""
+    """(attribution, reduction or None, parameters, model info) of a saved analysis.
+
+    The datasets the layers are built from are checked first: a missing or
+    misshapen one (``stimulus`` (T, H, W), ``attribution/channels`` (T, C),
+    ``attribution/response`` (T,), ``attribution/maps`` (T, C, h, w) when
+    present, ``reduction/reduced_response`` (T,) and kept channels among the C
+    when there is a reduction) is one ValueError naming the file and the dataset.
+    """
     import h5py
 
     with h5py.File(path, "r") as h5:
         a, r = _group(h5, "attribution"), _group(h5, "reduction")
         params, model = _group(h5, "parameters"), _group(h5, "model")
-        stim = np.asarray(h5["stimulus"][()], np.float32)
-    attr = SavedAttribution(stimulus=stim, channels=np.asarray(a["channels"], np.float32),
-                            response=np.asarray(a["response"], np.float32),
-                            maps=None if a.get("maps") is None else np.asarray(a["maps"], np.float32),
+        stim = h5["stimulus"][()] if isinstance(h5.get("stimulus"), h5py.Dataset) else None
+    stim = _checked(path, "stimulus", stim, "the analysed stimulus, (T, H, W)", 3)
+    T = len(stim)
+    channels = _checked(path, "attribution/channels", a.get("channels"), f"the channels' attributions, ({T}, C)",
+                        2, T)
+    C = channels.shape[1]
+    maps = a.get("maps")
+    attr = SavedAttribution(stimulus=stim, channels=channels,
+                            response=_checked(path, "attribution/response", a.get("response"),
+                                              f"the model's response, ({T},)", 1, T),
+                            maps=None if maps is None else _checked(path, "attribution/maps", maps,
+                                                                    f"the channels' maps, ({T}, {C}, h, w)", 4, T, C),
                             cells=[int(c) for c in np.ravel(a.get("cells", [0]))],
                             invariance=str(a.get("invariance", "none")), offset=int(a.get("offset", 0)),
                             completeness_error=float(a.get("completeness_error", np.nan)),
                             crop_origin=tuple(int(v) for v in np.ravel(a.get("crop_origin", (0, 0)))))
     red = None
     if r.get("kept") is not None and r.get("labels") is not None:
-        red = SavedReduction(kept=[int(c) for c in np.ravel(r["kept"])], labels=list(r["labels"]),
+        kept, labels = np.ravel(r["kept"]), r["labels"]
+        if kept.dtype.kind not in "iu" or not all(0 <= k < C for k in kept):
+            raise ValueError(f"{str(path)!r} is a damaged saved analysis: its dataset 'reduction/kept' holds "
+                             f"{kept.tolist()}, expected indices of the {C} channels of attribution/channels")
+        if not isinstance(labels, list) or len(labels) != C:
+            raise ValueError(f"{str(path)!r} is a damaged saved analysis: its attribute 'reduction/labels' is "
+                             f"{str(labels)[:60]!r}, expected a JSON list of {C} channel labels")
+        red = SavedReduction(kept=[int(c) for c in kept], labels=labels,
                              explained_variance=float(r.get("explained_variance", np.nan)),
-                             reduced_response=np.asarray(r["reduced_response"], np.float32))
+                             reduced_response=_checked(path, "reduction/reduced_response", r.get("reduced_response"),
+                                                       f"the reduced circuit's response, ({T},)", 1, T))
     return attr, red, params, model
 
 
