@@ -177,6 +177,22 @@ def test_fit_output_recovers_known_weights():
     np.testing.assert_allclose(fitted, y, atol=1e-5)
 
 
+def test_fit_output_of_rates_beyond_exp_range_warns_nothing_and_fits():
+    """softplus⁻¹ of targets past e^709 (an experiment at intensity 1e30): no numpy overflow warning reaches the
+    user, and the fit, linear out there, is still exact."""
+    import warnings
+
+    rng = np.random.default_rng(1)
+    D = rng.uniform(0, 2, size=(200, 2))
+    beta, b0 = np.array([3.0, -2.0]), 800.0
+    y = np.logaddexp(0.0, D @ beta + b0)   # 796..806: e^y overflows float64
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b, bias, fitted = R.fit_output(D, y, steps=300)
+    np.testing.assert_allclose(b, beta, rtol=1e-6)
+    assert bias == pytest.approx(b0, rel=1e-9)
+
+
 def _softplus(z):
     return np.logaddexp(0.0, z)
 

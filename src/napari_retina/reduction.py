@@ -456,7 +456,7 @@ def fit_output(drives: np.ndarray, target: np.ndarray, steps: int = 200) -> tupl
     sd = np.where(sd > 1e-12, sd, 1.0)
     Z = (D - mu) / sd
     yc = np.clip(y, 1e-4, None)
-    inv = np.where(yc > 20, yc, np.log(np.expm1(yc)))  # softplus^-1
+    inv = yc + np.log(-np.expm1(-yc))  # softplus^-1 = log(e^y - 1), written so that no e^y overflows
     X = np.concatenate([Z, np.ones((len(Z), 1))], axis=1)
     coef, *_ = np.linalg.lstsq(X, inv, rcond=None)
     theta = _levenberg_marquardt(X, y, coef, int(steps))
