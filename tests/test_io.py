@@ -228,6 +228,49 @@ def test_compressed_tiffs_as_fiji_and_pil_write_them_are_read(tmp_path, compress
         np.testing.assert_allclose(out, np.stack(ref), atol=2)
 
 
+def test_a_2d_dataset_that_is_no_image_gets_no_single_frame_hint(tmp_path):
+    with h5py.File(tmp_path / "rec.h5", "w") as f:
+        f["train/response/firing_rate_10ms"] = np.ones((4, 400), np.float32)
+        f["frame"] = np.zeros((50, 50), np.float32)
+    with pytest.raises(ValueError) as info:
+        read_stimulus(tmp_path / "rec.h5", key="train/response/firing_rate_10ms")
+    assert str(info.value) == ("the stimulus 'train/response/firing_rate_10ms' in rec.h5 must be a (T, H, W) stack, "
+                               "got 2 dimension(s) with shape (4, 400)")
+    with pytest.raises(ValueError, match=r"shape \(50, 50\) \(a single frame: add a time axis\)$"):
+        read_stimulus(tmp_path / "rec.h5", key="frame")
+
+
+def test_a_folder_named_like_a_stimulus_is_called_a_folder(tmp_path):
+    (tmp_path / "dir.npy").mkdir()
+    with pytest.raises(IsADirectoryError, match=re.escape(f"{str(tmp_path / 'dir.npy')!r} is a folder, not a file")):
+        read_stimulus(tmp_path / "dir.npy")
+
+
+def _with_missing_filter(tmp_path):
+    """A stimulus compressed with HDF5 filter 32001 (Blosc), which this h5py has not: an LZF file (filter 32000,
+    built into h5py) whose pipeline message is patched to name 32001."""
+    with h5py.File(tmp_path / "lzf.h5", "w") as f:
+        f.create_dataset("stimulus", data=np.zeros((10, 8, 8), np.float32), chunks=(5, 8, 8), compression="lzf")
+    data = bytearray((tmp_path / "lzf.h5").read_bytes())
+    at = data.rfind(b"\x00\x7d", 0, data.find(b"lzf"))   # the filter id, 32000 little-endian, before its name
+    data[at] = 0x01
+    (tmp_path / "blosc.h5").write_bytes(bytes(data))
+    if h5py.h5z.filter_avail(32001):
+        pytest.skip("this HDF5 has the Blosc filter")
+    return tmp_path / "blosc.h5"
+
+
+def test_a_compression_filter_that_is_not_installed_is_named(tmp_path):
+    path = _with_missing_filter(tmp_path)
+    with pytest.raises(ValueError) as info:
+        read_stimulus(path)
+    message = str(info.value)
+    assert message.startswith(f"cannot read the dataset 'stimulus' of {str(path)!r}: it is compressed with the "
+                              "filter ")
+    assert "(HDF5 filter 32001), which is not installed here" in message
+    assert "corrupt" not in message and "plugin)" not in message and "\n" not in message
+
+
 def test_corrupt_hdf5_structure_is_a_value_error(tmp_path):
     stack = np.zeros((20, 8, 8), np.float32)
     with h5py.File(tmp_path / "s.h5", "w") as f:

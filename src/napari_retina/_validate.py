@@ -78,7 +78,9 @@ def as_stack(stimulus, name: str = "stimulus", colour: bool = False) -> np.ndarr
             "convert it to luminance first"
         )
     if arr.ndim != 3:
-        hint = " (a single frame: add a time axis)" if arr.ndim == 2 else ""
+        # the hint only for what could be an image: (4 cells, 400 bins) of rates is not a frame
+        image_like = arr.ndim == 2 and min(arr.shape) >= 8 and max(arr.shape) <= 4 * min(arr.shape)
+        hint = " (a single frame: add a time axis)" if image_like else ""
         raise ValueError(f"{name} must be a (T, H, W) stack, got {arr.ndim} dimension(s) with shape {arr.shape}{hint}")
     check_not_empty(arr.shape, name)
     # chunk by chunk: no (T, H, W) boolean temporary (250 MB for 100,000 frames of 50×50)

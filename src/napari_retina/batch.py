@@ -432,11 +432,16 @@ def read_window(path: PathLike, start: int, stop: int) -> np.ndarray:
         arr = np.array(_npy_view(path)[start:stop])
     elif suffix in io.HDF5_SUFFIXES:
         with io._open_h5(path) as h5:
+            key = _h5_key(h5, path)
             try:
-                arr = h5[_h5_key(h5, path)][start:stop]
+                arr = h5[key][start:stop]
             except ValueError:
                 raise
             except Exception as exc:
+                missing = io._missing_filter(h5, key)
+                if missing:
+                    raise ValueError(f"cannot read frames {start}:{stop} of {str(path)!r}: its dataset {key!r} is "
+                                     f"compressed with {missing}, which is not installed here") from exc
                 raise ValueError(f"cannot read frames {start}:{stop} of {str(path)!r} (truncated or corrupt: {exc})") from exc
     else:
         arr = io.read_stimulus(path)[start:stop]

@@ -35,6 +35,8 @@ RATE_KEY = "response/firing_rate_10ms"
 
 def _existing(path: PathLike) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a folder, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"no file at {str(path)!r}")
     return path
@@ -182,7 +184,8 @@ def read_stimulus(path: PathLike, key: Optional[str] = None) -> np.ndarray:
         arr, colour = _read_tiff(path)
     else:
         arr = _read_h5_stimulus(path, key)
-    return as_stack(arr, name=f"the stimulus in {path.name}", colour=colour)
+    name = f"the stimulus in {path.name}" if key is None else f"the stimulus {key!r} in {path.name}"
+    return as_stack(arr, name=name, colour=colour)
 
 
 def npy_header(path: Path) -> tuple[tuple, np.dtype, int]:
@@ -270,11 +273,34 @@ def stimulus_key(path: PathLike, key: Optional[str] = None) -> Optional[str]:
 
 
 def _read_h5_dataset(h5, key: str, path: Path) -> np.ndarray:
-    """The whole dataset ``key`` of the open file, or one ValueError naming it when its data cannot be read."""
+    """The whole dataset ``key`` of the open file, or one ValueError naming it when its data cannot be read:
+    a compression filter that is not installed is named as such, anything else is damage."""
     try:
         return h5[key][()]
     except Exception as exc:  # OSError from a damaged chunk or filter, and whatever else h5py raises on damage
+        missing = _missing_filter(h5, key)
+        if missing:
+            raise ValueError(f"cannot read the dataset {key!r} of {str(path)!r}: it is compressed with {missing}, "
+                             "which is not installed here; install that HDF5 filter plugin (HDF5_PLUGIN_PATH) or "
+                             "rewrite the file with gzip compression") from exc
         raise ValueError(f"cannot read the dataset {key!r} of {str(path)!r} (truncated or corrupt: {exc})") from exc
+
+
+def _missing_filter(h5, key: str) -> str:
+    """The first filter of dataset ``key``'s pipeline that this HDF5 library cannot apply, as "the filter
+    'name' (HDF5 filter id)", or "" when all are there (or the pipeline cannot be read)."""
+    from h5py import h5z
+
+    try:
+        plist = h5[key].id.get_create_plist()
+        for i in range(plist.get_nfilters()):
+            code, _, _, name = plist.get_filter(i)
+            if not h5z.filter_avail(code):
+                name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+                return f"the filter {name!r} (HDF5 filter {code})" if name else f"HDF5 filter {code}"
+    except Exception:  # a damaged header: the caller says "corrupt"
+        pass
+    return ""
 
 
 @dataclass
