@@ -122,8 +122,52 @@ def _corrupt(path, key, value):
 def test_bad_datasets_are_refused(tmp_path, key, value, match):
     write_dataset(tmp_path / "d.h5", make_dataset())
     _corrupt(tmp_path / "d.h5", key, value)
+    with h5py.File(tmp_path / "d.h5", "a") as f:  # repeats for the test rates' cells only: the one problem is `key`
+        for name in list(f["test/repeats"])[f["test/response/firing_rate_10ms"].shape[0]:]:
+            del f[f"test/repeats/{name}"]
     with pytest.raises(ValueError, match=match):
         read_dataset(tmp_path / "d.h5")
+
+
+def _with_repeats(path, names, t_test=20, cells=3):
+    """A dataset whose test repeats are stored under ``names`` (in that order), each filled with its position in
+    ``names``, so which dataset went to which cell can be read back."""
+    data = make_dataset(t_test=t_test, cells=cells)
+    data.test.repeats = None
+    write_dataset(path, data)
+    with h5py.File(path, "a") as f:
+        for i, name in enumerate(names):
+            f[f"test/repeats/{name}"] = np.full((2, t_test), i, np.float32)
+    return path
+
+
+@pytest.mark.parametrize("cells, name", [(12, "cell{}"), (102, "cell{:02d}")], ids=["unpadded", "2-digit-past-99"])
+def test_repeats_go_to_the_cell_their_name_numbers(tmp_path, cells, name):
+    # sorted as text, cell10 came before cell2 (and cell100 before cell11): repeats silently given to the wrong cells
+    path = _with_repeats(tmp_path / "d.h5", [name.format(c) for c in range(cells)], cells=cells)
+    repeats = read_dataset(path).test.repeats
+    np.testing.assert_array_equal(repeats[:, 0, 0], np.arange(cells))
+    np.testing.assert_array_equal(read_dataset(path, cells=[11, 2]).test.repeats[:, 0, 0], [11, 2])
+
+
+@pytest.mark.parametrize(
+    "names, match",
+    [
+        (["cell00", "cell01", "trial2"], r"test/repeats/trial2 in d\.h5 is not named after a cell: test/repeats holds "
+                                         r"one \(repeats, T\) dataset per row of the rates, named cell0 to cell2"),
+        (["cell0", "cell1", "cell01", "cell2"],
+         r"test/repeats in d\.h5 holds cell01 and cell1, which both name cell 1"),
+        (["cell0", "cell2"], r"test/repeats in d\.h5 must hold the repeats of each of the 3 cells of its rates, cell0 "
+                             r"to cell2 \(numbered from 0 as the rates' rows\), but cell 1 has none$"),
+        (["cell1", "cell2", "cell3"], r"but cell 0 has none and cell 3 is not a row of the rates$"),  # numbered from 1
+    ],
+    ids=["no-cell-number", "duplicate", "gap", "from-1"],
+)
+def test_repeats_that_do_not_name_each_cell_once_are_refused(tmp_path, names, match):
+    # these were read in text order, or dropped without a word when their count differed from the cells'
+    path = _with_repeats(tmp_path / "d.h5", names)
+    with pytest.raises(ValueError, match=match):
+        read_dataset(path)
 
 
 def test_selecting_missing_cells_is_refused(tmp_path):

@@ -8,6 +8,10 @@ files. Datasets use the lab's HDF5 layout (METHOD.md §1)::
     test/stimulus, test/response/firing_rate_10ms   the same, held out
     test/repeats/cellNN               (repeats, T)  optional single trials
 
+``cellNN`` holds the trials of row NN of the rates, numbered from 0 (cell0 or
+cell00 for the first row; read by number, so cell10 comes after cell9); with
+repeats, every row has its own dataset.
+
 Results are written to HDF5 (``.h5``/``.hdf5``) or ``.npz``.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -31,6 +36,9 @@ STIMULUS_SUFFIXES = (".npy", ".tif", ".tiff", ".h5", ".hdf5")
 HDF5_SUFFIXES = (".h5", ".hdf5")
 STIMULUS_KEYS = ("stimulus", "test/stimulus", "train/stimulus")
 RATE_KEY = "response/firing_rate_10ms"
+#: the name of a cell's repeats dataset in ``<split>/repeats``: "cell" and the number of the cell's row in the
+#: rates, from 0 (zero padding optional: cell7, cell07 and cell007 all name row 7)
+REPEATS_NAME = re.compile(r"cell([0-9]+)")
 
 
 def _existing(path: PathLike) -> Path:
@@ -352,18 +360,59 @@ def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split
     if cells is not None:
         cells = check_cell_subset(cells, n_cells, "the file has")
         rates = rates[cells]
-    repeats = None
-    prefix = f"{split}/repeats/"
-    names = sorted(k[len(prefix):] for k in _h5_keys(h5) if k.startswith(prefix) and "/" not in k[len(prefix):])
-    if names:
-        reps = [_read_h5_dataset(h5, _h5_dataset_path(h5, prefix + n, path), path) for n in names]
-        if reps and len(reps) == n_cells and all(r.ndim == 2 and r.shape[1] == stim.shape[0]
-                                                 and r.dtype.kind in "biuf" for r in reps):
-            reps = [r.astype(np.float32) for r in reps]
-            repeats = np.stack(reps)
-            if cells is not None:
-                repeats = repeats[cells]
+    repeats = _read_repeats(h5, split, path, n_cells, stim.shape[0])
+    if repeats is not None and cells is not None:
+        repeats = repeats[cells]
     return Split(stim, rates.T.astype(np.float32), repeats)
+
+
+def _read_repeats(h5, split: str, path: Path, n_cells: int, n_frames: int) -> Optional[np.ndarray]:
+    """The split's repeats, (n_cells, repeats, T) float32, row i from ``<split>/repeats/cell<i>``; None without any."""
+    prefix = f"{split}/repeats/"
+    names = [k[len(prefix):] for k in _h5_keys(h5) if k.startswith(prefix) and "/" not in k[len(prefix):]]
+    if not names:
+        return None
+    reps = [_read_h5_dataset(h5, _h5_dataset_path(h5, prefix + n, path), path)
+            for n in _repeats_by_cell(names, prefix[:-1], path, n_cells)]
+    if all(r.ndim == 2 and r.shape[1] == n_frames and r.dtype.kind in "biuf" for r in reps):
+        return np.stack([r.astype(np.float32) for r in reps])
+    return None
+
+
+def _cell_list(numbers: list[int], most: int = 6) -> str:
+    """"cell 3", "cells 0, 2 and 5", "cells 0, 1, 2, 3, 4, 5 and 94 more"."""
+    shown = [str(c) for c in numbers[:most]]
+    if len(numbers) > most:
+        shown.append(f"{len(numbers) - most} more")
+    return f"cell {shown[0]}" if len(shown) == 1 else f"cells {', '.join(shown[:-1])} and {shown[-1]}"
+
+
+def _repeats_by_cell(names: list[str], group: str, path: Path, n_cells: int) -> list[str]:
+    """The datasets of ``group`` ordered by the cell each names (:data:`REPEATS_NAME`: ``cell<i>`` is row i of the
+    rates), by number and not as text (cell10 after cell9); one ValueError naming the file and the group for a
+    name without a cell number, two names of one cell, or a set of cells other than the rates' 0..n_cells-1."""
+    numbered: dict[int, list[str]] = {}
+    for name in names:
+        match = REPEATS_NAME.fullmatch(name)
+        if match is None:
+            raise ValueError(f"{group}/{name} in {path.name} is not named after a cell: {group} holds one "
+                             f"(repeats, T) dataset per row of the rates, named cell0 to cell{n_cells - 1} "
+                             "(zero padding optional)")
+        numbered.setdefault(int(match.group(1)), []).append(name)
+    for number, same in sorted(numbered.items()):
+        if len(same) > 1:
+            raise ValueError(f"{group} in {path.name} holds {' and '.join(sorted(same))}, which both name cell "
+                             f"{number}; keep one")
+    missing = [c for c in range(n_cells) if c not in numbered]
+    beyond = sorted(c for c in numbered if c >= n_cells)
+    if missing or beyond:
+        found = [f"{_cell_list(missing)} {'has' if len(missing) == 1 else 'have'} none"] if missing else []
+        if beyond:
+            found.append(f"{_cell_list(beyond)} {'is' if len(beyond) == 1 else 'are'} not a row of the rates")
+        raise ValueError(f"{group} in {path.name} must hold the repeats of each of the {n_cells} cells of its rates, "
+                         f"cell0 to cell{n_cells - 1} (numbered from 0 as the rates' rows), but "
+                         f"{' and '.join(found)}")
+    return [numbered[c][0] for c in range(n_cells)]
 
 
 def read_split(path: PathLike, split: str = "test", cells: Optional[list[int]] = None) -> Split:
