@@ -170,6 +170,20 @@ def test_repeats_that_do_not_name_each_cell_once_are_refused(tmp_path, names, ma
         read_dataset(path)
 
 
+@pytest.mark.parametrize("shape", [(3, 4, 20), (4, 3, 20), (4, 20, 3)], ids=["cells-first", "repeats-first", "record"])
+def test_repeats_as_one_dataset_are_refused_naming_the_layout(tmp_path, shape):
+    # "'Dataset' object has no attribute 'keys'" before; the order of its axes cannot be told in general
+    data = make_dataset()
+    data.test.repeats = None
+    write_dataset(tmp_path / "d.h5", data)
+    with h5py.File(tmp_path / "d.h5", "a") as f:
+        f["test/repeats"] = np.ones(shape, np.float32)
+    with pytest.raises(ValueError, match=rf"^test/repeats in d\.h5 is one dataset of shape {re.escape(str(shape))}, "
+                                         r"but the lab layout stores the repeats as a group of one \(repeats, T\) "
+                                         r"dataset per row of the rates, test/repeats/cell00, test/repeats/cell01"):
+        read_dataset(tmp_path / "d.h5")
+
+
 def test_selecting_missing_cells_is_refused(tmp_path):
     write_dataset(tmp_path / "d.h5", make_dataset())
     with pytest.raises(ValueError, match=r"cells \[5\] do not exist: the file has 3 cells"):

@@ -369,6 +369,11 @@ def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split
 def _read_repeats(h5, split: str, path: Path, n_cells: int, n_frames: int) -> Optional[np.ndarray]:
     """The split's repeats, (n_cells, repeats, T) float32, row i from ``<split>/repeats/cell<i>``; None without any."""
     prefix = f"{split}/repeats/"
+    whole = _h5_dataset_path(h5, prefix[:-1], path)
+    if whole is not None:  # (cells, repeats, T), (repeats, cells, T) or record()'s (repeats, T, cells): not guessed
+        raise ValueError(f"{prefix[:-1]} in {path.name} is one dataset of shape {h5[whole].shape}, but the lab layout "
+                         f"stores the repeats as a group of one (repeats, T) dataset per row of the rates, "
+                         f"{prefix}cell00, {prefix}cell01, …; store them so")
     names = [k[len(prefix):] for k in _h5_keys(h5) if k.startswith(prefix) and "/" not in k[len(prefix):]]
     if not names:
         return None
