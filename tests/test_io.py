@@ -184,6 +184,40 @@ def test_repeats_as_one_dataset_are_refused_naming_the_layout(tmp_path, shape):
         read_dataset(tmp_path / "d.h5")
 
 
+def _nan_in_one(reps):
+    reps = reps.copy()
+    reps[1, 5] = np.nan
+    return reps
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        (_nan_in_one, r"^test/repeats/cell02 in d\.h5 holds NaN or infinite rates$"),
+        (lambda r: np.where(r > 0, np.inf, r), r"^test/repeats/cell02 in d\.h5 holds NaN or infinite rates$"),
+        (lambda r: r - 1, r"^test/repeats/cell02 in d\.h5 holds negative rates \(min -1\); rates must be >= 0$"),
+        (lambda r: r[:, :17], r"^test/repeats/cell02 in d\.h5: the stimulus has 20 frames but the repeats have 17 "
+                              r"time bins$"),
+        (lambda r: r[0], r"^test/repeats/cell02 in d\.h5 must be \(repeats, T\), got shape \(20,\)$"),
+        (lambda r: r.astype("S3"),
+         r"^test/repeats/cell02 in d\.h5 must hold numbers \(spikes per 10 ms bin\), got dtype"),
+        (lambda r: r[:3], r"^test/repeats in d\.h5 must hold the same number of repeats \(at least 1\) for every "
+                          r"cell, got 4 in cell00 but 3 in cell02$"),
+    ],
+    ids=["nan", "inf", "negative", "short", "1-d", "text", "fewer-trials"],
+)
+def test_bad_repeats_are_refused_as_bad_rates_are(tmp_path, value, match):
+    # NaN, inf and negative trials were accepted (reliability NaN, or a mean over the rest); the wrong length or
+    # shape dropped every cell's repeats without a word (repeats None)
+    write_dataset(tmp_path / "d.h5", make_dataset())
+    with h5py.File(tmp_path / "d.h5", "a") as f:
+        reps = f["test/repeats/cell02"][()]
+        del f["test/repeats/cell02"]
+        f["test/repeats/cell02"] = value(reps)
+    with pytest.raises(ValueError, match=match):
+        read_dataset(tmp_path / "d.h5")
+
+
 def test_selecting_missing_cells_is_refused(tmp_path):
     write_dataset(tmp_path / "d.h5", make_dataset())
     with pytest.raises(ValueError, match=r"cells \[5\] do not exist: the file has 3 cells"):

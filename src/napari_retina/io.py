@@ -341,21 +341,8 @@ def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split
         if found[need] is None:
             raise ValueError(f"{str(path)!r} is missing the dataset {need!r} of the lab layout; it has {_h5_keys(h5)}")
     stim = as_stack(_read_h5_dataset(h5, found[f"{split}/stimulus"], path), name=f"{split}/stimulus in {path.name}")
-    rates = _read_h5_dataset(h5, found[f"{split}/{RATE_KEY}"], path)
-    if rates.dtype.kind not in "biuf":
-        raise ValueError(f"{split}/{RATE_KEY} in {path.name} must hold numbers (spikes per 10 ms bin), "
-                         f"got dtype {rates.dtype}")
-    rates = rates.astype(np.float64)
-    if rates.ndim != 2:
-        raise ValueError(f"{split}/{RATE_KEY} must be (cells, T), got shape {rates.shape}")
-    if rates.shape[1] != stim.shape[0]:
-        raise ValueError(
-            f"{split}: the stimulus has {stim.shape[0]} frames but the rates have {rates.shape[1]} time bins"
-        )
-    if not np.isfinite(rates).all():
-        raise ValueError(f"{split}/{RATE_KEY} holds NaN or infinite rates")
-    if (rates < 0).any():
-        raise ValueError(f"{split}/{RATE_KEY} holds negative rates (min {rates.min():g}); rates must be >= 0")
+    rates = _checked_rates(_read_h5_dataset(h5, found[f"{split}/{RATE_KEY}"], path), f"{split}/{RATE_KEY}",
+                           "(cells, T)", path, stim.shape[0])
     n_cells = rates.shape[0]
     if cells is not None:
         cells = check_cell_subset(cells, n_cells, "the file has")
@@ -364,6 +351,26 @@ def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split
     if repeats is not None and cells is not None:
         repeats = repeats[cells]
     return Split(stim, rates.T.astype(np.float32), repeats)
+
+
+def _checked_rates(values: np.ndarray, key: str, shape: str, path: Path, n_frames: int,
+                   what: str = "rates") -> np.ndarray:
+    """The rates of dataset ``key`` as float64, or one ValueError naming it and the file: numbers, 2-D
+    (``shape``, time last), one time bin per stimulus frame, finite and >= 0. Checks the rates and each
+    cell's repeats alike (``what``: "rates" or "repeats")."""
+    name = f"{key} in {path.name}"
+    if values.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold numbers (spikes per 10 ms bin), got dtype {values.dtype}")
+    if values.ndim != 2:
+        raise ValueError(f"{name} must be {shape}, got shape {values.shape}")
+    if values.shape[1] != n_frames:
+        raise ValueError(f"{name}: the stimulus has {n_frames} frames but the {what} have {values.shape[1]} time bins")
+    values = values.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} holds NaN or infinite rates")
+    if (values < 0).any():
+        raise ValueError(f"{name} holds negative rates (min {values.min():g}); rates must be >= 0")
+    return values
 
 
 def _read_repeats(h5, split: str, path: Path, n_cells: int, n_frames: int) -> Optional[np.ndarray]:
@@ -377,11 +384,16 @@ def _read_repeats(h5, split: str, path: Path, n_cells: int, n_frames: int) -> Op
     names = [k[len(prefix):] for k in _h5_keys(h5) if k.startswith(prefix) and "/" not in k[len(prefix):]]
     if not names:
         return None
-    reps = [_read_h5_dataset(h5, _h5_dataset_path(h5, prefix + n, path), path)
-            for n in _repeats_by_cell(names, prefix[:-1], path, n_cells)]
-    if all(r.ndim == 2 and r.shape[1] == n_frames and r.dtype.kind in "biuf" for r in reps):
-        return np.stack([r.astype(np.float32) for r in reps])
-    return None
+    names = _repeats_by_cell(names, prefix[:-1], path, n_cells)
+    reps = [_checked_rates(_read_h5_dataset(h5, _h5_dataset_path(h5, prefix + n, path), path), prefix + n,
+                           "(repeats, T)", path, n_frames, "repeats") for n in names]
+    counts = [len(r) for r in reps]
+    odd = next((i for i, c in enumerate(counts) if c != counts[0]), None)
+    if odd is not None or counts[0] == 0:
+        got = f"{counts[0]} in {names[0]}" + (f" but {counts[odd]} in {names[odd]}" if odd is not None else "")
+        raise ValueError(f"{prefix[:-1]} in {path.name} must hold the same number of repeats (at least 1) for every "
+                         f"cell, got {got}")
+    return np.stack([r.astype(np.float32) for r in reps])
 
 
 def _cell_list(numbers: list[int], most: int = 6) -> str:
