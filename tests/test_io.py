@@ -13,6 +13,7 @@ from napari_retina.io import (
     Dataset,
     Split,
     read_dataset,
+    read_split,
     read_stimulus,
     trace_columns,
     write_dataset,
@@ -216,6 +217,41 @@ def test_bad_repeats_are_refused_as_bad_rates_are(tmp_path, value, match):
         f["test/repeats/cell02"] = value(reps)
     with pytest.raises(ValueError, match=match):
         read_dataset(tmp_path / "d.h5")
+
+
+def test_rates_in_hz_warn_once_naming_the_file(tmp_path):
+    # rates in Hz trained badly and were reported as spikes per 10 ms bin, 100x off, without a word
+    data = make_dataset()
+    data.train.rates = data.train.rates * 100   # gamma(1, 0.5) per bin: 50 "Hz" on average
+    write_dataset(tmp_path / "hz.h5", data)
+    with pytest.warns(UserWarning) as caught:
+        read_dataset(tmp_path / "hz.h5")
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and caught[0].filename == __file__, messages
+    assert re.fullmatch(r"the rates in hz\.h5 look like Hz, not spikes per 10 ms bin: in "
+                        r"train/response/firing_rate_10ms 3 of 3 cells average more than 5 spikes per 10 ms bin "
+                        r"\(up to [0-9.]+\), beyond any ganglion cell \(rates in Hz fit badly and come out 100× "
+                        r"too large as spikes per bin: divide them by 100\)", messages[0]), messages[0]
+    data.test.rates = data.test.rates * 100
+    write_dataset(tmp_path / "hz2.h5", data)
+    with pytest.warns(UserWarning, match=r"in train/.* and in test/response/firing_rate_10ms 3 of 3 cells"):
+        read_dataset(tmp_path / "hz2.h5")
+    with pytest.warns(UserWarning, match=r"hz2\.h5 look like Hz.*: in test/response/firing_rate_10ms 1 of 1 cell "
+                                         r"averages more than 5"):
+        read_split(tmp_path / "hz2.h5", "test", cells=[1])
+
+
+def test_spike_counts_per_bin_do_not_warn(tmp_path):
+    import warnings
+
+    from napari_retina import synthetic
+
+    path = synthetic.make_dataset(tmp_path / "syn.h5", frames=300, test_frames=60, repeats=2, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_dataset(path)
+        read_split(path, "test")
+    assert read_dataset(path).train.rates.mean(0).max() > 1   # a busy cell, but per bin
 
 
 def test_selecting_missing_cells_is_refused(tmp_path):

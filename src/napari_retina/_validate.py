@@ -324,6 +324,31 @@ def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str
     )
 
 
+#: a cell whose mean rate is above this many spikes per 10 ms bin makes rates look like Hz (:func:`hz_like_rates`).
+#: Real retinal ganglion cells rarely exceed a mean of ~100 Hz, 1 spike per bin; 5 spikes per bin is a sustained
+#: 500 Hz, which no ganglion cell fires, while rates in Hz pass 5 for any cell firing above 5 Hz. Whole numbers
+#: clear nothing: Hz computed from counts in 10 ms bins are the counts × 100. The synthetic retina's default
+#: datasets average 1–3 spikes per bin per cell (docs/MODEL.md); driven with binary white noise of ±3 or more
+#: it passes 5 (version 1) and warns, as it should: no recorded cell would.
+HZ_MEAN_LIMIT = 5.0
+
+
+def hz_like_rates(rates: np.ndarray) -> Optional[str]:
+    """Why rates of shape (T, n_cells), meant as spikes per 10 ms bin, look like Hz (the end of a sentence:
+    "3 of 6 cells average more than 5 spikes per 10 ms bin (up to 84.9)"), or None: no cell's mean above
+    :data:`HZ_MEAN_LIMIT`.
+
+    >>> hz_like_rates(np.full((10, 2), 0.8)) is None, hz_like_rates(np.full((10, 2), 80.0))
+    (True, '2 of 2 cells average more than 5 spikes per 10 ms bin (up to 80)')
+    """
+    means = np.asarray(rates, dtype=np.float64).reshape(len(rates), -1).mean(axis=0)
+    high = int((means > HZ_MEAN_LIMIT).sum())
+    if not high:
+        return None
+    return (f"{high} of {means.size} cell{'s' if means.size > 1 else ''} average{'s' if means.size == 1 else ''} "
+            f"more than {HZ_MEAN_LIMIT:g} spikes per {FRAME_MS:g} ms bin (up to {means.max():.3g})")
+
+
 def check_not_empty(shape: Sequence[int], name: str = "stimulus") -> None:
     """A ValueError unless an array of ``shape`` holds at least one value (what :func:`as_stack` refuses as empty);
     for a stack known by its shape alone (a file's header)."""

@@ -4,10 +4,12 @@ Stimulus stacks (T, H, W) come from ``.npy``, ``.tif``/``.tiff`` or HDF5
 files. Datasets use the lab's HDF5 layout (METHOD.md §1)::
 
     train/stimulus                    (T, H, W)   contrast units or raw
-    train/response/firing_rate_10ms   (cells, T)  spikes per 10 ms bin (or Hz)
+    train/response/firing_rate_10ms   (cells, T)  spikes per 10 ms bin (counts or mean counts)
     test/stimulus, test/response/firing_rate_10ms   the same, held out
     test/repeats/cellNN               (repeats, T)  optional single trials
 
+Rates must be spikes per 10 ms bin, not Hz (what is trained and reported is
+per bin): rates whose cells average more than 5 per bin (500 Hz) warn.
 ``cellNN`` holds the trials of row NN of the rates, numbered from 0 (cell0 or
 cell00 for the first row; read by number, so cell10 comes after cell9); with
 repeats, every row has its own dataset.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -28,7 +31,7 @@ import numpy as np
 
 from ._atomic import atomic_write
 from ._units import FRAME_MS
-from ._validate import as_stack, check_cell_subset
+from ._validate import as_stack, check_cell_subset, hz_like_rates
 
 PathLike = Union[str, os.PathLike]
 
@@ -444,7 +447,9 @@ def read_split(path: PathLike, split: str = "test", cells: Optional[list[int]] =
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     path = _existing(path)
     with _open_h5(path) as h5:
-        return _read_split(h5, split, path, cells)
+        out = _read_split(h5, split, path, cells)
+    _warn_if_hz(path, {split: out})
+    return out
 
 
 def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
@@ -465,12 +470,24 @@ def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
         )
     if train.rates.shape[1] != test.rates.shape[1]:
         raise ValueError(f"train has {train.rates.shape[1]} cells but test has {test.rates.shape[1]}")
+    _warn_if_hz(path, {"train": train, "test": test})
     names = _cell_names_attr(path, attrs.pop("cell_names", None), file_cells)
     n = train.rates.shape[1]
     cell_names = names if names is not None else [f"cell{i}" for i in range(n)]
     if cells is not None and names is not None:  # the file's names, one per file cell: pick as the rates
         cell_names = [cell_names[c] for c in check_cell_subset(cells, len(cell_names), "the file has")]
     return Dataset(train, test, cell_names, attrs)
+
+
+def _warn_if_hz(path: Path, splits: dict, stacklevel: int = 3) -> None:
+    """One UserWarning naming the file when the rates of any of ``splits`` ({name: Split}) look like Hz
+    (:func:`~napari_retina._validate.hz_like_rates`); ``stacklevel`` counts from this function."""
+    found = [f"in {name}/{RATE_KEY} {why}" for name, split in splits.items()
+             if (why := hz_like_rates(split.rates)) is not None]
+    if found:
+        warnings.warn(f"the rates in {path.name} look like Hz, not spikes per 10 ms bin: {' and '.join(found)}, "
+                      "beyond any ganglion cell (rates in Hz fit badly and come out 100× too large as spikes per "
+                      "bin: divide them by 100)", UserWarning, stacklevel=stacklevel)
 
 
 def _attr_value(value: Any) -> Any:
