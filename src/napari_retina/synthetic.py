@@ -517,7 +517,8 @@ class Retina:
 
 #: default white noise of the synthetic datasets, the shipped model's (docs/MODEL.md): binary ±2 on
 #: 4 px (220 µm) checkers, each frame grey with probability 0.5. The true rates of the four cells
-#: then average ~2.9 spikes per 10 ms bin (sd ~2.3); grey alone gives ~0.2.
+#: then average ~1.5 spikes per 10 ms bin (sd ~1.25) in the default version-2 circuit and ~2.8 (sd ~2.2)
+#: in version 1; grey alone gives ~0.2 in both (3,000 frames, noise seeds 0 and 1, frames with a full history).
 DATASET_FRAMES = 30000
 DATASET_CHECKER = 4
 DATASET_CONTRAST = 2.0
