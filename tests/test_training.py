@@ -161,6 +161,32 @@ def test_integer_stimuli_are_normalised_and_stored_as_raw():
                                  "std": pytest.approx(float(raw.astype(np.float64).std())), "units": "raw"}
 
 
+def test_a_float_training_stimulus_far_from_contrast_is_refused_by_the_rule_that_warns_at_predict(tmp_path):
+    """A float64 0-255 stack trained silently and stored units 'contrast' with a mean that predict never applied."""
+    from napari_retina._validate import StimulusUnitsWarning, warn_if_not_contrast
+
+    stim, counts, _ = ln_data(frames=300)
+    raw = (stim.astype(np.float64) * 40 + 128)                           # mean 128, std 40
+    intensities = (stim + 1.5) / 3                                       # 1/6 or 5/6: nothing below 0
+    for bad, what in ((raw, "does not look like contrast units"), (intensities, "looks like intensities")):
+        with pytest.warns(StimulusUnitsWarning):                         # the rule predict warns by
+            warn_if_not_contrast(bad)
+        with pytest.raises(ValueError, match=f"^the training stimulus {what}.*z-score it .*integer stack"):
+            nr.train((bad, counts), config=tiny_config(), epochs=1, batch_size=32)
+    with pytest.raises(ValueError, match=r"^the training stimulus in f255\.h5 does not look like contrast units"):
+        nr.train(write_h5(tmp_path / "f255.h5", raw, counts), config=tiny_config(), epochs=1, batch_size=32)
+    # the same stack as integers is raw intensities: trained, normalised with the stored statistics
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)                     # one epoch may not improve; not the point
+        model = nr.train((raw.astype(np.uint8), counts), config=tiny_config(), epochs=1, batch_size=32)
+    assert model.config.norm["units"] == "raw" and model.config.norm["mean"] == pytest.approx(raw.mean())
+    # contrast stimuli pass: the synthetic retina's training data (mix and sparse binary noise) and grey flashes
+    for ok in (synthetic.training_mix(600, 0, size=20),
+               nr.stimuli.white_noise(300, 20, 0, checker=4, kind="binary", contrast=2.0, grey=0.5),
+               np.where(np.arange(300)[:, None, None] % 10 < 2, 1.0, 0.0) * np.ones((1, 20, 20))):
+        training._check_contrast(np.asarray(ok), "the training stimulus")
+
+
 def test_progress_and_cancel_leave_no_half_written_checkpoint(tmp_path):
     stim, counts, _ = ln_data(frames=500)
     calls = []

@@ -285,6 +285,29 @@ def mean_std(arr: np.ndarray, chunk_values: int = 1 << 20) -> tuple[float, float
     return chunked_mean_std(frame_chunks(np.asarray(arr), chunk_values))
 
 
+def units_finding(arr: np.ndarray, norm: Optional[dict] = None) -> Optional[tuple[str, float, float, float]]:
+    """Whether a float stack is far from contrast units, by the one rule :func:`warn_if_not_contrast` documents.
+
+    Returns None when the stack passes (or is not float), else ``(kind, mean,
+    std, grey)``: ``kind`` is ``"scale"`` (its mean or std is far from the
+    contrast of std ``s`` = :func:`training_contrast_std` ``(norm)``) or
+    ``"intensities"`` (no value below 0, ``grey`` (the share of values at 0)
+    under ``UNITS_GREY_SHARE``). Callers word it: a warning before predicting,
+    a refusal before training (:func:`napari_retina.training.train`).
+    """
+    if not np.issubdtype(arr.dtype, np.floating):
+        return None
+    mean, std = mean_std(arr)
+    s = training_contrast_std(norm)
+    if abs(mean) > UNITS_MEAN_LIMIT * s or std > UNITS_STD_LIMIT * s:
+        return "scale", mean, std, float("nan")
+    if std > 0 and mean > UNITS_POSITIVE_MEAN * s and min(float(c.min()) for c in frame_chunks(arr)) >= 0:
+        grey = sum(int(np.count_nonzero(c == 0)) for c in frame_chunks(arr)) / arr.size
+        if grey < UNITS_GREY_SHARE:  # grey with bright flashes or bars (many values at 0) is contrast
+            return "intensities", mean, std, grey
+    return None
+
+
 def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str = "stimulus",
                          stacklevel: int = 2) -> None:
     """Warn (:class:`StimulusUnitsWarning`) when a float stack is far from contrast units.
@@ -297,25 +320,21 @@ def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str
     too: 0–1 intensities (mean ~0.5) are not contrast, while an all-grey stack
     and bright flashes or bars on grey (many values at 0) are; a uniform stack
     (std 0: a full-field step, or one grey level) cannot be told. Integer stacks
-    are normalised anyway and never warn. Reads the stack chunk by chunk.
+    are normalised anyway and never warn. Reads the stack chunk by chunk
+    (the rule itself: :func:`units_finding`).
     """
-    if not np.issubdtype(arr.dtype, np.floating):
+    finding = units_finding(arr, norm)
+    if finding is None:
         return
-    mean, std = mean_std(arr)
-    s = training_contrast_std(norm)
-    if abs(mean) > UNITS_MEAN_LIMIT * s or std > UNITS_STD_LIMIT * s:
+    kind, mean, std, grey = finding
+    if kind == "scale":
         found = (f"{name} does not look like contrast units (mean {mean:.3g}, std {std:.3g}; the model was trained "
-                 f"on contrast with mean 0 and std {s:.3g})")
+                 f"on contrast with mean 0 and std {training_contrast_std(norm):.3g})")
         yourself = "map it to contrast yourself (0 = mean luminance)"
-    elif std > 0 and mean > UNITS_POSITIVE_MEAN * s and min(float(c.min()) for c in frame_chunks(arr)) >= 0:
-        grey = sum(int(np.count_nonzero(c == 0)) for c in frame_chunks(arr)) / arr.size
-        if grey >= UNITS_GREY_SHARE:  # grey with bright flashes or bars: contrast
-            return
+    else:
         found = (f"{name} looks like intensities (0–1, say), not contrast units (0 = mean luminance): no value is "
                  f"below 0 and {grey:.2%} are at 0 (mean {mean:.3g}, std {std:.3g})")
         yourself = "map it to contrast yourself ((x - mean) / mean), or pass the integer stack (it is normalised)"
-    else:
-        return
     warnings.warn(
         f"{found}, so rates may be meaningless; pass normalize='zscore' (command line: --normalize) to z-score "
         f"it by its own statistics, or {yourself}",

@@ -43,7 +43,7 @@ from ._atomic import same_file
 from ._device import DeviceLike, resolve_device
 from ._frames import batches, gather_windows
 from ._progress import Progress, report
-from ._validate import as_stack, check_cell_subset, check_int, check_positive, unusable_weights
+from ._validate import as_stack, check_cell_subset, check_int, check_positive, units_finding, unusable_weights
 from .checkpoint import load_model, save_model
 from .io import Dataset, Split, read_dataset, read_split
 from .metrics import explained_variance, finite_mean, pearson, ratio_of_means
@@ -228,6 +228,33 @@ def _load(data, cells: Optional[list[int]]) -> _Data:
     return _Data(ds, None, None, None)
 
 
+def _check_contrast(stim: np.ndarray, name: str) -> None:
+    """Refuse a float training stimulus far from contrast units, by the rule that warns before predicting.
+
+    A float stack is taken to be contrast (``norm["units"] == "contrast"``): it
+    is used as it is, and a model trained on it expects the same of every float
+    stimulus, so a raw 0–255 stack in float64 would make a model that stores its
+    mean but never applies it (predictions on its own data warn, the
+    experiments' contrast stimuli do not). Integer stacks are raw intensities,
+    normalised with statistics the checkpoint stores, and are not checked.
+    The rule is :func:`~napari_retina._validate.units_finding`'s with a
+    training std of 1 (the model's contrast is the stack's own).
+    """
+    finding = units_finding(stim)
+    if finding is None:
+        return
+    kind, mean, std, grey = finding
+    found = (f"does not look like contrast units (mean {mean:.3g}, std {std:.3g}; contrast has mean 0 and a std "
+             "of about 1)" if kind == "scale" else
+             f"looks like intensities, not contrast units (0 = mean luminance): no value is below 0 and {grey:.2%} "
+             f"are at 0 (mean {mean:.3g}, std {std:.3g})")
+    raise ValueError(
+        f"{name} {found}, and a float training stimulus is used as contrast as it is; z-score it ((x - mean) / std) "
+        "or map it to contrast yourself, or give the integer stack, which training normalises with statistics the "
+        "checkpoint stores"
+    )
+
+
 def _norm_for(stim: np.ndarray) -> dict:
     x = stim.astype(np.float64)
     mean, std = float(x.mean()), float(x.std())
@@ -357,7 +384,10 @@ def train(
         An HDF5 file in the lab layout (see :mod:`napari_retina.io`), a
         :class:`~napari_retina.io.Dataset`, or ``(stimulus, rates)`` /
         ``(stimulus, rates, test_stimulus, test_rates)`` with stimulus (T, H, W)
-        and rates (T, n_cells) in spikes per 10 ms bin.
+        and rates (T, n_cells) in spikes per 10 ms bin. A float training stimulus
+        is contrast units and used as it is (one far from contrast, by the rule
+        that warns before predicting, is refused); an integer one is raw
+        intensities, z-scored with statistics stored in ``config.norm``.
     config : ModelConfig, optional
         Architecture (a fresh model starts with its output at the data's
         rate scale, :func:`init_readout`); default the standard one (history 40, channels (8, 8),
@@ -392,6 +422,7 @@ def train(
     out = _check_out(out, data)
     init_model, config = _start_from(init, config)
     d = _load(data, cells)
+    _check_contrast(d.dataset.train.stimulus, "the training stimulus" + (f" in {d.path.name}" if d.path else ""))
     config, fit_idx, hold_idx = _prepare(config, d.dataset, tc.holdout)
     dev = resolve_device(device)
     run = _start(config, init_model, d.dataset.train, fit_idx, hold_idx, tc, dev, t0)
