@@ -295,6 +295,23 @@ def test_bad_cells(tmp_path, good):
         nr.train((stim, counts), config=tiny_config(), cells=[2])
 
 
+def test_a_subset_of_cells_keeps_the_chosen_cells_names_and_lists_each_once(tmp_path):
+    """cells=[1, 2] of arrays, or [3, 1] of a file without cell_names, were renamed cell0, cell1; [1, 1] was taken."""
+    stim, counts, _ = ln_data(frames=300, n_cells=4)
+    path = write_h5(tmp_path / "nonames.h5", stim, counts)
+    assert nr.io.read_dataset(path, cells=[3, 1]).cell_names == ["cell3", "cell1"]
+    assert nr.io.read_dataset(path).cell_names == ["cell0", "cell1", "cell2", "cell3"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = nr.train((stim, counts), config=tiny_config(), cells=[1, 2], epochs=1, batch_size=32)
+    assert model.config.cell_names == ["cell1", "cell2"]
+    for data in ((stim, counts), path):
+        with pytest.raises(ValueError, match=r"^cells must list each cell once, got \[1, 1\]$"):
+            nr.train(data, config=tiny_config(), cells=[1, 1])
+    with pytest.raises(ValueError, match="each cell once"):
+        nr.io.read_dataset(path, cells=[2, 2])
+
+
 def test_bad_config_and_parameters(good, tmp_path):
     stim, counts = good
     with pytest.raises(ValueError, match="cells"):

@@ -555,7 +555,10 @@ def check_cell_subset(cells, n_cells: int, holder: str) -> list[int]:
            if isinstance(c, bool) or not (isinstance(c, numbers.Integral) and 0 <= c < n_cells)]
     if bad:
         raise ValueError(f"cells {bad} do not exist: {holder} {n_cells} cells (0..{n_cells - 1})")
-    return [int(c) for c in cells]
+    cells = [int(c) for c in cells]
+    if len(set(cells)) != len(cells):   # a model with two outputs for one cell: names and scores collide
+        raise ValueError(f"cells must list each cell once, got {cells}")
+    return cells
 
 
 def check_positive(value, name: str) -> float:

@@ -455,7 +455,8 @@ def read_split(path: PathLike, split: str = "test", cells: Optional[list[int]] =
 def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
     """Read a dataset in the lab's HDF5 layout (see the module docstring).
 
-    ``cells`` keeps a subset of cells (a list of indices, or one index). Refuses missing keys,
+    ``cells`` keeps a subset of cells (a list of indices, or one index; each once), named by the file's
+    ``cell_names`` attribute or, without one, ``cellN`` with N the index in the file. Refuses missing keys,
     mismatched lengths, NaN or negative rates, and cells that do not exist.
     """
     path = _existing(path)
@@ -472,9 +473,9 @@ def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
         raise ValueError(f"train has {train.rates.shape[1]} cells but test has {test.rates.shape[1]}")
     _warn_if_hz(path, {"train": train, "test": test})
     names = _cell_names_attr(path, attrs.pop("cell_names", None), file_cells)
-    n = train.rates.shape[1]
-    cell_names = names if names is not None else [f"cell{i}" for i in range(n)]
-    if cells is not None and names is not None:  # the file's names, one per file cell: pick as the rates
+    # one name per file cell (the file's, or cellN by its index in the file), picked as the rates are
+    cell_names = names if names is not None else [f"cell{i}" for i in range(file_cells)]
+    if cells is not None:
         cell_names = [cell_names[c] for c in check_cell_subset(cells, len(cell_names), "the file has")]
     return Dataset(train, test, cell_names, attrs)
 

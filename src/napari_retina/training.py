@@ -218,13 +218,13 @@ def _load(data, cells: Optional[list[int]]) -> _Data:
     n = ds.train.rates.shape[1]
     if ds.test is not None and ds.test.rates.shape[1] != n:
         raise ValueError(f"train has {n} cells but test has {ds.test.rates.shape[1]}")
+    if not ds.cell_names:   # cellN by the index in the data, before a subset is picked
+        ds.cell_names = [f"cell{i}" for i in range(n)]
     if cells is not None:
         cells = check_cell_subset(cells, n, "the data have")
         sel = lambda s: None if s is None else Split(s.stimulus, s.rates[:, cells],  # noqa: E731
                                                        None if s.repeats is None else s.repeats[cells])
-        ds = Dataset(sel(ds.train), sel(ds.test), [ds.cell_names[c] for c in cells] if ds.cell_names else [], ds.attrs)
-    if not ds.cell_names:
-        ds.cell_names = [f"cell{i}" for i in range(ds.train.rates.shape[1])]
+        ds = Dataset(sel(ds.train), sel(ds.test), [ds.cell_names[c] for c in cells], ds.attrs)
     return _Data(ds, None, None, None)
 
 
@@ -396,7 +396,8 @@ def train(
     epochs, batch_size, blocks_per_batch, lr, l2, l1_linear, patience, lr_patience, holdout, seed, recalibrate
         See :class:`TrainConfig` (validated there).
     device : ``None``/"auto", "cpu", "cuda", "mps".
-    cells : train on a subset of cells (indices).
+    cells : train on a subset of cells (indices into the data, each once); the model's cell names are
+        the chosen cells' (the file's ``cell_names``, else ``cellN`` with N the index in the data).
     out : optional checkpoint path, written atomically after every improvement.
     progress : ``progress(done_batches, total_batches)``; raise ``nr.Cancelled`` to stop
         (``out`` then holds the best checkpoint so far, or nothing).
