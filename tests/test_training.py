@@ -336,6 +336,37 @@ def test_evaluate_bad_input(good):
         nr.evaluate(RetinaCNN(tiny_config(n_cells=3)).eval(), (stim, counts))
 
 
+def test_evaluate_scores_the_cells_asked_for_and_refuses_cells_the_names_say_are_others(tmp_path):
+    """cells=[2, 1] scored a model of cells [1, 2] (u1, u2) against the wrong cells; arrays ignored cells."""
+    stim, counts, _ = ln_data(frames=300, n_cells=4)
+    path = write_h5(tmp_path / "named.h5", stim, counts)
+    with h5py.File(path, "a") as h5:
+        h5.attrs["cell_names"] = json.dumps(["u0", "u1", "u2", "u3"])
+    torch.manual_seed(0)
+    model = RetinaCNN(tiny_config(cell_names=["u1", "u2"])).eval()
+    right = nr.evaluate(model, path, cells=[1, 2])
+    assert right["cell_names"] == ["u1", "u2"]
+    for cells in ([2, 1], [0, 3]):
+        with pytest.raises(ValueError, match=r"^the cells chosen in named\.h5 \(cells=\[\d, \d\]\) are named "
+                                             r"\['u\d', 'u\d'\] but the model's outputs are \['u1', 'u2'\], which "
+                                             r"are cells=\[1, 2\] there; pass cells=\[1, 2\]"):
+            nr.evaluate(model, path, cells=cells)
+    ds = nr.io.read_dataset(path)
+    with pytest.raises(ValueError, match="model's outputs are"):
+        nr.evaluate(model, ds, cells=[2, 1])
+    assert nr.evaluate(model, ds, cells=[1, 2])["r"] == pytest.approx(right["r"], abs=1e-6)
+    # arrays: cells picks the columns (it was ignored and all four were scored)
+    test = (stim[-200:], counts[-200:])
+    picked = nr.evaluate(model, test, cells=[3, 0])
+    assert picked["r"] == pytest.approx(nr.evaluate(model, (stim[-200:], counts[-200:, [3, 0]]))["r"], abs=1e-6)
+    with pytest.raises(ValueError, match="the model has 2 cells but the data have 4"):
+        nr.evaluate(model, test)
+    with pytest.raises(ValueError, match="do not exist"):
+        nr.evaluate(model, test, cells=[0, 4])
+    # names that are not the model's (another recording, an untrained model's cell0...) cannot be checked
+    assert len(nr.evaluate(RetinaCNN(tiny_config()).eval(), path, cells=[2, 1])["r"]) == 2
+
+
 # ----------------------------------------------------------------------------- command line
 
 def test_cli_synth_train_evaluate(tmp_path, capsys):

@@ -824,7 +824,10 @@ def evaluate(model: RetinaCNN, data, cells: Optional[list[int]] = None) -> dict:
     data : HDF5 path in the lab layout (only its ``test/...`` datasets are read: a file
         without a train split scores too), an nr.io.Dataset, or ``(stimulus, rates)``
         arrays used as the test split (stimulus (T, H, W), rates (T, n_cells)).
-    cells : the dataset's cells that the model's outputs correspond to (default all).
+    cells : the data's cells (indices, each once) that the model's outputs correspond to, in
+        order (default all), for arrays as for files. When the data name their cells (a file's
+        ``cell_names`` attribute, a Dataset's ``cell_names``) and the model's cell names are
+        among them, cells named otherwise than the model's outputs are refused.
 
     Returns
     -------
@@ -846,18 +849,62 @@ def evaluate(model: RetinaCNN, data, cells: Optional[list[int]] = None) -> dict:
     """
     if not isinstance(model, RetinaCNN):
         raise TypeError(f"model must be a RetinaCNN (see nr.load_model), got {type(model).__name__}")
+    where, all_names = "the data", None          # all_names: the data's own names for all their cells, if any
     if isinstance(data, (tuple, list)) and len(data) == 2:
         split = _as_split(tuple(data), "test")
+        if cells is not None:
+            picked = check_cell_subset(cells, split.rates.shape[1], "the data have")
+            split = Split(split.stimulus, np.ascontiguousarray(split.rates[:, picked]), None)
         d = _Data(Dataset(split, split, [], {}), None, None, None)
     elif isinstance(data, (str, os.PathLike)):  # the test split alone: a file without a train split scores too
         path = Path(data)
         if not path.is_file():
             raise FileNotFoundError(f"no dataset at {str(path)!r}")
         split = read_split(path, "test", cells=cells)
-        d = _Data(Dataset(split, split, [], {}), path, None, _read_true_rates(path, cells, split.stimulus.shape[0]))
+        where, all_names = path.name, _file_cell_names(path)
+        d = _Data(Dataset(split, split, _pick(all_names, cells) if all_names else [], {}), path, None,
+                  _read_true_rates(path, cells, split.stimulus.shape[0]))
     else:
-        d = _load(data, cells)
+        all_names = list(data.cell_names) if isinstance(data, Dataset) and data.cell_names else None
+        d = _load(data, cells)               # picks a Dataset's names as it picks the rates
     ds = d.dataset
     if ds.test.rates.shape[1] != model.config.n_cells:
         raise ValueError(f"the model has {model.config.n_cells} cells but the data have {ds.test.rates.shape[1]}")
+    if all_names:
+        _check_same_cells(model, list(ds.cell_names), all_names, cells, where)
     return _evaluate(model, ds, d.true_test)
+
+
+def _pick(names: list, cells: Optional[list[int]]) -> list:
+    return list(names) if cells is None else [names[c] for c in check_cell_subset(cells, len(names), "the data have")]
+
+
+def _file_cell_names(path: Path) -> Optional[list]:
+    """The ``cell_names`` attribute of a dataset file, one per cell of its test rates, or None without one."""
+    from .io import RATE_KEY, _attr_value, _cell_names_attr, _h5_dataset_path, _open_h5
+
+    with _open_h5(path) as h5:
+        if "cell_names" not in h5.attrs:
+            return None
+        n_cells = int(h5[_h5_dataset_path(h5, f"test/{RATE_KEY}", path)].shape[0])
+        return _cell_names_attr(path, _attr_value(h5.attrs["cell_names"]), n_cells)
+
+
+def _check_same_cells(model: RetinaCNN, chosen: list, all_names: list, cells: Optional[list[int]],
+                      where: str) -> None:
+    """Refuse scoring the model's outputs against other cells, when the data's names show it.
+
+    Detectable when the data name their cells and every one of the model's
+    cell names is among them: then the chosen cells must be those, in the
+    model's order. Data without names, or named otherwise (another recording,
+    an untrained model's cell0...), cannot be checked.
+    """
+    mine = list(model.config.cell_names)
+    if chosen == mine or not set(mine) <= set(all_names):
+        return
+    right = [list(all_names).index(n) for n in mine]
+    raise ValueError(
+        f"the cells chosen in {where} ({'all' if cells is None else 'cells=' + str(list(cells))}) are named "
+        f"{chosen} but the model's outputs are {mine}, which are cells={right} there; pass cells={right} so each "
+        "output is scored against its own cell"
+    )
