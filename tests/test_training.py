@@ -400,6 +400,27 @@ def test_init_resumes_from_a_model(trained, tmp_path):
         nr.train(path, init=model, config=tiny_config())
 
 
+def test_provenance_records_the_start_the_arrays_and_the_absolute_data_path(trained, tmp_path, monkeypatch):
+    """init= was not recorded, arrays had data_sha256 None, and data_file was the path as given ('own.h5')."""
+    path, out, model, stim, counts, _ = trained
+    stored = torch.load(out, map_location="cpu", weights_only=True)["weights_sha256"]   # save_model's own digest
+    monkeypatch.chdir(path.parent)
+    again = nr.train(path.name, init=out.name, epochs=1, batch_size=32, lr=1e-3, seed=3)
+    assert again.provenance["data_file"] == str(path) and os.path.isabs(again.provenance["data_file"])
+    assert again.provenance["init"] == {"file": str(out), "weights_sha256": stored}
+    assert model.provenance["init"] is None                               # trained from scratch
+    from_memory = nr.train((stim, counts), init=nr.load_model(out), epochs=1, batch_size=32, lr=1e-3, seed=3)
+    assert from_memory.provenance["init"] == {"file": None, "weights_sha256": stored}
+    # arrays: a hash of what was trained on, the same for the same arrays and another for one changed count
+    assert from_memory.provenance["data_file"] is None
+    digest = from_memory.provenance["data_sha256"]
+    assert len(digest) == 64 and digest == training._load((stim.copy(), counts.copy()), None).sha256
+    changed = counts.copy()
+    changed[5, 0] += 1
+    assert training._load((stim, changed), None).sha256 != digest
+    assert training._load((stim, counts, stim[:100], counts[:100]), None).sha256 != digest
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_training_on_gpu(tmp_path):
     stim, counts, true = ln_data()

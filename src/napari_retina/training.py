@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 import os
 import platform
@@ -44,7 +45,7 @@ from ._device import DeviceLike, resolve_device
 from ._frames import batches, gather_windows
 from ._progress import Progress, report
 from ._validate import as_stack, check_cell_subset, check_int, check_positive, units_finding, unusable_weights
-from .checkpoint import load_model, save_model
+from .checkpoint import load_model, save_model, weights_sha256
 from .io import Dataset, Split, read_dataset, read_split
 from .metrics import explained_variance, finite_mean, pearson, ratio_of_means
 from .model import ModelConfig, RetinaCNN
@@ -151,6 +152,21 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _arrays_sha256(ds: Dataset) -> str:
+    """SHA-256 of a dataset given as arrays, as a file's bytes are hashed: each split's stimulus, rates (float32,
+    as trained on) and repeats in that order, each as its dtype and shape (JSON) then its elements in C order."""
+    h = hashlib.sha256()
+    for split in (ds.train, ds.test):
+        for arr in (() if split is None else (split.stimulus, split.rates, split.repeats)):
+            if arr is None:
+                h.update(b"null")
+                continue
+            arr = np.ascontiguousarray(arr)
+            h.update(json.dumps([str(arr.dtype), list(arr.shape)]).encode())
+            h.update(memoryview(arr.reshape(-1)).cast("B"))
+    return h.hexdigest()
+
+
 def _read_true_rates(path: Path, cells: Optional[list[int]], n_frames: int) -> Optional[np.ndarray]:
     import h5py
 
@@ -220,12 +236,13 @@ def _load(data, cells: Optional[list[int]]) -> _Data:
         raise ValueError(f"train has {n} cells but test has {ds.test.rates.shape[1]}")
     if not ds.cell_names:   # cellN by the index in the data, before a subset is picked
         ds.cell_names = [f"cell{i}" for i in range(n)]
+    sha256 = _arrays_sha256(ds)   # as given, before a subset (a file's hash is of all of it; cells are recorded)
     if cells is not None:
         cells = check_cell_subset(cells, n, "the data have")
         sel = lambda s: None if s is None else Split(s.stimulus, s.rates[:, cells],  # noqa: E731
                                                        None if s.repeats is None else s.repeats[cells])
         ds = Dataset(sel(ds.train), sel(ds.test), [ds.cell_names[c] for c in cells], ds.attrs)
-    return _Data(ds, None, None, None)
+    return _Data(ds, None, sha256, None)
 
 
 def _check_contrast(stim: np.ndarray, name: str) -> None:
@@ -408,9 +425,11 @@ def train(
 
     Returns
     -------
-    RetinaCNN in eval mode with ``.provenance`` (data file, sha256, parameters,
-    seed, epochs, time, torch version, machine) and ``.scores`` (held-out tail
-    and test-split Pearson r per cell).
+    RetinaCNN in eval mode with ``.provenance`` (``data_file``: the dataset's
+    absolute path, or None for arrays; ``data_sha256``: of the file's bytes, or
+    of the arrays; ``init``: ``{"file", "weights_sha256"}`` of the model it started
+    from, or None; parameters, seed, epochs, time, torch version, machine) and
+    ``.scores`` (held-out tail and test-split Pearson r per cell).
 
     Example
     -------
@@ -427,6 +446,9 @@ def train(
     config, fit_idx, hold_idx = _prepare(config, d.dataset, tc.holdout)
     dev = resolve_device(device)
     run = _start(config, init_model, d.dataset.train, fit_idx, hold_idx, tc, dev, t0)
+    if init_model is not None:   # what a fine-tune or resume started from: the file, and the weights themselves
+        run.init = {"file": os.path.abspath(init) if isinstance(init, (str, os.PathLike)) else None,
+                    "weights_sha256": weights_sha256(init_model.state_dict())}
     params = tc.provenance_params(dev, cells, command)
 
     def on_improvement(best: tuple) -> None:
@@ -534,6 +556,7 @@ class _Run:
     calib_starts: np.ndarray          # block starts for re-estimating the batch norms
     t0: float                         # time.time() at the start, for "seconds"
     history: list = field(default_factory=list)   # one dict per epoch (epoch 0: before training)
+    init: Optional[dict] = None       # the model training started from (provenance["init"]), or None
 
 
 def _start(config: ModelConfig, init_model: Optional[RetinaCNN], train_split: Split, fit_idx: np.ndarray,
@@ -726,8 +749,9 @@ def _provenance(run: _Run, d: _Data, params: dict, best: tuple, final: bool) -> 
     dev = run.model.device
     return {
         "trained_by": "napari_retina.training.train",
-        "data_file": str(d.path) if d.path else None,
-        "data_sha256": d.sha256,
+        "data_file": os.path.abspath(d.path) if d.path else None,
+        "data_sha256": d.sha256,       # of the file's bytes, or of the arrays (_arrays_sha256)
+        "init": run.init,
         "data_attrs": {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in ds.attrs.items()},
         "train_frames": int(ds.train.stimulus.shape[0]),
         "fit_windows": int(run.fit_hi - run.fit_lo + 1),
