@@ -122,9 +122,12 @@ def test_provenance_params_keep_their_recorded_names():
     tc = training.TrainConfig(epochs=3, recalibrate=2)
     params = tc.provenance_params(torch.device("cpu"), [0, 1], "a call")
     assert params == {"epochs_max": 3, "batch_size": 128, "blocks_per_batch": 4, "lr": 2e-3, "l2": 1e-3,
-                      "l1_linear": 0.0, "patience": 3, "lr_patience": 1, "holdout": 0.05, "seed": 0,
+                      "l1_linear": 0.0, "patience": 3, "lr_patience_epochs": 2, "holdout": 0.05, "seed": 0,
                       "recalibrate_batches": 2, "device": "cpu", "cells": [0, 1], "command": "a call"}
     assert training.TrainConfig.from_provenance(params) == tc
+    # older checkpoints recorded torch's count as "lr_patience": one less than the epochs it means
+    old = {**{k: v for k, v in params.items() if k != "lr_patience_epochs"}, "lr_patience": 1}
+    assert training.TrainConfig.from_provenance(old) == tc
 
 
 @pytest.mark.parametrize("field, value, error, message", [

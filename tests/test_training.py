@@ -573,6 +573,29 @@ def test_the_best_epoch_is_the_best_one_with_finite_weights(tmp_path, monkeypatc
 
 
 
+@pytest.mark.parametrize("lr_patience, lrs, epochs_run", [
+    # the rate each epoch ran at: epoch 0 (the start), 1 (the best), then bad epochs 2, 3, 4
+    (1, [1e-2, 1e-2, 1e-2, 5e-3, 2.5e-3], 4),      # every epoch without improvement halves it
+    (2, [1e-2, 1e-2, 1e-2, 1e-2, 5e-3], 4),        # the second in a row does
+    (3, [1e-2, 1e-2, 1e-2, 1e-2, 1e-2], 4),        # the third, when patience=3 stops the run
+])
+def test_lr_patience_counts_epochs_without_improvement_as_patience_does(monkeypatch, lr_patience, lrs, epochs_run):
+    """lr_patience=N halved the learning rate after N + 1 bad epochs (torch's count) though documented as N."""
+    stim, counts, _ = ln_data(frames=300)
+    losses = iter([1.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])      # epoch 0, then one improvement and bad epochs only
+    real = training._heldout_entry
+
+    def scripted(run, tc, epoch, train_loss, lr):
+        return {**real(run, tc, epoch, train_loss, lr), "heldout_loss": next(losses)}
+
+    monkeypatch.setattr(training, "_heldout_entry", scripted)
+    model = nr.train((stim, counts), config=tiny_config(), epochs=6, batch_size=64, lr=1e-2, patience=3,
+                     lr_patience=lr_patience, device="cpu")
+    history = model.provenance["history"]
+    assert len(history) - 1 == epochs_run                  # patience=3: stopped after the third bad epoch
+    assert [h["lr"] for h in history] == pytest.approx(lrs)
+
+
 def test_a_run_that_ends_worse_than_it_started_warns_and_one_that_improves_does_not():
     """lr 1e3: the weights stay finite but every epoch's held-out loss is far above the untrained model's; the
     best epoch is returned, as before, but no longer passes unnoticed as a trained model."""

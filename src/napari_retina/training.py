@@ -54,6 +54,8 @@ PathLike = Union[str, os.PathLike]
 
 #: fraction of the training frames held out at the end for early stopping
 HOLDOUT = 0.05
+#: an epoch improves when its held-out loss is below the best so far by more than this (early stopping and lr)
+IMPROVEMENT = 1e-6
 #: HDF5 key (cells, T) of the true test rates written by nr.synthetic.make_dataset
 TRUE_RATES_KEY = "test/true_rates"
 
@@ -90,8 +92,10 @@ class TrainConfig:
     l1_linear: float = 0.0
     #: epochs without held-out improvement before stopping early, >= 1
     patience: int = 3
-    #: epochs without held-out improvement before the learning rate is halved, >= 0
-    lr_patience: int = 1
+    #: epochs without held-out improvement before the learning rate is halved, >= 1 (counted as ``patience``
+    #: counts them: 2 halves it after the second such epoch in a row; checkpoints made before this meaning
+    #: recorded torch's count, one less, as ``lr_patience``)
+    lr_patience: int = 2
     #: fraction of the training frames held out at the end (in time) for early stopping, in (0, 0.5)
     holdout: float = HOLDOUT
     #: seeds initialisation, shuffling and training noise (reproducible on one device), >= 0
@@ -104,7 +108,7 @@ class TrainConfig:
         for name, low in (("epochs", 1), ("batch_size", 2), ("blocks_per_batch", 1), ("recalibrate", 0)):
             object.__setattr__(self, name, check_int(getattr(self, name), name, low))
         object.__setattr__(self, "lr", check_positive(self.lr, "lr"))
-        for name, low in (("patience", 1), ("lr_patience", 0), ("seed", 0)):
+        for name, low in (("patience", 1), ("lr_patience", 1), ("seed", 0)):
             object.__setattr__(self, name, check_int(getattr(self, name), name, low))
         if not isinstance(self.holdout, (int, float)) or not 0 < self.holdout < 0.5:
             raise ValueError(f"holdout must be a fraction in (0, 0.5), got {self.holdout!r}")
@@ -127,11 +131,16 @@ class TrainConfig:
         >>> TrainConfig.from_provenance(nr.load_model().provenance["params"]).batch_size   # doctest: +SKIP
         192
         """
+        params = dict(params)
+        if _RECORDED_AS["lr_patience"] not in params and "lr_patience" in params:   # torch's count: one less
+            params[_RECORDED_AS["lr_patience"]] = params["lr_patience"] + 1
         return cls(**{f.name: params[_RECORDED_AS.get(f.name, f.name)] for f in fields(cls)})
 
 
-#: TrainConfig fields recorded under another name in provenance["params"] (the names checkpoints have)
-_RECORDED_AS = {"epochs": "epochs_max", "recalibrate": "recalibrate_batches"}
+#: TrainConfig fields recorded under another name in provenance["params"] (the names checkpoints have);
+#: lr_patience under a new name because older checkpoints' "lr_patience" is torch's ReduceLROnPlateau count
+#: (the learning rate halved after lr_patience + 1 epochs without improvement)
+_RECORDED_AS = {"epochs": "epochs_max", "recalibrate": "recalibrate_batches", "lr_patience": "lr_patience_epochs"}
 #: the defaults, validated
 DEFAULTS = TrainConfig()
 
@@ -577,7 +586,10 @@ def _start(config: ModelConfig, init_model: Optional[RetinaCNN], train_split: Sp
     model = model.to(dev)
     stim = torch.from_numpy(_to_model_units(train_split.stimulus, config.norm))
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=tc.lr_patience)
+    # torch halves after more than ``patience`` bad epochs; lr_patience counts them as early stopping does
+    # (_fit: an improvement is a held-out loss below the best by more than IMPROVEMENT)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=tc.lr_patience - 1,
+                                                       threshold=IMPROVEMENT, threshold_mode="abs")
     per_block = max(1, tc.batch_size // tc.blocks_per_batch)
     fit_lo, fit_hi = int(fit_idx[0]), int(fit_idx[-1])
     run = _Run(model, opt, sched, stim, stim.to(dev), torch.from_numpy(train_split.rates).to(dev), hold_idx,
@@ -638,7 +650,7 @@ def _fit(run: _Run, tc: TrainConfig, progress: Optional[Progress], log: Optional
             unusable = (epoch, why)
         score = entry["heldout_loss"] if why is None else math.inf
         run.sched.step(score)
-        if score < best[0] - 1e-6:
+        if score < best[0] - IMPROVEMENT:
             best, bad_epochs = (score, copy.deepcopy(run.model.state_dict()), epoch), 0
             on_improvement(best)
         else:
