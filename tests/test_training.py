@@ -328,6 +328,17 @@ def test_bad_config_and_parameters(good, tmp_path):
         nr.train((stim, counts), config=tiny_config(), out=tmp_path / "no" / "m.pt")
 
 
+def test_a_test_split_shorter_than_the_history_is_refused_by_train_as_by_evaluate(good, monkeypatch):
+    """Training skipped the test scores silently (only heldout_* in .scores) where evaluate refused the data."""
+    stim, counts = good
+    monkeypatch.setattr(training, "_fit", lambda *a, **k: pytest.fail("refused only after training"))
+    sentence = r"^the test stimulus has 5 frame\(s\) but the model needs at least its history of 8 frames \(80 ms\)$"
+    with pytest.raises(ValueError, match=sentence):
+        nr.train((stim, counts, stim[:5], counts[:5]), config=tiny_config())
+    with pytest.raises(ValueError, match=sentence):
+        nr.evaluate(RetinaCNN(tiny_config()).eval(), (stim[:5], counts[:5]))
+
+
 def test_evaluate_bad_input(good):
     stim, counts = good
     with pytest.raises(TypeError, match="RetinaCNN"):

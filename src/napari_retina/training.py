@@ -44,7 +44,8 @@ from ._atomic import same_file
 from ._device import DeviceLike, resolve_device
 from ._frames import batches, gather_windows
 from ._progress import Progress, report
-from ._validate import as_stack, check_cell_subset, check_int, check_positive, units_finding, unusable_weights
+from ._validate import (as_stack, check_cell_subset, check_history_frames, check_int, check_positive, units_finding,
+                        unusable_weights)
 from .checkpoint import load_model, save_model, weights_sha256
 from .io import Dataset, Split, read_dataset, read_split
 from .metrics import explained_variance, finite_mean, pearson, ratio_of_means
@@ -56,6 +57,8 @@ PathLike = Union[str, os.PathLike]
 HOLDOUT = 0.05
 #: an epoch improves when its held-out loss is below the best so far by more than this (early stopping and lr)
 IMPROVEMENT = 1e-6
+#: what nr.train and nr.evaluate call the test split's stimulus in their sentences
+TEST_STIMULUS = "the test stimulus"
 #: HDF5 key (cells, T) of the true test rates written by nr.synthetic.make_dataset
 TRUE_RATES_KEY = "test/true_rates"
 
@@ -438,7 +441,9 @@ def train(
     absolute path, or None for arrays; ``data_sha256``: of the file's bytes, or
     of the arrays; ``init``: ``{"file", "weights_sha256"}`` of the model it started
     from, or None; parameters, seed, epochs, time, torch version, machine) and
-    ``.scores`` (held-out tail and test-split Pearson r per cell).
+    ``.scores`` (held-out tail and test-split Pearson r per cell; a test split
+    shorter than the model's history is refused before training, as
+    :func:`evaluate` refuses it, and ``(stimulus, rates)`` alone has no test scores).
 
     Example
     -------
@@ -539,6 +544,8 @@ def _prepare(config: Optional[ModelConfig], ds: Dataset, holdout: float) -> tupl
             f"the training split has {T} frames; with a {hist}-frame history and a {holdout:.0%} held-out "
             f"tail training needs at least {min_frames}"
         )
+    if ds.test is not None:   # before an epoch is spent: the test scores need one full history, as evaluate does
+        check_history_frames(ds.test.stimulus.shape[0], hist, TEST_STIMULUS)
     config.norm = _norm_for(ds.train.stimulus)
     fit_idx, hold_idx = _split_indices(T, hist, holdout)
     if len(fit_idx) < 2:
@@ -748,7 +755,7 @@ def _snapshot(run: _Run, d: _Data, params: dict, best: tuple, final: bool) -> Re
         "heldout_r_mean": finite_mean(hold_r),
     }
     ds = d.dataset
-    if final and ds.test is not None and ds.test.stimulus.shape[0] >= config.history:
+    if final and ds.test is not None:
         ev = _evaluate(result, ds, d.true_test)
         scores.update({f"test_{k}": v for k, v in ev.items() if k != "cell_names"})
     result.scores = scores
@@ -906,6 +913,7 @@ def evaluate(model: RetinaCNN, data, cells: Optional[list[int]] = None) -> dict:
     ds = d.dataset
     if ds.test.rates.shape[1] != model.config.n_cells:
         raise ValueError(f"the model has {model.config.n_cells} cells but the data have {ds.test.rates.shape[1]}")
+    check_history_frames(ds.test.stimulus.shape[0], model.config.history, TEST_STIMULUS)
     if all_names:
         _check_same_cells(model, list(ds.cell_names), all_names, cells, where)
     return _evaluate(model, ds, d.true_test)
