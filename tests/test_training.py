@@ -184,7 +184,19 @@ def test_a_float_training_stimulus_far_from_contrast_is_refused_by_the_rule_that
     for ok in (synthetic.training_mix(600, 0, size=20),
                nr.stimuli.white_noise(300, 20, 0, checker=4, kind="binary", contrast=2.0, grey=0.5),
                np.where(np.arange(300)[:, None, None] % 10 < 2, 1.0, 0.0) * np.ones((1, 20, 20))):
-        training._check_contrast(np.asarray(ok), "the training stimulus")
+        training._check_training_stimulus(np.asarray(ok), "the training stimulus")
+
+
+@pytest.mark.parametrize("value, dtype", [(0.0, np.float32), (128, np.uint8)])
+def test_a_constant_training_stimulus_is_refused(value, dtype, tmp_path):
+    """An all-zero stimulus trained to each cell's mean rate and passed as a trained model."""
+    _, counts, _ = ln_data(frames=300)
+    flat = np.full((300, 20, 20), value, dtype=dtype)
+    sentence = rf"^the training stimulus( in c\.h5)? is constant \(every value is {value:g}\), so there is no response"
+    with pytest.raises(ValueError, match=sentence):
+        nr.train((flat, counts), config=tiny_config())
+    with pytest.raises(ValueError, match=sentence):
+        nr.train(write_h5(tmp_path / "c.h5", flat, counts), config=tiny_config())
 
 
 def test_progress_and_cancel_leave_no_half_written_checkpoint(tmp_path):

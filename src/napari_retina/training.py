@@ -257,8 +257,12 @@ def _load(data, cells: Optional[list[int]]) -> _Data:
     return _Data(ds, None, sha256, None)
 
 
-def _check_contrast(stim: np.ndarray, name: str) -> None:
-    """Refuse a float training stimulus far from contrast units, by the rule that warns before predicting.
+def _check_training_stimulus(stim: np.ndarray, name: str) -> None:
+    """Refuse a constant training stimulus, and a float one far from contrast units (by the rule that warns
+    before predicting).
+
+    A constant stimulus (all zero, say) carries nothing to learn a response
+    from: the model would fit each cell's mean rate and pass as trained.
 
     A float stack is taken to be contrast (``norm["units"] == "contrast"``): it
     is used as it is, and a model trained on it expects the same of every float
@@ -269,6 +273,10 @@ def _check_contrast(stim: np.ndarray, name: str) -> None:
     The rule is :func:`~napari_retina._validate.units_finding`'s with a
     training std of 1 (the model's contrast is the stack's own).
     """
+    low, high = float(stim.min()), float(stim.max())
+    if low == high:
+        raise ValueError(f"{name} is constant (every value is {low:g}), so there is no response to a stimulus to "
+                         "learn; train on a stimulus that varies, such as white noise or natural movies")
     finding = units_finding(stim)
     if finding is None:
         return
@@ -456,7 +464,7 @@ def train(
     out = _check_out(out, data)
     init_model, config = _start_from(init, config)
     d = _load(data, cells)
-    _check_contrast(d.dataset.train.stimulus, "the training stimulus" + (f" in {d.path.name}" if d.path else ""))
+    _check_training_stimulus(d.dataset.train.stimulus, "the training stimulus" + (f" in {d.path.name}" if d.path else ""))
     config, fit_idx, hold_idx = _prepare(config, d.dataset, tc.holdout)
     dev = resolve_device(device)
     run = _start(config, init_model, d.dataset.train, fit_idx, hold_idx, tc, dev, t0)
