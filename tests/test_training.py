@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import warnings
 
 import h5py
@@ -421,6 +422,22 @@ def test_init_resumes_from_a_model(trained, tmp_path):
     assert again.config.history == model.config.history
     with pytest.raises(ValueError, match="either config or init"):
         nr.train(path, init=model, config=tiny_config())
+
+
+def test_init_refusals_name_the_init_checkpoint_and_the_tiny_option(trained, tmp_path, capsys, monkeypatch):
+    """--tiny --init said 'give either config or init' (no config was given); a misfit --init said 'config expects'."""
+    path, out, *_ = trained
+    monkeypatch.setattr(training, "_fit", lambda *a, **k: pytest.fail("refused only after training"))
+    stim, counts, _ = ln_data(frames=300, n_cells=3)
+    with pytest.raises(ValueError, match=rf"^the init checkpoint '{re.escape(str(out))}' expects a 20x20 stimulus and 2 cells, "
+                                         r"the data have 20x20 and 3$"):
+        nr.train((stim, counts), init=out)
+    with pytest.raises(ValueError, match=r"^the init model expects a 20x20 stimulus and 2 cells"):
+        nr.train((stim, counts), init=nr.load_model(out))
+    assert cli.main(["train", str(path), "--out", str(tmp_path / "t.pt"), "--tiny", "--init", str(out),
+                     "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "give either --tiny or --init, not both" in err[0], err
 
 
 def test_provenance_records_the_start_the_arrays_and_the_absolute_data_path(trained, tmp_path, monkeypatch):

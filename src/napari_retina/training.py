@@ -465,7 +465,9 @@ def train(
     init_model, config = _start_from(init, config)
     d = _load(data, cells)
     _check_training_stimulus(d.dataset.train.stimulus, "the training stimulus" + (f" in {d.path.name}" if d.path else ""))
-    config, fit_idx, hold_idx = _prepare(config, d.dataset, tc.holdout)
+    whose = None if init is None else (f"the init checkpoint {str(init)!r}" if isinstance(init, (str, os.PathLike))
+                                       else "the init model")
+    config, fit_idx, hold_idx = _prepare(config, d.dataset, tc.holdout, whose)
     dev = resolve_device(device)
     run = _start(config, init_model, d.dataset.train, fit_idx, hold_idx, tc, dev, t0)
     if init_model is not None:   # what a fine-tune or resume started from: the file, and the weights themselves
@@ -527,8 +529,10 @@ def _start_from(init, config: Optional[ModelConfig]) -> tuple[Optional[RetinaCNN
     return init_model, init_model.config
 
 
-def _prepare(config: Optional[ModelConfig], ds: Dataset, holdout: float) -> tuple[ModelConfig, np.ndarray, np.ndarray]:
-    """The architecture for the data (a copy, with the stimulus' norm) and the fit/held-out window ends."""
+def _prepare(config: Optional[ModelConfig], ds: Dataset, holdout: float,
+             whose: Optional[str] = None) -> tuple[ModelConfig, np.ndarray, np.ndarray]:
+    """The architecture for the data (a copy, with the stimulus' norm) and the fit/held-out window ends;
+    ``whose`` names where ``config`` came from when not the ``config`` argument (an init checkpoint)."""
     T, H, W = ds.train.stimulus.shape
     if H != W:
         raise ValueError(f"the training stimulus must be square, got {H}x{W} pixels")
@@ -541,7 +545,7 @@ def _prepare(config: Optional[ModelConfig], ds: Dataset, holdout: float) -> tupl
         config = copy.deepcopy(config)
         if config.size != H or config.n_cells != n_cells:
             raise ValueError(
-                f"config expects a {config.size}x{config.size} stimulus and {config.n_cells} cells, "
+                f"{whose or 'config'} expects a {config.size}x{config.size} stimulus and {config.n_cells} cells, "
                 f"the data have {H}x{W} and {n_cells}"
             )
         config.cell_names = list(ds.cell_names)

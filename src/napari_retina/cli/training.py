@@ -62,6 +62,8 @@ def _train(args) -> int:
     if check_int(args.threads, "--threads (0: torch's default)", 0):  # torch raises a RuntimeError below 1
         torch.set_num_threads(args.threads)
     config = None
+    if args.tiny and args.init is not None:   # before reading the data: two architectures asked for
+        raise ValueError("give either --tiny or --init, not both: the --init checkpoint brings its own architecture")
     if args.tiny:
         from ..io import read_dataset
 
@@ -149,7 +151,7 @@ def register(sub) -> None:
     p.add_argument("--cells", default=None, help="comma-separated cell indices (default all)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--init", default=None, help="checkpoint to start from (fine-tune or resume)")
-    p.add_argument("--tiny", action="store_true", help="a tiny model (history 10, 4+4 channels) for smoke tests")
+    p.add_argument("--tiny", action="store_true", help="a tiny model (history 10, 4+4 channels) for smoke tests (not with --init)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
