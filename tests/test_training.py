@@ -222,6 +222,21 @@ def test_progress_and_cancel_leave_no_half_written_checkpoint(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["cancel.pt"]
 
 
+def test_a_run_cancelled_in_its_first_epoch_leaves_an_existing_out_file_as_it_was(tmp_path):
+    """The docstring said out then holds 'the best checkpoint so far, or nothing'; an older file stays (documented)."""
+    stim, counts, _ = ln_data(frames=500)
+    out = tmp_path / "old.pt"
+    out.write_bytes(b"an older, unrelated file")
+    def stop_in_epoch_one(done, total):
+        if done == 2:
+            raise nr.Cancelled()
+
+    with pytest.raises(nr.Cancelled):
+        nr.train((stim, counts), config=tiny_config(), epochs=2, batch_size=64, out=out, progress=stop_in_epoch_one)
+    assert out.read_bytes() == b"an older, unrelated file" and sorted(os.listdir(tmp_path)) == ["old.pt"]
+    assert "an existing file untouched" in " ".join(nr.train.__doc__.split())
+
+
 def test_evaluate_against_true_rates(tmp_path):
     gt = synthetic.Retina()
     path = synthetic.make_dataset(tmp_path / "wn.h5", frames=200, test_frames=120, repeats=4, seed=1)

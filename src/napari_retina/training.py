@@ -7,7 +7,9 @@ frames, not a random split: neighbouring frames share history). Its settings
 and their defaults are :class:`TrainConfig`'s, shared with the command line
 and the napari widget. The best model (lowest held-out loss) is returned
 and, with ``out=``, saved atomically after every improvement, so an
-interrupted run leaves either no file or a complete checkpoint.
+interrupted run leaves a complete checkpoint of this run at ``out``, or,
+before the first epoch ends, ``out`` as it was (no file, or the file that
+was there, untouched): never a half-written one.
 :func:`evaluate` scores a model on a dataset's test split (per-cell Pearson
 r against the recorded rates, and against the true rates for synthetic
 data).
@@ -437,7 +439,8 @@ def train(
         the chosen cells' (the file's ``cell_names``, else ``cellN`` with N the index in the data).
     out : optional checkpoint path, written atomically after every improvement.
     progress : ``progress(done_batches, total_batches)``; raise ``nr.Cancelled`` to stop
-        (``out`` then holds the best checkpoint so far, or nothing).
+        (``out`` then holds this run's best checkpoint so far; stopped before the first epoch ended,
+        it is left as it was: absent, or an existing file untouched, which is not this run's).
     log : optional callable ``log(dict)`` called after every epoch with its history entry.
     command : the command line or call to record in the provenance (default ``sys.argv``).
     init : a RetinaCNN or checkpoint path to start from (fine-tuning or resuming);

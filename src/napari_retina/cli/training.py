@@ -129,7 +129,8 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a BN-CNN on a dataset in the lab HDF5 layout")
     p.add_argument("data", help="dataset .h5 (train/stimulus, train/response/firing_rate_10ms, test/...)")
     p.add_argument("--out", required=True,
-                   help="checkpoint .pt to write (atomically, after every improvement; an existing file is replaced)")
+                   help="checkpoint .pt to write (atomically, after every improvement; an existing file is replaced at "
+                        "the first, and left as it was when the run stops before its first epoch ends)")
     # every training default from nr.training.TrainConfig, the one source shared with nr.train and napari
     p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="maximum passes over the training windows" + d)
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="windows per Adam step" + d)
