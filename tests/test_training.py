@@ -667,3 +667,15 @@ def test_a_run_that_ends_worse_than_it_started_warns_and_one_that_improves_does_
                         device="cpu")
     hist = good.provenance["history"]
     assert min(h["heldout_loss"] for h in hist[1:]) < hist[0]["heldout_loss"]
+
+
+def test_rates_given_as_arrays_that_look_like_hz_warn_as_a_file_s_do():
+    """A file's rates warn when read (nr.io.read_dataset); the same rates given as arrays trained without a word."""
+    stim, counts, _ = ln_data(frames=400)
+    with pytest.warns(UserWarning, match=r"^train rates look like Hz, not spikes per 10 ms bin: 2 of 2 cells "
+                                         r"average more than 5 spikes per 10 ms bin") as caught:
+        nr.train((stim, counts * 100.0), config=tiny_config(), epochs=1, batch_size=32)
+    assert [w.filename for w in caught if "look like Hz" in str(w.message)] == [__file__]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*look like Hz.*")
+        nr.train((stim, counts), config=tiny_config(), epochs=1, batch_size=32)

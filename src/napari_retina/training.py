@@ -46,8 +46,8 @@ from ._atomic import same_file
 from ._device import DeviceLike, resolve_device
 from ._frames import batches, gather_windows
 from ._progress import Progress, report
-from ._validate import (as_stack, check_cell_subset, check_history_frames, check_int, check_positive, units_finding,
-                        unusable_weights)
+from ._validate import (as_stack, check_cell_subset, check_history_frames, check_int, check_positive, hz_like_rates,
+                        units_finding, unusable_weights)
 from .checkpoint import load_model, save_model, weights_sha256
 from .io import Dataset, Split, read_dataset, read_split
 from .metrics import explained_variance, finite_mean, pearson, ratio_of_means
@@ -195,7 +195,9 @@ def _read_true_rates(path: Path, cells: Optional[list[int]], n_frames: int) -> O
     return np.ascontiguousarray(true.T)
 
 
-def _check_rates(rates, n_frames: int, name: str) -> np.ndarray:
+def _check_rates(rates, n_frames: int, name: str, stacklevel: int) -> np.ndarray:
+    """Rates (T, n_cells) float32, refused in one sentence unless numbers, finite and >= 0, one bin per frame;
+    rates that look like Hz warn (``stacklevel``: warnings.warn's, as if called here)."""
     try:
         arr = np.asarray(rates, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -210,10 +212,17 @@ def _check_rates(rates, n_frames: int, name: str) -> np.ndarray:
         raise ValueError(f"{name} holds NaN or infinite rates")
     if (arr < 0).any():
         raise ValueError(f"{name} holds negative rates (min {arr.min():g}); rates must be >= 0")
+    why = hz_like_rates(arr)
+    if why is not None:   # as a file's rates warn when read (nr.io.read_dataset)
+        warnings.warn(f"{name} look like Hz, not spikes per 10 ms bin: {why}, beyond any ganglion cell (rates in "
+                      "Hz fit badly and come out 100× too large as spikes per bin: divide them by 100)",
+                      UserWarning, stacklevel=stacklevel)
     return arr.astype(np.float32)
 
 
-def _as_split(value, name: str) -> Split:
+def _as_split(value, name: str, stacklevel: int) -> Split:
+    """A (stimulus, rates) pair or a Split, checked; ``stacklevel`` (warnings.warn's, as if called here) points a
+    warning at the user's call."""
     if isinstance(value, Split):
         stim, rates, reps = value.stimulus, value.rates, value.repeats
     elif isinstance(value, (tuple, list)) and len(value) == 2:
@@ -222,7 +231,7 @@ def _as_split(value, name: str) -> Split:
     else:
         raise TypeError(f"{name} must be a Split or a (stimulus, rates) pair, got {type(value).__name__}")
     stim = as_stack(stim, f"{name} stimulus")
-    return Split(stim, _check_rates(rates, stim.shape[0], f"{name} rates"), reps)
+    return Split(stim, _check_rates(rates, stim.shape[0], f"{name} rates", stacklevel + 1), reps)
 
 
 def _load(data, cells: Optional[list[int]]) -> _Data:
@@ -234,11 +243,11 @@ def _load(data, cells: Optional[list[int]]) -> _Data:
         ds = read_dataset(path, cells=cells)
         return _Data(ds, path, _sha256(path), _read_true_rates(path, cells, ds.test.stimulus.shape[0]))
     if isinstance(data, Dataset):
-        ds = Dataset(_as_split(data.train, "train"), _as_split(data.test, "test"), list(data.cell_names),
+        ds = Dataset(_as_split(data.train, "train", 4), _as_split(data.test, "test", 4), list(data.cell_names),
                      dict(data.attrs))
     elif isinstance(data, (tuple, list)) and len(data) in (2, 4):
-        train = _as_split(tuple(data[:2]), "train")
-        test = _as_split(tuple(data[2:]), "test") if len(data) == 4 else None
+        train = _as_split(tuple(data[:2]), "train", 4)      # here, _load, train, its caller
+        test = _as_split(tuple(data[2:]), "test", 4) if len(data) == 4 else None
         ds = Dataset(train, test, [], {})
     else:
         raise TypeError(
@@ -909,7 +918,7 @@ def evaluate(model: RetinaCNN, data, cells: Optional[list[int]] = None) -> dict:
         raise TypeError(f"model must be a RetinaCNN (see nr.load_model), got {type(model).__name__}")
     where, all_names = "the data", None          # all_names: the data's own names for all their cells, if any
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        split = _as_split(tuple(data), "test")
+        split = _as_split(tuple(data), "test", 3)         # here, evaluate, its caller
         if cells is not None:
             picked = check_cell_subset(cells, split.rates.shape[1], "the data have")
             split = Split(split.stimulus, np.ascontiguousarray(split.rates[:, picked]), None)
