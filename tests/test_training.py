@@ -679,3 +679,11 @@ def test_rates_given_as_arrays_that_look_like_hz_warn_as_a_file_s_do():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*look like Hz.*")
         nr.train((stim, counts), config=tiny_config(), epochs=1, batch_size=32)
+
+
+def test_an_empty_list_of_cells_is_refused_in_one_sentence():
+    """It reached the architecture check: "config expects ... 2 cells, the data have 20x20 and 0"."""
+    stim, counts, _ = ln_data(frames=400)
+    with pytest.raises(ValueError, match=r"^cells must name at least one cell, got an empty list \(the data have 2 "
+                                         r"cells, 0\.\.1\); leave cells out to use them all$"):
+        nr.train((stim, counts), config=tiny_config(), epochs=1, batch_size=32, cells=[])

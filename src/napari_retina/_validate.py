@@ -551,6 +551,9 @@ def check_cell_subset(cells, n_cells: int, holder: str) -> list[int]:
         cells = [cells]
     if isinstance(cells, (str, bytes)) or not isinstance(cells, (Sequence, np.ndarray, range)):
         raise TypeError(f"cells must be a list of cell indices, got {type(cells).__name__} {cells!r}")
+    if len(cells) == 0:
+        raise ValueError(f"cells must name at least one cell, got an empty list ({holder} {n_cells} cells, "
+                         f"0..{n_cells - 1}); leave cells out to use them all")
     bad = [c for c in cells
            if isinstance(c, bool) or not (isinstance(c, numbers.Integral) and 0 <= c < n_cells)]
     if bad:
