@@ -463,8 +463,9 @@ def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
     with _open_h5(path) as h5:
         train = _read_split(h5, "train", path, cells)
         test = _read_split(h5, "test", path, cells)
-        attrs = {k: _attr_value(v) for k, v in h5.attrs.items()}
+        attrs = {k: _attr_value(v) for k, v in h5.attrs.items() if k != "cell_names"}
         file_cells = int(h5[f"train/{RATE_KEY}"].shape[0])
+        names = _names_in(h5, path, "train")
     if train.stimulus.shape[1:] != test.stimulus.shape[1:]:
         raise ValueError(
             f"train and test stimuli differ in size: {train.stimulus.shape[1:]} vs {test.stimulus.shape[1:]}"
@@ -472,7 +473,6 @@ def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
     if train.rates.shape[1] != test.rates.shape[1]:
         raise ValueError(f"train has {train.rates.shape[1]} cells but test has {test.rates.shape[1]}")
     _warn_if_hz(path, {"train": train, "test": test})
-    names = _cell_names_attr(path, attrs.pop("cell_names", None), file_cells)
     # one name per file cell (the file's, or cellN by its index in the file), picked as the rates are
     cell_names = names if names is not None else [f"cell{i}" for i in range(file_cells)]
     if cells is not None:
@@ -502,6 +502,31 @@ def _attr_value(value: Any) -> Any:
     if isinstance(value, list):
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value]
     return value
+
+
+def read_cell_names(path: PathLike, split: str = "test") -> Optional[list]:
+    """The names a dataset file gives its cells (its ``cell_names`` attribute), one per row of ``split``'s
+    rates, or None when it gives none; a malformed attribute is one ValueError naming the file.
+
+    Example
+    -------
+    >>> nr.io.read_cell_names("wn.h5")                    # doctest: +SKIP
+    ['cell0', 'cell1', 'cell2', 'cell3']
+    """
+    path = _existing(path)
+    with _open_h5(path) as h5:
+        return _names_in(h5, path, split)
+
+
+def _names_in(h5, path: Path, split: str) -> Optional[list]:
+    """:func:`read_cell_names` in the open file."""
+    if "cell_names" not in h5.attrs:
+        return None
+    rates = _h5_dataset_path(h5, f"{split}/{RATE_KEY}", path)
+    if rates is None:
+        raise ValueError(f"{str(path)!r} is missing the dataset {f'{split}/{RATE_KEY}'!r} of the lab layout; "
+                         f"it has {_h5_keys(h5)}")
+    return _cell_names_attr(path, _attr_value(h5.attrs["cell_names"]), int(h5[rates].shape[0]))
 
 
 def _cell_names_attr(path: Path, names: Any, n_cells: int) -> Optional[list]:

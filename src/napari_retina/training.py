@@ -49,7 +49,7 @@ from ._progress import Progress, report
 from ._validate import (as_stack, check_cell_subset, check_history_frames, check_int, check_positive, hz_like_rates,
                         units_finding, unusable_weights)
 from .checkpoint import load_model, save_model, weights_sha256
-from .io import Dataset, Split, read_dataset, read_split
+from .io import Dataset, Split, read_cell_names, read_dataset, read_split
 from .metrics import explained_variance, finite_mean, pearson, ratio_of_means
 from .model import ModelConfig, RetinaCNN
 
@@ -928,7 +928,7 @@ def evaluate(model: RetinaCNN, data, cells: Optional[list[int]] = None) -> dict:
         if not path.is_file():
             raise FileNotFoundError(f"no dataset at {str(path)!r}")
         split = read_split(path, "test", cells=cells)
-        where, all_names = path.name, _file_cell_names(path)
+        where, all_names = path.name, read_cell_names(path)
         d = _Data(Dataset(split, split, _pick(all_names, cells) if all_names else [], {}), path, None,
                   _read_true_rates(path, cells, split.stimulus.shape[0]))
     else:
@@ -945,17 +945,6 @@ def evaluate(model: RetinaCNN, data, cells: Optional[list[int]] = None) -> dict:
 
 def _pick(names: list, cells: Optional[list[int]]) -> list:
     return list(names) if cells is None else [names[c] for c in check_cell_subset(cells, len(names), "the data have")]
-
-
-def _file_cell_names(path: Path) -> Optional[list]:
-    """The ``cell_names`` attribute of a dataset file, one per cell of its test rates, or None without one."""
-    from .io import RATE_KEY, _attr_value, _cell_names_attr, _h5_dataset_path, _open_h5
-
-    with _open_h5(path) as h5:
-        if "cell_names" not in h5.attrs:
-            return None
-        n_cells = int(h5[_h5_dataset_path(h5, f"test/{RATE_KEY}", path)].shape[0])
-        return _cell_names_attr(path, _attr_value(h5.attrs["cell_names"]), n_cells)
 
 
 def _check_same_cells(model: RetinaCNN, chosen: list, all_names: list, cells: Optional[list[int]],
