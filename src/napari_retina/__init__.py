@@ -14,7 +14,9 @@ Conventions: 1 frame = 10 ms, 1 pixel = 55 µm, stimuli in contrast units
 
 Viewers (needs napari; see docs/SCRIPTING.md)::
 
-    layers = nr.show(attr, reduction=red, name="cell 0")   # a napari viewer with maps and traces
+    import napari
+    viewer = napari.Viewer()
+    layers = nr.show(attr, viewer, reduction=red, name="cell 0")   # the layers added: maps and traces
     nr.viewer.screenshot(viewer, "cell0.png", size=(1200, 800))
 
 The core imports numpy and torch only; everything napari lives in
