@@ -229,6 +229,27 @@ def test_experiment_out_that_is_a_file_is_refused_before_loading(tmp_path, capsy
     assert len(err.splitlines()) == 1 and "--out must be a folder" in err
 
 
+@pytest.mark.parametrize("arg, message", [
+    (["--explain", "1.5"], "explain must be a fraction in (0, 1], got 1.5"),
+    (["--tol", "-1"], "tol must be a number in"),
+    (["--steps", "0"], "steps must be in [1, "),
+    (["--cell", "9"], "cell (the model has 4 cells) must be in [0, 3], got 9"),
+])
+def test_experiment_settings_are_refused_before_the_out_folder_is_made_or_any_work(tmp_path, capsys, monkeypatch,
+                                                                                    arg, message):
+    import napari_retina.experiments
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the battery started before the settings were checked")
+
+    monkeypatch.setattr(napari_retina.experiments, "battery", forbidden)
+    out = tmp_path / "new" / "folder"
+    assert main(["experiment", "osr", "--out", str(out), *arg]) == 2  # no --quiet: no bar may be drawn either
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err and "\r" not in err
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize(
     "args, prefix",
     [

@@ -54,6 +54,21 @@ def _check_params(names: list, params: dict, model) -> None:
             raise (ValueError if isinstance(exc, ValueError) else TypeError)(f"experiment {n!r}: {exc}") from None
 
 
+def _check_run(args, model) -> None:
+    """--cell, --explain and --tol or --steps checked before the output folder is made and any work starts."""
+    from .._validate import check_cells, check_int
+    from ..attribution import MAX_STEPS
+    from ..attribution._adaptive import check_tol
+    from ..reduction import check_explain
+
+    check_cells(args.cell, model.config.n_cells)
+    check_explain(args.explain)
+    if args.tol is not None:
+        check_tol(args.tol)
+    if args.steps is not None:
+        check_int(args.steps, "steps", 1, MAX_STEPS + 1)
+
+
 def _write_json(path: Path, value: Any) -> None:
     """Write ``value`` as strict JSON (NaN as null, ±inf as "inf"/"-inf"), atomically."""
     atomic_write_text(path, json.dumps(jsonable(value, strict=True), indent=1))
@@ -105,6 +120,7 @@ def _experiment(args) -> int:
     model = load_model(args.model)
     names = experiments.names() if name == "all" else [name]
     _check_params(names, params, model)
+    _check_run(args, model)
     out.mkdir(parents=True, exist_ok=True)
     retina = "auto" if not args.no_truth else None
     with tqdm_progress("experiments", unit="experiment", disable=args.quiet) as progress:
