@@ -10,7 +10,7 @@ modules last keeps every order of test files on the command line safe
 The package itself never imports triton next to a viewer: the analysis path
 uses no optimiser (tests/test_no_dynamo.py) and the Model widget trains in a
 child process; the napari modules are also run alone with triton importable
-(.ci/run).
+(scripts/test.sh, which CI runs).
 """
 
 from __future__ import annotations
