@@ -577,3 +577,43 @@ def test_stimuli_sharing_a_file_stem_get_layer_names_of_their_own(inputs, client
     assert len(names) == 8 and len(set(names)) == 8
     assert {kw["name"]: kw["metadata"]["source"] for _, kw, _ in layers if "source" in kw.get("metadata", {})} == \
         {"d1/x": str(tmp_path / "d1" / "x.npy"), "d2/x": str(tmp_path / "d2" / "x.npy")}
+
+
+def test_normalize_zscores_every_block_by_the_whole_files_statistics_as_the_direct_call(inputs, client, tmp_path):
+    """A float 0–255 movie: without normalize every task warns; with it the split results equal
+    nr.predict/nr.attribute(normalize="zscore") on the whole cropped stack, with no warning."""
+    import warnings
+
+    from napari_retina._validate import StimulusUnitsWarning
+
+    rng = np.random.default_rng(7)
+    # a brightness drift, so that each block's own statistics differ from the whole file's
+    bright = (rng.uniform(0, 200, (50, 14, 13)) + np.linspace(0, 55, 50)[:, None, None]).astype(np.float32)
+    np.save(tmp_path / "bright.npy", bright)
+    spec = {**_spec(inputs, tmp_path / "r", cells=(0,), analyses=("predict", "attribute", "reduce")),
+            "stimuli": [str(tmp_path / "bright.npy")], "crop": "center"}
+    with pytest.warns(StimulusUnitsWarning):
+        assert batch.run(spec, client).exit_code == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StimulusUnitsWarning)
+        report = batch.run({**spec, "normalize": "zscore"}, client)
+    assert report.failed == [] and len(report.done) == 3   # the key changes the parameters: all recomputed
+    model = nr.load_model(inputs / "tiny.pt")
+    res = batch.load(tmp_path / "r")
+    pred = res[_key(res, "bright", "/predict")]
+    assert pred.attrs["params"]["normalize"] == "zscore" and len(pred.attrs["blocks"]) == 4
+    np.testing.assert_allclose(pred.arrays["rates"].compute(),
+                               nr.predict(model, bright, crop="center", normalize="zscore"), rtol=1e-5, atol=1e-6)
+    direct = nr.attribute(model, bright, cell=0, steps=STEPS, invariance="none", crop="center", normalize="zscore")
+    got = res[_key(res, "bright", "/cell0/attribute")].arrays
+    for name in ("maps", "channels", "response"):
+        np.testing.assert_allclose(got[name].compute(), getattr(direct, name), rtol=1e-4, atol=1e-6)
+    red = res[_key(res, "bright", "/cell0/reduce")].arrays
+    np.testing.assert_allclose(red["attribution/channels"].compute(), direct.channels, rtol=1e-4, atol=1e-6)
+    assert batch.parse_spec({**spec, "normalize": True}).normalize is True
+
+
+def test_a_bad_normalize_is_one_sentence(inputs):
+    with pytest.raises(batch.BatchSpecError, match=r"^spec key 'normalize' must be false, true or \"zscore\", "
+                                                   r"got 'minmax'$"):
+        batch.parse_spec({**_spec(inputs, "r"), "normalize": "minmax"})

@@ -308,6 +308,10 @@ def units_finding(arr: np.ndarray, norm: Optional[dict] = None) -> Optional[tupl
     return None
 
 
+#: how a units warning says to z-score (the Analyze dock words it for its checkbox)
+ZSCORE_REMEDY = "pass normalize='zscore' (command line: --normalize; batch spec: \"normalize\": \"zscore\")"
+
+
 def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str = "stimulus",
                          stacklevel: int = 2) -> None:
     """Warn (:class:`StimulusUnitsWarning`) when a float stack is far from contrast units.
@@ -336,8 +340,7 @@ def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str
                  f"below 0 and {grey:.2%} are at 0 (mean {mean:.3g}, std {std:.3g})")
         yourself = "map it to contrast yourself ((x - mean) / mean), or pass the integer stack (it is normalised)"
     warnings.warn(
-        f"{found}, so rates may be meaningless; pass normalize='zscore' (command line: --normalize) to z-score "
-        f"it by its own statistics, or {yourself}",
+        f"{found}, so rates may be meaningless; {ZSCORE_REMEDY} to z-score it by its own statistics, or {yourself}",
         StimulusUnitsWarning,
         stacklevel=stacklevel + 1,
     )

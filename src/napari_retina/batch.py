@@ -10,7 +10,9 @@ A batch *spec* (a dict, or a .json/.yaml/.yml file) names the grid::
      "experiments": ["osr", "anticipation"],  # optional, per model and cell
      "out": "results",                        # the results store (a folder)
      "steps": 8, "invariance": "none", "block_frames": 2048, "threads": 1,   # optional
-     "crop": "center"}                        # optional: None, "center" or [y0, x0], as nr.attribute's crop
+     "crop": "center",                        # optional: None, "center" or [y0, x0], as nr.attribute's crop
+     "normalize": "zscore"}                   # optional: z-score each stimulus by the whole file's (cropped)
+                                              # statistics, as nr.attribute's normalize="zscore"
 
 :func:`run` makes one *task* per (model, stimulus, analysis) for ``predict``
 (every cell at once), per (model, stimulus, cell, analysis) for ``attribute``
@@ -94,7 +96,7 @@ ANALYSES = ("predict", "attribute", "reduce")
 SPLIT_ANALYSES = ("predict", "attribute")
 """Analyses split into frame blocks (``reduce`` selects channels over the whole movie)."""
 SPEC_KEYS = ("model", "stimuli", "cells", "analyses", "experiments", "out", "steps", "invariance",
-             "block_frames", "threads", "crop")
+             "block_frames", "threads", "crop", "normalize")
 DEFAULT_BLOCK_FRAMES = 2048
 """Output frames per block of a split task."""
 MANIFEST = "napari-retina-batch.json"
@@ -120,7 +122,9 @@ class Spec:
     absolute paths; ``cells``: indices or "all"; ``out``: the store folder;
     ``crop``: None, "center" or (y0, x0), read by
     :func:`napari_retina._validate.parse_crop` and used for every stimulus
-    analysis (experiments make their own stimuli at the model's size).
+    analysis (experiments make their own stimuli at the model's size);
+    ``normalize``: z-score every stimulus by its whole file's statistics (over
+    the crop window), as ``normalize="zscore"`` does for a direct call.
     """
 
     models: tuple
@@ -134,6 +138,7 @@ class Spec:
     block_frames: int = DEFAULT_BLOCK_FRAMES
     threads: int = 1
     crop: Union[None, str, tuple] = None
+    normalize: bool = False
 
     def to_dict(self) -> dict:
         """The spec as plain JSON values (paths as strings)."""
@@ -141,7 +146,8 @@ class Spec:
                 "cells": self.cells if isinstance(self.cells, str) else list(self.cells),
                 "analyses": list(self.analyses), "experiments": list(self.experiments), "out": str(self.out),
                 "steps": self.steps, "invariance": self.invariance, "block_frames": self.block_frames,
-                "threads": self.threads, "crop": _crop_json(self.crop)}
+                "threads": self.threads, "crop": _crop_json(self.crop),
+                "normalize": "zscore" if self.normalize else False}
 
 
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
@@ -202,6 +208,15 @@ def _crop(value) -> Union[None, str, tuple]:
     except (TypeError, ValueError) as exc:
         raise BatchSpecError(f"spec key 'crop' must be {CROP_FORMS} (a list [y0, x0] in JSON), "
                              f"got {value!r}") from exc
+
+
+def _normalize(value) -> bool:
+    from ._validate import check_normalize
+
+    try:
+        return check_normalize(value)
+    except ValueError:
+        raise BatchSpecError(f"spec key 'normalize' must be false, true or \"zscore\", got {value!r}") from None
 
 
 def _expand_stimuli(patterns: list, base: Path) -> tuple:
@@ -308,7 +323,8 @@ def parse_spec(spec: Union[PathLike, dict, Spec], out: Optional[PathLike] = None
                 analyses=tuple(analyses), experiments=tuple(experiments), out=out_path.resolve(),
                 steps=None if steps is None else _positive_int(steps, "steps"), invariance=invariance,
                 block_frames=_positive_int(data.get("block_frames", DEFAULT_BLOCK_FRAMES), "block_frames"),
-                threads=_positive_int(data.get("threads", 1), "threads"), crop=_crop(data.get("crop")))
+                threads=_positive_int(data.get("threads", 1), "threads"), crop=_crop(data.get("crop")),
+                normalize=_normalize(data.get("normalize", False)))
 
 
 # ------------------------------------------------------------------ tasks ---
@@ -518,6 +534,8 @@ def plan(spec: Spec) -> list[Task]:
             inputs = {"model_weights": weights, "stimulus_file": _file_stamp(stim) if os.path.isfile(stim) else None}
             if spec.crop is not None:   # absent without one, so stores made before the key stay valid
                 inputs["crop"] = _crop_json(spec.crop)
+            if spec.normalize:          # likewise
+                inputs["normalize"] = "zscore"
             for name in spec.analyses:
                 split = name in SPLIT_ANALYSES and err is None
                 blocks = _blocks(n_frames, history, spec.block_frames) if split else ((0, 0),)
@@ -603,14 +621,16 @@ def _check_invariance(stim: np.ndarray, invariance: str, name: str) -> None:
                      f"set the spec's 'invariance' to {fits}")
 
 
-def _as_contrast(window: np.ndarray, path: str, norm: Optional[dict], size: int, crop=None) -> np.ndarray:
+def _as_contrast(window: np.ndarray, path: str, norm: Optional[dict], size: int, crop=None,
+                 zscore: bool = False) -> np.ndarray:
     """Frames of ``path`` (already cropped to ``size × size``) mapped to contrast as the unsplit run maps the stack.
 
     Float stacks and integer stacks of a model with stored raw statistics map frame by frame (the window is
-    returned as it is, for predict and attribute to map); an integer stack of a model without them is z-scored
-    by its own statistics, which must be the whole file's, not the window's (:func:`_file_mean_std`).
+    returned as it is, for predict and attribute to map); an integer stack of a model without them, and any
+    stack with ``zscore`` (the spec's ``normalize``), is z-scored by its own statistics, which must be the
+    whole file's, not the window's (:func:`_file_mean_std`).
     """
-    if np.issubdtype(window.dtype, np.floating) or (norm or {}).get("units") == "raw":
+    if not zscore and (np.issubdtype(window.dtype, np.floating) or (norm or {}).get("units") == "raw"):
         return window
     mean, std = _file_mean_std(path, size, crop)
     return ((window.astype(np.float64) - mean) / (std if std > 0 else 1.0)).astype(np.float32)
@@ -668,11 +688,12 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
         return experiments.run(task.name, model, cell=task.cell, steps=task.params["steps"]).to_dict()
     crop = task.params.get("crop")
     crop = tuple(crop) if isinstance(crop, list) else crop
+    zscore = task.params.get("normalize") == "zscore"
     name = Path(task.stimulus).name
     if task.kind == "reduce":
         raw = read_window(task.stimulus, 0, stimulus_frames(task.stimulus))
         origin = crop_origin(raw.shape[1:], cfg.size, crop)
-        stim = as_stimulus(raw, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm,
+        stim = as_stimulus(raw, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=zscore,
                            name=f"the stimulus in {name}")
         del raw
         _check_invariance(stim, task.params["invariance"], f"the stimulus in {name}")
@@ -687,7 +708,7 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
     window = read_window(task.stimulus, first, stop)
     origin = crop_origin(window.shape[1:], cfg.size, crop)
     window = crop_to(window, cfg.size, crop, f"the stimulus in {name}")
-    window = _as_contrast(window, task.stimulus, cfg.norm, cfg.size, crop)
+    window = _as_contrast(window, task.stimulus, cfg.norm, cfg.size, crop, zscore)
     if task.kind == "predict":
         rates = predict(model, window)[start - first:]
         return {"rates": rates}

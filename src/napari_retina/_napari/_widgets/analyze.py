@@ -19,7 +19,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pus
 from ...analysis import Analysis, run_analysis
 from ...attribution import DEFAULT_TOL, MAX_STEPS, MIN_TOL, attribute
 from ...model import RetinaCNN
-from ..._validate import StimulusUnitsWarning, warn_if_not_contrast
+from ..._validate import ZSCORE_REMEDY, StimulusUnitsWarning, warn_if_not_contrast
 from ...reduction import reduce
 from .._session import session
 from .._tasks import Task, notify, one_sentence
@@ -80,7 +80,7 @@ def units_warnings(stimulus: np.ndarray, model: RetinaCNN, name: str) -> list[st
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", StimulusUnitsWarning)
         warn_if_not_contrast(stimulus, model.config.norm, f"the layer '{name}'")
-    return [str(w.message).replace("pass normalize='zscore' (command line: --normalize)", "tick 'normalize (z-score)'")
+    return [str(w.message).replace(ZSCORE_REMEDY, "tick 'normalize (z-score)'")
             for w in caught if issubclass(w.category, StimulusUnitsWarning)]
 
 
