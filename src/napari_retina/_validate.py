@@ -371,6 +371,21 @@ def hz_like_rates(rates: np.ndarray) -> Optional[str]:
             f"more than {HZ_MEAN_LIMIT:g} spikes per {FRAME_MS:g} ms bin (up to {means.max():.3g})")
 
 
+def hz_warning(subject: str, why: str) -> str:
+    """The warning for rates that look like Hz: ``subject`` ("the rates in data.h5") and ``why``
+    (:func:`hz_like_rates`'s reason)."""
+    return (f"{subject} look like Hz, not spikes per {FRAME_MS:g} ms bin: {why}, beyond any ganglion cell (rates "
+            f"in Hz fit badly and come out 100× too large as spikes per bin: divide them by 100)")
+
+
+def check_rate_values(values: np.ndarray, name: str) -> None:
+    """A one-sentence ValueError naming ``name`` unless every rate is finite and >= 0."""
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} holds NaN or infinite rates")
+    if (values < 0).any():
+        raise ValueError(f"{name} holds negative rates (min {values.min():g}); rates must be >= 0")
+
+
 def check_not_empty(shape: Sequence[int], name: str = "stimulus") -> None:
     """A ValueError unless an array of ``shape`` holds at least one value (what :func:`as_stack` refuses as empty);
     for a stack known by its shape alone (a file's header)."""

@@ -31,7 +31,7 @@ import numpy as np
 
 from ._atomic import atomic_write
 from ._units import FRAME_MS
-from ._validate import as_stack, check_cell_subset, hz_like_rates
+from ._validate import as_stack, check_cell_subset, check_rate_values, hz_like_rates, hz_warning
 
 PathLike = Union[str, os.PathLike]
 
@@ -369,10 +369,7 @@ def _checked_rates(values: np.ndarray, key: str, shape: str, path: Path, n_frame
     if values.shape[1] != n_frames:
         raise ValueError(f"{name}: the stimulus has {n_frames} frames but the {what} have {values.shape[1]} time bins")
     values = values.astype(np.float64)
-    if not np.isfinite(values).all():
-        raise ValueError(f"{name} holds NaN or infinite rates")
-    if (values < 0).any():
-        raise ValueError(f"{name} holds negative rates (min {values.min():g}); rates must be >= 0")
+    check_rate_values(values, name)
     return values
 
 
@@ -486,9 +483,7 @@ def _warn_if_hz(path: Path, splits: dict, stacklevel: int = 3) -> None:
     found = [f"in {name}/{RATE_KEY} {why}" for name, split in splits.items()
              if (why := hz_like_rates(split.rates)) is not None]
     if found:
-        warnings.warn(f"the rates in {path.name} look like Hz, not spikes per 10 ms bin: {' and '.join(found)}, "
-                      "beyond any ganglion cell (rates in Hz fit badly and come out 100× too large as spikes per "
-                      "bin: divide them by 100)", UserWarning, stacklevel=stacklevel)
+        warnings.warn(hz_warning(f"the rates in {path.name}", " and ".join(found)), UserWarning, stacklevel=stacklevel)
 
 
 def _attr_value(value: Any) -> Any:

@@ -46,8 +46,8 @@ from ._atomic import same_file
 from ._device import DeviceLike, resolve_device
 from ._frames import batches, gather_windows
 from ._progress import Progress, report
-from ._validate import (as_stack, check_cell_subset, check_history_frames, check_int, check_positive, hz_like_rates,
-                        units_finding, unusable_weights)
+from ._validate import (as_stack, check_cell_subset, check_history_frames, check_int, check_positive,
+                        check_rate_values, hz_like_rates, hz_warning, units_finding, unusable_weights)
 from .checkpoint import load_model, save_model, weights_sha256
 from .io import Dataset, Split, read_cell_names, read_dataset, read_split
 from .metrics import explained_variance, finite_mean, pearson, ratio_of_means
@@ -208,15 +208,10 @@ def _check_rates(rates, n_frames: int, name: str, stacklevel: int) -> np.ndarray
         raise ValueError(f"{name} must be (T, n_cells), got shape {arr.shape}")
     if arr.shape[0] != n_frames:
         raise ValueError(f"the stimulus has {n_frames} frames but {name} has {arr.shape[0]} time bins")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} holds NaN or infinite rates")
-    if (arr < 0).any():
-        raise ValueError(f"{name} holds negative rates (min {arr.min():g}); rates must be >= 0")
+    check_rate_values(arr, name)
     why = hz_like_rates(arr)
     if why is not None:   # as a file's rates warn when read (nr.io.read_dataset)
-        warnings.warn(f"{name} look like Hz, not spikes per 10 ms bin: {why}, beyond any ganglion cell (rates in "
-                      "Hz fit badly and come out 100× too large as spikes per bin: divide them by 100)",
-                      UserWarning, stacklevel=stacklevel)
+        warnings.warn(hz_warning(name, why), UserWarning, stacklevel=stacklevel)
     return arr.astype(np.float32)
 
 
