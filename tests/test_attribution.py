@@ -586,7 +586,8 @@ def test_each_frame_equals_a_fixed_run_at_its_steps(model):
 def test_a_blank_or_faint_stimulus_stops_where_only_rounding_is_left():
     """Refining cannot remove float32 rounding. A blank movie and white noise too faint to move the rates by more
     than a few ulps (responses ~2e-5, below the completeness floor) climbed to the 1,024-point cap; they stop at
-    8 points now, and 1,024 fixed points read the same completeness (so the cap bought nothing)."""
+    8 points now, and 1,024 fixed points read no better a completeness (so the cap bought nothing). A blank
+    movie's response is exactly 0 (F(0) and F(s_t) take one path), so its completeness error is 0."""
     model = shipped_model()
     H, size = model.config.history, model.config.size
     blank = np.zeros((H + 5, size, size), np.float32)
@@ -596,9 +597,10 @@ def test_a_blank_or_faint_stimulus_stops_where_only_rounding_is_left():
         idx = attr.frames
         assert (attr.steps_per_frame[idx] == 8).all(), np.unique(attr.steps_per_frame[idx])
         capped = nr.attribute(model, stim, invariance="none", steps=1024)
-        assert attr.completeness_error == pytest.approx(capped.completeness_error, rel=0.05, abs=1e-4)
+        assert capped.completeness_error >= attr.completeness_error - 1e-4   # rounding: more points do not mend it
         assert np.abs(attr.maps[idx] - capped.maps[idx]).max() <= 1e-3 * max(np.abs(capped.maps[idx]).max(), 1e-30)
-    assert (nr.attribute(model, blank, invariance="none").maps[H - 1 :] == 0).all()
+    attr = nr.attribute(model, blank, invariance="none")
+    assert (attr.maps[H - 1 :] == 0).all() and (attr.response[H - 1 :] == 0).all() and attr.completeness_error == 0
 
 
 def test_map_error_falls_with_tol_random_model(model, model64):

@@ -20,7 +20,7 @@ from ..first_layer import FirstLayer
 from ..model import RetinaCNN
 from ._adaptive import ADAPTIVE_START_STEPS, DEFAULT_TOL, Scales, check_tol, integrate_adaptive, warn_if_unmet
 from ._head import Head
-from ._integrate import integrate_chunk
+from ._integrate import chunk_rates, integrate_chunk
 from ._quadrature import DEFAULT_RULE, DEFAULT_STEPS, Rule, check_rule_steps
 from ._result import Attribution, completeness_error, map_shape, reduce_maps
 from ._wrapped import attribute_wrapped
@@ -77,7 +77,8 @@ def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells
     todo, inverse = unique_windows(stim, idx, cfg.history)
     with torch.no_grad():
         head = Head(net, cells)
-        f0 = float(net.from_first_layer(rest).to(torch.float64)[0, cells].sum())
+        # F(0) by the path F(s_t) takes (chunk_rates at c = 0), so that a blank frame's response is exactly 0
+        f0 = float(chunk_rates(head, a0, torch.zeros_like(a0)[None], 1).to(torch.float64)[0])
     scales = Scales(a0.device)
     report(progress, 0, len(todo))
     chunk = max(1, batch_size // (2 * ADAPTIVE_START_STEPS if steps is None else steps))
@@ -159,17 +160,27 @@ def attribute(
         ``"riemann_left"``, ``"riemann_right"``, ``"riemann_middle"``,
         ``"riemann_trapezoid"``, ``"gausslegendre"`` (same α points and weights
         as Captum, so results match ``LayerIntegratedGradients`` on conv1 point
-        for point); see :mod:`napari_retina.attribution._quadrature`. With
+        for point; Captum's trapezoid weights sum to 1 − 1/steps, a bias of
+        1/steps); see :mod:`napari_retina.attribution._quadrature`. With
         ``tol`` (no ``steps``) the rule is refined at 4, 8, 16, … points.
     tol : float, optional
         The accuracy asked for, without ``steps`` (default
         :data:`DEFAULT_TOL` = 1e-3): each frame's quadrature is doubled from
         4 points (8 at the least are kept) until its completeness gap is at most ``tol`` times the
-        largest response (so ``completeness_error <= tol``) and the change of
+        largest response (so ``completeness_error <= tol``, except for float32 rounding
+        when the whole response is within a few ulps of the rates: a stimulus of
+        contrast ~1e-4, whose maps are still right, reads ~3e-3) and the change of
         its maps between the last two refinements, halved (an estimate of
         their error), is at most ``tol`` times the largest frame's maps
         (:mod:`napari_retina.attribution._adaptive`); the points each frame
-        needed are ``steps_per_frame``. Giving both ``tol`` and ``steps`` is
+        needed are ``steps_per_frame``. The maps' error is estimated, not
+        bounded: against an exact float64 reference it stayed within ``tol``
+        on the shipped model, and reached 1.3 ``tol`` on a small random
+        model whose quadrature converges more slowly (METHOD.md §2). The
+        largest response and maps are the running maxima over the chunks
+        of frames so far, so another ``batch_size`` or ``frames`` can stop a
+        frame at another level: results then differ by up to about ``tol``
+        (with ``steps`` they do not). Giving both ``tol`` and ``steps`` is
         a ValueError.
     invariance : "auto", "none", "x", "y" or "space"
         "space" (every frame uniform over space) sums the maps over space

@@ -3,7 +3,11 @@
 Captum's rules, reproduced exactly (same α points, same weights):
 ``"riemann_left"``, ``"riemann_right"``, ``"riemann_middle"``,
 ``"riemann_trapezoid"`` (all need ``steps >= 2`` as in Captum, except that
-left/right/middle also accept 1) and ``"gausslegendre"``.
+left/right/middle also accept 1) and ``"gausslegendre"``. Captum's trapezoid
+spaces ``steps`` points 1/steps apart over [0, 1] (whose spacing is
+1/(steps − 1)), so its weights sum to 1 − 1/steps: it carries a bias of
+1/steps of the whole integral, which is not quadrature error and is kept for
+equality with Captum (against an exact reference: 0.125 at 8 points).
 
 The kink rules. With bn1 in eval mode the first-layer unit ``j`` is
 ``u_j(α) = scale_j·(b_j + α·d_j) + shift_j``, affine in α, so its ReLU
