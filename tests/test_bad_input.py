@@ -137,7 +137,7 @@ def test_reduce_refuses_a_non_finite_reduced_circuit(attribution, monkeypatch):
     """A fit that went wrong (NaN weights) must not come back as a Reduction."""
     from napari_retina import reduction
 
-    def nan_fit(drives, target, steps=200):
+    def nan_fit(drives, target, steps=200, rest=None):
         return np.full(drives.shape[1], np.nan), float("nan"), np.full(len(target), np.nan)
 
     monkeypatch.setattr(reduction, "fit_output", nan_fit)

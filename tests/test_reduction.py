@@ -177,6 +177,33 @@ def test_fit_output_recovers_known_weights():
     np.testing.assert_allclose(fitted, y, atol=1e-5)
 
 
+def test_fit_output_anchored_at_rest_passes_through_the_resting_rate_and_recovers_known_weights():
+    rng = np.random.default_rng(4)
+    D = rng.uniform(0, 2, size=(400, 3))
+    beta, b0 = np.array([1.5, -0.7, 0.3]), -0.4
+    y = np.log1p(np.exp(D @ beta + b0)) + 0.05 * rng.standard_normal(400)   # noisy: a free fit misses rest
+    d_rest = np.array([0.5, 1.0, 0.2])
+    r_rest = float(np.log1p(np.exp(d_rest @ beta + b0)))
+    b, bias, fitted = R.fit_output(D, y, steps=300, rest=(d_rest, r_rest))
+    assert float(np.logaddexp(0.0, d_rest @ b + bias)) == pytest.approx(r_rest, rel=1e-12)
+    np.testing.assert_allclose(b, beta, atol=0.03)
+    np.testing.assert_allclose(fitted, np.logaddexp(0.0, D @ b + bias), rtol=1e-10)
+
+
+def test_the_reduced_circuit_rests_at_the_models_resting_rate():
+    """The reversal's reduced circuit (shipped model) used to rest at 0.072 spikes/bin where the model rests at
+    0.235: its readouts, which subtract the circuit's own grey level, then counted bursts the model does not
+    have. It is anchored at F(0) now, on every grey frame."""
+    model = nr.load_model(device="cpu")
+    res = nr.experiments.run("reversal", model, cell=0, steps=4)
+    H = model.config.history
+    c = res.conditions[0]
+    grey = np.arange(H - 1, c["onset"])          # whole windows of grey before the first condition
+    assert len(grey) > 10
+    np.testing.assert_allclose(res.reduction.reduced_rates[grey], res.attribution.baseline_rate, rtol=1e-6)
+    np.testing.assert_allclose(res.reduction.reduced_response[grey], 0.0, atol=1e-6)
+
+
 def test_fit_output_of_rates_beyond_exp_range_warns_nothing_and_fits():
     """softplus⁻¹ of targets past e^709 (an experiment at intensity 1e30): no numpy overflow warning reaches the
     user, and the fit, linear out there, is still exact."""

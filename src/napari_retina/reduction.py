@@ -389,10 +389,10 @@ def _damped_step(J: np.ndarray, r: np.ndarray, lam: float, D: np.ndarray) -> np.
 
 
 def _levenberg_marquardt(X: np.ndarray, y: np.ndarray, theta: np.ndarray, max_iter: int,
-                         tol: float = 1e-12) -> np.ndarray:
-    """Least-squares ``θ`` (p,) of ``softplus(X @ θ) ≈ y`` by Levenberg–Marquardt (float64).
+                         tol: float = 1e-12, offset: float = 0.0) -> np.ndarray:
+    """Least-squares ``θ`` (p,) of ``softplus(X @ θ + offset) ≈ y`` by Levenberg–Marquardt (float64).
 
-    X (n, p), y (n,), θ (p,) the start. Each iteration takes the damped
+    X (n, p), y (n,), θ (p,) the start, ``offset`` a fixed term. Each iteration takes the damped
     Gauss–Newton step of :func:`_damped_step` (J = ∂r/∂θ, D = the column
     norms of J, Marquardt's scaling) and adapts λ from the ratio of actual to
     predicted reduction (Nielsen's rule), raising it until the cost drops.
@@ -402,7 +402,7 @@ def _levenberg_marquardt(X: np.ndarray, y: np.ndarray, theta: np.ndarray, max_it
     cost (a minimum to machine precision), or after ``max_iter`` iterations.
     """
     def residual(t):
-        return _softplus(X @ t) - y
+        return _softplus(X @ t + offset) - y
 
     def negligible(step):  # also true for a NaN step
         return not np.linalg.norm(step) > tol * (np.linalg.norm(theta) + tol)
@@ -411,7 +411,7 @@ def _levenberg_marquardt(X: np.ndarray, y: np.ndarray, theta: np.ndarray, max_it
     cost = float(r @ r)
     lam, nu = None, 2.0
     for _ in range(int(max_iter)):
-        J = _sigmoid(X @ theta)[:, None] * X
+        J = _sigmoid(X @ theta + offset)[:, None] * X
         col = np.sqrt((J * J).sum(0))
         if cost == 0.0 or np.max(np.abs(J.T @ r) / np.maximum(col, 1e-300)) <= tol * np.sqrt(cost):
             break
@@ -438,10 +438,20 @@ def _levenberg_marquardt(X: np.ndarray, y: np.ndarray, theta: np.ndarray, max_it
     return theta
 
 
-def fit_output(drives: np.ndarray, target: np.ndarray, steps: int = 200) -> tuple[np.ndarray, float, np.ndarray]:
+def _softplus_inverse(y: np.ndarray) -> np.ndarray:
+    """``log(e^y − 1)`` for y > 0, written so that no e^y overflows."""
+    return y + np.log(-np.expm1(-y))
+
+
+def fit_output(drives: np.ndarray, target: np.ndarray, steps: int = 200,
+               rest: Optional[tuple[np.ndarray, float]] = None) -> tuple[np.ndarray, float, np.ndarray]:
     """Fit ``r = softplus(drives @ β + β_0)`` to ``target`` by least squares (float64).
 
-    drives (n, K), target (n,). Returns (β (K,), β_0, fitted r (n,)). The
+    drives (n, K), target (n,). Returns (β (K,), β_0, fitted r (n,)). With
+    ``rest = (d_rest (K,), r_rest)`` (the drives and the rate at rest, in
+    spikes per bin) the circuit is anchored there: β_0 is set so that
+    ``softplus(d_rest @ β + β_0) = r_rest`` exactly and only β is fitted;
+    without it β_0 is fitted too. The
     drives are standardised for the fit and β is returned per unit of the
     original drive. Initialised from the linear regression of
     ``softplus⁻¹(target)`` on the drives, then Levenberg–Marquardt in numpy
@@ -452,16 +462,20 @@ def fit_output(drives: np.ndarray, target: np.ndarray, steps: int = 200) -> tupl
     """
     D = np.asarray(drives, dtype=np.float64)
     y = np.asarray(target, dtype=np.float64)
-    mu, sd = D.mean(0), D.std(0)
+    sd = D.std(0)
     sd = np.where(sd > 1e-12, sd, 1.0)
-    Z = (D - mu) / sd
-    yc = np.clip(y, 1e-4, None)
-    inv = yc + np.log(-np.expm1(-yc))  # softplus^-1 = log(e^y - 1), written so that no e^y overflows
-    X = np.concatenate([Z, np.ones((len(Z), 1))], axis=1)
-    coef, *_ = np.linalg.lstsq(X, inv, rcond=None)
-    theta = _levenberg_marquardt(X, y, coef, int(steps))
-    beta, b0 = theta[:-1], float(theta[-1])
-    fitted = _softplus(X @ theta)
+    inv = _softplus_inverse(np.clip(y, 1e-4, None))
+    if rest is None:
+        mu, offset = D.mean(0), 0.0
+        X = np.concatenate([(D - mu) / sd, np.ones((len(D), 1))], axis=1)
+    else:
+        mu = np.asarray(rest[0], dtype=np.float64)
+        offset = float(_softplus_inverse(np.float64(max(float(rest[1]), 1e-6))))
+        X = (D - mu) / sd
+    coef, *_ = np.linalg.lstsq(X, inv - offset, rcond=None)
+    theta = _levenberg_marquardt(X, y, coef, int(steps), offset=offset)
+    fitted = _softplus(X @ theta + offset)
+    beta, b0 = (theta[:-1], float(theta[-1])) if rest is None else (theta, offset)
     return beta / sd, b0 - float((beta * mu / sd).sum()), fitted
 
 
@@ -546,7 +560,9 @@ def reduce(attr: Attribution, explain: float = 0.9, *, fit_steps: int = 200,
     ``r(t) = softplus(Σ_cp β_cp d_cp(t) + β_0)``, the same output nonlinearity as
     the full model, with ``β`` fitted by least squares to the full model's rate
     on the attributed frames (:func:`fit_output`, float64; ``fit_steps``
-    bounds its iterations); ``explained_variance_all`` scores every frame,
+    bounds its iterations) and ``β_0`` set so that the circuit rests exactly
+    at the model's resting rate (``attr.baseline_rate``, F(0), on a grey window),
+    the grey level that readouts subtract; ``explained_variance_all`` scores every frame,
     most of them unfitted.
     The sign of ``β`` is free, so a channel can act as excitatory or
     inhibitory as in the full model. ``explained_variance`` is
@@ -675,7 +691,11 @@ def _reduce(attr, model, frames, A, resp, importance, kept, kept_var, explain, f
     drives = flat.reshape(len(all_frames), P, K).transpose(0, 2, 1)  # (n, K, P)
     fit_rows = frames - (history - 1)
     target = np.asarray(attr.rates, dtype=np.float64)[frames]
-    beta, bias, fitted = fit_output(flat[fit_rows], target, steps=int(fit_steps))
+    # the drives at rest (a grey window): the circuit is anchored at the model's resting rate F(0)
+    grey = np.zeros((history,) + tuple(np.shape(attr.stimulus)[1:]), dtype=np.float32)
+    rest = drive(model, grey, np.array([history - 1]), list(kept) * P, w.reshape(P * K, *units),
+                 cells=list(attr.cells))[0][0]
+    beta, bias, fitted = fit_output(flat[fit_rows], target, steps=int(fit_steps), rest=(rest, attr.baseline_rate))
     beta = beta.reshape(P, K).T  # (K, P)
     ev = explained_variance(target, fitted)
     contrib = (drives * beta[None]).sum(2)  # (n, K)
