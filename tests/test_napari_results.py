@@ -140,6 +140,14 @@ def test_maps_have_a_colour_bar_and_a_legend_with_sign_and_unit(make_napari_view
     title = viewer.window.dock_widgets[_plot.DOCK_NAME].title.text()
     assert "spikes per 10 ms bin" in title and f"±{lim:.3g}" in title
     assert "raises the cell's rate" in title and "lowers it" in title
+    # the bar shows one channel's colours: the main kept channel's, named in the legend (read against another
+    # channel's bar, the main channel's own colour read as the wrong sign)
+    # (the most important kept channel: the largest Σ_t |A_c(t)|, A_c(t) its map summed over space)
+    first = max(maps, key=lambda lay: float(np.nansum(np.abs(np.nansum(np.asarray(lay.data), axis=(1, 2)))))
+                if lay.visible else -1.0)
+    assert bars[0] is first, (bars[0].name, first.name)
+    label = bars[0].metadata["napari_retina"]["label"]
+    assert f"in {label}'s colours" in title
 
 
 # -------------------------------------------------------------- point 3: plot ---

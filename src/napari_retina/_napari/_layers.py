@@ -48,9 +48,9 @@ REDUCED_COLOR = "#ff4fd8"
 CURSOR_COLOR = "#ffff00"
 MAP_UNIT = "spikes per 10 ms bin"
 """Unit of the maps (and traces): the model's rate units."""
-MAP_LEGEND = ("Maps: attribution per first-layer unit in {unit} (colour bar ±{limit:.3g}, shared by all "
-              "channels): a channel's colour = raises the cell's rate, its complementary colour = lowers it, "
-              "black = 0.")
+MAP_LEGEND = ("Maps: attribution per first-layer unit in {unit} (colour bar ±{limit:.3g}{bar}, the same limits "
+              "for every channel): a channel's colour = raises the cell's rate, its complementary colour = lowers "
+              "it, black = 0.")
 """What the maps' colours mean (filled by :func:`map_legend`), shown with the traces."""
 
 
@@ -220,9 +220,11 @@ def map_layer_data(
 
 # ------------------------------------------------------------------- traces ---
 
-def map_legend(limit: float) -> str:
-    """The maps' colour legend: the unit of attribution and the sign convention (see :data:`MAP_LEGEND`)."""
-    return MAP_LEGEND.format(unit=MAP_UNIT, limit=float(limit))
+def map_legend(limit: float, bar_label: Optional[str] = None) -> str:
+    """The maps' colour legend: the unit of attribution and the sign convention (see :data:`MAP_LEGEND`);
+    ``bar_label``: the channel whose colours the colour bar shows (each channel has its own)."""
+    bar = f" in {bar_label}'s colours" if bar_label else ""
+    return MAP_LEGEND.format(unit=MAP_UNIT, limit=float(limit), bar=bar)
 
 
 def trace_series(attribution, reduction=None) -> list[dict]:

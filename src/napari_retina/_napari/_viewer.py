@@ -284,9 +284,10 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
     except BaseException:  # a failure, or the generator closed (StagedAdd.stop) before the maps were in
         remove_layers(viewer, added + new_stim)
         raise
-    show_map_legend(viewer, layers)
+    bar = show_map_legend(viewer, layers, reduction.kept[0] if reduction is not None and reduction.kept else None)
     yield
-    legend = map_legend(layers[0].contrast_limits[1]) if layers else ""
+    legend = map_legend(layers[0].contrast_limits[1], bar.metadata[META]["label"] if bar is not None else None) \
+        if layers else ""
     yield from traces_steps(viewer, attribution, reduction, stimulus_layer, name=stimulus_layer.name, legend=legend)
     frame_result(viewer, [stimulus_layer] + layers)
     viewer.layers.selection.active = stimulus_layer  # keep the stimulus selected: its controls show
@@ -421,22 +422,29 @@ def process_events_until(done: Callable[[], bool], timeout_ms: int, what: str) -
         raise TimeoutError(f"{what} did not finish within {timeout_ms} ms")
 
 
-def show_map_legend(viewer, map_layers: list) -> None:
-    """One colour bar (napari's colorbar overlay) on the first visible map layer, with the maps' limits.
+def show_map_legend(viewer, map_layers: list, first_channel: Optional[int] = None):
+    """One colour bar (napari's colorbar overlay) on one visible map layer, with the maps' limits; that layer.
 
+    The bar goes on channel ``first_channel`` (the reduction's most important
+    kept channel) when its layer is visible, else on the first visible map.
     Every channel shares the contrast limits ±limit (spikes per 10 ms bin), so
-    one bar gives the scale; the trace plot's title says the unit and that a
-    channel's colour means a positive attribution, its complement a negative
-    one (:func:`._layers.map_legend`). One bar, not eight: they would cover
-    the image, and each costs a fifth of a second to build.
+    one bar gives the scale, but it shows that channel's colours, which the
+    trace plot's title names, with the unit and the rule that a channel's
+    colour means a positive attribution, its complement a negative one
+    (:func:`._layers.map_legend`): read against another channel's bar, the
+    main channel's colour could read as the wrong sign. One bar, not eight:
+    they would cover the image, and each costs a fifth of a second to build.
     """
-    shown = next((layer for layer in map_layers if layer.visible), None)
+    visible = [layer for layer in map_layers if layer.visible]
+    shown = next((layer for layer in visible if layer.metadata.get(META, {}).get("channel") == first_channel),
+                 visible[0] if visible else None)
     for layer in map_layers:
         if layer is shown:
             layer.colorbar.size = (14, 110)
             layer.colorbar.font_size = 8
             layer.colorbar.position = "top_right"
         layer.colorbar.visible = layer is shown
+    return shown
 
 
 def frame_result(viewer, layers: list) -> None:
