@@ -143,3 +143,18 @@ def test_long_movie_path_gives_lazy_maps_and_same_traces(make_napari_viewer, tin
     assert len(maps) == 8 and maps[0].data.shape == ref.maps[:, 0].shape
     viewer.dims.set_current_step(0, 25)
     np.testing.assert_allclose(np.asarray(maps[3].data[25]), ref.maps[25, 3], rtol=1e-4, atol=1e-6)
+
+
+def test_the_whole_cell_traces_are_achromatic_and_every_channel_is_not():
+    """The reduced circuit's trace was pink (#ff4fd8) next to A5's reddish purple (#cc79a7): one could not
+    tell them apart in the trace dock. Channels are chromatic; the model's response (white) and the reduced
+    circuit (grey) are not, and differ from each other."""
+    import colorsys
+
+    def sat_val(hex_colour):
+        r, g, b, _ = _layers._rgba(hex_colour)
+        return colorsys.rgb_to_hsv(r, g, b)[1:]
+
+    assert all(sat_val(c)[0] >= 0.25 for c in _layers.CHANNEL_COLORS)
+    (s_red, v_red), (s_resp, v_resp) = sat_val(_layers.REDUCED_COLOR), sat_val(_layers.RESPONSE_COLOR)
+    assert s_red == 0 and s_resp == 0 and abs(v_resp - v_red) >= 0.3

@@ -44,7 +44,7 @@ CHANNEL_COLORS = (
     "#a6d854", "#8da0cb", "#ffd92f", "#e5c494",
 )
 RESPONSE_COLOR = "#ffffff"
-REDUCED_COLOR = "#ff4fd8"
+REDUCED_COLOR = "#a3a3a3"   # grey: chromatic colours are the channels
 CURSOR_COLOR = "#ffff00"
 MAP_UNIT = "spikes per 10 ms bin"
 """Unit of the maps (and traces): the model's rate units."""
@@ -231,7 +231,7 @@ def trace_series(attribution, reduction=None) -> list[dict]:
     """The traces the plot dock draws (:mod:`._plot`), one dict per trace.
 
     Row 0: the model's response ``F(s_t) - F(0)`` (white) and, with a
-    reduction, the reduced circuit's response (magenta). Then one row per
+    reduction, the reduced circuit's response (grey). Then one row per
     kept channel (all channels without a reduction) with ``A_c(t)`` in the
     channel's colour.
     """
