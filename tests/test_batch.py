@@ -617,3 +617,17 @@ def test_a_bad_normalize_is_one_sentence(inputs):
     with pytest.raises(batch.BatchSpecError, match=r"^spec key 'normalize' must be false, true or \"zscore\", "
                                                    r"got 'minmax'$"):
         batch.parse_spec({**_spec(inputs, "r"), "normalize": "minmax"})
+
+
+def test_predict_attribute_and_reduce_results_carry_the_commands_units(inputs, grid, tmp_path):
+    """predict's and attribute's files say what their rates are in ("units"); the batch results did not."""
+    import h5py
+
+    _, out = grid
+    assert main(["predict", str(inputs / "a.npy"), "--model", str(inputs / "tiny.pt"),
+                 "--out", str(tmp_path / "r.h5"), "--quiet"]) == 0
+    with h5py.File(tmp_path / "r.h5") as f:
+        units = f.attrs["units"]
+    res = batch.load(out)
+    kinds = {r.attrs["kind"]: r.attrs.get("units") for r in res.values()}
+    assert kinds == {"predict": units, "attribute": units, "reduce": units}

@@ -23,7 +23,9 @@ through the scheduler) and write their own result.
 
 The store: one Zarr group per task at ``out/<model>/<stimulus>/<analysis>``
 (``.../cell<c>/<analysis>`` with a cell, ``out/<model>/experiments/<name>/cell<c>``),
-with the parameters, versions and provenance as attributes. ``predict`` and
+with the parameters, versions and provenance as attributes (``predict``,
+``attribute`` and ``reduce`` also ``units``: what the rates are in, the string the
+``predict`` and ``attribute`` commands write). ``predict`` and
 ``attribute`` split a long stimulus into blocks of ``block_frames`` output
 frames, each a task of its own reading only its frames plus ``history − 1``
 frames before them (the model's history as overlap), and a worker's memory is
@@ -88,6 +90,7 @@ import numpy as np
 
 from ._atomic import _host_tag, _running, atomic_write_text
 from ._json import jsonable
+from ._units import RATE_UNITS
 
 PathLike = Union[str, os.PathLike]
 
@@ -869,6 +872,7 @@ def finish_task(task: Task, out: str, *blocks: dict) -> dict:
         "model": task.model or "default", "stimulus": task.stimulus, "cell": task.cell, "params": task.params,
         "blocks": [list(b) for b in task.blocks], "versions": _versions(),
         "summary": task_summary(partial, len(task.blocks)) if task.kind == "attribute" else {},
+        **({"units": RATE_UNITS} if task.kind in ANALYSES else {}),   # the rates', as predict's and attribute's files
         "provenance": {"model": model.provenance, "model_config": model.config.__dict__,
                        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "host": socket.gethostname(), "device": str(model.device),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .._units import FRAME_MS
+from .._units import FRAME_MS, RATE_UNITS
 from ._paths import check_out_dir, check_out_file
 from ._progress import tqdm_progress
 
@@ -54,7 +54,7 @@ def _predict(args) -> int:
         {
             "rates": rates,
             "cell_names": json.dumps(model.config.cell_names),
-            "units": f"spikes per {FRAME_MS:g} ms bin; frame t from frames t-history+1..t; NaN without full history",
+            "units": RATE_UNITS,
             "stimulus_file": str(args.stimulus),
             "stimulus_key": stimulus_key(args.stimulus, args.key),   # None (left out) for .npy and TIFF
             "crop_origin": np.asarray(crop_origin(stim.shape[1:], model.config.size, crop), dtype=np.int64),
@@ -95,7 +95,7 @@ def _attribute(args) -> int:
                          batch_size=args.batch_size, crop=crop, progress=progress, normalize=normalize)
     write_results(out, {
         "attribution": attr.to_dict(),
-        "units": f"spikes per {FRAME_MS:g} ms bin; frame t from frames t-history+1..t; NaN without full history",
+        "units": RATE_UNITS,
         "stimulus_file": str(args.stimulus),
         "stimulus_key": stimulus_key(args.stimulus, args.key),   # the crop's corner is attribution/crop_origin
         "normalize": normalize or "none",
