@@ -247,10 +247,12 @@ def test_a_killed_worker_leaves_no_partial_result_and_the_rerun_completes_it(inp
     assert leftovers and any(p.name == "zarr.json" for t in leftovers for p in t.rglob("*"))   # the dead write
     block0 = out / ".partial" / key / "b00000"
     inode0 = os.stat(block0).st_ino if block0.exists() else None
+    assert inode0 is None or (block0 / "zarr.json").exists()   # a failed task's committed block is kept
 
     again = batch.run(spec, client)
     assert again.done == [key] and again.failed == []
     assert not any((out / ".tmp").iterdir())                     # the dead worker's folder is removed
+    assert not (out / ".partial").exists()                       # and, every task committed, .partial's folders
     if inode0 is not None:
         assert os.stat(out / key / "b00000").st_ino == inode0    # the committed block was kept, not recomputed
     direct = nr.attribute(nr.load_model(inputs / "tiny.pt"), np.load(inputs / "a.npy"), cell=0, steps=STEPS,
@@ -617,6 +619,12 @@ def test_a_bad_normalize_is_one_sentence(inputs):
     with pytest.raises(batch.BatchSpecError, match=r"^spec key 'normalize' must be false, true or \"zscore\", "
                                                    r"got 'minmax'$"):
         batch.parse_spec({**_spec(inputs, "r"), "normalize": "minmax"})
+
+
+def test_a_finished_run_leaves_no_partial_folder(grid):
+    """Every task committed: the empty '.partial/<model>/<stimulus>/cell<c>' folders were left behind."""
+    _, out = grid
+    assert not (out / ".partial").exists()
 
 
 def test_predict_attribute_and_reduce_results_carry_the_commands_units(inputs, grid, tmp_path):

@@ -46,7 +46,8 @@ for movies whose maps would not fit), so its memory grows with the movie's
 (T, C) traces and the stimulus. Each block is
 written to a temporary folder and renamed into place; the task's group is
 renamed into place only when all its blocks are there. A killed worker thus
-leaves no partial result (a rerun removes its temporary folder), and a rerun
+leaves no partial result (a rerun removes its temporary folder; the folders a
+run's committed tasks leave empty under ``out/.partial`` go when it ends), and a rerun
 skips every task (and every block) whose result exists with the same
 parameters and inputs (the model's weights, the stimulus file's size and
 modification time); ``force=True`` recomputes. A result whose parameters or
@@ -666,14 +667,20 @@ def _commit(tmp: Path, dest: Path, store: Path) -> None:
     """Rename the finished folder ``tmp`` to ``dest`` (replacing one that is there)."""
     if os.environ.get(_CRASH_ENV) == dest.relative_to(store).as_posix():  # tests: die before the commit
         os._exit(70)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
         trash = tmp.parent / f"{tmp.name}-old"
         os.rename(dest, trash)
         os.rename(tmp, dest)
         shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(tmp, dest)
+        return
+    for attempt in range(3):   # remove_empty_partial (another run's, or this one's straggler) may take the parent
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(tmp, dest)
+            return
+        except FileNotFoundError:
+            if not tmp.exists() or attempt == 2:
+                raise
 
 
 def _compute_block(task: Task, start: int, stop: int) -> dict:
@@ -928,6 +935,25 @@ def remove_outdated(out: PathLike, task: Task) -> bool:
     return True
 
 
+def remove_empty_partial(out: PathLike) -> None:
+    """Remove the empty folders under ``out/.partial`` (and ``.partial`` itself when it is left empty).
+
+    A task's blocks go to ``.partial/<key>`` until the task is renamed into
+    place, which leaves the folders above it (``.partial/<model>/<stimulus>/cell<c>``)
+    empty. Only empty folders go (``os.rmdir`` refuses the others), so committed
+    blocks of a failed or killed task stay for the rerun; a block committed
+    meanwhile makes its folder again (:func:`_commit`).
+    """
+    root = Path(out) / ".partial"
+    if not root.is_dir():
+        return
+    for folder, _, _ in os.walk(root, topdown=False):   # deepest first
+        try:
+            os.rmdir(folder)
+        except OSError:   # not empty (or gone)
+            pass
+
+
 def remove_stale_tmp(out: PathLike) -> list[Path]:
     """Remove temporary folders that killed writers left in ``out/.tmp`` (same rule as ``_atomic.remove_stale``)."""
     removed = []
@@ -1081,6 +1107,7 @@ def run(spec: Union[PathLike, dict, Spec], client=None, *, force: bool = False, 
                 cluster = client.cluster
                 client.close()
                 cluster.close()
+    remove_empty_partial(out)   # every task has committed or failed: what is left above their blocks is empty
     report.seconds = time.perf_counter() - t0
     return report
 
