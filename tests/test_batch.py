@@ -621,6 +621,71 @@ def test_a_bad_normalize_is_one_sentence(inputs):
         batch.parse_spec({**_spec(inputs, "r"), "normalize": "minmax"})
 
 
+def _refuse(name):
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def _strict_json(text: str):
+    """json.loads that refuses NaN and Infinity (Python writes them; JSON, jq and JavaScript do not have them)."""
+    return json.loads(text, parse_constant=_refuse)
+
+
+def _json_texts(value):
+    """The strings in ``value`` that are JSON text (experiment readouts, conditions, params, reduction names)."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _json_texts(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _json_texts(v)
+    elif isinstance(value, str) and value[:1] in "[{":
+        yield value
+
+
+def test_every_attribute_in_the_store_is_strict_json_and_nan_loads_back_as_nan(inputs, client, tmp_path):
+    """An experiment's readout was stored as JSON text holding NaN ('"onset_ms": [NaN, ...]' in
+    attributes.readout), which strict parsers refuse, while NAME.json writes null. Now every zarr.json and
+    every JSON text in it is strict; load(), table() and the store reader still give NaN."""
+    from napari_retina._napari._batch_reader import read_task_layers
+
+    out = tmp_path / "r"
+    spec = {**_spec(inputs, out, stimuli=("a.npy",), cells=(0,), analyses=("attribute",)), "experiments": ["osr"]}
+    report = batch.run(spec, client)
+    assert report.failed == [] and len(report.done) == 2
+    files = list(out.rglob("zarr.json"))
+    assert len(files) > 10
+    for path in files:
+        doc = _strict_json(path.read_text(encoding="utf-8"))
+        for text in _json_texts(doc.get("attributes", {})):
+            _strict_json(text)
+    direct = nr.experiments.run("osr", nr.load_model(inputs / "tiny.pt"), cell=0, steps=STEPS)
+    onset = np.asarray(direct.readout["onset_ms"], float)
+    assert np.isnan(onset).any()   # what the test is about: a readout holding NaN
+    res = batch.load(out)
+    key = next(k for k in res if "/experiments/osr/" in k)
+    (row,) = [r for r in res.table() if r["key"] == key]
+    for k, v in direct.readout.items():
+        if isinstance(v, float):
+            assert row[f"readout/{k}"] == pytest.approx(v, rel=1e-4, nan_ok=True), k
+    meta = read_task_layers(res[key])[0][1]["metadata"]
+    np.testing.assert_allclose(np.asarray(meta["readout"]["onset_ms"], float), onset, rtol=1e-4)   # NaN where NaN
+
+
+def test_a_non_finite_float_attribute_is_stored_as_strict_json_and_read_back_as_nan(tmp_path):
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "t" / "b00000"), mode="w")
+    batch._write_tree(group, {"completeness_error": float("nan"), "map_limit": float("inf"), "tol": None,
+                              "readout": json.dumps({"latency_ms": [float("nan"), 3.0]}),
+                              "rates": np.array([np.nan, 1.0], np.float32)})
+    doc = _strict_json((tmp_path / "t" / "b00000" / "zarr.json").read_text(encoding="utf-8"))
+    assert doc["attributes"]["completeness_error"] is None and doc["attributes"]["map_limit"] == "inf"
+    assert _strict_json(doc["attributes"]["readout"]) == {"latency_ms": [None, 3.0]}
+    scalars = batch.TaskResult("t", {"kind": "predict"}, {}, tmp_path / "t").scalars()
+    assert np.isnan(scalars["completeness_error"]) and scalars["map_limit"] == np.inf and scalars["tol"] is None
+    assert np.isnan(zarr.open_group(str(tmp_path / "t" / "b00000"), mode="r")["rates"][0])   # arrays keep NaN
+
+
 def test_a_finished_run_leaves_no_partial_folder(grid):
     """Every task committed: the empty '.partial/<model>/<stimulus>/cell<c>' folders were left behind."""
     _, out = grid

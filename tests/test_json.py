@@ -27,3 +27,21 @@ def test_non_finite_floats_are_kept_or_made_strict():
     strict = jsonable(value, strict=True)
     assert strict == {"nan": None, "up": "inf", "down": ["-inf", 1.0]}
     json.dumps(strict, allow_nan=False)
+
+
+def test_strict_json_makes_json_text_inside_strings_strict_and_keeps_other_strings():
+    """Experiment readouts are JSON text (to_dict); Python's json wrote their NaN as NaN inside the string, which a
+    strict parser refuses when it parses the string in turn."""
+    from napari_retina._json import strict_json
+
+    def refuse(name):
+        raise ValueError(name)
+
+    value = {"r": np.float64("nan"), "readout": json.dumps({"onset_ms": [float("nan"), 30.0], "ratio": float("inf")}),
+             "labels": json.dumps(["A0 ON fast +"]), "plain": "[not json", "nested": {"c": json.dumps([float("-inf")])}}
+    out = strict_json(value)
+    text = json.dumps(out, allow_nan=False)
+    assert json.loads(json.loads(text, parse_constant=refuse)["readout"], parse_constant=refuse) == \
+        {"onset_ms": [None, 30.0], "ratio": "inf"}
+    assert out["r"] is None and out["nested"] == {"c": '["-inf"]'}
+    assert out["labels"] == value["labels"] and out["plain"] == "[not json"   # nothing to change: kept as it was

@@ -3,10 +3,13 @@
 Results (``Attribution``, ``Reduction``, ``ExperimentResult``) give their data
 with ``to_dict()``; :func:`jsonable` turns any such value — numpy arrays and
 scalars, tuples, nested dicts — into dicts, lists, str, int, float, bool and None.
+:func:`strict_json` makes such a value strict JSON throughout, JSON text in its
+strings included (what files other programs read must hold).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from typing import Any
@@ -44,3 +47,36 @@ def jsonable(value: Any, strict: bool = False) -> Any:
             return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
         return x
     return str(value)
+
+
+def strict_json(value: Any) -> Any:
+    """``jsonable(value, strict=True)``, with the JSON text inside its strings made strict too.
+
+    ``to_dict()`` gives nested lists and dicts as JSON text (an experiment's
+    ``readout``, ``conditions`` and ``params``), written by Python's ``json``,
+    which writes NaN as ``NaN``: a strict parser (jq, JavaScript) refuses that
+    even inside a string it goes on to parse. A string that is JSON text
+    holding NaN or ±Infinity is written again with null and ``"inf"``/``"-inf"``;
+    every other string is kept as it is.
+
+    Example
+    -------
+    >>> strict_json({"r": float("nan"), "readout": '{"latency_ms": [NaN, 30.0]}'})
+    {'r': None, 'readout': '{"latency_ms": [null, 30.0]}'}
+    """
+    return _strict_text(jsonable(value, strict=True))
+
+
+def _strict_text(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strict_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict_text(v) for v in value]
+    if isinstance(value, str) and value[:1] in "[{":
+        found = []
+        try:
+            parsed = json.loads(value, parse_constant=lambda name: found.append(name) or float(name))
+        except ValueError:
+            return value          # not JSON text: a plain string
+        return json.dumps(jsonable(parsed, strict=True)) if found else value
+    return value

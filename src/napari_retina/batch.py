@@ -90,7 +90,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from ._atomic import _host_tag, _running, atomic_write_text
-from ._json import jsonable
+from ._json import strict_json
 from ._units import RATE_UNITS
 
 PathLike = Union[str, os.PathLike]
@@ -641,7 +641,12 @@ def _as_contrast(window: np.ndarray, path: str, norm: Optional[dict], size: int,
 
 
 def _write_tree(group, data: dict) -> None:
-    """Arrays as Zarr arrays (chunked along the first axis), dicts as subgroups, the rest as attributes."""
+    """Arrays as Zarr arrays (chunked along the first axis), dicts as subgroups, the rest as attributes.
+
+    Attributes are strict JSON (:func:`~napari_retina._json.strict_json`: NaN as null, ±inf as
+    ``"inf"``/``"-inf"``, JSON text in strings too), as every attribute of the store; :data:`FLOAT_ATTRS`
+    and readouts (:func:`parse_readout`) read back as floats.
+    """
     attrs = {}
     for name, value in data.items():
         if isinstance(value, dict):
@@ -651,7 +656,7 @@ def _write_tree(group, data: dict) -> None:
             arr = group.create_array(name, shape=value.shape, dtype=value.dtype, chunks=chunks)
             arr[...] = value
         else:
-            attrs[name] = jsonable(value)
+            attrs[name] = strict_json(value)
     if attrs:
         group.attrs.update(attrs)
 
@@ -778,7 +783,7 @@ def run_block(task: Task, index: int, out: str, threads: int = 1) -> dict:
     store = Path(out)
     dest = store / ".partial" / task.key / f"b{index:05d}"
     start, stop = task.blocks[index]
-    if _attrs(dest).get("params") == jsonable(task.params) and _attrs(dest).get("frames") == [start, stop]:
+    if _attrs(dest).get("params") == strict_json(task.params) and _attrs(dest).get("frames") == [start, stop]:
         return {"index": index, "seconds": 0.0, "skipped": True, "peak_mb": _peak_rss_mb()}
     if threads and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
@@ -797,7 +802,7 @@ def run_block(task: Task, index: int, out: str, threads: int = 1) -> dict:
     tmp = _tmp_dir(store)
     group = zarr.open_group(str(tmp), mode="w")
     _write_tree(group, data)
-    group.attrs.update(jsonable({"block": index, "frames": [start, stop], "params": task.params}))
+    group.attrs.update(strict_json({"block": index, "frames": [start, stop], "params": task.params}))
     _commit(tmp, dest, store)
     del data, group
     _release_memory()
@@ -840,7 +845,7 @@ def task_summary(path: PathLike, n_blocks: int) -> dict:
     from .metrics import map_limit_of_blocks
 
     groups = [zarr.open_group(str(Path(path) / f"b{i:05d}"), mode="r") for i in range(n_blocks)]
-    attrs = [dict(g.attrs) for g in groups]
+    attrs = [_float_attrs(dict(g.attrs)) for g in groups]
     done = [a for a in attrs if "baseline_rate" in a]   # blocks before the first full history hold NaN only
     if not done:
         return {}
@@ -874,7 +879,7 @@ def finish_task(task: Task, out: str, *blocks: dict) -> dict:
         raise RuntimeError(f"{task.label}: blocks {missing} are missing from {str(partial)!r}")
     model = _load_model(task.model)
     group = zarr.open_group(str(partial), mode="a")
-    group.attrs.update(jsonable({
+    group.attrs.update(strict_json({
         "napari_retina_batch": 1, "complete": True, "key": task.key, "kind": task.kind, "name": task.name,
         "model": task.model or "default", "stimulus": task.stimulus, "cell": task.cell, "params": task.params,
         "blocks": [list(b) for b in task.blocks], "versions": _versions(),
@@ -893,6 +898,39 @@ def finish_task(task: Task, out: str, *blocks: dict) -> dict:
 
 # ---------------------------------------------------------------- client ---
 
+FLOAT_ATTRS = frozenset({"baseline_rate", "bias", "completeness_error", "explain", "explained_variance",
+                         "explained_variance_all", "kept_variance", "kinetics_split_ms", "map_limit", "peak_mb",
+                         "seconds"})
+"""Attributes that hold a float: stored as strict JSON (NaN as null, ±inf as "inf"/"-inf"), read back as floats."""
+
+
+def _as_float(value):
+    """A float stored as strict JSON, as the float: null → NaN, "inf"/"-inf" → ±inf (others as they are)."""
+    if value is None:
+        return float("nan")
+    return float(value) if value in ("inf", "-inf") else value
+
+
+def _float_attrs(attrs):
+    """``attrs`` (nested dicts) with the values of :data:`FLOAT_ATTRS` read back as floats."""
+    if not isinstance(attrs, dict):
+        return attrs
+    return {k: _as_float(v) if k in FLOAT_ATTRS else _float_attrs(v) for k, v in attrs.items()}
+
+
+def parse_readout(text: str) -> dict:
+    """An experiment's stored ``readout`` (JSON text) with NaN and ±inf back where the store holds null and
+    "inf"/"-inf" (a readout's values are numbers, flags and lists of them, never None)."""
+    def floats(value):
+        if isinstance(value, dict):
+            return {k: floats(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [floats(v) for v in value]
+        return _as_float(value)
+
+    return floats(json.loads(text))
+
+
 def _attrs(group: Path) -> dict:
     """A Zarr group's attributes read from its ``zarr.json`` ({} when there is none)."""
     try:
@@ -904,7 +942,7 @@ def _attrs(group: Path) -> dict:
 def is_complete(out: PathLike, task: Task) -> bool:
     """Whether ``task``'s result is in the store, complete and made with the same parameters and inputs."""
     attrs = _attrs(Path(out) / task.key)
-    return bool(attrs.get("complete")) and attrs.get("params") == jsonable(task.params) \
+    return bool(attrs.get("complete")) and attrs.get("params") == strict_json(task.params) \
         and attrs.get("blocks") == [list(b) for b in task.blocks]
 
 
@@ -927,7 +965,7 @@ def remove_outdated(out: PathLike, task: Task) -> bool:
         return False
     if task.error is not None:
         known = task.params.get("model_weights") and (task.stimulus is None or task.params.get("stimulus_file"))
-        if not known or _attrs(dest).get("params") == jsonable(task.params):
+        if not known or _attrs(dest).get("params") == strict_json(task.params):
             return False
     trash = _tmp_dir(out)
     os.rename(dest, trash / "outdated")
@@ -1181,7 +1219,7 @@ class TaskResult:
         out: dict = {}
 
         def walk(group, prefix):
-            for k, v in group.attrs.items():
+            for k, v in _float_attrs(dict(group.attrs)).items():
                 if isinstance(v, (int, float, str, bool)) or v is None:
                     out[prefix + k] = v
             for name, sub in group.groups():
@@ -1207,7 +1245,7 @@ class Results(dict):
                    "stimulus": res.attrs["stimulus"], "cell": res.attrs["cell"]}
             scalars = res.scalars()
             if isinstance(scalars.get("readout"), str):
-                readout = json.loads(scalars.pop("readout"))
+                readout = parse_readout(scalars.pop("readout"))
                 scalars.update({f"readout/{k}": v for k, v in readout.items() if not isinstance(v, (list, dict))})
             row.update({k: v for k, v in scalars.items() if not (isinstance(v, str) and v.startswith(("[", "{")))})
             rows.append(row)
@@ -1251,5 +1289,6 @@ def load(out: PathLike) -> Results:
             continue  # not computed (yet), or failed
         # a result without blocks holds nothing (earlier versions stored one for an empty stimulus): not served
         if attrs.get("complete") and attrs.get("blocks"):
-            results[entry["key"]] = TaskResult(entry["key"], attrs, _lazy_arrays(path, len(attrs["blocks"])), path)
+            results[entry["key"]] = TaskResult(entry["key"], _float_attrs(attrs),
+                                               _lazy_arrays(path, len(attrs["blocks"])), path)
     return results

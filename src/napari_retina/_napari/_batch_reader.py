@@ -283,12 +283,13 @@ def _experiment_task_layers(res, name: Optional[str]) -> list[tuple]:
 
     import numpy as np
 
+    from ..batch import parse_readout
     from ._plot import TRACES_KEY, stored_traces
 
     scalars = res.scalars()
     experiment = res.attrs["name"]
     name = name or experiment
-    meta = {"experiment": experiment, "readout": json.loads(scalars.get("readout") or "{}"),
+    meta = {"experiment": experiment, "readout": parse_readout(scalars.get("readout") or "{}"),
             "conditions": json.loads(scalars.get("conditions") or "[]"), "batch_key": res.key}
     stim = np.asarray(res.arrays["stimulus"].compute())   # a protocol's movie: small, and limits symmetric about 0
     kwargs = stimulus_layer_kwargs(stim, name=name, metadata=meta)
