@@ -920,7 +920,7 @@ def _float_attrs(attrs):
 
 def parse_readout(text: str) -> dict:
     """An experiment's stored ``readout`` (JSON text) with NaN and ±inf back where the store holds null and
-    "inf"/"-inf" (a readout's values are numbers, flags and lists of them, never None)."""
+    "inf"/"-inf" (a readout holds numbers, flags, labels and lists and dicts of them, never None)."""
     def floats(value):
         if isinstance(value, dict):
             return {k: floats(v) for k, v in value.items()}
