@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -303,3 +305,61 @@ def test_attribute_tol_and_steps_exclude_each_other(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["attribute", "s.npy", "--tol", "1e-3", "--steps", "8"])
     assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+#: an osr run small enough for the tiny checkpoint (history 6, 16 px) and a few seconds
+OSR_ARGS = ["--quiet", "--steps", "2", "--no-truth", "--param", "periods=[3,6]", "--param", "n_flashes=4",
+            "--param", "max_frames=30"]
+
+
+def _strict_json(text: str):
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_experiment_json_records_which_model_and_versions(tmp_path, tiny_checkpoint, monkeypatch):
+    """NAME.json held cells: [0] but not the model: a --model run could not be told from a default run."""
+    import napari_retina.checkpoint
+    from napari_retina._json import jsonable
+    from napari_retina.checkpoint import weights_sha256
+
+    model, path = tiny_checkpoint
+    model.provenance = {"trained_by": "the test", "seed": 3}
+    path = nr.save_model(model, path)
+    assert main(["experiment", "osr", "--model", str(path), "--out", str(tmp_path / "a"), *OSR_ARGS]) == 0
+    data = _strict_json((tmp_path / "a" / "osr.json").read_text())
+    sha = weights_sha256(model.state_dict())
+    assert data["model"] == {"path": str(path), "weights_sha256": sha,
+                             "provenance": jsonable(nr.load_model(path).provenance, strict=True)}
+    assert data["model"]["provenance"]["trained_by"] == "the test"
+    assert {k: data["versions"][k] for k in ("napari_retina", "torch", "numpy")} == \
+        {"napari_retina": nr.__version__, "torch": torch.__version__, "numpy": np.__version__}
+    # the documented layout (docs/EXPERIMENTS.md); truth_readout and recovery only with the ground truth
+    assert set(data) == {"name", "cells", "params", "readout", "reduction", "attribution", "conditions", "model",
+                         "versions"}
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "EXPERIMENTS.md").read_text(encoding="utf-8")
+    section = doc.split("### What `NAME.json` holds", 1)[1].split("\n#", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", section, flags=re.M))
+    assert documented == set(data) | {"truth_readout", "recovery"}
+    # the default model: recorded as such (loaded here as the tiny one, to stay fast)
+    real = napari_retina.checkpoint.load_model
+    monkeypatch.setattr(napari_retina.checkpoint, "load_model",
+                        lambda p=None, **kw: real(path if p is None else p, **kw))
+    assert main(["experiment", "osr", "--out", str(tmp_path / "d"), *OSR_ARGS]) == 0
+    default = _strict_json((tmp_path / "d" / "osr.json").read_text())
+    assert default["model"]["path"] == "default" and default["model"]["weights_sha256"] == sha
+
+
+def test_experiment_all_records_the_model_and_versions_in_battery_json(tmp_path, tiny_checkpoint, monkeypatch):
+    import napari_retina.experiments
+
+    model, path = tiny_checkpoint
+    monkeypatch.setattr(napari_retina.experiments, "names", lambda: ["osr"])   # 'all' of one experiment: fast
+    assert main(["experiment", "all", "--model", str(path), "--out", str(tmp_path), *OSR_ARGS]) == 0
+    bat = _strict_json((tmp_path / "battery.json").read_text())
+    osr = _strict_json((tmp_path / "osr.json").read_text())
+    assert bat["model"]["path"] == str(path) and len(bat["model"]["weights_sha256"]) == 64
+    assert bat["model"] == osr["model"] and bat["versions"] == osr["versions"]
+    assert bat["versions"]["napari_retina"] == nr.__version__

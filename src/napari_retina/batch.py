@@ -76,10 +76,8 @@ import glob
 import hashlib
 import json
 import os
-import platform
 import shutil
 import socket
-import sys
 import time
 import uuid
 import warnings
@@ -817,13 +815,11 @@ def _unique_warnings(caught) -> list:
 
 def _versions() -> dict:
     import dask
-    import torch
     import zarr
 
-    version = sys.modules[__package__].__version__   # the package is loaded with any of its modules
+    from .checkpoint import versions
 
-    return {"napari_retina": version, "numpy": np.__version__, "torch": torch.__version__,
-            "zarr": zarr.__version__, "dask": dask.__version__, "python": platform.python_version()}
+    return {**versions(), "zarr": zarr.__version__, "dask": dask.__version__}
 
 
 def task_summary(path: PathLike, n_blocks: int) -> dict:

@@ -110,6 +110,30 @@ def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def model_record(model: RetinaCNN, path: Optional[PathLike] = None) -> dict:
+    """Which model made a result, as the commands record it under ``"model"``.
+
+    ``{"path": the checkpoint as given (``"default"`` for the shipped model),
+    "weights_sha256": weights_sha256(model.state_dict()), "provenance": model.provenance}``:
+    the path names the file, the digest the weights whatever the file is
+    called now, the provenance how they were trained or imported.
+    """
+    return {"path": str(path or "default"), "weights_sha256": weights_sha256(model.state_dict()),
+            "provenance": model.provenance}
+
+
+def versions() -> dict:
+    """The versions a result was computed with: ``{"napari_retina", "torch", "numpy", "python"}``."""
+    import platform
+    import sys
+
+    import numpy as np
+
+    version = sys.modules[__package__].__version__   # the package is loaded with any of its modules
+    return {"napari_retina": version, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
 def _numpy_data_globals() -> list:
     """numpy's array and scalar reconstructors (data only, no code), under numpy 2's and numpy 1's names.
 

@@ -38,7 +38,7 @@ def _predict(args) -> int:
 
     from .._predict import predict
     from .._validate import crop_origin, parse_crop
-    from ..checkpoint import load_model
+    from ..checkpoint import load_model, model_record
     from ..io import HDF5_SUFFIXES, read_stimulus, stimulus_key, write_results
 
     # everything that can be checked is checked before the model runs
@@ -59,7 +59,7 @@ def _predict(args) -> int:
             "stimulus_key": stimulus_key(args.stimulus, args.key),   # None (left out) for .npy and TIFF
             "crop_origin": np.asarray(crop_origin(stim.shape[1:], model.config.size, crop), dtype=np.int64),
             "normalize": normalize or "none",
-            "model": {"path": str(args.model or "default"), "provenance": json.dumps(model.provenance)},
+            "model": {**model_record(model, args.model), "provenance": json.dumps(model.provenance)},
         },
     )
     valid = rates[~np.isnan(rates[:, 0])]
@@ -82,7 +82,7 @@ def parse_cell(text: str):
 def _attribute(args) -> int:
     from .._validate import parse_crop
     from ..attribution import attribute
-    from ..checkpoint import load_model
+    from ..checkpoint import load_model, model_record
     from ..io import HDF5_SUFFIXES, read_stimulus, stimulus_key, write_results
 
     out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",), inputs=(args.stimulus, args.model))
@@ -99,7 +99,7 @@ def _attribute(args) -> int:
         "stimulus_file": str(args.stimulus),
         "stimulus_key": stimulus_key(args.stimulus, args.key),   # the crop's corner is attribution/crop_origin
         "normalize": normalize or "none",
-        "model": {"path": str(args.model or "default"), "provenance": json.dumps(model.provenance)},
+        "model": {**model_record(model, args.model), "provenance": json.dumps(model.provenance)},
     })
     used = attr.steps_per_frame[attr.frames]
     how = f"tol {attr.tol:g}, {int(used.min())}–{int(used.max())} steps per frame" if attr.tol is not None \

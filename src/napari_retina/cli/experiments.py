@@ -1,7 +1,8 @@
 """``napari-retina experiment NAME|all``: in-silico experiments, headless.
 
-Writes ``NAME.json`` (readout, reduction summary, ground-truth readout; strict
-JSON through :func:`napari_retina._json.jsonable`) and ``NAME.png`` (stimulus,
+Writes ``NAME.json`` (readout, reduction summary, ground-truth readout, the model
+and the versions; strict JSON through :func:`napari_retina._json.jsonable`; the
+layout is in docs/EXPERIMENTS.md) and ``NAME.png`` (stimulus,
 response, kept channels' attributions, reduced circuit;
 :func:`napari_retina.plotting.write_figure`) into ``--out``, each atomically;
 ``all`` also writes ``battery.json`` and ``battery.md`` and prints the battery
@@ -108,7 +109,7 @@ def _summary(res, truth=None, recovery=None) -> dict:
 
 def _experiment(args) -> int:
     from .. import experiments
-    from ..checkpoint import load_model
+    from ..checkpoint import load_model, model_record, versions
     from ..plotting import require_matplotlib, write_figure
 
     name = args.name
@@ -127,24 +128,25 @@ def _experiment(args) -> int:
         bat = experiments.battery(model, args.cell, retina=retina, names=names, explain=args.explain,
                                   steps=args.steps, tol=args.tol, progress=progress, **params)
     errors, truth_errors = bat["errors"], bat["truth_errors"]
+    made_by = {"model": model_record(model, args.model), "versions": versions()}   # in every file written
     done = [n for n in names if n in bat["results"]]
     for n in names:
         if n in errors:  # replace an earlier run's files: they would read as this run's
-            _write_json(out / f"{n}.json", {"name": n, "error": errors[n]})
+            _write_json(out / f"{n}.json", {"name": n, "error": errors[n], **made_by})
             (out / f"{n}.png").unlink(missing_ok=True)
             continue
         res, truth = bat["results"][n], bat["truth"][n]
         summary = _summary(res, truth, bat["recovery"].get(n))
         if n in truth_errors:
             summary["truth_error"] = truth_errors[n]
-        _write_json(out / f"{n}.json", summary)
+        _write_json(out / f"{n}.json", {**summary, **made_by})
         write_figure(res, out / f"{n}.png", truth)
     table = experiments.format_table(bat["rows"])
     failed = [f"failed: {n}: {msg}" for n, msg in errors.items()]
     print(table)
     if name == "all":
         _write_json(out / "battery.json", {"rows": bat["rows"], "recovery": bat["recovery"], "errors": errors,
-                                           "truth_errors": truth_errors})
+                                           "truth_errors": truth_errors, **made_by})
         atomic_write_text(out / "battery.md", "\n".join([table] + failed) + "\n")
         for n, rep in bat["recovery"].items():
             if isinstance(rep, dict) and "recovered" in rep:
