@@ -122,3 +122,31 @@ def test_cli_experiment_without_matplotlib_fails_before_loading_the_model(tmp_pa
     assert len(err.splitlines()) == 1
     assert err.startswith("napari-retina experiment: error: figures need matplotlib, which cannot be imported")
     assert not (tmp_path / "out").exists()
+
+
+# --- what the figure shows -------------------------------------------------------------------------------------
+
+
+def _figure(res, tmp_path, monkeypatch, truth=None):
+    """The Figure that write_figure saves, drawn (captured at savefig, as the file was written)."""
+    from matplotlib.figure import Figure
+
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figures.append(self), save(self, *a, **k))[1])
+    plotting.write_figure(res, tmp_path / "fig.png", truth)
+    fig = figures[0]
+    fig.canvas.draw()
+    return fig
+
+
+def test_legends_sit_outside_their_panels_and_inside_the_figure(result, truth, tmp_path, monkeypatch):
+    """A legend over the data hid the largest peaks: every legend is beside its axes, and not clipped."""
+    fig = _figure(result, tmp_path, monkeypatch, truth)
+    renderer = fig.canvas.get_renderer()
+    legends = [(ax, ax.get_legend()) for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 3  # response, attribution, contribution
+    page = fig.bbox
+    for ax, legend in legends:
+        box, frame = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert not box.overlaps(frame), (ax.get_title(), box, frame)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1

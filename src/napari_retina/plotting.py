@@ -46,18 +46,31 @@ def require_matplotlib() -> None:
 def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None) -> Path:
     """Write a figure of a model's experiment result to ``path`` (atomically); return the path.
 
-    Four panels over time (ms, 1 frame = :data:`~napari_retina._units.FRAME_MS`):
-    the stimulus (full-field contrast, or an x–t image of the middle row in µm
-    for bars), the response (the model's summed rate, the reduced circuit's and,
-    with ``truth``, the ground-truth retina's), the kept channels' attributions
-    A_c(t) on the attributed frames, and each kept channel's contribution to the
-    reduced circuit.
+    The figure (:func:`make_figure`) has four panels sharing a time axis
+    (ms, 1 frame = :data:`~napari_retina._units.FRAME_MS`):
+
+    - the stimulus: the full-field contrast, or, for bars, an x–t image of the middle row in µm;
+    - the response: the model's summed rate, the reduced circuit's and, with
+      ``truth``, the ground-truth retina's (spikes per bin);
+    - the kept channels' attributions A_c(t) on the attributed frames (spikes per bin);
+    - each kept channel's contribution to the reduced circuit.
+
+    Legends sit right of their panels, outside the data.
 
     ``res`` is a model run's :class:`~napari_retina.experiments.base.ExperimentResult`
     (with attribution and reduction); ``truth`` the same experiment's
     ground-truth result or None. The format is ``path``'s suffix (``.png``
-    when there is none), passed to matplotlib explicitly.
+    when there is none), passed to matplotlib explicitly. The file is
+    :data:`FIGSIZE` × :data:`DPI` pixels (constrained layout, nothing clipped).
     """
+    fig = make_figure(res, truth)
+    path = Path(path)
+    fmt = path.suffix[1:].lower() or "png"  # the temporary file's name has no image suffix
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format=fmt))
+
+
+def make_figure(res: Any, truth: Optional[Any] = None):
+    """The :class:`matplotlib.figure.Figure` that :func:`write_figure` writes (Agg canvas, laid out)."""
     if getattr(res, "attribution", None) is None or getattr(res, "reduction", None) is None:
         raise ValueError(f"a figure needs a model's experiment result (with attribution and reduction), "
                          f"got {type(res).__name__} without them")
@@ -65,31 +78,38 @@ def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    path = Path(path)
-    fmt = path.suffix[1:].lower() or "png"  # the temporary file's name has no image suffix
-    fig = Figure(figsize=FIGSIZE)
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(4, 1, sharex=True, gridspec_kw={"height_ratios": [1.2, 1.5, 1.5, 1.2]})
     t_ms = np.arange(len(res.stimulus)) * FRAME_MS
-    _stimulus_panel(axes[0], res, t_ms)
+    _stimulus_panel(axes[0], res)
     _response_panel(axes[1], res, t_ms, truth)
     _attribution_panel(axes[2], res, t_ms)
     _contribution_panel(axes[3], res, t_ms)
-    fig.tight_layout()
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format=fmt))
+    for ax in axes[1:]:
+        _legend(ax)
+    axes[-1].set_xlim(0, len(res.stimulus) * FRAME_MS)
+    return fig
 
 
-def _stimulus_panel(ax, res, t_ms: np.ndarray) -> None:
+def _legend(ax) -> None:
+    """The panel's legend right of its axes, outside the data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize=8)
+
+
+def _stimulus_panel(ax, res) -> None:
     """Full-field contrast (T,) for space-invariant runs, else an x–t image of the middle row (bars along y)."""
     stim = res.stimulus
+    t_ms = np.arange(len(stim)) * FRAME_MS
     if res.attribution.invariance == "space":
         ax.plot(t_ms, stim[:, 0, 0], color="k", lw=0.8)
         ax.set_ylabel("contrast")
-    else:
-        half_um = stim.shape[2] / 2 * PIXEL_UM
-        ax.imshow(stim[:, stim.shape[1] // 2, :].T, aspect="auto", cmap="gray", vmin=-1, vmax=1,
-                  extent=(0, len(stim) * FRAME_MS, half_um, -half_um), interpolation="nearest")
-        ax.set_ylabel("x (µm)")
+        ax.set_title(f"{res.name}: stimulus")
+        return
+    half_um = stim.shape[2] / 2 * PIXEL_UM
+    ax.imshow(stim[:, stim.shape[1] // 2, :].T, aspect="auto", cmap="gray", vmin=-1, vmax=1,
+              extent=(0, len(stim) * FRAME_MS, half_um, -half_um), interpolation="nearest")
+    ax.set_ylabel("x (µm)")
     ax.set_title(f"{res.name}: stimulus")
 
 
@@ -101,7 +121,6 @@ def _response_panel(ax, res, t_ms: np.ndarray, truth) -> None:
     if truth is not None:
         ax.plot(t_ms, truth.response, color="tab:green", lw=0.8, alpha=0.7, label="ground truth")
     ax.set_ylabel("rate (spikes/bin)")
-    ax.legend(loc="upper right", fontsize=8)
     ax.set_title(f"response; present: model {res.readout['present']}"
                  + (f", truth {truth.readout['present']}" if truth is not None else ""))
 
@@ -117,7 +136,6 @@ def _attribution_panel(ax, res, t_ms: np.ndarray) -> None:
         ax.plot(np.insert(t_ms[frames], cuts, np.nan), np.insert(tr, cuts, np.nan), lw=0.9, marker=".", ms=2,
                 label=res.reduction.label(c))
     ax.set_ylabel("A_c(t) (spikes/bin)")
-    ax.legend(loc="upper right", fontsize=8)
     ax.set_title("kept channels' attributions (attributed frames)")
 
 
@@ -129,5 +147,4 @@ def _contribution_panel(ax, res, t_ms: np.ndarray) -> None:
         ax.plot(t_ms, red.contributions[:, k], lw=0.9, label=f"Σ_p β·d  {red.label(c)}")
     ax.set_ylabel("channel contribution (spikes/bin)")
     ax.set_xlabel("time (ms)")
-    ax.legend(loc="upper right", fontsize=8)
     ax.set_title(f"reduced circuit: r = softplus(Σ_cp β_cp d_cp + β_0), pools {', '.join(red.pools)}")
