@@ -150,3 +150,30 @@ def test_legends_sit_outside_their_panels_and_inside_the_figure(result, truth, t
         box, frame = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
         assert not box.overlaps(frame), (ax.get_title(), box, frame)
         assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
+
+
+def test_titles_say_the_experiment_cell_model_and_every_present_flag_in_words(result, truth, tmp_path,
+                                                                              monkeypatch):
+    model = result.attribution.model
+    monkeypatch.setattr(model, "provenance", {"data_file": "/data/mix.h5", "date": "2026-11-30 22:47:32 UTC"},
+                        raising=False)
+    fig = _figure(result, tmp_path, monkeypatch, truth)
+    assert fig.get_suptitle() == "latency experiment — cell 0 — model trained on mix.h5, 2026-11-30"
+    yn = {True: "yes", False: "no"}
+    title = fig.axes[1].get_title()
+    assert title == (f"response of cell 0 — latency present: model {yn[result.readout['present']]}, "
+                     f"reduced circuit {yn[result.readout['reduced']['present']]}, "
+                     f"ground truth {yn[truth.readout['present']]}")
+    assert "True" not in title and "False" not in title
+
+
+def test_model_name_comes_from_the_provenance():
+    class M:
+        provenance: dict = {}
+
+    m = M()
+    assert plotting.model_name(m) == "model without provenance (not trained by napari-retina)"
+    m.provenance = {"imported": {"format": "torch-deep-retina", "file": "bncnn.pt"}}
+    assert plotting.model_name(m) == "model bncnn.pt (torch-deep-retina)"
+    m.provenance = {"data_file": "/tmp/sw2/mix.h5"}
+    assert plotting.model_name(m) == "model trained on mix.h5"

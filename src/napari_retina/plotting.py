@@ -46,12 +46,15 @@ def require_matplotlib() -> None:
 def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None) -> Path:
     """Write a figure of a model's experiment result to ``path`` (atomically); return the path.
 
-    The figure (:func:`make_figure`) has four panels sharing a time axis
-    (ms, 1 frame = :data:`~napari_retina._units.FRAME_MS`):
+    The figure (:func:`make_figure`) is titled with the experiment, the analysed
+    cell(s) and the model (:func:`model_name`), over four panels sharing a time
+    axis (ms, 1 frame = :data:`~napari_retina._units.FRAME_MS`):
 
-    - the stimulus: the full-field contrast, or, for bars, an x–t image of the middle row in µm;
+    - the stimulus: the full-field contrast, or, for bars, an x–t image of the
+      middle row in µm (black −1, white +1 s.d., clipped);
     - the response: the model's summed rate, the reduced circuit's and, with
-      ``truth``, the ground-truth retina's (spikes per bin);
+      ``truth``, the ground-truth retina's (spikes per bin), titled with each
+      one's ``present`` flag;
     - the kept channels' attributions A_c(t) on the attributed frames (spikes per bin);
     - each kept channel's contribution to the reduced circuit.
 
@@ -82,6 +85,8 @@ def make_figure(res: Any, truth: Optional[Any] = None):
     FigureCanvasAgg(fig)
     axes = fig.subplots(4, 1, sharex=True, gridspec_kw={"height_ratios": [1.2, 1.5, 1.5, 1.2]})
     t_ms = np.arange(len(res.stimulus)) * FRAME_MS
+    model = getattr(res.attribution, "model", None)
+    fig.suptitle(f"{res.name} experiment — {_cells_text(res.cells)} — {model_name(model)}")
     _stimulus_panel(axes[0], res)
     _response_panel(axes[1], res, t_ms, truth)
     _attribution_panel(axes[2], res, t_ms)
@@ -90,6 +95,29 @@ def make_figure(res: Any, truth: Optional[Any] = None):
         _legend(ax)
     axes[-1].set_xlim(0, len(res.stimulus) * FRAME_MS)
     return fig
+
+
+def model_name(model: Any) -> str:
+    """The model in a few words from its ``provenance``: an imported file's name and format, the data a
+    napari-retina checkpoint was trained on and when, or that it has no provenance (built in code)."""
+    prov = getattr(model, "provenance", None) or {}
+    imported = prov.get("imported")
+    if isinstance(imported, dict):
+        return f"model {imported.get('file', 'imported')} ({imported.get('format', 'imported')})"
+    if prov.get("data_file"):
+        date = str(prov.get("date", "")).split(" ")[0]
+        return f"model trained on {Path(str(prov['data_file'])).name}" + (f", {date}" if date else "")
+    return "model without provenance (not trained by napari-retina)"
+
+
+def _cells_text(cells) -> str:
+    cells = [int(c) for c in cells]
+    return f"cell {cells[0]}" if len(cells) == 1 else f"cells {', '.join(map(str, cells))} (summed)"
+
+
+def _yes_no(readout: Optional[dict]) -> str:
+    present = (readout or {}).get("present")
+    return "n/a" if present is None else ("yes" if present else "no")
 
 
 def _legend(ax) -> None:
@@ -104,13 +132,13 @@ def _stimulus_panel(ax, res) -> None:
     if res.attribution.invariance == "space":
         ax.plot(t_ms, stim[:, 0, 0], color="k", lw=0.8)
         ax.set_ylabel("contrast")
-        ax.set_title(f"{res.name}: stimulus")
+        ax.set_title("stimulus (full field)")
         return
     half_um = stim.shape[2] / 2 * PIXEL_UM
     ax.imshow(stim[:, stim.shape[1] // 2, :].T, aspect="auto", cmap="gray", vmin=-1, vmax=1,
               extent=(0, len(stim) * FRAME_MS, half_um, -half_um), interpolation="nearest")
     ax.set_ylabel("x (µm)")
-    ax.set_title(f"{res.name}: stimulus")
+    ax.set_title("stimulus: middle row over time (black −1, white +1 s.d. of the training stimulus)")
 
 
 def _response_panel(ax, res, t_ms: np.ndarray, truth) -> None:
@@ -121,8 +149,10 @@ def _response_panel(ax, res, t_ms: np.ndarray, truth) -> None:
     if truth is not None:
         ax.plot(t_ms, truth.response, color="tab:green", lw=0.8, alpha=0.7, label="ground truth")
     ax.set_ylabel("rate (spikes/bin)")
-    ax.set_title(f"response; present: model {res.readout['present']}"
-                 + (f", truth {truth.readout['present']}" if truth is not None else ""))
+    present = [f"model {_yes_no(res.readout)}", f"reduced circuit {_yes_no(res.readout.get('reduced'))}"]
+    if truth is not None:
+        present.append(f"ground truth {_yes_no(truth.readout)}")
+    ax.set_title(f"response of {_cells_text(res.cells)} — {res.name} present: {', '.join(present)}")
 
 
 def _attribution_panel(ax, res, t_ms: np.ndarray) -> None:
