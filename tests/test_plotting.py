@@ -139,6 +139,11 @@ def _figure(res, tmp_path, monkeypatch, truth=None):
     return fig
 
 
+@pytest.fixture(scope="module")
+def anticipation(tiny):
+    return nr.experiments.run("anticipation", tiny, cell=0, steps=4, max_frames=30)
+
+
 def test_legends_sit_outside_their_panels_and_inside_the_figure(result, truth, tmp_path, monkeypatch):
     """A legend over the data hid the largest peaks: every legend is beside its axes, and not clipped."""
     fig = _figure(result, tmp_path, monkeypatch, truth)
@@ -177,3 +182,39 @@ def test_model_name_comes_from_the_provenance():
     assert plotting.model_name(m) == "model bncnn.pt (torch-deep-retina)"
     m.provenance = {"data_file": "/tmp/sw2/mix.h5"}
     assert plotting.model_name(m) == "model trained on mix.h5"
+
+
+def test_every_flashed_bar_shows_in_the_rendered_x_t_stimulus(anticipation, tmp_path, monkeypatch):
+    """2-frame flashes among ~2000 frames: nearest-neighbour drawing dropped most of them at figure
+    resolution; each must leave a dark pixel where (when, where) it was flashed."""
+    fig = _figure(anticipation, tmp_path, monkeypatch)
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    height = rgba.shape[0]
+    ax, stim = fig.axes[0], anticipation.stimulus
+    row = stim[:, stim.shape[1] // 2, :]
+    half_um = stim.shape[2] / 2 * plotting.PIXEL_UM
+    flashes = [c for c in anticipation.conditions if c["kind"] == "flash"]
+    assert len(flashes) >= 10
+    for c in flashes:
+        seg = row[c["start"]:c["stop"]]
+        t, x = np.nonzero(seg)
+        t0, t1 = (c["start"] + t.min()) * plotting.FRAME_MS, (c["start"] + t.max() + 1) * plotting.FRAME_MS
+        x0, x1 = -half_um + x.min() * plotting.PIXEL_UM, -half_um + (x.max() + 1) * plotting.PIXEL_UM
+        (c0, r0), (c1, r1) = ax.transData.transform([(t0, x0), (t1, x1)])
+        cols = slice(int(np.floor(min(c0, c1))) - 2, int(np.ceil(max(c0, c1))) + 3)
+        rows = slice(height - int(np.ceil(max(r0, r1))), height - int(np.floor(min(r0, r1))))
+        patch = rgba[rows, cols, :3].astype(int)
+        assert patch.size and patch.max(axis=-1).min() < 60, (c, patch.max(axis=-1).min())  # black: contrast −1
+
+
+def test_pool_time_keeps_every_short_event_with_its_sign():
+    image = np.zeros((1000, 3), np.float32)
+    image[[10, 11], 0] = -1.0      # a 2-frame dark flash
+    image[503, 1] = 0.7            # a 1-frame bright one
+    image[998, 2] = -0.5           # in the padded last bin
+    pooled, k = plotting.pool_time(image, 90)
+    assert k == 12 and pooled.shape == (84, 3)
+    assert pooled[0, 0] == -1.0 and pooled[503 // 12, 1] == np.float32(0.7) and pooled[-1, 2] == -0.5
+    assert np.count_nonzero(pooled) == 3
+    same, k1 = plotting.pool_time(image, 5000)
+    assert k1 == 1 and np.array_equal(same, image)

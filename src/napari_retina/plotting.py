@@ -51,7 +51,9 @@ def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None) -> Path:
     axis (ms, 1 frame = :data:`~napari_retina._units.FRAME_MS`):
 
     - the stimulus: the full-field contrast, or, for bars, an x–t image of the
-      middle row in µm (black −1, white +1 s.d., clipped);
+      middle row in µm (black −1, white +1 s.d., clipped), its frames
+      max-|value| pooled to half the panel's width in pixels so that a 2-frame
+      flash stays visible (:func:`pool_time`);
     - the response: the model's summed rate, the reduced circuit's and, with
       ``truth``, the ground-truth retina's (spikes per bin), titled with each
       one's ``present`` flag;
@@ -87,13 +89,16 @@ def make_figure(res: Any, truth: Optional[Any] = None):
     t_ms = np.arange(len(res.stimulus)) * FRAME_MS
     model = getattr(res.attribution, "model", None)
     fig.suptitle(f"{res.name} experiment — {_cells_text(res.cells)} — {model_name(model)}")
-    _stimulus_panel(axes[0], res)
+    image = _stimulus_panel(axes[0], res)
     _response_panel(axes[1], res, t_ms, truth)
     _attribution_panel(axes[2], res, t_ms)
     _contribution_panel(axes[3], res, t_ms)
     for ax in axes[1:]:
         _legend(ax)
     axes[-1].set_xlim(0, len(res.stimulus) * FRAME_MS)
+    if image is not None:  # pool the x–t image to the panel's width in pixels, known once laid out
+        fig.draw_without_rendering()
+        _pool_image(image, res, axes[0].bbox.width)
     return fig
 
 
@@ -108,6 +113,26 @@ def model_name(model: Any) -> str:
         date = str(prov.get("date", "")).split(" ")[0]
         return f"model trained on {Path(str(prov['data_file'])).name}" + (f", {date}" if date else "")
     return "model without provenance (not trained by napari-retina)"
+
+
+def pool_time(image: np.ndarray, bins: int) -> tuple[np.ndarray, int]:
+    """``image`` (T, X) pooled over time to at most ``bins`` rows, each the value of largest magnitude among
+    ``k`` consecutive frames (the last ones padded with 0, grey); returns (pooled, k).
+
+    Nearest-neighbour resampling of T frames onto fewer pixel columns drops
+    short events (a 2-frame flash among thousands of frames); max-|value|
+    pooling keeps every one, with its sign.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    k = max(1, -(-len(image) // max(1, int(bins))))
+    if k == 1:
+        return image, 1
+    n = -(-len(image) // k)
+    padded = np.zeros((n * k,) + image.shape[1:], np.float32)
+    padded[:len(image)] = image
+    blocks = padded.reshape(n, k, *image.shape[1:])
+    pick = np.abs(blocks).argmax(axis=1)[:, None]
+    return np.take_along_axis(blocks, pick, axis=1)[:, 0], k
 
 
 def _cells_text(cells) -> str:
@@ -125,20 +150,32 @@ def _legend(ax) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize=8)
 
 
-def _stimulus_panel(ax, res) -> None:
-    """Full-field contrast (T,) for space-invariant runs, else an x–t image of the middle row (bars along y)."""
+def _stimulus_panel(ax, res):
+    """Full-field contrast (T,) for space-invariant runs, else an x–t image of the middle row (bars along y),
+    returned to be pooled once the panel's width is known."""
     stim = res.stimulus
     t_ms = np.arange(len(stim)) * FRAME_MS
     if res.attribution.invariance == "space":
         ax.plot(t_ms, stim[:, 0, 0], color="k", lw=0.8)
         ax.set_ylabel("contrast")
         ax.set_title("stimulus (full field)")
-        return
+        return None
     half_um = stim.shape[2] / 2 * PIXEL_UM
-    ax.imshow(stim[:, stim.shape[1] // 2, :].T, aspect="auto", cmap="gray", vmin=-1, vmax=1,
-              extent=(0, len(stim) * FRAME_MS, half_um, -half_um), interpolation="nearest")
+    image = ax.imshow(stim[:, stim.shape[1] // 2, :].T, aspect="auto", cmap="gray", vmin=-1, vmax=1,
+                      extent=(0, len(stim) * FRAME_MS, half_um, -half_um), interpolation="nearest")
     ax.set_ylabel("x (µm)")
     ax.set_title("stimulus: middle row over time (black −1, white +1 s.d. of the training stimulus)")
+    return image
+
+
+def _pool_image(image, res, width_px: float) -> None:
+    """Show the x–t image pooled to half the panel's width in pixels: each pooled column then spans at least
+    one whole pixel, so nearest-neighbour drawing shows every one."""
+    stim = res.stimulus
+    pooled, k = pool_time(stim[:, stim.shape[1] // 2, :], int(width_px) // 2)
+    image.set_data(pooled.T)
+    left, _, bottom, top = image.get_extent()
+    image.set_extent((left, len(pooled) * k * FRAME_MS, bottom, top))
 
 
 def _response_panel(ax, res, t_ms: np.ndarray, truth) -> None:
