@@ -57,9 +57,10 @@ def test_every_panel_says_its_unit(result, tmp_path, monkeypatch):
     figures, save = [], Figure.savefig
     monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figures.append(self), save(self, *a, **k))[1])
     plotting.write_figure(result, tmp_path / "fig.png")
-    labels = [ax.get_ylabel() for ax in figures[0].axes if ax.get_ylabel()]
+    labels = [" ".join(ax.get_ylabel().split()) for ax in figures[0].axes if ax.get_ylabel()]
     assert len(labels) == 4 and figures[0].axes[-1].get_xlabel() == "time (ms)"
-    assert labels[0] == "contrast"  # space-invariant latency: the stimulus panel is a contrast trace
+    # space-invariant latency: the stimulus panel is a contrast trace, in s.d. of the training stimulus
+    assert labels[0] == "contrast (s.d. of the training stimulus)"
     assert all(label.endswith("(spikes/bin)") for label in labels[1:]), labels
 
 
@@ -182,6 +183,15 @@ def test_model_name_comes_from_the_provenance():
     assert plotting.model_name(m) == "model bncnn.pt (torch-deep-retina)"
     m.provenance = {"data_file": "/tmp/sw2/mix.h5"}
     assert plotting.model_name(m) == "model trained on mix.h5"
+
+
+def test_the_full_field_contrast_label_fits_its_panel(result, tmp_path, monkeypatch):
+    fig = _figure(result, tmp_path, monkeypatch)
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    label = ax.yaxis.label.get_window_extent(renderer)
+    frame = ax.get_window_extent(renderer)
+    assert label.height <= frame.height and fig.bbox.x0 <= label.x0
 
 
 def test_every_flashed_bar_shows_in_the_rendered_x_t_stimulus(anticipation, tmp_path, monkeypatch):

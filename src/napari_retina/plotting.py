@@ -50,10 +50,10 @@ def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None) -> Path:
     cell(s) and the model (:func:`model_name`), over four panels sharing a time
     axis (ms, 1 frame = :data:`~napari_retina._units.FRAME_MS`):
 
-    - the stimulus: the full-field contrast, or, for bars, an x–t image of the
-      middle row in µm (black −1, white +1 s.d., clipped), its frames
-      max-|value| pooled to half the panel's width in pixels so that a 2-frame
-      flash stays visible (:func:`pool_time`);
+    - the stimulus: the full-field contrast in s.d. of the training stimulus,
+      or, for bars, an x–t image of the middle row in µm (black −1, white +1
+      s.d., clipped), its frames max-|value| pooled to half the panel's width
+      in pixels so that a 2-frame flash stays visible (:func:`pool_time`);
     - the response: the model's summed rate, the reduced circuit's and, with
       ``truth``, the ground-truth retina's (spikes per bin), titled with each
       one's ``present`` flag;
@@ -157,7 +157,7 @@ def _stimulus_panel(ax, res):
     t_ms = np.arange(len(stim)) * FRAME_MS
     if res.attribution.invariance == "space":
         ax.plot(t_ms, stim[:, 0, 0], color="k", lw=0.8)
-        ax.set_ylabel("contrast")
+        ax.set_ylabel("contrast\n(s.d. of the\ntraining stimulus)", fontsize=9)
         ax.set_title("stimulus (full field)")
         return None
     half_um = stim.shape[2] / 2 * PIXEL_UM
