@@ -228,3 +228,32 @@ def test_pool_time_keeps_every_short_event_with_its_sign():
     assert np.count_nonzero(pooled) == 3
     same, k1 = plotting.pool_time(image, 5000)
     assert k1 == 1 and np.array_equal(same, image)
+
+
+def _event_lines(ax) -> set:
+    """x (ms) of the vertical lines drawn across the axes."""
+    return {float(line.get_xdata()[0]) for line in ax.get_lines()
+            if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1]
+            and tuple(line.get_ydata()) == (0, 1)}
+
+
+def test_every_time_panel_marks_the_experiments_events(result, tmp_path, monkeypatch):
+    fig = _figure(result, tmp_path, monkeypatch)
+    onsets = {c["onset"] * plotting.FRAME_MS for c in result.conditions}
+    assert len(onsets) == 3
+    for ax in fig.axes:
+        assert onsets <= _event_lines(ax), ax.get_title()
+    assert "onset" in [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+
+
+def test_events_are_read_generically_from_the_conditions(result, tmp_path, monkeypatch):
+    """osr's omitted flash, reversal's reversal frame, onsets and offsets: whatever the conditions hold."""
+    import dataclasses
+
+    conditions = [{"onset": 5, "reversal_frame": 10, "offset": 15, "omitted": 20, "start": 0, "stop": 40},
+                  {"omitted": 25, "onsets": [1, 2], "window": 10}]
+    fig = _figure(dataclasses.replace(result, conditions=conditions), tmp_path, monkeypatch)
+    for ax in fig.axes:
+        assert _event_lines(ax) == {50.0, 100.0, 150.0, 200.0, 250.0}
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert {"onset", "reversal", "offset", "omitted flash"} <= set(legend)

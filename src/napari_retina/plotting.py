@@ -60,7 +60,14 @@ def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None) -> Path:
     - the kept channels' attributions A_c(t) on the attributed frames (spikes per bin);
     - each kept channel's contribution to the reduced circuit.
 
-    Legends sit right of their panels, outside the data.
+    Legends sit right of their panels, outside the data. Every panel marks
+    the experiment's events (:data:`EVENTS`, read from ``res.conditions``) as
+    thin vertical lines, named in the response panel's legend: ``osr``, the
+    omitted flash of each period; ``latency``, each flash's onset;
+    ``anticipation``, each flashed bar's onset and each moving bar's onset
+    and offset; ``reversal``, each bar's onset, reversal and offset;
+    ``doubling``, each grating's onset. Any other experiment gets the events
+    of these names its conditions hold.
 
     ``res`` is a model run's :class:`~napari_retina.experiments.base.ExperimentResult`
     (with attribution and reduction); ``truth`` the same experiment's
@@ -93,13 +100,25 @@ def make_figure(res: Any, truth: Optional[Any] = None):
     _response_panel(axes[1], res, t_ms, truth)
     _attribution_panel(axes[2], res, t_ms)
     _contribution_panel(axes[3], res, t_ms)
-    for ax in axes[1:]:
+    events = [_mark_events(ax, res.conditions) for ax in axes]
+    handles, labels = axes[1].get_legend_handles_labels()
+    _legend(axes[1], handles + events[1], labels + [h.get_label() for h in events[1]])
+    for ax in axes[2:]:
         _legend(ax)
     axes[-1].set_xlim(0, len(res.stimulus) * FRAME_MS)
     if image is not None:  # pool the x–t image to the panel's width in pixels, known once laid out
         fig.draw_without_rendering()
         _pool_image(image, res, axes[0].bbox.width)
     return fig
+
+
+#: condition keys drawn as events (absolute frames): key -> (legend label, colour, line style)
+EVENTS = {
+    "onset": ("onset", "tab:cyan", "-"),
+    "reversal_frame": ("reversal", "tab:purple", "-"),
+    "offset": ("offset", "tab:cyan", ":"),
+    "omitted": ("omitted flash", "magenta", "-"),
+}
 
 
 def model_name(model: Any) -> str:
@@ -145,9 +164,26 @@ def _yes_no(readout: Optional[dict]) -> str:
     return "n/a" if present is None else ("yes" if present else "no")
 
 
-def _legend(ax) -> None:
+def _legend(ax, handles=None, labels=None) -> None:
     """The panel's legend right of its axes, outside the data."""
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize=8)
+    args = () if handles is None else (handles, labels)
+    ax.legend(*args, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize=8)
+
+
+def _mark_events(ax, conditions) -> list:
+    """Thin vertical lines at every condition's events (:data:`EVENTS`); one legend handle per kind drawn."""
+    from matplotlib.lines import Line2D
+
+    handles = {}
+    for cond in conditions:
+        for key, (label, colour, style) in EVENTS.items():
+            frame = cond.get(key) if isinstance(cond, dict) else None
+            if isinstance(frame, (int, float, np.integer, np.floating)) and not isinstance(frame, bool) \
+                    and np.isfinite(frame):
+                line = ax.axvline(float(frame) * FRAME_MS, color=colour, ls=style, lw=0.6, alpha=0.7, zorder=1)
+                handles.setdefault(key, line)
+    return [Line2D([], [], color=EVENTS[k][1], ls=EVENTS[k][2], lw=0.8, label=EVENTS[k][0])
+            for k in EVENTS if k in handles]
 
 
 def _stimulus_panel(ax, res):
