@@ -61,7 +61,8 @@ def test_every_panel_says_its_unit(result, tmp_path, monkeypatch):
     assert len(labels) == 4 and figures[0].axes[-1].get_xlabel() == "time (ms)"
     # space-invariant latency: the stimulus panel is a contrast trace, in s.d. of the training stimulus
     assert labels[0] == "contrast (s.d. of the training stimulus)"
-    assert all(label.endswith("(spikes/bin)") for label in labels[1:]), labels
+    assert all(label.endswith("(spikes/bin)") for label in labels[1:3]), labels
+    assert labels[3] == "term of the softplus argument (a.u.)"  # not a rate: softplus comes after the sum
 
 
 def test_a_path_without_suffix_gets_a_png(result, tmp_path):
@@ -257,3 +258,15 @@ def test_events_are_read_generically_from_the_conditions(result, tmp_path, monke
         assert _event_lines(ax) == {50.0, 100.0, 150.0, 200.0, 250.0}
     legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert {"onset", "reversal", "offset", "omitted flash"} <= set(legend)
+
+
+def test_the_contribution_panel_names_the_softplus_terms_and_the_pools(anticipation, tmp_path, monkeypatch):
+    fig = _figure(anticipation, tmp_path, monkeypatch)
+    ax = fig.axes[3]
+    assert "spikes/bin" not in ax.get_ylabel() and "softplus" in ax.get_ylabel()
+    assert anticipation.reduction.pools == ["abs", "signed"]
+    title = " ".join(ax.get_title().split())
+    assert "softplus" in title and "mean_t |A_c|" in title and "mean_t A_c (signed)" in title
+    renderer = fig.canvas.get_renderer()
+    box = ax.title.get_window_extent(renderer)
+    assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1  # readable: not cut at the figure's edges

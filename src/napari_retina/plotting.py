@@ -58,7 +58,7 @@ def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None) -> Path:
       ``truth``, the ground-truth retina's (spikes per bin), titled with each
       one's ``present`` flag;
     - the kept channels' attributions A_c(t) on the attributed frames (spikes per bin);
-    - each kept channel's contribution to the reduced circuit.
+    - each kept channel's term of the reduced circuit's softplus argument.
 
     Legends sit right of their panels, outside the data. Every panel marks
     the experiment's events (:data:`EVENTS`, read from ``res.conditions``) as
@@ -242,12 +242,19 @@ def _attribution_panel(ax, res, t_ms: np.ndarray) -> None:
     ax.set_title("kept channels' attributions (attributed frames)")
 
 
+#: what each of the reduced circuit's pools weights a channel's units with (:func:`napari_retina.reduce`)
+POOL_NAMES = {"abs": "mean_t |A_c| (where the channel mattered)", "signed": "mean_t A_c (signed)",
+              "uniform": "one uniform weight (full field: space summed out)"}
+
+
 def _contribution_panel(ax, res, t_ms: np.ndarray) -> None:
-    """Each kept channel's pooled contribution Σ_p β·d to the reduced circuit's drive (its softplus argument,
-    in spikes per bin like the rate it gives)."""
+    """Each kept channel's pooled contribution Σ_p β_cp·d_cp(t) to the reduced circuit's softplus argument
+    (dimensionless: the rate is softplus of their sum plus β_0, not their sum)."""
     red = res.reduction
     for k, c in enumerate(red.kept):
-        ax.plot(t_ms, red.contributions[:, k], lw=0.9, label=f"Σ_p β·d  {red.label(c)}")
-    ax.set_ylabel("channel contribution (spikes/bin)")
+        ax.plot(t_ms, red.contributions[:, k], lw=0.9, label=f"{red.label(c)}")
+    ax.set_ylabel("term of the softplus\nargument (a.u.)")
     ax.set_xlabel("time (ms)")
-    ax.set_title(f"reduced circuit: r = softplus(Σ_cp β_cp d_cp + β_0), pools {', '.join(red.pools)}")
+    pools = " and by ".join(POOL_NAMES.get(p, p) for p in red.pools)
+    ax.set_title(f"reduced circuit: r = softplus(Σ_c term_c + β_0), term_c = Σ_p β_cp·d_cp(t), the pools d_cp of "
+                 f"channel c's\nrectified units weighted over space by {pools}", fontsize=9)
