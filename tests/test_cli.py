@@ -363,3 +363,7 @@ def test_experiment_all_records_the_model_and_versions_in_battery_json(tmp_path,
     assert bat["model"]["path"] == str(path) and len(bat["model"]["weights_sha256"]) == 64
     assert bat["model"] == osr["model"] and bat["versions"] == osr["versions"]
     assert bat["versions"]["napari_retina"] == nr.__version__
+    # battery.md says which model, cell and settings, as its table alone did not
+    head = (tmp_path / "battery.md").read_text().splitlines()[0]
+    assert head.startswith(f"# Battery: cell 0 of {path} (") and bat["model"]["weights_sha256"][:12] in head
+    assert "explain 0.9" in head and "napari-retina " + nr.__version__ in head

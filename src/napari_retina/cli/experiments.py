@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from .._atomic import atomic_write_text
@@ -68,6 +69,22 @@ def _check_run(args, model) -> None:
         check_tol(args.tol)
     if args.steps is not None:
         check_int(args.steps, "steps", 1, MAX_STEPS + 1)
+
+
+def _battery_header(args, made_by: dict) -> str:
+    """battery.md's first lines: what was run on which model and cell, how, and what the key numbers are in."""
+    from ..plotting import model_name
+
+    rec = made_by["model"]
+    how = f"steps {args.steps}" if args.steps is not None else f"tol {args.tol if args.tol is not None else DEFAULT_TOL:g}"
+    model = SimpleNamespace(provenance=rec["provenance"])
+    which = "the shipped model" if rec["path"] == "default" else rec["path"]
+    return (f"# Battery: cell {args.cell} of {which} ({model_name(model)}, weights sha256 "
+            f"{rec['weights_sha256'][:12]}), explain {args.explain:g}, {how}, napari-retina "
+            f"{made_by['versions']['napari_retina']}\n\n"
+            "present: yes/no by the criteria of docs/EXPERIMENTS.md; key numbers model / truth, in the units their "
+            "names give (ms, µm; slope ms per ms, r2 and f2_f1 ratios); reduced EV: the reduced circuit's explained "
+            "variance of the model's rate on the attributed frames.")
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -147,7 +164,7 @@ def _experiment(args) -> int:
     if name == "all":
         _write_json(out / "battery.json", {"rows": bat["rows"], "recovery": bat["recovery"], "errors": errors,
                                            "truth_errors": truth_errors, **made_by})
-        atomic_write_text(out / "battery.md", "\n".join([table] + failed) + "\n")
+        atomic_write_text(out / "battery.md", "\n".join([_battery_header(args, made_by), "", table] + failed) + "\n")
         for n, rep in bat["recovery"].items():
             if isinstance(rep, dict) and "recovered" in rep:
                 found = {k: v for k, v in rep["recovered"].items() if v}
