@@ -270,3 +270,24 @@ def test_the_contribution_panel_names_the_softplus_terms_and_the_pools(anticipat
     renderer = fig.canvas.get_renderer()
     box = ax.title.get_window_extent(renderer)
     assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1  # readable: not cut at the figure's edges
+
+
+def test_channel_legends_say_which_truth_pathway_a_channel_recovers(result, tmp_path, monkeypatch):
+    """The kernel-rule labels can contradict the recovery (the shipped model's A5 reads "OFF fast" and recovers
+    the truth's ON fast): with a recovery report the legends carry both."""
+    from matplotlib.figure import Figure
+
+    kept = [int(c) for c in result.reduction.kept]
+    recovery = {"recovered": {"ON fast": [kept[0]], "ON slow": [], "OFF fast": kept[1:2]}}
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figures.append(self), save(self, *a, **k))[1])
+    plotting.write_figure(result, tmp_path / "fig.png", None, recovery)
+    axes = figures[0].axes
+    for ax in axes[2:4]:
+        texts = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert texts[0] == f"{result.reduction.label(kept[0])} ≈ truth ON fast"
+        if len(kept) > 1:
+            assert texts[1] == f"{result.reduction.label(kept[1])} ≈ truth OFF fast"
+        assert all(t == result.reduction.label(c) for t, c in zip(texts[2:], kept[2:]))
+    # without a report, the labels alone
+    assert plotting.channel_labels(result.reduction) == {c: result.reduction.label(c) for c in kept}

@@ -43,7 +43,7 @@ def require_matplotlib() -> None:
         ) from None
 
 
-def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None) -> Path:
+def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None, recovery: Optional[dict] = None) -> Path:
     """Write a figure of a model's experiment result to ``path`` (atomically); return the path.
 
     The figure (:func:`make_figure`) is titled with the experiment, the analysed
@@ -72,16 +72,20 @@ def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None) -> Path:
     ``res`` is a model run's :class:`~napari_retina.experiments.base.ExperimentResult`
     (with attribution and reduction); ``truth`` the same experiment's
     ground-truth result or None. The format is ``path``'s suffix (``.png``
-    when there is none), passed to matplotlib explicitly. The file is
+    when there is none), passed to matplotlib explicitly. ``recovery``: the
+    experiment's :func:`napari_retina.experiments.recovery_report`, whose
+    matches are added to the channels' legend labels ("A5 OFF fast + ≈ truth
+    ON fast"): the labels come from the kernels' largest tap and latency
+    (METHOD.md §3) and can differ from the ground-truth pathway a channel recovers. The file is
     :data:`FIGSIZE` × :data:`DPI` pixels (constrained layout, nothing clipped).
     """
-    fig = make_figure(res, truth)
+    fig = make_figure(res, truth, recovery)
     path = Path(path)
     fmt = path.suffix[1:].lower() or "png"  # the temporary file's name has no image suffix
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format=fmt))
 
 
-def make_figure(res: Any, truth: Optional[Any] = None):
+def make_figure(res: Any, truth: Optional[Any] = None, recovery: Optional[dict] = None):
     """The :class:`matplotlib.figure.Figure` that :func:`write_figure` writes (Agg canvas, laid out)."""
     if getattr(res, "attribution", None) is None or getattr(res, "reduction", None) is None:
         raise ValueError(f"a figure needs a model's experiment result (with attribution and reduction), "
@@ -98,8 +102,9 @@ def make_figure(res: Any, truth: Optional[Any] = None):
     fig.suptitle(f"{res.name} experiment — {_cells_text(res.cells)} — {model_name(model)}")
     image = _stimulus_panel(axes[0], res)
     _response_panel(axes[1], res, t_ms, truth)
-    _attribution_panel(axes[2], res, t_ms)
-    _contribution_panel(axes[3], res, t_ms)
+    labels = channel_labels(res.reduction, recovery)
+    _attribution_panel(axes[2], res, t_ms, labels)
+    _contribution_panel(axes[3], res, t_ms, labels)
     events = [_mark_events(ax, res.conditions) for ax in axes]
     handles, labels = axes[1].get_legend_handles_labels()
     _legend(axes[1], handles + events[1], labels + [h.get_label() for h in events[1]])
@@ -228,7 +233,18 @@ def _response_panel(ax, res, t_ms: np.ndarray, truth) -> None:
     ax.set_title(f"response of {_cells_text(res.cells)} — {res.name} present: {', '.join(present)}")
 
 
-def _attribution_panel(ax, res, t_ms: np.ndarray) -> None:
+def channel_labels(reduction: Any, recovery: Optional[dict] = None) -> dict:
+    """{kept channel: legend label}: ``reduction.label(c)``, with "≈ truth <pathway>" for each ground-truth
+    pathway ``recovery`` (:func:`napari_retina.experiments.recovery_report`) says the channel recovers."""
+    found: dict = {}
+    for pathway, chans in ((recovery or {}).get("recovered") or {}).items():
+        for c in chans:
+            found.setdefault(int(c), []).append(pathway)
+    return {int(c): reduction.label(c) + (f" ≈ truth {', '.join(found[int(c)])}" if int(c) in found else "")
+            for c in reduction.kept}
+
+
+def _attribution_panel(ax, res, t_ms: np.ndarray, labels: dict) -> None:
     """Kept channels' A_c(t) (spikes per bin, like the response they sum to) on the attributed frames, the line
     broken between attributed windows."""
     frames = np.asarray(res.attribution.frames)
@@ -237,7 +253,7 @@ def _attribution_panel(ax, res, t_ms: np.ndarray) -> None:
     for k, c in enumerate(res.reduction.kept):
         tr = res.reduction.traces[frames, k].astype(float)
         ax.plot(np.insert(t_ms[frames], cuts, np.nan), np.insert(tr, cuts, np.nan), lw=0.9, marker=".", ms=2,
-                label=res.reduction.label(c))
+                label=labels[int(c)])
     ax.set_ylabel("A_c(t) (spikes/bin)")
     ax.set_title("kept channels' attributions (attributed frames)")
 
@@ -247,12 +263,12 @@ POOL_NAMES = {"abs": "mean_t |A_c| (where the channel mattered)", "signed": "mea
               "uniform": "one uniform weight (full field: space summed out)"}
 
 
-def _contribution_panel(ax, res, t_ms: np.ndarray) -> None:
+def _contribution_panel(ax, res, t_ms: np.ndarray, labels: dict) -> None:
     """Each kept channel's pooled contribution Σ_p β_cp·d_cp(t) to the reduced circuit's softplus argument
     (dimensionless: the rate is softplus of their sum plus β_0, not their sum)."""
     red = res.reduction
     for k, c in enumerate(red.kept):
-        ax.plot(t_ms, red.contributions[:, k], lw=0.9, label=f"{red.label(c)}")
+        ax.plot(t_ms, red.contributions[:, k], lw=0.9, label=labels[int(c)])
     ax.set_ylabel("term of the softplus\nargument (a.u.)")
     ax.set_xlabel("time (ms)")
     pools = " and by ".join(POOL_NAMES.get(p, p) for p in red.pools)

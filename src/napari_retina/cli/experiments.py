@@ -157,7 +157,7 @@ def _experiment(args) -> int:
         if n in truth_errors:
             summary["truth_error"] = truth_errors[n]
         _write_json(out / f"{n}.json", {**summary, **made_by})
-        write_figure(res, out / f"{n}.png", truth)
+        write_figure(res, out / f"{n}.png", truth, bat["recovery"].get(n))
     table = experiments.format_table(bat["rows"])
     failed = [f"failed: {n}: {msg}" for n, msg in errors.items()]
     print(table)
