@@ -58,17 +58,18 @@ def _check_params(names: list, params: dict, model) -> None:
 
 def _check_run(args, model) -> None:
     """--cell, --explain and --tol or --steps checked before the output folder is made and any work starts."""
-    from .._validate import check_cells, check_int
-    from ..attribution import MAX_STEPS
+    from .._validate import check_cells
+    from ..attribution import DEFAULT_RULE
     from ..attribution._adaptive import check_tol
+    from ..attribution._quadrature import check_rule_steps
     from ..reduction import check_explain
 
     check_cells(args.cell, model.config.n_cells)
     check_explain(args.explain)
     if args.tol is not None:
         check_tol(args.tol)
-    if args.steps is not None:
-        check_int(args.steps, "steps", 1, MAX_STEPS + 1)
+    if args.steps is not None:   # attribute's own check of its steps
+        check_rule_steps(DEFAULT_RULE, args.steps)
 
 
 def _battery_header(args, made_by: dict) -> str:
