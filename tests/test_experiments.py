@@ -656,6 +656,24 @@ def test_battery_compares_a_model_with_the_truth_version_it_was_trained_on(tiny)
     assert default_retina(tiny) is None                    # another field size: no truth
 
 
+@pytest.mark.parametrize("provenance", [{"data_attrs": [1]}, ["x"], {"data_attrs": {"retina": 3}}, None])
+def test_a_provenance_of_another_shape_is_no_description_not_a_crash(provenance):
+    """A checkpoint may say anything in its provenance: a list of data_attrs crashed the battery (AttributeError)."""
+    from napari_retina.experiments.battery import default_retina, trained_on_truth
+
+    big = nr.RetinaCNN(nr.ModelConfig(n_cells=4))
+    big.provenance = provenance
+    assert default_retina(big).version == 2 and not trained_on_truth(big)
+
+
+def test_only_a_model_of_the_synthetic_retina_is_compared_with_it_by_default(tiny):
+    from napari_retina.experiments.battery import trained_on_truth
+
+    assert trained_on_truth(nr.load_model(device="cpu"))          # the shipped model: trained on Retina(seed=0)
+    assert not trained_on_truth(nr.RetinaCNN(nr.ModelConfig(n_cells=4)))   # an untrained model: no description
+    assert not trained_on_truth(tiny)                               # another field size
+
+
 def test_recovery_needs_the_channel_closer_to_its_match_than_to_any_other_pathway():
     """Two OFF pathways of nearly the same kinetics but different sizes: a channel with A's temporal filter
     and B's spatial profile matches B best on min(temporal r, spatial r), yet its temporal filter is closer

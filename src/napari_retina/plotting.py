@@ -23,6 +23,7 @@ import numpy as np
 
 from ._atomic import atomic_write
 from ._units import FRAME_MS, PIXEL_UM
+from .experiments.recovery import channel_labels
 
 PathLike = Union[str, os.PathLike]
 
@@ -231,17 +232,6 @@ def _response_panel(ax, res, t_ms: np.ndarray, truth) -> None:
     if truth is not None:
         present.append(f"ground truth {_yes_no(truth.readout)}")
     ax.set_title(f"response of {_cells_text(res.cells)} — {res.name} present: {', '.join(present)}")
-
-
-def channel_labels(reduction: Any, recovery: Optional[dict] = None) -> dict:
-    """{kept channel: legend label}: ``reduction.label(c)``, with "≈ truth <pathway>" for each ground-truth
-    pathway ``recovery`` (:func:`napari_retina.experiments.recovery_report`) says the channel recovers."""
-    found: dict = {}
-    for pathway, chans in ((recovery or {}).get("recovered") or {}).items():
-        for c in chans:
-            found.setdefault(int(c), []).append(pathway)
-    return {int(c): reduction.label(c) + (f" ≈ truth {', '.join(found[int(c)])}" if int(c) in found else "")
-            for c in reduction.kept}
 
 
 def _attribution_panel(ax, res, t_ms: np.ndarray, labels: dict) -> None:

@@ -71,6 +71,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ._progress import Progress, report
 from ._units import FRAME_MS
 from ._validate import as_stack, check_int, normalise, stimulus_tensor
 
@@ -79,6 +80,9 @@ HISTORY = 40
 KERNEL = 15
 """Spatial support of every bipolar filter (pixels), the CNN's conv1 kernel size."""
 SIZE = 50
+CHUNK_FRAMES = 500
+"""Frames computed at once (plus the filters' history before them): bounds the temporaries
+(~30 MB a stage) and paces :meth:`Retina.respond`'s progress reports."""
 #: the circuit versions :class:`Retina` builds (2 is the default)
 VERSIONS = (1, 2)
 
@@ -424,9 +428,11 @@ class Retina:
         drive = torch.einsum("thw,chw->tc", net, self._pools) + self.params["bias"]
         return {"u": u, "b": b, "amacrine": a, "inhibition": inh, "drive": drive}
 
-    def _run(self, stimulus, what: str = "rates", chunk: int = 2000) -> np.ndarray:
+    def _run(self, stimulus, what: str = "rates", chunk: Optional[int] = None, progress: Optional[Progress] = None) -> np.ndarray:
         stim = stimulus_tensor(self._check(stimulus))
+        chunk = CHUNK_FRAMES if chunk is None else chunk
         outs = []
+        report(progress, 0, len(stim))
         with torch.no_grad():
             for start in range(0, len(stim), chunk):
                 lo = max(0, start - (self.history - 1))
@@ -436,6 +442,7 @@ class Retina:
                     outs.append((F.softplus(st["drive"]) * torch.tensor(self.cell_gain, dtype=torch.float32)).numpy())
                 else:
                     outs.append(st[what].numpy())
+                report(progress, min(start + chunk, len(stim)), len(stim))
         return np.concatenate(outs).astype(np.float32)
 
     def contributions(self, stimulus, cell: int = 0) -> dict:
@@ -460,7 +467,7 @@ class Retina:
         out["bias"] = np.full(len(next(iter(out.values()))), self.params["bias"], np.float32)
         return out
 
-    def respond(self, stimulus) -> np.ndarray:
+    def respond(self, stimulus, progress: Optional[Progress] = None) -> np.ndarray:
         """True firing rates of every ganglion cell, aligned to stimulus frames.
 
         Parameters
@@ -469,6 +476,9 @@ class Retina:
             before the first are taken to be mean grey. An integer stack (raw
             intensities, e.g. uint8) is z-scored by its own mean and std first,
             as ``nr.predict`` does with such a stack.
+        progress : callable, optional
+            ``progress(done_frames, T)`` after each block of :data:`CHUNK_FRAMES`
+            frames; raising :class:`~napari_retina._progress.Cancelled` in it stops the run.
 
         Returns
         -------
@@ -479,7 +489,7 @@ class Retina:
         >>> Retina().respond(np.zeros((3, 50, 50), np.float32)).round(3).shape
         (3, 4)
         """
-        return self._run(stimulus, "rates")
+        return self._run(stimulus, "rates", progress=progress)
 
     def drive(self, stimulus) -> np.ndarray:
         """Ganglion-cell drive before the output nonlinearity, float32 (T, n_cells)."""

@@ -128,6 +128,7 @@ def _summary(res, truth=None, recovery=None) -> dict:
 def _experiment(args) -> int:
     from .. import experiments
     from ..checkpoint import load_model, model_record, versions
+    from ..experiments.battery import UNITS
     from ..plotting import require_matplotlib, write_figure
 
     name = args.name
@@ -143,8 +144,11 @@ def _experiment(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     retina = "auto" if not args.no_truth else None
     with tqdm_progress("experiments", unit="experiment", disable=args.quiet) as progress:
+        def whole(done: int, total: int) -> None:   # the bar counts finished experiments
+            progress(done // UNITS, total // UNITS)
+
         bat = experiments.battery(model, args.cell, retina=retina, names=names, explain=args.explain,
-                                  steps=args.steps, tol=args.tol, progress=progress, **params)
+                                  steps=args.steps, tol=args.tol, progress=whole, **params)
     errors, truth_errors = bat["errors"], bat["truth_errors"]
     made_by = {"model": model_record(model, args.model), "versions": versions()}   # in every file written
     done = [n for n in names if n in bat["results"]]

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from .base import ExperimentResult, Protocol
 from .battery import PHENOMENA, battery, format_table, phenomena
-from .recovery import channel_filters, recovery_report
+from .recovery import channel_filters, channel_labels, recovery_report
 from .registry import get, names, parameters, readout, run, run_function, run_truth
 
 __all__ = ["names", "get", "parameters", "run", "run_truth", "run_function", "readout", "battery",

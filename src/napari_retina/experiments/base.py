@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from .._frames import grey_windows
 from .._json import jsonable
 from .._predict import predict
 from .._progress import Progress, report, within
@@ -407,6 +408,23 @@ def baseline(trace: np.ndarray, start: int, stop: int) -> float:
     seg = np.asarray(trace, dtype=np.float64)[max(0, start):max(0, stop)]
     seg = seg[np.isfinite(seg)]
     return float(np.median(seg)) if seg.size else float("nan")
+
+
+def above_rest(result: "ExperimentResult", history: int) -> Optional[np.ndarray]:
+    """float32 (T,): ``result.response`` minus its resting level, or None when no frame is at rest.
+
+    The resting level is the median response over the frames whose whole
+    window of ``history`` frames is grey (the system at rest, the same input
+    whatever the frame). This puts a ground-truth run
+    (:func:`~napari_retina.experiments.run_truth`), whose rates are absolute,
+    beside the model's ``attribution.response`` = F(s) − F(0), which is 0 at rest.
+    """
+    stim = np.asarray(result.stimulus)
+    idx = np.arange(history - 1, len(stim))
+    resp = result.response
+    rest = resp[idx[grey_windows(stim, idx, history)]] if len(idx) else resp[:0]
+    rest = rest[np.isfinite(rest)]
+    return (resp - np.median(rest)).astype(np.float32) if rest.size else None
 
 
 # ----------------------------------------------------------------------------- running

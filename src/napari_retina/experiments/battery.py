@@ -12,7 +12,7 @@ import json
 import math
 from typing import Any, Optional
 
-from .._progress import Cancelled, Progress, report
+from .._progress import Cancelled, Progress, report, within
 from .._wrap import model_config
 from ..synthetic import VERSIONS, Retina
 from . import recovery
@@ -21,6 +21,11 @@ from .registry import get, names as all_names, run, run_truth
 
 #: the phenomena of METHOD.md §4 (which ones each ground-truth version shows: docs/MODEL.md)
 PHENOMENA = ("osr", "latency", "anticipation", "reversal")
+
+#: progress units per experiment in :func:`battery`'s reports (the model's run gets
+#: :data:`MODEL_UNITS` of them when a ground truth runs too, all of them otherwise)
+UNITS = 1000
+MODEL_UNITS = 800
 
 #: the readout numbers shown in the battery table, per experiment
 KEY_NUMBERS = {
@@ -44,7 +49,7 @@ def default_retina(model) -> Optional[Retina]:
     data the model was trained on (its provenance's ``data_attrs["retina"]``; a description without a
     version is version 1's; no description: the default, 2), or None when the field sizes differ."""
     version = 2
-    described = ((getattr(model, "provenance", None) or {}).get("data_attrs") or {}).get("retina")
+    described = _described_retina(model)
     if isinstance(described, str):
         try:
             version = int(json.loads(described).get("version", 1))
@@ -52,6 +57,20 @@ def default_retina(model) -> Optional[Retina]:
             version = 2
     retina = Retina(seed=0, version=version if version in VERSIONS else 2)
     return retina if retina.size == model.config.size else None
+
+
+def _described_retina(model) -> Any:
+    """The ground truth described in the provenance of the data ``model`` was trained on (JSON text), or None
+    (also for a provenance that is not the dicts a checkpoint of this package holds: a file may say anything)."""
+    provenance = getattr(model, "provenance", None)
+    attrs = provenance.get("data_attrs") if isinstance(provenance, dict) else None
+    return attrs.get("retina") if isinstance(attrs, dict) else None
+
+
+def trained_on_truth(model) -> bool:
+    """Whether ``model`` was trained on the synthetic retina's responses (its provenance says which retina), so
+    comparing it with :func:`default_retina` tests what it learned; a model of a recording says nothing of it."""
+    return isinstance(_described_retina(model), str) and default_retina(model) is not None
 
 
 def phenomena(retina: Optional[Retina] = None, cell: int = 0) -> dict:
@@ -104,7 +123,11 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
         Experiments to run (default: all registered).
     explain, steps, tol : passed to :func:`napari_retina.experiments.run`.
     progress : callable, optional
-        ``progress(done_experiments, total)``.
+        ``progress(done, total)`` with ``total`` = :data:`UNITS` × the number of
+        experiments (``done / UNITS``: experiments done, fractions included),
+        reported from inside each run (the model's stages, then the ground
+        truth's responses), so a :class:`~napari_retina._progress.Cancelled`
+        it raises stops the battery within a block of work.
     **params : each passed to the experiments that take it (``max_frames`` to all,
         ``periods`` to ``osr``...); a parameter that none of ``names`` takes is a
         ValueError before anything runs.
@@ -142,22 +165,27 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
         )
     rows, results, truths, reports, errors, truth_errors = [], {}, {}, {}, {}, {}
     first_exc: Optional[Exception] = None
-    report(progress, 0, len(names))
+    total = UNITS * len(names)
+    split = MODEL_UNITS if retina is not None else UNITS
+    report(progress, 0, total)
     for i, n in enumerate(names):
+        start = i * UNITS
         try:
-            res = run(n, model, cell, explain=explain, steps=steps, tol=tol, **routed[n])
+            res = run(n, model, cell, explain=explain, steps=steps, tol=tol,
+                      progress=within(progress, start, start + split, total), **routed[n])
         except Cancelled:
             raise
         except Exception as exc:  # one experiment failing must not lose the others
             errors[n] = _message(exc)
             first_exc = first_exc or exc
-            report(progress, i + 1, len(names))
+            report(progress, start + UNITS, total)
             continue
         truth = None
         if retina is not None:
             try:
                 # the model's stimulus: its history sizes the defaults, its resolved parameters the rest
-                truth = run_truth(n, retina, cell, history=cfg.history, **res.params)
+                truth = run_truth(n, retina, cell, history=cfg.history,
+                                  progress=within(progress, start + split, start + UNITS, total), **res.params)
             except Cancelled:
                 raise
             except Exception as exc:
@@ -179,7 +207,7 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
             "explained_variance": float(res.reduction.explained_variance),
             "kept": list(res.readout["kept"]),
         })
-        report(progress, i + 1, len(names))
+        report(progress, start + UNITS, total)
     if errors and not results:
         raise first_exc
     return {"rows": rows, "results": results, "truth": truths, "recovery": reports, "errors": errors,

@@ -198,3 +198,18 @@ def recovery_report(reduction, model, retina: Optional[Retina] = None, threshold
     recovered = {q.name: [r["channel"] for r in rows if r["pathway"] == q.name and r["recovers"]] for q in candidates}
     return {"channels": rows, "recovered": recovered,
             "missing": [name for name, cs in recovered.items() if not cs], "threshold": threshold}
+
+
+def channel_labels(reduction, recovery: Optional[dict] = None) -> dict:
+    """{kept channel: label}: ``reduction.label(c)``, with "≈ truth <pathway>" for each ground-truth
+    pathway ``recovery`` (:func:`recovery_report`) says the channel recovers.
+
+    >>> channel_labels(red, {"recovered": {"ON slow": [6]}})[6]     # doctest: +SKIP
+    'A6 ON fast + ≈ truth ON slow'
+    """
+    found: dict = {}
+    for pathway, chans in ((recovery or {}).get("recovered") or {}).items():
+        for c in chans:
+            found.setdefault(int(c), []).append(pathway)
+    return {int(c): reduction.label(c) + (f" ≈ truth {', '.join(found[int(c)])}" if int(c) in found else "")
+            for c in reduction.kept}

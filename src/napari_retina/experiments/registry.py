@@ -8,12 +8,13 @@ package: ``nr.experiments.run`` is :func:`run`.
 
 from __future__ import annotations
 
+import inspect
 from types import ModuleType
 from typing import Callable, Optional
 
 import numpy as np
 
-from .._progress import Progress
+from .._progress import Progress, report, within
 from . import anticipation, doubling, latency, osr, reversal
 from .base import ExperimentResult, run_model, run_response
 
@@ -139,7 +140,8 @@ def _readout_conditions(conditions, n_frames: int) -> list:
     return list(conditions)
 
 
-def run_truth(name: str, retina, cell=0, *, history: Optional[int] = None, **params) -> ExperimentResult:
+def run_truth(name: str, retina, cell=0, *, history: Optional[int] = None, progress: Optional[Progress] = None,
+              **params) -> ExperimentResult:
     """Run experiment ``name`` on a ground-truth retina (``retina.respond(stimulus) -> (T, n_cells)``).
 
     The stimulus is built for ``retina.size`` (default 50) and sized (default
@@ -147,7 +149,10 @@ def run_truth(name: str, retina, cell=0, *, history: Optional[int] = None, **par
     (40 when it has none). To show the truth the stimulus a model saw, pass the
     model's history and the model run's parameters (``ExperimentResult.params``),
     as :func:`~napari_retina.experiments.battery` does. ``attribution`` and
-    ``reduction`` are None.
+    ``reduction`` are None. ``progress(done, 100)``: from inside each response
+    when ``retina.respond`` takes ``progress=`` (:meth:`nr.synthetic.Retina.respond
+    <napari_retina.synthetic.Retina.respond>` does, so Cancel acts within a
+    block of frames), else after each response; never going back.
 
     Example
     -------
@@ -158,7 +163,24 @@ def run_truth(name: str, retina, cell=0, *, history: Optional[int] = None, **par
         raise TypeError(f"retina must have a respond(stimulus) method, got {type(retina).__name__}")
     size = int(getattr(retina, "size", 50))
     history = int(getattr(retina, "history", 40)) if history is None else history
-    return run_response(get(name), retina.respond, size=size, history=history, cell=cell, **params)
+    respond = retina.respond
+    if progress is not None:
+        takes_progress = "progress" in inspect.signature(retina.respond).parameters
+        done = [0]
+
+        def respond(stimulus):
+            # the protocol asks for an unknown number of responses: each one fills half of what is left
+            stop = done[0] + (100 - done[0]) // 2
+            each = within(progress, done[0], stop, 100)
+            out = retina.respond(stimulus, progress=each) if takes_progress else retina.respond(stimulus)
+            report(progress, stop, 100)
+            done[0] = stop
+            return out
+
+        report(progress, 0, 100)
+    result = run_response(get(name), respond, size=size, history=history, cell=cell, **params)
+    report(progress, 100, 100)
+    return result
 
 
 def run_function(name: str, respond: Callable, size: int = 50, history: int = 40, cell=0,
