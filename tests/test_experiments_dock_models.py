@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
@@ -44,7 +45,7 @@ def test_a_model_change_clears_the_results_of_the_previous_model(viewer, tiny, n
     _session.session(viewer).set_model(other, "another model")
     assert w.results == {} and w.results_model is None
     assert list(w.result_choice.choices) == [] and w.overview.value == ""
-    assert w.table.to_dict("list") == {"readout": [], "value": []}
+    assert w.table.to_dict("list") == {"readout": [], "model": []}
     assert "model changed" in w.task.status.value and "cleared" in w.task.status.value
     assert w.run(["osr"])
     w.task.wait(120000)
@@ -61,7 +62,7 @@ def test_a_run_that_ends_after_the_model_changed_is_dropped(viewer, tiny, notes,
         go.wait(60)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(nr.experiments, "run", held)
+    monkeypatch.setattr(sys.modules["napari_retina.experiments.battery"], "run", held)   # the dock runs battery()
     assert w.run(["osr"])
     _session.session(viewer).set_model(_other_model(), "another model")
     go.set()
@@ -81,7 +82,7 @@ def test_run_all_keeps_the_experiments_that_finished_when_one_fails(viewer, tiny
         return real(name, *args, **kwargs)
 
     w = _dock(viewer)   # before the patch: the dock reads run's signature for its parameter boxes
-    monkeypatch.setattr(nr.experiments, "run", one_fails)
+    monkeypatch.setattr(sys.modules["napari_retina.experiments.battery"], "run", one_fails)
     assert w.run(["osr", "anticipation", "latency"])
     w.task.wait(120000)
     assert list(w.results) == ["osr", "latency"]

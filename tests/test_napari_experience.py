@@ -83,9 +83,9 @@ def test_experiment_results_survive_layer_changes_and_do_not_stack(viewer, qtbot
 
     w.result_choice.value = "osr"
     table = w.table.to_dict("list")
-    assert list(table) == ["readout", "value"]  # one experiment's readout, not columns mixed across them
+    assert list(table) == ["readout", "model"]  # one experiment's readout, not columns mixed across them
     assert table["readout"][0] == "present"
-    assert table["value"][0] == ("yes" if w.results["osr"].readout["present"] else "no")
+    assert table["model"][0] == ("yes" if w.results["osr"].readout["present"] else "no")
     assert set(table["readout"]) == set(w.results["osr"].readout)
 
     _click(w.add_button)  # adds layers: the list must survive its own button

@@ -158,3 +158,46 @@ def test_the_whole_cell_traces_are_achromatic_and_every_channel_is_not():
     assert all(sat_val(c)[0] >= 0.25 for c in _layers.CHANNEL_COLORS)
     (s_red, v_red), (s_resp, v_resp) = sat_val(_layers.REDUCED_COLOR), sat_val(_layers.RESPONSE_COLOR)
     assert s_red == 0 and s_resp == 0 and abs(v_resp - v_red) >= 0.3
+
+
+def test_the_ground_truth_band_is_achromatic_wide_and_under_the_lines():
+    """The truth's trace (Experiments dock, compare with the ground truth) must not read as a channel."""
+    import colorsys
+
+    r, g, b, a = _layers._rgba(_layers.TRUTH_COLOR, _layers.TRUTH_ALPHA)
+    assert colorsys.rgb_to_hsv(r, g, b)[1] == 0 and a < 0.5 and _layers.TRUTH_WIDTH > _plot.LINE_WIDTH
+    attr = nr.attribute(nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval(),
+                        nr.stimuli.white_noise(frames=30, size=20, seed=0), steps=2)
+    truth = np.linspace(0, 1, 30, dtype=np.float32)
+    series = _layers.trace_series(attr, None, truth)
+    band = [s for s in series if s["kind"] == "truth"]
+    assert len(band) == 1 and band[0]["row"] == 0 and band[0]["order"] < 0
+    np.testing.assert_array_equal(band[0]["values"], truth)
+    with pytest.raises(ValueError, match="one value per stimulus frame"):
+        _layers.trace_series(attr, None, truth[:-1])
+
+
+def test_a_trace_is_broken_where_nothing_was_computed_not_drawn_across():
+    """An experiment's traces are finite on its attributed frames (windows thinned to every k-th frame): the
+    line was drawn straight from each response peak to the next window, across frames nobody computed."""
+    v = np.full(40, np.nan, np.float32)
+    v[[0, 2, 4, 6]] = 1.0          # one window, thinned to every 2nd frame
+    v[[20, 22, 24, 26, 28]] = 2.0  # the next window
+    v[35] = 3.0                    # a lone rest frame
+    index, runs = _plot.trace_runs(v)
+    assert list(index) == [0, 2, 4, 6, 20, 22, 24, 26, 28, 35]
+    assert list(runs) == [0, 0, 0, 0, 1, 1, 1, 1, 1, 2]
+    index, runs = _plot.trace_runs(np.arange(5, dtype=np.float32))   # a whole movie: one run
+    assert list(runs) == [0] * 5
+
+
+def test_the_plot_connects_no_points_across_a_gap(make_napari_viewer):
+    viewer = make_napari_viewer()
+    v = np.full(40, np.nan, np.float32)
+    v[[0, 2, 4, 6, 20, 22, 24]] = [0, 1, 2, 1, 0, 3, 0]
+    series = [{"label": "model response", "kind": "response", "channel": -1, "row": 0, "values": v,
+               "color": _layers._rgba(_layers.RESPONSE_COLOR)}]
+    plot = _plot.trace_plot(viewer)
+    plot.set_traces(series, np.arange(40) * 10.0, "gap", "gap")
+    line = plot.rows[0].lines[0]
+    assert list(line.connect) == [True, True, True, False, True, True, False]

@@ -425,7 +425,7 @@ def test_experiments_widget_runs_shows_readouts_and_adds_layers(viewer, tiny, no
     table = w.table.to_dict("list")  # the last result's readout, one row per key
     ref = nr.experiments.run("reversal", tiny, cell=0, steps=2)
     assert table["readout"][0] == "present"
-    assert table["value"][0] == ("yes" if ref.readout["present"] else "no")
+    assert table["model"][0] == ("yes" if ref.readout["present"] else "no")
     got = w.results["reversal"].readout
     assert set(got) == set(ref.readout)
     for k, v in ref.readout.items():

@@ -395,6 +395,33 @@ def test_an_experiment_and_a_battery_are_named_after_their_experiments(viewer, t
         nrv.traces(viewer, "nope")
 
 
+class _Retina20:
+    """A ground truth for the 20-px test model: 0.2 spikes/bin at rest plus the rectified mean contrast."""
+    size = 20
+
+    def respond(self, stimulus):
+        drive = np.maximum(np.asarray(stimulus, np.float64).mean(axis=(1, 2)), 0.0)
+        return np.stack([0.2 + drive, 0.2 + 2 * drive], axis=1)
+
+
+def test_a_battery_shows_its_ground_truth_under_the_model_and_a_wrong_truth_is_refused(viewer, tiny):
+    bat = nr.experiments.battery(tiny, names=["osr", "reversal"], steps=2, retina=_Retina20())
+    nr.show(bat, viewer)
+    for name in ("osr", "reversal"):
+        series = {s["kind"]: s for s in nrv.traces(viewer, name).series}
+        truth = bat["truth"][name]
+        np.testing.assert_allclose(series["truth"]["values"], truth.rates[:, 0] - 0.2, atol=1e-6)   # above rest
+    before = list(viewer.layers)
+    osr = bat["results"]["osr"]
+    with pytest.raises(TypeError, match="ground truth's run"):
+        nr.show(osr, viewer, name="x", truth=bat["results"]["reversal"])      # a model's result, not a truth
+    with pytest.raises(ValueError, match="not on this 'osr' result's stimulus"):
+        nr.show(osr, viewer, name="x", truth=bat["truth"]["reversal"])        # another experiment's truth
+    with pytest.raises(ValueError, match="goes with an ExperimentResult"):
+        nr.show(osr.stimulus, viewer, name="x", truth=bat["truth"]["osr"])
+    assert list(viewer.layers) == before                                         # refused before any layer
+
+
 def test_a_saved_analysis_reopens_with_its_maps_and_traces(viewer, tiny, tmp_path):
     from napari_retina.analysis import run_analysis
 

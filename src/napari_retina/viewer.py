@@ -77,7 +77,7 @@ Layer = Any  # napari.layers.Layer
 
 def show(result, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str] = None, reduction=None,
          attribution=None, stimulus_layer=None, maps=None, limit: Optional[float] = None, replace: bool = True,
-         beside: bool = False, staged: bool = False):
+         beside: bool = False, staged: bool = False, truth=None):
     """Add a result's layers to ``viewer`` (a new viewer when None) and plot its traces; returns the layers added.
 
     Parameters
@@ -126,6 +126,13 @@ def show(result, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str
         it: the layers go in over the next event-loop passes (the window
         repaints between them) and a ``StagedAdd`` is returned instead of the
         layers; its ``on_done(layers)`` / ``on_error(exc)`` say when it ends.
+    truth : ExperimentResult, optional
+        With an ``ExperimentResult``: the ground truth's run of the same
+        experiment on the same stimulus (``nr.experiments.battery(...)["truth"][name]``,
+        or ``nr.experiments.run_truth(name, retina, history=model.config.history,
+        **result.params)``). Its response above its resting rate is drawn in
+        the trace dock as a faint wide band under the model's response. A
+        battery shows its own ground truth.
 
     Returns
     -------
@@ -140,7 +147,8 @@ def show(result, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str
         file, a closed viewer; a ``stimulus_layer`` that is not an image of
         this viewer holding the analysed stimulus, ``maps`` of another shape
         than the attribution's, a ``limit`` that is not a positive finite
-        number (all checked before any layer is added).
+        number, a ``truth`` that is not a ground-truth run of the result's
+        stimulus (all checked before any layer is added).
     """
     kind = "file" if isinstance(result, (str, Path)) else _kind(result)   # bad input fails before any viewer opens
     if kind == "reduction" and attribution is None:
@@ -153,16 +161,17 @@ def show(result, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str
                          f"got a {kind} result with stimulus_layer={stimulus_layer!r}")
     _check_viewer(viewer, allow_none=True)
     maps, limit = _checked_analysis_options(kind, result, attribution, viewer, stimulus_layer, maps, limit)
+    truth = _checked_truth(kind, result, truth)
     viewer = _viewer(viewer)
     if stimulus_layer is not None:
         _ensure_physical_scale(stimulus_layer)
     with UnitsWarningOnce():  # napari's "Inconsistent units" warning once per show, not once per layer
         return _show(viewer, kind, result, name, reduction, attribution, stimulus_layer, maps, limit, replace,
-                     beside, staged)
+                     beside, staged, truth)
 
 
 def _show(viewer, kind: str, result, name, reduction, attribution, stimulus_layer, maps, limit, replace: bool,
-          beside: bool, staged: bool):
+          beside: bool, staged: bool, truth=None):
     """:func:`show` for a checked ``result`` of ``kind`` in ``viewer``."""
     if kind == "file":
         return _show_file(viewer, Path(result), replace)
@@ -178,7 +187,7 @@ def _show(viewer, kind: str, result, name, reduction, attribution, stimulus_laye
                               result.maps if maps is None else maps, result.limit if limit is None else limit,
                               replace, beside, staged=staged)
     if kind == "experiment":
-        return _show_experiment(viewer, result, name, replace, beside)
+        return _show_experiment(viewer, result, name, replace, beside, truth)
     if kind == "battery":
         return _show_battery(viewer, result, replace)
     if kind == "batch":
@@ -411,7 +420,8 @@ def _show_stimulus(viewer, stimulus, name: str, replace: bool, beside: bool) -> 
 
 
 def _show_analysis(viewer, attribution, reduction, name, stimulus_layer, maps, limit, replace: bool,
-                   beside: bool, metadata: Optional[dict] = None, staged: bool = False):
+                   beside: bool, metadata: Optional[dict] = None, staged: bool = False,
+                   truth: Optional[np.ndarray] = None):
     """An attribution's stimulus (added, updated, or the given layer), its maps and traces, all-or-nothing.
 
     ``staged`` (with ``stimulus_layer``): a ``StagedAdd`` of :func:`._napari._viewer.add_analysis`.
@@ -428,25 +438,49 @@ def _show_analysis(viewer, attribution, reduction, name, stimulus_layer, maps, l
             place_beside(viewer, stimulus_layer, stimulus_layer.name)
     try:
         layers = add_analysis(viewer, attribution, reduction, stimulus_layer, maps=maps, limit=limit,
-                              replace=replace)
+                              replace=replace, truth=truth)
     except Exception:
         if undo is not None:
             undo()
         raise
-    _store_traces(stimulus_layer, attribution, reduction)
+    _store_traces(stimulus_layer, attribution, reduction, truth)
     if beside:
         frame_result(viewer, _visible(viewer))
     return layers if undo is None else [stimulus_layer] + layers
 
 
-def _store_traces(stimulus_layer, attribution, reduction) -> None:
+def _store_traces(stimulus_layer, attribution, reduction, truth: Optional[np.ndarray] = None) -> None:
     """Keep the analysis's traces in the stimulus layer's metadata, for :func:`traces` (viewer, name)."""
     meta = stimulus_layer.metadata.setdefault(META, {})
-    meta[TRACES_KEY] = stored_traces(attribution, reduction, stimulus_layer.name)
+    meta[TRACES_KEY] = stored_traces(attribution, reduction, stimulus_layer.name, truth)
 
 
-def _show_experiment(viewer, result, name: Optional[str], replace: bool, beside: bool) -> list:
-    """An ExperimentResult: the stimulus named after the experiment (readout, conditions in its metadata), maps."""
+def _checked_truth(kind: str, result, truth) -> Optional[np.ndarray]:
+    """``truth`` (show's argument) as the trace to draw, (T,) spikes per bin above rest, or None; one sentence
+    when it is not a ground-truth run of ``result``'s stimulus."""
+    if truth is None:
+        return None
+    from .experiments import ExperimentResult
+    from .experiments.base import above_rest
+    from .synthetic import HISTORY
+
+    if kind != "experiment":
+        raise ValueError(f"show(..., truth=...) goes with an ExperimentResult, whose ground truth it is; got a {kind}")
+    if not isinstance(truth, ExperimentResult) or truth.attribution is not None:
+        raise TypeError("truth must be the ground truth's run of the experiment (an ExperimentResult of "
+                        f"nr.experiments.run_truth), got {type(truth).__name__}")
+    if truth.name != result.name or np.shape(truth.stimulus) != np.shape(result.stimulus) \
+            or not np.array_equal(truth.stimulus, result.stimulus):
+        raise ValueError(f"truth is the ground truth's {truth.name!r} run on a stimulus of shape "
+                         f"{np.shape(truth.stimulus)}, not on this {result.name!r} result's stimulus of shape "
+                         f"{np.shape(result.stimulus)}; run it with run_truth(name, retina, "
+                         "history=model.config.history, **result.params)")
+    return above_rest(truth, HISTORY)   # the ground truth's filters span HISTORY frames
+
+
+def _show_experiment(viewer, result, name: Optional[str], replace: bool, beside: bool, truth=None) -> list:
+    """An ExperimentResult: the stimulus named after the experiment (readout, conditions in its metadata), maps;
+    ``truth``: the ground truth's trace (:func:`_checked_truth`) drawn with the model's."""
     meta = {"experiment": result.name, "readout": dict(result.readout), "conditions": list(result.conditions)}
     name = name or result.name
     if result.attribution is None:  # a ground-truth run: a stimulus and rates, nothing attributed
@@ -458,14 +492,17 @@ def _show_experiment(viewer, result, name: Optional[str], replace: bool, beside:
         frame_result(viewer, [layer])
         return [layer]
     return _show_analysis(viewer, result.attribution, result.reduction, name, None, None, None, replace, beside,
-                          metadata=meta)
+                          metadata=meta, truth=truth)
 
 
 def _show_battery(viewer, battery: dict, replace: bool) -> list:
-    """Every experiment of a battery, each to the right of the previous one; the last one's traces plotted."""
+    """Every experiment of a battery, each to the right of the previous one, with its ground truth's trace;
+    the last one's traces plotted."""
     layers: list = []
     for i, (name, result) in enumerate(battery["results"].items()):
-        layers += _show_experiment(viewer, result, name, replace, beside=i > 0)
+        truth = (battery.get("truth") or {}).get(name)
+        layers += _show_experiment(viewer, result, name, replace, beside=i > 0,
+                                   truth=None if truth is None else _checked_truth("experiment", result, truth))
     return layers
 
 

@@ -45,6 +45,11 @@ CHANNEL_COLORS = (
 )
 RESPONSE_COLOR = "#ffffff"
 REDUCED_COLOR = "#a3a3a3"   # grey: chromatic colours are the channels
+TRUTH_COLOR = "#ffffff"
+TRUTH_ALPHA = 0.35
+TRUTH_WIDTH = 5.0
+"""The ground truth's trace: a wide, faint white band drawn under the model's response (a white line), so
+the model's line runs inside it where it follows the truth."""
 CURSOR_COLOR = "#ffff00"
 MAP_UNIT = "spikes per 10 ms bin"
 """Unit of the maps (and traces): the model's rate units."""
@@ -227,13 +232,16 @@ def map_legend(limit: float, bar_label: Optional[str] = None) -> str:
     return MAP_LEGEND.format(unit=MAP_UNIT, limit=float(limit), bar=bar)
 
 
-def trace_series(attribution, reduction=None) -> list[dict]:
+def trace_series(attribution, reduction=None, truth: Optional[np.ndarray] = None) -> list[dict]:
     """The traces the plot dock draws (:mod:`._plot`), one dict per trace.
 
     Row 0: the model's response ``F(s_t) - F(0)`` (white) and, with a
-    reduction, the reduced circuit's response (grey). Then one row per
-    kept channel (all channels without a reduction) with ``A_c(t)`` in the
-    channel's colour.
+    reduction, the reduced circuit's response (grey); with ``truth`` ((T,)
+    spikes per bin above the ground truth's resting rate,
+    :func:`napari_retina.experiments.base.above_rest`), the ground truth's as
+    a faint wide band under them (``width`` and ``order`` keys). Then one row
+    per kept channel (all channels without a reduction) with ``A_c(t)`` in
+    the channel's colour.
     """
     series = [{"label": "model response", "kind": "response", "channel": -1, "row": 0,
                "values": np.asarray(attribution.response, np.float32), "color": _rgba(RESPONSE_COLOR)}]
@@ -242,9 +250,14 @@ def trace_series(attribution, reduction=None) -> list[dict]:
                        "channel": -1, "row": 0,
                        "values": np.asarray(reduction.reduced_response, np.float32),
                        "color": _rgba(REDUCED_COLOR)})
-        chans = list(reduction.kept)
-    else:
-        chans = list(range(attribution.channels.shape[1]))
+    chans = list(reduction.kept) if reduction is not None else list(range(attribution.channels.shape[1]))
+    if truth is not None:
+        values = np.asarray(truth, np.float32)
+        if values.shape != series[0]["values"].shape:
+            raise ValueError(f"the ground truth's trace must have one value per stimulus frame, shape "
+                             f"{series[0]['values'].shape}; got shape {values.shape}")
+        series.append({"label": "ground truth", "kind": "truth", "channel": -1, "row": 0, "values": values,
+                       "color": _rgba(TRUTH_COLOR, TRUTH_ALPHA), "width": TRUTH_WIDTH, "order": -1})
     for r, c in enumerate(chans, start=1):
         series.append({"label": channel_label(c, reduction), "kind": "channel", "channel": int(c), "row": r,
                        "values": np.asarray(attribution.channels[:, c], np.float32), "color": channel_color(c)})

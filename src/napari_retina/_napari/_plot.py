@@ -45,6 +45,8 @@ POINTS_PER_PIXEL = 2
 """Decimated points per horizontal pixel (a min and a max per pixel column)."""
 CLICK_PIXELS = 4
 """A press and release closer than this (pixels) is a click (moves the slider), not a pan."""
+LINE_WIDTH = 1.5
+"""Width of a trace's line (px) unless its series says another (``width``)."""
 UNIT = "spikes/bin"
 """Unit of every trace: spikes per 10 ms bin (the model's rate units)."""
 LEGEND_WIDTH_PX = 190
@@ -82,9 +84,15 @@ def decimate(t: np.ndarray, v: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.
     come back unchanged. Vectorised (``np.minimum.reduceat``): a few ms for
     100,000 samples.
     """
-    n = len(t)
+    idx = decimated_indices(v, n_bins)
+    return t[idx], v[idx]
+
+
+def decimated_indices(v: np.ndarray, n_bins: int) -> np.ndarray:
+    """The indices of the samples :func:`decimate` keeps (int64, increasing)."""
+    n = len(v)
     if n <= 2 * max(n_bins, 1):
-        return t, v
+        return np.arange(n)
     starts = np.linspace(0, n, n_bins + 1).astype(np.int64)[:-1]
     starts = np.unique(starts)
     edges = np.r_[starts, n]
@@ -96,8 +104,23 @@ def decimate(t: np.ndarray, v: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.
     is_max = v == vmax[run]
     first_min = _first_per_run(is_min, run, len(starts))
     first_max = _first_per_run(is_max, run, len(starts))
-    idx = np.unique(np.r_[first_min, first_max])  # sorted: time order
-    return t[idx], v[idx]
+    return np.unique(np.r_[first_min, first_max])  # sorted: time order
+
+
+def trace_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The finite samples of a trace and which unbroken run each belongs to: (index (n,), run id (n,)).
+
+    An experiment's traces are finite on its attributed frames only: the
+    conditions' windows, each thinned to every k-th frame. A gap between two
+    finite samples wider than the usual spacing (the median one) is where
+    nothing was computed, so the line is broken there rather than drawn
+    straight across frames no one looked at.
+    """
+    index = np.flatnonzero(np.isfinite(values))
+    if len(index) < 2:
+        return index, np.zeros(len(index), np.int64)
+    step = np.diff(index)
+    return index, np.r_[0, np.cumsum(step > np.median(step))]
 
 
 def _first_per_run(flag: np.ndarray, run: np.ndarray, n_runs: int) -> np.ndarray:
@@ -223,8 +246,8 @@ class _Row:
         self.axis.link_view(self.view)
         self.lines = []
         for s in series:
-            line = Line(np.zeros((2, 2), np.float32), color=s["color"], width=1.5, parent=self.view.scene,
-                        antialias=False)
+            line = Line(np.zeros((2, 2), np.float32), color=s["color"], width=s.get("width", LINE_WIDTH),
+                        parent=self.view.scene, antialias=False)
             self.lines.append(line)
         legend = grid.add_grid(row=r, col=2)
         legend.width_max = LEGEND_WIDTH_PX
@@ -255,7 +278,8 @@ class _Row:
         """Show ``series`` (as many as this row has lines): names, colours, vertical range."""
         self.series = series
         for s, line, label in zip(series, self.lines, self.labels):
-            line.set_data(color=s["color"])
+            line.set_data(color=s["color"], width=s.get("width", LINE_WIDTH))
+            line.order = s.get("order", 0)   # lower draws first: the ground truth's band under the lines
             label.text = s["label"]
             label._text_visual.color = s["color"]
         vals = np.concatenate([s["values"][np.isfinite(s["values"])] for s in series] + [np.zeros(1, np.float32)])
@@ -431,11 +455,15 @@ class TracePlot(QWidget):
         for row in self.rows:
             for s, line in zip(row.series, row.lines):
                 v = s["values"][a:b]
-                ok = np.isfinite(v)
-                t, vv = decimate(t_all[a:b][ok], v[ok].astype(np.float64), width * POINTS_PER_PIXEL // 2)
-                pos = np.column_stack([t, vv]).astype(np.float32) if len(t) > 1 else \
-                    np.array([[lo, np.nan], [hi, np.nan]], np.float32)
-                line.set_data(pos=pos)
+                finite, runs = trace_runs(v)
+                keep = decimated_indices(v[finite].astype(np.float64), width * POINTS_PER_PIXEL // 2)
+                t, vv, runs = t_all[a:b][finite][keep], v[finite][keep], runs[keep]
+                if len(t) > 1:
+                    pos = np.column_stack([t, vv]).astype(np.float32)
+                    connect = np.r_[runs[1:] == runs[:-1], False]   # no line across a gap in the trace
+                else:
+                    pos, connect = np.array([[lo, np.nan], [hi, np.nan]], np.float32), "strip"
+                line.set_data(pos=pos, connect=connect)
 
     # --------------------------------------------------------------- cursor ---
 
@@ -531,13 +559,14 @@ def show_traces(viewer, attribution, reduction=None, stimulus_layer=None, name: 
 
 
 def traces_steps(viewer, attribution, reduction=None, stimulus_layer=None, name: str = "",
-                 legend: str = "") -> Iterator[None]:
-    """:func:`show_traces` in steps (:meth:`TracePlot.traces_steps`); returns the plot when exhausted."""
+                 legend: str = "", truth: Optional[np.ndarray] = None) -> Iterator[None]:
+    """:func:`show_traces` in steps (:meth:`TracePlot.traces_steps`); returns the plot when exhausted. ``truth``:
+    the ground truth's trace (:func:`._layers.trace_series`)."""
     geo = layer_geometry(stimulus_layer, shape=np.shape(attribution.stimulus))
     T = len(attribution.response)
     times = geo["translate"][0] + np.arange(T) * geo["scale"][0]
     plot = trace_plot(viewer)
-    series = trace_series(attribution, reduction)
+    series = trace_series(attribution, reduction, truth)
     yield from plot.traces_steps(series, times, plot_title(attribution, reduction, name, legend),
                                  stimulus_layer.name if stimulus_layer is not None else name)
     return plot
@@ -548,9 +577,10 @@ TRACES_KEY = "traces"
 .h5 or a batch store): ``{"series": trace_series(...), "title": str}``."""
 
 
-def stored_traces(attribution, reduction=None, name: str = "") -> dict:
-    """What a reader puts under :data:`TRACES_KEY` for :func:`show_stored_traces` to plot later."""
-    return {"series": trace_series(attribution, reduction), "title": plot_title(attribution, reduction, name)}
+def stored_traces(attribution, reduction=None, name: str = "", truth: Optional[np.ndarray] = None) -> dict:
+    """What a reader puts under :data:`TRACES_KEY` for :func:`show_stored_traces` to plot later (``truth``:
+    see :func:`._layers.trace_series`)."""
+    return {"series": trace_series(attribution, reduction, truth), "title": plot_title(attribution, reduction, name)}
 
 
 def show_stored_traces(viewer, layer) -> bool:

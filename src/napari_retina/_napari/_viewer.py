@@ -200,7 +200,7 @@ def add_layer_data(viewer, data: list[tuple]) -> list:
 
 def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, maps=None,
                  limit: Optional[float] = None, prefix: Optional[str] = None, replace: bool = True,
-                 staged: bool = False):
+                 staged: bool = False, truth: Optional[np.ndarray] = None):
     """Add an analysis to a viewer in one call: channel maps, the trace plot, the colour bar.
 
     Parameters
@@ -231,6 +231,9 @@ def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, ma
         the next event-loop passes, a few tens of ms each, so the window
         stays responsive (the Analyze widget does this); its ``layers``
         are the list below once ``done``.
+    truth : float array (T,), optional
+        The ground truth's response above its resting rate (spikes per bin), drawn in the trace plot
+        under the model's (:func:`._layers.trace_series`).
 
     Returns
     -------
@@ -249,7 +252,7 @@ def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, ma
     >>> attr = nr.attribute(model, stim); red = nr.reduce(attr)    # doctest: +SKIP
     >>> layers = add_analysis(viewer, attr, red)                   # doctest: +SKIP
     """
-    steps = _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace)
+    steps = _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace, truth)
     once = UnitsWarningOnce()
     if staged:
         return StagedAdd(steps, once)
@@ -257,7 +260,8 @@ def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, ma
         return drain(steps)
 
 
-def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace) -> Iterator[None]:
+def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace,
+                    truth: Optional[np.ndarray] = None) -> Iterator[None]:
     """:func:`add_analysis` as a generator yielding between pieces of GUI work; returns the layers added.
 
     One step per map layer added (or updated in place), one for the colour
@@ -288,7 +292,8 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
     yield
     legend = map_legend(layers[0].contrast_limits[1], bar.metadata[META]["label"] if bar is not None else None) \
         if layers else ""
-    yield from traces_steps(viewer, attribution, reduction, stimulus_layer, name=stimulus_layer.name, legend=legend)
+    yield from traces_steps(viewer, attribution, reduction, stimulus_layer, name=stimulus_layer.name, legend=legend,
+                            truth=truth)
     frame_result(viewer, [stimulus_layer] + layers)
     viewer.layers.selection.active = stimulus_layer  # keep the stimulus selected: its controls show
     return new_stim + layers

@@ -169,6 +169,8 @@ TERMS: dict[str, str] = {
     "burst_ratio": "burst-ratio",
     "f2_f1": "f2-f1",
     "invariance": "invariance",
+    "ground truth": "ground-truth",
+    "recovers": "recovers",
 }
 """Result terms and their anchors in docs/EXPERIMENTS.md (section "Terms")."""
 _DOCS = Path(__file__).resolve().parents[4] / "docs" / "EXPERIMENTS.md"

@@ -1,6 +1,11 @@
 """The Experiments dock widget: run the in-silico experiments, show their readouts, add a result's layers.
 
-The last run of each experiment in this viewer stays listed (the list is
+For a model trained on the synthetic retina (the shipped one) each run is
+also shown to that ground truth, by default (:func:`napari_retina.experiments.battery`
+runs both): the overview gives model, reduced circuit and ground truth's
+``present``, the table a ground-truth column, a line which kept channels
+recover which of the truth's pathways, and the trace dock the truth's
+response under the model's. The last run of each experiment in this viewer stays listed (the list is
 rebuilt from ``results``, so napari refreshing its choices on layer changes
 keeps it; a run of the same experiment on another cell replaces it, and the
 overview says which cell each result is of); the results are all of the
@@ -12,14 +17,17 @@ the layers already shown, never on top.
 
 from __future__ import annotations
 
+import html
 from typing import Optional
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, PushButton, Table
+from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, Table
+from qtpy.QtWidgets import QHeaderView
 
 from ... import experiments
 from ...attribution import MAX_STEPS
+from ...experiments.battery import default_retina, trained_on_truth
 from .._session import session
 from .._tasks import Task, notify, one_sentence
 from ... import viewer as nr_viewer
@@ -27,6 +35,8 @@ from ._common import TERMS, PARAMETER_HELP, parameter_widget, rich_label, tabify
 
 TABLE_HEIGHT = 260
 """Minimum height (px) of the readout table, so its rows are readable."""
+NAME_COLUMN_PX = 130
+"""Widest the readout table's name column starts (px); the value columns share the rest of the width."""
 GAP = 0.1
 """Blank space between stacked results, as a fraction of the new result's height."""
 
@@ -63,15 +73,51 @@ def _keys(readout: dict) -> list:
     return (["present"] if "present" in readout else []) + [k for k in readout if k != "present"]
 
 
-def readout_table(result) -> dict:
-    """One experiment's readout as table columns ``readout`` and ``value``: ``present`` first, one row per key."""
+def readout_table(result, truth=None) -> dict:
+    """One experiment's readout as table columns ``readout`` and ``model``, ``present`` first, one row per key;
+    with ``truth`` (its ground truth's run) a ``ground truth`` column of the same keys ("" where it has none)."""
     keys = _keys(result.readout)
-    return {"readout": keys, "value": [_cell(result.readout[k]) for k in keys]}
+    table = {"readout": keys, "model": [_cell(result.readout[k]) for k in keys]}
+    if truth is not None:
+        table["ground truth"] = [_cell(truth.readout[k]) if k in truth.readout else "" for k in keys]
+    return table
 
 
-def readout_tooltips(result) -> list[str]:
-    """Each row's full value (:func:`_full`), in :func:`readout_table`'s order."""
-    return [_full(result.readout[k]) for k in _keys(result.readout)]
+def readout_tooltips(result, truth=None) -> list[list[str]]:
+    """Each row's full values (:func:`_full`) in :func:`readout_table`'s order and columns (after ``readout``)."""
+    rows = []
+    for k in _keys(result.readout):
+        row = [_full(result.readout[k])]
+        if truth is not None:
+            row.append(_full(truth.readout[k]) if k in truth.readout else "")
+        rows.append(row)
+    return rows
+
+
+def recovery_text(report: Optional[dict], reduction) -> str:
+    """Which ground-truth pathway each kept channel recovers (rich text, one line), from a
+    :func:`~napari_retina.experiments.recovery_report`; "" without one."""
+    if not report:
+        return ""
+    if "channels" not in report:
+        return f"{term_link('recovers', 'recovery')}: not scored ({html.escape(str(report.get('error', '')))})"
+    parts = []
+    for row in report["channels"]:
+        label = html.escape(reduction.label(row["channel"]) if reduction is not None else f"A{row['channel']}")
+        if row["recovers"]:
+            parts.append(f"{label} ≈ truth {html.escape(row['pathway'])}")
+        else:
+            parts.append(f"{label}: none (closest {html.escape(row['pathway'])}, r {row['match_r']:.2f})")
+    return f"kept channels {term_link('recovers', 'recover')}: " + "; ".join(parts)
+
+
+def recovery_tooltip(report: Optional[dict]) -> str:
+    """Each scored channel's r with its closest pathway, temporal and spatial (plain text, a line each)."""
+    if not report or "channels" not in report:
+        return ""
+    return "\n".join(f"A{r['channel']} → {r['pathway']}: temporal r {r['temporal_r']:.2f}, spatial r "
+                     f"{r['spatial_r']:.2f}{'' if r['recovers'] else ' (not recovered)'}" for r in report["channels"]) \
+        + f"\nrecovered: both r ≥ {report['threshold']:g} and closer to it than to any other pathway"
 
 
 def terms_text(result) -> str:
@@ -86,14 +132,20 @@ def _cells(result) -> str:
     return f"cell{'s' if len(cells) > 1 else ''} {', '.join(str(c) for c in cells)}" if cells else ""
 
 
-def overview_text(results: dict) -> str:
-    """One line per experiment run: its cell, present or not, and its reduced circuit's explained variance
-    (rich text)."""
+def overview_text(results: dict, truths: Optional[dict] = None) -> str:
+    """One line per experiment run: its cell, present or not (in the model, its reduced circuit and, when
+    ``truths`` has the run's ground truth, the truth), and the reduced circuit's explained variance (rich text)."""
     lines = []
     for name, res in results.items():
         ro = res.readout
         cells = f" ({_cells(res)})" if _cells(res) else ""
+        truth = (truths or {}).get(name)
         line = f"<b>{name}</b>{cells}: {term_link('present')} {_cell(bool(ro.get('present')))}"
+        if isinstance(ro.get("reduced"), dict) and "present" in ro["reduced"]:
+            line = (f"<b>{name}</b>{cells}: {term_link('present')}: model {_cell(bool(ro.get('present')))}, "
+                    f"reduced {_cell(bool(ro['reduced']['present']))}")
+            if truth is not None:
+                line += f", {term_link('ground truth')} {_cell(bool(truth.readout.get('present')))}"
         if "explained_variance" in ro:
             line += f", {term_link('explained variance', 'EV')} {_cell(ro['explained_variance'])}"
         lines.append(line)
@@ -120,6 +172,19 @@ def stack_below(viewer, layers: list) -> None:
         layer.translate = translate
 
 
+def _reason(message: str) -> str:
+    """A battery's error text (``"ValueError: why"``) as the sentence alone."""
+    head, sep, rest = message.partition(": ")
+    return rest if sep and head.isidentifier() else message
+
+
+TRUTH_TIP = ("Also show each experiment's stimulus to the synthetic retina the model was trained on "
+             "(nr.synthetic.Retina(seed=0) of the version in the model's provenance) and compare: its present, its "
+             "readout beside the model's, which of its pathways the kept channels recover, and its response under "
+             "the model's in the trace dock. On by default for a model trained on that retina (the shipped one); "
+             "unavailable when the model sees another field size.")
+
+
 class ExperimentsWidget(Container):
     """Run the in-silico experiments on the current model; show readouts; add a result's layers."""
 
@@ -132,10 +197,16 @@ class ExperimentsWidget(Container):
                                    tooltip=PARAMETER_HELP["experiment"][1])
         self.cell = parameter_widget(experiments.run, "cell", annotation=int, min=0, max=999)
         self.steps = parameter_widget(experiments.run, "steps", value=0, annotation=int, min=0, max=MAX_STEPS)
+        self.truth = CheckBox(text="compare with the ground truth", value=False, enabled=False,
+                              tooltip=TRUTH_TIP)
         self.run_button = PushButton(text="Run", tooltip="Run the chosen experiment on the current model.")
         self.run_all_button = PushButton(text="Run all", tooltip="Run every experiment, one after the other.")
         self.task = Task("experiment run")
         self.results: dict = {}
+        self.truths: dict = {}
+        """Each result's ground-truth run (None when not compared)."""
+        self.recoveries: dict = {}
+        """Each result's recovery report (:func:`napari_retina.experiments.recovery_report`), when compared."""
         self.results_model = None
         """The model that ``results`` are of (None while there are none)."""
         self.overview = rich_label("")
@@ -144,13 +215,16 @@ class ExperimentsWidget(Container):
                                               "'Add layers of result' adds.")
         self.table = Table(value={"readout": [], "value": []})
         self.table.native.setMinimumHeight(TABLE_HEIGHT)
-        self.table.native.horizontalHeader().setStretchLastSection(True)
+        self.table.native.verticalHeader().setVisible(False)   # row numbers say nothing here; room for the values
+        self.table.native.setWordWrap(False)                   # one line a row: long values elided, whole in tooltips
         self.terms = rich_label("")
+        self.recovery = rich_label("")
+        self.recovery.visible = False   # shown with a result compared with the ground truth
         self.add_button = PushButton(text="Add layers of result",
                                      tooltip="Add the chosen result's stimulus, maps and traces below the layers "
                                              "already shown.")
-        self.extend([self.experiment, self.cell, self.steps, self.run_button, self.run_all_button,
-                     *self.task.widgets, self.overview, self.result_choice, self.table, self.terms,
+        self.extend([self.experiment, self.cell, self.steps, self.truth, self.run_button, self.run_all_button,
+                     *self.task.widgets, self.overview, self.result_choice, self.table, self.recovery, self.terms,
                      self.add_button])
         self.run_button.changed.connect(lambda *_: self.run([self.experiment.value]))
         self.run_all_button.changed.connect(lambda *_: self.run(list(experiments.names())))
@@ -163,17 +237,20 @@ class ExperimentsWidget(Container):
 
     def _model_changed(self, model) -> None:
         self.cell.max = model.config.n_cells - 1
+        self.truth.enabled = default_retina(model) is not None
+        self.truth.value = trained_on_truth(model)   # on for a model of the synthetic retina (the shipped one)
         if self.results and model is not self.results_model:
             self.clear_results()
             self.task.status.value = "The model changed: the results of the previous model were cleared."
 
     def clear_results(self) -> None:
         """Forget every result (the overview, the result list and the table empty); layers already added stay."""
-        self.results, self.results_model = {}, None
+        self.results, self.truths, self.recoveries, self.results_model = {}, {}, {}, None
         self.overview.value = ""
         self.result_choice.reset_choices()
-        self.table.value = {"readout": [], "value": []}
-        self.terms.value = ""
+        self.table.value = {"readout": [], "model": []}
+        self.terms.value = self.recovery.value = ""
+        self.recovery.visible = False
 
     def run(self, names: list) -> bool:
         """Run the named experiments in a worker; results fill the table."""
@@ -190,28 +267,20 @@ class ExperimentsWidget(Container):
         if cell >= model.config.n_cells:
             notify("error", f"Cell {cell} does not exist; the model has cells 0–{model.config.n_cells - 1}.")
             return False
+        retina = default_retina(model) if self.truth.value and self.truth.enabled else None
 
-        def job(task: Task) -> tuple[dict, dict]:
-            out, failed = {}, {}
-            cb = task.progress_callback("experiments")
-            n = len(names)
-            for i, name in enumerate(names):
-                def each(done, total, i=i):
-                    cb(i * max(total, 1) + done, n * max(total, 1))
+        def job(task: Task) -> dict:
+            # Run all: an experiment that fails does not stop the others (its message is under "errors");
+            # when all fail (one experiment alone: when it fails) the first one's error is the run's
+            return experiments.battery(model, cell, retina=retina, names=names, steps=steps,
+                                       progress=task.progress_callback("experiments"))
 
-                try:
-                    out[name] = experiments.run(name, model, cell=cell, steps=steps, progress=each)
-                except (ValueError, TypeError, RuntimeError, MemoryError) as exc:
-                    if len(names) == 1:
-                        raise
-                    failed[name] = one_sentence(exc)   # Run all: the others go on, their results are kept
-            if not out:
-                raise ValueError(f"every experiment failed; {next(iter(failed))}: {next(iter(failed.values()))}")
-            return out, failed
+        return self.task.start(job, lambda done: self._show(done["results"], done["errors"], model=model,
+                                                            truths=done["truth"], recoveries=done["recovery"],
+                                                            truth_errors=done["truth_errors"]))
 
-        return self.task.start(job, lambda done: self._show(*done, model=model))
-
-    def _show(self, results: dict, failed: Optional[dict] = None, model=None) -> None:
+    def _show(self, results: dict, failed: Optional[dict] = None, model=None, truths: Optional[dict] = None,
+              recoveries: Optional[dict] = None, truth_errors: Optional[dict] = None) -> None:
         if model is not None and model is not self.session.model:
             self.task.status.value = "The model changed during the run: its results were dropped."
             notify("warning", "The model changed during the experiment run, so its results, "
@@ -221,26 +290,49 @@ class ExperimentsWidget(Container):
             self.clear_results()
             self.results_model = model
         self.results.update(results)
-        self.overview.value = overview_text(self.results)
+        for name in results:
+            self.truths[name] = (truths or {}).get(name)
+            self.recoveries[name] = (recoveries or {}).get(name)
+        self.overview.value = overview_text(self.results, self.truths)
         self.result_choice.reset_choices()
         self.result_choice.value = list(results)[-1]
         self._show_table()
         self.task.status.value = f"{len(results)} experiment(s) done"
         if failed:
-            said = "; ".join(f"{name}: {why}" for name, why in failed.items())
+            said = "; ".join(f"{name}: {_reason(why)}" for name, why in failed.items())
             self.task.status.value += f", {len(failed)} failed ({', '.join(failed)})"
             notify("warning", f"{len(failed)} experiment(s) failed, the others' results are shown: {said}")
+        if truth_errors:
+            said = "; ".join(f"{name}: {_reason(why)}" for name, why in truth_errors.items())
+            notify("warning", f"The ground truth could not be run for {', '.join(truth_errors)}, so the model's "
+                              f"results are shown alone: {said}")
 
     def _show_table(self, *_) -> None:
         name = self.result_choice.value
         if name in self.results:
-            self.table.value = readout_table(self.results[name])
-            for row, text in enumerate(readout_tooltips(self.results[name])):
-                item = self.table.native.item(row, 1)
-                if item is not None:
-                    item.setToolTip(text)
-            self.table.native.resizeColumnsToContents()
-            self.terms.value = terms_text(self.results[name])
+            res, truth = self.results[name], self.truths.get(name)
+            self.table.value = readout_table(res, truth)
+            for row, texts in enumerate(readout_tooltips(res, truth)):
+                for col, text in enumerate(texts, start=1):
+                    item = self.table.native.item(row, col)
+                    if item is not None:
+                        item.setToolTip(text)
+            self._fit_columns()
+            self.terms.value = terms_text(res)
+            self.recovery.value = recovery_text(self.recoveries.get(name), res.reduction)
+            self.recovery.tooltip = recovery_tooltip(self.recoveries.get(name))
+            self.recovery.visible = bool(self.recovery.value)
+
+    def _fit_columns(self) -> None:
+        """The readout names as wide as they need (at most :data:`NAME_COLUMN_PX`), the value columns (model,
+        ground truth) sharing the rest: both in sight in a narrow dock, long values elided (whole in tooltips)."""
+        table = self.table.native
+        header = table.horizontalHeader()
+        table.resizeColumnToContents(0)
+        header.setSectionResizeMode(0, QHeaderView.Interactive)
+        table.setColumnWidth(0, min(table.columnWidth(0), NAME_COLUMN_PX))
+        for col in range(1, table.columnCount()):
+            header.setSectionResizeMode(col, QHeaderView.Stretch)
 
     def add_layers(self) -> list:
         """Add the chosen result's stimulus, maps and traces below the layers already shown."""
@@ -249,7 +341,8 @@ class ExperimentsWidget(Container):
             notify("warning", "Run an experiment first.")
             return []
         try:
-            layers = nr_viewer.show(self.results[name], self.viewer, replace=False)  # the scripting API's path
+            layers = nr_viewer.show(self.results[name], self.viewer, replace=False,   # the scripting API's path
+                                    truth=self.truths.get(name))
         except Exception as exc:
             notify("error", f"Could not add the layers of '{name}': {one_sentence(exc)}")
             return []
