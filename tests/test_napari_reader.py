@@ -199,3 +199,141 @@ def test_nr_show_of_a_damaged_saved_analysis_adds_no_layers(make_napari_viewer, 
     with pytest.raises(ValueError, match=r"damaged saved analysis: it has no dataset 'attribution/channels'"):
         nr.show(path, viewer)
     assert len(viewer.layers) == 0
+
+
+def _set(name, change):
+    """Damage: dataset ``name`` replaced by ``change(its values)`` (same shape, any dtype)."""
+    def damage(h5):
+        value = change(h5[name][()])
+        del h5[name]
+        h5[name] = value
+    return damage
+
+
+def _at(index, number, dtype=None):
+    """A change that writes ``number`` at ``index`` (as ``dtype``, default the dataset's)."""
+    def change(a):
+        a = a.astype(dtype or a.dtype)
+        a[index] = number
+        return a
+    return change
+
+
+def _attr(group, key, value):
+    def damage(h5):
+        h5[group].attrs[key] = value
+    return damage
+
+
+# values a saved analysis must not hold: each refused before napari sees them (an inf stimulus broke Qt's
+# contrast limits and left a broken layer behind)
+NOT_FINITE = {
+    "inf stimulus": (_set("stimulus", _at((1, 0, 0), np.inf)),
+                     "its dataset 'stimulus' holds 1 NaN, infinite or out-of-float32-range value(s) in frame 1"),
+    "NaN stimulus": (_set("stimulus", _at((0, 3, 4), np.nan)), "its dataset 'stimulus' holds 1 NaN"),
+    "NaN in part of a frame of maps": (_set("attribution/maps", _at((20, 1, 2, 3), np.nan)),
+                                       "its dataset 'attribution/maps' holds 1 NaN, infinite or "
+                                       "out-of-float32-range value(s) in frame 20"),
+    "maps NaN everywhere": (_set("attribution/maps", lambda a: np.full_like(a, np.nan)),
+                            "its dataset 'attribution/maps' is NaN in every frame"),
+    "inf channel": (_set("attribution/channels", _at((12, 0), -np.inf)),
+                    "its dataset 'attribution/channels' holds 1 NaN, infinite or out-of-float32-range value(s) in "
+                    "frame 12"),
+    "float64 channel beyond float32": (_set("attribution/channels", _at((12, 0), 1e300, np.float64)),
+                                       "its dataset 'attribution/channels' holds 1 NaN, infinite or "
+                                       "out-of-float32-range value(s) in frame 12"),
+    "NaN response in an attributed frame": (_set("attribution/response", _at(15, np.nan)),
+                                            "its dataset 'attribution/response' is NaN in frame 15 but "
+                                            "'attribution/channels' is not"),
+    "NaN reduced response": (_set("reduction/reduced_response", _at(20, np.nan)),
+                             "its dataset 'reduction/reduced_response' is NaN in frame 20"),
+}
+
+# hostile or corrupt entries: each one sentence naming the file and the entry, never a raw conversion error
+HOSTILE = {
+    "offset a string": (_attr("attribution", "offset", "abc"),
+                        "its 'attribution/offset' is 'abc', expected a pixel offset"),
+    "offset negative": (_attr("attribution", "offset", -3), "its 'attribution/offset' is '-3'"),
+    "completeness error a string": (_attr("attribution", "completeness_error", "abc"),
+                                    "its 'attribution/completeness_error' is 'abc', expected a number >= 0, or NaN"),
+    "crop origin NaN": (_replace("attribution/crop_origin", np.array([1.5, np.nan])),
+                        "its 'attribution/crop_origin' is '1.5', expected (y0, x0) pixels"),
+    "crop origin three numbers": (_replace("attribution/crop_origin", np.array([1, 2, 3])),
+                                  "its 'attribution/crop_origin' is '[1 2 3]', expected the (y0, x0) pixel"),
+    "cells strings": (_replace("attribution/cells", np.array([b"x"])), "its 'attribution/cells' is \"b'x'\""),
+    "cells a JSON list of strings": (lambda h5: (_replace("attribution/cells", None)(h5),
+                                                 _attr("attribution", "cells", '["x"]')(h5)),
+                                     "its 'attribution/cells' is 'x', expected cell indices"),
+    "invariance unknown": (_attr("attribution", "invariance", "sideways"),
+                           "its 'attribution/invariance' is 'sideways', expected one of auto, none"),
+    "explained variance a string": (_attr("reduction", "explained_variance", "high"),
+                                    "its 'reduction/explained_variance' is 'high', expected a number, or NaN"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_FINITE) + list(HOSTILE))
+def test_a_saved_analysis_with_bad_values_is_one_sentence_naming_the_file_and_the_entry(saved_analysis, tmp_path,
+                                                                                        case):
+    import shutil
+
+    from napari_retina._napari._reader import read_stimulus_layers
+
+    damage, sentence = {**NOT_FINITE, **HOSTILE}[case]
+    path = tmp_path / "damaged.h5"
+    shutil.copy(saved_analysis, path)
+    with h5py.File(path, "a") as h5:
+        damage(h5)
+    with pytest.raises(ValueError) as info:
+        read_stimulus_layers(str(path))
+    assert str(info.value).startswith(f"{str(path)!r} is a damaged saved analysis: {sentence}")
+    assert "\n" not in str(info.value)
+
+
+def test_a_saved_analysis_reads_only_the_datasets_the_layers_need(saved_analysis, tmp_path):
+    """An unknown dataset (here one h5py cannot read: a chunk that is not gzip) is left alone, not read."""
+    import shutil
+
+    from napari_retina._napari._reader import read_stimulus_layers
+
+    path = tmp_path / "extra.h5"
+    shutil.copy(saved_analysis, path)
+    with h5py.File(path, "a") as h5:
+        h5["attribution"].create_dataset("junk", shape=(4, 4), dtype="f4", chunks=(4, 4), compression="gzip")
+        h5["attribution/junk"].id.write_direct_chunk((0, 0), b"not gzip")
+    names = [kw["name"] for _, kw, _ in read_stimulus_layers(str(path))]
+    assert names[0] == "extra"
+
+
+def test_a_corrupt_chunk_of_a_saved_analysis_is_one_sentence_naming_the_file_and_the_dataset(saved_analysis,
+                                                                                             tmp_path):
+    import shutil
+
+    from napari_retina._napari._reader import read_stimulus_layers
+
+    path = tmp_path / "corrupt.h5"
+    shutil.copy(saved_analysis, path)
+    with h5py.File(path, "a") as h5:
+        h5["attribution/maps"].id.write_direct_chunk((0, 0, 0, 0), b"not gzip at all")
+    with pytest.raises(ValueError) as info:
+        read_stimulus_layers(str(path))
+    assert str(info.value).startswith(f"{str(path)!r} is a damaged saved analysis: its dataset 'attribution/maps' "
+                                      "cannot be read (")
+    assert "\n" not in str(info.value)
+
+
+def test_nr_show_of_a_saved_analysis_with_an_inf_stimulus_adds_no_layers(make_napari_viewer, saved_analysis,
+                                                                         tmp_path):
+    """The inf once reached napari's contrast limits (OverflowError in Qt) and left a broken layer behind."""
+    import shutil
+
+    path = tmp_path / "inf.h5"
+    shutil.copy(saved_analysis, path)
+    with h5py.File(path, "a") as h5:
+        NOT_FINITE["inf stimulus"][0](h5)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((3, 4, 4), np.float32), name="mine")
+    with pytest.raises(ValueError, match=r"damaged saved analysis: its dataset 'stimulus' holds 1 NaN, infinite"):
+        nr.show(path, viewer)
+    assert [lay.name for lay in viewer.layers] == ["mine"]
+    nr.show(saved_analysis, viewer)   # the viewer still works
+    assert "an" in [lay.name for lay in viewer.layers]
