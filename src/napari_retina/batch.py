@@ -1248,24 +1248,220 @@ class Results(dict):
         return rows
 
 
-def _lazy_arrays(path: Path, n_blocks: int) -> dict:
+class StoreError(ValueError):
+    """A results store (or one of its entries) that is damaged or was not written by :func:`run`."""
+
+
+MAX_CHUNKS = 1 << 16
+"""Most chunks one stored array may have (a block of 2048 frames in chunks of 256 has 8)."""
+
+MAX_CHUNK_BYTES = 1 << 30
+"""Largest chunk of a stored array, bytes (one is read whole when any frame of it is viewed)."""
+
+MAX_UNSPLIT_BYTES = 1 << 31
+"""Largest array of a result that is not split into blocks (``reduce``, experiments), bytes."""
+
+
+def _damaged_store(root: Path, entry: str) -> str:
+    """The start of every sentence refusing a store: it names the store and the entry."""
+    return f"{str(root)!r} is a damaged napari-retina results store: {entry}"
+
+
+def _manifest_keys(root: Path) -> list[str]:
+    """The task keys the store's manifest lists, or one StoreError naming the store: not JSON, not a dict
+    with a list ``tasks`` of dicts with a string ``key``, or a key that leaves the store (:func:`_task_path`)."""
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise StoreError(_damaged_store(root, f"its {MANIFEST} is not UTF-8 text")) from None
+    except ValueError as exc:
+        raise StoreError(_damaged_store(root, f"its {MANIFEST} is not valid JSON ({exc})")) from None
+    tasks = manifest.get("tasks", []) if isinstance(manifest, dict) else None
+    if not isinstance(tasks, list):
+        got = f"a JSON {type(manifest).__name__}" if tasks is None else f"tasks that are a {type(tasks).__name__}"
+        raise StoreError(_damaged_store(root, f"its {MANIFEST} holds {got}, expected an object with a list of "
+                                              "tasks"))
+    keys = []
+    for i, entry in enumerate(tasks):
+        key = entry.get("key") if isinstance(entry, dict) else None
+        if not isinstance(key, str):
+            raise StoreError(_damaged_store(root, f"task {i} of its {MANIFEST} is {str(entry)[:60]!r}, expected an "
+                                                  "object with a string 'key'"))
+        _task_path(root, key)
+        keys.append(key)
+    return keys
+
+
+def _task_path(root: Path, key: str) -> Path:
+    """The folder of task ``key`` inside the store ``root``, or a StoreError when the key would leave it: an
+    absolute path, an empty, '.' or '..' part, or a folder that resolves outside the store (a symbolic link)."""
+    parts = key.replace("\\", "/").split("/")
+    if not key or os.path.isabs(key) or Path(key).drive or any(p in ("", ".", "..") for p in parts):
+        raise StoreError(_damaged_store(root, f"its task key {key[:80]!r} is not a relative path inside the store"))
+    path = root / Path(*parts)
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+        raise StoreError(_damaged_store(root, f"its task {key[:80]!r} is a link to a folder outside the store"))
+    return path
+
+
+def _task_attrs(root: Path, key: str) -> Optional[dict]:
+    """Task ``key``'s attributes from its ``zarr.json`` (None when it has none: not computed yet, or failed), or
+    a StoreError naming the store and the task when they are not JSON or not of the kinds :func:`run` writes."""
+    path = _task_path(root, key) / "zarr.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise StoreError(_damaged_store(root, f"the zarr.json of its task {key!r} cannot be read ({exc})")) from None
+    attrs = doc.get("attributes", {}) if isinstance(doc, dict) else None
+    if not isinstance(attrs, dict):
+        raise StoreError(_damaged_store(root, f"the attributes of its task {key!r} are not an object"))
+    if attrs.get("complete") and attrs.get("blocks"):
+        _check_task_attrs(root, key, attrs)
+    return attrs
+
+
+def _check_task_attrs(root: Path, key: str, attrs: dict) -> None:
+    """A StoreError naming the store and task ``key`` unless its attributes are of the kinds :func:`finish_task`
+    writes: ``kind`` one of the analyses or "experiment", ``name``/``model`` strings, ``stimulus`` a string or
+    None, ``cell`` an int ≥ 0 or None, ``params``/``summary`` objects, ``blocks`` contiguous [start, stop]
+    frame ranges (at most :data:`MAX_CHUNKS` of them)."""
+    def bad(name: str, expected: str):
+        return StoreError(_damaged_store(root, f"the attribute {name!r} of its task {key!r} is "
+                                               f"{str(attrs.get(name))[:60]!r}, expected {expected}"))
+
+    kinds = ANALYSES + ("experiment",)
+    if attrs.get("kind") not in kinds:
+        raise bad("kind", f"one of {', '.join(kinds)}")
+    for name in ("name", "model"):
+        if not isinstance(attrs.get(name), str):
+            raise bad(name, "a string")
+    if not isinstance(attrs.get("stimulus"), (str, type(None))):
+        raise bad("stimulus", "a file path or null")
+    cell = attrs.get("cell")
+    if cell is not None and (isinstance(cell, bool) or not isinstance(cell, int) or cell < 0):
+        raise bad("cell", "a cell index or null")
+    if not isinstance(attrs.get("params"), dict):
+        raise bad("params", "an object")
+    if not isinstance(attrs.get("summary", {}), dict):
+        raise bad("summary", "an object")
+    blocks = attrs["blocks"]
+    ok = isinstance(blocks, list) and len(blocks) <= MAX_CHUNKS
+    stop = 0
+    for b in blocks if ok else ():
+        ok = (isinstance(b, list) and len(b) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in b)
+              and b[0] == stop and b[1] >= b[0])
+        if not ok:
+            break
+        stop = b[1]
+    if not ok:
+        raise bad("blocks", "a list of contiguous [start, stop] frame ranges from frame 0")
+    _check_summary(root, key, attrs.get("summary", {}))
+
+
+def _check_summary(root: Path, key: str, summary: dict) -> None:
+    """A StoreError unless a task's ``summary`` (:func:`task_summary`) holds numbers: ``completeness_error`` and
+    ``map_limit`` ≥ 0 (null, NaN, stored as null, allowed; ``map_limit`` finite), ``steps`` an int ≥ 1."""
+    checks = {"completeness_error": lambda v: v is None or v == "inf" or (_is_number(v) and v >= 0),
+              "map_limit": lambda v: v is None or (_is_number(v) and 0 <= v < float("inf")),
+              "steps": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1}
+    for name, ok in checks.items():
+        if name in summary and not ok(summary[name]):
+            raise StoreError(_damaged_store(root, f"the summary {name!r} of its task {key!r} is "
+                                                  f"{str(summary[name])[:60]!r}, expected a number as "
+                                                  "task_summary writes it"))
+
+
+def _is_number(value) -> bool:
+    """Whether ``value`` (from JSON) is an int or a float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class _CheckedChunks:
+    """A stored Zarr array as dask reads it (``shape``, ``dtype``, ``ndim``, ``[...]``) whose read errors (a
+    corrupt chunk: zstd, a truncated file) are one StoreError naming the store, the task and the array."""
+
+    def __init__(self, arr, where: str) -> None:
+        self.arr, self.where = arr, where
+        self.shape, self.dtype, self.ndim = arr.shape, arr.dtype, arr.ndim
+
+    def __getitem__(self, index):
+        try:
+            return self.arr[index]
+        except Exception as exc:  # noqa: BLE001 - zarr and its codecs raise many kinds for a damaged chunk
+            raise StoreError(f"{self.where} cannot be read (a damaged chunk: {type(exc).__name__}: "
+                             f"{str(exc)[:120]})") from None
+
+
+def _checked_array(root: Path, key: str, block: str, name: str, arr, frames: Optional[int]):
+    """A dask array over stored array ``name`` of ``block`` of task ``key``, or one StoreError naming them when
+    it is not numbers, is not ``frames`` long (a split task's blocks are), or declares more than
+    :data:`MAX_CHUNKS` chunks, a chunk over :data:`MAX_CHUNK_BYTES` or, unsplit, over :data:`MAX_UNSPLIT_BYTES`."""
+    import dask.array as da
+
+    where = _damaged_store(root, f"the array {name!r} of block {block} of its task {key!r}")
+    shape = tuple(arr.shape)
+    try:
+        dtype = np.dtype(arr.dtype)
+        chunks = tuple(arr.chunks)
+    except Exception as exc:  # noqa: BLE001 - a data type or chunk grid zarr reads but numpy cannot hold
+        raise StoreError(f"{where} has an unusable layout ({type(exc).__name__}: {str(exc)[:80]})") from None
+    n_chunks = int(np.prod([-(-s // max(c, 1)) for s, c in zip(shape, chunks)], dtype=float)) if shape else 1
+    problem = (f"data type {dtype}, expected numbers" if dtype.kind not in "fiub"
+               else f"{shape[0] if shape else 0} frames, expected the block's {frames}"
+               if frames is not None and (not shape or shape[0] != frames)
+               else f"{n_chunks} chunks, at most {MAX_CHUNKS} expected" if n_chunks > MAX_CHUNKS
+               else f"chunks of {np.prod(chunks, dtype=float) * dtype.itemsize:.3g} bytes, at most {MAX_CHUNK_BYTES}"
+               if np.prod(chunks, dtype=float) * dtype.itemsize > MAX_CHUNK_BYTES
+               else f"shape {shape}, over {MAX_UNSPLIT_BYTES} bytes"
+               if frames is None and np.prod(shape, dtype=float) * dtype.itemsize > MAX_UNSPLIT_BYTES else None)
+    if problem:
+        raise StoreError(f"{where} has {problem}")
+    return da.from_array(_CheckedChunks(arr, where), chunks=chunks, meta=np.empty((0,) * len(shape), dtype))
+
+
+def _lazy_arrays(root: Path, key: str, blocks: list) -> dict:
+    """Task ``key``'s arrays as dask arrays (name → (T, ...), a split task's blocks concatenated along time);
+    a block that is missing is a FileNotFoundError, one zarr cannot open a StoreError, each naming the store,
+    the task and the block."""
     import dask.array as da
     import zarr
 
+    path = _task_path(root, key)
     per_name: dict = {}
-    for i in range(n_blocks):
-        group = zarr.open_group(str(path / f"b{i:05d}"), mode="r")
-        stack = [(group, "")]
-        while stack:
-            g, prefix = stack.pop()
-            for name, arr in g.arrays():
-                per_name.setdefault(prefix + name, []).append(da.from_zarr(arr))
-            stack.extend((sub, f"{prefix}{name}/") for name, sub in g.groups())
+    for i, (start, stop) in enumerate(blocks):
+        block = f"b{i:05d}"
+        if not (path / block / "zarr.json").is_file():
+            raise FileNotFoundError(_damaged_store(root, f"block {block} of its task {key!r} is missing "
+                                                         f"(its attributes list {len(blocks)} blocks)"))
+        frames = stop - start if stop > start else None   # a split task's arrays are its block's frames
+        try:
+            group = zarr.open_group(str(path / block), mode="r")
+            stack = [(group, "")]
+            found = []
+            while stack:
+                g, prefix = stack.pop()
+                found += [(prefix + name, arr) for name, arr in g.arrays()]
+                stack.extend((sub, f"{prefix}{name}/") for name, sub in g.groups())
+        except Exception as exc:  # noqa: BLE001 - zarr's metadata errors: unknown codec or data type, bad JSON
+            raise StoreError(_damaged_store(root, f"block {block} of its task {key!r} cannot be opened "
+                                                  f"({type(exc).__name__}: {str(exc)[:120]})")) from None
+        for name, arr in found:
+            per_name.setdefault(name, []).append(_checked_array(root, key, block, name, arr, frames))
     return {k: (v[0] if len(v) == 1 else da.concatenate(v, axis=0)) for k, v in per_name.items()}
 
 
 def load(out: PathLike) -> Results:
     """Open a results store lazily: task key → :class:`TaskResult` (complete results only).
+
+    The store is checked as it is opened: a manifest or task attributes that
+    are not what :func:`run` writes, a task key that leads out of the store, a
+    missing block, or an array zarr cannot open or that declares more than
+    the block holds is one :class:`StoreError` (a ValueError; FileNotFoundError
+    for a missing block) naming the store and the entry; a damaged chunk is
+    one when it is computed.
 
     Example
     -------
@@ -1275,16 +1471,11 @@ def load(out: PathLike) -> Results:
     root = Path(out)
     if not (root / MANIFEST).is_file():
         raise FileNotFoundError(f"{str(root)!r} is not a napari-retina results store (no {MANIFEST} in it)")
-    manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
     results = Results()
-    for entry in manifest.get("tasks", []):
-        path = root / entry["key"]
-        try:
-            attrs = json.loads((path / "zarr.json").read_text(encoding="utf-8"))["attributes"]
-        except (OSError, ValueError, KeyError):
-            continue  # not computed (yet), or failed
+    for key in _manifest_keys(root):
+        attrs = _task_attrs(root, key)
         # a result without blocks holds nothing (earlier versions stored one for an empty stimulus): not served
-        if attrs.get("complete") and attrs.get("blocks"):
-            results[entry["key"]] = TaskResult(entry["key"], _float_attrs(attrs),
-                                               _lazy_arrays(path, len(attrs["blocks"])), path)
+        if attrs is not None and attrs.get("complete") and attrs.get("blocks"):
+            results[key] = TaskResult(key, _float_attrs(attrs), _lazy_arrays(root, key, attrs["blocks"]),
+                                      _task_path(root, key))
     return results
