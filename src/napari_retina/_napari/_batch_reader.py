@@ -51,23 +51,55 @@ def _attribute_layers(res, stim_shape: tuple, prefix: str, visible: bool) -> lis
     block0 = zarr.open_group(str(res.path / "b00000"), mode="r").attrs
     limit = res.attrs.get("summary", {}).get("map_limit")   # the whole task's (batch.task_summary)
     if limit is None:   # a store written before the summary was recorded: the largest block's, a bound
-        limit = max(zarr.open_group(str(res.path / f"b{i:05d}"), mode="r").attrs.get("map_limit", 0.0)
+        limit = max(_number(zarr.open_group(str(res.path / f"b{i:05d}"), mode="r").attrs.get("map_limit"))
                     for i in range(len(res.attrs["blocks"])))
-    attr = SimpleNamespace(maps=None, model=None, offset=int(block0.get("offset", 0)), cells=[res.attrs["cell"]],
+    offset, (y0, x0) = _block_geometry(res, block0)   # y0, x0: the window the spec's crop cut out of the stimulus
+    attr = SimpleNamespace(maps=None, model=None, offset=offset, cells=[res.attrs["cell"]],
                            invariance=res.attrs["params"].get("invariance", "none"),
                            channels=res.arrays["channels"].compute(), response=res.arrays["response"].compute())
+    _check_fits(res, stim_shape, offset, (y0, x0))
     geo = layer_geometry(shape=stim_shape)
-    y0, x0 = block0.get("crop_origin", (0, 0))   # the window the spec's crop cut out of the stimulus
     geo["translate"] = geo["translate"] + np.array([0.0, y0, x0]) * geo["scale"]
     out = []
     if "maps" in res.arrays:
-        out += map_layer_data(attr, geometry=geo, maps=res.arrays["maps"], limit=limit or 1.0, prefix=prefix)
+        limit = limit if np.isfinite(_number(limit)) and _number(limit) > 0 else 1.0   # no finite maps: any
+        out += map_layer_data(attr, geometry=geo, maps=res.arrays["maps"], limit=limit, prefix=prefix)
     if out:
         out[0][1].setdefault("metadata", {}).setdefault(META, {})[TRACES_KEY] = stored_traces(attr, None, prefix)
     for _, kwargs, _ in out:
         kwargs["visible"] = kwargs.get("visible", True) and visible
         kwargs.setdefault("metadata", {})["batch_key"] = res.key
     return out
+
+
+def _number(value) -> float:
+    """A stored float attribute as a float (NaN when it is none: null, a string, a list)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+
+
+def _block_geometry(res, block0) -> tuple[int, tuple[int, int]]:
+    """(offset, (y0, x0)) of an ``attribute`` result's block 0, pixels: where map pixel (0, 0) sits in the
+    analysed window, and where the window sits in the stimulus; a ValueError naming the store entry when they
+    are not non-negative whole numbers."""
+    offset, origin = block0.get("offset", 0), block0.get("crop_origin", [0, 0])
+    whole = (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31)
+    if not whole(offset) or not (isinstance(origin, list) and len(origin) == 2 and all(map(whole, origin))):
+        raise ValueError(f"the batch result {res.key!r} in {str(res.path)!r} is damaged: its block b00000 holds "
+                         f"offset {str(offset)[:30]} and crop_origin {str(origin)[:30]}, expected a pixel "
+                         "offset and a [y0, x0] pixel")
+    return offset, (origin[0], origin[1])
+
+
+def _check_fits(res, stim_shape: tuple, offset: int, origin: tuple) -> None:
+    """A ValueError naming the store entry and the stimulus file unless the stimulus (T, H, W) has the frames
+    the result was computed on (its last block's end) and room for its maps ((T, C, h, w), ``offset`` pixels
+    in from the window at ``origin`` (y0, x0)): the file was replaced since the run, or the store was edited."""
+    frames = res.attrs["blocks"][-1][1]
+    h, w = res.arrays["maps"].shape[2:] if "maps" in res.arrays else (0, 0)
+    if stim_shape[0] != frames or origin[0] + offset + h > stim_shape[1] or origin[1] + offset + w > stim_shape[2]:
+        raise ValueError(f"the stimulus file {res.attrs['stimulus']!r} of the batch result {res.key!r} has shape "
+                         f"{tuple(stim_shape)}, not that of the stimulus the result was computed on ({frames} frames, "
+                         f"maps {h}x{w} at pixel {tuple(origin)} + {offset}); was it replaced since the run?")
 
 
 def unique_names(paths) -> dict:

@@ -1,0 +1,184 @@
+"""A results store is never trusted: nr.batch.load and the store reader refuse damage in one sentence.
+
+The store is made in this process (run_block and finish_task, no cluster) from a tiny model, then damaged.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import napari_retina as nr
+
+batch = pytest.importorskip("napari_retina.batch")
+pytest.importorskip("zarr")
+pytest.importorskip("dask")
+
+PREDICT = "predict"
+ATTRIBUTE = "cell0/attribute"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A store with a predict and a split attribute task (30 frames in blocks of 16) of one stimulus."""
+    import torch
+
+    d = tmp_path_factory.mktemp("store-inputs")
+    torch.manual_seed(0)
+    model = nr.RetinaCNN(nr.ModelConfig(history=8, size=12, channels=(3, 3), kernels=(5, 3), n_cells=2)).eval()
+    nr.save_model(model, d / "tiny.pt")
+    np.save(d / "a.npy", np.random.default_rng(0).standard_normal((30, 12, 12)).astype(np.float32))
+    spec = batch.parse_spec({"model": str(d / "tiny.pt"), "stimuli": [str(d / "a.npy")], "cells": [0],
+                             "analyses": ["predict", "attribute"], "out": str(d / "store"), "block_frames": 16,
+                             "steps": 2})
+    spec.out.mkdir()
+    tasks = batch.plan(spec)
+    batch._write_manifest(spec.out, spec, tasks)
+    for task in tasks:
+        batch.finish_task(task, str(spec.out), *[batch.run_block(task, i, str(spec.out))
+                                                 for i in range(len(task.blocks))])
+    batch.remove_empty_partial(spec.out)
+    return spec.out
+
+
+def _key(root, suffix):
+    (key,) = [k for k in batch.load(root) if k.endswith(suffix)]
+    return key
+
+
+def _edit(path, change):
+    doc = json.loads(open(path).read())
+    change(doc)
+    with open(path, "w") as f:
+        json.dump(doc, f)
+
+
+def _manifest(change):
+    return lambda root: _edit(root / batch.MANIFEST, change)
+
+
+def _task_attr(suffix, name, value):
+    def damage(root):
+        _edit(root / _key(root, suffix) / "zarr.json", lambda doc: doc["attributes"].__setitem__(name, value))
+    return damage
+
+
+def _array_meta(change, array="channels", block="b00000"):
+    def damage(root):
+        _edit(root / _key(root, ATTRIBUTE) / block / array / "zarr.json", change)
+    return damage
+
+
+def _huge(doc):
+    doc["shape"] = [10**6, 10**5]
+    doc["chunk_grid"]["configuration"]["chunk_shape"] = [10**6, 10**5]
+
+
+def _outside(root):
+    """A key that climbs out of the store to another copy of it."""
+    other = root.parent / "other"
+    shutil.copytree(root, other)
+    key = _key(root, ATTRIBUTE)
+    _edit(root / batch.MANIFEST, lambda doc: doc["tasks"].append({"key": f"../other/{key}"}))
+
+
+def _absolute(root):
+    key = _key(root, ATTRIBUTE)
+    _edit(root / batch.MANIFEST, lambda doc: doc["tasks"].append({"key": str(root / key)}))
+
+
+def _linked_out(root):
+    os.symlink(root.parent, root / "elsewhere")
+    _edit(root / batch.MANIFEST, lambda doc: doc["tasks"].append({"key": "elsewhere/x"}))
+
+
+def _missing_block(root):
+    shutil.rmtree(root / _key(root, ATTRIBUTE) / "b00001")
+
+
+def _unknown_codec(doc):
+    doc["codecs"].append({"name": "numcodecs.pickle"})
+
+
+DAMAGE = {
+    "manifest not JSON": (lambda root: (root / batch.MANIFEST).write_text("{not json"),
+                          "its napari-retina-batch.json is not valid JSON"),
+    "manifest a list": (lambda root: (root / batch.MANIFEST).write_text("[1]"),
+                        "its napari-retina-batch.json holds a JSON list, expected an object with a list of tasks"),
+    "tasks a string": (_manifest(lambda doc: doc.__setitem__("tasks", "abc")), "holds tasks that are a str"),
+    "task without key": (_manifest(lambda doc: doc["tasks"][0].pop("key")),
+                         "task 0 of its napari-retina-batch.json is"),
+    "key out of the store": (_outside, "its task key '../other/"),
+    "absolute key": (_absolute, "its task key '/"),
+    "key through a link out of the store": (_linked_out, "its task 'elsewhere/x' is a link to a folder outside"),
+    "attributes a list": (lambda root: _edit(root / _key(root, PREDICT) / "zarr.json",
+                                             lambda doc: doc.__setitem__("attributes", [1])),
+                          "the attributes of its task"),
+    "blocks an int": (_task_attr(PREDICT, "blocks", 5), "the attribute 'blocks' of its task"),
+    "blocks not contiguous": (_task_attr(ATTRIBUTE, "blocks", [[0, 16], [20, 30]]), "the attribute 'blocks'"),
+    "more blocks than stored": (_task_attr(ATTRIBUTE, "blocks", [[0, 16], [16, 30], [30, 31]]),
+                                "block b00002 of its task"),
+    "a block missing": (_missing_block, "block b00001 of its task"),
+    "params a list": (_task_attr(ATTRIBUTE, "params", [1]), "the attribute 'params' of its task"),
+    "summary a string": (_task_attr(ATTRIBUTE, "summary", "x"), "the attribute 'summary' of its task"),
+    "map limit infinite": (_task_attr(ATTRIBUTE, "summary", {"map_limit": "inf"}), "the summary 'map_limit'"),
+    "cell a string": (_task_attr(ATTRIBUTE, "cell", "abc"), "the attribute 'cell' of its task"),
+    "unknown codec": (_array_meta(_unknown_codec), "block b00000 of its task"),
+    "huge array": (_array_meta(_huge), "the array 'channels' of block b00000 of its task"),
+    "string data type": (_array_meta(lambda doc: doc.__setitem__("data_type", "string")), "block b00000"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_damaged_store_is_one_sentence_naming_the_store_and_the_entry(store, tmp_path, case):
+    damage, sentence = DAMAGE[case]
+    root = tmp_path / "store"
+    shutil.copytree(store, root)
+    damage(root)
+    with pytest.raises((ValueError, FileNotFoundError)) as info:
+        batch.load(root)
+    message = str(info.value)
+    assert message.startswith(f"{str(root)!r} is a damaged napari-retina results store: ")
+    assert sentence in message and "\n" not in message
+
+
+def test_a_corrupt_chunk_is_one_sentence_when_it_is_read(store, tmp_path):
+    root = tmp_path / "store"
+    shutil.copytree(store, root)
+    key = _key(root, ATTRIBUTE)
+    for chunk in glob.glob(str(root / key / "b00000" / "channels" / "c" / "**" / "*"), recursive=True):
+        if os.path.isfile(chunk):
+            open(chunk, "wb").write(b"x")
+    channels = batch.load(root)[key].arrays["channels"]
+    with pytest.raises(ValueError) as info:
+        channels.compute()
+    assert str(info.value).startswith(f"{str(root)!r} is a damaged napari-retina results store: the array "
+                                      f"'channels' of block b00000 of its task {key!r} cannot be read")
+
+
+def test_the_store_reader_refuses_a_stimulus_of_another_shape_and_a_bad_crop_origin(store, tmp_path):
+    from napari_retina._napari._batch_reader import read_batch_layers
+
+    root = tmp_path / "store"
+    shutil.copytree(store, root)
+    key = _key(root, ATTRIBUTE)
+    assert len(read_batch_layers(str(root))) > 1   # the undamaged copy reads
+    crop = root / key / "b00000" / "zarr.json"
+    _edit(crop, lambda doc: doc["attributes"].__setitem__("crop_origin", "ab"))
+    with pytest.raises(ValueError, match=rf"the batch result '{key}' .* holds offset 2 and crop_origin ab,"):
+        read_batch_layers(str(root))
+    _edit(crop, lambda doc: doc["attributes"].__setitem__("crop_origin", [0, 0]))
+    stimulus = batch.load(root)[key].attrs["stimulus"]
+    small = tmp_path / "small.npy"
+    np.save(small, np.zeros((1, 4, 4), np.float32))
+    for task in (key, _key(root, PREDICT)):
+        _task_attr(task, "stimulus", str(small))(root)
+    with pytest.raises(ValueError, match=r"has shape \(1, 4, 4\), not that of the stimulus the result was computed "
+                                         r"on \(30 frames"):
+        read_batch_layers(str(root))
+    assert stimulus != str(small)
