@@ -96,13 +96,58 @@ def _h5_dataset_path(h5, key: str, path: Path) -> Optional[str]:
     """
     import h5py
 
+    found = _h5_lookup(h5, key, path)
     try:
-        found = _h5_resolve(h5, key, path, 0, key)
         return found if found and isinstance(h5[found], h5py.Dataset) else None
+    except Exception as exc:  # RuntimeError, KeyError, OSError from a damaged object header
+        raise ValueError(f"{str(path)!r} is a corrupt HDF5 file: {key!r} cannot be looked up ({exc})") from exc
+
+
+def _h5_lookup(h5, key: str, path: Path) -> Optional[str]:
+    """The hard path ("" for the root) of the object ``key`` names in the open file, or None when it names none:
+    :func:`_h5_resolve`, with a damaged file's raw h5py error turned into one ValueError naming the file and key."""
+    try:
+        return _h5_resolve(h5, key, path, 0, key)
     except ValueError:
         raise
     except Exception as exc:  # RuntimeError, KeyError, OSError from a damaged link table or object header
         raise ValueError(f"{str(path)!r} is a corrupt HDF5 file: {key!r} cannot be looked up ({exc})") from exc
+
+
+def _h5_group(h5, key: str, path: Path):
+    """The group ``key`` names in the open file (soft links followed inside it, an external link refused), or
+    None when it names none or names a dataset; a damaged object header is one ValueError naming the file."""
+    import h5py
+
+    found = _h5_lookup(h5, key, path)
+    if found is None:
+        return None
+    try:
+        group = h5[found] if found else h5
+    except Exception as exc:  # RuntimeError, KeyError, OSError from a damaged object header
+        raise ValueError(f"{str(path)!r} is a corrupt HDF5 file: {key!r} cannot be opened ({exc})") from exc
+    return group if isinstance(group, h5py.Group) else None
+
+
+def _h5_optional_dataset(h5, key: str, path: Path) -> Optional[str]:
+    """The hard path of the optional dataset ``key`` in the open file, or None when the file has nothing under
+    that name; one ValueError naming the file when the name is there but is no dataset: a group, a soft link to
+    nothing, or a link into another file (:func:`_h5_resolve`)."""
+    import h5py
+
+    found = _h5_lookup(h5, key, path)
+    try:
+        if found is None:
+            if h5.get(key, getlink=True) is None:
+                return None
+            raise ValueError(f"{key!r} in {str(path)!r} is a link to nothing in the file; expected a dataset")
+        if not isinstance(h5[found], h5py.Dataset):
+            raise ValueError(f"{key!r} in {str(path)!r} is a group; expected a dataset")
+    except ValueError:
+        raise
+    except Exception as exc:  # RuntimeError, KeyError, OSError from a damaged link table or object header
+        raise ValueError(f"{str(path)!r} is a corrupt HDF5 file: {key!r} cannot be looked up ({exc})") from exc
+    return found
 
 
 def _h5_resolve(h5, key: str, path: Path, depth: int, asked: str) -> Optional[str]:
@@ -283,18 +328,137 @@ def stimulus_key(path: PathLike, key: Optional[str] = None) -> Optional[str]:
         return _h5_stimulus_key(h5, path, key)
 
 
-def _read_h5_dataset(h5, key: str, path: Path) -> np.ndarray:
-    """The whole dataset ``key`` of the open file, or one ValueError naming it when its data cannot be read:
-    a compression filter that is not installed is named as such, anything else is damage."""
+#: share of this machine's physical memory that one read of an HDF5 dataset may take
+H5_READ_MEMORY_SHARE = 0.5
+#: the most bytes one read of an HDF5 dataset may take where the system does not say how much memory it has
+H5_READ_FALLBACK_BYTES = 8 * 2**30
+
+
+def h5_read_limit() -> tuple[int, str]:
+    """(bytes, why): the most memory one read of an HDF5 dataset from a file may take, and the reason, for messages.
+
+    :data:`H5_READ_MEMORY_SHARE` of this machine's physical memory, or
+    :data:`H5_READ_FALLBACK_BYTES` where the system does not say.
+    A 100,000-frame movie of 50×50 float32 pixels takes 1 GB. The limit stops a
+    small file that declares a huge dataset (HDF5 stores no data for unwritten
+    chunks, and gzip packs a constant array 1000-fold) before it is allocated.
+    """
+    from ._validate import physical_memory_bytes
+
+    have = physical_memory_bytes()
+    if have is None:
+        return H5_READ_FALLBACK_BYTES, "the limit where the system does not say how much memory it has"
+    return int(have * H5_READ_MEMORY_SHARE), f"{H5_READ_MEMORY_SHARE:.0%} of this machine's {_size_text(have)} memory"
+
+
+def _size_text(n_bytes: int) -> str:
+    """A byte count for people: "512 bytes", "3.5 MiB", "2.79 GiB", "3.64 TiB"."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.3g} {unit}"
+    return f"{n_bytes} bytes"
+
+
+def _h5_source_text(dataset) -> str:
+    """The files a virtual dataset maps, for messages: "'a.h5'", "'a.h5' and 2 more"."""
     try:
-        return h5[key][()]
+        names = sorted({str(m.file_name) for m in dataset.virtual_sources()})
+    except Exception:  # a damaged mapping: the dataset is refused all the same
+        return "other data"
+    if not names:
+        return "other data"
+    return repr(names[0]) + (f" and {len(names) - 1} more" if len(names) > 1 else "")
+
+
+def _check_h5_read(dataset, key: str, path: Path, frames: Optional[tuple[int, int]] = None) -> None:
+    """Refuse, before anything is read, a read of ``dataset`` (``key`` in the file at ``path``; ``frames``: a
+    [start, stop) range of its first axis, None for all of it) that the file cannot be trusted with, in one
+    ValueError naming the file and the dataset:
+
+    - data from outside the file: external raw storage (``dataset.external``,
+      any file on this machine, e.g. /etc/passwd), a virtual dataset
+      (``dataset.is_virtual``), or a dataset of another file reached through links;
+    - values whose memory is not the declared shape's (variable-length strings,
+      object references) or no array at all (an empty dataspace);
+    - more bytes than :func:`h5_read_limit` allows, from the declared shape and dtype;
+    - declared values that were never written (no storage at all: a small file
+      declaring a huge dataset, which HDF5 would fill in with zeros).
+    """
+    where = f"the dataset {key!r} of {str(path)!r}"
+    try:
+        external, virtual = dataset.external, dataset.is_virtual
+        shape, dtype = dataset.shape, dataset.dtype
+        stored = dataset.id.get_storage_size()
+        home = dataset.file.filename
+    except Exception as exc:  # a type or layout h5py cannot map, or a damaged object header
+        raise ValueError(f"cannot read {where}: its type or layout cannot be read (corrupt or unsupported: "
+                         f"{exc})") from exc
+    if external:
+        name = external[0][0]
+        name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+        raise ValueError(f"{where} keeps its data outside the file, in {name!r} (HDF5 external storage), which is "
+                         "not read; copy the data into the file")
+    if virtual:
+        raise ValueError(f"{where} is a virtual dataset that maps {_h5_source_text(dataset)}, which is not read; "
+                         "copy the data into the file")
+    if not _same_file(home, path):
+        raise ValueError(f"{key!r} in {str(path)!r} leads into another file, {home!r}, which is not followed; "
+                         "copy the data into the file")
+    if dtype.hasobject:
+        raise ValueError(f"{where} holds variable-length or reference values (dtype {dtype}), not an array of numbers")
+    if shape is None:
+        raise ValueError(f"{where} holds no array (an empty HDF5 dataspace)")
+    rows = len(range(*slice(*frames).indices(shape[0]))) if frames is not None and shape else None
+    count = int(np.prod([rows, *shape[1:]] if rows is not None else shape, dtype=object))
+    need, (limit, why) = count * dtype.itemsize, h5_read_limit()
+    what = where if rows is None else f"frames {frames[0]}:{frames[1]} of {where}"
+    if need > limit:
+        raise ValueError(f"{what} would take {_size_text(need)} in memory (shape {tuple(shape)}, dtype {dtype}), "
+                         f"more than the {_size_text(limit)} one dataset read may take ({why})")
+    if stored == 0 and count > 0:
+        raise ValueError(f"{where} declares shape {tuple(shape)} and dtype {dtype} but holds no data: its values "
+                         "were never written to the file")
+
+
+def _same_file(name: str, path: Path) -> bool:
+    """Whether the file h5py opened as ``name`` is the one at ``path``."""
+    try:
+        return os.path.samefile(name, path)
+    except OSError:
+        return False
+
+
+def _read_h5_dataset(h5, key: str, path: Path, frames: Optional[tuple[int, int]] = None) -> np.ndarray:
+    """The package's one way to read an HDF5 dataset from a file it does not trust: ``key`` of the open file
+    (soft links followed inside it, an external link refused), all of it, or only the [start, stop) range
+    ``frames`` of its first axis (frames of a (T, H, W) stimulus), in the file's dtype and shape.
+
+    Checked before anything is read (:func:`_check_h5_read`: outside data, dtype,
+    declared bytes); a read that fails is one ValueError naming the file and the
+    dataset: a compression filter that is not installed is named as such, anything else is damage.
+    """
+    found = _h5_dataset_path(h5, key, path)
+    if found is None:
+        raise ValueError(f"{str(path)!r} has no dataset {key!r}; it has {_h5_keys(h5)}")
+    try:
+        dataset = h5[found]
+    except Exception as exc:  # RuntimeError, KeyError, OSError from a damaged object header
+        raise ValueError(f"{str(path)!r} is a corrupt HDF5 file: {key!r} cannot be opened ({exc})") from exc
+    if frames is not None and dataset.ndim == 0:
+        frames = None   # a single value, read whole: the caller says it is no stack of frames
+    _check_h5_read(dataset, key, path, frames)
+    what = f"the dataset {key!r} of {str(path)!r}"
+    if frames is not None:
+        what = f"frames {frames[0]}:{frames[1]} of {what}"
+    try:
+        return dataset[()] if frames is None else dataset[frames[0]:frames[1]]
     except Exception as exc:  # OSError from a damaged chunk or filter, and whatever else h5py raises on damage
-        missing = _missing_filter(h5, key)
+        missing = _missing_filter(h5, found)
         if missing:
-            raise ValueError(f"cannot read the dataset {key!r} of {str(path)!r}: it is compressed with {missing}, "
+            raise ValueError(f"cannot read {what}: it is compressed with {missing}, "
                              "which is not installed here; install that HDF5 filter plugin (HDF5_PLUGIN_PATH) or "
                              "rewrite the file with gzip compression") from exc
-        raise ValueError(f"cannot read the dataset {key!r} of {str(path)!r} (truncated or corrupt: {exc})") from exc
+        raise ValueError(f"cannot read {what} (truncated or corrupt: {exc})") from exc
 
 
 def _missing_filter(h5, key: str) -> str:
@@ -385,7 +549,7 @@ def _read_repeats(h5, split: str, path: Path, n_cells: int, n_frames: int) -> Op
     if not names:
         return None
     names = _repeats_by_cell(names, prefix[:-1], path, n_cells)
-    reps = [_checked_rates(_read_h5_dataset(h5, _h5_dataset_path(h5, prefix + n, path), path), prefix + n,
+    reps = [_checked_rates(_read_h5_dataset(h5, prefix + n, path), prefix + n,
                            "(repeats, T)", path, n_frames, "repeats") for n in names]
     counts = [len(r) for r in reps]
     odd = next((i for i, c in enumerate(counts) if c != counts[0]), None)

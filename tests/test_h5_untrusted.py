@@ -1,0 +1,144 @@
+"""HDF5 files are not trusted: every dataset the package reads from one goes through ``nr.io``'s one reader,
+which checks it before reading (DESIGN.md, "Bad input policy": one sentence, no h5py traceback).
+
+Refused, naming the file and the dataset: a declared size that would not fit (a small file can declare a
+terabyte it never stores), declared values never written, data from outside the file (HDF5 external raw storage,
+virtual datasets, links into other files), variable-length values; h5py's raw errors on damaged files become one
+ValueError. The huge datasets here are declared, not written: the tests stay fast.
+"""
+
+import re
+
+import h5py
+import numpy as np
+import pytest
+
+from napari_retina import io
+from napari_retina.io import read_dataset, read_stimulus, write_dataset
+
+TERABYTES = (10**6, 1000, 1000)      # float32: 3.64 TiB, more than any machine's memory
+
+
+def _declared(path, key="stimulus", shape=TERABYTES, write_first=True, **kwargs):
+    """A file whose dataset ``key`` declares ``shape`` float32 in chunks of one frame, only its first frame
+    written (``write_first``) or none."""
+    with h5py.File(path, "a") as h5:
+        dataset = h5.create_dataset(key, shape=shape, dtype="f4", chunks=(1,) + tuple(shape[1:]), **kwargs)
+        if write_first:
+            dataset[0] = 1.0
+    return path
+
+
+def _lab_file(path, cells=2, frames=30, size=20):
+    """A dataset in the lab's layout (train and test), 20×20 px, no true rates."""
+    rng = np.random.default_rng(0)
+    split = lambda: io.Split(rng.standard_normal((frames, size, size)).astype(np.float32),   # noqa: E731
+                             rng.gamma(1.0, 0.5, (frames, cells)).astype(np.float32))
+    return write_dataset(path, io.Dataset(split(), split(), [f"c{i}" for i in range(cells)], {}))
+
+
+# ----------------------------------------------------------------------------- size ---
+
+def test_a_declared_size_beyond_the_limit_is_refused_before_reading(tmp_path):
+    path = _declared(tmp_path / "bomb.h5")
+    with pytest.raises(ValueError, match=re.escape(
+            f"the dataset 'stimulus' of {str(path)!r} would take 3.64 TiB in memory (shape (1000000, 1000, 1000), "
+            "dtype float32), more than the ")):
+        read_stimulus(path)
+
+
+def test_declared_values_never_written_are_refused(tmp_path):
+    """750 frames of 1000×1000 px in a 1.4 KB file: 2.9 GB of zeros were allocated and returned."""
+    path = _declared(tmp_path / "empty.h5", shape=(750, 1000, 1000), write_first=False)
+    assert path.stat().st_size < 10_000
+    with pytest.raises(ValueError, match=re.escape(
+            f"the dataset 'stimulus' of {str(path)!r} declares shape (750, 1000, 1000) and dtype float32 but holds "
+            "no data: its values were never written to the file")):
+        read_stimulus(path)
+
+
+def test_the_limit_is_half_the_memory_and_says_so(tmp_path, monkeypatch):
+    from napari_retina import _validate
+
+    monkeypatch.setattr(_validate, "physical_memory_bytes", lambda: 4 * 2**30)
+    assert io.h5_read_limit() == (2 * 2**30, "50% of this machine's 4 GiB memory")
+    assert io.h5_read_limit()[0] > 100_000 * 50 * 50 * 4      # a long movie, 100,000 frames of 50×50 float32
+    monkeypatch.setattr(_validate, "physical_memory_bytes", lambda: None)
+    assert io.h5_read_limit() == (8 * 2**30, "the limit where the system does not say how much memory it has")
+    # a written dataset over the limit (made small here) is refused alike, one under it is read
+    monkeypatch.setattr(io, "h5_read_limit", lambda: (1000, "a test's limit"))
+    with h5py.File(tmp_path / "s.h5", "w") as h5:
+        h5["stimulus"] = np.ones((3, 10, 10), np.float32)     # 1200 bytes
+        h5["small"] = np.ones((2, 10, 10), np.float32)        # 800 bytes
+    with pytest.raises(ValueError, match=r"'stimulus' of .* would take 1.17 KiB in memory \(shape \(3, 10, 10\), "
+                                         r"dtype float32\), more than the 1000 bytes one dataset read may take "
+                                         r"\(a test's limit\)$"):
+        read_stimulus(tmp_path / "s.h5")
+    assert read_stimulus(tmp_path / "s.h5", key="small").shape == (2, 10, 10)
+
+
+def test_a_lab_dataset_declaring_huge_rates_is_refused(tmp_path):
+    path = _lab_file(tmp_path / "d.h5")
+    with h5py.File(path, "a") as h5:
+        del h5["train/response/firing_rate_10ms"]
+    _declared(path, "train/response/firing_rate_10ms", shape=(10**6, 10**6))
+    with pytest.raises(ValueError, match=r"the dataset 'train/response/firing_rate_10ms' of .*d.h5' would take "
+                                         r"3.64 TiB in memory"):
+        read_dataset(path)
+
+
+def test_variable_length_values_are_refused(tmp_path):
+    with h5py.File(tmp_path / "s.h5", "w") as h5:
+        h5["stimulus"] = np.array(["a", "b"], dtype=h5py.string_dtype())
+    with pytest.raises(ValueError, match=r"the dataset 'stimulus' of .*s.h5' holds variable-length or reference "
+                                         r"values \(dtype object\), not an array of numbers$"):
+        read_stimulus(tmp_path / "s.h5")
+
+
+# ------------------------------------------------------------------- outside data ---
+
+def _external_storage(path, key="stimulus"):
+    """``key`` of a new file at ``path`` as 32 bytes of another file (HDF5 external raw storage)."""
+    secret = path.parent / "secret.bin"
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+    with h5py.File(path, "a") as h5:
+        h5.create_dataset(key, shape=(1, 4, 8), dtype="u1", external=[(str(secret), 0, 32)])
+    return path, secret
+
+
+def _virtual(path, key="stimulus"):
+    """``key`` of a new file at ``path`` as a virtual dataset mapping another file's stack."""
+    source = path.parent / "source.h5"
+    with h5py.File(source, "w") as h5:
+        h5["movie"] = np.full((12, 8, 8), 9, np.float32)
+    layout = h5py.VirtualLayout(shape=(12, 8, 8), dtype="f4")
+    layout[:] = h5py.VirtualSource(str(source), "movie", shape=(12, 8, 8))
+    with h5py.File(path, "a") as h5:
+        h5.create_virtual_dataset(key, layout)
+    return path, source
+
+
+def test_external_raw_storage_is_refused(tmp_path):
+    """The returned "stimulus" was the other file's bytes (/etc/passwd in the report)."""
+    path, secret = _external_storage(tmp_path / "s.h5")
+    with pytest.raises(ValueError, match=re.escape(
+            f"the dataset 'stimulus' of {str(path)!r} keeps its data outside the file, in {str(secret)!r} (HDF5 "
+            "external storage), which is not read; copy the data into the file")):
+        read_stimulus(path)
+
+
+def test_a_virtual_dataset_is_refused(tmp_path):
+    path, source = _virtual(tmp_path / "s.h5")
+    with pytest.raises(ValueError, match=re.escape(
+            f"the dataset 'stimulus' of {str(path)!r} is a virtual dataset that maps {str(source)!r}, which is not "
+            "read; copy the data into the file")):
+        read_stimulus(path)
+
+
+def test_a_lab_dataset_with_outside_rates_is_refused(tmp_path):
+    path = _lab_file(tmp_path / "d.h5")
+    with h5py.File(path, "a") as h5:
+        del h5["test/stimulus"]
+    _virtual(path, "test/stimulus")
+    with pytest.raises(ValueError, match=r"the dataset 'test/stimulus' of .*d.h5' is a virtual dataset"):
+        read_dataset(path)
