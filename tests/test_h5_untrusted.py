@@ -13,7 +13,8 @@ import h5py
 import numpy as np
 import pytest
 
-from napari_retina import io
+from napari_retina import batch, io
+from napari_retina._napari._reader import read_stimulus_layers
 from napari_retina.io import read_dataset, read_stimulus, write_dataset
 
 TERABYTES = (10**6, 1000, 1000)      # float32: 3.64 TiB, more than any machine's memory
@@ -142,3 +143,61 @@ def test_a_lab_dataset_with_outside_rates_is_refused(tmp_path):
     _virtual(path, "test/stimulus")
     with pytest.raises(ValueError, match=r"the dataset 'test/stimulus' of .*d.h5' is a virtual dataset"):
         read_dataset(path)
+
+
+# ------------------------------------------------------------------- batch windows ---
+
+def test_batch_windows_are_checked_like_whole_reads(tmp_path):
+    """read_window tried to allocate the whole declared movie (7.63 GiB in the report) when a task read it all."""
+    path = _declared(tmp_path / "bomb.h5")
+    assert batch.read_window(path, 0, 2).shape == (2, 1000, 1000)      # a window of it is small
+    with pytest.raises(ValueError, match=r"^frames 0:1000000 of the dataset 'stimulus' of .*bomb.h5' would take "
+                                         r"3.64 TiB in memory"):
+        batch.read_window(path, 0, 10**6)
+    ext, _ = _external_storage(tmp_path / "ext.h5")
+    with pytest.raises(ValueError, match=r"'stimulus' of .*ext.h5' keeps its data outside the file"):
+        batch.read_window(ext, 0, 1)
+    vds, _ = _virtual(tmp_path / "vds.h5")
+    with pytest.raises(ValueError, match=r"'stimulus' of .*vds.h5' is a virtual dataset"):
+        batch.read_window(vds, 0, 1)
+
+
+# ------------------------------------------------------------------ saved analyses ---
+
+def _saved_analysis(path, frames=6, channels=3):
+    """The datasets of a saved analysis that the napari reader needs, and no more."""
+    rng = np.random.default_rng(1)
+    with h5py.File(path, "w") as h5:
+        h5["stimulus"] = rng.standard_normal((frames, 8, 8)).astype(np.float32)
+        h5["attribution/channels"] = rng.standard_normal((frames, channels)).astype(np.float32)
+        h5["attribution/response"] = rng.random(frames).astype(np.float32)
+        h5.create_group("parameters")
+    return path
+
+
+@pytest.mark.parametrize("case", ["declared", "external storage", "virtual", "external link", "extra"])
+def test_a_saved_analysis_reads_its_datasets_as_untrusted(tmp_path, case):
+    """The reader read every dataset whole (MemoryError), followed external links and read outside data."""
+    from napari_retina._napari._reader import read_analysis
+
+    path = _saved_analysis(tmp_path / "an.h5")
+    read_analysis(path)                                   # the file as written reads
+    with h5py.File(path, "a") as h5:
+        if case != "extra":
+            del h5["stimulus"]
+        if case == "external link":
+            h5["stimulus"] = h5py.ExternalLink(str(_saved_analysis(tmp_path / "other.h5")), "/stimulus")
+    if case in ("declared", "extra"):
+        key = "stimulus" if case == "declared" else "attribution/junk"
+        _declared(path, key, shape=(10**6, 1000, 1000))
+        match = rf"^the dataset '{key}' of .*an.h5' would take 3.64 TiB in memory"
+    elif case == "external storage":
+        _external_storage(path)
+        match = r"^the dataset 'stimulus' of .*an.h5' keeps its data outside the file"
+    elif case == "virtual":
+        _virtual(path)
+        match = r"^the dataset 'stimulus' of .*an.h5' is a virtual dataset"
+    else:
+        match = r"^'stimulus' in .*an.h5' leads into another file, .*other.h5' .*which is not followed"
+    with pytest.raises(ValueError, match=match):
+        read_stimulus_layers(str(path))

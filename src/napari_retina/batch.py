@@ -450,17 +450,7 @@ def read_window(path: PathLike, start: int, stop: int) -> np.ndarray:
         arr = np.array(_npy_view(path)[start:stop])
     elif suffix in io.HDF5_SUFFIXES:
         with io._open_h5(path) as h5:
-            key = _h5_key(h5, path)
-            try:
-                arr = h5[key][start:stop]
-            except ValueError:
-                raise
-            except Exception as exc:
-                missing = io._missing_filter(h5, key)
-                if missing:
-                    raise ValueError(f"cannot read frames {start}:{stop} of {str(path)!r}: its dataset {key!r} is "
-                                     f"compressed with {missing}, which is not installed here") from exc
-                raise ValueError(f"cannot read frames {start}:{stop} of {str(path)!r} (truncated or corrupt: {exc})") from exc
+            arr = io._read_h5_dataset(h5, _h5_key(h5, path), path, frames=(start, stop))
     else:
         arr = io.read_stimulus(path)[start:stop]
     return as_stack(arr, name=f"the stimulus in {path.name} (frames {start}:{stop})")

@@ -103,13 +103,15 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _read_dataset(h5, path: Path, name: str) -> Optional[np.ndarray]:
-    """Dataset ``name`` of the open saved analysis as an array (None when absent or not a dataset); a dataset
+    """Dataset ``name`` of the open saved analysis as an array (None when absent or not a dataset), read by
+    ``nr.io``'s one reader of untrusted HDF5 (nothing from outside the file, its size checked first); a dataset
     h5py cannot read (corrupt chunks, a filter that fails) is one ValueError naming the file and the dataset."""
-    import h5py
-
     try:
-        obj = h5.get(name)
-        return obj[()] if isinstance(obj, h5py.Dataset) else None
+        if nr_io._h5_dataset_path(h5, name, path) is None:
+            return None
+        return nr_io._read_h5_dataset(h5, name, path)
+    except ValueError:
+        raise
     except (OSError, RuntimeError, KeyError, TypeError) as exc:
         raise ValueError(f"{_damaged(path)}: its dataset {name!r} cannot be read ({_first_line(exc)})") from None
 
@@ -117,10 +119,11 @@ def _read_dataset(h5, path: Path, name: str) -> Optional[np.ndarray]:
 def _group(h5, path: Path, name: str, datasets: tuple = ()) -> dict:
     """Attributes (as Python values) and the datasets named in ``datasets`` (as arrays) of group ``name`` of the
     open saved analysis (empty when absent). Other datasets are not read: the layers need none of them."""
+    group = nr_io._h5_group(h5, name, path)   # a link out of the file is refused, not followed
+    if group is None:
+        return {}
     try:
-        if name not in h5:
-            return {}
-        out = {k: _attr_value(v) for k, v in h5[name].attrs.items()}
+        out = {k: _attr_value(v) for k, v in group.attrs.items()}
     except (OSError, RuntimeError, KeyError, TypeError) as exc:
         raise ValueError(f"{_damaged(path)}: the attributes of its group {name!r} cannot be read "
                          f"({_first_line(exc)})") from None
