@@ -13,9 +13,11 @@ import h5py
 import numpy as np
 import pytest
 
+import napari_retina as nr
 from napari_retina import batch, io
 from napari_retina._napari._reader import read_stimulus_layers
 from napari_retina.io import read_dataset, read_stimulus, write_dataset
+from napari_retina.model import ModelConfig, RetinaCNN
 
 TERABYTES = (10**6, 1000, 1000)      # float32: 3.64 TiB, more than any machine's memory
 
@@ -201,3 +203,61 @@ def test_a_saved_analysis_reads_its_datasets_as_untrusted(tmp_path, case):
         match = r"^'stimulus' in .*an.h5' leads into another file, .*other.h5' .*which is not followed"
     with pytest.raises(ValueError, match=match):
         read_stimulus_layers(str(path))
+
+
+# ------------------------------------------------------------- evaluate's true rates ---
+
+def _with_true_rates(tmp_path, value):
+    """A lab file (2 cells, 30 test frames) whose test/true_rates is ``value`` (an array, a link, a callable
+    that edits the open file)."""
+    path = _lab_file(tmp_path / "d.h5")
+    with h5py.File(path, "a") as h5:
+        if callable(value):
+            value(h5)
+        else:
+            h5["test/true_rates"] = value
+    return path
+
+
+TRUE_RATES = {
+    "NaN": (np.full((2, 30), np.nan, np.float32), r"^test/true_rates in d.h5 holds NaN or infinite rates$"),
+    "-inf": (np.full((2, 30), -np.inf), r"^test/true_rates in d.h5 holds NaN or infinite rates$"),
+    "negative": (-np.ones((2, 30)), r"^test/true_rates in d.h5 holds negative rates"),
+    "complex": (np.ones((2, 30), complex), r"^test/true_rates in d.h5 must hold numbers .*got dtype complex128$"),
+    "text": (np.full((2, 30), b"a", "S3"), r"^test/true_rates in d.h5 must hold numbers .*got dtype \|S3$"),
+    "short": (np.ones((2, 29)), r"^test/true_rates in d.h5: the stimulus has 30 frames but the true rates have 29 "
+                                r"time bins$"),
+    "1-D": (np.ones(30), r"^test/true_rates in d.h5 must be \(cells, T\), got shape \(30,\)$"),
+    "other cells": (np.ones((3, 30)), r"^test/true_rates in d.h5 must hold one row per cell of "
+                                      r"test/response/firing_rate_10ms, 2, got 3$"),
+    "group": (lambda h5: h5.create_group("test/true_rates"),
+              r"^'test/true_rates' in .*d.h5' is a group; expected a dataset$"),
+    "dangling": (h5py.SoftLink("/nowhere"), r"^'test/true_rates' in .*d.h5' is a link to nothing in the file"),
+    "external link": (h5py.ExternalLink("/nonexistent.h5", "/x"),
+                      r"^'test/true_rates' in .*d.h5' leads into another file, '/nonexistent.h5'"),
+    "declared": (lambda h5: h5.create_dataset("test/true_rates", shape=(10**6, 10**6), dtype="f4",
+                                              chunks=(1000, 1000)),
+                 r"^the dataset 'test/true_rates' of .*d.h5' would take 3.64 TiB in memory"),
+}
+
+
+@pytest.mark.parametrize("case", list(TRUE_RATES))
+def test_evaluates_true_rates_are_checked_as_its_rates(tmp_path, tiny, case):
+    """test/true_rates was read unchecked: NaN scored r_true NaN without a word, a link to another file was
+    followed, a group or a missing link target gave h5py's KeyError/TypeError, a huge declaration MemoryError."""
+    value, match = TRUE_RATES[case]
+    path = _with_true_rates(tmp_path, value)
+    with pytest.raises(ValueError, match=match):
+        nr.evaluate(tiny, path)
+
+
+def test_evaluates_true_rates_keep_the_picked_cells(tmp_path):
+    true = np.stack([np.full(30, 1.0), np.full(30, 2.0)]) + np.linspace(0, 1, 30)
+    path = _with_true_rates(tmp_path, true.astype(np.float32))
+    model = RetinaCNN(ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=1)).eval()
+    ev = nr.evaluate(model, path, cells=[1])
+    assert np.isfinite(ev["r_true_mean"])
+    from napari_retina import training
+
+    picked = training._read_true_rates(path, [1], 30)
+    np.testing.assert_array_equal(picked, true[[1]].T.astype(np.float32))

@@ -182,17 +182,28 @@ def _arrays_sha256(ds: Dataset) -> str:
 
 
 def _read_true_rates(path: Path, cells: Optional[list[int]], n_frames: int) -> Optional[np.ndarray]:
-    import h5py
+    """The file's ``test/true_rates`` (synthetic data's noiseless rates, (cells, T) in the file) as (T, n_cells)
+    float32 for ``cells`` (default all), or None when the file has none.
 
-    with h5py.File(path, "r") as h5:
-        if TRUE_RATES_KEY not in h5:
+    Read as the recorded rates beside them are (``nr.io``'s reader: nothing from
+    outside the file, the size checked before reading) and checked alike: numbers,
+    one row per cell of ``test/response/firing_rate_10ms``, ``n_frames`` time
+    bins, finite and >= 0, or one ValueError naming the file and the dataset.
+    """
+    from .io import RATE_KEY, _checked_rates, _h5_dataset_path, _h5_optional_dataset, _open_h5, _read_h5_dataset
+
+    with _open_h5(path) as h5:
+        if _h5_optional_dataset(h5, TRUE_RATES_KEY, path) is None:
             return None
-        true = np.asarray(h5[TRUE_RATES_KEY][()], dtype=np.float32)
-    if true.ndim != 2 or true.shape[1] != n_frames:
-        raise ValueError(f"{TRUE_RATES_KEY} in {path.name} must be (cells, {n_frames}), got shape {true.shape}")
+        true = _read_h5_dataset(h5, TRUE_RATES_KEY, path)
+        n_cells = int(h5[_h5_dataset_path(h5, f"test/{RATE_KEY}", path)].shape[0])   # checked by read_split before
+    true = _checked_rates(true, TRUE_RATES_KEY, "(cells, T)", path, n_frames, "true rates")
+    if true.shape[0] != n_cells:
+        raise ValueError(f"{TRUE_RATES_KEY} in {path.name} must hold one row per cell of test/{RATE_KEY}, "
+                         f"{n_cells}, got {true.shape[0]}")
     if cells is not None:
-        true = true[cells]
-    return np.ascontiguousarray(true.T)
+        true = true[check_cell_subset(cells, n_cells, "the file has")]
+    return np.ascontiguousarray(true.T, dtype=np.float32)
 
 
 def _check_rates(rates, n_frames: int, name: str, stacklevel: int) -> np.ndarray:
