@@ -12,6 +12,7 @@ import re
 import h5py
 import numpy as np
 import pytest
+from test_formats import keras_weights, save_keras
 
 import napari_retina as nr
 from napari_retina import batch, io
@@ -261,3 +262,65 @@ def test_evaluates_true_rates_keep_the_picked_cells(tmp_path):
 
     picked = training._read_true_rates(path, [1], 30)
     np.testing.assert_array_equal(picked, true[[1]].T.astype(np.float32))
+
+
+# ----------------------------------------------------------------------- Keras weights ---
+
+def test_keras_weights_from_outside_the_file_are_refused(tmp_path):
+    """External storage and virtual datasets loaded a model from other files' bytes."""
+    path = save_keras(tmp_path / "ext.h5", keras_weights())
+    with h5py.File(path, "a") as h5:
+        del h5["conv2d_2/conv2d_2/bias:0"]
+        (tmp_path / "bias.bin").write_bytes(np.zeros(4, "<f8").tobytes())
+        h5["conv2d_2"].create_dataset("conv2d_2/bias:0", shape=(4,), dtype="<f8",
+                                      external=[(str(tmp_path / "bias.bin"), 0, 32)])
+    with pytest.raises(ValueError, match=r"the dataset 'conv2d_2/conv2d_2/bias:0' of .*ext.h5' keeps its data "
+                                         r"outside the file"):
+        nr.load_model(path)
+    with h5py.File(tmp_path / "source.h5", "w") as h5:
+        h5["bias"] = np.zeros(4)
+    path = save_keras(tmp_path / "vds.h5", keras_weights())
+    with h5py.File(path, "a") as h5:
+        del h5["conv2d_2/conv2d_2/bias:0"]
+        layout = h5py.VirtualLayout(shape=(4,), dtype="f8")
+        layout[:] = h5py.VirtualSource(str(tmp_path / "source.h5"), "bias", shape=(4,))
+        h5["conv2d_2"].create_virtual_dataset("conv2d_2/bias:0", layout)
+    with pytest.raises(ValueError, match=r"the dataset 'conv2d_2/conv2d_2/bias:0' of .*vds.h5' is a virtual dataset"):
+        nr.load_model(path)
+
+
+def test_keras_weights_reached_through_a_soft_link_into_another_file_are_refused(tmp_path):
+    other = save_keras(tmp_path / "other.h5", keras_weights(seed=1))
+    path = save_keras(tmp_path / "k.h5", keras_weights())
+    with h5py.File(path, "a") as h5:
+        h5["elsewhere"] = h5py.ExternalLink(str(other), "/")
+        del h5["conv2d_1"]
+        h5["conv2d_1"] = h5py.SoftLink("/elsewhere/conv2d_1")
+    with pytest.raises(ValueError, match=r"in .*k.h5' leads into another file, .*other.h5', which is not followed"):
+        nr.load_model(path)
+
+
+def test_keras_names_that_are_not_text_are_one_sentence(tmp_path):
+    """A bare UnicodeDecodeError, naming no file."""
+    path = save_keras(tmp_path / "k.h5", keras_weights())
+    with h5py.File(path, "a") as h5:
+        names = list(h5.attrs["layer_names"])
+        h5.attrs["layer_names"] = np.array([b"\xf9conv"] + names[1:], dtype=f"S{max(map(len, names))}")
+    with pytest.raises(ValueError, match=r"k.h5' is damaged Keras weights: its HDF5 structure cannot be read "
+                                         r"\(UnicodeDecodeError: "):
+        nr.load_model(path)
+
+
+@pytest.mark.parametrize("start, step", [(200, 311), (297, 311), (394, 211), (588, 401)])
+def test_keras_weights_with_damaged_structure_are_one_sentence(tmp_path, start, step):
+    """h5py's RuntimeError ("bad heap free list"), KeyError or OSError from the layer lookups and attributes,
+    naming no file. The damage (every ``step``-th byte from ``start`` flipped, as the tester did) hits the
+    symbol tables and heaps of a file save_keras writes, not the superblock."""
+    path = save_keras(tmp_path / "k.h5", keras_weights())
+    data = bytearray(path.read_bytes())
+    for at in range(start, len(data), step):
+        data[at] ^= 0x33
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"k.h5' is damaged Keras weights") as info:
+        nr.load_model(path)
+    assert "\n" not in str(info.value)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io import _open_h5
+from ..io import _check_h5_read, _open_h5
 from . import _net
 from ._net import BatchNorm, Net
 
@@ -128,12 +128,15 @@ def _layers(path: Path, root) -> list[tuple[str, dict[str, np.ndarray]]]:
 
 
 def _read_array(path: Path, layer: str, name: str, dataset) -> np.ndarray:
-    """A weight array, its size checked before it is read (a small file can declare a huge, unwritten dataset)."""
+    """A weight array, checked before it is read: at most ``MAX_STATE_NUMBERS`` numbers (a small file can declare
+    a huge, unwritten dataset), and nothing from outside the file nor beyond ``nr.io``'s checks (external storage,
+    virtual datasets, object values: ``io._check_h5_read``)."""
     if dataset.size > _net.MAX_STATE_NUMBERS:
         raise ValueError(
             f"{str(path)!r} cannot be imported: layer {layer}'s {name} holds {dataset.size:,} numbers "
             f"(shape {list(dataset.shape)}); at most {_net.MAX_STATE_NUMBERS:,} are read"
         )
+    _check_h5_read(dataset, dataset.name.lstrip("/"), path)
     try:
         return np.asarray(dataset[()])
     except Exception as exc:  # OSError from a damaged chunk or filter
@@ -190,19 +193,32 @@ def _names(layer: str, layout: str = "(out, in, k, k)") -> tuple[str, str]:
     return f"{layer}/kernel (in torch's {layout} layout)", f"{layer}/bias"
 
 
+def _read_file(path: Path) -> tuple[str, str, list[tuple[str, dict[str, np.ndarray]]], list[float]]:
+    """(backend, Keras version, :func:`_layers`, :func:`_bn_epsilons`) of a weights file.
+
+    A file whose HDF5 structure is damaged (h5py's RuntimeError, KeyError or
+    OSError from a link table, heap or object header; names that are not UTF-8)
+    is one ValueError naming it.
+    """
+    try:
+        with _open_h5(path) as h5:
+            root = _member(path, h5, "model_weights", "model_weights", "group") if "model_weights" in h5 else h5
+            backend = _text(root.attrs.get("backend", h5.attrs.get("backend", "tensorflow")))
+            version = _text(root.attrs.get("keras_version", h5.attrs.get("keras_version", "")))
+            if version.startswith("1"):
+                raise ValueError(
+                    f"{str(path)!r} was written by Keras {version}; napari-retina reads Keras 2 weight files "
+                    "(load it in Keras 2 and save_weights again)"
+                )
+            return backend, version, _layers(path, root), _bn_epsilons(path, h5)
+    except (RuntimeError, KeyError, OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(path)!r} is damaged Keras weights: its HDF5 structure cannot be read "
+                         f"({type(exc).__name__}: {exc})") from exc
+
+
 def read(path: Path) -> tuple[Net, int, dict]:
     """A deep-retina bn_cnn weights file as (Net, stimulus size, config fields incl. provenance)."""
-    with _open_h5(path) as h5:
-        root = _member(path, h5, "model_weights", "model_weights", "group") if "model_weights" in h5 else h5
-        backend = _text(root.attrs.get("backend", h5.attrs.get("backend", "tensorflow")))
-        version = _text(root.attrs.get("keras_version", h5.attrs.get("keras_version", "")))
-        if version.startswith("1"):
-            raise ValueError(
-                f"{str(path)!r} was written by Keras {version}; napari-retina reads Keras 2 weight files "
-                "(load it in Keras 2 and save_weights again)"
-            )
-        layers = _layers(path, root)
-        epsilons = _bn_epsilons(path, h5)
+    backend, version, layers, epsilons = _read_file(path)
     roles = [_role(arrays) for _, arrays in layers]
     if roles != EXPECTED_ROLES:
         found = ", ".join(f"{name}: {role}" for (name, _), role in zip(layers, roles))
