@@ -5,6 +5,8 @@ with ``to_dict()``; :func:`jsonable` turns any such value — numpy arrays and
 scalars, tuples, nested dicts — into dicts, lists, str, int, float, bool and None.
 :func:`strict_json` makes such a value strict JSON throughout, JSON text in its
 strings included (what files other programs read must hold).
+:func:`parse_json` is the one way the package reads JSON text that came from a
+file: whatever the text holds, bad input is one ValueError naming what was read.
 """
 
 from __future__ import annotations
@@ -13,6 +15,13 @@ import json
 import math
 import numbers
 from typing import Any
+
+MAX_JSON_DEPTH = 100
+"""How deeply JSON (or YAML) read from a file may nest lists and objects. Real configs, readouts and
+labels nest a few levels; deeper text is refused before code that walks it recursively can hit
+Python's recursion limit."""
+TOO_DEEP = f"it nests lists and objects more than {MAX_JSON_DEPTH} levels deep"
+"""Why text nested deeper than :data:`MAX_JSON_DEPTH` is refused, as the parenthesis of the refusal."""
 
 
 def jsonable(value: Any, strict: bool = False) -> Any:
@@ -80,3 +89,51 @@ def _strict_text(value: Any) -> Any:
             return value          # not JSON text: a plain string
         return json.dumps(jsonable(parsed, strict=True)) if found else value
     return value
+
+
+def parse_json(text: str, what: str, **options: Any) -> Any:
+    """``json.loads(text, **options)``, where bad input is one ValueError: "<what> is not valid JSON (...)".
+
+    ``what`` names what was read, as the sentence's subject (e.g. ``"'m.pt' config"``). Text that is not
+    JSON, or that nests lists and objects deeper than :data:`MAX_JSON_DEPTH` (which would otherwise raise
+    ``RecursionError`` here or in whatever walks the value), is refused without a chained traceback.
+
+    Example
+    -------
+    >>> parse_json('{"a": [1, 2]}', "the readout")
+    {'a': [1, 2]}
+    >>> parse_json("[" * 5000 + "]" * 5000, "the readout")
+    Traceback (most recent call last):
+    ...
+    ValueError: the readout is not valid JSON (it nests lists and objects more than 100 levels deep)
+    """
+    try:
+        value = json.loads(text, **options)
+    except RecursionError:
+        problem = TOO_DEEP
+    except ValueError as exc:      # JSONDecodeError, or UnicodeDecodeError for bytes
+        problem = str(exc)
+    else:
+        problem = TOO_DEEP if nesting_depth(value) > MAX_JSON_DEPTH else None
+    if problem:
+        raise ValueError(f"{what} is not valid JSON ({problem})") from None
+    return value
+
+
+def nesting_depth(value: Any, stop: int = MAX_JSON_DEPTH) -> int:
+    """How many levels of lists, tuples and dicts ``value`` nests (0 for a scalar), counted without recursion.
+
+    Counting stops once it passes ``stop``: the result is then ``stop + 1`` (so a list that holds itself,
+    as YAML anchors can make, is "too deep"). A container met again no deeper than before is not walked
+    again, so values that share parts (YAML aliases) take time in the number of containers, not paths.
+    """
+    deepest, todo, seen = 0, [(value, 1)], {}
+    while todo:
+        item, depth = todo.pop()
+        if not isinstance(item, (list, tuple, dict)) or seen.get(id(item), 0) >= depth:
+            continue
+        if depth > stop:
+            return stop + 1
+        seen[id(item)], deepest = depth, max(deepest, depth)
+        todo.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest

@@ -88,7 +88,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from ._atomic import _host_tag, _running, atomic_write_text
-from ._json import strict_json
+from ._json import MAX_JSON_DEPTH, TOO_DEEP, nesting_depth, parse_json, strict_json
 from ._units import RATE_UNITS
 
 PathLike = Union[str, os.PathLike]
@@ -156,28 +156,41 @@ SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 """What a spec file's name ends in: its format."""
 
 
+def _parse_yaml(path: Path, text: str):
+    """The YAML spec ``text`` of ``path`` as Python values (safe_load: no objects), or one BatchSpecError,
+    also for YAML nested deeper than JSON may be (:data:`~napari_retina._json.MAX_JSON_DEPTH`)."""
+    try:
+        import yaml
+    except ImportError as exc:
+        raise BatchSpecError(f"reading the YAML spec {str(path)!r} needs PyYAML; "
+                             "pip install pyyaml, or write the spec as JSON") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+    except RecursionError:
+        problem = TOO_DEEP
+    else:
+        problem = TOO_DEEP if nesting_depth(data) > MAX_JSON_DEPTH else None
+    if problem:
+        raise BatchSpecError(f"the batch spec {str(path)!r} is not valid YAML ({problem})") from None
+    return data
+
+
 def _read_spec_file(path: Path) -> dict:
     if path.suffix.lower() not in SPEC_SUFFIXES:
         raise BatchSpecError(f"the batch spec must be a {', '.join(SPEC_SUFFIXES)} file (the suffix says which "
                              f"format), got {path.suffix or 'no suffix'!r} ({str(path)!r})")
     if not path.is_file():
         raise FileNotFoundError(f"no batch spec at {str(path)!r}")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8-sig", errors="replace")   # -sig: a BOM, as Windows editors write, is not text
     if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError as exc:
-            raise BatchSpecError(f"reading the YAML spec {str(path)!r} needs PyYAML; "
-                                 "pip install pyyaml, or write the spec as JSON") from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise BatchSpecError(f"the batch spec {str(path)!r} is not valid YAML ({str(exc).splitlines()[0]})") from exc
+        data = _parse_yaml(path, text)
     else:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BatchSpecError(f"the batch spec {str(path)!r} is not valid JSON ({exc})") from exc
+            data = parse_json(text, f"the batch spec {str(path)!r}")
+        except ValueError as exc:
+            raise BatchSpecError(str(exc)) from None
     if not isinstance(data, dict):
         raise BatchSpecError(f"the batch spec {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
     return data
@@ -914,13 +927,13 @@ def parse_readout(text: str) -> dict:
             return [floats(v) for v in value]
         return _as_float(value)
 
-    return floats(json.loads(text))
+    return floats(parse_json(text, "an experiment's stored readout"))
 
 
 def _attrs(group: Path) -> dict:
     """A Zarr group's attributes read from its ``zarr.json`` ({} when there is none)."""
     try:
-        return json.loads((group / "zarr.json").read_text(encoding="utf-8")).get("attributes", {})
+        return parse_json((group / "zarr.json").read_text(encoding="utf-8"), str(group / "zarr.json")).get("attributes", {})
     except (OSError, ValueError, AttributeError):
         return {}
 
@@ -1140,7 +1153,7 @@ def _write_manifest(out: Path, spec: Spec, tasks: list) -> None:
     """Record the spec and the task list in ``out/napari-retina-batch.json``, keeping earlier runs' tasks."""
     entries = {}
     try:
-        entries = {e["key"]: e for e in json.loads((out / MANIFEST).read_text(encoding="utf-8"))["tasks"]}
+        entries = {e["key"]: e for e in parse_json((out / MANIFEST).read_text(encoding="utf-8"), MANIFEST)["tasks"]}
     except (OSError, ValueError, KeyError, TypeError):
         pass
     entries.update({t.key: {"key": t.key, "kind": t.kind, "name": t.name, "model": t.model or "default",
@@ -1261,11 +1274,11 @@ def _manifest_keys(root: Path) -> list[str]:
     """The task keys the store's manifest lists, or one StoreError naming the store: not JSON, not a dict
     with a list ``tasks`` of dicts with a string ``key``, or a key that leaves the store (:func:`_task_path`)."""
     try:
-        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        manifest = parse_json((root / MANIFEST).read_text(encoding="utf-8"), f"its {MANIFEST}")
     except UnicodeDecodeError:
         raise StoreError(_damaged_store(root, f"its {MANIFEST} is not UTF-8 text")) from None
-    except ValueError as exc:
-        raise StoreError(_damaged_store(root, f"its {MANIFEST} is not valid JSON ({exc})")) from None
+    except ValueError as exc:   # not JSON, or nested too deeply (parse_json)
+        raise StoreError(_damaged_store(root, str(exc))) from None
     tasks = manifest.get("tasks", []) if isinstance(manifest, dict) else None
     if not isinstance(tasks, list):
         got = f"a JSON {type(manifest).__name__}" if tasks is None else f"tasks that are a {type(tasks).__name__}"
@@ -1300,7 +1313,7 @@ def _task_attrs(root: Path, key: str) -> Optional[dict]:
     a StoreError naming the store and the task when they are not JSON or not of the kinds :func:`run` writes."""
     path = _task_path(root, key) / "zarr.json"
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = parse_json(path.read_text(encoding="utf-8"), f"the zarr.json of task {key!r}")
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:

@@ -40,6 +40,7 @@ import torch
 
 from ._atomic import atomic_write
 from ._device import DeviceLike, resolve_device
+from ._json import parse_json
 from ._validate import unusable_weights
 from .formats import check_dense, is_hdf5, known_formats, read_foreign
 from .model import ModelConfig, RetinaCNN
@@ -201,9 +202,9 @@ def _json_object(path: Path, payload: dict, key: str) -> dict:
     if not isinstance(text, str):
         raise ValueError(f"{str(path)!r} has a malformed {key}: expected a JSON string, got {type(text).__name__}")
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{str(path)!r} has a malformed {key}: it is not valid JSON ({exc})") from exc
+        value = parse_json(text, "it")
+    except ValueError as exc:
+        raise ValueError(f"{str(path)!r} has a malformed {key}: {exc}") from None
     if not isinstance(value, dict):
         raise ValueError(f"{str(path)!r} has a malformed {key}: expected a JSON object, got a {type(value).__name__}")
     return value

@@ -30,6 +30,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 
 from ._atomic import atomic_write
+from ._json import parse_json
 from ._units import FRAME_MS
 from ._validate import as_stack, check_cell_subset, check_rate_values, hz_like_rates, hz_warning
 
@@ -697,7 +698,7 @@ def _cell_names_attr(path: Path, names: Any, n_cells: int) -> Optional[list]:
     parsed = names
     if isinstance(names, str):
         try:
-            parsed = json.loads(names)
+            parsed = parse_json(names, "cell_names")
         except ValueError:
             parsed = None
     if not (isinstance(parsed, list) and len(parsed) == n_cells and all(isinstance(c, str) for c in parsed)):

@@ -275,7 +275,7 @@ class _StoredReduction(SimpleNamespace):
 
 
 def _stored_reduction(res, prefix: str = "reduction/") -> Optional[_StoredReduction]:
-    import json
+    from .._json import parse_json
 
     arrays = res.arrays
     if f"{prefix}kept" not in arrays:
@@ -285,7 +285,7 @@ def _stored_reduction(res, prefix: str = "reduction/") -> Optional[_StoredReduct
     return _StoredReduction(kept=[int(c) for c in arrays[f"{prefix}kept"].compute()],
                             reduced_response=arrays[f"{prefix}reduced_response"].compute(),
                             explained_variance=float(scalars.get(f"{prefix}explained_variance", float("nan"))),
-                            labels=json.loads(labels) if isinstance(labels, str) else [])
+                            labels=parse_json(labels, f"{res.key} labels") if isinstance(labels, str) else [])
 
 
 def _reduce_traces(res, name: str) -> dict:
@@ -311,7 +311,7 @@ def _rate_traces(res, name: str) -> dict:
 
 def _experiment_task_layers(res, name: Optional[str]) -> list[tuple]:
     """An experiment result as ``nr.show(ExperimentResult)`` shows one: stimulus (readout, conditions), maps, traces."""
-    import json
+    from .._json import parse_json
 
     import numpy as np
 
@@ -322,7 +322,7 @@ def _experiment_task_layers(res, name: Optional[str]) -> list[tuple]:
     experiment = res.attrs["name"]
     name = name or experiment
     meta = {"experiment": experiment, "readout": parse_readout(scalars.get("readout") or "{}"),
-            "conditions": json.loads(scalars.get("conditions") or "[]"), "batch_key": res.key}
+            "conditions": parse_json(scalars.get("conditions") or "[]", f"{res.key} conditions"), "batch_key": res.key}
     stim = np.asarray(res.arrays["stimulus"].compute())   # a protocol's movie: small, and limits symmetric about 0
     kwargs = stimulus_layer_kwargs(stim, name=name, metadata=meta)
     attr, red = _stored_attribution(res, "attribution/"), _stored_reduction(res)

@@ -14,7 +14,6 @@ Neither path imports torch.
 
 from __future__ import annotations
 
-import json
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from .. import io as nr_io
+from .._json import parse_json
 from ._layers import META, analysis_layer_data, stimulus_layer_kwargs
 
 Paths = Union[str, list]
@@ -85,7 +85,7 @@ def _attr_value(value):
             return None
         if value[:1] in "[{":
             try:
-                return json.loads(value)
+                return parse_json(value, "an attribute")
             except ValueError:
                 return value
     return value

@@ -19,7 +19,7 @@ from typing import Any
 
 from .._atomic import atomic_write_text
 from ..attribution import DEFAULT_TOL
-from .._json import jsonable
+from .._json import jsonable, parse_json
 from ._paths import check_out_dir
 from ._progress import tqdm_progress
 
@@ -31,11 +31,12 @@ def _parse_params(items) -> dict:
             raise ValueError(f"--param takes KEY=VALUE (e.g. periods=[3,4,5]), got {item!r}")
         key, value = item.split("=", 1)
         try:
-            params[key.strip()] = json.loads(value)
-        except json.JSONDecodeError as exc:
+            params[key.strip()] = parse_json(value, "it")
+        except ValueError as exc:
             if value.lstrip().startswith(("[", "{")):  # meant as JSON: a typo, not a string
-                raise ValueError(f"--param {key.strip()} must be valid JSON (e.g. periods=[3,5,8]), got {value!r}: "
-                                 f"{exc.msg} at character {exc.pos}") from None
+                got = repr(value) if len(value) <= 80 else f"{value[:77]!r}..."
+                raise ValueError(f"--param {key.strip()} must be valid JSON (e.g. periods=[3,5,8]), got {got}: "
+                                 f"{exc}") from None
             params[key.strip()] = value
     return params
 

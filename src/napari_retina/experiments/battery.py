@@ -8,10 +8,10 @@ Example
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Optional
 
+from .._json import parse_json
 from .._progress import Cancelled, Progress, report, within
 from .._wrap import model_config
 from ..synthetic import VERSIONS, Retina
@@ -52,7 +52,7 @@ def default_retina(model) -> Optional[Retina]:
     described = _described_retina(model)
     if isinstance(described, str):
         try:
-            version = int(json.loads(described).get("version", 1))
+            version = int(parse_json(described, "the provenance's retina").get("version", 1))
         except (ValueError, TypeError, AttributeError):
             version = 2
     retina = Retina(seed=0, version=version if version in VERSIONS else 2)

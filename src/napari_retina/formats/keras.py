@@ -24,13 +24,13 @@ No normalisation statistics are stored: the imported model takes contrast units.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .._json import parse_json
 from ..io import _check_h5_read, _open_h5
 from . import _net
 from ._net import BatchNorm, Net
@@ -58,7 +58,7 @@ def _bn_epsilons(path: Path, h5) -> list[float]:
     if raw is None:
         return []
     try:
-        config = json.loads(_text(raw))
+        config = parse_json(_text(raw), f"{str(path)!r} model_config")
         layers = config["config"]["layers"] if isinstance(config["config"], dict) else config["config"]
         values = [layer["config"].get("epsilon", DEFAULT_EPS) for layer in layers
                   if layer.get("class_name") == "BatchNormalization"]
