@@ -481,3 +481,80 @@ def test_a_stacked_sub_convolution_without_its_kernel_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"sequential.0.convs.1 holds \['bias'\] but no weight \(a convolution of "
                                          r"the stack\) nor running_mean"):
         nr.load_model(save_tdr(tmp_path / "cut.pt", "LinearStackedBNCNN", state, hyps={}))
+
+
+# ------------------------------------------------ stacks refused before they are collapsed (size bombs) ---
+
+def _long_stack(state, n, k=3, channels=1):
+    """``state`` with sequential.0 replaced by a stack of ``n`` k×k convolutions of ``channels`` channels."""
+    state = {key: v for key, v in state.items() if not key.startswith("sequential.0.")}
+    for j in range(n):
+        cin = HISTORY if j == 0 else channels
+        state[f"sequential.0.convs.{j}.weight"] = torch.zeros(channels, cin, k, k)
+    return state
+
+
+@pytest.mark.parametrize("n, k, channels, message", [
+    (65, 3, 1, r"the stacked convolution sequential.0 has 65 convolutions, more than the 64 napari-retina collapses"),
+    (5, 65, 1, r"the stacked convolution sequential.0 collapses to a 321x321 kernel, wider than the 255 pixels"),
+    (10, 3, 8, r"collapsing the stacked convolution sequential.0 \(10 convolutions of up to 8 channels into a 21x21 "
+               r"kernel\) would take 6\.1e\+06 multiply-adds, more than the 1e\+06 napari-retina allows"),
+], ids=["too many convolutions", "kernel too wide", "too much work (against a lowered limit)"])
+def test_a_stack_too_large_to_collapse_is_refused_before_any_is_computed(tmp_path, monkeypatch, n, k, channels,
+                                                                         message):
+    """A 5.6 MB file of 151 stacked 32-channel convolutions took minutes and GBs before the size check."""
+    from napari_retina.formats import tdr
+
+    if channels == 8:
+        monkeypatch.setattr(tdr, "MAX_COLLAPSE_MACS", 10**6, raising=False)
+    def never(layers):
+        raise AssertionError("the stack was collapsed")
+
+    monkeypatch.setattr(tdr, "collapse", never)
+    state, _ = tdr_state("LinearStackedBNCNN", ksizes=(7, 5))
+    path = save_tdr(tmp_path / "long.pt", "LinearStackedBNCNN", _long_stack(state, n, k, channels), hyps={})
+    with pytest.raises(ValueError, match=r"long.pt' cannot be imported: " + message):
+        nr.load_model(path)
+
+
+def test_the_collapse_cost_of_the_labs_stacks_is_far_within_the_limits():
+    """collapse_cost from shapes alone: a 15-pixel stack of 8 channels over 40 frames (the lab's default) and a
+    25-pixel one of 64 channels pass; the cost counts the conv2d of each composition."""
+    from napari_retina.formats._stack import MAX_COLLAPSE_MACS, MAX_STACKED_CONVS, collapse, collapse_cost
+
+    def stack(n, c, history=40):
+        return [("conv", torch.zeros(c, history if j == 0 else c, 3, 3), None) for j in range(n)]
+
+    assert collapse_cost(stack(7, 8)) == (15, sum(40 * 8 * 8 * (3 + 2 * j) ** 2 * 9 for j in range(1, 7)))
+    side, work = collapse_cost(stack(12, 64))
+    assert side == 25 and 12 <= MAX_STACKED_CONVS and work < MAX_COLLAPSE_MACS / 4
+    assert collapse(stack(3, 2, 4))[0].shape[-1] == collapse_cost(stack(3, 2, 4))[0]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("sequential.0.convs.1.weight", torch.zeros(3, 3, 3),
+     r"sequential.0.convs.1.weight has shape \[3, 3, 3\] but \['C', 3, 'k', 'k'\] was expected \(a 2-D convolution "
+     r"kernel over the previous convolution's 3 channels\)"),
+    ("sequential.0.convs.0.weight", torch.zeros(3, HISTORY, 3),
+     r"sequential.0.convs.0.weight has shape \[3, 6, 3\] but \['C', 'in', 'k', 'k'\] was expected"),
+    ("sequential.0.convs.0.weight", torch.zeros(3, HISTORY, 3, 5),
+     r"sequential.0.convs.0.weight has shape \[3, 6, 3, 5\] but \[3, 6, 5, 5\] was expected \(a square kernel\)"),
+    ("sequential.0.convs.2.bias", torch.zeros(7),
+     r"sequential.0.convs.2.bias has shape \[7\] but \[3\] was expected \(one bias per channel of "
+     r"sequential.0.convs.2.weight\)"),
+], ids=["3-D inner kernel", "3-D first kernel", "oblong kernel", "bias of another width"])
+def test_a_stacked_convolution_of_the_wrong_shape_names_itself_and_both_shapes(tmp_path, key, value, message):
+    """A 3-D inner kernel printed the same shape as found and expected; a 3-D first kernel or a bias of another
+    width was torch's RuntimeError from inside the collapse."""
+    state, _ = tdr_state("LinearStackedBNCNN", ksizes=(7, 5))
+    state[key] = value
+    with pytest.raises(ValueError, match=r"bad.pt' cannot be imported: " + message):
+        nr.load_model(save_tdr(tmp_path / "bad.pt", "LinearStackedBNCNN", state))
+
+
+def test_an_inner_batch_norm_of_another_width_than_its_convolution_is_named(tmp_path):
+    state, _ = tdr_state("LinearStackedBNCNN", ksizes=(7, 5), inner_bn=True)
+    state["sequential.0.convs.1.running_mean"] = torch.zeros(5)
+    with pytest.raises(ValueError, match=r"sequential.0.convs.1.running_mean has shape \[5\] but \[3\] was expected "
+                                         r"\(one per channel of the stack's previous convolution, 3\)"):
+        nr.load_model(save_tdr(tmp_path / "bad.pt", "LinearStackedBNCNN", state))

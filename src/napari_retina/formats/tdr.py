@@ -25,6 +25,10 @@ norm (``BatchNorm1d`` over C·h·w units, or ``BatchNorm2d`` when
 ``sigma`` tensor, training only), ReLU; the same again; a ``Linear`` readout
 (bias only when ``gc_bias``); a batch norm per cell; softplus. Every batch norm
 has eps 1e-3, as in RetinaCNN.
+
+A stack is checked from its shapes before it is collapsed (``_stack.MAX_STACKED_CONVS``,
+``model.MAX_KERNEL``, ``_stack.MAX_COLLAPSE_MACS``): a crafted file of many wide convolutions would
+otherwise take minutes and gigabytes before any other check ran.
 """
 
 from __future__ import annotations
@@ -32,13 +36,14 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from . import _net
 from ._net import BatchNorm, Net
-from ._stack import Layer, collapse
+from ..model import MAX_KERNEL
+from ._stack import MAX_COLLAPSE_MACS, MAX_STACKED_CONVS, Layer, collapse, collapse_cost
 
 FORMAT = "torch-deep-retina"
 ARCHITECTURES = ("BNCNN", "LinearStackedBNCNN")
@@ -126,7 +131,42 @@ def _batch_norm(path: Path, name: str, params: dict[str, Any], eps: float = EPS)
 
 
 def _stack_layers(path: Path, name: str, params: dict[str, Any]) -> list[Layer]:
-    """The layers of a LinearStackedConv2d (``convs.<j>.*``), in order, each a conv or a channel affine."""
+    """The layers of a LinearStackedConv2d (``convs.<j>.*``), in order, each a conv or a channel affine.
+
+    Every tensor's shape is checked against the layer before it, and a stack that would take more than
+    :data:`MAX_STACKED_CONVS` convolutions, a kernel wider than ``MAX_KERNEL`` or more than
+    :data:`MAX_COLLAPSE_MACS` multiply-adds to collapse is refused before it is collapsed.
+    """
+    subs = _stack_parts(path, name, params)
+    n_convs = sum("weight" in sub for sub in subs.values())
+    if n_convs > MAX_STACKED_CONVS:
+        raise ValueError(f"{str(path)!r} cannot be imported: the stacked convolution {name} has {n_convs} "
+                         f"convolutions, more than the {MAX_STACKED_CONVS} napari-retina collapses into one kernel "
+                         "(torch-deep-retina's stacks have a handful: 7 3x3 convolutions make a 15-pixel kernel)")
+    layers: list[Layer] = []
+    for j in sorted(subs):
+        sub, sub_name = subs[j], f"{name}.convs.{j}"
+        channels = next((int(w.shape[0]) for kind, w, _ in reversed(layers) if kind == "conv"), None)
+        if "running_mean" in sub:
+            if channels is None:
+                break       # a batch norm before any convolution: refused below
+            bn = _batch_norm(path, sub_name, sub, eps=1e-5)  # the stack's inner norms keep torch's default eps
+            bn.check(path, channels, f"one per channel of the stack's previous convolution, {channels}")
+            scale = bn.weight / torch.sqrt(bn.var + bn.eps)
+            layers.append(("affine", scale, bn.bias - bn.mean * scale))
+        elif "weight" in sub:
+            layers.append(_stack_conv(path, sub_name, sub, channels))
+        else:
+            raise ValueError(f"{str(path)!r} cannot be imported: {sub_name} holds {sorted(sub)} but no weight (a "
+                             "convolution of the stack) nor running_mean (a batch norm of the stack)")
+    if not layers or layers[0][0] != "conv":
+        raise ValueError(f"{str(path)!r} cannot be imported: the stacked convolution {name} has no first convolution")
+    _check_collapse_cost(path, name, layers, n_convs)
+    return layers
+
+
+def _stack_parts(path: Path, name: str, params: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """A LinearStackedConv2d's ``convs.<j>.<parameter>`` tensors grouped by j: {j: {parameter: tensor}}."""
     subs: dict[int, dict[str, Any]] = {}
     for key, value in params.items():
         match = _SUB.match(key)
@@ -136,29 +176,42 @@ def _stack_layers(path: Path, name: str, params: dict[str, Any]) -> list[Layer]:
                 "(expected convs.<index>.<parameter>; OneToOneLinearStackedConv2d is not supported)"
             )
         subs.setdefault(int(match.group(1)), {})[match.group(2)] = value
-    layers: list[Layer] = []
-    for j in sorted(subs):
-        sub, sub_name = subs[j], f"{name}.convs.{j}"
-        if "running_mean" in sub:
-            bn = _batch_norm(path, sub_name, sub, eps=1e-5)  # the stack's inner norms keep torch's default eps
-            scale = bn.weight / torch.sqrt(bn.var + bn.eps)
-            layers.append(("affine", scale, bn.bias - bn.mean * scale))
-        elif "weight" in sub:
-            weight = _net.as_float64(path, f"{sub_name}.weight", sub["weight"])
-            bias = _net.as_float64(path, f"{sub_name}.bias", sub["bias"]) if "bias" in sub else None
-            if layers:
-                previous = next(w for kind, w, _ in reversed(layers) if kind == "conv").shape[0]
-                if weight.ndim != 4 or weight.shape[1] != previous:
-                    raise _net.shape_error(path, f"{sub_name}.weight", tuple(weight.shape),
-                                           (weight.shape[0], previous, *weight.shape[2:]),
-                                           f"the previous convolution of the stack has {previous} channels")
-            layers.append(("conv", weight, bias))
-        else:
-            raise ValueError(f"{str(path)!r} cannot be imported: {sub_name} holds {sorted(sub)} but no weight (a "
-                             "convolution of the stack) nor running_mean (a batch norm of the stack)")
-    if not layers or layers[0][0] != "conv":
-        raise ValueError(f"{str(path)!r} cannot be imported: the stacked convolution {name} has no first convolution")
-    return layers
+    return subs
+
+
+def _stack_conv(path: Path, name: str, sub: dict[str, Any], previous: Optional[int]) -> Layer:
+    """A convolution of a stack, ("conv", weight (C, in, k, k), bias (C,) or None), or a shape error naming it.
+
+    ``previous``: the channels of the stack's convolution before it (None for the first), which are its inputs.
+    """
+    weight = _net.as_float64(path, f"{name}.weight", sub["weight"])
+    bias = _net.as_float64(path, f"{name}.bias", sub["bias"]) if "bias" in sub else None
+    inputs = "in" if previous is None else previous
+    why = "a square kernel" if previous is None else f"the previous convolution of the stack has {previous} channels"
+    if weight.ndim != 4:
+        over = "" if previous is None else f" over the previous convolution's {previous} channels"
+        raise _net.shape_error(path, f"{name}.weight", tuple(weight.shape), ("C", inputs, "k", "k"),
+                               f"a 2-D convolution kernel{over}")
+    out, k = int(weight.shape[0]), int(weight.shape[-1])
+    _net.expect_shape(path, f"{name}.weight", weight, (out, int(weight.shape[1]) if previous is None else previous,
+                                                        k, k), why)
+    if bias is not None:
+        _net.expect_shape(path, f"{name}.bias", bias, (out,), f"one bias per channel of {name}.weight")
+    return "conv", weight, bias
+
+
+def _check_collapse_cost(path: Path, name: str, layers: list[Layer], n_convs: int) -> None:
+    """Refuse a stack whose collapsed kernel is wider than ``MAX_KERNEL`` or that takes more than
+    :data:`MAX_COLLAPSE_MACS` multiply-adds to collapse, from its shapes, before any of it is computed."""
+    side, work = collapse_cost(layers)
+    if side > MAX_KERNEL:
+        raise ValueError(f"{str(path)!r} cannot be imported: the stacked convolution {name} collapses to a "
+                         f"{side}x{side} kernel, wider than the {MAX_KERNEL} pixels a RetinaCNN kernel may have")
+    if work > MAX_COLLAPSE_MACS:
+        channels = max(max(int(n) for n in w.shape[:2]) for kind, w, _ in layers if kind == "conv")
+        raise ValueError(f"{str(path)!r} cannot be imported: collapsing the stacked convolution {name} ({n_convs} "
+                         f"convolutions of up to {channels} channels into a {side}x{side} kernel) would take "
+                         f"{work:.1e} multiply-adds, more than the {MAX_COLLAPSE_MACS:.0e} napari-retina allows")
 
 
 def _conv_names(name: str, params: dict[str, Any]) -> tuple[str, str]:
