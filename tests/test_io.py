@@ -532,3 +532,43 @@ def test_write_traces_csv_writes_one_row_per_frame(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["traces.csv"]
     with pytest.raises(TypeError, match="attr must be an attribution"):
         write_traces_csv(tmp_path / "t.csv", {"response": []})
+
+
+def test_a_garbage_tiff_says_it_holds_no_image(tmp_path):
+    """tifffile's error was IndexError(0): "... is not a readable TIFF: 0"."""
+    path = tmp_path / "garbage.tif"
+    path.write_bytes(b"II*\x00" + b"\xff" * 100)
+    with pytest.raises(ValueError, match=r"garbage.tif' is not a readable TIFF \(truncated or corrupt: no image at "
+                                         r"the offset of its first page\)$"):
+        read_stimulus(path)
+
+
+@pytest.mark.parametrize("suffix, samples", [(".npy", 3), (".h5", 4)])
+def test_a_single_rgb_image_in_npy_or_h5_is_refused_not_read_as_frames(tmp_path, suffix, samples):
+    """A (50, 50, 3) photo in .npy was read as 50 frames of 50x3 pixels; the same photo as a TIFF was refused."""
+    image = np.random.default_rng(0).random((50, 40, samples)).astype(np.float32)
+    path = tmp_path / f"photo{suffix}"
+    if suffix == ".npy":
+        np.save(path, image)
+    else:
+        with h5py.File(path, "w") as h5:
+            h5["stimulus"] = image
+    with pytest.raises(ValueError, match=re.escape(
+            f"the stimulus in photo{suffix} must be a greyscale (T, H, W) stack, got an array of shape "
+            f"(50, 40, {samples}), which looks like a single RGB(A) image rather than 50 frames {samples} pixels "
+            "wide; convert it to luminance")):
+        read_stimulus(path)
+    np.save(tmp_path / "small.npy", np.zeros((12, 3, 4), np.float32))      # frames wider than tall: a stack
+    assert read_stimulus(tmp_path / "small.npy").shape == (12, 3, 4)
+
+
+def test_a_soft_link_loop_is_refused_in_a_short_traceback(tmp_path):
+    """The loop was followed by recursion: the one sentence came through a 39-frame traceback."""
+    import traceback
+
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["a"] = h5py.SoftLink("/b")
+        f["b"] = h5py.SoftLink("/a")
+    with pytest.raises(ValueError, match=r"is a chain of more than 32 soft links") as info:
+        read_stimulus(tmp_path / "s.h5", key="a")
+    assert len(traceback.extract_tb(info.value.__traceback__)) < 10

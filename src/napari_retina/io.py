@@ -84,7 +84,7 @@ def _h5_keys(h5) -> list[str]:
     return keys
 
 
-#: soft links followed in a row at most, before a chain (or loop) of them is refused
+#: soft links followed at most in looking up one name, before a chain (or loop) of them is refused
 MAX_SOFT_LINKS = 32
 
 
@@ -108,7 +108,7 @@ def _h5_lookup(h5, key: str, path: Path) -> Optional[str]:
     """The hard path ("" for the root) of the object ``key`` names in the open file, or None when it names none:
     :func:`_h5_resolve`, with a damaged file's raw h5py error turned into one ValueError naming the file and key."""
     try:
-        return _h5_resolve(h5, key, path, 0, key)
+        return _h5_resolve(h5, key, path)
     except ValueError:
         raise
     except Exception as exc:  # RuntimeError, KeyError, OSError from a damaged link table or object header
@@ -151,30 +151,38 @@ def _h5_optional_dataset(h5, key: str, path: Path) -> Optional[str]:
     return found
 
 
-def _h5_resolve(h5, key: str, path: Path, depth: int, asked: str) -> Optional[str]:
+def _path_parts(key: str) -> list[str]:
+    return [p for p in key.split("/") if p not in ("", ".")]
+
+
+def _h5_resolve(h5, key: str, path: Path) -> Optional[str]:
     """The hard path ("" for the root) of the object ``key`` names, following soft links (at most
-    :data:`MAX_SOFT_LINKS` deep) and refusing external ones; None when it names none."""
+    :data:`MAX_SOFT_LINKS` of them, so a loop ends) and refusing external ones; None when it names none.
+
+    A loop, not recursion: a soft link's target replaces it in the parts still to walk, so a refused
+    chain is one short traceback.
+    """
     import h5py
 
     here: list[str] = []
-    for part in (p for p in key.split("/") if p not in ("", ".")):
+    todo, followed = _path_parts(key), 0
+    while todo:
+        part = todo.pop(0)
         group = h5["/".join(here)] if here else h5
         if not isinstance(group, h5py.Group):
             return None
         link = group.get(part, getlink=True)
         if isinstance(link, h5py.ExternalLink):
-            raise ValueError(f"{asked!r} in {str(path)!r} leads into another file, {link.filename!r} (through the "
+            raise ValueError(f"{key!r} in {str(path)!r} leads into another file, {link.filename!r} (through the "
                              f"external link {'/'.join(here + [part])!r}), which is not followed; copy the data "
                              "into the file")
         if isinstance(link, h5py.SoftLink):
-            if depth >= MAX_SOFT_LINKS:
-                raise ValueError(f"{asked!r} in {str(path)!r} is a chain of more than {MAX_SOFT_LINKS} soft links "
+            followed += 1
+            if followed > MAX_SOFT_LINKS:
+                raise ValueError(f"{key!r} in {str(path)!r} is a chain of more than {MAX_SOFT_LINKS} soft links "
                                  "(a loop?), which is not followed")
-            target = link.path if link.path.startswith("/") else "/".join(here + [link.path])
-            resolved = _h5_resolve(h5, target, path, depth + 1, asked)
-            if resolved is None:
-                return None
-            here = resolved.split("/") if resolved else []
+            here = [] if link.path.startswith("/") else here
+            todo = _path_parts(link.path) + todo
         elif isinstance(link, h5py.HardLink):
             here.append(part)
         else:  # absent, or a user-defined link h5py cannot follow
@@ -242,7 +250,22 @@ def read_stimulus(path: PathLike, key: Optional[str] = None) -> np.ndarray:
     else:
         arr = _read_h5_stimulus(path, key)
     name = f"the stimulus in {path.name}" if key is None else f"the stimulus {key!r} in {path.name}"
+    if not colour and suffix not in (".tif", ".tiff"):
+        _refuse_rgb_image(arr, name)
     return as_stack(arr, name=name, colour=colour)
+
+
+def _refuse_rgb_image(arr: np.ndarray, name: str) -> None:
+    """Refuse an array of a file without colour metadata (.npy, HDF5) shaped like one RGB(A) image: (H, W, 3|4)
+    with H > 3|4, which would otherwise be read as H frames of W×3 pixels. (A TIFF's metadata says which it is.)"""
+    shape = getattr(arr, "shape", ())
+    if len(shape) == 3 and shape[-1] in (3, 4) and shape[1] > shape[-1]:
+        raise ValueError(
+            f"{name} must be a greyscale (T, H, W) stack, got an array of shape {tuple(shape)}, which looks like a "
+            f"single RGB(A) image rather than {shape[0]} frames {shape[-1]} pixels wide; convert it to luminance "
+            "(e.g. image.mean(axis=-1)) and add a time axis (image[None]), or pass a genuine stack of such "
+            "frames as an array"
+        )
 
 
 def npy_header(path: Path) -> tuple[tuple, np.dtype, int]:
@@ -295,12 +318,15 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
     logger.addHandler(catch)
     try:
         with tifffile.TiffFile(path) as tif:
+            if len(tif.pages) == 0:    # tifffile's own error would be "IndexError: 0"
+                raise ValueError("no image at the offset of its first page")
             page = tif.pages.first
             colour = page.samplesperpixel > 1 or page.photometric in (
                 tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
             arr = tif.asarray()
     except Exception as exc:
-        raise ValueError(f"{str(path)!r} is not a readable TIFF: {exc}") from exc
+        why = errors[0].getMessage() if errors else str(exc) or type(exc).__name__   # what tifffile logged first
+        raise ValueError(f"{str(path)!r} is not a readable TIFF (truncated or corrupt: {why})") from None
     finally:
         logger.removeHandler(catch)
     if errors:
