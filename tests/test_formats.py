@@ -558,3 +558,27 @@ def test_an_inner_batch_norm_of_another_width_than_its_convolution_is_named(tmp_
     with pytest.raises(ValueError, match=r"sequential.0.convs.1.running_mean has shape \[5\] but \[3\] was expected "
                                          r"\(one per channel of the stack's previous convolution, 3\)"):
         nr.load_model(save_tdr(tmp_path / "bad.pt", "LinearStackedBNCNN", state))
+
+
+# ---------------------------------------------------- messages stay one short sentence on huge listings ---
+
+def test_a_keras_file_listing_a_layer_twice_is_refused(tmp_path):
+    """5000 copies of one name read the layer 5000 times (6 s) and listed all of them (80,000 characters)."""
+    path = save_keras(tmp_path / "twice.h5", keras_weights())
+    with h5py.File(path, "a") as h5:
+        h5.attrs["layer_names"] = [b"conv2d_1"] * 2000
+    with pytest.raises(ValueError, match=r"twice.h5' is damaged Keras weights: layer_names lists 'conv2d_1' more "
+                                         r"than once \(a Keras model's layer names are unique\)"):
+        nr.load_model(path)
+
+
+def test_unexpected_layers_are_listed_a_few_at_a_time_with_their_count(tmp_path):
+    extra = [(f"dense_x{i}", {"kernel": np.zeros((2, 2)), "bias": np.zeros(2)}) for i in range(200)]
+    with pytest.raises(ValueError, match=r"does not have a bn_cnn's layers: .*, \.\.\. \(206 in all\)$") as info:
+        nr.load_model(save_keras(tmp_path / "many.h5", keras_weights() + extra))
+    assert len(str(info.value)) < 600
+    state, _ = tdr_state()
+    state.update({f"sequential.{100 + i}.weight": torch.zeros(2, 2) for i in range(300)})
+    with pytest.raises(ValueError, match=r"does not have a BNCNN's layers: .*, \.\.\. \(306 in all\)$") as info:
+        nr.load_model(save_tdr(tmp_path / "many.pt", "BNCNN", state))
+    assert len(str(info.value)) < 600

@@ -31,6 +31,14 @@ def known_formats() -> str:
     return "; ".join(KNOWN_FORMATS)
 
 
+def listing(items: list[str], most: int = 8) -> str:
+    """``items`` joined by commas for a message, the first ``most`` of them and how many there are in all
+    when there are more (a crafted file may list thousands)."""
+    if len(items) <= most:
+        return ", ".join(items)
+    return f"{', '.join(items[:most])}, ... ({len(items)} in all)"
+
+
 def shape_error(path: Path, name: str, shape: tuple, expected: tuple, why: str = "") -> ValueError:
     """The one sentence for a tensor of the wrong shape: the file, the tensor and both shapes."""
     reason = f" ({why})" if why else ""

@@ -25,7 +25,7 @@ No normalisation statistics are stored: the imported model takes contrast units.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -103,6 +103,16 @@ def _names_attr(path: Path, value: Any, what: str) -> list[str]:
     return [_text(v) for v in value]
 
 
+def _first_repeated(names: list[str]) -> Optional[str]:
+    """The first name of ``names`` that an earlier one equals, or None when all differ."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
 def _layers(path: Path, root) -> list[tuple[str, dict[str, np.ndarray]]]:
     """[(layer name, {short weight name: array})] for the layers that hold weights, in model order."""
     names = root.attrs.get("layer_names")
@@ -112,7 +122,12 @@ def _layers(path: Path, root) -> list[tuple[str, dict[str, np.ndarray]]]:
             f"format napari-retina knows (expected {_net.known_formats()})"
         )
     out = []
-    for layer in _names_attr(path, names, "layer_names"):
+    names = _names_attr(path, names, "layer_names")
+    twice = _first_repeated(names)
+    if twice is not None:
+        raise ValueError(f"{str(path)!r} is damaged Keras weights: layer_names lists {twice!r} more than once "
+                         "(a Keras model's layer names are unique)")
+    for layer in names:
         if layer not in root:
             raise ValueError(f"{str(path)!r} is damaged Keras weights: layer_names lists {layer!r} but it has no group")
         group = _member(path, root, layer, f"layer {layer}", "group")
@@ -221,7 +236,7 @@ def read(path: Path) -> tuple[Net, int, dict]:
     backend, version, layers, epsilons = _read_file(path)
     roles = [_role(arrays) for _, arrays in layers]
     if roles != EXPECTED_ROLES:
-        found = ", ".join(f"{name}: {role}" for (name, _), role in zip(layers, roles))
+        found = _net.listing([f"{name}: {role}" for (name, _), role in zip(layers, roles)])
         raise ValueError(
             f"{str(path)!r} does not have a bn_cnn's layers: expected {', '.join(EXPECTED_ROLES)}, found {found}"
         )

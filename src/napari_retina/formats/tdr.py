@@ -310,7 +310,7 @@ def read(path: Path, payload: dict) -> tuple[Net, int, dict]:
     modules = [m for m in modules if m[2] != "noise"]
     roles = [role for _, _, role in modules]
     if roles != EXPECTED_ROLES:
-        found = ", ".join(f"{name}: {role}" for name, _, role in modules)
+        found = _net.listing([f"{name}: {role}" for name, _, role in modules])
         raise ValueError(
             f"{str(path)!r} does not have a {arch}'s layers: expected {', '.join(EXPECTED_ROLES)} "
             f"in model.sequential, found {found}"
