@@ -704,3 +704,24 @@ def test_predict_attribute_and_reduce_results_carry_the_commands_units(inputs, g
     res = batch.load(out)
     kinds = {r.attrs["kind"]: r.attrs.get("units") for r in res.values()}
     assert kinds == {"predict": units, "attribute": units, "reduce": units}
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("steps", 10**30, "spec key 'steps' must be an integer from 1 to 10000, got 10{30}"),
+    ("threads", 10**9, "spec key 'threads' must be an integer from 1 to 512, got 1000000000"),
+], ids=["steps", "threads"])
+def test_steps_and_threads_beyond_their_limits_are_refused(tmp_path, key, value, match):
+    """steps=1e30 and threads=1e9 were accepted (a worker would try to start 10^9 threads)."""
+    np.save(tmp_path / "s.npy", np.zeros((10, 8, 8), np.float32))
+    spec = {"stimuli": [str(tmp_path / "s.npy")], "analyses": ["attribute"], "out": str(tmp_path / "r")}
+    assert batch.parse_spec({**spec, key: {"steps": 10_000, "threads": 512}[key]})
+    with pytest.raises(batch.BatchSpecError, match=match.replace("10{30}", str(10**30))):
+        batch.parse_spec({**spec, key: value})
+
+
+def test_a_json_spec_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows editors write UTF-8 with a BOM: it was refused ("Unexpected UTF-8 BOM")."""
+    np.save(tmp_path / "s.npy", np.zeros((10, 8, 8), np.float32))
+    (tmp_path / "spec.json").write_text(json.dumps({"stimuli": ["s.npy"], "analyses": ["predict"], "out": "r"}),
+                                        encoding="utf-8-sig")
+    assert batch.parse_spec(tmp_path / "spec.json").stimuli == ((tmp_path / "s.npy").resolve(),)

@@ -9,7 +9,8 @@ A batch *spec* (a dict, or a .json/.yaml/.yml file) names the grid::
      "analyses": ["predict", "attribute", "reduce"],
      "experiments": ["osr", "anticipation"],  # optional, per model and cell
      "out": "results",                        # the results store (a folder)
-     "steps": 8, "invariance": "none", "block_frames": 2048, "threads": 1,   # optional
+     "steps": 8, "invariance": "none", "block_frames": 2048, "threads": 1,   # optional (steps up to
+                                              # attribution.MAX_STEPS, threads up to MAX_THREADS)
      "crop": "center",                        # optional: None, "center" or [y0, x0], as nr.attribute's crop
      "normalize": "zscore"}                   # optional: z-score each stimulus by the whole file's (cropped)
                                               # statistics, as nr.attribute's normalize="zscore"
@@ -101,6 +102,9 @@ SPEC_KEYS = ("model", "stimuli", "cells", "analyses", "experiments", "out", "ste
              "block_frames", "threads", "crop", "normalize")
 DEFAULT_BLOCK_FRAMES = 2048
 """Output frames per block of a split task."""
+MAX_THREADS = 512
+"""Most torch threads per worker a spec may ask for (more than one machine's cores; 10^9 would make every
+worker try to start that many)."""
 MANIFEST = "napari-retina-batch.json"
 """The file that marks a folder as a results store (the spec and the task list)."""
 STALE_TMP_S = 3600.0
@@ -204,9 +208,13 @@ def _str_list(value, key: str, allow_one: bool = True) -> list:
     return list(value)
 
 
-def _positive_int(value, key: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise BatchSpecError(f"spec key {key!r} must be an integer of at least {low}, got {value!r}")
+def _positive_int(value, key: str, low: int = 1, high: Optional[int] = None) -> int:
+    """``value`` as an int in [low, high] (no upper bound when ``high`` is None), or a BatchSpecError naming
+    ``key``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or \
+            (high is not None and value > high):
+        bounds = f"of at least {low}" if high is None else f"from {low} to {high}"
+        raise BatchSpecError(f"spec key {key!r} must be an integer {bounds}, got {value!r}")
     return int(value)
 
 
@@ -329,6 +337,8 @@ def parse_spec(spec: Union[PathLike, dict, Spec], out: Optional[PathLike] = None
     out_path = Path(out_dir) if os.path.isabs(out_dir) or out is not None else base / out_dir
     if out_path.exists() and not out_path.is_dir():
         raise BatchSpecError(f"spec 'out' must be a folder, but {str(out_path)!r} is a file")
+    from .attribution import MAX_STEPS
+
     steps = data.get("steps")
     invariance = data.get("invariance", "none")
     if invariance not in ("none", "x", "y", "space"):
@@ -336,9 +346,9 @@ def parse_spec(spec: Union[PathLike, dict, Spec], out: Optional[PathLike] = None
                              f"so that every frame block has the same maps), got {invariance!r}")
     return Spec(models=_models(data.get("model"), base), stimuli=stimuli, cells=_cells(data.get("cells", [0])),
                 analyses=tuple(analyses), experiments=tuple(experiments), out=out_path.resolve(),
-                steps=None if steps is None else _positive_int(steps, "steps"), invariance=invariance,
+                steps=None if steps is None else _positive_int(steps, "steps", high=MAX_STEPS), invariance=invariance,
                 block_frames=_positive_int(data.get("block_frames", DEFAULT_BLOCK_FRAMES), "block_frames"),
-                threads=_positive_int(data.get("threads", 1), "threads"), crop=_crop(data.get("crop")),
+                threads=_positive_int(data.get("threads", 1), "threads", high=MAX_THREADS), crop=_crop(data.get("crop")),
                 normalize=_normalize(data.get("normalize", False)))
 
 
