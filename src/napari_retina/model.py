@@ -136,7 +136,9 @@ class ModelConfig:
     noise : float
         Std of the Gaussian noise added after bn1/bn2 in training only (finite, >= 0).
     cell_names : list of str
-        One name per cell; defaults to ``cell0``, ``cell1``, ...
+        One name per cell; defaults to ``cell0``, ``cell1``, ... Integer names (a
+        lab's cell ids) are accepted and kept as their text, ``[3, 7]`` → ``["3", "7"]``,
+        here and in a checkpoint's config alike (the name is a label; nothing is lost).
     norm : dict
         Stimulus normalisation: ``{"mean": m, "std": s, "units": "contrast"|"raw"}``
         (m finite, s finite and > 0). Inputs are mapped as ``(x - mean) / std``;
