@@ -65,8 +65,8 @@ def test_parse_json_refuses_deep_and_broken_text_in_one_sentence_naming_what_was
         try:
             parse_json(text, "the readout")
         except ValueError as exc:
-            assert str(exc).startswith(f"the readout is not valid JSON (") and why in str(exc)
-            assert exc.__cause__ is None and exc.__suppress_context__ or exc.__context__ is None
+            assert str(exc).startswith("the readout is not valid JSON (") and why in str(exc)
+            assert exc.__cause__ is None and exc.__context__ is None     # one sentence, no chained traceback
         else:
             raise AssertionError(f"{text[:10]!r} was parsed")
 
