@@ -561,9 +561,10 @@ def test_run_function_refuses_non_finite_rates_after_the_history():
 
 
 def test_run_function_and_run_truth_accept_a_correct_response():
-    proto = protocol(osr, periods=[5, 9])
+    # three periods: OSR's criterion needs at least three (through two points any line fits)
+    proto = protocol(osr, periods=[5, 9, 13])
     r = 0.2 + sum(bump(len(proto.stimulus), c["omitted"] + 7.3, 3.0, 3.0) for c in proto.conditions)
-    res = E.run_function("osr", lambda st: r.tolist(), periods=[5, 9])      # a list of floats is an array of rates
+    res = E.run_function("osr", lambda st: r.tolist(), periods=[5, 9, 13])      # a list of floats is an array of rates
     assert res.rates.shape == (len(r), 1) and res.cells == [0] and res.readout["present"] is True
     assert res.readout["latency_ms"] == pytest.approx(osr.readout(r, proto.conditions)["latency_ms"], abs=1e-3)
 
@@ -572,8 +573,8 @@ def test_run_function_and_run_truth_accept_a_correct_response():
 
         def respond(self, stimulus):
             return np.stack([np.zeros(len(stimulus)), np.interp(np.arange(len(stimulus)), np.arange(len(r)), r)], 1)
-    truth = E.run_truth("osr", Truth(), cell=1, periods=[5, 9])
-    assert truth.cells == [1] and truth.readout["latency_ms"] == pytest.approx([73.0, 73.0], abs=1.0)
+    truth = E.run_truth("osr", Truth(), cell=1, periods=[5, 9, 13])
+    assert truth.cells == [1] and truth.readout["latency_ms"] == pytest.approx([73.0] * 3, abs=1.0)
 
 
 # ----------------------------------------------------------------------------- CLI

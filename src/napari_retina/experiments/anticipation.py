@@ -68,7 +68,7 @@ import numpy as np
 
 from .. import stimuli
 from .._units import FRAME_MS, PIXEL_UM
-from .base import Movie, Protocol, baseline, check_position, \
+from .base import Movie, Protocol, baseline, check_bar_width, check_movie_length, check_position, frame_count, \
     int_param, list_param, parabolic_peak, real_param, vertex3
 
 NAME = "anticipation"
@@ -86,7 +86,7 @@ MIN_AMPLITUDE = 0.5            # spikes per 10 ms bin above the grey level
 def build(size: int, history: int, respond=None, *, speed, width, intensity, start, stop, directions,
           flash_positions, flash_duration, gap, window, max_frames) -> Protocol:
     speeds = [real_param(v, "speed", positive=True) for v in list_param(speed, "speed")]
-    width = real_param(width, "width", positive=True)
+    width = check_bar_width(real_param(width, "width", positive=True), size)
     intensity = real_param(intensity, "intensity")
     start = -(size / 2.0 + 5.0) if start is None else real_param(start, "start")
     stop = size / 2.0 + 5.0 if stop is None else real_param(stop, "stop")
@@ -105,6 +105,12 @@ def build(size: int, history: int, respond=None, *, speed, width, intensity, sta
     for pos in positions:
         check_position(pos, width, size, "flash position")
     flash_duration = int_param(flash_duration, "flash_duration", 1)
+    crossing = (stop - start) / min(speeds)        # frames of the slowest bar's path (inf on overflow)
+    check_movie_length(len(positions) * (gap + flash_duration + window)
+                       + sum(len(directions) * (gap + (stop - start) / v + 1 + window) for v in speeds), size,
+                       f"{len(positions)} flashed bars and {len(speeds) * len(directions)} bar crossings of "
+                       f"{stop - start:g} px (the slowest, at {min(speeds):g} px/frame, "
+                       f"{frame_count(crossing)} frames)")
 
     movie = Movie()
     for pos in positions:
@@ -123,7 +129,8 @@ def build(size: int, history: int, respond=None, *, speed, width, intensity, sta
             # frames 0.53 versus 0.92 with the whole crossing, shipped model)
             movie.add(seg, {"kind": "moving", "direction": int(d), "speed": v, "x0": a, "onset": onset,
                             "offset": offset, "window": window}, (onset, offset + window))
-    return movie.protocol(history, max_frames, INVARIANCE)
+    # the model-derived defaults as numbers, so that the result's params say what ran
+    return movie.protocol(history, max_frames, INVARIANCE, {"start": start, "stop": stop, "flash_positions": positions})
 
 
 def crossing_window(frames: float) -> np.ndarray:

@@ -32,8 +32,9 @@ from .._frames import grey_windows
 from .._json import jsonable
 from .._predict import predict
 from .._progress import Progress, report, within
+from .._units import FRAME_MS
 from .._validate import (FLOAT32_MAX, NonFiniteOutputError, StimulusUnitsWarning, as_real_array, check_cells,
-                         check_finite_output)
+                         check_finite_output, physical_memory_bytes)
 from .._wrap import model_config
 from ..attribution import attribute
 from ..model import RetinaCNN
@@ -45,6 +46,16 @@ PARAMETER_REMEDY = "use intensity or contrast parameters of a few contrast units
 
 #: parameters every experiment accepts besides its own (see :func:`run`)
 COMMON_PARAMS = ("gap", "window", "max_frames")
+
+#: the most frames an experiment's whole movie may have: 60,000 frames of 10 ms = 10 minutes of stimulus
+#: (the default protocols take at most ~5,000 frames on a 50-pixel field); longer ones take many minutes
+#: to predict and to show the ground truth, and come from a parameter off by orders of magnitude
+MAX_MOVIE_FRAMES = 60_000
+#: float32 copies of the whole movie that exist at once: its conditions' segments and the joined movie, then
+#: (in a battery) the ground truth's rebuilt movie while the model's result holds its own
+MOVIE_COPIES = 3
+#: the least response window (frames): a peak needs a frame on either side
+MIN_WINDOW = 2
 
 
 @dataclass
@@ -143,8 +154,8 @@ def resolve_params(module, params: dict, size: int, history: int) -> dict:
 
     Fills the common ``gap`` (grey frames between conditions; default
     ``history + 20``), ``window`` (response window after an event; default
-    ``history``) and ``max_frames`` (most frames attributed; default 300)
-    and checks them against the model's history.
+    ``history``, at least :data:`MIN_WINDOW` frames) and ``max_frames`` (most
+    frames attributed; default 300) and checks them against the model's history.
     """
     valid = list(module.DEFAULTS) + list(COMMON_PARAMS)
     unknown = [k for k in params if k not in valid]
@@ -163,9 +174,9 @@ def resolve_params(module, params: dict, size: int, history: int) -> dict:
             f"gap of {p['gap']} grey frames is shorter than the model's history of {history} frames, so a model "
             f"window would span two conditions; use gap >= {history}"
         )
-    if p["window"] is None:
-        p["window"] = history
-    p["window"] = int_param(p["window"], "window", 2)
+    if p["window"] is None:   # a 1-frame history is too short a window to find a peak in
+        p["window"] = max(history, MIN_WINDOW)
+    p["window"] = int_param(p["window"], "window", MIN_WINDOW)
     p["max_frames"] = int_param(p["max_frames"], "max_frames", 10)
     return p
 
@@ -204,9 +215,61 @@ def list_param(values, name: str) -> list:
         raise ValueError(f"{name} must be a flat list of numbers, got shape {np.shape(values)}")
     if arr.size == 0:
         raise ValueError(f"{name} must hold at least one value")
+    if any(isinstance(v, (bool, np.bool_)) for v in np.asarray(values, dtype=object).reshape(-1)):
+        raise TypeError(f"{name} must be a list of numbers, not true/false, got {values!r}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite numbers, got {values!r}")
     return arr.tolist()
+
+
+def distinct(values: list, name: str) -> list:
+    """``values`` when no value is listed twice, or a ValueError naming the repeated one."""
+    seen: set = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{name} must differ from one another, got {v:g} more than once in {values}")
+        seen.add(v)
+    return values
+
+
+def frame_count(frames: float) -> str:
+    """A number of frames as text: ``1,202,340`` (``inf`` or ``4.8e+301`` beyond what digits can say)."""
+    frames = float(frames)
+    return f"{frames:,.0f}" if frames < 1e15 else f"{frames:.3g}"
+
+
+def check_movie_length(frames: float, size: int, what: str) -> None:
+    """Refuse, before anything is allocated, an experiment's whole movie that is too long.
+
+    ``frames``: the movie's length summed over all its conditions (a float, inf
+    when a division overflowed); ``size``: its field in pixels; ``what``: what
+    makes it that long (e.g. "7 flash trains"). A MemoryError when
+    :data:`MOVIE_COPIES` float32 copies of (frames, size, size) exceed this
+    machine's physical memory; else a ValueError beyond :data:`MAX_MOVIE_FRAMES`
+    (10 minutes at 10 ms a frame). One sentence each, naming the length.
+    """
+    frames = float(frames)
+    count = frame_count(frames)
+    need = 4.0 * frames * float(size) ** 2 * MOVIE_COPIES
+    have = physical_memory_bytes()
+    if have is not None and not need <= have:
+        raise MemoryError(f"{what} come to {count} frames of {size}×{size} px, and the {MOVIE_COPIES} float32 copies "
+                          f"of that movie an experiment keeps take {need / 2**30:.3g} GiB, more than this machine's "
+                          f"memory ({have / 2**30:.3g} GiB)")
+    if not frames <= MAX_MOVIE_FRAMES:
+        minutes = frames * FRAME_MS / 60_000.0
+        raise ValueError(f"{what} come to {count} frames ({minutes:.3g} min at {FRAME_MS:g} ms a frame), more than "
+                         f"the {MAX_MOVIE_FRAMES:,} frames ({MAX_MOVIE_FRAMES * FRAME_MS / 60_000:g} min) an "
+                         "experiment may take; use faster or fewer conditions")
+
+
+def check_bar_width(width: float, size: int) -> float:
+    """``width`` (px) when a bar that wide fits the ``size``-pixel field, else a ValueError (the bar would cover
+    the whole field: a full-field flash, with no position or motion to read out)."""
+    if width > size:
+        raise ValueError(f"width {width:g} px is wider than the model's {size}-pixel field, so the bar would cover "
+                         f"all of it; use width <= {size}")
+    return width
 
 
 def check_position(pos: float, width: float, size: int, name: str) -> None:
@@ -469,6 +532,13 @@ def check_params(module, params: dict, size: int, history: int) -> dict:
     return p
 
 
+def check_quadrature(steps: Optional[int], tol: Optional[float]) -> None:
+    """``steps`` or ``tol`` checked by :func:`napari_retina.attribute`'s own check, before any stimulus is built."""
+    from ..attribution._attribute import _check_quadrature
+
+    _check_quadrature(None, steps, tol)
+
+
 def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[int] = None,
               tol: Optional[float] = None, progress: Optional[Progress] = None, **params) -> ExperimentResult:
     """Build ``module``'s protocol for ``model``, run, attribute, reduce and read out.
@@ -483,6 +553,7 @@ def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[in
     cfg = model_config(model)
     explain = check_explain(explain)
     cells = check_cells(cell, cfg.n_cells)
+    check_quadrature(steps, tol)
     p = resolve_params(module, params, cfg.size, cfg.history)
     # four stages of 100 units each: building the protocol (the model's rates on probe movies, e.g.
     # the reversal's RF mapping), the rates on the movie, the attribution and the reduction; each

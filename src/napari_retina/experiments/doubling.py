@@ -55,7 +55,7 @@ import numbers
 import numpy as np
 
 from .. import stimuli
-from .base import Movie, Protocol, finite_max, int_param, list_param, real_param
+from .base import Movie, Protocol, check_movie_length, finite_max, int_param, list_param, real_param
 
 NAME = "doubling"
 DESCRIPTION = "frequency doubling: F2/F1 of a contrast-reversing grating"
@@ -95,8 +95,11 @@ def build(size: int, history: int, respond=None, *, bar_width, period, cycles, c
     cycles = int_param(cycles, "cycles", 3)
     contrast = real_param(contrast, "contrast", positive=True)
     given = None if phases is None else list_param(phases, "phases")
-    movie = Movie()
     n = 2 * period * cycles
+    n_gratings = len(widths) * (4 if given is None else len(given))
+    check_movie_length(n_gratings * (gap + n + window), size,
+                       f"{n_gratings} gratings of {cycles:,} cycles of {2 * period:,} frames")
+    movie = Movie()
     for w in sorted(widths, reverse=True):
         for ph in ((np.arange(4) * w / 4.0).tolist() if given is None else given):
             seg, ev = stimuli.reversing_grating(bar_width=w, period=period, frames=n, phase=ph,
@@ -105,7 +108,8 @@ def build(size: int, history: int, respond=None, *, bar_width, period, cycles, c
             onset = movie.t0 + int(ev["onset"])
             movie.add(seg, {"bar_width": w, "phase": ph, "onset": onset, "period": period, "cycles": cycles},
                       (onset, onset + n))
-    return movie.protocol(history, max_frames, INVARIANCE)
+    # the model-derived widths as numbers, so that the result's params say what ran (phases: per width)
+    return movie.protocol(history, max_frames, INVARIANCE, {"bar_width": widths})
 
 
 def harmonics(trace: np.ndarray, start: int, period: int, n_cycles: int) -> tuple[float, float, float]:

@@ -33,7 +33,8 @@ present : the literature criterion (Gollisch & Meister 2008: salamander
     ganglion-cell latencies shorten by tens of ms as contrast grows): latency
     falls monotonically with |contrast| (``monotonic``) over a range of at least
     ``MIN_RANGE_MS`` (20 ms), over at least ``MIN_RESPONDING`` (5) responding
-    flashes, and no single step between neighbouring flashes holds more than
+    flashes of distinct contrasts (a repeated intensity counts once), and no
+    single step between neighbouring flashes holds more than
     ``MAX_STEP_FRACTION`` (half) of the range (``largest_step_ms``). A threshold
     alone shortens the onset by a fraction of a frame, which the range floor
     rejects; one near-threshold flash answered late by another pathway makes a
@@ -47,7 +48,7 @@ import numpy as np
 from .. import stimuli
 from ..metrics import spearman
 from .._units import FRAME_MS
-from .base import Movie, Protocol, baseline, finite_max, int_param, list_param, \
+from .base import Movie, Protocol, baseline, check_movie_length, finite_max, int_param, list_param, \
     onset_time, parabolic_peak
 
 NAME = "latency"
@@ -68,6 +69,7 @@ MAX_STEP_FRACTION = 0.5
 def build(size: int, history: int, respond=None, *, intensities, duration, gap, window, max_frames) -> Protocol:
     intensities = list_param(intensities, "intensities")
     duration = int_param(duration, "duration", 1)
+    check_movie_length(len(intensities) * (gap + duration + window), size, f"{len(intensities):,} flashes")
     movie = Movie()
     for inten in intensities:
         seg, ev = stimuli.flash(intensity=inten, duration=duration, pre=gap, post=window, size=size,
@@ -103,7 +105,9 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         rng = valid[0][1] - valid[-1][1]
     monotonic = bool(len(valid) >= 2 and all(b[1] <= a[1] + MONOTONIC_TOLERANCE_MS for a, b in zip(valid, valid[1:])))
     step = max((a[1] - b[1] for a, b in zip(valid, valid[1:])), default=float("nan"))
-    present = bool(len(valid) >= MIN_RESPONDING and monotonic and rng >= MIN_RANGE_MS
+    # a contrast flashed twice is one point of the curve: the count is of distinct responding contrasts
+    responding = {i for i, v in zip(inten, lat) if np.isfinite(v)}
+    present = bool(len(responding) >= MIN_RESPONDING and monotonic and rng >= MIN_RANGE_MS
                    and step <= MAX_STEP_FRACTION * rng)
     return {"intensities": inten, "latency_ms": lat, "peak_latency_ms": peak_lat, "amplitude": amp, "spearman": rho,
             "latency_range_ms": rng, "largest_step_ms": step, "monotonic": monotonic, "present": present}

@@ -9,7 +9,8 @@ model's history, so no model window spans two conditions).
 Parameters (defaults)
 ---------------------
 periods : (5, 7, 9, 11, 13, 15, 17) frames (50–170 ms), the salamander's range
-    (Schwartz et al. 2007: OSRs for flash rates of about 6–20 Hz).
+    (Schwartz et al. 2007: OSRs for flash rates of about 6–20 Hz); each listed
+    once (a repeated period has no local slope).
 n_flashes : 8; intensity : −2.0 (dark); duration : 2 frames.
 gap, window, max_frames : see :func:`napari_retina.experiments.base.resolve_params`.
 
@@ -41,6 +42,8 @@ present : the literature criterion (Schwartz et al. 2007: the response keeps
     flash grows with the period with slope ≈ 1), with floors so that it cannot
     be met by accident (docs/EXPERIMENTS.md):
 
+    - ``MIN_PERIODS`` (3) or more distinct periods (through two points any
+      line fits, r2 = 1, and its one local slope is the fitted slope);
     - every period shows a peak inside the window after the omitted flash, at
       least ``MIN_AMPLITUDE`` (0.5 spikes/bin) above the grey level;
     - the peak tracks the period: slope in [``MIN_SLOPE``, ``MAX_SLOPE``] =
@@ -58,7 +61,7 @@ import numpy as np
 from .. import stimuli
 from ..metrics import linear_fit
 from .._units import FRAME_MS
-from .base import Movie, Protocol, finite_max, int_param, list_param, onset_time, \
+from .base import Movie, Protocol, check_movie_length, distinct, finite_max, int_param, list_param, onset_time, \
     parabolic_peak, baseline, real_param
 
 NAME = "osr"
@@ -67,6 +70,7 @@ INVARIANCE = "space"
 DEFAULTS = {"periods": (5, 7, 9, 11, 13, 15, 17), "n_flashes": 8, "intensity": -2.0, "duration": 2}
 
 #: criterion constants of ``present`` (see the module docstring)
+MIN_PERIODS = 3               # distinct periods: a line through two points always fits (r2 = 1)
 MIN_SLOPE = 0.5
 MAX_SLOPE = 1.5
 MIN_R2 = 0.8
@@ -80,12 +84,14 @@ def build(size: int, history: int, respond=None, *, periods, n_flashes, intensit
     for p in periods:
         if p <= 0 or p != int(p):
             raise ValueError(f"periods must be positive whole numbers of frames, got {p:g}")
-    periods = [int(p) for p in periods]
+    periods = distinct([int(p) for p in periods], "periods")   # a repeated period has no local slope (0/0)
     n_flashes = int_param(n_flashes, "n_flashes", 1)
     duration = int_param(duration, "duration", 1)
     intensity = real_param(intensity, "intensity")
     if min(periods) < duration:
         raise ValueError(f"every period must be at least the flash duration ({duration} frames), got {min(periods)}")
+    check_movie_length(sum(gap + (n_flashes + 1) * p + window for p in periods), size,
+                       f"{len(periods)} flash trains of {n_flashes:,} flashes at periods up to {max(periods):,} frames")
     movie = Movie()
     for period in periods:
         seg, ev = stimuli.flash_train(period=period, n_flashes=n_flashes, omit=True, intensity=intensity,
@@ -123,7 +129,8 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     slope, intercept, r2 = linear_fit(periods, lat_last)
     local = local_slopes(periods, lat_last)
     present = bool(
-        all(np.isfinite(v) for v in lat)
+        len(set(periods)) >= MIN_PERIODS
+        and all(np.isfinite(v) for v in lat)
         and all(interior)
         and all(np.isfinite(a) and a >= MIN_AMPLITUDE for a in amp)
         and np.isfinite(slope) and MIN_SLOPE <= slope <= MAX_SLOPE and r2 >= MIN_R2

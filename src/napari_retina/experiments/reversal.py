@@ -14,12 +14,15 @@ reversals : None → 12 positions from −9 to 2 px (1 px apart, relative to ``c
     centre near its edge), the same 12 positions shifted to lie inside it, and in a
     field too narrow for their 11-px span, 12 positions spread evenly across it
     (:func:`default_reversals`). Positions given explicitly are refused when one
-    lies outside the field.
+    lies outside the field, and a position listed twice (its burst would count twice).
 center : "rf" (map the receptive field with flashed bars; the field centre when
     no position stands out, see :func:`map_rf`) or a position in px from the field centre.
 speed : 0.19 px/frame; width : 2 px; intensity : −1 (dark bar).
 direction : +1 (the bar approaches moving towards larger x) or −1.
-approach : None → 2·window frames of motion before (and after) the reversal.
+approach : None → 2·window frames of motion before (and after) the reversal, or
+    more where the bar would travel less than ``MIN_TRAVEL_PX`` (1 px) or its width
+    in them (:func:`check_approach`); an explicit approach that short is refused
+    (the bar barely moves: a flashed bar, not a reversal of motion).
 gap, window, max_frames : see :func:`napari_retina.experiments.base.resolve_params`.
 
 Readout keys
@@ -55,8 +58,8 @@ import numpy as np
 
 from .. import stimuli
 from .._units import FRAME_MS
-from .base import Movie, Protocol, baseline, check_position, finite_max, int_param, \
-    list_param, parabolic_peak, real_param, vertex3
+from .base import Movie, Protocol, baseline, check_bar_width, check_movie_length, check_position, distinct, \
+    finite_max, frame_count, int_param, list_param, parabolic_peak, real_param, vertex3
 
 NAME = "reversal"
 DESCRIPTION = "motion reversal: a bar that reverses at one of several positions"
@@ -71,6 +74,31 @@ MIN_BURST = 0.5                # spikes per 10 ms bin above the grey level
 MIN_BURSTS = 4
 LATENCY_RANGE_MS = (150.0, 350.0)
 MAX_LATENCY_SD_MS = 50.0
+#: the least travel (px) before the reversal, also at least the bar's width: a bar that moves less is a flash
+MIN_TRAVEL_PX = 1.0
+
+
+def min_travel(width: float) -> float:
+    """The least distance (px) a bar of ``width`` px must travel before reversing: its own width, and 1 px."""
+    return max(MIN_TRAVEL_PX, width)
+
+
+def check_approach(approach, speed: float, width: float, window: int) -> float:
+    """Frames of motion before the reversal: ``approach``, or by default ``2·window`` lengthened to the
+    :func:`min_travel` at ``speed`` px/frame (an int; inf when that division overflows, which the movie's length
+    check refuses); a ValueError when an explicit one moves the bar less than that."""
+    least = min_travel(width)
+    if approach is None:
+        frames = np.ceil(least / speed - 1e-9)
+        return max(2 * window, int(frames)) if np.isfinite(frames) else float(frames)
+    approach = int_param(approach, "approach", 2)
+    if speed * approach < least - 1e-9:
+        raise ValueError(
+            f"approach={approach} frames at speed {speed:g} px/frame moves the bar {speed * approach:.3g} px before "
+            f"the reversal, less than its width ({width:g} px) or 1 px, so it is a flashed bar, not a reversal of "
+            f"motion; use approach >= {int(np.ceil(least / speed - 1e-9))} frames or a faster speed"
+        )
+    return approach
 
 
 def map_rf(respond, size: int, width: float, intensity: float, gap: int, window: int, n: int = 21) -> float:
@@ -126,12 +154,16 @@ def build(size: int, history: int, respond=None, *, reversals, center, speed, wi
     explicit = reversals is not None
     if explicit:
         reversals = list_param(reversals, "reversals")
+        reversals = distinct(reversals, "reversals")   # one position twice would count as two bursts
     speed = real_param(speed, "speed", positive=True)
-    width = real_param(width, "width", positive=True)
+    width = check_bar_width(real_param(width, "width", positive=True), size)
     intensity = real_param(intensity, "intensity")
-    if direction not in (1, -1):
+    if isinstance(direction, (bool, np.bool_)) or direction not in (1, -1):
         raise ValueError(f"direction must be +1 or -1, got {direction!r}")
-    approach = 2 * window if approach is None else int_param(approach, "approach", 2)
+    approach = check_approach(approach, speed, width, window)
+    n_reversals = len(reversals) if explicit else len(REVERSALS)
+    check_movie_length(n_reversals * (gap + 2 * approach + 1 + window), size,
+                       f"{n_reversals} reversals after an approach of {frame_count(approach)} frames")
     if isinstance(center, str):
         if center != "rf":
             raise ValueError(f"center must be 'rf' or a position in px, got {center!r}")
@@ -156,7 +188,9 @@ def build(size: int, history: int, respond=None, *, reversals, center, speed, wi
         movie.add(seg, {"reversal_position": rev, "absolute_position": pos, "reversal_frame": t_rev,
                         "onset": movie.t0 + int(ev["onset"]), "offset": movie.t0 + int(ev["offset"]),
                         "window": window, "center": center}, (t_rev - window, t_rev + window + 1))
-    return movie.protocol(history, max_frames, INVARIANCE, {"center": center})
+    # the model-derived values as numbers, so that the result's params say what ran
+    return movie.protocol(history, max_frames, INVARIANCE,
+                          {"center": center, "reversals": list(reversals), "approach": approach})
 
 
 def readout(response: np.ndarray, conditions: list) -> dict:
