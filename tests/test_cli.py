@@ -338,7 +338,7 @@ def test_experiment_json_records_which_model_and_versions(tmp_path, tiny_checkpo
         {"napari_retina": nr.__version__, "torch": torch.__version__, "numpy": np.__version__}
     # the documented layout (docs/EXPERIMENTS.md); truth_readout and recovery only with the ground truth
     assert set(data) == {"name", "cells", "params", "readout", "reduction", "attribution", "conditions", "model",
-                         "versions"}
+                         "versions", "run", "truth_retina"}
     doc = (Path(__file__).resolve().parents[1] / "docs" / "EXPERIMENTS.md").read_text(encoding="utf-8")
     section = doc.split("### What `NAME.json` holds", 1)[1].split("\n#", 1)[0]
     documented = set(re.findall(r"^\| `(\w+)` \|", section, flags=re.M))

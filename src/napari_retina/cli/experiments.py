@@ -73,8 +73,28 @@ def _check_run(args, model) -> None:
         check_rule_steps(DEFAULT_RULE, args.steps)
 
 
-def _battery_header(args, made_by: dict) -> str:
-    """battery.md's first lines: what was run on which model and cell, how, and what the key numbers are in."""
+def _run_record(args, params: dict) -> dict:
+    """How the experiments were run, as given on the command line: cell, explain, steps or tol, and --param."""
+    return {"cell": args.cell, "explain": args.explain, "steps": args.steps,
+            "tol": None if args.steps is not None else (args.tol if args.tol is not None else DEFAULT_TOL),
+            "params": params}
+
+
+def _params_text(params: dict) -> str:
+    """The --param values as JSON text, or say there were none."""
+    return json.dumps(jsonable(params, strict=True)) if params else "none (the defaults)"
+
+
+def _retina_text(record) -> str:
+    """The ground truth of :func:`~napari_retina.experiments.battery.retina_record` in words."""
+    if record is None:
+        return "none"
+    return f"{record['type']}(seed={record['seed']}, version={record['version']})"
+
+
+def _battery_header(args, made_by: dict, params: dict) -> str:
+    """battery.md's first lines: what was run on which model and cell, how, with which --param values, and what
+    the key numbers are in."""
     from ..plotting import model_name
 
     rec = made_by["model"]
@@ -84,6 +104,8 @@ def _battery_header(args, made_by: dict) -> str:
     return (f"# Battery: cell {args.cell} of {which} ({model_name(model)}, weights sha256 "
             f"{rec['weights_sha256'][:12]}), explain {args.explain:g}, {how}, napari-retina "
             f"{made_by['versions']['napari_retina']}\n\n"
+            f"parameters (--param): {_params_text(params)}; "
+            f"ground truth: {_retina_text(made_by.get('truth_retina'))}\n\n"
             "present: yes/no by the criteria of docs/EXPERIMENTS.md; key numbers model / truth, in the units their "
             "names give (ms, µm; slope ms per ms, r2 and f2_f1 ratios); reduced EV: the reduced circuit's explained "
             "variance of the model's rate on the attributed frames.")
@@ -129,7 +151,7 @@ def _summary(res, truth=None, recovery=None) -> dict:
 def _experiment(args) -> int:
     from .. import experiments
     from ..checkpoint import load_model, model_record, versions
-    from ..experiments.battery import UNITS
+    from ..experiments.battery import UNITS, retina_record
     from ..plotting import require_matplotlib, write_figure
 
     name = args.name
@@ -151,7 +173,9 @@ def _experiment(args) -> int:
         bat = experiments.battery(model, args.cell, retina=retina, names=names, explain=args.explain,
                                   steps=args.steps, tol=args.tol, progress=whole, **params)
     errors, truth_errors = bat["errors"], bat["truth_errors"]
-    made_by = {"model": model_record(model, args.model), "versions": versions()}   # in every file written
+    # in every file written: the model, the versions, how it was run and which ground truth the truth_readout is of
+    made_by = {"model": model_record(model, args.model), "versions": versions(), "run": _run_record(args, params),
+               "truth_retina": retina_record(bat["retina"])}
     done = [n for n in names if n in bat["results"]]
     for n in names:
         if n in errors:  # replace an earlier run's files: they would read as this run's
@@ -170,7 +194,8 @@ def _experiment(args) -> int:
     if name == "all":
         _write_json(out / "battery.json", {"rows": bat["rows"], "recovery": bat["recovery"], "errors": errors,
                                            "truth_errors": truth_errors, **made_by})
-        atomic_write_text(out / "battery.md", "\n".join([_battery_header(args, made_by), "", table] + failed) + "\n")
+        atomic_write_text(out / "battery.md",
+                          "\n".join([_battery_header(args, made_by, params), "", table] + failed) + "\n")
         for n, rep in bat["recovery"].items():
             if isinstance(rep, dict) and "recovered" in rep:
                 found = {k: v for k, v in rep["recovered"].items() if v}
@@ -211,7 +236,9 @@ def register(sub) -> None:
                        help="a fixed number of integrated-gradients steps instead of --tol")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="experiment parameter, JSON value (repeatable), e.g. --param periods=[3,5,8]; with 'all' "
-                        "each goes to the experiments that take it, its value checked for each before any runs")
+                        "each goes to the experiments that take it, its value checked for each before any runs; "
+                        "EXPERIMENT.KEY=VALUE goes to that experiment only, overriding a plain KEY, e.g. "
+                        "--param anticipation.speed=[0.1,0.2] --param reversal.speed=0.19")
     p.add_argument("--no-truth", action="store_true", help="skip the ground-truth retina")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_experiment)

@@ -130,7 +130,9 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
         it raises stops the battery within a block of work.
     **params : each passed to the experiments that take it (``max_frames`` to all,
         ``periods`` to ``osr``...); a parameter that none of ``names`` takes is a
-        ValueError before anything runs.
+        ValueError before anything runs. ``EXPERIMENT.PARAM`` goes to that experiment
+        only (overriding a plain ``PARAM``), e.g. ``**{"anticipation.speed": [0.1, 0.2]}``
+        (:func:`route_params`).
 
     An experiment that fails (a parameter its stimulus cannot take, a model that
     gives non-finite rates on it) does not lose the others: its message is kept
@@ -148,8 +150,9 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
     :func:`~napari_retina.experiments.recovery_report` of that experiment's reduction
     against ``retina``, or ``{"error": message}`` when it cannot be scored; empty
     without a retina), ``errors`` (name → "ExceptionType: message" of each experiment
-    that failed; empty when all finished) and ``truth_errors`` (the same for the
-    ground-truth runs).
+    that failed; empty when all finished), ``truth_errors`` (the same for the
+    ground-truth runs) and ``retina`` (the ground truth used, "auto" resolved; None
+    when there was none; :func:`retina_record` describes it).
     """
     names = all_names() if names is None else list(names)
     for n in names:
@@ -211,7 +214,17 @@ def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None
     if errors and not results:
         raise first_exc
     return {"rows": rows, "results": results, "truth": truths, "recovery": reports, "errors": errors,
-            "truth_errors": truth_errors}
+            "truth_errors": truth_errors, "retina": retina}
+
+
+def retina_record(retina: Any) -> Optional[dict]:
+    """What says which ground truth a battery compared with, for a run's record: ``{"type", "seed", "version"}``
+    (seed and version None when ``retina`` has none), or None without one."""
+    if retina is None:
+        return None
+    kind = type(retina)
+    return {"type": f"{kind.__module__}.{kind.__qualname__}", "seed": getattr(retina, "seed", None),
+            "version": getattr(retina, "version", None)}
 
 
 def _message(exc: BaseException) -> str:
@@ -221,17 +234,41 @@ def _message(exc: BaseException) -> str:
 def route_params(names: list, params: dict) -> dict:
     """``{name: the params experiment name takes}``; a parameter none of ``names`` takes is a ValueError.
 
-    With one name every parameter goes to it, so its own sentence names an unknown one.
+    A plain name (``speed``) goes to every experiment in ``names`` that takes it;
+    a qualified one, ``EXPERIMENT.PARAM`` (``anticipation.speed``), only to that
+    experiment, where it replaces the plain one: ``battery(model, speed=0.2,
+    **{"anticipation.speed": [0.1, 0.2]})``. A qualified name of an experiment not in
+    ``names``, or of a parameter it does not take, is a ValueError. With one name
+    every plain parameter goes to it, so its own sentence names an unknown one.
     """
+    plain = {k: v for k, v in params.items() if "." not in str(k)}
+    qualified = _qualified(names, {k: v for k, v in params.items() if "." in str(k)})
     if len(names) == 1:
-        return {names[0]: dict(params)}
+        return {names[0]: {**plain, **qualified[names[0]]}}
     takes = {n: set(get(n).DEFAULTS) | set(COMMON_PARAMS) for n in names}
-    for k in params:
+    for k in plain:
         if not any(k in t for t in takes.values()):
             valid = sorted(set().union(*takes.values()))
             raise ValueError(f"unknown parameter {k!r}: none of the experiments {', '.join(names)} takes it; "
-                             f"valid parameters: {', '.join(valid)}")
-    return {n: {k: v for k, v in params.items() if k in takes[n]} for n in names}
+                             f"valid parameters: {', '.join(valid)} (or EXPERIMENT.PARAM for one experiment)")
+    return {n: {**{k: v for k, v in plain.items() if k in takes[n]}, **qualified[n]} for n in names}
+
+
+def _qualified(names: list, params: dict) -> dict:
+    """``{name: {param: value}}`` from ``EXPERIMENT.PARAM`` keys, each checked: an experiment among ``names``,
+    a parameter it takes."""
+    out: dict = {n: {} for n in names}
+    for key, value in params.items():
+        experiment, _, name = str(key).partition(".")
+        if experiment not in names:
+            raise ValueError(f"parameter {key!r} names experiment {experiment!r}, which is not among those run "
+                             f"({', '.join(names)}); write EXPERIMENT.PARAM, e.g. anticipation.speed")
+        valid = list(get(experiment).DEFAULTS) + list(COMMON_PARAMS)
+        if name not in valid:
+            raise ValueError(f"unknown parameter {name!r} in {key!r} for experiment {experiment!r}; valid "
+                             f"parameters: {', '.join(valid)}")
+        out[experiment][name] = value
+    return out
 
 
 def _num(v) -> str:
