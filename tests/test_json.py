@@ -161,9 +161,10 @@ def test_a_batch_store_whose_json_nests_too_deeply_is_refused_or_skipped(tmp_pat
     (tmp_path / "task" / "zarr.json").write_text('{"attributes": ' + DEEP + "}")
     assert batch._attrs(tmp_path / "task") == {}
     (tmp_path / batch.MANIFEST).write_text('{"tasks": [{"key": "task"}]}')
-    assert len(batch.load(tmp_path)) == 0      # a task whose zarr.json cannot be read is not served
+    with pytest.raises(batch.StoreError, match=f"the zarr.json of its task 'task' is not valid JSON .*{TOO_DEEP}"):
+        batch.load(tmp_path)                   # a damaged store is refused in one sentence (test_batch_store.py)
     (tmp_path / batch.MANIFEST).write_text('{"tasks": ' + DEEP + "}")
-    with pytest.raises(ValueError, match=f"the results store's .*{batch.MANIFEST}' is not valid JSON .*{TOO_DEEP}"):
+    with pytest.raises(ValueError, match=f"its {batch.MANIFEST} is not valid JSON .*{TOO_DEEP}"):
         batch.load(tmp_path)
 
 

@@ -1323,10 +1323,14 @@ def _task_attrs(root: Path, key: str) -> Optional[dict]:
     a StoreError naming the store and the task when they are not JSON or not of the kinds :func:`run` writes."""
     path = _task_path(root, key) / "zarr.json"
     try:
-        doc = parse_json(path.read_text(encoding="utf-8"), f"the zarr.json of task {key!r}")
+        doc = parse_json(path.read_text(encoding="utf-8"), f"the zarr.json of its task {key!r}")
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except UnicodeDecodeError:
+        raise StoreError(_damaged_store(root, f"the zarr.json of its task {key!r} is not UTF-8 text")) from None
+    except ValueError as exc:   # not JSON, or nested too deeply (parse_json's sentence)
+        raise StoreError(_damaged_store(root, str(exc))) from None
+    except OSError as exc:
         raise StoreError(_damaged_store(root, f"the zarr.json of its task {key!r} cannot be read ({exc})")) from None
     attrs = doc.get("attributes", {}) if isinstance(doc, dict) else None
     if not isinstance(attrs, dict):

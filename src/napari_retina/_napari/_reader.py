@@ -302,7 +302,7 @@ def read_analysis(path: Path) -> tuple[SavedAttribution, Optional[SavedReduction
         with h5py.File(path, "r") as h5:
             a = _group(h5, path, "attribution", ("channels", "response", "maps", "cells", "crop_origin"))
             r = _group(h5, path, "reduction", ("kept", "reduced_response"))
-            params, model = _group(h5, path, "parameters"), _group(h5, path, "model")
+            params, model = _group(h5, path, "parameters", ("crop",)), _group(h5, path, "model")   # crop: a list
             stim = _read_dataset(h5, path, "stimulus")
     except (OSError, RuntimeError, KeyError) as exc:   # the file itself (its structure) cannot be read
         raise ValueError(f"{_damaged(path)}: it cannot be read ({_first_line(exc)})") from None

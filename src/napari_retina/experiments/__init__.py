@@ -45,5 +45,5 @@ from .recovery import channel_filters, channel_labels, recovery_report
 from .registry import get, names, parameters, readout, run, run_function, run_truth
 
 __all__ = ["names", "get", "parameters", "run", "run_truth", "run_function", "readout", "battery",
-           "format_table", "phenomena", "PHENOMENA", "recovery_report", "channel_filters",
+           "format_table", "phenomena", "PHENOMENA", "recovery_report", "channel_filters", "channel_labels",
            "ExperimentResult", "Protocol"]

@@ -168,7 +168,7 @@ def run_truth(name: str, retina, cell=0, *, history: Optional[int] = None, progr
         takes_progress = "progress" in inspect.signature(retina.respond).parameters
         done = [0]
 
-        def respond(stimulus):
+        def reporting(stimulus):
             # the protocol asks for an unknown number of responses: each one fills half of what is left
             stop = done[0] + (100 - done[0]) // 2
             each = within(progress, done[0], stop, 100)
@@ -176,6 +176,8 @@ def run_truth(name: str, retina, cell=0, *, history: Optional[int] = None, progr
             report(progress, stop, 100)
             done[0] = stop
             return out
+
+        respond = reporting
 
         report(progress, 0, 100)
     result = run_response(get(name), respond, size=size, history=history, cell=cell, **params)
