@@ -14,6 +14,8 @@ import napari_retina as nr
 
 pytest.importorskip("napari")
 
+from qtpy.QtCore import QTimer  # noqa: E402
+
 from napari_retina._napari import _layers, _plot, _session, _widgets  # noqa: E402
 from napari_retina._napari._layers import stimulus_layer_kwargs  # noqa: E402
 from napari_retina._napari._reader import SETTINGS_KEY  # noqa: E402
@@ -391,6 +393,49 @@ def test_a_stimulus_deleted_during_the_run_leaves_a_status_that_says_so(viewer, 
     w.task.wait()
     assert notes[-1][0] == "warning" and "deleted" in notes[-1][1]
     assert "deleted" in w.task.status.value and "%" not in w.task.status.value   # not the last progress line
+
+
+def _when(condition, action) -> QTimer:
+    """A timer that checks ``condition()`` on every event-loop pass and runs ``action()`` the first time it holds
+    (between two steps of a staged add, as a user's click would come)."""
+    timer = QTimer()
+    timer.setInterval(0)
+
+    def check() -> None:
+        if condition():
+            timer.stop()
+            action()
+
+    timer.timeout.connect(check)
+    timer.start()
+    return timer
+
+
+@pytest.mark.parametrize("when", ["maps going in", "traces being drawn", "maps updated in place"])
+def test_a_stimulus_deleted_while_its_result_layers_are_added_leaves_none_of_them(viewer, notes, qtbot, when):
+    """Deleted during the staged add ('adding the result layers...'): the run ended with an internal error
+    ('Cannot select item that is not in list') and left every map behind, its traces still plotted."""
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value = layer, 2
+    if when == "maps updated in place":     # a second run puts its maps into the first run's layers
+        assert w.run()
+        w.task.wait()
+        notes.clear()
+    plot = _plot.trace_plot(viewer)
+    condition = {"maps going in": lambda: len([lay for lay in viewer.layers if ": " in lay.name]) >= 3,
+                 "traces being drawn": lambda: plot.source == "noise" and not plot._complete,
+                 "maps updated in place": lambda: w.task.status.value.startswith("adding")}[when]
+    timer = _when(condition, lambda: viewer.layers.remove(layer))
+    assert w.run()
+    w.task.wait()
+    qtbot.wait(20)                           # passes where a still-scheduled step would run
+    timer.stop()
+    assert [(level, text) for level, text in notes] == [
+        ("warning", "The stimulus layer 'noise' was deleted during the analysis; no layers were added.")]
+    assert list(viewer.layers) == [] and w.task.last_error is None and not w.task.running
+    assert "deleted" in w.task.status.value
+    assert plot.source == "" and plot.series == []
 
 
 # -------------------------------------------------------------- scripting ---

@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from ._layers import META, analysed_geometry, analysis_layer_data, layer_geometry, map_legend, stimulus_layer_kwargs
-from ._plot import drain, traces_steps
+from ._plot import drain, trace_plot, traces_steps
 
 VIEW_MARGIN = 0.05
 """Blank margin around the layers (fraction of the canvas) when a result is framed."""
@@ -253,11 +253,40 @@ def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, ma
     >>> layers = add_analysis(viewer, attr, red)                   # doctest: +SKIP
     """
     steps = _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace, truth)
+    if stimulus_layer is not None:
+        steps = _while_present(viewer, stimulus_layer, steps)
     once = UnitsWarningOnce()
     if staged:
         return StagedAdd(steps, once)
     with once:
         return drain(steps)
+
+
+class StimulusLayerRemoved(LookupError):
+    """The stimulus layer a staged :func:`add_analysis` was drawing over left the viewer before the result was in."""
+
+
+def _while_present(viewer, layer, steps: Iterator[None]) -> Iterator[None]:
+    """``steps``, each after the first run only while ``layer`` is still in ``viewer``; returns their value.
+
+    When ``layer`` is gone by the time the next step is due (the user
+    deleted it between two event-loop passes of a :class:`StagedAdd`),
+    :class:`StimulusLayerRemoved` is thrown into ``steps`` instead, so their
+    clean-up runs, and raised from here.
+    """
+    try:
+        next(steps)
+        while True:
+            yield
+            if layer in viewer.layers:
+                next(steps)
+            else:
+                steps.throw(StimulusLayerRemoved(f"the stimulus layer '{layer.name}' was deleted while its "
+                                                 "result was being added"))
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        steps.close()
 
 
 def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace,
@@ -266,11 +295,15 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
 
     One step per map layer added (or updated in place), one for the colour
     bar, then the trace plot's steps (:meth:`._plot.TracePlot.traces_steps`);
-    the last one frames the result. Layers this run added are
-    removed again if a step fails or the generator is closed before the
-    maps are all in (all-or-nothing); updates made in place stay.
+    the last one frames the result. All-or-nothing: if a step fails, the
+    layers this run added are removed and the trace plot, if it shows this
+    stimulus, is cleared; map layers updated in place stay, unless the
+    failure is that the stimulus layer is gone (:class:`StimulusLayerRemoved`:
+    they hold the dropped result, of a layer no longer there). Closed before
+    the maps are all in (:meth:`StagedAdd.stop`, the viewer closing), the
+    layers it added are removed.
     """
-    new_stim, added = [], []
+    new_stim, added, updated, layers = [], [], [], None
     try:
         if stimulus_layer is None:
             stim_data = (attribution.stimulus, stimulus_layer_kwargs(attribution.stimulus, "stimulus"), "image")
@@ -284,32 +317,49 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
         data = analysis_layer_data(attribution, reduction, geo, maps=maps, limit=limit, prefix=prefix)
         for _, kwargs, _ in data:
             kwargs["metadata"][META]["prefix"] = prefix
-        layers = yield from _map_steps(viewer, prefix, data, replace, added)
-    except BaseException:  # a failure, or the generator closed (StagedAdd.stop) before the maps were in
-        remove_layers(viewer, added + new_stim)
+        layers = yield from _map_steps(viewer, prefix, data, replace, added, updated)
+        bar = show_map_legend(viewer, layers,
+                              reduction.kept[0] if reduction is not None and reduction.kept else None)
+        yield
+        legend = map_legend(layers[0].contrast_limits[1], bar.metadata[META]["label"] if bar is not None else None) \
+            if layers else ""
+        yield from traces_steps(viewer, attribution, reduction, stimulus_layer, name=stimulus_layer.name,
+                                legend=legend, truth=truth)
+        frame_result(viewer, [stimulus_layer] + layers)
+        viewer.layers.selection.active = stimulus_layer  # keep the stimulus selected: its controls show
+    except GeneratorExit:  # StagedAdd.stop: the viewer is closing
+        if layers is None:
+            remove_layers(viewer, added + new_stim)
         raise
-    bar = show_map_legend(viewer, layers, reduction.kept[0] if reduction is not None and reduction.kept else None)
-    yield
-    legend = map_legend(layers[0].contrast_limits[1], bar.metadata[META]["label"] if bar is not None else None) \
-        if layers else ""
-    yield from traces_steps(viewer, attribution, reduction, stimulus_layer, name=stimulus_layer.name, legend=legend,
-                            truth=truth)
-    frame_result(viewer, [stimulus_layer] + layers)
-    viewer.layers.selection.active = stimulus_layer  # keep the stimulus selected: its controls show
+    except Exception as exc:
+        gone = isinstance(exc, StimulusLayerRemoved)
+        remove_layers(viewer, added + new_stim + (updated if gone else []))
+        if stimulus_layer is not None:
+            clear_traces_of(viewer, stimulus_layer.name)
+        raise
     return new_stim + layers
 
 
-def _map_steps(viewer, prefix: str, data: list[tuple], replace: bool, added: list) -> Iterator[None]:
+def clear_traces_of(viewer, name: str) -> None:
+    """Clear the viewer's trace plot if it shows the traces of the stimulus layer named ``name``."""
+    plot = trace_plot(viewer, create=False)
+    if plot is not None and plot.source == name:
+        plot.clear()
+
+
+def _map_steps(viewer, prefix: str, data: list[tuple], replace: bool, added: list,
+               updated: list) -> Iterator[None]:
     """Put the maps in: the earlier analysis' layers updated in place when they fit (one step), else new layers.
 
     An in-place update costs a few ms a layer, so all of them take one step
     (a pass per layer would add a repaint each); a new layer costs tens of
     ms to build and draw, so each is a step of its own. New layers are
-    appended to ``added`` as they come (for the caller's clean-up); returns
-    the map layers.
+    appended to ``added`` as they come, layers updated in place to
+    ``updated`` (for the caller's clean-up); returns the map layers.
     """
     reused = reuse_map_layers(viewer, prefix, data) if replace else None
     if reused is not None:
+        updated += reused
         yield
         return reused
     if replace:

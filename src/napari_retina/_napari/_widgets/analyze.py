@@ -26,6 +26,7 @@ from .._tasks import Task, notify, one_sentence
 from .._layers import META
 from .._reader import SETTINGS_KEY
 from .._plot import follow_stored_traces, trace_plot
+from .._viewer import StimulusLayerRemoved
 from ... import viewer as nr_viewer
 from ._common import (
     PARAMETER_HELP,
@@ -338,13 +339,19 @@ class AnalyzeWidget(Container):
         freezes for the whole build and a second run waits for this one.
         """
         if layer not in self.viewer.layers:
-            self.task.status.value = f"stimulus layer '{layer.name}' deleted during the analysis; nothing added"
-            notify("warning", f"The stimulus layer '{layer.name}' was deleted during the analysis; "
-                              "no layers were added.")
+            self._say_deleted(layer)
             return
         staged = nr_viewer.show(result, self.viewer, stimulus_layer=layer, staged=True)
         finish = self.task.defer(staged.stop)
-        staged.on_error = finish
+
+        def failed(exc: BaseException) -> None:
+            if isinstance(exc, StimulusLayerRemoved):  # the staged add removed what it had put in
+                self._say_deleted(layer)
+                finish()
+            else:
+                finish(exc)
+
+        staged.on_error = failed
         self.task.status.value = "adding the result layers..."
 
         def done(layers: list) -> None:
@@ -356,6 +363,12 @@ class AnalyzeWidget(Container):
             finish()
 
         staged.on_done = done
+
+    def _say_deleted(self, layer) -> None:
+        """Say (status line and a warning) that the stimulus layer went away before its result was in."""
+        self.task.status.value = f"stimulus layer '{layer.name}' deleted during the analysis; nothing added"
+        notify("warning", f"The stimulus layer '{layer.name}' was deleted during the analysis; "
+                          "no layers were added.")
 
     def _show_result(self, result: Analysis, layer, layers: list) -> None:
         """The analysis is in the viewer: outline its window, keep the stimulus selected, say so."""
