@@ -168,6 +168,47 @@ def test_cancel_pressed_after_the_last_progress_report_adds_nothing(viewer, note
     assert w.task.status.value == "analysis cancelled"
 
 
+def test_closing_another_viewer_does_not_stop_a_run_in_this_one(make_napari_viewer, tiny, notes, monkeypatch,
+                                                                qtbot):
+    """napari registered the worker with its current viewer, the one made last: closing that other window
+    aborted this window's run, which then ended with no layers, no message and its status frozen."""
+    viewer = make_napari_viewer()
+    _session.session(viewer).set_model(tiny, "tiny test model")
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value = layer, 2
+    other = make_napari_viewer()                 # napari's current viewer from now on
+    computed, release = _hold_analysis(monkeypatch)
+    assert w.run()
+    qtbot.waitUntil(computed.is_set, timeout=30000)
+    qtbot.wait(10)                                # the worker's 'started' (napari's task status) is in
+    other.close()
+    release.set()
+    w.task.wait()
+    assert notes == [] and w.task.last_error is None
+    assert w.analysis is not None and w.task.status.value.startswith("analysis done")
+    assert len(w.added_layers) == 8 and all(lay in viewer.layers for lay in w.added_layers)
+
+
+def test_a_worker_aborted_from_outside_its_task_ends_the_run_as_cancelled(viewer, notes, monkeypatch, qtbot):
+    """Whatever stops the worker without a result (superqt drops it after an abort request), the run ends
+    with a message and the Cancel button off, not a frozen status line."""
+    from napari.qt.threading import FunctionWorker
+
+    computed, release = _hold_analysis(monkeypatch)
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value = layer, 2
+    assert w.run()
+    qtbot.waitUntil(computed.is_set, timeout=30000)
+    FunctionWorker.quit(w.task.worker)            # superqt's own abort request: the result will be dropped
+    release.set()
+    w.task.wait()
+    assert notes == [("info", "The analysis was cancelled; nothing was added.")]
+    assert w.task.status.value == "analysis cancelled" and not w.task.cancel_button.enabled
+    assert [lay.name for lay in viewer.layers] == ["noise"]
+
+
 # ------------------------------------------------------------ crop window ---
 
 def _small(size=16, seed=2):

@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, Optional
 
 from magicgui.widgets import Label, ProgressBar, PushButton
-from napari.qt.threading import create_worker
+from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, Signal as QtSignal
 
@@ -78,6 +78,21 @@ def _guarded(work: list):
         return _Failure(exc)
 
 
+class _TaskWorker(FunctionWorker):
+    """A worker that only its :class:`Task` stops (through the task's cancel token), never napari's ``quit()``.
+
+    napari registers each worker it makes with its *current* viewer, which
+    may be another window than the task's; closing that window calls
+    ``quit()`` on the worker, and superqt then drops its result: the run in
+    this window would end with no result, no message and its status frozen.
+    The task cancels its own run (Cancel, or its widgets closing with their
+    viewer or dock, :meth:`Task.close`), so a quit request is ignored.
+    """
+
+    def quit(self) -> None:
+        """Ignored: see the class docstring."""
+
+
 class _Relay(QObject):
     """Carries progress from a worker thread to the GUI thread (queued signal)."""
 
@@ -105,6 +120,7 @@ class Task:
         self.timings: dict = {}
         """perf_counter stamps of the last run: started, returned (result in the GUI thread), done."""
         self._deferred: Optional[Callable[[], None]] = None  # stop() of GUI work deferred by on_result
+        self._returned = False  # whether the running worker's result (or failure) has come back
         self._on_failure: Optional[Callable[[], None]] = None  # the running start's on_failure
         self.closed = False
         """True once the widgets are gone: nothing is shown or added any more."""
@@ -205,6 +221,7 @@ class Task:
             return False
         self.token = CancelToken()
         self._on_failure = on_failure
+        self._returned = False
         self.last_error = None
         self.timings = {"started": time.perf_counter()}
         self._rate_from = None
@@ -213,9 +230,11 @@ class Task:
         self.cancel_button.enabled = True
         # exceptions are caught in the thread and handed back as a value: napari would otherwise
         # show them as traceback notifications (and re-raise them in the GUI thread)
-        worker = create_worker(_guarded, [job, self], _start_thread=False, _ignore_errors=True)
+        worker = create_worker(_guarded, [job, self], _start_thread=False, _ignore_errors=True,
+                               _worker_class=_TaskWorker)
 
         def returned(result) -> None:
+            self._returned = True
             self._finish(on_result, result)
 
         worker.returned.connect(returned)
@@ -263,6 +282,10 @@ class Task:
             notify("error", f"The {self.what} failed: {one_sentence(exc)}")
 
     def _cleanup(self, *_) -> None:
+        """The worker finished: disconnect it; a worker that ended without handing back a result (aborted
+        from outside the task) is reported as a cancelled run, so the status line never freezes."""
+        if not self._returned and not self.closed:
+            self._failed(Cancelled(f"the {self.what} was stopped before it finished"))
         for signal, slot in self._connections:
             try:
                 signal.disconnect(slot)
