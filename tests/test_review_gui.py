@@ -117,6 +117,34 @@ def test_file_open_of_a_batch_store_plots_the_visible_result_s_traces(make_napar
                                   visible.metadata[META][_plot.TRACES_KEY]["series"][0]["values"])
 
 
+def _maps_of(viewer, prefix: str) -> list:
+    return [lay for lay in viewer.layers if lay.metadata.get(META, {}).get("role") == "map"
+            and lay.metadata[META].get("prefix") == prefix]
+
+
+def test_a_saved_analysis_opened_twice_gives_each_copy_its_own_maps(viewer, tiny, tmp_path, notes):
+    """The second copy 'twice [1]' got maps 'twice: A0 [1]' belonging to 'twice': analysing 'twice' deleted
+    them, and analysing 'twice [1]' kept them and drew a second set over it."""
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=3)
+    nr.analysis.run_analysis(tiny, stim, cell=0, steps=2, invariance="none").save(tmp_path / "twice.h5")
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.steps.value, w.invariance.value = 2, "none"
+    viewer.open(str(tmp_path / "twice.h5"), plugin="napari-retina")
+    viewer.open(str(tmp_path / "twice.h5"), plugin="napari-retina")
+    first, second = _maps_of(viewer, "twice: "), _maps_of(viewer, "twice [1]: ")
+    assert len(first) == len(second) == 8 and len(viewer.layers) == 18
+    assert all(lay.name.startswith("twice [1]: ") and not lay.name.endswith("]") for lay in second)
+    w.layer.value = viewer.layers["twice"]
+    assert w.run()
+    w.task.wait()
+    assert all(lay in viewer.layers for lay in second) and len(viewer.layers) == 18   # the other copy's stay
+    w.layer.value = viewer.layers["twice [1]"]
+    assert w.run()
+    w.task.wait()
+    assert _maps_of(viewer, "twice [1]: ") == second and len(viewer.layers) == 18     # its own, updated in place
+    assert all(level == "info" for level, _ in notes), notes
+
+
 # ------------------------------------------------------- model and docks ---
 
 def test_the_shipped_model_loaded_on_first_use_is_shown_by_every_dock(make_napari_viewer):

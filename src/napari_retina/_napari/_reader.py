@@ -15,6 +15,8 @@ Neither path imports torch.
 from __future__ import annotations
 
 import numbers
+import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -361,17 +363,69 @@ def read_analysis_layers(path: Path) -> list[tuple]:
     from ._plot import TRACES_KEY, follow_current_viewer, stored_traces   # vispy: only when a saved analysis is opened
 
     follow_current_viewer()   # the viewer opening it plots the traces its stimulus layer carries
+    _follow_copies_in_current_viewer()   # ... and gives a second copy's maps that copy's name
 
     kwargs = stimulus_layer_kwargs(attr.stimulus, name=name)
     kwargs["metadata"][META].update(meta.pop(META))
     kwargs["metadata"][META][TRACES_KEY] = stored_traces(attr, red, name)   # plotted when the layer is added
     kwargs["metadata"].update(meta)
+    read = uuid.uuid4().hex   # ties this reading's maps to its stimulus layer, whatever napari names them
+    kwargs["metadata"][META][READ_KEY] = read
     prefix = f"{name}: "
     layers = [(attr.stimulus, kwargs, "image")]
     for data, kw, kind in analysis_layer_data(attr, red, prefix=prefix):
         role = kw["metadata"].get(META, {}).get("role")
         if role == "cursor":
             continue
-        kw["metadata"].setdefault(META, {})["prefix"] = prefix
+        kw["metadata"].setdefault(META, {}).update({"prefix": prefix, READ_KEY: read})
         layers.append((data, kw, kind))
     return layers
+
+
+READ_KEY = "read"
+"""Plugin-metadata key of the layers one reading of a saved analysis made: a token shared by its stimulus
+layer and its maps (:func:`follow_copies`)."""
+
+_FOLLOWED: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def follow_copies(viewer) -> None:
+    """From now on, a reopened analysis' maps take the name napari gives their stimulus layer (once per viewer).
+
+    Opened twice, the second stimulus layer becomes "x [1]" (napari keeps
+    layer names unique), and its maps "x: A0 [1]" with the first copy's
+    prefix "x: ": they would belong to the first copy, whose next analysis
+    would replace them. As each map of a reading is added, it takes its
+    own stimulus layer's prefix and name ("x [1]: A0"), as the layers of a
+    result added twice from the Experiments dock do.
+    """
+    if viewer in _FOLLOWED:
+        return
+    _FOLLOWED.add(viewer)
+
+    def inserted(event) -> None:
+        claim_map(viewer, event.value)
+
+    viewer.layers.events.inserted.connect(inserted)
+
+
+def claim_map(viewer, layer) -> None:
+    """Give a reopened map layer the prefix and name of the stimulus layer of the same reading, if they differ."""
+    meta = layer.metadata.get(META, {}) if isinstance(layer.metadata, dict) else {}
+    if meta.get("role") != "map" or READ_KEY not in meta:
+        return
+    stimulus = next((lay for lay in viewer.layers if lay.metadata.get(META, {}).get("role") == "stimulus"
+                     and lay.metadata[META].get(READ_KEY) == meta[READ_KEY]), None)
+    if stimulus is None or meta.get("prefix") == f"{stimulus.name}: ":
+        return
+    meta["prefix"] = f"{stimulus.name}: "
+    layer.name = f"{meta['prefix']}{meta['label']}"
+
+
+def _follow_copies_in_current_viewer() -> None:
+    """:func:`follow_copies` for napari's current viewer (the one the reader is opening a file in), if any."""
+    import napari
+
+    viewer = napari.current_viewer()
+    if viewer is not None:
+        follow_copies(viewer)
