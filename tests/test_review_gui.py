@@ -464,6 +464,40 @@ def test_a_stimulus_deleted_during_the_run_leaves_a_status_that_says_so(viewer, 
     assert "deleted" in w.task.status.value and "%" not in w.task.status.value   # not the last progress line
 
 
+def _change_mid_run(viewer, monkeypatch, qtbot, change) -> "_widgets.AnalyzeWidget":
+    """An Analyze run of layer 'noise' (crop 'none'), with ``change(layer)`` made once its result is computed;
+    the dock, once the run has ended."""
+    computed, release = _hold_analysis(monkeypatch)
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value = layer, 2
+    assert w.run()
+    qtbot.waitUntil(computed.is_set, timeout=30000)
+    change(layer)
+    release.set()
+    w.task.wait()
+    return w
+
+
+def test_stimulus_data_swapped_for_data_of_the_same_shape_mid_run_drops_the_result(viewer, notes, monkeypatch,
+                                                                                    qtbot):
+    """The result of the old data was drawn over the new data, with 'analysis done' and no notice."""
+    other = nr.stimuli.white_noise(frames=30, size=20, seed=9)
+    w = _change_mid_run(viewer, monkeypatch, qtbot, lambda layer: setattr(layer, "data", other))
+    message = ("The data of the stimulus layer 'noise' changed during the analysis, so its result, of the previous "
+               "data, was dropped; no layers were added.")
+    assert notes == [("warning", message)] and w.task.status.value == message
+    assert [lay.name for lay in viewer.layers] == ["noise"] and w.analysis is None and not w.task.running
+
+
+def test_a_model_changed_mid_run_drops_the_result_as_the_experiments_dock_does(viewer, notes, monkeypatch, qtbot):
+    """Analyze added the previous model's result, with no notice, beside a dock that shows the new model."""
+    w = _change_mid_run(viewer, monkeypatch, qtbot, lambda layer: nr.viewer.use_model(viewer, _small(20)))
+    assert notes == [("warning", "The model changed during the analysis, so its result, of the previous model, "
+                                 "was dropped; no layers were added.")]
+    assert [lay.name for lay in viewer.layers] == ["noise"] and w.analysis is None and not w.task.running
+
+
 def _when(condition, action) -> QTimer:
     """A timer that checks ``condition()`` on every event-loop pass and runs ``action()`` the first time it holds
     (between two steps of a staged add, as a user's click would come)."""

@@ -91,6 +91,11 @@ def warn_units(stimulus: np.ndarray, model: RetinaCNN, name: str) -> None:
         notify("warning", message)
 
 
+def deleted_sentence(layer) -> str:
+    """The warning for a stimulus layer deleted before its result was in."""
+    return f"The stimulus layer '{layer.name}' was deleted during the analysis; no layers were added."
+
+
 class AnalyzeWidget(Container):
     """Predict, attribute and reduce on a stimulus layer, in a worker; add the result layers.
 
@@ -319,6 +324,12 @@ class AnalyzeWidget(Container):
                                 layer=layer.name)
 
         def on_result(result: Analysis) -> None:
+            dropped = self._why_dropped(layer, data, model)
+            if dropped:  # the result no longer fits the viewer: nothing is added, the layer gets back its scale
+                if undo_units is not None and layer in self.viewer.layers:
+                    undo_units()
+                self._say_dropped(dropped)
+                return
             if undo_units is not None:
                 self._said_units(layer)
             for message in late:
@@ -338,15 +349,12 @@ class AnalyzeWidget(Container):
         The task stays running until they are all in, so the window never
         freezes for the whole build and a second run waits for this one.
         """
-        if layer not in self.viewer.layers:
-            self._say_deleted(layer)
-            return
         staged = nr_viewer.show(result, self.viewer, stimulus_layer=layer, staged=True)
         finish = self.task.defer(staged.stop)
 
         def failed(exc: BaseException) -> None:
             if isinstance(exc, StimulusLayerRemoved):  # the staged add removed what it had put in
-                self._say_deleted(layer)
+                self._say_dropped(deleted_sentence(layer))
                 finish()
             else:
                 finish(exc)
@@ -364,11 +372,28 @@ class AnalyzeWidget(Container):
 
         staged.on_done = done
 
-    def _say_deleted(self, layer) -> None:
-        """Say (status line and a warning) that the stimulus layer went away before its result was in."""
-        self.task.status.value = f"stimulus layer '{layer.name}' deleted during the analysis; nothing added"
-        notify("warning", f"The stimulus layer '{layer.name}' was deleted during the analysis; "
-                          "no layers were added.")
+    def _why_dropped(self, layer, data, model) -> Optional[str]:
+        """Why a finished run's result must not be added (one sentence), or None when it fits the viewer.
+
+        It was computed from ``data`` (the stimulus layer's data when the run
+        started) with ``model``: drawn over a layer that is gone or holds
+        other data, or shown beside another model, it would be wrong without
+        a sign of it.
+        """
+        if layer not in self.viewer.layers:
+            return deleted_sentence(layer)
+        if layer.data is not data:
+            return (f"The data of the stimulus layer '{layer.name}' changed during the analysis, so its result, "
+                    "of the previous data, was dropped; no layers were added.")
+        if self.session.model is not model:
+            return ("The model changed during the analysis, so its result, of the previous model, was dropped; "
+                    "no layers were added.")
+        return None
+
+    def _say_dropped(self, sentence: str) -> None:
+        """Say why a result was dropped: the status line and a warning."""
+        self.task.status.value = sentence
+        notify("warning", sentence)
 
     def _show_result(self, result: Analysis, layer, layers: list) -> None:
         """The analysis is in the viewer: outline its window, keep the stimulus selected, say so."""
