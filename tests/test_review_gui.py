@@ -237,6 +237,30 @@ def test_a_worker_aborted_from_outside_its_task_ends_the_run_as_cancelled(viewer
     assert [lay.name for lay in viewer.layers] == ["noise"]
 
 
+def test_closing_the_analyze_dock_mid_run_cancels_the_run_quietly(viewer, notes, monkeypatch, qtbot):
+    """napari's dock close button only takes the widget out of its dock: the run went on and its layers were
+    added after the dock was gone (the Task docstring says closing the dock cancels it)."""
+    computed, release = _hold_analysis(monkeypatch)
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value = layer, 2
+    assert w.run()
+    qtbot.waitUntil(computed.is_set, timeout=30000)
+    from napari_retina._napari._widgets._common import _dock_of
+
+    _dock_of(w.native).destroyOnClose()              # the dock's close button ('x')
+    release.set()
+    w.task.wait()
+    qtbot.wait(20)
+    assert [lay.name for lay in viewer.layers] == ["noise"] and notes == []
+    assert w.task.token.cancelled and w.analysis is None
+    viewer.window.add_dock_widget(w, name="AnalyzeWidget")    # docked again: it runs again
+    monkeypatch.undo()
+    assert w.run()
+    w.task.wait()
+    assert w.analysis is not None and len(w.added_layers) == 8
+
+
 # ------------------------------------------------------------ crop window ---
 
 def _small(size=16, seed=2):

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 from magicgui.widgets import Label, ProgressBar, PushButton
 from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QObject, Signal as QtSignal
+from qtpy.QtCore import QEvent, QObject, Signal as QtSignal
 
 from .._progress import Cancelled, CancelToken
 from ..analysis import is_out_of_memory
@@ -99,6 +99,23 @@ class _Relay(QObject):
     progressed = QtSignal(str, int, int)
 
 
+class _UndockWatch(QObject):
+    """Closes a :class:`Task` when its dock widget is taken out of its dock, reopens it when docked again."""
+
+    def __init__(self, native, task: "Task") -> None:
+        super().__init__(native)  # lives as long as the widget it watches
+        self._task = task
+        native.installEventFilter(self)
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.ParentChange:
+            if obj.parent() is None:
+                self._task.close()
+            else:
+                self._task.closed = False
+        return False
+
+
 class Task:
     """One background computation at a time, with a progress bar, cancel button and status line.
 
@@ -128,6 +145,15 @@ class Task:
         self._relay = _Relay()
         self._relay.progressed.connect(self._on_progress)
         self.progress.native.destroyed.connect(self.close)
+
+    def close_with_dock(self, container) -> None:
+        """Close the task (:meth:`close`) when ``container``, the dock widget holding its widgets, is closed.
+
+        napari's dock close button takes the widget out of its dock without
+        destroying it, so :meth:`close` is not called through the progress
+        bar; a widget docked again gets its task back (new runs start).
+        """
+        self._undock_watch = _UndockWatch(container.native, self)
 
     @property
     def widgets(self) -> list:

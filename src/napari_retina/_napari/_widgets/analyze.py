@@ -124,6 +124,7 @@ class AnalyzeWidget(Container):
         self.run_button = PushButton(text="Analyze", tooltip="Attribute (and reduce) on the chosen layer in the "
                                                              "background; Cancel stops it.")
         self.task = Task("analysis")
+        self.task.close_with_dock(self)  # closing the dock cancels a run
         self.result_label = Label(value="")
         self.result_label.native.setWordWrap(True)
         self.save_path = FileEdit(label="save to (.h5 / .csv)", mode="w", filter="*.h5 *.hdf5 *.csv",

@@ -202,6 +202,7 @@ class ExperimentsWidget(Container):
         self.run_button = PushButton(text="Run", tooltip="Run the chosen experiment on the current model.")
         self.run_all_button = PushButton(text="Run all", tooltip="Run every experiment, one after the other.")
         self.task = Task("experiment run")
+        self.task.close_with_dock(self)  # closing the dock cancels a run
         self.results: dict = {}
         self.truths: dict = {}
         """Each result's ground-truth run (None when not compared)."""

@@ -116,6 +116,7 @@ class ModelWidget(Container):
         self.train_button = PushButton(text="Train", tooltip="Train a new model on the dataset in a child "
                                                                    "process; it replaces the current one when done.")
         self.task = Task("training")
+        self.task.close_with_dock(self)  # closing the dock cancels a run
         self.extend([self.source, self.path, self.device, self.load_button, self.summary, self.show_details,
                      self.details,
                      Label(value="— train from a dataset —"), self.dataset, self.epochs, self.train_button,
