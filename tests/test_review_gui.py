@@ -261,6 +261,26 @@ def test_closing_the_analyze_dock_mid_run_cancels_the_run_quietly(viewer, notes,
     assert w.analysis is not None and len(w.added_layers) == 8
 
 
+def test_analyze_pressed_right_after_cancel_says_the_run_is_still_stopping(viewer, notes, monkeypatch, qtbot):
+    """It said 'An analysis is already running; wait for it to finish or cancel it first' to a user who had
+    just cancelled it."""
+    computed, release = _hold_analysis(monkeypatch)
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value = layer, 2
+    assert w.run()
+    qtbot.waitUntil(computed.is_set, timeout=30000)
+    w.task.cancel_button.native.click()
+    w.run_button.native.click()
+    assert notes == [("warning", "The cancelled analysis is still stopping; try again in a moment.")]
+    release.set()
+    w.task.wait()
+    monkeypatch.undo()
+    assert w.run()                                # once stopped, it runs
+    w.task.wait()
+    assert w.analysis is not None
+
+
 # ------------------------------------------------------------ crop window ---
 
 def _small(size=16, seed=2):

@@ -226,9 +226,13 @@ class Task:
             stop()
 
     def refuse_if_busy(self) -> bool:
-        """Whether a run is going; if so, a warning says to wait for it or cancel it."""
+        """Whether a run is going; if so, a warning says to wait for it or cancel it (or, after Cancel, that it
+        is still stopping)."""
         if not self.running:
             return False
+        if self.worker is not None and self.token.cancelled:  # Cancel was pressed: the worker is on its way out
+            notify("warning", f"The cancelled {self.what} is still stopping; try again in a moment.")
+            return True
         article = "An" if self.what[:1].lower() in "aeiou" else "A"
         notify("warning", f"{article} {self.what} is already running; wait for it to finish or cancel it first.")
         return True
