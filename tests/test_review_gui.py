@@ -311,17 +311,38 @@ def test_the_crop_window_takes_the_size_of_a_model_loaded_after_it_was_drawn(vie
     np.testing.assert_allclose(outline.data[0], nr._napari._widgets._crop.window_rectangle(7, 7, 16))
 
 
-def test_the_analysed_window_outline_has_the_size_of_the_model_that_ran(viewer, notes, monkeypatch, qtbot):
-    """A model loaded while an analysis runs: the outline shows the window that run analysed."""
-    computed, release = _hold_analysis(monkeypatch)
+def test_only_the_chosen_layer_s_crop_window_is_shown_and_only_with_crop_window(viewer, notes):
+    """Crop windows piled up: one left on each layer chosen before, and one left after crop went back to
+    'none'."""
+    _, big = _stimulus(viewer, size=30, name="big")
+    _, other = _stimulus(viewer, size=30, name="other", seed=2)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.crop.value = big, "window"
+
+    def windows() -> list:
+        return [lay.name for lay in viewer.layers if lay.metadata.get(META, {}).get("role") == "crop_window"]
+
+    assert windows() == ["big: crop window (drag me)"]
+    w.layer.value = other
+    assert windows() == ["other: crop window (drag me)"]
+    w.crop.value = "none"
+    assert windows() == []
+    w.crop.value = "center"
+    assert windows() == [] and notes == []
+
+
+def test_the_analysed_window_outline_has_the_size_of_the_model_that_ran(viewer, notes, qtbot):
+    """A model loaded while the result layers go in: the outline shows the window that run analysed.
+    (Loaded while the analysis computes, the result is dropped: see the model-changed test below.)"""
     _, layer = _stimulus(viewer, size=30, name="big")
     w = _dock(viewer, _widgets.AnalyzeWidget)
     w.layer.value, w.steps.value, w.crop.value = layer, 2, "center"
+    timer = _when(lambda: w.task.status.value.startswith("adding"),
+                  lambda: nr.viewer.use_model(viewer, _small(16)))   # the user loads another model meanwhile
     assert w.run()
-    qtbot.waitUntil(computed.is_set, timeout=30000)
-    nr.viewer.use_model(viewer, _small(16))      # the user loads another model meanwhile
-    release.set()
     w.task.wait()
+    timer.stop()
+    assert _session.session(viewer).model.config.size == 16 and notes == []
     assert w.analysis.attribution.crop_origin == (5, 5)
     outline = viewer.layers["big: analysed window"]
     np.testing.assert_allclose(outline.data[0], nr._napari._widgets._crop.window_rectangle(5, 5, 20))

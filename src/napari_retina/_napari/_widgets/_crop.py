@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from .._layers import META
-from .._viewer import follow_renames
+from .._viewer import follow_renames, remove_layers
 
 WINDOW_COLOR = "#ffd700"
 OUTLINE_COLOR = "#00e5ff"
@@ -68,6 +68,15 @@ def crop_window(viewer, layer, size: int):
     shapes.mode = "select"
     viewer.layers.selection.active = shapes
     return shapes
+
+
+def remove_windows(viewer, keep=None) -> None:
+    """Remove the crop-window layers of every stimulus layer but ``keep`` (all of them when ``keep`` is None)."""
+    def other(shapes) -> bool:
+        meta = shapes.metadata.get(META, {}) if isinstance(shapes.metadata, dict) else {}
+        return meta.get("role") == "crop_window" and (keep is None or meta.get("for") != keep.name)
+
+    remove_layers(viewer, [shapes for shapes in viewer.layers if other(shapes)])
 
 
 def find_window(viewer, layer):

@@ -37,7 +37,8 @@ from ._common import (
     set_physical_scale,
     tabify_when_docked,
 )
-from ._crop import crop_window, find_window, fit_window, outline_window, window_origin, window_rectangle
+from ._crop import (crop_window, find_window, fit_window, outline_window, remove_windows, window_origin,
+                    window_rectangle)
 
 CROPS = ("none", "center", "window")
 """The crops offered (``nr.attribute(crop=...)``): the whole layer, its centre, or the window the user drags
@@ -157,7 +158,10 @@ class AnalyzeWidget(Container):
             fit_window(shapes, layer, model.config.size)
 
     def _crop_changed(self, value: str) -> None:
+        """Show the crop window of the chosen layer while crop is 'window', and no other (it shows what will be
+        analysed: a window left on another layer, or with another crop, would not be)."""
         layer = self.layer.value
+        remove_windows(self.viewer, keep=layer if value == "window" else None)
         if value == "window" and layer is not None and layer.ndim == 3 and not getattr(layer, "rgb", False):
             size = self.session.model.config.size
             if min(layer.data.shape[-2:]) >= size:
