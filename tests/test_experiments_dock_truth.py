@@ -46,7 +46,7 @@ def test_a_model_of_the_synthetic_retina_is_compared_with_it(make_napari_viewer,
     assert got.readout["present"] == truth.readout["present"]
 
     table = w.table.to_dict("list")
-    assert list(table) == ["readout", "model", "ground truth"]
+    assert list(table) == ["readout", "model", "reduced", "ground truth"]
     assert table["readout"][0] == "present"
     assert table["ground truth"][0] == ("yes" if truth.readout["present"] else "no")
     assert table["model"][0] == ("yes" if model_res.readout["present"] else "no")
@@ -58,16 +58,19 @@ def test_a_model_of_the_synthetic_retina_is_compared_with_it(make_napari_viewer,
     for row in report["channels"]:
         label = model_res.reduction.label(row["channel"])
         said = f"{label} ≈ truth {row['pathway']}" if row["recovers"] else f"{label}: none (closest {row['pathway']}"
+        if row["recovers"] and not row["polarity_match"]:   # "A5 OFF fast + ≈ truth ON fast" says why it is OFF
+            said += f" (labelled {row['polarity']} by its filter's first lobe)"
         assert said in w.recovery.value
     assert any(row["recovers"] for row in report["channels"])   # the line names a recovered pathway
-    assert "temporal r" in w.recovery.tooltip
+    assert "temporal r" in w.recovery.tooltip and "; next " in w.recovery.tooltip   # the runner-up pathway
 
     w.add_layers()
     series = {s["kind"]: s for s in viewer.window.dock_widgets[DOCK_NAME].series}
     # the truth's rate above its resting rate: rest measured independently, on a blank stimulus
     rest = retina.respond(np.zeros((60, 50, 50), np.float32))[-1, 0]
     np.testing.assert_allclose(series["truth"]["values"], truth.rates[:, 0] - rest, atol=1e-5)
-    np.testing.assert_array_equal(series["response"]["values"], w.results["osr"].attribution.response)
+    res = w.results["osr"]   # the model's response at every frame: its rates minus F(0)
+    np.testing.assert_allclose(series["response"]["values"], res.response - res.attribution.baseline_rate, atol=1e-6)
 
 
 def test_the_comparison_can_be_switched_off_and_a_model_of_another_field_has_none(make_napari_viewer, shipped,
@@ -77,7 +80,7 @@ def test_the_comparison_can_be_switched_off_and_a_model_of_another_field_has_non
     assert w.run(["osr"])
     w.task.wait(300000)
     assert w.truths["osr"] is None and w.recovery.value == ""
-    assert list(w.table.to_dict("list")) == ["readout", "model"]
+    assert list(w.table.to_dict("list")) == ["readout", "model", "reduced"]
     w.add_layers()
     assert "truth" not in {s["kind"] for s in viewer.window.dock_widgets[DOCK_NAME].series}
 

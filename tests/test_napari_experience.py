@@ -83,10 +83,13 @@ def test_experiment_results_survive_layer_changes_and_do_not_stack(viewer, qtbot
 
     w.result_choice.value = "osr"
     table = w.table.to_dict("list")
-    assert list(table) == ["readout", "model"]  # one experiment's readout, not columns mixed across them
-    assert table["readout"][0] == "present"
+    # one experiment's readouts, the model's and its reduced circuit's side by side, not columns mixed across
+    # experiments (the tiny model has no ground truth to compare with)
+    assert list(table) == ["readout", "model", "reduced"]
+    assert table["readout"][:3] == ["present", "slope", "r2"]   # present, then the experiment's key numbers
     assert table["model"][0] == ("yes" if w.results["osr"].readout["present"] else "no")
-    assert set(table["readout"]) == set(w.results["osr"].readout)
+    assert table["reduced"][0] == ("yes" if w.results["osr"].readout["reduced"]["present"] else "no")
+    assert set(table["readout"]) == set(w.results["osr"].readout) - {"reduced"}
 
     _click(w.add_button)  # adds layers: the list must survive its own button
     first = list(viewer.layers)
@@ -300,8 +303,10 @@ def test_a_shortened_readout_shows_every_value_in_its_tooltip(viewer, qtbot):
     item = table.item(rows["periods_ms"], 1)
     assert item.text().endswith(f"({len(periods)} values)]")  # the cell is shortened ...
     assert item.toolTip() == "[" + ", ".join(f"{float(p):.4g}" for p in periods) + "]"  # ... its tooltip is not
-    reduced = table.item(rows["reduced"], 1).toolTip().splitlines()  # a dict: one key per line
-    assert [line.split(":")[0] for line in reduced] == list(readout["reduced"])
+    reduced = readout["reduced"]   # the reduced circuit's readouts are a column of their own, shortened alike
+    assert table.item(rows["periods_ms"], 2).toolTip() == "[" + ", ".join(f"{float(p):.4g}" for p in
+                                                                         reduced["periods_ms"]) + "]"
+    assert table.item(rows["slope"], 1).text() == f"{readout['slope']:.4g}"   # as rounded, not re-printed
 
 
 def _contrast(a, b) -> float:

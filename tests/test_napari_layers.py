@@ -169,12 +169,12 @@ def test_the_ground_truth_band_is_achromatic_wide_and_under_the_lines():
     attr = nr.attribute(nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=2)).eval(),
                         nr.stimuli.white_noise(frames=30, size=20, seed=0), steps=2)
     truth = np.linspace(0, 1, 30, dtype=np.float32)
-    series = _layers.trace_series(attr, None, truth)
+    series = _layers.trace_series(attr, None, _layers.CellTraces(truth=truth))
     band = [s for s in series if s["kind"] == "truth"]
     assert len(band) == 1 and band[0]["row"] == 0 and band[0]["order"] < 0
     np.testing.assert_array_equal(band[0]["values"], truth)
     with pytest.raises(ValueError, match="one value per stimulus frame"):
-        _layers.trace_series(attr, None, truth[:-1])
+        _layers.trace_series(attr, None, _layers.CellTraces(truth=truth[:-1]))
 
 
 def test_a_trace_is_broken_where_nothing_was_computed_not_drawn_across():

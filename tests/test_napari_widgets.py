@@ -440,7 +440,10 @@ def test_experiments_widget_runs_shows_readouts_and_adds_layers(viewer, tiny, no
     red = ref.reduction
     assert [lay.name for lay in maps] == [f"reversal: {red.label(c)}" for c in range(8)]
     plot = viewer.window.dock_widgets["Traces (napari-retina)"]  # the traces are plotted in a dock
-    np.testing.assert_array_equal(plot.series[0]["values"], ref.attribution.response)
+    # the model's response at every frame (its rates minus F(0)), equal to the attribution's on its frames
+    frames = ref.attribution.frames
+    np.testing.assert_allclose(plot.series[0]["values"][frames], ref.attribution.response[frames], atol=1e-5)
+    np.testing.assert_allclose(plot.series[0]["values"], ref.response - ref.attribution.baseline_rate, atol=1e-5)
 
 
 def test_experiments_widget_bad_cell_notifies(viewer, notes):

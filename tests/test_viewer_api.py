@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -373,6 +374,16 @@ def test_one_analyze_run_warns_once_about_a_layer_without_units(viewer, tiny, pl
 
 # ------------------------------------------------------------ experiments ---
 
+def _assert_every_frame_response(drawn, summed_rates, attribution):
+    """An experiment's model response is drawn at every frame (its rates minus F(0)), not only on the attributed
+    frames (its windows, thinned: straight chords and peaks off by frames), and equals the attribution's there."""
+    want = np.asarray(summed_rates, np.float64) - attribution.baseline_rate
+    np.testing.assert_allclose(drawn, want, rtol=1e-6, atol=1e-6)
+    frames = np.asarray(attribution.frames)
+    assert np.isfinite(drawn).sum() > 2 * len(frames)
+    np.testing.assert_allclose(drawn[frames], np.asarray(attribution.response)[frames], atol=1e-5)
+
+
 def test_an_experiment_and_a_battery_are_named_after_their_experiments(viewer, tiny, qtbot):
     bat = nr.experiments.battery(tiny, names=["osr", "reversal"], steps=2, retina=None)
     osr = bat["results"]["osr"]
@@ -390,7 +401,7 @@ def test_an_experiment_and_a_battery_are_named_after_their_experiments(viewer, t
     assert x[1][0] > x[0][1]  # each experiment beside the previous one
     assert _in_view(viewer, [lay for lay in layers if lay.visible])
     plot = nrv.traces(viewer, "osr")  # browse: plot the osr traces again
-    np.testing.assert_array_equal(plot.series[0]["values"], osr.attribution.response.astype(np.float32))
+    _assert_every_frame_response(plot.series[0]["values"], osr.rates[:, osr.cells].sum(1), osr.attribution)
     with pytest.raises(ValueError, match=r"^traces\(\) expects the name of a shown result, got 'nope'; "):
         nrv.traces(viewer, "nope")
 
@@ -498,7 +509,11 @@ def test_one_experiment_task_is_shown_as_its_experiment_result_and_nothing_else(
     assert stim.metadata["experiment"] == "osr" and stim.metadata["readout"]["present"] in (True, False)
     assert stim.data.shape == res.arrays["stimulus"].shape and tuple(stim.scale) == SCALE
     plot = nrv.traces(viewer, "osr")
-    np.testing.assert_array_equal(plot.series[0]["values"], res.arrays["attribution/response"].compute())
+    attr = SimpleNamespace(baseline_rate=res.scalars()["attribution/baseline_rate"],
+                           frames=np.flatnonzero(np.isfinite(res.arrays["attribution/response"].compute())),
+                           response=res.arrays["attribution/response"].compute())
+    cells = [int(c) for c in res.arrays["attribution/cells"].compute()]
+    _assert_every_frame_response(plot.series[0]["values"], res.arrays["rates"].compute()[:, cells].sum(1), attr)
     assert plot.series[1]["kind"] == "reduced"
     assert [s["channel"] for s in plot.series[2:]] == [int(c) for c in res.arrays["reduction/kept"].compute()]
 

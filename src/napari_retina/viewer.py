@@ -52,7 +52,7 @@ from napari.viewer import Viewer as _NapariViewer  # the class itself (napari.Vi
 
 from ._atomic import atomic_write
 from ._validate import check_positive
-from ._napari._layers import META, stimulus_layer_kwargs
+from ._napari._layers import META, CellTraces, stimulus_layer_kwargs
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
 from ._napari._session import SCRIPT_SOURCE, use_model as _use_model
 from ._napari._viewer import (UnitsWarningOnce, add_analysis, add_layer_data, frame_result, process_events,
@@ -421,7 +421,7 @@ def _show_stimulus(viewer, stimulus, name: str, replace: bool, beside: bool) -> 
 
 def _show_analysis(viewer, attribution, reduction, name, stimulus_layer, maps, limit, replace: bool,
                    beside: bool, metadata: Optional[dict] = None, staged: bool = False,
-                   truth: Optional[np.ndarray] = None):
+                   cell: Optional[CellTraces] = None):
     """An attribution's stimulus (added, updated, or the given layer), its maps and traces, all-or-nothing.
 
     ``staged`` (with ``stimulus_layer``): a ``StagedAdd`` of :func:`._napari._viewer.add_analysis`.
@@ -438,21 +438,21 @@ def _show_analysis(viewer, attribution, reduction, name, stimulus_layer, maps, l
             place_beside(viewer, stimulus_layer, stimulus_layer.name)
     try:
         layers = add_analysis(viewer, attribution, reduction, stimulus_layer, maps=maps, limit=limit,
-                              replace=replace, truth=truth)
+                              replace=replace, cell=cell)
     except Exception:
         if undo is not None:
             undo()
         raise
-    _store_traces(stimulus_layer, attribution, reduction, truth)
+    _store_traces(stimulus_layer, attribution, reduction, cell)
     if beside:
         frame_result(viewer, _visible(viewer))
     return layers if undo is None else [stimulus_layer] + layers
 
 
-def _store_traces(stimulus_layer, attribution, reduction, truth: Optional[np.ndarray] = None) -> None:
+def _store_traces(stimulus_layer, attribution, reduction, cell: Optional[CellTraces] = None) -> None:
     """Keep the analysis's traces in the stimulus layer's metadata, for :func:`traces` (viewer, name)."""
     meta = stimulus_layer.metadata.setdefault(META, {})
-    meta[TRACES_KEY] = stored_traces(attribution, reduction, stimulus_layer.name, truth)
+    meta[TRACES_KEY] = stored_traces(attribution, reduction, stimulus_layer.name, cell)
 
 
 def _checked_truth(kind: str, result, truth) -> Optional[np.ndarray]:
@@ -480,7 +480,7 @@ def _checked_truth(kind: str, result, truth) -> Optional[np.ndarray]:
 
 def _show_experiment(viewer, result, name: Optional[str], replace: bool, beside: bool, truth=None) -> list:
     """An ExperimentResult: the stimulus named after the experiment (readout, conditions in its metadata), maps;
-    ``truth``: the ground truth's trace (:func:`_checked_truth`) drawn with the model's."""
+    traces with the model's response at every frame and ``truth``, the ground truth's trace (:func:`_checked_truth`)."""
     meta = {"experiment": result.name, "readout": dict(result.readout), "conditions": list(result.conditions)}
     name = name or result.name
     if result.attribution is None:  # a ground-truth run: a stimulus and rates, nothing attributed
@@ -491,8 +491,10 @@ def _show_experiment(viewer, result, name: Optional[str], replace: bool, beside:
             place_beside(viewer, layer, layer.name)
         frame_result(viewer, [layer])
         return [layer]
+    # the model's response at every frame from the experiment's rates (the attribution's: its attributed frames)
+    cell = CellTraces.from_rates(result.rates, result.cells, result.attribution.baseline_rate, truth)
     return _show_analysis(viewer, result.attribution, result.reduction, name, None, None, None, replace, beside,
-                          metadata=meta, truth=truth)
+                          metadata=meta, cell=cell)
 
 
 def _show_battery(viewer, battery: dict, replace: bool) -> list:

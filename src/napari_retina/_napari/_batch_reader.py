@@ -18,7 +18,7 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-from ._layers import (META, RESPONSE_COLOR, _rgba, analysed_geometry, channel_color, layer_geometry,
+from ._layers import (META, RESPONSE_COLOR, CellTraces, _rgba, analysed_geometry, channel_color, layer_geometry,
                       map_layer_data, stimulus_layer_kwargs)
 
 Paths = Union[str, list]
@@ -328,7 +328,10 @@ def _experiment_task_layers(res, name: Optional[str]) -> list[tuple]:
     attr, red = _stored_attribution(res, "attribution/"), _stored_reduction(res)
     if attr is None:   # nothing attributed: the stimulus alone, as for a ground-truth ExperimentResult
         return [(stim, kwargs, "image")]
-    kwargs["metadata"][META][TRACES_KEY] = stored_traces(attr, red, name)
+    cell = None   # the model's response at every frame, as nr.show draws an experiment's
+    if "rates" in res.arrays and scalars.get("attribution/baseline_rate") is not None:
+        cell = CellTraces.from_rates(res.arrays["rates"].compute(), attr.cells, scalars["attribution/baseline_rate"])
+    kwargs["metadata"][META][TRACES_KEY] = stored_traces(attr, red, name, cell)
     out = [(stim, kwargs, "image")]
     if "attribution/maps" in res.arrays:
         attr.stimulus = stim

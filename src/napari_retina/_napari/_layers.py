@@ -23,6 +23,7 @@ attribution is a unit that raises the cell's rate at that time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -232,32 +233,61 @@ def map_legend(limit: float, bar_label: Optional[str] = None) -> str:
     return MAP_LEGEND.format(unit=MAP_UNIT, limit=float(limit), bar=bar)
 
 
-def trace_series(attribution, reduction=None, truth: Optional[np.ndarray] = None) -> list[dict]:
+@dataclass(frozen=True)
+class CellTraces:
+    """Whole-cell traces an experiment adds to the trace plot's first row, float (T,) spikes per bin each.
+
+    ``response``: the model's response F(s_t) − F(0) at every frame, from the
+    experiment's rates (an attribution has it on its attributed frames only:
+    an experiment's windows, thinned); ``truth``: the ground truth's response
+    above its resting rate (:func:`napari_retina.experiments.base.above_rest`).
+    """
+
+    response: Optional[np.ndarray] = None
+    truth: Optional[np.ndarray] = None
+
+    @classmethod
+    def from_rates(cls, rates, cells, baseline_rate: float, truth: Optional[np.ndarray] = None) -> "CellTraces":
+        """The model's response at every frame from its rates (T, n_cells): the analysed ``cells`` summed,
+        minus ``baseline_rate`` F(0), as the attribution's response is on its frames."""
+        summed = np.asarray(rates, np.float64)[:, list(cells)].sum(axis=1)
+        return cls(response=summed - float(baseline_rate), truth=truth)
+
+
+def _per_frame(values, like: np.ndarray, what: str) -> np.ndarray:
+    values = np.asarray(values, np.float32)
+    if values.shape != like.shape:
+        raise ValueError(f"{what} must have one value per stimulus frame, shape {like.shape}; got shape {values.shape}")
+    return values
+
+
+def trace_series(attribution, reduction=None, cell: Optional[CellTraces] = None) -> list[dict]:
     """The traces the plot dock draws (:mod:`._plot`), one dict per trace.
 
-    Row 0: the model's response ``F(s_t) - F(0)`` (white) and, with a
-    reduction, the reduced circuit's response (grey); with ``truth`` ((T,)
-    spikes per bin above the ground truth's resting rate,
-    :func:`napari_retina.experiments.base.above_rest`), the ground truth's as
-    a faint wide band under them (``width`` and ``order`` keys). Then one row
-    per kept channel (all channels without a reduction) with ``A_c(t)`` in
-    the channel's colour.
+    Row 0: the model's response ``F(s_t) - F(0)`` (white; ``cell.response``
+    when given, else the attribution's, on its attributed frames) and, with a
+    reduction, the reduced circuit's response (grey); with ``cell.truth``, the
+    ground truth's as a faint wide band under them (``width``, ``order`` and
+    ``label_color`` keys). Then one row per kept channel (all channels without
+    a reduction) with ``A_c(t)`` in the channel's colour.
     """
+    cell = cell or CellTraces()
+    response = np.asarray(attribution.response, np.float32)
+    if cell.response is not None:
+        response = _per_frame(cell.response, response, "the model's response")
     series = [{"label": "model response", "kind": "response", "channel": -1, "row": 0,
-               "values": np.asarray(attribution.response, np.float32), "color": _rgba(RESPONSE_COLOR)}]
+               "values": response, "color": _rgba(RESPONSE_COLOR)}]
     if reduction is not None:
         series.append({"label": f"reduced circuit (EV {reduction.explained_variance:.3f})", "kind": "reduced",
                        "channel": -1, "row": 0,
                        "values": np.asarray(reduction.reduced_response, np.float32),
                        "color": _rgba(REDUCED_COLOR)})
     chans = list(reduction.kept) if reduction is not None else list(range(attribution.channels.shape[1]))
-    if truth is not None:
-        values = np.asarray(truth, np.float32)
-        if values.shape != series[0]["values"].shape:
-            raise ValueError(f"the ground truth's trace must have one value per stimulus frame, shape "
-                             f"{series[0]['values'].shape}; got shape {values.shape}")
-        series.append({"label": "ground truth", "kind": "truth", "channel": -1, "row": 0, "values": values,
-                       "color": _rgba(TRUTH_COLOR, TRUTH_ALPHA), "width": TRUTH_WIDTH, "order": -1})
+    if cell.truth is not None:
+        series.append({"label": "ground truth (band)", "kind": "truth", "channel": -1, "row": 0,
+                       "values": _per_frame(cell.truth, response, "the ground truth's trace"),
+                       "color": _rgba(TRUTH_COLOR, TRUTH_ALPHA), "width": TRUTH_WIDTH, "order": -1,
+                       "label_color": _rgba(REDUCED_COLOR)})
     for r, c in enumerate(chans, start=1):
         series.append({"label": channel_label(c, reduction), "kind": "channel", "channel": int(c), "row": r,
                        "values": np.asarray(attribution.channels[:, c], np.float32), "color": channel_color(c)})

@@ -35,7 +35,7 @@ from vispy.visuals.axis import Ticker
 from vispy.visuals.text.text import FontManager
 
 from . import _exit
-from ._layers import CURSOR_COLOR, META, _rgba, layer_geometry, trace_series
+from ._layers import CURSOR_COLOR, META, CellTraces, _rgba, layer_geometry, trace_series
 
 DOCK_NAME = "Traces (napari-retina)"
 """Title of the trace plot's dock widget."""
@@ -251,7 +251,7 @@ class _Row:
             self.lines.append(line)
         legend = grid.add_grid(row=r, col=2)
         legend.width_max = LEGEND_WIDTH_PX
-        names = [(s["label"], s["color"]) for s in series] + [(UNIT, (0.6, 0.6, 0.6, 1.0))]
+        names = [(s["label"], s.get("label_color", s["color"])) for s in series] + [(UNIT, (0.6, 0.6, 0.6, 1.0))]
         self.labels = [legend.add_widget(scene.Label(text, color=color, font_size=8, font_manager=font_manager),
                                          row=k, col=0)
                        for k, (text, color) in enumerate(names)]
@@ -281,7 +281,7 @@ class _Row:
             line.set_data(color=s["color"], width=s.get("width", LINE_WIDTH))
             line.order = s.get("order", 0)   # lower draws first: the ground truth's band under the lines
             label.text = s["label"]
-            label._text_visual.color = s["color"]
+            label._text_visual.color = s.get("label_color", s["color"])
         vals = np.concatenate([s["values"][np.isfinite(s["values"])] for s in series] + [np.zeros(1, np.float32)])
         lo, hi = float(vals.min()), float(vals.max())
         pad = 0.08 * (hi - lo) if hi > lo else 1.0
@@ -559,14 +559,14 @@ def show_traces(viewer, attribution, reduction=None, stimulus_layer=None, name: 
 
 
 def traces_steps(viewer, attribution, reduction=None, stimulus_layer=None, name: str = "",
-                 legend: str = "", truth: Optional[np.ndarray] = None) -> Iterator[None]:
-    """:func:`show_traces` in steps (:meth:`TracePlot.traces_steps`); returns the plot when exhausted. ``truth``:
-    the ground truth's trace (:func:`._layers.trace_series`)."""
+                 legend: str = "", cell: Optional[CellTraces] = None) -> Iterator[None]:
+    """:func:`show_traces` in steps (:meth:`TracePlot.traces_steps`); returns the plot when exhausted. ``cell``:
+    an experiment's whole-cell traces (:class:`._layers.CellTraces`)."""
     geo = layer_geometry(stimulus_layer, shape=np.shape(attribution.stimulus))
     T = len(attribution.response)
     times = geo["translate"][0] + np.arange(T) * geo["scale"][0]
     plot = trace_plot(viewer)
-    series = trace_series(attribution, reduction, truth)
+    series = trace_series(attribution, reduction, cell)
     yield from plot.traces_steps(series, times, plot_title(attribution, reduction, name, legend),
                                  stimulus_layer.name if stimulus_layer is not None else name)
     return plot
@@ -577,10 +577,10 @@ TRACES_KEY = "traces"
 .h5 or a batch store): ``{"series": trace_series(...), "title": str}``."""
 
 
-def stored_traces(attribution, reduction=None, name: str = "", truth: Optional[np.ndarray] = None) -> dict:
-    """What a reader puts under :data:`TRACES_KEY` for :func:`show_stored_traces` to plot later (``truth``:
+def stored_traces(attribution, reduction=None, name: str = "", cell: Optional[CellTraces] = None) -> dict:
+    """What a reader puts under :data:`TRACES_KEY` for :func:`show_stored_traces` to plot later (``cell``:
     see :func:`._layers.trace_series`)."""
-    return {"series": trace_series(attribution, reduction, truth), "title": plot_title(attribution, reduction, name)}
+    return {"series": trace_series(attribution, reduction, cell), "title": plot_title(attribution, reduction, name)}
 
 
 def show_stored_traces(viewer, layer) -> bool:

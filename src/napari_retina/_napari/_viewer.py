@@ -24,7 +24,8 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from ._layers import META, analysed_geometry, analysis_layer_data, layer_geometry, map_legend, stimulus_layer_kwargs
+from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, layer_geometry, map_legend,
+                      stimulus_layer_kwargs)
 from ._plot import drain, trace_plot, traces_steps
 
 VIEW_MARGIN = 0.05
@@ -200,7 +201,7 @@ def add_layer_data(viewer, data: list[tuple]) -> list:
 
 def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, maps=None,
                  limit: Optional[float] = None, prefix: Optional[str] = None, replace: bool = True,
-                 staged: bool = False, truth: Optional[np.ndarray] = None):
+                 staged: bool = False, cell: Optional[CellTraces] = None):
     """Add an analysis to a viewer in one call: channel maps, the trace plot, the colour bar.
 
     Parameters
@@ -231,9 +232,9 @@ def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, ma
         the next event-loop passes, a few tens of ms each, so the window
         stays responsive (the Analyze widget does this); its ``layers``
         are the list below once ``done``.
-    truth : float array (T,), optional
-        The ground truth's response above its resting rate (spikes per bin), drawn in the trace plot
-        under the model's (:func:`._layers.trace_series`).
+    cell : CellTraces, optional
+        An experiment's whole-cell traces for the trace plot's first row: the model's response at every
+        frame, the ground truth's (:class:`._layers.CellTraces`).
 
     Returns
     -------
@@ -252,7 +253,7 @@ def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, ma
     >>> attr = nr.attribute(model, stim); red = nr.reduce(attr)    # doctest: +SKIP
     >>> layers = add_analysis(viewer, attr, red)                   # doctest: +SKIP
     """
-    steps = _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace, truth)
+    steps = _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace, cell)
     if stimulus_layer is not None:
         steps = _while_present(viewer, stimulus_layer, steps)
     once = UnitsWarningOnce()
@@ -290,7 +291,7 @@ def _while_present(viewer, layer, steps: Iterator[None]) -> Iterator[None]:
 
 
 def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace,
-                    truth: Optional[np.ndarray] = None) -> Iterator[None]:
+                    cell: Optional[CellTraces] = None) -> Iterator[None]:
     """:func:`add_analysis` as a generator yielding between pieces of GUI work; returns the layers added.
 
     One step per map layer added (or updated in place), one for the colour
@@ -324,7 +325,7 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
         legend = map_legend(layers[0].contrast_limits[1], bar.metadata[META]["label"] if bar is not None else None) \
             if layers else ""
         yield from traces_steps(viewer, attribution, reduction, stimulus_layer, name=stimulus_layer.name,
-                                legend=legend, truth=truth)
+                                legend=legend, cell=cell)
         frame_result(viewer, [stimulus_layer] + layers)
         viewer.layers.selection.active = stimulus_layer  # keep the stimulus selected: its controls show
     except GeneratorExit:  # StagedAdd.stop: the viewer is closing

@@ -203,7 +203,8 @@ def _experiment(args) -> int:
                       f"missing {rep.get('missing', [])}")
             else:
                 print(f"recovery ({n}): {json.dumps(jsonable(rep, strict=True))}")
-    print(f"wrote {out}/" + ("{" + ",".join(done) + "}" if len(done) > 1 else done[0]) + ".{json,png}")
+    print(f"wrote {out}/" + ("{" + ",".join(done) + "}" if len(done) > 1 else done[0]) + ".{json,png}"
+          + (f" and {out}/battery.{{json,md}}" if name == "all" else ""))
     for n, msg in truth_errors.items():
         print(f"napari-retina experiment: ground truth of {n} not compared: {msg}", file=sys.stderr)
     for line in failed:

@@ -262,7 +262,7 @@ def _qualified(names: list, params: dict) -> dict:
         experiment, _, name = str(key).partition(".")
         if experiment not in names:
             raise ValueError(f"parameter {key!r} names experiment {experiment!r}, which is not among those run "
-                             f"({', '.join(names)}); write EXPERIMENT.PARAM, e.g. anticipation.speed")
+                             f"({', '.join(names)}); qualify a parameter with one of them (names are lower case)")
         valid = list(get(experiment).DEFAULTS) + list(COMMON_PARAMS)
         if name not in valid:
             raise ValueError(f"unknown parameter {name!r} in {key!r} for experiment {experiment!r}; valid "

@@ -23,11 +23,11 @@ from typing import Optional
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, Table
-from qtpy.QtWidgets import QHeaderView
+from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
 
 from ... import experiments
 from ...attribution import MAX_STEPS
-from ...experiments.battery import default_retina, trained_on_truth
+from ...experiments.battery import KEY_NUMBERS, default_retina, trained_on_truth
 from .._session import session
 from .._tasks import Task, notify, one_sentence
 from ... import viewer as nr_viewer
@@ -35,7 +35,7 @@ from ._common import TERMS, PARAMETER_HELP, parameter_widget, rich_label, tabify
 
 TABLE_HEIGHT = 260
 """Minimum height (px) of the readout table, so its rows are readable."""
-NAME_COLUMN_PX = 130
+NAME_COLUMN_PX = 110
 """Widest the readout table's name column starts (px); the value columns share the rest of the width."""
 GAP = 0.1
 """Blank space between stacked results, as a fraction of the new result's height."""
@@ -68,30 +68,38 @@ def _full(value) -> str:
     return _cell(value, None)
 
 
-def _keys(readout: dict) -> list:
-    """The readout's keys in table order: ``present`` first."""
-    return (["present"] if "present" in readout else []) + [k for k in readout if k != "present"]
+def _keys(readout: dict, name: str = "") -> list:
+    """The readout's keys in table order: ``present``, the experiment's key numbers
+    (:data:`napari_retina.experiments.battery.KEY_NUMBERS`), then the rest."""
+    first = ["present", *KEY_NUMBERS.get(name, ())]
+    return [k for k in first if k in readout] + [k for k in readout if k not in first]
+
+
+def _columns(result, truth=None) -> dict:
+    """The readouts the table shows side by side: the model's, its reduced circuit's (``readout["reduced"]``)
+    and, with ``truth``, the ground truth's."""
+    columns = {"model": {k: v for k, v in result.readout.items() if k != "reduced"}}
+    if isinstance(result.readout.get("reduced"), dict):
+        columns["reduced"] = result.readout["reduced"]
+    if truth is not None:
+        columns["ground truth"] = truth.readout
+    return columns
 
 
 def readout_table(result, truth=None) -> dict:
-    """One experiment's readout as table columns ``readout`` and ``model``, ``present`` first, one row per key;
-    with ``truth`` (its ground truth's run) a ``ground truth`` column of the same keys ("" where it has none)."""
-    keys = _keys(result.readout)
-    table = {"readout": keys, "model": [_cell(result.readout[k]) for k in keys]}
-    if truth is not None:
-        table["ground truth"] = [_cell(truth.readout[k]) if k in truth.readout else "" for k in keys]
-    return table
+    """One experiment's readouts as table columns: ``readout`` (the key, one row each, ``present`` and the key
+    numbers first), then ``model``, ``reduced`` (its reduced circuit) and, with ``truth`` (its ground truth's
+    run), ``ground truth``; "" where a column has no such key."""
+    columns = _columns(result, truth)
+    keys = _keys(columns["model"], result.name)
+    return {"readout": keys, **{col: [_cell(ro[k]) if k in ro else "" for k in keys] for col, ro in columns.items()}}
 
 
 def readout_tooltips(result, truth=None) -> list[list[str]]:
     """Each row's full values (:func:`_full`) in :func:`readout_table`'s order and columns (after ``readout``)."""
-    rows = []
-    for k in _keys(result.readout):
-        row = [_full(result.readout[k])]
-        if truth is not None:
-            row.append(_full(truth.readout[k]) if k in truth.readout else "")
-        rows.append(row)
-    return rows
+    columns = _columns(result, truth)
+    return [[_full(ro[k]) if k in ro else "" for ro in columns.values()]
+            for k in _keys(columns["model"], result.name)]
 
 
 def recovery_text(report: Optional[dict], reduction) -> str:
@@ -105,19 +113,29 @@ def recovery_text(report: Optional[dict], reduction) -> str:
     for row in report["channels"]:
         label = html.escape(reduction.label(row["channel"]) if reduction is not None else f"A{row['channel']}")
         if row["recovers"]:
-            parts.append(f"{label} ≈ truth {html.escape(row['pathway'])}")
+            differs = row.get("polarity_match") is False   # the label's ON/OFF (METHOD.md's rule) is not the pathway's
+            parts.append(f"{label} ≈ truth {html.escape(row['pathway'])}"
+                         + (f" (labelled {html.escape(str(row['polarity']))} by its filter's first lobe)"
+                            if differs else ""))
         else:
             parts.append(f"{label}: none (closest {html.escape(row['pathway'])}, r {row['match_r']:.2f})")
     return f"kept channels {term_link('recovers', 'recover')}: " + "; ".join(parts)
 
 
 def recovery_tooltip(report: Optional[dict]) -> str:
-    """Each scored channel's r with its closest pathway, temporal and spatial (plain text, a line each)."""
+    """Each scored channel's r with its closest pathway, temporal and spatial, and with the runner-up on the
+    temporal filter (what "closer to it than to any other" compares); plain text, a line each."""
     if not report or "channels" not in report:
         return ""
-    return "\n".join(f"A{r['channel']} → {r['pathway']}: temporal r {r['temporal_r']:.2f}, spatial r "
-                     f"{r['spatial_r']:.2f}{'' if r['recovers'] else ' (not recovered)'}" for r in report["channels"]) \
-        + f"\nrecovered: both r ≥ {report['threshold']:g} and closer to it than to any other pathway"
+    lines = []
+    for r in report["channels"]:
+        others = {k: v for k, v in r.get("all_temporal_r", {}).items() if k != r["pathway"]}
+        runner = max(others, key=others.get) if others else None
+        lines.append(f"A{r['channel']} → {r['pathway']}: temporal r {r['temporal_r']:.2f}, spatial r "
+                     f"{r['spatial_r']:.2f}" + (f"; next {runner}, temporal r {others[runner]:.2f}" if runner else "")
+                     + ("" if r["recovers"] else " (not recovered)"))
+    return "\n".join(lines) + (f"\nrecovered: both r ≥ {report['threshold']:g}, and the temporal filter closer to "
+                                "the pathway than to any other's")
 
 
 def terms_text(result) -> str:
@@ -133,22 +151,24 @@ def _cells(result) -> str:
 
 
 def overview_text(results: dict, truths: Optional[dict] = None) -> str:
-    """One line per experiment run: its cell, present or not (in the model, its reduced circuit and, when
-    ``truths`` has the run's ground truth, the truth), and the reduced circuit's explained variance (rich text)."""
+    """One line per experiment run: its cell and whether the phenomenon is present in the model, in its reduced
+    circuit (with the circuit's explained variance of the model) and, when ``truths`` has the run's ground
+    truth, in the truth (rich text)."""
     lines = []
     for name, res in results.items():
         ro = res.readout
         cells = f" ({_cells(res)})" if _cells(res) else ""
-        truth = (truths or {}).get(name)
-        line = f"<b>{name}</b>{cells}: {term_link('present')} {_cell(bool(ro.get('present')))}"
+        ev = f" ({term_link('explained variance', 'EV')} {_cell(ro['explained_variance'])})" \
+            if "explained_variance" in ro else ""
+        parts = [f"model {_cell(bool(ro.get('present')))}"]
         if isinstance(ro.get("reduced"), dict) and "present" in ro["reduced"]:
-            line = (f"<b>{name}</b>{cells}: {term_link('present')}: model {_cell(bool(ro.get('present')))}, "
-                    f"reduced {_cell(bool(ro['reduced']['present']))}")
-            if truth is not None:
-                line += f", {term_link('ground truth')} {_cell(bool(truth.readout.get('present')))}"
-        if "explained_variance" in ro:
-            line += f", {term_link('explained variance', 'EV')} {_cell(ro['explained_variance'])}"
-        lines.append(line)
+            parts.append(f"reduced circuit{ev} {_cell(bool(ro['reduced']['present']))}")
+        elif ev:
+            parts.append(f"reduced circuit{ev}")
+        truth = (truths or {}).get(name)
+        if truth is not None:
+            parts.append(f"{term_link('ground truth')} {_cell(bool(truth.readout.get('present')))}")
+        lines.append(f"<b>{name}</b>{cells}: {term_link('present')}: " + ", ".join(parts))
     return "<br>".join(lines)
 
 
@@ -217,6 +237,9 @@ class ExperimentsWidget(Container):
         self.table = Table(value={"readout": [], "value": []})
         self.table.native.setMinimumHeight(TABLE_HEIGHT)
         self.table.native.verticalHeader().setVisible(False)   # row numbers say nothing here; room for the values
+        # the cells hold text already rounded to 4 significant digits (_cell): magicgui's delegate would parse
+        # it back and print 4 decimals ("19.8500", "16600.0000"), more digits than the numbers have
+        self.table.native.setItemDelegate(QStyledItemDelegate(self.table.native))
         self.table.native.setWordWrap(False)                   # one line a row: long values elided, whole in tooltips
         self.terms = rich_label("")
         self.recovery = rich_label("")
