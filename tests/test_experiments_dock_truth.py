@@ -56,13 +56,14 @@ def test_a_model_of_the_synthetic_retina_is_compared_with_it(make_napari_viewer,
 
     report = nr.experiments.recovery_report(model_res.reduction, shipped, retina)
     for row in report["channels"]:
-        label = model_res.reduction.label(row["channel"])
-        said = f"{label} ≈ truth {row['pathway']}" if row["recovers"] else f"{label}: none (closest {row['pathway']}"
-        if row["recovers"] and not row["polarity_match"]:   # "A5 OFF fast + ≈ truth ON fast" says why it is OFF
-            said += f" (labelled {row['polarity']} by its filter's first lobe)"
+        channel = f"A{row['channel']}"
+        said = f"{channel} ≈ {row['pathway']}" if row["recovers"] else f"{channel}: none (closest {row['pathway']}"
+        if row["recovers"] and not row["polarity_match"]:   # "A5 ≈ ON fast" of a channel labelled OFF says so
+            said += f" (labelled {row['polarity']})"
         assert said in w.recovery.value
     assert any(row["recovers"] for row in report["channels"])   # the line names a recovered pathway
     assert "temporal r" in w.recovery.tooltip and "; next " in w.recovery.tooltip   # the runner-up pathway
+    assert all(model_res.reduction.label(row["channel"]) in w.recovery.tooltip for row in report["channels"])
 
     w.add_layers()
     series = {s["kind"]: s for s in viewer.window.dock_widgets[DOCK_NAME].series}

@@ -33,7 +33,7 @@ from .._tasks import Task, notify, one_sentence
 from ... import viewer as nr_viewer
 from ._common import TERMS, PARAMETER_HELP, parameter_widget, rich_label, tabify_when_docked, term_link
 
-TABLE_HEIGHT = 260
+TABLE_HEIGHT = 130
 """Minimum height (px) of the readout table, so its rows are readable."""
 NAME_COLUMN_PX = 110
 """Widest the readout table's name column starts (px); the value columns share the rest of the width."""
@@ -102,7 +102,7 @@ def readout_tooltips(result, truth=None) -> list[list[str]]:
             for k in _keys(columns["model"], result.name)]
 
 
-def recovery_text(report: Optional[dict], reduction) -> str:
+def recovery_text(report: Optional[dict]) -> str:
     """Which ground-truth pathway each kept channel recovers (rich text, one line), from a
     :func:`~napari_retina.experiments.recovery_report`; "" without one."""
     if not report:
@@ -110,32 +110,34 @@ def recovery_text(report: Optional[dict], reduction) -> str:
     if "channels" not in report:
         return f"{term_link('recovers', 'recovery')}: not scored ({html.escape(str(report.get('error', '')))})"
     parts = []
-    for row in report["channels"]:
-        label = html.escape(reduction.label(row["channel"]) if reduction is not None else f"A{row['channel']}")
+    for row in report["channels"]:   # channels by number (the table's labels are in the tooltip): a short line
+        channel = f"A{row['channel']}"
         if row["recovers"]:
             differs = row.get("polarity_match") is False   # the label's ON/OFF (METHOD.md's rule) is not the pathway's
-            parts.append(f"{label} ≈ truth {html.escape(row['pathway'])}"
-                         + (f" (labelled {html.escape(str(row['polarity']))} by its filter's first lobe)"
-                            if differs else ""))
+            parts.append(f"{channel} ≈ {html.escape(row['pathway'])}"
+                         + (f" (labelled {html.escape(str(row['polarity']))})" if differs else ""))
         else:
-            parts.append(f"{label}: none (closest {html.escape(row['pathway'])}, r {row['match_r']:.2f})")
-    return f"kept channels {term_link('recovers', 'recover')}: " + "; ".join(parts)
+            parts.append(f"{channel}: none (closest {html.escape(row['pathway'])}, r {row['match_r']:.2f})")
+    return f"kept channels {term_link('recovers', 'recover')} truth pathways: " + "; ".join(parts)
 
 
 def recovery_tooltip(report: Optional[dict]) -> str:
-    """Each scored channel's r with its closest pathway, temporal and spatial, and with the runner-up on the
-    temporal filter (what "closer to it than to any other" compares); plain text, a line each."""
+    """Each scored channel (its label) and its closest pathway's r, temporal and spatial, and the runner-up's on
+    the temporal filter (what "closer to it than to any other" compares); why a label's ON/OFF can differ from
+    the pathway's; plain text, a line each."""
     if not report or "channels" not in report:
         return ""
     lines = []
     for r in report["channels"]:
         others = {k: v for k, v in r.get("all_temporal_r", {}).items() if k != r["pathway"]}
         runner = max(others, key=others.get) if others else None
-        lines.append(f"A{r['channel']} → {r['pathway']}: temporal r {r['temporal_r']:.2f}, spatial r "
+        name = r.get("label") or f"A{r['channel']}"
+        lines.append(f"{name} → {r['pathway']}: temporal r {r['temporal_r']:.2f}, spatial r "
                      f"{r['spatial_r']:.2f}" + (f"; next {runner}, temporal r {others[runner]:.2f}" if runner else "")
                      + ("" if r["recovers"] else " (not recovered)"))
     return "\n".join(lines) + (f"\nrecovered: both r ≥ {report['threshold']:g}, and the temporal filter closer to "
-                                "the pathway than to any other's")
+                                "the pathway than to any other's\n(labelled): the channel's ON/OFF label, from its "
+                                "filter's first lobe (METHOD.md), is not the pathway's")
 
 
 def terms_text(result) -> str:
@@ -247,8 +249,9 @@ class ExperimentsWidget(Container):
         self.add_button = PushButton(text="Add layers of result",
                                      tooltip="Add the chosen result's stimulus, maps and traces below the layers "
                                              "already shown.")
-        self.extend([self.experiment, self.cell, self.steps, self.truth, self.run_button, self.run_all_button,
-                     *self.task.widgets, self.overview, self.result_choice, self.table, self.recovery, self.terms,
+        buttons = Container(widgets=[self.run_button, self.run_all_button], layout="horizontal", labels=False)
+        buttons.margins = (0, 0, 0, 0)   # side by side: the dock stays short enough for a 1000-pixel window
+        self.extend([self.experiment, self.cell, self.steps, self.truth, buttons, *self.task.widgets, self.overview, self.result_choice, self.table, self.recovery, self.terms,
                      self.add_button])
         self.run_button.changed.connect(lambda *_: self.run([self.experiment.value]))
         self.run_all_button.changed.connect(lambda *_: self.run(list(experiments.names())))
@@ -343,7 +346,7 @@ class ExperimentsWidget(Container):
                         item.setToolTip(text)
             self._fit_columns()
             self.terms.value = terms_text(res)
-            self.recovery.value = recovery_text(self.recoveries.get(name), res.reduction)
+            self.recovery.value = recovery_text(self.recoveries.get(name))
             self.recovery.tooltip = recovery_tooltip(self.recoveries.get(name))
             self.recovery.visible = bool(self.recovery.value)
 
