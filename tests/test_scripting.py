@@ -83,9 +83,13 @@ def test_recipe_3_shows_the_battery_and_browses_it(run, tmp_path):
     ns = run(TITLES[2])
     viewer, battery = ns["viewer"], ns["battery"]
     assert [n for n in ("osr", "reversal") if n in viewer.layers] == ["osr", "reversal"]
-    # the loop left the last experiment's traces in the plot
-    np.testing.assert_array_equal(ns["plot"].series[0]["values"],
-                                  battery["results"]["reversal"].attribution.response.astype(np.float32))
+    # the loop left the last experiment's traces in the plot: the model's response at every frame (its rates
+    # minus F(0)), which is the attribution's on the attributed frames
+    res = battery["results"]["reversal"]
+    drawn = ns["plot"].series[0]["values"]
+    np.testing.assert_allclose(drawn, res.response - res.attribution.baseline_rate, atol=1e-6)
+    frames = res.attribution.frames
+    np.testing.assert_allclose(drawn[frames], res.attribution.response[frames], atol=1e-5)
     assert _png_shape(tmp_path / "battery.png") == (600, 1600, 4)
 
 
