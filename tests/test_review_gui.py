@@ -51,6 +51,18 @@ def _hold_analysis(monkeypatch):
     return computed, release
 
 
+def _held_run(viewer, monkeypatch, qtbot):
+    """An Analyze run of a noise stimulus (2 steps) held once computed (:func:`_hold_analysis`): ``(widget,
+    stimulus layer, release)``; setting ``release`` lets the result go to the dock."""
+    computed, release = _hold_analysis(monkeypatch)
+    _, layer = _stimulus(viewer)
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value = layer, 2
+    assert w.run()
+    qtbot.waitUntil(computed.is_set, timeout=30000)
+    return w, layer, release
+
+
 def _close_dock(viewer, name: str) -> None:
     """Press the dock's close button ('x' in its title bar): napari removes the dock, the widget is unparented."""
     viewer.window.dock_widgets[name].parent().destroyOnClose()
@@ -180,12 +192,7 @@ def test_docks_opened_after_a_script_set_the_model_show_that_model(make_napari_v
 def test_cancel_pressed_after_the_last_progress_report_adds_nothing(viewer, notes, monkeypatch, qtbot):
     """Cancel pressed once the computation has made its last progress report (its result on the way):
     the status said 'cancelling', so the result must not be added as if nothing was pressed."""
-    computed, release = _hold_analysis(monkeypatch)  # every progress report made: nothing checks the cancel any more
-    _, layer = _stimulus(viewer)
-    w = _dock(viewer, _widgets.AnalyzeWidget)
-    w.layer.value, w.steps.value = layer, 2
-    assert w.run()
-    qtbot.waitUntil(computed.is_set, timeout=30000)
+    w, layer, release = _held_run(viewer, monkeypatch, qtbot)  # every progress report made: nothing checks the cancel any more
     w.task.cancel_button.native.click()
     assert "cancelling" in w.task.status.value
     release.set()
@@ -223,12 +230,7 @@ def test_a_worker_aborted_from_outside_its_task_ends_the_run_as_cancelled(viewer
     with a message and the Cancel button off, not a frozen status line."""
     from napari.qt.threading import FunctionWorker
 
-    computed, release = _hold_analysis(monkeypatch)
-    _, layer = _stimulus(viewer)
-    w = _dock(viewer, _widgets.AnalyzeWidget)
-    w.layer.value, w.steps.value = layer, 2
-    assert w.run()
-    qtbot.waitUntil(computed.is_set, timeout=30000)
+    w, layer, release = _held_run(viewer, monkeypatch, qtbot)
     FunctionWorker.quit(w.task.worker)            # superqt's own abort request: the result will be dropped
     release.set()
     w.task.wait()
@@ -240,12 +242,7 @@ def test_a_worker_aborted_from_outside_its_task_ends_the_run_as_cancelled(viewer
 def test_closing_the_analyze_dock_mid_run_cancels_the_run_quietly(viewer, notes, monkeypatch, qtbot):
     """napari's dock close button only takes the widget out of its dock: the run went on and its layers were
     added after the dock was gone (the Task docstring says closing the dock cancels it)."""
-    computed, release = _hold_analysis(monkeypatch)
-    _, layer = _stimulus(viewer)
-    w = _dock(viewer, _widgets.AnalyzeWidget)
-    w.layer.value, w.steps.value = layer, 2
-    assert w.run()
-    qtbot.waitUntil(computed.is_set, timeout=30000)
+    w, layer, release = _held_run(viewer, monkeypatch, qtbot)
     from napari_retina._napari._widgets._common import _dock_of
 
     _dock_of(w.native).destroyOnClose()              # the dock's close button ('x')
@@ -264,12 +261,7 @@ def test_closing_the_analyze_dock_mid_run_cancels_the_run_quietly(viewer, notes,
 def test_analyze_pressed_right_after_cancel_says_the_run_is_still_stopping(viewer, notes, monkeypatch, qtbot):
     """It said 'An analysis is already running; wait for it to finish or cancel it first' to a user who had
     just cancelled it."""
-    computed, release = _hold_analysis(monkeypatch)
-    _, layer = _stimulus(viewer)
-    w = _dock(viewer, _widgets.AnalyzeWidget)
-    w.layer.value, w.steps.value = layer, 2
-    assert w.run()
-    qtbot.waitUntil(computed.is_set, timeout=30000)
+    w, layer, release = _held_run(viewer, monkeypatch, qtbot)
     w.task.cancel_button.native.click()
     w.run_button.native.click()
     assert notes == [("warning", "The cancelled analysis is still stopping; try again in a moment.")]
@@ -516,12 +508,7 @@ def test_the_experiments_overview_says_which_cell_each_result_is_of():
 
 
 def test_a_stimulus_deleted_during_the_run_leaves_a_status_that_says_so(viewer, notes, monkeypatch, qtbot):
-    computed, release = _hold_analysis(monkeypatch)
-    _, layer = _stimulus(viewer)
-    w = _dock(viewer, _widgets.AnalyzeWidget)
-    w.layer.value, w.steps.value = layer, 2
-    assert w.run()
-    qtbot.waitUntil(computed.is_set, timeout=30000)
+    w, layer, release = _held_run(viewer, monkeypatch, qtbot)
     viewer.layers.remove(layer)
     release.set()
     w.task.wait()
@@ -532,12 +519,7 @@ def test_a_stimulus_deleted_during_the_run_leaves_a_status_that_says_so(viewer, 
 def _change_mid_run(viewer, monkeypatch, qtbot, change) -> "_widgets.AnalyzeWidget":
     """An Analyze run of layer 'noise' (crop 'none'), with ``change(layer)`` made once its result is computed;
     the dock, once the run has ended."""
-    computed, release = _hold_analysis(monkeypatch)
-    _, layer = _stimulus(viewer)
-    w = _dock(viewer, _widgets.AnalyzeWidget)
-    w.layer.value, w.steps.value = layer, 2
-    assert w.run()
-    qtbot.waitUntil(computed.is_set, timeout=30000)
+    w, layer, release = _held_run(viewer, monkeypatch, qtbot)
     change(layer)
     release.set()
     w.task.wait()
