@@ -591,6 +591,13 @@ def check_positive(value, name: str) -> float:
     return float(value)
 
 
+def one_sentence(exc: BaseException) -> str:
+    """A user-facing sentence for an exception: its message's first line (no traceback), or its type's name
+    when it has no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def physical_memory_bytes() -> Optional[int]:
     """This machine's physical memory in bytes, or None where the system does not say (e.g. Windows)."""
     try:

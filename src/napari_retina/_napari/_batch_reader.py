@@ -18,6 +18,7 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
+from .._json import parse_json
 from ._layers import (META, RESPONSE_COLOR, CellTraces, _rgba, analysed_geometry, channel_color, layer_geometry,
                       map_layer_data, stimulus_layer_kwargs)
 
@@ -275,7 +276,6 @@ class _StoredReduction(SimpleNamespace):
 
 
 def _stored_reduction(res, prefix: str = "reduction/") -> Optional[_StoredReduction]:
-    from .._json import parse_json
 
     arrays = res.arrays
     if f"{prefix}kept" not in arrays:
@@ -311,7 +311,6 @@ def _rate_traces(res, name: str) -> dict:
 
 def _experiment_task_layers(res, name: Optional[str]) -> list[tuple]:
     """An experiment result as ``nr.show(ExperimentResult)`` shows one: stimulus (readout, conditions), maps, traces."""
-    from .._json import parse_json
 
     import numpy as np
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import io as nr_io
 from .._json import parse_json
+from .._validate import one_sentence
 from ._layers import META, analysis_layer_data, stimulus_layer_kwargs
 
 Paths = Union[str, list]
@@ -98,24 +99,13 @@ def _damaged(path: Path) -> str:
     return f"{str(path)!r} is a damaged saved analysis"
 
 
-def _first_line(exc: BaseException) -> str:
-    """The first line of an h5py error's message (its type name when it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _read_dataset(h5, path: Path, name: str) -> Optional[np.ndarray]:
     """Dataset ``name`` of the open saved analysis as an array (None when absent or not a dataset), read by
-    ``nr.io``'s one reader of untrusted HDF5 (nothing from outside the file, its size checked first); a dataset
-    h5py cannot read (corrupt chunks, a filter that fails) is one ValueError naming the file and the dataset."""
-    try:
-        if nr_io._h5_dataset_path(h5, name, path) is None:
-            return None
-        return nr_io._read_h5_dataset(h5, name, path)
-    except ValueError:
-        raise
-    except (OSError, RuntimeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{_damaged(path)}: its dataset {name!r} cannot be read ({_first_line(exc)})") from None
+    ``nr.io``'s one reader of untrusted HDF5 (nothing from outside the file, its size checked first), whose
+    ValueError names the file and the dataset h5py cannot read (corrupt chunks, a filter that fails)."""
+    if nr_io._h5_dataset_path(h5, name, path) is None:
+        return None
+    return nr_io._read_h5_dataset(h5, name, path)
 
 
 def _group(h5, path: Path, name: str, datasets: tuple = ()) -> dict:
@@ -128,7 +118,7 @@ def _group(h5, path: Path, name: str, datasets: tuple = ()) -> dict:
         out = {k: _attr_value(v) for k, v in group.attrs.items()}
     except (OSError, RuntimeError, KeyError, TypeError) as exc:
         raise ValueError(f"{_damaged(path)}: the attributes of its group {name!r} cannot be read "
-                         f"({_first_line(exc)})") from None
+                         f"({one_sentence(exc)})") from None
     for k in datasets:
         value = _read_dataset(h5, path, f"{name}/{k}")
         if value is not None:
@@ -307,7 +297,7 @@ def read_analysis(path: Path) -> tuple[SavedAttribution, Optional[SavedReduction
             params, model = _group(h5, path, "parameters", ("crop",)), _group(h5, path, "model")   # crop: a list
             stim = _read_dataset(h5, path, "stimulus")
     except (OSError, RuntimeError, KeyError) as exc:   # the file itself (its structure) cannot be read
-        raise ValueError(f"{_damaged(path)}: it cannot be read ({_first_line(exc)})") from None
+        raise ValueError(f"{_damaged(path)}: it cannot be read ({one_sentence(exc)})") from None
     stim = _checked(path, "stimulus", stim, "the analysed stimulus, (T, H, W)", 3, blank=False)
     T = len(stim)
     channels = _checked(path, "attribution/channels", a.get("channels"), f"the channels' attributions, ({T}, C)",

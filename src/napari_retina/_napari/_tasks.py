@@ -17,6 +17,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, Signal as QtSignal
 
 from .._progress import Cancelled, CancelToken
+from .._validate import one_sentence
 from ..analysis import is_out_of_memory
 from ._viewer import process_events_until
 
@@ -24,12 +25,6 @@ from ._viewer import process_events_until
 def notify(level: str, message: str) -> None:
     """One-sentence napari notification (``level``: "error", "warning" or "info")."""
     {"error": show_error, "warning": show_warning, "info": show_info}[level](message)
-
-
-def one_sentence(exc: BaseException) -> str:
-    """A user-facing sentence for an exception (its first line, no traceback)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text
 
 
 def time_left(done0: int, t0: float, done: int, total: int, now: float) -> Optional[float]:
