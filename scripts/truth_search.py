@@ -1,0 +1,226 @@
+"""How the version-3 ground truth's parameters were found, and how robust they are (docs/MODEL.md).
+
+Every experiment's stimulus is uniform along y (full-field flashes, bars, gratings), so on them
+the circuit of ``nr.synthetic.Retina(version=3)`` reduces to one row along x: each pathway's
+15×15 px filter to its 15-tap marginal, each cell's Gaussian pool to its marginal over y.
+:class:`Line` computes that, ~50× faster than the 2-D circuit; at start-up it is checked against
+``Retina.respond`` on the reversal's movie (in float64 they agree to ~1e-6; the field's top and
+bottom rows, where the 2-D filters are cut, carry ~1e-8 of a cell's pool).
+
+Commands::
+
+    python scripts/truth_search.py search OUT.jsonl [--seed 0] [--iterations 3000] [--step 0.06] [--start P.json]
+    python scripts/truth_search.py robustness          # the ±20% table of docs/MODEL.md
+
+``search`` is a hill climb from ``--start`` (default: ``synthetic.V3_PARAMS``) over every weight,
+threshold, filter peak, rebound, period and spatial σ, the bias and the two gain controls. A
+circuit scores (phenomena present in the worst cell, then the smallest margin of any criterion
+in any cell, each margin scaled to about [−1, 1]; :func:`margins`), judged by the experiments' own
+readouts and ``present`` criteria on all four cells. Accepted steps go to OUT.jsonl, one line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from napari_retina import synthetic as syn
+from napari_retina.experiments import run_function
+
+NAMES = ("osr", "latency", "anticipation", "reversal", "doubling")
+ROW = 25                                 # any row: the stimuli are uniform along y
+
+
+class Line:
+    """``Retina(version=3, params=params)`` on stimuli uniform along y: ``respond(stim) -> (T, 4)``."""
+
+    history, size = syn.HISTORY, syn.SIZE
+
+    def __init__(self, params: dict | None = None, dtype=torch.float32):
+        gt = self.retina = syn.Retina(seed=0, version=3, params=params)
+        t = lambda a: torch.tensor(np.asarray(a), dtype=dtype)             # noqa: E731
+        self.spatial = t(np.stack([q.spatial.sum(0) for q in gt.pathways])[:, None])       # (K, 1, 15)
+        self.temporal = t(np.stack([q.temporal[::-1].copy() for q in gt.pathways])[:, None])
+        self.threshold = t([q.threshold for q in gt.pathways]).view(1, -1, 1)
+        self.weight = t([q.weight for q in gt.pathways])
+        self.off = torch.tensor([q.role != "ganglion" for q in gt.pathways])
+        self.pool = t(gt.ganglion_pools.sum(1))                                        # (cells, 50)
+        self.gain = t(gt.cell_gain)
+        self.control = gt.params["gain_control"]
+        self.kernel = {k: t(syn.gain_kernel(v["tau"])[::-1].copy()[None, None]) for k, v in self.control.items()}
+        self.dtype, self._cache = dtype, {}
+
+    def _past_mean(self, x: torch.Tensor, stage: str) -> torch.Tensor:
+        return F.conv1d(F.pad(x.T[:, None], (syn.GAIN_HISTORY, 0)), self.kernel[stage])[:, 0].T
+
+    def respond(self, stimulus) -> np.ndarray:
+        row = np.ascontiguousarray(np.asarray(stimulus)[:, ROW, :])
+        key = hashlib.sha1(row.tobytes()).hexdigest()
+        if key not in self._cache:
+            pad = self.history - 1 + syn.GAIN_HISTORY                        # grey before, as Retina does
+            s = torch.cat([torch.zeros((pad, row.shape[1]), dtype=self.dtype), torch.tensor(row, dtype=self.dtype)])
+            x = F.conv1d(s[:, None], self.spatial, padding=syn.KERNEL // 2)            # (T, K, 50)
+            k = x.shape[1]
+            x = F.pad(x.permute(2, 1, 0), (self.history - 1, 0))                        # (50, K, T)
+            b = torch.relu(F.conv1d(x, self.temporal, groups=k) - self.threshold)
+            pooled = torch.einsum("xkt,cx->tck", b, self.pool) * self.weight
+            off = torch.relu(pooled[:, :, self.off].sum(-1))
+            off = off / (1 + self.control["off"]["strength"] * self._past_mean(off, "off"))
+            n = F.softplus(off + pooled[:, :, ~self.off].sum(-1) + self.retina.params["bias"])
+            rate = n / (1 + self.control["ganglion"]["strength"] * self._past_mean(n, "ganglion")) * self.gain
+            self._cache[key] = rate[pad:].numpy().astype(np.float32)
+        return self._cache[key]
+
+
+def check_line(params: dict | None = None) -> float:
+    """Largest |Line − Retina| on the reversal movie, in float64; refuses to go on above 1e-4."""
+    line = Line(params, torch.float64)
+    movie = run_function("reversal", line.retina.respond, cell=0).stimulus
+    err = float(np.abs(line.respond(movie) - line.retina.respond(movie)).max())
+    if not err < 1e-4:
+        sys.exit(f"the 1-D circuit differs from Retina(version=3) by {err:.2g}")
+    return err
+
+
+def readouts(params: dict, cells=(0, 1, 2, 3)) -> dict:
+    """``{cell: {experiment: readout}}`` with every default, as ``run_truth`` would give."""
+    line = Line(params)
+    return {c: {n: run_function(n, line.respond, cell=c).readout for n in NAMES} for c in cells}
+
+
+def _f(x, default: float) -> float:
+    return float(x) if x is not None and np.isfinite(x) else default
+
+
+def margins(r: dict) -> dict:
+    """How far each criterion of docs/EXPERIMENTS.md is from failing, scaled to about [−1, 1] (> 0: passes)."""
+    o, lat, a, rev, d = (r[n] for n in NAMES)
+    rng = _f(lat["latency_range_ms"], 0.0)
+    m = {
+        "osr slope": min(_f(o["slope"], 0) - 0.5, 1.5 - _f(o["slope"], 0)) / 0.5,
+        "osr r2": (_f(o["r2"], 0) - 0.8) / 0.2,
+        "osr amplitude": (min(_f(v, 0) for v in o["omitted_amplitude"]) - 0.5) / 0.5,
+        "osr no jump": min(1.0 - abs(_f(s, 9) - _f(o["slope"], 0)) for s in o["local_slopes"]),
+        "latency range": (rng - 20) / 20,
+        "latency step": (0.5 * rng - _f(lat["largest_step_ms"], 99)) / max(rng, 1.0),
+        "latency monotonic": 1.0 if lat["monotonic"] else -1.0,
+        "anticipation lead": (min(_f(v, -300) for v in a["lead_um_per_direction"]) - 10) / 30,
+        "anticipation amplitude": (min(_f(v, 0) for v in a["moving_amplitude"]) - 0.5) / 0.5,
+        "anticipation inside RF": 1.0 if all(a["inside_rf"]) else -1.0,
+        "reversal bursts": (rev["n_bursts"] - 4) / 4,
+        "reversal sd": (50 - _f(rev["burst_latency_sd_ms"], 200)) / 50,
+        "reversal latency": min(_f(rev["burst_latency_ms"], 0) - 150, 350 - _f(rev["burst_latency_ms"], 1e3)) / 100,
+        "doubling F2": (_f(d["f2_per_width"][-1], 0) - 0.1) / 0.1,
+        "doubling rise": (_f(d["f2_f1_per_width"][-1], 0) / max(_f(d["f2_f1_per_width"][0], 1), 1e-9) - 2) / 2,
+    }
+    return {k: float(np.clip(v, -1, 1)) for k, v in m.items()}
+
+
+def score(params: dict) -> tuple:
+    """(phenomena present in the worst cell, smallest margin over criteria and cells)."""
+    try:
+        per_cell = readouts(params)
+    except ValueError:
+        return (-1, -1e9)
+    present = min(sum(bool(r[n]["present"]) for n in NAMES) for r in per_cell.values())
+    return present, min(min(margins(r).values()) for r in per_cell.values())
+
+
+def perturb(p: dict, rng: np.random.Generator, step: float) -> dict:
+    """Every parameter moved a little (log scale for positive ones), within sane bounds."""
+    q = json.loads(json.dumps(p))
+    jitter = lambda v, s, lo, hi: float(np.clip(v * np.exp(rng.normal(0, s)), lo, hi))   # noqa: E731
+    for pw in q["pathways"].values():
+        pw["weight"] *= float(np.exp(rng.normal(0, step)))
+        if pw["threshold"] > 0:
+            pw["threshold"] = max(0.0, pw["threshold"] + float(rng.normal(0, 0.3 * step)))
+        pw["sigma"] = jitter(pw["sigma"], 0.5 * step, 0.5, 4.0)
+        pw["peak"] = jitter(pw["peak"], 0.3 * step, 1.5, 20.0)
+        if "rebound" in pw:
+            pw["rebound"] = jitter(pw["rebound"], 0.5 * step, 0.0, 3.0)
+        if "period" in pw:
+            pw["period"] = jitter(pw["period"], 0.3 * step, 6.0, 30.0)
+    q["bias"] += float(rng.normal(0, step))
+    for g in q["gain_control"].values():
+        g["strength"] *= float(np.exp(rng.normal(0, 1.5 * step)))
+        g["tau"] = jitter(g["tau"], step, 2.0, 60.0)
+    return q
+
+
+def search(out: str, start: dict, seed: int, iterations: int, step: float) -> None:
+    rng = np.random.default_rng(seed)
+    best = score(start)
+    with open(out, "a") as log:
+        log.write(json.dumps({"iteration": -1, "score": best, "params": start}) + "\n")
+        for it in range(iterations):
+            cand = perturb(start, rng, step)
+            s = score(cand)
+            if s >= best:
+                best, start = s, cand
+                log.write(json.dumps({"iteration": it, "score": s, "params": cand}) + "\n")
+                log.flush()
+
+
+#: the ±20% table: (row label, path into the parameters)
+ROBUSTNESS = [(f"{n} {k}", ("pathways", n, k)) for n in syn.V3_PARAMS["pathways"]
+              for k in ("weight", "threshold", "sigma", "peak") if k != "threshold" or
+              syn.V3_PARAMS["pathways"][n]["threshold"] > 0] + [
+    ("bias", ("bias",)), ("ganglion σ", ("ganglion_sigma",)),
+    ("OFF gain control strength", ("gain_control", "off", "strength")),
+    ("OFF gain control τ", ("gain_control", "off", "tau")),
+    ("ganglion gain control strength", ("gain_control", "ganglion", "strength")),
+    ("ganglion gain control τ", ("gain_control", "ganglion", "tau")),
+]
+
+
+def robustness() -> str:
+    """Cells (of 4) showing each phenomenon with one parameter moved by ×0.8 and ×1.2, as a Markdown table."""
+    base = json.loads(json.dumps(syn.V3_PARAMS))
+    head = " / ".join(NAMES)
+    lines = [f"| parameter | ×0.8: {head} | ×1.2: {head} |", "|---|---|---|"]
+    for label, path in ROBUSTNESS:
+        cols = []
+        for factor in (0.8, 1.2):
+            p = json.loads(json.dumps(base))
+            node = p
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] *= factor
+            try:
+                per_cell = readouts({k: p[k] for k in ("pathways", "bias", "ganglion_sigma", "gain_control")})
+                cols.append(" / ".join(str(sum(bool(r[n]["present"]) for r in per_cell.values())) for n in NAMES))
+            except ValueError as exc:
+                cols.append(f"error: {exc}")
+        lines.append(f"| {label} | {cols[0]} | {cols[1]} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("search")
+    s.add_argument("out")
+    s.add_argument("--start", default=None, help="a JSON file of parameters (default: synthetic.V3_PARAMS)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--iterations", type=int, default=3000)
+    s.add_argument("--step", type=float, default=0.06)
+    sub.add_parser("robustness")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    print(f"1-D circuit vs Retina(version=3): {check_line():.1e}", flush=True)
+    if args.command == "search":
+        start = json.loads(open(args.start).read()) if args.start else syn.V3_PARAMS
+        search(args.out, {k: start[k] for k in ("pathways", "bias", "gain_control")}, args.seed, args.iterations,
+               args.step)
+    else:
+        print(robustness())
+
+
+if __name__ == "__main__":
+    main()
