@@ -1,4 +1,7 @@
-"""The ground truth v2 and its models: one prepared run for a GPU (docs/MODEL.md, issue "Science v2").
+"""A ground truth and its models: one prepared run for a GPU (docs/MODEL.md, issue "Science v2").
+
+``--retina-version`` picks the truth (default 2, the shipped model's; 3, with gain control, shows all
+five phenomena); pass the same version to the ``data`` and ``model`` stages.
 
 Stages (``--stage``):
 
@@ -38,8 +41,8 @@ import numpy as np
 
 import napari_retina as nr
 from napari_retina._atomic import atomic_write_text
-from napari_retina.experiments import battery, names, run, run_truth
-from napari_retina.synthetic import Retina, make_dataset
+from napari_retina.experiments import battery, names
+from napari_retina.synthetic import DEFAULT_VERSION, VERSIONS, Retina, make_dataset
 from seed_sweep import RECIPE                      # scripts/: the shipped settings
 
 FIDELITY_FRAMES = 2000
@@ -94,6 +97,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=SHIPPED["epochs"])
     ap.add_argument("--patience", type=int, default=SHIPPED["patience"])
+    ap.add_argument("--retina-version", type=int, default=DEFAULT_VERSION, choices=VERSIONS,
+                    help="the ground truth recorded and scored against (3: with gain control, all five phenomena)")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -104,10 +109,10 @@ def main() -> None:
     if args.stage == "data":
         t = time.time()
         make_dataset(data, frames=1000 if args.tiny else args.frames, test_frames=300 if args.tiny else 2000,
-                     repeats=10, seed=0, kind="mix")
+                     repeats=10, seed=0, kind="mix", retina=Retina(seed=0, version=args.retina_version))
         print(f"data: {time.time() - t:.1f} s", flush=True)
     elif args.stage == "model":
-        gt = Retina(seed=0)
+        gt = Retina(seed=0, version=args.retina_version)
         t = time.time()
         recipe = {**RECIPE, "epochs": 1 if args.tiny else args.epochs, "patience": args.patience}
         model = nr.train(data, **recipe, seed=args.seed,
@@ -115,7 +120,7 @@ def main() -> None:
                          command=f"scripts/science_sweep.py --stage model --seed {args.seed}")
         t_train = time.time() - t
         t = time.time()
-        row = {"seed": args.seed, "frames": args.frames, "recipe": recipe, "train_s": round(t_train, 1), "r_true": model.scores.get("test_r_true_mean"),
+        row = {"seed": args.seed, "frames": args.frames, "retina_version": args.retina_version, "recipe": recipe, "train_s": round(t_train, 1), "r_true": model.scores.get("test_r_true_mean"),
                "ev_true": model.scores.get("test_ev_true_mean"), **score(model, gt, args.tiny)}
         row["score_s"] = round(time.time() - t, 1)
         atomic_write_text(args.out / f"row_{args.seed}.json", json.dumps(row, indent=1, default=float))

@@ -2,17 +2,19 @@
 # The issue-13 GPU run in one go (docs/MODEL.md): data, five seeds trained in parallel on the one
 # GPU, their scores, the summary. Usage: bash scripts/science_sweep.sh WORK_DIR RESULTS_DIR [SEEDS...]
 # WORK_DIR holds the dataset (600 MB for 60k frames); RESULTS_DIR gets the checkpoints, sweep.json
-# and sweep.md. FRAMES, EPOCHS and PATIENCE (environment) override the recipe's 120000, 20 and 3.
+# and sweep.md. FRAMES, EPOCHS and PATIENCE (environment) override the recipe's 120000, 20 and 3;
+# RETINA_VERSION picks the ground truth (default 2, the shipped model's; 3: with gain control).
 set -uo pipefail
 cd "$(dirname "$0")"
 work=$1; results=$2; shift 2
 seeds=${*:-0 1 2 3 4}
 export PYTHONPATH=../src PYTHONUNBUFFERED=1
 mkdir -p "$work" "$results"
-python science_sweep.py "$work" --stage data --frames "${FRAMES:-120000}" || exit 1
+version=${RETINA_VERSION:-2}
+python science_sweep.py "$work" --stage data --frames "${FRAMES:-120000}" --retina-version "$version" || exit 1
 for s in $seeds; do
   OMP_NUM_THREADS=3 timeout 480 python science_sweep.py "$work" --stage model --seed "$s" --device cuda \
-    --threads 3 --frames "${FRAMES:-120000}" --epochs "${EPOCHS:-20}" --patience "${PATIENCE:-3}" \
+    --threads 3 --retina-version "$version" --frames "${FRAMES:-120000}" --epochs "${EPOCHS:-20}" --patience "${PATIENCE:-3}" \
     > "$work/log_$s.txt" 2>&1 &
 done
 wait

@@ -653,6 +653,10 @@ def test_battery_compares_a_model_with_the_truth_version_it_was_trained_on(tiny)
     assert default_retina(big).version == 1
     big.provenance = {"data_attrs": {"retina": json.dumps({"version": 2, "params": {}})}}
     assert default_retina(big).version == 2
+    big.provenance = {"data_attrs": {"retina": json.dumps({"version": 3, "params": {}})}}
+    assert default_retina(big).version == 3                 # the gain-controlled truth
+    big.provenance = {"data_attrs": {"retina": json.dumps({"version": 9, "params": {}})}}
+    assert default_retina(big).version == 2                 # a version this package does not build: the default
     assert default_retina(nr.load_model(device="cpu")).version == 2
     assert default_retina(tiny) is None                    # another field size: no truth
 

@@ -1,8 +1,10 @@
 """Command-line bad input found in review: output paths that are folders, checks that must come before
 the work, and option values the core passed through unchecked."""
 
+import json
 import os
 
+import numpy as np
 import pytest
 
 import napari_retina as nr
@@ -113,6 +115,25 @@ def test_synth_nan_contrast_is_refused(tmp_path, capsys):
                  "--contrast", "nan", "--quiet"]) == 2
     assert "contrast" in _one_line(capsys.readouterr().err, "synth")
     assert not os.path.exists(tmp_path / "d.h5")
+
+
+def test_synth_records_the_retina_version_it_is_asked_for(tmp_path, capsys):
+    """--retina-version 3 records the gain-controlled truth: its description, and its rates on the test stimulus."""
+    import h5py
+
+    out = tmp_path / "v3.h5"
+    assert main(["synth", str(out), "--frames", "60", "--test-frames", "50", "--repeats", "2", "--kind", "binary",
+                 "--retina-version", "3", "--quiet"]) == 0
+    ds = nr.io.read_dataset(out)
+    with h5py.File(out, "r") as f:
+        assert json.loads(f.attrs["retina"])["version"] == 3
+        true_rates = f["test/true_rates"][()].T
+    np.testing.assert_allclose(true_rates, nr.synthetic.Retina(seed=0, version=3).respond(ds.test.stimulus),
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(true_rates, nr.synthetic.Retina(seed=0).respond(ds.test.stimulus), atol=1e-3)
+    with pytest.raises(SystemExit) as exit_:                 # argparse's choices: a version it does not build
+        main(["synth", str(tmp_path / "x.h5"), "--retina-version", "4", "--quiet"])
+    assert exit_.value.code == 2 and "--retina-version: invalid choice: 4" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- evaluate: --out checked before the work

@@ -35,7 +35,8 @@ def _synth(args) -> int:
     out = check_out_file(args.out, HDF5_SUFFIXES)  # before the work, not when the file is renamed into place
     with tqdm_progress("synth", "stage", args.quiet) as progress:
         path = make_dataset(out, frames=args.frames, test_frames=args.test_frames, repeats=args.repeats,
-                            seed=args.seed, checker=args.checker, retina=Retina(seed=args.retina_seed),
+                            seed=args.seed, checker=args.checker,
+                            retina=Retina(seed=args.retina_seed, version=args.retina_version),
                             progress=progress, contrast=args.contrast, kind=args.kind, grey=args.grey)
     print(f"wrote {path}: {args.frames} training frames, {args.test_frames} test frames x {args.repeats} repeats")
     return 0
@@ -104,7 +105,8 @@ def register(sub) -> None:
 
     d = " (default %(default)s)"
     p = sub.add_parser("synth", help="write a dataset of the synthetic retina's responses (lab HDF5 layout)",
-                       description="Record the synthetic retina (nr.synthetic.Retina, version 2) on naturalistic "
+                       description="Record the synthetic retina (nr.synthetic.Retina, version 2 unless "
+                                   "--retina-version says otherwise) on naturalistic "
                                    "movies and white noise (--kind mix) or on white noise alone, and write the "
                                    "dataset in the lab's HDF5 layout (replacing an existing file).")
     p.add_argument("out", help="output .h5 or .hdf5 file")
@@ -123,6 +125,9 @@ def register(sub) -> None:
     p.add_argument("--grey", type=float, default=synthetic.DATASET_GREY,
                    help="probability that a white-noise frame is grey (sparse noise; 0: classic white noise)" + d)
     p.add_argument("--retina-seed", type=int, default=0, help="seed of nr.synthetic.Retina" + d)
+    p.add_argument("--retina-version", type=int, default=synthetic.DEFAULT_VERSION, choices=synthetic.VERSIONS,
+                   help="circuit of nr.synthetic.Retina: 2 (the shipped model's truth), 3 (with gain control: "
+                        "all five phenomena) or 1 (the first)" + d)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_synth)
 

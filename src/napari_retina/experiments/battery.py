@@ -14,7 +14,7 @@ from typing import Any, Optional
 from .._json import parse_json
 from .._progress import Cancelled, Progress, report, within
 from .._wrap import model_config
-from ..synthetic import VERSIONS, Retina
+from ..synthetic import DEFAULT_VERSION, VERSIONS, Retina
 from . import recovery
 from .base import COMMON_PARAMS
 from .registry import get, names as all_names, run, run_truth
@@ -47,15 +47,16 @@ def key_numbers(name: str, readout: Optional[dict]) -> dict:
 def default_retina(model) -> Optional[Retina]:
     """The ground truth a model is compared with: ``nr.synthetic.Retina(seed=0)`` of the version whose
     data the model was trained on (its provenance's ``data_attrs["retina"]``; a description without a
-    version is version 1's; no description: the default, 2), or None when the field sizes differ."""
-    version = 2
+    version is version 1's; no description: the default, :data:`~napari_retina.synthetic.DEFAULT_VERSION`), or None
+    when the field sizes differ."""
+    version = DEFAULT_VERSION
     described = _described_retina(model)
     if isinstance(described, str):
         try:
             version = int(parse_json(described, "the provenance's retina").get("version", 1))
         except (ValueError, TypeError, AttributeError):
-            version = 2
-    retina = Retina(seed=0, version=version if version in VERSIONS else 2)
+            version = DEFAULT_VERSION
+    retina = Retina(seed=0, version=version if version in VERSIONS else DEFAULT_VERSION)
     return retina if retina.size == model.config.size else None
 
 
