@@ -61,7 +61,7 @@ each driven by its own stage's activity over the past (:func:`gain_kernel`: a me
 What version 3 shows (cell 0; the four cells agree, docs/MODEL.md):
 
 - omitted-stimulus response: slope 0.70, r² 0.90 over 50–170 ms periods;
-- latency coding: onsets shorten from 47 to 23 ms from −0.5 to −10, no step over 7 ms: the
+- latency coding: onsets shorten from 47 to 23 ms from −0.5 to −10, the largest step 7.05 ms: the
   ganglion gain control cuts a strong response short, so it crosses its own 20% level sooner;
 - motion anticipation: the moving bar's response peaks 64–125 µm ahead of the flashed-bar
   centre at both speeds (Berry et al. 1999's mechanism: the gain falls as the bar's response
