@@ -224,6 +224,17 @@ def test_white_noise_rates_in_documented_range(gt):
     assert 0.8 < mix.mean() < 3.0 and (mix.std(0) > 0.5).all()
 
 
+def test_version_3_rates_are_compressed_not_silenced(v3):
+    """The gain controls compress the rates (~0.8 spikes/bin, sd ~0.5 on the dataset's noise) but leave them
+    modulated, at version 2's grey level (DATASET_* comment)."""
+    stim = nr.stimuli.white_noise(1500, seed=2, checker=syn.DATASET_CHECKER, contrast=syn.DATASET_CONTRAST,
+                                  grey=syn.DATASET_GREY)
+    r = v3.respond(stim)[240:]                 # a full history of the filters and the gain signals
+    assert np.isfinite(r).all() and 0.5 < r.mean() < 1.1 and (r.std(0) > 0.3).all()
+    grey = v3.respond(np.zeros((300, 50, 50), np.float32))[-1]
+    np.testing.assert_allclose(grey, syn.Retina().respond(np.zeros((300, 50, 50), np.float32))[-1], rtol=0.15)
+
+
 def test_record_is_poisson_around_the_true_rates(gt):
     stim = nr.stimuli.white_noise(120, seed=4, checker=3)
     rates = gt.respond(stim).astype(np.float64)

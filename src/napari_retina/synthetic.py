@@ -650,8 +650,9 @@ class Retina:
 
 #: default white noise of the synthetic datasets, the shipped model's (docs/MODEL.md): binary ±2 on
 #: 4 px (220 µm) checkers, each frame grey with probability 0.5. The true rates of the four cells
-#: then average ~1.5 spikes per 10 ms bin (sd ~1.25) in the default version-2 circuit and ~2.8 (sd ~2.2)
-#: in version 1; grey alone gives ~0.2 in both (3,000 frames, noise seeds 0 and 1, frames with a full history).
+#: then average ~1.5 spikes per 10 ms bin (sd ~1.25) in the default version-2 circuit, ~2.8 (sd ~2.2)
+#: in version 1 and ~0.8 (sd ~0.5) in version 3, whose gain controls compress them; grey alone gives
+#: ~0.2 in all three (3,000 frames, noise seeds 0 and 1, frames with a full history).
 DATASET_FRAMES = 30000
 DATASET_CHECKER = 4
 DATASET_CONTRAST = 2.0
