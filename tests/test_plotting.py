@@ -1,4 +1,5 @@
-"""plotting.write_figure: a valid PNG written atomically; matplotlib loaded only for figures, checked before work."""
+"""plotting.write_figure: a valid PNG written atomically; matplotlib loaded only for figures, checked before work;
+the readout panel draws each experiment's readout (model, reduced circuit, truth) and never raises on its values."""
 
 from __future__ import annotations
 
@@ -58,11 +59,13 @@ def test_every_panel_says_its_unit(result, tmp_path, monkeypatch):
     monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figures.append(self), save(self, *a, **k))[1])
     plotting.write_figure(result, tmp_path / "fig.png")
     labels = [" ".join(ax.get_ylabel().split()) for ax in figures[0].axes if ax.get_ylabel()]
-    assert len(labels) == 4 and figures[0].axes[-1].get_xlabel() == "time (ms)"
+    assert len(labels) == 5 and figures[0].axes[3].get_xlabel() == "time (ms)"  # four time panels, the readout's
     # space-invariant latency: the stimulus panel is a contrast trace, in s.d. of the training stimulus
     assert labels[0] == "contrast (s.d. of the training stimulus)"
     assert all(label.endswith("(spikes/bin)") for label in labels[1:3]), labels
     assert labels[3] == "term of the softplus argument (a.u.)"  # not a rate: softplus comes after the sum
+    assert labels[4] == "onset latency (ms)"
+    assert figures[0].axes[4].get_xlabel() == "|flash contrast| (s.d. of the training stimulus)"
 
 
 def test_a_path_without_suffix_gets_a_png(result, tmp_path):
@@ -151,7 +154,7 @@ def test_legends_sit_outside_their_panels_and_inside_the_figure(result, truth, t
     fig = _figure(result, tmp_path, monkeypatch, truth)
     renderer = fig.canvas.get_renderer()
     legends = [(ax, ax.get_legend()) for ax in fig.axes if ax.get_legend() is not None]
-    assert len(legends) == 3  # response, attribution, contribution
+    assert len(legends) == 4  # response, attribution, contribution, readout
     page = fig.bbox
     for ax, legend in legends:
         box, frame = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
@@ -242,7 +245,7 @@ def test_every_time_panel_marks_the_experiments_events(result, tmp_path, monkeyp
     fig = _figure(result, tmp_path, monkeypatch)
     onsets = {c["onset"] * plotting.FRAME_MS for c in result.conditions}
     assert len(onsets) == 3
-    for ax in fig.axes:
+    for ax in fig.axes[:4]:  # the time panels (the readout panel's x is not time)
         assert onsets <= _event_lines(ax), ax.get_title()
     assert "onset" in [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
 
@@ -254,7 +257,7 @@ def test_events_are_read_generically_from_the_conditions(result, tmp_path, monke
     conditions = [{"onset": 5, "reversal_frame": 10, "offset": 15, "omitted": 20, "start": 0, "stop": 40},
                   {"omitted": 25, "onsets": [1, 2], "window": 10}]
     fig = _figure(dataclasses.replace(result, conditions=conditions), tmp_path, monkeypatch)
-    for ax in fig.axes:
+    for ax in fig.axes[:4]:
         assert _event_lines(ax) == {50.0, 100.0, 150.0, 200.0, 250.0}
     legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert {"onset", "reversal", "offset", "omitted flash"} <= set(legend)
@@ -291,3 +294,226 @@ def test_channel_legends_say_which_truth_pathway_a_channel_recovers(result, tmp_
         assert all(t == result.reduction.label(c) for t, c in zip(texts[2:], kept[2:]))
     # without a report, the labels alone
     assert plotting.channel_labels(result.reduction) == {c: result.reduction.label(c) for c in kept}
+
+
+# --- the readout panel: each experiment's classic figure ----------------------------------------------------------
+
+READOUT_PARAMS = {"max_frames": 30}
+#: experiment -> (x key, y key, x as drawn from the readout's x, (x unit, y unit) in the axis labels)
+READOUT_AXES = {
+    "osr": ("periods_ms", "latency_from_last_ms", lambda x: x, ("(ms)", "(ms)")),
+    "latency": ("intensities", "latency_ms", np.abs, ("(s.d. of the training stimulus)", "(ms)")),
+    "anticipation": ("speed_list", "lead_um_per_speed", lambda v: v * 55.0 / 10.0, ("(mm/s)", "(µm")),
+    "reversal": ("reversal_positions_px", "burst_latencies_ms", lambda v: v * 55.0, ("(µm", "(ms)")),
+    "doubling": ("widths_px", "f2_f1_per_width", lambda v: v * 55.0, ("(µm)", "F2/F1")),
+}
+SOURCES = ("model", "reduced circuit", "ground truth")
+
+
+@pytest.fixture(scope="module")
+def other():
+    """A second tiny model (seed 1), standing in for the ground truth: a response that differs from the model's."""
+    torch.manual_seed(1)
+    return nr.RetinaCNN(nr.ModelConfig(history=HISTORY, size=SIZE, kernels=(5, 5), n_cells=2)).eval()
+
+
+@pytest.fixture(scope="module")
+def runs(tiny, other):
+    """name -> (model result, truth-like result of the same movie) for the five experiments (30 frames each)."""
+    from importlib import import_module
+
+    out = {}
+    for name in READOUT_AXES:
+        res = nr.experiments.run(name, tiny, cell=0, steps=4, **READOUT_PARAMS)
+        module = import_module(f"napari_retina.experiments.{name}")
+        truth = base.run_response(module, lambda s: nr.predict(other, s), size=SIZE, history=HISTORY, **res.params)
+        out[name] = res, truth
+    return out
+
+
+def _with_gaps(res, name):
+    """``res`` with four points appended to its model readout's (x, y) lists that the panel must skip:
+    y None, NaN and inf, and x None."""
+    import dataclasses
+
+    xkey, ykey, _, _ = READOUT_AXES[name]
+    readout = dict(res.readout)
+    x, y = list(readout[xkey]), list(readout[ykey])
+    readout[xkey] = x + [x[-1] + 1, x[-1] + 2, x[-1] + 3, None]
+    readout[ykey] = y + [None, float("nan"), float("inf"), 5.0]
+    return dataclasses.replace(res, readout=readout)
+
+
+def _readout_ax(fig):
+    """The readout panel: the figure's fifth axes, below the four time panels."""
+    assert len(fig.axes) == 5
+    return fig.axes[4]
+
+
+def _series(ax, label):
+    """(x, y) of the line labelled ``label``; None when there is none."""
+    lines = [ln for ln in ax.get_lines() if ln.get_label() == label]
+    assert len(lines) <= 1, label
+    return (np.asarray(lines[0].get_xdata(), float), np.asarray(lines[0].get_ydata(), float)) if lines else None
+
+
+def _finite(readout, name):
+    """The (x, y) the panel should draw from ``readout``: finite pairs (positive y on doubling's log axis)."""
+    xkey, ykey, x_fn, _ = READOUT_AXES[name]
+    x = np.array([np.nan if v is None else v for v in readout[xkey]], float)
+    y = np.array([np.nan if v is None else v for v in readout[ykey]], float)
+    keep = np.isfinite(x) & np.isfinite(y) & ((y > 0) if name == "doubling" else True)
+    return x_fn(x[keep]), y[keep]
+
+
+@pytest.mark.parametrize("name", list(READOUT_AXES))
+def test_the_readout_panel_draws_every_sources_finite_readout(name, runs, tmp_path, monkeypatch):
+    res, truth = runs[name]
+    xkey, ykey, _, (x_unit, y_unit) = READOUT_AXES[name]
+    res = _with_gaps(res, name)
+    fig = _figure(res, tmp_path, monkeypatch, truth)
+    ax = _readout_ax(fig)
+    for label, readout in zip(SOURCES, (res.readout, res.readout["reduced"], truth.readout)):
+        want_x, want_y = _finite(readout, name)
+        assert len(want_x), (label, readout[ykey])  # something to draw
+        got = _series(ax, label)
+        assert got is not None, label
+        np.testing.assert_allclose(got[0], want_x, err_msg=label)
+        np.testing.assert_allclose(got[1], want_y, err_msg=label)
+    assert len(_series(ax, "model")[0]) <= len(res.readout[xkey]) - 4   # None, NaN and inf were left out
+    assert x_unit in ax.get_xlabel() and y_unit in " ".join(ax.get_ylabel().split())
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert set(SOURCES) <= set(legend)
+    renderer = fig.canvas.get_renderer()
+    for artist in (ax.title, ax.xaxis.label, ax.yaxis.label, ax.get_legend()):
+        box = artist.get_window_extent(renderer)    # nothing cut at the figure's edges
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and fig.bbox.y0 <= box.y0, artist
+    assert not ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+
+
+def test_the_truth_and_reduced_series_are_drawn_only_when_given(runs, tmp_path, monkeypatch):
+    import dataclasses
+
+    res, truth = runs["latency"]
+    ax = _readout_ax(_figure(res, tmp_path, monkeypatch))             # no truth
+    assert _series(ax, "model") is not None and _series(ax, "reduced circuit") is not None
+    assert _series(ax, "ground truth") is None
+    assert "ground truth" not in [t.get_text() for t in ax.get_legend().get_texts()]
+    readout = {k: v for k, v in res.readout.items() if k != "reduced"}
+    ax = _readout_ax(_figure(dataclasses.replace(res, readout=readout), tmp_path, monkeypatch, truth))
+    assert _series(ax, "reduced circuit") is None
+    assert _series(ax, "model") is not None and _series(ax, "ground truth") is not None
+
+
+def test_osr_draws_each_fitted_line_and_the_slope_bounds(runs, tmp_path, monkeypatch):
+    import dataclasses
+
+    res, truth = runs["osr"]
+    readout = dict(res.readout, slope=0.8, intercept=12.0)
+    res = dataclasses.replace(res, readout=readout)
+    ax = _readout_ax(_figure(res, tmp_path, monkeypatch, truth))
+    fits = [ln for ln in ax.get_lines() if ln.get_label().startswith("model fit")]
+    assert len(fits) == 1 and "slope 0.80 ∈ [0.5, 1.5]" in fits[0].get_label()
+    x, y = np.asarray(fits[0].get_xdata(), float), np.asarray(fits[0].get_ydata(), float)
+    np.testing.assert_allclose(y, 12.0 + 0.8 * x)
+    finite_x = _finite(readout, "osr")[0]
+    assert (x.min(), x.max()) == (finite_x.min(), finite_x.max())
+    assert "[0.5, 1.5]" in ax.get_title()
+
+
+def test_anticipation_marks_zero_the_least_lead_and_a_pure_delay(runs, tmp_path, monkeypatch):
+    res, truth = runs["anticipation"]
+    ax = _readout_ax(_figure(res, tmp_path, monkeypatch))
+    levels = {float(ln.get_ydata()[0]) for ln in ax.get_lines() if tuple(ln.get_xdata()) == (0, 1)}
+    assert levels == {0.0, 10.0}
+    delay = _series(ax, "model: a pure delay (−speed × flash latency)")
+    np.testing.assert_allclose(delay[1], -np.asarray(res.readout["lag_expected_um"]))
+    np.testing.assert_allclose(delay[0], np.asarray(res.readout["speed_list"]) * nr.PIXEL_UM / nr.FRAME_MS)
+
+
+def test_reversal_fills_the_bursting_positions_and_shades_the_latency_band(runs, tmp_path, monkeypatch):
+    import dataclasses
+
+    res, _ = runs["reversal"]
+    n = len(res.readout["reversal_positions_px"])
+    bursting = [i % 3 == 0 for i in range(n)]
+    res = dataclasses.replace(res, readout=dict(res.readout, bursting=bursting))
+    ax = _readout_ax(_figure(res, tmp_path, monkeypatch))
+    filled = [ln for ln in ax.get_lines() if ln.get_label() == "_model bursting"]
+    assert len(filled) == 1
+    x = np.asarray(res.readout["reversal_positions_px"], float)[bursting] * nr.PIXEL_UM
+    np.testing.assert_allclose(filled[0].get_xdata(), x)
+    assert _series(ax, "model")[0].size == n and ax.get_lines()[0].get_markerfacecolor() == "none"
+    bands = [p for p in ax.patches if "[150, 350] ms" in p.get_label()]
+    assert len(bands) == 1
+    ys = ax.transData.inverted().transform(bands[0].get_verts())[:, 1]   # display -> data
+    np.testing.assert_allclose((ys.min(), ys.max()), (150.0, 350.0))
+
+
+def test_doubling_is_on_a_log_axis_with_the_ratio_one_line(runs, tmp_path, monkeypatch):
+    import dataclasses
+
+    res, _ = runs["doubling"]
+    readout = dict(res.readout, f2_f1_per_width=[1e4, 0.0, 0.5])     # 0 cannot be drawn on a log axis
+    ax = _readout_ax(_figure(dataclasses.replace(res, readout=readout), tmp_path, monkeypatch))
+    assert ax.get_yscale() == "log"
+    x, y = _series(ax, "model")
+    np.testing.assert_allclose(y, [1e4, 0.5])
+    np.testing.assert_allclose(x, np.asarray(readout["widths_px"])[[0, 2]] * nr.PIXEL_UM)
+    assert 1.0 in {float(ln.get_ydata()[0]) for ln in ax.get_lines() if tuple(ln.get_xdata()) == (0, 1)}
+    lo, hi = ax.get_ylim()
+    assert lo <= 0.5 and hi >= 1e4
+
+
+def _blank(value):
+    """A readout value with every number replaced by NaN, None or inf (lists keep their length)."""
+    if isinstance(value, dict):
+        return {k: _blank(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [(None, float("nan"), float("inf"))[i % 3] for i in range(len(value))]
+    if isinstance(value, bool):
+        return False
+    return None if isinstance(value, (int, float)) else value
+
+
+@pytest.mark.parametrize("name", list(READOUT_AXES))
+def test_a_readout_of_nan_and_none_gives_a_figure_that_says_so(name, runs, tmp_path, monkeypatch):
+    import dataclasses
+
+    res, truth = runs[name]
+    res = dataclasses.replace(res, readout=_blank(res.readout))
+    truth = dataclasses.replace(truth, readout=_blank(truth.readout))
+    ax = _readout_ax(_figure(res, tmp_path, monkeypatch, truth))
+    assert all(_series(ax, label) is None for label in SOURCES)
+    texts = " ".join(t.get_text() for t in ax.texts)
+    assert all(f"{label}: no finite" in texts for label in SOURCES), texts
+
+
+def test_a_readout_without_its_keys_says_so(runs, tmp_path, monkeypatch):
+    import dataclasses
+
+    res, _ = runs["osr"]
+    res = dataclasses.replace(res, readout={"present": False, "reduced": {"periods_ms": [50.0]}})
+    ax = _readout_ax(_figure(res, tmp_path, monkeypatch))
+    texts = " ".join(t.get_text() for t in ax.texts)
+    assert "model: no list 'periods_ms' or 'latency_from_last_ms'" in texts
+    assert "reduced circuit: no list 'latency_from_last_ms'" in texts
+
+
+def test_another_experiment_gets_a_figure_whose_readout_panel_says_it_has_none(result, truth, tmp_path,
+                                                                               monkeypatch):
+    """A registered custom experiment: the time panels as ever, no readout figure (and no crash)."""
+    import dataclasses
+
+    custom = dataclasses.replace(result, name="my_flicker", readout={"present": True, "gain": [1.0, None]})
+    fig = _figure(custom, tmp_path, monkeypatch, dataclasses.replace(truth, name="my_flicker"))
+    ax = _readout_ax(fig)
+    assert [t.get_text() for t in ax.texts] == [
+        "readout: no figure for the 'my_flicker' experiment (there is one for osr, latency, anticipation, "
+        "reversal, doubling)"]
+    assert fig.get_suptitle().startswith("my_flicker experiment")
+    # one can be added for it
+    calls = []
+    monkeypatch.setitem(plotting.READOUT_PANELS, "my_flicker", lambda ax, sources: calls.append(sources) or [])
+    _figure(custom, tmp_path, monkeypatch)
+    assert [label for label, _ in calls[0]] == ["model"] and calls[0][0][1]["gain"] == [1.0, None]

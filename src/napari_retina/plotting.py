@@ -23,6 +23,7 @@ import numpy as np
 
 from ._atomic import atomic_write
 from ._units import FRAME_MS, PIXEL_UM
+from .experiments import anticipation, doubling, latency, osr, reversal
 from .experiments.recovery import channel_labels
 
 PathLike = Union[str, os.PathLike]
@@ -30,7 +31,7 @@ PathLike = Union[str, os.PathLike]
 #: resolution of the written figure (dots per inch)
 DPI = 90
 #: figure size in inches (width, height)
-FIGSIZE = (11, 9)
+FIGSIZE = (11, 12)
 
 
 def require_matplotlib() -> None:
@@ -49,7 +50,8 @@ def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None, recovery
 
     The figure (:func:`make_figure`) is titled with the experiment, the analysed
     cell(s) and the model (:func:`model_name`), over four panels sharing a time
-    axis (ms, 1 frame = :data:`~napari_retina._units.FRAME_MS`):
+    axis (ms, 1 frame = :data:`~napari_retina._units.FRAME_MS`) and, below
+    them, the readout panel:
 
     - the stimulus: the full-field contrast in s.d. of the training stimulus,
       or, for bars, an x–t image of the middle row in µm (black −1, white +1
@@ -59,7 +61,22 @@ def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None, recovery
       ``truth``, the ground-truth retina's (spikes per bin), titled with each
       one's ``present`` flag;
     - the kept channels' attributions A_c(t) on the attributed frames (spikes per bin);
-    - each kept channel's term of the reduced circuit's softplus argument.
+    - each kept channel's term of the reduced circuit's softplus argument;
+    - the readout as the classic figure of the experiment's paper
+      (:data:`READOUT_PANELS`, :func:`readout_panel`): the model's, the reduced
+      circuit's (``res.readout["reduced"]``) and, with ``truth``, the ground
+      truth's readout, with the criterion's bounds where they are lines. ``osr``:
+      latency from the last flash (ms) against the flash period (ms), with each
+      one's fitted line and slope (``present`` needs a slope in [0.5, 1.5]);
+      ``latency``: onset latency (ms) against |flash contrast| (s.d.);
+      ``anticipation``: lead (µm) against bar speed (mm/s), with 0, the 10 µm
+      least lead and the lag a pure delay would give; ``reversal``: burst
+      latency (ms) against reversal position (µm from the centre used), filled
+      where a burst counts, with the [150, 350] ms band; ``doubling``: F2/F1
+      (log scale) against bar width (µm), with F2/F1 = 1. Non-finite values
+      (NaN, None, inf; ≤ 0 on the log axis) are left out and a missing key is
+      said in the panel; any other experiment's panel says it has no readout
+      figure.
 
     Legends sit right of their panels, outside the data. Every panel marks
     the experiment's events (:data:`EVENTS`, read from ``res.conditions``) as
@@ -97,7 +114,12 @@ def make_figure(res: Any, truth: Optional[Any] = None, recovery: Optional[dict] 
 
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(4, 1, sharex=True, gridspec_kw={"height_ratios": [1.2, 1.5, 1.5, 1.2]})
+    # four time panels sharing x, and the readout panel below them in the same column (left edges aligned)
+    *axes, readout_ax = fig.subplots(5, 1, gridspec_kw={"height_ratios": [1.2, 1.5, 1.5, 1.2, 2.3]})
+    for ax in axes[1:]:
+        ax.sharex(axes[0])
+    for ax in axes[:-1]:
+        ax.tick_params(labelbottom=False)
     t_ms = np.arange(len(res.stimulus)) * FRAME_MS
     model = getattr(res.attribution, "model", None)
     fig.suptitle(f"{res.name} experiment — {_cells_text(res.cells)} — {model_name(model)}")
@@ -112,6 +134,7 @@ def make_figure(res: Any, truth: Optional[Any] = None, recovery: Optional[dict] 
     for ax in axes[2:]:
         _legend(ax)
     axes[-1].set_xlim(0, len(res.stimulus) * FRAME_MS)
+    readout_panel(readout_ax, res, truth)
     if image is not None:  # pool the x–t image to the panel's width in pixels, known once laid out
         fig.draw_without_rendering()
         _pool_image(image, res, axes[0].bbox.width)
@@ -264,3 +287,207 @@ def _contribution_panel(ax, res, t_ms: np.ndarray, labels: dict) -> None:
     pools = " and by ".join(POOL_NAMES.get(p, p) for p in red.pools)
     ax.set_title(f"reduced circuit: r = softplus(Σ_c term_c + β_0), term_c = Σ_p β_cp·d_cp(t), the pools d_cp of "
                  f"channel c's\nrectified units weighted over space by {pools}", fontsize=9)
+
+
+# --- the readout panel: the experiment's classic figure ------------------------------------------------------------
+
+#: how each readout source is drawn: label -> line style (the response panel's colours)
+SOURCE_STYLES = {
+    "model": {"color": "k", "marker": "o", "ls": "-", "ms": 5, "zorder": 5},          # on top, smallest
+    "reduced circuit": {"color": "tab:red", "marker": "s", "ls": "--", "ms": 7, "zorder": 3},
+    "ground truth": {"color": "tab:green", "marker": "^", "ls": "-", "ms": 7, "zorder": 4},
+}
+
+
+def readout_panel(ax, res: Any, truth: Optional[Any] = None) -> None:
+    """Draw ``res``'s readout on ``ax`` as its experiment's classic figure (:data:`READOUT_PANELS`).
+
+    The sources are the model's readout (``res.readout``), the reduced circuit's
+    (``res.readout["reduced"]``, when a dict) and the ground truth's
+    (``truth.readout``, when ``truth`` is given), drawn in the response panel's
+    colours. Never raises on the readout's values: non-finite points are left
+    out, and a missing or unreadable key is said in the panel; an experiment
+    without an entry in :data:`READOUT_PANELS` gets a panel that says so.
+    """
+    readout = getattr(res, "readout", None)
+    readout = readout if isinstance(readout, dict) else {}
+    sources = [("model", readout), ("reduced circuit", readout.get("reduced"))]
+    if truth is not None:
+        sources.append(("ground truth", getattr(truth, "readout", None)))
+    sources = [(label, r) for label, r in sources if isinstance(r, dict)]
+    draw = READOUT_PANELS.get(res.name)
+    if draw is None:
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, f"readout: no figure for the {res.name!r} experiment (there is one for "
+                f"{', '.join(READOUT_PANELS)})", transform=ax.transAxes, ha="center", va="center", fontsize=9)
+        return
+    notes = draw(ax, sources)
+    if notes:
+        ax.text(0.01, 0.97, "\n".join(notes), transform=ax.transAxes, ha="left", va="top", fontsize=8,
+                color="0.3")
+    if ax.get_legend_handles_labels()[0]:
+        _legend(ax)
+
+
+def _floats(values) -> Optional[np.ndarray]:
+    """A readout list as float64 (entries that are not numbers, e.g. None, become NaN); None when not a list."""
+    if isinstance(values, np.ndarray):
+        values = values.tolist() if values.ndim == 1 else None
+    if not isinstance(values, (list, tuple)):
+        return None
+    out = np.full(len(values), np.nan)
+    for i, v in enumerate(values):
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    return out
+
+
+def _number(value) -> float:
+    """A readout scalar as a float; NaN when it is not a finite number."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return float("nan")
+    return value if np.isfinite(value) else float("nan")
+
+
+def _points(ax, sources, xkey: str, ykey: str, x_fn=None, log_y: bool = False, **style):
+    """Plot each source's (``x_fn(readout[xkey])``, ``readout[ykey]``) at its finite points (positive ones when
+    ``log_y``), labelled with the source (``style`` overrides its line style); return
+    ({label: (x, y, mask)}, notes), ``mask`` marking which of the readout's entries were drawn."""
+    drawn, notes = {}, []
+    for label, readout in sources:
+        x, y = _floats(readout.get(xkey)), _floats(readout.get(ykey))
+        if x is None or y is None:
+            missing = [k for k, v in ((xkey, x), (ykey, y)) if v is None]
+            notes.append(f"{label}: no list {' or '.join(repr(k) for k in missing)} in the readout")
+            continue
+        if len(x) != len(y):
+            notes.append(f"{label}: {xkey!r} and {ykey!r} differ in length ({len(x)}, {len(y)})")
+            continue
+        if x_fn is not None:
+            x = x_fn(x)
+        mask = np.isfinite(x) & np.isfinite(y) & ((y > 0) if log_y else True)
+        if not mask.any():
+            notes.append(f"{label}: no finite {ykey!r}" + (" above 0" if log_y else ""))
+            continue
+        ax.plot(x[mask], y[mask], **{"lw": 1, **SOURCE_STYLES[label], **style}, label=label)
+        drawn[label] = (x[mask], y[mask], mask)
+    return drawn, notes
+
+
+def _osr_readout(ax, sources) -> list:
+    """Latency from the last flash (ms) against the flash period (ms), each source's least-squares line (its
+    ``slope`` and ``intercept``) dotted, the slope's bounds for ``present`` in the legend and title."""
+    drawn, notes = _points(ax, sources, "periods_ms", "latency_from_last_ms", ls="none")  # the fit is the line
+    for label, readout in sources:
+        slope, intercept = _number(readout.get("slope")), _number(readout.get("intercept"))
+        if label not in drawn or not (np.isfinite(slope) and np.isfinite(intercept)):
+            continue
+        x = np.array([drawn[label][0].min(), drawn[label][0].max()])
+        inside = osr.MIN_SLOPE <= slope <= osr.MAX_SLOPE
+        digits = next((d for d in range(2, 7) if (osr.MIN_SLOPE <= round(slope, d) <= osr.MAX_SLOPE) == inside), 7)
+        ax.plot(x, intercept + slope * x, color=SOURCE_STYLES[label]["color"], ls=":", lw=1.2,
+                label=f"{label} fit: slope {slope:.{digits}f} {'∈' if inside else '∉'} "
+                      f"[{osr.MIN_SLOPE:g}, {osr.MAX_SLOPE:g}], "
+                      f"intercept {intercept:.0f} ms")
+    ax.set_xlabel("flash period (ms)")
+    ax.set_ylabel("latency from the\nlast flash (ms)")
+    ax.set_title(f"omitted stimulus response: the peak after the omitted flash against the period\npresent: "
+                 f"slope in [{osr.MIN_SLOPE:g}, {osr.MAX_SLOPE:g}], r² ≥ {osr.MIN_R2:g}; slope 1 = a fixed latency "
+                 f"after the expected flash", fontsize=9)
+    return notes
+
+
+def _latency_readout(ax, sources) -> list:
+    """Onset latency (ms) against the flash's |contrast| (s.d. of the training stimulus)."""
+    _, notes = _points(ax, sources, "intensities", "latency_ms", x_fn=np.abs)
+    ax.set_xlabel("|flash contrast| (s.d. of the training stimulus)")
+    ax.set_ylabel("onset latency (ms)")
+    ax.set_title(f"latency coding: onset latency against flash strength\npresent: falls monotonically by "
+                 f"≥ {latency.MIN_RANGE_MS:g} ms over ≥ {latency.MIN_RESPONDING} responding flashes", fontsize=9)
+    return notes
+
+
+#: bar speed: px/frame -> mm/s (µm/ms)
+MM_PER_S = PIXEL_UM / FRAME_MS
+
+
+def _anticipation_readout(ax, sources) -> list:
+    """Lead of the moving-bar response over the flashed-bar peak (µm, mean over directions) against the bar's
+    speed (mm/s = px/frame × :data:`MM_PER_S`), with 0, the least lead counted (``MIN_LEAD_UM``) and, per
+    source, the lead a pure delay would give (−``lag_expected_um``, crosses)."""
+    drawn, notes = _points(ax, sources, "speed_list", "lead_um_per_speed", x_fn=lambda v: v * MM_PER_S)
+    for label, readout in sources:
+        speeds, lag = _floats(readout.get("speed_list")), _floats(readout.get("lag_expected_um"))
+        if label not in drawn or lag is None or speeds is None or len(lag) != len(speeds):
+            continue
+        ok = np.isfinite(speeds) & np.isfinite(lag)
+        if ok.any():
+            ax.plot(speeds[ok] * MM_PER_S, -lag[ok], color=SOURCE_STYLES[label]["color"], ls=":", lw=1,
+                    marker="x", ms=5, label=f"{label}: a pure delay (−speed × flash latency)")
+    ax.axhline(0, color="0.5", lw=0.8, label="0: peak at the flashed-bar centre")
+    ax.axhline(anticipation.MIN_LEAD_UM, color="tab:blue", lw=0.8, ls="--",
+               label=f"{anticipation.MIN_LEAD_UM:g} µm: the least lead counted")
+    ax.set_xlabel("bar speed (mm/s)")
+    ax.set_ylabel("lead (µm, + ahead\nof the bar)")
+    ax.set_title(f"motion anticipation: how far ahead of the moving bar its response peaks\npresent: a lead "
+                 f"≥ {anticipation.MIN_LEAD_UM:g} µm at every speed, ≥ {anticipation.MIN_SPEEDS} speeds",
+                 fontsize=9)
+    return notes
+
+
+def _reversal_readout(ax, sources) -> list:
+    """Burst latency after the reversal (ms) against the reversal position (µm from the centre used), markers
+    filled where a burst counts (``bursting``), open elsewhere, with the band the bursts' mean latency must
+    lie in."""
+    drawn, notes = _points(ax, sources, "reversal_positions_px", "burst_latencies_ms",
+                           x_fn=lambda v: v * PIXEL_UM, mfc="none")
+    for label, readout in sources:
+        if label not in drawn:
+            continue
+        x, y, mask = drawn[label]
+        flags = readout.get("bursting")
+        flags = list(flags) if isinstance(flags, (list, tuple, np.ndarray)) else []
+        burst = np.array([i < len(flags) and isinstance(flags[i], (bool, np.bool_)) and bool(flags[i])
+                          for i in range(len(mask))], dtype=bool)[mask]
+        if burst.any():
+            style = SOURCE_STYLES[label]
+            ax.plot(x[burst], y[burst], **{**style, "ls": "none"}, label=f"_{label} bursting")  # "_": no legend
+    low, high = reversal.LATENCY_RANGE_MS
+    ax.axhspan(low, high, color="tab:blue", alpha=0.1, lw=0,
+               label=f"[{low:g}, {high:g}] ms: where present needs the bursts' mean latency")
+    ax.plot([], [], color="0.4", marker="o", ls="none",  # legend entry only
+            label=f"filled: a burst ≥ {reversal.MIN_BURST:g} spikes/bin (bursting)")
+    ax.set_xlabel("reversal position (µm from the centre)")
+    ax.set_ylabel("burst latency after\nthe reversal (ms)")
+    ax.set_title(f"motion reversal: the burst after the reversal against where the bar reverses\npresent: "
+                 f"≥ {reversal.MIN_BURSTS} bursts, mean latency in [{low:g}, {high:g}] ms, s.d. ≤ "
+                 f"{reversal.MAX_LATENCY_SD_MS:g} ms", fontsize=9)
+    return notes
+
+
+def _doubling_readout(ax, sources) -> list:
+    """F2/F1 (dimensionless, log scale; ≤ 0 left out) against the bar width (µm), with F2/F1 = 1."""
+    ax.set_yscale("log")
+    drawn, notes = _points(ax, sources, "widths_px", "f2_f1_per_width", x_fn=lambda v: v * PIXEL_UM,
+                           log_y=True)
+    ax.axhline(1, color="0.5", lw=0.8, ls="--", label="F2/F1 = 1")
+    ax.set_xlabel("bar width (µm)")
+    ax.set_ylabel("F2/F1 (max over phases)")
+    ax.set_title(f"frequency doubling: F2/F1 of a contrast-reversing grating against bar width\npresent: rises "
+                 f"≥ {doubling.MIN_RISE:g}× to the narrowest bars, > 1 there", fontsize=9)
+    return notes
+
+
+#: the readout panel per experiment name: ``fn(ax, sources) -> notes`` with ``sources`` a list of (label, readout
+#: dict) among :data:`SOURCE_STYLES`' labels; a custom experiment can add its own
+READOUT_PANELS = {
+    "osr": _osr_readout,
+    "latency": _latency_readout,
+    "anticipation": _anticipation_readout,
+    "reversal": _reversal_readout,
+    "doubling": _doubling_readout,
+}
