@@ -3,7 +3,7 @@
 Writes ``NAME.json`` (readout, reduction summary, ground-truth readout, the model
 and the versions; strict JSON through :func:`napari_retina._json.jsonable`; the
 layout is in docs/EXPERIMENTS.md) and ``NAME.png`` (stimulus,
-response, kept channels' attributions, reduced circuit;
+response, kept channels' attributions, reduced circuit, and the readout as its paper's figure;
 :func:`napari_retina.plotting.write_figure`) into ``--out``, each atomically;
 ``all`` also writes ``battery.json`` and ``battery.md`` and prints the battery
 table.
