@@ -300,10 +300,10 @@ def test_version_3_shows_all_five_phenomena(v3, cell):
     assert rev["n_bursts"] >= 5 and 180 < rev["burst_latency_ms"] < 250 and rev["burst_latency_sd_ms"] < 15
 
 
-def test_version_3_reversal_does_not_depend_on_where_the_bar_stops_on_the_pixel_grid(v3):
-    """The burst follows the reversal wherever the bar reverses: with the centre moved by a quarter, a half and
-    three quarters of a pixel too (an earlier version 3 burst early at half-pixel positions), in the cell of the
-    smallest gain."""
+def test_version_3_reversal_holds_at_quarter_pixel_offsets(v3):
+    """The burst follows the reversal with the centre moved by a quarter, a half and three quarters of a pixel too
+    (the first version-3 circuit burst early at half-pixel offsets), in the cell of the smallest gain. Not at every
+    offset: docs/MODEL.md gives the window (0.05-0.2 px and 0.3-0.4 px short) where an early ripple counts."""
     centre = nr.experiments.run_truth("reversal", v3, 3).readout["center_px"]
     for dx in (0.25, 0.5, 0.75):
         rev = nr.experiments.run_truth("reversal", v3, 3, center=centre + dx).readout

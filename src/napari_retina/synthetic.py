@@ -67,9 +67,9 @@ What version 3 shows (cell 0; the four cells agree, docs/MODEL.md):
 - motion anticipation: the moving bar's response peaks 81–102 µm ahead of the flashed-bar
   centre at both speeds (Berry et al. 1999's mechanism: the gain falls as the bar's response
   builds, so the response peaks before the bar arrives); without the ganglion gain control it lags;
-- motion reversal: bursts at 7 of 12 positions, 213 ± 5 ms after the reversal, wherever the bar
-  stops on the pixel grid; without the OFF stage's gain control the OFF response to the returning
-  bar makes early bursts at some positions;
+- motion reversal: bursts at 7 of 12 positions, 213 ± 5 ms after the reversal (not wherever the
+  bar stops on the pixel grid: docs/MODEL.md); without the OFF stage's gain control the OFF
+  response to the returning bar makes early bursts at some positions;
 - frequency doubling: F2/F1 0.41, 13, 100 for 8, 4, 2 px bars.
 
 The gain signals reach 2 s into the past, beyond the BN-CNN's 400 ms history: a model can only
