@@ -87,10 +87,16 @@ def v1():
     return syn.Retina(seed=0, version=1)
 
 
-def test_respond_matches_float64_reference(gt):
+def _noise_with_dark_flash(frames: int, flash_at: int) -> np.ndarray:
+    """±1 binary noise (seed 3) with a −5 dark flash of 2 frames at ``flash_at``: it drives every stage."""
     rng = np.random.default_rng(3)
-    stim = np.where(rng.random((70, 50, 50)) < 0.5, -1.0, 1.0).astype(np.float32)
-    stim[30:32] -= 5.0                       # a strong dark flash drives the OFF stage
+    stim = np.where(rng.random((frames, 50, 50)) < 0.5, -1.0, 1.0).astype(np.float32)
+    stim[flash_at:flash_at + 2] -= 5.0
+    return stim
+
+
+def test_respond_matches_float64_reference(gt):
+    stim = _noise_with_dark_flash(70, 30)    # the strong dark flash drives the OFF stage
     off = gt._run(stim, "off")
     assert off.max() > 0.5, "the test stimulus must drive the gain-controlled OFF stage"
     ref = reference_rates(gt, stim)
@@ -100,9 +106,7 @@ def test_respond_matches_float64_reference(gt):
 
 
 def test_version_1_matches_its_float64_reference(v1):
-    rng = np.random.default_rng(3)
-    stim = np.where(rng.random((70, 50, 50)) < 0.5, -1.0, 1.0).astype(np.float32)
-    stim[30:32] -= 5.0                       # a strong dark flash engages the amacrine cell
+    stim = _noise_with_dark_flash(70, 30)    # the strong dark flash engages the amacrine cell
     assert v1._run(stim, "amacrine").max() > 0.1, "the test stimulus must drive the amacrine pathway"
     assert v1._run(stim, "inhibition").max() > 0.1, "the test stimulus must drive the terminal inhibition"
     np.testing.assert_allclose(v1.respond(stim), reference_rates(v1, stim), rtol=2e-4, atol=2e-4)
@@ -116,10 +120,8 @@ def v3():
 
 def test_version_3_matches_its_float64_reference(v3):
     """Version 3 written out from the docstring, gain signals included, across chunk boundaries."""
-    rng = np.random.default_rng(3)
-    stim = np.where(rng.random((260, 50, 50)) < 0.5, -1.0, 1.0).astype(np.float32)
+    stim = _noise_with_dark_flash(260, 100)  # the dark flash drives the OFF stage and both gain signals
     stim[:40] = 0.0
-    stim[100:102] -= 5.0                     # a strong dark flash drives the OFF stage and both gain signals
     g = v3.params["gain_control"]
     assert g["off"]["strength"] > 0 and g["ganglion"]["strength"] > 0
     assert v3._run(stim, "off").max() > 0.5, "the test stimulus must drive the OFF stage"
