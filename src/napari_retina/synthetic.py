@@ -497,33 +497,31 @@ class Retina:
         return u, torch.relu(u - self._thresholds.view(1, -1, 1, 1))
 
     def _stages(self, chunk: torch.Tensor, keep: int) -> dict:
-        """All stages for a (T, H, W) chunk; the last ``keep`` frames are returned."""
+        """All stages for a (T, H, W) chunk; the last ``keep`` frames are returned.
+
+        Version 3 is version 2 with two divisive gain controls (the OFF stage's, and the
+        ``"divisor"`` of the rate); their gain signals need the whole chunk, version 2 only
+        the last ``keep`` frames.
+        """
         if self.version == 1:
             return self._stages_v1(chunk, keep)
-        if self.version == 3:
-            return self._stages_v3(chunk, keep)
-        u, b = self._subunits(chunk, keep)
-        pooled = torch.einsum("tkhw,chw->tck", b, self._pools) * self._weights      # (keep, cells, K)
-        off = torch.relu(pooled[:, :, self._off_stage].sum(-1))                     # the gain-controlled OFF stage
+        gained = self.version == 3
+        u, b = self._subunits(chunk, len(chunk) if gained else keep)
+        pooled = torch.einsum("tkhw,chw->tck", b, self._pools) * self._weights      # (frames, cells, K)
+        off = torch.relu(pooled[:, :, self._off_stage].sum(-1))                     # the OFF stage
+        if gained:
+            off = off / (1.0 + self.params["gain_control"]["off"]["strength"] * self._past_mean(off, "off"))
         drive = off + pooled[:, :, ~self._off_stage].sum(-1) + self.params["bias"]
-        return {"u": u, "b": b, "pooled": pooled, "off": off, "drive": drive}
+        st = {"u": u, "b": b, "pooled": pooled, "off": off, "drive": drive}
+        if gained:
+            st["divisor"] = 1.0 + self.params["gain_control"]["ganglion"]["strength"] * self._past_mean(
+                F.softplus(drive), "ganglion")
+        return {k: v[-keep:] for k, v in st.items()}
 
     def _past_mean(self, x: torch.Tensor, stage: str) -> torch.Tensor:
         """A version-3 gain signal: ``x`` (T, cells) averaged over each frame's past with :func:`gain_kernel`."""
         y = F.conv1d(F.pad(x.T[:, None], (GAIN_HISTORY, 0)), self._gain_kernels[stage])   # (cells, 1, T)
         return y[:, 0].T
-
-    def _stages_v3(self, chunk: torch.Tensor, keep: int) -> dict:
-        """Version 3: version 2's stages, each gain-controlled; the gain signals need the whole chunk."""
-        g = self.params["gain_control"]
-        u, b = self._subunits(chunk, len(chunk))
-        pooled = torch.einsum("tkhw,chw->tck", b, self._pools) * self._weights      # (T, cells, K)
-        off = torch.relu(pooled[:, :, self._off_stage].sum(-1))
-        off = off / (1.0 + g["off"]["strength"] * self._past_mean(off, "off"))
-        drive = off + pooled[:, :, ~self._off_stage].sum(-1) + self.params["bias"]
-        divisor = 1.0 + g["ganglion"]["strength"] * self._past_mean(F.softplus(drive), "ganglion")
-        return {"u": u[-keep:], "b": b[-keep:], "pooled": pooled[-keep:], "off": off[-keep:],
-                "drive": drive[-keep:], "divisor": divisor[-keep:]}
 
     def _stages_v1(self, chunk: torch.Tensor, keep: int) -> dict:
         u, b = self._subunits(chunk, keep)
@@ -539,9 +537,15 @@ class Retina:
         return {"u": u, "b": b, "amacrine": a, "inhibition": inh, "drive": drive}
 
     def _run(self, stimulus, what: str = "rates", chunk: Optional[int] = None, progress: Optional[Progress] = None) -> np.ndarray:
+        """One stage (a key of :meth:`_stages`, or ``"rates"``) over the whole stimulus, float32 (T, ...)."""
+        return self._run_stages(stimulus, (what,), chunk, progress)[what]
+
+    def _run_stages(self, stimulus, keys: tuple, chunk: Optional[int] = None,
+                    progress: Optional[Progress] = None) -> dict:
+        """Several stages from one pass over the stimulus, in chunks: ``{key: float32 (T, ...)}``."""
         stim = stimulus_tensor(self._check(stimulus))
         chunk = CHUNK_FRAMES if chunk is None else chunk
-        outs = []
+        outs: dict = {k: [] for k in keys}
         report(progress, 0, len(stim))
         with torch.no_grad():
             for start in range(0, len(stim), chunk):
@@ -551,15 +555,17 @@ class Retina:
                 if self.version == 3 and start < self._context:     # the gain signals' past: grey frames
                     block = torch.cat([block.new_zeros((self._context - start,) + block.shape[1:]), block])
                 st = self._stages(block, keep=keep)
-                if what == "rates":
-                    rate = F.softplus(st["drive"])
-                    if "divisor" in st:
-                        rate = rate / st["divisor"]
-                    outs.append((rate * torch.tensor(self.cell_gain, dtype=torch.float32)).numpy())
-                else:
-                    outs.append(st[what].numpy())
+                for k in keys:
+                    outs[k].append(self._rates(st) if k == "rates" else st[k].numpy())
                 report(progress, min(start + chunk, len(stim)), len(stim))
-        return np.concatenate(outs).astype(np.float32)
+        return {k: np.concatenate(v).astype(np.float32) for k, v in outs.items()}
+
+    def _rates(self, st: dict) -> np.ndarray:
+        """The rates of one chunk's stages: gain_j · softplus(drive), in version 3 divided by its divisor."""
+        rate = F.softplus(st["drive"])
+        if "divisor" in st:
+            rate = rate / st["divisor"]
+        return (rate * torch.tensor(self.cell_gain, dtype=torch.float32)).numpy()
 
     @property
     def _context(self) -> int:
@@ -577,19 +583,16 @@ class Retina:
         """
         cell = check_int(cell, f"cell (the retina has {self.n_cells} cells)", 0, self.n_cells)
         if self.version == 1:
-            b = self._run(stimulus, "b")
-            a = self._run(stimulus, "amacrine")
+            run = self._run_stages(stimulus, ("b", "amacrine"))                      # one pass
+            b, a = run["b"], run["amacrine"]
             pool = self.ganglion_pools[cell].astype(np.float32)
             out = {q.name: q.weight * np.einsum("thw,hw->t", b[:, i], pool) for i, q in enumerate(self.pathways)}
             out["amacrine"] = -self.params["amacrine_weight"] * np.einsum("thw,hw->t", a, pool)
         else:
-            pooled = self._run(stimulus, "pooled")[:, cell]                           # (T, K), one pass
+            run = self._run_stages(stimulus, ("pooled", "off"))                      # one pass
             stage = self._off_stage.numpy()
-            out = {q.name: pooled[:, i] for i, q in enumerate(self.pathways) if not stage[i]}
-            if self.version == 3:                                                     # after its gain control
-                out["OFF stage"] = self._run(stimulus, "off")[:, cell]
-            else:
-                out["OFF stage"] = np.maximum(pooled[:, stage].sum(1), 0.0)          # as in _stages
+            out = {q.name: run["pooled"][:, cell, i] for i, q in enumerate(self.pathways) if not stage[i]}
+            out["OFF stage"] = run["off"][:, cell]          # rectified (version 3: after its gain control)
         out["bias"] = np.full(len(next(iter(out.values()))), self.params["bias"], np.float32)
         return out
 
