@@ -10,11 +10,11 @@ work=$1; results=$2; shift 2
 seeds=${*:-0 1 2 3 4}
 export PYTHONPATH=../src PYTHONUNBUFFERED=1
 mkdir -p "$work" "$results"
-version=${RETINA_VERSION:-2}
-python science_sweep.py "$work" --stage data --frames "${FRAMES:-120000}" --retina-version "$version" || exit 1
+truth=(${RETINA_VERSION:+--retina-version "$RETINA_VERSION"})   # unset: science_sweep.py's default
+python science_sweep.py "$work" --stage data --frames "${FRAMES:-120000}" "${truth[@]}" || exit 1
 for s in $seeds; do
   OMP_NUM_THREADS=3 timeout 480 python science_sweep.py "$work" --stage model --seed "$s" --device cuda \
-    --threads 3 --retina-version "$version" --frames "${FRAMES:-120000}" --epochs "${EPOCHS:-20}" --patience "${PATIENCE:-3}" \
+    --threads 3 "${truth[@]}" --frames "${FRAMES:-120000}" --epochs "${EPOCHS:-20}" --patience "${PATIENCE:-3}" \
     > "$work/log_$s.txt" 2>&1 &
 done
 wait
