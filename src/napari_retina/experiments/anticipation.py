@@ -68,8 +68,8 @@ import numpy as np
 
 from .. import stimuli
 from .._units import FRAME_MS, PIXEL_UM
-from .base import Movie, Protocol, baseline, check_bar_width, check_movie_length, check_position, frame_count, \
-    int_param, list_param, parabolic_peak, real_param, vertex3
+from .base import Movie, Protocol, baseline, check_bar_width, check_movie_length, check_position, crossing_window, \
+    frame_count, int_param, list_param, parabolic_peak, real_param, vertex3
 
 NAME = "anticipation"
 DESCRIPTION = "motion anticipation: moving bar versus flashed bars"
@@ -131,22 +131,6 @@ def build(size: int, history: int, respond=None, *, speed, width, intensity, sta
                             "offset": offset, "window": window}, (onset, offset + window))
     # the model-derived defaults as numbers, so that the result's params say what ran
     return movie.protocol(history, max_frames, INVARIANCE, {"start": start, "stop": stop, "flash_positions": positions})
-
-
-def crossing_window(frames: float) -> np.ndarray:
-    """A centred moving average over ``frames`` (>= 1, may be fractional) frames.
-
-    Odd length; the two end taps carry the fractional part, so the weights sum
-    to ``frames`` before normalisation and a ripple of period ``frames`` averages out.
-    """
-    if frames <= 1.0:
-        return np.ones(1)
-    half = int(np.floor((frames - 1.0) / 2.0))            # full taps on each side of the centre
-    rest = (frames - (2 * half + 1)) / 2.0                  # what the two end taps carry, each in [0, 1)
-    w = np.ones(2 * half + 1)
-    if rest > 0:
-        w = np.concatenate([[rest], w, [rest]])
-    return w / w.sum()
 
 
 def rf_extent(positions: list, amplitudes: list) -> list:

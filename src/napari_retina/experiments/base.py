@@ -460,6 +460,22 @@ def vertex3(xs: Sequence[float], ys: Sequence[float]) -> float:
     return float(x[i])
 
 
+def crossing_window(frames: float) -> np.ndarray:
+    """A centred moving average over ``frames`` (>= 1, may be fractional) frames.
+
+    Odd length; the two end taps carry the fractional part, so the weights sum
+    to ``frames`` before normalisation and a ripple of period ``frames`` averages out.
+    """
+    if frames <= 1.0:
+        return np.ones(1)
+    half = int(np.floor((frames - 1.0) / 2.0))            # full taps on each side of the centre
+    rest = (frames - (2 * half + 1)) / 2.0                  # what the two end taps carry, each in [0, 1)
+    w = np.ones(2 * half + 1)
+    if rest > 0:
+        w = np.concatenate([[rest], w, [rest]])
+    return w / w.sum()
+
+
 def finite_max(values) -> float:
     """The largest finite value of ``values`` (any array-like), nan if none is finite."""
     arr = np.asarray(values, dtype=np.float64)
