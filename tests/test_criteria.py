@@ -172,6 +172,34 @@ def test_reversal_rejects(why, burst, lat, approach):
     assert out["present"] is False, why
 
 
+def test_reversal_reads_the_burst_through_the_pixel_crossing_ripple():
+    """docs/MODEL.md: the bar is drawn area-weighted, so responses ripple once per pixel crossed (1/speed frames).
+    A ripple crest larger than the burst, 20-60 ms after the reversal, made bursts at ~50 ms at some positions."""
+    proto = protocol(reversal, center=0.0)
+    T = len(proto.stimulus)
+    period = 1.0 / proto.conditions[0]["speed"]
+    r = reversal_response(proto, lambda k: 1.0, lambda k: 25.0)
+    for k, c in enumerate(proto.conditions):
+        t = np.arange(T) - c["reversal_frame"]
+        decay = np.where(t >= 0, np.exp(-np.clip(t, 0, None) / 6.0), 0.0)
+        r += 1.6 * (k % 2) * decay * (1.0 + np.cos(2 * np.pi * (t - 2.0) / period)) / 2.0   # odd positions
+    raw = reversal.readout(r, proto.conditions)
+    np.testing.assert_allclose(raw["burst_latencies_ms"], 250.0, atol=2.0)
+    assert raw["n_bursts"] == 12 and raw["present"] is True
+    peaks = [int(np.argmax(r[c["reversal_frame"] + 1:c["reversal_frame"] + c["window"]])) + 1 for c in proto.conditions]
+    assert all(p < 7 for p in peaks[1::2]) and all(p == 25 for p in peaks[::2])    # the raw maximum is the crest
+
+
+def test_reversal_burst_must_stand_out_from_the_grey_level_noise():
+    """A 0.6 spikes/bin burst clears the 0.5 floor but not noise of sd 0.3 at the grey level: five times it."""
+    proto = protocol(reversal, center=0.0)
+    clean = reversal_response(proto, lambda k: 0.6, lambda k: 25.0)
+    assert reversal.readout(clean, proto.conditions)["present"] is True
+    noisy = clean + np.random.default_rng(0).normal(0.0, 0.3 * np.sqrt(5.0), len(clean))  # sd 0.3 after averaging
+    out = reversal.readout(noisy, proto.conditions)
+    assert 0.25 < out["noise"] < 0.35 and out["n_bursts"] == 0 and out["present"] is False
+
+
 def test_reversal_ratio_criterion_used_to_pass_near_zero_bursts():
     proto = protocol(reversal, center=0.0)
     out = reversal.readout(reversal_response(proto, lambda k: 0.16, lambda k: 25.0, 0.0005), proto.conditions)

@@ -460,7 +460,8 @@ def _reversal_readout(ax, sources) -> list:
     ax.axhspan(low, high, color="tab:blue", alpha=0.1, lw=0,
                label=f"[{low:g}, {high:g}] ms: where present needs the bursts' mean latency")
     ax.plot([], [], color="0.4", marker="o", ls="none",  # legend entry only
-            label=f"filled: a burst ≥ {reversal.MIN_BURST:g} spikes/bin (bursting)")
+            label=f"filled: a burst ≥ {reversal.MIN_BURST:g} spikes/bin and {reversal.MIN_BURST_SNR:g}× the noise "
+                  "(bursting)")
     ax.set_xlabel("reversal position (µm from the centre)")
     ax.set_ylabel("burst latency after\nthe reversal (ms)")
     ax.set_title(f"motion reversal: the burst after the reversal against where the bar reverses\npresent: "
