@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import napari_retina as nr
+from napari_retina._progress import Cancelled
 
 pytest.importorskip("napari")
 
@@ -232,3 +233,111 @@ def test_waiting_for_work_that_never_ends_is_one_timeout_error_naming_it(qtbot):
     assert flag == [1]
     with pytest.raises(TimeoutError, match="the never-ending job did not finish within 50 ms"):
         _viewer.process_events_until(lambda: False, 50, "the never-ending job")
+
+
+def _cancel_when(viewer, staged, condition) -> list:
+    """Cancel ``staged`` (on the next pass) the first time ``condition()`` holds after a layer is inserted or a
+    pass runs; returns the list that records it."""
+    fired: list = []
+
+    def check(*_) -> None:
+        if not fired and condition():
+            fired.append(True)
+            QTimer.singleShot(0, staged.cancel)
+
+    viewer.layers.events.inserted.connect(check)
+    return fired
+
+
+def test_cancel_part_way_through_the_maps_removes_them_and_reports_cancelled(make_napari_viewer, noise_analysis,
+                                                                             qtbot):
+    stim, attr, red = noise_analysis
+    viewer = make_napari_viewer()
+    stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    staged = add_analysis(viewer, attr, red, stim_layer, staged=True)
+    errors, done = [], []
+    staged.on_error, staged.on_done = errors.append, done.append
+    fired = _cancel_when(viewer, staged, lambda: len(_maps(viewer)) == 3)
+    qtbot.waitUntil(lambda: staged.done)
+    qtbot.wait(20)  # passes where a still-scheduled step would run
+    assert fired and done == [] and [type(e) for e in errors] == [Cancelled]
+    assert list(viewer.layers) == [stim_layer]
+    staged.cancel()  # once done, nothing more
+    assert len(errors) == 1
+
+
+def test_cancel_while_the_traces_are_drawn_removes_the_maps_and_clears_the_plot(make_napari_viewer, noise_analysis,
+                                                                               qtbot):
+    stim, attr, red = noise_analysis
+    viewer = make_napari_viewer()
+    stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    staged = add_analysis(viewer, attr, red, stim_layer, staged=True)
+    errors: list = []
+    staged.on_error = errors.append
+    plot = _plot.trace_plot(viewer)
+    qtbot.waitUntil(lambda: len(plot.rows) >= 1)  # the maps are in and the plot's rows are being built
+    assert len(_maps(viewer)) == 8 and not staged.done
+    staged.cancel()
+    assert staged.done and [type(e) for e in errors] == [Cancelled]
+    assert list(viewer.layers) == [stim_layer] and plot.rows == [] and plot.source == ""
+
+
+def test_cancel_removes_map_layers_updated_in_place_too(make_napari_viewer, noise_analysis, qtbot):
+    """A second analysis of the same layer updates the first one's map layers in one step; cancelled after
+    it, they hold the cancelled result and must go (the first analysis' maps were replaced either way)."""
+    stim, attr, red = noise_analysis
+    viewer = make_napari_viewer()
+    stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    first = add_analysis(viewer, attr, red, stim_layer)
+    staged = add_analysis(viewer, attr, red, stim_layer, staged=True)
+    errors: list = []
+    staged.on_error = errors.append
+    updated: list = []
+
+    def on_update(event) -> None:   # the in-place update: cancel on the next pass, before the traces are in
+        if not updated:
+            updated.append(staged.passes)
+            QTimer.singleShot(0, staged.cancel)
+
+    first[-1].events.data.connect(on_update)
+    qtbot.waitUntil(lambda: staged.done)
+    assert updated == [1] and [type(e) for e in errors] == [Cancelled]
+    assert list(viewer.layers) == [stim_layer]
+
+
+def test_cancel_during_the_analyze_widgets_layer_add_ends_the_run_as_cancelled(make_napari_viewer, tiny, notes,
+                                                                               qtbot):
+    viewer = make_napari_viewer()
+    w = analyze_dock(viewer, tiny)
+    stim_layer = w.layer.value
+    states: list = []
+
+    def press_cancel_at_the_third_map(event) -> None:
+        if len(_maps(viewer)) == 3 and not states:
+            states.append((w.task.worker is None, w.task.cancel_button.enabled))
+            QTimer.singleShot(0, w.task.cancel_button.native.click)
+
+    viewer.layers.events.inserted.connect(press_cancel_at_the_third_map)
+    assert w.run()
+    w.task.wait()
+    assert states == [(True, True)]  # the computation was over, and Cancel could still be pressed
+    assert isinstance(w.task.last_error, Cancelled) and not w.task.running
+    assert w.task.status.value == "analysis cancelled" and not w.task.cancel_button.enabled
+    assert notes == [("info", "The analysis was cancelled; nothing was added.")]
+    assert list(viewer.layers) == [stim_layer] and w.analysis is None and w.added_layers == []
+    assert w.run()  # the next run starts and ends normally
+    w.task.wait()
+    assert w.task.last_error is None and len(_maps(viewer)) == 8
+
+
+def test_a_deferred_cancel_is_called_by_cancel_and_the_button_stays_enabled_until_finish(qtbot, notes):
+    task = _tasks.Task("analysis")
+    cancelled: list = []
+    finish = task.defer(lambda: None, cancel=lambda: cancelled.append(True) or finish(Cancelled("stopped")))
+    task.cancel_button.enabled, task._returned = True, True   # as a started run whose result came back has it
+    task._cleanup()                                            # the worker finished; the deferred work goes on
+    assert task.running and task.cancel_button.enabled
+    task.cancel()
+    assert cancelled == [True] and not task.running and not task.cancel_button.enabled
+    assert task.status.value == "analysis cancelled"
+    assert notes == [("info", "The analysis was cancelled; nothing was added.")]

@@ -132,6 +132,7 @@ class Task:
         self.timings: dict = {}
         """perf_counter stamps of the last run: started, returned (result in the GUI thread), done."""
         self._deferred: Optional[Callable[[], None]] = None  # stop() of GUI work deferred by on_result
+        self._deferred_cancel: Optional[Callable[[], None]] = None  # and its cancel(), if it has one
         self._returned = False  # whether the running worker's result (or failure) has come back
         self._on_failure: Optional[Callable[[], None]] = None  # the running start's on_failure
         self.closed = False
@@ -159,24 +160,29 @@ class Task:
         """Whether a run is going: its worker, or work the result handler deferred (:meth:`defer`)."""
         return self.worker is not None or self._deferred is not None
 
-    def defer(self, stop: Callable[[], None]) -> Callable[[Optional[BaseException]], None]:
+    def defer(self, stop: Callable[[], None], cancel: Optional[Callable[[], None]] = None
+              ) -> Callable[[Optional[BaseException]], None]:
         """Keep the run going after ``on_result`` returns, until the returned ``finish(exc=None)`` is called.
 
         For a result handler that hands its GUI work to the event loop (the
         Analyze widget adds its layers over several passes): the task stays
-        ``running`` (a second start is refused, :meth:`wait` waits) until
-        ``finish()``; ``finish(exc)`` reports a failure like one in the
-        worker. ``stop()`` is called if the task closes first.
+        ``running`` (a second start is refused, :meth:`wait` waits) and Cancel
+        stays enabled until ``finish()``; ``finish(exc)`` reports a failure like
+        one in the worker (a :class:`Cancelled` as a cancelled run). ``stop()``
+        is called if the task closes first, ``cancel()`` when Cancel is pressed
+        (it should undo the work and call ``finish(Cancelled(...))``).
         """
-        self._deferred = stop
+        self._deferred, self._deferred_cancel = stop, cancel
 
         def finish(exc: Optional[BaseException] = None) -> None:
             if self._deferred is not stop:
                 return
-            self._deferred = None
+            self._deferred = self._deferred_cancel = None
             if exc is not None:
                 self._failed(exc)
             self.timings["done"] = time.perf_counter()
+            if self.worker is None and not self.closed:
+                self.cancel_button.enabled = False
 
         return finish
 
@@ -201,10 +207,14 @@ class Task:
         self.progress.value = min(int(done), self.progress.max)
 
     def cancel(self, *_) -> None:
+        """Cancel the run: the worker stops at its next progress report; GUI work deferred after its result
+        (:meth:`defer`) is cancelled at once."""
         if self.token is not None:
             self.token.cancel()
             if not self.closed:
                 self.status.value = f"cancelling the {self.what}..."
+        if self._deferred_cancel is not None:  # set only once the worker's result is in
+            self._deferred_cancel()
 
     def close(self, *_) -> None:
         """Cancel a running computation and detach the task from its (closing) widgets.
@@ -216,7 +226,7 @@ class Task:
         self.closed = True
         if self.token is not None:
             self.token.cancel()
-        stop, self._deferred = self._deferred, None
+        stop, self._deferred, self._deferred_cancel = self._deferred, None, None
         if stop is not None:
             stop()
 
@@ -285,7 +295,7 @@ class Task:
         try:
             on_result(result)
         except Exception as exc:  # turning results into layers must never crash the viewer
-            self._deferred = None
+            self._deferred = self._deferred_cancel = None
             self._failed(exc)
         if self._deferred is None:
             self.timings["done"] = time.perf_counter()
@@ -318,7 +328,7 @@ class Task:
                 pass
         self._connections = []
         self.worker = None
-        if not self.closed:
+        if not self.closed and self._deferred is None:  # deferred GUI work can still be cancelled
             self.cancel_button.enabled = False
 
     def wait(self, timeout_ms: int = 60000) -> None:

@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
+from .._progress import Cancelled
 from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, layer_geometry, map_legend,
                       stimulus_layer_kwargs)
 from ._plot import drain, trace_plot, traces_steps
@@ -278,7 +279,11 @@ def _while_present(viewer, layer, steps: Iterator[None]) -> Iterator[None]:
     try:
         next(steps)
         while True:
-            yield
+            try:
+                yield
+            except Exception as exc:  # StagedAdd.cancel: ``steps`` clean up and raise it again
+                steps.throw(exc)
+                raise
             if layer in viewer.layers:
                 next(steps)
             else:
@@ -302,7 +307,10 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
     failure is that the stimulus layer is gone (:class:`StimulusLayerRemoved`:
     they hold the dropped result, of a layer no longer there). Closed before
     the maps are all in (:meth:`StagedAdd.stop`, the viewer closing), the
-    layers it added are removed.
+    layers it added are removed. Cancelled (:meth:`StagedAdd.cancel` throws
+    :class:`~napari_retina._progress.Cancelled` in), every layer it added or
+    updated is removed and the trace plot cleared, at any step: nothing of
+    the cancelled result stays.
     """
     new_stim, added, updated, layers = [], [], [], None
     try:
@@ -333,8 +341,8 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
             remove_layers(viewer, added + new_stim)
         raise
     except Exception as exc:
-        gone = isinstance(exc, StimulusLayerRemoved)
-        remove_layers(viewer, added + new_stim + (updated if gone else []))
+        dropped = isinstance(exc, (StimulusLayerRemoved, Cancelled))  # the updated layers hold the dropped result
+        remove_layers(viewer, added + new_stim + (updated if dropped else []))
         if stimulus_layer is not None:
             clear_traces_of(viewer, stimulus_layer.name)
         raise
@@ -440,6 +448,20 @@ class StagedAdd:
             self.on_error(exc)
             return
         self._timer.singleShot(STEP_DELAY_MS, self._step)
+
+    def cancel(self) -> None:
+        """Cancel now (the user pressed Cancel): the layers added or updated so far are removed, the trace plot
+        cleared, and ``on_error`` gets the :class:`~napari_retina._progress.Cancelled`. Nothing once done."""
+        if self.done:
+            return
+        self.done = True
+        with self._quiet:
+            try:
+                self._steps.throw(Cancelled("the analysis was cancelled while its layers were being added"))
+            except Exception as exc:  # noqa: BLE001 - the Cancelled, once the steps have cleaned up
+                self.on_error(exc)
+            else:  # pragma: no cover - the steps always raise it again
+                self._steps.close()
 
     def stop(self) -> None:
         """Run no more steps (the viewer is closing); layers of an unfinished map step are removed."""

@@ -352,10 +352,11 @@ class AnalyzeWidget(Container):
         """Add the result's layers and traces over the next event-loop passes (:class:`.._viewer.StagedAdd`).
 
         The task stays running until they are all in, so the window never
-        freezes for the whole build and a second run waits for this one.
+        freezes for the whole build and a second run waits for this one; Cancel
+        meanwhile removes what was added, as for a run cancelled before its result.
         """
         staged = nr_viewer.show(result, self.viewer, stimulus_layer=layer, staged=True)
-        finish = self.task.defer(staged.stop)
+        finish = self.task.defer(staged.stop, cancel=staged.cancel)
 
         def failed(exc: BaseException) -> None:
             if isinstance(exc, StimulusLayerRemoved):  # the staged add removed what it had put in
