@@ -99,6 +99,8 @@ def main() -> None:
     ap.add_argument("--patience", type=int, default=SHIPPED["patience"])
     ap.add_argument("--retina-version", type=int, default=DEFAULT_VERSION, choices=VERSIONS,
                     help="the ground truth recorded and scored against (3: with gain control, all five phenomena)")
+    ap.add_argument("--history", type=int, default=None,
+                    help="the model's history in frames (default: ModelConfig's, 40 = 400 ms)")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -115,12 +117,16 @@ def main() -> None:
         gt = Retina(seed=0, version=args.retina_version)
         t = time.time()
         recipe = {**RECIPE, "epochs": 1 if args.tiny else args.epochs, "patience": args.patience}
-        model = nr.train(data, **recipe, seed=args.seed,
+        config = None if args.history is None else nr.ModelConfig(history=args.history, size=gt.size,
+                                                                  n_cells=gt.n_cells, cell_names=gt.cell_names)
+        model = nr.train(data, **recipe, config=config, seed=args.seed,
                          device=args.device, out=args.out / f"model_{args.seed}.pt",
                          command=f"scripts/science_sweep.py --stage model --seed {args.seed}")
         t_train = time.time() - t
         t = time.time()
-        row = {"seed": args.seed, "frames": args.frames, "retina_version": args.retina_version, "recipe": recipe, "train_s": round(t_train, 1), "r_true": model.scores.get("test_r_true_mean"),
+        row = {"seed": args.seed, "frames": args.frames, "retina_version": args.retina_version,
+               "history": model.config.history, "recipe": recipe, "train_s": round(t_train, 1),
+               "r_true": model.scores.get("test_r_true_mean"),
                "ev_true": model.scores.get("test_ev_true_mean"), **score(model, gt, args.tiny)}
         row["score_s"] = round(time.time() - t, 1)
         atomic_write_text(args.out / f"row_{args.seed}.json", json.dumps(row, indent=1, default=float))
