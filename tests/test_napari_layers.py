@@ -44,11 +44,51 @@ def test_map_layers_aligned_named_and_coloured(make_napari_viewer, noise_analysi
         lo, hi = layer.contrast_limits
         assert lo == pytest.approx(-hi) and hi > 0
         lims.add(round(hi, 12))
-        assert layer.blending == "additive"
+        assert layer.blending == "translucent"
     assert len(lims) == 1  # shared across channels
     # map pixel (i, j) is drawn over stimulus pixel (i + off, j + off): same world coordinate
     world = maps[0].data_to_world((3, 4, 6))
     np.testing.assert_allclose(stim_layer.world_to_data(world), (3, 4 + off, 6 + off))
+
+
+def test_channel_colormap_keeps_each_sides_hue_and_is_transparent_at_zero():
+    for c in range(8):
+        cmap = _layers.channel_colormap(c)
+        pos, neg, zero = cmap.map(np.array([1.0, 0.0, 0.5]))
+        np.testing.assert_allclose(pos, _layers.channel_color(c))
+        assert neg[3] == 1.0 and zero[3] < 1e-2            # opaque at ±limit, transparent at 0
+        np.testing.assert_allclose(neg[:3], 0.35 + 0.65 * (1.0 - pos[:3]))
+        half = cmap.map(np.array([0.75]))[0]                # half the limit: the hue at half opacity
+        np.testing.assert_allclose(half[:3], pos[:3], atol=1e-6)
+        assert half[3] == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_strong_map_over_a_bright_stimulus_shows_its_channels_colour_not_white(make_napari_viewer,
+                                                                                  noise_analysis):
+    """Drawn: additive blending added the colour to the stimulus, so over a bright stimulus a strong
+    attribution was white, whatever its channel; a zero attribution must leave the stimulus as it is."""
+    _, attr, red = noise_analysis
+    viewer = make_napari_viewer(show=True)
+    bright = np.full(attr.stimulus.shape, 2.0, dtype=np.float32)
+    bright[0, 0, 0] = -2.0                                  # contrast limits ±2: the stimulus draws white
+    stim_layer = viewer.add_image(bright, **stimulus_layer_kwargs(bright, "bright"))
+    maps = [layer for layer in add_analysis(viewer, attr, red, stim_layer)
+            if layer.metadata[_layers.META]["role"] == "map"]
+    c = 1
+    for layer in maps:
+        layer.visible = layer.metadata[_layers.META]["channel"] == c
+        layer.colorbar.visible = False
+    lim = maps[c].contrast_limits[1]
+    data = np.zeros_like(np.asarray(maps[c].data))
+    data[:, :, : data.shape[2] // 2] = lim                  # left half: +limit; right half: 0
+    maps[c].data = data
+    viewer.dims.set_current_step(0, 10)
+    img = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(float) / 255
+    colour = _layers.channel_color(c)[:3]
+    expected = maps[c].opacity * colour + (1 - maps[c].opacity) * 1.0        # translucent over white
+    near = lambda rgb: (np.abs(img - rgb).max(-1) < 0.06).sum()              # noqa: E731 - pixels of that colour
+    assert near(expected) > 2000 and near(np.ones(3)) > 2000                 # both halves, each in its colour
+    assert expected.min() < 0.8                                              # a colour, not washed out to white
 
 
 def test_replacing_an_analysis_does_not_duplicate_layers(make_napari_viewer, noise_analysis, tiny):

@@ -16,7 +16,8 @@ circuit's response) are not layers: :func:`trace_series` lists them and the
 trace plot dock (:mod:`._plot`) draws them on real axes.
 
 Map colours: each channel has a diverging colormap, the complement of its
-colour (negative) → black (0) → its colour (positive), contrast limits ±limit
+colour (negative) → transparent (0) → its colour (positive), drawn with
+translucent blending over the stimulus, contrast limits ±limit
 shared by all channels, in spikes per 10 ms bin (:data:`MAP_UNIT`); a positive
 attribution is a unit that raises the cell's rate at that time.
 """
@@ -56,7 +57,7 @@ MAP_UNIT = "spikes per 10 ms bin"
 """Unit of the maps (and traces): the model's rate units."""
 MAP_LEGEND = ("Maps: attribution per first-layer unit in {unit} (colour bar ±{limit:.3g}{bar}, the same limits "
               "for every channel): a channel's colour = raises the cell's rate, its complementary colour = lowers "
-              "it, black = 0.")
+              "it, fading out towards 0, where the stimulus shows through.")
 """What the maps' colours mean (filled by :func:`map_legend`), shown with the traces."""
 
 
@@ -122,19 +123,24 @@ def channel_color(c: int) -> np.ndarray:
 
 
 def channel_colormap(c: int):
-    """Diverging colormap of channel ``c``: complement (−) → black (0) → channel colour (+).
+    """Diverging colormap of channel ``c``: complement (−), transparent (0), channel colour (+).
 
-    Black at zero makes additive blending transparent where the attribution is
-    zero, so the stimulus shows through.
+    Each side keeps its hue and fades in opacity towards zero, so a map drawn
+    with translucent blending shows the stimulus where the attribution is ~0
+    and the channel's own colour where it is large. (Additive blending over a
+    black-centred map, the earlier design, added the colour to the stimulus:
+    over a grey or bright stimulus a strong attribution saturated to white and
+    lost the channel's identity.)
     """
     from napari.utils.colormaps import Colormap
 
     pos = channel_color(c)
     neg = np.r_[1.0 - pos[:3], 1.0]
     neg[:3] = 0.35 + 0.65 * neg[:3]  # keep the negative side bright enough to see
+    gap = 1e-3  # the two sides meet, transparent, at 0 (0.5 of the range), each with its own hue
     return Colormap(
-        colors=np.stack([neg, [0, 0, 0, 1], pos]),
-        controls=[0.0, 0.5, 1.0],
+        colors=np.stack([neg, np.r_[neg[:3], 0.0], np.r_[pos[:3], 0.0], pos]),
+        controls=[0.0, 0.5 - gap, 0.5 + gap, 1.0],
         name=f"napari-retina channel {c}",
     )
 
@@ -213,7 +219,7 @@ def map_layer_data(
             "axis_labels": AXIS_LABELS,
             "colormap": channel_colormap(c),
             "contrast_limits": (-lim, lim),
-            "blending": "additive",
+            "blending": "translucent",
             "opacity": 0.9,
             "visible": True if kept is None else c in kept,
             "metadata": {META: {"role": "map", "channel": c, "label": label,
