@@ -249,14 +249,24 @@ def _cancel_when(viewer, staged, condition) -> list:
     return fired
 
 
+def _staged_over_noise(viewer, noise_analysis, analysed_before: bool = False):
+    """A staged add of ``noise_analysis`` over a "noise" stimulus layer (after a one-call add of the same when
+    ``analysed_before``); returns (stimulus layer, the StagedAdd, the errors it reports, the earlier layers)."""
+    stim, attr, red = noise_analysis
+    stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    first = add_analysis(viewer, attr, red, stim_layer) if analysed_before else []
+    staged = add_analysis(viewer, attr, red, stim_layer, staged=True)
+    errors: list = []
+    staged.on_error = errors.append
+    return stim_layer, staged, errors, first
+
+
 def test_cancel_part_way_through_the_maps_removes_them_and_reports_cancelled(make_napari_viewer, noise_analysis,
                                                                              qtbot):
-    stim, attr, red = noise_analysis
     viewer = make_napari_viewer()
-    stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
-    staged = add_analysis(viewer, attr, red, stim_layer, staged=True)
-    errors, done = [], []
-    staged.on_error, staged.on_done = errors.append, done.append
+    stim_layer, staged, errors, _ = _staged_over_noise(viewer, noise_analysis)
+    done: list = []
+    staged.on_done = done.append
     fired = _cancel_when(viewer, staged, lambda: len(_maps(viewer)) == 3)
     qtbot.waitUntil(lambda: staged.done)
     qtbot.wait(20)  # passes where a still-scheduled step would run
@@ -268,12 +278,8 @@ def test_cancel_part_way_through_the_maps_removes_them_and_reports_cancelled(mak
 
 def test_cancel_while_the_traces_are_drawn_removes_the_maps_and_clears_the_plot(make_napari_viewer, noise_analysis,
                                                                                qtbot):
-    stim, attr, red = noise_analysis
     viewer = make_napari_viewer()
-    stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
-    staged = add_analysis(viewer, attr, red, stim_layer, staged=True)
-    errors: list = []
-    staged.on_error = errors.append
+    stim_layer, staged, errors, _ = _staged_over_noise(viewer, noise_analysis)
     plot = _plot.trace_plot(viewer)
     qtbot.waitUntil(lambda: len(plot.rows) >= 1)  # the maps are in and the plot's rows are being built
     assert len(_maps(viewer)) == 8 and not staged.done
@@ -285,13 +291,8 @@ def test_cancel_while_the_traces_are_drawn_removes_the_maps_and_clears_the_plot(
 def test_cancel_removes_map_layers_updated_in_place_too(make_napari_viewer, noise_analysis, qtbot):
     """A second analysis of the same layer updates the first one's map layers in one step; cancelled after
     it, they hold the cancelled result and must go (the first analysis' maps were replaced either way)."""
-    stim, attr, red = noise_analysis
     viewer = make_napari_viewer()
-    stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
-    first = add_analysis(viewer, attr, red, stim_layer)
-    staged = add_analysis(viewer, attr, red, stim_layer, staged=True)
-    errors: list = []
-    staged.on_error = errors.append
+    stim_layer, staged, errors, first = _staged_over_noise(viewer, noise_analysis, analysed_before=True)
     updated: list = []
 
     def on_update(event) -> None:   # the in-place update: cancel on the next pass, before the traces are in
