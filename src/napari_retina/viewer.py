@@ -125,7 +125,8 @@ def show(result, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str
         An analysis over ``stimulus_layer`` only, as the Analyze widget adds
         it: the layers go in over the next event-loop passes (the window
         repaints between them) and a ``StagedAdd`` is returned instead of the
-        layers; its ``on_done(layers)`` / ``on_error(exc)`` say when it ends.
+        layers; its ``on_done(layers)`` / ``on_error(exc)`` say when it ends,
+        and its ``cancel()`` removes what it added so far.
     truth : ExperimentResult, optional
         With an ``ExperimentResult``: the ground truth's run of the same
         experiment on the same stimulus (``nr.experiments.battery(...)["truth"][name]``,
