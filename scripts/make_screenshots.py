@@ -1,6 +1,6 @@
 """Screenshots of the real plugin for the README and docs/TOUR.md, taken under Xvfb.
 
-    xvfb-run -a python scripts/make_screenshots.py [--out docs/images] [--experiment osr]
+    xvfb-run -a python scripts/make_screenshots.py [--out docs/images] [--experiment reversal]
 
 Drives napari and the plugin through public APIs only, as a user would click:
 ``viewer.open_sample`` (the plugin's omitted-flash sample), the plugin's dock
@@ -105,7 +105,8 @@ def peak_after_omission(layer, response: np.ndarray) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("docs/images"))
-    ap.add_argument("--experiment", default="osr", help="the experiment of the last screenshot")
+    ap.add_argument("--experiment", default="reversal",
+                    help="the experiment of the last screenshot (reversal: its bar gets maps; a full-field one none)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
