@@ -93,3 +93,22 @@ def test_run_all_keeps_the_experiments_that_finished_when_one_fails(viewer, tiny
     w.task.wait(120000)
     assert list(w.results) == ["osr", "latency"]
     assert notes and notes[-1][0] == "error" and "anticipation could not run here" in notes[-1][1]
+
+
+def test_a_result_scrolls_inside_the_dock_instead_of_raising_its_minimum_height(viewer, notes, qtbot):
+    """The overview, table, recovery and terms grew the dock's minimum height with each result's text, which
+    made napari's window taller than a 1000-pixel screen (docs/images/tour-4-experiment.png: 1067 px)."""
+    w = _dock(viewer)
+    dock = w.native.parentWidget()
+    before = dock.minimumSizeHint().height()
+    assert w.run(["osr"])
+    w.task.wait(120000)
+    w.recovery.visible = True
+    w.recovery.value = "kept channels recover truth pathways: " + "A6 ≈ ON slow (temporal r 1.00); " * 40
+    qtbot.wait(20)
+    w.native.layout().activate()
+    grown = w.results_area.widget().minimumSizeHint().height()
+    assert w.results and grown > 300                                   # what the dock would have to hold
+    assert dock.minimumSizeHint().height() <= before + 5               # it scrolls instead
+    assert w.results_area.isAncestorOf(w.table.native) and w.results_area.isAncestorOf(w.recovery.native)
+    assert notes == []

@@ -22,7 +22,7 @@ from magicgui.widgets.bases import CategoricalWidget, ValueWidget
 
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtGui import QPalette
-from qtpy.QtWidgets import QDockWidget, QMainWindow
+from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea
 
 from .. import _exit
 from .._layers import AXIS_LABELS, META, SCALE, UNITS
@@ -268,6 +268,32 @@ def rich_label(value: str = "") -> Label:
 
 
 # --------------------------------------------------------------------- docks ---
+
+def scroll_within(parent, child) -> QScrollArea:
+    """Show ``child``, a magicgui container already in ``parent``'s layout, in a vertical scroll area there.
+
+    Text that grows with a result (word-wrapped lines, a table) then scrolls
+    inside the dock instead of raising the dock's minimum height, which made
+    napari's window taller than a 1000-pixel screen. (magicgui's own
+    ``scrollable=True`` does not survive napari's docking or magicgui's
+    nesting: both take the container's inner widget, not its scroll area.)
+    """
+    layout = parent.native.layout()
+    row = child.native
+    while row.parentWidget() is not parent.native:   # a labelled container wraps each child in a row widget
+        row = row.parentWidget()
+    index = layout.indexOf(row)
+    area = QScrollArea(parent.native)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    layout.removeWidget(row)
+    layout.insertWidget(index, area, 1)   # in the row's place; it takes the dock's spare height
+    area.setWidget(child.native)          # without the row's (empty) label column
+    row.hide()
+    row.setParent(area)                   # kept alive with the area, as magicgui holds it
+    return area
+
 
 _OURS: "weakref.WeakSet" = weakref.WeakSet()
 

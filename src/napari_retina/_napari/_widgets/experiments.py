@@ -31,7 +31,8 @@ from ...experiments.battery import KEY_NUMBERS, default_retina, trained_on_truth
 from .._session import session
 from .._tasks import Task, notify, one_sentence
 from ... import viewer as nr_viewer
-from ._common import TERMS, PARAMETER_HELP, parameter_widget, rich_label, tabify_when_docked, term_link
+from ._common import TERMS, PARAMETER_HELP, parameter_widget, rich_label, scroll_within, tabify_when_docked, \
+    term_link
 
 TABLE_HEIGHT = 130
 """Minimum height (px) of the readout table, so its rows are readable."""
@@ -251,8 +252,12 @@ class ExperimentsWidget(Container):
                                              "already shown.")
         buttons = Container(widgets=[self.run_button, self.run_all_button], layout="horizontal", labels=False)
         buttons.margins = (0, 0, 0, 0)   # side by side: the dock stays short enough for a 1000-pixel window
-        self.extend([self.experiment, self.cell, self.steps, self.truth, buttons, *self.task.widgets, self.overview, self.result_choice, self.table, self.recovery, self.terms,
+        results = Container(widgets=[self.overview, self.result_choice, self.table, self.recovery, self.terms],
+                            labels=True)
+        results.margins = (0, 0, 0, 0)
+        self.extend([self.experiment, self.cell, self.steps, self.truth, buttons, *self.task.widgets, results,
                      self.add_button])
+        self.results_area = scroll_within(self, results)   # a result's text scrolls; the dock stays as tall
         self.run_button.changed.connect(lambda *_: self.run([self.experiment.value]))
         self.run_all_button.changed.connect(lambda *_: self.run(list(experiments.names())))
         self.add_button.changed.connect(lambda *_: self.add_layers())
