@@ -200,6 +200,13 @@ def test_reversal_burst_must_stand_out_from_the_grey_level_noise():
     assert 0.25 < out["noise"] < 0.35 and out["n_bursts"] == 0 and out["present"] is False
 
 
+def test_reversal_conditions_without_a_speed_are_refused_in_one_sentence():
+    proto = protocol(reversal, center=0.0)
+    old = [{k: v for k, v in c.items() if k != "speed"} for c in proto.conditions]   # saved before the averaging
+    with pytest.raises(ValueError, match=r"^a reversal condition has no 'speed' \(px/frame\)"):
+        reversal.readout(np.zeros(len(proto.stimulus)), old)
+
+
 def test_reversal_ratio_criterion_used_to_pass_near_zero_bursts():
     proto = protocol(reversal, center=0.0)
     out = reversal.readout(reversal_response(proto, lambda k: 0.16, lambda k: 25.0, 0.0005), proto.conditions)

@@ -224,6 +224,10 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     before, after, ratios, lats, interior, grey_var = [], [], [], [], [], []
     envelopes: dict = {}                              # one per speed: the conditions usually share it
     for c in conditions:
+        if "speed" not in c:
+            raise ValueError("a reversal condition has no 'speed' (px/frame), which the readout averages over one "
+                             "pixel crossing with; conditions saved before 2026-12-02 lack it: add the run's speed "
+                             "(its params, default 0.19) to each")
         if c["speed"] not in envelopes:
             envelopes[c["speed"]] = envelope(r, c["speed"])
         env, half = envelopes[c["speed"]]
