@@ -200,6 +200,15 @@ def test_reversal_burst_must_stand_out_from_the_grey_level_noise():
     assert 0.25 < out["noise"] < 0.35 and out["n_bursts"] == 0 and out["present"] is False
 
 
+def test_reversal_reads_bursts_with_a_gap_shorter_than_one_pixel_crossing():
+    """A 5-frame model history allows 5 grey frames between conditions: no averaged frame is all grey, so the
+    grey level comes from the frames themselves (it was NaN, and no burst could count)."""
+    proto = protocol(reversal, history=5, gap=5, window=40, center=0.0)
+    assert proto.conditions[0]["onset"] - proto.conditions[0]["start"] == 5
+    out = reversal.readout(reversal_response(proto, lambda k: 1.5, lambda k: 25.0), proto.conditions)
+    assert out["n_bursts"] == 12 and out["burst_latency_ms"] == pytest.approx(250.0, abs=2.0) and out["present"]
+
+
 def test_reversal_conditions_without_a_speed_are_refused_in_one_sentence():
     proto = protocol(reversal, center=0.0)
     old = [{k: v for k, v in c.items() if k != "speed"} for c in proto.conditions]   # saved before the averaging

@@ -232,9 +232,13 @@ def readout(response: np.ndarray, conditions: list) -> dict:
             envelopes[c["speed"]] = envelope(r, c["speed"])
         env, half = envelopes[c["speed"]]
         grey = (c["start"] + half, c["onset"] - half)      # the averages of grey frames only
-        base = baseline(env, *grey)
         spread = env[max(0, grey[0]):max(0, grey[1])]
-        grey_var.append(float(np.var(spread[np.isfinite(spread)])) if np.isfinite(spread).any() else float("nan"))
+        if np.isfinite(spread).any():
+            base = baseline(env, *grey)
+            grey_var.append(float(np.var(spread[np.isfinite(spread)])))
+        else:  # a gap shorter than one crossing: the grey level of the frames themselves, no noise estimate
+            base = baseline(r, c["start"], c["onset"])
+            grey_var.append(float("nan"))
         tr, w = c["reversal_frame"], c["window"]
         first, last = tr + 1 + half, tr + w - half     # the averages of the window's own frames only
         b = finite_max(env[max(0, tr - w):tr + 1]) - base
