@@ -537,6 +537,32 @@ def test_stimulus_data_swapped_for_data_of_the_same_shape_mid_run_drops_the_resu
     assert [lay.name for lay in viewer.layers] == ["noise"] and w.analysis is None and not w.task.running
 
 
+def test_stimulus_data_edited_in_place_mid_run_drops_the_result(viewer, notes, monkeypatch, qtbot):
+    """The same array, edited in place (and redrawn) while it was analysed: the result mixed old and new frames
+    and was drawn over the new data, with 'analysis done'."""
+    def edit(layer) -> None:
+        layer.data[5:10] = 0.0
+        layer.refresh()
+
+    w = _change_mid_run(viewer, monkeypatch, qtbot, edit)
+    message = ("The data of the stimulus layer 'noise' changed during the analysis, so its result, of the previous "
+               "data, was dropped; no layers were added.")
+    assert notes == [("warning", message)] and w.task.status.value == message
+    assert [lay.name for lay in viewer.layers] == ["noise"] and w.analysis is None and not w.task.running
+
+
+def test_an_unchanged_stimulus_is_analysed_as_before_with_its_checksum_taken_twice(viewer, notes, monkeypatch,
+                                                                                    qtbot):
+    from napari_retina._napari._widgets import analyze as analyze_module
+
+    sums: list = []
+    real = analyze_module.data_checksum
+    monkeypatch.setattr(analyze_module, "data_checksum", lambda x: sums.append(real(x)) or sums[-1])
+    w = _change_mid_run(viewer, monkeypatch, qtbot, lambda layer: layer.refresh())   # redrawn, not changed
+    assert len(sums) == 2 and sums[0] == sums[1]
+    assert notes == [] and w.analysis is not None and w.task.status.value.startswith("analysis done")
+
+
 def test_a_model_changed_mid_run_drops_the_result_as_the_experiments_dock_does(viewer, notes, monkeypatch, qtbot):
     """Analyze added the previous model's result, with no notice, beside a dock that shows the new model."""
     w = _change_mid_run(viewer, monkeypatch, qtbot, lambda layer: nr.viewer.use_model(viewer, _small(20)))
