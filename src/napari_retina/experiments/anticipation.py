@@ -33,7 +33,7 @@ flash_latency_ms : flash onset to response peak at the best flashed position.
 directions, speeds : lists, per moving condition; peak_frame : list, sub-frame time of each moving-bar
     response peak; bar_at_peak_px : list, bar centre at that time. The peak is
     that of the response averaged over one pixel crossing (``crossing_frames``,
-    1/speed frames, centred: :func:`crossing_window`): the bar is drawn
+    1/speed frames, centred: :func:`~napari_retina.experiments.base.crossing_envelopes`): the bar is drawn
     area-weighted on the pixel grid, so responses ripple with that period, and
     the ripple's crests would otherwise move the peak by up to half a pixel (the
     ground truth's lead, cell 0, is 44 µm on the raw response, 24 µm on its envelope).
@@ -68,8 +68,8 @@ import numpy as np
 
 from .. import stimuli
 from .._units import FRAME_MS, PIXEL_UM
-from .base import Movie, Protocol, baseline, check_bar_width, check_movie_length, check_position, crossing_window, \
-    frame_count, int_param, list_param, parabolic_peak, real_param, vertex3
+from .base import Movie, Protocol, baseline, check_bar_width, check_movie_length, check_position, \
+    crossing_envelopes, frame_count, int_param, list_param, parabolic_peak, real_param, vertex3
 
 NAME = "anticipation"
 DESCRIPTION = "motion anticipation: moving bar versus flashed bars"
@@ -170,12 +170,11 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     else:  # no flashed position stands out (none above grey, or all equal): no centre to lead
         rf, flash_lat, extent = float("nan"), float("nan"), [float("nan")] * 2
     dirs, speeds, peaks, bars, leads, heights, crossings = [], [], [], [], [], [], []
-    envelopes: dict = {}                              # one per speed: directions share it
-    for c in (c for c in conditions if c["kind"] == "moving"):
+    moving = [c for c in conditions if c["kind"] == "moving"]
+    envelopes = crossing_envelopes(r, [c["speed"] for c in moving])   # one per speed: directions share it
+    for c in moving:
         crossing = 1.0 / c["speed"]
-        if crossing not in envelopes:
-            envelopes[crossing] = np.convolve(r, crossing_window(crossing), mode="same")
-        envelope = envelopes[crossing]
+        envelope = envelopes[c["speed"]][0]
         t, v = parabolic_peak(envelope, c["onset"], c["offset"] + c["window"])
         x = c["x0"] + c["direction"] * c["speed"] * (t - c["onset"])
         dirs.append(c["direction"])

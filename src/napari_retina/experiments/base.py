@@ -476,6 +476,21 @@ def crossing_window(frames: float) -> np.ndarray:
     return w / w.sum()
 
 
+def crossing_envelopes(response: np.ndarray, speeds) -> dict:
+    """``{speed: (envelope, half)}`` for each distinct bar speed (px/frame): the (T,) ``response`` averaged over
+    one pixel crossing (1/speed frames, centred, :func:`crossing_window`) and that average's half width (frames).
+
+    A bar is drawn area-weighted on the pixel grid, so responses to it ripple once per pixel crossed; the
+    moving-bar readouts (anticipation, reversal) read their peaks from the envelope, not from the ripple.
+    """
+    out = {}
+    for speed in speeds:
+        if speed not in out:
+            kernel = crossing_window(1.0 / speed)
+            out[speed] = (np.convolve(response, kernel, mode="same"), len(kernel) // 2)
+    return out
+
+
 def finite_max(values) -> float:
     """The largest finite value of ``values`` (any array-like), nan if none is finite."""
     arr = np.asarray(values, dtype=np.float64)

@@ -28,10 +28,11 @@ gap, window, max_frames : see :func:`napari_retina.experiments.base.resolve_para
 Readout keys
 ------------
 Every peak is read from the response averaged over one pixel crossing (1/``speed``
-frames, centred: :func:`envelope`), as the anticipation readout does: the bar is
-drawn area-weighted on the pixel grid, so responses ripple once per pixel crossed,
-and a ripple crest 10-20 ms after the reversal could otherwise outweigh the burst
-and decide the latency by where the bar happens to reverse on the grid.
+frames, centred: :func:`~napari_retina.experiments.base.crossing_envelopes`), as the
+anticipation readout does: the bar is drawn area-weighted on the pixel grid, so
+responses ripple once per pixel crossed, and a ripple crest 10-20 ms after the
+reversal could otherwise outweigh the burst and decide the latency by where the
+bar happens to reverse on the grid.
 
 reversal_positions_px : list, relative to ``center``.
 center_px : the centre used (px from the field centre).
@@ -71,8 +72,8 @@ import numpy as np
 
 from .. import stimuli
 from .._units import FRAME_MS
-from .base import Movie, Protocol, baseline, check_bar_width, check_movie_length, check_position, crossing_window, \
-    distinct, finite_max, frame_count, int_param, list_param, parabolic_peak, real_param, vertex3
+from .base import Movie, Protocol, baseline, check_bar_width, check_movie_length, check_position, \
+    crossing_envelopes, distinct, finite_max, frame_count, int_param, list_param, parabolic_peak, real_param, vertex3
 
 NAME = "reversal"
 DESCRIPTION = "motion reversal: a bar that reverses at one of several positions"
@@ -86,7 +87,8 @@ DEFAULTS = {"reversals": None, "center": "rf", "speed": 0.19,
 MIN_BURST = 0.5                # spikes per 10 ms bin above the grey level
 MIN_BURSTS = 4
 MIN_BURST_SNR = 5.0            # a burst's height over the noise of the grey level (readout key "noise"):
-#                                4 let 3 of 1,200 Poisson trials pass, 5 none (tests/test_criteria.py)
+#                                at 4, 3 of 1,200 Poisson trials (400 seeds a rate) passed, at 5 none;
+#                                tests/test_criteria.py checks 120
 LATENCY_RANGE_MS = (150.0, 350.0)
 MAX_LATENCY_SD_MS = 50.0
 #: the least travel (px) before the reversal, also at least the bar's width: a bar that moves less is a flash
@@ -208,28 +210,16 @@ def build(size: int, history: int, respond=None, *, reversals, center, speed, wi
                           {"center": center, "reversals": list(reversals), "approach": approach})
 
 
-def envelope(response: np.ndarray, speed: float) -> tuple[np.ndarray, int]:
-    """(T,) ``response`` averaged over one pixel crossing (1/``speed`` frames, centred), and the average's half width.
-
-    The bar is drawn area-weighted on the pixel grid, so responses ripple once per pixel crossed;
-    unaveraged, a ripple crest shortly after the reversal can outweigh the burst (docs/MODEL.md).
-    """
-    kernel = crossing_window(1.0 / speed)
-    return np.convolve(response, kernel, mode="same"), len(kernel) // 2
-
-
 def readout(response: np.ndarray, conditions: list) -> dict:
     """Motion-reversal readout of a (T,) response; see the module docstring for the keys."""
     r = np.asarray(response, dtype=np.float64)
     before, after, ratios, lats, interior, grey_var = [], [], [], [], [], []
-    envelopes: dict = {}                              # one per speed: the conditions usually share it
+    if any("speed" not in c for c in conditions):
+        raise ValueError("a reversal condition has no 'speed' (px/frame), which the readout averages over one "
+                         "pixel crossing with; conditions saved before 2026-12-02 lack it: add the run's speed "
+                         "(its params, default 0.19) to each")
+    envelopes = crossing_envelopes(r, [c["speed"] for c in conditions])   # the conditions usually share one
     for c in conditions:
-        if "speed" not in c:
-            raise ValueError("a reversal condition has no 'speed' (px/frame), which the readout averages over one "
-                             "pixel crossing with; conditions saved before 2026-12-02 lack it: add the run's speed "
-                             "(its params, default 0.19) to each")
-        if c["speed"] not in envelopes:
-            envelopes[c["speed"]] = envelope(r, c["speed"])
         env, half = envelopes[c["speed"]]
         grey = (c["start"] + half, c["onset"] - half)      # the averages of grey frames only
         spread = env[max(0, grey[0]):max(0, grey[1])]
