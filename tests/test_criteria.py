@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_retina.experiments import anticipation, doubling, latency, osr, reversal, run_function
+from napari_retina.experiments import anticipation, doubling, latency, osr, reversal, run_function, run_truth
 from test_experiments import bump, protocol     # the readout tests' helpers: a Gaussian bump, a built protocol
 
 
@@ -353,3 +353,64 @@ def test_osr_period_whose_window_holds_only_the_train_s_tail_has_no_latency_and_
     assert out["peak_interior"][k] is False and np.isnan(out["latency_ms"][k]) and np.isnan(out["onset_ms"][k])
     clean = osr.readout(osr_response(proto, lambda p: p + 8.0), proto.conditions)
     assert out["slope"] == pytest.approx(clean["slope"], abs=0.02) and out["present"] is False
+
+
+# ----------------------------------------------------------------------------- linear-nonlinear cells
+# A classical receptive field: a Gaussian centre over the whole 2-D frame, one temporal filter of
+# synthetic.temporal_filter, a softplus. The literature finds none of these phenomena in such a cell but
+# latency coding, which its threshold can make in principle, and the reversal, which it cannot explain
+# (Schwartz et al. 2007) but whose timing it can imitate (docs/EXPERIMENTS.md).
+
+_YY, _XX = np.mgrid[0:50, 0:50] - 24.5
+
+
+def ln_cell(polarity: str, peak: float, rebound: float, sigma: float, gain: float = 4.0, bias: float = 0.0):
+    """respond(stimulus (T, 50, 50)) -> (T,) rates of a linear-nonlinear cell centred on the field."""
+    from napari_retina.synthetic import temporal_filter
+
+    kernel = temporal_filter(peak, rebound) * (1.0 if polarity == "ON" else -1.0)
+    weights = np.exp(-0.5 * (_XX ** 2 + _YY ** 2) / sigma ** 2)
+    weights /= weights.sum()
+
+    def respond(stim):
+        drive = np.convolve(np.tensordot(stim.astype(np.float64), weights, axes=([1, 2], [0, 1])), kernel)
+        rate = np.logaddexp(0.0, gain * drive[: len(stim)] + bias)
+        rate[: len(kernel) - 1] = np.nan
+        return rate
+    return respond
+
+
+LN_CELLS = [(pol, peak, rebound, sigma, gain, bias) for pol in ("ON", "OFF") for peak in (4.0, 7.0)
+            for rebound in (0.0, 0.9) for sigma, gain, bias in ((2.0, 4.0, 0.0), (4.0, 1.0, -2.0))]
+
+
+@pytest.mark.parametrize("name", ["osr", "latency", "anticipation", "doubling"])
+def test_no_linear_nonlinear_cell_passes(name):
+    """16 classical cells (ON/OFF, fast/slow, sustained/transient, small/large centre): none shows the OSR,
+    latency coding, anticipation or doubling (of 192 such cells measured, none did; docs/EXPERIMENTS.md)."""
+    passed = [cell for cell in LN_CELLS if run_function(name, ln_cell(*cell)).readout["present"]]
+    assert passed == []
+
+
+def _latency_slope_ms_per_px(out: dict) -> float:
+    """Least-squares slope of the burst latency (ms) against the reversal position (px), bursting positions only."""
+    keep = np.asarray(out["bursting"])
+    return float(np.polyfit(np.asarray(out["reversal_positions_px"])[keep],
+                            np.asarray(out["burst_latencies_ms"])[keep], 1)[0])
+
+
+def test_reversal_criterion_reads_the_timing_an_on_cell_can_imitate_and_the_position_tells_them_apart():
+    """A transient ON cell answers the dark bar leaving its centre ~250 ms after the reversal, and the criterion
+    passes it: it reads when the burst comes, not why. Its latency rises with the reversal position (the
+    later the bar comes back past the centre, the later the burst: > 15 ms/px, the bar returns at 53 ms/px),
+    where version 3's gain-controlled burst is locked to the reversal itself (|slope| < 5 ms/px, at positions
+    the bar reverses before reaching the centre). Version 2's burst, and so the shipped model's, rises like
+    the ON cell's (docs/MODEL.md)."""
+    from napari_retina import synthetic
+
+    on_cell = run_function("reversal", ln_cell("ON", 7.0, 0.9, 4.0)).readout
+    assert on_cell["present"] is True and _latency_slope_ms_per_px(on_cell) > 15.0
+    truths = {v: run_truth("reversal", synthetic.Retina(seed=0, version=v), 0).readout for v in (2, 3)}
+    assert truths[3]["present"] and abs(_latency_slope_ms_per_px(truths[3])) < 5.0
+    assert max(p for p, b in zip(truths[3]["reversal_positions_px"], truths[3]["bursting"]) if b) < 0
+    assert truths[2]["present"] and _latency_slope_ms_per_px(truths[2]) > 8.0
