@@ -212,6 +212,22 @@ def test_time_axis_label_stays_in_the_canvas_at_its_smallest(tiny_viewer, qtbot,
                for row in plot.rows)
 
 
+def test_plot_asks_for_its_wrapped_title_and_canvas_so_the_time_axis_label_stays_in_the_dock(tiny_viewer, qtbot,
+                                                                                             plugin):
+    # a dock gets the plot's minimum height: Qt reckoned it for a title wrapped at another width, a line short,
+    # and the time axis' label fell below the dock's edge (an experiment with the ground truth: taller rows)
+    viewer = tiny_viewer
+    stim = nr.stimuli.white_noise(frames=60, size=20, seed=1)
+    viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    _analyze(viewer, plugin, qtbot, steps=2, explain=0.9)
+    plot = _plot_of(viewer)
+    plot.set_traces(plot.series, plot.times_ms, title=" ".join(["a long title that wraps"] * 40), source=plot.source)
+    qtbot.waitUntil(lambda: plot.title.height() >= plot.title.heightForWidth(plot.title.width()), timeout=5000)
+    wrapped = plot.title.heightForWidth(plot.title.width())
+    assert wrapped > 2 * plot.title.fontMetrics().height()                      # it wraps: several lines
+    assert plot.minimumSizeHint().height() >= wrapped + plot.canvas.native.minimumHeight()
+
+
 def test_time_cursor_and_slider_are_linked_both_ways(tiny_viewer, qtbot, plugin):
     from qtpy.QtCore import QPoint, Qt
 

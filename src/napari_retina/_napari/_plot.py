@@ -351,7 +351,7 @@ class TracePlot(QWidget):
             self.grid.parent = None
         self.grid, self.rows, self._complete = None, [], False
         self.series, self.times_ms, self.source = [], np.zeros(0), ""
-        self.title.setText(EMPTY_TITLE)
+        self._set_title(EMPTY_TITLE)
         self.canvas.update()
 
     def traces_steps(self, series: list[dict], times_ms: np.ndarray, title: str = "",
@@ -369,7 +369,7 @@ class TracePlot(QWidget):
         self.series, self.times_ms, self.source = series, np.asarray(times_ms, float), source
         duration = float(self.times_ms[-1] - self.times_ms[0]) if len(self.times_ms) > 1 else 0.0
         self.unit, self.ms_per_unit = time_unit(duration)
-        self.title.setText(title)
+        self._set_title(title)
         n_rows = max(s["row"] for s in series) + 1
         per_row = [[s for s in series if s["row"] == r] for r in range(n_rows)]
         if self._complete and [len(r.series) for r in self.rows] == [len(r) for r in per_row]:
@@ -428,6 +428,21 @@ class TracePlot(QWidget):
         for row in self.rows:
             row.view.camera.set_range(x=x_range, y=row.y_range, margin=0)
         self._redraw()
+
+    def _set_title(self, text: str) -> None:
+        self.title.setText(text)
+        self._fit_title()
+
+    def _fit_title(self) -> None:
+        """Reserve the wrapped title's height at the plot's width: a dock asks only for its minimum height,
+        which Qt otherwise reckons for a title wrapped at some other width (a line short, the time axis'
+        label was pushed below the dock's edge)."""
+        width = self.title.width() if self.title.width() > 0 else self.width()
+        self.title.setMinimumHeight(self.title.heightForWidth(width))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._fit_title()
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
         """About :data:`ROW_HEIGHT_PX` per row (at most 340 px); the dock can be made smaller down to 160 px."""
