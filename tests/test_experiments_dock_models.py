@@ -112,3 +112,21 @@ def test_a_result_scrolls_inside_the_dock_instead_of_raising_its_minimum_height(
     assert dock.minimumSizeHint().height() <= before + 5               # it scrolls instead
     assert w.results_area.isAncestorOf(w.table.native) and w.results_area.isAncestorOf(w.recovery.native)
     assert notes == []
+
+
+def test_result_text_wraps_across_the_dock_not_in_a_narrow_column(viewer, qtbot):
+    """magicgui fixes a label's size at its hint: the overview sat, ~140 px of short lines, in the middle of a
+    450 px row (docs/images/tour-4-experiment.png); the status line likewise."""
+    w = _dock(viewer)
+    viewer.window._qt_window.resize(1200, 900)
+    viewer.window.show()           # laid out as on a screen
+    qtbot.waitExposed(viewer.window._qt_window)
+    assert w.run(["osr"])
+    w.task.wait(120000)
+    qtbot.wait(50)
+    w.native.layout().activate()
+    assert "present" in w.overview.value and w.task.status.value          # the run's own overview and status
+    row = w.results_area.viewport().width()
+    assert w.overview.native.width() >= 0.8 * row
+    assert w.overview.native.height() >= w.overview.native.heightForWidth(w.overview.native.width())
+    assert w.task.status.native.width() >= 0.5 * w.native.width()

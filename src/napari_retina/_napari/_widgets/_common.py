@@ -22,7 +22,7 @@ from magicgui.widgets.bases import CategoricalWidget, ValueWidget
 
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtGui import QPalette
-from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea
+from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QSizePolicy
 
 from .. import _exit
 from .._layers import AXIS_LABELS, META, SCALE, UNITS
@@ -256,10 +256,22 @@ class RichLabel(Label):
     value = property(Label.value.fget, _set_coloured)
 
 
+def wrapping(label: Label) -> Label:
+    """``label`` word-wrapped across its row's whole width (returned, for chaining).
+
+    magicgui fixes a label's size at its size hint: a wrapped one then sits, a
+    narrow column of short lines, in the middle of its row.
+    """
+    label.native.setWordWrap(True)
+    policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+    policy.setHeightForWidth(True)   # as many lines as the row's width needs
+    label.native.setSizePolicy(policy)
+    return label
+
+
 def rich_label(value: str = "") -> Label:
     """A word-wrapped :class:`RichLabel` whose links open in the browser, readable in any theme."""
-    label = RichLabel(value="")
-    label.native.setWordWrap(True)
+    label = wrapping(RichLabel(value=""))
     label.native.setTextFormat(Qt.TextFormat.RichText)
     label.native.setOpenExternalLinks(True)
     label.native.installEventFilter(_ReadableLinks(label.native))  # owned by the label: freed with it

@@ -37,6 +37,7 @@ from ._common import (
     parameter_widget,
     set_physical_scale,
     tabify_when_docked,
+    wrapping,
 )
 from ._crop import (crop_window, find_window, fit_window, outline_window, remove_windows, window_origin,
                     window_rectangle)
@@ -136,8 +137,7 @@ class AnalyzeWidget(Container):
                                                              "background; Cancel stops it.")
         self.task = Task("analysis")
         self.task.close_with_dock(self)  # closing the dock cancels a run
-        self.result_label = Label(value="")
-        self.result_label.native.setWordWrap(True)
+        self.result_label = wrapping(Label(value=""))
         self.save_path = FileEdit(label="save to (.h5 / .csv)", mode="w", filter="*.h5 *.hdf5 *.csv",
                                   tooltip="Where Save writes: .h5 keeps everything (reopens in napari), "
                                           ".csv the traces.")
@@ -157,7 +157,7 @@ class AnalyzeWidget(Container):
         follow_stored_traces(viewer)
         self.analysis: Optional[Analysis] = None
         self.added_layers: list = []
-        self.task.status.native.setWordWrap(True)  # a long message is read in full here, not cut as in a toast
+        wrapping(self.task.status)  # a long message is read in full here, not cut as in a toast
         tabify_when_docked(self)
 
     def _model_changed(self, model: RetinaCNN) -> None:

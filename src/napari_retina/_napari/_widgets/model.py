@@ -18,7 +18,7 @@ from ...model import RetinaCNN
 from ...training import train
 from .._session import session
 from .._tasks import Task, notify, one_sentence
-from ._common import file_choice_problem, parameter_widget, tabify_when_docked
+from ._common import file_choice_problem, parameter_widget, tabify_when_docked, wrapping
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 """The device choices (``nr.load_model(device=...)``); one that is not here is refused with a notification."""
@@ -102,12 +102,10 @@ class ModelWidget(Container):
         self.device = ComboBox(label="device", choices=list(DEVICES), value="auto",
                                tooltip="Where the model runs: 'auto' picks CUDA, then MPS, then the CPU.")
         self.load_button = PushButton(text="Load model", tooltip="Load the chosen model; it replaces the current one.")
-        self.summary = Label(value="(no model loaded yet; the shipped default is used)")
-        self.summary.native.setWordWrap(True)
+        self.summary = wrapping(Label(value="(no model loaded yet; the shipped default is used)"))
         self.show_details = CheckBox(text="details", value=False,
                                      tooltip="Show the architecture, every held-out score and the provenance.")
-        self.details = Label(value="")
-        self.details.native.setWordWrap(True)
+        self.details = wrapping(Label(value=""))
         self.details.visible = False
         self.dataset = FileEdit(label="dataset (HDF5)", mode="r", filter="*.h5 *.hdf5",
                                 tooltip="An HDF5 file in the lab layout (train/test splits of stimulus and "
@@ -129,6 +127,7 @@ class ModelWidget(Container):
         if self.session.has_model():  # set before this dock opened (a script's use_model, another dock's load)
             self._show(self.session.model)
         self._device_ok = "auto"
+        wrapping(self.task.status)  # a long message is read in full here, not cut as in a toast
         tabify_when_docked(self)
 
     def _show(self, model: RetinaCNN) -> None:
