@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_retina.experiments import anticipation, doubling, latency, osr, reversal, run_function, run_truth
+from napari_retina.experiments import anticipation, doubling, latency, osr, reversal, run_function
 from test_experiments import bump, protocol     # the readout tests' helpers: a Gaussian bump, a built protocol
 
 
@@ -392,25 +392,20 @@ def test_no_linear_nonlinear_cell_passes(name):
     assert passed == []
 
 
-def _latency_slope_ms_per_px(out: dict) -> float:
-    """Least-squares slope of the burst latency (ms) against the reversal position (px), bursting positions only."""
+def latency_rise_ms_per_px(out: dict) -> float:
+    """Least-squares slope of a reversal readout's burst latency (ms) against the reversal position (px), over
+    the bursting positions: ~0 for a burst locked to the reversal, tens of ms/px for one that follows the bar
+    (it returns at 1/speed frames per px: 53 ms/px at 0.19 px/frame)."""
     keep = np.asarray(out["bursting"])
     return float(np.polyfit(np.asarray(out["reversal_positions_px"])[keep],
                             np.asarray(out["burst_latencies_ms"])[keep], 1)[0])
 
 
-def test_reversal_criterion_reads_the_timing_an_on_cell_can_imitate_and_the_position_tells_them_apart():
+def test_reversal_criterion_passes_an_on_cell_whose_burst_follows_the_bar():
     """A transient ON cell answers the dark bar leaving its centre ~250 ms after the reversal, and the criterion
-    passes it: it reads when the burst comes, not why. Its latency rises with the reversal position (the
-    later the bar comes back past the centre, the later the burst: > 15 ms/px, the bar returns at 53 ms/px),
-    where version 3's gain-controlled burst is locked to the reversal itself (|slope| < 5 ms/px, at positions
-    the bar reverses before reaching the centre). Version 2's burst, and so the shipped model's, rises like
-    the ON cell's (docs/MODEL.md)."""
-    from napari_retina import synthetic
-
+    passes it: it reads when the burst comes, not why. Its latency rises with the reversal position by > 15
+    ms/px (the later the bar comes back past the centre, the later the burst), where version 3's gain-controlled
+    burst is locked to the reversal (test_synthetic.py); version 2's, and so the shipped model's, rises like the
+    ON cell's (docs/EXPERIMENTS.md)."""
     on_cell = run_function("reversal", ln_cell("ON", 7.0, 0.9, 4.0)).readout
-    assert on_cell["present"] is True and _latency_slope_ms_per_px(on_cell) > 15.0
-    truths = {v: run_truth("reversal", synthetic.Retina(seed=0, version=v), 0).readout for v in (2, 3)}
-    assert truths[3]["present"] and abs(_latency_slope_ms_per_px(truths[3])) < 5.0
-    assert max(p for p, b in zip(truths[3]["reversal_positions_px"], truths[3]["bursting"]) if b) < 0
-    assert truths[2]["present"] and _latency_slope_ms_per_px(truths[2]) > 8.0
+    assert on_cell["present"] is True and latency_rise_ms_per_px(on_cell) > 15.0
