@@ -392,15 +392,6 @@ def test_no_linear_nonlinear_cell_passes(name):
     assert passed == []
 
 
-def latency_rise_ms_per_px(out: dict) -> float:
-    """Least-squares slope of a reversal readout's burst latency (ms) against the reversal position (px), over
-    the bursting positions: ~0 for a burst locked to the reversal, tens of ms/px for one that follows the bar
-    (it returns at 1/speed frames per px: 53 ms/px at 0.19 px/frame)."""
-    keep = np.asarray(out["bursting"])
-    return float(np.polyfit(np.asarray(out["reversal_positions_px"])[keep],
-                            np.asarray(out["burst_latencies_ms"])[keep], 1)[0])
-
-
 def test_reversal_criterion_passes_an_on_cell_whose_burst_follows_the_bar():
     """A transient ON cell answers the dark bar leaving its centre ~250 ms after the reversal, and the criterion
     passes it: it reads when the burst comes, not why. Its latency rises with the reversal position by > 15
@@ -408,4 +399,4 @@ def test_reversal_criterion_passes_an_on_cell_whose_burst_follows_the_bar():
     burst is locked to the reversal (test_synthetic.py); version 2's, and so the shipped model's, rises like the
     ON cell's (docs/EXPERIMENTS.md)."""
     on_cell = run_function("reversal", ln_cell("ON", 7.0, 0.9, 4.0)).readout
-    assert on_cell["present"] is True and latency_rise_ms_per_px(on_cell) > 15.0
+    assert on_cell["present"] is True and on_cell["burst_latency_slope_ms_per_px"] > 15.0

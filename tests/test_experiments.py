@@ -125,6 +125,22 @@ def test_anticipation_readout_reads_the_envelope_not_the_pixel_ripple():
     np.testing.assert_allclose(out["lead_px_per_direction"], lead_px, atol=0.1)
 
 
+def test_reversal_readout_reports_how_the_latency_rises_with_the_reversal_position():
+    """A burst 3 frames later per px of reversal position at the bursting positions (the last 7), none at the
+    others: slope 30 ms/px over the bursting ones only; with a single burst it is NaN."""
+    proto = protocol(reversal, center=0.0)
+    T = len(proto.stimulus)
+    r = np.full(T, 0.5)
+    for k, c in enumerate(proto.conditions):
+        if k >= 5:
+            r += bump(T, c["reversal_frame"] + 20.0 + 3.0 * c["reversal_position"], 3.0, 3.0)
+    out = reversal.readout(r, proto.conditions)
+    assert out["bursting"] == [False] * 5 + [True] * 7
+    assert out["burst_latency_slope_ms_per_px"] == pytest.approx(30.0, abs=0.5)
+    one = np.full(T, 0.5) + bump(T, proto.conditions[6]["reversal_frame"] + 20.0, 3.0, 3.0)
+    assert np.isnan(reversal.readout(one, proto.conditions)["burst_latency_slope_ms_per_px"])
+
+
 def test_reversal_readout_recovers_burst_ratio_and_latency():
     proto = protocol(reversal, center=0.0)
     T = len(proto.stimulus)
@@ -135,7 +151,7 @@ def test_reversal_readout_recovers_burst_ratio_and_latency():
     out = reversal.readout(r, proto.conditions)
     np.testing.assert_allclose(out["burst_ratios"], 3.0, rtol=0.01)
     assert out["burst_latency_ms"] == pytest.approx(248.0, abs=1.0)
-    assert out["burst_latency_sd_ms"] < 0.5
+    assert out["burst_latency_sd_ms"] < 0.5 and abs(out["burst_latency_slope_ms_per_px"]) < 0.5
     assert out["present"] is True
     assert len(out["burst_latencies_ms"]) == 12
     no_burst = np.full(T, 0.5) + sum(bump(T, c["reversal_frame"] - 10, 1.0, 3.0) for c in proto.conditions)

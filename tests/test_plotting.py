@@ -450,6 +450,25 @@ def test_reversal_fills_the_bursting_positions_and_shades_the_latency_band(runs,
     np.testing.assert_allclose((ys.min(), ys.max()), (150.0, 350.0))
 
 
+def test_reversal_draws_the_least_squares_line_of_each_sources_bursts(runs, tmp_path, monkeypatch):
+    import dataclasses
+
+    res, _ = runs["reversal"]
+    n = len(res.readout["reversal_positions_px"])
+    pos = np.asarray(res.readout["reversal_positions_px"], float)
+    lat = 200.0 + 12.0 * pos + 5.0 * np.cos(pos)                     # rising, not exactly on a line
+    bursting = [i >= n // 2 for i in range(n)]
+    fit = np.polyfit(pos[bursting], lat[bursting], 1)
+    readout = dict(res.readout, bursting=bursting, burst_latencies_ms=lat.tolist(),
+                   burst_latency_slope_ms_per_px=float(fit[0]))
+    ax = _readout_ax(_figure(dataclasses.replace(res, readout=readout), tmp_path, monkeypatch))
+    lines = [ln for ln in ax.get_lines() if ln.get_label().startswith("model fit")]
+    assert len(lines) == 1 and f"{fit[0]:+.1f} ms/px" in lines[0].get_label()
+    x, y = np.asarray(lines[0].get_xdata(), float), np.asarray(lines[0].get_ydata(), float)
+    np.testing.assert_allclose(x, [pos[bursting].min() * nr.PIXEL_UM, pos[bursting].max() * nr.PIXEL_UM])
+    np.testing.assert_allclose(y, np.polyval(fit, x / nr.PIXEL_UM))  # the least-squares line itself
+
+
 def test_doubling_is_on_a_log_axis_with_the_ratio_one_line(runs, tmp_path, monkeypatch):
     import dataclasses
 

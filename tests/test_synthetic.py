@@ -11,7 +11,6 @@ from scipy import ndimage
 
 import napari_retina as nr
 from napari_retina import synthetic as syn
-from test_criteria import latency_rise_ms_per_px   # the reversal's burst latency against its position
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +280,7 @@ def test_truth_shows_the_documented_phenomena(gt, cell):
     assert 0.6 < osr["slope"] < 0.9 and osr["r2"] > 0.9 and min(osr["omitted_amplitude"]) > 5.0
     rev = got["reversal"]
     assert rev["n_bursts"] >= 6 and 250 < rev["burst_latency_ms"] < 320 and rev["burst_latency_sd_ms"] < 30
-    assert latency_rise_ms_per_px(rev) > 8.0   # the burst follows the bar, as a classical ON cell's does
+    assert rev["burst_latency_slope_ms_per_px"] > 8.0   # the burst follows the bar, as a classical ON cell's does
     dbl = got["doubling"]["f2_f1_per_width"]
     assert dbl[0] < dbl[1] < dbl[2]
     # what fails, as documented: the latency range is one step (the weakest flash answered ~150 ms late,
@@ -305,7 +304,7 @@ def test_version_3_shows_all_five_phenomena(v3, cell):
     assert rev["n_bursts"] >= 5 and 180 < rev["burst_latency_ms"] < 250 and rev["burst_latency_sd_ms"] < 15
     # locked to the reversal, not to the bar (a classical ON cell's rises > 15 ms/px: test_criteria.py), and
     # where the bar turns back before it reaches the centre
-    assert abs(latency_rise_ms_per_px(rev)) < 5.0
+    assert abs(rev["burst_latency_slope_ms_per_px"]) < 5.0
     assert max(p for p, b in zip(rev["reversal_positions_px"], rev["bursting"]) if b) < 0
 
 

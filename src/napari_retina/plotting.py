@@ -442,7 +442,8 @@ def _anticipation_readout(ax, sources) -> list:
 def _reversal_readout(ax, sources) -> list:
     """Burst latency after the reversal (ms) against the reversal position (µm from the centre used), markers
     filled where a burst counts (``bursting``), open elsewhere, with the band the bursts' mean latency must
-    lie in."""
+    lie in, and each source's least-squares line through its bursts (``burst_latency_slope_ms_per_px``
+    through their mean, dotted): flat for a burst locked to the reversal, rising for one that follows the bar."""
     drawn, notes = _points(ax, sources, "reversal_positions_px", "burst_latencies_ms",
                            x_fn=lambda v: v * PIXEL_UM, mfc="none")
     for label, readout in sources:
@@ -456,6 +457,12 @@ def _reversal_readout(ax, sources) -> list:
         if burst.any():
             style = SOURCE_STYLES[label]
             ax.plot(x[burst], y[burst], **{**style, "ls": "none"}, label=f"_{label} bursting")  # "_": no legend
+        slope = _number(readout.get("burst_latency_slope_ms_per_px"))
+        if burst.sum() >= 2 and np.isfinite(slope):
+            ends = np.array([x[burst].min(), x[burst].max()])
+            ax.plot(ends, y[burst].mean() + slope / PIXEL_UM * (ends - x[burst].mean()),
+                    color=SOURCE_STYLES[label]["color"], ls=":", lw=1.2,
+                    label=f"{label} fit: {slope:+.1f} ms/px (≈ 0: locked to the reversal)")
     low, high = reversal.LATENCY_RANGE_MS
     ax.axhspan(low, high, color="tab:blue", alpha=0.1, lw=0,
                label=f"[{low:g}, {high:g}] ms: where present needs the bursts' mean latency")

@@ -32,7 +32,7 @@ KEY_NUMBERS = {
     "osr": ("slope", "r2"),
     "latency": ("spearman", "latency_range_ms"),
     "anticipation": ("lead_um",),
-    "reversal": ("burst_ratio", "burst_latency_ms"),
+    "reversal": ("burst_latency_ms", "burst_latency_slope_ms_per_px"),
     "doubling": ("f2_f1",),
 }
 

@@ -54,6 +54,13 @@ bursting : list of bool, a burst of at least ``MIN_BURST`` (0.5 spikes/bin) and
     with an interior peak.
 burst_latency_ms : mean over the bursting positions, burst_latency_sd_ms : their
     standard deviation.
+burst_latency_slope_ms_per_px : least-squares slope of the bursting positions'
+    latencies against their reversal positions (ms per px; NaN below two).
+    Reported, not scored: near 0 for a burst locked to the reversal, as the
+    literature's is; a classical linear-nonlinear ON cell, which the criterion
+    passes, answers the bar leaving its centre, so its "burst" comes later the
+    further the bar went (tens of ms/px with ``direction`` +1, the bar returning
+    at 1/``speed`` frames per px; docs/EXPERIMENTS.md).
 n_bursts : number of bursting positions.
 present : the literature criterion (Schwartz et al. 2007: a synchronous burst
     follows the reversal at a fixed latency of about 250 ms wherever the bar
@@ -248,6 +255,8 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     lat_ok = [t for t, b in zip(lats, bursting) if b]
     lat_mean = float(np.mean(lat_ok)) if lat_ok else float("nan")
     lat_sd = float(np.std(lat_ok)) if lat_ok else float("nan")
+    at = [c["reversal_position"] for c, b in zip(conditions, bursting) if b]
+    slope = float(np.polyfit(at, lat_ok, 1)[0]) if len(set(at)) >= 2 else float("nan")
     present = bool(
         len(lat_ok) >= MIN_BURSTS
         and LATENCY_RANGE_MS[0] <= lat_mean <= LATENCY_RANGE_MS[1]
@@ -259,5 +268,6 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         "crossing_frames": [1.0 / c["speed"] for c in conditions], "noise": noise,
         "peak_before": before, "peak_after": after, "burst_ratios": ratios, "burst_ratio": ratio,
         "burst_latencies_ms": lats, "peak_interior": interior, "bursting": bursting, "n_bursts": len(lat_ok),
-        "burst_latency_ms": lat_mean, "burst_latency_sd_ms": lat_sd, "present": present,
+        "burst_latency_ms": lat_mean, "burst_latency_sd_ms": lat_sd, "burst_latency_slope_ms_per_px": slope,
+        "present": present,
     }

@@ -167,6 +167,7 @@ TERMS: dict[str, str] = {
     "spearman": "spearman",
     "lead_um": "lead-um",
     "burst_ratio": "burst-ratio",
+    "burst_latency_slope_ms_per_px": "burst-latency-slope",
     "f2_f1": "f2-f1",
     "invariance": "invariance",
     "ground truth": "ground-truth",
