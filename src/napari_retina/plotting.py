@@ -446,6 +446,7 @@ def _reversal_readout(ax, sources) -> list:
     through their mean, dotted): flat for a burst locked to the reversal, rising for one that follows the bar."""
     drawn, notes = _points(ax, sources, "reversal_positions_px", "burst_latencies_ms",
                            x_fn=lambda v: v * PIXEL_UM, mfc="none")
+    fitted = False
     for label, readout in sources:
         if label not in drawn:
             continue
@@ -462,13 +463,17 @@ def _reversal_readout(ax, sources) -> list:
             ends = np.array([x[burst].min(), x[burst].max()])
             ax.plot(ends, y[burst].mean() + slope / PIXEL_UM * (ends - x[burst].mean()),
                     color=SOURCE_STYLES[label]["color"], ls=":", lw=1.2,
-                    label=f"{label} fit: {slope:+.1f} ms/px (≈ 0: locked to the reversal)")
+                    label=f"{label} fit: {slope:+.1f} ms/px")
+            fitted = True
     low, high = reversal.LATENCY_RANGE_MS
     ax.axhspan(low, high, color="tab:blue", alpha=0.1, lw=0,
                label=f"[{low:g}, {high:g}] ms: where present needs the bursts' mean latency")
     ax.plot([], [], color="0.4", marker="o", ls="none",  # legend entry only
             label=f"filled: a burst ≥ {reversal.MIN_BURST:g} spikes/bin and {reversal.MIN_BURST_SNR:g}× the noise "
                   "(bursting)")
+    if fitted:
+        ax.plot([], [], color="0.4", ls=":", lw=1.2,
+                label="fit through the bursts: ≈ 0 ms/px locked to the reversal, rising: following the bar")
     ax.set_xlabel("reversal position (µm from the centre)")
     ax.set_ylabel("burst latency after\nthe reversal (ms)")
     ax.set_title(f"motion reversal: the burst after the reversal against where the bar reverses\npresent: "
