@@ -438,7 +438,8 @@ class TracePlot(QWidget):
         which Qt otherwise reckons for a title wrapped at some other width (a line short, the time axis'
         label was pushed below the dock's edge)."""
         width = self.title.width() if self.title.width() > 0 else self.width()
-        self.title.setMinimumHeight(self.title.heightForWidth(width))
+        if width > 0:   # not laid out yet: the first resize sets it
+            self.title.setMinimumHeight(self.title.heightForWidth(width))
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         super().resizeEvent(event)
