@@ -357,9 +357,9 @@ def test_osr_period_whose_window_holds_only_the_train_s_tail_has_no_latency_and_
 
 # ----------------------------------------------------------------------------- linear-nonlinear cells
 # A classical receptive field: a Gaussian centre over the whole 2-D frame, one temporal filter of
-# synthetic.temporal_filter, a softplus. The literature finds none of these phenomena in such a cell but
-# latency coding, which its threshold can make in principle, and the reversal, which it cannot explain
-# (Schwartz et al. 2007) but whose timing it can imitate (docs/EXPERIMENTS.md).
+# synthetic.temporal_filter, a softplus. The literature explains none of the phenomena by such a cell; its
+# threshold could in principle shift latency with contrast (none of these does by the criterion's 20 ms),
+# and it imitates the reversal's timing without its mechanism (Schwartz et al. 2007; docs/EXPERIMENTS.md).
 
 _YY, _XX = np.mgrid[0:50, 0:50] - 24.5
 
