@@ -15,6 +15,7 @@ from magicgui.widgets import Label, ProgressBar, PushButton
 from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, Signal as QtSignal
+from qtpy.QtWidgets import QSizePolicy
 
 from .._progress import Cancelled, CancelToken
 from .._validate import one_sentence
@@ -111,8 +112,22 @@ class _UndockWatch(QObject):
         return False
 
 
+def wrapping(label: Label) -> Label:
+    """``label`` word-wrapped across its row's whole width (returned, for chaining).
+
+    magicgui fixes a label's size at its size hint: a wrapped one then sits, a
+    narrow column of short lines, in the middle of its row.
+    """
+    label.native.setWordWrap(True)
+    policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+    policy.setHeightForWidth(True)   # as many lines as the row's width needs
+    label.native.setSizePolicy(policy)
+    return label
+
+
 class Task:
-    """One background computation at a time, with a progress bar, cancel button and status line.
+    """One background computation at a time, with a progress bar, cancel button and status line (wrapped:
+    a long message is read in full there, not cut as in a toast).
 
     ``task.widgets`` are the magicgui widgets to put in a container. When Qt
     destroys them (the viewer or the dock widget closes), the task closes:
@@ -123,7 +138,7 @@ class Task:
         self.what = what
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
+        self.status = wrapping(Label(value=""))
         self.cancel_button.changed.connect(self.cancel)
         self.worker = None
         self._connections: list[tuple] = []  # (signal, slot) of the running worker

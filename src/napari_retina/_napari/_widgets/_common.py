@@ -22,10 +22,11 @@ from magicgui.widgets.bases import CategoricalWidget, ValueWidget
 
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtGui import QPalette
-from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QSizePolicy
+from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea
 
 from .. import _exit
 from .._layers import AXIS_LABELS, META, SCALE, UNITS
+from .._tasks import wrapping
 
 _FROM_SIGNATURE: Any = object()
 
@@ -255,19 +256,6 @@ class RichLabel(Label):
         Label.value.fset(self, coloured_links(str(text), link_colour(self.native)))
 
     value = property(Label.value.fget, _set_coloured)
-
-
-def wrapping(label: Label) -> Label:
-    """``label`` word-wrapped across its row's whole width (returned, for chaining).
-
-    magicgui fixes a label's size at its size hint: a wrapped one then sits, a
-    narrow column of short lines, in the middle of its row.
-    """
-    label.native.setWordWrap(True)
-    policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
-    policy.setHeightForWidth(True)   # as many lines as the row's width needs
-    label.native.setSizePolicy(policy)
-    return label
 
 
 def rich_label(value: str = "") -> Label:

@@ -157,7 +157,6 @@ class AnalyzeWidget(Container):
         follow_stored_traces(viewer)
         self.analysis: Optional[Analysis] = None
         self.added_layers: list = []
-        wrapping(self.task.status)  # a long message is read in full here, not cut as in a toast
         tabify_when_docked(self)
 
     def _model_changed(self, model: RetinaCNN) -> None:

@@ -32,7 +32,7 @@ from .._session import session
 from .._tasks import Task, notify, one_sentence
 from ... import viewer as nr_viewer
 from ._common import TERMS, PARAMETER_HELP, parameter_widget, rich_label, scroll_within, tabify_when_docked, \
-    term_link, wrapping
+    term_link
 
 TABLE_HEIGHT = 130
 """Minimum height (px) of the readout table, so its rows are readable."""
@@ -265,7 +265,6 @@ class ExperimentsWidget(Container):
         self.session.model_changed.connect(self._model_changed)
         if self.session.has_model():
             self._model_changed(self.session.model)
-        wrapping(self.task.status)  # a long message is read in full here, not cut as in a toast
         tabify_when_docked(self)
 
     def _model_changed(self, model) -> None:

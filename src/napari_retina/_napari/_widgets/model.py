@@ -127,7 +127,6 @@ class ModelWidget(Container):
         if self.session.has_model():  # set before this dock opened (a script's use_model, another dock's load)
             self._show(self.session.model)
         self._device_ok = "auto"
-        wrapping(self.task.status)  # a long message is read in full here, not cut as in a toast
         tabify_when_docked(self)
 
     def _show(self, model: RetinaCNN) -> None:
