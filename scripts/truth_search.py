@@ -58,7 +58,24 @@ class Line:
         self.dtype, self._cache = dtype, {}
 
     def _past_mean(self, x: torch.Tensor, stage: str) -> torch.Tensor:
-        return F.conv1d(F.pad(x.T[:, None], (syn.GAIN_HISTORY, 0)), self.kernel[stage])[:, 0].T
+        """(B, T, cells) stage activity -> (B, T, cells) its weighted mean over the past GAIN_HISTORY frames."""
+        b, t, c = x.shape
+        y = F.conv1d(F.pad(x.permute(0, 2, 1).reshape(b * c, 1, t), (syn.GAIN_HISTORY, 0)), self.kernel[stage])
+        return y.view(b, c, t).permute(0, 2, 1)
+
+    def rates(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rates (B, T, cells) for B movies of rows (B, T, 50), each taken as grey before its first frame
+        only as far as the movie itself starts with grey: no padding is added here."""
+        b, t, n = rows.shape
+        k = self.spatial.shape[0]
+        x = F.conv1d(rows.reshape(b * t, 1, n), self.spatial, padding=syn.KERNEL // 2)    # (B·T, K, 50)
+        x = F.pad(x.view(b, t, k, n).permute(0, 3, 2, 1).reshape(b * n, k, t), (self.history - 1, 0))
+        drive = torch.relu(F.conv1d(x, self.temporal, groups=k) - self.threshold).view(b, n, k, t)
+        pooled = torch.einsum("bxkt,cx->btck", drive, self.pool) * self.weight
+        off = torch.relu(pooled[..., self.off].sum(-1))
+        off = off / (1 + self.control["off"]["strength"] * self._past_mean(off, "off"))
+        gang = F.softplus(off + pooled[..., ~self.off].sum(-1) + self.retina.params["bias"])
+        return gang / (1 + self.control["ganglion"]["strength"] * self._past_mean(gang, "ganglion")) * self.gain
 
     def respond(self, stimulus) -> np.ndarray:
         row = np.ascontiguousarray(np.asarray(stimulus)[:, ROW, :])
@@ -66,16 +83,7 @@ class Line:
         if key not in self._cache:
             pad = self.history - 1 + syn.GAIN_HISTORY                        # grey before, as Retina does
             s = torch.cat([torch.zeros((pad, row.shape[1]), dtype=self.dtype), torch.tensor(row, dtype=self.dtype)])
-            x = F.conv1d(s[:, None], self.spatial, padding=syn.KERNEL // 2)            # (T, K, 50)
-            k = x.shape[1]
-            x = F.pad(x.permute(2, 1, 0), (self.history - 1, 0))                        # (50, K, T)
-            b = torch.relu(F.conv1d(x, self.temporal, groups=k) - self.threshold)
-            pooled = torch.einsum("xkt,cx->tck", b, self.pool) * self.weight
-            off = torch.relu(pooled[:, :, self.off].sum(-1))
-            off = off / (1 + self.control["off"]["strength"] * self._past_mean(off, "off"))
-            n = F.softplus(off + pooled[:, :, ~self.off].sum(-1) + self.retina.params["bias"])
-            rate = n / (1 + self.control["ganglion"]["strength"] * self._past_mean(n, "ganglion")) * self.gain
-            self._cache[key] = rate[pad:].numpy().astype(np.float32)
+            self._cache[key] = self.rates(s[None])[0, pad:].numpy().astype(np.float32)
         return self._cache[key]
 
 

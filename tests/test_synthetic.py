@@ -333,18 +333,21 @@ def test_version_3_gain_controls_make_the_phenomena(stage, lost):
         assert got["reversal"]["burst_latency_sd_ms"] > 50                     # early bursts at some positions
 
 
-def test_truth_search_line_is_the_version_3_circuit(v3):
-    """scripts/truth_search.py's 1-D circuit, behind docs/MODEL.md's search and ±20% table, equals Retina(version=3)
-    on a y-uniform movie in every cell, and its margins are positive exactly where the criteria pass."""
-    import importlib.util
+def _script(name: str, monkeypatch):
+    """The module of ``scripts/NAME.py`` (the scripts import each other by name, as when run from there)."""
+    import importlib
     import pathlib
 
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+    return importlib.import_module(name)
+
+
+def test_truth_search_line_is_the_version_3_circuit(v3, monkeypatch):
+    """scripts/truth_search.py's 1-D circuit, behind docs/MODEL.md's search and ±20% table, equals Retina(version=3)
+    on a y-uniform movie in every cell, and its margins are positive exactly where the criteria pass."""
     import torch
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "truth_search.py"
-    spec = importlib.util.spec_from_file_location("truth_search", path)
-    ts = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ts)
+    ts = _script("truth_search", monkeypatch)
     movie = nr.experiments.run_truth("anticipation", v3, 0, speed=0.5).stimulus
     line = ts.Line(None, torch.float64)
     np.testing.assert_allclose(line.respond(movie), v3.respond(movie), rtol=1e-5, atol=1e-5)
@@ -354,6 +357,34 @@ def test_truth_search_line_is_the_version_3_circuit(v3):
     control["gain_control"]["ganglion"]["strength"] = 0.0
     lag = ts.margins(ts.readouts(control, cells=(0,))[0])
     assert lag["anticipation lead"] < 0 and lag["latency monotonic"] < 0
+
+
+def test_history_ceiling_is_the_truth_seen_through_a_window(v3, monkeypatch):
+    """scripts/history_ceiling.py (docs/MODEL.md): at frame t, the truth's response to frames t−H+1 … t with
+    grey before them, as the 2-D Retina gives on the movie greyed before the window; a window longer than the
+    movie changes nothing, a 400 ms one does."""
+    import torch
+
+    hc = _script("history_ceiling", monkeypatch)
+    line = hc.Line(None, torch.float64)
+    movie = nr.experiments.run_truth("anticipation", v3, 0, speed=0.5).stimulus[2400:2520]  # the bar crosses
+    got = hc.windowed(line, movie, 40)
+    for t in (10, 60, 119):
+        greyed = movie.copy()
+        greyed[:max(0, t - 39)] = 0.0
+        np.testing.assert_allclose(got[t], v3.respond(greyed)[t], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(hc.windowed_2d(v3, movie, 40, [60, 119]), got[[60, 119]], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(hc.windowed(line, movie, 150), line.respond(movie), rtol=1e-5, atol=1e-5)
+    assert np.abs(got - line.respond(movie)).max() > 0.1
+
+
+def test_a_400_ms_window_on_the_truth_loses_the_osr_and_700_ms_keeps_it(monkeypatch):
+    """The OSR needs more past than a 40-frame model sees (docs/MODEL.md, "What a model's history can know")."""
+    hc = _script("history_ceiling", monkeypatch)
+    line = hc.Line()
+    ro = {h: nr.experiments.run_function("osr", lambda s, h=h: hc.windowed(line, s, h), cell=0).readout
+          for h in (40, 70)}
+    assert not ro[40]["present"] and ro[70]["present"]
 
 
 def test_osr_is_carried_by_the_on_pathways(gt):

@@ -1,0 +1,144 @@
+"""How much of the version-3 ground truth a model with a history of H frames can know (docs/MODEL.md).
+
+A BN-CNN of history H sees, at frame t, only the stimulus frames t−H+1 … t. The best it can do, with
+unlimited data and no noise, is the truth's response to that window with nothing before it: grey,
+as the truth's own start is (``Retina.respond``). :func:`windowed` computes that response for
+every frame of a movie, on the 1-D circuit of ``scripts/truth_search.py`` (every experiment's
+stimulus is uniform along y). Version 3's gain signals average 2 s of the stages' activity and its
+filters 400 ms of stimulus, so it depends on 2.4 s of past; a model of 400 ms sees a sixth.
+
+Command::
+
+    python scripts/history_ceiling.py [--histories 40 70 100 150 240] [--cells 0 1 2 3]
+
+prints, per history, the cells (of 4) showing each phenomenon by the experiments' own readouts and
+``present`` criteria, cell 0's lead and reversal latencies, and r between the windowed and the
+full truth on each experiment's movie (cell 0): the ceiling a model of that history cannot pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+
+import numpy as np
+import torch
+
+from napari_retina import synthetic as syn
+from napari_retina.experiments import run_function
+from truth_search import NAMES, ROW, Line
+
+
+def windowed(line: Line, stimulus: np.ndarray, history: int, block: int = 64) -> np.ndarray:
+    """Rates (T, cells) where frame t's is the truth's response to frames t−history+1 … t of
+    ``stimulus`` (T, y, x), grey before them: what a model of ``history`` frames can at best predict.
+
+    ``history`` ≥ ``syn.HISTORY + syn.GAIN_HISTORY`` (everything the truth remembers) gives
+    ``line.respond(stimulus)``.
+    """
+    row = torch.tensor(np.ascontiguousarray(np.asarray(stimulus)[:, ROW, :]), dtype=line.dtype)
+    n_frames, width = row.shape
+    grey = line.history - 1 + syn.GAIN_HISTORY                 # the past the truth keeps before a window
+    padded = torch.cat([torch.zeros((grey + history - 1, width), dtype=line.dtype), row])
+    out = []
+    for start in range(0, n_frames, block):
+        stop = min(start + block, n_frames)
+        # window i ends at movie frame start + i, i.e. padded frame grey + history − 1 + start + i
+        windows = padded[start:stop + grey + history - 1].unfold(0, grey + history, 1)    # (B, 50, grey + history)
+        windows = windows.permute(0, 2, 1).clone()
+        windows[:, :grey] = 0.0                                # nothing before the window: grey
+        out.append(line.rates(windows)[:, -1])
+    return torch.cat(out).numpy()
+
+
+def windowed_2d(retina: syn.Retina, stimulus: np.ndarray, history: int, frames, batch: int = 32) -> np.ndarray:
+    """:func:`windowed` on any stimulus (T, y, x), with the 2-D ``retina`` itself, at the given ``frames``
+    only: rates (len(frames), cells). Each window is preceded by enough grey for the truth to forget the
+    one before (its filters' and both gain signals' past), and all go through ``retina.respond`` at once."""
+    span = retina.history - 1 + 2 * syn.GAIN_HISTORY + history
+    frames = list(frames)
+    out = []
+    for i in range(0, len(frames), batch):
+        chunk = frames[i:i + batch]
+        movie = np.zeros((len(chunk) * span, *stimulus.shape[1:]), np.float32)
+        for j, t in enumerate(chunk):
+            seg = stimulus[max(0, t - history + 1):t + 1]
+            movie[(j + 1) * span - len(seg):(j + 1) * span] = seg
+        out.append(retina.respond(movie)[span - 1::span])
+    return np.concatenate(out)
+
+
+def test_ceiling(path: str, histories, every: int = 8, models=()) -> list[dict]:
+    """r (mean over cells) against the true rates of ``path``'s test split, on every ``every``-th frame with
+    the truth's whole past (frames ≥ HISTORY + 2·GAIN_HISTORY), for each history: what a model of that
+    history can at best score on the measure docs/MODEL.md reports (``test_r_true``); and, on the same
+    frames, what each of ``models`` (checkpoint paths) scores."""
+    import h5py
+
+    import napari_retina as nr
+
+    with h5py.File(path, "r") as f:
+        stimulus, true = f["test/stimulus"][()], f["test/true_rates"][()].T
+    retina = syn.Retina(seed=0, version=3)
+    frames = list(range(syn.HISTORY + 2 * syn.GAIN_HISTORY, len(stimulus), every))
+    full = retina.respond(stimulus)[frames]
+    assert np.allclose(full, true[frames], rtol=1e-3, atol=1e-3), "the test split is not this truth's"
+
+    def row(label: str, got: np.ndarray) -> dict:
+        r = [float(np.corrcoef(got[:, c], full[:, c])[0, 1]) for c in range(full.shape[1])]
+        return {label: "", "test_r_true_mean": float(np.mean(r)), "per_cell": r, "frames": len(frames)}
+
+    rows = [{"history": h, **row("ceiling", windowed_2d(retina, stimulus, h, frames))} for h in histories]
+    for m in models:
+        model = nr.load_model(m)
+        rows.append({"history": model.config.history, **row(str(m), nr.predict(model, stimulus)[frames])})
+    return rows
+
+
+def ceiling(histories, cells=(0, 1, 2, 3)) -> list[dict]:
+    """For each history, ``{"history", "present": {phenomenon: cells}, "lead_um", "reversal_latencies_ms",
+    "r_movie": {phenomenon: r on cell 0}}``; ``history=None`` is the full truth."""
+    line, cache = Line(), {}
+
+    def respond(stimulus: np.ndarray, history: int | None) -> np.ndarray:
+        key = (history, hashlib.sha1(np.ascontiguousarray(stimulus[:, ROW, :]).tobytes()).hexdigest())
+        if key not in cache:
+            cache[key] = line.respond(stimulus) if history is None else windowed(line, stimulus, history)
+        return cache[key]
+
+    rows = []
+    for h in histories:
+        runs = {c: {n: run_function(n, lambda s, h=h: respond(s, h), cell=c) for n in NAMES} for c in cells}
+        row = {"history": h, "present": {n: sum(bool(runs[c][n].readout["present"]) for c in cells) for n in NAMES}}
+        first = runs[cells[0]]
+        row["lead_um"] = first["anticipation"].readout.get("lead_um_per_direction")
+        rev = first["reversal"].readout
+        row["reversal_bursts"] = {f"{x - rev['center_px']:+.1f} px": lat for x, lat, b in
+                                  zip(rev["reversal_positions_px"], rev["burst_latencies_ms"], rev["bursting"]) if b}
+        row["reversal_slope_ms_per_px"] = rev.get("burst_latency_slope_ms_per_px")
+        row["r_movie"] = {n: float(np.corrcoef(respond(first[n].stimulus, h)[:, cells[0]],
+                                               respond(first[n].stimulus, None)[:, cells[0]])[0, 1]) for n in NAMES}
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--histories", type=int, nargs="+", default=[40, 70, 100, 150, 240])
+    ap.add_argument("--cells", type=int, nargs="+", default=[0, 1, 2, 3])
+    ap.add_argument("--test-set", default=None, help="a version-3 dataset (science_sweep.py --stage data): "
+                    "also the ceiling of r against its test split's true rates")
+    ap.add_argument("--every", type=int, default=8, help="with --test-set: every how many test frames")
+    ap.add_argument("--models", nargs="*", default=[], help="with --test-set: checkpoints scored on the same frames")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.test_set:
+        for row in test_ceiling(args.test_set, args.histories, args.every, args.models):
+            print(json.dumps(row), flush=True)
+    for row in ceiling([*args.histories, None], tuple(args.cells)):
+        print(json.dumps(row, default=lambda x: np.round(np.asarray(x, dtype=float), 1).tolist()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
