@@ -246,6 +246,47 @@ def test_time_cursor_and_slider_are_linked_both_ways(tiny_viewer, qtbot, plugin)
     assert plot.rows[0].cursor.pos == pytest.approx(viewer.dims.point[0])
 
 
+def test_clicking_a_channels_name_shows_its_map_alone_and_again_shows_them_as_they_were(tiny_viewer, qtbot, plugin):
+    # kept channels' maps overlap under translucent blending (the top one hides the others): a legend click shows
+    # one alone; clicking it again, or the first row's names, restores what was visible
+    from qtpy.QtCore import QPoint, Qt
+
+    viewer = tiny_viewer
+    stim = nr.stimuli.white_noise(frames=60, size=20, seed=1)
+    viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    _analyze(viewer, plugin, qtbot, steps=2, explain=0.9)
+    plot = _plot_of(viewer)
+    maps = {lay.metadata[META]["channel"]: lay for lay in _map_layers(viewer)}
+    before = {c: lay.visible for c, lay in maps.items()}
+    kept = [row.channel for row in plot.rows[1:]]
+    assert len(kept) >= 2 and all(before[c] for c in kept)
+    maps[kept[0]].visible = False                          # the user's own choice is what comes back
+    before[kept[0]] = False
+
+    def click_legend(row: int) -> None:
+        x, y = plot.legend_pos_of(row)
+        qtbot.mouseClick(plot.canvas.native, Qt.LeftButton, pos=QPoint(round(x), round(y)))
+
+    step = viewer.dims.current_step[0]
+    click_legend(2)
+    assert plot.solo_channel == kept[1]
+    assert [c for c, lay in maps.items() if lay.visible] == [kept[1]]
+    assert viewer.dims.current_step[0] == step             # a legend click is not a time click
+    alpha = [row.labels[0]._text_visual.color.alpha for row in plot.rows]
+    assert alpha[2] == 1.0 and alpha[0] == 1.0 and alpha[1] == pytest.approx(_plot.DIMMED_ALPHA)
+    click_legend(2)
+    assert plot.solo_channel is None and {c: lay.visible for c, lay in maps.items()} == before
+    assert all(row.labels[0]._text_visual.color.alpha == 1.0 for row in plot.rows)
+    click_legend(1)
+    click_legend(2)                                        # from one channel to another
+    assert [c for c, lay in maps.items() if lay.visible] == [kept[1]]
+    click_legend(0)
+    assert plot.solo_channel is None and {c: lay.visible for c, lay in maps.items()} == before
+    plot.solo(kept[1])
+    plot.clear()                                           # the result is gone: its maps as they were
+    assert {c: lay.visible for c, lay in maps.items()} == before
+
+
 def test_sparse_experiment_traces_are_drawn_as_lines(tiny_viewer, qtbot, tiny):
     """Experiments attribute a thinned set of frames; the plot joins them into one line per trace.
 

@@ -230,6 +230,17 @@ def map_layer_data(
     return out
 
 
+def map_layers(layers, prefix: str) -> list:
+    """The map layers among ``layers`` (napari layers) of the analysis whose layer names start with ``prefix``
+    (its stimulus layer's name and ": "; kept in their metadata), in channel order."""
+    def meta(layer) -> dict:
+        m = layer.metadata.get(META, {}) if isinstance(layer.metadata, dict) else {}
+        return m if isinstance(m, dict) else {}
+
+    mine = [layer for layer in layers if meta(layer).get("role") == "map" and meta(layer).get("prefix") == prefix]
+    return sorted(mine, key=lambda layer: meta(layer)["channel"])
+
+
 # ------------------------------------------------------------------- traces ---
 
 def map_legend(limit: float, bar_label: Optional[str] = None) -> str:

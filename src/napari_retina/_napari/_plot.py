@@ -7,7 +7,10 @@ circuit's response), then one row per kept channel's ``A_c(t)``
 shorter than :data:`MS_BELOW_MS`), pan with the left mouse button and zoom
 with the wheel (x is linked across rows), and a time cursor that follows the
 viewer's time slider; a click (press and release without dragging) in a
-row moves the slider to that time.
+row moves the slider to that time, and a click on a channel's name in the
+legend column shows that channel's map alone (:meth:`TracePlot.solo`: maps
+that overlap hide each other under translucent blending); a second click,
+or a click on the first row's names, shows the maps as they were.
 
 Drawn with vispy (napari's own renderer). Long traces are min/max-decimated
 to about :data:`POINTS_PER_PIXEL` points per horizontal pixel of the visible
@@ -35,7 +38,7 @@ from vispy.visuals.axis import Ticker
 from vispy.visuals.text.text import FontManager
 
 from . import _exit
-from ._layers import CURSOR_COLOR, META, CellTraces, _rgba, layer_geometry, trace_series
+from ._layers import CURSOR_COLOR, META, CellTraces, _rgba, layer_geometry, map_layers, trace_series
 
 DOCK_NAME = "Traces (napari-retina)"
 """Title of the trace plot's dock widget."""
@@ -51,6 +54,8 @@ UNIT = "spikes/bin"
 """Unit of every trace: spikes per 10 ms bin (the model's rate units)."""
 LEGEND_WIDTH_PX = 190
 """Width of the legend column (each row's trace names in their colours)."""
+DIMMED_ALPHA = 0.35
+"""Opacity of the other channels' names while one channel's map is shown alone."""
 ROW_HEIGHT_PX = 60
 """The plot asks for this many pixels per row (up to :data:`MAX_HEIGHT_PX` in all)."""
 MAX_HEIGHT_PX = 380
@@ -249,7 +254,7 @@ class _Row:
             line = Line(np.zeros((2, 2), np.float32), color=s["color"], width=s.get("width", LINE_WIDTH),
                         parent=self.view.scene, antialias=False)
             self.lines.append(line)
-        legend = grid.add_grid(row=r, col=2)
+        legend = self.legend = grid.add_grid(row=r, col=2)
         legend.width_max = LEGEND_WIDTH_PX
         names = [(s["label"], s.get("label_color", s["color"])) for s in series] + [(UNIT, (0.6, 0.6, 0.6, 1.0))]
         self.labels = [legend.add_widget(scene.Label(text, color=color, font_size=8, font_manager=font_manager),
@@ -274,6 +279,12 @@ class _Row:
         for node in self.nodes():
             node.visible = True
 
+    @property
+    def channel(self) -> Optional[int]:
+        """The first-layer channel this row plots (None for the whole cell's row)."""
+        c = self.series[0].get("channel", -1) if self.series else -1
+        return int(c) if c is not None and c >= 0 else None
+
     def set_series(self, series: list[dict]) -> None:
         """Show ``series`` (as many as this row has lines): names, colours, vertical range."""
         self.series = series
@@ -281,11 +292,24 @@ class _Row:
             line.set_data(color=s["color"], width=s.get("width", LINE_WIDTH))
             line.order = s.get("order", 0)   # lower draws first: the ground truth's band under the lines
             label.text = s["label"]
-            label._text_visual.color = s.get("label_color", s["color"])
+        self.dim(False)
         vals = np.concatenate([s["values"][np.isfinite(s["values"])] for s in series] + [np.zeros(1, np.float32)])
         lo, hi = float(vals.min()), float(vals.max())
         pad = 0.08 * (hi - lo) if hi > lo else 1.0
         self.y_range = (lo - pad, hi + pad)
+
+    def dim(self, dimmed: bool) -> None:
+        """Draw the row's trace names faint (another channel's map is shown alone) or in their colours."""
+        for s, label in zip(self.series, self.labels):
+            color = np.array(s.get("label_color", s["color"]), float)
+            color[3] *= DIMMED_ALPHA if dimmed else 1.0
+            label._text_visual.color = color
+
+    def legend_contains(self, canvas, canvas_pos) -> bool:
+        """Whether the canvas pixel (x, y) falls on this row's legend column."""
+        local = canvas.scene.node_transform(self.legend).map(canvas_pos)[:2]
+        w, h = self.legend.size
+        return bool(0 <= local[0] <= w and 0 <= local[1] <= h)
 
 
 class TracePlot(QWidget):
@@ -329,6 +353,7 @@ class TracePlot(QWidget):
         self._complete = False  # whether the rows were built and shown in full (a stopped build was not)
         self._fonts = FontManager(method="cpu")
         self._press = None
+        self._solo: Optional[tuple[int, list]] = None   # (channel shown alone, [(layer ref, visible before)])
         self.canvas.events.mouse_press.connect(self._on_press)
         self.canvas.events.mouse_release.connect(self._on_release)
         viewer.dims.events.current_step.connect(self._on_step)
@@ -347,6 +372,7 @@ class TracePlot(QWidget):
 
     def clear(self) -> None:
         """Plot nothing (the result whose traces these were is gone); the next :meth:`set_traces` builds anew."""
+        self._end_solo("")
         if self.grid is not None:
             self.grid.parent = None
         self.grid, self.rows, self._complete = None, [], False
@@ -366,6 +392,7 @@ class TracePlot(QWidget):
         data go into the same visuals. Exhausted, the plot is what
         :meth:`set_traces` makes.
         """
+        self._end_solo(source)
         self.series, self.times_ms, self.source = series, np.asarray(times_ms, float), source
         duration = float(self.times_ms[-1] - self.times_ms[0]) if len(self.times_ms) > 1 else 0.0
         self.unit, self.ms_per_unit = time_unit(duration)
@@ -518,12 +545,75 @@ class TracePlot(QWidget):
         y = view.node_transform(self.canvas.scene).map([0, view.size[1] / 2])[1]
         return float(x), float(y)
 
+    # ------------------------------------------------------- one map alone ---
+
+    def solo(self, channel: Optional[int]) -> None:
+        """Show only ``channel``'s map among the plotted result's map layers and dim the other channels' names;
+        ``None``, or the channel already shown alone, shows every map as it was before.
+
+        Maps of channels that overlap hide each other under translucent blending
+        (the top layer's colour covers the one below), so one channel's map is
+        seen whole only alone. A result without a map of ``channel`` (invariance
+        "space") changes nothing.
+        """
+        before, self._solo = self._solo, None
+        viewer = self.viewer
+        if before is not None:
+            for ref, visible in before[1]:
+                layer = ref()
+                if layer is not None and viewer is not None and layer in viewer.layers:
+                    layer.visible = visible
+        layers = map_layers(viewer.layers, f"{self.source}: ") if viewer is not None and self.source else []
+        alone = [layer for layer in layers if layer.metadata[META]["channel"] == channel]
+        if channel is None or (before is not None and before[0] == channel) or not alone:
+            for row in self.rows:
+                row.dim(False)
+        else:
+            self._solo = (channel, [(weakref.ref(layer), bool(layer.visible)) for layer in layers])
+            for layer in layers:
+                layer.visible = layer in alone
+            for row in self.rows:
+                row.dim(row.channel is not None and row.channel != channel)
+        self.canvas.update()
+
+    @property
+    def solo_channel(self) -> Optional[int]:
+        """The channel whose map is shown alone (:meth:`solo`), or None."""
+        return None if self._solo is None else self._solo[0]
+
+    def _end_solo(self, source: str) -> None:
+        """Traces of ``source`` replace the plotted ones: the old result's maps as they were, unless it is the
+        same result (its map layers then take the new result's visibility)."""
+        if self._solo is not None and source != self.source:
+            self.solo(None)
+        self._solo = None
+
+    def legend_channel_at(self, canvas_pos) -> Optional[int]:
+        """The channel whose name is in the legend column under a canvas pixel (x, y): -1 for the whole cell's
+        row, None outside the legend column."""
+        for row in self.rows:
+            if row.legend_contains(self.canvas, canvas_pos):
+                return -1 if row.channel is None else row.channel
+        return None
+
+    def legend_pos_of(self, row: int) -> tuple[float, float]:
+        """The canvas pixel (x, y) of the middle of ``row``'s legend column (for clicks and tests)."""
+        legend = self.rows[row].legend
+        x, y = legend.node_transform(self.canvas.scene).map([legend.size[0] / 2, legend.size[1] / 2])[:2]
+        return float(x), float(y)
+
+    # ---------------------------------------------------------------- mouse ---
+
     def _on_press(self, event) -> None:
         self._press = np.asarray(event.pos[:2], float) if event.button == 1 else None
 
     def _on_release(self, event) -> None:
         press, self._press = self._press, None
         if press is None or np.hypot(*(np.asarray(event.pos[:2], float) - press)) > CLICK_PIXELS:
+            return
+        channel = self.legend_channel_at(event.pos[:2])
+        if channel is not None:
+            self.solo(None if channel < 0 else channel)
             return
         t = self.time_at(event.pos[:2])
         if t is None or not len(self.times_ms):
@@ -560,7 +650,8 @@ def plot_title(attribution, reduction, name: str, legend: str = "") -> str:
     text = f"<b>{name}</b> — cell {cells}; traces in {UNIT} (spikes per 10 ms bin), each row on its own scale"
     if reduction is not None:
         text += f"; reduced circuit explains {reduction.explained_variance:.1%} of the variance"
-    text += ". Drag to pan, wheel to zoom, click to move the time slider."
+    text += (". Drag to pan, wheel to zoom, click to move the time slider; click a channel's name to see its "
+             "map alone.")
     return text + (f"<br>{legend}" if legend else "")
 
 

@@ -25,8 +25,8 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from .._progress import Cancelled
-from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, layer_geometry, map_legend,
-                      stimulus_layer_kwargs)
+from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, layer_geometry, map_layers,
+                      map_legend, stimulus_layer_kwargs)
 from ._plot import drain, trace_plot, traces_steps
 
 VIEW_MARGIN = 0.05
@@ -128,11 +128,7 @@ def follow_renames(viewer, stimulus_layer) -> None:
 
 def remove_analysis_layers(viewer, prefix: str) -> None:
     """Remove the layers an earlier :func:`add_analysis` with the same prefix added."""
-    def mine(layer) -> bool:
-        meta = layer.metadata.get(META, {}) if isinstance(layer.metadata, dict) else {}
-        return meta.get("role") == "map" and meta.get("prefix") == prefix
-
-    remove_layers(viewer, [layer for layer in viewer.layers if mine(layer)])
+    remove_layers(viewer, map_layers(viewer.layers, prefix))
 
 
 def reuse_map_layers(viewer, prefix: str, data: list[tuple]) -> Optional[list]:
@@ -145,7 +141,7 @@ def reuse_map_layers(viewer, prefix: str, data: list[tuple]) -> Optional[list]:
     layers cost their build and first draw. Otherwise (or if an update
     fails) it returns None and the layers are replaced.
     """
-    old = _map_layers(viewer, prefix)
+    old = map_layers(viewer.layers, prefix)
     if not _reusable(old, data):
         return None
     try:
@@ -154,12 +150,6 @@ def reuse_map_layers(viewer, prefix: str, data: list[tuple]) -> Optional[list]:
     except Exception:  # noqa: BLE001 - fall back to replacing the layers
         return None
     return old
-
-
-def _map_layers(viewer, prefix: str) -> list:
-    """The map layers of the analysis with ``prefix``, by channel."""
-    return sorted((layer for layer in viewer.layers if layer.metadata.get(META, {}).get("role") == "map"
-                   and layer.metadata[META].get("prefix") == prefix), key=lambda lay: lay.metadata[META]["channel"])
 
 
 def _reusable(old: list, data: list[tuple]) -> bool:
