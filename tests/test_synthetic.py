@@ -359,30 +359,31 @@ def test_truth_search_line_is_the_version_3_circuit(v3, monkeypatch):
     assert lag["anticipation lead"] < 0 and lag["latency monotonic"] < 0
 
 
-def test_history_ceiling_is_the_truth_seen_through_a_window(v3, monkeypatch):
-    """scripts/history_ceiling.py (docs/MODEL.md): at frame t, the truth's response to frames t−H+1 … t with
+def test_history_window_is_the_truth_cut_to_the_last_frames(v3, monkeypatch):
+    """scripts/history_window.py (docs/MODEL.md): at frame t, the truth's response to frames t−H+1 … t with
     grey before them, as the 2-D Retina gives on the movie greyed before the window; a window longer than the
     movie changes nothing, a 400 ms one does."""
     import torch
 
-    hc = _script("history_ceiling", monkeypatch)
-    line = hc.Line(None, torch.float64)
+    hw = _script("history_window", monkeypatch)
+    line = hw.Line(None, torch.float64)
     movie = nr.experiments.run_truth("anticipation", v3, 0, speed=0.5).stimulus[2400:2520]  # the bar crosses
-    got = hc.windowed(line, movie, 40)
+    got = hw.windowed(line, movie, 40)
     for t in (10, 60, 119):
         greyed = movie.copy()
         greyed[:max(0, t - 39)] = 0.0
         np.testing.assert_allclose(got[t], v3.respond(greyed)[t], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(hc.windowed_2d(v3, movie, 40, [60, 119]), got[[60, 119]], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(hc.windowed(line, movie, 150), line.respond(movie), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(hw.windowed_2d(v3, movie, 40, [60, 119]), got[[60, 119]], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(hw.windowed(line, movie, 150), line.respond(movie), rtol=1e-5, atol=1e-5)
     assert np.abs(got - line.respond(movie)).max() > 0.1
 
 
-def test_a_400_ms_window_on_the_truth_loses_the_osr_and_700_ms_keeps_it(monkeypatch):
-    """The OSR needs more past than a 40-frame model sees (docs/MODEL.md, "What a model's history can know")."""
-    hc = _script("history_ceiling", monkeypatch)
-    line = hc.Line()
-    ro = {h: nr.experiments.run_function("osr", lambda s, h=h: hc.windowed(line, s, h), cell=0).readout
+def test_the_truth_cut_to_400_ms_loses_the_osr_and_cut_to_700_ms_keeps_it(monkeypatch):
+    """Cut to the 400 ms a 40-frame model sees, the truth's memory no longer gives the OSR (docs/MODEL.md, "What a
+    model's history allows")."""
+    hw = _script("history_window", monkeypatch)
+    line = hw.Line()
+    ro = {h: nr.experiments.run_function("osr", lambda s, h=h: hw.windowed(line, s, h), cell=0).readout
           for h in (40, 70)}
     assert not ro[40]["present"] and ro[70]["present"]
 

@@ -1,19 +1,29 @@
-"""How much of the version-3 ground truth a model with a history of H frames can know (docs/MODEL.md).
+"""What a model with a history of H frames could reach on the version-3 ground truth (docs/MODEL.md).
 
-A BN-CNN of history H sees, at frame t, only the stimulus frames t−H+1 … t. The best it can do, with
-unlimited data and no noise, is the truth's response to that window with nothing before it: grey,
-as the truth's own start is (``Retina.respond``). :func:`windowed` computes that response for
-every frame of a movie, on the 1-D circuit of ``scripts/truth_search.py`` (every experiment's
-stimulus is uniform along y). Version 3's gain signals average 2 s of the stages' activity and its
-filters 400 ms of stimulus, so it depends on 2.4 s of past; a model of 400 ms sees a sixth.
+A BN-CNN of history H sees, at frame t, only the stimulus frames t−H+1 … t. One thing such a model
+could compute is the truth's own response to that window with nothing before it: grey, as the
+truth's start is (``Retina.respond``); that is, the truth with its memory cut to H frames.
+:func:`windowed` computes it for every frame of a movie, on the 1-D circuit of
+``scripts/truth_search.py`` (every experiment's stimulus is uniform along y); :func:`windowed_2d`
+on any stimulus with the 2-D ``Retina``. Version 3's filters reach 400 ms back and each of its two
+cascaded gain signals 2 s more, so a model of 400 ms sees a small part of what the truth remembers.
+
+Being a function of the window alone, the cut truth is a *floor* on what a model of that history
+can reach, not a ceiling: a model may do better by inferring the past from the window (a periodic
+flash train, a bar moving steadily) or by assuming the training stimulus' statistics before it
+(the trained models do, on the test split). Where the cut truth shows a phenomenon, a model of
+that history can show it; where it does not, the question stays open.
 
 Command::
 
-    python scripts/history_ceiling.py [--histories 40 70 100 150 240] [--cells 0 1 2 3]
+    python scripts/history_window.py [--histories 40 70 100 150 240] [--cells 0 1 2 3]
+                                     [--test-set MIX.h5 [--every 8] [--models A.pt ...]]
 
-prints, per history, the cells (of 4) showing each phenomenon by the experiments' own readouts and
-``present`` criteria, cell 0's lead and reversal latencies, and r between the windowed and the
-full truth on each experiment's movie (cell 0): the ceiling a model of that history cannot pass.
+prints, per history, the cells (of 4) in which the cut truth shows each phenomenon by the
+experiments' own readouts and ``present`` criteria, cell 0's leads and reversal bursts, and r
+between the cut and the full truth on each experiment's movie (cell 0); with ``--test-set`` (a
+version-3 dataset, ``science_sweep.py --stage data``), first r against its test split's true
+rates, for the cut truth and for each of ``--models`` on the same frames.
 """
 
 from __future__ import annotations
@@ -69,11 +79,10 @@ def windowed_2d(retina: syn.Retina, stimulus: np.ndarray, history: int, frames, 
     return np.concatenate(out)
 
 
-def test_ceiling(path: str, histories, every: int = 8, models=()) -> list[dict]:
+def test_split_r(path: str, histories, every: int = 8, models=()) -> list[dict]:
     """r (mean over cells) against the true rates of ``path``'s test split, on every ``every``-th frame with
-    the truth's whole past (frames ≥ HISTORY + 2·GAIN_HISTORY), for each history: what a model of that
-    history can at best score on the measure docs/MODEL.md reports (``test_r_true``); and, on the same
-    frames, what each of ``models`` (checkpoint paths) scores."""
+    the truth's whole past (frames ≥ HISTORY + 2·GAIN_HISTORY): the truth cut to each history (the measure
+    docs/MODEL.md reports as ``test_r_true``), and on the same frames each of ``models`` (checkpoint paths)."""
     import h5py
 
     import napari_retina as nr
@@ -89,16 +98,19 @@ def test_ceiling(path: str, histories, every: int = 8, models=()) -> list[dict]:
         r = [float(np.corrcoef(got[:, c], full[:, c])[0, 1]) for c in range(full.shape[1])]
         return {label: "", "test_r_true_mean": float(np.mean(r)), "per_cell": r, "frames": len(frames)}
 
-    rows = [{"history": h, **row("ceiling", windowed_2d(retina, stimulus, h, frames))} for h in histories]
+    rows = [{"history": h, **row("truth cut to the history", windowed_2d(retina, stimulus, h, frames))}
+            for h in histories]
     for m in models:
         model = nr.load_model(m)
         rows.append({"history": model.config.history, **row(str(m), nr.predict(model, stimulus)[frames])})
     return rows
 
 
-def ceiling(histories, cells=(0, 1, 2, 3)) -> list[dict]:
-    """For each history, ``{"history", "present": {phenomenon: cells}, "lead_um", "reversal_latencies_ms",
-    "r_movie": {phenomenon: r on cell 0}}``; ``history=None`` is the full truth."""
+def phenomena_by_history(histories, cells=(0, 1, 2, 3)) -> list[dict]:
+    """For each history, the truth cut to it: ``{"history", "present": {phenomenon: cells showing it}, "lead_um"
+    (per speed and direction), "reversal_bursts" ({position from the centre: latency ms}),
+    "reversal_slope_ms_per_px", "r_movie": {phenomenon: r with the full truth on cell 0}}``;
+    a history of ``None`` is the full truth."""
     line, cache = Line(), {}
 
     def respond(stimulus: np.ndarray, history: int | None) -> np.ndarray:
@@ -128,15 +140,15 @@ def main() -> None:
     ap.add_argument("--histories", type=int, nargs="+", default=[40, 70, 100, 150, 240])
     ap.add_argument("--cells", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--test-set", default=None, help="a version-3 dataset (science_sweep.py --stage data): "
-                    "also the ceiling of r against its test split's true rates")
+                    "also r against its test split's true rates")
     ap.add_argument("--every", type=int, default=8, help="with --test-set: every how many test frames")
     ap.add_argument("--models", nargs="*", default=[], help="with --test-set: checkpoints scored on the same frames")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.test_set:
-        for row in test_ceiling(args.test_set, args.histories, args.every, args.models):
+        for row in test_split_r(args.test_set, args.histories, args.every, args.models):
             print(json.dumps(row), flush=True)
-    for row in ceiling([*args.histories, None], tuple(args.cells)):
+    for row in phenomena_by_history([*args.histories, None], tuple(args.cells)):
         print(json.dumps(row, default=lambda x: np.round(np.asarray(x, dtype=float), 1).tolist()), flush=True)
 
 
