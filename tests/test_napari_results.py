@@ -163,11 +163,16 @@ def _plot_of(viewer) -> _plot.TracePlot:
     return viewer.window.dock_widgets[_plot.DOCK_NAME]
 
 
-def test_trace_plot_rows_have_their_own_scale_units_and_the_data(tiny_viewer, qtbot, plugin):
-    viewer = tiny_viewer
+def _analyze_noise(viewer, plugin, qtbot, **values):
+    """A 60-frame white-noise stimulus layer "noise", analysed by the Analyze dock with ``values``; its widget."""
     stim = nr.stimuli.white_noise(frames=60, size=20, seed=1)
     viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
-    w = _analyze(viewer, plugin, qtbot, steps=4, explain=0.6)
+    return _analyze(viewer, plugin, qtbot, **values)
+
+
+def test_trace_plot_rows_have_their_own_scale_units_and_the_data(tiny_viewer, qtbot, plugin):
+    viewer = tiny_viewer
+    w = _analyze_noise(viewer, plugin, qtbot, steps=4, explain=0.6)
     attr, red = w.analysis.attribution, w.analysis.reduction
     plot = _plot_of(viewer)
     assert len(plot.rows) == 1 + len(red.kept)
@@ -194,9 +199,7 @@ def test_trace_plot_rows_have_their_own_scale_units_and_the_data(tiny_viewer, qt
 def test_time_axis_label_stays_in_the_canvas_at_its_smallest(tiny_viewer, qtbot, plugin):
     # the demo's window gives the plot its minimum height: the time axis' label was drawn below the canvas
     viewer = tiny_viewer
-    stim = nr.stimuli.white_noise(frames=60, size=20, seed=1)
-    viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
-    _analyze(viewer, plugin, qtbot, steps=2, explain=0.9)
+    _analyze_noise(viewer, plugin, qtbot, steps=2, explain=0.9)
     plot = _plot_of(viewer)
     native = plot.canvas.native
     native.resize(native.width(), native.minimumHeight())
@@ -217,9 +220,7 @@ def test_plot_asks_for_its_wrapped_title_and_canvas_so_the_time_axis_label_stays
     # a dock gets the plot's minimum height: Qt reckoned it for a title wrapped at another width, a line short,
     # and the time axis' label fell below the dock's edge (an experiment with the ground truth: taller rows)
     viewer = tiny_viewer
-    stim = nr.stimuli.white_noise(frames=60, size=20, seed=1)
-    viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
-    _analyze(viewer, plugin, qtbot, steps=2, explain=0.9)
+    _analyze_noise(viewer, plugin, qtbot, steps=2, explain=0.9)
     plot = _plot_of(viewer)
     plot.set_traces(plot.series, plot.times_ms, title=" ".join(["a long title that wraps"] * 40), source=plot.source)
     qtbot.waitUntil(lambda: plot.title.height() >= plot.title.heightForWidth(plot.title.width()), timeout=5000)
@@ -232,9 +233,7 @@ def test_time_cursor_and_slider_are_linked_both_ways(tiny_viewer, qtbot, plugin)
     from qtpy.QtCore import QPoint, Qt
 
     viewer = tiny_viewer
-    stim = nr.stimuli.white_noise(frames=60, size=20, seed=1)
-    viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
-    _analyze(viewer, plugin, qtbot, steps=2, do_reduce=False)
+    _analyze_noise(viewer, plugin, qtbot, steps=2, do_reduce=False)
     plot = _plot_of(viewer)
     viewer.dims.set_current_step(0, 17)
     for row in plot.rows:
@@ -252,9 +251,7 @@ def test_clicking_a_channels_name_shows_its_map_alone_and_again_shows_them_as_th
     from qtpy.QtCore import QPoint, Qt
 
     viewer = tiny_viewer
-    stim = nr.stimuli.white_noise(frames=60, size=20, seed=1)
-    viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
-    _analyze(viewer, plugin, qtbot, steps=2, explain=0.9)
+    _analyze_noise(viewer, plugin, qtbot, steps=2, explain=0.9)
     plot = _plot_of(viewer)
     maps = {lay.metadata[META]["channel"]: lay for lay in _map_layers(viewer)}
     before = {c: lay.visible for c, lay in maps.items()}
