@@ -62,19 +62,30 @@ def windowed(line: Line, stimulus: np.ndarray, history: int, block: int = 64) ->
     return torch.cat(out).numpy()
 
 
-def windowed_2d(retina: syn.Retina, stimulus: np.ndarray, history: int, frames, batch: int = 32) -> np.ndarray:
+def windowed_2d(retina: syn.Retina, stimulus: np.ndarray, history: int, frames, batch: int = 32,
+                past: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
     """:func:`windowed` on any stimulus (T, y, x), with the 2-D ``retina`` itself, at the given ``frames``
     only: rates (len(frames), cells). Each window is preceded by enough grey for the truth to forget the
-    one before (its filters' and both gain signals' past), and all go through ``retina.respond`` at once."""
+    one before (its filters' and both gain signals' past), and all go through ``retina.respond`` at once.
+
+    ``past`` (P, y, x), optional: each window is preceded by a stretch of it instead of grey, from a random
+    start (``seed``): what the truth does with the window when what came before is like ``past`` (a
+    training stimulus) rather than grey.
+    """
     span = retina.history - 1 + 2 * syn.GAIN_HISTORY + history
     frames = list(frames)
+    rng = np.random.default_rng(seed)
     out = []
     for i in range(0, len(frames), batch):
         chunk = frames[i:i + batch]
         movie = np.zeros((len(chunk) * span, *stimulus.shape[1:]), np.float32)
         for j, t in enumerate(chunk):
             seg = stimulus[max(0, t - history + 1):t + 1]
-            movie[(j + 1) * span - len(seg):(j + 1) * span] = seg
+            end = (j + 1) * span
+            movie[end - len(seg):end] = seg
+            if past is not None:
+                start = int(rng.integers(0, len(past) - span + len(seg) + 1))
+                movie[end - span:end - len(seg)] = past[start:start + span - len(seg)]
         out.append(retina.respond(movie)[span - 1::span])
     return np.concatenate(out)
 

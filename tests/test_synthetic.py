@@ -374,6 +374,12 @@ def test_history_window_is_the_truth_cut_to_the_last_frames(v3, monkeypatch):
         greyed[:max(0, t - 39)] = 0.0
         np.testing.assert_allclose(got[t], v3.respond(greyed)[t], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(hw.windowed_2d(v3, movie, 40, [60, 119]), got[[60, 119]], rtol=1e-5, atol=1e-5)
+    # with a past other than grey: a steady checkerboard (every stretch of it alike) before the window
+    board = np.where(np.indices((50, 50)).sum(0) // 4 % 2 == 0, 1.0, -1.0).astype(np.float32)
+    past = np.repeat(board[None], 600, axis=0)
+    seen = np.concatenate([past[:500], movie[119 - 39:120]])
+    np.testing.assert_allclose(hw.windowed_2d(v3, movie, 40, [119], past=past)[0], v3.respond(seen)[-1],
+                               rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(hw.windowed(line, movie, 150), line.respond(movie), rtol=1e-5, atol=1e-5)
     assert np.abs(got - line.respond(movie)).max() > 0.1
 
