@@ -42,14 +42,15 @@ from truth_search import NAMES, ROW, Line
 
 def windowed(line: Line, stimulus: np.ndarray, history: int, block: int = 64) -> np.ndarray:
     """Rates (T, cells) where frame t's is the truth's response to frames t−history+1 … t of
-    ``stimulus`` (T, y, x), grey before them: what a model of ``history`` frames can at best predict.
+    ``stimulus`` (T, y, x), grey before them (as much grey as ``Retina.respond`` puts before a movie):
+    the truth with its memory cut to ``history`` frames, one thing a model of that history could predict.
 
-    ``history`` ≥ ``syn.HISTORY + syn.GAIN_HISTORY`` (everything the truth remembers) gives
-    ``line.respond(stimulus)``.
+    A ``history`` longer than the movie gives ``line.respond(stimulus)``; the truth's own memory is
+    ``syn.HISTORY − 1 + 2·syn.GAIN_HISTORY`` frames (its filters, then two cascaded gain signals).
     """
     row = torch.tensor(np.ascontiguousarray(np.asarray(stimulus)[:, ROW, :]), dtype=line.dtype)
     n_frames, width = row.shape
-    grey = line.history - 1 + syn.GAIN_HISTORY                 # the past the truth keeps before a window
+    grey = line.history - 1 + syn.GAIN_HISTORY                 # the grey Retina.respond puts before a movie
     padded = torch.cat([torch.zeros((grey + history - 1, width), dtype=line.dtype), row])
     out = []
     for start in range(0, n_frames, block):
