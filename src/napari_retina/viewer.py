@@ -52,7 +52,7 @@ from napari.viewer import Viewer as _NapariViewer  # the class itself (napari.Vi
 
 from ._atomic import atomic_write
 from ._validate import check_positive
-from ._napari._layers import META, CellTraces, stimulus_layer_kwargs
+from ._napari._layers import META, CellTraces, map_layers, plugin_metadata, stimulus_layer_kwargs
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
 from ._napari._session import SCRIPT_SOURCE, use_model as _use_model
 from ._napari._viewer import (UnitsWarningOnce, add_analysis, add_layer_data, frame_result, process_events,
@@ -387,12 +387,9 @@ def _stimulus_layer(viewer, stimulus, name: str, metadata: Optional[dict], repla
 def _drop_analysis(viewer, name: str) -> None:
     """The result ``name`` is now a stimulus without an analysis: remove the earlier analysis' maps and outline
     of its analysed window, and the trace plot's traces when they are that result's."""
-    def old(layer) -> bool:
-        meta = layer.metadata.get(META, {}) if isinstance(layer.metadata, dict) else {}
-        return (meta.get("role") == "map" and meta.get("prefix") == f"{name}: ") or \
-            (meta.get("role") == "analysed_window" and meta.get("for") == name)
-
-    remove_layers(viewer, [layer for layer in viewer.layers if old(layer)])
+    outline = [layer for layer in viewer.layers
+               if plugin_metadata(layer).get("role") == "analysed_window" and plugin_metadata(layer).get("for") == name]
+    remove_layers(viewer, map_layers(viewer.layers, f"{name}: ") + outline)
     plot = trace_plot(viewer, create=False)
     if plot is not None and plot.source == name:
         plot.clear()

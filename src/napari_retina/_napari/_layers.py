@@ -230,15 +230,18 @@ def map_layer_data(
     return out
 
 
+def plugin_metadata(layer) -> dict:
+    """The plugin's entry (:data:`META`) in a napari layer's metadata; ``{}`` when it has none."""
+    meta = layer.metadata.get(META, {}) if isinstance(layer.metadata, dict) else {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def map_layers(layers, prefix: str) -> list:
     """The map layers among ``layers`` (napari layers) of the analysis whose layer names start with ``prefix``
     (its stimulus layer's name and ": "; kept in their metadata), in channel order."""
-    def meta(layer) -> dict:
-        m = layer.metadata.get(META, {}) if isinstance(layer.metadata, dict) else {}
-        return m if isinstance(m, dict) else {}
-
-    mine = [layer for layer in layers if meta(layer).get("role") == "map" and meta(layer).get("prefix") == prefix]
-    return sorted(mine, key=lambda layer: meta(layer)["channel"])
+    mine = [layer for layer in layers
+            if plugin_metadata(layer).get("role") == "map" and plugin_metadata(layer).get("prefix") == prefix]
+    return sorted(mine, key=lambda layer: plugin_metadata(layer)["channel"])
 
 
 # ------------------------------------------------------------------- traces ---

@@ -26,7 +26,7 @@ import numpy as np
 from .. import io as nr_io
 from .._json import parse_json
 from .._validate import one_sentence
-from ._layers import META, analysis_layer_data, stimulus_layer_kwargs
+from ._layers import META, analysis_layer_data, plugin_metadata, stimulus_layer_kwargs
 
 Paths = Union[str, list]
 SETTINGS_KEY = "analysis_parameters"
@@ -401,7 +401,7 @@ def follow_copies(viewer) -> None:
 
 def claim_map(viewer, layer) -> None:
     """Give a reopened map layer the prefix and name of the stimulus layer of the same reading, if they differ."""
-    meta = layer.metadata.get(META, {}) if isinstance(layer.metadata, dict) else {}
+    meta = plugin_metadata(layer)
     if meta.get("role") != "map" or READ_KEY not in meta:
         return
     stimulus = next((lay for lay in viewer.layers if lay.metadata.get(META, {}).get("role") == "stimulus"

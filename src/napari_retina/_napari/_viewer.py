@@ -26,7 +26,7 @@ import numpy as np
 
 from .._progress import Cancelled
 from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, layer_geometry, map_layers,
-                      map_legend, stimulus_layer_kwargs)
+                      map_legend, plugin_metadata, stimulus_layer_kwargs)
 from ._plot import drain, trace_plot, traces_steps
 
 VIEW_MARGIN = 0.05
@@ -112,7 +112,7 @@ def follow_renames(viewer, stimulus_layer) -> None:
             return
         old = f"{before}: "
         for layer in list(viewer.layers):
-            meta = layer.metadata.get(META, {}) if isinstance(layer.metadata, dict) else {}
+            meta = plugin_metadata(layer)
             is_map = meta.get("role") == "map" and meta.get("prefix") == old
             if not (is_map or meta.get("for") == before):
                 continue
