@@ -7,11 +7,13 @@ Stages (``--stage``):
 
 - ``data``: the training set of the shipped recipe, ``nr.synthetic.make_dataset(kind="mix")``
   (:func:`napari_retina.synthetic.training_mix`: naturalistic movies and white noise at 4, 2
-  and 1 px; never the experiments' stimuli), written to OUT/mix.h5;
+  and 1 px; never the experiments' stimuli), written to OUT/mix.h5; ``--kind mix-switching``:
+  the same with the noise's contrast switching every second (``synthetic.MIX_SWITCHING``);
 - ``model SEED``: train one model of the recipe with that seed (``nr.train``, the shipped
   settings), save OUT/model_SEED.pt, then score it and write OUT/row_SEED.json:
   fidelity (Pearson r against the true rates, frames with a full history, mean over the four
-  cells) on held-out stimuli of each class (naturalistic; binary noise at 4, 2, 1 px) and on
+  cells) on held-out stimuli of each class (naturalistic; binary noise at 4, 2, 1 px;
+  contrast-switching noise at 4 px) and on
   each experiment's own movie; the battery for each of the four cells (present in truth,
   model and reduced circuit; key numbers; reduced EV) and the recovery of every experiment's
   kept channels;
@@ -42,7 +44,7 @@ import numpy as np
 import napari_retina as nr
 from napari_retina._atomic import atomic_write_text
 from napari_retina.experiments import battery, names
-from napari_retina.synthetic import DEFAULT_VERSION, VERSIONS, Retina, make_dataset
+from napari_retina.synthetic import DEFAULT_VERSION, MIXES, VERSIONS, Retina, make_dataset
 from seed_sweep import RECIPE                      # scripts/: the shipped settings
 
 FIDELITY_FRAMES = 2000
@@ -57,6 +59,7 @@ def fidelity_stimuli(tiny: bool) -> dict:
     out = {"naturalistic": nr.stimuli.naturalistic(n, 50, 701, contrast=0.5)}
     for c in (4, 2, 1):
         out[f"noise {c} px"] = nr.stimuli.white_noise(n, 50, 700 + c, checker=c, contrast=2.0, grey=0.5)
+    out["switching 4 px"] = nr.stimuli.contrast_switching(n, 50, 710, contrast=2.0, checker=4, grey=0.5)
     return out
 
 
@@ -101,6 +104,8 @@ def main() -> None:
                     help="the ground truth recorded and scored against (3: with gain control, all five phenomena)")
     ap.add_argument("--history", type=int, default=None,
                     help="the model's history in frames (default: ModelConfig's, 40 = 400 ms)")
+    ap.add_argument("--kind", default="mix", choices=tuple(MIXES),
+                    help="the data stage's training stimulus: mix, or mix-switching (its noise's contrast switches)")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +116,7 @@ def main() -> None:
     if args.stage == "data":
         t = time.time()
         make_dataset(data, frames=1000 if args.tiny else args.frames, test_frames=300 if args.tiny else 2000,
-                     repeats=10, seed=0, kind="mix", retina=Retina(seed=0, version=args.retina_version))
+                     repeats=10, seed=0, kind=args.kind, retina=Retina(seed=0, version=args.retina_version))
         print(f"data: {time.time() - t:.1f} s", flush=True)
     elif args.stage == "model":
         gt = Retina(seed=0, version=args.retina_version)

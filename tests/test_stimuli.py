@@ -18,6 +18,7 @@ ALL = [
     lambda: S.flashed_bar(size=12),
     lambda: S.reversing_bar(size=12, start=-6.0),
     lambda: S.reversing_grating(size=12, frames=30),
+    lambda: S.contrast_switching(size=12, frames=30, duration=7),
 ]
 
 
@@ -39,14 +40,14 @@ def test_defaults_follow_method():
     assert p[0] == -30.0 and abs(p[-1] - 30.0) < 1e-9 and np.allclose(np.diff(p), 0.08)
 
 
-@pytest.mark.parametrize("gen", [S.white_noise, S.naturalistic])
+@pytest.mark.parametrize("gen", [S.white_noise, S.naturalistic, S.contrast_switching])
 def test_seeding(gen):
     a = gen(frames=30, size=16, seed=5)
     assert np.array_equal(a, gen(frames=30, size=16, seed=5))
     assert not np.array_equal(a, gen(frames=30, size=16, seed=6))
 
 
-@pytest.mark.parametrize("gen", [S.white_noise, S.naturalistic])
+@pytest.mark.parametrize("gen", [S.white_noise, S.naturalistic, S.contrast_switching])
 def test_events_pattern_everywhere(gen):
     a = gen(frames=10, size=8)
     b, ev = gen(frames=10, size=8, return_events=True)
@@ -68,6 +69,36 @@ def test_gaussian_white_noise_statistics():
     assert abs(s.std() - 2.0) < 0.01 and abs(s.mean()) < 0.01
     kurt = ((s - s.mean()) ** 4).mean() / s.var() ** 2
     assert abs(kurt - 3.0) < 0.05
+
+
+@pytest.mark.parametrize("kind", ["binary", "gaussian"])
+def test_contrast_switching_is_unit_noise_at_the_high_then_the_low_level(kind):
+    """Frame t is white_noise(contrast=1) times 3.0 in the 1st, 3rd, ... run of 70 frames and 0.5 in the others."""
+    s, ev = S.contrast_switching(frames=250, size=20, seed=4, contrast=3.0, low_contrast=0.5, duration=70,
+                                 kind=kind, checker=2, grey=0.3, return_events=True)
+    unit = S.white_noise(250, 20, 4, kind=kind, contrast=1.0, checker=2, grey=0.3).astype(np.float64)
+    level = np.array([3.0] * 70 + [0.5] * 70 + [3.0] * 70 + [0.5] * 40)
+    np.testing.assert_allclose(s, unit * level[:, None, None], rtol=1e-6)
+    assert ev["high_onsets"].tolist() == [0, 140] and ev["low_onsets"].tolist() == [70, 210]
+    np.testing.assert_array_equal(ev["contrast"], level)
+    if kind == "binary":   # each non-grey frame is ±level exactly
+        moving = np.abs(s).max(axis=(1, 2)) > 0
+        assert (np.abs(s[moving]).max(axis=(1, 2)) == level[moving].astype(np.float32)).all()
+
+
+def test_contrast_switching_to_zero_leaves_the_low_runs_grey():
+    s = S.contrast_switching(frames=40, size=8, low_contrast=0.0, duration=10, grey=0.0)
+    assert (s[10:20] == 0).all() and (s[30:] == 0).all() and (np.abs(s[:10]) == 2.0).all()
+
+
+@pytest.mark.parametrize("kw, match", [({"low_contrast": 3.0}, "low_contrast must be in"),
+                                       ({"low_contrast": -0.1}, "low_contrast must be in"),
+                                       ({"duration": 0}, "duration must be >= 1"),
+                                       ({"contrast": 0.0}, "contrast"),
+                                       ({"kind": "pink"}, "kind must be")])
+def test_contrast_switching_bad_input(kw, match):
+    with pytest.raises(ValueError, match=match):
+        S.contrast_switching(frames=10, size=4, **kw)
 
 
 def test_checkers():

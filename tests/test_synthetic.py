@@ -461,6 +461,24 @@ def test_make_dataset_default_is_the_training_mix(tmp_path):
     assert len(np.unique(first)) > 1000 and set(np.unique(second)) <= {-2.0, 0.0, 2.0}
 
 
+def test_mix_switching_is_the_mix_with_its_noise_switching_contrast_every_second(tmp_path):
+    """The same naturalistic blocks; each noise block is ±2 and ±0.25 by turns, 100 frames each."""
+    path = syn.make_dataset(tmp_path / "sw.h5", frames=1500, test_frames=100, repeats=1, seed=3,
+                            kind="mix-switching")
+    ds = nr.io.read_dataset(path)
+    plain = syn.training_mix(1500, 3)
+    B = syn.MIX_BLOCK
+    assert ds.attrs["kind"] == "mix-switching"
+    np.testing.assert_array_equal(ds.train.stimulus, syn.training_mix(1500, 3, blocks=syn.MIX_SWITCHING))
+    np.testing.assert_array_equal(ds.train.stimulus[:B], plain[:B])             # naturalistic: as in the mix
+    noise = ds.train.stimulus[B:2 * B]
+    for k in range(5):
+        level = 2.0 if k % 2 == 0 else 0.25
+        assert set(np.unique(noise[100 * k:100 * (k + 1)])) == {-level, 0.0, level}
+    np.testing.assert_array_equal(noise[:100], plain[B:B + 100])               # the high runs are the mix's noise
+    np.testing.assert_array_equal(noise[100:200] * 8, plain[B + 100:B + 200])  # the low runs, that noise at 1/8
+
+
 def test_make_dataset_bad_input(tmp_path):
     with pytest.raises(ValueError, match="frames"):
         syn.make_dataset(tmp_path / "x.h5", frames=10)

@@ -10,6 +10,7 @@ sees the whole event from a neutral state. Defaults follow METHOD.md §4.
 Generators
 ----------
 - :func:`white_noise` — binary or Gaussian checkerboard noise (seeded).
+- :func:`contrast_switching` — white noise whose contrast switches between a high and a low level (seeded).
 - :func:`naturalistic` — 1/f^alpha images with fixational jitter (seeded).
 - :func:`flash` — one full-field flash.
 - :func:`step` — a full-field luminance step.
@@ -51,6 +52,7 @@ from ._validate import FLOAT32_MAX, check_int, check_movie_fits, check_positive
 
 __all__ = [
     "white_noise",
+    "contrast_switching",
     "naturalistic",
     "flash",
     "step",
@@ -232,6 +234,70 @@ def white_noise(
         grid[rng.random(frames) < grey] = 0.0
     stim = np.repeat(np.repeat(grid, checker, axis=1), checker, axis=2)[:, :size, :size]
     return _out(np.ascontiguousarray(stim, dtype=np.float32), {}, return_events)
+
+
+def contrast_switching(
+    frames: int = 1000,
+    size: int = 50,
+    seed: int = 0,
+    *,
+    contrast: float = 2.0,
+    low_contrast: float = 0.25,
+    duration: int = 100,
+    kind: str = "binary",
+    checker: int = 4,
+    grey: float = 0.5,
+    return_events: bool = False,
+) -> Result:
+    """White noise whose contrast switches between a high and a low level (Baccus & Meister 2002).
+
+    :func:`white_noise` of unit contrast (same ``seed``, ``kind``, ``checker``
+    and ``grey``) scaled frame by frame: ``contrast`` for the first
+    ``duration`` frames, ``low_contrast`` for the next ``duration``, and so on.
+    The stimulus of contrast adaptation: a retina's gain falls over a high
+    stretch and recovers over a low one, so what follows a switch shows the
+    gain's slow state, which steady noise never varies.
+
+    Parameters
+    ----------
+    frames : number of frames T (10 ms each).
+    size : field side H = W in pixels (55 µm each).
+    seed : non-negative int; the same seed gives the same movie.
+    contrast : the high level: standard deviation of every pixel, contrast units (> 0).
+    low_contrast : the low level, contrast units (>= 0; 0 leaves the low stretches grey).
+    duration : frames at each level before it switches (>= 1; 100 = 1 s).
+    kind : "binary" or "gaussian" (see :func:`white_noise`).
+    checker : checker side in pixels (>= 1).
+    grey : probability in [0, 1) that a frame is grey (see :func:`white_noise`).
+    return_events : also return the events.
+
+    Returns
+    -------
+    float32 (frames, size, size), contrast units; with ``return_events``, also
+    ``{"high_onsets": frames where the high level starts, "low_onsets": frames
+    where the low level starts, "contrast": the level of every frame}``.
+
+    Example
+    -------
+    >>> s, ev = contrast_switching(frames=400, duration=100, return_events=True)
+    >>> ev["high_onsets"].tolist(), ev["low_onsets"].tolist()
+    ([0, 200], [100, 300])
+    """
+    frames = check_int(frames, "frames", 1)
+    contrast = _check_contrast(contrast)
+    low_contrast = _check_real(low_contrast, "low_contrast")
+    if not 0.0 <= low_contrast <= contrast:
+        raise ValueError(f"low_contrast must be in [0, contrast] = [0, {contrast:g}], got {low_contrast:g}")
+    duration = check_int(duration, "duration", 1)
+    unit = white_noise(frames, size, seed, kind=kind, contrast=1.0, checker=checker, grey=grey)
+    high = (np.arange(frames) // duration) % 2 == 0
+    level = np.where(high, contrast, low_contrast)
+    if kind == "gaussian":
+        _check_peak(float(np.abs(unit).max()) * contrast, contrast, "Gaussian noise values")
+    stim = unit * level.astype(np.float32)[:, None, None]
+    starts = np.arange(0, frames, duration)
+    events = {"high_onsets": starts[0::2], "low_onsets": starts[1::2], "contrast": level}
+    return _out(np.ascontiguousarray(stim, dtype=np.float32), events, return_events)
 
 
 def naturalistic(

@@ -664,7 +664,8 @@ DATASET_FRAMES = 30000
 DATASET_CHECKER = 4
 DATASET_CONTRAST = 2.0
 DATASET_GREY = 0.5
-#: the default dataset stimulus: "mix" (:func:`training_mix`); "binary" / "gaussian" are white noise
+#: the default dataset stimulus: "mix" (:func:`training_mix`); "mix-switching" the mix with contrast-switching
+#: noise (:data:`MIX_SWITCHING`); "binary" / "gaussian" are white noise
 DATASET_KIND = "mix"
 
 #: the training mixture of :func:`training_mix` (docs/MODEL.md): blocks of ``MIX_BLOCK`` frames cycle
@@ -673,34 +674,45 @@ MIX_BLOCK = 500
 MIX = (("naturalistic", {"contrast": 0.5}), ("noise", {"checker": 4}),
        ("naturalistic", {"contrast": 0.5}), ("noise", {"checker": 2}),
        ("naturalistic", {"contrast": 0.5}), ("noise", {"checker": 1}))
+#: :data:`MIX` with contrast-switching noise (``nr.stimuli.contrast_switching``: ±``contrast`` and
+#: ±0.25 by turns, 1 s each) in place of the steady noise: the same movies, checkers and frames, with
+#: the slow gain state varied (``make_dataset(kind="mix-switching")``; docs/MODEL.md)
+MIX_SWITCHING = tuple((("switching", kw) if kind == "noise" else (kind, kw)) for kind, kw in MIX)
+#: the dataset kinds that are a mixture, and their block tables
+MIXES = {"mix": MIX, "mix-switching": MIX_SWITCHING}
 
 
 def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float = DATASET_CONTRAST,
-                 grey: float = DATASET_GREY) -> np.ndarray:
+                 grey: float = DATASET_GREY, blocks: tuple = MIX) -> np.ndarray:
     """General-purpose training stimulus: naturalistic movies and white noise, float32 (frames, size, size).
 
     The movie is cut into :data:`MIX_BLOCK`-frame (5 s) blocks; block ``i`` is the
-    ``i``-th entry of :data:`MIX` (cyclically): a naturalistic movie
+    ``i``-th entry of ``blocks`` (cyclically; default :data:`MIX`): a naturalistic movie
     (``nr.stimuli.naturalistic``: 1/f images, fixational jitter, a saccade every
-    second, standard deviation 0.5) or binary white noise (±``contrast`` on 4, 2
-    or 1 px checkers, each frame grey with probability ``grey``). Block ``i`` has
-    seed ``1000·seed + i``. None of the experiments' stimuli (flashes, bars,
-    gratings) is in it: a model trained on it meets them for the first time.
+    second, standard deviation 0.5), binary white noise (±``contrast`` on 4, 2
+    or 1 px checkers, each frame grey with probability ``grey``) or, in
+    :data:`MIX_SWITCHING`, the same noise with its contrast switching between
+    ``contrast`` and 0.25 every second (``nr.stimuli.contrast_switching``).
+    Block ``i`` has seed ``1000·seed + i``. None of the experiments' stimuli
+    (flashes, bars, gratings) is in it: a model trained on it meets them for
+    the first time.
     """
-    from .stimuli import _check_contrast, _check_grey, naturalistic, white_noise
+    from .stimuli import _check_contrast, _check_grey, contrast_switching, naturalistic, white_noise
 
     frames = check_int(frames, "frames", 1)
     seed = check_int(seed, "seed", 0)
     contrast, grey = _check_contrast(contrast), _check_grey(grey)  # a short mix has no noise block
-    blocks = []
+    movies = []
     for i, start in enumerate(range(0, frames, MIX_BLOCK)):
         n = min(MIX_BLOCK, frames - start)
-        kind, kw = MIX[i % len(MIX)]
+        kind, kw = blocks[i % len(blocks)]
         if kind == "naturalistic":
-            blocks.append(naturalistic(n, size, seed * 1000 + i, **kw))
+            movies.append(naturalistic(n, size, seed * 1000 + i, **kw))
+        elif kind == "switching":
+            movies.append(contrast_switching(n, size, seed * 1000 + i, contrast=contrast, grey=grey, **kw))
         else:
-            blocks.append(white_noise(n, size, seed * 1000 + i, contrast=contrast, grey=grey, **kw))
-    return np.concatenate(blocks).astype(np.float32)
+            movies.append(white_noise(n, size, seed * 1000 + i, contrast=contrast, grey=grey, **kw))
+    return np.concatenate(movies).astype(np.float32)
 
 
 def make_dataset(
@@ -718,8 +730,8 @@ def make_dataset(
 ):
     """Write a dataset of the synthetic retina in the lab's HDF5 layout (the training mixture, or white noise).
 
-    ``train``: ``frames`` frames of :func:`training_mix` (``kind`` "mix", the default; ``checker``
-    is then the mixture's own) or of white noise (``kind`` "binary": ±``contrast``, or
+    ``train``: ``frames`` frames of :func:`training_mix` (``kind`` "mix", the default, or
+    "mix-switching", :data:`MIX_SWITCHING`; ``checker`` is then the mixture's own) or of white noise (``kind`` "binary": ±``contrast``, or
     "gaussian" with standard deviation ``contrast``; ``checker`` px checkers; each frame grey
     with probability ``grey``, see ``nr.stimuli.white_noise``; seed ``seed``) and one trial of
     Poisson spike counts per 10 ms bin.
@@ -741,9 +753,9 @@ def make_dataset(
     test_frames = check_int(test_frames, "test_frames", HISTORY)
     seed = check_int(seed, "seed", 0)
     checker = check_int(checker, "checker", 1)
-    if kind == "mix":
-        train = training_mix(frames, seed, contrast=contrast, grey=grey)
-        test = training_mix(test_frames, seed + 1, contrast=contrast, grey=grey)
+    if kind in MIXES:
+        train = training_mix(frames, seed, contrast=contrast, grey=grey, blocks=MIXES[kind])
+        test = training_mix(test_frames, seed + 1, contrast=contrast, grey=grey, blocks=MIXES[kind])
     else:
         train = white_noise(frames, SIZE, seed, checker=checker, kind=kind, contrast=contrast, grey=grey)
         test = white_noise(test_frames, SIZE, seed + 1, checker=checker, kind=kind, contrast=contrast, grey=grey)

@@ -119,9 +119,10 @@ def register(sub) -> None:
                    help="white-noise checker size in pixels, for --kind binary/gaussian (mix has its own)" + d)
     p.add_argument("--contrast", type=float, default=synthetic.DATASET_CONTRAST,
                    help="white-noise contrast (binary: ±contrast; gaussian: standard deviation)" + d)
-    p.add_argument("--kind", default=synthetic.DATASET_KIND, choices=("mix", "binary", "gaussian"),
+    p.add_argument("--kind", default=synthetic.DATASET_KIND, choices=(*synthetic.MIXES, "binary", "gaussian"),
                    help="mix: naturalistic movies and white noise at 4, 2 and 1 px (nr.synthetic.training_mix); "
-                        "binary/gaussian: white noise on --checker px checkers" + d)
+                        "mix-switching: the same with the noise's contrast switching between --contrast and 0.25 "
+                        "every second; binary/gaussian: white noise on --checker px checkers" + d)
     p.add_argument("--grey", type=float, default=synthetic.DATASET_GREY,
                    help="probability that a white-noise frame is grey (sparse noise; 0: classic white noise)" + d)
     p.add_argument("--retina-seed", type=int, default=0, help="seed of nr.synthetic.Retina" + d)
