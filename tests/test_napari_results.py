@@ -215,10 +215,11 @@ def test_time_axis_label_stays_in_the_canvas_at_its_smallest(tiny_viewer, qtbot,
                for row in plot.rows)
 
 
-def test_plot_asks_for_its_wrapped_title_and_canvas_so_the_time_axis_label_stays_in_the_dock(tiny_viewer, qtbot,
-                                                                                             plugin):
-    # a dock gets the plot's minimum height: Qt reckoned it for a title wrapped at another width, a line short,
-    # and the time axis' label fell below the dock's edge (an experiment with the ground truth: taller rows)
+def test_plot_page_holds_its_wrapped_title_and_canvas_so_the_time_axis_label_stays_in_reach(tiny_viewer, qtbot,
+                                                                                            plugin):
+    # Qt reckoned the minimum for a title wrapped at another width, a line short, and the time axis' label
+    # fell below the dock's edge (an experiment with the ground truth: taller rows); the page that scrolls
+    # must hold the whole wrapped title and the canvas at its minimum
     viewer = tiny_viewer
     _analyze_noise(viewer, plugin, qtbot, steps=2, explain=0.9)
     plot = _plot_of(viewer)
@@ -226,7 +227,39 @@ def test_plot_asks_for_its_wrapped_title_and_canvas_so_the_time_axis_label_stays
     qtbot.waitUntil(lambda: plot.title.height() >= plot.title.heightForWidth(plot.title.width()), timeout=5000)
     wrapped = plot.title.heightForWidth(plot.title.width())
     assert wrapped > 2 * plot.title.fontMetrics().height()                      # it wraps: several lines
-    assert plot.minimumSizeHint().height() >= wrapped + plot.canvas.native.minimumHeight()
+    page = plot.scroll.widget()
+    assert page.minimumSizeHint().height() >= wrapped + plot.canvas.native.minimumHeight()
+    qtbot.waitUntil(lambda: page.height() >= wrapped + plot.canvas.native.minimumHeight(), timeout=5000)
+
+
+def test_the_window_fits_a_laptop_screen_with_every_dock_and_the_traces(tiny_viewer, qtbot, plugin):
+    """The Analyze dock's form (568 px) over the trace plot (320 px) held the window at least 963 px tall, past
+    the bottom of a 900-px laptop screen (status bar and time axis off-screen). The docks scroll instead; where
+    the window has room, the traces show whole."""
+    viewer = tiny_viewer
+    main = viewer.window._qt_window
+    docks = {name: viewer.window.add_plugin_dock_widget(plugin, name, tabify=True)
+             for name in ("Model", "Stimulus", "Experiments")}
+    w = _analyze_noise(viewer, plugin, qtbot, steps=2, explain=0.9)
+    plot = _plot_of(viewer)
+    page, bar = plot.scroll.widget(), plot.scroll.verticalScrollBar()
+    # in the tests' 1600×1000 window: every row and the time axis without scrolling
+    qtbot.waitUntil(lambda: page.height() >= page.minimumSizeHint().height(), timeout=5000)
+    assert bar.maximum() == 0 and plot.canvas.native.height() >= plot.canvas.native.minimumHeight()
+    assert main.minimumSizeHint().height() <= 700                          # 963 before; a 768-px screen's room
+    viewer.window.resize(1600, 660)
+    qtbot.waitUntil(lambda: main.height() <= 700, timeout=5000)
+    # squeezed: the rows keep their legible height and scroll; so do the forms of the docks
+    qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=5000)
+    assert plot.canvas.native.height() >= plot.canvas.native.minimumHeight()
+    analyze_bar = w.scroll_area.verticalScrollBar()
+    qtbot.waitUntil(lambda: analyze_bar.maximum() > 0, timeout=5000)
+    w.scroll_area.ensureWidgetVisible(w.run_button.native)                 # every control can be reached
+    qtbot.wait(50)
+    top_left = w.run_button.native.mapTo(w.scroll_area.viewport(), w.run_button.native.rect().topLeft())
+    assert 0 <= top_left.y() and top_left.y() + w.run_button.native.height() <= w.scroll_area.viewport().height()
+    for dock, widget in docks.values():
+        assert widget.scroll_area.widget().isAncestorOf(widget[0].native)   # the whole form is in the area
 
 
 def test_time_cursor_and_slider_are_linked_both_ways(tiny_viewer, qtbot, plugin):

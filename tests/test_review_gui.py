@@ -243,9 +243,9 @@ def test_closing_the_analyze_dock_mid_run_cancels_the_run_quietly(viewer, notes,
     """napari's dock close button only takes the widget out of its dock: the run went on and its layers were
     added after the dock was gone (the Task docstring says closing the dock cancels it)."""
     w, layer, release = _held_run(viewer, monkeypatch, qtbot)
-    from napari_retina._napari._widgets._common import _dock_of
+    from napari_retina._napari._docking import dock_of
 
-    _dock_of(w.native).destroyOnClose()              # the dock's close button ('x')
+    dock_of(w.native).destroyOnClose()              # the dock's close button ('x')
     release.set()
     w.task.wait()
     qtbot.wait(20)

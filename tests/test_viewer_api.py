@@ -540,6 +540,13 @@ def test_one_attribute_task_shows_its_own_maps_only(viewer, store):
     layers = nr.show(res, viewer)
     assert [lay.name for lay in layers] == ["b"] + [f"b tiny cell0 A{c}" for c in range(8)]
     assert len(viewer.layers) == len(layers) and all(lay.visible for lay in layers)
+    # a click on a channel's name shows its map alone here too (the store's maps carry their prefix)
+    plot = nrv.traces(viewer)
+    plot.solo(3)
+    assert plot.solo_channel == 3
+    assert [lay.name for lay in layers[1:] if lay.visible] == ["b tiny cell0 A3"] and layers[0].visible
+    plot.solo(None)
+    assert all(lay.visible for lay in layers)
 
 
 def test_recordings_that_share_a_file_name_are_told_apart_and_replaced_when_shown_again(viewer, store):

@@ -802,6 +802,7 @@ def _window_image(viewer, size: tuple, margin: float) -> np.ndarray:
     try:
         viewer.window.resize(*size)
         _lay_out(viewer)  # the canvas (viewer.canvas.size) gets its real size before the view is fitted to it
+        _lay_out(viewer)  # and what that size set going settles (the trace plot's dock grows to its rows)
         fit(viewer, viewer.canvas.size, margin=margin)
         process_events(1)
         return viewer.screenshot(canvas_only=False, flash=False)

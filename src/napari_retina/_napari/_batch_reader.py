@@ -70,6 +70,7 @@ def _attribute_layers(res, stim_shape: tuple, prefix: str, visible: bool) -> lis
     for _, kwargs, _ in out:
         kwargs["visible"] = kwargs.get("visible", True) and visible
         kwargs.setdefault("metadata", {})["batch_key"] = res.key
+        kwargs["metadata"][META]["prefix"] = prefix   # the trace plot finds its maps by it (one map alone)
     return out
 
 

@@ -30,7 +30,7 @@ import weakref
 from typing import Iterator, Optional
 
 import numpy as np
-from qtpy.QtCore import QSize
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 from vispy import scene
 from vispy.scene.visuals import InfiniteLine, Line
@@ -38,7 +38,9 @@ from vispy.visuals.axis import Ticker
 from vispy.visuals.text.text import FontManager
 
 from . import _exit
-from ._layers import CURSOR_COLOR, META, CellTraces, _rgba, layer_geometry, map_layers, trace_series
+from ._docking import docked_in, vertical_scroll
+from ._layers import (CURSOR_COLOR, META, CellTraces, _rgba, layer_geometry, map_layers, plugin_metadata,
+                      trace_series)
 
 DOCK_NAME = "Traces (napari-retina)"
 """Title of the trace plot's dock widget."""
@@ -60,6 +62,9 @@ ROW_HEIGHT_PX = 60
 """The plot asks for this many pixels per row (up to :data:`MAX_HEIGHT_PX` in all)."""
 MAX_HEIGHT_PX = 380
 """The most height the plot asks for (it can be made smaller)."""
+DOCK_SHARE = 0.45
+"""New traces grow the plot's dock to show every row, up to this share of the window's height (beyond it,
+and whenever the dock is made smaller, the title and the rows scroll)."""
 ROW_MIN_PX = 32
 """The plot's canvas is never shorter than this many pixels per row (plus the time axis): below it
 the rows' labels overlap, and a bottom dock otherwise keeps whatever height it was first given."""
@@ -312,6 +317,44 @@ class _Row:
         return bool(0 <= local[0] <= w and 0 <= local[1] <= h)
 
 
+def _nothing() -> None:
+    """A weak reference's answer once its object is gone."""
+    return None
+
+
+class _RefitOnResize(QObject):
+    """Event filter on the main window: when it is resized, the plot's dock grows again to show its rows
+    (:meth:`TracePlot.fit_dock`; a script sizes the window after the traces were drawn)."""
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.Resize:
+            plot = self.parent()
+            QTimer.singleShot(0, lambda: _refit(plot))   # after Qt has laid the window out at its new size
+        return False
+
+
+def _refit(plot) -> None:
+    try:
+        plot.fit_dock()
+    except RuntimeError:   # Qt deleted the plot meanwhile
+        pass
+
+
+class _AtLeast(QWidget):
+    """Holds one widget and asks for no more than its minimum: in the trace plot's scroll area the canvas
+    then fills the viewport when that is taller, and scrolls only below the rows' legible minimum (the
+    scroll area sizes a word-wrapped page by its items' size hints)."""
+
+    def __init__(self, child: QWidget) -> None:
+        super().__init__()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(child)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return self.minimumSizeHint()
+
+
 class TracePlot(QWidget):
     """The trace plot of one viewer (dock widget); :func:`show_traces` fills it.
 
@@ -337,17 +380,26 @@ class TracePlot(QWidget):
         self._viewer = weakref.ref(viewer)
         self.series: list[dict] = []
         self.times_ms = np.zeros(0)
-        self.source = ""
+        self.source, self.maps_prefix = "", ""
         self.unit, self.ms_per_unit = "ms", 1.0
         self.title = QLabel(EMPTY_TITLE)
         self.title.setWordWrap(True)
         self.canvas = scene.SceneCanvas(keys=None, bgcolor="#0e0e0e", size=(700, 300))
         self.canvas.native.setMinimumHeight(100)
         self._preferred_height = 200
+        # the title and the rows scroll in a dock shorter than they need (a laptop's screen, a dock dragged
+        # small): the window never grows past the screen, and no row is squeezed below its legible minimum
+        page = QWidget()
+        page_layout = QVBoxLayout(page)
+        page_layout.setContentsMargins(0, 0, 0, 0)
+        page_layout.addWidget(self.title)
+        page_layout.addWidget(_AtLeast(self.canvas.native), 1)
+        self.scroll = vertical_scroll(page)
+        self._refit = _RefitOnResize(self)
+        self._watched = _nothing   # weak reference to the main window whose resizing refits the dock
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.title)
-        layout.addWidget(self.canvas.native, 1)
+        layout.addWidget(self.scroll)
         self.grid = None
         self.rows: list[_Row] = []
         self._complete = False  # whether the rows were built and shown in full (a stopped build was not)
@@ -366,9 +418,11 @@ class TracePlot(QWidget):
 
     # ----------------------------------------------------------------- data ---
 
-    def set_traces(self, series: list[dict], times_ms: np.ndarray, title: str = "", source: str = "") -> None:
-        """Plot ``series`` (one row per ``row`` value) against ``times_ms`` (T,) world ms; ``source``: whose."""
-        drain(self.traces_steps(series, times_ms, title, source))
+    def set_traces(self, series: list[dict], times_ms: np.ndarray, title: str = "", source: str = "",
+                   maps_prefix: Optional[str] = None) -> None:
+        """Plot ``series`` (one row per ``row`` value) against ``times_ms`` (T,) world ms; ``source``: whose;
+        ``maps_prefix``: the ``prefix`` in its map layers' metadata (default ``"<source>: "``)."""
+        drain(self.traces_steps(series, times_ms, title, source, maps_prefix))
 
     def clear(self) -> None:
         """Plot nothing (the result whose traces these were is gone); the next :meth:`set_traces` builds anew."""
@@ -376,12 +430,12 @@ class TracePlot(QWidget):
         if self.grid is not None:
             self.grid.parent = None
         self.grid, self.rows, self._complete = None, [], False
-        self.series, self.times_ms, self.source = [], np.zeros(0), ""
+        self.series, self.times_ms, self.source, self.maps_prefix = [], np.zeros(0), "", ""
         self._set_title(EMPTY_TITLE)
         self.canvas.update()
 
     def traces_steps(self, series: list[dict], times_ms: np.ndarray, title: str = "",
-                     source: str = "") -> Iterator[None]:
+                     source: str = "", maps_prefix: Optional[str] = None) -> Iterator[None]:
         """:meth:`set_traces` as a generator that yields between pieces of work of a few tens of ms.
 
         Driven by the event loop (one step per pass, :class:`._viewer.StagedAdd`),
@@ -394,6 +448,7 @@ class TracePlot(QWidget):
         """
         self._end_solo(source)
         self.series, self.times_ms, self.source = series, np.asarray(times_ms, float), source
+        self.maps_prefix = f"{source}: " if maps_prefix is None else maps_prefix
         duration = float(self.times_ms[-1] - self.times_ms[0]) if len(self.times_ms) > 1 else 0.0
         self.unit, self.ms_per_unit = time_unit(duration)
         self._set_title(title)
@@ -430,6 +485,7 @@ class TracePlot(QWidget):
         row_px = max(ROW_MIN_PX, LEGEND_LINE_PX * max(len(row.labels) for row in self.rows))  # rows share alike
         self.canvas.native.setMinimumHeight(min(X_AXIS_PX + row_px * n_rows, MAX_HEIGHT_PX))
         self.updateGeometry()
+        self.fit_dock()
         self._reset_ranges()
         hidden = [node for row in self.rows for node in row.nodes()] + [self.x_axis]
         for batch in reveal_batches(hidden):
@@ -472,8 +528,30 @@ class TracePlot(QWidget):
         super().resizeEvent(event)
         self._fit_title()
 
+    def fit_dock(self) -> None:
+        """Grow the plot's dock so the title and every row show without scrolling, where the window has room.
+
+        At most :data:`DOCK_SHARE` of the main window's height (the rest stays the
+        viewer's canvas); never shrinks a dock the user made taller; nothing
+        for a floating dock or a plot not in a dock.
+        """
+        dock, main = docked_in(self)
+        if dock is None:
+            return
+        if self._watched() is not main:
+            main.installEventFilter(self._refit)   # removed by Qt with the filter, a child of the plot
+            self._watched = weakref.ref(main)        # weakly: napari's window holds the viewer
+        page = self.scroll.widget()
+        width = self.scroll.viewport().width()
+        # the page's own minimum, reckoned here: a canvas minimum set just now is not in Qt's cached hints yet
+        rows = self.title.heightForWidth(width) + page.layout().spacing() + self.canvas.native.minimumHeight()
+        need = max(rows, self._preferred_height) + dock.height() - self.scroll.viewport().height()
+        wanted = min(need, int(DOCK_SHARE * main.height()))
+        if wanted > dock.height():
+            main.resizeDocks([dock], [wanted], Qt.Orientation.Vertical)
+
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
-        """About :data:`ROW_HEIGHT_PX` per row (at most 340 px); the dock can be made smaller down to 160 px."""
+        """About :data:`ROW_HEIGHT_PX` per row (at most :data:`MAX_HEIGHT_PX`); in a smaller dock the rows scroll."""
         return QSize(700, self._preferred_height)
 
     def visible_range(self) -> tuple[float, float]:
@@ -563,7 +641,7 @@ class TracePlot(QWidget):
                 layer = ref()
                 if layer is not None and viewer is not None and layer in viewer.layers:
                     layer.visible = visible
-        layers = map_layers(viewer.layers, f"{self.source}: ") if viewer is not None and self.source else []
+        layers = map_layers(viewer.layers, self.maps_prefix) if viewer is not None and self.source else []
         alone = [layer for layer in layers if layer.metadata[META]["channel"] == channel]
         if channel is None or (before is not None and before[0] == channel) or not alone:
             for row in self.rows:
@@ -698,7 +776,8 @@ def show_stored_traces(viewer, layer) -> bool:
     geo = layer_geometry(layer)
     T = len(stored["series"][0]["values"])
     times = geo["translate"][0] + np.arange(T) * geo["scale"][0]
-    trace_plot(viewer).set_traces(stored["series"], times, stored.get("title", ""), layer.name)
+    trace_plot(viewer).set_traces(stored["series"], times, stored.get("title", ""), layer.name,
+                                  plugin_metadata(layer).get("prefix"))
     return True
 
 

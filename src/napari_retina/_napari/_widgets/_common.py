@@ -22,9 +22,10 @@ from magicgui.widgets.bases import CategoricalWidget, ValueWidget
 
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtGui import QPalette
-from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea
+from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from .. import _exit
+from .._docking import dock_of, docked_in, vertical_scroll
 from .._layers import AXIS_LABELS, META, SCALE, UNITS
 from .._tasks import wrapping
 
@@ -284,15 +285,32 @@ def scroll_within(parent, child) -> QScrollArea:
     while row.parentWidget() is not parent.native:   # a labelled container wraps each child in a row widget
         row = row.parentWidget()
     index = layout.indexOf(row)
-    area = QScrollArea(parent.native)
-    area.setWidgetResizable(True)
-    area.setFrameShape(QFrame.Shape.NoFrame)
-    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     layout.removeWidget(row)
+    area = vertical_scroll(child.native, parent.native)   # without the row's (empty) label column
     layout.insertWidget(index, area, 1)   # in the row's place; it takes the dock's spare height
-    area.setWidget(child.native)          # without the row's (empty) label column
     row.hide()
     row.setParent(area)                   # kept alive with the area, as magicgui holds it
+    return area
+
+
+def scroll_contents(widget) -> QScrollArea:
+    """Put everything in the magicgui container ``widget`` in one vertical scroll area; returns the area.
+
+    A dock then asks napari's window for a few lines of height instead of its
+    whole form (the Analyze dock's was 568 px, which with the trace plot made
+    the window 963 px tall: past the bottom of a laptop's screen, status bar and
+    time axis included); where the window has the room, it shows the form as
+    before. The container's layout moves, with its widgets, into the area's
+    page, so magicgui's own handle on it keeps working (``append``, ``clear``).
+    Call it last in ``__init__``, after :func:`scroll_within`.
+    """
+    native = widget.native
+    page = QWidget()
+    page.setLayout(native.layout())   # Qt moves a layout installed on another widget, children included
+    area = vertical_scroll(page)
+    outer = QVBoxLayout(native)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(area)
     return area
 
 
@@ -312,18 +330,10 @@ def tabify_when_docked(widget) -> None:
     QTimer.singleShot(0, lambda: _tabify(native))
 
 
-def _dock_of(native):
-    w = native
-    while w is not None and not isinstance(w, QDockWidget):
-        w = w.parentWidget()
-    return w
-
-
 def _tabify(native) -> None:
     try:
-        dock = _dock_of(native)
-        main = dock.parentWidget() if dock is not None else None
-        if not isinstance(main, QMainWindow) or dock.isFloating():
+        dock, main = docked_in(native)
+        if dock is None:
             return
         area = main.dockWidgetArea(dock)
     except RuntimeError:  # Qt deleted the widget meanwhile
@@ -331,7 +341,7 @@ def _tabify(native) -> None:
     others = []
     for other in list(_OURS):
         try:
-            d = _dock_of(other) if other is not native else None
+            d = dock_of(other) if other is not native else None
             if d is not None and d is not dock and d.parentWidget() is main and not d.isFloating() \
                     and main.dockWidgetArea(d) == area:
                 others.append(d)

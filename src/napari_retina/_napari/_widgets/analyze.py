@@ -35,6 +35,7 @@ from ._common import (
     has_physical_scale,
     layer_picker,
     parameter_widget,
+    scroll_contents,
     set_physical_scale,
     tabify_when_docked,
     wrapping,
@@ -157,6 +158,7 @@ class AnalyzeWidget(Container):
         follow_stored_traces(viewer)
         self.analysis: Optional[Analysis] = None
         self.added_layers: list = []
+        self.scroll_area = scroll_contents(self)   # a dock a few lines tall on a laptop's screen
         tabify_when_docked(self)
 
     def _model_changed(self, model: RetinaCNN) -> None:

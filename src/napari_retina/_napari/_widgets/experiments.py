@@ -31,8 +31,8 @@ from ...experiments.battery import KEY_NUMBERS, default_retina, trained_on_truth
 from .._session import session
 from .._tasks import Task, notify, one_sentence
 from ... import viewer as nr_viewer
-from ._common import TERMS, PARAMETER_HELP, parameter_widget, rich_label, scroll_within, tabify_when_docked, \
-    term_link
+from ._common import TERMS, PARAMETER_HELP, parameter_widget, rich_label, scroll_contents, scroll_within, \
+    tabify_when_docked, term_link
 
 TABLE_HEIGHT = 130
 """Minimum height (px) of the readout table, so its rows are readable."""
@@ -265,6 +265,7 @@ class ExperimentsWidget(Container):
         self.session.model_changed.connect(self._model_changed)
         if self.session.has_model():
             self._model_changed(self.session.model)
+        self.scroll_area = scroll_contents(self)   # a dock a few lines tall on a laptop's screen
         tabify_when_docked(self)
 
     def _model_changed(self, model) -> None:

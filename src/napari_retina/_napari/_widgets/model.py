@@ -18,7 +18,7 @@ from ...model import RetinaCNN
 from ...training import train
 from .._session import session
 from .._tasks import Task, notify, one_sentence
-from ._common import file_choice_problem, parameter_widget, tabify_when_docked, wrapping
+from ._common import file_choice_problem, parameter_widget, scroll_contents, tabify_when_docked, wrapping
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 """The device choices (``nr.load_model(device=...)``); one that is not here is refused with a notification."""
@@ -127,6 +127,7 @@ class ModelWidget(Container):
         if self.session.has_model():  # set before this dock opened (a script's use_model, another dock's load)
             self._show(self.session.model)
         self._device_ok = "auto"
+        self.scroll_area = scroll_contents(self)   # a dock a few lines tall on a laptop's screen
         tabify_when_docked(self)
 
     def _show(self, model: RetinaCNN) -> None:

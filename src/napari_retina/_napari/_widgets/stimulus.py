@@ -11,7 +11,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, create_widg
 from ... import stimuli
 from .._sample_data import generate
 from .._tasks import notify, one_sentence
-from ._common import layer_picker, parameter_widget, set_physical_scale, tabify_when_docked
+from ._common import layer_picker, parameter_widget, set_physical_scale, scroll_contents, tabify_when_docked
 
 GENERATORS = ("flash_train", "white_noise", "contrast_switching", "naturalistic", "flash", "step", "moving_bar", "flashed_bar",
               "reversing_bar", "reversing_grating")
@@ -56,6 +56,7 @@ class StimulusWidget(Container):
         self.generate_button.changed.connect(lambda *_: self.generate())
         self.scale_button.changed.connect(lambda *_: self.set_scale())
         self._build_params()
+        self.scroll_area = scroll_contents(self)   # a dock a few lines tall on a laptop's screen
         tabify_when_docked(self)
 
     def _build_params(self, *_) -> None:
