@@ -70,6 +70,12 @@ def mean_r(pred: np.ndarray, true: np.ndarray) -> float:
     return float(np.nanmean(rs))
 
 
+def reversal_bursts(readout: dict) -> list:
+    """``[(reversal position px from the centre, latency ms)]`` of the reversal readout's bursting positions."""
+    return [(float(p), float(lat)) for p, lat, burst in zip(readout["reversal_positions_px"],
+                                                          readout["burst_latencies_ms"], readout["bursting"]) if burst]
+
+
 def score(model, gt: Retina, tiny: bool) -> dict:
     fid = {k: mean_r(np.asarray(nr.predict(model, s)), gt.respond(s)) for k, s in fidelity_stimuli(tiny).items()}
     exps = ["osr", "reversal"] if tiny else names()
@@ -80,6 +86,10 @@ def score(model, gt: Retina, tiny: bool) -> dict:
         per_cell[cell] = {r["name"]: {k: r[k] for k in ("truth_present", "model_present", "reduced_present", "model",
                                                         "truth", "reduced", "explained_variance", "kept")}
                           for r in b["rows"]}
+        if "reversal" in exps:   # where the bar bursts: the truth only before its centre (docs/MODEL.md)
+            per_cell[cell]["reversal"]["bursts"] = {who: reversal_bursts(r["reversal"].readout)
+                                                    for who, r in (("model", b["results"]), ("truth", b["truth"]))
+                                                    if r.get("reversal") is not None}
         for n in exps:
             per_cell[cell][n]["recovery"] = [
                 {k: ch[k] for k in ("channel", "label", "pathway", "temporal_r", "spatial_r", "match_r", "margin",
