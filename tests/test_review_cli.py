@@ -117,6 +117,16 @@ def test_synth_nan_contrast_is_refused(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "d.h5")
 
 
+def test_synth_kind_mix_switching_writes_the_switching_mix(tmp_path):
+    out = tmp_path / "sw.h5"
+    assert main(["synth", str(out), "--frames", "600", "--test-frames", "50", "--repeats", "1",
+                 "--kind", "mix-switching", "--quiet"]) == 0
+    ds = nr.io.read_dataset(out)
+    assert ds.attrs["kind"] == "mix-switching"
+    np.testing.assert_array_equal(ds.train.stimulus,
+                                  nr.synthetic.training_mix(600, 0, blocks=nr.synthetic.MIX_SWITCHING))
+
+
 def test_synth_records_the_retina_version_it_is_asked_for(tmp_path, capsys):
     """--retina-version 3 records the gain-controlled truth: its description, and its rates on the test stimulus."""
     import h5py
