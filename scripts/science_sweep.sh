@@ -4,7 +4,8 @@
 # WORK_DIR holds the dataset (600 MB for 60k frames); RESULTS_DIR gets the checkpoints, sweep.json
 # and sweep.md. FRAMES, EPOCHS and PATIENCE (environment) override the recipe's 120000, 20 and 3;
 # RETINA_VERSION picks the ground truth (default 2, the shipped model's; 3: with gain control);
-# HISTORY the models' history in frames (default 40).
+# HISTORY the models' history in frames (default 40); KIND the training stimulus (default mix;
+# mix-switching: its noise switches contrast every second).
 set -uo pipefail
 cd "$(dirname "$0")"
 work=$1; results=$2; shift 2
@@ -13,7 +14,7 @@ export PYTHONPATH=../src PYTHONUNBUFFERED=1
 mkdir -p "$work" "$results"
 truth=(${RETINA_VERSION:+--retina-version "$RETINA_VERSION"})   # unset: science_sweep.py's default
 history=(${HISTORY:+--history "$HISTORY"})
-python science_sweep.py "$work" --stage data --frames "${FRAMES:-120000}" "${truth[@]}" || exit 1
+python science_sweep.py "$work" --stage data --frames "${FRAMES:-120000}" --kind "${KIND:-mix}" "${truth[@]}" || exit 1
 for s in $seeds; do
   OMP_NUM_THREADS=3 timeout 480 python science_sweep.py "$work" --stage model --seed "$s" --device cuda \
     --threads 3 "${truth[@]}" "${history[@]}" --frames "${FRAMES:-120000}" --epochs "${EPOCHS:-20}" --patience "${PATIENCE:-3}" \
