@@ -32,7 +32,6 @@ import numpy as np
 SIZE = (1600, 1000)
 """Window size (pixels) of every screenshot."""
 DOCK_WIDTH = 420
-TRACE_DOCK_HEIGHT = 270
 WIDGETS = ("Analyze", "Model", "Stimulus", "Experiments")
 SAMPLE = "omitted_flash_train"
 README_IMAGE = "napari-retina-demo.png"
@@ -63,7 +62,7 @@ def save_png(viewer, path: Path) -> Path:
 
 
 def arrange(viewer, docks: dict) -> None:
-    """Narrow the right dock column and give the trace plot room (Qt's public ``resizeDocks``)."""
+    """Narrow the right dock column (Qt's public ``resizeDocks``) and let the trace plot's dock grow to its rows."""
     from qtpy.QtCore import Qt
 
     from napari_retina._napari._plot import DOCK_NAME
@@ -73,18 +72,8 @@ def arrange(viewer, docks: dict) -> None:
     main.resizeDocks(right, [DOCK_WIDTH] * len(right), Qt.Orientation.Horizontal)
     plot = viewer.window.dock_widgets.get(DOCK_NAME)
     if plot is not None:
-        main.resizeDocks([dock_of(plot)], [TRACE_DOCK_HEIGHT], Qt.Orientation.Vertical)
+        plot.fit_dock()
     process_events()
-
-
-def dock_of(widget):
-    """The QDockWidget that holds ``widget`` (its nearest dock-widget ancestor)."""
-    from qtpy.QtWidgets import QDockWidget
-
-    node = getattr(widget, "native", widget)
-    while node is not None and not isinstance(node, QDockWidget):
-        node = node.parentWidget()
-    return node
 
 
 def show_tab(docks: dict, name: str) -> None:
