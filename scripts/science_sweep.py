@@ -156,11 +156,13 @@ def main() -> None:
 
 def table(rows: list) -> str:
     """One line per (seed, experiment): present in truth/model/reduced per cell, fidelity, EV."""
-    lines = ["| seed | r true | fidelity nat / 4 / 2 / 1 px | experiment | truth | model | reduced | movie r | min EV |",
+    lines = ["| seed | r true | fidelity nat / 4 / 2 / 1 px / switching | experiment | truth | model | reduced | movie r "
+             "| min EV |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = r["fidelity"]
-        fid = " / ".join(f"{f[k]:.2f}" for k in ("naturalistic", "noise 4 px", "noise 2 px", "noise 1 px"))
+        fid = " / ".join(f"{f[k]:.2f}" if k in f else "–"   # rows scored before the switching noise was: a dash
+                         for k in ("naturalistic", "noise 4 px", "noise 2 px", "noise 1 px", "switching 4 px"))
         for n in r["fidelity_experiments"]:
             cells = r["cells"].values()
             yn = lambda key: "".join("y" if c[n][key] else "n" for c in cells)   # noqa: E731

@@ -115,8 +115,8 @@ STIMULUS_UNITS = {
     "period": "frames", "duration": "frames", "pre": "frames", "post": "frames", "frames": "frames",
     "fixation": "frames", "reversal": "px", "size": "px", "width": "px", "bar_width": "px", "checker": "px",
     "start": "px", "stop": "px", "position": "px", "phase": "px", "speed": "px/frame", "jitter": "px/frame",
-    "intensity": "contrast", "contrast": "contrast", "low_contrast": "contrast", "n_flashes": "count", "seed": "integer",
-    "alpha": "exponent", "grey": "probability",
+    "intensity": "contrast", "contrast": "contrast", "low_contrast": "contrast", "n_flashes": "count",
+    "seed": "integer", "alpha": "exponent", "grey": "probability",
 }
 """Units of the ``nr.stimuli`` generators' parameters (1 frame = 10 ms, 1 px = 55 µm, contrast units)."""
 

@@ -13,8 +13,8 @@ from .._sample_data import generate
 from .._tasks import notify, one_sentence
 from ._common import layer_picker, parameter_widget, set_physical_scale, scroll_contents, tabify_when_docked
 
-GENERATORS = ("flash_train", "white_noise", "contrast_switching", "naturalistic", "flash", "step", "moving_bar", "flashed_bar",
-              "reversing_bar", "reversing_grating")
+GENERATORS = ("flash_train", "white_noise", "contrast_switching", "naturalistic", "flash", "step", "moving_bar",
+              "flashed_bar", "reversing_bar", "reversing_grating")
 """The ``nr.stimuli`` generators offered, in menu order."""
 _SIMPLE = (int, float, bool, str)
 _INT_RANGE = {"min": -10**6, "max": 10**7}
