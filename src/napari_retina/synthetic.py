@@ -731,10 +731,10 @@ def make_dataset(
     """Write a dataset of the synthetic retina in the lab's HDF5 layout (the training mixture, or white noise).
 
     ``train``: ``frames`` frames of :func:`training_mix` (``kind`` "mix", the default, or
-    "mix-switching", :data:`MIX_SWITCHING`; ``checker`` is then the mixture's own) or of white noise (``kind`` "binary": ±``contrast``, or
-    "gaussian" with standard deviation ``contrast``; ``checker`` px checkers; each frame grey
-    with probability ``grey``, see ``nr.stimuli.white_noise``; seed ``seed``) and one trial of
-    Poisson spike counts per 10 ms bin.
+    "mix-switching", :data:`MIX_SWITCHING`; ``checker`` is then the mixture's own) or of white
+    noise (``kind`` "binary": ±``contrast``, or "gaussian" with standard deviation ``contrast``;
+    ``checker`` px checkers; each frame grey with probability ``grey``, see
+    ``nr.stimuli.white_noise``; seed ``seed``) and one trial of Poisson spike counts per 10 ms bin.
     ``test``: ``test_frames`` frames of the same kind of stimulus with seed ``seed + 1``,
     ``repeats`` trials (``test/repeats/cellNN``), their mean as the test rates,
     and the true rates under ``test/true_rates`` (cells, T) with the attribute

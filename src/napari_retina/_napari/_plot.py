@@ -317,11 +317,6 @@ class _Row:
         return bool(0 <= local[0] <= w and 0 <= local[1] <= h)
 
 
-def _nothing() -> None:
-    """A weak reference's answer once its object is gone."""
-    return None
-
-
 class _RefitOnResize(QObject):
     """Event filter on the main window: when it is resized, the plot's dock grows again to show its rows
     (:meth:`TracePlot.fit_dock`; a script sizes the window after the traces were drawn)."""
@@ -396,7 +391,7 @@ class TracePlot(QWidget):
         page_layout.addWidget(_AtLeast(self.canvas.native), 1)
         self.scroll = vertical_scroll(page)
         self._refit = _RefitOnResize(self)
-        self._watched = _nothing   # weak reference to the main window whose resizing refits the dock
+        self._watched: Optional[weakref.ref] = None   # the main window whose resizing refits the dock
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.scroll)
@@ -538,7 +533,7 @@ class TracePlot(QWidget):
         dock, main = docked_in(self)
         if dock is None:
             return
-        if self._watched() is not main:
+        if self._watched is None or self._watched() is not main:
             main.installEventFilter(self._refit)   # removed by Qt with the filter, a child of the plot
             self._watched = weakref.ref(main)        # weakly: napari's window holds the viewer
         page = self.scroll.widget()
