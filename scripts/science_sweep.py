@@ -9,6 +9,7 @@ Stages (``--stage``):
   (:func:`napari_retina.synthetic.training_mix`: naturalistic movies and white noise at 4, 2
   and 1 px; never the experiments' stimuli), written to OUT/mix.h5; ``--kind mix-switching``:
   the same with the noise's contrast switching every second (``synthetic.MIX_SWITCHING``);
+  ``--kind mix-steps``: stepping to a random contrast every second (``synthetic.MIX_STEPS``);
 - ``model SEED``: train one model of the recipe with that seed (``nr.train``, the shipped
   settings), save OUT/model_SEED.pt, then score it and write OUT/row_SEED.json:
   fidelity (Pearson r against the true rates, frames with a full history, mean over the four
@@ -115,7 +116,8 @@ def main() -> None:
     ap.add_argument("--history", type=int, default=None,
                     help="the model's history in frames (default: ModelConfig's, 40 = 400 ms)")
     ap.add_argument("--kind", default="mix", choices=tuple(MIXES),
-                    help="the data stage's training stimulus: mix, or mix-switching (its noise's contrast switches)")
+                    help="the data stage's training stimulus: mix; mix-switching (its noise's contrast switches) "
+                         "or mix-steps (it steps to a random contrast every second)")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

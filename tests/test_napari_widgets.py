@@ -324,6 +324,21 @@ def test_stimulus_widget_generates_with_parameters(viewer, notes):
         assert w.generate() is not None, name
 
 
+def test_stimulus_widget_offers_the_noise_kinds_and_orders_as_choices(viewer, notes):
+    """Literal parameters (white noise's kind, contrast switching's order) are combo boxes, not free text."""
+    w = _dock(viewer, _widgets.StimulusWidget)
+    w.generator.value = "contrast_switching"
+    params = {wid.name: wid for wid in w.params}
+    assert tuple(params["order"].choices) == ("alternate", "random")
+    assert tuple(params["kind"].choices) == ("binary", "gaussian")
+    params["order"].value, params["frames"].value, params["size"].value = "random", 300, 10
+    layer = w.generate()
+    assert notes == []
+    np.testing.assert_array_equal(layer.data, nr.stimuli.contrast_switching(300, 10, order="random"))
+    assert layer.metadata["parameters"]["order"] == "random"
+    assert len(np.unique(layer.metadata["events"]["contrast"])) == 3       # three 100-frame runs, three levels
+
+
 def test_stimulus_widget_sets_scale_on_existing_layer(viewer, notes):
     w = _dock(viewer, _widgets.StimulusWidget)
     layer = viewer.add_image(np.zeros((12, 20, 20), np.float32), name="raw")

@@ -117,14 +117,15 @@ def test_synth_nan_contrast_is_refused(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "d.h5")
 
 
-def test_synth_kind_mix_switching_writes_the_switching_mix(tmp_path):
+@pytest.mark.parametrize("kind, blocks", [("mix-switching", "MIX_SWITCHING"), ("mix-steps", "MIX_STEPS")])
+def test_synth_kind_writes_that_mix(tmp_path, kind, blocks):
     out = tmp_path / "sw.h5"
     assert main(["synth", str(out), "--frames", "600", "--test-frames", "50", "--repeats", "1",
-                 "--kind", "mix-switching", "--quiet"]) == 0
+                 "--kind", kind, "--quiet"]) == 0
     ds = nr.io.read_dataset(out)
-    assert ds.attrs["kind"] == "mix-switching"
+    assert ds.attrs["kind"] == kind
     np.testing.assert_array_equal(ds.train.stimulus,
-                                  nr.synthetic.training_mix(600, 0, blocks=nr.synthetic.MIX_SWITCHING))
+                                  nr.synthetic.training_mix(600, 0, blocks=getattr(nr.synthetic, blocks)))
 
 
 def test_synth_records_the_retina_version_it_is_asked_for(tmp_path, capsys):

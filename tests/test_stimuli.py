@@ -86,6 +86,31 @@ def test_contrast_switching_is_unit_noise_at_the_high_then_the_low_level(kind):
         assert (np.abs(s[moving]).max(axis=(1, 2)) == level[moving].astype(np.float32)).all()
 
 
+@pytest.mark.parametrize("kind", ["binary", "gaussian"])
+def test_contrast_switching_in_random_order_steps_the_same_noise_to_levels_in_the_range(kind):
+    """order="random": the unit noise of "alternate", each 30-frame run at one level in [0.5, 8]."""
+    s, ev = S.contrast_switching(frames=3000, size=8, seed=6, contrast=8.0, low_contrast=0.5, duration=30,
+                                 order="random", kind=kind, grey=0.0, return_events=True)
+    unit = S.white_noise(3000, 8, 6, kind=kind, contrast=1.0, checker=4, grey=0.0).astype(np.float64)
+    level = ev["contrast"]
+    np.testing.assert_allclose(s, unit * level[:, None, None], rtol=1e-6)
+    assert ev["onsets"].tolist() == list(range(0, 3000, 30)) and "high_onsets" not in ev
+    runs = level.reshape(100, 30)
+    assert (runs == runs[:, :1]).all()                                  # constant within a run
+    assert 0.5 <= level.min() and level.max() <= 8.0
+    # log-uniform over [ln 0.5, ln 8]: a quarter of the runs in each quarter of that span (100 runs)
+    quarter = np.floor((np.log(runs[:, 0]) - np.log(0.5)) / (np.log(16.0) / 4)).astype(int)
+    assert np.bincount(quarter, minlength=4).min() >= 12
+    # the levels' draw does not disturb the noise: the same seed alternating gives the same unit noise
+    alt = S.contrast_switching(frames=3000, size=8, seed=6, contrast=8.0, low_contrast=0.5, duration=30,
+                               kind=kind, grey=0.0)
+    np.testing.assert_allclose(alt[:30], s[:30] * (8.0 / level[0]), rtol=1e-5)
+    # and another seed other levels
+    other = S.contrast_switching(frames=3000, size=8, seed=7, contrast=8.0, low_contrast=0.5, duration=30,
+                                 order="random", return_events=True)[1]["contrast"]
+    assert not np.allclose(other, level)
+
+
 def test_contrast_switching_to_zero_leaves_the_low_runs_grey():
     s = S.contrast_switching(frames=40, size=8, low_contrast=0.0, duration=10, grey=0.0)
     assert (s[10:20] == 0).all() and (s[30:] == 0).all() and (np.abs(s[:10]) == 2.0).all()
@@ -95,7 +120,9 @@ def test_contrast_switching_to_zero_leaves_the_low_runs_grey():
                                        ({"low_contrast": -0.1}, "low_contrast must be in"),
                                        ({"duration": 0}, "duration must be >= 1"),
                                        ({"contrast": 0.0}, "contrast"),
-                                       ({"kind": "pink"}, "kind must be")])
+                                       ({"kind": "pink"}, "kind must be"),
+                                       ({"order": "zigzag"}, "order must be .alternate. or .random."),
+                                       ({"order": "random", "low_contrast": 0.0}, "low_contrast must be > 0")])
 def test_contrast_switching_bad_input(kw, match):
     with pytest.raises(ValueError, match=match):
         S.contrast_switching(frames=10, size=4, **kw)

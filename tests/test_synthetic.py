@@ -479,6 +479,29 @@ def test_mix_switching_is_the_mix_with_its_noise_switching_contrast_every_second
     np.testing.assert_array_equal(noise[100:200] * 8, plain[B + 100:B + 200])  # the low runs, that noise at 1/8
 
 
+def test_mix_steps_is_the_mix_with_its_noise_stepping_to_a_random_contrast_every_second(tmp_path):
+    """The same naturalistic blocks; each noise block is the mix's noise at one level per 100 frames, in
+    [0.25, 10] at the default contrast 2, and the levels differ between runs and between blocks."""
+    path = syn.make_dataset(tmp_path / "st.h5", frames=2000, test_frames=100, repeats=1, seed=3, kind="mix-steps")
+    ds = nr.io.read_dataset(path)
+    plain = syn.training_mix(2000, 3)
+    B = syn.MIX_BLOCK
+    assert ds.attrs["kind"] == "mix-steps"
+    np.testing.assert_array_equal(ds.train.stimulus, syn.training_mix(2000, 3, blocks=syn.MIX_STEPS))
+    np.testing.assert_array_equal(ds.train.stimulus[:B], plain[:B])             # naturalistic: as in the mix
+    levels = []
+    for block in (1, 3):                                                       # the 4 px and 2 px noise blocks
+        noise, mix_noise = ds.train.stimulus[block * B:(block + 1) * B], plain[block * B:(block + 1) * B]
+        for k in range(5):
+            run, ref = noise[100 * k:100 * (k + 1)], mix_noise[100 * k:100 * (k + 1)]
+            level = float(np.abs(run).max())
+            assert 0.25 <= level <= 10.0
+            np.testing.assert_allclose(run, ref * (level / 2.0), rtol=1e-6)   # the mix's noise, rescaled
+            levels.append(level)
+    assert len(set(np.round(levels, 4))) == len(levels)
+    assert max(levels) > 2.0 > min(levels)
+
+
 def test_make_dataset_bad_input(tmp_path):
     with pytest.raises(ValueError, match="frames"):
         syn.make_dataset(tmp_path / "x.h5", frames=10)

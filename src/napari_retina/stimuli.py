@@ -44,7 +44,7 @@ Example
 from __future__ import annotations
 
 import numbers
-from typing import Union
+from typing import Literal, Union
 
 import numpy as np
 
@@ -174,7 +174,7 @@ def white_noise(
     size: int = 50,
     seed: int = 0,
     *,
-    kind: str = "binary",
+    kind: Literal["binary", "gaussian"] = "binary",
     contrast: float = 1.0,
     checker: int = 1,
     grey: float = 0.0,
@@ -244,7 +244,8 @@ def contrast_switching(
     contrast: float = 2.0,
     low_contrast: float = 0.25,
     duration: int = 100,
-    kind: str = "binary",
+    order: Literal["alternate", "random"] = "alternate",
+    kind: Literal["binary", "gaussian"] = "binary",
     checker: int = 4,
     grey: float = 0.5,
     return_events: bool = False,
@@ -256,7 +257,10 @@ def contrast_switching(
     ``duration`` frames, ``low_contrast`` for the next ``duration``, and so on.
     The stimulus of contrast adaptation: a retina's gain falls over a high
     stretch and recovers over a low one, so what follows a switch shows the
-    gain's slow state, which steady noise never varies.
+    gain's slow state, which steady noise never varies. With ``order="random"``
+    each stretch's level is drawn log-uniformly between ``low_contrast`` and
+    ``contrast`` instead (random contrast steps: every contrast in the range,
+    each after every other).
 
     Parameters
     ----------
@@ -266,6 +270,9 @@ def contrast_switching(
     contrast : the high level: standard deviation of every pixel, contrast units (> 0).
     low_contrast : the low level, contrast units (>= 0; 0 leaves the low stretches grey).
     duration : frames at each level before it switches (>= 1; 100 = 1 s).
+    order : "alternate" (high, low, high, ...) or "random" (each stretch log-uniform in
+        [low_contrast, contrast], which must then be > 0; the levels' draw has its own
+        stream of ``seed``, so the noise is the same as with "alternate").
     kind : "binary" or "gaussian" (see :func:`white_noise`).
     checker : checker side in pixels (>= 1).
     grey : probability in [0, 1) that a frame is grey (see :func:`white_noise`).
@@ -274,8 +281,9 @@ def contrast_switching(
     Returns
     -------
     float32 (frames, size, size), contrast units; with ``return_events``, also
-    ``{"high_onsets": frames where the high level starts, "low_onsets": frames
-    where the low level starts, "contrast": the level of every frame}``.
+    ``{"onsets": frames where a stretch starts, "contrast": the level of every
+    frame}`` and, with ``order="alternate"``, ``"high_onsets"`` and
+    ``"low_onsets"``: the frames where the high and the low level start.
 
     Example
     -------
@@ -289,15 +297,26 @@ def contrast_switching(
     if not 0.0 <= low_contrast <= contrast:
         raise ValueError(f"low_contrast must be in [0, contrast] = [0, {contrast:g}], got {low_contrast:g}")
     duration = check_int(duration, "duration", 1)
+    if order not in ("alternate", "random"):
+        raise ValueError(f"order must be 'alternate' or 'random', got {order!r}")
+    if order == "random" and low_contrast <= 0.0:
+        raise ValueError(f"order 'random' draws levels log-uniformly: low_contrast must be > 0, got {low_contrast:g}")
     # unit-contrast noise, a fresh array of ours: scaled in place (no second copy of the movie)
     stim = white_noise(frames, size, seed, kind=kind, contrast=1.0, checker=checker, grey=grey)
-    high = (np.arange(frames) // duration) % 2 == 0
-    level = np.where(high, contrast, low_contrast)
+    stretch = np.arange(frames) // duration
+    if order == "alternate":
+        levels = np.where(np.arange(stretch[-1] + 1) % 2 == 0, contrast, low_contrast)
+    else:   # a stream of its own (seed, 1): white_noise's draws stay those of default_rng(seed)
+        log_lo, log_hi = np.log(low_contrast), np.log(contrast)
+        levels = np.exp(np.random.default_rng([seed, 1]).uniform(log_lo, log_hi, stretch[-1] + 1))
+    level = levels[stretch]
     if kind == "gaussian":
         _check_peak(max(float(stim.max()), -float(stim.min())) * contrast, contrast, "Gaussian noise values")
     stim *= level.astype(np.float32)[:, None, None]
     starts = np.arange(0, frames, duration)
-    events = {"high_onsets": starts[0::2], "low_onsets": starts[1::2], "contrast": level}
+    events = {"onsets": starts, "contrast": level}
+    if order == "alternate":
+        events.update(high_onsets=starts[0::2], low_onsets=starts[1::2])
     return _out(stim, events, return_events)
 
 

@@ -664,8 +664,8 @@ DATASET_FRAMES = 30000
 DATASET_CHECKER = 4
 DATASET_CONTRAST = 2.0
 DATASET_GREY = 0.5
-#: the default dataset stimulus: "mix" (:func:`training_mix`); "mix-switching" the mix with contrast-switching
-#: noise (:data:`MIX_SWITCHING`); "binary" / "gaussian" are white noise
+#: the default dataset stimulus: "mix" (:func:`training_mix`); "mix-switching" and "mix-steps" the mix with
+#: contrast-switching or contrast-stepping noise (:data:`MIXES`); "binary" / "gaussian" are white noise
 DATASET_KIND = "mix"
 
 #: the training mixture of :func:`training_mix` (docs/MODEL.md): blocks of ``MIX_BLOCK`` frames cycle
@@ -678,8 +678,15 @@ MIX = (("naturalistic", {"contrast": 0.5}), ("noise", {"checker": 4}),
 #: ±0.25 by turns, 1 s each) in place of the steady noise: the same movies, checkers and frames, with
 #: the slow gain state varied (``make_dataset(kind="mix-switching")``; docs/MODEL.md)
 MIX_SWITCHING = tuple((("switching", kw) if kind == "noise" else (kind, kw)) for kind, kw in MIX)
+#: the contrast range of the "steps" blocks, as multiples of the mix's ``contrast``: ±0.25 to ±10 at the default 2
+STEPS_SPAN = (0.125, 5.0)
+#: :data:`MIX` with random contrast steps in place of the steady noise (``nr.stimuli.contrast_switching``
+#: with ``order="random"``: each second's contrast log-uniform in :data:`STEPS_SPAN` × ``contrast``):
+#: every contrast from a whisper to five times the mix's, so a model meets strong drives too
+#: (``make_dataset(kind="mix-steps")``; docs/MODEL.md)
+MIX_STEPS = tuple((("steps", kw) if kind == "noise" else (kind, kw)) for kind, kw in MIX)
 #: the dataset kinds that are a mixture, and their block tables
-MIXES = {"mix": MIX, "mix-switching": MIX_SWITCHING}
+MIXES = {"mix": MIX, "mix-switching": MIX_SWITCHING, "mix-steps": MIX_STEPS}
 
 
 def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float = DATASET_CONTRAST,
@@ -692,7 +699,9 @@ def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float =
     second, standard deviation 0.5), binary white noise (±``contrast`` on 4, 2
     or 1 px checkers, each frame grey with probability ``grey``) or, in
     :data:`MIX_SWITCHING`, the same noise with its contrast switching between
-    ``contrast`` and 0.25 every second (``nr.stimuli.contrast_switching``).
+    ``contrast`` and 0.25 every second (``nr.stimuli.contrast_switching``), or, in
+    :data:`MIX_STEPS`, stepping every second to a contrast drawn log-uniformly in
+    :data:`STEPS_SPAN` × ``contrast``.
     Block ``i`` has seed ``1000·seed + i``. None of the experiments' stimuli
     (flashes, bars, gratings) is in it: a model trained on it meets them for
     the first time.
@@ -710,6 +719,10 @@ def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float =
             movies.append(naturalistic(n, size, seed * 1000 + i, **kw))
         elif kind == "switching":
             movies.append(contrast_switching(n, size, seed * 1000 + i, contrast=contrast, grey=grey, **kw))
+        elif kind == "steps":
+            low, high = (contrast * f for f in STEPS_SPAN)
+            movies.append(contrast_switching(n, size, seed * 1000 + i, contrast=high, low_contrast=low,
+                                             order="random", grey=grey, **kw))
         else:
             movies.append(white_noise(n, size, seed * 1000 + i, contrast=contrast, grey=grey, **kw))
     return np.concatenate(movies).astype(np.float32)
@@ -731,7 +744,7 @@ def make_dataset(
     """Write a dataset of the synthetic retina in the lab's HDF5 layout (the training mixture, or white noise).
 
     ``train``: ``frames`` frames of :func:`training_mix` (``kind`` "mix", the default, or
-    "mix-switching", :data:`MIX_SWITCHING`; ``checker`` is then the mixture's own) or of white
+    "mix-switching" or "mix-steps", :data:`MIXES`; ``checker`` is then the mixture's own) or of white
     noise (``kind`` "binary": ±``contrast``, or "gaussian" with standard deviation ``contrast``;
     ``checker`` px checkers; each frame grey with probability ``grey``, see
     ``nr.stimuli.white_noise``; seed ``seed``) and one trial of Poisson spike counts per 10 ms bin.
