@@ -461,17 +461,23 @@ def test_make_dataset_default_is_the_training_mix(tmp_path):
     assert len(np.unique(first)) > 1000 and set(np.unique(second)) <= {-2.0, 0.0, 2.0}
 
 
+def _mix_train_stimulus(tmp_path, kind: str, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The training stimulus of a ``kind`` dataset of seed 3, checked against ``training_mix`` with its block
+    table and its first (naturalistic) block against the plain mix's; and the plain mix's stimulus."""
+    path = syn.make_dataset(tmp_path / "m.h5", frames=frames, test_frames=100, repeats=1, seed=3, kind=kind)
+    ds = nr.io.read_dataset(path)
+    plain = syn.training_mix(frames, 3)
+    assert ds.attrs["kind"] == kind
+    np.testing.assert_array_equal(ds.train.stimulus, syn.training_mix(frames, 3, blocks=syn.MIXES[kind]))
+    np.testing.assert_array_equal(ds.train.stimulus[:syn.MIX_BLOCK], plain[:syn.MIX_BLOCK])   # naturalistic
+    return ds.train.stimulus, plain
+
+
 def test_mix_switching_is_the_mix_with_its_noise_switching_contrast_every_second(tmp_path):
     """The same naturalistic blocks; each noise block is ±2 and ±0.25 by turns, 100 frames each."""
-    path = syn.make_dataset(tmp_path / "sw.h5", frames=1500, test_frames=100, repeats=1, seed=3,
-                            kind="mix-switching")
-    ds = nr.io.read_dataset(path)
-    plain = syn.training_mix(1500, 3)
+    stim, plain = _mix_train_stimulus(tmp_path, "mix-switching", 1500)
     B = syn.MIX_BLOCK
-    assert ds.attrs["kind"] == "mix-switching"
-    np.testing.assert_array_equal(ds.train.stimulus, syn.training_mix(1500, 3, blocks=syn.MIX_SWITCHING))
-    np.testing.assert_array_equal(ds.train.stimulus[:B], plain[:B])             # naturalistic: as in the mix
-    noise = ds.train.stimulus[B:2 * B]
+    noise = stim[B:2 * B]
     for k in range(5):
         level = 2.0 if k % 2 == 0 else 0.25
         assert set(np.unique(noise[100 * k:100 * (k + 1)])) == {-level, 0.0, level}
@@ -482,16 +488,11 @@ def test_mix_switching_is_the_mix_with_its_noise_switching_contrast_every_second
 def test_mix_steps_is_the_mix_with_its_noise_stepping_to_a_random_contrast_every_second(tmp_path):
     """The same naturalistic blocks; each noise block is the mix's noise at one level per 100 frames, in
     [0.25, 10] at the default contrast 2, and the levels differ between runs and between blocks."""
-    path = syn.make_dataset(tmp_path / "st.h5", frames=2000, test_frames=100, repeats=1, seed=3, kind="mix-steps")
-    ds = nr.io.read_dataset(path)
-    plain = syn.training_mix(2000, 3)
+    stim, plain = _mix_train_stimulus(tmp_path, "mix-steps", 2000)
     B = syn.MIX_BLOCK
-    assert ds.attrs["kind"] == "mix-steps"
-    np.testing.assert_array_equal(ds.train.stimulus, syn.training_mix(2000, 3, blocks=syn.MIX_STEPS))
-    np.testing.assert_array_equal(ds.train.stimulus[:B], plain[:B])             # naturalistic: as in the mix
     levels = []
     for block in (1, 3):                                                       # the 4 px and 2 px noise blocks
-        noise, mix_noise = ds.train.stimulus[block * B:(block + 1) * B], plain[block * B:(block + 1) * B]
+        noise, mix_noise = stim[block * B:(block + 1) * B], plain[block * B:(block + 1) * B]
         for k in range(5):
             run, ref = noise[100 * k:100 * (k + 1)], mix_noise[100 * k:100 * (k + 1)]
             level = float(np.abs(run).max())
