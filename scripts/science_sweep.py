@@ -14,10 +14,12 @@ Stages (``--stage``):
   settings), save OUT/model_SEED.pt, then score it and write OUT/row_SEED.json:
   fidelity (Pearson r against the true rates, frames with a full history, mean over the four
   cells) on held-out stimuli of each class (naturalistic; binary noise at 4, 2, 1 px;
-  contrast-switching noise at 4 px) and on
+  contrast-switching noise at 4 px; random contrast steps, ±0.25 to ±10, at 4 px) and on
   each experiment's own movie; the battery for each of the four cells (present in truth,
   model and reduced circuit; key numbers; reduced EV) and the recovery of every experiment's
   kept channels;
+- ``score SEED``: score OUT/model_SEED.pt again (after the scoring changed), keeping its row's
+  training fields;
 - ``summary``: OUT/sweep.json and a Markdown table OUT/sweep.md of every row.
 
 Run on a GPU (models train in parallel processes on the one device; ``scripts/science_sweep.sh``
@@ -61,6 +63,8 @@ def fidelity_stimuli(tiny: bool) -> dict:
     for c in (4, 2, 1):
         out[f"noise {c} px"] = nr.stimuli.white_noise(n, 50, 700 + c, checker=c, contrast=2.0, grey=0.5)
     out["switching 4 px"] = nr.stimuli.contrast_switching(n, 50, 710, contrast=2.0, checker=4, grey=0.5)
+    out["steps 4 px"] = nr.stimuli.contrast_switching(n, 50, 711, contrast=10.0, low_contrast=0.25, order="random",
+                                                      checker=4, grey=0.5)
     return out
 
 
@@ -77,6 +81,11 @@ def reversal_bursts(readout: dict) -> list:
                                                           readout["burst_latencies_ms"], readout["bursting"]) if burst]
 
 
+def flash_latencies(readout: dict) -> list:
+    """``[(flash intensity, response latency ms)]`` of the latency readout (NaN where a flash gets no response)."""
+    return [(float(i), float(lat)) for i, lat in zip(readout["intensities"], readout["latency_ms"])]
+
+
 def score(model, gt: Retina, tiny: bool) -> dict:
     fid = {k: mean_r(np.asarray(nr.predict(model, s)), gt.respond(s)) for k, s in fidelity_stimuli(tiny).items()}
     exps = ["osr", "reversal"] if tiny else names()
@@ -91,6 +100,10 @@ def score(model, gt: Retina, tiny: bool) -> dict:
             per_cell[cell]["reversal"]["bursts"] = {who: reversal_bursts(r["reversal"].readout)
                                                     for who, r in (("model", b["results"]), ("truth", b["truth"]))
                                                     if r.get("reversal") is not None}
+        if "latency" in exps:    # latency per flash: the models' curves flatten past the training contrast
+            per_cell[cell]["latency"]["latencies"] = {who: flash_latencies(r["latency"].readout)
+                                                      for who, r in (("model", b["results"]), ("truth", b["truth"]))
+                                                      if r.get("latency") is not None}
         for n in exps:
             per_cell[cell][n]["recovery"] = [
                 {k: ch[k] for k in ("channel", "label", "pathway", "temporal_r", "spatial_r", "match_r", "margin",
@@ -104,7 +117,7 @@ def score(model, gt: Retina, tiny: bool) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
-    ap.add_argument("--stage", choices=("data", "model", "summary"), required=True)
+    ap.add_argument("--stage", choices=("data", "model", "score", "summary"), required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--frames", type=int, default=FRAMES)
     ap.add_argument("--device", default="auto")
@@ -146,9 +159,16 @@ def main() -> None:
                "r_true": model.scores.get("test_r_true_mean"),
                "ev_true": model.scores.get("test_ev_true_mean"), **score(model, gt, args.tiny)}
         row["score_s"] = round(time.time() - t, 1)
-        atomic_write_text(args.out / f"row_{args.seed}.json", json.dumps(row, indent=1, default=float))
-        print(json.dumps({k: row[k] for k in ("seed", "train_s", "score_s", "r_true", "fidelity")}, default=float),
-              flush=True)
+        write_row(args.out, row)
+    elif args.stage == "score":
+        path = args.out / f"row_{args.seed}.json"
+        old = json.loads(path.read_text()) if path.exists() else {"seed": args.seed}
+        gt = Retina(seed=0, version=old.get("retina_version", args.retina_version))
+        model = nr.load_model(args.out / f"model_{args.seed}.pt")
+        t = time.time()
+        row = {**old, "history": model.config.history, **score(model, gt, args.tiny)}
+        row["score_s"] = round(time.time() - t, 1)
+        write_row(args.out, row)
     else:
         rows = [json.loads(p.read_text()) for p in sorted(args.out.glob("row_*.json"))]
         atomic_write_text(args.out / "sweep.json", json.dumps(rows, indent=1, default=float))
@@ -156,15 +176,24 @@ def main() -> None:
         print(table(rows))
 
 
+def write_row(out: Path, row: dict) -> None:
+    """OUT/row_SEED.json, atomically, and its headline numbers on stdout."""
+    atomic_write_text(out / f"row_{row['seed']}.json", json.dumps(row, indent=1, default=float))
+    print(json.dumps({k: row.get(k) for k in ("seed", "train_s", "score_s", "r_true", "fidelity")}, default=float),
+          flush=True)
+
+
 def table(rows: list) -> str:
     """One line per (seed, experiment): present in truth/model/reduced per cell, fidelity, EV."""
-    lines = ["| seed | r true | fidelity nat / 4 / 2 / 1 px / switching | experiment | truth | model | reduced | movie r "
+    lines = ["| seed | r true | fidelity nat / 4 / 2 / 1 px / switching / steps | experiment | truth | model | reduced "
+             "| movie r "
              "| min EV |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = r["fidelity"]
         fid = " / ".join(f"{f[k]:.2f}" if k in f else "–"   # rows scored before the switching noise was: a dash
-                         for k in ("naturalistic", "noise 4 px", "noise 2 px", "noise 1 px", "switching 4 px"))
+                         for k in ("naturalistic", "noise 4 px", "noise 2 px", "noise 1 px", "switching 4 px",
+                                   "steps 4 px"))
         for n in r["fidelity_experiments"]:
             cells = r["cells"].values()
             yn = lambda key: "".join("y" if c[n][key] else "n" for c in cells)   # noqa: E731
