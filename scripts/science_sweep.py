@@ -86,6 +86,12 @@ def flash_latencies(readout: dict) -> list:
     return [(float(i), float(lat)) for i, lat in zip(readout["intensities"], readout["latency_ms"])]
 
 
+def model_and_truth(b: dict, name: str, key) -> dict:
+    """``{"model": key(readout), "truth": key(readout)}`` of experiment ``name`` in battery ``b`` (where it ran)."""
+    return {who: key(r[name].readout) for who, r in (("model", b["results"]), ("truth", b["truth"]))
+            if r.get(name) is not None}
+
+
 def score(model, gt: Retina, tiny: bool) -> dict:
     fid = {k: mean_r(np.asarray(nr.predict(model, s)), gt.respond(s)) for k, s in fidelity_stimuli(tiny).items()}
     exps = ["osr", "reversal"] if tiny else names()
@@ -97,13 +103,9 @@ def score(model, gt: Retina, tiny: bool) -> dict:
                                                         "truth", "reduced", "explained_variance", "kept")}
                           for r in b["rows"]}
         if "reversal" in exps:   # where the bar bursts: the truth only before its centre (docs/MODEL.md)
-            per_cell[cell]["reversal"]["bursts"] = {who: reversal_bursts(r["reversal"].readout)
-                                                    for who, r in (("model", b["results"]), ("truth", b["truth"]))
-                                                    if r.get("reversal") is not None}
+            per_cell[cell]["reversal"]["bursts"] = model_and_truth(b, "reversal", reversal_bursts)
         if "latency" in exps:    # latency per flash: the models' curves flatten past the training contrast
-            per_cell[cell]["latency"]["latencies"] = {who: flash_latencies(r["latency"].readout)
-                                                      for who, r in (("model", b["results"]), ("truth", b["truth"]))
-                                                      if r.get("latency") is not None}
+            per_cell[cell]["latency"]["latencies"] = model_and_truth(b, "latency", flash_latencies)
         for n in exps:
             per_cell[cell][n]["recovery"] = [
                 {k: ch[k] for k in ("channel", "label", "pathway", "temporal_r", "spatial_r", "match_r", "margin",
@@ -186,8 +188,7 @@ def write_row(out: Path, row: dict) -> None:
 def table(rows: list) -> str:
     """One line per (seed, experiment): present in truth/model/reduced per cell, fidelity, EV."""
     lines = ["| seed | r true | fidelity nat / 4 / 2 / 1 px / switching / steps | experiment | truth | model | reduced "
-             "| movie r "
-             "| min EV |",
+             "| movie r | min EV |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = r["fidelity"]

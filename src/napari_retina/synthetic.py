@@ -674,17 +674,24 @@ MIX_BLOCK = 500
 MIX = (("naturalistic", {"contrast": 0.5}), ("noise", {"checker": 4}),
        ("naturalistic", {"contrast": 0.5}), ("noise", {"checker": 2}),
        ("naturalistic", {"contrast": 0.5}), ("noise", {"checker": 1}))
+
+
+def _mix_with_noise_as(block: str) -> tuple:
+    """:data:`MIX` with each steady-noise block made a ``block`` block (same checker, same place)."""
+    return tuple(((block, kw) if kind == "noise" else (kind, kw)) for kind, kw in MIX)
+
+
 #: :data:`MIX` with contrast-switching noise (``nr.stimuli.contrast_switching``: ±``contrast`` and
 #: ±0.25 by turns, 1 s each) in place of the steady noise: the same movies, checkers and frames, with
 #: the slow gain state varied (``make_dataset(kind="mix-switching")``; docs/MODEL.md)
-MIX_SWITCHING = tuple((("switching", kw) if kind == "noise" else (kind, kw)) for kind, kw in MIX)
+MIX_SWITCHING = _mix_with_noise_as("switching")
 #: the contrast range of the "steps" blocks, as multiples of the mix's ``contrast``: ±0.25 to ±10 at the default 2
 STEPS_SPAN = (0.125, 5.0)
 #: :data:`MIX` with random contrast steps in place of the steady noise (``nr.stimuli.contrast_switching``
 #: with ``order="random"``: each second's contrast log-uniform in :data:`STEPS_SPAN` × ``contrast``):
 #: every contrast from a whisper to five times the mix's, so a model meets strong drives too
 #: (``make_dataset(kind="mix-steps")``; docs/MODEL.md)
-MIX_STEPS = tuple((("steps", kw) if kind == "noise" else (kind, kw)) for kind, kw in MIX)
+MIX_STEPS = _mix_with_noise_as("steps")
 #: the dataset kinds that are a mixture, and their block tables
 MIXES = {"mix": MIX, "mix-switching": MIX_SWITCHING, "mix-steps": MIX_STEPS}
 
