@@ -10,11 +10,13 @@ Stages (``--stage``):
   and 1 px; never the experiments' stimuli), written to OUT/mix.h5; ``--kind mix-switching``:
   the same with the noise's contrast switching every second (``synthetic.MIX_SWITCHING``);
   ``--kind mix-steps``: stepping to a random contrast every second (``synthetic.MIX_STEPS``);
+  ``--kind mix-field``: those steps and whole-field steps too (``synthetic.MIX_FIELD``);
 - ``model SEED``: train one model of the recipe with that seed (``nr.train``, the shipped
   settings), save OUT/model_SEED.pt, then score it and write OUT/row_SEED.json:
   fidelity (Pearson r against the true rates, frames with a full history, mean over the four
   cells) on held-out stimuli of each class (naturalistic; binary noise at 4, 2, 1 px;
-  contrast-switching noise at 4 px; random contrast steps, ±0.25 to ±10, at 4 px) and on
+  contrast-switching noise at 4 px; random contrast steps, ±0.25 to ±10, at 4 px; whole-field
+  flicker, ±2) and on
   each experiment's own movie; the battery for each of the four cells (present in truth,
   model and reduced circuit; key numbers; reduced EV) and the recovery of every experiment's
   kept channels;
@@ -65,6 +67,7 @@ def fidelity_stimuli(tiny: bool) -> dict:
     out["switching 4 px"] = nr.stimuli.contrast_switching(n, 50, 710, contrast=2.0, checker=4, grey=0.5)
     out["steps 4 px"] = nr.stimuli.contrast_switching(n, 50, 711, contrast=10.0, low_contrast=0.25, order="random",
                                                       checker=4, grey=0.5)
+    out["full field"] = nr.stimuli.white_noise(n, 50, 720, checker=50, contrast=2.0, grey=0.5)
     return out
 
 
@@ -131,8 +134,9 @@ def main() -> None:
     ap.add_argument("--history", type=int, default=None,
                     help="the model's history in frames (default: ModelConfig's, 40 = 400 ms)")
     ap.add_argument("--kind", default="mix", choices=tuple(MIXES),
-                    help="the data stage's training stimulus: mix; mix-switching (its noise's contrast switches) "
-                         "or mix-steps (it steps to a random contrast every second)")
+                    help="the data stage's training stimulus: mix; mix-switching (its noise's contrast switches); "
+                         "mix-steps (it steps to a random contrast every second); mix-field (those steps, and "
+                         "whole-field steps too)")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -187,14 +191,14 @@ def write_row(out: Path, row: dict) -> None:
 
 def table(rows: list) -> str:
     """One line per (seed, experiment): present in truth/model/reduced per cell, fidelity, EV."""
-    lines = ["| seed | r true | fidelity nat / 4 / 2 / 1 px / switching / steps | experiment | truth | model | reduced "
+    lines = ["| seed | r true | fidelity nat / 4 / 2 / 1 px / switching / steps / field | experiment | truth | model | reduced "
              "| movie r | min EV |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = r["fidelity"]
         fid = " / ".join(f"{f[k]:.2f}" if k in f else "–"   # rows scored before the switching noise was: a dash
                          for k in ("naturalistic", "noise 4 px", "noise 2 px", "noise 1 px", "switching 4 px",
-                                   "steps 4 px"))
+                                   "steps 4 px", "full field"))
         for n in r["fidelity_experiments"]:
             cells = r["cells"].values()
             yn = lambda key: "".join("y" if c[n][key] else "n" for c in cells)   # noqa: E731

@@ -5,7 +5,8 @@
 # and sweep.md. FRAMES, EPOCHS and PATIENCE (environment) override the recipe's 120000, 20 and 3;
 # RETINA_VERSION picks the ground truth (default 2, the shipped model's; 3: with gain control);
 # HISTORY the models' history in frames (default 40); KIND the training stimulus (default mix;
-# mix-switching: its noise switches contrast every second; mix-steps: it steps to a random contrast).
+# mix-switching: its noise switches contrast every second; mix-steps: it steps to a random contrast;
+# mix-field: those steps and whole-field steps too).
 set -uo pipefail
 cd "$(dirname "$0")"
 work=$1; results=$2; shift 2

@@ -503,6 +503,25 @@ def test_mix_steps_is_the_mix_with_its_noise_stepping_to_a_random_contrast_every
     assert max(levels) > 2.0 > min(levels)
 
 
+def test_mix_field_is_the_steps_mix_with_a_block_of_whole_field_steps_added():
+    """Blocks 0-5 are the steps mix's and block 6 the plain mix's naturalistic movie; block 7 flickers the whole
+    screen (one value per frame), at one level per 100 frames in [0.25, 10], grey about half the time."""
+    B = syn.MIX_BLOCK
+    field = syn.training_mix(8 * B, 3, blocks=syn.MIX_FIELD)
+    np.testing.assert_array_equal(field[:6 * B], syn.training_mix(6 * B, 3, blocks=syn.MIX_STEPS))
+    np.testing.assert_array_equal(field[6 * B:7 * B], syn.training_mix(7 * B, 3)[6 * B:])
+    whole = field[7 * B:]
+    assert (whole == whole[:, :1, :1]).all()
+    levels = []
+    for k in range(5):
+        run = whole[100 * k:100 * (k + 1), 0, 0]
+        level = float(np.abs(run).max())
+        assert 0.25 <= level <= 10.0 and set(np.unique(run)) == {-level, 0.0, level}
+        levels.append(level)
+    assert len(set(levels)) == 5
+    assert 0.35 < np.mean(whole[:, 0, 0] == 0) < 0.65
+
+
 def test_make_dataset_bad_input(tmp_path):
     with pytest.raises(ValueError, match="frames"):
         syn.make_dataset(tmp_path / "x.h5", frames=10)

@@ -692,8 +692,13 @@ STEPS_SPAN = (0.125, 5.0)
 #: every contrast from a whisper to five times the mix's, so a model meets strong drives too
 #: (``make_dataset(kind="mix-steps")``; docs/MODEL.md)
 MIX_STEPS = _mix_with_noise_as("steps")
+#: :data:`MIX_STEPS` with a fourth noise block of whole-field steps (one ``SIZE``-px checker: the
+#: whole screen flickers, its contrast stepping every second as in the other "steps" blocks), so a
+#: model meets strong whole-field drives, which the latency experiment's flashes are
+#: (``make_dataset(kind="mix-field")``; docs/MODEL.md)
+MIX_FIELD = MIX_STEPS + (("naturalistic", {"contrast": 0.5}), ("steps", {"checker": SIZE}))
 #: the dataset kinds that are a mixture, and their block tables
-MIXES = {"mix": MIX, "mix-switching": MIX_SWITCHING, "mix-steps": MIX_STEPS}
+MIXES = {"mix": MIX, "mix-switching": MIX_SWITCHING, "mix-steps": MIX_STEPS, "mix-field": MIX_FIELD}
 
 
 def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float = DATASET_CONTRAST,
@@ -708,7 +713,7 @@ def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float =
     :data:`MIX_SWITCHING`, the same noise with its contrast switching between
     ``contrast`` and 0.25 every second (``nr.stimuli.contrast_switching``), or, in
     :data:`MIX_STEPS`, stepping every second to a contrast drawn log-uniformly in
-    :data:`STEPS_SPAN` × ``contrast``.
+    :data:`STEPS_SPAN` × ``contrast``; :data:`MIX_FIELD` adds whole-field steps.
     Block ``i`` has seed ``1000·seed + i``. None of the experiments' stimuli
     (flashes, bars, gratings) is in it: a model trained on it meets them for
     the first time.
