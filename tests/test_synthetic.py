@@ -522,6 +522,30 @@ def test_mix_field_is_the_steps_mix_with_a_block_of_whole_field_steps_added():
     assert 0.35 < np.mean(whole[:, 0, 0] == 0) < 0.65
 
 
+def test_mix_quiet_is_the_field_mix_stepping_down_to_near_grey():
+    """The naturalistic blocks are the field mix's; each steps block is that block's noise at levels log-uniform
+    in [0.01, 10] at the default contrast 2, a third of them below 0.1; the whole-field block stays whole-field."""
+    B = syn.MIX_BLOCK
+    n = 8 * B * 2
+    quiet, field = syn.training_mix(n, 3, blocks=syn.MIX_QUIET), syn.training_mix(n, 3, blocks=syn.MIX_FIELD)
+    levels = []
+    for block in range(16):
+        q, f = quiet[block * B:(block + 1) * B], field[block * B:(block + 1) * B]
+        if block % 2 == 0:
+            np.testing.assert_array_equal(q, f)                                # naturalistic
+            continue
+        if block % 8 == 7:
+            assert (q == q[:, :1, :1]).all()                                   # whole field
+        for k in range(5):
+            run, ref = q[100 * k:100 * (k + 1)], f[100 * k:100 * (k + 1)]
+            level = float(np.abs(run).max())
+            np.testing.assert_allclose(run, ref * (level / float(np.abs(ref).max())), rtol=1e-5)
+            levels.append(level)
+    levels = np.log10(levels)
+    assert levels.min() >= np.log10(0.01) - 1e-6 and levels.max() <= 1.0 + 1e-6
+    assert 0.2 < np.mean(levels < -1) < 0.5 and levels.min() < np.log10(0.05)
+
+
 def test_make_dataset_bad_input(tmp_path):
     with pytest.raises(ValueError, match="frames"):
         syn.make_dataset(tmp_path / "x.h5", frames=10)

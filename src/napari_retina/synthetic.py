@@ -697,8 +697,15 @@ MIX_STEPS = _mix_with_noise_as("steps")
 #: model meets strong whole-field drives, which the latency experiment's flashes are
 #: (``make_dataset(kind="mix-field")``; docs/MODEL.md)
 MIX_FIELD = MIX_STEPS + (("naturalistic", {"contrast": 0.5}), ("steps", {"checker": SIZE}))
+#: the contrast range of :data:`MIX_QUIET`'s steps, as multiples of the mix's ``contrast``: ±0.01 to ±10 at 2
+QUIET_SPAN = (0.005, 5.0)
+#: :data:`MIX_FIELD` with its steps reaching down to :data:`QUIET_SPAN`'s near-grey ±0.01: a third of its
+#: noise seconds are quiet (below ±0.1), so strong steps often follow a rest, the rested state the
+#: experiments' flashes (after a second of grey) meet (``make_dataset(kind="mix-quiet")``; docs/MODEL.md)
+MIX_QUIET = tuple(((kind, {**kw, "span": QUIET_SPAN}) if kind == "steps" else (kind, kw)) for kind, kw in MIX_FIELD)
 #: the dataset kinds that are a mixture, and their block tables
-MIXES = {"mix": MIX, "mix-switching": MIX_SWITCHING, "mix-steps": MIX_STEPS, "mix-field": MIX_FIELD}
+MIXES = {"mix": MIX, "mix-switching": MIX_SWITCHING, "mix-steps": MIX_STEPS, "mix-field": MIX_FIELD,
+         "mix-quiet": MIX_QUIET}
 
 
 def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float = DATASET_CONTRAST,
@@ -713,7 +720,8 @@ def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float =
     :data:`MIX_SWITCHING`, the same noise with its contrast switching between
     ``contrast`` and 0.25 every second (``nr.stimuli.contrast_switching``), or, in
     :data:`MIX_STEPS`, stepping every second to a contrast drawn log-uniformly in
-    :data:`STEPS_SPAN` × ``contrast``; :data:`MIX_FIELD` adds whole-field steps.
+    :data:`STEPS_SPAN` × ``contrast`` (a block's ``span`` entry overrides it); :data:`MIX_FIELD`
+    adds whole-field steps, :data:`MIX_QUIET` steps those from near-grey to strong.
     Block ``i`` has seed ``1000·seed + i``. None of the experiments' stimuli
     (flashes, bars, gratings) is in it: a model trained on it meets them for
     the first time.
@@ -732,7 +740,8 @@ def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float =
         elif kind == "switching":
             movies.append(contrast_switching(n, size, seed * 1000 + i, contrast=contrast, grey=grey, **kw))
         elif kind == "steps":
-            low, high = (contrast * f for f in STEPS_SPAN)
+            kw = dict(kw)
+            low, high = (contrast * f for f in kw.pop("span", STEPS_SPAN))
             movies.append(contrast_switching(n, size, seed * 1000 + i, contrast=high, low_contrast=low,
                                              order="random", grey=grey, **kw))
         else:
