@@ -73,6 +73,7 @@ def test_latency_present_for_tens_of_ms_falling_monotonically():
     proto = protocol(latency)
     out = latency.readout(latency_response(proto, lambda a: 12.0 - 0.4 * a), proto.conditions)
     assert out["latency_range_ms"] == pytest.approx(38.0, abs=1.5) and out["monotonic"] is True
+    assert out["shortest_latency_ms"] == pytest.approx(np.nanmin(out["latency_ms"])) and out["shortest_latency_ms"] > 30
     assert out["present"] is True
 
 
@@ -84,6 +85,8 @@ def test_latency_present_for_tens_of_ms_falling_monotonically():
     ("a 3 ms rise at one contrast inside a 38 ms fall", lambda a: 12.0 - 0.4 * a + (0.5 if a == 5.0 else 0.0)),
     ("the range in one step: the weakest flash answered late, the rest within 10 ms (the v2 truth's shape)",
      lambda a: 15.0 if a < 0.6 else 4.5 - 0.1 * a),
+    ("falling 52 ms to an instant answer: the strongest flashes answered within their own frame (as a model "
+     "trained on whole-field steps did, docs/MODEL.md)", lambda a: 10.0 - 0.6 * a),
 ])
 def test_latency_rejects(why, frames_of):
     proto = protocol(latency)

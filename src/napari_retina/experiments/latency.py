@@ -27,6 +27,7 @@ spearman : rank correlation of latency against |intensity| over responding
 latency_range_ms : latency of the weakest minus that of the strongest
     responding flash.
 largest_step_ms : the largest latency drop between neighbouring responding flashes.
+shortest_latency_ms : the shortest latency of a responding flash.
 monotonic : latency never grows by more than ``MONOTONIC_TOLERANCE_MS`` (1 ms)
     from one responding flash to the next stronger one.
 present : the literature criterion (Gollisch & Meister 2008: salamander
@@ -35,7 +36,11 @@ present : the literature criterion (Gollisch & Meister 2008: salamander
     ``MIN_RANGE_MS`` (20 ms), over at least ``MIN_RESPONDING`` (5) responding
     flashes of distinct contrasts (a repeated intensity counts once), and no
     single step between neighbouring flashes holds more than
-    ``MAX_STEP_FRACTION`` (half) of the range (``largest_step_ms``). A threshold
+    ``MAX_STEP_FRACTION`` (half) of the range (``largest_step_ms``), and no
+    responding flash is answered within ``MIN_LATENCY_MS`` (one 10 ms frame;
+    ``shortest_latency_ms``): no retina answers that fast (phototransduction
+    alone takes longer), so a curve that falls to an instant answer is the
+    flash passed straight through, not a latency coded. A threshold
     alone shortens the onset by a fraction of a frame, which the range floor
     rejects; one near-threshold flash answered late by another pathway makes a
     range in one step, which the step rule rejects (docs/EXPERIMENTS.md).
@@ -64,6 +69,8 @@ MIN_RANGE_MS = 20.0
 MONOTONIC_TOLERANCE_MS = 1.0
 MIN_RESPONDING = 5
 MAX_STEP_FRACTION = 0.5
+#: the shortest latency a responding flash may have: one frame
+MIN_LATENCY_MS = FRAME_MS
 
 
 def build(size: int, history: int, respond=None, *, intensities, duration, gap, window, max_frames) -> Protocol:
@@ -105,9 +112,11 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         rng = valid[0][1] - valid[-1][1]
     monotonic = bool(len(valid) >= 2 and all(b[1] <= a[1] + MONOTONIC_TOLERANCE_MS for a, b in zip(valid, valid[1:])))
     step = max((a[1] - b[1] for a, b in zip(valid, valid[1:])), default=float("nan"))
+    shortest = min((v for _, v in valid), default=float("nan"))
     # a contrast flashed twice is one point of the curve: the count is of distinct responding contrasts
     responding = {i for i, v in zip(inten, lat) if np.isfinite(v)}
     present = bool(len(responding) >= MIN_RESPONDING and monotonic and rng >= MIN_RANGE_MS
-                   and step <= MAX_STEP_FRACTION * rng)
+                   and step <= MAX_STEP_FRACTION * rng and shortest >= MIN_LATENCY_MS)
     return {"intensities": inten, "latency_ms": lat, "peak_latency_ms": peak_lat, "amplitude": amp, "spearman": rho,
-            "latency_range_ms": rng, "largest_step_ms": step, "monotonic": monotonic, "present": present}
+            "latency_range_ms": rng, "largest_step_ms": step, "shortest_latency_ms": shortest,
+            "monotonic": monotonic, "present": present}
