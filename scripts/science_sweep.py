@@ -192,8 +192,8 @@ def write_row(out: Path, row: dict) -> None:
 
 def table(rows: list) -> str:
     """One line per (seed, experiment): present in truth/model/reduced per cell, fidelity, EV."""
-    lines = ["| seed | r true | fidelity nat / 4 / 2 / 1 px / switching / steps / field | experiment | truth | model | reduced "
-             "| movie r | min EV |",
+    lines = ["| seed | r true | fidelity nat / 4 / 2 / 1 px / switching / steps / field | experiment | truth | model "
+             "| reduced | movie r | min EV |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = r["fidelity"]
