@@ -74,6 +74,7 @@ def test_latency_present_for_tens_of_ms_falling_monotonically():
     out = latency.readout(latency_response(proto, lambda a: 12.0 - 0.4 * a), proto.conditions)
     assert out["latency_range_ms"] == pytest.approx(38.0, abs=1.5) and out["monotonic"] is True
     assert out["shortest_latency_ms"] == pytest.approx(np.nanmin(out["latency_ms"])) and out["shortest_latency_ms"] > 30
+    assert out["largest_rise_ms"] == pytest.approx(0.0, abs=1e-6)
     assert out["present"] is True
 
 
@@ -87,11 +88,24 @@ def test_latency_present_for_tens_of_ms_falling_monotonically():
      lambda a: 15.0 if a < 0.6 else 4.5 - 0.1 * a),
     ("falling 52 ms to an instant answer: the strongest flashes answered within their own frame (as a model "
      "trained on whole-field steps did, docs/MODEL.md)", lambda a: 10.0 - 0.6 * a),
+    ("falling 36 ms to -5, then creeping back 5 ms in 0.5 ms steps, each under the 1 ms tolerance (as a model "
+     "trained with quiet seconds did, docs/MODEL.md)", lambda a: 12.0 - 0.8 * min(a, 5.0) + 0.1 * max(a - 5.0, 0.0)),
 ])
 def test_latency_rejects(why, frames_of):
     proto = protocol(latency)
     out = latency.readout(latency_response(proto, frames_of), proto.conditions)
     assert out["present"] is False, why
+
+
+def test_latency_rise_is_measured_from_the_earliest_weaker_answer():
+    """Ten 0.5 ms steps back up add to a 5 ms rise, though no single step exceeds the 1 ms tolerance."""
+    proto = protocol(latency)
+    out = latency.readout(latency_response(proto, lambda a: 12.0 - 0.8 * min(a, 5.0) + 0.1 * max(a - 5.0, 0.0)),
+                          proto.conditions)
+    lat = np.array(out["latency_ms"][1:])                      # -0.5 ... -10; the blank 0 flash is NaN
+    assert np.max(np.diff(lat)) < 1.0                           # each step back up is under the tolerance
+    assert out["largest_rise_ms"] == pytest.approx(lat[-1] - lat.min()) and out["largest_rise_ms"] > 4.5
+    assert out["monotonic"] is False and out["present"] is False
 
 
 # ----------------------------------------------------------------------------- anticipation

@@ -406,8 +406,10 @@ def _latency_readout(ax, sources) -> list:
     _, notes = _points(ax, sources, "intensities", "latency_ms", x_fn=np.abs)
     ax.set_xlabel("|flash contrast| (s.d. of the training stimulus)")
     ax.set_ylabel("onset latency (ms)")
-    ax.set_title(f"latency coding: onset latency against flash strength\npresent: falls monotonically by "
-                 f"≥ {latency.MIN_RANGE_MS:g} ms over ≥ {latency.MIN_RESPONDING} responding flashes", fontsize=9)
+    ax.set_title(f"latency coding: onset latency against flash strength\npresent: falls by ≥ "
+                 f"{latency.MIN_RANGE_MS:g} ms over ≥ {latency.MIN_RESPONDING} responding flashes; none answered > "
+                 f"{latency.MONOTONIC_TOLERANCE_MS:g} ms "
+                 f"later than a weaker one or within {latency.MIN_LATENCY_MS:g} ms", fontsize=9)
     return notes
 
 

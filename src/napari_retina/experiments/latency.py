@@ -28,8 +28,13 @@ latency_range_ms : latency of the weakest minus that of the strongest
     responding flash.
 largest_step_ms : the largest latency drop between neighbouring responding flashes.
 shortest_latency_ms : the shortest latency of a responding flash.
-monotonic : latency never grows by more than ``MONOTONIC_TOLERANCE_MS`` (1 ms)
-    from one responding flash to the next stronger one.
+largest_rise_ms : the most by which a responding flash is answered later than
+    any weaker responding flash (0 for a fall without a reversal).
+monotonic : ``largest_rise_ms`` is at most ``MONOTONIC_TOLERANCE_MS`` (1 ms): no
+    stronger flash is answered more than 1 ms later than a weaker one. The rise
+    is measured from the earliest weaker answer, not from the neighbour, so a
+    curve that climbs back in small steps (0.5 ms per step, 5 ms in all) is not
+    monotonic.
 present : the literature criterion (Gollisch & Meister 2008: salamander
     ganglion-cell latencies shorten by tens of ms as contrast grows): latency
     falls monotonically with |contrast| (``monotonic``) over a range of at least
@@ -86,6 +91,15 @@ def build(size: int, history: int, respond=None, *, intensities, duration, gap, 
     return movie.protocol(history, max_frames, INVARIANCE)
 
 
+def largest_rise(curve: list) -> float:
+    """The most (ms) a latency exceeds the earliest one before it, over a ``curve`` of (|intensity|, latency ms)
+    sorted by |intensity|: 0 for a curve that never rises; nan for no points."""
+    if not curve:
+        return float("nan")
+    lat = np.array([v for _, v in curve], dtype=np.float64)
+    return float(np.max(lat - np.minimum.accumulate(lat)))
+
+
 def readout(response: np.ndarray, conditions: list) -> dict:
     """Latency-coding readout of a (T,) response; see the module docstring for the keys."""
     r = np.asarray(response, dtype=np.float64)
@@ -110,7 +124,8 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     valid.sort()
     if len(valid) >= 2:
         rng = valid[0][1] - valid[-1][1]
-    monotonic = bool(len(valid) >= 2 and all(b[1] <= a[1] + MONOTONIC_TOLERANCE_MS for a, b in zip(valid, valid[1:])))
+    rise = largest_rise(valid)
+    monotonic = bool(len(valid) >= 2 and rise <= MONOTONIC_TOLERANCE_MS)
     step = max((a[1] - b[1] for a, b in zip(valid, valid[1:])), default=float("nan"))
     shortest = min((v for _, v in valid), default=float("nan"))
     # a contrast flashed twice is one point of the curve: the count is of distinct responding contrasts
@@ -118,5 +133,5 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     present = bool(len(responding) >= MIN_RESPONDING and monotonic and rng >= MIN_RANGE_MS
                    and step <= MAX_STEP_FRACTION * rng and shortest >= MIN_LATENCY_MS)
     return {"intensities": inten, "latency_ms": lat, "peak_latency_ms": peak_lat, "amplitude": amp, "spearman": rho,
-            "latency_range_ms": rng, "largest_step_ms": step, "shortest_latency_ms": shortest,
+            "latency_range_ms": rng, "largest_step_ms": step, "shortest_latency_ms": shortest, "largest_rise_ms": rise,
             "monotonic": monotonic, "present": present}

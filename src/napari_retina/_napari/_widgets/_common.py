@@ -167,6 +167,7 @@ TERMS: dict[str, str] = {
     "r2": "r2",
     "latency_ms": "latency-ms",
     "spearman": "spearman",
+    "largest_rise_ms": "largest-rise-ms",
     "lead_um": "lead-um",
     "burst_ratio": "burst-ratio",
     "burst_latency_slope_ms_per_px": "burst-latency-slope",
