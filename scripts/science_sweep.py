@@ -12,6 +12,7 @@ Stages (``--stage``):
   ``--kind mix-steps``: stepping to a random contrast every second (``synthetic.MIX_STEPS``);
   ``--kind mix-field``: those steps and whole-field steps too (``synthetic.MIX_FIELD``);
   ``--kind mix-quiet``: the same stepping down to near-grey, strong steps after rests (``synthetic.MIX_QUIET``);
+  ``--kind mix-sparse``: mix-field with its whole-field block grey on 97% of frames (``synthetic.MIX_SPARSE``);
 - ``model SEED``: train one model of the recipe with that seed (``nr.train``, the shipped
   settings), save OUT/model_SEED.pt, then score it and write OUT/row_SEED.json:
   fidelity (Pearson r against the true rates, frames with a full history, mean over the four
@@ -137,7 +138,8 @@ def main() -> None:
     ap.add_argument("--kind", default="mix", choices=tuple(MIXES),
                     help="the data stage's training stimulus: mix; mix-switching (its noise's contrast switches); "
                          "mix-steps (it steps to a random contrast every second); mix-field (those steps, and "
-                         "whole-field steps too); mix-quiet (mix-field stepping down to near-grey too)")
+                         "whole-field steps too); mix-quiet (mix-field stepping down to near-grey too); mix-sparse "
+                         "(mix-field with its whole-field block mostly grey)")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

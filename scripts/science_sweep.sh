@@ -6,7 +6,8 @@
 # RETINA_VERSION picks the ground truth (default 2, the shipped model's; 3: with gain control);
 # HISTORY the models' history in frames (default 40); KIND the training stimulus (default mix;
 # mix-switching: its noise switches contrast every second; mix-steps: it steps to a random contrast;
-# mix-field: those steps and whole-field steps too; mix-quiet: mix-field stepping down to near-grey too).
+# mix-field: those steps and whole-field steps too; mix-quiet: mix-field stepping down to near-grey too;
+# mix-sparse: mix-field with its whole-field block grey on 97% of frames).
 set -uo pipefail
 cd "$(dirname "$0")"
 work=$1; results=$2; shift 2

@@ -118,7 +118,8 @@ def test_synth_nan_contrast_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kind, blocks", [("mix-switching", "MIX_SWITCHING"), ("mix-steps", "MIX_STEPS"),
-                                         ("mix-field", "MIX_FIELD"), ("mix-quiet", "MIX_QUIET")])
+                                         ("mix-field", "MIX_FIELD"), ("mix-quiet", "MIX_QUIET"),
+                                         ("mix-sparse", "MIX_SPARSE")])
 def test_synth_kind_writes_that_mix(tmp_path, kind, blocks):
     out = tmp_path / "sw.h5"
     assert main(["synth", str(out), "--frames", "600", "--test-frames", "50", "--repeats", "1",

@@ -546,6 +546,33 @@ def test_mix_quiet_is_the_field_mix_stepping_down_to_near_grey():
     assert 0.2 < np.mean(levels < -1) < 0.5 and levels.min() < np.log10(0.05)
 
 
+def test_mix_sparse_is_the_field_mix_with_its_whole_field_block_mostly_grey():
+    """Blocks 0-6 are the field mix's; the whole-field block is grey on ~97% of frames, its other frames at
+    the steps' levels in [0.25, 10], a fifth of them or more after 40 grey frames (one 400 ms history),
+    where the field mix's block has none."""
+    B = syn.MIX_BLOCK
+    sparse = syn.training_mix(8 * B, 3, blocks=syn.MIX_SPARSE)
+    np.testing.assert_array_equal(sparse[:7 * B], syn.training_mix(7 * B, 3, blocks=syn.MIX_FIELD))
+
+    def lit_and_rests(blocks):
+        movie = syn.training_mix(6 * B, 3, blocks=blocks)            # six whole-field blocks
+        assert (movie == movie[:, :1, :1]).all()
+        v = movie[:, 0, 0]
+        lit = np.flatnonzero(v)
+        return v, lit, np.diff(np.concatenate([[-1], lit])) - 1     # grey frames before each lit frame
+
+    v, lit, rests = lit_and_rests(syn.MIX_SPARSE[7:])
+    assert 0.015 < len(lit) / len(v) < 0.05
+    assert np.abs(v[lit]).min() >= 0.25 - 1e-6 and np.abs(v[lit]).max() <= 10.0 + 1e-6
+    assert np.mean(rests >= 40) > 0.2
+    assert np.mean(lit_and_rests(syn.MIX_FIELD[7:])[2] >= 40) == 0.0
+
+
+def test_a_mix_block_with_a_grey_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="grey"):
+        syn.training_mix(100, 0, blocks=(("noise", {"checker": 4, "grey": 1.5}),))
+
+
 def test_make_dataset_bad_input(tmp_path):
     with pytest.raises(ValueError, match="frames"):
         syn.make_dataset(tmp_path / "x.h5", frames=10)

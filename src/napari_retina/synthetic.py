@@ -703,9 +703,19 @@ QUIET_SPAN = (0.005, 5.0)
 #: noise seconds are quiet (below ±0.1), so strong steps often follow a rest, the rested state the
 #: experiments' flashes (after a second of grey) meet (``make_dataset(kind="mix-quiet")``; docs/MODEL.md)
 MIX_QUIET = tuple(((kind, {**kw, "span": QUIET_SPAN}) if kind == "steps" else (kind, kw)) for kind, kw in MIX_FIELD)
+#: the probability that a frame of :data:`MIX_SPARSE`'s whole-field block is grey: a non-grey frame every
+#: 330 ms on average, and 30% of them after at least 40 grey frames (one 400 ms history)
+SPARSE_GREY = 0.97
+#: :data:`MIX_FIELD` with its whole-field steps grey on all but 3% of frames (:data:`SPARSE_GREY`): single
+#: whole-field frames of every contrast after rests. In 60,000 frames (seed 0) 31 whole-field frames of ±2
+#: or more follow 400 ms quieter than ±0.2, where :data:`MIX_QUIET` has 10 and :data:`MIX_FIELD` 8: the
+#: rested state the latency experiment's flashes meet is less rare (``make_dataset(kind="mix-sparse")``;
+#: docs/MODEL.md)
+MIX_SPARSE = tuple(((kind, {**kw, "grey": SPARSE_GREY}) if kw.get("checker") == SIZE else (kind, kw))
+                   for kind, kw in MIX_FIELD)
 #: the dataset kinds that are a mixture, and their block tables
 MIXES = {"mix": MIX, "mix-switching": MIX_SWITCHING, "mix-steps": MIX_STEPS, "mix-field": MIX_FIELD,
-         "mix-quiet": MIX_QUIET}
+         "mix-quiet": MIX_QUIET, "mix-sparse": MIX_SPARSE}
 
 
 def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float = DATASET_CONTRAST,
@@ -721,10 +731,13 @@ def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float =
     ``contrast`` and 0.25 every second (``nr.stimuli.contrast_switching``), or, in
     :data:`MIX_STEPS`, stepping every second to a contrast drawn log-uniformly in
     :data:`STEPS_SPAN` × ``contrast`` (a block's ``span`` entry overrides it); :data:`MIX_FIELD`
-    adds whole-field steps, :data:`MIX_QUIET` steps those from near-grey to strong.
+    adds whole-field steps, :data:`MIX_QUIET` steps those from near-grey to strong, and
+    :data:`MIX_SPARSE` leaves them grey on most frames (a block's ``grey`` entry overrides ``grey``).
     Block ``i`` has seed ``1000·seed + i``. None of the experiments' stimuli
     (flashes, bars, gratings) is in it: a model trained on it meets them for
-    the first time.
+    the first time. The nearest are :data:`MIX_SPARSE`'s single whole-field
+    frames after rests, of random contrast and never in the latency experiment's
+    order, pairs or second-long gaps.
     """
     from .stimuli import _check_contrast, _check_grey, contrast_switching, naturalistic, white_noise
 
@@ -737,15 +750,17 @@ def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float =
         kind, kw = blocks[i % len(blocks)]
         if kind == "naturalistic":
             movies.append(naturalistic(n, size, seed * 1000 + i, **kw))
-        elif kind == "switching":
-            movies.append(contrast_switching(n, size, seed * 1000 + i, contrast=contrast, grey=grey, **kw))
+            continue
+        kw = dict(kw)
+        g = kw.pop("grey", grey)           # checked by the generator
+        if kind == "switching":
+            movies.append(contrast_switching(n, size, seed * 1000 + i, contrast=contrast, grey=g, **kw))
         elif kind == "steps":
-            kw = dict(kw)
             low, high = (contrast * f for f in kw.pop("span", STEPS_SPAN))
             movies.append(contrast_switching(n, size, seed * 1000 + i, contrast=high, low_contrast=low,
-                                             order="random", grey=grey, **kw))
+                                             order="random", grey=g, **kw))
         else:
-            movies.append(white_noise(n, size, seed * 1000 + i, contrast=contrast, grey=grey, **kw))
+            movies.append(white_noise(n, size, seed * 1000 + i, contrast=contrast, grey=g, **kw))
     return np.concatenate(movies).astype(np.float32)
 
 

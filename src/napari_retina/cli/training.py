@@ -124,8 +124,8 @@ def register(sub) -> None:
                         "mix-switching: the same with the noise's contrast switching between --contrast and 0.25 "
                         "every second; mix-steps: its contrast stepping every second to a level log-uniform in "
                         "0.125-5 x --contrast; mix-field: mix-steps with whole-field steps added; mix-quiet: "
-                        "mix-field stepping from 0.005 x --contrast; binary/gaussian: white noise on --checker px "
-                        "checkers" + d)
+                        "mix-field stepping from 0.005 x --contrast; mix-sparse: mix-field with its whole-field "
+                        "block grey on 97%% of frames; binary/gaussian: white noise on --checker px checkers" + d)
     p.add_argument("--grey", type=float, default=synthetic.DATASET_GREY,
                    help="probability that a white-noise frame is grey (sparse noise; 0: classic white noise)" + d)
     p.add_argument("--retina-seed", type=int, default=0, help="seed of nr.synthetic.Retina" + d)
