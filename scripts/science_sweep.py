@@ -70,6 +70,8 @@ def fidelity_stimuli(tiny: bool) -> dict:
     out["steps 4 px"] = nr.stimuli.contrast_switching(n, 50, 711, contrast=10.0, low_contrast=0.25, order="random",
                                                       checker=4, grey=0.5)
     out["full field"] = nr.stimuli.white_noise(n, 50, 720, checker=50, contrast=2.0, grey=0.5)
+    # single whole-field frames of ±5 after rests (a frame in 33 is not grey): the rested answer
+    out["sparse field"] = nr.stimuli.white_noise(n, 50, 721, checker=50, contrast=5.0, grey=0.97)
     return out
 
 
@@ -175,7 +177,9 @@ def main() -> None:
         gt = Retina(seed=0, version=old.get("retina_version", args.retina_version))
         model = nr.load_model(args.out / f"model_{args.seed}.pt")
         t = time.time()
-        row = {**old, "history": model.config.history, **score(model, gt, args.tiny)}
+        # a row scored afresh (none on disk) takes the test scores the checkpoint carries
+        row = {"r_true": model.scores.get("test_r_true_mean"), "ev_true": model.scores.get("test_ev_true_mean"),
+               **old, "history": model.config.history, **score(model, gt, args.tiny)}
         row["score_s"] = round(time.time() - t, 1)
         write_row(args.out, row)
     else:
@@ -194,14 +198,14 @@ def write_row(out: Path, row: dict) -> None:
 
 def table(rows: list) -> str:
     """One line per (seed, experiment): present in truth/model/reduced per cell, fidelity, EV."""
-    lines = ["| seed | r true | fidelity nat / 4 / 2 / 1 px / switching / steps / field | experiment | truth | model "
-             "| reduced | movie r | min EV |",
+    lines = ["| seed | r true | fidelity nat / 4 / 2 / 1 px / switching / steps / field / sparse | experiment | truth "
+             "| model | reduced | movie r | min EV |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = r["fidelity"]
         fid = " / ".join(f"{f[k]:.2f}" if k in f else "–"   # rows scored before the switching noise was: a dash
                          for k in ("naturalistic", "noise 4 px", "noise 2 px", "noise 1 px", "switching 4 px",
-                                   "steps 4 px", "full field"))
+                                   "steps 4 px", "full field", "sparse field"))
         for n in r["fidelity_experiments"]:
             cells = r["cells"].values()
             yn = lambda key: "".join("y" if c[n][key] else "n" for c in cells)   # noqa: E731
