@@ -108,6 +108,12 @@ def test_latency_rise_is_measured_from_the_earliest_weaker_answer():
     assert out["monotonic"] is False and out["present"] is False
 
 
+def test_latency_rise_compares_only_with_weaker_flashes():
+    assert latency.largest_rise([(1.0, 30.0), (1.0, 33.0), (2.0, 29.0)]) == 0.0    # a repeat is no rise
+    assert latency.largest_rise([(1.0, 30.0), (2.0, 28.0), (2.0, 31.5), (3.0, 29.0)]) == pytest.approx(1.5)
+    assert latency.largest_rise([(0.5, 40.0)]) == 0.0 and np.isnan(latency.largest_rise([]))
+
+
 # ----------------------------------------------------------------------------- anticipation
 
 

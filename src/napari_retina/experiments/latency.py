@@ -53,6 +53,8 @@ present : the literature criterion (Gollisch & Meister 2008: salamander
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from .. import stimuli
@@ -92,12 +94,16 @@ def build(size: int, history: int, respond=None, *, intensities, duration, gap, 
 
 
 def largest_rise(curve: list) -> float:
-    """The most (ms) a latency exceeds the earliest one before it, over a ``curve`` of (|intensity|, latency ms)
-    sorted by |intensity|: 0 for a curve that never rises; nan for no points."""
+    """The most (ms) a latency exceeds the earliest answer to any weaker flash, over a ``curve`` of
+    (|intensity|, latency ms) pairs sorted by |intensity|: 0 for a curve that never rises, nan for no
+    points. Two answers to one contrast are not compared with each other."""
     if not curve:
         return float("nan")
-    lat = np.array([v for _, v in curve], dtype=np.float64)
-    return float(np.max(lat - np.minimum.accumulate(lat)))
+    rise, earliest = 0.0, float("inf")
+    for _, group in itertools.groupby(curve, key=lambda p: p[0]):
+        lat = [v for _, v in group]
+        rise, earliest = max(rise, max(lat) - earliest), min(earliest, min(lat))
+    return float(rise)
 
 
 def readout(response: np.ndarray, conditions: list) -> dict:
