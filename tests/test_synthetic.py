@@ -546,6 +546,22 @@ def test_mix_quiet_is_the_field_mix_stepping_down_to_near_grey():
     assert 0.2 < np.mean(levels < -1) < 0.5 and levels.min() < np.log10(0.05)
 
 
+def test_flash_ceiling_trains_on_dark_flashes_after_random_rests(monkeypatch):
+    """scripts/flash_ceiling.py's movie (docs/MODEL.md): whole-field, grey but for 2-frame flashes at the
+    intensities it returns, in [-10, 0], each after 2-150 grey frames and followed by 40."""
+    fc = _script("flash_ceiling", monkeypatch)
+    movie, inten = fc.flash_movie(3000, 4)
+    assert movie.shape == (3000, syn.SIZE, syn.SIZE) and (movie == movie[:, :1, :1]).all()
+    v = movie[:, 0, 0]
+    lit = np.flatnonzero(v)
+    starts = lit[np.r_[True, np.diff(lit) > 1]]
+    assert all(v[t] == v[t + 1] and (t + 2 >= len(v) or v[t + 2] == 0) for t in starts)   # two frames each
+    np.testing.assert_allclose(v[starts], inten[:len(starts)], rtol=1e-6)
+    assert (inten <= 0).all() and (inten >= -10).all() and inten.min() < -8 and inten.max() > -2
+    rests = np.diff(np.r_[-fc.WINDOW - 2, starts]) - 2 - fc.WINDOW                   # grey before each flash
+    assert rests.min() >= fc.GAP[0] and rests.max() <= fc.GAP[1] and rests.max() > 100
+
+
 def test_mix_sparse_is_the_field_mix_with_its_whole_field_block_mostly_grey():
     """Blocks 0-6 are the field mix's; the whole-field block is grey on ~97% of frames, its other frames at
     the steps' levels in [0.25, 10], a fifth of them or more after 40 grey frames (one 400 ms history),

@@ -1,0 +1,113 @@
+"""Can the BN-CNN code latency at all? Train it on the latency experiment's own kind of stimulus.
+
+Every model trained on the training mixes answers strong flashes late: its onset latency stops falling
+near −2 where the version-3 truth's goes on falling to −10 (docs/MODEL.md). This script asks whether
+that is the training stimulus or the architecture: it records the truth on nothing but full-field
+dark flashes, 2 frames each at intensities drawn uniformly in [−10, 0], each after a grey gap of
+``GAP`` frames drawn uniformly (20 ms to 1.5 s: adapted to rested), trains models of the shipped
+recipe on them and runs the latency experiment on each. A model trained on the test stimulus' own
+class is a ceiling for the architecture, not a result about the retina: if it does not code latency,
+no training mix will teach this architecture to.
+
+Command::
+
+    python scripts/flash_ceiling.py OUT [--frames 20000] [--seeds 0 1] [--epochs 20] [--patience 5]
+
+writes OUT/flashes.h5 (the dataset, once), OUT/model_SEED.pt and OUT/latency_SEED.json (the truth's:
+OUT/latency_truth.json), and prints per cell whether latency coding is present, its latencies at
+−0.5, −1, −2, −4, −6 and −10, and the response's amplitude there. Seeds run one after another; run
+one process per seed (after a first with ``--seeds`` and no seed, which only writes the dataset) to
+train them side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import napari_retina as nr
+from napari_retina import synthetic as syn
+from napari_retina._atomic import atomic_write_text
+from seed_sweep import RECIPE                      # scripts/: the shipped settings
+
+#: the grey gap before each flash, in frames (drawn uniformly): from a still-adapted 20 ms to a rested 1.5 s
+GAP = (2, 150)
+#: frames after each flash before the next gap: the experiment's response window
+WINDOW = 40
+#: the intensities the summary shows (a subset of the experiment's 21)
+SHOW = (-0.5, -1.0, -2.0, -4.0, -6.0, -10.0)
+
+
+def flash_movie(frames: int, seed: int, size: int = syn.SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Dark full-field flashes after random grey gaps: float32 (frames, size, size) and each flash's intensity.
+
+    Flash ``k``: ``GAP``-drawn grey frames, 2 frames at an intensity uniform in [−10, 0], ``WINDOW``
+    grey frames; the movie is cut to ``frames``.
+    """
+    rng = np.random.default_rng([seed, 7])
+    parts, intensities, n = [], [], 0
+    while n < frames:
+        inten = float(rng.uniform(-10.0, 0.0))
+        part = nr.stimuli.flash(intensity=inten, duration=2, pre=int(rng.integers(GAP[0], GAP[1] + 1)),
+                                post=WINDOW, size=size)
+        parts.append(part)
+        intensities.append(inten)
+        n += len(part)
+    return np.concatenate(parts)[:frames], np.asarray(intensities)
+
+
+def latency_summary(readout: dict) -> dict:
+    """present, and latency (ms) and amplitude (spikes/bin) at :data:`SHOW`, of a latency readout."""
+    at = {round(float(i), 3): k for k, i in enumerate(readout["intensities"])}
+    pick = lambda key: [float(readout[key][at[i]]) for i in SHOW]   # noqa: E731
+    return {"present": bool(readout["present"]), "latency_ms": pick("latency_ms"), "amplitude": pick("amplitude"),
+            "largest_rise_ms": float(readout["largest_rise_ms"]), "largest_step_ms": float(readout["largest_step_ms"]),
+            "latency_range_ms": float(readout["latency_range_ms"])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--frames", type=int, default=20000)
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--patience", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    gt = syn.Retina(seed=0, version=3)
+    data = args.out / "flashes.h5"
+    if not data.exists():
+        train, _ = flash_movie(args.frames, 0)
+        test, _ = flash_movie(2000, 1)
+        syn.record_dataset(data, train, test, repeats=10, retina=gt, attrs={"kind": "flashes"})
+    report(args.out / "latency_truth.json", "truth",
+           {"cells": [latency_summary(nr.experiments.run_truth("latency", gt, c).readout) for c in range(gt.n_cells)]})
+    for seed in args.seeds:
+        model = nr.train(data, **{**RECIPE, "epochs": args.epochs, "patience": args.patience}, seed=seed,
+                         device="cpu", out=args.out / f"model_{seed}.pt",
+                         command=f"scripts/flash_ceiling.py --seeds {seed}")
+        report(args.out / f"latency_{seed}.json", f"model {seed}",
+               {"r_true": model.scores.get("test_r_true_mean"),
+                "cells": [latency_summary(nr.experiments.run("latency", model, cell=c).readout)
+                          for c in range(gt.n_cells)]})
+
+
+def report(path: Path, who: str, result: dict) -> None:
+    """Write ``result`` to ``path`` (JSON, atomically) and print it, a line per cell."""
+    atomic_write_text(path, json.dumps(result, indent=1))
+    if result.get("r_true") is not None:
+        print(f"{who}: r {result['r_true']:.3f} against the test split's true rates")
+    for c, s in enumerate(result["cells"]):
+        print(f"{who} cell {c}: present {s['present']!s:5s} latency {np.round(s['latency_ms'], 1)} ms, "
+              f"amplitude {np.round(s['amplitude'], 1)}, largest rise {s['largest_rise_ms']:.1f} ms, "
+              f"step {s['largest_step_ms']:.1f} of {s['latency_range_ms']:.1f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    main()
