@@ -6,12 +6,12 @@ that is the training stimulus or the architecture: it records the truth on nothi
 dark flashes, 2 frames each at intensities drawn uniformly in [−10, 0], each after a grey gap of
 ``GAP`` frames drawn uniformly (20 ms to 1.5 s: adapted to rested), trains models of the shipped
 recipe on them and runs the latency experiment on each. A model trained on the test stimulus' own
-class is a ceiling for the architecture, not a result about the retina: if it does not code latency,
-no training mix will teach this architecture to.
+class is a ceiling for the architecture at this recipe, not a result about the retina: if it does not
+code latency, no training mix will teach it to at this recipe.
 
 Command::
 
-    python scripts/flash_ceiling.py OUT [--frames 20000] [--seeds 0 1] [--epochs 20] [--patience 5]
+    python scripts/flash_ceiling.py OUT [--frames 20000] [--seeds 0 1] [--epochs 20] [--patience 5] [--device cpu]
 
 writes OUT/flashes.h5 (the dataset, once), OUT/model_SEED.pt and OUT/latency_SEED.json (the truth's:
 OUT/latency_truth.json), and prints per cell whether latency coding is present, its latencies at
@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--patience", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="where to train: cpu, cuda, ... (default cpu)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,7 @@ def main() -> None:
            {"cells": [latency_summary(nr.experiments.run_truth("latency", gt, c).readout) for c in range(gt.n_cells)]})
     for seed in args.seeds:
         model = nr.train(data, **{**RECIPE, "epochs": args.epochs, "patience": args.patience}, seed=seed,
-                         device="cpu", out=args.out / f"model_{seed}.pt",
+                         device=args.device, out=args.out / f"model_{seed}.pt",
                          command=f"scripts/flash_ceiling.py --seeds {seed}")
         report(args.out / f"latency_{seed}.json", f"model {seed}",
                {"r_true": model.scores.get("test_r_true_mean"),
