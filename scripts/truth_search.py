@@ -32,7 +32,7 @@ import torch
 from torch.nn import functional as F
 
 from napari_retina import synthetic as syn
-from napari_retina.experiments import run_function
+from napari_retina.experiments import latency, run_function
 
 NAMES = ("osr", "latency", "anticipation", "reversal", "doubling")
 ROW = 25                                 # any row: the stimuli are uniform along y
@@ -127,6 +127,14 @@ def _reversal_margins(rev: dict, name: str) -> dict:
             f"{name} latency": min(_f(rev["burst_latency_ms"], 0) - 150, 350 - _f(rev["burst_latency_ms"], 1e3)) / 100}
 
 
+def _rise_margin(rise_ms: float) -> float:
+    """The latency curve's monotonic margin from its ``largest_rise_ms``: 1 for no rise, 0 at the 1 ms
+    tolerance, then falling by 1 per 20 ms (the range floor), so that a search sees a 3 ms rise as closer
+    to passing than a 15 ms one."""
+    tol = latency.MONOTONIC_TOLERANCE_MS
+    return (tol - rise_ms) / (tol if rise_ms <= tol else latency.MIN_RANGE_MS)
+
+
 def margins(r: dict) -> dict:
     """How far each criterion of docs/EXPERIMENTS.md is from failing, scaled to about [−1, 1] (> 0: passes)."""
     o, lat, a, d = (r[n] for n in ("osr", "latency", "anticipation", "doubling"))
@@ -138,7 +146,7 @@ def margins(r: dict) -> dict:
         "osr no jump": min(1.0 - abs(_f(s, 9) - _f(o["slope"], 0)) for s in o["local_slopes"]),
         "latency range": (rng - 20) / 20,
         "latency step": (0.5 * rng - _f(lat["largest_step_ms"], 99)) / max(rng, 1.0),
-        "latency monotonic": 1.0 if lat["monotonic"] else -1.0,
+        "latency monotonic": _rise_margin(_f(lat["largest_rise_ms"], 99.0)),
         "anticipation lead": (min(_f(v, -300) for v in a["lead_um_per_direction"]) - 10) / 30,
         "anticipation amplitude": (min(_f(v, 0) for v in a["moving_amplitude"]) - 0.5) / 0.5,
         "anticipation inside RF": 1.0 if all(a["inside_rf"]) else -1.0,

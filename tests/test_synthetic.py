@@ -357,6 +357,11 @@ def test_truth_search_line_is_the_version_3_circuit(v3, monkeypatch):
     control["gain_control"]["ganglion"]["strength"] = 0.0
     lag = ts.margins(ts.readouts(control, cells=(0,))[0])
     assert lag["anticipation lead"] < 0 and lag["latency monotonic"] < 0
+    # the monotonic margin is graded by the latency curve's largest rise: 0 at the 1 ms tolerance, and a
+    # small rise nearer to passing than a large one (a search can climb it)
+    rises = [0.0, 0.5, 1.0, 3.0, 15.0]
+    graded = [ts._rise_margin(x) for x in rises]
+    assert graded[0] == 1.0 and graded[2] == 0.0 and all(np.diff(graded) < 0)
 
 
 def test_history_window_is_the_truth_cut_to_the_last_frames(v3, monkeypatch):
