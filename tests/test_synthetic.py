@@ -567,6 +567,28 @@ def test_flash_ceiling_trains_on_dark_flashes_after_random_rests(monkeypatch):
     assert rests.min() >= fc.GAP[0] and rests.max() <= fc.GAP[1] and rests.max() > 100
 
 
+def test_flash_ceiling_noise_free_copy_trains_on_the_true_rates(monkeypatch, tmp_path):
+    """``--targets rates``: a copy of the flash dataset whose training responses are the truth's rates, the rest
+    (stimuli, test split) the same; nr.io reads it as a dataset, and a second call leaves it as it is."""
+    import h5py
+
+    fc = _script("flash_ceiling", monkeypatch)
+    movie, _ = fc.flash_movie(300, 1)
+    counts = syn.record_dataset(tmp_path / "flashes.h5", movie[:240], movie[240:], repeats=2,
+                                retina=syn.Retina(seed=0, version=3))
+    rates = fc.noise_free(tmp_path / "flashes.h5", tmp_path / "flashes_rates.h5")
+    got, was = nr.io.read_dataset(rates), nr.io.read_dataset(counts)
+    with h5py.File(counts, "r") as f:
+        true = f["train/true_rates"][...].T
+    np.testing.assert_array_equal(got.train.rates, true)
+    assert not np.array_equal(was.train.rates, true)                     # the counts were noisy
+    np.testing.assert_array_equal(got.train.stimulus, was.train.stimulus)
+    np.testing.assert_array_equal(got.test.rates, was.test.rates)
+    stamp = rates.stat().st_mtime_ns
+    fc.noise_free(tmp_path / "flashes.h5", rates)
+    assert rates.stat().st_mtime_ns == stamp
+
+
 def test_mix_sparse_is_the_field_mix_with_its_whole_field_block_mostly_grey():
     """Blocks 0-6 are the field mix's; the whole-field block is grey on ~97% of frames, its other frames at
     the steps' levels in [0.25, 10], a fifth of them or more after 40 grey frames (one 400 ms history),
