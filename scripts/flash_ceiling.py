@@ -16,7 +16,9 @@ Command::
 
 writes OUT/flashes.h5 (the dataset, once), OUT/model_SEED.pt and OUT/latency_SEED.json (the truth's:
 OUT/latency_truth.json), and prints per cell whether latency coding is present, its latencies at
-−0.5, −1, −2, −4, −6 and −10, and the response's amplitude there. Seeds run one after another; run
+−0.5, −1, −2, −4, −6 and −10, and the response's amplitude there, and where its remaining loss
+lies: the excess Poisson loss on 6,000 frames of held-out flashes, per flash by strength and in the
+grey gaps (:func:`loss_by_strength`). ``--score MODEL...`` reports saved checkpoints so. Seeds run one after another; run
 one process per seed (after a first with ``--seeds`` and no seed, which only writes the dataset) to
 train them side by side.
 
@@ -47,6 +49,10 @@ GAP = (2, 150)
 WINDOW = 40
 #: the intensities the summary shows (a subset of the experiment's 21)
 SHOW = (-0.5, -1.0, -2.0, -4.0, -6.0, -10.0)
+#: |intensity| classes of :func:`loss_by_strength`: weak, middling, strong flashes
+STRENGTHS = ((0.0, 2.0), (2.0, 5.0), (5.0, 10.0))
+#: a flash's frames in :func:`loss_by_strength`: from this many before its onset to the end of its window
+BEFORE = 5
 
 
 def flash_movie(frames: int, seed: int, size: int = syn.SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -76,6 +82,43 @@ def latency_summary(readout: dict) -> dict:
             "latency_range_ms": float(readout["latency_range_ms"])}
 
 
+def excess_poisson_loss(rates: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per frame, summed over cells: the Poisson loss of ``pred`` beyond that of the true ``rates`` themselves
+    (the deviance / 2, >= 0; in expectation over spike counts, what training on counts pays for the error).
+
+    rates, pred: (T, cells) spikes per 10 ms bin. Returns (T,).
+    """
+    y, lam = np.asarray(rates, np.float64), np.maximum(np.asarray(pred, np.float64), 1e-6)
+    ratio = np.where(y > 0, y / lam, 1.0)
+    return (y * np.log(ratio) - (y - lam)).sum(axis=1)
+
+
+def loss_by_strength(respond, retina: syn.Retina, frames: int = 6000, seed: int = 1) -> dict:
+    """Where a model's remaining loss lies on held-out flashes (``flash_movie(frames, seed)``).
+
+    ``respond(movie)`` gives (T, cells) rates. Each flash's frames run from ``BEFORE`` frames before its
+    onset to the end of its window; the frames before the first full history are skipped. Returns
+    ``{"strengths": STRENGTHS, "flashes": count per class, "per_flash": mean excess loss per flash
+    (spikes·nats summed over cells), "share": each class's fraction of the total, "outside": the
+    fraction in no flash's frames (the grey gaps), "total": the total}``.
+    """
+    movie, _ = flash_movie(frames, seed)
+    excess = excess_poisson_loss(retina.respond(movie), respond(movie))
+    level = movie[:, 0, 0]
+    lit = np.flatnonzero(level)
+    onsets = lit[np.r_[True, np.diff(lit) > 1]]
+    onsets = onsets[(onsets - BEFORE >= syn.HISTORY) & (onsets + WINDOW <= frames)]
+    per = np.array([excess[t - BEFORE:t + WINDOW].sum() for t in onsets])
+    strength = -level[onsets]
+    total = float(excess[syn.HISTORY:].sum())
+    classes = [(strength >= lo) & (strength < hi if hi < 10.0 else strength <= hi) for lo, hi in STRENGTHS]
+    return {"strengths": STRENGTHS, "flashes": [int(k.sum()) for k in classes],
+            "per_flash": [float(per[k].mean()) if k.any() else float("nan") for k in classes],
+            "share": [float(per[k].sum() / total) if total > 0 else 0.0 for k in classes],
+            "outside": float(1 - per.sum() / total) if total > 0 else 0.0,
+            "total": total}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
@@ -89,7 +132,11 @@ def main() -> None:
                     help="train on one trial's Poisson counts (default) or on the truth's noise-free rates")
     ap.add_argument("--noise", type=float, default=nr.ModelConfig.noise,
                     help=f"the model's training noise after each batch norm (default {nr.ModelConfig.noise})")
+    ap.add_argument("--score", type=Path, nargs="+", metavar="MODEL",
+                    help="train nothing: report these checkpoints' latency and loss by flash strength")
     args = ap.parse_args()
+    if args.score:
+        return score(args.score)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     gt = syn.Retina(seed=0, version=3)
@@ -107,10 +154,22 @@ def main() -> None:
                          config=nr.ModelConfig(noise=args.noise), device=args.device,
                          out=args.out / f"model_{seed}.pt",
                          command=f"scripts/flash_ceiling.py --seeds {seed} --targets {args.targets} --noise {args.noise}")
-        report(args.out / f"latency_{seed}.json", f"model {seed}",
-               {"r_true": model.scores.get("test_r_true_mean"),
-                "cells": [latency_summary(nr.experiments.run("latency", model, cell=c).readout)
-                          for c in range(gt.n_cells)]})
+        report(args.out / f"latency_{seed}.json", f"model {seed}", model_result(model, gt))
+
+
+def model_result(model: nr.RetinaCNN, gt: syn.Retina) -> dict:
+    """A trained model's r on the test split, latency summary per cell and :func:`loss_by_strength`."""
+    return {"r_true": model.scores.get("test_r_true_mean"),
+            "cells": [latency_summary(nr.experiments.run("latency", model, cell=c).readout) for c in range(gt.n_cells)],
+            "loss": loss_by_strength(lambda movie: nr.predict(model, movie), gt)}
+
+
+def score(paths: list) -> None:
+    """``--score``: report each checkpoint as training would have, writing latency_NAME.json beside it."""
+    gt = syn.Retina(seed=0, version=3)
+    for path in paths:
+        report(path.with_name(f"latency_{path.stem}.json"), f"{path.parent.name}/{path.stem}",
+               model_result(nr.load_model(path), gt))
 
 
 def noise_free(counts: Path, path: Path) -> Path:
@@ -136,6 +195,12 @@ def report(path: Path, who: str, result: dict) -> None:
         print(f"{who} cell {c}: present {s['present']!s:5s} latency {np.round(s['latency_ms'], 1)} ms, "
               f"amplitude {np.round(s['amplitude'], 1)}, largest rise {s['largest_rise_ms']:.1f} ms, "
               f"step {s['largest_step_ms']:.1f} of {s['latency_range_ms']:.1f} ms", flush=True)
+    if "loss" in result:
+        loss = result["loss"]
+        parts = [f"|I| {lo:g}-{hi:g}: {n} flashes, {per:.1f} per flash, {share:.0%}" for (lo, hi), n, per, share
+                 in zip(loss["strengths"], loss["flashes"], loss["per_flash"], loss["share"])]
+        print(f"{who} excess Poisson loss on held-out flashes {loss['total']:.0f}: " + "; ".join(parts)
+              + f"; grey gaps {loss['outside']:.0%}", flush=True)
 
 
 if __name__ == "__main__":

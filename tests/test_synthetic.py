@@ -589,6 +589,46 @@ def test_flash_ceiling_noise_free_copy_trains_on_the_true_rates(monkeypatch, tmp
     assert rates.stat().st_mtime_ns == stamp
 
 
+def test_flash_ceiling_loss_by_strength_finds_the_error_where_it_is(monkeypatch):
+    """flash_ceiling.loss_by_strength: the excess Poisson loss is torch's Poisson loss of the prediction minus
+    that of the true rates; the truth itself has none; an error put only on the weak flashes' frames shows up
+    only in the weak class, one put only on the grey gaps only outside the flashes."""
+    import torch
+    from torch.nn import functional as F
+
+    fc = _script("flash_ceiling", monkeypatch)
+    rng = np.random.default_rng(0)
+    y, lam = rng.gamma(0.5, 2.0, (50, 4)), rng.gamma(0.5, 2.0, (50, 4))
+    y[:5] = 0.0
+    nll = lambda rate: F.poisson_nll_loss(torch.from_numpy(rate), torch.from_numpy(y), log_input=False,  # noqa: E731
+                                          full=False, eps=0.0, reduction="none").numpy()
+    np.testing.assert_allclose(fc.excess_poisson_loss(y, lam), (nll(lam) - nll(np.maximum(y, 1e-300))).sum(1),
+                               rtol=1e-9, atol=1e-9)
+    gt = syn.Retina(seed=0, version=3)
+    frames = 1500
+    movie, _ = fc.flash_movie(frames, 1)
+    level = movie[:, 0, 0]
+    lit = np.flatnonzero(level)
+    onsets = lit[np.r_[True, np.diff(lit) > 1]]
+    in_flash = np.zeros(frames, bool)
+    weak = np.zeros(frames, bool)
+    for t in onsets:
+        in_flash[max(t - fc.BEFORE, 0):t + fc.WINDOW] = True
+        weak[max(t - fc.BEFORE, 0):t + fc.WINDOW] |= -level[t] < 2.0
+    assert weak.any() and (in_flash & ~weak).any()
+
+    def scaled(where):
+        return lambda m: gt.respond(m) * np.where(where, 0.5, 1.0)[:, None]
+
+    exact = fc.loss_by_strength(gt.respond, gt, frames)
+    assert exact["total"] < 1e-6
+    only_weak = fc.loss_by_strength(scaled(weak), gt, frames)
+    assert only_weak["total"] > 1 and only_weak["share"][0] > 0.99 and only_weak["outside"] < 0.01
+    assert only_weak["flashes"][0] >= 1 and sum(only_weak["flashes"]) > only_weak["flashes"][0]
+    only_gaps = fc.loss_by_strength(scaled(~in_flash), gt, frames)
+    assert only_gaps["outside"] > 0.99 and max(only_gaps["share"]) < 0.01
+
+
 def test_mix_sparse_is_the_field_mix_with_its_whole_field_block_mostly_grey():
     """Blocks 0-6 are the field mix's; the whole-field block is grey on ~97% of frames, its other frames at
     the steps' levels in [0.25, 10], a fifth of them or more after 40 grey frames (one 400 ms history),
