@@ -12,7 +12,7 @@ code latency, no training mix will teach it to at this recipe.
 Command::
 
     python scripts/flash_ceiling.py OUT [--frames 20000] [--seeds 0 1] [--epochs 20] [--patience 5] [--device cpu]
-                                        [--targets counts|rates] [--noise 0.05]
+                                        [--targets counts|rates] [--noise 0.05] [--lr-patience 2]
 
 writes OUT/flashes.h5 (the dataset, once), OUT/model_SEED.pt and OUT/latency_SEED.json (the truth's:
 OUT/latency_truth.json), and prints per cell whether latency coding is present, its latencies at
@@ -41,6 +41,7 @@ import torch
 import napari_retina as nr
 from napari_retina import synthetic as syn
 from napari_retina._atomic import atomic_write, atomic_write_text
+from napari_retina.training import TrainConfig
 from seed_sweep import RECIPE                      # scripts/: the shipped settings
 
 #: the grey gap before each flash, in frames (drawn uniformly): from a still-adapted 20 ms to a rested 1.5 s
@@ -126,6 +127,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--patience", type=int, default=5)
+    ap.add_argument("--lr-patience", type=int, default=RECIPE.get("lr_patience", TrainConfig.lr_patience),
+                    help="epochs without improvement before the learning rate is halved")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="where to train: cpu, cuda, ... (default cpu)")
     ap.add_argument("--targets", choices=("counts", "rates"), default="counts",
@@ -150,10 +153,12 @@ def main() -> None:
     report(args.out / "latency_truth.json", "truth",
            {"cells": [latency_summary(nr.experiments.run_truth("latency", gt, c).readout) for c in range(gt.n_cells)]})
     for seed in args.seeds:
-        model = nr.train(data, **{**RECIPE, "epochs": args.epochs, "patience": args.patience}, seed=seed,
+        model = nr.train(data, **{**RECIPE, "epochs": args.epochs, "patience": args.patience,
+                                    "lr_patience": args.lr_patience}, seed=seed,
                          config=nr.ModelConfig(noise=args.noise), device=args.device,
                          out=args.out / f"model_{seed}.pt",
-                         command=f"scripts/flash_ceiling.py --seeds {seed} --targets {args.targets} --noise {args.noise}")
+                         command=f"scripts/flash_ceiling.py --seeds {seed} --targets {args.targets} --noise {args.noise} "
+                                 f"--epochs {args.epochs} --patience {args.patience} --lr-patience {args.lr_patience}")
         report(args.out / f"latency_{seed}.json", f"model {seed}", model_result(model, gt))
 
 
