@@ -12,7 +12,8 @@ code latency, no training mix will teach it to at this recipe.
 Command::
 
     python scripts/flash_ceiling.py OUT [--frames 20000] [--seeds 0 1] [--epochs 20] [--patience 5] [--device cpu]
-                                        [--targets counts|rates] [--noise 0.05] [--lr-patience 2]
+                                        [--targets counts|rates] [--noise 0.05] [--lr-patience 2] [--movie flashes|experiment]
+    python scripts/flash_ceiling.py OUT --score MODEL...
 
 writes OUT/flashes.h5 (the dataset, once), OUT/model_SEED.pt and OUT/latency_SEED.json (the truth's:
 OUT/latency_truth.json), and prints per cell whether latency coding is present, its latencies at
@@ -25,7 +26,9 @@ train them side by side.
 Two controls ask what limits the fit: ``--targets rates`` trains on the truth's noise-free rates
 (OUT/flashes_rates.h5, the same movie) instead of one trial's Poisson counts, and ``--noise`` sets
 the Gaussian noise the model adds after each batch norm in training (``ModelConfig.noise``, default
-0.05). Keep one OUT per setting: the outputs' names do not carry it.
+0.05). ``--movie experiment`` asks whether the architecture can code latency at all: it trains on the
+latency experiment's own movie (three copies; a test of capacity, with nothing held out but a copy).
+Keep one OUT per setting: the outputs' names do not carry it.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ GAP = (2, 150)
 WINDOW = 40
 #: the intensities the summary shows (a subset of the experiment's 21)
 SHOW = (-0.5, -1.0, -2.0, -4.0, -6.0, -10.0)
+#: training settings per ``--movie`` beyond the recipe: the experiment's movie, three copies, holds out
+#: its last 30% (within the third copy, so every flash is also trained on)
+HOLDOUT = {"experiment": {"holdout": 0.3}}
 #: |intensity| classes of :func:`loss_by_strength`: weak, middling, strong flashes
 STRENGTHS = ((0.0, 2.0), (2.0, 5.0), (5.0, 10.0))
 #: a flash's frames in :func:`loss_by_strength`: from this many before its onset to the end of its window
@@ -135,6 +141,9 @@ def main() -> None:
                     help="train on one trial's Poisson counts (default) or on the truth's noise-free rates")
     ap.add_argument("--noise", type=float, default=nr.ModelConfig.noise,
                     help=f"the model's training noise after each batch norm (default {nr.ModelConfig.noise})")
+    ap.add_argument("--movie", choices=("flashes", "experiment"), default="flashes",
+                    help="train on random flashes (default) or on the latency experiment's own movie (a capacity "
+                         "test: three copies, the held-out tail in the third; --frames is then ignored)")
     ap.add_argument("--score", type=Path, nargs="+", metavar="MODEL",
                     help="train nothing: report these checkpoints' latency and loss by flash strength")
     args = ap.parse_args()
@@ -143,22 +152,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     gt = syn.Retina(seed=0, version=3)
-    data = args.out / "flashes.h5"
+    data = args.out / f"{args.movie}.h5"
     if not data.exists():
-        train, _ = flash_movie(args.frames, 0)
-        test, _ = flash_movie(2000, 1)
-        syn.record_dataset(data, train, test, repeats=10, retina=gt, attrs={"kind": "flashes"})
+        record(data, args.movie, args.frames, gt)
     if args.targets == "rates":
-        data = noise_free(data, args.out / "flashes_rates.h5")
+        data = noise_free(data, args.out / f"{args.movie}_rates.h5")
     report(args.out / "latency_truth.json", "truth",
            {"cells": [latency_summary(nr.experiments.run_truth("latency", gt, c).readout) for c in range(gt.n_cells)]})
     for seed in args.seeds:
         model = nr.train(data, **{**RECIPE, "epochs": args.epochs, "patience": args.patience,
-                                    "lr_patience": args.lr_patience}, seed=seed,
+                                    "lr_patience": args.lr_patience, **HOLDOUT.get(args.movie, {})}, seed=seed,
                          config=nr.ModelConfig(noise=args.noise), device=args.device,
                          out=args.out / f"model_{seed}.pt",
                          command=f"scripts/flash_ceiling.py --seeds {seed} --targets {args.targets} --noise {args.noise} "
-                                 f"--epochs {args.epochs} --patience {args.patience} --lr-patience {args.lr_patience}")
+                                 f"--epochs {args.epochs} --patience {args.patience} --lr-patience {args.lr_patience} "
+                                 f"--movie {args.movie}")
         report(args.out / f"latency_{seed}.json", f"model {seed}", model_result(model, gt))
 
 
@@ -175,6 +183,17 @@ def score(paths: list) -> None:
     for path in paths:
         report(path.with_name(f"latency_{path.stem}.json"), f"{path.parent.name}/{path.stem}",
                model_result(nr.load_model(path), gt))
+
+
+def record(path: Path, movie: str, frames: int, gt: syn.Retina) -> None:
+    """Write the training dataset: ``"flashes"``, ``frames`` of :func:`flash_movie` (test: 2,000 other frames,
+    10 repeats); ``"experiment"``, the latency experiment's movie three times (test: once, 2 repeats)."""
+    if movie == "flashes":
+        train, test, repeats = flash_movie(frames, 0)[0], flash_movie(2000, 1)[0], 10
+    else:
+        test, repeats = nr.experiments.run_truth("latency", gt, 0).stimulus, 2
+        train = np.concatenate([test] * 3)
+    syn.record_dataset(path, train, test, repeats=repeats, retina=gt, attrs={"kind": movie})
 
 
 def noise_free(counts: Path, path: Path) -> Path:

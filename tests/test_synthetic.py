@@ -589,6 +589,21 @@ def test_flash_ceiling_noise_free_copy_trains_on_the_true_rates(monkeypatch, tmp
     assert rates.stat().st_mtime_ns == stamp
 
 
+def test_flash_ceiling_capacity_movie_is_the_experiments_own_three_times(monkeypatch, tmp_path):
+    """``--movie experiment``: trained on three copies of the latency experiment's movie, tested on one, the
+    held-out tail (HOLDOUT) inside the third copy so that every flash is also trained on."""
+    fc = _script("flash_ceiling", monkeypatch)
+    seen = {}
+    monkeypatch.setattr(fc.syn, "record_dataset", lambda path, train, test, **kw: seen.update(train=train, test=test, **kw))
+    gt = syn.Retina(seed=0, version=3)
+    fc.record(tmp_path / "experiment.h5", "experiment", 123, gt)
+    movie = nr.experiments.run_truth("latency", gt, 0).stimulus
+    np.testing.assert_array_equal(seen["test"], movie)
+    np.testing.assert_array_equal(seen["train"], np.concatenate([movie] * 3))
+    assert seen["attrs"] == {"kind": "experiment"} and seen["retina"] is gt
+    assert fc.HOLDOUT["experiment"]["holdout"] < 1 / 3
+
+
 def test_flash_ceiling_loss_by_strength_finds_the_error_where_it_is(monkeypatch):
     """flash_ceiling.loss_by_strength: the excess Poisson loss is torch's Poisson loss of the prediction minus
     that of the true rates; the truth itself has none; an error put only on the weak flashes' frames shows up
