@@ -56,7 +56,7 @@ SHOW = (-0.5, -1.0, -2.0, -4.0, -6.0, -10.0)
 #: training settings per ``--movie`` beyond the recipe: the experiment's movie, three copies, holds out
 #: its last 30% (within the third copy, so every flash is also trained on)
 HOLDOUT = {"experiment": {"holdout": 0.3}}
-#: |intensity| classes of :func:`loss_by_strength`: weak, middling, strong flashes
+#: |intensity| classes (lo, hi] of :func:`loss_by_strength`: weak, middling, strong flashes (all of (0, 10])
 STRENGTHS = ((0.0, 2.0), (2.0, 5.0), (5.0, 10.0))
 #: a flash's frames in :func:`loss_by_strength`: from this many before its onset to the end of its window
 BEFORE = 5
@@ -118,7 +118,7 @@ def loss_by_strength(respond, retina: syn.Retina, frames: int = 6000, seed: int 
     per = np.array([excess[t - BEFORE:t + WINDOW].sum() for t in onsets])
     strength = -level[onsets]
     total = float(excess[syn.HISTORY:].sum())
-    classes = [(strength >= lo) & (strength < hi if hi < 10.0 else strength <= hi) for lo, hi in STRENGTHS]
+    classes = [(strength > lo) & (strength <= hi) for lo, hi in STRENGTHS]
     return {"strengths": STRENGTHS, "flashes": [int(k.sum()) for k in classes],
             "per_flash": [float(per[k].mean()) if k.any() else float("nan") for k in classes],
             "share": [float(per[k].sum() / total) if total > 0 else 0.0 for k in classes],
