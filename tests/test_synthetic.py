@@ -644,6 +644,80 @@ def test_flash_ceiling_loss_by_strength_finds_the_error_where_it_is(monkeypatch)
     assert only_gaps["outside"] > 0.99 and max(only_gaps["share"]) < 0.01
 
 
+def test_gain_ceiling_divides_by_the_models_own_past_output(monkeypatch):
+    """scripts/gain_ceiling.py's gain control against a float64 loop: rate_t = N_t / (1 + k Σ_{l=1..L} w_l N_{t-l}),
+    w_l ∝ exp(-l/τ) per cell, summing to 1; the current frame does not divide itself; 0 lags is the identity."""
+    import torch
+
+    gc = _script("gain_ceiling", monkeypatch)
+    lags, n, cells = 7, 12, 3
+    gain = gc.GainControl(cells, lags).double()
+    with torch.no_grad():
+        gain.raw_strength.copy_(torch.tensor([-1.0, 0.3, 1.5], dtype=torch.float64))
+        gain.raw_tau.copy_(torch.tensor([0.2, 1.0, 3.0], dtype=torch.float64))
+    d = np.random.default_rng(0).gamma(1.0, 2.0, (2, lags + n, cells))
+    k = np.log1p(np.exp([-1.0, 0.3, 1.5]))
+    tau = 1 + np.log1p(np.exp([0.2, 1.0, 3.0]))
+    expected = np.empty((2, n, cells))
+    for b in range(2):
+        for c in range(cells):
+            w = np.exp(-np.arange(1, lags + 1) / tau[c])
+            w /= w.sum()
+            for t in range(lags, lags + n):
+                signal = sum(w[l - 1] * d[b, t - l, c] for l in range(1, lags + 1))
+                expected[b, t - lags, c] = d[b, t, c] / (1 + k[c] * signal)
+    with torch.no_grad():
+        got = gain(torch.from_numpy(d)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    x = torch.rand(1, 5, cells)
+    assert gc.GainControl(cells, 0)(x) is x
+    with pytest.raises(ValueError, match="needs more than 7"):
+        gain(torch.from_numpy(d[:, :lags]))
+
+
+def test_gain_ceiling_model_responds_as_its_cnn_then_divides(monkeypatch):
+    """GainModel.respond is nr.predict's rate of its BN-CNN on the stimulus with grey before it (the truth's
+    convention, a rate on every frame), then the gain control; with k 0 it is nr.predict's rate itself."""
+    import torch
+
+    gc = _script("gain_ceiling", monkeypatch)
+    torch.manual_seed(0)
+    cnn = nr.RetinaCNN(nr.ModelConfig(size=30, n_cells=2)).eval()
+    stim = nr.stimuli.white_noise(frames=30, size=30, seed=2)
+    model = gc.GainModel(cnn, gc.GainControl(2, lags=5))
+    grey = np.zeros((cnn.config.history - 1 + 5, 30, 30), np.float32)
+    n = nr.predict(cnn, np.concatenate([grey, stim]))[cnn.config.history - 1:]
+    with torch.no_grad():
+        expected = model.gain(torch.from_numpy(n)[None])[0].numpy()
+    got = model.respond(stim)
+    assert got.shape == (30, 2)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert not np.allclose(got, n[5:], rtol=1e-3)
+    with torch.no_grad():
+        model.gain.raw_strength.fill_(-50.0)                 # k = softplus(-50) ~ 2e-22
+    np.testing.assert_allclose(model.respond(stim), n[5:], rtol=1e-5)
+
+
+def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatch, tmp_path):
+    """The held-out windows and their context share no stimulus frame with a fit window; one epoch moves k
+    and τ (the gradient reaches them) and saves a model that loads with weights_only to the same rates."""
+    gc = _script("gain_ceiling", monkeypatch)
+    history, lags = 40, gc.LAGS
+    fit_lo, fit_hi, hold = gc.split(1000, history, lags, 0.3)
+    assert fit_lo == history - 1 + lags and hold[-1] == 999
+    assert fit_hi < hold[0] - lags - (history - 1)           # the first stimulus frame the held-out part uses
+    gt = syn.Retina(seed=0, version=3)
+    stim = nr.stimuli.white_noise(frames=900, seed=3)
+    syn.record_dataset(tmp_path / "d.h5", stim, stim[:200], repeats=2, retina=gt)
+    model, history_ = gc.train_gain(tmp_path / "d.h5", 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "g.pt")
+    assert len(history_) == 1 and np.isfinite(history_[0]["heldout_loss"])
+    start = gc.GainControl(4)
+    assert not np.allclose(model.gain.strength.detach(), start.strength.detach())
+    assert not np.allclose(model.gain.tau.detach(), start.tau.detach())
+    again = gc.load(tmp_path / "g.pt")
+    np.testing.assert_array_equal(again.respond(stim[:80]), model.respond(stim[:80]))
+
+
 def test_mix_sparse_is_the_field_mix_with_its_whole_field_block_mostly_grey():
     """Blocks 0-6 are the field mix's; the whole-field block is grey on ~97% of frames, its other frames at
     the steps' levels in [0.25, 10], a fifth of them or more after 40 grey frames (one 400 ms history),

@@ -1,0 +1,295 @@
+"""Does a divisive gain control let the BN-CNN code latency? The experiment docs/MODEL.md points to.
+
+The version-3 truth codes latency with its ganglion gain control: its rate is divided by
+``1 + k · (its own drive averaged over the past, τ 122 ms)``, which cuts a strong response short,
+so that it crosses its own 20% level sooner (docs/MODEL.md). The BN-CNN has no such stage, and
+trained even on the latency experiment's own movie it codes latency over 10–15 ms where the truth
+spans 24 ms (``scripts/flash_ceiling.py --movie experiment``). This script adds the one stage the
+truth has and the BN-CNN lacks, on top of an otherwise unchanged BN-CNN, and trains both the plain
+and the gain-controlled model with the same loop, data and seed::
+
+    N_t    = BN-CNN(stimulus window ending at t)                   (T, cells), as nr.predict gives
+    rate_t = N_t / (1 + k_c · Σ_{l=1..L} w_l N_{t−l}),   w_l ∝ exp(−l / τ_c), Σ w_l = 1   (per cell c)
+
+with ``k_c ≥ 0`` and ``τ_c ≥ 1`` frame learnt, and ``L`` = :data:`LAGS` past outputs (600 ms). The
+divisor is the model's own output over the past, as the truth's is its own; the stage is causal (the
+current frame does not divide itself). A batch is made of blocks of ``L`` context windows and
+``P`` = :data:`PER_BLOCK` scored windows, all in one forward pass. ``--no-gain`` trains the plain
+BN-CNN with the same loop (``L`` = 0), the control; ``--init OUT/plain_SEED.pt`` starts a gain-controlled
+model from that control's BN-CNN.
+
+Command::
+
+    python scripts/gain_ceiling.py OUT [--seeds 0] [--no-gain] [--epochs 60] [--patience 15] [--lr-patience 5]
+                                       [--movie experiment|flashes] [--frames 20000] [--targets rates|counts]
+                                       [--noise 0] [--device cpu] [--init MODEL] [--name NAME]
+    python scripts/gain_ceiling.py OUT --score MODEL...
+
+writes OUT/{movie}.h5 (the dataset of ``flash_ceiling.py``, once), OUT/{gain|plain}_SEED.pt (at each
+improvement of the held-out loss; read back with ``torch.load(weights_only=True)``) and
+OUT/latency_{gain|plain}_SEED.json, and prints per cell what ``flash_ceiling.py`` prints: latency
+coding present or not, the latencies at −0.5 … −10, where the remaining loss on held-out flashes
+lies, and here also the learnt ``k`` and ``τ``. These are models for an experiment, not checkpoints
+``nr.load_model`` opens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import napari_retina as nr
+from napari_retina import synthetic as syn
+from napari_retina.training import TrainConfig, _norm_for, init_readout
+from flash_ceiling import HOLDOUT, latency_summary, loss_by_strength, noise_free, record, report
+from seed_sweep import RECIPE
+
+LAGS = 60
+"""Past outputs the gain signal averages (frames; 600 ms, 5 τ of the truth's ganglion gain control)."""
+PER_BLOCK = 64
+"""Scored windows per block; each block also computes its ``LAGS`` context windows."""
+BLOCKS = 3
+"""Blocks per Adam step (192 scored windows, the shipped recipe's batch)."""
+CHUNK = 512
+"""Windows per forward pass when predicting."""
+
+
+class GainControl(nn.Module):
+    """Per-cell divisive gain control by the model's own past output.
+
+    ``forward(drive)``: drive (B, lags + P, cells) ≥ 0, consecutive frames → rates (B, P, cells),
+    ``rate_t = drive_t / (1 + k · Σ_{l=1..lags} w_l drive_{t−l})`` for the last P frames, with
+    ``w_l ∝ exp(−l / τ)`` summing to 1. ``lags = 0`` is the identity.
+    """
+
+    def __init__(self, n_cells: int, lags: int = LAGS, strength: float = 0.5, tau: float = 10.0) -> None:
+        super().__init__()
+        self.lags = int(lags)
+        inv_softplus = lambda v: math.log(math.expm1(v))   # noqa: E731
+        self.raw_strength = nn.Parameter(torch.full((n_cells,), inv_softplus(strength)))
+        self.raw_tau = nn.Parameter(torch.full((n_cells,), inv_softplus(tau - 1.0)))
+
+    @property
+    def strength(self) -> torch.Tensor:
+        """k per cell (≥ 0)."""
+        return F.softplus(self.raw_strength)
+
+    @property
+    def tau(self) -> torch.Tensor:
+        """τ per cell, frames (≥ 1)."""
+        return 1.0 + F.softplus(self.raw_tau)
+
+    def weights(self) -> torch.Tensor:
+        """w (cells, lags) over lags 1..lags, each row summing to 1."""
+        lag = torch.arange(1, self.lags + 1, dtype=self.raw_tau.dtype, device=self.raw_tau.device)
+        return torch.softmax(-lag[None] / self.tau[:, None], dim=1)
+
+    def forward(self, drive: torch.Tensor) -> torch.Tensor:
+        if self.lags == 0:
+            return drive
+        n = drive.shape[1] - self.lags
+        if n < 1:
+            raise ValueError(f"the drive has {drive.shape[1]} frames; the gain control needs more than {self.lags}")
+        past = drive[:, :-1].unfold(1, self.lags, 1)            # (B, n, cells, lags): frames t-lags .. t-1
+        signal = (past * self.weights().flip(1)).sum(-1)       # lag l sits at position lags - l
+        return drive[:, self.lags:] / (1.0 + self.strength * signal)
+
+
+class GainModel:
+    """A BN-CNN and its gain control, with ``respond(stimulus)`` as a ground-truth retina has
+    (``nr.experiments.run_truth`` runs the experiments on it)."""
+
+    def __init__(self, cnn: nr.RetinaCNN, gain: GainControl) -> None:
+        self.cnn, self.gain = cnn, gain
+        self.history, self.size, self.n_cells = cnn.config.history, cnn.config.size, cnn.config.n_cells
+
+    def respond(self, stimulus: np.ndarray) -> np.ndarray:
+        """Rates (T, cells), spikes per 10 ms bin, for a contrast stimulus (T, size, size), grey before it."""
+        stim = np.asarray(stimulus, dtype=np.float32)
+        pad = np.zeros((self.history - 1 + self.gain.lags,) + stim.shape[1:], np.float32)
+        full = torch.from_numpy(np.concatenate([pad, stim]))
+        ends = np.arange(self.history - 1, len(full))
+        with torch.inference_mode():
+            return self.gain(drive(self.cnn, full, ends)[None])[0].numpy()
+
+
+def drive(cnn: nr.RetinaCNN, stim: torch.Tensor, ends: np.ndarray) -> torch.Tensor:
+    """The BN-CNN's output (len(ends), cells) for the windows ending at ``ends``, in eval mode."""
+    cnn.eval()
+    with torch.inference_mode():
+        return torch.cat([cnn.from_first_layer(cnn.first_layer_windows(stim, ends[i:i + CHUNK]))
+                          for i in range(0, len(ends), CHUNK)])
+
+
+def split(n_frames: int, history: int, lags: int, holdout: float) -> tuple[int, int, np.ndarray]:
+    """First and last scored fit window end, and the held-out window ends (the tail): every scored
+    window has ``lags`` full-history windows before it, and the held-out windows, with their context,
+    share no stimulus frame with a fit window."""
+    valid = np.arange(history - 1 + lags, n_frames)
+    hold = valid[-max(1, int(round(holdout * len(valid)))):]
+    return int(valid[0]), int(hold[0] - lags - history), hold
+
+
+def poisson(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.poisson_nll_loss(pred, target, log_input=False, full=False, eps=1e-6)
+
+
+def heldout(model: GainModel, stim: torch.Tensor, rates: np.ndarray, hold: np.ndarray) -> tuple[float, float]:
+    """Held-out Poisson loss and mean Pearson r over cells."""
+    lags = model.gain.lags
+    ends = np.arange(hold[0] - lags, hold[-1] + 1)
+    with torch.inference_mode():
+        pred = model.gain(drive(model.cnn, stim, ends)[None])[0]
+    target = torch.from_numpy(rates[hold])
+    r = [np.corrcoef(pred[:, c].numpy(), rates[hold, c])[0, 1] for c in range(rates.shape[1])]
+    return float(poisson(pred, target)), float(np.nanmean(r))
+
+
+def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr_patience: int, noise: float,
+               holdout: float, out: Path, device: str = "cpu", init: Optional[Path] = None) -> tuple[GainModel, list]:
+    """Train a BN-CNN with (``gain``) or without its gain control on the dataset ``data``, from scratch or
+    from the BN-CNN of the model saved at ``init`` (the gain control starts at its defaults); the best state
+    by held-out loss is saved to ``out`` at each improvement and returned (on the CPU) with the history."""
+    ds = nr.io.read_dataset(data)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    config = nr.ModelConfig(size=ds.train.stimulus.shape[1], n_cells=ds.train.rates.shape[1], noise=noise,
+                            cell_names=list(ds.cell_names))
+    config.norm = _norm_for(ds.train.stimulus)
+    cnn = nr.RetinaCNN(config)
+    lags = LAGS if gain else 0
+    rates = ds.train.rates.astype(np.float32)
+    fit_lo, fit_hi, hold = split(len(rates), config.history, lags, holdout)
+    if init is None:
+        init_readout(cnn, rates[fit_lo:fit_hi + 1])
+    else:
+        cnn.load_state_dict(load(init).cnn.state_dict())
+    model = GainModel(cnn.to(device), GainControl(config.n_cells, lags).to(device))
+    stim = torch.from_numpy(np.ascontiguousarray(ds.train.stimulus, np.float32)).to(device)
+    target = torch.from_numpy(rates).to(device)
+    params = list(cnn.parameters()) + list(model.gain.parameters())
+    opt = torch.optim.Adam(params, lr=RECIPE["lr"])
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=lr_patience - 1)
+    best, bad, history, t0 = math.inf, 0, [], time.time()
+    for epoch in range(1, epochs + 1):
+        cnn.train()
+        offset = int(torch.randint(0, PER_BLOCK, (1,), generator=gen))
+        starts = np.arange(fit_lo + offset, fit_hi - PER_BLOCK + 2, PER_BLOCK)
+        starts = starts[torch.randperm(len(starts), generator=gen).numpy()]
+        losses = []
+        for i in range(0, len(starts) - BLOCKS + 1, BLOCKS):
+            ends = np.concatenate([np.arange(s - lags, s + PER_BLOCK) for s in starts[i:i + BLOCKS]])
+            n = cnn.from_first_layer(cnn.first_layer_windows(stim, ends)).view(BLOCKS, lags + PER_BLOCK, -1)
+            scored = np.concatenate([np.arange(s, s + PER_BLOCK) for s in starts[i:i + BLOCKS]])
+            loss = poisson(model.gain(n).reshape(-1, config.n_cells), target[torch.from_numpy(scored).to(device)])
+            reg = RECIPE["l2"] * (cnn.conv1.weight.pow(2).sum() + cnn.conv2.weight.pow(2).sum())
+            reg = reg + RECIPE["l1_linear"] * cnn.linear.weight.abs().sum()
+            opt.zero_grad(set_to_none=True)
+            (loss + reg).backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        loss, r = heldout(model, stim, rates, hold)
+        sched.step(loss)
+        entry = {"epoch": epoch, "train_loss": float(np.mean(losses)), "heldout_loss": loss, "heldout_r": r,
+                 "seconds": time.time() - t0}
+        if lags:
+            entry.update(k=model.gain.strength.tolist(), tau=model.gain.tau.tolist())
+        history.append(entry)
+        print(json.dumps({k: (np.round(v, 3).tolist() if isinstance(v, (list, float)) else v)
+                          for k, v in entry.items()}), flush=True)
+        if loss < best - 1e-4:
+            best, bad = loss, 0
+            save(out, model, history)
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    return load(out), history
+
+
+def save(path: Path, model: GainModel, history: list) -> None:
+    """The model's states and architecture, as tensors, lists and numbers only (``weights_only`` loads it)."""
+    state = {"config": model.cnn.config.to_dict(), "lags": model.gain.lags, "history": history,
+             "cnn": {k: v.detach().cpu() for k, v in model.cnn.state_dict().items()},
+             "gain": {k: v.detach().cpu() for k, v in model.gain.state_dict().items()}}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load(path: Path) -> GainModel:
+    """A model :func:`save` wrote, on the CPU, in eval mode; no code from the file runs."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    cnn = nr.RetinaCNN(nr.ModelConfig.from_dict(state["config"]))
+    cnn.load_state_dict(state["cnn"])
+    gain = GainControl(cnn.config.n_cells, state["lags"])
+    gain.load_state_dict(state["gain"])
+    cnn.eval()
+    return GainModel(cnn, gain)
+
+
+def result(model: GainModel, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
+    """r against the truth's rates on the test stimulus, the latency summary per cell, the loss by flash
+    strength (``flash_ceiling.loss_by_strength``) and the learnt k and τ."""
+    pred, true = model.respond(test_stimulus)[model.history - 1:], gt.respond(test_stimulus)[model.history - 1:]
+    r = np.nanmean([np.corrcoef(pred[:, c], true[:, c])[0, 1] for c in range(gt.n_cells)])
+    with torch.no_grad():    # none without the stage (the plain control)
+        k, tau = (model.gain.strength.tolist(), model.gain.tau.tolist()) if model.gain.lags else (None, None)
+    return {"r_true": float(r), "k": k, "tau_frames": tau,
+            "cells": [latency_summary(nr.experiments.run_truth("latency", model, c).readout) for c in range(gt.n_cells)],
+            "loss": loss_by_strength(model.respond, gt)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0])
+    ap.add_argument("--no-gain", action="store_true", help="the control: the plain BN-CNN, trained the same way")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--patience", type=int, default=15)
+    ap.add_argument("--lr-patience", type=int, default=5)
+    ap.add_argument("--movie", choices=("experiment", "flashes"), default="experiment")
+    ap.add_argument("--frames", type=int, default=20000, help="frames of random flashes (--movie flashes)")
+    ap.add_argument("--targets", choices=("rates", "counts"), default="rates")
+    ap.add_argument("--noise", type=float, default=0.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--init", type=Path, metavar="MODEL", help="start from this saved model's BN-CNN (OUT/plain_SEED.pt)")
+    ap.add_argument("--name", help="the outputs' name (default gain or plain)")
+    ap.add_argument("--score", type=Path, nargs="+", metavar="MODEL", help="train nothing: report these models")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    gt = syn.Retina(seed=0, version=3)
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = args.out / f"{args.movie}.h5"
+    if not data.exists():
+        record(data, args.movie, args.frames, gt)
+    test = nr.io.read_dataset(data).test.stimulus
+    if args.score:
+        for path in args.score:
+            report(path.with_name(f"latency_{path.stem}.json"), path.stem, result(load(path), gt, test))
+        return
+    if args.targets == "rates":
+        data = noise_free(data, args.out / f"{args.movie}_rates.h5")
+    kind = args.name or ("plain" if args.no_gain else "gain")
+    for seed in args.seeds:
+        model, _ = train_gain(data, seed, not args.no_gain, args.epochs, args.patience, args.lr_patience, args.noise,
+                              HOLDOUT.get(args.movie, {}).get("holdout", TrainConfig.holdout), args.out / f"{kind}_{seed}.pt",
+                              args.device, args.init)
+        res = result(model, gt, test)
+        report(args.out / f"latency_{kind}_{seed}.json", f"{kind} {seed}", res)
+        if res["k"] is not None:
+            print(f"{kind} {seed}: k {np.round(res['k'], 3)}, tau {np.round(res['tau_frames'], 1)} frames", flush=True)
+
+
+if __name__ == "__main__":
+    main()
