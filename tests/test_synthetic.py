@@ -675,6 +675,35 @@ def test_gain_ceiling_divides_by_the_models_own_past_output(monkeypatch):
         gain(torch.from_numpy(d[:, :lags]))
 
 
+def test_gain_ceiling_stage_on_the_truths_own_drive_is_the_truth(monkeypatch):
+    """The stage has the v3 truth's form: on the truth's undivided rate (gain_j · softplus(drive)), with
+    k = k_g / gain_j and the truth's τ, it gives the truth's rates: to float32 rounding with the truth's
+    GAIN_HISTORY lags, within 1% with the script's LAGS; with k 0 it is far from them."""
+    import math
+
+    import torch
+    from torch.nn import functional as F
+
+    gc = _script("gain_ceiling", monkeypatch)
+    gt = syn.Retina(seed=0, version=3)
+    g = gt.params["gain_control"]["ganglion"]
+    stim = nr.stimuli.white_noise(frames=300, seed=1)
+    truth = gt.respond(stim)
+
+    def staged(lags, strength):
+        gain = gc.GainControl(gt.n_cells, lags)
+        with torch.no_grad():
+            gain.raw_strength.copy_(torch.tensor([math.log(math.expm1(strength / c)) for c in gt.cell_gain]))
+            gain.raw_tau.fill_(math.log(math.expm1(g["tau"] - 1)))
+            grey = np.zeros((lags,) + stim.shape[1:], np.float32)
+            n = F.softplus(torch.from_numpy(gt._run(np.concatenate([grey, stim]), "drive")))
+            return gain(n[None] * torch.tensor(gt.cell_gain, dtype=torch.float32))[0].numpy()
+
+    np.testing.assert_allclose(staged(syn.GAIN_HISTORY, g["strength"]), truth, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(staged(gc.LAGS, g["strength"]), truth, rtol=1e-2)
+    assert np.max(np.abs(staged(gc.LAGS, 1e-9) / truth - 1)) > 0.3
+
+
 def test_gain_ceiling_model_responds_as_its_cnn_then_divides(monkeypatch):
     """GainModel.respond is nr.predict's rate of its BN-CNN on the stimulus with grey before it (the truth's
     convention, a rate on every frame), then the gain control; with k 0 it is nr.predict's rate itself."""
