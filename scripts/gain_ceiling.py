@@ -16,13 +16,16 @@ divisor is the model's own output over the past, as the truth's is its own; the 
 current frame does not divide itself). A batch is made of blocks of ``L`` context windows and
 ``P`` = :data:`PER_BLOCK` scored windows, all in one forward pass. ``--no-gain`` trains the plain
 BN-CNN with the same loop (``L`` = 0), the control; ``--init OUT/plain_SEED.pt`` starts a gain-controlled
-model from that control's BN-CNN.
+model from that control's BN-CNN; ``--k``, ``--tau`` and ``--fixed`` set the stage's start, or fix it
+(the truth's own values, k_g / gain_j ≈ 0.59 and τ 12.2 frames, ask whether the BN-CNN learns the
+undivided drive when the stage is given).
 
 Command::
 
     python scripts/gain_ceiling.py OUT [--seeds 0] [--no-gain] [--epochs 60] [--patience 15] [--lr-patience 5]
                                        [--movie experiment|flashes] [--frames 20000] [--targets rates|counts]
                                        [--noise 0] [--device cpu] [--init MODEL] [--name NAME]
+                                       [--k 0.5] [--tau 10] [--fixed]
     python scripts/gain_ceiling.py OUT --score MODEL...
 
 writes OUT/{movie}.h5 (the dataset of ``flash_ceiling.py``, once), OUT/{gain|plain}_SEED.pt (at each
@@ -155,10 +158,12 @@ def heldout(model: GainModel, stim: torch.Tensor, rates: np.ndarray, hold: np.nd
 
 
 def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr_patience: int, noise: float,
-               holdout: float, out: Path, device: str = "cpu", init: Optional[Path] = None) -> tuple[GainModel, list]:
+               holdout: float, out: Path, device: str = "cpu", init: Optional[Path] = None,
+               strength: float = 0.5, tau: float = 10.0, fixed: bool = False) -> tuple[GainModel, list]:
     """Train a BN-CNN with (``gain``) or without its gain control on the dataset ``data``, from scratch or
-    from the BN-CNN of the model saved at ``init`` (the gain control starts at its defaults); the best state
-    by held-out loss is saved to ``out`` at each improvement and returned (on the CPU) with the history."""
+    from the BN-CNN of the model saved at ``init``; the gain control starts at ``strength`` and ``tau``
+    (frames) and is learnt unless ``fixed``. The best state by held-out loss is saved to ``out`` at each
+    improvement and returned (on the CPU) with the history."""
     ds = nr.io.read_dataset(data)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -173,10 +178,10 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
         init_readout(cnn, rates[fit_lo:fit_hi + 1])
     else:
         cnn.load_state_dict(load(init).cnn.state_dict())
-    model = GainModel(cnn.to(device), GainControl(config.n_cells, lags).to(device))
+    model = GainModel(cnn.to(device), GainControl(config.n_cells, lags, strength, tau).to(device))
     stim = torch.from_numpy(np.ascontiguousarray(ds.train.stimulus, np.float32)).to(device)
     target = torch.from_numpy(rates).to(device)
-    params = list(cnn.parameters()) + list(model.gain.parameters())
+    params = list(cnn.parameters()) + ([] if fixed else list(model.gain.parameters()))
     opt = torch.optim.Adam(params, lr=RECIPE["lr"])
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=lr_patience - 1)
     best, bad, history, t0 = math.inf, 0, [], time.time()
@@ -265,6 +270,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--init", type=Path, metavar="MODEL", help="start from this saved model's BN-CNN (OUT/plain_SEED.pt)")
     ap.add_argument("--name", help="the outputs' name (default gain or plain)")
+    ap.add_argument("--k", type=float, default=0.5, help="the gain control's starting strength (default 0.5)")
+    ap.add_argument("--tau", type=float, default=10.0, help="its starting time constant, frames (default 10)")
+    ap.add_argument("--fixed", action="store_true", help="keep k and tau as given: learn only the BN-CNN")
     ap.add_argument("--score", type=Path, nargs="+", metavar="MODEL", help="train nothing: report these models")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -284,7 +292,7 @@ def main() -> None:
     for seed in args.seeds:
         model, _ = train_gain(data, seed, not args.no_gain, args.epochs, args.patience, args.lr_patience, args.noise,
                               HOLDOUT.get(args.movie, {}).get("holdout", TrainConfig.holdout), args.out / f"{kind}_{seed}.pt",
-                              args.device, args.init)
+                              args.device, args.init, args.k, args.tau, args.fixed)
         res = result(model, gt, test)
         report(args.out / f"latency_{kind}_{seed}.json", f"{kind} {seed}", res)
         if res["k"] is not None:

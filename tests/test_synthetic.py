@@ -729,7 +729,8 @@ def test_gain_ceiling_model_responds_as_its_cnn_then_divides(monkeypatch):
 
 def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatch, tmp_path):
     """The held-out windows and their context share no stimulus frame with a fit window; one epoch moves k
-    and τ (the gradient reaches them) and saves a model that loads with weights_only to the same rates."""
+    and τ (the gradient reaches them) and saves a model that loads with weights_only to the same rates;
+    ``fixed`` keeps the given k and τ and trains the BN-CNN."""
     gc = _script("gain_ceiling", monkeypatch)
     history, lags = 40, gc.LAGS
     fit_lo, fit_hi, hold = gc.split(1000, history, lags, 0.3)
@@ -745,6 +746,11 @@ def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatc
     assert not np.allclose(model.gain.tau.detach(), start.tau.detach())
     again = gc.load(tmp_path / "g.pt")
     np.testing.assert_array_equal(again.respond(stim[:80]), model.respond(stim[:80]))
+    fixed, _ = gc.train_gain(tmp_path / "d.h5", 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "f.pt", strength=0.59,
+                             tau=12.2, fixed=True)
+    np.testing.assert_allclose(fixed.gain.strength.detach(), 0.59, rtol=1e-6)
+    np.testing.assert_allclose(fixed.gain.tau.detach(), 12.2, rtol=1e-6)
+    assert not np.allclose(fixed.cnn.conv1.weight.detach(), nr.RetinaCNN(fixed.cnn.config).conv1.weight.detach())
 
 
 def test_mix_sparse_is_the_field_mix_with_its_whole_field_block_mostly_grey():
