@@ -9,16 +9,17 @@ truth has and the BN-CNN lacks, on top of an otherwise unchanged BN-CNN, and tra
 and the gain-controlled model with the same loop, data and seed::
 
     N_t    = BN-CNN(stimulus window ending at t)                   (T, cells), as nr.predict gives
-    rate_t = N_t / (1 + k_c · Σ_{l=1..L} w_l N_{t−l}),   w_l ∝ exp(−l / τ_c), Σ w_l = 1   (per cell c)
+    rate_t = g_c · N_t / (1 + k_c · Σ_{l=1..L} w_l N_{t−l}),   w_l ∝ exp(−l / τ_c), Σ w_l = 1   (per cell c)
 
-with ``k_c ≥ 0`` and ``τ_c ≥ 1`` frame learnt, and ``L`` = :data:`LAGS` past outputs (600 ms). The
+with ``k_c ≥ 0``, ``τ_c ≥ 1`` frame and ``g_c > 0`` learnt, and ``L`` = :data:`LAGS` past outputs (600 ms):
+the truth's ganglion stage exactly, given the truth's N (``g_c`` its ``gain_j``; a test checks this). The
 divisor is the model's own output over the past, as the truth's is its own; the stage is causal (the
 current frame does not divide itself). A batch is made of blocks of ``L`` context windows and
 ``P`` = :data:`PER_BLOCK` scored windows, all in one forward pass. ``--no-gain`` trains the plain
 BN-CNN with the same loop (``L`` = 0), the control; ``--init OUT/plain_SEED.pt`` starts a gain-controlled
 model from that control's BN-CNN; ``--k``, ``--tau`` and ``--fixed`` set the stage's start, or fix it
-(the truth's own values, k_g / gain_j ≈ 0.59 and τ 12.2 frames, ask whether the BN-CNN learns the
-undivided drive when the stage is given).
+(the truth's own values, k 1.18 and τ 12.2 frames, ask whether the BN-CNN learns the undivided
+drive when the stage is given).
 
 Command::
 
@@ -32,7 +33,7 @@ writes OUT/{movie}.h5 (the dataset of ``flash_ceiling.py``, once), OUT/{gain|pla
 improvement of the held-out loss; read back with ``torch.load(weights_only=True)``) and
 OUT/latency_{gain|plain}_SEED.json, and prints per cell what ``flash_ceiling.py`` prints: latency
 coding present or not, the latencies at −0.5 … −10, where the remaining loss on held-out flashes
-lies, and here also the learnt ``k`` and ``τ``. These are models for an experiment, not checkpoints
+lies, and here also the learnt ``k``, ``τ`` and ``g``. These are models for an experiment, not checkpoints
 ``nr.load_model`` opens.
 """
 
@@ -67,24 +68,33 @@ CHUNK = 512
 
 
 class GainControl(nn.Module):
-    """Per-cell divisive gain control by the model's own past output.
+    """Per-cell divisive gain control by the model's own past output, the v3 truth's form.
 
     ``forward(drive)``: drive (B, lags + P, cells) ≥ 0, consecutive frames → rates (B, P, cells),
-    ``rate_t = drive_t / (1 + k · Σ_{l=1..lags} w_l drive_{t−l})`` for the last P frames, with
-    ``w_l ∝ exp(−l / τ)`` summing to 1. ``lags = 0`` is the identity.
+    ``rate_t = g · drive_t / (1 + k · Σ_{l=1..lags} w_l drive_{t−l})`` for the last P frames, with
+    ``w_l ∝ exp(−l / τ)`` summing to 1. ``lags = 0`` is the identity. The output gain ``g`` (the truth's
+    ``gain_j``) frees ``k`` from setting the response's scale: without it, lowering ``k`` is the only
+    quick way to raise a strong response (the drive's scale moves slowly), and ``k`` fell so in training.
     """
 
-    def __init__(self, n_cells: int, lags: int = LAGS, strength: float = 0.5, tau: float = 10.0) -> None:
+    def __init__(self, n_cells: int, lags: int = LAGS, strength: float = 0.5, tau: float = 10.0,
+                 scale: float = 1.0) -> None:
         super().__init__()
         self.lags = int(lags)
         inv_softplus = lambda v: math.log(math.expm1(v))   # noqa: E731
         self.raw_strength = nn.Parameter(torch.full((n_cells,), inv_softplus(strength)))
         self.raw_tau = nn.Parameter(torch.full((n_cells,), inv_softplus(tau - 1.0)))
+        self.log_scale = nn.Parameter(torch.full((n_cells,), math.log(scale)))
 
     @property
     def strength(self) -> torch.Tensor:
         """k per cell (≥ 0)."""
         return F.softplus(self.raw_strength)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """g per cell (> 0)."""
+        return self.log_scale.exp()
 
     @property
     def tau(self) -> torch.Tensor:
@@ -104,7 +114,7 @@ class GainControl(nn.Module):
             raise ValueError(f"the drive has {drive.shape[1]} frames; the gain control needs more than {self.lags}")
         past = drive[:, :-1].unfold(1, self.lags, 1)            # (B, n, cells, lags): frames t-lags .. t-1
         signal = (past * self.weights().flip(1)).sum(-1)       # lag l sits at position lags - l
-        return drive[:, self.lags:] / (1.0 + self.strength * signal)
+        return self.scale * drive[:, self.lags:] / (1.0 + self.strength * signal)
 
 
 class GainModel:
@@ -162,7 +172,7 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
                strength: float = 0.5, tau: float = 10.0, fixed: bool = False) -> tuple[GainModel, list]:
     """Train a BN-CNN with (``gain``) or without its gain control on the dataset ``data``, from scratch or
     from the BN-CNN of the model saved at ``init``; the gain control starts at ``strength`` and ``tau``
-    (frames) and is learnt unless ``fixed``. The best state by held-out loss is saved to ``out`` at each
+    (frames) and g = 1, and is learnt, but for k and τ when ``fixed``. The best state by held-out loss is saved to ``out`` at each
     improvement and returned (on the CPU) with the history."""
     ds = nr.io.read_dataset(data)
     torch.manual_seed(seed)
@@ -181,7 +191,8 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     model = GainModel(cnn.to(device), GainControl(config.n_cells, lags, strength, tau).to(device))
     stim = torch.from_numpy(np.ascontiguousarray(ds.train.stimulus, np.float32)).to(device)
     target = torch.from_numpy(rates).to(device)
-    params = list(cnn.parameters()) + ([] if fixed else list(model.gain.parameters()))
+    shape = [] if fixed else [model.gain.raw_strength, model.gain.raw_tau]
+    params = list(cnn.parameters()) + [model.gain.log_scale] + shape
     opt = torch.optim.Adam(params, lr=RECIPE["lr"])
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=lr_patience - 1)
     best, bad, history, t0 = math.inf, 0, [], time.time()
@@ -207,7 +218,7 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
         entry = {"epoch": epoch, "train_loss": float(np.mean(losses)), "heldout_loss": loss, "heldout_r": r,
                  "seconds": time.time() - t0}
         if lags:
-            entry.update(k=model.gain.strength.tolist(), tau=model.gain.tau.tolist())
+            entry.update(k=model.gain.strength.tolist(), tau=model.gain.tau.tolist(), g=model.gain.scale.tolist())
         history.append(entry)
         print(json.dumps({k: (np.round(v, 3).tolist() if isinstance(v, (list, float)) else v)
                           for k, v in entry.items()}), flush=True)
@@ -244,12 +255,13 @@ def load(path: Path) -> GainModel:
 
 def result(model: GainModel, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
     """r against the truth's rates on the test stimulus, the latency summary per cell, the loss by flash
-    strength (``flash_ceiling.loss_by_strength``) and the learnt k and τ."""
+    strength (``flash_ceiling.loss_by_strength``) and the learnt k, τ and g."""
     pred, true = model.respond(test_stimulus)[model.history - 1:], gt.respond(test_stimulus)[model.history - 1:]
     r = np.nanmean([np.corrcoef(pred[:, c], true[:, c])[0, 1] for c in range(gt.n_cells)])
     with torch.no_grad():    # none without the stage (the plain control)
-        k, tau = (model.gain.strength.tolist(), model.gain.tau.tolist()) if model.gain.lags else (None, None)
-    return {"r_true": float(r), "k": k, "tau_frames": tau,
+        k, tau, g = ((model.gain.strength.tolist(), model.gain.tau.tolist(), model.gain.scale.tolist())
+                     if model.gain.lags else (None, None, None))
+    return {"r_true": float(r), "k": k, "tau_frames": tau, "g": g,
             "cells": [latency_summary(nr.experiments.run_truth("latency", model, c).readout) for c in range(gt.n_cells)],
             "loss": loss_by_strength(model.respond, gt)}
 
@@ -272,7 +284,7 @@ def main() -> None:
     ap.add_argument("--name", help="the outputs' name (default gain or plain)")
     ap.add_argument("--k", type=float, default=0.5, help="the gain control's starting strength (default 0.5)")
     ap.add_argument("--tau", type=float, default=10.0, help="its starting time constant, frames (default 10)")
-    ap.add_argument("--fixed", action="store_true", help="keep k and tau as given: learn only the BN-CNN")
+    ap.add_argument("--fixed", action="store_true", help="keep k and tau as given: learn the BN-CNN and g")
     ap.add_argument("--score", type=Path, nargs="+", metavar="MODEL", help="train nothing: report these models")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -296,7 +308,8 @@ def main() -> None:
         res = result(model, gt, test)
         report(args.out / f"latency_{kind}_{seed}.json", f"{kind} {seed}", res)
         if res["k"] is not None:
-            print(f"{kind} {seed}: k {np.round(res['k'], 3)}, tau {np.round(res['tau_frames'], 1)} frames", flush=True)
+            print(f"{kind} {seed}: k {np.round(res['k'], 3)}, tau {np.round(res['tau_frames'], 1)} frames, "
+                  f"g {np.round(res['g'], 3)}", flush=True)
 
 
 if __name__ == "__main__":

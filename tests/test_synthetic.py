@@ -645,7 +645,7 @@ def test_flash_ceiling_loss_by_strength_finds_the_error_where_it_is(monkeypatch)
 
 
 def test_gain_ceiling_divides_by_the_models_own_past_output(monkeypatch):
-    """scripts/gain_ceiling.py's gain control against a float64 loop: rate_t = N_t / (1 + k Σ_{l=1..L} w_l N_{t-l}),
+    """scripts/gain_ceiling.py's gain control against a float64 loop: rate_t = g N_t / (1 + k Σ_{l=1..L} w_l N_{t-l}),
     w_l ∝ exp(-l/τ) per cell, summing to 1; the current frame does not divide itself; 0 lags is the identity."""
     import torch
 
@@ -655,6 +655,7 @@ def test_gain_ceiling_divides_by_the_models_own_past_output(monkeypatch):
     with torch.no_grad():
         gain.raw_strength.copy_(torch.tensor([-1.0, 0.3, 1.5], dtype=torch.float64))
         gain.raw_tau.copy_(torch.tensor([0.2, 1.0, 3.0], dtype=torch.float64))
+        gain.log_scale.copy_(torch.tensor([0.0, 0.5, -0.7], dtype=torch.float64))
     d = np.random.default_rng(0).gamma(1.0, 2.0, (2, lags + n, cells))
     k = np.log1p(np.exp([-1.0, 0.3, 1.5]))
     tau = 1 + np.log1p(np.exp([0.2, 1.0, 3.0]))
@@ -665,7 +666,7 @@ def test_gain_ceiling_divides_by_the_models_own_past_output(monkeypatch):
             w /= w.sum()
             for t in range(lags, lags + n):
                 signal = sum(w[l - 1] * d[b, t - l, c] for l in range(1, lags + 1))
-                expected[b, t - lags, c] = d[b, t, c] / (1 + k[c] * signal)
+                expected[b, t - lags, c] = np.exp([0.0, 0.5, -0.7][c]) * d[b, t, c] / (1 + k[c] * signal)
     with torch.no_grad():
         got = gain(torch.from_numpy(d)).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-12)
@@ -676,9 +677,9 @@ def test_gain_ceiling_divides_by_the_models_own_past_output(monkeypatch):
 
 
 def test_gain_ceiling_stage_on_the_truths_own_drive_is_the_truth(monkeypatch):
-    """The stage has the v3 truth's form: on the truth's undivided rate (gain_j · softplus(drive)), with
-    k = k_g / gain_j and the truth's τ, it gives the truth's rates: to float32 rounding with the truth's
-    GAIN_HISTORY lags, within 1% with the script's LAGS; with k 0 it is far from them."""
+    """The stage has the v3 truth's form: on the truth's undivided drive N = softplus(drive), with the truth's
+    k_g, τ and gain_j as g, it gives the truth's rates: to float32 rounding with the truth's GAIN_HISTORY lags,
+    within 1% with the script's LAGS; with k 0 it is far from them."""
     import math
 
     import torch
@@ -693,11 +694,12 @@ def test_gain_ceiling_stage_on_the_truths_own_drive_is_the_truth(monkeypatch):
     def staged(lags, strength):
         gain = gc.GainControl(gt.n_cells, lags)
         with torch.no_grad():
-            gain.raw_strength.copy_(torch.tensor([math.log(math.expm1(strength / c)) for c in gt.cell_gain]))
+            gain.raw_strength.fill_(math.log(math.expm1(strength)))
             gain.raw_tau.fill_(math.log(math.expm1(g["tau"] - 1)))
+            gain.log_scale.copy_(torch.log(torch.tensor(gt.cell_gain, dtype=torch.float32)))
             grey = np.zeros((lags,) + stim.shape[1:], np.float32)
             n = F.softplus(torch.from_numpy(gt._run(np.concatenate([grey, stim]), "drive")))
-            return gain(n[None] * torch.tensor(gt.cell_gain, dtype=torch.float32))[0].numpy()
+            return gain(n[None])[0].numpy()
 
     np.testing.assert_allclose(staged(syn.GAIN_HISTORY, g["strength"]), truth, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(staged(gc.LAGS, g["strength"]), truth, rtol=1e-2)
@@ -730,7 +732,7 @@ def test_gain_ceiling_model_responds_as_its_cnn_then_divides(monkeypatch):
 def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatch, tmp_path):
     """The held-out windows and their context share no stimulus frame with a fit window; one epoch moves k
     and τ (the gradient reaches them) and saves a model that loads with weights_only to the same rates;
-    ``fixed`` keeps the given k and τ and trains the BN-CNN."""
+    ``fixed`` keeps the given k and τ and trains the BN-CNN and g."""
     gc = _script("gain_ceiling", monkeypatch)
     history, lags = 40, gc.LAGS
     fit_lo, fit_hi, hold = gc.split(1000, history, lags, 0.3)
@@ -746,11 +748,13 @@ def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatc
     assert not np.allclose(model.gain.tau.detach(), start.tau.detach())
     again = gc.load(tmp_path / "g.pt")
     np.testing.assert_array_equal(again.respond(stim[:80]), model.respond(stim[:80]))
-    fixed, _ = gc.train_gain(tmp_path / "d.h5", 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "f.pt", strength=0.59,
+    assert not np.allclose(model.gain.scale.detach(), start.scale.detach())
+    fixed, _ = gc.train_gain(tmp_path / "d.h5", 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "f.pt", strength=1.18,
                              tau=12.2, fixed=True)
-    np.testing.assert_allclose(fixed.gain.strength.detach(), 0.59, rtol=1e-6)
+    np.testing.assert_allclose(fixed.gain.strength.detach(), 1.18, rtol=1e-6)
     np.testing.assert_allclose(fixed.gain.tau.detach(), 12.2, rtol=1e-6)
     assert not np.allclose(fixed.cnn.conv1.weight.detach(), nr.RetinaCNN(fixed.cnn.config).conv1.weight.detach())
+    assert not np.allclose(fixed.gain.scale.detach(), 1.0)
 
 
 def test_mix_sparse_is_the_field_mix_with_its_whole_field_block_mostly_grey():
