@@ -187,7 +187,7 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     if init is None:
         init_readout(cnn, rates[fit_lo:fit_hi + 1])
     else:
-        cnn.load_state_dict(load(init).cnn.state_dict())
+        cnn.load_state_dict(saved_cnn(torch.load(init, map_location="cpu", weights_only=True)).state_dict())
     model = GainModel(cnn.to(device), GainControl(config.n_cells, lags, strength, tau).to(device))
     stim = torch.from_numpy(np.ascontiguousarray(ds.train.stimulus, np.float32)).to(device)
     target = torch.from_numpy(rates).to(device)
@@ -245,12 +245,17 @@ def save(path: Path, model: GainModel, history: list) -> None:
 def load(path: Path) -> GainModel:
     """A model :func:`save` wrote, on the CPU, in eval mode; no code from the file runs."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    cnn = nr.RetinaCNN(nr.ModelConfig.from_dict(state["config"]))
-    cnn.load_state_dict(state["cnn"])
+    cnn = saved_cnn(state)
     gain = GainControl(cnn.config.n_cells, state["lags"])
     gain.load_state_dict(state["gain"])
-    cnn.eval()
     return GainModel(cnn, gain)
+
+
+def saved_cnn(state: dict) -> nr.RetinaCNN:
+    """The BN-CNN of a state :func:`save` wrote, in eval mode."""
+    cnn = nr.RetinaCNN(nr.ModelConfig.from_dict(state["config"]))
+    cnn.load_state_dict(state["cnn"])
+    return cnn.eval()
 
 
 def result(model: GainModel, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:

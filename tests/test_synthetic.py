@@ -732,7 +732,8 @@ def test_gain_ceiling_model_responds_as_its_cnn_then_divides(monkeypatch):
 def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatch, tmp_path):
     """The held-out windows and their context share no stimulus frame with a fit window; one epoch moves k
     and τ (the gradient reaches them) and saves a model that loads with weights_only to the same rates;
-    ``fixed`` keeps the given k and τ and trains the BN-CNN and g."""
+    ``fixed`` keeps the given k and τ and trains the BN-CNN and g; a plain model (no stage) is the BN-CNN's rate,
+    and it can start a gain-controlled one (``init``)."""
     gc = _script("gain_ceiling", monkeypatch)
     history, lags = 40, gc.LAGS
     fit_lo, fit_hi, hold = gc.split(1000, history, lags, 0.3)
@@ -755,6 +756,12 @@ def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatc
     np.testing.assert_allclose(fixed.gain.tau.detach(), 12.2, rtol=1e-6)
     assert not np.allclose(fixed.cnn.conv1.weight.detach(), nr.RetinaCNN(fixed.cnn.config).conv1.weight.detach())
     assert not np.allclose(fixed.gain.scale.detach(), 1.0)
+    plain, _ = gc.train_gain(tmp_path / "d.h5", 0, False, 1, 1, 1, 0.0, 0.3, tmp_path / "p.pt")
+    assert plain.gain.lags == 0
+    np.testing.assert_allclose(plain.respond(stim[:50]), nr.predict(plain.cnn, np.concatenate(
+        [np.zeros((39, 50, 50), np.float32), stim[:50]]))[39:], rtol=1e-5)
+    warm, _ = gc.train_gain(tmp_path / "d.h5", 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "w.pt", init=tmp_path / "p.pt")
+    assert warm.gain.lags == gc.LAGS
 
 
 def test_mix_sparse_is_the_field_mix_with_its_whole_field_block_mostly_grey():
