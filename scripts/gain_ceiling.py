@@ -17,7 +17,7 @@ divisor is the model's own output over the past, as the truth's is its own; the 
 current frame does not divide itself). A batch is made of blocks of ``L`` context windows and
 ``P`` = :data:`PER_BLOCK` scored windows, all in one forward pass. ``--no-gain`` trains the plain
 BN-CNN with the same loop (``L`` = 0), the control; ``--init OUT/plain_SEED.pt`` starts a gain-controlled
-model from that control's BN-CNN; ``--k``, ``--tau`` and ``--fixed`` set the stage's start, or fix it
+model from that control's BN-CNN (and ``--init OUT/gain_SEED.pt`` lets a gain-controlled run go on); ``--k``, ``--tau`` and ``--fixed`` set the stage's start, or fix it
 (the truth's own values, k 1.18 and τ 12.2 frames, ask whether the BN-CNN learns the undivided
 drive when the stage is given).
 
@@ -171,8 +171,8 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
                holdout: float, out: Path, device: str = "cpu", init: Optional[Path] = None,
                strength: float = 0.5, tau: float = 10.0, fixed: bool = False) -> tuple[GainModel, list]:
     """Train a BN-CNN with (``gain``) or without its gain control on the dataset ``data``, from scratch or
-    from the BN-CNN of the model saved at ``init``; the gain control starts at ``strength`` and ``tau``
-    (frames) and g = 1, and is learnt, but for k and τ when ``fixed``. The best state by held-out loss is saved to ``out`` at each
+    from the model saved at ``init`` (its BN-CNN, and its stage when it has one); the gain control starts
+    at ``strength`` and ``tau`` (frames) and g = 1 otherwise, and is learnt, but for k and τ when ``fixed``. The best state by held-out loss is saved to ``out`` at each
     improvement and returned (on the CPU) with the history."""
     ds = nr.io.read_dataset(data)
     torch.manual_seed(seed)
@@ -184,11 +184,15 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     lags = LAGS if gain else 0
     rates = ds.train.rates.astype(np.float32)
     fit_lo, fit_hi, hold = split(len(rates), config.history, lags, holdout)
+    stage = GainControl(config.n_cells, lags, strength, tau)
     if init is None:
         init_readout(cnn, rates[fit_lo:fit_hi + 1])
     else:
-        cnn.load_state_dict(saved_cnn(torch.load(init, map_location="cpu", weights_only=True)).state_dict())
-    model = GainModel(cnn.to(device), GainControl(config.n_cells, lags, strength, tau).to(device))
+        state = torch.load(init, map_location="cpu", weights_only=True)
+        cnn.load_state_dict(saved_cnn(state).state_dict())
+        if lags and state["lags"] == lags:      # its stage too: a run goes on
+            stage.load_state_dict(state["gain"])
+    model = GainModel(cnn.to(device), stage.to(device))
     stim = torch.from_numpy(np.ascontiguousarray(ds.train.stimulus, np.float32)).to(device)
     target = torch.from_numpy(rates).to(device)
     shape = [] if fixed else [model.gain.raw_strength, model.gain.raw_tau]
@@ -285,7 +289,8 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--init", type=Path, metavar="MODEL", help="start from this saved model's BN-CNN (OUT/plain_SEED.pt)")
+    ap.add_argument("--init", type=Path, metavar="MODEL", help="start from this saved model: its BN-CNN (OUT/plain_SEED.pt), and its stage when it has one "
+                         "(OUT/gain_SEED.pt: the run goes on)")
     ap.add_argument("--name", help="the outputs' name (default gain or plain)")
     ap.add_argument("--k", type=float, default=0.5, help="the gain control's starting strength (default 0.5)")
     ap.add_argument("--tau", type=float, default=10.0, help="its starting time constant, frames (default 10)")

@@ -733,7 +733,7 @@ def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatc
     """The held-out windows and their context share no stimulus frame with a fit window; one epoch moves k
     and τ (the gradient reaches them) and saves a model that loads with weights_only to the same rates;
     ``fixed`` keeps the given k and τ and trains the BN-CNN and g; a plain model (no stage) is the BN-CNN's rate,
-    and it can start a gain-controlled one (``init``)."""
+    and it can start a gain-controlled one (``init``); a gain-controlled one goes on with its stage."""
     gc = _script("gain_ceiling", monkeypatch)
     history, lags = 40, gc.LAGS
     fit_lo, fit_hi, hold = gc.split(1000, history, lags, 0.3)
@@ -762,6 +762,10 @@ def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatc
         [np.zeros((39, 50, 50), np.float32), stim[:50]]))[39:], rtol=1e-5)
     warm, _ = gc.train_gain(tmp_path / "d.h5", 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "w.pt", init=tmp_path / "p.pt")
     assert warm.gain.lags == gc.LAGS
+    on, _ = gc.train_gain(tmp_path / "d.h5", 1, True, 1, 1, 1, 0.0, 0.3, tmp_path / "o.pt", init=tmp_path / "g.pt",
+                          fixed=True)
+    np.testing.assert_allclose(on.gain.strength.detach(), model.gain.strength.detach(), rtol=1e-6)
+    np.testing.assert_allclose(on.gain.tau.detach(), model.gain.tau.detach(), rtol=1e-6)
 
 
 def test_mix_sparse_is_the_field_mix_with_its_whole_field_block_mostly_grey():
