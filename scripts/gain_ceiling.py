@@ -53,7 +53,7 @@ from torch.nn import functional as F
 
 import napari_retina as nr
 from napari_retina import synthetic as syn
-from napari_retina.training import TrainConfig, _norm_for, init_readout
+from napari_retina.training import TrainConfig, _norm_for, _poisson as poisson, init_readout
 from flash_ceiling import HOLDOUT, latency_summary, loss_by_strength, noise_free, record, report
 from seed_sweep import RECIPE
 
@@ -150,10 +150,6 @@ def split(n_frames: int, history: int, lags: int, holdout: float) -> tuple[int, 
     valid = np.arange(history - 1 + lags, n_frames)
     hold = valid[-max(1, int(round(holdout * len(valid)))):]
     return int(valid[0]), int(hold[0] - lags - history), hold
-
-
-def poisson(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.poisson_nll_loss(pred, target, log_input=False, full=False, eps=1e-6)
 
 
 def heldout(model: GainModel, stim: torch.Tensor, rates: np.ndarray, hold: np.ndarray) -> tuple[float, float]:
