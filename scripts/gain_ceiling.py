@@ -17,7 +17,8 @@ divisor is the model's own output over the past, as the truth's is its own; the 
 current frame does not divide itself). A batch is made of blocks of ``L`` context windows and
 ``P`` = :data:`PER_BLOCK` scored windows, all in one forward pass. ``--no-gain`` trains the plain
 BN-CNN with the same loop (``L`` = 0), the control; ``--init OUT/plain_SEED.pt`` starts a gain-controlled
-model from that control's BN-CNN (and ``--init OUT/gain_SEED.pt`` lets a gain-controlled run go on); ``--k``, ``--tau`` and ``--fixed`` set the stage's start, or fix it
+model from that control's BN-CNN (and ``--init OUT/gain_SEED.pt`` lets a gain-controlled run go on);
+``--k``, ``--tau`` and ``--fixed`` set the stage's start, or fix it
 (the truth's own values, k 1.18 and τ 12.2 frames, ask whether the BN-CNN learns the undivided
 drive when the stage is given).
 
@@ -53,6 +54,7 @@ from torch.nn import functional as F
 
 import napari_retina as nr
 from napari_retina import synthetic as syn
+from napari_retina._atomic import atomic_write
 from napari_retina.training import TrainConfig, _norm_for, _poisson as poisson, init_readout
 from flash_ceiling import HOLDOUT, latency_summary, loss_by_strength, noise_free, record, report
 from seed_sweep import RECIPE
@@ -159,8 +161,7 @@ def heldout(model: GainModel, stim: torch.Tensor, rates: np.ndarray, hold: np.nd
     with torch.inference_mode():
         pred = model.gain(drive(model.cnn, stim, ends)[None])[0]
     target = torch.from_numpy(rates[hold])
-    r = [np.corrcoef(pred[:, c].numpy(), rates[hold, c])[0, 1] for c in range(rates.shape[1])]
-    return float(poisson(pred, target)), float(np.nanmean(r))
+    return float(poisson(pred, target)), float(np.nanmean(nr.metrics.pearson(pred.numpy(), rates[hold])))
 
 
 def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr_patience: int, noise: float,
@@ -168,8 +169,9 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
                strength: float = 0.5, tau: float = 10.0, fixed: bool = False) -> tuple[GainModel, list]:
     """Train a BN-CNN with (``gain``) or without its gain control on the dataset ``data``, from scratch or
     from the model saved at ``init`` (its BN-CNN, and its stage when it has one); the gain control starts
-    at ``strength`` and ``tau`` (frames) and g = 1 otherwise, and is learnt, but for k and τ when ``fixed``. The best state by held-out loss is saved to ``out`` at each
-    improvement and returned (on the CPU) with the history."""
+    at ``strength`` and ``tau`` (frames) and g = 1 otherwise, and is learnt, but for k and τ when ``fixed``.
+    The best state by held-out loss is saved to ``out`` at each improvement and returned (on the CPU) with
+    the history."""
     ds = nr.io.read_dataset(data)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -237,9 +239,7 @@ def save(path: Path, model: GainModel, history: list) -> None:
     state = {"config": model.cnn.config.to_dict(), "lags": model.gain.lags, "history": history,
              "cnn": {k: v.detach().cpu() for k, v in model.cnn.state_dict().items()},
              "gain": {k: v.detach().cpu() for k, v in model.gain.state_dict().items()}}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load(path: Path) -> GainModel:
@@ -262,7 +262,7 @@ def result(model: GainModel, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
     """r against the truth's rates on the test stimulus, the latency summary per cell, the loss by flash
     strength (``flash_ceiling.loss_by_strength``) and the learnt k, τ and g."""
     pred, true = model.respond(test_stimulus)[model.history - 1:], gt.respond(test_stimulus)[model.history - 1:]
-    r = np.nanmean([np.corrcoef(pred[:, c], true[:, c])[0, 1] for c in range(gt.n_cells)])
+    r = np.nanmean(nr.metrics.pearson(pred, true))
     with torch.no_grad():    # none without the stage (the plain control)
         k, tau, g = ((model.gain.strength.tolist(), model.gain.tau.tolist(), model.gain.scale.tolist())
                      if model.gain.lags else (None, None, None))
@@ -285,8 +285,9 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--init", type=Path, metavar="MODEL", help="start from this saved model: its BN-CNN (OUT/plain_SEED.pt), and its stage when it has one "
-                         "(OUT/gain_SEED.pt: the run goes on)")
+    ap.add_argument("--init", type=Path, metavar="MODEL",
+                    help="start from this saved model: its BN-CNN (OUT/plain_SEED.pt), and its stage when it has "
+                         "one (OUT/gain_SEED.pt: the run goes on)")
     ap.add_argument("--name", help="the outputs' name (default gain or plain)")
     ap.add_argument("--k", type=float, default=0.5, help="the gain control's starting strength (default 0.5)")
     ap.add_argument("--tau", type=float, default=10.0, help="its starting time constant, frames (default 10)")
@@ -309,8 +310,8 @@ def main() -> None:
     kind = args.name or ("plain" if args.no_gain else "gain")
     for seed in args.seeds:
         model, _ = train_gain(data, seed, not args.no_gain, args.epochs, args.patience, args.lr_patience, args.noise,
-                              HOLDOUT.get(args.movie, {}).get("holdout", TrainConfig.holdout), args.out / f"{kind}_{seed}.pt",
-                              args.device, args.init, args.k, args.tau, args.fixed)
+                              HOLDOUT.get(args.movie, {}).get("holdout", TrainConfig.holdout),
+                              args.out / f"{kind}_{seed}.pt", args.device, args.init, args.k, args.tau, args.fixed)
         res = result(model, gt, test)
         report(args.out / f"latency_{kind}_{seed}.json", f"{kind} {seed}", res)
         if res["k"] is not None:
