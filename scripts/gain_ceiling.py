@@ -55,7 +55,7 @@ from torch.nn import functional as F
 import napari_retina as nr
 from napari_retina import synthetic as syn
 from napari_retina._atomic import atomic_write
-from napari_retina.training import TrainConfig, _norm_for, _poisson as poisson, init_readout
+from napari_retina.training import TrainConfig, _norm_for, _poisson as poisson, init_readout, weight_penalty
 from flash_ceiling import HOLDOUT, latency_summary, loss_by_strength, noise_free, record, report
 from seed_sweep import RECIPE
 
@@ -209,10 +209,8 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
             n = cnn.from_first_layer(cnn.first_layer_windows(stim, ends)).view(BLOCKS, lags + PER_BLOCK, -1)
             scored = np.concatenate([np.arange(s, s + PER_BLOCK) for s in starts[i:i + BLOCKS]])
             loss = poisson(model.gain(n).reshape(-1, config.n_cells), target[torch.from_numpy(scored).to(device)])
-            reg = RECIPE["l2"] * (cnn.conv1.weight.pow(2).sum() + cnn.conv2.weight.pow(2).sum())
-            reg = reg + RECIPE["l1_linear"] * cnn.linear.weight.abs().sum()
             opt.zero_grad(set_to_none=True)
-            (loss + reg).backward()
+            (loss + weight_penalty(cnn, RECIPE["l2"], RECIPE["l1_linear"])).backward()
             opt.step()
             losses.append(float(loss.detach()))
         loss, r = heldout(model, stim, rates, hold)

@@ -727,17 +727,26 @@ def _epoch(run: _Run, tc: TrainConfig, progress: Optional[Progress], done: int, 
         z = model.first_layer_windows(run.stim_dev, idx)
         y = run.rates_dev[torch.from_numpy(idx).to(run.rates_dev.device)]
         loss = _poisson(model.from_first_layer(z), y)
-        reg = tc.l2 * (model.conv1.weight.pow(2).sum() + model.conv2.weight.pow(2).sum())
-        if tc.l1_linear:
-            reg = reg + tc.l1_linear * model.linear.weight.abs().sum()
         run.opt.zero_grad(set_to_none=True)
-        (loss + reg).backward()
+        (loss + weight_penalty(model, tc.l2, tc.l1_linear)).backward()
         run.opt.step()
         running += float(loss.detach()) * len(idx)
         seen += len(idx)
         done += 1
         report(progress, done, total)
     return running / max(seen, 1), done
+
+
+def weight_penalty(model: RetinaCNN, l2: float, l1_linear: float) -> torch.Tensor:
+    """The recipe's regularisation, a scalar added to the mean Poisson loss.
+
+    ``l2`` times the sum of squared conv1 and conv2 kernel weights, plus ``l1_linear`` times the sum
+    of absolute readout weights (:class:`TrainConfig`'s ``l2`` and ``l1_linear``).
+    """
+    reg = l2 * (model.conv1.weight.pow(2).sum() + model.conv2.weight.pow(2).sum())
+    if l1_linear:
+        reg = reg + l1_linear * model.linear.weight.abs().sum()
+    return reg
 
 
 def _batch_ends(group: np.ndarray, per_block: int, fit_lo: int, fit_hi: int) -> Optional[np.ndarray]:
