@@ -198,14 +198,21 @@ def record(path: Path, movie: str, frames: int, gt: syn.Retina) -> None:
 
 def noise_free(counts: Path, path: Path) -> Path:
     """``path``: a copy of the dataset ``counts`` whose training responses are its true rates (written once)."""
+    return with_train_responses(counts, path, lambda src: src["train/true_rates"][...],
+                                "train: the truth's noise-free rate; test: mean of repeats (spikes per 10 ms bin)")
+
+
+def with_train_responses(counts: Path, path: Path, responses, units: str) -> Path:
+    """``path``: a copy of the dataset ``counts`` whose training responses are ``responses(src)`` ((cells, T), from
+    the open source file), its ``units`` attribute ``units``; written once, atomically."""
     if not path.exists():
         def write(tmp: str) -> None:
             with h5py.File(counts, "r") as src, h5py.File(tmp, "w") as dst:
                 for key in src:
                     src.copy(src[key], dst, name=key)
                 dst.attrs.update(dict(src.attrs))
-                dst.attrs["units"] = "train: the truth's noise-free rate; test: mean of repeats (spikes per 10 ms bin)"
-                dst["train/response/firing_rate_10ms"][...] = src["train/true_rates"][...]
+                dst.attrs["units"] = units
+                dst["train/response/firing_rate_10ms"][...] = responses(src)
         atomic_write(path, write)
     return path
 

@@ -20,19 +20,21 @@ BN-CNN with the same loop (``L`` = 0), the control; ``--init OUT/plain_SEED.pt``
 model from that control's BN-CNN (and ``--init OUT/gain_SEED.pt`` lets a gain-controlled run go on);
 ``--k``, ``--tau`` and ``--fixed`` set the stage's start, or fix it
 (the truth's own values, k 1.18 and τ 12.2 frames, ask whether the BN-CNN learns the undivided
-drive when the stage is given).
+drive when the stage is given). ``--targets drive --no-gain`` asks whether it can represent that drive
+at all: the plain BN-CNN is trained on the truth's undivided drive ``softplus(drive)`` itself
+(OUT/{movie}_drive.h5) and scored, as OUT/drive_SEED.pt, with the truth's own stage on top.
 
 Command::
 
     python scripts/gain_ceiling.py OUT [--seeds 0] [--no-gain] [--epochs 60] [--patience 15] [--lr-patience 5]
-                                       [--movie experiment|flashes] [--frames 20000] [--targets rates|counts]
+                                       [--movie experiment|flashes] [--frames 20000] [--targets rates|counts|drive]
                                        [--noise 0] [--device cpu] [--init MODEL] [--name NAME]
                                        [--k 0.5] [--tau 10] [--fixed]
     python scripts/gain_ceiling.py OUT --score MODEL...
 
-writes OUT/{movie}.h5 (the dataset of ``flash_ceiling.py``, once), OUT/{gain|plain}_SEED.pt (at each
+writes OUT/{movie}.h5 (the dataset of ``flash_ceiling.py``, once), OUT/{gain|plain|drive}_SEED.pt (at each
 improvement of the held-out loss; read back with ``torch.load(weights_only=True)``) and
-OUT/latency_{gain|plain}_SEED.json, and prints per cell what ``flash_ceiling.py`` prints: latency
+OUT/latency_{gain|plain|drive}_SEED.json, and prints per cell what ``flash_ceiling.py`` prints: latency
 coding present or not, the latencies at −0.5 … −10, where the remaining loss on held-out flashes
 lies, and here also the learnt ``k``, ``τ`` and ``g``. These are models for an experiment, not checkpoints
 ``nr.load_model`` opens.
@@ -56,7 +58,7 @@ import napari_retina as nr
 from napari_retina import synthetic as syn
 from napari_retina._atomic import atomic_write
 from napari_retina.training import TrainConfig, _norm_for, _poisson as poisson, init_readout, weight_penalty
-from flash_ceiling import HOLDOUT, latency_summary, loss_by_strength, noise_free, record, report
+from flash_ceiling import HOLDOUT, latency_summary, loss_by_strength, noise_free, record, report, with_train_responses
 from seed_sweep import RECIPE
 
 LAGS = 60
@@ -143,6 +145,27 @@ def drive(cnn: nr.RetinaCNN, stim: torch.Tensor, ends: np.ndarray) -> torch.Tens
     with torch.inference_mode():
         return torch.cat([cnn.from_first_layer(cnn.first_layer_windows(stim, ends[i:i + CHUNK]))
                           for i in range(0, len(ends), CHUNK)])
+
+
+def truth_stage(gt: syn.Retina, lags: int = LAGS) -> GainControl:
+    """The v3 truth's ganglion gain control as a :class:`GainControl` on its undivided drive
+    ``softplus(drive)``: the truth's ``k`` and ``τ``, its ``gain_j`` as g, ``lags`` past frames."""
+    g = gt.params["gain_control"]["ganglion"]
+    stage = GainControl(gt.n_cells, lags, g["strength"], g["tau"])
+    with torch.no_grad():
+        stage.log_scale.copy_(torch.log(torch.as_tensor(gt.cell_gain, dtype=torch.float32)))
+    return stage
+
+
+def undivided(counts: Path, path: Path, gt: syn.Retina) -> Path:
+    """``path``: a copy of the dataset ``counts`` whose training responses are the v3 truth's undivided drive
+    ``softplus(drive)`` (T frames), what its ganglion gain control averages and divides: :func:`truth_stage`
+    on it gives the truth's rates (written once)."""
+    def responses(src) -> np.ndarray:
+        return F.softplus(torch.from_numpy(gt.drive(src["train/stimulus"][...]))).numpy().T
+    return with_train_responses(counts, path, responses,
+                                "train: the truth's undivided drive softplus(drive), before its ganglion gain control "
+                                "and gain_j; test: mean of repeats (spikes per 10 ms bin)")
 
 
 def split(n_frames: int, history: int, lags: int, holdout: float) -> tuple[int, int, np.ndarray]:
@@ -279,7 +302,9 @@ def main() -> None:
     ap.add_argument("--lr-patience", type=int, default=5)
     ap.add_argument("--movie", choices=("experiment", "flashes"), default="experiment")
     ap.add_argument("--frames", type=int, default=20000, help="frames of random flashes (--movie flashes)")
-    ap.add_argument("--targets", choices=("rates", "counts"), default="rates")
+    ap.add_argument("--targets", choices=("rates", "counts", "drive"), default="rates",
+                    help="rates (default), counts, or drive: the truth's undivided drive, learnt by the plain BN-CNN "
+                         "(with --no-gain) and scored with the truth's own stage on top")
     ap.add_argument("--noise", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -303,13 +328,20 @@ def main() -> None:
         for path in args.score:
             report(path.with_name(f"latency_{path.stem}.json"), path.stem, result(load(path), gt, test))
         return
+    if args.targets == "drive" and not args.no_gain:
+        ap.error("--targets drive trains the plain BN-CNN (--no-gain); the truth's stage is put on it to score it")
     if args.targets == "rates":
         data = noise_free(data, args.out / f"{args.movie}_rates.h5")
-    kind = args.name or ("plain" if args.no_gain else "gain")
+    elif args.targets == "drive":
+        data = undivided(data, args.out / f"{args.movie}_drive.h5", gt)
+    kind = args.name or ("drive" if args.targets == "drive" else "plain" if args.no_gain else "gain")
     for seed in args.seeds:
-        model, _ = train_gain(data, seed, not args.no_gain, args.epochs, args.patience, args.lr_patience, args.noise,
+        model, history = train_gain(data, seed, not args.no_gain, args.epochs, args.patience, args.lr_patience, args.noise,
                               HOLDOUT.get(args.movie, {}).get("holdout", TrainConfig.holdout),
                               args.out / f"{kind}_{seed}.pt", args.device, args.init, args.k, args.tau, args.fixed)
+        if args.targets == "drive":     # the BN-CNN learnt the undivided drive: the truth's stage divides it
+            model = GainModel(model.cnn, truth_stage(gt))
+            save(args.out / f"{kind}_{seed}.pt", model, history)
         res = result(model, gt, test)
         report(args.out / f"latency_{kind}_{seed}.json", f"{kind} {seed}", res)
         if res["k"] is not None:

@@ -706,6 +706,29 @@ def test_gain_ceiling_stage_on_the_truths_own_drive_is_the_truth(monkeypatch):
     assert np.max(np.abs(staged(gc.LAGS, 1e-9) / truth - 1)) > 0.3
 
 
+def test_gain_ceiling_drive_targets_are_what_the_truths_stage_divides(monkeypatch, tmp_path):
+    """``--targets drive``: the copy's training responses are the truth's undivided drive, aligned to the frames,
+    so that ``truth_stage`` on them gives the dataset's true rates (within 1% past its LAGS frames of context);
+    the stimuli and the test split are the counts file's."""
+    import h5py
+    import torch
+
+    gc = _script("gain_ceiling", monkeypatch)
+    gt = syn.Retina(seed=0, version=3)
+    stim = nr.stimuli.white_noise(frames=400, seed=1)
+    counts = syn.record_dataset(tmp_path / "m.h5", stim[:300], stim[300:], repeats=2, retina=gt)
+    got = nr.io.read_dataset(gc.undivided(counts, tmp_path / "m_drive.h5", gt))
+    was = nr.io.read_dataset(counts)
+    with h5py.File(counts, "r") as f:
+        true = f["train/true_rates"][...].T
+    with torch.no_grad():
+        staged = gc.truth_stage(gt)(torch.from_numpy(got.train.rates)[None])[0].numpy()
+    np.testing.assert_allclose(staged, true[gc.LAGS:], rtol=1e-2)
+    assert np.all(got.train.rates * np.asarray(gt.cell_gain) > 1.2 * true)     # undivided: the divisor is > 1.2 here
+    np.testing.assert_array_equal(got.train.stimulus, was.train.stimulus)
+    np.testing.assert_array_equal(got.test.rates, was.test.rates)
+
+
 def test_gain_ceiling_model_responds_as_its_cnn_then_divides(monkeypatch):
     """GainModel.respond is nr.predict's rate of its BN-CNN on the stimulus with grey before it (the truth's
     convention, a rate on every frame), then the gain control; with k 0 it is nr.predict's rate itself."""
