@@ -31,6 +31,7 @@ Command::
                                        [--noise 0] [--device cpu] [--init MODEL] [--name NAME]
                                        [--k 0.5] [--tau 10] [--fixed]
     python scripts/gain_ceiling.py OUT --score MODEL...
+    python scripts/gain_ceiling.py OUT --data
 
 writes OUT/{movie}.h5 (the dataset of ``flash_ceiling.py``, once), OUT/{gain|plain|drive}_SEED.pt (at each
 improvement of the held-out loss; read back with ``torch.load(weights_only=True)``) and
@@ -189,12 +190,14 @@ def heldout(model: GainModel, stim: torch.Tensor, rates: np.ndarray, hold: np.nd
 
 def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr_patience: int, noise: float,
                holdout: float, out: Path, device: str = "cpu", init: Optional[Path] = None,
-               strength: float = 0.5, tau: float = 10.0, fixed: bool = False) -> tuple[GainModel, list]:
+               strength: float = 0.5, tau: float = 10.0, fixed: bool = False,
+               saved_stage: Optional[GainControl] = None) -> tuple[GainModel, list]:
     """Train a BN-CNN with (``gain``) or without its gain control on the dataset ``data``, from scratch or
     from the model saved at ``init`` (its BN-CNN, and its stage when it has one); the gain control starts
     at ``strength`` and ``tau`` (frames) and g = 1 otherwise, and is learnt, but for k and τ when ``fixed``.
     The best state by held-out loss is saved to ``out`` at each improvement and returned (on the CPU) with
-    the history."""
+    the history; saved with ``saved_stage`` in place of the trained stage when given (``--targets drive``:
+    the BN-CNN learns the undivided drive, and is saved and scored with the truth's stage on it)."""
     ds = nr.io.read_dataset(data)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -247,7 +250,7 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
                           for k, v in entry.items()}), flush=True)
         if loss < best - 1e-4:
             best, bad = loss, 0
-            save(out, model, history)
+            save(out, model if saved_stage is None else GainModel(cnn, saved_stage), history)
         else:
             bad += 1
             if bad >= patience:
@@ -316,6 +319,7 @@ def main() -> None:
     ap.add_argument("--tau", type=float, default=10.0, help="its starting time constant, frames (default 10)")
     ap.add_argument("--fixed", action="store_true", help="keep k and tau as given: learn the BN-CNN and g")
     ap.add_argument("--score", type=Path, nargs="+", metavar="MODEL", help="train nothing: report these models")
+    ap.add_argument("--data", action="store_true", help="write the datasets (counts, rates, drive) and stop")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     gt = syn.Retina(seed=0, version=3)
@@ -324,6 +328,10 @@ def main() -> None:
     if not data.exists():
         record(data, args.movie, args.frames, gt)
     test = nr.io.read_dataset(data).test.stimulus
+    if args.data:
+        noise_free(data, args.out / f"{args.movie}_rates.h5")
+        undivided(data, args.out / f"{args.movie}_drive.h5", gt)
+        return
     if args.score:
         for path in args.score:
             report(path.with_name(f"latency_{path.stem}.json"), path.stem, result(load(path), gt, test))
@@ -336,12 +344,10 @@ def main() -> None:
         data = undivided(data, args.out / f"{args.movie}_drive.h5", gt)
     kind = args.name or ("drive" if args.targets == "drive" else "plain" if args.no_gain else "gain")
     for seed in args.seeds:
-        model, history = train_gain(data, seed, not args.no_gain, args.epochs, args.patience, args.lr_patience, args.noise,
+        model, _ = train_gain(data, seed, not args.no_gain, args.epochs, args.patience, args.lr_patience, args.noise,
                               HOLDOUT.get(args.movie, {}).get("holdout", TrainConfig.holdout),
-                              args.out / f"{kind}_{seed}.pt", args.device, args.init, args.k, args.tau, args.fixed)
-        if args.targets == "drive":     # the BN-CNN learnt the undivided drive: the truth's stage divides it
-            model = GainModel(model.cnn, truth_stage(gt))
-            save(args.out / f"{kind}_{seed}.pt", model, history)
+                              args.out / f"{kind}_{seed}.pt", args.device, args.init, args.k, args.tau, args.fixed,
+                              truth_stage(gt) if args.targets == "drive" else None)
         res = result(model, gt, test)
         report(args.out / f"latency_{kind}_{seed}.json", f"{kind} {seed}", res)
         if res["k"] is not None:

@@ -756,7 +756,10 @@ def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatc
     """The held-out windows and their context share no stimulus frame with a fit window; one epoch moves k
     and τ (the gradient reaches them) and saves a model that loads with weights_only to the same rates;
     ``fixed`` keeps the given k and τ and trains the BN-CNN and g; a plain model (no stage) is the BN-CNN's rate,
-    and it can start a gain-controlled one (``init``); a gain-controlled one goes on with its stage."""
+    and it can start a gain-controlled one (``init``), or be saved with another stage (``saved_stage``); a
+    gain-controlled one goes on with its stage."""
+    import torch
+
     gc = _script("gain_ceiling", monkeypatch)
     history, lags = 40, gc.LAGS
     fit_lo, fit_hi, hold = gc.split(1000, history, lags, 0.3)
@@ -785,6 +788,14 @@ def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatc
         [np.zeros((39, 50, 50), np.float32), stim[:50]]))[39:], rtol=1e-5)
     warm, _ = gc.train_gain(tmp_path / "d.h5", 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "w.pt", init=tmp_path / "p.pt")
     assert warm.gain.lags == gc.LAGS
+    staged, _ = gc.train_gain(tmp_path / "d.h5", 0, False, 1, 1, 1, 0.0, 0.3, tmp_path / "s.pt",
+                              saved_stage=gc.truth_stage(gt))          # --targets drive: trained plain, saved staged
+    truth = gc.truth_stage(gt)
+    assert gc.load(tmp_path / "s.pt").gain.lags == gc.LAGS
+    for name in ("strength", "tau", "scale"):
+        np.testing.assert_allclose(getattr(staged.gain, name).detach(), getattr(truth, name).detach(), rtol=1e-6)
+    for key, value in plain.cnn.state_dict().items():                  # the same training as the plain run's
+        torch.testing.assert_close(staged.cnn.state_dict()[key], value, rtol=0, atol=0, msg=key)
     on, _ = gc.train_gain(tmp_path / "d.h5", 1, True, 1, 1, 1, 0.0, 0.3, tmp_path / "o.pt", init=tmp_path / "g.pt",
                           fixed=True)
     np.testing.assert_allclose(on.gain.strength.detach(), model.gain.strength.detach(), rtol=1e-6)
