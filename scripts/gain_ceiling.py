@@ -158,12 +158,23 @@ def truth_stage(gt: syn.Retina, lags: int = LAGS) -> GainControl:
     return stage
 
 
+class TruthDrive:
+    """The v3 truth's undivided drive as a retina's ``respond``: what its ganglion gain control averages and
+    divides (``nr.experiments.run_truth`` runs the experiments on it)."""
+
+    def __init__(self, gt: syn.Retina) -> None:
+        self.gt, self.history, self.size, self.n_cells = gt, gt.history, gt.size, gt.n_cells
+
+    def respond(self, stimulus: np.ndarray) -> np.ndarray:
+        """``softplus(drive)`` (T, cells), float32, for a contrast stimulus (T, size, size), grey before it."""
+        return F.softplus(torch.from_numpy(self.gt.drive(stimulus))).numpy()
+
+
 def undivided(counts: Path, path: Path, gt: syn.Retina) -> Path:
     """``path``: a copy of the dataset ``counts`` whose training responses are the v3 truth's undivided drive
-    ``softplus(drive)`` (T frames), what its ganglion gain control averages and divides: :func:`truth_stage`
-    on it gives the truth's rates (written once)."""
+    (:class:`TruthDrive`), so that :func:`truth_stage` on them gives the truth's rates (written once)."""
     def responses(src) -> np.ndarray:
-        return F.softplus(torch.from_numpy(gt.drive(src["train/stimulus"][...]))).numpy().T
+        return TruthDrive(gt).respond(src["train/stimulus"][...]).T
     return with_train_responses(counts, path, responses,
                                 "train: the truth's undivided drive softplus(drive), before its ganglion gain control "
                                 "and gain_j; test: mean of repeats (spikes per 10 ms bin)")
@@ -284,15 +295,33 @@ def saved_cnn(state: dict) -> nr.RetinaCNN:
 
 def result(model: GainModel, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
     """r against the truth's rates on the test stimulus, the latency summary per cell, the loss by flash
-    strength (``flash_ceiling.loss_by_strength``) and the learnt k, τ and g."""
+    strength (``flash_ceiling.loss_by_strength``), the learnt k, τ and g, and, with a stage, what comes
+    before it (``undivided``: the BN-CNN's output and the truth's :class:`TruthDrive`, cell 0's latencies
+    and each cell's level at grey)."""
     pred, true = model.respond(test_stimulus)[model.history - 1:], gt.respond(test_stimulus)[model.history - 1:]
     r = np.nanmean(nr.metrics.pearson(pred, true))
-    with torch.no_grad():    # none without the stage (the plain control)
-        k, tau, g = ((model.gain.strength.tolist(), model.gain.tau.tolist(), model.gain.scale.tolist())
-                     if model.gain.lags else (None, None, None))
-    return {"r_true": float(r), "k": k, "tau_frames": tau, "g": g,
-            "cells": [latency_summary(nr.experiments.run_truth("latency", model, c).readout) for c in range(gt.n_cells)],
-            "loss": loss_by_strength(model.respond, gt)}
+    latency = lambda retina, cell=0: latency_summary(nr.experiments.run_truth("latency", retina, cell).readout)  # noqa: E731
+    out = {"r_true": float(r), "k": None, "tau_frames": None, "g": None,
+           "cells": [latency(model, c) for c in range(gt.n_cells)], "loss": loss_by_strength(model.respond, gt)}
+    if model.gain.lags:      # none without the stage (the plain control)
+        with torch.no_grad():
+            out.update(k=model.gain.strength.tolist(), tau_frames=model.gain.tau.tolist(), g=model.gain.scale.tolist())
+        before, truth = GainModel(model.cnn, GainControl(gt.n_cells, 0)), TruthDrive(gt)
+        grey = np.zeros((gt.history + 1, gt.size, gt.size), np.float32)
+        out["undivided"] = {"model": latency(before)["latency_ms"], "truth": latency(truth)["latency_ms"],
+                            "grey_model": before.respond(grey)[-1].tolist(), "grey_truth": truth.respond(grey)[-1].tolist()}
+    return out
+
+
+def report_stage(who: str, res: dict) -> None:
+    """Print a gain-controlled model's k, τ and g, cell 0's latencies before its stage and the truth's, and
+    both drives at grey."""
+    if res["k"] is not None:
+        print(f"{who}: k {np.round(res['k'], 3)}, tau {np.round(res['tau_frames'], 1)} frames, "
+              f"g {np.round(res['g'], 3)}; before the stage, cell 0's latency {np.round(res['undivided']['model'], 1)} "
+              f"ms (the truth's undivided drive: {np.round(res['undivided']['truth'], 1)} ms), at grey "
+              f"{np.round(res['undivided']['grey_model'], 3)} (the truth's: {np.round(res['undivided']['grey_truth'], 3)})",
+              flush=True)
 
 
 def main() -> None:
@@ -334,7 +363,9 @@ def main() -> None:
         return
     if args.score:
         for path in args.score:
-            report(path.with_name(f"latency_{path.stem}.json"), path.stem, result(load(path), gt, test))
+            res = result(load(path), gt, test)
+            report(path.with_name(f"latency_{path.stem}.json"), path.stem, res)
+            report_stage(path.stem, res)
         return
     if args.targets == "drive" and not args.no_gain:
         ap.error("--targets drive trains the plain BN-CNN (--no-gain); the truth's stage is put on it to score it")
@@ -350,9 +381,7 @@ def main() -> None:
                               truth_stage(gt) if args.targets == "drive" else None)
         res = result(model, gt, test)
         report(args.out / f"latency_{kind}_{seed}.json", f"{kind} {seed}", res)
-        if res["k"] is not None:
-            print(f"{kind} {seed}: k {np.round(res['k'], 3)}, tau {np.round(res['tau_frames'], 1)} frames, "
-                  f"g {np.round(res['g'], 3)}", flush=True)
+        report_stage(f"{kind} {seed}", res)
 
 
 if __name__ == "__main__":
