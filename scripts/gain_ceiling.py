@@ -343,7 +343,7 @@ def main() -> None:
     ap.add_argument("--init", type=Path, metavar="MODEL",
                     help="start from this saved model: its BN-CNN (OUT/plain_SEED.pt), and its stage when it has "
                          "one (OUT/gain_SEED.pt: the run goes on)")
-    ap.add_argument("--name", help="the outputs' name (default gain or plain)")
+    ap.add_argument("--name", help="the outputs' name (default gain, plain or drive)")
     ap.add_argument("--k", type=float, default=0.5, help="the gain control's starting strength (default 0.5)")
     ap.add_argument("--tau", type=float, default=10.0, help="its starting time constant, frames (default 10)")
     ap.add_argument("--fixed", action="store_true", help="keep k and tau as given: learn the BN-CNN and g")
