@@ -356,11 +356,11 @@ def main() -> None:
     data = args.out / f"{args.movie}.h5"
     if not data.exists():
         record(data, args.movie, args.frames, gt)
-    test = nr.io.read_dataset(data).test.stimulus
     if args.data:
         noise_free(data, args.out / f"{args.movie}_rates.h5")
         undivided(data, args.out / f"{args.movie}_drive.h5", gt)
         return
+    test = nr.io.read_dataset(data).test.stimulus
     if args.score:
         for path in args.score:
             res = result(load(path), gt, test)
