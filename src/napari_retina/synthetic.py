@@ -188,6 +188,25 @@ def gaussian_2d(sigma: float, size: int = KERNEL) -> np.ndarray:
     return g2 / g2.sum()
 
 
+def _banded(spatial: np.ndarray, size: int) -> np.ndarray:
+    """The ``(size, size)`` matrix ``A`` with ``A X Aᵀ`` = a ``size × size`` frame ``X`` filtered by the
+    separable ``spatial`` filter (a :func:`gaussian_2d`, ``outer(g, g)``) with zero padding, as a
+    same-size 2-D convolution: ``A[i, j] = g[j − i + KERNEL // 2]`` where that tap exists."""
+    g = spatial.sum(1)                                     # the 1-D profile: outer(g, g) sums to g over a row
+    if not np.allclose(np.outer(g, g), spatial, rtol=0.0, atol=1e-12):
+        raise ValueError("a spatial filter of the synthetic retina must be separable, outer(g, g)")
+    tap = np.arange(size)[None, :] - np.arange(size)[:, None] + len(g) // 2
+    return np.where((tap >= 0) & (tap < len(g)), g[np.clip(tap, 0, len(g) - 1)], 0.0)
+
+
+def _pool(b: torch.Tensor, pools: torch.Tensor) -> torch.Tensor:
+    """``einsum("tkhw,chw->tck", b, pools)`` as one matmul in ``b``'s memory order (pixels outermost,
+    as :meth:`Retina._subunits` makes it), which einsum would copy first."""
+    T, K, H, W = b.shape
+    pooled = pools.reshape(len(pools), H * W) @ b.permute(2, 3, 1, 0).reshape(H * W, K * T)   # (C, K·T)
+    return pooled.reshape(len(pools), K, T).permute(2, 0, 1)
+
+
 def gain_kernel(tau: float, length: int = GAIN_HISTORY) -> np.ndarray:
     """Weights of a version-3 gain signal over lags 0..length (frames): float64 (length + 1,).
 
@@ -431,7 +450,7 @@ class Retina:
     def _build(self) -> None:
         p = self.params
         bank = self.candidates                             # the v1 inhibitor is filtered with the pathways
-        self._spatial = torch.tensor(np.stack([q.spatial for q in bank])[:, None], dtype=torch.float32)
+        self._spatial = torch.tensor(np.stack([_banded(q.spatial, self.size) for q in bank]), dtype=torch.float32)
         # conv1d weight for causal filtering: w[i] = f[history-1-i]
         self._temporal = torch.tensor(np.stack([q.temporal[::-1].copy() for q in bank])[:, None],
                                       dtype=torch.float32)
@@ -488,9 +507,11 @@ class Retina:
     def _subunits(self, chunk: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Linear drives u and rectified outputs b of every filtered input, (keep, K, H, W) each."""
         n_k = len(self.candidates)
-        x = F.conv2d(chunk[:, None], self._spatial, padding=KERNEL // 2)          # (T, K, H, W)
-        T, _, H, W = x.shape
-        x = x.permute(2, 3, 1, 0).reshape(H * W, n_k, T)
+        T, H, W = chunk.shape
+        # each Gaussian filters a frame X as A X Aᵀ (:func:`_banded`): two matmuls, ~4× faster than the 15×15 conv2d
+        x = (self._spatial.reshape(n_k * H, H) @ chunk.permute(1, 0, 2).reshape(H, T * W)).reshape(n_k, H, T, W)
+        x = x @ self._spatial.transpose(1, 2)[:, None]                              # (K, H, T, W)
+        x = x.permute(1, 3, 0, 2).reshape(H * W, n_k, T)
         x = F.pad(x, (self.history - 1, 0))
         u = F.conv1d(x, self._temporal, groups=n_k)                                # (HW, K, T)
         u = u.reshape(H, W, n_k, T).permute(3, 2, 0, 1)[-keep:]                     # (keep, K, H, W)
@@ -507,7 +528,7 @@ class Retina:
             return self._stages_v1(chunk, keep)
         gained = self.version == 3
         u, b = self._subunits(chunk, len(chunk) if gained else keep)
-        pooled = torch.einsum("tkhw,chw->tck", b, self._pools) * self._weights      # (frames, cells, K)
+        pooled = _pool(b, self._pools) * self._weights                             # (frames, cells, K)
         off = torch.relu(pooled[:, :, self._off_stage].sum(-1))                     # the OFF stage
         if gained:
             off = off / (1.0 + self.params["gain_control"]["off"]["strength"] * self._past_mean(off, "off"))
