@@ -508,7 +508,7 @@ class Retina:
         """Linear drives u and rectified outputs b of every filtered input, (keep, K, H, W) each."""
         n_k = len(self.candidates)
         T, H, W = chunk.shape
-        # each Gaussian filters a frame X as A X Aᵀ (:func:`_banded`): two matmuls, ~4× faster than the 15×15 conv2d
+        # each Gaussian filters a frame X as A X Aᵀ (:func:`_banded`): two matmuls (BENCHMARKS.md, "Synthetic retina")
         x = (self._spatial.reshape(n_k * H, H) @ chunk.permute(1, 0, 2).reshape(H, T * W)).reshape(n_k, H, T, W)
         x = x @ self._spatial.transpose(1, 2)[:, None]                              # (K, H, T, W)
         x = x.permute(1, 3, 0, 2).reshape(H * W, n_k, T)
