@@ -450,6 +450,7 @@ class Retina:
     def _build(self) -> None:
         p = self.params
         bank = self.candidates                             # the v1 inhibitor is filtered with the pathways
+        # (K, size, size): each filtered input's spatial Gaussian as its banded matrix A (:func:`_banded`)
         self._spatial = torch.tensor(np.stack([_banded(q.spatial, self.size) for q in bank]), dtype=torch.float32)
         # conv1d weight for causal filtering: w[i] = f[history-1-i]
         self._temporal = torch.tensor(np.stack([q.temporal[::-1].copy() for q in bank])[:, None],
