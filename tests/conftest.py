@@ -15,6 +15,8 @@ child process; the napari modules are also run alone with triton importable
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 VIEWER_FIXTURE = "make_napari_viewer"
@@ -79,3 +81,18 @@ def notes(monkeypatch):
     for level in ("error", "warning", "info"):
         monkeypatch.setattr(_tasks, f"show_{level}", lambda msg, level=level: got.append((level, msg)))
     return got
+
+
+@pytest.fixture(autouse=True)
+def _frozen_survivors():
+    """Freeze what has survived until this test (imports, module fixtures) out of the cyclic GC.
+
+    napari's canvas runs a full gc.collect() on every layer removal, and CPython
+    runs full collections as objects accumulate; each traverses every tracked
+    object, most of them torch's, napari's and Qt's, which never become garbage.
+    Frozen (gc.freeze, after one collection so that no garbage is frozen), they
+    are skipped, and the collections traverse what the running test makes.
+    """
+    gc.collect()
+    gc.freeze()
+    yield
