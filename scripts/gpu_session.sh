@@ -13,24 +13,40 @@
 #       model at every improvement; what the limit cuts short is scored afterwards (--score).
 #  2. benchmarks/gpu_rows.py (issue 15's rows), alone on the GPU, for BENCH_S seconds (default 220).
 #
-# OUT gets device.txt, sweep/ (sweep.md, sweep.json, the models), gain/ (the models and their
-# latency_*.json), a log per job and gpu_rows.md. Captum is optional for gpu_rows (its rows are
-# skipped without it). DEVICE (default cuda) moves the gain runs, for a dry run on a CPU.
+# Everything stops TOTAL_S seconds (default 570) after the start, inside the call's 600 s, so that
+# the results are packed before the call is killed. The device tool brings back at most 8 files
+# from OUT, so the work happens in WORK (default /tmp/gpu_session) and OUT gets 7:
+#   device.txt, sweep.md, science.tar.gz (written as soon as the science ends: every log, the sweep's
+#   and the gain runs' models, rows and latency_*.json), gpu_rows.md, gpu_rows.json, gpu_rows.log,
+#   tails.txt (the last lines of every log).
+# Captum is optional for gpu_rows (its rows are skipped without it). DEVICE (default cuda) moves
+# the gain runs and gpu_rows; BENCH_ARGS adds gpu_rows options. A dry run on a CPU:
+#   DEVICE=cpu SCIENCE_S=60 BENCH_S=60 BENCH_ARGS="--frames 200 --predict-frames 2000 --captum-frames 20
+#     --ref-steps 50 --no-tests" bash scripts/gpu_session.sh /tmp/out
 set -uo pipefail
 out=$(mkdir -p "$1" && cd "$1" && pwd)
 root=$(cd "$(dirname "$0")/.." && pwd)
+work=${WORK:-/tmp/gpu_session}
+rm -rf "$work" && mkdir -p "$work/logs"
 export PYTHONPATH=$root/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-end=$(( $(date +%s) + ${SCIENCE_S:-300} ))
-left() { echo $(( end - $(date +%s) > 1 ? end - $(date +%s) : 1 )); }
-gain=$out/gain
+# the scripts call `python`; where only python3 is on PATH (the device image's torch is python3's), add it
+command -v python >/dev/null || { mkdir -p "$work/bin"; ln -s "$(command -v python3)" "$work/bin/python"
+                                  export PATH=$work/bin:$PATH; }
+start=$(date +%s)
+end=$(( start + ${SCIENCE_S:-300} ))
+deadline=$(( start + ${TOTAL_S:-570} ))
+until_() { echo $(( $1 - $(date +%s) > 1 ? $1 - $(date +%s) : 1 )); }   # seconds to a time, at least 1
+left() { until_ "$end"; }
+gain=$work/gain
+logs=$work/logs
 device=${DEVICE:-cuda}
 cd "$root/scripts"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/device.txt" 2>&1
 
-sweep=/tmp/gpu_session_sweep      # the datasets (GBs) stay off OUT
-RETINA_VERSION=3 KIND=${KIND:-mix-sparse} timeout "$(left)" bash science_sweep.sh "$sweep" "$out/sweep" 0 1 2 3 4 \
-  > "$out/sweep.log" 2>&1 &
-timeout "$(left)" python gain_ceiling.py "$gain" --data > "$out/gain_data.log" 2>&1   # once, before the runs share it
+sweep=$work/sweep_data            # the datasets (GBs) are not packed
+RETINA_VERSION=3 KIND=${KIND:-mix-sparse} timeout "$(left)" bash science_sweep.sh "$sweep" "$work/sweep" 0 1 2 3 4 \
+  > "$logs/sweep.log" 2>&1 &
+timeout "$(left)" python gain_ceiling.py "$gain" --data > "$logs/gain_data.log" 2>&1   # once, before the runs share it
 long="--device $device --epochs 1000 --patience 60"
 runs=(
   "scratch|python gain_ceiling.py $gain $long --name scratch"
@@ -39,22 +55,44 @@ runs=(
   "drive|python gain_ceiling.py $gain $long --no-gain --targets drive"
 )
 for run in "${runs[@]}"; do
-  timeout "$(left)" bash -c "${run#*|}" > "$out/gain_${run%%|*}.log" 2>&1 &
+  timeout "$(left)" bash -c "${run#*|}" > "$logs/gain_${run%%|*}.log" 2>&1 &
 done
 wait                               # timeout signals its command's whole process group at the limit,
 pkill -f "science_sweep.py $sweep"   # but science_sweep.sh's models run under timeouts of their own
-mkdir -p "$out/sweep"
-[ -e "$out/sweep/sweep.md" ] || { timeout 60 python science_sweep.py "$sweep" --stage summary >> "$out/sweep.log" 2>&1
-                                  cp "$sweep"/model_*.pt "$sweep"/sweep.json "$sweep"/sweep.md "$out/sweep/" 2>/dev/null; }
+
+# what the limit cut short: the sweep's summary and the gain runs' scores, in at most 90 s
+scored=$(( $(date +%s) + 90 ))
+mkdir -p "$work/sweep"
+[ -e "$work/sweep/sweep.md" ] || { timeout "$(until_ "$scored")" python science_sweep.py "$sweep" --stage summary \
+                                     >> "$logs/sweep.log" 2>&1
+                                   cp "$sweep"/model_*.pt "$sweep"/row_*.json "$sweep"/sweep.json "$sweep"/sweep.md \
+                                     "$work/sweep/" 2>/dev/null; }
+cp "$sweep"/log_*.txt "$logs/" 2>/dev/null
 for model in "$gain"/*.pt; do      # a finished run has written its latency_*.json after its last model
   [ -e "$model" ] || continue
   [ "$gain/latency_$(basename "$model" .pt).json" -nt "$model" ] ||
-    timeout 90 python gain_ceiling.py "$gain" --score "$model" > "$out/score_$(basename "$model" .pt).log" 2>&1 &
+    timeout "$(until_ "$scored")" python gain_ceiling.py "$gain" --score "$model" \
+      > "$logs/score_$(basename "$model" .pt).log" 2>&1 &
 done
 wait
 rm -f "$gain"/*.h5
+cp "$work/sweep/sweep.md" "$out/" 2>/dev/null
+tar -czf "$out/science.tar.gz" -C "$work" logs sweep gain 2>/dev/null
 
 cd "$root"
-bench=${BENCH_S:-220}
-timeout "$bench" python benchmarks/gpu_rows.py --budget $(( bench - 60 )) > "$out/gpu_rows.md" 2> "$out/gpu_rows.log"
-tail -n 4 "$out"/*.log
+bench=$(( ${BENCH_S:-220} < $(until_ "$deadline") - 10 ? ${BENCH_S:-220} : $(until_ "$deadline") - 10 ))
+if [ "$bench" -gt 60 ]; then
+  mkdir -p "$work/bench"
+  OUT=$work/bench timeout "$bench" python benchmarks/gpu_rows.py --device "$device" --budget $(( bench - 60 )) \
+    ${BENCH_ARGS:-} > "$out/gpu_rows.md" 2> "$out/gpu_rows.log"
+  cp "$work/bench/gpu_rows.json" "$out/" 2>/dev/null
+else
+  echo "gpu_session: only $bench s left for gpu_rows.py; not run" > "$out/gpu_rows.log"
+fi
+for log in "$logs"/*.log "$logs"/*.txt "$out/gpu_rows.log"; do
+  [ -e "$log" ] && { echo "== $(basename "$log")"; tail -n 4 "$log"; }
+done > "$out/tails.txt"
+cat "$out/tails.txt"
+n=$(find "$out" -type f | wc -l)
+[ "$n" -le 8 ] || echo "gpu_session: $n files in OUT; the device tool brings back 8" >&2
+echo "gpu_session: done in $(( $(date +%s) - start )) s; OUT: $(ls "$out" | tr '\n' ' ')"
