@@ -4,6 +4,13 @@
 #
 #   bash scripts/gpu_session.sh OUT          (on the device machine: OUT=$OUT; run timeout_s 600)
 #
+# The device's python3 has torch but not Captum (gpu_rows' row D). Here, once:
+#   echo /.whl/ >> .git/info/exclude
+#   .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl captum==0.9.0
+# then one device call, carry [".whl"], timeout_s 600:
+#   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl &&
+#     export PYTHONPATH=/tmp/site; bash scripts/gpu_session.sh $OUT
+#
 #  1. science, side by side on the one GPU, until SCIENCE_S seconds (default 300) after the start:
 #     - the v3 truth's sweep, five seeds, KIND (default mix-sparse): scripts/science_sweep.sh;
 #     - scripts/gain_ceiling.py on the capacity test's data (docs/MODEL.md, "A gain-control stage"):
