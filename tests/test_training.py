@@ -159,15 +159,15 @@ def test_the_weight_penalty_is_the_recipes_and_training_pays_it():
     model = RetinaCNN(tiny_config())
     w1, w2, lin = (m.weight.detach().double().numpy() for m in (model.conv1, model.conv2, model.linear))
     expected = 0.3 * ((w1**2).sum() + (w2**2).sum()) + 0.2 * np.abs(lin).sum()
-    assert float(training.weight_penalty(model, 0.3, 0.2)) == pytest.approx(expected, rel=1e-6)
-    assert float(training.weight_penalty(model, 0.0, 0.0)) == 0.0
+    assert float(training.weight_penalty(model, 0.3, 0.2).detach()) == pytest.approx(expected, rel=1e-6)
+    assert float(training.weight_penalty(model, 0.0, 0.0).detach()) == 0.0
 
     stim, counts, _ = ln_data(frames=400)
     plain, l2, l1 = (nr.train((stim, counts), config=tiny_config(), epochs=1, batch_size=32, seed=5, l2=a, l1_linear=b)
                      for a, b in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)))
-    conv = lambda m: float(m.conv1.weight.pow(2).sum() + m.conv2.weight.pow(2).sum())  # noqa: E731
+    conv = lambda m: float((m.conv1.weight.pow(2).sum() + m.conv2.weight.pow(2).sum()).detach())  # noqa: E731
     assert conv(l2) < 0.9 * conv(plain)
-    assert float(l1.linear.weight.abs().sum()) < 0.9 * float(plain.linear.weight.abs().sum())
+    assert float(l1.linear.weight.detach().abs().sum()) < 0.9 * float(plain.linear.weight.detach().abs().sum())
 
 
 def test_integer_stimuli_are_normalised_and_stored_as_raw():
