@@ -22,13 +22,16 @@ model from that control's BN-CNN (and ``--init OUT/gain_SEED.pt`` lets a gain-co
 (the truth's own values, k 1.18 and τ 12.2 frames, ask whether the BN-CNN learns the undivided
 drive when the stage is given). ``--targets drive --no-gain`` asks whether it can represent that drive
 at all: the plain BN-CNN is trained on the truth's undivided drive ``softplus(drive)`` itself
-(OUT/{movie}_drive.h5) and scored, as OUT/drive_SEED.pt, with the truth's own stage on top.
+(OUT/{movie}_drive.h5) and scored, as OUT/drive_SEED.pt, with the truth's own stage on top. ``--loss log``
+fits ``log(ε + output)`` to ``log(ε + target)`` by squared error (ε = :data:`LOG_FLOOR`) instead of the Poisson
+loss, so that a weak flash's answer weighs as much as a strong one's: a fit to the drive is otherwise ruled by
+the strong flashes' hundreds of spikes per bin, and the latency code lives in the weak flashes' timing.
 
 Command::
 
     python scripts/gain_ceiling.py OUT [--seeds 0] [--no-gain] [--epochs 60] [--patience 15] [--lr-patience 5]
                                        [--movie experiment|flashes] [--frames 20000] [--targets rates|counts|drive]
-                                       [--noise 0] [--device cpu] [--init MODEL] [--name NAME]
+                                       [--loss poisson|log] [--noise 0] [--device cpu] [--init MODEL] [--name NAME]
                                        [--k 0.5] [--tau 10] [--fixed]
     python scripts/gain_ceiling.py OUT --score MODEL...
     python scripts/gain_ceiling.py OUT --data
@@ -70,6 +73,18 @@ BLOCKS = 3
 """Blocks per Adam step (192 scored windows, the shipped recipe's batch)."""
 CHUNK = 512
 """Windows per forward pass when predicting."""
+LOG_FLOOR = 0.1
+"""ε of ``--loss log`` (spikes per bin): under the truth's drive at grey (0.24), so that the rise from rest counts."""
+
+
+def log_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of ``log(ε + pred)`` against ``log(ε + target)`` (ε = :data:`LOG_FLOOR`): a loss
+    in which an answer's relative error counts, whatever its size. pred, target (N, cells) ≥ 0."""
+    return (torch.log(LOG_FLOOR + pred) - torch.log(LOG_FLOOR + target)).pow(2).mean()
+
+
+LOSSES = {"poisson": poisson, "log": log_error}
+"""The training losses ``--loss`` chooses from: the recipe's Poisson loss, and :func:`log_error`."""
 
 
 class GainControl(nn.Module):
@@ -189,26 +204,28 @@ def split(n_frames: int, history: int, lags: int, holdout: float) -> tuple[int, 
     return int(valid[0]), int(hold[0] - lags - history), hold
 
 
-def heldout(model: GainModel, stim: torch.Tensor, rates: np.ndarray, hold: np.ndarray) -> tuple[float, float]:
-    """Held-out Poisson loss and mean Pearson r over cells."""
+def heldout(model: GainModel, stim: torch.Tensor, rates: np.ndarray, hold: np.ndarray,
+            loss=poisson) -> tuple[float, float]:
+    """Held-out loss (``loss``, the Poisson loss by default) and mean Pearson r over cells."""
     lags = model.gain.lags
     ends = np.arange(hold[0] - lags, hold[-1] + 1)
     with torch.inference_mode():
         pred = model.gain(drive(model.cnn, stim, ends)[None])[0]
     target = torch.from_numpy(rates[hold])
-    return float(poisson(pred, target)), float(np.nanmean(nr.metrics.pearson(pred.numpy(), rates[hold])))
+    return float(loss(pred, target)), float(np.nanmean(nr.metrics.pearson(pred.numpy(), rates[hold])))
 
 
 def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr_patience: int, noise: float,
                holdout: float, out: Path, device: str = "cpu", init: Optional[Path] = None,
                strength: float = 0.5, tau: float = 10.0, fixed: bool = False,
-               saved_stage: Optional[GainControl] = None) -> tuple[GainModel, list]:
+               saved_stage: Optional[GainControl] = None, loss_fn=poisson) -> tuple[GainModel, list]:
     """Train a BN-CNN with (``gain``) or without its gain control on the dataset ``data``, from scratch or
     from the model saved at ``init`` (its BN-CNN, and its stage when it has one); the gain control starts
     at ``strength`` and ``tau`` (frames) and g = 1 otherwise, and is learnt, but for k and τ when ``fixed``.
     The best state by held-out loss is saved to ``out`` at each improvement and returned (on the CPU) with
     the history; saved with ``saved_stage`` in place of the trained stage when given (``--targets drive``:
-    the BN-CNN learns the undivided drive, and is saved and scored with the truth's stage on it)."""
+    the BN-CNN learns the undivided drive, and is saved and scored with the truth's stage on it). ``loss_fn``
+    (pred, target) → scalar is the training and held-out loss (:data:`LOSSES`)."""
     ds = nr.io.read_dataset(data)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -245,12 +262,12 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
             ends = np.concatenate([np.arange(s - lags, s + PER_BLOCK) for s in starts[i:i + BLOCKS]])
             n = cnn.from_first_layer(cnn.first_layer_windows(stim, ends)).view(BLOCKS, lags + PER_BLOCK, -1)
             scored = np.concatenate([np.arange(s, s + PER_BLOCK) for s in starts[i:i + BLOCKS]])
-            loss = poisson(model.gain(n).reshape(-1, config.n_cells), target[torch.from_numpy(scored).to(device)])
+            loss = loss_fn(model.gain(n).reshape(-1, config.n_cells), target[torch.from_numpy(scored).to(device)])
             opt.zero_grad(set_to_none=True)
             (loss + weight_penalty(cnn, RECIPE["l2"], RECIPE["l1_linear"])).backward()
             opt.step()
             losses.append(float(loss.detach()))
-        loss, r = heldout(model, stim, rates, hold)
+        loss, r = heldout(model, stim, rates, hold, loss_fn)
         sched.step(loss)
         entry = {"epoch": epoch, "train_loss": float(np.mean(losses)), "heldout_loss": loss, "heldout_r": r,
                  "seconds": time.time() - t0}
@@ -337,6 +354,8 @@ def main() -> None:
     ap.add_argument("--targets", choices=("rates", "counts", "drive"), default="rates",
                     help="rates (default), counts, or drive: the truth's undivided drive, learnt by the plain BN-CNN "
                          "(with --no-gain) and scored with the truth's own stage on top")
+    ap.add_argument("--loss", choices=tuple(LOSSES), default="poisson",
+                    help="poisson (default), or log: squared error of log(0.1 + output), each answer's relative error")
     ap.add_argument("--noise", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -378,7 +397,7 @@ def main() -> None:
         model, _ = train_gain(data, seed, not args.no_gain, args.epochs, args.patience, args.lr_patience, args.noise,
                               HOLDOUT.get(args.movie, {}).get("holdout", TrainConfig.holdout),
                               args.out / f"{kind}_{seed}.pt", args.device, args.init, args.k, args.tau, args.fixed,
-                              truth_stage(gt) if args.targets == "drive" else None)
+                              truth_stage(gt) if args.targets == "drive" else None, LOSSES[args.loss])
         res = result(model, gt, test)
         report(args.out / f"latency_{kind}_{seed}.json", f"{kind} {seed}", res)
         report_stage(f"{kind} {seed}", res)

@@ -752,6 +752,37 @@ def test_gain_ceiling_model_responds_as_its_cnn_then_divides(monkeypatch):
     np.testing.assert_allclose(model.respond(stim), n[5:], rtol=1e-5)
 
 
+def test_gain_ceiling_log_loss_is_the_squared_error_of_log_rates_and_trains_and_scores(monkeypatch, tmp_path):
+    """``--loss log``: mean over frames and cells of (log(ε + pred) − log(ε + target))², against float64 NumPy
+    (a factor of two in a weak answer weighs as much as in a strong one; Poisson does not); a run trained with it
+    reports that loss on its held-out frames."""
+    import torch
+
+    gc = _script("gain_ceiling", monkeypatch)
+    rng = np.random.default_rng(0)
+    pred, target = rng.gamma(2.0, 3.0, (50, 4)), rng.gamma(2.0, 3.0, (50, 4))
+    eps = gc.LOG_FLOOR
+    expected = np.mean((np.log(eps + pred) - np.log(eps + target)) ** 2)
+    got = float(gc.log_error(torch.from_numpy(pred.astype(np.float32)), torch.from_numpy(target.astype(np.float32))))
+    assert got == pytest.approx(expected, rel=1e-5)
+    one = torch.ones(1, 1)
+    assert float(gc.log_error(2 * one, 4 * one)) == pytest.approx(float(gc.log_error(200 * one, 400 * one)), rel=0.1)
+    excess = lambda p, t: float(gc.poisson(p * one, t * one) - gc.poisson(t * one, t * one))  # noqa: E731
+    assert excess(2, 4) < 0.05 * excess(200, 400)
+    assert set(gc.LOSSES) == {"poisson", "log"}
+
+    gt = syn.Retina(seed=0, version=3)
+    stim = nr.stimuli.white_noise(frames=700, seed=3)
+    syn.record_dataset(tmp_path / "d.h5", stim, stim[:200], repeats=2, retina=gt)
+    model, history = gc.train_gain(tmp_path / "d.h5", 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "g.pt",
+                                   loss_fn=gc.log_error)
+    rates = nr.io.read_dataset(tmp_path / "d.h5").train.rates.astype(np.float32)
+    _, _, hold = gc.split(len(rates), model.history, model.gain.lags, 0.3)
+    loss, _ = gc.heldout(model, torch.from_numpy(stim), rates, hold, gc.log_error)
+    assert history[-1]["heldout_loss"] == pytest.approx(loss, rel=1e-5)
+    assert loss != pytest.approx(gc.heldout(model, torch.from_numpy(stim), rates, hold)[0], rel=1e-3)
+
+
 def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatch, tmp_path):
     """The held-out windows and their context share no stimulus frame with a fit window; one epoch moves k
     and τ (the gradient reaches them) and saves a model that loads with weights_only to the same rates;
