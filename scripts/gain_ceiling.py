@@ -31,7 +31,7 @@ Command::
 
     python scripts/gain_ceiling.py OUT [--seeds 0] [--no-gain] [--epochs 60] [--patience 15] [--lr-patience 5]
                                        [--movie experiment|flashes] [--frames 20000] [--targets rates|counts|drive]
-                                       [--loss poisson|log] [--noise 0] [--device cpu] [--init MODEL] [--name NAME]
+                                       [--loss poisson|log|both] [--noise 0] [--device cpu] [--init MODEL] [--name NAME]
                                        [--k 0.5] [--tau 10] [--fixed]
     python scripts/gain_ceiling.py OUT --score MODEL...
     python scripts/gain_ceiling.py OUT --data
@@ -83,8 +83,13 @@ def log_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (torch.log(LOG_FLOOR + pred) - torch.log(LOG_FLOOR + target)).pow(2).mean()
 
 
-LOSSES = {"poisson": poisson, "log": log_error}
-"""The training losses ``--loss`` chooses from: the recipe's Poisson loss, and :func:`log_error`."""
+def both_losses(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The Poisson loss plus :func:`log_error`: the amplitudes the first asks for, the weak answers the second weighs."""
+    return poisson(pred, target) + log_error(pred, target)
+
+
+LOSSES = {"poisson": poisson, "log": log_error, "both": both_losses}
+"""The training losses ``--loss`` chooses from: the recipe's Poisson loss, :func:`log_error`, and their sum."""
 
 
 class GainControl(nn.Module):
@@ -355,7 +360,8 @@ def main() -> None:
                     help="rates (default), counts, or drive: the truth's undivided drive, learnt by the plain BN-CNN "
                          "(with --no-gain) and scored with the truth's own stage on top")
     ap.add_argument("--loss", choices=tuple(LOSSES), default="poisson",
-                    help="poisson (default), or log: squared error of log(0.1 + output), each answer's relative error")
+                    help="poisson (default); log: squared error of log(0.1 + output), each answer's relative error; "
+                         "both: their sum")
     ap.add_argument("--noise", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")

@@ -769,7 +769,9 @@ def test_gain_ceiling_log_loss_is_the_squared_error_of_log_rates_and_trains_and_
     assert float(gc.log_error(2 * one, 4 * one)) == pytest.approx(float(gc.log_error(200 * one, 400 * one)), rel=0.1)
     excess = lambda p, t: float(gc.poisson(p * one, t * one) - gc.poisson(t * one, t * one))  # noqa: E731
     assert excess(2, 4) < 0.05 * excess(200, 400)
-    assert set(gc.LOSSES) == {"poisson", "log"}
+    assert set(gc.LOSSES) == {"poisson", "log", "both"}
+    p, t = torch.from_numpy(pred.astype(np.float32)), torch.from_numpy(target.astype(np.float32))
+    assert float(gc.LOSSES["both"](p, t)) == pytest.approx(float(gc.poisson(p, t)) + expected, rel=1e-5)
 
     gt = syn.Retina(seed=0, version=3)
     stim = nr.stimuli.white_noise(frames=700, seed=3)
