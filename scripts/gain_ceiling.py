@@ -26,6 +26,7 @@ at all: the plain BN-CNN is trained on the truth's undivided drive ``softplus(dr
 fits ``log(ε + output)`` to ``log(ε + target)`` by squared error (ε = :data:`LOG_FLOOR`) instead of the Poisson
 loss, so that a weak flash's answer weighs as much as a strong one's: a fit to the drive is otherwise ruled by
 the strong flashes' hundreds of spikes per bin, and the latency code lives in the weak flashes' timing.
+``--loss both`` sums the two.
 
 Command::
 
