@@ -17,9 +17,9 @@
 #       the stage learnt from scratch with the Poisson and log losses summed (--loss both, "both";
 #       on a CPU it coded 16.1-20.6 ms in 40 epochs: "The loss's weighting, tested"); the control
 #       (--no-gain, "plain") then the stage warm-started on it ("warm"); the plain BN-CNN trained on
-#       the truth's undivided drive
-#       (--targets drive, "drive"), saved with the truth's own stage on it. Each saves its best
-#       model at every improvement; what the limit cuts short is scored afterwards (--score).
+#       the truth's undivided drive (--targets drive, "drive"), saved with the truth's own stage on
+#       it. Each saves its best model at every improvement; what the limit cuts short is scored
+#       afterwards (--score).
 #  2. benchmarks/gpu_rows.py (issue 15's rows), alone on the GPU, for BENCH_S seconds (default 220).
 #
 # Everything stops TOTAL_S seconds (default 570) after the start, inside the call's 600 s, so that
