@@ -211,14 +211,14 @@ def split(n_frames: int, history: int, lags: int, holdout: float) -> tuple[int, 
 
 
 def heldout(model: GainModel, stim: torch.Tensor, rates: np.ndarray, hold: np.ndarray,
-            loss=poisson) -> tuple[float, float]:
-    """Held-out loss (``loss``, the Poisson loss by default) and mean Pearson r over cells."""
+            loss_fn=poisson) -> tuple[float, float]:
+    """Held-out loss (``loss_fn``, the Poisson loss by default) and mean Pearson r over cells."""
     lags = model.gain.lags
     ends = np.arange(hold[0] - lags, hold[-1] + 1)
     with torch.inference_mode():
         pred = model.gain(drive(model.cnn, stim, ends)[None])[0]
     target = torch.from_numpy(rates[hold])
-    return float(loss(pred, target)), float(np.nanmean(nr.metrics.pearson(pred.numpy(), rates[hold])))
+    return float(loss_fn(pred, target)), float(np.nanmean(nr.metrics.pearson(pred.numpy(), rates[hold])))
 
 
 def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr_patience: int, noise: float,

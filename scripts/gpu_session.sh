@@ -89,7 +89,8 @@ cp "$work/sweep/sweep.md" "$out/" 2>/dev/null
 tar -czf "$out/science.tar.gz" -C "$work" logs sweep gain 2>/dev/null
 
 cd "$root"
-bench=$(( ${BENCH_S:-220} < $(until_ "$deadline") - 10 ? ${BENCH_S:-220} : $(until_ "$deadline") - 10 ))
+room=$(( $(until_ "$deadline") - 10 ))     # what is left before packing, read once
+bench=$(( ${BENCH_S:-220} < room ? ${BENCH_S:-220} : room ))
 if [ "$bench" -gt 60 ]; then
   mkdir -p "$work/bench"
   OUT=$work/bench timeout "$bench" python benchmarks/gpu_rows.py --device "$device" --budget $(( bench - 60 )) \
