@@ -30,7 +30,7 @@ the strong flashes' hundreds of spikes per bin, and the latency code lives in th
 
 Command::
 
-    python scripts/gain_ceiling.py OUT [--seeds 0] [--no-gain] [--epochs 60] [--patience 15] [--lr-patience 5]
+    python scripts/gain_ceiling.py OUT [--seeds 0] [--no-gain] [--epochs 60] [--patience 15] [--lr-patience 5] [--warmup 0]
                                        [--movie experiment|flashes] [--frames 20000] [--targets rates|counts|drive]
                                        [--loss poisson|log|both] [--noise 0] [--device cpu] [--init MODEL] [--name NAME]
                                        [--k 0.5] [--tau 10] [--fixed]
@@ -224,14 +224,18 @@ def heldout(model: GainModel, stim: torch.Tensor, rates: np.ndarray, hold: np.nd
 def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr_patience: int, noise: float,
                holdout: float, out: Path, device: str = "cpu", init: Optional[Path] = None,
                strength: float = 0.5, tau: float = 10.0, fixed: bool = False,
-               saved_stage: Optional[GainControl] = None, loss_fn=poisson) -> tuple[GainModel, list]:
+               saved_stage: Optional[GainControl] = None, loss_fn=poisson,
+               warmup: int = 0) -> tuple[GainModel, list]:
     """Train a BN-CNN with (``gain``) or without its gain control on the dataset ``data``, from scratch or
     from the model saved at ``init`` (its BN-CNN, and its stage when it has one); the gain control starts
     at ``strength`` and ``tau`` (frames) and g = 1 otherwise, and is learnt, but for k and τ when ``fixed``.
     The best state by held-out loss is saved to ``out`` at each improvement and returned (on the CPU) with
     the history; saved with ``saved_stage`` in place of the trained stage when given (``--targets drive``:
     the BN-CNN learns the undivided drive, and is saved and scored with the truth's stage on it). ``loss_fn``
-    (pred, target) → scalar is the training and held-out loss (:data:`LOSSES`)."""
+    (pred, target) → scalar is the training and held-out loss (:data:`LOSSES`). The first ``warmup`` epochs'
+    held-out losses count for nothing: no best, no patience, no step of the learning-rate schedule (each is
+    saved, so that a run that ends there still leaves a model); an early dip of the held-out loss otherwise
+    stands as the best while the schedule halves the rate every ``lr_patience`` epochs (docs/MODEL.md)."""
     ds = nr.io.read_dataset(data)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -257,6 +261,7 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     params = list(cnn.parameters()) + [model.gain.log_scale] + shape
     opt = torch.optim.Adam(params, lr=RECIPE["lr"])
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=lr_patience - 1)
+    saved = model if saved_stage is None else GainModel(cnn, saved_stage)     # what is saved: the same modules
     best, bad, history, t0 = math.inf, 0, [], time.time()
     for epoch in range(1, epochs + 1):
         cnn.train()
@@ -274,17 +279,20 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
             opt.step()
             losses.append(float(loss.detach()))
         loss, r = heldout(model, stim, rates, hold, loss_fn)
-        sched.step(loss)
         entry = {"epoch": epoch, "train_loss": float(np.mean(losses)), "heldout_loss": loss, "heldout_r": r,
-                 "seconds": time.time() - t0}
+                 "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
         if lags:
             entry.update(k=model.gain.strength.tolist(), tau=model.gain.tau.tolist(), g=model.gain.scale.tolist())
         history.append(entry)
         print(json.dumps({k: (np.round(v, 3).tolist() if isinstance(v, (list, float)) else v)
                           for k, v in entry.items()}), flush=True)
+        if epoch <= warmup:
+            save(out, saved, history)
+            continue
+        sched.step(loss)
         if loss < best - 1e-4:
             best, bad = loss, 0
-            save(out, model if saved_stage is None else GainModel(cnn, saved_stage), history)
+            save(out, saved, history)
         else:
             bad += 1
             if bad >= patience:
@@ -355,6 +363,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--patience", type=int, default=15)
     ap.add_argument("--lr-patience", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="epochs whose held-out loss counts for nothing (no best, patience or learning-rate step)")
     ap.add_argument("--movie", choices=("experiment", "flashes"), default="experiment")
     ap.add_argument("--frames", type=int, default=20000, help="frames of random flashes (--movie flashes)")
     ap.add_argument("--targets", choices=("rates", "counts", "drive"), default="rates",
@@ -404,7 +414,7 @@ def main() -> None:
         model, _ = train_gain(data, seed, not args.no_gain, args.epochs, args.patience, args.lr_patience, args.noise,
                               HOLDOUT.get(args.movie, {}).get("holdout", TrainConfig.holdout),
                               args.out / f"{kind}_{seed}.pt", args.device, args.init, args.k, args.tau, args.fixed,
-                              truth_stage(gt) if args.targets == "drive" else None, LOSSES[args.loss])
+                              truth_stage(gt) if args.targets == "drive" else None, LOSSES[args.loss], args.warmup)
         res = result(model, gt, test)
         report(args.out / f"latency_{kind}_{seed}.json", f"{kind} {seed}", res)
         report_stage(f"{kind} {seed}", res)

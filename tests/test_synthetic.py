@@ -785,6 +785,30 @@ def test_gain_ceiling_log_loss_is_the_squared_error_of_log_rates_and_trains_and_
     assert loss != pytest.approx(gc.heldout(model, torch.from_numpy(stim), rates, hold)[0], rel=1e-3)
 
 
+def test_gain_ceiling_warmup_epochs_count_for_nothing(monkeypatch, tmp_path):
+    """``warmup``: a dip of the held-out loss in the first epochs neither stands as the best, nor runs out the
+    patience, nor halves the learning rate; without it, the same losses do all three (the failure it fixes)."""
+    import torch
+
+    gc = _script("gain_ceiling", monkeypatch)
+    gt = syn.Retina(seed=0, version=3)
+    stim = nr.stimuli.white_noise(frames=700, seed=3)
+    syn.record_dataset(tmp_path / "d.h5", stim, stim[:200], repeats=2, retina=gt)
+    scripted = []
+    monkeypatch.setattr(gc, "heldout", lambda *args, **kwargs: (scripted.pop(0), 0.9))
+    lr = gc.RECIPE["lr"]
+
+    scripted[:] = [-1.0, 0.5, 0.4, 0.3]
+    _, history = gc.train_gain(tmp_path / "d.h5", 0, True, 4, 2, 1, 0.0, 0.3, tmp_path / "w.pt", warmup=1)
+    assert [h["lr"] for h in history] == [lr] * 4
+    assert len(torch.load(tmp_path / "w.pt", weights_only=True)["history"]) == 4     # the last, best epoch
+
+    scripted[:] = [-1.0, 0.5, 0.4, 0.3]
+    _, history = gc.train_gain(tmp_path / "d.h5", 0, True, 4, 2, 1, 0.0, 0.3, tmp_path / "n.pt")
+    assert [h["lr"] for h in history] == [lr, lr, lr / 2]                          # stopped at the third
+    assert len(torch.load(tmp_path / "n.pt", weights_only=True)["history"]) == 1     # the dip
+
+
 def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatch, tmp_path):
     """The held-out windows and their context share no stimulus frame with a fit window; one epoch moves k
     and τ (the gradient reaches them) and saves a model that loads with weights_only to the same rates;
