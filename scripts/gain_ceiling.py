@@ -135,12 +135,18 @@ class GainControl(nn.Module):
     def forward(self, drive: torch.Tensor) -> torch.Tensor:
         if self.lags == 0:
             return drive
+        return self.scale * drive[:, self.lags:] / self.divisor(drive)
+
+    def divisor(self, drive: torch.Tensor) -> torch.Tensor:
+        """``1 + k · Σ_{l=1..lags} w_l drive_{t−l}`` (B, P, cells) for the last P frames of drive (B, lags + P,
+        cells): what the stage divides by. Unlike k, g and the drive's scale, which trade against each other
+        (drive · c with k / c and g / c gives the same rates), it is fixed by the rates the stage makes."""
         n = drive.shape[1] - self.lags
         if n < 1:
             raise ValueError(f"the drive has {drive.shape[1]} frames; the gain control needs more than {self.lags}")
         past = drive[:, :-1].unfold(1, self.lags, 1)            # (B, n, cells, lags): frames t-lags .. t-1
         signal = (past * self.weights().flip(1)).sum(-1)       # lag l sits at position lags - l
-        return self.scale * drive[:, self.lags:] / (1.0 + self.strength * signal)
+        return 1.0 + self.strength * signal
 
 
 class GainModel:
@@ -284,8 +290,8 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
         if lags:
             entry.update(k=model.gain.strength.tolist(), tau=model.gain.tau.tolist(), g=model.gain.scale.tolist())
         history.append(entry)
-        print(json.dumps({k: (np.round(v, 3).tolist() if isinstance(v, (list, float)) else v)
-                          for k, v in entry.items()}), flush=True)
+        print(json.dumps({k: (float(f"{v:.3g}") if k == "lr" else np.round(v, 3).tolist()
+                              if isinstance(v, (list, float)) else v) for k, v in entry.items()}), flush=True)
         if epoch <= warmup:
             save(out, saved, history)
             continue
@@ -324,11 +330,29 @@ def saved_cnn(state: dict) -> nr.RetinaCNN:
     return cnn.eval()
 
 
+def division(stage: GainControl, undivided, movie: np.ndarray) -> dict:
+    """How much ``stage`` divides on a flash movie (the latency experiment's): its :meth:`GainControl.divisor`
+    on ``undivided(movie)`` (a ``respond``: the drive N, (T, cells), grey before the movie), per cell, at rest
+    (the frame before the first flash) and at its largest between each flash and the next, by the flash's
+    intensity (the movie's level at its first frame)."""
+    grey = np.zeros((stage.lags,) + movie.shape[1:], np.float32)
+    n = torch.from_numpy(np.asarray(undivided(np.concatenate([grey, movie])), np.float32))
+    with torch.no_grad():
+        d = stage.divisor(n[None])[0].numpy()
+    level = movie[:, 0, 0]
+    lit = np.flatnonzero(level)
+    onsets = lit[np.r_[True, np.diff(lit) > 1]]
+    ends = np.r_[onsets[1:], len(movie)]
+    return {"rest": d[onsets[0] - 1].tolist(),
+            "peak": {float(level[t]): d[t:e].max(0).tolist() for t, e in zip(onsets, ends)}}
+
+
 def result(model: GainModel, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
     """r against the truth's rates on the test stimulus, the latency summary per cell, the loss by flash
     strength (``flash_ceiling.loss_by_strength``), the learnt k, τ and g, and, with a stage, what comes
     before it (``undivided``: the BN-CNN's output and the truth's :class:`TruthDrive`, cell 0's latencies
-    and each cell's level at grey)."""
+    and each cell's level at grey) and how much each stage divides on the latency movie (``division``: the
+    model's and the truth's, :func:`division`)."""
     pred, true = model.respond(test_stimulus)[model.history - 1:], gt.respond(test_stimulus)[model.history - 1:]
     r = np.nanmean(nr.metrics.pearson(pred, true))
     latency = lambda retina, cell=0: latency_summary(nr.experiments.run_truth("latency", retina, cell).readout)  # noqa: E731
@@ -341,18 +365,32 @@ def result(model: GainModel, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
         grey = np.zeros((gt.history + 1, gt.size, gt.size), np.float32)
         out["undivided"] = {"model": latency(before)["latency_ms"], "truth": latency(truth)["latency_ms"],
                             "grey_model": before.respond(grey)[-1].tolist(), "grey_truth": truth.respond(grey)[-1].tolist()}
+        movie = nr.experiments.run_truth("latency", gt, 0).stimulus
+        out["division"] = {"model": division(model.gain, before.respond, movie),
+                           "truth": division(truth_stage(gt, syn.GAIN_HISTORY), truth.respond, movie)}
     return out
 
 
 def report_stage(who: str, res: dict) -> None:
-    """Print a gain-controlled model's k, τ and g, cell 0's latencies before its stage and the truth's, and
-    both drives at grey."""
+    """Print a gain-controlled model's k, τ and g, cell 0's latencies before its stage and the truth's,
+    both drives at grey, and how much each stage divides cell 0 at rest and after the weakest and the
+    strongest flash."""
     if res["k"] is not None:
         print(f"{who}: k {np.round(res['k'], 3)}, tau {np.round(res['tau_frames'], 1)} frames, "
               f"g {np.round(res['g'], 3)}; before the stage, cell 0's latency {np.round(res['undivided']['model'], 1)} "
               f"ms (the truth's undivided drive: {np.round(res['undivided']['truth'], 1)} ms), at grey "
               f"{np.round(res['undivided']['grey_model'], 3)} (the truth's: {np.round(res['undivided']['grey_truth'], 3)})",
               flush=True)
+        print(f"{who}: the stage divides cell 0 by {divides(res['division']['model'])} (the truth's: "
+              f"{divides(res['division']['truth'])})", flush=True)
+
+
+def divides(division_: dict) -> str:
+    """Cell 0's divisor at rest and at its largest after the weakest and the strongest flash, in words."""
+    peak = division_["peak"]
+    weak, strong = max(peak), min(peak)
+    return (f"{division_['rest'][0]:.3g} at rest, up to {peak[weak][0]:.3g} after {weak:g} and "
+            f"{peak[strong][0]:.3g} after {strong:g}")
 
 
 def main() -> None:

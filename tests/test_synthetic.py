@@ -785,6 +785,30 @@ def test_gain_ceiling_log_loss_is_the_squared_error_of_log_rates_and_trains_and_
     assert loss != pytest.approx(gc.heldout(model, torch.from_numpy(stim), rates, hold)[0], rel=1e-3)
 
 
+def test_gain_ceiling_division_is_the_truths_own_and_scale_free(monkeypatch):
+    """gain_ceiling.division on the latency movie: the truth's stage on its own drive divides at rest by
+    1 + k · N_grey (a constant past averages to itself; k from the truth's parameters), and more after a strong
+    flash than after a weak one; a drive c times larger under a stage with k / c divides the same (the divisor
+    is what the rates fix; k alone is not)."""
+    gc = _script("gain_ceiling", monkeypatch)
+    gt = syn.Retina(seed=0, version=3)
+    movie = nr.experiments.run_truth("latency", gt, 0).stimulus
+    truth = gc.TruthDrive(gt)
+    d = gc.division(gc.truth_stage(gt, syn.GAIN_HISTORY), truth.respond, movie)
+    ganglion = gt.params["gain_control"]["ganglion"]
+    n_grey = truth.respond(np.zeros((gt.history + 1, gt.size, gt.size), np.float32))[-1]
+    np.testing.assert_allclose(d["rest"], 1 + ganglion["strength"] * n_grey, rtol=1e-4)
+    assert set(d["peak"]) == set(np.round(np.arange(-0.5, -10.01, -0.5), 3).tolist())
+    for c in range(gt.n_cells):
+        assert d["peak"][-10.0][c] > 10 * d["peak"][-0.5][c] and d["peak"][-0.5][c] > d["rest"][c]
+    scale = 7.0
+    weaker = gc.GainControl(gt.n_cells, syn.GAIN_HISTORY, ganglion["strength"] / scale, ganglion["tau"])
+    scaled = gc.division(weaker, lambda m: scale * truth.respond(m), movie)
+    np.testing.assert_allclose(scaled["rest"], d["rest"], rtol=1e-4)
+    for level, peak in d["peak"].items():
+        np.testing.assert_allclose(scaled["peak"][level], peak, rtol=1e-4)
+
+
 def test_gain_ceiling_warmup_epochs_count_for_nothing(monkeypatch, tmp_path):
     """``warmup``: a dip of the held-out loss in the first epochs neither stands as the best, nor runs out the
     patience, nor halves the learning rate; without it, the same losses do all three (the failure it fixes)."""
