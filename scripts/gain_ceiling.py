@@ -62,6 +62,7 @@ from torch.nn import functional as F
 import napari_retina as nr
 from napari_retina import synthetic as syn
 from napari_retina._atomic import atomic_write
+from napari_retina._units import FRAME_MS
 from napari_retina.training import TrainConfig, _norm_for, _poisson as poisson, init_readout, weight_penalty
 from flash_ceiling import HOLDOUT, latency_summary, loss_by_strength, noise_free, record, report, with_train_responses
 from seed_sweep import RECIPE
@@ -74,6 +75,9 @@ BLOCKS = 3
 """Blocks per Adam step (192 scored windows, the shipped recipe's batch)."""
 CHUNK = 512
 """Windows per forward pass when predicting."""
+EARLY_FRAMES = 4
+"""Frames after a flash's onset in which the truth's answer to a weak flash has not begun (40 ms; it begins
+at 47.5 ms for −0.5): :func:`early_share`."""
 LOG_FLOOR = 0.1
 """ε of ``--loss log`` (spikes per bin): under the truth's drive at grey (0.24), so that the rise from rest counts."""
 
@@ -340,24 +344,46 @@ def division(stage: GainControl, undivided, movie: np.ndarray) -> dict:
     with torch.no_grad():
         d = stage.divisor(n[None])[0].numpy()
     level = movie[:, 0, 0]
-    lit = np.flatnonzero(level)
-    onsets = lit[np.r_[True, np.diff(lit) > 1]]
+    onsets = flash_onsets(movie)
     ends = np.r_[onsets[1:], len(movie)]
     return {"rest": d[onsets[0] - 1].tolist(),
             "peak": {float(level[t]): d[t:e].max(0).tolist() for t, e in zip(onsets, ends)}}
 
 
+def flash_onsets(movie: np.ndarray) -> np.ndarray:
+    """First frames of the flashes of a full-field flash movie (T, y, x) on grey."""
+    lit = np.flatnonzero(movie[:, 0, 0])
+    return lit[np.r_[True, np.diff(lit) > 1]]
+
+
+def early_share(respond, movie: np.ndarray, window: int = 30, before: int = 20) -> dict:
+    """Per flash of a flash movie (by its intensity) and per cell: the response's largest rise above its
+    grey level (the median of the ``before`` frames before the flash) in the first :data:`EARLY_FRAMES`
+    frames from the onset, as a fraction of its largest rise in ``window`` frames. At 0.2 or more
+    (the latency readout's ``ONSET_FRACTION``) the readout finds the answer's onset in that early part."""
+    r = np.asarray(respond(movie), np.float64)
+    out = {}
+    for t in flash_onsets(movie):
+        rise = r[t:t + window] - np.median(r[t - before:t], axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):        # no answer: inf or nan
+            out[float(movie[t, 0, 0])] = (rise[:EARLY_FRAMES].max(0) / rise.max(0)).tolist()
+    return out
+
+
 def result(model: GainModel, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
     """r against the truth's rates on the test stimulus, the latency summary per cell, the loss by flash
-    strength (``flash_ceiling.loss_by_strength``), the learnt k, τ and g, and, with a stage, what comes
+    strength (``flash_ceiling.loss_by_strength``), how early each flash's answer begins (``early``:
+    :func:`early_share` on the latency movie), the learnt k, τ and g, and, with a stage, what comes
     before it (``undivided``: the BN-CNN's output and the truth's :class:`TruthDrive`, cell 0's latencies
     and each cell's level at grey) and how much each stage divides on the latency movie (``division``: the
     model's and the truth's, :func:`division`)."""
     pred, true = model.respond(test_stimulus)[model.history - 1:], gt.respond(test_stimulus)[model.history - 1:]
     r = np.nanmean(nr.metrics.pearson(pred, true))
     latency = lambda retina, cell=0: latency_summary(nr.experiments.run_truth("latency", retina, cell).readout)  # noqa: E731
+    movie = nr.experiments.run_truth("latency", gt, 0).stimulus
     out = {"r_true": float(r), "k": None, "tau_frames": None, "g": None,
-           "cells": [latency(model, c) for c in range(gt.n_cells)], "loss": loss_by_strength(model.respond, gt)}
+           "cells": [latency(model, c) for c in range(gt.n_cells)], "loss": loss_by_strength(model.respond, gt),
+           "early": early_share(model.respond, movie)}
     if model.gain.lags:      # none without the stage (the plain control)
         with torch.no_grad():
             out.update(k=model.gain.strength.tolist(), tau_frames=model.gain.tau.tolist(), g=model.gain.scale.tolist())
@@ -365,16 +391,18 @@ def result(model: GainModel, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
         grey = np.zeros((gt.history + 1, gt.size, gt.size), np.float32)
         out["undivided"] = {"model": latency(before)["latency_ms"], "truth": latency(truth)["latency_ms"],
                             "grey_model": before.respond(grey)[-1].tolist(), "grey_truth": truth.respond(grey)[-1].tolist()}
-        movie = nr.experiments.run_truth("latency", gt, 0).stimulus
         out["division"] = {"model": division(model.gain, before.respond, movie),
                            "truth": division(truth_stage(gt, syn.GAIN_HISTORY), truth.respond, movie)}
     return out
 
 
 def report_stage(who: str, res: dict) -> None:
-    """Print a gain-controlled model's k, τ and g, cell 0's latencies before its stage and the truth's,
-    both drives at grey, and how much each stage divides cell 0 at rest and after the weakest and the
-    strongest flash."""
+    """Print the early shares of the two weakest flashes' answers over the cells, and for a gain-controlled
+    model its k, τ and g, cell 0's latencies before its stage and the truth's, both drives at grey, and how
+    much each stage divides cell 0 at rest and after the weakest and the strongest flash."""
+    weakest = sorted(res["early"], reverse=True)[:2]
+    print(f"{who}: answer in the first {EARLY_FRAMES * FRAME_MS:g} ms, share of its peak over the cells: "
+          + "; ".join(f"{i:g}: {min(res['early'][i]):.2f}-{max(res['early'][i]):.2f}" for i in weakest), flush=True)
     if res["k"] is not None:
         print(f"{who}: k {np.round(res['k'], 3)}, tau {np.round(res['tau_frames'], 1)} frames, "
               f"g {np.round(res['g'], 3)}; before the stage, cell 0's latency {np.round(res['undivided']['model'], 1)} "

@@ -809,6 +809,29 @@ def test_gain_ceiling_division_is_the_truths_own_and_scale_free(monkeypatch):
         np.testing.assert_allclose(scaled["peak"][level], peak, rtol=1e-4)
 
 
+def test_gain_ceiling_early_share_finds_an_answer_before_the_truths(monkeypatch):
+    """gain_ceiling.early_share on the latency movie: the truth answers no flash from −0.5 to −1.5 in its first
+    40 ms (share ≈ 0; −2 begins at 33 ms); a bump of half the answer's height put 20 ms after each onset, in one cell, reads 0.5
+    there and nothing in the others."""
+    gc = _script("gain_ceiling", monkeypatch)
+    gt = syn.Retina(seed=0, version=3)
+    movie = nr.experiments.run_truth("latency", gt, 0).stimulus
+    truth = gt.respond(movie)
+    share = gc.early_share(gt.respond, movie)
+    assert len(share) == 20 and min(share) == -10.0
+    for level in (-0.5, -1.0, -1.5):
+        assert max(abs(v) for v in share[level]) < 0.01
+    assert min(share[-2.0]) > 0.02
+    bumped = truth.copy()
+    for t in gc.flash_onsets(movie):
+        grey = np.median(truth[t - 20:t, 1])
+        bumped[t + 2, 1] = grey + 0.5 * (truth[t:t + 30, 1].max() - grey)
+    got = gc.early_share(lambda m: bumped, movie)
+    for level in (-0.5, -1.0, -1.5):
+        assert got[level][1] == pytest.approx(0.5, abs=0.01)
+        assert max(abs(got[level][c]) for c in (0, 2, 3)) < 0.01
+
+
 def test_gain_ceiling_warmup_epochs_count_for_nothing(monkeypatch, tmp_path):
     """``warmup``: a dip of the held-out loss in the first epochs neither stands as the best, nor runs out the
     patience, nor halves the learning rate; without it, the same losses do all three (the failure it fixes)."""
