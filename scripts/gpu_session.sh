@@ -18,8 +18,9 @@
 #       on a CPU it coded 16.1-20.6 ms in 40 epochs: "The loss's weighting, tested"); the control
 #       (--no-gain, "plain") then the stage warm-started on it ("warm"); the plain BN-CNN trained on
 #       the truth's undivided drive (--targets drive, "drive"), saved with the truth's own stage on
-#       it. Each saves its best model at every improvement; what the limit cuts short is scored
-#       afterwards (--score).
+#       it. Each saves its best model at every improvement, the first 10 epochs not counted (--warmup
+#       10: an early dip of the held-out loss otherwise halts the learning rate); what the limit cuts
+#       short is scored afterwards (--score).
 #  2. benchmarks/gpu_rows.py (issue 15's rows), alone on the GPU, for BENCH_S seconds (default 220).
 #
 # Everything stops TOTAL_S seconds (default 570) after the start, inside the call's 600 s, so that
@@ -56,7 +57,7 @@ sweep=$work/sweep_data            # the datasets (GBs) are not packed
 RETINA_VERSION=3 KIND=${KIND:-mix-sparse} timeout "$(left)" bash science_sweep.sh "$sweep" "$work/sweep" 0 1 2 3 4 \
   > "$logs/sweep.log" 2>&1 &
 timeout "$(left)" python gain_ceiling.py "$gain" --data > "$logs/gain_data.log" 2>&1   # once, before the runs share it
-long="--device $device --epochs 1000 --patience 60"
+long="--device $device --epochs 1000 --patience 60 --warmup 10"   # warmup: docs/MODEL.md, "An early dip"
 runs=(
   "both|python gain_ceiling.py $gain $long --loss both --name both"
   "warm|python gain_ceiling.py $gain --device $device --epochs 80 --patience 15 --no-gain &&
