@@ -30,10 +30,10 @@ the strong flashes' hundreds of spikes per bin, and the latency code lives in th
 
 Command::
 
-    python scripts/gain_ceiling.py OUT [--seeds 0] [--no-gain] [--epochs 60] [--patience 15] [--lr-patience 5] [--warmup 0]
-                                       [--movie experiment|flashes] [--frames 20000] [--targets rates|counts|drive]
-                                       [--loss poisson|log|both] [--noise 0] [--device cpu] [--init MODEL] [--name NAME]
-                                       [--k 0.5] [--tau 10] [--fixed]
+    python scripts/gain_ceiling.py OUT [--seeds 0] [--no-gain] [--epochs 60] [--patience 15] [--lr-patience 5]
+                                       [--warmup 0] [--movie experiment|flashes] [--frames 20000]
+                                       [--targets rates|counts|drive] [--loss poisson|log|both] [--noise 0]
+                                       [--device cpu] [--init MODEL] [--name NAME] [--k 0.5] [--tau 10] [--fixed]
     python scripts/gain_ceiling.py OUT --score MODEL...
     python scripts/gain_ceiling.py OUT --data
 
@@ -401,8 +401,9 @@ def report_stage(who: str, res: dict) -> None:
     model its k, τ and g, cell 0's latencies before its stage and the truth's, both drives at grey, and how
     much each stage divides cell 0 at rest and after the weakest and the strongest flash."""
     weakest = sorted(res["early"], reverse=True)[:2]
-    print(f"{who}: answer in the first {EARLY_FRAMES * FRAME_MS:g} ms, share of its peak over the cells: "
-          + "; ".join(f"{i:g}: {min(res['early'][i]):.2f}-{max(res['early'][i]):.2f}" for i in weakest), flush=True)
+    shares = "; ".join(f"{i:g}: {min(res['early'][i]):.2f}-{max(res['early'][i]):.2f}" for i in weakest)
+    print(f"{who}: answer in the first {EARLY_FRAMES * FRAME_MS:g} ms, share of its peak over the cells: {shares}",
+          flush=True)
     if res["k"] is not None:
         print(f"{who}: k {np.round(res['k'], 3)}, tau {np.round(res['tau_frames'], 1)} frames, "
               f"g {np.round(res['g'], 3)}; before the stage, cell 0's latency {np.round(res['undivided']['model'], 1)} "

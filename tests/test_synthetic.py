@@ -811,8 +811,8 @@ def test_gain_ceiling_division_is_the_truths_own_and_scale_free(monkeypatch):
 
 def test_gain_ceiling_early_share_finds_an_answer_before_the_truths(monkeypatch):
     """gain_ceiling.early_share on the latency movie: the truth answers no flash from −0.5 to −1.5 in its first
-    40 ms (share ≈ 0; −2 begins at 33 ms); a bump of half the answer's height put 20 ms after each onset, in one cell, reads 0.5
-    there and nothing in the others."""
+    40 ms (share ≈ 0; −2 begins at 33 ms); a bump of half the answer's height put 20 ms after each onset, in
+    one cell, reads 0.5 there and nothing in the others."""
     gc = _script("gain_ceiling", monkeypatch)
     gt = syn.Retina(seed=0, version=3)
     movie = nr.experiments.run_truth("latency", gt, 0).stimulus
