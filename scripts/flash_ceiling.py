@@ -80,6 +80,12 @@ def flash_movie(frames: int, seed: int, size: int = syn.SIZE) -> tuple[np.ndarra
     return np.concatenate(parts)[:frames], np.asarray(intensities)
 
 
+def flash_onsets(movie: np.ndarray) -> np.ndarray:
+    """First frames of the flashes of a full-field flash movie (T, y, x) on grey."""
+    lit = np.flatnonzero(movie[:, 0, 0])
+    return lit[np.r_[True, np.diff(lit) > 1]]
+
+
 def latency_summary(readout: dict) -> dict:
     """present, and latency (ms) and amplitude (spikes/bin) at :data:`SHOW`, of a latency readout."""
     at = {round(float(i), 3): k for k, i in enumerate(readout["intensities"])}
@@ -112,8 +118,7 @@ def loss_by_strength(respond, retina: syn.Retina, frames: int = 6000, seed: int 
     movie, _ = flash_movie(frames, seed)
     excess = excess_poisson_loss(retina.respond(movie), respond(movie))
     level = movie[:, 0, 0]
-    lit = np.flatnonzero(level)
-    onsets = lit[np.r_[True, np.diff(lit) > 1]]
+    onsets = flash_onsets(movie)
     onsets = onsets[(onsets - BEFORE >= syn.HISTORY) & (onsets + WINDOW <= frames)]
     per = np.array([excess[t - BEFORE:t + WINDOW].sum() for t in onsets])
     strength = -level[onsets]

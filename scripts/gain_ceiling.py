@@ -64,7 +64,8 @@ from napari_retina import synthetic as syn
 from napari_retina._atomic import atomic_write
 from napari_retina._units import FRAME_MS
 from napari_retina.training import TrainConfig, _norm_for, _poisson as poisson, init_readout, weight_penalty
-from flash_ceiling import HOLDOUT, latency_summary, loss_by_strength, noise_free, record, report, with_train_responses
+from flash_ceiling import HOLDOUT, flash_onsets, latency_summary, loss_by_strength, noise_free, record, report, \
+    with_train_responses
 from seed_sweep import RECIPE
 
 LAGS = 60
@@ -348,12 +349,6 @@ def division(stage: GainControl, undivided, movie: np.ndarray) -> dict:
     ends = np.r_[onsets[1:], len(movie)]
     return {"rest": d[onsets[0] - 1].tolist(),
             "peak": {float(level[t]): d[t:e].max(0).tolist() for t, e in zip(onsets, ends)}}
-
-
-def flash_onsets(movie: np.ndarray) -> np.ndarray:
-    """First frames of the flashes of a full-field flash movie (T, y, x) on grey."""
-    lit = np.flatnonzero(movie[:, 0, 0])
-    return lit[np.r_[True, np.diff(lit) > 1]]
 
 
 def early_share(respond, movie: np.ndarray, window: int = 30, before: int = 20) -> dict:
