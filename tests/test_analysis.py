@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import napari_retina as nr
-from napari_retina._predict import default_batch_size
+from napari_retina.attribution._integrate import default_points
 from napari_retina import analysis
 
 
@@ -115,7 +115,7 @@ def test_out_of_memory_is_retried_with_smaller_batches(tiny, monkeypatch, oom_ab
     res = analysis.run_analysis(tiny, stim, steps=2, reduce=False)
     assert sizes[0] is None and sizes[-1] <= 256 and len(sizes) >= 2
     # retried from half the batch of the model's device (CPU: 256 -> 128), not of a GPU's
-    assert sizes[1] == default_batch_size(tiny.device) // 2
+    assert sizes[1] == default_points(tiny.device) // 2
     monkeypatch.undo()
     ref = nr.attribution.attribute(tiny, stim, steps=2)
     np.testing.assert_allclose(res.attribution.channels, ref.channels, rtol=1e-5, atol=1e-7)

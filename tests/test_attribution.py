@@ -777,9 +777,58 @@ def test_gpu_conv2_methods_equal_the_direct_path(monkeypatch, method):
 
     model = nr.load_model(device="cuda")
     stim = noise(T=model.config.history + 31, seed=5, size=model.config.size)
+    monkeypatch.setitem(_head.CONV2_METHOD, "cuda", "direct")
     direct = nr.attribute(model, stim, invariance="none")
     monkeypatch.setitem(_head.CONV2_METHOD, "cuda", method)
     other = nr.attribute(model, stim, invariance="none")
     idx = other.frames
     assert np.array_equal(other.steps_per_frame, direct.steps_per_frame)
     assert np.abs(other.maps[idx] - direct.maps[idx]).max() <= 1e-3 * np.abs(direct.maps[idx]).max()
+
+
+# --------------------------------------------------------------------------- results copied to the host
+
+
+def test_host_writer_on_the_cpu_writes_rows_and_casts():
+    from napari_retina.attribution._host_copy import HostWriter
+
+    dest = np.full((6, 2), np.nan, dtype=np.float32)
+    with HostWriter(torch.device("cpu")) as out:
+        out.put(dest, np.array([1, 2]), torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64))
+        out.put(dest, np.array([5, 0]), torch.tensor([[5.0, 6.0], [7.0, 8.0]]))
+    np.testing.assert_array_equal(dest, [[7, 8], [1, 2], [3, 4], [np.nan, np.nan], [np.nan, np.nan], [5, 6]])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_host_writer_writes_every_chunk_and_reports_a_failed_write():
+    """More chunks than pinned slots, consecutive and not: every one lands; a bad write raises at close."""
+    from napari_retina.attribution._host_copy import HostWriter
+
+    dest = np.zeros((40, 3, 5), dtype=np.float32)
+    values = torch.randn(40, 3, 5, device="cuda")
+    with HostWriter(torch.device("cuda"), depth=2) as out:
+        for i in range(0, 40, 4):
+            rows = np.arange(i, i + 4) if i % 8 else np.array([i + 3, i, i + 2, i + 1])
+            out.put(dest, rows, values[rows].clone())  # a fresh tensor each time: freed once queued
+    np.testing.assert_array_equal(dest, values.cpu().numpy())
+    with pytest.raises(ValueError):
+        with HostWriter(torch.device("cuda")) as out:
+            out.put(np.zeros((4, 2), np.float32), np.array([0, 2, 1]), torch.ones(3, 5, device="cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_results_copied_asynchronously_equal_a_blocking_copy(monkeypatch):
+    """The side stream and the worker thread change no result, over several chunks and frame gaps (a chunk
+    copied before it is ready, or after its memory was reused, would be off by far more than rounding)."""
+    from napari_retina.attribution import _host_copy
+
+    model = nr.load_model(device="cuda")
+    H = model.config.history
+    stim = noise(T=H + 400, seed=6, size=model.config.size)
+    for frames in (None, list(range(H - 1, H + 400, 3))):
+        got = nr.attribute(model, stim, invariance="none", batch_size=512, frames=frames)
+        monkeypatch.setitem(_host_copy.ASYNC_COPY, "cuda", False)
+        want = nr.attribute(model, stim, invariance="none", batch_size=512, frames=frames)
+        monkeypatch.undo()
+        for a, b in ((got.maps, want.maps), (got.channels, want.channels), (got.rates, want.rates)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.nanmax(np.abs(b)))  # NaN where b's are

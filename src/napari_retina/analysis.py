@@ -38,12 +38,12 @@ import torch
 from . import attribution, io, reduction
 from ._invariance import InvarianceArg, resolve_invariance
 from ._json import jsonable
-from ._predict import default_batch_size
 from ._progress import Progress, report
 from ._units import FRAME_MS, PIXEL_UM
 from ._validate import Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimulus, check_int, crop_origin
 from ._wrap import model_config
 from .attribution import Attribution
+from .attribution._integrate import default_points
 from .attribution._result import map_shape as attribution_map_shape
 from .metrics import map_limit
 from .model import RetinaCNN
@@ -215,15 +215,15 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def _oom_retry(call: Callable[[Optional[int]], _T], device: torch.device, batch_size: Optional[int] = None) -> _T:
-    """Run ``call(batch_size)``; on out-of-memory retry with halved batches (from half of ``batch_size``,
-    default the device's) down to MIN_OOM_BATCH."""
+    """Run ``call(batch_size)`` (an attribution); on out-of-memory retry with halved batches (from half of
+    ``batch_size``, default the device's path points per block) down to MIN_OOM_BATCH."""
     try:
         return call(batch_size)
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
         err = exc
-    bs = (batch_size or default_batch_size(device)) // 2
+    bs = (batch_size or default_points(device)) // 2
     while bs >= MIN_OOM_BATCH:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -11,16 +11,17 @@ import torch
 from .._device import DeviceLike
 from .._frames import Frames, select_frames, unique_windows
 from .._invariance import Invariance, InvarianceArg, check_invariance, resolve_invariance
-from .._predict import callers_modes, default_batch_size, model_on
+from .._predict import callers_modes, model_on
 from .._progress import Progress, report
-from .._validate import (Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, consecutive,
+from .._validate import (Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int,
                          crop_origin)
 from .._wrap import is_wrapped
 from ..first_layer import FirstLayer
 from ..model import RetinaCNN
 from ._adaptive import ADAPTIVE_START_STEPS, DEFAULT_TOL, Scales, check_tol, integrate_adaptive, warn_if_unmet
 from ._head import Head
-from ._integrate import chunk_rates, integrate_chunk
+from ._host_copy import HostWriter
+from ._integrate import chunk_rates, default_points, integrate_chunk
 from ._quadrature import DEFAULT_RULE, DEFAULT_STEPS, Rule, check_rule_steps
 from ._result import Attribution, completeness_error, map_shape, reduce_maps
 from ._wrapped import attribute_wrapped
@@ -41,15 +42,6 @@ def _empty(T: int, idx: np.ndarray, c1: int, h1: int,
         outside[idx] = False
         maps[outside] = np.nan
     return maps, np.full((T, c1), np.nan, dtype=np.float32), np.full(T, np.nan, dtype=np.float32)
-
-
-def _store(dest: np.ndarray, rows: np.ndarray, values: torch.Tensor) -> None:
-    """``dest[rows] = values`` (cast to dest's dtype); consecutive ``rows`` are copied from the device
-    straight into ``dest``'s memory, without a staging copy on the host."""
-    if consecutive(rows):
-        torch.from_numpy(dest[rows[0] : rows[-1] + 1]).copy_(values)
-    else:
-        dest[rows] = values.cpu().numpy()
 
 
 def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells: list[int], rule: Rule,
@@ -82,23 +74,24 @@ def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells
     scales = Scales(a0.device)
     report(progress, 0, len(todo))
     chunk = max(1, batch_size // (2 * ADAPTIVE_START_STEPS if steps is None else steps))
-    for start in range(0, len(todo), chunk):
-        fidx = todo[start : start + chunk]
-        with torch.no_grad():
-            d = layer.linear(fidx)
-            if steps is None:
-                G, r, used = integrate_adaptive(head, d, a0, scale, rule, tol, batch_size, f0, invariance, scales)
-            else:
-                G, r = integrate_chunk(head, d, a0, scale, rule, steps, batch_size)
-                used = steps
-            A = G * d
-            red = reduce_maps(A, invariance)
-            if red is not None:
-                _store(maps, fidx, red)
-            _store(chan, fidx, A.sum(dim=(2, 3)))
-            _store(rates, fidx, r)
-            per_frame[fidx] = used
-        report(progress, start + len(fidx), len(todo))
+    with HostWriter(a0.device) as out:
+        for start in range(0, len(todo), chunk):
+            fidx = todo[start : start + chunk]
+            with torch.no_grad():
+                d = layer.linear(fidx)
+                if steps is None:
+                    G, r, used = integrate_adaptive(head, d, a0, scale, rule, tol, batch_size, f0, invariance, scales)
+                else:
+                    G, r = integrate_chunk(head, d, a0, scale, rule, steps, batch_size)
+                    used = steps
+                A = G * d
+                red = reduce_maps(A, invariance)
+                if red is not None:
+                    out.put(maps, fidx, red)
+                out.put(chan, fidx, A.sum(dim=(2, 3)))
+                out.put(rates, fidx, r)
+                per_frame[fidx] = used
+            report(progress, start + len(fidx), len(todo))
     if len(todo) < len(idx):  # repeated windows: identical inputs, identical attributions
         for arr in (maps, chan, rates, per_frame):
             if arr is not None:
@@ -195,7 +188,8 @@ def attribute(
     device : str, optional
         Where to run; ``None`` keeps the model's device.
     batch_size : int, optional
-        Path points (frames × α) per backward pass (default 256 on CPU, 1024 on GPU; for a
+        Path points (frames × α) per backward pass (default 256 on CPU, 4096 on a CUDA GPU:
+        :func:`~._integrate.default_points`; for a
         wrapped module its ``config.batch_size``, fewer for a heavy module).
     crop : None, "center", (y0, x0) or "y0,x0"
         How to cut a ``size × size`` window out of a larger stack (integers
@@ -242,7 +236,7 @@ def attribute(
         stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
         origin = crop_origin(np.shape(stimulus)[1:], cfg.size, crop)
         idx = select_frames(len(stim), cfg.history, frames)
-        bs = default_batch_size(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
+        bs = default_points(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
         inv = resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1], invariance)
         maps, chan, rates, f0, per_frame = _integrate_frames(model, stim, idx, cells, rule, steps, tol, inv, bs,
                                                              progress)

@@ -17,9 +17,11 @@ CONV2_METHODS: tuple[str, ...] = get_args(Conv2Method)
 #: "channels_last" runs the forward convolutions in channels_last as well as the transpose (cuDNN's
 #: NHWC kernels), ~1.04× slower than "direct" on that CPU (within its noise).
 #: "fft" does ~17× fewer operations for the shipped 8→8-channel 11×11 conv2 (an FFT counted as
-#: 2.5·N·log₂N), which a GPU, far from its rate on such thin convolutions, may prefer:
-#: ``benchmarks/gpu_rows.py`` row V times each; set this table from that measurement.
-CONV2_METHOD: dict[str, Conv2Method] = {"cpu": "direct", "cuda": "direct"}
+#: 2.5·N·log₂N). On an H200 it ran the default attribution of 10,000 frames 1.26× faster than "direct"
+#: at 4096 points per block (0.59 against 0.74 s), in strict float32 where cuDNN's direct convolutions
+#: use TF32 (their maps 4e-4 of the largest apart; BENCHMARKS.md, "GPU rows", 2026-12-04).
+#: ``benchmarks/gpu_rows.py`` row V times each.
+CONV2_METHOD: dict[str, Conv2Method] = {"cpu": "direct", "cuda": "fft"}
 
 
 class FFTConv2:
