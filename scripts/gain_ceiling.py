@@ -227,7 +227,7 @@ def heldout(model: GainModel, stim: torch.Tensor, rates: np.ndarray, hold: np.nd
     lags = model.gain.lags
     ends = np.arange(hold[0] - lags, hold[-1] + 1)
     with torch.inference_mode():
-        pred = model.gain(drive(model.cnn, stim, ends)[None])[0]
+        pred = model.gain(drive(model.cnn, stim, ends)[None])[0].cpu()  # scored on the host, whatever the device
     target = torch.from_numpy(rates[hold])
     return float(loss_fn(pred, target)), float(np.nanmean(nr.metrics.pearson(pred.numpy(), rates[hold])))
 
