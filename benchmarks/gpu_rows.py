@@ -13,18 +13,18 @@ A   white noise, ``--frames`` frames, nr.attribute defaults (tol=1e-3):
     (bench_attribution.flops_per_frame at the points evaluated, 4 + 8 + …)
     as a fraction of the float32 matmul rate. A8: the old default (8 fixed
     kink_midpoint steps), the 1.06 s of the issue. Ab: defaults with
-    ``batch_size=4096`` (bigger fused batches; the GPU default is 1024).
+    ``batch_size=8192`` (the GPU default is 4096 since 2026-12-04).
 H   A's host part: the same call with conv1 and the path integral stubbed
     (``bench_host.py``): validation, window search, the maps' allocation,
     copies and checks; its ratio to A is the floor the GPU cannot lower.
 V   variants of A, each timed right after A's defaults are timed again
     (the ratio is to that neighbour), and its maps compared with A's (max |Δ| /
-    max |A|): conv2 by FFT (attribution._head.CONV2_METHOD "fft"), with
-    ``batch_size=4096`` too, the forward convolutions in channels_last (as
-    the transpose already is: cuDNN's NHWC kernels), cuDNN's autotuner (``cudnn.benchmark``),
-    TF32 off (PyTorch lets cuDNN convolutions use TF32 by default), and
-    ``batch_size=16384`` with FFT and with direct conv2 (16× fewer chunks,
-    so fewer launches and host waits per frame; ~4–8 GB of GPU memory).
+    max |A|): the previous defaults (conv2 direct by cuDNN, TF32, 1024 points
+    per block), conv2 direct at 4096, conv2 by FFT (the GPU default,
+    attribution._head.CONV2_METHOD) at 1024 and 16384 points, the results
+    copied to the host with a plain blocking copy instead of the side stream,
+    pinned memory and worker thread of attribution._host_copy, and cuDNN's
+    autotuner with conv2 direct.
 P   where the time goes: torch.profiler over A's defaults on 1,000 frames,
     direct and FFT: the kernels with the most GPU time, and the GPU's busy
     share of the wall time (low: launch- or sync-bound; high: kernel-bound).
@@ -61,6 +61,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -188,31 +189,44 @@ def profile_top(fn, top: int = 10) -> tuple[float, float, list]:
 
 
 class Variant:
-    """A context that sets conv2's method, cuDNN's autotuner and TF32 for convolutions, and restores them."""
+    """A context that sets conv2's method, cuDNN's autotuner, TF32 for convolutions and the asynchronous
+    copy of results to the host (None: as they are), and restores them."""
 
-    def __init__(self, conv2: str = "direct", benchmark: bool = False, tf32: bool = True) -> None:
-        from napari_retina.attribution import _head
+    def __init__(self, conv2: Optional[str] = None, benchmark: bool = False, tf32: bool = True,
+                 async_copy: Optional[bool] = None) -> None:
+        from napari_retina.attribution import _head, _host_copy
 
-        self.table, self.want = _head.CONV2_METHOD, (conv2, benchmark, tf32)
+        self.tables = _head.CONV2_METHOD, _host_copy.ASYNC_COPY
+        self.want = (conv2, benchmark, tf32, async_copy)
 
     def __enter__(self):
-        cudnn = torch.backends.cudnn
-        self.old = (self.table.get(DEV.type, "direct"), cudnn.benchmark, cudnn.allow_tf32)
-        self.table[DEV.type], cudnn.benchmark, cudnn.allow_tf32 = self.want
+        cudnn, (methods, copies) = torch.backends.cudnn, self.tables
+        self.old = (methods.get(DEV.type), cudnn.benchmark, cudnn.allow_tf32, copies.get(DEV.type))
+        conv2, cudnn.benchmark, cudnn.allow_tf32, async_copy = self.want
+        if conv2 is not None:
+            methods[DEV.type] = conv2
+        if async_copy is not None:
+            copies[DEV.type] = async_copy
         return self
 
     def __exit__(self, *exc):
-        cudnn = torch.backends.cudnn
-        self.table[DEV.type], cudnn.benchmark, cudnn.allow_tf32 = self.old
+        cudnn, (methods, copies) = torch.backends.cudnn, self.tables
+        conv2, cudnn.benchmark, cudnn.allow_tf32, async_copy = self.old
+        for table, value in ((methods, conv2), (copies, async_copy)):
+            if value is None:
+                table.pop(DEV.type, None)
+            else:
+                table[DEV.type] = value
 
 
-VARIANTS = {"V1 conv2 by FFT": (dict(conv2="fft"), {}),
-            "V2 conv2 by FFT, batch_size=4096": (dict(conv2="fft"), dict(batch_size=4096)),
-            "V3 conv2 in channels_last (forward too)": (dict(conv2="channels_last"), {}),
-            "V4 cudnn.benchmark (autotuned convolutions)": (dict(benchmark=True), {}),
-            "V5 TF32 off for convolutions (strict float32)": (dict(tf32=False), {}),
-            "V6 conv2 by FFT, batch_size=16384": (dict(conv2="fft"), dict(batch_size=16384)),
-            "V7 batch_size=16384 (direct conv2)": (dict(), dict(batch_size=16384))}
+VARIANTS = {"V1 the previous defaults: conv2 direct (cuDNN, TF32), batch_size=1024":
+            (dict(conv2="direct"), dict(batch_size=1024)),
+            "V2 conv2 direct, batch_size=4096": (dict(conv2="direct"), dict(batch_size=4096)),
+            "V3 conv2 by FFT, batch_size=1024": (dict(conv2="fft"), dict(batch_size=1024)),
+            "V4 conv2 by FFT, batch_size=16384": (dict(conv2="fft"), dict(batch_size=16384)),
+            "V5 results copied to the host with a blocking copy (pageable memory)": (dict(async_copy=False), {}),
+            "V6 cudnn.benchmark, conv2 direct, batch_size=4096": (dict(conv2="direct", benchmark=True),
+                                                                 dict(batch_size=4096))}
 
 
 def flash_train(T: int, size: int) -> np.ndarray:
@@ -293,15 +307,16 @@ def tests_row() -> None:
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "gpu or cuda",
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=short", "-k", "gpu or cuda",
            "tests/test_attribution.py", "tests/test_experiments.py", "tests/test_predict.py"]
     t = time.perf_counter()
     done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(root / "src")})
     lines = (done.stdout + done.stderr).strip().splitlines()
-    print("\n".join(lines[-15:]), flush=True)
+    print("\n".join(lines[-15 if done.returncode == 0 else -120:]), flush=True)  # a failure's traceback too
+    counts = [line for line in lines if " passed" in line or " failed" in line or " error" in line]
     row("T GPU tests (pytest -k 'gpu or cuda')", time.perf_counter() - t, 0, exit_status=done.returncode,
-        summary=lines[-1] if lines else "")
+        summary=counts[-1].strip("= ") if counts else (lines[-1] if lines else ""))
 
 
 def main() -> int:
@@ -359,8 +374,8 @@ def main() -> int:
             del a8
     if in_budget("Ab", args.budget):
         with attempt("Ab"):
-            ab, t = best_of(lambda: nr.attribute(model, stim, cell=0, batch_size=4096), 1)
-            row("Ab white noise, one cell, defaults, batch_size=4096", t, n, completeness=ab.completeness_error,
+            ab, t = best_of(lambda: nr.attribute(model, stim, cell=0, batch_size=8192), 1)
+            row("Ab white noise, one cell, defaults, batch_size=8192", t, n, completeness=ab.completeness_error,
                 ratio_to_A=round(t / t_a, 3),
                 max_abs_diff_to_A=float(np.abs(ab.maps[ab.frames] - a.maps[a.frames]).max()
                                         / np.abs(a.maps[a.frames]).max()))
