@@ -19,9 +19,13 @@
 #       (--no-gain, "plain") then the stage warm-started on it ("warm"); the plain BN-CNN trained on
 #       the truth's undivided drive (--targets drive, "drive"), saved with the truth's own stage on
 #       it. Each saves its best model at every improvement, the first 10 epochs not counted (--warmup
-#       10: an early dip of the held-out loss otherwise halts the learning rate); what the limit cuts
-#       short is scored afterwards (--score).
-#  2. benchmarks/gpu_rows.py (issue 15's rows), alone on the GPU, for BENCH_S seconds (default 220).
+#       10: an early dip of the held-out loss otherwise halts the learning rate); and for each seed of
+#       HELD_SEEDS (default "1 2") the truth's division held: on a BN-CNN fitted to the truth's drive
+#       with the summed loss ("truthfixed") and the Poisson loss ("heldpoisson"), and from scratch
+#       ("heldscratch"). On an H200 each gain run converges in about a minute. What the limit cuts
+#       short is scored afterwards (--score). SWEEP=0 leaves the sweep out.
+#  2. benchmarks/gpu_rows.py (issue 15's rows), alone on the GPU, for BENCH_S seconds (default 220);
+#     BENCH=0 leaves it out.
 #
 # Everything stops TOTAL_S seconds (default 570) after the start, inside the call's 600 s, so that
 # the results are packed before the call is killed. The device tool brings back at most 8 files
@@ -65,12 +69,20 @@ runs=(
         python gain_ceiling.py $gain $long --init $gain/plain_0.pt --name warm"
   "drive|python gain_ceiling.py $gain $long --no-gain --targets drive"
 )
-for seed in 1 2; do   # the truth's division held on a BN-CNN fitted to its drive (docs/MODEL.md, "held at the truth's")
+# the truth's division held (docs/MODEL.md, "held at the truth's", "trained to the end"), seeds HELD_SEEDS:
+# on a BN-CNN fitted to the truth's drive, with the summed loss (truthfixed) and the Poisson loss alone
+# (heldpoisson); and from scratch, the stage set to the truth's k and tau (heldscratch)
+for seed in ${HELD_SEEDS:-1 2}; do
   runs+=("truthfixed$seed|python gain_ceiling.py $gain --device $device --no-gain --targets drive --loss log --epochs 40 \
-          --seeds $seed --name drivelog && python gain_ceiling.py $gain $long --init $gain/drivelog_$seed.pt --fixed \
-          --loss both --seeds $seed --name truthfixed")
+          --seeds $seed --name drivelog && { python gain_ceiling.py $gain $long --init $gain/drivelog_$seed.pt --fixed \
+          --loss both --seeds $seed --name truthfixed & python gain_ceiling.py $gain $long --init $gain/drivelog_$seed.pt \
+          --fixed --loss poisson --seeds $seed --name heldpoisson & wait; }"
+         "heldscratch$seed|python gain_ceiling.py $gain $long --k 1.18 --tau 12.2 --fixed --loss both --seeds $seed \
+          --name heldscratch")
 done
-for run in "${runs[@]}"; do
+for run in "${runs[@]}"; do         # GAIN_RUNS="truthfixed heldscratch", say: only those (default: all)
+  name=${run%%|*}
+  [ -z "${GAIN_RUNS:-}" ] || [[ " $GAIN_RUNS " == *" ${name%%[0-9]*} "* ]] || continue
   timeout "$(left)" bash -c "${run#*|}" > "$logs/gain_${run%%|*}.log" 2>&1 &
 done
 wait                               # timeout signals its command's whole process group at the limit,
@@ -98,13 +110,13 @@ tar -czf "$out/science.tar.gz" -C "$work" logs sweep gain 2>/dev/null
 cd "$root"
 room=$(( $(until_ "$deadline") - 10 ))     # what is left before packing, read once
 bench=$(( ${BENCH_S:-220} < room ? ${BENCH_S:-220} : room ))
-if [ "$bench" -gt 60 ]; then
+if [ "${BENCH:-1}" = 1 ] && [ "$bench" -gt 60 ]; then       # BENCH=0: the science alone
   mkdir -p "$work/bench"
   OUT=$work/bench timeout "$bench" python benchmarks/gpu_rows.py --device "$device" --budget $(( bench - 60 )) \
     ${BENCH_ARGS:-} > "$out/gpu_rows.md" 2> "$out/gpu_rows.log"
   cp "$work/bench/gpu_rows.json" "$out/" 2>/dev/null
 else
-  echo "gpu_session: only $bench s left for gpu_rows.py; not run" > "$out/gpu_rows.log"
+  echo "gpu_session: gpu_rows.py not run (BENCH=${BENCH:-1}, $bench s left)" > "$out/gpu_rows.log"
 fi
 for log in "$logs"/*.log "$logs"/*.txt "$out/gpu_rows.log"; do
   [ -e "$log" ] && { echo "== $(basename "$log")"; tail -n 4 "$log"; }
