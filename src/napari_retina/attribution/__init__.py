@@ -16,7 +16,8 @@ network is evaluated along the path ``z(α) = b + α·(W⊛s_t)``.
 Layout: :mod:`._quadrature` (the rules: α points, weights, the kink logic),
 :mod:`._head` (the network above conv1, split for the integral),
 :mod:`._integrate` (the integral over a chunk of frames), :mod:`._adaptive`
-(refinement until a tolerance, the default), :mod:`._result`
+(refinement until a tolerance, the default), :mod:`._host_copy` (each chunk's
+results into the host arrays, on a GPU while it goes on), :mod:`._result`
 (:class:`Attribution`, :func:`completeness_error`), :mod:`._attribute`
 (:func:`attribute`). Every public name is importable from here.
 
