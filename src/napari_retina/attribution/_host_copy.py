@@ -3,8 +3,9 @@
 On a CPU, :meth:`HostWriter.put` copies at once. On a CUDA device a plain
 ``dest.copy_(values)`` makes the host wait for the device, then copies into
 pageable memory at a fraction of the bus's rate while the device idles (on an
-H200 the maps of 10,000 frames, 415 MB, took ~0.13 s so: BENCHMARKS.md, "GPU
-rows", 2026-12-04). Here each put is queued on a side stream, after the values
+H200 the maps of 10,000 frames, 415 MB, took ~0.13 s so, and the whole call ran
+1.34× slower than with this module: BENCHMARKS.md, "GPU rows", 2026-12-04).
+Here each put is queued on a side stream, after the values
 are ready, as a copy into pinned memory; a worker thread then moves it into the
 destination. The device goes on with the next chunk meanwhile. At most
 ``depth`` chunks are in flight, so the pinned memory stays bounded (a few
