@@ -76,7 +76,7 @@ for seed in ${HELD_SEEDS:-1 2}; do
   runs+=("truthfixed$seed|python gain_ceiling.py $gain --device $device --no-gain --targets drive --loss log --epochs 40 \
           --seeds $seed --name drivelog && { python gain_ceiling.py $gain $long --init $gain/drivelog_$seed.pt --fixed \
           --loss both --seeds $seed --name truthfixed & python gain_ceiling.py $gain $long --init $gain/drivelog_$seed.pt \
-          --fixed --loss poisson --seeds $seed --name heldpoisson & wait; }"
+          --fixed --loss poisson --seeds $seed --name heldpoisson > $logs/gain_heldpoisson$seed.log 2>&1 & wait; }"
          "heldscratch$seed|python gain_ceiling.py $gain $long --k 1.18 --tau 12.2 --fixed --loss both --seeds $seed \
           --name heldscratch")
 done
