@@ -109,6 +109,15 @@ def test_the_crop_origin_says_where_the_window_sits_on_both_paths(tiny, threshol
     np.testing.assert_allclose(res.attribution.channels, ref.channels, rtol=1e-4, atol=1e-6)
 
 
+def test_out_of_memory_retry_halves_the_attributions_own_default(tiny, monkeypatch, oom_above_256):
+    """The retry starts from half of attribute's path points per block, not of predict's frames per pass."""
+    from napari_retina.attribution import _integrate
+
+    monkeypatch.setitem(_integrate.BATCH_POINTS, "cpu", 400)
+    analysis.run_analysis(tiny, nr.stimuli.white_noise(frames=30, size=20, seed=1), steps=2, reduce=False)
+    assert oom_above_256[:2] == [None, 200]
+
+
 def test_out_of_memory_is_retried_with_smaller_batches(tiny, monkeypatch, oom_above_256):
     sizes = oom_above_256
     stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
