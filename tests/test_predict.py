@@ -262,6 +262,26 @@ def test_unique_windows_are_exact_on_frames_that_repeat_or_nearly_repeat():
     assert np.array_equal(todo, np.arange(2, 20)) and np.array_equal(inverse, np.arange(18))
 
 
+def test_frame_ids_tell_frames_apart_where_the_probe_does_not_look():
+    """The probe (a sample of each frame) only shortcuts: frames equal on it but not elsewhere stay apart,
+    byte-equal frames share an id, and frames the probe tells apart get ids 0..T-1 without the sort."""
+    from napari_retina import _frames
+
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((50, 50)).astype(np.float32)
+    stim = np.repeat(base[None], 6, axis=0)
+    stim[1, 1, 30] += 1.0  # outside every probed run (values 0-15, 828-843, 1656-1671, 2484-2499)
+    stim[2, 49, 0] -= 1.0
+    stim[4] = stim[1]
+    distinct, ids = _frames._frame_ids(stim)
+    assert not _frames._probe_tells_apart(stim.reshape(6, -1))
+    assert distinct == 3 and list(ids) == [ids[0], ids[1], ids[2], ids[0], ids[1], ids[0]]
+    assert len({ids[0], ids[1], ids[2]}) == 3
+    noise = rng.standard_normal((300, 50, 50)).astype(np.float32)
+    assert _frames._probe_tells_apart(noise.reshape(300, -1))
+    distinct, ids = _frames._frame_ids(noise)
+    assert distinct == 300 and np.array_equal(ids, np.arange(300))
+
 def test_importing_the_package_and_reading_a_stimulus_does_not_import_torch(tmp_path):
     """``nr.predict`` resolves lazily like every heavy name: reading a file stays torch-free."""
     import os

@@ -84,14 +84,43 @@ def grey_windows(stimulus: np.ndarray, idx: np.ndarray, history: int) -> np.ndar
     return (csum[idx + 1] - csum[idx + 1 - history]) == 0
 
 
+#: where :func:`_probe_tells_apart` reads each frame: this many runs of this many consecutive values
+_PROBE_RUNS, _PROBE_RUN = 4, 16
+
+
+def _probe_tells_apart(flat: np.ndarray) -> bool:
+    """Whether a sample of each row of ``flat`` (T, n) already differs between every two rows (then every two
+    frames differ; False says nothing).
+
+    The sample is ``_PROBE_RUNS`` runs of ``_PROBE_RUN`` consecutive values
+    spread over the frame (whole cache lines). Each row's sample bytes are
+    hashed to one uint64 (8-byte words times fixed odd multipliers, summed
+    mod 2**64): byte-equal samples hash equal, so T distinct hashes mean T
+    distinct frames. 10,000 white-noise frames of 50×50: ~3 ms, where
+    sorting the whole frames takes ~20 ms.
+    """
+    n = flat.shape[1]
+    starts = np.unique(np.linspace(0, max(0, n - _PROBE_RUN), _PROBE_RUNS).astype(np.int64))
+    sample = np.concatenate([flat[:, a : a + _PROBE_RUN] for a in starts], axis=1)
+    raw = sample.view(np.uint8).reshape(len(sample), -1)
+    words = np.pad(raw, ((0, 0), (0, -raw.shape[1] % 8))).view(np.uint64)
+    odd = np.random.default_rng(0).integers(0, 2**62, words.shape[1], dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    keys = (words * odd).sum(axis=1, dtype=np.uint64)  # wraps mod 2**64: a hash, not a number
+    return len(np.unique(keys)) == len(keys)
+
+
 def _frame_ids(stimulus: np.ndarray) -> tuple[int, np.ndarray]:
     """The number of distinct frames and an id per frame, int64 (T,): equal ids for byte-equal frames.
 
-    Each frame's bytes are one ``np.void`` value; a stable sort (memcmp) groups
-    equal frames. ~4× faster than hashing each frame's bytes in a dict on
-    10,000 white-noise frames (15 vs 64 ms), as fast on a flash train.
+    When a sample of each frame tells them all apart (:func:`_probe_tells_apart`:
+    white noise, natural movies), the ids are 0..T−1. Otherwise each frame's
+    bytes are one ``np.void`` value and a stable sort (memcmp) groups equal
+    frames: ~4× faster than hashing each frame's bytes in a dict on 10,000
+    white-noise frames (15 vs 64 ms), as fast on a flash train.
     """
     flat = np.ascontiguousarray(stimulus).reshape(len(stimulus), -1)
+    if _probe_tells_apart(flat):
+        return len(flat), np.arange(len(flat))
     rows = flat.view(np.dtype((np.void, flat.shape[1] * flat.itemsize))).ravel()
     order = np.argsort(rows, kind="stable")
     ordered = rows[order]
