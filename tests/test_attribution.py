@@ -517,6 +517,28 @@ def test_non_finite_attributions_are_an_error(model, monkeypatch):
         nr.attribute(model, noise(T=HIST + 4), steps=4)
 
 
+def test_non_finite_maps_are_an_error_and_an_overflowing_sum_is_not(model, monkeypatch):
+    """The maps are checked by their running sum on the device: a NaN in one frame's maps (channels finite) is
+    found and counted on the host; finite maps whose sum overflows float32 come back as they are."""
+    reduce_maps = attribute_module.reduce_maps
+    poke = {}
+
+    def poked(A, invariance):
+        red = reduce_maps(A, invariance).clone()
+        red[poke["frame"], 0, 0, 0] = poke["value"]
+        return red
+
+    monkeypatch.setattr(attribute_module, "reduce_maps", poked)
+    stim = noise(T=HIST + 4)
+    poke.update(frame=2, value=float("nan"))
+    with pytest.raises(ValueError, match=r"the attribution maps are NaN or infinite on 1 of 5 frames with a full history "
+                                         rf"\(first at frame {HIST + 1}\)"):
+        nr.attribute(model, stim, steps=4, invariance="none")
+    poke.update(frame=slice(None), value=3e38)  # finite, but 5 of them sum past float32's largest value
+    attr = nr.attribute(model, stim, steps=4, invariance="none")
+    assert np.all(attr.maps[attr.frames, 0, 0, 0] == np.float32(3e38))
+
+
 def test_non_finite_attributions_stop_the_refinement(model, monkeypatch):
     """With tol, NaN gradients are reported after the first refinement, not refined up to the cap."""
     levels = []

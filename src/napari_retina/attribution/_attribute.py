@@ -49,6 +49,11 @@ def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells
                       progress: Optional[Progress]):
     """(maps, channels, rates, F(0), steps per frame) of the frames ``idx``; arrays over T, NaN (0) elsewhere.
 
+    Rates, channels or maps NaN or infinite on a frame of ``idx`` raise a
+    ValueError (:func:`~napari_retina._validate.check_finite_output`); the maps
+    are read on the host for it only when their running sum on the device is
+    not finite (a NaN or an infinity, or an overflow of the sum of finite values).
+
     Distinct windows only (repeated ones are copied), in chunks of
     ``max(1, batch_size // steps)`` frames (steps = ``2·ADAPTIVE_START_STEPS``, the
     first level a frame can be accepted at, with ``tol``);
@@ -72,6 +77,7 @@ def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells
         # F(0) by the path F(s_t) takes (chunk_rates at c = 0), so that a blank frame's response is exactly 0
         f0 = float(chunk_rates(head, a0, torch.zeros_like(a0)[None], 1).to(torch.float64)[0])
     scales = Scales(a0.device)
+    maps_sum = torch.zeros((), device=a0.device)  # finite when every map value is (or an overflow: then look)
     report(progress, 0, len(todo))
     chunk = max(1, batch_size // (2 * ADAPTIVE_START_STEPS if steps is None else steps))
     with HostWriter(a0.device) as out:
@@ -88,6 +94,7 @@ def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells
                 red = reduce_maps(A, invariance)
                 if red is not None:
                     out.put(maps, fidx, red)
+                    maps_sum += red.sum()
                 out.put(chan, fidx, A.sum(dim=(2, 3)))
                 out.put(rates, fidx, r)
                 per_frame[fidx] = used
@@ -96,6 +103,10 @@ def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells
         for arr in (maps, chan, rates, per_frame):
             if arr is not None:
                 arr[idx] = arr[todo][inverse]
+    check_finite_output(rates, idx, "the model's rates", stim)
+    check_finite_output(chan, idx, "the attributions", stim)
+    if maps is not None and not torch.isfinite(maps_sum):  # no pass over the maps on the host otherwise
+        check_finite_output(maps, idx, "the attribution maps", stim)
     return maps, chan, rates, f0, per_frame
 
 
@@ -240,10 +251,6 @@ def attribute(
         inv = resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1], invariance)
         maps, chan, rates, f0, per_frame = _integrate_frames(model, stim, idx, cells, rule, steps, tol, inv, bs,
                                                              progress)
-        check_finite_output(rates, idx, "the model's rates", stim)
-        check_finite_output(chan, idx, "the attributions", stim)
-        if maps is not None:
-            check_finite_output(maps, idx, "the attribution maps", stim)
         response = (rates.astype(np.float64) - f0).astype(np.float32)
         completeness = completeness_error(chan[idx], response[idx], rates[idx], f0)
         warn_if_unmet(completeness, tol, per_frame[idx])
