@@ -17,6 +17,9 @@ A   white noise, ``--frames`` frames, nr.attribute defaults (tol=1e-3):
 H   A's host part: the same call with conv1 and the path integral stubbed
     (``bench_host.py``): validation, window search, the maps' allocation,
     copies and checks; its ratio to A is the floor the GPU cannot lower.
+W   A's wall time in phases (:func:`phases`, by the progress callback):
+    set-up before the first chunk, the chunk loop, and what follows the last
+    chunk; the chunks' median and largest time.
 V   variants of A, each timed right after A's defaults are timed again
     (the ratio is to that neighbour), and its maps compared with A's (max |Δ| /
     max |A|): the previous defaults (conv2 direct by cuDNN, TF32, 1024 points
@@ -161,6 +164,24 @@ def in_budget(name: str, budget: float) -> bool:
         print(f"skipped {name}: past the {budget:.0f} s budget", flush=True)
         return False
     return True
+
+
+def phases(fn) -> dict:
+    """Wall time of one ``fn(progress)`` (an nr.attribute call) in three phases, by its progress callback:
+    ``setup`` until the first report (validation, window search, conv1's set-up, F(0)), ``loop`` from it to
+    the last chunk's report (device work and its copies; the adaptive loop waits once per level), and
+    ``finish`` after it (the copies' last writes, the checks, the completeness error). Seconds, and the
+    chunks' median and largest time."""
+    marks = []
+    bench_attribution.sync(DEV)
+    t0 = time.perf_counter()
+    fn(lambda done, total: marks.append(time.perf_counter()))
+    bench_attribution.sync(DEV)
+    end = time.perf_counter()
+    chunks = np.diff(marks) if len(marks) > 1 else np.zeros(1)
+    return {"setup_s": round(marks[0] - t0, 4), "loop_s": round(marks[-1] - marks[0], 4),
+            "finish_s": round(end - marks[-1], 4), "chunks": len(marks) - 1,
+            "chunk_median_ms": round(1e3 * float(np.median(chunks)), 2), "chunk_max_ms": round(1e3 * float(chunks.max()), 2)}
 
 
 def device_time_us(event) -> float:
@@ -387,6 +408,12 @@ def main() -> int:
             t = bench_host.host_seconds(model, stim, args.repeats, cell=0)
             row("H host part of A (conv1 and the path integral stubbed, bench_host.py)", t, n,
                 ratio_to_A=round(t / t_a, 3))
+    if in_budget("W", args.budget):  # where A's wall time goes: before, during and after the chunk loop
+        with attempt("W"):
+            ph = min((phases(lambda p: nr.attribute(model, stim, cell=0, progress=p)) for _ in range(args.repeats)),
+                     key=lambda d: d["setup_s"] + d["loop_s"] + d["finish_s"])
+            row("W phases of A (setup / chunk loop / finish, by the progress callback)",
+                ph["setup_s"] + ph["loop_s"] + ph["finish_s"], n, **ph)
     # ---- V: variants of A
     for name, (setting, kwargs) in VARIANTS.items():
         if not in_budget(name[:2], args.budget):
