@@ -43,7 +43,7 @@ from ._units import FRAME_MS, PIXEL_UM
 from ._validate import Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimulus, check_int, crop_origin
 from ._wrap import model_config
 from .attribution import Attribution
-from .attribution._integrate import default_points
+from .attribution._attribute import default_batch_points
 from .attribution._result import map_shape as attribution_map_shape
 from .metrics import map_limit
 from .model import RetinaCNN
@@ -214,16 +214,17 @@ def is_out_of_memory(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
-def _oom_retry(call: Callable[[Optional[int]], _T], device: torch.device, batch_size: Optional[int] = None) -> _T:
-    """Run ``call(batch_size)`` (an attribution); on out-of-memory retry with halved batches (from half of
-    ``batch_size``, default the device's path points per block) down to MIN_OOM_BATCH."""
+def _oom_retry(call: Callable[[Optional[int]], _T], model, batch_size: Optional[int] = None) -> _T:
+    """Run ``call(batch_size)`` (an attribution of ``model``); on out-of-memory retry with halved batches (from
+    half of ``batch_size``, default the attribution's own for ``model``: :func:`default_batch_points`) down to
+    MIN_OOM_BATCH."""
     try:
         return call(batch_size)
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
         err = exc
-    bs = (batch_size or default_points(device)) // 2
+    bs = (batch_size or default_batch_points(model)) // 2
     while bs >= MIN_OOM_BATCH:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -412,13 +413,13 @@ def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = N
         inv_arg = map_inv if map_inv != resolved else invariance
         attr = _oom_retry(lambda bs: attribution.attribute(model, stimulus, cell=cell, steps=steps, tol=tol,
                                                            invariance=inv_arg, crop=crop, normalize=normalize,
-                                                           batch_size=bs, progress=progress), model.device)
+                                                           batch_size=bs, progress=progress), model)
         limit = None if attr.maps is None else map_limit(attr.maps)
     else:
         attr = _oom_retry(lambda bs: attribute_traces(model, stim, cell=cell, steps=steps, tol=tol,
                                                       invariance=resolved, batch_size=bs, progress=progress,
                                                       map_means=means),
-                          model.device)
+                          model)
         attr = replace(attr, crop_origin=crop_origin(np.shape(stimulus)[1:], cfg.size, crop))
         maps = lazy_maps(model, stim, cell=cell, steps=steps, tol=tol, invariance=map_inv)
         limit = _peak_limit(maps, attr.response, cfg.history)

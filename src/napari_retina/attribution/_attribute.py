@@ -44,6 +44,13 @@ def _empty(T: int, idx: np.ndarray, c1: int, h1: int,
     return maps, np.full((T, c1), np.nan, dtype=np.float32), np.full(T, np.nan, dtype=np.float32)
 
 
+def default_batch_points(model) -> int:
+    """Path points per block :func:`attribute` uses on ``model`` without ``batch_size``: a wrapped module's
+    ``config.batch_size`` (:mod:`._wrapped`; fewer for a heavy module), else
+    :func:`~._integrate.default_points` of the model's device (256 on a CPU, 4096 on a CUDA GPU)."""
+    return model.config.batch_size if is_wrapped(model) else default_points(model.device)
+
+
 def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells: list[int], rule: Rule,
                       steps: Optional[int], tol: Optional[float], invariance: Invariance, batch_size: int,
                       progress: Optional[Progress]):
@@ -199,9 +206,8 @@ def attribute(
     device : str, optional
         Where to run; ``None`` keeps the model's device.
     batch_size : int, optional
-        Path points (frames × α) per backward pass (default 256 on CPU, 4096 on a CUDA GPU:
-        :func:`~._integrate.default_points`; for a
-        wrapped module its ``config.batch_size``, fewer for a heavy module).
+        Path points (frames × α) per backward pass (default :func:`default_batch_points`: 256 on CPU,
+        4096 on a CUDA GPU; for a wrapped module its ``config.batch_size``, fewer for a heavy module).
     crop : None, "center", (y0, x0) or "y0,x0"
         How to cut a ``size × size`` window out of a larger stack (integers
         only; see :func:`napari_retina._validate.parse_crop`); the window's
@@ -247,7 +253,7 @@ def attribute(
         stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
         origin = crop_origin(np.shape(stimulus)[1:], cfg.size, crop)
         idx = select_frames(len(stim), cfg.history, frames)
-        bs = default_points(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
+        bs = default_batch_points(model) if batch_size is None else check_int(batch_size, "batch_size", 1)
         inv = resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1], invariance)
         maps, chan, rates, f0, per_frame = _integrate_frames(model, stim, idx, cells, rule, steps, tol, inv, bs,
                                                              progress)
