@@ -26,7 +26,9 @@ at all: the plain BN-CNN is trained on the truth's undivided drive ``softplus(dr
 fits ``log(ε + output)`` to ``log(ε + target)`` by squared error (ε = :data:`LOG_FLOOR`) instead of the Poisson
 loss, so that a weak flash's answer weighs as much as a strong one's: a fit to the drive is otherwise ruled by
 the strong flashes' hundreds of spikes per bin, and the latency code lives in the weak flashes' timing.
-``--loss both`` sums the two.
+``--loss both`` sums the two. ``--score MODEL… --committee NAME`` scores the mean of the models' rates as one
+model (a committee of seeds, :class:`Committee`), and ``--draw K…`` adds 20 committees of K of them drawn
+at random, per K: does latency coding need the passing seeds, or do the seeds' errors average out?
 
 Command::
 
@@ -34,7 +36,7 @@ Command::
                                        [--warmup 0] [--movie experiment|flashes] [--frames 20000]
                                        [--targets rates|counts|drive] [--loss poisson|log|both] [--noise 0]
                                        [--device cpu] [--init MODEL] [--name NAME] [--k 0.5] [--tau 10] [--fixed]
-    python scripts/gain_ceiling.py OUT --score MODEL...
+    python scripts/gain_ceiling.py OUT --score MODEL... [--committee NAME [--draw K...]]
     python scripts/gain_ceiling.py OUT --data
 
 writes OUT/{movie}.h5 (the dataset of ``flash_ceiling.py``, once), OUT/{gain|plain|drive}_SEED.pt (at each
@@ -48,6 +50,8 @@ lies, and here also the learnt ``k``, ``τ`` and ``g``. These are models for an 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
 import math
 import time
@@ -170,6 +174,74 @@ class GainModel:
         ends = np.arange(self.history - 1, len(full))
         with torch.inference_mode():
             return self.gain(drive(self.cnn, full, ends)[None])[0].numpy()
+
+
+class Committee:
+    """Several trained models answering as one: ``respond`` is the mean of their rates (a committee, or
+    ensemble, of seeds). It has no one stage (``gain`` None), so :func:`result` reports no k, τ or g for it."""
+
+    gain = None
+
+    def __init__(self, members: list) -> None:
+        if not members:
+            raise ValueError("a committee needs at least one model")
+        first = members[0]
+        if any((m.history, m.size, m.n_cells) != (first.history, first.size, first.n_cells) for m in members):
+            raise ValueError("a committee's models must share their history, size and cells")
+        self.members = members
+        self.history, self.size, self.n_cells = first.history, first.size, first.n_cells
+
+    def respond(self, stimulus: np.ndarray) -> np.ndarray:
+        """The members' mean rates (T, cells), spikes per 10 ms bin, each member's grey before the stimulus."""
+        return np.mean([m.respond(stimulus) for m in self.members], axis=0, dtype=np.float64).astype(np.float32)
+
+
+class Remembered:
+    """A model whose ``respond`` keeps each answer, by the stimulus's bytes: the committees drawn from the same
+    members (:func:`committee_draws`) then run each member once per movie."""
+
+    def __init__(self, model) -> None:
+        self.model, self.history, self.size, self.n_cells = model, model.history, model.size, model.n_cells
+        self._answers: dict = {}
+
+    def respond(self, stimulus: np.ndarray) -> np.ndarray:
+        """``model.respond(stimulus)``, computed once per distinct stimulus (T, size, size)."""
+        stim = np.ascontiguousarray(stimulus, dtype=np.float32)
+        key = (stim.shape, hashlib.blake2b(stim.tobytes(), digest_size=16).digest())
+        if key not in self._answers:
+            self._answers[key] = self.model.respond(stim)
+        return self._answers[key]
+
+
+def committee_draws(members: list, names: list[str], sizes: list[int], draws: int = 20,
+                    seed: int = 0) -> dict:
+    """Whether committees of ``sizes`` members code latency: per size k, ``draws`` distinct k-member committees
+    drawn at random (all of them when there are no more), each run through the latency experiment in every
+    cell. Returns ``{k: [{"members": names, "present": per cell, "range_ms": per cell}, ...]}``; wrap the
+    members in :class:`Remembered` so that each runs once."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k in sizes:
+        combos = list(itertools.combinations(range(len(members)), k))
+        picked = [combos[i] for i in sorted(rng.choice(len(combos), min(draws, len(combos)), replace=False))]
+        rows = []
+        for combo in picked:
+            committee = Committee([members[i] for i in combo])
+            cells = [latency_summary(nr.experiments.run_truth("latency", committee, c).readout)
+                     for c in range(committee.n_cells)]
+            rows.append({"members": [names[i] for i in combo], "present": [c["present"] for c in cells],
+                         "range_ms": [c["latency_range_ms"] for c in cells]})
+        out[k] = rows
+    return out
+
+
+def report_draws(who: str, draws: dict) -> None:
+    """Print, per committee size, how many drawn committees code latency in every cell, and their ranges."""
+    for k, rows in draws.items():
+        passing = sum(all(r["present"]) for r in rows)
+        ranges = [x for r in rows for x in r["range_ms"]]
+        print(f"{who}: committees of {k}: {passing} of {len(rows)} code latency in every cell "
+              f"(ranges {min(ranges):.1f}-{max(ranges):.1f} ms)", flush=True)
 
 
 def drive(cnn: nr.RetinaCNN, stim: torch.Tensor, ends: np.ndarray) -> torch.Tensor:
@@ -365,7 +437,7 @@ def early_share(respond, movie: np.ndarray, window: int = 30, before: int = 20) 
     return out
 
 
-def result(model: GainModel, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
+def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
     """r against the truth's rates on the test stimulus, the latency summary per cell, the loss by flash
     strength (``flash_ceiling.loss_by_strength``), how early each flash's answer begins (``early``:
     :func:`early_share` on the latency movie), the learnt k, τ and g, and, with a stage, what comes
@@ -379,7 +451,7 @@ def result(model: GainModel, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
     out = {"r_true": float(r), "k": None, "tau_frames": None, "g": None,
            "cells": [latency(model, c) for c in range(gt.n_cells)], "loss": loss_by_strength(model.respond, gt),
            "early": early_share(model.respond, movie)}
-    if model.gain.lags:      # none without the stage (the plain control)
+    if model.gain is not None and model.gain.lags:      # none without the stage (the plain control, a committee)
         with torch.no_grad():
             out.update(k=model.gain.strength.tolist(), tau_frames=model.gain.tau.tolist(), g=model.gain.scale.tolist())
         before, truth = GainModel(model.cnn, GainControl(gt.n_cells, 0)), TruthDrive(gt)
@@ -446,6 +518,10 @@ def main() -> None:
     ap.add_argument("--tau", type=float, default=10.0, help="its starting time constant, frames (default 10)")
     ap.add_argument("--fixed", action="store_true", help="keep k and tau as given: learn the BN-CNN and g")
     ap.add_argument("--score", type=Path, nargs="+", metavar="MODEL", help="train nothing: report these models")
+    ap.add_argument("--committee", metavar="NAME", help="with --score: score the mean of the models' rates as one "
+                    "model, written to OUT/latency_NAME.json")
+    ap.add_argument("--draw", type=int, nargs="+", default=[], metavar="K",
+                    help="with --committee: also score 20 committees of K of the models, drawn at random, per K")
     ap.add_argument("--data", action="store_true", help="write the datasets (counts, rates, drive) and stop")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -459,6 +535,21 @@ def main() -> None:
         undivided(data, args.out / f"{args.movie}_drive.h5", gt)
         return
     test = nr.io.read_dataset(data).test.stimulus
+    if args.committee and not args.score:
+        ap.error("--committee scores the models given with --score")
+    if args.draw and not args.committee:
+        ap.error("--draw draws committees: give --committee NAME")
+    if any(not 1 <= k <= len(args.score or []) for k in args.draw):
+        ap.error(f"--draw sizes must be between 1 and the {len(args.score or [])} models given")
+    if args.score and args.committee:
+        members = [Remembered(load(path)) for path in args.score]
+        res = result(Committee(members), gt, test)
+        if args.draw:
+            res["draws"] = committee_draws(members, [path.stem for path in args.score], args.draw)
+        report(args.out / f"latency_{args.committee}.json", args.committee, res)
+        report_stage(args.committee, res)
+        report_draws(args.committee, res.get("draws", {}))
+        return
     if args.score:
         for path in args.score:
             res = result(load(path), gt, test)

@@ -752,6 +752,57 @@ def test_gain_ceiling_model_responds_as_its_cnn_then_divides(monkeypatch):
     np.testing.assert_allclose(model.respond(stim), n[5:], rtol=1e-5)
 
 
+def test_gain_ceiling_committee_answers_with_its_members_mean_rate(monkeypatch):
+    """``--score … --committee``: a committee's rates are its members' mean (float64 NumPy), it has no stage of
+    its own for result() to report, and members of another size or cell count are refused."""
+    import torch
+
+    gc = _script("gain_ceiling", monkeypatch)
+    torch.manual_seed(0)
+    members = [gc.GainModel(nr.RetinaCNN(nr.ModelConfig(size=30, n_cells=2)).eval(), gc.GainControl(2, lags=lags))
+               for lags in (0, 5, 3)]
+    stim = nr.stimuli.white_noise(frames=25, size=30, seed=4)
+    each = [m.respond(stim).astype(np.float64) for m in members]
+    committee = gc.Committee(members)
+    got = committee.respond(stim)
+    assert got.shape == (25, 2) and committee.gain is None
+    np.testing.assert_allclose(got, (each[0] + each[1] + each[2]) / 3, rtol=1e-6)
+    assert not np.allclose(got, each[0], rtol=1e-2)
+    assert (committee.history, committee.size, committee.n_cells) == (members[0].history, 30, 2)
+    other = gc.GainModel(nr.RetinaCNN(nr.ModelConfig(size=30, n_cells=3)).eval(), gc.GainControl(3, lags=0))
+    with pytest.raises(ValueError, match="share their history, size and cells"):
+        gc.Committee(members + [other])
+    with pytest.raises(ValueError, match="at least one"):
+        gc.Committee([])
+
+
+def test_gain_ceiling_committee_draws_score_distinct_committees_and_run_each_member_once(monkeypatch):
+    """``--draw K``: per size, min(draws, C(n, K)) distinct committees, each scored as the latency experiment scores
+    that committee built afresh; a Remembered member answers a movie it has seen without running again."""
+    import torch
+
+    gc = _script("gain_ceiling", monkeypatch)
+    torch.manual_seed(1)
+    models = [gc.GainModel(nr.RetinaCNN(nr.ModelConfig(size=30, n_cells=2, channels=(4, 4))).eval(),
+                           gc.GainControl(2, lags=4)) for _ in range(3)]
+    calls = []
+    for m in models:
+        m.respond = (lambda f: lambda stim: calls.append(1) or f(stim))(m.respond)
+    members = [gc.Remembered(m) for m in models]
+    draws = gc.committee_draws(members, ["a", "b", "c"], [1, 2], draws=2)
+    assert [len(draws[1]), len(draws[2])] == [2, 2]
+    for k in (1, 2):
+        assert len({tuple(r["members"]) for r in draws[k]}) == 2 and all(len(r["members"]) == k for r in draws[k])
+    row = draws[2][0]
+    fresh = gc.Committee([models["abc".index(n)] for n in row["members"]])
+    for c in range(2):
+        expected = gc.latency_summary(nr.experiments.run_truth("latency", fresh, c).readout)
+        assert row["present"][c] == expected["present"] and row["range_ms"][c] == pytest.approx(expected["latency_range_ms"])
+    seen = len(calls)
+    gc.committee_draws(members, ["a", "b", "c"], [3])
+    assert len(calls) == seen                                       # every member had answered that movie already
+
+
 def test_gain_ceiling_log_loss_is_the_squared_error_of_log_rates_and_trains_and_scores(monkeypatch, tmp_path):
     """``--loss log``: mean over frames and cells of (log(ε + pred) − log(ε + target))², against float64 NumPy
     (a factor of two in a weak answer weighs as much as in a strong one; Poisson does not); a run trained with it
