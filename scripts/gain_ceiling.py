@@ -545,7 +545,8 @@ def main() -> None:
         members = [Remembered(load(path)) for path in args.score]
         res = result(Committee(members), gt, test)
         if args.draw:
-            res["draws"] = committee_draws(members, [path.stem for path in args.score], args.draw)
+            res["draws"] = committee_draws(members, [f"{path.parent.name}/{path.stem}" for path in args.score],
+                                           args.draw)
         report(args.out / f"latency_{args.committee}.json", args.committee, res)
         report_stage(args.committee, res)
         report_draws(args.committee, res.get("draws", {}))
