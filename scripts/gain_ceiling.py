@@ -29,6 +29,7 @@ the strong flashes' hundreds of spikes per bin, and the latency code lives in th
 ``--loss both`` sums the two. ``--score MODEL… --committee NAME`` scores the mean of the models' rates as one
 model (a committee of seeds, :class:`Committee`), and ``--draw K…`` adds 20 committees of K of them drawn
 at random, per K: does latency coding need the passing seeds, or do the seeds' errors average out?
+``--battery`` runs the five experiments of the truth's phenomena on the committee and on each member.
 
 Command::
 
@@ -36,7 +37,7 @@ Command::
                                        [--warmup 0] [--movie experiment|flashes] [--frames 20000]
                                        [--targets rates|counts|drive] [--loss poisson|log|both] [--noise 0]
                                        [--device cpu] [--init MODEL] [--name NAME] [--k 0.5] [--tau 10] [--fixed]
-    python scripts/gain_ceiling.py OUT --score MODEL... [--committee NAME [--draw K...]]
+    python scripts/gain_ceiling.py OUT --score MODEL... [--committee NAME [--draw K...] [--battery]]
     python scripts/gain_ceiling.py OUT --data
 
 writes OUT/{movie}.h5 (the dataset of ``flash_ceiling.py``, once), OUT/{gain|plain|drive}_SEED.pt (at each
@@ -242,6 +243,26 @@ def report_draws(who: str, draws: dict) -> None:
         ranges = [x for r in rows for x in r["range_ms"]]
         print(f"{who}: committees of {k}: {passing} of {len(rows)} code latency in every cell "
               f"(ranges {min(ranges):.1f}-{max(ranges):.1f} ms)", flush=True)
+
+
+PHENOMENA = ("osr", "latency", "anticipation", "reversal", "doubling")
+"""The experiments whose phenomena the v3 truth shows in every cell (``--battery``)."""
+
+
+def phenomena_present(retina, cells: int) -> dict:
+    """Whether ``retina`` (anything with ``respond``) shows each of :data:`PHENOMENA`, by the experiments' own
+    criteria at their defaults (``nr.experiments.run_truth``), per cell: ``{name: [present, ...]}``."""
+    return {name: [bool(nr.experiments.run_truth(name, retina, c).readout["present"]) for c in range(cells)]
+            for name in PHENOMENA}
+
+
+def report_battery(who: str, battery: dict) -> None:
+    """Print, per phenomenon, in how many cells the committee shows it and how many of its members show it in
+    every cell."""
+    for name, cells in battery["committee"].items():
+        members = sum(all(m[name]) for m in battery["members"].values())
+        print(f"{who}: {name} in {sum(cells)} of {len(cells)} cells; {members} of {len(battery['members'])} "
+              f"members show it in every cell", flush=True)
 
 
 def drive(cnn: nr.RetinaCNN, stim: torch.Tensor, ends: np.ndarray) -> torch.Tensor:
@@ -522,6 +543,9 @@ def main() -> None:
                     "model, written to OUT/latency_NAME.json")
     ap.add_argument("--draw", type=int, nargs="+", default=[], metavar="K",
                     help="with --committee: also score 20 committees of K of the models, drawn at random, per K")
+    ap.add_argument("--battery", action="store_true",
+                    help="with --committee: also run the five experiments of the truth's phenomena on the committee "
+                         "and on each member, every cell")
     ap.add_argument("--data", action="store_true", help="write the datasets (counts, rates, drive) and stop")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -537,19 +561,24 @@ def main() -> None:
     test = nr.io.read_dataset(data).test.stimulus
     if args.committee and not args.score:
         ap.error("--committee scores the models given with --score")
-    if args.draw and not args.committee:
-        ap.error("--draw draws committees: give --committee NAME")
+    if (args.draw or args.battery) and not args.committee:
+        ap.error("--draw and --battery score a committee: give --committee NAME")
     if any(not 1 <= k <= len(args.score or []) for k in args.draw):
         ap.error(f"--draw sizes must be between 1 and the {len(args.score or [])} models given")
     if args.score and args.committee:
         members = [Remembered(load(path)) for path in args.score]
         res = result(Committee(members), gt, test)
+        names = [f"{path.parent.name}/{path.stem}" for path in args.score]
         if args.draw:
-            res["draws"] = committee_draws(members, [f"{path.parent.name}/{path.stem}" for path in args.score],
-                                           args.draw)
+            res["draws"] = committee_draws(members, names, args.draw)
+        if args.battery:
+            res["battery"] = {"committee": phenomena_present(Committee(members), members[0].n_cells),
+                              "members": {n: phenomena_present(m, m.n_cells) for n, m in zip(names, members)}}
         report(args.out / f"latency_{args.committee}.json", args.committee, res)
         report_stage(args.committee, res)
         report_draws(args.committee, res.get("draws", {}))
+        if args.battery:
+            report_battery(args.committee, res["battery"])
         return
     if args.score:
         for path in args.score:

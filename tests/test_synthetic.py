@@ -803,6 +803,29 @@ def test_gain_ceiling_committee_draws_score_distinct_committees_and_run_each_mem
     assert len(calls) == seen                                       # every member had answered that movie already
 
 
+def test_gain_ceiling_battery_asks_each_experiment_of_each_cell(monkeypatch, capsys):
+    """``--battery``: every phenomenon of the five, every cell, each answer in its place; the report counts the
+    committee's cells and the members that show a phenomenon in every cell."""
+    gc = _script("gain_ceiling", monkeypatch)
+    asked = []
+
+    class Readout:
+        def __init__(self, name, retina, cell):
+            asked.append((name, cell))
+            self.readout = {"present": (name, cell) in retina}
+
+    monkeypatch.setattr(gc.nr.experiments, "run_truth", Readout)
+    got = gc.phenomena_present({("osr", 1), ("doubling", 0), ("doubling", 1)}, 2)
+    assert sorted(asked) == sorted((n, c) for n in gc.PHENOMENA for c in (0, 1))
+    assert got == {"osr": [False, True], "latency": [False, False], "anticipation": [False, False],
+                   "reversal": [False, False], "doubling": [True, True]}
+    members = {"a": got, "b": dict(got, osr=[True, True])}
+    gc.report_battery("c", {"committee": got, "members": members})
+    out = capsys.readouterr().out
+    assert "c: osr in 1 of 2 cells; 1 of 2 members show it in every cell" in out
+    assert "c: doubling in 2 of 2 cells; 2 of 2 members" in out and "c: latency in 0 of 2 cells; 0 of 2" in out
+
+
 def test_gain_ceiling_log_loss_is_the_squared_error_of_log_rates_and_trains_and_scores(monkeypatch, tmp_path):
     """``--loss log``: mean over frames and cells of (log(ε + pred) − log(ε + target))², against float64 NumPy
     (a factor of two in a weak answer weighs as much as in a strong one; Poisson does not); a run trained with it
