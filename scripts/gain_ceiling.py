@@ -548,6 +548,12 @@ def main() -> None:
                          "and on each member, every cell")
     ap.add_argument("--data", action="store_true", help="write the datasets (counts, rates, drive) and stop")
     args = ap.parse_args()
+    if args.committee and not args.score:
+        ap.error("--committee scores the models given with --score")
+    if (args.draw or args.battery) and not args.committee:
+        ap.error("--draw and --battery score a committee: give --committee NAME")
+    if any(not 1 <= k <= len(args.score or []) for k in args.draw):
+        ap.error(f"--draw sizes must be between 1 and the {len(args.score or [])} models given")
     torch.set_num_threads(args.threads)
     gt = syn.Retina(seed=0, version=3)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -559,12 +565,6 @@ def main() -> None:
         undivided(data, args.out / f"{args.movie}_drive.h5", gt)
         return
     test = nr.io.read_dataset(data).test.stimulus
-    if args.committee and not args.score:
-        ap.error("--committee scores the models given with --score")
-    if (args.draw or args.battery) and not args.committee:
-        ap.error("--draw and --battery score a committee: give --committee NAME")
-    if any(not 1 <= k <= len(args.score or []) for k in args.draw):
-        ap.error(f"--draw sizes must be between 1 and the {len(args.score or [])} models given")
     if args.score and args.committee:
         members = [Remembered(load(path)) for path in args.score]
         res = result(Committee(members), gt, test)
