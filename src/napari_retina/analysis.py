@@ -43,7 +43,7 @@ from ._units import FRAME_MS, PIXEL_UM
 from ._validate import Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimulus, check_int, crop_origin
 from ._wrap import model_config
 from .attribution import Attribution
-from .attribution._attribute import default_batch_points
+from .attribution._integrate import default_batch_points
 from .attribution._result import map_shape as attribution_map_shape
 from .metrics import map_limit
 from .model import RetinaCNN

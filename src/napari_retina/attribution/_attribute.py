@@ -21,7 +21,7 @@ from ..model import RetinaCNN
 from ._adaptive import ADAPTIVE_START_STEPS, DEFAULT_TOL, Scales, check_tol, integrate_adaptive, warn_if_unmet
 from ._head import Head
 from ._host_copy import HostWriter
-from ._integrate import chunk_rates, default_points, integrate_chunk
+from ._integrate import chunk_rates, default_batch_points, integrate_chunk
 from ._quadrature import DEFAULT_RULE, DEFAULT_STEPS, Rule, check_rule_steps
 from ._result import Attribution, completeness_error, map_shape, reduce_maps
 from ._wrapped import attribute_wrapped
@@ -42,13 +42,6 @@ def _empty(T: int, idx: np.ndarray, c1: int, h1: int,
         outside[idx] = False
         maps[outside] = np.nan
     return maps, np.full((T, c1), np.nan, dtype=np.float32), np.full(T, np.nan, dtype=np.float32)
-
-
-def default_batch_points(model) -> int:
-    """Path points per block :func:`attribute` uses on ``model`` without ``batch_size``: a wrapped module's
-    ``config.batch_size`` (:mod:`._wrapped`; fewer for a heavy module), else
-    :func:`~._integrate.default_points` of the model's device (256 on a CPU, 4096 on a CUDA GPU)."""
-    return model.config.batch_size if is_wrapped(model) else default_points(model.device)
 
 
 def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells: list[int], rule: Rule,
@@ -206,7 +199,7 @@ def attribute(
     device : str, optional
         Where to run; ``None`` keeps the model's device.
     batch_size : int, optional
-        Path points (frames × α) per backward pass (default :func:`default_batch_points`: 256 on CPU,
+        Path points (frames × α) per backward pass (default :func:`~._integrate.default_batch_points`: 256 on CPU,
         4096 on a CUDA GPU; for a wrapped module its ``config.batch_size``, fewer for a heavy module).
     crop : None, "center", (y0, x0) or "y0,x0"
         How to cut a ``size × size`` window out of a larger stack (integers

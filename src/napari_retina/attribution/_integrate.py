@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 from torch.nn import functional as F
 
+from .._wrap import is_wrapped
 from ._head import Head
 from ._quadrature import KINK_RULES, Rule, active_interval, cell_overlap, quadrature_tensors, switch_fraction
 
@@ -22,6 +23,13 @@ BATCH_POINTS: dict[str, int] = {"cpu": 256, "cuda": 4096}
 def default_points(device: torch.device) -> int:
     """Path points per block on ``device`` when the caller gives no ``batch_size`` (:data:`BATCH_POINTS`)."""
     return BATCH_POINTS.get(device.type, 1024)
+
+
+def default_batch_points(model) -> int:
+    """Path points per block ``nr.attribute`` uses on ``model`` without ``batch_size``: a wrapped module's
+    ``config.batch_size`` (:mod:`._wrapped`; fewer for a heavy module), else :func:`default_points` of the
+    model's device (256 on a CPU, 4096 on a CUDA GPU)."""
+    return model.config.batch_size if is_wrapped(model) else default_points(model.device)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from .._progress import Progress, report
 from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin, stimulus_tensor
 from .._wrap import WrappedModel, model_on
 from ._adaptive import DEFAULT_TOL, Scales, check_tol, refine, warn_if_unmet
+from ._integrate import default_batch_points
 from ._quadrature import CAPTUM_RULES, DEFAULT_STEPS, Rule, check_rule_steps, quadrature_tensors
 from ._result import Attribution, completeness_error, reduce_maps
 
@@ -135,7 +136,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     idx = select_frames(len(stim), cfg.history, frames)
     inv = "none" if invariance == "auto" else resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1],
                                                                  invariance)
-    bs = cfg.batch_size if batch_size is None else check_int(batch_size, "batch_size", 1)
+    bs = default_batch_points(model) if batch_size is None else check_int(batch_size, "batch_size", 1)
     net = copy.deepcopy(model).eval().requires_grad_(False)
     dev = net.device
     zero = torch.zeros(1, cfg.history, cfg.size, cfg.size, device=dev)
