@@ -567,12 +567,13 @@ def main() -> None:
     test = nr.io.read_dataset(data).test.stimulus
     if args.score and args.committee:
         members = [Remembered(load(path)) for path in args.score]
-        res = result(Committee(members), gt, test)
+        committee = Committee(members)
+        res = result(committee, gt, test)
         names = [f"{path.parent.name}/{path.stem}" for path in args.score]
         if args.draw:
             res["draws"] = committee_draws(members, names, args.draw)
         if args.battery:
-            res["battery"] = {"committee": phenomena_present(Committee(members), members[0].n_cells),
+            res["battery"] = {"committee": phenomena_present(committee, committee.n_cells),
                               "members": {n: phenomena_present(m, m.n_cells) for n, m in zip(names, members)}}
         report(args.out / f"latency_{args.committee}.json", args.committee, res)
         report_stage(args.committee, res)
