@@ -54,8 +54,10 @@ WINDOW = 40
 #: the intensities the summary shows (a subset of the experiment's 21)
 SHOW = (-0.5, -1.0, -2.0, -4.0, -6.0, -10.0)
 #: training settings per ``--movie`` beyond the recipe: the experiment's movie, three copies, holds out
-#: its last 30% (within the third copy, so every flash is also trained on)
-HOLDOUT = {"experiment": {"holdout": 0.3}}
+#: its last 30% (within the third copy, so every flash is also trained on); the battery's two copies, the second
+HOLDOUT = {"experiment": {"holdout": 0.3}, "battery": {"holdout": 0.5}}
+#: the experiments of ``--movie battery`` (gain_ceiling.py): the five whose phenomena the v3 truth shows in every cell
+PHENOMENA = ("osr", "latency", "anticipation", "reversal", "doubling")
 #: |intensity| classes (lo, hi] of :func:`loss_by_strength`: weak, middling, strong flashes (all of (0, 10])
 STRENGTHS = ((0.0, 2.0), (2.0, 5.0), (5.0, 10.0))
 #: a flash's frames in :func:`loss_by_strength`: from this many before its onset to the end of its window
@@ -192,12 +194,17 @@ def score(paths: list) -> None:
 
 def record(path: Path, movie: str, frames: int, gt: syn.Retina) -> None:
     """Write the training dataset: ``"flashes"``, ``frames`` of :func:`flash_movie` (test: 2,000 other frames,
-    10 repeats); ``"experiment"``, the latency experiment's movie three times (test: once, 2 repeats)."""
+    10 repeats); ``"experiment"``, the latency experiment's movie three times (test: once, 2 repeats);
+    ``"battery"``, the movies of the :data:`PHENOMENA` experiments (cell 0's, as ``run_truth`` makes them) one
+    after another, twice (test: once, 2 repeats)."""
     if movie == "flashes":
         train, test, repeats = flash_movie(frames, 0)[0], flash_movie(2000, 1)[0], 10
+    elif movie == "battery":
+        test, repeats = np.concatenate([nr.experiments.run_truth(name, gt, 0).stimulus for name in PHENOMENA]), 2
+        train = np.concatenate([test] * 2)
     else:
         test, repeats = nr.experiments.run_truth("latency", gt, 0).stimulus, 2
-        train = np.concatenate([test] * 3)
+        train = np.concatenate([test] * 2)
     syn.record_dataset(path, train, test, repeats=repeats, retina=gt, attrs={"kind": movie})
 
 

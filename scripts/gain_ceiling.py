@@ -30,11 +30,13 @@ the strong flashes' hundreds of spikes per bin, and the latency code lives in th
 model (a committee of seeds, :class:`Committee`), and ``--draw K…`` adds 20 committees of K of them drawn
 at random, per K: does latency coding need the passing seeds, or do the seeds' errors average out?
 ``--battery`` runs the five experiments of the truth's phenomena on the committee and on each member.
+``--movie battery`` trains on those five experiments' own movies (two copies, the second held out) instead of
+the latency movie alone: can the model show all five when it is trained on what they ask?
 
 Command::
 
     python scripts/gain_ceiling.py OUT [--seeds 0] [--no-gain] [--epochs 60] [--patience 15] [--lr-patience 5]
-                                       [--warmup 0] [--movie experiment|flashes] [--frames 20000]
+                                       [--warmup 0] [--movie experiment|flashes|battery] [--frames 20000]
                                        [--targets rates|counts|drive] [--loss poisson|log|both] [--noise 0]
                                        [--device cpu] [--init MODEL] [--name NAME] [--k 0.5] [--tau 10] [--fixed]
     python scripts/gain_ceiling.py OUT --score MODEL... [--committee NAME [--draw K...] [--battery]]
@@ -69,8 +71,8 @@ from napari_retina import synthetic as syn
 from napari_retina._atomic import atomic_write
 from napari_retina._units import FRAME_MS
 from napari_retina.training import TrainConfig, _norm_for, _poisson as poisson, init_readout, weight_penalty
-from flash_ceiling import HOLDOUT, flash_onsets, latency_summary, loss_by_strength, noise_free, record, report, \
-    with_train_responses
+from flash_ceiling import HOLDOUT, PHENOMENA, flash_onsets, latency_summary, loss_by_strength, noise_free, record, \
+    report, with_train_responses
 from seed_sweep import RECIPE
 
 LAGS = 60
@@ -244,9 +246,6 @@ def report_draws(who: str, draws: dict) -> None:
         print(f"{who}: committees of {k}: {passing} of {len(rows)} code latency in every cell "
               f"(ranges {min(ranges):.1f}-{max(ranges):.1f} ms)", flush=True)
 
-
-PHENOMENA = ("osr", "latency", "anticipation", "reversal", "doubling")
-"""The experiments whose phenomena the v3 truth shows in every cell (``--battery``)."""
 
 
 def phenomena_present(retina, cells: int) -> dict:
@@ -520,7 +519,9 @@ def main() -> None:
     ap.add_argument("--lr-patience", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=0,
                     help="epochs whose held-out loss counts for nothing (no best, patience or learning-rate step)")
-    ap.add_argument("--movie", choices=("experiment", "flashes"), default="experiment")
+    ap.add_argument("--movie", choices=("experiment", "flashes", "battery"), default="experiment",
+                    help="experiment (default): the latency experiment's movie, three copies; flashes: random flashes; "
+                         "battery: the five experiments' movies (PHENOMENA), two copies, the second held out")
     ap.add_argument("--frames", type=int, default=20000, help="frames of random flashes (--movie flashes)")
     ap.add_argument("--targets", choices=("rates", "counts", "drive"), default="rates",
                     help="rates (default), counts, or drive: the truth's undivided drive, learnt by the plain BN-CNN "

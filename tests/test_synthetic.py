@@ -4,6 +4,7 @@ nr.experiments.phenomena), its datasets. Scoring a model against it: test_experi
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import pytest
@@ -602,6 +603,36 @@ def test_flash_ceiling_capacity_movie_is_the_experiments_own_three_times(monkeyp
     np.testing.assert_array_equal(seen["train"], np.concatenate([movie] * 3))
     assert seen["attrs"] == {"kind": "experiment"} and seen["retina"] is gt
     assert fc.HOLDOUT["experiment"]["holdout"] < 1 / 3
+
+
+def test_gain_ceiling_battery_movie_is_the_five_experiments_twice_the_second_held_out(monkeypatch, tmp_path):
+    """``--movie battery``: the five experiments' own movies (cell 0's) one after another, in PHENOMENA's order,
+    twice; tested on one copy; with HOLDOUT's split every fitted window ends in the first copy and every
+    held-out window in the second, so each experiment is both trained on and held out."""
+    gc = _script("gain_ceiling", monkeypatch)
+    fc = _script("flash_ceiling", monkeypatch)
+    lengths = {"osr": 130, "latency": 170, "anticipation": 110, "reversal": 150, "doubling": 140}
+    movies = {name: np.full((n, 3, 3), i + 1, np.float32) for i, (name, n) in enumerate(lengths.items())}
+    asked = []
+
+    def run_truth(name, retina, cell):
+        asked.append((name, cell))
+        return types.SimpleNamespace(stimulus=movies[name])
+
+    monkeypatch.setattr(fc.nr.experiments, "run_truth", run_truth)
+    seen = {}
+    monkeypatch.setattr(fc.syn, "record_dataset", lambda path, train, test, **kw: seen.update(train=train, test=test, **kw))
+    gt = syn.Retina(seed=0, version=3)
+    fc.record(tmp_path / "battery.h5", "battery", 123, gt)
+    assert gc.PHENOMENA is fc.PHENOMENA and set(fc.PHENOMENA) == set(lengths)
+    assert asked == [(name, 0) for name in fc.PHENOMENA]
+    once = np.concatenate([movies[name] for name in fc.PHENOMENA])
+    np.testing.assert_array_equal(seen["test"], once)
+    np.testing.assert_array_equal(seen["train"], np.concatenate([once, once]))
+    assert seen["repeats"] == 2 and seen["retina"] is gt and seen["attrs"] == {"kind": "battery"}
+    fit_lo, fit_hi, hold = gc.split(len(seen["train"]), 40, gc.LAGS, fc.HOLDOUT["battery"]["holdout"])
+    assert fit_hi < len(once) <= hold[0] and hold[-1] == len(seen["train"]) - 1
+    assert hold[0] - len(once) < gc.LAGS            # the held-out tail is nearly the whole second copy
 
 
 def test_flash_ceiling_loss_by_strength_finds_the_error_where_it_is(monkeypatch):
