@@ -248,20 +248,32 @@ def report_draws(who: str, draws: dict) -> None:
 
 
 
-def phenomena_present(retina, cells: int) -> dict:
-    """Whether ``retina`` (anything with ``respond``) shows each of :data:`PHENOMENA`, by the experiments' own
-    criteria at their defaults (``nr.experiments.run_truth``), per cell: ``{name: [present, ...]}``."""
-    return {name: [bool(nr.experiments.run_truth(name, retina, c).readout["present"]) for c in range(cells)]
-            for name in PHENOMENA}
+def run_battery(retina, truth, cells: int) -> dict:
+    """Each of :data:`PHENOMENA` on ``retina`` (anything with ``respond``), per cell, by the experiments' own
+    criteria at their defaults (``nr.experiments.run_truth``): ``{"present": {name: [bool, ...]}, "r": {name:
+    [r, ...]}}``, r the Pearson correlation of the cell's rate with ``truth``'s (also anything with ``respond``;
+    wrap it in :class:`Remembered`) on that run's own movie, over its frames with a full history."""
+    out = {"present": {}, "r": {}}
+    for name in PHENOMENA:
+        runs = [nr.experiments.run_truth(name, retina, c) for c in range(cells)]
+        out["present"][name] = [bool(run.readout["present"]) for run in runs]
+        out["r"][name] = [float(nr.metrics.pearson(run.rates[retina.history - 1:, c],
+                                                   truth.respond(run.stimulus)[retina.history - 1:, c]))
+                          for c, run in enumerate(runs)]
+    return out
 
 
 def report_battery(who: str, battery: dict) -> None:
     """Print, per phenomenon, in how many cells the committee shows it and how many of its members show it in
-    every cell."""
-    for name, cells in battery["committee"].items():
-        members = sum(all(m[name]) for m in battery["members"].values())
-        print(f"{who}: {name} in {sum(cells)} of {len(cells)} cells; {members} of {len(battery['members'])} "
-              f"members show it in every cell", flush=True)
+    every cell, and the r of their rates with the truth's on its movies (the committee's and the members')."""
+    members = battery["members"].values()
+    for name, cells in battery["committee"]["present"].items():
+        showing = sum(all(m["present"][name]) for m in members)
+        r = battery["committee"]["r"][name]
+        rm = [x for m in members for x in m["r"][name]]
+        print(f"{who}: {name} in {sum(cells)} of {len(cells)} cells; {showing} of {len(members)} members show it "
+              f"in every cell; r with the truth on its movies {min(r):.3f}-{max(r):.3f} (members "
+              f"{min(rm):.3f}-{max(rm):.3f})", flush=True)
 
 
 def drive(cnn: nr.RetinaCNN, stim: torch.Tensor, ends: np.ndarray) -> torch.Tensor:
@@ -574,8 +586,9 @@ def main() -> None:
         if args.draw:
             res["draws"] = committee_draws(members, names, args.draw)
         if args.battery:
-            res["battery"] = {"committee": phenomena_present(committee, committee.n_cells),
-                              "members": {n: phenomena_present(m, m.n_cells) for n, m in zip(names, members)}}
+            truth = Remembered(gt)
+            res["battery"] = {"committee": run_battery(committee, truth, committee.n_cells),
+                              "members": {n: run_battery(m, truth, m.n_cells) for n, m in zip(names, members)}}
         report(args.out / f"latency_{args.committee}.json", args.committee, res)
         report_stage(args.committee, res)
         report_draws(args.committee, res.get("draws", {}))

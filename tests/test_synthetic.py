@@ -835,26 +835,54 @@ def test_gain_ceiling_committee_draws_score_distinct_committees_and_run_each_mem
 
 
 def test_gain_ceiling_battery_asks_each_experiment_of_each_cell(monkeypatch, capsys):
-    """``--battery``: every phenomenon of the five, every cell, each answer in its place; the report counts the
-    committee's cells and the members that show a phenomenon in every cell."""
+    """``--battery``: every phenomenon of the five, every cell, each answer in its place, and each cell's r with
+    the truth on that run's own movie (against float64 NumPy, frames with a full history only); the report counts
+    the committee's cells and the members that show a phenomenon in every cell, and gives the r ranges."""
     gc = _script("gain_ceiling", monkeypatch)
+    history, frames, cells = 3, 40, 2
+    rng = np.random.default_rng(0)
+    movies = {(n, c): rng.normal(size=(frames, 2, 2)).astype(np.float32) for n in gc.PHENOMENA for c in range(cells)}
     asked = []
 
-    class Readout:
+    class Model:
+        def __init__(self, shows):
+            self.shows, self.history = shows, history
+
+        def respond(self, stimulus):
+            out = np.stack([stimulus.mean(axis=(1, 2)), stimulus[:, 0, 0]], axis=1).astype(np.float32)
+            out[:history - 1] = np.nan
+            return out
+
+    class Truth:
+        def respond(self, stimulus):
+            return np.stack([stimulus[:, 1, 1], stimulus.sum(axis=(1, 2))], axis=1).astype(np.float32)
+
+    class Run:
         def __init__(self, name, retina, cell):
             asked.append((name, cell))
-            self.readout = {"present": (name, cell) in retina}
+            self.stimulus = movies[(name, cell)]
+            self.rates = retina.respond(self.stimulus)
+            self.readout = {"present": (name, cell) in retina.shows}
 
-    monkeypatch.setattr(gc.nr.experiments, "run_truth", Readout)
-    got = gc.phenomena_present({("osr", 1), ("doubling", 0), ("doubling", 1)}, 2)
-    assert sorted(asked) == sorted((n, c) for n in gc.PHENOMENA for c in (0, 1))
-    assert got == {"osr": [False, True], "latency": [False, False], "anticipation": [False, False],
-                   "reversal": [False, False], "doubling": [True, True]}
-    members = {"a": got, "b": dict(got, osr=[True, True])}
-    gc.report_battery("c", {"committee": got, "members": members})
+    monkeypatch.setattr(gc.nr.experiments, "run_truth", Run)
+    got = gc.run_battery(Model({("osr", 1), ("doubling", 0), ("doubling", 1)}), Truth(), cells)
+    assert sorted(asked) == sorted((n, c) for n in gc.PHENOMENA for c in range(cells))
+    assert got["present"] == {"osr": [False, True], "latency": [False, False], "anticipation": [False, False],
+                              "reversal": [False, False], "doubling": [True, True]}
+    for name in gc.PHENOMENA:
+        for c in range(cells):
+            m = movies[(name, c)].astype(np.float64)[history - 1:]
+            model = m.mean(axis=(1, 2)) if c == 0 else m[:, 0, 0]
+            truth = m[:, 1, 1] if c == 0 else m.sum(axis=(1, 2))
+            assert got["r"][name][c] == pytest.approx(np.corrcoef(model, truth)[0, 1], abs=1e-6)
+    other = {"present": dict(got["present"], osr=[True, True]), "r": got["r"]}
+    gc.report_battery("c", {"committee": got, "members": {"a": got, "b": other}})
     out = capsys.readouterr().out
     assert "c: osr in 1 of 2 cells; 1 of 2 members show it in every cell" in out
     assert "c: doubling in 2 of 2 cells; 2 of 2 members" in out and "c: latency in 0 of 2 cells; 0 of 2" in out
+    r = got["r"]["reversal"]
+    assert f"reversal in 0 of 2 cells; 0 of 2 members show it in every cell; r with the truth on its movies " \
+           f"{min(r):.3f}-{max(r):.3f} (members {min(r):.3f}-{max(r):.3f})" in out
 
 
 def test_gain_ceiling_log_loss_is_the_squared_error_of_log_rates_and_trains_and_scores(monkeypatch, tmp_path):
