@@ -22,8 +22,10 @@
 #       10: an early dip of the held-out loss otherwise halts the learning rate); and for each seed of
 #       HELD_SEEDS (default "1 2") the truth's division held: on a BN-CNN fitted to the truth's drive
 #       with the summed loss ("truthfixed") and the Poisson loss ("heldpoisson"), and from scratch
-#       ("heldscratch"). On an H200 each gain run converges in about a minute. What the limit cuts
-#       short is scored afterwards (--score). SWEEP=0 leaves the sweep out.
+#       ("heldscratch"); and, from the same drive fit, the Poisson-loss run trained on the five
+#       experiments' own movies instead ("battpoisson": --movie battery; it waits for its seed's drive fit,
+#       so it needs "truthfixed" too). On an H200 each gain run converges in about a minute. What the
+#       limit cuts short is scored afterwards (--score). SWEEP=0 leaves the sweep out.
 #  2. benchmarks/gpu_rows.py (issue 15's rows), alone on the GPU, for BENCH_S seconds (default 220);
 #     BENCH=0 leaves it out.
 #
@@ -62,6 +64,9 @@ sweep=$work/sweep_data            # the datasets (GBs) are not packed
   RETINA_VERSION=3 KIND=${KIND:-mix-sparse} timeout "$(left)" bash science_sweep.sh "$sweep" "$work/sweep" 0 1 2 3 4 \
     > "$logs/sweep.log" 2>&1 &
 timeout "$(left)" python gain_ceiling.py "$gain" --data > "$logs/gain_data.log" 2>&1   # once, before the runs share it
+picked() { [ -z "${GAIN_RUNS:-}" ] || [[ " $GAIN_RUNS " == *" $1 "* ]]; }   # GAIN_RUNS holds the run's name, or is unset
+picked battpoisson &&
+  timeout "$(left)" python gain_ceiling.py "$gain" --movie battery --data > "$logs/gain_data_battery.log" 2>&1
 long="--device $device --epochs 1000 --patience 60 --warmup 10"   # warmup: docs/MODEL.md, "An early dip"
 runs=(
   "both|python gain_ceiling.py $gain $long --loss both --name both"
@@ -78,11 +83,14 @@ for seed in ${HELD_SEEDS:-1 2}; do
           --loss both --seeds $seed --name truthfixed & python gain_ceiling.py $gain $long --init $gain/drivelog_$seed.pt \
           --fixed --loss poisson --seeds $seed --name heldpoisson > $logs/gain_heldpoisson$seed.log 2>&1 & wait; }"
          "heldscratch$seed|python gain_ceiling.py $gain $long --k 1.18 --tau 12.2 --fixed --loss both --seeds $seed \
-          --name heldscratch")
+          --name heldscratch"
+         "battpoisson$seed|until [ -e $gain/latency_drivelog_$seed.json ]; do sleep 2; done; python gain_ceiling.py \
+          $gain $long --movie battery --init $gain/drivelog_$seed.pt --fixed --loss poisson --seeds $seed \
+          --name battpoisson")
 done
 for run in "${runs[@]}"; do         # GAIN_RUNS="truthfixed heldscratch", say: only those (default: all)
   name=${run%%|*}
-  [ -z "${GAIN_RUNS:-}" ] || [[ " $GAIN_RUNS " == *" ${name%%[0-9]*} "* ]] || continue
+  picked "${name%%[0-9]*}" || continue
   timeout "$(left)" bash -c "${run#*|}" > "$logs/gain_${run%%|*}.log" 2>&1 &
 done
 wait                               # timeout signals its command's whole process group at the limit,
@@ -100,6 +108,7 @@ for model in "$gain"/*.pt; do      # a finished run has written its latency_*.js
   [ -e "$model" ] || continue
   [ "$gain/latency_$(basename "$model" .pt).json" -nt "$model" ] ||
     timeout "$(until_ "$scored")" python gain_ceiling.py "$gain" --score "$model" \
+      $([[ $(basename "$model") == batt* ]] && echo --movie battery) \
       > "$logs/score_$(basename "$model" .pt).log" 2>&1 &
 done
 wait
