@@ -204,7 +204,7 @@ def record(path: Path, movie: str, frames: int, gt: syn.Retina) -> None:
         train = np.concatenate([test] * 2)
     else:
         test, repeats = nr.experiments.run_truth("latency", gt, 0).stimulus, 2
-        train = np.concatenate([test] * 2)
+        train = np.concatenate([test] * 3)
     syn.record_dataset(path, train, test, repeats=repeats, retina=gt, attrs={"kind": movie})
 
 
