@@ -29,7 +29,8 @@ the strong flashes' hundreds of spikes per bin, and the latency code lives in th
 ``--loss both`` sums the two. ``--score MODEL… --committee NAME`` scores the mean of the models' rates as one
 model (a committee of seeds, :class:`Committee`), and ``--draw K…`` adds 20 committees of K of them drawn
 at random, per K: does latency coding need the passing seeds, or do the seeds' errors average out?
-``--battery`` runs the five experiments of the truth's phenomena on the committee and on each member.
+``--battery`` runs the five experiments of the truth's phenomena on the committee and on each member, and
+gives each one's r with the truth on each experiment's movie.
 ``--movie battery`` trains on those five experiments' own movies (two copies, the second held out) instead of
 the latency movie alone: can the model show all five when it is trained on what they ask?
 
@@ -245,7 +246,6 @@ def report_draws(who: str, draws: dict) -> None:
         ranges = [x for r in rows for x in r["range_ms"]]
         print(f"{who}: committees of {k}: {passing} of {len(rows)} code latency in every cell "
               f"(ranges {min(ranges):.1f}-{max(ranges):.1f} ms)", flush=True)
-
 
 
 def run_battery(retina, truth, cells: int) -> dict:
