@@ -558,7 +558,7 @@ def main() -> None:
                     help="with --committee: also score 20 committees of K of the models, drawn at random, per K")
     ap.add_argument("--battery", action="store_true",
                     help="with --committee: also run the five experiments of the truth's phenomena on the committee "
-                         "and on each member, every cell")
+                         "and on each member, every cell, with each one's r with the truth on those movies")
     ap.add_argument("--data", action="store_true", help="write the datasets (counts, rates, drive) and stop")
     args = ap.parse_args()
     if args.committee and not args.score:
