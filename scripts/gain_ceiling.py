@@ -33,6 +33,10 @@ at random, per K: does latency coding need the passing seeds, or do the seeds' e
 gives each one's r with the truth on each experiment's movie.
 ``--movie battery`` trains on those five experiments' own movies (two copies, the second held out) instead of
 the latency movie alone: can the model show all five when it is trained on what they ask?
+``--off-stage`` adds the truth's other gain control, the OFF stage's (τ 225 ms, reaching 1.2 s back, beyond the
+BN-CNN's 400 ms history), before the ganglion's: the BN-CNN gives two outputs per cell, the OFF stage and the ON
+inputs, and :class:`OffStage` divides the first by its own past and joins them as the truth does. With ``--fixed``
+both stages keep the k and τ given (``--k --tau --off-k --off-tau``); OUT/twostage_SEED.pt.
 
 Command::
 
@@ -40,6 +44,7 @@ Command::
                                        [--warmup 0] [--movie experiment|flashes|battery] [--frames 20000]
                                        [--targets rates|counts|drive] [--loss poisson|log|both] [--noise 0]
                                        [--device cpu] [--init MODEL] [--name NAME] [--k 0.5] [--tau 10] [--fixed]
+                                       [--off-stage [--off-k 0.5] [--off-tau 10]]
     python scripts/gain_ceiling.py OUT --score MODEL... [--committee NAME [--draw K...] [--battery]]
     python scripts/gain_ceiling.py OUT --data
 
@@ -78,6 +83,9 @@ from seed_sweep import RECIPE
 
 LAGS = 60
 """Past outputs the gain signal averages (frames; 600 ms, 5 τ of the truth's ganglion gain control)."""
+OFF_LAGS = 120
+"""Past OFF-stage outputs its gain signal averages (frames; 1.2 s, 5.3 τ of the truth's OFF-stage gain control,
+which holds 99.5% of its weight there): :class:`OffStage`."""
 PER_BLOCK = 64
 """Scored windows per block; each block also computes its ``LAGS`` context windows."""
 BLOCKS = 3
@@ -162,22 +170,65 @@ class GainControl(nn.Module):
         return 1.0 + self.strength * signal
 
 
-class GainModel:
-    """A BN-CNN and its gain control, with ``respond(stimulus)`` as a ground-truth retina has
-    (``nr.experiments.run_truth`` runs the experiments on it)."""
+class OffStage(nn.Module):
+    """The v3 truth's OFF stage and its gain control, joining the ON inputs, on a BN-CNN with two outputs per cell.
 
-    def __init__(self, cnn: nr.RetinaCNN, gain: GainControl) -> None:
-        self.cnn, self.gain = cnn, gain
-        self.history, self.size, self.n_cells = cnn.config.history, cnn.config.size, cnn.config.n_cells
+    ``forward(n)``: n (B, lags + P, 2 · cells) ≥ 0 on consecutive frames, the BN-CNN's outputs: per cell c the
+    rectified OFF stage O (column c) and the ON inputs R (column cells + c) → N (B, P, cells) ≥ 0 for the last P::
+
+        N_t = softplus(O_t / (1 + k_off · Σ_{l=1..lags} w_l O_{t−l}) + R_t + β_c),   w_l ∝ exp(−l / τ_off)
+
+    the truth's ``N_j`` exactly, given its O, its ON inputs (a sum of rectified pathways with positive weights,
+    ≥ 0 as the BN-CNN's softplus output is) and its bias as β. k_off and τ_off are a :class:`GainControl`'s,
+    whose output gain is held at 1 (the BN-CNN's readout sets O's scale).
+    """
+
+    def __init__(self, n_cells: int, lags: int = OFF_LAGS, strength: float = 0.5, tau: float = 10.0,
+                 bias: float = 0.0) -> None:
+        super().__init__()
+        self.control = GainControl(n_cells, lags, strength, tau)
+        self.control.log_scale.requires_grad_(False)
+        self.bias = nn.Parameter(torch.full((n_cells,), float(bias)))
+        self.lags = self.control.lags
+
+    def forward(self, n: torch.Tensor) -> torch.Tensor:
+        cells = len(self.bias)
+        return F.softplus(self.control(n[..., :cells]) + n[:, self.lags:, cells:] + self.bias)
+
+
+class GainModel:
+    """A BN-CNN and its gain control, and optionally the OFF stage's before it (:class:`OffStage`; the BN-CNN then
+    gives two outputs per cell), with ``respond(stimulus)`` as a ground-truth retina has (``nr.experiments.run_truth``
+    runs the experiments on it)."""
+
+    def __init__(self, cnn: nr.RetinaCNN, gain: GainControl, off: Optional[OffStage] = None) -> None:
+        self.cnn, self.gain, self.off = cnn, gain, off
+        self.history, self.size = cnn.config.history, cnn.config.size
+        self.n_cells = cnn.config.n_cells // 2 if off is not None else cnn.config.n_cells
+
+    @property
+    def context(self) -> int:
+        """BN-CNN outputs before a frame that its rate depends on (frames): the stages' lags."""
+        return self.gain.lags + (self.off.lags if self.off is not None else 0)
+
+    def stages(self, n: torch.Tensor) -> torch.Tensor:
+        """Rates (B, P, cells) from the BN-CNN's outputs n (B, context + P, outputs) on consecutive frames."""
+        return self.gain(self.off(n) if self.off is not None else n)
+
+    def trainable(self, fixed: bool) -> list:
+        """The stages' parameters to train: g (and the OFF stage's β), and every k and τ unless ``fixed``."""
+        shape = lambda stage: [] if fixed else [stage.raw_strength, stage.raw_tau]   # noqa: E731
+        own = [self.gain.log_scale] + shape(self.gain)
+        return own if self.off is None else own + [self.off.bias] + shape(self.off.control)
 
     def respond(self, stimulus: np.ndarray) -> np.ndarray:
         """Rates (T, cells), spikes per 10 ms bin, for a contrast stimulus (T, size, size), grey before it."""
         stim = np.asarray(stimulus, dtype=np.float32)
-        pad = np.zeros((self.history - 1 + self.gain.lags,) + stim.shape[1:], np.float32)
+        pad = np.zeros((self.history - 1 + self.context,) + stim.shape[1:], np.float32)
         full = torch.from_numpy(np.concatenate([pad, stim]))
         ends = np.arange(self.history - 1, len(full))
         with torch.inference_mode():
-            return self.gain(drive(self.cnn, full, ends)[None])[0].numpy()
+            return self.stages(drive(self.cnn, full, ends)[None])[0].numpy()
 
 
 class Committee:
@@ -328,10 +379,9 @@ def split(n_frames: int, history: int, lags: int, holdout: float) -> tuple[int, 
 def heldout(model: GainModel, stim: torch.Tensor, rates: np.ndarray, hold: np.ndarray,
             loss_fn=poisson) -> tuple[float, float]:
     """Held-out loss (``loss_fn``, the Poisson loss by default) and mean Pearson r over cells."""
-    lags = model.gain.lags
-    ends = np.arange(hold[0] - lags, hold[-1] + 1)
+    ends = np.arange(hold[0] - model.context, hold[-1] + 1)
     with torch.inference_mode():
-        pred = model.gain(drive(model.cnn, stim, ends)[None])[0].cpu()  # scored on the host, whatever the device
+        pred = model.stages(drive(model.cnn, stim, ends)[None])[0].cpu()  # scored on the host, whatever the device
     target = torch.from_numpy(rates[hold])
     return float(loss_fn(pred, target)), float(np.nanmean(nr.metrics.pearson(pred.numpy(), rates[hold])))
 
@@ -340,7 +390,7 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
                holdout: float, out: Path, device: str = "cpu", init: Optional[Path] = None,
                strength: float = 0.5, tau: float = 10.0, fixed: bool = False,
                saved_stage: Optional[GainControl] = None, loss_fn=poisson,
-               warmup: int = 0) -> tuple[GainModel, list]:
+               warmup: int = 0, off: Optional[tuple[float, float]] = None) -> tuple[GainModel, list]:
     """Train a BN-CNN with (``gain``) or without its gain control on the dataset ``data``, from scratch or
     from the model saved at ``init`` (its BN-CNN, and its stage when it has one); the gain control starts
     at ``strength`` and ``tau`` (frames) and g = 1 otherwise, and is learnt, but for k and τ when ``fixed``.
@@ -350,30 +400,37 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     (pred, target) → scalar is the training and held-out loss (:data:`LOSSES`). The first ``warmup`` epochs'
     held-out losses count for nothing: no best, no patience, no step of the learning-rate schedule (each is
     saved, so that a run that ends there still leaves a model); an early dip of the held-out loss otherwise
-    stands as the best while the schedule halves the rate every ``lr_patience`` epochs (docs/MODEL.md)."""
+    stands as the best while the schedule halves the rate every ``lr_patience`` epochs (docs/MODEL.md).
+    ``off`` = (k_off, τ_off) adds the OFF stage's gain control (:class:`OffStage`, starting there, fixed with
+    ``fixed``, β from 0) before the ganglion's, on a BN-CNN with two outputs per cell."""
     ds = nr.io.read_dataset(data)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    config = nr.ModelConfig(size=ds.train.stimulus.shape[1], n_cells=ds.train.rates.shape[1], noise=noise,
-                            cell_names=list(ds.cell_names))
+    cells, names = ds.train.rates.shape[1], list(ds.cell_names)
+    if off is not None:
+        names = [f"{n} OFF stage" for n in names] + [f"{n} ON inputs" for n in names]
+    config = nr.ModelConfig(size=ds.train.stimulus.shape[1], n_cells=len(names), noise=noise, cell_names=names)
     config.norm = _norm_for(ds.train.stimulus)
     cnn = nr.RetinaCNN(config)
     lags = LAGS if gain else 0
     rates = ds.train.rates.astype(np.float32)
-    fit_lo, fit_hi, hold = split(len(rates), config.history, lags, holdout)
-    stage = GainControl(config.n_cells, lags, strength, tau)
-    if init is None:
-        init_readout(cnn, rates[fit_lo:fit_hi + 1])
+    offstage = None if off is None else OffStage(cells, OFF_LAGS, *off)
+    model = GainModel(cnn, GainControl(cells, lags, strength, tau), offstage)
+    fit_lo, fit_hi, hold = split(len(rates), config.history, model.context, holdout)
+    if init is None:        # with the OFF stage, each of a cell's two outputs starts at half its rate
+        fit = rates[fit_lo:fit_hi + 1]
+        init_readout(cnn, fit if off is None else np.tile(fit / 2, (1, 2)))
     else:
         state = torch.load(init, map_location="cpu", weights_only=True)
         cnn.load_state_dict(saved_cnn(state).state_dict())
-        if lags and state["lags"] == lags:      # its stage too: a run goes on
-            stage.load_state_dict(state["gain"])
-    model = GainModel(cnn.to(device), stage.to(device))
+        if lags and state["lags"] == lags:      # its stages too: a run goes on
+            model.gain.load_state_dict(state["gain"])
+            if offstage is not None and "off" in state:
+                offstage.load_state_dict(state["off"])
+    model = GainModel(cnn.to(device), model.gain.to(device), None if offstage is None else offstage.to(device))
     stim = torch.from_numpy(np.ascontiguousarray(ds.train.stimulus, np.float32)).to(device)
     target = torch.from_numpy(rates).to(device)
-    shape = [] if fixed else [model.gain.raw_strength, model.gain.raw_tau]
-    params = list(cnn.parameters()) + [model.gain.log_scale] + shape
+    params = list(cnn.parameters()) + model.trainable(fixed)
     opt = torch.optim.Adam(params, lr=RECIPE["lr"])
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=lr_patience - 1)
     saved = model if saved_stage is None else GainModel(cnn, saved_stage)     # what is saved: the same modules
@@ -385,10 +442,10 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
         starts = starts[torch.randperm(len(starts), generator=gen).numpy()]
         losses = []
         for i in range(0, len(starts) - BLOCKS + 1, BLOCKS):
-            ends = np.concatenate([np.arange(s - lags, s + PER_BLOCK) for s in starts[i:i + BLOCKS]])
-            n = cnn.from_first_layer(cnn.first_layer_windows(stim, ends)).view(BLOCKS, lags + PER_BLOCK, -1)
+            ends = np.concatenate([np.arange(s - model.context, s + PER_BLOCK) for s in starts[i:i + BLOCKS]])
+            n = cnn.from_first_layer(cnn.first_layer_windows(stim, ends)).view(BLOCKS, model.context + PER_BLOCK, -1)
             scored = np.concatenate([np.arange(s, s + PER_BLOCK) for s in starts[i:i + BLOCKS]])
-            loss = loss_fn(model.gain(n).reshape(-1, config.n_cells), target[torch.from_numpy(scored).to(device)])
+            loss = loss_fn(model.stages(n).reshape(-1, cells), target[torch.from_numpy(scored).to(device)])
             opt.zero_grad(set_to_none=True)
             (loss + weight_penalty(cnn, RECIPE["l2"], RECIPE["l1_linear"])).backward()
             opt.step()
@@ -398,6 +455,9 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
                  "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
         if lags:
             entry.update(k=model.gain.strength.tolist(), tau=model.gain.tau.tolist(), g=model.gain.scale.tolist())
+        if offstage is not None:
+            entry.update(k_off=offstage.control.strength.tolist(), tau_off=offstage.control.tau.tolist(),
+                         bias=offstage.bias.tolist())
         history.append(entry)
         print(json.dumps({k: (float(f"{v:.3g}") if k == "lr" else np.round(v, 3).tolist()
                               if isinstance(v, (list, float)) else v) for k, v in entry.items()}), flush=True)
@@ -417,9 +477,11 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
 
 def save(path: Path, model: GainModel, history: list) -> None:
     """The model's states and architecture, as tensors, lists and numbers only (``weights_only`` loads it)."""
+    tensors = lambda module: {k: v.detach().cpu() for k, v in module.state_dict().items()}   # noqa: E731
     state = {"config": model.cnn.config.to_dict(), "lags": model.gain.lags, "history": history,
-             "cnn": {k: v.detach().cpu() for k, v in model.cnn.state_dict().items()},
-             "gain": {k: v.detach().cpu() for k, v in model.gain.state_dict().items()}}
+             "cnn": tensors(model.cnn), "gain": tensors(model.gain)}
+    if model.off is not None:
+        state.update(off_lags=model.off.lags, off=tensors(model.off))
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -427,9 +489,14 @@ def load(path: Path) -> GainModel:
     """A model :func:`save` wrote, on the CPU, in eval mode; no code from the file runs."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     cnn = saved_cnn(state)
-    gain = GainControl(cnn.config.n_cells, state["lags"])
+    cells = state["gain"]["log_scale"].numel()
+    gain = GainControl(cells, state["lags"])
     gain.load_state_dict(state["gain"])
-    return GainModel(cnn, gain)
+    off = None
+    if "off" in state:
+        off = OffStage(cells, state["off_lags"])
+        off.load_state_dict(state["off"])
+    return GainModel(cnn, gain, off)
 
 
 def saved_cnn(state: dict) -> nr.RetinaCNN:
@@ -475,7 +542,7 @@ def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarr
     :func:`early_share` on the latency movie), the learnt k, τ and g, and, with a stage, what comes
     before it (``undivided``: the BN-CNN's output and the truth's :class:`TruthDrive`, cell 0's latencies
     and each cell's level at grey) and how much each stage divides on the latency movie (``division``: the
-    model's and the truth's, :func:`division`)."""
+    model's and the truth's, :func:`division`), and with an OFF stage its k, τ and β (``off``)."""
     pred, true = model.respond(test_stimulus)[model.history - 1:], gt.respond(test_stimulus)[model.history - 1:]
     r = np.nanmean(nr.metrics.pearson(pred, true))
     latency = lambda retina, cell=0: latency_summary(nr.experiments.run_truth("latency", retina, cell).readout)  # noqa: E731
@@ -486,7 +553,10 @@ def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarr
     if model.gain is not None and model.gain.lags:      # none without the stage (the plain control, a committee)
         with torch.no_grad():
             out.update(k=model.gain.strength.tolist(), tau_frames=model.gain.tau.tolist(), g=model.gain.scale.tolist())
-        before, truth = GainModel(model.cnn, GainControl(gt.n_cells, 0)), TruthDrive(gt)
+            if model.off is not None:
+                out["off"] = {"k": model.off.control.strength.tolist(), "tau_frames": model.off.control.tau.tolist(),
+                              "bias": model.off.bias.tolist()}
+        before, truth = GainModel(model.cnn, GainControl(gt.n_cells, 0), model.off), TruthDrive(gt)
         grey = np.zeros((gt.history + 1, gt.size, gt.size), np.float32)
         out["undivided"] = {"model": latency(before)["latency_ms"], "truth": latency(truth)["latency_ms"],
                             "grey_model": before.respond(grey)[-1].tolist(), "grey_truth": truth.respond(grey)[-1].tolist()}
@@ -497,8 +567,9 @@ def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarr
 
 def report_stage(who: str, res: dict) -> None:
     """Print the early shares of the two weakest flashes' answers over the cells, and for a gain-controlled
-    model its k, τ and g, cell 0's latencies before its stage and the truth's, both drives at grey, and how
-    much each stage divides cell 0 at rest and after the weakest and the strongest flash."""
+    model its k, τ and g, cell 0's latencies before its stage and the truth's, both drives at grey, how
+    much each stage divides cell 0 at rest and after the weakest and the strongest flash, and the OFF stage's
+    k, τ and β when it has one."""
     weakest = sorted(res["early"], reverse=True)[:2]
     shares = "; ".join(f"{i:g}: {min(res['early'][i]):.2f}-{max(res['early'][i]):.2f}" for i in weakest)
     print(f"{who}: answer in the first {EARLY_FRAMES * FRAME_MS:g} ms, share of its peak over the cells: {shares}",
@@ -511,6 +582,9 @@ def report_stage(who: str, res: dict) -> None:
               flush=True)
         print(f"{who}: the stage divides cell 0 by {divides(res['division']['model'])} (the truth's: "
               f"{divides(res['division']['truth'])})", flush=True)
+    if res.get("off") is not None:
+        print(f"{who}: OFF stage k {np.round(res['off']['k'], 3)}, tau {np.round(res['off']['tau_frames'], 1)} frames, "
+              f"bias {np.round(res['off']['bias'], 2)} (the truth's: k 0.312, tau 22.5, bias -1.29)", flush=True)
 
 
 def divides(division_: dict) -> str:
@@ -551,6 +625,11 @@ def main() -> None:
     ap.add_argument("--k", type=float, default=0.5, help="the gain control's starting strength (default 0.5)")
     ap.add_argument("--tau", type=float, default=10.0, help="its starting time constant, frames (default 10)")
     ap.add_argument("--fixed", action="store_true", help="keep k and tau as given: learn the BN-CNN and g")
+    ap.add_argument("--off-stage", action="store_true",
+                    help="add the truth's OFF-stage gain control before the ganglion's (OffStage): the BN-CNN gives "
+                         "each cell's OFF stage and ON inputs; --fixed keeps its k and tau too")
+    ap.add_argument("--off-k", type=float, default=0.5, help="the OFF stage's starting strength (default 0.5)")
+    ap.add_argument("--off-tau", type=float, default=10.0, help="its starting time constant, frames (default 10)")
     ap.add_argument("--score", type=Path, nargs="+", metavar="MODEL", help="train nothing: report these models")
     ap.add_argument("--committee", metavar="NAME", help="with --score: score the mean of the models' rates as one "
                     "model, written to OUT/latency_NAME.json")
@@ -603,16 +682,20 @@ def main() -> None:
         return
     if args.targets == "drive" and not args.no_gain:
         ap.error("--targets drive trains the plain BN-CNN (--no-gain); the truth's stage is put on it to score it")
+    if args.off_stage and args.no_gain:
+        ap.error("--off-stage comes before the ganglion's gain control: it cannot go with --no-gain")
     if args.targets == "rates":
         data = noise_free(data, args.out / f"{args.movie}_rates.h5")
     elif args.targets == "drive":
         data = undivided(data, args.out / f"{args.movie}_drive.h5", gt)
-    kind = args.name or ("drive" if args.targets == "drive" else "plain" if args.no_gain else "gain")
+    kind = args.name or ("drive" if args.targets == "drive" else "plain" if args.no_gain
+                         else "twostage" if args.off_stage else "gain")
     for seed in args.seeds:
         model, _ = train_gain(data, seed, not args.no_gain, args.epochs, args.patience, args.lr_patience, args.noise,
                               HOLDOUT.get(args.movie, {}).get("holdout", TrainConfig.holdout),
                               args.out / f"{kind}_{seed}.pt", args.device, args.init, args.k, args.tau, args.fixed,
-                              truth_stage(gt) if args.targets == "drive" else None, LOSSES[args.loss], args.warmup)
+                              truth_stage(gt) if args.targets == "drive" else None, LOSSES[args.loss], args.warmup,
+                              (args.off_k, args.off_tau) if args.off_stage else None)
         res = result(model, gt, test)
         report(args.out / f"latency_{kind}_{seed}.json", f"{kind} {seed}", res)
         report_stage(f"{kind} {seed}", res)

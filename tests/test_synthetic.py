@@ -737,6 +737,36 @@ def test_gain_ceiling_stage_on_the_truths_own_drive_is_the_truth(monkeypatch):
     assert np.max(np.abs(staged(gc.LAGS, 1e-9) / truth - 1)) > 0.3
 
 
+def test_gain_ceiling_off_stage_on_the_truths_own_stages_is_the_truth(monkeypatch):
+    """OffStage then the ganglion's stage have the v3 truth's form: on the truth's own rectified OFF stage and ON
+    inputs (from its pooled pathways), with its k_off, τ_off and bias and its ganglion stage, they give the truth's
+    rates: to float32 rounding with the truth's GAIN_HISTORY lags, within 1% with the script's OFF_LAGS and LAGS;
+    with k_off 0 they are far from them."""
+    import torch
+
+    gc = _script("gain_ceiling", monkeypatch)
+    gt = syn.Retina(seed=0, version=3)
+    off_gain = gt.params["gain_control"]["off"]
+    stim = nr.stimuli.white_noise(frames=300, seed=1)
+    truth = gt.respond(stim)
+    history = syn.GAIN_HISTORY
+    pooled = torch.from_numpy(gt._run(np.concatenate([np.zeros((2 * history, 50, 50), np.float32), stim]), "pooled"))
+    is_off = np.array([q.role in ("OFF stage", "gain control") for q in gt.pathways])
+    assert is_off.tolist() == [False, False, False, True, True]
+    n = torch.cat([torch.relu(pooled[:, :, is_off].sum(-1)), pooled[:, :, ~is_off].sum(-1)], 1)   # (T, O | R)
+
+    def staged(off_lags, lags, strength):
+        model = gc.GainModel(nr.RetinaCNN(nr.ModelConfig(n_cells=2 * gt.n_cells)), gc.truth_stage(gt, lags),
+                             gc.OffStage(gt.n_cells, off_lags, strength, off_gain["tau"], gt.params["bias"]))
+        assert model.context == off_lags + lags and model.n_cells == gt.n_cells
+        with torch.no_grad():
+            return model.stages(n[None, -(len(stim) + model.context):])[0].numpy()
+
+    np.testing.assert_allclose(staged(history, history, off_gain["strength"]), truth, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(staged(gc.OFF_LAGS, gc.LAGS, off_gain["strength"]), truth, rtol=1e-2)
+    assert np.max(np.abs(staged(history, history, 1e-9) / truth - 1)) > 0.3
+
+
 def test_gain_ceiling_drive_targets_are_what_the_truths_stage_divides(monkeypatch, tmp_path):
     """``--targets drive``: the copy's training responses are the truth's undivided drive, aligned to the frames,
     so that ``truth_stage`` on them gives the dataset's true rates (within 1% past its LAGS frames of context);
@@ -1037,6 +1067,49 @@ def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatc
                           fixed=True)
     np.testing.assert_allclose(on.gain.strength.detach(), model.gain.strength.detach(), rtol=1e-6)
     np.testing.assert_allclose(on.gain.tau.detach(), model.gain.tau.detach(), rtol=1e-6)
+
+
+def test_gain_ceiling_trains_an_off_stage_before_the_gain_control(monkeypatch, tmp_path):
+    """``off``: a BN-CNN with two outputs per cell, the OFF stage's context before the ganglion's (held-out windows
+    apart by both), one epoch moving both stages' k and τ and the OFF stage's β, a saved model that loads with
+    weights_only to the same rates, which are the stages on the BN-CNN's outputs with grey before the stimulus;
+    ``fixed`` keeps both stages' k and τ; a run goes on from a saved two-stage model with its OFF stage."""
+    import torch
+
+    gc = _script("gain_ceiling", monkeypatch)
+    splits = []
+    real_split = gc.split
+    monkeypatch.setattr(gc, "split", lambda *args: splits.append(args) or real_split(*args))
+    gt = syn.Retina(seed=0, version=3)
+    stim = nr.stimuli.white_noise(frames=1200, seed=3)
+    syn.record_dataset(tmp_path / "d.h5", stim, stim[:200], repeats=2, retina=gt)
+    model, history = gc.train_gain(tmp_path / "d.h5", 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "t.pt", off=(0.5, 10.0))
+    assert splits[-1][2] == gc.OFF_LAGS + gc.LAGS == model.context
+    assert model.cnn.config.n_cells == 8 and model.n_cells == 4 and model.off.lags == gc.OFF_LAGS
+    assert np.isfinite(history[0]["heldout_loss"]) and len(history[0]["k_off"]) == 4
+    start = gc.OffStage(4)
+    for name in ("strength", "tau"):
+        assert not np.allclose(getattr(model.off.control, name).detach(), getattr(start.control, name).detach())
+        assert not np.allclose(getattr(model.gain, name).detach(), getattr(gc.GainControl(4), name).detach())
+    assert not np.allclose(model.off.bias.detach(), 0.0)
+    np.testing.assert_array_equal(model.off.control.scale.detach(), 1.0)       # O's scale is the BN-CNN's
+    again = gc.load(tmp_path / "t.pt")
+    got = again.respond(stim[:60])
+    np.testing.assert_array_equal(got, model.respond(stim[:60]))
+    grey = np.zeros((39 + model.context, 50, 50), np.float32)
+    n = torch.from_numpy(nr.predict(model.cnn, np.concatenate([grey, stim[:60]]))[39:])
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model.stages(n[None])[0].numpy(), rtol=1e-5)
+    fixed, _ = gc.train_gain(tmp_path / "d.h5", 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "f.pt", strength=1.18,
+                             tau=12.2, fixed=True, off=(0.312, 22.5))
+    np.testing.assert_allclose(fixed.gain.strength.detach(), 1.18, rtol=1e-6)
+    np.testing.assert_allclose(fixed.off.control.strength.detach(), 0.312, rtol=1e-6)
+    np.testing.assert_allclose(fixed.off.control.tau.detach(), 22.5, rtol=1e-6)
+    assert not np.allclose(fixed.off.bias.detach(), 0.0)
+    on, _ = gc.train_gain(tmp_path / "d.h5", 1, True, 1, 1, 1, 0.0, 0.3, tmp_path / "o.pt", init=tmp_path / "t.pt",
+                          fixed=True, off=(0.312, 22.5))
+    np.testing.assert_allclose(on.off.control.strength.detach(), model.off.control.strength.detach(), rtol=1e-6)
+    np.testing.assert_allclose(on.off.control.tau.detach(), model.off.control.tau.detach(), rtol=1e-6)
 
 
 def test_mix_sparse_is_the_field_mix_with_its_whole_field_block_mostly_grey():
