@@ -24,7 +24,8 @@
 #       with the summed loss ("truthfixed") and the Poisson loss ("heldpoisson"), and from scratch
 #       ("heldscratch"); and, from the same drive fit, the Poisson-loss run trained on the five
 #       experiments' own movies instead ("battpoisson": --movie battery; it waits for its seed's drive fit,
-#       so it needs "truthfixed" too). On an H200 each gain run converges in about a minute. What the
+#       so it needs "truthfixed" too), and on those movies from scratch with the truth's OFF-stage gain
+#       control too, both stages held at the truth's k and tau ("battoff": --off-stage). On an H200 each gain run converges in about a minute. What the
 #       limit cuts short is scored afterwards (--score). SWEEP=0 leaves the sweep out.
 #  2. benchmarks/gpu_rows.py (issue 15's rows), alone on the GPU, for BENCH_S seconds (default 220);
 #     BENCH=0 leaves it out.
@@ -65,7 +66,7 @@ sweep=$work/sweep_data            # the datasets (GBs) are not packed
     > "$logs/sweep.log" 2>&1 &
 timeout "$(left)" python gain_ceiling.py "$gain" --data > "$logs/gain_data.log" 2>&1   # once, before the runs share it
 picked() { [ -z "${GAIN_RUNS:-}" ] || [[ " $GAIN_RUNS " == *" $1 "* ]]; }   # GAIN_RUNS holds the run's name, or is unset
-picked battpoisson &&
+{ picked battpoisson || picked battoff; } &&
   timeout "$(left)" python gain_ceiling.py "$gain" --movie battery --data > "$logs/gain_data_battery.log" 2>&1
 long="--device $device --epochs 1000 --patience 60 --warmup 10"   # warmup: docs/MODEL.md, "An early dip"
 runs=(
@@ -86,7 +87,9 @@ for seed in ${HELD_SEEDS:-1 2}; do
           --name heldscratch"
          "battpoisson$seed|until [ -e $gain/latency_drivelog_$seed.json ]; do sleep 2; done; python gain_ceiling.py \
           $gain $long --movie battery --init $gain/drivelog_$seed.pt --fixed --loss poisson --seeds $seed \
-          --name battpoisson")
+          --name battpoisson"
+         "battoff$seed|python gain_ceiling.py $gain $long --movie battery --off-stage --fixed --k 1.18 --tau 12.2 \
+          --off-k 0.312 --off-tau 22.5 --loss poisson --seeds $seed --name battoff")
 done
 for run in "${runs[@]}"; do         # GAIN_RUNS="truthfixed heldscratch", say: only those (default: all)
   name=${run%%|*}
