@@ -536,13 +536,38 @@ def early_share(respond, movie: np.ndarray, window: int = 30, before: int = 20) 
     return out
 
 
+def off_stage_vs_truth(model: GainModel, gt: syn.Retina, cell: int = 0) -> dict:
+    """Does the model carry the OFF signal through its OFF stage? Per experiment of :data:`PHENOMENA` (on cell
+    ``cell``'s movie, grey before it): the OFF stage's share of the cell's excitatory input, ``Σ_t O'_t / Σ_t
+    (O'_t + R_t)`` over the movie's frames, O' the OFF stage after its gain control and R the ON inputs, the
+    model's (:class:`OffStage`) and the truth's (``Retina.contributions``), and the Pearson r of the model's O'
+    with the truth's over the frames with a full history: ``{name: {"model": s, "truth": s, "r": r}}``."""
+    out = {}
+    for name in PHENOMENA:
+        movie = np.asarray(nr.experiments.run_truth(name, gt, cell).stimulus, np.float32)
+        pad = np.zeros((model.history - 1 + model.context,) + movie.shape[1:], np.float32)
+        n = drive(model.cnn, torch.from_numpy(np.concatenate([pad, movie])), np.arange(model.history - 1,
+                                                                                     len(pad) + len(movie)))
+        cells = model.n_cells
+        with torch.inference_mode():
+            off = model.off.control(n[None, :, :cells])[0, -len(movie):, cell]
+        on = n[-len(movie):, cells + cell]
+        parts = gt.contributions(movie, cell)
+        truth_on = sum(v for k, v in parts.items() if k not in ("OFF stage", "bias"))
+        full = slice(model.history - 1, None)
+        out[name] = {"model": float(off.sum() / (off + on).sum()),
+                     "truth": float(parts["OFF stage"].sum() / (parts["OFF stage"] + truth_on).sum()),
+                     "r": float(nr.metrics.pearson(off.numpy()[full], parts["OFF stage"][full]))}
+    return out
+
+
 def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
     """r against the truth's rates on the test stimulus, the latency summary per cell, the loss by flash
     strength (``flash_ceiling.loss_by_strength``), how early each flash's answer begins (``early``:
     :func:`early_share` on the latency movie), the learnt k, τ and g, and, with a stage, what comes
     before it (``undivided``: the BN-CNN's output and the truth's :class:`TruthDrive`, cell 0's latencies
     and each cell's level at grey) and how much each stage divides on the latency movie (``division``: the
-    model's and the truth's, :func:`division`), and with an OFF stage its k, τ and β (``off``)."""
+    model's and the truth's, :func:`division`), and with an OFF stage its k, τ and β and :func:`off_stage_vs_truth` (``off``)."""
     pred, true = model.respond(test_stimulus)[model.history - 1:], gt.respond(test_stimulus)[model.history - 1:]
     r = np.nanmean(nr.metrics.pearson(pred, true))
     latency = lambda retina, cell=0: latency_summary(nr.experiments.run_truth("latency", retina, cell).readout)  # noqa: E731
@@ -555,7 +580,7 @@ def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarr
             out.update(k=model.gain.strength.tolist(), tau_frames=model.gain.tau.tolist(), g=model.gain.scale.tolist())
             if model.off is not None:
                 out["off"] = {"k": model.off.control.strength.tolist(), "tau_frames": model.off.control.tau.tolist(),
-                              "bias": model.off.bias.tolist()}
+                              "bias": model.off.bias.tolist(), "vs_truth": off_stage_vs_truth(model, gt)}
         before, truth = GainModel(model.cnn, GainControl(gt.n_cells, 0), model.off), TruthDrive(gt)
         grey = np.zeros((gt.history + 1, gt.size, gt.size), np.float32)
         out["undivided"] = {"model": latency(before)["latency_ms"], "truth": latency(truth)["latency_ms"],
@@ -569,7 +594,7 @@ def report_stage(who: str, res: dict) -> None:
     """Print the early shares of the two weakest flashes' answers over the cells, and for a gain-controlled
     model its k, τ and g, cell 0's latencies before its stage and the truth's, both drives at grey, how
     much each stage divides cell 0 at rest and after the weakest and the strongest flash, and the OFF stage's
-    k, τ and β when it has one."""
+    k, τ and β, its share of cell 0's input on each movie and its r with the truth's when it has one."""
     weakest = sorted(res["early"], reverse=True)[:2]
     shares = "; ".join(f"{i:g}: {min(res['early'][i]):.2f}-{max(res['early'][i]):.2f}" for i in weakest)
     print(f"{who}: answer in the first {EARLY_FRAMES * FRAME_MS:g} ms, share of its peak over the cells: {shares}",
@@ -585,6 +610,10 @@ def report_stage(who: str, res: dict) -> None:
     if res.get("off") is not None:
         print(f"{who}: OFF stage k {np.round(res['off']['k'], 3)}, tau {np.round(res['off']['tau_frames'], 1)} frames, "
               f"bias {np.round(res['off']['bias'], 2)} (the truth's: k 0.312, tau 22.5, bias -1.29)", flush=True)
+        shares = ", ".join(f"{name} {s['model']:.2f} ({s['truth']:.2f}; r {s['r']:.2f})"
+                           for name, s in res["off"]["vs_truth"].items())
+        print(f"{who}: the OFF stage's share of cell 0's input on each movie (the truth's; r of the two OFF stages): "
+              f"{shares}", flush=True)
 
 
 def divides(division_: dict) -> str:

@@ -767,6 +767,48 @@ def test_gain_ceiling_off_stage_on_the_truths_own_stages_is_the_truth(monkeypatc
     assert np.max(np.abs(staged(history, history, 1e-9) / truth - 1)) > 0.3
 
 
+def test_gain_ceiling_off_stage_vs_truth_of_the_truths_own_stages_is_the_truth(monkeypatch):
+    """off_stage_vs_truth on a model whose BN-CNN gives the truth's own rectified OFF stage and ON inputs, with the
+    truth's OFF-stage gain control: its share of the input is the truth's (float64 NumPy from the pooled pathways)
+    and its OFF stage correlates with the truth's at r 1; with the two outputs swapped, neither holds."""
+    import torch
+
+    gc = _script("gain_ceiling", monkeypatch)
+    gt = syn.Retina(seed=0, version=3)
+    history = syn.GAIN_HISTORY
+    is_off = np.array([q.role in ("OFF stage", "gain control") for q in gt.pathways])
+    swap = [False]
+
+    def truths_inputs(cnn, full, ends):        # the truth's O | R for the windows ending at ``ends``
+        pooled = gt._run(full.numpy()[cnn.config.history - 1:], "pooled").astype(np.float64)
+        o, r = np.maximum(pooled[:, :, is_off].sum(-1), 0), pooled[:, :, ~is_off].sum(-1)
+        assert len(ends) == len(pooled)
+        return torch.from_numpy(np.concatenate([r, o] if swap[0] else [o, r], 1).astype(np.float32))
+
+    monkeypatch.setattr(gc, "drive", truths_inputs)
+    monkeypatch.setattr(gc, "PHENOMENA", ("osr", "reversal"))
+    g = gt.params["gain_control"]["off"]
+    model = gc.GainModel(nr.RetinaCNN(nr.ModelConfig(n_cells=2 * gt.n_cells)), gc.truth_stage(gt, history),
+                         gc.OffStage(gt.n_cells, history, g["strength"], g["tau"], gt.params["bias"]))
+    got = gc.off_stage_vs_truth(model, gt, cell=1)
+    assert set(got) == {"osr", "reversal"}
+    for name, res in got.items():
+        movie = nr.experiments.run_truth(name, gt, 1).stimulus
+        grey = np.zeros((2 * history,) + movie.shape[1:], np.float32)
+        pooled = gt._run(np.concatenate([grey, movie]), "pooled").astype(np.float64)[:, 1]     # (T, K), cell 1
+        o = np.maximum(pooled[:, is_off].sum(-1), 0)
+        w = syn.gain_kernel(g["tau"])                                                      # lags 0..history
+        past = np.array([w @ o[t - history:t + 1][::-1] for t in range(2 * history, len(o))])
+        divided = o[2 * history:] / (1 + g["strength"] * past)
+        on = pooled[2 * history:, ~is_off].sum(-1)
+        assert res["truth"] == pytest.approx(divided.sum() / (divided + on).sum(), rel=1e-4)
+        assert res["model"] == pytest.approx(res["truth"], rel=1e-4)
+        assert res["r"] == pytest.approx(1.0, abs=1e-5)
+    swap[0] = True
+    for res in gc.off_stage_vs_truth(model, gt, cell=1).values():
+        assert abs(res["model"] - res["truth"]) > 0.1 and res["r"] < 0.9
+
+
 def test_gain_ceiling_drive_targets_are_what_the_truths_stage_divides(monkeypatch, tmp_path):
     """``--targets drive``: the copy's training responses are the truth's undivided drive, aligned to the frames,
     so that ``truth_stage`` on them gives the dataset's true rates (within 1% past its LAGS frames of context);
