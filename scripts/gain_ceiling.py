@@ -567,7 +567,8 @@ def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarr
     :func:`early_share` on the latency movie), the learnt k, τ and g, and, with a stage, what comes
     before it (``undivided``: the BN-CNN's output and the truth's :class:`TruthDrive`, cell 0's latencies
     and each cell's level at grey) and how much each stage divides on the latency movie (``division``: the
-    model's and the truth's, :func:`division`), and with an OFF stage its k, τ and β and :func:`off_stage_vs_truth` (``off``)."""
+    model's and the truth's, :func:`division`), and with an OFF stage its k, τ and β and
+    :func:`off_stage_vs_truth` (``off``)."""
     pred, true = model.respond(test_stimulus)[model.history - 1:], gt.respond(test_stimulus)[model.history - 1:]
     r = np.nanmean(nr.metrics.pearson(pred, true))
     latency = lambda retina, cell=0: latency_summary(nr.experiments.run_truth("latency", retina, cell).readout)  # noqa: E731
