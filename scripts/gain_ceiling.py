@@ -203,8 +203,7 @@ class GainModel:
 
     def __init__(self, cnn: nr.RetinaCNN, gain: GainControl, off: Optional[OffStage] = None) -> None:
         self.cnn, self.gain, self.off = cnn, gain, off
-        self.history, self.size = cnn.config.history, cnn.config.size
-        self.n_cells = cnn.config.n_cells // 2 if off is not None else cnn.config.n_cells
+        self.history, self.size, self.n_cells = cnn.config.history, cnn.config.size, gain.log_scale.numel()
 
     @property
     def context(self) -> int:
@@ -221,14 +220,18 @@ class GainModel:
         own = [self.gain.log_scale] + shape(self.gain)
         return own if self.off is None else own + [self.off.bias] + shape(self.off.control)
 
-    def respond(self, stimulus: np.ndarray) -> np.ndarray:
-        """Rates (T, cells), spikes per 10 ms bin, for a contrast stimulus (T, size, size), grey before it."""
+    def outputs(self, stimulus: np.ndarray) -> torch.Tensor:
+        """The BN-CNN's outputs (context + T, outputs) for a contrast stimulus (T, size, size) with grey before
+        it: the ``context`` frames before the stimulus, then one per stimulus frame."""
         stim = np.asarray(stimulus, dtype=np.float32)
         pad = np.zeros((self.history - 1 + self.context,) + stim.shape[1:], np.float32)
         full = torch.from_numpy(np.concatenate([pad, stim]))
-        ends = np.arange(self.history - 1, len(full))
+        return drive(self.cnn, full, np.arange(self.history - 1, len(full)))
+
+    def respond(self, stimulus: np.ndarray) -> np.ndarray:
+        """Rates (T, cells), spikes per 10 ms bin, for a contrast stimulus (T, size, size), grey before it."""
         with torch.inference_mode():
-            return self.stages(drive(self.cnn, full, ends)[None])[0].numpy()
+            return self.stages(self.outputs(stimulus)[None])[0].numpy()
 
 
 class Committee:
@@ -545,10 +548,7 @@ def off_stage_vs_truth(model: GainModel, gt: syn.Retina, cell: int = 0) -> dict:
     out = {}
     for name in PHENOMENA:
         movie = np.asarray(nr.experiments.run_truth(name, gt, cell).stimulus, np.float32)
-        pad = np.zeros((model.history - 1 + model.context,) + movie.shape[1:], np.float32)
-        n = drive(model.cnn, torch.from_numpy(np.concatenate([pad, movie])), np.arange(model.history - 1,
-                                                                                     len(pad) + len(movie)))
-        cells = model.n_cells
+        n, cells = model.outputs(movie), model.n_cells
         with torch.inference_mode():
             off = model.off.control(n[None, :, :cells])[0, -len(movie):, cell]
         on = n[-len(movie):, cells + cell]

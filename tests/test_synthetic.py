@@ -737,6 +737,16 @@ def test_gain_ceiling_stage_on_the_truths_own_drive_is_the_truth(monkeypatch):
     assert np.max(np.abs(staged(gc.LAGS, 1e-9) / truth - 1)) > 0.3
 
 
+def _truths_off_and_on(gt, movie: np.ndarray) -> np.ndarray:
+    """The v3 truth's rectified OFF stage before its gain control and its ON inputs, per cell, from its pooled
+    pathways: float32 (T, 2 · cells), O then R, grey before the movie (what a two-stage model's BN-CNN gives)."""
+    is_off = np.array([q.role in ("OFF stage", "gain control") for q in gt.pathways])
+    assert is_off.tolist() == [False, False, False, True, True]
+    pooled = gt._run(movie, "pooled").astype(np.float64)
+    o, r = np.maximum(pooled[:, :, is_off].sum(-1), 0), pooled[:, :, ~is_off].sum(-1)
+    return np.concatenate([o, r], 1).astype(np.float32)
+
+
 def test_gain_ceiling_off_stage_on_the_truths_own_stages_is_the_truth(monkeypatch):
     """OffStage then the ganglion's stage have the v3 truth's form: on the truth's own rectified OFF stage and ON
     inputs (from its pooled pathways), with its k_off, τ_off and bias and its ganglion stage, they give the truth's
@@ -750,10 +760,7 @@ def test_gain_ceiling_off_stage_on_the_truths_own_stages_is_the_truth(monkeypatc
     stim = nr.stimuli.white_noise(frames=300, seed=1)
     truth = gt.respond(stim)
     history = syn.GAIN_HISTORY
-    pooled = torch.from_numpy(gt._run(np.concatenate([np.zeros((2 * history, 50, 50), np.float32), stim]), "pooled"))
-    is_off = np.array([q.role in ("OFF stage", "gain control") for q in gt.pathways])
-    assert is_off.tolist() == [False, False, False, True, True]
-    n = torch.cat([torch.relu(pooled[:, :, is_off].sum(-1)), pooled[:, :, ~is_off].sum(-1)], 1)   # (T, O | R)
+    n = torch.from_numpy(_truths_off_and_on(gt, np.concatenate([np.zeros((2 * history, 50, 50), np.float32), stim])))
 
     def staged(off_lags, lags, strength):
         model = gc.GainModel(nr.RetinaCNN(nr.ModelConfig(n_cells=2 * gt.n_cells)), gc.truth_stage(gt, lags),
@@ -780,10 +787,9 @@ def test_gain_ceiling_off_stage_vs_truth_of_the_truths_own_stages_is_the_truth(m
     swap = [False]
 
     def truths_inputs(cnn, full, ends):        # the truth's O | R for the windows ending at ``ends``
-        pooled = gt._run(full.numpy()[cnn.config.history - 1:], "pooled").astype(np.float64)
-        o, r = np.maximum(pooled[:, :, is_off].sum(-1), 0), pooled[:, :, ~is_off].sum(-1)
-        assert len(ends) == len(pooled)
-        return torch.from_numpy(np.concatenate([r, o] if swap[0] else [o, r], 1).astype(np.float32))
+        n = _truths_off_and_on(gt, full.numpy()[cnn.config.history - 1:])
+        assert len(ends) == len(n)
+        return torch.from_numpy(np.roll(n, gt.n_cells, axis=1) if swap[0] else n)
 
     monkeypatch.setattr(gc, "drive", truths_inputs)
     monkeypatch.setattr(gc, "PHENOMENA", ("osr", "reversal"))
