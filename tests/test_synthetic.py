@@ -166,6 +166,26 @@ def test_contributions_sum_to_the_drive(gt, v1, v3):
     assert set(gt.contributions(stim, 0)) == {"ON fast", "ON slow", "ON tuned", "OFF stage", "bias"}
 
 
+def test_off_and_on_are_the_inputs_the_drive_is_made_of(gt, v1, v3):
+    """Version 2's drive is O + R + bias; version 3's R is its ganglion-stage contributions summed, and its OFF
+    stage after the gain control is O divided (smaller where the OFF stage has been active); version 1 refuses."""
+    stim = nr.stimuli.white_noise(80, seed=8, checker=2)
+    stim[20:24] -= 4.0
+    n = gt.n_cells
+    for r in (gt, v3):
+        both = r.off_and_on(stim)
+        assert both.shape == (80, 2 * n) and both.dtype == np.float32 and both.min() >= 0
+    both = gt.off_and_on(stim)
+    np.testing.assert_allclose(both[:, :n] + both[:, n:] + gt.params["bias"], gt.drive(stim), atol=1e-4)
+    both, parts = v3.off_and_on(stim), v3.contributions(stim, 1)
+    np.testing.assert_allclose(both[:, n + 1], sum(v for k, v in parts.items() if k not in ("OFF stage", "bias")),
+                               atol=1e-4)
+    assert np.all(parts["OFF stage"] <= both[:, 1] + 1e-5) and both[:, 1].max() > 0.5
+    assert np.max(both[:, 1] - parts["OFF stage"]) > 0.1 * both[:, 1].max()
+    with pytest.raises(ValueError, match="version 1 has no OFF stage"):
+        v1.off_and_on(stim)
+
+
 def test_respond_is_chunk_invariant(gt):
     stim = nr.stimuli.white_noise(130, seed=5, checker=3)
     whole = gt.respond(stim)
@@ -737,16 +757,6 @@ def test_gain_ceiling_stage_on_the_truths_own_drive_is_the_truth(monkeypatch):
     assert np.max(np.abs(staged(gc.LAGS, 1e-9) / truth - 1)) > 0.3
 
 
-def _truths_off_and_on(gt, movie: np.ndarray) -> np.ndarray:
-    """The v3 truth's rectified OFF stage before its gain control and its ON inputs, per cell, from its pooled
-    pathways: float32 (T, 2 · cells), O then R, grey before the movie (what a two-stage model's BN-CNN gives)."""
-    is_off = np.array([q.role in ("OFF stage", "gain control") for q in gt.pathways])
-    assert is_off.tolist() == [False, False, False, True, True]
-    pooled = gt._run(movie, "pooled").astype(np.float64)
-    o, r = np.maximum(pooled[:, :, is_off].sum(-1), 0), pooled[:, :, ~is_off].sum(-1)
-    return np.concatenate([o, r], 1).astype(np.float32)
-
-
 def test_gain_ceiling_off_stage_on_the_truths_own_stages_is_the_truth(monkeypatch):
     """OffStage then the ganglion's stage have the v3 truth's form: on the truth's own rectified OFF stage and ON
     inputs (from its pooled pathways), with its k_off, τ_off and bias and its ganglion stage, they give the truth's
@@ -760,7 +770,7 @@ def test_gain_ceiling_off_stage_on_the_truths_own_stages_is_the_truth(monkeypatc
     stim = nr.stimuli.white_noise(frames=300, seed=1)
     truth = gt.respond(stim)
     history = syn.GAIN_HISTORY
-    n = torch.from_numpy(_truths_off_and_on(gt, np.concatenate([np.zeros((2 * history, 50, 50), np.float32), stim])))
+    n = torch.from_numpy(gt.off_and_on(np.concatenate([np.zeros((2 * history, 50, 50), np.float32), stim])))
 
     def staged(off_lags, lags, strength):
         model = gc.GainModel(nr.RetinaCNN(nr.ModelConfig(n_cells=2 * gt.n_cells)), gc.truth_stage(gt, lags),
@@ -787,7 +797,7 @@ def test_gain_ceiling_off_stage_vs_truth_of_the_truths_own_stages_is_the_truth(m
     swap = [False]
 
     def truths_inputs(cnn, full, ends):        # the truth's O | R for the windows ending at ``ends``
-        n = _truths_off_and_on(gt, full.numpy()[cnn.config.history - 1:])
+        n = gt.off_and_on(full.numpy()[cnn.config.history - 1:])
         assert len(ends) == len(n)
         return torch.from_numpy(np.roll(n, gt.n_cells, axis=1) if swap[0] else n)
 
@@ -795,7 +805,7 @@ def test_gain_ceiling_off_stage_vs_truth_of_the_truths_own_stages_is_the_truth(m
     monkeypatch.setattr(gc, "PHENOMENA", ("osr", "reversal"))
     g = gt.params["gain_control"]["off"]
     model = gc.GainModel(nr.RetinaCNN(nr.ModelConfig(n_cells=2 * gt.n_cells)), gc.truth_stage(gt, history),
-                         gc.OffStage(gt.n_cells, history, g["strength"], g["tau"], gt.params["bias"]))
+                         gc.truth_off_stage(gt, history))
     got = gc.off_stage_vs_truth(model, gt, cell=1)
     assert set(got) == {"osr", "reversal"}
     for name, res in got.items():
@@ -1071,7 +1081,7 @@ def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatc
     """The held-out windows and their context share no stimulus frame with a fit window; one epoch moves k
     and τ (the gradient reaches them) and saves a model that loads with weights_only to the same rates;
     ``fixed`` keeps the given k and τ and trains the BN-CNN and g; a plain model (no stage) is the BN-CNN's rate,
-    and it can start a gain-controlled one (``init``), or be saved with another stage (``saved_stage``); a
+    and it can start a gain-controlled one (``init``), or be saved with other stages (``saved_stages``); a
     gain-controlled one goes on with its stage."""
     import torch
 
@@ -1104,7 +1114,7 @@ def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatc
     warm, _ = gc.train_gain(tmp_path / "d.h5", 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "w.pt", init=tmp_path / "p.pt")
     assert warm.gain.lags == gc.LAGS
     staged, _ = gc.train_gain(tmp_path / "d.h5", 0, False, 1, 1, 1, 0.0, 0.3, tmp_path / "s.pt",
-                              saved_stage=gc.truth_stage(gt))          # --targets drive: trained plain, saved staged
+                              saved_stages=(gc.truth_stage(gt), None))   # --targets drive: trained plain, saved staged
     truth = gc.truth_stage(gt)
     assert gc.load(tmp_path / "s.pt").gain.lags == gc.LAGS
     for name in ("strength", "tau", "scale"):
@@ -1158,6 +1168,48 @@ def test_gain_ceiling_trains_an_off_stage_before_the_gain_control(monkeypatch, t
                           fixed=True, off=(0.312, 22.5))
     np.testing.assert_allclose(on.off.control.strength.detach(), model.off.control.strength.detach(), rtol=1e-6)
     np.testing.assert_allclose(on.off.control.tau.detach(), model.off.control.tau.detach(), rtol=1e-6)
+
+
+def test_gain_ceiling_split_targets_are_what_the_truths_stages_join(monkeypatch, tmp_path):
+    """``--targets split``: both splits' responses are the truth's O and R (two outputs per cell, named so), on
+    which the truth's OFF stage and ganglion stage give the dataset's true rates (within 1% past their context);
+    the copy is written once. A plain BN-CNN trained on them is saved with both of the truth's stages, and a
+    two-stage run started from it (``init``) keeps them when ``fixed``, whatever ``off`` says."""
+    import h5py
+    import torch
+
+    gc = _script("gain_ceiling", monkeypatch)
+    gt = syn.Retina(seed=0, version=3)
+    stim = nr.stimuli.white_noise(frames=1400, seed=1)
+    counts = syn.record_dataset(tmp_path / "m.h5", stim[:1200], stim[1200:], repeats=2, retina=gt)
+    path = gc.split_inputs(counts, tmp_path / "m_split.h5", gt)
+    got, was = nr.io.read_dataset(path), nr.io.read_dataset(counts)
+    assert got.cell_names == [f"{n} OFF stage" for n in was.cell_names] + [f"{n} ON inputs" for n in was.cell_names]
+    assert got.train.rates.shape == (1200, 8) and got.test.rates.shape == (200, 8)
+    np.testing.assert_array_equal(got.train.stimulus, was.train.stimulus)
+    np.testing.assert_array_equal(got.test.stimulus, was.test.stimulus)
+    with h5py.File(counts) as f:
+        true = f["train/true_rates"][...].T
+    model = gc.GainModel(nr.RetinaCNN(nr.ModelConfig(n_cells=8)), gc.truth_stage(gt), gc.truth_off_stage(gt))
+    with torch.no_grad():
+        joined = model.stages(torch.from_numpy(got.train.rates)[None])[0].numpy()
+    np.testing.assert_allclose(joined, true[model.context:], rtol=1e-2)
+    assert np.max(np.abs(joined / np.roll(true, 1, 0)[model.context:] - 1)) > 0.05      # a frame off is not
+    stamp = path.stat().st_mtime_ns
+    assert gc.split_inputs(counts, path, gt) == path and path.stat().st_mtime_ns == stamp
+    stages = (gc.truth_stage(gt), gc.truth_off_stage(gt))
+    fitted, _ = gc.train_gain(path, 0, False, 1, 1, 1, 0.0, 0.3, tmp_path / "s.pt", saved_stages=stages)
+    assert fitted.cnn.config.n_cells == 8 and fitted.n_cells == 4 and fitted.context == gc.LAGS + gc.OFF_LAGS
+    off = gt.params["gain_control"]["off"]
+    np.testing.assert_allclose(fitted.off.control.strength.detach(), off["strength"], rtol=1e-6)
+    np.testing.assert_allclose(fitted.off.bias.detach(), gt.params["bias"], rtol=1e-6)
+    on, _ = gc.train_gain(counts, 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "o.pt", init=tmp_path / "s.pt",
+                          fixed=True, off=(0.5, 10.0))
+    np.testing.assert_allclose(on.off.control.strength.detach(), off["strength"], rtol=1e-6)
+    np.testing.assert_allclose(on.off.control.tau.detach(), off["tau"], rtol=1e-6)
+    np.testing.assert_allclose(on.gain.strength.detach(), gt.params["gain_control"]["ganglion"]["strength"],
+                               rtol=1e-6)
+    assert not np.allclose(on.off.bias.detach(), gt.params["bias"])                    # β still learns
 
 
 def test_mix_sparse_is_the_field_mix_with_its_whole_field_block_mostly_grey():

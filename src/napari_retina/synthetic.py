@@ -647,6 +647,17 @@ class Retina:
         also before the ganglion gain control, which divides the rate."""
         return self._run(stimulus, "drive")
 
+    def off_and_on(self, stimulus) -> np.ndarray:
+        """The two inputs the drive is made of, float32 (T, 2 · n_cells): per cell j, column j is the rectified
+        OFF stage O_j before any gain control, column n_cells + j the ON inputs R_j (the ganglion-stage pathways'
+        pooled outputs, summed; ≥ 0). The drive is O + R + bias in version 2; version 3 divides O by its own
+        past first (the module docstring). Versions 2 and 3 only (version 1 has no OFF stage)."""
+        if self.version == 1:
+            raise ValueError("off_and_on: version 1 has no OFF stage; use version 2 or 3")
+        pooled = torch.from_numpy(self._run(stimulus, "pooled"))                    # (T, cells, K)
+        off = torch.relu(pooled[:, :, self._off_stage].sum(-1))
+        return torch.cat([off, pooled[:, :, ~self._off_stage].sum(-1)], 1).numpy()
+
     def bipolar(self, stimulus) -> np.ndarray:
         """Rectified subunit outputs of every pathway, float32 (T, K, 50, 50)."""
         return self._run(stimulus, "b")
