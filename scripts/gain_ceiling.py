@@ -36,20 +36,24 @@ the latency movie alone: can the model show all five when it is trained on what 
 ``--off-stage`` adds the truth's other gain control, the OFF stage's (τ 225 ms, reaching 1.2 s back, beyond the
 BN-CNN's 400 ms history), before the ganglion's: the BN-CNN gives two outputs per cell, the OFF stage and the ON
 inputs, and :class:`OffStage` divides the first by its own past and joins them as the truth does. With ``--fixed``
-both stages keep the k and τ given (``--k --tau --off-k --off-tau``); OUT/twostage_SEED.pt.
+both stages keep the k and τ given (``--k --tau --off-k --off-tau``); OUT/twostage_SEED.pt. ``--targets split
+--no-gain`` asks whether the BN-CNN can make the split the truth makes: its two outputs per cell are trained on the
+truth's O and R themselves (OUT/{movie}_split.h5, ``Retina.off_and_on``) and it is saved, as OUT/split_SEED.pt,
+with both of the truth's stages on top; ``--off-stage --fixed --init OUT/split_SEED.pt`` then trains it on the
+rates with those stages held (β and g learn).
 
 Command::
 
     python scripts/gain_ceiling.py OUT [--seeds 0] [--no-gain] [--epochs 60] [--patience 15] [--lr-patience 5]
                                        [--warmup 0] [--movie experiment|flashes|battery] [--frames 20000]
-                                       [--targets rates|counts|drive] [--loss poisson|log|both] [--noise 0]
+                                       [--targets rates|counts|drive|split] [--loss poisson|log|both] [--noise 0]
                                        [--device cpu] [--init MODEL] [--name NAME] [--k 0.5] [--tau 10] [--fixed]
                                        [--off-stage [--off-k 0.5] [--off-tau 10]]
     python scripts/gain_ceiling.py OUT --score MODEL... [--committee NAME [--draw K...] [--battery]]
     python scripts/gain_ceiling.py OUT --data
 
-writes OUT/{movie}.h5 (the dataset of ``flash_ceiling.py``, once), OUT/{gain|plain|drive}_SEED.pt (at each
-improvement of the held-out loss; read back with ``torch.load(weights_only=True)``) and
+writes OUT/{movie}.h5 (the dataset of ``flash_ceiling.py``, once), OUT/{gain|plain|drive|split|twostage}_SEED.pt
+(at each improvement of the held-out loss; read back with ``torch.load(weights_only=True)``) and
 OUT/latency_{gain|plain|drive}_SEED.json, and prints per cell what ``flash_ceiling.py`` prints: latency
 coding present or not, the latencies at −0.5 … −10, where the remaining loss on held-out flashes
 lies, and here also the learnt ``k``, ``τ`` and ``g``. These are models for an experiment, not checkpoints
@@ -370,6 +374,33 @@ def undivided(counts: Path, path: Path, gt: syn.Retina) -> Path:
                                 "and gain_j; test: mean of repeats (spikes per 10 ms bin)")
 
 
+def truth_off_stage(gt: syn.Retina, lags: int = OFF_LAGS) -> OffStage:
+    """The v3 truth's OFF-stage gain control and its joining of the ON inputs as an :class:`OffStage` on the truth's
+    own O and R (``Retina.off_and_on``): its k_off and τ_off, its bias as β, ``lags`` past frames."""
+    g = gt.params["gain_control"]["off"]
+    return OffStage(gt.n_cells, lags, g["strength"], g["tau"], gt.params["bias"])
+
+
+def two_outputs(names: list[str]) -> list[str]:
+    """The names of a two-stage BN-CNN's outputs for cells ``names``: each cell's OFF stage, then each one's ON inputs."""
+    return [f"{n} OFF stage" for n in names] + [f"{n} ON inputs" for n in names]
+
+
+def split_inputs(counts: Path, path: Path, gt: syn.Retina) -> Path:
+    """``path``: the dataset ``counts`` with the v3 truth's two inputs, O (its rectified OFF stage before the OFF
+    stage's gain control) and R (its ON inputs), as the responses of both splits, (T, 2 · cells) named by
+    :func:`two_outputs`: what the BN-CNN of a two-stage model gives, so that :func:`truth_off_stage` and
+    :func:`truth_stage` on them give the truth's rates (written once; no repeats)."""
+    if not path.exists():
+        ds = nr.io.read_dataset(counts)
+        splits = {name: nr.io.Split(part.stimulus, gt.off_and_on(part.stimulus))
+                  for name, part in (("train", ds.train), ("test", ds.test))}
+        attrs = dict(ds.attrs, units="the truth's rectified OFF stage before its gain control, then its ON inputs "
+                                     "(contrast-filter units, noise-free)")
+        nr.io.write_dataset(path, nr.io.Dataset(splits["train"], splits["test"], two_outputs(ds.cell_names), attrs))
+    return path
+
+
 def split(n_frames: int, history: int, lags: int, holdout: float) -> tuple[int, int, np.ndarray]:
     """First and last scored fit window end, and the held-out window ends (the tail): every scored
     window has ``lags`` full-history windows before it, and the held-out windows, with their context,
@@ -392,14 +423,16 @@ def heldout(model: GainModel, stim: torch.Tensor, rates: np.ndarray, hold: np.nd
 def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr_patience: int, noise: float,
                holdout: float, out: Path, device: str = "cpu", init: Optional[Path] = None,
                strength: float = 0.5, tau: float = 10.0, fixed: bool = False,
-               saved_stage: Optional[GainControl] = None, loss_fn=poisson,
+               saved_stages: Optional[tuple[GainControl, Optional[OffStage]]] = None, loss_fn=poisson,
                warmup: int = 0, off: Optional[tuple[float, float]] = None) -> tuple[GainModel, list]:
     """Train a BN-CNN with (``gain``) or without its gain control on the dataset ``data``, from scratch or
     from the model saved at ``init`` (its BN-CNN, and its stage when it has one); the gain control starts
     at ``strength`` and ``tau`` (frames) and g = 1 otherwise, and is learnt, but for k and τ when ``fixed``.
     The best state by held-out loss is saved to ``out`` at each improvement and returned (on the CPU) with
-    the history; saved with ``saved_stage`` in place of the trained stage when given (``--targets drive``:
-    the BN-CNN learns the undivided drive, and is saved and scored with the truth's stage on it). ``loss_fn``
+    the history; saved with ``saved_stages`` (the ganglion's stage, and the OFF stage's or None) in place of
+    the trained ones when given (``--targets drive``: the BN-CNN learns the undivided drive, and is saved and
+    scored with the truth's stage on it; ``--targets split``: it learns the truth's O and R, and is saved with
+    both of the truth's stages). ``loss_fn``
     (pred, target) → scalar is the training and held-out loss (:data:`LOSSES`). The first ``warmup`` epochs'
     held-out losses count for nothing: no best, no patience, no step of the learning-rate schedule (each is
     saved, so that a run that ends there still leaves a model); an early dip of the held-out loss otherwise
@@ -411,7 +444,7 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     gen = torch.Generator().manual_seed(seed)
     cells, names = ds.train.rates.shape[1], list(ds.cell_names)
     if off is not None:
-        names = [f"{n} OFF stage" for n in names] + [f"{n} ON inputs" for n in names]
+        names = two_outputs(names)
     config = nr.ModelConfig(size=ds.train.stimulus.shape[1], n_cells=len(names), noise=noise, cell_names=names)
     config.norm = _norm_for(ds.train.stimulus)
     cnn = nr.RetinaCNN(config)
@@ -436,7 +469,7 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     params = list(cnn.parameters()) + model.trainable(fixed)
     opt = torch.optim.Adam(params, lr=RECIPE["lr"])
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=lr_patience - 1)
-    saved = model if saved_stage is None else GainModel(cnn, saved_stage)     # what is saved: the same modules
+    saved = model if saved_stages is None else GainModel(cnn, *saved_stages)     # what is saved: the same modules
     best, bad, history, t0 = math.inf, 0, [], time.time()
     for epoch in range(1, epochs + 1):
         cnn.train()
@@ -639,9 +672,10 @@ def main() -> None:
                     help="experiment (default): the latency experiment's movie, three copies; flashes: random flashes; "
                          "battery: the five experiments' movies (PHENOMENA), two copies, the second held out")
     ap.add_argument("--frames", type=int, default=20000, help="frames of random flashes (--movie flashes)")
-    ap.add_argument("--targets", choices=("rates", "counts", "drive"), default="rates",
+    ap.add_argument("--targets", choices=("rates", "counts", "drive", "split"), default="rates",
                     help="rates (default), counts, or drive: the truth's undivided drive, learnt by the plain BN-CNN "
-                         "(with --no-gain) and scored with the truth's own stage on top")
+                         "(with --no-gain) and scored with the truth's own stage on top; split: the truth's OFF stage "
+                         "and ON inputs, two outputs per cell (with --no-gain), scored with both of its stages on top")
     ap.add_argument("--loss", choices=tuple(LOSSES), default="poisson",
                     help="poisson (default); log: squared error of log(0.1 + output), each answer's relative error; "
                          "both: their sum")
@@ -668,7 +702,7 @@ def main() -> None:
     ap.add_argument("--battery", action="store_true",
                     help="with --committee: also run the five experiments of the truth's phenomena on the committee "
                          "and on each member, every cell, with each one's r with the truth on those movies")
-    ap.add_argument("--data", action="store_true", help="write the datasets (counts, rates, drive) and stop")
+    ap.add_argument("--data", action="store_true", help="write the datasets (counts, rates, drive, split) and stop")
     args = ap.parse_args()
     if args.committee and not args.score:
         ap.error("--committee scores the models given with --score")
@@ -685,6 +719,7 @@ def main() -> None:
     if args.data:
         noise_free(data, args.out / f"{args.movie}_rates.h5")
         undivided(data, args.out / f"{args.movie}_drive.h5", gt)
+        split_inputs(data, args.out / f"{args.movie}_split.h5", gt)
         return
     test = nr.io.read_dataset(data).test.stimulus
     if args.score and args.committee:
@@ -710,21 +745,25 @@ def main() -> None:
             report(path.with_name(f"latency_{path.stem}.json"), path.stem, res)
             report_stage(path.stem, res)
         return
-    if args.targets == "drive" and not args.no_gain:
-        ap.error("--targets drive trains the plain BN-CNN (--no-gain); the truth's stage is put on it to score it")
+    if args.targets in ("drive", "split") and not args.no_gain:
+        ap.error(f"--targets {args.targets} trains the plain BN-CNN (--no-gain); the truth's stages are put on it "
+                 "to score it")
     if args.off_stage and args.no_gain:
         ap.error("--off-stage comes before the ganglion's gain control: it cannot go with --no-gain")
     if args.targets == "rates":
         data = noise_free(data, args.out / f"{args.movie}_rates.h5")
     elif args.targets == "drive":
         data = undivided(data, args.out / f"{args.movie}_drive.h5", gt)
-    kind = args.name or ("drive" if args.targets == "drive" else "plain" if args.no_gain
+    elif args.targets == "split":
+        data = split_inputs(data, args.out / f"{args.movie}_split.h5", gt)
+    saved = {"drive": (truth_stage(gt), None), "split": (truth_stage(gt), truth_off_stage(gt))}.get(args.targets)
+    kind = args.name or (args.targets if args.targets in ("drive", "split") else "plain" if args.no_gain
                          else "twostage" if args.off_stage else "gain")
     for seed in args.seeds:
         model, _ = train_gain(data, seed, not args.no_gain, args.epochs, args.patience, args.lr_patience, args.noise,
                               HOLDOUT.get(args.movie, {}).get("holdout", TrainConfig.holdout),
                               args.out / f"{kind}_{seed}.pt", args.device, args.init, args.k, args.tau, args.fixed,
-                              truth_stage(gt) if args.targets == "drive" else None, LOSSES[args.loss], args.warmup,
+                              saved, LOSSES[args.loss], args.warmup,
                               (args.off_k, args.off_tau) if args.off_stage else None)
         res = result(model, gt, test)
         report(args.out / f"latency_{kind}_{seed}.json", f"{kind} {seed}", res)

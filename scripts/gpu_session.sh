@@ -25,8 +25,11 @@
 #       ("heldscratch"); and, from the same drive fit, the Poisson-loss run trained on the five
 #       experiments' own movies instead ("battpoisson": --movie battery; it waits for its seed's drive fit,
 #       so it needs "truthfixed" too), and on those movies from scratch with the truth's OFF-stage gain
-#       control too, both stages held at the truth's k and tau ("battoff": --off-stage). On an H200 each gain run converges in about a minute. What the
-#       limit cuts short is scored afterwards (--score). SWEEP=0 leaves the sweep out.
+#       control too, both stages held at the truth's k and tau ("battoff": --off-stage); and the split given
+#       ("battsplit": the BN-CNN's two outputs per cell fitted to the truth's OFF stage and ON inputs,
+#       --targets split, then trained on those movies' rates to the end with both of the truth's stages held
+#       on top). On an H200 each gain run converges in about a minute. What the limit cuts short is scored
+#       afterwards (--score). SWEEP=0 leaves the sweep out.
 #  2. benchmarks/gpu_rows.py (issue 15's rows), alone on the GPU, for BENCH_S seconds (default 220);
 #     BENCH=0 leaves it out.
 #
@@ -66,7 +69,7 @@ sweep=$work/sweep_data            # the datasets (GBs) are not packed
     > "$logs/sweep.log" 2>&1 &
 timeout "$(left)" python gain_ceiling.py "$gain" --data > "$logs/gain_data.log" 2>&1   # once, before the runs share it
 picked() { [ -z "${GAIN_RUNS:-}" ] || [[ " $GAIN_RUNS " == *" $1 "* ]]; }   # GAIN_RUNS holds the run's name, or is unset
-{ picked battpoisson || picked battoff; } &&
+{ picked battpoisson || picked battoff || picked battsplit; } &&
   timeout "$(left)" python gain_ceiling.py "$gain" --movie battery --data > "$logs/gain_data_battery.log" 2>&1
 long="--device $device --epochs 1000 --patience 60 --warmup 10"   # warmup: docs/MODEL.md, "An early dip"
 runs=(
@@ -89,7 +92,10 @@ for seed in ${HELD_SEEDS:-1 2}; do
           $gain $long --movie battery --init $gain/drivelog_$seed.pt --fixed --loss poisson --seeds $seed \
           --name battpoisson"
          "battoff$seed|python gain_ceiling.py $gain $long --movie battery --off-stage --fixed --k 1.18 --tau 12.2 \
-          --off-k 0.312 --off-tau 22.5 --loss poisson --seeds $seed --name battoff")
+          --off-k 0.312 --off-tau 22.5 --loss poisson --seeds $seed --name battoff"
+         "battsplit$seed|python gain_ceiling.py $gain --device $device --movie battery --no-gain --targets split \
+          --loss log --epochs 40 --seeds $seed --name battsplit && python gain_ceiling.py $gain $long --movie battery \
+          --off-stage --fixed --init $gain/battsplit_$seed.pt --loss poisson --seeds $seed --name battsplitoff")
 done
 for run in "${runs[@]}"; do         # GAIN_RUNS="truthfixed heldscratch", say: only those (default: all)
   name=${run%%|*}
