@@ -530,11 +530,13 @@ class Retina:
         gained = self.version == 3
         u, b = self._subunits(chunk, len(chunk) if gained else keep)
         pooled = _pool(b, self._pools) * self._weights                             # (frames, cells, K)
-        off = torch.relu(pooled[:, :, self._off_stage].sum(-1))                     # the OFF stage
-        if gained:
-            off = off / (1.0 + self.params["gain_control"]["off"]["strength"] * self._past_mean(off, "off"))
-        drive = off + pooled[:, :, ~self._off_stage].sum(-1) + self.params["bias"]
-        st = {"u": u, "b": b, "pooled": pooled, "off": off, "drive": drive}
+        off_input = torch.relu(pooled[:, :, self._off_stage].sum(-1))               # the OFF stage, O
+        on_inputs = pooled[:, :, ~self._off_stage].sum(-1)                          # the ON inputs, R
+        off = off_input / (1.0 + self.params["gain_control"]["off"]["strength"]
+                           * self._past_mean(off_input, "off")) if gained else off_input
+        drive = off + on_inputs + self.params["bias"]
+        st = {"u": u, "b": b, "pooled": pooled, "off_input": off_input, "on_inputs": on_inputs, "off": off,
+              "drive": drive}
         if gained:
             st["divisor"] = 1.0 + self.params["gain_control"]["ganglion"]["strength"] * self._past_mean(
                 F.softplus(drive), "ganglion")
@@ -654,9 +656,8 @@ class Retina:
         past first (the module docstring). Versions 2 and 3 only (version 1 has no OFF stage)."""
         if self.version == 1:
             raise ValueError("off_and_on: version 1 has no OFF stage; use version 2 or 3")
-        pooled = torch.from_numpy(self._run(stimulus, "pooled"))                    # (T, cells, K)
-        off = torch.relu(pooled[:, :, self._off_stage].sum(-1))
-        return torch.cat([off, pooled[:, :, ~self._off_stage].sum(-1)], 1).numpy()
+        run = self._run_stages(stimulus, ("off_input", "on_inputs"))                 # one pass
+        return np.concatenate([run["off_input"], run["on_inputs"]], 1)
 
     def bipolar(self, stimulus) -> np.ndarray:
         """Rectified subunit outputs of every pathway, float32 (T, K, 50, 50)."""
