@@ -55,7 +55,7 @@ WINDOW = 40
 SHOW = (-0.5, -1.0, -2.0, -4.0, -6.0, -10.0)
 #: training settings per ``--movie`` beyond the recipe: the experiment's movie, three copies, holds out
 #: its last 30% (within the third copy, so every flash is also trained on); the battery's two copies, the second
-HOLDOUT = {"experiment": {"holdout": 0.3}, "battery": {"holdout": 0.5}}
+HOLDOUT = {"experiment": {"holdout": 0.3}, "osr": {"holdout": 0.3}, "battery": {"holdout": 0.5}}
 #: the experiments of ``--movie battery`` (gain_ceiling.py): the five whose phenomena the v3 truth shows in every cell
 PHENOMENA = ("osr", "latency", "anticipation", "reversal", "doubling")
 #: |intensity| classes (lo, hi] of :func:`loss_by_strength`: weak, middling, strong flashes (all of (0, 10])
@@ -194,7 +194,8 @@ def score(paths: list) -> None:
 
 def record(path: Path, movie: str, frames: int, gt: syn.Retina) -> None:
     """Write the training dataset: ``"flashes"``, ``frames`` of :func:`flash_movie` (test: 2,000 other frames,
-    10 repeats); ``"experiment"``, the latency experiment's movie three times (test: once, 2 repeats);
+    10 repeats); ``"experiment"``, the latency experiment's movie three times (test: once, 2 repeats); ``"osr"``,
+    the omitted-stimulus experiment's (cell 0's) the same way;
     ``"battery"``, the movies of the :data:`PHENOMENA` experiments (cell 0's, as ``run_truth`` makes them) one
     after another, twice (test: once, 2 repeats)."""
     if movie == "flashes":
@@ -203,7 +204,7 @@ def record(path: Path, movie: str, frames: int, gt: syn.Retina) -> None:
         test, repeats = np.concatenate([nr.experiments.run_truth(name, gt, 0).stimulus for name in PHENOMENA]), 2
         train = np.concatenate([test] * 2)
     else:
-        test, repeats = nr.experiments.run_truth("latency", gt, 0).stimulus, 2
+        test, repeats = nr.experiments.run_truth("latency" if movie == "experiment" else movie, gt, 0).stimulus, 2
         train = np.concatenate([test] * 3)
     syn.record_dataset(path, train, test, repeats=repeats, retina=gt, attrs={"kind": movie})
 

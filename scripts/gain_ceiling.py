@@ -40,12 +40,14 @@ both stages keep the k and τ given (``--k --tau --off-k --off-tau``); OUT/twost
 --no-gain`` asks whether the BN-CNN can make the split the truth makes: its two outputs per cell are trained on the
 truth's O and R themselves (OUT/{movie}_split.h5, ``Retina.off_and_on``) and it is saved, as OUT/split_SEED.pt,
 with both of the truth's stages on top; ``--off-stage --fixed --init OUT/split_SEED.pt`` then trains it on the
-rates with those stages held (β and g learn).
+rates with those stages held (β and g learn). ``--score`` of a two-stage model also runs the omitted-stimulus
+experiment with the truth's stages on the model's or the truth's O and R (:func:`osr_by_input`): which of the two
+keeps the model's OSR from the truth's? ``--movie osr`` trains on that experiment's movie alone (three copies).
 
 Command::
 
     python scripts/gain_ceiling.py OUT [--seeds 0] [--no-gain] [--epochs 60] [--patience 15] [--lr-patience 5]
-                                       [--warmup 0] [--movie experiment|flashes|battery] [--frames 20000]
+                                       [--warmup 0] [--movie experiment|osr|flashes|battery] [--frames 20000]
                                        [--targets rates|counts|drive|split] [--loss poisson|log|both] [--noise 0]
                                        [--device cpu] [--init MODEL] [--name NAME] [--k 0.5] [--tau 10] [--fixed]
                                        [--off-stage [--off-k 0.5] [--off-tau 10]]
@@ -594,14 +596,62 @@ def off_stage_vs_truth(model: GainModel, gt: syn.Retina, cell: int = 0) -> dict:
     return out
 
 
+class MixedInputs:
+    """The truth's two stages (:func:`truth_off_stage`, :func:`truth_stage`) on the OFF stage O of one source and
+    the ON inputs R of another, as a retina's ``respond``: each the model's (the two outputs per cell of its BN-CNN,
+    :meth:`GainModel.outputs`) or the truth's (``Retina.off_and_on``), ``off_from`` and ``on_from`` "model" or
+    "truth". Which of a two-stage model's inputs makes an experiment's result differ from the truth's?"""
+
+    def __init__(self, model: GainModel, gt: syn.Retina, off_from: str, on_from: str) -> None:
+        if model.off is None:
+            raise ValueError("MixedInputs needs a model with an OFF stage (two outputs per cell)")
+        if not {off_from, on_from} <= {"model", "truth"}:
+            raise ValueError(f"off_from and on_from must be 'model' or 'truth', got {off_from!r} and {on_from!r}")
+        self.model, self.gt, self.off_from, self.on_from = model, gt, off_from, on_from
+        self.history, self.size, self.n_cells = model.history, model.size, model.n_cells
+        self.truths = GainModel(model.cnn, truth_stage(gt, model.gain.lags), truth_off_stage(gt, model.off.lags))
+
+    def inputs(self, source: str, stimulus: np.ndarray) -> torch.Tensor:
+        """O then R, (context + T, 2 · cells), of ``source`` for a contrast stimulus (T, size, size), grey before it."""
+        if source == "model":
+            return self.model.outputs(stimulus)
+        stim = np.asarray(stimulus, dtype=np.float32)
+        grey = np.zeros((self.model.context,) + stim.shape[1:], np.float32)
+        return torch.from_numpy(self.gt.off_and_on(np.concatenate([grey, stim])))
+
+    def respond(self, stimulus: np.ndarray) -> np.ndarray:
+        """Rates (T, cells), spikes per 10 ms bin: the truth's stages on O of ``off_from`` and R of ``on_from``."""
+        off = self.inputs(self.off_from, stimulus)
+        on = off if self.on_from == self.off_from else self.inputs(self.on_from, stimulus)
+        n = torch.cat([off[:, :self.n_cells], on[:, self.n_cells:]], 1)
+        with torch.inference_mode():
+            return self.truths.stages(n[None])[0].numpy()
+
+
+#: the (O, R) sources :func:`osr_by_input` puts the truth's stages on
+INPUT_PAIRS = (("truth", "truth"), ("model", "truth"), ("truth", "model"), ("model", "model"))
+
+
+def osr_by_input(model: GainModel, gt: syn.Retina, cell: int = 0) -> dict:
+    """The omitted-stimulus experiment on cell ``cell`` of :class:`MixedInputs` for each pair of :data:`INPUT_PAIRS`:
+    ``{"O truth, R model": {"slope": s, "r2": r², "present": bool}, ...}``, the readout's latency slope, its r² and
+    its criterion. Does the model's OFF stage or its ON inputs keep its OSR from the truth's?"""
+    out = {}
+    for off_from, on_from in INPUT_PAIRS:
+        ro = nr.experiments.run_truth("osr", MixedInputs(model, gt, off_from, on_from), cell).readout
+        out[f"O {off_from}, R {on_from}"] = {"slope": float(ro["slope"]), "r2": float(ro["r2"]),
+                                             "present": bool(ro["present"])}
+    return out
+
+
 def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
     """r against the truth's rates on the test stimulus, the latency summary per cell, the loss by flash
     strength (``flash_ceiling.loss_by_strength``), how early each flash's answer begins (``early``:
     :func:`early_share` on the latency movie), the learnt k, τ and g, and, with a stage, what comes
     before it (``undivided``: the BN-CNN's output and the truth's :class:`TruthDrive`, cell 0's latencies
     and each cell's level at grey) and how much each stage divides on the latency movie (``division``: the
-    model's and the truth's, :func:`division`), and with an OFF stage its k, τ and β and
-    :func:`off_stage_vs_truth` (``off``)."""
+    model's and the truth's, :func:`division`), and with an OFF stage its k, τ and β, :func:`off_stage_vs_truth`
+    and :func:`osr_by_input` (``off``)."""
     pred, true = model.respond(test_stimulus)[model.history - 1:], gt.respond(test_stimulus)[model.history - 1:]
     r = np.nanmean(nr.metrics.pearson(pred, true))
     latency = lambda retina, cell=0: latency_summary(nr.experiments.run_truth("latency", retina, cell).readout)  # noqa: E731
@@ -614,7 +664,8 @@ def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarr
             out.update(k=model.gain.strength.tolist(), tau_frames=model.gain.tau.tolist(), g=model.gain.scale.tolist())
             if model.off is not None:
                 out["off"] = {"k": model.off.control.strength.tolist(), "tau_frames": model.off.control.tau.tolist(),
-                              "bias": model.off.bias.tolist(), "vs_truth": off_stage_vs_truth(model, gt)}
+                              "bias": model.off.bias.tolist(), "vs_truth": off_stage_vs_truth(model, gt),
+                              "osr_by_input": osr_by_input(model, gt)}
         before, truth = GainModel(model.cnn, GainControl(gt.n_cells, 0), model.off), TruthDrive(gt)
         grey = np.zeros((gt.history + 1, gt.size, gt.size), np.float32)
         out["undivided"] = {"model": latency(before)["latency_ms"], "truth": latency(truth)["latency_ms"],
@@ -628,7 +679,8 @@ def report_stage(who: str, res: dict) -> None:
     """Print the early shares of the two weakest flashes' answers over the cells, and for a gain-controlled
     model its k, τ and g, cell 0's latencies before its stage and the truth's, both drives at grey, how
     much each stage divides cell 0 at rest and after the weakest and the strongest flash, and the OFF stage's
-    k, τ and β, its share of cell 0's input on each movie and its r with the truth's when it has one."""
+    k, τ and β, its share of cell 0's input on each movie and its r with the truth's, and cell 0's OSR with the
+    truth's stages on the model's or the truth's O and R, when it has one."""
     weakest = sorted(res["early"], reverse=True)[:2]
     shares = "; ".join(f"{i:g}: {min(res['early'][i]):.2f}-{max(res['early'][i]):.2f}" for i in weakest)
     print(f"{who}: answer in the first {EARLY_FRAMES * FRAME_MS:g} ms, share of its peak over the cells: {shares}",
@@ -648,6 +700,9 @@ def report_stage(who: str, res: dict) -> None:
                            for name, s in res["off"]["vs_truth"].items())
         print(f"{who}: the OFF stage's share of cell 0's input on each movie (the truth's; r of the two OFF stages): "
               f"{shares}", flush=True)
+        mixed = "; ".join(f"{pair} slope {o['slope']:.2f}, r2 {o['r2']:.2f}{' (present)' if o['present'] else ''}"
+                          for pair, o in res["off"]["osr_by_input"].items())
+        print(f"{who}: cell 0's OSR with the truth's stages on the model's or the truth's O and R: {mixed}", flush=True)
 
 
 def divides(division_: dict) -> str:
@@ -668,8 +723,9 @@ def main() -> None:
     ap.add_argument("--lr-patience", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=0,
                     help="epochs whose held-out loss counts for nothing (no best, patience or learning-rate step)")
-    ap.add_argument("--movie", choices=("experiment", "flashes", "battery"), default="experiment",
-                    help="experiment (default): the latency experiment's movie, three copies; flashes: random flashes; "
+    ap.add_argument("--movie", choices=("experiment", "osr", "flashes", "battery"), default="experiment",
+                    help="experiment (default): the latency experiment's movie, three copies; osr: the omitted-stimulus "
+                         "experiment's, the same way; flashes: random flashes; "
                          "battery: the five experiments' movies (PHENOMENA), two copies, the second held out")
     ap.add_argument("--frames", type=int, default=20000, help="frames of random flashes (--movie flashes)")
     ap.add_argument("--targets", choices=("rates", "counts", "drive", "split"), default="rates",

@@ -628,7 +628,8 @@ def test_flash_ceiling_capacity_movie_is_the_experiments_own_three_times(monkeyp
 def test_gain_ceiling_battery_movie_is_the_five_experiments_twice_the_second_held_out(monkeypatch, tmp_path):
     """``--movie battery``: the five experiments' own movies (cell 0's) one after another, in PHENOMENA's order,
     twice; tested on one copy; with HOLDOUT's split every fitted window ends in the first copy and every
-    held-out window in the second, so each experiment is both trained on and held out."""
+    held-out window in the second, so each experiment is both trained on and held out. ``--movie osr``: the
+    omitted-stimulus experiment's movie, three copies, held out as the latency movie is."""
     gc = _script("gain_ceiling", monkeypatch)
     fc = _script("flash_ceiling", monkeypatch)
     lengths = {"osr": 130, "latency": 170, "anticipation": 110, "reversal": 150, "doubling": 140}
@@ -653,6 +654,12 @@ def test_gain_ceiling_battery_movie_is_the_five_experiments_twice_the_second_hel
     fit_lo, fit_hi, hold = gc.split(len(seen["train"]), 40, gc.LAGS, fc.HOLDOUT["battery"]["holdout"])
     assert fit_hi < len(once) <= hold[0] and hold[-1] == len(seen["train"]) - 1
     assert hold[0] - len(once) < gc.LAGS            # the held-out tail is nearly the whole second copy
+    asked.clear()
+    fc.record(tmp_path / "osr.h5", "osr", 123, gt)        # ``--movie osr``: that experiment's movie, three copies
+    assert asked == [("osr", 0)] and seen["attrs"] == {"kind": "osr"}
+    np.testing.assert_array_equal(seen["test"], movies["osr"])
+    np.testing.assert_array_equal(seen["train"], np.concatenate([movies["osr"]] * 3))
+    assert fc.HOLDOUT["osr"] == fc.HOLDOUT["experiment"]
 
 
 def test_flash_ceiling_loss_by_strength_finds_the_error_where_it_is(monkeypatch):
@@ -823,6 +830,64 @@ def test_gain_ceiling_off_stage_vs_truth_of_the_truths_own_stages_is_the_truth(m
     swap[0] = True
     for res in gc.off_stage_vs_truth(model, gt, cell=1).values():
         assert abs(res["model"] - res["truth"]) > 0.1 and res["r"] < 0.9
+
+
+def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_for(monkeypatch):
+    """MixedInputs: the truth's two stages on O from one source and R from another. A model whose BN-CNN gives the
+    truth's O doubled and its R: with the truth's O and R it answers as the truth (as exactly as its lags allow),
+    with the model's R and the truth's O too, with the model's O not, and with both the model's as the model's BN-CNN
+    does with the truth's stages on it (not its own β). osr_by_input on a model that gives the truth's O and R finds the truth's OSR
+    with every pair, and names each result by the pair it ran."""
+    import torch
+
+    gc = _script("gain_ceiling", monkeypatch)
+    gt = syn.Retina(seed=0, version=3)
+    history = syn.GAIN_HISTORY
+    scale = torch.ones(2 * gt.n_cells)
+
+    def truths_inputs(cnn, full, ends):        # the truth's O | R for the windows ending at ``ends``, O scaled
+        n = gt.off_and_on(full.numpy()[cnn.config.history - 1:])
+        assert len(ends) == len(n)
+        return torch.from_numpy(n) * scale
+
+    monkeypatch.setattr(gc, "drive", truths_inputs)
+    model = gc.GainModel(nr.RetinaCNN(nr.ModelConfig(n_cells=2 * gt.n_cells)), gc.truth_stage(gt, history),
+                         gc.truth_off_stage(gt, history))
+    truths = gc.GainModel(model.cnn, model.gain, gc.truth_off_stage(gt, history))
+    with torch.no_grad():
+        model.off.bias.fill_(0.0)                   # its own β: the mixer puts the truth's stages on, not the model's
+    stim = nr.stimuli.white_noise(frames=200, seed=2)
+    truth = gt.respond(stim)
+    mixed = lambda off, on: gc.MixedInputs(model, gt, off, on).respond(stim)       # noqa: E731
+    np.testing.assert_allclose(mixed("truth", "truth"), truth, rtol=1e-5, atol=1e-6)
+    assert np.max(np.abs(model.respond(stim) / truth - 1)) > 0.05
+    scale[:gt.n_cells] = 2.0
+    np.testing.assert_allclose(mixed("truth", "model"), truth, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mixed("model", "model"), truths.respond(stim), rtol=1e-6)
+    np.testing.assert_allclose(mixed("model", "truth"), truths.respond(stim), rtol=1e-6)
+    assert np.max(np.abs(mixed("model", "truth") / truth - 1)) > 0.05
+    with pytest.raises(ValueError, match="'model' or 'truth'"):
+        gc.MixedInputs(model, gt, "truth", "other")
+    with pytest.raises(ValueError, match="OFF stage"):
+        gc.MixedInputs(gc.GainModel(model.cnn, model.gain), gt, "truth", "truth")
+    scale[:] = 1.0
+    want = nr.experiments.run_truth("osr", gt, 0).readout
+    got = gc.osr_by_input(model, gt)
+    assert list(got) == [f"O {o}, R {r}" for o, r in gc.INPUT_PAIRS] and len(got) == 4
+    for res in got.values():
+        assert res["present"] and res["slope"] == pytest.approx(want["slope"], abs=1e-3)
+        assert res["r2"] == pytest.approx(want["r2"], abs=1e-3)
+    asked = []
+
+    def run_truth(name, retina, cell):
+        asked.append((name, retina.off_from, retina.on_from, cell))
+        return types.SimpleNamespace(readout={"slope": 1.0, "r2": 0.5, "present": retina.off_from == "model"})
+
+    monkeypatch.setattr(gc.nr.experiments, "run_truth", run_truth)
+    got = gc.osr_by_input(model, gt, cell=2)
+    assert asked == [("osr", o, r, 2) for o, r in gc.INPUT_PAIRS]
+    assert {pair: res["present"] for pair, res in got.items()} == {
+        "O truth, R truth": False, "O model, R truth": True, "O truth, R model": False, "O model, R model": True}
 
 
 def test_gain_ceiling_drive_targets_are_what_the_truths_stage_divides(monkeypatch, tmp_path):
