@@ -42,7 +42,8 @@ truth's O and R themselves (OUT/{movie}_split.h5, ``Retina.off_and_on``) and it 
 with both of the truth's stages on top; ``--off-stage --fixed --init OUT/split_SEED.pt`` then trains it on the
 rates with those stages held (β and g learn). ``--score`` of a two-stage model also runs the omitted-stimulus
 experiment with the truth's stages on the model's or the truth's O and R (:func:`osr_by_input`): which of the two
-keeps the model's OSR from the truth's? ``--movie osr`` trains on that experiment's movie alone (three copies).
+keeps the model's OSR from the truth's? And how much of the model's error in R does the truth's OSR survive
+(:func:`osr_margin`)? ``--movie osr`` trains on that experiment's movie alone (three copies).
 
 Command::
 
@@ -600,14 +601,16 @@ class MixedInputs:
     """The truth's two stages (:func:`truth_off_stage`, :func:`truth_stage`) on the OFF stage O of one source and
     the ON inputs R of another, as a retina's ``respond``: each the model's (the two outputs per cell of its BN-CNN,
     :meth:`GainModel.outputs`) or the truth's (``Retina.off_and_on``), ``off_from`` and ``on_from`` "model" or
-    "truth". Which of a two-stage model's inputs makes an experiment's result differ from the truth's?"""
+    "truth". Which of a two-stage model's inputs makes an experiment's result differ from the truth's? With
+    ``on_from`` "model", ``on_share`` keeps that share of the model's error in R: R_truth + on_share · (R_model −
+    R_truth) (1, the default: the model's R; how much of its error does a result survive?)."""
 
-    def __init__(self, model: GainModel, gt: syn.Retina, off_from: str, on_from: str) -> None:
+    def __init__(self, model: GainModel, gt: syn.Retina, off_from: str, on_from: str, on_share: float = 1.0) -> None:
         if model.off is None:
             raise ValueError("MixedInputs needs a model with an OFF stage (two outputs per cell)")
         if not {off_from, on_from} <= {"model", "truth"}:
             raise ValueError(f"off_from and on_from must be 'model' or 'truth', got {off_from!r} and {on_from!r}")
-        self.model, self.gt, self.off_from, self.on_from = model, gt, off_from, on_from
+        self.model, self.gt, self.off_from, self.on_from, self.on_share = model, gt, off_from, on_from, on_share
         self.history, self.size, self.n_cells = model.history, model.size, model.n_cells
         self.truths = GainModel(model.cnn, truth_stage(gt, model.gain.lags), truth_off_stage(gt, model.off.lags))
 
@@ -623,6 +626,9 @@ class MixedInputs:
         """Rates (T, cells), spikes per 10 ms bin: the truth's stages on O of ``off_from`` and R of ``on_from``."""
         off = self.inputs(self.off_from, stimulus)
         on = off if self.on_from == self.off_from else self.inputs(self.on_from, stimulus)
+        if self.on_from == "model" and self.on_share != 1.0:
+            truth = off if self.off_from == "truth" else self.inputs("truth", stimulus)
+            on = truth + self.on_share * (on - truth)
         n = torch.cat([off[:, :self.n_cells], on[:, self.n_cells:]], 1)
         with torch.inference_mode():
             return self.truths.stages(n[None])[0].numpy()
@@ -644,6 +650,21 @@ def osr_by_input(model: GainModel, gt: syn.Retina, cell: int = 0) -> dict:
     return out
 
 
+#: the shares of a model's error in R that :func:`osr_margin` tries
+R_ERROR_SHARES = (0.05, 0.1, 0.2, 0.5)
+
+
+def osr_margin(model: GainModel, gt: syn.Retina, shares: tuple = R_ERROR_SHARES, cell: int = 0) -> dict:
+    """How much of the model's error in its ON inputs the truth's OSR survives: the omitted-stimulus experiment on
+    cell ``cell`` with the truth's O and stages and R = R_truth + share · (R_model − R_truth) (:class:`MixedInputs`),
+    per share: ``{share: {"slope": s, "r2": r², "present": bool}}``."""
+    out = {}
+    for share in shares:
+        ro = nr.experiments.run_truth("osr", MixedInputs(model, gt, "truth", "model", share), cell).readout
+        out[float(share)] = {"slope": float(ro["slope"]), "r2": float(ro["r2"]), "present": bool(ro["present"])}
+    return out
+
+
 def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
     """r against the truth's rates on the test stimulus, the latency summary per cell, the loss by flash
     strength (``flash_ceiling.loss_by_strength``), how early each flash's answer begins (``early``:
@@ -651,7 +672,7 @@ def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarr
     before it (``undivided``: the BN-CNN's output and the truth's :class:`TruthDrive`, cell 0's latencies
     and each cell's level at grey) and how much each stage divides on the latency movie (``division``: the
     model's and the truth's, :func:`division`), and with an OFF stage its k, τ and β, :func:`off_stage_vs_truth`
-    and :func:`osr_by_input` (``off``)."""
+    :func:`osr_by_input` and :func:`osr_margin` (``off``)."""
     pred, true = model.respond(test_stimulus)[model.history - 1:], gt.respond(test_stimulus)[model.history - 1:]
     r = np.nanmean(nr.metrics.pearson(pred, true))
     latency = lambda retina, cell=0: latency_summary(nr.experiments.run_truth("latency", retina, cell).readout)  # noqa: E731
@@ -665,7 +686,7 @@ def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarr
             if model.off is not None:
                 out["off"] = {"k": model.off.control.strength.tolist(), "tau_frames": model.off.control.tau.tolist(),
                               "bias": model.off.bias.tolist(), "vs_truth": off_stage_vs_truth(model, gt),
-                              "osr_by_input": osr_by_input(model, gt)}
+                              "osr_by_input": osr_by_input(model, gt), "osr_margin": osr_margin(model, gt)}
         before, truth = GainModel(model.cnn, GainControl(gt.n_cells, 0), model.off), TruthDrive(gt)
         grey = np.zeros((gt.history + 1, gt.size, gt.size), np.float32)
         out["undivided"] = {"model": latency(before)["latency_ms"], "truth": latency(truth)["latency_ms"],
@@ -680,7 +701,7 @@ def report_stage(who: str, res: dict) -> None:
     model its k, τ and g, cell 0's latencies before its stage and the truth's, both drives at grey, how
     much each stage divides cell 0 at rest and after the weakest and the strongest flash, and the OFF stage's
     k, τ and β, its share of cell 0's input on each movie and its r with the truth's, and cell 0's OSR with the
-    truth's stages on the model's or the truth's O and R, when it has one."""
+    truth's stages on the model's or the truth's O and R and with a share of its error in R, when it has one."""
     weakest = sorted(res["early"], reverse=True)[:2]
     shares = "; ".join(f"{i:g}: {min(res['early'][i]):.2f}-{max(res['early'][i]):.2f}" for i in weakest)
     print(f"{who}: answer in the first {EARLY_FRAMES * FRAME_MS:g} ms, share of its peak over the cells: {shares}",
@@ -703,6 +724,10 @@ def report_stage(who: str, res: dict) -> None:
         mixed = "; ".join(f"{pair} slope {o['slope']:.2f}, r2 {o['r2']:.2f}{' (present)' if o['present'] else ''}"
                           for pair, o in res["off"]["osr_by_input"].items())
         print(f"{who}: cell 0's OSR with the truth's stages on the model's or the truth's O and R: {mixed}", flush=True)
+        margin = "; ".join(f"{share:g}: slope {o['slope']:.2f}, r2 {o['r2']:.2f}{' (present)' if o['present'] else ''}"
+                           for share, o in res["off"]["osr_margin"].items())
+        print(f"{who}: cell 0's OSR with the truth's O and R plus a share of the model's error in R: {margin}",
+              flush=True)
 
 
 def divides(division_: dict) -> str:

@@ -837,7 +837,8 @@ def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_fo
     truth's O doubled and its R: with the truth's O and R it answers as the truth (as exactly as its lags allow),
     with the model's R and the truth's O too, with the model's O not, and with both the model's as the model's BN-CNN
     does with the truth's stages on it (not its own β). osr_by_input on a model that gives the truth's O and R finds the truth's OSR
-    with every pair, and names each result by the pair it ran."""
+    with every pair, and names each result by the pair it ran. ``on_share`` keeps that share of the model's error
+    in R, and osr_margin asks the truth's O with each share."""
     import torch
 
     gc = _script("gain_ceiling", monkeypatch)
@@ -866,6 +867,11 @@ def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_fo
     np.testing.assert_allclose(mixed("model", "model"), truths.respond(stim), rtol=1e-6)
     np.testing.assert_allclose(mixed("model", "truth"), truths.respond(stim), rtol=1e-6)
     assert np.max(np.abs(mixed("model", "truth") / truth - 1)) > 0.05
+    scale[gt.n_cells:] = 2.0                        # R's error the truth's R: a share of 0.25 is R · 1.25
+    quarter = gc.MixedInputs(model, gt, "truth", "model", on_share=0.25).respond(stim)
+    scale[gt.n_cells:] = 1.25
+    np.testing.assert_allclose(quarter, mixed("truth", "model"), rtol=1e-5)
+    assert np.max(np.abs(quarter / truth - 1)) > 0.01
     with pytest.raises(ValueError, match="'model' or 'truth'"):
         gc.MixedInputs(model, gt, "truth", "other")
     with pytest.raises(ValueError, match="OFF stage"):
@@ -880,14 +886,19 @@ def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_fo
     asked = []
 
     def run_truth(name, retina, cell):
-        asked.append((name, retina.off_from, retina.on_from, cell))
-        return types.SimpleNamespace(readout={"slope": 1.0, "r2": 0.5, "present": retina.off_from == "model"})
+        asked.append((name, retina.off_from, retina.on_from, retina.on_share, cell))
+        return types.SimpleNamespace(readout={"slope": retina.on_share, "r2": 0.5,
+                                              "present": retina.off_from == "model"})
 
     monkeypatch.setattr(gc.nr.experiments, "run_truth", run_truth)
     got = gc.osr_by_input(model, gt, cell=2)
-    assert asked == [("osr", o, r, 2) for o, r in gc.INPUT_PAIRS]
+    assert asked == [("osr", o, r, 1.0, 2) for o, r in gc.INPUT_PAIRS]
     assert {pair: res["present"] for pair, res in got.items()} == {
         "O truth, R truth": False, "O model, R truth": True, "O truth, R model": False, "O model, R model": True}
+    asked.clear()
+    got = gc.osr_margin(model, gt, (0.1, 0.3), cell=1)
+    assert asked == [("osr", "truth", "model", 0.1, 1), ("osr", "truth", "model", 0.3, 1)]
+    assert {share: res["slope"] for share, res in got.items()} == {0.1: 0.1, 0.3: 0.3}
 
 
 def test_gain_ceiling_drive_targets_are_what_the_truths_stage_divides(monkeypatch, tmp_path):
