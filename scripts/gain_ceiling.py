@@ -638,16 +638,24 @@ class MixedInputs:
 INPUT_PAIRS = (("truth", "truth"), ("model", "truth"), ("truth", "model"), ("model", "model"))
 
 
+def osr_summary(retina, cell: int = 0) -> dict:
+    """The omitted-stimulus experiment on cell ``cell`` of ``retina`` (anything with ``respond``): its readout's
+    latency slope, r² and criterion, ``{"slope": s, "r2": r², "present": bool}``."""
+    ro = nr.experiments.run_truth("osr", retina, cell).readout
+    return {"slope": float(ro["slope"]), "r2": float(ro["r2"]), "present": bool(ro["present"])}
+
+
+def osr_words(summary: dict) -> str:
+    """An :func:`osr_summary` in words: its slope and r², and whether the criterion passes."""
+    return f"slope {summary['slope']:.2f}, r2 {summary['r2']:.2f}{' (present)' if summary['present'] else ''}"
+
+
 def osr_by_input(model: GainModel, gt: syn.Retina, cell: int = 0) -> dict:
-    """The omitted-stimulus experiment on cell ``cell`` of :class:`MixedInputs` for each pair of :data:`INPUT_PAIRS`:
-    ``{"O truth, R model": {"slope": s, "r2": r², "present": bool}, ...}``, the readout's latency slope, its r² and
-    its criterion. Does the model's OFF stage or its ON inputs keep its OSR from the truth's?"""
-    out = {}
-    for off_from, on_from in INPUT_PAIRS:
-        ro = nr.experiments.run_truth("osr", MixedInputs(model, gt, off_from, on_from), cell).readout
-        out[f"O {off_from}, R {on_from}"] = {"slope": float(ro["slope"]), "r2": float(ro["r2"]),
-                                             "present": bool(ro["present"])}
-    return out
+    """:func:`osr_summary` on cell ``cell`` of :class:`MixedInputs` for each pair of :data:`INPUT_PAIRS`, by pair:
+    ``{"O truth, R model": summary, ...}``. Does the model's OFF stage or its ON inputs keep its OSR from the
+    truth's?"""
+    return {f"O {off_from}, R {on_from}": osr_summary(MixedInputs(model, gt, off_from, on_from), cell)
+            for off_from, on_from in INPUT_PAIRS}
 
 
 #: the shares of a model's error in R that :func:`osr_margin` tries
@@ -655,14 +663,10 @@ R_ERROR_SHARES = (0.05, 0.1, 0.2, 0.5)
 
 
 def osr_margin(model: GainModel, gt: syn.Retina, shares: tuple = R_ERROR_SHARES, cell: int = 0) -> dict:
-    """How much of the model's error in its ON inputs the truth's OSR survives: the omitted-stimulus experiment on
-    cell ``cell`` with the truth's O and stages and R = R_truth + share · (R_model − R_truth) (:class:`MixedInputs`),
-    per share: ``{share: {"slope": s, "r2": r², "present": bool}}``."""
-    out = {}
-    for share in shares:
-        ro = nr.experiments.run_truth("osr", MixedInputs(model, gt, "truth", "model", share), cell).readout
-        out[float(share)] = {"slope": float(ro["slope"]), "r2": float(ro["r2"]), "present": bool(ro["present"])}
-    return out
+    """How much of the model's error in its ON inputs the truth's OSR survives: :func:`osr_summary` on cell ``cell``
+    with the truth's O and stages and R = R_truth + share · (R_model − R_truth) (:class:`MixedInputs`), by share:
+    ``{share: summary}``."""
+    return {float(share): osr_summary(MixedInputs(model, gt, "truth", "model", share), cell) for share in shares}
 
 
 def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
@@ -671,7 +675,7 @@ def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarr
     :func:`early_share` on the latency movie), the learnt k, τ and g, and, with a stage, what comes
     before it (``undivided``: the BN-CNN's output and the truth's :class:`TruthDrive`, cell 0's latencies
     and each cell's level at grey) and how much each stage divides on the latency movie (``division``: the
-    model's and the truth's, :func:`division`), and with an OFF stage its k, τ and β, :func:`off_stage_vs_truth`
+    model's and the truth's, :func:`division`), and with an OFF stage its k, τ and β, :func:`off_stage_vs_truth`,
     :func:`osr_by_input` and :func:`osr_margin` (``off``)."""
     pred, true = model.respond(test_stimulus)[model.history - 1:], gt.respond(test_stimulus)[model.history - 1:]
     r = np.nanmean(nr.metrics.pearson(pred, true))
@@ -721,11 +725,9 @@ def report_stage(who: str, res: dict) -> None:
                            for name, s in res["off"]["vs_truth"].items())
         print(f"{who}: the OFF stage's share of cell 0's input on each movie (the truth's; r of the two OFF stages): "
               f"{shares}", flush=True)
-        mixed = "; ".join(f"{pair} slope {o['slope']:.2f}, r2 {o['r2']:.2f}{' (present)' if o['present'] else ''}"
-                          for pair, o in res["off"]["osr_by_input"].items())
+        mixed = "; ".join(f"{pair} {osr_words(o)}" for pair, o in res["off"]["osr_by_input"].items())
         print(f"{who}: cell 0's OSR with the truth's stages on the model's or the truth's O and R: {mixed}", flush=True)
-        margin = "; ".join(f"{share:g}: slope {o['slope']:.2f}, r2 {o['r2']:.2f}{' (present)' if o['present'] else ''}"
-                           for share, o in res["off"]["osr_margin"].items())
+        margin = "; ".join(f"{share:g}: {osr_words(o)}" for share, o in res["off"]["osr_margin"].items())
         print(f"{who}: cell 0's OSR with the truth's O and R plus a share of the model's error in R: {margin}",
               flush=True)
 

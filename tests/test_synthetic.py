@@ -832,13 +832,13 @@ def test_gain_ceiling_off_stage_vs_truth_of_the_truths_own_stages_is_the_truth(m
         assert abs(res["model"] - res["truth"]) > 0.1 and res["r"] < 0.9
 
 
-def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_for(monkeypatch):
+def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_for(monkeypatch, capsys):
     """MixedInputs: the truth's two stages on O from one source and R from another. A model whose BN-CNN gives the
     truth's O doubled and its R: with the truth's O and R it answers as the truth (as exactly as its lags allow),
     with the model's R and the truth's O too, with the model's O not, and with both the model's as the model's BN-CNN
     does with the truth's stages on it (not its own β). osr_by_input on a model that gives the truth's O and R finds the truth's OSR
     with every pair, and names each result by the pair it ran. ``on_share`` keeps that share of the model's error
-    in R, and osr_margin asks the truth's O with each share."""
+    in R, and osr_margin asks the truth's O with each share; report_stage prints both."""
     import torch
 
     gc = _script("gain_ceiling", monkeypatch)
@@ -891,14 +891,22 @@ def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_fo
                                               "present": retina.off_from == "model"})
 
     monkeypatch.setattr(gc.nr.experiments, "run_truth", run_truth)
-    got = gc.osr_by_input(model, gt, cell=2)
+    pairs = gc.osr_by_input(model, gt, cell=2)
     assert asked == [("osr", o, r, 1.0, 2) for o, r in gc.INPUT_PAIRS]
-    assert {pair: res["present"] for pair, res in got.items()} == {
+    assert {pair: res["present"] for pair, res in pairs.items()} == {
         "O truth, R truth": False, "O model, R truth": True, "O truth, R model": False, "O model, R model": True}
     asked.clear()
-    got = gc.osr_margin(model, gt, (0.1, 0.3), cell=1)
+    margin = gc.osr_margin(model, gt, (0.1, 0.3), cell=1)
     assert asked == [("osr", "truth", "model", 0.1, 1), ("osr", "truth", "model", 0.3, 1)]
-    assert {share: res["slope"] for share, res in got.items()} == {0.1: 0.1, 0.3: 0.3}
+    assert {share: res["slope"] for share, res in margin.items()} == {0.1: 0.1, 0.3: 0.3}
+    capsys.readouterr()
+    gc.report_stage("m", {"early": {-0.5: [0.0], -1.0: [0.0]}, "k": None,
+                          "off": {"k": [0.3], "tau_frames": [22.5], "bias": [-1.3],
+                                  "vs_truth": {"osr": {"model": 0.1, "truth": 0.1, "r": 1.0}},
+                                  "osr_by_input": pairs, "osr_margin": margin}})
+    printed = capsys.readouterr().out
+    assert "O truth, R truth slope 1.00, r2 0.50; O model, R truth slope 1.00, r2 0.50 (present);" in printed
+    assert "R: 0.1: slope 0.10, r2 0.50; 0.3: slope 0.30, r2 0.50\n" in printed
 
 
 def test_gain_ceiling_drive_targets_are_what_the_truths_stage_divides(monkeypatch, tmp_path):
