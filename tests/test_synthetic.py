@@ -835,10 +835,11 @@ def test_gain_ceiling_off_stage_vs_truth_of_the_truths_own_stages_is_the_truth(m
 def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_for(monkeypatch, capsys):
     """MixedInputs: the truth's two stages on O from one source and R from another. A model whose BN-CNN gives the
     truth's O doubled and its R: with the truth's O and R it answers as the truth (as exactly as its lags allow),
-    with the model's R and the truth's O too, with the model's O not, and with both the model's as the model's BN-CNN
-    does with the truth's stages on it (not its own β). osr_by_input on a model that gives the truth's O and R finds the truth's OSR
-    with every pair, and names each result by the pair it ran. ``on_share`` keeps that share of the model's error
-    in R, and osr_margin asks the truth's O with each share; report_stage prints both."""
+    with the model's R and the truth's O too, with the model's O not, and with both the model's as the model's
+    BN-CNN does with the truth's stages on it (not its own β). osr_by_input on a model that gives the truth's O
+    and R finds the truth's OSR with every pair, and names each result by the pair it ran. ``on_share`` keeps
+    that share of the model's error in R, and osr_margin asks the truth's O with each share; report_stage prints
+    both."""
     import torch
 
     gc = _script("gain_ceiling", monkeypatch)
@@ -867,7 +868,7 @@ def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_fo
     np.testing.assert_allclose(mixed("model", "model"), truths.respond(stim), rtol=1e-6)
     np.testing.assert_allclose(mixed("model", "truth"), truths.respond(stim), rtol=1e-6)
     assert np.max(np.abs(mixed("model", "truth") / truth - 1)) > 0.05
-    scale[gt.n_cells:] = 2.0                        # R's error the truth's R: a share of 0.25 is R · 1.25
+    scale[gt.n_cells:] = 2.0                        # the model's R twice the truth's: 0.25 of its error is R · 1.25
     quarter = gc.MixedInputs(model, gt, "truth", "model", on_share=0.25).respond(stim)
     scale[gt.n_cells:] = 1.25
     np.testing.assert_allclose(quarter, mixed("truth", "model"), rtol=1e-5)
