@@ -385,6 +385,30 @@ def test_truth_search_line_is_the_version_3_circuit(v3, monkeypatch):
     assert graded[0] == 1.0 and graded[2] == 0.0 and all(np.diff(graded) < 0)
 
 
+def test_truth_search_osr_robustness_counts_the_2d_circuits_osr_under_each_move(monkeypatch):
+    """``truth_search.osr_robustness`` (the ``--robust-osr`` search): one run per ON pathway × (peak, weight) ×
+    factor × cell, counted as passing exactly where the 2-D ``Retina(version=3)`` with that one value moved shows
+    the OSR; its worst margin is negative iff a run fails, and the search's score carries the count."""
+    ts = _script("truth_search", monkeypatch)
+    got = ts.osr_robustness(syn.V3_PARAMS, cells=(0,), factors=(0.9, 1.1))
+    on = [n for n, pw in syn.V3_PARAMS["pathways"].items() if pw["polarity"] == "ON"]
+    assert len(on) == 3 and got["runs"] == len(on) * 2 * 2
+    passes = 0
+    for name in on:
+        for key in ("peak", "weight"):
+            for factor in (0.9, 1.1):
+                params = json.loads(json.dumps(syn.V3_PARAMS))
+                params["pathways"][name][key] *= factor
+                assert params["pathways"][name][key] != syn.V3_PARAMS["pathways"][name][key]
+                gt = syn.Retina(seed=0, version=3, params={"pathways": params["pathways"]})
+                passes += bool(nr.experiments.run_truth("osr", gt, 0).readout["present"])
+    assert 0 < passes < got["runs"]                     # the truth's OSR is fragile: some moves break it
+    assert got["passes"] == passes
+    assert got["worst"] < 0 and got["worst"] < got["mean"]
+    score = ts.score(syn.V3_PARAMS, robust_osr=True)
+    assert score[0] == 0 and score[1] == ts.osr_robustness(syn.V3_PARAMS)["passes"]
+
+
 def test_history_window_is_the_truth_cut_to_the_last_frames(v3, monkeypatch):
     """scripts/history_window.py (docs/MODEL.md): at frame t, the truth's response to frames t−H+1 … t with
     grey before them, as the 2-D Retina gives on the movie greyed before the window; a window longer than the
