@@ -11,7 +11,7 @@ Commands::
 
     python scripts/truth_search.py search OUT.jsonl [--seed 0] [--iterations 3000] [--step 0.06] [--start P.json]
                                                     [--robust-osr]
-    python scripts/truth_search.py robustness          # the ±20% table of docs/MODEL.md
+    python scripts/truth_search.py robustness [--params P.json|OUT.jsonl]   # the ±20% table of docs/MODEL.md
 
 ``search`` is a hill climb from ``--start`` (default: ``synthetic.V3_PARAMS``) over every weight,
 threshold, filter peak, rebound, period and spatial σ, the bias and the two gain controls. A
@@ -270,9 +270,23 @@ ROBUSTNESS = [(f"{n} {k}", ("pathways", n, k)) for n in syn.V3_PARAMS["pathways"
 ]
 
 
-def robustness() -> str:
-    """Cells (of 4) showing each phenomenon with one parameter moved by ×0.8 and ×1.2, as a Markdown table."""
-    base = json.loads(json.dumps(syn.V3_PARAMS))
+def load_params(path: str | None) -> dict:
+    """Version 3's parameters with those of ``path`` over them: a JSON object of parameters, or a search's
+    OUT.jsonl (its last accepted step's); ``None``: ``synthetic.V3_PARAMS`` itself."""
+    params = json.loads(json.dumps(syn.V3_PARAMS))
+    if path is not None:
+        with open(path) as f:
+            text = f.read()
+        given = (json.loads(text.strip().splitlines()[-1])["params"] if path.endswith(".jsonl")
+                 else json.loads(text))
+        params.update(given)
+    return params
+
+
+def robustness(params: dict | None = None) -> str:
+    """Cells (of 4) showing each phenomenon with one parameter of ``params`` (default: version 3's) moved by
+    ×0.8 and ×1.2, as a Markdown table."""
+    base = json.loads(json.dumps(syn.V3_PARAMS if params is None else params))
     head = " / ".join(NAMES)
     lines = [f"| parameter | ×0.8: {head} | ×1.2: {head} |", "|---|---|---|"]
     for label, path in ROBUSTNESS:
@@ -299,16 +313,17 @@ def main() -> None:
     s.add_argument("--step", type=float, default=0.06)
     s.add_argument("--robust-osr", action="store_true",
                    help="also ask the OSR to survive each ON pathway's peak and weight moved by ×0.9 and ×1.1")
-    sub.add_parser("robustness")
+    r = sub.add_parser("robustness")
+    r.add_argument("--params", default=None, help="a JSON file of parameters, or a search's OUT.jsonl (its last step)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"1-D circuit vs Retina(version=3): {check_line():.1e}", flush=True)
     if args.command == "search":
-        start = json.loads(open(args.start).read()) if args.start else syn.V3_PARAMS
+        start = load_params(args.start)
         search(args.out, {k: start[k] for k in ("pathways", "bias", "gain_control")}, args.seed, args.iterations,
                args.step, args.robust_osr)
     else:
-        print(robustness())
+        print(robustness(load_params(args.params)))
 
 
 if __name__ == "__main__":

@@ -385,7 +385,7 @@ def test_truth_search_line_is_the_version_3_circuit(v3, monkeypatch):
     assert graded[0] == 1.0 and graded[2] == 0.0 and all(np.diff(graded) < 0)
 
 
-def test_truth_search_osr_robustness_counts_the_2d_circuits_osr_under_each_move(monkeypatch):
+def test_truth_search_osr_robustness_counts_the_2d_circuits_osr_under_each_move(monkeypatch, tmp_path):
     """``truth_search.osr_robustness`` (the ``--robust-osr`` search): one run per ON pathway × (peak, weight) ×
     factor × cell, counted as passing exactly where the 2-D ``Retina(version=3)`` with that one value moved shows
     the OSR; its worst margin is negative iff a run fails, and the search's score carries the count."""
@@ -407,6 +407,18 @@ def test_truth_search_osr_robustness_counts_the_2d_circuits_osr_under_each_move(
     assert got["worst"] < 0 and got["worst"] < got["mean"]
     score = ts.score(syn.V3_PARAMS, robust_osr=True)
     assert score[0] == 0 and score[1] == ts.osr_robustness(syn.V3_PARAMS)["passes"]
+    # a search's log gives its last accepted step, over version 3's other parameters
+    steps = [json.loads(json.dumps(syn.V3_PARAMS)) for _ in range(2)]
+    for i, step in enumerate(steps):
+        step["bias"] += i + 1
+        del step["ganglion_sigma"]
+    log = tmp_path / "out.jsonl"
+    log.write_text("".join(json.dumps({"iteration": i, "params": p}) + "\n" for i, p in enumerate(steps)))
+    loaded = ts.load_params(str(log))
+    assert loaded["bias"] == syn.V3_PARAMS["bias"] + 2 and loaded["ganglion_sigma"] == syn.V3_PARAMS["ganglion_sigma"]
+    (tmp_path / "p.json").write_text(json.dumps(steps[0]))
+    assert ts.load_params(str(tmp_path / "p.json"))["bias"] == syn.V3_PARAMS["bias"] + 1
+    assert ts.load_params(None) == syn.V3_PARAMS
 
 
 def test_history_window_is_the_truth_cut_to_the_last_frames(v3, monkeypatch):
