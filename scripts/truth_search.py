@@ -236,7 +236,7 @@ def perturb(p: dict, rng: np.random.Generator, step: float) -> dict:
         if "rebound" in pw:
             pw["rebound"] = jitter(pw["rebound"], 0.5 * step, 0.0, 3.0)
         if "period" in pw:
-            pw["period"] = jitter(pw["period"], 0.3 * step, 6.0, 30.0)
+            pw["period"] = jitter(pw["period"], 0.3 * step, 4.0, 30.0)
     q["bias"] += float(rng.normal(0, step))
     for g in q["gain_control"].values():
         g["strength"] *= float(np.exp(rng.normal(0, 1.5 * step)))
@@ -256,6 +256,8 @@ def search(out: str, start: dict, seed: int, iterations: int, step: float, robus
                 best, start = s, cand
                 log.write(json.dumps({"iteration": it, "score": s, "params": cand}) + "\n")
                 log.flush()
+            if (it + 1) % 100 == 0:
+                print(f"iteration {it + 1}: best {best}", flush=True)
 
 
 #: the ±20% table: (row label, path into the parameters)
