@@ -9,9 +9,9 @@ bottom rows, where the 2-D filters are cut, carry ~1e-8 of a cell's pool).
 
 Commands::
 
-    python scripts/truth_search.py search OUT.jsonl [--seed 0] [--iterations 3000] [--step 0.06] [--start P.json]
-                                                    [--robust-osr]
-    python scripts/truth_search.py robustness [--params P.json|OUT.jsonl]   # the ±20% table of docs/MODEL.md
+    python scripts/truth_search.py search OUT.jsonl [--seed 0] [--iterations 3000] [--step 0.06]
+                                       [--version 3|4] [--start P.json|OUT.jsonl|bank] [--robust-osr]
+    python scripts/truth_search.py robustness [--version 3|4] [--params P.json|OUT.jsonl]   # the ±20% tables
 
 ``search`` is a hill climb from ``--start`` (default: ``synthetic.V3_PARAMS``) over every weight,
 threshold, filter peak, rebound, period and spatial σ, the bias and the two gain controls. A
@@ -260,22 +260,42 @@ def search(out: str, start: dict, seed: int, iterations: int, step: float, robus
                 print(f"iteration {it + 1}: best {best}", flush=True)
 
 
-#: the ±20% table: (row label, path into the parameters)
-ROBUSTNESS = [(f"{n} {k}", ("pathways", n, k)) for n in syn.V3_PARAMS["pathways"]
-              for k in ("weight", "threshold", "sigma", "peak") if k != "threshold" or
-              syn.V3_PARAMS["pathways"][n]["threshold"] > 0] + [
-    ("bias", ("bias",)), ("ganglion σ", ("ganglion_sigma",)),
-    ("OFF gain control strength", ("gain_control", "off", "strength")),
-    ("OFF gain control τ", ("gain_control", "off", "tau")),
-    ("ganglion gain control strength", ("gain_control", "ganglion", "strength")),
-    ("ganglion gain control τ", ("gain_control", "ganglion", "tau")),
-]
+def robustness_rows(params: dict) -> list:
+    """The ±20% table's rows for ``params``: (row label, path into the parameters), each pathway's weight,
+    threshold (where above 0), σ and peak, then the bias, the ganglion σ and the two gain controls."""
+    return [(f"{n} {k}", ("pathways", n, k)) for n, q in params["pathways"].items()
+            for k in ("weight", "threshold", "sigma", "peak") if k != "threshold" or q["threshold"] > 0] + [
+        ("bias", ("bias",)), ("ganglion σ", ("ganglion_sigma",)),
+        ("OFF gain control strength", ("gain_control", "off", "strength")),
+        ("OFF gain control τ", ("gain_control", "off", "tau")),
+        ("ganglion gain control strength", ("gain_control", "ganglion", "strength")),
+        ("ganglion gain control τ", ("gain_control", "ganglion", "tau")),
+    ]
 
 
-def load_params(path: str | None) -> dict:
-    """Version 3's parameters with those of ``path`` over them: a JSON object of parameters, or a search's
-    OUT.jsonl (its last accepted step's); ``None``: ``synthetic.V3_PARAMS`` itself."""
+#: version 4's search started from version 3 with these tuned ON pathways added (:func:`bank_start`): one per
+#: period of the OSR experiment's 50–170 ms, each ``ON tuned``'s filter with its envelope's peak at one period
+BANK_PERIODS = (5, 7, 9, 11, 13, 15, 17)
+BANK_START = {"order": 3.0, "phase": 0.0, "weight": 10.0, "threshold": 0.5}
+
+
+def bank_start() -> dict:
+    """Version 3's parameters with :data:`BANK_PERIODS`' tuned ON pathways added, named "ON tuned P" for their
+    period P (frames): where ``search --start bank --robust-osr --seed 1`` found version 4."""
     params = json.loads(json.dumps(syn.V3_PARAMS))
+    for period in BANK_PERIODS:
+        q = dict(params["pathways"]["ON tuned"], period=float(period), peak=float(period), **BANK_START)
+        params["pathways"][f"ON tuned {period}"] = q
+    return params
+
+
+def load_params(path: str | None, version: int = 3) -> dict:
+    """Version ``version``'s parameters (3 or 4) with those of ``path`` over them: a JSON object of parameters, or
+    a search's OUT.jsonl (its last accepted step's); ``None``: ``synthetic.V3_PARAMS`` (``V4_PARAMS``) itself;
+    ``"bank"``: :func:`bank_start`."""
+    if path == "bank":
+        return bank_start()
+    params = json.loads(json.dumps({3: syn.V3_PARAMS, 4: syn.V4_PARAMS}[version]))
     if path is not None:
         with open(path) as f:
             text = f.read()
@@ -291,7 +311,7 @@ def robustness(params: dict | None = None) -> str:
     base = json.loads(json.dumps(syn.V3_PARAMS if params is None else params))
     head = " / ".join(NAMES)
     lines = [f"| parameter | ×0.8: {head} | ×1.2: {head} |", "|---|---|---|"]
-    for label, path in ROBUSTNESS:
+    for label, path in robustness_rows(base):
         cols = []
         for factor in (0.8, 1.2):
             p = moved(base, path, factor)
@@ -309,7 +329,7 @@ def main() -> None:
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("search")
     s.add_argument("out")
-    s.add_argument("--start", default=None, help="a JSON file of parameters (default: synthetic.V3_PARAMS)")
+    s.add_argument("--start", default=None, help="a JSON file of parameters, or a search's OUT.jsonl (its last step)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--iterations", type=int, default=3000)
     s.add_argument("--step", type=float, default=0.06)
@@ -317,15 +337,18 @@ def main() -> None:
                    help="also ask the OSR to survive each ON pathway's peak and weight moved by ×0.9 and ×1.1")
     r = sub.add_parser("robustness")
     r.add_argument("--params", default=None, help="a JSON file of parameters, or a search's OUT.jsonl (its last step)")
+    for q in (s, r):
+        q.add_argument("--version", type=int, choices=(3, 4), default=3,
+                       help="the circuit whose parameters are used (under --start/--params: the others'); default 3")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"1-D circuit vs Retina(version=3): {check_line():.1e}", flush=True)
     if args.command == "search":
-        start = load_params(args.start)
+        start = load_params(args.start, args.version)
         search(args.out, {k: start[k] for k in ("pathways", "bias", "gain_control")}, args.seed, args.iterations,
                args.step, args.robust_osr)
     else:
-        print(robustness(load_params(args.params)))
+        print(robustness(load_params(args.params, args.version)))
 
 
 if __name__ == "__main__":

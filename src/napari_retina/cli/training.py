@@ -131,7 +131,8 @@ def register(sub) -> None:
     p.add_argument("--retina-seed", type=int, default=0, help="seed of nr.synthetic.Retina" + d)
     p.add_argument("--retina-version", type=int, default=synthetic.DEFAULT_VERSION, choices=synthetic.VERSIONS,
                    help="circuit of nr.synthetic.Retina: 2 (the shipped model's truth), 3 (with gain control: "
-                        "all five phenomena) or 1 (the first)" + d)
+                        "all five phenomena), 4 (3 with a bank of tuned ON pathways: an OSR that survives "
+                        "10%% changes of its ON inputs) or 1 (the first)" + d)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_synth)
 
