@@ -12,7 +12,8 @@
 #     export PYTHONPATH=/tmp/site; bash scripts/gpu_session.sh $OUT
 #
 #  1. science, side by side on the one GPU, until SCIENCE_S seconds (default 300) after the start:
-#     - the v3 truth's sweep, five seeds, KIND (default mix-sparse): scripts/science_sweep.sh;
+#     - a truth's sweep, five seeds, KIND (default mix-sparse): scripts/science_sweep.sh on RETINA_VERSION
+#       (default 4, whose OSR survives 10% changes of its ON inputs: does a model's?; v3's sweep ran 2026-12-04);
 #     - scripts/gain_ceiling.py on the capacity test's data (docs/MODEL.md, "A gain-control stage"):
 #       the stage learnt from scratch with the Poisson and log losses summed (--loss both, "both";
 #       on a CPU it coded 16.1-20.6 ms in 40 epochs: "The loss's weighting, tested"); the control
@@ -65,7 +66,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 
 sweep=$work/sweep_data            # the datasets (GBs) are not packed
 [ "${SWEEP:-1}" = 1 ] &&           # SWEEP=0: the gain runs alone
-  RETINA_VERSION=3 KIND=${KIND:-mix-sparse} timeout "$(left)" bash science_sweep.sh "$sweep" "$work/sweep" 0 1 2 3 4 \
+  RETINA_VERSION=${RETINA_VERSION:-4} KIND=${KIND:-mix-sparse} timeout "$(left)" bash science_sweep.sh "$sweep" "$work/sweep" 0 1 2 3 4 \
     > "$logs/sweep.log" 2>&1 &
 timeout "$(left)" python gain_ceiling.py "$gain" --data > "$logs/gain_data.log" 2>&1   # once, before the runs share it
 picked() { [ -z "${GAIN_RUNS:-}" ] || [[ " $GAIN_RUNS " == *" $1 "* ]]; }   # GAIN_RUNS holds the run's name, or is unset

@@ -1,7 +1,8 @@
 """A ground truth and its models: one prepared run for a GPU (docs/MODEL.md, issue "Science v2").
 
 ``--retina-version`` picks the truth (default 2, the shipped model's; 3, with gain control, shows all
-five phenomena); pass the same version to the ``data`` and ``model`` stages.
+five phenomena; 4, version 3 with a bank of tuned ON pathways, shows them with an OSR that survives 10%
+changes of its ON inputs); pass the same version to the ``data`` and ``model`` stages.
 
 Stages (``--stage``):
 
