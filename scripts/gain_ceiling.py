@@ -43,7 +43,8 @@ with both of the truth's stages on top; ``--off-stage --fixed --init OUT/split_S
 rates with those stages held (β and g learn). ``--score`` of a two-stage model also runs the omitted-stimulus
 experiment with the truth's stages on the model's or the truth's O and R (:func:`osr_by_input`): which of the two
 keeps the model's OSR from the truth's? And how much of the model's error in R does the truth's OSR survive
-(:func:`osr_margin`)? ``--movie osr`` trains on that experiment's movie alone (three copies).
+(:func:`osr_margin`), and version 4's, given the same error (``onto``; docs/MODEL.md, "Ground truth v4")?
+``--movie osr`` trains on that experiment's movie alone (three copies).
 
 Command::
 
@@ -603,32 +604,40 @@ class MixedInputs:
     :meth:`GainModel.outputs`) or the truth's (``Retina.off_and_on``), ``off_from`` and ``on_from`` "model" or
     "truth". Which of a two-stage model's inputs makes an experiment's result differ from the truth's? With
     ``on_from`` "model", ``on_share`` keeps that share of the model's error in R: R_truth + on_share · (R_model −
-    R_truth) (1, the default: the model's R; how much of its error does a result survive?)."""
+    R_truth) (1, the default: the model's R; how much of its error does a result survive?). ``onto``, another
+    truth (e.g. ``Retina(version=4)``), carries that error over to it: its stages, its O (with ``off_from``
+    "truth") and R_onto + on_share · (R_model − R_truth), the error still measured against ``gt``, the truth the
+    model was fitted to (how much of such an error would the other truth's result survive?)."""
 
-    def __init__(self, model: GainModel, gt: syn.Retina, off_from: str, on_from: str, on_share: float = 1.0) -> None:
+    def __init__(self, model: GainModel, gt: syn.Retina, off_from: str, on_from: str, on_share: float = 1.0,
+                 onto: syn.Retina | None = None) -> None:
         if model.off is None:
             raise ValueError("MixedInputs needs a model with an OFF stage (two outputs per cell)")
         if not {off_from, on_from} <= {"model", "truth"}:
             raise ValueError(f"off_from and on_from must be 'model' or 'truth', got {off_from!r} and {on_from!r}")
         self.model, self.gt, self.off_from, self.on_from, self.on_share = model, gt, off_from, on_from, on_share
+        self.onto = gt if onto is None else onto
         self.history, self.size, self.n_cells = model.history, model.size, model.n_cells
-        self.truths = GainModel(model.cnn, truth_stage(gt, model.gain.lags), truth_off_stage(gt, model.off.lags))
+        self.truths = GainModel(model.cnn, truth_stage(self.onto, model.gain.lags),
+                                truth_off_stage(self.onto, model.off.lags))
 
-    def inputs(self, source: str, stimulus: np.ndarray) -> torch.Tensor:
-        """O then R, (context + T, 2 · cells), of ``source`` for a contrast stimulus (T, size, size), grey before it."""
+    def inputs(self, source: str, stimulus: np.ndarray, truth: syn.Retina | None = None) -> torch.Tensor:
+        """O then R, (context + T, 2 · cells), of ``source`` for a contrast stimulus (T, size, size), grey before it;
+        "truth": ``truth``'s (default: ``onto``'s)."""
         if source == "model":
             return self.model.outputs(stimulus)
         stim = np.asarray(stimulus, dtype=np.float32)
         grey = np.zeros((self.model.context,) + stim.shape[1:], np.float32)
-        return torch.from_numpy(self.gt.off_and_on(np.concatenate([grey, stim])))
+        return torch.from_numpy((self.onto if truth is None else truth).off_and_on(np.concatenate([grey, stim])))
 
     def respond(self, stimulus: np.ndarray) -> np.ndarray:
         """Rates (T, cells), spikes per 10 ms bin: the truth's stages on O of ``off_from`` and R of ``on_from``."""
         off = self.inputs(self.off_from, stimulus)
         on = off if self.on_from == self.off_from else self.inputs(self.on_from, stimulus)
-        if self.on_from == "model" and self.on_share != 1.0:
+        if self.on_from == "model" and (self.on_share != 1.0 or self.onto is not self.gt):
             truth = off if self.off_from == "truth" else self.inputs("truth", stimulus)
-            on = truth + self.on_share * (on - truth)
+            fitted = truth if self.onto is self.gt else self.inputs("truth", stimulus, self.gt)
+            on = truth + self.on_share * (on - fitted)
         n = torch.cat([off[:, :self.n_cells], on[:, self.n_cells:]], 1)
         with torch.inference_mode():
             return self.truths.stages(n[None])[0].numpy()
@@ -662,11 +671,12 @@ def osr_by_input(model: GainModel, gt: syn.Retina, cell: int = 0) -> dict:
 R_ERROR_SHARES = (0.05, 0.1, 0.2, 0.5)
 
 
-def osr_margin(model: GainModel, gt: syn.Retina, shares: tuple = R_ERROR_SHARES, cell: int = 0) -> dict:
+def osr_margin(model: GainModel, gt: syn.Retina, shares: tuple = R_ERROR_SHARES, cell: int = 0,
+               onto: syn.Retina | None = None) -> dict:
     """How much of the model's error in its ON inputs the truth's OSR survives: :func:`osr_summary` on cell ``cell``
     with the truth's O and stages and R = R_truth + share · (R_model − R_truth) (:class:`MixedInputs`), by share:
-    ``{share: summary}``."""
-    return {float(share): osr_summary(MixedInputs(model, gt, "truth", "model", share), cell) for share in shares}
+    ``{share: summary}``; with ``onto``, that truth's O, stages and R plus the share of the error against ``gt``."""
+    return {float(share): osr_summary(MixedInputs(model, gt, "truth", "model", share, onto), cell) for share in shares}
 
 
 def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarray) -> dict:
@@ -690,7 +700,9 @@ def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarr
             if model.off is not None:
                 out["off"] = {"k": model.off.control.strength.tolist(), "tau_frames": model.off.control.tau.tolist(),
                               "bias": model.off.bias.tolist(), "vs_truth": off_stage_vs_truth(model, gt),
-                              "osr_by_input": osr_by_input(model, gt), "osr_margin": osr_margin(model, gt)}
+                              "osr_by_input": osr_by_input(model, gt), "osr_margin": osr_margin(model, gt),
+                              "osr_margin_v4": osr_margin(model, gt, R_ERROR_SHARES + (1.0,),
+                                                          onto=syn.Retina(seed=0, version=4))}
         before, truth = GainModel(model.cnn, GainControl(gt.n_cells, 0), model.off), TruthDrive(gt)
         grey = np.zeros((gt.history + 1, gt.size, gt.size), np.float32)
         out["undivided"] = {"model": latency(before)["latency_ms"], "truth": latency(truth)["latency_ms"],
@@ -730,6 +742,9 @@ def report_stage(who: str, res: dict) -> None:
         margin = "; ".join(f"{share:g}: {osr_words(o)}" for share, o in res["off"]["osr_margin"].items())
         print(f"{who}: cell 0's OSR with the truth's O and R plus a share of the model's error in R: {margin}",
               flush=True)
+        if "osr_margin_v4" in res["off"]:
+            margin = "; ".join(f"{share:g}: {osr_words(o)}" for share, o in res["off"]["osr_margin_v4"].items())
+            print(f"{who}: the same error carried over to version 4 (its O, R and stages): {margin}", flush=True)
 
 
 def divides(division_: dict) -> str:

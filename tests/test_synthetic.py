@@ -970,6 +970,15 @@ def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_fo
     scale[gt.n_cells:] = 1.25
     np.testing.assert_allclose(quarter, mixed("truth", "model"), rtol=1e-5)
     assert np.max(np.abs(quarter / truth - 1)) > 0.01
+    # carried over to version 4: its stages and O, and its R plus a share of the error against version 3
+    v4 = syn.Retina(seed=0, version=4)
+    onto = lambda share: gc.MixedInputs(model, gt, "truth", "model", share, onto=v4).respond(stim)  # noqa: E731
+    scale[gt.n_cells:] = 1.0                        # no error in R: version 4 itself
+    np.testing.assert_allclose(onto(1.0), v4.respond(stim), rtol=1e-5, atol=1e-6)
+    scale[gt.n_cells:] = 2.0                        # an error of R_v3: none of it, then all of it
+    np.testing.assert_allclose(onto(0.0), v4.respond(stim), rtol=1e-5, atol=1e-6)
+    assert np.max(np.abs(onto(1.0) / v4.respond(stim) - 1)) > 0.01
+    scale[gt.n_cells:] = 1.25
     with pytest.raises(ValueError, match="'model' or 'truth'"):
         gc.MixedInputs(model, gt, "truth", "other")
     with pytest.raises(ValueError, match="OFF stage"):
@@ -981,10 +990,11 @@ def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_fo
     for res in got.values():
         assert res["present"] and res["slope"] == pytest.approx(want["slope"], abs=1e-3)
         assert res["r2"] == pytest.approx(want["r2"], abs=1e-3)
-    asked = []
+    asked, ontos = [], []
 
     def run_truth(name, retina, cell):
         asked.append((name, retina.off_from, retina.on_from, retina.on_share, cell))
+        ontos.append(retina.onto.version)
         return types.SimpleNamespace(readout={"slope": retina.on_share, "r2": 0.5,
                                               "present": retina.off_from == "model"})
 
@@ -997,14 +1007,18 @@ def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_fo
     margin = gc.osr_margin(model, gt, (0.1, 0.3), cell=1)
     assert asked == [("osr", "truth", "model", 0.1, 1), ("osr", "truth", "model", 0.3, 1)]
     assert {share: res["slope"] for share, res in margin.items()} == {0.1: 0.1, 0.3: 0.3}
+    ontos.clear()
+    gc.osr_margin(model, gt, (0.1,), onto=v4)
+    assert ontos == [4] and asked[-1] == ("osr", "truth", "model", 0.1, 0)
     capsys.readouterr()
     gc.report_stage("m", {"early": {-0.5: [0.0], -1.0: [0.0]}, "k": None,
                           "off": {"k": [0.3], "tau_frames": [22.5], "bias": [-1.3],
                                   "vs_truth": {"osr": {"model": 0.1, "truth": 0.1, "r": 1.0}},
-                                  "osr_by_input": pairs, "osr_margin": margin}})
+                                  "osr_by_input": pairs, "osr_margin": margin, "osr_margin_v4": margin}})
     printed = capsys.readouterr().out
     assert "O truth, R truth slope 1.00, r2 0.50; O model, R truth slope 1.00, r2 0.50 (present);" in printed
     assert "R: 0.1: slope 0.10, r2 0.50; 0.3: slope 0.30, r2 0.50\n" in printed
+    assert "carried over to version 4 (its O, R and stages): 0.1: slope 0.10, r2 0.50; 0.3: slope 0.30" in printed
 
 
 def test_gain_ceiling_drive_targets_are_what_the_truths_stage_divides(monkeypatch, tmp_path):
