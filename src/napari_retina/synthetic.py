@@ -83,7 +83,7 @@ damped oscillations of 48–164 ms period, one near each period of the OSR exper
 2009's model of the OSR), every parameter searched again. Version 3's OSR rests on the ON
 pathways' timing: moving ON fast's or ON slow's filter peak by 10% loses it. Version 4's survives
 each ON pathway's filter peak and weight moved by ±10% in every cell (160 runs;
-``scripts/truth_search.py search --robust-osr``), and 20% of the error with which models of
+``scripts/truth_search.py search --robust-osr``), and 20–50% of the error with which models of
 version 3 fit its ON inputs (version 3's: 5–10%). It shows all five phenomena in every cell (cell 0):
 
 - omitted-stimulus response: slope 0.69, r² 0.86; latency from the last flash 112, 110, 139, 168,
