@@ -55,6 +55,7 @@ Command::
                                        [--off-stage [--off-k 0.5] [--off-tau 10]]
     python scripts/gain_ceiling.py OUT --score MODEL... [--committee NAME [--draw K...] [--battery]]
     python scripts/gain_ceiling.py OUT --data
+    (each with [--retina-version 3|4]: the truth, version 3 by default; one OUT per version)
 
 writes OUT/{movie}.h5 (the dataset of ``flash_ceiling.py``, once), OUT/{gain|plain|drive|split|twostage}_SEED.pt
 (at each improvement of the held-out loss; read back with ``torch.load(weights_only=True)``) and
@@ -698,7 +699,9 @@ def result(model: GainModel | Committee, gt: syn.Retina, test_stimulus: np.ndarr
         with torch.no_grad():
             out.update(k=model.gain.strength.tolist(), tau_frames=model.gain.tau.tolist(), g=model.gain.scale.tolist())
             if model.off is not None:
-                out["off"] = {"k": model.off.control.strength.tolist(), "tau_frames": model.off.control.tau.tolist(),
+                out["off"] = {"truth": {"k": gt.params["gain_control"]["off"]["strength"], "bias": gt.params["bias"],
+                                        "tau_frames": gt.params["gain_control"]["off"]["tau"]},
+                              "k": model.off.control.strength.tolist(), "tau_frames": model.off.control.tau.tolist(),
                               "bias": model.off.bias.tolist(), "vs_truth": off_stage_vs_truth(model, gt),
                               "osr_by_input": osr_by_input(model, gt), "osr_margin": osr_margin(model, gt),
                               "osr_margin_v4": osr_margin(model, gt, R_ERROR_SHARES + (1.0,),
@@ -731,8 +734,10 @@ def report_stage(who: str, res: dict) -> None:
         print(f"{who}: the stage divides cell 0 by {divides(res['division']['model'])} (the truth's: "
               f"{divides(res['division']['truth'])})", flush=True)
     if res.get("off") is not None:
+        t = res["off"].get("truth", {"k": 0.312, "tau_frames": 22.5, "bias": -1.29})      # version 3's, if not given
         print(f"{who}: OFF stage k {np.round(res['off']['k'], 3)}, tau {np.round(res['off']['tau_frames'], 1)} frames, "
-              f"bias {np.round(res['off']['bias'], 2)} (the truth's: k 0.312, tau 22.5, bias -1.29)", flush=True)
+              f"bias {np.round(res['off']['bias'], 2)} (the truth's: k {t['k']:g}, tau {t['tau_frames']:g}, "
+              f"bias {t['bias']:g})", flush=True)
         shares = ", ".join(f"{name} {s['model']:.2f} ({s['truth']:.2f}; r {s['r']:.2f})"
                            for name, s in res["off"]["vs_truth"].items())
         print(f"{who}: the OFF stage's share of cell 0's input on each movie (the truth's; r of the two OFF stages): "
@@ -801,6 +806,8 @@ def main() -> None:
                     help="with --committee: also run the five experiments of the truth's phenomena on the committee "
                          "and on each member, every cell, with each one's r with the truth on those movies")
     ap.add_argument("--data", action="store_true", help="write the datasets (counts, rates, drive, split) and stop")
+    ap.add_argument("--retina-version", type=int, choices=(3, 4), default=3,
+                    help="the truth: 3 (default) or 4 (3 with a bank of tuned ON pathways); use one OUT per version")
     args = ap.parse_args()
     if args.committee and not args.score:
         ap.error("--committee scores the models given with --score")
@@ -809,7 +816,7 @@ def main() -> None:
     if any(not 1 <= k <= len(args.score or []) for k in args.draw):
         ap.error(f"--draw sizes must be between 1 and the {len(args.score or [])} models given")
     torch.set_num_threads(args.threads)
-    gt = syn.Retina(seed=0, version=3)
+    gt = syn.Retina(seed=0, version=args.retina_version)
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.out / f"{args.movie}.h5"
     if not data.exists():

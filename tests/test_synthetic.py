@@ -4,6 +4,7 @@ nr.experiments.phenomena), its datasets. Scoring a model against it: test_experi
 from __future__ import annotations
 
 import json
+import sys
 import types
 
 import numpy as np
@@ -929,6 +930,21 @@ def test_gain_ceiling_off_stage_vs_truth_of_the_truths_own_stages_is_the_truth(m
         assert abs(res["model"] - res["truth"]) > 0.1 and res["r"] < 0.9
 
 
+@pytest.mark.parametrize("argv, version", [([], 3), (["--retina-version", "4"], 4)])
+def test_gain_ceiling_records_its_data_from_the_truth_asked_for(monkeypatch, tmp_path, argv, version):
+    """gain_ceiling.py's datasets (the movie's, its rates, drive and split) come from version 3, or from version 4
+    with --retina-version 4."""
+    gc = _script("gain_ceiling", monkeypatch)
+    used = []
+    monkeypatch.setattr(gc, "record", lambda path, movie, frames, gt: used.append(("record", gt.version)))
+    monkeypatch.setattr(gc, "noise_free", lambda data, out: used.append(("rates", None)))
+    for name in ("undivided", "split_inputs"):
+        monkeypatch.setattr(gc, name, lambda data, out, gt, name=name: used.append((name, gt.version)))
+    monkeypatch.setattr(sys, "argv", ["gain_ceiling.py", str(tmp_path), "--data", "--movie", "osr"] + argv)
+    gc.main()
+    assert used == [("record", version), ("rates", None), ("undivided", version), ("split_inputs", version)]
+
+
 def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_for(monkeypatch, capsys):
     """MixedInputs: the truth's two stages on O from one source and R from another. A model whose BN-CNN gives the
     truth's O doubled and its R: with the truth's O and R it answers as the truth (as exactly as its lags allow),
@@ -1013,12 +1029,14 @@ def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_fo
     capsys.readouterr()
     gc.report_stage("m", {"early": {-0.5: [0.0], -1.0: [0.0]}, "k": None,
                           "off": {"k": [0.3], "tau_frames": [22.5], "bias": [-1.3],
+                                  "truth": {"k": 0.3612, "tau_frames": 22.7, "bias": -1.551},
                                   "vs_truth": {"osr": {"model": 0.1, "truth": 0.1, "r": 1.0}},
                                   "osr_by_input": pairs, "osr_margin": margin, "osr_margin_v4": margin}})
     printed = capsys.readouterr().out
     assert "O truth, R truth slope 1.00, r2 0.50; O model, R truth slope 1.00, r2 0.50 (present);" in printed
     assert "R: 0.1: slope 0.10, r2 0.50; 0.3: slope 0.30, r2 0.50\n" in printed
     assert "carried over to version 4 (its O, R and stages): 0.1: slope 0.10, r2 0.50; 0.3: slope 0.30" in printed
+    assert "(the truth's: k 0.3612, tau 22.7, bias -1.551)" in printed     # the truth's own, not version 3's
 
 
 def test_gain_ceiling_drive_targets_are_what_the_truths_stage_divides(monkeypatch, tmp_path):
