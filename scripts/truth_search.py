@@ -329,7 +329,8 @@ def main() -> None:
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("search")
     s.add_argument("out")
-    s.add_argument("--start", default=None, help="a JSON file of parameters, or a search's OUT.jsonl (its last step)")
+    s.add_argument("--start", default=None, help="a JSON file of parameters, a search's OUT.jsonl (its last step), "
+                   "or bank (version 3 with version 4's starting bank of tuned ON pathways)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--iterations", type=int, default=3000)
     s.add_argument("--step", type=float, default=0.06)
