@@ -660,6 +660,11 @@ def osr_words(summary: dict) -> str:
     return f"slope {summary['slope']:.2f}, r2 {summary['r2']:.2f}{' (present)' if summary['present'] else ''}"
 
 
+def margin_words(margin: dict) -> str:
+    """An :func:`osr_margin` in words: each share and :func:`osr_words` of its OSR."""
+    return "; ".join(f"{share:g}: {osr_words(o)}" for share, o in margin.items())
+
+
 def osr_by_input(model: GainModel, gt: syn.Retina, cell: int = 0) -> dict:
     """:func:`osr_summary` on cell ``cell`` of :class:`MixedInputs` for each pair of :data:`INPUT_PAIRS`, by pair:
     ``{"O truth, R model": summary, ...}``. Does the model's OFF stage or its ON inputs keep its OSR from the
@@ -735,7 +740,7 @@ def report_stage(who: str, res: dict) -> None:
         print(f"{who}: the stage divides cell 0 by {divides(res['division']['model'])} (the truth's: "
               f"{divides(res['division']['truth'])})", flush=True)
     if res.get("off") is not None:
-        t = res["off"].get("truth", {"k": 0.312, "tau_frames": 22.5, "bias": -1.29})      # version 3's, if not given
+        t = res["off"]["truth"]
         print(f"{who}: OFF stage k {np.round(res['off']['k'], 3)}, tau {np.round(res['off']['tau_frames'], 1)} frames, "
               f"bias {np.round(res['off']['bias'], 2)} (the truth's: k {t['k']:g}, tau {t['tau_frames']:g}, "
               f"bias {t['bias']:g})", flush=True)
@@ -745,12 +750,11 @@ def report_stage(who: str, res: dict) -> None:
               f"{shares}", flush=True)
         mixed = "; ".join(f"{pair} {osr_words(o)}" for pair, o in res["off"]["osr_by_input"].items())
         print(f"{who}: cell 0's OSR with the truth's stages on the model's or the truth's O and R: {mixed}", flush=True)
-        margin = "; ".join(f"{share:g}: {osr_words(o)}" for share, o in res["off"]["osr_margin"].items())
-        print(f"{who}: cell 0's OSR with the truth's O and R plus a share of the model's error in R: {margin}",
-              flush=True)
+        print(f"{who}: cell 0's OSR with the truth's O and R plus a share of the model's error in R: "
+              f"{margin_words(res['off']['osr_margin'])}", flush=True)
         if "osr_margin_v4" in res["off"]:
-            margin = "; ".join(f"{share:g}: {osr_words(o)}" for share, o in res["off"]["osr_margin_v4"].items())
-            print(f"{who}: the same error carried over to version 4 (its O, R and stages): {margin}", flush=True)
+            print(f"{who}: the same error carried over to version 4 (its O, R and stages): "
+                  f"{margin_words(res['off']['osr_margin_v4'])}", flush=True)
 
 
 def divides(division_: dict) -> str:
