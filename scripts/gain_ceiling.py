@@ -802,6 +802,9 @@ def main() -> None:
                          "each cell's OFF stage and ON inputs; --fixed keeps its k and tau too")
     ap.add_argument("--off-k", type=float, default=0.5, help="the OFF stage's starting strength (default 0.5)")
     ap.add_argument("--off-tau", type=float, default=10.0, help="its starting time constant, frames (default 10)")
+    ap.add_argument("--truth-stages", action="store_true",
+                    help="start each gain control at the truth's own k and tau (the --retina-version asked for), in "
+                         "place of --k, --tau, --off-k and --off-tau; with --fixed they stay there")
     ap.add_argument("--score", type=Path, nargs="+", metavar="MODEL", help="train nothing: report these models")
     ap.add_argument("--committee", metavar="NAME", help="with --score: score the mean of the models' rates as one "
                     "model, written to OUT/latency_NAME.json")
@@ -822,6 +825,10 @@ def main() -> None:
         ap.error(f"--draw sizes must be between 1 and the {len(args.score or [])} models given")
     torch.set_num_threads(args.threads)
     gt = syn.Retina(seed=0, version=args.retina_version)
+    if args.truth_stages:
+        stages = gt.params["gain_control"]
+        args.k, args.tau = stages["ganglion"]["strength"], stages["ganglion"]["tau"]
+        args.off_k, args.off_tau = stages["off"]["strength"], stages["off"]["tau"]
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.out / f"{args.movie}.h5"
     if not data.exists():

@@ -14,7 +14,8 @@
 #  1. science, side by side on the one GPU, until SCIENCE_S seconds (default 300) after the start:
 #     - a truth's sweep, five seeds, KIND (default mix-sparse): scripts/science_sweep.sh on RETINA_VERSION
 #       (default 4, whose OSR survives 10% changes of its ON inputs: does a model's?; v3's sweep ran 2026-12-04);
-#     - scripts/gain_ceiling.py on the capacity test's data (docs/MODEL.md, "A gain-control stage"):
+#     - scripts/gain_ceiling.py on the capacity test's data (docs/MODEL.md, "A gain-control stage"), from the
+#       same truth (RETINA_VERSION 3 or 4; with 1 or 2 the gain runs take version 3, the first with gain control):
 #       the stage learnt from scratch with the Poisson and log losses summed (--loss both, "both";
 #       on a CPU it coded 16.1-20.6 ms in 40 epochs: "The loss's weighting, tested"); the control
 #       (--no-gain, "plain") then the stage warm-started on it ("warm"); the plain BN-CNN trained on
@@ -59,6 +60,9 @@ deadline=$(( start + ${TOTAL_S:-570} ))
 until_() { echo $(( $1 - $(date +%s) > 1 ? $1 - $(date +%s) : 1 )); }   # seconds to a time, at least 1
 left() { until_ "$end"; }
 gain=$work/gain
+version=${RETINA_VERSION:-4}
+gain_version=$(( version >= 3 ? version : 3 ))
+gc="python gain_ceiling.py $gain --retina-version $gain_version"   # every gain run and score, on that truth
 logs=$work/logs
 device=${DEVICE:-cuda}
 cd "$root/scripts"
@@ -66,36 +70,36 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 
 sweep=$work/sweep_data            # the datasets (GBs) are not packed
 [ "${SWEEP:-1}" = 1 ] &&           # SWEEP=0: the gain runs alone
-  RETINA_VERSION=${RETINA_VERSION:-4} KIND=${KIND:-mix-sparse} timeout "$(left)" bash science_sweep.sh "$sweep" "$work/sweep" 0 1 2 3 4 \
+  RETINA_VERSION=$version KIND=${KIND:-mix-sparse} timeout "$(left)" bash science_sweep.sh "$sweep" "$work/sweep" 0 1 2 3 4 \
     > "$logs/sweep.log" 2>&1 &
-timeout "$(left)" python gain_ceiling.py "$gain" --data > "$logs/gain_data.log" 2>&1   # once, before the runs share it
+timeout "$(left)" $gc --data > "$logs/gain_data.log" 2>&1   # once, before the runs share it
 picked() { [ -z "${GAIN_RUNS:-}" ] || [[ " $GAIN_RUNS " == *" $1 "* ]]; }   # GAIN_RUNS holds the run's name, or is unset
 { picked battpoisson || picked battoff || picked battsplit; } &&
-  timeout "$(left)" python gain_ceiling.py "$gain" --movie battery --data > "$logs/gain_data_battery.log" 2>&1
+  timeout "$(left)" $gc --movie battery --data > "$logs/gain_data_battery.log" 2>&1
 long="--device $device --epochs 1000 --patience 60 --warmup 10"   # warmup: docs/MODEL.md, "An early dip"
 runs=(
-  "both|python gain_ceiling.py $gain $long --loss both --name both"
-  "warm|python gain_ceiling.py $gain --device $device --epochs 80 --patience 15 --no-gain &&
-        python gain_ceiling.py $gain $long --init $gain/plain_0.pt --name warm"
-  "drive|python gain_ceiling.py $gain $long --no-gain --targets drive"
+  "both|$gc $long --loss both --name both"
+  "warm|$gc --device $device --epochs 80 --patience 15 --no-gain &&
+        $gc $long --init $gain/plain_0.pt --name warm"
+  "drive|$gc $long --no-gain --targets drive"
 )
 # the truth's division held (docs/MODEL.md, "held at the truth's", "trained to the end"), seeds HELD_SEEDS:
 # on a BN-CNN fitted to the truth's drive, with the summed loss (truthfixed) and the Poisson loss alone
 # (heldpoisson); and from scratch, the stage set to the truth's k and tau (heldscratch)
 for seed in ${HELD_SEEDS:-1 2}; do
-  runs+=("truthfixed$seed|python gain_ceiling.py $gain --device $device --no-gain --targets drive --loss log --epochs 40 \
-          --seeds $seed --name drivelog && { python gain_ceiling.py $gain $long --init $gain/drivelog_$seed.pt --fixed \
-          --loss both --seeds $seed --name truthfixed & python gain_ceiling.py $gain $long --init $gain/drivelog_$seed.pt \
+  runs+=("truthfixed$seed|$gc --device $device --no-gain --targets drive --loss log --epochs 40 \
+          --seeds $seed --name drivelog && { $gc $long --init $gain/drivelog_$seed.pt --fixed \
+          --loss both --seeds $seed --name truthfixed & $gc $long --init $gain/drivelog_$seed.pt \
           --fixed --loss poisson --seeds $seed --name heldpoisson > $logs/gain_heldpoisson$seed.log 2>&1 & wait; }"
-         "heldscratch$seed|python gain_ceiling.py $gain $long --k 1.18 --tau 12.2 --fixed --loss both --seeds $seed \
+         "heldscratch$seed|$gc $long --truth-stages --fixed --loss both --seeds $seed \
           --name heldscratch"
-         "battpoisson$seed|until [ -e $gain/latency_drivelog_$seed.json ]; do sleep 2; done; python gain_ceiling.py \
-          $gain $long --movie battery --init $gain/drivelog_$seed.pt --fixed --loss poisson --seeds $seed \
+         "battpoisson$seed|until [ -e $gain/latency_drivelog_$seed.json ]; do sleep 2; done; $gc $long \
+          --movie battery --init $gain/drivelog_$seed.pt --fixed --loss poisson --seeds $seed \
           --name battpoisson"
-         "battoff$seed|python gain_ceiling.py $gain $long --movie battery --off-stage --fixed --k 1.18 --tau 12.2 \
-          --off-k 0.312 --off-tau 22.5 --loss poisson --seeds $seed --name battoff"
-         "battsplit$seed|python gain_ceiling.py $gain --device $device --movie battery --no-gain --targets split \
-          --loss log --epochs 40 --seeds $seed --name battsplit && python gain_ceiling.py $gain $long --movie battery \
+         "battoff$seed|$gc $long --movie battery --off-stage --fixed --truth-stages \
+          --loss poisson --seeds $seed --name battoff"
+         "battsplit$seed|$gc --device $device --movie battery --no-gain --targets split \
+          --loss log --epochs 40 --seeds $seed --name battsplit && $gc $long --movie battery \
           --off-stage --fixed --init $gain/battsplit_$seed.pt --loss poisson --seeds $seed --name battsplitoff")
 done
 for run in "${runs[@]}"; do         # GAIN_RUNS="truthfixed heldscratch", say: only those (default: all)
@@ -117,7 +121,7 @@ cp "$sweep"/log_*.txt "$logs/" 2>/dev/null
 for model in "$gain"/*.pt; do      # a finished run has written its latency_*.json after its last model
   [ -e "$model" ] || continue
   [ "$gain/latency_$(basename "$model" .pt).json" -nt "$model" ] ||
-    timeout "$(until_ "$scored")" python gain_ceiling.py "$gain" --score "$model" \
+    timeout "$(until_ "$scored")" $gc --score "$model" \
       $([[ $(basename "$model") == batt* ]] && echo --movie battery) \
       > "$logs/score_$(basename "$model" .pt).log" 2>&1 &
 done

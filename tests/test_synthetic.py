@@ -3,6 +3,7 @@ nr.experiments.phenomena), its datasets. Scoring a model against it: test_experi
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import types
@@ -943,6 +944,39 @@ def test_gain_ceiling_records_its_data_from_the_truth_asked_for(monkeypatch, tmp
     monkeypatch.setattr(sys, "argv", ["gain_ceiling.py", str(tmp_path), "--data", "--movie", "osr"] + argv)
     gc.main()
     assert used == [("record", version), ("rates", None), ("undivided", version), ("split_inputs", version)]
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_gain_ceiling_truth_stages_start_both_stages_at_the_truths_own(monkeypatch, tmp_path, version):
+    """--truth-stages trains with each gain control at the asked truth's own k and τ (synthetic.V3_PARAMS'
+    and V4_PARAMS'), --fixed holding them; without it, the defaults."""
+    gc = _script("gain_ceiling", monkeypatch)
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    signature = inspect.signature(gc.train_gain)
+
+    def train_gain(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs).arguments
+        asked.append({"k": bound["strength"], "tau": bound["tau"], "fixed": bound["fixed"], "off": bound["off"]})
+        raise Stop
+
+    monkeypatch.setattr(gc, "record", lambda path, movie, frames, gt: None)
+    monkeypatch.setattr(gc, "noise_free", lambda data, out: data)
+    monkeypatch.setattr(gc.nr.io, "read_dataset", lambda path: types.SimpleNamespace(
+        test=types.SimpleNamespace(stimulus=None)))
+    monkeypatch.setattr(gc, "train_gain", train_gain)
+    base = ["gain_ceiling.py", str(tmp_path), "--movie", "osr", "--off-stage", "--retina-version", str(version)]
+    for extra in (["--truth-stages", "--fixed"], []):
+        monkeypatch.setattr(sys, "argv", base + extra)
+        with pytest.raises(Stop):
+            gc.main()
+    stages = syn.Retina(version=version).params["gain_control"]
+    assert asked[0] == {"k": stages["ganglion"]["strength"], "tau": stages["ganglion"]["tau"], "fixed": True,
+                        "off": (stages["off"]["strength"], stages["off"]["tau"])}
+    assert asked[1] == {"k": 0.5, "tau": 10.0, "fixed": False, "off": (0.5, 10.0)}
 
 
 def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_for(monkeypatch, capsys):
