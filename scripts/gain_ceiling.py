@@ -19,8 +19,8 @@ current frame does not divide itself). A batch is made of blocks of ``L`` contex
 BN-CNN with the same loop (``L`` = 0), the control; ``--init OUT/plain_SEED.pt`` starts a gain-controlled
 model from that control's BN-CNN (and ``--init OUT/gain_SEED.pt`` lets a gain-controlled run go on);
 ``--k``, ``--tau`` and ``--fixed`` set the stage's start, or fix it
-(the truth's own values, k 1.18 and τ 12.2 frames, ask whether the BN-CNN learns the undivided
-drive when the stage is given). ``--targets drive --no-gain`` asks whether it can represent that drive
+(the truth's own values, k 1.18 and τ 12.2 frames in version 3, ask whether the BN-CNN learns the undivided
+drive when the stage is given; ``--truth-stages`` starts every stage at the asked truth's own k and τ). ``--targets drive --no-gain`` asks whether it can represent that drive
 at all: the plain BN-CNN is trained on the truth's undivided drive ``softplus(drive)`` itself
 (OUT/{movie}_drive.h5) and scored, as OUT/drive_SEED.pt, with the truth's own stage on top. ``--loss log``
 fits ``log(ε + output)`` to ``log(ε + target)`` by squared error (ε = :data:`LOG_FLOOR`) instead of the Poisson
@@ -52,7 +52,7 @@ Command::
                                        [--warmup 0] [--movie experiment|osr|flashes|battery] [--frames 20000]
                                        [--targets rates|counts|drive|split] [--loss poisson|log|both] [--noise 0]
                                        [--device cpu] [--init MODEL] [--name NAME] [--k 0.5] [--tau 10] [--fixed]
-                                       [--off-stage [--off-k 0.5] [--off-tau 10]]
+                                       [--off-stage [--off-k 0.5] [--off-tau 10]] [--truth-stages]
     python scripts/gain_ceiling.py OUT --score MODEL... [--committee NAME [--draw K...] [--battery]]
     python scripts/gain_ceiling.py OUT --data
     (each with [--retina-version 3|4]: the truth, version 3 by default; one OUT per version)
