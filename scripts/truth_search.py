@@ -11,6 +11,7 @@ Commands::
 
     python scripts/truth_search.py search OUT.jsonl [--seed 0] [--iterations 3000] [--step 0.06]
                                        [--version 3|4] [--start P.json|OUT.jsonl|bank] [--robust-osr]
+                                       [--osr-line]
     python scripts/truth_search.py robustness [--version 3|4] [--params P.json|OUT.jsonl]   # the ±20% tables
 
 ``search`` is a hill climb from ``--start`` (default: ``synthetic.V3_PARAMS``) over every weight,
@@ -22,7 +23,10 @@ a quarter, a half and three quarters of a pixel (:data:`REVERSAL_OFFSETS`). Acce
 With ``--robust-osr`` the OSR must also survive each ON pathway's filter peak and weight moved by ×0.9 and
 ×1.1 (:func:`osr_robustness`; version 3's fails on ON fast's and ON slow's peaks, and models of it mistime
 exactly those inputs): a circuit scores (−missing, OSR runs passed under those moves, the smaller of its
-smallest margin and their mean OSR margin).
+smallest margin and their mean OSR margin). ``--osr-line`` also asks the OSR's latency from the last flash
+to follow the period on a line of slope about 1 (:data:`OSR_LINE`), as a salamander's does: version 4's
+climbs from ~110 to ~180 ms over three periods and stays there, a step that models of it place 20–30 ms off
+(docs/MODEL.md, "Models of it").
 """
 
 from __future__ import annotations
@@ -150,12 +154,31 @@ def osr_margins(o: dict) -> dict:
     }
 
 
-def margins(r: dict) -> dict:
-    """How far each criterion of docs/EXPERIMENTS.md is from failing, scaled to about [−1, 1] (> 0: passes)."""
+#: ``--osr-line``: an OSR whose latency from the last flash is a line of slope about 1 over the periods, as a
+#: salamander's (Schwartz et al. 2007): r² at least, the slope within, every local slope within this of the slope
+OSR_LINE = {"r2": 0.95, "slope": (0.8, 1.2), "local": 0.5}
+
+
+def osr_line_margins(o: dict) -> dict:
+    """How far the OSR readout ``o`` is from :data:`OSR_LINE` (> 0: within it), scaled so that version 4's
+    (r² 0.86, slope 0.69, a local slope 0.8 from it) sits at about −0.6: a hill climb's gradient, not a clip."""
+    slope = _f(o["slope"], 0)
+    low, high = OSR_LINE["slope"]
+    return {
+        "osr line r2": (_f(o["r2"], 0) - OSR_LINE["r2"]) / 0.15,
+        "osr line slope": min(slope - low, high - slope) / 0.2,
+        "osr line no step": min(OSR_LINE["local"] - abs(_f(s, 9) - slope) for s in o["local_slopes"]) / 0.5,
+    }
+
+
+def margins(r: dict, line: bool = False) -> dict:
+    """How far each criterion of docs/EXPERIMENTS.md is from failing, scaled to about [−1, 1] (> 0: passes); with
+    ``line``, also how far the OSR is from a line (:func:`osr_line_margins`)."""
     lat, a, d = (r[n] for n in ("latency", "anticipation", "doubling"))
     rng = _f(lat["latency_range_ms"], 0.0)
     m = {
         **osr_margins(r["osr"]),
+        **(osr_line_margins(r["osr"]) if line else {}),
         "latency range": (rng - 20) / 20,
         "latency step": (0.5 * rng - _f(lat["largest_step_ms"], 99)) / max(rng, 1.0),
         "latency monotonic": _rise_margin(_f(lat["largest_rise_ms"], 99.0)),
@@ -170,15 +193,16 @@ def margins(r: dict) -> dict:
     return {k: float(np.clip(v, -1, 1)) for k, v in m.items()}
 
 
-def score(params: dict, robust_osr: bool = False) -> tuple:
+def score(params: dict, robust_osr: bool = False, line: bool = False) -> tuple:
     """(−readouts not present in the worst cell, smallest margin over criteria and cells); with ``robust_osr``
-    (−missing, OSR runs passed under :func:`osr_robustness`, min(smallest margin, their mean margin))."""
+    (−missing, OSR runs passed under :func:`osr_robustness`, min(smallest margin, their mean margin)); with
+    ``line`` the margins include the OSR's distance from a line (:func:`osr_line_margins`)."""
     try:
         per_cell = readouts(params)
     except ValueError:
         return (-99, -1e9) if not robust_osr else (-99, -1, -1e9)
     missing = max(sum(not r[n]["present"] for n in r) for r in per_cell.values())
-    margin = min(min(margins(r).values()) for r in per_cell.values())
+    margin = min(min(margins(r, line).values()) for r in per_cell.values())
     if not robust_osr:
         return -missing, margin
     rob = osr_robustness(params)
@@ -244,14 +268,15 @@ def perturb(p: dict, rng: np.random.Generator, step: float) -> dict:
     return q
 
 
-def search(out: str, start: dict, seed: int, iterations: int, step: float, robust_osr: bool = False) -> None:
+def search(out: str, start: dict, seed: int, iterations: int, step: float, robust_osr: bool = False,
+           line: bool = False) -> None:
     rng = np.random.default_rng(seed)
-    best = score(start, robust_osr)
+    best = score(start, robust_osr, line)
     with open(out, "a") as log:
         log.write(json.dumps({"iteration": -1, "score": best, "params": start}) + "\n")
         for it in range(iterations):
             cand = perturb(start, rng, step)
-            s = score(cand, robust_osr)
+            s = score(cand, robust_osr, line)
             if s >= best:
                 best, start = s, cand
                 log.write(json.dumps({"iteration": it, "score": s, "params": cand}) + "\n")
@@ -336,6 +361,8 @@ def main() -> None:
     s.add_argument("--step", type=float, default=0.06)
     s.add_argument("--robust-osr", action="store_true",
                    help="also ask the OSR to survive each ON pathway's peak and weight moved by ×0.9 and ×1.1")
+    s.add_argument("--osr-line", action="store_true",
+                   help="also ask the OSR's latency to follow the period on a line of slope about 1 (OSR_LINE)")
     r = sub.add_parser("robustness")
     r.add_argument("--params", default=None, help="a JSON file of parameters, or a search's OUT.jsonl (its last step)")
     for q in (s, r):
@@ -347,7 +374,7 @@ def main() -> None:
     if args.command == "search":
         start = load_params(args.start, args.version)
         search(args.out, {k: start[k] for k in ("pathways", "bias", "gain_control")}, args.seed, args.iterations,
-               args.step, args.robust_osr)
+               args.step, args.robust_osr, args.osr_line)
     else:
         print(robustness(load_params(args.params, args.version)))
 

@@ -423,6 +423,35 @@ def test_truth_search_osr_robustness_counts_the_2d_circuits_osr_under_each_move(
     assert ts.load_params(None) == syn.V3_PARAMS
 
 
+def test_truth_search_osr_line_margins_measure_the_distance_from_a_line_of_slope_one(v4, monkeypatch):
+    """``--osr-line``: positive margins for latencies on a line of slope ~1, each margin negative where its own
+    clause of OSR_LINE fails; version 4 (2-D circuit) is a step, not a line, so its line margins are negative
+    and a search with ``line`` scores it below its plain score (the line's margins join the smallest)."""
+    ts = _script("truth_search", monkeypatch)
+    periods = np.array([50, 70, 90, 110, 130, 150, 170.0])
+
+    def readout(latency):
+        fit = nr.metrics.linear_fit(periods, latency)
+        return {"slope": fit[0], "r2": fit[2], "local_slopes": list(np.diff(latency) / np.diff(periods))}
+
+    line = ts.osr_line_margins(readout(periods + 40))
+    assert min(line.values()) > 0
+    stepped = periods + 40
+    stepped[3:] += 15                                     # one step of 15 ms: local slope 1.75
+    assert ts.osr_line_margins(readout(stepped))["osr line no step"] < 0
+    plateau = np.minimum(periods + 40, 170.0)              # stops following the period: local slopes of 0
+    assert ts.osr_line_margins(readout(plateau))["osr line no step"] < 0
+    shallow = ts.osr_line_margins(readout(0.6 * periods + 80))
+    assert shallow["osr line slope"] < 0 < shallow["osr line no step"] and shallow["osr line r2"] > 0
+    truth = ts.osr_line_margins(nr.experiments.run_truth("osr", v4, 0).readout)
+    assert all(-1 < m < 0 for m in truth.values())        # inside the clip: a hill climb has a slope to follow
+    cell0 = ts.readouts(syn.V4_PARAMS, cells=(0,), offsets=())[0]
+    assert "osr line r2" not in ts.margins(cell0) and ts.margins(cell0, line=True)["osr line r2"] < 0
+    plain, with_line = ts.score(syn.V4_PARAMS), ts.score(syn.V4_PARAMS, line=True)
+    assert with_line[0] == plain[0] == 0 and with_line[1] == pytest.approx(min(truth.values()), abs=0.02)
+    assert plain[1] > 0
+
+
 @pytest.fixture(scope="module")
 def v4():
     return syn.Retina(seed=0, version=4)
