@@ -20,12 +20,13 @@ BN-CNN with the same loop (``L`` = 0), the control; ``--init OUT/plain_SEED.pt``
 model from that control's BN-CNN (and ``--init OUT/gain_SEED.pt`` lets a gain-controlled run go on);
 ``--k``, ``--tau`` and ``--fixed`` set the stage's start, or fix it
 (the truth's own values, k 1.18 and τ 12.2 frames in version 3, ask whether the BN-CNN learns the undivided
-drive when the stage is given; ``--truth-stages`` starts every stage at the asked truth's own k and τ). ``--targets drive --no-gain`` asks whether it can represent that drive
-at all: the plain BN-CNN is trained on the truth's undivided drive ``softplus(drive)`` itself
-(OUT/{movie}_drive.h5) and scored, as OUT/drive_SEED.pt, with the truth's own stage on top. ``--loss log``
-fits ``log(ε + output)`` to ``log(ε + target)`` by squared error (ε = :data:`LOG_FLOOR`) instead of the Poisson
-loss, so that a weak flash's answer weighs as much as a strong one's: a fit to the drive is otherwise ruled by
-the strong flashes' hundreds of spikes per bin, and the latency code lives in the weak flashes' timing.
+drive when the stage is given; ``--truth-stages`` starts every stage at the asked truth's own k and τ).
+``--targets drive --no-gain`` asks whether it can represent that drive at all: the plain BN-CNN is trained on
+the truth's undivided drive ``softplus(drive)`` itself (OUT/{movie}_drive.h5) and scored, as OUT/drive_SEED.pt,
+with the truth's own stage on top. ``--loss log`` fits ``log(ε + output)`` to ``log(ε + target)`` by squared
+error (ε = :data:`LOG_FLOOR`) instead of the Poisson loss, so that a weak flash's answer weighs as much as a
+strong one's: a fit to the drive is otherwise ruled by the strong flashes' hundreds of spikes per bin, and the
+latency code lives in the weak flashes' timing.
 ``--loss both`` sums the two. ``--score MODEL… --committee NAME`` scores the mean of the models' rates as one
 model (a committee of seeds, :class:`Committee`), and ``--draw K…`` adds 20 committees of K of them drawn
 at random, per K: does latency coding need the passing seeds, or do the seeds' errors average out?

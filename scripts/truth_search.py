@@ -25,7 +25,7 @@ With ``--robust-osr`` the OSR must also survive each ON pathway's filter peak an
 exactly those inputs): a circuit scores (−missing, OSR runs passed under those moves, the smaller of its
 smallest margin and their mean OSR margin). ``--osr-line`` also asks the OSR's latency from the last flash
 to follow the period on a line of slope about 1 (:data:`OSR_LINE`), as a salamander's does: version 4's
-climbs from ~110 to ~180 ms over three periods and stays there, a step that models of it place 20–30 ms off
+climbs from ~110 to ~180 ms over three periods and stays there, a step that models of it place 20–40 ms off
 (docs/MODEL.md, "Models of it").
 """
 
