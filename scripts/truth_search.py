@@ -11,7 +11,7 @@ Commands::
 
     python scripts/truth_search.py search OUT.jsonl [--seed 0] [--iterations 3000] [--step 0.06]
                                        [--version 3|4] [--start P.json|OUT.jsonl|bank] [--robust-osr]
-                                       [--osr-line]
+                                       [--osr-line] [--shape]
     python scripts/truth_search.py robustness [--version 3|4] [--params P.json|OUT.jsonl]   # the ±20% tables
 
 ``search`` is a hill climb from ``--start`` (default: ``synthetic.V3_PARAMS``) over every weight,
@@ -26,7 +26,8 @@ exactly those inputs): a circuit scores (−missing, OSR runs passed under those
 smallest margin and their mean OSR margin). ``--osr-line`` also asks the OSR's latency from the last flash
 to follow the period on a line of slope about 1 (:data:`OSR_LINE`), as a salamander's does: version 4's
 climbs from ~110 to ~180 ms over three periods and stays there, a step that models of it place 20–40 ms off
-(docs/MODEL.md, "Models of it").
+(docs/MODEL.md, "Models of it"). ``--shape`` also moves each tuned pathway's envelope order and phase, which
+the plain search keeps where they started.
 """
 
 from __future__ import annotations
@@ -247,8 +248,16 @@ def osr_robustness(params: dict, cells=(0, 1, 2, 3), factors=ROBUST_FACTORS) -> 
             "mean": float(np.mean([m for _, m in worst])), "worst": min(m for _, m in worst)}
 
 
-def perturb(p: dict, rng: np.random.Generator, step: float) -> dict:
-    """Every parameter moved a little (log scale for positive ones), within sane bounds."""
+#: ``--shape``: bounds of a tuned pathway's envelope order (lower: a longer, slower ring) and of its phase, in
+#: periods (the cosine's peak moved by up to half a period: a pathway's latency after the flash it predicts)
+ORDER_BOUNDS = (1.5, 8.0)
+PHASE_BOUND = 0.5
+
+
+def perturb(p: dict, rng: np.random.Generator, step: float, shape: bool = False) -> dict:
+    """Every parameter moved a little (log scale for positive ones), within sane bounds; with ``shape``, also each
+    tuned pathway's envelope order and phase (:data:`ORDER_BOUNDS`, :data:`PHASE_BOUND`), drawn after the rest so
+    that a seed without ``shape`` moves the others as it always did."""
     q = json.loads(json.dumps(p))
     jitter = lambda v, s, lo, hi: float(np.clip(v * np.exp(rng.normal(0, s)), lo, hi))   # noqa: E731
     for pw in q["pathways"].values():
@@ -265,17 +274,22 @@ def perturb(p: dict, rng: np.random.Generator, step: float) -> dict:
     for g in q["gain_control"].values():
         g["strength"] *= float(np.exp(rng.normal(0, 1.5 * step)))
         g["tau"] = jitter(g["tau"], step, 2.0, 60.0)
+    if shape:
+        for pw in (pw for pw in q["pathways"].values() if "period" in pw):
+            pw["order"] = jitter(pw.get("order", 4.0), 0.3 * step, *ORDER_BOUNDS)
+            bound = PHASE_BOUND * pw["period"]
+            pw["phase"] = float(np.clip(pw.get("phase", 0.0) + rng.normal(0, 0.5 * step * pw["period"]), -bound, bound))
     return q
 
 
 def search(out: str, start: dict, seed: int, iterations: int, step: float, robust_osr: bool = False,
-           line: bool = False) -> None:
+           line: bool = False, shape: bool = False) -> None:
     rng = np.random.default_rng(seed)
     best = score(start, robust_osr, line)
     with open(out, "a") as log:
         log.write(json.dumps({"iteration": -1, "score": best, "params": start}) + "\n")
         for it in range(iterations):
-            cand = perturb(start, rng, step)
+            cand = perturb(start, rng, step, shape)
             s = score(cand, robust_osr, line)
             if s >= best:
                 best, start = s, cand
@@ -363,6 +377,8 @@ def main() -> None:
                    help="also ask the OSR to survive each ON pathway's peak and weight moved by ×0.9 and ×1.1")
     s.add_argument("--osr-line", action="store_true",
                    help="also ask the OSR's latency to follow the period on a line of slope about 1 (OSR_LINE)")
+    s.add_argument("--shape", action="store_true",
+                   help="also move each tuned pathway's envelope order and phase (ORDER_BOUNDS, PHASE_BOUND)")
     r = sub.add_parser("robustness")
     r.add_argument("--params", default=None, help="a JSON file of parameters, or a search's OUT.jsonl (its last step)")
     for q in (s, r):
@@ -374,7 +390,7 @@ def main() -> None:
     if args.command == "search":
         start = load_params(args.start, args.version)
         search(args.out, {k: start[k] for k in ("pathways", "bias", "gain_control")}, args.seed, args.iterations,
-               args.step, args.robust_osr, args.osr_line)
+               args.step, args.robust_osr, args.osr_line, args.shape)
     else:
         print(robustness(load_params(args.params, args.version)))
 

@@ -452,6 +452,37 @@ def test_truth_search_osr_line_margins_measure_the_distance_from_a_line_of_slope
     assert plain[1] > 0
 
 
+def test_truth_search_shape_moves_each_tuned_pathways_order_and_phase_within_bounds(monkeypatch):
+    """``--shape``: each tuned pathway's envelope order and phase move (within ORDER_BOUNDS and ±PHASE_BOUND
+    periods); every other parameter moves exactly as the same seed moves it without ``shape`` (so that the
+    searches docs/MODEL.md reports stay reproducible), and without ``shape`` order and phase stay put."""
+    ts = _script("truth_search", monkeypatch)
+    start = {k: syn.V4_PARAMS[k] for k in ("pathways", "bias", "gain_control")}
+    tuned = [n for n, q in start["pathways"].items() if "period" in q]
+    assert len(tuned) == 8
+    plain = ts.perturb(start, np.random.default_rng(3), 0.1)
+    for n in tuned:
+        assert (plain["pathways"][n]["order"], plain["pathways"][n]["phase"]) == \
+            (start["pathways"][n]["order"], start["pathways"][n]["phase"])
+    shaped = ts.perturb(start, np.random.default_rng(3), 0.1, shape=True)
+    for n, q in shaped["pathways"].items():
+        rest = {k: v for k, v in q.items() if n not in tuned or k not in ("order", "phase")}
+        assert rest == {k: v for k, v in plain["pathways"][n].items() if k in rest}
+        if n in tuned:
+            assert q["order"] != start["pathways"][n]["order"] and q["phase"] != start["pathways"][n]["phase"]
+    assert (shaped["bias"], shaped["gain_control"]) == (plain["bias"], plain["gain_control"])
+    rng, q = np.random.default_rng(0), start
+    for _ in range(200):                                  # a long walk with a large step meets the bounds
+        q = ts.perturb(q, rng, 1.0, shape=True)
+        for n in tuned:
+            p = q["pathways"][n]
+            assert ts.ORDER_BOUNDS[0] <= p["order"] <= ts.ORDER_BOUNDS[1]
+            assert abs(p["phase"]) <= ts.PHASE_BOUND * p["period"] + 1e-12
+    orders = [q["pathways"][n]["order"] for n in tuned]
+    assert min(orders) == ts.ORDER_BOUNDS[0] or max(orders) == ts.ORDER_BOUNDS[1]
+    syn.Retina(seed=0, version=4, params={**syn.V4_PARAMS, **q})           # still a circuit the truth accepts
+
+
 @pytest.fixture(scope="module")
 def v4():
     return syn.Retina(seed=0, version=4)
