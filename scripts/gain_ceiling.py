@@ -56,7 +56,7 @@ Command::
                                        [--off-stage [--off-k 0.5] [--off-tau 10]] [--truth-stages]
     python scripts/gain_ceiling.py OUT --score MODEL... [--committee NAME [--draw K...] [--battery]]
     python scripts/gain_ceiling.py OUT --data
-    (each with [--retina-version 3|4]: the truth, version 3 by default; one OUT per version)
+    (each with [--retina-version 3|4|5]: the truth, version 3 by default; one OUT per version)
 
 writes OUT/{movie}.h5 (the dataset of ``flash_ceiling.py``, once), OUT/{gain|plain|drive|split|twostage}_SEED.pt
 (at each improvement of the held-out loss; read back with ``torch.load(weights_only=True)``) and
@@ -815,7 +815,7 @@ def main() -> None:
                     help="with --committee: also run the five experiments of the truth's phenomena on the committee "
                          "and on each member, every cell, with each one's r with the truth on those movies")
     ap.add_argument("--data", action="store_true", help="write the datasets (counts, rates, drive, split) and stop")
-    ap.add_argument("--retina-version", type=int, choices=(3, 4), default=3,
+    ap.add_argument("--retina-version", type=int, choices=syn.GAINED_VERSIONS, default=3,
                     help="the truth: 3 (default) or 4 (3 with a bank of tuned ON pathways); use one OUT per version")
     args = ap.parse_args()
     if args.committee and not args.score:

@@ -1,4 +1,4 @@
-"""How the version-3 ground truth's parameters were found, and how robust they are (docs/MODEL.md).
+"""How the ground truths of versions 3 to 5 were found, and how robust they are (docs/MODEL.md).
 
 Every experiment's stimulus is uniform along y (full-field flashes, bars, gratings), so on them
 the circuit of ``nr.synthetic.Retina(version=3)`` reduces to one row along x: each pathway's
@@ -10,9 +10,11 @@ bottom rows, where the 2-D filters are cut, carry ~1e-8 of a cell's pool).
 Commands::
 
     python scripts/truth_search.py search OUT.jsonl [--seed 0] [--iterations 3000] [--step 0.06]
-                                       [--version 3|4] [--start P.json|OUT.jsonl|bank] [--robust-osr]
+                                       [--version 3|4|5] [--start P.json|OUT.jsonl|bank] [--robust-osr]
                                        [--osr-line] [--shape]
-    python scripts/truth_search.py robustness [--version 3|4] [--params P.json|OUT.jsonl]   # the ±20% tables
+    python scripts/truth_search.py fit-line OUT.jsonl [--version 3|4|5] [--start ...] [--steps 500] [--lr 0.01]
+                                         [--after 6] [--reg 0.05]
+    python scripts/truth_search.py robustness [--version 3|4|5] [--params P.json|OUT.jsonl]   # the ±20% tables
 
 ``search`` is a hill climb from ``--start`` (default: ``synthetic.V3_PARAMS``) over every weight,
 threshold, filter peak, rebound, period and spatial σ, the bias and the two gain controls. A
@@ -27,7 +29,9 @@ smallest margin and their mean OSR margin). ``--osr-line`` also asks the OSR's l
 to follow the period on a line of slope about 1 (:data:`OSR_LINE`), as a salamander's does: version 4's
 climbs from ~110 to ~180 ms over three periods and stays there, a step that models of it place 20–40 ms off
 (docs/MODEL.md, "Models of it"). ``--shape`` also moves each tuned pathway's envelope order and phase, which
-the plain search keeps where they started.
+the plain search keeps where they started. ``fit-line`` (:func:`fit_line`) fits the tuned pathways by gradient
+so that the OSR answers a fixed time after the omitted flash, logging every 25 steps a scored circuit a search
+can start from: version 5's search started from its step 250 (docs/MODEL.md, "Ground truth v5").
 """
 
 from __future__ import annotations
@@ -73,27 +77,37 @@ class Line:
         y = F.conv1d(F.pad(x.permute(0, 2, 1).reshape(b * c, 1, t), (syn.GAIN_HISTORY, 0)), self.kernel[stage])
         return y.view(b, c, t).permute(0, 2, 1)
 
-    def rates(self, rows: torch.Tensor) -> torch.Tensor:
+    def rates(self, rows: torch.Tensor, temporal: torch.Tensor | None = None, threshold: torch.Tensor | None = None,
+              weight: torch.Tensor | None = None) -> torch.Tensor:
         """Rates (B, T, cells) for B movies of rows (B, T, 50), each taken as grey before its first frame
-        only as far as the movie itself starts with grey: no padding is added here."""
+        only as far as the movie itself starts with grey: no padding is added here. ``temporal`` (K, 1, H,
+        time-reversed), ``threshold`` (1, K, 1) and ``weight`` (K,) replace the circuit's (:func:`fit_line`)."""
+        temporal = self.temporal if temporal is None else temporal
+        threshold = self.threshold if threshold is None else threshold
+        weight = self.weight if weight is None else weight
         b, t, n = rows.shape
         k = self.spatial.shape[0]
         x = F.conv1d(rows.reshape(b * t, 1, n), self.spatial, padding=syn.KERNEL // 2)    # (B·T, K, 50)
         x = F.pad(x.view(b, t, k, n).permute(0, 3, 2, 1).reshape(b * n, k, t), (self.history - 1, 0))
-        drive = torch.relu(F.conv1d(x, self.temporal, groups=k) - self.threshold).view(b, n, k, t)
-        pooled = torch.einsum("bxkt,cx->btck", drive, self.pool) * self.weight
+        drive = torch.relu(F.conv1d(x, temporal, groups=k) - threshold).view(b, n, k, t)
+        pooled = torch.einsum("bxkt,cx->btck", drive, self.pool) * weight
         off = torch.relu(pooled[..., self.off].sum(-1))
         off = off / (1 + self.control["off"]["strength"] * self._past_mean(off, "off"))
         gang = F.softplus(off + pooled[..., ~self.off].sum(-1) + self.retina.params["bias"])
         return gang / (1 + self.control["ganglion"]["strength"] * self._past_mean(gang, "ganglion")) * self.gain
 
+    #: grey frames :meth:`respond` puts before a movie, as ``Retina`` does
+    pad = syn.HISTORY - 1 + syn.GAIN_HISTORY
+
+    def rows(self, stimulus) -> torch.Tensor:
+        """The (1, pad + T, 50) rows of a (T, H, W) movie uniform along y, after :attr:`pad` grey frames."""
+        row = torch.tensor(np.ascontiguousarray(np.asarray(stimulus)[:, ROW, :]), dtype=self.dtype)
+        return torch.cat([torch.zeros((self.pad, row.shape[1]), dtype=self.dtype), row])[None]
+
     def respond(self, stimulus) -> np.ndarray:
-        row = np.ascontiguousarray(np.asarray(stimulus)[:, ROW, :])
-        key = hashlib.sha1(row.tobytes()).hexdigest()
+        key = hashlib.sha1(np.ascontiguousarray(np.asarray(stimulus)[:, ROW, :]).tobytes()).hexdigest()
         if key not in self._cache:
-            pad = self.history - 1 + syn.GAIN_HISTORY                        # grey before, as Retina does
-            s = torch.cat([torch.zeros((pad, row.shape[1]), dtype=self.dtype), torch.tensor(row, dtype=self.dtype)])
-            self._cache[key] = self.rates(s[None])[0, pad:].numpy().astype(np.float32)
+            self._cache[key] = self.rates(self.rows(stimulus))[0, self.pad:].numpy().astype(np.float32)
         return self._cache[key]
 
 
@@ -197,17 +211,20 @@ def margins(r: dict, line: bool = False) -> dict:
 def score(params: dict, robust_osr: bool = False, line: bool = False) -> tuple:
     """(−readouts not present in the worst cell, smallest margin over criteria and cells); with ``robust_osr``
     (−missing, OSR runs passed under :func:`osr_robustness`, min(smallest margin, their mean margin)); with
-    ``line`` the margins include the OSR's distance from a line (:func:`osr_line_margins`)."""
+    ``line`` the margins include the OSR's distance from a line (:func:`osr_line_margins`), and with both the
+    line comes before the runs: (−missing, min(0, the smallest line margin), runs passed, margin), so that a
+    search from a circuit on the line keeps it while it widens the OSR's robustness."""
     try:
         per_cell = readouts(params)
     except ValueError:
-        return (-99, -1e9) if not robust_osr else (-99, -1, -1e9)
+        return (-99, -1e9) if not robust_osr else (-99,) + (-1e9,) * line + (-1, -1e9)
     missing = max(sum(not r[n]["present"] for n in r) for r in per_cell.values())
     margin = min(min(margins(r, line).values()) for r in per_cell.values())
     if not robust_osr:
         return -missing, margin
+    on_line = (min(0.0, min(min(osr_line_margins(r["osr"]).values()) for r in per_cell.values())),) if line else ()
     rob = osr_robustness(params)
-    return -missing, rob["passes"], min(margin, rob["mean"])
+    return (-missing, *on_line, rob["passes"], min(margin, rob["mean"]))
 
 
 #: the OSR's margin asked of a circuit under ``--robust-osr``: each ON pathway's filter peak and weight moved
@@ -299,6 +316,112 @@ def search(out: str, start: dict, seed: int, iterations: int, step: float, robus
                 print(f"iteration {it + 1}: best {best}", flush=True)
 
 
+def tuned_filter(period, peak, order, phase, history: int = syn.HISTORY) -> torch.Tensor:
+    """``synthetic.tuned_filter`` in float64 torch, differentiable in its four (0-d tensor) parameters."""
+    lag = torch.arange(history, dtype=torch.float64)
+    x = lag / peak
+    envelope = torch.where(lag > 0, torch.exp(order * (torch.log(torch.clamp(x, min=1e-300)) - x + 1.0)), 0.0)
+    f = envelope * torch.cos(2 * np.pi * (lag - phase) / period)
+    f = f / f.norm()
+    return f * torch.sign(f[torch.argmax(f.abs())]).detach()
+
+
+#: ``fit-line``: the tuned pathways' keys it fits (log scale but for phase and threshold) and their bounds
+FIT_KEYS = ("period", "peak", "order", "weight", "phase", "threshold")
+FIT_BOUNDS = {"period": (4.0, 30.0), "peak": (1.5, 20.0), "order": ORDER_BOUNDS}
+
+
+def osr_trains(line: Line) -> tuple:
+    """The OSR movie's rows for ``line`` (1, pad + T, 50) and, per period, (period, first flash, last flash)
+    in frames of the movie (the flashes found in it: each train's onsets one period apart)."""
+    run = run_function("osr", line.respond, cell=0)
+    dark = run.stimulus[:, ROW, ROW] < 0
+    onsets = np.flatnonzero(np.diff(np.r_[0, dark.astype(int)]) == 1)
+    n = len(onsets) // len(run.readout["periods_ms"])                      # flashes per train
+    trains = []
+    for j, period_ms in enumerate(run.readout["periods_ms"]):
+        period, flashes = int(round(period_ms / syn.FRAME_MS)), onsets[j * n:(j + 1) * n]
+        if not np.all(np.diff(flashes) == period):
+            raise ValueError(f"the OSR movie's flashes at the {period_ms} ms period are not one period apart")
+        trains.append((period, int(flashes[0]), int(flashes[-1])))
+    return line.rows(run.stimulus), trains
+
+
+def fit_line(params: dict, out: str, steps: int = 500, lr: float = 0.01, after: float = 6.0, reg: float = 0.05,
+             temp: float = 0.05, every: int = 25) -> tuple:
+    """Fit the tuned pathways' filters (:data:`FIT_KEYS`) and every pathway's weight by gradient descent (Adam,
+    float64, the 1-D circuit) so that, at each period P of the OSR movie, the answer after the omitted flash
+    peaks ``after`` frames (learnt too) after it, as on a line of slope 1: per cell and period, a hinge on
+    the response there against a soft maximum (temperature ``temp``) of the rest of the readout's window, and
+    on its height above grey (0.7 spikes/bin); plus ``reg`` × the squared distance from the start (log scale).
+    A gradient step knows nothing of the other phenomena: every ``every`` steps the circuit is scored
+    (:func:`score` with ``line``) and written to ``out`` (JSON lines, as :func:`search`'s), so that a search
+    can start from any of them. Returns the best (score, params)."""
+    line = Line(params, torch.float64)
+    names = list(params["pathways"])
+    tuned = [i for i, n in enumerate(names) if "period" in params["pathways"][n]]
+    start = {k: torch.tensor([params["pathways"][names[i]][k] for i in tuned], dtype=torch.float64) for k in FIT_KEYS}
+    theta = {k: (v if k in ("phase", "threshold") else torch.log(v)).clone().requires_grad_(True)
+             for k, v in start.items()}
+    theta["all weights"] = torch.zeros(len(names), dtype=torch.float64, requires_grad=True)
+    theta["after"] = torch.tensor(float(after), dtype=torch.float64, requires_grad=True)
+    first = {k: v.detach().clone() for k, v in theta.items()}
+    rows, trains = osr_trains(line)
+    window = line.history                                      # the readout's window after the omission (frames)
+
+    def value(k):
+        return theta[k] if k in ("phase", "threshold") else torch.exp(theta[k])
+
+    @torch.no_grad()
+    def circuit() -> dict:
+        p = json.loads(json.dumps(params))
+        for j, i in enumerate(tuned):
+            p["pathways"][names[i]].update({k: float(value(k)[j]) for k in FIT_KEYS})
+        for i, n in enumerate(names):
+            p["pathways"][n]["weight"] *= float(torch.exp(theta["all weights"][i]))
+        return p
+
+    opt = torch.optim.Adam(theta.values(), lr=lr)
+    best = (score(params, line=True), params)
+    with open(out, "a") as log:
+        for step in range(steps + 1):
+            temporal, threshold, weight = line.temporal.clone(), line.threshold.clone(), line.weight.clone()
+            for j, i in enumerate(tuned):
+                temporal[i, 0] = tuned_filter(*(value(k)[j] for k in ("period", "peak", "order", "phase"))).flip(0)
+            threshold[0, tuned, 0] = value("threshold")
+            weight[tuned] = value("weight")
+            r = line.rates(rows, temporal, threshold, weight * torch.exp(theta["all weights"]))[0, line.pad:]
+            loss = 0.0
+            for period, onset, last in trains:
+                target = period + theta["after"].clamp(2.0, 20.0)               # frames after the last flash
+                seg = r[last:last + period + window]
+                lo = int(np.floor(float(target.detach())))
+                at = (1 - (target - lo)) * seg[lo] + (target - lo) * seg[lo + 1]
+                lags = torch.arange(period, seg.shape[0], dtype=torch.float64)
+                rest = seg[period:][(lags - target.detach()).abs() > 1.5]
+                loss = loss + 0.1 * F.softplus((temp * torch.logsumexp(rest / temp, 0) - at + 0.15) / 0.1).sum()
+                loss = loss + 0.1 * F.softplus((0.7 - (at - r[onset - 5:onset].mean(0))) / 0.1).sum()
+            total = loss + reg * sum(((theta[k] - first[k]) ** 2).sum() for k in theta if k != "after")
+            if step % every == 0:
+                p = circuit()
+                s = score(p, line=True)
+                log.write(json.dumps({"iteration": step, "score": s, "params": p}) + "\n")
+                log.flush()
+                best = max(best, (s, p), key=lambda b: b[0])
+                print(f"step {step}: loss {float(loss.detach()):.3f}, score {s}", flush=True)
+            if step == steps:
+                return best
+            opt.zero_grad()
+            total.backward()
+            opt.step()
+            with torch.no_grad():
+                half = 0.5 * torch.exp(theta["period"])
+                theta["phase"].copy_(torch.maximum(torch.minimum(theta["phase"], half), -half))
+                theta["threshold"].clamp_(min=0.0)
+                for k, (low, high) in FIT_BOUNDS.items():
+                    theta[k].clamp_(np.log(low), np.log(high))
+
+
 def robustness_rows(params: dict) -> list:
     """The ±20% table's rows for ``params``: (row label, path into the parameters), each pathway's weight,
     threshold (where above 0), σ and peak, then the bias, the ganglion σ and the two gain controls."""
@@ -329,12 +452,12 @@ def bank_start() -> dict:
 
 
 def load_params(path: str | None, version: int = 3) -> dict:
-    """Version ``version``'s parameters (3 or 4) with those of ``path`` over them: a JSON object of parameters, or
-    a search's OUT.jsonl (its last accepted step's); ``None``: ``synthetic.V3_PARAMS`` (``V4_PARAMS``) itself;
+    """Version ``version``'s parameters (3, 4 or 5) with those of ``path`` over them: a JSON object of parameters, or
+    a search's OUT.jsonl (its last accepted step's); ``None``: ``synthetic.V3_PARAMS`` (``V4_PARAMS``, ...) itself;
     ``"bank"``: :func:`bank_start`."""
     if path == "bank":
         return bank_start()
-    params = json.loads(json.dumps({3: syn.V3_PARAMS, 4: syn.V4_PARAMS}[version]))
+    params = json.loads(json.dumps({3: syn.V3_PARAMS, 4: syn.V4_PARAMS, 5: syn.V5_PARAMS}[version]))
     if path is not None:
         with open(path) as f:
             text = f.read()
@@ -379,15 +502,26 @@ def main() -> None:
                    help="also ask the OSR's latency to follow the period on a line of slope about 1 (OSR_LINE)")
     s.add_argument("--shape", action="store_true",
                    help="also move each tuned pathway's envelope order and phase (ORDER_BOUNDS, PHASE_BOUND)")
+    f = sub.add_parser("fit-line", help="fit the tuned pathways by gradient so that the OSR falls on a line")
+    f.add_argument("out")
+    f.add_argument("--start", default=None, help="as search's")
+    f.add_argument("--steps", type=int, default=500)
+    f.add_argument("--lr", type=float, default=0.01)
+    f.add_argument("--after", type=float, default=6.0, help="the answer's first guess, frames after the omitted flash")
+    f.add_argument("--reg", type=float, default=0.05)
     r = sub.add_parser("robustness")
     r.add_argument("--params", default=None, help="a JSON file of parameters, or a search's OUT.jsonl (its last step)")
-    for q in (s, r):
-        q.add_argument("--version", type=int, choices=(3, 4), default=3,
+    for q in (s, f, r):
+        q.add_argument("--version", type=int, choices=syn.GAINED_VERSIONS, default=3,
                        help="the circuit whose parameters are used (under --start/--params: the others'); default 3")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"1-D circuit vs Retina(version=3): {check_line():.1e}", flush=True)
-    if args.command == "search":
+    if args.command == "fit-line":
+        start = load_params(args.start, args.version)
+        fit_line({k: start[k] for k in ("pathways", "bias", "gain_control")}, args.out, args.steps, args.lr,
+                 args.after, args.reg)
+    elif args.command == "search":
         start = load_params(args.start, args.version)
         search(args.out, {k: start[k] for k in ("pathways", "bias", "gain_control")}, args.seed, args.iterations,
                args.step, args.robust_osr, args.osr_line, args.shape)

@@ -130,26 +130,27 @@ def test_synth_kind_writes_that_mix(tmp_path, kind, blocks):
                                   nr.synthetic.training_mix(600, 0, blocks=getattr(nr.synthetic, blocks)))
 
 
-def test_synth_records_the_retina_version_it_is_asked_for(tmp_path, capsys):
-    """--retina-version 4 records that truth (version 3 with a bank of tuned ON pathways): its description, and
-    its rates on the test stimulus, neither version 3's nor the default's."""
+@pytest.mark.parametrize("version", [4, 5])
+def test_synth_records_the_retina_version_it_is_asked_for(tmp_path, capsys, version):
+    """--retina-version 4 (5) records that truth (version 3 with a bank of tuned ON pathways; that bank searched
+    again for an OSR on a line): its description, and its rates on the test stimulus, no other version's."""
     import h5py
 
-    out = tmp_path / "v4.h5"
+    out = tmp_path / f"v{version}.h5"
     assert main(["synth", str(out), "--frames", "60", "--test-frames", "50", "--repeats", "2", "--kind", "binary",
-                 "--retina-version", "4", "--quiet"]) == 0
+                 "--retina-version", str(version), "--quiet"]) == 0
     ds = nr.io.read_dataset(out)
     with h5py.File(out, "r") as f:
-        assert json.loads(f.attrs["retina"])["version"] == 4
+        assert json.loads(f.attrs["retina"])["version"] == version
         true_rates = f["test/true_rates"][()].T
-    np.testing.assert_allclose(true_rates, nr.synthetic.Retina(seed=0, version=4).respond(ds.test.stimulus),
+    np.testing.assert_allclose(true_rates, nr.synthetic.Retina(seed=0, version=version).respond(ds.test.stimulus),
                                rtol=1e-5, atol=1e-6)
-    for other in (3, 2):
+    for other in {2, 3, 4, 5} - {version}:
         assert not np.allclose(true_rates, nr.synthetic.Retina(seed=0, version=other).respond(ds.test.stimulus),
                                atol=1e-3)
     with pytest.raises(SystemExit) as exit_:                 # argparse's choices: a version it does not build
-        main(["synth", str(tmp_path / "x.h5"), "--retina-version", "5", "--quiet"])
-    assert exit_.value.code == 2 and "--retina-version: invalid choice: 5" in capsys.readouterr().err
+        main(["synth", str(tmp_path / "x.h5"), "--retina-version", "6", "--quiet"])
+    assert exit_.value.code == 2 and "--retina-version: invalid choice: 6" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- evaluate: --out checked before the work

@@ -51,7 +51,7 @@ def _past_mean(x: np.ndarray, tau: float) -> np.ndarray:
 def reference_rates(gt: syn.Retina, stim: np.ndarray) -> np.ndarray:
     """The circuit written out in float64 NumPy/SciPy, straight from the module docstring."""
     s = stim.astype(np.float64)
-    if gt.gained:                                    # versions 3 and 4: the same circuit
+    if gt.gained:                                    # versions 3 to 5: the same circuit
         # grey before the stimulus: the filters' 39 frames and the gain signals' 200 frames before them
         pad = 39 + 200
         s = np.concatenate([np.zeros((pad,) + s.shape[1:]), s])
@@ -231,8 +231,8 @@ def test_pathways_are_documented(gt, v1):
 
 
 def test_bad_version():
-    with pytest.raises(ValueError, match=r"version must be one of \[1, 2, 3, 4\], got 5"):
-        syn.Retina(version=5)
+    with pytest.raises(ValueError, match=r"version must be one of \[1, 2, 3, 4, 5\], got 6"):
+        syn.Retina(version=6)
     with pytest.raises(ValueError, match="stage must be 'ganglion' or 'off'"):
         syn.Retina(params={"pathways": {"ON x": {"polarity": "ON", "kinetics": "fast", "peak": 3.0, "rebound": 0.5,
                                                  "sigma": 1.0, "threshold": 0.0, "weight": 1.0}}})
@@ -520,6 +520,83 @@ def test_version_4_shows_all_five_phenomena(v4, cell):
     assert min(ant["lead_um_per_direction"]) > 35 and min(ant["moving_amplitude"]) > 1.1
     assert rev["n_bursts"] >= 6 and 200 < rev["burst_latency_ms"] < 230 and rev["burst_latency_sd_ms"] < 10
     assert abs(rev["burst_latency_slope_ms_per_px"]) < 5.0
+
+
+@pytest.fixture(scope="module")
+def v5():
+    return syn.Retina(seed=0, version=5)
+
+
+def test_version_5_shows_all_five_phenomena_and_an_osr_on_a_line(v4, v5, monkeypatch):
+    """Version 5 (docs/MODEL.md): version 4's circuit (its twelve pathways, other numbers) whose OSR latency from
+    the last flash follows the period on a line of slope ~1 (truth_search.OSR_LINE: r² ≥ 0.95, slope 0.8–1.2,
+    every local slope within 0.5 of it) where version 4's levels off at ~180 ms, with all five phenomena in
+    every cell: the 2-D circuit in cell 3 (the smallest gain), the 1-D circuit, equal to it, in all four."""
+    import torch
+
+    ts = _script("truth_search", monkeypatch)
+    assert list(syn.V5_PARAMS["pathways"]) == list(syn.V4_PARAMS["pathways"]) and v5.gained
+    assert syn.V5_PARAMS["pathways"] != syn.V4_PARAMS["pathways"] and ts.load_params(None, 5) == syn.V5_PARAMS
+    runs = {name: nr.experiments.run_truth(name, v5, 3) for name in ts.NAMES}
+    assert {name: bool(run.readout["present"]) for name, run in runs.items()} == dict.fromkeys(ts.NAMES, True)
+    movie = runs["osr"].stimulus
+    np.testing.assert_allclose(ts.Line(syn.V5_PARAMS, torch.float64).respond(movie), v5.respond(movie),
+                               rtol=1e-5, atol=1e-5)
+    osr = runs["osr"].readout
+    assert min(ts.osr_line_margins(osr).values()) > 0 and 0.8 < osr["slope"] < 1.2 and osr["r2"] > 0.95
+    assert osr["latency_from_last_ms"][-1] > 200                     # past version 4's plateau
+    v4_osr = nr.experiments.run_truth("osr", v4, 3).readout
+    assert max(v4_osr["latency_from_last_ms"][-3:]) < 185 and min(ts.osr_line_margins(v4_osr).values()) < 0
+    per_cell = ts.readouts(syn.V5_PARAMS)                             # the 1-D circuit: every cell, shifted reversals
+    assert all(r[n]["present"] for r in per_cell.values() for n in ts.NAMES)
+    assert all(r[f"reversal{dx:+g}"]["present"] for dx in ts.REVERSAL_OFFSETS for r in [per_cell[ts.OFFSET_CELL]])
+    assert min(min(ts.margins(r, line=True).values()) for r in per_cell.values()) > 0
+
+
+def test_truth_search_fit_line_moves_the_bank_by_gradient_and_logs_scored_circuits(monkeypatch, tmp_path):
+    """``fit-line`` (how version 5's search started, docs/MODEL.md): its torch filter is synthetic.tuned_filter
+    (sign flip included) for every tuned pathway of versions 4 and 5, the 1-D circuit given its own filters
+    answers as without them, the OSR movie's trains are found at their periods, and two Adam steps move every
+    fitted parameter and log three scored circuits, the best returned, each one the truth accepts."""
+    import torch
+
+    ts = _script("truth_search", monkeypatch)
+    for params in (syn.V4_PARAMS, syn.V5_PARAMS):
+        for q in (q for q in params["pathways"].values() if "period" in q):
+            got = ts.tuned_filter(*(torch.tensor(q[k], dtype=torch.float64) for k in ("period", "peak", "order", "phase")))
+            np.testing.assert_allclose(got.numpy(), syn.pathway_filter(q), atol=1e-12)
+    start = {k: syn.V4_PARAMS[k] for k in ("pathways", "bias", "gain_control")}
+    line = ts.Line(start, torch.float64)
+    rows, trains = ts.osr_trains(line)
+    assert [t[0] for t in trains] == list(nr.experiments.osr.DEFAULTS["periods"])
+    assert all(last - first == 7 * period for period, first, last in trains)
+    np.testing.assert_array_equal(line.rates(rows, line.temporal, line.threshold, line.weight), line.rates(rows))
+    best = ts.fit_line(start, str(tmp_path / "fit.jsonl"), steps=2, every=1)
+    logged = [json.loads(x) for x in (tmp_path / "fit.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in logged] == [0, 1, 2]
+    assert all(v == (pytest.approx(start["pathways"][n][k], rel=1e-12) if isinstance(v, float) else start["pathways"][n][k])
+               for n, q in logged[0]["params"]["pathways"].items() for k, v in q.items())   # step 0: the start
+    assert tuple(best[0]) == max(tuple(x["score"]) for x in logged + [{"score": ts.score(start, line=True)}])
+    moved = logged[-1]["params"]["pathways"]
+    for name, q in start["pathways"].items():
+        keys = ts.FIT_KEYS if "period" in q else ("weight",)
+        assert all(moved[name][k] != q[k] for k in keys if k != "threshold" or q[k] > 0), name
+        syn.Retina(seed=0, version=4, params={"pathways": moved})
+
+
+def test_truth_search_score_puts_the_line_before_the_runs_under_both(monkeypatch):
+    """With ``robust_osr`` and ``line`` a circuit off the line scores below one on it whatever its robustness
+    (version 4, on every run, below version 5); the line's element is 0 on it and its smallest margin off it."""
+    ts = _script("truth_search", monkeypatch)
+    v4p, v5p = ({k: p[k] for k in ("pathways", "bias", "gain_control")} for p in (syn.V4_PARAMS, syn.V5_PARAMS))
+    monkeypatch.setattr(ts, "osr_robustness", lambda params: {"passes": 160 if params is v4p else 1, "mean": 0.5})
+    seen, readouts = {}, ts.readouts
+    monkeypatch.setattr(ts, "readouts", lambda params: seen.setdefault(id(params), readouts(params)))
+    s4, s5 = ts.score(v4p, robust_osr=True, line=True), ts.score(v5p, robust_osr=True, line=True)
+    assert s5[:3] == (0, 0.0, 1) and s4[:3] == (0, s4[1], 160) and s4[1] < 0 and s5 > s4
+    assert s4[1] == pytest.approx(min(min(ts.osr_line_margins(r["osr"]).values()) for r in seen[id(v4p)].values()))
+    plain = ts.score(v4p, robust_osr=True)
+    assert len(plain) == 3 and plain[1] == 160
 
 
 def test_version_4_osr_survives_each_on_input_moved_by_ten_percent(v4, monkeypatch):
