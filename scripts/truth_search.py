@@ -80,7 +80,7 @@ class Line:
     def rates(self, rows: torch.Tensor, temporal: torch.Tensor | None = None, threshold: torch.Tensor | None = None,
               weight: torch.Tensor | None = None) -> torch.Tensor:
         """Rates (B, T, cells) for B movies of rows (B, T, 50), each taken as grey before its first frame
-        only as far as the movie itself starts with grey: no padding is added here. ``temporal`` (K, 1, H,
+        only as far as the movie itself starts with grey: no padding is added here. ``temporal`` ((K, 1, H),
         time-reversed), ``threshold`` (1, K, 1) and ``weight`` (K,) replace the circuit's (:func:`fit_line`)."""
         temporal = self.temporal if temporal is None else temporal
         threshold = self.threshold if threshold is None else threshold
