@@ -457,7 +457,7 @@ def load_params(path: str | None, version: int = 3) -> dict:
     ``"bank"``: :func:`bank_start`."""
     if path == "bank":
         return bank_start()
-    params = json.loads(json.dumps({3: syn.V3_PARAMS, 4: syn.V4_PARAMS, 5: syn.V5_PARAMS}[version]))
+    params = syn.Retina(seed=0, version=version).params                      # a copy of that version's table
     if path is not None:
         with open(path) as f:
             text = f.read()

@@ -418,8 +418,9 @@ V4_PARAMS: dict = {
 
 #: version-5 circuit parameters: version 4's circuit searched again (``scripts/truth_search.py search --osr-line
 #: --shape``, each tuned pathway's envelope order and phase moved too, from a gradient fit of the bank's
-#: filters) until the OSR's latency from the last flash follows the period on a line of slope ~1, as a
-#: salamander's does, where version 4's levels off at ~180 ms; rounded to 4 digits (docs/MODEL.md)
+#: filters; then with ``--robust-osr``) until the OSR's latency from the last flash follows the period on a line
+#: of slope ~1, as a salamander's does, where version 4's levels off at ~180 ms; rounded to 4 digits
+#: (docs/MODEL.md)
 V5_PARAMS: dict = {
     "pathways": {
         "ON fast": {"polarity": "ON", "kinetics": "fast", "stage": "ganglion", "peak": 3.66, "rebound": 1.126,
