@@ -507,11 +507,13 @@ def test_version_4_is_version_3s_circuit_with_a_bank_of_tuned_on_pathways(v3, v4
     assert len(without.pathways) == 5 and np.abs(without.respond(stim) - ref).max() > 0.1
 
 
-@pytest.mark.parametrize("cell", [0, 3])
-def test_version_4_shows_all_five_phenomena(v4, cell):
-    """Version 4 keeps version 3's five phenomena by the literature criteria (cell 3: the smallest gain, the
-    nearest to every amplitude floor; the four cells agree, docs/MODEL.md)."""
-    got = {name: nr.experiments.run_truth(name, v4, cell).readout
+def test_version_4_shows_all_five_phenomena(v4, monkeypatch):
+    """Version 4 keeps version 3's five phenomena by the literature criteria: the 2-D circuit in cell 3 (the
+    smallest gain, the nearest to every amplitude floor), the 1-D circuit (truth_search.Line) in all four."""
+    ts = _script("truth_search", monkeypatch)
+    per_cell = ts.readouts(syn.V4_PARAMS)
+    assert sorted(per_cell) == [0, 1, 2, 3] and all(r[n]["present"] for r in per_cell.values() for n in ts.NAMES)
+    got = {name: nr.experiments.run_truth(name, v4, 3).readout
            for name in ("osr", "latency", "anticipation", "reversal", "doubling")}
     assert {name: bool(ro["present"]) for name, ro in got.items()} == dict.fromkeys(got, True)
     osr, lat, ant, rev = got["osr"], got["latency"], got["anticipation"], got["reversal"]
