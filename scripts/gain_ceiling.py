@@ -45,7 +45,8 @@ rates with those stages held (β and g learn). ``--score`` of a two-stage model 
 experiment with the truth's stages on the model's or the truth's O and R (:func:`osr_by_input`): which of the two
 keeps the model's OSR from the truth's? And how much of the model's error in R does the truth's OSR survive
 (:func:`osr_margin`), and version 4's, given the same error (``onto``; docs/MODEL.md, "Ground truth v4")?
-``--movie osr`` trains on that experiment's movie alone (three copies).
+``--movie osr`` trains on that experiment's movie alone (three copies). ``--channels C1 C2`` sizes the BN-CNN's
+layers from scratch (default 8 8; version 4 and 5's truths have twelve pathways).
 
 Command::
 
@@ -53,6 +54,7 @@ Command::
                                        [--warmup 0] [--movie experiment|osr|flashes|battery] [--frames 20000]
                                        [--targets rates|counts|drive|split] [--loss poisson|log|both] [--noise 0]
                                        [--device cpu] [--init MODEL] [--name NAME] [--k 0.5] [--tau 10] [--fixed]
+                                       [--channels 8 8]
                                        [--off-stage [--off-k 0.5] [--off-tau 10]] [--truth-stages]
     python scripts/gain_ceiling.py OUT --score MODEL... [--committee NAME [--draw K...] [--battery]]
     python scripts/gain_ceiling.py OUT --data
@@ -430,7 +432,8 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
                holdout: float, out: Path, device: str = "cpu", init: Optional[Path] = None,
                strength: float = 0.5, tau: float = 10.0, fixed: bool = False,
                saved_stages: Optional[tuple[GainControl, Optional[OffStage]]] = None, loss_fn=poisson,
-               warmup: int = 0, off: Optional[tuple[float, float]] = None) -> tuple[GainModel, list]:
+               warmup: int = 0, off: Optional[tuple[float, float]] = None,
+               channels: tuple[int, int] = (8, 8)) -> tuple[GainModel, list]:
     """Train a BN-CNN with (``gain``) or without its gain control on the dataset ``data``, from scratch or
     from the model saved at ``init`` (its BN-CNN, and its stage when it has one); the gain control starts
     at ``strength`` and ``tau`` (frames) and g = 1 otherwise, and is learnt, but for k and τ when ``fixed``.
@@ -444,14 +447,19 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     saved, so that a run that ends there still leaves a model); an early dip of the held-out loss otherwise
     stands as the best while the schedule halves the rate every ``lr_patience`` epochs (docs/MODEL.md).
     ``off`` = (k_off, τ_off) adds the OFF stage's gain control (:class:`OffStage`, starting there, fixed with
-    ``fixed``, β from 0) before the ganglion's, on a BN-CNN with two outputs per cell."""
+    ``fixed``, β from 0) before the ganglion's, on a BN-CNN with two outputs per cell. ``channels``: the BN-CNN's
+    (first, second) layer's channels from scratch; from ``init``, the init's own."""
     ds = nr.io.read_dataset(data)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     cells, names = ds.train.rates.shape[1], list(ds.cell_names)
     if off is not None:
         names = two_outputs(names)
-    config = nr.ModelConfig(size=ds.train.stimulus.shape[1], n_cells=len(names), noise=noise, cell_names=names)
+    state = None if init is None else torch.load(init, map_location="cpu", weights_only=True)
+    if state is not None:
+        channels = tuple(state["config"]["channels"])
+    config = nr.ModelConfig(size=ds.train.stimulus.shape[1], n_cells=len(names), noise=noise, cell_names=names,
+                            channels=channels)
     config.norm = _norm_for(ds.train.stimulus)
     cnn = nr.RetinaCNN(config)
     lags = LAGS if gain else 0
@@ -463,7 +471,6 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
         fit = rates[fit_lo:fit_hi + 1]
         init_readout(cnn, fit if off is None else np.tile(fit / 2, (1, 2)))
     else:
-        state = torch.load(init, map_location="cpu", weights_only=True)
         cnn.load_state_dict(saved_cnn(state).state_dict())
         if lags and state["lags"] == lags:      # its stages too: a run goes on
             model.gain.load_state_dict(state["gain"])
@@ -789,6 +796,8 @@ def main() -> None:
                     help="poisson (default); log: squared error of log(0.1 + output), each answer's relative error; "
                          "both: their sum")
     ap.add_argument("--noise", type=float, default=0.0)
+    ap.add_argument("--channels", type=int, nargs=2, default=[8, 8], metavar=("C1", "C2"),
+                    help="the BN-CNN's channels per layer from scratch (default 8 8; with --init, the init's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--init", type=Path, metavar="MODEL",
@@ -882,7 +891,7 @@ def main() -> None:
                               HOLDOUT.get(args.movie, {}).get("holdout", TrainConfig.holdout),
                               args.out / f"{kind}_{seed}.pt", args.device, args.init, args.k, args.tau, args.fixed,
                               saved, LOSSES[args.loss], args.warmup,
-                              (args.off_k, args.off_tau) if args.off_stage else None)
+                              (args.off_k, args.off_tau) if args.off_stage else None, tuple(args.channels))
         res = result(model, gt, test)
         report(args.out / f"latency_{kind}_{seed}.json", f"{kind} {seed}", res)
         report_stage(f"{kind} {seed}", res)

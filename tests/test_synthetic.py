@@ -1088,7 +1088,8 @@ def test_gain_ceiling_records_its_data_from_the_truth_asked_for(monkeypatch, tmp
 @pytest.mark.parametrize("version", [3, 4])
 def test_gain_ceiling_truth_stages_start_both_stages_at_the_truths_own(monkeypatch, tmp_path, version):
     """--truth-stages trains with each gain control at the asked truth's own k and τ (synthetic.V3_PARAMS'
-    and V4_PARAMS'), --fixed holding them; without it, the defaults."""
+    and V4_PARAMS'), --fixed holding them; without it, the defaults; --channels reaches the training (8 8
+    without it)."""
     gc = _script("gain_ceiling", monkeypatch)
     asked = []
 
@@ -1099,7 +1100,8 @@ def test_gain_ceiling_truth_stages_start_both_stages_at_the_truths_own(monkeypat
 
     def train_gain(*args, **kwargs):
         bound = signature.bind(*args, **kwargs).arguments
-        asked.append({"k": bound["strength"], "tau": bound["tau"], "fixed": bound["fixed"], "off": bound["off"]})
+        asked.append({"k": bound["strength"], "tau": bound["tau"], "fixed": bound["fixed"], "off": bound["off"],
+                      "channels": bound.get("channels", (8, 8))})
         raise Stop
 
     monkeypatch.setattr(gc, "record", lambda path, movie, frames, gt: None)
@@ -1108,14 +1110,14 @@ def test_gain_ceiling_truth_stages_start_both_stages_at_the_truths_own(monkeypat
         test=types.SimpleNamespace(stimulus=None)))
     monkeypatch.setattr(gc, "train_gain", train_gain)
     base = ["gain_ceiling.py", str(tmp_path), "--movie", "osr", "--off-stage", "--retina-version", str(version)]
-    for extra in (["--truth-stages", "--fixed"], []):
+    for extra in (["--truth-stages", "--fixed"], ["--channels", "12", "6"]):
         monkeypatch.setattr(sys, "argv", base + extra)
         with pytest.raises(Stop):
             gc.main()
     stages = syn.Retina(version=version).params["gain_control"]
     assert asked[0] == {"k": stages["ganglion"]["strength"], "tau": stages["ganglion"]["tau"], "fixed": True,
-                        "off": (stages["off"]["strength"], stages["off"]["tau"])}
-    assert asked[1] == {"k": 0.5, "tau": 10.0, "fixed": False, "off": (0.5, 10.0)}
+                        "off": (stages["off"]["strength"], stages["off"]["tau"]), "channels": (8, 8)}
+    assert asked[1] == {"k": 0.5, "tau": 10.0, "fixed": False, "off": (0.5, 10.0), "channels": (12, 6)}
 
 
 def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_for(monkeypatch, capsys):
@@ -1469,7 +1471,8 @@ def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatc
     and τ (the gradient reaches them) and saves a model that loads with weights_only to the same rates;
     ``fixed`` keeps the given k and τ and trains the BN-CNN and g; a plain model (no stage) is the BN-CNN's rate,
     and it can start a gain-controlled one (``init``), or be saved with other stages (``saved_stages``); a
-    gain-controlled one goes on with its stage."""
+    gain-controlled one goes on with its stage. ``channels`` sizes a BN-CNN from scratch; from an init, the
+    init's sizes hold."""
     import torch
 
     gc = _script("gain_ceiling", monkeypatch)
@@ -1500,6 +1503,10 @@ def test_gain_ceiling_trains_the_gain_and_keeps_held_out_frames_apart(monkeypatc
         [np.zeros((39, 50, 50), np.float32), stim[:50]]))[39:], rtol=1e-5)
     warm, _ = gc.train_gain(tmp_path / "d.h5", 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "w.pt", init=tmp_path / "p.pt")
     assert warm.gain.lags == gc.LAGS
+    wide, _ = gc.train_gain(tmp_path / "d.h5", 0, False, 1, 1, 1, 0.0, 0.3, tmp_path / "c.pt", channels=(12, 6))
+    assert wide.cnn.conv1.weight.shape[0] == 12 and gc.load(tmp_path / "c.pt").cnn.config.channels == (12, 6)
+    on_wide, _ = gc.train_gain(tmp_path / "d.h5", 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "cw.pt", init=tmp_path / "c.pt")
+    assert on_wide.cnn.config.channels == (12, 6)                      # from an init, the init's sizes
     staged, _ = gc.train_gain(tmp_path / "d.h5", 0, False, 1, 1, 1, 0.0, 0.3, tmp_path / "s.pt",
                               saved_stages=(gc.truth_stage(gt), None))   # --targets drive: trained plain, saved staged
     truth = gc.truth_stage(gt)
