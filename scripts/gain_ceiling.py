@@ -47,6 +47,10 @@ keeps the model's OSR from the truth's? And how much of the model's error in R d
 (:func:`osr_margin`), and version 4's, given the same error (``onto``; docs/MODEL.md, "Ground truth v4")?
 ``--movie osr`` trains on that experiment's movie alone (three copies). ``--channels C1 C2`` sizes the BN-CNN's
 layers from scratch (default 8 8; version 4 and 5's truths have twelve pathways).
+``--plant NOISE`` trains nothing: it builds the truth into a two-output BN-CNN with twelve channels and its two stages
+(:func:`planted`, NOISE times each kernel's rms added), writes OUT/planted_SEED.pt and scores it: can the BN-CNN hold
+the truth? ``--init OUT/planted_SEED.pt`` then asks whether training keeps it, with ``--lr`` (Adam's rate) and
+``--frozen-bn`` (the batch norms keep the init's statistics instead of each batch's).
 
 Command::
 
@@ -54,10 +58,11 @@ Command::
                                        [--warmup 0] [--movie experiment|osr|flashes|battery] [--frames 20000]
                                        [--targets rates|counts|drive|split] [--loss poisson|log|both] [--noise 0]
                                        [--device cpu] [--init MODEL] [--name NAME] [--k 0.5] [--tau 10] [--fixed]
-                                       [--channels 8 8]
+                                       [--channels 8 8] [--lr 0.002] [--frozen-bn]
                                        [--off-stage [--off-k 0.5] [--off-tau 10]] [--truth-stages]
     python scripts/gain_ceiling.py OUT --score MODEL... [--committee NAME [--draw K...] [--battery]]
     python scripts/gain_ceiling.py OUT --data
+    python scripts/gain_ceiling.py OUT --plant NOISE [--seeds 0] [--channels 12 8] [--name planted]
     (each with [--retina-version 3|4|5]: the truth, version 3 by default; one OUT per version)
 
 writes OUT/{movie}.h5 (the dataset of ``flash_ceiling.py``, once), OUT/{gain|plain|drive|split|twostage}_SEED.pt
@@ -409,6 +414,81 @@ def split_inputs(counts: Path, path: Path, gt: syn.Retina) -> Path:
     return path
 
 
+def _pass_through(bn: nn.BatchNorm1d, x: torch.Tensor, scale: float = 1.0) -> None:
+    """Set ``bn`` to give back its input divided by ``scale``, in eval mode, on data like ``x`` (N, features): its
+    running statistics are ``x``'s and its affine undoes them, so that in training mode too it changes a batch of such
+    data little (but for the division)."""
+    mean, var = x.mean(0), x.var(0, unbiased=False)
+    bn.running_mean.copy_(mean)
+    bn.running_var.copy_(var)
+    bn.weight.copy_(torch.sqrt(var + bn.eps) / scale)
+    bn.bias.copy_(mean / scale)
+
+
+PLANT_RMS = (0.015, 0.02, 0.025)
+"""The rms of a planted BN-CNN's conv1, conv2 and readout weights (:func:`planted`): the shipped model's, rounded. Each
+batch norm makes the layer before it free of scale, but Adam's steps (about ``lr`` = 2e-3 per weight at first) and the
+weight penalty act on a weight's own size: at the truth's own scale (its kernels' rms ~1.2e-3, smaller than one such
+step) a run from the plant would test that scale, not the truth."""
+
+
+def planted(gt: syn.Retina, stimulus: np.ndarray, c2: int = 8, noise: float = 0.0, seed: int = 0,
+            windows: int = 3000, rms: Optional[tuple] = PLANT_RMS) -> GainModel:
+    """The truth ``gt`` (a gained version) built into a two-output BN-CNN, with its two stages on top: the split fit
+    a perfect optimiser would find, if the BN-CNN can hold the truth at all. conv1 has one channel per pathway (the
+    pathway's filter :meth:`syn.Pathway.kernel`, bias −threshold; twelve for versions 4 and 5), conv2 sums them at its
+    centre tap into three channels (the ON inputs with their weights; the OFF stage's positive and negative parts),
+    and the readout pools each by the cell's Gaussian (``gt.ganglion_pools``, the part over conv2's 26×26 map): per
+    cell, O before its rectification (which the output's softplus stands in for) and R. Each batch norm passes its
+    input through on ``windows`` windows of ``stimulus`` (T, 50, 50) contrast, the training movie
+    (:func:`_pass_through`). ``noise`` > 0 adds to each conv1 kernel Gaussian noise of that many times its own rms
+    (``seed``): a start near the truth, not at it. Each layer's weights and bias are then scaled so that its weights'
+    rms is ``rms`` (:data:`PLANT_RMS`; None: the truth's own numbers), which the batch norms make no change to the
+    model's answers. Returns the model on the CPU in eval mode."""
+    if c2 < 3:
+        raise ValueError(f"planted: conv2 needs 3 channels (the ON inputs, the OFF stage's two signs), got {c2}")
+    paths = gt.pathways
+    stage = [q.role in ("OFF stage", "gain control") for q in paths]
+    names = [f"cell{j}" for j in range(gt.n_cells)]
+    stim = np.ascontiguousarray(stimulus, np.float32)
+    config = nr.ModelConfig(size=stim.shape[1], n_cells=2 * gt.n_cells, noise=0.0, cell_names=two_outputs(names),
+                            channels=(len(paths), c2))
+    config.norm = _norm_for(stim)
+    cnn = nr.RetinaCNN(config).eval()
+    (k1, k2), (_, h2) = config.kernels, config.map_sizes
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for c, q in enumerate(paths):
+            k = torch.from_numpy(q.kernel().copy())
+            cnn.conv1.weight[c] = k + noise * k.pow(2).mean().sqrt() * torch.randn(k.shape, generator=gen)
+            cnn.conv1.bias[c] = -q.threshold
+        cnn.conv2.weight.zero_()
+        cnn.conv2.bias.zero_()
+        for c, (q, off) in enumerate(zip(paths, stage)):
+            out = 0 if not off else 1 if q.weight > 0 else 2
+            cnn.conv2.weight[out, c, k2 // 2, k2 // 2] = abs(q.weight)
+        o = k1 // 2 + k2 // 2                                       # the stimulus pixel under conv2's map pixel 0
+        w = cnn.linear.weight.view(2 * gt.n_cells, c2, h2, h2)
+        w.zero_()
+        cnn.linear.bias.zero_()
+        for j, pool in enumerate(torch.from_numpy(gt.ganglion_pools.astype(np.float32))):
+            pool = pool[o:o + h2, o:o + h2]
+            w[j, 1], w[j, 2], w[gt.n_cells + j, 0] = pool, -pool, pool
+        f1, f2, f3 = [1.0] * 3 if rms is None else [target / float(layer.weight.pow(2).mean().sqrt())
+                                                     for layer, target in zip((cnn.conv1, cnn.conv2, cnn.linear), rms)]
+        for layer, factor in zip((cnn.conv1, cnn.conv2, cnn.linear), (f1, f2, f3)):
+            layer.weight.mul_(factor)
+            layer.bias.mul_(factor)
+        t = torch.from_numpy(stim)
+        ends = np.linspace(config.history - 1, len(stim) - 1, min(windows, len(stim) - config.history + 1)).astype(int)
+        z1 = cnn.first_layer_windows(t, ends)
+        _pass_through(cnn.bn1.bn, z1.flatten(1), f1)
+        z2 = cnn.conv2(F.relu(cnn.bn1(z1)))
+        _pass_through(cnn.bn2.bn, z2.flatten(1), f2)
+        _pass_through(cnn.bn3, cnn.linear(F.relu(cnn.bn2(z2)).flatten(1)), f3)
+    return GainModel(cnn, truth_stage(gt), truth_off_stage(gt))
+
+
 def split(n_frames: int, history: int, lags: int, holdout: float) -> tuple[int, int, np.ndarray]:
     """First and last scored fit window end, and the held-out window ends (the tail): every scored
     window has ``lags`` full-history windows before it, and the held-out windows, with their context,
@@ -433,7 +513,8 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
                strength: float = 0.5, tau: float = 10.0, fixed: bool = False,
                saved_stages: Optional[tuple[GainControl, Optional[OffStage]]] = None, loss_fn=poisson,
                warmup: int = 0, off: Optional[tuple[float, float]] = None,
-               channels: tuple[int, int] = (8, 8)) -> tuple[GainModel, list]:
+               channels: tuple[int, int] = (8, 8), frozen_bn: bool = False,
+               lr: float = RECIPE["lr"]) -> tuple[GainModel, list]:
     """Train a BN-CNN with (``gain``) or without its gain control on the dataset ``data``, from scratch or
     from the model saved at ``init`` (its BN-CNN, and its stage when it has one); the gain control starts
     at ``strength`` and ``tau`` (frames) and g = 1 otherwise, and is learnt, but for k and τ when ``fixed``.
@@ -448,7 +529,11 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     stands as the best while the schedule halves the rate every ``lr_patience`` epochs (docs/MODEL.md).
     ``off`` = (k_off, τ_off) adds the OFF stage's gain control (:class:`OffStage`, starting there, fixed with
     ``fixed``, β from 0) before the ganglion's, on a BN-CNN with two outputs per cell. ``channels``: the BN-CNN's
-    (first, second) layer's channels from scratch; from ``init``, the init's own."""
+    (first, second) layer's channels from scratch; from ``init``, the init's own. ``frozen_bn``: the batch norms
+    normalise by their running statistics in training too (the init's; their affine still learns), not by each
+    batch's, whose few blocks of consecutive frames can differ much from the whole movie. From an ``init`` the
+    held-out loss and r before the first step are printed and kept in the history as epoch 0 (not a best). ``lr``:
+    Adam's learning rate at the start (the recipe's by default)."""
     ds = nr.io.read_dataset(data)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -480,12 +565,20 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     stim = torch.from_numpy(np.ascontiguousarray(ds.train.stimulus, np.float32)).to(device)
     target = torch.from_numpy(rates).to(device)
     params = list(cnn.parameters()) + model.trainable(fixed)
-    opt = torch.optim.Adam(params, lr=RECIPE["lr"])
+    opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=lr_patience - 1)
     saved = model if saved_stages is None else GainModel(cnn, *saved_stages)     # what is saved: the same modules
     best, bad, history, t0 = math.inf, 0, [], time.time()
+    if init is not None:
+        loss, r = heldout(model, stim, rates, hold, loss_fn)
+        history.append({"epoch": 0, "heldout_loss": loss, "heldout_r": r})
+        print(json.dumps({k: round(v, 3) for k, v in history[-1].items()}), flush=True)
     for epoch in range(1, epochs + 1):
         cnn.train()
+        if frozen_bn:
+            for module in cnn.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         offset = int(torch.randint(0, PER_BLOCK, (1,), generator=gen))
         starts = np.arange(fit_lo + offset, fit_hi - PER_BLOCK + 2, PER_BLOCK)
         starts = starts[torch.randperm(len(starts), generator=gen).numpy()]
@@ -798,6 +891,10 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.0)
     ap.add_argument("--channels", type=int, nargs=2, default=[8, 8], metavar=("C1", "C2"),
                     help="the BN-CNN's channels per layer from scratch (default 8 8; with --init, the init's)")
+    ap.add_argument("--frozen-bn", action="store_true",
+                    help="the batch norms keep their running statistics in training (from --init: the init's), not "
+                         "each batch's")
+    ap.add_argument("--lr", type=float, default=RECIPE["lr"], help=f"Adam's learning rate (default {RECIPE['lr']:g})")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--init", type=Path, metavar="MODEL",
@@ -824,6 +921,11 @@ def main() -> None:
                     help="with --committee: also run the five experiments of the truth's phenomena on the committee "
                          "and on each member, every cell, with each one's r with the truth on those movies")
     ap.add_argument("--data", action="store_true", help="write the datasets (counts, rates, drive, split) and stop")
+    ap.add_argument("--plant", type=float, metavar="NOISE",
+                    help="train nothing: build the truth into a two-output BN-CNN with its two stages (planted: one "
+                         "conv1 channel per pathway, NOISE times each kernel's rms added, 0 for none; conv2's channels "
+                         "from --channels), write it to OUT/{--name or planted}_SEED.pt and score it; --init it to "
+                         "train from the truth")
     ap.add_argument("--retina-version", type=int, choices=syn.GAINED_VERSIONS, default=3,
                     help="the truth: 3 (default) or 4 (3 with a bank of tuned ON pathways); use one OUT per version")
     args = ap.parse_args()
@@ -849,6 +951,16 @@ def main() -> None:
         split_inputs(data, args.out / f"{args.movie}_split.h5", gt)
         return
     test = nr.io.read_dataset(data).test.stimulus
+    if args.plant is not None:
+        train = nr.io.read_dataset(data).train.stimulus
+        for seed in args.seeds:
+            path = args.out / f"{args.name or 'planted'}_{seed}.pt"
+            model = planted(gt, train, args.channels[1], args.plant, seed)
+            save(path, model, [])
+            res = result(model, gt, test)
+            report(path.with_name(f"latency_{path.stem}.json"), path.stem, res)
+            report_stage(path.stem, res)
+        return
     if args.score and args.committee:
         members = [Remembered(load(path)) for path in args.score]
         committee = Committee(members)
@@ -891,7 +1003,8 @@ def main() -> None:
                               HOLDOUT.get(args.movie, {}).get("holdout", TrainConfig.holdout),
                               args.out / f"{kind}_{seed}.pt", args.device, args.init, args.k, args.tau, args.fixed,
                               saved, LOSSES[args.loss], args.warmup,
-                              (args.off_k, args.off_tau) if args.off_stage else None, tuple(args.channels))
+                              (args.off_k, args.off_tau) if args.off_stage else None, tuple(args.channels),
+                              args.frozen_bn, args.lr)
         res = result(model, gt, test)
         report(args.out / f"latency_{kind}_{seed}.json", f"{kind} {seed}", res)
         report_stage(f"{kind} {seed}", res)

@@ -1606,6 +1606,55 @@ def test_gain_ceiling_split_targets_are_what_the_truths_stages_join(monkeypatch,
     assert not np.allclose(on.off.bias.detach(), gt.params["bias"])                    # β still learns
 
 
+def test_gain_ceiling_planted_truth_is_the_truth_in_a_two_output_bn_cnn(monkeypatch, tmp_path):
+    """``planted``: version 5 built into a twelve-channel two-output BN-CNN gives, on a stimulus it was not set up
+    on, the truth's ON inputs through the output's softplus (to the ganglion field's cut at conv2's map, < 1%), its
+    OFF stage where on (softplus within 0.15 of O > 2) and log 2 where off, and with the truth's stages its rates
+    (r > 0.99 per cell), at PLANT_RMS as at the truth's own scale (``rms=None``); ``noise`` adds that share of each
+    kernel's rms. Trained from it, epoch 0 is its held-out loss before any step, ``frozen_bn`` keeps the batch norms'
+    statistics where training moves them, and ``lr`` is Adam's."""
+    import torch
+
+    gc = _script("gain_ceiling", monkeypatch)
+    gt = syn.Retina(seed=0, version=5)
+    train, test = nr.stimuli.white_noise(frames=1000, seed=3), nr.stimuli.white_noise(frames=200, seed=4)
+    model = gc.planted(gt, train[:400], windows=300)
+    assert model.cnn.config.channels == (12, 8) and model.n_cells == 4 and model.off is not None
+    for layer, target in zip((model.cnn.conv1, model.cnn.conv2, model.cnn.linear), gc.PLANT_RMS):
+        assert float(layer.weight.pow(2).mean().sqrt()) == pytest.approx(target, rel=1e-5)
+    own = gc.planted(gt, train[:400], windows=300, rms=None)
+    assert float(own.cnn.conv1.weight.pow(2).mean().sqrt()) < gc.PLANT_RMS[0] / 5
+    got, want = model.outputs(test)[model.context:].numpy(), gt.off_and_on(test)
+    np.testing.assert_allclose(got, own.outputs(test)[model.context:].numpy(), rtol=1e-4, atol=1e-4)
+    softplus = torch.nn.functional.softplus
+    np.testing.assert_allclose(got[:, 4:], softplus(torch.from_numpy(want[:, 4:])).numpy(), rtol=1e-2)
+    on, off = want[:, :4] > 2, want[:, :4] == 0
+    assert on.sum() > 5 and off.sum() > 5
+    assert np.abs(got[:, :4][on] - want[:, :4][on]).max() < 0.15
+    np.testing.assert_allclose(got[:, :4][off], np.log(2), atol=0.01)
+    rates, truth = model.respond(test), gt.respond(test)
+    assert min(np.corrcoef(rates[:, j], truth[:, j])[0, 1] for j in range(4)) > 0.99
+    noisy = gc.planted(gt, train[:400], noise=0.1, seed=1, windows=300, rms=None)
+    for c, q in enumerate(gt.pathways):
+        k = torch.from_numpy(q.kernel().copy())
+        ratio = float((noisy.cnn.conv1.weight[c].detach() - k).pow(2).mean().sqrt() / k.pow(2).mean().sqrt())
+        assert 0.09 < ratio < 0.11
+    data = gc.noise_free(syn.record_dataset(tmp_path / "d.h5", train, test, repeats=2, retina=gt), tmp_path / "r.h5")
+    gc.save(tmp_path / "p.pt", model, [])
+    bns = lambda m: [b for b in m.cnn.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]  # noqa: E731
+    trained, history = gc.train_gain(data, 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "t.pt", init=tmp_path / "p.pt",
+                                     fixed=True, off=(0.5, 10.0), frozen_bn=True, lr=1e-4)
+    assert [h["epoch"] for h in history] == [0, 1] and history[0]["heldout_r"] > 0.98 and history[1]["lr"] == 1e-4
+    assert not torch.equal(trained.cnn.conv1.weight, model.cnn.conv1.weight)          # a step was taken,
+    for b, a in zip(bns(trained), bns(model)):                                          # in training mode,
+        assert torch.equal(b.running_mean, a.running_mean) and torch.equal(b.running_var, a.running_var)
+    again = gc.load(tmp_path / "p.pt")
+    _, _, hold = gc.split(1000, 40, again.context, 0.3)
+    stim = torch.from_numpy(np.ascontiguousarray(train))
+    rates_ = nr.io.read_dataset(data).train.rates.astype(np.float32)
+    assert history[0]["heldout_loss"] == pytest.approx(gc.heldout(again, stim, rates_, hold)[0], rel=1e-6)
+
+
 def test_mix_sparse_is_the_field_mix_with_its_whole_field_block_mostly_grey():
     """Blocks 0-6 are the field mix's; the whole-field block is grey on ~97% of frames, its other frames at
     the steps' levels in [0.25, 10], a fifth of them or more after 40 grey frames (one 400 ms history),
