@@ -50,7 +50,8 @@ layers from scratch (default 8 8; version 4 and 5's truths have twelve pathways)
 ``--plant NOISE`` trains nothing: it builds the truth into a two-output BN-CNN with twelve channels and its two stages
 (:func:`planted`, NOISE times each kernel's rms added), writes OUT/planted_SEED.pt and scores it: can the BN-CNN hold
 the truth? ``--init OUT/planted_SEED.pt`` then asks whether training keeps it, with ``--lr`` (Adam's rate) and
-``--frozen-bn`` (the batch norms keep the init's statistics instead of each batch's).
+``--frozen-bn`` (the batch norms keep the init's statistics instead of each batch's). ``--rectified`` plants a
+:class:`RectifiedCNN`, whose outputs can be exactly 0 as the truth's O and R are.
 
 Command::
 
@@ -62,7 +63,7 @@ Command::
                                        [--off-stage [--off-k 0.5] [--off-tau 10]] [--truth-stages]
     python scripts/gain_ceiling.py OUT --score MODEL... [--committee NAME [--draw K...] [--battery]]
     python scripts/gain_ceiling.py OUT --data
-    python scripts/gain_ceiling.py OUT --plant NOISE [--seeds 0] [--channels 12 8] [--name planted]
+    python scripts/gain_ceiling.py OUT --plant NOISE [--rectified] [--seeds 0] [--channels 12 8] [--name planted]
     (each with [--retina-version 3|4|5]: the truth, version 3 by default; one OUT per version)
 
 writes OUT/{movie}.h5 (the dataset of ``flash_ceiling.py``, once), OUT/{gain|plain|drive|split|twostage}_SEED.pt
@@ -425,6 +426,20 @@ def _pass_through(bn: nn.BatchNorm1d, x: torch.Tensor, scale: float = 1.0) -> No
     bn.bias.copy_(mean / scale)
 
 
+class RectifiedCNN(nr.RetinaCNN):
+    """A BN-CNN whose outputs are rectified, max(·, 0), in place of the softplus: answers that can be exactly 0, as the
+    truth's O and R are (the two outputs of a :func:`planted` model with ``rectified``; saved and loaded as such)."""
+
+    def from_activation(self, a: torch.Tensor) -> torch.Tensor:
+        a2 = F.relu(self._noise(self.bn2(self.conv2(a))))
+        return F.relu(self.bn3(self.linear(a2.flatten(1))))
+
+
+def cnn_class(state: Optional[dict]) -> type:
+    """The BN-CNN class of a state :func:`save` wrote (None: the plain BN-CNN's)."""
+    return RectifiedCNN if state is not None and state.get("output") == "relu" else nr.RetinaCNN
+
+
 PLANT_RMS = (0.015, 0.02, 0.025)
 """The rms of a planted BN-CNN's conv1, conv2 and readout weights (:func:`planted`): the shipped model's, rounded. Each
 batch norm makes the layer before it free of scale, but Adam's steps (about ``lr`` = 2e-3 per weight at first) and the
@@ -433,7 +448,7 @@ step) a run from the plant would test that scale, not the truth."""
 
 
 def planted(gt: syn.Retina, stimulus: np.ndarray, c2: int = 8, noise: float = 0.0, seed: int = 0,
-            windows: int = 3000, rms: Optional[tuple] = PLANT_RMS) -> GainModel:
+            windows: int = 3000, rms: Optional[tuple] = PLANT_RMS, rectified: bool = False) -> GainModel:
     """The truth ``gt`` (a gained version) built into a two-output BN-CNN, with its two stages on top: the split fit
     a perfect optimiser would find, if the BN-CNN can hold the truth at all. conv1 has one channel per pathway (the
     pathway's filter :meth:`syn.Pathway.kernel`, bias −threshold; twelve for versions 4 and 5), conv2 sums them at its
@@ -444,7 +459,8 @@ def planted(gt: syn.Retina, stimulus: np.ndarray, c2: int = 8, noise: float = 0.
     (:func:`_pass_through`). ``noise`` > 0 adds to each conv1 kernel Gaussian noise of that many times its own rms
     (``seed``): a start near the truth, not at it. Each layer's weights and bias are then scaled so that its weights'
     rms is ``rms`` (:data:`PLANT_RMS`; None: the truth's own numbers), which the batch norms make no change to the
-    model's answers. Returns the model on the CPU in eval mode."""
+    model's answers. ``rectified``: a :class:`RectifiedCNN`, whose outputs are the truth's O and R themselves (but
+    for the pools' cut). Returns the model on the CPU in eval mode."""
     if c2 < 3:
         raise ValueError(f"planted: conv2 needs 3 channels (the ON inputs, the OFF stage's two signs), got {c2}")
     paths = gt.pathways
@@ -454,7 +470,7 @@ def planted(gt: syn.Retina, stimulus: np.ndarray, c2: int = 8, noise: float = 0.
     config = nr.ModelConfig(size=stim.shape[1], n_cells=2 * gt.n_cells, noise=0.0, cell_names=two_outputs(names),
                             channels=(len(paths), c2))
     config.norm = _norm_for(stim)
-    cnn = nr.RetinaCNN(config).eval()
+    cnn = (RectifiedCNN if rectified else nr.RetinaCNN)(config).eval()
     (k1, k2), (_, h2) = config.kernels, config.map_sizes
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -546,7 +562,7 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     config = nr.ModelConfig(size=ds.train.stimulus.shape[1], n_cells=len(names), noise=noise, cell_names=names,
                             channels=channels)
     config.norm = _norm_for(ds.train.stimulus)
-    cnn = nr.RetinaCNN(config)
+    cnn = cnn_class(state)(config)                         # from a rectified init, rectified too
     lags = LAGS if gain else 0
     rates = ds.train.rates.astype(np.float32)
     offstage = None if off is None else OffStage(cells, OFF_LAGS, *off)
@@ -621,7 +637,8 @@ def save(path: Path, model: GainModel, history: list) -> None:
     """The model's states and architecture, as tensors, lists and numbers only (``weights_only`` loads it)."""
     tensors = lambda module: {k: v.detach().cpu() for k, v in module.state_dict().items()}   # noqa: E731
     state = {"config": model.cnn.config.to_dict(), "lags": model.gain.lags, "history": history,
-             "cnn": tensors(model.cnn), "gain": tensors(model.gain)}
+             "cnn": tensors(model.cnn), "gain": tensors(model.gain),
+             "output": "relu" if isinstance(model.cnn, RectifiedCNN) else "softplus"}
     if model.off is not None:
         state.update(off_lags=model.off.lags, off=tensors(model.off))
     atomic_write(path, lambda tmp: torch.save(state, tmp))
@@ -643,7 +660,7 @@ def load(path: Path) -> GainModel:
 
 def saved_cnn(state: dict) -> nr.RetinaCNN:
     """The BN-CNN of a state :func:`save` wrote, in eval mode."""
-    cnn = nr.RetinaCNN(nr.ModelConfig.from_dict(state["config"]))
+    cnn = cnn_class(state)(nr.ModelConfig.from_dict(state["config"]))
     cnn.load_state_dict(state["cnn"])
     return cnn.eval()
 
@@ -894,6 +911,9 @@ def main() -> None:
     ap.add_argument("--frozen-bn", action="store_true",
                     help="the batch norms keep their running statistics in training (from --init: the init's), not "
                          "each batch's")
+    ap.add_argument("--rectified", action="store_true",
+                    help="with --plant: the BN-CNN's two outputs rectified (ReLU) in place of the softplus, as the "
+                         "truth's O and R are (RectifiedCNN; a run from it stays rectified)")
     ap.add_argument("--lr", type=float, default=RECIPE["lr"], help=f"Adam's learning rate (default {RECIPE['lr']:g})")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -929,6 +949,8 @@ def main() -> None:
     ap.add_argument("--retina-version", type=int, choices=syn.GAINED_VERSIONS, default=3,
                     help="the truth: 3 (default) or 4 (3 with a bank of tuned ON pathways); use one OUT per version")
     args = ap.parse_args()
+    if args.rectified and args.plant is None:
+        ap.error("--rectified plants a rectified BN-CNN: it goes with --plant")
     if args.committee and not args.score:
         ap.error("--committee scores the models given with --score")
     if (args.draw or args.battery) and not args.committee:
@@ -955,7 +977,7 @@ def main() -> None:
         train = nr.io.read_dataset(data).train.stimulus
         for seed in args.seeds:
             path = args.out / f"{args.name or 'planted'}_{seed}.pt"
-            model = planted(gt, train, args.channels[1], args.plant, seed)
+            model = planted(gt, train, args.channels[1], args.plant, seed, rectified=args.rectified)
             save(path, model, [])
             res = result(model, gt, test)
             report(path.with_name(f"latency_{path.stem}.json"), path.stem, res)

@@ -1610,7 +1610,8 @@ def test_gain_ceiling_planted_truth_is_the_truth_in_a_two_output_bn_cnn(monkeypa
     """``planted``: version 5 built into a twelve-channel two-output BN-CNN gives, on a stimulus it was not set up
     on, the truth's ON inputs through the output's softplus (to the ganglion field's cut at conv2's map, < 1%), its
     OFF stage where on (softplus within 0.15 of O > 2) and log 2 where off, and with the truth's stages its rates
-    (r > 0.99 per cell), at PLANT_RMS as at the truth's own scale (``rms=None``); ``noise`` adds that share of each
+    (r > 0.99 per cell), at PLANT_RMS as at the truth's own scale (``rms=None``); ``rectified``, saved and loaded as
+    such, gives O and R themselves (0 where they are) and the rates at r > 0.999; ``noise`` adds that share of each
     kernel's rms. Trained from it, epoch 0 is its held-out loss before any step, ``frozen_bn`` keeps the batch norms'
     statistics where training moves them, and ``lr`` is Adam's."""
     import torch
@@ -1634,21 +1635,30 @@ def test_gain_ceiling_planted_truth_is_the_truth_in_a_two_output_bn_cnn(monkeypa
     np.testing.assert_allclose(got[:, :4][off], np.log(2), atol=0.01)
     rates, truth = model.respond(test), gt.respond(test)
     assert min(np.corrcoef(rates[:, j], truth[:, j])[0, 1] for j in range(4)) > 0.99
+    rect = gc.planted(gt, train[:400], windows=300, rectified=True)       # outputs that can be 0, as O and R are
+    gc.save(tmp_path / "r.pt", rect, [])
+    again = gc.load(tmp_path / "r.pt")
+    assert isinstance(again.cnn, gc.RectifiedCNN) and not isinstance(model.cnn, gc.RectifiedCNN)
+    exact = again.outputs(test)[model.context:].numpy()
+    np.testing.assert_allclose(exact, want, rtol=1e-2, atol=1e-2 * want.max())
+    assert (exact[:, :4][off] < 1e-2).all()                                # where the softplus answered log 2
+    rates = again.respond(test)
+    assert min(np.corrcoef(rates[:, j], truth[:, j])[0, 1] for j in range(4)) > 0.999
     noisy = gc.planted(gt, train[:400], noise=0.1, seed=1, windows=300, rms=None)
     for c, q in enumerate(gt.pathways):
         k = torch.from_numpy(q.kernel().copy())
         ratio = float((noisy.cnn.conv1.weight[c].detach() - k).pow(2).mean().sqrt() / k.pow(2).mean().sqrt())
         assert 0.09 < ratio < 0.11
     data = gc.noise_free(syn.record_dataset(tmp_path / "d.h5", train, test, repeats=2, retina=gt), tmp_path / "r.h5")
-    gc.save(tmp_path / "p.pt", model, [])
     bns = lambda m: [b for b in m.cnn.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]  # noqa: E731
-    trained, history = gc.train_gain(data, 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "t.pt", init=tmp_path / "p.pt",
+    trained, history = gc.train_gain(data, 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "t.pt", init=tmp_path / "r.pt",
                                      fixed=True, off=(0.5, 10.0), frozen_bn=True, lr=1e-4)
+    assert isinstance(trained.cnn, gc.RectifiedCNN)                                    # from a rectified init
     assert [h["epoch"] for h in history] == [0, 1] and history[0]["heldout_r"] > 0.98 and history[1]["lr"] == 1e-4
-    assert not torch.equal(trained.cnn.conv1.weight, model.cnn.conv1.weight)          # a step was taken,
-    for b, a in zip(bns(trained), bns(model)):                                          # in training mode,
+    assert not torch.equal(trained.cnn.conv1.weight, rect.cnn.conv1.weight)           # a step was taken,
+    for b, a in zip(bns(trained), bns(rect)):                                          # in training mode,
         assert torch.equal(b.running_mean, a.running_mean) and torch.equal(b.running_var, a.running_var)
-    again = gc.load(tmp_path / "p.pt")
+    again = gc.load(tmp_path / "r.pt")
     _, _, hold = gc.split(1000, 40, again.context, 0.3)
     stim = torch.from_numpy(np.ascontiguousarray(train))
     rates_ = nr.io.read_dataset(data).train.rates.astype(np.float32)
