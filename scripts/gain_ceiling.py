@@ -464,7 +464,7 @@ def planted(gt: syn.Retina, stimulus: np.ndarray, c2: int = 8, noise: float = 0.
     if c2 < 3:
         raise ValueError(f"planted: conv2 needs 3 channels (the ON inputs, the OFF stage's two signs), got {c2}")
     paths = gt.pathways
-    stage = [q.role in ("OFF stage", "gain control") for q in paths]
+    stage = gt._off_stage.tolist()                   # the retina's own rule: which pathways make its OFF stage
     names = [f"cell{j}" for j in range(gt.n_cells)]
     stim = np.ascontiguousarray(stimulus, np.float32)
     config = nr.ModelConfig(size=stim.shape[1], n_cells=2 * gt.n_cells, noise=0.0, cell_names=two_outputs(names),
