@@ -972,9 +972,9 @@ def main() -> None:
         undivided(data, args.out / f"{args.movie}_drive.h5", gt)
         split_inputs(data, args.out / f"{args.movie}_split.h5", gt)
         return
-    test = nr.io.read_dataset(data).test.stimulus
     if args.plant is not None:
-        train = nr.io.read_dataset(data).train.stimulus
+        dataset = nr.io.read_dataset(data)                # one read for the plant's movie and the scores' test
+        train, test = dataset.train.stimulus, dataset.test.stimulus
         for seed in args.seeds:
             path = args.out / f"{args.name or 'planted'}_{seed}.pt"
             model = planted(gt, train, args.channels[1], args.plant, seed, rectified=args.rectified)
@@ -983,6 +983,7 @@ def main() -> None:
             report(path.with_name(f"latency_{path.stem}.json"), path.stem, res)
             report_stage(path.stem, res)
         return
+    test = nr.io.read_dataset(data).test.stimulus
     if args.score and args.committee:
         members = [Remembered(load(path)) for path in args.score]
         committee = Committee(members)
