@@ -51,7 +51,8 @@ layers from scratch (default 8 8; version 4 and 5's truths have twelve pathways)
 (:func:`planted`, NOISE times each kernel's rms added), writes OUT/planted_SEED.pt and scores it: can the BN-CNN hold
 the truth? ``--init OUT/planted_SEED.pt`` then asks whether training keeps it, with ``--lr`` (Adam's rate) and
 ``--frozen-bn`` (the batch norms keep the init's statistics instead of each batch's). ``--rectified`` plants a
-:class:`RectifiedCNN`, whose outputs can be exactly 0 as the truth's O and R are.
+:class:`RectifiedCNN`, whose outputs can be exactly 0 as the truth's O and R are, or trains one from scratch (a run
+from an init keeps the init's kind).
 
 Command::
 
@@ -59,7 +60,7 @@ Command::
                                        [--warmup 0] [--movie experiment|osr|flashes|battery] [--frames 20000]
                                        [--targets rates|counts|drive|split] [--loss poisson|log|both] [--noise 0]
                                        [--device cpu] [--init MODEL] [--name NAME] [--k 0.5] [--tau 10] [--fixed]
-                                       [--channels 8 8] [--lr 0.002] [--frozen-bn]
+                                       [--channels 8 8] [--lr 0.002] [--frozen-bn] [--rectified]
                                        [--off-stage [--off-k 0.5] [--off-tau 10]] [--truth-stages]
     python scripts/gain_ceiling.py OUT --score MODEL... [--committee NAME [--draw K...] [--battery]]
     python scripts/gain_ceiling.py OUT --data
@@ -435,6 +436,17 @@ class RectifiedCNN(nr.RetinaCNN):
         return F.relu(self.bn3(self.linear(a2.flatten(1))))
 
 
+def init_outputs(cnn: nr.RetinaCNN, rates: np.ndarray) -> None:
+    """Start ``cnn``'s outputs at the firing-rate scale of ``rates`` (T, outputs), as ``init_readout`` does for the
+    softplus; for a :class:`RectifiedCNN` the readout's β is the mean rate itself (max(β, 0) answers β where
+    softplus answers softplus(β)), so that a typical frame answers the mean either way."""
+    init_readout(cnn, rates)
+    if isinstance(cnn, RectifiedCNN):
+        readout = cnn.bn3 if isinstance(cnn.bn3, nn.BatchNorm1d) else cnn.linear
+        with torch.no_grad():
+            readout.bias.copy_(torch.from_numpy(np.maximum(np.nanmean(rates, 0), 1e-3).astype(np.float32)))
+
+
 def cnn_class(state: Optional[dict]) -> type:
     """The BN-CNN class of a state :func:`save` wrote (None: the plain BN-CNN's)."""
     return RectifiedCNN if state is not None and state.get("output") == "relu" else nr.RetinaCNN
@@ -530,7 +542,7 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
                saved_stages: Optional[tuple[GainControl, Optional[OffStage]]] = None, loss_fn=poisson,
                warmup: int = 0, off: Optional[tuple[float, float]] = None,
                channels: tuple[int, int] = (8, 8), frozen_bn: bool = False,
-               lr: float = RECIPE["lr"]) -> tuple[GainModel, list]:
+               lr: float = RECIPE["lr"], rectified: bool = False) -> tuple[GainModel, list]:
     """Train a BN-CNN with (``gain``) or without its gain control on the dataset ``data``, from scratch or
     from the model saved at ``init`` (its BN-CNN, and its stage when it has one); the gain control starts
     at ``strength`` and ``tau`` (frames) and g = 1 otherwise, and is learnt, but for k and τ when ``fixed``.
@@ -549,7 +561,9 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     normalise by their running statistics in training too (the init's; their affine still learns), not by each
     batch's, whose few blocks of consecutive frames can differ much from the whole movie. From an ``init`` the
     held-out loss and r before the first step are printed and kept in the history as epoch 0 (not a best). ``lr``:
-    Adam's learning rate at the start (the recipe's by default)."""
+    Adam's learning rate at the start (the recipe's by default). ``rectified``: from scratch, a :class:`RectifiedCNN`
+    whose outputs start at the rates' mean (the readout's β is the mean itself, not softplus⁻¹ of it); from
+    ``init``, the init's own kind (rectified with a softplus init is an error)."""
     ds = nr.io.read_dataset(data)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -562,7 +576,9 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     config = nr.ModelConfig(size=ds.train.stimulus.shape[1], n_cells=len(names), noise=noise, cell_names=names,
                             channels=channels)
     config.norm = _norm_for(ds.train.stimulus)
-    cnn = cnn_class(state)(config)                         # from a rectified init, rectified too
+    if rectified and state is not None and cnn_class(state) is not RectifiedCNN:
+        raise ValueError(f"rectified, but the init {init} has softplus outputs: a run keeps its init's kind")
+    cnn = cnn_class(state)(config) if state is not None else (RectifiedCNN if rectified else nr.RetinaCNN)(config)
     lags = LAGS if gain else 0
     rates = ds.train.rates.astype(np.float32)
     offstage = None if off is None else OffStage(cells, OFF_LAGS, *off)
@@ -570,7 +586,7 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     fit_lo, fit_hi, hold = split(len(rates), config.history, model.context, holdout)
     if init is None:        # with the OFF stage, each of a cell's two outputs starts at half its rate
         fit = rates[fit_lo:fit_hi + 1]
-        init_readout(cnn, fit if off is None else np.tile(fit / 2, (1, 2)))
+        init_outputs(cnn, fit if off is None else np.tile(fit / 2, (1, 2)))
     else:
         cnn.load_state_dict(saved_cnn(state).state_dict())
         if lags and state["lags"] == lags:      # its stages too: a run goes on
@@ -912,8 +928,9 @@ def main() -> None:
                     help="the batch norms keep their running statistics in training (from --init: the init's), not "
                          "each batch's")
     ap.add_argument("--rectified", action="store_true",
-                    help="with --plant: the BN-CNN's two outputs rectified (ReLU) in place of the softplus, as the "
-                         "truth's O and R are (RectifiedCNN; a run from it stays rectified)")
+                    help="the BN-CNN's outputs rectified (ReLU) in place of the softplus, as the truth's O and R "
+                         "are (RectifiedCNN): planted (--plant) or trained from scratch; a run from an --init keeps "
+                         "the init's kind, so give --rectified with a rectified init only")
     ap.add_argument("--lr", type=float, default=RECIPE["lr"], help=f"Adam's learning rate (default {RECIPE['lr']:g})")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -949,8 +966,6 @@ def main() -> None:
     ap.add_argument("--retina-version", type=int, choices=syn.GAINED_VERSIONS, default=3,
                     help="the truth: 3 (default) or 4 (3 with a bank of tuned ON pathways); use one OUT per version")
     args = ap.parse_args()
-    if args.rectified and args.plant is None:
-        ap.error("--rectified plants a rectified BN-CNN: it goes with --plant")
     if args.committee and not args.score:
         ap.error("--committee scores the models given with --score")
     if (args.draw or args.battery) and not args.committee:
@@ -1027,7 +1042,7 @@ def main() -> None:
                               args.out / f"{kind}_{seed}.pt", args.device, args.init, args.k, args.tau, args.fixed,
                               saved, LOSSES[args.loss], args.warmup,
                               (args.off_k, args.off_tau) if args.off_stage else None, tuple(args.channels),
-                              args.frozen_bn, args.lr)
+                              args.frozen_bn, args.lr, args.rectified)
         res = result(model, gt, test)
         report(args.out / f"latency_{kind}_{seed}.json", f"{kind} {seed}", res)
         report_stage(f"{kind} {seed}", res)

@@ -1564,6 +1564,35 @@ def test_gain_ceiling_trains_an_off_stage_before_the_gain_control(monkeypatch, t
     np.testing.assert_allclose(on.off.control.tau.detach(), model.off.control.tau.detach(), rtol=1e-6)
 
 
+def test_gain_ceiling_rectified_from_scratch_starts_at_the_mean_and_stays_rectified(monkeypatch, tmp_path):
+    """``init_outputs``: a fresh BN-CNN's typical frame (the median over a batch) answers each output's mean rate,
+    with the softplus as with rectified outputs (β = the mean itself, not softplus⁻¹ of it, which a ReLU turns to 0
+    for rates under log 2). ``rectified`` from scratch trains a :class:`RectifiedCNN`, saved and loaded as one; a
+    rectified run from a softplus init is refused (a run keeps its init's kind)."""
+    import torch
+
+    gc = _script("gain_ceiling", monkeypatch)
+    stim = nr.stimuli.white_noise(frames=300, seed=3)
+    rates = np.random.default_rng(0).poisson([0.3, 0.5, 1.0, 4.0], size=(2000, 4)).astype(np.float64)
+    for cls in (nr.RetinaCNN, gc.RectifiedCNN):
+        cnn = cls(nr.ModelConfig(size=50, n_cells=4)).train()
+        gc.init_outputs(cnn, rates)
+        with torch.no_grad():
+            out = cnn.from_first_layer(cnn.first_layer_windows(torch.from_numpy(stim), np.arange(39, 239))).numpy()
+        np.testing.assert_allclose(np.median(out, 0), rates.mean(0), rtol=0.1, err_msg=cls.__name__)
+    gt = syn.Retina(seed=0, version=3)
+    data = syn.record_dataset(tmp_path / "d.h5", nr.stimuli.white_noise(frames=900, seed=3), stim[:200], repeats=2,
+                              retina=gt)
+    model, history = gc.train_gain(data, 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "r.pt", off=(0.5, 10.0),
+                                   rectified=True)
+    assert isinstance(model.cnn, gc.RectifiedCNN) and np.isfinite(history[-1]["heldout_loss"])
+    assert torch.load(tmp_path / "r.pt", weights_only=True)["output"] == "relu"
+    assert isinstance(gc.load(tmp_path / "r.pt").cnn, gc.RectifiedCNN)
+    gc.train_gain(data, 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "p.pt")
+    with pytest.raises(ValueError, match="softplus outputs"):
+        gc.train_gain(data, 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "q.pt", init=tmp_path / "p.pt", rectified=True)
+
+
 def test_gain_ceiling_split_targets_are_what_the_truths_stages_join(monkeypatch, tmp_path):
     """``--targets split``: both splits' responses are the truth's O and R (two outputs per cell, named so), on
     which the truth's OFF stage and ganglion stage give the dataset's true rates (within 1% past their context);
