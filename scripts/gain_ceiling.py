@@ -60,7 +60,7 @@ Command::
                                        [--warmup 0] [--movie experiment|osr|flashes|battery] [--frames 20000]
                                        [--targets rates|counts|drive|split] [--loss poisson|log|both] [--noise 0]
                                        [--device cpu] [--init MODEL] [--name NAME] [--k 0.5] [--tau 10] [--fixed]
-                                       [--channels 8 8] [--lr 0.002] [--frozen-bn] [--rectified]
+                                       [--channels 8 8] [--lr 0.002] [--frozen-bn] [--rectified] [--no-penalty]
                                        [--off-stage [--off-k 0.5] [--off-tau 10]] [--truth-stages]
     python scripts/gain_ceiling.py OUT --score MODEL... [--committee NAME [--draw K...] [--battery]]
     python scripts/gain_ceiling.py OUT --data
@@ -542,7 +542,7 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
                saved_stages: Optional[tuple[GainControl, Optional[OffStage]]] = None, loss_fn=poisson,
                warmup: int = 0, off: Optional[tuple[float, float]] = None,
                channels: tuple[int, int] = (8, 8), frozen_bn: bool = False,
-               lr: float = RECIPE["lr"], rectified: bool = False) -> tuple[GainModel, list]:
+               lr: float = RECIPE["lr"], rectified: bool = False, penalty: bool = True) -> tuple[GainModel, list]:
     """Train a BN-CNN with (``gain``) or without its gain control on the dataset ``data``, from scratch or
     from the model saved at ``init`` (its BN-CNN, and its stage when it has one); the gain control starts
     at ``strength`` and ``tau`` (frames) and g = 1 otherwise, and is learnt, but for k and τ when ``fixed``.
@@ -563,7 +563,8 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     held-out loss and r before the first step are printed and kept in the history as epoch 0 (not a best). ``lr``:
     Adam's learning rate at the start (the recipe's by default). ``rectified``: from scratch, a :class:`RectifiedCNN`
     whose outputs start at the rates' mean (the readout's β is the mean itself, not softplus⁻¹ of it); from
-    ``init``, the init's own kind (rectified with a softplus init is an error)."""
+    ``init``, the init's own kind (rectified with a softplus init is an error). ``penalty``: the recipe's weight
+    penalty (L2 on the kernels, L1 on the readout) is added to the training loss; without it, the loss alone."""
     ds = nr.io.read_dataset(data)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -621,7 +622,7 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
             scored = np.concatenate([np.arange(s, s + PER_BLOCK) for s in starts[i:i + BLOCKS]])
             loss = loss_fn(model.stages(n).reshape(-1, cells), target[torch.from_numpy(scored).to(device)])
             opt.zero_grad(set_to_none=True)
-            (loss + weight_penalty(cnn, RECIPE["l2"], RECIPE["l1_linear"])).backward()
+            (loss + weight_penalty(cnn, RECIPE["l2"], RECIPE["l1_linear"]) if penalty else loss).backward()
             opt.step()
             losses.append(float(loss.detach()))
         loss, r = heldout(model, stim, rates, hold, loss_fn)
@@ -932,6 +933,9 @@ def main() -> None:
                          "are (RectifiedCNN): planted (--plant) or trained from scratch; a run from an --init keeps "
                          "the init's kind, so give --rectified with a rectified init only")
     ap.add_argument("--lr", type=float, default=RECIPE["lr"], help=f"Adam's learning rate (default {RECIPE['lr']:g})")
+    ap.add_argument("--no-penalty", action="store_true",
+                    help="train on the loss alone, without the recipe's weight penalty (L2 on the kernels, L1 on the "
+                         "readout), which pulls a planted truth's weights away from it")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--init", type=Path, metavar="MODEL",
@@ -1042,7 +1046,7 @@ def main() -> None:
                               args.out / f"{kind}_{seed}.pt", args.device, args.init, args.k, args.tau, args.fixed,
                               saved, LOSSES[args.loss], args.warmup,
                               (args.off_k, args.off_tau) if args.off_stage else None, tuple(args.channels),
-                              args.frozen_bn, args.lr, args.rectified)
+                              args.frozen_bn, args.lr, args.rectified, not args.no_penalty)
         res = result(model, gt, test)
         report(args.out / f"latency_{kind}_{seed}.json", f"{kind} {seed}", res)
         report_stage(f"{kind} {seed}", res)

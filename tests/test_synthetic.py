@@ -1568,7 +1568,8 @@ def test_gain_ceiling_rectified_from_scratch_starts_at_the_mean_and_stays_rectif
     """``init_outputs``: a fresh BN-CNN's typical frame (the median over a batch) answers each output's mean rate,
     with the softplus as with rectified outputs (β = the mean itself, not softplus⁻¹ of it, which a ReLU turns to 0
     for rates under log 2). ``rectified`` from scratch trains a :class:`RectifiedCNN`, saved and loaded as one; a
-    rectified run from a softplus init is refused (a run keeps its init's kind)."""
+    rectified run from a softplus init is refused (a run keeps its init's kind). ``penalty=False`` trains on the loss
+    alone: the recipe's weight penalty is not computed."""
     import torch
 
     gc = _script("gain_ceiling", monkeypatch)
@@ -1583,12 +1584,16 @@ def test_gain_ceiling_rectified_from_scratch_starts_at_the_mean_and_stays_rectif
     gt = syn.Retina(seed=0, version=3)
     data = syn.record_dataset(tmp_path / "d.h5", nr.stimuli.white_noise(frames=900, seed=3), stim[:200], repeats=2,
                               retina=gt)
+    penalties, real_penalty = [], gc.weight_penalty
+    monkeypatch.setattr(gc, "weight_penalty", lambda *args: penalties.append(args[1:]) or real_penalty(*args))
     model, history = gc.train_gain(data, 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "r.pt", off=(0.5, 10.0),
-                                   rectified=True)
+                                   rectified=True, penalty=False)
+    assert penalties == []
     assert isinstance(model.cnn, gc.RectifiedCNN) and np.isfinite(history[-1]["heldout_loss"])
     assert torch.load(tmp_path / "r.pt", weights_only=True)["output"] == "relu"
     assert isinstance(gc.load(tmp_path / "r.pt").cnn, gc.RectifiedCNN)
     gc.train_gain(data, 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "p.pt")
+    assert penalties and set(penalties) == {(gc.RECIPE["l2"], gc.RECIPE["l1_linear"])}     # by default, each step
     with pytest.raises(ValueError, match="softplus outputs"):
         gc.train_gain(data, 0, True, 1, 1, 1, 0.0, 0.3, tmp_path / "q.pt", init=tmp_path / "p.pt", rectified=True)
 
