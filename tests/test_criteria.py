@@ -48,6 +48,22 @@ def test_osr_rejects(why, latency_after_last, amp):
     assert out["present"] is False, why
 
 
+def test_osr_rise_is_the_peak_over_the_level_the_train_leaves():
+    """``omitted_amplitude`` is over the grey before the train; ``omitted_rise`` over the response at the omitted
+    flash's expected onset: a train that leaves the cell firing 2 spikes/bin above grey, with a 0.3 spikes/bin bump
+    after the omission, has an amplitude of 2.3 and a rise of 0.3."""
+    proto = protocol(osr)
+    level = np.zeros(len(proto.stimulus))
+    for c in proto.conditions:
+        level[c["onsets"][0]:c["omitted"] + c["window"]] = 2.0       # the train's tonic level, on into the window
+    out = osr.readout(osr_response(proto, lambda p: p + 8.0, amp=0.3) + level, proto.conditions)
+    assert len(out["omitted_rise"]) == len(proto.conditions)
+    np.testing.assert_allclose(out["omitted_rise"], 0.3, atol=0.02)
+    np.testing.assert_allclose(out["omitted_amplitude"], 2.3, atol=0.02)
+    alone = osr.readout(osr_response(proto, lambda p: p + 8.0, amp=0.3), proto.conditions)
+    np.testing.assert_allclose(alone["omitted_rise"], alone["omitted_amplitude"], atol=0.02)   # grey to the end
+
+
 def test_osr_step_used_to_pass():
     """The v1 truth's shape (77 ms, then ~200 ms after the hand-over) had slope 2.5, r² 0.68."""
     proto = protocol(osr, periods=[3, 4, 5, 6, 7, 8])

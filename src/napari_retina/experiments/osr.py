@@ -30,6 +30,11 @@ onset_ms : list, from the omitted flash's expected onset to the response onset
 peak_interior : list of bool, the peak is a local maximum inside the window
     (not the decaying tail of the train's response at its first frame).
 omitted_amplitude : list, peak minus the grey level before the train.
+omitted_rise : list, peak minus the response at the omitted flash's expected
+    onset (spikes/bin): how far the answer to the omission rises over the level
+    the train leaves. Not part of ``present``; a rise of a few tenths of a spike
+    per bin on a flat top has a peak time that small changes move by tens of ms
+    (docs/EXPERIMENTS.md).
 train_amplitude : list, largest response during the train minus the grey level.
 slope, intercept, r2 : least-squares line of latency_from_last_ms against
     periods_ms (slope 1 = the response keeps a fixed latency after the
@@ -106,7 +111,7 @@ def build(size: int, history: int, respond=None, *, periods, n_flashes, intensit
 def readout(response: np.ndarray, conditions: list) -> dict:
     """OSR readout of a (T,) response; see the module docstring for the keys."""
     r = np.asarray(response, dtype=np.float64)
-    periods, lat, lat_last, interior, amp, train_amp, onset = [], [], [], [], [], [], []
+    periods, lat, lat_last, interior, amp, rise, train_amp, onset = [], [], [], [], [], [], [], []
     for c in conditions:
         base = baseline(r, c["start"], c["onsets"][0])
         om, w = c["omitted"], c["window"]
@@ -118,6 +123,7 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         inside = bool(np.isfinite(t) and om < i < om + w - 1)
         interior.append(inside)
         amp.append(v - base)
+        rise.append(v - r[om])
         if not inside:
             t = float("nan")   # the window's first or last frame: the train's tail or a rise, not a peak
         onset.append((onset_time(r, om, t, base + 0.2 * (v - base)) - om) * FRAME_MS)
@@ -137,7 +143,8 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         and all(np.isfinite(v) and abs(v - slope) <= MAX_LOCAL_DEVIATION for v in local)
     )
     return {"periods_ms": periods, "latency_ms": lat, "latency_from_last_ms": lat_last, "onset_ms": onset,
-            "peak_interior": interior, "omitted_amplitude": amp, "train_amplitude": train_amp,
+            "peak_interior": interior, "omitted_amplitude": amp, "omitted_rise": rise,
+            "train_amplitude": train_amp,
             "slope": slope, "intercept": intercept, "r2": r2, "local_slopes": local, "present": present}
 
 
