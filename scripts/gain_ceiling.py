@@ -52,7 +52,7 @@ layers from scratch (default 8 8; version 4 and 5's truths have twelve pathways)
 the truth? ``--init OUT/planted_SEED.pt`` then asks whether training keeps it, with ``--lr`` (Adam's rate) and
 ``--frozen-bn`` (the batch norms keep the init's statistics instead of each batch's). ``--rectified`` plants a
 :class:`RectifiedCNN`, whose outputs can be exactly 0 as the truth's O and R are, or trains one from scratch (a run
-from an init keeps the init's kind).
+from an init keeps the init's kind). ``--no-penalty`` trains on the loss alone, without the recipe's weight penalty.
 
 Command::
 
@@ -935,7 +935,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=RECIPE["lr"], help=f"Adam's learning rate (default {RECIPE['lr']:g})")
     ap.add_argument("--no-penalty", action="store_true",
                     help="train on the loss alone, without the recipe's weight penalty (L2 on the kernels, L1 on the "
-                         "readout), which pulls a planted truth's weights away from it")
+                         "readout; with --frozen-bn no longer free of scale)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--init", type=Path, metavar="MODEL",
