@@ -452,6 +452,27 @@ def test_truth_search_osr_line_margins_measure_the_distance_from_a_line_of_slope
     assert plain[1] > 0
 
 
+def test_truth_search_osr_rise_margin_asks_for_an_answer_over_the_trains_level(monkeypatch, tmp_path):
+    """``--osr-rise``: the margin is the smallest ``omitted_rise`` over OSR_RISE, in its units; version 5 (a rise of
+    0.24 spikes/bin at 130 ms in cell 0) has a negative one, which with ``rise`` becomes its smallest margin, while
+    version 5 with its ganglion's division at a quarter (rises of 0.9-4) has a positive one; a search with ``rise``
+    logs that margin in its score."""
+    ts = _script("truth_search", monkeypatch)
+    assert ts.osr_rise_margin({"omitted_rise": [1.0, 0.75, 2.0]}) == {"osr rise": pytest.approx(0.5)}
+    assert ts.osr_rise_margin({"omitted_rise": [1.0, float("nan")]})["osr rise"] == -1.0
+    cell0 = ts.readouts(syn.V5_PARAMS, cells=(0,), offsets=())[0]
+    rise = ts.osr_rise_margin(cell0["osr"])["osr rise"]
+    assert rise == pytest.approx((min(cell0["osr"]["omitted_rise"]) - 0.5) / 0.5) and -1 < rise < 0
+    assert "osr rise" not in ts.margins(cell0) and ts.margins(cell0, rise=True)["osr rise"] == pytest.approx(rise)
+    weak = ts.moved(syn.V5_PARAMS, ("gain_control", "ganglion", "strength"), 0.25)
+    assert ts.osr_rise_margin(ts.readouts(weak, cells=(0,), offsets=())[0]["osr"])["osr rise"] > 0
+    plain, with_rise = ts.score(syn.V5_PARAMS), ts.score(syn.V5_PARAMS, rise=True)
+    assert plain[0] == with_rise[0] == 0 and plain[1] > 0 and with_rise[1] < 0
+    start = {k: syn.V5_PARAMS[k] for k in ("pathways", "bias", "gain_control")}
+    ts.search(str(tmp_path / "s.jsonl"), start, 0, 0, 0.06, rise=True)
+    assert json.loads((tmp_path / "s.jsonl").read_text().splitlines()[0])["score"] == pytest.approx(list(with_rise))
+
+
 def test_truth_search_shape_moves_each_tuned_pathways_order_and_phase_within_bounds(monkeypatch):
     """``--shape``: each tuned pathway's envelope order and phase move (within ORDER_BOUNDS and ±PHASE_BOUND
     periods); every other parameter moves exactly as the same seed moves it without ``shape`` (so that the
