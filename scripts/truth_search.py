@@ -31,9 +31,10 @@ climbs from ~110 to ~180 ms over three periods and stays there, a step that mode
 (docs/MODEL.md, "Models of it"). ``--osr-rise`` also asks the OSR to rise at least :data:`OSR_RISE` over the
 level the flash train leaves at every period (``omitted_rise``): versions 3–5 rise 0.03–1.03 spikes/bin, a bump
 whose peak a model moves by tens of ms (docs/EXPERIMENTS.md), where version 2's rises 1.7–5.6. ``--shape``
-also moves each tuned pathway's envelope order and phase, which the plain search keeps where they started. ``fit-line`` (:func:`fit_line`) fits the tuned pathways by gradient
-so that the OSR answers a fixed time after the omitted flash, logging every 25 steps a scored circuit a search
-can start from: version 5's search started from its step 250 (docs/MODEL.md, "Ground truth v5").
+also moves each tuned pathway's envelope order and phase, which the plain search keeps where they started.
+``fit-line`` (:func:`fit_line`) fits the tuned pathways by gradient so that the OSR answers a fixed time after
+the omitted flash, logging every 25 steps a scored circuit a search can start from: version 5's search started
+from its step 250 (docs/MODEL.md, "Ground truth v5").
 """
 
 from __future__ import annotations
