@@ -64,6 +64,20 @@ def test_osr_rise_is_the_peak_over_the_level_the_train_leaves():
     np.testing.assert_allclose(alone["omitted_rise"], alone["omitted_amplitude"], atol=0.02)   # grey to the end
 
 
+@pytest.mark.parametrize("train_amp,present", [(10.0, True), (30.0, False)])
+def test_osr_asks_a_rise_of_a_share_of_the_trains_answer(train_amp, present):
+    """A 3 spikes/bin answer locked to the expected flash is an OSR after a train that answers each flash with 10
+    (a share of 0.3), not after one that answers with 30 (0.1, under ``MIN_RISE_SHARE``; versions 3–5 rise under
+    0.08): every other floor is met alike."""
+    proto = protocol(osr)
+    T = len(proto.stimulus)
+    train = sum(bump(T, o + 1, train_amp, 1.0) for c in proto.conditions for o in c["onsets"])
+    out = osr.readout(osr_response(proto, lambda p: p + 8.0) + train, proto.conditions)
+    np.testing.assert_allclose(out["omitted_share"], 3.0 / train_amp, rtol=0.05)
+    assert out["slope"] == pytest.approx(1.0, abs=0.02) and out["r2"] > 0.99 and min(out["omitted_amplitude"]) > 2.9
+    assert out["present"] is present
+
+
 def test_osr_step_used_to_pass():
     """The v1 truth's shape (77 ms, then ~200 ms after the hand-over) had slope 2.5, r² 0.68."""
     proto = protocol(osr, periods=[3, 4, 5, 6, 7, 8])
