@@ -11,7 +11,7 @@ Commands::
 
     python scripts/truth_search.py search OUT.jsonl [--seed 0] [--iterations 3000] [--step 0.06]
                                        [--version 3|4|5] [--start P.json|OUT.jsonl|bank] [--robust-osr]
-                                       [--osr-line] [--osr-rise] [--shape]
+                                       [--osr-line] [--shape]
     python scripts/truth_search.py fit-line OUT.jsonl [--version 3|4|5] [--start ...] [--steps 500] [--lr 0.01]
                                          [--after 6] [--reg 0.05]
     python scripts/truth_search.py robustness [--version 3|4|5] [--params P.json|OUT.jsonl]   # the ±20% tables
@@ -28,9 +28,9 @@ exactly those inputs): a circuit scores (−missing, OSR runs passed under those
 smallest margin and their mean OSR margin). ``--osr-line`` also asks the OSR's latency from the last flash
 to follow the period on a line of slope about 1 (:data:`OSR_LINE`), as a salamander's does: version 4's
 climbs from ~110 to ~180 ms over three periods and stays there, a step that models of it place 20–40 ms off
-(docs/MODEL.md, "Models of it"). ``--osr-rise`` also asks the OSR to rise at least :data:`OSR_RISE` over the
-level the flash train leaves at every period (``omitted_rise``): versions 3–5 rise 0.03–1.03 spikes/bin, a bump
-whose peak a model moves by tens of ms (docs/EXPERIMENTS.md), where version 2's rises 1.7–5.6. ``--shape``
+(docs/MODEL.md, "Models of it"). Since the OSR's criterion asks its peak to rise over the level the train
+leaves by a share of the train's answer (``osr.MIN_RISE_SHARE``), every search does too; versions 3–5 rise under
+8% of it, and searches run before that criterion (versions 4 and 5) reproduce at commit 39d088a. ``--shape``
 also moves each tuned pathway's envelope order and phase, which the plain search keeps where they started.
 ``fit-line`` (:func:`fit_line`) fits the tuned pathways by gradient so that the OSR answers a fixed time after
 the omitted flash, logging every 25 steps a scored circuit a search can start from: version 5's search started
@@ -49,7 +49,7 @@ import torch
 from torch.nn import functional as F
 
 from napari_retina import synthetic as syn
-from napari_retina.experiments import latency, run_function
+from napari_retina.experiments import latency, osr, run_function
 
 NAMES = ("osr", "latency", "anticipation", "reversal", "doubling")
 ROW = 25                                 # any row: the stimuli are uniform along y
@@ -168,6 +168,7 @@ def osr_margins(o: dict) -> dict:
         "osr slope": min(_f(o["slope"], 0) - 0.5, 1.5 - _f(o["slope"], 0)) / 0.5,
         "osr r2": (_f(o["r2"], 0) - 0.8) / 0.2,
         "osr amplitude": (min(_f(v, 0) for v in o["omitted_amplitude"]) - 0.5) / 0.5,
+        "osr rise": (min(_f(v, 0) for v in o["omitted_share"]) - osr.MIN_RISE_SHARE) / 0.15,
         "osr no jump": min(1.0 - abs(_f(s, 9) - _f(o["slope"], 0)) for s in o["local_slopes"]),
     }
 
@@ -189,27 +190,14 @@ def osr_line_margins(o: dict) -> dict:
     }
 
 
-#: ``--osr-rise``: the least rise of the OSR's peak over the response at the omitted flash's expected onset, every
-#: period (spikes/bin): an answer to the omission, not the level the train leaves
-OSR_RISE = 0.5
-
-
-def osr_rise_margin(o: dict) -> dict:
-    """How far the OSR readout ``o``'s smallest ``omitted_rise`` is above :data:`OSR_RISE` (> 0: every period's is),
-    in units of it."""
-    return {"osr rise": (min(_f(v, 0) for v in o["omitted_rise"]) - OSR_RISE) / OSR_RISE}
-
-
-def margins(r: dict, line: bool = False, rise: bool = False) -> dict:
+def margins(r: dict, line: bool = False) -> dict:
     """How far each criterion of docs/EXPERIMENTS.md is from failing, scaled to about [−1, 1] (> 0: passes); with
-    ``line``, also how far the OSR is from a line (:func:`osr_line_margins`); with ``rise``, how far its smallest
-    rise over the train's level is from :data:`OSR_RISE` (:func:`osr_rise_margin`)."""
+    ``line``, also how far the OSR is from a line (:func:`osr_line_margins`)."""
     lat, a, d = (r[n] for n in ("latency", "anticipation", "doubling"))
     rng = _f(lat["latency_range_ms"], 0.0)
     m = {
         **osr_margins(r["osr"]),
         **(osr_line_margins(r["osr"]) if line else {}),
-        **(osr_rise_margin(r["osr"]) if rise else {}),
         "latency range": (rng - 20) / 20,
         "latency step": (0.5 * rng - _f(lat["largest_step_ms"], 99)) / max(rng, 1.0),
         "latency monotonic": _rise_margin(_f(lat["largest_rise_ms"], 99.0)),
@@ -224,19 +212,18 @@ def margins(r: dict, line: bool = False, rise: bool = False) -> dict:
     return {k: float(np.clip(v, -1, 1)) for k, v in m.items()}
 
 
-def score(params: dict, robust_osr: bool = False, line: bool = False, rise: bool = False) -> tuple:
+def score(params: dict, robust_osr: bool = False, line: bool = False) -> tuple:
     """(−readouts not present in the worst cell, smallest margin over criteria and cells); with ``robust_osr``
     (−missing, OSR runs passed under :func:`osr_robustness`, min(smallest margin, their mean margin)); with
     ``line`` the margins include the OSR's distance from a line (:func:`osr_line_margins`), and with both the
     line comes before the runs: (−missing, min(0, the smallest line margin), runs passed, margin), so that a
-    search from a circuit on the line keeps it while it widens the OSR's robustness. ``rise``: the margins include the
-    OSR's rise over the train's level (:func:`osr_rise_margin`)."""
+    search from a circuit on the line keeps it while it widens the OSR's robustness."""
     try:
         per_cell = readouts(params)
     except ValueError:
         return (-99, -1e9) if not robust_osr else (-99,) + (-1e9,) * line + (-1, -1e9)
     missing = max(sum(not r[n]["present"] for n in r) for r in per_cell.values())
-    margin = min(min(margins(r, line, rise).values()) for r in per_cell.values())
+    margin = min(min(margins(r, line).values()) for r in per_cell.values())
     if not robust_osr:
         return -missing, margin
     on_line = (min(0.0, min(min(osr_line_margins(r["osr"]).values()) for r in per_cell.values())),) if line else ()
@@ -317,14 +304,14 @@ def perturb(p: dict, rng: np.random.Generator, step: float, shape: bool = False)
 
 
 def search(out: str, start: dict, seed: int, iterations: int, step: float, robust_osr: bool = False,
-           line: bool = False, shape: bool = False, rise: bool = False) -> None:
+           line: bool = False, shape: bool = False) -> None:
     rng = np.random.default_rng(seed)
-    best = score(start, robust_osr, line, rise)
+    best = score(start, robust_osr, line)
     with open(out, "a") as log:
         log.write(json.dumps({"iteration": -1, "score": best, "params": start}) + "\n")
         for it in range(iterations):
             cand = perturb(start, rng, step, shape)
-            s = score(cand, robust_osr, line, rise)
+            s = score(cand, robust_osr, line)
             if s >= best:
                 best, start = s, cand
                 log.write(json.dumps({"iteration": it, "score": s, "params": cand}) + "\n")
@@ -517,9 +504,6 @@ def main() -> None:
                    help="also ask the OSR to survive each ON pathway's peak and weight moved by ×0.9 and ×1.1")
     s.add_argument("--osr-line", action="store_true",
                    help="also ask the OSR's latency to follow the period on a line of slope about 1 (OSR_LINE)")
-    s.add_argument("--osr-rise", action="store_true",
-                   help="also ask the OSR's peak to rise at least OSR_RISE spikes/bin over the level the train leaves, "
-                        "every period")
     s.add_argument("--shape", action="store_true",
                    help="also move each tuned pathway's envelope order and phase (ORDER_BOUNDS, PHASE_BOUND)")
     f = sub.add_parser("fit-line", help="fit the tuned pathways by gradient so that the OSR falls on a line")
@@ -544,7 +528,7 @@ def main() -> None:
     elif args.command == "search":
         start = load_params(args.start, args.version)
         search(args.out, {k: start[k] for k in ("pathways", "bias", "gain_control")}, args.seed, args.iterations,
-               args.step, args.robust_osr, args.osr_line, args.shape, args.osr_rise)
+               args.step, args.robust_osr, args.osr_line, args.shape)
     else:
         print(robustness(load_params(args.params, args.version)))
 
