@@ -396,8 +396,9 @@ def _osr_readout(ax, sources) -> list:
     ax.set_xlabel("flash period (ms)")
     ax.set_ylabel("latency from the\nlast flash (ms)")
     ax.set_title(f"omitted stimulus response: the peak after the omitted flash against the period\npresent: "
-                 f"slope in [{osr.MIN_SLOPE:g}, {osr.MAX_SLOPE:g}], r² ≥ {osr.MIN_R2:g}; slope 1 = a fixed latency "
-                 f"after the expected flash", fontsize=9)
+                 f"slope in [{osr.MIN_SLOPE:g}, {osr.MAX_SLOPE:g}], r² ≥ {osr.MIN_R2:g}, each peak rising ≥ "
+                 f"{osr.MIN_RISE_SHARE:.0%} of the train's answer;\nslope 1 = a fixed latency after the expected "
+                 f"flash", fontsize=9)
     return notes
 
 
