@@ -1,8 +1,9 @@
 """A ground truth and its models: one prepared run for a GPU (docs/MODEL.md, issue "Science v2").
 
-``--retina-version`` picks the truth (default 2, the shipped model's; 3, with gain control, shows all
-five phenomena; 4, version 3 with a bank of tuned ON pathways, shows them with an OSR that survives 10%
-changes of its ON inputs); pass the same version to the ``data`` and ``model`` stages.
+``--retina-version`` picks the truth (default 2, the shipped model's; 3, with gain control, shows latency
+coding, anticipation, the reversal and doubling, and an OSR that rises too little for today's criterion; 4,
+version 3 with a bank of tuned ON pathways; 5, version 4 searched for an OSR latency on a line); pass the same
+version to the ``data`` and ``model`` stages.
 
 Stages (``--stage``):
 
@@ -135,7 +136,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=SHIPPED["epochs"])
     ap.add_argument("--patience", type=int, default=SHIPPED["patience"])
     ap.add_argument("--retina-version", type=int, default=DEFAULT_VERSION, choices=VERSIONS,
-                    help="the ground truth recorded and scored against (3: with gain control, all five phenomena)")
+                    help="the ground truth recorded and scored against (2: the shipped model's; 3-5: gain control)")
     ap.add_argument("--history", type=int, default=None,
                     help="the model's history in frames (default: ModelConfig's, 40 = 400 ms)")
     ap.add_argument("--kind", default="mix", choices=tuple(MIXES),

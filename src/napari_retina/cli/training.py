@@ -130,9 +130,10 @@ def register(sub) -> None:
                    help="probability that a white-noise frame is grey (sparse noise; 0: classic white noise)" + d)
     p.add_argument("--retina-seed", type=int, default=0, help="seed of nr.synthetic.Retina" + d)
     p.add_argument("--retina-version", type=int, default=synthetic.DEFAULT_VERSION, choices=synthetic.VERSIONS,
-                   help="circuit of nr.synthetic.Retina: 2 (the shipped model's truth), 3 (with gain control: "
-                        "all five phenomena), 4 (3 with a bank of tuned ON pathways: an OSR that survives "
-                        "10%% changes of its ON inputs) or 1 (the first)" + d)
+                   help="circuit of nr.synthetic.Retina: 2 (the shipped model's truth: OSR, reversal, doubling), "
+                        "3 (with gain control: latency coding, anticipation, reversal, doubling; its OSR rises too "
+                        "little), 4 (3 with a bank of tuned ON pathways), 5 (4 searched for an OSR latency on a "
+                        "line) or 1 (the first)" + d)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_synth)
 
