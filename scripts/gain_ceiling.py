@@ -65,7 +65,7 @@ Command::
     python scripts/gain_ceiling.py OUT --score MODEL... [--committee NAME [--draw K...] [--battery]]
     python scripts/gain_ceiling.py OUT --data
     python scripts/gain_ceiling.py OUT --plant NOISE [--rectified] [--seeds 0] [--channels 12 8] [--name planted]
-    (each with [--retina-version 3|4|5]: the truth, version 3 by default; one OUT per version)
+    (each with [--retina-version 3-6]: the truth, version 3 by default; one OUT per version)
 
 writes OUT/{movie}.h5 (the dataset of ``flash_ceiling.py``, once), OUT/{gain|plain|drive|split|twostage}_SEED.pt
 (at each improvement of the held-out loss; read back with ``torch.load(weights_only=True)``) and

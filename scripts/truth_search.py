@@ -1,4 +1,4 @@
-"""How the ground truths of versions 3 to 5 were found, and how robust they are (docs/MODEL.md).
+"""How the ground truths of versions 3 to 6 were found, and how robust they are (docs/MODEL.md).
 
 Every experiment's stimulus is uniform along y (full-field flashes, bars, gratings), so on them
 the circuit of ``nr.synthetic.Retina(version=3)`` reduces to one row along x: each pathway's
@@ -10,11 +10,11 @@ bottom rows, where the 2-D filters are cut, carry ~1e-8 of a cell's pool).
 Commands::
 
     python scripts/truth_search.py search OUT.jsonl [--seed 0] [--iterations 3000] [--step 0.06]
-                                       [--version 3|4|5] [--start P.json|OUT.jsonl|bank] [--robust-osr]
+                                       [--version 3-6] [--start P.json|OUT.jsonl|bank] [--robust-osr]
                                        [--osr-line] [--shape]
-    python scripts/truth_search.py fit-line OUT.jsonl [--version 3|4|5] [--start ...] [--steps 500] [--lr 0.01]
+    python scripts/truth_search.py fit-line OUT.jsonl [--version 3-6] [--start ...] [--steps 500] [--lr 0.01]
                                          [--after 6] [--reg 0.05]
-    python scripts/truth_search.py robustness [--version 3|4|5] [--params P.json|OUT.jsonl]   # the ±20% tables
+    python scripts/truth_search.py robustness [--version 3-6] [--params P.json|OUT.jsonl]   # the ±20% tables
 
 ``search`` is a hill climb from ``--start`` (default: ``synthetic.V3_PARAMS``) over every weight,
 threshold, filter peak, rebound, period and spatial σ, the bias and the two gain controls. A
@@ -30,7 +30,8 @@ to follow the period on a line of slope about 1 (:data:`OSR_LINE`), as a salaman
 climbs from ~110 to ~180 ms over three periods and stays there, a step that models of it place 20–40 ms off
 (docs/MODEL.md, "Models of it"). Since the OSR's criterion asks its peak to rise over the level the train
 leaves by a share of the train's answer (``osr.MIN_RISE_SHARE``), every search does too; versions 3–5 rise under
-8% of it, and searches run before that criterion (versions 4 and 5) reproduce at commit 39d088a. ``--shape``
+8% of it, and searches run before that criterion (versions 4 and 5) reproduce at commit 39d088a; version 6's
+three searches are in docs/MODEL.md. ``--shape``
 also moves each tuned pathway's envelope order and phase, which the plain search keeps where they started.
 ``fit-line`` (:func:`fit_line`) fits the tuned pathways by gradient so that the OSR answers a fixed time after
 the omitted flash, logging every 25 steps a scored circuit a search can start from: version 5's search started
@@ -456,7 +457,7 @@ def bank_start() -> dict:
 
 
 def load_params(path: str | None, version: int = 3) -> dict:
-    """Version ``version``'s parameters (3, 4 or 5) with those of ``path`` over them: a JSON object of parameters, or
+    """Version ``version``'s parameters (3 to 6) with those of ``path`` over them: a JSON object of parameters, or
     a search's OUT.jsonl (its last accepted step's); ``None``: ``synthetic.V3_PARAMS`` (``V4_PARAMS``, ...) itself;
     ``"bank"``: :func:`bank_start`."""
     if path == "bank":

@@ -130,10 +130,10 @@ def test_synth_kind_writes_that_mix(tmp_path, kind, blocks):
                                   nr.synthetic.training_mix(600, 0, blocks=getattr(nr.synthetic, blocks)))
 
 
-@pytest.mark.parametrize("version", [4, 5])
+@pytest.mark.parametrize("version", [4, 5, 6])
 def test_synth_records_the_retina_version_it_is_asked_for(tmp_path, capsys, version):
-    """--retina-version 4 (5) records that truth (version 3 with a bank of tuned ON pathways; that bank searched
-    again for an OSR on a line): its description, and its rates on the test stimulus, no other version's."""
+    """--retina-version 4 (5, 6) records that truth (version 3 with a bank of tuned ON pathways; that bank searched
+    again for an OSR on a line; again for an OSR that rises over the train's level): its description, and its rates on the test stimulus, no other version's."""
     import h5py
 
     out = tmp_path / f"v{version}.h5"
@@ -145,12 +145,12 @@ def test_synth_records_the_retina_version_it_is_asked_for(tmp_path, capsys, vers
         true_rates = f["test/true_rates"][()].T
     np.testing.assert_allclose(true_rates, nr.synthetic.Retina(seed=0, version=version).respond(ds.test.stimulus),
                                rtol=1e-5, atol=1e-6)
-    for other in {2, 3, 4, 5} - {version}:
+    for other in {2, 3, 4, 5, 6} - {version}:
         assert not np.allclose(true_rates, nr.synthetic.Retina(seed=0, version=other).respond(ds.test.stimulus),
                                atol=1e-3)
     with pytest.raises(SystemExit) as exit_:                 # argparse's choices: a version it does not build
-        main(["synth", str(tmp_path / "x.h5"), "--retina-version", "6", "--quiet"])
-    assert exit_.value.code == 2 and "--retina-version: invalid choice: 6" in capsys.readouterr().err
+        main(["synth", str(tmp_path / "x.h5"), "--retina-version", "7", "--quiet"])
+    assert exit_.value.code == 2 and "--retina-version: invalid choice: 7" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- evaluate: --out checked before the work

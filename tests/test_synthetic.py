@@ -610,6 +610,35 @@ def test_version_5_shows_all_five_phenomena_and_an_osr_on_a_line(v4, v5, monkeyp
     assert min(min(ts.margins(r, line=True).values()) for r in per_cell.values()) > 0
 
 
+@pytest.fixture(scope="module")
+def v6():
+    return syn.Retina(seed=0, version=6)
+
+
+def test_version_6_shows_all_five_phenomena_with_an_osr_that_rises(v5, v6, monkeypatch):
+    """Version 6 (docs/MODEL.md): version 5's circuit (its twelve pathways, other numbers) whose answer to the
+    omitted flash rises over the level the train leaves by at least 15% of its answer to the train at every period
+    (version 5's: under 8%), with all five phenomena in every cell by today's criteria: the 2-D circuit in cell 3
+    (the smallest gain), the 1-D circuit, equal to it, in all four, the reversal with its centre moved too."""
+    import torch
+
+    ts = _script("truth_search", monkeypatch)
+    assert list(syn.V6_PARAMS["pathways"]) == list(syn.V5_PARAMS["pathways"]) and v6.gained
+    assert ts.load_params(None, 6) == syn.V6_PARAMS
+    runs = {name: nr.experiments.run_truth(name, v6, 3) for name in ts.NAMES}
+    assert {name: bool(run.readout["present"]) for name, run in runs.items()} == dict.fromkeys(ts.NAMES, True)
+    movie = runs["osr"].stimulus
+    np.testing.assert_allclose(ts.Line(syn.V6_PARAMS, torch.float64).respond(movie), v6.respond(movie),
+                               rtol=1e-5, atol=1e-5)
+    osr = runs["osr"].readout
+    assert min(osr["omitted_share"]) > 0.18 and min(osr["omitted_rise"]) > 1.0
+    assert max(nr.experiments.run_truth("osr", v5, 3).readout["omitted_share"]) < 0.08
+    per_cell = ts.readouts(syn.V6_PARAMS)                             # the 1-D circuit: every cell, shifted reversals
+    assert all(r[n]["present"] for r in per_cell.values() for n in ts.NAMES)
+    assert all(r[f"reversal{dx:+g}"]["present"] for dx in ts.REVERSAL_OFFSETS for r in [per_cell[ts.OFFSET_CELL]])
+    assert min(min(ts.margins(r).values()) for r in per_cell.values()) > 0
+
+
 def test_truth_search_fit_line_moves_the_bank_by_gradient_and_logs_scored_circuits(monkeypatch, tmp_path):
     """``fit-line`` (how version 5's search started, docs/MODEL.md): its torch filter is synthetic.tuned_filter
     (sign flip included) for every tuned pathway of versions 4 and 5, the 1-D circuit given its own filters

@@ -133,7 +133,8 @@ def register(sub) -> None:
                    help="circuit of nr.synthetic.Retina: 2 (the shipped model's truth: OSR, reversal, doubling), "
                         "3 (with gain control: latency coding, anticipation, reversal, doubling; its OSR rises too "
                         "little), 4 (3 with a bank of tuned ON pathways), 5 (4 searched for an OSR latency on a "
-                        "line) or 1 (the first)" + d)
+                        "line), 6 (5 searched for an OSR that rises over the train's level: all five phenomena) "
+                        "or 1 (the first)" + d)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_synth)
 
