@@ -589,25 +589,33 @@ def test_version_5_shows_all_five_phenomena_and_an_osr_on_a_line(v4, v5, monkeyp
     every local slope within 0.5 of it) where version 4's levels off at ~180 ms, with all five phenomena in
     every cell by the criteria it was found under: the 2-D circuit in cell 3 (the smallest gain), the 1-D
     circuit, equal to it, in all four."""
-    import torch
-
     ts = _script("truth_search", monkeypatch)
     assert list(syn.V5_PARAMS["pathways"]) == list(syn.V4_PARAMS["pathways"]) and v5.gained
     assert syn.V5_PARAMS["pathways"] != syn.V4_PARAMS["pathways"] and ts.load_params(None, 5) == syn.V5_PARAMS
-    runs = {name: nr.experiments.run_truth(name, v5, 3) for name in ts.NAMES}
-    assert {name: bool(run.readout["present"]) for name, run in runs.items()} == dict.fromkeys(ts.NAMES, True)
-    movie = runs["osr"].stimulus
-    np.testing.assert_allclose(ts.Line(syn.V5_PARAMS, torch.float64).respond(movie), v5.respond(movie),
-                               rtol=1e-5, atol=1e-5)
-    osr = runs["osr"].readout
+    osr = _all_five_in_every_cell(ts, v5, line=True)
     assert min(ts.osr_line_margins(osr).values()) > 0 and 0.8 < osr["slope"] < 1.2 and osr["r2"] > 0.95
     assert osr["latency_from_last_ms"][-1] > 200                     # past version 4's plateau
     v4_osr = nr.experiments.run_truth("osr", v4, 3).readout
     assert max(v4_osr["latency_from_last_ms"][-3:]) < 185 and min(ts.osr_line_margins(v4_osr).values()) < 0
-    per_cell = ts.readouts(syn.V5_PARAMS)                             # the 1-D circuit: every cell, shifted reversals
+
+
+def _all_five_in_every_cell(ts, retina, line: bool = False) -> dict:
+    """Check that ``retina`` (a version of 4 or more) shows all five phenomena: the 2-D circuit in cell 3 (the
+    smallest gain, the nearest to every amplitude floor), the 1-D circuit (``ts.Line``, checked equal to it on the
+    OSR movie) in all four, the reversal with its centre moved too, every margin positive (with ``line``, the OSR
+    line's too). Returns the 2-D circuit's OSR readout in cell 3."""
+    import torch
+
+    runs = {name: nr.experiments.run_truth(name, retina, 3) for name in ts.NAMES}
+    assert {name: bool(run.readout["present"]) for name, run in runs.items()} == dict.fromkeys(ts.NAMES, True)
+    movie = runs["osr"].stimulus
+    np.testing.assert_allclose(ts.Line(retina.params, torch.float64).respond(movie), retina.respond(movie),
+                               rtol=1e-5, atol=1e-5)
+    per_cell = ts.readouts(retina.params)                             # the 1-D circuit: every cell, shifted reversals
     assert all(r[n]["present"] for r in per_cell.values() for n in ts.NAMES)
     assert all(r[f"reversal{dx:+g}"]["present"] for dx in ts.REVERSAL_OFFSETS for r in [per_cell[ts.OFFSET_CELL]])
-    assert min(min(ts.margins(r, line=True).values()) for r in per_cell.values()) > 0
+    assert min(min(ts.margins(r, line=line).values()) for r in per_cell.values()) > 0
+    return runs["osr"].readout
 
 
 @pytest.fixture(scope="module")
@@ -620,23 +628,12 @@ def test_version_6_shows_all_five_phenomena_with_an_osr_that_rises(v5, v6, monke
     omitted flash rises over the level the train leaves by at least 15% of its answer to the train at every period
     (version 5's: under 8%), with all five phenomena in every cell by today's criteria: the 2-D circuit in cell 3
     (the smallest gain), the 1-D circuit, equal to it, in all four, the reversal with its centre moved too."""
-    import torch
-
     ts = _script("truth_search", monkeypatch)
     assert list(syn.V6_PARAMS["pathways"]) == list(syn.V5_PARAMS["pathways"]) and v6.gained
     assert ts.load_params(None, 6) == syn.V6_PARAMS
-    runs = {name: nr.experiments.run_truth(name, v6, 3) for name in ts.NAMES}
-    assert {name: bool(run.readout["present"]) for name, run in runs.items()} == dict.fromkeys(ts.NAMES, True)
-    movie = runs["osr"].stimulus
-    np.testing.assert_allclose(ts.Line(syn.V6_PARAMS, torch.float64).respond(movie), v6.respond(movie),
-                               rtol=1e-5, atol=1e-5)
-    osr = runs["osr"].readout
+    osr = _all_five_in_every_cell(ts, v6)
     assert min(osr["omitted_share"]) > 0.18 and min(osr["omitted_rise"]) > 1.0
     assert max(nr.experiments.run_truth("osr", v5, 3).readout["omitted_share"]) < 0.08
-    per_cell = ts.readouts(syn.V6_PARAMS)                             # the 1-D circuit: every cell, shifted reversals
-    assert all(r[n]["present"] for r in per_cell.values() for n in ts.NAMES)
-    assert all(r[f"reversal{dx:+g}"]["present"] for dx in ts.REVERSAL_OFFSETS for r in [per_cell[ts.OFFSET_CELL]])
-    assert min(min(ts.margins(r).values()) for r in per_cell.values()) > 0
 
 
 def test_truth_search_fit_line_moves_the_bank_by_gradient_and_logs_scored_circuits(monkeypatch, tmp_path):
