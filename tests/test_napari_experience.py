@@ -286,6 +286,7 @@ def test_result_terms_link_to_their_definitions(viewer, qtbot):
     assert 'EXPERIMENTS.md#present"' in w.overview.value
     assert w.overview.native.openExternalLinks()
     assert 'EXPERIMENTS.md#slope">slope</a>' in w.terms.value and 'EXPERIMENTS.md#r2">r2</a>' in w.terms.value
+    assert 'EXPERIMENTS.md#omitted-share">omitted_share</a>' in w.terms.value
     doc = (REPO / "docs" / "EXPERIMENTS.md").read_text()
     for anchor in TERMS.values():
         assert f'<a id="{anchor}"></a>' in doc

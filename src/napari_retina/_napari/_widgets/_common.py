@@ -165,6 +165,7 @@ TERMS: dict[str, str] = {
     "present": "present",
     "slope": "slope",
     "r2": "r2",
+    "omitted_share": "omitted-share",
     "latency_ms": "latency-ms",
     "spearman": "spearman",
     "largest_rise_ms": "largest-rise-ms",
