@@ -13,10 +13,11 @@
 #
 #  1. science, side by side on the one GPU, until SCIENCE_S seconds (default 300) after the start:
 #     - a truth's sweep, five seeds, KIND (default mix-sparse): scripts/science_sweep.sh on RETINA_VERSION
-#       (default 5, whose OSR latency follows the period on a line; 4's survives 10% changes of its ON inputs
-#       but levels off; v3's sweep ran 2026-12-04);
+#       (default 6, the one truth with all five phenomena by today's criteria, its OSR a rise of 19-30% of
+#       the train's answer; 5's OSR latency follows the period on a line but rises under 8%; v3's sweep ran
+#       2026-12-04);
 #     - scripts/gain_ceiling.py on the capacity test's data (docs/MODEL.md, "A gain-control stage"), from the
-#       same truth (RETINA_VERSION 3, 4 or 5; with 1 or 2 the gain runs take version 3, the first with gain
+#       same truth (RETINA_VERSION 3 to 6; with 1 or 2 the gain runs take version 3, the first with gain
 #       control):
 #       the stage learnt from scratch with the Poisson and log losses summed (--loss both, "both";
 #       on a CPU it coded 16.1-20.6 ms in 40 epochs: "The loss's weighting, tested"); the control
@@ -62,7 +63,7 @@ deadline=$(( start + ${TOTAL_S:-570} ))
 until_() { echo $(( $1 - $(date +%s) > 1 ? $1 - $(date +%s) : 1 )); }   # seconds to a time, at least 1
 left() { until_ "$end"; }
 gain=$work/gain
-version=${RETINA_VERSION:-5}
+version=${RETINA_VERSION:-6}
 gain_version=$(( version >= 3 ? version : 3 ))
 gc="python gain_ceiling.py $gain --retina-version $gain_version"   # every gain run and score, on that truth
 logs=$work/logs

@@ -4,7 +4,8 @@
 # WORK_DIR holds the dataset (600 MB for 60k frames); RESULTS_DIR gets the checkpoints, sweep.json
 # and sweep.md. FRAMES, EPOCHS and PATIENCE (environment) override the recipe's 120000, 20 and 3;
 # RETINA_VERSION picks the ground truth (default 2, the shipped model's; 3: with gain control; 4: 3 with
-# a bank of tuned ON pathways; 5: 4 searched again until its OSR is on a line);
+# a bank of tuned ON pathways; 5: 4 searched again until its OSR is on a line; 6: 5 searched again until
+# its OSR rises over the train's level, all five phenomena);
 # HISTORY the models' history in frames (default 40); KIND the training stimulus (default mix;
 # mix-switching: its noise switches contrast every second; mix-steps: it steps to a random contrast;
 # mix-field: those steps and whole-field steps too; mix-quiet: mix-field stepping down to near-grey too;
