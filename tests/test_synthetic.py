@@ -239,8 +239,8 @@ def test_pathways_are_documented(gt, v1):
 
 
 def test_bad_version():
-    with pytest.raises(ValueError, match=r"version must be one of \[1, 2, 3, 4, 5\], got 6"):
-        syn.Retina(version=6)
+    with pytest.raises(ValueError, match=r"version must be one of \[1, 2, 3, 4, 5, 6\], got 7"):
+        syn.Retina(version=7)
     with pytest.raises(ValueError, match="stage must be 'ganglion' or 'off'"):
         syn.Retina(params={"pathways": {"ON x": {"polarity": "ON", "kinetics": "fast", "peak": 3.0, "rebound": 0.5,
                                                  "sigma": 1.0, "threshold": 0.0, "weight": 1.0}}})
