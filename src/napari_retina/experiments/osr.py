@@ -55,8 +55,8 @@ present : the literature criterion (Schwartz et al. 2007: the response keeps
     - an answer to the omission, not the level the train leaves: every
       period's peak rises over the response at the omitted flash's expected
       onset by at least ``MIN_RISE_SHARE`` (0.15) of the train's largest answer
-      (a salamander's OSR is about as large as its answers to the flashes,
-      Schwartz et al. 2007; the gain-controlled truths of versions 3–5 rise
+      (a salamander's OSR is a distinct burst after the omission, Schwartz
+      et al. 2007; the gain-controlled truths of versions 3–5 rise
       under 8% of it, on flat tops whose peak time small changes move by tens
       of ms, docs/EXPERIMENTS.md);
     - the peak tracks the period: slope in [``MIN_SLOPE``, ``MAX_SLOPE``] =
