@@ -31,8 +31,8 @@ climbs from ~110 to ~180 ms over three periods and stays there, a step that mode
 (docs/MODEL.md, "Models of it"). Since the OSR's criterion asks its peak to rise over the level the train
 leaves by a share of the train's answer (``osr.MIN_RISE_SHARE``), every search does too; versions 3–5 rise under
 8% of it, and searches run before that criterion (versions 4 and 5) reproduce at commit 39d088a; version 6's
-three searches are in docs/MODEL.md. ``--shape``
-also moves each tuned pathway's envelope order and phase, which the plain search keeps where they started.
+three searches are in docs/MODEL.md. ``--shape`` also moves each tuned pathway's envelope order and phase, which
+the plain search keeps where they started.
 ``fit-line`` (:func:`fit_line`) fits the tuned pathways by gradient so that the OSR answers a fixed time after
 the omitted flash, logging every 25 steps a scored circuit a search can start from: version 5's search started
 from its step 250 (docs/MODEL.md, "Ground truth v5").

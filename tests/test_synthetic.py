@@ -490,8 +490,8 @@ def test_versions_3_to_5_lose_the_osr_to_its_rise_share(monkeypatch):
     it alone: without it each shows the OSR again. The ganglion's division is what holds the share down: version 5
     with it at a tenth rises 6–26%, without it 19–92% (and loses anticipation)."""
     ts = _script("truth_search", monkeypatch)
-    per_version = {v: ts.readouts(p, cells=(0,), offsets=())[0]
-                   for v, p in ((3, syn.V3_PARAMS), (4, syn.V4_PARAMS), (5, syn.V5_PARAMS))}
+    truths = {3: syn.V3_PARAMS, 4: syn.V4_PARAMS, 5: syn.V5_PARAMS}
+    per_version = {v: ts.readouts(p, cells=(0,), offsets=())[0] for v, p in truths.items()}
     for v, r in per_version.items():
         assert max(r["osr"]["omitted_share"]) < 0.08 and not r["osr"]["present"], v
         assert all(r[n]["present"] for n in ts.NAMES if n != "osr"), v
@@ -501,8 +501,8 @@ def test_versions_3_to_5_lose_the_osr_to_its_rise_share(monkeypatch):
     assert 0.05 < min(shares[0.1]) and 0.2 < max(shares[0.1]) and min(shares[0.0]) > 0.15
     assert max(shares[0.0]) > 0.8 > max(shares[0.1])
     monkeypatch.setattr(nr.experiments.osr, "MIN_RISE_SHARE", 0.0)
-    for v, p in ((3, syn.V3_PARAMS), (4, syn.V4_PARAMS), (5, syn.V5_PARAMS)):
-        assert ts.readouts(p, cells=(0,), offsets=())[0]["osr"]["present"], v
+    for v, p in truths.items():
+        assert nr.experiments.run_function("osr", ts.Line(p).respond, cell=0).readout["present"], v
 
 
 def test_truth_search_shape_moves_each_tuned_pathways_order_and_phase_within_bounds(monkeypatch):
