@@ -83,6 +83,7 @@ import itertools
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -416,6 +417,17 @@ def split_inputs(counts: Path, path: Path, gt: syn.Retina) -> Path:
     return path
 
 
+def read_targets(data: Path) -> nr.io.Dataset:
+    """The dataset ``data`` a model is trained on. The truth's drive and its O and R (OUT/*_drive.h5, *_split.h5:
+    :func:`undivided`, :func:`split_inputs`) are in the truth's own units, not spikes per bin, so the warning for
+    rates that look like Hz is not given for them; every other dataset is read as :func:`napari_retina.io.read_dataset`
+    reads it."""
+    with warnings.catch_warnings():
+        if data.stem.endswith(("_drive", "_split")):
+            warnings.filterwarnings("ignore", message=".* look like Hz", category=UserWarning)
+        return nr.io.read_dataset(data)
+
+
 def _pass_through(bn: nn.BatchNorm1d, x: torch.Tensor, scale: float = 1.0) -> None:
     """Set ``bn`` to give back its input divided by ``scale``, in eval mode, on data like ``x`` (N, features): its
     running statistics are ``x``'s and its affine undoes them, so that in training mode too it changes a batch of such
@@ -565,7 +577,7 @@ def train_gain(data: Path, seed: int, gain: bool, epochs: int, patience: int, lr
     whose outputs start at the rates' mean (the readout's β is the mean itself, not softplus⁻¹ of it); from
     ``init``, the init's own kind (rectified with a softplus init is an error). ``penalty``: the recipe's weight
     penalty (L2 on the kernels, L1 on the readout) is added to the training loss; without it, the loss alone."""
-    ds = nr.io.read_dataset(data)
+    ds = read_targets(data)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     cells, names = ds.train.rates.shape[1], list(ds.cell_names)

@@ -1319,6 +1319,24 @@ def test_gain_ceiling_drive_targets_are_what_the_truths_stage_divides(monkeypatc
     np.testing.assert_array_equal(got.test.rates, was.test.rates)
 
 
+def test_gain_ceiling_reads_the_truths_drive_and_split_without_the_hz_warning(monkeypatch, tmp_path):
+    """The truth's drive and its O and R are in its own units, often above 5 per bin: read as targets, they do not
+    warn that rates look like Hz; the same numbers in any other dataset still do."""
+    import warnings
+
+    gc = _script("gain_ceiling", monkeypatch)
+    stim = nr.stimuli.white_noise(frames=60, seed=1)
+    big = np.full((60, 2), 8.0, np.float32)
+    part = nr.io.Split(stim, big)
+    for name, warns in (("m_split.h5", False), ("m_drive.h5", False), ("m.h5", True)):
+        path = nr.io.write_dataset(tmp_path / name, nr.io.Dataset(part, part, ["a", "b"], {}))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = gc.read_targets(path)
+        assert any("look like Hz" in str(w.message) for w in caught) is warns, name
+        np.testing.assert_array_equal(ds.train.rates, big)
+
+
 def test_gain_ceiling_model_responds_as_its_cnn_then_divides(monkeypatch):
     """GainModel.respond is nr.predict's rate of its BN-CNN on the stimulus with grey before it (the truth's
     convention, a rate on every frame), then the gain control; with k 0 it is nr.predict's rate itself."""
