@@ -797,14 +797,18 @@ INPUT_PAIRS = (("truth", "truth"), ("model", "truth"), ("truth", "model"), ("mod
 
 def osr_summary(retina, cell: int = 0) -> dict:
     """The omitted-stimulus experiment on cell ``cell`` of ``retina`` (anything with ``respond``): its readout's
-    latency slope, r² and criterion, ``{"slope": s, "r2": r², "present": bool}``."""
+    latency slope, r², smallest rise share over the periods (``omitted_share``: the criterion asks
+    ``osr.MIN_RISE_SHARE`` of each; NaN where the train raised nothing) and criterion,
+    ``{"slope": s, "r2": r², "share": share, "present": bool}``."""
     ro = nr.experiments.run_truth("osr", retina, cell).readout
-    return {"slope": float(ro["slope"]), "r2": float(ro["r2"]), "present": bool(ro["present"])}
+    return {"slope": float(ro["slope"]), "r2": float(ro["r2"]), "share": float(np.min(ro["omitted_share"])),
+            "present": bool(ro["present"])}
 
 
 def osr_words(summary: dict) -> str:
-    """An :func:`osr_summary` in words: its slope and r², and whether the criterion passes."""
-    return f"slope {summary['slope']:.2f}, r2 {summary['r2']:.2f}{' (present)' if summary['present'] else ''}"
+    """An :func:`osr_summary` in words: its slope, r² and smallest share, and whether the criterion passes."""
+    return (f"slope {summary['slope']:.2f}, r2 {summary['r2']:.2f}, share {summary['share']:.2f}"
+            f"{' (present)' if summary['present'] else ''}")
 
 
 def margin_words(margin: dict) -> str:

@@ -1263,12 +1263,13 @@ def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_fo
     for res in got.values():
         assert res["present"] and res["slope"] == pytest.approx(want["slope"], abs=1e-3)
         assert res["r2"] == pytest.approx(want["r2"], abs=1e-3)
+        assert res["share"] == pytest.approx(min(want["omitted_share"]), abs=1e-3)
     asked, ontos = [], []
 
     def run_truth(name, retina, cell):
         asked.append((name, retina.off_from, retina.on_from, retina.on_share, cell))
         ontos.append(retina.onto.version)
-        return types.SimpleNamespace(readout={"slope": retina.on_share, "r2": 0.5,
+        return types.SimpleNamespace(readout={"slope": retina.on_share, "r2": 0.5, "omitted_share": [0.4, 0.25],
                                               "present": retina.off_from == "model"})
 
     monkeypatch.setattr(gc.nr.experiments, "run_truth", run_truth)
@@ -1290,9 +1291,10 @@ def test_gain_ceiling_mixed_inputs_put_the_truths_stages_on_the_o_and_r_asked_fo
                                   "vs_truth": {"osr": {"model": 0.1, "truth": 0.1, "r": 1.0}},
                                   "osr_by_input": pairs, "osr_margin": margin, "osr_margin_v4": margin}})
     printed = capsys.readouterr().out
-    assert "O truth, R truth slope 1.00, r2 0.50; O model, R truth slope 1.00, r2 0.50 (present);" in printed
-    assert "R: 0.1: slope 0.10, r2 0.50; 0.3: slope 0.30, r2 0.50\n" in printed
-    assert "carried over to version 4 (its O, R and stages): 0.1: slope 0.10, r2 0.50; 0.3: slope 0.30" in printed
+    assert ("O truth, R truth slope 1.00, r2 0.50, share 0.25; O model, R truth slope 1.00, r2 0.50, share 0.25 "
+            "(present);") in printed                                   # the smallest of the periods' shares
+    assert "R: 0.1: slope 0.10, r2 0.50, share 0.25; 0.3: slope 0.30, r2 0.50, share 0.25\n" in printed
+    assert "carried over to version 4 (its O, R and stages): 0.1: slope 0.10, r2 0.50, share 0.25; 0.3" in printed
     assert "(the truth's: k 0.3612, tau 22.7, bias -1.551)" in printed     # the truth's own, not version 3's
 
 
