@@ -97,7 +97,7 @@ def test_results_equal_direct_calls_and_blocks_equal_the_unsplit_run(inputs, gri
     assert attrs["versions"]["napari_retina"] == nr.__version__ and attrs["provenance"]["model_config"]["size"] == 12
     assert attrs["provenance"]["device"] == str(model.device)      # the worker's best device, as load_model picks
     assert attrs["stimulus"] == str(inputs / "a.npy") and attrs["cell"] == 0
-    assert not any((out / ".tmp").iterdir()) and not (out / ".partial" / _key(res, "a", "/cell0/attribute")).exists()
+    assert not (out / ".tmp").exists() and not (out / ".partial" / _key(res, "a", "/cell0/attribute")).exists()
 
 
 def test_a_rerun_computes_nothing_and_force_recomputes(inputs, client, grid):
@@ -141,8 +141,11 @@ def test_a_changed_stimulus_file_is_computed_again(inputs, client, tmp_path):
 
 def test_a_broken_input_or_a_bad_cell_fails_alone(inputs, client, tmp_path):
     spec = _spec(inputs, tmp_path / "r", stimuli=("b.npy", "broken.npy"), cells=(0, 5), analyses=("attribute",))
-    report = batch.run(spec, client)
+    lines: list = []
+    report = batch.run(spec, client, log=lines.append)
     assert report.exit_code == 1
+    # the three failed while planning: the banner counts the one task sent to the workers, and says so
+    assert lines[0].endswith("; 1 task to compute (3 failed before running) on 2 workers"), lines
     assert len(report.done) == 1 and report.done[0].endswith("/cell0/attribute") and "/b-" in report.done[0]
     failed = dict(report.failed)
     assert len(failed) == 3
@@ -251,7 +254,7 @@ def test_a_killed_worker_leaves_no_partial_result_and_the_rerun_completes_it(inp
 
     again = batch.run(spec, client)
     assert again.done == [key] and again.failed == []
-    assert not any((out / ".tmp").iterdir())                     # the dead worker's folder is removed
+    assert not (out / ".tmp").exists()                           # the dead worker's folder is removed, then .tmp
     assert not (out / ".partial").exists()                       # and, every task committed, .partial's folders
     if inode0 is not None:
         assert os.stat(out / key / "b00000").st_ino == inode0    # the committed block was kept, not recomputed
@@ -427,7 +430,7 @@ def test_a_rerun_on_a_changed_input_that_fails_leaves_no_outdated_result(inputs,
     again = batch.run(spec, client)
     assert again.done == [] and again.skipped == [] and len(again.failed) == 2
     assert list(batch.load(out)) == [] and not any((out / k).exists() for k in keys)
-    assert not any((out / ".tmp").iterdir())
+    assert not (out / ".tmp").exists()
     # a file that can no longer be read at all (a failure found while planning) drops its results too
     np.save(stim, np.zeros((20, 12, 12), np.float32))
     assert len(batch.run(spec, client).done) == 2 and sorted(batch.load(out)) == keys

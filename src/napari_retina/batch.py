@@ -1001,6 +1001,19 @@ def remove_empty_partial(out: PathLike) -> None:
             pass
 
 
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` when it is empty; keep it (or its absence) otherwise."""
+    try:
+        folder.rmdir()
+    except OSError:   # not empty (another run's writer is at work there), or gone
+        pass
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1: "1 task", "3 tasks"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def remove_stale_tmp(out: PathLike) -> list[Path]:
     """Remove temporary folders that killed writers left in ``out/.tmp`` (same rule as ``_atomic.remove_stale``)."""
     removed = []
@@ -1146,8 +1159,10 @@ def run(spec: Union[PathLike, dict, Spec], client=None, *, force: bool = False, 
             client = start_cluster(workers, spec.threads)
         try:
             report.dashboard = dashboard_link(client)
+            n_workers = len(client.scheduler_info().get("workers", {}))
+            refused = f" ({len(report.failed)} failed before running)" if report.failed else ""
             log(f"dask dashboard: {report.dashboard or 'not running (pip install bokeh to get one)'}; "
-                f"{len(todo)} tasks on {len(client.scheduler_info().get('workers', {}))} workers")
+                f"{_count(len(todo), 'task')} to compute{refused} on {_count(n_workers, 'worker')}")
             _submit_and_wait(client, todo, out, spec, report, progress, total, log)
         finally:
             if own:
@@ -1155,6 +1170,7 @@ def run(spec: Union[PathLike, dict, Spec], client=None, *, force: bool = False, 
                 client.close()
                 cluster.close()
     remove_empty_partial(out)   # every task has committed or failed: what is left above their blocks is empty
+    _remove_if_empty(out / ".tmp")   # each writer removed its own folder (a killed one's waits for the next run)
     report.seconds = time.perf_counter() - t0
     return report
 
