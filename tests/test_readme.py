@@ -155,12 +155,13 @@ def test_every_command_and_option_of_the_command_line_block_is_one_the_parser_kn
     usage = block("text", "napari-retina demo") + block("bash", "napari-retina batch spec.json")
     seen = []
     for line in usage.splitlines():
-        words = line.split("#")[0].split("  ")[0].split()        # the usage, not the description after it
+        usage_line = line.split("#")[0]
+        words = usage_line.split("  ")[0].split()        # the usage, not the description after it
         if words[:1] != ["napari-retina"]:
             continue
-        commands = [w for w in words[1:] if re.fullmatch(r"[a-z]+", w)][:1] if "/" not in words else \
-            [w for w in words[1:] if w != "/"]
-        options = re.findall(r"--[a-z][a-z-]*", line.split("#")[0])
+        # the word after the program is the command; "synth / train / evaluate" names three
+        commands = [w for w in words[1:] if w != "/"] if "/" in words else words[1:2]
+        options = re.findall(r"--[a-z][a-z-]*", usage_line)
         for command in commands:
             assert command in sub.choices, f"README's {command!r} is not a command"
             known = {o for a in sub.choices[command]._actions for o in a.option_strings}

@@ -37,16 +37,14 @@ def recipes() -> dict[str, str]:
 
 @pytest.fixture
 def run(make_napari_viewer, monkeypatch, tmp_path):
-    """Run recipe ``title`` (or README ``code``) in ``tmp_path`` with viewers from the fixture; returns its
-    namespace."""
+    """Run recipe ``title`` in ``tmp_path`` with viewers from the fixture; returns its namespace."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(napari, "Viewer", lambda *a, **k: make_napari_viewer())
     monkeypatch.setattr(napari, "run", lambda *a, **k: None)
 
-    def _run(title: str | None, code: str | None = None) -> dict:
+    def _run(title: str) -> dict:
         namespace: dict = {"__name__": "__recipe__"}
-        source = (code, "README.md") if title is None else (recipes()[title], f"SCRIPTING.md: {title}")
-        exec(compile(*source, "exec"), namespace)
+        exec(compile(recipes()[title], f"SCRIPTING.md: {title}", "exec"), namespace)
         return namespace
 
     return _run
@@ -115,10 +113,10 @@ def test_recipe_5_puts_two_models_side_by_side_with_one_time_slider(run, tmp_pat
 
 def test_the_readmes_viewer_example_shows_the_maps_and_saves_its_screenshot(run, tmp_path):
     """README.md's "To look at a result in a viewer from a script" block, as written (its other blocks run in
-    tests/test_readme.py, which opens no viewer)."""
-    from test_readme import block
+    tests/test_readme.py, which opens no viewer); ``run`` for its viewers and folder."""
+    from test_readme import block, run as run_readme
 
-    ns = run(None, code=block("python", "viewer = napari.Viewer()"))
+    ns = run_readme(block("python", "viewer = napari.Viewer()"), "viewer example")
     viewer, attr = ns["viewer"], ns["attr"]
     assert viewer.layers[0].name == "flashes" and len(viewer.layers) == 1 + attr.maps.shape[1]
     assert _png_shape(tmp_path / "flashes.png") == (800, 1200, 4)

@@ -982,6 +982,14 @@ def remove_outdated(out: PathLike, task: Task) -> bool:
     return True
 
 
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` when it is empty; keep it (or its absence) otherwise."""
+    try:
+        folder.rmdir()
+    except OSError:   # not empty (another run's writer is at work there), or gone
+        pass
+
+
 def remove_empty_partial(out: PathLike) -> None:
     """Remove the empty folders under ``out/.partial`` (and ``.partial`` itself when it is left empty).
 
@@ -995,18 +1003,7 @@ def remove_empty_partial(out: PathLike) -> None:
     if not root.is_dir():
         return
     for folder, _, _ in os.walk(root, topdown=False):   # deepest first
-        try:
-            os.rmdir(folder)
-        except OSError:   # not empty (or gone)
-            pass
-
-
-def _remove_if_empty(folder: Path) -> None:
-    """Remove ``folder`` when it is empty; keep it (or its absence) otherwise."""
-    try:
-        folder.rmdir()
-    except OSError:   # not empty (another run's writer is at work there), or gone
-        pass
+        _remove_if_empty(Path(folder))
 
 
 def _count(n: int, noun: str) -> str:
