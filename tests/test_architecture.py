@@ -174,6 +174,27 @@ def test_metrics_imports_numpy_only():
     assert imported <= {"numpy", "__future__", "typing"}, imported
 
 
+
+def test_the_type_aliases_import_nothing_of_the_package():
+    """``_types`` is a leaf: every module may import its aliases without importing anything else of ours."""
+    assert import_graph()["napari_retina._types"] == set()
+
+
+def test_the_model_hint_resolves_at_run_time():
+    """``AnyModel`` names the model classes lazily, yet ``typing.get_type_hints`` resolves it in any module: the
+    dock widgets read the hints of ``nr.attribute`` and ``nr.experiments.run`` to build their parameters'
+    widgets, and one unresolvable hint would leave every parameter of the function without its type."""
+    import typing
+
+    import napari_retina as nr
+    from napari_retina.model import RetinaCNN
+
+    for func in (nr.predict, nr.attribute, nr.experiments.run, nr.experiments.battery):
+        hints = typing.get_type_hints(func)
+        assert typing.get_args(hints["model"]) == (RetinaCNN, nr.WrappedModel), func.__name__
+    assert typing.get_args(typing.get_type_hints(nr.attribute)["invariance"]) == nr.attribution.INVARIANCES
+
+
 def test_the_conv1_engine_sits_below_everything_that_uses_it():
     """first_layer is imported by the model, predict, attribution and reduction; it imports none of them
     (the model only for type hints), and experiments sit above attribution and reduction."""

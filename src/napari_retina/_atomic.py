@@ -31,9 +31,10 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
-PathLike = Union[str, os.PathLike]
+from ._types import PathLike
+
 
 #: the suffix of every temporary file (never a result's suffix)
 PARTIAL_SUFFIX = ".partial"

@@ -18,6 +18,7 @@ from ._device import DeviceLike, resolve_device
 from ._frames import batches, grey_windows, select_frames
 from ._invariance import Invariance, InvarianceArg, resolve_invariance
 from ._progress import Progress, report
+from ._types import AnyModel, ArrayLike
 from ._validate import Crop, Normalize, as_stimulus, check_finite_output, check_int
 from .first_layer import FirstLayer
 from . import _wrap
@@ -57,8 +58,8 @@ def callers_modes(model) -> Iterator[None]:
 
 
 def predict(
-    model: RetinaCNN,
-    stimulus,
+    model: AnyModel,
+    stimulus: ArrayLike,
     device: DeviceLike = None,
     batch_size: Optional[int] = None,
     crop: Crop = None,

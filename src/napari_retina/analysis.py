@@ -30,7 +30,7 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 import numpy as np
 import torch
@@ -39,15 +39,19 @@ from . import attribution, io, reduction
 from ._invariance import InvarianceArg, resolve_invariance
 from ._json import jsonable
 from ._progress import Progress, report
+from ._types import AnyModel, ArrayLike
 from ._units import FRAME_MS, PIXEL_UM
 from ._validate import Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimulus, check_int, crop_origin
 from ._wrap import model_config
-from .attribution import Attribution
+from .attribution import Attribution, Cells, Rule
 from .attribution._integrate import default_batch_points
 from .attribution._result import map_shape as attribution_map_shape
 from .metrics import map_limit
 from .model import RetinaCNN
 from .reduction import Reduction
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    import dask.array
 
 LAZY_MAP_BYTES = 256 * 2**20
 """Above this size of full maps (bytes) :func:`run_analysis` switches to lazy maps."""
@@ -77,9 +81,9 @@ def map_bytes(model: RetinaCNN, n_frames: int, invariance: str = "none") -> int:
 
 # --------------------------------------------------------------- long movies ---
 
-def attribute_traces(model: RetinaCNN, stimulus: np.ndarray, *, cell=0, steps: Optional[int] = None, rule=None,
-                     tol: Optional[float] = None, invariance: str = "none", chunk_frames: int = 2048,
-                     batch_size: Optional[int] = None,
+def attribute_traces(model: AnyModel, stimulus: np.ndarray, *, cell: Cells = 0, steps: Optional[int] = None,
+                     rule: Optional[Rule] = None, tol: Optional[float] = None, invariance: str = "none",
+                     chunk_frames: int = 2048, batch_size: Optional[int] = None,
                      progress: Optional[Progress] = None, map_means: Optional[dict] = None) -> Attribution:
     """``nr.attribute`` over a long movie in chunks of frames, keeping traces only.
 
@@ -156,8 +160,9 @@ class _BlockCache:
             return block
 
 
-def lazy_maps(model: RetinaCNN, stimulus: np.ndarray, *, cell=0, steps: Optional[int] = None, rule=None,
-              tol: Optional[float] = None, invariance: str = "none", chunk: int = 8, cache_blocks: int = 32):
+def lazy_maps(model: AnyModel, stimulus: np.ndarray, *, cell: Cells = 0, steps: Optional[int] = None,
+              rule: Optional[Rule] = None, tol: Optional[float] = None, invariance: str = "none", chunk: int = 8,
+              cache_blocks: int = 32) -> "dask.array.Array":
     """Attribution maps (T, C, h, w) as a dask array computed block by block on demand.
 
     Each block of ``chunk`` frames is ``nr.attribute(model, <its window>,
@@ -359,9 +364,10 @@ def _prepared(model: RetinaCNN, stimulus, crop: Crop, normalize: Normalize) -> n
                            normalize=normalize)
 
 
-def run_analysis(model: RetinaCNN, stimulus, *, cell=0, steps: Optional[int] = None, tol: Optional[float] = None,
-                 invariance: InvarianceArg = "auto", crop: Crop = None, normalize: Normalize = False,
-                 reduce: bool = True, explain: float = 0.9, lazy_threshold: int = LAZY_MAP_BYTES, progress: Optional[Progress] = None,
+def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps: Optional[int] = None,
+                 tol: Optional[float] = None, invariance: InvarianceArg = "auto", crop: Crop = None,
+                 normalize: Normalize = False, reduce: bool = True, explain: float = 0.9,
+                 lazy_threshold: int = LAZY_MAP_BYTES, progress: Optional[Progress] = None,
                  reduce_progress: Optional[Progress] = None, model_source: str = "", layer: str = "") -> Analysis:
     """Attribute (and reduce) a stimulus the way the Analyze widget does; lazy maps for long movies.
 

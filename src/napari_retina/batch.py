@@ -84,15 +84,21 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import numpy as np
 
 from ._atomic import _host_tag, _running, atomic_write_text
 from ._json import MAX_JSON_DEPTH, TOO_DEEP, nesting_depth, parse_json, strict_json
+from ._types import PathLike
 from ._units import RATE_UNITS
 
-PathLike = Union[str, os.PathLike]
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    import dask.array
+    import distributed
+
+    from ._validate import Crop
+
 
 ANALYSES = ("predict", "attribute", "reduce")
 """Analyses a spec may ask for per stimulus."""
@@ -409,7 +415,7 @@ def stimulus_frames(path: PathLike) -> int:
     return stimulus_shape(path)[0]
 
 
-def check_frame_size(shape: tuple, size: int, crop, name: str) -> None:
+def check_frame_size(shape: tuple, size: int, crop: Crop, name: str) -> None:
     """A one-sentence ValueError unless frames of ``shape`` (T, H, W) give the model's ``size × size`` with ``crop``.
 
     What ``nr.attribute`` checks (:func:`napari_retina._validate.crop_to`), with the
@@ -424,7 +430,7 @@ def check_frame_size(shape: tuple, size: int, crop, name: str) -> None:
     crop_to(np.empty((0, h, w), np.float32), size, crop, name)
 
 
-def check_stimulus_shape(shape: tuple, history: int, size: int, crop, name: str) -> None:
+def check_stimulus_shape(shape: tuple, history: int, size: int, crop: Crop, name: str) -> None:
     """A one-sentence ValueError unless a stimulus of ``shape`` (T, H, W) is one a model of ``history`` frames
     and ``size × size`` pixels can analyse: not empty, at least ``history`` frames, the model's frame size with
     ``crop`` (:func:`check_frame_size`). The checks ``nr.io.read_stimulus`` and ``nr.predict`` make, on the
@@ -479,7 +485,7 @@ def read_window(path: PathLike, start: int, stop: int) -> np.ndarray:
     return as_stack(arr, name=f"the stimulus in {path.name} (frames {start}:{stop})")
 
 
-def lazy_stimulus(path: PathLike, block_frames: int = DEFAULT_BLOCK_FRAMES):
+def lazy_stimulus(path: PathLike, block_frames: int = DEFAULT_BLOCK_FRAMES) -> "dask.array.Array":
     """A stimulus file as a dask array (T, H, W) whose blocks of frames are read when computed."""
     import dask
     import dask.array as da
@@ -1069,7 +1075,7 @@ def require() -> None:
         raise ImportError(f"batch runs need zarr 3 or later (Python 3.11 or later), got zarr {zarr.__version__}")
 
 
-def connect(scheduler: str, timeout_s: float = 10.0):
+def connect(scheduler: str, timeout_s: float = 10.0) -> "distributed.Client":
     """A ``distributed.Client`` on the scheduler at ``scheduler`` (e.g. ``tcp://10.0.0.5:8786``); one sentence if unreachable."""
     require()
     from distributed import Client
@@ -1080,7 +1086,7 @@ def connect(scheduler: str, timeout_s: float = 10.0):
         raise ValueError(f"cannot reach a dask scheduler at {scheduler!r} within {timeout_s:g} s ({exc})") from exc
 
 
-def start_cluster(workers: Optional[int] = None, threads: int = 1):
+def start_cluster(workers: Optional[int] = None, threads: int = 1) -> "distributed.Client":
     """A ``LocalCluster`` of ``workers`` processes (default: one per core), one thread each, and its Client."""
     from distributed import Client, LocalCluster
 
@@ -1090,7 +1096,7 @@ def start_cluster(workers: Optional[int] = None, threads: int = 1):
     return Client(cluster)
 
 
-def dashboard_link(client) -> Optional[str]:
+def dashboard_link(client: "distributed.Client") -> Optional[str]:
     """The dask dashboard address, or None when it is not running (it needs bokeh)."""
     try:
         info = client.scheduler_info()
@@ -1100,8 +1106,8 @@ def dashboard_link(client) -> Optional[str]:
     return client.dashboard_link if port else None
 
 
-def run(spec: Union[PathLike, dict, Spec], client=None, *, force: bool = False, workers: Optional[int] = None,
-        progress: Optional[Callable[[int, int], None]] = None,
+def run(spec: Union[PathLike, dict, Spec], client: Optional["distributed.Client"] = None, *, force: bool = False,
+        workers: Optional[int] = None, progress: Optional[Callable[[int, int], None]] = None,
         log: Optional[Callable[[str], None]] = None) -> Report:
     """Run a batch spec on a dask cluster; return a :class:`Report`.
 

@@ -34,13 +34,14 @@ import struct
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 import torch
 
 from ._atomic import atomic_write
 from ._device import DeviceLike, resolve_device
 from ._json import parse_json
+from ._types import PathLike
 from ._validate import unusable_weights
 from .formats import check_dense, is_hdf5, known_formats, read_foreign
 from .model import ModelConfig, RetinaCNN
@@ -54,8 +55,6 @@ CHECKPOINT_SUFFIXES = (".pt",)
 REQUIRED_KEYS = ("format", "version", "config", "info", "state_dict")
 OPTIONAL_KEYS = ("weights_sha256",)
 INFO_KEYS = ("provenance", "scores")
-
-PathLike = Union[str, os.PathLike]
 
 
 def default_model_path() -> Path:

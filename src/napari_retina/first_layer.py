@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # the model imports this module (conv1_fft)
 DEFAULT_IGNORE_OLDEST_MS = 150.0
 
 
-def conv1_fft(weight: torch.Tensor, source: torch.Tensor, idx) -> torch.Tensor:
+def conv1_fft(weight: torch.Tensor, source: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
     """Valid 2-D correlation of history-long windows of a movie with conv1's kernels, by FFT.
 
     ``weight`` (C, history, k, k), ``source`` (T, H, W) and output frame

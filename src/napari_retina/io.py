@@ -25,16 +25,20 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import numpy as np
 
 from ._atomic import atomic_write
 from ._json import parse_json
+from ._types import PathLike
 from ._units import FRAME_MS
 from ._validate import as_stack, check_cell_subset, check_rate_values, hz_like_rates, hz_warning
 
-PathLike = Union[str, os.PathLike]
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from .attribution import Attribution
+    from .reduction import Reduction
+
 
 STIMULUS_SUFFIXES = (".npy", ".tif", ".tiff", ".h5", ".hdf5")
 HDF5_SUFFIXES = (".h5", ".hdf5")
@@ -822,7 +826,7 @@ def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
     raise ValueError(f"results are written to .h5, .hdf5 or .npz, got {path.suffix or 'no suffix'!r}")
 
 
-def trace_columns(attr, red=None) -> dict[str, np.ndarray]:
+def trace_columns(attr: "Attribution", red: Optional["Reduction"] = None) -> dict[str, np.ndarray]:
     """Columns of the traces CSV, each of length T (frames).
 
     ``frame``, ``time_ms`` (frame × 10 ms), ``rate`` and ``response`` (the
@@ -842,7 +846,7 @@ def trace_columns(attr, red=None) -> dict[str, np.ndarray]:
     return cols
 
 
-def write_traces_csv(path: PathLike, attr, red=None) -> Path:
+def write_traces_csv(path: PathLike, attr: "Attribution", red: Optional["Reduction"] = None) -> Path:
     """Write an analysis's traces to CSV (atomically): one row per frame, the columns of :func:`trace_columns`.
 
     Floats are written with 9 significant digits; NaN where a frame was not

@@ -31,11 +31,10 @@ True
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Iterable, Optional, Union
 
 import numpy as np
-
-ArrayLike = Union[np.ndarray, list, tuple]
+from numpy.typing import ArrayLike
 
 #: variances at or below this count as zero in :func:`explained_variance`
 VARIANCE_FLOOR = 1e-30
@@ -223,7 +222,7 @@ def ratio_of_means(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     return out
 
 
-def map_limit(maps, percentile: float = 99.5) -> float:
+def map_limit(maps: Optional[ArrayLike], percentile: float = 99.5) -> float:
     """Shared symmetric contrast limit over all channels: a high percentile of |attribution|.
 
     ``maps`` is any array-like (T, C, h, w) (or None: 1.0). The 99.5th
@@ -244,7 +243,7 @@ def _top_values(values: np.ndarray, k: int) -> np.ndarray:
     return values if values.size <= k else np.partition(values, values.size - k)[values.size - k:]
 
 
-def map_limit_of_blocks(blocks, percentile: float = 99.5) -> float:
+def map_limit_of_blocks(blocks: Iterable[ArrayLike], percentile: float = 99.5) -> float:
     """:func:`map_limit` of the blocks' maps concatenated along time, read block by block.
 
     ``blocks`` is a sequence of array-likes (n_i, C, h, w), each read once. The

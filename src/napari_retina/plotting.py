@@ -15,18 +15,21 @@ Example
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from ._atomic import atomic_write
+from ._types import PathLike
 from ._units import FRAME_MS, PIXEL_UM
 from .experiments import anticipation, doubling, latency, osr, reversal
 from .experiments.recovery import channel_labels
 
-PathLike = Union[str, os.PathLike]
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    import matplotlib.axes
+    import matplotlib.figure
+
 
 #: resolution of the written figure (dots per inch)
 DPI = 90
@@ -103,7 +106,7 @@ def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None, recovery
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format=fmt))
 
 
-def make_figure(res: Any, truth: Optional[Any] = None, recovery: Optional[dict] = None):
+def make_figure(res: Any, truth: Optional[Any] = None, recovery: Optional[dict] = None) -> "matplotlib.figure.Figure":
     """The :class:`matplotlib.figure.Figure` that :func:`write_figure` writes (Agg canvas, laid out)."""
     if getattr(res, "attribution", None) is None or getattr(res, "reduction", None) is None:
         raise ValueError(f"a figure needs a model's experiment result (with attribution and reduction), "
@@ -299,7 +302,7 @@ SOURCE_STYLES = {
 }
 
 
-def readout_panel(ax, res: Any, truth: Optional[Any] = None) -> None:
+def readout_panel(ax: "matplotlib.axes.Axes", res: Any, truth: Optional[Any] = None) -> None:
     """Draw ``res``'s readout on ``ax`` as its experiment's classic figure (:data:`READOUT_PANELS`).
 
     The sources are the model's readout (``res.readout``), the reduced circuit's

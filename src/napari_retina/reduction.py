@@ -492,7 +492,7 @@ def _check_attribution(attr) -> None:
         )
 
 
-def check_explain(explain) -> float:
+def check_explain(explain: Any) -> float:
     """``explain`` as a float in (0, 1], or a clear error."""
     if isinstance(explain, bool) or not isinstance(explain, numbers.Real):
         raise TypeError(f"explain must be a number in (0, 1], got {type(explain).__name__} {explain!r}")

@@ -840,7 +840,7 @@ def reversing_grating(
 # ---------------------------------------------------------------------------
 # events
 
-def crossing_frames(position, x: float) -> np.ndarray:
+def crossing_frames(position: np.ndarray, x: float) -> np.ndarray:
     """Fractional frames at which a bar-centre trace passes position ``x``.
 
     Linear interpolation between consecutive frames with finite positions

@@ -153,13 +153,15 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from typing import Optional, Union
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from ._progress import Progress, report
+from ._types import ArrayLike, PathLike
 from ._units import FRAME_MS
 from ._validate import as_stack, check_int, normalise, stimulus_tensor
 
@@ -179,8 +181,6 @@ GAINED_VERSIONS = (3, 4, 5, 6)
 DEFAULT_VERSION = 2
 GAIN_HISTORY = 200
 """Past frames a version-3 gain signal averages (2 s): :func:`gain_kernel` is cut there."""
-
-PathLike = Union[str, os.PathLike]
 
 
 def _gamma_lobe(lag: np.ndarray, peak: float, order: float) -> np.ndarray:
@@ -876,7 +876,6 @@ class Retina:
         return rng.poisson(rates.astype(np.float64), size=(reps,) + rates.shape).astype(np.float32)
 
 
-
 # ---------------------------------------------------------------------------
 # datasets
 
@@ -997,11 +996,11 @@ def make_dataset(
     seed: int = 0,
     checker: int = DATASET_CHECKER,
     retina: Optional[Retina] = None,
-    progress=None,
+    progress: Optional[Progress] = None,
     contrast: float = DATASET_CONTRAST,
     kind: str = DATASET_KIND,
     grey: float = DATASET_GREY,
-):
+) -> Path:
     """Write a dataset of the synthetic retina in the lab's HDF5 layout (the training mixture, or white noise).
 
     ``train``: ``frames`` frames of :func:`training_mix` (``kind`` "mix", the default, or
@@ -1038,8 +1037,9 @@ def make_dataset(
                                  "contrast": float(contrast), "kind": kind, "grey": float(grey)})
 
 
-def record_dataset(path: PathLike, train, test, repeats: int = 10, seed: int = 0,
-                   retina: Optional[Retina] = None, progress=None, attrs: Optional[dict] = None):
+def record_dataset(path: PathLike, train: ArrayLike, test: ArrayLike, repeats: int = 10, seed: int = 0,
+                   retina: Optional[Retina] = None, progress: Optional[Progress] = None,
+                   attrs: Optional[dict] = None) -> Path:
     """Record the synthetic retina's responses to any stimuli and write them as a dataset.
 
     Parameters

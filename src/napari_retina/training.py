@@ -46,6 +46,7 @@ from ._atomic import same_file
 from ._device import DeviceLike, resolve_device
 from ._frames import batches, gather_windows
 from ._progress import Progress, report
+from ._types import PathLike
 from ._validate import (as_stack, check_cell_subset, check_history_frames, check_int, check_positive,
                         check_rate_values, hz_like_rates, hz_warning, units_finding, unusable_weights)
 from .checkpoint import load_model, save_model, weights_sha256
@@ -53,7 +54,10 @@ from .io import Dataset, Split, read_cell_names, read_dataset, read_split
 from .metrics import explained_variance, finite_mean, pearson, ratio_of_means
 from .model import ModelConfig, RetinaCNN
 
-PathLike = Union[str, os.PathLike]
+TrainingData = Union[PathLike, Dataset, tuple]
+"""What :func:`train` and :func:`evaluate` read: an HDF5 file in the lab layout, a
+:class:`~napari_retina.io.Dataset`, or arrays ``(stimulus, rates)`` (for :func:`train` also
+``(stimulus, rates, test_stimulus, test_rates)``)."""
 
 #: fraction of the training frames held out at the end for early stopping
 HOLDOUT = 0.05
@@ -404,7 +408,7 @@ def _poisson(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def train(
-    data,
+    data: TrainingData,
     *,
     config: Optional[ModelConfig] = None,
     epochs: int = DEFAULTS.epochs,
@@ -897,7 +901,7 @@ def _evaluate(model: RetinaCNN, ds: Dataset, true_test: Optional[np.ndarray]) ->
     return out
 
 
-def evaluate(model: RetinaCNN, data, cells: Optional[list[int]] = None) -> dict:
+def evaluate(model: RetinaCNN, data: TrainingData, cells: Optional[list[int]] = None) -> dict:
     """Score ``model`` on a dataset's test split.
 
     Parameters

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -51,12 +51,19 @@ except ImportError as exc:  # pragma: no cover - the test environment has napari
 from napari.viewer import Viewer as _NapariViewer  # the class itself (napari.Viewer may be a test's stand-in)
 
 from ._atomic import atomic_write
+from ._types import AnyModel, ArrayLike, PathLike
 from ._validate import check_positive
 from ._napari._layers import META, CellTraces, map_layers, plugin_metadata, stimulus_layer_kwargs
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
 from ._napari._session import SCRIPT_SOURCE, use_model as _use_model
 from ._napari._viewer import (UnitsWarningOnce, add_analysis, add_layer_data, frame_result, process_events,
                               remove_layers)
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from ._napari._viewer import StagedAdd
+    from .attribution import Attribution
+    from .experiments import ExperimentResult
+    from .reduction import Reduction
 
 __all__ = ["show", "clear", "screenshot", "traces", "set_time", "current_time", "fit", "place_beside",
            "use_model"]
@@ -70,14 +77,14 @@ BESIDE_GAP = 0.1
 SCREENSHOT_MARGIN = 0.03
 """Blank margin around the shown results in a :func:`screenshot` (fraction of the image)."""
 
-Layer = Any  # napari.layers.Layer
-
 
 # ------------------------------------------------------------------- show ---
 
-def show(result, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str] = None, reduction=None,
-         attribution=None, stimulus_layer=None, maps=None, limit: Optional[float] = None, replace: bool = True,
-         beside: bool = False, staged: bool = False, truth=None):
+def show(result: Any, viewer: Optional["napari.Viewer"] = None, *, name: Optional[str] = None,
+         reduction: Optional["Reduction"] = None, attribution: Optional["Attribution"] = None,
+         stimulus_layer: Optional["napari.layers.Image"] = None, maps: Optional[ArrayLike] = None,
+         limit: Optional[float] = None, replace: bool = True, beside: bool = False, staged: bool = False,
+         truth: Optional["ExperimentResult"] = None) -> Union[list, "StagedAdd"]:
     """Add a result's layers to ``viewer`` (a new viewer when None) and plot its traces; returns the layers added.
 
     Parameters
@@ -565,7 +572,7 @@ def _visible(viewer) -> list:
     return [layer for layer in viewer.layers if layer.visible]
 
 
-def place_beside(viewer, layer, name: str, gap: float = BESIDE_GAP) -> None:
+def place_beside(viewer: "napari.Viewer", layer: "napari.layers.Layer", name: str, gap: float = BESIDE_GAP) -> None:
     """Shift ``layer`` along x so it starts ``gap`` (fraction of its width) right of every other visible
     layer that is not part of the result ``name``; its maps follow when added after it."""
     _check_viewer(viewer)
@@ -579,7 +586,7 @@ def place_beside(viewer, layer, name: str, gap: float = BESIDE_GAP) -> None:
     layer.translate = translate
 
 
-def clear(viewer, prefix: str, *, exact: bool = False) -> int:
+def clear(viewer: "napari.Viewer", prefix: str, *, exact: bool = False) -> int:
     """Remove the layers whose names start with ``prefix`` (plain ``str.startswith``); returns how many.
 
     ``clear(viewer, "cell 0")`` removes ``"cell 0"``, ``"cell 0: A3 ON fast +"``
@@ -610,7 +617,7 @@ def _check_time_viewer(viewer, what: str) -> int:
     return _time_axis(viewer)
 
 
-def set_time(viewer, time_ms: float) -> float:
+def set_time(viewer: "napari.Viewer", time_ms: float) -> float:
     """Move the time slider (and the trace plot's cursor) to ``time_ms`` (world ms); returns the time set.
 
     The slider snaps to the nearest frame (10 ms per frame for the plugin's
@@ -631,13 +638,13 @@ def set_time(viewer, time_ms: float) -> float:
     return current_time(viewer)
 
 
-def current_time(viewer) -> float:
+def current_time(viewer: "napari.Viewer") -> float:
     """The time slider's position in world ms (where the trace plot's cursor is drawn)."""
     axis = _check_time_viewer(viewer, "current_time()")
     return float(viewer.dims.point[axis])
 
 
-def traces(viewer, name: Optional[str] = None) -> TracePlot:
+def traces(viewer: "napari.Viewer", name: Optional[str] = None) -> TracePlot:
     """The viewer's trace plot dock; with ``name``, first plot the traces of the result ``name`` shown earlier.
 
     The plot's ``series`` (label, values (T,) in spikes per 10 ms bin,
@@ -658,7 +665,7 @@ def traces(viewer, name: Optional[str] = None) -> TracePlot:
 
 # ------------------------------------------------------------------ model ---
 
-def use_model(viewer, model, source: str = SCRIPT_SOURCE) -> None:
+def use_model(viewer: "napari.Viewer", model: AnyModel, source: str = SCRIPT_SOURCE) -> None:
     """Make ``model`` the model of ``viewer``'s dock widgets (Model, Analyze, Experiments).
 
     ``model``: a RetinaCNN (``nr.load_model``) or a user's module adapted by
@@ -687,7 +694,7 @@ def _check_size(size) -> tuple[int, int]:
     return w, h
 
 
-def fit(viewer, canvas_size: Sequence[float], layers: Optional[list] = None,
+def fit(viewer: "napari.Viewer", canvas_size: Sequence[float], layers: Optional[list] = None,
         margin: float = SCREENSHOT_MARGIN) -> None:
     """Centre the camera on ``layers`` (default: the visible ones) and zoom so they fill a canvas of
     ``canvas_size`` (height, width) logical pixels, less ``margin`` on each side (grid mode: one grid cell)."""
@@ -712,8 +719,8 @@ def _device_pixel_ratio() -> float:
     return float(app.devicePixelRatio()) if app is not None else 1.0
 
 
-def screenshot(viewer, path, size: tuple = (1200, 800), *, scale: float = 1.0, margin: float = SCREENSHOT_MARGIN,
-               window: bool = False) -> Path:
+def screenshot(viewer: "napari.Viewer", path: PathLike, size: tuple = (1200, 800), *, scale: float = 1.0,
+               margin: float = SCREENSHOT_MARGIN, window: bool = False) -> Path:
     """Write a PNG of the canvas, ``size`` = (width, height) pixels, every visible layer in view; returns the path.
 
     The window is resized (``viewer.window.resize``) so that its canvas has

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 import numpy as np
 
 from .._json import parse_json
+from .._types import ReaderPaths
 from ._layers import (META, RESPONSE_COLOR, CellTraces, _rgba, analysed_geometry, channel_color, layer_geometry,
                       map_layer_data, stimulus_layer_kwargs)
 
-Paths = Union[str, list]
 
-
-def _store(path: Paths) -> Optional[Path]:
+def _store(path: ReaderPaths) -> Optional[Path]:
     """The results store ``path`` names (a folder holding the batch manifest), else None."""
     from ..batch import MANIFEST
 
@@ -38,7 +37,7 @@ def _store(path: Paths) -> Optional[Path]:
     return p if (p / MANIFEST).is_file() else None
 
 
-def napari_get_reader(path: Paths) -> Optional[Callable]:
+def napari_get_reader(path: ReaderPaths) -> Optional[Callable]:
     """Return :func:`read_batch_layers` when ``path`` is a batch results store, else None."""
     return read_batch_layers if _store(path) is not None else None
 
@@ -136,7 +135,7 @@ def store_names(results) -> tuple[dict, dict]:
             unique_names(res.attrs["model"] for res in with_stimulus))
 
 
-def read_batch_layers(path: Paths) -> list[tuple]:
+def read_batch_layers(path: ReaderPaths) -> list[tuple]:
     """Layer-data tuples for a results store: per stimulus, the stimulus and each attribution's maps and traces."""
     from ..batch import lazy_stimulus, load
 

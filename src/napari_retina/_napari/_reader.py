@@ -26,14 +26,14 @@ import numpy as np
 from .. import io as nr_io
 from .._json import parse_json
 from .._validate import one_sentence
+from .._types import ReaderPaths
 from ._layers import META, analysis_layer_data, plugin_metadata, stimulus_layer_kwargs
 
-Paths = Union[str, list]
 SETTINGS_KEY = "analysis_parameters"
 """Key, in the stimulus layer's plugin metadata, of the saved analysis' settings."""
 
 
-def napari_get_reader(path: Paths) -> Optional[Callable]:
+def napari_get_reader(path: ReaderPaths) -> Optional[Callable]:
     """Return :func:`read_stimulus_layers` when ``path`` is a stimulus file or saved analysis we read, else None."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if not paths or not all(str(p).lower().endswith(nr_io.STIMULUS_SUFFIXES) for p in paths):
@@ -41,7 +41,7 @@ def napari_get_reader(path: Paths) -> Optional[Callable]:
     return read_stimulus_layers
 
 
-def read_stimulus_layers(path: Paths) -> list[tuple]:
+def read_stimulus_layers(path: ReaderPaths) -> list[tuple]:
     """Read stimulus files and saved analyses into napari layer-data tuples.
 
     A stimulus file becomes an image layer ``(T, H, W)`` with scale

@@ -11,13 +11,16 @@ model, a RetinaCNN or a wrapped module (``nr.wrap``), the same way::
 from __future__ import annotations
 
 import weakref
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any
 
 from psygnal import Signal
 
-from .._wrap import WrappedModel, model_config
+from .._types import AnyModel
+from .._wrap import model_config
 from ..checkpoint import load_model
-from ..model import RetinaCNN
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    import napari
 
 #: what a model handed over by a script is called in the Model widget's summary
 SCRIPT_SOURCE = "set by a script"
@@ -37,7 +40,7 @@ class Session:
         self.device = "auto"
 
     @property
-    def model(self) -> Union[RetinaCNN, WrappedModel]:
+    def model(self) -> AnyModel:
         """The current model (the shipped default, loaded on first use; ``model_changed`` fires then too,
         so the widgets show it: the cell boxes' range, the Model widget's summary).
 
@@ -51,13 +54,13 @@ class Session:
         return self._model
 
     @model.setter
-    def model(self, model: Union[RetinaCNN, WrappedModel]) -> None:
+    def model(self, model: AnyModel) -> None:
         self.set_model(model, SCRIPT_SOURCE)
 
     def has_model(self) -> bool:
         return self._model is not None
 
-    def set_model(self, model: Union[RetinaCNN, WrappedModel], source: str) -> None:
+    def set_model(self, model: AnyModel, source: str) -> None:
         """Make ``model`` the current one (``source`` says where it came from); anything else is one TypeError."""
         model_config(model)
         self._model = model
@@ -75,7 +78,7 @@ def session(viewer) -> Session:
     return _SESSIONS[viewer]
 
 
-def use_model(viewer, model: Union[RetinaCNN, WrappedModel], source: str = SCRIPT_SOURCE) -> None:
+def use_model(viewer: "napari.Viewer", model: AnyModel, source: str = SCRIPT_SOURCE) -> None:
     """Make ``model`` the model of ``viewer``'s dock widgets (Model, Analyze, Experiments).
 
     ``model``: a RetinaCNN (``nr.load_model``) or a user's module adapted by

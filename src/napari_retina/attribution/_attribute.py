@@ -13,6 +13,7 @@ from .._frames import Frames, select_frames, unique_windows
 from .._invariance import Invariance, InvarianceArg, check_invariance, resolve_invariance
 from .._predict import callers_modes, model_on
 from .._progress import Progress, report
+from .._types import AnyModel, ArrayLike
 from .._validate import (Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int,
                          crop_origin)
 from .._wrap import is_wrapped
@@ -123,8 +124,8 @@ def _check_quadrature(rule, steps, tol) -> tuple[Rule, Optional[int], Optional[f
 
 
 def attribute(
-    model: RetinaCNN,
-    stimulus,
+    model: AnyModel,
+    stimulus: ArrayLike,
     cell: Cells = 0,
     steps: Optional[int] = None,
     rule: Optional[Rule] = None,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence
 
 from .._atomic import same_file
-
-PathLike = Union[str, os.PathLike]
+from .._types import PathLike
 
 
 def check_out_file(path: PathLike, suffixes: Sequence[str], inputs: Sequence[PathLike] = ()) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from ._paths import check_out_dir
@@ -41,7 +42,8 @@ def _positive(text: str) -> int:
     return value
 
 
-def register(sub) -> None:
+def register(sub: "argparse._SubParsersAction") -> None:
+    """Add the command ``batch`` to the command line's subparsers ``sub``."""
     batch = sub.add_parser(
         "batch", help="run a grid of analyses (models × stimuli × cells, experiments) on a dask cluster",
         description="Run the analyses a batch spec (JSON or YAML) names on a dask cluster, one task per "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from typing import Union
 
 from .._units import FRAME_MS, RATE_UNITS
 from ._paths import check_out_dir, check_out_file
@@ -68,7 +70,7 @@ def _predict(args) -> int:
     return 0
 
 
-def parse_cell(text: str):
+def parse_cell(text: str) -> Union[int, list[int], str]:
     """``--cell``: "all", an index ("2") or a comma-separated list ("0,2"), for ``nr.attribute(cell=...)``."""
     if text.strip() == "all":
         return "all"
@@ -109,7 +111,8 @@ def _attribute(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: "argparse._SubParsersAction") -> None:
+    """Add the commands ``demo``, ``predict`` and ``attribute`` to the command line's subparsers ``sub``."""
     demo = sub.add_parser(
         "demo",
         help="open napari with the shipped model, an omitted-stimulus flash train and the analysis ready",

@@ -11,6 +11,7 @@ table.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -212,7 +213,8 @@ def _experiment(args) -> int:
     return 1 if errors else 0
 
 
-def register(sub) -> None:
+def register(sub: "argparse._SubParsersAction") -> None:
+    """Add the command ``experiment`` to the command line's subparsers ``sub``."""
     p = sub.add_parser(
         "experiment",
         help="run an in-silico experiment (osr, latency, anticipation, reversal, doubling) or the whole battery "

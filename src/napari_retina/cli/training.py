@@ -7,6 +7,7 @@ Each handler parses nothing itself: it calls the core function
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import sys
@@ -100,7 +101,8 @@ def _evaluate(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: "argparse._SubParsersAction") -> None:
+    """Add the commands ``synth``, ``train`` and ``evaluate`` to the command line's subparsers ``sub``."""
     from .. import synthetic
 
     d = " (default %(default)s)"

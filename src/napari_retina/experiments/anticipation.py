@@ -64,6 +64,8 @@ present : the literature criterion (Berry et al. 1999: at every speed tested the
 
 from __future__ import annotations
 
+from typing import Callable, Optional, Sequence, Union
+
 import numpy as np
 
 from .. import stimuli
@@ -83,8 +85,18 @@ MIN_LEAD_UM = 10.0
 MIN_AMPLITUDE = 0.5            # spikes per 10 ms bin above the grey level
 
 
-def build(size: int, history: int, respond=None, *, speed, width, intensity, start, stop, directions,
-          flash_positions, flash_duration, gap, window, max_frames) -> Protocol:
+def build(size: int, history: int, respond: Optional[Callable] = None, *, speed: Union[float, Sequence[float]],
+          width: float, intensity: float, start: Optional[float], stop: Optional[float], directions: Sequence[int],
+          flash_positions: Optional[Sequence[float]], flash_duration: int, gap: int, window: int,
+          max_frames: int) -> Protocol:
+    """The movie for a ``size``-px model of ``history`` frames: a bar ``width`` px wide moving from ``start`` to
+    ``stop`` (px from the field centre) at each ``speed`` (px/frame) in each of ``directions`` (+1, -1), then the
+    same bar flashed for ``flash_duration`` frames at ``flash_positions`` (px). ``respond`` is not needed (the
+    movie does not depend on the cell); ``gap`` grey frames before each condition, ``window`` frames read after
+    each event and ``max_frames`` the most frames attributed
+    (:func:`~napari_retina.experiments.base.resolve_params`). Each value is checked here (one sentence when it is
+    wrong).
+    """
     speeds = [real_param(v, "speed", positive=True) for v in list_param(speed, "speed")]
     width = check_bar_width(real_param(width, "width", positive=True), size)
     intensity = real_param(intensity, "intensity")

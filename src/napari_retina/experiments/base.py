@@ -24,6 +24,7 @@ import json
 import numbers
 import warnings
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -32,12 +33,12 @@ from .._frames import grey_windows
 from .._json import jsonable
 from .._predict import predict
 from .._progress import Progress, report, within
+from .._types import AnyModel, ArrayLike
 from .._units import FRAME_MS
 from .._validate import (FLOAT32_MAX, NonFiniteOutputError, StimulusUnitsWarning, as_real_array, check_cells,
                          check_finite_output, physical_memory_bytes)
 from .._wrap import model_config
-from ..attribution import attribute
-from ..model import RetinaCNN
+from ..attribution import Cells, attribute
 from ..reduction import check_explain, reduce
 
 
@@ -149,7 +150,7 @@ class ExperimentResult:
 # ----------------------------------------------------------------------------- parameters
 
 
-def resolve_params(module, params: dict, size: int, history: int) -> dict:
+def resolve_params(module: ModuleType, params: dict, size: int, history: int) -> dict:
     """Merge ``params`` into the module's defaults, refusing unknown names.
 
     Fills the common ``gap`` (grey frames between conditions; default
@@ -181,7 +182,7 @@ def resolve_params(module, params: dict, size: int, history: int) -> dict:
     return p
 
 
-def int_param(value, name: str, low: int = 1) -> int:
+def int_param(value: Any, name: str, low: int = 1) -> int:
     """An int >= ``low`` (floats with an integer value accepted), or a clear error."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
@@ -192,7 +193,7 @@ def int_param(value, name: str, low: int = 1) -> int:
     return int(value)
 
 
-def real_param(value, name: str, positive: bool = False) -> float:
+def real_param(value: Any, name: str, positive: bool = False) -> float:
     """A finite real (> 0 when ``positive``), or a clear error."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
@@ -203,7 +204,7 @@ def real_param(value, name: str, positive: bool = False) -> float:
     return float(value)
 
 
-def list_param(values, name: str) -> list:
+def list_param(values: Any, name: str) -> list:
     """A non-empty 1-D list of numbers, or a clear error."""
     if isinstance(values, (str, bytes)) or values is None:
         raise TypeError(f"{name} must be a list of numbers, got {type(values).__name__}")
@@ -360,7 +361,7 @@ def frames_of_interest(windows: Sequence[tuple[int, int]], n_frames: int, histor
 # ----------------------------------------------------------------------------- model responses
 
 
-def model_rates(model: RetinaCNN, stimulus: np.ndarray, batch_size: Optional[int] = None,
+def model_rates(model: AnyModel, stimulus: np.ndarray, batch_size: Optional[int] = None,
                 progress: Optional[Progress] = None) -> np.ndarray:
     """Rates (T, n_cells) of ``model`` on an experiment's movie: :func:`napari_retina.predict`.
 
@@ -378,6 +379,7 @@ def model_rates(model: RetinaCNN, stimulus: np.ndarray, batch_size: Optional[int
 
 
 def cell_response(rates: np.ndarray, cells: list[int]) -> np.ndarray:
+    """The summed rate (T,) float64 of ``cells`` from (T, n_cells) ``rates``; a (T,) response is returned as it is."""
     r = np.asarray(rates, dtype=np.float64)
     return r if r.ndim == 1 else r[:, cells].sum(1)
 
@@ -476,7 +478,7 @@ def crossing_window(frames: float) -> np.ndarray:
     return w / w.sum()
 
 
-def crossing_envelopes(response: np.ndarray, speeds) -> dict:
+def crossing_envelopes(response: np.ndarray, speeds: Sequence[float]) -> dict:
     """``{speed: (envelope, half)}`` for each distinct bar speed (px/frame): the (T,) ``response`` averaged over
     one pixel crossing (1/speed frames, centred, :func:`crossing_window`) and that average's half width (frames).
 
@@ -491,7 +493,7 @@ def crossing_envelopes(response: np.ndarray, speeds) -> dict:
     return out
 
 
-def finite_max(values) -> float:
+def finite_max(values: ArrayLike) -> float:
     """The largest finite value of ``values`` (any array-like), nan if none is finite."""
     arr = np.asarray(values, dtype=np.float64)
     return float(np.nanmax(arr)) if np.isfinite(arr).any() else float("nan")
@@ -524,7 +526,7 @@ def above_rest(result: "ExperimentResult", history: int) -> Optional[np.ndarray]
 # ----------------------------------------------------------------------------- running
 
 
-def build(module, size: int, history: int, respond: Callable, params: dict) -> "Protocol":
+def build(module: ModuleType, size: int, history: int, respond: Callable, params: dict) -> "Protocol":
     """``module.build`` with the resolved ``params``; a movie too long for memory is a MemoryError that names
     the experiment and its parameters (the generator's sentence names its own, e.g. a flash train's ``post``)."""
     try:
@@ -542,7 +544,7 @@ def _model_needed(stim: np.ndarray) -> np.ndarray:
     raise _ModelNeeded
 
 
-def check_params(module, params: dict, size: int, history: int) -> dict:
+def check_params(module: ModuleType, params: dict, size: int, history: int) -> dict:
     """``params`` resolved and checked as :func:`run_model` would, without running a model; returns them resolved.
 
     Builds ``module``'s protocol for a ``size``-pixel field and ``history`` frames,
@@ -570,8 +572,9 @@ def check_quadrature(steps: Optional[int], tol: Optional[float]) -> None:
     _check_quadrature(None, steps, tol)
 
 
-def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[int] = None,
-              tol: Optional[float] = None, progress: Optional[Progress] = None, **params) -> ExperimentResult:
+def run_model(module: ModuleType, model: AnyModel, cell: Cells = 0, *, explain: float = 0.9,
+              steps: Optional[int] = None, tol: Optional[float] = None, progress: Optional[Progress] = None,
+              **params) -> ExperimentResult:
     """Build ``module``'s protocol for ``model``, run, attribute, reduce and read out.
 
     ``model``: a RetinaCNN or a wrapped module (``nr.wrap``), read through
@@ -618,7 +621,7 @@ def run_model(module, model, cell=0, *, explain: float = 0.9, steps: Optional[in
                             jsonable(readout), jsonable({**p, **proto.resolved}), cells)
 
 
-def check_response(response, n_frames: int, history: int) -> np.ndarray:
+def check_response(response: Any, n_frames: int, history: int) -> np.ndarray:
     """What a response function returned, as float64 (T,) or (T, n_cells) with T = ``n_frames``, or one sentence.
 
     Refused: anything that is not an array of real numbers (None, text, bools, a
@@ -645,7 +648,7 @@ def check_response(response, n_frames: int, history: int) -> np.ndarray:
     return arr
 
 
-def run_response(module, respond: Callable, size: int = 50, history: int = 40, cell=0,
+def run_response(module: ModuleType, respond: Callable, size: int = 50, history: int = 40, cell: Cells = 0,
                  **params) -> ExperimentResult:
     """Run ``module``'s protocol on any response function and read it out.
 

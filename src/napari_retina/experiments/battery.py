@@ -13,7 +13,9 @@ from typing import Any, Optional
 
 from .._json import parse_json
 from .._progress import Cancelled, Progress, report, within
+from .._types import AnyModel
 from .._wrap import model_config
+from ..attribution import Cells
 from ..synthetic import DEFAULT_VERSION, VERSIONS, Retina
 from . import recovery
 from .base import COMMON_PARAMS
@@ -44,7 +46,7 @@ def key_numbers(name: str, readout: Optional[dict]) -> dict:
     return {k: readout.get(k) for k in KEY_NUMBERS.get(name, ()) if k in readout}
 
 
-def default_retina(model) -> Optional[Retina]:
+def default_retina(model: AnyModel) -> Optional[Retina]:
     """The ground truth a model is compared with: ``nr.synthetic.Retina(seed=0)`` of the version whose
     data the model was trained on (its provenance's ``data_attrs["retina"]``; a description without a
     version is version 1's; no description: the default, :data:`~napari_retina.synthetic.DEFAULT_VERSION`), or None
@@ -68,7 +70,7 @@ def _described_retina(model) -> Any:
     return attrs.get("retina") if isinstance(attrs, dict) else None
 
 
-def trained_on_truth(model) -> bool:
+def trained_on_truth(model: AnyModel) -> bool:
     """Whether ``model`` was trained on the synthetic retina's responses (its provenance says which retina), so
     comparing it with :func:`default_retina` tests what it learned; a model of a recording says nothing of it."""
     return isinstance(_described_retina(model), str) and default_retina(model) is not None
@@ -104,9 +106,9 @@ def phenomena(retina: Optional[Retina] = None, cell: int = 0) -> dict:
     return {name: run_truth(name, gt, cell=cell).readout for name in PHENOMENA}
 
 
-def battery(model, cell=0, *, retina: Any = "auto", names: Optional[list] = None, explain: float = 0.9,
-            steps: Optional[int] = None, tol: Optional[float] = None, progress: Optional[Progress] = None,
-            **params) -> dict:
+def battery(model: AnyModel, cell: Cells = 0, *, retina: Any = "auto", names: Optional[list] = None,
+            explain: float = 0.9, steps: Optional[int] = None, tol: Optional[float] = None,
+            progress: Optional[Progress] = None, **params) -> dict:
     """Run experiments on ``model`` (and ``retina``) and tabulate them.
 
     Parameters

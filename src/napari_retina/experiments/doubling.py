@@ -52,6 +52,8 @@ from __future__ import annotations
 
 import numbers
 
+from typing import Callable, Optional, Sequence, Union
+
 import numpy as np
 
 from .. import stimuli
@@ -79,8 +81,16 @@ def default_widths(size: int) -> list:
     return [float(w * scale) for w in BAR_WIDTHS]
 
 
-def build(size: int, history: int, respond=None, *, bar_width, period, cycles, contrast, phases, gap, window,
-          max_frames) -> Protocol:
+def build(size: int, history: int, respond: Optional[Callable] = None, *,
+          bar_width: Union[None, float, Sequence[float]], period: int, cycles: int, contrast: float,
+          phases: Optional[Sequence[float]], gap: int, window: int, max_frames: int) -> Protocol:
+    """The movie for a ``size``-px model of ``history`` frames: for each ``bar_width`` (px; default
+    :func:`default_widths`) and spatial phase, a grating of ``contrast`` reversing every ``period`` frames for
+    ``cycles`` cycles. ``respond`` is not needed (the movie does not depend on the cell); ``gap`` grey frames
+    before each condition, ``window`` frames read after each event and ``max_frames`` the most frames attributed
+    (:func:`~napari_retina.experiments.base.resolve_params`). Each value is checked here (one sentence when it is
+    wrong).
+    """
     if bar_width is None:
         widths = default_widths(size)
     else:

@@ -54,6 +54,7 @@ present : the literature criterion (Gollisch & Meister 2008: salamander
 from __future__ import annotations
 
 import itertools
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -80,7 +81,14 @@ MAX_STEP_FRACTION = 0.5
 MIN_LATENCY_MS = FRAME_MS
 
 
-def build(size: int, history: int, respond=None, *, intensities, duration, gap, window, max_frames) -> Protocol:
+def build(size: int, history: int, respond: Optional[Callable] = None, *, intensities: Sequence[float],
+          duration: int, gap: int, window: int, max_frames: int) -> Protocol:
+    """The movie for a ``size``-px model of ``history`` frames: one full-field flash of each of ``intensities``
+    (contrast) lasting ``duration`` frames. ``respond`` is not needed (the movie does not depend on the cell);
+    ``gap`` grey frames before each condition, ``window`` frames read after each event and ``max_frames`` the most
+    frames attributed (:func:`~napari_retina.experiments.base.resolve_params`). Each value is checked here (one
+    sentence when it is wrong).
+    """
     intensities = list_param(intensities, "intensities")
     duration = int_param(duration, "duration", 1)
     check_movie_length(len(intensities) * (gap + duration + window), size, f"{len(intensities):,} flashes")

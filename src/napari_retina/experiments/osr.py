@@ -69,6 +69,8 @@ present : the literature criterion (Schwartz et al. 2007: the response keeps
 
 from __future__ import annotations
 
+from typing import Callable, Optional, Sequence
+
 import numpy as np
 
 from .. import stimuli
@@ -92,8 +94,15 @@ MIN_RISE_SHARE = 0.15          # the peak's rise over the train's level, as a sh
 MAX_LOCAL_DEVIATION = 1.0      # |local slope - fitted slope|
 
 
-def build(size: int, history: int, respond=None, *, periods, n_flashes, intensity, duration, gap, window,
-          max_frames) -> Protocol:
+def build(size: int, history: int, respond: Optional[Callable] = None, *, periods: Sequence[int], n_flashes: int,
+          intensity: float, duration: int, gap: int, window: int, max_frames: int) -> Protocol:
+    """The movie for a ``size``-px model of ``history`` frames: for each of ``periods`` (frames) a train of
+    ``n_flashes`` full-field flashes of ``intensity`` lasting ``duration`` frames, then the omitted one.
+    ``respond`` is not needed (the movie does not depend on the cell); ``gap`` grey frames before each condition,
+    ``window`` frames read after each event and ``max_frames`` the most frames attributed
+    (:func:`~napari_retina.experiments.base.resolve_params`). Each value is checked here (one sentence when it is
+    wrong).
+    """
     periods = list_param(periods, "periods")
     for p in periods:
         if p <= 0 or p != int(p):

@@ -18,15 +18,19 @@ Example
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
+from .._types import AnyModel
 from .._validate import check_int
 from .._wrap import is_wrapped
 from ..first_layer import bn1_sign
 from ..metrics import pearson
 from ..synthetic import Retina
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from ..reduction import Reduction
 
 
 def _fit_size(img: np.ndarray, k: int) -> np.ndarray:
@@ -57,7 +61,7 @@ def _shifted_corr(a: np.ndarray, b: np.ndarray, max_shift: int) -> float:
     return float(best)
 
 
-def first_kernels(model) -> np.ndarray:
+def first_kernels(model: AnyModel) -> np.ndarray:
     """The first layer's kernels float64 (C, taps, k, k), index 0 = oldest tap, oriented like the ground truth.
 
     RetinaCNN: ``conv1.weight`` times the sign of each channel's bn1 scale (so
@@ -77,7 +81,7 @@ def first_kernels(model) -> np.ndarray:
     return model.conv1.weight.detach().double().cpu().numpy() * bn1_sign(model)[:, None, None, None]
 
 
-def channel_filters(model, channel: int) -> dict:
+def channel_filters(model: AnyModel, channel: int) -> dict:
     """Rank-1 description of one first-layer channel, oriented like the ground truth.
 
     The kernel (taps, k, k) of :func:`first_kernels` (RetinaCNN: conv1's
@@ -106,8 +110,8 @@ def channel_filters(model, channel: int) -> dict:
             "rank1": float(s[0] ** 2 / (s ** 2).sum())}
 
 
-def recovery_report(reduction, model, retina: Optional[Retina] = None, threshold: float = 0.8,
-                    max_shift: int = 3, channels=None) -> dict:
+def recovery_report(reduction: Reduction, model: AnyModel, retina: Optional[Retina] = None, threshold: float = 0.8,
+                    max_shift: int = 3, channels: Optional[Sequence[int]] = None) -> dict:
     """Match the kept channels of a :class:`~napari_retina.reduction.Reduction` to the ground-truth pathways.
 
     For a model trained on the synthetic retina (e.g. the shipped default),
@@ -200,7 +204,7 @@ def recovery_report(reduction, model, retina: Optional[Retina] = None, threshold
             "missing": [name for name, cs in recovered.items() if not cs], "threshold": threshold}
 
 
-def channel_labels(reduction, recovery: Optional[dict] = None) -> dict:
+def channel_labels(reduction: Reduction, recovery: Optional[dict] = None) -> dict:
     """{kept channel: label}: ``reduction.label(c)``, with "≈ truth <pathway>" for each ground-truth
     pathway ``recovery`` (:func:`recovery_report`) says the channel recovers.
 

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import inspect
 from types import ModuleType
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
 from .._progress import Progress, report, within
+from .._types import AnyModel, ArrayLike
+from ..attribution import Cells
 from . import anticipation, doubling, latency, osr, reversal
 from .base import ExperimentResult, run_model, run_response
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from ..synthetic import Retina
 
 _REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (osr, latency, anticipation, reversal, doubling)}
 
@@ -40,7 +45,7 @@ def parameters(name: str) -> dict:
     return p
 
 
-def run(name: str, model, cell=0, *, explain: float = 0.9, steps: Optional[int] = None,
+def run(name: str, model: AnyModel, cell: Cells = 0, *, explain: float = 0.9, steps: Optional[int] = None,
         tol: Optional[float] = None, progress: Optional[Progress] = None, **params) -> ExperimentResult:
     """Run experiment ``name`` on ``model``: stimulus, rates, attribution, reduction, readout.
 
@@ -81,7 +86,7 @@ def run(name: str, model, cell=0, *, explain: float = 0.9, steps: Optional[int] 
     return run_model(get(name), model, cell, explain=explain, steps=steps, tol=tol, progress=progress, **params)
 
 
-def readout(name: str, response, conditions: list) -> dict:
+def readout(name: str, response: ArrayLike, conditions: list) -> dict:
     """Experiment ``name``'s readout of any (T,) response for the given conditions.
 
     ``response`` is a (T,) array of rates over the experiment's movie;
@@ -140,8 +145,8 @@ def _readout_conditions(conditions, n_frames: int) -> list:
     return list(conditions)
 
 
-def run_truth(name: str, retina, cell=0, *, history: Optional[int] = None, progress: Optional[Progress] = None,
-              **params) -> ExperimentResult:
+def run_truth(name: str, retina: "Retina", cell: Cells = 0, *, history: Optional[int] = None,
+              progress: Optional[Progress] = None, **params) -> ExperimentResult:
     """Run experiment ``name`` on a ground-truth retina (``retina.respond(stimulus) -> (T, n_cells)``).
 
     The stimulus is built for ``retina.size`` (default 50) and sized (default
@@ -185,7 +190,7 @@ def run_truth(name: str, retina, cell=0, *, history: Optional[int] = None, progr
     return result
 
 
-def run_function(name: str, respond: Callable, size: int = 50, history: int = 40, cell=0,
+def run_function(name: str, respond: Callable, size: int = 50, history: int = 40, cell: Cells = 0,
                  **params) -> ExperimentResult:
     """Run experiment ``name`` on any response function ``stimulus -> (T,) or (T, n_cells)``.
 

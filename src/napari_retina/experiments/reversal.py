@@ -75,6 +75,8 @@ present : the literature criterion (Schwartz et al. 2007: a synchronous burst
 
 from __future__ import annotations
 
+from typing import Callable, Optional, Sequence, Union
+
 import numpy as np
 
 from .. import stimuli
@@ -107,7 +109,7 @@ def min_travel(width: float) -> float:
     return max(MIN_TRAVEL_PX, width)
 
 
-def check_approach(approach, speed: float, width: float, window: int) -> float:
+def check_approach(approach: Optional[int], speed: float, width: float, window: int) -> float:
     """Frames of motion before the reversal: ``approach``, or by default ``2·window`` lengthened to the
     :func:`min_travel` at ``speed`` px/frame (an int; inf when that division overflows, which the movie's length
     check refuses); a ValueError when an explicit one moves the bar less than that."""
@@ -125,7 +127,7 @@ def check_approach(approach, speed: float, width: float, window: int) -> float:
     return approach
 
 
-def map_rf(respond, size: int, width: float, intensity: float, gap: int, window: int, n: int = 21) -> float:
+def map_rf(respond: Callable, size: int, width: float, intensity: float, gap: int, window: int, n: int = 21) -> float:
     """Receptive-field centre (px from the field centre) from flashed bars at ``n`` positions.
 
     The field centre (0.0) when no flashed bar raises the response above its grey level
@@ -173,8 +175,16 @@ def default_reversals(center: float, width: float, size: int) -> list:
     return (pos - center).round(6).tolist()
 
 
-def build(size: int, history: int, respond=None, *, reversals, center, speed, width, intensity, direction,
-          approach, gap, window, max_frames) -> Protocol:
+def build(size: int, history: int, respond: Optional[Callable] = None, *, reversals: Optional[Sequence[float]],
+          center: Union[str, float], speed: float, width: float, intensity: float, direction: int,
+          approach: Optional[int], gap: int, window: int, max_frames: int) -> Protocol:
+    """The movie for a ``size``-px model of ``history`` frames: a bar ``width`` px wide moving at ``speed``
+    (px/frame, first in ``direction`` +1 or -1) for ``approach`` frames, reversing at each of ``reversals`` (px
+    from the field centre; by default positions around ``center``, which ``"rf"`` maps from ``respond``'s answers
+    to flashed bars, :func:`map_rf`). ``gap`` grey frames before each condition, ``window`` frames read after each
+    event and ``max_frames`` the most frames attributed (:func:`~napari_retina.experiments.base.resolve_params`).
+    Each value is checked here (one sentence when it is wrong).
+    """
     explicit = reversals is not None
     if explicit:
         reversals = list_param(reversals, "reversals")

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import torch
 
+from .._types import AnyModel
 from ..model import ModelConfig
 from . import keras, tdr
 from ._net import KNOWN_FORMATS, check_dense, known_formats, to_state
@@ -56,7 +57,7 @@ def read_foreign(path: Path, payload: Optional[Any] = None) -> Optional[Imported
     return config, state, {"provenance": provenance, "scores": extra["scores"]}
 
 
-def describe(model) -> str:
+def describe(model: AnyModel) -> str:
     """What a loaded model is, in a few words: its file format and the architecture it came from.
 
     ``model``: a :class:`~napari_retina.model.RetinaCNN` (its ``provenance["imported"]``
