@@ -161,6 +161,54 @@ def test_a_corrupt_chunk_is_one_sentence_when_it_is_read(store, tmp_path):
                                       f"'channels' of block b00000 of its task {key!r} cannot be read")
 
 
+
+def _chunk_files(root, key, name):
+    return sorted(f for f in glob.glob(str(root / key / "b00000" / name / "c" / "**" / "*"), recursive=True)
+                  if os.path.isfile(f))
+
+
+def test_a_missing_chunk_is_one_sentence_not_zeros(store, tmp_path):
+    """zarr reads a chunk that is not there as its fill value (0): a deleted chunk file must not load as rates of 0."""
+    root = tmp_path / "store"
+    shutil.copytree(store, root)
+    key = _key(root, PREDICT)
+    (chunk,) = _chunk_files(root, key, "rates")
+    os.remove(chunk)
+    with pytest.raises(ValueError) as info:
+        batch.load(root)[key].arrays["rates"].compute()
+    assert str(info.value).startswith(f"{str(root)!r} is a damaged napari-retina results store: the array "
+                                      f"'rates' of block b00000 of its task {key!r} has 1 of its 1 chunks missing")
+
+
+def test_every_chunk_is_written_even_one_of_zeros(tmp_path):
+    """zarr leaves out a chunk equal to its fill value unless told otherwise; the store writes them all, so that a
+    chunk of a grey stretch's zero attributions is on disk and its absence can be told from damage."""
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "g"), mode="w")
+    values = np.zeros((600, 2), np.float32)
+    values[:256] = 1.0                                     # chunks of 256 frames: one of ones, two of zeros
+    batch._write_tree(group, {"channels": values})
+    files = sorted(f for f in glob.glob(str(tmp_path / "g" / "channels" / "c" / "**" / "*"), recursive=True)
+                   if os.path.isfile(f))
+    assert len(files) == 3
+    arr = batch._checked_array(tmp_path, "k", "b00000", "channels", zarr.open_group(str(tmp_path / "g"))["channels"],
+                               None)
+    np.testing.assert_array_equal(arr.compute(), values)
+
+
+def test_a_store_written_before_every_chunk_was_kept_still_loads(store, tmp_path):
+    """An array without the every-chunk attribute (an older store) may lack a chunk of zeros: it reads as zeros."""
+    root = tmp_path / "store"
+    shutil.copytree(store, root)
+    key = _key(root, PREDICT)
+    _edit(root / key / "b00000" / "rates" / "zarr.json", lambda doc: doc["attributes"].pop(batch.EVERY_CHUNK))
+    (chunk,) = _chunk_files(root, key, "rates")
+    os.remove(chunk)
+    rates = batch.load(root)[key].arrays["rates"].compute()
+    assert not rates[:16].any() and np.isfinite(rates[16:]).all() and rates[16:].any()   # block b00000: frames 0-15
+
+
 def test_the_store_reader_refuses_a_stimulus_of_another_shape_and_a_bad_crop_origin(store, tmp_path):
     from napari_retina._napari._batch_reader import read_batch_layers
 

@@ -658,7 +658,8 @@ def _as_contrast(window: np.ndarray, path: str, norm: Optional[dict], size: int,
 
 
 def _write_tree(group, data: dict) -> None:
-    """Arrays as Zarr arrays (chunked along the first axis), dicts as subgroups, the rest as attributes.
+    """Arrays as Zarr arrays (chunked along the first axis, every chunk written: :data:`EVERY_CHUNK`), dicts as
+    subgroups, the rest as attributes.
 
     Attributes are strict JSON (:func:`~napari_retina._json.strict_json`: NaN as null, ±inf as
     ``"inf"``/``"-inf"``, JSON text in strings too), as every attribute of the store; :data:`FLOAT_ATTRS`
@@ -670,7 +671,9 @@ def _write_tree(group, data: dict) -> None:
             _write_tree(group.create_group(name), value)
         elif isinstance(value, np.ndarray) and value.ndim > 0 and value.dtype.kind in "fiub":
             chunks = (min(max(value.shape[0], 1), 256),) + value.shape[1:]
-            arr = group.create_array(name, shape=value.shape, dtype=value.dtype, chunks=chunks)
+            # every chunk on disk, even one of zeros (zarr skips those by default): a missing chunk is then damage
+            arr = group.create_array(name, shape=value.shape, dtype=value.dtype, chunks=chunks,
+                                     config={"write_empty_chunks": True}, attributes={EVERY_CHUNK: True})
             arr[...] = value
         else:
             attrs[name] = strict_json(value)
@@ -1284,6 +1287,9 @@ class StoreError(ValueError):
     """A results store (or one of its entries) that is damaged or was not written by :func:`run`."""
 
 
+EVERY_CHUNK = "every_chunk_written"
+"""Attribute (true) of a stored array whose every chunk was written, so that one missing is damage, not the
+fill value (zarr leaves out chunks equal to it; stores written before this attribute may lack such chunks)."""
 MAX_CHUNKS = 1 << 16
 """Most chunks one stored array may have (a block of 2048 frames in chunks of 256 has 8)."""
 
@@ -1455,7 +1461,19 @@ def _checked_array(root: Path, key: str, block: str, name: str, arr, frames: Opt
                if frames is None and np.prod(shape, dtype=float) * dtype.itemsize > MAX_UNSPLIT_BYTES else None)
     if problem:
         raise StoreError(f"{where} has {problem}")
+    if arr.attrs.get(EVERY_CHUNK) is True:   # else a missing chunk may be zarr's fill value (an older store)
+        written = _written_chunks(arr, where)
+        if written < n_chunks:
+            raise StoreError(f"{where} has {n_chunks - written} of its {n_chunks} chunks missing")
     return da.from_array(_CheckedChunks(arr, where), chunks=chunks, meta=np.empty((0,) * len(shape), dtype))
+
+
+def _written_chunks(arr, where: str) -> int:
+    """How many chunks of the stored array ``arr`` exist in the store, or one StoreError naming ``where``."""
+    try:
+        return int(arr.nchunks_initialized)
+    except Exception as exc:  # noqa: BLE001 - listing a damaged store's folder
+        raise StoreError(f"{where} cannot be listed ({type(exc).__name__}: {str(exc)[:80]})") from None
 
 
 def _lazy_arrays(root: Path, key: str, blocks: list) -> dict:
@@ -1494,10 +1512,10 @@ def load(out: PathLike) -> Results:
 
     The store is checked as it is opened: a manifest or task attributes that
     are not what :func:`run` writes, a task key that leads out of the store, a
-    missing block, or an array zarr cannot open or that declares more than
-    the block holds is one :class:`StoreError` (a ValueError; FileNotFoundError
-    for a missing block) naming the store and the entry; a damaged chunk is
-    one when it is computed.
+    missing block, or an array zarr cannot open, that declares more than the
+    block holds or that lacks a chunk is one :class:`StoreError` (a ValueError;
+    FileNotFoundError for a missing block) naming the store and the entry; a
+    damaged chunk is one when it is computed.
 
     Example
     -------
