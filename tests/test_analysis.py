@@ -160,6 +160,34 @@ def test_out_of_memory_is_retried_with_smaller_batches(tiny, monkeypatch, oom_ab
         analysis.run_analysis(tiny, stim, steps=2, reduce=False)
 
 
+
+@pytest.mark.parametrize("threshold", [0, analysis.LAZY_MAP_BYTES])
+def test_the_result_keeps_its_own_stimulus_not_the_callers_buffer(tiny, threshold):
+    """A caller that reuses its float32 buffer after the call must not change the analysis: its reduction and
+    (lazy path) its maps are recomputed from the kept stimulus."""
+    buf = nr.stimuli.white_noise(frames=30, size=20, seed=2)
+    res = analysis.run_analysis(tiny, buf, cell=0, steps=4, lazy_threshold=threshold)
+    before, reduced = res.attribution.stimulus.copy(), nr.reduce(res.attribution).explained_variance
+    maps = np.asarray(res.maps[25]) if res.lazy else None   # not yet computed: cached from here on
+    buf[:] = nr.stimuli.white_noise(frames=30, size=20, seed=3)
+    np.testing.assert_array_equal(res.attribution.stimulus, before)
+    assert nr.reduce(res.attribution).explained_variance == reduced
+    if res.lazy:   # a fresh lazy array over what the analysis keeps computes the same maps
+        again = analysis.lazy_maps(tiny, res.attribution.stimulus, cell=0, steps=4, invariance="none")
+        np.testing.assert_array_equal(np.asarray(again[25]), maps)
+
+
+def test_an_attribution_copies_a_writeable_buffer_and_tensor_but_not_a_read_only_array(tiny):
+    """``nr.attribute`` keeps a copy of the caller's writeable float32 array or CPU tensor (no copy of what it
+    converted anyway), and a read-only array as it is: it cannot change, and it may be a whole memory-mapped file."""
+    buf = nr.stimuli.white_noise(frames=20, size=20, seed=2)
+    assert not np.shares_memory(nr.attribute(tiny, buf, steps=2).stimulus, buf)
+    tensor = torch.from_numpy(buf.copy())
+    assert not np.shares_memory(nr.attribute(tiny, tensor, steps=2).stimulus, tensor.numpy())
+    buf.flags.writeable = False
+    assert nr.attribute(tiny, buf, steps=2).stimulus is buf
+
+
 def test_map_limit_is_a_high_percentile_of_finite_magnitudes():
     maps = np.linspace(-1.0, 1.0, 2001, dtype=np.float32)
     maps[:3] = [np.nan, np.inf, -np.inf]

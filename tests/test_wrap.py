@@ -146,6 +146,15 @@ def test_a_wrapped_retina_cnn_attributes_like_the_retina_cnn():
     np.testing.assert_allclose(nr.predict(wrapped, s), nr.predict(model, s), rtol=1e-5, equal_nan=True)
 
 
+
+def test_a_wrapped_modules_attribution_keeps_its_own_copy_of_the_callers_buffer(net):
+    wrapped = nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.conv")
+    s = stim()
+    attr = nr.attribute(wrapped, s, cell=0, steps=2, rule="riemann_middle")
+    s[:] = 0.0
+    assert not np.shares_memory(attr.stimulus, s) and np.abs(attr.stimulus).max() > 0
+
+
 def test_labels_come_from_the_conv3d_kernels(net):
     """ON/OFF from the sign of each channel's spatially summed kernel's peak, fast/slow from its latency."""
     with torch.no_grad():

@@ -45,7 +45,7 @@ from ._validate import Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimu
 from ._wrap import model_config
 from .attribution import Attribution, Cells, Rule
 from .attribution._integrate import default_batch_points
-from .attribution._result import map_shape as attribution_map_shape
+from .attribution._result import kept_stimulus, map_shape as attribution_map_shape
 from .metrics import map_limit
 from .model import RetinaCNN
 from .reduction import Reduction
@@ -410,6 +410,7 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
     full_bytes = map_bytes(model, T, "none")
     big = full_bytes > lazy_threshold
     stim = _prepared(model, stimulus, crop, normalize) if (big or invariance == "auto") else None
+    stim = None if stim is None else kept_stimulus(stim, stimulus)   # the lazy path keeps it: the maps read it
     resolved = resolve_invariance(stim, invariance) if stim is not None else invariance
     map_inv = maps_invariance(invariance, resolved)
     big = big and map_bytes(model, T, map_inv) > lazy_threshold

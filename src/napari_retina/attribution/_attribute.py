@@ -24,7 +24,7 @@ from ._head import Head
 from ._host_copy import HostWriter
 from ._integrate import chunk_rates, default_batch_points, integrate_chunk
 from ._quadrature import DEFAULT_RULE, DEFAULT_STEPS, Rule, check_rule_steps
-from ._result import Attribution, completeness_error, map_shape, reduce_maps
+from ._result import Attribution, completeness_error, kept_stimulus, map_shape, reduce_maps
 from ._wrapped import attribute_wrapped
 
 Cells = Union[int, Sequence[int], str]
@@ -258,6 +258,7 @@ def attribute(
             maps=maps, channels=chan, response=response, rates=rates, baseline_rate=f0,
             completeness_error=completeness,
             cells=cells, steps=int(per_frame[idx].max()), rule=rule, invariance=inv, frames=idx,
-            offset=cfg.first_layer_offset, history=cfg.history, stimulus=stim, model=model, crop_origin=origin,
+            offset=cfg.first_layer_offset, history=cfg.history, stimulus=kept_stimulus(stim, stimulus), model=model,
+            crop_origin=origin,
             tol=tol, steps_per_frame=per_frame,
         )

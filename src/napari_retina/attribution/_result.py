@@ -10,7 +10,7 @@ import torch
 
 from .._invariance import Invariance
 from .._json import jsonable
-from ..model import RetinaCNN
+from .._types import AnyModel
 from ._quadrature import Rule
 
 #: ``completeness_error``'s floor on its denominator, in float32 eps of the rate scale: a
@@ -22,6 +22,18 @@ def map_shape(channels: int, side: int, invariance: str) -> Optional[tuple[int, 
     """(C, h, w) of one frame's maps: (C, h, h) for "none", summed along y (C, 1, h) for "y",
     along x (C, h, 1) for "x"; None for "space" (no maps). ``side`` is conv1's map side h."""
     return {"none": (channels, side, side), "y": (channels, 1, side), "x": (channels, side, 1)}.get(invariance)
+
+
+def kept_stimulus(stim: np.ndarray, source: Any) -> np.ndarray:
+    """The stimulus a result keeps: ``stim`` (float32 (T, H, W), validated from the caller's ``source``), copied
+    when it is a writeable view of the caller's own memory (a float32 array, a CPU tensor), so that the result,
+    its reduction and its lazy maps do not change when the caller reuses that buffer. A read-only view (a
+    memory-mapped file opened "r") is kept as it is: it cannot change, and copying could be a whole file."""
+    if not stim.flags.writeable:
+        return stim
+    if isinstance(source, torch.Tensor):
+        source = source.detach().numpy() if source.device.type == "cpu" else None
+    return stim.copy() if isinstance(source, np.ndarray) and np.shares_memory(stim, source) else stim
 
 
 def reduce_maps(a: torch.Tensor, invariance: Invariance) -> Optional[torch.Tensor]:
@@ -73,8 +85,9 @@ class Attribution:
     frames : int (n,), the attributed frames.
     offset : stimulus pixel under map pixel 0 (k1 // 2).
     history : frames per window.
-    stimulus : float32 (T, H, W) contrast units actually used (the analysed window).
-    model : the model used.
+    stimulus : float32 (T, H, W) contrast units actually used (the analysed window); never the caller's own
+        writeable array (:func:`kept_stimulus`).
+    model : the model used (kept by reference, as given).
     crop_origin : (y0, x0), pixels: where the analysed ``size × size`` window
         sits in the input stack ((0, 0) when nothing was cut).
     tol : the tolerance the quadrature was refined to (adaptive, the default;
@@ -97,7 +110,7 @@ class Attribution:
     offset: int
     history: int
     stimulus: np.ndarray = field(repr=False)
-    model: RetinaCNN = field(repr=False)
+    model: AnyModel = field(repr=False)
     crop_origin: tuple[int, int] = (0, 0)
     tol: Optional[float] = None
     steps_per_frame: Optional[np.ndarray] = None

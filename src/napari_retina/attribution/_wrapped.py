@@ -37,7 +37,7 @@ from .._wrap import WrappedModel, model_on
 from ._adaptive import DEFAULT_TOL, Scales, check_tol, refine, warn_if_unmet
 from ._integrate import default_batch_points
 from ._quadrature import CAPTUM_RULES, DEFAULT_STEPS, Rule, check_rule_steps, quadrature_tensors
-from ._result import Attribution, completeness_error, reduce_maps
+from ._result import Attribution, completeness_error, kept_stimulus, reduce_maps
 
 #: a wrapped module's rule (Captum's default method; the kink rules need RetinaCNN's structure)
 WRAPPED_RULE: Rule = "gausslegendre"
@@ -184,6 +184,6 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
         maps=maps, channels=chan, response=response, rates=rates, baseline_rate=f0,
         completeness_error=completeness,
         cells=cells, steps=int(per_frame[idx].max()) if len(idx) else fixed, rule=rule, invariance=inv,
-        frames=idx, offset=_offset(net.first_conv), history=cfg.history, stimulus=stim, model=model,
-        crop_origin=origin, tol=tol, steps_per_frame=per_frame,
+        frames=idx, offset=_offset(net.first_conv), history=cfg.history, stimulus=kept_stimulus(stim, stimulus),
+        model=model, crop_origin=origin, tol=tol, steps_per_frame=per_frame,
     )
