@@ -203,6 +203,19 @@ def test_check_finite_output_reads_only_the_given_frames_and_survives_an_overflo
         check_finite_output(values, np.array([2, 7, 9]), "the maps")
 
 
+
+@pytest.mark.parametrize("stimulus", [[[1.0, 2.0], [3.0]], None, 3.0, np.float32(3.0), "a.npy"])
+def test_run_analysis_refuses_what_is_not_a_stack_as_attribute_does(model, stimulus):
+    """A ragged list, None, a number or a path: the Analyze computation's sentence is nr.attribute's."""
+    from napari_retina.analysis import run_analysis
+
+    with pytest.raises((TypeError, ValueError)) as ours:
+        run_analysis(model, stimulus)
+    with pytest.raises((TypeError, ValueError)) as theirs:
+        nr.attribute(model, stimulus)
+    assert (ours.type, str(ours.value)) == (theirs.type, str(theirs.value)) and "\n" not in str(ours.value)
+
+
 def test_a_progress_that_is_not_callable_is_one_sentence(model):
     for call in (lambda: nr.predict(model, good(), progress=3),
                  lambda: nr.attribute(model, good(), steps=2, progress="yes")):

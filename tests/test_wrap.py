@@ -155,6 +155,13 @@ def test_a_wrapped_modules_attribution_keeps_its_own_copy_of_the_callers_buffer(
     assert not np.shares_memory(attr.stimulus, s) and np.abs(attr.stimulus).max() > 0
 
 
+
+def test_predict_refuses_an_unknown_invariance_for_a_wrapped_module_as_for_a_retina_cnn(net):
+    wrapped = nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.conv")
+    with pytest.raises(ValueError, match=r"invariance must be one of .*, got 'bogus'"):
+        nr.predict(wrapped, stim(), invariance="bogus")
+
+
 def test_labels_come_from_the_conv3d_kernels(net):
     """ON/OFF from the sign of each channel's spatially summed kernel's peak, fast/slow from its latency."""
     with torch.no_grad():

@@ -16,7 +16,7 @@ import torch
 
 from ._device import DeviceLike, resolve_device
 from ._frames import batches, grey_windows, select_frames
-from ._invariance import Invariance, InvarianceArg, resolve_invariance
+from ._invariance import Invariance, InvarianceArg, check_invariance, resolve_invariance
 from ._progress import Progress, report
 from ._types import AnyModel, ArrayLike
 from ._validate import Crop, Normalize, as_stimulus, check_finite_output, check_int
@@ -100,7 +100,8 @@ def predict(
         "auto" (default) detects whether the movie is uniform over space or
         along an axis and then uses the exact cheap path; "none" always
         convolves in full. A named invariance the movie lacks is a ValueError.
-        The answer is the same up to float32 rounding.
+        The answer is the same up to float32 rounding. A wrapped module
+        (``nr.wrap``) always runs in full (its name is still checked).
 
     Returns
     -------
@@ -121,6 +122,7 @@ def predict(
     >>> rates.shape                                                             # doctest: +SKIP
     (200, 4)
     """
+    check_invariance(invariance)   # a wrapped module computes every window in full, but a bad name is still refused
     with callers_modes(model):
         if _wrap.is_wrapped(model):  # a user's module (nr.wrap): its own forward pass, window by window
             return _wrap.predict(model, stimulus, device, batch_size, crop, progress, normalize)

@@ -404,9 +404,9 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
     """
     cfg = model_config(model)
     lazy_threshold = check_int(lazy_threshold, "lazy_threshold", 0)
-    if np.ndim(stimulus) == 0:  # None, a path, a number: before len() fails, the sentence attribute would say
-        as_stack(stimulus)
-    T = int(np.shape(stimulus)[0])
+    if getattr(stimulus, "ndim", 0) == 0:  # a list (ragged too), None, a path, a number: attribute's sentence
+        stimulus = as_stack(stimulus)
+    T = int(stimulus.shape[0])
     full_bytes = map_bytes(model, T, "none")
     big = full_bytes > lazy_threshold
     stim = _prepared(model, stimulus, crop, normalize) if (big or invariance == "auto") else None
