@@ -187,6 +187,22 @@ def test_name_json_and_battery_files_record_explain_steps_params_and_the_ground_
     assert '"periods": [3, 5, 7]' in head and "ground truth: none" in head
 
 
+
+@pytest.mark.parametrize("model_is_none, kwargs, error, message", [
+    (True, {"names": ["osr"]}, TypeError, r"^model must be a RetinaCNN \(nr.load_model\) or a wrapped module"),
+    (False, {"names": "osr"}, TypeError, r"^names must be a list of experiment names \(e.g. \['osr'\]\), got str 'osr'$"),
+    (False, {"names": []}, ValueError, r"^names is empty: give at least one experiment of osr, latency"),
+    (False, {"names": ["osr"], "retina": "yes"}, TypeError, r"^retina must be 'auto', None or a ground truth with "
+                                                             r"respond\(stimulus\) .*, got str 'yes'$"),
+    (False, {"names": ["osr"], "retina": "Auto"}, TypeError, r"^retina must be 'auto', None"),
+])
+def test_the_battery_refuses_what_it_cannot_run_before_anything_runs(tiny, model_is_none, kwargs, error, message):
+    """Not a model, one name as a plain string (it would read as its letters), no names, a retina that is no
+    ground truth (it would silently leave the truth out): one sentence each."""
+    with pytest.raises(error, match=message):
+        nr.experiments.battery(None if model_is_none else tiny, **kwargs)
+
+
 def test_the_battery_says_which_ground_truth_it_compared_with():
     from napari_retina.experiments.battery import retina_record
 

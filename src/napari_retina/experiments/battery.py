@@ -106,6 +106,21 @@ def phenomena(retina: Optional[Retina] = None, cell: int = 0) -> dict:
     return {name: run_truth(name, gt, cell=cell).readout for name in PHENOMENA}
 
 
+def _check_names(names: Any) -> list:
+    """The experiments to run: every registered one for None, else ``names`` (a list of known names, at least
+    one), or one sentence (a single name as a plain string is refused: it would read as its letters)."""
+    if names is None:
+        return all_names()
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise TypeError(f"names must be a list of experiment names (e.g. ['osr']), got {type(names).__name__} "
+                        f"{str(names)[:40]!r}")
+    if not names:
+        raise ValueError(f"names is empty: give at least one experiment of {', '.join(all_names())}")
+    for n in names:
+        get(n)
+    return list(names)
+
+
 def battery(model: AnyModel, cell: Cells = 0, *, retina: Any = "auto", names: Optional[list] = None,
             explain: float = 0.9, steps: Optional[int] = None, tol: Optional[float] = None,
             progress: Optional[Progress] = None, **params) -> dict:
@@ -157,13 +172,14 @@ def battery(model: AnyModel, cell: Cells = 0, *, retina: Any = "auto", names: Op
     ground-truth runs) and ``retina`` (the ground truth used, "auto" resolved; None
     when there was none; :func:`retina_record` describes it).
     """
-    names = all_names() if names is None else list(names)
-    for n in names:
-        get(n)
+    cfg = model_config(model)
+    names = _check_names(names)
     routed = route_params(names, params)
     if isinstance(retina, str) and retina == "auto":
         retina = default_retina(model)
-    cfg = model_config(model)
+    elif retina is not None and not callable(getattr(retina, "respond", None)):
+        raise TypeError(f"retina must be 'auto', None or a ground truth with respond(stimulus) -> (T, n_cells) "
+                        f"(e.g. nr.synthetic.Retina()), got {type(retina).__name__} {str(retina)[:40]!r}")
     if retina is not None and hasattr(retina, "respond") and int(getattr(retina, "size", 50)) != cfg.size:
         raise ValueError(
             f"retina sees a {int(getattr(retina, 'size', 50))}-pixel field but the model a {cfg.size}-pixel one, so "
