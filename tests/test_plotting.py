@@ -99,6 +99,25 @@ def test_a_result_without_attribution_is_one_sentence(truth, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+
+def test_a_truth_of_another_stimulus_a_bad_recovery_and_an_unknown_format_are_one_sentence(result, tmp_path):
+    """Each refused before the figure is drawn (matplotlib's own errors came from deep inside it, the format's
+    only after the whole figure was built), and nothing is written."""
+    other = base.run_response(latency, lambda s: np.full((len(s), 1), 0.5, np.float32), size=SIZE,
+                              history=HISTORY, **{**PARAMS, "intensities": [-1.0, -2.0]})
+    cases = [({"truth": other}, ValueError, r"^truth must be the ground truth's 'latency' run on the model's stimulus "
+                                            rf"\({len(result.stimulus)} frames\), got its 'latency' run on "
+                                            rf"{len(other.stimulus)} frames; run it as run_truth\('latency', "),
+             ({"truth": "x"}, TypeError, r"^truth must be the ground truth's ExperimentResult .* got str$"),
+             ({"recovery": "x"}, TypeError, r"^recovery must be a recovery report .* got str$")]
+    for kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            plotting.write_figure(result, tmp_path / "f.png", **kwargs)
+    with pytest.raises(ValueError, match=r"^a figure is written as one of .*\.png.*, got 'f.xyz'$"):
+        plotting.write_figure(result, tmp_path / "f.xyz")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_importing_the_core_plotting_and_the_cli_loads_no_matplotlib():
     code = ("import sys, napari_retina as nr, napari_retina.plotting, napari_retina.cli, napari_retina.experiments; "
             "print('matplotlib' in sys.modules)")

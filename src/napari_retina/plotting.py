@@ -100,9 +100,16 @@ def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None, recovery
     (METHOD.md §3) and can differ from the ground-truth pathway a channel recovers. The file is
     :data:`FIGSIZE` × :data:`DPI` pixels (constrained layout, nothing clipped).
     """
-    fig = make_figure(res, truth, recovery)
     path = Path(path)
     fmt = path.suffix[1:].lower() or "png"  # the temporary file's name has no image suffix
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if fmt not in formats:
+        raise ValueError(f"a figure is written as one of {', '.join('.' + f for f in sorted(formats))}, "
+                         f"got {path.name!r}")
+    fig = make_figure(res, truth, recovery)
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format=fmt))
 
 
@@ -111,6 +118,10 @@ def make_figure(res: Any, truth: Optional[Any] = None, recovery: Optional[dict] 
     if getattr(res, "attribution", None) is None or getattr(res, "reduction", None) is None:
         raise ValueError(f"a figure needs a model's experiment result (with attribution and reduction), "
                          f"got {type(res).__name__} without them")
+    _check_truth(res, truth)
+    if recovery is not None and not isinstance(recovery, dict):
+        raise TypeError(f"recovery must be a recovery report (nr.experiments.recovery_report) or None, "
+                        f"got {type(recovery).__name__}")
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -300,6 +311,20 @@ SOURCE_STYLES = {
     "reduced circuit": {"color": "tab:red", "marker": "s", "ls": "--", "ms": 7, "zorder": 3},
     "ground truth": {"color": "tab:green", "marker": "^", "ls": "-", "ms": 7, "zorder": 4},
 }
+
+
+def _check_truth(res: Any, truth: Any) -> None:
+    """One sentence unless ``truth`` is None or the ground truth's run of ``res``'s experiment on its stimulus."""
+    if truth is None:
+        return
+    if not all(hasattr(truth, a) for a in ("name", "stimulus", "response", "readout")):
+        raise TypeError(f"truth must be the ground truth's ExperimentResult (nr.experiments.run_truth) or None, "
+                        f"got {type(truth).__name__}")
+    if truth.name != res.name or np.shape(truth.stimulus) != np.shape(res.stimulus):
+        raise ValueError(
+            f"truth must be the ground truth's {res.name!r} run on the model's stimulus ({len(res.stimulus)} "
+            f"frames), got its {truth.name!r} run on {len(truth.stimulus)} frames; run it as "
+            f"run_truth({res.name!r}, retina, history=model.config.history, **result.params)")
 
 
 def readout_panel(ax: "matplotlib.axes.Axes", res: Any, truth: Optional[Any] = None) -> None:
