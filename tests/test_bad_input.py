@@ -216,6 +216,19 @@ def test_run_analysis_refuses_what_is_not_a_stack_as_attribute_does(model, stimu
     assert (ours.type, str(ours.value)) == (theirs.type, str(theirs.value)) and "\n" not in str(ours.value)
 
 
+
+def test_frames_that_are_a_mask_or_a_long_float_array_are_one_line():
+    """A boolean mask is named as one (with the remedy); a long array is described, not printed over lines."""
+    from napari_retina._frames import select_frames
+
+    with pytest.raises(TypeError, match=r"^frames must be frame indices, not a boolean mask \(got a bool array of "
+                                        r"shape \(60,\)\); pass np.flatnonzero\(mask\)$"):
+        select_frames(60, 10, np.ones(60, bool))
+    with pytest.raises(TypeError, match=r"^frames must be None, a slice or a list of integer frame indices, got "
+                                        r"ndarray of float64 \(100,\)$"):
+        select_frames(60, 10, np.linspace(0, 1, 100))
+
+
 def test_a_progress_that_is_not_callable_is_one_sentence(model):
     for call in (lambda: nr.predict(model, good(), progress=3),
                  lambda: nr.attribute(model, good(), steps=2, progress="yes")):

@@ -329,8 +329,15 @@ def test_unknown_weighting(known):
 
 
 def test_label_out_of_range(known):
-    with pytest.raises(ValueError, match="channel"):
+    with pytest.raises(ValueError, match=r"^channel must be in \[0, 3\], got 9$"):
         known[2].label(9)
+    assert known[2].label(np.int64(1)) == known[2].label(1)
+
+
+@pytest.mark.parametrize("channel", [1.5, True, "2"])
+def test_a_label_of_what_is_not_a_channel_index_is_refused(known, channel):
+    with pytest.raises(TypeError, match=r"^channel must be an int, got "):
+        known[2].label(channel)
 
 
 def test_to_dict_holds_what_is_written_and_writes(known, tmp_path):

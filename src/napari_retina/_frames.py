@@ -6,7 +6,7 @@ window of frames t-history+1 .. t. Frames t < history-1 have no full history.
 
 from __future__ import annotations
 
-from typing import Iterator, Union
+from typing import Any, Iterator, Union
 
 import numpy as np
 import torch
@@ -32,8 +32,12 @@ def select_frames(n_frames: int, history: int, frames: Frames = None) -> np.ndar
             raise TypeError(f"frames must be None, a slice or a list of frame indices, got {frames!r}") from exc
         if idx.ndim == 0:
             idx = idx.reshape(1)
+        if idx.dtype == bool:
+            raise TypeError(f"frames must be frame indices, not a boolean mask (got a bool array of shape "
+                            f"{idx.shape}); pass np.flatnonzero(mask)")
         if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
-            raise TypeError(f"frames must be None, a slice or a list of integer frame indices, got {frames!r}")
+            raise TypeError(f"frames must be None, a slice or a list of integer frame indices, got "
+                            f"{_described(frames, idx)}")
         if ((idx < -n_frames) | (idx >= n_frames)).any():
             bad = idx[(idx < -n_frames) | (idx >= n_frames)][0]
             raise ValueError(f"frames must lie inside the movie's {n_frames} frames, got index {int(bad)}")
@@ -48,6 +52,12 @@ def select_frames(n_frames: int, history: int, frames: Frames = None) -> np.ndar
             f"full {history}-frame history), got frame {int(idx[0])}"
         )
     return idx
+
+
+def _described(frames: Any, idx: np.ndarray) -> str:
+    """``frames`` in a few words for a one-line message: its repr when short, else its type, dtype and shape."""
+    text = repr(frames)
+    return text if len(text) <= 60 and "\n" not in text else f"{type(frames).__name__} of {idx.dtype} {idx.shape}"
 
 
 def batches(idx: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:

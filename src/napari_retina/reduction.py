@@ -48,7 +48,7 @@ from ._json import jsonable
 from ._predict import callers_modes
 from ._progress import Progress, report
 from ._units import FRAME_MS
-from ._validate import check_finite_output, stimulus_tensor
+from ._validate import check_finite_output, check_int, stimulus_tensor
 from .first_layer import DEFAULT_IGNORE_OLDEST_MS, FirstLayer, filter_properties
 from ._wrap import WrappedModel, filter_labels, is_wrapped
 from .metrics import explained_variance
@@ -146,9 +146,7 @@ class Reduction:
 
     def label(self, c: int) -> str:
         """Short description of channel ``c``, e.g. ``"A3 ON fast +"`` (``"A3 +"`` without polarity and kinetics)."""
-        c = int(c)
-        if not 0 <= c < len(self.importance):
-            raise ValueError(f"channel must be in [0, {len(self.importance) - 1}], got {c}")
+        c = check_int(c, "channel", 0, len(self.importance))
         words = [f"A{c}", self.polarity[c], self.kinetics[c], "+" if self.sign[c] > 0 else "-"]
         return " ".join(w for w in words if w is not None)
 
