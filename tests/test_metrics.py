@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -66,6 +67,35 @@ def test_pearson_refuses_mismatched_shapes():
         M.pearson(np.zeros(5), np.zeros(4))
     with pytest.raises(ValueError, match=r"same shape \(T,\) or \(T, n\), got shapes \(2, 2, 2\)"):
         M.pearson(np.zeros((2, 2, 2)), np.zeros((2, 2, 2)))
+
+
+
+@pytest.mark.parametrize("bad, says", [(["a", "b", "c"], "<U1 values of shape (3,)"),
+                                       ([1j, 2.0, 3.0], "complex128 values of shape (3,)"),
+                                       ([[1.0, 2.0], [3.0]], "a ragged list")])
+def test_scores_refuse_text_complex_and_ragged_input_in_one_sentence(bad, says):
+    """Complex numbers would lose their imaginary part silently; text and ragged lists gave numpy's messages."""
+    for name, score in (("pearson", M.pearson), ("spearman", M.spearman), ("linear_fit", M.linear_fit),
+                        ("explained_variance", M.explained_variance)):
+        with pytest.raises(TypeError, match=rf"^{name} needs arrays of real numbers, got {re.escape(says)}$"):
+            score(bad, [1.0, 2.0, 3.0])
+    with pytest.raises(TypeError, match=r"^finite_mean needs arrays of real numbers"):
+        M.finite_mean(bad)
+
+
+def test_pearson_of_huge_values_does_not_overflow_to_a_wrong_r(no_warnings):
+    """Sums of products of 1e200s overflow float64 (r came out 0.0 for a perfect line); r is scale-free."""
+    assert M.pearson([1e200, 2e200, 3e200], [1.0, 2.0, 3.0]) == pytest.approx(1.0, rel=1e-12)
+    x = np.random.default_rng(1).normal(size=(50, 2))
+    y = x + np.random.default_rng(2).normal(size=(50, 2))
+    np.testing.assert_allclose(M.pearson(x * 1e300, y), M.pearson(x, y), rtol=1e-12)
+
+
+def test_a_percentile_outside_0_to_100_is_one_sentence():
+    for call in (lambda p: M.map_limit(np.ones(3), p), lambda p: M.map_limit_of_blocks([np.ones(3)], p)):
+        for p in (200, -1, float("nan"), "99"):
+            with pytest.raises(ValueError, match=r"^percentile must be a number in \[0, 100\], got "):
+                call(p)
 
 
 # ----------------------------------------------------------------------------- explained variance

@@ -40,10 +40,31 @@ from numpy.typing import ArrayLike
 VARIANCE_FLOOR = 1e-30
 
 
+def _floats(values: ArrayLike, what: str) -> np.ndarray:
+    """``values`` as a float64 array (None counts as NaN), or one TypeError unless they are real numbers: text,
+    complex numbers (their imaginary part would be dropped) and ragged sequences are refused."""
+    try:
+        kind = np.asarray(values).dtype.kind
+        if kind not in "biufO":
+            raise TypeError
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} needs arrays of real numbers, got {_described(values)}") from None
+
+
+def _described(values: ArrayLike) -> str:
+    """What ``values`` are, in a few words: a NumPy array's dtype and shape, else its type (a ragged list)."""
+    try:
+        arr = np.asarray(values)
+        return f"{arr.dtype} values of shape {arr.shape}"
+    except ValueError:
+        return f"a ragged {type(values).__name__}"
+
+
 def _pair(a: ArrayLike, b: ArrayLike, what: str, ndims: tuple[int, ...] = (1,)) -> tuple[np.ndarray, np.ndarray]:
-    """Both inputs as float64 arrays of the same shape with an allowed ndim, or a clear ValueError."""
-    x = np.asarray(a, dtype=np.float64)
-    y = np.asarray(b, dtype=np.float64)
+    """Both inputs as float64 arrays of the same shape with an allowed ndim, or a clear TypeError or ValueError."""
+    x = _floats(a, what)
+    y = _floats(b, what)
     if x.ndim not in ndims or x.shape != y.shape:
         allowed = " or ".join(("(T,)", "(T, n)")[d - 1] for d in ndims)
         raise ValueError(f"{what} needs two arrays of the same shape {allowed}, got shapes {x.shape} and {y.shape}")
@@ -74,8 +95,11 @@ def pearson(a: ArrayLike, b: ArrayLike) -> Union[float, np.ndarray]:
     if x.shape[0] == 0:
         return float("nan") if x.ndim == 1 else np.full(x.shape[1], np.nan)
     # exactly constant: the mean's rounding would leave tiny deviations and an arbitrary r
-    varies = (np.ptp(x, axis=0) > 0) & (np.ptp(y, axis=0) > 0)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        varies = (np.ptp(x, axis=0) > 0) & (np.ptp(y, axis=0) > 0)
+        # r is scale-free: columns scaled to a largest |value| of 1 cannot overflow in the sums of products
+        x = x / np.where(varies, np.abs(x).max(0), 1.0)
+        y = y / np.where(varies, np.abs(y).max(0), 1.0)
         x = x - x.mean(0)
         y = y - y.mean(0)
         den = np.sqrt((x * x).sum(0) * (y * y).sum(0))
@@ -197,7 +221,7 @@ def finite_mean(values: ArrayLike) -> float:
     >>> finite_mean([float("nan"), float("inf")])
     nan
     """
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = _floats(values, "finite_mean").reshape(-1)
     v = v[np.isfinite(v)]
     return float(v.mean()) if v.size else float("nan")
 
@@ -229,6 +253,7 @@ def map_limit(maps: Optional[ArrayLike], percentile: float = 99.5) -> float:
     percentile rather than the maximum, so that a few extreme pixels do not
     wash out every map; non-finite values are ignored; 1.0 when nothing is left.
     """
+    _check_percentile(percentile)
     if maps is None:
         return 1.0
     arr = np.abs(np.asarray(maps))
@@ -238,6 +263,15 @@ def map_limit(maps: Optional[ArrayLike], percentile: float = 99.5) -> float:
     lim = float(np.percentile(arr, percentile))
     lim = lim if lim > 0 else float(arr.max())
     return lim if lim > 0 else 1.0
+
+
+def _check_percentile(percentile: float) -> None:
+    """One sentence unless ``percentile`` is a number in [0, 100]."""
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float, np.integer, np.floating)) \
+            or not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be a number in [0, 100], got {percentile!r}")
+
+
 def _top_values(values: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` largest of ``values`` (1-d), in no particular order."""
     return values if values.size <= k else np.partition(values, values.size - k)[values.size - k:]
@@ -251,6 +285,7 @@ def map_limit_of_blocks(blocks: Iterable[ArrayLike], percentile: float = 99.5) -
     ``(1 − percentile/100)`` of the values, so only those are kept: the value is
     the whole movie's, while memory follows one block plus 0.5 % of the maps.
     """
+    _check_percentile(percentile)
     blocks = list(blocks)
     total = sum(int(np.prod(np.shape(b))) for b in blocks)
     k = int(np.ceil(total * (1.0 - percentile / 100.0))) + 3   # ≥ the ranks the interpolation reads
