@@ -203,6 +203,18 @@ def test_the_battery_refuses_what_it_cannot_run_before_anything_runs(tiny, model
         nr.experiments.battery(None if model_is_none else tiny, **kwargs)
 
 
+
+def test_run_truth_refuses_a_retina_whose_field_size_is_not_an_int():
+    class Odd:
+        size = "50x"
+
+        def respond(self, stimulus):
+            return np.zeros((len(stimulus), 1))
+
+    with pytest.raises(TypeError, match=r"^retina.size must be an int, got str '50x'$"):
+        nr.experiments.run_truth("latency", Odd())
+
+
 def test_the_battery_says_which_ground_truth_it_compared_with():
     from napari_retina.experiments.battery import retina_record
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .._progress import Progress, report, within
 from .._types import AnyModel, ArrayLike
+from .._validate import check_int
 from ..attribution import Cells
 from . import anticipation, doubling, latency, osr, reversal
 from .base import ExperimentResult, run_model, run_response
@@ -166,8 +167,8 @@ def run_truth(name: str, retina: "Retina", cell: Cells = 0, *, history: Optional
     """
     if not hasattr(retina, "respond"):
         raise TypeError(f"retina must have a respond(stimulus) method, got {type(retina).__name__}")
-    size = int(getattr(retina, "size", 50))
-    history = int(getattr(retina, "history", 40)) if history is None else history
+    size = check_int(getattr(retina, "size", 50), "retina.size", 1)
+    history = check_int(getattr(retina, "history", 40), "retina.history", 1) if history is None else history
     respond = retina.respond
     if progress is not None:
         takes_progress = "progress" in inspect.signature(retina.respond).parameters
