@@ -82,6 +82,28 @@ def test_errors_are_one_line_with_exit_status_2(tmp_path, tiny_checkpoint, capsy
     assert match in err
 
 
+
+@pytest.mark.parametrize("exc, status", [
+    (PermissionError(13, "Permission denied", "noperm.npy"), 2),    # an input or --out this user cannot read
+    (NotADirectoryError(20, "Not a directory", "afile/x.npy"), 2),
+    (OSError(5, "Input/output error"), 1),                          # the system failed: not the user's input
+    (ValueError("first line\nHDF5's second line"), 2),             # a library's message over two lines
+])
+def test_every_error_is_one_line_and_its_status_says_whose_it_is(monkeypatch, capsys, exc, status):
+    """An unreadable path was a PermissionError traceback with exit 1 (run as a non-root user, where root
+    ignores chmod 000); any other OSError was a traceback too; a message over lines printed them all."""
+    from napari_retina.cli import core
+
+    def fail(args):
+        raise exc
+
+    monkeypatch.setattr(core, "_predict", fail)
+    assert main(["predict", "s.npy"]) == status
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("napari-retina predict: error: ") and len(err.splitlines()) == 1
+    assert err.endswith(str(exc).splitlines()[0])
+
+
 def test_help_lists_the_subcommands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -51,21 +51,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     memory for it, 130 cancelled)."""
     from .._atomic import WriteError
     from .._progress import Cancelled
+    from .._validate import one_sentence
 
     args = build_parser().parse_args(argv)
+
+    def error(text: str, status: int) -> int:
+        print(f"napari-retina {args.command}: error: {text}", file=sys.stderr)
+        return status
+
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
             return int(args.func(args) or 0)
     except WriteError as exc:  # an output that could not be written after the work (a full disk): a failure
-        print(f"napari-retina {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, ImportError) as exc:
-        print(f"napari-retina {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return error(one_sentence(exc), 1)
+    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
+            ImportError) as exc:   # bad input, a path that cannot be read
+        return error(one_sentence(exc), 2)
     except MemoryError as exc:  # a size beyond this machine (a huge --frames or --param): one line, as bad input
-        print(f"napari-retina {args.command}: error: not enough memory: {exc}", file=sys.stderr)
-        return 2
+        return error(f"not enough memory: {one_sentence(exc)}", 2)
+    except OSError as exc:  # the system failed us otherwise (an I/O error): a failure, in one line
+        return error(one_sentence(exc), 1)
     except (KeyboardInterrupt, Cancelled):
         print(f"napari-retina {args.command}: cancelled", file=sys.stderr)
         return 130
