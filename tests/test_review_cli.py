@@ -287,6 +287,22 @@ def test_demo_without_a_display_is_one_line(tmp_path, capsys, monkeypatch, headl
     assert "xvfb-run" in _one_line(capsys.readouterr().err, "demo")
 
 
+
+def test_a_headless_demo_checks_its_default_folder_before_any_work(tmp_path, capsys, monkeypatch):
+    """Without --out a headless demo writes ./napari-retina-demo: a file of that name was found only after the
+    whole demo ran (a FileExistsError traceback after ~7 s)."""
+    import napari_retina._napari.demo as demo
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the demo ran before its folder was checked")
+
+    monkeypatch.setattr(demo, "run_demo", forbidden)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / demo.DEFAULT_OUT_DIR).write_text("not a folder")
+    assert main(["demo", "--headless"]) == 2
+    assert "--out must be a folder, but 'napari-retina-demo' is a file" in _one_line(capsys.readouterr().err, "demo")
+
+
 def test_train_out_that_is_the_dataset_is_refused_before_training(tmp_path, dataset, capsys, no_training):
     """'train d.h5 --out d.h5' overwrote the dataset with the first checkpoint while training on it."""
     import shutil

@@ -26,6 +26,8 @@ DEMO_STIMULUS = {"period": 6, "n_flashes": 8, "omit": True, "intensity": -2.0, "
 """``nr.stimuli.flash_train`` parameters: eight dark full-field flashes every 60 ms, then one omitted."""
 DEMO_LAYER = "omitted flash train"
 SCREENSHOT_SIZE = (1600, 1000)
+DEFAULT_OUT_DIR = "napari-retina-demo"
+"""Where a headless demo writes its files when no folder is given (relative to the working folder)."""
 SCREENSHOT_NAME = "napari-retina-demo.png"
 SUMMARY_NAME = "napari-retina-demo.json"
 
@@ -79,7 +81,7 @@ def run_demo(headless: bool = False, out_dir: Optional[Path] = None, *, model=No
         summary["timing_s"]["total"] = round(time.perf_counter() - t_start, 3)
         napari.run()
         return summary
-    out = Path("napari-retina-demo") if out_dir is None else Path(out_dir)
+    out = Path(DEFAULT_OUT_DIR if out_dir is None else out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary["screenshot"] = str(screenshot(viewer, out / SCREENSHOT_NAME))
     viewer.close()

@@ -23,9 +23,10 @@ def _check_display() -> None:
 
 
 def _demo(args) -> int:
-    from .._napari.demo import run_demo, summary_text  # without a Qt binding, run_demo says so in one sentence
+    from .._napari.demo import DEFAULT_OUT_DIR, run_demo, summary_text  # without Qt, run_demo says so
 
-    out = check_out_dir(args.out) if args.out else None
+    # checked before any work: headless, the files go to the default folder when none is given
+    out = check_out_dir(args.out or DEFAULT_OUT_DIR) if (args.out or args.headless) else None
     _check_display()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
