@@ -278,6 +278,10 @@ def test_a_killed_worker_leaves_no_partial_result_and_the_rerun_completes_it(inp
     ({"experiments": ["nope"], "out": "r"}, "spec experiments must be among"),
     ({"model": "missing.pt", "stimuli": ["a.npy"], "analyses": ["predict"], "out": "r"}, "no file at"),
     ({"stimuli": ["a.npy"], "analyses": ["predict"]}, "spec key 'out'"),
+    ({"stimuli": ["a.npy"], "analyses": 0, "experiments": ["osr"], "out": "r"},   # was read as "no analyses"
+     "spec key 'analyses' must be a non-empty list of strings, got 0"),
+    ({"stimuli": ["a.npy"], "analyses": ["predict"], "experiments": False, "out": "r"},
+     "spec key 'experiments' must be a non-empty list of strings, got False"),
 ])
 def test_a_bad_spec_exits_2_with_one_sentence(inputs, tmp_path, capsys, spec, match):
     path = tmp_path / "spec.json"
@@ -720,6 +724,39 @@ def test_steps_and_threads_beyond_their_limits_are_refused(tmp_path, key, value,
     assert batch.parse_spec({**spec, key: {"steps": 10_000, "threads": 512}[key]})
     with pytest.raises(batch.BatchSpecError, match=match.replace("10{30}", str(10**30))):
         batch.parse_spec({**spec, key: value})
+
+
+
+@pytest.mark.parametrize("name, text", [
+    ("spec.json", '{"stimuli": ["s.npy"], "analyses": ["predict"], "out": "r", "out": "elsewhere"}'),
+    ("spec.yaml", "stimuli: [s.npy]\nanalyses: [predict]\nout: r\nout: elsewhere\n"),
+    ("spec.yaml", "stimuli: [s.npy]\nanalyses: [predict]\nout: r\nmodels: {a: m.pt, a: n.pt}\n"),
+])
+def test_a_key_given_twice_is_refused_not_the_last_one_taken(tmp_path, name, text):
+    """JSON and YAML parsers keep the last of two equal keys: a copy-pasted 'out' wrote the results elsewhere."""
+    (tmp_path / name).write_text(text)
+    with pytest.raises(batch.BatchSpecError, match=r"is not valid (JSON|YAML) \(key '(out|a)' appears twice in one "
+                                                   r"mapping"):
+        batch.parse_spec(tmp_path / name)
+
+
+
+def test_a_yaml_spec_cannot_run_code(tmp_path, monkeypatch):
+    """The spec is read with a safe loader (the duplicate-key check subclasses it): a python tag is refused."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spec.yaml").write_text("stimuli: !!python/object/apply:os.system ['touch ran']\n"
+                                        "analyses: [predict]\nout: r\n")
+    with pytest.raises(batch.BatchSpecError, match=r"is not valid YAML \(could not determine a constructor"):
+        batch.parse_spec(tmp_path / "spec.yaml")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_empty_or_null_analyses_still_mean_none(tmp_path):
+    np.save(tmp_path / "s.npy", np.zeros((10, 8, 8), np.float32))
+    for none in (None, []):
+        spec = batch.parse_spec({"stimuli": [str(tmp_path / "s.npy")], "analyses": none, "experiments": ["osr"],
+                                 "out": str(tmp_path / "r")})
+        assert spec.analyses == () and spec.experiments == ("osr",)
 
 
 def test_a_json_spec_with_a_byte_order_mark_is_read(tmp_path):

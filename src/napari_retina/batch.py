@@ -174,8 +174,17 @@ def _parse_yaml(path: Path, text: str):
     except ImportError as exc:
         raise BatchSpecError(f"reading the YAML spec {str(path)!r} needs PyYAML; "
                              "pip install pyyaml, or write the spec as JSON") from exc
+    class UniqueKeys(yaml.SafeLoader):   # safe_load, where a key given twice is an error, not the last one's value
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+        keys = [loader.construct_object(key, deep=deep) for key, _ in node.value]
+        _refuse_twice(keys, lambda problem: yaml.constructor.ConstructorError(None, None, problem, node.start_mark))
+        return loader.construct_mapping(node, deep)
+
+    UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeys)  # noqa: S506 - a SafeLoader: plain values, no objects
     except yaml.YAMLError as exc:
         problem = str(exc).splitlines()[0]
     except RecursionError:
@@ -198,12 +207,39 @@ def _read_spec_file(path: Path) -> dict:
         data = _parse_yaml(path, text)
     else:
         try:
-            data = parse_json(text, f"the batch spec {str(path)!r}")
+            data = parse_json(text, f"the batch spec {str(path)!r}", object_pairs_hook=_unique_pairs)
         except ValueError as exc:
             raise BatchSpecError(str(exc)) from None
     if not isinstance(data, dict):
         raise BatchSpecError(f"the batch spec {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
     return data
+
+
+def _names_list(data: dict, key: str) -> list:
+    """The spec's ``key`` (analyses or experiments) as a list of names, each once, in order: [] when it is absent,
+    null or [], else :func:`_str_list` (a 0, false or "" is refused, not read as none)."""
+    value = data.get(key)
+    if value is None or (isinstance(value, list) and not value):
+        return []
+    return list(dict.fromkeys(_str_list(value, key)))
+
+
+def _refuse_twice(keys: list, error: Callable[[str], Exception]) -> None:
+    """Raise ``error(problem)`` when a key of one mapping of a spec file appears twice (the last would win)."""
+    seen = set()
+    for key in keys:
+        try:
+            if key in seen:
+                raise error(f"key {key!r} appears twice in one mapping")
+            seen.add(key)
+        except TypeError:   # an unhashable key: the parser says so itself
+            pass
+
+
+def _unique_pairs(pairs: list) -> dict:
+    """A JSON object's (key, value) pairs as a dict, or a ValueError when a key appears twice."""
+    _refuse_twice([key for key, _ in pairs], ValueError)
+    return dict(pairs)
 
 
 def _str_list(value, key: str, allow_one: bool = True) -> list:
@@ -321,11 +357,11 @@ def parse_spec(spec: Union[PathLike, dict, Spec], out: Optional[PathLike] = None
     if unknown:
         raise BatchSpecError(f"spec keys must be among {', '.join(SPEC_KEYS)}; got unknown {', '.join(map(repr, unknown))}")
     # an entry named twice would make two tasks with one key, writing one result: each once, in order
-    analyses = list(dict.fromkeys(_str_list(data["analyses"], "analyses"))) if data.get("analyses") else []
+    analyses = _names_list(data, "analyses")
     bad = [a for a in analyses if a not in ANALYSES]
     if bad:
         raise BatchSpecError(f"spec analyses must be among {', '.join(ANALYSES)}, got {bad[0]!r}")
-    experiments = list(dict.fromkeys(_str_list(data["experiments"], "experiments"))) if data.get("experiments") else []
+    experiments = _names_list(data, "experiments")
     if experiments:
         from .experiments.registry import names
 
