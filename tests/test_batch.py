@@ -759,6 +759,23 @@ def test_empty_or_null_analyses_still_mean_none(tmp_path):
         assert spec.analyses == () and spec.experiments == ("osr",)
 
 
+
+def test_processes_started_for_a_local_cluster_ignore_a_terminals_ctrl_c():
+    """A terminal's Ctrl-C reaches every process of its group: each worker printed a KeyboardInterrupt
+    traceback after "cancelled". Processes started while the cluster starts inherit SIGINT ignored; the
+    command's own handler is back afterwards."""
+    import signal
+    import subprocess
+    import sys
+
+    before = signal.getsignal(signal.SIGINT)
+    with batch._sigint_ignored():
+        child = subprocess.run([sys.executable, "-c", "import signal as s; print(s.getsignal(s.SIGINT) == s.SIG_IGN)"],
+                               capture_output=True, text=True, check=True)
+    assert child.stdout.strip() == "True"
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_a_json_spec_with_a_byte_order_mark_is_read(tmp_path):
     """Windows editors write UTF-8 with a BOM: it was refused ("Unexpected UTF-8 BOM")."""
     np.save(tmp_path / "s.npy", np.zeros((10, 8, 8), np.float32))

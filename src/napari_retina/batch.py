@@ -73,18 +73,22 @@ dask.array<concatenate, shape=(200, 8, 36, 36), ...>
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
+import logging
 import os
 import shutil
+import signal
 import socket
+import threading
 import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -1131,8 +1135,27 @@ def start_cluster(workers: Optional[int] = None, threads: int = 1) -> "distribut
 
     n = workers or os.cpu_count() or 1
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", env=env)
+    with _sigint_ignored():   # the workers inherit it: a terminal's Ctrl-C cancels the run, not each worker
+        # its workers log errors only: a cancelled run's tasks each warned of their CancelledError
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", env=env,
+                               silence_logs=logging.ERROR)
     return Client(cluster)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored in this process while the block runs (in the main thread only: elsewhere no change).
+
+    A process started meanwhile keeps it ignored: a terminal's Ctrl-C goes to every process of its group, so
+    without this each worker printed its own KeyboardInterrupt traceback while the run was being cancelled."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def dashboard_link(client: "distributed.Client") -> Optional[str]:
