@@ -327,3 +327,79 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path):
 
 if __name__ == "__main__" and sys.argv[1:] == ["--helper"]:
     _helper()
+
+
+# ------------------------------------------------- a set of files, all or nothing ---
+
+def _old_set(folder: Path) -> dict:
+    folder.mkdir()
+    for name in ("a.json", "a.png", "b.json"):
+        (folder / name).write_text(f"old {name}")
+    return {p.name: p.read_text() for p in folder.iterdir()}
+
+
+def _as_found(folder: Path) -> dict:
+    return {p.name: p.read_text() for p in folder.iterdir()}
+
+
+def test_a_set_replaces_every_file_and_removes_the_stale_ones(tmp_path):
+    from napari_retina._atomic import atomic_write_set
+
+    out = tmp_path / "out"
+    _old_set(out)
+    writers = {name: (lambda path, name=name: path.write_text(f"new {name}")) for name in ("a.json", "b.json")}
+    assert atomic_write_set(out, writers, remove=["a.png"]) == [out / "a.json", out / "b.json"]
+    assert _as_found(out) == {"a.json": "new a.json", "b.json": "new b.json"}   # no staging folder left
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_set_that_fails_or_is_cancelled_while_written_leaves_the_folder_as_it_was(tmp_path, failure):
+    """An experiment run that failed or was cancelled between its files left a new osr.json beside an old
+    osr.png and a battery.md of the run before."""
+    from napari_retina._atomic import WriteError, atomic_write_set
+
+    out = tmp_path / "out"
+    old = _old_set(out)
+
+    def second(path):
+        raise failure
+
+    writers = {"a.json": lambda path: path.write_text("new"), "a.png": second}
+    with pytest.raises(WriteError if isinstance(failure, OSError) else KeyboardInterrupt) as info:
+        atomic_write_set(out, writers, remove=["b.json"])
+    assert _as_found(out) == old
+    if isinstance(failure, OSError):   # named after the destination, not the staging folder
+        assert str(info.value) == f"cannot write {str(out / 'a.png')!r}: No space left on device"
+
+
+def test_a_ctrl_c_while_the_set_is_moved_in_waits_for_the_last_file(tmp_path, monkeypatch):
+    import napari_retina._atomic as atomic
+
+    out = tmp_path / "out"
+    _old_set(out)
+    real = os.replace
+
+    def replace_after_ctrl_c(src, dst):
+        os.kill(os.getpid(), signal.SIGINT)   # arrives between the renames
+        real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace_after_ctrl_c)
+    writers = {name: (lambda path, name=name: path.write_text(f"new {name}")) for name in ("a.json", "a.png")}
+    with pytest.raises(KeyboardInterrupt):
+        atomic.atomic_write_set(out, writers)
+    assert _as_found(out) == {"a.json": "new a.json", "a.png": "new a.png", "b.json": "old b.json"}
+
+
+def test_a_killed_writers_staging_folder_is_removed_by_the_next_set(tmp_path):
+    from napari_retina._atomic import _host_tag, atomic_write_set
+
+    out = tmp_path / "out"
+    _old_set(out)
+    dead = _dead_pid()
+    left = out / f".staging.{_host_tag()}-{dead}.x1y2{PARTIAL_SUFFIX}"
+    live = out / f".staging.{_host_tag()}-{os.getpid()}.z3{PARTIAL_SUFFIX}"
+    for folder in (left, live):
+        folder.mkdir()
+        (folder / "a.json").write_text("half")
+    atomic_write_set(out, {"a.json": lambda path: path.write_text("new")})
+    assert not left.exists() and live.exists()   # a live writer's folder is never touched

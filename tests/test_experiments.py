@@ -610,6 +610,29 @@ def test_cli_writes_json_and_png(tiny, tmp_path, capsys):
     assert "| osr |" in capsys.readouterr().out
 
 
+
+def test_cli_writes_a_runs_files_all_or_none(tiny, tmp_path, capsys, monkeypatch):
+    """A figure that cannot be written (a full disk) left a new osr.json beside the last run's osr.png; now
+    the folder keeps the last run's files, and the command says so with exit 1."""
+    from napari_retina import plotting
+    from napari_retina.cli import main
+
+    path = nr.save_model(tiny, tmp_path / "tiny.pt")
+    out = tmp_path / "out"
+    args = ["experiment", "osr", "--model", str(path), "--out", str(out), "--quiet", "--steps", "4",
+            "--param", "periods=[3,6]", "--param", "n_flashes=4", "--param", "max_frames=30"]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full_disk(res, path, *rest):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plotting, "write_figure", full_disk)
+    assert main(args + ["--steps", "5"]) == 1
+    assert capsys.readouterr().err.strip().endswith(f"cannot write {str(out / 'osr.png')!r}: No space left on device")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_cli_unknown_experiment(tmp_path, capsys):
     from napari_retina.cli import main
 

@@ -24,14 +24,18 @@ that never touches a live writer's file:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from ._types import PathLike
 
@@ -71,6 +75,12 @@ def _running(pid: int) -> bool:
     return True
 
 
+def is_stale(host: str, pid: int, mtime: float, after_s: float = STALE_AFTER_S) -> bool:
+    """Whether a temporary file or folder left by process ``pid`` of the machine tagged ``host`` may be removed:
+    written on this machine by a process that no longer runs, or not modified for ``after_s`` seconds."""
+    return (host == _host_tag() and not _running(pid)) or time.time() - mtime > after_s
+
+
 def remove_stale(path: PathLike) -> list[Path]:
     """Remove the temporary files that killed writers left for ``path``; return them.
 
@@ -79,7 +89,7 @@ def remove_stale(path: PathLike) -> list[Path]:
     modified for :data:`STALE_AFTER_S` seconds.
     """
     path = Path(path)
-    pattern, host, removed = temp_pattern(path), _host_tag(), []
+    pattern, removed = temp_pattern(path), []
     try:
         entries = list(os.scandir(path.parent))
     except OSError:
@@ -89,8 +99,7 @@ def remove_stale(path: PathLike) -> list[Path]:
         try:
             if match is None or not entry.is_file(follow_symlinks=False):
                 continue
-            age = time.time() - entry.stat(follow_symlinks=False).st_mtime
-            if (match[1] == host and not _running(int(match[2]))) or age > STALE_AFTER_S:
+            if is_stale(match[1], int(match[2]), entry.stat(follow_symlinks=False).st_mtime):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
         except OSError:  # removed meanwhile by another save, or not ours to remove
@@ -168,3 +177,67 @@ def _fsync(tmp: str) -> None:
 def atomic_write_text(path: PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` with :func:`atomic_write`."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+STAGING = re.compile(r"\.staging\.([0-9a-f]{8})-([0-9]+)\.[A-Za-z0-9_]+" + re.escape(PARTIAL_SUFFIX))
+"""The name of a staging folder of :func:`atomic_write_set` (groups: host tag, pid)."""
+
+
+def atomic_write_set(folder: PathLike, writers: Mapping[str, Callable[[Path], Any]],
+                     remove: Sequence[str] = ()) -> list[Path]:
+    """Write a set of files into ``folder`` so that it never holds some files of this run and some of an older one.
+
+    ``writers[name](path)`` writes the file ``name`` at ``path`` (any writer, e.g. :func:`atomic_write`), in a
+    hidden staging folder inside ``folder``. Once every file is written, the files named in ``remove`` are
+    deleted and the new ones renamed into ``folder``, with Ctrl-C held back until the last rename. An error or a
+    Ctrl-C while writing leaves ``folder`` as it was. A staging folder that a killed writer left is removed by the
+    next set written to ``folder`` (the rule of :func:`is_stale`). Returns the paths written.
+    """
+    folder = Path(folder)
+    _remove_stale_staging(folder)
+    stage = Path(tempfile.mkdtemp(prefix=f".staging.{_host_tag()}-{os.getpid()}.", suffix=PARTIAL_SUFFIX,
+                                  dir=folder))
+    try:
+        for name, write in writers.items():
+            try:
+                write(stage / name)
+            except OSError as exc:   # named after its destination in ``folder``, never the staging folder
+                cause = exc.__cause__ if isinstance(exc, WriteError) and isinstance(exc.__cause__, OSError) else exc
+                raise WriteError(folder / name, cause, str(stage / name)) from cause
+        with _ctrl_c_held():
+            try:
+                for name in remove:
+                    (folder / name).unlink(missing_ok=True)
+                for name in writers:
+                    os.replace(stage / name, folder / name)
+            except OSError as exc:
+                raise WriteError(folder, exc, str(stage)) from exc
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return [folder / name for name in writers]
+
+
+def _remove_stale_staging(folder: Path) -> None:
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        match = STAGING.fullmatch(entry.name)
+        try:
+            if match and entry.is_dir() and is_stale(match[1], int(match[2]), entry.stat().st_mtime):
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold a SIGINT (Ctrl-C) back until the block ends, then raise it (in the main thread; elsewhere no change)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt

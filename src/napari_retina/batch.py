@@ -92,7 +92,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional, Union
 
 import numpy as np
 
-from ._atomic import _host_tag, _running, atomic_write_text
+from ._atomic import _host_tag, atomic_write_text, is_stale
 from ._json import MAX_JSON_DEPTH, TOO_DEEP, nesting_depth, parse_json, strict_json
 from ._types import PathLike
 from ._units import RATE_UNITS
@@ -1066,12 +1066,10 @@ def remove_stale_tmp(out: PathLike) -> list[Path]:
     tmp_root = Path(out) / ".tmp"
     if not tmp_root.is_dir():
         return removed
-    host = _host_tag()
     for entry in tmp_root.iterdir():
         parts = entry.name.split("-")
         try:
-            dead = parts[0] == host and not _running(int(parts[1]))
-            if dead or time.time() - entry.stat().st_mtime > STALE_TMP_S:
+            if is_stale(parts[0], int(parts[1]), entry.stat().st_mtime, STALE_TMP_S):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
         except (IndexError, ValueError, OSError):

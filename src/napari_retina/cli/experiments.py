@@ -15,10 +15,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
-from .._atomic import atomic_write_text
+from .._atomic import atomic_write_set, atomic_write_text
 from ..attribution import DEFAULT_TOL
 from .._json import jsonable, parse_json
 from ._paths import check_out_dir
@@ -178,25 +179,31 @@ def _experiment(args) -> int:
     made_by = {"model": model_record(model, args.model), "versions": versions(), "run": _run_record(args, params),
                "truth_retina": retina_record(bat["retina"])}
     done = [n for n in names if n in bat["results"]]
+    writers, stale = {}, []   # file name -> its writer; files of an earlier run that would read as this run's
     for n in names:
-        if n in errors:  # replace an earlier run's files: they would read as this run's
-            _write_json(out / f"{n}.json", {"name": n, "error": errors[n], **made_by})
-            (out / f"{n}.png").unlink(missing_ok=True)
+        if n in errors:
+            writers[f"{n}.json"] = partial(_write_json, value={"name": n, "error": errors[n], **made_by})
+            stale.append(f"{n}.png")
             continue
         res, truth = bat["results"][n], bat["truth"][n]
         summary = _summary(res, truth, bat["recovery"].get(n))
         if n in truth_errors:
             summary["truth_error"] = truth_errors[n]
-        _write_json(out / f"{n}.json", {**summary, **made_by})
-        write_figure(res, out / f"{n}.png", truth, bat["recovery"].get(n))
+        writers[f"{n}.json"] = partial(_write_json, value={**summary, **made_by})
+        writers[f"{n}.png"] = (lambda path, res=res, truth=truth, rec=bat["recovery"].get(n):
+                               write_figure(res, path, truth, rec))
     table = experiments.format_table(bat["rows"])
     failed = [f"failed: {n}: {msg}" for n, msg in errors.items()]
+    if name == "all":
+        writers["battery.json"] = partial(_write_json, value={"rows": bat["rows"], "recovery": bat["recovery"],
+                                                              "errors": errors, "truth_errors": truth_errors,
+                                                              **made_by})
+        text = "\n".join([_battery_header(args, made_by, params), "", table] + failed) + "\n"
+        writers["battery.md"] = partial(atomic_write_text, text=text)
+    # all or nothing: a failed write or a Ctrl-C leaves the folder as the last run left it
+    atomic_write_set(out, writers, stale)
     print(table)
     if name == "all":
-        _write_json(out / "battery.json", {"rows": bat["rows"], "recovery": bat["recovery"], "errors": errors,
-                                           "truth_errors": truth_errors, **made_by})
-        atomic_write_text(out / "battery.md",
-                          "\n".join([_battery_header(args, made_by, params), "", table] + failed) + "\n")
         for n, rep in bat["recovery"].items():
             if isinstance(rep, dict) and "recovered" in rep:
                 found = {k: v for k, v in rep["recovered"].items() if v}
