@@ -104,6 +104,18 @@ def test_every_error_is_one_line_and_its_status_says_whose_it_is(monkeypatch, ca
     assert err.endswith(str(exc).splitlines()[0])
 
 
+
+@pytest.mark.parametrize("command, out", [("predict", "afile/r.h5"), ("experiment", "afile/sub/folder")])
+def test_an_out_inside_a_file_says_it_is_a_file(tmp_path, capsys, command, out):
+    """It said "folder 'afile' does not exist", which sends the user looking for a missing folder."""
+    (tmp_path / "afile").write_text("not a folder")
+    args = {"predict": ["predict", str(tmp_path / "s.npy")], "experiment": ["experiment", "osr"]}[command]
+    assert main(args + ["--out", str(tmp_path / out)]) == 2
+    assert capsys.readouterr().err.strip() == (f"napari-retina {command}: error: cannot write "
+                                               f"{str(tmp_path / out)!r}: {str(tmp_path / 'afile')!r} is a file, "
+                                               "not a folder")
+
+
 def test_help_lists_the_subcommands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -43,6 +43,8 @@ def check_out_dir(path: PathLike) -> Path:
 
 
 def _check_writable_folder(folder: Path, out: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"cannot write {str(out)!r}: {str(folder)!r} is a file, not a folder")
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {str(out)!r}: folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
