@@ -136,6 +136,51 @@ def test_checkers():
     assert len(np.unique(blocks)) == 2 and not (blocks == blocks[:, :1, :1]).all()
 
 
+def _repeated_checkers(frames, size, seed, kind, contrast, checker, grey):
+    """White noise as it was first written (np.repeat of the drawn grid): the draws every seed must keep."""
+    rng = np.random.default_rng(seed)
+    n = -(-size // checker)
+    if kind == "binary":
+        grid = np.where(rng.random((frames, n, n)) < 0.5, -contrast, contrast)
+    else:
+        grid = contrast * rng.standard_normal((frames, n, n))
+    if grey > 0:
+        grid[rng.random(frames) < grey] = 0.0
+    return np.repeat(np.repeat(grid, checker, axis=1), checker, axis=2)[:, :size, :size].astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["binary", "gaussian"])
+def test_white_noise_keeps_the_draws_of_its_seed(kind):
+    for seed, checker, grey in [(0, 1, 0.0), (1, 3, 0.3), (7, 4, 0.0), (2, 11, 0.5), (5, 13, 0.2), (3, 20, 0.0)]:
+        ref = _repeated_checkers(17, 13, seed, kind, 2.0, checker, grey)   # 20 > 13: one checker over the field
+        got = S.white_noise(17, 13, seed, kind=kind, contrast=2.0, checker=checker, grey=grey)
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        assert got.tobytes() == ref.tobytes(), (seed, checker, grey)
+
+
+def test_a_checker_wider_than_the_field_flickers_the_whole_field():
+    """checker=10**6 asked numpy for 437 TiB and checker=2**63 overflowed: it is one checker, O(frames·size²)."""
+    field = S.white_noise(frames=40, size=50, seed=4, checker=50, grey=0.3, kind="gaussian")
+    assert (field == field[:, :1, :1]).all() and len(np.unique(field)) > 20
+    for checker in (51, 100, 10**6, 2**63, 2**70):
+        np.testing.assert_array_equal(
+            S.white_noise(frames=40, size=50, seed=4, checker=checker, grey=0.3, kind="gaussian"), field)
+
+
+def test_a_huge_duration_or_period_is_one_stretch():
+    """duration=2**63 and period=2**63 overflowed numpy's int64: longer than the movie, they are one stretch."""
+    whole, ev = S.contrast_switching(frames=30, size=6, duration=30, return_events=True)
+    for duration in (31, 2**63, 2**70):
+        s, ev2 = S.contrast_switching(frames=30, size=6, duration=duration, return_events=True)
+        np.testing.assert_array_equal(s, whole)
+        assert ev2["onsets"].tolist() == [0] and ev2["high_onsets"].tolist() == [0]
+    steady = S.reversing_grating(period=30, frames=30, size=6)
+    for period in (31, 2**63):
+        s, ev = S.reversing_grating(period=period, frames=30, size=6, return_events=True)
+        np.testing.assert_array_equal(s, steady)
+        assert ev["reversals"].size == 0 and (ev["sign"][40:] == 1).all()
+
+
 def test_sparse_noise_leaves_a_fraction_of_whole_frames_grey():
     dense = S.white_noise(frames=4000, size=8, seed=3, checker=2, contrast=2.0)
     sparse = S.white_noise(frames=4000, size=8, seed=3, checker=2, contrast=2.0, grey=0.6)
@@ -382,6 +427,8 @@ BAD = [
     (lambda: S.reversing_grating(frames=0), ValueError, "frames must be >= 1"),
     (lambda: S.reversing_grating(phase=float("nan")), ValueError, "phase must be a finite number"),
     (lambda: S.crossing_frames(np.zeros((3, 2)), 0.0), ValueError, r"position must be a \(T,\) trace"),
+    (lambda: S.crossing_frames(["a", "b"], 0.0), TypeError, "position must hold real numbers"),
+    (lambda: S.crossing_frames(None, 0.0), TypeError, "position must be a"),
 ]
 
 

@@ -246,6 +246,63 @@ def test_bad_version():
                                                  "sigma": 1.0, "threshold": 0.0, "weight": 1.0}}})
 
 
+def _pathways(version: int = 2, name: str = "ON fast", **change) -> dict:
+    """A copy of ``version``'s pathway table with ``change`` made to pathway ``name`` (a value None drops the key)."""
+    table = json.loads(json.dumps(syn._PARAMS[version]["pathways"]))
+    for key, value in change.items():
+        if value is None:
+            del table[name][key]
+        else:
+            table[name][key] = value
+    return {"pathways": table}
+
+
+BAD_PARAMS = [   # (params, version, exception, key phrase): each gave NaN or negative rates or numpy's words
+    ({"bias": float("nan")}, 2, ValueError, "bias must be a finite number"),
+    ({"bias": "x"}, 2, TypeError, "bias must be a number"),
+    ({"gain": float("inf")}, 2, ValueError, "gain must be a finite number > 0"),
+    ({"gain": -1}, 2, ValueError, "gain must be a finite number > 0"),
+    ({"ganglion_sigma": 0}, 2, ValueError, "ganglion_sigma must be a finite number > 0"),
+    ({"ganglion_sigma": 1e-3}, 2, ValueError, "ganglion_sigma of 0.001 px is too small"),
+    ({"cells": [[1000, 1000]]}, 2, ValueError, "cells must lie inside the 50x50 field"),
+    ({"cells": []}, 2, ValueError, "cells must be a list of at least one"),
+    ({"cells": [[1, 2, 3]]}, 2, ValueError, "cells must be a list of at least one"),
+    ({"pathways": {}}, 2, ValueError, "pathways must be a dict of at least one pathway"),
+    ({"pathways": {"a": [1]}}, 2, TypeError, r"pathways\['a'\] must be a dict"),
+    (_pathways(peak=0), 2, ValueError, r"pathways\['ON fast'\]\['peak'\] must be a finite number > 0"),
+    (_pathways(weight=1e39), 2, ValueError, r"\['weight'\] must be within float32"),
+    (_pathways(threshold=float("nan")), 2, ValueError, r"\['threshold'\] must be a finite number"),
+    (_pathways(sigma="wide"), 2, TypeError, r"\['sigma'\] must be a number"),
+    (_pathways(peak=None), 2, ValueError, r"pathways\['ON fast'\] lacks peak"),
+    (_pathways(polarity="on"), 2, ValueError, "polarity.* must be 'ON' or 'OFF'"),
+    (_pathways(rebound=1.0, ratio=1.0), 2, ValueError, "no usable temporal filter"),       # the lobes cancel
+    (_pathways(name="ON tuned", period=0), 2, ValueError, r"\['period'\] must be a finite number > 0"),
+    (_pathways(1, amacrine=float("inf")), 1, ValueError, r"\['amacrine'\] must be a finite number"),
+    ({"amacrine_sigma": 0}, 1, ValueError, "amacrine_sigma must be a finite number > 0"),
+    ({"terminal_inhibition": {"target": "OFF fast"}}, 1, ValueError, "terminal_inhibition lacks"),
+    ({"gain_control": {"off": {"strength": 1.0, "tau": 1e-5}, "ganglion": {"strength": 1.0, "tau": 10.0}}}, 3,
+     ValueError, r"\['tau'\] of 1e-05 frames is too short"),
+    ([1], 2, TypeError, "params must be a dict"),
+    ({"bias": object()}, 2, TypeError, "Retina parameters must be numbers"),
+]
+
+
+@pytest.mark.parametrize("params,version,exc,match", BAD_PARAMS)
+def test_bad_params_are_refused_naming_the_parameter(params, version, exc, match):
+    with pytest.raises(exc, match=match):
+        syn.Retina(version=version, params=params)
+
+
+def test_params_may_hold_numpy_values_and_rates_stay_finite():
+    """NumPy numbers and arrays were refused by JSON; the promise of finite rates is kept or said in one sentence."""
+    stim = nr.stimuli.white_noise(45, seed=1)
+    one = syn.Retina(params={"cells": np.array([[24.5, 24.5]]), "gain": np.float32(2.0), "bias": np.float64(-1.6)})
+    np.testing.assert_array_equal(one.respond(stim), syn.Retina(params={"cells": [[24.5, 24.5]], "gain": 2.0})
+                                  .respond(stim))
+    with pytest.raises(ValueError, match="rates overflow float32"):
+        syn.Retina(params=_pathways(name="OFF fast", weight=3e38)).respond(stim * 1e30)
+
+
 def test_white_noise_rates_in_documented_range(gt):
     stim = nr.stimuli.white_noise(600, seed=2, checker=syn.DATASET_CHECKER, contrast=syn.DATASET_CONTRAST,
                                   grey=syn.DATASET_GREY)
@@ -1835,6 +1892,8 @@ def test_make_dataset_bad_input(tmp_path):
         syn.make_dataset(tmp_path / "x.h5", frames=100, test_frames=50, retina="gt")
     with pytest.raises(FileNotFoundError):
         syn.make_dataset(tmp_path / "missing" / "x.h5", frames=100, test_frames=50)
+    with pytest.raises(ValueError, match="kind must be one of 'mix', .*'mix-sparse', 'binary', 'gaussian'"):
+        syn.make_dataset(tmp_path / "x.h5", frames=100, test_frames=50, kind="bogus")
 
 
 def test_record_dataset_records_any_stimulus(tmp_path, gt):

@@ -48,7 +48,7 @@ from typing import Literal, Union
 
 import numpy as np
 
-from ._validate import FLOAT32_MAX, check_int, check_movie_fits, check_positive
+from ._validate import FLOAT32_MAX, as_real_array, check_int, check_movie_fits, check_positive
 
 __all__ = [
     "white_noise",
@@ -169,6 +169,16 @@ def _check_grey(grey) -> float:
     return float(grey)
 
 
+def _checkerboard(grid: np.ndarray, checker: int, size: int) -> np.ndarray:
+    """The (T, size, size) movie of a (T, n, n) grid of checkers ``checker`` px wide, cut at the field edge.
+
+    Pixel ``(y, x)`` shows checker ``(y // checker, x // checker)``: one copy of
+    the grid's values, O(T·size²) whatever ``checker``.
+    """
+    cell = np.arange(size) // checker
+    return np.ascontiguousarray(grid[:, cell[:, None], cell[None, :]])
+
+
 def white_noise(
     frames: int = 1000,
     size: int = 50,
@@ -199,7 +209,7 @@ def white_noise(
     kind : "binary" or "gaussian".
     contrast : standard deviation of every pixel, contrast units (> 0; a Gaussian
         value beyond float32 is refused).
-    checker : checker side in pixels (>= 1).
+    checker : checker side in pixels (>= 1; one as wide as the field or wider flickers the whole field).
     grey : probability in [0, 1) that a frame is grey (0: classic white noise;
         the checkers are drawn first, so the non-grey frames do not depend on it).
     return_events : also return ``{}`` (white noise has no events).
@@ -223,6 +233,8 @@ def white_noise(
         raise ValueError(f"kind must be 'binary' or 'gaussian', got {kind!r}")
     grey = _check_grey(grey)
     check_movie_fits(frames, size, f"white noise with frames={frames:,}")
+    # a checker wider than the field is one checker covering it (full-field flicker): the same draws
+    checker = min(checker, size)
     rng = np.random.default_rng(seed)
     n = -(-size // checker)
     if kind == "binary":
@@ -232,8 +244,7 @@ def white_noise(
         _check_peak(max(float(grid.max()), -float(grid.min())), contrast, "Gaussian noise values")
     if grey > 0:
         grid[rng.random(frames) < grey] = 0.0
-    stim = np.repeat(np.repeat(grid, checker, axis=1), checker, axis=2)[:, :size, :size]
-    return _out(np.ascontiguousarray(stim, dtype=np.float32), {}, return_events)
+    return _out(_checkerboard(grid.astype(np.float32), checker, size), {}, return_events)
 
 
 def contrast_switching(
@@ -296,7 +307,8 @@ def contrast_switching(
     low_contrast = _check_real(low_contrast, "low_contrast")
     if not 0.0 <= low_contrast <= contrast:
         raise ValueError(f"low_contrast must be in [0, contrast] = [0, {contrast:g}], got {low_contrast:g}")
-    duration = check_int(duration, "duration", 1)
+    # a stretch as long as the movie or longer is the same one stretch (and a huge int stays out of numpy)
+    duration = min(check_int(duration, "duration", 1), frames)
     if order not in ("alternate", "random"):
         raise ValueError(f"order must be 'alternate' or 'random', got {order!r}")
     if order == "random" and low_contrast <= 0.0:
@@ -815,6 +827,7 @@ def reversing_grating(
                          f"bar boundary in the field, as one that wide does), got {bar_width:g}")
     period = check_int(period, "period", 1)
     frames = check_int(frames, "frames", 1)
+    period = min(period, frames)   # no reversal within the frames either way (and a huge int stays out of numpy)
     phase = _check_real(phase, "phase")
     contrast = _check_contrast(contrast)
     pre = check_int(pre, "pre", 0)
@@ -863,7 +876,8 @@ def crossing_frames(position: np.ndarray, x: float) -> np.ndarray:
     >>> crossing_frames(ev["position"], 2.25).tolist()
     [64.5]
     """
-    p = np.asarray(position, dtype=np.float64)
+    p = as_real_array(position, "position must be a (T,) trace of bar positions in pixels",
+                      "position must hold real numbers (pixels, NaN where no bar)").astype(np.float64)
     if p.ndim != 1:
         raise ValueError(f"position must be a (T,) trace, got shape {p.shape}")
     x = _check_real(x, "x")

@@ -151,6 +151,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +164,7 @@ from torch.nn import functional as F
 from ._progress import Progress, report
 from ._types import ArrayLike, PathLike
 from ._units import FRAME_MS
-from ._validate import as_stack, check_int, normalise, stimulus_tensor
+from ._validate import FLOAT32_MAX, as_real_array, as_stack, check_int, normalise, stimulus_tensor
 
 HISTORY = 40
 """Temporal filter length of every pathway (frames; 400 ms)."""
@@ -246,7 +247,8 @@ def main_lobe_ms(temporal: np.ndarray, polarity: str) -> float:
 def gaussian_2d(sigma: float, size: int = KERNEL) -> np.ndarray:
     """A centred ``size × size`` Gaussian (σ in pixels) with unit sum."""
     r = np.arange(size, dtype=np.float64) - (size - 1) / 2
-    g = np.exp(-0.5 * (r / sigma) ** 2)
+    with np.errstate(over="ignore"):          # a sigma far below a pixel: the centre tap alone
+        g = np.exp(-0.5 * (r / sigma) ** 2)
     g2 = np.outer(g, g)
     return g2 / g2.sum()
 
@@ -532,10 +534,114 @@ def _check_gain_control(g) -> None:
         if not isinstance(q, dict) or set(q) != {"strength", "tau"}:
             raise ValueError(f"gain_control[{stage!r}] must have 'strength' and 'tau', got {q!r}")
         strength, tau = q["strength"], q["tau"]
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength < float("inf"):
-            raise ValueError(f"gain_control[{stage!r}]['strength'] must be a finite number >= 0, got {strength!r}")
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < float("inf"):
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= FLOAT32_MAX:
+            raise ValueError(f"gain_control[{stage!r}]['strength'] must be a finite number >= 0 (within float32), "
+                             f"got {strength!r}")
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= FLOAT32_MAX:
             raise ValueError(f"gain_control[{stage!r}]['tau'] must be a finite number of frames > 0, got {tau!r}")
+        with np.errstate(all="ignore"):
+            usable = np.isfinite(gain_kernel(tau)).all()
+        if not usable:
+            raise ValueError(f"gain_control[{stage!r}]['tau'] of {tau:g} frames is too short: exp(-1/tau) underflows, "
+                             "so the gain signal weighs no past frame; use tau >= 0.01 frames")
+
+
+def _check_number(value, name: str, low: Optional[float] = None, strict: bool = False) -> float:
+    """``value`` as a float: a real number within float32 (the circuit computes in float32) and, with ``low``,
+    at least ``low`` (``strict``: above it); else a one-sentence TypeError or ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
+    if not np.isfinite(value) or (low is not None and (value <= low if strict else value < low)):
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{name} must be within float32 (|value| <= {FLOAT32_MAX:.3g}), the precision the circuit "
+                         f"computes in, got {value!r}")
+    return float(value)
+
+
+#: the numbers of a pathway's parameters (and of version 1's terminal inhibition), each with its lower bound
+#: as :func:`_check_number` reads it, ``(low, strict)``; ``(None, False)``: a number of any sign
+_PATHWAY_NUMBERS = {"peak": (0.0, True), "rebound": (None, False), "order": (None, False), "ratio": (0.0, True),
+                    "period": (0.0, True), "phase": (None, False), "sigma": (0.0, True), "filter_sigma": (0.0, True),
+                    "threshold": (None, False), "weight": (None, False), "amacrine": (None, False)}
+
+
+def _check_pathway(name: str, q, required: set, version: int) -> None:
+    """Refuse a pathway's parameters (``pathways[name]``, or version 1's ``terminal_inhibition``) that lack one of
+    ``required`` (and ``period`` or ``rebound``: its filter), have a polarity other than ON or OFF, a number that is
+    not finite (or not > 0: peak, period, ratio, sigma, filter_sigma) or, from version 2 on, no stage."""
+    if not isinstance(q, dict):
+        raise TypeError(f"{name} must be a dict of a pathway's parameters, got {type(q).__name__} {q!r}")
+    missing = sorted(required - set(q)) + ([] if "period" in q or "rebound" in q else ["rebound (or period)"])
+    if missing:
+        raise ValueError(f"{name} lacks {', '.join(missing)}")
+    if q["polarity"] not in ("ON", "OFF"):
+        raise ValueError(f"{name}['polarity'] must be 'ON' or 'OFF', got {q['polarity']!r}")
+    if version > 1 and q.get("stage") not in ("ganglion", "off"):
+        raise ValueError(f"{name}: stage must be 'ganglion' or 'off', got {q.get('stage')!r}")
+    for key, (low, strict) in _PATHWAY_NUMBERS.items():
+        if key in q:
+            _check_number(q[key], f"{name}[{key!r}]", low, strict)
+
+
+def _usable_filter(name: str, q: dict) -> np.ndarray:
+    """:func:`pathway_filter` of checked parameters ``q``, or a ValueError naming ``name`` when it is all zero or
+    not finite over the :data:`HISTORY` frames (a peak far beyond them, lobes that cancel)."""
+    with np.errstate(all="ignore"):
+        f = pathway_filter(q)
+    if not np.isfinite(f).all():
+        shape = {k: q[k] for k in ("peak", "rebound", "ratio", "order", "period", "phase") if k in q}
+        raise ValueError(f"{name} has no usable temporal filter over its {HISTORY} frames ({shape}: all zero or not "
+                         "finite); use a peak of a few frames and lobes that do not cancel")
+    return f
+
+
+def _check_cells(cells, size: int = SIZE) -> np.ndarray:
+    """``cells`` (a list of (y, x) positions, pixels, or one pair) as float64 (n_cells, 2), every cell inside the
+    ``size × size`` field (-0.5 to size - 0.5 px, pixel centres 0..size-1); else a one-sentence error."""
+    arr = as_real_array(cells, "cells must be a list of (y, x) positions in pixels",
+                        "cells must hold (y, x) positions in pixels")
+    if arr.ndim == 1 and arr.size == 2:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) == 0:
+        raise ValueError(f"cells must be a list of at least one (y, x) position in pixels, got shape {arr.shape}")
+    arr = arr.astype(np.float64)
+    outside = ~((arr >= -0.5) & (arr <= size - 0.5)).all(axis=1)        # NaN is outside too
+    if outside.any():
+        raise ValueError(f"cells must lie inside the {size}x{size} field (y and x from -0.5 to {size - 0.5:g} px), "
+                         f"got {arr[outside].tolist()}")
+    return arr
+
+
+def _check_params(p: dict, version: int) -> None:
+    """Refuse merged Retina parameters ``p`` that would not make finite, non-negative rates: one sentence naming
+    the parameter (what :meth:`Retina.respond` promises rests on these checks)."""
+    _check_number(p["bias"], "bias")
+    _check_number(p["gain"], "gain", 0.0, strict=True)
+    _check_number(p["ganglion_sigma"], "ganglion_sigma", 0.0, strict=True)
+    _check_cells(p["cells"])
+    pathways = p["pathways"]
+    if not isinstance(pathways, dict) or not pathways:
+        raise ValueError(f"pathways must be a dict of at least one pathway {{name: parameters}}, got {pathways!r}")
+    required = {"polarity", "kinetics", "peak", "sigma", "threshold", "weight"}
+    if version == 1:
+        required.add("amacrine")                # its input to the amacrine cell
+    for name, q in pathways.items():
+        _check_pathway(f"pathways[{name!r}]", q, required, version)
+    if version == 1:
+        _check_number(p["amacrine_sigma"], "amacrine_sigma", 0.0, strict=True)
+        _check_number(p["amacrine_threshold"], "amacrine_threshold")
+        _check_number(p["amacrine_weight"], "amacrine_weight")
+        _check_pathway("terminal_inhibition", p["terminal_inhibition"],
+                       {"target", "polarity", "peak", "filter_sigma", "threshold", "sigma", "weight"}, version)
+
+
+def _plain(value):
+    """JSON's fallback for Retina parameters: a NumPy number or array as a Python number or list."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"Retina parameters must be numbers, text, lists and dicts, got {type(value).__name__} {value!r}")
 
 
 class Retina:
@@ -548,7 +654,9 @@ class Retina:
         and the small per-cell gain jitter (±10%); the circuit is otherwise fixed.
     params : dict, optional
         Overrides of the version's parameters (top-level keys; ``"pathways"`` replaces
-        the whole pathway table).
+        the whole pathway table; NumPy numbers and arrays are welcome). The merged parameters are
+        checked: finite numbers within float32, gain and every sigma, peak and period > 0, at least one
+        pathway and one cell, cells inside the field; a bad one is refused with a sentence naming it.
     version : 1, 2, 3, 4, 5 or 6
         The circuit (default :data:`DEFAULT_VERSION`, 2: :data:`DEFAULT_PARAMS`; 1 is :data:`V1_PARAMS`,
         3 is :data:`V3_PARAMS`, version 2 with gain control; 4 is :data:`V4_PARAMS`, version 3 with a
@@ -583,21 +691,23 @@ class Retina:
             raise ValueError(f"version must be one of {list(VERSIONS)}, got {version!r}")
         self.version = int(version)
         p = json.loads(json.dumps(_PARAMS[self.version]))
+        if params is not None and not isinstance(params, dict):
+            raise TypeError(f"params must be a dict of parameter overrides {{name: value}}, "
+                            f"got {type(params).__name__} {params!r}")
         if params:
             unknown = set(params) - set(p)
             if unknown:
-                raise ValueError(f"unknown Retina parameters {sorted(unknown)}; known: {sorted(p)}")
-            p.update(json.loads(json.dumps(params)))
+                raise ValueError(f"unknown Retina parameters {sorted(unknown, key=str)}; known: {sorted(p)}")
+            p.update(json.loads(json.dumps(params, default=_plain)))
+        _check_params(p, self.version)
         self.params = p
         self.pathways: list[Pathway] = []
         for name, q in p["pathways"].items():
-            f = pathway_filter(q)
+            f = _usable_filter(f"pathways[{name!r}]", q)
             if self.version == 1:
                 inhibitory = q["weight"] <= 0 and q["amacrine"] > 0
                 sign, role = (-1, "amacrine") if inhibitory else (1, "bipolar")
             else:
-                if q.get("stage") not in ("ganglion", "off"):
-                    raise ValueError(f"pathway {name!r}: stage must be 'ganglion' or 'off', got {q.get('stage')!r}")
                 sign = -1 if q["weight"] < 0 else 1
                 role = "ganglion" if q["stage"] == "ganglion" else ("gain control" if sign < 0 else "OFF stage")
             self.pathways.append(Pathway(name, q["polarity"], q["kinetics"], sign, role, f, gaussian_2d(q["sigma"]),
@@ -607,7 +717,7 @@ class Retina:
             self._init_v1(p)
         if self.gained:
             _check_gain_control(p["gain_control"])
-        self.cell_positions = np.asarray(p["cells"], dtype=np.float64).reshape(-1, 2)
+        self.cell_positions = _check_cells(p["cells"])
         self.n_cells = len(self.cell_positions)
         self.cell_names = [f"gc{i}" for i in range(self.n_cells)]
         rng = np.random.default_rng(self.seed)
@@ -626,7 +736,7 @@ class Retina:
         if ti["target"] not in names:
             raise ValueError(f"terminal_inhibition target {ti['target']!r} is not a pathway; pathways: {names}")
         self._target = names.index(ti["target"])
-        f = pathway_filter(ti)
+        f = _usable_filter("terminal_inhibition", ti)
         #: the delayed transient amacrine input that inhibits the target pathway's terminals
         self.inhibitor = Pathway("OFF transient inhibitor" if ti["polarity"] == "OFF" else "ON transient inhibitor",
                                  ti["polarity"], "slow", -1, "terminal inhibition", f, gaussian_2d(ti["filter_sigma"]),
@@ -661,7 +771,11 @@ class Retina:
         s = p["ganglion_sigma"]
         pools = []
         for (cy, cx) in self.cell_positions:
-            g = np.exp(-0.5 * (((yy - cy) / s) ** 2 + ((xx - cx) / s) ** 2))
+            with np.errstate(over="ignore", under="ignore"):      # a tiny sigma: zero weight off the nearest pixels
+                g = np.exp(-0.5 * (((yy - cy) / s) ** 2 + ((xx - cx) / s) ** 2))
+            if not g.sum() > 0:
+                raise ValueError(f"ganglion_sigma of {s:g} px is too small: the pooling field of the cell at "
+                                 f"({cy:g}, {cx:g}) px weighs no pixel; use a sigma of a pixel or more")
             pools.append(g / g.sum())
         #: float64 (n_cells, 50, 50) spatial pooling weights of each ganglion cell
         self.ganglion_pools = np.stack(pools)
@@ -833,7 +947,13 @@ class Retina:
         >>> Retina().respond(np.zeros((3, 50, 50), np.float32)).round(3).shape
         (3, 4)
         """
-        return self._run(stimulus, "rates", progress=progress)
+        rates = self._run(stimulus, "rates", progress=progress)
+        bad = ~np.isfinite(rates).all(axis=1)   # what the checks of parameters and stimulus leave: overflow
+        if bad.any():
+            raise ValueError(f"the synthetic retina's rates overflow float32 on {int(bad.sum())} of {len(rates)} "
+                             f"frames (first at frame {int(np.argmax(bad))}): the stimulus or the circuit's "
+                             "parameters are far beyond the range it computes in (contrast units of a few)")
+        return rates
 
     def drive(self, stimulus) -> np.ndarray:
         """Ganglion-cell drive before the output nonlinearity, float32 (T, n_cells); in version 3
@@ -940,6 +1060,8 @@ MIX_SPARSE = tuple(((kind, {**kw, "grey": SPARSE_GREY}) if kw.get("checker") == 
 #: the dataset kinds that are a mixture, and their block tables
 MIXES = {"mix": MIX, "mix-switching": MIX_SWITCHING, "mix-steps": MIX_STEPS, "mix-field": MIX_FIELD,
          "mix-quiet": MIX_QUIET, "mix-sparse": MIX_SPARSE}
+#: every ``kind`` of :func:`make_dataset`: the mixtures, then the two kinds of white noise
+DATASET_KINDS = (*MIXES, "binary", "gaussian")
 
 
 def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float = DATASET_CONTRAST,
@@ -1003,8 +1125,8 @@ def make_dataset(
 ) -> Path:
     """Write a dataset of the synthetic retina in the lab's HDF5 layout (the training mixture, or white noise).
 
-    ``train``: ``frames`` frames of :func:`training_mix` (``kind`` "mix", the default, or
-    "mix-switching" or "mix-steps", :data:`MIXES`; ``checker`` is then the mixture's own) or of white
+    ``train``: ``frames`` frames of :func:`training_mix` (``kind`` "mix", the default, or another
+    mixture of :data:`MIXES`; ``checker`` is then the mixture's own) or of white
     noise (``kind`` "binary": ±``contrast``, or "gaussian" with standard deviation ``contrast``;
     ``checker`` px checkers; each frame grey with probability ``grey``, see
     ``nr.stimuli.white_noise``; seed ``seed``) and one trial of Poisson spike counts per 10 ms bin.
@@ -1014,7 +1136,8 @@ def make_dataset(
     ``synthetic=1``. Recorded and written by :func:`record_dataset`, so the same
     training code reads it as it reads a lab's recordings.
 
-    Returns the path. ``progress(done, 4)`` is called after each stage.
+    Returns the path. ``progress(done, 4)`` is called after each stage. Any other ``kind`` than those
+    of :data:`DATASET_KINDS` is refused with a ValueError that lists them.
 
     Example
     -------
@@ -1026,6 +1149,8 @@ def make_dataset(
     test_frames = check_int(test_frames, "test_frames", HISTORY)
     seed = check_int(seed, "seed", 0)
     checker = check_int(checker, "checker", 1)
+    if not isinstance(kind, str) or kind not in DATASET_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, DATASET_KINDS))}, got {kind!r}")
     if kind in MIXES:
         train = training_mix(frames, seed, contrast=contrast, grey=grey, blocks=MIXES[kind])
         test = training_mix(test_frames, seed + 1, contrast=contrast, grey=grey, blocks=MIXES[kind])
