@@ -258,8 +258,8 @@ def test_selecting_missing_cells_is_refused(tmp_path):
     write_dataset(tmp_path / "d.h5", make_dataset())
     with pytest.raises(ValueError, match=r"cells \[5\] do not exist: the file has 3 cells"):
         read_dataset(tmp_path / "d.h5", cells=[0, 5])
-    # a float index reached NumPy's indexing (IndexError: only integers, slices ...)
-    with pytest.raises(ValueError, match=r"cells \[1\.0\] do not exist: the file has 3 cells"):
+    # a float index reached NumPy's indexing (IndexError: only integers, slices ...), then was called missing
+    with pytest.raises(TypeError, match=r"^cells must be whole cell indices \(ints\), got float 1\.0$"):
         read_dataset(tmp_path / "d.h5", cells=[1.0])
     # one index is one cell ("'int' object is not iterable" before); a text is not a list of indices
     one = read_dataset(tmp_path / "d.h5", cells=np.int64(2))

@@ -10,6 +10,7 @@ import numbers
 import os
 import re
 import warnings
+from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -386,6 +387,23 @@ def check_rate_values(values: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} holds negative rates (min {values.min():g}); rates must be >= 0")
 
 
+def as_rates(rates, n_frames: int, name: str) -> np.ndarray:
+    """Rates given as an array, (T, n_cells) or (T,) for one cell, as float64 (T, n_cells); one sentence
+    naming ``name`` otherwise: a TypeError unless numbers (integers or floats: not bools, not text parsed as
+    numbers), a ValueError unless 2-D with one time bin per stimulus frame (``n_frames``), finite and >= 0."""
+    arr = as_real_array(rates, f"{name} must be a (T, n_cells) array of numbers",
+                        f"{name} must hold numbers (spikes per {FRAME_MS:g} ms bin, integers or floats)")
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be (T, n_cells), got shape {arr.shape}")
+    if arr.shape[0] != n_frames:
+        raise ValueError(f"the stimulus has {n_frames} frames but {name} has {arr.shape[0]} time bins")
+    arr = arr.astype(np.float64)
+    check_rate_values(arr, name)
+    return arr
+
+
 def check_not_empty(shape: Sequence[int], name: str = "stimulus") -> None:
     """A ValueError unless an array of ``shape`` holds at least one value (what :func:`as_stack` refuses as empty);
     for a stack known by its shape alone (a file's header)."""
@@ -572,14 +590,36 @@ def check_cell_subset(cells, n_cells: int, holder: str) -> list[int]:
     if len(cells) == 0:
         raise ValueError(f"cells must name at least one cell, got an empty list ({holder} {n_cells} cells, "
                          f"0..{n_cells - 1}); leave cells out to use them all")
-    bad = [c for c in cells
-           if isinstance(c, bool) or not (isinstance(c, numbers.Integral) and 0 <= c < n_cells)]
+    wrong = [c for c in cells if isinstance(c, (bool, np.bool_)) or not isinstance(c, numbers.Integral)]
+    if wrong:   # 1.0 or True is no cell index, not a cell that is missing
+        got = wrong[0].item() if isinstance(wrong[0], np.generic) else wrong[0]
+        raise TypeError(f"cells must be whole cell indices (ints), got {type(wrong[0]).__name__} {got!r}")
+    bad = [c for c in cells if not 0 <= c < n_cells]
     if bad:
         raise ValueError(f"cells {bad} do not exist: {holder} {n_cells} cells (0..{n_cells - 1})")
     cells = [int(c) for c in cells]
     if len(set(cells)) != len(cells):   # a model with two outputs for one cell: names and scores collide
         raise ValueError(f"cells must list each cell once, got {cells}")
     return cells
+
+
+class FolderError(IsADirectoryError, ValueError):
+    """A folder where a file was expected: bad input (a ValueError, DESIGN.md), and what the system would say
+    (an IsADirectoryError, which callers already catch)."""
+
+
+def file_path(path, name: str = "path", or_none: bool = False, writing: bool = False) -> Path:
+    """``path`` as a Path to a file, or one sentence: a TypeError unless a str or os.PathLike (``or_none``: the
+    caller takes None too, and says so), a :class:`FolderError` when a folder is there (``writing``: worded for
+    a file about to be written). Whether a file is there is the caller's question."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike{' or None' if or_none else ''}, "
+                        f"got {type(path).__name__}")
+    path = Path(path)
+    if path.is_dir():
+        raise FolderError(f"cannot write {str(path)!r}: it is a folder; give a file name inside it" if writing
+                          else f"{str(path)!r} is a folder, not a file")
+    return path
 
 
 def check_positive(value, name: str) -> float:

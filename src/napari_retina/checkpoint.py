@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import struct
 import warnings
@@ -42,7 +41,7 @@ from ._atomic import atomic_write
 from ._device import DeviceLike, resolve_device
 from ._json import parse_json
 from ._types import PathLike
-from ._validate import unusable_weights
+from ._validate import file_path, unusable_weights
 from .formats import check_dense, is_hdf5, known_formats, read_foreign
 from .model import ModelConfig, RetinaCNN
 
@@ -74,6 +73,7 @@ def save_model(model: RetinaCNN, path: PathLike) -> Path:
     """
     if not isinstance(model, RetinaCNN):
         raise TypeError(f"save_model expects a RetinaCNN, got {type(model).__name__}")
+    path = file_path(path, writing=True)   # None, or a folder: one sentence before the weights are serialised
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT,
@@ -371,10 +371,7 @@ def load_model(path: Optional[PathLike] = None, device: DeviceLike = None) -> Re
     (40, 50)
     """
     dev = resolve_device(device)
-    if path is not None and not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a checkpoint's file path (str or Path) or None, got {type(path).__name__} "
-                        f"{path!r}")
-    path = default_model_path() if path is None else Path(path)
+    path = default_model_path() if path is None else file_path(path, or_none=True)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     config, state, info = _read_any(path)

@@ -33,7 +33,8 @@ from ._atomic import atomic_write
 from ._json import parse_json
 from ._types import PathLike
 from ._units import FRAME_MS
-from ._validate import as_stack, check_cell_subset, check_rate_values, hz_like_rates, hz_warning
+from ._validate import (as_rates, as_real_array, as_stack, check_cell_subset, check_rate_values, file_path,
+                        hz_like_rates, hz_warning)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from .attribution import Attribution
@@ -50,9 +51,9 @@ REPEATS_NAME = re.compile(r"cell([0-9]+)")
 
 
 def _existing(path: PathLike) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{str(path)!r} is a folder, not a file")
+    """``path`` as a Path to an existing file: :func:`~napari_retina._validate.file_path`'s TypeError or
+    FolderError (a ValueError and an IsADirectoryError), or a FileNotFoundError, in one sentence."""
+    path = file_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no file at {str(path)!r}")
     return path
@@ -196,7 +197,10 @@ def _h5_resolve(h5, key: str, path: Path) -> Optional[str]:
 
 def _h5_stimulus_key(h5, path: Path, key: Optional[str] = None) -> str:
     """The hard path of the stimulus dataset in the open file: ``key``, or the first of :data:`STIMULUS_KEYS`
-    the file has; a missing one is one ValueError listing the file's datasets."""
+    the file has; a missing one is one ValueError listing the file's datasets, a key that is no string a
+    TypeError."""
+    if key is not None and not isinstance(key, str):
+        raise TypeError(f"key must be a string naming an HDF5 dataset, got {type(key).__name__} {key!r}")
     if key is not None:
         found = _h5_dataset_path(h5, key, path)
         if found is None:
@@ -551,13 +555,14 @@ def _read_split(h5, split: str, path: Path, cells: Optional[list[int]]) -> Split
     return Split(stim, rates.T.astype(np.float32), repeats)
 
 
-def _checked_rates(values: np.ndarray, key: str, shape: str, path: Path, n_frames: int,
+def _checked_rates(values: np.ndarray, key: str, shape: str, path: Optional[Path], n_frames: int,
                    what: str = "rates") -> np.ndarray:
-    """The rates of dataset ``key`` as float64, or one ValueError naming it and the file: numbers, 2-D
-    (``shape``, time last), one time bin per stimulus frame, finite and >= 0. Checks the rates and each
-    cell's repeats alike (``what``: "rates" or "repeats")."""
-    name = f"{key} in {path.name}"
-    if values.dtype.kind not in "biuf":
+    """The rates of dataset ``key`` as float64, or one ValueError naming it and the file (``path``; None for
+    arrays in memory, named ``key`` alone): numbers (integers or floats, not bools), 2-D (``shape``, time last),
+    one time bin per stimulus frame, finite and >= 0. Checks the rates and each cell's repeats alike (``what``:
+    "rates" or "repeats")."""
+    name = key if path is None else f"{key} in {path.name}"
+    if values.dtype.kind not in "iuf":
         raise ValueError(f"{name} must hold numbers (spikes per 10 ms bin), got dtype {values.dtype}")
     if values.ndim != 2:
         raise ValueError(f"{name} must be {shape}, got shape {values.shape}")
@@ -580,15 +585,40 @@ def _read_repeats(h5, split: str, path: Path, n_cells: int, n_frames: int) -> Op
     if not names:
         return None
     names = _repeats_by_cell(names, prefix[:-1], path, n_cells)
-    reps = [_checked_rates(_read_h5_dataset(h5, prefix + n, path), prefix + n,
-                           "(repeats, T)", path, n_frames, "repeats") for n in names]
+    rows = (_read_h5_dataset(h5, prefix + n, path) for n in names)   # read one by one as they are checked
+    return _stacked_repeats(rows, [f"{prefix}{n} in {path.name}" for n in names], names,
+                            f"{prefix[:-1]} in {path.name}", n_frames)
+
+
+def _stacked_repeats(rows, names: list[str], labels: list[str], group: str, n_frames: int) -> np.ndarray:
+    """(n_cells, repeats, T) float32 from one (repeats, T) array per cell, a file's or an array's: each row,
+    ``names[i]`` in messages, checked as rates are (:func:`_checked_rates`), and the same number of repeats
+    (at least 1) for every cell (``group``, its cells ``labels``), or one ValueError."""
+    reps = [_checked_rates(r, n, "(repeats, T)", None, n_frames, "repeats") for r, n in zip(rows, names)]
     counts = [len(r) for r in reps]
     odd = next((i for i, c in enumerate(counts) if c != counts[0]), None)
     if odd is not None or counts[0] == 0:
-        got = f"{counts[0]} in {names[0]}" + (f" but {counts[odd]} in {names[odd]}" if odd is not None else "")
-        raise ValueError(f"{prefix[:-1]} in {path.name} must hold the same number of repeats (at least 1) for every "
-                         f"cell, got {got}")
+        got = f"{counts[0]} in {labels[0]}" + (f" but {counts[odd]} in {labels[odd]}" if odd is not None else "")
+        raise ValueError(f"{group} must hold the same number of repeats (at least 1) for every cell, got {got}")
     return np.stack([r.astype(np.float32) for r in reps])
+
+
+def repeats_array(repeats, n_cells: int, n_frames: int, name: str) -> np.ndarray:
+    """Repeats given in memory, (n_cells, repeats, T) (or one (repeats, T) array per cell), as (n_cells, repeats,
+    T) float32, checked as a file's are (:func:`_stacked_repeats`), or one sentence: a TypeError unless arrays of
+    numbers, a ValueError unless one row per cell of the rates (``n_cells``), ``n_frames`` time bins, the same
+    number of repeats (at least 1) for every cell, finite and >= 0."""
+    if not isinstance(repeats, (list, tuple, np.ndarray)) or getattr(repeats, "ndim", 1) == 0:
+        raise TypeError(f"{name} must be a (cells, repeats, T) array of numbers, got {type(repeats).__name__}")
+    if len(repeats) != n_cells:
+        shape = f" (shape {repeats.shape})" if isinstance(repeats, np.ndarray) else ""
+        raise ValueError(f"{name} must hold the repeats of each of the {n_cells} cells of the rates, (cells, repeats, "
+                         f"T), got {len(repeats)} row(s){shape}")
+    labels = [f"cell {c}" for c in range(n_cells)]
+    rows = [as_real_array(r, f"{name} of {c} must be a (repeats, T) array of numbers",
+                          f"{name} of {c} must hold numbers (spikes per 10 ms bin, integers or floats)")
+            for r, c in zip(repeats, labels)]
+    return _stacked_repeats(rows, [f"{name} of {c}" for c in labels], labels, name, n_frames)
 
 
 def _cell_list(numbers: list[int], most: int = 6) -> str:
@@ -658,18 +688,23 @@ def read_dataset(path: PathLike, cells: Optional[list[int]] = None) -> Dataset:
         attrs = {k: _attr_value(v) for k, v in h5.attrs.items() if k != "cell_names"}
         file_cells = int(h5[f"train/{RATE_KEY}"].shape[0])
         names = _names_in(h5, path, "train")
-    if train.stimulus.shape[1:] != test.stimulus.shape[1:]:
-        raise ValueError(
-            f"train and test stimuli differ in size: {train.stimulus.shape[1:]} vs {test.stimulus.shape[1:]}"
-        )
-    if train.rates.shape[1] != test.rates.shape[1]:
-        raise ValueError(f"train has {train.rates.shape[1]} cells but test has {test.rates.shape[1]}")
+    _check_splits_agree(train, test)
     _warn_if_hz(path, {"train": train, "test": test})
     # one name per file cell (the file's, or cellN by its index in the file), picked as the rates are
     cell_names = names if names is not None else [f"cell{i}" for i in range(file_cells)]
     if cells is not None:
         cell_names = [cell_names[c] for c in check_cell_subset(cells, len(cell_names), "the file has")]
     return Dataset(train, test, cell_names, attrs)
+
+
+def _check_splits_agree(train: Split, test: Split) -> None:
+    """One ValueError unless the (checked) splits have frames of one size and the same cells."""
+    if train.stimulus.shape[1:] != test.stimulus.shape[1:]:
+        raise ValueError(
+            f"train and test stimuli differ in size: {train.stimulus.shape[1:]} vs {test.stimulus.shape[1:]}"
+        )
+    if train.rates.shape[1] != test.rates.shape[1]:
+        raise ValueError(f"train has {train.rates.shape[1]} cells but test has {test.rates.shape[1]}")
 
 
 def _warn_if_hz(path: Path, splits: dict, stacklevel: int = 3) -> None:
@@ -740,9 +775,69 @@ def _cell_names_attr(path: Path, names: Any, n_cells: int) -> Optional[list]:
     return parsed
 
 
+def cell_names_list(names, n_cells: int, name: str = "cell_names") -> list:
+    """A dataset's cell names as a list: empty (none given), or one string per cell of its rates (``n_cells``),
+    as a file's ``cell_names`` attribute must be (:func:`read_dataset`); one ValueError otherwise."""
+    if names is None:
+        return []
+    ok = isinstance(names, (list, tuple, np.ndarray)) and all(isinstance(c, str) for c in names)
+    if not ok or len(names) not in (0, n_cells):
+        got = f"{len(names)} name(s): {list(names)!r:.80}" if ok else f"{type(names).__name__} {names!r:.80}"
+        raise ValueError(f"{name} must be a list of {n_cells} strings, one per cell of the rates (or empty), got "
+                         f"{got}")
+    return [str(c) for c in names]
+
+
+def _checked_split(split, name: str) -> Split:
+    """A :class:`Split` in memory checked as :func:`read_dataset` checks a file's, in one sentence naming
+    ``name`` ("dataset.train"): the stimulus, the rates (:func:`~napari_retina._validate.as_rates`) and any
+    repeats (:func:`repeats_array`)."""
+    if not isinstance(split, Split):
+        raise TypeError(f"{name} must be an nr.io.Split, got {type(split).__name__}")
+    stim = as_stack(split.stimulus, f"{name}.stimulus")
+    rates = as_rates(split.rates, stim.shape[0], f"{name}.rates")
+    reps = split.repeats
+    if reps is not None:
+        reps = repeats_array(reps, rates.shape[1], stim.shape[0], f"{name}.repeats")
+    return Split(stim, rates.astype(np.float32), reps)
+
+
+def _check_attrs(attrs) -> None:
+    """One sentence unless every one of ``attrs`` can be a file attribute (HDF5 stores it: a number, a string,
+    a list or array of numbers or strings), under a name of its own (not ``cell_names``, which holds the
+    dataset's cell names)."""
+    import h5py
+
+    if not isinstance(attrs, Mapping):
+        raise TypeError(f"dataset.attrs must be a dict, got {type(attrs).__name__}")
+    with h5py.File("attrs", "w", driver="core", backing_store=False) as h5:   # in memory: nothing is written
+        for key, value in attrs.items():
+            if not isinstance(key, str) or key in ("", "cell_names"):
+                raise ValueError(f"dataset.attrs names must be non-empty strings other than 'cell_names' (the cell "
+                                 f"names are dataset.cell_names), got {key!r}")
+            try:
+                h5.attrs[key] = value
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ValueError(f"dataset.attrs[{key!r}] cannot be stored in an HDF5 file: expected a number, a "
+                                 f"string or a list of them, got {type(value).__name__} {value!r:.60}") from exc
+
+
 def write_dataset(path: PathLike, dataset: Dataset) -> Path:
-    """Write a :class:`Dataset` in the lab's HDF5 layout (atomically)."""
-    return _atomic_h5(path, lambda h5: _fill_dataset(h5, dataset))
+    """Write a :class:`Dataset` in the lab's HDF5 layout (atomically).
+
+    Checked first, as :func:`read_dataset` checks a file (stimuli, rates,
+    repeats, cells, cell names) and as HDF5 stores attributes: a dataset that
+    would not read back is one sentence, and a file at ``path`` stays as it was.
+    """
+    path = file_path(path, writing=True)
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be an nr.io.Dataset, got {type(dataset).__name__}")
+    train, test = _checked_split(dataset.train, "dataset.train"), _checked_split(dataset.test, "dataset.test")
+    _check_splits_agree(train, test)
+    names = cell_names_list(dataset.cell_names, train.rates.shape[1], "dataset.cell_names")
+    _check_attrs(dataset.attrs)
+    checked = Dataset(train, test, names, dict(dataset.attrs))
+    return _atomic_h5(path, lambda h5: _fill_dataset(h5, checked))
 
 
 def _fill_dataset(h5, dataset: Dataset) -> None:
@@ -779,11 +874,9 @@ def _write_group(group, data: Mapping[str, Any]) -> None:
         elif isinstance(value, (str, bool, int, float, np.generic)):
             group.attrs[key] = value
         else:
-            arr = np.asarray(value)
-            if arr.dtype.kind in "US":
+            arr = np.asarray(value)   # numbers or text: _check_results refused the rest
+            if arr.dtype.kind == "U":
                 group.attrs[key] = json.dumps(arr.tolist())
-            elif arr.dtype == object:
-                group.attrs[key] = json.dumps(value, default=str)
             else:
                 group.create_dataset(key, data=arr, compression="gzip" if arr.size > 1024 else None)
 
@@ -799,6 +892,46 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: the kinds of array write_results stores (in .h5 and .npz alike): bool, integer, float, complex and text
+RESULT_KINDS = "biufcU"
+
+
+def _check_results(data: Mapping, prefix: str = "") -> None:
+    """One sentence for what :func:`write_results` cannot store as given, before anything is written: a key that
+    is empty, holds "/" (nest dicts instead) or names the same entry as another once keys are text; a value other
+    than None, a nested dict, a number, a string, or an array or list of numbers or strings (of
+    :data:`RESULT_KINDS`): an object array, a ragged or mixed list, bytes, an int beyond 64 bits."""
+    seen: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key)
+        where = f"{prefix}{name}"
+        if name in ("", ".") or "/" in name:
+            raise ValueError(f"results keys must be names without '/' (nest dicts for groups), not empty or '.', got "
+                             f"{where!r}")
+        if name in seen:
+            raise ValueError(f"results hold two entries named {where!r} (keys {seen[name]!r} and {key!r}); "
+                             "rename one")
+        seen[name] = key
+        if isinstance(value, Mapping):
+            _check_results(value, where + "/")
+            continue
+        if value is None or isinstance(value, str):
+            continue
+        try:
+            kind = np.asarray(value).dtype
+        except (ValueError, TypeError):   # a ragged list
+            kind = np.dtype(object)
+        if kind.kind not in RESULT_KINDS:
+            if isinstance(value, int):
+                got = f"the int {value}, which no 64-bit integer holds"
+            elif kind == object:
+                got = f"{type(value).__name__} of objects (mixed, nested or ragged values)"
+            else:
+                got = f"{type(value).__name__} of dtype {kind}"
+            raise ValueError(f"results[{where!r}] must be a number, a string, a dict, or an array or list of numbers "
+                             f"or strings, got {got}")
+
+
 def _write_npz(tmp: str, arrays: Mapping[str, np.ndarray]) -> None:
     with open(tmp, "wb") as fh:  # a file, not a name: numpy would append ".npz" to the name
         np.savez_compressed(fh, **arrays)
@@ -810,20 +943,24 @@ def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
     In HDF5, nested dicts become groups, arrays datasets, and numbers and
     strings attributes. In ``.npz``, keys are joined with ``/``. A value of
     None is left out in both (``tol`` of a fixed-steps attribution, say).
+    What either format cannot hold as given (an empty key or one with ``/``,
+    two keys that read the same, an object array, an int beyond 64 bits) is
+    refused in one sentence before anything is written (:func:`_check_results`).
 
     Example
     -------
     >>> nr.io.write_results("out.h5", {"rates": rates, "model": {"name": "default"}})  # doctest: +SKIP
     """
-    path = Path(path)
+    path = file_path(path, writing=True)
     if not isinstance(results, Mapping):
         raise TypeError(f"results must be a dict, got {type(results).__name__}")
     suffix = path.suffix.lower()
+    if suffix not in HDF5_SUFFIXES + (".npz",):
+        raise ValueError(f"results are written to .h5, .hdf5 or .npz, got {path.suffix or 'no suffix'!r}")
+    _check_results(results)
     if suffix in HDF5_SUFFIXES:
         return _atomic_h5(path, lambda h5: _write_group(h5, results))
-    if suffix == ".npz":
-        return atomic_write(path, lambda tmp: _write_npz(tmp, _flatten(results)))
-    raise ValueError(f"results are written to .h5, .hdf5 or .npz, got {path.suffix or 'no suffix'!r}")
+    return atomic_write(path, lambda tmp: _write_npz(tmp, _flatten(results)))
 
 
 def trace_columns(attr: "Attribution", red: Optional["Reduction"] = None) -> dict[str, np.ndarray]:
@@ -858,6 +995,7 @@ def write_traces_csv(path: PathLike, attr: "Attribution", red: Optional["Reducti
     """
     import csv
 
+    path = file_path(path, writing=True)
     cols = trace_columns(attr, red)
 
     def write(tmp: str) -> None:

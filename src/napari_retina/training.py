@@ -47,10 +47,10 @@ from ._device import DeviceLike, resolve_device
 from ._frames import batches, gather_windows
 from ._progress import Progress, report
 from ._types import PathLike
-from ._validate import (as_stack, check_cell_subset, check_history_frames, check_int, check_positive,
-                        check_rate_values, hz_like_rates, hz_warning, units_finding, unusable_weights)
+from ._validate import (as_rates, as_stack, check_cell_subset, check_history_frames, check_int, check_positive,
+                        file_path, hz_like_rates, hz_warning, units_finding, unusable_weights)
 from .checkpoint import load_model, save_model, weights_sha256
-from .io import Dataset, Split, read_cell_names, read_dataset, read_split
+from .io import Dataset, Split, cell_names_list, read_cell_names, read_dataset, read_split, repeats_array
 from .metrics import explained_variance, finite_mean, pearson, ratio_of_means
 from .model import ModelConfig, RetinaCNN
 
@@ -211,19 +211,10 @@ def _read_true_rates(path: Path, cells: Optional[list[int]], n_frames: int) -> O
 
 
 def _check_rates(rates, n_frames: int, name: str, stacklevel: int) -> np.ndarray:
-    """Rates (T, n_cells) float32, refused in one sentence unless numbers, finite and >= 0, one bin per frame;
-    rates that look like Hz warn (``stacklevel``: warnings.warn's, as if called here)."""
-    try:
-        arr = np.asarray(rates, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a (T, n_cells) array of numbers, got {type(rates).__name__}") from exc
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be (T, n_cells), got shape {arr.shape}")
-    if arr.shape[0] != n_frames:
-        raise ValueError(f"the stimulus has {n_frames} frames but {name} has {arr.shape[0]} time bins")
-    check_rate_values(arr, name)
+    """Rates (T, n_cells) float32, refused in one sentence unless numbers (integers or floats: not bools, not
+    text), finite and >= 0, one bin per frame (:func:`~napari_retina._validate.as_rates`); rates that look like
+    Hz warn (``stacklevel``: warnings.warn's, as if called here)."""
+    arr = as_rates(rates, n_frames, name)
     why = hz_like_rates(arr)
     if why is not None:   # as a file's rates warn when read (nr.io.read_dataset)
         warnings.warn(hz_warning(name, why), UserWarning, stacklevel=stacklevel)
@@ -231,7 +222,8 @@ def _check_rates(rates, n_frames: int, name: str, stacklevel: int) -> np.ndarray
 
 
 def _as_split(value, name: str, stacklevel: int) -> Split:
-    """A (stimulus, rates) pair or a Split, checked; ``stacklevel`` (warnings.warn's, as if called here) points a
+    """A (stimulus, rates) pair or a Split, checked (a Split's repeats as a file's are,
+    :func:`~napari_retina.io.repeats_array`); ``stacklevel`` (warnings.warn's, as if called here) points a
     warning at the user's call."""
     if isinstance(value, Split):
         stim, rates, reps = value.stimulus, value.rates, value.repeats
@@ -241,7 +233,10 @@ def _as_split(value, name: str, stacklevel: int) -> Split:
     else:
         raise TypeError(f"{name} must be a Split or a (stimulus, rates) pair, got {type(value).__name__}")
     stim = as_stack(stim, f"{name} stimulus")
-    return Split(stim, _check_rates(rates, stim.shape[0], f"{name} rates", stacklevel + 1), reps)
+    rates = _check_rates(rates, stim.shape[0], f"{name} rates", stacklevel + 1)
+    if reps is not None:
+        reps = repeats_array(reps, rates.shape[1], stim.shape[0], f"{name} repeats")
+    return Split(stim, rates, reps)
 
 
 def _load(data, cells: Optional[list[int]]) -> _Data:
@@ -253,8 +248,9 @@ def _load(data, cells: Optional[list[int]]) -> _Data:
         ds = read_dataset(path, cells=cells)
         return _Data(ds, path, _sha256(path), _read_true_rates(path, cells, ds.test.stimulus.shape[0]))
     if isinstance(data, Dataset):
-        ds = Dataset(_as_split(data.train, "train", 4), _as_split(data.test, "test", 4), list(data.cell_names),
-                     dict(data.attrs))
+        train, test = _as_split(data.train, "train", 4), _as_split(data.test, "test", 4)
+        names = cell_names_list(data.cell_names, train.rates.shape[1], "the Dataset's cell_names")
+        ds = Dataset(train, test, names, dict(data.attrs))
     elif isinstance(data, (tuple, list)) and len(data) in (2, 4):
         train = _as_split(tuple(data[:2]), "train", 4)      # here, _load, train, its caller
         test = _as_split(tuple(data[2:]), "test", 4) if len(data) == 4 else None
@@ -480,6 +476,9 @@ def train(
     >>> model = nr.train("wn.h5", epochs=5, out="m.pt")          # doctest: +SKIP
     """
     t0 = time.time()
+    for what, call, fn in (("progress", "progress(done, total)", progress), ("log", "log(entry)", log)):
+        if fn is not None and not callable(fn):   # before any work, not after the first epoch
+            raise TypeError(f"{what} must be a callable {call} or None, got {type(fn).__name__} {fn!r}")
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, blocks_per_batch=blocks_per_batch, lr=lr, l2=l2,
                      l1_linear=l1_linear, patience=patience, lr_patience=lr_patience, holdout=holdout, seed=seed,
                      recalibrate=recalibrate)
@@ -528,11 +527,9 @@ def _check_out(out: Optional[PathLike], data=None) -> Optional[Path]:
     folder nor the dataset file ``data`` (when that is a path) the model is trained on."""
     if out is None:
         return None
-    out = Path(out)
+    out = file_path(out, "out", or_none=True, writing=True)  # a folder: atomic_write's sentence, before an epoch
     if not out.parent.exists():
         raise FileNotFoundError(f"cannot save the model: folder {str(out.parent)!r} does not exist")
-    if out.is_dir():  # the sentence atomic_write would give, but before an epoch is spent
-        raise IsADirectoryError(f"cannot write {str(out)!r}: it is a folder; give a file name inside it")
     if same_file(out, data):
         raise ValueError(f"cannot save the model to {str(out)!r}: it is the training data {str(data)!r}, which the "
                          "checkpoint would replace")
@@ -951,8 +948,9 @@ def evaluate(model: RetinaCNN, data: TrainingData, cells: Optional[list[int]] = 
         d = _Data(Dataset(split, split, _pick(all_names, cells) if all_names else [], {}), path, None,
                   _read_true_rates(path, cells, split.stimulus.shape[0]))
     else:
-        all_names = list(data.cell_names) if isinstance(data, Dataset) and data.cell_names else None
-        d = _load(data, cells)               # picks a Dataset's names as it picks the rates
+        d = _load(data, cells)               # picks a Dataset's names as it picks the rates, checked there
+        if isinstance(data, Dataset) and data.cell_names is not None:
+            all_names = list(data.cell_names) or None
     ds = d.dataset
     if ds.test.rates.shape[1] != model.config.n_cells:
         raise ValueError(f"the model has {model.config.n_cells} cells but the data have {ds.test.rates.shape[1]}")
