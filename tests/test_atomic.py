@@ -403,3 +403,29 @@ def test_a_killed_writers_staging_folder_is_removed_by_the_next_set(tmp_path):
         (folder / "a.json").write_text("half")
     atomic_write_set(out, {"a.json": lambda path: path.write_text("new")})
     assert not left.exists() and live.exists()   # a live writer's folder is never touched
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs POSIX file size limits")
+def test_an_hdf5_write_onto_a_full_disk_is_a_write_error_not_a_crash(tmp_path):
+    """HDF5 writing to a disk that fills up fails as it closes its objects, and h5py then crashed the process
+    (a segfault once the error was handled: exit 139 from `napari-retina attribute` under `ulimit -f`). A file
+    size limit stands in for the full disk (Python ignores SIGXFSZ, so the write fails with EFBIG)."""
+    import resource
+
+    out = tmp_path / "r.h5"
+    script = (
+        "import numpy as np, napari_retina as nr\n"
+        "from napari_retina._atomic import WriteError\n"
+        "try:\n"
+        f"    nr.io.write_results({str(out)!r}, {{'x': np.random.default_rng(0).standard_normal((8, 100_000))}})\n"
+        "except WriteError as exc:\n"
+        "    print('WriteError:', exc)\n")
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    done = subprocess.run([sys.executable, "-c", script], preexec_fn=limit_file_size, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"WriteError: cannot write {str(out)!r}: File too large"
+    assert list(tmp_path.iterdir()) == []

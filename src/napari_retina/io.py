@@ -24,8 +24,9 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -854,12 +855,23 @@ def _fill_dataset(h5, dataset: Dataset) -> None:
         h5.attrs[k] = v
 
 
-def _atomic_h5(path: PathLike, fill) -> Path:
+def _atomic_h5(path: PathLike, fill: Callable[[Any], None]) -> Path:
+    """Write the HDF5 file ``path`` atomically: ``fill(h5)`` fills an ``h5py.File`` made in memory, whose bytes
+    then go to disk in one write.
+
+    In memory first: HDF5 writing to a disk that fills up fails as it closes its objects, and h5py then
+    crashed the process (a segfault once the error had been handled; reproduced with ``ulimit -f``). A full
+    disk is now an OSError of the one write, which :func:`atomic_write` reports as a WriteError naming
+    ``path``. The price is the file's size in memory while it is written.
+    """
     import h5py
 
     def write(tmp: str) -> None:
-        with h5py.File(tmp, "w") as h5:
+        image = BytesIO()
+        with h5py.File(image, "w") as h5:
             fill(h5)
+        with open(tmp, "wb") as f:
+            f.write(image.getbuffer())
 
     return atomic_write(path, write)
 
