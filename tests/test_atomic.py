@@ -429,3 +429,29 @@ def test_an_hdf5_write_onto_a_full_disk_is_a_write_error_not_a_crash(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == f"WriteError: cannot write {str(out)!r}: File too large"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs POSIX file size limits")
+def test_a_checkpoint_saved_onto_a_full_disk_is_a_write_error_not_a_torch_traceback(tmp_path):
+    """torch.save onto a full disk raised a RuntimeError from its zip writer ('enforce fail at
+    inline_container.cc'), which no caller reads as a failed write: `napari-retina train` ended in a traceback."""
+    import resource
+
+    out = tmp_path / "m.pt"
+    script = (
+        "import napari_retina as nr\n"
+        "from napari_retina._atomic import WriteError\n"
+        "model = nr.load_model()\n"
+        "try:\n"
+        f"    nr.save_model(model, {str(out)!r})\n"
+        "except WriteError as exc:\n"
+        "    print('WriteError:', exc)\n")
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))   # the shipped model is ~0.5 MB
+
+    done = subprocess.run([sys.executable, "-c", script], preexec_fn=limit_file_size, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"WriteError: cannot write {str(out)!r}: File too large"
+    assert list(tmp_path.iterdir()) == []

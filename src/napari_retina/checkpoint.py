@@ -32,6 +32,7 @@ import pickle
 import struct
 import warnings
 from importlib import resources
+from io import BytesIO
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -83,7 +84,14 @@ def save_model(model: RetinaCNN, path: PathLike) -> Path:
         "weights_sha256": weights_sha256(state),
         "state_dict": state,
     }
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    def write(tmp: str) -> None:   # serialised in memory: torch.save onto a full disk raises a RuntimeError
+        image = BytesIO()          # from its zip writer, and only the one plain write below says ENOSPC/EFBIG
+        torch.save(payload, image)
+        with open(tmp, "wb") as f:
+            f.write(image.getbuffer())
+
+    return atomic_write(path, write)
 
 
 def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
