@@ -3,6 +3,7 @@ sentence each (DESIGN.md, bad input policy), never numpy's, h5py's or pathlib's;
 nothing and leaves nothing behind."""
 
 import os
+import re
 
 import h5py
 import numpy as np
@@ -279,3 +280,12 @@ def test_cell_indices_that_are_not_ints_are_a_type_error(tmp_path, model, data, 
         nr.evaluate(model, data, cells=cells)
     with pytest.raises(TypeError, match=match):
         nr.train(data, epochs=1, cells=cells)
+
+
+@pytest.mark.parametrize("name, says", [("stimulus", "it has no suffix"), ("stimulus.txt", "its suffix is '.txt'")])
+def test_a_stimulus_file_of_another_suffix_is_named(tmp_path, name, says):
+    """The message said "cannot read a stimulus from 'a file without suffix'", naming no file."""
+    (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(ValueError, match=rf"^cannot read a stimulus from '{re.escape(str(tmp_path / name))}': {says}, "
+                                         r"expected one of \.npy, \.tif, \.tiff, \.h5, \.hdf5$"):
+        nr.io.read_stimulus(tmp_path / name)

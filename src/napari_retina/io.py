@@ -241,7 +241,8 @@ def read_stimulus(path: PathLike, key: Optional[str] = None) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix not in STIMULUS_SUFFIXES:
         raise ValueError(
-            f"cannot read a stimulus from {path.suffix or 'a file without suffix'!r}; "
+            f"cannot read a stimulus from {str(path)!r}: "
+            f"{f'its suffix is {path.suffix!r}' if path.suffix else 'it has no suffix'}, "
             f"expected one of {', '.join(STIMULUS_SUFFIXES)}"
         )
     if key is not None and suffix not in HDF5_SUFFIXES:
