@@ -180,6 +180,29 @@ def test_a_missing_chunk_is_one_sentence_not_zeros(store, tmp_path):
                                       f"'rates' of block b00000 of its task {key!r} has 1 of its 1 chunks missing")
 
 
+
+@pytest.mark.parametrize("damage, says", [
+    ("metadata", "cannot be opened (ZarrUserWarning: Object at channels is not recognized"),   # zarr only warned
+    ("folder", "lacks the array 'channels' that block b00000 holds"),
+])
+def test_a_block_missing_an_array_is_one_sentence_not_a_shorter_result(store, tmp_path, damage, says):
+    """A split task's second block without its 'channels' opened silently, the channels cut to the first block's
+    frames (86 of 150 in the audit's store)."""
+    root = tmp_path / "store"
+    shutil.copytree(store, root)
+    key = _key(root, ATTRIBUTE)
+    array = root / key / "b00001" / "channels"
+    if damage == "metadata":
+        os.remove(array / "zarr.json")
+    else:
+        shutil.rmtree(array)
+    with pytest.raises(ValueError) as info:
+        batch.load(root)
+    assert str(info.value).startswith(f"{str(root)!r} is a damaged napari-retina results store: block b00001 of "
+                                      f"its task {key!r} ")
+    assert says in str(info.value) and "\n" not in str(info.value)
+
+
 def test_every_chunk_is_written_even_one_of_zeros(tmp_path):
     """zarr leaves out a chunk equal to its fill value unless told otherwise; the store writes them all, so that a
     chunk of a grey stretch's zero attributions is on disk and its absence can be told from damage."""

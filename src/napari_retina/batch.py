@@ -1549,16 +1549,23 @@ def _lazy_arrays(root: Path, key: str, blocks: list) -> dict:
                                                          f"(its attributes list {len(blocks)} blocks)"))
         frames = stop - start if stop > start else None   # a split task's arrays are its block's frames
         try:
-            group = zarr.open_group(str(path / block), mode="r")
-            stack = [(group, "")]
-            found = []
-            while stack:
-                g, prefix = stack.pop()
-                found += [(prefix + name, arr) for name, arr in g.arrays()]
-                stack.extend((sub, f"{prefix}{name}/") for name, sub in g.groups())
+            with warnings.catch_warnings():   # a member folder zarr cannot read (its zarr.json gone) is damage,
+                warnings.simplefilter("error", zarr.errors.ZarrUserWarning)   # not a member to skip with a warning
+                group = zarr.open_group(str(path / block), mode="r")
+                stack = [(group, "")]
+                found = []
+                while stack:
+                    g, prefix = stack.pop()
+                    found += [(prefix + name, arr) for name, arr in g.arrays()]
+                    stack.extend((sub, f"{prefix}{name}/") for name, sub in g.groups())
         except Exception as exc:  # noqa: BLE001 - zarr's metadata errors: unknown codec or data type, bad JSON
             raise StoreError(_damaged_store(root, f"block {block} of its task {key!r} cannot be opened "
                                                   f"({type(exc).__name__}: {str(exc)[:120]})")) from None
+        if i and {name for name, _ in found} != set(per_name):   # every block holds the same arrays
+            name = sorted(set(per_name) ^ {name for name, _ in found})[0]
+            raise StoreError(_damaged_store(root, f"block {block} of its task {key!r} "
+                                                  f"{'lacks' if name in per_name else 'adds'} the array {name!r} "
+                                                  f"that block b00000 {'holds' if name in per_name else 'lacks'}"))
         for name, arr in found:
             per_name.setdefault(name, []).append(_checked_array(root, key, block, name, arr, frames))
     return {k: (v[0] if len(v) == 1 else da.concatenate(v, axis=0)) for k, v in per_name.items()}
