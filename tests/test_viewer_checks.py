@@ -186,6 +186,11 @@ def test_time_needs_a_stack_in_the_viewer(viewer):
     ({"scale": float("nan")}, ValueError, r"^scale must be a finite number > 0, got nan$"),
     ({"path": 3}, TypeError, r"^path must be a .png file path \(str or Path\), got int$"),
     ({"path": "no/such/folder/a.png"}, FileNotFoundError, r"^screenshot\(\) writes into an existing folder; "),
+    # beyond OpenGL's framebuffer limit vispy failed to draw and the process aborted (exit 134)
+    ({"size": (1200, 800), "scale": 15}, ValueError, r"^a screenshot is at most 16384 pixels a side \(an OpenGL "
+                                                     r"limit\), got 18000 \(size 1200x800, scale 15\)$"),
+    ({"size": (17000, 800), "window": True}, ValueError, r"^a screenshot is at most 16384 pixels a side .*, got "
+                                                         r"17000 \(size 17000x800\)$"),
 ])
 def test_a_bad_screenshot_argument_is_one_sentence(viewer, tmp_path, kwargs, error, message):
     args = {"path": tmp_path / "a.png", **kwargs}

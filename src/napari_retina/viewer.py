@@ -76,6 +76,9 @@ BESIDE_GAP = 0.1
 """Gap between results placed side by side (``show(..., beside=True)``), as a fraction of the new result's width."""
 SCREENSHOT_MARGIN = 0.03
 """Blank margin around the shown results in a :func:`screenshot` (fraction of the image)."""
+MAX_IMAGE_SIDE = 16384
+"""Largest side of a :func:`screenshot`, pixels: OpenGL's usual framebuffer limit (Mesa's, and many GPUs'; a
+larger one failed to draw and aborted the process)."""
 
 
 # ------------------------------------------------------------------- show ---
@@ -752,6 +755,10 @@ def screenshot(viewer: "napari.Viewer", path: PathLike, size: tuple = (1200, 800
         raise FileNotFoundError(f"screenshot() writes into an existing folder; got {str(path)!r}, whose folder "
                                 f"{str(path.parent)!r} does not exist")
     scale = check_positive(scale, "scale")
+    side = max(w, h) * (1.0 if window else scale)
+    if side > MAX_IMAGE_SIDE:   # beyond it the OpenGL framebuffer fails and vispy aborts the process
+        raise ValueError(f"a screenshot is at most {MAX_IMAGE_SIDE} pixels a side (an OpenGL limit), got "
+                         f"{side:.0f} (size {w}x{h}{'' if window else f', scale {scale:g}'})")
     if not isinstance(margin, numbers.Real) or isinstance(margin, bool) or not 0 <= float(margin) < 0.5:
         raise ValueError(f"margin must be a fraction of the image in [0, 0.5), got {margin!r}")
     image = _window_image(viewer, (w, h), margin) if window else \
