@@ -303,6 +303,23 @@ def test_the_crop_window_takes_the_size_of_a_model_loaded_after_it_was_drawn(vie
     np.testing.assert_allclose(outline.data[0], nr._napari._widgets._crop.window_rectangle(7, 7, 16))
 
 
+
+@pytest.mark.parametrize("dock", ["AnalyzeWidget", "ExperimentsWidget"])
+def test_a_chosen_cell_the_new_model_lacks_moves_with_a_warning(viewer, notes, dock):
+    """Cell 3 of a 4-cell model became cell 1 of a 2-cell one without a word (the spin box clamps), and the next
+    run analysed cell 1."""
+    torch.manual_seed(0)
+    nr.viewer.use_model(viewer, nr.RetinaCNN(nr.ModelConfig(history=10, size=20, kernels=(5, 5), n_cells=4)).eval())
+    w = _dock(viewer, getattr(_widgets, dock))
+    w.cell.value = 3
+    nr.viewer.use_model(viewer, _small(20))      # 2 cells
+    assert w.cell.value == 1 and w.cell.max == 1
+    assert notes == [("warning", "Cell 3 does not exist in the new model (2 cells, 0–1): cell 1 is chosen instead.")]
+    notes.clear()
+    nr.viewer.use_model(viewer, _small(20, seed=3))   # a cell the new model has: nothing to say
+    assert notes == [] and w.cell.value == 1
+
+
 def test_only_the_chosen_layer_s_crop_window_is_shown_and_only_with_crop_window(viewer, notes):
     """Crop windows piled up: one left on each layer chosen before, and one left after crop went back to
     'none'."""

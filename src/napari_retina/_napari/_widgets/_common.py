@@ -27,7 +27,7 @@ from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 from .. import _exit
 from .._docking import dock_of, docked_in, vertical_scroll
 from .._layers import AXIS_LABELS, META, SCALE, UNITS
-from .._tasks import wrapping
+from .._tasks import notify, wrapping
 
 _FROM_SIGNATURE: Any = object()
 
@@ -64,6 +64,16 @@ def parameter_widget(func: Callable, name: str, *, value: Any = _FROM_SIGNATURE,
     label = label or (f"{name} ({unit})" if unit else name)
     return create_widget(value=value, annotation=annotation, name=name, label=label,
                          options={"tooltip": tooltip, **options})
+
+
+def offer_cells(cell: ValueWidget, n_cells: int) -> None:
+    """Let the ``cell`` spin box offer a new model's cells, 0 to ``n_cells - 1``. A chosen cell the model lacks
+    moves to its last cell with a warning (the box would move it silently, and the next run analyse another cell)."""
+    chosen = cell.value
+    cell.max = n_cells - 1
+    if chosen > n_cells - 1:
+        notify("warning", f"Cell {chosen} does not exist in the new model ({n_cells} cells, 0–{n_cells - 1}): "
+                          f"cell {n_cells - 1} is chosen instead.")
 
 
 def stimulus_layers(viewer) -> list:

@@ -34,6 +34,7 @@ from ._common import (
     file_choice_problem,
     has_physical_scale,
     layer_picker,
+    offer_cells,
     parameter_widget,
     scroll_contents,
     set_physical_scale,
@@ -162,7 +163,7 @@ class AnalyzeWidget(Container):
         tabify_when_docked(self)
 
     def _model_changed(self, model: RetinaCNN) -> None:
-        self.cell.max = model.config.n_cells - 1
+        offer_cells(self.cell, model.config.n_cells)
         layer = self.layer.value
         shapes = find_window(self.viewer, layer) if layer is not None and self.crop.value == "window" else None
         if shapes is not None:  # the rectangle shows the new model's field

@@ -31,8 +31,8 @@ from ...experiments.battery import KEY_NUMBERS, default_retina, trained_on_truth
 from .._session import session
 from .._tasks import Task, notify, one_sentence
 from ... import viewer as nr_viewer
-from ._common import TERMS, PARAMETER_HELP, parameter_widget, rich_label, scroll_contents, scroll_within, \
-    tabify_when_docked, term_link
+from ._common import TERMS, PARAMETER_HELP, offer_cells, parameter_widget, rich_label, scroll_contents, \
+    scroll_within, tabify_when_docked, term_link
 
 TABLE_HEIGHT = 130
 """Minimum height (px) of the readout table, so its rows are readable."""
@@ -269,7 +269,7 @@ class ExperimentsWidget(Container):
         tabify_when_docked(self)
 
     def _model_changed(self, model) -> None:
-        self.cell.max = model.config.n_cells - 1
+        offer_cells(self.cell, model.config.n_cells)
         self.truth.enabled = default_retina(model) is not None
         self.truth.value = trained_on_truth(model)   # on for a model of the synthetic retina (the shipped one)
         if self.results and model is not self.results_model:
