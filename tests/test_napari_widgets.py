@@ -124,7 +124,7 @@ def test_analyze_centre_crop_of_a_larger_layer(viewer, tiny, notes):
     np.testing.assert_allclose(lay.translate, (0, (3 + off) * nr.PIXEL_UM, (3 + off) * nr.PIXEL_UM))
 
 
-@pytest.mark.parametrize("case", ["none", "rgb", "2d", "small", "short"])
+@pytest.mark.parametrize("case", ["none", "rgb", "2d", "small", "short", "multiscale"])
 def test_analyze_bad_layers_notify_and_add_nothing(viewer, notes, case):
     w = _dock(viewer, _widgets.AnalyzeWidget)
     if case == "rgb":
@@ -135,6 +135,9 @@ def test_analyze_bad_layers_notify_and_add_nothing(viewer, notes, case):
         viewer.add_image(np.zeros((30, 12, 12), np.float32), name="small")
     elif case == "short":
         viewer.add_image(np.zeros((5, 20, 20), np.float32), name="short")
+    elif case == "multiscale":   # checked at one level, analysed at another: a crop that "does not fit" at (-9, -9)
+        stack = np.zeros((30, 64, 64), np.float32)
+        viewer.add_image([stack, stack[:, ::2, ::2]], multiscale=True, name="pyramid")
     if case == "none":
         assert w.layer.value is None  # no image layer to choose
     else:
@@ -145,7 +148,7 @@ def test_analyze_bad_layers_notify_and_add_nothing(viewer, notes, case):
     msg = notes[0][1]
     assert msg.count(". ") == 0 and "\n" not in msg  # one sentence
     expected = {"none": "Choose a stimulus layer", "rgb": "RGB", "2d": "2-D", "small": "smaller",
-                "short": "frames"}[case]
+                "short": "frames", "multiscale": "is multiscale (a pyramid of 2 levels)"}[case]
     assert expected in msg
     assert len(viewer.layers) == n_before
 

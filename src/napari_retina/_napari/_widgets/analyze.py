@@ -56,6 +56,10 @@ def check_stimulus_layer(layer, model: RetinaCNN, crop: str) -> np.ndarray:
     cfg = model.config
     if getattr(layer, "rgb", False):
         raise ValueError(f"Layer '{layer.name}' is RGB; the model needs a greyscale (T, y, x) stack.")
+    if getattr(layer, "multiscale", False):   # its levels differ in size: which one would be analysed is unclear
+        raise ValueError(f"Layer '{layer.name}' is multiscale (a pyramid of {len(layer.data)} levels); add its "
+                         "full-resolution level as a layer of its own (viewer.add_image(layer.data[0])) and "
+                         "analyse that.")
     if layer.ndim != 3:
         raise ValueError(f"Layer '{layer.name}' is {layer.ndim}-D; the model needs a (T, y, x) stack.")
     T, H, W = layer.data.shape
