@@ -126,6 +126,23 @@ def test_a_limit_that_is_not_a_positive_finite_number_is_refused_before_any_laye
     viewer.close()   # napari's layer controls were not left holding a half-added layer
 
 
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"reduction": "x"}, r"^reduction must be the Attribution's Reduction \(nr.reduce\), got str$"),
+    # it was AttributeError: 'str' object has no attribute 'kept'
+    ({"name": 5}, r"^name must be a non-empty str \(the stimulus layer's name\), got int 5$"),   # it named clear()
+    ({"name": ""}, r"^name must be a non-empty str .*, got str ''$"),
+])
+def test_a_name_or_reduction_of_the_wrong_type_is_one_sentence_before_any_layer(viewer, attr, kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        nr.show(attr, viewer, **kwargs)
+    assert _names(viewer) == []
+    with pytest.raises(ValueError, match=r"^reduction= goes with an Attribution only; the result shown is of kind "
+                                         r"'stimulus'$"):
+        nr.show(attr.stimulus, viewer, reduction=nr.reduce(attr))
+    assert _names(viewer) == []
+
+
 def test_analysis_options_with_a_result_that_has_no_maps_are_refused(viewer, attr):
     with pytest.raises(ValueError, match=r"^maps goes with an Attribution, a Reduction or an Analysis; got maps "
                                          r"with a stimulus result$"):

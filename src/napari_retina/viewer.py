@@ -167,6 +167,18 @@ def show(result: Any, viewer: Optional["napari.Viewer"] = None, *, name: Optiona
                          "show(reduction, attribution=attr); got attribution=None")
     if kind == "stimulus":
         result = _checked_stimulus(result)
+    if name is not None and (not isinstance(name, str) or not name):
+        raise TypeError(f"name must be a non-empty str (the stimulus layer's name), got {type(name).__name__} "
+                        f"{name!r}")
+    if reduction is not None:
+        from ._napari._reader import SavedReduction
+        from .reduction import Reduction
+
+        if kind != "attribution":
+            raise ValueError(f"reduction= goes with an Attribution only; the result shown is of kind {kind!r}")
+        if not isinstance(reduction, (Reduction, SavedReduction)):
+            raise TypeError(f"reduction must be the Attribution's Reduction (nr.reduce), got "
+                            f"{type(reduction).__name__}")
     if staged and (kind not in ("attribution", "reduction", "analysis") or stimulus_layer is None):
         raise ValueError("show(..., staged=True) adds an analysis over an existing stimulus_layer; "
                          f"got a {kind} result with stimulus_layer={stimulus_layer!r}")
