@@ -289,3 +289,22 @@ def test_a_stimulus_file_of_another_suffix_is_named(tmp_path, name, says):
     with pytest.raises(ValueError, match=rf"^cannot read a stimulus from '{re.escape(str(tmp_path / name))}': {says}, "
                                          r"expected one of \.npy, \.tif, \.tiff, \.h5, \.hdf5$"):
         nr.io.read_stimulus(tmp_path / name)
+
+
+def test_a_truncated_hdf5_or_tiff_says_so_in_plain_words(tmp_path):
+    """HDF5's 'truncated file: eof = …, sblock->base_addr = 0, stored_eof = …' and tifffile's '<tifffile.TiffPages
+    @8> invalid page offset' reached the napari notification as they were."""
+    import tifffile
+
+    with h5py.File(tmp_path / "whole.h5", "w") as h5:
+        h5["stimulus"] = np.zeros((100, 20, 20), np.float32)
+    tifffile.imwrite(tmp_path / "whole.tif", np.zeros((30, 20, 20), np.float32))
+    for name in ("whole.h5", "whole.tif"):
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"half{name[5:]}").write_bytes(data[: len(data) // 2])
+    size = len((tmp_path / "whole.h5").read_bytes())
+    with pytest.raises(ValueError, match=rf"is not a readable HDF5 file: it is truncated \({size // 2:,} of its "
+                                         rf"{size:,} bytes are there; an interrupted copy or download\?\)$"):
+        nr.io.read_stimulus(tmp_path / "half.h5")
+    with pytest.raises(ValueError, match=r"is not a readable TIFF \(truncated or corrupt: invalid page offset \d+\)$"):
+        nr.io.read_stimulus(tmp_path / "half.tif")

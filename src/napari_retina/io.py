@@ -214,13 +214,30 @@ def _h5_stimulus_key(h5, path: Path, key: Optional[str] = None) -> str:
     raise ValueError(f"{str(path)!r} has none of the datasets {list(STIMULUS_KEYS)}; it has {_h5_keys(h5)}")
 
 
+def _plain(tifffile_message: str) -> str:
+    """tifffile's message without the objects it names (``<tifffile.TiffPages @8> invalid page offset``)."""
+    return re.sub(r"<tifffile\.[^>]*>\s*", "", tifffile_message)
+
+
 def _open_h5(path: Path):
     import h5py
 
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise ValueError(f"{str(path)!r} is not a readable HDF5 file: {exc}") from exc
+        raise ValueError(f"{str(path)!r} is not a readable HDF5 file: {_h5_problem(exc)}") from exc
+
+
+def _h5_problem(exc: OSError) -> str:
+    """Why HDF5 would not open a file, in plain words for the common reasons, else HDF5's own."""
+    text = str(exc)
+    truncated = re.search(r"truncated file: eof = (\d+),.*stored_eof = (\d+)", text)
+    if truncated:
+        return (f"it is truncated ({int(truncated[1]):,} of its {int(truncated[2]):,} bytes are there; an "
+                "interrupted copy or download?)")
+    if "file signature not found" in text:
+        return "it is not an HDF5 file (no HDF5 signature at its start)"
+    return text
 
 
 def read_stimulus(path: PathLike, key: Optional[str] = None) -> np.ndarray:
@@ -336,11 +353,12 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
             arr = tif.asarray()
     except Exception as exc:
         why = errors[0].getMessage() if errors else str(exc) or type(exc).__name__   # what tifffile logged first
-        raise ValueError(f"{str(path)!r} is not a readable TIFF (truncated or corrupt: {why})") from None
+        raise ValueError(f"{str(path)!r} is not a readable TIFF (truncated or corrupt: {_plain(why)})") from None
     finally:
         logger.removeHandler(catch)
     if errors:
-        raise ValueError(f"{str(path)!r} is not a readable TIFF (truncated or corrupt: {errors[0].getMessage()})")
+        raise ValueError(f"{str(path)!r} is not a readable TIFF (truncated or corrupt: "
+                         f"{_plain(errors[0].getMessage())})")
     return arr, colour
 
 
