@@ -145,7 +145,7 @@ def _bad_datasets(stim, rates):
     return {
         "nan": (Dataset(Split(stim, rates * np.nan), good), ValueError, r"^dataset.train.rates holds NaN or infinite"),
         "lengths": (Dataset(Split(stim[:30], rates[:25]), good), ValueError,
-                    r"^the stimulus has 30 frames but dataset.train.rates has 25 time bins$"),
+                    r"^dataset.train.rates: the stimulus has 30 frames but the rates have 25 time bins$"),
         "text-stimulus": (Dataset(Split(stim.astype(str), rates), good), TypeError,
                           r"^dataset.train.stimulus must hold real numbers"),
         "bool-rates": (Dataset(good, Split(stim, rates > 0.5)), TypeError,

@@ -393,15 +393,22 @@ def as_rates(rates, n_frames: int, name: str) -> np.ndarray:
     numbers), a ValueError unless 2-D with one time bin per stimulus frame (``n_frames``), finite and >= 0."""
     arr = as_real_array(rates, f"{name} must be a (T, n_cells) array of numbers",
                         f"{name} must hold numbers (spikes per {FRAME_MS:g} ms bin, integers or floats)")
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be (T, n_cells), got shape {arr.shape}")
-    if arr.shape[0] != n_frames:
-        raise ValueError(f"the stimulus has {n_frames} frames but {name} has {arr.shape[0]} time bins")
-    arr = arr.astype(np.float64)
-    check_rate_values(arr, name)
-    return arr
+    return rate_table(arr[:, None] if arr.ndim == 1 else arr, n_frames, name, "(T, n_cells)", time_axis=0)
+
+
+def rate_table(values: np.ndarray, n_frames: int, name: str, shape: str, time_axis: int,
+               what: str = "rates") -> np.ndarray:
+    """Numeric ``values`` as float64 rates, or one ValueError naming ``name``: 2-D (``shape`` in the message),
+    ``n_frames`` time bins along ``time_axis`` (one per stimulus frame), finite and >= 0. What arrays given in
+    memory (:func:`as_rates`) and a file's rates and repeats (``napari_retina.io``) are checked by."""
+    if values.ndim != 2:
+        raise ValueError(f"{name} must be {shape}, got shape {values.shape}")
+    if values.shape[time_axis] != n_frames:
+        raise ValueError(f"{name}: the stimulus has {n_frames} frames but the {what} have "
+                         f"{values.shape[time_axis]} time bins")
+    values = values.astype(np.float64)
+    check_rate_values(values, name)
+    return values
 
 
 def check_not_empty(shape: Sequence[int], name: str = "stimulus") -> None:

@@ -34,8 +34,8 @@ from ._atomic import atomic_write
 from ._json import parse_json
 from ._types import PathLike
 from ._units import FRAME_MS
-from ._validate import (as_rates, as_real_array, as_stack, check_cell_subset, check_rate_values, file_path,
-                        hz_like_rates, hz_warning)
+from ._validate import (as_rates, as_real_array, as_stack, check_cell_subset, file_path, hz_like_rates, hz_warning,
+                        rate_table)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from .attribution import Attribution
@@ -584,13 +584,7 @@ def _checked_rates(values: np.ndarray, key: str, shape: str, path: Optional[Path
     name = key if path is None else f"{key} in {path.name}"
     if values.dtype.kind not in "iuf":
         raise ValueError(f"{name} must hold numbers (spikes per 10 ms bin), got dtype {values.dtype}")
-    if values.ndim != 2:
-        raise ValueError(f"{name} must be {shape}, got shape {values.shape}")
-    if values.shape[1] != n_frames:
-        raise ValueError(f"{name}: the stimulus has {n_frames} frames but the {what} have {values.shape[1]} time bins")
-    values = values.astype(np.float64)
-    check_rate_values(values, name)
-    return values
+    return rate_table(values, n_frames, name, shape, time_axis=1, what=what)
 
 
 def _read_repeats(h5, split: str, path: Path, n_cells: int, n_frames: int) -> Optional[np.ndarray]:
