@@ -309,7 +309,9 @@ def test_stimulus_widget_generates_with_parameters(viewer, notes):
     params = {wid.name: wid for wid in w.params}
     params["period"].value = 4
     params["size"].value = 20
-    layer = w.generate()
+    assert w.generate() is not None                   # the worker: the layer is added when it is done
+    w.task.wait()
+    layer = w.last_layer
     assert notes == []
     expected = nr.stimuli.flash_train(period=4, size=20)
     np.testing.assert_array_equal(layer.data, expected)
@@ -317,14 +319,17 @@ def test_stimulus_widget_generates_with_parameters(viewer, notes):
     assert layer.metadata["stimulus"] == "flash_train"
     assert layer.metadata["parameters"]["period"] == 4
     assert layer.metadata["events"]["omitted"] == 40 + 8 * 4
-    params["duration"].value = 6  # longer than the period: refused with one sentence
-    assert w.generate() is None
-    assert notes[-1][0] == "error" and "duration" in notes[-1][1]
+    params["duration"].value = 6  # longer than the period: refused with one sentence, nothing added
+    assert w.generate() is not None
+    w.task.wait()
+    assert notes[-1][0] == "error" and "duration" in notes[-1][1] and len(viewer.layers) == 1
     # every generator offered builds with its defaults
     params["duration"].value = 2
     for name in w.generator.choices:
         w.generator.value = name
         assert w.generate() is not None, name
+        w.task.wait()
+        assert w.task.last_error is None and w.last_layer.metadata["stimulus"] == name, name
 
 
 def test_stimulus_widget_offers_the_noise_kinds_and_orders_as_choices(viewer, notes):
@@ -335,7 +340,9 @@ def test_stimulus_widget_offers_the_noise_kinds_and_orders_as_choices(viewer, no
     assert tuple(params["order"].choices) == ("alternate", "random")
     assert tuple(params["kind"].choices) == ("binary", "gaussian")
     params["order"].value, params["frames"].value, params["size"].value = "random", 300, 10
-    layer = w.generate()
+    assert w.generate() is not None
+    w.task.wait()
+    layer = w.last_layer
     assert notes == []
     np.testing.assert_array_equal(layer.data, nr.stimuli.contrast_switching(300, 10, order="random"))
     assert layer.metadata["parameters"]["order"] == "random"

@@ -412,9 +412,12 @@ def test_a_stimulus_too_large_for_memory_is_one_notification(viewer, notes, monk
     w = _dock(viewer, _widgets.StimulusWidget)
     w.generator.value = "white_noise"
     next(p for p in w.params if p.name == "frames").value = 10**7     # a typo: 10 million frames (> 100 GiB)
-    assert w.generate() is None
-    assert len(notes) == 1 and notes[0][0] == "error" and "Cannot generate white_noise" in notes[0][1]
-    assert "\n" not in notes[0][1] and len(viewer.layers) == 0
+    assert w.generate() is not None
+    w.task.wait()
+    assert notes == [("error", "The stimulus generation failed: there is not enough free memory for white_noise "
+                               "with these parameters; close other programs or choose fewer frames or a smaller "
+                               "size")]
+    assert len(viewer.layers) == 0
 
 
 # ------------------------------------------------------- renamed stimulus ---

@@ -10,7 +10,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, create_widg
 
 from ... import stimuli
 from .._sample_data import generate
-from .._tasks import notify, one_sentence
+from .._tasks import Task, notify, one_sentence
 from ._common import layer_picker, parameter_widget, set_physical_scale, scroll_contents, tabify_when_docked
 
 GENERATORS = ("flash_train", "white_noise", "contrast_switching", "naturalistic", "flash", "step", "moving_bar",
@@ -19,6 +19,9 @@ GENERATORS = ("flash_train", "white_noise", "contrast_switching", "naturalistic"
 _SIMPLE = (int, float, bool, str)
 _INT_RANGE = {"min": -10**6, "max": 10**7}
 _FLOAT_RANGE = {"min": -1e6, "max": 1e6, "step": 0.01}
+FLOAT_DECIMALS = 6
+"""Decimals a float parameter keeps (the arrows still step by 0.01): a bar at 0.004 px/frame, or any value a
+generator takes down to 1e-6, can be typed; 2 (magicgui's default for step 0.01) made 0.004 a refused 0."""
 
 
 def generator_parameters(fn) -> list[str]:
@@ -27,12 +30,17 @@ def generator_parameters(fn) -> list[str]:
             if name != "return_events" and type(p.default) in _SIMPLE]
 
 
+class _NotEnoughMemory(Exception):
+    """The stimulus fits this machine's memory on paper but not in what is free now (numpy's MemoryError)."""
+
+
 class StimulusWidget(Container):
     """Generate a stimulus with ``nr.stimuli`` (or give an existing layer physical scale).
 
     The new layer is (T, 50, 50) at (10 ms, 55 µm, 55 µm) with the generator
     and its parameters in ``metadata``; each generator's parameters appear
-    with its defaults.
+    with its defaults. Generation runs in the background (:attr:`task`: a busy
+    bar, Cancel, a status line); the layer is added when it is done.
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -44,13 +52,18 @@ class StimulusWidget(Container):
         self.params = Container(labels=True)
         self.name = create_widget(value="", annotation=str, label="layer name",
                                   options={"tooltip": "Name of the new layer (default: the generator's name)."})
-        self.generate_button = PushButton(text="Generate", tooltip="Add the stimulus as a new image layer.")
+        self.generate_button = PushButton(text="Generate", tooltip="Make the stimulus in the background and add it "
+                                                                   "as a new image layer; Cancel stops it.")
+        self.task = Task("stimulus generation")
+        self.task.close_with_dock(self)  # closing the dock cancels a run
+        self.last_layer: Optional[napari.layers.Image] = None
+        """The layer the last finished generation added (None before one finished)."""
         self.existing = layer_picker(viewer, label="or existing layer")
         self.existing.tooltip = "An image layer opened another way (napari's own reader: 1 px per frame)."
         self.scale_button = PushButton(text="Set physical scale (10 ms, 55 µm, 55 µm)",
                                        tooltip="Give the chosen layer the stimulus scale, units and axis labels, "
                                                "so result layers line up with it.")
-        self.extend([self.generator, self.params, self.name, self.generate_button,
+        self.extend([self.generator, self.params, self.name, self.generate_button, *self.task.widgets,
                      Label(value="—"), self.existing, self.scale_button])
         self.generator.changed.connect(self._build_params)
         self.generate_button.changed.connect(lambda *_: self.generate())
@@ -63,24 +76,63 @@ class StimulusWidget(Container):
         self.params.clear()
         fn = getattr(stimuli, self.generator.value)
         for name in generator_parameters(fn):
-            kind = type(inspect.signature(fn).parameters[name].default)
+            default = inspect.signature(fn).parameters[name].default
+            kind = type(default)
             ranges = _INT_RANGE if kind is int else _FLOAT_RANGE if kind is float else {}
-            self.params.append(parameter_widget(fn, name, **ranges))
+            widget = parameter_widget(fn, name, **ranges)
+            if kind is float:
+                widget.native.setDecimals(FLOAT_DECIMALS)
+                widget.value = default   # made with 2 decimals: the default again, unrounded
+            self.params.append(widget)
 
     def parameters(self) -> dict:
         """The chosen generator's parameters as shown in the widget."""
         return {w.name: w.value for w in self.params}
 
-    def generate(self) -> Optional[napari.layers.Image]:
-        """Add the chosen stimulus as a new layer (a notification on bad parameters)."""
+    def generate(self):
+        """Start making the chosen stimulus in the background; its layer is added when it is done.
+
+        Returns the worker (``task.wait()`` waits for it; the layer is then
+        :attr:`last_layer`), or None when a generation is already running. Bad
+        parameters fail the run at once with the generator's own sentence (its
+        checks come before any work), and nothing is added.
+        """
+        if self.task.refuse_if_busy():
+            return None
         gen = self.generator.value
         name = self.name.value.strip() or gen.replace("_", " ")
-        try:
-            data, kwargs, _ = generate(gen, name, **self.parameters())
-        except (ValueError, TypeError, MemoryError) as exc:  # MemoryError: frames or size far too large
-            notify("error", f"Cannot generate {gen}: {one_sentence(exc)}")
+        params = self.parameters()
+
+        def job(task: Task) -> tuple:
+            try:
+                return generate(gen, name, **params)
+            except MemoryError as exc:   # the generator's own sentence (a movie beyond this machine), or numpy's
+                own = "Unable to allocate" not in str(exc)   # "Unable to allocate ... for an array with shape ..."
+                raise _NotEnoughMemory(one_sentence(exc) if own else
+                                       f"there is not enough free memory for {gen} with these parameters; close "
+                                       "other programs or choose fewer frames or a smaller size") from None
+
+        def added(result: tuple) -> None:
+            data, kwargs, _ = result
+            self._idle(done=True)
+            self.last_layer = self.viewer.add_image(data, **kwargs)
+            self.task.status.value = f"added '{self.last_layer.name}' ({len(data):,} frames)"
+
+        if not self.task.start(job, added, on_failure=self._idle):
             return None
-        return self.viewer.add_image(data, **kwargs)
+        self.progress_busy()
+        self.task.status.value = f"generating {gen}..."
+        return self.task.worker
+
+    def progress_busy(self) -> None:
+        """Show the progress bar as busy (the generators do not report progress)."""
+        self.task.progress.max = 0
+        self.task.progress.value = 0
+
+    def _idle(self, done: bool = False) -> None:
+        """A still progress bar again: full after a finished run, empty after a failed or cancelled one."""
+        self.task.progress.max = 1
+        self.task.progress.value = 1 if done else 0
 
     def set_scale(self) -> None:
         """Give the chosen existing layer the stimulus scale, units and axis labels."""

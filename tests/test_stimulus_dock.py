@@ -1,0 +1,163 @@
+"""The Stimulus dock: generation in the background (busy bar, Cancel, one sentence for bad parameters) and
+float parameters that keep their decimals (pytest-qt, Xvfb).
+
+A slow generator is simulated by replacing ``nr.stimuli.flash`` (after the dock
+built its parameters from the real one) with one that checks its movie fits,
+as every generator does before it makes anything, then waits for the test.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+
+import numpy as np
+import pytest
+
+import napari_retina as nr
+from napari_retina._validate import check_movie_fits
+
+pytest.importorskip("napari")
+
+from qtpy.QtCore import QTimer  # noqa: E402
+
+from napari_retina._napari import _widgets  # noqa: E402
+from napari_retina._napari._viewer import process_events_until  # noqa: E402
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def dock(viewer):
+    widget = _widgets.StimulusWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Stimulus")
+    return widget
+
+
+def _params(dock) -> dict:
+    return {w.name: w for w in dock.params}
+
+
+@pytest.fixture
+def slow_flash(dock, monkeypatch):
+    """``nr.stimuli.flash`` that, once its movie is checked, records its thread and waits (at most 2 s) for
+    ``state["release"]`` before making the real flash. The dock shows flash's (real) parameters."""
+    dock.generator.value = "flash"
+    real = nr.stimuli.flash
+    state = {"release": threading.Event(), "started": threading.Event(), "threads": [], "error": None,
+             "real": real}
+
+    def slow(pre=40, duration=2, post=60, size=50, **kwargs):
+        check_movie_fits(pre + duration + post, size, "a flash")   # where every generator stops being checked
+        if state["error"] is not None:
+            raise state["error"]
+        state["threads"].append(threading.current_thread())
+        state["started"].set()
+        state["release"].wait(2.0)
+        return real(pre=pre, duration=duration, post=post, size=size, **kwargs)
+
+    monkeypatch.setattr(nr.stimuli, "flash", slow)
+    return state
+
+
+def test_generation_runs_off_the_gui_thread_and_adds_the_layer_when_done(viewer, dock, slow_flash, notes):
+    params = _params(dock)
+    params["size"].value, params["post"].value = 20, 10
+    worker = dock.generate()
+    assert worker is not None
+    assert slow_flash["started"].wait(2.0)
+    assert slow_flash["threads"] != [threading.main_thread()]          # the generator runs in a worker thread
+    ticked = []
+    QTimer.singleShot(0, lambda: ticked.append(True))                  # the event loop keeps running meanwhile
+    process_events_until(lambda: bool(ticked), 2000, "a timer tick")
+    assert len(viewer.layers) == 0 and dock.task.running
+    assert dock.task.progress.max == 0                                 # a busy bar: flash reports no progress
+    assert dock.task.cancel_button.enabled
+    slow_flash["release"].set()
+    dock.task.wait(5000)
+    assert notes == [] and len(viewer.layers) == 1
+    layer = dock.last_layer
+    assert layer is viewer.layers[0] and layer.name == "flash"
+    np.testing.assert_array_equal(layer.data, slow_flash["real"](size=20, post=10))
+    assert layer.metadata["parameters"]["size"] == 20
+    assert (dock.task.progress.max, dock.task.progress.value) == (1, 1)
+    assert not dock.task.cancel_button.enabled
+
+
+def test_cancel_leaves_no_layer_and_a_second_click_is_refused(viewer, dock, slow_flash, notes):
+    _params(dock)["size"].value = 20
+    assert dock.generate() is not None
+    assert slow_flash["started"].wait(2.0)
+    assert dock.generate() is None                                      # a second click while it runs
+    assert notes == [("warning", "A stimulus generation is already running; wait for it to finish or cancel "
+                                 "it first.")]
+    dock.task.cancel_button.native.click()
+    slow_flash["release"].set()
+    dock.task.wait(5000)
+    assert len(viewer.layers) == 0 and dock.last_layer is None
+    assert notes[-1] == ("info", "The stimulus generation was cancelled; nothing was added.")
+    assert (dock.task.progress.max, dock.task.progress.value) == (1, 0)   # no busy bar left behind
+    assert dock.generate() is not None                                  # a new run starts after the cancelled one
+    slow_flash["release"].set()
+    dock.task.wait(5000)
+    assert len(viewer.layers) == 1
+
+
+def test_bad_parameters_are_one_sentence_and_add_nothing(viewer, dock, notes):
+    """The generator's own checks come before any work: the run fails at once with its sentence."""
+    dock.generator.value = "flash_train"
+    params = _params(dock)
+    params["period"].value, params["duration"].value = 4, 6            # flashes longer than their period
+    assert dock.generate() is not None
+    dock.task.wait(5000)
+    assert len(notes) == 1 and notes[0][0] == "error"
+    assert notes[0][1].startswith("The stimulus generation failed: duration (6 frames) must not exceed period")
+    assert "\n" not in notes[0][1] and len(viewer.layers) == 0
+    # a movie far beyond this machine's memory: refused from its size, before anything is allocated
+    dock.generator.value = "white_noise"
+    params = _params(dock)
+    params["frames"].value, params["size"].value = 10**7, 10**5
+    assert dock.generate() is not None
+    dock.task.wait(5000)
+    assert notes[-1][0] == "error" and notes[-1][1].startswith("The stimulus generation failed: white noise with "
+                                                               "frames=10,000,000 takes")
+    assert "GiB as float32, more than this machine's memory" in notes[-1][1] and len(viewer.layers) == 0
+
+
+def test_running_out_of_memory_in_the_worker_is_one_sentence_without_numpy(viewer, dock, slow_flash, notes):
+    slow_flash["error"] = MemoryError("Unable to allocate 9.31 GiB for an array with shape (1000040, 50, 50) "
+                                      "and data type float32")
+    assert dock.generate() is not None
+    dock.task.wait(5000)
+    assert notes == [("error", "The stimulus generation failed: there is not enough free memory for flash with "
+                               "these parameters; close other programs or choose fewer frames or a smaller size")]
+    assert len(viewer.layers) == 0 and (dock.task.progress.max, dock.task.progress.value) == (1, 0)
+
+
+def test_float_parameters_keep_their_decimals(viewer, dock, notes):
+    dock.generator.value = "moving_bar"
+    params = _params(dock)
+    for typed in (0.085, 0.004, 0.000125):
+        params["speed"].value = typed
+        assert dock.parameters()["speed"] == typed
+    spin = params["speed"].native                                      # typed in the box itself
+    spin.lineEdit().setText("0.0035")
+    spin.interpretText()
+    assert dock.parameters()["speed"] == 0.0035
+    # a slow bar is made: 0.004 px/frame over 2 px
+    params["speed"].value, params["start"].value, params["stop"].value = 0.004, -1.0, 1.0
+    params["size"].value = 10
+    assert dock.generate() is not None
+    dock.task.wait(5000)
+    assert notes == []
+    assert dock.last_layer.metadata["parameters"]["speed"] == 0.004
+    assert len(dock.last_layer.data) == 40 + 501
+    # the defaults are the generators' own, unrounded
+    for name in _widgets.stimulus.GENERATORS:
+        dock.generator.value = name
+        fn = getattr(nr.stimuli, name)
+        for widget in dock.params:
+            assert widget.value == inspect.signature(fn).parameters[widget.name].default, (name, widget.name)
