@@ -288,22 +288,128 @@ def test_cancel_while_the_traces_are_drawn_removes_the_maps_and_clears_the_plot(
     assert list(viewer.layers) == [stim_layer] and plot.rows == [] and plot.source == ""
 
 
-def test_cancel_removes_map_layers_updated_in_place_too(make_napari_viewer, noise_analysis, qtbot):
-    """A second analysis of the same layer updates the first one's map layers in one step; cancelled after
-    it, they hold the cancelled result and must go (the first analysis' maps were replaced either way)."""
+def _viewer_state(viewer) -> dict:
+    """Everything an unfinished replace must give back: each layer (in order) with its data (by identity) and
+    properties, the trace plot's traces, title, zoom and solo channel, the layer selection."""
+    layers = [(layer, layer.name, id(layer.data), tuple(layer.contrast_limits), tuple(layer.contrast_limits_range),
+               repr(layer.metadata), layer.visible, tuple(layer.scale), tuple(layer.translate),
+               layer.colorbar.visible) for layer in viewer.layers]
+    plot = _plot.trace_plot(viewer, create=False)
+    traces = None if plot is None else (
+        plot.source, plot.title.text(), plot.solo_channel,
+        [[(s["label"], np.asarray(s["values"]).tobytes()) for s in row.series] for row in plot.rows],  # NaN-safe
+        [tuple(np.round([*row.view.camera.rect.pos, *row.view.camera.rect.size], 9)) for row in plot.rows],
+        [row.view.visible for row in plot.rows])
+    return {"layers": layers, "traces": traces, "selected": set(viewer.layers.selection),
+            "active": viewer.layers.selection.active}
+
+
+def _cancel_between_steps(staged, condition, record, act=None) -> tuple:
+    """Cancel ``staged`` (or call ``act()``) between two of its steps, the first time ``condition()`` holds
+    (checked on every event-loop pass); returns the list that gets ``record()`` then, and the polling timer
+    (keep it)."""
+    fired: list = []
+    timer = QTimer()
+    timer.setInterval(0)
+
+    def poll() -> None:
+        if staged.done:
+            timer.stop()
+        elif condition():
+            timer.stop()
+            fired.append(record())
+            (act or staged.cancel)()
+
+    timer.timeout.connect(poll)
+    timer.start()
+    return fired, timer
+
+
+@pytest.fixture(scope="module")
+def four_channel_analysis():
+    """An analysis of the same stimulus by a model of 4 channels (the 8 map layers of a tiny model's cannot
+    take its maps in place: they are replaced)."""
+    import torch
+
+    torch.manual_seed(1)
+    model = nr.RetinaCNN(nr.ModelConfig(history=10, size=20, channels=(4, 4), kernels=(5, 5), n_cells=2)).eval()
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    attr = nr.attribute(model, stim, cell=1, steps=4, invariance="none")
+    return attr, nr.reduce(attr, explain=0.6)
+
+
+@pytest.mark.parametrize("layers_are", ["updated in place", "replaced"])
+@pytest.mark.parametrize("when", ["after the maps step", "while the traces are drawn"])
+def test_cancel_gives_back_the_earlier_result_as_it_was(make_napari_viewer, noise_analysis, four_channel_analysis,
+                                                        qtbot, layers_are, when):
+    """Re-analysing a layer and cancelling while the new result goes in leaves the earlier result's layers and
+    traces exactly as they were (audit item 1: they were removed and the plot emptied)."""
+    stim, attr, red = noise_analysis
     viewer = make_napari_viewer()
-    stim_layer, staged, errors, first = _staged_over_noise(viewer, noise_analysis, analysed_before=True)
-    updated: list = []
+    stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    first = add_analysis(viewer, attr, red, stim_layer)
+    plot = _plot.trace_plot(viewer, create=False)
+    plot.solo(red.kept[0])                                    # the user shows one map alone
+    plot.rows[0].view.camera.rect = (2.0, -1.0, 10.0, 3.0)    # and zooms the plot
+    viewer.layers.selection.active = first[1]
+    qtbot.wait(20)
+    before = _viewer_state(viewer)
+    # in place: the same model without a reduction (8 maps: the same layers, another plot layout); replaced: 4 maps
+    second, second_red = (attr, None) if layers_are == "updated in place" else four_channel_analysis
+    staged = add_analysis(viewer, second, second_red, stim_layer, staged=True)
+    errors: list = []
+    staged.on_error = errors.append
+    old_rows = list(plot.rows)
+    if when == "after the maps step":
+        changed = (lambda: staged.passes >= 1) if layers_are == "updated in place" else \
+            (lambda: len(_maps(viewer)) == 3)
+    else:
+        changed = lambda: bool(plot.rows) and plot.rows[0] is not old_rows[0]  # noqa: E731 - a new layout
+    fired, _timer = _cancel_between_steps(staged, changed, lambda: (
+        _viewer_state(viewer) != before,                            # the earlier result was being replaced
+        layers_are == "replaced" or _maps(viewer) == first))       # in place: in the same layers
+    qtbot.waitUntil(lambda: staged.done, timeout=30000)
+    assert fired == [(True, True)] and [type(e) for e in errors] == [Cancelled]
+    qtbot.wait(20)
+    after = _viewer_state(viewer)
+    assert after["layers"] == before["layers"]    # the same layers, in the same order, as they were
+    assert after["traces"] == before["traces"]    # the same traces, zoom and map shown alone
+    assert (after["selected"], after["active"]) == (before["selected"], before["active"])
 
-    def on_update(event) -> None:   # the in-place update: cancel on the next pass, before the traces are in
-        if not updated:
-            updated.append(staged.passes)
-            QTimer.singleShot(0, staged.cancel)
 
-    first[-1].events.data.connect(on_update)
-    qtbot.waitUntil(lambda: staged.done)
-    assert updated == [1] and [type(e) for e in errors] == [Cancelled]
-    assert list(viewer.layers) == [stim_layer]
+def test_a_failed_or_dropped_replace_gives_back_the_earlier_result_too(make_napari_viewer, noise_analysis, qtbot,
+                                                                       monkeypatch):
+    """A step that fails, and a stimulus layer deleted part-way, end like a cancel: the earlier maps (updated in
+    place) and traces come back as they were; only the deleted stimulus layer is gone."""
+    stim, attr, red = noise_analysis
+    viewer = make_napari_viewer()
+    stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    add_analysis(viewer, attr, red, stim_layer)
+    before = _viewer_state(viewer)
+    real_legend = _viewer.show_map_legend
+
+    def failing_legend(*args, **kwargs):
+        raise ValueError("the colour bar could not be made")
+
+    monkeypatch.setattr(_viewer, "show_map_legend", failing_legend)
+    staged = add_analysis(viewer, attr, None, stim_layer, staged=True)
+    errors: list = []
+    staged.on_error = errors.append
+    staged.wait()
+    assert [str(e) for e in errors] == ["the colour bar could not be made"]
+    assert _viewer_state(viewer) == before
+    monkeypatch.setattr(_viewer, "show_map_legend", real_legend)
+
+    staged = add_analysis(viewer, attr, None, stim_layer, staged=True)
+    errors = []
+    staged.on_error = errors.append
+    fired, _timer = _cancel_between_steps(staged, lambda: staged.passes >= 1,  # the maps were updated in place
+                                          lambda: id(_maps(viewer)[0].data) != before["layers"][1][2],  # new data
+                                          act=lambda: viewer.layers.remove(stim_layer))
+    staged.wait()
+    assert fired == [True] and [type(e) for e in errors] == [_viewer.StimulusLayerRemoved]
+    after = _viewer_state(viewer)
+    assert after["layers"] == before["layers"][1:] and after["traces"] == before["traces"]
 
 
 def test_cancel_during_the_analyze_widgets_layer_add_ends_the_run_as_cancelled(make_napari_viewer, tiny, notes,
@@ -329,6 +435,36 @@ def test_cancel_during_the_analyze_widgets_layer_add_ends_the_run_as_cancelled(m
     assert w.run()  # the next run starts and ends normally
     w.task.wait()
     assert w.task.last_error is None and len(_maps(viewer)) == 8
+
+
+def test_cancel_while_the_analyze_widget_replaces_a_result_keeps_the_earlier_one(make_napari_viewer, tiny, notes,
+                                                                                 qtbot):
+    """The audit's reproducer (item 1): analyse a layer, analyse it again for another cell, press Cancel once the
+    earlier maps were updated in place: the earlier result's layers and traces stay, as the notice says."""
+    viewer = make_napari_viewer()
+    w = analyze_dock(viewer, tiny)
+    assert w.run()
+    w.task.wait()
+    first, analysis = list(w.added_layers), w.analysis
+    qtbot.wait(20)
+    before = _viewer_state(viewer)
+    updated: list = []
+
+    def press_cancel_once_updated(event) -> None:   # the in-place update: Cancel on the next pass
+        if not updated:
+            updated.append(first[0].metadata[META]["cells"])
+            QTimer.singleShot(0, w.task.cancel_button.native.click)
+
+    first[-1].events.data.connect(press_cancel_once_updated)
+    w.cell.value = 1
+    assert w.run()
+    w.task.wait()
+    assert updated == [[1]]  # the earlier maps held the new cell's when Cancel was pressed
+    assert isinstance(w.task.last_error, Cancelled) and w.task.status.value == "analysis cancelled"
+    assert notes == [("info", "The analysis was cancelled; nothing was added.")]
+    qtbot.wait(20)
+    assert _viewer_state(viewer) == before
+    assert w.added_layers == first and w.analysis is analysis  # the dock still describes what is shown
 
 
 def test_a_deferred_cancel_is_called_by_cancel_and_the_button_stays_enabled_until_finish(qtbot, notes):

@@ -21,14 +21,25 @@ exit hook does, then deletes the Python-owned top-level widgets, those PyQt
 would delete next, outside sip's walk. PyQt's handler then finds them deleted
 and skips them. The same objects are deleted at the same point of the exit
 (after the script's last line), only first.
+
+Before any window is deleted, the hook cancels the plugin's background runs
+still in their worker threads and waits for them (bounded,
+:func:`._tasks.stop_running`, registered through :func:`stop_first`): PyQt
+would otherwise delete a running worker's signals object, the worker would
+raise in its thread and PyQt abort the process (status 134), when a script
+ends, or closes its viewer, while a dock's analysis runs.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
+from typing import Callable
 
 _installed = False
+_FIRST: list = []
+"""What :func:`delete_windows` calls before it deletes any window (:func:`stop_first`)."""
 
 
 def install() -> None:
@@ -36,10 +47,21 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    from qtpy import QtCore  # noqa: F401 - QtCore's exit handler must be registered before this one
+    importlib.import_module("qtpy.QtCore")  # QtCore's exit handler must be registered before this one
 
     atexit.register(delete_windows)
     _installed = True
+
+
+def stop_first(stop: Callable[[], object]) -> None:
+    """Have the exit hook call ``stop()`` before it deletes any window (once per function).
+
+    ``._tasks`` registers its :func:`~._tasks.stop_running`: the plugin's
+    worker threads are cancelled and waited for (bounded) while their
+    signals and windows are still there.
+    """
+    if stop not in _FIRST:
+        _FIRST.append(stop)
 
 
 def _sip():
@@ -63,9 +85,15 @@ def _sip():
 def delete_windows() -> int:
     """Delete the top-level widgets PyQt's exit handler would delete (Python-owned, no parent); how many.
 
-    An open napari window's status and dims-player threads are stopped first
-    (a QThread destroyed while running aborts the process).
+    The plugin's running workers are cancelled and waited for first
+    (:func:`stop_first`: a script that ends, or closes its viewer, while a
+    dock's analysis runs), and an open napari window's status and
+    dims-player threads are stopped (a QThread destroyed while running aborts
+    the process).
     """
+    for stop in list(_FIRST):
+        with contextlib.suppress(Exception):  # the windows are still deleted
+            stop()
     sip = _sip()
     if sip is None:
         return 0

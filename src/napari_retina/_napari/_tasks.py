@@ -8,6 +8,7 @@ otherwise the exact call a script would make.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -20,7 +21,11 @@ from qtpy.QtWidgets import QSizePolicy
 from .._progress import Cancelled, CancelToken
 from .._validate import one_sentence
 from ..analysis import is_out_of_memory
+from . import _exit
 from ._viewer import process_events_until
+
+STOP_WAIT_S = 10.0
+"""The longest the exit hook waits, in all, for the plugin's cancelled workers to end (:func:`stop_running`)."""
 
 
 def notify(level: str, message: str) -> None:
@@ -74,6 +79,10 @@ def _guarded(work: list):
         return _Failure(exc)
 
 
+_RUNNING: set = set()
+"""The :class:`_TaskWorker` of every :class:`Task` run started and not ended (for :func:`stop_running`)."""
+
+
 class _TaskWorker(FunctionWorker):
     """A worker that only its :class:`Task` stops (through the task's cancel token), never napari's ``quit()``.
 
@@ -83,10 +92,59 @@ class _TaskWorker(FunctionWorker):
     this window would end with no result, no message and its status frozen.
     The task cancels its own run (Cancel, or its widgets closing with their
     viewer or dock, :meth:`Task.close`), so a quit request is ignored.
+
+    It is in :data:`_RUNNING` from :meth:`Task.start` until its thread is
+    done with it (``ended``), so that the exit hook can cancel it (``token``)
+    and wait for it (:func:`stop_running`).
     """
+
+    token: Optional[CancelToken] = None
+    began: Optional[threading.Event] = None  # set when its thread starts running it
+    ended: Optional[threading.Event] = None  # set when its thread is done with it, signals included
 
     def quit(self) -> None:
         """Ignored: see the class docstring."""
+
+    def run(self) -> None:
+        """superqt's ``run`` (the job, then its signals), then out of :data:`_RUNNING` and ``ended`` set."""
+        if self.began is not None:
+            self.began.set()
+        try:
+            super().run()
+        except RuntimeError:
+            # its signals object was deleted at exit (the run outlasted stop_running's wait): there is nobody
+            # left to tell, and raised from here the error would make PyQt abort the process
+            pass
+        finally:
+            _RUNNING.discard(self)
+            if self.ended is not None:
+                self.ended.set()
+
+
+def stop_running(timeout_s: float = STOP_WAIT_S) -> int:
+    """Cancel every :class:`Task` run still in its worker thread, and wait for them to end; how many did not.
+
+    The exit hook calls it before it deletes the windows
+    (:func:`._exit.delete_windows`): a worker still running when PyQt deletes
+    its signals object at exit raises in its thread ("wrapped C/C++ object of
+    type WorkerBaseSignals has been deleted") and PyQt aborts the process
+    (status 134), whether the script closed its viewer or left it open.
+    Cancelled, a job stops at its next progress report; the wait, for those
+    whose thread started, is at most ``timeout_s`` in all (the event loop is
+    not run: their results are dropped, as for a closed viewer).
+    """
+    workers = list(_RUNNING)
+    for worker in workers:
+        if worker.token is not None:
+            worker.token.cancel()
+    deadline = time.monotonic() + timeout_s
+    for worker in workers:
+        if worker.began is not None and worker.began.is_set() and worker.ended is not None:
+            worker.ended.wait(max(0.0, deadline - time.monotonic()))
+    return sum(1 for worker in workers if worker.ended is not None and not worker.ended.is_set())
+
+
+_exit.stop_first(stop_running)
 
 
 class _Relay(QObject):
@@ -292,7 +350,15 @@ class Task:
         # disconnected when the worker finishes: napari keeps the worker, and with it what is connected
         self._connections = [(worker.returned, returned), (worker.finished, self._cleanup)]
         self.worker = worker
-        worker.start()
+        # the exit hook cancels and waits for it (stop_running): a script may end, or close its viewer, mid-run
+        worker.token, worker.began, worker.ended = self.token, threading.Event(), threading.Event()
+        _exit.install()
+        _RUNNING.add(worker)
+        try:
+            worker.start()
+        except BaseException:
+            _RUNNING.discard(worker)
+            raise
         return True
 
     def _finish(self, on_result, result) -> None:

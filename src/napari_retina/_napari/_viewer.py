@@ -27,7 +27,7 @@ import numpy as np
 from .._progress import Cancelled
 from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, layer_geometry, map_layers,
                       map_legend, plugin_metadata, stimulus_layer_kwargs)
-from ._plot import drain, trace_plot, traces_steps
+from ._plot import TRACES_KEY, drain, trace_plot, traces_steps
 
 VIEW_MARGIN = 0.05
 """Blank margin around the layers (fraction of the canvas) when a result is framed."""
@@ -41,6 +41,7 @@ units (one without physical units: napari's default, "pixel") draws without them
 
 
 _FOLLOWED: "weakref.WeakSet" = weakref.WeakSet()
+_ABSENT = object()
 
 
 class UnitsWarningOnce:
@@ -131,7 +132,7 @@ def remove_analysis_layers(viewer, prefix: str) -> None:
     remove_layers(viewer, map_layers(viewer.layers, prefix))
 
 
-def reuse_map_layers(viewer, prefix: str, data: list[tuple]) -> Optional[list]:
+def reuse_map_layers(viewer, prefix: str, data: list[tuple], saved: Optional[list] = None) -> Optional[list]:
     """Put new maps into the map layers an earlier :func:`add_analysis` with ``prefix`` added; None if it can't.
 
     Replacing an analysis of the same model (one layer per channel, as many
@@ -139,17 +140,79 @@ def reuse_map_layers(viewer, prefix: str, data: list[tuple]) -> Optional[list]:
     visibility in place: napari runs a full garbage collection for every
     layer it removes (about 1 s each in a process holding torch), and new
     layers cost their build and first draw. Otherwise (or if an update
-    fails) it returns None and the layers are replaced.
+    fails: the layers are then given back what they had) it returns None and
+    the layers are replaced. ``saved``: gets each updated layer's
+    :class:`MapLayerState` from before the update, so that a run that does
+    not complete can give the earlier result back (:meth:`MapLayerState.restore`).
     """
     old = map_layers(viewer.layers, prefix)
     if not _reusable(old, data):
         return None
+    states = [MapLayerState(layer) for layer in old]
     try:
         for layer, item in zip(old, data):
             _update_map_layer(layer, item)
     except Exception:  # noqa: BLE001 - fall back to replacing the layers
+        _restore_all(states)
         return None
+    if saved is not None:
+        saved += states
     return old
+
+
+class MapLayerState:
+    """What replacing a result changes in one of its map layers, taken before the change, to give back.
+
+    An in-place update (:func:`_update_map_layer`: data, scale, translate,
+    contrast limits and their range, metadata, name, visibility) and the
+    colour bar (:func:`show_map_legend`: its visibility, size, font size and
+    position). Taking it costs a few attribute reads (the data are kept by
+    reference: an update replaces a layer's data, it never writes into them).
+    """
+
+    BAR = ("visible", "size", "font_size", "position")
+
+    def __init__(self, layer) -> None:
+        self.layer = layer
+        self.data = layer.data
+        self.scale, self.translate = np.array(layer.scale), np.array(layer.translate)
+        self.contrast_limits_range = tuple(layer.contrast_limits_range)
+        self.contrast_limits = tuple(layer.contrast_limits)
+        self.metadata = dict(layer.metadata)  # napari's setter empties and refills the layer's own dict
+        self.name, self.visible = layer.name, layer.visible
+        self.bar = {key: getattr(layer.colorbar, key) for key in self.BAR}
+
+    def restore(self) -> None:
+        """Give the layer back what it had; unchanged properties are not set again (each emits events)."""
+        layer = self.layer
+        if layer.data is not self.data:
+            layer.data = self.data
+        if not np.array_equal(layer.scale, self.scale):
+            layer.scale = self.scale
+        if not np.array_equal(layer.translate, self.translate):
+            layer.translate = self.translate
+        if tuple(layer.contrast_limits_range) != self.contrast_limits_range:
+            layer.contrast_limits_range = self.contrast_limits_range
+        if tuple(layer.contrast_limits) != self.contrast_limits:
+            layer.contrast_limits = self.contrast_limits
+        if layer.metadata != self.metadata:
+            layer.metadata = self.metadata
+        if layer.name != self.name:
+            layer.name = self.name
+        if layer.visible != self.visible:
+            layer.visible = self.visible
+        for key, value in self.bar.items():
+            if getattr(layer.colorbar, key) != value:
+                setattr(layer.colorbar, key, value)
+
+
+def _restore_all(states: list) -> None:
+    """:meth:`MapLayerState.restore` for each of ``states``; one that fails does not stop the others."""
+    for state in states:
+        try:
+            state.restore()
+        except Exception:  # noqa: BLE001 - give back as much as can be given back
+            pass
 
 
 def _reusable(old: list, data: list[tuple]) -> bool:
@@ -216,7 +279,8 @@ def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, ma
     prefix : str, optional
         Layer-name prefix (default ``"<stimulus layer name>: "``).
     replace : bool
-        Remove the layers of an earlier analysis with the same prefix first.
+        Replace the layers of an earlier analysis with the same prefix (updated in place when they fit, else
+        removed first); a run that fails or is cancelled gives them back as they were.
     staged : bool
         False (default): everything is added before the call returns. True:
         return a :class:`StagedAdd` at once and add the same things over
@@ -244,7 +308,8 @@ def add_analysis(viewer, attribution, reduction=None, stimulus_layer=None, *, ma
     >>> attr = nr.attribute(model, stim); red = nr.reduce(attr)    # doctest: +SKIP
     >>> layers = add_analysis(viewer, attr, red)                   # doctest: +SKIP
     """
-    steps = _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace, cell)
+    undo = _Undo(viewer, stimulus_layer)  # now: a caller may keep the traces in the layer before the steps run
+    steps = _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace, cell, undo)
     if stimulus_layer is not None:
         steps = _while_present(viewer, stimulus_layer, steps)
     once = UnitsWarningOnce()
@@ -286,23 +351,28 @@ def _while_present(viewer, layer, steps: Iterator[None]) -> Iterator[None]:
 
 
 def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit, prefix, replace,
-                    cell: Optional[CellTraces] = None) -> Iterator[None]:
+                    cell: Optional[CellTraces] = None, undo: Optional["_Undo"] = None) -> Iterator[None]:
     """:func:`add_analysis` as a generator yielding between pieces of GUI work; returns the layers added.
 
     One step per map layer added (or updated in place), one for the colour
     bar, then the trace plot's steps (:meth:`._plot.TracePlot.traces_steps`);
-    the last one frames the result. All-or-nothing: if a step fails, the
-    layers this run added are removed and the trace plot, if it shows this
-    stimulus, is cleared; map layers updated in place stay, unless the
-    failure is that the stimulus layer is gone (:class:`StimulusLayerRemoved`:
-    they hold the dropped result, of a layer no longer there). Closed before
-    the maps are all in (:meth:`StagedAdd.stop`, the viewer closing), the
-    layers it added are removed. Cancelled (:meth:`StagedAdd.cancel` throws
-    :class:`~napari_retina._progress.Cancelled` in), every layer it added or
-    updated is removed and the trace plot cleared, at any step: nothing of
-    the cancelled result stays.
+    the last one frames the result. All-or-nothing: if a step fails, is
+    cancelled (:meth:`StagedAdd.cancel` throws
+    :class:`~napari_retina._progress.Cancelled` in) or finds the stimulus layer
+    gone (:class:`StimulusLayerRemoved`), at any step, the layers this run
+    added are removed, and the earlier result it was replacing is given back
+    as it was (``undo``, an :class:`_Undo` made when :func:`add_analysis` was
+    called): its map layers updated in place get their data and properties
+    back, those it removed are put back where they were, the trace plot
+    shows what it showed (traces, zoom, a map shown alone), the stimulus
+    layer keeps the traces it kept and the layer selection is as it was. A
+    successful replace is as fast as before: the in-place update, or one
+    batched removal, and no copy of any data. Closed before the maps are all
+    in (:meth:`StagedAdd.stop`, the viewer closing), the layers it added are
+    removed.
     """
-    new_stim, added, updated, layers = [], [], [], None
+    new_stim, added, layers = [], [], None
+    undo = undo if undo is not None else _Undo(viewer, stimulus_layer)
     try:
         if stimulus_layer is None:
             stim_data = (attribution.stimulus, stimulus_layer_kwargs(attribution.stimulus, "stimulus"), "image")
@@ -316,12 +386,13 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
         data = analysis_layer_data(attribution, reduction, geo, maps=maps, limit=limit, prefix=prefix)
         for _, kwargs, _ in data:
             kwargs["metadata"][META]["prefix"] = prefix
-        layers = yield from _map_steps(viewer, prefix, data, replace, added, updated)
+        layers = yield from _map_steps(viewer, prefix, data, replace, added, undo)
         bar = show_map_legend(viewer, layers,
                               reduction.kept[0] if reduction is not None and reduction.kept else None)
         yield
         legend = map_legend(layers[0].contrast_limits[1], bar.metadata[META]["label"] if bar is not None else None) \
             if layers else ""
+        undo.traces = _TracesState(viewer)  # the plot is left as it is until here
         yield from traces_steps(viewer, attribution, reduction, stimulus_layer, name=stimulus_layer.name,
                                 legend=legend, cell=cell)
         frame_result(viewer, [stimulus_layer] + layers)
@@ -330,39 +401,123 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
         if layers is None:
             remove_layers(viewer, added + new_stim)
         raise
-    except Exception as exc:
-        dropped = isinstance(exc, (StimulusLayerRemoved, Cancelled))  # the updated layers hold the dropped result
-        remove_layers(viewer, added + new_stim + (updated if dropped else []))
-        if stimulus_layer is not None:
-            clear_traces_of(viewer, stimulus_layer.name)
+    except Exception:
+        remove_layers(viewer, added + new_stim)
+        undo.run()
         raise
     return new_stim + layers
 
 
-def clear_traces_of(viewer, name: str) -> None:
-    """Clear the viewer's trace plot if it shows the traces of the stimulus layer named ``name``."""
-    plot = trace_plot(viewer, create=False)
-    if plot is not None and plot.source == name:
-        plot.clear()
+class _Undo:
+    """What a staged :func:`add_analysis` changed of the viewer's earlier state, and how to give it back.
+
+    Filled as the run goes: ``updated`` (the :class:`MapLayerState` of each
+    earlier map layer updated in place), ``removed`` ((index, layer) of each
+    earlier map layer removed to make room), ``traces`` (a
+    :class:`_TracesState`, taken once the run is about to draw its traces);
+    the layer selection, and the traces the stimulus layer keeps in its
+    metadata (:data:`._plot.TRACES_KEY`: ``nr.show`` stores the new ones as
+    soon as a staged add starts), are taken at once. :meth:`run` gives it
+    all back; the layers the run added must be gone first.
+    """
+
+    def __init__(self, viewer, stimulus_layer=None) -> None:
+        self.viewer = viewer
+        self.updated: list = []
+        self.removed: list = []
+        self.traces: Optional[_TracesState] = None
+        self.selected = list(viewer.layers.selection)
+        self.active = viewer.layers.selection.active
+        self.stimulus_layer = stimulus_layer
+        self.stored = plugin_metadata(stimulus_layer).get(TRACES_KEY, _ABSENT) if stimulus_layer is not None \
+            else _ABSENT
+
+    def run(self) -> None:
+        """Give back the earlier map layers, then the trace plot, then the selection (each as far as it can)."""
+        viewer = self.viewer
+        _restore_all(self.updated)
+        for index, layer in sorted(self.removed, key=lambda item: item[0]):
+            if layer not in viewer.layers:
+                try:
+                    viewer.layers.insert(min(index, len(viewer.layers)), layer)
+                except Exception:  # noqa: BLE001 - give back as much as can be given back
+                    pass
+        if self.traces is not None:
+            self.traces.restore(viewer)
+        meta = self.stimulus_layer.metadata.get(META) if self.stimulus_layer is not None else None
+        if isinstance(meta, dict):
+            if self.stored is _ABSENT:
+                meta.pop(TRACES_KEY, None)
+            else:
+                meta[TRACES_KEY] = self.stored
+        selection = viewer.layers.selection
+        selected = [layer for layer in self.selected if layer in viewer.layers]
+        if set(selection) != set(selected) or selection.active is not self.active:
+            selection.clear()
+            selection.update(selected)
+            if self.active in selected and len(selected) == 1:
+                selection.active = self.active
+
+
+class _TracesState:
+    """What a viewer's trace plot shows (traces, title, zoom, a map shown alone), to give back if a run that
+    started to draw over it does not complete."""
+
+    def __init__(self, viewer) -> None:
+        plot = trace_plot(viewer, create=False)
+        self.shown = None
+        self.ranges: list = []
+        self.solo = None
+        if plot is not None and plot.source and len(plot.series):
+            self.shown = (plot.series, plot.times_ms, plot.title.text(), plot.source, plot.maps_prefix)
+            self.ranges = [(*row.view.camera.rect.pos, *row.view.camera.rect.size) for row in plot.rows]
+            self.solo = plot._solo
+
+    def restore(self, viewer) -> None:
+        """Plot what was plotted (an empty plot stays empty); the zoom and a map shown alone as they were."""
+        plot = trace_plot(viewer, create=False)
+        if plot is None:
+            return
+        plot._solo = None  # the unfinished run's: its maps are gone or given back already
+        if self.shown is None:
+            plot.clear()
+            return
+        plot.set_traces(*self.shown)
+        if len(self.ranges) == len(plot.rows):
+            for row, rect in zip(plot.rows, self.ranges):
+                row.view.camera.rect = rect
+        if self.solo is not None:
+            channel, before = self.solo
+            for ref, _ in before:
+                layer = ref()
+                if layer is not None and layer in viewer.layers:
+                    layer.visible = plugin_metadata(layer).get("channel") == channel
+            plot._solo = self.solo
+            for row in plot.rows:
+                row.dim(row.channel is not None and row.channel != channel)
+            plot.canvas.update()
 
 
 def _map_steps(viewer, prefix: str, data: list[tuple], replace: bool, added: list,
-               updated: list) -> Iterator[None]:
+               undo: _Undo) -> Iterator[None]:
     """Put the maps in: the earlier analysis' layers updated in place when they fit (one step), else new layers.
 
     An in-place update costs a few ms a layer, so all of them take one step
     (a pass per layer would add a repaint each); a new layer costs tens of
     ms to build and draw, so each is a step of its own. New layers are
-    appended to ``added`` as they come, layers updated in place to
-    ``updated`` (for the caller's clean-up); returns the map layers.
+    appended to ``added`` as they come; the earlier layers' states before an
+    in-place update go to ``undo.updated``, the earlier layers removed (with
+    their places) to ``undo.removed`` (for the caller's clean-up); returns
+    the map layers.
     """
-    reused = reuse_map_layers(viewer, prefix, data) if replace else None
+    reused = reuse_map_layers(viewer, prefix, data, saved=undo.updated) if replace else None
     if reused is not None:
-        updated += reused
         yield
         return reused
     if replace:
-        remove_analysis_layers(viewer, prefix)
+        earlier = map_layers(viewer.layers, prefix)
+        undo.removed += [(viewer.layers.index(layer), layer) for layer in earlier]
+        remove_layers(viewer, earlier)
     for item in data:
         added += add_layer_data(viewer, [item])
         yield
@@ -392,7 +547,8 @@ class StagedAdd:
     for the whole build. Set ``on_done(layers)`` and ``on_error(exc)`` right
     after creating it (the first step runs on the next pass); exactly one
     of them is called, unless :meth:`stop` comes first. A failing step
-    removes the layers this run added, then calls ``on_error``. Each step
+    removes the layers this run added and gives back the earlier result it
+    was replacing, then calls ``on_error``. Each step
     and the callback run within ``quiet`` (a :class:`UnitsWarningOnce`, so
     napari's units warning comes once for the run, layers the callback adds
     included).
@@ -440,8 +596,9 @@ class StagedAdd:
         self._timer.singleShot(STEP_DELAY_MS, self._step)
 
     def cancel(self) -> None:
-        """Cancel now (the user pressed Cancel): the layers added or updated so far are removed, the trace plot
-        cleared, and ``on_error`` gets the :class:`~napari_retina._progress.Cancelled`. Nothing once done."""
+        """Cancel now (the user pressed Cancel): the layers added so far are removed, the earlier result this one
+        was replacing is given back as it was (its map layers and the trace plot, see :func:`_analysis_steps`),
+        and ``on_error`` gets the :class:`~napari_retina._progress.Cancelled`. Nothing once done."""
         if self.done:
             return
         self.done = True
