@@ -410,7 +410,6 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
     full_bytes = map_bytes(model, T, "none")
     big = full_bytes > lazy_threshold
     stim = _prepared(model, stimulus, crop, normalize) if (big or invariance == "auto") else None
-    stim = None if stim is None else kept_stimulus(stim, stimulus)   # the lazy path keeps it: the maps read it
     resolved = resolve_invariance(stim, invariance) if stim is not None else invariance
     map_inv = maps_invariance(invariance, resolved)
     big = big and map_bytes(model, T, map_inv) > lazy_threshold
@@ -423,6 +422,7 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
                                                            batch_size=bs, progress=progress), model)
         limit = None if attr.maps is None else map_limit(attr.maps)
     else:
+        stim = kept_stimulus(stim, stimulus)   # the result keeps it, and the lazy maps read it as the slider moves
         attr = _oom_retry(lambda bs: attribute_traces(model, stim, cell=cell, steps=steps, tol=tol,
                                                       invariance=resolved, batch_size=bs, progress=progress,
                                                       map_means=means),

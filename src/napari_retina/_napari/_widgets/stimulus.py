@@ -31,7 +31,8 @@ def generator_parameters(fn) -> list[str]:
 
 
 class _NotEnoughMemory(Exception):
-    """The stimulus fits this machine's memory on paper but not in what is free now (numpy's MemoryError)."""
+    """A generator's MemoryError as a plain error (the Task reads a MemoryError as an attribution's, with advice
+    about chunks and the CPU): the movie is beyond this machine's memory, or beyond what is free now."""
 
 
 class StimulusWidget(Container):
