@@ -34,8 +34,9 @@ import socket
 import tempfile
 import threading
 import time
+from io import BytesIO
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, Optional, Sequence
 
 from ._types import PathLike
 
@@ -164,6 +165,23 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def atomic_write_in_memory(path: PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """:func:`atomic_write` of what ``write(buffer)`` writes into an in-memory binary file, in one plain write.
+
+    For libraries that fail badly on a full disk when they write a file themselves: HDF5 failed while
+    closing its datasets and h5py then crashed the process (a segfault), torch.save raised a RuntimeError
+    from its zip writer. Written from memory, a full disk is an OSError of one write, a :class:`WriteError`
+    naming ``path``. The price is the file's size in memory while it is written.
+    """
+    def from_memory(tmp: str) -> None:
+        image = BytesIO()
+        write(image)
+        with open(tmp, "wb") as f:
+            f.write(image.getbuffer())
+
+    return atomic_write(path, from_memory)
 
 
 def _fsync(tmp: str) -> None:

@@ -32,13 +32,12 @@ import pickle
 import struct
 import warnings
 from importlib import resources
-from io import BytesIO
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
 
-from ._atomic import atomic_write
+from ._atomic import atomic_write_in_memory
 from ._device import DeviceLike, resolve_device
 from ._json import parse_json
 from ._types import PathLike
@@ -84,14 +83,8 @@ def save_model(model: RetinaCNN, path: PathLike) -> Path:
         "weights_sha256": weights_sha256(state),
         "state_dict": state,
     }
-
-    def write(tmp: str) -> None:   # serialised in memory: torch.save onto a full disk raises a RuntimeError
-        image = BytesIO()          # from its zip writer, and only the one plain write below says ENOSPC/EFBIG
-        torch.save(payload, image)
-        with open(tmp, "wb") as f:
-            f.write(image.getbuffer())
-
-    return atomic_write(path, write)
+    # in memory: torch.save onto a full disk raises a RuntimeError from its zip writer, no OSError
+    return atomic_write_in_memory(path, lambda image: torch.save(payload, image))
 
 
 def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:

@@ -24,13 +24,12 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from ._atomic import atomic_write
+from ._atomic import atomic_write, atomic_write_in_memory
 from ._json import parse_json
 from ._types import PathLike
 from ._units import FRAME_MS
@@ -869,24 +868,15 @@ def _fill_dataset(h5, dataset: Dataset) -> None:
 
 
 def _atomic_h5(path: PathLike, fill: Callable[[Any], None]) -> Path:
-    """Write the HDF5 file ``path`` atomically: ``fill(h5)`` fills an ``h5py.File`` made in memory, whose bytes
-    then go to disk in one write.
-
-    In memory first: HDF5 writing to a disk that fills up fails as it closes its objects, and h5py then
-    crashed the process (a segfault once the error had been handled; reproduced with ``ulimit -f``). A full
-    disk is now an OSError of the one write, which :func:`atomic_write` reports as a WriteError naming
-    ``path``. The price is the file's size in memory while it is written.
-    """
+    """Write the HDF5 file ``path`` atomically: ``fill(h5)`` fills an ``h5py.File`` made in memory
+    (:func:`~napari_retina._atomic.atomic_write_in_memory`: HDF5 writing to a full disk crashed the process)."""
     import h5py
 
-    def write(tmp: str) -> None:
-        image = BytesIO()
+    def write(image) -> None:
         with h5py.File(image, "w") as h5:
             fill(h5)
-        with open(tmp, "wb") as f:
-            f.write(image.getbuffer())
 
-    return atomic_write(path, write)
+    return atomic_write_in_memory(path, write)
 
 
 def _write_group(group, data: Mapping[str, Any]) -> None:
