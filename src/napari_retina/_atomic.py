@@ -246,16 +246,24 @@ def _remove_stale_staging(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def _ctrl_c_held() -> Iterator[None]:
-    """Hold a SIGINT (Ctrl-C) back until the block ends, then raise it (in the main thread; elsewhere no change)."""
+def sigint_handled(handler: Any) -> Iterator[None]:
+    """SIGINT (Ctrl-C) handled by ``handler`` (a function, or ``signal.SIG_IGN``) while the block runs, then as
+    before; in the main thread only (Python sets handlers there), elsewhere no change."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught: list = []
-    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    previous = signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold a SIGINT (Ctrl-C) back until the block ends, then raise it."""
+    caught: list = []
+    with sigint_handled(lambda *_: caught.append(True)):
+        yield
     if caught:
         raise KeyboardInterrupt

@@ -82,17 +82,16 @@ import os
 import shutil
 import signal
 import socket
-import threading
 import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import numpy as np
 
-from ._atomic import _host_tag, atomic_write_text, is_stale
+from ._atomic import _host_tag, atomic_write_text, is_stale, sigint_handled
 from ._json import MAX_JSON_DEPTH, TOO_DEEP, nesting_depth, parse_json, strict_json
 from ._types import PathLike
 from ._units import RATE_UNITS
@@ -1140,20 +1139,12 @@ def start_cluster(workers: Optional[int] = None, threads: int = 1) -> "distribut
     return Client(cluster)
 
 
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """SIGINT ignored in this process while the block runs (in the main thread only: elsewhere no change).
+def _sigint_ignored() -> contextlib.AbstractContextManager:
+    """SIGINT ignored in this process while the block runs (:func:`~napari_retina._atomic.sigint_handled`).
 
     A process started meanwhile keeps it ignored: a terminal's Ctrl-C goes to every process of its group, so
     without this each worker printed its own KeyboardInterrupt traceback while the run was being cancelled."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    return sigint_handled(signal.SIG_IGN)
 
 
 def dashboard_link(client: "distributed.Client") -> Optional[str]:
