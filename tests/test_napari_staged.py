@@ -478,3 +478,42 @@ def test_a_deferred_cancel_is_called_by_cancel_and_the_button_stays_enabled_unti
     assert cancelled == [True] and not task.running and not task.cancel_button.enabled
     assert task.status.value == "analysis cancelled"
     assert notes == [("info", "The analysis was cancelled; nothing was added.")]
+
+
+
+def test_closing_the_analyze_dock_while_it_replaces_a_result_keeps_the_earlier_one(make_napari_viewer, tiny, notes,
+                                                                                   qtbot):
+    """Closing the dock cancels its run (the Task's contract), but closed while the new layers went in, it
+    left the maps holding the new cell's data under the earlier cell's traces, with no sign of it. The earlier
+    result is now given back as Cancel gives it back (every stage of that: the tests above), quietly (no dock
+    is left to report to)."""
+    from napari_retina._napari._docking import dock_of
+
+    viewer = make_napari_viewer()
+    w = analyze_dock(viewer, tiny)
+    assert w.run()
+    w.task.wait()
+    qtbot.wait(20)
+    before = _viewer_state(viewer)
+    fired: list = []
+    timer = QTimer()
+    timer.setInterval(0)
+
+    def poll() -> None:
+        deferred = w.task._deferred   # StagedAdd.stop, once the result is being added
+        if deferred is not None and deferred.__self__.passes >= 1:   # the maps updated in place, not the plot
+            timer.stop()
+            fired.append(_viewer_state(viewer) != before)   # the earlier result was being replaced
+            dock_of(w.native).destroyOnClose()             # the dock's close button ('x')
+
+    timer.timeout.connect(poll)
+    timer.start()
+    w.cell.value = 1   # the same model, another cell: the earlier maps will take the new ones in place
+    assert w.run()
+    qtbot.waitUntil(lambda: not w.task.running, timeout=30000)
+    timer.stop()
+    qtbot.wait(20)
+    assert fired == [True] and notes == []
+    after = _viewer_state(viewer)
+    assert after["layers"] == before["layers"]
+    assert after["traces"] == before["traces"]

@@ -164,7 +164,7 @@ class _UndockWatch(QObject):
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
         if event.type() == QEvent.Type.ParentChange:
             if obj.parent() is None:
-                self._task.close()
+                self._task.close(undo=True)
             else:
                 self._task.closed = False
         return False
@@ -289,18 +289,25 @@ class Task:
         if self._deferred_cancel is not None:  # set only once the worker's result is in
             self._deferred_cancel()
 
-    def close(self, *_) -> None:
+    def close(self, *_, undo: bool = False) -> None:
         """Cancel a running computation and detach the task from its (closing) widgets.
 
         The computation stops at its next progress report; its end then
         touches no widget, adds no layer and raises no notification. Called
-        when Qt destroys the progress bar (viewer or dock widget closed).
+        when Qt destroys the progress bar (viewer or dock widget closed), and
+        with ``undo`` when the dock is closed while the viewer stays: GUI work
+        deferred after the result (:meth:`defer`) is then cancelled as Cancel
+        cancels it (the Analyze dock gives back the result it was replacing),
+        not just stopped where it was; quietly either way.
         """
         self.closed = True
         if self.token is not None:
             self.token.cancel()
-        stop, self._deferred, self._deferred_cancel = self._deferred, None, None
-        if stop is not None:
+        stop, cancel = self._deferred, self._deferred_cancel
+        self._deferred = self._deferred_cancel = None   # the deferred work's finish() is now a no-op: no report
+        if undo and cancel is not None:
+            cancel()
+        elif stop is not None:
             stop()
 
     def refuse_if_busy(self) -> bool:
