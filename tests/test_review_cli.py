@@ -60,9 +60,9 @@ def no_dataset(monkeypatch):
 @pytest.mark.parametrize(
     "out, message",
     [
-        ("taken.h5", "--out must be a file, but 'taken.h5' is a folder"),
+        ("taken.h5", "error: out must be a file, but 'taken.h5' is a folder"),   # the positional out: no --out
         ("missing/d.h5", "cannot write 'missing/d.h5': folder 'missing' does not exist"),
-        ("d.txt", "--out must end in .h5, .hdf5, got '.txt'"),
+        ("d.txt", "error: out must end in .h5, .hdf5, got '.txt'"),
     ],
 )
 def test_synth_out_is_checked_before_the_work(tmp_path, monkeypatch, capsys, no_dataset, out, message):

@@ -10,23 +10,25 @@ from .._atomic import same_file
 from .._types import PathLike
 
 
-def check_out_file(path: PathLike, suffixes: Sequence[str], inputs: Sequence[PathLike] = ()) -> Path:
+def check_out_file(path: PathLike, suffixes: Sequence[str], inputs: Sequence[PathLike] = (),
+                   what: str = "--out") -> Path:
     """``path`` as a file the command can write, checked before any work.
 
     Its suffix must be one of ``suffixes`` (lower case, with the dot), its
     folder must exist and be writable, it must not be a folder itself, and it
     must not be one of the command's ``inputs`` (the results would replace them).
+    ``what``: the argument's name in the messages (``out`` for a positional one).
     """
     out = Path(path)
     if out.suffix.lower() not in suffixes:
-        raise ValueError(f"--out must end in {', '.join(suffixes)}, got {out.suffix or 'no suffix'!r} ({str(out)!r})")
+        raise ValueError(f"{what} must end in {', '.join(suffixes)}, got {out.suffix or 'no suffix'!r} ({str(out)!r})")
     if out.is_dir():
-        raise ValueError(f"--out must be a file, but {str(out)!r} is a folder")
+        raise ValueError(f"{what} must be a file, but {str(out)!r} is a folder")
     _check_writable_folder(out.parent, out)
     for given in inputs:
         if same_file(out, given):
-            raise ValueError(f"--out {str(out)!r} is the input file {str(given)!r}; the results would replace it, "
-                             "so choose another --out")
+            raise ValueError(f"{what} {str(out)!r} is the input file {str(given)!r}; the results would replace it, "
+                             f"so choose another {what}")
     return out
 
 

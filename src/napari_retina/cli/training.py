@@ -33,7 +33,7 @@ def _synth(args) -> int:
     from ..io import HDF5_SUFFIXES
     from ..synthetic import Retina, make_dataset
 
-    out = check_out_file(args.out, HDF5_SUFFIXES)  # before the work, not when the file is renamed into place
+    out = check_out_file(args.out, HDF5_SUFFIXES, what="out")  # before the work, not when it is renamed into place
     with tqdm_progress("synth", "stage", args.quiet) as progress:
         path = make_dataset(out, frames=args.frames, test_frames=args.test_frames, repeats=args.repeats,
                             seed=args.seed, checker=args.checker,

@@ -103,8 +103,9 @@ PARAMETER_HELP: dict[str, tuple[Optional[str], str]] = {
                           "baseline to the stimulus; more points, smaller completeness error, longer run. 0 (the "
                           "default): refine each frame until tol."),
     "tol": ("relative error", "Accuracy asked of the attribution when steps is 0: each frame's quadrature is refined "
-                              "until its completeness error and the maps' estimated error are within tol of the "
-                              "response's range (1e-3 by default); smaller is more accurate and slower."),
+                              "until its completeness error is within tol of the largest |response| and the maps' "
+                              "estimated error within tol of the largest map (1e-3 by default); smaller is more "
+                              "accurate and slower."),
     "invariance": (None, "Which spatial axes are summed out of the maps: 'auto' picks the most specific the "
                          "stimulus allows (full field → 'space', bars → 'y'); 'none' keeps full (y, x) maps."),
     "crop": (None, "How a stack larger than the model's field is cut: 'none' (sizes must match), 'center', "
