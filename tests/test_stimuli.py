@@ -158,6 +158,58 @@ def test_white_noise_keeps_the_draws_of_its_seed(kind):
         assert got.tobytes() == ref.tobytes(), (seed, checker, grey)
 
 
+@pytest.mark.parametrize("kind", ["binary", "gaussian"])
+def test_white_noise_drawn_in_chunks_keeps_the_draws_and_reports_each_chunk(kind, monkeypatch):
+    """Drawn chunk by chunk (so that a long movie takes one chunk beyond itself, and reports progress): the
+    draws of the one-shot reference, whatever the chunk, the grey frames included."""
+    for values, frames in [(7, 23), (169, 40), (13 * 13 * 5, 17), (2**20, 1)]:
+        monkeypatch.setattr(S, "NOISE_CHUNK_VALUES", values)
+        reports: list = []
+        got = S.white_noise(frames, 13, 5, kind=kind, contrast=2.0, checker=1, grey=0.3,
+                            progress=lambda done, total: reports.append((done, total)))
+        assert got.tobytes() == _repeated_checkers(frames, 13, 5, kind, 2.0, 1, 0.3).tobytes(), values
+        per_chunk = max(1, values // 169)
+        assert reports == [(min(t + per_chunk, frames), frames) for t in range(0, frames, per_chunk)]
+
+
+def test_white_noise_takes_one_chunk_beyond_the_movie_and_stops_when_progress_raises():
+    """Drawn at once, 4,000 frames of 50 × 50 took three float64 copies beyond the float32 movie (1.9 GiB for
+    40,000 frames); now one chunk (8 MiB). A progress callback that raises (Cancel) stops it there."""
+    import tracemalloc
+
+    movie_bytes = 4000 * 50 * 50 * 4
+    tracemalloc.start()
+    try:
+        S.white_noise(4000, 50, 0, kind="gaussian")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < movie_bytes + 4 * S.NOISE_CHUNK_VALUES * 8   # before: > 4 × the movie
+    calls: list = []
+
+    def stop_at_the_second(done, total):
+        calls.append(done)
+        if len(calls) == 2:
+            raise KeyboardInterrupt   # any exception: it propagates
+    with pytest.raises(KeyboardInterrupt):
+        S.white_noise(4000, 50, 0, progress=stop_at_the_second)
+    assert calls == [419, 838]
+
+
+def test_naturalistic_reports_its_progress_every_hundredth_and_stops_when_progress_raises():
+    reports: list = []
+    movie = S.naturalistic(frames=1000, size=10, seed=3, fixation=7,
+                           progress=lambda done, total: reports.append((done, total)))
+    np.testing.assert_array_equal(movie, S.naturalistic(frames=1000, size=10, seed=3, fixation=7))
+    done = [d for d, _ in reports]
+    assert {t for _, t in reports} == {1000} and done[-1] == 1000 and done == sorted(set(done))
+    assert all(b - a >= 10 for a, b in zip([0] + done, done[:-1]))   # not one report per 7-frame image
+    assert len(reports) == 72   # after every second 7-frame image (14, 28, …, 994), then at 1000
+    with pytest.raises(KeyboardInterrupt):
+        S.naturalistic(frames=1000, size=10, fixation=7, progress=lambda d, t: (_ for _ in ()).throw(
+            KeyboardInterrupt()))
+
+
 def test_a_checker_wider_than_the_field_flickers_the_whole_field():
     """checker=10**6 asked numpy for 437 TiB and checker=2**63 overflowed: it is one checker, O(frames·size²)."""
     field = S.white_noise(frames=40, size=50, seed=4, checker=50, grey=0.3, kind="gaussian")

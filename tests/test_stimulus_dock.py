@@ -106,6 +106,53 @@ def test_cancel_leaves_no_layer_and_a_second_click_is_refused(viewer, dock, slow
     assert len(viewer.layers) == 1
 
 
+@pytest.mark.parametrize("generator", ["white_noise", "naturalistic"])
+def test_a_long_generation_shows_its_progress_and_cancel_stops_it_at_the_next_report(viewer, dock, notes,
+                                                                                      monkeypatch, generator):
+    """The long generators (100,000 frames of white noise: 15 s here; naturalistic: 45 s) ran to their end
+    after Cancel. They now report progress (the bar fills, the status line says how far) and stop at the first
+    report after Cancel: the progress callback is their only way out, so had it not stopped them they would
+    have gone on reporting to the end."""
+    import napari_retina.stimuli as stimuli
+
+    dock.generator.value = generator
+    real, calls, seen, cancelled = getattr(stimuli, generator), [], [], threading.Event()
+
+    def recorded(*args, progress=None, **kwargs):
+        def spy(done, total):
+            calls.append((done, total))
+            if len(calls) == 3:   # hold the worker until the GUI thread has pressed Cancel
+                assert cancelled.wait(10.0)
+            progress(done, total)
+        return real(*args, progress=spy, **kwargs)
+
+    def poll() -> None:   # GUI thread: once two reports are in, look at the bar, then press Cancel
+        if len(calls) >= 3 and not seen:
+            process_events_until(lambda: dock.task.progress.value == calls[1][0], 5000, "the second report")
+            seen.append((dock.task.progress.max, dock.task.progress.value, dock.task.status.value))
+            dock.task.cancel_button.native.click()
+            cancelled.set()
+
+    monkeypatch.setattr(stimuli, generator, recorded)
+    timer = QTimer()
+    timer.setInterval(1)
+    timer.timeout.connect(poll)
+    timer.start()
+    frames = 20000 if generator == "white_noise" else 5000
+    _params(dock)["frames"].value = frames
+    if generator == "naturalistic":
+        _params(dock)["fixation"].value = 10
+    assert dock.generate() is not None
+    dock.task.wait(60000)
+    timer.stop()
+    assert len(calls) == 3 and calls[-1][0] < frames and {total for _, total in calls} == {frames}
+    assert calls[0][0] < calls[1][0] < calls[2][0]
+    (bar_max, bar_value, status), = seen
+    assert (bar_max, bar_value) == (frames, calls[1][0]) and status.startswith(f"generating {generator}")
+    assert notes == [("info", "The stimulus generation was cancelled; nothing was added.")]
+    assert len(viewer.layers) == 0 and dock.last_layer is None
+
+
 def test_bad_parameters_are_one_sentence_and_add_nothing(viewer, dock, notes):
     """The generator's own checks come before any work: the run fails at once with its sentence."""
     dock.generator.value = "flash_train"

@@ -44,10 +44,11 @@ Example
 from __future__ import annotations
 
 import numbers
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 import numpy as np
 
+from ._progress import Progress, report
 from ._validate import FLOAT32_MAX, as_real_array, check_int, check_movie_fits, check_positive
 
 __all__ = [
@@ -67,6 +68,9 @@ __all__ = [
 Result = Union[np.ndarray, tuple[np.ndarray, dict]]
 """A stimulus, or ``(stimulus, events)`` when ``return_events=True``."""
 
+NOISE_CHUNK_VALUES = 2**20
+"""Checker values :func:`white_noise` draws at a time (8 MiB of float64): the memory beyond the movie, and how
+often it reports progress (every 419 frames of a 50×50 field of 1 px checkers)."""
 #: the largest spectral exponent of :func:`naturalistic` (beyond it the coarsest frequencies hold all the power;
 #: far beyond it ``f ** -alpha`` overflows float64)
 MAX_ALPHA = 4.0
@@ -189,6 +193,7 @@ def white_noise(
     checker: int = 1,
     grey: float = 0.0,
     return_events: bool = False,
+    progress: Optional[Progress] = None,
 ) -> Result:
     """Spatiotemporal white-noise checkerboard.
 
@@ -213,10 +218,13 @@ def white_noise(
     grey : probability in [0, 1) that a frame is grey (0: classic white noise;
         the checkers are drawn first, so the non-grey frames do not depend on it).
     return_events : also return ``{}`` (white noise has no events).
+    progress : optional ``progress(done, total)`` in frames, called after each chunk of frames
+        (:data:`NOISE_CHUNK_VALUES` checker values); it may raise to cancel.
 
     Returns
     -------
-    float32 (frames, size, size), contrast units.
+    float32 (frames, size, size), contrast units. Drawn chunk by chunk into the result (the
+    same draws as at once), so the memory it takes beyond the movie is one chunk's.
 
     Example
     -------
@@ -237,14 +245,20 @@ def white_noise(
     checker = min(checker, size)
     rng = np.random.default_rng(seed)
     n = -(-size // checker)
-    if kind == "binary":
-        grid = np.where(rng.random((frames, n, n)) < 0.5, -contrast, contrast)
-    else:
-        grid = contrast * rng.standard_normal((frames, n, n))
-        _check_peak(max(float(grid.max()), -float(grid.min())), contrast, "Gaussian noise values")
-    if grey > 0:
-        grid[rng.random(frames) < grey] = 0.0
-    return _out(_checkerboard(grid.astype(np.float32), checker, size), {}, return_events)
+    movie = np.empty((frames, size, size), np.float32)
+    chunk = max(1, NOISE_CHUNK_VALUES // (n * n))
+    for t0 in range(0, frames, chunk):   # the generator's stream in order: the same draws as one (frames, n, n)
+        m = min(chunk, frames - t0)
+        if kind == "binary":
+            grid = np.where(rng.random((m, n, n)) < 0.5, -contrast, contrast)
+        else:
+            grid = contrast * rng.standard_normal((m, n, n))
+            _check_peak(max(float(grid.max()), -float(grid.min())), contrast, "Gaussian noise values")
+        movie[t0 : t0 + m] = _checkerboard(grid.astype(np.float32), checker, size)
+        report(progress, t0 + m, frames)
+    if grey > 0:   # drawn after every checker, as before chunks
+        movie[rng.random(frames) < grey] = 0.0
+    return _out(movie, {}, return_events)
 
 
 def contrast_switching(
@@ -342,6 +356,7 @@ def naturalistic(
     jitter: float = 0.25,
     contrast: float = 1.0,
     return_events: bool = False,
+    progress: Optional[Progress] = None,
 ) -> Result:
     """Naturalistic movie: 1/f^alpha images seen through fixational jitter.
 
@@ -368,6 +383,8 @@ def naturalistic(
     return_events : also return ``{"image_onsets": int array of the frames
         where a new image starts, "offsets": float64 (T, 2) image displacement
         (dy, dx) in pixels on each frame}``.
+    progress : optional ``progress(done, total)`` in frames, called after the images of every
+        hundredth of the movie or more (each image after 1 % of the frames); it may raise to cancel.
 
     Returns
     -------
@@ -406,6 +423,7 @@ def naturalistic(
     onsets = np.arange(0, frames, fixation)
     offsets = np.zeros((frames, 2))
     movie = np.empty((frames, size, size))
+    reported, every = 0, max(1, frames // 100)
     for t0 in onsets:
         m = min(fixation, frames - t0)
         spec = np.fft.fft2(rng.standard_normal((n, n))) * amp
@@ -416,6 +434,9 @@ def naturalistic(
         shift = np.exp(-2j * np.pi * (fy[None] * d[:, 0, None, None] + fx[None] * d[:, 1, None, None]))
         img = np.fft.ifft2(spec[None] * shift).real
         movie[t0 : t0 + m] = img[:, lo : lo + size, lo : lo + size]
+        if t0 + m - reported >= every or t0 + m == frames:
+            reported = t0 + m
+            report(progress, reported, frames)
     mean, std = movie.mean(), movie.std()
     if std > 0:
         _check_peak(contrast * max(float(movie.max()) - mean, mean - float(movie.min())) / std, contrast,

@@ -8,6 +8,8 @@ generator's name, parameters and event times are in the layer's metadata
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 from .._json import jsonable
@@ -25,11 +27,17 @@ SAMPLES: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
-def generate(generator: str, name: str, **params) -> tuple:
-    """Run ``nr.stimuli.<generator>(**params)`` and wrap it as an image layer-data tuple."""
+def generate(generator: str, name: str, progress=None, **params) -> tuple:
+    """Run ``nr.stimuli.<generator>(**params)`` and wrap it as an image layer-data tuple.
+
+    ``progress(done, total)`` goes to a generator that reports it (the long ones: ``white_noise``,
+    ``naturalistic``); it may raise to cancel.
+    """
     from .. import stimuli
 
     fn = getattr(stimuli, generator)
+    if progress is not None and "progress" in inspect.signature(fn).parameters:
+        fn = functools.partial(fn, progress=progress)
     try:
         stim, events = fn(**params, return_events=True)
     except TypeError:  # a generator without events

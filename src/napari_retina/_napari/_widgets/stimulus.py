@@ -40,8 +40,9 @@ class StimulusWidget(Container):
 
     The new layer is (T, 50, 50) at (10 ms, 55 µm, 55 µm) with the generator
     and its parameters in ``metadata``; each generator's parameters appear
-    with its defaults. Generation runs in the background (:attr:`task`: a busy
-    bar, Cancel, a status line); the layer is added when it is done.
+    with its defaults. Generation runs in the background (:attr:`task`: a
+    progress bar, busy for the quick generators that report none, Cancel, a
+    status line); the layer is added when it is done.
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -105,8 +106,8 @@ class StimulusWidget(Container):
         params = self.parameters()
 
         def job(task: Task) -> tuple:
-            try:
-                return generate(gen, name, **params)
+            try:   # the long generators report progress, and Cancel stops them there
+                return generate(gen, name, progress=task.progress_callback(f"generating {gen}"), **params)
             except MemoryError as exc:   # the generator's own sentence (a movie beyond this machine), or numpy's
                 own = "Unable to allocate" not in str(exc)   # "Unable to allocate ... for an array with shape ..."
                 raise _NotEnoughMemory(one_sentence(exc) if own else
@@ -126,7 +127,7 @@ class StimulusWidget(Container):
         return self.task.worker
 
     def progress_busy(self) -> None:
-        """Show the progress bar as busy (the generators do not report progress)."""
+        """Show the progress bar as busy until the generator reports progress (the quick ones never do)."""
         self.task.progress.max = 0
         self.task.progress.value = 0
 
