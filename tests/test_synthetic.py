@@ -1815,7 +1815,7 @@ def test_gain_ceiling_planted_truth_is_the_truth_in_a_two_output_bn_cnn(monkeypa
     model = gc.planted(gt, train[:400], windows=300)
     assert model.cnn.config.channels == (12, 8) and model.n_cells == 4 and model.off is not None
     for layer, target in zip((model.cnn.conv1, model.cnn.conv2, model.cnn.linear), gc.PLANT_RMS):
-        assert float(layer.weight.pow(2).mean().sqrt()) == pytest.approx(target, rel=1e-5)
+        assert float(layer.weight.detach().pow(2).mean().sqrt()) == pytest.approx(target, rel=1e-5)
     own = gc.planted(gt, train[:400], windows=300, rms=None)
     assert float(own.cnn.conv1.weight.pow(2).mean().sqrt()) < gc.PLANT_RMS[0] / 5
     got, want = model.outputs(test)[model.context:].numpy(), gt.off_and_on(test)
