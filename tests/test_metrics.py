@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 import warnings
 
 import numpy as np
@@ -191,3 +192,27 @@ def test_linear_fit_degenerate_inputs(no_warnings):
     assert (slope, intercept, r2) == pytest.approx((0.0, 4.0, 1.0), abs=1e-12)
     with pytest.raises(ValueError, match=r"linear_fit needs two arrays of the same shape \(T,\), got shapes \(3,\) and \(2,\)"):
         M.linear_fit([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_map_means_in_chunks_are_bitwise_np_nanmean_over_every_frame():
+    from napari_retina.metrics import MapMeans
+
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        shape = (int(rng.integers(1, 200)), 3, int(rng.integers(1, 7)), int(rng.integers(1, 7)))
+        maps = (rng.standard_normal(shape) * 10.0 ** rng.uniform(-4, 3)).astype(np.float32)
+        if trial % 2:
+            maps[rng.random(shape) < 0.3] = np.nan
+            maps[:, 0, 0, 0] = np.nan   # NaN on every frame: NaN, as np.nanmean gives
+        acc, start = MapMeans(), 0
+        assert acc.means() == {}
+        while start < len(maps):
+            stop = start + int(rng.integers(1, 50))
+            acc.add(maps[start:stop])
+            start = stop
+        got = acc.means()
+        with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning) if trial % 2 else nullcontext():
+            ref = {"abs": np.nanmean(np.abs(maps.astype(np.float64)), axis=0),
+                   "signed": np.nanmean(maps.astype(np.float64), axis=0)}
+        for key in ref:
+            assert np.array_equal(got[key], ref[key], equal_nan=True), (trial, key)

@@ -358,3 +358,27 @@ def test_to_dict_holds_what_is_written_and_writes(known, tmp_path):
         nr.io.write_results(tmp_path / f"r{suffix}", {"reduction": d})
     with np.load(tmp_path / "r.npz") as z:
         np.testing.assert_array_equal(z["reduction/sign"], red.sign)
+
+
+def test_the_pooling_weights_read_the_maps_a_chunk_at_a_time(tiny):
+    """The pools' means were taken over float64 copies of every kept channel's maps (three at once: 735 MB
+    over 158 MB of maps, 4,000 frames of the shipped model); now a chunk's, with the same weights as the
+    means over every frame at once (computed here with np.nanmean)."""
+    import tracemalloc
+
+    stim = nr.stimuli.white_noise(frames=6000, size=20, seed=2)
+    attr = nr.attribute(tiny, stim, cell=0, steps=2, invariance="none")
+    tracemalloc.start()
+    try:
+        red = nr.reduce(attr, explain=0.999, weighting="both")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.5 * attr.maps.nbytes, (peak, attr.maps.nbytes)   # before: over 4 × the maps
+    assert red.pools == ["abs", "signed"]
+    kept = list(red.kept)
+    pools, weights = R._unit_weights(attr, kept, (16, 16), "both")   # the pools reduce used
+    maps = attr.maps[attr.frames][:, kept].astype(np.float64)
+    for p, mean in enumerate([np.nanmean(np.abs(maps), axis=0), np.nanmean(maps, axis=0)]):
+        expected = mean / np.abs(mean).reshape(len(kept), -1).sum(1)[:, None, None]   # Σ|w| = 1 per channel
+        np.testing.assert_array_equal(weights[p].numpy(), expected.astype(np.float32))

@@ -46,7 +46,7 @@ from ._wrap import model_config
 from .attribution import Attribution, Cells, Rule
 from .attribution._integrate import default_batch_points
 from .attribution._result import kept_stimulus, map_shape as attribution_map_shape
-from .metrics import map_limit
+from .metrics import MapMeans, map_limit
 from .model import RetinaCNN
 from .reduction import Reduction
 
@@ -108,7 +108,7 @@ def attribute_traces(model: AnyModel, stimulus: np.ndarray, *, cell: Cells = 0, 
     channels = np.full((T, model.config.channels[0]), np.nan, np.float32)
     rates = np.full(T, np.nan, np.float32)
     per_frame = np.zeros(T, np.int64)
-    sums: Optional[list] = None  # [Σ_t |A_cxy|, Σ_t A_cxy] over the attributed frames, float64
+    means = MapMeans()   # of |A_cxy| and A_cxy over the attributed frames
     first = None
     report(progress, 0, total)
     for a in range(hist - 1, T, chunk_frames):
@@ -123,15 +123,13 @@ def attribute_traces(model: AnyModel, stimulus: np.ndarray, *, cell: Cells = 0, 
         rates[a:b] = part.rates[hist - 1:]
         per_frame[a:b] = part.steps_per_frame[hist - 1:]
         if map_means is not None and part.maps is not None:
-            m = np.asarray(part.maps[hist - 1:], dtype=np.float64)
-            add = [np.abs(m).sum(0), m.sum(0)]
-            sums = add if sums is None else [s + x for s, x in zip(sums, add)]
+            means.add(part.maps[hist - 1:])
         first = part if first is None else first
         report(progress, b - hist + 1, total)
     response = (rates.astype(np.float64) - first.baseline_rate).astype(np.float32)
     frames = np.arange(hist - 1, T)
-    if map_means is not None and sums is not None:
-        map_means.update(abs=sums[0] / len(frames), signed=sums[1] / len(frames))
+    if map_means is not None:
+        map_means.update(means.means())
     err = attribution.completeness_error(channels[frames], response[frames], rates[frames], first.baseline_rate)
     return replace(first, maps=None, channels=channels, response=response, rates=rates,
                    completeness_error=err, frames=frames, stimulus=stim, steps=int(per_frame.max()),

@@ -305,3 +305,39 @@ def map_limit_of_blocks(blocks: Iterable[ArrayLike], percentile: float = 99.5) -
     lim = a + (b - a) * (index - lo)
     lim = lim if lim > 0 else float(top[-1])
     return lim if lim > 0 else 1.0
+
+
+class MapMeans:
+    """Means over frames of attribution maps, |A| and A, taken a chunk of frames at a time.
+
+    ``add(maps)`` takes float (n, C, …) maps of n more frames; ``means()``
+    gives ``{"abs": mean_t |A|, "signed": mean_t A}``, float64 (C, …), NaN
+    values left out as ``np.nanmean`` leaves them (NaN where a value is NaN on
+    every frame). The sums run frame after frame, in the order numpy's sum over
+    the first axis adds them, so the means are bitwise those of ``np.nanmean``
+    over all the frames at once, without holding them: the memory is a chunk's
+    and three float64 (C, …) sums (a reduction of a long movie's maps held
+    three float64 copies of every kept channel's maps).
+    """
+
+    def __init__(self) -> None:
+        self._sums: Optional[list[np.ndarray]] = None   # [Σ |A|, Σ A, count of non-NaN]
+
+    def add(self, maps: ArrayLike) -> None:
+        chunk = np.asarray(maps, dtype=np.float64)
+        if not len(chunk):
+            return
+        seen = ~np.isnan(chunk)
+        signed = np.where(seen, chunk, 0.0)
+        parts = [np.abs(signed), signed, seen.astype(np.intp)]
+        if self._sums is not None:   # the running sums first, then the frames: one sequential sum over axis 0
+            parts = [np.concatenate([total[None], part]) for total, part in zip(self._sums, parts)]
+        self._sums = [np.add.reduce(part, axis=0) for part in parts]
+
+    def means(self) -> dict:
+        """``{"abs", "signed"}`` over the frames added so far (an empty dict before any)."""
+        if self._sums is None:
+            return {}
+        total_abs, total, count = self._sums
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {"abs": total_abs / count, "signed": total / count}

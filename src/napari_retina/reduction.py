@@ -48,10 +48,10 @@ from ._json import jsonable
 from ._predict import callers_modes
 from ._progress import Progress, report
 from ._units import FRAME_MS
-from ._validate import check_finite_output, check_int, stimulus_tensor
+from ._validate import check_finite_output, check_int, frames_per_chunk, stimulus_tensor
 from .first_layer import DEFAULT_IGNORE_OLDEST_MS, FirstLayer, filter_properties
 from ._wrap import WrappedModel, filter_labels, is_wrapped
-from .metrics import explained_variance
+from .metrics import MapMeans, explained_variance
 
 if TYPE_CHECKING:  # attribution and the model are only read here
     from .attribution import Attribution
@@ -59,6 +59,9 @@ if TYPE_CHECKING:  # attribution and the model are only read here
 
 #: exhaustive subset search up to this many channels (2**12 subsets), greedy above
 EXHAUSTIVE_MAX_CHANNELS = 12
+#: map values (of the kept channels) the pooling weights read at a time (their means,
+#: :class:`~napari_retina.metrics.MapMeans`): a few float64 arrays of 2 MiB each, whatever the movie's length
+MEANS_CHUNK_VALUES = 1 << 18
 
 
 @dataclass
@@ -287,9 +290,13 @@ def _unit_weights(attr: Attribution, kept: list[int], units: tuple[int, ...],
     if attr.maps is None and not pool_maps:
         names, ws = ["uniform"], [np.ones((K, *units))]
     else:
-        if attr.maps is not None:
-            maps = np.asarray(attr.maps)[np.asarray(attr.frames)][:, kept].astype(np.float64)  # (n, K, h, w)
-            means = {"abs": lambda: np.nanmean(np.abs(maps), axis=0), "signed": lambda: np.nanmean(maps, axis=0)}
+        if attr.maps is not None:   # the kept channels' means over the attributed frames, a chunk at a time
+            maps, acc = np.asarray(attr.maps), MapMeans()
+            step = frames_per_chunk((len(kept), *maps.shape[2:]), MEANS_CHUNK_VALUES)
+            for chunk in batches(np.asarray(attr.frames), step):
+                acc.add(maps[chunk][:, kept])
+            found = acc.means()
+            means = {name: (lambda name=name: found[name]) for name in ("abs", "signed")}
         else:
             means = {name: (lambda name=name: np.asarray(pool_maps[name], dtype=np.float64)[kept])
                      for name in ("abs", "signed")}
