@@ -427,6 +427,37 @@ def test_repeated_windows_equal_direct_computation(model):
     np.testing.assert_allclose(a.channels[HIST - 1 :], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
+def test_repeated_windows_are_filled_in_chunks_as_one_copy_fills_them(model):
+    """The maps of repeated windows were copied through a temporary the size of every frame's maps (2.6 GB for a
+    32,000-frame flash train); in chunks, in place, the same values (and a tensor too)."""
+    import tracemalloc
+
+    from napari_retina._frames import fill_repeats, unique_windows
+
+    period = np.array([1.5, 0, 0, -2.0, 0, 0.5, 0], np.float32)
+    stim = np.broadcast_to(np.tile(period, 60)[:, None, None], (420, SIZE, SIZE)).copy()
+    idx = np.arange(HIST - 1, len(stim))
+    todo, inverse = unique_windows(stim, idx, HIST)
+    assert len(todo) < len(idx) / 10
+    rng = np.random.default_rng(5)
+    maps = np.full((len(stim), 3, 40, 40), np.nan, np.float32)
+    maps[todo] = rng.standard_normal((len(todo), 3, 40, 40)).astype(np.float32)
+    expected = maps.copy()
+    expected[idx] = expected[todo][inverse]
+    for chunk in (1, 4800, 48000):   # values: a frame at a time (4,800 values), 10 frames
+        got = maps.copy()
+        tracemalloc.start()
+        try:
+            fill_repeats(got, idx, todo, inverse, chunk_values=chunk)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert np.array_equal(got, expected, equal_nan=True) and peak < 0.1 * maps.nbytes, (chunk, peak)
+    tensor = torch.from_numpy(maps.copy())
+    fill_repeats(tensor, idx, todo, inverse, chunk_values=4800)
+    assert np.array_equal(tensor.numpy(), expected, equal_nan=True)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("invariance", ["none", "space"])
 def test_gpu_attribution_matches_cpu(model, invariance):

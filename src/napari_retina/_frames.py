@@ -156,3 +156,14 @@ def unique_windows(stimulus: np.ndarray, idx: np.ndarray, history: int) -> tuple
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     return idx[first[order]], rank[inverse.reshape(-1)]
+
+
+def fill_repeats(arr, idx: np.ndarray, todo: np.ndarray, inverse: np.ndarray, chunk_values: int = 1 << 20) -> None:
+    """Copy each computed frame of ``arr`` (an array or tensor (T, …)) to the frames that repeat its window:
+    ``arr[idx] = arr[todo][inverse]`` (:func:`unique_windows`), a chunk of about ``chunk_values`` values at a
+    time, in place. All at once, the copy was a temporary as large as every frame's maps (2.6 GB for a
+    32,000-frame flash train). The frames of ``todo`` are their own sources, so the order is free."""
+    per_frame = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)))
+    step = max(1, chunk_values // per_frame)
+    for start in range(0, len(idx), step):
+        arr[idx[start:start + step]] = arr[todo[inverse[start:start + step]]]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .._device import DeviceLike
-from .._frames import Frames, select_frames, unique_windows
+from .._frames import Frames, fill_repeats, select_frames, unique_windows
 from .._invariance import Invariance, InvarianceArg, check_invariance, resolve_invariance
 from .._predict import callers_modes, model_on
 from .._progress import Progress, report
@@ -103,7 +103,7 @@ def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells
     if len(todo) < len(idx):  # repeated windows: identical inputs, identical attributions
         for arr in (maps, chan, rates, per_frame):
             if arr is not None:
-                arr[idx] = arr[todo][inverse]
+                fill_repeats(arr, idx, todo, inverse)
     check_finite_output(rates, idx, "the model's rates", stim)
     check_finite_output(chan, idx, "the attributions", stim)
     if maps is not None and not torch.isfinite(maps_sum):  # no pass over the maps on the host otherwise
