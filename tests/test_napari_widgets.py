@@ -425,6 +425,29 @@ def test_analyze_warns_on_raw_intensities_and_normalizes_when_asked(viewer, tiny
     ref = nr.attribute(tiny, z.astype(np.float32), cell=0, steps=2)
     np.testing.assert_allclose(w.analysis.attribution.rates, ref.rates, rtol=1e-5, atol=1e-6)
     assert w.analysis.parameters["normalize"] == "zscore"
+    assert w.task.status.value.endswith("; the stack was z-scored by its own mean and std (normalize)")
+
+
+def test_analyze_says_how_an_integer_stack_was_mapped_to_contrast(viewer, tiny, notes):
+    """A uint8 movie is z-scored by its own statistics without a word: the same movie as float contrast gave
+    rates half as large, and nothing on screen said why. The status line says so now."""
+    stim = (128 + 60 * nr.stimuli.white_noise(frames=30, size=20, seed=2)).astype(np.uint8)
+    layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "raw uint8"))
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value, w.do_reduce.value = layer, 2, False
+    assert w.run()
+    w.task.wait()
+    assert notes == []
+    assert w.task.status.value.endswith("; the uint8 stack was read as raw intensities and z-scored by its own mean "
+                                        "and std (contrast about its own mean luminance)")
+    z = (stim - stim.astype(np.float64).mean()) / stim.astype(np.float64).std()   # what that sentence says
+    ref = nr.attribute(tiny, z.astype(np.float32), cell=0, steps=2)
+    np.testing.assert_allclose(w.analysis.attribution.rates, ref.rates, rtol=1e-5, atol=1e-6)
+    float_layer = viewer.add_image(z.astype(np.float32), **stimulus_layer_kwargs(z.astype(np.float32), "contrast"))
+    w.layer.value = float_layer
+    assert w.run()
+    w.task.wait()
+    assert "raw intensities" not in w.task.status.value and "z-scored" not in w.task.status.value
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -134,6 +134,29 @@ def test_normalize_zscores_by_the_stacks_own_statistics(normalize):
         np.testing.assert_allclose(rates, nr.predict(model, contrast), rtol=1e-5)
 
 
+def test_the_words_for_how_a_stack_is_mapped_say_what_predict_does():
+    """input_mapping's sentence (the Analyze dock's status line) for each of normalise's cases, checked against
+    what predict does with the stack."""
+    from napari_retina._validate import input_mapping
+
+    model, raw = tiny(), raw_intensities().astype(np.uint16)
+    x = raw.astype(np.float64)
+    own = ((x - x.mean()) / x.std()).astype(np.float32)
+    assert input_mapping(np.float32) == ""
+    assert input_mapping(np.float32, normalize=True).startswith("the stack was z-scored by its own mean and std")
+    assert "uint16 stack was read as raw intensities and z-scored by its own" in input_mapping(raw.dtype)
+    np.testing.assert_allclose(nr.predict(model, raw), nr.predict(model, own), rtol=1e-5)
+    model.config.norm = {"units": "raw", "mean": 100.0, "std": 40.0}
+    assert input_mapping(raw.dtype, model.config.norm) == ("the uint16 stack was read as raw intensities and mapped "
+                                                           "to contrast with the model's training statistics (mean "
+                                                           "100, std 40)")
+    stored = ((x - 100.0) / 40.0).astype(np.float32)
+    model.config.norm = {"units": "contrast", "mean": 0.0, "std": 1.0}
+    reference = nr.predict(model, stored)
+    model.config.norm = {"units": "raw", "mean": 100.0, "std": 40.0}
+    np.testing.assert_allclose(nr.predict(model, raw), reference, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "mean, std, warns",
     [(0.0, 1.0, False), (2.9, 1.0, False), (-3.1, 1.0, True), (3.1, 1.0, True), (0.0, 9.5, False), (0.0, 10.5, True)],

@@ -227,6 +227,21 @@ def normalise(arr: np.ndarray, norm: Optional[dict] = None, normalize: Normalize
     return zscore(arr)
 
 
+def input_mapping(dtype, norm: Optional[dict] = None, normalize: Normalize = False) -> str:
+    """How :func:`normalise` maps a stack of ``dtype`` to contrast, in words ("" for a float stack taken as
+    contrast): a scientist reading a result should know that a uint8 movie was rescaled, and how."""
+    if check_normalize(normalize):
+        return "the stack was z-scored by its own mean and std (normalize)"
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        return ""
+    if norm is not None and norm.get("units") == "raw":
+        return (f"the {dtype} stack was read as raw intensities and mapped to contrast with the model's training "
+                f"statistics (mean {float(norm['mean']):.4g}, std {float(norm['std']):.4g})")
+    return (f"the {dtype} stack was read as raw intensities and z-scored by its own mean and std (contrast "
+            "about its own mean luminance)")
+
+
 def training_contrast_std(norm: Optional[dict]) -> float:
     """Std of the model's training stimulus in contrast units.
 

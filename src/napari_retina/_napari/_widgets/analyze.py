@@ -20,7 +20,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pus
 from ...analysis import Analysis, run_analysis
 from ...attribution import DEFAULT_TOL, MAX_STEPS, MIN_TOL, attribute
 from ...model import RetinaCNN
-from ..._validate import ZSCORE_REMEDY, StimulusUnitsWarning, warn_if_not_contrast
+from ..._validate import ZSCORE_REMEDY, StimulusUnitsWarning, input_mapping, warn_if_not_contrast
 from ...reduction import reduce
 from .._session import session
 from .._tasks import Task, notify, one_sentence
@@ -431,7 +431,10 @@ class AnalyzeWidget(Container):
         self.viewer.layers.selection.active = layer
         self.analysis = result
         self.result_label.value = summary_text(result)
-        self.task.status.value = f"analysis done: {result.maps_note}" if result.maps_note else "analysis done"
+        norm = getattr(getattr(result.attribution.model, "config", None), "norm", None)
+        mapping = input_mapping(layer.data.dtype, norm, result.parameters.get("normalize", False))
+        notes = [note for note in (result.maps_note, mapping) if note]   # what was computed; how the stack was read
+        self.task.status.value = "analysis done" + (f": {'; '.join(notes)}" if notes else "")
 
     def save(self, path: Path) -> Optional[Path]:
         """Write the last analysis to ``.h5``/``.hdf5`` (everything) or ``.csv`` (the traces)."""
