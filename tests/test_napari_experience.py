@@ -110,6 +110,18 @@ def test_experiment_results_survive_layer_changes_and_do_not_stack(viewer, qtbot
     (a0, a1), (b0, b1) = y_range(first), y_range(second)
     assert b0 >= a1 or b1 <= a0  # the new result sits beside the old one, not on it
 
+    # each result added puts the time slider on its largest response: after the longer reversal result the
+    # slider was past the OSR's end, and adding the OSR showed a black canvas
+    from napari_retina import viewer as nrv
+
+    for name in ("osr", "reversal", "osr"):
+        result = w.results[name]
+        w.result_choice.value = name
+        _click(w.add_button)
+        summed = np.asarray(result.rates, float)[:, result.cells].sum(axis=1)
+        assert nrv.current_time(viewer) == pytest.approx(np.nanargmax(summed) * nr.FRAME_MS)
+        assert nrv.current_time(viewer) < len(result.stimulus) * nr.FRAME_MS
+
 
 # ----------------------------------------------------- 6. Progress, cancel ---
 
@@ -238,9 +250,11 @@ def test_plugin_docks_are_tabbed_and_the_model_summary_is_short(viewer, tiny, qt
     lines = mw.summary.value.splitlines()
     assert 2 <= len(lines) <= 3 and all(len(line) <= 100 for line in lines)
     assert "xxxxxxxxxx" not in mw.summary.value and mw.details.native.isHidden()
+    assert lines[-1].startswith("r with the recorded rates, test split 0.9;")   # words, not a key to decode
     _click(mw.show_details)
     assert not mw.details.native.isHidden()
     assert all(len(line) <= 100 for line in mw.details.value.splitlines())
+    assert "r with the recorded rates, test split (test_r_mean): 0.9" in mw.details.value.splitlines()
     assert model_dock.sizeHint().height() < 1000
 
 
@@ -365,6 +379,10 @@ def test_a_saved_analysis_reopens_with_maps_traces_and_settings(viewer, tiny, tm
     _click(w.save_button)
     assert path.is_file()
     original = w.analysis
+    plot = _plot.trace_plot(viewer, create=False)
+    live_bar = [la.name for la in w.added_layers if la.colorbar.visible]
+    live_legend = plot.title.text().split("<br>")[1]
+    assert len(live_bar) == 1 and live_legend.startswith("Maps: attribution")
 
     layers = viewer.open(str(path), plugin=PLUGIN)
     roles = [la.metadata.get(META, {}).get("role") for la in layers]
@@ -372,11 +390,12 @@ def test_a_saved_analysis_reopens_with_maps_traces_and_settings(viewer, tiny, tm
     np.testing.assert_array_equal(np.asarray(layers[0].data), original.attribution.stimulus)
     maps = [la for la, r in zip(layers, roles) if r == "map"]
     np.testing.assert_array_equal(np.asarray(maps[2].data), original.attribution.maps[:, 2])
-    # the traces come back into the plot dock
-    plot = _plot.trace_plot(viewer, create=False)
+    # the traces come back into the plot dock, with the maps' legend line, and the colour bar on the same channel
     shown = {s["label"]: s["values"] for s in plot.series}
     np.testing.assert_array_equal(shown["model response"], original.attribution.response)
     assert any(label.startswith("reduced circuit") for label in shown)
+    assert plot.title.text().split("<br>")[1] == live_legend           # was: no legend line (no unit, no limits)
+    assert [la.name.split(": ")[1] for la in maps if la.colorbar.visible] == [live_bar[0].split(": ")[1]]
 
     # the settings come back into the Analyze widget
     w.steps.value, w.explain.value, w.cell.value, w.invariance.value = 8, 0.9, 0, "auto"
@@ -384,6 +403,9 @@ def test_a_saved_analysis_reopens_with_maps_traces_and_settings(viewer, tiny, tm
     _click(w.settings_button)
     assert (w.steps.value, w.explain.value, w.cell.value, w.invariance.value) == (3, 0.8, 1, "none")
     assert w.parameters() == {**original.parameters, "crop": "none"}
+    reshown = nr.show(path, viewer)                                     # the same through the scripting API
+    assert [la.name for la in reshown if la.colorbar.visible] == [f"saved: {live_bar[0].split(': ')[1]}"]
+    assert plot.title.text().split("<br>")[1] == live_legend
 
 
 # ------------------------------------------------------------ 13. First run ---

@@ -91,6 +91,29 @@ def test_a_strong_map_over_a_bright_stimulus_shows_its_channels_colour_not_white
     assert expected.min() < 0.8                                              # a colour, not washed out to white
 
 
+@pytest.mark.parametrize("raw, rounded", [(0.0497, 0.05), (17.0, 20.0), (0.000524, 0.0006), (1.0, 1.0),
+                                          (1.00001, 1.2), (7.0001, 10.0), (0.0376, 0.04), (123456.0, 150000.0),
+                                          (4.3e-7, 5e-7), (0.0, 0.0)])
+def test_a_computed_map_limit_is_rounded_up_to_a_round_number(raw, rounded):
+    assert _layers.bar_limit(raw) == pytest.approx(rounded, rel=1e-12)
+
+
+def test_the_colour_bar_labels_its_scale_whatever_the_maps_limit(make_napari_viewer, noise_analysis):
+    """The bar of maps with limits ±0.0497 (a percentile) read only "0": vispy's ticks were ±0.05, outside it.
+    Labels read off the colour bar napari draws (its vispy node: no public API gives them)."""
+    stim, attr, red = noise_analysis
+    viewer = make_napari_viewer()
+    stim_layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    rng = np.random.default_rng(4)
+    for scale in (0.0497 / _layers.map_limit(attr.maps), *10.0 ** rng.uniform(-5, 3, 12)):
+        maps = [layer for layer in add_analysis(viewer, attr, red, stim_layer, maps=attr.maps * np.float32(scale))
+                if layer.metadata[_layers.META]["role"] == "map"]
+        (bar,) = [layer for layer in maps if layer.colorbar.visible]
+        overlay = viewer.window._qt_viewer.canvas._layer_overlay_to_visual[bar][bar.colorbar]
+        labels = [float(text) for text in overlay.node.ticks._text.text]
+        assert len(labels) >= 3 and min(labels) < 0 < max(labels), (scale, bar.contrast_limits, labels)
+
+
 def test_replacing_an_analysis_does_not_duplicate_layers(make_napari_viewer, noise_analysis, tiny):
     stim, attr, red = noise_analysis
     viewer = make_napari_viewer()
@@ -103,7 +126,7 @@ def test_replacing_an_analysis_does_not_duplicate_layers(make_napari_viewer, noi
     assert second == first
     for c, layer in enumerate(second):
         np.testing.assert_array_equal(np.asarray(layer.data), other.maps[:, c])
-        lim = _layers.map_limit(other.maps)
+        lim = _layers.bar_limit(_layers.map_limit(other.maps))
         np.testing.assert_allclose(layer.contrast_limits, (-lim, lim))
     # without a reduction: A{c} names, every channel visible, one row per channel
     names = [layer.name for layer in second]

@@ -61,6 +61,13 @@ def _map_layers(viewer):
     return [lay for lay in viewer.layers if lay.metadata.get(META, {}).get("role") == "map"]
 
 
+def _analyze_result_baseline(viewer) -> float:
+    """F(0), the rate at mean grey, of the model the Analyze dock ran, computed here on a grey stimulus."""
+    model = _session.session(viewer).model
+    size, history = model.config.size, model.config.history
+    return float(nr.predict(model, np.zeros((history, size, size), np.float32))[-1, 0])
+
+
 def _canvas_box(viewer, layer):
     """The layer's displayed (y, x) extent in canvas pixels: (top-left, bottom-right)."""
     ext = np.asarray(layer.extent.world, float)[:, -2:]  # world (min, max) of y, x
@@ -140,6 +147,10 @@ def test_maps_have_a_colour_bar_and_a_legend_with_sign_and_unit(make_napari_view
     title = viewer.window.dock_widgets[_plot.DOCK_NAME].title.text()
     assert "spikes per 10 ms bin" in title and f"±{lim:.3g}" in title
     assert "raises the cell's rate" in title and "lowers it" in title
+    # the plotted response is F(s) − F(0), negative below the rate at grey: the title says so, with F(0)
+    base = _analyze_result_baseline(viewer)
+    assert f"response = rate − rate at mean grey ({base:.3g})" in title
+    assert "click a channel's name" in viewer.window.dock_widgets[_plot.DOCK_NAME].title.toolTip()
     # the bar shows one channel's colours: the main kept channel's, named in the legend (read against another
     # channel's bar, the main channel's own colour read as the wrong sign)
     # (the most important kept channel: the largest Σ_t |A_c(t)|, A_c(t) its map summed over space)
@@ -148,6 +159,22 @@ def test_maps_have_a_colour_bar_and_a_legend_with_sign_and_unit(make_napari_view
     assert bars[0] is first, (bars[0].name, first.name)
     label = bars[0].metadata["napari_retina"]["label"]
     assert f"in {label}'s colours" in title
+
+
+@pytest.mark.parametrize("width", [1600, 1100])
+def test_the_colour_bar_is_not_drawn_over_the_stimulus(make_napari_viewer, qtbot, plugin, width):
+    """napari draws the bar at the canvas' top right, where a fitted white-noise stimulus reached: the bar hid
+    its top-right pixels (at 1280×720, about 8×12 of them). The framed result now leaves the bar its width."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(width, WINDOW[1])
+    qtbot.wait(50)
+    viewer.open_sample(plugin, "white_noise")
+    _analyze(viewer, plugin, qtbot, steps=2)
+    qtbot.wait(50)
+    (bar,) = [lay for lay in _map_layers(viewer) if lay.colorbar.visible]
+    overlay = viewer.window._qt_viewer.canvas._layer_overlay_to_visual[bar][bar.colorbar]   # no public API
+    right = _canvas_box(viewer, viewer.layers[0])[1, 1]   # the stimulus' right edge, canvas px
+    assert right <= viewer.canvas.size[1] - overlay.x_size, (right, viewer.canvas.size, overlay.x_size)
 
 
 # -------------------------------------------------------------- point 3: plot ---

@@ -23,7 +23,7 @@ pytest.importorskip("napari")
 import napari  # noqa: E402
 
 from napari_retina import viewer as nrv  # noqa: E402
-from napari_retina._napari._layers import META  # noqa: E402
+from napari_retina._napari._layers import META, bar_limit  # noqa: E402
 from napari_retina.metrics import map_limit  # noqa: E402
 from test_napari_results import _analyze, _canvas_box, plugin  # noqa: E402,F401  (issue 14's helpers, fixture)
 
@@ -72,7 +72,7 @@ def test_an_attribution_is_shown_with_names_scales_translates_units_and_limits(v
     assert [lay.name for lay in layers] == ["cell 0"] + [f"cell 0: {red.label(c)}" for c in range(8)]
     assert list(viewer.layers) == layers
     assert tuple(stim.scale) == SCALE and tuple(stim.translate) == (0, 0, 0) and _units(stim) == UNITS
-    lim = map_limit(attr.maps)
+    lim = bar_limit(map_limit(attr.maps))   # rounded up so that the colour bar's ticks are labelled
     off = attr.offset * nr.PIXEL_UM
     for c, layer in enumerate(maps):
         assert tuple(layer.scale) == SCALE and tuple(layer.translate) == (0, off, off) and _units(layer) == UNITS
@@ -227,7 +227,9 @@ def test_an_analysis_keeps_its_lazy_maps_and_limit(viewer, tiny):
                        invariance="none")
     layers = nr.show(res, viewer, name="run")
     assert layers[0].name == "run" and [lay.contrast_limits for lay in _maps(layers)][0] == \
-        pytest.approx([-res.limit, res.limit])
+        pytest.approx([-bar_limit(res.limit), bar_limit(res.limit)])
+    given = nr.show(res, viewer, name="run", limit=0.0497)   # a limit given is used as it is
+    assert [lay.contrast_limits for lay in _maps(given)][0] == pytest.approx([-0.0497, 0.0497])
 
 
 def test_the_analyze_widget_shows_through_nr_show_so_a_script_can_browse_its_result(viewer, tiny, plugin, qtbot):
@@ -540,13 +542,22 @@ def test_one_attribute_task_shows_its_own_maps_only(viewer, store):
     layers = nr.show(res, viewer)
     assert [lay.name for lay in layers] == ["b"] + [f"b tiny cell0 A{c}" for c in range(8)]
     assert len(viewer.layers) == len(layers) and all(lay.visible for lay in layers)
-    # a click on a channel's name shows its map alone here too (the store's maps carry their prefix)
+    # the maps' scale as a live result has it: one colour bar (no reduction: on the first map), named in the title
     plot = nrv.traces(viewer)
-    plot.solo(3)
-    assert plot.solo_channel == 3
-    assert [lay.name for lay in layers[1:] if lay.visible] == ["b tiny cell0 A3"] and layers[0].visible
+    title = plot.title.text()
+    assert [lay.name for lay in layers if lay.colorbar.visible] == ["b tiny cell0 A0"]
+    assert "<br>Maps: attribution" in title and "in A0's colours" in title
+    # a click on a channel's name shows its map alone here too (the store's maps carry their prefix), with the
+    # colour bar: shown alone, a map had no scale at all
+    for channel in (3, 5):
+        plot.solo(channel)
+        assert plot.solo_channel == channel
+        assert [lay.name for lay in layers[1:] if lay.visible] == [f"b tiny cell0 A{channel}"] and layers[0].visible
+        assert [lay.name for lay in layers if lay.colorbar.visible] == [f"b tiny cell0 A{channel}"]
+        assert plot.title.text() == title.replace("in A0's colours", f"in A{channel}'s colours")
     plot.solo(None)
     assert all(lay.visible for lay in layers)
+    assert [lay.name for lay in layers if lay.colorbar.visible] == ["b tiny cell0 A0"] and plot.title.text() == title
 
 
 def test_recordings_that_share_a_file_name_are_told_apart_and_replaced_when_shown_again(viewer, store):

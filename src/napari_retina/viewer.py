@@ -53,7 +53,8 @@ from napari.viewer import Viewer as _NapariViewer  # the class itself (napari.Vi
 from ._atomic import atomic_write
 from ._types import AnyModel, ArrayLike, PathLike
 from ._validate import check_positive
-from ._napari._layers import META, CellTraces, map_layers, plugin_metadata, stimulus_layer_kwargs
+from ._napari._layers import (COLOUR_BAR_KEY, META, CellTraces, bar_limit, map_layers, plugin_metadata, show_colour_bar,
+                              stimulus_layer_kwargs)
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
 from ._napari._session import SCRIPT_SOURCE, use_model as _use_model
 from ._napari._viewer import (UnitsWarningOnce, add_analysis, add_layer_data, frame_result, process_events,
@@ -123,7 +124,8 @@ def show(result: Any, viewer: Optional["napari.Viewer"] = None, *, name: Optiona
     maps : array-like (T, C, h, w), optional
         Replaces ``attribution.maps`` (an ``Analysis`` brings its own).
     limit : float, optional
-        Shared contrast limit of the maps (default :func:`napari_retina.metrics.map_limit`).
+        Shared contrast limit of the maps (default :func:`napari_retina.metrics.map_limit`, rounded up by
+        ``bar_limit`` so that the colour bar's ticks are labelled); a limit given is used as it is.
     replace : bool
         True (default): the layers of an earlier result of the same name are
         updated or replaced, so a loop of analyses does not pile up layers.
@@ -207,7 +209,8 @@ def _show(viewer, kind: str, result, name, reduction, attribution, stimulus_laye
     if kind == "analysis":
         name = name or (result.layer if stimulus_layer is None and result.layer else None)
         return _show_analysis(viewer, result.attribution, result.reduction, name, stimulus_layer,
-                              result.maps if maps is None else maps, result.limit if limit is None else limit,
+                              result.maps if maps is None else maps,
+                              (None if result.limit is None else bar_limit(result.limit)) if limit is None else limit,
                               replace, beside, staged=staged)
     if kind == "experiment":
         return _show_experiment(viewer, result, name, replace, beside, truth)
@@ -555,6 +558,9 @@ def _add_read_layers(viewer, data: list, replace: bool) -> list:
             if kwargs.get("metadata", {}).get(META, {}).get("role") == "stimulus":
                 _drop_analysis(viewer, kwargs["name"])
     layers = add_layer_data(viewer, data)
+    for layer in layers:   # the map marked in the layer data (a reader cannot turn a colour bar on)
+        if plugin_metadata(layer).get(COLOUR_BAR_KEY):
+            show_colour_bar(layer)
     carrier = next((lay for lay in layers if TRACES_KEY in lay.metadata.get(META, {}) and lay.visible), None)
     if carrier is not None:
         show_stored_traces(viewer, carrier)

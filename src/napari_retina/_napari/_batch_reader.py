@@ -20,8 +20,8 @@ import numpy as np
 
 from .._json import parse_json
 from .._types import ReaderPaths
-from ._layers import (META, RESPONSE_COLOR, CellTraces, _rgba, analysed_geometry, channel_color, layer_geometry,
-                      map_layer_data, stimulus_layer_kwargs)
+from ._layers import (COLOUR_BAR_KEY, META, RESPONSE_COLOR, CellTraces, _rgba, analysed_geometry, bar_limit,
+                      channel_color, colour_bar_legend, layer_geometry, map_layer_data, stimulus_layer_kwargs)
 
 
 def _store(path: ReaderPaths) -> Optional[Path]:
@@ -62,11 +62,14 @@ def _attribute_layers(res, stim_shape: tuple, prefix: str, visible: bool) -> lis
     geo["translate"] = geo["translate"] + np.array([0.0, y0, x0]) * geo["scale"]
     out = []
     if "maps" in res.arrays:
-        limit = limit if np.isfinite(_number(limit)) and _number(limit) > 0 else 1.0   # no finite maps: any
+        limit = bar_limit(limit) if np.isfinite(_number(limit)) and _number(limit) > 0 else 1.0   # no maps: any
         out += map_layer_data(attr, geometry=geo, maps=res.arrays["maps"], limit=limit, prefix=prefix)
     if out:
-        out[0][1].setdefault("metadata", {}).setdefault(META, {})[TRACES_KEY] = stored_traces(attr, None, prefix)
+        out[0][1].setdefault("metadata", {}).setdefault(META, {})[TRACES_KEY] = stored_traces(
+            attr, None, prefix, legend=colour_bar_legend(out) if visible else "")
     for _, kwargs, _ in out:
+        if not visible:   # a task shown hidden among many: no colour bar of its own over the visible one's
+            kwargs["metadata"][META].pop(COLOUR_BAR_KEY, None)
         kwargs["visible"] = kwargs.get("visible", True) and visible
         kwargs.setdefault("metadata", {})["batch_key"] = res.key
         kwargs["metadata"][META]["prefix"] = prefix   # the trace plot finds its maps by it (one map alone)
@@ -304,8 +307,8 @@ def _rate_traces(res, name: str) -> dict:
     rates = np.asarray(res.arrays["rates"].compute(), np.float32)
     series = [{"label": f"cell {c} rate", "kind": "rate", "channel": -1, "row": c, "values": rates[:, c],
                "color": _rgba(RESPONSE_COLOR) if c == 0 else channel_color(c)} for c in range(rates.shape[1])]
-    title = (f"<b>{name}</b> — predicted rates of cells 0–{rates.shape[1] - 1}; traces in {UNIT} (spikes per "
-             "10 ms bin), each row on its own scale. Drag to pan, wheel to zoom, click to move the time slider.")
+    title = (f"<b>{name}</b> — predicted rates of cells 0–{rates.shape[1] - 1}, in {UNIT} (spikes per 10 ms bin), "
+             "each row on its own scale.")
     return {"series": series, "title": title}
 
 
@@ -330,13 +333,12 @@ def _experiment_task_layers(res, name: Optional[str]) -> list[tuple]:
     cell = None   # the model's response at every frame, as nr.show draws an experiment's
     if "rates" in res.arrays and scalars.get("attribution/baseline_rate") is not None:
         cell = CellTraces.from_rates(res.arrays["rates"].compute(), attr.cells, scalars["attribution/baseline_rate"])
-    kwargs["metadata"][META][TRACES_KEY] = stored_traces(attr, red, name, cell)
-    out = [(stim, kwargs, "image")]
+    maps = []
     if "attribution/maps" in res.arrays:
         attr.stimulus = stim
         geo = analysed_geometry(layer_geometry(shape=stim.shape), attr)
-        maps = res.arrays["attribution/maps"]
-        out += map_layer_data(attr, red, geometry=geo, maps=maps, prefix=f"{name}: ")
-        for _, kw, _ in out[1:]:
+        maps = map_layer_data(attr, red, geometry=geo, maps=res.arrays["attribution/maps"], prefix=f"{name}: ")
+        for _, kw, _ in maps:
             kw["metadata"][META]["prefix"] = f"{name}: "
-    return out
+    kwargs["metadata"][META][TRACES_KEY] = stored_traces(attr, red, name, cell, legend=colour_bar_legend(maps))
+    return [(stim, kwargs, "image")] + maps

@@ -55,9 +55,8 @@ the model's line runs inside it where it follows the truth."""
 CURSOR_COLOR = "#ffff00"
 MAP_UNIT = "spikes per 10 ms bin"
 """Unit of the maps (and traces): the model's rate units."""
-MAP_LEGEND = ("Maps: attribution per first-layer unit in {unit} (colour bar ±{limit:.3g}{bar}, the same limits "
-              "for every channel): a channel's colour = raises the cell's rate, its complementary colour = lowers "
-              "it, fading out towards 0, where the stimulus shows through.")
+MAP_LEGEND = ("Maps: attribution per first-layer unit in {unit}, colour bar ±{limit:.3g}{bar}, the same for "
+              "every channel: a channel's colour raises the cell's rate, its complementary colour lowers it.")
 """What the maps' colours mean (filled by :func:`map_legend`), shown with the traces."""
 
 
@@ -181,7 +180,8 @@ def map_layer_data(
     maps : array-like (T, C, h, w), optional
         Overrides ``attribution.maps`` (e.g. a lazy dask array for long movies).
     limit : float, optional
-        Shared contrast limit (default: :func:`napari_retina.metrics.map_limit` of the maps).
+        Shared contrast limit (default: :func:`napari_retina.metrics.map_limit` of the maps, rounded up by
+        :func:`bar_limit`).
 
     Returns
     -------
@@ -197,7 +197,7 @@ def map_layer_data(
     off = attribution.offset
     h1 = attribution.model.config.map_sizes[0] if attribution.model is not None else max(maps.shape[2:])
     if limit is None:
-        limit = map_limit(maps)
+        limit = bar_limit(map_limit(maps))
     lim = float(limit)
     kept = set(reduction.kept) if reduction is not None else None
     out = []
@@ -227,7 +227,61 @@ def map_layer_data(
                                 "cells": list(attribution.cells)}},
         }
         out.append((maps[:, c], kwargs, "image"))
+    first = reduction.kept[0] if reduction is not None and reduction.kept else None
+    bar = colour_bar_index([kw["visible"] for _, kw, _ in out], [kw["metadata"][META]["channel"] for _, kw, _ in out],
+                           first)
+    if bar is not None:
+        out[bar][1]["metadata"][META][COLOUR_BAR_KEY] = True
     return out
+
+
+BAR_MANTISSAS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 10.0)
+"""Round limits (times a power of ten) of a colour bar whose ticks napari labels (vispy's tick choice): at ±0.0497
+or ±17 the bar's only label was "0", its ticks (±0.05, ±20) falling outside it; at each of these, three or more."""
+
+
+def bar_limit(limit: float) -> float:
+    """``limit`` rounded up to the next of :data:`BAR_MANTISSAS` × 10^k: a computed map limit (a percentile,
+    :func:`~napari_retina.metrics.map_limit`) becomes one the colour bar labels, at most 1.43× larger. A limit
+    that is not positive and finite is returned as it is."""
+    limit = float(limit)
+    if not (np.isfinite(limit) and limit > 0):
+        return limit
+    power = 10.0 ** np.floor(np.log10(limit))
+    mantissa = limit / power
+    return float(f"{next(m for m in BAR_MANTISSAS if m >= mantissa * (1 - 1e-12)) * power:.12g}")
+
+
+COLOUR_BAR_KEY = "colour_bar"
+"""Plugin-metadata key of the one map layer of a result that shows the colour bar (:func:`show_colour_bar`):
+set in its layer data, so a reader's layers (a reopened analysis, a batch store) show it as the live ones do."""
+
+
+def colour_bar_index(visible: Sequence[bool], channels: Sequence[int], first_channel: Optional[int]) -> Optional[int]:
+    """Which of a result's maps shows the colour bar: channel ``first_channel``'s (the reduction's most important
+    kept channel) when its map is visible, else the first visible map; None when none is visible."""
+    shown = [i for i, v in enumerate(visible) if v]
+    return next((i for i in shown if channels[i] == first_channel), shown[0] if shown else None)
+
+
+def show_colour_bar(layer, shown: bool = True) -> None:
+    """Show (or hide) napari's colour bar overlay on map ``layer``: small, at the canvas' top right, one for all
+    maps (they share their limits; see :func:`._viewer.show_map_legend`)."""
+    if shown:
+        layer.colorbar.size = (14, 110)
+        layer.colorbar.font_size = 8
+        layer.colorbar.position = "top_right"
+    layer.colorbar.visible = shown
+
+
+def colour_bar_legend(data: list[tuple]) -> str:
+    """The maps' legend line (:func:`map_legend`) for the map of layer-data tuples ``data`` marked to show the
+    colour bar (:data:`COLOUR_BAR_KEY`); "" when none is."""
+    for _, kwargs, _ in data:
+        meta = kwargs.get("metadata", {}).get(META, {})
+        if meta.get(COLOUR_BAR_KEY):
+            return map_legend(kwargs["contrast_limits"][1], meta.get("label"))
+    return ""
 
 
 def plugin_metadata(layer) -> dict:
@@ -249,8 +303,12 @@ def map_layers(layers, prefix: str) -> list:
 def map_legend(limit: float, bar_label: Optional[str] = None) -> str:
     """The maps' colour legend: the unit of attribution and the sign convention (see :data:`MAP_LEGEND`);
     ``bar_label``: the channel whose colours the colour bar shows (each channel has its own)."""
-    bar = f" in {bar_label}'s colours" if bar_label else ""
-    return MAP_LEGEND.format(unit=MAP_UNIT, limit=float(limit), bar=bar)
+    return MAP_LEGEND.format(unit=MAP_UNIT, limit=float(limit), bar=bar_in(bar_label))
+
+
+def bar_in(bar_label: Optional[str]) -> str:
+    """The words of :func:`map_legend` naming the channel whose colours the colour bar shows ("" for none)."""
+    return f" in {bar_label}'s colours" if bar_label else ""
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,8 @@ from vispy.visuals.text.text import FontManager
 
 from . import _exit
 from ._docking import docked_in, vertical_scroll
-from ._layers import (CURSOR_COLOR, META, CellTraces, _rgba, layer_geometry, map_layers, plugin_metadata,
-                      trace_series)
+from ._layers import (COLOUR_BAR_KEY, CURSOR_COLOR, META, CellTraces, _rgba, bar_in, layer_geometry, map_layers,
+                      plugin_metadata, show_colour_bar, trace_series)
 
 DOCK_NAME = "Traces (napari-retina)"
 """Title of the trace plot's dock widget."""
@@ -81,6 +81,9 @@ TEXT_PER_PASS = 2
 
 EMPTY_TITLE = "Run Analyze to see the traces here."
 """The title of a plot with no traces."""
+PLOT_HELP = ("Drag to pan, wheel to zoom, click to move the time slider; click a channel's name to see its map "
+             "alone (again: all maps).")
+"""How to use the plot: the tooltip of its title and rows (the title says what the traces are)."""
 
 _PLOTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -379,7 +382,9 @@ class TracePlot(QWidget):
         self.unit, self.ms_per_unit = "ms", 1.0
         self.title = QLabel(EMPTY_TITLE)
         self.title.setWordWrap(True)
+        self.title.setToolTip(PLOT_HELP)
         self.canvas = scene.SceneCanvas(keys=None, bgcolor="#0e0e0e", size=(700, 300))
+        self.canvas.native.setToolTip(PLOT_HELP)
         self.canvas.native.setMinimumHeight(100)
         self._preferred_height = 200
         # the title and the rows scroll in a dock shorter than they need (a laptop's screen, a dock dragged
@@ -400,7 +405,9 @@ class TracePlot(QWidget):
         self._complete = False  # whether the rows were built and shown in full (a stopped build was not)
         self._fonts = FontManager(method="cpu")
         self._press = None
-        self._solo: Optional[tuple[int, list]] = None   # (channel shown alone, [(layer ref, visible before)])
+        # (channel shown alone, [(layer ref, visible before, colour bar before)]) and the title before
+        self._solo: Optional[tuple[int, list]] = None
+        self._unsolo_title = ""
         self.canvas.events.mouse_press.connect(self._on_press)
         self.canvas.events.mouse_release.connect(self._on_release)
         viewer.dims.events.current_step.connect(self._on_step)
@@ -626,27 +633,41 @@ class TracePlot(QWidget):
 
         Maps of channels that overlap hide each other under translucent blending
         (the top layer's colour covers the one below), so one channel's map is
-        seen whole only alone. A result without a map of ``channel`` (invariance
-        "space") changes nothing.
+        seen whole only alone. The colour bar goes with it (the map shown alone
+        would otherwise have no scale), and the title's legend names its
+        channel; both go back with the maps. A result without a map of
+        ``channel`` (invariance "space") changes nothing.
         """
         before, self._solo = self._solo, None
         viewer = self.viewer
         if before is not None:
-            for ref, visible in before[1]:
+            for ref, visible, bar in before[1]:
                 layer = ref()
                 if layer is not None and viewer is not None and layer in viewer.layers:
                     layer.visible = visible
+                    show_colour_bar(layer, bar)
         layers = map_layers(viewer.layers, self.maps_prefix) if viewer is not None and self.source else []
         alone = [layer for layer in layers if layer.metadata[META]["channel"] == channel]
         if channel is None or (before is not None and before[0] == channel) or not alone:
             for row in self.rows:
                 row.dim(False)
+            if before is not None:
+                self._set_title(self._unsolo_title)
         else:
-            self._solo = (channel, [(weakref.ref(layer), bool(layer.visible)) for layer in layers])
+            bar = next((layer for layer in layers if layer.colorbar.visible), None)
+            had_bar = bar is not None
+            self._solo = (channel, [(weakref.ref(layer), bool(layer.visible), bool(layer.colorbar.visible))
+                                    for layer in layers])
             for layer in layers:
                 layer.visible = layer in alone
+                show_colour_bar(layer, had_bar and layer is alone[0])
             for row in self.rows:
                 row.dim(row.channel is not None and row.channel != channel)
+            if before is None:
+                self._unsolo_title = self.title.text()
+            if had_bar:   # the legend's "in <label>'s colours" (._layers.map_legend) names the bar's channel
+                self._set_title(self._unsolo_title.replace(bar_in(plugin_metadata(bar).get("label")),
+                                                           bar_in(plugin_metadata(alone[0]).get("label"))))
         self.canvas.update()
 
     @property
@@ -718,14 +739,17 @@ def trace_plot(viewer, create: bool = True) -> Optional[TracePlot]:
 
 
 def plot_title(attribution, reduction, name: str, legend: str = "") -> str:
-    """The plot's title: which layer and cell, what explains what, the unit and how to use it."""
+    """The plot's title: which layer and cell, what the traces are (the response is the rate above the rate at
+    mean grey, F(s) − F(0), and each channel's trace its share of it), their unit, what the reduced circuit
+    explains; ``legend``, the maps' colours, on a line of its own. How to use the plot: :data:`PLOT_HELP`."""
     cells = ", ".join(str(c) for c in attribution.cells)
-    text = f"<b>{name}</b> — cell {cells}; traces in {UNIT} (spikes per 10 ms bin), each row on its own scale"
+    base = getattr(attribution, "baseline_rate", None)
+    at_grey = f" ({float(base):.3g})" if base is not None and np.isfinite(base) else ""
+    text = (f"<b>{name}</b> — cell {cells}: response = rate − rate at mean grey{at_grey}, and each channel's "
+            f"share of it, in {UNIT} (spikes per 10 ms bin), each row on its own scale")
     if reduction is not None:
-        text += f"; reduced circuit explains {reduction.explained_variance:.1%} of the variance"
-    text += (". Drag to pan, wheel to zoom, click to move the time slider; click a channel's name to see its "
-             "map alone.")
-    return text + (f"<br>{legend}" if legend else "")
+        text += f"; the reduced circuit explains {reduction.explained_variance:.1%} of the variance"
+    return text + "." + (f"<br>{legend}" if legend else "")
 
 
 def show_traces(viewer, attribution, reduction=None, stimulus_layer=None, name: str = "", legend: str = "") -> TracePlot:
@@ -757,10 +781,12 @@ TRACES_KEY = "traces"
 .h5 or a batch store): ``{"series": trace_series(...), "title": str}``."""
 
 
-def stored_traces(attribution, reduction=None, name: str = "", cell: Optional[CellTraces] = None) -> dict:
+def stored_traces(attribution, reduction=None, name: str = "", cell: Optional[CellTraces] = None,
+                  legend: str = "") -> dict:
     """What a reader puts under :data:`TRACES_KEY` for :func:`show_stored_traces` to plot later (``cell``:
-    see :func:`._layers.trace_series`)."""
-    return {"series": trace_series(attribution, reduction, cell), "title": plot_title(attribution, reduction, name)}
+    see :func:`._layers.trace_series`; ``legend``: the maps' legend line, :func:`._layers.colour_bar_legend`)."""
+    return {"series": trace_series(attribution, reduction, cell),
+            "title": plot_title(attribution, reduction, name, legend)}
 
 
 def show_stored_traces(viewer, layer) -> bool:
@@ -780,18 +806,22 @@ _FOLLOWED: "weakref.WeakSet" = weakref.WeakSet()
 
 
 def follow_stored_traces(viewer) -> None:
-    """From now on, plot the traces of each visible layer added to ``viewer`` that carries some (once per viewer).
+    """From now on, plot the traces of each visible layer added to ``viewer`` that carries some, and show the
+    colour bar of the map marked for it (:data:`._layers.COLOUR_BAR_KEY`) (once per viewer).
 
     A reader's layers (a saved analysis, a batch store) carry their traces
-    (:data:`TRACES_KEY`) but a reader has no viewer to plot them in: the
-    readers call this for the viewer that opens the file (the Analyze widget
-    too), so File ▸ Open shows the traces whether or not a plugin dock is open.
+    (:data:`TRACES_KEY`) but a reader has no viewer to plot them in, nor can
+    its layer data turn a colour bar on: the readers call this for the viewer
+    that opens the file (the Analyze widget too), so File ▸ Open shows the
+    traces and the maps' scale whether or not a plugin dock is open.
     """
     if viewer in _FOLLOWED:
         return
     _FOLLOWED.add(viewer)
 
     def added(event) -> None:
+        if plugin_metadata(event.value).get(COLOUR_BAR_KEY):
+            show_colour_bar(event.value)
         if getattr(event.value, "visible", False):
             show_stored_traces(viewer, event.value)
 

@@ -27,7 +27,7 @@ from .. import io as nr_io
 from .._json import parse_json
 from .._validate import one_sentence
 from .._types import ReaderPaths
-from ._layers import META, analysis_layer_data, plugin_metadata, stimulus_layer_kwargs
+from ._layers import META, analysis_layer_data, colour_bar_legend, plugin_metadata, stimulus_layer_kwargs
 
 SETTINGS_KEY = "analysis_parameters"
 """Key, in the stimulus layer's plugin metadata, of the saved analysis' settings."""
@@ -357,19 +357,16 @@ def read_analysis_layers(path: Path) -> list[tuple]:
 
     kwargs = stimulus_layer_kwargs(attr.stimulus, name=name)
     kwargs["metadata"][META].update(meta.pop(META))
-    kwargs["metadata"][META][TRACES_KEY] = stored_traces(attr, red, name)   # plotted when the layer is added
     kwargs["metadata"].update(meta)
     read = uuid.uuid4().hex   # ties this reading's maps to its stimulus layer, whatever napari names them
     kwargs["metadata"][META][READ_KEY] = read
     prefix = f"{name}: "
-    layers = [(attr.stimulus, kwargs, "image")]
-    for data, kw, kind in analysis_layer_data(attr, red, prefix=prefix):
-        role = kw["metadata"].get(META, {}).get("role")
-        if role == "cursor":
-            continue
+    maps = analysis_layer_data(attr, red, prefix=prefix)
+    for _, kw, _ in maps:
         kw["metadata"].setdefault(META, {}).update({"prefix": prefix, READ_KEY: read})
-        layers.append((data, kw, kind))
-    return layers
+    # plotted when the layer is added, with the maps' legend line as the live result has it
+    kwargs["metadata"][META][TRACES_KEY] = stored_traces(attr, red, name, legend=colour_bar_legend(maps))
+    return [(attr.stimulus, kwargs, "image")] + maps
 
 
 READ_KEY = "read"

@@ -25,11 +25,15 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from .._progress import Cancelled
-from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, layer_geometry, map_layers,
-                      map_legend, plugin_metadata, stimulus_layer_kwargs)
+from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, colour_bar_index, layer_geometry,
+                      map_layers, map_legend, plugin_metadata, show_colour_bar, stimulus_layer_kwargs)
 from ._plot import TRACES_KEY, drain, trace_plot, traces_steps
 
 VIEW_MARGIN = 0.05
+BAR_RESERVE_PX = 90
+"""Canvas pixels kept free at the right of a fitted result while a map's colour bar shows (napari draws it at
+the top right: 14 px of bar, its tick labels and margins, ~80 px), so that it does not cover the stimulus; at
+most 40% of a narrow canvas' width."""
 """Blank margin around the layers (fraction of the canvas) when a result is framed."""
 STEP_DELAY_MS = 1
 """Timer delay between two steps of a :class:`StagedAdd`. Not 0: a zero-delay single shot is a posted
@@ -471,7 +475,7 @@ class _TracesState:
         if plot is not None and plot.source and len(plot.series):
             self.shown = (plot.series, plot.times_ms, plot.title.text(), plot.source, plot.maps_prefix)
             self.ranges = [(*row.view.camera.rect.pos, *row.view.camera.rect.size) for row in plot.rows]
-            self.solo = plot._solo
+            self.solo = (plot._solo, plot._unsolo_title) if plot._solo is not None else None
 
     def restore(self, viewer) -> None:
         """Plot what was plotted (an empty plot stays empty); the zoom and a map shown alone as they were."""
@@ -486,13 +490,13 @@ class _TracesState:
         if len(self.ranges) == len(plot.rows):
             for row, rect in zip(plot.rows, self.ranges):
                 row.view.camera.rect = rect
-        if self.solo is not None:
-            channel, before = self.solo
-            for ref, _ in before:
+        if self.solo is not None:   # the maps' colour bars are given back with the layers (MapLayerState)
+            (channel, before), plot._unsolo_title = self.solo
+            for ref, _, _ in before:
                 layer = ref()
                 if layer is not None and layer in viewer.layers:
                     layer.visible = plugin_metadata(layer).get("channel") == channel
-            plot._solo = self.solo
+            plot._solo = self.solo[0]
             for row in plot.rows:
                 row.dim(row.channel is not None and row.channel != channel)
             plot.canvas.update()
@@ -660,15 +664,11 @@ def show_map_legend(viewer, map_layers: list, first_channel: Optional[int] = Non
     main channel's colour could read as the wrong sign. One bar, not eight:
     they would cover the image, and each costs a fifth of a second to build.
     """
-    visible = [layer for layer in map_layers if layer.visible]
-    shown = next((layer for layer in visible if layer.metadata.get(META, {}).get("channel") == first_channel),
-                 visible[0] if visible else None)
+    index = colour_bar_index([layer.visible for layer in map_layers],
+                             [plugin_metadata(layer).get("channel") for layer in map_layers], first_channel)
+    shown = None if index is None else map_layers[index]
     for layer in map_layers:
-        if layer is shown:
-            layer.colorbar.size = (14, 110)
-            layer.colorbar.font_size = 8
-            layer.colorbar.position = "top_right"
-        layer.colorbar.visible = layer is shown
+        show_colour_bar(layer, layer is shown)
     return shown
 
 
@@ -725,15 +725,13 @@ def fit_view(viewer, layers: list, margin: float = VIEW_MARGIN) -> None:
     right-aligned to the viewer's axes as napari aligns layers), each image
     pixel drawn half a pixel either side of its centre. Where a displayed
     axis is one the layers lack (the user put the 4-D layer's first axis in
-    view), every layer is fitted (plain ``reset_view``).
+    view), every layer is fitted (plain ``reset_view``). While a map's colour
+    bar shows, :data:`BAR_RESERVE_PX` are kept free at the right, for it.
     """
     if not layers:
         return
     ndim = viewer.dims.ndim
     own = max(layer.ndim for layer in layers)
-    if own == ndim:
-        viewer.reset_view(layers=layers, margin=margin)
-        return
     axes = np.asarray(viewer.dims.displayed) - (ndim - own)
     if (axes < 0).any():
         viewer.reset_view(margin=margin)
@@ -742,10 +740,22 @@ def fit_view(viewer, layers: list, margin: float = VIEW_MARGIN) -> None:
     half = np.asarray(extent.step, float)[axes] / 2
     lo = np.asarray(extent.world, float)[0, axes] - half
     hi = np.asarray(extent.world, float)[1, axes] + half
-    camera = viewer.scene.camera
-    if viewer.dims.ndisplay == 3:
-        camera.angles = (0, 0, 0)  # as reset_view: looking down the first displayed axis
-    camera.center = tuple(float(v) for v in (lo + hi) / 2)
     size = (hi - lo)[-2:]  # what the canvas shows: the last two displayed axes (3-D: at angles 0)
     size[np.isclose(size, 0)] = 1
-    camera.zoom = float((1 - margin) * np.min(np.asarray(viewer.canvas.viewbox_size(viewer.layers), float) / size))
+    room = np.asarray(viewer.canvas.viewbox_size(viewer.layers), float)   # (height, width) px
+    camera = viewer.scene.camera
+    if own == ndim:
+        viewer.reset_view(layers=layers, margin=margin)
+    else:
+        if viewer.dims.ndisplay == 3:
+            camera.angles = (0, 0, 0)  # as reset_view: looking down the first displayed axis
+        camera.center = tuple(float(v) for v in (lo + hi) / 2)
+        camera.zoom = float((1 - margin) * np.min(room / size))
+    if any(layer.visible and getattr(layer, "colorbar", None) is not None and layer.colorbar.visible
+           for layer in viewer.layers):   # the result in the canvas left of the colour bar, centred there
+        reserve = min(BAR_RESERVE_PX, 0.4 * room[-1])
+        room[-1] -= reserve
+        camera.zoom = float(min(camera.zoom, (1 - margin) * np.min(room / size)))
+        centre = np.asarray(camera.center, float)
+        centre[-1] = (lo[-1] + hi[-1]) / 2 + reserve / 2 / camera.zoom
+        camera.center = tuple(float(v) for v in centre)

@@ -114,12 +114,23 @@ def recovery_text(report: Optional[dict]) -> str:
     for row in report["channels"]:   # channels by number (the table's labels are in the tooltip): a short line
         channel = f"A{row['channel']}"
         if row["recovers"]:
-            differs = row.get("polarity_match") is False   # the label's ON/OFF (METHOD.md's rule) is not the pathway's
+            # the label's ON/OFF and fast/slow (METHOD.md's rules) are the model's own: say where they are not the
+            # pathway's name ("A6 ≈ ON slow" beside layers named "A6 ON fast +" read as a contradiction)
+            own = label_words(row.get("label")) or (str(row["polarity"]) if row.get("polarity_match") is False
+                                                    else None)
+            differs = own is not None and own != row["pathway"]
             parts.append(f"{channel} ≈ {html.escape(row['pathway'])}"
-                         + (f" (labelled {html.escape(str(row['polarity']))})" if differs else ""))
+                         + (f" (labelled {html.escape(own)})" if differs else ""))
         else:
             parts.append(f"{channel}: none (closest {html.escape(row['pathway'])}, r {row['match_r']:.2f})")
     return f"kept channels {term_link('recovers', 'recover')} truth pathways: " + "; ".join(parts)
+
+
+def label_words(label: Optional[str]) -> Optional[str]:
+    """A channel label's polarity and kinetics ("ON fast" of "A6 ON fast +"); None when it has neither."""
+    words = str(label or "").split()[1:]
+    words = words[:-1] if words and words[-1] in ("+", "-") else words
+    return " ".join(words) or None
 
 
 def recovery_tooltip(report: Optional[dict]) -> str:
@@ -137,8 +148,9 @@ def recovery_tooltip(report: Optional[dict]) -> str:
                      f"{r['spatial_r']:.2f}" + (f"; next {runner}, temporal r {others[runner]:.2f}" if runner else "")
                      + ("" if r["recovers"] else " (not recovered)"))
     return "\n".join(lines) + (f"\nrecovered: both r ≥ {report['threshold']:g}, and the temporal filter closer to "
-                                "the pathway than to any other's\n(labelled): the channel's ON/OFF label, from its "
-                                "filter's first lobe (METHOD.md), is not the pathway's")
+                                "the pathway than to any other's\n(labelled): the channel's own label, ON/OFF from its "
+                                "filter's first lobe and fast/slow from its latency (METHOD.md), is not the "
+                                "pathway's name")
 
 
 def terms_text(result) -> str:
@@ -193,6 +205,15 @@ def stack_below(viewer, layers: list) -> None:
         translate = np.array(layer.translate, float)
         translate[-2] += shift
         layer.translate = translate
+
+
+def peak_time_ms(result, stimulus_layer) -> float:
+    """World time (ms) of ``result``'s largest response (its analysed cells' summed rate) on ``stimulus_layer``,
+    the layer its stimulus was shown as; the layer's first frame when no rate is finite."""
+    rates = np.asarray(result.rates, np.float64)
+    summed = rates[:, list(result.cells)].sum(axis=1) if result.cells else rates.sum(axis=1)
+    frame = int(np.nanargmax(summed)) if np.isfinite(summed).any() else 0
+    return float(stimulus_layer.translate[0] + frame * stimulus_layer.scale[0])
 
 
 def _reason(message: str) -> str:
@@ -368,7 +389,9 @@ class ExperimentsWidget(Container):
             header.setSectionResizeMode(col, QHeaderView.Stretch)
 
     def add_layers(self) -> list:
-        """Add the chosen result's stimulus, maps and traces below the layers already shown."""
+        """Add the chosen result's stimulus, maps and traces below the layers already shown, and move the time
+        slider to the result's largest response (the slider may otherwise be past its end: a longer result's
+        frame left the new one's canvas black)."""
         name = self.result_choice.value
         if name not in self.results:
             notify("warning", "Run an experiment first.")
@@ -380,4 +403,6 @@ class ExperimentsWidget(Container):
             notify("error", f"Could not add the layers of '{name}': {one_sentence(exc)}")
             return []
         stack_below(self.viewer, layers)
+        if layers:
+            nr_viewer.set_time(self.viewer, peak_time_ms(self.results[name], layers[0]))
         return layers

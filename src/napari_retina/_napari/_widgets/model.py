@@ -52,6 +52,25 @@ def describe_model(model) -> str:
     return model.describe() if is_wrapped(model) else describe(model)
 
 
+SCORE_WORDS = {
+    "test_r_true_mean": "r with the true rates, test split",
+    "test_r_mean": "r with the recorded rates, test split",
+    "heldout_r_mean": "r with one noisy trial, training's held-out tail",
+    "heldout_loss": "Poisson loss, training's held-out tail",
+    "test_ev_true_mean": "explained variance of the true rates, test split",
+    "test_reliability_split_half_mean": "split-half reliability, test split",
+}
+"""Plain words for the scores ``nr.train``/``nr.evaluate`` record: ``heldout_*`` come from the last 5% of the
+training movie (one trial: noisy, so its r is lower), ``test_*`` from the test split (averaged repeats, and the
+true rates where the data has them)."""
+
+
+def score_words(key: str) -> str:
+    """``key`` with its plain words (:data:`SCORE_WORDS`), e.g. "r with the true rates, test split
+    (test_r_true_mean)"; the key alone when it has none."""
+    return f"{SCORE_WORDS[key]} ({key})" if key in SCORE_WORDS else key
+
+
 def model_summary(model: RetinaCNN, source: str) -> str:
     """What was loaded (format, architecture, source), its cells and input, its held-out score and
     device: three short lines. ``model``: a RetinaCNN or a wrapped module (``nr.wrap``)."""
@@ -60,7 +79,8 @@ def model_summary(model: RetinaCNN, source: str) -> str:
     numbers = [k for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     key = next((k for k in ("test_r_true_mean", "test_r_mean", "heldout_r_mean") if k in scores),
                numbers[0] if numbers else None)
-    score = f"held-out {key} = {_short(scores[key])}" if key else "held-out scores: none recorded"
+    score = ("held-out scores: none recorded" if key is None else f"{SCORE_WORDS[key]} {_short(scores[key])}"
+             if key in SCORE_WORDS else f"{key} = {_short(scores[key])}")
     what = f"{describe_model(model)}: "
     cells = f"{cfg.n_cells} cells ({_short(', '.join(cfg.cell_names), SUMMARY_CHARS // 2)}); "
     lines = [what + _tail(str(source), max(12, SUMMARY_CHARS - len(what))),
@@ -75,7 +95,7 @@ def model_details(model: RetinaCNN) -> str:
     layers = (f"first layer {cfg.first_layer!r}: units {tuple(cfg.units)}" if is_wrapped(model)
               else f"channels {cfg.channels}, kernels {cfg.kernels}")
     lines = [f"cells: {_short(', '.join(cfg.cell_names), SUMMARY_CHARS - 7)}", layers]
-    lines += [f"{k}: {_short(v)}" for k, v in (model.scores or {}).items()]
+    lines += [f"{score_words(k)}: {_short(v)}" for k, v in (model.scores or {}).items()]
     lines += [f"{k}: {_short(v)}" for k, v in (model.provenance or {}).items()]
     return "\n".join(_short(line, SUMMARY_CHARS) for line in lines)
 
