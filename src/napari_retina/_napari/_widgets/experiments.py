@@ -23,6 +23,7 @@ from typing import Optional
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, Table
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
 
 from ... import experiments
@@ -265,6 +266,9 @@ class ExperimentsWidget(Container):
         # it back and print 4 decimals ("19.8500", "16600.0000"), more digits than the numbers have
         self.table.native.setItemDelegate(QStyledItemDelegate(self.table.native))
         self.table.native.setWordWrap(False)                   # one line a row: long values elided, whole in tooltips
+        # elided in the middle: names that share a start stay apart ("burst_latency_ms" and
+        # "burst_latency_slope_ms_per_px" both read "burst_latency_..." cut at the end), a list keeps its last value
+        self.table.native.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.terms = rich_label("")
         self.recovery = rich_label("")
         self.recovery.visible = False   # shown with a result compared with the ground truth
