@@ -385,6 +385,7 @@ def test_a_saved_analysis_reopens_with_maps_traces_and_settings(viewer, tiny, tm
     assert len(live_bar) == 1 and live_legend.startswith("Maps: attribution")
 
     layers = viewer.open(str(path), plugin=PLUGIN)
+    qtbot.waitUntil(lambda: viewer.layers.selection.active is layers[0], timeout=2000)   # not its last, hidden map
     roles = [la.metadata.get(META, {}).get("role") for la in layers]
     assert roles[0] == "stimulus" and roles.count("map") == 8
     np.testing.assert_array_equal(np.asarray(layers[0].data), original.attribution.stimulus)

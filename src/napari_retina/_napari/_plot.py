@@ -822,10 +822,24 @@ def follow_stored_traces(viewer) -> None:
     def added(event) -> None:
         if plugin_metadata(event.value).get(COLOUR_BAR_KEY):
             show_colour_bar(event.value)
-        if getattr(event.value, "visible", False):
-            show_stored_traces(viewer, event.value)
+        if getattr(event.value, "visible", False) and show_stored_traces(viewer, event.value):
+            _select_when_added(viewer, event.value)
 
     viewer.layers.events.inserted.connect(added)
+
+
+def _select_when_added(viewer, layer) -> None:
+    """Select ``layer`` on the next event-loop pass, once the rest of its reading is in: napari selects the last
+    layer a reader added, a saved analysis' last map, often hidden, whose controls then showed instead of the
+    stimulus'. (Held weakly: a script that never runs the event loop leaves nothing alive.)"""
+    viewer_ref, layer_ref = weakref.ref(viewer), weakref.ref(layer)
+
+    def select() -> None:
+        viewer, layer = viewer_ref(), layer_ref()
+        if viewer is not None and layer is not None and layer in viewer.layers:
+            viewer.layers.selection.active = layer
+
+    QTimer.singleShot(0, select)
 
 
 def follow_current_viewer() -> None:
