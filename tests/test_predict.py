@@ -327,3 +327,22 @@ def test_importing_the_package_and_reading_a_stimulus_does_not_import_torch(tmp_
                          env={**os.environ, "PYTHONPATH": src})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "True", "True"]
+
+
+def test_an_integer_stack_mapped_with_a_checkpoints_statistics_takes_a_chunk_beyond_its_result():
+    """Mapped at once it took three float64 copies of the stack (20× a uint8 movie); chunk by chunk, the
+    same float32 values (computed here at once)."""
+    import tracemalloc
+
+    from napari_retina._validate import normalise
+
+    raw = np.random.default_rng(8).integers(0, 256, (4000, 50, 50)).astype(np.uint8)
+    norm = {"units": "raw", "mean": 101.3, "std": 37.7}
+    tracemalloc.start()
+    try:
+        got = normalise(raw, norm)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got.tobytes() == ((raw.astype(np.float64) - 101.3) / 37.7).astype(np.float32).tobytes()
+    assert peak < got.nbytes + 3 * 8 * (1 << 22), (peak, got.nbytes)   # the result and one chunk's temporaries

@@ -703,3 +703,24 @@ def test_an_empty_list_of_cells_is_refused_in_one_sentence():
     with pytest.raises(ValueError, match=r"^cells must name at least one cell, got an empty list \(the data have 2 "
                                          r"cells, 0\.\.1\); leave cells out to use them all$"):
         nr.train((stim, counts), config=tiny_config(), epochs=1, batch_size=32, cells=[])
+
+
+def test_the_training_statistics_are_read_a_chunk_at_a_time():
+    """The checkpoint's norm took a float64 copy of the whole training movie and a temporary as large (4× the
+    stimulus, the whole of training's growth with the data's length); now a chunk's, the same numbers."""
+    import tracemalloc
+
+    from napari_retina.training import _norm_for
+
+    stim = nr.stimuli.white_noise(frames=4000, size=50, seed=1, kind="gaussian", contrast=0.7)
+    tracemalloc.start()
+    try:
+        norm = _norm_for(stim)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    x = stim.astype(np.float64)
+    assert norm["units"] == "contrast"
+    assert norm["mean"] == pytest.approx(x.mean(), rel=1e-9, abs=1e-12) and norm["std"] == pytest.approx(x.std(),
+                                                                                                          rel=1e-12)
+    assert peak < 0.5 * stim.nbytes, (peak, stim.nbytes)   # before: 4 × the stimulus

@@ -197,11 +197,15 @@ def check_normalize(normalize) -> bool:
 def zscore(arr: np.ndarray) -> np.ndarray:
     """``(x − mean) / std`` over the whole stack, float32 (a constant stack maps to zeros)."""
     mean, std = mean_std(arr)
-    scale = std if std > 0 else 1.0
+    return _standardised(arr, mean, std if std > 0 else 1.0)
+
+
+def _standardised(arr: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """``(x − mean) / std`` in float64, stored as float32, chunk by chunk: no float64 copy of the stack."""
     out = np.empty(arr.shape, dtype=np.float32)
     step = frames_per_chunk(arr.shape[1:], 1 << 22)
-    for i in range(0, len(arr), step):          # chunk by chunk: no float64 copy of the stack
-        out[i:i + step] = (arr[i:i + step].astype(np.float64) - mean) / scale
+    for i in range(0, len(arr), step):
+        out[i:i + step] = (arr[i:i + step].astype(np.float64) - mean) / std
     return out
 
 
@@ -221,9 +225,8 @@ def normalise(arr: np.ndarray, norm: Optional[dict] = None, normalize: Normalize
         return zscore(arr)
     if np.issubdtype(arr.dtype, np.floating):
         return np.ascontiguousarray(arr, dtype=np.float32)
-    if norm is not None and norm.get("units") == "raw":
-        x = arr.astype(np.float64)
-        return ((x - float(norm["mean"])) / float(norm["std"])).astype(np.float32)
+    if norm is not None and norm.get("units") == "raw":   # the checkpoint's statistics (5× the stack at once)
+        return _standardised(arr, float(norm["mean"]), float(norm["std"]))
     return zscore(arr)
 
 

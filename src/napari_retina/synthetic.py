@@ -1090,24 +1090,25 @@ def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float =
     frames = check_int(frames, "frames", 1)
     seed = check_int(seed, "seed", 0)
     contrast, grey = _check_contrast(contrast), _check_grey(grey)  # a short mix has no noise block
-    movies = []
+    movie = np.empty((frames, size, size), np.float32)   # filled block by block: no list of blocks to join
     for i, start in enumerate(range(0, frames, MIX_BLOCK)):
         n = min(MIX_BLOCK, frames - start)
         kind, kw = blocks[i % len(blocks)]
+        block = movie[start:start + n]
         if kind == "naturalistic":
-            movies.append(naturalistic(n, size, seed * 1000 + i, **kw))
+            block[:] = naturalistic(n, size, seed * 1000 + i, **kw)
             continue
         kw = dict(kw)
         g = kw.pop("grey", grey)           # checked by the generator
         if kind == "switching":
-            movies.append(contrast_switching(n, size, seed * 1000 + i, contrast=contrast, grey=g, **kw))
+            block[:] = contrast_switching(n, size, seed * 1000 + i, contrast=contrast, grey=g, **kw)
         elif kind == "steps":
             low, high = (contrast * f for f in kw.pop("span", STEPS_SPAN))
-            movies.append(contrast_switching(n, size, seed * 1000 + i, contrast=high, low_contrast=low,
-                                             order="random", grey=g, **kw))
+            block[:] = contrast_switching(n, size, seed * 1000 + i, contrast=high, low_contrast=low,
+                                          order="random", grey=g, **kw)
         else:
-            movies.append(white_noise(n, size, seed * 1000 + i, contrast=contrast, grey=g, **kw))
-    return np.concatenate(movies).astype(np.float32)
+            block[:] = white_noise(n, size, seed * 1000 + i, contrast=contrast, grey=g, **kw)
+    return movie
 
 
 def make_dataset(

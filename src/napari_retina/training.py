@@ -48,7 +48,8 @@ from ._frames import batches, gather_windows
 from ._progress import Progress, report
 from ._types import PathLike
 from ._validate import (as_rates, as_stack, check_cell_subset, check_history_frames, check_int, check_positive,
-                        file_path, hz_like_rates, hz_warning, units_finding, unusable_weights)
+                        file_path, hz_like_rates, hz_warning, mean_std, normalise, units_finding,
+                        unusable_weights)
 from .checkpoint import load_model, save_model, weights_sha256
 from .io import Dataset, Split, cell_names_list, read_cell_names, read_dataset, read_split, repeats_array
 from .metrics import explained_variance, finite_mean, pearson, ratio_of_means
@@ -310,15 +311,18 @@ def _check_training_stimulus(stim: np.ndarray, name: str) -> None:
 
 
 def _norm_for(stim: np.ndarray) -> dict:
-    x = stim.astype(np.float64)
-    mean, std = float(x.mean()), float(x.std())
+    """The training stimulus' statistics for the checkpoint, in float64 a chunk at a time (a float64 copy of the
+    whole movie and a temporary made training's memory grow by 4× the stimulus)."""
+    mean, std = mean_std(stim)
     units = "contrast" if np.issubdtype(stim.dtype, np.floating) else "raw"
     return {"mean": mean, "std": std if std > 0 else 1.0, "units": units}
 
 
 def _to_model_units(stim: np.ndarray, norm: dict) -> np.ndarray:
+    """A raw (integer) stimulus mapped with ``norm`` as :func:`~napari_retina._validate.normalise` maps one for
+    a raw-trained checkpoint; a float one as float32 contrast."""
     if norm["units"] == "raw":
-        return ((stim.astype(np.float64) - norm["mean"]) / norm["std"]).astype(np.float32)
+        return normalise(stim, norm)
     return np.ascontiguousarray(stim, dtype=np.float32)
 
 
