@@ -137,6 +137,7 @@ def test_readout_names_cut_to_the_column_stay_apart(viewer, qtbot):
     110-px name column: two rows that looked the same. Cut in the middle, the names drawn (as the view elides
     them, at the column's width) are all different."""
     from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QStyleOptionViewItem
 
     w = _dock(viewer)
     viewer.window._qt_window.resize(1200, 900)
@@ -146,7 +147,10 @@ def test_readout_names_cut_to_the_column_stay_apart(viewer, qtbot):
     w.task.wait(120000)
     qtbot.wait(50)
     table = w.table.native
-    assert table.textElideMode() == Qt.TextElideMode.ElideMiddle
+    option = QStyleOptionViewItem()
+    table.itemDelegateForColumn(0).initStyleOption(option, table.model().index(0, 0))
+    assert option.textElideMode == Qt.TextElideMode.ElideMiddle      # the names' column (the values keep their start)
+    assert table.textElideMode() == Qt.TextElideMode.ElideRight
     metrics, width = table.fontMetrics(), table.columnWidth(0) - 8   # the cell's text margins
     names = [table.item(row, 0).text() for row in range(table.rowCount())]
     assert "burst_latency_ms" in names and "burst_latency_slope_ms_per_px" in names

@@ -217,6 +217,16 @@ def peak_time_ms(result, stimulus_layer) -> float:
     return float(stimulus_layer.translate[0] + frame * stimulus_layer.scale[0])
 
 
+class _MiddleElided(QStyledItemDelegate):
+    """Text cut in the middle (the readout names' column): names that share a start stay apart, where cut at the
+    end "burst_latency_ms" and "burst_latency_slope_ms_per_px" both read "burst_latency_..." (values keep their
+    start: a list reads "[-9, -8, -7, ...")."""
+
+    def initStyleOption(self, option, index) -> None:  # noqa: N802 - Qt's name
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideMiddle
+
+
 def _reason(message: str) -> str:
     """A battery's error text (``"ValueError: why"``) as the sentence alone."""
     head, sep, rest = message.partition(": ")
@@ -266,9 +276,7 @@ class ExperimentsWidget(Container):
         # it back and print 4 decimals ("19.8500", "16600.0000"), more digits than the numbers have
         self.table.native.setItemDelegate(QStyledItemDelegate(self.table.native))
         self.table.native.setWordWrap(False)                   # one line a row: long values elided, whole in tooltips
-        # elided in the middle: names that share a start stay apart ("burst_latency_ms" and
-        # "burst_latency_slope_ms_per_px" both read "burst_latency_..." cut at the end), a list keeps its last value
-        self.table.native.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.native.setItemDelegateForColumn(0, _MiddleElided(self.table.native))
         self.terms = rich_label("")
         self.recovery = rich_label("")
         self.recovery.visible = False   # shown with a result compared with the ground truth
