@@ -264,3 +264,24 @@ def test_the_plot_connects_no_points_across_a_gap(make_napari_viewer):
     plot.set_traces(series, np.arange(40) * 10.0, "gap", "gap")
     line = plot.rows[0].lines[0]
     assert list(line.connect) == [True, True, True, False, True, True, False]
+
+
+def test_every_trace_row_labels_a_value_besides_zero(make_napari_viewer, qtbot):
+    """A row whose trace topped at 0.0877 (or 0.43, the audit's reversing-bar row) read "0" alone: vispy's next
+    tick, 0.1 (0.5), lay just outside the row's range, so the row had no scale. Labels read off the rows' axes as
+    drawn (their vispy nodes)."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1600, 1000)
+    plot = _plot.trace_plot(viewer)
+    t = np.linspace(0, 1, 300)
+    for tops in [(0.0877, 0.43, 4.4, 8.5, 17.0, 0.0497), (0.093, 0.46, 0.0089, 95.0, 1.7, 0.39)]:
+        series = [{"label": f"A{r}", "kind": "channel", "channel": r, "row": r,
+                   "values": (top * (t ** 2 - 0.045 * (r % 2))).astype(np.float32),
+                   "color": _layers.channel_color(r)} for r, top in enumerate(tops)]
+        plot.set_traces(series, np.arange(300) * 10.0, "rows", f"rows {tops[0]}")
+        qtbot.wait(20)
+        plot.canvas.render()
+        for row, top in zip(plot.rows, tops):
+            labels = [float(text) for text in row.axis.axis._text.text]
+            assert any(value != 0 for value in labels), (top, row.y_range, labels)
+            assert row.y_range[1] >= top   # the whole trace still in its row

@@ -211,12 +211,13 @@ def test_trace_plot_rows_have_their_own_scale_units_and_the_data(tiny_viewer, qt
     # however small the dock is dragged or laid out (the demo's window left ~20 px a row, labels overlapping),
     # every row keeps room for its name and unit
     assert plot.canvas.native.minimumHeight() >= _plot.ROW_MIN_PX * len(plot.rows) >= 60
-    # each row's vertical range fits its own traces (not one scale shared by all rows)
+    # each row's vertical range fits its own traces (not one scale shared by all rows): their extremes rounded
+    # out to a round number (at most 1.43×, so that the axis labels a value), and 8% either side
     for k, c in enumerate(red.kept, start=1):
         v = attr.channels[:, c][np.isfinite(attr.channels[:, c])]
         lo, hi = plot.rows[k].y_range
         assert lo <= min(v.min(), 0) and hi >= max(v.max(), 0)
-        assert hi - lo <= 1.2 * (max(v.max(), 0) - min(v.min(), 0)) + 1e-12
+        assert hi - lo <= 1.16 * 1.43 * (max(v.max(), 0) - min(v.min(), 0)) + 1e-12
         # the line is the trace itself at every attributed frame (short trace: no decimation)
         pos = plot.rows[k].lines[0].pos
         np.testing.assert_allclose(pos[:, 0], attr.frames * nr.FRAME_MS)

@@ -39,8 +39,8 @@ from vispy.visuals.text.text import FontManager
 
 from . import _exit
 from ._docking import docked_in, vertical_scroll
-from ._layers import (COLOUR_BAR_KEY, CURSOR_COLOR, META, CellTraces, _rgba, bar_in, layer_geometry, map_layers,
-                      plugin_metadata, show_colour_bar, trace_series)
+from ._layers import (COLOUR_BAR_KEY, CURSOR_COLOR, META, CellTraces, _rgba, bar_in, bar_limit, layer_geometry,
+                      map_layers, plugin_metadata, show_colour_bar, trace_series)
 
 DOCK_NAME = "Traces (napari-retina)"
 """Title of the trace plot's dock widget."""
@@ -303,6 +303,9 @@ class _Row:
         self.dim(False)
         vals = np.concatenate([s["values"][np.isfinite(s["values"])] for s in series] + [np.zeros(1, np.float32)])
         lo, hi = float(vals.min()), float(vals.max())
+        # the range reaches a round number past each extreme (bar_limit's, whose ticks vispy labels): a row
+        # whose top was 0.43 had its next tick, 0.5, outside it and read "0" alone, no scale at all
+        lo, hi = (-bar_limit(-lo) if lo < 0 else lo), (bar_limit(hi) if hi > 0 else hi)
         pad = 0.08 * (hi - lo) if hi > lo else 1.0
         self.y_range = (lo - pad, hi + pad)
 
