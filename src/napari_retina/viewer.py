@@ -53,7 +53,7 @@ from napari.viewer import Viewer as _NapariViewer  # the class itself (napari.Vi
 from ._atomic import atomic_write
 from ._types import AnyModel, ArrayLike, PathLike
 from ._validate import check_positive
-from ._napari._layers import (COLOUR_BAR_KEY, META, CellTraces, bar_limit, map_layers, plugin_metadata, show_colour_bar,
+from ._napari._layers import (META, CellTraces, bar_limit, map_layers, plugin_metadata, show_marked_colour_bar,
                               stimulus_layer_kwargs)
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
 from ._napari._session import SCRIPT_SOURCE, use_model as _use_model
@@ -558,9 +558,8 @@ def _add_read_layers(viewer, data: list, replace: bool) -> list:
             if kwargs.get("metadata", {}).get(META, {}).get("role") == "stimulus":
                 _drop_analysis(viewer, kwargs["name"])
     layers = add_layer_data(viewer, data)
-    for layer in layers:   # the map marked in the layer data (a reader cannot turn a colour bar on)
-        if plugin_metadata(layer).get(COLOUR_BAR_KEY):
-            show_colour_bar(layer)
+    for layer in layers:
+        show_marked_colour_bar(layer)
     carrier = next((lay for lay in layers if TRACES_KEY in lay.metadata.get(META, {}) and lay.visible), None)
     if carrier is not None:
         show_stored_traces(viewer, carrier)

@@ -274,6 +274,13 @@ def show_colour_bar(layer, shown: bool = True) -> None:
     layer.colorbar.visible = shown
 
 
+def show_marked_colour_bar(layer) -> None:
+    """Show the colour bar of ``layer`` if its layer data marked it for one (:data:`COLOUR_BAR_KEY`): what adds
+    a reader's layers calls this, a reader cannot turn a bar on."""
+    if plugin_metadata(layer).get(COLOUR_BAR_KEY):
+        show_colour_bar(layer)
+
+
 def colour_bar_legend(data: list[tuple]) -> str:
     """The maps' legend line (:func:`map_legend`) for the map of layer-data tuples ``data`` marked to show the
     colour bar (:data:`COLOUR_BAR_KEY`); "" when none is."""

@@ -39,8 +39,8 @@ from vispy.visuals.text.text import FontManager
 
 from . import _exit
 from ._docking import docked_in, vertical_scroll
-from ._layers import (COLOUR_BAR_KEY, CURSOR_COLOR, META, CellTraces, _rgba, bar_in, bar_limit, layer_geometry,
-                      map_layers, plugin_metadata, show_colour_bar, trace_series)
+from ._layers import (CURSOR_COLOR, META, CellTraces, _rgba, bar_in, bar_limit, layer_geometry, map_layers,
+                      plugin_metadata, show_colour_bar, show_marked_colour_bar, trace_series)
 
 DOCK_NAME = "Traces (napari-retina)"
 """Title of the trace plot's dock widget."""
@@ -823,8 +823,7 @@ def follow_stored_traces(viewer) -> None:
     _FOLLOWED.add(viewer)
 
     def added(event) -> None:
-        if plugin_metadata(event.value).get(COLOUR_BAR_KEY):
-            show_colour_bar(event.value)
+        show_marked_colour_bar(event.value)
         if getattr(event.value, "visible", False) and show_stored_traces(viewer, event.value):
             _select_when_added(viewer, event.value)
 
