@@ -177,6 +177,28 @@ def test_the_colour_bar_is_not_drawn_over_the_stimulus(make_napari_viewer, qtbot
     assert right <= viewer.canvas.size[1] - overlay.x_size, (right, viewer.canvas.size, overlay.x_size)
 
 
+def test_a_saved_analysis_opened_in_an_empty_viewer_is_framed_clear_of_its_colour_bar(make_napari_viewer, qtbot,
+                                                                                      plugin, tmp_path):
+    """File ▸ Open of a saved analysis: napari framed its first layer, the stimulus, to the canvas' right edge,
+    and the reopened map's colour bar hid the stimulus' top-right pixels. It is framed as the live result is."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1100, WINDOW[1])
+    qtbot.wait(50)
+    viewer.open_sample(plugin, "white_noise")
+    path = _analyze(viewer, plugin, qtbot, steps=2).analysis.save(tmp_path / "saved.h5")
+    other = make_napari_viewer(show=True)
+    other.window.resize(1100, WINDOW[1])
+    qtbot.wait(50)
+    layers = other.open(str(path), plugin=plugin)
+    qtbot.waitUntil(lambda: other.layers.selection.active is layers[0], timeout=2000)
+    qtbot.wait(50)   # the trace dock laid out, the view framed again
+    (bar,) = [lay for lay in _map_layers(other) if lay.colorbar.visible]
+    overlay = other.window._qt_viewer.canvas._layer_overlay_to_visual[bar][bar.colorbar]   # no public API
+    box = _canvas_box(other, layers[0])
+    assert box[1, 1] <= other.canvas.size[1] - overlay.x_size, (box, other.canvas.size, overlay.x_size)
+    assert (box[0] >= 0).all() and (box[1] <= np.asarray(other.canvas.size)).all()   # all of it in the canvas
+
+
 # -------------------------------------------------------------- point 3: plot ---
 
 @pytest.fixture

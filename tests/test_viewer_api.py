@@ -298,12 +298,12 @@ def test_a_4d_layer_in_the_viewer_does_not_fail_nr_show(viewer, analysed, qtbot)
 def test_a_failure_to_frame_the_view_leaves_a_complete_result_and_says_so(viewer, tiny, analysed, plugin, notes,
                                                                          monkeypatch, qtbot):
     """Framing is the last, cosmetic step: if it fails, the run still succeeds, with a warning."""
-    from napari_retina._napari import _session, _viewer
+    from napari_retina._napari import _framing, _session
 
     def broken(viewer, layers, margin=0.05):
         raise IndexError("no view for you")
 
-    monkeypatch.setattr(_viewer, "fit_view", broken)
+    monkeypatch.setattr(_framing, "fit_view", broken)
     with pytest.warns(RuntimeWarning, match=r"^the result was added, but the view could not be fitted to it "
                                             r"\(IndexError: no view for you\); napari's Reset view"):
         layers = nr.show(analysed[0], viewer, reduction=analysed[1], name="scripted")

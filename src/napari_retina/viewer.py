@@ -57,8 +57,8 @@ from ._napari._layers import (META, CellTraces, bar_limit, map_layers, plugin_me
                               stimulus_layer_kwargs)
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
 from ._napari._session import SCRIPT_SOURCE, use_model as _use_model
-from ._napari._viewer import (UnitsWarningOnce, add_analysis, add_layer_data, frame_result, process_events,
-                              remove_layers)
+from ._napari._framing import frame_result
+from ._napari._viewer import UnitsWarningOnce, add_analysis, add_layer_data, process_events, remove_layers
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from ._napari._viewer import StagedAdd

@@ -39,6 +39,7 @@ from vispy.visuals.text.text import FontManager
 
 from . import _exit
 from ._docking import docked_in, vertical_scroll
+from ._framing import frame_result
 from ._layers import (CURSOR_COLOR, META, CellTraces, _rgba, bar_in, bar_limit, layer_geometry, map_layers,
                       plugin_metadata, show_colour_bar, show_marked_colour_bar, trace_series)
 
@@ -825,21 +826,25 @@ def follow_stored_traces(viewer) -> None:
     def added(event) -> None:
         show_marked_colour_bar(event.value)
         if getattr(event.value, "visible", False) and show_stored_traces(viewer, event.value):
-            _select_when_added(viewer, event.value)
+            _select_when_added(viewer, event.value, frame=len(viewer.layers) == 1)
 
     viewer.layers.events.inserted.connect(added)
 
 
-def _select_when_added(viewer, layer) -> None:
+def _select_when_added(viewer, layer, frame: bool = False) -> None:
     """Select ``layer`` on the next event-loop pass, once the rest of its reading is in: napari selects the last
     layer a reader added, a saved analysis' last map, often hidden, whose controls then showed instead of the
-    stimulus'. (Held weakly: a script that never runs the event loop leaves nothing alive.)"""
+    stimulus'. With ``frame`` (the reading went into an empty viewer, which napari framed on its first layer,
+    under the colour bar), the visible layers are framed as a live result is (:func:`._framing.frame_result`).
+    (Held weakly: a script that never runs the event loop leaves nothing alive.)"""
     viewer_ref, layer_ref = weakref.ref(viewer), weakref.ref(layer)
 
     def select() -> None:
         viewer, layer = viewer_ref(), layer_ref()
         if viewer is not None and layer is not None and layer in viewer.layers:
             viewer.layers.selection.active = layer
+            if frame:
+                frame_result(viewer, [lay for lay in viewer.layers if lay.visible])
 
     QTimer.singleShot(0, select)
 

@@ -1,0 +1,114 @@
+"""Framing a result in napari's canvas: the view fitted to its layers, with room left for the colour bar.
+
+napari frames the first layer added to an empty viewer, and draws a map's
+colour bar at the canvas' top right, over whatever reaches there. Every way a
+result reaches a viewer (the docks, ``nr.show``, File ▸ Open of a saved
+analysis or results store) frames it with :func:`frame_result`, which keeps
+:data:`BAR_RESERVE_PX` free at the right while a colour bar shows.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+
+import numpy as np
+
+VIEW_MARGIN = 0.05
+"""Blank margin around the layers (fraction of the canvas) when a result is framed."""
+BAR_RESERVE_PX = 90
+"""Canvas pixels kept free at the right of a fitted result while a map's colour bar shows (napari draws it at
+the top right: 14 px of bar, its tick labels and margins, ~80 px), so that it does not cover the stimulus; at
+most 40% of a narrow canvas' width."""
+
+
+def frame_result(viewer, layers: list) -> None:
+    """Fit ``layers`` to the canvas (:func:`fit_view`), now and once more after Qt has laid out new docks.
+
+    A dock added in the same call (the trace plot, the first time) shrinks
+    the canvas only when Qt next lays out the window, so the view is fitted
+    again then. It is the last, cosmetic step of showing a result that is
+    already complete: if fitting fails, the view stays as it was and a
+    warning says so (napari shows it as a notification); it never raises,
+    so a run is never reported failed with its layers and traces in.
+    """
+    layers = [layer for layer in layers if layer in viewer.layers]
+    _fit_or_warn(viewer, layers)
+    try:
+        from qtpy.QtCore import QTimer
+    except ImportError:  # pragma: no cover - napari always brings Qt
+        return
+
+    # Qt holds ``again`` until the timer fires, which a script that never runs the event loop never
+    # lets happen: it holds the viewer and layers weakly, or a closed viewer would stay alive with them
+    viewer_ref, layer_refs = weakref.ref(viewer), [weakref.ref(layer) for layer in layers]
+
+    def again() -> None:
+        viewer = viewer_ref()
+        if viewer is None:
+            return
+        live = [layer for layer in (ref() for ref in layer_refs) if layer is not None and layer in viewer.layers]
+        if live:
+            _fit_or_warn(viewer, live)
+
+    QTimer.singleShot(0, again)
+
+
+def _fit_or_warn(viewer, layers: list) -> None:
+    """:func:`fit_view`; a failure leaves the view as it was, with a RuntimeWarning instead of an exception."""
+    try:
+        fit_view(viewer, layers)
+    except Exception as exc:  # noqa: BLE001 - framing is cosmetic: the result is in the viewer
+        warnings.warn(f"the result was added, but the view could not be fitted to it ({type(exc).__name__}: "
+                      f"{exc}); napari's Reset view (Ctrl+R) shows every layer", RuntimeWarning, stacklevel=3)
+
+
+def fit_view(viewer, layers: list, margin: float = VIEW_MARGIN) -> None:
+    """Centre and zoom the view on ``layers`` (layers of ``viewer``), as napari's ``reset_view(layers=...)``.
+
+    napari's own fit indexes the world extent of the given layers (as many
+    axes as the layers have) with the viewer's displayed axes: a layer of
+    more dimensions elsewhere in the viewer (a 4-D segmentation beside a
+    (T, H, W) stimulus) makes it fail with an IndexError. So it is used only
+    when the layers span the viewer's dimensions; otherwise the same fit is
+    computed here from their extent (napari's public ``LayerList.get_extent``,
+    right-aligned to the viewer's axes as napari aligns layers), each image
+    pixel drawn half a pixel either side of its centre. Where a displayed
+    axis is one the layers lack (the user put the 4-D layer's first axis in
+    view), every layer is fitted (plain ``reset_view``). While a map's colour
+    bar shows, :data:`BAR_RESERVE_PX` are kept free at the right, for it.
+    """
+    if not layers:
+        return
+    ndim = viewer.dims.ndim
+    own = max(layer.ndim for layer in layers)
+    axes = np.asarray(viewer.dims.displayed) - (ndim - own)
+    if (axes < 0).any():
+        viewer.reset_view(margin=margin)
+        return
+    extent = viewer.layers.get_extent(layers)
+    half = np.asarray(extent.step, float)[axes] / 2
+    lo = np.asarray(extent.world, float)[0, axes] - half
+    hi = np.asarray(extent.world, float)[1, axes] + half
+    size = (hi - lo)[-2:]  # what the canvas shows: the last two displayed axes (3-D: at angles 0)
+    size[np.isclose(size, 0)] = 1
+    room = np.asarray(viewer.canvas.viewbox_size(viewer.layers), float)   # (height, width) px
+    camera = viewer.scene.camera
+    if own == ndim:
+        viewer.reset_view(layers=layers, margin=margin)
+    else:
+        if viewer.dims.ndisplay == 3:
+            camera.angles = (0, 0, 0)  # as reset_view: looking down the first displayed axis
+        camera.center = tuple(float(v) for v in (lo + hi) / 2)
+        camera.zoom = float((1 - margin) * np.min(room / size))
+    if any(layer.visible and getattr(layer, "colorbar", None) is not None and layer.colorbar.visible
+           for layer in viewer.layers):   # the result in the canvas left of the colour bar, centred there
+        reserve = min(BAR_RESERVE_PX, 0.4 * room[-1])
+        room[-1] -= reserve
+        camera.zoom = float(min(camera.zoom, (1 - margin) * np.min(room / size)))
+        centre = np.asarray(camera.center, float)
+        centre[-1] = (lo[-1] + hi[-1]) / 2 + reserve / 2 / camera.zoom
+        camera.center = tuple(float(v) for v in centre)
+
+
+__all__ = ["BAR_RESERVE_PX", "VIEW_MARGIN", "fit_view", "frame_result"]
