@@ -455,3 +455,42 @@ def test_a_checkpoint_saved_onto_a_full_disk_is_a_write_error_not_a_torch_traceb
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == f"WriteError: cannot write {str(out)!r}: File too large"
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------- what is at the destination ---
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (POSIX)")
+def test_a_pipe_at_the_destination_is_refused_before_the_write_and_left_a_pipe(tmp_path):
+    """Renamed over, a pipe (or a device: /dev/null, /dev/full as root) became a plain file holding the save."""
+    import stat
+
+    from napari_retina._validate import NotAFileError
+
+    fifo = tmp_path / "r.h5"
+    os.mkfifo(fifo)
+    called = []
+    with pytest.raises(NotAFileError, match=r"^cannot write '.*r\.h5': it is not a regular file \(a device, pipe "
+                                            r"or socket\), which a saved file would replace; give a file name$"):
+        atomic_write(fifo, called.append)
+    assert not called and stat.S_ISFIFO(os.lstat(fifo).st_mode) and sorted(tmp_path.iterdir()) == [fifo]
+    assert isinstance(NotAFileError("x"), ValueError) and isinstance(NotAFileError("x"), OSError)
+
+
+def test_a_symbolic_link_is_written_through_and_kept(tmp_path):
+    """The link was replaced by a plain file and its target left with the old content."""
+    (tmp_path / "data").mkdir()
+    target = tmp_path / "data" / "m.pt"
+    target.write_bytes(b"old")
+    link = tmp_path / "latest.pt"
+    link.symlink_to(target)
+    assert atomic_write(link, lambda tmp: Path(tmp).write_bytes(b"new")) == link
+    assert link.is_symlink() and os.readlink(link) == str(target) and target.read_bytes() == b"new"
+    dangling = tmp_path / "next.pt"
+    dangling.symlink_to(tmp_path / "data" / "n.pt")           # a link to a file not written yet: created there
+    atomic_write(dangling, lambda tmp: Path(tmp).write_bytes(b"n"))
+    assert dangling.is_symlink() and (tmp_path / "data" / "n.pt").read_bytes() == b"n"
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["m.pt", "n.pt"]   # no temporary file left
+    folder_link = tmp_path / "folder"
+    folder_link.symlink_to(tmp_path / "data")
+    with pytest.raises(IsADirectoryError, match="it is a folder"):
+        atomic_write(folder_link, lambda tmp: Path(tmp).write_bytes(b"x"))

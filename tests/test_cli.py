@@ -159,12 +159,17 @@ def test_crop_centre_is_the_apis_centre(tmp_path, tiny_checkpoint, crop):
         (["--out", "rates"], "--out must end in .h5, .hdf5, .npz, got 'no suffix'"),
         (["--out", "missing/rates.h5"], "cannot write 'missing/rates.h5': folder 'missing' does not exist"),
         (["--out", "taken.h5"], "--out must be a file, but 'taken.h5' is a folder"),
+        (["--out", "pipe.h5"], "cannot write 'pipe.h5': it is not a regular file (a device, pipe or socket)"),
     ],
 )
 def test_arguments_are_checked_before_predicting(tmp_path, tiny_checkpoint, capsys, monkeypatch, no_prediction,
                                                  args, match):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "taken.h5").mkdir()
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.h5")   # was replaced by a plain file holding the rates (/dev/null too, as root)
+    elif "pipe.h5" in args:
+        pytest.skip("needs named pipes (POSIX)")
     np.save(tmp_path / "s.npy", np.zeros((10, 20, 20), np.float32))
     assert main(["predict", "s.npy", "--model", str(tiny_checkpoint[1]), "--quiet", *args]) == 2
     err = capsys.readouterr().err.strip()

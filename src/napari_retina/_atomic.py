@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Mapping, Optional, Sequence
 
 from ._types import PathLike
+from ._validate import write_target
 
 
 #: the suffix of every temporary file (never a result's suffix)
@@ -135,20 +136,24 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     Stale temporary files of ``path`` are removed first (:func:`remove_stale`).
     The file gets the usual permissions (0666 less the umask) and is flushed to
     disk before the rename. On any error the temporary file is removed and
-    ``path`` is left as it was. A missing folder (FileNotFoundError) or a folder
-    at ``path`` itself (IsADirectoryError) is refused before ``write`` is called;
-    an OSError while writing (a full disk, a folder that cannot be written) is
+    ``path`` is left as it was. A missing folder (FileNotFoundError), a folder
+    at ``path`` itself (an IsADirectoryError) or anything else there that is not
+    a regular file (a device such as /dev/null, a pipe, a socket: a
+    FileExistsError; renamed over, it would be replaced by a plain file) is
+    refused before ``write`` is called (:func:`._validate.write_target`). A
+    symbolic link at ``path`` is written through: its target is replaced and
+    the link kept, as ``open(path, "w")`` does. An
+    OSError while writing (a full disk, a folder that cannot be written) is
     raised as a :class:`WriteError` naming ``path``, not the temporary file.
     """
     path = Path(path)
-    if not path.parent.exists():
-        raise FileNotFoundError(f"cannot write {path.name!r}: folder {str(path.parent)!r} does not exist")
-    if path.is_dir():  # os.replace would fail only after the whole write, naming the temporary file
-        raise IsADirectoryError(f"cannot write {str(path)!r}: it is a folder; give a file name inside it")
-    remove_stale(path)
+    target = write_target(path)   # a folder: os.replace would fail only after the whole write
+    if not target.parent.exists():
+        raise FileNotFoundError(f"cannot write {path.name!r}: folder {str(target.parent)!r} does not exist")
+    remove_stale(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_host_tag()}-{os.getpid()}.", suffix=PARTIAL_SUFFIX,
-                                   dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{_host_tag()}-{os.getpid()}.", suffix=PARTIAL_SUFFIX,
+                                   dir=target.parent)
     except OSError as exc:
         raise WriteError(path, exc) from exc
     os.close(fd)
@@ -156,7 +161,7 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
         write(tmp)
         _fsync(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except WriteError:  # a nested atomic write names its own destination
         raise
     except OSError as exc:

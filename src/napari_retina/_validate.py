@@ -633,17 +633,38 @@ class FolderError(IsADirectoryError, ValueError):
     (an IsADirectoryError, which callers already catch)."""
 
 
+class NotAFileError(FileExistsError, ValueError):
+    """A device, pipe or socket where a file is to be written (saved over, it would be replaced by a plain file):
+    bad input (a ValueError), and an OSError as the system would have it."""
+
+
+def write_target(path: Path) -> Path:
+    """The file that writing ``path`` replaces: ``path``, or the target of the symbolic link at ``path`` (written
+    through, as ``open(path, "w")`` does). One sentence instead when that is a folder (:class:`FolderError`) or
+    exists as anything but a regular file (:class:`NotAFileError`: /dev/null, a pipe)."""
+    path = Path(path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    if target.is_dir():
+        raise FolderError(f"cannot write {str(path)!r}: it is a folder; give a file name inside it")
+    if target.exists() and not target.is_file():
+        raise NotAFileError(f"cannot write {str(path)!r}: it is not a regular file (a device, pipe or socket), "
+                            "which a saved file would replace; give a file name")
+    return target
+
+
 def file_path(path, name: str = "path", or_none: bool = False, writing: bool = False) -> Path:
     """``path`` as a Path to a file, or one sentence: a TypeError unless a str or os.PathLike (``or_none``: the
-    caller takes None too, and says so), a :class:`FolderError` when a folder is there (``writing``: worded for
-    a file about to be written). Whether a file is there is the caller's question."""
+    caller takes None too, and says so), a :class:`FolderError` when a folder is there; ``writing`` (a file
+    about to be written): the sentences of :func:`write_target`. Whether a file is there is the caller's
+    question."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{name} must be a str or os.PathLike{' or None' if or_none else ''}, "
                         f"got {type(path).__name__}")
     path = Path(path)
-    if path.is_dir():
-        raise FolderError(f"cannot write {str(path)!r}: it is a folder; give a file name inside it" if writing
-                          else f"{str(path)!r} is a folder, not a file")
+    if writing:
+        write_target(path)
+    elif path.is_dir():
+        raise FolderError(f"{str(path)!r} is a folder, not a file")
     return path
 
 

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from .._atomic import same_file
 from .._types import PathLike
+from .._validate import write_target
 
 
 def check_out_file(path: PathLike, suffixes: Sequence[str], inputs: Sequence[PathLike] = (),
@@ -15,8 +16,10 @@ def check_out_file(path: PathLike, suffixes: Sequence[str], inputs: Sequence[Pat
     """``path`` as a file the command can write, checked before any work.
 
     Its suffix must be one of ``suffixes`` (lower case, with the dot), its
-    folder must exist and be writable, it must not be a folder itself, and it
-    must not be one of the command's ``inputs`` (the results would replace them).
+    folder must exist and be writable, it must not be a folder, device or pipe
+    itself, and it must not be one of the command's ``inputs`` (the results
+    would replace them). A symbolic link is written through (its target's
+    folder must be writable).
     ``what``: the argument's name in the messages (``out`` for a positional one).
     """
     out = Path(path)
@@ -24,7 +27,7 @@ def check_out_file(path: PathLike, suffixes: Sequence[str], inputs: Sequence[Pat
         raise ValueError(f"{what} must end in {', '.join(suffixes)}, got {out.suffix or 'no suffix'!r} ({str(out)!r})")
     if out.is_dir():
         raise ValueError(f"{what} must be a file, but {str(out)!r} is a folder")
-    _check_writable_folder(out.parent, out)
+    _check_writable_folder(write_target(out).parent, out)   # not /dev/null or a pipe; a link: its target's folder
     for given in inputs:
         if same_file(out, given):
             raise ValueError(f"{what} {str(out)!r} is the input file {str(given)!r}; the results would replace it, "
