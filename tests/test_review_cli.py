@@ -383,3 +383,63 @@ def test_evaluate_scores_a_file_that_holds_only_the_test_split(tmp_path, dataset
     full = nr.evaluate(nr.load_model(path), dataset)   # the same test split, read with the train split beside it
     assert scores["frames"] == full["frames"] and scores["r"] == pytest.approx(full["r"], nan_ok=True)
     assert scores["r_true"] == pytest.approx(full["r_true"], nan_ok=True)
+
+
+# --------------------------------------------------------------------------- a second review: option names, memory
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["train", "{data}", "--tiny", "--lr-patience", "0"], "error: --lr-patience must be >= 1, got 0"),
+    (["train", "{data}", "--tiny", "--l1-linear", "-1"], "error: --l1-linear must be a finite number >= 0, got -1.0"),
+    (["train", "{data}", "--tiny", "--blocks-per-batch", "20000"],
+     "error: --blocks-per-batch must be at most --batch-size (128): a batch is --blocks-per-batch runs of "
+     "--batch-size // --blocks-per-batch windows, got 20000"),
+    (["predict", "{stim}", "--batch-size", "0"], "error: --batch-size must be >= 1, got 0"),
+])
+def test_a_refused_option_is_named_as_the_option_not_the_python_parameter(tmp_path, dataset, capsys, argv, want):
+    """The core's messages name its parameters ("lr_patience must be >= 1"); the command line names its options.
+    --blocks-per-batch 20000 with --batch-size 128 trained on batches of 20,000 windows (4.8 GB for 400 frames)."""
+    np.save(tmp_path / "s.npy", np.zeros((45, 50, 50), np.float32))
+    argv = [a.format(data=dataset, stim=tmp_path / "s.npy") for a in argv]
+    assert main([*argv, "--out", str(tmp_path / ("m.pt" if argv[0] == "train" else "r.h5"))]) == 2
+    assert _one_line(capsys.readouterr().err, argv[0]).endswith(want)
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "r.h5").exists()
+
+
+def test_the_option_names_follow_the_parser():
+    """Every option whose Python name has an underscore is spelt with dashes, so messages can be rewritten; a
+    positional argument or an unrelated word is left alone."""
+    from napari_retina.cli import as_options, build_parser, option_names
+
+    parser = build_parser()
+    train = option_names(parser, "train")
+    assert train["blocks_per_batch"] == "--blocks-per-batch" and "out" not in train
+    assert as_options("batch_size x my_batch_size batch_size_2 --batch-size", train) == \
+        "--batch-size x my_batch_size batch_size_2 --batch-size"
+
+
+def test_torch_running_out_of_host_memory_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    """A huge --batch-size: torch's CPU allocator raised a RuntimeError ("DefaultCPUAllocator: can't allocate
+    memory"), printed as a traceback with exit 1; now one line as numpy's MemoryError is, and the analysis' own
+    out-of-memory retry (analysis.is_out_of_memory) recognises it."""
+    import torch
+
+    import napari_retina._predict
+    from napari_retina.analysis import is_out_of_memory
+
+    try:
+        torch.empty(2**62, dtype=torch.uint8)
+    except RuntimeError as exc:
+        real = exc
+    assert is_out_of_memory(real) and not is_out_of_memory(RuntimeError("shape mismatch"))
+
+    def predict(*args, **kwargs):
+        raise real
+
+    monkeypatch.setattr(napari_retina._predict, "predict", predict)
+    np.save(tmp_path / "s.npy", np.zeros((45, 50, 50), np.float32))
+    assert main(["predict", str(tmp_path / "s.npy"), "--batch-size", "100000", "--out",
+                 str(tmp_path / "r.h5")]) == 2
+    err = _one_line(capsys.readouterr().err, "predict")
+    assert err.endswith("error: not enough memory: torch could not allocate 4294967296.0 GiB at once; a smaller "
+                        "--batch-size needs less"), err

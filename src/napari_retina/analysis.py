@@ -25,6 +25,7 @@ Example
 from __future__ import annotations
 
 import json
+import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -41,7 +42,8 @@ from ._json import jsonable
 from ._progress import Progress, report
 from ._types import AnyModel, ArrayLike
 from ._units import FRAME_MS, PIXEL_UM
-from ._validate import Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimulus, check_int, crop_origin
+from ._validate import (Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimulus, check_int, crop_origin,
+                        one_sentence)
 from ._wrap import model_config
 from .attribution import Attribution, Cells, Rule
 from .attribution._integrate import default_batch_points
@@ -210,11 +212,29 @@ def _peak_limit(maps, response: np.ndarray, history: int, frames: int = 8) -> fl
 
 # --------------------------------------------------------------- out of memory ---
 
+_TORCH_OOM_WORDS = ("out of memory", "defaultcpuallocator", "can't allocate memory")
+"""Words of torch's allocation failures: CUDA's "CUDA out of memory", the CPU's "DefaultCPUAllocator: can't
+allocate memory: you tried to allocate N bytes" (a RuntimeError, not a MemoryError)."""
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is a (CUDA or host) out-of-memory error."""
+    """Whether ``exc`` is a (CUDA or host) out-of-memory error: torch's, or Python's MemoryError."""
     oom = getattr(torch.cuda, "OutOfMemoryError", ())
     return (bool(oom) and isinstance(exc, oom)) or isinstance(exc, MemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+        isinstance(exc, RuntimeError) and any(word in str(exc).lower() for word in _TORCH_OOM_WORDS))
+
+
+def memory_sentence(exc: BaseException) -> str:
+    """What an out-of-memory error (:func:`is_out_of_memory`) asked for, in one short sentence: torch's size
+    in GiB where its message gives one ("torch could not allocate 96.9 GiB at once"), else its first line."""
+    text = str(exc)
+    host = re.search(r"allocate (\d+) bytes", text)
+    if host:
+        return f"torch could not allocate {int(host[1]) / 2**30:.1f} GiB at once"
+    gpu = re.search(r"Tried to allocate ([\d.]+ [KMGT]iB)", text)
+    if gpu:
+        return f"torch could not allocate {gpu[1]} on the GPU at once"
+    return one_sentence(exc)
 
 
 def _oom_retry(call: Callable[[Optional[int]], _T], model, batch_size: Optional[int] = None) -> _T:

@@ -117,6 +117,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name, low in (("epochs", 1), ("batch_size", 2), ("blocks_per_batch", 1), ("recalibrate", 0)):
             object.__setattr__(self, name, check_int(getattr(self, name), name, low))
+        if self.blocks_per_batch > self.batch_size:   # each block holds one window at least: batches grew silently
+            raise ValueError(f"blocks_per_batch must be at most batch_size ({self.batch_size}): a batch is "
+                             f"blocks_per_batch runs of batch_size // blocks_per_batch windows, got "
+                             f"{self.blocks_per_batch}")
         object.__setattr__(self, "lr", check_positive(self.lr, "lr"))
         for name, low in (("patience", 1), ("lr_patience", 1), ("seed", 0)):
             object.__setattr__(self, name, check_int(getattr(self, name), name, low))

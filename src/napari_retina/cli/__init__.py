@@ -19,6 +19,7 @@ Example
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from typing import Optional, Sequence
@@ -46,6 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def option_names(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """``{dest: "--option"}`` for the options of subcommand ``command`` of ``parser`` whose Python name holds an
+    underscore (``batch_size``: ``--batch-size``), the names the core's messages use."""
+    subparsers = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    sub = subparsers[0].choices[command] if subparsers else parser
+    return {action.dest: max(action.option_strings, key=len) for action in sub._actions
+            if "_" in action.dest and any(o.startswith("--") for o in action.option_strings)}
+
+
+def as_options(text: str, options: dict[str, str]) -> str:
+    """``text`` (a core message) with each Python name of ``options`` (:func:`option_names`) written as its
+    command-line option: "batch_size must be >= 1" → "--batch-size must be >= 1"."""
+    for dest in sorted(options, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w-]){re.escape(dest)}(?![\w-])", options[dest], text)
+    return text
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit status (0 done, 1 an output could not be written, 2 bad input or not enough
     memory for it, 130 cancelled)."""
@@ -53,10 +71,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .._progress import Cancelled
     from .._validate import one_sentence
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    options = option_names(parser, args.command)
 
     def error(text: str, status: int) -> int:
-        print(f"napari-retina {args.command}: error: {text}", file=sys.stderr)
+        print(f"napari-retina {args.command}: error: {as_options(text, options)}", file=sys.stderr)
         return status
 
     try:
@@ -70,6 +90,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return error(one_sentence(exc), 2)
     except MemoryError as exc:  # a size beyond this machine (a huge --frames or --param): one line, as bad input
         return error(f"not enough memory: {one_sentence(exc)}", 2)
+    except RuntimeError as exc:   # torch's allocation failures are RuntimeErrors (a huge --batch-size): the same
+        from ..analysis import is_out_of_memory, memory_sentence   # torch raised it: it is imported
+
+        if not is_out_of_memory(exc):
+            raise
+        smaller = "; a smaller --batch-size needs less" if getattr(args, "batch_size", None) is not None else ""
+        return error(f"not enough memory: {memory_sentence(exc)}{smaller}", 2)
     except OSError as exc:  # the system failed us otherwise (an I/O error): a failure, in one line
         return error(one_sentence(exc), 1)
     except (KeyboardInterrupt, Cancelled):
