@@ -534,6 +534,26 @@ def test_write_traces_csv_writes_one_row_per_frame(tmp_path):
         write_traces_csv(tmp_path / "t.csv", {"response": []})
 
 
+def test_a_reduction_of_another_attribution_is_refused_in_one_sentence(tmp_path, tiny):
+    """A tester paired cell 0's attribution with cell 3's reduction of another stimulus: the CSV held one analysis'
+    response beside the other's reduced response (and a 45-frame reduction was cut to 42 rows), silently."""
+    import napari_retina as nr
+
+    stim = nr.stimuli.white_noise(frames=42, size=tiny.config.size, seed=0)
+    attr = nr.attribute(tiny, stim, cell=0, steps=2)
+    other = nr.attribute(tiny, nr.stimuli.white_noise(frames=42, size=tiny.config.size, seed=1), cell=1, steps=2)
+    longer = nr.attribute(tiny, nr.stimuli.white_noise(frames=45, size=tiny.config.size, seed=0), cell=0, steps=2)
+    with pytest.raises(ValueError, match=r"^the reduction is not of this attribution: its kept channels' traces "
+                                         r"are not the attribution's; reduce this attribution \(nr.reduce\(attr\)\)$"):
+        write_traces_csv(tmp_path / "t.csv", attr, nr.reduce(other))
+    with pytest.raises(ValueError, match=r"its reduced response has 45 frames, the attribution 42"):
+        write_traces_csv(tmp_path / "t.csv", attr, nr.reduce(longer))
+    assert not list(tmp_path.iterdir())
+    red = nr.reduce(attr)
+    rows = list(csv.reader(open(write_traces_csv(tmp_path / "t.csv", attr, red), newline="")))
+    np.testing.assert_array_equal(np.array([r[4] for r in rows[1:]], float).astype(np.float32), red.reduced_response)
+
+
 def test_a_garbage_tiff_says_it_holds_no_image(tmp_path):
     """tifffile's error was IndexError(0): "... is not a readable TIFF: 0"."""
     path = tmp_path / "garbage.tif"

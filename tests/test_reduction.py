@@ -382,3 +382,22 @@ def test_the_pooling_weights_read_the_maps_a_chunk_at_a_time(tiny):
     for p, mean in enumerate([np.nanmean(np.abs(maps), axis=0), np.nanmean(maps, axis=0)]):
         expected = mean / np.abs(mean).reshape(len(kept), -1).sum(1)[:, None, None]   # Σ|w| = 1 per channel
         np.testing.assert_array_equal(weights[p].numpy(), expected.astype(np.float32))
+
+
+def test_a_response_that_does_not_vary_is_reduced_with_a_warning_not_a_silent_perfect_score():
+    """One attributed frame, or a grey stimulus: no variance to explain. The reduction said 1.0 explained and
+    kept an arbitrary channel, silently (a tester's review); it says why its numbers mean nothing."""
+    model = known_model()
+    one = nr.attribute(model, flicker(), cell=0, steps=8, frames=[79])
+    with pytest.warns(UserWarning, match=r"^the model's response does not vary over the 1 attributed frame: a "
+                                         r"reduced circuit has nothing to explain there"):
+        red = nr.reduce(one)
+    assert red.explained_variance == 1.0 and np.isfinite(red.explained_variance_all)
+    grey = nr.attribute(model, np.zeros((40, 8, 8), np.float32), cell=0, steps=8)
+    with pytest.warns(UserWarning, match=r"does not vary over the 31 attributed frames.*channel \d+ was kept only"):
+        nr.reduce(grey)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nr.reduce(nr.attribute(model, flicker(), cell=0, steps=8, frames=[60, 79]))   # two frames that differ

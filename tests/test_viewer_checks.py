@@ -143,6 +143,18 @@ def test_a_name_or_reduction_of_the_wrong_type_is_one_sentence_before_any_layer(
     assert _names(viewer) == []
 
 
+def test_a_reduction_of_another_attribution_is_refused_before_any_layer(viewer, attr, tiny):
+    """The plot showed one analysis' response beside another's reduced circuit, under one title."""
+    other = nr.attribute(tiny, nr.stimuli.white_noise(frames=30, size=20, seed=3), cell=0, steps=2,
+                         invariance="none")
+    for call in (lambda: nr.show(attr, viewer, reduction=nr.reduce(other)),
+                 lambda: nr.show(nr.reduce(other), viewer, attribution=attr)):
+        with pytest.raises(ValueError, match=r"^the reduction is not of this attribution: its kept channels' "
+                                             r"traces are not the attribution's"):
+            call()
+        assert _names(viewer) == []
+
+
 def test_analysis_options_with_a_result_that_has_no_maps_are_refused(viewer, attr):
     with pytest.raises(ValueError, match=r"^maps goes with an Attribution, a Reduction or an Analysis; got maps "
                                          r"with a stimulus result$"):

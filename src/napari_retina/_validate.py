@@ -633,6 +633,27 @@ class FolderError(IsADirectoryError, ValueError):
     (an IsADirectoryError, which callers already catch)."""
 
 
+def check_reduces(attr, red) -> None:
+    """One sentence (a ValueError) unless ``red`` is a reduction of the attribution ``attr``: its reduced
+    response spans the attribution's T frames and its kept channels' traces (``red.traces``, where it has them)
+    are the attribution's ``channels``. Paired by mistake, a traces CSV or plot showed one analysis' response
+    beside another's reduced circuit."""
+    again = "reduce this attribution (nr.reduce(attr))"
+    T, n = len(attr.response), len(red.reduced_response)
+    if n != T:
+        raise ValueError(f"the reduction is not of this attribution: its reduced response has {n} frames, the "
+                         f"attribution {T}; {again}")
+    traces = getattr(red, "traces", None)
+    if traces is None:
+        return
+    kept = [int(c) for c in red.kept]
+    channels = np.asarray(attr.channels, dtype=np.float32)
+    if (kept and max(kept) >= channels.shape[1]) or not np.array_equal(
+            np.asarray(traces, dtype=np.float32), channels[:, kept], equal_nan=True):
+        raise ValueError(f"the reduction is not of this attribution: its kept channels' traces are not the "
+                         f"attribution's; {again}")
+
+
 class NotAFileError(FileExistsError, ValueError):
     """A device, pipe or socket where a file is to be written (saved over, it would be replaced by a plain file):
     bad input (a ValueError), and an OSError as the system would have it."""

@@ -33,8 +33,8 @@ from ._atomic import atomic_write, atomic_write_in_memory
 from ._json import parse_json
 from ._types import PathLike
 from ._units import FRAME_MS
-from ._validate import (as_rates, as_real_array, as_stack, check_cell_subset, file_path, hz_like_rates, hz_warning,
-                        rate_table)
+from ._validate import (as_rates, as_real_array, as_stack, check_cell_subset, check_reduces, file_path,
+                        hz_like_rates, hz_warning, rate_table)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from .attribution import Attribution
@@ -984,7 +984,8 @@ def trace_columns(attr: "Attribution", red: Optional["Reduction"] = None) -> dic
     ``frame``, ``time_ms`` (frame × 10 ms), ``rate`` and ``response`` (the
     model's, from ``attr``), ``reduced_response`` when ``red`` is given, then
     each channel's A_c(t) under its label (``red.label(c)``, else ``"A{c}"``).
-    NaN where a frame was not attributed.
+    NaN where a frame was not attributed. A ``red`` of another attribution is
+    refused (:func:`._validate.check_reduces`).
     """
     if not all(hasattr(attr, a) for a in ("response", "rates", "channels")):
         raise TypeError(f"attr must be an attribution (nr.attribute's result), got {type(attr).__name__}")
@@ -992,6 +993,7 @@ def trace_columns(attr: "Attribution", red: Optional["Reduction"] = None) -> dic
     cols = {"frame": np.arange(T), "time_ms": np.arange(T) * FRAME_MS, "rate": attr.rates,
             "response": attr.response}
     if red is not None:
+        check_reduces(attr, red)
         cols["reduced_response"] = red.reduced_response
     for c in range(attr.channels.shape[1]):
         cols[str(red.label(c)) if red is not None else f"A{c}"] = attr.channels[:, c]

@@ -35,6 +35,7 @@ import itertools
 import json
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union, get_args
 
@@ -207,6 +208,12 @@ class Reduction:
 # ----------------------------------------------------------------------------- selection
 
 
+def is_flat(response: np.ndarray) -> bool:
+    """Whether ``response`` (n,) does not vary (variance at rounding level, or one frame): nothing to explain."""
+    r = np.asarray(response, dtype=np.float64)
+    return bool(r.var() <= 1e-30 * max(1.0, float(np.abs(r).max() ** 2)))
+
+
 def select_channels(A: np.ndarray, response: np.ndarray, explain: float,
                     importance: Optional[np.ndarray] = None) -> tuple[list[int], float]:
     """Smallest channel set whose summed attribution explains ``explain`` of the response variance.
@@ -223,7 +230,7 @@ def select_channels(A: np.ndarray, response: np.ndarray, explain: float,
     imp = np.abs(A).sum(0) if importance is None else np.asarray(importance, dtype=np.float64)
     order = lambda cs: sorted(cs, key=lambda c: (-imp[c], c))  # noqa: E731
     vr = r.var()
-    if vr <= 1e-30 * max(1.0, float(np.abs(r).max() ** 2)):
+    if is_flat(r):
         return [int(np.argmax(imp))], 1.0
     Ac = A - A.mean(0)
     rc = r - r.mean()
@@ -620,6 +627,12 @@ def reduce(attr: Attribution, explain: float = 0.9, *, fit_steps: int = 200,
     total = np.abs(A).sum(0)
     importance = total / total.sum() if total.sum() > 0 else np.full(C, 1.0 / C)
     kept, kept_var = select_channels(A, resp, explain, importance)
+    if is_flat(resp):
+        warnings.warn(f"the model's response does not vary over the {len(resp)} attributed frame"
+                      f"{'s' if len(resp) != 1 else ''}: a reduced circuit has nothing to explain there, so its "
+                      f"explained variance of 1.0 says nothing and channel {kept[0]} was kept only as the most "
+                      "important; attribute more frames of a stimulus that drives the cell", UserWarning,
+                      stacklevel=2)
 
     model = attr.model
     with callers_modes(model):

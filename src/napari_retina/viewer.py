@@ -52,7 +52,7 @@ from napari.viewer import Viewer as _NapariViewer  # the class itself (napari.Vi
 
 from ._atomic import atomic_write
 from ._types import AnyModel, ArrayLike, PathLike
-from ._validate import check_positive
+from ._validate import check_positive, check_reduces
 from ._napari._layers import (META, CellTraces, bar_limit, map_layers, plugin_metadata, show_marked_colour_bar,
                               stimulus_layer_kwargs)
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
@@ -181,6 +181,7 @@ def show(result: Any, viewer: Optional["napari.Viewer"] = None, *, name: Optiona
         if not isinstance(reduction, (Reduction, SavedReduction)):
             raise TypeError(f"reduction must be the Attribution's Reduction (nr.reduce), got "
                             f"{type(reduction).__name__}")
+        check_reduces(result, reduction)
     if staged and (kind not in ("attribution", "reduction", "analysis") or stimulus_layer is None):
         raise ValueError("show(..., staged=True) adds an analysis over an existing stimulus_layer; "
                          f"got a {kind} result with stimulus_layer={stimulus_layer!r}")
@@ -308,6 +309,7 @@ def _checked_analysis_options(kind: str, result, attribution, viewer, stimulus_l
         if not isinstance(attr, (Attribution, SavedAttribution)):
             raise TypeError(f"show(reduction, attribution=...) expects the Attribution it reduces, "
                             f"got {type(attr).__name__}")
+        check_reduces(attr, result)
     if limit is not None:
         limit = check_positive(limit, "limit")
     if maps is not None:
