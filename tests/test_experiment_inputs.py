@@ -115,6 +115,22 @@ def test_osr_refuses_a_period_listed_twice_instead_of_a_silent_zero_over_zero():
         nr.experiments.run_function("osr", Counting(), size=20, history=10, periods=[5, 5, 9, 9])
 
 
+@pytest.mark.parametrize("name, params, message", [
+    ("osr", {"periods": [5]}, r"^periods must hold at least two periods: the omitted flash's latency is read as a "
+                              r"line against the period, got \[5\]$"),
+    ("osr", {"intensity": 0}, r"^intensity must not be 0: flashes at mean grey are no flashes"),
+    ("latency", {"intensities": [-1, -1.0]}, r"^intensities must hold at least two different contrasts: latency "
+                                             r"coding is read against contrast, got \[-1.0, -1.0\]$"),
+])
+def test_settings_that_leave_nothing_to_read_are_refused_not_read_as_nan(name, params, message):
+    """A tester's review: one period gave slope and r² NaN, intensity 0 every latency NaN, one contrast a NaN
+    Spearman; the CLI printed 'slope nan' with exit 0."""
+    respond = Counting()
+    with pytest.raises(ValueError, match=message):
+        nr.experiments.run_function(name, respond, size=20, history=10, **params)
+    assert respond.frames == 0
+
+
 # ----------------------------------------------------------------------------- 3. reversal
 
 

@@ -244,6 +244,15 @@ def test_experiment_param_beyond_float32_is_one_line_about_it(tmp_path, capsys):
     assert "intensity" in _one_line(capsys.readouterr().err, "experiment")
 
 
+def test_an_experiment_param_given_twice_is_refused_not_the_last_one_kept(tmp_path, capsys):
+    """'--param periods=[5] --param periods=[7]' ran periods [7] and recorded it, silently."""
+    assert main(["experiment", "osr", "--param", "periods=[5,9]", "--param", " periods=[7,9]", "--steps", "2",
+                 "--no-truth", "--quiet", "--out", str(tmp_path / "out")]) == 2
+    assert _one_line(capsys.readouterr().err, "experiment").endswith(
+        "error: --param periods is given twice; give each parameter once")
+    assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------- --out that is the input file
 
 

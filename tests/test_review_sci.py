@@ -14,7 +14,8 @@ from napari_retina.experiments import base, latency
 
 
 def _latency_protocol(n_flashes: int, max_frames: int, size: int = 20, history: int = 10):
-    p = base.resolve_params(latency, {"intensities": [-1.0] * n_flashes, "max_frames": max_frames}, size, history)
+    intensities = np.linspace(-1.0, -2.0, n_flashes).tolist()   # distinct: one repeated contrast is refused
+    p = base.resolve_params(latency, {"intensities": intensities, "max_frames": max_frames}, size, history)
     return latency.build(size=size, history=history, respond=None, **p)
 
 

@@ -32,6 +32,8 @@ def _parse_params(items) -> dict:
         if "=" not in item:
             raise ValueError(f"--param takes KEY=VALUE (e.g. periods=[3,4,5]), got {item!r}")
         key, value = item.split("=", 1)
+        if key.strip() in params:   # the last one silently won
+            raise ValueError(f"--param {key.strip()} is given twice; give each parameter once")
         try:
             params[key.strip()] = parse_json(value, "it")
         except ValueError as exc:

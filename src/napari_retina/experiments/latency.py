@@ -90,6 +90,9 @@ def build(size: int, history: int, respond: Optional[Callable] = None, *, intens
     sentence when it is wrong).
     """
     intensities = list_param(intensities, "intensities")
+    if len(set(intensities)) < 2:   # Spearman's rank correlation of one contrast is NaN
+        raise ValueError(f"intensities must hold at least two different contrasts: latency coding is read "
+                         f"against contrast, got {intensities}")
     duration = int_param(duration, "duration", 1)
     check_movie_length(len(intensities) * (gap + duration + window), size, f"{len(intensities):,} flashes")
     movie = Movie()

@@ -108,9 +108,14 @@ def build(size: int, history: int, respond: Optional[Callable] = None, *, period
         if p <= 0 or p != int(p):
             raise ValueError(f"periods must be positive whole numbers of frames, got {p:g}")
     periods = distinct([int(p) for p in periods], "periods")   # a repeated period has no local slope (0/0)
+    if len(periods) < 2:   # the slope and r² of one point are NaN
+        raise ValueError(f"periods must hold at least two periods: the omitted flash's latency is read as a line "
+                         f"against the period, got {periods}")
     n_flashes = int_param(n_flashes, "n_flashes", 1)
     duration = int_param(duration, "duration", 1)
     intensity = real_param(intensity, "intensity")
+    if intensity == 0:   # every latency NaN
+        raise ValueError("intensity must not be 0: flashes at mean grey are no flashes, so none can be omitted")
     if min(periods) < duration:
         raise ValueError(f"every period must be at least the flash duration ({duration} frames), got {min(periods)}")
     check_movie_length(sum(gap + (n_flashes + 1) * p + window for p in periods), size,
