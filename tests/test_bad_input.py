@@ -229,6 +229,24 @@ def test_frames_that_are_a_mask_or_a_long_float_array_are_one_line():
         select_frames(60, 10, np.linspace(0, 1, 100))
 
 
+def test_frames_messages_name_the_index_given_and_an_open_slice_starts_where_none_does():
+    """A tester's review: frames=[-10] was refused as 'got frame 34' (an index never passed), 10**20 as not an
+    integer, and slice(None) was refused where frames=None means every frame with a full history."""
+    from napari_retina._frames import select_frames
+
+    with pytest.raises(ValueError, match=r"have no full 40-frame history\), got frame -20 \(frame 30 of 50\)$"):
+        select_frames(50, 40, [45, -20])
+    for big in (10**20, -10**20):
+        with pytest.raises(ValueError, match=rf"^frames must lie inside the movie's 50 frames, got index {big}$"):
+            select_frames(50, 40, [40, big])
+    every = np.arange(39, 50)
+    for open_slice, want in ((slice(None), every), (slice(None, 45), every[:6]), (slice(None, None, -1), every),
+                             (slice(None, None, 2), np.arange(40, 50, 2)), (slice(45, None, -1), every[:7])):
+        np.testing.assert_array_equal(select_frames(50, 40, open_slice), want)
+    with pytest.raises(ValueError, match=r"got frame 0$"):   # a start given is taken at its word
+        select_frames(50, 40, slice(0, 50))
+
+
 def test_a_progress_that_is_not_callable_is_one_sentence(model):
     for call in (lambda: nr.predict(model, good(), progress=3),
                  lambda: nr.attribute(model, good(), steps=2, progress="yes")):

@@ -6,6 +6,7 @@ window of frames t-history+1 .. t. Frames t < history-1 have no full history.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Iterator, Union
 
 import numpy as np
@@ -18,13 +19,18 @@ def select_frames(n_frames: int, history: int, frames: Frames = None) -> np.ndar
     """Sorted, unique output-frame indices with a full history.
 
     ``frames=None`` means every frame from ``history-1`` on; a slice or a list of
-    indices selects a subset (negative indices count from the end). Indices
-    outside the movie, or without a full history, are a ValueError.
+    indices selects a subset (negative indices count from the end). A slice
+    whose lower end is left open (``slice(None)``, ``slice(None, 100)``) starts
+    at ``history-1``, as None does. Indices outside the movie, or without a
+    full history, are a ValueError naming the index as given.
     """
     if frames is None:
         return np.arange(history - 1, n_frames)
     if isinstance(frames, slice):
         idx = np.arange(n_frames)[frames]
+        if (frames.start if (frames.step or 1) > 0 else frames.stop) is None:   # open at its lower end
+            idx = idx[idx >= history - 1]
+        given = idx
     else:
         try:
             idx = np.asarray(frames)
@@ -35,23 +41,29 @@ def select_frames(n_frames: int, history: int, frames: Frames = None) -> np.ndar
         if idx.dtype == bool:
             raise TypeError(f"frames must be frame indices, not a boolean mask (got a bool array of shape "
                             f"{idx.shape}); pass np.flatnonzero(mask)")
+        if idx.ndim == 1 and idx.dtype == object and idx.size and all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in idx):   # beyond int64
+            bad = next(v for v in idx if not -n_frames <= v < n_frames)
+            raise ValueError(f"frames must lie inside the movie's {n_frames} frames, got index {int(bad)}")
         if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
             raise TypeError(f"frames must be None, a slice or a list of integer frame indices, got "
                             f"{_described(frames, idx)}")
         if ((idx < -n_frames) | (idx >= n_frames)).any():
             bad = idx[(idx < -n_frames) | (idx >= n_frames)][0]
             raise ValueError(f"frames must lie inside the movie's {n_frames} frames, got index {int(bad)}")
-        idx = idx.astype(np.int64)  # in range now: int8 cannot hold idx + n_frames, torch cannot index with uint64
-        idx = np.where(idx < 0, idx + n_frames, idx)
-    idx = np.unique(idx)
+        given = idx.astype(np.int64)  # in range now: int8 cannot hold idx + n_frames, torch cannot index with uint64
+        idx = np.where(given < 0, given + n_frames, given)
     if idx.size == 0:
         raise ValueError("frames selects no frame of the movie")
-    if idx[0] < history - 1:
+    if idx.min() < history - 1:
+        first = int(np.argmin(idx))
+        got = (f"{int(idx[first])}" if given[first] == idx[first]
+               else f"{int(given[first])} (frame {int(idx[first])} of {n_frames})")
         raise ValueError(
             f"frames must start at frame {history - 1} or later (the first {history - 1} frames have no "
-            f"full {history}-frame history), got frame {int(idx[0])}"
+            f"full {history}-frame history), got frame {got}"
         )
-    return idx
+    return np.unique(idx)
 
 
 def _described(frames: Any, idx: np.ndarray) -> str:
