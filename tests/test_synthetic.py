@@ -1923,6 +1923,24 @@ def test_record_dataset_bad_input(tmp_path):
         syn.record_dataset(tmp_path / "x.h5", noise, noise, repeats=0)
 
 
+def test_a_dataset_is_written_under_an_hdf5_name_with_attributes_hdf5_stores_checked_first(tmp_path, monkeypatch):
+    """A tester's review: make_dataset('d.npy') wrote HDF5 that every reader then took for a broken .npy stack,
+    and record_dataset(attrs={'x': object()}) failed 17 frames deep in h5py after the recording."""
+    def no_recording(self, stim):
+        raise AssertionError("recorded before the path and attributes were checked")
+
+    monkeypatch.setattr(syn.Retina, "respond", no_recording)
+    noise = nr.stimuli.white_noise(60, seed=1)
+    for call in (lambda: syn.make_dataset(tmp_path / "d.npy", frames=100, test_frames=50),
+                 lambda: syn.record_dataset(tmp_path / "d.npy", noise, noise),
+                 lambda: nr.io.write_dataset(tmp_path / "d.npy", None)):
+        with pytest.raises(ValueError, match=r"^path must end in .h5, .hdf5 \(the file is HDF5\), got '.npy' "):
+            call()
+    with pytest.raises(ValueError, match=r"^dataset.attrs.*'x'"):
+        syn.record_dataset(tmp_path / "d.h5", noise, noise, attrs={"x": object()})
+    assert not list(tmp_path.iterdir())
+
+
 # ----------------------------------------------------------------------------- the shipped model
 
 def test_shipped_model_was_trained_on_this_retina():

@@ -835,6 +835,17 @@ def _check_attrs(attrs) -> None:
                                  f"string or a list of them, got {type(value).__name__} {value!r:.60}") from exc
 
 
+def hdf5_path(path: PathLike, name: str = "path") -> Path:
+    """``path`` as an HDF5 file to write (:func:`._validate.file_path` with ``writing``), or one sentence when
+    its name does not end in .h5 or .hdf5: every reader takes the format from the suffix (an HDF5 dataset
+    written as 'd.npy' was then read as a broken .npy stack)."""
+    path = file_path(path, name, writing=True)
+    if path.suffix.lower() not in HDF5_SUFFIXES:
+        raise ValueError(f"{name} must end in {', '.join(HDF5_SUFFIXES)} (the file is HDF5), got "
+                         f"{path.suffix or 'no suffix'!r} ({str(path)!r})")
+    return path
+
+
 def write_dataset(path: PathLike, dataset: Dataset) -> Path:
     """Write a :class:`Dataset` in the lab's HDF5 layout (atomically).
 
@@ -842,7 +853,7 @@ def write_dataset(path: PathLike, dataset: Dataset) -> Path:
     repeats, cells, cell names) and as HDF5 stores attributes: a dataset that
     would not read back is one sentence, and a file at ``path`` stays as it was.
     """
-    path = file_path(path, writing=True)
+    path = hdf5_path(path)
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be an nr.io.Dataset, got {type(dataset).__name__}")
     train, test = _checked_split(dataset.train, "dataset.train"), _checked_split(dataset.test, "dataset.test")

@@ -152,7 +152,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import numbers
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -1144,8 +1143,10 @@ def make_dataset(
     -------
     >>> make_dataset("wn.h5", frames=2000, test_frames=300)       # doctest: +SKIP
     """
+    from . import io
     from .stimuli import white_noise
 
+    io.hdf5_path(path)   # before the stimuli are made
     frames = check_int(frames, "frames", HISTORY + 1)
     test_frames = check_int(test_frames, "test_frames", HISTORY)
     seed = check_int(seed, "seed", 0)
@@ -1190,8 +1191,10 @@ def record_dataset(path: PathLike, train: ArrayLike, test: ArrayLike, repeats: i
     from . import io
     from ._progress import report
 
+    path = io.hdf5_path(path)   # before the recording: the name, and the attributes HDF5 must store
     repeats = check_int(repeats, "repeats", 1)
     seed = check_int(seed, "seed", 0)
+    io._check_attrs({} if attrs is None else attrs)
     gt = Retina(seed=0) if retina is None else retina
     if not isinstance(gt, Retina):
         raise TypeError(f"retina must be an nr.synthetic.Retina, got {type(gt).__name__}")
@@ -1199,7 +1202,6 @@ def record_dataset(path: PathLike, train: ArrayLike, test: ArrayLike, repeats: i
     if len(train) <= HISTORY or len(test) < HISTORY:
         raise ValueError(f"the training stimulus needs more than {HISTORY} frames and the test stimulus at "
                          f"least {HISTORY} (the filters' history), got {len(train)} and {len(test)}")
-    path = os.fspath(path)
     report(progress, 0, 4)
     train_true = gt.respond(train)
     rng = np.random.default_rng([seed, 1])
