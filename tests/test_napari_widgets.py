@@ -224,14 +224,16 @@ def test_out_of_memory_retries_in_smaller_chunks(viewer, notes, monkeypatch, oom
     assert len(maps) == 8
 
     def always_oom(*args, **kwargs):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total "
+                                          "capacity of 79.19 GiB of which 1.20 GiB is free.")
 
     monkeypatch.setattr(nr.attribution, "attribute", always_oom)
     n = len(viewer.layers)
     viewer.layers.remove(maps[0])
     w.run()
     w.task.wait()
-    assert notes[-1][0] == "error" and "out of memory" in notes[-1][1]
+    assert notes[-1] == ("error", "The analysis ran out of memory even in small chunks (torch could not allocate "
+                                  "2.50 GiB on the GPU at once); use a shorter stimulus, or the CPU if it ran on a GPU.")
     assert len(viewer.layers) == n - 1
 
 

@@ -50,7 +50,7 @@ def test_a_range_of_cells_is_the_cells_it_holds(model, movie):
     assert attr.cells == [0, 1]
     ref = nr.attribute(model, movie[:20], cell="all", steps=2)
     np.testing.assert_array_equal(attr.channels[19], ref.channels[19])
-    assert nr.experiments.run("osr", model, cell=range(1, 2), steps=2, periods=(6,), n_flashes=3).cells == [1]
+    assert nr.experiments.run("osr", model, cell=range(1, 2), steps=2, periods=(6, 8), n_flashes=3).cells == [1]
 
 
 def test_saving_onto_a_folder_says_so_before_any_work(model, tmp_path, monkeypatch):

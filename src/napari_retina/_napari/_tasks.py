@@ -20,7 +20,7 @@ from qtpy.QtWidgets import QSizePolicy
 
 from .._progress import Cancelled, CancelToken
 from .._validate import one_sentence
-from ..analysis import is_out_of_memory
+from ..analysis import is_out_of_memory, memory_sentence
 from . import _exit
 from ._viewer import process_events_until
 
@@ -398,8 +398,8 @@ class Task:
             notify("info", f"The {self.what} was cancelled; nothing was added.")
         elif is_out_of_memory(exc):
             self.status.value = f"{self.what} ran out of memory"
-            notify("error", f"The {self.what} ran out of memory even in small chunks; "
-                            "use the CPU or a shorter stimulus.")
+            notify("error", f"The {self.what} ran out of memory even in small chunks ({memory_sentence(exc)}); "
+                            "use a shorter stimulus, or the CPU if it ran on a GPU.")
         else:
             self.status.value = f"{self.what} failed"
             notify("error", f"The {self.what} failed: {one_sentence(exc)}")
