@@ -247,6 +247,25 @@ def test_frames_messages_name_the_index_given_and_an_open_slice_starts_where_non
         select_frames(50, 40, slice(0, 50))
 
 
+def test_maps_larger_than_memory_are_refused_before_any_work(model, monkeypatch):
+    """nr.attribute keeps maps over the whole movie: 3 frames of a 20,000-frame movie took 791 MiB, and a movie
+    whose maps exceed the machine's memory was filled with NaN until the system killed the process."""
+    import napari_retina._validate as V
+
+    stim = good()
+    T = len(stim)
+    per_frame = 4 * 3 * 12 * 12   # this model's maps: 3 channels of 12 × 12 float32
+    monkeypatch.setattr(V, "physical_memory_bytes", lambda: T * per_frame - 1)
+    with pytest.raises(MemoryError, match=rf"^the maps of the movie's {T} frames \(3 × 12 × 12 float32 a frame, NaN "
+                                          r"where not attributed\) take .* GiB, more than this machine's memory .*; "
+                                          r"pass invariance='space' for the channels' traces alone"):
+        nr.attribute(model, stim, cell=0, steps=2, frames=[T - 1], invariance="none",
+                     progress=lambda done, total: pytest.fail("attributed before the maps were checked"))
+    assert nr.attribute(model, stim, cell=0, steps=2, frames=[T - 1], invariance="space").maps is None
+    monkeypatch.setattr(V, "physical_memory_bytes", lambda: T * per_frame)
+    assert nr.attribute(model, stim, cell=0, steps=2, frames=[T - 1], invariance="none").maps.shape == (T, 3, 12, 12)
+
+
 def test_a_progress_that_is_not_callable_is_one_sentence(model):
     for call in (lambda: nr.predict(model, good(), progress=3),
                  lambda: nr.attribute(model, good(), steps=2, progress="yes")):

@@ -713,6 +713,20 @@ def physical_memory_bytes() -> Optional[int]:
         return None
 
 
+def check_maps_fit(frames: int, frame_shape: Sequence[int]) -> None:
+    """A MemoryError in one sentence when an attribution's float32 maps (``frames``, *``frame_shape``) cannot fit
+    in this machine's memory, before they are allocated: ``nr.attribute`` keeps the maps of every frame of the
+    movie (NaN where not attributed), so 3 frames of a 100,000-frame movie still take 4 GiB."""
+    per_frame = 4.0 * float(np.prod(frame_shape))
+    have = physical_memory_bytes()
+    if have is not None and not frames * per_frame <= have:
+        shape = " × ".join(str(int(n)) for n in frame_shape)
+        raise MemoryError(f"the maps of the movie's {frames:,} frames ({shape} float32 a frame, NaN where not "
+                          f"attributed) take {frames * per_frame / 2**30:.3g} GiB, more than this machine's memory "
+                          f"({have / 2**30:.3g} GiB); pass invariance='space' for the channels' traces alone, or "
+                          "attribute a shorter part of the movie (the frames wanted and the history before them)")
+
+
 def check_movie_fits(frames: float, size: int, what: str) -> None:
     """A MemoryError in one sentence when a float32 (frames, size, size) movie cannot fit in memory.
 

@@ -14,7 +14,7 @@ from .._invariance import Invariance, InvarianceArg, check_invariance, resolve_i
 from .._predict import callers_modes, model_on
 from .._progress import Progress, report
 from .._types import AnyModel, ArrayLike
-from .._validate import (Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int,
+from .._validate import (Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, check_maps_fit,
                          crop_origin)
 from .._wrap import is_wrapped
 from ..first_layer import FirstLayer
@@ -37,6 +37,8 @@ def _empty(T: int, idx: np.ndarray, c1: int, h1: int,
     frames not in ``idx``, not yet written on those in ``idx`` (the maps of 10,000 frames are 415 MB:
     filling them twice costs a pass)."""
     shape = map_shape(c1, h1, invariance)
+    if shape is not None:
+        check_maps_fit(T, shape)
     maps = None if shape is None else np.empty((T,) + shape, dtype=np.float32)
     if maps is not None:
         outside = np.ones(T, dtype=bool)

@@ -32,7 +32,8 @@ from .._device import DeviceLike
 from .._frames import Frames, gather_windows, select_frames
 from .._invariance import InvarianceArg, check_invariance, resolve_invariance
 from .._progress import Progress, report
-from .._validate import Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, crop_origin, stimulus_tensor
+from .._validate import (Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, check_maps_fit,
+                         crop_origin, stimulus_tensor)
 from .._wrap import WrappedModel, model_on
 from ._adaptive import DEFAULT_TOL, Scales, check_tol, refine, warn_if_unmet
 from ._integrate import default_batch_points
@@ -151,6 +152,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     maps = None
     if net.first_conv is not None and inv != "space":
         shape = reduce_maps(torch.zeros(1, unit_shape[0], *unit_shape[-2:]), inv).shape[1:]
+        check_maps_fit(T, shape)
         maps = np.full((T, *shape), np.nan, dtype=np.float32)
     scales = Scales(dev)
     chunk = max(1, bs // fixed)
