@@ -208,3 +208,25 @@ def test_float_parameters_keep_their_decimals(viewer, dock, notes):
         fn = getattr(nr.stimuli, name)
         for widget in dock.params:
             assert widget.value == inspect.signature(fn).parameters[widget.name].default, (name, widget.name)
+
+
+def test_every_label_of_every_generator_is_shown_whole_at_napari_s_default_width(make_napari_viewer, qtbot):
+    """The generator's parameters sat in a nested container with a narrower label column: at 1280 px
+    "intensity (contrast)" read "intensity (contras". They share the dock's label column now."""
+    from magicgui.widgets.bases import ButtonWidget
+    from qtpy.QtWidgets import QLabel
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1280, 800)
+    widget = _widgets.StimulusWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Stimulus")
+    for name in widget.generator.choices:
+        widget.generator.value = name
+        qtbot.wait(20)
+        labels = [label for label in widget.native.findChildren(QLabel) if label.isVisible() and label.text()]
+        cut = [(label.text(), label.width(), label.sizeHint().width()) for label in labels
+               if label.width() < label.sizeHint().width()]
+        assert not cut, (name, cut)
+        shown = {label.text() for label in labels}
+        labelled = {w.label for w in widget.params if not isinstance(w, ButtonWidget)}   # a check box has its text
+        assert labelled and labelled <= shown, (name, shown)

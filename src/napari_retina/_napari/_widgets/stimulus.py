@@ -51,7 +51,7 @@ class StimulusWidget(Container):
         self.generator = ComboBox(label="stimulus", choices=list(GENERATORS), value=GENERATORS[0],
                                   tooltip="The nr.stimuli generator; its parameters appear below with their "
                                           "defaults (frames are 10 ms, pixels 55 µm, values in contrast units).")
-        self.params = Container(labels=True)
+        self._params: list = []
         self.name = create_widget(value="", annotation=str, label="layer name",
                                   options={"tooltip": "Name of the new layer (default: the generator's name)."})
         self.generate_button = PushButton(text="Generate", tooltip="Make the stimulus in the background and add it "
@@ -60,13 +60,14 @@ class StimulusWidget(Container):
         self.task.close_with_dock(self)  # closing the dock cancels a run
         self.last_layer: Optional[napari.layers.Image] = None
         """The layer the last finished generation added (None before one finished)."""
-        self.existing = layer_picker(viewer, label="or existing layer")
+        self.existing = layer_picker(viewer, label="image layer")
         self.existing.tooltip = "An image layer opened another way (napari's own reader: 1 px per frame)."
         self.scale_button = PushButton(text="Set physical scale (10 ms, 55 µm, 55 µm)",
                                        tooltip="Give the chosen layer the stimulus scale, units and axis labels, "
                                                "so result layers line up with it.")
-        self.extend([self.generator, self.params, self.name, self.generate_button, *self.task.widgets,
-                     Label(value="—"), self.existing, self.scale_button])
+        self.extend([self.generator, self.name, self.generate_button, *self.task.widgets,
+                     Label(value="or, for a stack opened another way:"), self.existing,
+                     self.scale_button])
         self.generator.changed.connect(self._build_params)
         self.generate_button.changed.connect(lambda *_: self.generate())
         self.scale_button.changed.connect(lambda *_: self.set_scale())
@@ -74,9 +75,18 @@ class StimulusWidget(Container):
         self.scroll_area = scroll_contents(self)   # a dock a few lines tall on a laptop's screen
         tabify_when_docked(self)
 
+    @property
+    def params(self) -> list:
+        """The chosen generator's parameter widgets, in the dock's own label column (a nested container had a
+        narrower one, which cut "intensity (contrast)" short at napari's default width)."""
+        return list(self._params)
+
     def _build_params(self, *_) -> None:
-        self.params.clear()
+        for widget in self._params:
+            self.remove(widget)
+        self._params = []
         fn = getattr(stimuli, self.generator.value)
+        at = self.index(self.generator) + 1
         for name in generator_parameters(fn):
             default = inspect.signature(fn).parameters[name].default
             kind = type(default)
@@ -85,7 +95,8 @@ class StimulusWidget(Container):
             if kind is float:
                 widget.native.setDecimals(FLOAT_DECIMALS)
                 widget.value = default   # made with 2 decimals: the default again, unrounded
-            self.params.append(widget)
+            self.insert(at + len(self._params), widget)
+            self._params.append(widget)
 
     def parameters(self) -> dict:
         """The chosen generator's parameters as shown in the widget."""
