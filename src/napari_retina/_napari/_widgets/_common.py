@@ -66,6 +66,12 @@ def parameter_widget(func: Callable, name: str, *, value: Any = _FROM_SIGNATURE,
                          options={"tooltip": tooltip, **options})
 
 
+def steps_widget(func: Callable, max_steps: int) -> ValueWidget:
+    """The ``steps`` box of ``func`` (``nr.attribute``, ``experiments.run``): 0 to ``max_steps`` α points, 0
+    (the default) for the adaptive rule refined to ``tol``, as its label says (a bare "0" read as no points)."""
+    return parameter_widget(func, "steps", value=0, annotation=int, min=0, max=max_steps)
+
+
 def offer_cells(cell: ValueWidget, n_cells: int) -> None:
     """Let the ``cell`` spin box offer a new model's cells, 0 to ``n_cells - 1``. A chosen cell the model lacks
     moves to its last cell with a warning (the box would move it silently, and the next run analyse another cell)."""
@@ -99,7 +105,7 @@ def layer_picker(viewer, label: str = "stimulus layer") -> CategoricalWidget:
 PARAMETER_HELP: dict[str, tuple[Optional[str], str]] = {
     # name: (unit shown in the label, tooltip)
     "cell": ("index", "Which ganglion cell (model output) is analysed: 0 … number of cells − 1."),
-    "steps": ("α points", "A fixed number of quadrature points along the integrated-gradients path from the grey "
+    "steps": ("α points; 0: adaptive", "A fixed number of quadrature points along the integrated-gradients path from the grey "
                           "baseline to the stimulus; more points, smaller completeness error, longer run. 0 (the "
                           "default): refine each frame until tol."),
     "tol": ("relative error", "Accuracy asked of the attribution when steps is 0: each frame's quadrature is refined "

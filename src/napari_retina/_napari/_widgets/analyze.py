@@ -38,6 +38,7 @@ from ._common import (
     parameter_widget,
     scroll_contents,
     set_physical_scale,
+    steps_widget,
     tabify_when_docked,
     wrapping,
 )
@@ -129,7 +130,7 @@ class AnalyzeWidget(Container):
         self.cell = parameter_widget(attribute, "cell", annotation=int, min=0, max=999)
         self.tol = parameter_widget(attribute, "tol", value=DEFAULT_TOL, annotation=float, min=MIN_TOL, max=0.5,
                                     step=MIN_TOL)
-        self.steps = parameter_widget(attribute, "steps", value=0, annotation=int, min=0, max=MAX_STEPS)
+        self.steps = steps_widget(attribute, MAX_STEPS)
         self.steps.changed.connect(lambda value: setattr(self.tol, "enabled", value == 0))
         self.invariance = parameter_widget(attribute, "invariance")
         self.crop = ComboBox(label="crop", choices=list(CROPS), value="none", tooltip=PARAMETER_HELP["crop"][1])

@@ -33,7 +33,7 @@ from .._session import session
 from .._tasks import Task, notify, one_sentence
 from ... import viewer as nr_viewer
 from ._common import TERMS, PARAMETER_HELP, offer_cells, parameter_widget, rich_label, scroll_contents, \
-    scroll_within, tabify_when_docked, term_link
+    scroll_within, steps_widget, tabify_when_docked, term_link
 
 TABLE_HEIGHT = 130
 """Minimum height (px) of the readout table, so its rows are readable."""
@@ -251,7 +251,7 @@ class ExperimentsWidget(Container):
         self.experiment = ComboBox(label="experiment", choices=names, value=names[0],
                                    tooltip=PARAMETER_HELP["experiment"][1])
         self.cell = parameter_widget(experiments.run, "cell", annotation=int, min=0, max=999)
-        self.steps = parameter_widget(experiments.run, "steps", value=0, annotation=int, min=0, max=MAX_STEPS)
+        self.steps = steps_widget(experiments.run, MAX_STEPS)
         self.truth = CheckBox(text="compare with the ground truth", value=False, enabled=False,
                               tooltip=TRUTH_TIP)
         self.run_button = PushButton(text="Run", tooltip="Run the chosen experiment on the current model.")
