@@ -124,6 +124,22 @@ def test_an_experiment_task_equals_the_direct_run(inputs, client, tmp_path):
     assert row["readout/explained_variance"] == pytest.approx(direct.readout["explained_variance"], rel=1e-4)
 
 
+def test_a_store_with_nothing_to_draw_says_why_in_napari(inputs, client, tmp_path):
+    """napari said only that the reader "returned no data" for a store of experiment results, or of failed tasks."""
+    from napari_retina._napari._batch_reader import napari_get_reader
+
+    spec = {"model": str(inputs / "tiny.pt"), "experiments": ["osr"], "cells": [1], "steps": STEPS,
+            "out": str(tmp_path / "r")}
+    assert len(batch.run(spec, client).done) == 1
+    with pytest.raises(ValueError, match=r"^the results store 'r' holds only results without a stimulus file to draw "
+                                         r"over \(1 experiment result\(s\)\); nr.show\(nr.batch.load\(path\)\[key\]\)"):
+        napari_get_reader(str(tmp_path / "r"))(str(tmp_path / "r"))
+    failed = _spec(inputs, tmp_path / "f", stimuli=("broken.npy",), cells=(0,), analyses=("predict",))
+    assert batch.run(failed, client).exit_code == 1
+    with pytest.raises(ValueError, match=r"^the results store 'f' holds no complete result yet"):
+        napari_get_reader(str(tmp_path / "f"))(str(tmp_path / "f"))
+
+
 def test_a_changed_stimulus_file_is_computed_again(inputs, client, tmp_path):
     stim = tmp_path / "c.npy"
     np.save(stim, np.zeros((20, 12, 12), np.float32))
@@ -782,3 +798,48 @@ def test_a_json_spec_with_a_byte_order_mark_is_read(tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps({"stimuli": ["s.npy"], "analyses": ["predict"], "out": "r"}),
                                         encoding="utf-8-sig")
     assert batch.parse_spec(tmp_path / "spec.json").stimuli == ((tmp_path / "s.npy").resolve(),)
+
+
+def test_blocks_of_an_earlier_layout_are_not_committed_with_the_new_ones(inputs, client, tmp_path):
+    """A run killed at its task's commit left 7 blocks of 8 frames under .partial; the rerun with block_frames 16
+    committed its 4 blocks beside the old b00004-b00006 (the store then held overlapping blocks)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    out = tmp_path / "r"
+    small = {**_spec(inputs, out, stimuli=("a.npy",), cells=(0,), analyses=("attribute",)), "block_frames": 8}
+    (first,) = batch.plan(batch.parse_spec(small))
+    key = first.key
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                         env={batch._CRASH_ENV: key}) as cl, Client(cl) as killing:
+        batch.run(small, killing)                                  # dies renaming the task into place
+    assert len(list((out / ".partial" / key).glob("b*"))) == len(first.blocks) == 7
+    spec = {**small, "block_frames": 16}
+    (task,) = batch.plan(batch.parse_spec(spec))
+    assert task.key == key and len(task.blocks) < len(first.blocks)
+    assert batch.run(spec, client).done == [key]
+    assert sorted(p.name for p in (out / key).glob("b*")) == [f"b{i:05d}" for i in range(len(task.blocks))]
+    direct = nr.attribute(nr.load_model(inputs / "tiny.pt"), np.load(inputs / "a.npy"), cell=0, steps=STEPS,
+                          invariance="none")
+    np.testing.assert_allclose(batch.load(out)[key].arrays["maps"].compute(), direct.maps, rtol=1e-4, atol=1e-6)
+
+
+def test_a_complete_tasks_leftover_blocks_are_removed_when_it_is_skipped(inputs, client, tmp_path):
+    """A --force run cancelled after some tasks left their new blocks under .partial for good: the next run
+    skipped those tasks as complete and never looked there."""
+    out = tmp_path / "r"
+    spec = _spec(inputs, out, stimuli=("a.npy",), cells=(0,), analyses=("predict",))
+    (key,) = batch.run(spec, client).done
+    left = out / ".partial" / key / "b00000"
+    left.mkdir(parents=True)
+    (left / "zarr.json").write_text("{}")
+    again = batch.run(spec, client)
+    assert again.skipped == [key] and again.done == []
+    assert not (out / ".partial").exists()
+
+
+def test_a_tasks_label_names_its_inputs_once():
+    """A failed experiment was reported as "experiment of experiment osr (model ...)"."""
+    assert batch.Task("k", "experiment", "m.pt", None, 1, "osr", {}).label == "experiment osr (model m.pt, cell 1)"
+    assert batch.Task("k", "attribute", None, "a.npy", 0, "a", {}).label == "attribute of a.npy (model default, cell 0)"

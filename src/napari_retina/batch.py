@@ -79,6 +79,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -421,10 +422,9 @@ class Task:
     @property
     def label(self) -> str:
         """How a report names the task: its inputs."""
-        what = self.stimulus if self.stimulus else f"experiment {self.name}"
+        what = f"{self.kind} of {self.stimulus}" if self.stimulus else f"experiment {self.name}"
         cell = "" if self.cell is None else f", cell {self.cell}"
-        return f"{self.kind if self.kind != 'experiment' else 'experiment'} of {what} (model " \
-               f"{self.model or 'default'}{cell})"
+        return f"{what} (model {self.model or 'default'}{cell})"
 
 
 def _short_hash(text: str) -> str:
@@ -934,6 +934,9 @@ def finish_task(task: Task, out: str, *blocks: dict) -> dict:
     missing = [i for i in range(len(task.blocks)) if not (partial / f"b{i:05d}" / "zarr.json").exists()]
     if missing:
         raise RuntimeError(f"{task.label}: blocks {missing} are missing from {str(partial)!r}")
+    for stale in partial.iterdir():   # a block of an earlier layout (another block_frames): not this task's
+        if stale.is_dir() and re.fullmatch(r"b\d{5}", stale.name) and int(stale.name[1:]) >= len(task.blocks):
+            shutil.rmtree(stale)
     model = _load_model(task.model)
     group = zarr.open_group(str(partial), mode="a")
     group.attrs.update(strict_json({
@@ -1200,6 +1203,7 @@ def run(spec: Union[PathLike, dict, Spec], client: Optional["distributed.Client"
             report.failed.append((task.label, task.error))
         elif not force and is_complete(out, task):
             report.skipped.append(task.key)
+            shutil.rmtree(out / ".partial" / task.key, ignore_errors=True)   # a cancelled --force run's blocks
         else:
             if force:
                 shutil.rmtree(out / ".partial" / task.key, ignore_errors=True)

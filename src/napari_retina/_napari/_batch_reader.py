@@ -172,7 +172,18 @@ def read_batch_layers(path: ReaderPaths) -> list[tuple]:
             first = False
     if unreadable:
         _report_unreadable(store, unreadable, any_shown=shown > 0)
+    if not out:   # napari would say only that the reader "returned no data"
+        raise ValueError(_nothing_to_draw(store, results))
     return out
+
+
+def _nothing_to_draw(store: Path, results) -> str:
+    """Why a results store gives no layers: no complete result yet, or only results without a stimulus."""
+    if not results:
+        return (f"the results store '{store.name}' holds no complete result yet (a run still going, or every "
+                "task failed); napari-retina batch on its spec computes them")
+    return (f"the results store '{store.name}' holds only results without a stimulus file to draw over "
+            f"({len(results)} experiment result(s)); nr.show(nr.batch.load(path)[key]) shows one")
 
 
 def _report_unreadable(store: Path, names: list, any_shown: bool) -> None:
