@@ -287,7 +287,8 @@ def test_every_parameter_has_a_tooltip_and_a_unit(viewer):
         stim.generator.value = generator
         _check_words(stim)
     _, analyze = _plugin_dock(viewer, "Analyze")
-    assert analyze.steps.label == "steps (α points; 0: adaptive)" and analyze.explain.label == "explain (fraction of variance)"
+    assert analyze.steps.label == "steps (α points; 0: adaptive)"
+    assert analyze.explain.label == "explain (fraction of variance)"
     assert analyze.tol.label == "tol (relative error)"
 
 

@@ -233,7 +233,8 @@ def test_out_of_memory_retries_in_smaller_chunks(viewer, notes, monkeypatch, oom
     w.run()
     w.task.wait()
     assert notes[-1] == ("error", "The analysis ran out of memory even in small chunks (torch could not allocate "
-                                  "2.50 GiB on the GPU at once); use a shorter stimulus, or the CPU if it ran on a GPU.")
+                                  "2.50 GiB on the GPU at once); use a shorter stimulus, or the CPU if it ran on a "
+                                  "GPU.")
     assert len(viewer.layers) == n - 1
 
 

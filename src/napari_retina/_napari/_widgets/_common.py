@@ -105,9 +105,10 @@ def layer_picker(viewer, label: str = "stimulus layer") -> CategoricalWidget:
 PARAMETER_HELP: dict[str, tuple[Optional[str], str]] = {
     # name: (unit shown in the label, tooltip)
     "cell": ("index", "Which ganglion cell (model output) is analysed: 0 … number of cells − 1."),
-    "steps": ("α points; 0: adaptive", "A fixed number of quadrature points along the integrated-gradients path from the grey "
-                          "baseline to the stimulus; more points, smaller completeness error, longer run. 0 (the "
-                          "default): refine each frame until tol."),
+    "steps": ("α points; 0: adaptive", "A fixed number of quadrature points along the integrated-gradients "
+                                       "path from the grey baseline to the stimulus; more points, smaller "
+                                       "completeness error, longer run. 0 (the default): refine each frame "
+                                       "until tol."),
     "tol": ("relative error", "Accuracy asked of the attribution when steps is 0: each frame's quadrature is refined "
                               "until its completeness error is within tol of the largest |response| and the maps' "
                               "estimated error within tol of the largest map (1e-3 by default); smaller is more "
