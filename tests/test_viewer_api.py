@@ -618,6 +618,29 @@ def test_the_screenshot_has_the_asked_size_and_every_result_in_it(make_napari_vi
     assert big.shape == (h // 2 * 2, w // 2 * 2, 4)
 
 
+@pytest.mark.parametrize("shown", [True, False], ids=["window shown", "hidden (batch figures)"])
+def test_a_screenshot_taller_than_the_canvas_can_grow_holds_the_whole_stimulus(make_napari_viewer, shown, tmp_path,
+                                                                              qtbot):
+    """A docs audit: 1200x800 of a square stimulus, with a window whose canvas could not grow that tall (the
+    screen, a hidden window, a Traces dock: ~460-650 px), showed rows 4-45 of 50 (the view was fitted for 800 px,
+    the image cut from the smaller canvas). The layers are fitted to the canvas the window has."""
+    import imageio.v3 as iio
+
+    viewer = make_napari_viewer(show=shown)
+    ring = np.zeros((4, 50, 50), np.float32)
+    ring[:, [0, -1], :] = ring[:, :, [0, -1]] = 1.0
+    nr.show(ring, viewer, name="ring")
+    qtbot.wait(50)
+    image = iio.imread(nrv.screenshot(viewer, tmp_path / "ring.png", size=(1200, 800)))
+    assert image.shape == (800, 1200, 4)
+    bright = image[..., :3].max(-1) > 100
+    rows, cols = np.nonzero(bright)
+    top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
+    assert bright[top, left:right].mean() > 0.99 and bright[bottom, left:right].mean() > 0.99   # top, bottom whole
+    assert bright[top:bottom, left].mean() > 0.99 and bright[top:bottom, right].mean() > 0.99   # both sides whole
+    assert abs((bottom - top) - (right - left)) <= 2 and top > 0 and bottom < 799                # square, inside
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"size": (0, 10)}, r"^size must be \(width, height\) in pixels, two positive integers, got \(0, 10\)$"),
     ({"size": "big"}, r"^size must be \(width, height\) in pixels, two positive integers, got 'big'$"),

@@ -755,7 +755,10 @@ def screenshot(viewer: "napari.Viewer", path: PathLike, size: tuple = (1200, 800
     resolution (2: a (2w, 2h) image for print). A canvas cannot be made
     smaller than the window's docks allow (about 460 pixels high): a smaller
     image is the centre of a larger canvas, which leaves out the maps' colour
-    bar (drawn at the canvas' corner). ``window=True`` takes the whole window
+    bar (drawn at the canvas' corner). A canvas the window cannot make as large
+    as asked (a hidden window, the screen's size, a Traces dock below it: often
+    ~460-650 pixels high) holds the layers whole, fitted to the canvas it has,
+    centred in an image padded to ``size``. ``window=True`` takes the whole window
     instead (docks included), resized to ``size`` (then put back, with
     the view). Written atomically.
     """
@@ -808,7 +811,10 @@ def _canvas_image(viewer, shape: tuple, margin: float) -> np.ndarray:
         ch, cw = viewer.canvas.size
         viewer.window.resize(width + int(target[1] - cw), height + int(target[0] - ch))
         _lay_out(viewer)
-        fit(viewer, target, margin=margin)
+        # a window cannot grow past the screen (xvfb-run's is 640x480), and a hidden one may stay smaller: the
+        # layers are fitted to the canvas it has (fitted for the size asked, their edges fell outside it), and
+        # the image is padded to the size asked (napari's scaled screenshot of a hidden window is offset)
+        fit(viewer, np.minimum(target, np.asarray(viewer.canvas.size, int)), margin=margin)
         image = viewer.screenshot(canvas_only=True, flash=False)
     finally:
         camera.center, camera.zoom = before[0], before[1]
