@@ -42,9 +42,11 @@ def select_frames(n_frames: int, history: int, frames: Frames = None) -> np.ndar
             raise TypeError(f"frames must be frame indices, not a boolean mask (got a bool array of shape "
                             f"{idx.shape}); pass np.flatnonzero(mask)")
         if idx.ndim == 1 and idx.dtype == object and idx.size and all(
-                isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in idx):   # beyond int64
-            bad = next(v for v in idx if not -n_frames <= v < n_frames)
-            raise ValueError(f"frames must lie inside the movie's {n_frames} frames, got index {int(bad)}")
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in idx):   # Python ints (> int64)
+            outside = [v for v in idx if not -n_frames <= v < n_frames]
+            if outside:
+                raise ValueError(f"frames must lie inside the movie's {n_frames} frames, got index {int(outside[0])}")
+            idx = idx.astype(np.int64)
         if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
             raise TypeError(f"frames must be None, a slice or a list of integer frame indices, got "
                             f"{_described(frames, idx)}")
