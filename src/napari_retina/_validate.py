@@ -209,6 +209,18 @@ def _standardised(arr: np.ndarray, mean: float, std: float) -> np.ndarray:
     return out
 
 
+def _mapping(dtype, norm: Optional[dict], normalize: Normalize) -> str:
+    """Which of the four ways to contrast a stack of ``dtype`` takes (the one decision of :func:`normalise` and
+    :func:`input_mapping`): "zscore" (``normalize``), "contrast" (a float stack, taken as it is), "raw" (an
+    integer stack, mapped with a raw-unit checkpoint's statistics) or "own" (an integer stack, z-scored by its
+    own statistics)."""
+    if check_normalize(normalize):
+        return "zscore"
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        return "contrast"
+    return "raw" if norm is not None and norm.get("units") == "raw" else "own"
+
+
 def normalise(arr: np.ndarray, norm: Optional[dict] = None, normalize: Normalize = False) -> np.ndarray:
     """Map a stack to float32 contrast units.
 
@@ -221,11 +233,10 @@ def normalise(arr: np.ndarray, norm: Optional[dict] = None, normalize: Normalize
     by their own mean and standard deviation (contrast about their own mean
     luminance; a constant stack maps to zeros).
     """
-    if check_normalize(normalize):
-        return zscore(arr)
-    if np.issubdtype(arr.dtype, np.floating):
+    how = _mapping(arr.dtype, norm, normalize)
+    if how == "contrast":
         return np.ascontiguousarray(arr, dtype=np.float32)
-    if norm is not None and norm.get("units") == "raw":   # the checkpoint's statistics (5× the stack at once)
+    if how == "raw":   # the checkpoint's statistics (5× the stack at once)
         return _standardised(arr, float(norm["mean"]), float(norm["std"]))
     return zscore(arr)
 
@@ -233,12 +244,12 @@ def normalise(arr: np.ndarray, norm: Optional[dict] = None, normalize: Normalize
 def input_mapping(dtype, norm: Optional[dict] = None, normalize: Normalize = False) -> str:
     """How :func:`normalise` maps a stack of ``dtype`` to contrast, in words ("" for a float stack taken as
     contrast): a scientist reading a result should know that a uint8 movie was rescaled, and how."""
-    if check_normalize(normalize):
+    how, dtype = _mapping(dtype, norm, normalize), np.dtype(dtype)
+    if how == "zscore":
         return "the stack was z-scored by its own mean and std (normalize)"
-    dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.floating):
+    if how == "contrast":
         return ""
-    if norm is not None and norm.get("units") == "raw":
+    if how == "raw":
         return (f"the {dtype} stack was read as raw intensities and mapped to contrast with the model's training "
                 f"statistics (mean {float(norm['mean']):.4g}, std {float(norm['std']):.4g})")
     return (f"the {dtype} stack was read as raw intensities and z-scored by its own mean and std (contrast "
@@ -713,16 +724,23 @@ def physical_memory_bytes() -> Optional[int]:
         return None
 
 
+def beyond_memory(values: float) -> Optional[tuple[float, float]]:
+    """(bytes needed, bytes of physical memory) when ``values`` float32 values cannot fit in this machine's
+    memory, else None (also where the system does not say how much it has). ``values`` may be a float: inf when
+    a division overflowed."""
+    need, have = 4.0 * float(values), physical_memory_bytes()
+    return (need, float(have)) if have is not None and not need <= have else None
+
+
 def check_maps_fit(frames: int, frame_shape: Sequence[int]) -> None:
     """A MemoryError in one sentence when an attribution's float32 maps (``frames``, *``frame_shape``) cannot fit
     in this machine's memory, before they are allocated: ``nr.attribute`` keeps the maps of every frame of the
     movie (NaN where not attributed), so 3 frames of a 100,000-frame movie still take 4 GiB."""
-    per_frame = 4.0 * float(np.prod(frame_shape))
-    have = physical_memory_bytes()
-    if have is not None and not frames * per_frame <= have:
-        shape = " × ".join(str(int(n)) for n in frame_shape)
+    beyond = beyond_memory(frames * float(np.prod(frame_shape)))
+    if beyond is not None:
+        (need, have), shape = beyond, " × ".join(str(int(n)) for n in frame_shape)
         raise MemoryError(f"the maps of the movie's {frames:,} frames ({shape} float32 a frame, NaN where not "
-                          f"attributed) take {frames * per_frame / 2**30:.3g} GiB, more than this machine's memory "
+                          f"attributed) take {need / 2**30:.3g} GiB, more than this machine's memory "
                           f"({have / 2**30:.3g} GiB); pass invariance='space' for the channels' traces alone, or "
                           "attribute a shorter part of the movie (the frames wanted and the history before them)")
 
@@ -737,9 +755,8 @@ def check_movie_fits(frames: float, size: int, what: str) -> None:
     instead of numpy's "Unable to allocate … for an array with shape …" (or an
     OverflowError) deep inside the generator. Smaller movies are not refused here.
     """
-    need = 4.0 * float(frames) * float(size) ** 2
-    have = physical_memory_bytes()
-    if have is not None and not need <= have:
-        count = f"{float(frames):,.0f}" if frames < 1e15 else f"{float(frames):.3g}"
+    beyond = beyond_memory(float(frames) * float(size) ** 2)
+    if beyond is not None:
+        (need, have), count = beyond, f"{float(frames):,.0f}" if frames < 1e15 else f"{float(frames):.3g}"
         raise MemoryError(f"{what} takes {count} frames of {size}×{size} px, {need / 2**30:.3g} GiB as float32, "
                           f"more than this machine's memory ({have / 2**30:.3g} GiB)")

@@ -35,8 +35,8 @@ from .._predict import predict
 from .._progress import Progress, report, within
 from .._types import AnyModel, ArrayLike
 from .._units import FRAME_MS
-from .._validate import (FLOAT32_MAX, NonFiniteOutputError, StimulusUnitsWarning, as_real_array, check_cells,
-                         check_finite_output, physical_memory_bytes)
+from .._validate import (FLOAT32_MAX, NonFiniteOutputError, StimulusUnitsWarning, as_real_array, beyond_memory,
+                         check_cells, check_finite_output)
 from .._wrap import model_config
 from ..attribution import Cells, attribute
 from ..reduction import check_explain, reduce
@@ -251,9 +251,9 @@ def check_movie_length(frames: float, size: int, what: str) -> None:
     """
     frames = float(frames)
     count = frame_count(frames)
-    need = 4.0 * frames * float(size) ** 2 * MOVIE_COPIES
-    have = physical_memory_bytes()
-    if have is not None and not need <= have:
+    beyond = beyond_memory(frames * float(size) ** 2 * MOVIE_COPIES)
+    if beyond is not None:
+        need, have = beyond
         raise MemoryError(f"{what} come to {count} frames of {size}×{size} px, and the {MOVIE_COPIES} float32 copies "
                           f"of that movie an experiment keeps take {need / 2**30:.3g} GiB, more than this machine's "
                           f"memory ({have / 2**30:.3g} GiB)")
