@@ -47,7 +47,7 @@ def _widgets(viewer) -> dict:
     analyze = _widgets.AnalyzeWidget(viewer).parameters()
     experiments = _widgets.ExperimentsWidget(viewer)
     return {"epochs": _widgets.ModelWidget(viewer).epochs.value,
-            "analyze steps": analyze["steps"], "analyze tol": analyze["tol"],
+            "analyze steps": analyze["steps"], "analyze tol": analyze["tol"], "analyze explain": analyze["explain"],
             "experiments steps": int(experiments.steps.value) or None}
 
 
@@ -60,7 +60,8 @@ def test_api_cli_and_widgets_agree(make_napari_viewer):
     assert options == {name: api[name] for name in SETTINGS}
     attr = nr.attribute(*_tiny_model_and_stimulus(), frames=[5])
     assert _widgets(make_napari_viewer()) == {"epochs": api["epochs"], "analyze steps": None,
-                                              "analyze tol": attr.tol, "experiments steps": None}
+                                              "analyze tol": attr.tol, "experiments steps": None,
+                                              "analyze explain": _signature_defaults(nr.reduce)["explain"]}
 
 
 def _tiny_model_and_stimulus():
@@ -162,6 +163,19 @@ def test_attribute_without_steps_refines_to_default_tol():
         assert (params["steps"].default, params["tol"].default) == (None, None), func   # None: nr.attribute's
 
 
+def test_explain_has_one_default():
+    """The reduced circuit's variance fraction: nr.reduce, the analysis, the experiments, the battery and the
+    command line all default to reduction.DEFAULT_EXPLAIN (the Analyze dock: test_widget_defaults_...)."""
+    from napari_retina import reduction
+
+    for func in (nr.reduce, nr.analysis.run_analysis, nr.experiments.run, nr.experiments.battery,
+                 nr.experiments.base.run_model):
+        assert inspect.signature(func).parameters["explain"].default == reduction.DEFAULT_EXPLAIN, func
+    assert [f.default for f in dataclasses.fields(reduction.Reduction) if f.name == "explain"] == [
+        reduction.DEFAULT_EXPLAIN]
+    assert cli.build_parser().parse_args(["experiment", "osr"]).explain == reduction.DEFAULT_EXPLAIN
+
+
 def test_cli_steps_and_tol_defaults_are_the_api_defaults():
     for argv in (["experiment", "osr"], ["attribute", "s.npy"]):
         args = cli.build_parser().parse_args(argv)
@@ -175,4 +189,5 @@ def test_widget_defaults_are_the_named_defaults(make_napari_viewer):
     pytest.importorskip("napari")
     assert _widgets(make_napari_viewer()) == {"epochs": training.DEFAULTS.epochs,
                                               "analyze steps": None, "analyze tol": attribution.DEFAULT_TOL,
-                                              "experiments steps": None}
+                                              "experiments steps": None,
+                                              "analyze explain": nr.reduction.DEFAULT_EXPLAIN}

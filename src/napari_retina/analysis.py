@@ -384,7 +384,7 @@ def _prepared(model: RetinaCNN, stimulus, crop: Crop, normalize: Normalize) -> n
 
 def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps: Optional[int] = None,
                  tol: Optional[float] = None, invariance: InvarianceArg = "auto", crop: Crop = None,
-                 normalize: Normalize = False, reduce: bool = True, explain: float = 0.9,
+                 normalize: Normalize = False, reduce: bool = True, explain: float = reduction.DEFAULT_EXPLAIN,
                  lazy_threshold: int = LAZY_MAP_BYTES, progress: Optional[Progress] = None,
                  reduce_progress: Optional[Progress] = None, model_source: str = "", layer: str = "") -> Analysis:
     """Attribute (and reduce) a stimulus the way the Analyze widget does; lazy maps for long movies.

@@ -58,6 +58,9 @@ if TYPE_CHECKING:  # attribution and the model are only read here
     from .attribution import Attribution
     from .model import RetinaCNN
 
+#: the fraction of the response's variance the kept channels explain when a caller does not say (the one default
+#: of ``nr.reduce``, the analysis, the experiments, the battery, the command line and the Analyze dock)
+DEFAULT_EXPLAIN = 0.9
 #: exhaustive subset search up to this many channels (2**12 subsets), greedy above
 EXHAUSTIVE_MAX_CHANNELS = 12
 #: map values (of the kept channels) the pooling weights read at a time (their means,
@@ -141,7 +144,7 @@ class Reduction:
     bias: float = 0.0
     kept_variance: float = float("nan")
     explained_variance_all: float = float("nan")
-    explain: float = 0.9
+    explain: float = DEFAULT_EXPLAIN
     kinetics_split_ms: float = float("nan")
     frames: np.ndarray = field(default=None, repr=False)
     weighting: Weighting = "both"
@@ -514,7 +517,7 @@ def check_explain(explain: Any) -> float:
     return explain
 
 
-def reduce(attr: Attribution, explain: float = 0.9, *, fit_steps: int = 200,
+def reduce(attr: Attribution, explain: float = DEFAULT_EXPLAIN, *, fit_steps: int = 200,
            ignore_oldest_ms: Optional[float] = None, weighting: Weighting = "both",
            progress: Optional[Progress] = None, pool_maps: Optional[dict] = None) -> Reduction:
     """Reduce the model to the few first-layer channels that carry a response.

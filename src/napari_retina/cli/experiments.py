@@ -21,6 +21,7 @@ from typing import Any
 
 from .._atomic import atomic_write_set, atomic_write_text
 from ..attribution import DEFAULT_TOL
+from ..reduction import DEFAULT_EXPLAIN
 from .._json import jsonable, parse_json
 from ._paths import check_out_dir
 from ._progress import tqdm_progress
@@ -238,7 +239,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     p.add_argument("--out", default="napari-retina-experiments", help="output folder (default ./napari-retina-experiments)")
     p.add_argument("--cell", type=int, default=0, help="cell index (default 0)")
-    p.add_argument("--explain", type=float, default=0.9, help="variance fraction the kept channels explain, in (0, 1] (default %(default)s)")
+    p.add_argument("--explain", type=float, default=DEFAULT_EXPLAIN, help="variance fraction the kept channels explain, in (0, 1] (default %(default)s)")
     steps = p.add_mutually_exclusive_group()
     steps.add_argument("--tol", type=float, default=None,
                        help="integrated-gradients accuracy: the quadrature is refined per frame until the "

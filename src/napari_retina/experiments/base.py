@@ -39,7 +39,7 @@ from .._validate import (FLOAT32_MAX, NonFiniteOutputError, StimulusUnitsWarning
                          check_cells, check_finite_output)
 from .._wrap import model_config
 from ..attribution import Cells, attribute
-from ..reduction import check_explain, reduce
+from ..reduction import DEFAULT_EXPLAIN, check_explain, reduce
 
 
 #: what a non-finite result of an experiment advises
@@ -572,7 +572,7 @@ def check_quadrature(steps: Optional[int], tol: Optional[float]) -> None:
     _check_quadrature(None, steps, tol)
 
 
-def run_model(module: ModuleType, model: AnyModel, cell: Cells = 0, *, explain: float = 0.9,
+def run_model(module: ModuleType, model: AnyModel, cell: Cells = 0, *, explain: float = DEFAULT_EXPLAIN,
               steps: Optional[int] = None, tol: Optional[float] = None, progress: Optional[Progress] = None,
               **params) -> ExperimentResult:
     """Build ``module``'s protocol for ``model``, run, attribute, reduce and read out.

@@ -16,6 +16,7 @@ from .._progress import Cancelled, Progress, report, within
 from .._types import AnyModel
 from .._wrap import model_config
 from ..attribution import Cells
+from ..reduction import DEFAULT_EXPLAIN
 from ..synthetic import DEFAULT_VERSION, VERSIONS, Retina
 from . import recovery
 from .base import COMMON_PARAMS
@@ -122,7 +123,7 @@ def _check_names(names: Any) -> list:
 
 
 def battery(model: AnyModel, cell: Cells = 0, *, retina: Any = "auto", names: Optional[list] = None,
-            explain: float = 0.9, steps: Optional[int] = None, tol: Optional[float] = None,
+            explain: float = DEFAULT_EXPLAIN, steps: Optional[int] = None, tol: Optional[float] = None,
             progress: Optional[Progress] = None, **params) -> dict:
     """Run experiments on ``model`` (and ``retina``) and tabulate them.
 

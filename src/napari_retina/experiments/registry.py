@@ -18,6 +18,7 @@ from .._progress import Progress, report, within
 from .._types import AnyModel, ArrayLike
 from .._validate import check_int
 from ..attribution import Cells
+from ..reduction import DEFAULT_EXPLAIN
 from . import anticipation, doubling, latency, osr, reversal
 from .base import ExperimentResult, run_model, run_response
 
@@ -46,7 +47,7 @@ def parameters(name: str) -> dict:
     return p
 
 
-def run(name: str, model: AnyModel, cell: Cells = 0, *, explain: float = 0.9, steps: Optional[int] = None,
+def run(name: str, model: AnyModel, cell: Cells = 0, *, explain: float = DEFAULT_EXPLAIN, steps: Optional[int] = None,
         tol: Optional[float] = None, progress: Optional[Progress] = None, **params) -> ExperimentResult:
     """Run experiment ``name`` on ``model``: stimulus, rates, attribution, reduction, readout.
 
