@@ -7,14 +7,13 @@ attribute ``napari_retina.predict`` is the function, resolved lazily (importing
 
 from __future__ import annotations
 
-import copy
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
 import numpy as np
 import torch
 
-from ._device import DeviceLike, resolve_device
+from ._device import DeviceLike
 from ._frames import batches, grey_windows, select_frames
 from ._invariance import Invariance, InvarianceArg, check_invariance, resolve_invariance
 from ._progress import Progress, report
@@ -22,22 +21,13 @@ from ._types import AnyModel, ArrayLike
 from ._validate import Crop, Normalize, as_stimulus, check_finite_output, check_int
 from .first_layer import FirstLayer
 from . import _wrap
+from ._wrap import model_on
 from .model import RetinaCNN
 
 
 def default_batch_size(device: torch.device) -> int:
     """Output frames per forward pass: 256 on CPU, 1024 on a GPU."""
     return 256 if device.type == "cpu" else 1024
-
-
-def model_on(model: RetinaCNN, device: DeviceLike) -> RetinaCNN:
-    """``model`` in eval mode on ``device`` (a copy when it has to move)."""
-    if not isinstance(model, RetinaCNN):
-        raise TypeError(f"model must be a RetinaCNN (see nr.load_model), got {type(model).__name__}")
-    dev = model.device if device is None else resolve_device(device)
-    if dev != model.device:
-        model = copy.deepcopy(model).to(dev)
-    return model.eval()
 
 
 @contextmanager

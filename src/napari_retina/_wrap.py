@@ -414,8 +414,10 @@ def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 
     return model
 
 
-def model_on(model: WrappedModel, device: DeviceLike) -> WrappedModel:
-    """``model`` in eval mode on ``device`` (a copy when it has to move)."""
+def model_on(model: Any, device: DeviceLike) -> Any:
+    """``model`` (a RetinaCNN or a :class:`WrappedModel`) in eval mode on ``device`` (a copy when it has to move;
+    ``device`` None: where it is); a TypeError for anything else."""
+    model_config(model)
     dev = model.device if device is None else resolve_device(device)
     if dev != model.device:
         model = copy.deepcopy(model).to(dev)

@@ -57,7 +57,7 @@ import torch
 from .._invariance import Invariance
 from ._head import Head
 from ._integrate import chunk_rates, path_integral
-from ._quadrature import Rule
+from ._quadrature import DEFAULT_STEPS, Rule, check_rule_steps
 from ._result import COMPLETENESS_FLOOR_EPS, reported
 
 #: the default tolerance of ``nr.attribute`` (the completeness metric and the maps' error estimate)
@@ -109,6 +109,19 @@ def check_tol(tol) -> float:
     if not (np.isfinite(tol) and MIN_TOL <= tol < 1):
         raise ValueError(f"tol must be a number in [{MIN_TOL:g}, 1) (a relative error), got {tol}")
     return float(tol)
+
+
+def check_quadrature(rule, steps, tol, default_rule: Rule) -> tuple[Rule, Optional[int], Optional[float]]:
+    """(rule, steps, tol) checked: fixed ``steps`` (tol None) or refined to ``tol`` (steps None; ``tol`` None:
+    :data:`DEFAULT_TOL`), not both; ``rule`` None is ``default_rule``. One sentence for each mistake."""
+    if steps is not None and tol is not None:
+        raise ValueError(f"give steps (a fixed quadrature) or tol (refined until it meets tol), not both; "
+                         f"got steps={steps!r} and tol={tol!r}")
+    rule = default_rule if rule is None else rule
+    if steps is not None:
+        return (*check_rule_steps(rule, steps), None)
+    rule, _ = check_rule_steps(rule, DEFAULT_STEPS)
+    return rule, None, check_tol(DEFAULT_TOL if tol is None else tol)
 
 
 class Scales:

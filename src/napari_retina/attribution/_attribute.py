@@ -11,7 +11,8 @@ import torch
 from .._device import DeviceLike
 from .._frames import Frames, fill_repeats, select_frames, unique_windows
 from .._invariance import Invariance, InvarianceArg, check_invariance, resolve_invariance
-from .._predict import callers_modes, model_on
+from .._predict import callers_modes
+from .._wrap import model_on
 from .._progress import Progress, report
 from .._types import AnyModel, ArrayLike
 from .._validate import (Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, check_maps_fit,
@@ -19,11 +20,11 @@ from .._validate import (Crop, Normalize, as_stimulus, check_cells, check_finite
 from .._wrap import is_wrapped
 from ..first_layer import FirstLayer
 from ..model import RetinaCNN
-from ._adaptive import ADAPTIVE_START_STEPS, DEFAULT_TOL, Scales, check_tol, integrate_adaptive, warn_if_unmet
+from ._adaptive import ADAPTIVE_START_STEPS, Scales, check_quadrature, integrate_adaptive, warn_if_unmet
 from ._head import Head
 from ._host_copy import HostWriter
 from ._integrate import chunk_rates, default_batch_points, integrate_chunk
-from ._quadrature import DEFAULT_RULE, DEFAULT_STEPS, Rule, check_rule_steps
+from ._quadrature import DEFAULT_RULE, Rule
 from ._result import Attribution, completeness_error, kept_stimulus, map_shape, reduce_maps
 from ._wrapped import attribute_wrapped
 
@@ -111,18 +112,6 @@ def _integrate_frames(model: RetinaCNN, stim: np.ndarray, idx: np.ndarray, cells
     if maps is not None and not torch.isfinite(maps_sum):  # no pass over the maps on the host otherwise
         check_finite_output(maps, idx, "the attribution maps", stim)
     return maps, chan, rates, f0, per_frame
-
-
-def _check_quadrature(rule, steps, tol) -> tuple[Rule, Optional[int], Optional[float]]:
-    """(rule, steps, tol) checked: fixed ``steps`` (tol None) or adaptive to ``tol`` (steps None), not both."""
-    if steps is not None and tol is not None:
-        raise ValueError(f"give steps (a fixed quadrature) or tol (refined until it meets tol), not both; "
-                         f"got steps={steps!r} and tol={tol!r}")
-    rule = DEFAULT_RULE if rule is None else rule
-    if steps is not None:
-        return (*check_rule_steps(rule, steps), None)
-    rule, _ = check_rule_steps(rule, DEFAULT_STEPS)
-    return rule, None, check_tol(DEFAULT_TOL if tol is None else tol)
 
 
 def attribute(
@@ -239,12 +228,13 @@ def attribute(
     """
     with callers_modes(model):  # eval mode here, the caller's modes kept
         if is_wrapped(model):  # a user's module (nr.wrap): Captum's layer IG, see ._wrapped
-            return attribute_wrapped(model, stimulus, cell, steps, rule, frames, device, batch_size, crop, progress,
-                                     normalize, tol, invariance)
+            return attribute_wrapped(model, stimulus, cell, steps=steps, rule=rule, frames=frames, device=device,
+                                     batch_size=batch_size, crop=crop, progress=progress, normalize=normalize,
+                                     tol=tol, invariance=invariance)
         model = model_on(model, device)
         cfg = model.config
         cells = check_cells(cell, cfg.n_cells)
-        rule, steps, tol = _check_quadrature(rule, steps, tol)
+        rule, steps, tol = check_quadrature(rule, steps, tol, DEFAULT_RULE)
         check_invariance(invariance)
         stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
         origin = crop_origin(np.shape(stimulus)[1:], cfg.size, crop)

@@ -35,9 +35,9 @@ from .._progress import Progress, report
 from .._validate import (Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, check_maps_fit,
                          crop_origin, stimulus_tensor)
 from .._wrap import WrappedModel, model_on
-from ._adaptive import DEFAULT_TOL, Scales, check_tol, refine, warn_if_unmet
+from ._adaptive import Scales, check_quadrature, refine, warn_if_unmet
 from ._integrate import default_batch_points
-from ._quadrature import CAPTUM_RULES, DEFAULT_STEPS, Rule, check_rule_steps, quadrature_tensors
+from ._quadrature import CAPTUM_RULES, DEFAULT_STEPS, Rule, quadrature_tensors
 from ._result import Attribution, completeness_error, kept_stimulus, reduce_maps
 
 #: a wrapped module's rule (Captum's default method; the kink rules need RetinaCNN's structure)
@@ -119,19 +119,16 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     stimuli); "y", "x" or "space", checked on the stimulus as for a RetinaCNN,
     sum the maps along y, along x or over space (maps None), as there.
     """
-    if steps is not None and tol is not None:
-        raise ValueError(f"give steps (a fixed quadrature) or tol (refined until it meets tol), not both; "
-                         f"got steps={steps!r} and tol={tol!r}")
+    rule, steps, tol = check_quadrature(rule, steps, tol, WRAPPED_RULE)
     check_invariance(invariance)
     model = model_on(model, device)
     cfg = model.config
     cells = check_cells(cell, cfg.n_cells)
-    rule, fixed = check_rule_steps(WRAPPED_RULE if rule is None else rule, DEFAULT_STEPS if steps is None else steps)
+    fixed = DEFAULT_STEPS if steps is None else steps   # points a window at a time (adaptive: the first level)
     if rule not in CAPTUM_RULES:
         raise ValueError(
             f"rule {rule!r} needs RetinaCNN's structure; a wrapped module takes one of {list(CAPTUM_RULES)}"
         )
-    tol = None if steps is not None else check_tol(DEFAULT_TOL if tol is None else tol)
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
     origin = crop_origin(np.shape(stimulus)[1:], cfg.size, crop)
     idx = select_frames(len(stim), cfg.history, frames)

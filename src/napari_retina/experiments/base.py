@@ -567,9 +567,10 @@ def check_params(module: ModuleType, params: dict, size: int, history: int) -> d
 
 def check_quadrature(steps: Optional[int], tol: Optional[float]) -> None:
     """``steps`` or ``tol`` checked by :func:`napari_retina.attribute`'s own check, before any stimulus is built."""
-    from ..attribution._attribute import _check_quadrature
+    from ..attribution._adaptive import check_quadrature as check
+    from ..attribution._quadrature import DEFAULT_RULE
 
-    _check_quadrature(None, steps, tol)
+    check(None, steps, tol, DEFAULT_RULE)
 
 
 def run_model(module: ModuleType, model: AnyModel, cell: Cells = 0, *, explain: float = DEFAULT_EXPLAIN,

@@ -8,8 +8,7 @@ import napari
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
 
 from ..._device import available_devices, resolve_device
-from ..._predict import model_on
-from ..._wrap import is_wrapped, model_on as wrapped_model_on
+from ..._wrap import is_wrapped, model_on
 from ..._subprocess import call_in_subprocess
 from ..._units import FRAME_MS
 from ...checkpoint import load_model
@@ -166,8 +165,7 @@ class ModelWidget(Container):
         self.session.device = value
         if self.session.has_model():
             try:
-                move = wrapped_model_on if is_wrapped(self.session.model) else model_on
-                self.session.set_model(move(self.session.model, value), self.session.source)
+                self.session.set_model(model_on(self.session.model, value), self.session.source)
             except Exception as exc:
                 notify("error", f"Could not move the model to {value}: {one_sentence(exc)}")
 
