@@ -50,7 +50,6 @@ def test_a_movie_whose_copies_exceed_memory_is_refused_though_each_segment_fits(
     import napari_retina._validate as validate
 
     monkeypatch.setattr(validate, "physical_memory_bytes", lambda: 30 * 2**20)
-    monkeypatch.setattr(base, "physical_memory_bytes", lambda: 30 * 2**20, raising=False)
     respond = Counting()
     with pytest.raises(MemoryError, match=r"^experiment 'anticipation' with .*speed=0\.005.* come to 1\d,\d{3} frames "
                                           r"of 20×20 px, and the 3 float32 copies .* more than this machine's memory"):

@@ -40,10 +40,6 @@ class StimulusUnitsWarning(UserWarning):
     """A float stimulus whose statistics are far from the contrast units the model was trained on."""
 
 
-def _describe(arr: np.ndarray) -> str:
-    return f"an array of shape {tuple(arr.shape)} and dtype {arr.dtype}"
-
-
 def as_real_array(value, not_array: str, not_real: str) -> np.ndarray:
     """``value`` as a NumPy array of real numbers (integers or floats; not bools), or a TypeError.
 
@@ -209,7 +205,7 @@ def _standardised(arr: np.ndarray, mean: float, std: float) -> np.ndarray:
     return out
 
 
-def _mapping(dtype, norm: Optional[dict], normalize: Normalize) -> str:
+def contrast_mapping(dtype, norm: Optional[dict], normalize: Normalize) -> str:
     """Which of the four ways to contrast a stack of ``dtype`` takes (the one decision of :func:`normalise` and
     :func:`input_mapping`): "zscore" (``normalize``), "contrast" (a float stack, taken as it is), "raw" (an
     integer stack, mapped with a raw-unit checkpoint's statistics) or "own" (an integer stack, z-scored by its
@@ -233,7 +229,7 @@ def normalise(arr: np.ndarray, norm: Optional[dict] = None, normalize: Normalize
     by their own mean and standard deviation (contrast about their own mean
     luminance; a constant stack maps to zeros).
     """
-    how = _mapping(arr.dtype, norm, normalize)
+    how = contrast_mapping(arr.dtype, norm, normalize)
     if how == "contrast":
         return np.ascontiguousarray(arr, dtype=np.float32)
     if how == "raw":   # the checkpoint's statistics (5× the stack at once)
@@ -244,7 +240,7 @@ def normalise(arr: np.ndarray, norm: Optional[dict] = None, normalize: Normalize
 def input_mapping(dtype, norm: Optional[dict] = None, normalize: Normalize = False) -> str:
     """How :func:`normalise` maps a stack of ``dtype`` to contrast, in words ("" for a float stack taken as
     contrast): a scientist reading a result should know that a uint8 movie was rescaled, and how."""
-    how, dtype = _mapping(dtype, norm, normalize), np.dtype(dtype)
+    how, dtype = contrast_mapping(dtype, norm, normalize), np.dtype(dtype)
     if how == "zscore":
         return "the stack was z-scored by its own mean and std (normalize)"
     if how == "contrast":

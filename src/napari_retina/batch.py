@@ -690,7 +690,9 @@ def _as_contrast(window: np.ndarray, path: str, norm: Optional[dict], size: int,
     stack with ``zscore`` (the spec's ``normalize``), is z-scored by its own statistics, which must be the
     whole file's, not the window's (:func:`_file_mean_std`).
     """
-    if not zscore and (np.issubdtype(window.dtype, np.floating) or (norm or {}).get("units") == "raw"):
+    from ._validate import contrast_mapping
+
+    if contrast_mapping(window.dtype, norm, zscore) in ("contrast", "raw"):
         return window
     mean, std = _file_mean_std(path, size, crop)
     return ((window.astype(np.float64) - mean) / (std if std > 0 else 1.0)).astype(np.float32)

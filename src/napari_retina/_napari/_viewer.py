@@ -125,11 +125,6 @@ def follow_renames(viewer, stimulus_layer) -> None:
     stimulus_layer.events.name.connect(renamed)
 
 
-def remove_analysis_layers(viewer, prefix: str) -> None:
-    """Remove the layers an earlier :func:`add_analysis` with the same prefix added."""
-    remove_layers(viewer, map_layers(viewer.layers, prefix))
-
-
 def reuse_map_layers(viewer, prefix: str, data: list[tuple], saved: Optional[list] = None) -> Optional[list]:
     """Put new maps into the map layers an earlier :func:`add_analysis` with ``prefix`` added; None if it can't.
 
@@ -385,8 +380,7 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
         for _, kwargs, _ in data:
             kwargs["metadata"][META]["prefix"] = prefix
         layers = yield from _map_steps(viewer, prefix, data, replace, added, undo)
-        bar = show_map_legend(viewer, layers,
-                              reduction.kept[0] if reduction is not None and reduction.kept else None)
+        bar = show_map_legend(layers, reduction.kept[0] if reduction is not None and reduction.kept else None)
         yield
         legend = map_legend(layers[0].contrast_limits[1], bar.metadata[META]["label"] if bar is not None else None) \
             if layers else ""
@@ -645,7 +639,7 @@ def process_events_until(done: Callable[[], bool], timeout_ms: int, what: str) -
         raise TimeoutError(f"{what} did not finish within {timeout_ms} ms")
 
 
-def show_map_legend(viewer, map_layers: list, first_channel: Optional[int] = None):
+def show_map_legend(map_layers: list, first_channel: Optional[int] = None):
     """One colour bar (napari's colorbar overlay) on one visible map layer, with the maps' limits; that layer.
 
     The bar goes on channel ``first_channel`` (the reduction's most important

@@ -115,7 +115,7 @@ def build(size: int, history: int, respond: Optional[Callable] = None, *, speed:
     positions = (np.linspace(-size / 2.0, size / 2.0, 21).tolist() if flash_positions is None
                  else sorted(list_param(flash_positions, "flash_positions")))
     for pos in positions:
-        check_position(pos, width, size, "flash position")
+        check_position(pos, size, "flash position")
     flash_duration = int_param(flash_duration, "flash_duration", 1)
     crossing = (stop - start) / min(speeds)        # frames of the slowest bar's path (inf on overflow)
     check_movie_length(len(positions) * (gap + flash_duration + window)

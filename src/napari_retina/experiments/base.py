@@ -273,7 +273,7 @@ def check_bar_width(width: float, size: int) -> float:
     return width
 
 
-def check_position(pos: float, width: float, size: int, name: str) -> None:
+def check_position(pos: float, size: int, name: str) -> None:
     """Refuse a bar centre that lies outside a ``size``-pixel field (±size/2)."""
     if abs(pos) > size / 2.0:
         raise ValueError(

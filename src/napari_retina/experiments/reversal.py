@@ -206,11 +206,11 @@ def build(size: int, history: int, respond: Optional[Callable] = None, *, revers
         center = map_rf(respond, size, width, intensity, gap, window)
     else:
         center = real_param(center, "center")
-    check_position(center, width, size, "center")
+    check_position(center, size, "center")
     if not explicit:
         reversals = default_reversals(center, width, size)
     for rev in reversals:
-        check_position(center + rev, width, size, f"reversal position {rev:g} px from the centre {center:.3g} px, i.e.")
+        check_position(center + rev, size, f"reversal position {rev:g} px from the centre {center:.3g} px, i.e.")
 
     movie = Movie()
     for rev in reversals:
