@@ -230,6 +230,45 @@ def test_save_writes_everything_to_hdf5_and_the_traces_to_csv(tiny, tmp_path):
         res.save(tmp_path / "a.txt")
 
 
+def test_read_analysis_gives_back_what_was_saved_without_torch_or_napari(tiny, tmp_path):
+    """nr.read_analysis: the saved arrays, reduction, settings and model source, as the analysis had them."""
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    res = analysis.run_analysis(tiny, stim, cell=0, steps=2, explain=0.6, model_source="tiny model")
+    attr, red = res.attribution, res.reduction
+    saved = nr.read_analysis(res.save(tmp_path / "a.h5"))
+    got = saved.attribution
+    for name in ("channels", "response", "maps"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(attr, name), err_msg=name)
+    np.testing.assert_array_equal(got.stimulus, stim)
+    assert (got.cells, got.invariance, got.offset, got.crop_origin) == (attr.cells, "none", attr.offset, (0, 0))
+    assert got.completeness_error == pytest.approx(attr.completeness_error)
+    assert saved.reduction.kept == list(red.kept)
+    assert [saved.reduction.label(c) for c in range(len(red.importance))] == \
+        [red.label(c) for c in range(len(red.importance))]
+    np.testing.assert_array_equal(saved.reduction.reduced_response, red.reduced_response)
+    assert saved.reduction.explained_variance == pytest.approx(red.explained_variance)
+    assert (saved.parameters["steps"], saved.parameters["explain"], saved.model["source"]) == (2, 0.6, "tiny model")
+    # the module reads files only: importing it pulls in neither torch nor napari
+    import subprocess
+    import sys
+
+    code = "import sys, napari_retina.saved; print('torch' in sys.modules, 'napari' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.split() == ["False", "False"]
+
+
+def test_read_analysis_refuses_what_is_not_a_saved_analysis(tmp_path):
+    np.save(tmp_path / "s.npy", np.zeros((3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"s\.npy' is not a saved analysis \(an \.h5/\.hdf5 file Analysis\.save"):
+        nr.read_analysis(tmp_path / "s.npy")
+    with h5py.File(tmp_path / "d.h5", "w") as h5:   # a dataset's layout, say
+        h5["train/stimulus"] = np.zeros((3, 4, 4), np.float32)
+    with pytest.raises(ValueError, match=r"d\.h5' is not a saved analysis .*: it has no group 'attribution'$"):
+        nr.read_analysis(tmp_path / "d.h5")
+    with pytest.raises(FileNotFoundError, match=r"^no file at .*gone\.h5'$"):
+        nr.read_analysis(tmp_path / "gone.h5")
+
+
 # ------------------------------------------------------- maps of full-field stimuli ---
 
 @pytest.mark.parametrize("threshold", [analysis.LAZY_MAP_BYTES, 0], ids=["eager", "lazy"])

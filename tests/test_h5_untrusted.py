@@ -181,7 +181,7 @@ def _saved_analysis(path, frames=6, channels=3):
 @pytest.mark.parametrize("case", ["declared", "external storage", "virtual", "external link", "extra"])
 def test_a_saved_analysis_reads_its_datasets_as_untrusted(tmp_path, case):
     """The reader read every dataset whole (MemoryError), followed external links and read outside data."""
-    from napari_retina._napari._reader import read_analysis
+    from napari_retina.saved import read_analysis
 
     path = _saved_analysis(tmp_path / "an.h5")
     read_analysis(path)                                   # the file as written reads

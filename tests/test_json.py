@@ -124,7 +124,7 @@ def test_a_dataset_whose_cell_names_nest_too_deeply_is_one_value_error(tmp_path)
 def test_saved_analysis_labels_nested_too_deeply_are_a_damaged_file(tmp_path):
     import h5py
 
-    from napari_retina._napari._reader import read_analysis
+    from napari_retina.saved import read_analysis
 
     with h5py.File(tmp_path / "an.h5", "w") as h5:
         h5["stimulus"] = np.zeros((6, 8, 8), np.float32)

@@ -35,7 +35,7 @@ __version__ = "0.1.0"
 from ._units import FRAME_MS, PIXEL_UM  # noqa: E402  (one home: _units.py)
 
 _SUBMODULES = ("stimuli", "io", "synthetic", "experiments", "model", "checkpoint", "first_layer", "attribution",
-               "reduction", "training", "analysis", "metrics", "plotting", "formats", "batch")
+               "reduction", "training", "analysis", "metrics", "plotting", "formats", "batch", "saved")
 _LAZY = {
     "predict": ("_predict", "predict"),
     "load_model": ("checkpoint", "load_model"),
@@ -53,6 +53,7 @@ _LAZY = {
     "StimulusUnitsWarning": ("_validate", "StimulusUnitsWarning"),
     "AccuracyWarning": ("attribution", "AccuracyWarning"),
     "available_devices": ("_device", "available_devices"),
+    "read_analysis": ("saved", "read_analysis"),
     "wrap": ("_wrap", "wrap"),
     "WrappedModel": ("_wrap", "WrappedModel"),
 }

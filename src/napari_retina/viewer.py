@@ -173,7 +173,7 @@ def show(result: Any, viewer: Optional["napari.Viewer"] = None, *, name: Optiona
         raise TypeError(f"name must be a non-empty str (the stimulus layer's name), got {type(name).__name__} "
                         f"{name!r}")
     if reduction is not None:
-        from ._napari._reader import SavedReduction
+        from .saved import SavedReduction
         from .reduction import Reduction
 
         if kind != "attribution":
@@ -248,7 +248,7 @@ def _kind(result) -> str:
     from .batch import Results, TaskResult
     from .experiments import ExperimentResult
     from .reduction import Reduction
-    from ._napari._reader import SavedAttribution
+    from .saved import SavedAttribution
 
     for kind, types in (("analysis", Analysis), ("attribution", (Attribution, SavedAttribution)),
                         ("reduction", Reduction), ("experiment", ExperimentResult), ("batch", (Results, TaskResult))):
@@ -304,7 +304,7 @@ def _checked_analysis_options(kind: str, result, attribution, viewer, stimulus_l
     attr = {"attribution": result, "reduction": attribution, "analysis": getattr(result, "attribution", None)}[kind]
     if kind == "reduction":
         from .attribution import Attribution
-        from ._napari._reader import SavedAttribution
+        from .saved import SavedAttribution
 
         if not isinstance(attr, (Attribution, SavedAttribution)):
             raise TypeError(f"show(reduction, attribution=...) expects the Attribution it reduces, "
