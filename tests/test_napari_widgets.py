@@ -495,6 +495,13 @@ def test_experiments_widget_runs_shows_readouts_and_adds_layers(viewer, tiny, no
     frames = ref.attribution.frames
     np.testing.assert_allclose(plot.series[0]["values"][frames], ref.attribution.response[frames], atol=1e-5)
     np.testing.assert_allclose(plot.series[0]["values"], ref.response - ref.attribution.baseline_rate, atol=1e-5)
+    # Add again: the same result's layers are replaced, not added a second time beside them ("reversal [1]")
+    count = len(viewer.layers)
+    again = w.add_layers()
+    assert len(viewer.layers) == count and [lay.name for lay in again] == names
+    # the name cells, cut in a narrow dock, say their whole name on hover
+    table = w.table.native
+    assert [table.item(row, 0).toolTip() for row in range(2)] == [table.item(row, 0).text() for row in range(2)]
 
 
 def test_experiments_widget_bad_cell_notifies(viewer, notes):

@@ -230,3 +230,16 @@ def test_every_label_of_every_generator_is_shown_whole_at_napari_s_default_width
         shown = {label.text() for label in labels}
         labelled = {w.label for w in widget.params if not isinstance(w, ButtonWidget)}   # a check box has its text
         assert labelled and labelled <= shown, (name, shown)
+
+
+def test_parameter_tooltips_read_as_text_not_as_restructuredtext(viewer):
+    """flash_train's "omit" tooltip read "leave out the flash after the ``n_flashes``-th": the docstrings'
+    markup is for Sphinx, the tooltip shows its text."""
+    widget = _widgets.StimulusWidget(viewer)
+    seen = {}
+    for name in widget.generator.choices:
+        widget.generator.value = name
+        seen.update({f"{name}.{w.name}": w.tooltip for w in widget.params})
+    assert "n_flashes-th" in seen["flash_train.omit"]
+    marked = {k: v for k, v in seen.items() if "``" in (v or "") or ":func:" in (v or "") or ":data:" in (v or "")}
+    assert not marked

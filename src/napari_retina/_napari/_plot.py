@@ -80,7 +80,7 @@ REVEAL_PER_PASS = 4
 TEXT_PER_PASS = 2
 """Most nodes with text among them (:func:`reveal_batches`)."""
 
-EMPTY_TITLE = "Run Analyze to see the traces here."
+EMPTY_TITLE = "The traces of an analysis (Analyze) or of an experiment's result appear here."
 """The title of a plot with no traces."""
 PLOT_HELP = ("Drag to pan, wheel to zoom, click to move the time slider; click a channel's name to see its map "
              "alone (again: all maps).")

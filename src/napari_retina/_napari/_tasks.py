@@ -194,8 +194,10 @@ class Task:
 
     def __init__(self, what: str) -> None:
         self.what = what
-        self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(value=0, min=0, max=1, label="progress",
+                                    tooltip=f"The {what}'s progress; the line below says its stage and the time left.")
+        self.cancel_button = PushButton(text="Cancel", enabled=False,
+                                        tooltip=f"Stop the {what}; nothing of it is kept.")
         self.status = wrapping(Label(value=""))
         self.cancel_button.changed.connect(self.cancel)
         self.worker = None

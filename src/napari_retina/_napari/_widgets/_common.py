@@ -163,7 +163,18 @@ def docstring_parameters(func: Callable) -> dict[str, str]:
         elif line.strip() and names:
             for n in names:
                 out[n] += " " + line.strip()
-    return out
+    return {n: plain_text(text) for n, text in out.items()}
+
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`")
+"""A Sphinx role (``:func:`~a.b```, ``:data:`X```): its target, group 1."""
+
+
+def plain_text(rst: str) -> str:
+    """reStructuredText of a docstring as a tooltip reads it: roles as their last name, ````literals```` and
+    `` `titles` `` without their backquotes."""
+    text = _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1], rst)
+    return text.replace("``", "").replace("`", "")
 
 
 def parameter_help(func: Callable, name: str) -> tuple[Optional[str], str]:

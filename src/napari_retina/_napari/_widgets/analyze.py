@@ -148,7 +148,9 @@ class AnalyzeWidget(Container):
         self.save_path = FileEdit(label="save to (.h5 / .csv)", mode="w", filter="*.h5 *.hdf5 *.csv",
                                   tooltip="Where Save writes: .h5 keeps everything (reopens in napari), "
                                           ".csv the traces.")
-        self.save_button = PushButton(text="Save analysis (.h5) / traces (.csv)")
+        self.save_button = PushButton(text="Save analysis (.h5) / traces (.csv)",
+                                      tooltip="Write the last analysis to the file above: .h5 everything (File ▸ "
+                                              "Open, nr.read_analysis), .csv the traces, one row per frame.")
         self.extend([self.layer, self.cell, self.tol, self.steps, self.invariance, self.crop, self.normalize,
                      self.do_reduce, self.explain, self.settings_button,
                      self.run_button, *self.task.widgets, self.result_label, self.save_path, self.save_button])

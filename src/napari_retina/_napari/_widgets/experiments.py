@@ -18,6 +18,7 @@ the layers already shown, never on top.
 from __future__ import annotations
 
 import html
+import weakref
 from typing import Optional
 
 import napari
@@ -265,6 +266,8 @@ class ExperimentsWidget(Container):
         """Each result's recovery report (:func:`napari_retina.experiments.recovery_report`), when compared."""
         self.results_model = None
         """The model that ``results`` are of (None while there are none)."""
+        self._added: dict = {}
+        """Result name → weak references to (the result, the stimulus layer) of its last "Add layers"."""
         self.overview = rich_label("")
         self.result_choice = ComboBox(label="result", choices=lambda _w: list(self.results),
                                       tooltip="The experiment whose readout the table shows and whose layers "
@@ -379,6 +382,9 @@ class ExperimentsWidget(Container):
             res, truth = self.results[name], self.truths.get(name)
             self.table.value = readout_table(res, truth)
             for row, texts in enumerate(readout_tooltips(res, truth)):
+                item = self.table.native.item(row, 0)
+                if item is not None:   # the name column: cut to its width in a narrow dock
+                    item.setToolTip(item.text())
                 for col, text in enumerate(texts, start=1):
                     item = self.table.native.item(row, col)
                     if item is not None:
@@ -403,17 +409,25 @@ class ExperimentsWidget(Container):
     def add_layers(self) -> list:
         """Add the chosen result's stimulus, maps and traces below the layers already shown, and move the time
         slider to the result's largest response (the slider may otherwise be past its end: a longer result's
-        frame left the new one's canvas black)."""
+        frame left the new one's canvas black). The same result added again replaces its layers (they are still
+        there under the name they got); another result of the same experiment (another run, another model) is
+        added beside the earlier one's, under a fresh name ("osr [1]")."""
         name = self.result_choice.value
         if name not in self.results:
             notify("warning", "Run an experiment first.")
             return []
+        result = self.results[name]
+        before, layer = (ref() for ref in self._added.get(name, (lambda: None, lambda: None)))
+        again = layer if before is result and layer is not None and layer in self.viewer.layers else None
         try:
-            layers = nr_viewer.show(self.results[name], self.viewer, replace=False,   # the scripting API's path
+            layers = nr_viewer.show(result, self.viewer, name=None if again is None else again.name,
+                                    replace=again is not None,   # the scripting API's path
                                     truth=self.truths.get(name))
         except Exception as exc:
             notify("error", f"Could not add the layers of '{name}': {one_sentence(exc)}")
             return []
+        if layers:
+            self._added[name] = (weakref.ref(result), weakref.ref(layers[0]))
         stack_below(self.viewer, layers)
         if layers:
             nr_viewer.set_time(self.viewer, peak_time_ms(self.results[name], layers[0]))
