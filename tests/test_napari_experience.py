@@ -258,6 +258,21 @@ def test_plugin_docks_are_tabbed_and_the_model_summary_is_short(viewer, tiny, qt
     assert model_dock.sizeHint().height() < 1000
 
 
+def test_status_and_result_sentences_span_the_dock_s_width(make_napari_viewer, tiny, qtbot):
+    """At 1280×800 the Analyze dock's status and result sat in the value column alone (~190 px), lines of two
+    words reaching below the fold: a label without a label of its own spans the row."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1280, 800)
+    _session.session(viewer).set_model(tiny, "tiny test model")
+    _, w = _plugin_dock(viewer, "Analyze")
+    w.task.status.value = w.result_label.value = "a sentence long enough to wrap over a few lines " * 4
+    qtbot.wait(50)
+    row = w.run_button.native.width()   # a button spans the dock's row
+    for label in (w.task.status, w.result_label):
+        assert label.native.width() >= 0.9 * row, (label.native.width(), row)
+    assert w.cell.native.width() < 0.6 * row   # a labelled box keeps its label column
+
+
 # ------------------------------------------------------ 11. Tooltips, units ---
 
 def _value_widgets(container):

@@ -16,7 +16,7 @@ from magicgui.widgets import Label, ProgressBar, PushButton
 from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, Signal as QtSignal
-from qtpy.QtWidgets import QSizePolicy
+from qtpy.QtWidgets import QLabel, QSizePolicy
 
 from .._progress import Cancelled, CancelToken
 from .._validate import one_sentence
@@ -170,16 +170,39 @@ class _UndockWatch(QObject):
         return False
 
 
+class _SpanRow(QObject):
+    """Hides the empty label column beside a label without a label of its own, once a labelled container has put
+    it in a row: the label then spans the dock's whole width (a status sentence in the value column alone read as
+    a narrow column of short lines, at a laptop's width mostly below the fold)."""
+
+    def __init__(self, native) -> None:
+        super().__init__(native)   # lives as long as the label it watches
+        native.installEventFilter(self)
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.ParentChange and obj.parent() is not None \
+                and obj.parent().layout() is not None:
+            layout = obj.parent().layout()
+            for i in range(layout.count()):
+                other = layout.itemAt(i).widget()
+                if isinstance(other, QLabel) and other is not obj and not other.text():
+                    other.hide()
+        return False
+
+
 def wrapping(label: Label) -> Label:
     """``label`` word-wrapped across its row's whole width (returned, for chaining).
 
     magicgui fixes a label's size at its size hint: a wrapped one then sits, a
-    narrow column of short lines, in the middle of its row.
+    narrow column of short lines, in the middle of its row. A label without a
+    ``label`` of its own also takes the row's empty label column (:class:`_SpanRow`).
     """
     label.native.setWordWrap(True)
     policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
     policy.setHeightForWidth(True)   # as many lines as the row's width needs
     label.native.setSizePolicy(policy)
+    if not label.label:
+        _SpanRow(label.native)
     return label
 
 
