@@ -109,7 +109,6 @@ def main() -> None:
     docks = {name: viewer.window.add_plugin_dock_widget("napari-retina", name, tabify=True) for name in WIDGETS}
     analyze = docks["Analyze"][1]
     analyze.layer.value = layer
-    analyze.invariance.value = "none"  # full maps, to see them over the stimulus
     arrange(viewer, docks)
     show_tab(docks, "Analyze")
     viewer.dims.set_point(0, 3 * layer.scale[0])  # mean grey, before the first flash

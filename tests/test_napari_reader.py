@@ -115,7 +115,7 @@ def test_the_reader_opens_a_stack_without_importing_torch(tmp_path):
 
 
 @pytest.mark.parametrize("key", ["omitted_flash_train", "moving_bar", "reversing_bar", "white_noise"])
-def test_sample_data_ready_for_the_shipped_model(make_napari_viewer, key):
+def test_sample_data_ready_for_the_shipped_model(make_napari_viewer, key, qtbot):
     from napari_retina._napari import _sample_data
 
     viewer = make_napari_viewer()
@@ -133,6 +133,8 @@ def test_sample_data_ready_for_the_shipped_model(make_napari_viewer, key):
     assert layer.metadata["parameters"] == params
     # the same generator with the stored parameters reproduces the layer
     np.testing.assert_array_equal(data, getattr(nr.stimuli, generator)(**params))
+    # it opens at its first frame, not mid-movie (napari's choice: a dark flash of the flash train, all black)
+    qtbot.waitUntil(lambda: viewer.dims.current_step[0] == 0, timeout=2000)
 
 
 # ------------------------------------------------------- damaged saved analysis ---

@@ -176,6 +176,28 @@ def test_two_models_side_by_side_share_the_time_slider_and_both_are_in_view(view
     assert tuple(viewer.layers["model B"].translate) == pytest.approx((0, 0, width * (1 + nrv.BESIDE_GAP)))
 
 
+def test_one_colour_bar_the_plotted_result_s(viewer, tiny, analysed, qtbot):
+    """Two results' bars side by side had no title to tell them apart: the viewer shows the bar of the result
+    whose traces are plotted (the plot's legend line says whose), and the other's comes back with its traces."""
+    attr_a, red_a = analysed
+    torch.manual_seed(5)
+    other = nr.RetinaCNN(tiny.config).eval()
+    attr_b = nr.attribute(other, attr_a.stimulus, cell=0, steps=3, invariance="none")
+    a = _maps(nr.show(attr_a, viewer, reduction=red_a, name="model A"))
+    b = _maps(nr.show(attr_b, viewer, name="model B", beside=True))
+    qtbot.wait(20)
+
+    def bars():
+        return [lay.name for lay in viewer.layers if lay.colorbar.visible]
+
+    assert bars() == [b[0].name] and nrv.traces(viewer).source == "model B"
+    a_bar = a[red_a.kept[0]].name   # A's bar was on its most important kept channel
+    nrv.traces(viewer, "model A")
+    assert bars() == [a_bar]
+    nrv.traces(viewer, "model B")
+    assert bars() == [b[0].name]
+
+
 def test_a_stimulus_array_is_one_layer_with_scale_units_and_symmetric_limits(viewer):
     stim = nr.stimuli.white_noise(frames=10, size=16, seed=0)
     (layer,) = nr.show(stim, viewer, name="noise")

@@ -80,6 +80,9 @@ REVEAL_PER_PASS = 4
 TEXT_PER_PASS = 2
 """Most nodes with text among them (:func:`reveal_batches`)."""
 
+BAR_WAS_KEY = "colour_bar_hidden"
+"""Plugin-metadata key of a map layer whose colour bar was hidden because another result was plotted
+(:meth:`TracePlot._colour_bar_follows`): its bar comes back when its result is plotted again."""
 EMPTY_TITLE = "The traces of an analysis (Analyze) or of an experiment's result appear here."
 """The title of a plot with no traces."""
 PLOT_HELP = ("Drag to pan, wheel to zoom, click to move the time slider; click a channel's name to see its map "
@@ -455,6 +458,7 @@ class TracePlot(QWidget):
         self._end_solo(source)
         self.series, self.times_ms, self.source = series, np.asarray(times_ms, float), source
         self.maps_prefix = f"{source}: " if maps_prefix is None else maps_prefix
+        self._colour_bar_follows()
         duration = float(self.times_ms[-1] - self.times_ms[0]) if len(self.times_ms) > 1 else 0.0
         self.unit, self.ms_per_unit = time_unit(duration)
         self._set_title(title)
@@ -628,6 +632,25 @@ class TracePlot(QWidget):
         x = view.scene.node_transform(self.canvas.scene).map([time_ms / self.ms_per_unit, 0])[0]
         y = view.node_transform(self.canvas.scene).map([0, view.size[1] / 2])[1]
         return float(x), float(y)
+
+    def _colour_bar_follows(self) -> None:
+        """One colour bar in the viewer: the plotted result's. napari's bars have no title, so two results' bars
+        side by side (an analysis, then an experiment's layers) could not be told apart; the title of this plot
+        says whose bar it is (its legend line). Another result's bar is hidden, and shown again (on the same
+        map, :data:`BAR_WAS_KEY`) when that result is plotted again; a result whose bar is not shown yet (a live
+        result gets its own from :func:`._viewer.show_map_legend`) is left to it."""
+        viewer = self.viewer
+        if viewer is None:
+            return
+        for layer in viewer.layers:
+            meta = plugin_metadata(layer)
+            if meta.get("role") != "map":
+                continue
+            if meta.get("prefix") != self.maps_prefix and layer.colorbar.visible:
+                show_colour_bar(layer, False)
+                meta[BAR_WAS_KEY] = True
+            elif meta.get("prefix") == self.maps_prefix and meta.pop(BAR_WAS_KEY, False):
+                show_colour_bar(layer)
 
     # ------------------------------------------------------- one map alone ---
 

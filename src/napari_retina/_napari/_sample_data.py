@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from typing import Any
+
+from qtpy.QtCore import QTimer
 
 from .._json import jsonable
 from ._layers import stimulus_layer_kwargs
@@ -48,9 +51,29 @@ def generate(generator: str, name: str, progress=None, **params) -> tuple:
 
 
 def sample(key: str) -> list[tuple]:
-    """Layer data of the sample ``key`` (one of :data:`SAMPLES`)."""
+    """Layer data of the sample ``key`` (one of :data:`SAMPLES`); opened into an empty viewer, it starts at its
+    first frame (:func:`start_at_first_frame`)."""
+    import napari
+
     name, generator, params = SAMPLES[key]
+    viewer = napari.current_viewer()
+    if viewer is not None and len(viewer.layers) == 0:
+        start_at_first_frame(viewer)
     return [generate(generator, name, **params)]
+
+
+def start_at_first_frame(viewer) -> None:
+    """Put the time slider at frame 0 once the sample is in (next event-loop pass). napari puts it mid-movie, on
+    frame 76 of the omitted flash train: a dark flash, a black square on a black canvas, as if nothing had
+    loaded. Frame 0 is where the movie starts (grey before every sample's stimulus but the noise)."""
+    ref = weakref.ref(viewer)
+
+    def first_frame() -> None:
+        viewer = ref()
+        if viewer is not None and viewer.dims.ndim >= 3:
+            viewer.dims.set_current_step(0, 0)
+
+    QTimer.singleShot(0, first_frame)
 
 
 def omitted_flash_train() -> list[tuple]:
