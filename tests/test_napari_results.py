@@ -227,7 +227,10 @@ def test_trace_plot_rows_have_their_own_scale_units_and_the_data(tiny_viewer, qt
     assert len(plot.rows) == 1 + len(red.kept)
     assert [s["label"] for s in plot.rows[0].series] == [
         "model response", f"reduced circuit (EV {red.explained_variance:.3f})"]
-    assert plot.unit == "ms" and plot.x_axis.axis.axis_label == "time (ms)"  # 600 ms: ms
+    assert plot.unit == "ms"  # 600 ms: ms
+    # the axis says where the slider is in ms and as the slider counts it (frames)
+    nr.viewer.set_time(viewer, 250)
+    assert plot.x_axis.axis.axis_label == "time (ms) · slider at 250 ms, frame 25"
     for row in plot.rows:
         assert row.labels[-1].text == "spikes/bin"  # each row says its unit
     # however small the dock is dragged or laid out (the demo's window left ~20 px a row, labels overlapping),
@@ -255,7 +258,7 @@ def test_time_axis_label_stays_in_the_canvas_at_its_smallest(tiny_viewer, qtbot,
     native.resize(native.width(), native.minimumHeight())
     qtbot.waitUntil(lambda: plot.canvas.size[1] == native.minimumHeight(), timeout=5000)
     label = plot.x_axis.axis._axis_label_vis
-    assert label.text == "time (ms)"
+    assert label.text.startswith("time (ms) · slider at ")
     y = label.get_transform("visual", "canvas").map(label.pos)[0, 1]
     half_height = 0.5 * label.font_size * 96 / 72  # pt -> px at 96 dpi, generous
     assert y + half_height <= plot.canvas.size[1]

@@ -408,6 +408,7 @@ class TracePlot(QWidget):
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.scroll)
         self.grid = None
+        self.x_axis = None
         self.rows: list[_Row] = []
         self._complete = False  # whether the rows were built and shown in full (a stopped build was not)
         self._fonts = FontManager(method="cpu")
@@ -480,7 +481,7 @@ class TracePlot(QWidget):
                 node.visible = False
             self.rows.append(row)
             yield
-        self.x_axis = _axis("bottom", f"time ({self.unit})", axis_font_size=8, axis_label_margin=28,
+        self.x_axis = _axis("bottom", self.time_label(), axis_font_size=8, axis_label_margin=28,
                             tick_label_margin=14)
         self.x_axis.height_min = self.x_axis.height_max = X_AXIS_PX
         self.x_axis.visible = False
@@ -509,7 +510,6 @@ class TracePlot(QWidget):
         for row, series in zip(self.rows, per_row):
             row.set_series(series)
             row.show()
-        self.x_axis.axis.axis_label = f"time ({self.unit})"
         self._on_step()
         self._reset_ranges()
 
@@ -615,6 +615,18 @@ class TracePlot(QWidget):
         x = self._cursor_x()
         for row in self.rows:
             row.cursor.set_data(pos=x)
+        if self.x_axis is not None:
+            self.x_axis.axis.axis_label = self.time_label()
+
+    def time_label(self) -> str:
+        """The time axis' label, with where the slider is in the axis' unit and as napari's slider counts it:
+        "time (ms) · slider at 990 ms, frame 99" (the slider shows frames, the axis ms or s)."""
+        viewer = self.viewer
+        if viewer is None:
+            return f"time ({self.unit})"
+        frame = int(viewer.dims.current_step[self.time_axis])
+        at = self.cursor_time_ms / self.ms_per_unit
+        return f"time ({self.unit}) · slider at {at:.4g} {self.unit}, frame {frame}"
 
     def time_at(self, canvas_pos) -> Optional[float]:
         """World time (ms) under a canvas pixel position (x, y), or None outside every row."""
