@@ -391,6 +391,20 @@ def test_experiment_json_records_which_model_and_versions(tmp_path, tiny_checkpo
     assert default["model"]["path"] == "default" and default["model"]["weights_sha256"] == sha
 
 
+def test_experiment_cell_takes_what_attribute_s_takes(tmp_path, tiny_checkpoint, capsys):
+    """``experiment --cell`` took one index only, while ``attribute --cell`` and nr.experiments.run take a list
+    (rates summed) or 'all'."""
+    model, path = tiny_checkpoint
+    nr.save_model(model, path)
+    assert main(["experiment", "osr", "--model", str(path), "--out", str(tmp_path / "a"), "--cell", "all",
+                 *OSR_ARGS]) == 0
+    data = _strict_json((tmp_path / "a" / "osr.json").read_text())
+    assert data["cells"] == list(range(model.config.n_cells)) and data["run"]["cell"] == "all"
+    assert main(["experiment", "osr", "--model", str(path), "--out", str(tmp_path / "b"), "--cell", "0,x",
+                 *OSR_ARGS]) == 2
+    assert "--cell must be 'all', an index or a comma-separated list of indices, got '0,x'" in capsys.readouterr().err
+
+
 def test_experiment_all_records_the_model_and_versions_in_battery_json(tmp_path, tiny_checkpoint, monkeypatch):
     import napari_retina.experiments
 

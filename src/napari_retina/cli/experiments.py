@@ -159,7 +159,10 @@ def _experiment(args) -> int:
     from ..experiments.battery import UNITS, retina_record
     from ..plotting import require_matplotlib, write_figure
 
+    from .core import parse_cell
+
     name = args.name
+    args.cell = parse_cell(args.cell)
     if name != "all":
         experiments.get(name)  # unknown names fail before the model loads
     params = _parse_params(args.param)
@@ -238,7 +241,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("name", help="experiment name (osr, latency, anticipation, reversal, doubling) or 'all'")
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     p.add_argument("--out", default="napari-retina-experiments", help="output folder (default ./napari-retina-experiments)")
-    p.add_argument("--cell", type=int, default=0, help="cell index (default 0)")
+    p.add_argument("--cell", default="0", help="cell index, comma-separated indices (rates summed) or 'all' "
+                                               "(default 0), as for attribute")
     p.add_argument("--explain", type=float, default=DEFAULT_EXPLAIN, help="variance fraction the kept channels explain, in (0, 1] (default %(default)s)")
     steps = p.add_mutually_exclusive_group()
     steps.add_argument("--tol", type=float, default=None,
