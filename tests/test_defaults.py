@@ -191,3 +191,12 @@ def test_widget_defaults_are_the_named_defaults(make_napari_viewer):
                                               "analyze steps": None, "analyze tol": attribution.DEFAULT_TOL,
                                               "experiments steps": None,
                                               "analyze explain": nr.reduction.DEFAULT_EXPLAIN}
+
+
+def test_synth_defaults_are_make_dataset_s():
+    """``napari-retina synth`` without options records what nr.synthetic.make_dataset records by default."""
+    args = cli.build_parser().parse_args(["synth", "d.h5"])
+    api = _signature_defaults(nr.synthetic.make_dataset)
+    assert {k: getattr(args, k) for k in ("frames", "test_frames", "repeats", "seed", "checker", "contrast", "kind",
+                                          "grey")} == {k: api[k] for k in ("frames", "test_frames", "repeats", "seed",
+                                                                           "checker", "contrast", "kind", "grey")}

@@ -1004,6 +1004,9 @@ class Retina:
 #: in version 1 and ~1.5 (sd ~0.9) in version 3, whose gain controls compress them; grey alone gives
 #: ~0.2 in versions 1 and 2, ~0.35 in version 3 (3,000 frames, noise seeds 0 and 1, frames with a full history).
 DATASET_FRAMES = 30000
+#: the test split's frames and its repeats (make_dataset, record_dataset and ``napari-retina synth``)
+DATASET_TEST_FRAMES = 2000
+DATASET_REPEATS = 10
 DATASET_CHECKER = 4
 DATASET_CONTRAST = 2.0
 DATASET_GREY = 0.5
@@ -1113,8 +1116,8 @@ def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float =
 def make_dataset(
     path: PathLike,
     frames: int = DATASET_FRAMES,
-    test_frames: int = 2000,
-    repeats: int = 10,
+    test_frames: int = DATASET_TEST_FRAMES,
+    repeats: int = DATASET_REPEATS,
     seed: int = 0,
     checker: int = DATASET_CHECKER,
     retina: Optional[Retina] = None,
@@ -1164,7 +1167,7 @@ def make_dataset(
                                  "contrast": float(contrast), "kind": kind, "grey": float(grey)})
 
 
-def record_dataset(path: PathLike, train: ArrayLike, test: ArrayLike, repeats: int = 10, seed: int = 0,
+def record_dataset(path: PathLike, train: ArrayLike, test: ArrayLike, repeats: int = DATASET_REPEATS, seed: int = 0,
                    retina: Optional[Retina] = None, progress: Optional[Progress] = None,
                    attrs: Optional[dict] = None) -> Path:
     """Record the synthetic retina's responses to any stimuli and write them as a dataset.

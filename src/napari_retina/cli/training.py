@@ -114,8 +114,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("out", help="output .h5 or .hdf5 file")
     p.add_argument("--frames", type=int, default=synthetic.DATASET_FRAMES,
                    help=f"training frames ({FRAME_MS:g} ms each)" + d)
-    p.add_argument("--test-frames", type=int, default=2000, help="test frames" + d)
-    p.add_argument("--repeats", type=int, default=10, help="repeats of the test stimulus" + d)
+    p.add_argument("--test-frames", type=int, default=synthetic.DATASET_TEST_FRAMES, help="test frames" + d)
+    p.add_argument("--repeats", type=int, default=synthetic.DATASET_REPEATS, help="repeats of the test stimulus" + d)
     p.add_argument("--seed", type=int, default=0, help="seed of the stimuli and the spikes" + d)
     p.add_argument("--checker", type=int, default=synthetic.DATASET_CHECKER,
                    help="white-noise checker size in pixels, for --kind binary/gaussian (mix has its own)" + d)
