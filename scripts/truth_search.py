@@ -150,7 +150,12 @@ def _f(x, default: float) -> float:
 
 
 def _reversal_margins(rev: dict, name: str) -> dict:
-    return {f"{name} bursts": (rev["n_bursts"] - 4) / 4,
+    """The reversal criterion's margins: bursts over the positions it asks (at least MIN_BURSTS and
+    MIN_BURST_SHARE of those tried), the latency's sd and its mean within the range."""
+    from napari_retina.experiments import reversal
+
+    need = max(reversal.MIN_BURSTS, reversal.MIN_BURST_SHARE * len(rev["reversal_positions_px"]))
+    return {f"{name} bursts": (rev["n_bursts"] - need) / need,
             f"{name} sd": (50 - _f(rev["burst_latency_sd_ms"], 200)) / 50,
             f"{name} latency": min(_f(rev["burst_latency_ms"], 0) - 150, 350 - _f(rev["burst_latency_ms"], 1e3)) / 100}
 

@@ -484,12 +484,18 @@ def crossing_envelopes(response: np.ndarray, speeds: Sequence[float]) -> dict:
 
     A bar is drawn area-weighted on the pixel grid, so responses to it ripple once per pixel crossed; the
     moving-bar readouts (anticipation, reversal) read their peaks from the envelope, not from the ripple.
+    Beyond either end the response is taken to stay at its end value (edge padding): padding with zeros, as
+    ``np.convolve(mode="same")`` does, pulled the last frames' average towards 0, a false peak at the movie's
+    end for a response below 0 (a rate with a negative offset).
     """
     out = {}
+    r = np.asarray(response, dtype=np.float64)
     for speed in speeds:
         if speed not in out:
             kernel = crossing_window(1.0 / speed)
-            out[speed] = (np.convolve(response, kernel, mode="same"), len(kernel) // 2)
+            half = len(kernel) // 2
+            padded = np.pad(r, half, mode="edge") if half and len(r) else r
+            out[speed] = (np.convolve(padded, kernel, mode="valid"), half)
     return out
 
 

@@ -45,10 +45,18 @@ present : the literature criterion (Gollisch & Meister 2008: salamander
     responding flash is answered within ``MIN_LATENCY_MS`` (one 10 ms frame;
     ``shortest_latency_ms``): no retina answers that fast (phototransduction
     alone takes longer), so a curve that falls to an instant answer is the
-    flash passed straight through, not a latency coded. A threshold
-    alone shortens the onset by a fraction of a frame, which the range floor
-    rejects; one near-threshold flash answered late by another pathway makes a
-    range in one step, which the step rule rejects (docs/EXPERIMENTS.md).
+    flash passed straight through, not a latency coded; and the largest flash
+    answer is at least ``MIN_AMPLITUDE`` (0.5 spikes/bin) above grey, as the
+    other experiments' floors (2026-12-07: the onset is read at a fraction of
+    each flash's own peak, so a curve scaled down a millionfold passed). A
+    smooth threshold (a softplus) shortens the onset by at most ~12 ms over the
+    21 flashes, which the range floor rejects, but a hard one does not: a
+    linear-nonlinear OFF cell with relu(x − θ) (θ 0.5–2, filters peaking at
+    70–100 ms) passes, its onset falling 20–37 ms while its peak latency does not
+    move, as the shipped model passes in cells 2 and 3 (onset 47 → 21 ms, the
+    peak at 204 or 67 ms); the criterion reads the onset, so it cannot tell that
+    from a latency code (docs/EXPERIMENTS.md). One near-threshold flash answered
+    late by another pathway makes a range in one step, which the step rule rejects.
 """
 
 from __future__ import annotations
@@ -79,6 +87,9 @@ MIN_RESPONDING = 5
 MAX_STEP_FRACTION = 0.5
 #: the shortest latency a responding flash may have: one frame
 MIN_LATENCY_MS = FRAME_MS
+#: the largest flash response must reach this over the grey level (spikes per 10 ms bin), as the other
+#: experiments' floors: the onset is read at a fraction of each peak, so without it any scaled copy passes
+MIN_AMPLITUDE = 0.5
 
 
 def build(size: int, history: int, respond: Optional[Callable] = None, *, intensities: Sequence[float],
@@ -148,7 +159,8 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     # a contrast flashed twice is one point of the curve: the count is of distinct responding contrasts
     responding = {i for i, v in zip(inten, lat) if np.isfinite(v)}
     present = bool(len(responding) >= MIN_RESPONDING and monotonic and rng >= MIN_RANGE_MS
-                   and step <= MAX_STEP_FRACTION * rng and shortest >= MIN_LATENCY_MS)
+                   and step <= MAX_STEP_FRACTION * rng and shortest >= MIN_LATENCY_MS
+                   and np.isfinite(top) and top >= MIN_AMPLITUDE)
     return {"intensities": inten, "latency_ms": lat, "peak_latency_ms": peak_lat, "amplitude": amp, "spearman": rho,
             "latency_range_ms": rng, "largest_step_ms": step, "shortest_latency_ms": shortest, "largest_rise_ms": rise,
             "monotonic": monotonic, "present": present}

@@ -58,7 +58,11 @@ present : the literature criterion (Schwartz et al. 2007: the response keeps
       (a salamander's OSR is a distinct burst after the omission, Schwartz
       et al. 2007; the gain-controlled truths of versions 3–5 rise
       under 8% of it, on flat tops whose peak time small changes move by tens
-      of ms, docs/EXPERIMENTS.md);
+      of ms, docs/EXPERIMENTS.md). The train's largest answer is usually its
+      first, so a cell with a strong onset transient that adapts over the train
+      needs a larger OSR: a 3 spikes/bin OSR locked to the expected flash fails
+      after a first answer of 12 and later ones of 1.5 (share 0.14), though it
+      is twice the adapted answer (docs/EXPERIMENTS.md, not changed);
     - the peak tracks the period: slope in [``MIN_SLOPE``, ``MAX_SLOPE``] =
       [0.5, 1.5] with r2 ≥ ``MIN_R2`` (0.8);
     - no jump: every local slope lies within ``MAX_LOCAL_DEVIATION`` (1.0) of
