@@ -40,7 +40,7 @@ from . import attribution, io, reduction
 from ._invariance import InvarianceArg, resolve_invariance
 from ._json import jsonable
 from ._progress import Progress, report
-from ._types import AnyModel, ArrayLike
+from ._types import AnyModel, ArrayLike, PathLike
 from ._units import FRAME_MS, PIXEL_UM
 from ._validate import (Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimulus, check_int, crop_origin,
                         one_sentence)
@@ -327,7 +327,7 @@ class Analysis:
             out["reduction"] = self.reduction.to_dict()
         return out
 
-    def save(self, path) -> Path:
+    def save(self, path: PathLike) -> Path:
         """Write everything (``.h5``/``.hdf5``, :meth:`to_dict`) or the traces (``.csv``); returns the path.
 
         Written atomically (see :mod:`napari_retina.io`).

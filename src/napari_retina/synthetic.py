@@ -901,7 +901,7 @@ class Retina:
         version 3 the gain signals' :data:`GAIN_HISTORY` frames of stage activity before that."""
         return self.history - 1 + (GAIN_HISTORY if self.gained else 0)
 
-    def contributions(self, stimulus, cell: int = 0) -> dict:
+    def contributions(self, stimulus: ArrayLike, cell: int = 0) -> dict:
         """Each stage's share of one cell's drive, float32 (T,) each; they sum to :meth:`drive`.
 
         Versions 2 and 3: the ganglion-stage pathways (``weight × pooled subunit output``),
@@ -924,7 +924,7 @@ class Retina:
         out["bias"] = np.full(len(next(iter(out.values()))), self.params["bias"], np.float32)
         return out
 
-    def respond(self, stimulus, progress: Optional[Progress] = None) -> np.ndarray:
+    def respond(self, stimulus: ArrayLike, progress: Optional[Progress] = None) -> np.ndarray:
         """True firing rates of every ganglion cell, aligned to stimulus frames.
 
         Parameters
@@ -954,12 +954,12 @@ class Retina:
                              "parameters are far beyond the range it computes in (contrast units of a few)")
         return rates
 
-    def drive(self, stimulus) -> np.ndarray:
+    def drive(self, stimulus: ArrayLike) -> np.ndarray:
         """Ganglion-cell drive before the output nonlinearity, float32 (T, n_cells); in version 3
         also before the ganglion gain control, which divides the rate."""
         return self._run(stimulus, "drive")
 
-    def off_and_on(self, stimulus) -> np.ndarray:
+    def off_and_on(self, stimulus: ArrayLike) -> np.ndarray:
         """The two inputs the drive is made of, float32 (T, 2 · n_cells): per cell j, column j is the rectified
         OFF stage O_j before any gain control, column n_cells + j the ON inputs R_j (the ganglion-stage pathways'
         pooled outputs, summed; ≥ 0). The drive is O + R + bias in version 2; version 3 divides O by its own
@@ -969,11 +969,11 @@ class Retina:
         run = self._run_stages(stimulus, ("off_input", "on_inputs"))                 # one pass
         return np.concatenate([run["off_input"], run["on_inputs"]], 1)
 
-    def bipolar(self, stimulus) -> np.ndarray:
+    def bipolar(self, stimulus: ArrayLike) -> np.ndarray:
         """Rectified subunit outputs of every pathway, float32 (T, K, 50, 50)."""
         return self._run(stimulus, "b")
 
-    def record(self, stimulus, seed: Optional[int] = None, repeats: Optional[int] = None) -> np.ndarray:
+    def record(self, stimulus: ArrayLike, seed: Optional[int] = None, repeats: Optional[int] = None) -> np.ndarray:
         """Poisson spike counts in 10 ms bins.
 
         Returns float32 (T, n_cells) counts, or (repeats, T, n_cells) when

@@ -45,8 +45,10 @@ from ..reduction import DEFAULT_EXPLAIN, check_explain, reduce
 #: what a non-finite result of an experiment advises
 PARAMETER_REMEDY = "use intensity or contrast parameters of a few contrast units"
 
-#: parameters every experiment accepts besides its own (see :func:`run`)
-COMMON_PARAMS = ("gap", "window", "max_frames")
+#: parameters every experiment accepts besides its own, and their defaults (None: derived from the model's
+#: history, :func:`resolve_params`)
+COMMON_DEFAULTS = {"gap": None, "window": None, "max_frames": 300}
+COMMON_PARAMS = tuple(COMMON_DEFAULTS)
 
 #: the most frames an experiment's whole movie may have: 60,000 frames of 10 ms = 10 minutes of stimulus
 #: (the default protocols take at most ~5,000 frames on a 50-pixel field); longer ones take many minutes
@@ -165,7 +167,7 @@ def resolve_params(module: ModuleType, params: dict, size: int, history: int) ->
             f"unknown parameter {unknown[0]!r} for experiment {module.NAME!r}; valid parameters: {', '.join(valid)}"
         )
     p = dict(module.DEFAULTS)
-    p.update({"gap": None, "window": None, "max_frames": 300})
+    p.update(COMMON_DEFAULTS)
     p.update(params)
     if p["gap"] is None:
         p["gap"] = history + 20

@@ -20,7 +20,7 @@ from .._validate import check_int
 from ..attribution import Cells
 from ..reduction import DEFAULT_EXPLAIN
 from . import anticipation, doubling, latency, osr, reversal
-from .base import ExperimentResult, run_model, run_response
+from .base import COMMON_DEFAULTS, ExperimentResult, run_model, run_response
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from ..synthetic import Retina
@@ -43,7 +43,7 @@ def get(name: str) -> ModuleType:
 def parameters(name: str) -> dict:
     """Parameters of experiment ``name`` and their defaults (None: derived from the model)."""
     p = dict(get(name).DEFAULTS)
-    p.update({"gap": None, "window": None, "max_frames": 300})
+    p.update(COMMON_DEFAULTS)
     return p
 
 
