@@ -277,6 +277,9 @@ def test_read_analysis_refuses_what_is_not_a_saved_analysis(tmp_path):
         nr.read_analysis(tmp_path / "d.h5")
     with pytest.raises(FileNotFoundError, match=r"^no file at .*gone\.h5'$"):
         nr.read_analysis(tmp_path / "gone.h5")
+    (tmp_path / "text.h5").write_text("not HDF5")
+    with pytest.raises(ValueError, match=r"text\.h5' is not a saved analysis .*: it is not an HDF5 file$"):
+        nr.read_analysis(tmp_path / "text.h5")
 
 
 # ------------------------------------------------------- maps of full-field stimuli ---

@@ -403,6 +403,10 @@ def test_experiment_cell_takes_what_attribute_s_takes(tmp_path, tiny_checkpoint,
     assert main(["experiment", "osr", "--model", str(path), "--out", str(tmp_path / "b"), "--cell", "0,x",
                  *OSR_ARGS]) == 2
     assert "--cell must be 'all', an index or a comma-separated list of indices, got '0,x'" in capsys.readouterr().err
+    from napari_retina.cli.experiments import _cells_text   # battery.md's header says it in words
+
+    assert [_cells_text(c) for c in (0, [0, 2], "all")] == ["cell 0", "cells 0, 2 (rates summed)",
+                                                           "all cells (rates summed)"]
 
 
 def test_experiment_all_records_the_model_and_versions_in_battery_json(tmp_path, tiny_checkpoint, monkeypatch):

@@ -134,7 +134,10 @@ def test_sample_data_ready_for_the_shipped_model(make_napari_viewer, key, qtbot)
     # the same generator with the stored parameters reproduces the layer
     np.testing.assert_array_equal(data, getattr(nr.stimuli, generator)(**params))
     # it opens at its first frame, not mid-movie (napari's choice: a dark flash of the flash train, all black)
-    qtbot.waitUntil(lambda: viewer.dims.current_step[0] == 0, timeout=2000)
+    assert viewer.dims.current_step[0] == 0
+    nr.viewer.set_time(viewer, 100)   # a script's time, set before the event loop runs, stays
+    qtbot.wait(20)
+    assert viewer.dims.current_step[0] == 10
 
 
 # ------------------------------------------------------- damaged saved analysis ---

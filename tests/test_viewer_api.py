@@ -196,6 +196,9 @@ def test_one_colour_bar_the_plotted_result_s(viewer, tiny, analysed, qtbot):
     assert bars() == [a_bar]
     nrv.traces(viewer, "model B")
     assert bars() == [b[0].name]
+    # the plotted result removed, the other's maps get their bar back (they would have no scale)
+    nrv.clear(viewer, "model B")
+    assert bars() == [a_bar]
 
 
 def test_a_stimulus_array_is_one_layer_with_scale_units_and_symmetric_limits(viewer):

@@ -288,6 +288,8 @@ def read_analysis(path: PathLike) -> SavedAnalysis:
     not_one = f"{str(path)!r} is not a saved analysis (an .h5/.hdf5 file Analysis.save wrote)"
     if path.suffix.lower() not in nr_io.HDF5_SUFFIXES:
         raise ValueError(not_one)
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"{not_one}: it is not an HDF5 file")
 
     try:
         with h5py.File(path, "r") as h5:

@@ -419,6 +419,7 @@ class TracePlot(QWidget):
         self.canvas.events.mouse_press.connect(self._on_press)
         self.canvas.events.mouse_release.connect(self._on_release)
         viewer.dims.events.current_step.connect(self._on_step)
+        viewer.layers.events.removed.connect(self._bar_back)
         self.destroyed.connect(lambda *_: self._disconnect())
 
     @property
@@ -664,6 +665,21 @@ class TracePlot(QWidget):
             elif meta.get("prefix") == self.maps_prefix and meta.pop(BAR_WAS_KEY, False):
                 show_colour_bar(layer)
 
+    def _bar_back(self, event=None) -> None:
+        """When the maps of the result whose bar is shown leave the viewer (removed, or the plotted result
+        cleared) and no map shows a bar any more, the bar :meth:`_colour_bar_follows` hid last comes back: the
+        maps still shown keep a scale."""
+        viewer = self.viewer
+        if viewer is None:
+            return
+        maps = [layer for layer in viewer.layers if plugin_metadata(layer).get("role") == "map"]
+        if any(layer.colorbar.visible for layer in maps):
+            return
+        hidden = [layer for layer in maps if plugin_metadata(layer).get(BAR_WAS_KEY)]
+        if hidden:
+            plugin_metadata(hidden[-1]).pop(BAR_WAS_KEY)
+            show_colour_bar(hidden[-1])
+
     # ------------------------------------------------------- one map alone ---
 
     def solo(self, channel: Optional[int]) -> None:
@@ -756,6 +772,7 @@ class TracePlot(QWidget):
     def _disconnect(self) -> None:
         try:
             self.viewer.dims.events.current_step.disconnect(self._on_step)
+            self.viewer.layers.events.removed.disconnect(self._bar_back)
         except (AttributeError, RuntimeError, TypeError, ValueError):  # AttributeError: the viewer is gone
             pass
 

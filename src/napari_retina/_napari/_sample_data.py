@@ -56,24 +56,37 @@ def sample(key: str) -> list[tuple]:
     import napari
 
     name, generator, params = SAMPLES[key]
+    data = generate(generator, name, **params)
     viewer = napari.current_viewer()
     if viewer is not None and len(viewer.layers) == 0:
-        start_at_first_frame(viewer)
-    return [generate(generator, name, **params)]
+        start_at_first_frame(viewer, data[0])
+    return [data]
 
 
-def start_at_first_frame(viewer) -> None:
-    """Put the time slider at frame 0 once the sample is in (next event-loop pass). napari puts it mid-movie, on
+def start_at_first_frame(viewer, stack) -> None:
+    """Put the time slider at frame 0 as ``stack`` goes into ``viewer`` as a layer. napari puts it mid-movie, on
     frame 76 of the omitted flash train: a dark flash, a black square on a black canvas, as if nothing had
-    loaded. Frame 0 is where the movie starts (grey before every sample's stimulus but the noise)."""
+    loaded. Frame 0 is where the movie starts (grey before every sample's stimulus but the noise).
+
+    Done as the layer is inserted (after napari has set the slider's range), so a script that moves the slider
+    next keeps its time; the watch ends at the next event-loop pass (the sample went into another viewer than
+    napari's current one: that one keeps napari's frame)."""
     ref = weakref.ref(viewer)
 
-    def first_frame() -> None:
-        viewer = ref()
-        if viewer is not None and viewer.dims.ndim >= 3:
-            viewer.dims.set_current_step(0, 0)
+    def inserted(event) -> None:
+        if event.value.data is stack:
+            stop()
+            viewer = ref()
+            if viewer is not None and viewer.dims.ndim >= 3:
+                viewer.dims.set_current_step(viewer.dims.ndim - 3, 0)
 
-    QTimer.singleShot(0, first_frame)
+    def stop() -> None:
+        viewer = ref()
+        if viewer is not None:
+            viewer.layers.events.inserted.disconnect(inserted)
+
+    viewer.layers.events.inserted.connect(inserted)
+    QTimer.singleShot(0, stop)
 
 
 def omitted_flash_train() -> list[tuple]:

@@ -180,13 +180,13 @@ class _SpanRow(QObject):
         native.installEventFilter(self)
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
-        if event.type() == QEvent.Type.ParentChange and obj.parent() is not None \
-                and obj.parent().layout() is not None:
-            layout = obj.parent().layout()
-            for i in range(layout.count()):
-                other = layout.itemAt(i).widget()
-                if isinstance(other, QLabel) and other is not obj and not other.text():
-                    other.hide()
+        layout = obj.parent().layout() if event.type() == QEvent.Type.ParentChange and obj.parent() is not None \
+            else None
+        # a labelled row: its label, then this label (Qt reparents a widget before it enters the layout)
+        if layout is not None and layout.count() in (1, 2):
+            row_label = layout.itemAt(0).widget()
+            if isinstance(row_label, QLabel) and row_label is not obj and not row_label.text():
+                row_label.hide()
         return False
 
 

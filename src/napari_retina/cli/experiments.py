@@ -97,6 +97,13 @@ def _retina_text(record) -> str:
     return f"{record['type']}(seed={record['seed']}, version={record['version']})"
 
 
+def _cells_text(cell) -> str:
+    """``--cell`` as parsed, in words: "cell 0", "cells 0, 2 (rates summed)", "all cells (rates summed)"."""
+    if isinstance(cell, list):
+        return f"cells {', '.join(map(str, cell))} (rates summed)"
+    return "all cells (rates summed)" if cell == "all" else f"cell {cell}"
+
+
 def _battery_header(args, made_by: dict, params: dict) -> str:
     """battery.md's first lines: what was run on which model and cell, how, with which --param values, and what
     the key numbers are in."""
@@ -106,7 +113,7 @@ def _battery_header(args, made_by: dict, params: dict) -> str:
     how = f"steps {args.steps}" if args.steps is not None else f"tol {args.tol if args.tol is not None else DEFAULT_TOL:g}"
     model = SimpleNamespace(provenance=rec["provenance"])
     which = "the shipped model" if rec["path"] == "default" else rec["path"]
-    return (f"# Battery: cell {args.cell} of {which} ({model_name(model)}, weights sha256 "
+    return (f"# Battery: {_cells_text(args.cell)} of {which} ({model_name(model)}, weights sha256 "
             f"{rec['weights_sha256'][:12]}), explain {args.explain:g}, {how}, napari-retina "
             f"{made_by['versions']['napari_retina']}\n\n"
             f"parameters (--param): {_params_text(params)}; "

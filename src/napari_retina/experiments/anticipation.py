@@ -226,11 +226,13 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     lead_um = float(np.mean(leads) * PIXEL_UM) if leads else float("nan")
     inside = [bool(extent[0] <= x <= extent[1]) for x in bars]
     flash_peak = float(np.nanmax(amp)) if np.isfinite(np.asarray(amp, dtype=np.float64)).any() else float("nan")
-    # per speed, the largest over the smallest lead of its directions (1 for one direction; inf when one is <= 0)
+    # per speed, the largest over the smallest lead of its directions (1 for one direction; inf when one is <= 0;
+    # NaN when one is NaN, whatever the directions' order)
     ratio_per_speed = []
     for v in speed_list:
-        ld = [x for x, s in zip(leads, speeds) if s == v]
-        ratio_per_speed.append(float(max(ld) / min(ld)) if min(ld) > 0 else float("inf"))
+        ld = np.array([x for x, s in zip(leads, speeds) if s == v], dtype=np.float64)
+        ratio_per_speed.append(float("nan") if np.isnan(ld).any()
+                               else float(ld.max() / ld.min()) if ld.min() > 0 else float("inf"))
     present = bool(
         len(speed_list) >= MIN_SPEEDS
         and all(np.isfinite(ld) and ld >= MIN_LEAD_UM for ld in lead_per_speed)
