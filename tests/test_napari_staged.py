@@ -377,6 +377,32 @@ def test_cancel_gives_back_the_earlier_result_as_it_was(make_napari_viewer, nois
     assert (after["selected"], after["active"]) == (before["selected"], before["active"])
 
 
+def test_cancelling_another_result_gives_back_a_map_shown_alone_with_its_colour_bar(make_napari_viewer,
+                                                                                    noise_analysis, qtbot):
+    """A result of another layer, cancelled while its traces were drawn, gave back the map shown alone but put
+    the colour bar on a hidden map of the first result (only a replaced result's layers keep their bars)."""
+    stim, attr, red = noise_analysis
+    viewer = make_napari_viewer()
+    first = add_analysis(viewer, attr, red, viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise")))
+    plot = _plot.trace_plot(viewer, create=False)
+    plot.solo((red.kept[0] + 1) % len(red.importance))   # not the bar's channel: the bar moves to it
+    viewer.layers.selection.active = first[1]
+    qtbot.wait(20)
+    before = _viewer_state(viewer)
+    other = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "other"))
+    before["layers"].append(_viewer_state(viewer)["layers"][-1])
+    viewer.layers.selection.active = first[1]
+    staged = add_analysis(viewer, attr, None, other, staged=True)   # another layout: its rows drawn in steps
+    staged.on_error = lambda exc: None
+    fired, _timer = _cancel_between_steps(staged, lambda: plot.source == "other", lambda: True)
+    qtbot.waitUntil(lambda: staged.done, timeout=30000)
+    qtbot.wait(20)
+    after = _viewer_state(viewer)
+    assert fired == [True]
+    assert after["layers"] == before["layers"]    # the bar on the map shown alone, as before
+    assert after["traces"] == before["traces"]
+
+
 def test_a_failed_or_dropped_replace_gives_back_the_earlier_result_too(make_napari_viewer, noise_analysis, qtbot,
                                                                        monkeypatch):
     """A step that fails, and a stimulus layer deleted part-way, end like a cancel: the earlier maps (updated in

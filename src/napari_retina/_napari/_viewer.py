@@ -478,12 +478,15 @@ class _TracesState:
         if len(self.ranges) == len(plot.rows):
             for row, rect in zip(plot.rows, self.ranges):
                 row.view.camera.rect = rect
-        if self.solo is not None:   # the maps' colour bars are given back with the layers (MapLayerState)
+        if self.solo is not None:
             (channel, before), plot._unsolo_title = self.solo
-            for ref, _, _ in before:
-                layer = ref()
-                if layer is not None and layer in viewer.layers:
-                    layer.visible = plugin_metadata(layer).get("channel") == channel
+            layers = [ref() for ref, _, _ in before]
+            layers = [layer for layer in layers if layer is not None and layer in viewer.layers]
+            had_bar = any(layer.colorbar.visible for layer in layers)   # the result's bar, given back
+            alone = [layer for layer in layers if plugin_metadata(layer).get("channel") == channel]
+            for layer in layers:   # the map shown alone again, and the bar with it (not on a hidden map)
+                layer.visible = layer in alone
+                show_colour_bar(layer, had_bar and layer is alone[0])
             plot._solo = self.solo[0]
             for row in plot.rows:
                 row.dim(row.channel is not None and row.channel != channel)
