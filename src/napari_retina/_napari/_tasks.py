@@ -16,7 +16,7 @@ from magicgui.widgets import Label, ProgressBar, PushButton
 from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, Signal as QtSignal
-from qtpy.QtWidgets import QLabel, QSizePolicy
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QSizePolicy
 
 from .._progress import Cancelled, CancelToken
 from .._validate import one_sentence
@@ -183,7 +183,7 @@ class _SpanRow(QObject):
         layout = obj.parent().layout() if event.type() == QEvent.Type.ParentChange and obj.parent() is not None \
             else None
         # a labelled row: its label, then this label (Qt reparents a widget before it enters the layout)
-        if layout is not None and layout.count() in (1, 2):
+        if isinstance(layout, QHBoxLayout) and layout.count() in (1, 2):
             row_label = layout.itemAt(0).widget()
             if isinstance(row_label, QLabel) and row_label is not obj and not row_label.text():
                 row_label.hide()
