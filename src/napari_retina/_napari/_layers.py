@@ -274,6 +274,15 @@ def show_colour_bar(layer, shown: bool = True) -> None:
     layer.colorbar.visible = shown
 
 
+def show_alone(map_layers: list, channel: int, bar: bool) -> None:
+    """Show channel ``channel``'s map alone among one result's ``map_layers``, with the colour bar on it when
+    ``bar`` (the result showed one): the maps of the other channels hidden, and no bar on a hidden map."""
+    alone = [layer for layer in map_layers if plugin_metadata(layer).get("channel") == channel]
+    for layer in map_layers:
+        layer.visible = layer in alone
+        show_colour_bar(layer, bar and layer is next(iter(alone), None))
+
+
 def show_marked_colour_bar(layer) -> None:
     """Show the colour bar of ``layer`` if its layer data marked it for one (:data:`COLOUR_BAR_KEY`): what adds
     a reader's layers calls this, a reader cannot turn a bar on."""

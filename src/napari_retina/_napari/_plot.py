@@ -41,7 +41,7 @@ from . import _exit
 from ._docking import docked_in, vertical_scroll
 from ._framing import frame_result
 from ._layers import (CURSOR_COLOR, META, CellTraces, _rgba, bar_in, bar_limit, layer_geometry, map_layers,
-                      plugin_metadata, show_colour_bar, show_marked_colour_bar, trace_series)
+                      plugin_metadata, show_alone, show_colour_bar, show_marked_colour_bar, trace_series)
 
 DOCK_NAME = "Traces (napari-retina)"
 """Title of the trace plot's dock widget."""
@@ -713,9 +713,7 @@ class TracePlot(QWidget):
             had_bar = bar is not None
             self._solo = (channel, [(weakref.ref(layer), bool(layer.visible), bool(layer.colorbar.visible))
                                     for layer in layers])
-            for layer in layers:
-                layer.visible = layer in alone
-                show_colour_bar(layer, had_bar and layer is alone[0])
+            show_alone(layers, channel, had_bar)
             for row in self.rows:
                 row.dim(row.channel is not None and row.channel != channel)
             if before is None:

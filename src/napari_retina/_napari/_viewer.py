@@ -25,7 +25,7 @@ import numpy as np
 
 from .._progress import Cancelled
 from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, colour_bar_index, layer_geometry,
-                      map_layers, map_legend, plugin_metadata, show_colour_bar, stimulus_layer_kwargs)
+                      map_layers, map_legend, plugin_metadata, show_alone, show_colour_bar, stimulus_layer_kwargs)
 from ._framing import frame_result
 from ._plot import TRACES_KEY, drain, trace_plot, traces_steps
 
@@ -482,11 +482,8 @@ class _TracesState:
             (channel, before), plot._unsolo_title = self.solo
             layers = [ref() for ref, _, _ in before]
             layers = [layer for layer in layers if layer is not None and layer in viewer.layers]
-            had_bar = any(layer.colorbar.visible for layer in layers)   # the result's bar, given back
-            alone = [layer for layer in layers if plugin_metadata(layer).get("channel") == channel]
-            for layer in layers:   # the map shown alone again, and the bar with it (not on a hidden map)
-                layer.visible = layer in alone
-                show_colour_bar(layer, had_bar and layer is alone[0])
+            # the map shown alone again, with the result's bar given back (not on a hidden map)
+            show_alone(layers, channel, any(layer.colorbar.visible for layer in layers))
             plot._solo = self.solo[0]
             for row in plot.rows:
                 row.dim(row.channel is not None and row.channel != channel)
