@@ -212,7 +212,7 @@ def test_oversized_stack_full_message_and_a_draggable_crop_window(viewer, tiny, 
     w.steps.value = 2
     _click(w.run_button)
     error = [m for s, m in messages if s == "error"][-1]
-    assert "40×40" in error and "'window'" in error
+    assert "40x40" in error and "'window'" in error
     assert w.task.status.value == error  # the whole sentence, word-wrapped in the dock
 
     w.crop.value = "window"

@@ -6,6 +6,7 @@ in, as a ValueError or TypeError, before any torch code runs.
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import re
@@ -124,7 +125,7 @@ def parse_crop(crop) -> Union[None, str, tuple[int, int]]:
         raise ValueError(f"crop must be {CROP_FORMS}, got {crop!r}")
     if isinstance(crop, (bytes, dict, set)) or not hasattr(crop, "__len__") or len(crop) != 2:
         raise ValueError(f"crop must be {CROP_FORMS}, got {crop!r}")
-    if any(isinstance(c, (bool, np.bool_)) or not isinstance(c, numbers.Integral) for c in crop):
+    if not all(is_int(c) for c in crop):
         raise ValueError(f"crop must be {CROP_FORMS}, got {crop!r} (whole pixel indices, not fractions or bools)")
     return int(crop[0]), int(crop[1])
 
@@ -147,28 +148,32 @@ def crop_origin(frame_shape: Sequence[int], size: int, crop: Crop) -> tuple[int,
     return crop
 
 
-def crop_to(arr: np.ndarray, size: int, crop: Crop, name: str = "stimulus") -> np.ndarray:
+#: what to do about a stack larger than the model's frame, said by :func:`crop_to` (API and command line)
+CROP_REMEDY = ("pass crop='center' or crop=(y0, x0) (command line: --crop center or --crop y0,x0) "
+               "to cut a window out of a larger stack")
+
+
+def crop_to(arr: np.ndarray, size: int, crop: Crop, name: str = "stimulus", remedy: str = CROP_REMEDY) -> np.ndarray:
     """Crop a (T, H, W) stack to ``size × size``.
 
     ``crop`` is read by :func:`parse_crop`: None refuses a stack of another
     size; ``"center"`` takes the centre; ``(y0, x0)`` takes
-    ``[y0:y0+size, x0:x0+size]``.
+    ``[y0:y0+size, x0:x0+size]``. A stack smaller than ``size`` is refused
+    whatever the crop. ``remedy`` ends the sentence that refuses a larger stack
+    without a crop: how the caller's user asks for one (default: the API's
+    and the command line's :data:`CROP_REMEDY`; a batch spec, the Analyze dock say theirs).
     """
     crop = parse_crop(crop)
     h, w = arr.shape[1:]
     if (h, w) == (size, size) and crop in (None, "center"):
         return arr
-    if crop is None:
-        if h < size or w < size:  # no crop can help
-            raise ValueError(
-                f"{name} is {h}x{w} pixels but the model expects {size}x{size}, and a crop cannot make it larger; "
-                f"resample or pad it to at least {size}x{size}"
-            )
+    if h < size or w < size:  # no crop can help
         raise ValueError(
-            f"{name} is {h}x{w} pixels but the model expects {size}x{size}; "
-            "pass crop='center' or crop=(y0, x0) (command line: --crop center or --crop y0,x0) "
-            "to cut a window out of a larger stack"
+            f"{name} is {h}x{w} pixels, smaller than the {size}x{size} the model expects, and a crop cannot make "
+            f"it larger; resample or pad it to at least {size}x{size}"
         )
+    if crop is None:
+        raise ValueError(f"{name} is {h}x{w} pixels but the model expects {size}x{size}; {remedy}")
     y0, x0 = crop_origin((h, w), size, crop)
     if y0 < 0 or x0 < 0 or y0 + size > h or x0 + size > w:
         raise ValueError(
@@ -580,9 +585,21 @@ def unusable_weights(tensors, variances: Iterable[str] = ()) -> Optional[str]:
     return None
 
 
+def is_int(value) -> bool:
+    """Whether ``value`` is an integer, Python's or NumPy's, and not a bool (True is no count or index): the one
+    type test of every integer check (:func:`check_int`, and checks with their own errors, e.g. a batch spec's)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value) -> bool:
+    """Whether ``value`` is a real number (an int or a float, Python's or NumPy's), not a bool: the one type test
+    of every real-number check (:func:`check_real`, and checks with their own errors)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_int(value, name: str, low: int = 0, high: Optional[int] = None) -> int:
     """An int in ``[low, high)`` (``high=None``: no upper bound), or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     value = int(value)
     if value < low or (high is not None and value >= high):
@@ -615,14 +632,14 @@ def check_cell_subset(cells, n_cells: int, holder: str) -> list[int]:
     error; ``holder`` says where the cells are, with its verb ("the file has", "the data have")."""
     if isinstance(cells, np.ndarray) and cells.ndim == 0:
         cells = cells[()]
-    if isinstance(cells, numbers.Integral) and not isinstance(cells, bool):
+    if is_int(cells):
         cells = [cells]
     if isinstance(cells, (str, bytes)) or not isinstance(cells, (Sequence, np.ndarray, range)):
         raise TypeError(f"cells must be a list of cell indices, got {type(cells).__name__} {cells!r}")
     if len(cells) == 0:
         raise ValueError(f"cells must name at least one cell, got an empty list ({holder} {n_cells} cells, "
                          f"0..{n_cells - 1}); leave cells out to use them all")
-    wrong = [c for c in cells if isinstance(c, (bool, np.bool_)) or not isinstance(c, numbers.Integral)]
+    wrong = [c for c in cells if not is_int(c)]
     if wrong:   # 1.0 or True is no cell index, not a cell that is missing
         got = wrong[0].item() if isinstance(wrong[0], np.generic) else wrong[0]
         raise TypeError(f"cells must be whole cell indices (ints), got {type(wrong[0]).__name__} {got!r}")
@@ -696,13 +713,34 @@ def file_path(path, name: str = "path", or_none: bool = False, writing: bool = F
     return path
 
 
-def check_positive(value, name: str) -> float:
-    """A finite number > 0, or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+def check_real(value, name: str, low: Optional[float] = None, strict: bool = False, float32: bool = False) -> float:
+    """``value`` as a float: a real number (:func:`is_real`) that is finite, at least ``low`` (``strict``: above
+    it; None: any sign) and, with ``float32``, within float32 (|value| <= :data:`FLOAT32_MAX`, the precision
+    stimuli and the synthetic circuit are computed in). Else one sentence naming ``name``, what is allowed and
+    the value: a TypeError for what is no number, a ValueError for a number out of range.
+
+    >>> check_real(2, "width", low=0, strict=True), check_real(-1.5, "intensity", float32=True)
+    (2.0, -1.5)
+    """
+    if not is_real(value):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        finite = False
+    bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
+    if not finite or (low is not None and (value <= low if strict else value < low)):
+        raise ValueError(f"{name} must be a finite number{bound}, got {value}")
+    if float32 and abs(value) > FLOAT32_MAX:
+        limit = f"{'' if low is not None and low >= 0 else '|value| '}<= {FLOAT32_MAX:.3g}"
+        raise ValueError(f"{name} must be {f'a finite number{bound} ' if bound else ''}within float32 ({limit}), "
+                         f"got {value}")
     return float(value)
+
+
+def check_positive(value, name: str) -> float:
+    """A finite number > 0 (:func:`check_real` with ``low=0, strict=True``), or a clear error."""
+    return check_real(value, name, low=0, strict=True)
 
 
 def one_sentence(exc: BaseException) -> str:
@@ -710,6 +748,29 @@ def one_sentence(exc: BaseException) -> str:
     when it has no message."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+#: the binary units a byte count is written in (:func:`size_text`), largest first
+BYTE_UNITS = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
+
+
+def size_text(n_bytes: float, unit: Optional[str] = None, spec: str = ".3g") -> str:
+    """A byte count for people: "512 bytes", "3.5 MiB", "2.79 GiB", "3.64 TiB" (the largest of
+    :data:`BYTE_UNITS` it reaches), the number formatted by ``spec``.
+
+    ``unit`` (one of :data:`BYTE_UNITS`' names, e.g. "GiB") writes it in that unit whatever its size, so that the
+    sizes one sentence compares read alike: "takes 1.96e+04 GiB, more than this machine's memory (15.5 GiB)".
+    ``n_bytes`` may be a float (inf when a size overflowed).
+
+    >>> size_text(512), size_text(3.5 * 2**20), size_text(2**30, "GiB", ".1f")
+    ('512 bytes', '3.5 MiB', '1.0 GiB')
+    """
+    if unit is not None:
+        return f"{n_bytes / dict(BYTE_UNITS)[unit]:{spec}} {unit}"
+    for name, scale in BYTE_UNITS:
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:{spec}} {name}"
+    return f"{n_bytes} bytes"
 
 
 def physical_memory_bytes() -> Optional[int]:
@@ -736,8 +797,8 @@ def check_maps_fit(frames: int, frame_shape: Sequence[int]) -> None:
     if beyond is not None:
         (need, have), shape = beyond, " × ".join(str(int(n)) for n in frame_shape)
         raise MemoryError(f"the maps of the movie's {frames:,} frames ({shape} float32 a frame, NaN where not "
-                          f"attributed) take {need / 2**30:.3g} GiB, more than this machine's memory "
-                          f"({have / 2**30:.3g} GiB); pass invariance='space' for the channels' traces alone, or "
+                          f"attributed) take {size_text(need, 'GiB')}, more than this machine's memory "
+                          f"({size_text(have, 'GiB')}); pass invariance='space' for the channels' traces alone, or "
                           "attribute a shorter part of the movie (the frames wanted and the history before them)")
 
 
@@ -754,5 +815,5 @@ def check_movie_fits(frames: float, size: int, what: str) -> None:
     beyond = beyond_memory(float(frames) * float(size) ** 2)
     if beyond is not None:
         (need, have), count = beyond, f"{float(frames):,.0f}" if frames < 1e15 else f"{float(frames):.3g}"
-        raise MemoryError(f"{what} takes {count} frames of {size}×{size} px, {need / 2**30:.3g} GiB as float32, "
-                          f"more than this machine's memory ({have / 2**30:.3g} GiB)")
+        raise MemoryError(f"{what} takes {count} frames of {size}×{size} px, {size_text(need, 'GiB')} as float32, "
+                          f"more than this machine's memory ({size_text(have, 'GiB')})")

@@ -43,7 +43,7 @@ from ._progress import Progress, report
 from ._types import AnyModel, ArrayLike, PathLike
 from ._units import FRAME_MS, PIXEL_UM
 from ._validate import (Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimulus, check_int, crop_origin,
-                        one_sentence)
+                        one_sentence, size_text)
 from ._wrap import model_config
 from .attribution import Attribution, Cells, Rule
 from .attribution._integrate import default_batch_points
@@ -54,6 +54,11 @@ from .reduction import Reduction
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import dask.array
+
+__all__ = [
+    "map_shape", "map_bytes", "attribute_traces", "lazy_maps", "Analysis", "maps_invariance", "run_analysis",
+    "LAZY_MAP_BYTES", "MIN_OOM_BATCH", "SAVE_SUFFIXES"
+]
 
 LAZY_MAP_BYTES = 256 * 2**20
 """Above this size of full maps (bytes) :func:`run_analysis` switches to lazy maps."""
@@ -230,7 +235,7 @@ def memory_sentence(exc: BaseException) -> str:
     text = str(exc)
     host = re.search(r"allocate (\d+) bytes", text)
     if host:
-        return f"torch could not allocate {int(host[1]) / 2**30:.1f} GiB at once"
+        return f"torch could not allocate {size_text(int(host[1]), 'GiB', '.1f')} at once"
     gpu = re.search(r"Tried to allocate ([\d.]+ [KMGT]iB)", text)
     if gpu:
         return f"torch could not allocate {gpu[1]} on the GPU at once"
@@ -368,8 +373,7 @@ def maps_note(asked: str, resolved: str, maps_inv: str, lazy: bool, full_bytes: 
     if asked == "auto" and resolved == "space":
         what += " of the full-field stimulus (each channel's spatial pattern of contribution)"
     if lazy:
-        size = f"{full_bytes / 2**30:.1f} GiB" if full_bytes >= 2**30 else f"{full_bytes / 2**20:.0f} MiB"
-        what += f", computed on demand as the time slider moves (all frames at once would take {size})"
+        what += f", computed on demand as the time slider moves (all frames at once would take {size_text(full_bytes)})"
     return what
 
 

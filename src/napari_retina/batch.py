@@ -96,12 +96,23 @@ from ._atomic import _host_tag, atomic_write_text, is_stale, sigint_handled
 from ._json import MAX_JSON_DEPTH, TOO_DEEP, nesting_depth, parse_json, strict_json
 from ._types import PathLike
 from ._units import RATE_UNITS
+from ._validate import is_int, is_real
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import dask.array
     import distributed
 
     from ._validate import Crop
+
+__all__ = [
+    "BatchSpecError", "Spec", "parse_spec", "Task", "stimulus_shape", "stimulus_frames", "check_frame_size",
+    "check_stimulus_shape", "read_window", "lazy_stimulus", "plan", "run_block", "task_summary", "finish_task",
+    "parse_readout", "is_complete", "remove_outdated", "remove_empty_partial", "remove_stale_tmp", "Report", "require",
+    "connect", "start_cluster", "dashboard_link", "run", "TaskResult", "Results", "StoreError", "load", "ANALYSES",
+    "SPLIT_ANALYSES", "SPEC_KEYS", "DEFAULT_BLOCK_FRAMES", "MAX_THREADS", "MANIFEST", "STALE_TMP_S", "SPEC_SUFFIXES",
+    "FLOAT_ATTRS", "EVERY_CHUNK", "MAX_CHUNKS", "MAX_CHUNK_BYTES", "MAX_UNSPLIT_BYTES",
+    "SPEC_CROP_REMEDY"
+]
 
 
 ANALYSES = ("predict", "attribute", "reduce")
@@ -257,8 +268,7 @@ def _str_list(value, key: str, allow_one: bool = True) -> list:
 def _positive_int(value, key: str, low: int = 1, high: Optional[int] = None) -> int:
     """``value`` as an int in [low, high] (no upper bound when ``high`` is None), or a BatchSpecError naming
     ``key``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or \
-            (high is not None and value > high):
+    if not is_int(value) or value < low or (high is not None and value > high):
         bounds = f"of at least {low}" if high is None else f"from {low} to {high}"
         raise BatchSpecError(f"spec key {key!r} must be an integer {bounds}, got {value!r}")
     return int(value)
@@ -328,10 +338,9 @@ def _models(value, base: Path) -> tuple:
 def _cells(value) -> Union[tuple, str]:
     if value == "all":
         return "all"
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if is_int(value):
         value = [value]
-    if not isinstance(value, (list, tuple)) or not value or any(
-            isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0 for c in value):
+    if not isinstance(value, (list, tuple)) or not value or any(not is_int(c) or c < 0 for c in value):
         raise BatchSpecError(f"spec key 'cells' must be 'all' or a non-empty list of cell indices (0 or more), "
                              f"got {value!r}")
     if len(set(value)) != len(value):
@@ -454,32 +463,35 @@ def stimulus_frames(path: PathLike) -> int:
     return stimulus_shape(path)[0]
 
 
-def check_frame_size(shape: tuple, size: int, crop: Crop, name: str) -> None:
+#: how a batch asks for a crop, said when a stimulus is larger than the model's frame (:func:`check_frame_size`)
+SPEC_CROP_REMEDY = "set the spec's 'crop' to 'center' or [y0, x0] to cut a window out of a larger stack"
+
+
+def check_frame_size(shape: tuple, size: int, crop: Crop, name: str, remedy: str = SPEC_CROP_REMEDY) -> None:
     """A one-sentence ValueError unless frames of ``shape`` (T, H, W) give the model's ``size × size`` with ``crop``.
 
-    What ``nr.attribute`` checks (:func:`napari_retina._validate.crop_to`), with the
-    remedy a batch offers: the spec's ``crop`` key.
+    What ``nr.attribute`` checks (:func:`napari_retina._validate.crop_to`), on the
+    shape alone, with ``remedy`` for a larger stack without a crop (default: a
+    batch's, the spec's ``crop`` key).
     """
     from ._validate import crop_to
 
-    h, w = shape[1:3]
-    if crop is None and (h, w) != (size, size) and h >= size and w >= size:
-        raise ValueError(f"{name} is {h}x{w} pixels but the model expects {size}x{size}; set the spec's 'crop' "
-                         "to 'center' or [y0, x0] to cut a window out of a larger stack")
-    crop_to(np.empty((0, h, w), np.float32), size, crop, name)
+    crop_to(np.empty((0, *shape[1:3]), np.float32), size, crop, name, remedy)
 
 
-def check_stimulus_shape(shape: tuple, history: int, size: int, crop: Crop, name: str) -> None:
+def check_stimulus_shape(shape: tuple, history: int, size: int, crop: Crop, name: str,
+                         remedy: str = SPEC_CROP_REMEDY) -> None:
     """A one-sentence ValueError unless a stimulus of ``shape`` (T, H, W) is one a model of ``history`` frames
     and ``size × size`` pixels can analyse: not empty, at least ``history`` frames, the model's frame size with
-    ``crop`` (:func:`check_frame_size`). The checks ``nr.io.read_stimulus`` and ``nr.predict`` make, on the
-    file's header, before any task runs.
+    ``crop`` (:func:`check_frame_size`, ``remedy`` its advice for a larger stack without a crop). The checks
+    ``nr.io.read_stimulus`` and ``nr.predict`` make, on a shape alone: on a file's header before any batch task
+    runs, on a napari layer's before the Analyze dock runs.
     """
     from ._validate import check_history_frames, check_not_empty
 
     check_not_empty(shape, name)
     check_history_frames(shape[0], history, name)
-    check_frame_size(shape, size, crop, name)
+    check_frame_size(shape, size, crop, name, remedy)
 
 
 def _npy_view(path: Path) -> np.ndarray:
@@ -1437,7 +1449,7 @@ def _check_task_attrs(root: Path, key: str, attrs: dict) -> None:
     if not isinstance(attrs.get("stimulus"), (str, type(None))):
         raise bad("stimulus", "a file path or null")
     cell = attrs.get("cell")
-    if cell is not None and (isinstance(cell, bool) or not isinstance(cell, int) or cell < 0):
+    if cell is not None and (not is_int(cell) or cell < 0):
         raise bad("cell", "a cell index or null")
     if not isinstance(attrs.get("params"), dict):
         raise bad("params", "an object")
@@ -1447,7 +1459,7 @@ def _check_task_attrs(root: Path, key: str, attrs: dict) -> None:
     ok = isinstance(blocks, list) and len(blocks) <= MAX_CHUNKS
     stop = 0
     for b in blocks if ok else ():
-        ok = (isinstance(b, list) and len(b) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in b)
+        ok = (isinstance(b, list) and len(b) == 2 and all(is_int(v) for v in b)
               and b[0] == stop and b[1] >= b[0])
         if not ok:
             break
@@ -1460,19 +1472,14 @@ def _check_task_attrs(root: Path, key: str, attrs: dict) -> None:
 def _check_summary(root: Path, key: str, summary: dict) -> None:
     """A StoreError unless a task's ``summary`` (:func:`task_summary`) holds numbers: ``completeness_error`` and
     ``map_limit`` ≥ 0 (null, NaN, stored as null, allowed; ``map_limit`` finite), ``steps`` an int ≥ 1."""
-    checks = {"completeness_error": lambda v: v is None or v == "inf" or (_is_number(v) and v >= 0),
-              "map_limit": lambda v: v is None or (_is_number(v) and 0 <= v < float("inf")),
-              "steps": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1}
+    checks = {"completeness_error": lambda v: v is None or v == "inf" or (is_real(v) and v >= 0),
+              "map_limit": lambda v: v is None or (is_real(v) and 0 <= v < float("inf")),
+              "steps": lambda v: is_int(v) and v >= 1}
     for name, ok in checks.items():
         if name in summary and not ok(summary[name]):
             raise StoreError(_damaged_store(root, f"the summary {name!r} of its task {key!r} is "
                                                   f"{str(summary[name])[:60]!r}, expected a number as "
                                                   "task_summary writes it"))
-
-
-def _is_number(value) -> bool:
-    """Whether ``value`` (from JSON) is an int or a float, not a bool."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class _CheckedChunks:

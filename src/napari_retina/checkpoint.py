@@ -45,6 +45,11 @@ from ._validate import file_path, unusable_weights
 from .formats import check_dense, is_hdf5, known_formats, read_foreign
 from .model import ModelConfig, RetinaCNN
 
+__all__ = [
+    "default_model_path", "save_model", "weights_sha256", "model_record", "versions", "load_model", "FORMAT", "VERSION",
+    "DEFAULT_MODEL", "CHECKPOINT_SUFFIXES", "REQUIRED_KEYS", "OPTIONAL_KEYS", "INFO_KEYS"
+]
+
 FORMAT = "napari-retina-checkpoint"
 VERSION = 1
 DEFAULT_MODEL = "default_model.pt"

@@ -33,6 +33,11 @@ from ._validate import consecutive, stimulus_tensor
 if TYPE_CHECKING:  # the model imports this module (conv1_fft)
     from .model import RetinaCNN
 
+__all__ = [
+    "conv1_fft", "FirstLayer", "bn1_sign", "temporal_filters", "filter_properties", "properties_of_filters",
+    "two_means_split", "DEFAULT_IGNORE_OLDEST_MS"
+]
+
 #: ``filter_properties``' default ``ignore_oldest_ms`` (ms; at most the older half of the history is ignored)
 DEFAULT_IGNORE_OLDEST_MS = 150.0
 

@@ -34,11 +34,18 @@ from ._json import parse_json
 from ._types import PathLike
 from ._units import FRAME_MS
 from ._validate import (as_rates, as_real_array, as_stack, check_cell_subset, check_reduces, file_path,
-                        hz_like_rates, hz_warning, rate_table)
+                        hz_like_rates, hz_warning, rate_table, size_text)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from .attribution import Attribution
     from .reduction import Reduction
+
+__all__ = [
+    "read_stimulus", "npy_header", "stimulus_key", "h5_read_limit", "Split", "Dataset", "repeats_array", "read_split",
+    "read_dataset", "read_cell_names", "cell_names_list", "hdf5_path", "write_dataset", "write_results",
+    "trace_columns", "write_traces_csv", "STIMULUS_SUFFIXES", "HDF5_SUFFIXES", "STIMULUS_KEYS", "RATE_KEY",
+    "REPEATS_NAME", "MAX_SOFT_LINKS", "H5_READ_MEMORY_SHARE", "H5_READ_FALLBACK_BYTES", "RESULT_KINDS"
+]
 
 
 STIMULUS_SUFFIXES = (".npy", ".tif", ".tiff", ".h5", ".hdf5")
@@ -402,15 +409,7 @@ def h5_read_limit() -> tuple[int, str]:
     have = physical_memory_bytes()
     if have is None:
         return H5_READ_FALLBACK_BYTES, "the limit where the system does not say how much memory it has"
-    return int(have * H5_READ_MEMORY_SHARE), f"{H5_READ_MEMORY_SHARE:.0%} of this machine's {_size_text(have)} memory"
-
-
-def _size_text(n_bytes: int) -> str:
-    """A byte count for people: "512 bytes", "3.5 MiB", "2.79 GiB", "3.64 TiB"."""
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n_bytes >= scale:
-            return f"{n_bytes / scale:.3g} {unit}"
-    return f"{n_bytes} bytes"
+    return int(have * H5_READ_MEMORY_SHARE), f"{H5_READ_MEMORY_SHARE:.0%} of this machine's {size_text(have)} memory"
 
 
 def _h5_source_text(dataset) -> str:
@@ -467,8 +466,8 @@ def _check_h5_read(dataset, key: str, path: Path, frames: Optional[tuple[int, in
     need, (limit, why) = count * dtype.itemsize, h5_read_limit()
     what = where if rows is None else f"frames {frames[0]}:{frames[1]} of {where}"
     if need > limit:
-        raise ValueError(f"{what} would take {_size_text(need)} in memory (shape {tuple(shape)}, dtype {dtype}), "
-                         f"more than the {_size_text(limit)} one dataset read may take ({why})")
+        raise ValueError(f"{what} would take {size_text(need)} in memory (shape {tuple(shape)}, dtype {dtype}), "
+                         f"more than the {size_text(limit)} one dataset read may take ({why})")
     if stored == 0 and count > 0:
         raise ValueError(f"{where} declares shape {tuple(shape)} and dtype {dtype} but holds no data: its values "
                          "were never written to the file")

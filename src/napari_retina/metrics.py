@@ -36,6 +36,11 @@ from typing import Iterable, Optional, Union
 import numpy as np
 from numpy.typing import ArrayLike
 
+__all__ = [
+    "pearson", "explained_variance", "spearman", "linear_fit", "finite_mean", "ratio_of_means", "map_limit",
+    "map_limit_of_blocks", "MapMeans", "VARIANCE_FLOOR", "MAP_LIMIT_PERCENTILE"
+]
+
 #: variances at or below this count as zero in :func:`explained_variance`
 VARIANCE_FLOOR = 1e-30
 

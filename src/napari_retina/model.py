@@ -33,7 +33,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._validate import is_int, is_real
 from .first_layer import conv1_fft
+
+__all__ = [
+    "ModelConfig", "RetinaCNN", "BN_KINDS", "MAX_HISTORY", "MAX_SIZE", "MAX_CHANNELS", "MAX_KERNEL", "MAX_CELLS",
+    "MAX_STATE_NUMBERS", "NORM_UNITS", "BN_EPS"
+]
 
 BN_KINDS = ("unit", "channel", "none")
 
@@ -55,7 +61,7 @@ BN_EPS = 1e-3
 
 def _bounded_int(name: str, value: Any, high: int) -> int:
     """``value`` as an int in 1..high, or a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= high:
+    if not is_int(value) or not 1 <= value <= high:
         raise ValueError(f"ModelConfig.{name} must be a positive int up to {high}, got {value!r}")
     return int(value)
 
@@ -63,7 +69,7 @@ def _bounded_int(name: str, value: Any, high: int) -> int:
 def _int_pair(name: str, value: Any, high: int) -> tuple[int, int]:
     """``value`` as two ints in 1..high (one per layer), or a ValueError naming ``name``."""
     ok = isinstance(value, (list, tuple, np.ndarray)) and len(value) == 2
-    ok = ok and all(not isinstance(v, bool) and isinstance(v, (int, np.integer)) and 1 <= v <= high for v in value)
+    ok = ok and all(is_int(v) and 1 <= v <= high for v in value)
     if not ok:
         raise ValueError(f"ModelConfig.{name} must be two positive ints up to {high} (one per layer), got {value!r}")
     return int(value[0]), int(value[1])
@@ -71,7 +77,7 @@ def _int_pair(name: str, value: Any, high: int) -> tuple[int, int]:
 
 def _is_real(value: Any) -> bool:
     """Whether ``value`` is a finite int or float (not a bool, str or container)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_real(value):
         return False
     try:
         return math.isfinite(value)
@@ -94,7 +100,7 @@ def _check_norm(norm: Any) -> None:
 def _cell_names(names: Any, n_cells: int) -> list[str]:
     """One str name per cell (ints are turned into str); ``[]`` gives ``cell0``, ``cell1``, ..."""
     if not isinstance(names, (list, tuple)) or not all(
-        isinstance(c, (str, int, np.integer)) and not isinstance(c, bool) for c in names
+        isinstance(c, str) or is_int(c) for c in names
     ):
         raise ValueError(f"ModelConfig.cell_names must be a list of str, got {names!r}")
     names = [str(c) for c in names] or [f"cell{i}" for i in range(n_cells)]

@@ -30,6 +30,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import matplotlib.axes
     import matplotlib.figure
 
+__all__ = [
+    "require_matplotlib", "write_figure", "make_figure", "model_name", "pool_time", "readout_panel", "DPI", "FIGSIZE",
+    "EVENTS", "POOL_NAMES", "SOURCE_STYLES", "MM_PER_S", "READOUT_PANELS"
+]
+
 
 #: resolution of the written figure (dots per inch)
 DPI = 90

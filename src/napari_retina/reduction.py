@@ -34,7 +34,6 @@ import copy
 import itertools
 import json
 import math
-import numbers
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union, get_args
@@ -49,7 +48,7 @@ from ._json import jsonable
 from ._predict import callers_modes
 from ._progress import Progress, report
 from ._units import FRAME_MS
-from ._validate import check_finite_output, check_int, frames_per_chunk, stimulus_tensor
+from ._validate import check_finite_output, check_int, frames_per_chunk, is_int, is_real, stimulus_tensor
 from .first_layer import DEFAULT_IGNORE_OLDEST_MS, FirstLayer, filter_properties
 from ._wrap import WrappedModel, filter_labels, is_wrapped
 from .metrics import MapMeans, explained_variance
@@ -57,6 +56,11 @@ from .metrics import MapMeans, explained_variance
 if TYPE_CHECKING:  # attribution and the model are only read here
     from .attribution import Attribution
     from .model import RetinaCNN
+
+__all__ = [
+    "Reduction", "is_flat", "select_channels", "compute_drives", "compute_wrapped_drives", "fit_output",
+    "check_explain", "reduce", "DEFAULT_EXPLAIN", "EXHAUSTIVE_MAX_CHANNELS", "MEANS_CHUNK_VALUES", "WEIGHTINGS"
+]
 
 #: the fraction of the response's variance the kept channels explain when a caller does not say (the one default
 #: of ``nr.reduce``, the analysis, the experiments, the battery, the command line and the Analyze dock)
@@ -509,7 +513,7 @@ def _check_attribution(attr) -> None:
 
 def check_explain(explain: Any) -> float:
     """``explain`` as a float in (0, 1], or a clear error."""
-    if isinstance(explain, bool) or not isinstance(explain, numbers.Real):
+    if not is_real(explain):
         raise TypeError(f"explain must be a number in (0, 1], got {type(explain).__name__} {explain!r}")
     explain = float(explain)
     if not (0.0 < explain <= 1.0) or math.isnan(explain):
@@ -609,7 +613,7 @@ def reduce(attr: Attribution, explain: float = DEFAULT_EXPLAIN, *, fit_steps: in
     explain = check_explain(explain)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {', '.join(repr(w) for w in WEIGHTINGS)}, got {weighting!r}")
-    if isinstance(fit_steps, bool) or not isinstance(fit_steps, numbers.Integral) or fit_steps < 1:
+    if not is_int(fit_steps) or fit_steps < 1:
         raise ValueError(f"fit_steps must be an int >= 1, got {fit_steps!r}")
     if ignore_oldest_ms is None:
         ignore_oldest_ms = DEFAULT_IGNORE_OLDEST_MS
@@ -665,7 +669,7 @@ def _check_pool_maps(pool_maps, n_channels: int) -> dict:
 
 def _check_ignore_oldest(value, history: int) -> float:
     """``ignore_oldest_ms`` as a float in [0, history·10) ms, or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value):
         raise TypeError(f"ignore_oldest_ms must be a number of milliseconds, got {type(value).__name__} {value!r}")
     span = history * FRAME_MS
     if not (math.isfinite(value) and 0.0 <= value < span):

@@ -15,7 +15,6 @@ can plot a saved analysis with matplotlib alone.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -25,7 +24,12 @@ import numpy as np
 from . import io as nr_io
 from ._json import parse_json
 from ._types import PathLike
-from ._validate import one_sentence
+from ._validate import is_int, is_real, one_sentence
+
+__all__ = [
+    "is_saved_analysis", "SavedAttribution", "SavedReduction", "SavedAnalysis", "blank_frames", "read_analysis",
+    "MAX_INDEX"
+]
 
 
 def is_saved_analysis(path: Path) -> bool:
@@ -204,8 +208,7 @@ def _saved_number(path: Path, name: str, value, expected: str, integer: bool = F
         value = value.item()
     if integer and isinstance(value, float) and value.is_integer():   # a whole number stored as a float
         value = int(value)
-    kinds = (numbers.Integral,) if integer else (numbers.Real,)
-    ok = isinstance(value, kinds) and not isinstance(value, bool)
+    ok = is_int(value) if integer else is_real(value)
     if ok and not integer:
         value = float(value)
         ok = (nan and np.isnan(value)) or low <= value <= high

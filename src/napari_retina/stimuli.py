@@ -43,13 +43,12 @@ Example
 
 from __future__ import annotations
 
-import numbers
 from typing import Literal, Optional, Union
 
 import numpy as np
 
 from ._progress import Progress, report
-from ._validate import FLOAT32_MAX, as_real_array, check_int, check_movie_fits, check_positive
+from ._validate import FLOAT32_MAX, as_real_array, check_int, check_movie_fits, check_positive, check_real, is_real
 
 __all__ = [
     "white_noise",
@@ -83,21 +82,9 @@ MAX_BAR_WIDTH = 1e6
 # ---------------------------------------------------------------------------
 # helpers
 
-def _check_real(value, name: str) -> float:
-    """A finite real number (any sign), or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not np.isfinite(value) or abs(value) > FLOAT32_MAX:  # stimuli are float32
-        raise ValueError(f"{name} must be a finite number within float32 (|value| <= {FLOAT32_MAX:.3g}), got {value}")
-    return float(value)
-
-
 def _check_contrast(value, name: str = "contrast") -> float:
     """A contrast scale: a finite number in (0, float32's largest], or a clear error (stimuli are float32)."""
-    value = check_positive(value, name)
-    if value > FLOAT32_MAX:
-        raise ValueError(f"{name} must be a finite number > 0 within float32 (<= {FLOAT32_MAX:.3g}), got {value:g}")
-    return value
+    return check_real(value, name, low=0, strict=True, float32=True)
 
 
 def _check_peak(peak: float, contrast: float, what: str) -> None:
@@ -119,7 +106,7 @@ def _check_axis(axis) -> str:
 
 def _check_bar(width, intensity, pre, post, size, axis) -> tuple:
     """The checks every bar generator makes: (width, intensity, pre, post, size, axis)."""
-    return (check_positive(width, "width"), _check_real(intensity, "intensity"), check_int(pre, "pre", 0),
+    return (check_positive(width, "width"), check_real(intensity, "intensity", float32=True), check_int(pre, "pre", 0),
             check_int(post, "post", 0), check_int(size, "size", 1), _check_axis(axis))
 
 
@@ -168,7 +155,7 @@ def _full_field(values: np.ndarray, size: int) -> np.ndarray:
 
 def _check_grey(grey) -> float:
     """``grey`` of :func:`white_noise`: the probability in [0, 1) that a frame is grey, or a clear error."""
-    if not isinstance(grey, numbers.Real) or isinstance(grey, bool) or not 0.0 <= grey < 1.0:
+    if not is_real(grey) or not 0.0 <= grey < 1.0:
         raise ValueError(f"grey must be a probability in [0, 1), got {grey!r}")
     return float(grey)
 
@@ -318,7 +305,7 @@ def contrast_switching(
     """
     frames = check_int(frames, "frames", 1)
     contrast = _check_contrast(contrast)
-    low_contrast = _check_real(low_contrast, "low_contrast")
+    low_contrast = check_real(low_contrast, "low_contrast", float32=True)
     if not 0.0 <= low_contrast <= contrast:
         raise ValueError(f"low_contrast must be in [0, contrast] = [0, {contrast:g}], got {low_contrast:g}")
     # a stretch as long as the movie or longer is the same one stretch (and a huge int stays out of numpy)
@@ -399,12 +386,12 @@ def naturalistic(
     frames = check_int(frames, "frames", 1)
     size = check_int(size, "size", 1)
     seed = check_int(seed, "seed", 0)
-    alpha = _check_real(alpha, "alpha")
+    alpha = check_real(alpha, "alpha", float32=True)
     if not 0 <= alpha <= MAX_ALPHA:
         raise ValueError(f"alpha must be in [0, {MAX_ALPHA:g}] (an amplitude spectrum 1/f^alpha falling with "
                          f"frequency; natural scenes have about 1), got {alpha}")
     fixation = check_int(fixation, "fixation", 1)
-    jitter = _check_real(jitter, "jitter")
+    jitter = check_real(jitter, "jitter", float32=True)
     if jitter < 0:
         raise ValueError(f"jitter must be >= 0 pixels per frame, got {jitter}")
     contrast = _check_contrast(contrast)
@@ -482,7 +469,7 @@ def flash(
     >>> s.shape, ev, float(s[ev["onset"], 0, 0])
     ((102, 50, 50), {'onset': 40, 'offset': 42}, -4.0)
     """
-    intensity = _check_real(intensity, "intensity")
+    intensity = check_real(intensity, "intensity", float32=True)
     duration = check_int(duration, "duration", 1)
     pre = check_int(pre, "pre", 0)
     post = check_int(post, "post", 0)
@@ -524,7 +511,7 @@ def step(
     >>> s.shape, ev, float(s[-1].mean())
     ((100, 50, 50), {'onset': 40}, -2.0)
     """
-    intensity = _check_real(intensity, "intensity")
+    intensity = check_real(intensity, "intensity", float32=True)
     pre = check_int(pre, "pre", 0)
     post = check_int(post, "post (the frames after the step)", 1)
     size = check_int(size, "size", 1)
@@ -582,7 +569,7 @@ def flash_train(
     """
     period = check_int(period, "period", 1)
     n_flashes = check_int(n_flashes, "n_flashes", 1)
-    intensity = _check_real(intensity, "intensity")
+    intensity = check_real(intensity, "intensity", float32=True)
     duration = check_int(duration, "duration", 1)
     if duration > period:
         raise ValueError(f"duration ({duration} frames) must not exceed period ({period} frames), or flashes overlap")
@@ -655,8 +642,8 @@ def moving_bar(
     ((791, 50, 50), 415.0)
     """
     speed = check_positive(speed, "speed")
-    start = _check_real(start, "start")
-    stop = _check_real(stop, "stop")
+    start = check_real(start, "start", float32=True)
+    stop = check_real(stop, "stop", float32=True)
     if start == stop:
         raise ValueError(f"start and stop must differ for the bar to move, got {start} for both")
     width, intensity, pre, post, size, axis = _check_bar(width, intensity, pre, post, size, axis)
@@ -710,11 +697,12 @@ def flashed_bar(
     >>> s.shape, float(s[40].sum(axis=0).sum() / 50)
     ((102, 50, 50), -2.0)
     """
-    position = _check_real(position, "position")
+    position = check_real(position, "position", float32=True)
     width, intensity, pre, post, size, axis = _check_bar(width, intensity, pre, post, size, axis)
     duration = check_int(duration, "duration", 1)
     _check_bar_visible(position, position, width, size, f"a bar at {position:g} px")
-    check_movie_fits(pre + duration + post, size, f"a flashed bar with pre={pre:,}, duration={duration:,}, post={post:,}")
+    check_movie_fits(pre + duration + post, size,
+                     f"a flashed bar with pre={pre:,}, duration={duration:,}, post={post:,}")
     trace = np.full(pre + duration + post, np.nan)
     trace[pre : pre + duration] = position
     stim = _profile_movie(intensity * _bar_profile(trace, width, size), axis)
@@ -769,9 +757,9 @@ def reversing_bar(
     >>> ev["reversal_frame"], float(ev["position"][ev["reversal_frame"]])
     (145, -5.0)
     """
-    reversal = _check_real(reversal, "reversal")
+    reversal = check_real(reversal, "reversal", float32=True)
     speed = check_positive(speed, "speed")
-    start = _check_real(start, "start")
+    start = check_real(start, "start", float32=True)
     width, intensity, pre, post, size, axis = _check_bar(width, intensity, pre, post, size, axis)
     _check_bar_visible(reversal, reversal, width, size, f"the reversal position {reversal:g} px")
     span = abs(reversal - start) / speed  # frames from start to the reversal (inf when the division overflows)
@@ -849,7 +837,7 @@ def reversing_grating(
     period = check_int(period, "period", 1)
     frames = check_int(frames, "frames", 1)
     period = min(period, frames)   # no reversal within the frames either way (and a huge int stays out of numpy)
-    phase = _check_real(phase, "phase")
+    phase = check_real(phase, "phase", float32=True)
     contrast = _check_contrast(contrast)
     pre = check_int(pre, "pre", 0)
     size = check_int(size, "size", 1)
@@ -901,7 +889,7 @@ def crossing_frames(position: np.ndarray, x: float) -> np.ndarray:
                       "position must hold real numbers (pixels, NaN where no bar)").astype(np.float64)
     if p.ndim != 1:
         raise ValueError(f"position must be a (T,) trace, got shape {p.shape}")
-    x = _check_real(x, "x")
+    x = check_real(x, "x", float32=True)
     a, b = p[:-1] - x, p[1:] - x
     with np.errstate(invalid="ignore"):
         t = np.flatnonzero(a * b < 0)  # strictly on either side (NaN compares False)

@@ -151,7 +151,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -163,7 +162,18 @@ from torch.nn import functional as F
 from ._progress import Progress, report
 from ._types import ArrayLike, PathLike
 from ._units import FRAME_MS
-from ._validate import FLOAT32_MAX, as_real_array, as_stack, check_int, normalise, stimulus_tensor
+from ._validate import (FLOAT32_MAX, as_real_array, as_stack, check_int, check_real, is_real, normalise,
+                        stimulus_tensor)
+
+__all__ = [
+    "temporal_filter", "tuned_filter", "pathway_filter", "main_lobe_ms", "gaussian_2d", "gain_kernel", "Pathway",
+    "Retina", "training_mix", "make_dataset", "record_dataset", "HISTORY", "KERNEL", "SIZE", "CHUNK_FRAMES", "VERSIONS",
+    "GAINED_VERSIONS", "DEFAULT_VERSION", "GAIN_HISTORY", "DEFAULT_PARAMS", "V1_PARAMS", "V2_PARAMS", "V3_PARAMS",
+    "V4_PARAMS", "V5_PARAMS", "V6_PARAMS", "DATASET_FRAMES", "DATASET_TEST_FRAMES", "DATASET_REPEATS",
+    "DATASET_CHECKER", "DATASET_CONTRAST", "DATASET_GREY", "DATASET_KIND", "MIX_BLOCK", "MIX", "MIX_SWITCHING",
+    "STEPS_SPAN", "MIX_STEPS", "MIX_FIELD", "QUIET_SPAN", "MIX_QUIET", "SPARSE_GREY", "MIX_SPARSE", "MIXES",
+    "DATASET_KINDS"
+]
 
 HISTORY = 40
 """Temporal filter length of every pathway (frames; 400 ms)."""
@@ -532,11 +542,11 @@ def _check_gain_control(g) -> None:
     for stage, q in g.items():
         if not isinstance(q, dict) or set(q) != {"strength", "tau"}:
             raise ValueError(f"gain_control[{stage!r}] must have 'strength' and 'tau', got {q!r}")
-        strength, tau = q["strength"], q["tau"]
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= FLOAT32_MAX:
+        strength, tau = q["strength"], q["tau"]   # a ValueError even for a non-number (not check_real's TypeError)
+        if not is_real(strength) or not 0 <= strength <= FLOAT32_MAX:
             raise ValueError(f"gain_control[{stage!r}]['strength'] must be a finite number >= 0 (within float32), "
                              f"got {strength!r}")
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= FLOAT32_MAX:
+        if not is_real(tau) or not 0 < tau <= FLOAT32_MAX:
             raise ValueError(f"gain_control[{stage!r}]['tau'] must be a finite number of frames > 0, got {tau!r}")
         with np.errstate(all="ignore"):
             usable = np.isfinite(gain_kernel(tau)).all()
@@ -545,22 +555,9 @@ def _check_gain_control(g) -> None:
                              "so the gain signal weighs no past frame; use tau >= 0.01 frames")
 
 
-def _check_number(value, name: str, low: Optional[float] = None, strict: bool = False) -> float:
-    """``value`` as a float: a real number within float32 (the circuit computes in float32) and, with ``low``,
-    at least ``low`` (``strict``: above it); else a one-sentence TypeError or ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
-    if not np.isfinite(value) or (low is not None and (value <= low if strict else value < low)):
-        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
-    if abs(value) > FLOAT32_MAX:
-        raise ValueError(f"{name} must be within float32 (|value| <= {FLOAT32_MAX:.3g}), the precision the circuit "
-                         f"computes in, got {value!r}")
-    return float(value)
-
-
-#: the numbers of a pathway's parameters (and of version 1's terminal inhibition), each with its lower bound
-#: as :func:`_check_number` reads it, ``(low, strict)``; ``(None, False)``: a number of any sign
+#: the numbers of a pathway's parameters (and of version 1's terminal inhibition), each with its lower bound as
+#: :func:`~napari_retina._validate.check_real` reads it (within float32), ``(low, strict)``; ``(None, False)``: a
+#: number of any sign
 _PATHWAY_NUMBERS = {"peak": (0.0, True), "rebound": (None, False), "order": (None, False), "ratio": (0.0, True),
                     "period": (0.0, True), "phase": (None, False), "sigma": (0.0, True), "filter_sigma": (0.0, True),
                     "threshold": (None, False), "weight": (None, False), "amacrine": (None, False)}
@@ -581,7 +578,7 @@ def _check_pathway(name: str, q, required: set, version: int) -> None:
         raise ValueError(f"{name}: stage must be 'ganglion' or 'off', got {q.get('stage')!r}")
     for key, (low, strict) in _PATHWAY_NUMBERS.items():
         if key in q:
-            _check_number(q[key], f"{name}[{key!r}]", low, strict)
+            check_real(q[key], f"{name}[{key!r}]", low, strict, float32=True)
 
 
 def _usable_filter(name: str, q: dict) -> np.ndarray:
@@ -616,9 +613,9 @@ def _check_cells(cells, size: int = SIZE) -> np.ndarray:
 def _check_params(p: dict, version: int) -> None:
     """Refuse merged Retina parameters ``p`` that would not make finite, non-negative rates: one sentence naming
     the parameter (what :meth:`Retina.respond` promises rests on these checks)."""
-    _check_number(p["bias"], "bias")
-    _check_number(p["gain"], "gain", 0.0, strict=True)
-    _check_number(p["ganglion_sigma"], "ganglion_sigma", 0.0, strict=True)
+    check_real(p["bias"], "bias", float32=True)
+    check_real(p["gain"], "gain", low=0, strict=True, float32=True)
+    check_real(p["ganglion_sigma"], "ganglion_sigma", low=0, strict=True, float32=True)
     _check_cells(p["cells"])
     pathways = p["pathways"]
     if not isinstance(pathways, dict) or not pathways:
@@ -629,9 +626,9 @@ def _check_params(p: dict, version: int) -> None:
     for name, q in pathways.items():
         _check_pathway(f"pathways[{name!r}]", q, required, version)
     if version == 1:
-        _check_number(p["amacrine_sigma"], "amacrine_sigma", 0.0, strict=True)
-        _check_number(p["amacrine_threshold"], "amacrine_threshold")
-        _check_number(p["amacrine_weight"], "amacrine_weight")
+        check_real(p["amacrine_sigma"], "amacrine_sigma", low=0, strict=True, float32=True)
+        check_real(p["amacrine_threshold"], "amacrine_threshold", float32=True)
+        check_real(p["amacrine_weight"], "amacrine_weight", float32=True)
         _check_pathway("terminal_inhibition", p["terminal_inhibition"],
                        {"target", "polarity", "peak", "filter_sigma", "threshold", "sigma", "weight"}, version)
 

@@ -48,12 +48,17 @@ from ._frames import batches, gather_windows
 from ._progress import Progress, report
 from ._types import PathLike
 from ._validate import (as_rates, as_stack, check_cell_subset, check_history_frames, check_int, check_positive,
-                        file_path, hz_like_rates, hz_warning, mean_std, normalise, units_finding,
-                        unusable_weights)
+                        check_real, file_path, hz_like_rates, hz_warning, is_real, mean_std, normalise,
+                        units_finding, unusable_weights)
 from .checkpoint import load_model, save_model, weights_sha256
 from .io import Dataset, Split, cell_names_list, read_cell_names, read_dataset, read_split, repeats_array
 from .metrics import explained_variance, finite_mean, pearson, ratio_of_means
 from .model import ModelConfig, RetinaCNN
+
+__all__ = [
+    "TrainConfig", "init_readout", "train", "weight_penalty", "evaluate", "HOLDOUT", "IMPROVEMENT", "TEST_STIMULUS",
+    "TRUE_RATES_KEY", "DEFAULTS"
+]
 
 TrainingData = Union[PathLike, Dataset, tuple]
 """What :func:`train` and :func:`evaluate` read: an HDF5 file in the lab layout, a
@@ -124,12 +129,10 @@ class TrainConfig:
         object.__setattr__(self, "lr", check_positive(self.lr, "lr"))
         for name, low in (("patience", 1), ("lr_patience", 1), ("seed", 0)):
             object.__setattr__(self, name, check_int(getattr(self, name), name, low))
-        if not isinstance(self.holdout, (int, float)) or not 0 < self.holdout < 0.5:
+        if not is_real(self.holdout) or not 0 < self.holdout < 0.5:
             raise ValueError(f"holdout must be a fraction in (0, 0.5), got {self.holdout!r}")
         for name in ("l2", "l1_linear"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            object.__setattr__(self, name, check_real(getattr(self, name), name, low=0))
 
     def provenance_params(self, device: torch.device, cells: Optional[list[int]], command: Optional[str]) -> dict:
         """``provenance["params"]`` of a checkpoint: these settings (under their recorded names) plus

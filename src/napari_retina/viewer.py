@@ -52,7 +52,7 @@ from napari.viewer import Viewer as _NapariViewer  # the class itself (napari.Vi
 
 from ._atomic import atomic_write
 from ._types import AnyModel, ArrayLike, PathLike
-from ._validate import check_positive, check_reduces
+from ._validate import check_positive, check_reduces, is_real
 from ._napari._layers import (META, CellTraces, bar_limit, map_layers, plugin_metadata, show_marked_colour_bar,
                               stimulus_layer_kwargs)
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
@@ -646,10 +646,8 @@ def set_time(viewer: "napari.Viewer", time_ms: float) -> float:
     layers: 304 ms gives frame 30, 300 ms) and stops at the first and the
     last frame; the time returned is that frame's.
     """
-    import numbers
-
     axis = _check_time_viewer(viewer, "set_time()")
-    if not isinstance(time_ms, numbers.Real) or isinstance(time_ms, (bool, np.bool_)):
+    if not is_real(time_ms):
         raise TypeError(f"time_ms must be a finite number of ms, got {time_ms!r}")
     t = float(time_ms)
     if not np.isfinite(t):
@@ -762,8 +760,6 @@ def screenshot(viewer: "napari.Viewer", path: PathLike, size: tuple = (1200, 800
     instead (docks included), resized to ``size`` (then put back, with
     the view). Written atomically.
     """
-    import numbers
-
     from napari.utils.io import imsave_png
 
     _check_viewer(viewer)
@@ -781,7 +777,7 @@ def screenshot(viewer: "napari.Viewer", path: PathLike, size: tuple = (1200, 800
     if side > MAX_IMAGE_SIDE:   # beyond it the OpenGL framebuffer fails and vispy aborts the process
         raise ValueError(f"a screenshot is at most {MAX_IMAGE_SIDE} pixels a side (an OpenGL limit), got "
                          f"{side:.0f} (size {w}x{h}{'' if window else f', scale {scale:g}'})")
-    if not isinstance(margin, numbers.Real) or isinstance(margin, bool) or not 0 <= float(margin) < 0.5:
+    if not is_real(margin) or not 0 <= float(margin) < 0.5:
         raise ValueError(f"margin must be a fraction of the image in [0, 0.5), got {margin!r}")
     image = _window_image(viewer, (w, h), margin) if window else \
         _canvas_image(viewer, (round(h * scale), round(w * scale)), margin)

@@ -47,7 +47,6 @@ or infinite (refining cannot mend that; ``attribute`` then reports it).
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from typing import Callable, Optional
 
@@ -55,6 +54,7 @@ import numpy as np
 import torch
 
 from .._invariance import Invariance
+from .._validate import is_real
 from ._head import Head
 from ._integrate import chunk_rates, path_integral
 from ._quadrature import DEFAULT_STEPS, Rule, check_rule_steps
@@ -104,7 +104,7 @@ def warn_if_unmet(completeness: float, tol: Optional[float], steps_per_frame: np
 
 def check_tol(tol) -> float:
     """``tol`` checked: a number in [MIN_TOL, 1), or a one-sentence TypeError/ValueError."""
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+    if not is_real(tol):
         raise TypeError(f"tol must be a number, got {type(tol).__name__} {tol!r}")
     if not (np.isfinite(tol) and MIN_TOL <= tol < 1):
         raise ValueError(f"tol must be a number in [{MIN_TOL:g}, 1) (a relative error), got {tol}")

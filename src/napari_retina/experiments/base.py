@@ -21,7 +21,6 @@ pixels from the field centre (55 µm each), as in :mod:`napari_retina.stimuli`.
 from __future__ import annotations
 
 import json
-import numbers
 import warnings
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -36,7 +35,7 @@ from .._progress import Progress, report, within
 from .._types import AnyModel, ArrayLike
 from .._units import FRAME_MS
 from .._validate import (FLOAT32_MAX, NonFiniteOutputError, StimulusUnitsWarning, as_real_array, beyond_memory,
-                         check_cells, check_finite_output)
+                         check_cells, check_finite_output, check_real, is_real, size_text)
 from .._wrap import model_config
 from ..attribution import Cells, attribute
 from ..reduction import DEFAULT_EXPLAIN, check_explain, reduce
@@ -186,7 +185,7 @@ def resolve_params(module: ModuleType, params: dict, size: int, history: int) ->
 
 def int_param(value: Any, name: str, low: int = 1) -> int:
     """An int >= ``low`` (floats with an integer value accepted), or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if not np.isfinite(value) or float(value) != int(value):  # int() of inf or NaN raises its own error
         raise ValueError(f"{name} must be a whole number of frames, got {value}")
@@ -196,14 +195,12 @@ def int_param(value: Any, name: str, low: int = 1) -> int:
 
 
 def real_param(value: Any, name: str, positive: bool = False) -> float:
-    """A finite real (> 0 when ``positive``), or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not np.isfinite(value) or abs(value) > FLOAT32_MAX:  # stimuli and readouts are float32
-        raise ValueError(f"{name} must be finite within float32 (|value| <= {FLOAT32_MAX:.3g}), got {value}")
-    if positive and value <= 0:
+    """A finite real within float32 (stimuli and readouts are float32; :func:`~napari_retina._validate.check_real`),
+    > 0 when ``positive``, or a clear error."""
+    number = check_real(value, name, float32=True)
+    if positive and number <= 0:
         raise ValueError(f"{name} must be > 0, got {value}")
-    return float(value)
+    return number
 
 
 def list_param(values: Any, name: str) -> list:
@@ -257,8 +254,8 @@ def check_movie_length(frames: float, size: int, what: str) -> None:
     if beyond is not None:
         need, have = beyond
         raise MemoryError(f"{what} come to {count} frames of {size}×{size} px, and the {MOVIE_COPIES} float32 copies "
-                          f"of that movie an experiment keeps take {need / 2**30:.3g} GiB, more than this machine's "
-                          f"memory ({have / 2**30:.3g} GiB)")
+                          f"of that movie an experiment keeps take {size_text(need, 'GiB')}, more than this machine's "
+                          f"memory ({size_text(have, 'GiB')})")
     if not frames <= MAX_MOVIE_FRAMES:
         minutes = frames * FRAME_MS / 60_000.0
         raise ValueError(f"{what} come to {count} frames ({minutes:.3g} min at {FRAME_MS:g} ms a frame), more than "

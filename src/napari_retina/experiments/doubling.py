@@ -57,13 +57,12 @@ present : the literature criterion (Hochstein & Shapley 1976: in a cell that poo
 
 from __future__ import annotations
 
-import numbers
-
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from .. import stimuli
+from .._validate import is_real
 from .base import Movie, Protocol, check_movie_length, finite_max, int_param, list_param, real_param
 
 NAME = "doubling"
@@ -109,7 +108,7 @@ def build(size: int, history: int, respond: Optional[Callable] = None, *,
     for w in widths:
         if w > size / 2.0:
             raise ValueError(f"bar_width {w:g} px does not fit two bars into the model's {size}-pixel field")
-    if isinstance(period, numbers.Real) and not isinstance(period, bool) and period < 3:
+    if is_real(period) and period < 3:
         raise ValueError(f"period must be at least 3 frames (F2 has a period of `period` frames and needs more "
                          f"than 2 samples per cycle to be measured, not aliased), got {period}")
     period = int_param(period, "period", 3)

@@ -19,6 +19,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pus
 
 from ...analysis import Analysis, run_analysis
 from ...attribution import DEFAULT_TOL, MAX_STEPS, MIN_TOL, attribute
+from ...batch import check_stimulus_shape
 from ...model import RetinaCNN
 from ..._validate import ZSCORE_REMEDY, StimulusUnitsWarning, input_mapping, warn_if_not_contrast
 from ...reduction import reduce
@@ -50,8 +51,17 @@ CROPS = ("none", "center", "window")
 (the crop-window rectangle, :mod:`._crop`; its corner is passed as ``crop=(y0, x0)``)."""
 
 
+#: the dock's advice for a layer larger than the model's frame with crop 'none' (the core says the rest)
+CROP_ADVICE = "choose crop 'center', or 'window' and drag the rectangle"
+
+
 def check_stimulus_layer(layer, model: RetinaCNN, crop: str) -> np.ndarray:
-    """The layer's data as a (T, H, W) stack the model accepts, or a one-sentence ValueError."""
+    """The layer's data as a (T, H, W) stack the model accepts, or a one-sentence ValueError.
+
+    What a layer is (chosen, greyscale, one resolution, 3-D) is napari's question, asked here; whether its
+    shape suits the model (frames, frame size with ``crop``) is the core's
+    (:func:`napari_retina.batch.check_stimulus_shape`, the check a batch makes on a file's header).
+    """
     if layer is None:
         raise ValueError("Choose a stimulus layer first (open a stack or generate one in the Stimulus widget).")
     cfg = model.config
@@ -63,15 +73,9 @@ def check_stimulus_layer(layer, model: RetinaCNN, crop: str) -> np.ndarray:
                          "analyse that.")
     if layer.ndim != 3:
         raise ValueError(f"Layer '{layer.name}' is {layer.ndim}-D; the model needs a (T, y, x) stack.")
-    T, H, W = layer.data.shape
-    if H < cfg.size or W < cfg.size:
-        raise ValueError(f"Layer '{layer.name}' is {H}×{W} pixels, smaller than the model's "
-                         f"{cfg.size}×{cfg.size} input.")
-    if (H, W) != (cfg.size, cfg.size) and crop == "none":
-        raise ValueError(f"Layer '{layer.name}' is {H}×{W} pixels but the model takes {cfg.size}×{cfg.size}; "
-                         "choose crop 'center', or 'window' and drag the rectangle.")
-    if T < cfg.history:
-        raise ValueError(f"Layer '{layer.name}' has {T} frames but the model needs at least {cfg.history}.")
+    # 'window' needs what 'center' needs, a layer at least the model's size (where the window lies: crop_value)
+    check_stimulus_shape(tuple(layer.data.shape), cfg.history, cfg.size, None if crop == "none" else "center",
+                         f"Layer '{layer.name}'", CROP_ADVICE)
     return layer.data
 
 
