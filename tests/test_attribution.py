@@ -885,3 +885,24 @@ def test_gpu_results_copied_asynchronously_equal_a_blocking_copy(monkeypatch):
         monkeypatch.undo()
         for a, b in ((got.maps, want.maps), (got.channels, want.channels), (got.rates, want.rates)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.nanmax(np.abs(b)))  # NaN where b's are
+
+
+@pytest.mark.parametrize("layer", ["bn3", "bn2"])
+def test_a_batch_norm_with_a_large_shift_over_a_tiny_scale_is_attributed_exactly(layer):
+    """A cell that hardly fires (bn3 shift −7 over a scale of −3e-4, as training on silent rates leaves it), or a
+    unit so shifted, is attributed as Captum attributes it: the affine maps come from the batch norms' parameters,
+    not from differences of their outputs, which lost four digits and failed the head's own check."""
+    try:
+        model = copy.deepcopy(nr.load_model(device="cpu"))
+    except (FileNotFoundError, ValueError) as exc:
+        pytest.skip(f"no default model: {exc}")
+    norm = model.bn3 if layer == "bn3" else model.bn2.bn
+    with torch.no_grad():
+        norm.bias[0] = -7.0
+        norm.weight[0] = -3e-4
+    cfg = model.config
+    stim = np.random.default_rng(0).standard_normal((cfg.history + 1, cfg.size, cfg.size)).astype(np.float32)
+    frames = [cfg.history - 1, cfg.history]
+    got = nr.attribute(model, stim, cell=0, steps=8, rule="riemann_middle", invariance="none", frames=frames)
+    captum = captum_maps(model, stim, [0], 8, "riemann_middle")
+    np.testing.assert_allclose(got.maps[frames], captum, rtol=1e-4, atol=1e-4 * np.abs(captum).max())

@@ -49,7 +49,7 @@ def test_rates_are_positive():
 
 
 @pytest.mark.parametrize("bn", ["unit", "channel", "none"])
-def test_first_layer_affine_matches_bn1(bn):
+def test_norm_affine_matches_each_batch_norm(bn):
     model = tiny(bn)
     with torch.no_grad():
         for module in model.modules():  # non-trivial running statistics
@@ -61,6 +61,12 @@ def test_first_layer_affine_matches_bn1(bn):
         z = torch.randn(3, 3, 12, 12)
         scale, shift = model.first_layer_affine()
         assert torch.allclose(model.bn1(z), scale * z + shift, atol=1e-6)
+        h2 = model.config.map_sizes[1]
+        for layer, norm, x in [(2, model.bn2, torch.randn(3, model.config.channels[1], h2, h2)),
+                               (3, model.bn3, torch.randn(3, model.config.n_cells))]:
+            scale, shift = model.norm_affine(layer)
+            assert scale.shape == shift.shape == x.shape[1:]
+            assert torch.allclose(norm(x), scale * x + shift, atol=1e-6)
 
 
 def test_config_round_trips_through_json_dict():

@@ -339,17 +339,34 @@ class RetinaCNN(nn.Module):
 
     def first_layer_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """bn1 in eval mode as ``bn1(z) = scale * z + shift``, each (C1, h1, h1)."""
-        c1 = self.config.channels[0]
-        h1 = self.config.map_sizes[0]
-        bn = self.bn1.bn if isinstance(self.bn1, _UnitBatchNorm) else self.bn1
-        if isinstance(bn, nn.Identity):
-            one = torch.ones(c1, h1, h1, device=self.conv1.weight.device)
+        return self.norm_affine(1)
+
+    def norm_affine(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch norm ``layer`` (1, 2 or 3) in eval mode as ``bn(x) = scale * x + shift``.
+
+        Each is (C, h, h) for layers 1 and 2 (a channel norm's values repeated over
+        space) and (n_cells,) for layer 3, in the weights' dtype. Computed in float64
+        from the norm's parameters, not as differences of its outputs: those lose the
+        digits of a small scale under a large shift (a cell trained never to fire).
+        """
+        norm = {1: self.bn1, 2: self.bn2, 3: self.bn3}[layer]
+        if layer == 3:
+            shape: tuple[int, ...] = (self.config.n_cells,)
+        else:
+            shape = (self.config.channels[layer - 1],) + (self.config.map_sizes[layer - 1],) * 2
+        weight = self.conv1.weight
+        if isinstance(norm, _UnitBatchNorm):
+            norm = norm.bn
+        if isinstance(norm, nn.Identity):
+            one = torch.ones(shape, dtype=weight.dtype, device=weight.device)
             return one, torch.zeros_like(one)
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        shift = bn.bias - bn.running_mean * scale
-        if isinstance(self.bn1, _UnitBatchNorm):
-            return scale.view(c1, h1, h1), shift.view(c1, h1, h1)
-        return (scale.view(c1, 1, 1).expand(c1, h1, h1), shift.view(c1, 1, 1).expand(c1, h1, h1))
+        f64 = {"dtype": torch.float64}
+        scale = norm.weight.to(**f64) / torch.sqrt(norm.running_var.to(**f64) + norm.eps)
+        shift = norm.bias.to(**f64) - norm.running_mean.to(**f64) * scale
+        scale, shift = scale.to(weight.dtype), shift.to(weight.dtype)
+        if scale.numel() == shape[0] and len(shape) == 3:  # a channel norm (BatchNorm2d)
+            return scale.view(-1, 1, 1).expand(shape), shift.view(-1, 1, 1).expand(shape)
+        return scale.view(shape), shift.view(shape)
 
     @property
     def device(self) -> torch.device:

@@ -79,12 +79,9 @@ class Head:
         zero = torch.zeros(1, c1, h1, h1, dtype=p.dtype, device=p.device)
         with torch.no_grad():
             self.u2_zero = net.bn2(net.conv2(zero))
-            self.scale2 = net.bn2(torch.ones_like(self.u2_zero)) - net.bn2(torch.zeros_like(self.u2_zero))
-            eye = torch.zeros(2, net.linear.out_features, dtype=p.dtype, device=p.device)
-            eye[1] = 1.0
-            ends = net.bn3(eye)  # bn3 at 0 and at 1: its affine map
-            self.shift3 = ends[0, cells]
-            self.scale3 = ends[1, cells] - ends[0, cells]
+            self.scale2 = net.norm_affine(2)[0][None]  # (1, C2, h2, h2)
+            scale3, shift3 = net.norm_affine(3)
+            self.shift3, self.scale3 = shift3[cells], scale3[cells]
             self.lin_w = net.linear.weight[cells]  # (n_cells, C2·h2²)
             self.lin_b = net.linear.bias[cells]
             # ∂F/∂u2 through the mask is (∂F/∂a2)·w2; fold scale2 into the rows of L
