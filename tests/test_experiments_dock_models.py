@@ -130,32 +130,3 @@ def test_result_text_wraps_across_the_dock_not_in_a_narrow_column(viewer, qtbot)
     assert w.overview.native.width() >= 0.8 * row
     assert w.overview.native.height() >= w.overview.native.heightForWidth(w.overview.native.width())
     assert w.task.status.native.width() >= w.task.progress.native.width() - 2   # its row's whole value column
-
-
-def test_readout_names_cut_to_the_column_stay_apart(viewer, qtbot):
-    """Cut at their end, "burst_latency_ms" and "burst_latency_slope_ms_per_px" both read "burst_latency_…" in the
-    110-px name column: two rows that looked the same. Cut in the middle, the names drawn (as the view elides
-    them, at the column's width) are all different."""
-    from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QStyleOptionViewItem
-
-    w = _dock(viewer)
-    viewer.window._qt_window.resize(1200, 900)
-    viewer.window.show()
-    qtbot.waitExposed(viewer.window._qt_window)
-    assert w.run(["reversal"])
-    w.task.wait(120000)
-    qtbot.wait(50)
-    table = w.table.native
-    option = QStyleOptionViewItem()
-    table.itemDelegateForColumn(0).initStyleOption(option, table.model().index(0, 0))
-    assert option.textElideMode == Qt.TextElideMode.ElideMiddle      # the names' column (the values keep their start)
-    assert table.textElideMode() == Qt.TextElideMode.ElideRight
-    metrics, width = table.fontMetrics(), table.columnWidth(0) - 8   # the cell's text margins
-    names = [table.item(row, 0).text() for row in range(table.rowCount())]
-    assert "burst_latency_ms" in names and "burst_latency_slope_ms_per_px" in names
-    drawn = [metrics.elidedText(name, Qt.TextElideMode.ElideMiddle, width) for name in names]
-    assert any(d != n for d, n in zip(drawn, names))     # some are cut at this width
-    assert len(set(drawn)) == len(drawn), drawn
-    end_cut = [metrics.elidedText(name, Qt.TextElideMode.ElideRight, width) for name in names]
-    assert len(set(end_cut)) < len(end_cut)              # as they were drawn before

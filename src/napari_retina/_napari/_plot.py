@@ -40,8 +40,8 @@ from vispy.visuals.text.text import FontManager
 from . import _exit
 from ._docking import docked_in, vertical_scroll
 from ._framing import frame_result
-from ._layers import (CURSOR_COLOR, META, CellTraces, _rgba, bar_in, bar_limit, layer_geometry, map_layers,
-                      plugin_metadata, show_alone, show_colour_bar, show_marked_colour_bar, trace_series)
+from ._layers import (CURSOR_COLOR, META, CellTraces, _rgba, bar_in, layer_geometry, map_layers, plugin_metadata,
+                      round_up, show_alone, show_colour_bar, show_marked_colour_bar, trace_series)
 
 DOCK_NAME = "Traces (napari-retina)"
 """Title of the trace plot's dock widget."""
@@ -67,14 +67,18 @@ DOCK_SHARE = 0.45
 """New traces grow the plot's dock to show every row, up to this share of the window's height (beyond it,
 and whenever the dock is made smaller, the title and the rows scroll)."""
 ROW_MIN_PX = 32
-"""The plot's canvas is never shorter than this many pixels per row (plus the time axis): below it
-the rows' labels overlap, and a bottom dock otherwise keeps whatever height it was first given."""
-LEGEND_LINE_PX = 14
-"""Height of one legend line (8-pt text): a row is at least this times its legend's lines tall (the
-first row has three: the model's response, the reduced circuit's, the unit)."""
-X_AXIS_PX = 44
-"""Height of the time axis: its tick labels and, below them, its label ("time (ms)"). Fixed, so that a
-plot squeezed to its minimum height takes the room from the rows, not from the axis' label."""
+"""No row is shorter than this many pixels (:func:`row_min_px`): below it its y axis' labels overlap,
+and a bottom dock otherwise keeps whatever height it was first given."""
+LEGEND_LINE_PX = 13
+"""Height of one legend line (8-pt text, 11 px): a row is at least this times its legend's lines tall (the
+first row has three: the model's response, the reduced circuit's, the unit; the other rows two)."""
+X_AXIS_PX = 34
+"""Height of the time axis: its ticks, their labels and, below them, its label ("time (ms)"). Fixed, so
+that a plot squeezed to its minimum height takes the room from the rows, not from the axis' label."""
+PAGE_SPACING_PX = 2
+"""Space between the title and the plot (Qt's default, 6 px, took room from the rows on a laptop's screen)."""
+X_TICK_PX = 6
+"""Length of the time axis' ticks (vispy's default, 10 px, took room from the rows on a laptop's screen)."""
 REVEAL_PER_PASS = 4
 """Most nodes a new plot shows per event-loop pass when it is built in steps (:meth:`TracePlot.traces_steps`)."""
 TEXT_PER_PASS = 2
@@ -175,6 +179,13 @@ def reveal_batches(nodes: list) -> list[list]:
     return batches + ([batch] if batch else [])
 
 
+def row_min_px(lines: int) -> int:
+    """The least height (px) of a row whose legend has ``lines`` lines: a line of text each, and room for its y
+    axis' labels (:data:`ROW_MIN_PX`). Each row asks for its own: the first row's three lines made every row
+    as tall, and pushed the time axis below the fold of a 1280×800 window."""
+    return max(ROW_MIN_PX, LEGEND_LINE_PX * lines)
+
+
 def time_unit(duration_ms: float) -> tuple[str, float]:
     """("ms", 1) for movies shorter than :data:`MS_BELOW_MS`, else ("s", 1000): the axis unit and ms per unit."""
     return ("ms", 1.0) if duration_ms < MS_BELOW_MS else ("s", 1000.0)
@@ -250,6 +261,13 @@ def _axis(orientation: str, label: Optional[str], **kwargs) -> _Axis:
     return axis
 
 
+def _stretch_to(widget, height_px: float) -> None:
+    """Let ``widget`` take a share of the plot's height in proportion to ``height_px``, in units of the time
+    axis' height (whose row, empty cells included, has stretch 1): at the canvas' minimum height every row
+    then gets exactly its minimum (:func:`row_min_px`), and a taller canvas grows them all alike."""
+    widget.stretch = (widget.stretch[0], height_px / X_AXIS_PX)
+
+
 class _Row:
     """One row of the plot: a view box with its own y axis, its traces, label and cursor line."""
 
@@ -273,6 +291,9 @@ class _Row:
                                          row=k, col=0)
                        for k, (text, color) in enumerate(names)]
         _share_font([self.axis.axis._text, self.axis.axis._axis_label_vis], font_manager)
+        self.min_px = row_min_px(len(self.labels))
+        for widget in (self.axis, self.view, legend):
+            _stretch_to(widget, self.min_px)
         self.zero = InfiniteLine(0.0, color=(0.5, 0.5, 0.5, 0.6), vertical=False, parent=self.view.scene)
         self.cursor = InfiniteLine(cursor_x, color=_rgba(CURSOR_COLOR), vertical=True, parent=self.view.scene)
         self.set_series(series)
@@ -307,9 +328,9 @@ class _Row:
         self.dim(False)
         vals = np.concatenate([s["values"][np.isfinite(s["values"])] for s in series] + [np.zeros(1, np.float32)])
         lo, hi = float(vals.min()), float(vals.max())
-        # the range reaches a round number past each extreme (bar_limit's, whose ticks vispy labels): a row
-        # whose top was 0.43 had its next tick, 0.5, outside it and read "0" alone, no scale at all
-        lo, hi = (-bar_limit(-lo) if lo < 0 else lo), (bar_limit(hi) if hi > 0 else hi)
+        # the range reaches a round number past each extreme: a row whose top was 0.43 had its next tick, 0.5,
+        # outside it and read "0" alone, no scale at all
+        lo, hi = (-round_up(-lo) if lo < 0 else lo), (round_up(hi) if hi > 0 else hi)
         pad = 0.08 * (hi - lo) if hi > lo else 1.0
         self.y_range = (lo - pad, hi + pad)
 
@@ -399,6 +420,7 @@ class TracePlot(QWidget):
         page = QWidget()
         page_layout = QVBoxLayout(page)
         page_layout.setContentsMargins(0, 0, 0, 0)
+        page_layout.setSpacing(PAGE_SPACING_PX)
         page_layout.addWidget(self.title)
         page_layout.addWidget(_AtLeast(self.canvas.native), 1)
         self.scroll = vertical_scroll(page)
@@ -482,8 +504,9 @@ class TracePlot(QWidget):
                 node.visible = False
             self.rows.append(row)
             yield
-        self.x_axis = _axis("bottom", self.time_label(), axis_font_size=8, axis_label_margin=28,
-                            tick_label_margin=14)
+        # short ticks, their labels close under them, the axis' label close under those: the rows keep the room
+        self.x_axis = _axis("bottom", self.time_label(), axis_font_size=8, major_tick_length=X_TICK_PX,
+                            minor_tick_length=X_TICK_PX / 2, tick_label_margin=12, axis_label_margin=20)
         self.x_axis.height_min = self.x_axis.height_max = X_AXIS_PX
         self.x_axis.visible = False
         _share_font([self.x_axis.axis._text, self.x_axis.axis._axis_label_vis], self._fonts)
@@ -494,8 +517,7 @@ class TracePlot(QWidget):
             row.view.camera.link(first, axis="x")
         self.rows[0].view.scene.transform.changed.connect(self._on_view_changed)
         self._preferred_height = min(90 + ROW_HEIGHT_PX * n_rows, MAX_HEIGHT_PX)
-        row_px = max(ROW_MIN_PX, LEGEND_LINE_PX * max(len(row.labels) for row in self.rows))  # rows share alike
-        self.canvas.native.setMinimumHeight(min(X_AXIS_PX + row_px * n_rows, MAX_HEIGHT_PX))
+        self.canvas.native.setMinimumHeight(min(X_AXIS_PX + sum(row.min_px for row in self.rows), MAX_HEIGHT_PX))
         self.updateGeometry()
         self.fit_dock()
         self._reset_ranges()
@@ -806,7 +828,8 @@ def plot_title(attribution, reduction, name: str, legend: str = "") -> str:
     return text + "." + (f"<br>{legend}" if legend else "")
 
 
-def show_traces(viewer, attribution, reduction=None, stimulus_layer=None, name: str = "", legend: str = "") -> TracePlot:
+def show_traces(viewer, attribution, reduction=None, stimulus_layer=None, name: str = "",
+                legend: str = "") -> TracePlot:
     """Plot an analysis' traces in the viewer's trace plot dock (created on first use); returns the plot.
 
     ``stimulus_layer`` gives the time axis (its ``scale[0]`` ms per frame and

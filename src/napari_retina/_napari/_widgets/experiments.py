@@ -25,7 +25,7 @@ import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, Table
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
+from qtpy.QtWidgets import QHeaderView, QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
 from ... import experiments
 from ...attribution import MAX_STEPS
@@ -39,7 +39,10 @@ from ._common import TERMS, PARAMETER_HELP, offer_cells, parameter_widget, rich_
 TABLE_HEIGHT = 130
 """Minimum height (px) of the readout table, so its rows are readable."""
 NAME_COLUMN_PX = 110
-"""Widest the readout table's name column starts (px); the value columns share the rest of the width."""
+"""Widest the readout table's name column starts (px), unless a part of a name between underscores needs more:
+longer names wrap after their underscores (:func:`wrappable`); the value columns share the rest of the width."""
+NAME_BREAK = "_\u200b"
+"""An underscore as a readout name is drawn: followed by a zero-width space, where a long name may wrap."""
 GAP = 0.1
 """Blank space between stacked results, as a fraction of the new result's height."""
 
@@ -218,14 +221,33 @@ def peak_time_ms(result, stimulus_layer) -> float:
     return float(stimulus_layer.translate[0] + frame * stimulus_layer.scale[0])
 
 
-class _MiddleElided(QStyledItemDelegate):
-    """Text cut in the middle (the readout names' column): names that share a start stay apart, where cut at the
-    end "burst_latency_ms" and "burst_latency_slope_ms_per_px" both read "burst_latency_..." (values keep their
-    start: a list reads "[-9, -8, -7, ...")."""
+def wrappable(name: str) -> str:
+    """A readout name as its table cell draws it: with a zero-width space after each underscore (:data:`NAME_BREAK`),
+    so that a name wider than its column wraps there, onto more lines, rather than being cut."""
+    return name.replace("_", NAME_BREAK)
+
+
+class _WrappedName(QStyledItemDelegate):
+    """The readout names' column: a name wider than the column wraps after its underscores and is read whole
+    (cut to the 110-px column, "burst_l…_per_px" and "reversa…ions_px" had to be guessed or hovered). Only a
+    column dragged narrower than a part of a name cuts that part, in the middle: names that share a start stay
+    apart (values keep their start: a list reads "[-9, -8, -7, ...")."""
 
     def initStyleOption(self, option, index) -> None:  # noqa: N802 - Qt's name
         super().initStyleOption(option, index)
+        option.text = wrappable(option.text)
+        option.features |= QStyleOptionViewItem.ViewItemFeature.WrapText
         option.textElideMode = Qt.TextElideMode.ElideMiddle
+
+
+class _OneLine(QStyledItemDelegate):
+    """The value columns: one line a cell, a long value cut at its end (whole in its tooltip), although the table
+    wraps text (for the names' column). Plain text: magicgui's delegate would parse the text, already rounded to
+    4 significant digits (:func:`_cell`), back and print 4 decimals ("19.8500", "16600.0000")."""
+
+    def initStyleOption(self, option, index) -> None:  # noqa: N802 - Qt's name
+        super().initStyleOption(option, index)
+        option.features &= ~QStyleOptionViewItem.ViewItemFeature.WrapText
 
 
 def _reason(message: str) -> str:
@@ -275,11 +297,10 @@ class ExperimentsWidget(Container):
         self.table = Table(value={"readout": [], "value": []})
         self.table.native.setMinimumHeight(TABLE_HEIGHT)
         self.table.native.verticalHeader().setVisible(False)   # row numbers say nothing here; room for the values
-        # the cells hold text already rounded to 4 significant digits (_cell): magicgui's delegate would parse
-        # it back and print 4 decimals ("19.8500", "16600.0000"), more digits than the numbers have
-        self.table.native.setItemDelegate(QStyledItemDelegate(self.table.native))
-        self.table.native.setWordWrap(False)                   # one line a row: long values elided, whole in tooltips
-        self.table.native.setItemDelegateForColumn(0, _MiddleElided(self.table.native))
+        self.table.native.setItemDelegate(_OneLine(self.table.native))   # values: one line, whole in tooltips
+        self.table.native.setItemDelegateForColumn(0, _WrappedName(self.table.native))   # names: whole, wrapped
+        self.table.native.setWordWrap(True)   # the view lays wrapped names out at their column's width
+        self.table.native.verticalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)   # a row per name
         self.terms = rich_label("")
         self.recovery = rich_label("")
         self.recovery.visible = False   # shown with a result compared with the ground truth
@@ -383,7 +404,7 @@ class ExperimentsWidget(Container):
             self.table.value = readout_table(res, truth)
             for row, texts in enumerate(readout_tooltips(res, truth)):
                 item = self.table.native.item(row, 0)
-                if item is not None:   # the name column: cut to its width in a narrow dock
+                if item is not None:   # the name, as a script reads it (res.readout[name])
                     item.setToolTip(item.text())
                 for col, text in enumerate(texts, start=1):
                     item = self.table.native.item(row, col)
@@ -396,15 +417,26 @@ class ExperimentsWidget(Container):
             self.recovery.visible = bool(self.recovery.value)
 
     def _fit_columns(self) -> None:
-        """The readout names as wide as they need (at most :data:`NAME_COLUMN_PX`), the value columns (model,
-        ground truth) sharing the rest: both in sight in a narrow dock, long values elided (whole in tooltips)."""
+        """The readout names as wide as they need, up to :data:`NAME_COLUMN_PX` (longer ones wrap after their
+        underscores) but never narrower than a part of a name between underscores, the value columns (model,
+        reduced, ground truth) sharing the rest: all in sight in a narrow dock, long values elided (whole in
+        tooltips)."""
         table = self.table.native
         header = table.horizontalHeader()
         table.resizeColumnToContents(0)
         header.setSectionResizeMode(0, QHeaderView.Interactive)
-        table.setColumnWidth(0, min(table.columnWidth(0), NAME_COLUMN_PX))
+        table.setColumnWidth(0, max(min(table.columnWidth(0), NAME_COLUMN_PX), self._widest_name_part_px()))
         for col in range(1, table.columnCount()):
             header.setSectionResizeMode(col, QHeaderView.Stretch)
+
+    def _widest_name_part_px(self) -> int:
+        """The width (px) of the widest part of a readout name between underscores (the underscore after it
+        included), with the cell's text margins: the narrowest the names' column can be without cutting a name."""
+        table = self.table.native
+        names = [table.item(row, 0).text() for row in range(table.rowCount()) if table.item(row, 0) is not None]
+        parts = [part for name in names for part in wrappable(name).split("\u200b")]
+        margin = table.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, table) + 1
+        return max((table.fontMetrics().horizontalAdvance(part) for part in parts), default=0) + 2 * margin + 2
 
     def add_layers(self) -> list:
         """Add the chosen result's stimulus, maps and traces below the layers already shown, and move the time
