@@ -91,11 +91,37 @@ def test_a_strong_map_over_a_bright_stimulus_shows_its_channels_colour_not_white
     assert expected.min() < 0.8                                              # a colour, not washed out to white
 
 
-@pytest.mark.parametrize("raw, rounded", [(0.0497, 0.05), (17.0, 20.0), (0.000524, 0.0006), (1.0, 1.0),
-                                          (1.00001, 1.2), (7.0001, 10.0), (0.0376, 0.04), (123456.0, 150000.0),
-                                          (4.3e-7, 5e-7), (0.0, 0.0)])
+@pytest.mark.parametrize("raw, rounded", [(0.0497, 0.05), (17.0, 20.0), (0.000524, 0.001), (1.0, 1.0),
+                                          (1.00001, 2.0), (7.0001, 10.0), (0.0376, 0.04), (123456.0, 200000.0),
+                                          (4.3e-7, 5e-7), (0.25, 0.4), (3.0, 4.0), (0.0, 0.0)])
 def test_a_computed_map_limit_is_rounded_up_to_a_round_number(raw, rounded):
     assert _layers.bar_limit(raw) == pytest.approx(rounded, rel=1e-12)
+
+
+def _bar_labels(viewer, layer) -> list[str]:
+    """The tick labels of the colour bar napari draws for ``layer`` (its vispy node: no public API gives them)."""
+    overlay = viewer.window._qt_viewer.canvas._layer_overlay_to_visual[layer][layer.colorbar]
+    return list(overlay.node.ticks._text.text)
+
+
+def test_the_colour_bar_s_top_tick_is_its_limit(make_napari_viewer):
+    """A scientist reads the top of the bar as the maps' limit, but at ±0.25 the bar's top tick read 0.2, at ±0.3
+    0.25, at ±6 or ±7 5 (vispy chooses the ticks, napari gives no say): the limit is now one the bar puts a tick
+    on, read off the bar napari draws for computed limits from 1e-4 to 10 and beyond."""
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.zeros((4, 4), np.float32), colormap=_layers.channel_colormap(0))
+    _layers.show_colour_bar(layer)
+    rng = np.random.default_rng(0)
+    raw = np.r_[10.0 ** rng.uniform(-4, 1, 300), 10.0 ** rng.uniform(-9, 9, 100), 0.25, 0.3, 6.0, 7.0, 1.5]
+    wrong = []
+    for value in raw:
+        limit = _layers.bar_limit(value)
+        layer.contrast_limits = (-limit, limit)
+        labels = _bar_labels(viewer, layer)
+        if not (float(labels[-1]) == limit and float(labels[0]) == -limit and len(labels) >= 3):
+            wrong.append((value, limit, labels))
+        assert value <= limit <= 2 * value * (1 + 1e-12)
+    assert not wrong, wrong[:5]
 
 
 def test_the_colour_bar_labels_its_scale_whatever_the_maps_limit(make_napari_viewer, noise_analysis):

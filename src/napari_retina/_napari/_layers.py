@@ -235,21 +235,37 @@ def map_layer_data(
     return out
 
 
-BAR_MANTISSAS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 10.0)
-"""Round limits (times a power of ten) of a colour bar whose ticks napari labels (vispy's tick choice): at ±0.0497
-or ±17 the bar's only label was "0", its ticks (±0.05, ±20) falling outside it; at each of these, three or more."""
+ROUND_MANTISSAS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 10.0)
+"""Round numbers (times a power of ten) that :func:`round_up` reaches: at most 1.43× past a value."""
+BAR_MANTISSAS = (1.0, 2.0, 4.0, 5.0, 10.0)
+"""Limits (times a power of ten) of a colour bar whose top tick is the limit itself (:func:`bar_limit`).
+
+napari's colour bar (``layer.colorbar``) offers no control over its ticks: its tick labels are those of vispy's
+``Axis`` with vispy's default ``Ticker``, the algorithm of Talbot, Lin and Hanrahan (2010) over the contrast
+limits, for an axis 1 unit long in the bar's own coordinates (1/dpi inch to vispy) raised to vispy's floor of 2
+inches, so the ticks depend on the limits alone, not on the bar's size. For limits ±L it puts the end ticks at ±L for
+L = 1, 2, 4, 5 × 10^k; for 1.2 and 1.5 at ±1, 2.5 at ±2, 3 at ±3 or ±2.5 (floating point decides), 6 and
+7 at ±5, and 8 has the tick "0" alone. At ±0.0497 or ±17 the bar read "0" alone too (its ticks ±0.05, ±20
+outside it); at each of these, three or more labels."""
+
+
+def round_up(value: float, mantissas: Sequence[float] = ROUND_MANTISSAS) -> float:
+    """``value`` rounded up to the next of ``mantissas`` × 10^k (``mantissas`` from 1 to 10, increasing); a value
+    that is not positive and finite is returned as it is."""
+    value = float(value)
+    if not (np.isfinite(value) and value > 0):
+        return value
+    power = 10.0 ** np.floor(np.log10(value))
+    mantissa = value / power
+    return float(f"{next(m for m in mantissas if m >= mantissa * (1 - 1e-12)) * power:.12g}")
 
 
 def bar_limit(limit: float) -> float:
     """``limit`` rounded up to the next of :data:`BAR_MANTISSAS` × 10^k: a computed map limit (a percentile,
-    :func:`~napari_retina.metrics.map_limit`) becomes one the colour bar labels, at most 1.43× larger. A limit
-    that is not positive and finite is returned as it is."""
-    limit = float(limit)
-    if not (np.isfinite(limit) and limit > 0):
-        return limit
-    power = 10.0 ** np.floor(np.log10(limit))
-    mantissa = limit / power
-    return float(f"{next(m for m in BAR_MANTISSAS if m >= mantissa * (1 - 1e-12)) * power:.12g}")
+    :func:`~napari_retina.metrics.map_limit`) becomes the top tick of napari's colour bar (whose ticks napari does
+    not let one choose), which a scientist reads as the maps' limit; at most 2× larger. A limit that is not
+    positive and finite is returned as it is."""
+    return round_up(limit, BAR_MANTISSAS)
 
 
 COLOUR_BAR_KEY = "colour_bar"
