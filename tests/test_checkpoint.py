@@ -177,13 +177,20 @@ def test_malformed_config_info_or_weights_are_one_sentence(tmp_path, change, mat
         ("bn3.running_var", (1,), -1.0, r"bn3.running_var holds 1 negative variance \(expected all >= 0\)"),
     ],
 )
-def test_non_finite_weights_are_refused(tmp_path, name, index, value, match):
+def test_non_finite_weights_are_refused(tmp_path, monkeypatch, name, index, value, match):
     model = tiny()
     with torch.no_grad():
         model.state_dict()[name][index] = value
-    path = nr.save_model(model, tmp_path / "m.pt")  # a valid checksum: the model itself is broken
+    with monkeypatch.context() as m:   # a file written elsewhere: save_model refuses such weights itself
+        m.setattr(checkpoint, "unusable_weights", lambda state: None)
+        path = nr.save_model(model, tmp_path / "m.pt")  # a valid checksum: the model itself is broken
     with pytest.raises(ValueError, match=r"m.pt' has unusable weights: " + match):
         nr.load_model(path)
+    good = nr.save_model(tiny(), tmp_path / "good.pt")
+    before = good.read_bytes()
+    with pytest.raises(ValueError, match=r"^the model has unusable weights, not saved to '.*good.pt': " + match):
+        nr.save_model(model, good)   # a good checkpoint is not swapped for one load_model refuses
+    assert good.read_bytes() == before
 
 
 def _data_offset(path, member):

@@ -174,6 +174,7 @@ def _saved_analysis(path, frames=6, channels=3):
         h5["stimulus"] = rng.standard_normal((frames, 8, 8)).astype(np.float32)
         h5["attribution/channels"] = rng.standard_normal((frames, channels)).astype(np.float32)
         h5["attribution/response"] = rng.random(frames).astype(np.float32)
+        h5["attribution/cells"], h5["attribution/crop_origin"] = np.array([0]), np.zeros(2, np.int64)
         h5.create_group("parameters")
     return path
 

@@ -130,6 +130,7 @@ def test_saved_analysis_labels_nested_too_deeply_are_a_damaged_file(tmp_path):
         h5["stimulus"] = np.zeros((6, 8, 8), np.float32)
         h5["attribution/channels"] = np.zeros((6, 2), np.float32)
         h5["attribution/response"] = np.zeros(6, np.float32)
+        h5["attribution/cells"], h5["attribution/crop_origin"] = np.array([0]), np.zeros(2, np.int64)
         h5["reduction/kept"] = np.array([0])
         h5["reduction/reduced_response"] = np.zeros(6, np.float32)
         h5["reduction"].attrs["labels"] = DEEP

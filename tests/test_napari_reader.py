@@ -171,6 +171,12 @@ DAMAGE = {
     "maps of other channels": (_replace("attribution/maps", np.zeros((30, 2, 16, 16), np.float32)),
                                "its dataset 'attribution/maps' has shape (30, 2, 16, 16), expected the channels' "
                                "maps, (30, 8, h, w)"),
+    "no cells": (_replace("attribution/cells", None), "it has no dataset 'attribution/cells' (expected the indices "
+                                                      "of the analysed cells)"),
+    "no crop origin": (_replace("attribution/crop_origin", None), "it has no dataset 'attribution/crop_origin'"),
+    "no kept channels": (_replace("reduction/kept", None), "it has no dataset 'reduction/kept' (expected the "
+                                                          "reduction's kept channels)"),
+    "no reduction group": (_replace("reduction", None), "it has no dataset 'reduction/kept'"),
     "kept channel out of range": (_replace("reduction/kept", np.array([0, 8])),
                                   "its dataset 'reduction/kept' holds [0, 8], expected indices of the 8 channels"),
 }

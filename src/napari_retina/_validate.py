@@ -597,6 +597,13 @@ def is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def check_bool(value, name: str) -> bool:
+    """``value`` as a bool (Python's or NumPy's), or a TypeError naming ``name``: "no" or 0 is no answer."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_int(value, name: str, low: int = 0, high: Optional[int] = None) -> int:
     """An int in ``[low, high)`` (``high=None``: no upper bound), or a clear error."""
     if not is_int(value):

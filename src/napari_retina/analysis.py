@@ -42,8 +42,8 @@ from ._json import jsonable
 from ._progress import Progress, report
 from ._types import AnyModel, ArrayLike, PathLike
 from ._units import FRAME_MS, PIXEL_UM
-from ._validate import (Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimulus, check_int, crop_origin,
-                        one_sentence, size_text)
+from ._validate import (Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimulus, check_bool, check_int,
+                        crop_origin, one_sentence, size_text)
 from ._wrap import model_config
 from .attribution import Attribution, Cells, Rule
 from .attribution._integrate import default_batch_points
@@ -426,6 +426,8 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
     """
     cfg = model_config(model)
     lazy_threshold = check_int(lazy_threshold, "lazy_threshold", 0)
+    reduce = check_bool(reduce, "reduce")
+    explain = reduction.check_explain(explain)   # before the attribution: a wrong one would end it, minutes on
     if getattr(stimulus, "ndim", 0) == 0:  # a list (ragged too), None, a path, a number: attribute's sentence
         stimulus = as_stack(stimulus)
     T = int(stimulus.shape[0])

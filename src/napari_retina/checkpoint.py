@@ -70,7 +70,9 @@ def save_model(model: RetinaCNN, path: PathLike) -> Path:
     """Write ``model`` (weights, config, provenance, scores) to ``path`` atomically.
 
     The file is written to a temporary name and renamed, so an interrupted save
-    never leaves a half-written checkpoint. Returns the path.
+    never leaves a half-written checkpoint. A model whose weights
+    :func:`load_model` would refuse (NaN, infinite, a negative variance) is
+    refused here, before anything is written. Returns the path.
 
     Example
     -------
@@ -80,6 +82,9 @@ def save_model(model: RetinaCNN, path: PathLike) -> Path:
         raise TypeError(f"save_model expects a RetinaCNN, got {type(model).__name__}")
     path = file_path(path, writing=True)   # None, or a folder: one sentence before the weights are serialised
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    problem = unusable_weights(state)   # load_model would refuse the file: keep the one at path instead
+    if problem:
+        raise ValueError(f"the model has unusable weights, not saved to {str(path)!r}: {problem}")
     payload = {
         "format": FORMAT,
         "version": VERSION,

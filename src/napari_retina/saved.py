@@ -236,10 +236,16 @@ def _attribution_scalars(path: Path, a: dict) -> dict:
     """The checked small entries of a saved analysis' ``attribution`` group, as :class:`SavedAttribution` takes
     them: ``cells`` (cell indices), ``invariance`` (one of "none", "x", "y", "space"), ``offset`` (map pixel
     (0, 0)'s stimulus pixel, px), ``completeness_error`` (a fraction ≥ 0, or NaN) and ``crop_origin`` ((y0, x0)
-    px of the analysed window in its layer). Missing ones take their defaults; a wrong one is one ValueError."""
+    px of the analysed window in its layer). ``cells`` and ``crop_origin`` (every saved analysis has them: without
+    them a cell or a cropped window would be shown as another) missing, or a wrong one, is one ValueError; the
+    others missing take their defaults."""
     from ._invariance import INVARIANCES
 
-    stored = a.get("cells", np.array([0]))
+    for name, expected in (("cells", "the indices of the analysed cells"),
+                           ("crop_origin", "the (y0, x0) pixel of the analysed window")):
+        if name not in a:
+            raise ValueError(f"{_damaged(path)}: it has no dataset 'attribution/{name}' (expected {expected})")
+    stored = a["cells"]
     cells = _flat(stored)
     if len(cells) == 0:
         raise ValueError(f"{_damaged(path)}: its 'attribution/cells' is {str(stored)[:60]!r}, expected the "
@@ -248,7 +254,7 @@ def _attribution_scalars(path: Path, a: dict) -> dict:
     if invariance not in INVARIANCES:
         raise ValueError(f"{_damaged(path)}: its 'attribution/invariance' is {str(invariance)[:60]!r}, expected "
                          f"one of {', '.join(INVARIANCES)}")
-    stored = a.get("crop_origin", np.zeros(2, np.int64))
+    stored = a["crop_origin"]
     origin = _flat(stored)
     if len(origin) != 2:
         raise ValueError(f"{_damaged(path)}: its 'attribution/crop_origin' is {str(stored)[:60]!r},"
@@ -318,7 +324,11 @@ def read_analysis(path: PathLike) -> SavedAnalysis:
                                                                     blank=blank),
                             **_attribution_scalars(path, a))
     red = None
-    if r.get("kept") is not None and r.get("labels") is not None:
+    if r or params.get("reduce") is True:   # a reduction was saved: all of what shows it, or one sentence
+        for kind, name, expected in (("dataset", "kept", "the reduction's kept channels"),
+                                     ("attribute", "labels", "the channels' labels")):
+            if r.get(name) is None:
+                raise ValueError(f"{_damaged(path)}: it has no {kind} 'reduction/{name}' (expected {expected})")
         kept, labels = np.ravel(r["kept"]), r["labels"]
         if kept.dtype.kind not in "iu" or not all(0 <= k < C for k in kept):
             raise ValueError(f"{str(path)!r} is a damaged saved analysis: its dataset 'reduction/kept' holds "

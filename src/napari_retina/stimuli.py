@@ -48,7 +48,8 @@ from typing import Literal, Optional, Union
 import numpy as np
 
 from ._progress import Progress, report
-from ._validate import FLOAT32_MAX, as_real_array, check_int, check_movie_fits, check_positive, check_real, is_real
+from ._validate import (FLOAT32_MAX, as_real_array, check_bool, check_int, check_movie_fits, check_positive,
+                        check_real, is_real)
 
 __all__ = [
     "white_noise",
@@ -576,8 +577,7 @@ def flash_train(
     pre = check_int(pre, "pre", 0)
     post = check_int(post, "post", 0)
     size = check_int(size, "size", 1)
-    if not isinstance(omit, (bool, np.bool_)):
-        raise TypeError(f"omit must be True or False, got {type(omit).__name__} {omit!r}")
+    omit = check_bool(omit, "omit")
     slot = pre + n_flashes * period
     check_movie_fits(slot + period + post, size, f"a flash train of n_flashes={n_flashes:,} at period={period:,} "
                      f"with pre={pre:,}, post={post:,}")
