@@ -529,6 +529,10 @@ def test_readout_says_what_it_expects():
         E.readout("osr", "rates", proto.conditions)
     with pytest.raises(ValueError, match=rf"conditions reach frame {len(r)} but the response has 50 frames"):
         E.readout("osr", r[:50], proto.conditions)
+    for stop, got in [("x", "str 'x'"), (None, "NoneType None"), (10.5, "float 10.5")]:   # int("x"), int(None)
+        with pytest.raises(TypeError, match=rf"^readout expects each condition's 'stop' as a frame index \(an int\), "
+                                            rf"got {got}; pass the conditions of the run"):
+            E.readout("osr", r, [{**proto.conditions[0], "stop": stop}])
     assert E.readout("osr", r, proto.conditions)["present"] is False
 
 

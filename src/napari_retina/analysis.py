@@ -43,7 +43,7 @@ from ._progress import Progress, report
 from ._types import AnyModel, ArrayLike, PathLike
 from ._units import FRAME_MS, PIXEL_UM
 from ._validate import (Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimulus, check_bool, check_int,
-                        crop_origin, one_sentence, size_text)
+                        crop_origin, file_path, one_sentence, size_text)
 from ._wrap import model_config
 from .attribution import Attribution, Cells, Rule
 from .attribution._integrate import default_batch_points
@@ -337,7 +337,7 @@ class Analysis:
 
         Written atomically (see :mod:`napari_retina.io`).
         """
-        path = Path(path)
+        path = file_path(path, writing=True)   # None or a folder: one sentence
         suffix = path.suffix.lower()
         if suffix == ".csv":
             return io.write_traces_csv(path, self.attribution, self.reduction)

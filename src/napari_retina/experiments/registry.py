@@ -16,7 +16,7 @@ import numpy as np
 
 from .._progress import Progress, report, within
 from .._types import AnyModel, ArrayLike
-from .._validate import check_int
+from .._validate import check_int, is_int
 from ..attribution import Cells
 from ..reduction import DEFAULT_EXPLAIN
 from . import anticipation, doubling, latency, osr, reversal
@@ -138,7 +138,13 @@ def _readout_conditions(conditions, n_frames: int) -> list:
             "readout expects conditions as a non-empty list of dicts, one per condition with its event frames "
             f"(ExperimentResult.conditions), got {got}"
         )
-    stop = max(int(c.get("stop", 0)) for c in conditions)
+    stops = [c.get("stop", 0) for c in conditions]
+    wrong = [v for v in stops if not is_int(v)]
+    if wrong:
+        raise TypeError(f"readout expects each condition's 'stop' as a frame index (an int), got "
+                        f"{type(wrong[0]).__name__} {wrong[0]!r}; pass the conditions of the run "
+                        f"(ExperimentResult.conditions)")
+    stop = max(int(v) for v in stops)
     if stop > n_frames:
         raise ValueError(
             f"the conditions reach frame {stop} but the response has {n_frames} frames; "
