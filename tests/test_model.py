@@ -101,6 +101,9 @@ def test_config_round_trips_through_json_dict():
         (dict(norm={"mean": 0.0, "std": float("inf"), "units": "raw"}), r"norm must be a dict .*, got std=inf"),
         (dict(norm={"mean": 10**400, "std": 1.0, "units": "raw"}), r"norm must be a dict .*, got mean=1000"),
         (dict(norm={"mean": 0.0, "std": 1.0, "units": "volts"}), r"norm must be a dict .*, got units='volts'"),
+        # a stimulus mapped by these would be infinite, and the stimulus blamed for it
+        (dict(norm={"mean": 1e308, "std": 1.0, "units": "raw"}), r"norm must be .*within float32.*, got mean=1e\+308"),
+        (dict(norm={"mean": 0.0, "std": 1e-45, "units": "raw"}), r"norm must be .*within float32.*, got std=1e-45"),
         # sanity bounds (see the ModelConfig docstring)
         (dict(history=1001), r"history must be a positive int up to 1000, got 1001"),
         (dict(size=7000), r"size must be a positive int up to 1024, got 7000"),

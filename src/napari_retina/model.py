@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._validate import is_int, is_real
+from ._validate import FLOAT32_MAX, is_int, is_real
 from .first_layer import conv1_fft
 
 __all__ = [
@@ -85,13 +85,20 @@ def _is_real(value: Any) -> bool:
         return False
 
 
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+"""The smallest normal float32 (1.2e-38): a smaller ``norm["std"]`` divides every pixel into infinity."""
+
+
 def _check_norm(norm: Any) -> None:
     """Refuse a ``norm`` that is not ``{"mean": finite, "std": finite > 0, "units": "contrast"|"raw"}``."""
-    expected = "a dict {'mean': finite number, 'std': finite number > 0, 'units': 'contrast' or 'raw'}"
+    expected = ("a dict {'mean': finite number, 'std': finite number > 0, 'units': 'contrast' or 'raw'}, "
+                "both within float32 (the precision a stimulus is mapped in)")
     if not isinstance(norm, dict) or set(norm) != {"mean", "std", "units"}:
         got = f"keys {sorted(map(str, norm))}" if isinstance(norm, dict) else repr(norm)
         raise ValueError(f"ModelConfig.norm must be {expected}, got {got}")
-    bad = [k for k, ok in (("mean", _is_real(norm["mean"])), ("std", _is_real(norm["std"]) and norm["std"] > 0),
+    mean, std = norm["mean"], norm["std"]
+    bad = [k for k, ok in (("mean", _is_real(mean) and abs(mean) <= FLOAT32_MAX),
+                           ("std", _is_real(std) and FLOAT32_TINY <= std <= FLOAT32_MAX),
                            ("units", norm["units"] in NORM_UNITS)) if not ok]
     if bad:
         raise ValueError(f"ModelConfig.norm must be {expected}, got {bad[0]}={norm[bad[0]]!r}")
