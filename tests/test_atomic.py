@@ -494,3 +494,20 @@ def test_a_symbolic_link_is_written_through_and_kept(tmp_path):
     folder_link.symlink_to(tmp_path / "data")
     with pytest.raises(IsADirectoryError, match="it is a folder"):
         atomic_write(folder_link, lambda tmp: Path(tmp).write_bytes(b"x"))
+
+
+def test_the_umask_is_read_without_being_changed(monkeypatch):
+    """The umask was read by setting it to 0 and back: for that moment another thread's new files were
+    writable by anyone. On Linux it is read from /proc/self/status; it equals what os.umask says."""
+    from napari_retina import _atomic
+
+    old = os.umask(0o027)
+    try:
+        calls = []
+        real = os.umask
+        monkeypatch.setattr(_atomic.os, "umask", lambda mask: calls.append(mask) or real(mask))
+        if not os.path.exists("/proc/self/status"):
+            pytest.skip("no /proc/self/status: the umask is read by setting it")
+        assert _atomic._umask() == 0o027 and calls == []
+    finally:
+        os.umask(old)

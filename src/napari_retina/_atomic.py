@@ -49,7 +49,16 @@ STALE_AFTER_S = 3600.0
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without changing it where the system says it (Linux's /proc/self/status):
+    setting it to 0 to read it would, for that moment, let another thread create files anyone may write."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0)   # elsewhere: the only portable way to read it
     os.umask(mask)
     return mask
 
