@@ -346,3 +346,13 @@ def test_unavailable_device_is_a_clear_error():
         nr.load_model(device="cuda")
     with pytest.raises(ValueError, match="device must be"):
         nr.load_model(device="tpu")
+
+
+@pytest.mark.parametrize("name", ["m.h5", "m.pth", "m"])
+def test_a_checkpoint_is_written_only_under_the_suffix_it_is_read_by(tmp_path, name):
+    """nr.train(out="m.h5") wrote a torch file that load_model then read as the lab's HDF5 format."""
+    with pytest.raises(ValueError, match=rf"^a checkpoint is written to a \.pt file .*, got '{name}'$"):
+        nr.save_model(tiny(), tmp_path / name)
+    with pytest.raises(ValueError, match=rf"^a checkpoint is written to a \.pt file .*, got '{name}'$"):
+        nr.train((np.zeros((40, 16, 16), np.float32), np.zeros((40, 2))), config=tiny().config, out=tmp_path / name)
+    assert list(tmp_path.iterdir()) == []

@@ -46,7 +46,8 @@ from .formats import check_dense, is_hdf5, known_formats, read_foreign
 from .model import ModelConfig, RetinaCNN
 
 __all__ = [
-    "default_model_path", "save_model", "weights_sha256", "model_record", "versions", "load_model", "FORMAT", "VERSION",
+    "default_model_path", "checkpoint_path", "save_model", "weights_sha256", "model_record", "versions", "load_model",
+    "FORMAT", "VERSION",
     "DEFAULT_MODEL", "CHECKPOINT_SUFFIXES", "REQUIRED_KEYS", "OPTIONAL_KEYS", "INFO_KEYS"
 ]
 
@@ -66,6 +67,17 @@ def default_model_path() -> Path:
     return Path(str(resources.files("napari_retina") / "data" / DEFAULT_MODEL))
 
 
+def checkpoint_path(path: PathLike, name: str = "path") -> Path:
+    """``path`` as where a checkpoint may be written (:func:`~napari_retina._validate.file_path`), with a
+    :data:`CHECKPOINT_SUFFIXES` suffix: :func:`load_model` reads ``.h5`` and others as the lab's formats, so a
+    checkpoint written under such a name would not load. Else one ValueError."""
+    path = file_path(path, name, writing=True)
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise ValueError(f"a checkpoint is written to a {'/'.join(CHECKPOINT_SUFFIXES)} file (load_model reads other "
+                         f"suffixes as other formats), got {path.name!r}")
+    return path
+
+
 def save_model(model: RetinaCNN, path: PathLike) -> Path:
     """Write ``model`` (weights, config, provenance, scores) to ``path`` atomically.
 
@@ -80,7 +92,7 @@ def save_model(model: RetinaCNN, path: PathLike) -> Path:
     """
     if not isinstance(model, RetinaCNN):
         raise TypeError(f"save_model expects a RetinaCNN, got {type(model).__name__}")
-    path = file_path(path, writing=True)   # None, or a folder: one sentence before the weights are serialised
+    path = checkpoint_path(path)   # None, a folder or another suffix: one sentence before the weights are serialised
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     problem = unusable_weights(state)   # load_model would refuse the file: keep the one at path instead
     if problem:

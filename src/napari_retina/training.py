@@ -48,9 +48,9 @@ from ._frames import batches, gather_windows
 from ._progress import Progress, report
 from ._types import PathLike
 from ._validate import (as_rates, as_stack, check_cell_subset, check_history_frames, check_int, check_positive,
-                        check_real, file_path, hz_like_rates, hz_warning, is_real, mean_std, normalise,
+                        check_real, hz_like_rates, hz_warning, is_real, mean_std, normalise,
                         units_finding, unusable_weights)
-from .checkpoint import load_model, save_model, weights_sha256
+from .checkpoint import checkpoint_path, load_model, save_model, weights_sha256
 from .io import Dataset, Split, cell_names_list, read_cell_names, read_dataset, read_split, repeats_array
 from .metrics import explained_variance, finite_mean, pearson, ratio_of_means
 from .model import ModelConfig, RetinaCNN
@@ -538,7 +538,7 @@ def _check_out(out: Optional[PathLike], data=None) -> Optional[Path]:
     folder nor the dataset file ``data`` (when that is a path) the model is trained on."""
     if out is None:
         return None
-    out = file_path(out, "out", or_none=True, writing=True)  # a folder: atomic_write's sentence, before an epoch
+    out = checkpoint_path(out, "out")  # a folder or another suffix: one sentence, before an epoch
     if not out.parent.exists():
         raise FileNotFoundError(f"cannot save the model: folder {str(out.parent)!r} does not exist")
     if same_file(out, data):
