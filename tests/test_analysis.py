@@ -240,8 +240,9 @@ def test_save_writes_everything_to_hdf5_and_the_traces_to_csv(tiny, tmp_path):
         res.save(tmp_path / "a.txt")
     with pytest.raises(TypeError, match=r"^path must be a str or os\.PathLike, got NoneType$"):   # pathlib's words
         res.save(None)
+    (tmp_path / "folder.h5").mkdir()
     with pytest.raises(ValueError, match=r"it is a folder; give a file name inside it"):
-        res.save(tmp_path)
+        res.save(tmp_path / "folder.h5")
 
 
 def test_read_analysis_gives_back_what_was_saved_without_torch_or_napari(tiny, tmp_path):

@@ -25,6 +25,7 @@ Example
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import warnings
@@ -337,7 +338,8 @@ class Analysis:
 
         Written atomically (see :mod:`napari_retina.io`).
         """
-        path = file_path(path, writing=True)   # None or a folder: one sentence
+        # None: file_path's sentence; "" or "." (a Save field left empty): the suffix's; a folder: the writer's
+        path = Path(path) if isinstance(path, (str, os.PathLike)) else file_path(path)
         suffix = path.suffix.lower()
         if suffix == ".csv":
             return io.write_traces_csv(path, self.attribution, self.reduction)
