@@ -697,6 +697,22 @@ def test_rates_given_as_arrays_that_look_like_hz_warn_as_a_file_s_do():
         nr.train((stim, counts), config=tiny_config(), epochs=1, batch_size=32)
 
 
+def test_a_cell_silent_in_every_training_frame_is_warned_of():
+    """nr.train fitted a cell whose rates were all zero without a word, and the silent model it made (a bn3 shift
+    of -7 over a scale of -3e-4) was what broke attribution's head; one warning names it, at the user's call."""
+    stim, counts, _ = ln_data(frames=400)
+    counts = counts.copy()
+    counts[:, 1] = 0
+    with pytest.warns(UserWarning, match=r"^the training rates are zero in every frame for cell 'cell1': a model "
+                                         r"learns to keep it silent.*leave such cells out \(cells=\)$") as caught:
+        nr.train((stim, counts), config=tiny_config(), epochs=1, batch_size=32)
+    assert [w.filename for w in caught if "zero in every frame" in str(w.message)] == [__file__]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*zero in every frame.*")
+        counts[5, 1] = 1.0   # one spike: a cell that fires, however little
+        nr.train((stim, counts), config=tiny_config(), epochs=1, batch_size=32)
+
+
 def test_an_empty_list_of_cells_is_refused_in_one_sentence():
     """It reached the architecture check: "config expects ... 2 cells, the data have 20x20 and 0"."""
     stim, counts, _ = ln_data(frames=400)

@@ -282,6 +282,17 @@ def _load(data, cells: Optional[list[int]]) -> _Data:
     return _Data(ds, None, sha256, None)
 
 
+def _warn_of_silent_cells(rates: np.ndarray, names: list, subject: str) -> None:
+    """Warn (UserWarning) of each cell whose training rates (T, n_cells) are all zero: nothing to learn, so its
+    model is trained to stay silent, and what explains a silent response is ~0 everywhere."""
+    silent = [repr(str(names[j]) if j < len(names) else f"cell{j}") for j in np.flatnonzero(~rates.any(axis=0))]
+    if silent:
+        warnings.warn(f"{subject} are zero in every frame for cell{'s' if len(silent) > 1 else ''} "
+                      f"{', '.join(silent)}: a model learns to keep {'them' if len(silent) > 1 else 'it'} silent, "
+                      "and attributions of a silent response are ~0; leave such cells out (cells=)",
+                      UserWarning, stacklevel=3)
+
+
 def _check_training_stimulus(stim: np.ndarray, name: str) -> None:
     """Refuse a constant training stimulus, and a float one far from contrast units (by the rule that warns
     before predicting).
@@ -496,7 +507,9 @@ def train(
     out = _check_out(out, data)
     init_model, config = _start_from(init, config)
     d = _load(data, cells)
-    _check_training_stimulus(d.dataset.train.stimulus, "the training stimulus" + (f" in {d.path.name}" if d.path else ""))
+    where = f" in {d.path.name}" if d.path else ""
+    _check_training_stimulus(d.dataset.train.stimulus, "the training stimulus" + where)
+    _warn_of_silent_cells(d.dataset.train.rates, d.dataset.cell_names, "the training rates" + where)
     whose = None if init is None else (f"the init checkpoint {str(init)!r}" if isinstance(init, (str, os.PathLike))
                                        else "the init model")
     config, fit_idx, hold_idx = _prepare(config, d.dataset, tc.holdout, whose)
