@@ -37,7 +37,12 @@ def good(t=10):
         (np.zeros((10, 16, 16), dtype=complex), TypeError, "real numbers"),
         (np.zeros((10, 16, 16), dtype=bool), TypeError, "real numbers"),
         (np.array([["a"]]), TypeError, "real numbers"),
-        ("movie.tif", TypeError, r"\(T, H, W\) array of numbers"),
+        ("movie.tif", TypeError, r"\(T, H, W\) array of numbers, got the path 'movie.tif'; read the file first: "
+                                 r"nr\.io\.read_stimulus\(path\)$"),
+        # time last: frames of the model's size with T after them (a crop would cut rows into "frames")
+        (np.zeros((16, 16, 30), np.float32), ValueError, r"16x30 pixels but the model expects 16x16 \(if time is "
+                                                         r"its last axis, put it first: np\.moveaxis\(stack, -1, 0\)\)"),
+        (np.zeros((16, 16, 8), np.float32), ValueError, r"smaller than .* at least 16x16 \(if time is its last axis"),
         (None, TypeError, r"\(T, H, W\) array of numbers"),
         ([[[1, 2], [3]]], TypeError, r"\(T, H, W\) array of numbers"),
     ],

@@ -686,3 +686,22 @@ def test_import_napari_retina_does_not_import_napari_and_nr_show_does():
             "print(a, b, 'napari' in sys.modules, show is v.show, 'show' in dir(nr))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.split() == ["False", "False", "True", "True", "True"], out.stderr
+
+
+def test_an_attribution_without_maps_says_so_when_shown(viewer, tiny, analysed):
+    """nr.attribute's default sums a full-field stimulus over space (no maps): nr.show added the stimulus and the
+    traces and no map, without a word. One warning, at the user's call; an attribution with maps says nothing."""
+    import warnings
+
+    flashes = nr.stimuli.flash_train(size=20)
+    attr = nr.attribute(tiny, flashes, cell=0, steps=3)
+    assert attr.invariance == "space" and attr.maps is None
+    with pytest.warns(UserWarning, match=r"^the attribution has no maps \(invariance 'space'.*so only the stimulus "
+                                         r"and the traces are shown; nr\.attribute\(\.\.\., invariance='none'\) keeps")\
+            as caught:
+        layers = nr.show(attr, viewer, name="flashes")
+    assert [layer.name for layer in layers] == ["flashes"]
+    assert [w.filename for w in caught if "has no maps" in str(w.message)] == [__file__]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*has no maps.*")
+        nr.show(analysed[0], viewer, name="noise", reduction=analysed[1])

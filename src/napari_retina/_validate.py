@@ -67,6 +67,9 @@ def as_stack(stimulus, name: str = "stimulus", colour: bool = False) -> np.ndarr
     image that would pass for H frames. Returns a NumPy array of its own dtype
     (no copy when possible).
     """
+    if isinstance(stimulus, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a (T, H, W) array of numbers, got the path {str(stimulus)!r}; read the "
+                        "file first: nr.io.read_stimulus(path)")
     arr = as_real_array(stimulus, f"{name} must be a (T, H, W) array of numbers",
                         f"{name} must hold real numbers (integers or floats)")
     if colour or (arr.ndim == 4 and arr.shape[-1] in (3, 4)):
@@ -167,13 +170,16 @@ def crop_to(arr: np.ndarray, size: int, crop: Crop, name: str = "stimulus", reme
     h, w = arr.shape[1:]
     if (h, w) == (size, size) and crop in (None, "center"):
         return arr
+    # (size, size, T): frames of the model's size with time last, which a crop would cut into "frames" of rows
+    time_last = (" (if time is its last axis, put it first: np.moveaxis(stack, -1, 0))"
+                 if arr.shape[0] == h == size and crop is None else "")
     if h < size or w < size:  # no crop can help
         raise ValueError(
             f"{name} is {h}x{w} pixels, smaller than the {size}x{size} the model expects, and a crop cannot make "
-            f"it larger; resample or pad it to at least {size}x{size}"
+            f"it larger; resample or pad it to at least {size}x{size}{time_last}"
         )
     if crop is None:
-        raise ValueError(f"{name} is {h}x{w} pixels but the model expects {size}x{size}; {remedy}")
+        raise ValueError(f"{name} is {h}x{w} pixels but the model expects {size}x{size}{time_last}; {remedy}")
     y0, x0 = crop_origin((h, w), size, crop)
     if y0 < 0 or x0 < 0 or y0 + size > h or x0 + size > w:
         raise ValueError(

@@ -38,6 +38,7 @@ Example
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
@@ -201,12 +202,11 @@ def _show(viewer, kind: str, result, name, reduction, attribution, stimulus_laye
     """:func:`show` for a checked ``result`` of ``kind`` in ``viewer``."""
     if kind == "file":
         return _show_file(viewer, Path(result), replace)
-    if kind == "reduction":
-        return _show_analysis(viewer, attribution, result, name, stimulus_layer, maps, limit, replace, beside,
-                              staged=staged)
-    if kind == "attribution":
-        return _show_analysis(viewer, result, reduction, name, stimulus_layer, maps, limit, replace, beside,
-                              staged=staged)
+    if kind in ("attribution", "reduction"):
+        attr, red = (result, reduction) if kind == "attribution" else (attribution, result)
+        if maps is None and attr.maps is None:
+            _warn_no_maps(attr.invariance)
+        return _show_analysis(viewer, attr, red, name, stimulus_layer, maps, limit, replace, beside, staged=staged)
     if kind == "analysis":
         name = name or (result.layer if stimulus_layer is None and result.layer else None)
         return _show_analysis(viewer, result.attribution, result.reduction, name, stimulus_layer,
@@ -220,6 +220,14 @@ def _show(viewer, kind: str, result, name, reduction, attribution, stimulus_laye
     if kind == "batch":
         return _show_batch(viewer, result, name, replace)
     return _show_stimulus(viewer, result, name or "stimulus", replace, beside)
+
+
+def _warn_no_maps(invariance: str) -> None:
+    """Say (UserWarning) that an attribution shown has no maps, so only its stimulus and traces appear."""
+    warnings.warn(f"the attribution has no maps (invariance {invariance!r}: its channels summed over the field, "
+                  "as 'auto' does for a full-field stimulus), so only the stimulus and the traces are shown; "
+                  "nr.attribute(..., invariance='none') keeps the maps (nr.analysis.run_analysis does by default)",
+                  UserWarning, stacklevel=4)
 
 
 def _ensure_physical_scale(layer) -> None:
