@@ -96,3 +96,20 @@ def _frozen_survivors():
     gc.collect()
     gc.freeze()
     yield
+
+
+@pytest.fixture(scope="module")
+def plugin():
+    """The napari-retina manifest, registered from the source tree unless it was discovered (its name)."""
+    from pathlib import Path
+
+    from npe2 import PluginManager, PluginManifest
+
+    import napari_retina
+
+    pm = PluginManager.instance()
+    try:
+        pm.get_manifest("napari-retina")
+    except KeyError:
+        pm.register(PluginManifest.from_file(Path(napari_retina.__file__).parent / "napari.yaml"))
+    return "napari-retina"

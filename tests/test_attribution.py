@@ -292,17 +292,24 @@ def test_progress_and_cancel(model):
         nr.attribute(model, noise(T=20), steps=4, progress=token.wrap())
 
 
-def test_trained_model():
-    try:
-        model = nr.load_model()
-    except (FileNotFoundError, ValueError) as exc:
-        pytest.skip(f"no default model: {exc}")
+def _two_frames_equal_captum(model):
+    """Cell 0's maps (8 riemann_middle steps) on a noise movie's first two full-history frames equal Captum's;
+    returns (stimulus, frames)."""
     cfg = model.config
     stim = np.random.default_rng(0).standard_normal((cfg.history + 1, cfg.size, cfg.size)).astype(np.float32)
     frames = [cfg.history - 1, cfg.history]
     got = nr.attribute(model, stim, cell=0, steps=8, rule="riemann_middle", invariance="none", frames=frames)
     captum = captum_maps(model, stim, [0], 8, "riemann_middle")
     np.testing.assert_allclose(got.maps[frames], captum, rtol=1e-4, atol=1e-4 * np.abs(captum).max())
+    return stim, frames
+
+
+def test_trained_model():
+    try:
+        model = nr.load_model()
+    except (FileNotFoundError, ValueError) as exc:
+        pytest.skip(f"no default model: {exc}")
+    stim, frames = _two_frames_equal_captum(model)
     ref = nr.attribute(copy.deepcopy(model).double(), stim, cell=0, steps=1000, rule="riemann_middle",
                        invariance="none", frames=frames, batch_size=512)
     default = nr.attribute(model, stim, cell=0, frames=frames)
@@ -900,9 +907,4 @@ def test_a_batch_norm_with_a_large_shift_over_a_tiny_scale_is_attributed_exactly
     with torch.no_grad():
         norm.bias[0] = -7.0
         norm.weight[0] = -3e-4
-    cfg = model.config
-    stim = np.random.default_rng(0).standard_normal((cfg.history + 1, cfg.size, cfg.size)).astype(np.float32)
-    frames = [cfg.history - 1, cfg.history]
-    got = nr.attribute(model, stim, cell=0, steps=8, rule="riemann_middle", invariance="none", frames=frames)
-    captum = captum_maps(model, stim, [0], 8, "riemann_middle")
-    np.testing.assert_allclose(got.maps[frames], captum, rtol=1e-4, atol=1e-4 * np.abs(captum).max())
+    _two_frames_equal_captum(model)

@@ -7,7 +7,6 @@ label, the Experiments dock's readout names. (The colour bar's top tick: tests/t
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -21,19 +20,6 @@ from napari_retina._napari._layers import stimulus_layer_kwargs  # noqa: E402
 LAPTOP = (1280, 800)
 DESKTOP = (1600, 1000)
 WIDGETS = ("Analyze", "Model", "Stimulus", "Experiments")
-
-
-@pytest.fixture(scope="module")
-def plugin():
-    """The napari-retina manifest, registered from the source tree unless it was discovered."""
-    from npe2 import PluginManager, PluginManifest
-
-    pm = PluginManager.instance()
-    try:
-        pm.get_manifest("napari-retina")
-    except KeyError:
-        pm.register(PluginManifest.from_file(Path(nr.__file__).parent / "napari.yaml"))
-    return "napari-retina"
 
 
 def _laptop_viewer(make_napari_viewer, tiny, plugin, qtbot):

@@ -8,7 +8,6 @@ press Analyze, wait, and look at the layers, the canvas and the trace plot.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,19 +22,6 @@ from napari_retina._napari._layers import stimulus_layer_kwargs  # noqa: E402
 META = _layers.META
 SAMPLES = ["omitted_flash_train", "moving_bar", "reversing_bar", "white_noise"]
 WINDOW = (1600, 1000)
-
-
-@pytest.fixture(scope="module")
-def plugin():
-    """The napari-retina manifest, registered from the source tree unless it was discovered."""
-    from npe2 import PluginManager, PluginManifest
-
-    pm = PluginManager.instance()
-    try:
-        pm.get_manifest("napari-retina")
-    except KeyError:
-        pm.register(PluginManifest.from_file(Path(nr.__file__).parent / "napari.yaml"))
-    return "napari-retina"
 
 
 def _window(make_napari_viewer, qtbot):
