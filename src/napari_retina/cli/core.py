@@ -130,10 +130,12 @@ def register(sub: "argparse._SubParsersAction") -> None:
                                       "stimulus stack.")
     pred.add_argument("stimulus", help="stimulus stack (T, H, W): .npy, .tif/.tiff or .h5 (lab layout)")
     pred.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
-    pred.add_argument("--key", default=None, help="HDF5 dataset holding the stimulus (default: stimulus, test/stimulus, train/stimulus)")
+    pred.add_argument("--key", default=None, help="HDF5 dataset holding the stimulus (default: the first of stimulus, "
+                                                  "test/stimulus, train/stimulus that exists)")
     pred.add_argument("--out", default="rates.h5", help="output .h5 or .npz, replaced if it exists (default rates.h5)")
     pred.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
-    pred.add_argument("--batch-size", type=int, default=None, help="windows per forward pass")
+    pred.add_argument("--batch-size", type=int, default=None,
+                      help="windows per forward pass (default 256 on a CPU, 1024 on a GPU)")
     pred.add_argument("--crop", default=None,
                       help="'center' (or 'centre'), 'none' or 'y0,x0' (whole pixels) to cut a model-sized window "
                            "out of a larger stack")
@@ -150,7 +152,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
                                       "units over a .npy/.tif/.h5 stimulus stack, frame by frame (nr.attribute).")
     attr.add_argument("stimulus", help="stimulus stack (T, H, W): .npy, .tif/.tiff or .h5 (lab layout)")
     attr.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
-    attr.add_argument("--key", default=None, help="HDF5 dataset holding the stimulus")
+    attr.add_argument("--key", default=None, help="HDF5 dataset holding the stimulus (default: the first of stimulus, "
+                                                  "test/stimulus, train/stimulus that exists)")
     attr.add_argument("--cell", default="0", help="cell index, comma-separated indices (rates summed) or 'all' "
                                                   "(default 0)")
     quad = attr.add_mutually_exclusive_group()
@@ -162,7 +165,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
                       help="sum the maps over a uniform axis or all space (default auto: what the stimulus allows)")
     attr.add_argument("--out", default="attribution.h5", help="output .h5 or .npz, replaced if it exists (default attribution.h5)")
     attr.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
-    attr.add_argument("--batch-size", type=int, default=None, help="path points per backward pass")
+    attr.add_argument("--batch-size", type=int, default=None,
+                      help="path points (frames x quadrature points) per backward pass (default 256 on a CPU, "
+                           "4096 on a CUDA GPU, 1024 on MPS)")
     attr.add_argument("--crop", default=None, help="'center', 'none' or 'y0,x0' (as for predict)")
     attr.add_argument("--normalize", action="store_true", help="z-score the stack by its own mean and std")
     attr.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -140,7 +140,13 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_synth)
 
-    p = sub.add_parser("train", help="train a BN-CNN on a dataset in the lab HDF5 layout")
+    p = sub.add_parser("train", help="train a BN-CNN on a dataset in the lab HDF5 layout",
+                       description="Train a BN-CNN (nr.train) on a dataset in the lab's HDF5 layout, from scratch "
+                                   "or from --init, with Adam on the Poisson loss, stopping early on the held-out "
+                                   "end of the training frames; write the best epoch's checkpoint to --out and "
+                                   "print its scores as JSON (heldout_r: Pearson r on the held-out frames; with a "
+                                   "test split, test_r against the recorded test rates and, for synthetic data, "
+                                   "test_r_true against the true rates: the keys of evaluate, prefixed test_).")
     p.add_argument("data", help="dataset .h5 (train/stimulus, train/response/firing_rate_10ms, test/...)")
     p.add_argument("--out", required=True,
                    help="checkpoint .pt to write (atomically, after every improvement; an existing file is replaced at "
@@ -170,7 +176,15 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="score a model on a dataset's test split (Pearson r per cell)")
+    p = sub.add_parser("evaluate", help="score a model on a dataset's test split (Pearson r per cell)",
+                       description="Score a model on a dataset's test split (nr.evaluate), on the frames with a "
+                                   "full history, and print JSON: r (per cell, Pearson r against the recorded "
+                                   "test rates, test/response/firing_rate_10ms) and r_mean, mean_ratio (mean "
+                                   "predicted over mean recorded rate), frames; with synthetic data "
+                                   "(test/true_rates) also r_true and r_true_mean (against the true rates), "
+                                   "ev_true (explained variance of the true rates) and r_data_vs_true (the "
+                                   "recorded rates against the true ones); with test/repeats "
+                                   "reliability_split_half.")
     p.add_argument("data", help="dataset .h5 in the lab layout (only its test/... datasets are read)")
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     p.add_argument("--cells", default=None, help="comma-separated cell indices of the dataset (default all)")
