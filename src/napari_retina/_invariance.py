@@ -29,6 +29,7 @@ from typing import Iterator, Literal, Optional, get_args
 
 import numpy as np
 
+from ._types import ArrayLike
 from ._validate import check_int
 
 InvarianceArg = Literal["auto", "none", "x", "y", "space"]
@@ -133,13 +134,15 @@ def check_invariance(invariance) -> InvarianceArg:
     return invariance
 
 
-def resolve_invariance(block, invariance: InvarianceArg, chunk_frames: Optional[int] = None) -> Invariance:
+def resolve_invariance(block: ArrayLike, invariance: InvarianceArg, chunk_frames: Optional[int] = None) -> Invariance:
     """Check/choose the invariance on the (frames, H, W) block that the windows use.
 
     ``invariance="auto"`` returns :func:`stimulus_invariance` of ``block``;
     "none" is always allowed; "space", "y" or "x" are returned when ``block``
     satisfies them and otherwise raise a ValueError naming the axis along which
     it varies (a weaker one than detected is allowed: "y" on a full field).
+    ``block``: any real (frames, H, W) array-like that slices (NumPy, ``np.memmap``,
+    dask), read ``chunk_frames`` frames at a time as in :func:`uniform_axes`.
     """
     check_invariance(invariance)
     if invariance == "none":

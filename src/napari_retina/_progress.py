@@ -76,17 +76,24 @@ class CancelToken:
         self._event = threading.Event()
 
     def cancel(self) -> None:
+        """Ask the run to stop (from any thread): the next :meth:`check`, or the next call of a
+        :meth:`wrap` callback, raises :class:`Cancelled`. Cannot be undone: a new run takes a new token."""
         self._event.set()
 
     @property
     def cancelled(self) -> bool:
+        """Whether :meth:`cancel` has been called."""
         return self._event.is_set()
 
     def check(self) -> None:
+        """Raise :class:`Cancelled` ("cancelled by the user") if :meth:`cancel` has been called, else nothing."""
         if self._event.is_set():
             raise Cancelled("cancelled by the user")
 
     def wrap(self, progress: Optional[Progress] = None) -> Progress:
+        """A progress callback ``(done, total)`` that first calls :meth:`check`, then forwards to
+        ``progress`` (None: nothing to forward); pass it as a computation's ``progress=`` to make it
+        cancellable."""
         def callback(done: int, total: int) -> None:
             self.check()
             report(progress, done, total)

@@ -282,7 +282,7 @@ class Analysis:
     parameters : dict
         The run's parameters: ``cell``, ``steps`` (the most points a frame used), ``tol``
         (None for fixed steps), ``invariance`` (as asked),
-        ``crop``, ``reduce``, ``explain``.
+        ``crop``, ``normalize``, ``reduce``, ``explain``.
     model_source : str
         Where the model came from ("shipped default", a checkpoint path, ...).
     layer : str
@@ -294,6 +294,17 @@ class Analysis:
         Shared symmetric contrast limit of the maps (:func:`map_limit`), None without maps.
     maps_note : str
         Which maps were computed and why (:func:`maps_note`), for the status line.
+    lazy : bool
+        Property: whether the maps are computed on demand (``maps`` is a dask
+        array; a long movie).
+
+    Methods
+    -------
+    save(path)
+        Write everything to ``.h5``/``.hdf5`` (reopened by ``nr.read_analysis`` or
+        napari's File ▸ Open) or the traces to ``.csv``; returns the path.
+    to_dict()
+        The nested dict that ``save`` writes to HDF5.
     """
 
     attribution: Attribution
@@ -418,7 +429,45 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
     pools) instead of uniformly, so its explained variance differs too. Pass
     ``invariance="space"`` for ``nr.attribute``'s numbers exactly.
 
-    ``model_source`` and ``layer`` are recorded in the result (see :class:`Analysis`).
+    Parameters
+    ----------
+    model : RetinaCNN or WrappedModel
+        As for :func:`napari_retina.attribute` (``nr.load_model()``, ``nr.wrap(...)``).
+    stimulus : array (T, H, W)
+        Contrast units (float) or raw intensities (integers); 1 frame = 10 ms.
+    cell, steps, tol, invariance, crop, normalize
+        As for :func:`napari_retina.attribute` (default ``tol`` 1e-3; ``invariance``
+        "auto", with full maps of a full-field stimulus as above).
+    reduce : bool
+        Also run :func:`napari_retina.reduce` (default True); False leaves
+        ``Analysis.reduction`` None.
+    explain : float in (0, 1]
+        Fraction of the response's variance the kept channels must explain
+        (``nr.reduce``'s ``explain``, default 0.9).
+    lazy_threshold : int
+        Size in bytes of full maps (``T·C·h·w·4``) above which the traces are
+        attributed in chunks and the maps made lazy (default
+        :data:`LAZY_MAP_BYTES`, 256 MiB).
+    progress : callable, optional
+        ``progress(done, total)`` during the attribution, as for ``nr.attribute``;
+        raise :class:`napari_retina.Cancelled` in it to stop.
+    reduce_progress : callable, optional
+        ``progress(done_frames, total_frames)`` during the reduction (``nr.reduce``'s
+        ``progress``: while the first-layer activations are recomputed).
+    model_source : str
+        Where the model came from ("shipped default", a checkpoint path, ...),
+        recorded in the result and its saved file.
+    layer : str
+        Name of the napari layer the stimulus came from ("" from a script),
+        recorded likewise.
+
+    Returns
+    -------
+    Analysis
+        The attribution (``maps`` None on the lazy path), the reduction (None
+        without ``reduce``), the parameters, ``model_source`` and ``layer``, the
+        lazy ``maps`` (None unless ``lazy``), the maps' shared colour limit
+        ``limit`` and ``maps_note``.
 
     Example
     -------

@@ -27,6 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from ._invariance import Invariance, InvarianceArg, check_invariance, stimulus_invariance
+from ._types import ArrayLike
 from ._units import FRAME_MS
 from ._validate import consecutive, stimulus_tensor
 
@@ -146,11 +147,11 @@ class FirstLayer:
     def _full(self, d: torch.Tensor) -> torch.Tensor:
         return d.expand(d.shape[0], d.shape[1], self.size, self.size)
 
-    def linear(self, idx) -> torch.Tensor:
+    def linear(self, idx: ArrayLike) -> torch.Tensor:
         """d = W⊛s without bias, (len(idx), C1, h1, h1), for the windows ending at frames ``idx``."""
         return self._full(self._compact(np.asarray(idx)))
 
-    def z(self, idx) -> torch.Tensor:
+    def z(self, idx: ArrayLike) -> torch.Tensor:
         """z = W⊛s + b, (len(idx), C1, h1, h1), for the windows ending at frames ``idx``."""
         return self._full(self._compact(np.asarray(idx)) + self.bias.view(1, -1, 1, 1))
 

@@ -25,13 +25,13 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from ._atomic import atomic_write, atomic_write_in_memory
 from ._json import parse_json
-from ._types import PathLike
+from ._types import ArrayLike, PathLike
 from ._units import FRAME_MS
 from ._validate import (as_rates, as_real_array, as_stack, check_cell_subset, check_reduces, file_path,
                         hz_like_rates, hz_warning, rate_table, size_text)
@@ -248,6 +248,14 @@ def _h5_problem(exc: OSError) -> str:
 
 def read_stimulus(path: PathLike, key: Optional[str] = None) -> np.ndarray:
     """Read a (T, H, W) stimulus stack, keeping the file's dtype.
+
+    Nothing is converted: an integer file (a uint8 TIFF, say) comes back as its
+    raw intensities, which :func:`napari_retina.predict` and :func:`napari_retina.attribute`
+    (and the plugin) map to contrast themselves (with the checkpoint's stored
+    normalisation, or the stack's own statistics for a model trained on contrast
+    units); a float file comes back as it is, read as contrast units (0 = mean
+    luminance; pass ``normalize="zscore"`` to those functions for raw intensities
+    stored as floats).
 
     ``key`` picks the HDF5 dataset; by default the first of ``stimulus``,
     ``test/stimulus``, ``train/stimulus`` that exists. ``.npy`` and TIFF files
@@ -615,7 +623,7 @@ def _stacked_repeats(rows, names: list[str], labels: list[str], group: str, n_fr
     return np.stack([r.astype(np.float32) for r in reps])
 
 
-def repeats_array(repeats, n_cells: int, n_frames: int, name: str) -> np.ndarray:
+def repeats_array(repeats: ArrayLike, n_cells: int, n_frames: int, name: str) -> np.ndarray:
     """Repeats given in memory, (n_cells, repeats, T) (or one (repeats, T) array per cell), as (n_cells, repeats,
     T) float32, checked as a file's are (:func:`_stacked_repeats`), or one sentence: a TypeError unless arrays of
     numbers, a ValueError unless one row per cell of the rates (``n_cells``), ``n_frames`` time bins, the same
@@ -787,7 +795,7 @@ def _cell_names_attr(path: Path, names: Any, n_cells: int) -> Optional[list]:
     return parsed
 
 
-def cell_names_list(names, n_cells: int, name: str = "cell_names") -> list:
+def cell_names_list(names: Optional[Sequence[str]], n_cells: int, name: str = "cell_names") -> list[str]:
     """A dataset's cell names as a list: empty (none given), or one string per cell of its rates (``n_cells``),
     as a file's ``cell_names`` attribute must be (:func:`read_dataset`); one ValueError otherwise."""
     if names is None:

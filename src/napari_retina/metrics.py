@@ -341,6 +341,8 @@ class MapMeans:
         self._sums: Optional[list[np.ndarray]] = None   # [Σ |A|, Σ A, count of non-NaN]
 
     def add(self, maps: ArrayLike) -> None:
+        """Add the maps of n more frames, float (n, C, …) with the same trailing shape at every call
+        (n = 0: nothing added); NaN values are left out of the means."""
         chunk = np.asarray(maps, dtype=np.float64)
         if not len(chunk):
             return

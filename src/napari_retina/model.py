@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._types import ArrayLike
 from ._validate import FLOAT32_MAX, is_int, is_real
 from .first_layer import conv1_fft
 
@@ -232,6 +233,8 @@ class ModelConfig:
         return shapes
 
     def to_dict(self) -> dict:
+        """Every field as plain JSON-able values (``channels`` and ``kernels`` as lists), as a checkpoint
+        stores the config; :meth:`from_dict` reads it back."""
         out = dataclasses.asdict(self)
         out["channels"] = list(self.channels)
         out["kernels"] = list(self.kernels)
@@ -315,7 +318,7 @@ class RetinaCNN(nn.Module):
         """conv1 pre-activation z = W⊛x + b: (N, history, H, W) -> (N, C1, h1, h1)."""
         return self.conv1(x)
 
-    def first_layer_windows(self, source: torch.Tensor, idx, bias: bool = True) -> torch.Tensor:
+    def first_layer_windows(self, source: torch.Tensor, idx: ArrayLike, bias: bool = True) -> torch.Tensor:
         """conv1 for the windows ending at frames ``idx`` of a movie, by FFT.
 
         ``source`` (T, H, W), ``idx`` (n,) frame indices >= history-1 ->

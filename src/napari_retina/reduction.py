@@ -115,8 +115,13 @@ class Reduction:
         ``Σ_p β_cp d_cp(t)``: what each kept channel adds to the circuit's
         softplus argument.
     bias : float
+        ``β_0``, the constant in the circuit's softplus argument (the argument's units, as
+        ``contributions``): not fitted but set so that on a grey window (every drive at its resting
+        value) the circuit's rate is exactly the model's resting rate ``F(0)`` (``attr.baseline_rate``).
     kept_variance : float
-        Variance of the response explained by the kept channels' summed attribution.
+        Fraction of the response's variance (at most 1) that the kept channels' summed attribution
+        explains: ``1 − var(response − Σ_{c∈kept} A_c) / var(response)`` over the attributed frames
+        (1.0 for a flat response).
     explained_variance_all : float
         As ``explained_variance`` but over every frame with a full history
         (the circuit is fitted on the attributed frames only).

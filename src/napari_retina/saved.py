@@ -122,7 +122,7 @@ class SavedAttribution:
 @dataclass
 class SavedReduction:
     """A ``Reduction`` read back from a saved analysis: ``kept`` (channel indices, most important first),
-    ``labels`` (one per channel, e.g. "c3 ON fast"), ``explained_variance`` (a fraction of the response's
+    ``labels`` (one per channel, e.g. "A3 ON fast +"), ``explained_variance`` (a fraction of the response's
     variance, NaN when not defined) and ``reduced_response`` (T,) float32, spikes per 10 ms bin."""
 
     kept: list
@@ -276,17 +276,37 @@ def _attribution_scalars(path: Path, a: dict) -> dict:
 def read_analysis(path: PathLike) -> SavedAnalysis:
     """A saved analysis (``Analysis.save("x.h5")``) read back: attribution, reduction, parameters, model info.
 
-    The datasets the layers are built from are checked first: a missing or
-    misshapen one (``stimulus`` (T, H, W), ``attribution/channels`` (T, C),
-    ``attribution/response`` (T,), ``attribution/maps`` (T, C, h, w) when
-    present, ``reduction/reduced_response`` (T,) and kept channels among the C
-    when there is a reduction), one holding NaN or ±inf (the stimulus none;
-    the others NaN only over whole frames), an attribute of the wrong kind
-    (:func:`_attribution_scalars`) or a dataset h5py cannot read is one
-    ValueError naming the file and the entry. Only the datasets the layers
-    need are read. A file that is no saved analysis (not HDF5, or without an ``attribution`` group) is a
-    ValueError too.
+    Parameters
+    ----------
+    path : str or Path
+        An ``.h5``/``.hdf5`` file that :meth:`napari_retina.analysis.Analysis.save` wrote.
 
+    Returns
+    -------
+    SavedAnalysis
+        ``attribution`` (:class:`SavedAttribution`: stimulus, channels ``A_c(t)``,
+        response, maps or None, ...), ``reduction`` (:class:`SavedReduction`, None when
+        the analysis did not reduce), ``parameters`` (the settings that produced it)
+        and ``model`` (what was saved about the model). Arrays only: no napari, no torch.
+
+    Raises
+    ------
+    OSError
+        A missing file, or a folder (``FileNotFoundError``, ``IsADirectoryError``).
+    ValueError
+        The datasets the layers are built from are checked first: a missing or
+        misshapen one (``stimulus`` (T, H, W), ``attribution/channels`` (T, C),
+        ``attribution/response`` (T,), ``attribution/maps`` (T, C, h, w) when
+        present, ``reduction/reduced_response`` (T,) and kept channels among the C
+        when there is a reduction), one holding NaN or ±inf (the stimulus none;
+        the others NaN only over whole frames), an attribute of the wrong kind
+        (:func:`_attribution_scalars`) or a dataset h5py cannot read is one
+        ValueError naming the file and the entry. Only the datasets the layers
+        need are read. A file that is no saved analysis (not HDF5, or without an
+        ``attribution`` group) is a ValueError too.
+
+    Example
+    -------
     >>> saved = nr.read_analysis("noise-analysis.h5")                # doctest: +SKIP
     >>> saved.attribution.channels.shape, saved.reduction.kept       # doctest: +SKIP
     ((1000, 8), [3, 5])

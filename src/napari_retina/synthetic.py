@@ -203,7 +203,7 @@ def _gamma_lobe(lag: np.ndarray, peak: float, order: float) -> np.ndarray:
 
 def temporal_filter(peak: float, rebound: float, order: float = 3.0, ratio: float = 2.0,
                     history: int = HISTORY) -> np.ndarray:
-    """A biphasic bipolar-like temporal filter over lags 0..history-1 (frames).
+    """A biphasic bipolar-like temporal filter over lags 0..history-1 (frames): float64 (history,).
 
     ``f(τ) = L(τ; peak) − rebound · L(τ; ratio·peak)`` with gamma-shaped
     lobes ``L`` of height 1, normalised to unit L2 norm and a positive main
@@ -217,7 +217,7 @@ def temporal_filter(peak: float, rebound: float, order: float = 3.0, ratio: floa
 
 def tuned_filter(period: float, peak: float, order: float = 4.0, phase: float = 0.0,
                  history: int = HISTORY) -> np.ndarray:
-    """A damped-oscillation (resonant) temporal filter over lags 0..history-1 (frames).
+    """A damped-oscillation (resonant) temporal filter over lags 0..history-1 (frames): float64 (history,).
 
     ``f(τ) = L(τ; peak) · cos(2π (τ − phase) / period)``: a gamma envelope of
     height 1 at ``peak`` times a cosine of ``period`` frames, normalised to unit
@@ -233,8 +233,10 @@ def tuned_filter(period: float, peak: float, order: float = 4.0, phase: float = 
 def pathway_filter(q: dict, history: int = HISTORY) -> np.ndarray:
     """The temporal filter of a pathway's parameters (sign included: OFF main lobes are negative).
 
-    ``q`` holds ``period`` (a :func:`tuned_filter`: ``period``, ``peak``, ``order``,
-    ``phase``) or the :func:`temporal_filter` keys (``peak``, ``rebound``, ``order``, ``ratio``).
+    Returns float64 (history,), ``f[τ]`` weighing the frame τ frames ago, unit L2 norm.
+    ``q`` holds ``polarity`` ("ON" or "OFF") and either ``period`` (a :func:`tuned_filter`:
+    ``period``, ``peak``, ``order``, ``phase``) or the :func:`temporal_filter` keys (``peak``,
+    ``rebound``, ``order``, ``ratio``).
     """
     if "period" in q:
         f = tuned_filter(q["period"], q["peak"], q.get("order", 4.0), q.get("phase", 0.0), history)

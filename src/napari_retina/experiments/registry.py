@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
@@ -48,7 +48,7 @@ def parameters(name: str) -> dict:
 
 
 def run(name: str, model: AnyModel, cell: Cells = 0, *, explain: float = DEFAULT_EXPLAIN, steps: Optional[int] = None,
-        tol: Optional[float] = None, progress: Optional[Progress] = None, **params) -> ExperimentResult:
+        tol: Optional[float] = None, progress: Optional[Progress] = None, **params: Any) -> ExperimentResult:
     """Run experiment ``name`` on ``model``: stimulus, rates, attribution, reduction, readout.
 
     Parameters
@@ -63,10 +63,13 @@ def run(name: str, model: AnyModel, cell: Cells = 0, *, explain: float = DEFAULT
         Cell(s) whose summed rate is analysed.
     explain : float in (0, 1]
         Passed to :func:`napari_retina.reduce`.
-    steps, tol : optional
-        Integrated-gradients quadrature, as in :func:`napari_retina.attribute`:
-        fixed ``steps``, or refined until ``tol`` (default
-        ``nr.attribution.DEFAULT_TOL``).
+    steps : int, optional
+        A fixed number of integrated-gradients quadrature points, as in
+        :func:`napari_retina.attribute`; not with ``tol``.
+    tol : float, optional
+        Without ``steps``, the quadrature is refined per frame until it meets
+        ``tol`` (relative: the completeness gap and the maps' estimated error, as
+        in :func:`napari_retina.attribute`; default ``nr.attribution.DEFAULT_TOL``, 1e-3).
     progress : callable, optional
         ``progress(done, total)`` from inside each stage (:func:`~.base.run_model`:
         the protocol's probe runs, the rates, the attribution, the reduction).
@@ -79,6 +82,11 @@ def run(name: str, model: AnyModel, cell: Cells = 0, *, explain: float = DEFAULT
     Returns
     -------
     ExperimentResult
+        ``readout`` (the experiment's numbers, ``present``, and the reduced circuit's
+        readout under ``reduced``), ``reduction`` (``kept``, ``explained_variance``...),
+        ``attribution``, ``rates`` (T, n_cells) spikes per 10 ms bin, ``stimulus``
+        (T, H, W) contrast units, ``conditions`` (event frames), ``params`` (every
+        parameter, defaults resolved) and ``cells``.
 
     Example
     -------
@@ -154,7 +162,7 @@ def _readout_conditions(conditions, n_frames: int) -> list:
 
 
 def run_truth(name: str, retina: "Retina", cell: Cells = 0, *, history: Optional[int] = None,
-              progress: Optional[Progress] = None, **params) -> ExperimentResult:
+              progress: Optional[Progress] = None, **params: Any) -> ExperimentResult:
     """Run experiment ``name`` on a ground-truth retina (``retina.respond(stimulus) -> (T, n_cells)``).
 
     The stimulus is built for ``retina.size`` (default 50) and sized (default
@@ -166,6 +174,14 @@ def run_truth(name: str, retina: "Retina", cell: Cells = 0, *, history: Optional
     when ``retina.respond`` takes ``progress=`` (:meth:`nr.synthetic.Retina.respond
     <napari_retina.synthetic.Retina.respond>` does, so Cancel acts within a
     block of frames), else after each response; never going back.
+
+    Returns
+    -------
+    ExperimentResult
+        ``readout`` (the experiment's numbers and ``present``, of the retina's
+        response), ``rates`` (T, n_cells) the retina's true rates, ``stimulus``
+        (T, H, W), ``conditions``, ``params`` and ``cells``; ``attribution`` and
+        ``reduction`` None.
 
     Example
     -------
@@ -199,13 +215,22 @@ def run_truth(name: str, retina: "Retina", cell: Cells = 0, *, history: Optional
 
 
 def run_function(name: str, respond: Callable, size: int = 50, history: int = 40, cell: Cells = 0,
-                 **params) -> ExperimentResult:
+                 **params: Any) -> ExperimentResult:
     """Run experiment ``name`` on any response function ``stimulus -> (T,) or (T, n_cells)``.
 
     ``respond`` must answer one row of real numbers per stimulus frame, finite
     from frame ``history - 1`` on (NaN before it, as the model's own rates
     have) and within float32; anything else is a TypeError or ValueError that
     names ``respond`` (see :func:`napari_retina.experiments.base.check_response`).
+    The stimulus is built for a ``size`` × ``size`` field and sized for ``history``
+    frames; ``cell`` picks the column(s) summed from a (T, n_cells) answer.
+
+    Returns
+    -------
+    ExperimentResult
+        As :func:`run_truth`'s: ``readout``, ``rates`` (T, n_cells; (T, 1) for a
+        (T,) answer), ``stimulus``, ``conditions``, ``params`` and ``cells``;
+        ``attribution`` and ``reduction`` None.
 
     Example
     -------
