@@ -124,7 +124,7 @@ def _check_names(names: Any) -> list:
 
 def battery(model: AnyModel, cell: Cells = 0, *, retina: Any = "auto", names: Optional[list] = None,
             explain: float = DEFAULT_EXPLAIN, steps: Optional[int] = None, tol: Optional[float] = None,
-            progress: Optional[Progress] = None, **params) -> dict:
+            progress: Optional[Progress] = None, **params: Any) -> dict:
     """Run experiments on ``model`` (and ``retina``) and tabulate them.
 
     Parameters
@@ -140,7 +140,11 @@ def battery(model: AnyModel, cell: Cells = 0, *, retina: Any = "auto", names: Op
         run's parameters); a retina of another field size is a ValueError.
     names : list of str, optional
         Experiments to run (default: all registered).
-    explain, steps, tol : passed to :func:`napari_retina.experiments.run`.
+    explain : float
+        Fraction in (0, 1] of the response's variance the reduced circuit must explain (for each experiment).
+    steps, tol : int, float, optional
+        The quadrature: fixed ``steps`` points, or adaptive to the relative completeness error ``tol``
+        (default); passed to :func:`napari_retina.experiments.run`.
     progress : callable, optional
         ``progress(done, total)`` with ``total`` = :data:`UNITS` × the number of
         experiments (``done / UNITS``: experiments done, fractions included),
