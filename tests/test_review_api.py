@@ -90,7 +90,7 @@ def test_predict_attribute_evaluate_and_reduce_leave_the_callers_train_mode_alon
         ("m.pt", None, TypeError, r"model must be a RetinaCNN \(nr.load_model\) or a wrapped module"),
         (None, None, TypeError, "model must be a RetinaCNN"),
         ("good", None, TypeError, r"stimulus must be a \(T, H, W\) array of numbers, got NoneType"),
-        ("good", "movie.tif", TypeError, r"stimulus must be a \(T, H, W\) array of numbers, got str"),
+        ("good", "movie.tif", TypeError, r"stimulus must be a \(T, H, W\) array of numbers, got the path 'movie\.tif'"),
         ("good", 5.0, ValueError, r"stimulus must be a \(T, H, W\) stack, got 0 dimension"),
     ],
 )
