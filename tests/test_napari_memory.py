@@ -21,7 +21,7 @@ pytest.importorskip("napari")
 
 from napari_retina import viewer as nrv  # noqa: E402
 from napari_retina._napari import _plot, _session  # noqa: E402
-from test_napari_results import _analyze, plugin  # noqa: E402,F401  (issue 14's helpers, fixture)
+from test_napari_results import _analyze  # noqa: E402  (issue 14's helper; plugin: conftest)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import napari  # noqa: E402
 from napari_retina import viewer as nrv  # noqa: E402
 from napari_retina._napari._layers import META, bar_limit  # noqa: E402
 from napari_retina.metrics import map_limit  # noqa: E402
-from test_napari_results import _analyze, _canvas_box, plugin  # noqa: E402,F401  (issue 14's helpers, fixture)
+from test_napari_results import _analyze, _canvas_box  # noqa: E402  (issue 14's helpers; plugin: conftest)
 
 SCALE = (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM)
 UNITS = ["millisecond", "micrometer", "micrometer"]
