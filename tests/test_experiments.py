@@ -737,3 +737,19 @@ def test_recovery_needs_the_channel_closer_to_its_match_than_to_any_other_pathwa
     assert row["pathway"] == "B" and row["match_r"] >= 0.8            # B is the best match on both filters ...
     assert row["all_temporal_r"]["A"] > row["all_temporal_r"]["B"]  # ... but A's temporal filter is closer
     assert row["margin"] < 0 and row["recovers"] is False
+
+
+def test_a_cell_the_ground_truth_lacks_is_named_as_the_truth_s_before_any_response():
+    """A 6-cell model compared with the 4-cell truth at cell 5 read 'cell (the model has 4 cells) must be in
+    [0, 3]': wrong about the model, and found only after the first response. A function's rates say theirs."""
+    retina = nr.synthetic.Retina(seed=0)
+
+    def no_response(stimulus):
+        raise AssertionError("a response was computed before the cell was checked")
+
+    retina.respond = no_response
+    with pytest.raises(ValueError, match=r"^cell \(the ground truth has 4 cells\) must be in \[0, 3\], got 5$"):
+        E.run_truth("osr", retina, cell=5)
+    with pytest.raises(ValueError, match=r"^cell \(the rates respond returned have 2 cells\) must be in \[0, 1\], "
+                                         r"got 2$"):
+        E.run_function("osr", lambda st: np.ones((len(st), 2)), cell=2, periods=[5, 9])

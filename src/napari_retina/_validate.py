@@ -621,9 +621,9 @@ def check_int(value, name: str, low: int = 0, high: Optional[int] = None) -> int
     return value
 
 
-def check_cells(cell, n_cells: int) -> list[int]:
+def check_cells(cell, n_cells: int, holder: str = "the model has") -> list[int]:
     """Normalise ``cell`` (an int, a sequence of ints such as a list or ``range``, or ``"all"``) to a list of
-    indices."""
+    indices in [0, n_cells); ``holder`` says whose cells they are, with its verb ("the ground truth has")."""
     if isinstance(cell, np.ndarray) and cell.ndim == 0:  # np.array(1): the one index it holds
         cell = cell[()]
     if isinstance(cell, (str, bytes)):
@@ -637,7 +637,7 @@ def check_cells(cell, n_cells: int) -> list[int]:
         if len(set(cells)) != len(cells):
             raise ValueError(f"cell lists each cell once, got {list(cell)}")
         return cells
-    return [check_int(cell, f"cell (the model has {n_cells} cells)", 0, n_cells)]
+    return [check_int(cell, f"cell ({holder} {n_cells} cells)", 0, n_cells)]
 
 
 def check_cell_subset(cells, n_cells: int, holder: str) -> list[int]:

@@ -654,6 +654,10 @@ def check_response(response: Any, n_frames: int, history: int) -> np.ndarray:
     return arr
 
 
+#: whose cells ``cell`` picks in :func:`run_response` (a model's are checked as "the model has")
+RESPONSE_HOLDER = "the rates respond returned have"
+
+
 def run_response(module: ModuleType, respond: Callable, size: int = 50, history: int = 40, cell: Cells = 0,
                  **params) -> ExperimentResult:
     """Run ``module``'s protocol on any response function and read it out.
@@ -677,13 +681,13 @@ def run_response(module: ModuleType, respond: Callable, size: int = 50, history:
         r = np.asarray(r, dtype=np.float64)
         if r.ndim == 1:
             return r
-        return r[:, check_cells(cell, r.shape[1])].sum(1)
+        return r[:, check_cells(cell, r.shape[1], RESPONSE_HOLDER)].sum(1)
 
     proto = build(module, size, history, lambda s: pick(checked(s)), p)
     rates = checked(proto.stimulus).astype(np.float32)
     if rates.ndim == 1:
         rates = rates[:, None]
-    cells = list(range(rates.shape[1])) if rates.shape[1] == 1 else check_cells(cell, rates.shape[1])
+    cells = list(range(rates.shape[1])) if rates.shape[1] == 1 else check_cells(cell, rates.shape[1], RESPONSE_HOLDER)
     readout = module.readout(pick(rates), proto.conditions)
     return ExperimentResult(module.NAME, proto.stimulus, rates, None, None, proto.conditions,
                             jsonable(readout), jsonable({**p, **proto.resolved}), cells)

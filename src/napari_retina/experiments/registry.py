@@ -16,7 +16,7 @@ import numpy as np
 
 from .._progress import Progress, report, within
 from .._types import AnyModel, ArrayLike
-from .._validate import check_int, is_int
+from .._validate import check_cells, check_int, is_int
 from ..attribution import Cells
 from ..reduction import DEFAULT_EXPLAIN
 from . import anticipation, doubling, latency, osr, reversal
@@ -192,6 +192,8 @@ def run_truth(name: str, retina: "Retina", cell: Cells = 0, *, history: Optional
         raise TypeError(f"retina must have a respond(stimulus) method, got {type(retina).__name__}")
     size = check_int(getattr(retina, "size", 50), "retina.size", 1)
     history = check_int(getattr(retina, "history", 40), "retina.history", 1) if history is None else history
+    if is_int(getattr(retina, "n_cells", None)):   # a synthetic retina: its cells checked before any response
+        check_cells(cell, retina.n_cells, "the ground truth has")
     respond = retina.respond
     if progress is not None:
         takes_progress = "progress" in inspect.signature(retina.respond).parameters
