@@ -130,3 +130,23 @@ def test_result_text_wraps_across_the_dock_not_in_a_narrow_column(viewer, qtbot)
     assert w.overview.native.width() >= 0.8 * row
     assert w.overview.native.height() >= w.overview.native.heightForWidth(w.overview.native.width())
     assert w.task.status.native.width() >= w.task.progress.native.width() - 2   # its row's whole value column
+
+
+def test_a_result_added_again_stays_where_it_was(viewer):
+    """Adding a result again replaced its layers and moved them below the others ('reversal' from y 0 to below
+    'doubling', leaving a gap where it was; every re-add walked each result further down)."""
+    w = _dock(viewer)
+    w.steps.value = 2
+    assert w.run(["reversal", "doubling"])
+    w.task.wait(300000)
+    for name in ("reversal", "doubling"):
+        w.result_choice.value = name
+        assert w.add_layers()
+    where = {name: tuple(viewer.layers[name].translate) for name in ("reversal", "doubling")}
+    maps = {layer.name: tuple(layer.translate) for layer in viewer.layers if layer.name.startswith("reversal: ")}
+    assert where["doubling"][1] > where["reversal"][1]          # stacked below it, the first time
+    w.result_choice.value = "reversal"
+    count = len(viewer.layers)
+    assert w.add_layers() and len(viewer.layers) == count      # replaced, not added beside
+    assert {name: tuple(viewer.layers[name].translate) for name in where} == where
+    assert {name: tuple(viewer.layers[name].translate) for name in maps} == maps

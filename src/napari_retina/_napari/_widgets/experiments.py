@@ -441,8 +441,8 @@ class ExperimentsWidget(Container):
     def add_layers(self) -> list:
         """Add the chosen result's stimulus, maps and traces below the layers already shown, and move the time
         slider to the result's largest response (the slider may otherwise be past its end: a longer result's
-        frame left the new one's canvas black). The same result added again replaces its layers (they are still
-        there under the name they got); another result of the same experiment (another run, another model) is
+        frame left the new one's canvas black). The same result added again replaces its layers where they are
+        (still there under the name they got); another result of the same experiment (another run, another model) is
         added beside the earlier one's, under a fresh name ("osr [1]")."""
         name = self.result_choice.value
         if name not in self.results:
@@ -460,7 +460,8 @@ class ExperimentsWidget(Container):
             return []
         if layers:
             self._added[name] = (weakref.ref(result), weakref.ref(layers[0]))
-        stack_below(self.viewer, layers)
+        if again is None:   # a result added again stays where it was (its layers keep their place)
+            stack_below(self.viewer, layers)
         if layers:
             nr_viewer.set_time(self.viewer, peak_time_ms(self.results[name], layers[0]))
         return layers
