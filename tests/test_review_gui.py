@@ -612,7 +612,8 @@ def test_a_stimulus_deleted_while_its_result_layers_are_added_leaves_none_of_the
     """Deleted during the staged add ('adding the result layers...'): the run ended with an internal error
     ('Cannot select item that is not in list') and left every map behind, its traces still plotted. A second
     run, whose maps go into the first run's layers, gives those back as they were: the user deleted the
-    stimulus layer only, and the first result's maps and traces stay, as when no run is going."""
+    stimulus layer only, and the first result's maps stay, as when no run is going; its traces leave the Traces
+    dock with their stimulus layer, as then too (test_napari_follow)."""
     _, layer = _stimulus(viewer)
     w = _dock(viewer, _widgets.AnalyzeWidget)
     w.layer.value, w.steps.value = layer, 2
@@ -623,7 +624,6 @@ def test_a_stimulus_deleted_while_its_result_layers_are_added_leaves_none_of_the
         notes.clear()
         earlier = [(lay, lay.data, lay.name, lay.visible) for lay in w.added_layers]
     plot = _plot.trace_plot(viewer)
-    shown = (plot.source, [s["label"] for s in plot.series])
     condition = {"maps going in": lambda: len([lay for lay in viewer.layers if ": " in lay.name]) >= 3,
                  "traces being drawn": lambda: plot.source == "noise" and not plot._complete,
                  "maps updated in place": lambda: w.task.status.value.startswith("adding")}[when]
@@ -637,7 +637,7 @@ def test_a_stimulus_deleted_while_its_result_layers_are_added_leaves_none_of_the
     assert w.task.last_error is None and not w.task.running
     assert [(lay, lay.data, lay.name, lay.visible) for lay in viewer.layers] == earlier
     assert "deleted" in w.task.status.value
-    assert (plot.source, [s["label"] for s in plot.series]) == shown   # empty after a first run
+    assert (plot.source, [s["label"] for s in plot.series]) == ("", [])   # its stimulus layer is gone
 
 
 # -------------------------------------------------------------- scripting ---

@@ -41,7 +41,7 @@ from . import _exit
 from ._docking import docked_in, vertical_scroll
 from ._framing import frame_result
 from ._layers import (CURSOR_COLOR, META, CellTraces, _rgba, bar_in, layer_geometry, map_layers, plugin_metadata,
-                      round_up, show_alone, show_colour_bar, show_marked_colour_bar, trace_series)
+                      round_up, show_alone, show_colour_bar, show_marked_colour_bar, trace_series, unit_factor)
 
 DOCK_NAME = "Traces (napari-retina)"
 """Title of the trace plot's dock widget."""
@@ -395,7 +395,9 @@ class TracePlot(QWidget):
     unit, ms_per_unit : the time axis' unit ("ms" or "s") and its size in ms.
     source : str
         Name of the layer whose result the traces are ("" when empty): a
-        result replaced by something without traces clears them (:meth:`clear`).
+        result replaced by something without traces clears them (:meth:`clear`);
+        when that layer leaves the viewer, the plot shows the most recent
+        result left, or nothing (:meth:`show_latest`).
     """
 
     def __init__(self, viewer) -> None:
@@ -407,6 +409,8 @@ class TracePlot(QWidget):
         self.series: list[dict] = []
         self.times_ms = np.zeros(0)
         self.source, self.maps_prefix = "", ""
+        self._source_ref: Optional[weakref.ref] = None   # the layer named ``source`` when it was plotted
+        self._history: list = []   # weak references to the layers whose results were plotted, the last last
         self.unit, self.ms_per_unit = "ms", 1.0
         self.title = QLabel(EMPTY_TITLE)
         self.title.setWordWrap(True)
@@ -441,7 +445,7 @@ class TracePlot(QWidget):
         self.canvas.events.mouse_press.connect(self._on_press)
         self.canvas.events.mouse_release.connect(self._on_release)
         viewer.dims.events.current_step.connect(self._on_step)
-        viewer.layers.events.removed.connect(self._bar_back)
+        viewer.layers.events.removed.connect(self._on_removed)
         self.destroyed.connect(lambda *_: self._disconnect())
 
     @property
@@ -464,6 +468,7 @@ class TracePlot(QWidget):
             self.grid.parent = None
         self.grid, self.rows, self._complete = None, [], False
         self.series, self.times_ms, self.source, self.maps_prefix = [], np.zeros(0), "", ""
+        self._source_ref = None
         self._set_title(EMPTY_TITLE)
         self.canvas.update()
 
@@ -482,6 +487,7 @@ class TracePlot(QWidget):
         self._end_solo(source)
         self.series, self.times_ms, self.source = series, np.asarray(times_ms, float), source
         self.maps_prefix = f"{source}: " if maps_prefix is None else maps_prefix
+        self._note_source(source)
         self._colour_bar_follows()
         duration = float(self.times_ms[-1] - self.times_ms[0]) if len(self.times_ms) > 1 else 0.0
         self.unit, self.ms_per_unit = time_unit(duration)
@@ -527,6 +533,55 @@ class TracePlot(QWidget):
             for node in batch:
                 node.visible = True
         self._complete = True
+
+    def _note_source(self, source: str) -> None:
+        """Remember the layer named ``source`` (if there is one) as the plotted result's, the most recent."""
+        viewer = self.viewer
+        layer = viewer.layers[source] if viewer is not None and source and source in viewer.layers else None
+        self._source_ref = None if layer is None else weakref.ref(layer)
+        if layer is not None:
+            self._history = [ref for ref in self._history if ref() is not None and ref() is not layer]
+            self._history.append(self._source_ref)
+
+    @property
+    def source_layer(self):
+        """The layer whose result is plotted (None: nothing plotted, no layer of that name, or gone)."""
+        return None if self._source_ref is None else self._source_ref()
+
+    def source_left(self) -> bool:
+        """Whether the layer whose result is plotted has left the viewer (or been deleted)."""
+        viewer = self.viewer
+        return self._source_ref is not None and viewer is not None and self.source_layer not in viewer.layers
+
+    def show_latest(self) -> None:
+        """Plot the most recent result still in the viewer, with its colour bar: of the layers whose results were
+        plotted the last one left, else the topmost layer that carries traces (:data:`TRACES_KEY`); or nothing
+        (the empty plot's title) when no layer carries any."""
+        viewer = self.viewer
+        if viewer is None:
+            return
+        plotted = [ref() for ref in reversed(self._history)]
+        layers = [layer for layer in plotted if layer is not None and layer in viewer.layers]
+        layers += [layer for layer in reversed(list(viewer.layers)) if layer not in layers]
+        stored = next((args for args in map(stored_plot, layers) if args is not None), None)
+        if stored is None:
+            self.clear()
+        else:
+            self.set_traces(*stored)
+
+    def follow_rename(self, before: str, after: str) -> None:
+        """The plotted result's stimulus layer was renamed ``before`` → ``after`` (its maps' prefix with it)."""
+        if self.source != before:
+            return
+        self.source = after
+        self._note_source(after)
+        if self.maps_prefix == f"{before}: ":
+            self.maps_prefix = f"{after}: "
+        bold = f"<b>{before}</b>"
+        if self._unsolo_title.startswith(bold):
+            self._unsolo_title = f"<b>{after}</b>" + self._unsolo_title[len(bold):]
+        if self.title.text().startswith(bold):
+            self._set_title(f"<b>{after}</b>" + self.title.text()[len(bold):])
 
     def _update_rows(self, per_row: list[list[dict]]) -> None:
         """New traces in the existing rows (same number of rows and of traces per row)."""
@@ -629,7 +684,14 @@ class TracePlot(QWidget):
     @property
     def cursor_time_ms(self) -> float:
         """World time (ms) of the time slider, where the cursor is drawn."""
-        return float(self.viewer.dims.point[self.time_axis])
+        return float(self.viewer.dims.point[self.time_axis]) * self._world_ms()
+
+    def _world_ms(self) -> float:
+        """ms per unit of the viewer's world time: napari draws in its layers' smallest unit (s while only a layer
+        in seconds is in, :func:`._layers.unit_factor`); 1 when the time axis has no time unit."""
+        units = self.viewer.dims.units
+        unit = units[self.time_axis] if units is not None and len(units) > self.time_axis else None
+        return (unit_factor(unit, "ms") if unit is not None else None) or 1.0
 
     def _cursor_x(self) -> float:
         return self.cursor_time_ms / self.ms_per_unit
@@ -686,6 +748,13 @@ class TracePlot(QWidget):
                 meta[BAR_WAS_KEY] = True
             elif meta.get("prefix") == self.maps_prefix and meta.pop(BAR_WAS_KEY, False):
                 show_colour_bar(layer)
+
+    def _on_removed(self, event=None) -> None:
+        """A layer left the viewer: if it was the plotted result's stimulus layer, plot the most recent result left
+        (or nothing, :meth:`show_latest`); then a colour bar comes back if none is shown (:meth:`_bar_back`)."""
+        if self.source_left():
+            self.show_latest()
+        self._bar_back()
 
     def _bar_back(self, event=None) -> None:
         """When the maps of the result whose bar is shown leave the viewer (removed, or the plotted result
@@ -787,12 +856,13 @@ class TracePlot(QWidget):
         t = self.time_at(event.pos[:2])
         if t is None or not len(self.times_ms):
             return
-        self.viewer.dims.set_point(self.time_axis, float(np.clip(t, self.times_ms[0], self.times_ms[-1])))
+        t_ms = float(np.clip(t, self.times_ms[0], self.times_ms[-1]))
+        self.viewer.dims.set_point(self.time_axis, t_ms / self._world_ms())
 
     def _disconnect(self) -> None:
         try:
             self.viewer.dims.events.current_step.disconnect(self._on_step)
-            self.viewer.layers.events.removed.disconnect(self._bar_back)
+            self.viewer.layers.events.removed.disconnect(self._on_removed)
         except (AttributeError, RuntimeError, TypeError, ValueError):  # AttributeError: the viewer is gone
             pass
 
@@ -866,16 +936,24 @@ def stored_traces(attribution, reduction=None, name: str = "", cell: Optional[Ce
             "title": plot_title(attribution, reduction, name, legend)}
 
 
-def show_stored_traces(viewer, layer) -> bool:
-    """Plot the traces ``layer`` carries (:data:`TRACES_KEY`), on its time axis; whether it had any."""
+def stored_plot(layer) -> Optional[tuple]:
+    """The arguments of :meth:`TracePlot.set_traces` that plot the traces ``layer`` carries (:data:`TRACES_KEY`)
+    on its time axis, or None if it carries none."""
     stored = (getattr(layer, "metadata", None) or {}).get(META, {}).get(TRACES_KEY)
     if not stored or not stored.get("series"):
-        return False
+        return None
     geo = layer_geometry(layer)
     T = len(stored["series"][0]["values"])
     times = geo["translate"][0] + np.arange(T) * geo["scale"][0]
-    trace_plot(viewer).set_traces(stored["series"], times, stored.get("title", ""), layer.name,
-                                  plugin_metadata(layer).get("prefix"))
+    return stored["series"], times, stored.get("title", ""), layer.name, plugin_metadata(layer).get("prefix")
+
+
+def show_stored_traces(viewer, layer) -> bool:
+    """Plot the traces ``layer`` carries (:data:`TRACES_KEY`), on its time axis; whether it had any."""
+    stored = stored_plot(layer)
+    if stored is None:
+        return False
+    trace_plot(viewer).set_traces(*stored)
     return True
 
 

@@ -95,7 +95,8 @@ def follow_renames(viewer, stimulus_layer) -> None:
     and its crop window and outline by ``metadata["for"] == name``: renamed
     without them, its next analysis would add a second set of maps drawn
     additively over the first. On a rename, the layers of the old name take
-    the new one (and their metadata follows).
+    the new one (and their metadata follows), and so do the trace plot
+    showing its result and the traces the layer keeps (:func:`rename_result`).
     """
     if stimulus_layer in _FOLLOWED:
         return
@@ -109,20 +110,59 @@ def follow_renames(viewer, stimulus_layer) -> None:
         viewer = viewer_ref()
         if viewer is None or before == after or stimulus_layer not in viewer.layers:
             return
-        old = f"{before}: "
-        for layer in list(viewer.layers):
-            meta = plugin_metadata(layer)
-            is_map = meta.get("role") == "map" and meta.get("prefix") == old
-            if not (is_map or meta.get("for") == before):
-                continue
-            if is_map:
-                meta["prefix"] = f"{after}: "
-            if meta.get("for") == before:
-                meta["for"] = after
-            if layer.name.startswith(old):
-                layer.name = f"{after}: {layer.name[len(old):]}"
+        rename_result(viewer, before, after)
+        stored = plugin_metadata(stimulus_layer).get(TRACES_KEY)
+        if isinstance(stored, dict) and str(stored.get("title", "")).startswith(f"<b>{before}</b>"):
+            stored["title"] = f"<b>{after}</b>" + stored["title"][len(f"<b>{before}</b>"):]
 
     stimulus_layer.events.name.connect(renamed)
+
+
+def rename_result(viewer, before: str, after: str) -> None:
+    """The result of the stimulus layer renamed ``before`` → ``after`` follows: its maps, crop window and outline
+    (:func:`_move_result`) and the trace plot showing it (:meth:`._plot.TracePlot.follow_rename`).
+
+    Layers that already bear ``after`` belong to no live stimulus (napari's
+    layer names are unique: theirs was removed, its maps kept): they are set
+    apart under ``"<after> (removed)"`` first, so that the two results stay
+    two, and the next analysis replaces this one's maps only.
+    """
+    strays = _result_layers(viewer.layers, after)
+    if strays:
+        _move_result(strays, after, _free_name(viewer, f"{after} (removed)"))
+    _move_result(_result_layers(viewer.layers, before), before, after)
+    plot = trace_plot(viewer, create=False)
+    if plot is not None:
+        plot.follow_rename(before, after)
+
+
+def _result_layers(layers, name: str) -> list:
+    """The layers of the result of stimulus ``name``: maps with prefix ``"<name>: "``, layers ``"for"`` it."""
+    return [layer for layer in layers
+            if (plugin_metadata(layer).get("role") == "map" and plugin_metadata(layer).get("prefix") == f"{name}: ")
+            or plugin_metadata(layer).get("for") == name]
+
+
+def _move_result(layers: list, before: str, after: str) -> None:
+    """``layers`` (:func:`_result_layers` of ``before``) take the name ``after``: prefix, ``"for"``, layer name."""
+    old = f"{before}: "
+    for layer in layers:
+        meta = plugin_metadata(layer)
+        if meta.get("role") == "map" and meta.get("prefix") == old:
+            meta["prefix"] = f"{after}: "
+        if meta.get("for") == before:
+            meta["for"] = after
+        if layer.name.startswith(old):
+            layer.name = f"{after}: {layer.name[len(old):]}"
+
+
+def _free_name(viewer, name: str) -> str:
+    """``name``, or ``"<name> 2"``, ``"<name> 3"``… the first that no layer nor any result's layers bear."""
+    candidate, k = name, 1
+    while candidate in viewer.layers or _result_layers(viewer.layers, candidate):
+        k += 1
+        candidate = f"{name} {k}"
+    return candidate
 
 
 def reuse_map_layers(viewer, prefix: str, data: list[tuple], saved: Optional[list] = None) -> Optional[list]:
@@ -362,9 +402,13 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
     successful replace is as fast as before: the in-place update, or one
     batched removal, and no copy of any data. Closed before the maps are all
     in (:meth:`StagedAdd.stop`, the viewer closing), the layers it added are
-    removed.
+    removed. The stimulus layer renamed at any step (without ``prefix``), the
+    whole result takes the new name: the maps still to come are added under it,
+    those in follow the rename (:func:`follow_renames`), and so does an earlier
+    result given back. Done, the time slider is moved into the result if it
+    was outside it (:func:`slider_into`).
     """
-    new_stim, added, layers = [], [], None
+    new_stim, added, layers, named = [], [], None, None
     undo = undo if undo is not None else _Undo(viewer, stimulus_layer)
     try:
         if stimulus_layer is None:
@@ -373,13 +417,15 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
             stimulus_layer = new_stim[0]
             yield
         if prefix is None:
-            prefix = f"{stimulus_layer.name}: "
+            named = stimulus_layer.name
+            prefix = f"{named}: "
             follow_renames(viewer, stimulus_layer)
         geo = analysed_geometry(layer_geometry(stimulus_layer), attribution)
         data = analysis_layer_data(attribution, reduction, geo, maps=maps, limit=limit, prefix=prefix)
         for _, kwargs, _ in data:
             kwargs["metadata"][META]["prefix"] = prefix
-        layers = yield from _map_steps(viewer, prefix, data, replace, added, undo)
+        layers = yield from _map_steps(viewer, prefix, data, replace, added, undo,
+                                       stimulus_layer if named is not None else None)
         bar = show_map_legend(layers, reduction.kept[0] if reduction is not None and reduction.kept else None)
         yield
         legend = map_legend(layers[0].contrast_limits[1], bar.metadata[META]["label"] if bar is not None else None) \
@@ -388,6 +434,7 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
         yield from traces_steps(viewer, attribution, reduction, stimulus_layer, name=stimulus_layer.name,
                                 legend=legend, cell=cell)
         frame_result(viewer, [stimulus_layer] + layers)
+        slider_into(viewer, stimulus_layer)
         viewer.layers.selection.active = stimulus_layer  # keep the stimulus selected: its controls show
     except GeneratorExit:  # StagedAdd.stop: the viewer is closing
         if layers is None:
@@ -396,8 +443,29 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
     except Exception:
         remove_layers(viewer, added + new_stim)
         undo.run()
+        if named is not None and stimulus_layer.name != named and stimulus_layer in viewer.layers:
+            rename_result(viewer, named, stimulus_layer.name)   # given back under the name it was given since
         raise
     return new_stim + layers
+
+
+def slider_into(viewer, layer) -> None:
+    """Move the time slider to the nearest frame of ``layer`` (T, H, W) if it is outside its frames, else leave it.
+
+    A result shorter than the one before, analysed with the slider past its
+    end, showed nothing but its colour bar, and the trace plot's cursor was
+    off its axis; inside, a scientist scrubbing and analysing again keeps
+    the frame.
+    """
+    axis = viewer.dims.ndim - 3
+    if axis < 0 or layer.ndim != 3:
+        return
+    geo = layer_geometry(layer)
+    start, step = float(geo["translate"][0]), float(geo["scale"][0])
+    lo, hi = sorted((start, start + (geo["shape"][0] - 1) * step))
+    now = float(viewer.dims.point[axis])
+    if not lo - abs(step) / 2 <= now <= hi + abs(step) / 2:
+        viewer.dims.set_point(axis, float(np.clip(now, lo, hi)))
 
 
 class _Undo:
@@ -460,19 +528,25 @@ class _TracesState:
         self.shown = None
         self.ranges: list = []
         self.solo = None
+        self.layer = plot.source_layer if plot is not None else None
         if plot is not None and plot.source and len(plot.series):
             self.shown = (plot.series, plot.times_ms, plot.title.text(), plot.source, plot.maps_prefix)
             self.ranges = [(*row.view.camera.rect.pos, *row.view.camera.rect.size) for row in plot.rows]
             self.solo = (plot._solo, plot._unsolo_title) if plot._solo is not None else None
 
     def restore(self, viewer) -> None:
-        """Plot what was plotted (an empty plot stays empty); the zoom and a map shown alone as they were."""
+        """Plot what was plotted (an empty plot stays empty); the zoom and a map shown alone as they were. If the
+        stimulus layer of what was plotted has left the viewer since, the most recent result left instead
+        (:meth:`._plot.TracePlot.show_latest`)."""
         plot = trace_plot(viewer, create=False)
         if plot is None:
             return
         plot._solo = None  # the unfinished run's: its maps are gone or given back already
         if self.shown is None:
             plot.clear()
+            return
+        if self.layer is not None and self.layer not in viewer.layers:
+            plot.show_latest()
             return
         plot.set_traces(*self.shown)
         if len(self.ranges) == len(plot.rows):
@@ -491,7 +565,7 @@ class _TracesState:
 
 
 def _map_steps(viewer, prefix: str, data: list[tuple], replace: bool, added: list,
-               undo: _Undo) -> Iterator[None]:
+               undo: _Undo, named=None) -> Iterator[None]:
     """Put the maps in: the earlier analysis' layers updated in place when they fit (one step), else new layers.
 
     An in-place update costs a few ms a layer, so all of them take one step
@@ -500,7 +574,8 @@ def _map_steps(viewer, prefix: str, data: list[tuple], replace: bool, added: lis
     appended to ``added`` as they come; the earlier layers' states before an
     in-place update go to ``undo.updated``, the earlier layers removed (with
     their places) to ``undo.removed`` (for the caller's clean-up); returns
-    the map layers.
+    the map layers. ``named``: the stimulus layer whose name the maps take
+    (each new one is named after its name at the step that adds it).
     """
     reused = reuse_map_layers(viewer, prefix, data, saved=undo.updated) if replace else None
     if reused is not None:
@@ -511,9 +586,22 @@ def _map_steps(viewer, prefix: str, data: list[tuple], replace: bool, added: lis
         undo.removed += [(viewer.layers.index(layer), layer) for layer in earlier]
         remove_layers(viewer, earlier)
     for item in data:
+        if named is not None:
+            _reprefix(item, f"{named.name}: ")
         added += add_layer_data(viewer, [item])
         yield
     return list(added)
+
+
+def _reprefix(item: tuple, prefix: str) -> None:
+    """A map's layer-data tuple takes ``prefix`` (its name and metadata) in place of the one it was made with."""
+    _, kwargs, _ = item
+    meta = kwargs["metadata"][META]
+    old = meta["prefix"]
+    if old != prefix:
+        meta["prefix"] = prefix
+        if kwargs["name"].startswith(old):
+            kwargs["name"] = prefix + kwargs["name"][len(old):]
 
 
 def remove_layers(viewer, layers: list) -> None:
