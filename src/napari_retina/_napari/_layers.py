@@ -9,7 +9,12 @@ the stimulus has scale ``(FRAME_MS, PIXEL_UM, PIXEL_UM)`` = (10 ms, 55 µm,
 ``(i + offset, j + offset)`` of the analysed window with ``offset =
 attribution.offset``, so a map layer has the same scale and ``translate =
 (0, offset·55, offset·55)`` µm (plus the stimulus layer's own translate and
-the window's ``crop_origin``, see :func:`analysed_geometry`).
+the window's ``crop_origin``, see :func:`analysed_geometry`). A stimulus layer
+in other units (s, mm, …) has its scale and translate converted to ms and µm
+(:func:`layer_geometry`; napari draws layers in different units of one
+quantity in common units), and a rotated, sheared or affine-transformed layer
+gives its maps the same rotation, shear and affine, so each map pixel lies
+over the stimulus pixel it explains.
 
 The traces (model response, each kept channel's ``A_c(t)``, the reduced
 circuit's response) are not layers: :func:`trace_series` lists them and the
@@ -35,6 +40,7 @@ from ..metrics import map_limit
 SCALE = (FRAME_MS, PIXEL_UM, PIXEL_UM)
 """Physical scale of a stimulus layer: ms per frame, µm per pixel (y, x)."""
 UNITS = ("ms", "um", "um")
+"""Units of :data:`SCALE` and of the maps: a stimulus layer's scale in other units is converted to these."""
 AXIS_LABELS = ("t", "y", "x")
 META = "napari_retina"
 """Key of the plugin's entry in a layer's metadata."""
@@ -87,25 +93,76 @@ def stimulus_layer_kwargs(stimulus: np.ndarray, name: str = "stimulus", metadata
     return kwargs
 
 
+def unit_factor(unit, target: str) -> Optional[float]:
+    """How many ``target`` units (e.g. "ms", "um") one ``unit`` is (a pint unit or its name, as in napari's
+    ``layer.units``): 1000.0 for "s" to "ms"; None when ``unit`` is no such quantity (napari's "pixel")."""
+    import pint
+
+    try:
+        return float(pint.get_application_registry().Quantity(1.0, unit).to(target).magnitude)
+    except (pint.errors.PintError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _last3(matrix: np.ndarray, affine: bool = False) -> np.ndarray:
+    """The block of an (n, n) linear or (n+1, n+1) affine ``matrix`` acting on the last three axes (t, y, x)."""
+    m = np.asarray(matrix, float)
+    if not affine:
+        return m[-3:, -3:].copy()
+    out = np.eye(4)
+    out[:3, :3], out[:3, 3] = m[-4:-1, -4:-1], m[-4:-1, -1]
+    return out
+
+
 def layer_geometry(layer=None, shape: Optional[Sequence[int]] = None) -> dict:
-    """Scale, translate and shape (T, H, W) of a stimulus layer (or the defaults)."""
+    """Where a stimulus layer's pixels lie, in the maps' units (:data:`UNITS`: ms, µm, µm), or the defaults.
+
+    Keys: ``scale`` (ms per frame, µm per pixel along y and x) and
+    ``translate`` (ms, µm, µm): the layer's, converted from its own units
+    (e.g. 0.01 s → 10 ms, 0.055 mm → 55 µm; an axis whose unit is no time or
+    length, napari's "pixel", keeps its numbers and unit); ``units`` (str per
+    axis); ``rotate``, ``shear`` (3×3) and ``affine`` (4×4, translation in the
+    units above): the layer's, for its last three axes, so that a map layer
+    given them lies over the layer; ``shape`` (T, H, W).
+    """
     if layer is None:
-        return {"scale": np.array(SCALE, float), "translate": np.zeros(3), "shape": tuple(shape)}
-    scale = np.asarray(layer.scale, float)[-3:]
-    translate = np.asarray(layer.translate, float)[-3:]
-    return {"scale": scale, "translate": translate, "shape": tuple(layer.data.shape[-3:])}
+        return {"scale": np.array(SCALE, float), "translate": np.zeros(3), "shape": tuple(shape), "units": UNITS,
+                "rotate": np.eye(3), "shear": np.eye(3), "affine": np.eye(4)}
+    from napari.utils.transforms import Affine
+
+    factors = [unit_factor(u, t) for u, t in zip(tuple(layer.units)[-3:], UNITS)]
+    units = tuple(t if f is not None else str(u) for u, t, f in zip(tuple(layer.units)[-3:], UNITS, factors))
+    f = np.array([1.0 if x is None else x for x in factors])
+    # napari draws a layer at U·(affine(translate + rotate·shear·scale·pixel)), U its units → the world's: the
+    # converted layer keeps its place with scale, translate and affine translation U·…, matrices U·M·U⁻¹
+    conj = f[:, None] / f[None, :]
+    shear = Affine(shear=layer.shear, ndim=layer.ndim).linear_matrix
+    affine = _last3(layer.affine.affine_matrix, affine=True)
+    affine[:3, :3] *= conj
+    affine[:3, 3] *= f
+    return {"scale": np.asarray(layer.scale, float)[-3:] * f, "translate": np.asarray(layer.translate, float)[-3:] * f,
+            "shape": tuple(layer.data.shape[-3:]), "units": units,
+            "rotate": _last3(layer.rotate) * conj, "shear": _last3(shear) * conj, "affine": affine}
+
+
+def geometry_offset(geometry: dict, pixels: Sequence[float]) -> np.ndarray:
+    """Where, relative to a layer's pixel (0, 0, 0), its pixel ``pixels`` (t, y, x) lies before its affine
+    (ms, µm, µm): rotated and sheared as the layer is."""
+    linear = np.asarray(geometry.get("rotate", np.eye(3))) @ np.asarray(geometry.get("shear", np.eye(3)))
+    return linear @ (np.asarray(geometry["scale"], float) * np.asarray(pixels, float))
 
 
 def analysed_geometry(geometry: dict, attribution) -> dict:
     """The geometry of the window ``attribution`` analysed inside a stimulus layer of ``geometry``.
 
-    The layer's scale; its translate shifted by ``attribution.crop_origin``
-    (y0, x0) pixels; the analysed stack's shape (T, size, size). Without a
-    crop (origin (0, 0), same shape) it is the layer's own geometry.
+    The layer's scale, units, rotation, shear and affine; its translate
+    shifted by ``attribution.crop_origin`` (y0, x0) pixels (along the layer's
+    rotated axes); the analysed stack's shape (T, size, size). Without a crop
+    (origin (0, 0), same shape) it is the layer's own geometry.
     """
-    scale = np.asarray(geometry["scale"], float)
     y0, x0 = attribution.crop_origin
-    return {"scale": scale, "translate": np.asarray(geometry["translate"], float) + np.array([0, y0, x0]) * scale,
+    return {**geometry, "scale": np.asarray(geometry["scale"], float),
+            "translate": np.asarray(geometry["translate"], float) + geometry_offset(geometry, (0, y0, x0)),
             "shape": tuple(np.shape(attribution.stimulus))}
 
 
@@ -193,7 +250,7 @@ def map_layer_data(
     if maps is None:
         return []
     geo = geometry or layer_geometry(shape=attribution.stimulus.shape)
-    (st, sy, sx), (tt, ty, tx) = geo["scale"], geo["translate"]
+    layer_scale, layer_translate = np.asarray(geo["scale"], float), np.asarray(geo["translate"], float)
     off = attribution.offset
     h1 = attribution.model.config.map_sizes[0] if attribution.model is not None else max(maps.shape[2:])
     if limit is None:
@@ -201,21 +258,23 @@ def map_layer_data(
     lim = float(limit)
     kept = set(reduction.kept) if reduction is not None else None
     out = []
+    # map pixel (t, i, j) lies over stimulus pixel stretch·(t, i, j) + pixel
+    stretch, pixel = np.ones(3), np.array([0.0, off, off])
+    for axis in (1, 2):
+        if maps.shape[axis + 1] == 1 and h1 > 1:  # summed over y (x): stretch one row over the map height
+            stretch[axis], pixel[axis] = h1, off + (h1 - 1) / 2
+    scale = [float(v) for v in layer_scale * stretch]
+    translate = [float(v) for v in layer_translate + geometry_offset(geo, pixel)]
     for c in range(maps.shape[1]):
-        scale = [st, sy, sx]
-        translate = [tt, ty + off * sy, tx + off * sx]
-        if maps.shape[2] == 1 and h1 > 1:  # summed over y: stretch one row over the map height
-            scale[1] = h1 * sy
-            translate[1] = ty + (off + (h1 - 1) / 2) * sy
-        if maps.shape[3] == 1 and h1 > 1:
-            scale[2] = h1 * sx
-            translate[2] = tx + (off + (h1 - 1) / 2) * sx
         label = channel_label(c, reduction)
         kwargs = {
             "name": f"{prefix}{label}",
-            "scale": scale,
-            "translate": translate,
-            "units": UNITS,
+            "scale": list(scale),
+            "translate": list(translate),
+            "rotate": np.array(geo.get("rotate", np.eye(3))),
+            "shear": np.array(geo.get("shear", np.eye(3))),
+            "affine": np.array(geo.get("affine", np.eye(4))),
+            "units": tuple(geo.get("units", UNITS)),
             "axis_labels": AXIS_LABELS,
             "colormap": channel_colormap(c),
             "contrast_limits": (-lim, lim),

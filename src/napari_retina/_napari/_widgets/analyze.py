@@ -25,7 +25,8 @@ from ..._validate import ZSCORE_REMEDY, StimulusUnitsWarning, input_mapping, war
 from ...reduction import reduce
 from .._session import session
 from .._tasks import Task, notify, one_sentence
-from .._layers import META
+from ..._units import FRAME_MS, PIXEL_UM
+from .._layers import META, UNITS, layer_geometry
 from .._reader import SETTINGS_KEY
 from .._plot import follow_stored_traces, trace_plot
 from .._viewer import StimulusLayerRemoved
@@ -103,6 +104,25 @@ def warn_units(stimulus: np.ndarray, model: RetinaCNN, name: str) -> None:
     """:func:`units_warnings` as warning notifications (GUI thread)."""
     for message in units_warnings(stimulus, model, name):
         notify("warning", message)
+
+
+def scale_note(layer) -> str:
+    """The warning for a stimulus layer whose frame interval or pixel size, in ms and µm (converted from its
+    units: :func:`.._layers.layer_geometry`), is not the model's (10 ms, 55 µm): the model saw the frames at its
+    own rate and size; "" when they match or an axis has no physical unit (napari's "pixel")."""
+    geo = layer_geometry(layer)
+    (frame_ms, y_um, x_um), units = geo["scale"], tuple(geo["units"])
+    have, want = [], []
+    if units[0] == UNITS[0] and not np.isclose(frame_ms, FRAME_MS, rtol=1e-6):
+        have.append(f"{frame_ms:.4g} ms per frame")
+        want.append(f"{FRAME_MS:g} ms per frame")
+    if units[1:] == UNITS[1:] and not np.allclose((y_um, x_um), PIXEL_UM, rtol=1e-6):
+        have.append(f"{y_um:.4g} µm per pixel" if np.isclose(y_um, x_um) else f"{y_um:.4g} × {x_um:.4g} µm pixels")
+        want.append(f"{PIXEL_UM:g} µm per pixel")
+    if not have:
+        return ""
+    return (f"Layer '{layer.name}' has {' and '.join(have)}: the model saw it at its own {' and '.join(want)} "
+            "(the maps and the traces keep the layer's scale)")
 
 
 def deleted_sentence(layer) -> str:
@@ -287,6 +307,10 @@ class AnalyzeWidget(Container):
     def _ensure_units(self, layer, say: bool = True) -> Optional[Callable[[], None]]:
         """Give a layer without physical units (napari's own reader: scale 1, pixels) the stimulus scale, once.
 
+        A layer in other physical units (s, mm, …) is left as it is: its maps
+        and traces take its scale converted to ms and µm
+        (:func:`.._layers.layer_geometry`).
+
         Returns a function that gives the layer back what it had (None when it
         already had physical units). ``say``: tell the user now (else call
         :meth:`_said_units` once the change is kept).
@@ -373,6 +397,9 @@ class AnalyzeWidget(Container):
         if not started and undo_units is not None:
             undo_units()
         if started:
+            note = scale_note(layer)   # said once now; the status line repeats it with the result
+            if note:
+                notify("warning", note + ".")
             trace_plot(self.viewer)  # dock the (empty) plot now: its build and layout overlap the computation
         return started
 
@@ -440,7 +467,8 @@ class AnalyzeWidget(Container):
         self.result_label.value = summary_text(result)
         norm = getattr(getattr(result.attribution.model, "config", None), "norm", None)
         mapping = input_mapping(layer.data.dtype, norm, result.parameters.get("normalize", False))
-        notes = [note for note in (result.maps_note, mapping) if note]   # what was computed; how the stack was read
+        # what was computed; how the stack was read; at what scale
+        notes = [note for note in (result.maps_note, mapping, scale_note(layer)) if note]
         self.task.status.value = "analysis done" + (f": {'; '.join(notes)}" if notes else "")
 
     def save(self, path: Path) -> Optional[Path]:

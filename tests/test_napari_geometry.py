@@ -1,0 +1,184 @@
+"""Where the maps and the traces lie for a stimulus layer in other units, at another frame rate, or transformed.
+
+A stimulus layer in seconds and millimetres gets maps in ms and µm that lie over it (napari draws layers in
+different units of one quantity in common units) and traces whose time axis reads ms; a layer at another frame
+interval than the model's 10 ms is analysed, and the dock says once that the model saw its frames at 10 ms; a
+rotated, sheared or affine-transformed layer gives its maps the same transform, so that each map pixel lies over
+the stimulus pixel it explains (``layer.data_to_world``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import napari_retina as nr
+
+pytest.importorskip("napari")
+
+from napari_retina._napari import _session, _widgets  # noqa: E402
+from napari_retina._napari._layers import plugin_metadata  # noqa: E402
+from napari_retina._napari._plot import trace_plot  # noqa: E402
+
+SECONDS = {"scale": (0.01, 0.055, 0.055), "units": ("s", "mm", "mm")}
+"""10 ms per frame and 55 µm per pixel, in seconds and millimetres."""
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, tiny):
+    v = make_napari_viewer()
+    _session.session(v).set_model(tiny, "tiny test model")
+    return v
+
+
+def _analyze(viewer, layer, **values):
+    """Run the Analyze dock on ``layer`` (2 steps, ``values`` set on its widgets) to the end; the dock."""
+    w = _widgets.AnalyzeWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Analyze")
+    w.layer.value = layer
+    w.steps.value = 2
+    for key, value in values.items():
+        getattr(w, key).value = value
+    assert w.run()
+    w.task.wait()
+    assert w.analysis is not None, w.task.status.value
+    return w
+
+
+def _maps(viewer, prefix):
+    return [lay for lay in viewer.layers if plugin_metadata(lay).get("role") == "map"
+            and plugin_metadata(lay).get("prefix") == prefix]
+
+
+def _world_ms_um(layer, pixel) -> np.ndarray:
+    """World position of ``layer``'s data ``pixel`` (t, y, x) in ms and µm (whatever the layer's units)."""
+    factors = [(1.0 * u).to(t).magnitude for u, t in zip(layer.units, ("ms", "um", "um"))]
+    return np.asarray(layer.data_to_world(pixel), float) * factors
+
+
+def _assert_maps_over_their_pixels(maps, stim_layer, h1, origin=(0, 0)):
+    """Each map's pixels lie, in the world, over the stimulus pixels they explain: map pixel (t, i, j) over
+    stimulus pixel (t, i + offset + y0, j + offset + x0) (a map summed over y or x, of maps ``h1`` pixels
+    tall: its row's middle)."""
+    for lay in maps:
+        off = plugin_metadata(lay)["offset"]
+        T, h, w = lay.data.shape
+        for t, i, j in [(0, 0, 0), (T - 1, h - 1, 0), (3, 0, w - 1), (T // 2, h - 1, w - 1)]:
+            y = i + off + origin[0] if h > 1 else off + origin[0] + (h1 - 1) / 2
+            x = j + off + origin[1] if w > 1 else off + origin[1] + (h1 - 1) / 2
+            np.testing.assert_allclose(_world_ms_um(lay, (t, i, j)), _world_ms_um(stim_layer, (t, y, x)),
+                                       rtol=1e-9, atol=1e-6)
+
+
+# ------------------------------------------------------------------ A. units ---
+
+def test_a_layer_in_seconds_and_mm_gets_maps_in_ms_and_um_over_it_and_traces_in_ms(viewer, tiny, notes):
+    """Before: the maps took the layer's numbers (0.01, 0.055, 0.055) labelled ms and µm, 1000× too small, and
+    the traces ran from 0 to 0.29 "ms"."""
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    layer = viewer.add_image(stim, name="seconds", **SECONDS)
+    w = _analyze(viewer, layer, invariance="none")
+    maps = _maps(viewer, "seconds: ")
+    assert len(maps) == 8
+    off = plugin_metadata(maps[0])["offset"]
+    for lay in maps:
+        np.testing.assert_allclose(lay.scale, (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM))
+        np.testing.assert_allclose(lay.translate, (0, off * nr.PIXEL_UM, off * nr.PIXEL_UM))
+        assert [str(u) for u in lay.units] == ["millisecond", "micrometer", "micrometer"]
+    _assert_maps_over_their_pixels(maps, layer, tiny.config.map_sizes[0])
+    plot = trace_plot(viewer, create=False)
+    np.testing.assert_allclose(plot.times_ms, np.arange(30) * nr.FRAME_MS)
+    viewer.dims.set_current_step(0, 14)
+    assert plot.time_label() == "time (ms) · slider at 140 ms, frame 14"
+    assert [str(u) for u in layer.units] == ["second", "millimeter", "millimeter"]  # the layer is left as it was
+    assert not [n for n in notes if n[0] in ("warning", "error")], notes   # 10 ms and 55 µm: nothing to say
+    assert "ms per frame" not in w.task.status.value
+
+
+def test_the_trace_cursor_reads_ms_in_a_viewer_whose_world_is_in_seconds(viewer, notes):
+    """Invariance 'space' adds no maps: the world stays in the layer's seconds, the slider's point 0.14 is
+    140 ms on the plot, and a click on the plot at 200 ms moves the slider to frame 20."""
+    stim = np.repeat(np.repeat(nr.stimuli.white_noise(frames=30, size=1, seed=1), 20, axis=1), 20, axis=2)  # full field
+    layer = viewer.add_image(stim, name="seconds", **SECONDS)
+    _analyze(viewer, layer, invariance="space")
+    assert not _maps(viewer, "seconds: ")
+    plot = trace_plot(viewer, create=False)
+    viewer.dims.set_current_step(0, 14)
+    assert plot.cursor_time_ms == pytest.approx(140)
+    np.testing.assert_allclose(plot.rows[0].cursor.pos, 140 / plot.ms_per_unit)
+    assert plot.time_label() == "time (ms) · slider at 140 ms, frame 14"
+    plot.legend_channel_at, plot.time_at = (lambda pos: None), (lambda pos: 200.0)   # a click at 200 ms
+    plot._press = np.zeros(2)
+    plot._on_release(type("Click", (), {"pos": (0.0, 0.0)})())
+    assert viewer.dims.current_step[0] == 20
+
+
+def test_a_layer_at_20_ms_per_frame_is_analysed_and_the_dock_says_so_once(viewer, notes):
+    """Before: a layer at 20 ms per frame was analysed as the model's 10 ms frames without a word."""
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    layer = viewer.add_image(stim, name="slow", scale=(20, 55, 55), units=("ms", "um", "um"))
+    w = _analyze(viewer, layer)
+    said = [m for level, m in notes if "ms per frame" in m]
+    assert len(said) == 1 and [lv for lv, m in notes if m == said[0]] == ["warning"], notes
+    assert "Layer 'slow' has 20 ms per frame" in said[0] and "10 ms per frame" in said[0]
+    assert "Layer 'slow' has 20 ms per frame" in w.task.status.value
+    np.testing.assert_allclose(trace_plot(viewer, create=False).times_ms, np.arange(30) * 20.0)  # the layer's
+    np.testing.assert_allclose(_maps(viewer, "slow: ")[0].scale, (20, 55, 55))
+
+
+def test_the_frame_interval_is_compared_after_conversion(viewer, notes):
+    """0.02 s per frame is 20 ms: said; 0.01 s per frame (SECONDS) is the model's: not said (test above)."""
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    layer = viewer.add_image(stim, name="slow s", scale=(0.02, 0.055, 0.055), units=("s", "mm", "mm"))
+    _analyze(viewer, layer)
+    assert [m for _, m in notes if "ms per frame" in m] == [
+        "Layer 'slow s' has 20 ms per frame: the model saw it at its own 10 ms per frame (the maps and the traces "
+        "keep the layer's scale)."]
+
+
+def test_a_layer_without_units_still_gets_the_stimulus_scale(viewer, notes):
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    layer = viewer.add_image(stim, name="pixels")
+    _analyze(viewer, layer)
+    assert tuple(layer.scale) == (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM)
+    assert [lv for lv, m in notes] == ["info"] and "no physical scale" in notes[0][1]
+    np.testing.assert_allclose(_maps(viewer, "pixels: ")[0].scale, (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM))
+
+
+# --------------------------------------------------------- B. transformations ---
+
+def test_a_rotated_layer_gives_its_maps_its_rotation_in_the_dock(viewer, tiny, notes):
+    """Before: the maps of a layer with rotate=30 had no rotation and lay beside the pixels they explain."""
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    layer = viewer.add_image(stim, name="rotated", scale=(10, 55, 55), units=("ms", "um", "um"), rotate=30,
+                             translate=(0, 300, -200))
+    _analyze(viewer, layer, invariance="none")
+    maps = _maps(viewer, "rotated: ")
+    np.testing.assert_allclose(maps[0].rotate, layer.rotate)
+    _assert_maps_over_their_pixels(maps, layer, tiny.config.map_sizes[0])
+
+
+TRANSFORMS = {
+    "rotate": {"rotate": 30},
+    "shear": {"shear": [0.0, 0.0, 0.4]},
+    "affine": {"affine": np.array([[1, 0, 0, 5], [0, 0.9, -0.3, 100], [0, 0.2, 1.1, -40], [0, 0, 0, 1]])},
+    "all in seconds": {"rotate": -50, "shear": [0.0, 0.0, 0.2], "translate": (0.1, 0.3, -0.2),
+                       "affine": np.array([[1, 0, 0, 0.05], [0, 1, 0, 0.2], [0, 0, 1, 0.0], [0, 0, 0, 1]]),
+                       **SECONDS},
+}
+
+
+@pytest.mark.parametrize("invariance", ["none", "y"])
+@pytest.mark.parametrize("case", list(TRANSFORMS))
+def test_maps_of_a_cropped_transformed_layer_lie_over_the_pixels_they_explain(viewer, tiny, case, invariance):
+    """nr.show over a transformed 26×26 layer of which the window at (2, 5) was analysed."""
+    stim = nr.stimuli.white_noise(frames=24, size=26, seed=2)
+    if invariance == "y":
+        stim = np.repeat(stim[:, :1], 26, axis=1)   # uniform along y: one map row, stretched over the map
+    kwargs = {"scale": (10, 55, 55), "units": ("ms", "um", "um"), **TRANSFORMS[case]}
+    layer = viewer.add_image(stim, name="layer", **kwargs)
+    attr = nr.attribute(tiny, stim, cell=0, steps=2, crop=(2, 5), invariance=invariance)
+    assert attr.invariance == invariance
+    maps = [lay for lay in nr.show(attr, viewer, stimulus_layer=layer) if plugin_metadata(lay).get("role") == "map"]
+    assert maps and (maps[0].data.shape[1] == 1) == (invariance == "y")
+    _assert_maps_over_their_pixels(maps, layer, tiny.config.map_sizes[0], origin=(2, 5))
