@@ -134,3 +134,41 @@ def test_the_exit_hook_cancels_the_plugins_running_workers_and_waits_for_them(qt
     qtbot.waitUntil(lambda: not task.running)
     assert results == [] and isinstance(task.last_error, Cancelled)
     assert notes == [("info", "The analysis was cancelled; nothing was added.")]
+
+
+REMOVE_SCRIPT = """
+import time
+import numpy as np, napari
+from qtpy.QtWidgets import QApplication
+from napari_retina._napari._viewer import remove_layers
+
+def pump(seconds):
+    end = time.time() + seconds
+    while time.time() < end:
+        QApplication.processEvents(); time.sleep(0.01)
+
+v = napari.Viewer(show=True)
+stimulus = v.add_image(np.random.rand(30, 20, 20).astype(np.float32), name="stimulus")
+maps = [v.add_image(np.random.rand(30, 16, 16).astype(np.float32), name=f"map {i}") for i in range(2)]
+v.layers.selection = {stimulus}
+pump(0.5)
+remove_layers(v, maps)
+assert [layer.name for layer in v.layers] == ["stimulus"] and v.layers.selection.active is stimulus
+pump(0.5)
+v.camera.zoom = v.camera.zoom * 1.3
+pump(1.0)
+print("done")
+"""
+
+
+@pytest.mark.skipif(not os.environ.get("DISPLAY") and sys.platform.startswith("linux"),
+                    reason="needs an X server (pytest-xvfb)")
+def test_removing_two_maps_and_repainting_twice_does_not_kill_the_process():
+    """Under Mesa's llvmpipe (Xvfb), removing two image layers that are not selected, then two repaints, killed
+    the process (SIGSEGV in glDrawArrays; plain napari does it too): the Analyze dock did it when a result with
+    maps was replaced by one without. remove_layers selects what it removes, as napari's trash button does, and
+    gives the selection back. A subprocess, so that a crash fails this test alone."""
+    proc = subprocess.run([sys.executable, "-c", REMOVE_SCRIPT], env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "done" in proc.stdout, \
+        f"exit status {proc.returncode} (-11/139: segfault); stderr:\n{proc.stderr[-2000:]}"

@@ -611,13 +611,28 @@ def remove_layers(viewer, layers: list) -> None:
     (~0.25 s in a fresh process holding torch and napari, BENCHMARKS.md;
     seconds in the test suite's); in a batch (``LayerList.batched_update``)
     it runs one for all of them.
+
+    The layers are selected first, as napari's trash button selects what it
+    removes: with Mesa's llvmpipe (software OpenGL, Xvfb) removing two layers
+    that are not selected killed the process at the second repaint after (in
+    ``glDrawArrays``; README, "Known issues"). The selection is given back
+    to what of it remains.
     """
     live = [layer for layer in layers if layer in viewer.layers]
     if not live:
         return
+    selection = viewer.layers.selection
+    kept = [layer for layer in selection if layer not in live]
+    active = selection.active if selection.active not in live else None
+    selection.clear()
+    selection.update(live)
     with viewer.layers.batched_update():
         for layer in live:
             viewer.layers.remove(layer)
+    selection.clear()
+    selection.update(layer for layer in kept if layer in viewer.layers)
+    if active is not None and active in viewer.layers:
+        selection.active = active
 
 
 class StagedAdd:
