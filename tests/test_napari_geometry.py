@@ -182,3 +182,21 @@ def test_maps_of_a_cropped_transformed_layer_lie_over_the_pixels_they_explain(vi
     maps = [lay for lay in nr.show(attr, viewer, stimulus_layer=layer) if plugin_metadata(lay).get("role") == "map"]
     assert maps and (maps[0].data.shape[1] == 1) == (invariance == "y")
     _assert_maps_over_their_pixels(maps, layer, tiny.config.map_sizes[0], origin=(2, 5))
+
+
+def test_a_rerun_over_a_layer_transformed_since_moves_its_maps_with_it(viewer, tiny, notes):
+    """A re-run updates the earlier maps in place; it copied their scale and translate only, so maps of a layer
+    rotated, sheared and put in seconds since the first run kept the first run's placement."""
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
+    layer = viewer.add_image(stim, name="moved", scale=(10, 55, 55), units=("ms", "um", "um"))
+    w = _analyze(viewer, layer, invariance="none")
+    first = _maps(viewer, "moved: ")
+    layer.units = ("s", "mm", "mm")
+    layer.scale = (0.01, 0.055, 0.055)
+    layer.rotate = 30
+    layer.shear = [0.0, 0.0, 0.3]
+    assert w.run()
+    w.task.wait()
+    maps = _maps(viewer, "moved: ")
+    assert [id(m) for m in maps] == [id(m) for m in first]      # updated in place, not rebuilt
+    _assert_maps_over_their_pixels(maps, layer, tiny.config.map_sizes[0])

@@ -193,10 +193,39 @@ def reuse_map_layers(viewer, prefix: str, data: list[tuple], saved: Optional[lis
     return old
 
 
+PLACEMENT = ("rotate", "shear", "affine", "units")
+"""A map layer's properties that place it besides scale and translate: the stimulus layer's (_layers.layer_geometry)."""
+
+
+def _placement(values: dict) -> dict:
+    """A layer's (or a layer-data tuple's keywords') rotation, shear, affine and units in one comparable form:
+    3×3 and 4×4 matrices, pint units (napari stores shear as coefficients and units as pint units)."""
+    import pint
+    from napari.utils.transforms import Affine
+
+    registry = pint.get_application_registry()
+    affine = values["affine"]
+    return {"rotate": np.asarray(values["rotate"], float),
+            "shear": Affine(shear=values["shear"], ndim=3).linear_matrix,
+            "affine": np.asarray(getattr(affine, "affine_matrix", affine), float)[-4:, -4:],
+            "units": tuple(registry.Unit(str(u)) for u in values["units"])}
+
+
+def _place(layer, placement: dict) -> None:
+    """Give ``layer`` the rotation, shear, affine and units of ``placement`` (:func:`_placement`) that it lacks:
+    a re-run over a stimulus layer rotated or put in other units since moves its maps with it. Equal ones are
+    not set again (each re-slices and redraws)."""
+    now = _placement({key: getattr(layer, key) for key in placement})
+    for key, value in placement.items():
+        same = now[key] == value if key == "units" else np.allclose(now[key], value)
+        if not same:
+            setattr(layer, key, value)
+
+
 class MapLayerState:
     """What replacing a result changes in one of its map layers, taken before the change, to give back.
 
-    An in-place update (:func:`_update_map_layer`: data, scale, translate,
+    An in-place update (:func:`_update_map_layer`: data, scale, translate, :data:`PLACEMENT`,
     contrast limits and their range, metadata, name, visibility) and the
     colour bar (:func:`show_map_legend`: its visibility, size, font size and
     position). Taking it costs a few attribute reads (the data are kept by
@@ -209,6 +238,7 @@ class MapLayerState:
         self.layer = layer
         self.data = layer.data
         self.scale, self.translate = np.array(layer.scale), np.array(layer.translate)
+        self.placement = _placement({key: getattr(layer, key) for key in PLACEMENT})
         self.contrast_limits_range = tuple(layer.contrast_limits_range)
         self.contrast_limits = tuple(layer.contrast_limits)
         self.metadata = dict(layer.metadata)  # napari's setter empties and refills the layer's own dict
@@ -220,6 +250,7 @@ class MapLayerState:
         layer = self.layer
         if layer.data is not self.data:
             layer.data = self.data
+        _place(layer, self.placement)
         if not np.array_equal(layer.scale, self.scale):
             layer.scale = self.scale
         if not np.array_equal(layer.translate, self.translate):
@@ -261,6 +292,8 @@ def _update_map_layer(layer, item: tuple) -> None:
     """
     d, kw, _ = item
     layer.data = d
+    if all(key in kw for key in PLACEMENT):
+        _place(layer, _placement(kw))
     if not np.array_equal(layer.scale, kw["scale"]):
         layer.scale = kw["scale"]
     if not np.array_equal(layer.translate, kw["translate"]):
