@@ -83,6 +83,9 @@ def test_a_stimulus_renamed_while_its_maps_come_in_takes_them_all_along(viewer, 
     assert len(_bars(viewer)) == 1
     _analyze(viewer, plugin, qtbot, layer, cell=1)   # replaces all of them: no orphans of the old name
     assert len(_maps(viewer)) == 8 and len(_maps(viewer, "cell A: ")) == 8
+    layer.name = "cell B"   # a finished result: the plot's title and the traces the layer keeps follow too
+    assert plot.title.text().startswith("<b>cell B</b>")
+    assert plugin_metadata(layer)[_plot.TRACES_KEY]["title"].startswith("<b>cell B</b>")
 
 
 def test_a_run_that_fails_after_a_rename_gives_the_earlier_result_back_under_the_new_name(viewer, tiny,

@@ -577,11 +577,10 @@ class TracePlot(QWidget):
         self._note_source(after)
         if self.maps_prefix == f"{before}: ":
             self.maps_prefix = f"{after}: "
-        bold = f"<b>{before}</b>"
-        if self._unsolo_title.startswith(bold):
-            self._unsolo_title = f"<b>{after}</b>" + self._unsolo_title[len(bold):]
-        if self.title.text().startswith(bold):
-            self._set_title(f"<b>{after}</b>" + self.title.text()[len(bold):])
+        self._unsolo_title = renamed_title(self._unsolo_title, before, after)
+        title = self.title.text()
+        if renamed_title(title, before, after) != title:
+            self._set_title(renamed_title(title, before, after))
 
     def _update_rows(self, per_row: list[list[dict]]) -> None:
         """New traces in the existing rows (same number of rows and of traces per row)."""
@@ -934,6 +933,13 @@ def stored_traces(attribution, reduction=None, name: str = "", cell: Optional[Ce
     see :func:`._layers.trace_series`; ``legend``: the maps' legend line, :func:`._layers.colour_bar_legend`)."""
     return {"series": trace_series(attribution, reduction, cell),
             "title": plot_title(attribution, reduction, name, legend)}
+
+
+def renamed_title(title: str, before: str, after: str) -> str:
+    """A plot title (:func:`plot_title`, which opens with the stimulus layer's name in bold) after that layer was
+    renamed ``before`` → ``after``; any other title as it is."""
+    bold = f"<b>{before}</b>"
+    return f"<b>{after}</b>{title[len(bold):]}" if title.startswith(bold) else title
 
 
 def stored_plot(layer) -> Optional[tuple]:

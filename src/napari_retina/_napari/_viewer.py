@@ -27,7 +27,7 @@ from .._progress import Cancelled
 from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, colour_bar_index, layer_geometry,
                       map_layers, map_legend, plugin_metadata, show_alone, show_colour_bar, stimulus_layer_kwargs)
 from ._framing import frame_result
-from ._plot import TRACES_KEY, drain, trace_plot, traces_steps
+from ._plot import TRACES_KEY, drain, renamed_title, trace_plot, traces_steps
 
 STEP_DELAY_MS = 1
 """Timer delay between two steps of a :class:`StagedAdd`. Not 0: a zero-delay single shot is a posted
@@ -112,8 +112,8 @@ def follow_renames(viewer, stimulus_layer) -> None:
             return
         rename_result(viewer, before, after)
         stored = plugin_metadata(stimulus_layer).get(TRACES_KEY)
-        if isinstance(stored, dict) and str(stored.get("title", "")).startswith(f"<b>{before}</b>"):
-            stored["title"] = f"<b>{after}</b>" + stored["title"][len(f"<b>{before}</b>"):]
+        if isinstance(stored, dict) and "title" in stored:
+            stored["title"] = renamed_title(str(stored["title"]), before, after)
 
     stimulus_layer.events.name.connect(renamed)
 
