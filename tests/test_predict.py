@@ -224,6 +224,20 @@ def test_non_finite_rates_are_an_error_not_a_result():
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_conv1_weight_is_reported_on_a_grey_movie_too(bad):
+    """The at-rest shortcut is W⊛0 + b as the reference computes it: NaN, not the bias alone."""
+    model = tiny()
+    with torch.no_grad():
+        model.conv1.weight[1, 2, 0, 0] = bad
+    grey = np.zeros((10, 16, 16), np.float32)
+    assert np.isnan(reference(model, grey)[5:]).all()  # what the network itself gives
+    with pytest.raises(ValueError, match=r"rates are NaN or infinite on 5 of 5 frames.*NaN in its weights"):
+        nr.predict(model, grey)
+    with pytest.raises(ValueError, match=r"NaN or infinite on 5 of 5 frames"):
+        nr.attribute(model, grey, cell=0)
+
+
 def test_crop_text_forms_equal_the_tuple_forms():
     model = tiny()
     big = np.random.default_rng(9).standard_normal((12, 24, 30)).astype(np.float32)

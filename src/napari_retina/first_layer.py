@@ -156,8 +156,14 @@ class FirstLayer:
         return self._full(self._compact(np.asarray(idx)) + self.bias.view(1, -1, 1, 1))
 
     def rest(self) -> torch.Tensor:
-        """z of an all-grey window (s = 0): the bias, (1, C1, h1, h1)."""
-        return self.bias.view(1, -1, 1, 1).expand(1, -1, self.size, self.size)
+        """z of an all-grey window (s = 0): the bias, (1, C1, h1, h1).
+
+        W⊛0 is added as 0·ΣW, so that a NaN or infinite conv1 weight gives NaN
+        here as it does on any other window (the rates' finiteness check then
+        reports it), not the bias alone.
+        """
+        w_times_0 = 0 * self.weight.sum(dim=(1, 2, 3))
+        return (self.bias + w_times_0).view(1, -1, 1, 1).expand(1, -1, self.size, self.size)
 
 
 # ----------------------------------------------------------------------------- temporal filters
