@@ -51,8 +51,9 @@ def _maps(viewer, prefix):
 
 
 def _world_ms_um(layer, pixel) -> np.ndarray:
-    """World position of ``layer``'s data ``pixel`` (t, y, x) in ms and µm (whatever the layer's units)."""
-    factors = [(1.0 * u).to(t).magnitude for u, t in zip(layer.units, ("ms", "um", "um"))]
+    """World position of ``layer``'s data ``pixel`` (t, y, x; (y, x) for a 2-D layer) in ms and µm (whatever the
+    layer's units)."""
+    factors = [(1.0 * u).to(t).magnitude for u, t in zip(layer.units, ("ms", "um", "um")[-layer.ndim:])]
     return np.asarray(layer.data_to_world(pixel), float) * factors
 
 
@@ -200,3 +201,33 @@ def test_a_rerun_over_a_layer_transformed_since_moves_its_maps_with_it(viewer, t
     maps = _maps(viewer, "moved: ")
     assert [id(m) for m in maps] == [id(m) for m in first]      # updated in place, not rebuilt
     _assert_maps_over_their_pixels(maps, layer, tiny.config.map_sizes[0])
+
+
+@pytest.mark.parametrize("case", list(TRANSFORMS))
+def test_the_crop_window_and_the_outline_lie_over_a_transformed_layer_and_read_where_they_lie(viewer, tiny, case,
+                                                                                              notes):
+    """The crop rectangle took the layer's scale and translate only: over a rotated, sheared or affine layer it lay
+    beside the pixels it names, and a dragged rectangle was read back through scale and translate alone."""
+    from napari_retina._napari._widgets._crop import window_rectangle
+
+    stim = nr.stimuli.white_noise(frames=24, size=30, seed=2)
+    layer = viewer.add_image(stim, name="big", **{"scale": (10, 55, 55), "units": ("ms", "um", "um"),
+                                                  **TRANSFORMS[case]})
+    w = _widgets.AnalyzeWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Analyze")
+    w.layer.value, w.steps.value, w.crop.value = layer, 2, "window"
+    window = viewer.layers["big: crop window (drag me)"]
+
+    def over(shapes, y0, x0, size=20):
+        """Each corner of ``shapes``' rectangle lies, in the world, on the stimulus's corner of that window."""
+        for corner, pixel in zip(np.asarray(shapes.data[0], float), window_rectangle(y0, x0, size)):
+            np.testing.assert_allclose(_world_ms_um(shapes, corner), _world_ms_um(layer, (0, *pixel))[1:],
+                                       rtol=1e-9, atol=1e-6)
+
+    over(window, 5, 5)   # centred in the 30-px layer
+    window.data = [np.asarray(window.data[0]) + np.array([3, -2])]   # the user drags it 3 px down, 2 px left
+    assert w.run()
+    w.task.wait()
+    assert w.analysis is not None, w.task.status.value
+    assert tuple(w.analysis.attribution.crop_origin) == (8, 3)
+    over(viewer.layers["big: analysed window"], 8, 3)

@@ -40,12 +40,27 @@ def _find(viewer, role: str, layer) -> Optional[object]:
     return None
 
 
+def plane_placement(layer) -> dict:
+    """The y/x part of ``layer``'s placement (scale, translate, rotate, shear, affine, units, axis labels),
+    as keywords of a 2-D layer that is to lie over its pixel grid.
+
+    Exact when the layer's rotation, shear and affine keep its y/x plane
+    apart from time (napari's ``rotate=30`` on a (T, H, W) layer does).
+    """
+    from napari.utils.transforms import Affine
+
+    m = np.asarray(layer.affine.affine_matrix, float)
+    affine = np.eye(3)
+    affine[:2, :2], affine[:2, 2] = m[-3:-1, -3:-1], m[-3:-1, -1]
+    return {"scale": np.asarray(layer.scale, float)[-2:], "translate": np.asarray(layer.translate, float)[-2:],
+            "rotate": np.asarray(layer.rotate, float)[-2:, -2:],
+            "shear": Affine(shear=layer.shear, ndim=layer.ndim).linear_matrix[-2:, -2:], "affine": affine,
+            "units": tuple(layer.units)[-2:], "axis_labels": tuple(layer.axis_labels)[-2:]}
+
+
 def _shapes_kwargs(layer, name: str, role: str, color: str) -> dict:
-    scale = np.asarray(layer.scale, float)[-2:]
     return {"name": name, "shape_type": "rectangle", "edge_color": color, "face_color": "transparent",
-            "edge_width": 0.04 * max(layer.data.shape[-2:]), "scale": scale,
-            "translate": np.asarray(layer.translate, float)[-2:], "units": tuple(layer.units)[-2:],
-            "axis_labels": tuple(layer.axis_labels)[-2:],
+            "edge_width": 0.04 * max(layer.data.shape[-2:]), **plane_placement(layer),
             "metadata": {META: {"role": role, "for": layer.name}}}
 
 
@@ -110,9 +125,9 @@ def window_origin(shapes, layer, size: int) -> tuple[int, int]:
         raise ValueError(f"The crop-window layer '{shapes.name}' holds no rectangle; choose crop 'window' "
                          "again to get one.")
     corners = np.asarray(shapes.data[0], float)[:, -2:]
-    world = corners * np.asarray(shapes.scale, float)[-2:] + np.asarray(shapes.translate, float)[-2:]
-    pixels = (world - np.asarray(layer.translate, float)[-2:]) / np.asarray(layer.scale, float)[-2:]
-    centre = pixels.mean(axis=0)
+    t = [0.0] * (layer.ndim - 2)   # the plane's own place (plane_placement keeps time apart)
+    pixels = [np.asarray(layer.world_to_data([*t, *shapes.data_to_world(c)]), float)[-2:] for c in corners]
+    centre = np.mean(pixels, axis=0)
     H, W = layer.data.shape[-2:]
     y0 = int(np.clip(round(centre[0] - (size - 1) / 2), 0, H - size))
     x0 = int(np.clip(round(centre[1] - (size - 1) / 2), 0, W - size))
