@@ -185,6 +185,25 @@ def test_a_linear_stacked_bncnn_collapses_to_one_kernel_exactly(tmp_path, stack)
     assert model.provenance["imported"]["convolutions_per_layer"] == [3, 2]
 
 
+def test_a_damaged_lab_file_is_refused_not_loaded_as_other_weights(tmp_path):
+    """A lab file has no checksum of its own: bytes overwritten inside a weight loaded as other numbers (rates
+    0.45 spikes/bin off); the zip entry's CRC-32 shows it."""
+    import struct
+    import zipfile
+
+    state, _ = tdr_state("BNCNN")
+    path = save_tdr(tmp_path / "lab.pt", "BNCNN", state)
+    with zipfile.ZipFile(path) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    raw[start + 8 : start + 12] = bytes(4 - k for k in range(4)) if raw[start + 8] != 4 else bytes(range(4))
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=rf"lab.pt' is damaged: its entry '{info.filename}' fails its checksum"):
+        nr.load_model(path)
+
+
 def test_an_imported_model_saves_and_reloads_as_a_napari_retina_checkpoint(tmp_path):
     state, mods = tdr_state("LinearStackedBNCNN", ksizes=(7, 5))
     model = nr.load_model(save_tdr(tmp_path / "s.pt", "LinearStackedBNCNN", state))

@@ -31,6 +31,7 @@ import json
 import pickle
 import struct
 import warnings
+import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -182,8 +183,23 @@ def _starts_like_a_torch_file(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
+def _check_zip_checksums(path: Path) -> None:
+    """Refuse a torch zip file with an entry that fails its CRC-32: torch's reader does not check them, so a
+    damaged weight loaded as other numbers (a lab's file has no SHA-256 of its own to catch it). Files that
+    are no zip archive, or too broken to open as one, are left to torch's reader and its refusal."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return
+    if bad is not None:
+        raise ValueError(f"{str(path)!r} is damaged: its entry {bad!r} fails its checksum (CRC-32), so its numbers "
+                         "are not the ones saved; use an intact copy")
+
+
 def _load_weights_only(path: Path) -> Any:
     """``torch.load(weights_only=True)`` with numpy data allowed; refusals are one ValueError sentence."""
+    _check_zip_checksums(path)
     try:
         with torch.serialization.safe_globals(_numpy_data_globals()), warnings.catch_warnings():
             # a plain pickle (not a torch file) draws torch's protocol warning before the refusal below:
