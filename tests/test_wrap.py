@@ -619,6 +619,94 @@ def test_cell_names_given_as_one_string_are_refused(net):
         nr.wrap(net, input="NCTHW", history=HISTORY, size=SIZE, first_layer="core.conv", cell_names="abc")
 
 
+class Preprocessed(Plain):
+    """Plain with a step on the window before its first convolution: in place (``x.mul_``), or a clamp."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def forward(self, x):
+        return super().forward(x.mul_(2.0) if self.step == "in place" else x.clamp(-6.0, 6.0))
+
+
+@pytest.mark.parametrize("step", ["in place", "clamp"])
+def test_a_module_that_changes_its_window_before_the_first_layer_attributes_as_captum(step):
+    """The fast path (the layer's drive as the convolution of the window itself) was taken for both: the probe
+    compared the layer's input with the window after the module had doubled both in place, and a clamp at 6 never
+    touched the probe's values (largest 4.1). Attributions were 56% and 18% off with no word. Reference: Captum on
+    the module as it is (a fresh window for each call, as an in-place step needs)."""
+    torch.manual_seed(0)
+    net = Preprocessed(step).eval()
+    wrapped = nr.wrap(net, history=HISTORY, size=SIZE, first_layer="conv")
+    assert wrapped.first_conv is None and wrapped.changes_input == (step == "in place")
+    s, frames = 4 * stim(seed=3), [9, 13]   # a clamp at 6 cuts some of these contrasts
+    attr = nr.attribute(wrapped, s, cell=1, steps=8, frames=frames)
+    lig = LayerIntegratedGradients(lambda x: net(x.clone())[:, 1], net.conv)
+    x = windows_of(s, frames)
+    ref = lig.attribute(x, baselines=torch.zeros_like(x), n_steps=8, method="gausslegendre").detach()
+    scale = float(ref.abs().sum(dim=(2, 3)).max())
+    np.testing.assert_allclose(attr.channels[frames], ref.sum(dim=(2, 3)).numpy(), atol=2e-5 * scale)
+    with torch.no_grad():
+        expected = net(x.clone())[:, 1].numpy()
+    np.testing.assert_allclose(attr.rates[frames], expected, rtol=1e-5)   # the windows were not changed
+    np.testing.assert_array_equal(s, 4 * stim(seed=3))                      # nor was the caller's stimulus
+
+
+class BatchMean(Plain):
+    def forward(self, x):
+        out = super().forward(x)
+        return out - out.mean(0, keepdim=True) + 1.0
+
+
+def test_rates_that_depend_on_the_other_windows_of_the_batch_are_refused():
+    """A batch's mean subtracted: predict gave rates 23% apart for batches of 4 and 64, with no word."""
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match=r"the wrapped module's rates for a window depend on the other windows of its "
+                                         r"batch \(two windows run together and alone differ by up to .*\), so "
+                                         r"predict and attribute would change with the batch size"):
+        nr.wrap(BatchMean().eval(), history=HISTORY, size=SIZE, first_layer="conv")
+
+
+def test_a_module_on_the_meta_device_is_one_sentence():
+    with torch.device("meta"):
+        net = Plain()
+    with pytest.raises(ValueError, match=r"the wrapped module's weights are on the 'meta' device \(shapes without "
+                                         r"values\); load them first"):
+        nr.wrap(net, history=HISTORY, size=SIZE, first_layer="conv")
+
+
+def test_a_weight_normed_first_layer_attributes_after_a_forward_pass_with_gradients():
+    """The old torch.nn.utils.weight_norm keeps its weight as a tensor computed with autograd after a forward
+    pass with gradients; copying the module (attribution works on a copy) raised torch's deepcopy error."""
+    import warnings
+
+    torch.manual_seed(0)
+    net = Plain().eval()
+    reference = Plain().eval()
+    reference.load_state_dict(net.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)   # deprecated for parametrizations.weight_norm
+        torch.nn.utils.weight_norm(net.conv)
+    wrapped = nr.wrap(net, history=HISTORY, size=SIZE, first_layer="conv")
+    net(torch.zeros(1, HISTORY, SIZE, SIZE))   # with gradients: net.conv.weight now has a grad_fn
+    s, frames = stim(seed=4), [9, 12]
+    attr = nr.attribute(wrapped, s, cell=0, steps=8, frames=frames)
+    ref = captum(reference, reference.conv, windows_of(s, frames), 0, 8, "gausslegendre", layout=lambda w: w)
+    scale = float(ref.abs().sum(dim=(2, 3)).max())
+    np.testing.assert_allclose(attr.channels[frames], ref.sum(dim=(2, 3)).numpy(), atol=2e-5 * scale)
+
+
+@pytest.mark.parametrize("names, message", [
+    ([None, None], r"cell_names must be a list of str, got \[None, None\]"),
+    (["a"], r"the wrapped module has 2 cells but 1 cell names"),
+])
+def test_bad_cell_names_read_as_a_sentence(names, message):
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        nr.wrap(Plain().eval(), history=HISTORY, size=SIZE, first_layer="conv", cell_names=names)
+
+
 def test_the_reduction_never_hooks_the_users_module_itself():
     """It hooked the user's first layer to read its outputs, so another thread's forward pass of the same module
     (the Experiments dock's predict while Analyze reduces) fired the hook: torch shape errors, or a reduction

@@ -124,6 +124,9 @@ class WrappedModel(nn.Module):
         self.config = config
         self._layer_name = config.first_layer
         self.first_conv = first_conv
+        #: whether the module changes its input in place (found by wrap's probe): it is then given a copy of
+        #: each batch, so that the windows, which attribution reuses along its path, stay as they were
+        self.changes_input = False
         #: JSON-able notes, as RetinaCNN has
         self.provenance: dict[str, Any] = {"wrapped": {"module": type(module).__name__, "input": config.input,
                                                        "first_layer": config.first_layer}}
@@ -151,7 +154,8 @@ class WrappedModel(nn.Module):
         return windows if self.config.input == "NTHW" else windows.unsqueeze(1)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        out = self.module(self.layout(windows))
+        x = self.layout(windows)
+        out = self.module(x.clone() if self.changes_input else x)
         if self.config.units:  # wrapped: every batch is checked (the probe saw one window only)
             check_rates_shape(out, len(windows), self.config.n_cells)
         return out
@@ -246,13 +250,26 @@ def _check_settings(module: Any, input: Any, history: Any, size: Any, first_laye
     return layers[first_layer]
 
 
+#: how far beyond a stimulus's contrasts the second probe window reaches (a clamp, a squashing or a normalisation
+#: of the window before the first layer, which leaves a plain window's values as they are, shows on it)
+WIDE_PROBE = 1e3
+
+
 def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool, tuple]:
     """(the module's output on one all-zero window, whether the first layer's input was the window itself,
     the first layer's output shape for one window).
 
+    "The window itself" (the fast path's convolution of the stimulus then
+    gives the layer's drive) holds when the layer's input equals the window
+    on a random window of contrasts and on one a thousand times wider, each
+    passed as a copy (a module that changes its input in place changes the
+    copy, not what it is compared with; such a module is given a copy of
+    every batch from then on: ``changes_input``).
+
     Refused here: a module that fails on a window, a first layer that does
     not run or runs more than once in a forward pass (one module reused for
-    several layers: its units cannot be told apart).
+    several layers: its units cannot be told apart), rates of a window that
+    depend on the other windows of its batch.
     """
     cfg = model.config
     window = torch.zeros(1, cfg.history, cfg.size, cfg.size, device=model.device)
@@ -261,7 +278,12 @@ def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool, tuple]:
     seen: list = []
     shapes: list = []
     flops: list = []
-    handle = model.layer.register_forward_pre_hook(lambda _m, args: seen.append(args[0] if args else None))
+
+    def keep_input(_m, args) -> None:
+        first = args[0] if args else None
+        seen.append(first.detach().clone() if isinstance(first, torch.Tensor) else first)
+
+    handle = model.layer.register_forward_pre_hook(keep_input)
     out_handle = model.layer.register_forward_hook(
         lambda _m, _a, out: shapes.append(tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None))
     counters = [m.register_forward_hook(_count_flops(flops)) for m in model.module.modules() if isinstance(m, COUNTED)]
@@ -270,7 +292,10 @@ def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool, tuple]:
             out = model(window)
             runs = len(seen)
             cfg.flops = int(sum(flops))
-            model(probe)
+            given = probe.clone()
+            out_probe = model(given)
+            model.changes_input = not torch.equal(given, probe)
+            out_pair = model(torch.cat([window, probe]))
     except Exception as exc:
         raise ValueError(
             f"the wrapped module failed on a window of shape {list(model.layout(window).shape)} "
@@ -289,9 +314,52 @@ def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool, tuple]:
             "layers), so its units cannot be told apart; attribute a layer that runs once (give each layer its own "
             "module, e.g. its own nn.ReLU)"
         )
-    direct = isinstance(seen[-1], torch.Tensor) and seen[-1].shape == model.layout(probe).shape and \
-        torch.equal(seen[-1], model.layout(probe))
+    _check_batch_independent(model, torch.cat([out, out_probe]) if _is_rates(out, out_probe) else None, out_pair)
+    direct = _is_window(seen[1], model.layout(probe)) and _wide_input_is_window(model, probe * WIDE_PROBE)
     return out, direct, shapes[-1]
+
+
+def _is_rates(*outs: Any) -> bool:
+    return all(isinstance(o, torch.Tensor) and o.ndim == 2 and len(o) == 1 for o in outs)
+
+
+def _is_window(seen: Any, window: torch.Tensor) -> bool:
+    """Whether a first layer's input ``seen`` is ``window`` (in the module's layout), value for value."""
+    return isinstance(seen, torch.Tensor) and seen.shape == window.shape and torch.equal(seen, window)
+
+
+def _wide_input_is_window(model: WrappedModel, wide: torch.Tensor) -> bool:
+    """Whether the first layer's input on the window ``wide`` (1, history, H, W) is that window (False when the
+    module fails on it: such a module takes the generic path, which needs no answer)."""
+    seen: list = []
+    handle = model.layer.register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].detach().clone() if args and isinstance(args[0], torch.Tensor) else None))
+    try:
+        with torch.no_grad():
+            model(wide.clone())
+    except Exception:
+        return False
+    finally:
+        handle.remove()
+    return bool(seen) and _is_window(seen[0], model.layout(wide))
+
+
+def _check_batch_independent(model: WrappedModel, alone: Optional[torch.Tensor], together: Any) -> None:
+    """Refuse rates of a window that change with the other windows of its batch (e.g. a batch's mean subtracted):
+    ``alone`` is (2, cells), the all-zero and the random window each run alone; ``together`` both in one batch.
+    Rounding (another kernel for another batch size) is allowed: 1e-4 of the rates' scale."""
+    if alone is None or not isinstance(together, torch.Tensor) or together.shape != alone.shape:
+        return  # an output of another shape: wrap refuses it in its own words
+    scale = float(alone.abs().nan_to_num(posinf=0.0, neginf=0.0).max()) or 1.0
+    if torch.allclose(together.to(alone.dtype), alone, rtol=1e-4, atol=1e-4 * scale, equal_nan=True):
+        return
+    gap = float((together.to(alone.dtype) - alone).abs().nan_to_num(nan=float("inf")).max())
+    raise ValueError(
+        f"the wrapped module's rates for a window depend on the other windows of its batch (two windows run "
+        f"together and alone differ by up to {gap:.3g} spikes/bin, {gap / scale:.2g} of the rates), so predict "
+        "and attribute would change with the batch size; compute each window's rates from that window alone "
+        "(e.g. no statistics over the batch dimension)"
+    )
 
 
 def _count_flops(into: list) -> Callable:
@@ -382,6 +450,9 @@ def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 
     config = WrapConfig(history=int(history), size=int(size), n_cells=1, cell_names=[], input=input,
                         first_layer=first_layer)
     model = WrappedModel(module, config, layer, None).eval()
+    if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+        raise ValueError("the wrapped module's weights are on the 'meta' device (shapes without values); load "
+                         "them first, e.g. module.to_empty(device='cpu') then module.load_state_dict(...)")
     if model.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"the wrapped module must compute in float32 or float64 (attribution sums small "
                          f"gradients), got {str(model.dtype).removeprefix('torch.')} parameters; wrap module.float()")
@@ -401,7 +472,8 @@ def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 
     try:
         config.cell_names = _cell_names([] if cell_names is None else list(cell_names), config.n_cells)
     except ValueError as exc:
-        raise ValueError(str(exc).replace("ModelConfig", "the wrapped module")) from exc
+        raise ValueError(str(exc).replace("ModelConfig.cell_names", "cell_names")
+                         .replace("ModelConfig", "the wrapped module")) from exc
     if not units:
         got = "no tensor" if units is None else "one number per window"
         raise ValueError(f"first_layer {first_layer!r} must output a tensor (N, channels, ...) whose units can be "
@@ -420,8 +492,24 @@ def model_on(model: Any, device: DeviceLike) -> Any:
     model_config(model)
     dev = model.device if device is None else resolve_device(device)
     if dev != model.device:
-        model = copy.deepcopy(model).to(dev)
+        model = private_copy(model).to(dev)
     return model.eval()
+
+
+def private_copy(model: Any) -> Any:
+    """``copy.deepcopy(model)`` (a RetinaCNN or a :class:`WrappedModel`), also of a module that holds a tensor
+    computed with autograd as a plain attribute (the old ``torch.nn.utils.weight_norm`` keeps its weight so after
+    a forward pass with gradients; deepcopy refuses such tensors): one forward pass on an all-zero window without
+    gradients recomputes it as a plain tensor first."""
+    try:
+        return copy.deepcopy(model)
+    except RuntimeError as exc:
+        if "deepcopy" not in str(exc):
+            raise
+    cfg = model.config
+    with torch.no_grad():
+        model(torch.zeros(1, cfg.history, cfg.size, cfg.size, device=model.device))
+    return copy.deepcopy(model)
 
 
 def predict(model: WrappedModel, stimulus, device: DeviceLike = None, batch_size: Optional[int] = None,

@@ -30,7 +30,6 @@ Example
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import math
@@ -50,7 +49,7 @@ from ._progress import Progress, report
 from ._units import FRAME_MS
 from ._validate import check_finite_output, check_int, frames_per_chunk, is_int, is_real, stimulus_tensor
 from .first_layer import DEFAULT_IGNORE_OLDEST_MS, FirstLayer, filter_properties
-from ._wrap import WrappedModel, filter_labels, is_wrapped
+from ._wrap import WrappedModel, filter_labels, is_wrapped, private_copy
 from .metrics import MapMeans, explained_variance
 
 if TYPE_CHECKING:  # attribution and the model are only read here
@@ -375,7 +374,7 @@ def compute_wrapped_drives(model: WrappedModel, stimulus: np.ndarray, frames: np
     batch_size = model.config.batch_size if batch_size is None else batch_size
     # the hook that reads the first layer goes on a copy: on the user's module itself it would fire in any
     # other thread's forward pass too (the Experiments dock's predict while Analyze reduces) and mix the two
-    model = copy.deepcopy(model).eval()
+    model = private_copy(model).eval()
     source = stimulus_tensor(np.ascontiguousarray(stimulus, dtype=np.float32))
     w = weights.to(model.device).reshape(len(kept), -1)  # a unit per channel (a Linear layer's) gives (K, 1)
     out = np.zeros((len(frames), len(kept)))

@@ -21,7 +21,6 @@ The path points of a chunk of frames go through the module in one batch.
 
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 import numpy as np
@@ -34,7 +33,7 @@ from .._invariance import InvarianceArg, check_invariance, resolve_invariance
 from .._progress import Progress, report
 from .._validate import (Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, check_maps_fit,
                          crop_origin, stimulus_tensor)
-from .._wrap import WrappedModel, model_on
+from .._wrap import WrappedModel, model_on, private_copy
 from ._adaptive import Scales, check_quadrature, refine, warn_if_unmet
 from ._integrate import default_batch_points
 from ._quadrature import CAPTUM_RULES, DEFAULT_STEPS, Rule, quadrature_tensors
@@ -135,7 +134,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     inv = "none" if invariance == "auto" else resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1],
                                                                  invariance)
     bs = default_batch_points(model) if batch_size is None else check_int(batch_size, "batch_size", 1)
-    net = copy.deepcopy(model).eval().requires_grad_(False)
+    net = private_copy(model).eval().requires_grad_(False)
     dev = net.device
     zero = torch.zeros(1, cfg.history, cfg.size, cfg.size, device=dev)
     with torch.no_grad():
