@@ -352,6 +352,17 @@ def test_a_tdr_checkpoint_of_another_architecture_is_refused_by_name(tmp_path):
         nr.load_model(save_tdr(tmp_path / "r.pt", "RNNCNN", state))
 
 
+def test_a_batch_norm_with_a_tensor_the_import_does_not_know_is_refused_by_name(tmp_path):
+    """An extra tensor in a batch norm (a variant of the layer) was left out without a word."""
+    state, _ = tdr_state("BNCNN")
+    bn = next(k.rsplit(".", 1)[0] for k in state if k.endswith("running_mean"))
+    state[f"{bn}.foo"] = torch.ones(3)
+    path = save_tdr(tmp_path / "extra.pt", "BNCNN", state)
+    with pytest.raises(ValueError, match=rf"extra.pt' cannot be imported: the batch norm {bn} holds \['{bn}.foo'\] "
+                                         r"besides a batch norm's"):
+        nr.load_model(path)
+
+
 @pytest.mark.parametrize("key, shape, message", [
     ("sequential.6.weight", (4, 2, 3, 3),
      r"sequential.6.weight has shape \[4, 2, 3, 3\] but \[4, 3, 3, 3\] was expected "

@@ -122,6 +122,10 @@ def _batch_norm(path: Path, name: str, params: dict[str, Any], eps: float = EPS)
     missing = [f"{name}.{k}" for k in ("running_mean", "running_var") if k not in params]
     if missing:
         raise ValueError(f"{str(path)!r} cannot be imported: the batch norm {name} lacks {missing}")
+    extra = sorted(f"{name}.{k}" for k in set(params) - {*fields.values(), "num_batches_tracked"})
+    if extra:   # a tensor the import would leave out: the file is of a variant it does not know
+        raise ValueError(f"{str(path)!r} cannot be imported: the batch norm {name} holds {extra} besides a batch "
+                         f"norm's {sorted(fields.values())}")
     mean = _net.as_float64(path, f"{name}.running_mean", params["running_mean"])
     var = _net.as_float64(path, f"{name}.running_var", params["running_var"])
     weight = _net.as_float64(path, f"{name}.{w_key}", params[w_key]) if w_key in params else torch.ones_like(mean)
