@@ -164,15 +164,17 @@ def attribute(
         :data:`DEFAULT_TOL` = 1e-3): each frame's quadrature is doubled from
         4 points (8 at the least are kept) until its completeness gap is at most ``tol`` times the
         largest response (so ``completeness_error <= tol``, except for float32 rounding
-        when the whole response is within a few ulps of the rates: a stimulus of
-        contrast ~1e-4, whose maps are still right, reads ~3e-3) and the change of
+        when the whole response is below ~4.8e-7/``tol`` spikes/bin: white noise of
+        contrast 1e-3 on the shipped model, whose maps are still right, reads 1.45e-3
+        at ``tol`` 1e-3, contrast 1e-4 ~3e-3) and the change of
         its maps between the last two refinements, halved (an estimate of
         their error), is at most ``tol`` times the largest frame's maps
         (:mod:`napari_retina.attribution._adaptive`); the points each frame
         needed are ``steps_per_frame``. The maps' error is estimated, not
         bounded: against an exact float64 reference it stayed within ``tol``
-        on the shipped model, and reached 1.3 ``tol`` on a small random
-        model whose quadrature converges more slowly (METHOD.md §2). The
+        on the shipped model, and reached 1.3–2.3 ``tol`` on random models
+        with tripled conv1 weights, whose quadrature converges more slowly
+        (METHOD.md §2). The
         largest response and maps are the running maxima over the chunks
         of frames so far, so another ``batch_size`` or ``frames`` can stop a
         frame at another level: results then differ by up to about ``tol``
