@@ -303,6 +303,23 @@ def test_keras_bn_cnn_weights_import_exactly(tmp_path, variant):
 # ---------------------------------------------------------------- the battery on an imported model
 
 
+def test_a_model_config_listing_another_number_of_batch_norms_is_refused(tmp_path):
+    """Two BatchNormalization layers listed for the weights' three: every norm silently took Keras' default
+    epsilon instead of the file's."""
+    import json
+
+    layers = keras_weights()
+    path = save_keras(tmp_path / "w.h5", layers, nested=True, epsilon=0.01)
+    with h5py.File(path, "r+") as h5:
+        config = json.loads(h5.attrs["model_config"])
+        norms = [layer for layer in config["config"]["layers"] if layer["class_name"] == "BatchNormalization"]
+        config["config"]["layers"].remove(norms[-1])
+        h5.attrs["model_config"] = json.dumps(config).encode()
+    with pytest.raises(ValueError, match=r"w.h5' has a malformed model_config: it lists 2 BatchNormalization "
+                                         r"layers, and a bn_cnn's weights have 3"):
+        nr.load_model(path)
+
+
 def test_the_battery_runs_on_an_imported_model(tmp_path):
     from test_experiments import HISTORY as H, SIZE as S, SMALL
 

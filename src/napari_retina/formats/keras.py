@@ -240,7 +240,10 @@ def read(path: Path) -> tuple[Net, int, dict]:
         raise ValueError(
             f"{str(path)!r} does not have a bn_cnn's layers: expected {', '.join(EXPECTED_ROLES)}, found {found}"
         )
-    eps = epsilons if len(epsilons) == 3 else [DEFAULT_EPS] * 3
+    if epsilons and len(epsilons) != 3:   # which epsilon belongs to which of the three norms is then unknown
+        raise ValueError(f"{str(path)!r} has a malformed model_config: it lists {len(epsilons)} "
+                         "BatchNormalization layers, and a bn_cnn's weights have 3")
+    eps = epsilons or [DEFAULT_EPS] * 3
     (l1, a1), (lb1, ab1), (l2, a2), (lb2, ab2), (ld, ad), (lb3, ab3) = layers
     theano = backend == "theano"
     net = Net(_conv(path, l1, a1, theano), _batch_norm(path, lb1, ab1, eps[0]), _conv(path, l2, a2, theano),
