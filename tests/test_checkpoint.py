@@ -219,7 +219,8 @@ def test_one_flipped_byte_in_the_weights_is_refused(tmp_path, written):
         match = rf"m.pt' is damaged: its entry '[^']*{member}' fails its checksum \(CRC-32\)"
     else:
         torch.save(torch.load(path, weights_only=True), path)
-        match = r"m.pt' is corrupt: its weights hash to SHA-256 [0-9a-f]{16}\.\.\. but it was saved with [0-9a-f]{16}\.\.\."
+        match = (r"m.pt' is corrupt: its weights hash to SHA-256 [0-9a-f]{16}\.\.\. "
+                 r"but it was saved with [0-9a-f]{16}\.\.\.")
     with pytest.raises(ValueError, match=match):
         nr.load_model(path)
 
