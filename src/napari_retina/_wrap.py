@@ -347,11 +347,12 @@ def _wide_input_is_window(model: WrappedModel, wide: torch.Tensor) -> bool:
 def _check_batch_independent(model: WrappedModel, alone: Optional[torch.Tensor], together: Any) -> None:
     """Refuse rates of a window that change with the other windows of its batch (e.g. a batch's mean subtracted):
     ``alone`` is (2, cells), the all-zero and the random window each run alone; ``together`` both in one batch.
-    Rounding (another kernel for another batch size) is allowed: 1e-4 of the rates' scale."""
+    Rounding is allowed, up to 1e-2 of the rates' scale (their largest |value|): another kernel for another batch
+    size, in TF32 on a GPU (cuDNN's default for convolutions, ~1e-3), can change the last digits."""
     if alone is None or not isinstance(together, torch.Tensor) or together.shape != alone.shape:
         return  # an output of another shape: wrap refuses it in its own words
     scale = float(alone.abs().nan_to_num(posinf=0.0, neginf=0.0).max()) or 1.0
-    if torch.allclose(together.to(alone.dtype), alone, rtol=1e-4, atol=1e-4 * scale, equal_nan=True):
+    if torch.allclose(together.to(alone.dtype), alone, rtol=0.0, atol=1e-2 * scale, equal_nan=True):
         return
     gap = float((together.to(alone.dtype) - alone).abs().nan_to_num(nan=float("inf")).max())
     raise ValueError(
