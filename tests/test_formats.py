@@ -204,6 +204,15 @@ def test_a_damaged_lab_file_is_refused_not_loaded_as_other_weights(tmp_path):
         nr.load_model(path)
 
 
+@pytest.mark.parametrize("arch, ksizes", [("BNCNN", (5, 3)), ("LinearStackedBNCNN", (7, 5))])
+def test_a_state_dict_of_numpy_arrays_imports_as_one_of_tensors(tmp_path, arch, ksizes):
+    """A lab file saved with numpy arrays for tensors was refused as "sequential.0: unknown (bias, weight)"."""
+    state, mods = tdr_state(arch, ksizes=ksizes)
+    path = save_tdr(tmp_path / "np.pt", arch, {k: v.numpy() for k, v in state.items()})
+    x = windows(seed=4)
+    assert_matches(nr.load_model(path, device="cpu"), tdr_forward(state, mods, x), x)
+
+
 def test_an_imported_model_saves_and_reloads_as_a_napari_retina_checkpoint(tmp_path):
     state, mods = tdr_state("LinearStackedBNCNN", ksizes=(7, 5))
     model = nr.load_model(save_tdr(tmp_path / "s.pt", "LinearStackedBNCNN", state))

@@ -38,6 +38,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from . import _net
@@ -107,9 +108,10 @@ def _role(name: str, params: dict[str, Any]) -> str:
     if "running_mean" in params:
         return "bn"
     weight = params.get("weight")
-    if isinstance(weight, torch.Tensor) and weight.ndim == 4:
+    ndim = weight.ndim if isinstance(weight, (torch.Tensor, np.ndarray)) else None   # numpy arrays are weights too
+    if ndim == 4:
         return "conv"
-    if isinstance(weight, torch.Tensor) and weight.ndim == 2:
+    if ndim == 2:
         return "linear"
     return f"unknown ({', '.join(sorted(params))})"
 
