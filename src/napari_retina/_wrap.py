@@ -278,12 +278,7 @@ def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool, tuple]:
     seen: list = []
     shapes: list = []
     flops: list = []
-
-    def keep_input(_m, args) -> None:
-        first = args[0] if args else None
-        seen.append(first.detach().clone() if isinstance(first, torch.Tensor) else first)
-
-    handle = model.layer.register_forward_pre_hook(keep_input)
+    handle = model.layer.register_forward_pre_hook(_keep_input(seen))
     out_handle = model.layer.register_forward_hook(
         lambda _m, _a, out: shapes.append(tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None))
     counters = [m.register_forward_hook(_count_flops(flops)) for m in model.module.modules() if isinstance(m, COUNTED)]
@@ -319,6 +314,15 @@ def _probe(model: WrappedModel) -> tuple[torch.Tensor, bool, tuple]:
     return out, direct, shapes[-1]
 
 
+def _keep_input(seen: list) -> Callable:
+    """A forward pre-hook that appends a copy of the layer's input to ``seen`` (a copy: a module may change it in
+    place afterwards; None when the layer got no tensor)."""
+    def hook(_m, args) -> None:
+        first = args[0] if args else None
+        seen.append(first.detach().clone() if isinstance(first, torch.Tensor) else None)
+    return hook
+
+
 def _is_rates(*outs: Any) -> bool:
     return all(isinstance(o, torch.Tensor) and o.ndim == 2 and len(o) == 1 for o in outs)
 
@@ -332,8 +336,7 @@ def _wide_input_is_window(model: WrappedModel, wide: torch.Tensor) -> bool:
     """Whether the first layer's input on the window ``wide`` (1, history, H, W) is that window (False when the
     module fails on it: such a module takes the generic path, which needs no answer)."""
     seen: list = []
-    handle = model.layer.register_forward_pre_hook(
-        lambda _m, args: seen.append(args[0].detach().clone() if args and isinstance(args[0], torch.Tensor) else None))
+    handle = model.layer.register_forward_pre_hook(_keep_input(seen))
     try:
         with torch.no_grad():
             model(wide.clone())

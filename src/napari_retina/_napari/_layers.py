@@ -104,13 +104,14 @@ def unit_factor(unit, target: str) -> Optional[float]:
         return None
 
 
-def _last3(matrix: np.ndarray, affine: bool = False) -> np.ndarray:
-    """The block of an (n, n) linear or (n+1, n+1) affine ``matrix`` acting on the last three axes (t, y, x)."""
+def last_axes(matrix: np.ndarray, k: int = 3, affine: bool = False) -> np.ndarray:
+    """The block of an (n, n) linear or (n+1, n+1) affine ``matrix`` acting on the last ``k`` axes ((t, y, x) for
+    3, (y, x) for 2): (k, k), or (k+1, k+1) with its translation."""
     m = np.asarray(matrix, float)
     if not affine:
-        return m[-3:, -3:].copy()
-    out = np.eye(4)
-    out[:3, :3], out[:3, 3] = m[-4:-1, -4:-1], m[-4:-1, -1]
+        return m[-k:, -k:].copy()
+    out = np.eye(k + 1)
+    out[:k, :k], out[:k, k] = m[-k - 1 : -1, -k - 1 : -1], m[-k - 1 : -1, -1]
     return out
 
 
@@ -137,12 +138,12 @@ def layer_geometry(layer=None, shape: Optional[Sequence[int]] = None) -> dict:
     # converted layer keeps its place with scale, translate and affine translation U·…, matrices U·M·U⁻¹
     conj = f[:, None] / f[None, :]
     shear = Affine(shear=layer.shear, ndim=layer.ndim).linear_matrix
-    affine = _last3(layer.affine.affine_matrix, affine=True)
+    affine = last_axes(layer.affine.affine_matrix, affine=True)
     affine[:3, :3] *= conj
     affine[:3, 3] *= f
     return {"scale": np.asarray(layer.scale, float)[-3:] * f, "translate": np.asarray(layer.translate, float)[-3:] * f,
             "shape": tuple(layer.data.shape[-3:]), "units": units,
-            "rotate": _last3(layer.rotate) * conj, "shear": _last3(shear) * conj, "affine": affine}
+            "rotate": last_axes(layer.rotate) * conj, "shear": last_axes(shear) * conj, "affine": affine}
 
 
 def geometry_offset(geometry: dict, pixels: Sequence[float]) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from .._layers import META
+from .._layers import META, last_axes
 from .._viewer import follow_renames, remove_layers
 
 WINDOW_COLOR = "#ffd700"
@@ -49,12 +49,10 @@ def plane_placement(layer) -> dict:
     """
     from napari.utils.transforms import Affine
 
-    m = np.asarray(layer.affine.affine_matrix, float)
-    affine = np.eye(3)
-    affine[:2, :2], affine[:2, 2] = m[-3:-1, -3:-1], m[-3:-1, -1]
     return {"scale": np.asarray(layer.scale, float)[-2:], "translate": np.asarray(layer.translate, float)[-2:],
-            "rotate": np.asarray(layer.rotate, float)[-2:, -2:],
-            "shear": Affine(shear=layer.shear, ndim=layer.ndim).linear_matrix[-2:, -2:], "affine": affine,
+            "rotate": last_axes(layer.rotate, 2),
+            "shear": last_axes(Affine(shear=layer.shear, ndim=layer.ndim).linear_matrix, 2),
+            "affine": last_axes(layer.affine.affine_matrix, 2, affine=True),
             "units": tuple(layer.units)[-2:], "axis_labels": tuple(layer.axis_labels)[-2:]}
 
 
