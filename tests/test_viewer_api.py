@@ -191,11 +191,17 @@ def test_one_colour_bar_the_plotted_result_s(viewer, tiny, analysed, qtbot):
         return [lay.name for lay in viewer.layers if lay.colorbar.visible]
 
     assert bars() == [b[0].name] and nrv.traces(viewer).source == "model B"
+    plot = nrv.traces(viewer)
+    b_title = plot.title.text()
     a_bar = a[red_a.kept[0]].name   # A's bar was on its most important kept channel
     nrv.traces(viewer, "model A")
     assert bars() == [a_bar]
+    # the title's second line gives the bar's unit, limits and channel: it was dropped when switching
+    legend = plot.title.text().split("<br>")
+    assert len(legend) == 2 and legend[1].startswith("Maps: attribution"), plot.title.text()
+    assert f"in {a_bar.split(': ')[1]}'s colours" in legend[1]
     nrv.traces(viewer, "model B")
-    assert bars() == [b[0].name]
+    assert bars() == [b[0].name] and plot.title.text() == b_title
     # the plotted result removed, the other's maps get their bar back (they would have no scale)
     nrv.clear(viewer, "model B")
     assert bars() == [a_bar]
@@ -431,6 +437,25 @@ def test_an_experiment_and_a_battery_are_named_after_their_experiments(viewer, t
     _assert_every_frame_response(plot.series[0]["values"], osr.rates[:, osr.cells].sum(1), osr.attribution)
     with pytest.raises(ValueError, match=r"^traces\(\) expects the name of a shown result, got 'nope'; "):
         nrv.traces(viewer, "nope")
+
+
+def test_a_battery_goes_beside_what_the_viewer_shows_and_stays_put_when_shown_again(viewer, tiny, analysed):
+    """The battery's first experiment was drawn over a result already shown (at x = 0), and each next one was put
+    right of every other layer, so showing the battery again moved its experiments right each time."""
+    attr, red = analysed
+    nr.show(attr, viewer, reduction=red, name="x")
+    bat = nr.experiments.battery(tiny, names=["osr", "reversal"], steps=2, retina=None)
+    nr.show(bat, viewer)
+
+    def lefts_rights():
+        return {name: np.asarray(viewer.layers[name].extent.world)[:, -1] for name in ("x", "osr", "reversal")}
+
+    edges = lefts_rights()
+    assert edges["x"][1] < edges["osr"][0] < edges["osr"][1] < edges["reversal"][0], edges
+    nr.show(bat, viewer)
+    again = lefts_rights()
+    for name, (left, right) in edges.items():
+        assert again[name] == pytest.approx([left, right]), (name, again[name])
 
 
 class _Retina20:

@@ -56,7 +56,7 @@ from ._types import AnyModel, ArrayLike, PathLike
 from ._validate import check_positive, check_reduces, is_real
 from ._napari._layers import (META, CellTraces, bar_limit, map_layers, plugin_metadata, show_marked_colour_bar,
                               stimulus_layer_kwargs)
-from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, stored_traces, trace_plot
+from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, trace_plot
 from ._napari._session import SCRIPT_SOURCE, use_model as _use_model
 from ._napari._framing import frame_result
 from ._napari._viewer import UnitsWarningOnce, add_analysis, add_layer_data, process_events, remove_layers
@@ -441,19 +441,18 @@ def _checked_stimulus(stimulus):
     return stimulus
 
 
-def _show_stimulus(viewer, stimulus, name: str, replace: bool, beside: bool) -> list:
+def _show_stimulus(viewer, stimulus, name: str, replace: bool, beside: "bool | list") -> list:
     """One stimulus array as an image layer (scale, units, axis labels, limits symmetric about 0)."""
     layer, _ = _stimulus_layer(viewer, stimulus, name, None, replace)
     if replace:
         _drop_analysis(viewer, layer.name)
-    if beside:
-        place_beside(viewer, layer, name)
+    _put_beside(viewer, layer, beside)
     frame_result(viewer, [layer] if not beside else _visible(viewer))
     return [layer]
 
 
 def _show_analysis(viewer, attribution, reduction, name, stimulus_layer, maps, limit, replace: bool,
-                   beside: bool, metadata: Optional[dict] = None, staged: bool = False,
+                   beside: "bool | list", metadata: Optional[dict] = None, staged: bool = False,
                    cell: Optional[CellTraces] = None):
     """An attribution's stimulus (added, updated, or the given layer), its maps and traces, all-or-nothing.
 
@@ -462,13 +461,11 @@ def _show_analysis(viewer, attribution, reduction, name, stimulus_layer, maps, l
     if staged:
         adding = add_analysis(viewer, attribution, reduction, stimulus_layer, maps=maps, limit=limit,
                               replace=replace, staged=True)
-        _store_traces(stimulus_layer, attribution, reduction)
         return adding
     undo = None
     if stimulus_layer is None:
         stimulus_layer, undo = _stimulus_layer(viewer, attribution.stimulus, name or "stimulus", metadata, replace)
-        if beside:
-            place_beside(viewer, stimulus_layer, stimulus_layer.name)
+        _put_beside(viewer, stimulus_layer, beside)
     try:
         layers = add_analysis(viewer, attribution, reduction, stimulus_layer, maps=maps, limit=limit,
                               replace=replace, cell=cell)
@@ -476,16 +473,9 @@ def _show_analysis(viewer, attribution, reduction, name, stimulus_layer, maps, l
         if undo is not None:
             undo()
         raise
-    _store_traces(stimulus_layer, attribution, reduction, cell)
     if beside:
         frame_result(viewer, _visible(viewer))
     return layers if undo is None else [stimulus_layer] + layers
-
-
-def _store_traces(stimulus_layer, attribution, reduction, cell: Optional[CellTraces] = None) -> None:
-    """Keep the analysis's traces in the stimulus layer's metadata, for :func:`traces` (viewer, name)."""
-    meta = stimulus_layer.metadata.setdefault(META, {})
-    meta[TRACES_KEY] = stored_traces(attribution, reduction, stimulus_layer.name, cell)
 
 
 def _checked_truth(kind: str, result, truth) -> Optional[np.ndarray]:
@@ -511,7 +501,8 @@ def _checked_truth(kind: str, result, truth) -> Optional[np.ndarray]:
     return above_rest(truth, HISTORY)   # the ground truth's filters span HISTORY frames
 
 
-def _show_experiment(viewer, result, name: Optional[str], replace: bool, beside: bool, truth=None) -> list:
+def _show_experiment(viewer, result, name: Optional[str], replace: bool, beside: "bool | list",
+                     truth=None) -> list:
     """An ExperimentResult: the stimulus named after the experiment (readout, conditions in its metadata), maps;
     traces with the model's response at every frame and ``truth``, the ground truth's trace (:func:`_checked_truth`)."""
     meta = {"experiment": result.name, "readout": dict(result.readout), "conditions": list(result.conditions)}
@@ -520,8 +511,7 @@ def _show_experiment(viewer, result, name: Optional[str], replace: bool, beside:
         layer, _ = _stimulus_layer(viewer, result.stimulus, name, meta, replace)
         if replace:
             _drop_analysis(viewer, layer.name)
-        if beside:
-            place_beside(viewer, layer, layer.name)
+        _put_beside(viewer, layer, beside)
         frame_result(viewer, [layer])
         return [layer]
     # the model's response at every frame from the experiment's rates (the attribution's: its attributed frames)
@@ -531,13 +521,18 @@ def _show_experiment(viewer, result, name: Optional[str], replace: bool, beside:
 
 
 def _show_battery(viewer, battery: dict, replace: bool) -> list:
-    """Every experiment of a battery, each to the right of the previous one, with its ground truth's trace;
-    the last one's traces plotted."""
+    """Every experiment of a battery, the first to the right of what the viewer showed (it was drawn over it),
+    each next to the right of the previous one (it was placed beside every other layer, so a battery shown
+    again moved right each time), with its ground truth's trace; the last one's traces plotted."""
+    names = list(battery["results"])
+    beside: list = [lay for lay in _visible(viewer) if not any(_belongs(lay, name) for name in names)]
     layers: list = []
-    for i, (name, result) in enumerate(battery["results"].items()):
+    for name, result in battery["results"].items():
         truth = (battery.get("truth") or {}).get(name)
-        layers += _show_experiment(viewer, result, name, replace, beside=i > 0,
-                                   truth=None if truth is None else _checked_truth("experiment", result, truth))
+        shown = _show_experiment(viewer, result, name, replace, beside,
+                                 truth=None if truth is None else _checked_truth("experiment", result, truth))
+        layers += shown
+        beside = shown
     return layers
 
 
@@ -606,7 +601,21 @@ def place_beside(viewer: "napari.Viewer", layer: "napari.layers.Layer", name: st
     """Shift ``layer`` along x so it starts ``gap`` (fraction of its width) right of every other visible
     layer that is not part of the result ``name``; its maps follow when added after it."""
     _check_viewer(viewer)
-    others = [lay for lay in _visible(viewer) if not _belongs(lay, name) and lay is not layer]
+    _right_of(layer, [lay for lay in _visible(viewer) if not _belongs(lay, name) and lay is not layer], gap)
+
+
+def _put_beside(viewer, layer, beside: "bool | list") -> None:
+    """``beside`` True: :func:`place_beside` the other results; a list of layers: right of those of them that
+    are visible (a battery's previous experiment); False or []: leave ``layer`` where it is."""
+    if isinstance(beside, list):
+        _right_of(layer, [lay for lay in beside if lay.visible and lay is not layer])
+    elif beside:
+        place_beside(viewer, layer, layer.name)
+
+
+def _right_of(layer, others: list, gap: float = BESIDE_GAP) -> None:
+    """Shift ``layer`` along x so it starts ``gap`` (fraction of its width) right of ``others``' right edge
+    (world); no others: left where it is."""
     if not others:
         return
     right = max(float(np.asarray(lay.extent.world)[1, -1]) for lay in others)

@@ -27,7 +27,7 @@ from .._progress import Cancelled
 from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, colour_bar_index, layer_geometry,
                       map_layers, map_legend, plugin_metadata, show_alone, show_colour_bar, stimulus_layer_kwargs)
 from ._framing import frame_result
-from ._plot import TRACES_KEY, drain, renamed_title, trace_plot, traces_steps
+from ._plot import TRACES_KEY, drain, renamed_title, stored_traces, trace_plot, traces_steps
 
 STEP_DELAY_MS = 1
 """Timer delay between two steps of a :class:`StagedAdd`. Not 0: a zero-delay single shot is a posted
@@ -463,6 +463,9 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
         yield
         legend = map_legend(layers[0].contrast_limits[1], bar.metadata[META]["label"] if bar is not None else None) \
             if layers else ""
+        # kept with the stimulus layer, for nr.viewer.traces and for selecting it again: the series and title plotted
+        stimulus_layer.metadata.setdefault(META, {})[TRACES_KEY] = stored_traces(
+            attribution, reduction, stimulus_layer.name, cell, legend=legend)
         undo.traces = _TracesState(viewer)  # the plot is left as it is until here
         yield from traces_steps(viewer, attribution, reduction, stimulus_layer, name=stimulus_layer.name,
                                 legend=legend, cell=cell)
@@ -509,8 +512,8 @@ class _Undo:
     earlier map layer removed to make room), ``traces`` (a
     :class:`_TracesState`, taken once the run is about to draw its traces);
     the layer selection, and the traces the stimulus layer keeps in its
-    metadata (:data:`._plot.TRACES_KEY`: ``nr.show`` stores the new ones as
-    soon as a staged add starts), are taken at once. :meth:`run` gives it
+    metadata (:data:`._plot.TRACES_KEY`: the run stores the new ones when it
+    draws them), are taken at once. :meth:`run` gives it
     all back; the layers the run added must be gone first.
     """
 
