@@ -593,6 +593,13 @@ def test_headless_demo_writes_a_screenshot_and_its_summary(make_napari_viewer, t
     assert summary["layers"][0] == demo.DEMO_LAYER and summary["layers"][-1].startswith(f"{demo.DEMO_LAYER}: A")
     assert json.loads((tmp_path / demo.SUMMARY_NAME).read_text()) == json.loads(json.dumps(summary))
     assert summary["explained_variance"] > 0.5 and summary["peak_latency_ms"] >= 0
+    # a peak after the omitted flash is not an OSR by itself: the osr experiment's verdict on the same model
+    from napari_retina.experiments import run
+
+    expected = run("osr", nr.load_model(), cell=demo.DEMO_CELL, steps=2).readout
+    assert summary["osr_experiment"]["present"] is bool(expected["present"])
+    assert summary["osr_experiment"]["slope"] == pytest.approx(expected["slope"], rel=1e-4)
+    assert "osr experiment's criteria: " + ("yes" if expected["present"] else "no") in demo.summary_text(summary)
 
 
 def test_a_second_start_while_busy_is_refused_in_good_english(viewer, notes):
