@@ -250,6 +250,22 @@ def test_every_experiment_runs_on_a_tiny_model(tiny, name):
     assert E.readout(name, res.response, res.conditions)["present"] == ro["present"]
 
 
+@pytest.mark.parametrize("name", ["osr", "latency", "anticipation", "reversal", "doubling"])
+def test_every_readout_key_has_a_declared_unit(tiny, name):
+    """Each experiment module declares the unit of every key its readout returns (the Experiments dock shows it),
+    and a reason for NaN only for keys it has; run on the tiny model, as a user's run reads them."""
+    res = E.run(name, tiny, cell=0, max_frames=60, steps=2, **SMALL[name])
+    module = E.get(name)
+    units = {**base.COMMON_UNITS, **module.UNITS}
+    assert sorted(set(res.readout) - {"reduced"} - set(units)) == []
+    assert set(module.UNITS) == set(res.readout["reduced"])   # the module's own keys, none stale
+    assert set(units.values()) <= set(base.READOUT_UNITS)
+    assert set(module.NAN_REASONS) <= set(module.UNITS) and all(module.NAN_REASONS.values())
+    numbers = [k for k, v in res.readout["reduced"].items() if not isinstance(v, bool)
+               and not (isinstance(v, list) and v and all(isinstance(x, bool) for x in v))]
+    assert [k for k in numbers if not units[k]] == []   # only yes/no values (and labels) go without a unit
+
+
 def test_model_rates_equal_predict(tiny):
     for stim in (nr.stimuli.flash_train(period=4, n_flashes=3, pre=12, post=15, size=SIZE),
                  nr.stimuli.moving_bar(speed=0.7, start=-12, stop=12, pre=12, size=SIZE)):

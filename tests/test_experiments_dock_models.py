@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 
@@ -13,6 +14,7 @@ import napari_retina as nr
 pytest.importorskip("napari")
 
 from napari_retina._napari import _session, _widgets  # noqa: E402
+from napari_retina.experiments import base, osr  # noqa: E402
 
 
 @pytest.fixture
@@ -150,3 +152,46 @@ def test_a_result_added_again_stays_where_it_was(viewer):
     assert w.add_layers() and len(viewer.layers) == count      # replaced, not added beside
     assert {name: tuple(viewer.layers[name].translate) for name in where} == where
     assert {name: tuple(viewer.layers[name].translate) for name in maps} == maps
+
+
+def test_the_readout_table_says_each_row_s_unit(viewer, notes):
+    """A visual audit: rows such as peak_before, noise, slope and r2 said no unit (only keys ending _ms or _px
+    did)."""
+    w = _dock(viewer)
+    assert w.run(["osr", "reversal"])
+    w.task.wait(120000)
+    assert notes == []
+    for name in ("osr", "reversal"):
+        w.result_choice.value = name
+        units = {**base.COMMON_UNITS, **nr.experiments.get(name).UNITS}
+        rows = w.table.to_dict("list")["readout"]
+        assert rows[0] == "present"   # yes/no: no unit
+        assert sorted(rows) == sorted(f"{k} ({units[k]})" if units[k] else k for k in w.results[name].readout
+                                      if k != "reduced")
+        table = w.table.native
+        assert [table.item(row, 0).toolTip() for row in range(len(rows))] == rows
+    assert {"peak_before (spikes/bin)", "noise (spikes/bin)", "crossing_frames (frames)"} <= set(rows)   # reversal
+    w.result_choice.value = "osr"
+    assert {"slope (ms/ms)", "r2 (dimensionless)", "onset_ms (ms)"} <= set(w.table.to_dict("list")["readout"])
+
+
+def test_a_nan_cell_s_tooltip_says_why_it_is_nan(viewer, notes):
+    """Whole rows of NaN (osr's onset_ms "[nan, nan, …") were shown without the reason docs/EXPERIMENTS.md gives."""
+    w = _dock(viewer)
+    assert w.run(["osr"])
+    w.task.wait(120000)
+    assert notes == []
+    res = w.results["osr"]
+    n = len(res.readout["periods_ms"])
+    nan = float("nan")
+    w._show({"osr": dataclasses.replace(res, readout={**res.readout, "onset_ms": [nan] * n, "slope": nan})})
+    table, keys = w.table.native, [row.split(" ")[0] for row in w.table.to_dict("list")["readout"]]
+
+    def tip(key):
+        return table.item(keys.index(key), 1).toolTip()   # the model's column
+
+    assert n > 6 and w.table.to_dict("list")["model"][keys.index("onset_ms")].endswith(f"… ({n} values)]")
+    assert tip("onset_ms") == "[" + ", ".join(["nan"] * n) + "]\nNaN: " + osr.NAN_REASONS["onset_ms"]
+    assert "the train's response never falls to 20% of the peak" in tip("onset_ms")   # docs/EXPERIMENTS.md's reason
+    assert tip("slope") == "nan\nNaN: not defined for this run"   # the docs give no reason: none invented
+    assert "NaN" not in tip("periods_ms")

@@ -90,6 +90,20 @@ INVARIANCE = "y"
 DEFAULTS = {"speed": (0.08, 0.176), "width": 2.0, "intensity": -1.0, "start": None, "stop": None,
             "directions": (1, -1), "flash_positions": None, "flash_duration": 2}
 
+#: the unit of each readout key (:data:`~.base.READOUT_UNITS`; the Experiments dock shows it after the key)
+UNITS = {"flash_positions": "px", "flash_amplitude": "spikes/bin", "rf_center_px": "px", "rf_extent_px": "px",
+         "flash_latency_ms": "ms", "directions": "dimensionless", "speeds": "px/frame", "peak_frame": "frames",
+         "bar_at_peak_px": "px", "inside_rf": "", "lead_px_per_direction": "px", "lead_um_per_direction": "µm",
+         "moving_amplitude": "spikes/bin", "speed_list": "px/frame", "lead_um_per_speed": "µm",
+         "moving_amplitude_per_speed": "spikes/bin", "lead_ratio_per_speed": "dimensionless",
+         "flash_peak": "spikes/bin", "lead_um": "µm", "lag_expected_um": "µm", "crossing_frames": "frames",
+         "present": ""}
+_NO_CENTRE = ("no flashed position stands out (no flashed bar raises the response above grey, or all give the same "
+              "amplitude): no receptive-field centre")
+#: why a readout value is NaN, as the docs say (the module docstring)
+NAN_REASONS = {key: _NO_CENTRE for key in ("rf_center_px", "rf_extent_px", "flash_latency_ms", "lead_px_per_direction",
+                                           "lead_um_per_direction", "lead_um_per_speed", "lead_um")}
+
 #: criterion constants of ``present`` (see the module docstring)
 MIN_SPEEDS = 2
 MIN_LEAD_UM = 10.0

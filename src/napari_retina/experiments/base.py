@@ -49,6 +49,16 @@ PARAMETER_REMEDY = "use intensity or contrast parameters of a few contrast units
 COMMON_DEFAULTS = {"gap": None, "window": None, "max_frames": 300}
 COMMON_PARAMS = tuple(COMMON_DEFAULTS)
 
+#: the units a readout value can have (docs/EXPERIMENTS.md, "What NAME.json holds"): each experiment module's
+#: ``UNITS`` gives one for every key its readout returns ("" where a value has none: yes/no, channel labels);
+#: "spikes/bin" is spikes per 10 ms bin, "s.d." contrast units (s.d. of the training stimulus), "frames" 10 ms each
+READOUT_UNITS = ("ms", "frames", "px", "µm", "px/frame", "spikes/bin", "s.d.", "ms/ms", "ms/px", "count",
+                 "dimensionless", "")
+#: the units of the readout keys every model run adds to the module's (:func:`run_model`)
+COMMON_UNITS = {"present": "", "explained_variance": "dimensionless", "kept": ""}
+#: why a readout value is NaN where its module's ``NAN_REASONS`` (the reasons its docs give) has no key
+NAN_UNDEFINED = "not defined for this run"
+
 #: the most frames an experiment's whole movie may have: 60,000 frames of 10 ms = 10 minutes of stimulus
 #: (the default protocols take at most ~5,000 frames on a 50-pixel field); longer ones take many minutes
 #: to predict and to show the ground truth, and come from a parameter off by orders of magnitude

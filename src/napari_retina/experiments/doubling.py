@@ -72,6 +72,13 @@ INVARIANCE = "y"
 BAR_WIDTHS = (8.0, 4.0, 2.0)
 DEFAULTS = {"bar_width": None, "period": 20, "cycles": 4, "contrast": 1.0, "phases": None}
 
+#: the unit of each readout key (:data:`~.base.READOUT_UNITS`; the Experiments dock shows it after the key)
+UNITS = {"bar_widths_px": "px", "phases_px": "px", "f1": "spikes/bin", "f2": "spikes/bin", "noise": "spikes/bin",
+         "widths_px": "px", "f2_f1_per_width": "dimensionless", "f2_per_width": "spikes/bin",
+         "noise_per_width": "spikes/bin", "f2_f1": "dimensionless", "present": ""}
+#: why a readout value is NaN, as the docs say (the module docstring)
+NAN_REASONS = {"f2_f1_per_width": "F1 or F2 is NaN", "f2_f1": "F1 or F2 is NaN at the narrowest bars"}
+
 #: criterion constants of ``present`` (see the module docstring)
 MIN_WIDTHS = 2
 MIN_RISE = 2.0

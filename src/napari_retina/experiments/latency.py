@@ -77,6 +77,16 @@ DESCRIPTION = "latency coding: full-field flashes of increasing strength"
 INVARIANCE = "space"
 DEFAULTS = {"intensities": tuple(np.linspace(0.0, -10.0, 21).round(6).tolist()), "duration": 2}
 
+#: the unit of each readout key (:data:`~.base.READOUT_UNITS`; the Experiments dock shows it after the key)
+UNITS = {"intensities": "s.d.", "latency_ms": "ms", "peak_latency_ms": "ms", "amplitude": "spikes/bin",
+         "spearman": "dimensionless", "latency_range_ms": "ms", "largest_step_ms": "ms", "shortest_latency_ms": "ms",
+         "largest_rise_ms": "ms", "monotonic": "", "present": ""}
+#: why a readout value is NaN, as the docs say (the module docstring, docs/EXPERIMENTS.md)
+NAN_REASONS = {
+    "latency_ms": "no response: the flash's amplitude is at most 1% of the largest (e.g. the blank 0 flash)",
+    "spearman": "all latencies tie",
+}
+
 #: a condition responds when its amplitude exceeds this fraction of the largest
 MIN_RELATIVE_AMPLITUDE = 0.01
 #: onset = first crossing of this fraction of the peak above the grey level (METHOD.md §4)

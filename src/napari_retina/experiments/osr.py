@@ -88,6 +88,20 @@ DESCRIPTION = "omitted stimulus response: a periodic flash train with one flash 
 INVARIANCE = "space"
 DEFAULTS = {"periods": (5, 7, 9, 11, 13, 15, 17), "n_flashes": 8, "intensity": -2.0, "duration": 2}
 
+#: the unit of each readout key (:data:`~.base.READOUT_UNITS`; the Experiments dock shows it after the key)
+UNITS = {"periods_ms": "ms", "latency_ms": "ms", "latency_from_last_ms": "ms", "onset_ms": "ms", "peak_interior": "",
+         "omitted_amplitude": "spikes/bin", "omitted_rise": "spikes/bin", "train_amplitude": "spikes/bin",
+         "omitted_share": "dimensionless", "slope": "ms/ms", "intercept": "ms", "r2": "dimensionless",
+         "local_slopes": "ms/ms", "present": ""}
+#: why a readout value is NaN, as the docs say (the module docstring, docs/EXPERIMENTS.md)
+NAN_REASONS = {
+    "latency_ms": "the window after the omitted flash has no peak: its largest value is on its first or last frame "
+                  "(or the response is flat, none above grey); the period is left out of the fit",
+    "latency_from_last_ms": "no peak in the window after the omitted flash (as latency_ms) to measure to",
+    "onset_ms": "the train's response never falls to 20% of the peak before it: no separate onset",
+    "omitted_share": "the train raised nothing above grey",
+}
+
 #: criterion constants of ``present`` (see the module docstring)
 MIN_PERIODS = 3               # distinct periods: a line through two points always fits (r2 = 1)
 MIN_SLOPE = 0.5

@@ -95,6 +95,15 @@ REVERSALS = tuple(np.linspace(-9.0, 2.0, 12).round(6).tolist())
 DEFAULTS = {"reversals": None, "center": "rf", "speed": 0.19,
             "width": 2.0, "intensity": -1.0, "direction": 1, "approach": None}
 
+#: the unit of each readout key (:data:`~.base.READOUT_UNITS`; the Experiments dock shows it after the key)
+UNITS = {"reversal_positions_px": "px", "center_px": "px", "crossing_frames": "frames", "noise": "spikes/bin",
+         "peak_before": "spikes/bin", "peak_after": "spikes/bin", "burst_ratios": "dimensionless",
+         "burst_ratio": "dimensionless", "burst_latencies_ms": "ms", "peak_interior": "", "bursting": "",
+         "n_bursts": "count", "burst_latency_ms": "ms", "burst_latency_sd_ms": "ms",
+         "burst_latency_slope_ms_per_px": "ms/px", "present": ""}
+#: why a readout value is NaN, as the docs say (the module docstring)
+NAN_REASONS = {"burst_latency_slope_ms_per_px": "fewer than two bursting positions"}
+
 #: criterion constants of ``present`` (see the module docstring)
 MIN_BURST = 0.5                # spikes per 10 ms bin above the grey level
 MIN_BURSTS = 4

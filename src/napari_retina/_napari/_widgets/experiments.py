@@ -11,7 +11,8 @@ keeps it; a run of the same experiment on another cell replaces it, and the
 overview says which cell each result is of); the results are all of the
 current model: when the model changes they are cleared (the status line says
 so), and a run that ends after the model changed is dropped; the table shows the chosen
-experiment's readout, one row per key; each result's layers are placed below
+experiment's readout, one row per key with its unit (each experiment module's ``UNITS``), a NaN's cell tooltip
+saying why it is NaN (its ``NAN_REASONS``); each result's layers are placed below
 the layers already shown, never on top.
 """
 
@@ -29,6 +30,7 @@ from qtpy.QtWidgets import QHeaderView, QStyle, QStyledItemDelegate, QStyleOptio
 
 from ... import experiments
 from ...attribution import MAX_STEPS
+from ...experiments.base import COMMON_UNITS, NAN_UNDEFINED
 from ...experiments.battery import KEY_NUMBERS, default_retina, trained_on_truth
 from .._session import session
 from .._tasks import Task, notify, one_sentence
@@ -74,6 +76,43 @@ def _full(value) -> str:
     return _cell(value, None)
 
 
+def _declared(name: str, what: str) -> dict:
+    """Experiment ``name``'s ``UNITS`` or ``NAN_REASONS`` (declared in its module beside its readout); {} for a name
+    that is not registered."""
+    return dict(getattr(experiments.get(name), what, {})) if name in experiments.names() else {}
+
+
+def unit(name: str, key: str) -> str:
+    """The unit of readout ``key`` of experiment ``name`` ("spikes/bin", "ms", "dimensionless"…; "" for none:
+    yes/no, channel labels; :data:`napari_retina.experiments.base.READOUT_UNITS`)."""
+    return {**COMMON_UNITS, **_declared(name, "UNITS")}.get(key, "")
+
+
+def _named(key: str, name: str) -> str:
+    """A readout row's name as the table shows it: the key, then its unit, "peak_before (spikes/bin)"."""
+    return f"{key} ({unit(name, key)})" if unit(name, key) else key
+
+
+def _has_nan(value) -> bool:
+    """Whether a readout value is NaN or holds one."""
+    if isinstance(value, dict):
+        return any(_has_nan(v) for v in value.values())
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return any(_has_nan(v) for v in list(np.asarray(value, dtype=object).ravel()))
+    return isinstance(value, (float, np.floating)) and bool(np.isnan(value))
+
+
+def nan_reason(name: str, key: str) -> str:
+    """Why readout ``key`` of experiment ``name`` is NaN, as its docs say; "not defined for this run" where they
+    say nothing."""
+    return _declared(name, "NAN_REASONS").get(key, NAN_UNDEFINED)
+
+
+def _tip(value, name: str, key: str) -> str:
+    """A value's cell tooltip: the value in full (:func:`_full`) and, where it is or holds a NaN, why."""
+    return _full(value) + (f"\nNaN: {nan_reason(name, key)}" if _has_nan(value) else "")
+
+
 def _keys(readout: dict, name: str = "") -> list:
     """The readout's keys in table order: ``present``, the experiment's key numbers
     (:data:`napari_retina.experiments.battery.KEY_NUMBERS`), then the rest."""
@@ -93,18 +132,20 @@ def _columns(result, truth=None) -> dict:
 
 
 def readout_table(result, truth=None) -> dict:
-    """One experiment's readouts as table columns: ``readout`` (the key, one row each, ``present`` and the key
-    numbers first), then ``model``, ``reduced`` (its reduced circuit) and, with ``truth`` (its ground truth's
-    run), ``ground truth``; "" where a column has no such key."""
+    """One experiment's readouts as table columns: ``readout`` (the key and its unit, :func:`unit`, one row each,
+    ``present`` and the key numbers first), then ``model``, ``reduced`` (its reduced circuit) and, with ``truth``
+    (its ground truth's run), ``ground truth``; "" where a column has no such key."""
     columns = _columns(result, truth)
     keys = _keys(columns["model"], result.name)
-    return {"readout": keys, **{col: [_cell(ro[k]) if k in ro else "" for k in keys] for col, ro in columns.items()}}
+    return {"readout": [_named(k, result.name) for k in keys],
+            **{col: [_cell(ro[k]) if k in ro else "" for k in keys] for col, ro in columns.items()}}
 
 
 def readout_tooltips(result, truth=None) -> list[list[str]]:
-    """Each row's full values (:func:`_full`) in :func:`readout_table`'s order and columns (after ``readout``)."""
+    """Each row's full values (:func:`_full`) in :func:`readout_table`'s order and columns (after ``readout``),
+    with, where a value is or holds a NaN, why (:func:`nan_reason`)."""
     columns = _columns(result, truth)
-    return [[_full(ro[k]) if k in ro else "" for ro in columns.values()]
+    return [[_tip(ro[k], result.name, k) if k in ro else "" for ro in columns.values()]
             for k in _keys(columns["model"], result.name)]
 
 
@@ -404,7 +445,7 @@ class ExperimentsWidget(Container):
             self.table.value = readout_table(res, truth)
             for row, texts in enumerate(readout_tooltips(res, truth)):
                 item = self.table.native.item(row, 0)
-                if item is not None:   # the name, as a script reads it (res.readout[name])
+                if item is not None:   # the name (as a script reads it, res.readout[name]) and its unit
                     item.setToolTip(item.text())
                 for col, text in enumerate(texts, start=1):
                     item = self.table.native.item(row, col)
@@ -431,10 +472,11 @@ class ExperimentsWidget(Container):
 
     def _widest_name_part_px(self) -> int:
         """The width (px) of the widest part of a readout name between underscores (the underscore after it
-        included), with the cell's text margins: the narrowest the names' column can be without cutting a name."""
+        included) or spaces (before its unit), with the cell's text margins: the narrowest the names' column can be
+        without cutting a name."""
         table = self.table.native
         names = [table.item(row, 0).text() for row in range(table.rowCount()) if table.item(row, 0) is not None]
-        parts = [part for name in names for part in wrappable(name).split("\u200b")]
+        parts = [part for name in names for part in wrappable(name).replace(" ", "\u200b").split("\u200b")]
         margin = table.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, table) + 1
         return max((table.fontMetrics().horizontalAdvance(part) for part in parts), default=0) + 2 * margin + 2
 
