@@ -119,6 +119,40 @@ def test_a_200_pixel_stimulus_is_framed_with_its_maps_and_nothing_drawn_over_it(
     assert (img[1] - img[0]).max() >= 0.85 * size[np.argmax(img[1] - img[0])]
 
 
+def test_the_stimulus_stays_in_view_while_analyze_runs(make_napari_viewer, qtbot, plugin, monkeypatch):
+    """Analyze docks the (empty) trace plot when it starts: the canvas shrank under the stimulus, and about 4.5 rows
+    of a 50-pixel stimulus stayed off-screen at the top and bottom until the result was framed (a visual audit)."""
+    import threading
+
+    from napari_retina._napari._widgets import analyze
+
+    viewer = _window(make_napari_viewer, qtbot)
+    stim = nr.stimuli.white_noise(frames=60, size=50, seed=2)
+    layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "noise"))
+    qtbot.wait(50)
+    size = np.asarray(viewer.canvas.size, float)
+    release, real = threading.Event(), analyze.run_analysis
+
+    def held(*args, **kwargs):
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(analyze, "run_analysis", held)
+    _, w = viewer.window.add_plugin_dock_widget(plugin, "Analyze")
+    w.steps.value, w.do_reduce.value = 2, False
+    try:
+        assert w.run()
+        qtbot.wait(200)   # Qt lays out the new trace plot dock; the computation is held
+        assert w.task.running and _plot.trace_plot(viewer, create=False) is not None
+        assert not np.allclose(np.asarray(viewer.canvas.size, float), size)   # the canvas did shrink
+        size = np.asarray(viewer.canvas.size, float)
+        img = _canvas_box(viewer, layer)
+        assert (img >= -0.5).all() and (img <= size + 0.5).all(), (img, size)
+    finally:
+        release.set()
+        w.task.wait(600_000)
+
+
 # ------------------------------------------------------------ point 4: legend ---
 
 def test_maps_have_a_colour_bar_and_a_legend_with_sign_and_unit(make_napari_viewer, qtbot, plugin):

@@ -28,6 +28,7 @@ from .._tasks import Task, notify, one_sentence
 from ..._units import FRAME_MS, PIXEL_UM
 from .._layers import META, UNITS, layer_geometry
 from .._reader import SETTINGS_KEY
+from .._framing import frame_result
 from .._plot import follow_stored_traces, trace_plot
 from .._viewer import StimulusLayerRemoved
 from ... import viewer as nr_viewer
@@ -400,7 +401,10 @@ class AnalyzeWidget(Container):
             note = scale_note(layer)   # said once now; the status line repeats it with the result
             if note:
                 notify("warning", note + ".")
+            plot = trace_plot(self.viewer, create=False)
             trace_plot(self.viewer)  # dock the (empty) plot now: its build and layout overlap the computation
+            if plot is None or plot.parentWidget() is None:   # a new dock shrinks the canvas: frame the layer
+                frame_result(self.viewer, [layer])             # again, or rows of it were off-screen until the end
         return started
 
     def _add(self, result: Analysis, layer) -> None:
