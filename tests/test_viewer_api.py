@@ -668,6 +668,25 @@ def test_the_screenshot_has_the_asked_size_and_every_result_in_it(make_napari_vi
     assert big.shape == (h // 2 * 2, w // 2 * 2, 4)
 
 
+def test_fit_keeps_results_beside_each_other_clear_of_the_colour_bar(viewer, analysed, qtbot):
+    """A visual audit: three results side by side, fitted for a window screenshot, had the colour bar (napari draws
+    it at the canvas' top right) over the last stimulus' top-right corner; fit now leaves it its room, as the
+    docks' framing does."""
+    from napari_retina._napari._framing import BAR_RESERVE_PX
+
+    attr, red = analysed
+    for i, name in enumerate(("a", "b", "c")):
+        nr.show(attr, viewer, reduction=red, name=name, beside=i > 0)
+    qtbot.wait(50)
+    assert any(lay.colorbar.visible for lay in viewer.layers)
+    size = np.asarray(viewer.canvas.size, float)
+    nrv.fit(viewer, size)
+    boxes = np.array([_canvas_box(viewer, lay) for lay in viewer.layers if lay.visible])
+    right = boxes[:, 1, 1].max()
+    assert right <= size[1] - BAR_RESERVE_PX + 0.5, (right, size)
+    assert boxes[:, 0, 1].min() >= -0.5 and right - boxes[:, 0, 1].min() > 0.8 * (size[1] - BAR_RESERVE_PX)
+
+
 @pytest.mark.parametrize("shown", [True, False], ids=["window shown", "hidden (batch figures)"])
 def test_a_screenshot_taller_than_the_canvas_can_grow_holds_the_whole_stimulus(make_napari_viewer, shown, tmp_path,
                                                                               qtbot):

@@ -58,7 +58,7 @@ from ._napari._layers import (META, CellTraces, bar_limit, map_layers, plugin_me
                               stimulus_layer_kwargs)
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, trace_plot
 from ._napari._session import SCRIPT_SOURCE, use_model as _use_model
-from ._napari._framing import frame_result
+from ._napari._framing import clear_of_bar, frame_result
 from ._napari._viewer import UnitsWarningOnce, add_analysis, add_layer_data, process_events, remove_layers
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
@@ -734,7 +734,8 @@ def _check_size(size) -> tuple[int, int]:
 def fit(viewer: "napari.Viewer", canvas_size: Sequence[float], layers: Optional[list] = None,
         margin: float = SCREENSHOT_MARGIN) -> None:
     """Centre the camera on ``layers`` (default: the visible ones) and zoom so they fill a canvas of
-    ``canvas_size`` (height, width) logical pixels, less ``margin`` on each side (grid mode: one grid cell)."""
+    ``canvas_size`` (height, width) logical pixels, less ``margin`` on each side (grid mode: one grid cell),
+    and clear of a map's colour bar while one shows (napari draws it at the top right over whatever is there)."""
     _check_viewer(viewer)
     layers = _visible(viewer) if layers is None else layers
     if not layers:
@@ -747,6 +748,7 @@ def fit(viewer: "napari.Viewer", canvas_size: Sequence[float], layers: Optional[
         cell = cell / np.asarray(viewer.canvas.grid.actual_shape(len(viewer.layers)), float)
     viewer.scene.camera.center = tuple((lo + hi) / 2)
     viewer.scene.camera.zoom = float((1 - 2 * margin) * np.min(cell / span))
+    clear_of_bar(viewer, cell, span, (lo[-1] + hi[-1]) / 2, 1 - 2 * margin)
 
 
 def _device_pixel_ratio() -> float:

@@ -101,14 +101,25 @@ def fit_view(viewer, layers: list, margin: float = VIEW_MARGIN) -> None:
             camera.angles = (0, 0, 0)  # as reset_view: looking down the first displayed axis
         camera.center = tuple(float(v) for v in (lo + hi) / 2)
         camera.zoom = float((1 - margin) * np.min(room / size))
-    if any(layer.visible and getattr(layer, "colorbar", None) is not None and layer.colorbar.visible
-           for layer in viewer.layers):   # the result in the canvas left of the colour bar, centred there
-        reserve = min(BAR_RESERVE_PX, 0.4 * room[-1])
-        room[-1] -= reserve
-        camera.zoom = float(min(camera.zoom, (1 - margin) * np.min(room / size)))
-        centre = np.asarray(camera.center, float)
-        centre[-1] = (lo[-1] + hi[-1]) / 2 + reserve / 2 / camera.zoom
-        camera.center = tuple(float(v) for v in centre)
+    clear_of_bar(viewer, room, size, (lo[-1] + hi[-1]) / 2, 1 - margin)
 
 
-__all__ = ["BAR_RESERVE_PX", "VIEW_MARGIN", "fit_view", "frame_result"]
+def clear_of_bar(viewer, room, span, x_middle: float, fill: float) -> None:
+    """While a map's colour bar shows (napari draws it at the canvas' top right), keep :data:`BAR_RESERVE_PX` of
+    the canvas free at the right: zoom out if need be so that ``span`` (world (height, width) of what is fitted)
+    takes at most ``fill`` of ``room`` (canvas (height, width) px) less that, and centre it (its middle along x
+    is ``x_middle``, world) in what is left. Nothing while no visible layer shows its colour bar."""
+    if not any(layer.visible and getattr(layer, "colorbar", None) is not None and layer.colorbar.visible
+               for layer in viewer.layers):
+        return
+    camera = viewer.scene.camera
+    room = np.array(room, float)
+    reserve = min(BAR_RESERVE_PX, 0.4 * room[-1])
+    room[-1] -= reserve
+    camera.zoom = float(min(camera.zoom, fill * np.min(room / np.asarray(span, float))))
+    centre = np.asarray(camera.center, float)
+    centre[-1] = x_middle + reserve / 2 / camera.zoom
+    camera.center = tuple(float(v) for v in centre)
+
+
+__all__ = ["BAR_RESERVE_PX", "VIEW_MARGIN", "clear_of_bar", "fit_view", "frame_result"]
