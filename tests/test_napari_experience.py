@@ -86,10 +86,12 @@ def test_experiment_results_survive_layer_changes_and_do_not_stack(viewer, qtbot
     # one experiment's readouts, the model's and its reduced circuit's side by side, not columns mixed across
     # experiments (the tiny model has no ground truth to compare with)
     assert list(table) == ["readout", "model", "reduced"]
-    assert table["readout"][:3] == ["present", "slope", "r2"]   # present, then the experiment's key numbers
+    keys = [row.split(" (")[0] for row in table["readout"]]   # "slope (ms/ms)": the key, then its unit
+    assert keys[:3] == ["present", "slope", "r2"]   # present, then the experiment's key numbers
+    assert table["readout"][1:3] == ["slope (ms/ms)", "r2 (dimensionless)"]
     assert table["model"][0] == ("yes" if w.results["osr"].readout["present"] else "no")
     assert table["reduced"][0] == ("yes" if w.results["osr"].readout["reduced"]["present"] else "no")
-    assert set(table["readout"]) == set(w.results["osr"].readout) - {"reduced"}
+    assert set(keys) == set(w.results["osr"].readout) - {"reduced"}
 
     _click(w.add_button)  # adds layers: the list must survive its own button
     first = list(viewer.layers)
@@ -328,7 +330,7 @@ def test_a_shortened_readout_shows_every_value_in_its_tooltip(viewer, qtbot):
     _run_experiment(w, "osr", qtbot)
     readout = w.results["osr"].readout
     table = w.table.native
-    rows = {table.item(r, 0).text(): r for r in range(table.rowCount())}
+    rows = {table.item(r, 0).text().split(" (")[0]: r for r in range(table.rowCount())}   # the key, not its unit
     periods = readout["periods_ms"]
     assert len(periods) > 6
     item = table.item(rows["periods_ms"], 1)
