@@ -427,6 +427,84 @@ def test_a_saved_analysis_reopens_with_maps_traces_and_settings(viewer, tiny, tm
     assert plot.title.text().split("<br>")[1] == live_legend
 
 
+# ------------------------------------------ the Traces dock's whole-cell row ---
+
+LIGHTER_BY = 0.3
+"""How much lighter (0-1, as drawn over the plot's background) the reduced circuit's line is than the ground
+truth's band: at TRUTH_ALPHA 0.35 the two read as the same grey (0.64 and 0.39)."""
+
+
+def _truth_plot(make_napari_viewer, T: int = 200):
+    """A plot of a cell whose reduced circuit's response is exactly its ground truth's (the worst case, the
+    OSR experiment's first flash train) and whose model's lies 0.6 above: (plot, the first row's series, the
+    rendered canvas (H, W, 4) uint8, canvas pixels per plot pixel)."""
+    from types import SimpleNamespace
+
+    from napari_retina._napari import _layers
+
+    truth = np.sin(np.arange(T) / 15).astype(np.float32)
+    attr = SimpleNamespace(response=truth + 0.6, channels=np.zeros((T, 2), np.float32))
+    red = SimpleNamespace(explained_variance=0.919, reduced_response=truth, kept=[0, 1])
+    series = _layers.trace_series(attr, red, _layers.CellTraces(truth=truth))
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1200, 900)
+    plot = _plot.trace_plot(viewer)
+    plot.set_traces(series, np.arange(T) * 10.0, "truth", "truth")
+    image = plot.canvas.render()
+    return plot, series, image, image.shape[1] / plot.canvas.size[0]
+
+
+def _drawn(plot, rgba) -> np.ndarray:
+    """An RGBA colour (4,) 0-1 as drawn over the plot's background: RGB (3,) 0-255."""
+    rgba, bg = np.asarray(rgba, float), np.asarray(plot.canvas.bgcolor.rgba[:3], float)
+    return 255 * (rgba[3] * rgba[:3] + (1 - rgba[3]) * bg)
+
+
+def _pixel(image, node, scale, x, y) -> np.ndarray:
+    """The rendered RGB (3,) of a vispy node's local point (x, y)."""
+    cx, cy = node.node_transform(node.canvas.scene).map([x, y])[:2] * scale
+    return image[int(round(cy)), int(round(cx)), :3].astype(float)
+
+
+def test_the_reduced_circuit_s_line_shows_over_the_ground_truth_s_band_and_reads_lighter(make_napari_viewer):
+    """Audit: the reduced circuit's thin grey line and the ground truth's band read as the same grey, and the band
+    (drawn first, under the lines) hid the line where the two coincide (vispy's depth test let nothing at the
+    same depth be drawn over it). Pixels read off the rendered plot, along the reduced circuit's line."""
+    plot, series, image, scale = _truth_plot(make_napari_viewer)
+    kind = {s["kind"]: s for s in series}
+    reduced, band = _drawn(plot, kind["reduced"]["color"]), _drawn(plot, kind["truth"]["color"])
+    assert reduced.mean() - band.mean() >= 255 * LIGHTER_BY, (reduced, band)
+    values, row = kind["reduced"]["values"], plot.rows[0]
+    frames = [k for k in range(15, len(values)) if abs(values[k]) > 0.9]   # flat stretches, off the zero line
+    assert len(frames) >= 20
+    for k in frames[::4]:
+        x, y = row.view.scene.node_transform(plot.canvas.scene).map([k * 10.0 / plot.ms_per_unit, values[k]])[:2]
+        x, y = int(round(x * scale)), int(round(y * scale))
+        patch = image[y - 3:y + 4, x - 1:x + 2, :3].reshape(-1, 3).astype(float)
+        # the line is drawn (its own grey, over the band), and the band around it
+        assert np.abs(patch - reduced).max(axis=1).min() <= 3, (k, patch[:, 0])
+        assert np.abs(patch - band).max(axis=1).min() <= 3, (k, patch[:, 0])
+
+
+def test_each_legend_name_has_a_sample_of_its_line_in_its_colour(make_napari_viewer):
+    """Audit: the legend was text only ("reduced circuit (EV 0.919)", "ground truth (band)", both in the same
+    grey): a reader could not tell which curve is which. Each name has, left of it, a stretch of its trace's line
+    drawn in its colour (the band's faint white included), read off the rendered legend."""
+    plot, series, image, scale = _truth_plot(make_napari_viewer)
+    drawn = {}
+    for row in plot.rows:
+        assert len(row.samples) == len(row.series) == len(row.labels) - 1   # the last name is the unit
+        for s, sample, label in zip(row.series, row.samples, row.labels):
+            w, h = sample.size
+            got = _pixel(image, sample, scale, w / 2, h / 2)
+            np.testing.assert_allclose(got, _drawn(plot, s["color"]), atol=3, err_msg=s["label"])
+            left_of_name = label.node_transform(plot.canvas.scene).map([0, 0])[0]
+            assert sample.node_transform(plot.canvas.scene).map([w, 0])[0] <= left_of_name + 0.5
+            assert sample.line.width == s.get("width", _plot.LINE_WIDTH)
+            drawn[s["kind"]] = got
+    assert drawn["reduced"].mean() - drawn["truth"].mean() >= 255 * LIGHTER_BY
+
+
 # ------------------------------------------------------------ 13. First run ---
 
 def test_headless_demo_prints_a_short_summary(make_napari_viewer, tmp_path, capsys):

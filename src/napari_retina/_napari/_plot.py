@@ -57,6 +57,8 @@ UNIT = "spikes/bin"
 """Unit of every trace: spikes per 10 ms bin (the model's rate units)."""
 LEGEND_WIDTH_PX = 190
 """Width of the legend column (each row's trace names in their colours)."""
+SAMPLE_PX = 18
+"""Width of the short stretch of each trace's line drawn before its name in the legend (:class:`_Sample`)."""
 DIMMED_ALPHA = 0.35
 """Opacity of the other channels' names while one channel's map is shown alone."""
 ROW_HEIGHT_PX = 60
@@ -268,6 +270,28 @@ def _stretch_to(widget, height_px: float) -> None:
     widget.stretch = (widget.stretch[0], height_px / X_AXIS_PX)
 
 
+class _Sample(scene.Widget):
+    """A legend entry's line sample: a short stretch of its trace's line, in its colour and width, before its name
+    (the reduced circuit's grey line and the ground truth's faint band, both achromatic, told apart at a glance)."""
+
+    def __init__(self, series: dict) -> None:
+        self.line = Line(np.zeros((2, 2), np.float32), antialias=False)   # before vispy freezes the attributes
+        super().__init__()
+        self.width_min = self.width_max = SAMPLE_PX
+        self.line.parent = self
+        self.set_series(series)
+
+    def set_series(self, series: dict, alpha: float = 1.0) -> None:
+        """Draw ``series``' colour (its alpha times ``alpha``) and width (px)."""
+        color = np.array(series["color"], float)
+        color[3] *= alpha
+        self.line.set_data(color=color, width=series.get("width", LINE_WIDTH))
+
+    def on_resize(self, event) -> None:
+        w, h = self.rect.size
+        self.line.set_data(pos=np.array([[2, h / 2], [w - 2, h / 2]], np.float32))
+
+
 class _Row:
     """One row of the plot: a view box with its own y axis, its traces, label and cursor line."""
 
@@ -283,12 +307,16 @@ class _Row:
         for s in series:
             line = Line(np.zeros((2, 2), np.float32), color=s["color"], width=s.get("width", LINE_WIDTH),
                         parent=self.view.scene, antialias=False)
+            # no depth test (as the zero and cursor lines): the draw order (``order``) decides what is on top.
+            # vispy's default, with every trace at depth 0, let the band drawn first hide the lines drawn after
+            line.set_gl_state("translucent", depth_test=False)
             self.lines.append(line)
         legend = self.legend = grid.add_grid(row=r, col=2)
         legend.width_max = LEGEND_WIDTH_PX
         names = [(s["label"], s.get("label_color", s["color"])) for s in series] + [(UNIT, (0.6, 0.6, 0.6, 1.0))]
+        self.samples = [legend.add_widget(_Sample(s), row=k, col=0) for k, s in enumerate(series)]
         self.labels = [legend.add_widget(scene.Label(text, color=color, font_size=8, font_manager=font_manager),
-                                         row=k, col=0)
+                                         row=k, col=1)
                        for k, (text, color) in enumerate(names)]
         _share_font([self.axis.axis._text, self.axis.axis._axis_label_vis], font_manager)
         self.min_px = row_min_px(len(self.labels))
@@ -299,13 +327,14 @@ class _Row:
         self.set_series(series)
 
     def nodes(self) -> list:
-        """The row's drawn nodes in the order they are shown: frame, traces, zero and cursor lines, axis, legend.
+        """The row's drawn nodes in the order they are shown: frame, traces, zero and cursor lines, axis, legend
+        (line samples, names).
 
         Hiding a node skips it when the canvas draws, shader compilation
         included (most of a first paint under software GL), so a plot
         shown a few nodes per paint never stalls on one long paint.
         """
-        return [self.view, *self.lines, self.zero, self.cursor, self.axis, *self.labels]
+        return [self.view, *self.lines, self.zero, self.cursor, self.axis, *self.samples, *self.labels]
 
     def show(self) -> None:
         """Show every node of the row."""
@@ -335,11 +364,13 @@ class _Row:
         self.y_range = (lo - pad, hi + pad)
 
     def dim(self, dimmed: bool) -> None:
-        """Draw the row's trace names faint (another channel's map is shown alone) or in their colours."""
-        for s, label in zip(self.series, self.labels):
+        """Draw the row's trace names and line samples faint (another channel's map is shown alone) or in their
+        colours."""
+        for s, label, sample in zip(self.series, self.labels, self.samples):
             color = np.array(s.get("label_color", s["color"]), float)
             color[3] *= DIMMED_ALPHA if dimmed else 1.0
             label._text_visual.color = color
+            sample.set_series(s, DIMMED_ALPHA if dimmed else 1.0)
 
     def legend_contains(self, canvas, canvas_pos) -> bool:
         """Whether the canvas pixel (x, y) falls on this row's legend column."""
