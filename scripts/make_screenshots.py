@@ -50,12 +50,13 @@ def process_events(seconds: float = 0.0, rounds: int = 3) -> None:
 
 
 def save_png(viewer, path: Path) -> Path:
-    """The whole window as a 256-colour PNG (the screenshots have few colours; this keeps them small)."""
+    """The whole window as a 256-colour PNG (the screenshots have few colours; this keeps them small), dithered so
+    that the colour bar's and the maps' gradients do not fall into flat steps."""
     from PIL import Image
 
     process_events()
     image = viewer.screenshot(canvas_only=False, flash=False)
-    Image.fromarray(np.asarray(image)[..., :3]).quantize(colors=256, dither=Image.Dither.NONE).save(
+    Image.fromarray(np.asarray(image)[..., :3]).quantize(colors=256, dither=Image.Dither.FLOYDSTEINBERG).save(
         path, optimize=True)
     print(f"{path} ({path.stat().st_size // 1024} KB)")
     return path
@@ -101,6 +102,7 @@ def main() -> None:
 
     import napari
 
+    from napari_retina import viewer as nrv
     from napari_retina._napari._plot import DOCK_NAME
 
     viewer = napari.Viewer(title="napari-retina")
@@ -112,7 +114,7 @@ def main() -> None:
     arrange(viewer, docks)
     show_tab(docks, "Analyze")
     viewer.dims.set_point(0, 3 * layer.scale[0])  # mean grey, before the first flash
-    viewer.reset_view()
+    nrv.fit(viewer, viewer.canvas.size)   # the visible layers, clear of the colour bar (not hidden ones)
     save_png(viewer, args.out / "tour-1-sample.png")
 
     assert analyze.run(), analyze.task.status.value
@@ -124,7 +126,7 @@ def main() -> None:
         raise SystemExit(f"Analyze failed: {analyze.task.last_error}")
     arrange(viewer, docks)
     viewer.dims.set_point(0, peak_after_omission(layer, analyze.analysis.attribution.response) * layer.scale[0])
-    viewer.reset_view()
+    nrv.fit(viewer, viewer.canvas.size)   # the visible layers, clear of the colour bar (not hidden ones)
     process_events(0.5)
     shot = save_png(viewer, args.out / "tour-3-result.png")
     (args.out / README_IMAGE).write_bytes(shot.read_bytes())
@@ -143,7 +145,7 @@ def main() -> None:
     response = experiments.results[args.experiment].attribution.response
     viewer.dims.set_point(0, added[0].translate[0] + float(np.nanargmax(response)) * added[0].scale[0])
     arrange(viewer, docks)
-    viewer.reset_view()
+    nrv.fit(viewer, viewer.canvas.size)   # the visible layers, clear of the colour bar (not hidden ones)
     process_events(0.5)
     assert DOCK_NAME in viewer.window.dock_widgets
     save_png(viewer, args.out / "tour-4-experiment.png")
