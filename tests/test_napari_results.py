@@ -167,6 +167,7 @@ def test_maps_have_a_colour_bar_and_a_legend_with_sign_and_unit(make_napari_view
     title = viewer.window.dock_widgets[_plot.DOCK_NAME].title.text()
     assert "spikes per 10 ms bin" in title and f"±{lim:.3g}" in title
     assert "raises the cell's rate" in title and "lowers it" in title
+    assert "near 0 a map is transparent (the bar's black)" in title   # the bar's 0 is black, the map's see-through
     # the plotted response is F(s) − F(0), negative below the rate at grey: the title says so, with F(0)
     base = _analyze_result_baseline(viewer)
     assert f"response = rate − rate at mean grey ({base:.3g})" in title

@@ -64,7 +64,8 @@ CURSOR_COLOR = "#ffff00"
 MAP_UNIT = "spikes per 10 ms bin"
 """Unit of the maps (and traces): the model's rate units."""
 MAP_LEGEND = ("Maps: attribution per first-layer unit in {unit}, colour bar ±{limit:.3g}{bar}, the same for "
-              "every channel: a channel's colour raises the cell's rate, its complementary colour lowers it.")
+              "every channel: a channel's colour raises the cell's rate, its complementary colour lowers it; "
+              "near 0 a map is transparent (the bar's black).")
 """What the maps' colours mean (filled by :func:`map_legend`), shown with the traces."""
 
 
