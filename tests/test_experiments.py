@@ -256,7 +256,8 @@ def test_every_readout_key_has_a_declared_unit(tiny, name):
     and a reason for NaN only for keys it has; run on the tiny model, as a user's run reads them."""
     res = E.run(name, tiny, cell=0, max_frames=60, steps=2, **SMALL[name])
     module = E.get(name)
-    units = {**base.COMMON_UNITS, **module.UNITS}
+    units = E.readout_units(name)
+    assert units == {**base.COMMON_UNITS, **module.UNITS}
     assert sorted(set(res.readout) - {"reduced"} - set(units)) == []
     assert set(module.UNITS) == set(res.readout["reduced"])   # the module's own keys, none stale
     assert set(units.values()) <= set(base.READOUT_UNITS)

@@ -14,7 +14,7 @@ import napari_retina as nr
 pytest.importorskip("napari")
 
 from napari_retina._napari import _session, _widgets  # noqa: E402
-from napari_retina.experiments import base, osr  # noqa: E402
+from napari_retina.experiments import osr  # noqa: E402
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def test_the_readout_table_says_each_row_s_unit(viewer, notes):
     assert notes == []
     for name in ("osr", "reversal"):
         w.result_choice.value = name
-        units = {**base.COMMON_UNITS, **nr.experiments.get(name).UNITS}
+        units = nr.experiments.readout_units(name)
         rows = w.table.to_dict("list")["readout"]
         assert rows[0] == "present"   # yes/no: no unit
         assert sorted(rows) == sorted(f"{k} ({units[k]})" if units[k] else k for k in w.results[name].readout

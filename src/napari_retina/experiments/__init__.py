@@ -42,8 +42,9 @@ from __future__ import annotations
 from .base import ExperimentResult, Protocol
 from .battery import PHENOMENA, battery, format_table, phenomena
 from .recovery import channel_filters, channel_labels, recovery_report
-from .registry import get, names, parameters, readout, run, run_function, run_truth
+from .registry import get, names, nan_reason, parameters, readout, readout_units, run, run_function, run_truth
 
-__all__ = ["names", "get", "parameters", "run", "run_truth", "run_function", "readout", "battery",
+__all__ = ["names", "get", "parameters", "readout_units", "nan_reason", "run", "run_truth", "run_function",
+           "readout", "battery",
            "format_table", "phenomena", "PHENOMENA", "recovery_report", "channel_filters", "channel_labels",
            "ExperimentResult", "Protocol"]

@@ -20,7 +20,7 @@ from .._validate import check_cells, check_int, is_int
 from ..attribution import Cells
 from ..reduction import DEFAULT_EXPLAIN
 from . import anticipation, doubling, latency, osr, reversal
-from .base import COMMON_DEFAULTS, ExperimentResult, run_model, run_response
+from .base import COMMON_DEFAULTS, COMMON_UNITS, NAN_UNDEFINED, ExperimentResult, run_model, run_response
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from ..synthetic import Retina
@@ -38,6 +38,19 @@ def get(name: str) -> ModuleType:
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"unknown experiment {name!r}; valid experiments: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
+
+
+def readout_units(name: str) -> dict:
+    """The unit of every readout key of experiment ``name``: its module's ``UNITS`` and those of the keys every
+    model run adds (:data:`~.base.COMMON_UNITS`); "" where a value has none (yes/no, channel labels;
+    :data:`~.base.READOUT_UNITS`)."""
+    return {**COMMON_UNITS, **get(name).UNITS}
+
+
+def nan_reason(name: str, key: str) -> str:
+    """Why readout ``key`` of experiment ``name`` is NaN, as its docs say (its module's ``NAN_REASONS``);
+    :data:`~.base.NAN_UNDEFINED` where they say nothing."""
+    return get(name).NAN_REASONS.get(key, NAN_UNDEFINED)
 
 
 def parameters(name: str) -> dict:

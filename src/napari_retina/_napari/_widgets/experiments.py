@@ -30,7 +30,6 @@ from qtpy.QtWidgets import QHeaderView, QStyle, QStyledItemDelegate, QStyleOptio
 
 from ... import experiments
 from ...attribution import MAX_STEPS
-from ...experiments.base import COMMON_UNITS, NAN_UNDEFINED
 from ...experiments.battery import KEY_NUMBERS, default_retina, trained_on_truth
 from .._session import session
 from .._tasks import Task, notify, one_sentence
@@ -76,21 +75,10 @@ def _full(value) -> str:
     return _cell(value, None)
 
 
-def _declared(name: str, what: str) -> dict:
-    """Experiment ``name``'s ``UNITS`` or ``NAN_REASONS`` (declared in its module beside its readout); {} for a name
-    that is not registered."""
-    return dict(getattr(experiments.get(name), what, {})) if name in experiments.names() else {}
-
-
-def unit(name: str, key: str) -> str:
-    """The unit of readout ``key`` of experiment ``name`` ("spikes/bin", "ms", "dimensionless"…; "" for none:
-    yes/no, channel labels; :data:`napari_retina.experiments.base.READOUT_UNITS`)."""
-    return {**COMMON_UNITS, **_declared(name, "UNITS")}.get(key, "")
-
-
-def _named(key: str, name: str) -> str:
-    """A readout row's name as the table shows it: the key, then its unit, "peak_before (spikes/bin)"."""
-    return f"{key} ({unit(name, key)})" if unit(name, key) else key
+def _named(key: str, units: dict) -> str:
+    """A readout row's name as the table shows it: the key, then its unit (``units``: the experiment's
+    :func:`~napari_retina.experiments.readout_units`), "peak_before (spikes/bin)"."""
+    return f"{key} ({units[key]})" if units.get(key) else key
 
 
 def _has_nan(value) -> bool:
@@ -102,15 +90,9 @@ def _has_nan(value) -> bool:
     return isinstance(value, (float, np.floating)) and bool(np.isnan(value))
 
 
-def nan_reason(name: str, key: str) -> str:
-    """Why readout ``key`` of experiment ``name`` is NaN, as its docs say; "not defined for this run" where they
-    say nothing."""
-    return _declared(name, "NAN_REASONS").get(key, NAN_UNDEFINED)
-
-
 def _tip(value, name: str, key: str) -> str:
     """A value's cell tooltip: the value in full (:func:`_full`) and, where it is or holds a NaN, why."""
-    return _full(value) + (f"\nNaN: {nan_reason(name, key)}" if _has_nan(value) else "")
+    return _full(value) + (f"\nNaN: {experiments.nan_reason(name, key)}" if _has_nan(value) else "")
 
 
 def _keys(readout: dict, name: str = "") -> list:
@@ -132,18 +114,19 @@ def _columns(result, truth=None) -> dict:
 
 
 def readout_table(result, truth=None) -> dict:
-    """One experiment's readouts as table columns: ``readout`` (the key and its unit, :func:`unit`, one row each,
+    """One experiment's readouts as table columns: ``readout`` (the key and its unit, one row each,
     ``present`` and the key numbers first), then ``model``, ``reduced`` (its reduced circuit) and, with ``truth``
     (its ground truth's run), ``ground truth``; "" where a column has no such key."""
     columns = _columns(result, truth)
     keys = _keys(columns["model"], result.name)
-    return {"readout": [_named(k, result.name) for k in keys],
+    units = experiments.readout_units(result.name)
+    return {"readout": [_named(k, units) for k in keys],
             **{col: [_cell(ro[k]) if k in ro else "" for k in keys] for col, ro in columns.items()}}
 
 
 def readout_tooltips(result, truth=None) -> list[list[str]]:
     """Each row's full values (:func:`_full`) in :func:`readout_table`'s order and columns (after ``readout``),
-    with, where a value is or holds a NaN, why (:func:`nan_reason`)."""
+    with, where a value is or holds a NaN, why (:func:`napari_retina.experiments.nan_reason`)."""
     columns = _columns(result, truth)
     return [[_tip(ro[k], result.name, k) if k in ro else "" for ro in columns.values()]
             for k in _keys(columns["model"], result.name)]
