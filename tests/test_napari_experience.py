@@ -165,6 +165,17 @@ def test_long_movie_reports_progress_every_percent_with_time_left_and_cancels_at
     assert [la.name for la in viewer.layers] == ["long noise"]
 
 
+def test_the_status_line_gives_the_progress_bar_s_own_percent(qtbot):
+    from napari_retina._napari._tasks import Task
+
+    task = Task("analysis")
+    for done, total in [(419, 1000), (999, 1000), (1, 3), (2, 3), (3, 3)]:
+        task._on_progress("attributing", done, total)
+        bar = task.progress.native.text()  # Qt's own text of the bar, e.g. "41%"
+        assert bar.endswith("%")
+        assert task.status.value.startswith(f"attributing: {bar} "), (task.status.value, bar)
+
+
 # ---------------------------------------------------------------- 8. Units ---
 
 def test_a_stack_from_napari_s_own_reader_gets_physical_units_without_warnings(viewer, tmp_path, qtbot,

@@ -51,9 +51,13 @@ def format_seconds(seconds: float) -> str:
 
 
 def progress_text(stage: str, done: int, total: int, left_s: Optional[float] = None) -> str:
-    """The status line of a running task: stage, percent, counts, and the time left when known."""
-    pct = 100.0 * done / total if total > 0 else 0.0
-    text = f"{stage}: {pct:.0f}% ({done:,}/{total:,})"
+    """The status line of a running task: stage, percent, counts, and the time left when known.
+
+    The percent is rounded down, as Qt's progress bar beside it rounds (41.9% reads 41% in both; rounded to
+    nearest, the line said 42% beside the bar's 41%, and 100% before the last step).
+    """
+    pct = 100 * done // total if total > 0 else 0
+    text = f"{stage}: {pct}% ({done:,}/{total:,})"
     return text + (f", about {format_seconds(left_s)} left" if left_s is not None else "")
 
 
