@@ -687,6 +687,20 @@ def test_fit_keeps_results_beside_each_other_clear_of_the_colour_bar(viewer, ana
     assert boxes[:, 0, 1].min() >= -0.5 and right - boxes[:, 0, 1].min() > 0.8 * (size[1] - BAR_RESERVE_PX)
 
 
+def test_fit_frames_the_axes_the_viewer_shows_and_whole_pixels(viewer):
+    """fit took each layer's last two axes: with the time axis rolled into view (rows = t) it centred on y, 830 µm
+    off a (t, x) view 290 ms high, and with no margin it cut half an edge pixel off either side."""
+    stack = np.zeros((30, 40, 80), np.float32)
+    viewer.add_image(stack, scale=(10, 50, 50))   # t: 300 ms of 10 ms frames; y, x: 50 µm pixels
+    size = (600, 800)
+    for order, rows in [((1, 0, 2), 30 * 10), ((0, 1, 2), 40 * 50)]:
+        viewer.dims.order = order
+        nrv.fit(viewer, size, margin=0)
+        centre, zoom = np.asarray(viewer.scene.camera.center, float)[-2:], viewer.scene.camera.zoom
+        assert np.allclose(centre, [(rows - rows / stack.shape[order[1]]) / 2, 79 * 50 / 2]), (order, centre)
+        assert zoom == pytest.approx(min(size[0] / rows, size[1] / (80 * 50))), order  # every pixel, whole
+
+
 @pytest.mark.parametrize("shown", [True, False], ids=["window shown", "hidden (batch figures)"])
 def test_a_screenshot_taller_than_the_canvas_can_grow_holds_the_whole_stimulus(make_napari_viewer, shown, tmp_path,
                                                                               qtbot):

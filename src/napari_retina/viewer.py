@@ -58,7 +58,7 @@ from ._napari._layers import (META, CellTraces, bar_limit, map_layers, plugin_me
                               stimulus_layer_kwargs)
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, trace_plot
 from ._napari._session import SCRIPT_SOURCE, use_model as _use_model
-from ._napari._framing import clear_of_bar, frame_result
+from ._napari._framing import aim, frame_result, world_box
 from ._napari._viewer import UnitsWarningOnce, add_analysis, add_layer_data, process_events, remove_layers
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
@@ -735,20 +735,19 @@ def fit(viewer: "napari.Viewer", canvas_size: Sequence[float], layers: Optional[
         margin: float = SCREENSHOT_MARGIN) -> None:
     """Centre the camera on ``layers`` (default: the visible ones) and zoom so they fill a canvas of
     ``canvas_size`` (height, width) logical pixels, less ``margin`` on each side (grid mode: one grid cell),
-    and clear of a map's colour bar while one shows (napari draws it at the top right over whatever is there)."""
+    and clear of a map's colour bar while one shows (napari draws it at the top right over whatever is there).
+
+    What is fitted is the axes the viewer displays (the time axis too, when the user has rolled it into view),
+    each image pixel whole; where a displayed axis is one the layers lack, every layer is fitted."""
     _check_viewer(viewer)
     layers = _visible(viewer) if layers is None else layers
     if not layers:
         return
-    ext = np.array([np.asarray(lay.extent.world, float)[:, -2:] for lay in layers])
-    lo, hi = ext[:, 0].min(0), ext[:, 1].max(0)
-    span = np.maximum(hi - lo, 1e-9)
+    box = world_box(viewer, layers) or world_box(viewer, list(viewer.layers))
     cell = np.asarray(canvas_size, float)
     if viewer.canvas.grid.enabled:
         cell = cell / np.asarray(viewer.canvas.grid.actual_shape(len(viewer.layers)), float)
-    viewer.scene.camera.center = tuple((lo + hi) / 2)
-    viewer.scene.camera.zoom = float((1 - 2 * margin) * np.min(cell / span))
-    clear_of_bar(viewer, cell, span, (lo[-1] + hi[-1]) / 2, 1 - 2 * margin)
+    aim(viewer, *box, cell, 1 - 2 * margin)
 
 
 def _device_pixel_ratio() -> float:

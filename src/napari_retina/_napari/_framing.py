@@ -71,37 +71,62 @@ def fit_view(viewer, layers: list, margin: float = VIEW_MARGIN) -> None:
     more dimensions elsewhere in the viewer (a 4-D segmentation beside a
     (T, H, W) stimulus) makes it fail with an IndexError. So it is used only
     when the layers span the viewer's dimensions; otherwise the same fit is
-    computed here from their extent (napari's public ``LayerList.get_extent``,
-    right-aligned to the viewer's axes as napari aligns layers), each image
-    pixel drawn half a pixel either side of its centre. Where a displayed
-    axis is one the layers lack (the user put the 4-D layer's first axis in
-    view), every layer is fitted (plain ``reset_view``). While a map's colour
-    bar shows, :data:`BAR_RESERVE_PX` are kept free at the right, for it.
+    computed here from their box (:func:`world_box`). Where a displayed axis
+    is one the layers lack (the user put the 4-D layer's first axis in view),
+    every layer is fitted (plain ``reset_view``). While a map's colour bar
+    shows, :data:`BAR_RESERVE_PX` are kept free at the right, for it.
     """
     if not layers:
         return
-    ndim = viewer.dims.ndim
-    own = max(layer.ndim for layer in layers)
-    axes = np.asarray(viewer.dims.displayed) - (ndim - own)
-    if (axes < 0).any():
+    box = world_box(viewer, layers)
+    if box is None:
         viewer.reset_view(margin=margin)
         return
+    room = np.asarray(viewer.canvas.viewbox_size(viewer.layers), float)   # (height, width) px
+    if max(layer.ndim for layer in layers) == viewer.dims.ndim:
+        viewer.reset_view(layers=layers, margin=margin)
+        lo, hi = box
+        clear_of_bar(viewer, room, _span(lo, hi), (lo[-1] + hi[-1]) / 2, 1 - margin)
+        return
+    if viewer.dims.ndisplay == 3:
+        viewer.scene.camera.angles = (0, 0, 0)  # as reset_view: looking down the first displayed axis
+    aim(viewer, *box, room, 1 - margin)
+
+
+def world_box(viewer, layers: list) -> "tuple[np.ndarray, np.ndarray] | None":
+    """World corners (lo, hi) of ``layers`` (non-empty) along the viewer's displayed axes (2 or 3), each image pixel
+    drawn half a pixel either side of its centre; None where a displayed axis is one the layers lack.
+
+    From napari's public ``LayerList.get_extent``: as many axes as the layers
+    have, right-aligned to the viewer's axes as napari aligns layers, and
+    indexed with the displayed axes (the user may have rolled the time axis
+    into view: the box is then (t, x) or (y, t), not the last two axes).
+    """
+    own = max(layer.ndim for layer in layers)
+    axes = np.asarray(viewer.dims.displayed) - (viewer.dims.ndim - own)
+    if (axes < 0).any():
+        return None
     extent = viewer.layers.get_extent(layers)
     half = np.asarray(extent.step, float)[axes] / 2
-    lo = np.asarray(extent.world, float)[0, axes] - half
-    hi = np.asarray(extent.world, float)[1, axes] + half
-    size = (hi - lo)[-2:]  # what the canvas shows: the last two displayed axes (3-D: at angles 0)
+    return (np.asarray(extent.world, float)[0, axes] - half, np.asarray(extent.world, float)[1, axes] + half)
+
+
+def _span(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """What the canvas shows of the box (lo, hi): its last two axes' sizes (3-D: at angles 0), none zero."""
+    size = (hi - lo)[-2:]
     size[np.isclose(size, 0)] = 1
-    room = np.asarray(viewer.canvas.viewbox_size(viewer.layers), float)   # (height, width) px
+    return size
+
+
+def aim(viewer, lo: np.ndarray, hi: np.ndarray, room, fill: float) -> None:
+    """Centre the camera on the box (lo, hi) (:func:`world_box`) and zoom so that it takes ``fill`` of ``room``
+    (canvas (height, width) px), clear of a map's colour bar (:func:`clear_of_bar`). The angles are left as
+    they are."""
+    size = _span(lo, hi)
     camera = viewer.scene.camera
-    if own == ndim:
-        viewer.reset_view(layers=layers, margin=margin)
-    else:
-        if viewer.dims.ndisplay == 3:
-            camera.angles = (0, 0, 0)  # as reset_view: looking down the first displayed axis
-        camera.center = tuple(float(v) for v in (lo + hi) / 2)
-        camera.zoom = float((1 - margin) * np.min(room / size))
-    clear_of_bar(viewer, room, size, (lo[-1] + hi[-1]) / 2, 1 - margin)
+    camera.center = tuple(float(v) for v in (lo + hi) / 2)
+    camera.zoom = float(fill * np.min(np.asarray(room, float) / size))
+    clear_of_bar(viewer, room, size, (lo[-1] + hi[-1]) / 2, fill)
 
 
 def clear_of_bar(viewer, room, span, x_middle: float, fill: float) -> None:
@@ -122,4 +147,4 @@ def clear_of_bar(viewer, room, span, x_middle: float, fill: float) -> None:
     camera.center = tuple(float(v) for v in centre)
 
 
-__all__ = ["BAR_RESERVE_PX", "VIEW_MARGIN", "clear_of_bar", "fit_view", "frame_result"]
+__all__ = ["BAR_RESERVE_PX", "VIEW_MARGIN", "aim", "clear_of_bar", "fit_view", "frame_result", "world_box"]
