@@ -9,7 +9,8 @@ widgets from ``add_plugin_dock_widget``, the Analyze button (the widget's
 slider, and the Experiments widget's Run and "Add layers of result". Each
 picture is ``viewer.screenshot(canvas_only=False)`` (the whole window,
 docks and the trace plot included), stored as a 256-colour PNG to stay
-small (< 300 KB):
+small (< 300 KB), with napari's scale bar (µm, from the layers' units) at the bottom right and the
+time slider's position (ms) at the top left:
 
 1. ``tour-1-sample.png``: the sample stimulus open, the Analyze dock ready.
 2. ``tour-2-running.png``: Analyze running: progress and time left; the
@@ -49,11 +50,26 @@ def process_events(seconds: float = 0.0, rounds: int = 3) -> None:
         time.sleep(0.01)
 
 
+def show_scale(viewer) -> None:
+    """napari's scale bar (its unit from the layers': µm) at the bottom right, in a box that keeps it readable
+    over the stimulus."""
+    bar = viewer.canvas.overlays.scale_bar
+    bar.visible, bar.box, bar.font_size = True, True, 12
+
+
+def stamp_time(viewer) -> None:
+    """The time slider's position, in ms (the stimulus layers' time unit), at the canvas' top left."""
+    text = viewer.canvas.overlays.text
+    text.text = f"t = {viewer.dims.point[0]:,.0f} ms"
+    text.visible, text.position, text.font_size = True, "top_left", 12
+
+
 def save_png(viewer, path: Path) -> Path:
     """The whole window as a 256-colour PNG (the screenshots have few colours; this keeps them small), dithered so
-    that the colour bar's and the maps' gradients do not fall into flat steps."""
+    that the colour bar's and the maps' gradients do not fall into flat steps; the time stamped first."""
     from PIL import Image
 
+    stamp_time(viewer)
     process_events()
     image = viewer.screenshot(canvas_only=False, flash=False)
     Image.fromarray(np.asarray(image)[..., :3]).quantize(colors=256, dither=Image.Dither.FLOYDSTEINBERG).save(
@@ -107,6 +123,7 @@ def main() -> None:
 
     viewer = napari.Viewer(title="napari-retina")
     viewer.window.resize(*SIZE)
+    show_scale(viewer)
     layer = viewer.open_sample("napari-retina", SAMPLE)[0]
     docks = {name: viewer.window.add_plugin_dock_widget("napari-retina", name, tabify=True) for name in WIDGETS}
     analyze = docks["Analyze"][1]
