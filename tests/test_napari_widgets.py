@@ -578,7 +578,7 @@ def test_model_widget_training_can_be_cancelled(viewer, tiny, notes, tmp_path, q
 
 # -------------------------------------------------------------------- Demo ---
 
-def test_headless_demo_writes_a_screenshot_and_its_summary(make_napari_viewer, tmp_path):
+def test_headless_demo_writes_a_screenshot_and_its_summary(make_napari_viewer, tmp_path, monkeypatch):
     """README quick start 1: the demo's window (docks included), view fitted through napari's public API."""
     import json
 
@@ -586,6 +586,14 @@ def test_headless_demo_writes_a_screenshot_and_its_summary(make_napari_viewer, t
 
     from napari_retina._napari import demo
 
+    shown = {}
+
+    def looking(viewer, path, **kwargs):  # the window as the picture is taken: what Analyze's status line says
+        shown["status"] = viewer.window.dock_widgets["Analyze (napari-retina)"].task.status.value
+        return screenshot(viewer, path, **kwargs)
+
+    screenshot = demo.screenshot
+    monkeypatch.setattr(demo, "screenshot", looking)
     summary = demo.run_demo(headless=True, out_dir=tmp_path)
     image = iio.imread(tmp_path / demo.SCREENSHOT_NAME)
     assert image.shape[:2] == demo.SCREENSHOT_SIZE[::-1]
@@ -599,7 +607,10 @@ def test_headless_demo_writes_a_screenshot_and_its_summary(make_napari_viewer, t
     expected = run("osr", nr.load_model(), cell=demo.DEMO_CELL, steps=2).readout
     assert summary["osr_experiment"]["present"] is bool(expected["present"])
     assert summary["osr_experiment"]["slope"] == pytest.approx(expected["slope"], rel=1e-4)
-    assert "osr experiment's criteria: " + ("yes" if expected["present"] else "no") in demo.summary_text(summary)
+    verdict = "osr experiment's criteria: " + ("yes" if expected["present"] else "no")
+    assert verdict in demo.summary_text(summary)
+    # the window says it too (it said only "analysis done (run by the demo)"), and which maps, as a run says
+    assert verdict in shown["status"] and "full maps" in shown["status"], shown
 
 
 def test_a_second_start_while_busy_is_refused_in_good_english(viewer, notes):

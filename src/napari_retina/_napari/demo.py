@@ -80,7 +80,7 @@ def run_demo(headless: bool = False, out_dir: Optional[Path] = None, *, model=No
     # the docks run (and the Model dock shows) the model the analysis was made with: no second load
     session(viewer).set_model(analysis.attribution.model, analysis.model_source)
     stim_layer = _show_analysis(viewer, analysis, events)
-    docked = _dock_widgets(viewer, widgets, stim_layer, analysis)
+    docked = _dock_widgets(viewer, widgets, stim_layer, analysis, osr_sentence(osr))
     peak = _go_to_peak(viewer, analysis.attribution.response, events["omitted"])
     summary = {**_summary(analysis, events["omitted"], peak, viewer, docked), "osr_experiment": osr}
     summary["timing_s"] = {"analysis": round(t_analysis, 3)}
@@ -107,15 +107,20 @@ def summary_text(summary: dict) -> str:
         f"  completeness error {summary['completeness_error']:.2e}; the reduced circuit explains "
         f"{summary['explained_variance']:.1%} of the response's variance with {', '.join(summary['kept_channels'])}",
         f"  response peak {summary['peak_latency_ms']:g} ms after the omitted flash (frame "
-        f"{summary['peak_frame_after_omission']}); an omitted-stimulus response by the osr experiment's criteria: "
-        f"{'yes' if osr['present'] else 'no'} (latency from the last flash against the period, "
-        f"{len(osr['periods_ms'])} periods: slope {osr['slope']:.2f}, r² {osr['r2']:.2f}; docs/EXPERIMENTS.md)",
+        f"{summary['peak_frame_after_omission']}); {osr_sentence(osr)}",
     ]
     last = [f"analysis {summary['timing_s']['analysis']:.1f} s, total {summary['timing_s']['total']:.1f} s",
             f"screenshot {summary['screenshot']}" if summary.get("screenshot") else "",
             f"full summary (JSON) {summary['summary_file']}" if summary.get("summary_file") else ""]
     lines.append("  " + "; ".join(part for part in last if part))
     return "\n".join(lines)
+
+
+def osr_sentence(osr: dict) -> str:
+    """The :func:`osr_verdict` in words: whether the model makes an omitted-stimulus response, and why."""
+    return (f"an omitted-stimulus response by the osr experiment's criteria: {'yes' if osr['present'] else 'no'} "
+            f"(latency from the last flash against the period, {len(osr['periods_ms'])} periods: slope "
+            f"{osr['slope']:.2f}, r² {osr['r2']:.2f}; docs/EXPERIMENTS.md)")
 
 
 def _require_qt() -> None:
@@ -168,8 +173,12 @@ def _show_analysis(viewer, analysis, events: dict):
     return stim_layer
 
 
-def _dock_widgets(viewer, names: tuple, stim_layer, analysis) -> list[str]:
-    """Dock the plugin's widgets (tabs); fill the Analyze widget in and raise its tab. Returns the names docked."""
+def _dock_widgets(viewer, names: tuple, stim_layer, analysis, osr: str = "") -> list[str]:
+    """Dock the plugin's widgets (tabs); fill the Analyze widget in and raise its tab. Returns the names docked.
+
+    Analyze's status line says what a run of it says (which maps, and why), and ``osr``, the osr experiment's
+    verdict (:func:`osr_sentence`), so that the window, not only the terminal, says whether the flash train's
+    answer after the omission is an omitted-stimulus response."""
     from ._widgets.analyze import summary_text
 
     docked = {}
@@ -186,7 +195,8 @@ def _dock_widgets(viewer, names: tuple, stim_layer, analysis) -> list[str]:
         analyze.result_label.value = summary_text(analysis)
         # the demo ran the analysis before the window opened: the bar says done, not 0 %
         analyze.task.progress.value = analyze.task.progress.max
-        analyze.task.status.value = "analysis done (run by the demo)"
+        notes = [note for note in (analysis.maps_note, osr) if note]
+        analyze.task.status.value = "analysis done (run by the demo)" + (f": {'; '.join(notes)}" if notes else "")
         dock.raise_()  # show the Analyze tab
     return list(docked)
 
