@@ -469,7 +469,7 @@ def test_reversal_criterion_passes_an_on_cell_whose_burst_follows_the_bar():
 def test_anticipation_asks_a_strong_flashed_bar_response(flash_amp, present):
     """An untrained RetinaCNN passed with flashed bars answered at 0.22 spikes/bin: the receptive field its lead
     is measured from was mapped from a noise-level response. The flashed bars' best answer must reach
-    ``MIN_AMPLITUDE`` (0.5 spikes/bin) as the moving bar's does; every other clause holds in both."""
+    ``AMPLITUDE_FLOOR`` (0.5 spikes/bin) as the moving bar's does; every other clause holds in both."""
     proto = protocol(anticipation)
     out = anticipation.readout(anticipation_response(proto, lambda v: 1.5, flash_amp=flash_amp), proto.conditions)
     assert out["flash_peak"] == pytest.approx(flash_amp, rel=0.02) and min(out["moving_amplitude_per_speed"]) > 1.5
@@ -583,7 +583,7 @@ def test_doubling_keeps_a_truth_whose_f1_vanishes_at_the_narrowest_bars():
 @pytest.mark.parametrize("scale,present", [(1e-3, False), (0.06, True)])
 def test_latency_asks_a_flash_response_of_half_a_spike_per_bin(scale, present):
     """The onset is read at 20% of each flash's own peak, so a latency curve scaled down by 1000 (0.01 spikes/bin)
-    kept every clause; the largest answer must reach ``MIN_AMPLITUDE`` (0.5 spikes/bin; at 0.06 it is 0.6)."""
+    kept every clause; the largest answer must reach ``AMPLITUDE_FLOOR`` (0.5 spikes/bin; at 0.06 it is 0.6)."""
     proto = protocol(latency)
     out = latency.readout(scale * latency_response(proto, lambda a: 12.0 - 0.4 * a), proto.conditions)
     assert out["latency_range_ms"] == pytest.approx(38.0, abs=1.5)

@@ -505,8 +505,8 @@ def _reversal_readout(ax, sources) -> list:
     ax.axhspan(low, high, color="tab:blue", alpha=0.1, lw=0,
                label=f"[{low:g}, {high:g}] ms: where present needs the bursts' mean latency")
     ax.plot([], [], color="0.4", marker="o", ls="none",  # legend entry only
-            label=f"filled: a burst ≥ {reversal.MIN_BURST:g} spikes/bin and {reversal.MIN_BURST_SNR:g}× the noise "
-                  "(bursting)")
+            label=f"filled: a burst ≥ {reversal.AMPLITUDE_FLOOR:g} spikes/bin and {reversal.MIN_BURST_SNR:g}× the "
+                  "noise (bursting)")
     if fitted:
         ax.plot([], [], color="0.4", ls=":", lw=1.2,
                 label="fit through the bursts: ≈ 0 ms/px locked to the reversal, rising: following the bar")

@@ -60,8 +60,8 @@ present : the literature criterion (Berry et al. 1999: at every speed tested the
     pixel, so that a noise-level lead does not count) on average over the
     directions, ahead of it (lead > 0) in every direction, while the bar is
     inside the mapped receptive field (``inside_rf``), with a peak at least
-    ``MIN_AMPLITUDE`` (0.5 spikes/bin) above grey in every direction; the
-    flashed bars that map that field answered at least ``MIN_AMPLITUDE`` above
+    ``AMPLITUDE_FLOOR`` (0.5 spikes/bin) above grey in every direction; the
+    flashed bars that map that field answered at least ``AMPLITUDE_FLOOR`` above
     grey at the best position (``flash_peak``); and at each speed the two
     directions' leads within ``MAX_LEAD_RATIO`` (2×) of each other
     (``lead_ratio_per_speed``; the truths of versions 3–6 agree within 2%)
@@ -81,7 +81,7 @@ import numpy as np
 
 from .. import stimuli
 from .._units import FRAME_MS, PIXEL_UM
-from .base import Movie, Protocol, baseline, check_bar_width, check_movie_length, check_position, \
+from .base import AMPLITUDE_FLOOR, Movie, Protocol, baseline, check_bar_width, check_movie_length, check_position, \
     crossing_envelopes, frame_count, int_param, list_param, parabolic_peak, real_param, vertex3
 
 NAME = "anticipation"
@@ -107,7 +107,6 @@ NAN_REASONS = {key: _NO_CENTRE for key in ("rf_center_px", "rf_extent_px", "flas
 #: criterion constants of ``present`` (see the module docstring)
 MIN_SPEEDS = 2
 MIN_LEAD_UM = 10.0
-MIN_AMPLITUDE = 0.5            # spikes per 10 ms bin above the grey level: the moving bar's and the flashed bar's
 #: the most by which one direction's lead may exceed the other's at one speed (truths v3-v6: within 2%)
 MAX_LEAD_RATIO = 2.0
 
@@ -251,8 +250,8 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         len(speed_list) >= MIN_SPEEDS
         and all(np.isfinite(ld) and ld >= MIN_LEAD_UM for ld in lead_per_speed)
         and all(ld > 0 for ld in leads) and all(inside)
-        and all(np.isfinite(h) and h >= MIN_AMPLITUDE for h in amp_per_speed)
-        and np.isfinite(flash_peak) and flash_peak >= MIN_AMPLITUDE
+        and all(np.isfinite(h) and h >= AMPLITUDE_FLOOR for h in amp_per_speed)
+        and np.isfinite(flash_peak) and flash_peak >= AMPLITUDE_FLOOR
         and all(q <= MAX_LEAD_RATIO for q in ratio_per_speed)
     )
     return {

@@ -68,6 +68,12 @@ MAX_MOVIE_FRAMES = 60_000
 MOVIE_COPIES = 3
 #: the least response window (frames): a peak needs a frame on either side
 MIN_WINDOW = 2
+#: spikes per 10 ms bin above the grey level: the least answer the OSR, latency, anticipation and reversal
+#: criteria take as a response (a peak, a flash's answer, a burst). One floor for the four: it is set on the
+#: synthetic truths' scale, about ten times a salamander cell's rates, where it rejects noise-level answers;
+#: at a cell's rates it would reject every phenomenon but latency coding (docs/MODEL.md, "The rates' scale
+#: against physiology"), so it is the one number a rescaled truth changes
+AMPLITUDE_FLOOR = 0.5
 
 
 @dataclass

@@ -46,7 +46,7 @@ present : the literature criterion (Gollisch & Meister 2008: salamander
     ``shortest_latency_ms``): no retina answers that fast (phototransduction
     alone takes longer), so a curve that falls to an instant answer is the
     flash passed straight through, not a latency coded; and the largest flash
-    answer is at least ``MIN_AMPLITUDE`` (0.5 spikes/bin) above grey, as the
+    answer is at least ``AMPLITUDE_FLOOR`` (0.5 spikes/bin) above grey, as the
     other experiments' floors (2026-12-07: the onset is read at a fraction of
     each flash's own peak, so a curve scaled down a millionfold passed). A
     smooth threshold (a softplus) shortens the onset by at most ~12 ms over the
@@ -69,7 +69,7 @@ import numpy as np
 from .. import stimuli
 from ..metrics import spearman
 from .._units import FRAME_MS
-from .base import Movie, Protocol, baseline, check_movie_length, finite_max, int_param, list_param, \
+from .base import AMPLITUDE_FLOOR, Movie, Protocol, baseline, check_movie_length, finite_max, int_param, list_param, \
     onset_time, parabolic_peak
 
 NAME = "latency"
@@ -99,7 +99,6 @@ MAX_STEP_FRACTION = 0.5
 MIN_LATENCY_MS = FRAME_MS
 #: the largest flash response must reach this over the grey level (spikes per 10 ms bin), as the other
 #: experiments' floors: the onset is read at a fraction of each peak, so without it any scaled copy passes
-MIN_AMPLITUDE = 0.5
 
 
 def build(size: int, history: int, respond: Optional[Callable] = None, *, intensities: Sequence[float],
@@ -170,7 +169,7 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     responding = {i for i, v in zip(inten, lat) if np.isfinite(v)}
     present = bool(len(responding) >= MIN_RESPONDING and monotonic and rng >= MIN_RANGE_MS
                    and step <= MAX_STEP_FRACTION * rng and shortest >= MIN_LATENCY_MS
-                   and np.isfinite(top) and top >= MIN_AMPLITUDE)
+                   and np.isfinite(top) and top >= AMPLITUDE_FLOOR)
     return {"intensities": inten, "latency_ms": lat, "peak_latency_ms": peak_lat, "amplitude": amp, "spearman": rho,
             "latency_range_ms": rng, "largest_step_ms": step, "shortest_latency_ms": shortest, "largest_rise_ms": rise,
             "monotonic": monotonic, "present": present}

@@ -51,7 +51,7 @@ present : the literature criterion (Schwartz et al. 2007: the response keeps
     - ``MIN_PERIODS`` (3) or more distinct periods (through two points any
       line fits, r2 = 1, and its one local slope is the fitted slope);
     - every period shows a peak inside the window after the omitted flash, at
-      least ``MIN_AMPLITUDE`` (0.5 spikes/bin) above the grey level;
+      least ``AMPLITUDE_FLOOR`` (0.5 spikes/bin) above the grey level;
     - an answer to the omission, not the level the train leaves: every
       period's peak rises over the response at the omitted flash's expected
       onset by at least ``MIN_RISE_SHARE`` (0.15) of the train's largest answer
@@ -80,8 +80,8 @@ import numpy as np
 from .. import stimuli
 from ..metrics import linear_fit
 from .._units import FRAME_MS
-from .base import Movie, Protocol, check_movie_length, distinct, finite_max, int_param, list_param, onset_time, \
-    parabolic_peak, baseline, real_param
+from .base import AMPLITUDE_FLOOR, Movie, Protocol, check_movie_length, distinct, finite_max, int_param, list_param, \
+    onset_time, parabolic_peak, baseline, real_param
 
 NAME = "osr"
 DESCRIPTION = "omitted stimulus response: a periodic flash train with one flash left out"
@@ -107,7 +107,6 @@ MIN_PERIODS = 3               # distinct periods: a line through two points alwa
 MIN_SLOPE = 0.5
 MAX_SLOPE = 1.5
 MIN_R2 = 0.8
-MIN_AMPLITUDE = 0.5            # spikes per 10 ms bin above the grey level
 MIN_RISE_SHARE = 0.15          # the peak's rise over the train's level, as a share of the train's largest answer
 MAX_LOCAL_DEVIATION = 1.0      # |local slope - fitted slope|
 
@@ -181,7 +180,7 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         len(set(periods)) >= MIN_PERIODS
         and all(np.isfinite(v) for v in lat)
         and all(interior)
-        and all(np.isfinite(a) and a >= MIN_AMPLITUDE for a in amp)
+        and all(np.isfinite(a) and a >= AMPLITUDE_FLOOR for a in amp)
         and all(np.isfinite(s) and s >= MIN_RISE_SHARE for s in share)
         and np.isfinite(slope) and MIN_SLOPE <= slope <= MAX_SLOPE and r2 >= MIN_R2
         and all(np.isfinite(v) and abs(v - slope) <= MAX_LOCAL_DEVIATION for v in local)

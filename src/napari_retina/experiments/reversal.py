@@ -49,7 +49,7 @@ burst_latencies_ms : list, reversal to the (sub-frame) peak after it.
 peak_interior : list of bool, that peak is a local maximum inside the window
     after the reversal, not at either end (a response still rising at the
     window's end, or still falling from before the reversal, has no burst in it).
-bursting : list of bool, a burst of at least ``MIN_BURST`` (0.5 spikes/bin) and
+bursting : list of bool, a burst of at least ``AMPLITUDE_FLOOR`` (0.5 spikes/bin) and
     ``MIN_BURST_SNR`` (5) times ``noise`` above the grey level after the reversal,
     with an interior peak.
 burst_latency_ms : mean over the bursting positions, burst_latency_sd_ms : their
@@ -84,7 +84,7 @@ import numpy as np
 
 from .. import stimuli
 from .._units import FRAME_MS
-from .base import Movie, Protocol, baseline, check_bar_width, check_movie_length, check_position, \
+from .base import AMPLITUDE_FLOOR, Movie, Protocol, baseline, check_bar_width, check_movie_length, check_position, \
     crossing_envelopes, distinct, finite_max, frame_count, int_param, list_param, parabolic_peak, real_param, vertex3
 
 NAME = "reversal"
@@ -105,7 +105,6 @@ UNITS = {"reversal_positions_px": "px", "center_px": "px", "crossing_frames": "f
 NAN_REASONS = {"burst_latency_slope_ms_per_px": "fewer than two bursting positions"}
 
 #: criterion constants of ``present`` (see the module docstring)
-MIN_BURST = 0.5                # spikes per 10 ms bin above the grey level
 MIN_BURSTS = 4
 #: bursts at no fewer than this share of the reversal positions (Schwartz et al. 2007: wherever the bar reverses);
 #: 6 of the default 12, where the truths of versions 2-6 burst at 7-11 and the shipped model at 7-8
@@ -275,7 +274,7 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     fin = [x for x in ratios if np.isfinite(x)]
     ratio = float(np.mean(fin)) if fin else (float("inf") if any(x == float("inf") for x in ratios) else float("nan"))
     noise = float(np.sqrt(np.nanmean(grey_var))) if np.isfinite(grey_var).any() else float("nan")
-    floor = max(MIN_BURST, MIN_BURST_SNR * noise) if np.isfinite(noise) else MIN_BURST
+    floor = max(AMPLITUDE_FLOOR, MIN_BURST_SNR * noise) if np.isfinite(noise) else AMPLITUDE_FLOOR
     bursting = [bool(np.isfinite(a) and a >= floor and inside) for a, inside in zip(after, interior)]
     lat_ok = [t for t, b in zip(lats, bursting) if b]
     lat_mean = float(np.mean(lat_ok)) if lat_ok else float("nan")
