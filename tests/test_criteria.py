@@ -77,6 +77,8 @@ def test_osr_asks_a_rise_of_a_share_of_the_trains_answer(train_amp, present):
     np.testing.assert_allclose(out["omitted_share"], 3.0 / train_amp, rtol=0.05)
     assert out["slope"] == pytest.approx(1.0, abs=0.02) and out["r2"] > 0.99 and min(out["omitted_amplitude"]) > 2.9
     assert out["present"] is present
+    assert out["unmet"] == ([] if present else [
+        "every peak rising ≥ 15% of the train's answer over the response at the expected flash (here from 10%)"])
 
 
 def test_osr_step_used_to_pass():
@@ -330,15 +332,20 @@ def harmonic_response(proto, f1_of_width, f2_of_width):
     return r
 
 
-@pytest.mark.parametrize("why,f1,f2", [
-    ("F2/F1 above 1 and rising, but by 1.2x only", {8.0: 1.0, 4.0: 0.95, 2.0: 0.9}, {8.0: 1.5, 4.0: 1.55, 2.0: 1.6}),
-    ("F2/F1 rising 20x, but F2 at 2 px is 0.05 spikes/bin", {8.0: 1.0, 4.0: 0.3, 2.0: 0.01}, {8.0: 0.5, 4.0: 0.3, 2.0: 0.05}),
-    ("F2/F1 falling 5x at 4 px before it rises", {8.0: 1.0, 4.0: 1.0, 2.0: 0.1}, {8.0: 0.5, 4.0: 0.1, 2.0: 0.3}),
+@pytest.mark.parametrize("why,f1,f2,unmet", [
+    ("F2/F1 above 1 and rising, but by 1.2x only", {8.0: 1.0, 4.0: 0.95, 2.0: 0.9}, {8.0: 1.5, 4.0: 1.55, 2.0: 1.6},
+     "F2/F1 rises at least 2× from the widest to the narrowest bars (here 1.19×)"),
+    ("F2/F1 rising 20x, but F2 at 2 px is 0.05 spikes/bin", {8.0: 1.0, 4.0: 0.3, 2.0: 0.01}, {8.0: 0.5, 4.0: 0.3, 2.0: 0.05},
+     "F2 ≥ 0.1 spikes/bin at the narrowest bars (here 0.05"),
+    ("F2/F1 falling 5x at 4 px before it rises", {8.0: 1.0, 4.0: 1.0, 2.0: 0.1}, {8.0: 0.5, 4.0: 0.1, 2.0: 0.3},
+     "F2/F1 never falls by more than 10% as the bars narrow (here 0.5, 0.1, 3"),
 ])
-def test_doubling_rejects_a_small_rise_or_a_vanishing_f2(why, f1, f2):
+def test_doubling_rejects_a_small_rise_or_a_vanishing_f2(why, f1, f2, unmet):
+    """Each case fails one clause, and the readout's ``unmet`` says which, with the run's value."""
     proto = protocol(doubling)
     out = doubling.readout(harmonic_response(proto, f1, f2), proto.conditions)
     assert out["present"] is False, why
+    assert len(out["unmet"]) == 1 and out["unmet"][0].startswith(unmet), out["unmet"]
 
 
 def test_doubling_present_for_a_rising_index_with_a_real_f2():
@@ -475,6 +482,8 @@ def test_anticipation_asks_a_strong_flashed_bar_response(flash_amp, present):
     assert out["flash_peak"] == pytest.approx(flash_amp, rel=0.02) and min(out["moving_amplitude_per_speed"]) > 1.5
     assert min(out["lead_um_per_direction"]) > 50 and all(out["inside_rf"])
     assert out["present"] is present
+    assert [text.split(" (here ")[0] for text in out["unmet"]] == ([] if present else [
+        "the flashed bars answered ≥ 0.5 spikes/bin above grey at the best position"])
 
 
 @pytest.mark.parametrize("slow_leads,present", [((2.0, 0.5), False), ((1.8, 1.2), True)])
@@ -488,6 +497,8 @@ def test_anticipation_asks_both_directions_to_lead_alike(slow_leads, present):
     assert min(out["lead_um_per_direction"]) > 25 and all(out["inside_rf"]) and min(out["lead_um_per_speed"]) > 60
     assert out["lead_ratio_per_speed"][0] == pytest.approx(slow_leads[0] / slow_leads[1], rel=0.05)
     assert out["present"] is present
+    assert [text.split(" (here ")[0] for text in out["unmet"]] == ([] if present else [
+        "at each speed the two directions' leads within 2× of each other"])
 
 
 def test_rf_extent_is_the_interpolated_half_height_crossing():
@@ -550,6 +561,7 @@ def test_reversal_asks_bursts_at_half_of_the_positions(n_bursting, present):
                            proto.conditions)
     assert out["n_bursts"] == n_bursting and out["burst_latency_ms"] == pytest.approx(250.0, abs=2.0)
     assert out["present"] is present
+    assert len(out["unmet"]) == (0 if present else 1) and all("(here 5 of 12)" in text for text in out["unmet"])
 
 
 def test_doubling_ratio_is_not_decided_by_an_f1_at_round_off():
@@ -589,3 +601,4 @@ def test_latency_asks_a_flash_response_of_half_a_spike_per_bin(scale, present):
     assert out["latency_range_ms"] == pytest.approx(38.0, abs=1.5)
     assert max(out["amplitude"]) == pytest.approx(10.0 * scale, rel=0.02)
     assert out["present"] is present
+    assert out["unmet"] == ([] if present else ["the largest flash answered ≥ 0.5 spikes/bin above grey (here 0.01)"])

@@ -87,9 +87,16 @@ def test_experiment_results_survive_layer_changes_and_do_not_stack(viewer, qtbot
     # experiments (the tiny model has no ground truth to compare with)
     assert list(table) == ["readout", "model", "reduced"]
     keys = [row.split(" (")[0] for row in table["readout"]]   # "slope (ms/ms)": the key, then its unit
-    assert keys[:3] == ["present", "slope", "r2"]   # present, then the experiment's key numbers
-    assert table["readout"][1:3] == ["slope (ms/ms)", "r2 (dimensionless)"]
+    assert keys[:4] == ["present", "unmet", "slope", "r2"]   # present and why not, then the key numbers
+    assert table["readout"][2:4] == ["slope (ms/ms)", "r2 (dimensionless)"]
     assert table["model"][0] == ("yes" if w.results["osr"].readout["present"] else "no")
+    unmet = w.results["osr"].readout["unmet"]
+    assert table["model"][1] == ("; ".join(unmet) if unmet else "[]")   # each clause with its value, in words
+    # and above the table, in full: the tiny model shows no OSR, and the dock says which clauses it misses
+    import html
+
+    assert unmet and not w.unmet.native.isHidden()
+    assert f"model</b> not present: {'; '.join(unmet)}" in html.unescape(w.unmet.value)
     assert table["reduced"][0] == ("yes" if w.results["osr"].readout["reduced"]["present"] else "no")
     assert set(keys) == set(w.results["osr"].readout) - {"reduced"}
 

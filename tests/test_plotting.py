@@ -503,6 +503,28 @@ def test_doubling_is_on_a_log_axis_with_the_ratio_one_line(runs, tmp_path, monke
     assert lo <= 0.5 and hi >= 1e4
 
 
+def test_a_verdict_of_no_says_under_the_readout_which_clauses_fail(runs, tmp_path, monkeypatch):
+    """A scientist's audit: doubling's panel title gives its criterion in short ("rises ≥ 2× to the narrowest bars,
+    > 1 there"), which the model's points met while its verdict was no (F2 under its floor). The clauses a source
+    does not meet (its readout's ``unmet``) are written under the panel, where they hide no point."""
+    import dataclasses
+
+    res, truth = runs["doubling"]
+    clause = "F2 ≥ 0.1 spikes/bin at the narrowest bars (here 0.0106)"
+    res = dataclasses.replace(res, readout=dict(res.readout, present=False, unmet=[clause]))
+    truth = dataclasses.replace(truth, readout=dict(truth.readout, present=True, unmet=[]))
+    fig = _figure(res, tmp_path, monkeypatch, truth)
+    ax = _readout_ax(fig)
+    notes = [t for t in ax.texts if "not present" in t.get_text()]
+    assert len(notes) == 1
+    text = " ".join(notes[0].get_text().split())
+    assert f"model, not present: {clause}" in text and "ground truth" not in text
+    renderer = fig.canvas.get_renderer()
+    box = notes[0].get_window_extent(renderer)
+    assert box.y1 <= ax.xaxis.label.get_window_extent(renderer).y0 + 0.5     # under the x-axis label
+    assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and fig.bbox.y0 <= box.y0   # inside the figure
+
+
 def _blank(value):
     """A readout value with every number replaced by NaN, None or inf (lists keep their length)."""
     if isinstance(value, dict):

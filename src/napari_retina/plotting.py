@@ -15,6 +15,7 @@ Example
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -62,8 +63,8 @@ def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None, recovery
     them, the readout panel:
 
     - the stimulus: the full-field contrast in s.d. of the training stimulus,
-      or, for bars, an x–t image of the middle row in µm (black −1, white +1
-      s.d., clipped), its frames max-|value| pooled to half the panel's width
+      or, for bars, an x–t image of the middle row in µm (grey scale from −1
+      to +1 s.d., values beyond drawn black or white), its frames max-|value| pooled to half the panel's width
       in pixels so that a 2-frame flash stays visible (:func:`pool_time`);
     - the response: the model's summed rate, the reduced circuit's and, with
       ``truth``, the ground-truth retina's (spikes per bin), titled with each
@@ -248,7 +249,8 @@ def _stimulus_panel(ax, res):
     image = ax.imshow(stim[:, stim.shape[1] // 2, :].T, aspect="auto", cmap="gray", vmin=-1, vmax=1,
                       extent=(0, len(stim) * FRAME_MS, half_um, -half_um), interpolation="nearest")
     ax.set_ylabel("x (µm)")
-    ax.set_title("stimulus: middle row over time (black −1, white +1 s.d. of the training stimulus)")
+    ax.set_title("stimulus: middle row over time (grey scale −1 to +1 s.d. of the training stimulus; beyond: black "
+                 "or white)")
     return image
 
 
@@ -358,8 +360,24 @@ def readout_panel(ax: "matplotlib.axes.Axes", res: Any, truth: Optional[Any] = N
     if notes:
         ax.text(0.01, 0.97, "\n".join(notes), transform=ax.transAxes, ha="left", va="top", fontsize=8,
                 color="0.3")
+    unmet = _unmet_notes(sources)
+    if unmet:   # under the x-axis label, where it hides no point (the layout makes room for it)
+        ax.annotate("\n".join(unmet), xy=(0, 0), xycoords=("axes fraction", ax.xaxis.label), xytext=(0, -4),
+                    textcoords="offset points", ha="left", va="top", fontsize=8, color="0.3")
     if ax.get_legend_handles_labels()[0]:
         _legend(ax)
+
+
+def _unmet_notes(sources) -> list[str]:
+    """For each source whose verdict is no, the clauses of the criterion it does not meet (its readout's
+    ``unmet``, with its values): the panel's title gives the criterion in short, and a point that seems to meet
+    it may fail a floor the title leaves out."""
+    notes = []
+    for label, readout in sources:
+        unmet = readout.get("unmet")
+        if readout.get("present") is False and isinstance(unmet, (list, tuple)) and unmet:
+            notes.append(f"{label}, not present: " + "; ".join(textwrap.shorten(str(u), 200) for u in unmet))
+    return [textwrap.fill(note, 130, subsequent_indent="    ") for note in notes]
 
 
 def _floats(values) -> Optional[np.ndarray]:

@@ -82,7 +82,7 @@ import numpy as np
 from .. import stimuli
 from .._units import FRAME_MS, PIXEL_UM
 from .base import AMPLITUDE_FLOOR, Movie, Protocol, baseline, check_bar_width, check_movie_length, check_position, \
-    crossing_envelopes, frame_count, int_param, list_param, parabolic_peak, real_param, vertex3
+    crossing_envelopes, frame_count, int_param, least, list_param, parabolic_peak, real_param, unmet, vertex3
 
 NAME = "anticipation"
 DESCRIPTION = "motion anticipation: moving bar versus flashed bars"
@@ -97,7 +97,7 @@ UNITS = {"flash_positions": "px", "flash_amplitude": "spikes/bin", "rf_center_px
          "moving_amplitude": "spikes/bin", "speed_list": "px/frame", "lead_um_per_speed": "µm",
          "moving_amplitude_per_speed": "spikes/bin", "lead_ratio_per_speed": "dimensionless",
          "flash_peak": "spikes/bin", "lead_um": "µm", "lag_expected_um": "µm", "crossing_frames": "frames",
-         "present": ""}
+         "present": "", "unmet": ""}
 _NO_CENTRE = ("no flashed position stands out (no flashed bar raises the response above grey, or all give the same "
               "amplitude): no receptive-field centre")
 #: why a readout value is NaN, as the docs say (the module docstring)
@@ -246,14 +246,22 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         ld = np.array([x for x, s in zip(leads, speeds) if s == v], dtype=np.float64)
         ratio_per_speed.append(float("nan") if np.isnan(ld).any()
                                else float(ld.max() / ld.min()) if ld.min() > 0 else float("inf"))
-    present = bool(
-        len(speed_list) >= MIN_SPEEDS
-        and all(np.isfinite(ld) and ld >= MIN_LEAD_UM for ld in lead_per_speed)
-        and all(ld > 0 for ld in leads) and all(inside)
-        and all(np.isfinite(h) and h >= AMPLITUDE_FLOOR for h in amp_per_speed)
-        and np.isfinite(flash_peak) and flash_peak >= AMPLITUDE_FLOOR
-        and all(q <= MAX_LEAD_RATIO for q in ratio_per_speed)
-    )
+    clauses = {
+        f"at least {MIN_SPEEDS} speeds (here {len(speed_list)})": len(speed_list) >= MIN_SPEEDS,
+        f"a lead ≥ {MIN_LEAD_UM:g} µm at every speed, mean over the directions (here from "
+        f"{least(lead_per_speed):.3g} µm)": all(np.isfinite(ld) and ld >= MIN_LEAD_UM for ld in lead_per_speed),
+        f"ahead of the flashed-bar peak in every direction (here in {sum(bool(ld > 0) for ld in leads)} of "
+        f"{len(leads)})": all(ld > 0 for ld in leads),
+        f"the bar inside the flashed bars' receptive field (to half height) at every peak (here at "
+        f"{sum(inside)} of {len(inside)})": all(inside),
+        f"the moving bar answered ≥ {AMPLITUDE_FLOOR:g} spikes/bin above grey at every speed and direction (here "
+        f"from {least(amp_per_speed):.3g})": all(np.isfinite(h) and h >= AMPLITUDE_FLOOR for h in amp_per_speed),
+        f"the flashed bars answered ≥ {AMPLITUDE_FLOOR:g} spikes/bin above grey at the best position (here "
+        f"{flash_peak:.3g})": bool(np.isfinite(flash_peak) and flash_peak >= AMPLITUDE_FLOOR),
+        f"at each speed the two directions' leads within {MAX_LEAD_RATIO:g}× of each other (here up to "
+        f"{-least(-q for q in ratio_per_speed):.3g}×)": all(q <= MAX_LEAD_RATIO for q in ratio_per_speed),
+    }
+    failed = unmet(clauses)
     return {
         "flash_positions": pos, "flash_amplitude": amp, "rf_center_px": rf, "rf_extent_px": extent,
         "flash_latency_ms": flash_lat, "directions": dirs, "speeds": speeds, "peak_frame": peaks,
@@ -263,5 +271,5 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         "moving_amplitude_per_speed": amp_per_speed, "lead_ratio_per_speed": ratio_per_speed,
         "flash_peak": flash_peak, "lead_um": lead_um,
         "lag_expected_um": [v * flash_lat / FRAME_MS * PIXEL_UM for v in speed_list], "crossing_frames": crossings,
-        "present": present,
+        "present": not failed, "unmet": failed,
     }

@@ -514,6 +514,21 @@ def crossing_envelopes(response: np.ndarray, speeds: Sequence[float]) -> dict:
     return out
 
 
+def unmet(clauses: dict) -> list[str]:
+    """The clauses of a criterion that a run does not meet, in the criterion's order: ``clauses`` maps each
+    clause, said with the run's own value (``"F2 ≥ 0.1 spikes/bin at the narrowest bars (here 0.0106)"``), to
+    whether it holds. ``present`` is that this list is empty; a readout keeps it as ``"unmet"``, so that a
+    verdict of no says why (the Experiments dock, the figures, ``NAME.json``)."""
+    return [text for text, holds in clauses.items() if not bool(holds)]
+
+
+def least(values: Sequence[float]) -> float:
+    """The smallest of ``values`` with NaN counted as smallest (NaN when any is NaN or there are none): the value
+    an "every value ≥ floor" clause is decided by."""
+    arr = np.asarray(list(values), dtype=np.float64)
+    return float(np.min(arr)) if arr.size else float("nan")
+
+
 def finite_max(values: ArrayLike) -> float:
     """The largest finite value of ``values`` (any array-like), nan if none is finite."""
     arr = np.asarray(values, dtype=np.float64)

@@ -63,7 +63,7 @@ import numpy as np
 
 from .. import stimuli
 from .._validate import is_real
-from .base import Movie, Protocol, check_movie_length, finite_max, int_param, list_param, real_param
+from .base import Movie, Protocol, check_movie_length, finite_max, int_param, list_param, real_param, unmet
 
 NAME = "doubling"
 DESCRIPTION = "frequency doubling: F2/F1 of a contrast-reversing grating"
@@ -75,7 +75,7 @@ DEFAULTS = {"bar_width": None, "period": 20, "cycles": 4, "contrast": 1.0, "phas
 #: the unit of each readout key (:data:`~.base.READOUT_UNITS`; the Experiments dock shows it after the key)
 UNITS = {"bar_widths_px": "px", "phases_px": "px", "f1": "spikes/bin", "f2": "spikes/bin", "noise": "spikes/bin",
          "widths_px": "px", "f2_f1_per_width": "dimensionless", "f2_per_width": "spikes/bin",
-         "noise_per_width": "spikes/bin", "f2_f1": "dimensionless", "present": ""}
+         "noise_per_width": "spikes/bin", "f2_f1": "dimensionless", "present": "", "unmet": ""}
 #: why a readout value is NaN, as the docs say (the module docstring)
 NAN_REASONS = {"f2_f1_per_width": "F1 or F2 is NaN", "f2_f1": "F1 or F2 is NaN at the narrowest bars"}
 
@@ -181,14 +181,26 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         peaks.append(m2)
         floors.append(floor)
     ratio = ratios[-1] if ratios else float("nan")
-    present = bool(
-        len(width_list) >= MIN_WIDTHS
-        and all(np.isfinite(v) for v in ratios)       # a non-finite ratio never counts as a rise
-        and all(b >= FALL_TOLERANCE * a for a, b in zip(ratios, ratios[1:]))
-        and ratios[-1] >= MIN_RISE * ratios[0] and ratio > 1.0 and peaks[-1] >= MIN_F2
-        and peaks[-1] >= MIN_F2_SNR * floors[-1]
-    )
+    narrow_f2 = peaks[-1] if peaks else float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):   # x/0: inf, 0/0: NaN, as the clauses read them
+        rise = float(np.divide(ratio, ratios[0])) if ratios else float("nan")
+        snr = float(np.divide(narrow_f2, floors[-1])) if floors else float("nan")
+    clauses = {
+        f"at least {MIN_WIDTHS} bar widths (here {len(width_list)})": len(width_list) >= MIN_WIDTHS,
+        # a non-finite ratio never counts as a rise
+        "F2/F1 finite at every width": all(np.isfinite(v) for v in ratios),
+        f"F2/F1 never falls by more than {1 - FALL_TOLERANCE:.0%} as the bars narrow (here "
+        f"{', '.join(f'{v:.3g}' for v in ratios)}, widest first)":
+            all(b >= FALL_TOLERANCE * a for a, b in zip(ratios, ratios[1:])),
+        f"F2/F1 rises at least {MIN_RISE:g}× from the widest to the narrowest bars (here {rise:.3g}×)":
+            bool(ratios) and ratios[-1] >= MIN_RISE * ratios[0],
+        f"F2/F1 > 1 at the narrowest bars (here {ratio:.3g})": ratio > 1.0,
+        f"F2 ≥ {MIN_F2:g} spikes/bin at the narrowest bars (here {narrow_f2:.3g})": narrow_f2 >= MIN_F2,
+        f"F2 ≥ {MIN_F2_SNR:g}× the noise between the harmonics there (here {snr:.3g}×)":
+            bool(peaks) and narrow_f2 >= MIN_F2_SNR * floors[-1],
+    }
+    failed = unmet(clauses)
     return {"bar_widths_px": widths, "phases_px": [c["phase"] for c in conditions], "f1": f1, "f2": f2,
             "noise": noise, "widths_px": width_list, "f2_f1_per_width": ratios, "f2_per_width": peaks,
-            "noise_per_width": floors, "f2_f1": ratio, "present": present}
+            "noise_per_width": floors, "f2_f1": ratio, "present": not failed, "unmet": failed}
 

@@ -70,7 +70,7 @@ from .. import stimuli
 from ..metrics import spearman
 from .._units import FRAME_MS
 from .base import AMPLITUDE_FLOOR, Movie, Protocol, baseline, check_movie_length, finite_max, int_param, list_param, \
-    onset_time, parabolic_peak
+    onset_time, parabolic_peak, unmet
 
 NAME = "latency"
 DESCRIPTION = "latency coding: full-field flashes of increasing strength"
@@ -80,7 +80,7 @@ DEFAULTS = {"intensities": tuple(np.linspace(0.0, -10.0, 21).round(6).tolist()),
 #: the unit of each readout key (:data:`~.base.READOUT_UNITS`; the Experiments dock shows it after the key)
 UNITS = {"intensities": "s.d.", "latency_ms": "ms", "peak_latency_ms": "ms", "amplitude": "spikes/bin",
          "spearman": "dimensionless", "latency_range_ms": "ms", "largest_step_ms": "ms", "shortest_latency_ms": "ms",
-         "largest_rise_ms": "ms", "monotonic": "", "present": ""}
+         "largest_rise_ms": "ms", "monotonic": "", "present": "", "unmet": ""}
 #: why a readout value is NaN, as the docs say (the module docstring, docs/EXPERIMENTS.md)
 NAN_REASONS = {
     "latency_ms": "no response: the flash's amplitude is at most 1% of the largest (e.g. the blank 0 flash)",
@@ -167,9 +167,19 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     shortest = min((v for _, v in valid), default=float("nan"))
     # a contrast flashed twice is one point of the curve: the count is of distinct responding contrasts
     responding = {i for i, v in zip(inten, lat) if np.isfinite(v)}
-    present = bool(len(responding) >= MIN_RESPONDING and monotonic and rng >= MIN_RANGE_MS
-                   and step <= MAX_STEP_FRACTION * rng and shortest >= MIN_LATENCY_MS
-                   and np.isfinite(top) and top >= AMPLITUDE_FLOOR)
+    clauses = {
+        f"at least {MIN_RESPONDING} responding flashes of distinct contrasts (here {len(responding)})":
+            len(responding) >= MIN_RESPONDING,
+        f"no flash answered more than {MONOTONIC_TOLERANCE_MS:g} ms later than a weaker one (here up to "
+        f"{rise:.3g} ms later)": monotonic,
+        f"the onset latency falls by at least {MIN_RANGE_MS:g} ms (here {rng:.3g} ms)": rng >= MIN_RANGE_MS,
+        f"no single step holds more than {MAX_STEP_FRACTION:.0%} of that fall (here {step:.3g} ms)":
+            step <= MAX_STEP_FRACTION * rng,
+        f"no flash answered within {MIN_LATENCY_MS:g} ms (here from {shortest:.3g} ms)": shortest >= MIN_LATENCY_MS,
+        f"the largest flash answered ≥ {AMPLITUDE_FLOOR:g} spikes/bin above grey (here {top:.3g})":
+            bool(np.isfinite(top) and top >= AMPLITUDE_FLOOR),
+    }
+    failed = unmet(clauses)
     return {"intensities": inten, "latency_ms": lat, "peak_latency_ms": peak_lat, "amplitude": amp, "spearman": rho,
             "latency_range_ms": rng, "largest_step_ms": step, "shortest_latency_ms": shortest, "largest_rise_ms": rise,
-            "monotonic": monotonic, "present": present}
+            "monotonic": monotonic, "present": not failed, "unmet": failed}

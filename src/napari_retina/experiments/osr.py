@@ -81,7 +81,7 @@ from .. import stimuli
 from ..metrics import linear_fit
 from .._units import FRAME_MS
 from .base import AMPLITUDE_FLOOR, Movie, Protocol, check_movie_length, distinct, finite_max, int_param, list_param, \
-    onset_time, parabolic_peak, baseline, real_param
+    least, onset_time, parabolic_peak, baseline, real_param, unmet
 
 NAME = "osr"
 DESCRIPTION = "omitted stimulus response: a periodic flash train with one flash left out"
@@ -92,7 +92,7 @@ DEFAULTS = {"periods": (5, 7, 9, 11, 13, 15, 17), "n_flashes": 8, "intensity": -
 UNITS = {"periods_ms": "ms", "latency_ms": "ms", "latency_from_last_ms": "ms", "onset_ms": "ms", "peak_interior": "",
          "omitted_amplitude": "spikes/bin", "omitted_rise": "spikes/bin", "train_amplitude": "spikes/bin",
          "omitted_share": "dimensionless", "slope": "ms/ms", "intercept": "ms", "r2": "dimensionless",
-         "local_slopes": "ms/ms", "present": ""}
+         "local_slopes": "ms/ms", "present": "", "unmet": ""}
 #: why a readout value is NaN, as the docs say (the module docstring, docs/EXPERIMENTS.md)
 NAN_REASONS = {
     "latency_ms": "the window after the omitted flash has no peak: its largest value is on its first or last frame "
@@ -176,19 +176,27 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         share = np.where(np.asarray(train_amp) > 0, np.asarray(rise) / np.asarray(train_amp), np.nan).tolist()
     slope, intercept, r2 = linear_fit(periods, lat_last)
     local = local_slopes(periods, lat_last)
-    present = bool(
-        len(set(periods)) >= MIN_PERIODS
-        and all(np.isfinite(v) for v in lat)
-        and all(interior)
-        and all(np.isfinite(a) and a >= AMPLITUDE_FLOOR for a in amp)
-        and all(np.isfinite(s) and s >= MIN_RISE_SHARE for s in share)
-        and np.isfinite(slope) and MIN_SLOPE <= slope <= MAX_SLOPE and r2 >= MIN_R2
-        and all(np.isfinite(v) and abs(v - slope) <= MAX_LOCAL_DEVIATION for v in local)
-    )
+    deviation = -least(-abs(v - slope) for v in local)   # the largest, NaN counted largest
+    clauses = {
+        f"at least {MIN_PERIODS} distinct periods (here {len(set(periods))})": len(set(periods)) >= MIN_PERIODS,
+        f"a peak after the omitted flash at every period, inside its window (here at {sum(interior)} of "
+        f"{len(interior)})": all(np.isfinite(v) for v in lat) and all(interior),
+        f"every peak ≥ {AMPLITUDE_FLOOR:g} spikes/bin above grey (here from {least(amp):.3g})":
+            all(np.isfinite(a) and a >= AMPLITUDE_FLOOR for a in amp),
+        f"every peak rising ≥ {MIN_RISE_SHARE:.0%} of the train's answer over the response at the expected flash "
+        f"(here from {least(share):.0%})": all(np.isfinite(s) and s >= MIN_RISE_SHARE for s in share),
+        f"the latency from the last flash grows with the period, slope in [{MIN_SLOPE:g}, {MAX_SLOPE:g}] (here "
+        f"{slope:.3g})": bool(np.isfinite(slope) and MIN_SLOPE <= slope <= MAX_SLOPE),
+        f"r² ≥ {MIN_R2:g} (here {r2:.3g})": r2 >= MIN_R2,
+        f"every local slope within {MAX_LOCAL_DEVIATION:g} of the fitted slope (here up to {deviation:.3g} off)":
+            all(np.isfinite(v) and abs(v - slope) <= MAX_LOCAL_DEVIATION for v in local),
+    }
+    failed = unmet(clauses)
     return {"periods_ms": periods, "latency_ms": lat, "latency_from_last_ms": lat_last, "onset_ms": onset,
             "peak_interior": interior, "omitted_amplitude": amp, "omitted_rise": rise,
             "train_amplitude": train_amp, "omitted_share": share,
-            "slope": slope, "intercept": intercept, "r2": r2, "local_slopes": local, "present": present}
+            "slope": slope, "intercept": intercept, "r2": r2, "local_slopes": local, "present": not failed,
+            "unmet": failed}
 
 
 def local_slopes(periods: list, latencies: list) -> list:

@@ -85,7 +85,8 @@ import numpy as np
 from .. import stimuli
 from .._units import FRAME_MS
 from .base import AMPLITUDE_FLOOR, Movie, Protocol, baseline, check_bar_width, check_movie_length, check_position, \
-    crossing_envelopes, distinct, finite_max, frame_count, int_param, list_param, parabolic_peak, real_param, vertex3
+    crossing_envelopes, distinct, finite_max, frame_count, int_param, list_param, parabolic_peak, real_param, unmet, \
+    vertex3
 
 NAME = "reversal"
 DESCRIPTION = "motion reversal: a bar that reverses at one of several positions"
@@ -100,7 +101,7 @@ UNITS = {"reversal_positions_px": "px", "center_px": "px", "crossing_frames": "f
          "peak_before": "spikes/bin", "peak_after": "spikes/bin", "burst_ratios": "dimensionless",
          "burst_ratio": "dimensionless", "burst_latencies_ms": "ms", "peak_interior": "", "bursting": "",
          "n_bursts": "count", "burst_latency_ms": "ms", "burst_latency_sd_ms": "ms",
-         "burst_latency_slope_ms_per_px": "ms/px", "present": ""}
+         "burst_latency_slope_ms_per_px": "ms/px", "present": "", "unmet": ""}
 #: why a readout value is NaN, as the docs say (the module docstring)
 NAN_REASONS = {"burst_latency_slope_ms_per_px": "fewer than two bursting positions"}
 
@@ -281,11 +282,16 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     lat_sd = float(np.std(lat_ok)) if lat_ok else float("nan")
     at = [c["reversal_position"] for c, b in zip(conditions, bursting) if b]
     slope = float(np.polyfit(at, lat_ok, 1)[0]) if len(set(at)) >= 2 else float("nan")
-    present = bool(
-        len(lat_ok) >= MIN_BURSTS and len(lat_ok) >= MIN_BURST_SHARE * len(conditions)
-        and LATENCY_RANGE_MS[0] <= lat_mean <= LATENCY_RANGE_MS[1]
-        and lat_sd <= MAX_LATENCY_SD_MS
-    )
+    low, high = LATENCY_RANGE_MS
+    clauses = {
+        f"a burst (≥ {floor:.3g} spikes/bin above grey: {AMPLITUDE_FLOOR:g}, or {MIN_BURST_SNR:g}× the grey level's "
+        f"noise, inside the window) at ≥ {MIN_BURSTS} reversal positions and at ≥ {MIN_BURST_SHARE:.0%} of those "
+        f"tried (here {len(lat_ok)} of {len(conditions)})":
+            len(lat_ok) >= MIN_BURSTS and len(lat_ok) >= MIN_BURST_SHARE * len(conditions),
+        f"the bursts' mean latency in [{low:g}, {high:g}] ms (here {lat_mean:.3g} ms)": low <= lat_mean <= high,
+        f"their latencies' s.d. ≤ {MAX_LATENCY_SD_MS:g} ms (here {lat_sd:.3g} ms)": lat_sd <= MAX_LATENCY_SD_MS,
+    }
+    failed = unmet(clauses)
     return {
         "reversal_positions_px": [c["reversal_position"] for c in conditions],
         "center_px": conditions[0]["center"] if conditions else float("nan"),
@@ -293,5 +299,5 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         "peak_before": before, "peak_after": after, "burst_ratios": ratios, "burst_ratio": ratio,
         "burst_latencies_ms": lats, "peak_interior": interior, "bursting": bursting, "n_bursts": len(lat_ok),
         "burst_latency_ms": lat_mean, "burst_latency_sd_ms": lat_sd, "burst_latency_slope_ms_per_px": slope,
-        "present": present,
+        "present": not failed, "unmet": failed,
     }

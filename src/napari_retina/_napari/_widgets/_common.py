@@ -192,6 +192,7 @@ TERMS: dict[str, str] = {
     "explained variance": "explained-variance",
     "kept channels": "kept-channels",
     "present": "present",
+    "unmet": "unmet",
     "slope": "slope",
     "r2": "r2",
     "omitted_share": "omitted-share",

@@ -58,6 +58,8 @@ def _cell(value, limit: Optional[int] = SHOWN_ITEMS) -> str:
         return "yes" if value else "no"
     if isinstance(value, (float, np.floating)):
         return f"{value:.4g}"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return "; ".join(value)   # sentences (a criterion's unmet clauses): the cell clips, the tooltip has all
     if isinstance(value, (list, tuple, np.ndarray)):
         items = [_cell(v, limit) for v in list(np.asarray(value, dtype=object).ravel())]
         if limit is None or len(items) <= limit:
@@ -96,9 +98,9 @@ def _tip(value, name: str, key: str) -> str:
 
 
 def _keys(readout: dict, name: str = "") -> list:
-    """The readout's keys in table order: ``present``, the experiment's key numbers
+    """The readout's keys in table order: ``present`` and why not (``unmet``), the experiment's key numbers
     (:data:`napari_retina.experiments.battery.KEY_NUMBERS`), then the rest."""
-    first = ["present", *KEY_NUMBERS.get(name, ())]
+    first = ["present", "unmet", *KEY_NUMBERS.get(name, ())]
     return [k for k in first if k in readout] + [k for k in readout if k not in first]
 
 
@@ -180,6 +182,19 @@ def recovery_tooltip(report: Optional[dict]) -> str:
                                 "the pathway than to any other's\n(labelled): the channel's own label, ON/OFF from its "
                                 "filter's first lobe and fast/slow from its latency (METHOD.md), is not the "
                                 "pathway's name")
+
+
+def unmet_text(result, truth=None) -> str:
+    """Why the phenomenon is not present, per source (rich text, a line each): the clauses of its criterion that
+    the model, its reduced circuit or the ground truth does not meet, with their values (each readout's
+    ``unmet``); "" when every source shows it."""
+    lines = []
+    for label, readout in _columns(result, truth).items():
+        unmet = readout.get("unmet")
+        if readout.get("present") is False and isinstance(unmet, (list, tuple)) and unmet:
+            name = {"reduced": "reduced circuit"}.get(label, label)
+            lines.append(f"<b>{html.escape(name)}</b> not present: " + "; ".join(html.escape(str(u)) for u in unmet))
+    return "<br>".join(lines)
 
 
 def terms_text(result) -> str:
@@ -326,6 +341,8 @@ class ExperimentsWidget(Container):
         self.table.native.setWordWrap(True)   # the view lays wrapped names out at their column's width
         self.table.native.verticalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)   # a row per name
         self.terms = rich_label("")
+        self.unmet = rich_label("")
+        self.unmet.visible = False   # shown while a source of the chosen result is not present
         self.recovery = rich_label("")
         self.recovery.visible = False   # shown with a result compared with the ground truth
         self.add_button = PushButton(text="Add layers of result",
@@ -333,7 +350,8 @@ class ExperimentsWidget(Container):
                                              "already shown.")
         buttons = Container(widgets=[self.run_button, self.run_all_button], layout="horizontal", labels=False)
         buttons.margins = (0, 0, 0, 0)   # side by side: the dock stays short enough for a 1000-pixel window
-        results = Container(widgets=[self.overview, self.result_choice, self.table, self.recovery, self.terms],
+        results = Container(widgets=[self.overview, self.result_choice, self.unmet, self.table, self.recovery,
+                                     self.terms],
                             labels=True)
         results.margins = (0, 0, 0, 0)
         self.extend([self.experiment, self.cell, self.steps, self.truth, buttons, *self.task.widgets, results,
@@ -363,8 +381,8 @@ class ExperimentsWidget(Container):
         self.overview.value = ""
         self.result_choice.reset_choices()
         self.table.value = {"readout": [], "model": []}
-        self.terms.value = self.recovery.value = ""
-        self.recovery.visible = False
+        self.terms.value = self.recovery.value = self.unmet.value = ""
+        self.recovery.visible = self.unmet.visible = False
 
     def run(self, names: list) -> bool:
         """Run the named experiments in a worker; results fill the table."""
@@ -436,6 +454,8 @@ class ExperimentsWidget(Container):
                         item.setToolTip(text)
             self._fit_columns()
             self.terms.value = terms_text(res)
+            self.unmet.value = unmet_text(res, truth)
+            self.unmet.visible = bool(self.unmet.value)
             self.recovery.value = recovery_text(self.recoveries.get(name))
             self.recovery.tooltip = recovery_tooltip(self.recoveries.get(name))
             self.recovery.visible = bool(self.recovery.value)
