@@ -839,6 +839,38 @@ def test_a_complete_tasks_leftover_blocks_are_removed_when_it_is_skipped(inputs,
     assert not (out / ".partial").exists()
 
 
+def test_a_task_marked_complete_without_its_blocks_is_computed_again(inputs, client, tmp_path):
+    """An audit: a block folder deleted (or a store two runs wrote at once) left a task whose attributes said
+    complete; reruns printed "already done" and load refused the whole store for it. A rerun now recomputes it."""
+    out = tmp_path / "r"
+    spec = _spec(inputs, out, stimuli=("a.npy",), cells=(0,), analyses=("predict",))
+    (key,) = batch.run(spec, client).done
+    shutil.rmtree(out / key / "b00000")
+    with pytest.raises(FileNotFoundError, match="block b00000 of its task .* is missing"):
+        batch.load(out)
+    again = batch.run(spec, client)
+    assert again.done == [key] and again.skipped == []
+    assert key in batch.load(out)
+
+
+def test_a_second_run_on_a_store_in_use_is_refused_in_one_sentence(inputs, client, tmp_path, capsys):
+    """An audit: two runs on one store at once committed each other's half-written tasks (the second found blocks
+    missing, a task was left complete without its blocks). The store is held by the run that writes it."""
+    out = tmp_path / "r"
+    spec = _spec(inputs, out, stimuli=("a.npy",), cells=(0,), analyses=("predict",))
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    out.mkdir()
+    with batch.store_lock(out):   # as a running batch holds it (flock: another open of the file is refused)
+        with pytest.raises(batch.StoreInUseError, match=rf"is being written by another batch run \(pid {os.getpid()} "):
+            batch.run(spec, client)
+        assert main(["batch", str(path), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("napari-retina batch: error: the results store") and "\n" not in err
+        assert not (out / batch.MANIFEST).exists()   # nothing of the store was touched
+    assert len(batch.run(spec, client).done) == 1   # held no more: the run goes
+
+
 def test_a_tasks_label_names_its_inputs_once():
     """A failed experiment was reported as "experiment of experiment osr (model ...)"."""
     assert batch.Task("k", "experiment", "m.pt", None, 1, "osr", {}).label == "experiment osr (model m.pt, cell 1)"

@@ -107,7 +107,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
 __all__ = [
     "BatchSpecError", "Spec", "parse_spec", "Task", "stimulus_shape", "stimulus_frames", "check_frame_size",
     "check_stimulus_shape", "read_window", "lazy_stimulus", "plan", "run_block", "task_summary", "finish_task",
-    "parse_readout", "is_complete", "remove_outdated", "remove_empty_partial", "remove_stale_tmp", "Report", "require",
+    "parse_readout", "is_complete", "store_lock", "StoreInUseError", "LOCK_NAME", "remove_outdated",
+    "remove_empty_partial", "remove_stale_tmp", "Report", "require",
     "connect", "start_cluster", "dashboard_link", "run", "TaskResult", "Results", "StoreError", "load", "ANALYSES",
     "SPLIT_ANALYSES", "SPEC_KEYS", "DEFAULT_BLOCK_FRAMES", "MAX_THREADS", "MANIFEST", "STALE_TMP_S", "SPEC_SUFFIXES",
     "FLOAT_ATTRS", "EVERY_CHUNK", "MAX_CHUNKS", "MAX_CHUNK_BYTES", "MAX_UNSPLIT_BYTES",
@@ -1014,10 +1015,14 @@ def _attrs(group: Path) -> dict:
 
 
 def is_complete(out: PathLike, task: Task) -> bool:
-    """Whether ``task``'s result is in the store, complete and made with the same parameters and inputs."""
-    attrs = _attrs(Path(out) / task.key)
+    """Whether ``task``'s result is in the store, complete and made with the same parameters and inputs, and
+    whether every block its attributes list is there (a block folder deleted, or a store written by two runs at
+    once, left a task marked complete that no rerun recomputed and that :func:`load` refused)."""
+    folder = Path(out) / task.key
+    attrs = _attrs(folder)
     return bool(attrs.get("complete")) and attrs.get("params") == strict_json(task.params) \
-        and attrs.get("blocks") == [list(b) for b in task.blocks]
+        and attrs.get("blocks") == [list(b) for b in task.blocks] \
+        and all((folder / f"b{i:05d}" / "zarr.json").is_file() for i in range(len(task.blocks)))
 
 
 def remove_outdated(out: PathLike, task: Task) -> bool:
@@ -1201,9 +1206,54 @@ def run(spec: Union[PathLike, dict, Spec], client: Optional["distributed.Client"
     """
     spec = parse_spec(spec)
     require()
-    log = log or (lambda line: None)
+    spec.out.mkdir(parents=True, exist_ok=True)
+    with store_lock(spec.out):
+        return _run(spec, client, force, workers, progress, log or (lambda line: None))
+
+
+class StoreInUseError(ValueError):
+    """A results store that another batch run is writing: one sentence naming the store and that run."""
+
+
+LOCK_NAME = ".lock"
+"""The file in a results store that a batch run holds locked while it writes the store (:func:`store_lock`)."""
+
+
+@contextlib.contextmanager
+def store_lock(out: Path):
+    """Hold the results store ``out`` for one batch run: a second run on it is refused (:class:`StoreInUseError`)
+    until the first ends, however it ends (the lock goes with the process).
+
+    Two runs writing one store at once committed each other's half-written
+    tasks: the audit's second run found blocks missing, and a task was left
+    marked complete without its blocks. The lock is ``fcntl.flock`` on
+    ``out/.lock``, which names the run that holds it; where there is no
+    ``fcntl`` (not POSIX) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:   # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "a process that did not say which"
+            raise StoreInUseError(f"the results store {str(out)!r} is being written by another batch run ({holder}); "
+                                  "wait for it to end, or give another out folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode("utf-8"))
+        yield
+    finally:
+        os.close(fd)   # and with it the lock
+
+
+def _run(spec: Spec, client, force: bool, workers: Optional[int], progress, log) -> Report:
+    """:func:`run` on a store this process holds (:func:`store_lock`)."""
     out = spec.out
-    out.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(out)
     t0 = time.perf_counter()
     tasks = plan(spec)
