@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -869,6 +870,34 @@ def test_a_second_run_on_a_store_in_use_is_refused_in_one_sentence(inputs, clien
         assert err.startswith("napari-retina batch: error: the results store") and "\n" not in err
         assert not (out / batch.MANIFEST).exists()   # nothing of the store was touched
     assert len(batch.run(spec, client).done) == 1   # held no more: the run goes
+
+
+def test_a_spec_path_that_is_a_folder_is_said_to_be_one(tmp_path, capsys):
+    """An audit: ``mkdir spec.json`` gave "no batch spec at 'spec.json'"; the README names a folder as one."""
+    (tmp_path / "spec.json").mkdir()
+    assert main(["batch", str(tmp_path / "spec.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("is a folder, not a file") and "\n" not in err, err
+
+
+def _fails(_):
+    raise OSError(28, "No space left on device")
+
+
+def test_a_task_that_raises_on_the_local_cluster_prints_no_dask_traceback(capfd):
+    """An audit: a worker's error (a full disk) printed dask's multi-line "Compute Failed" block with its
+    traceback on stderr before the run's own one-line report of it."""
+    client = batch.start_cluster(1)
+    try:
+        with pytest.raises(OSError, match="No space left"):
+            client.submit(_fails, 0).result()
+        time.sleep(0.5)   # the worker's log lines reach this process's stderr (its pipe) meanwhile
+    finally:
+        cluster = client.cluster
+        client.close()
+        cluster.close()
+    err = capfd.readouterr().err
+    assert "Compute Failed" not in err and "Traceback" not in err, err
 
 
 def test_a_tasks_label_names_its_inputs_once():

@@ -118,6 +118,8 @@ def test_osr_refuses_a_period_listed_twice_instead_of_a_silent_zero_over_zero():
     ("osr", {"periods": [5]}, r"^periods must hold at least two periods: the omitted flash's latency is read as a "
                               r"line against the period, got \[5\]$"),
     ("osr", {"intensity": 0}, r"^intensity must not be 0: flashes at mean grey are no flashes"),
+    ("osr", {"n_flashes": 1}, r"^n_flashes must be at least 2: an omitted flash is expected only after a periodic "
+                              r"train, got 1$"),   # an audit: it ran, with a slope of -6.7e-16 and r² 0.44
     ("latency", {"intensities": [-1, -1.0]}, r"^intensities must hold at least two different contrasts: latency "
                                              r"coding is read against contrast, got \[-1.0, -1.0\]$"),
 ])

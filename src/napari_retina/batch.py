@@ -216,6 +216,8 @@ def _read_spec_file(path: Path) -> dict:
     if path.suffix.lower() not in SPEC_SUFFIXES:
         raise BatchSpecError(f"the batch spec must be a {', '.join(SPEC_SUFFIXES)} file (the suffix says which "
                              f"format), got {path.suffix or 'no suffix'!r} ({str(path)!r})")
+    if path.is_dir():
+        raise IsADirectoryError(f"the batch spec {str(path)!r} is a folder, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"no batch spec at {str(path)!r}")
     text = path.read_text(encoding="utf-8-sig", errors="replace")   # -sig: a BOM, as Windows editors write, is not text
@@ -1155,9 +1157,11 @@ def start_cluster(workers: Optional[int] = None, threads: int = 1) -> "distribut
     n = workers or os.cpu_count() or 1
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with _sigint_ignored():   # the workers inherit it: a terminal's Ctrl-C cancels the run, not each worker
-        # its workers log errors only: a cancelled run's tasks each warned of their CancelledError
+        # its workers log nothing below CRITICAL: a cancelled run's tasks each warned of their CancelledError, and
+        # a task that raised printed dask's "Compute Failed" block with its traceback before the run's own
+        # one-line report of the same failure (an audit: a full disk)
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", env=env,
-                               silence_logs=logging.ERROR)
+                               silence_logs=logging.CRITICAL)
     return Client(cluster)
 
 

@@ -129,6 +129,9 @@ def build(size: int, history: int, respond: Optional[Callable] = None, *, period
         raise ValueError(f"periods must hold at least two periods: the omitted flash's latency is read as a line "
                          f"against the period, got {periods}")
     n_flashes = int_param(n_flashes, "n_flashes", 1)
+    if n_flashes < 2:   # one flash sets no period: the "omission" is a single flash's answer, its fit noise
+        raise ValueError(f"n_flashes must be at least 2: an omitted flash is expected only after a periodic train, "
+                         f"got {n_flashes}")
     duration = int_param(duration, "duration", 1)
     intensity = real_param(intensity, "intensity")
     if intensity == 0:   # every latency NaN
