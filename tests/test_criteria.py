@@ -424,7 +424,7 @@ def test_osr_period_whose_window_holds_only_the_train_s_tail_has_no_latency_and_
 # A classical receptive field: a Gaussian centre over the whole 2-D frame, one temporal filter of
 # synthetic.temporal_filter, a softplus. The literature explains none of the phenomena by such a cell; its
 # threshold could in principle shift latency with contrast (none of these does by the criterion's 20 ms),
-# and it imitates the reversal's timing without its mechanism (Schwartz et al. 2007; docs/EXPERIMENTS.md).
+# and it imitates the reversal's timing without its mechanism (Schwartz et al. 2007, Neuron; docs/EXPERIMENTS.md).
 
 _YY, _XX = np.mgrid[0:50, 0:50] - 24.5
 
@@ -553,7 +553,7 @@ def test_anticipation_reads_a_response_below_zero_as_it_reads_it_above():
 
 @pytest.mark.parametrize("n_bursting,present", [(5, False), (6, True)])
 def test_reversal_asks_bursts_at_half_of_the_positions(n_bursting, present):
-    """Schwartz et al. 2007: a burst wherever the bar reverses. An untrained CNN passed with bursts at 4 of 12
+    """Schwartz et al. 2007, Neuron: a burst wherever the bar reverses. An untrained CNN passed with bursts at 4 of 12
     positions; the truths burst at 7-11, the shipped model at 7-8. Bursts at 5 of 12 (above ``MIN_BURSTS``) are
     not enough, at 6 (``MIN_BURST_SHARE``, a half) they are."""
     proto = protocol(reversal, center=0.0)

@@ -43,7 +43,7 @@ What it shows, by the criteria of docs/EXPERIMENTS.md (identical in the four cel
 40-frame filter, a rectification, a spatial pooling, a sum or a pointwise nonlinearity):
 
 - omitted-stimulus response (present): a missing dark flash is a brightening relative to the
-  train; the three ON pathways with different kinetics (Schwartz et al. 2007; Gao et al. 2009's
+  train; the three ON pathways with different kinetics (Schwartz et al. 2007a, the OSR; Gao et al. 2009's
   tuned bipolar cells) put the response's peak later after the last flash at longer periods
   (slope 0.73, r² 0.94 over 50–170 ms). Fragile: a 20% change of the ON fast or ON slow
   pathway loses it.

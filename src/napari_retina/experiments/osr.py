@@ -9,7 +9,7 @@ model's history, so no model window spans two conditions).
 Parameters (defaults)
 ---------------------
 periods : (5, 7, 9, 11, 13, 15, 17) frames (50–170 ms), the salamander's range
-    (Schwartz et al. 2007: OSRs for flash rates of about 6–20 Hz); each listed
+    (Schwartz et al. 2007, Nat. Neurosci.: OSRs for flash rates of about 6–20 Hz); each listed
     once (a repeated period has no local slope).
 n_flashes : 8; intensity : −2.0 (dark); duration : 2 frames.
 gap, window, max_frames : see :func:`napari_retina.experiments.base.resolve_params`.
@@ -43,7 +43,7 @@ slope, intercept, r2 : least-squares line of latency_from_last_ms against
     latency after the last flash seen).
 local_slopes : list, the latency change between neighbouring periods divided
     by their period change.
-present : the literature criterion (Schwartz et al. 2007: the response keeps
+present : the literature criterion (Schwartz et al. 2007, Nat. Neurosci.: the response keeps
     a fixed latency after the *expected* flash, so its latency from the last
     flash grows with the period with slope ≈ 1), with floors so that it cannot
     be met by accident (docs/EXPERIMENTS.md):

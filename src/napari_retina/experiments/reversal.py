@@ -62,7 +62,7 @@ burst_latency_slope_ms_per_px : least-squares slope of the bursting positions'
     further the bar went (tens of ms/px with ``direction`` +1, the bar returning
     at 1/``speed`` frames per px; docs/EXPERIMENTS.md).
 n_bursts : number of bursting positions.
-present : the literature criterion (Schwartz et al. 2007: a synchronous burst
+present : the literature criterion (Schwartz et al. 2007, Neuron: a synchronous burst
     follows the reversal at a fixed latency of about 250 ms wherever the bar
     reverses): at ``MIN_BURSTS`` (4) or more reversal positions, and at no fewer
     than ``MIN_BURST_SHARE`` (half) of the positions tried (6 of the default 12;
@@ -107,7 +107,7 @@ NAN_REASONS = {"burst_latency_slope_ms_per_px": "fewer than two bursting positio
 
 #: criterion constants of ``present`` (see the module docstring)
 MIN_BURSTS = 4
-#: bursts at no fewer than this share of the reversal positions (Schwartz et al. 2007: wherever the bar reverses);
+#: bursts at no fewer than this share of the reversal positions (Schwartz et al. 2007, Neuron: wherever the bar reverses);
 #: 6 of the default 12, where the truths of versions 2-6 burst at 7-11 and the shipped model at 7-8
 MIN_BURST_SHARE = 0.5
 MIN_BURST_SNR = 5.0            # a burst's height over the noise of the grey level (readout key "noise"):
