@@ -793,6 +793,25 @@ def test_processes_started_for_a_local_cluster_ignore_a_terminals_ctrl_c():
     assert signal.getsignal(signal.SIGINT) is before
 
 
+@pytest.mark.parametrize("status,ignored", [(130, True), (0, False), (1, False)])
+def test_a_cancelled_command_ignores_further_ctrl_c_while_it_exits(monkeypatch, status, ignored):
+    """An audit: Ctrl-C pressed three times 0.3 s apart printed "cancelled", then a 20-line KeyboardInterrupt
+    traceback from dask's atexit hook closing its cluster. The command's process ignores SIGINT once it has
+    been cancelled (130); otherwise it leaves the handler alone."""
+    import signal
+
+    import napari_retina.cli as cli
+
+    monkeypatch.setattr(cli, "main", lambda: status)
+    monkeypatch.setattr("napari_retina._malloc.hold_freed_memory", lambda: None)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        assert cli.command() == status
+        assert (signal.getsignal(signal.SIGINT) == signal.SIG_IGN) is ignored
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_a_json_spec_with_a_byte_order_mark_is_read(tmp_path):
     """Windows editors write UTF-8 with a BOM: it was refused ("Unexpected UTF-8 BOM")."""
     np.save(tmp_path / "s.npy", np.zeros((10, 8, 8), np.float32))

@@ -112,7 +112,12 @@ def command() -> int:
     and ~1.4× faster prediction on a CPU, BENCHMARKS.md); :func:`main`, called from a script,
     leaves the caller's process as it is.
     """
+    import signal
+
     from .._malloc import hold_freed_memory
 
     hold_freed_memory()
-    return main()
+    status = main()
+    if status == 130:   # cancelled: a second Ctrl-C while the process exits (dask's atexit closing its cluster)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # printed a KeyboardInterrupt traceback (an audit)
+    return status
