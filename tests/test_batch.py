@@ -217,6 +217,14 @@ def test_an_empty_stimulus_fails_its_tasks_as_read_stimulus_refuses_it(inputs, c
                                                              "(0, 12, 12)"}
     results = batch.load(out)
     assert sorted(results) == sorted(report.done) and len(results.table()) == 3
+    # a file of 0 bytes: the sentence predict gives, not the .npy header's "EOF: reading magic string" (an audit)
+    (tmp_path / "zero.npy").write_bytes(b"")
+    with pytest.raises(ValueError) as refused:
+        nr.io.read_stimulus(tmp_path / "zero.npy")
+    spec0 = {**_spec(inputs, tmp_path / "r0", cells=(0,), analyses=("predict",)),
+             "stimuli": [str(tmp_path / "zero.npy")]}
+    assert [message for _, message in batch.run(spec0, client).failed] == [str(refused.value)]
+    assert "is empty (0 bytes)" in str(refused.value)
     # a result of no blocks that an earlier version stored is not served (its table row would read no block)
     key = next(t.key for t in batch.plan(batch.parse_spec(spec)) if "/empty-" in t.key and t.kind == "predict")
     (out / key).mkdir(parents=True)

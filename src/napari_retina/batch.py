@@ -453,6 +453,8 @@ def stimulus_shape(path: PathLike) -> tuple:
 
     path = io._existing(path)
     suffix = path.suffix.lower()
+    if suffix in (".npy", *io.HDF5_SUFFIXES):   # a header reader says less of an empty file (a batch audit)
+        io.refuse_empty_file(path)
     if suffix == ".npy":
         return tuple(int(n) for n in _npy_view(path).shape)
     if suffix in io.HDF5_SUFFIXES:

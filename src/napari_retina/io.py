@@ -41,8 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from .reduction import Reduction
 
 __all__ = [
-    "read_stimulus", "npy_header", "stimulus_key", "h5_read_limit", "Split", "Dataset", "repeats_array", "read_split",
-    "read_dataset", "read_cell_names", "cell_names_list", "hdf5_path", "write_dataset", "write_results",
+    "read_stimulus", "refuse_empty_file", "npy_header", "stimulus_key", "h5_read_limit", "Split", "Dataset",
+    "repeats_array", "read_split", "read_dataset", "read_cell_names", "cell_names_list", "hdf5_path", "write_dataset", "write_results",
     "trace_columns", "write_traces_csv", "STIMULUS_SUFFIXES", "HDF5_SUFFIXES", "STIMULUS_KEYS", "RATE_KEY",
     "REPEATS_NAME", "MAX_SOFT_LINKS", "H5_READ_MEMORY_SHARE", "H5_READ_FALLBACK_BYTES", "RESULT_KINDS"
 ]
@@ -64,6 +64,13 @@ def _existing(path: PathLike) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"no file at {str(path)!r}")
     return path
+
+
+def refuse_empty_file(path: Path) -> None:
+    """One sentence for a stimulus file of 0 bytes (a header reader's own error says less: "EOF: reading magic
+    string")."""
+    if path.stat().st_size == 0:
+        raise ValueError(f"{str(path)!r} is empty (0 bytes), expected a {path.suffix.lower()} stimulus stack")
 
 
 def _h5_keys(h5) -> list[str]:
@@ -281,8 +288,7 @@ def read_stimulus(path: PathLike, key: Optional[str] = None) -> np.ndarray:
             f"key={key!r} picks a dataset in an HDF5 file, but {path.name!r} is a {suffix} file "
             "that holds a single stack; drop the key"
         )
-    if path.stat().st_size == 0:
-        raise ValueError(f"{str(path)!r} is empty (0 bytes), expected a {suffix} stimulus stack")
+    refuse_empty_file(path)
     colour = False
     if suffix == ".npy":
         arr = _read_npy(path)
