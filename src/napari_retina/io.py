@@ -42,7 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
 
 __all__ = [
     "read_stimulus", "refuse_empty_file", "npy_header", "stimulus_key", "h5_read_limit", "Split", "Dataset",
-    "repeats_array", "read_split", "read_dataset", "read_cell_names", "cell_names_list", "hdf5_path", "write_dataset", "write_results",
+    "repeats_array", "read_split", "read_dataset", "read_cell_names", "cell_names_list", "hdf5_path", "write_dataset",
+    "write_results",
     "trace_columns", "write_traces_csv", "STIMULUS_SUFFIXES", "HDF5_SUFFIXES", "STIMULUS_KEYS", "RATE_KEY",
     "REPEATS_NAME", "MAX_SOFT_LINKS", "H5_READ_MEMORY_SHARE", "H5_READ_FALLBACK_BYTES", "RESULT_KINDS"
 ]
