@@ -189,7 +189,7 @@ def test_titles_say_the_experiment_cell_model_and_every_present_flag_in_words(re
     fig = _figure(result, tmp_path, monkeypatch, truth)
     assert fig.get_suptitle() == "latency experiment — cell 0 — model trained on mix.h5, 2026-11-30"
     yn = {True: "yes", False: "no"}
-    title = fig.axes[1].get_title()
+    title = " ".join(fig.axes[1].get_title().split())   # wrapped to fit its panel
     assert title == (f"response of cell 0 — latency present: model {yn[result.readout['present']]}, "
                      f"reduced circuit {yn[result.readout['reduced']['present']]}, "
                      f"ground truth {yn[truth.readout['present']]}")
@@ -437,7 +437,7 @@ def test_osr_draws_each_fitted_line_and_the_slope_bounds(runs, tmp_path, monkeyp
     np.testing.assert_allclose(y, 12.0 + 0.8 * x)
     finite_x = _finite(readout, "osr")[0]
     assert (x.min(), x.max()) == (finite_x.min(), finite_x.max())
-    assert "[0.5, 1.5]" in ax.get_title()
+    assert "[0.5, 1.5]" in " ".join(ax.get_title().split())
 
 
 def test_anticipation_marks_zero_the_least_lead_and_a_pure_delay(runs, tmp_path, monkeypatch):
@@ -501,6 +501,20 @@ def test_doubling_is_on_a_log_axis_with_the_ratio_one_line(runs, tmp_path, monke
     assert 1.0 in {float(ln.get_ydata()[0]) for ln in ax.get_lines() if tuple(ln.get_xdata()) == (0, 1)}
     lo, hi = ax.get_ylim()
     assert lo <= 0.5 and hi >= 1e4
+
+
+@pytest.mark.parametrize("name", list(READOUT_AXES))
+def test_every_title_and_legend_lies_inside_the_figure(name, runs, tmp_path, monkeypatch):
+    """A scientist's audit: the reversal figure's response title read "sponse of cell 0 …", cut at the figure's
+    left edge (its readout legend's long entries narrowed every panel, and a title wider than its panel spilt
+    out on both sides). Titles and legend entries wrap; every one is whole inside the figure."""
+    res, truth = runs[name]
+    fig = _figure(res, tmp_path, monkeypatch, truth)
+    renderer, page = fig.canvas.get_renderer(), fig.bbox
+    artists = [ax.title for ax in fig.axes] + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    for artist in artists:
+        box = artist.get_window_extent(renderer)
+        assert page.x0 - 0.5 <= box.x0 and box.x1 <= page.x1 + 0.5, (name, getattr(artist, "get_text", str)())
 
 
 def test_a_verdict_of_no_says_under_the_readout_which_clauses_fail(runs, tmp_path, monkeypatch):

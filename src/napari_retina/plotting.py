@@ -213,10 +213,26 @@ def _yes_no(readout: Optional[dict]) -> str:
     return "n/a" if present is None else ("yes" if present else "no")
 
 
+LEGEND_CHARS = 44
+"""Longest line of a legend entry (characters; longer ones wrap): a wide legend narrowed every panel."""
+TITLE_CHARS = {None: 80, 9: 96}
+"""Longest line of a panel title, by font size (characters; longer ones wrap): a title wider than its panel was
+cut at the figure's left edge ("sponse of cell 0 …" above a panel narrowed by the reversal's legend)."""
+
+
+def _title(ax, text: str, **kwargs) -> None:
+    """``ax.set_title`` with each line wrapped at :data:`TITLE_CHARS` for its font size."""
+    width = TITLE_CHARS.get(kwargs.get("fontsize"), TITLE_CHARS[None])
+    ax.set_title("\n".join(textwrap.fill(line, width, break_on_hyphens=False) for line in text.split("\n")),
+                 **kwargs)
+
+
 def _legend(ax, handles=None, labels=None) -> None:
-    """The panel's legend right of its axes, outside the data."""
+    """The panel's legend right of its axes, outside the data, each entry wrapped at :data:`LEGEND_CHARS`."""
     args = () if handles is None else (handles, labels)
-    ax.legend(*args, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize=8)
+    legend = ax.legend(*args, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize=8)
+    for text in legend.get_texts():
+        text.set_text(textwrap.fill(text.get_text(), LEGEND_CHARS, break_on_hyphens=False))
 
 
 def _mark_events(ax, conditions) -> list:
@@ -243,14 +259,14 @@ def _stimulus_panel(ax, res):
     if res.attribution.invariance == "space":
         ax.plot(t_ms, stim[:, 0, 0], color="k", lw=0.8)
         ax.set_ylabel("contrast\n(s.d. of the\ntraining stimulus)", fontsize=9)
-        ax.set_title("stimulus (full field)")
+        _title(ax, "stimulus (full field)")
         return None
     half_um = stim.shape[2] / 2 * PIXEL_UM
     image = ax.imshow(stim[:, stim.shape[1] // 2, :].T, aspect="auto", cmap="gray", vmin=-1, vmax=1,
                       extent=(0, len(stim) * FRAME_MS, half_um, -half_um), interpolation="nearest")
     ax.set_ylabel("x (µm)")
-    ax.set_title("stimulus: middle row over time (grey scale −1 to +1 s.d. of the training stimulus; beyond: black "
-                 "or white)")
+    _title(ax, "stimulus: middle row over time\n(grey scale −1 to +1 s.d. of the training stimulus; beyond: black "
+               "or white)", fontsize=9)
     return image
 
 
@@ -275,7 +291,7 @@ def _response_panel(ax, res, t_ms: np.ndarray, truth) -> None:
     present = [f"model {_yes_no(res.readout)}", f"reduced circuit {_yes_no(res.readout.get('reduced'))}"]
     if truth is not None:
         present.append(f"ground truth {_yes_no(truth.readout)}")
-    ax.set_title(f"response of {_cells_text(res.cells)} — {res.name} present: {', '.join(present)}")
+    _title(ax, f"response of {_cells_text(res.cells)} — {res.name}\npresent: {', '.join(present)}")
 
 
 def _attribution_panel(ax, res, t_ms: np.ndarray, labels: dict) -> None:
@@ -289,7 +305,7 @@ def _attribution_panel(ax, res, t_ms: np.ndarray, labels: dict) -> None:
         ax.plot(np.insert(t_ms[frames], cuts, np.nan), np.insert(tr, cuts, np.nan), lw=0.9, marker=".", ms=2,
                 label=labels[int(c)])
     ax.set_ylabel("A_c(t) (spikes/bin)")
-    ax.set_title("kept channels' attributions (attributed frames)")
+    _title(ax, "kept channels' attributions (attributed frames)")
 
 
 #: what each of the reduced circuit's pools weights a channel's units with (:func:`napari_retina.reduce`)
@@ -306,8 +322,8 @@ def _contribution_panel(ax, res, t_ms: np.ndarray, labels: dict) -> None:
     ax.set_ylabel("term of the softplus\nargument (a.u.)")
     ax.set_xlabel("time (ms)")
     pools = " and by ".join(POOL_NAMES.get(p, p) for p in red.pools)
-    ax.set_title(f"reduced circuit: r = softplus(Σ_c term_c + β_0), term_c = Σ_p β_cp·d_cp(t), the pools d_cp of "
-                 f"channel c's\nrectified units weighted over space by {pools}", fontsize=9)
+    _title(ax, f"reduced circuit: r = softplus(Σ_c term_c + β_0), term_c = Σ_p β_cp·d_cp(t), the pools d_cp of "
+               f"channel c's rectified units weighted over space by {pools}", fontsize=9)
 
 
 # --- the readout panel: the experiment's classic figure ------------------------------------------------------------
@@ -446,10 +462,10 @@ def _osr_readout(ax, sources) -> list:
                       f"intercept {intercept:.0f} ms")
     ax.set_xlabel("flash period (ms)")
     ax.set_ylabel("latency from the\nlast flash (ms)")
-    ax.set_title(f"omitted stimulus response: the peak after the omitted flash against the period\npresent: "
-                 f"slope in [{osr.MIN_SLOPE:g}, {osr.MAX_SLOPE:g}], r² ≥ {osr.MIN_R2:g}, each peak rising ≥ "
-                 f"{osr.MIN_RISE_SHARE:.0%} of the train's answer;\nslope 1 = a fixed latency after the expected "
-                 f"flash", fontsize=9)
+    _title(ax, f"omitted stimulus response: the peak after the omitted flash against the period\npresent: "
+               f"slope in [{osr.MIN_SLOPE:g}, {osr.MAX_SLOPE:g}], r² ≥ {osr.MIN_R2:g}, each peak rising ≥ "
+               f"{osr.MIN_RISE_SHARE:.0%} of the train's answer;\nslope 1 = a fixed latency after the expected "
+               f"flash", fontsize=9)
     return notes
 
 
@@ -458,10 +474,10 @@ def _latency_readout(ax, sources) -> list:
     _, notes = _points(ax, sources, "intensities", "latency_ms", x_fn=np.abs)
     ax.set_xlabel("|flash contrast| (s.d. of the training stimulus)")
     ax.set_ylabel("onset latency (ms)")
-    ax.set_title(f"latency coding: onset latency against flash strength\npresent: falls by ≥ "
-                 f"{latency.MIN_RANGE_MS:g} ms over ≥ {latency.MIN_RESPONDING} responding flashes; none answered > "
-                 f"{latency.MONOTONIC_TOLERANCE_MS:g} ms "
-                 f"later than a weaker one or within {latency.MIN_LATENCY_MS:g} ms", fontsize=9)
+    _title(ax, f"latency coding: onset latency against flash strength\npresent: falls by ≥ "
+               f"{latency.MIN_RANGE_MS:g} ms over ≥ {latency.MIN_RESPONDING} responding flashes; none answered > "
+               f"{latency.MONOTONIC_TOLERANCE_MS:g} ms "
+               f"later than a weaker one or within {latency.MIN_LATENCY_MS:g} ms", fontsize=9)
     return notes
 
 
@@ -487,9 +503,9 @@ def _anticipation_readout(ax, sources) -> list:
                label=f"{anticipation.MIN_LEAD_UM:g} µm: the least lead counted")
     ax.set_xlabel("bar speed (mm/s)")
     ax.set_ylabel("lead (µm, + ahead\nof the bar)")
-    ax.set_title(f"motion anticipation: how far ahead of the moving bar its response peaks\npresent: a lead "
-                 f"≥ {anticipation.MIN_LEAD_UM:g} µm at every speed, ≥ {anticipation.MIN_SPEEDS} speeds",
-                 fontsize=9)
+    _title(ax, f"motion anticipation: how far ahead of the moving bar its response peaks\npresent: a lead "
+               f"≥ {anticipation.MIN_LEAD_UM:g} µm at every speed, ≥ {anticipation.MIN_SPEEDS} speeds",
+               fontsize=9)
     return notes
 
 
@@ -530,9 +546,9 @@ def _reversal_readout(ax, sources) -> list:
                 label="fit through the bursts: ≈ 0 ms/px locked to the reversal, rising: following the bar")
     ax.set_xlabel("reversal position (µm from the centre)")
     ax.set_ylabel("burst latency after\nthe reversal (ms)")
-    ax.set_title(f"motion reversal: the burst after the reversal against where the bar reverses\npresent: "
-                 f"≥ {reversal.MIN_BURSTS} bursts, mean latency in [{low:g}, {high:g}] ms, s.d. ≤ "
-                 f"{reversal.MAX_LATENCY_SD_MS:g} ms", fontsize=9)
+    _title(ax, f"motion reversal: the burst after the reversal against where the bar reverses\npresent: "
+               f"≥ {reversal.MIN_BURSTS} bursts, mean latency in [{low:g}, {high:g}] ms, s.d. ≤ "
+               f"{reversal.MAX_LATENCY_SD_MS:g} ms", fontsize=9)
     return notes
 
 
@@ -544,8 +560,8 @@ def _doubling_readout(ax, sources) -> list:
     ax.axhline(1, color="0.5", lw=0.8, ls="--", label="F2/F1 = 1")
     ax.set_xlabel("bar width (µm)")
     ax.set_ylabel("F2/F1 (max over phases)")
-    ax.set_title(f"frequency doubling: F2/F1 of a contrast-reversing grating against bar width\npresent: rises "
-                 f"≥ {doubling.MIN_RISE:g}× to the narrowest bars, > 1 there", fontsize=9)
+    _title(ax, f"frequency doubling: F2/F1 of a contrast-reversing grating against bar width\npresent: rises "
+               f"≥ {doubling.MIN_RISE:g}× to the narrowest bars, > 1 there", fontsize=9)
     return notes
 
 
