@@ -107,8 +107,8 @@ NAN_REASONS = {"burst_latency_slope_ms_per_px": "fewer than two bursting positio
 
 #: criterion constants of ``present`` (see the module docstring)
 MIN_BURSTS = 4
-#: bursts at no fewer than this share of the reversal positions (Schwartz et al. 2007, Neuron: wherever the bar reverses);
-#: 6 of the default 12, where the truths of versions 2-6 burst at 7-11 and the shipped model at 7-8
+#: bursts at no fewer than this share of the reversal positions (Schwartz et al. 2007, Neuron: wherever the bar
+#: reverses); 6 of the default 12, where the truths of versions 2-6 burst at 7-11 and the shipped model at 7-8
 MIN_BURST_SHARE = 0.5
 MIN_BURST_SNR = 5.0            # a burst's height over the noise of the grey level (readout key "noise"):
 #                                at 4, 3 of 1,200 Poisson trials (400 seeds a rate) passed, at 5 none;
