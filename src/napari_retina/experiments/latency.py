@@ -97,8 +97,8 @@ MIN_RESPONDING = 5
 MAX_STEP_FRACTION = 0.5
 #: the shortest latency a responding flash may have: one frame
 MIN_LATENCY_MS = FRAME_MS
-#: the largest flash response must reach this over the grey level (spikes per 10 ms bin), as the other
-#: experiments' floors: the onset is read at a fraction of each peak, so without it any scaled copy passes
+# the largest flash response must reach base.AMPLITUDE_FLOOR over the grey level, as the other experiments':
+# the onset is read at a fraction of each peak, so without it any scaled copy passes
 
 
 def build(size: int, history: int, respond: Optional[Callable] = None, *, intensities: Sequence[float],
