@@ -950,7 +950,7 @@ def finish_task(task: Task, out: str, *blocks: dict) -> dict:
         return {"key": task.key, "error": errors[0], "warnings": warned}
     store = Path(out)
     partial = store / ".partial" / task.key
-    missing = [i for i in range(len(task.blocks)) if not (partial / f"b{i:05d}" / "zarr.json").exists()]
+    missing = _missing_blocks(partial, len(task.blocks))
     if missing:
         raise RuntimeError(f"{task.label}: blocks {missing} are missing from {str(partial)!r}")
     for stale in partial.iterdir():   # a block of an earlier layout (another block_frames): not this task's
@@ -1018,6 +1018,11 @@ def _attrs(group: Path) -> dict:
         return {}
 
 
+def _missing_blocks(folder: Path, n_blocks: int) -> list[int]:
+    """The indices of the ``n_blocks`` block groups (``b00000``, ...) that ``folder`` lacks."""
+    return [i for i in range(n_blocks) if not (folder / f"b{i:05d}" / "zarr.json").is_file()]
+
+
 def is_complete(out: PathLike, task: Task) -> bool:
     """Whether ``task``'s result is in the store, complete and made with the same parameters and inputs, and
     whether every block its attributes list is there (a block folder deleted, or a store written by two runs at
@@ -1026,7 +1031,7 @@ def is_complete(out: PathLike, task: Task) -> bool:
     attrs = _attrs(folder)
     return bool(attrs.get("complete")) and attrs.get("params") == strict_json(task.params) \
         and attrs.get("blocks") == [list(b) for b in task.blocks] \
-        and all((folder / f"b{i:05d}" / "zarr.json").is_file() for i in range(len(task.blocks)))
+        and not _missing_blocks(folder, len(task.blocks))
 
 
 def remove_outdated(out: PathLike, task: Task) -> bool:
