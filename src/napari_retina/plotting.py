@@ -25,6 +25,7 @@ from ._atomic import atomic_write
 from ._types import PathLike
 from ._units import FRAME_MS, PIXEL_UM
 from .experiments import anticipation, doubling, latency, osr, reversal
+from .experiments.base import unmet_of
 from .experiments.recovery import channel_labels
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
@@ -388,11 +389,9 @@ def _unmet_notes(sources) -> list[str]:
     """For each source whose verdict is no, the clauses of the criterion it does not meet (its readout's
     ``unmet``, with its values): the panel's title gives the criterion in short, and a point that seems to meet
     it may fail a floor the title leaves out."""
-    notes = []
-    for label, readout in sources:
-        unmet = readout.get("unmet")
-        if readout.get("present") is False and isinstance(unmet, (list, tuple)) and unmet:
-            notes.append(f"{label}, not present: " + "; ".join(textwrap.shorten(str(u), 200) for u in unmet))
+    why = [(label, unmet_of(readout)) for label, readout in sources]
+    notes = [f"{label}, not present: " + "; ".join(textwrap.shorten(u, 200) for u in unmet) for label, unmet in why
+             if unmet]
     return [textwrap.fill(note, 130, subsequent_indent="    ") for note in notes]
 
 

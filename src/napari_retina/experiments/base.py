@@ -522,6 +522,15 @@ def unmet(clauses: dict) -> list[str]:
     return [text for text, holds in clauses.items() if not bool(holds)]
 
 
+def unmet_of(readout: Any) -> list[str]:
+    """Why a readout's verdict is no: its ``unmet`` clauses when ``present`` is False; [] when it is present, or is
+    not a readout, or has none (a result saved before readouts kept them)."""
+    if not isinstance(readout, dict) or readout.get("present") is not False:
+        return []
+    unmet = readout.get("unmet")
+    return [str(u) for u in unmet] if isinstance(unmet, (list, tuple)) else []
+
+
 def least(values: Sequence[float]) -> float:
     """The smallest of ``values`` with NaN counted as smallest (NaN when any is NaN or there are none): the value
     an "every value ≥ floor" clause is decided by."""

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import QHeaderView, QStyle, QStyledItemDelegate, QStyleOptio
 
 from ... import experiments
 from ...attribution import MAX_STEPS
+from ...experiments.base import unmet_of
 from ...experiments.battery import KEY_NUMBERS, default_retina, trained_on_truth
 from .._session import session
 from .._tasks import Task, notify, one_sentence
@@ -188,13 +189,10 @@ def unmet_text(result, truth=None) -> str:
     """Why the phenomenon is not present, per source (rich text, a line each): the clauses of its criterion that
     the model, its reduced circuit or the ground truth does not meet, with their values (each readout's
     ``unmet``); "" when every source shows it."""
-    lines = []
-    for label, readout in _columns(result, truth).items():
-        unmet = readout.get("unmet")
-        if readout.get("present") is False and isinstance(unmet, (list, tuple)) and unmet:
-            name = {"reduced": "reduced circuit"}.get(label, label)
-            lines.append(f"<b>{html.escape(name)}</b> not present: " + "; ".join(html.escape(str(u)) for u in unmet))
-    return "<br>".join(lines)
+    names = {"reduced": "reduced circuit"}
+    why = [(names.get(label, label), unmet_of(readout)) for label, readout in _columns(result, truth).items()]
+    return "<br>".join(f"<b>{html.escape(name)}</b> not present: " + "; ".join(html.escape(u) for u in unmet)
+                       for name, unmet in why if unmet)
 
 
 def terms_text(result) -> str:
