@@ -179,7 +179,7 @@ def _dock_widgets(viewer, names: tuple, stim_layer, analysis, osr: str = "") -> 
     Analyze's status line says what a run of it says (which maps, and why), and ``osr``, the osr experiment's
     verdict (:func:`osr_sentence`), so that the window, not only the terminal, says whether the flash train's
     answer after the omission is an omitted-stimulus response."""
-    from ._widgets.analyze import summary_text
+    from ._widgets.analyze import done_status, summary_text
 
     docked = {}
     for name in names:
@@ -195,8 +195,7 @@ def _dock_widgets(viewer, names: tuple, stim_layer, analysis, osr: str = "") -> 
         analyze.result_label.value = summary_text(analysis)
         # the demo ran the analysis before the window opened: the bar says done, not 0 %
         analyze.task.progress.value = analyze.task.progress.max
-        notes = [note for note in (analysis.maps_note, osr) if note]
-        analyze.task.status.value = "analysis done (run by the demo)" + (f": {'; '.join(notes)}" if notes else "")
+        analyze.task.status.value = done_status("analysis done (run by the demo)", analysis.maps_note, osr)
         dock.raise_()  # show the Analyze tab
     return list(docked)
 

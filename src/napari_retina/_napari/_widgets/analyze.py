@@ -81,6 +81,12 @@ def check_stimulus_layer(layer, model: RetinaCNN, crop: str) -> np.ndarray:
     return layer.data
 
 
+def done_status(done: str, *notes: str) -> str:
+    """The status line of a finished analysis: ``done``, then the notes that say something, "; "-separated."""
+    said = [note for note in notes if note]
+    return done + (f": {'; '.join(said)}" if said else "")
+
+
 def summary_text(analysis: Analysis) -> str:
     """The result line: completeness error and, with a reduction, what the reduced circuit explains."""
     attr, red = analysis.attribution, analysis.reduction
@@ -472,8 +478,7 @@ class AnalyzeWidget(Container):
         norm = getattr(getattr(result.attribution.model, "config", None), "norm", None)
         mapping = input_mapping(layer.data.dtype, norm, result.parameters.get("normalize", False))
         # what was computed; how the stack was read; at what scale
-        notes = [note for note in (result.maps_note, mapping, scale_note(layer)) if note]
-        self.task.status.value = "analysis done" + (f": {'; '.join(notes)}" if notes else "")
+        self.task.status.value = done_status("analysis done", result.maps_note, mapping, scale_note(layer))
 
     def save(self, path: Path) -> Optional[Path]:
         """Write the last analysis to ``.h5``/``.hdf5`` (everything) or ``.csv`` (the traces)."""
