@@ -626,3 +626,34 @@ def test_a_second_start_while_busy_is_refused_in_good_english(viewer, notes):
                                         "first.")
         release.set()
         task.wait()
+
+
+@pytest.mark.parametrize("cls", ["AnalyzeWidget", "ExperimentsWidget", "ModelWidget", "StimulusWidget"])
+def test_every_dock_s_row_labels_are_whole_at_its_narrowest(make_napari_viewer, qtbot, cls):
+    """magicgui sized the label column by the application's font (9 pt); napari draws labels at 10 pt, so at a
+    dock's narrowest a long label lost its last letters (the Stimulus dock's "intensity (contrast)", 129 of 135
+    px; on CI its "or, for a stack opened another way:"; the Analyze dock's "steps (α points; 0: adaptive)", 180 of
+    194 px)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QHBoxLayout, QLabel, QWidget
+
+    viewer = make_napari_viewer(show=True)
+    widget = getattr(_widgets, cls)(viewer)
+    dock = viewer.window.add_dock_widget(widget, name=cls)
+    viewer.window._qt_window.resizeDocks([dock], [1], Qt.Orientation.Horizontal)
+
+    def row_labels():   # each magicgui row: a label, then its widget
+        rows = [w for w in widget.native.findChildren(QWidget) if isinstance(w.layout(), QHBoxLayout)]
+        firsts = [row.layout().itemAt(0).widget() for row in rows if row.layout().count()]
+        return [label for label in firsts if isinstance(label, QLabel) and label.isVisible() and label.text()]
+
+    def cut():
+        return [(label.text(), label.width(), label.sizeHint().width()) for label in row_labels()
+                if label.width() < label.sizeHint().width()]
+
+    try:
+        qtbot.waitUntil(lambda: bool(row_labels()) and not cut(), timeout=2000)
+    except qtbot.TimeoutError:
+        pass
+    assert row_labels()
+    assert not cut(), cut()

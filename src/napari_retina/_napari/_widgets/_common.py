@@ -22,7 +22,7 @@ from magicgui.widgets.bases import CategoricalWidget, ValueWidget
 
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtGui import QPalette
-from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from .. import _exit
 from .._docking import dock_of, docked_in, vertical_scroll
@@ -325,6 +325,44 @@ def scroll_within(parent, child) -> QScrollArea:
     return area
 
 
+def _row_labels(page: QWidget) -> list:
+    """The labels of a labelled magicgui form's rows on ``page``: each row's first widget when it is a shown
+    QLabel (a row without a label of its own hides it: :func:`wrapping`)."""
+    labels = []
+    layout = page.layout()
+    for i in range(layout.count() if layout is not None else 0):
+        row = layout.itemAt(i).widget()
+        inner = row.layout() if row is not None else None
+        first = inner.itemAt(0).widget() if isinstance(inner, QHBoxLayout) and inner.count() else None
+        if isinstance(first, QLabel) and not first.isHidden():
+            labels.append(first)
+    return labels
+
+
+class _LabelColumn(QObject):
+    """Keeps a labelled form's label column as wide as its widest label in the font the label is drawn in.
+
+    magicgui sizes the column by measuring the labels in the application's font
+    (9 pt), while napari's style sheet draws them at 10 pt: in a dock at its
+    narrowest, the Stimulus dock's "intensity (contrast)" lost its last letters.
+    Measured again whenever the form is laid out (a generator's parameters
+    replaced, the style sheet applied when docked).
+    """
+
+    def __init__(self, page: QWidget) -> None:
+        super().__init__(page)   # lives as long as the page it watches
+        page.installEventFilter(self)
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() in (QEvent.Type.LayoutRequest, QEvent.Type.Show, QEvent.Type.Polish):
+            labels = _row_labels(obj)
+            widest = max((label.sizeHint().width() for label in labels), default=0)
+            for label in labels:
+                if label.minimumWidth() != widest:
+                    label.setMinimumWidth(widest)
+        return False
+
+
 def scroll_contents(widget) -> QScrollArea:
     """Put everything in the magicgui container ``widget`` in one vertical scroll area; returns the area.
 
@@ -334,11 +372,13 @@ def scroll_contents(widget) -> QScrollArea:
     time axis included); where the window has the room, it shows the form as
     before. The container's layout moves, with its widgets, into the area's
     page, so magicgui's own handle on it keeps working (``append``, ``clear``).
+    The page keeps its label column as wide as its labels are drawn (:class:`_LabelColumn`).
     Call it last in ``__init__``, after :func:`scroll_within`.
     """
     native = widget.native
     page = QWidget()
     page.setLayout(native.layout())   # Qt moves a layout installed on another widget, children included
+    _LabelColumn(page)
     area = vertical_scroll(page)
     outer = QVBoxLayout(native)
     outer.setContentsMargins(0, 0, 0, 0)

@@ -10,7 +10,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, create_widg
 
 from ... import stimuli
 from .._sample_data import generate
-from .._tasks import Task, notify, one_sentence
+from .._tasks import Task, notify, one_sentence, wrapping
 from ._common import layer_picker, parameter_widget, set_physical_scale, scroll_contents, tabify_when_docked
 
 GENERATORS = ("flash_train", "white_noise", "contrast_switching", "naturalistic", "flash", "step", "moving_bar",
@@ -66,7 +66,7 @@ class StimulusWidget(Container):
                                        tooltip="Give the chosen layer the stimulus scale, units and axis labels, "
                                                "so result layers line up with it.")
         self.extend([self.generator, self.name, self.generate_button, *self.task.widgets,
-                     Label(value="or, for a stack opened another way:"), self.existing,
+                     wrapping(Label(value="or, for a stack opened another way:")), self.existing,
                      self.scale_button])
         self.generator.changed.connect(self._build_params)
         self.generate_button.changed.connect(lambda *_: self.generate())
