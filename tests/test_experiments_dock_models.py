@@ -195,3 +195,20 @@ def test_a_nan_cell_s_tooltip_says_why_it_is_nan(viewer, notes):
     assert "the train's response never falls to 20% of the peak" in tip("onset_ms")   # docs/EXPERIMENTS.md's reason
     assert tip("slope") == "nan\nNaN: not defined for this run"   # the docs give no reason: none invented
     assert "NaN" not in tip("periods_ms")
+
+
+def test_a_met_criterion_reads_none_in_the_unmet_row(viewer, notes):
+    """The unmet row read "[]" where every clause was met (the screenshot's reversal: three columns of "[]")."""
+    w = _dock(viewer)
+    assert w.run(["osr"])
+    w.task.wait(120000)
+    assert notes == []
+    res = w.results["osr"]
+    reduced = {**res.readout["reduced"], "present": True, "unmet": []}
+    w._show({"osr": dataclasses.replace(res, readout={**res.readout, "present": True, "unmet": [],
+                                                     "reduced": reduced})})
+    table, keys = w.table.native, [row.split(" ")[0] for row in w.table.to_dict("list")["readout"]]
+    row = keys.index("unmet")
+    assert w.table.to_dict("list")["model"][row] == w.table.to_dict("list")["reduced"][row] == "none"
+    assert table.item(row, 1).toolTip() == "none"
+    assert not w.unmet.visible   # and no "not present" line above the table

@@ -91,7 +91,7 @@ def test_experiment_results_survive_layer_changes_and_do_not_stack(viewer, qtbot
     assert table["readout"][2:4] == ["slope (ms/ms)", "r2 (dimensionless)"]
     assert table["model"][0] == ("yes" if w.results["osr"].readout["present"] else "no")
     unmet = w.results["osr"].readout["unmet"]
-    assert table["model"][1] == ("; ".join(unmet) if unmet else "[]")   # each clause with its value, in words
+    assert table["model"][1] == ("; ".join(unmet) if unmet else "none")   # each clause with its value, in words
     # and above the table, in full: the tiny model shows no OSR, and the dock says which clauses it misses
     import html
 

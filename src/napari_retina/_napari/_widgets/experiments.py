@@ -78,6 +78,12 @@ def _full(value) -> str:
     return _cell(value, None)
 
 
+def _shown(key: str, value):
+    """What a readout's cell shows for ``value``: itself, but "none" for an empty ``unmet`` (every clause met;
+    it read "[]")."""
+    return "none" if key == "unmet" and not value else value
+
+
 def _named(key: str, units: dict) -> str:
     """A readout row's name as the table shows it: the key, then its unit (``units``: the experiment's
     :func:`~napari_retina.experiments.readout_units`), "peak_before (spikes/bin)"."""
@@ -124,14 +130,14 @@ def readout_table(result, truth=None) -> dict:
     keys = _keys(columns["model"], result.name)
     units = experiments.readout_units(result.name)
     return {"readout": [_named(k, units) for k in keys],
-            **{col: [_cell(ro[k]) if k in ro else "" for k in keys] for col, ro in columns.items()}}
+            **{col: [_cell(_shown(k, ro[k])) if k in ro else "" for k in keys] for col, ro in columns.items()}}
 
 
 def readout_tooltips(result, truth=None) -> list[list[str]]:
     """Each row's full values (:func:`_full`) in :func:`readout_table`'s order and columns (after ``readout``),
     with, where a value is or holds a NaN, why (:func:`napari_retina.experiments.nan_reason`)."""
     columns = _columns(result, truth)
-    return [[_tip(ro[k], result.name, k) if k in ro else "" for ro in columns.values()]
+    return [[_tip(_shown(k, ro[k]), result.name, k) if k in ro else "" for ro in columns.values()]
             for k in _keys(columns["model"], result.name)]
 
 
