@@ -175,17 +175,24 @@ def test_the_readout_table_says_each_row_s_unit(viewer, notes):
     assert {"slope (ms/ms)", "r2 (dimensionless)", "onset_ms (ms)"} <= set(w.table.to_dict("list")["readout"])
 
 
-def test_a_nan_cell_s_tooltip_says_why_it_is_nan(viewer, notes):
-    """Whole rows of NaN (osr's onset_ms "[nan, nan, …") were shown without the reason docs/EXPERIMENTS.md gives."""
-    w = _dock(viewer)
+def _osr_shown_with(w, notes, change) -> tuple:
+    """Run the OSR in dock ``w``, show its result with ``change(readout)``'s keys replaced; returns the result
+    (unchanged), the table and its rows' keys."""
     assert w.run(["osr"])
     w.task.wait(120000)
     assert notes == []
     res = w.results["osr"]
-    n = len(res.readout["periods_ms"])
+    w._show({"osr": dataclasses.replace(res, readout={**res.readout, **change(res.readout)})})
+    return res, w.table.native, [row.split(" ")[0] for row in w.table.to_dict("list")["readout"]]
+
+
+def test_a_nan_cell_s_tooltip_says_why_it_is_nan(viewer, notes):
+    """Whole rows of NaN (osr's onset_ms "[nan, nan, …") were shown without the reason docs/EXPERIMENTS.md gives."""
+    w = _dock(viewer)
     nan = float("nan")
-    w._show({"osr": dataclasses.replace(res, readout={**res.readout, "onset_ms": [nan] * n, "slope": nan})})
-    table, keys = w.table.native, [row.split(" ")[0] for row in w.table.to_dict("list")["readout"]]
+    res, table, keys = _osr_shown_with(w, notes, lambda ro: {"onset_ms": [nan] * len(ro["periods_ms"]),
+                                                              "slope": nan})
+    n = len(res.readout["periods_ms"])
 
     def tip(key):
         return table.item(keys.index(key), 1).toolTip()   # the model's column
@@ -200,14 +207,8 @@ def test_a_nan_cell_s_tooltip_says_why_it_is_nan(viewer, notes):
 def test_a_met_criterion_reads_none_in_the_unmet_row(viewer, notes):
     """The unmet row read "[]" where every clause was met (the screenshot's reversal: three columns of "[]")."""
     w = _dock(viewer)
-    assert w.run(["osr"])
-    w.task.wait(120000)
-    assert notes == []
-    res = w.results["osr"]
-    reduced = {**res.readout["reduced"], "present": True, "unmet": []}
-    w._show({"osr": dataclasses.replace(res, readout={**res.readout, "present": True, "unmet": [],
-                                                     "reduced": reduced})})
-    table, keys = w.table.native, [row.split(" ")[0] for row in w.table.to_dict("list")["readout"]]
+    met = {"present": True, "unmet": []}
+    _, table, keys = _osr_shown_with(w, notes, lambda ro: {**met, "reduced": {**ro["reduced"], **met}})
     row = keys.index("unmet")
     assert w.table.to_dict("list")["model"][row] == w.table.to_dict("list")["reduced"][row] == "none"
     assert table.item(row, 1).toolTip() == "none"
