@@ -503,6 +503,25 @@ def test_doubling_is_on_a_log_axis_with_the_ratio_one_line(runs, tmp_path, monke
     assert lo <= 0.5 and hi >= 1e4
 
 
+@pytest.mark.parametrize("ratios,marked", [([1000.0, 2.0, 0.5], True), ([3.0, 2.0, 0.5], False)])
+def test_doubling_marks_the_ratio_s_ceiling_where_a_point_reaches_it(runs, tmp_path, monkeypatch, ratios, marked):
+    """F1 is floored at a thousandth of F2, so F2/F1 stops at 1000: a point there is a lower bound, and the panel
+    did not say so (a last session's audit)."""
+    import dataclasses
+
+    from napari_retina.experiments import doubling
+
+    res, _ = runs["doubling"]
+    ax = _readout_ax(_figure(dataclasses.replace(res, readout=dict(res.readout, f2_f1_per_width=ratios)),
+                             tmp_path, monkeypatch))
+    ceiling = [ln for ln in ax.get_lines() if "ceiling" in ln.get_label()]
+    assert len(ceiling) == int(marked)
+    if marked:
+        assert float(ceiling[0].get_ydata()[0]) == 1 / doubling.F1_FLOOR_SHARE == 1000
+        assert "lower bound" in ceiling[0].get_label()
+        assert ceiling[0].get_label() in [" ".join(t.get_text().split()) for t in ax.get_legend().get_texts()]
+
+
 @pytest.mark.parametrize("name", list(READOUT_AXES))
 def test_every_title_and_legend_lies_inside_the_figure(name, runs, tmp_path, monkeypatch):
     """A scientist's audit: the reversal figure's response title read "sponse of cell 0 …", cut at the figure's

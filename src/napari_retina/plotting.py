@@ -552,11 +552,16 @@ def _reversal_readout(ax, sources) -> list:
 
 
 def _doubling_readout(ax, sources) -> list:
-    """F2/F1 (dimensionless, log scale; ≤ 0 left out) against the bar width (µm), with F2/F1 = 1."""
+    """F2/F1 (dimensionless, log scale; ≤ 0 left out) against the bar width (µm), with F2/F1 = 1 and, where a
+    point reaches it, the ratio's ceiling (F1 floored at ``doubling.F1_FLOOR_SHARE`` of F2: a lower bound)."""
     ax.set_yscale("log")
     drawn, notes = _points(ax, sources, "widths_px", "f2_f1_per_width", x_fn=lambda v: v * PIXEL_UM,
                            log_y=True)
     ax.axhline(1, color="0.5", lw=0.8, ls="--", label="F2/F1 = 1")
+    ceiling = 1.0 / doubling.F1_FLOOR_SHARE
+    if any(np.any(y >= ceiling * (1 - 1e-6)) for _, y, _ in drawn.values()):
+        ax.axhline(ceiling, color="tab:red", lw=0.8, ls=":",
+                   label=f"{ceiling:g}: the ceiling (F1 floored at F2/{ceiling:g}); a point on it is a lower bound")
     ax.set_xlabel("bar width (µm)")
     ax.set_ylabel("F2/F1 (max over phases)")
     _title(ax, f"frequency doubling: F2/F1 of a contrast-reversing grating against bar width\npresent: rises "
