@@ -455,6 +455,23 @@ def test_analyze_says_how_an_integer_stack_was_mapped_to_contrast(viewer, tiny, 
     assert "raw intensities" not in w.task.status.value and "z-scored" not in w.task.status.value
 
 
+def test_analyze_warns_when_z_scoring_moves_a_uint8_grey_background_off_0(viewer, notes):
+    """A scientist's audit: a uint8 flash train (grey 128, dark flashes) was z-scored with its grey at +0.33,
+    brighter than mean luminance, and only the status line said it was z-scored."""
+    f = nr.stimuli.flash_train(period=7, intensity=-1.0, pre=10, size=20)
+    stim = np.round(128 * (1 + f)).astype(np.uint8)
+    layer = viewer.add_image(stim, **stimulus_layer_kwargs(stim, "flashes uint8"))
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value, w.do_reduce.value = layer, 2, False
+    assert w.run()
+    w.task.wait()
+    x = stim.astype(np.float64)
+    seen = [m for level, m in notes if level == "warning"]
+    assert len(seen) == 1 and seen[0].startswith("the layer 'flashes uint8''s most common value, 128")
+    assert f"becomes {(128 - x.mean()) / x.std():+.2f} in contrast units, not 0" in seen[0]
+    assert seen[0].endswith("and leave 'normalize (z-score)' unticked")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_choosing_cuda_without_a_gpu_notifies_and_reverts(viewer, notes):
     w = _dock(viewer, _widgets.ModelWidget)

@@ -204,10 +204,46 @@ def test_units_rule_scales_with_the_training_std():
         nr.predict(model, np.random.default_rng(8).standard_normal((10, 16, 16)).astype(np.float32) * 3)
 
 
-def test_integer_stacks_never_warn():
+def test_integer_stacks_without_a_grey_background_do_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error", nr.StimulusUnitsWarning)
         nr.predict(tiny(), raw_intensities().astype(np.uint8))
+
+
+def _flash_train_on_grey(dtype=np.uint8, grey=128.0, flash=-1.0, size=16):
+    """A flash train as a raw movie: grey ``grey``, each flash ``grey·(1 + flash)``."""
+    f = nr.stimuli.flash_train(period=7, intensity=flash, pre=10, size=size)
+    return np.round(grey * (1 + f)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype,normalize", [(np.uint8, False), (np.uint16, False), (np.float32, "zscore")])
+def test_z_scoring_that_moves_a_grey_background_off_0_warns(dtype, normalize):
+    """A scientist's audit: a uint8 flash train (grey 128, dark flashes) z-scored by its own mean and std put
+    its grey at +0.33, and the model's peak rate was 3× that of the same movie in contrast, without a word."""
+    stim = _flash_train_on_grey(dtype)
+    x = stim.astype(np.float64)
+    expected = (128.0 - x.mean()) / x.std()     # where z-scoring puts the grey, in float64
+    share = np.mean(x == 128.0)
+    assert share > 0.5 and expected > 0.2
+    with pytest.warns(nr.StimulusUnitsWarning) as record:
+        nr.predict(tiny(), stim, normalize=normalize)
+    texts = [str(w.message) for w in record if "most common value" in str(w.message)]
+    assert len(texts) == 1 and "\n" not in texts[0]
+    assert f"most common value, 128 ({share:.0%} of its values" in texts[0]
+    assert f"becomes {expected:+.2f} in contrast units, not 0" in texts[0] and "brighter background" in texts[0]
+    assert "(x - 128) / s" in texts[0]
+
+
+@pytest.mark.parametrize("stim", [
+    np.full((20, 16, 16), 128, np.uint8),                                       # one grey level: std 0
+    np.concatenate([_flash_train_on_grey(flash=-0.5), _flash_train_on_grey(flash=0.5)]),  # mean at the grey
+    nr.stimuli.flash_train(period=7, intensity=-1.0, pre=10, size=16),          # float contrast, not z-scored
+    (128 + 60 * nr.stimuli.white_noise(frames=30, size=16, seed=2)).astype(np.uint8),  # binary: 2 levels, ~50% each
+], ids=["uniform", "balanced", "contrast", "binary_noise"])
+def test_a_grey_background_that_stays_at_0_does_not_warn(stim):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", nr.StimulusUnitsWarning)
+        nr.predict(tiny(), stim)
 
 
 def test_float64_beyond_float32_is_refused():

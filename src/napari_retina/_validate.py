@@ -35,10 +35,17 @@ UNITS_STD_LIMIT = 10.0
 #: uniform stack, std 0, does not warn: a full-field step in contrast and one grey level look the same)
 UNITS_GREY_SHARE = 0.01
 UNITS_POSITIVE_MEAN = 0.1
+#: a stack z-scored by its own statistics warns when one value, held by at least ``GREY_SHARE`` of its values and
+#: ``GREY_LEAD`` times as many as any other (a grey background: flashes or bars on grey; binary noise's two
+#: levels, half the values each, are not), lands more than ``GREY_SHIFT_LIMIT`` contrast units from 0
+GREY_SHARE = 0.5
+GREY_LEAD = 2.0
+GREY_SHIFT_LIMIT = 0.05
 
 
 class StimulusUnitsWarning(UserWarning):
-    """A float stimulus whose statistics are far from the contrast units the model was trained on."""
+    """A float stimulus whose statistics are far from the contrast units the model was trained on, or a stack
+    z-scored by its own statistics whose grey background does not land at 0."""
 
 
 def as_real_array(value, not_array: str, not_real: str) -> np.ndarray:
@@ -361,7 +368,8 @@ def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str
     too: 0–1 intensities (mean ~0.5) are not contrast, while an all-grey stack
     and bright flashes or bars on grey (many values at 0) are; a uniform stack
     (std 0: a full-field step, or one grey level) cannot be told. Integer stacks
-    are normalised anyway and never warn. Reads the stack chunk by chunk
+    are normalised anyway and never warn here (their grey background may:
+    :func:`warn_if_grey_moves`). Reads the stack chunk by chunk
     (the rule itself: :func:`units_finding`).
     """
     finding = units_finding(arr, norm)
@@ -378,6 +386,57 @@ def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str
         yourself = "map it to contrast yourself ((x - mean) / mean), or pass the integer stack (it is normalised)"
     warnings.warn(
         f"{found}, so rates may be meaningless; {ZSCORE_REMEDY} to z-score it by its own statistics, or {yourself}",
+        StimulusUnitsWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
+def grey_shift(arr: np.ndarray, norm: Optional[dict] = None,
+               normalize: Normalize = False) -> Optional[tuple[float, float, float]]:
+    """Where z-scoring by its own statistics puts a stack's grey background: ``(grey, share, contrast)``.
+
+    ``grey`` is the stack's most common value, ``share`` the fraction of its
+    values at it, ``contrast`` what it becomes, ``(grey − mean) / std``. None
+    when :func:`normalise` does not z-score the stack by its own mean and std
+    (:func:`contrast_mapping` neither "own" nor "zscore"), when no value holds
+    ``GREY_SHARE`` of the values and ``GREY_LEAD`` times any other's (white
+    noise, binary noise), or when the grey lands within
+    ``GREY_SHIFT_LIMIT`` of 0. A uint8 flash train (grey 128, dark flashes)
+    has its mean below its grey: z-scored, the grey becomes brighter than mean
+    luminance. The candidate is the first chunk's most common value; the stack
+    is read chunk by chunk.
+    """
+    if contrast_mapping(arr.dtype, norm, normalize) not in ("own", "zscore") or arr.size == 0:
+        return None
+    first = next(frame_chunks(arr))
+    values, counts = np.unique(first, return_counts=True)
+    top = np.sort(counts)[::-1]
+    if top[0] < GREY_SHARE * first.size or (len(top) > 1 and top[0] < GREY_LEAD * top[1]):
+        return None
+    grey = values[int(np.argmax(counts))]
+    share = sum(int(np.count_nonzero(c == grey)) for c in frame_chunks(arr)) / arr.size
+    mean, std = mean_std(arr)
+    if share < GREY_SHARE or not std > 0:
+        return None
+    contrast = (float(grey) - mean) / std
+    return (float(grey), share, contrast) if abs(contrast) > GREY_SHIFT_LIMIT else None
+
+
+def warn_if_grey_moves(arr: np.ndarray, norm: Optional[dict] = None, normalize: Normalize = False,
+                       name: str = "stimulus", stacklevel: int = 2) -> None:
+    """Warn (:class:`StimulusUnitsWarning`) when z-scoring a stack by its own statistics moves its grey
+    background off 0 (:func:`grey_shift`): the model then sees a background brighter or darker than mean
+    luminance, and answers to it."""
+    found = grey_shift(arr, norm, normalize)
+    if found is None:
+        return
+    grey, share, contrast = found
+    warnings.warn(
+        f"{name}'s most common value, {grey:.6g} ({share:.0%} of its values: a grey background?), becomes "
+        f"{contrast:+.2f} in contrast units, not 0 (mean luminance), because the stack is z-scored by its own mean "
+        f"and std: the model sees a {'brighter' if contrast > 0 else 'darker'} background than grey; to keep it at "
+        f"0, map the stack to contrast yourself ((x - {grey:.6g}) / s as float32, s the intensity of one contrast "
+        f"unit) and pass it without z-scoring",
         StimulusUnitsWarning,
         stacklevel=stacklevel + 1,
     )
@@ -479,7 +538,9 @@ def as_stimulus(
     has fewer than ``history`` frames, or is not ``size × size`` (unless
     ``crop`` is given; see :func:`parse_crop`). ``normalize``: see
     :func:`normalise`; without it a float stack far from contrast units warns
-    (:func:`warn_if_not_contrast`), ``stacklevel`` counting from this function's caller.
+    (:func:`warn_if_not_contrast`); a stack z-scored by its own statistics
+    whose grey background lands off 0 warns too (:func:`warn_if_grey_moves`),
+    ``stacklevel`` counting from this function's caller.
     """
     zscored = check_normalize(normalize)
     arr = as_stack(stimulus, name)
@@ -489,6 +550,7 @@ def as_stimulus(
         arr = crop_to(arr, size, crop, name)
     if not zscored:
         warn_if_not_contrast(arr, norm, name, stacklevel=stacklevel)
+    warn_if_grey_moves(arr, norm, zscored, name, stacklevel=stacklevel)
     return normalise(arr, norm, zscored)
 
 

@@ -21,7 +21,8 @@ from ...analysis import Analysis, run_analysis
 from ...attribution import DEFAULT_TOL, MAX_STEPS, MIN_TOL, attribute
 from ...batch import check_stimulus_shape
 from ...model import RetinaCNN
-from ..._validate import ZSCORE_REMEDY, StimulusUnitsWarning, input_mapping, warn_if_not_contrast
+from ..._validate import (ZSCORE_REMEDY, Normalize, StimulusUnitsWarning, check_normalize, input_mapping,
+                          warn_if_grey_moves, warn_if_not_contrast)
 from ...reduction import reduce
 from .._session import session
 from .._tasks import Task, notify, one_sentence
@@ -97,19 +98,23 @@ def summary_text(analysis: Analysis) -> str:
     return text
 
 
-def units_warnings(stimulus: np.ndarray, model: RetinaCNN, name: str) -> list[str]:
-    """The warning for a float stack far from contrast units (the core's rule and sentence), worded for this
-    dock; none when the stack looks like contrast. Reads the whole stack: any thread."""
+def units_warnings(stimulus: np.ndarray, model: RetinaCNN, name: str, normalize: Normalize = False) -> list[str]:
+    """The warnings for a float stack far from contrast units (without ``normalize``) and for a grey background
+    that z-scoring moves off 0 (the core's rules and sentences), worded for this dock; none when the stack
+    looks like contrast. Reads the whole stack: any thread."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", StimulusUnitsWarning)
-        warn_if_not_contrast(stimulus, model.config.norm, f"the layer '{name}'")
+        if not check_normalize(normalize):
+            warn_if_not_contrast(stimulus, model.config.norm, f"the layer '{name}'")
+        warn_if_grey_moves(stimulus, model.config.norm, normalize, f"the layer '{name}'")
     return [str(w.message).replace(ZSCORE_REMEDY, "tick 'normalize (z-score)'")
+            .replace("pass it without z-scoring", "leave 'normalize (z-score)' unticked")
             for w in caught if issubclass(w.category, StimulusUnitsWarning)]
 
 
-def warn_units(stimulus: np.ndarray, model: RetinaCNN, name: str) -> None:
+def warn_units(stimulus: np.ndarray, model: RetinaCNN, name: str, normalize: Normalize = False) -> None:
     """:func:`units_warnings` as warning notifications (GUI thread)."""
-    for message in units_warnings(stimulus, model, name):
+    for message in units_warnings(stimulus, model, name, normalize):
         notify("warning", message)
 
 
@@ -370,15 +375,15 @@ class AnalyzeWidget(Container):
             notify("error", str(exc))
             return False
         source, lazy = self.session.source, not isinstance(data, np.ndarray)
-        if not lazy and not params["normalize"]:  # in memory: checked now, before the run
-            warn_units(data, model, layer.name)
+        if not lazy:  # in memory: checked now, before the run
+            warn_units(data, model, layer.name, params["normalize"])
         late: list[str] = []  # a lazy layer's units warning, found in the worker and shown with the result
         edited: list[bool] = []  # the in-memory data were edited in place while they were analysed
 
         def job(task: Task) -> Analysis:
             stimulus = np.asarray(data)  # a lazy (dask) layer is read here, not in the GUI thread
-            if lazy and not params["normalize"]:
-                late.extend(units_warnings(stimulus, model, layer.name))
+            if lazy:
+                late.extend(units_warnings(stimulus, model, layer.name, params["normalize"]))
             before = None if lazy else data_checksum(stimulus)  # a lazy layer's data were read into a copy
             result = run_analysis(model, stimulus, **params, progress=task.progress_callback("attribute"),
                                   reduce_progress=task.progress_callback("reduce"), model_source=source,
