@@ -535,7 +535,7 @@ def test_readout_says_what_it_expects():
     with pytest.raises(TypeError, match=r"readout expects conditions as a non-empty list of dicts.*"
                                         r"ExperimentResult\.conditions.*got a list holding int"):
         E.readout("osr", r, [1, 2])
-    with pytest.raises(TypeError, match="got an empty list"):
+    with pytest.raises(ValueError, match="got an empty list"):
         E.readout("osr", r, [])
     with pytest.raises(TypeError, match="got dict"):
         E.readout("osr", r, proto.conditions[0])
@@ -552,6 +552,32 @@ def test_readout_says_what_it_expects():
                                             rf"got {got}; pass the conditions of the run"):
             E.readout("osr", r, [{**proto.conditions[0], "stop": stop}])
     assert E.readout("osr", r, proto.conditions)["present"] is False
+
+
+def test_readout_refuses_nan_inside_a_condition_but_not_before_the_first():
+    """A scientist's audit: three NaN frames in an OSR response moved its first latency from 94.5 to 110 ms
+    without a word, and an all-NaN response gave a readout of NaN with present False."""
+    proto = protocol(osr, periods=[3, 5])
+    r = np.random.default_rng(0).random(len(proto.stimulus))
+    first = proto.conditions[0]
+    start, stop = first["start"], first["stop"]
+    r[:start + 4] = np.nan                               # no full history yet: allowed, inside a condition too
+    assert isinstance(E.readout("osr", r, proto.conditions)["present"], bool)
+    with pytest.raises(ValueError, match=rf"^readout expects finite rates, but all {len(r)} frames of the response "
+                                         r"are NaN or infinite"):
+        E.readout("osr", np.full(len(r), np.nan), proto.conditions)
+    bad = r.copy()
+    bad[start + 5:start + 8] = np.nan
+    with pytest.raises(ValueError, match=rf"^readout expects finite rates inside each condition, but the response "
+                                         rf"is nan at frame {start + 5} \(condition 0, frames {start}-{stop}, 3 "
+                                         rf"such frames\)"):   # counted from the first finite frame
+        E.readout("osr", bad, proto.conditions)
+    last = proto.conditions[-1]
+    bad = r.copy()
+    bad[last["stop"] - 1] = np.inf
+    with pytest.raises(ValueError, match=rf"response is inf at frame {last['stop'] - 1} \(condition "
+                                         rf"{len(proto.conditions) - 1},"):
+        E.readout("osr", bad, proto.conditions)
 
 
 def test_run_function_refuses_a_response_of_the_wrong_length():

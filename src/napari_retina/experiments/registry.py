@@ -124,6 +124,7 @@ def readout(name: str, response: ArrayLike, conditions: list) -> dict:
     module = get(name)
     r = _readout_response(response)
     conditions = _readout_conditions(conditions, len(r))
+    _refuse_non_finite_in_conditions(r, conditions)
     try:
         return module.readout(r, conditions)
     except KeyError as exc:
@@ -144,6 +145,30 @@ def _readout_response(response) -> np.ndarray:
     return r
 
 
+def _refuse_non_finite_in_conditions(r: np.ndarray, conditions: list) -> None:
+    """A ValueError naming the first frame inside a condition (``start`` to ``stop``) where the response ``r`` is
+    NaN or infinite: a readout over it would shift its peaks and latencies without a word. The NaN that
+    opens a model's response (frames without a full history) is not counted; a response with no finite
+    value is refused."""
+    finite = np.isfinite(r)
+    if not finite.any():
+        raise ValueError(f"readout expects finite rates, but all {r.size} frames of the response are NaN or "
+                         "infinite")
+    first = int(np.argmax(finite))   # the frames before it: no full history yet
+    for i, c in enumerate(conditions):
+        start = c.get("start", 0)
+        start = int(start) if is_int(start) else 0
+        begin = max(0, start, first)
+        bad = np.flatnonzero(~finite[begin:int(c["stop"])])
+        if bad.size:
+            frame = begin + int(bad[0])
+            raise ValueError(
+                f"readout expects finite rates inside each condition, but the response is {r[frame]} at frame "
+                f"{frame} (condition {i}, frames {start}-{int(c['stop'])}, {bad.size} such frames): pass the rates "
+                "of a run on the whole movie"
+            )
+
+
 def _readout_conditions(conditions, n_frames: int) -> list:
     """``conditions`` as a non-empty list of dicts inside ``n_frames``, or a clear error."""
     if not isinstance(conditions, (list, tuple)):
@@ -155,7 +180,7 @@ def _readout_conditions(conditions, n_frames: int) -> list:
     else:
         got = None
     if got is not None:
-        raise TypeError(
+        raise (ValueError if got == "an empty list" else TypeError)(
             "readout expects conditions as a non-empty list of dicts, one per condition with its event frames "
             f"(ExperimentResult.conditions), got {got}"
         )
