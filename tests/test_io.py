@@ -548,6 +548,10 @@ def test_a_reduction_of_another_attribution_is_refused_in_one_sentence(tmp_path,
         write_traces_csv(tmp_path / "t.csv", attr, nr.reduce(other))
     with pytest.raises(ValueError, match=r"its reduced response has 45 frames, the attribution 42"):
         write_traces_csv(tmp_path / "t.csv", attr, nr.reduce(longer))
+    # a scientist's audit: a string there was an AttributeError deep in the check
+    with pytest.raises(TypeError, match=r"^red must be a Reduction of this attribution \(nr.reduce\(attr\)\), "
+                                        r"got str$"):
+        write_traces_csv(tmp_path / "t.csv", attr, "red")
     assert not list(tmp_path.iterdir())
     red = nr.reduce(attr)
     rows = list(csv.reader(open(write_traces_csv(tmp_path / "t.csv", attr, red), newline="")))

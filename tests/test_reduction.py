@@ -292,6 +292,8 @@ def test_reduce_needs_an_attribution():
 def test_fit_steps_must_be_positive(known):
     with pytest.raises(ValueError, match="fit_steps"):
         nr.reduce(known[1], fit_steps=0)
+    with pytest.raises(TypeError, match=r"^fit_steps must be an int, got float 1.0$"):   # as every int parameter
+        nr.reduce(known[1], fit_steps=1.0)
 
 
 @pytest.mark.parametrize("weighting,pools", [("both", ["abs", "signed"]), ("signed", ["signed"]), ("abs", ["abs"])])

@@ -738,6 +738,8 @@ def check_reduces(attr, red) -> None:
     are the attribution's ``channels``. Paired by mistake, a traces CSV or plot showed one analysis' response
     beside another's reduced circuit."""
     again = "reduce this attribution (nr.reduce(attr))"
+    if not hasattr(red, "reduced_response"):
+        raise TypeError(f"red must be a Reduction of this attribution (nr.reduce(attr)), got {type(red).__name__}")
     T, n = len(attr.response), len(red.reduced_response)
     if n != T:
         raise ValueError(f"the reduction is not of this attribution: its reduced response has {n} frames, the "

@@ -617,8 +617,7 @@ def reduce(attr: Attribution, explain: float = DEFAULT_EXPLAIN, *, fit_steps: in
     explain = check_explain(explain)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {', '.join(repr(w) for w in WEIGHTINGS)}, got {weighting!r}")
-    if not is_int(fit_steps) or fit_steps < 1:
-        raise ValueError(f"fit_steps must be an int >= 1, got {fit_steps!r}")
+    fit_steps = check_int(fit_steps, "fit_steps", low=1)
     if ignore_oldest_ms is None:
         ignore_oldest_ms = DEFAULT_IGNORE_OLDEST_MS
     else:

@@ -200,8 +200,8 @@ def white_noise(
     size : field side H = W in pixels (55 µm each).
     seed : non-negative int; the same seed gives the same movie.
     kind : "binary" or "gaussian".
-    contrast : standard deviation of every pixel, contrast units (> 0; a Gaussian
-        value beyond float32 is refused).
+    contrast : standard deviation of every pixel on the frames that are not grey, contrast units (> 0;
+        over the whole movie contrast·√(1 − grey)); a Gaussian value beyond float32 is refused.
     checker : checker side in pixels (>= 1; one as wide as the field or wider flickers the whole field).
     grey : probability in [0, 1) that a frame is grey (0: classic white noise;
         the checkers are drawn first, so the non-grey frames do not depend on it).
@@ -280,7 +280,8 @@ def contrast_switching(
     frames : number of frames T (10 ms each).
     size : field side H = W in pixels (55 µm each).
     seed : non-negative int; the same seed gives the same movie.
-    contrast : the high level: standard deviation of every pixel, contrast units (> 0).
+    contrast : the high level: standard deviation of every pixel on the frames that are not grey, contrast
+        units (> 0; with ``grey`` over a stretch: contrast·√(1 − grey)).
     low_contrast : the low level, contrast units (>= 0; 0 leaves the low stretches grey).
     duration : frames at each level before it switches (>= 1; 100 = 1 s).
     order : "alternate" (high, low, high, ...) or "random" (each stretch log-uniform in
