@@ -47,7 +47,7 @@ from ._json import jsonable
 from ._predict import callers_modes
 from ._progress import Progress, report
 from ._units import FRAME_MS
-from ._validate import check_finite_output, check_int, frames_per_chunk, is_int, is_real, stimulus_tensor
+from ._validate import check_finite_output, check_int, frames_per_chunk, is_real, stimulus_tensor
 from .first_layer import DEFAULT_IGNORE_OLDEST_MS, FirstLayer, filter_properties
 from ._wrap import WrappedModel, filter_labels, is_wrapped, private_copy
 from .metrics import MapMeans, explained_variance
