@@ -293,7 +293,7 @@ def test_to_dict_holds_the_result_and_write_results_writes_it(tiny, tmp_path):
     res = E.run("latency", tiny, cell=1, steps=4, max_frames=40, **SMALL["latency"])
     d = res.to_dict()
     assert set(d) == {"name", "stimulus", "rates", "cells", "conditions", "readout", "params", "attribution",
-                      "reduction"}
+                      "reduction", "readout_units", "units", "frame_ms", "pixel_um"}
     assert set(d["attribution"]) == set(res.attribution.to_dict())
     assert set(d["reduction"]) == set(res.reduction.to_dict())
     for suffix in (".h5", ".npz"):
@@ -306,6 +306,11 @@ def test_to_dict_holds_the_result_and_write_results_writes_it(tiny, tmp_path):
         np.testing.assert_equal(json.loads(f.attrs["readout"]), res.readout)
         assert json.loads(f.attrs["conditions"]) == res.conditions
         assert json.loads(f.attrs["params"]) == res.params
+        # a scientist's audit: the file said no unit of the readout, the rates, or the frames its params count
+        units = json.loads(f.attrs["readout_units"])
+        assert set(units) == set(res.readout) - {"reduced"} and units["latency_ms"] == "ms"
+        assert f.attrs["units"].startswith("spikes per 10 ms bin")
+        assert (f.attrs["frame_ms"], f.attrs["pixel_um"]) == (10.0, 55.0)
         np.testing.assert_array_equal(f["reduction/kept"][()], res.reduction.kept)
         np.testing.assert_array_equal(f["attribution/channels"][()], res.attribution.channels)
     with np.load(tmp_path / "latency.npz") as z:

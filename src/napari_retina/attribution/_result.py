@@ -11,6 +11,7 @@ import torch
 from .._invariance import Invariance
 from .._json import jsonable
 from .._types import AnyModel
+from .._units import FRAME_MS, PIXEL_UM, RATE_UNITS
 from ._quadrature import Rule
 
 #: ``completeness_error``'s floor on its denominator, in float32 eps of the rate scale: a
@@ -120,7 +121,10 @@ class Attribution:
 
         NumPy arrays for ``channels``, ``response``, ``rates``, ``steps_per_frame`` (T,…), ``cells``,
         ``frames`` and ``crop_origin`` (2,), ``maps`` only when there are maps;
-        plain Python numbers and strings for the rest. ``stimulus`` and
+        plain Python numbers and strings for the rest, with ``units`` (of the
+        rates, the response and the attributions: spikes per 10 ms bin),
+        ``frame_ms`` and ``pixel_um`` (the size of a frame and of a pixel, which
+        ``frames``, ``offset`` and ``crop_origin`` count). ``stimulus`` and
         ``model`` are not included (write the stimulus and the model's config
         next to it).
 
@@ -136,7 +140,7 @@ class Attribution:
         out.update(jsonable({
             "baseline_rate": self.baseline_rate, "completeness_error": self.completeness_error,
             "steps": self.steps, "tol": self.tol, "rule": self.rule, "invariance": self.invariance, "offset": self.offset,
-            "history": self.history,
+            "history": self.history, "units": RATE_UNITS, "frame_ms": FRAME_MS, "pixel_um": PIXEL_UM,
         }))
         if self.maps is not None:
             out["maps"] = self.maps

@@ -33,7 +33,7 @@ from .._json import jsonable
 from .._predict import predict
 from .._progress import Progress, report, within
 from .._types import AnyModel, ArrayLike
-from .._units import FRAME_MS
+from .._units import FRAME_MS, PIXEL_UM, RATE_UNITS
 from .._validate import (FLOAT32_MAX, NonFiniteOutputError, StimulusUnitsWarning, as_real_array, beyond_memory,
                          check_cells, check_finite_output, check_real, is_real, size_text)
 from .._wrap import model_config
@@ -56,6 +56,12 @@ READOUT_UNITS = ("ms", "frames", "px", "µm", "px/frame", "spikes/bin", "s.d.", 
                  "dimensionless", "")
 #: the units of the readout keys every model run adds to the module's (:func:`run_model`)
 COMMON_UNITS = {"present": "", "explained_variance": "dimensionless", "kept": ""}
+
+
+def readout_units_of(module: ModuleType) -> dict:
+    """The unit of every readout key of an experiment ``module``: its ``UNITS`` and those of the keys every
+    model run adds (:data:`COMMON_UNITS`)."""
+    return {**COMMON_UNITS, **getattr(module, "UNITS", {})}
 #: why a readout value is NaN where its module's ``NAN_REASONS`` (the reasons its docs give) has no key
 NAN_UNDEFINED = "not defined for this run"
 
@@ -118,6 +124,8 @@ class ExperimentResult:
         the same movie.
     cells : list of int
         The cells whose summed rate was analysed.
+    units : dict
+        The unit of every readout key (:func:`readout_units_of` its module; "" where a value has none).
     """
 
     name: str
@@ -129,6 +137,7 @@ class ExperimentResult:
     readout: dict
     params: dict = field(default_factory=dict, repr=False)
     cells: list = field(default_factory=list)
+    units: dict = field(default_factory=dict, repr=False)
 
     @property
     def response(self) -> np.ndarray:
@@ -140,9 +149,11 @@ class ExperimentResult:
 
         ``name`` (str); NumPy arrays ``stimulus`` float32 (T, H, W), ``rates``
         float32 (T, n_cells) and ``cells`` int64 (k,); ``conditions``,
-        ``readout`` and ``params`` as JSON text (nested lists and dicts, which
-        neither HDF5 attributes nor ``.npz`` hold; NaN written as ``NaN``, read
-        back by ``json.loads``); ``attribution`` (:meth:`Attribution.to_dict`)
+        ``readout``, ``readout_units`` (:attr:`units`) and ``params`` as JSON
+        text (nested lists and dicts, which neither HDF5 attributes nor ``.npz``
+        hold; NaN written as ``NaN``, read back by ``json.loads``); ``units``
+        (the rates'), ``frame_ms`` and ``pixel_um`` (the frames' and pixels'
+        size, which ``params``' frame and pixel counts are in); ``attribution`` (:meth:`Attribution.to_dict`)
         and ``reduction`` (:meth:`Reduction.to_dict`) as sub-dicts, left out
         for a ground-truth run, which has neither.
 
@@ -155,7 +166,11 @@ class ExperimentResult:
             "cells": np.asarray(self.cells, dtype=np.int64),
             "conditions": json.dumps(jsonable(self.conditions)),
             "readout": json.dumps(jsonable(self.readout)),
+            "readout_units": json.dumps(jsonable(self.units)),
             "params": json.dumps(jsonable(self.params)),
+            "units": RATE_UNITS,
+            "frame_ms": FRAME_MS,
+            "pixel_um": PIXEL_UM,
         }
         if self.attribution is not None:
             out["attribution"] = self.attribution.to_dict()
@@ -664,7 +679,7 @@ def run_model(module: ModuleType, model: AnyModel, cell: Cells = 0, *, explain: 
     readout["explained_variance"] = float(red.explained_variance)
     readout["kept"] = [red.label(c) for c in red.kept]
     return ExperimentResult(module.NAME, proto.stimulus, rates, attr, red, proto.conditions,
-                            jsonable(readout), jsonable({**p, **proto.resolved}), cells)
+                            jsonable(readout), jsonable({**p, **proto.resolved}), cells, readout_units_of(module))
 
 
 def check_response(response: Any, n_frames: int, history: int) -> np.ndarray:
@@ -730,4 +745,4 @@ def run_response(module: ModuleType, respond: Callable, size: int = 50, history:
     cells = list(range(rates.shape[1])) if rates.shape[1] == 1 else check_cells(cell, rates.shape[1], RESPONSE_HOLDER)
     readout = module.readout(pick(rates), proto.conditions)
     return ExperimentResult(module.NAME, proto.stimulus, rates, None, None, proto.conditions,
-                            jsonable(readout), jsonable({**p, **proto.resolved}), cells)
+                            jsonable(readout), jsonable({**p, **proto.resolved}), cells, readout_units_of(module))

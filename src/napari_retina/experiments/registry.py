@@ -20,7 +20,7 @@ from .._validate import check_cells, check_int, is_int
 from ..attribution import Cells
 from ..reduction import DEFAULT_EXPLAIN
 from . import anticipation, doubling, latency, osr, reversal
-from .base import COMMON_DEFAULTS, COMMON_UNITS, NAN_UNDEFINED, ExperimentResult, run_model, run_response
+from .base import COMMON_DEFAULTS, NAN_UNDEFINED, ExperimentResult, readout_units_of, run_model, run_response
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from ..synthetic import Retina
@@ -44,7 +44,7 @@ def readout_units(name: str) -> dict:
     """The unit of every readout key of experiment ``name``: its module's ``UNITS`` and those of the keys every
     model run adds (:data:`~.base.COMMON_UNITS`); "" where a value has none (yes/no, channel labels;
     :data:`~.base.READOUT_UNITS`)."""
-    return {**COMMON_UNITS, **get(name).UNITS}
+    return readout_units_of(get(name))
 
 
 def nan_reason(name: str, key: str) -> str:
