@@ -272,14 +272,29 @@ def test_read_analysis_gives_back_what_was_saved_without_torch_or_napari(tiny, t
                           check=True).stdout.split() == ["False", "False"]
 
 
-def test_read_analysis_refuses_what_is_not_a_saved_analysis(tmp_path):
+def test_read_analysis_refuses_what_is_not_a_saved_analysis(tmp_path, tiny):
     np.save(tmp_path / "s.npy", np.zeros((3, 4, 4), np.float32))
     with pytest.raises(ValueError, match=r"s\.npy' is not a saved analysis \(an \.h5/\.hdf5 file Analysis\.save"):
         nr.read_analysis(tmp_path / "s.npy")
     with h5py.File(tmp_path / "d.h5", "w") as h5:   # a dataset's layout, say
         h5["train/stimulus"] = np.zeros((3, 4, 4), np.float32)
-    with pytest.raises(ValueError, match=r"d\.h5' is not a saved analysis .*: it has no group 'attribution'$"):
+    with pytest.raises(ValueError, match=r"d\.h5' is not a saved analysis .*: it has no 'attribution' and no "
+                                        r"'parameters' and no 'stimulus'$"):
         nr.read_analysis(tmp_path / "d.h5")
+    # a scientist's audit: an attribution written with write_results was called "a damaged saved analysis"
+    stim = nr.stimuli.white_noise(frames=30, size=tiny.config.size, seed=0)
+    attr = nr.attribute(tiny, stim, steps=2)
+    nr.io.write_results(tmp_path / "attr.h5", {"attribution": attr.to_dict()})
+    with pytest.raises(ValueError, match=r"attr\.h5' is not a saved analysis .*: it has no 'parameters' and no "
+                                        r"'stimulus'$"):
+        nr.read_analysis(tmp_path / "attr.h5")
+    # and a truncated one says so in words (HDF5's own: "truncated file: eof = 1058528, sblock->base_addr = 0, …")
+    res = analysis.run_analysis(tiny, stim, steps=2, reduce=False)
+    data = res.save(tmp_path / "whole.h5").read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=rf"it cannot be read \(it is truncated \({len(data) // 2:,} of its "
+                                         rf"{len(data):,} bytes are there"):
+        nr.read_analysis(tmp_path / "cut.h5")
     with pytest.raises(FileNotFoundError, match=r"^no file at .*gone\.h5'$"):
         nr.read_analysis(tmp_path / "gone.h5")
     (tmp_path / "text.h5").write_text("not HDF5")

@@ -322,14 +322,16 @@ def read_analysis(path: PathLike) -> SavedAnalysis:
 
     try:
         with h5py.File(path, "r") as h5:
-            if "attribution" not in h5:
-                raise ValueError(f"{not_one}: it has no group 'attribution'")
+            missing = [k for k in ("attribution", "parameters", "stimulus") if k not in h5]
+            if missing:   # a write_results file of an attribution or an experiment, say: not damaged, another kind
+                raise ValueError(f"{not_one}: it has no {' and no '.join(repr(k) for k in missing)}")
             a = _group(h5, path, "attribution", ("channels", "response", "maps", "cells", "crop_origin"))
             r = _group(h5, path, "reduction", ("kept", "reduced_response"))
             params, model = _group(h5, path, "parameters", ("crop",)), _group(h5, path, "model")   # crop: a list
             stim = _read_dataset(h5, path, "stimulus")
     except (OSError, RuntimeError, KeyError) as exc:   # the file itself (its structure) cannot be read
-        raise ValueError(f"{_damaged(path)}: it cannot be read ({one_sentence(exc)})") from None
+        why = nr_io._h5_problem(exc) if isinstance(exc, OSError) else one_sentence(exc)
+        raise ValueError(f"{_damaged(path)}: it cannot be read ({why})") from None
     stim = _checked(path, "stimulus", stim, "the analysed stimulus, (T, H, W)", 3, blank=False)
     T = len(stim)
     channels = _checked(path, "attribution/channels", a.get("channels"), f"the channels' attributions, ({T}, C)",
