@@ -180,6 +180,16 @@ def test_float_intensities_from_0_to_1_warn_and_say_how_to_map_them():
     assert len(record) == 1 and "\n" not in str(record[0].message)
 
 
+def _bright_squares_on_grey(seed=3):
+    """Half the frames hold a bright 4×4 px square at a random place on grey (0)."""
+    rng = np.random.default_rng(seed)
+    stim = np.zeros((20, 16, 16), np.float32)
+    for t in np.flatnonzero(rng.random(20) < 0.5):
+        y, x = rng.integers(0, 12, 2)
+        stim[t, y:y + 4, x:x + 4] = 1.5
+    return stim
+
+
 @pytest.mark.parametrize("stim", [
     np.zeros((20, 16, 16), np.float32),                                   # all grey
     np.ones((20, 16, 16), np.float32),                                    # uniform: a full-field step
@@ -187,7 +197,7 @@ def test_float_intensities_from_0_to_1_warn_and_say_how_to_map_them():
     nr.stimuli.step(intensity=1.0, pre=8, post=12, size=16),               # mostly bright, mean 0.6
     nr.stimuli.flash_train(intensity=1.0, pre=10, size=16),
     nr.stimuli.moving_bar(intensity=1.0, pre=10, size=16),
-    np.where(np.random.default_rng(3).random((20, 16, 16)) < 0.5, 0, 1.5).astype(np.float32),  # sparse flashes
+    _bright_squares_on_grey(),                                                   # sparse flashed squares
 ], ids=["grey", "uniform", "flash", "step", "flash_train", "moving_bar", "sparse"])
 def test_bright_stimuli_on_grey_do_not_warn(stim):
     """Contrast stimuli with no dark values are grey (0) with bright parts: many values at 0, no warning."""
@@ -195,6 +205,17 @@ def test_bright_stimuli_on_grey_do_not_warn(stim):
     with warnings.catch_warnings():
         warnings.simplefilter("error", nr.StimulusUnitsWarning)
         nr.predict(tiny(), stim)
+
+
+def test_binary_noise_stored_as_0_and_1_warns():
+    """A scientist's audit: white noise stored as 0/1 floats (half its values at 0) passed as contrast, a
+    grey background with bright flashes; its rates correlated −0.16…0.08 with those of the same noise as ±1."""
+    noise = nr.stimuli.white_noise(frames=30, size=16, seed=4)
+    zero_one = ((noise + 1) / 2).astype(np.float32)
+    assert 0.4 < np.mean(zero_one == 0) < 0.6
+    with pytest.warns(nr.StimulusUnitsWarning, match=r"looks like intensities.*no value is below 0 and 0\.00% are "
+                                                     r"grey \(0 across a whole row or column of a frame\)"):
+        nr.predict(tiny(), zero_one)
 
 
 def test_units_rule_scales_with_the_training_std():

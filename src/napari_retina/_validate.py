@@ -30,9 +30,11 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 UNITS_MEAN_LIMIT = 3.0
 UNITS_STD_LIMIT = 10.0
 #: a float stack also warns when it has no value below 0 (mean luminance), fewer than ``UNITS_GREY_SHARE`` of
-#: its values at 0 and a mean above ``UNITS_POSITIVE_MEAN`` times the training std: intensities (0–1, say), not
-#: contrast, which puts half its values below 0 and a stimulus of bright flashes on grey many values at 0 (a
-#: uniform stack, std 0, does not warn: a full-field step in contrast and one grey level look the same)
+#: its values grey (:func:`grey_count`: 0 across a whole row or column of a frame) and a mean above
+#: ``UNITS_POSITIVE_MEAN`` times the training std: intensities (0–1, say), not contrast, which puts half its
+#: values below 0 and a stimulus of bright flashes or bars on grey many values at grey (a uniform stack, std 0,
+#: does not warn: a full-field step in contrast and one grey level look the same; binary noise stored as 0/1,
+#: whose zeros are scattered, does)
 UNITS_GREY_SHARE = 0.01
 UNITS_POSITIVE_MEAN = 0.1
 #: a stack z-scored by its own statistics warns when one value, held by at least ``GREY_SHARE`` of its values and
@@ -329,13 +331,23 @@ def mean_std(arr: np.ndarray, chunk_values: int = 1 << 20) -> tuple[float, float
     return chunked_mean_std(frame_chunks(np.asarray(arr), chunk_values))
 
 
+def grey_count(frames: np.ndarray) -> int:
+    """How many values of ``frames`` (n, H, W) are grey: 0 across a whole row or column of their frame, as flashes
+    and bars on a grey screen leave it (binary 0/1 noise's scattered zeros are not). Other shapes: every 0."""
+    zero = np.asarray(frames) == 0
+    if zero.ndim != 3:
+        return int(np.count_nonzero(zero))
+    whole = zero.all(axis=2, keepdims=True) | zero.all(axis=1, keepdims=True)
+    return int(np.count_nonzero(zero & whole))
+
+
 def units_finding(arr: np.ndarray, norm: Optional[dict] = None) -> Optional[tuple[str, float, float, float]]:
     """Whether a float stack is far from contrast units, by the one rule :func:`warn_if_not_contrast` documents.
 
     Returns None when the stack passes (or is not float), else ``(kind, mean,
     std, grey)``: ``kind`` is ``"scale"`` (its mean or std is far from the
     contrast of std ``s`` = :func:`training_contrast_std` ``(norm)``) or
-    ``"intensities"`` (no value below 0, ``grey`` (the share of values at 0)
+    ``"intensities"`` (no value below 0, ``grey`` (the share of grey values: :func:`grey_count`)
     under ``UNITS_GREY_SHARE``). Callers word it: a warning before predicting,
     a refusal before training (:func:`napari_retina.training.train`).
     """
@@ -346,8 +358,8 @@ def units_finding(arr: np.ndarray, norm: Optional[dict] = None) -> Optional[tupl
     if abs(mean) > UNITS_MEAN_LIMIT * s or std > UNITS_STD_LIMIT * s:
         return "scale", mean, std, float("nan")
     if std > 0 and mean > UNITS_POSITIVE_MEAN * s and min(float(c.min()) for c in frame_chunks(arr)) >= 0:
-        grey = sum(int(np.count_nonzero(c == 0)) for c in frame_chunks(arr)) / arr.size
-        if grey < UNITS_GREY_SHARE:  # grey with bright flashes or bars (many values at 0) is contrast
+        grey = sum(grey_count(c) for c in frame_chunks(arr)) / arr.size
+        if grey < UNITS_GREY_SHARE:  # grey with bright flashes or bars (many values at grey) is contrast
             return "intensities", mean, std, grey
     return None
 
@@ -364,9 +376,10 @@ def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str
     UNITS_MEAN_LIMIT·s`` or ``std > UNITS_STD_LIMIT·s`` (3 and 10): a raw
     0–255 stack (mean ~128, std ~70) warns, contrast stimuli (mean ~0, std ~s)
     do not. A stack with no value below 0, fewer than ``UNITS_GREY_SHARE`` (1%)
-    of its values at 0 and a mean above ``UNITS_POSITIVE_MEAN·s`` (0.1·s) warns
-    too: 0–1 intensities (mean ~0.5) are not contrast, while an all-grey stack
-    and bright flashes or bars on grey (many values at 0) are; a uniform stack
+    of its values grey (:func:`grey_count`: 0 across a whole row or column of
+    a frame) and a mean above ``UNITS_POSITIVE_MEAN·s`` (0.1·s) warns too: 0–1
+    intensities (mean ~0.5; binary noise stored as 0/1 too) are not contrast,
+    while an all-grey stack and bright flashes or bars on grey are; a uniform stack
     (std 0: a full-field step, or one grey level) cannot be told. Integer stacks
     are normalised anyway and never warn here (their grey background may:
     :func:`warn_if_grey_moves`). Reads the stack chunk by chunk
@@ -382,7 +395,8 @@ def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str
         yourself = "map it to contrast yourself (0 = mean luminance)"
     else:
         found = (f"{name} looks like intensities (0–1, say), not contrast units (0 = mean luminance): no value is "
-                 f"below 0 and {grey:.2%} are at 0 (mean {mean:.3g}, std {std:.3g})")
+                 f"below 0 and {grey:.2%} are grey (0 across a whole row or column of a frame) (mean {mean:.3g}, "
+                 f"std {std:.3g})")
         yourself = "map it to contrast yourself ((x - mean) / mean), or pass the integer stack (it is normalised)"
     warnings.warn(
         f"{found}, so rates may be meaningless; {ZSCORE_REMEDY} to z-score it by its own statistics, or {yourself}",

@@ -320,7 +320,7 @@ def _check_training_stimulus(stim: np.ndarray, name: str) -> None:
     found = (f"does not look like contrast units (mean {mean:.3g}, std {std:.3g}; contrast has mean 0 and a std "
              "of about 1)" if kind == "scale" else
              f"looks like intensities, not contrast units (0 = mean luminance): no value is below 0 and {grey:.2%} "
-             f"are at 0 (mean {mean:.3g}, std {std:.3g})")
+             f"are grey (0 across a whole row or column of a frame) (mean {mean:.3g}, std {std:.3g})")
     raise ValueError(
         f"{name} {found}, and a float training stimulus is used as contrast as it is; z-score it ((x - mean) / std) "
         "or map it to contrast yourself, or give the integer stack, which training normalises with statistics the "
