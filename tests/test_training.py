@@ -18,7 +18,16 @@ from napari_retina import cli, synthetic, training
 from napari_retina._frames import gather_windows
 from napari_retina.model import ModelConfig, RetinaCNN
 
-torch.set_num_threads(2)
+
+@pytest.fixture(scope="module", autouse=True)
+def two_threads():
+    """Training here on 2 threads, then the process's own count again (set at import, it held for every module
+    collected with this one, and a module run alone ran otherwise: a test audit)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
 
 TINY = dict(history=8, size=20, channels=(3, 3), kernels=(5, 5), bn="unit")
 
@@ -272,7 +281,7 @@ def test_evaluate_against_true_rates(tmp_path):
         rel = np.corrcoef(reps[0::2].mean(0), reps[1::2].mean(0))[0, 1]
         assert ev["reliability_split_half"][c] == pytest.approx(rel, abs=1e-5)
     assert ev["frames"] == 81 and ev["cell_names"] == model.config.cell_names
-    # the true rates themselves score r = 1 against the truth
+    # without the true rates there is no score against them (the comment here claimed an r = 1 it never checked)
     ev2 = training._evaluate(model, ds, true_test=None)
     assert "r_true" not in ev2
 
