@@ -859,7 +859,7 @@ def run_block(task: Task, index: int, out: str, threads: int = 1) -> dict:
     import torch
 
     store = Path(out)
-    dest = store / ".partial" / task.key / block_name(index)
+    dest = store / ".partial" / task.key / _block_name(index)
     start, stop = task.blocks[index]
     if _attrs(dest).get("params") == strict_json(task.params) and _attrs(dest).get("frames") == [start, stop]:
         return {"index": index, "seconds": 0.0, "skipped": True, "peak_mb": _peak_rss_mb()}
@@ -920,7 +920,7 @@ def task_summary(path: PathLike, n_blocks: int) -> dict:
     from .attribution import completeness_error
     from .metrics import map_limit_of_blocks
 
-    groups = [zarr.open_group(str(Path(path) / block_name(i)), mode="r") for i in range(n_blocks)]
+    groups = [zarr.open_group(str(Path(path) / _block_name(i)), mode="r") for i in range(n_blocks)]
     attrs = [_float_attrs(dict(g.attrs)) for g in groups]
     done = [a for a in attrs if "baseline_rate" in a]   # blocks before the first full history hold NaN only
     if not done:
@@ -1018,14 +1018,14 @@ def _attrs(group: Path) -> dict:
         return {}
 
 
-def block_name(index: int) -> str:
+def _block_name(index: int) -> str:
     """The folder of a task's block ``index`` in a store: ``b00000``, ``b00001``, ..."""
     return f"b{index:05d}"
 
 
 def _missing_blocks(folder: Path, n_blocks: int) -> list[int]:
-    """The indices of the ``n_blocks`` block groups (:func:`block_name`) that ``folder`` lacks."""
-    return [i for i in range(n_blocks) if not (folder / block_name(i) / "zarr.json").is_file()]
+    """The indices of the ``n_blocks`` block groups (:func:`_block_name`) that ``folder`` lacks."""
+    return [i for i in range(n_blocks) if not (folder / _block_name(i) / "zarr.json").is_file()]
 
 
 def is_complete(out: PathLike, task: Task) -> bool:
@@ -1613,7 +1613,7 @@ def _lazy_arrays(root: Path, key: str, blocks: list) -> dict:
     path = _task_path(root, key)
     per_name: dict = {}
     for i, (start, stop) in enumerate(blocks):
-        block = block_name(i)
+        block = _block_name(i)
         if not (path / block / "zarr.json").is_file():
             raise FileNotFoundError(_damaged_store(root, f"block {block} of its task {key!r} is missing "
                                                          f"(its attributes list {len(blocks)} blocks)"))

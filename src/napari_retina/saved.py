@@ -322,7 +322,7 @@ def read_analysis(path: PathLike) -> SavedAnalysis:
 
     try:
         with h5py.File(path, "r") as h5:
-            missing = [k for k in ("attribution", "parameters", "stimulus") if k not in h5]
+            missing = [k for k in ("attribution", "stimulus") if k not in h5]
             if missing:   # a write_results file of an attribution or an experiment, say: not damaged, another kind
                 raise ValueError(f"{not_one}: it has no {' and no '.join(repr(k) for k in missing)}")
             a = _group(h5, path, "attribution", ("channels", "response", "maps", "cells", "crop_origin"))

@@ -46,13 +46,13 @@ def _attribute_layers(res, stim_shape: tuple, prefix: str, visible: bool) -> lis
     """Maps (lazy) of one ``attribute`` result; the first carries its traces for the plot dock."""
     import zarr
 
-    from ..batch import block_name
+    from ..batch import _block_name
     from ._plot import TRACES_KEY, stored_traces
 
-    block0 = zarr.open_group(str(res.path / block_name(0)), mode="r").attrs
+    block0 = zarr.open_group(str(res.path / _block_name(0)), mode="r").attrs
     limit = res.attrs.get("summary", {}).get("map_limit")   # the whole task's (batch.task_summary)
     if limit is None:   # a store written before the summary was recorded: the largest block's, a bound
-        limit = max(_number(zarr.open_group(str(res.path / block_name(i)), mode="r").attrs.get("map_limit"))
+        limit = max(_number(zarr.open_group(str(res.path / _block_name(i)), mode="r").attrs.get("map_limit"))
                     for i in range(len(res.attrs["blocks"])))
     offset, (y0, x0) = _block_geometry(res, block0)   # y0, x0: the window the spec's crop cut out of the stimulus
     attr = SimpleNamespace(maps=None, model=None, offset=offset, cells=[res.attrs["cell"]],
