@@ -429,8 +429,10 @@ def grey_shift(arr: np.ndarray, norm: Optional[dict] = None,
         return None
     grey = values[int(np.argmax(counts))]
     share = sum(int(np.count_nonzero(c == grey)) for c in frame_chunks(arr)) / arr.size
+    if share < GREY_SHARE:
+        return None
     mean, std = mean_std(arr)
-    if share < GREY_SHARE or not std > 0:
+    if not std > 0:
         return None
     contrast = (float(grey) - mean) / std
     return (float(grey), share, contrast) if abs(contrast) > GREY_SHIFT_LIMIT else None
