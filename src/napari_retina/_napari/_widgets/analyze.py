@@ -108,7 +108,7 @@ def units_warnings(stimulus: np.ndarray, model: RetinaCNN, name: str, normalize:
             warn_if_not_contrast(stimulus, model.config.norm, f"the layer '{name}'")
         warn_if_grey_moves(stimulus, model.config.norm, normalize, f"the layer '{name}'")
     return [str(w.message).replace(ZSCORE_REMEDY, "tick 'normalize (z-score)'")
-            .replace("pass it without z-scoring", "leave 'normalize (z-score)' unticked")
+            .replace("pass it without z-scoring", "analyse it with 'normalize (z-score)' unticked")
             for w in caught if issubclass(w.category, StimulusUnitsWarning)]
 
 
