@@ -366,6 +366,8 @@ def units_finding(arr: np.ndarray, norm: Optional[dict] = None) -> Optional[tupl
 
 #: how a units warning says to z-score (the Analyze dock words it for its checkbox)
 ZSCORE_REMEDY = "pass normalize='zscore' (command line: --normalize; batch spec: \"normalize\": \"zscore\")"
+#: how the grey-background warning says not to (the Analyze dock words it for its checkbox too)
+UNZSCORED_REMEDY = "pass it without z-scoring"
 
 
 def warn_if_not_contrast(arr: np.ndarray, norm: Optional[dict] = None, name: str = "stimulus",
@@ -452,7 +454,7 @@ def warn_if_grey_moves(arr: np.ndarray, norm: Optional[dict] = None, normalize: 
         f"{contrast:+.2f} in contrast units, not 0 (mean luminance), because the stack is z-scored by its own mean "
         f"and std: the model sees a {'brighter' if contrast > 0 else 'darker'} background than grey; to keep it at "
         f"0, map the stack to contrast yourself ((x - {grey:.6g}) / s as float32, s the intensity of one contrast "
-        f"unit) and pass it without z-scoring",
+        f"unit) and {UNZSCORED_REMEDY}",
         StimulusUnitsWarning,
         stacklevel=stacklevel + 1,
     )

@@ -21,8 +21,8 @@ from ...analysis import Analysis, run_analysis
 from ...attribution import DEFAULT_TOL, MAX_STEPS, MIN_TOL, attribute
 from ...batch import check_stimulus_shape
 from ...model import RetinaCNN
-from ..._validate import (ZSCORE_REMEDY, Normalize, StimulusUnitsWarning, check_normalize, input_mapping,
-                          warn_if_grey_moves, warn_if_not_contrast)
+from ..._validate import (UNZSCORED_REMEDY, ZSCORE_REMEDY, Normalize, StimulusUnitsWarning, check_normalize,
+                          input_mapping, warn_if_grey_moves, warn_if_not_contrast)
 from ...reduction import reduce
 from .._session import session
 from .._tasks import Task, notify, one_sentence
@@ -108,7 +108,7 @@ def units_warnings(stimulus: np.ndarray, model: RetinaCNN, name: str, normalize:
             warn_if_not_contrast(stimulus, model.config.norm, f"the layer '{name}'")
         warn_if_grey_moves(stimulus, model.config.norm, normalize, f"the layer '{name}'")
     return [str(w.message).replace(ZSCORE_REMEDY, "tick 'normalize (z-score)'")
-            .replace("pass it without z-scoring", "analyse it with 'normalize (z-score)' unticked")
+            .replace(UNZSCORED_REMEDY, "analyse it with 'normalize (z-score)' unticked")
             for w in caught if issubclass(w.category, StimulusUnitsWarning)]
 
 
