@@ -56,6 +56,7 @@ def predict(
     progress: Optional[Progress] = None,
     normalize: Normalize = False,
     invariance: InvarianceArg = "auto",
+    pixel_um=None,
 ) -> np.ndarray:
     """Predicted firing rates of every cell, aligned to stimulus frames.
 
@@ -92,6 +93,11 @@ def predict(
         convolves in full. A named invariance the movie lacks is a ValueError.
         The answer is the same up to float32 rounding. A wrapped module
         (``nr.wrap``) always runs in full (its name is still checked).
+    pixel_um : float or (y_um, x_um), optional
+        The stack's pixel size on the retina (µm); other than the model's
+        55 µm, the stack is resampled to the model's pixels (area-weighted
+        means) before ``crop``, which then counts model pixels (as in
+        :func:`napari_retina.attribute`). Default None: the stack's pixels are the model's.
 
     Returns
     -------
@@ -115,11 +121,11 @@ def predict(
     check_invariance(invariance)   # a wrapped module computes every window in full, but a bad name is still refused
     with callers_modes(model):
         if _wrap.is_wrapped(model):  # a user's module (nr.wrap): its own forward pass, window by window
-            return _wrap.predict(model, stimulus, device, batch_size, crop, progress, normalize)
+            return _wrap.predict(model, stimulus, device, batch_size, crop, progress, normalize, pixel_um)
         model = model_on(model, device)
         cfg = model.config
         stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm,
-                           normalize=normalize)
+                           normalize=normalize, pixel_um=pixel_um)
         bs = default_batch_size(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
         inv = resolve_invariance(stim, invariance)
         return forward(model, stim, inv, bs, progress)

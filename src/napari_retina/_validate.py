@@ -16,7 +16,8 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from ._units import FRAME_MS
+from ._resample import model_frame_shape, resample_window, source_window
+from ._units import FRAME_MS, PIXEL_UM
 
 Crop = Union[None, str, Sequence[int]]
 Normalize = Union[bool, str]
@@ -176,25 +177,80 @@ def crop_to(arr: np.ndarray, size: int, crop: Crop, name: str = "stimulus", reme
     and the command line's :data:`CROP_REMEDY`; a batch spec, the Analyze dock say theirs).
     """
     crop = parse_crop(crop)
-    h, w = arr.shape[1:]
-    if (h, w) == (size, size) and crop in (None, "center"):
+    if tuple(arr.shape[1:]) == (size, size) and crop in (None, "center"):
         return arr
     # (size, size, T): frames of the model's size with time last, which a crop would cut into "frames" of rows
     time_last = (" (if time is its last axis, put it first: np.moveaxis(stack, -1, 0))"
-                 if arr.shape[0] == h == size and crop is None else "")
+                 if arr.shape[0] == arr.shape[1] == size and crop is None else "")
+    y0, x0 = checked_origin(arr.shape[1:], size, crop, name, remedy, time_last)
+    return arr[:, y0 : y0 + size, x0 : x0 + size]
+
+
+#: what to do about a stack smaller than the model's frame, said by :func:`checked_origin`
+SMALL_REMEDY = ("if its pixels are larger than the model's {um:g} µm pass pixel_um= (their size in µm; command line: "
+                "--pixel-um) to resample it, else pad it to at least {size}x{size}")
+
+
+def checked_origin(frame_shape: Sequence[int], size: int, crop: Crop, name: str = "stimulus",
+                   remedy: str = CROP_REMEDY, hint: str = "", small: str = SMALL_REMEDY) -> tuple[int, int]:
+    """(y0, x0) of the ``size × size`` window ``crop`` cuts from frames of ``frame_shape`` (H, W), or the
+    ValueError that says why none fits (:func:`crop_to`'s sentences; ``hint`` ends the first two, ``small``
+    says what to do about a frame smaller than the window)."""
+    crop = parse_crop(crop)
+    h, w = int(frame_shape[0]), int(frame_shape[1])
     if h < size or w < size:  # no crop can help
         raise ValueError(
             f"{name} is {h}x{w} pixels, smaller than the {size}x{size} the model expects, and a crop cannot make "
-            f"it larger; resample or pad it to at least {size}x{size}{time_last}"
+            f"it larger; {small.format(um=PIXEL_UM, size=size)}{hint}"
         )
-    if crop is None:
-        raise ValueError(f"{name} is {h}x{w} pixels but the model expects {size}x{size}{time_last}; {remedy}")
+    if crop is None and (h, w) != (size, size):
+        raise ValueError(f"{name} is {h}x{w} pixels but the model expects {size}x{size}{hint}; {remedy}")
     y0, x0 = crop_origin((h, w), size, crop)
     if y0 < 0 or x0 < 0 or y0 + size > h or x0 + size > w:
         raise ValueError(
             f"a {size}x{size} crop at (y0={y0}, x0={x0}) does not fit inside the {h}x{w} {name}"
         )
-    return arr[:, y0 : y0 + size, x0 : x0 + size]
+    return y0, x0
+
+
+PIXEL_UM_FORMS = "None, a positive number of µm, (y_um, x_um), or the text '27.5' or '20,25'"
+
+
+def check_pixel_um(pixel_um) -> Optional[tuple[float, float]]:
+    """The one reading of ``pixel_um``, a stack's pixel size on the retina: ``(y_um, x_um)``, or None when the
+    stack is used on the model's own grid (None, or the model's :data:`~napari_retina._units.PIXEL_UM`).
+
+    A number is both sides; text (the command line's, a batch spec's) is one
+    number or two separated by a comma. Bools, zero, negative and non-finite
+    sizes are refused.
+
+    >>> check_pixel_um("27.5"), check_pixel_um((55, 55)), check_pixel_um([20, 25])
+    ((27.5, 27.5), None, (20.0, 25.0))
+    """
+    if pixel_um is None:
+        return None
+    value = pixel_um
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+        try:
+            value = [float(p) for p in parts] if len(parts) in (1, 2) else None
+        except ValueError:
+            value = None
+    elif is_real(value):
+        value = [value]
+    elif isinstance(value, (bytes, dict, set)) or not hasattr(value, "__len__") or not all(is_real(v) for v in value):
+        value = None
+    if value is None or len(value) not in (1, 2) or not all(math.isfinite(float(v)) and v > 0 for v in value):
+        raise ValueError(f"pixel_um must be {PIXEL_UM_FORMS}, got {pixel_um!r}")
+    y_um, x_um = (float(value[0]), float(value[-1]))
+    return None if np.allclose((y_um, x_um), PIXEL_UM, rtol=1e-9, atol=0) else (y_um, x_um)
+
+
+def analysed_origin(frame_shape: Sequence[int], size: int, crop: Crop, pixel_um=None) -> tuple[int, int]:
+    """(y0, x0), in model pixels, of the window :func:`as_stimulus` analyses in a stack of ``frame_shape``
+    (H, W) stack pixels of ``pixel_um``: :func:`crop_origin` on the model's grid
+    (:func:`napari_retina._resample.model_frame_shape`)."""
+    return crop_origin(model_frame_shape(frame_shape, check_pixel_um(pixel_um)), size, crop)
 
 
 def check_normalize(normalize) -> bool:
@@ -249,12 +305,24 @@ def normalise(arr: np.ndarray, norm: Optional[dict] = None, normalize: Normalize
     by their own mean and standard deviation (contrast about their own mean
     luminance; a constant stack maps to zeros).
     """
+    stats = standardisation(arr, norm, normalize)
+    if stats is None:
+        return np.ascontiguousarray(arr, dtype=np.float32)
+    return _standardised(arr, *stats)
+
+
+def standardisation(arr: np.ndarray, norm: Optional[dict] = None,
+                    normalize: Normalize = False) -> Optional[tuple[float, float]]:
+    """The ``(mean, std)`` :func:`normalise` maps ``arr`` with, ``(x − mean) / std``, or None for a float stack
+    taken as contrast: the checkpoint's statistics for "raw", the stack's own (a constant stack's std read as 1)
+    for "own" and "zscore" (:func:`contrast_mapping`)."""
     how = contrast_mapping(arr.dtype, norm, normalize)
     if how == "contrast":
-        return np.ascontiguousarray(arr, dtype=np.float32)
-    if how == "raw":   # the checkpoint's statistics (5× the stack at once)
-        return _standardised(arr, float(norm["mean"]), float(norm["std"]))
-    return zscore(arr)
+        return None
+    if how == "raw":
+        return float(norm["mean"]), float(norm["std"])
+    mean, std = mean_std(arr)
+    return mean, (std if std > 0 else 1.0)
 
 
 def input_mapping(dtype, norm: Optional[dict] = None, normalize: Normalize = False) -> str:
@@ -548,28 +616,51 @@ def as_stimulus(
     normalize: Normalize = False,
     name: str = "stimulus",
     stacklevel: int = 3,
+    pixel_um=None,
 ) -> np.ndarray:
-    """Validate, crop and normalise a stimulus for a model.
+    """Validate, crop, resample and normalise a stimulus for a model.
 
     Returns float32 (T, size, size) in contrast units. Fails when the stack is
     not (T, H, W), is empty, RGB, non-numeric, non-finite or beyond float32,
     has fewer than ``history`` frames, or is not ``size × size`` (unless
-    ``crop`` is given; see :func:`parse_crop`). ``normalize``: see
+    ``crop`` is given; see :func:`parse_crop`). ``pixel_um`` (the stack's
+    pixel size, :func:`check_pixel_um`; None: the model's 55 µm) other than
+    the model's resamples the stack to the model's grid
+    (:mod:`napari_retina._resample`, area-weighted), and ``crop`` cuts the
+    window on that grid (:func:`analysed_origin`); the units checks and the
+    statistics a stack is z-scored by are the stack's own values under the
+    window, at its own pixels (averaging shrinks a fine stack's std, which
+    z-scoring afterwards would undo). ``normalize``: see
     :func:`normalise`; without it a float stack far from contrast units warns
     (:func:`warn_if_not_contrast`); a stack z-scored by its own statistics
     whose grey background lands off 0 warns too (:func:`warn_if_grey_moves`),
     ``stacklevel`` counting from this function's caller.
     """
     zscored = check_normalize(normalize)
+    pixel = check_pixel_um(pixel_um)
     arr = as_stack(stimulus, name)
     if history is not None:
         check_history_frames(arr.shape[0], history, name)
-    if size is not None:
-        arr = crop_to(arr, size, crop, name)
+    if size is None or pixel is None:
+        arr = arr if size is None else crop_to(arr, size, crop, name)
+        window = arr
+    else:   # the checks read the stack values under the window, at the stack's own pixels
+        origin = checked_origin(model_frame_shape(arr.shape[1:], pixel), size, crop,
+                               f"{name} on the model's {PIXEL_UM:g} µm grid ({pixel_text(pixel)} pixels)",
+                               small="pad it to at least {size}x{size} model pixels")
+        window = arr[(slice(None),) + source_window(arr.shape[1:], pixel, origin, size)]
     if not zscored:
-        warn_if_not_contrast(arr, norm, name, stacklevel=stacklevel)
-    warn_if_grey_moves(arr, norm, zscored, name, stacklevel=stacklevel)
-    return normalise(arr, norm, zscored)
+        warn_if_not_contrast(window, norm, name, stacklevel=stacklevel)
+    warn_if_grey_moves(window, norm, zscored, name, stacklevel=stacklevel)
+    if size is None or pixel is None:
+        return normalise(arr, norm, zscored)
+    return resample_window(arr, pixel, origin, size, *(standardisation(window, norm, zscored) or (0.0, 1.0)))
+
+
+def pixel_text(pixel_um: Optional[tuple[float, float]]) -> str:
+    """A stack's pixel size in words: "27.5 µm", "20 × 25 µm" (y × x), the model's own for None."""
+    y_um, x_um = pixel_um if pixel_um is not None else (PIXEL_UM, PIXEL_UM)
+    return f"{y_um:.4g} µm" if np.isclose(y_um, x_um, rtol=1e-9, atol=0) else f"{y_um:.4g} × {x_um:.4g} µm"
 
 
 def stimulus_tensor(stim: np.ndarray):

@@ -517,7 +517,8 @@ def private_copy(model: Any) -> Any:
 
 
 def predict(model: WrappedModel, stimulus, device: DeviceLike = None, batch_size: Optional[int] = None,
-            crop: Crop = None, progress: Optional[Progress] = None, normalize: Normalize = False) -> np.ndarray:
+            crop: Crop = None, progress: Optional[Progress] = None, normalize: Normalize = False,
+            pixel_um=None) -> np.ndarray:
     """Rates (T, n_cells) of a wrapped module, aligned to stimulus frames (NaN for the first history-1).
 
     What :func:`napari_retina.predict` runs for a :class:`WrappedModel`: the
@@ -527,7 +528,8 @@ def predict(model: WrappedModel, stimulus, device: DeviceLike = None, batch_size
     """
     model = model_on(model, device)
     cfg = model.config
-    stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
+    stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize,
+                       pixel_um=pixel_um)
     bs = cfg.batch_size if batch_size is None else check_int(batch_size, "batch_size", 1)
     idx = select_frames(len(stim), cfg.history)
     source = stimulus_tensor(stim)

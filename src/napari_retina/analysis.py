@@ -43,8 +43,8 @@ from ._json import jsonable
 from ._progress import Progress, report
 from ._types import AnyModel, ArrayLike, PathLike
 from ._units import FRAME_MS, PIXEL_UM
-from ._validate import (Crop, Normalize, StimulusUnitsWarning, as_stack, as_stimulus, check_bool, check_int,
-                        crop_origin, file_path, one_sentence, size_text)
+from ._validate import (Crop, Normalize, StimulusUnitsWarning, analysed_origin, as_stack, as_stimulus, check_bool,
+                        check_int, check_pixel_um, file_path, one_sentence, size_text)
 from ._wrap import model_config
 from .attribution import Attribution, Cells, Rule
 from .attribution._integrate import default_batch_points
@@ -390,24 +390,25 @@ def maps_note(asked: str, resolved: str, maps_inv: str, lazy: bool, full_bytes: 
     return what
 
 
-def _prepared(model: RetinaCNN, stimulus, crop: Crop, normalize: Normalize) -> np.ndarray:
+def _prepared(model: RetinaCNN, stimulus, crop: Crop, normalize: Normalize, pixel_um=None) -> np.ndarray:
     """The analysed window, float32 (T, size, size) contrast units (a units warning is left to the attribution)."""
     cfg = model.config
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StimulusUnitsWarning)
         return as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm,
-                           normalize=normalize)
+                           normalize=normalize, pixel_um=pixel_um)
 
 
 def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps: Optional[int] = None,
                  tol: Optional[float] = None, invariance: InvarianceArg = "auto", crop: Crop = None,
                  normalize: Normalize = False, reduce: bool = True, explain: float = reduction.DEFAULT_EXPLAIN,
                  lazy_threshold: int = LAZY_MAP_BYTES, progress: Optional[Progress] = None,
-                 reduce_progress: Optional[Progress] = None, model_source: str = "", layer: str = "") -> Analysis:
+                 reduce_progress: Optional[Progress] = None, model_source: str = "", layer: str = "",
+                 pixel_um=None) -> Analysis:
     """Attribute (and reduce) a stimulus the way the Analyze widget does; lazy maps for long movies.
 
     Short movies: exactly ``nr.attribute(model, stimulus, cell=, steps=, tol=,
-    invariance=, crop=, normalize=, progress=)`` then ``nr.reduce(attr, explain=,
+    invariance=, crop=, normalize=, pixel_um=, progress=)`` then ``nr.reduce(attr, explain=,
     progress=reduce_progress)``. When the full maps would exceed
     ``lazy_threshold`` bytes, the traces are attributed in chunks (maps
     discarded, :func:`attribute_traces`) and ``Analysis.maps`` is a lazy dask
@@ -435,7 +436,7 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
         As for :func:`napari_retina.attribute` (``nr.load_model()``, ``nr.wrap(...)``).
     stimulus : array (T, H, W)
         Contrast units (float) or raw intensities (integers); 1 frame = 10 ms.
-    cell, steps, tol, invariance, crop, normalize
+    cell, steps, tol, invariance, crop, normalize, pixel_um
         As for :func:`napari_retina.attribute` (default ``tol`` 1e-3; ``invariance``
         "auto", with full maps of a full-field stimulus as above).
     reduce : bool
@@ -484,7 +485,8 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
     T = int(stimulus.shape[0])
     full_bytes = map_bytes(model, T, "none")
     big = full_bytes > lazy_threshold
-    stim = _prepared(model, stimulus, crop, normalize) if (big or invariance == "auto") else None
+    pixel_um = check_pixel_um(pixel_um)
+    stim = _prepared(model, stimulus, crop, normalize, pixel_um) if (big or invariance == "auto") else None
     resolved = resolve_invariance(stim, invariance) if stim is not None else invariance
     map_inv = maps_invariance(invariance, resolved)
     big = big and map_bytes(model, T, map_inv) > lazy_threshold
@@ -494,6 +496,7 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
         inv_arg = map_inv if map_inv != resolved else invariance
         attr = _oom_retry(lambda bs: attribution.attribute(model, stimulus, cell=cell, steps=steps, tol=tol,
                                                            invariance=inv_arg, crop=crop, normalize=normalize,
+                                                           pixel_um=pixel_um,
                                                            batch_size=bs, progress=progress), model)
         limit = None if attr.maps is None else map_limit(attr.maps)
     else:
@@ -502,13 +505,14 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
                                                       invariance=resolved, batch_size=bs, progress=progress,
                                                       map_means=means),
                           model)
-        attr = replace(attr, crop_origin=crop_origin(np.shape(stimulus)[1:], cfg.size, crop))
+        attr = replace(attr, crop_origin=analysed_origin(np.shape(stimulus)[1:], cfg.size, crop, pixel_um),
+                       input_pixel_um=pixel_um)
         maps = lazy_maps(model, stim, cell=cell, steps=steps, tol=tol, invariance=map_inv)
         limit = _peak_limit(maps, attr.response, cfg.history)
     red = reduction.reduce(attr, explain=explain, progress=reduce_progress,
                            pool_maps=means or None) if reduce else None
     params = {"cell": cell, "steps": attr.steps, "tol": attr.tol, "invariance": invariance,
-              "crop": "none" if crop is None else crop,
+              "crop": "none" if crop is None else crop, "pixel_um": None if pixel_um is None else list(pixel_um),
               "normalize": normalize, "reduce": bool(reduce), "explain": explain}
     note = maps_note(invariance, resolved, map_inv, big, full_bytes)
     return Analysis(attr, red, params, model_source, layer, maps, limit, note)

@@ -24,7 +24,7 @@ import numpy as np
 from . import io as nr_io
 from ._json import parse_json
 from ._types import PathLike
-from ._validate import is_int, is_real, one_sentence
+from ._validate import check_pixel_um, is_int, is_real, one_sentence
 
 __all__ = [
     "is_saved_analysis", "SavedAttribution", "SavedReduction", "SavedAnalysis", "blank_frames", "read_analysis",
@@ -103,8 +103,9 @@ class SavedAttribution:
     ``channels`` (T, C): A_c(t), spikes per 10 ms bin; ``response`` (T,): F(s_t) − F(0), the same unit;
     ``maps`` (T, C, h, w) (summed over y or x: h or w is 1) or None when the maps were not saved;
     ``cells``: the analysed cells' indices; ``invariance``: "none", "y", "x" or "space"; ``offset`` (px): the
-    stimulus pixel under map pixel 0; ``completeness_error``: a fraction; ``crop_origin`` (y0, x0) px: the
-    window's corner in the stimulus layer.
+    stimulus pixel under map pixel 0; ``completeness_error``: a fraction; ``crop_origin`` (y0, x0) model px: the
+    window's corner in the stimulus layer; ``input_pixel_um`` (y_um, x_um): the layer's pixel size when it was
+    resampled to the model's 55 µm pixels, else None (files saved before resampling existed have none).
     """
 
     stimulus: np.ndarray
@@ -116,6 +117,7 @@ class SavedAttribution:
     offset: int = 0
     completeness_error: float = float("nan")
     crop_origin: tuple = (0, 0)
+    input_pixel_um: Optional[tuple] = None
     model = None
 
 
@@ -270,7 +272,23 @@ def _attribution_scalars(path: Path, a: dict) -> dict:
                                                 low=0.0, nan=True),
             "crop_origin": tuple(_saved_number(path, "attribution/crop_origin", v,
                                                f"(y0, x0) pixels ({index} each)", True, 0, MAX_INDEX)
-                                 for v in origin)}
+                                 for v in origin),
+            "input_pixel_um": _input_pixel_um(path, a.get("input_pixel_um"))}
+
+
+def _input_pixel_um(path: Path, stored) -> Optional[tuple]:
+    """A saved ``attribution/input_pixel_um``, (y_um, x_um), read as :func:`~._validate.check_pixel_um` reads a
+    caller's (None for the model's own 55 µm, or for none saved), or the ValueError of a damaged file."""
+    if stored is None:
+        return None
+    values = _flat(stored)
+    try:
+        if len(values) != 2:
+            raise ValueError
+        return check_pixel_um([float(v) for v in values])
+    except (ValueError, TypeError):
+        raise ValueError(f"{_damaged(path)}: its 'attribution/input_pixel_um' is {str(stored)[:60]!r}, expected "
+                         "the (y, x) pixel size of the analysed layer in µm, two positive numbers") from None
 
 
 def read_analysis(path: PathLike) -> SavedAnalysis:
@@ -325,7 +343,8 @@ def read_analysis(path: PathLike) -> SavedAnalysis:
             missing = [k for k in ("attribution", "stimulus") if k not in h5]
             if missing:   # a write_results file of an attribution or an experiment, say: not damaged, another kind
                 raise ValueError(f"{not_one}: it has no {' and no '.join(repr(k) for k in missing)}")
-            a = _group(h5, path, "attribution", ("channels", "response", "maps", "cells", "crop_origin"))
+            a = _group(h5, path, "attribution", ("channels", "response", "maps", "cells", "crop_origin",
+                                                 "input_pixel_um"))
             r = _group(h5, path, "reduction", ("kept", "reduced_response"))
             params, model = _group(h5, path, "parameters", ("crop",)), _group(h5, path, "model")   # crop: a list
             stim = _read_dataset(h5, path, "stimulus")

@@ -15,8 +15,8 @@ from .._predict import callers_modes
 from .._wrap import model_on
 from .._progress import Progress, report
 from .._types import AnyModel, ArrayLike
-from .._validate import (Crop, Normalize, as_stimulus, check_cells, check_finite_output, check_int, check_maps_fit,
-                         crop_origin)
+from .._validate import (Crop, Normalize, analysed_origin, as_stimulus, check_cells, check_finite_output, check_int,
+                         check_maps_fit, check_pixel_um)
 from .._wrap import is_wrapped
 from ..first_layer import FirstLayer
 from ..model import RetinaCNN
@@ -128,6 +128,7 @@ def attribute(
     crop: Crop = None,
     progress: Optional[Progress] = None,
     normalize: Normalize = False,
+    pixel_um=None,
 ) -> Attribution:
     """Integrated gradients of a cell's rate to the conv1 units, per frame.
 
@@ -199,6 +200,13 @@ def attribute(
         How to cut a ``size × size`` window out of a larger stack (integers
         only; see :func:`napari_retina._validate.parse_crop`); the window's
         corner is the result's ``crop_origin``.
+    pixel_um : float or (y_um, x_um), optional
+        The stack's pixel size on the retina (µm). Other than the model's 55 µm,
+        the stack is resampled to the model's pixels first, each model pixel
+        the area-weighted mean of the stack under it (a stack of 100 × 100
+        pixels of 27.5 µm is analysed as 50 × 50), and ``crop`` counts model
+        pixels (:func:`napari_retina._validate.as_stimulus`); the result's
+        ``input_pixel_um`` keeps it. Default None: the stack's pixels are the model's.
     progress : callable, optional
         ``progress(done, total)`` after each chunk of frames, counting distinct windows;
         raise :class:`napari_retina.Cancelled` in it to stop.
@@ -232,14 +240,15 @@ def attribute(
         if is_wrapped(model):  # a user's module (nr.wrap): Captum's layer IG, see ._wrapped
             return attribute_wrapped(model, stimulus, cell, steps=steps, rule=rule, frames=frames, device=device,
                                      batch_size=batch_size, crop=crop, progress=progress, normalize=normalize,
-                                     tol=tol, invariance=invariance)
+                                     tol=tol, invariance=invariance, pixel_um=pixel_um)
         model = model_on(model, device)
         cfg = model.config
         cells = check_cells(cell, cfg.n_cells)
         rule, steps, tol = check_quadrature(rule, steps, tol, DEFAULT_RULE)
         check_invariance(invariance)
-        stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize)
-        origin = crop_origin(np.shape(stimulus)[1:], cfg.size, crop)
+        stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize,
+                           pixel_um=pixel_um)
+        origin = analysed_origin(np.shape(stimulus)[1:], cfg.size, crop, pixel_um)
         idx = select_frames(len(stim), cfg.history, frames)
         bs = default_batch_points(model) if batch_size is None else check_int(batch_size, "batch_size", 1)
         inv = resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1], invariance)
@@ -253,6 +262,6 @@ def attribute(
             completeness_error=completeness,
             cells=cells, steps=int(per_frame[idx].max()), rule=rule, invariance=inv, frames=idx,
             offset=cfg.first_layer_offset, history=cfg.history, stimulus=kept_stimulus(stim, stimulus), model=model,
-            crop_origin=origin,
+            crop_origin=origin, input_pixel_um=check_pixel_um(pixel_um),
             tol=tol, steps_per_frame=per_frame,
         )

@@ -89,8 +89,13 @@ class Attribution:
     stimulus : float32 (T, H, W) contrast units actually used (the analysed window); never the caller's own
         writeable array (:func:`kept_stimulus`).
     model : the model used (kept by reference, as given).
-    crop_origin : (y0, x0), pixels: where the analysed ``size × size`` window
-        sits in the input stack ((0, 0) when nothing was cut).
+    crop_origin : (y0, x0), model pixels: where the analysed ``size × size`` window
+        sits in the input stack ((0, 0) when nothing was cut); with
+        ``input_pixel_um``, on the model's grid laid over the stack from its
+        top-left edge (stack pixel ``y0·55/p_y − 0.5`` is its top edge).
+    input_pixel_um : (y_um, x_um) or None: the input stack's pixel size on the retina when it was
+        resampled to the model's 55 µm pixels (``pixel_um=``, :mod:`napari_retina._resample`);
+        None when its pixels were the model's.
     tol : the tolerance the quadrature was refined to (adaptive, the default;
         :mod:`napari_retina.attribution._adaptive`), or None for fixed ``steps``.
     steps_per_frame : int64 (T,), the quadrature points each frame used
@@ -115,6 +120,7 @@ class Attribution:
     crop_origin: tuple[int, int] = (0, 0)
     tol: Optional[float] = None
     steps_per_frame: Optional[np.ndarray] = None
+    input_pixel_um: Optional[tuple[float, float]] = None
 
     def to_dict(self) -> dict[str, Any]:
         """Arrays and parameters as a flat dict for :func:`napari_retina.io.write_results`.
@@ -123,8 +129,9 @@ class Attribution:
         ``frames`` and ``crop_origin`` (2,), ``maps`` only when there are maps;
         plain Python numbers and strings for the rest, with ``units`` (of the
         rates, the response and the attributions: spikes per 10 ms bin),
-        ``frame_ms`` and ``pixel_um`` (the size of a frame and of a pixel, which
-        ``frames``, ``offset`` and ``crop_origin`` count). ``stimulus`` and
+        ``frame_ms`` and ``pixel_um`` (the size of a frame and of a model pixel, which
+        ``frames``, ``offset`` and ``crop_origin`` count) and ``input_pixel_um`` (2,), the
+        input stack's pixel size (µm, y and x: 55 unless it was resampled). ``stimulus`` and
         ``model`` are not included (write the stimulus and the model's config
         next to it).
 
@@ -134,6 +141,7 @@ class Attribution:
             "channels": self.channels, "response": self.response, "rates": self.rates,
             "cells": np.asarray(self.cells), "frames": np.asarray(self.frames),
             "crop_origin": np.asarray(self.crop_origin, dtype=np.int64),
+            "input_pixel_um": np.asarray(self.input_pixel_um or (PIXEL_UM, PIXEL_UM), dtype=np.float64),
         }
         if self.steps_per_frame is not None:
             out["steps_per_frame"] = self.steps_per_frame

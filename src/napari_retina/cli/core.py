@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Union
 
-from .._units import FRAME_MS, RATE_UNITS
+from .._units import FRAME_MS, PIXEL_UM, RATE_UNITS
 from ._paths import check_out_dir, check_out_file
 from ._progress import tqdm_progress
 
@@ -36,22 +36,29 @@ def _demo(args) -> int:
     return 0
 
 
+#: --pixel-um, for predict and attribute
+PIXEL_UM_HELP = (f"the stack's pixel size on the retina in µm, 'p' or 'p_y,p_x': other than the model's {PIXEL_UM:g}, "
+                 "the stack is resampled to the model's pixels (area-weighted means) and --crop counts model pixels "
+                 "(default: the stack's pixels are the model's)")
+
+
 def _predict(args) -> int:
     import numpy as np
 
     from .._predict import predict
-    from .._validate import crop_origin, parse_crop
+    from .._validate import analysed_origin, check_pixel_um, parse_crop
     from ..checkpoint import load_model, model_record
     from ..io import HDF5_SUFFIXES, read_stimulus, stimulus_key, write_results
 
     # everything that can be checked is checked before the model runs
     out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",), inputs=(args.stimulus, args.model))
-    crop = parse_crop(args.crop)
+    crop, pixel_um = parse_crop(args.crop), check_pixel_um(args.pixel_um)
     model = load_model(args.model, device=args.device)
     stim = read_stimulus(args.stimulus, key=args.key)
     normalize = "zscore" if args.normalize else False
     with tqdm_progress("predict", disable=args.quiet) as progress:
-        rates = predict(model, stim, batch_size=args.batch_size, crop=crop, progress=progress, normalize=normalize)
+        rates = predict(model, stim, batch_size=args.batch_size, crop=crop, progress=progress, normalize=normalize,
+                        pixel_um=pixel_um)
     write_results(
         out,
         {
@@ -60,7 +67,9 @@ def _predict(args) -> int:
             "units": RATE_UNITS,
             "stimulus_file": str(args.stimulus),
             "stimulus_key": stimulus_key(args.stimulus, args.key),   # None (left out) for .npy and TIFF
-            "crop_origin": np.asarray(crop_origin(stim.shape[1:], model.config.size, crop), dtype=np.int64),
+            "crop_origin": np.asarray(analysed_origin(stim.shape[1:], model.config.size, crop, pixel_um),
+                                      dtype=np.int64),
+            "input_pixel_um": np.asarray(pixel_um or (PIXEL_UM, PIXEL_UM), dtype=np.float64),
             "normalize": normalize or "none",
             "model": {**model_record(model, args.model), "provenance": json.dumps(model.provenance)},
         },
@@ -83,19 +92,20 @@ def parse_cell(text: str) -> Union[int, list[int], str]:
 
 
 def _attribute(args) -> int:
-    from .._validate import parse_crop
+    from .._validate import check_pixel_um, parse_crop
     from ..attribution import attribute
     from ..checkpoint import load_model, model_record
     from ..io import HDF5_SUFFIXES, read_stimulus, stimulus_key, write_results
 
     out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",), inputs=(args.stimulus, args.model))
-    crop, cell = parse_crop(args.crop), parse_cell(args.cell)
+    crop, cell, pixel_um = parse_crop(args.crop), parse_cell(args.cell), check_pixel_um(args.pixel_um)
     model = load_model(args.model, device=args.device)
     stim = read_stimulus(args.stimulus, key=args.key)
     normalize = "zscore" if args.normalize else False
     with tqdm_progress("attribute", disable=args.quiet) as progress:
         attr = attribute(model, stim, cell=cell, steps=args.steps, tol=args.tol, invariance=args.invariance,
-                         batch_size=args.batch_size, crop=crop, progress=progress, normalize=normalize)
+                         batch_size=args.batch_size, crop=crop, progress=progress, normalize=normalize,
+                         pixel_um=pixel_um)
     write_results(out, {
         "attribution": attr.to_dict(),
         "units": RATE_UNITS,
@@ -139,6 +149,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
     pred.add_argument("--crop", default=None,
                       help="'center' (or 'centre'), 'none' or 'y0,x0' (whole pixels) to cut a model-sized window "
                            "out of a larger stack")
+    pred.add_argument("--pixel-um", default=None, help=PIXEL_UM_HELP)
     pred.add_argument("--normalize", action="store_true",
                       help="z-score the stack by its own mean and std (raw intensities stored as floats); "
                            "default: floats are contrast units, integer stacks are normalised anyway")
@@ -169,6 +180,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
                       help="path points (frames x quadrature points) per backward pass (default 256 on a CPU, "
                            "4096 on a CUDA GPU, 1024 on MPS)")
     attr.add_argument("--crop", default=None, help="'center', 'none' or 'y0,x0' (as for predict)")
+    attr.add_argument("--pixel-um", default=None, help=PIXEL_UM_HELP)
     attr.add_argument("--normalize", action="store_true", help="z-score the stack by its own mean and std")
     attr.add_argument("--quiet", action="store_true", help="no progress bar")
     attr.set_defaults(func=_attribute)

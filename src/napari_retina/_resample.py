@@ -1,0 +1,89 @@
+"""Area-weighted resampling of a stack to the model's pixels, for a stimulus drawn at another pixel size.
+
+The model's pixel is :data:`~napari_retina._units.PIXEL_UM` (55 µm) on the
+retina. A stack whose pixels are ``pixel_um`` µm (y, x) is laid on the model's
+grid from its top-left edge: model pixel ``j`` covers ``[j·55, (j+1)·55)`` µm,
+stack pixel ``i`` covers ``[i·p, (i+1)·p)`` µm, and the model pixel's value is
+the mean of the stack over its area (each stack pixel weighted by the length
+of their overlap, along y and along x). That is what a photoreceptor mosaic
+does with light, and it is linear: a grey stack stays grey, contrast stays
+contrast, and a pixel size of 27.5 µm averages 2 × 2 blocks exactly. Only
+whole model pixels inside the stack are kept (``floor(H·p/55)`` rows).
+
+Pure numpy; the checks of what a caller passes are
+:func:`napari_retina._validate.check_pixel_um`'s.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ._units import PIXEL_UM
+
+#: a stack size within this fraction of a whole model pixel counts as that pixel (27.5 µm × 100 is 50 pixels,
+#: whatever the float rounding of 27.5·100/55)
+WHOLE_PIXEL_SLACK = 1e-9
+
+
+def model_frame_shape(frame_shape: Sequence[int], pixel_um: Optional[tuple[float, float]]) -> tuple[int, int]:
+    """(H', W'): how many whole model pixels a (H, W) frame of ``pixel_um`` (y, x) µm pixels covers.
+
+    ``pixel_um`` None: the frame's own shape (its pixels are the model's).
+
+    >>> model_frame_shape((100, 120), (27.5, 27.5))
+    (50, 60)
+    """
+    h, w = int(frame_shape[0]), int(frame_shape[1])
+    if pixel_um is None:
+        return h, w
+    return tuple(int(np.floor(n * p / PIXEL_UM + WHOLE_PIXEL_SLACK)) for n, p in zip((h, w), pixel_um))
+
+
+def area_weights(pixel_um: float, first: int, n_out: int, n_in: int) -> tuple[slice, np.ndarray]:
+    """The stack pixels under model pixels ``first … first + n_out − 1`` along one axis, and their weights.
+
+    Returns ``(rows, weights)``: ``rows`` a slice of the stack's axis (of
+    length ``n_in``), ``weights`` float64 (n_out, len(rows)), each row the
+    overlap of a model pixel with each stack pixel as a fraction of the model
+    pixel (rows sum to 1). The model pixels must lie inside the stack.
+    """
+    scale = PIXEL_UM / float(pixel_um)                # stack pixels per model pixel
+    edges = (first + np.arange(n_out + 1)) * scale     # model pixel edges, in stack pixels
+    lo = int(np.floor(edges[0] + WHOLE_PIXEL_SLACK))
+    hi = min(n_in, int(np.ceil(edges[-1] - WHOLE_PIXEL_SLACK)))
+    cells = np.arange(lo, hi, dtype=np.float64)        # each stack pixel's left edge
+    overlap = (np.minimum(edges[1:, None], cells[None, :] + 1) - np.maximum(edges[:-1, None], cells[None, :]))
+    weights = np.clip(overlap, 0.0, None)
+    return slice(lo, hi), weights / weights.sum(axis=1, keepdims=True)
+
+
+def resample_window(arr: np.ndarray, pixel_um: tuple[float, float], origin: tuple[int, int], size: int,
+                    mean: float = 0.0, std: float = 1.0, chunk_values: int = 1 << 22) -> np.ndarray:
+    """The ``size × size`` window at model pixel ``origin`` (y0, x0) of a (T, H, W) stack of ``pixel_um`` (y, x)
+    µm pixels, on the model's 55 µm grid, standardised: float32 (T, size, size), ``(resampled − mean) / std``.
+
+    Each frame is ``Wy · frame · Wxᵀ`` (:func:`area_weights`) in float64, a
+    chunk of about ``chunk_values`` stack values at a time: no float64 copy of
+    a long movie. The weights sum to 1, so standardising after resampling is
+    standardising before it.
+    """
+    y0, x0 = origin
+    rows, wy = area_weights(pixel_um[0], y0, size, arr.shape[1])
+    cols, wx = area_weights(pixel_um[1], x0, size, arr.shape[2])
+    src = arr[:, rows, cols]                           # a view: nothing outside the window is read
+    out = np.empty((len(arr), size, size), dtype=np.float32)
+    step = max(1, chunk_values // max(1, src.shape[1] * src.shape[2]))
+    for i in range(0, len(arr), step):
+        out[i:i + step] = ((wy @ src[i:i + step].astype(np.float64) @ wx.T) - mean) / std
+    return out
+
+
+def source_window(frame_shape: Sequence[int], pixel_um: tuple[float, float], origin: tuple[int, int],
+                  size: int) -> tuple[slice, slice]:
+    """The (rows, cols) of a (H, W) stack of ``pixel_um`` pixels that the ``size``-pixel model window at
+    ``origin`` covers (the stack values :func:`resample_window` reads)."""
+    rows, _ = area_weights(pixel_um[0], origin[0], size, int(frame_shape[0]))
+    cols, _ = area_weights(pixel_um[1], origin[1], size, int(frame_shape[1]))
+    return rows, cols
