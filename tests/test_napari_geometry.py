@@ -57,16 +57,18 @@ def _world_ms_um(layer, pixel) -> np.ndarray:
     return np.asarray(layer.data_to_world(pixel), float) * factors
 
 
-def _assert_maps_over_their_pixels(maps, stim_layer, h1, origin=(0, 0)):
+def _assert_maps_over_their_pixels(maps, stim_layer, h1, origin=(0, 0), k=1.0):
     """Each map's pixels lie, in the world, over the stimulus pixels they explain: map pixel (t, i, j) over
     stimulus pixel (t, i + offset + y0, j + offset + x0) (a map summed over y or x, of maps ``h1`` pixels
-    tall: its row's middle)."""
+    tall: its row's middle). A layer of ``k`` pixels to a model pixel (resampled): model pixel ``m``'s centre
+    is layer pixel ``(m + ½)·k − ½``."""
     for lay in maps:
         off = plugin_metadata(lay)["offset"]
         T, h, w = lay.data.shape
         for t, i, j in [(0, 0, 0), (T - 1, h - 1, 0), (3, 0, w - 1), (T // 2, h - 1, w - 1)]:
             y = i + off + origin[0] if h > 1 else off + origin[0] + (h1 - 1) / 2
             x = j + off + origin[1] if w > 1 else off + origin[1] + (h1 - 1) / 2
+            y, x = (y + 0.5) * k - 0.5, (x + 0.5) * k - 0.5
             np.testing.assert_allclose(_world_ms_um(lay, (t, i, j)), _world_ms_um(stim_layer, (t, y, x)),
                                        rtol=1e-9, atol=1e-6)
 
@@ -231,3 +233,56 @@ def test_the_crop_window_and_the_outline_lie_over_a_transformed_layer_and_read_w
     assert w.analysis is not None, w.task.status.value
     assert tuple(w.analysis.attribution.crop_origin) == (8, 3)
     over(viewer.layers["big: analysed window"], 8, 3)
+
+
+# ---------------------------------------------------- D. other pixel sizes ---
+
+def test_a_cropped_attribution_shown_without_its_stack_lies_on_its_window(viewer, tiny):
+    """Before: nr.show(attr) added the analysed window as the stimulus layer and still shifted the maps by the
+    window's corner in the stack it was cut from (crop (4, 6): 220 and 330 µm off)."""
+    big = nr.stimuli.white_noise(frames=30, size=26, seed=3)
+    cut = nr.attribute(tiny, big, cell=0, steps=2, invariance="none", crop=(4, 6))
+    stim, *maps = nr.show(cut, viewer)
+    assert stim.data.shape == (30, 20, 20) and len(maps) == 8
+    _assert_maps_over_their_pixels(maps, stim, tiny.config.map_sizes[0])
+
+
+@pytest.mark.parametrize("case", ["rotate", "all in seconds"])
+def test_a_layer_of_27_5_um_pixels_resampled_in_the_dock_has_its_maps_window_and_outline_over_its_pixels(
+        viewer, tiny, case, notes):
+    """The dock's pixel size 27.5 µm: the 60 × 60 layer is analysed on the model's 30 × 30 grid, the crop
+    rectangle spans 40 layer pixels, a drag is read in model pixels, and each map pixel lies over the 2 × 2
+    layer pixels it explains; the result is nr.attribute's with pixel_um=27.5 at that corner."""
+    from napari_retina._napari._widgets._crop import window_rectangle
+
+    stim = nr.stimuli.white_noise(frames=24, size=60, seed=4)
+    transform = dict(TRANSFORMS[case])
+    scale = (0.01, 0.0275, 0.0275) if case == "all in seconds" else (10, 27.5, 27.5)
+    layer = viewer.add_image(stim, name="fine", **{"units": ("ms", "um", "um"), **transform, "scale": scale})
+    w = _widgets.AnalyzeWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Analyze")
+    w.layer.value, w.steps.value, w.invariance.value = layer, 2, "none"
+    w.pixel.value, w.crop.value = 27.5, "window"
+    window = viewer.layers["fine: crop window (drag me)"]
+    np.testing.assert_allclose(window.data[0], window_rectangle(5, 5, 20, (2.0, 2.0)))   # centred: 9.5 … 49.5
+    window.data = [np.asarray(window.data[0]) + np.array([6, -4])]   # dragged 6 layer pixels down, 4 left
+    assert w.run()
+    w.task.wait()
+    attr = w.analysis.attribution
+    assert attr.crop_origin == (8, 3) and attr.input_pixel_um == (27.5, 27.5)
+    ref = nr.attribute(tiny, stim, cell=0, steps=2, invariance="none", crop=(8, 3), pixel_um=27.5)
+    np.testing.assert_allclose(attr.maps, ref.maps, rtol=1e-5, atol=1e-7)
+    _assert_maps_over_their_pixels(_maps(viewer, "fine: "), layer, tiny.config.map_sizes[0], origin=(8, 3), k=2.0)
+    np.testing.assert_allclose(viewer.layers["fine: analysed window"].data[0], window_rectangle(8, 3, 20, (2.0, 2.0)))
+    assert "its 27.5 µm pixels were resampled to the model's 55 µm" in w.task.status.value
+    assert "model saw it" not in w.task.status.value   # the layer's own pixel size is the one analysed
+
+
+def test_the_dock_says_how_to_resample_a_layer_whose_pixels_are_not_55_um(viewer, notes):
+    stim = nr.stimuli.white_noise(frames=30, size=40, seed=1)
+    layer = viewer.add_image(stim, name="fine", scale=(10, 27.5, 27.5), units=("ms", "um", "um"))
+    w = _analyze(viewer, layer, crop="center")
+    assert w.analysis.attribution.input_pixel_um is None
+    assert ("Layer 'fine' has 27.5 µm per pixel: the model saw it at its own 55 µm per pixel (the maps and the "
+            "traces keep the layer's scale); set 'pixel size (µm)' to 27.5 to resample it to the model's pixels"
+            ) in w.task.status.value

@@ -53,9 +53,11 @@ from napari.viewer import Viewer as _NapariViewer  # the class itself (napari.Vi
 
 from ._atomic import atomic_write
 from ._types import AnyModel, ArrayLike, PathLike
-from ._validate import check_positive, check_reduces, is_real
-from ._napari._layers import (META, CellTraces, bar_limit, map_layers, plugin_metadata, show_marked_colour_bar,
-                              stimulus_layer_kwargs)
+from ._resample import model_frame_shape
+from ._units import PIXEL_UM
+from ._validate import check_positive, check_reduces, is_real, pixel_text
+from ._napari._layers import (META, CellTraces, bar_limit, map_layers, on_window, plugin_metadata,
+                              show_marked_colour_bar, stimulus_layer_kwargs)
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, trace_plot
 from ._napari._session import SCRIPT_SOURCE, use_model as _use_model
 from ._napari._framing import aim, frame_result, world_box
@@ -359,7 +361,8 @@ def _check_stimulus_layer(layer, viewer, attr, cropped: bool = False) -> None:
     Its data must be (T, H, W) with the attribution's T frames and its H × W
     pixels, or, for an attribution of a window cut out of a larger stack (a
     ``crop_origin`` other than (0, 0), or ``cropped``: an Analysis whose
-    parameters name a crop, as the Analyze widget's), a stack that window fits in.
+    parameters name a crop, as the Analyze widget's), a stack that window fits in; for one resampled to the
+    model's pixels (``input_pixel_um``), a stack whose frame on the model's grid the window fits in.
     """
     if not isinstance(layer, napari.layers.Image):
         raise TypeError(f"stimulus_layer must be a napari Image layer of the viewer, got {type(layer).__name__}")
@@ -375,11 +378,14 @@ def _check_stimulus_layer(layer, viewer, attr, cropped: bool = False) -> None:
     if len(stim) != 3:
         return
     y0, x0 = (int(v) for v in attr.crop_origin)
-    window = cropped or (y0, x0) != (0, 0)
-    fits = shape[0] == stim[0] and (y0 + stim[1] <= shape[1] and x0 + stim[2] <= shape[2] if window else
+    pixel = getattr(attr, "input_pixel_um", None)
+    grid = model_frame_shape(shape[1:], pixel)   # the layer's frame in model pixels (its own unless resampled)
+    window = cropped or (y0, x0) != (0, 0) or pixel is not None
+    fits = shape[0] == stim[0] and (y0 + stim[1] <= grid[0] and x0 + stim[2] <= grid[1] if window else
                                     shape[1:] == stim[1:])
     if not fits:
-        where = f" (or a larger stack holding its window at (y0, x0) = ({y0}, {x0}))" if window else ""
+        grid_words = f" of {pixel_text(pixel)} pixels on the model's {PIXEL_UM:g} µm grid" if pixel is not None else ""
+        where = f" (or a larger stack{grid_words} holding its window at (y0, x0) = ({y0}, {x0}))" if window else ""
         raise ValueError(f"stimulus_layer must hold the analysed stimulus, (T, H, W) = {stim}{where}, got layer "
                          f"{layer.name!r} of shape {shape}")
 
@@ -463,7 +469,8 @@ def _show_analysis(viewer, attribution, reduction, name, stimulus_layer, maps, l
                               replace=replace, staged=True)
         return adding
     undo = None
-    if stimulus_layer is None:
+    if stimulus_layer is None:   # a layer of the analysed window: the maps lie on it as they are
+        attribution = on_window(attribution)
         stimulus_layer, undo = _stimulus_layer(viewer, attribution.stimulus, name or "stimulus", metadata, replace)
         _put_beside(viewer, stimulus_layer, beside)
     try:

@@ -29,7 +29,7 @@ attribution is a unit that raises the cell's rate at that time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -156,17 +156,37 @@ def geometry_offset(geometry: dict, pixels: Sequence[float]) -> np.ndarray:
     return linear @ (np.asarray(geometry["scale"], float) * np.asarray(pixels, float))
 
 
+def layer_pixels_per_model_pixel(attribution) -> np.ndarray:
+    """(k_y, k_x): how many of its stimulus layer's pixels one model pixel of ``attribution`` spans (1, 1 unless
+    the layer was resampled to the model's 55 µm pixels: ``input_pixel_um``, e.g. 2 for 27.5 µm)."""
+    pixel = getattr(attribution, "input_pixel_um", None)
+    return np.ones(2) if pixel is None else PIXEL_UM / np.asarray(pixel, float)
+
+
+def on_window(attribution):
+    """``attribution`` placed on a layer that holds its analysed window (``attribution.stimulus``) rather than the
+    stack it was cut from: no crop origin, no resampling (that layer's pixels are the model's)."""
+    if tuple(attribution.crop_origin) == (0, 0) and getattr(attribution, "input_pixel_um", None) is None:
+        return attribution
+    return replace(attribution, crop_origin=(0, 0), input_pixel_um=None)
+
+
 def analysed_geometry(geometry: dict, attribution) -> dict:
     """The geometry of the window ``attribution`` analysed inside a stimulus layer of ``geometry``.
 
     The layer's scale, units, rotation, shear and affine; its translate
     shifted by ``attribution.crop_origin`` (y0, x0) pixels (along the layer's
     rotated axes); the analysed stack's shape (T, size, size). Without a crop
-    (origin (0, 0), same shape) it is the layer's own geometry.
+    (origin (0, 0), same shape) it is the layer's own geometry. A layer
+    resampled to the model's pixels (``input_pixel_um``) gives a pixel
+    ``k`` = :func:`layer_pixels_per_model_pixel` of its pixels, centred on
+    layer pixel ``(y0 + ½)·k − ½``: the model's pixel (0, 0) covers layer
+    pixels ``y0·k − ½`` to ``(y0 + 1)·k − ½`` (pixel centres are whole numbers).
     """
-    y0, x0 = attribution.crop_origin
-    return {**geometry, "scale": np.asarray(geometry["scale"], float),
-            "translate": np.asarray(geometry["translate"], float) + geometry_offset(geometry, (0, y0, x0)),
+    k = layer_pixels_per_model_pixel(attribution)
+    centre = (np.asarray(attribution.crop_origin, float) + 0.5) * k - 0.5
+    return {**geometry, "scale": np.asarray(geometry["scale"], float) * np.r_[1.0, k],
+            "translate": np.asarray(geometry["translate"], float) + geometry_offset(geometry, (0, *centre)),
             "shape": tuple(np.shape(attribution.stimulus))}
 
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from .._progress import Cancelled
 from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, colour_bar_index, layer_geometry,
-                      map_layers, map_legend, plugin_metadata, show_alone, show_colour_bar, stimulus_layer_kwargs)
+                      map_layers, map_legend, on_window, plugin_metadata, show_alone, show_colour_bar,
+                      stimulus_layer_kwargs)
 from ._framing import frame_result
 from ._plot import TRACES_KEY, drain, renamed_title, stored_traces, trace_plot, traces_steps
 
@@ -444,7 +445,8 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
     new_stim, added, layers, named = [], [], None, None
     undo = undo if undo is not None else _Undo(viewer, stimulus_layer)
     try:
-        if stimulus_layer is None:
+        if stimulus_layer is None:   # a layer of the analysed window: the maps lie on it as they are
+            attribution = on_window(attribution)
             stim_data = (attribution.stimulus, stimulus_layer_kwargs(attribution.stimulus, "stimulus"), "image")
             new_stim = add_layer_data(viewer, [stim_data])
             stimulus_layer = new_stim[0]

@@ -117,6 +117,10 @@ PARAMETER_HELP: dict[str, tuple[Optional[str], str]] = {
                          "stimulus allows (full field → 'space', bars → 'y'); 'none' keeps full (y, x) maps."),
     "crop": (None, "How a stack larger than the model's field is cut: 'none' (sizes must match), 'center', "
                    "or 'window' (drag the crop-window rectangle over the stimulus)."),
+    "pixel_um": ("µm", "The stimulus stack's pixel size on the retina. 55 (the model's): its pixels are the "
+                       "model's. Another size: the stack is resampled to the model's 55 µm pixels, each the "
+                       "area-weighted mean of the stack under it, and the crop counts model pixels (27.5 analyses "
+                       "a 100 × 100 stack as 50 × 50)."),
     "normalize": (None, "z-score a float stack by its own mean and std before the model sees it: for raw "
                         "intensities (0–255, say) that are not in contrast units. Integer stacks are "
                         "normalised anyway."),
@@ -435,9 +439,10 @@ def has_physical_scale(layer) -> bool:
     return any(u not in ("pixel", "px", "") for u in units)
 
 
-def set_physical_scale(layer) -> None:
-    """Give a (T, y, x) image layer the stimulus scale (10 ms, 55 µm, 55 µm), units and axis labels."""
-    layer.scale = SCALE
+def set_physical_scale(layer, pixel_um: float = SCALE[1]) -> None:
+    """Give a (T, y, x) image layer the stimulus scale (10 ms, ``pixel_um`` µm, ``pixel_um`` µm: the model's
+    55 by default), units and axis labels."""
+    layer.scale = (SCALE[0], pixel_um, pixel_um)
     layer.units = UNITS
     layer.axis_labels = AXIS_LABELS
     layer.metadata.setdefault(META, {})["role"] = "stimulus"

@@ -21,13 +21,14 @@ from ...analysis import Analysis, run_analysis
 from ...attribution import DEFAULT_TOL, MAX_STEPS, MIN_TOL, attribute
 from ...batch import check_stimulus_shape
 from ...model import RetinaCNN
+from ..._resample import model_frame_shape
 from ..._validate import (UNZSCORED_REMEDY, ZSCORE_REMEDY, Normalize, StimulusUnitsWarning, check_normalize,
-                          input_mapping, warn_if_grey_moves, warn_if_not_contrast)
+                          check_pixel_um, input_mapping, pixel_text, warn_if_grey_moves, warn_if_not_contrast)
 from ...reduction import reduce
 from .._session import session
 from .._tasks import Task, notify, one_sentence
 from ..._units import FRAME_MS, PIXEL_UM
-from .._layers import META, UNITS, layer_geometry
+from .._layers import META, UNITS, layer_geometry, layer_pixels_per_model_pixel
 from .._reader import SETTINGS_KEY
 from .._framing import frame_result
 from .._plot import follow_stored_traces, trace_plot
@@ -46,7 +47,7 @@ from ._common import (
     tabify_when_docked,
     wrapping,
 )
-from ._crop import (crop_window, find_window, fit_window, outline_window, remove_windows, window_origin,
+from ._crop import (crop_window, find_window, fit_window, model_grid, outline_window, remove_windows, window_origin,
                     window_rectangle)
 
 CROPS = ("none", "center", "window")
@@ -58,12 +59,13 @@ CROPS = ("none", "center", "window")
 CROP_ADVICE = "choose crop 'center', or 'window' and drag the rectangle"
 
 
-def check_stimulus_layer(layer, model: RetinaCNN, crop: str) -> np.ndarray:
+def check_stimulus_layer(layer, model: RetinaCNN, crop: str, pixel_um=None) -> np.ndarray:
     """The layer's data as a (T, H, W) stack the model accepts, or a one-sentence ValueError.
 
     What a layer is (chosen, greyscale, one resolution, 3-D) is napari's question, asked here; whether its
-    shape suits the model (frames, frame size with ``crop``) is the core's
-    (:func:`napari_retina.batch.check_stimulus_shape`, the check a batch makes on a file's header).
+    shape suits the model (frames, frame size with ``crop``, on the model's grid for a ``pixel_um`` other than
+    its 55 µm) is the core's (:func:`napari_retina.batch.check_stimulus_shape`, the check a batch makes on a
+    file's header).
     """
     if layer is None:
         raise ValueError("Choose a stimulus layer first (open a stack or generate one in the Stimulus widget).")
@@ -77,8 +79,11 @@ def check_stimulus_layer(layer, model: RetinaCNN, crop: str) -> np.ndarray:
     if layer.ndim != 3:
         raise ValueError(f"Layer '{layer.name}' is {layer.ndim}-D; the model needs a (T, y, x) stack.")
     # 'window' needs what 'center' needs, a layer at least the model's size (where the window lies: crop_value)
-    check_stimulus_shape(tuple(layer.data.shape), cfg.history, cfg.size, None if crop == "none" else "center",
-                         f"Layer '{layer.name}'", CROP_ADVICE)
+    pixel = check_pixel_um(pixel_um)
+    grid = (layer.data.shape[0], *model_frame_shape(layer.data.shape[1:], pixel))
+    name = f"Layer '{layer.name}'" + (f" on the model's {PIXEL_UM:g} µm grid ({pixel_text(pixel)} pixels)"
+                                      if pixel is not None else "")
+    check_stimulus_shape(grid, cfg.history, cfg.size, None if crop == "none" else "center", name, CROP_ADVICE)
     return layer.data
 
 
@@ -118,23 +123,38 @@ def warn_units(stimulus: np.ndarray, model: RetinaCNN, name: str, normalize: Nor
         notify("warning", message)
 
 
-def scale_note(layer) -> str:
+def scale_note(layer, pixel_um: float = PIXEL_UM) -> str:
     """The warning for a stimulus layer whose frame interval or pixel size, in ms and µm (converted from its
-    units: :func:`.._layers.layer_geometry`), is not the model's (10 ms, 55 µm): the model saw the frames at its
-    own rate and size; "" when they match or an axis has no physical unit (napari's "pixel")."""
+    units: :func:`.._layers.layer_geometry`), is not what it was analysed at (10 ms, and ``pixel_um``: the dock's
+    pixel size, the model's 55 µm by default): the model saw the frames at its own rate, and the pixels at
+    ``pixel_um``; "" when they match or an axis has no physical unit (napari's "pixel")."""
     geo = layer_geometry(layer)
     (frame_ms, y_um, x_um), units = geo["scale"], tuple(geo["units"])
-    have, want = [], []
+    have, want, advice = [], [], ""
     if units[0] == UNITS[0] and not np.isclose(frame_ms, FRAME_MS, rtol=1e-6):
         have.append(f"{frame_ms:.4g} ms per frame")
         want.append(f"{FRAME_MS:g} ms per frame")
-    if units[1:] == UNITS[1:] and not np.allclose((y_um, x_um), PIXEL_UM, rtol=1e-6):
+    if units[1:] == UNITS[1:] and not np.allclose((y_um, x_um), pixel_um, rtol=1e-6):
         have.append(f"{y_um:.4g} µm per pixel" if np.isclose(y_um, x_um) else f"{y_um:.4g} × {x_um:.4g} µm pixels")
-        want.append(f"{PIXEL_UM:g} µm per pixel")
+        want.append(f"{PIXEL_UM:g} µm per pixel" if np.isclose(pixel_um, PIXEL_UM) else
+                    f"{pixel_um:.4g} µm per pixel ({PIXEL_UM_LABEL}), resampled to its {PIXEL_UM:g}")
+        if np.isclose(y_um, x_um):
+            advice = f"; set '{PIXEL_UM_LABEL}' to {y_um:.4g} to resample it to the model's pixels"
     if not have:
         return ""
     return (f"Layer '{layer.name}' has {' and '.join(have)}: the model saw it at its own {' and '.join(want)} "
-            "(the maps and the traces keep the layer's scale)")
+            f"(the maps and the traces keep the layer's scale){advice}")
+
+
+#: the Analyze dock's label of ``pixel_um``
+PIXEL_UM_LABEL = "pixel size (µm)"
+
+
+def resampled_note(pixel_um) -> str:
+    """What the status line says of a layer resampled to the model's pixels ("" when it was not)."""
+    if pixel_um is None:
+        return ""
+    return f"its {pixel_text(pixel_um)} pixels were resampled to the model's {PIXEL_UM:g} µm (area-weighted means)"
 
 
 def deleted_sentence(layer) -> str:
@@ -162,7 +182,8 @@ class AnalyzeWidget(Container):
         self.viewer = viewer
         self.session = session(viewer)
         self.layer = layer_picker(viewer)
-        self.layer.tooltip = "The stimulus stack (T, y, x) to analyse; 1 frame = 10 ms, 1 pixel = 55 µm."
+        self.layer.tooltip = ("The stimulus stack (T, y, x) to analyse; 1 frame = 10 ms, 1 pixel = 55 µm (another "
+                              "size: set 'pixel size (µm)').")
         self.cell = parameter_widget(attribute, "cell", annotation=int, min=0, max=999)
         self.tol = parameter_widget(attribute, "tol", value=DEFAULT_TOL, annotation=float, min=MIN_TOL, max=0.5,
                                     step=MIN_TOL)
@@ -170,12 +191,15 @@ class AnalyzeWidget(Container):
         self.steps.changed.connect(lambda value: setattr(self.tol, "enabled", value == 0))
         self.invariance = parameter_widget(attribute, "invariance")
         self.crop = ComboBox(label="crop", choices=list(CROPS), value="none", tooltip=PARAMETER_HELP["crop"][1])
+        self.pixel = parameter_widget(attribute, "pixel_um", value=PIXEL_UM, annotation=float, label=PIXEL_UM_LABEL,
+                                      min=0.5, max=10_000.0, step=0.5)
         self.normalize = CheckBox(label="normalize (z-score)", value=False, tooltip=PARAMETER_HELP["normalize"][1])
         self.do_reduce = CheckBox(label="reduce", value=True, tooltip=PARAMETER_HELP["reduce"][1])
         self.explain = parameter_widget(reduce, "explain", min=0.01, max=1.0, step=0.05)
         self.settings_button = PushButton(text="Use the settings of the layer's analysis",
-                                          tooltip="Set cell, tol or steps, invariance, crop, normalize, reduce and explain "
-                                                  "to those that produced the chosen layer (a reopened .h5).")
+                                          tooltip="Set cell, tol or steps, invariance, crop, pixel size, normalize, "
+                                                  "reduce and explain to those that produced the chosen layer (a "
+                                                  "reopened .h5).")
         self.run_button = PushButton(text="Analyze", tooltip="Attribute (and reduce) on the chosen layer in the "
                                                              "background; Cancel stops it.")
         self.task = Task("analysis")
@@ -187,7 +211,8 @@ class AnalyzeWidget(Container):
         self.save_button = PushButton(text="Save analysis (.h5) / traces (.csv)",
                                       tooltip="Write the last analysis to the file above: .h5 everything (File ▸ "
                                               "Open, nr.read_analysis), .csv the traces, one row per frame.")
-        self.extend([self.layer, self.cell, self.tol, self.steps, self.invariance, self.crop, self.normalize,
+        self.extend([self.layer, self.cell, self.tol, self.steps, self.invariance, self.crop, self.pixel,
+                     self.normalize,
                      self.do_reduce, self.explain, self.settings_button,
                      self.run_button, *self.task.widgets, self.result_label, self.save_path, self.save_button])
         self.run_button.changed.connect(lambda *_: self.run())
@@ -197,6 +222,7 @@ class AnalyzeWidget(Container):
             self._model_changed(self.session.model)
         self.crop.changed.connect(self._crop_changed)
         self.layer.changed.connect(lambda *_: self._crop_changed(self.crop.value))
+        self.pixel.changed.connect(lambda *_: self._crop_changed(self.crop.value))
         self.settings_button.changed.connect(lambda *_: self.use_layer_settings())
         # a layer a reader made from a saved analysis or a batch store carries its traces: plot them
         follow_stored_traces(viewer)
@@ -210,7 +236,7 @@ class AnalyzeWidget(Container):
         layer = self.layer.value
         shapes = find_window(self.viewer, layer) if layer is not None and self.crop.value == "window" else None
         if shapes is not None:  # the rectangle shows the new model's field
-            fit_window(shapes, layer, model.config.size)
+            fit_window(shapes, layer, model.config.size, self.scale())
 
     def _crop_changed(self, value: str) -> None:
         """Show the crop window of the chosen layer while crop is 'window', and no other (it shows what will be
@@ -219,25 +245,37 @@ class AnalyzeWidget(Container):
         remove_windows(self.viewer, keep=layer if value == "window" else None)
         if value == "window" and layer is not None and layer.ndim == 3 and not getattr(layer, "rgb", False):
             size = self.session.model.config.size
-            if min(layer.data.shape[-2:]) >= size:
+            if min(model_grid(layer.data.shape, self.scale())) >= size:
                 self._ensure_units(layer)  # the window takes the layer's scale: set it first
-                crop_window(self.viewer, layer, size)
+                crop_window(self.viewer, layer, size, self.scale())
+
+    def pixel_um(self) -> Optional[float]:
+        """``pixel_um`` for the core: the pixel size box's µm, None for the model's own 55 µm."""
+        value = float(self.pixel.value)
+        return None if np.isclose(value, PIXEL_UM, rtol=1e-9, atol=0) else value
+
+    def scale(self) -> tuple:
+        """(k_y, k_x): the chosen layer's pixels per model pixel, from the pixel size box (1, 1 at 55 µm)."""
+        k = PIXEL_UM / float(self.pixel.value)
+        return (k, k) if self.pixel_um() is not None else (1.0, 1.0)
 
     def crop_value(self, layer):
-        """``crop`` for the core: None, "center", or the corner (y0, x0) of the dragged crop window."""
+        """``crop`` for the core: None, "center", or the corner (y0, x0), model pixels, of the dragged crop
+        window."""
         if self.crop.value == "none":
             return None
         if self.crop.value == "center":
             return "center"
         size = self.session.model.config.size
-        return window_origin(crop_window(self.viewer, layer, size), layer, size)
+        return window_origin(crop_window(self.viewer, layer, size, self.scale()), layer, size, self.scale())
 
     def parameters(self) -> dict:
         """The parameters of :func:`~napari_retina.analysis.run_analysis` as shown in the widget."""
         steps = int(self.steps.value) or None  # 0: refined until tol
         return {"cell": int(self.cell.value), "steps": steps, "tol": None if steps else float(self.tol.value),
                 "invariance": self.invariance.value,
-                "crop": self.crop.value, "normalize": "zscore" if self.normalize.value else False,
+                "crop": self.crop.value, "pixel_um": self.pixel_um(),
+                "normalize": "zscore" if self.normalize.value else False,
                 "reduce": bool(self.do_reduce.value), "explain": float(self.explain.value)}
 
     def set_parameters(self, params: dict) -> list[str]:
@@ -245,7 +283,8 @@ class AnalyzeWidget(Container):
 
         A crop corner (y0, x0) places the crop window there (crop 'window').
         A number outside its box's range (a cell the current model does not
-        have) is left as it was; returns those, described for the user.
+        have) or a pixel size other along y than along x is left as it was;
+        returns those, described for the user.
         """
         skipped: list[str] = []
 
@@ -272,6 +311,14 @@ class AnalyzeWidget(Container):
             self.do_reduce.value = bool(params["reduce"])
         if "explain" in params:
             put(self.explain, float(params["explain"]))
+        if "pixel_um" in params:   # before the crop window: it is drawn at this size
+            pixel = params["pixel_um"]
+            sizes = [PIXEL_UM] if pixel is None else np.ravel(pixel).tolist()
+            if len(set(sizes)) == 1:
+                put(self.pixel, float(sizes[0]))
+            else:
+                skipped.append(f"pixel size {' × '.join(f'{v:g}' for v in sizes)} µm (y × x), which the box "
+                               "cannot show (one size for both)")
         crop = params.get("crop", "none")
         if isinstance(crop, (list, tuple, np.ndarray)) and len(crop) == 2:
             self._put_window(int(crop[0]), int(crop[1]), skipped)
@@ -287,14 +334,14 @@ class AnalyzeWidget(Container):
         on another layer where the window does not fit, it is left as it was
         and said in ``skipped``.
         """
-        layer, size = self.layer.value, self.session.model.config.size
+        layer, size, k = self.layer.value, self.session.model.config.size, self.scale()
         if layer is None:
             self.crop.value = "window"
             return
-        H, W = layer.data.shape[-2:]
+        H, W = model_grid(layer.data.shape, k)
         if 0 <= y0 <= H - size and 0 <= x0 <= W - size:
             self.crop.value = "window"
-            crop_window(self.viewer, layer, size).data = [window_rectangle(y0, x0, size)]
+            crop_window(self.viewer, layer, size, k).data = [window_rectangle(y0, x0, size, k)]
         elif (H, W) == (size, size):
             self.crop.value = "none"
         else:
@@ -331,7 +378,7 @@ class AnalyzeWidget(Container):
             return None
         before = (layer.scale, layer.units, layer.axis_labels)
         meta = dict(layer.metadata[META]) if META in layer.metadata else None
-        set_physical_scale(layer)
+        set_physical_scale(layer, float(self.pixel.value))
         if say:
             self._said_units(layer)
 
@@ -343,10 +390,11 @@ class AnalyzeWidget(Container):
                 layer.metadata[META] = meta
         return undo
 
-    @staticmethod
-    def _said_units(layer) -> None:
-        notify("info", f"Layer '{layer.name}' had no physical scale; it now has 10 ms per frame and 55 µm per "
-                       "pixel (the model's units).")
+    def _said_units(self, layer) -> None:
+        pixel = float(layer.scale[-1])
+        whose = "the model's units" if np.isclose(pixel, PIXEL_UM) else f"the {PIXEL_UM_LABEL} set here"
+        notify("info", f"Layer '{layer.name}' had no physical scale; it now has {FRAME_MS:g} ms per frame and "
+                       f"{pixel:g} µm per pixel ({whose}).")
 
     def run(self) -> bool:
         """Start an analysis of the chosen layer; returns whether it started."""
@@ -360,7 +408,7 @@ class AnalyzeWidget(Container):
             return False
         undo_units = None
         try:
-            data = check_stimulus_layer(layer, model, self.crop.value)
+            data = check_stimulus_layer(layer, model, self.crop.value, self.pixel_um())
             params = self.parameters()
             if params["cell"] >= model.config.n_cells:
                 raise ValueError(f"Cell {params['cell']} does not exist; the model has cells 0–"
@@ -409,7 +457,7 @@ class AnalyzeWidget(Container):
         if not started and undo_units is not None:
             undo_units()
         if started:
-            note = scale_note(layer)   # said once now; the status line repeats it with the result
+            note = scale_note(layer, float(self.pixel.value))   # said once now; the status line repeats it
             if note:
                 notify("warning", note + ".")
             plot = trace_plot(self.viewer, create=False)
@@ -475,7 +523,8 @@ class AnalyzeWidget(Container):
         """The analysis is in the viewer: outline its window, keep the stimulus selected, say so."""
         self.added_layers = layers
         size = np.shape(result.attribution.stimulus)[-1]  # the model that ran (another may be loaded by now)
-        outline = outline_window(self.viewer, layer, result.attribution.crop_origin, size)
+        outline = outline_window(self.viewer, layer, result.attribution.crop_origin, size,
+                                 tuple(layer_pixels_per_model_pixel(result.attribution)))
         self.added_layers += [outline] if outline is not None else []
         self.viewer.layers.selection.active = layer
         self.analysis = result
@@ -483,7 +532,9 @@ class AnalyzeWidget(Container):
         norm = getattr(getattr(result.attribution.model, "config", None), "norm", None)
         mapping = input_mapping(layer.data.dtype, norm, result.parameters.get("normalize", False))
         # what was computed; how the stack was read; at what scale
-        self.task.status.value = done_status("analysis done", result.maps_note, mapping, scale_note(layer))
+        pixel = result.attribution.input_pixel_um
+        note = scale_note(layer, PIXEL_UM if pixel is None else pixel[0])
+        self.task.status.value = done_status("analysis done", result.maps_note, mapping, resampled_note(pixel), note)
 
     def save(self, path: Path) -> Optional[Path]:
         """Write the last analysis to ``.h5``/``.hdf5`` (everything) or ``.csv`` (the traces)."""
