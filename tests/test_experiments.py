@@ -104,6 +104,26 @@ def test_anticipation_readout_recovers_a_known_lead(lead_px):
     assert out["present"] is (lead_px > 0)
 
 
+def test_anticipation_s_pure_delay_reference_is_the_lag_of_a_cell_that_only_delays_the_bar():
+    """A cell that answers the bar over its Gaussian field D = 8 frames late lags the moving bar by speed·D;
+    its answer to a 2-frame flash peaks half a frame later than D (the flash's middle frame). Before, the
+    reference was speed × flash latency, 0.5 frame too long (37.4 µm against a measured lag of 35.2 at 0.08
+    px/frame)."""
+    delay, centre, sigma = 8, 1.3, 1.5
+    field = np.exp(-0.5 * ((np.arange(50) - 25 + 0.5 - centre) / sigma) ** 2)
+
+    def respond(stim):
+        out = np.ones(len(stim))
+        out[delay:] -= (stim[:, 0, :].astype(np.float64) @ field)[:-delay]   # a dark bar raises the rate
+        return out
+
+    ro = nr.experiments.run_function("anticipation", respond).readout
+    assert ro["flash_latency_ms"] == pytest.approx(85.0, abs=0.5)
+    expected = [v * delay * 55.0 for v in ro["speed_list"]]
+    np.testing.assert_allclose(ro["lag_expected_um"], expected, rtol=0, atol=0.5)
+    np.testing.assert_allclose(ro["lead_um_per_speed"], -np.asarray(expected), rtol=0, atol=0.5)
+
+
 def test_anticipation_readout_reads_the_envelope_not_the_pixel_ripple():
     """A bar drawn on the pixel grid makes the response ripple once per pixel crossing; a ripple
     crest 0.4 px ahead of the envelope's peak must not move the lead."""

@@ -496,7 +496,7 @@ def _anticipation_readout(ax, sources) -> list:
         ok = np.isfinite(speeds) & np.isfinite(lag)
         if ok.any():
             ax.plot(speeds[ok] * MM_PER_S, -lag[ok], color=SOURCE_STYLES[label]["color"], ls=":", lw=1,
-                    marker="x", ms=5, label=f"{label}: a pure delay (−speed × flash latency)")
+                    marker="x", ms=5, label=f"{label}: a pure delay (−speed × the flash response's delay)")
     ax.axhline(0, color="0.5", lw=0.8, label="0: peak at the flashed-bar centre")
     ax.axhline(anticipation.MIN_LEAD_UM, color="tab:blue", lw=0.8, ls="--",
                label=f"{anticipation.MIN_LEAD_UM:g} µm: the least lead counted")

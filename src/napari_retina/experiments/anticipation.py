@@ -51,8 +51,12 @@ speed_list : the speeds (px/frame); lead_um_per_speed, moving_amplitude_per_spee
 lead_ratio_per_speed : per speed, the largest lead over the smallest of its
     directions (1 for one direction; inf when one is not positive).
 lead_um : mean over every moving condition (µm).
-lag_expected_um : ``speed · flash_latency`` in µm per speed, the lag a cell that just
-    delayed its flash response would show (a lead of −lag_expected_um).
+lag_expected_um : ``speed · (flash_latency − (flash_duration − 1)/2 frames)`` in µm per
+    speed, the lag a cell that just delays the bar by the delay its flash response shows
+    would show (a lead of −lag_expected_um): a pure delay of D frames answers a flash
+    lasting ``flash_duration`` frames at its middle frame, D + (flash_duration − 1)/2
+    frames after its onset, and the moving bar at D frames (conditions saved before
+    2026-12-07 hold no duration: theirs is ``speed · flash_latency``).
 present : the literature criterion (Berry et al. 1999: at every speed tested the
     moving-bar response peaks at or ahead of the bar's leading edge, with strong
     responses): at every speed, and ``MIN_SPEEDS`` (2) or more of them, the response peaks ahead
@@ -155,7 +159,8 @@ def build(size: int, history: int, respond: Optional[Callable] = None, *, speed:
         seg, ev = stimuli.flashed_bar(position=pos, width=width, duration=flash_duration, intensity=intensity,
                                       pre=gap, post=window, size=size, axis="x", return_events=True)
         onset = movie.t0 + int(ev["onset"])
-        movie.add(seg, {"kind": "flash", "position": pos, "onset": onset, "window": window}, (onset, onset + window))
+        movie.add(seg, {"kind": "flash", "position": pos, "onset": onset, "window": window,
+                        "duration": flash_duration}, (onset, onset + window))
     for v in speeds:
         for d in directions:
             a, b = (start, stop) if d > 0 else (stop, start)
@@ -218,6 +223,8 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         extent = rf_extent(pos, amp)
     else:  # no flashed position stands out (none above grey, or all equal): no centre to lead
         rf, flash_lat, extent = float("nan"), float("nan"), [float("nan")] * 2
+    # a pure delay's: the flash latency less the flash's middle frame (its answer peaks there, the bar's at the delay)
+    delay_frames = flash_lat / FRAME_MS - (flashes[0].get("duration", 1) - 1) / 2 if flashes else float("nan")
     dirs, speeds, peaks, bars, leads, heights, crossings = [], [], [], [], [], [], []
     moving = [c for c in conditions if c["kind"] == "moving"]
     envelopes = crossing_envelopes(r, [c["speed"] for c in moving])   # one per speed: directions share it
@@ -270,6 +277,6 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         "moving_amplitude": heights, "speed_list": speed_list, "lead_um_per_speed": lead_per_speed,
         "moving_amplitude_per_speed": amp_per_speed, "lead_ratio_per_speed": ratio_per_speed,
         "flash_peak": flash_peak, "lead_um": lead_um,
-        "lag_expected_um": [v * flash_lat / FRAME_MS * PIXEL_UM for v in speed_list], "crossing_frames": crossings,
+        "lag_expected_um": [v * delay_frames * PIXEL_UM for v in speed_list], "crossing_frames": crossings,
         "present": not failed, "unmet": failed,
     }
