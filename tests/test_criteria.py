@@ -232,6 +232,24 @@ def test_reversal_rejects(why, burst, lat, approach):
     assert out["present"] is False, why
 
 
+def test_reversal_rejects_the_largest_answers_cut_off_by_the_window_s_end():
+    """Ten bursts at a fixed 260 ms, and at the last two positions a larger answer peaking at 420 ms, past the
+    40-frame window: read to its end, those two were "no burst" and the ten passed (a helper's audit found the
+    shipped model's reduced circuit passing so, with answers of 2.3 and 2.1 spikes/bin at 383 and 435 ms)."""
+    proto = protocol(reversal, center=0.0)
+    assert all(c["window"] == 40 for c in proto.conditions)
+    r = reversal_response(proto, lambda k: 1.5 if k < 10 else 0.0, lambda k: 26.0)
+    fixed = reversal.readout(r, proto.conditions)
+    assert fixed["present"] is True and fixed["n_bursts"] == 10 and fixed["n_late"] == 0
+    for c in proto.conditions[10:]:
+        r = r + bump(len(r), c["reversal_frame"] + 42.0, 2.2, 4.0)
+    out = reversal.readout(r, proto.conditions)
+    assert out["late"] == [False] * 10 + [True, True] and out["n_bursts"] == 10
+    assert out["present"] is False
+    assert out["unmet"] == ["no answer that large still rising at the window's end, a latency beyond ~370 ms (here at "
+                            "2 position(s))"]
+
+
 def test_reversal_reads_the_burst_through_the_pixel_crossing_ripple():
     """docs/MODEL.md: the bar is drawn area-weighted, so responses ripple once per pixel crossed (1/speed frames).
     A ripple crest larger than the burst, 20-60 ms after the reversal, made bursts at ~50 ms at some positions."""
