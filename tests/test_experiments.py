@@ -161,6 +161,22 @@ def test_reversal_readout_reports_how_the_latency_rises_with_the_reversal_positi
     assert np.isnan(reversal.readout(one, proto.conditions)["burst_latency_slope_ms_per_px"])
 
 
+def test_reversal_positions_count_along_the_bar_s_direction_so_a_mirrored_run_reads_alike():
+    """Before, the default positions −9…2 px were added to the centre along +x whatever the direction: with
+    direction −1 the bar came from the right and turned up to 9 px past the centre, and the same cell read
+    another latency, slope sign and present flag (a helper's audit). The truth at centre 0 is mirror-symmetric:
+    mirrored, its movie is the other direction's, and so is every number."""
+    gt = nr.synthetic.Retina(seed=0)
+    runs = {d: nr.experiments.run_truth("reversal", gt, cell=0, history=40, center=0.0, direction=d) for d in (1, -1)}
+    np.testing.assert_allclose([c["absolute_position"] for c in runs[-1].conditions],
+                               [-c["absolute_position"] for c in runs[1].conditions], atol=1e-12)
+    np.testing.assert_allclose(runs[-1].stimulus, runs[1].stimulus[:, :, ::-1], atol=1e-6)
+    a, b = runs[1].readout, runs[-1].readout
+    assert a["reversal_positions_px"] == b["reversal_positions_px"] and a["present"] is b["present"] is True
+    for key in ("n_bursts", "burst_latency_ms", "burst_latency_sd_ms", "burst_latency_slope_ms_per_px"):
+        assert b[key] == pytest.approx(a[key], abs=1e-3), key   # ms, ms/px: float32 rounding apart
+
+
 def test_reversal_readout_recovers_burst_ratio_and_latency():
     proto = protocol(reversal, center=0.0)
     T = len(proto.stimulus)

@@ -9,7 +9,9 @@ flashed bars on the same response function (as an experimenter would).
 
 Parameters (defaults)
 ---------------------
-reversals : None → 12 positions from −9 to 2 px (1 px apart, relative to ``center``);
+reversals : None → 12 positions from −9 to 2 px (1 px apart, relative to ``center`` along the bar's
+    direction of travel: negative is before the centre on its approach, so with ``direction`` −1
+    position p reverses the bar at ``center − p`` px);
     where some of those would lie outside the model's field (a small field, a
     centre near its edge), the same 12 positions shifted to lie inside it, and in a
     field too narrow for their 11-px span, 12 positions spread evenly across it
@@ -34,7 +36,8 @@ responses ripple once per pixel crossed, and a ripple crest 10-20 ms after the
 reversal could otherwise outweigh the burst and decide the latency by where the
 bar happens to reverse on the grid.
 
-reversal_positions_px : list, relative to ``center``.
+reversal_positions_px : list, relative to ``center`` along the bar's direction of travel
+    (the movie's x is ``center + direction·position``; conditions keep it as ``absolute_position``).
 center_px : the centre used (px from the field centre).
 crossing_frames : list, the averaging window per condition (frames).
 noise : the standard deviation of the averaged response over the grey frames
@@ -62,8 +65,8 @@ burst_latency_slope_ms_per_px : least-squares slope of the bursting positions'
     Reported, not scored: near 0 for a burst locked to the reversal, as the
     literature's is; a classical linear-nonlinear ON cell, which the criterion
     passes, answers the bar leaving its centre, so its "burst" comes later the
-    further the bar went (tens of ms/px with ``direction`` +1, the bar returning
-    at 1/``speed`` frames per px; docs/EXPERIMENTS.md).
+    further the bar went (tens of ms/px in either ``direction``, positions counted
+    along it, the bar returning at 1/``speed`` frames per px; docs/EXPERIMENTS.md).
 n_bursts : number of bursting positions.
 present : the literature criterion (Schwartz et al. 2007, Neuron: a synchronous burst
     follows the reversal at a fixed latency of about 250 ms wherever the bar
@@ -172,8 +175,9 @@ def map_rf(respond: Callable, size: int, width: float, intensity: float, gap: in
     return vertex3(positions, amp)
 
 
-def default_reversals(center: float, width: float, size: int) -> list:
-    """Default reversal positions (px relative to ``center``) for a ``size``-pixel field.
+def default_reversals(center: float, width: float, size: int, direction: int = 1) -> list:
+    """Default reversal positions (px relative to ``center``, along the bar's ``direction`` of travel) for a
+    ``size``-pixel field.
 
     :data:`REVERSALS` (−9…2 px, 1 px apart) when every one lies in the field
     (|position| <= size/2, as :func:`~.base.check_position` asks); otherwise the
@@ -181,7 +185,9 @@ def default_reversals(center: float, width: float, size: int) -> list:
     whole inside the field; when the field is narrower than their span plus one
     bar width, as many positions spread evenly over the field instead.
     """
-    rel = np.asarray(REVERSALS, dtype=np.float64)
+    rel = direction * np.asarray(REVERSALS, dtype=np.float64)   # along x
+    order = np.argsort(rel)
+    rel = rel[order]
     pos = center + rel
     half = size / 2.0
     if np.all(np.abs(pos) <= half):
@@ -193,7 +199,9 @@ def default_reversals(center: float, width: float, size: int) -> list:
         pos = pos + shift
     else:
         pos = np.linspace(lo, hi, len(rel))
-    return (pos - center).round(6).tolist()
+    along = np.empty_like(pos)
+    along[order] = direction * (pos - center)   # back in REVERSALS' order, along the direction of travel
+    return along.round(6).tolist()
 
 
 def build(size: int, history: int, respond: Optional[Callable] = None, *, reversals: Optional[Sequence[float]],
@@ -229,13 +237,15 @@ def build(size: int, history: int, respond: Optional[Callable] = None, *, revers
         center = real_param(center, "center")
     check_position(center, size, "center")
     if not explicit:
-        reversals = default_reversals(center, width, size)
+        reversals = default_reversals(center, width, size, direction)
     for rev in reversals:
-        check_position(center + rev, size, f"reversal position {rev:g} px from the centre {center:.3g} px, i.e.")
+        check_position(center + direction * rev, size,
+                       f"reversal position {rev:g} px from the centre {center:.3g} px along the bar's direction "
+                       f"{direction:+d}, i.e.")
 
     movie = Movie()
     for rev in reversals:
-        pos = center + rev
+        pos = center + direction * rev   # along the direction of travel
         seg, ev = stimuli.reversing_bar(reversal=pos, speed=speed, start=pos - direction * speed * approach,
                                         width=width, intensity=intensity, pre=gap, post=window, size=size,
                                         axis="x", return_events=True)
