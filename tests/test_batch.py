@@ -933,3 +933,47 @@ def test_a_tasks_label_names_its_inputs_once():
     """A failed experiment was reported as "experiment of experiment osr (model ...)"."""
     assert batch.Task("k", "experiment", "m.pt", None, 1, "osr", {}).label == "experiment osr (model m.pt, cell 1)"
     assert batch.Task("k", "attribute", None, "a.npy", 0, "a", {}).label == "attribute of a.npy (model default, cell 0)"
+
+
+def test_a_spec_s_pixel_um_resamples_every_stimulus_as_the_direct_run_and_the_reader_places_the_maps(inputs, client,
+                                                                                                    tmp_path):
+    """A uint8 stack of 27.5 µm pixels, 26 x 30: 13 x 15 model pixels, the 12 x 12 window at (0, 1) ('center').
+    Every block equals nr.predict / nr.attribute with pixel_um=27.5 (z-scored by the whole file's values under
+    the window, at its own pixels); the reader draws the stimulus at 27.5 µm and each map over the 2 x 2 pixels
+    it explains."""
+    from napari_retina._napari._batch_reader import napari_get_reader
+
+    big = np.random.default_rng(8).integers(0, 256, (40, 26, 30), dtype=np.uint8)
+    np.save(tmp_path / "fine.npy", big)
+    spec = {**_spec(inputs, tmp_path / "r", cells=(1,)), "stimuli": [str(tmp_path / "fine.npy")], "crop": "center",
+            "pixel_um": 27.5}
+    report = batch.run(spec, client)
+    assert report.failed == [] and len(report.done) == 3
+    res = batch.load(tmp_path / "r")
+    model = nr.load_model(inputs / "tiny.pt")
+    np.testing.assert_allclose(res[_key(res, "fine", "/predict")].arrays["rates"].compute(),
+                               nr.predict(model, big, crop="center", pixel_um=27.5), rtol=1e-5, atol=1e-6)
+    direct = nr.attribute(model, big, cell=1, steps=STEPS, invariance="none", crop="center", pixel_um=27.5)
+    assert direct.crop_origin == (0, 1)
+    got = res[_key(res, "fine", "/cell1/attribute")]
+    assert len(got.attrs["blocks"]) == 3 and got.attrs["params"]["pixel_um"] == [27.5, 27.5]
+    for name in ("maps", "channels", "response"):
+        np.testing.assert_allclose(got.arrays[name].compute(), getattr(direct, name), rtol=1e-4, atol=1e-6)
+    red = res[_key(res, "fine", "/cell1/reduce")].arrays
+    np.testing.assert_allclose(red["attribution/channels"].compute(), direct.channels, rtol=1e-4, atol=1e-6)
+    layers = napari_get_reader(str(tmp_path / "r"))(str(tmp_path / "r"))
+    images = {kw["name"]: kw for _, kw, _ in layers}
+    assert tuple(images["fine"]["scale"]) == (10.0, 27.5, 27.5)
+    maps = [kw for kw in images.values() if kw["metadata"].get("napari_retina", {}).get("role") == "map"]
+    offset = model.config.first_layer_offset
+    for kw in maps:   # map pixel (0, 0): model pixel (y0 + offset, x0 + offset), centred on layer pixel (m + ½)·2 − ½
+        np.testing.assert_allclose(kw["scale"][1:], [55.0, 55.0])
+        centre = (np.array([0, 1]) + offset + 0.5) * 2 - 0.5
+        np.testing.assert_allclose(np.asarray(kw["translate"])[1:], centre * 27.5)
+
+
+@pytest.mark.parametrize("value", [0, -2, "a", [1, 2, 3], True])
+def test_a_spec_s_pixel_um_that_is_no_positive_size_is_refused_in_one_sentence(inputs, tmp_path, value):
+    with pytest.raises(batch.BatchSpecError, match=r"^spec key 'pixel_um' must be None, a positive number of µm, "
+                                                   r"\[y_um, x_um\], or the text '27.5' or '20,25', got "):
+        batch.parse_spec({**_spec(inputs, tmp_path / "r"), "pixel_um": value})

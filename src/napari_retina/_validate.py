@@ -645,9 +645,8 @@ def as_stimulus(
         arr = arr if size is None else crop_to(arr, size, crop, name)
         window = arr
     else:   # the checks read the stack values under the window, at the stack's own pixels
-        origin = checked_origin(model_frame_shape(arr.shape[1:], pixel), size, crop,
-                               f"{name} on the model's {PIXEL_UM:g} µm grid ({pixel_text(pixel)} pixels)",
-                               small="pad it to at least {size}x{size} model pixels")
+        origin = checked_origin(model_frame_shape(arr.shape[1:], pixel), size, crop, name + grid_words(pixel),
+                                small="pad it to at least {size}x{size} model pixels")
         window = arr[(slice(None),) + source_window(arr.shape[1:], pixel, origin, size)]
     if not zscored:
         warn_if_not_contrast(window, norm, name, stacklevel=stacklevel)
@@ -655,6 +654,18 @@ def as_stimulus(
     if size is None or pixel is None:
         return normalise(arr, norm, zscored)
     return resample_window(arr, pixel, origin, size, *(standardisation(window, norm, zscored) or (0.0, 1.0)))
+
+
+def grid_words(pixel_um: Optional[tuple[float, float]]) -> str:
+    """What follows a stack's name in a sentence about its shape when it is resampled (:func:`check_pixel_um`'s
+    pair): " on the model's 55 µm grid (27.5 µm pixels)"; "" for None."""
+    return "" if pixel_um is None else f" on the model's {PIXEL_UM:g} µm grid ({pixel_text(pixel_um)} pixels)"
+
+
+def grid_shape(shape: Sequence[int], pixel_um: Optional[tuple[float, float]]) -> tuple:
+    """A (T, H, W) stack's shape on the model's grid, (T, H', W') (:func:`napari_retina._resample.model_frame_shape`):
+    what the shape checks of a header or a napari layer compare with the model's."""
+    return (int(shape[0]), *model_frame_shape(shape[1:], pixel_um))
 
 
 def pixel_text(pixel_um: Optional[tuple[float, float]]) -> str:

@@ -12,6 +12,8 @@ A batch *spec* (a dict, or a .json/.yaml/.yml file) names the grid::
      "steps": 8, "invariance": "none", "block_frames": 2048, "threads": 1,   # optional (steps up to
                                               # attribution.MAX_STEPS, threads up to MAX_THREADS)
      "crop": "center",                        # optional: None, "center" or [y0, x0], as nr.attribute's crop
+     "pixel_um": 27.5,                        # optional: the stimuli's pixel size (µm; or [y, x]), resampled
+                                              # to the model's 55 µm pixels as nr.attribute's pixel_um
      "normalize": "zscore"}                   # optional: z-score each stimulus by the whole file's (cropped)
                                               # statistics, as nr.attribute's normalize="zscore"
 
@@ -96,7 +98,7 @@ from ._atomic import _host_tag, atomic_write_text, is_stale, sigint_handled
 from ._json import MAX_JSON_DEPTH, TOO_DEEP, nesting_depth, parse_json, strict_json
 from ._types import PathLike
 from ._units import RATE_UNITS
-from ._validate import is_int, is_real
+from ._validate import grid_shape, grid_words, is_int, is_real
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import dask.array
@@ -121,7 +123,7 @@ ANALYSES = ("predict", "attribute", "reduce")
 SPLIT_ANALYSES = ("predict", "attribute")
 """Analyses split into frame blocks (``reduce`` selects channels over the whole movie)."""
 SPEC_KEYS = ("model", "stimuli", "cells", "analyses", "experiments", "out", "steps", "invariance",
-             "block_frames", "threads", "crop", "normalize")
+             "block_frames", "threads", "crop", "normalize", "pixel_um")
 DEFAULT_BLOCK_FRAMES = 2048
 """Output frames per block of a split task."""
 MAX_THREADS = 512
@@ -152,7 +154,10 @@ class Spec:
     :func:`napari_retina._validate.parse_crop` and used for every stimulus
     analysis (experiments make their own stimuli at the model's size);
     ``normalize``: z-score every stimulus by its whole file's statistics (over
-    the crop window), as ``normalize="zscore"`` does for a direct call.
+    the crop window), as ``normalize="zscore"`` does for a direct call;
+    ``pixel_um``: the stimuli's pixel size (y_um, x_um), None for the model's
+    55 µm (:func:`napari_retina._validate.check_pixel_um`): each stimulus is
+    resampled to the model's pixels before the crop, as ``pixel_um=`` does.
     """
 
     models: tuple
@@ -167,6 +172,7 @@ class Spec:
     threads: int = 1
     crop: Union[None, str, tuple] = None
     normalize: bool = False
+    pixel_um: Optional[tuple] = None
 
     def to_dict(self) -> dict:
         """The spec as plain JSON values (paths as strings)."""
@@ -175,7 +181,8 @@ class Spec:
                 "analyses": list(self.analyses), "experiments": list(self.experiments), "out": str(self.out),
                 "steps": self.steps, "invariance": self.invariance, "block_frames": self.block_frames,
                 "threads": self.threads, "crop": _crop_json(self.crop),
-                "normalize": "zscore" if self.normalize else False}
+                "normalize": "zscore" if self.normalize else False,
+                "pixel_um": None if self.pixel_um is None else list(self.pixel_um)}
 
 
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
@@ -290,6 +297,16 @@ def _crop(value) -> Union[None, str, tuple]:
     except (TypeError, ValueError) as exc:
         raise BatchSpecError(f"spec key 'crop' must be {CROP_FORMS} (a list [y0, x0] in JSON), "
                              f"got {value!r}") from exc
+
+
+def _pixel_um(value) -> Optional[tuple]:
+    from ._validate import PIXEL_UM_FORMS, check_pixel_um
+
+    try:
+        return check_pixel_um(value)
+    except ValueError:
+        raise BatchSpecError(f"spec key 'pixel_um' must be {PIXEL_UM_FORMS.replace('(y_um, x_um)', '[y_um, x_um]')}"
+                             f", got {value!r}") from None
 
 
 def _normalize(value) -> bool:
@@ -407,7 +424,7 @@ def parse_spec(spec: Union[PathLike, dict, Spec], out: Optional[PathLike] = None
                 steps=None if steps is None else _positive_int(steps, "steps", high=MAX_STEPS), invariance=invariance,
                 block_frames=_positive_int(data.get("block_frames", DEFAULT_BLOCK_FRAMES), "block_frames"),
                 threads=_positive_int(data.get("threads", 1), "threads", high=MAX_THREADS), crop=_crop(data.get("crop")),
-                normalize=_normalize(data.get("normalize", False)))
+                normalize=_normalize(data.get("normalize", False)), pixel_um=_pixel_um(data.get("pixel_um")))
 
 
 # ------------------------------------------------------------------ tasks ---
@@ -603,7 +620,8 @@ def plan(spec: Spec) -> list[Task]:
             n_frames = shape[0]
             if merr is None and serr is None:
                 try:
-                    check_stimulus_shape(shape, history, size, spec.crop, f"the stimulus in {Path(stim).name}")
+                    check_stimulus_shape(grid_shape(shape, spec.pixel_um), history, size, spec.crop,
+                                         f"the stimulus in {Path(stim).name}{grid_words(spec.pixel_um)}")
                 except ValueError as exc:
                     serr = str(exc)
             err = err or serr
@@ -613,6 +631,8 @@ def plan(spec: Spec) -> list[Task]:
                 inputs["crop"] = _crop_json(spec.crop)
             if spec.normalize:          # likewise
                 inputs["normalize"] = "zscore"
+            if spec.pixel_um is not None:   # likewise
+                inputs["pixel_um"] = list(spec.pixel_um)
             for name in spec.analyses:
                 split = name in SPLIT_ANALYSES and err is None
                 blocks = _blocks(n_frames, history, spec.block_frames) if split else ((0, 0),)
@@ -654,26 +674,35 @@ def _load_model(path: Optional[str]):
 _STATS: dict = {}
 
 
-def _file_mean_std(path: str, size: Optional[int] = None, crop=None) -> tuple[float, float]:
+def _file_mean_std(path: str, size: Optional[int] = None, crop=None, pixel_um=None) -> tuple[float, float]:
     """Mean and standard deviation (float64) of a whole stimulus file (its ``crop`` window), read window by window.
 
     What a single run z-scores an integer stack by (``_validate.zscore`` through ``mean_std``, on the
     stack cropped to ``size × size``): the same :func:`~napari_retina._validate.chunked_mean_std` over the
     same chunks of whole frames, so a block mapped with them equals the unsplit run's frames; memory follows
-    the chunk, not the movie. Computed once per process, file version (size, modification time) and crop.
-    ``size`` None: the whole frames, uncropped.
+    the chunk, not the movie. Computed once per process, file version (size, modification time), crop and
+    pixel size. ``size`` None: the whole frames, uncropped. ``pixel_um`` (a stack resampled to the model's
+    pixels): the stack's own pixels under the window, as ``_validate.as_stimulus`` reads them.
     """
-    from ._validate import chunked_mean_std, crop_to, frames_per_chunk
+    from ._resample import source_window
+    from ._validate import analysed_origin, chunked_mean_std, crop_to, frames_per_chunk
 
-    key = (path, *_file_stamp(path), size, str(crop))
+    key = (path, *_file_stamp(path), size, str(crop), str(pixel_um))
     if key not in _STATS:
         n = stimulus_frames(path)
-        frame = read_window(path, 0, 1).shape[1:] if size is None else (size, size)
-        step = frames_per_chunk(frame)  # mean_std's chunks of the (cropped) stack
+        frame = read_window(path, 0, 1).shape[1:]
+        if size is None:
+            cut = None
+        elif pixel_um is None:
+            cut = lambda c: crop_to(c, size, crop)   # noqa: E731 - the chunk's window
+        else:
+            rows, cols = source_window(frame, pixel_um, analysed_origin(frame, size, crop, pixel_um), size)
+            cut = lambda c: c[:, rows, cols]   # noqa: E731
+        step = frames_per_chunk(frame if cut is None else cut(read_window(path, 0, 1)).shape[1:])  # mean_std's
         if len(_STATS) >= 1024:   # two numbers per file: keep many, as workers take stimuli in any order
             _STATS.clear()
         chunks = (read_window(path, i, min(i + step, n)) for i in range(0, n, step))
-        _STATS[key] = chunked_mean_std(chunks if size is None else (crop_to(c, size, crop) for c in chunks))
+        _STATS[key] = chunked_mean_std(chunks if cut is None else (cut(c) for c in chunks))
     return _STATS[key]
 
 
@@ -713,6 +742,22 @@ def _as_contrast(window: np.ndarray, path: str, norm: Optional[dict], size: int,
         return window
     mean, std = _file_mean_std(path, size, crop)
     return ((window.astype(np.float64) - mean) / (std if std > 0 else 1.0)).astype(np.float32)
+
+
+def _resampled_contrast(frames: np.ndarray, path: str, norm: Optional[dict], size: int, crop, zscore: bool,
+                        pixel_um: tuple) -> np.ndarray:
+    """Whole frames of ``path`` resampled to the model's pixels (``pixel_um``), its ``size × size`` window on
+    that grid, float32 contrast: mapped as the unsplit run (``_validate.as_stimulus``) maps them, with the
+    checkpoint's statistics for "raw", the whole file's (:func:`_file_mean_std`, at the stack's pixels) for an
+    integer stack z-scored by its own and for ``zscore``."""
+    from ._resample import resample_window
+    from ._validate import analysed_origin, contrast_mapping
+
+    how = contrast_mapping(frames.dtype, norm, zscore)
+    mean, std = ((0.0, 1.0) if how == "contrast" else (float(norm["mean"]), float(norm["std"])) if how == "raw"
+                 else _file_mean_std(path, size, crop, pixel_um))
+    origin = analysed_origin(frames.shape[1:], size, crop, pixel_um)
+    return resample_window(frames, pixel_um, origin, size, mean, std if std > 0 else 1.0)
 
 
 def _write_tree(group, data: dict) -> None:
@@ -773,7 +818,7 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
     from .attribution._result import map_shape
     from .metrics import map_limit
     from ._predict import predict
-    from ._validate import as_stimulus, check_history_frames, crop_origin, crop_to
+    from ._validate import analysed_origin, as_stimulus, check_history_frames, crop_to
 
     model = _load_model(task.model)
     cfg = model.config
@@ -782,12 +827,14 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
     crop = task.params.get("crop")
     crop = tuple(crop) if isinstance(crop, list) else crop
     zscore = task.params.get("normalize") == "zscore"
+    pixel = tuple(task.params["pixel_um"]) if task.params.get("pixel_um") is not None else None
+    placed = {"crop_origin": None, **({"input_pixel_um": list(pixel)} if pixel is not None else {})}
     name = Path(task.stimulus).name
     if task.kind == "reduce":
         raw = read_window(task.stimulus, 0, stimulus_frames(task.stimulus))
-        origin = crop_origin(raw.shape[1:], cfg.size, crop)
+        placed["crop_origin"] = analysed_origin(raw.shape[1:], cfg.size, crop, pixel)
         stim = as_stimulus(raw, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=zscore,
-                           name=f"the stimulus in {name}")
+                           name=f"the stimulus in {name}", pixel_um=pixel)
         del raw
         _check_invariance(stim, task.params["invariance"], f"the stimulus in {name}")
         res = run_analysis(model, stim, cell=task.cell, steps=task.params["steps"],
@@ -795,13 +842,16 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
         attr, red = res.attribution, res.reduction
         keep = ("channels", "response", "rates", "cells", "frames", "baseline_rate", "completeness_error",
                 "steps", "rule", "invariance", "offset", "history")
-        return {"attribution": {**{k: v for k, v in attr.to_dict().items() if k in keep}, "crop_origin": origin},
+        return {"attribution": {**{k: v for k, v in attr.to_dict().items() if k in keep}, **placed},
                 "reduction": red.to_dict()}
     first = max(0, start - cfg.history + 1)
     window = read_window(task.stimulus, first, stop)
-    origin = crop_origin(window.shape[1:], cfg.size, crop)
-    window = crop_to(window, cfg.size, crop, f"the stimulus in {name}")
-    window = _as_contrast(window, task.stimulus, cfg.norm, cfg.size, crop, zscore)
+    placed["crop_origin"] = analysed_origin(window.shape[1:], cfg.size, crop, pixel)
+    if pixel is None:
+        window = crop_to(window, cfg.size, crop, f"the stimulus in {name}")
+        window = _as_contrast(window, task.stimulus, cfg.norm, cfg.size, crop, zscore)
+    else:
+        window = _resampled_contrast(window, task.stimulus, cfg.norm, cfg.size, crop, zscore, pixel)
     if task.kind == "predict":
         rates = predict(model, window)[start - first:]
         return {"rates": rates}
@@ -824,7 +874,7 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
     out.update({"map_limit": map_limit(out.get("maps")),
                 "baseline_rate": attr.baseline_rate, "completeness_error": attr.completeness_error,
                 "offset": attr.offset, "history": attr.history, "rule": attr.rule, "steps": attr.steps,
-                "crop_origin": origin})
+                **placed})
     return out
 
 

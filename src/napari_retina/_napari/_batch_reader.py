@@ -20,7 +20,7 @@ import numpy as np
 
 from .._json import parse_json
 from .._types import ReaderPaths
-from ._layers import (COLOUR_BAR_KEY, META, RESPONSE_COLOR, CellTraces, _rgba, analysed_geometry, bar_limit,
+from ._layers import (COLOUR_BAR_KEY, META, RESPONSE_COLOR, SCALE, CellTraces, _rgba, analysed_geometry, bar_limit,
                       channel_color, colour_bar_legend, layer_geometry, map_layer_data, stimulus_layer_kwargs)
 
 
@@ -55,12 +55,16 @@ def _attribute_layers(res, stim_shape: tuple, prefix: str, visible: bool) -> lis
         limit = max(_number(zarr.open_group(str(res.path / _block_name(i)), mode="r").attrs.get("map_limit"))
                     for i in range(len(res.attrs["blocks"])))
     offset, (y0, x0) = _block_geometry(res, block0)   # y0, x0: the window the spec's crop cut out of the stimulus
+    pixel = _input_pixel_um(res, block0)               # the stimulus's pixel size when it was resampled
+    channels = res.arrays["channels"].compute()
     attr = SimpleNamespace(maps=None, model=None, offset=offset, cells=[res.attrs["cell"]],
                            invariance=res.attrs["params"].get("invariance", "none"),
-                           channels=res.arrays["channels"].compute(), response=res.arrays["response"].compute())
-    _check_fits(res, stim_shape, offset, (y0, x0))
-    geo = layer_geometry(shape=stim_shape)
-    geo["translate"] = geo["translate"] + np.array([0.0, y0, x0]) * geo["scale"]
+                           channels=channels, response=res.arrays["response"].compute())
+    _check_fits(res, stim_shape, offset, (y0, x0), pixel)
+    size = 2 * offset + (max(res.arrays["maps"].shape[2:]) if "maps" in res.arrays else 0)   # the window's side
+    window = SimpleNamespace(crop_origin=(y0, x0), input_pixel_um=pixel,
+                             stimulus=np.broadcast_to(np.float32(0), (len(channels), size, size)))
+    geo = analysed_geometry(layer_geometry(shape=stim_shape, scale=stimulus_scale(res)), window)
     out = []
     if "maps" in res.arrays:
         limit = bar_limit(limit) if np.isfinite(_number(limit)) and _number(limit) > 0 else 1.0   # no maps: any
@@ -95,13 +99,43 @@ def _block_geometry(res, block0) -> tuple[int, tuple[int, int]]:
     return offset, (origin[0], origin[1])
 
 
-def _check_fits(res, stim_shape: tuple, offset: int, origin: tuple) -> None:
+def _input_pixel_um(res, block0) -> Optional[tuple]:
+    """An ``attribute`` result's stimulus pixel size (y_um, x_um) when it was resampled to the model's pixels
+    (block 0's ``input_pixel_um``), else None; a ValueError naming the store entry when it is no pair of
+    positive numbers."""
+    from .._validate import check_pixel_um
+
+    stored = block0.get("input_pixel_um")
+    if stored is None:
+        return None
+    try:
+        if not isinstance(stored, list) or len(stored) != 2:
+            raise ValueError
+        return check_pixel_um(stored)
+    except ValueError:
+        raise ValueError(f"the batch result {res.key!r} in {str(res.path)!r} is damaged: its block b00000 holds "
+                         f"input_pixel_um {str(stored)[:30]}, expected [y_um, x_um], two positive numbers") from None
+
+
+def stimulus_scale(res) -> tuple:
+    """(ms, µm, µm) per pixel of a batch result's stimulus file: the model's, or the spec's ``pixel_um``."""
+    from .._units import FRAME_MS
+
+    pixel = res.attrs.get("params", {}).get("pixel_um")
+    return SCALE if pixel is None else (FRAME_MS, float(pixel[0]), float(pixel[1]))
+
+
+def _check_fits(res, stim_shape: tuple, offset: int, origin: tuple, pixel: Optional[tuple] = None) -> None:
     """A ValueError naming the store entry and the stimulus file unless the stimulus (T, H, W) has the frames
     the result was computed on (its last block's end) and room for its maps ((T, C, h, w), ``offset`` pixels
-    in from the window at ``origin`` (y0, x0)): the file was replaced since the run, or the store was edited."""
+    in from the window at ``origin`` (y0, x0), on the model's grid for a stimulus resampled from ``pixel``):
+    the file was replaced since the run, or the store was edited."""
+    from .._validate import grid_shape
+
     frames = res.attrs["blocks"][-1][1]
     h, w = res.arrays["maps"].shape[2:] if "maps" in res.arrays else (0, 0)
-    if stim_shape[0] != frames or origin[0] + offset + h > stim_shape[1] or origin[1] + offset + w > stim_shape[2]:
+    grid = grid_shape(stim_shape, pixel)
+    if stim_shape[0] != frames or origin[0] + offset + h > grid[1] or origin[1] + offset + w > grid[2]:
         raise ValueError(f"the stimulus file {res.attrs['stimulus']!r} of the batch result {res.key!r} has shape "
                          f"{tuple(stim_shape)}, not that of the stimulus the result was computed on ({frames} frames, "
                          f"maps {h}x{w} at pixel {tuple(origin)} + {offset}); was it replaced since the run?")
@@ -162,6 +196,7 @@ def read_batch_layers(path: ReaderPaths) -> list[tuple]:
             unreadable.append(Path(stim_path).name)   # moved or deleted since the run: said below
             continue
         kwargs = stimulus_layer_kwargs(stim, name=stem, metadata={"source": stim_path})
+        kwargs["scale"] = stimulus_scale(group[0])   # its pixel size, when the spec resampled it
         first = shown == 0   # the first stimulus shown (not the first listed, which may be unreadable) is visible
         out.append((stim, {**kwargs, "visible": first}, "image"))
         shown += 1
@@ -233,6 +268,7 @@ def read_task_layers(res, name: Optional[str] = None) -> list[tuple]:
     stem, model = _names_in_store(res)
     title = name or stem
     kwargs = stimulus_layer_kwargs(stim, name=title, metadata={"source": stim_path})
+    kwargs["scale"] = stimulus_scale(res)
     kwargs["visible"] = True
     if kind == "attribute":
         prefix = f"{name}: " if name else f"{stem} {model} cell{res.attrs['cell']} "

@@ -118,7 +118,7 @@ def last_axes(matrix: np.ndarray, k: int = 3, affine: bool = False) -> np.ndarra
     return out
 
 
-def layer_geometry(layer=None, shape: Optional[Sequence[int]] = None) -> dict:
+def layer_geometry(layer=None, shape: Optional[Sequence[int]] = None, scale: Sequence[float] = SCALE) -> dict:
     """Where a stimulus layer's pixels lie, in the maps' units (:data:`UNITS`: ms, µm, µm), or the defaults.
 
     Keys: ``scale`` (ms per frame, µm per pixel along y and x) and
@@ -127,10 +127,11 @@ def layer_geometry(layer=None, shape: Optional[Sequence[int]] = None) -> dict:
     length, napari's "pixel", keeps its numbers and unit); ``units`` (str per
     axis); ``rotate``, ``shear`` (3×3) and ``affine`` (4×4, translation in the
     units above): the layer's, for its last three axes, so that a map layer
-    given them lies over the layer; ``shape`` (T, H, W).
+    given them lies over the layer; ``shape`` (T, H, W). Without a layer: a layer of ``shape`` at ``scale``
+    (default :data:`SCALE`) from the origin.
     """
     if layer is None:
-        return {"scale": np.array(SCALE, float), "translate": np.zeros(3), "shape": tuple(shape), "units": UNITS,
+        return {"scale": np.array(scale, float), "translate": np.zeros(3), "shape": tuple(shape), "units": UNITS,
                 "rotate": np.eye(3), "shear": np.eye(3), "affine": np.eye(4)}
     from napari.utils.transforms import Affine
 

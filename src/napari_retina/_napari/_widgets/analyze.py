@@ -21,9 +21,9 @@ from ...analysis import Analysis, run_analysis
 from ...attribution import DEFAULT_TOL, MAX_STEPS, MIN_TOL, attribute
 from ...batch import check_stimulus_shape
 from ...model import RetinaCNN
-from ..._resample import model_frame_shape
 from ..._validate import (UNZSCORED_REMEDY, ZSCORE_REMEDY, Normalize, StimulusUnitsWarning, check_normalize,
-                          check_pixel_um, input_mapping, pixel_text, warn_if_grey_moves, warn_if_not_contrast)
+                          check_pixel_um, grid_shape, grid_words, input_mapping, pixel_text, warn_if_grey_moves,
+                          warn_if_not_contrast)
 from ...reduction import reduce
 from .._session import session
 from .._tasks import Task, notify, one_sentence
@@ -80,10 +80,8 @@ def check_stimulus_layer(layer, model: RetinaCNN, crop: str, pixel_um=None) -> n
         raise ValueError(f"Layer '{layer.name}' is {layer.ndim}-D; the model needs a (T, y, x) stack.")
     # 'window' needs what 'center' needs, a layer at least the model's size (where the window lies: crop_value)
     pixel = check_pixel_um(pixel_um)
-    grid = (layer.data.shape[0], *model_frame_shape(layer.data.shape[1:], pixel))
-    name = f"Layer '{layer.name}'" + (f" on the model's {PIXEL_UM:g} µm grid ({pixel_text(pixel)} pixels)"
-                                      if pixel is not None else "")
-    check_stimulus_shape(grid, cfg.history, cfg.size, None if crop == "none" else "center", name, CROP_ADVICE)
+    check_stimulus_shape(grid_shape(layer.data.shape, pixel), cfg.history, cfg.size,
+                         None if crop == "none" else "center", f"Layer '{layer.name}'{grid_words(pixel)}", CROP_ADVICE)
     return layer.data
 
 
