@@ -232,6 +232,24 @@ def test_reversal_rejects(why, burst, lat, approach):
     assert out["present"] is False, why
 
 
+def test_reversal_maps_no_centre_from_a_noisy_trial_s_chance_peaks_but_does_from_a_weak_clean_answer():
+    """A Poisson trial that does not answer the flashed bars placed the reversals around its largest chance peak
+    (a helper's audit: no amplitude floor); a noiseless cell answering 0.13 spikes/bin, as the shipped model
+    does, still has its field mapped."""
+    from napari_retina.experiments.reversal import map_rf
+
+    rng = np.random.default_rng(0)
+    chance = map_rf(lambda stim: rng.poisson(0.2, len(stim)).astype(np.float64), 50, 2.0, -1.0, 60, 40)
+    assert chance == 0.0
+    field = np.exp(-0.5 * ((np.arange(50) - 25 + 0.5 - 3.0) / 2.0) ** 2)
+
+    def weak(stim):   # a dark bar over the field at x = 3 px raises the rate 4 frames later
+        drive = -(stim[:, 0, :].astype(np.float64) @ field) * 0.1
+        return 0.2 + np.r_[np.zeros(4), drive[:-4]]
+
+    assert map_rf(weak, 50, 2.0, -1.0, 60, 40) == pytest.approx(3.0, abs=0.5)
+
+
 def test_reversal_rejects_the_largest_answers_cut_off_by_the_window_s_end():
     """Ten bursts at a fixed 260 ms, and at the last two positions a larger answer peaking at 420 ms, past the
     40-frame window: read to its end, those two were "no burst" and the ten passed (a helper's audit found the

@@ -155,8 +155,12 @@ def map_rf(respond: Callable, size: int, width: float, intensity: float, gap: in
     """Receptive-field centre (px from the field centre) from flashed bars at ``n`` positions.
 
     The field centre (0.0) when no flashed bar raises the response above its grey level
-    (a silent cell) or every position gives the same amplitude (one the bars only
-    suppress): there is no peak to place the centre at.
+    (a silent cell), every position gives the same amplitude (one the bars only
+    suppress), or the best answer is under ``MIN_BURST_SNR`` (5) times the grey
+    level's noise (the standard deviation of the response over the grey frames
+    before the flashes: 0 for a model, a recorded trial's otherwise, whose
+    chance peaks would place the centre at random): there is no peak to place
+    the centre at.
     """
     positions = np.linspace(-size / 2.0 + width / 2.0, size / 2.0 - width / 2.0, n)
     movie = Movie()
@@ -170,7 +174,9 @@ def map_rf(respond: Callable, size: int, width: float, intensity: float, gap: in
            for c in movie.conditions]
     fin = np.asarray(amp, dtype=np.float64)
     fin = fin[np.isfinite(fin)]
-    if fin.size == 0 or fin.max() <= 0 or np.ptp(fin) == 0:  # no position stands out
+    grey = np.concatenate([r[c["start"]:c["onset"]] for c in movie.conditions])
+    noise = float(np.std(grey[np.isfinite(grey)])) if np.isfinite(grey).any() else 0.0
+    if fin.size == 0 or fin.max() <= MIN_BURST_SNR * noise or np.ptp(fin) == 0:  # no position stands out
         return 0.0
     return vertex3(positions, amp)
 
