@@ -30,7 +30,7 @@ def good(t=10):
         (np.zeros((10, 20, 16), np.float32), ValueError, "20x16 pixels but the model expects 16x16.*crop"),
         (np.zeros((10, 12, 20), np.float32), ValueError,
          "12x20 pixels, smaller than the 16x16 the model expects, and a crop cannot make it larger; if its pixels "
-         "are larger than the model's 55 µm pass pixel_um="),
+         "are larger than the model's 55 µm, pass their size in µm as pixel_um"),
         (np.full((10, 16, 16), np.nan, np.float32), ValueError, "must be finite"),
         (np.array([[[np.inf] * 16] * 16] * 10), ValueError, "must be finite"),
         (np.zeros((0, 16, 16), np.float32), ValueError, "must not be empty"),

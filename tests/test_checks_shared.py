@@ -70,8 +70,8 @@ def test_size_text_writes_byte_counts_in_binary_units(n_bytes, args, text):
 def test_a_stack_smaller_than_the_model_is_refused_whatever_the_crop(crop):
     with pytest.raises(ValueError, match=r"^stimulus is 12x20 pixels, smaller than the 16x16 the model expects, and "
                                          r"a crop cannot make it larger; if its pixels are larger than the model's "
-                                         r"55 µm pass pixel_um= \(their size in µm; command line: --pixel-um\) to "
-                                         r"resample it, else pad it to at least 16x16$"):
+                                         r"55 µm, pass their size in µm as pixel_um to resample it, else pad it to at "
+                                         r"least 16x16$"):
         crop_to(np.zeros((2, 12, 20), np.float32), 16, crop)
 
 

@@ -286,3 +286,76 @@ def test_the_dock_says_how_to_resample_a_layer_whose_pixels_are_not_55_um(viewer
     assert ("Layer 'fine' has 27.5 µm per pixel: the model saw it at its own 55 µm per pixel (the maps and the "
             "traces keep the layer's scale); set 'pixel size (µm)' to 27.5 to resample it to the model's pixels"
             ) in w.task.status.value
+
+
+def test_a_scale_the_dock_set_follows_the_pixel_size_box(viewer, notes):
+    """A helper's audit: crop 'window' chosen first gave a layer without units 55 µm pixels; the pixel size set
+    next (27.5) left them so, and the status line then advised setting the box back to 55."""
+    stim = nr.stimuli.white_noise(frames=30, size=60, seed=1)
+    layer = viewer.add_image(stim, name="plain")                 # napari's default: scale 1, pixel units
+    w = _widgets.AnalyzeWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Analyze")
+    w.layer.value, w.steps.value, w.crop.value = layer, 2, "window"
+    assert tuple(layer.scale) == (10, 55, 55)
+    w.pixel.value = 27.5
+    assert tuple(layer.scale) == (10, 27.5, 27.5)
+    assert w.run()
+    w.task.wait()
+    assert w.analysis.attribution.input_pixel_um == (27.5, 27.5)
+    assert "model saw it" not in w.task.status.value and "set 'pixel size" not in w.task.status.value
+    own = viewer.add_image(stim, name="own", scale=(10, 40, 40), units=("ms", "um", "um"))
+    w.layer.value = own
+    w.pixel.value = 30.0
+    assert tuple(own.scale) == (10, 40, 40)                      # a scale the user set is theirs
+
+
+def test_the_pixel_size_box_takes_55_3_um_and_a_small_layer_is_told_of_the_box(viewer, notes):
+    """A helper's audit: the box held 18.33 (two decimals), with which a 150 × 150 layer of 55/3 µm pixels was
+    49 × 49 model pixels, 'too small'; and the sentence for a small layer told the dock's user to 'pass
+    pixel_um='."""
+    from napari_retina._napari._widgets.analyze import check_stimulus_layer
+
+    tiny = _session.session(viewer).model
+    w = _widgets.AnalyzeWidget(viewer)
+    w.pixel.value = 55 / 3
+    assert w.pixel.value == pytest.approx(18.3333, abs=1e-9)
+    third = viewer.add_image(nr.stimuli.white_noise(frames=30, size=60, seed=1), name="third")
+    assert check_stimulus_layer(third, tiny, "none", w.pixel_um()).shape == (30, 60, 60)   # 20 x 20 model pixels
+    small = viewer.add_image(np.zeros((30, 12, 12), np.float32), name="small")
+    with pytest.raises(ValueError, match=r"^Layer 'small' is 12x12 pixels, smaller than the 20x20 the model "
+                                         r"expects, and a crop cannot make it larger; if its pixels are larger than "
+                                         r"the model's 55 µm, set 'pixel size \(µm\)' to their size to resample it, "
+                                         r"else pad it to at least 20x20$"):
+        check_stimulus_layer(small, tiny, "none")
+    with pytest.raises(ValueError, match=r"^Layer 'third' on the model's 55 µm grid \(27.5 µm pixels\) is 30x30 "
+                                         r"pixels but the model expects 20x20; choose crop 'center'"):
+        check_stimulus_layer(third, tiny, "none", 27.5)
+
+
+def test_a_saved_resampled_analysis_keeps_its_pixel_size_and_its_settings_say_where_it_applies(viewer, notes,
+                                                                                              tmp_path):
+    """A helper's audit: Analysis.to_dict wrote the model's 55 over the analysis' own pixel_um, and the reader
+    dropped it from the settings: reopened, 'Use the settings' left the box as it was. Now the reopened window
+    (on the model's grid) gets 55 µm and says why; the stack it came from gets 27.5 and its window back."""
+    from napari_retina._napari._reader import SETTINGS_KEY
+    from napari_retina._napari._layers import META
+
+    tiny = _session.session(viewer).model
+    stim = nr.stimuli.white_noise(frames=30, size=60, seed=5)
+    res = nr.analysis.run_analysis(tiny, stim, cell=0, steps=2, crop=(2, 3), pixel_um=27.5)
+    saved = nr.read_analysis(res.save(tmp_path / "a.h5"))
+    assert np.ravel(saved.parameters["pixel_um"]).tolist() == [27.5, 27.5]
+    assert saved.attribution.input_pixel_um == (27.5, 27.5)
+    w = _widgets.AnalyzeWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Analyze")
+    reopened = viewer.open(str(tmp_path / "a.h5"), plugin="napari-retina")[0]
+    w.layer.value, w.pixel.value = reopened, 27.5
+    w.settings_button.native.click()
+    assert (w.pixel.value, w.crop.value) == (55.0, "none")
+    assert notes[-1][0] == "warning" and "pixel size 27.5 µm, which this layer no longer has (it holds the " \
+                                         "analysed window" in notes[-1][1]
+    stack = viewer.add_image(stim, name="stack", scale=(10, 27.5, 27.5), units=("ms", "um", "um"))
+    stack.metadata[META] = {SETTINGS_KEY: dict(reopened.metadata[META][SETTINGS_KEY])}
+    w.layer.value = stack
+    w.settings_button.native.click()
+    assert (w.pixel.value, w.crop.value) == (27.5, "window") and w.crop_value(stack) == (2, 3)

@@ -76,11 +76,32 @@ def test_pixel_um_reads_a_number_a_pair_or_their_text(value, expected):
     assert check_pixel_um(value) == expected
 
 
-@pytest.mark.parametrize("value", [0, -3, float("nan"), float("inf"), True, "a", "1,2,3", (1, 2, 3), {"y": 1}, b"27"])
+@pytest.mark.parametrize("value", [0, -3, float("nan"), float("inf"), True, "a", "1,2,3", (1, 2, 3), {"y": 1}, b"27",
+                                   np.array([True])])
 def test_a_pixel_size_that_is_no_positive_number_is_refused_in_one_sentence(value):
     with pytest.raises(ValueError, match=r"^pixel_um must be None, a positive number of µm, \(y_um, x_um\), or the "
                                          r"text '27.5' or '20,25', got "):
         check_pixel_um(value)
+
+
+def test_a_pixel_size_beyond_a_metre_is_refused_in_one_sentence_and_a_0_d_array_is_a_number():
+    """A helper's audit: 1e308 µm overflowed the grid's arithmetic (OverflowError; a traceback from the command
+    line), and np.array(27.5) was iterated over (TypeError) where np.float32(27.5) was taken."""
+    with pytest.raises(ValueError, match=r"^pixel_um must be at most 1e\+06 µm \(a metre\), got 1e\+308$"):
+        as_stimulus(np.zeros((3, 60, 60), np.float32), history=1, size=50, crop="center", pixel_um=1e308)
+    assert check_pixel_um(np.array(27.5)) == (27.5, 27.5)
+
+
+def test_55_3_um_pixels_written_to_4_decimals_still_make_whole_model_pixels():
+    """150 pixels of 18.3333 µm are 49.9999 model pixels: floored, the grid lost its 50th pixel (a helper's audit:
+    the dock's box held 18.33, and a 150 × 150 layer was 'too small'). Within a thousandth of a pixel of a whole
+    one it counts whole; the last model pixel averages what the stack holds of it."""
+    stack = np.random.default_rng(9).standard_normal((41, 150, 150))
+    got = as_stimulus(stack, history=40, size=50, pixel_um=18.3333)
+    assert got.shape == (41, 50, 50)
+    np.testing.assert_allclose(got[:, :49, :49], as_stimulus(stack, history=40, size=50, pixel_um=55 / 3)[:, :49, :49],
+                               rtol=0, atol=2e-3)   # 3 x 3 block means, edges drifting up to 0.0003 px
+    np.testing.assert_allclose(got[0, -1, -1], stack[0, -3:, -3:].mean(), rtol=0, atol=1e-3)
 
 
 def test_a_stack_too_small_on_the_model_grid_is_refused_naming_the_grid():
@@ -136,6 +157,20 @@ def test_a_saved_analysis_without_a_pixel_size_reads_as_the_models_and_a_bad_one
     with pytest.raises(ValueError, match=r"its 'attribution/input_pixel_um' is .*expected the \(y, x\) pixel size "
                                          r"of the analysed layer in µm, two positive numbers$"):
         nr.read_analysis(path)
+
+
+def test_the_command_line_s_pixel_um_sentences_name_its_option(tmp_path, capsys):
+    """A helper's audit: '--pixel-um 0' was told the API's forms (None, (y_um, x_um)), and a 30 x 30 stack to
+    'pass --pixel-um= (their size in µm; command line: --pixel-um)'."""
+    from napari_retina.cli import main
+
+    np.save(tmp_path / "s.npy", np.zeros((45, 30, 30), np.float32))
+    assert main(["predict", str(tmp_path / "s.npy"), "--pixel-um", "0", "--out", str(tmp_path / "r.h5")]) == 2
+    assert capsys.readouterr().err == ("napari-retina predict: error: --pixel-um must be a positive number of µm, "
+                                       "'p', or 'p_y,p_x' for y and x, got '0'\n")
+    assert main(["predict", str(tmp_path / "s.npy"), "--quiet", "--out", str(tmp_path / "r.h5")]) == 2
+    assert capsys.readouterr().err.endswith("if its pixels are larger than the model's 55 µm, pass their size in µm "
+                                            "as --pixel-um to resample it, else pad it to at least 50x50\n")
 
 
 def test_the_command_line_resamples_with_pixel_um(tmp_path):

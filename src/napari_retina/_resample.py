@@ -8,7 +8,8 @@ the mean of the stack over its area (each stack pixel weighted by the length
 of their overlap, along y and along x). That is what a photoreceptor mosaic
 does with light, and it is linear: a grey stack stays grey, contrast stays
 contrast, and a pixel size of 27.5 µm averages 2 × 2 blocks exactly. Only
-whole model pixels inside the stack are kept (``floor(H·p/55)`` rows).
+whole model pixels inside the stack are kept (``floor(H·p/55)`` rows, a thousandth of a pixel short counting
+as whole: :data:`WHOLE_PIXEL_SLACK`).
 
 Pure numpy; the checks of what a caller passes are
 :func:`napari_retina._validate.check_pixel_um`'s.
@@ -22,9 +23,12 @@ import numpy as np
 
 from ._units import PIXEL_UM
 
-#: a stack size within this fraction of a whole model pixel counts as that pixel (27.5 µm × 100 is 50 pixels,
-#: whatever the float rounding of 27.5·100/55)
-WHOLE_PIXEL_SLACK = 1e-9
+#: a stack size within this fraction of a whole model pixel counts as that pixel: 27.5 µm × 100 is 50 pixels
+#: whatever the float rounding of 27.5·100/55, and 150 pixels of 18.3333 µm (55/3 written to 4 decimals, as a
+#: dock's box holds it) are 50, not 49 (the last model pixel then averages the stack it covers, 99.9% of it)
+WHOLE_PIXEL_SLACK = 1e-3
+#: float rounding of a pixel edge, in stack pixels (an edge this close to a whole pixel lies on it)
+EDGE_ROUNDING = 1e-9
 
 
 def model_frame_shape(frame_shape: Sequence[int], pixel_um: Optional[tuple[float, float]]) -> tuple[int, int]:
@@ -47,12 +51,13 @@ def area_weights(pixel_um: float, first: int, n_out: int, n_in: int) -> tuple[sl
     Returns ``(rows, weights)``: ``rows`` a slice of the stack's axis (of
     length ``n_in``), ``weights`` float64 (n_out, len(rows)), each row the
     overlap of a model pixel with each stack pixel as a fraction of the model
-    pixel (rows sum to 1). The model pixels must lie inside the stack.
+    pixel (rows sum to 1). The model pixels must lie inside the stack (the last may pass its edge by
+    ``WHOLE_PIXEL_SLACK``: its row then averages the part inside).
     """
     scale = PIXEL_UM / float(pixel_um)                # stack pixels per model pixel
     edges = (first + np.arange(n_out + 1)) * scale     # model pixel edges, in stack pixels
-    lo = int(np.floor(edges[0] + WHOLE_PIXEL_SLACK))
-    hi = min(n_in, int(np.ceil(edges[-1] - WHOLE_PIXEL_SLACK)))
+    lo = int(np.floor(edges[0] + EDGE_ROUNDING))
+    hi = min(n_in, int(np.ceil(edges[-1] - EDGE_ROUNDING)))
     cells = np.arange(lo, hi, dtype=np.float64)        # each stack pixel's left edge
     overlap = (np.minimum(edges[1:, None], cells[None, :] + 1) - np.maximum(edges[:-1, None], cells[None, :]))
     weights = np.clip(overlap, 0.0, None)

@@ -166,7 +166,8 @@ CROP_REMEDY = ("pass crop='center' or crop=(y0, x0) (command line: --crop center
                "to cut a window out of a larger stack")
 
 
-def crop_to(arr: np.ndarray, size: int, crop: Crop, name: str = "stimulus", remedy: str = CROP_REMEDY) -> np.ndarray:
+def crop_to(arr: np.ndarray, size: int, crop: Crop, name: str = "stimulus", remedy: str = CROP_REMEDY,
+            small: Optional[str] = None) -> np.ndarray:
     """Crop a (T, H, W) stack to ``size × size``.
 
     ``crop`` is read by :func:`parse_crop`: None refuses a stack of another
@@ -174,7 +175,8 @@ def crop_to(arr: np.ndarray, size: int, crop: Crop, name: str = "stimulus", reme
     ``[y0:y0+size, x0:x0+size]``. A stack smaller than ``size`` is refused
     whatever the crop. ``remedy`` ends the sentence that refuses a larger stack
     without a crop: how the caller's user asks for one (default: the API's
-    and the command line's :data:`CROP_REMEDY`; a batch spec, the Analyze dock say theirs).
+    and the command line's :data:`CROP_REMEDY`; a batch spec, the Analyze dock say theirs);
+    ``small`` the advice for a smaller stack (default :data:`SMALL_REMEDY`).
     """
     crop = parse_crop(crop)
     if tuple(arr.shape[1:]) == (size, size) and crop in (None, "center"):
@@ -182,13 +184,16 @@ def crop_to(arr: np.ndarray, size: int, crop: Crop, name: str = "stimulus", reme
     # (size, size, T): frames of the model's size with time last, which a crop would cut into "frames" of rows
     time_last = (" (if time is its last axis, put it first: np.moveaxis(stack, -1, 0))"
                  if arr.shape[0] == arr.shape[1] == size and crop is None else "")
-    y0, x0 = checked_origin(arr.shape[1:], size, crop, name, remedy, time_last)
+    y0, x0 = checked_origin(arr.shape[1:], size, crop, name, remedy, time_last, small or SMALL_REMEDY)
     return arr[:, y0 : y0 + size, x0 : x0 + size]
 
 
-#: what to do about a stack smaller than the model's frame, said by :func:`checked_origin`
-SMALL_REMEDY = ("if its pixels are larger than the model's {um:g} µm pass pixel_um= (their size in µm; command line: "
-                "--pixel-um) to resample it, else pad it to at least {size}x{size}")
+#: what to do about a stack smaller than the model's frame, said by :func:`checked_origin` (the command line
+#: writes pixel_um as --pixel-um, a batch spec reads it as its key)
+SMALL_REMEDY = ("if its pixels are larger than the model's {um:g} µm, pass their size in µm as pixel_um to resample "
+                "it, else pad it to at least {size}x{size}")
+#: the same advice when the stack was resampled already
+RESAMPLED_SMALL_REMEDY = "pad it to at least {size}x{size} model pixels"
 
 
 def checked_origin(frame_shape: Sequence[int], size: int, crop: Crop, name: str = "stimulus",
@@ -214,15 +219,18 @@ def checked_origin(frame_shape: Sequence[int], size: int, crop: Crop, name: str 
 
 
 PIXEL_UM_FORMS = "None, a positive number of µm, (y_um, x_um), or the text '27.5' or '20,25'"
+#: the largest pixel size taken, µm (a metre: anything larger is a mistake, and overflows the grid's arithmetic)
+MAX_PIXEL_UM = 1e6
 
 
-def check_pixel_um(pixel_um) -> Optional[tuple[float, float]]:
+def check_pixel_um(pixel_um, forms: str = PIXEL_UM_FORMS) -> Optional[tuple[float, float]]:
     """The one reading of ``pixel_um``, a stack's pixel size on the retina: ``(y_um, x_um)``, or None when the
     stack is used on the model's own grid (None, or the model's :data:`~napari_retina._units.PIXEL_UM`).
 
     A number is both sides; text (the command line's, a batch spec's) is one
-    number or two separated by a comma. Bools, zero, negative and non-finite
-    sizes are refused.
+    number or two separated by a comma. Bools, zero, negative, non-finite
+    sizes and sizes above :data:`MAX_PIXEL_UM` are refused; ``forms`` says
+    what is taken, in the caller's words (the command line's).
 
     >>> check_pixel_um("27.5"), check_pixel_um((55, 55)), check_pixel_um([20, 25])
     ((27.5, 27.5), None, (20.0, 25.0))
@@ -236,12 +244,14 @@ def check_pixel_um(pixel_um) -> Optional[tuple[float, float]]:
             value = [float(p) for p in parts] if len(parts) in (1, 2) else None
         except ValueError:
             value = None
-    elif is_real(value):
-        value = [value]
+    elif is_real(value) or (isinstance(value, np.ndarray) and value.ndim == 0 and is_real(value.item())):
+        value = [float(value)]
     elif isinstance(value, (bytes, dict, set)) or not hasattr(value, "__len__") or not all(is_real(v) for v in value):
         value = None
     if value is None or len(value) not in (1, 2) or not all(math.isfinite(float(v)) and v > 0 for v in value):
-        raise ValueError(f"pixel_um must be {PIXEL_UM_FORMS}, got {pixel_um!r}")
+        raise ValueError(f"pixel_um must be {forms}, got {pixel_um!r}")
+    if max(float(v) for v in value) > MAX_PIXEL_UM:
+        raise ValueError(f"pixel_um must be at most {MAX_PIXEL_UM:g} µm (a metre), got {pixel_um!r}")
     y_um, x_um = (float(value[0]), float(value[-1]))
     return None if np.allclose((y_um, x_um), PIXEL_UM, rtol=1e-9, atol=0) else (y_um, x_um)
 
@@ -646,7 +656,7 @@ def as_stimulus(
         window = arr
     else:   # the checks read the stack values under the window, at the stack's own pixels
         origin = checked_origin(model_frame_shape(arr.shape[1:], pixel), size, crop, name + grid_words(pixel),
-                                small="pad it to at least {size}x{size} model pixels")
+                                small=RESAMPLED_SMALL_REMEDY)
         window = arr[(slice(None),) + source_window(arr.shape[1:], pixel, origin, size)]
     if not zscored:
         warn_if_not_contrast(window, norm, name, stacklevel=stacklevel)
@@ -671,7 +681,7 @@ def grid_shape(shape: Sequence[int], pixel_um: Optional[tuple[float, float]]) ->
 def pixel_text(pixel_um: Optional[tuple[float, float]]) -> str:
     """A stack's pixel size in words: "27.5 µm", "20 × 25 µm" (y × x), the model's own for None."""
     y_um, x_um = pixel_um if pixel_um is not None else (PIXEL_UM, PIXEL_UM)
-    return f"{y_um:.4g} µm" if np.isclose(y_um, x_um, rtol=1e-9, atol=0) else f"{y_um:.4g} × {x_um:.4g} µm"
+    return f"{y_um:.6g} µm" if np.isclose(y_um, x_um, rtol=1e-9, atol=0) else f"{y_um:.6g} × {x_um:.6g} µm"
 
 
 def stimulus_tensor(stim: np.ndarray):

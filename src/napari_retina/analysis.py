@@ -324,7 +324,8 @@ class Analysis:
     def to_dict(self) -> dict[str, Any]:
         """The nested dict :func:`napari_retina.io.write_results` writes (arrays, parameters, provenance).
 
-        ``parameters`` (plus ``stimulus_layer``, ``frame_ms``, ``pixel_um``),
+        ``parameters`` (plus ``stimulus_layer``, ``frame_ms``; ``pixel_um`` the stimulus's pixel size, 55 µm
+        unless it was resampled, then [y_um, x_um]),
         ``attribution`` (:meth:`Attribution.to_dict`), ``reduction``
         (:meth:`Reduction.to_dict`, when there is one), ``stimulus`` (T, H, W)
         and ``model`` (``source``; ``config``, ``provenance``, ``scores`` as JSON text).
@@ -333,7 +334,7 @@ class Analysis:
         model = attr.model
         out: dict[str, Any] = {
             "parameters": jsonable({**self.parameters, "stimulus_layer": self.layer, "frame_ms": FRAME_MS,
-                                    "pixel_um": PIXEL_UM}),
+                                    "pixel_um": self.parameters.get("pixel_um") or PIXEL_UM}),
             "attribution": attr.to_dict(),
             "stimulus": attr.stimulus,
             "model": {"source": self.model_source, "config": json.dumps(jsonable(model.config.to_dict())),

@@ -98,7 +98,7 @@ from ._atomic import _host_tag, atomic_write_text, is_stale, sigint_handled
 from ._json import MAX_JSON_DEPTH, TOO_DEEP, nesting_depth, parse_json, strict_json
 from ._types import PathLike
 from ._units import RATE_UNITS
-from ._validate import grid_shape, grid_words, is_int, is_real
+from ._validate import RESAMPLED_SMALL_REMEDY, grid_shape, grid_words, is_int, is_real
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import dask.array
@@ -489,7 +489,8 @@ def stimulus_frames(path: PathLike) -> int:
 SPEC_CROP_REMEDY = "set the spec's 'crop' to 'center' or [y0, x0] to cut a window out of a larger stack"
 
 
-def check_frame_size(shape: tuple, size: int, crop: Crop, name: str, remedy: str = SPEC_CROP_REMEDY) -> None:
+def check_frame_size(shape: tuple, size: int, crop: Crop, name: str, remedy: str = SPEC_CROP_REMEDY,
+                     small: Optional[str] = None) -> None:
     """A one-sentence ValueError unless frames of ``shape`` (T, H, W) give the model's ``size × size`` with ``crop``.
 
     What ``nr.attribute`` checks (:func:`napari_retina._validate.crop_to`), on the
@@ -498,14 +499,15 @@ def check_frame_size(shape: tuple, size: int, crop: Crop, name: str, remedy: str
     """
     from ._validate import crop_to
 
-    crop_to(np.empty((0, *shape[1:3]), np.float32), size, crop, name, remedy)
+    crop_to(np.empty((0, *shape[1:3]), np.float32), size, crop, name, remedy, small)
 
 
 def check_stimulus_shape(shape: tuple, history: int, size: int, crop: Crop, name: str,
-                         remedy: str = SPEC_CROP_REMEDY) -> None:
+                         remedy: str = SPEC_CROP_REMEDY, small: Optional[str] = None) -> None:
     """A one-sentence ValueError unless a stimulus of ``shape`` (T, H, W) is one a model of ``history`` frames
     and ``size × size`` pixels can analyse: not empty, at least ``history`` frames, the model's frame size with
-    ``crop`` (:func:`check_frame_size`, ``remedy`` its advice for a larger stack without a crop). The checks
+    ``crop`` (:func:`check_frame_size`, ``remedy`` its advice for a larger stack without a crop, ``small`` for a
+    smaller one: :data:`~napari_retina._validate.SMALL_REMEDY` by default). The checks
     ``nr.io.read_stimulus`` and ``nr.predict`` make, on a shape alone: on a file's header before any batch task
     runs, on a napari layer's before the Analyze dock runs.
     """
@@ -513,7 +515,7 @@ def check_stimulus_shape(shape: tuple, history: int, size: int, crop: Crop, name
 
     check_not_empty(shape, name)
     check_history_frames(shape[0], history, name)
-    check_frame_size(shape, size, crop, name, remedy)
+    check_frame_size(shape, size, crop, name, remedy, small)
 
 
 def _npy_view(path: Path) -> np.ndarray:
@@ -621,7 +623,8 @@ def plan(spec: Spec) -> list[Task]:
             if merr is None and serr is None:
                 try:
                     check_stimulus_shape(grid_shape(shape, spec.pixel_um), history, size, spec.crop,
-                                         f"the stimulus in {Path(stim).name}{grid_words(spec.pixel_um)}")
+                                         f"the stimulus in {Path(stim).name}{grid_words(spec.pixel_um)}",
+                                         small=None if spec.pixel_um is None else RESAMPLED_SMALL_REMEDY)
                 except ValueError as exc:
                     serr = str(exc)
             err = err or serr

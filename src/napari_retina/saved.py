@@ -346,7 +346,8 @@ def read_analysis(path: PathLike) -> SavedAnalysis:
             a = _group(h5, path, "attribution", ("channels", "response", "maps", "cells", "crop_origin",
                                                  "input_pixel_um"))
             r = _group(h5, path, "reduction", ("kept", "reduced_response"))
-            params, model = _group(h5, path, "parameters", ("crop",)), _group(h5, path, "model")   # crop: a list
+            params, model = _group(h5, path, "parameters", ("crop", "pixel_um")), _group(h5, path, "model")
+            # crop and pixel_um: lists, written as datasets
             stim = _read_dataset(h5, path, "stimulus")
     except (OSError, RuntimeError, KeyError) as exc:   # the file itself (its structure) cannot be read
         why = nr_io._h5_problem(exc) if isinstance(exc, OSError) else one_sentence(exc)

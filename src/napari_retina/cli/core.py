@@ -36,6 +36,8 @@ def _demo(args) -> int:
     return 0
 
 
+#: what --pixel-um takes, in an error's words
+PIXEL_UM_TEXT = "a positive number of µm, 'p', or 'p_y,p_x' for y and x"
 #: --pixel-um, for predict and attribute
 PIXEL_UM_HELP = (f"the stack's pixel size on the retina in µm, 'p' or 'p_y,p_x': other than the model's {PIXEL_UM:g}, "
                  "the stack is resampled to the model's pixels (area-weighted means) and --crop counts model pixels "
@@ -52,7 +54,7 @@ def _predict(args) -> int:
 
     # everything that can be checked is checked before the model runs
     out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",), inputs=(args.stimulus, args.model))
-    crop, pixel_um = parse_crop(args.crop), check_pixel_um(args.pixel_um)
+    crop, pixel_um = parse_crop(args.crop), check_pixel_um(args.pixel_um, PIXEL_UM_TEXT)
     model = load_model(args.model, device=args.device)
     stim = read_stimulus(args.stimulus, key=args.key)
     normalize = "zscore" if args.normalize else False
@@ -98,7 +100,7 @@ def _attribute(args) -> int:
     from ..io import HDF5_SUFFIXES, read_stimulus, stimulus_key, write_results
 
     out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",), inputs=(args.stimulus, args.model))
-    crop, cell, pixel_um = parse_crop(args.crop), parse_cell(args.cell), check_pixel_um(args.pixel_um)
+    crop, cell, pixel_um = parse_crop(args.crop), parse_cell(args.cell), check_pixel_um(args.pixel_um, PIXEL_UM_TEXT)
     model = load_model(args.model, device=args.device)
     stim = read_stimulus(args.stimulus, key=args.key)
     normalize = "zscore" if args.normalize else False

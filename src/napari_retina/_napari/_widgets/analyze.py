@@ -21,7 +21,8 @@ from ...analysis import Analysis, run_analysis
 from ...attribution import DEFAULT_TOL, MAX_STEPS, MIN_TOL, attribute
 from ...batch import check_stimulus_shape
 from ...model import RetinaCNN
-from ..._validate import (UNZSCORED_REMEDY, ZSCORE_REMEDY, Normalize, StimulusUnitsWarning, check_normalize,
+from ..._validate import (RESAMPLED_SMALL_REMEDY, UNZSCORED_REMEDY, ZSCORE_REMEDY, Normalize, StimulusUnitsWarning,
+                          check_normalize,
                           check_pixel_um, grid_shape, grid_words, input_mapping, pixel_text, warn_if_grey_moves,
                           warn_if_not_contrast)
 from ...reduction import reduce
@@ -50,6 +51,11 @@ from ._common import (
 from ._crop import (crop_window, find_window, fit_window, model_grid, outline_window, remove_windows, window_origin,
                     window_rectangle)
 
+#: decimals of the pixel size box
+PIXEL_DECIMALS = 4
+#: plugin-metadata key of a layer whose physical scale this dock set (it follows the pixel size box)
+DOCK_SCALE = "scale_set_by_analyze"
+
 CROPS = ("none", "center", "window")
 """The crops offered (``nr.attribute(crop=...)``): the whole layer, its centre, or the window the user drags
 (the crop-window rectangle, :mod:`._crop`; its corner is passed as ``crop=(y0, x0)``)."""
@@ -57,6 +63,11 @@ CROPS = ("none", "center", "window")
 
 #: the dock's advice for a layer larger than the model's frame with crop 'none' (the core says the rest)
 CROP_ADVICE = "choose crop 'center', or 'window' and drag the rectangle"
+#: the dock's label of ``pixel_um``
+PIXEL_UM_LABEL = "pixel size (µm)"
+#: the dock's advice for a layer smaller than the model's frame (the core's SMALL_REMEDY, for this dock)
+SMALL_ADVICE = (f"if its pixels are larger than the model's {PIXEL_UM:g} µm, set '{PIXEL_UM_LABEL}' to their size "
+                "to resample it, else pad it to at least {size}x{size}")
 
 
 def check_stimulus_layer(layer, model: RetinaCNN, crop: str, pixel_um=None) -> np.ndarray:
@@ -81,7 +92,8 @@ def check_stimulus_layer(layer, model: RetinaCNN, crop: str, pixel_um=None) -> n
     # 'window' needs what 'center' needs, a layer at least the model's size (where the window lies: crop_value)
     pixel = check_pixel_um(pixel_um)
     check_stimulus_shape(grid_shape(layer.data.shape, pixel), cfg.history, cfg.size,
-                         None if crop == "none" else "center", f"Layer '{layer.name}'{grid_words(pixel)}", CROP_ADVICE)
+                         None if crop == "none" else "center", f"Layer '{layer.name}'{grid_words(pixel)}", CROP_ADVICE,
+                         SMALL_ADVICE if pixel is None else RESAMPLED_SMALL_REMEDY)
     return layer.data
 
 
@@ -137,15 +149,12 @@ def scale_note(layer, pixel_um: float = PIXEL_UM) -> str:
         want.append(f"{PIXEL_UM:g} µm per pixel" if np.isclose(pixel_um, PIXEL_UM) else
                     f"{pixel_um:.4g} µm per pixel ({PIXEL_UM_LABEL}), resampled to its {PIXEL_UM:g}")
         if np.isclose(y_um, x_um):
-            advice = f"; set '{PIXEL_UM_LABEL}' to {y_um:.4g} to resample it to the model's pixels"
+            advice = f"; set '{PIXEL_UM_LABEL}' to {y_um:.6g} to resample it to the model's pixels"
     if not have:
         return ""
     return (f"Layer '{layer.name}' has {' and '.join(have)}: the model saw it at its own {' and '.join(want)} "
             f"(the maps and the traces keep the layer's scale){advice}")
 
-
-#: the Analyze dock's label of ``pixel_um``
-PIXEL_UM_LABEL = "pixel size (µm)"
 
 
 def resampled_note(pixel_um) -> str:
@@ -191,6 +200,7 @@ class AnalyzeWidget(Container):
         self.crop = ComboBox(label="crop", choices=list(CROPS), value="none", tooltip=PARAMETER_HELP["crop"][1])
         self.pixel = parameter_widget(attribute, "pixel_um", value=PIXEL_UM, annotation=float, label=PIXEL_UM_LABEL,
                                       min=0.5, max=10_000.0, step=0.5)
+        self.pixel.native.setDecimals(PIXEL_DECIMALS)   # 55/3 µm as 18.3333, which the grid reads as 55/3
         self.normalize = CheckBox(label="normalize (z-score)", value=False, tooltip=PARAMETER_HELP["normalize"][1])
         self.do_reduce = CheckBox(label="reduce", value=True, tooltip=PARAMETER_HELP["reduce"][1])
         self.explain = parameter_widget(reduce, "explain", min=0.01, max=1.0, step=0.05)
@@ -220,7 +230,7 @@ class AnalyzeWidget(Container):
             self._model_changed(self.session.model)
         self.crop.changed.connect(self._crop_changed)
         self.layer.changed.connect(lambda *_: self._crop_changed(self.crop.value))
-        self.pixel.changed.connect(lambda *_: self._crop_changed(self.crop.value))
+        self.pixel.changed.connect(lambda *_: self._pixel_changed())
         self.settings_button.changed.connect(lambda *_: self.use_layer_settings())
         # a layer a reader made from a saved analysis or a batch store carries its traces: plot them
         follow_stored_traces(viewer)
@@ -246,6 +256,14 @@ class AnalyzeWidget(Container):
             if min(model_grid(layer.data.shape, self.scale())) >= size:
                 self._ensure_units(layer)  # the window takes the layer's scale: set it first
                 crop_window(self.viewer, layer, size, self.scale())
+
+    def _pixel_changed(self) -> None:
+        """A layer this dock gave a physical scale takes the new pixel size; the crop window is redrawn for it."""
+        layer = self.layer.value
+        if layer is not None and layer.metadata.get(META, {}).get(DOCK_SCALE):
+            value = float(self.pixel.value)
+            layer.scale = (*tuple(layer.scale)[:-2], value, value)
+        self._crop_changed(self.crop.value)
 
     def pixel_um(self) -> Optional[float]:
         """``pixel_um`` for the core: the pixel size box's µm, None for the model's own 55 µm."""
@@ -282,7 +300,10 @@ class AnalyzeWidget(Container):
         A crop corner (y0, x0) places the crop window there (crop 'window').
         A number outside its box's range (a cell the current model does not
         have) or a pixel size other along y than along x is left as it was;
-        returns those, described for the user.
+        returns those, described for the user. A pixel size with which the
+        chosen layer, of the model's size, would be too small is that of the
+        stack its analysed window came from (a reopened analysis holds the
+        window, on the model's grid): 55 µm is set, and said.
         """
         skipped: list[str] = []
 
@@ -312,7 +333,12 @@ class AnalyzeWidget(Container):
         if "pixel_um" in params:   # before the crop window: it is drawn at this size
             pixel = params["pixel_um"]
             sizes = [PIXEL_UM] if pixel is None else np.ravel(pixel).tolist()
-            if len(set(sizes)) == 1:
+            if self._holds_window(sizes[0]) and len(set(sizes)) == 1:
+                self.pixel.value = PIXEL_UM
+                skipped.append(f"pixel size {' × '.join(f'{v:g}' for v in dict.fromkeys(sizes))} µm, which "
+                               f"this layer no longer has (it holds the analysed window, resampled to the model's "
+                               f"{PIXEL_UM:g} µm pixels: {PIXEL_UM_LABEL} is {PIXEL_UM:g})")
+            elif len(set(sizes)) == 1:
                 put(self.pixel, float(sizes[0]))
             else:
                 skipped.append(f"pixel size {' × '.join(f'{v:g}' for v in sizes)} µm (y × x), which the box "
@@ -323,6 +349,15 @@ class AnalyzeWidget(Container):
         elif crop in CROPS:
             self.crop.value = crop
         return skipped
+
+    def _holds_window(self, pixel_um: float) -> bool:
+        """Whether the chosen layer is a window of the model's size that ``pixel_um`` pixels would make too small:
+        an analysed window, already resampled from them."""
+        layer, size = self.layer.value, self.session.model.config.size
+        if layer is None or np.isclose(pixel_um, PIXEL_UM) or tuple(layer.data.shape[-2:]) != (size, size):
+            return False
+        k = PIXEL_UM / float(pixel_um)
+        return min(model_grid(layer.data.shape, (k, k))) < size
 
     def _put_window(self, y0: int, x0: int, skipped: list) -> None:
         """Crop 'window' at corner (y0, x0) of the chosen layer, if the window fits in it.
@@ -377,6 +412,7 @@ class AnalyzeWidget(Container):
         before = (layer.scale, layer.units, layer.axis_labels)
         meta = dict(layer.metadata[META]) if META in layer.metadata else None
         set_physical_scale(layer, float(self.pixel.value))
+        layer.metadata[META][DOCK_SCALE] = True   # the pixel size box may change it again
         if say:
             self._said_units(layer)
 
