@@ -105,8 +105,9 @@ def test_a_stimulus_shown_over_an_analysis_of_that_name_replaces_its_maps_and_tr
     nrv.traces(viewer, "x")
     stim = nr.stimuli.white_noise(frames=30, size=20, seed=5)
     (layer,) = nr.show(stim, viewer, name="x")
-    assert [lay.name for lay in viewer.layers if _belongs_to(lay, "x")] == ["x"]   # no maps of the old analysis
-    assert layer.data.shape == (30, 20, 20) and len(viewer.layers) == 10   # "other"'s layers untouched
+    # no maps of the old analysis; its title stays, beside "other"
+    assert [lay.name for lay in viewer.layers if _belongs_to(lay, "x")] == ["x", "x: title"]
+    assert layer.data.shape == (30, 20, 20) and len(viewer.layers) == 12   # "other"'s layers (and title) untouched
     plot = nrv.traces(viewer)
     assert plot.series == [] and plot.source == ""   # the dock no longer plots x's old traces
     with pytest.raises(ValueError, match=r"^layer 'x' carries no traces"):
@@ -114,6 +115,11 @@ def test_a_stimulus_shown_over_an_analysis_of_that_name_replaces_its_maps_and_tr
     nrv.traces(viewer, "other")
     nr.show(stim, viewer, name="x")   # traces of another result stay
     assert nrv.traces(viewer).source == "other" and len(nrv.traces(viewer).series) > 0
+
+
+def _bar_shown(layer) -> bool:
+    """Whether ``layer`` shows napari's colour bar (a Points layer, a result's title, has none)."""
+    return getattr(layer, "colorbar", None) is not None and layer.colorbar.visible
 
 
 def _belongs_to(layer, name: str) -> bool:
@@ -141,13 +147,13 @@ def test_clear_removes_only_the_layers_of_that_prefix(viewer, analysed):
     viewer.add_image(np.zeros((3, 4, 4), np.float32), name="mine")
     batches = []
     viewer.layers.events.begin_batch.connect(lambda event: batches.append(event))
-    assert nrv.clear(viewer, "cell 0") == 9
-    assert len(batches) == 1   # one batch: napari garbage-collects once, not after each of the 9 removals
-    assert [lay.name for lay in viewer.layers] == ["cell 1"] + [f"cell 1: {red.label(c)}" for c in range(8)] + \
-        ["mine"]
+    assert nrv.clear(viewer, "cell 0") == 10   # its stimulus, 8 maps and its title (shown side by side)
+    assert len(batches) == 1   # one batch: napari garbage-collects once, not after each of the 10 removals
+    assert [lay.name for lay in viewer.layers] == ["cell 1", "cell 1: title"] + \
+        [f"cell 1: {red.label(c)}" for c in range(8)] + ["mine"]
     assert nrv.clear(viewer, "nothing") == 0
     viewer.add_image(np.zeros((3, 4, 4), np.float32), name="cell 10")
-    assert nrv.clear(viewer, "cell 1", exact=True) == 9  # one result: "cell 1" and "cell 1: ...", not "cell 10"
+    assert nrv.clear(viewer, "cell 1", exact=True) == 10  # "cell 1", "cell 1: ...", not "cell 10"
     assert [lay.name for lay in viewer.layers] == ["mine", "cell 10"]
     with pytest.raises(ValueError, match=r"^clear\(\) expects a non-empty layer-name prefix \(str\), got ''$"):
         nrv.clear(viewer, "")
@@ -176,6 +182,28 @@ def test_two_models_side_by_side_share_the_time_slider_and_both_are_in_view(view
     assert tuple(viewer.layers["model B"].translate) == pytest.approx((0, 0, width * (1 + nrv.BESIDE_GAP)))
 
 
+def test_results_side_by_side_are_titled_with_their_names(viewer, analysed, qtbot):
+    """Results side by side had nothing on the canvas to tell them apart (the layer list only): each one shown
+    beside others, and each already shown, gets its name centred above it; a result alone gets none."""
+    attr, red = analysed
+    nr.show(attr, viewer, reduction=red, name="model A")
+    assert not [lay for lay in viewer.layers if lay.name.endswith(": title")]
+    nr.show(attr, viewer, name="model B", beside=True)
+    qtbot.wait(20)
+    for name in ("model A", "model B"):
+        title, stim = viewer.layers[f"{name}: title"], viewer.layers[name]
+        assert list(title.text.values) == [name] and title.text.visible
+        y, x = np.asarray(title.data_to_world(title.data[0]), float)[-2:]
+        (top, left), (bottom, right) = np.asarray(stim.extent.world, float)[:, -2:]
+        assert left < x < right and x == pytest.approx((left + right) / 2)
+        assert y < top - stim.scale[-2] / 2     # above the top edge of its first row
+    assert viewer.layers.selection.active is viewer.layers["model B"]
+    nr.show(attr, viewer, name="model B", beside=True)   # again: still one title
+    assert [lay.name for lay in viewer.layers].count("model B: title") == 1
+    nrv.clear(viewer, "model B", exact=True)
+    assert "model B: title" not in viewer.layers and "model A: title" in viewer.layers
+
+
 def test_one_colour_bar_the_plotted_result_s(viewer, tiny, analysed, qtbot):
     """Two results' bars side by side had no title to tell them apart: the viewer shows the bar of the result
     whose traces are plotted (the plot's legend line says whose), and the other's comes back with its traces."""
@@ -188,7 +216,7 @@ def test_one_colour_bar_the_plotted_result_s(viewer, tiny, analysed, qtbot):
     qtbot.wait(20)
 
     def bars():
-        return [lay.name for lay in viewer.layers if lay.colorbar.visible]
+        return [lay.name for lay in viewer.layers if _bar_shown(lay)]
 
     assert bars() == [b[0].name] and nrv.traces(viewer).source == "model B"
     plot = nrv.traces(viewer)
@@ -650,6 +678,8 @@ def test_the_screenshot_has_the_asked_size_and_every_result_in_it(make_napari_vi
     ring[:, [0, -1], :] = ring[:, :, [0, -1]] = 1.0  # a bright frame around a black stimulus
     nr.show(ring, viewer, name="left")
     nr.show(ring, viewer, name="right", beside=True)
+    for name in ("left", "right"):   # the rings are measured below: their titles (white text) would count as ring
+        viewer.layers[f"{name}: title"].visible = False
     qtbot.wait(50)
     viewer.scene.camera.zoom *= 7  # the user zoomed into one corner
     before = (tuple(viewer.scene.camera.center), viewer.scene.camera.zoom, viewer.window.geometry())
@@ -678,7 +708,7 @@ def test_fit_keeps_results_beside_each_other_clear_of_the_colour_bar(viewer, ana
     for i, name in enumerate(("a", "b", "c")):
         nr.show(attr, viewer, reduction=red, name=name, beside=i > 0)
     qtbot.wait(50)
-    assert any(lay.colorbar.visible for lay in viewer.layers)
+    assert any(_bar_shown(lay) for lay in viewer.layers)
     size = np.asarray(viewer.canvas.size, float)
     nrv.fit(viewer, size)
     boxes = np.array([_canvas_box(viewer, lay) for lay in viewer.layers if lay.visible])

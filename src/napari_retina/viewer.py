@@ -613,11 +613,43 @@ def place_beside(viewer: "napari.Viewer", layer: "napari.layers.Layer", name: st
 
 def _put_beside(viewer, layer, beside: "bool | list") -> None:
     """``beside`` True: :func:`place_beside` the other results; a list of layers: right of those of them that
-    are visible (a battery's previous experiment); False or []: leave ``layer`` where it is."""
+    are visible (a battery's previous experiment; [] for its first); False: leave ``layer`` where it is.
+    Side by side, each result is titled with its name (:func:`_title`)."""
     if isinstance(beside, list):
         _right_of(layer, [lay for lay in beside if lay.visible and lay is not layer])
     elif beside:
         place_beside(viewer, layer, layer.name)
+    else:
+        return
+    for other in [lay for lay in _visible(viewer) if plugin_metadata(lay).get("role") == "stimulus"]:
+        if other is layer or not any(_is_title_of(t, other) for t in viewer.layers):
+            _title(viewer, other)
+
+
+TITLE_SIZE = 14
+"""Font size of a result's title (screen points: the same at any zoom)."""
+TITLE_GAP = 0.08
+"""How far above its result a title sits, as a fraction of the result's height."""
+
+
+def _is_title_of(layer, stimulus_layer) -> bool:
+    return plugin_metadata(layer).get("role") == "title" and layer.name == f"{stimulus_layer.name}: title"
+
+
+def _title(viewer, layer) -> None:
+    """The name of the result whose stimulus is ``layer``, centred above it: a text-only Points layer
+    ``"<name>: title"`` in the layer's plane (its placement), part of the result (``clear`` removes it). An
+    earlier title of it is replaced; the selection is kept."""
+    from ._napari._widgets._crop import plane_placement
+
+    remove_layers(viewer, [t for t in viewer.layers if _is_title_of(t, layer)])
+    h, w = (int(n) for n in layer.data.shape[-2:])
+    active = viewer.layers.selection.active
+    viewer.add_points([[-0.5 - TITLE_GAP * h, (w - 1) / 2]], name=f"{layer.name}: title", size=1,
+                      face_color="transparent", border_color="transparent",
+                      text={"string": [layer.name], "color": "white", "size": TITLE_SIZE, "anchor": "center"},
+                      metadata={META: {"role": "title", "for": layer.name}}, **plane_placement(layer))
+    viewer.layers.selection.active = active
 
 
 def _right_of(layer, others: list, gap: float = BESIDE_GAP) -> None:
