@@ -218,6 +218,7 @@ def checked_origin(frame_shape: Sequence[int], size: int, crop: Crop, name: str 
     return y0, x0
 
 
+#: the pixel sizes :func:`check_pixel_um` takes, in words
 PIXEL_UM_FORMS = "None, a positive number of µm, (y_um, x_um), or the text '27.5' or '20,25'"
 #: the largest pixel size taken, µm (a metre: anything larger is a mistake, and overflows the grid's arithmetic)
 MAX_PIXEL_UM = 1e6
@@ -277,9 +278,9 @@ def check_normalize(normalize) -> bool:
 
 
 def zscore(arr: np.ndarray) -> np.ndarray:
-    """``(x − mean) / std`` over the whole stack, float32 (a constant stack maps to zeros)."""
-    mean, std = mean_std(arr)
-    return _standardised(arr, mean, std if std > 0 else 1.0)
+    """``(x − mean) / std`` over the whole stack, float32 (a constant stack maps to zeros): :func:`normalise`
+    with ``normalize=True``."""
+    return _standardised(arr, *standardisation(arr, None, True))
 
 
 def _standardised(arr: np.ndarray, mean: float, std: float) -> np.ndarray:
