@@ -977,3 +977,23 @@ def test_a_spec_s_pixel_um_that_is_no_positive_size_is_refused_in_one_sentence(i
     with pytest.raises(batch.BatchSpecError, match=r"^spec key 'pixel_um' must be None, a positive number of µm, "
                                                    r"\[y_um, x_um\], or the text '27.5' or '20,25', got "):
         batch.parse_spec({**_spec(inputs, tmp_path / "r"), "pixel_um": value})
+
+
+def test_every_task_of_a_flash_train_on_grey_says_where_z_scoring_puts_its_grey(inputs, client, tmp_path):
+    """Left out last session: a uint8 stack z-scored by its own statistics whose grey (128, most of its values)
+    lands off 0 warned through a reduce task (nr.attribute's check) but not through predict or attribute, whose
+    blocks are mapped with the whole file's statistics. Each task now says it, in the direct run's words."""
+    stim = np.full((40, 12, 12), 128, np.uint8)
+    stim[5::8, :, :] = 0                                   # dark full-field flashes on grey: mean below the grey
+    np.save(tmp_path / "grey.npy", stim)
+    spec = {**_spec(inputs, tmp_path / "r", cells=(1,)), "stimuli": [str(tmp_path / "grey.npy")]}
+    with pytest.warns(nr.StimulusUnitsWarning) as caught:
+        report = batch.run(spec, client)
+    assert report.failed == [] and len(report.done) == 3
+    with pytest.warns(nr.StimulusUnitsWarning) as direct:
+        nr.predict(nr.load_model(inputs / "tiny.pt"), stim)
+    sentence = str(direct[0].message).replace("stimulus's", "the stimulus in grey.npy's")
+    said = [str(w.message) for w in caught if "most common value, 128" in str(w.message)]
+    assert len(said) == 3 and all(message.endswith(sentence) for message in said), said
+    assert sum("predict" in m.split(": the stimulus")[0] for m in said) == 1
+    assert sum("attribute" in m.split(": the stimulus")[0] for m in said) == 1

@@ -12,7 +12,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -499,24 +499,47 @@ def grey_shift(arr: np.ndarray, norm: Optional[dict] = None,
     ``GREY_SHIFT_LIMIT`` of 0. A uint8 flash train (grey 128, dark flashes)
     has its mean below its grey: z-scored, the grey becomes brighter than mean
     luminance. The candidate is the first chunk's most common value; the stack
-    is read chunk by chunk.
+    is read chunk by chunk (:func:`chunked_grey_shift`).
     """
     if contrast_mapping(arr.dtype, norm, normalize) not in ("own", "zscore") or arr.size == 0:
         return None
-    first = next(frame_chunks(arr))
+    return chunked_grey_shift(lambda: frame_chunks(arr), lambda: mean_std(arr))
+
+
+def chunked_grey_shift(chunks: Callable[[], Iterable[np.ndarray]],
+                       stats: Callable[[], tuple[float, float]]) -> Optional[tuple[float, float, float]]:
+    """:func:`grey_shift`'s rule on a stack read as ``chunks()`` (a fresh iterator of its chunks of frames at each
+    call: a file read window by window, a batch's) with ``stats()`` its mean and std, for a stack that is z-scored
+    by its own statistics."""
+    first = next(iter(chunks()), None)
+    if first is None or first.size == 0:
+        return None
     values, counts = np.unique(first, return_counts=True)
     top = np.sort(counts)[::-1]
     if top[0] < GREY_SHARE * first.size or (len(top) > 1 and top[0] < GREY_LEAD * top[1]):
         return None
     grey = values[int(np.argmax(counts))]
-    share = sum(int(np.count_nonzero(c == grey)) for c in frame_chunks(arr)) / arr.size
+    at, total = 0, 0
+    for c in chunks():
+        at, total = at + int(np.count_nonzero(c == grey)), total + c.size
+    share = at / total
     if share < GREY_SHARE:
         return None
-    mean, std = mean_std(arr)
+    mean, std = stats()
     if not std > 0:
         return None
     contrast = (float(grey) - mean) / std
     return (float(grey), share, contrast) if abs(contrast) > GREY_SHIFT_LIMIT else None
+
+
+def grey_shift_warning(found: tuple[float, float, float], name: str = "stimulus") -> str:
+    """The sentence of :func:`warn_if_grey_moves` for :func:`grey_shift`'s ``(grey, share, contrast)``."""
+    grey, share, contrast = found
+    return (f"{name}'s most common value, {grey:.6g} ({share:.0%} of its values: a grey background?), becomes "
+            f"{contrast:+.2f} in contrast units, not 0 (mean luminance), because the stack is z-scored by its own mean "
+            f"and std: the model sees a {'brighter' if contrast > 0 else 'darker'} background than grey; to keep it at "
+            f"0, map the stack to contrast yourself ((x - {grey:.6g}) / s as float32, s the intensity of one contrast "
+            f"unit) and {UNZSCORED_REMEDY}")
 
 
 def warn_if_grey_moves(arr: np.ndarray, norm: Optional[dict] = None, normalize: Normalize = False,
@@ -525,18 +548,8 @@ def warn_if_grey_moves(arr: np.ndarray, norm: Optional[dict] = None, normalize: 
     background off 0 (:func:`grey_shift`): the model then sees a background brighter or darker than mean
     luminance, and answers to it."""
     found = grey_shift(arr, norm, normalize)
-    if found is None:
-        return
-    grey, share, contrast = found
-    warnings.warn(
-        f"{name}'s most common value, {grey:.6g} ({share:.0%} of its values: a grey background?), becomes "
-        f"{contrast:+.2f} in contrast units, not 0 (mean luminance), because the stack is z-scored by its own mean "
-        f"and std: the model sees a {'brighter' if contrast > 0 else 'darker'} background than grey; to keep it at "
-        f"0, map the stack to contrast yourself ((x - {grey:.6g}) / s as float32, s the intensity of one contrast "
-        f"unit) and {UNZSCORED_REMEDY}",
-        StimulusUnitsWarning,
-        stacklevel=stacklevel + 1,
-    )
+    if found is not None:
+        warnings.warn(grey_shift_warning(found, name), StimulusUnitsWarning, stacklevel=stacklevel + 1)
 
 
 #: a cell whose mean rate is above this many spikes per 10 ms bin makes rates look like Hz (:func:`hz_like_rates`).

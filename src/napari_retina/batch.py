@@ -677,36 +677,62 @@ def _load_model(path: Optional[str]):
 _STATS: dict = {}
 
 
+def _file_chunks(path: str, size: Optional[int] = None, crop=None, pixel_um=None) -> Callable:
+    """A function giving, at each call, an iterator over the values of a stimulus file a single run reads (its
+    ``crop`` window of ``size × size``; for a stack resampled to the model's pixels, ``pixel_um``, the stack's own
+    pixels under the window, as ``_validate.as_stimulus`` reads them; ``size`` None: the whole frames), in
+    chunks of whole frames of about ``mean_std``'s size, read window by window: memory follows the chunk."""
+    from ._resample import source_window
+    from ._validate import analysed_origin, crop_to, frames_per_chunk
+
+    n = stimulus_frames(path)
+    frame = read_window(path, 0, 1).shape[1:]
+    if size is None:
+        cut = None
+    elif pixel_um is None:
+        cut = lambda c: crop_to(c, size, crop)   # noqa: E731 - the chunk's window
+    else:
+        rows, cols = source_window(frame, pixel_um, analysed_origin(frame, size, crop, pixel_um), size)
+        cut = lambda c: c[:, rows, cols]   # noqa: E731
+    step = frames_per_chunk(frame if cut is None else cut(read_window(path, 0, 1)).shape[1:])  # mean_std's
+
+    def chunks():
+        windows = (read_window(path, i, min(i + step, n)) for i in range(0, n, step))
+        return windows if cut is None else (cut(c) for c in windows)
+    return chunks
+
+
 def _file_mean_std(path: str, size: Optional[int] = None, crop=None, pixel_um=None) -> tuple[float, float]:
     """Mean and standard deviation (float64) of a whole stimulus file (its ``crop`` window), read window by window.
 
     What a single run z-scores an integer stack by (``_validate.zscore`` through ``mean_std``, on the
     stack cropped to ``size × size``): the same :func:`~napari_retina._validate.chunked_mean_std` over the
-    same chunks of whole frames, so a block mapped with them equals the unsplit run's frames; memory follows
-    the chunk, not the movie. Computed once per process, file version (size, modification time), crop and
-    pixel size. ``size`` None: the whole frames, uncropped. ``pixel_um`` (a stack resampled to the model's
-    pixels): the stack's own pixels under the window, as ``_validate.as_stimulus`` reads them.
+    same chunks of whole frames (:func:`_file_chunks`), so a block mapped with them equals the unsplit run's
+    frames; memory follows the chunk, not the movie. Computed once per process, file version (size,
+    modification time), crop and pixel size. ``size`` None: the whole frames, uncropped.
     """
-    from ._resample import source_window
-    from ._validate import analysed_origin, chunked_mean_std, crop_to, frames_per_chunk
+    from ._validate import chunked_mean_std
 
     key = (path, *_file_stamp(path), size, str(crop), str(pixel_um))
     if key not in _STATS:
-        n = stimulus_frames(path)
-        frame = read_window(path, 0, 1).shape[1:]
-        if size is None:
-            cut = None
-        elif pixel_um is None:
-            cut = lambda c: crop_to(c, size, crop)   # noqa: E731 - the chunk's window
-        else:
-            rows, cols = source_window(frame, pixel_um, analysed_origin(frame, size, crop, pixel_um), size)
-            cut = lambda c: c[:, rows, cols]   # noqa: E731
-        step = frames_per_chunk(frame if cut is None else cut(read_window(path, 0, 1)).shape[1:])  # mean_std's
         if len(_STATS) >= 1024:   # two numbers per file: keep many, as workers take stimuli in any order
             _STATS.clear()
-        chunks = (read_window(path, i, min(i + step, n)) for i in range(0, n, step))
-        _STATS[key] = chunked_mean_std(chunks if cut is None else (cut(c) for c in chunks))
+        _STATS[key] = chunked_mean_std(_file_chunks(path, size, crop, pixel_um)())
     return _STATS[key]
+
+
+def _warn_if_file_grey_moves(path: str, size: int, crop, pixel_um, name: str) -> None:
+    """The grey-background warning a single run gives a stack z-scored by its own statistics
+    (``_validate.warn_if_grey_moves``), for a whole stimulus file read window by window: every block of a split
+    task says it (the run reports it once per task). Computed once per process and file version."""
+    from ._validate import StimulusUnitsWarning, chunked_grey_shift, grey_shift_warning
+
+    key = ("grey", path, *_file_stamp(path), size, str(crop), str(pixel_um))
+    if key not in _STATS:
+        _STATS[key] = chunked_grey_shift(_file_chunks(path, size, crop, pixel_um),
+                                         lambda: _file_mean_std(path, size, crop, pixel_um))
+    if _STATS[key] is not None:
+        warnings.warn(grey_shift_warning(_STATS[key], name), StimulusUnitsWarning, stacklevel=2)
 
 
 def _check_invariance(stim: np.ndarray, invariance: str, name: str) -> None:
@@ -743,6 +769,7 @@ def _as_contrast(window: np.ndarray, path: str, norm: Optional[dict], size: int,
 
     if contrast_mapping(window.dtype, norm, zscore) in ("contrast", "raw"):
         return window
+    _warn_if_file_grey_moves(path, size, crop, None, f"the stimulus in {Path(path).name}")
     mean, std = _file_mean_std(path, size, crop)
     return ((window.astype(np.float64) - mean) / (std if std > 0 else 1.0)).astype(np.float32)
 
@@ -757,6 +784,8 @@ def _resampled_contrast(frames: np.ndarray, path: str, norm: Optional[dict], siz
     from ._validate import analysed_origin, contrast_mapping
 
     how = contrast_mapping(frames.dtype, norm, zscore)
+    if how in ("own", "zscore"):
+        _warn_if_file_grey_moves(path, size, crop, pixel_um, f"the stimulus in {Path(path).name}")
     mean, std = ((0.0, 1.0) if how == "contrast" else (float(norm["mean"]), float(norm["std"])) if how == "raw"
                  else _file_mean_std(path, size, crop, pixel_um))
     origin = analysed_origin(frames.shape[1:], size, crop, pixel_um)
