@@ -22,9 +22,8 @@ from ...attribution import DEFAULT_TOL, MAX_STEPS, MIN_TOL, attribute
 from ...batch import check_stimulus_shape
 from ...model import RetinaCNN
 from ..._validate import (RESAMPLED_SMALL_REMEDY, UNZSCORED_REMEDY, ZSCORE_REMEDY, Normalize, StimulusUnitsWarning,
-                          check_normalize,
-                          check_pixel_um, grid_shape, grid_words, input_mapping, pixel_text, warn_if_grey_moves,
-                          warn_if_not_contrast)
+                          check_normalize, check_pixel_um, grid_shape, grid_words, input_mapping, pixel_text,
+                          warn_if_grey_moves, warn_if_not_contrast)
 from ...reduction import reduce
 from .._session import session
 from .._tasks import Task, notify, one_sentence
@@ -147,14 +146,13 @@ def scale_note(layer, pixel_um: float = PIXEL_UM) -> str:
     if units[1:] == UNITS[1:] and not np.allclose((y_um, x_um), pixel_um, rtol=1e-6):
         have.append(f"{y_um:.4g} µm per pixel" if np.isclose(y_um, x_um) else f"{y_um:.4g} × {x_um:.4g} µm pixels")
         want.append(f"{PIXEL_UM:g} µm per pixel" if np.isclose(pixel_um, PIXEL_UM) else
-                    f"{pixel_um:.4g} µm per pixel ({PIXEL_UM_LABEL}), resampled to its {PIXEL_UM:g}")
+                    f"{pixel_um:.6g} µm per pixel ({PIXEL_UM_LABEL}), resampled to its {PIXEL_UM:g}")
         if np.isclose(y_um, x_um):
             advice = f"; set '{PIXEL_UM_LABEL}' to {y_um:.6g} to resample it to the model's pixels"
     if not have:
         return ""
     return (f"Layer '{layer.name}' has {' and '.join(have)}: the model saw it at its own {' and '.join(want)} "
             f"(the maps and the traces keep the layer's scale){advice}")
-
 
 
 def resampled_note(pixel_um) -> str:
