@@ -177,6 +177,22 @@ def test_reversal_positions_count_along_the_bar_s_direction_so_a_mirrored_run_re
         assert b[key] == pytest.approx(a[key], abs=1e-3), key   # ms, ms/px: float32 rounding apart
 
 
+@pytest.mark.parametrize("center, direction", [(1.0, -1), (-1.0, 1)])
+def test_reversal_s_default_bars_lie_whole_inside_a_small_field(center, direction):
+    """A helper's audit: in a 20-px field with the centre 1 px off, the default positions were kept as long as
+    each centre lay inside the field, so the outermost 2-px bar sat on its edge, half drawn (centroid 9.5 px
+    where 10 was recorded)."""
+    from napari_retina.experiments import base, reversal
+
+    params = base.resolve_params(reversal, {"center": center, "direction": direction}, 20, 10)
+    proto = reversal.build(20, 10, None, **params)
+    x = np.arange(20) - 10 + 0.5
+    for c in proto.conditions:
+        assert -9.0 <= c["absolute_position"] <= 9.0
+        frame = -proto.stimulus[c["reversal_frame"], 0]     # the dark bar at its reversal
+        assert float((frame * x).sum() / frame.sum()) == pytest.approx(c["absolute_position"], abs=1e-6)
+
+
 def test_reversal_readout_recovers_burst_ratio_and_latency():
     proto = protocol(reversal, center=0.0)
     T = len(proto.stimulus)

@@ -200,8 +200,10 @@ def test_results_side_by_side_are_titled_with_their_names(viewer, analysed, qtbo
     assert viewer.layers.selection.active is viewer.layers["model B"]
     nr.show(attr, viewer, name="model B", beside=True)   # again: still one title
     assert [lay.name for lay in viewer.layers].count("model B: title") == 1
+    viewer.layers["model A"].name = "model A2"   # a helper's audit: the renamed result's title still said A
+    assert list(viewer.layers["model A2: title"].text.values) == ["model A2"]
     nrv.clear(viewer, "model B", exact=True)
-    assert "model B: title" not in viewer.layers and "model A: title" in viewer.layers
+    assert "model B: title" not in viewer.layers and "model A2: title" in viewer.layers
 
 
 def test_one_colour_bar_the_plotted_result_s(viewer, tiny, analysed, qtbot):

@@ -61,7 +61,8 @@ from ._napari._layers import (META, CellTraces, bar_limit, map_layers, on_window
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, trace_plot
 from ._napari._session import SCRIPT_SOURCE, use_model as _use_model
 from ._napari._framing import aim, frame_result, world_box
-from ._napari._viewer import UnitsWarningOnce, add_analysis, add_layer_data, process_events, remove_layers
+from ._napari._viewer import (UnitsWarningOnce, add_analysis, add_layer_data, follow_renames, process_events,
+                              remove_layers)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from ._napari._viewer import StagedAdd
@@ -649,6 +650,7 @@ def _title(viewer, layer) -> None:
                       face_color="transparent", border_color="transparent",
                       text={"string": [layer.name], "color": "white", "size": TITLE_SIZE, "anchor": "center"},
                       metadata={META: {"role": "title", "for": layer.name}}, **plane_placement(layer))
+    follow_renames(viewer, layer)   # renamed, the result's title says the new name
     viewer.layers.selection.active = active
 
 

@@ -153,6 +153,8 @@ def _move_result(layers: list, before: str, after: str) -> None:
             meta["prefix"] = f"{after}: "
         if meta.get("for") == before:
             meta["for"] = after
+            if meta.get("role") == "title":   # a result's title on the canvas (viewer.show side by side)
+                layer.text.string = [after]
         if layer.name.startswith(old):
             layer.name = f"{after}: {layer.name[len(old):]}"
 

@@ -45,19 +45,28 @@ noise : the standard deviation of the averaged response over the grey frames
     recorded trial's noise otherwise.
 peak_before : list, largest response in the ``window`` frames up to the
     reversal, minus the grey level; peak_after : the same after the reversal, over
-    the averages that reach only into the ``window`` frames after it.
+    the averages that reach only into the ``READ_AFTER``·``window`` frames after it (the bar
+    still moving back, within the condition): twice the attributed window, so that a burst
+    later than one window is read, not cut off (the shipped model's reduced circuit's two
+    largest, 2.3 spikes/bin at 383 and 435 ms, were cut off by a 40-frame window and the
+    other positions passed without them).
 burst_ratios : list, peak_after / peak_before per reversal point.
 burst_ratio : mean of burst_ratios.
 burst_latencies_ms : list, reversal to the (sub-frame) peak after it.
-peak_interior : list of bool, that peak is a local maximum inside the window
-    after the reversal, not at either end (a response still rising at the
-    window's end, or still falling from before the reversal, has no burst in it).
+peak_interior : list of bool, that peak is a local maximum inside the frames read
+    after the reversal, not at either end (a response still rising at their end,
+    or still falling from before the reversal, has no burst in it).
 bursting : list of bool, a burst of at least ``AMPLITUDE_FLOOR`` (0.5 spikes/bin) and
     ``MIN_BURST_SNR`` (5) times ``noise`` above the grey level after the reversal,
-    with an interior peak.
-late : list of bool, an answer that large whose peak is the window's last average: still
-    rising when the window ends, its latency lies beyond it (no burst at the window's
-    latency, and none the criterion may leave out); n_late : their number.
+    with an interior peak, that ends (``ends``).
+ends : list of bool, after its peak the averaged response falls back to half its height
+    above grey (or lower) within the frames read: a burst, brief, not a sustained answer
+    (the shipped model's and the truth's fall to 6–23% of it).
+late : list of bool, an answer of a burst's size which does not end within the frames read
+    (still rising at their end, or a plateau above half its height): its burst, if any,
+    lies beyond them, and no fixed latency can be claimed while it is left out (a flat
+    plateau passed as a "burst" at its first frame, and with 1e-6 of noise did not);
+    n_late : their number.
 burst_latency_ms : mean over the bursting positions, burst_latency_sd_ms : their
     standard deviation.
 burst_latency_slope_ms_per_px : least-squares slope of the bursting positions'
@@ -108,13 +117,15 @@ DEFAULTS = {"reversals": None, "center": "rf", "speed": 0.19,
 #: the unit of each readout key (:data:`~.base.READOUT_UNITS`; the Experiments dock shows it after the key)
 UNITS = {"reversal_positions_px": "px", "center_px": "px", "crossing_frames": "frames", "noise": "spikes/bin",
          "peak_before": "spikes/bin", "peak_after": "spikes/bin", "burst_ratios": "dimensionless",
-         "burst_ratio": "dimensionless", "burst_latencies_ms": "ms", "peak_interior": "", "bursting": "",
+         "burst_ratio": "dimensionless", "burst_latencies_ms": "ms", "peak_interior": "", "bursting": "", "ends": "",
          "n_bursts": "count", "late": "", "n_late": "count", "burst_latency_ms": "ms", "burst_latency_sd_ms": "ms",
          "burst_latency_slope_ms_per_px": "ms/px", "present": "", "unmet": ""}
 #: why a readout value is NaN, as the docs say (the module docstring)
 NAN_REASONS = {"burst_latency_slope_ms_per_px": "fewer than two bursting positions"}
 
 #: criterion constants of ``present`` (see the module docstring)
+#: the frames after a reversal its burst is read in, in windows (the bar is still moving back then)
+READ_AFTER = 2
 MIN_BURSTS = 4
 #: bursts at no fewer than this share of the reversal positions (Schwartz et al. 2007, Neuron: wherever the bar
 #: reverses); 6 of the default 12, where the truths of versions 2-6 burst at 7-11 and the shipped model at 7-8
@@ -185,8 +196,9 @@ def default_reversals(center: float, width: float, size: int, direction: int = 1
     """Default reversal positions (px relative to ``center``, along the bar's ``direction`` of travel) for a
     ``size``-pixel field.
 
-    :data:`REVERSALS` (−9…2 px, 1 px apart) when every one lies in the field
-    (|position| <= size/2, as :func:`~.base.check_position` asks); otherwise the
+    :data:`REVERSALS` (−9…2 px, 1 px apart) when every bar of ``width`` there lies whole in the field
+    (a helper's audit: one at the field's edge, which :func:`~.base.check_position` allows, was drawn half
+    outside it, its centroid 0.5 px off its recorded position); otherwise the
     same positions shifted by the least amount that keeps every bar of ``width``
     whole inside the field; when the field is narrower than their span plus one
     bar width, as many positions spread evenly over the field instead.
@@ -196,9 +208,9 @@ def default_reversals(center: float, width: float, size: int, direction: int = 1
     rel = rel[order]
     pos = center + rel
     half = size / 2.0
-    if np.all(np.abs(pos) <= half):
-        return list(REVERSALS)
     lo, hi = -half + min(width, size / 2.0) / 2.0, half - min(width, size / 2.0) / 2.0
+    if np.all((pos >= lo) & (pos <= hi)):   # every bar whole inside the field
+        return list(REVERSALS)
     span = rel[-1] - rel[0]
     if span <= hi - lo:
         shift = (lo - pos[0]) if pos[0] < lo else (hi - pos[-1]) if pos[-1] > hi else 0.0
@@ -267,7 +279,7 @@ def build(size: int, history: int, respond: Optional[Callable] = None, *, revers
 def readout(response: np.ndarray, conditions: list) -> dict:
     """Motion-reversal readout of a (T,) response; see the module docstring for the keys."""
     r = np.asarray(response, dtype=np.float64)
-    before, after, ratios, lats, interior, at_end, grey_var = [], [], [], [], [], [], []
+    before, after, ratios, lats, interior, ends, reads, grey_var = [], [], [], [], [], [], [], []
     if any("speed" not in c for c in conditions):
         raise ValueError("a reversal condition has no 'speed' (px/frame), which the readout averages over one "
                          "pixel crossing with; conditions saved before 2026-12-02 lack it: add the run's speed "
@@ -284,7 +296,8 @@ def readout(response: np.ndarray, conditions: list) -> dict:
             base = baseline(r, c["start"], c["onset"])
             grey_var.append(float("nan"))
         tr, w = c["reversal_frame"], c["window"]
-        first, last = tr + 1 + half, tr + w - half     # the averages of the window's own frames only
+        read = min(READ_AFTER * w, c.get("stop", tr + w + 1) - 1 - tr)   # frames read after the reversal
+        first, last = tr + 1 + half, tr + read - half   # the averages of those frames only
         b = finite_max(env[max(0, tr - w):tr + 1]) - base
         t, v = parabolic_peak(env, first, last + 1)
         a = v - base
@@ -294,14 +307,15 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         lats.append((t - tr) * FRAME_MS)
         i = int(round(t)) if np.isfinite(t) else tr
         interior.append(bool(np.isfinite(t) and first < i < last))
-        at_end.append(bool(np.isfinite(t) and i >= last))
+        tail = env[i + 1:last + 1] if np.isfinite(t) else np.array([])   # the window after the peak
+        ends.append(bool(tail.size and np.isfinite(a) and np.nanmin(tail) <= base + a / 2))
+        reads.append((last - tr) * FRAME_MS)
     fin = [x for x in ratios if np.isfinite(x)]
     ratio = float(np.mean(fin)) if fin else (float("inf") if any(x == float("inf") for x in ratios) else float("nan"))
     noise = float(np.sqrt(np.nanmean(grey_var))) if np.isfinite(grey_var).any() else float("nan")
     floor = max(AMPLITUDE_FLOOR, MIN_BURST_SNR * noise) if np.isfinite(noise) else AMPLITUDE_FLOOR
-    bursting = [bool(np.isfinite(a) and a >= floor and inside) for a, inside in zip(after, interior)]
-    late = [bool(np.isfinite(a) and a >= floor and end) for a, end in zip(after, at_end)]
-    beyond = max((c["window"] - (envelopes[c["speed"]][1]) for c in conditions), default=0) * FRAME_MS
+    bursting = [bool(np.isfinite(a) and a >= floor and inside and end) for a, inside, end in zip(after, interior, ends)]
+    late = [bool(np.isfinite(a) and a >= floor and not end) for a, end in zip(after, ends)]
     lat_ok = [t for t, b in zip(lats, bursting) if b]
     lat_mean = float(np.mean(lat_ok)) if lat_ok else float("nan")
     lat_sd = float(np.std(lat_ok)) if lat_ok else float("nan")
@@ -315,8 +329,8 @@ def readout(response: np.ndarray, conditions: list) -> dict:
             len(lat_ok) >= MIN_BURSTS and len(lat_ok) >= MIN_BURST_SHARE * len(conditions),
         f"the bursts' mean latency in [{low:g}, {high:g}] ms (here {lat_mean:.3g} ms)": low <= lat_mean <= high,
         f"their latencies' s.d. ≤ {MAX_LATENCY_SD_MS:g} ms (here {lat_sd:.3g} ms)": lat_sd <= MAX_LATENCY_SD_MS,
-        f"no answer that large still rising at the window's end, a latency beyond ~{beyond:.0f} ms (here at "
-        f"{sum(late)} position(s))": not any(late),
+        f"no answer that large still above half its height {max(reads, default=0):.0f} ms after the reversal (still "
+        f"rising, or sustained: its burst lies beyond) (here at {sum(late)} position(s))": not any(late),
     }
     failed = unmet(clauses)
     return {
@@ -325,7 +339,7 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         "crossing_frames": [1.0 / c["speed"] for c in conditions], "noise": noise,
         "peak_before": before, "peak_after": after, "burst_ratios": ratios, "burst_ratio": ratio,
         "burst_latencies_ms": lats, "peak_interior": interior, "bursting": bursting, "n_bursts": len(lat_ok),
-        "late": late, "n_late": sum(late),
+        "ends": ends, "late": late, "n_late": sum(late),
         "burst_latency_ms": lat_mean, "burst_latency_sd_ms": lat_sd, "burst_latency_slope_ms_per_px": slope,
         "present": not failed, "unmet": failed,
     }
