@@ -307,7 +307,7 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         lats.append((t - tr) * FRAME_MS)
         i = int(round(t)) if np.isfinite(t) else tr
         interior.append(bool(np.isfinite(t) and first < i < last))
-        tail = env[i + 1:last + 1] if np.isfinite(t) else np.array([])   # the window after the peak
+        tail = env[i + 1:last + 1] if np.isfinite(t) else np.array([])   # the frames read after the peak
         ends.append(bool(tail.size and np.isfinite(a) and np.nanmin(tail) <= base + a / 2))
         reads.append((last - tr) * FRAME_MS)
     fin = [x for x in ratios if np.isfinite(x)]
@@ -324,8 +324,8 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     low, high = LATENCY_RANGE_MS
     clauses = {
         f"a burst (≥ {floor:.3g} spikes/bin above grey: {AMPLITUDE_FLOOR:g}, or {MIN_BURST_SNR:g}× the grey level's "
-        f"noise, inside the window) at ≥ {MIN_BURSTS} reversal positions and at ≥ {MIN_BURST_SHARE:.0%} of those "
-        f"tried (here {len(lat_ok)} of {len(conditions)})":
+        f"noise, peaking inside the frames read and ending there) at ≥ {MIN_BURSTS} reversal positions and at ≥ "
+        f"{MIN_BURST_SHARE:.0%} of those tried (here {len(lat_ok)} of {len(conditions)})":
             len(lat_ok) >= MIN_BURSTS and len(lat_ok) >= MIN_BURST_SHARE * len(conditions),
         f"the bursts' mean latency in [{low:g}, {high:g}] ms (here {lat_mean:.3g} ms)": low <= lat_mean <= high,
         f"their latencies' s.d. ≤ {MAX_LATENCY_SD_MS:g} ms (here {lat_sd:.3g} ms)": lat_sd <= MAX_LATENCY_SD_MS,
