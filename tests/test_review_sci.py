@@ -265,9 +265,12 @@ def test_reversal_and_doubling_defaults_of_a_50_pixel_field_are_the_documented_o
     from napari_retina.experiments import run_function
 
     flat = lambda s: np.full(len(s), 0.5)  # noqa: E731
-    for center in (0.0, 3.7, -15.9):
+    for center in (0.0, 3.7, -14.9):
         res = run_function("reversal", flat, center=center, window=5, gap=40)
         assert res.readout["reversal_positions_px"] == np.linspace(-9.0, 2.0, 12).round(6).tolist()
+    # centre -15.9: the bar at -24.9 px would stick out of the field (edge -25) by half a pixel: shifted 0.9 px in
+    res = run_function("reversal", flat, center=-15.9, window=5, gap=40)
+    np.testing.assert_allclose(res.readout["reversal_positions_px"], np.linspace(-9.0, 2.0, 12) + 0.9, atol=1e-6)
     res = run_function("doubling", flat, period=3, cycles=3, window=5, gap=40)
     assert res.readout["widths_px"] == [8.0, 4.0, 2.0]
 
