@@ -686,7 +686,8 @@ def _file_chunks(path: str, size: Optional[int] = None, crop=None, pixel_um=None
     from ._validate import analysed_origin, crop_to, frames_per_chunk
 
     n = stimulus_frames(path)
-    frame = read_window(path, 0, 1).shape[1:]
+    first = read_window(path, 0, 1)
+    frame = first.shape[1:]
     if size is None:
         cut = None
     elif pixel_um is None:
@@ -694,7 +695,7 @@ def _file_chunks(path: str, size: Optional[int] = None, crop=None, pixel_um=None
     else:
         rows, cols = source_window(frame, pixel_um, analysed_origin(frame, size, crop, pixel_um), size)
         cut = lambda c: c[:, rows, cols]   # noqa: E731
-    step = frames_per_chunk(frame if cut is None else cut(read_window(path, 0, 1)).shape[1:])  # mean_std's
+    step = frames_per_chunk(frame if cut is None else cut(first).shape[1:])  # mean_std's chunks
 
     def chunks():
         windows = (read_window(path, i, min(i + step, n)) for i in range(0, n, step))

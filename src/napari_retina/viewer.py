@@ -53,9 +53,7 @@ from napari.viewer import Viewer as _NapariViewer  # the class itself (napari.Vi
 
 from ._atomic import atomic_write
 from ._types import AnyModel, ArrayLike, PathLike
-from ._resample import model_frame_shape
-from ._units import PIXEL_UM
-from ._validate import check_positive, check_reduces, is_real, pixel_text
+from ._validate import check_positive, check_reduces, grid_shape, grid_words, is_real
 from ._napari._layers import (META, CellTraces, bar_limit, map_layers, on_window, plugin_metadata,
                               show_marked_colour_bar, stimulus_layer_kwargs)
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, trace_plot
@@ -380,13 +378,13 @@ def _check_stimulus_layer(layer, viewer, attr, cropped: bool = False) -> None:
         return
     y0, x0 = (int(v) for v in attr.crop_origin)
     pixel = getattr(attr, "input_pixel_um", None)
-    grid = model_frame_shape(shape[1:], pixel)   # the layer's frame in model pixels (its own unless resampled)
+    grid = grid_shape(shape, pixel)   # the layer's frames in model pixels (its own unless resampled)
     window = cropped or (y0, x0) != (0, 0) or pixel is not None
-    fits = shape[0] == stim[0] and (y0 + stim[1] <= grid[0] and x0 + stim[2] <= grid[1] if window else
+    fits = shape[0] == stim[0] and (y0 + stim[1] <= grid[1] and x0 + stim[2] <= grid[2] if window else
                                     shape[1:] == stim[1:])
     if not fits:
-        grid_words = f" of {pixel_text(pixel)} pixels on the model's {PIXEL_UM:g} µm grid" if pixel is not None else ""
-        where = f" (or a larger stack{grid_words} holding its window at (y0, x0) = ({y0}, {x0}))" if window else ""
+        where = (f" (or a larger stack{grid_words(pixel)} holding its window at (y0, x0) = ({y0}, {x0}))"
+                 if window else "")
         raise ValueError(f"stimulus_layer must hold the analysed stimulus, (T, H, W) = {stim}{where}, got layer "
                          f"{layer.name!r} of shape {shape}")
 

@@ -241,6 +241,7 @@ def attribute(
             return attribute_wrapped(model, stimulus, cell, steps=steps, rule=rule, frames=frames, device=device,
                                      batch_size=batch_size, crop=crop, progress=progress, normalize=normalize,
                                      tol=tol, invariance=invariance, pixel_um=pixel_um)
+        pixel_um = check_pixel_um(pixel_um)   # read once: as_stimulus, the origin and the result take it
         model = model_on(model, device)
         cfg = model.config
         cells = check_cells(cell, cfg.n_cells)
@@ -262,6 +263,6 @@ def attribute(
             completeness_error=completeness,
             cells=cells, steps=int(per_frame[idx].max()), rule=rule, invariance=inv, frames=idx,
             offset=cfg.first_layer_offset, history=cfg.history, stimulus=kept_stimulus(stim, stimulus), model=model,
-            crop_origin=origin, input_pixel_um=check_pixel_um(pixel_um),
+            crop_origin=origin, input_pixel_um=pixel_um,
             tol=tol, steps_per_frame=per_frame,
         )

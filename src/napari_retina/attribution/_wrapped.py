@@ -120,6 +120,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     resampled to the module's 55 µm pixels as there.
     """
     rule, steps, tol = check_quadrature(rule, steps, tol, WRAPPED_RULE)
+    pixel_um = check_pixel_um(pixel_um)   # read once: as_stimulus, the origin and the result take it
     check_invariance(invariance)
     model = model_on(model, device)
     cfg = model.config
@@ -185,5 +186,5 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
         completeness_error=completeness,
         cells=cells, steps=int(per_frame[idx].max()) if len(idx) else fixed, rule=rule, invariance=inv,
         frames=idx, offset=_offset(net.first_conv), history=cfg.history, stimulus=kept_stimulus(stim, stimulus),
-        model=model, crop_origin=origin, input_pixel_um=check_pixel_um(pixel_um), tol=tol, steps_per_frame=per_frame,
+        model=model, crop_origin=origin, input_pixel_um=pixel_um, tol=tol, steps_per_frame=per_frame,
     )
