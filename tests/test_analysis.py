@@ -77,7 +77,7 @@ def test_a_short_movie_is_exactly_attribute_then_reduce(tiny):
     assert res.reduction.kept == red.kept
     assert res.limit == analysis.map_limit(ref.maps)
     assert res.parameters == {"cell": 1, "steps": 4, "tol": None, "invariance": "auto", "crop": "none",
-                              "pixel_um": None, "normalize": False, "reduce": True, "explain": 0.6}
+                              "pixel_um": None, "frame_ms": None, "normalize": False, "reduce": True, "explain": 0.6}
 
 
 def test_tol_reaches_attribute_on_both_paths(tiny):

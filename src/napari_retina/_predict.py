@@ -57,6 +57,7 @@ def predict(
     normalize: Normalize = False,
     invariance: InvarianceArg = "auto",
     pixel_um=None,
+    frame_ms=None,
 ) -> np.ndarray:
     """Predicted firing rates of every cell, aligned to stimulus frames.
 
@@ -98,10 +99,17 @@ def predict(
         55 µm, the stack is resampled to the model's pixels (area-weighted
         means) before ``crop``, which then counts model pixels (as in
         :func:`napari_retina.attribute`). Default None: the stack's pixels are the model's.
+    frame_ms : float, optional
+        How long each frame was shown (ms), e.g. ``1000 / 60`` for a 60 Hz
+        monitor; other than the model's 10 ms, time is resampled to the
+        model's 10 ms bins (each bin the mean of the frames shown during it)
+        and the rates come on those bins: ``T' = floor(T·frame_ms/10)`` of
+        them, bin ``k`` covering ``[10k, 10(k+1))`` ms from the stack's first
+        frame. Default None: the stack's frames are the model's.
 
     Returns
     -------
-    rates : float32 (T, n_cells), spikes per 10 ms bin; NaN for the first
+    rates : float32 (T, n_cells) (T' with ``frame_ms``), spikes per 10 ms bin; NaN for the first
         ``history-1`` frames, which have no full history. Rates that come out
         NaN or infinite on any other frame raise a ValueError.
 
@@ -121,11 +129,11 @@ def predict(
     check_invariance(invariance)   # a wrapped module computes every window in full, but a bad name is still refused
     with callers_modes(model):
         if _wrap.is_wrapped(model):  # a user's module (nr.wrap): its own forward pass, window by window
-            return _wrap.predict(model, stimulus, device, batch_size, crop, progress, normalize, pixel_um)
+            return _wrap.predict(model, stimulus, device, batch_size, crop, progress, normalize, pixel_um, frame_ms)
         model = model_on(model, device)
         cfg = model.config
         stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm,
-                           normalize=normalize, pixel_um=pixel_um)
+                           normalize=normalize, pixel_um=pixel_um, frame_ms=frame_ms)
         bs = default_batch_size(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
         inv = resolve_invariance(stim, invariance)
         return forward(model, stim, inv, bs, progress)

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from ._resample import model_frame_shape, resample_window, source_window
+from ._resample import model_frame_count, model_frame_shape, resample_window, source_window
 from ._units import FRAME_MS, PIXEL_UM
 
 Crop = Union[None, str, Sequence[int]]
@@ -255,6 +255,42 @@ def check_pixel_um(pixel_um, forms: str = PIXEL_UM_FORMS) -> Optional[tuple[floa
         raise ValueError(f"pixel_um must be at most {MAX_PIXEL_UM:g} µm (a metre), got {pixel_um!r}")
     y_um, x_um = (float(value[0]), float(value[-1]))
     return None if np.allclose((y_um, x_um), PIXEL_UM, rtol=1e-9, atol=0) else (y_um, x_um)
+
+
+#: the frame intervals :func:`check_frame_ms` takes, in words
+FRAME_MS_FORMS = "None, a positive number of ms per frame, or its text '16.667'"
+#: the longest frame interval taken, ms (1000 s: anything longer is a mistake)
+MAX_FRAME_MS = 1e6
+
+
+def check_frame_ms(frame_ms, forms: str = FRAME_MS_FORMS) -> Optional[float]:
+    """The one reading of ``frame_ms``, the time a stack's frame was shown for (ms): a float, or None when the
+    stack is used on the model's own time grid (None, or the model's :data:`~napari_retina._units.FRAME_MS`).
+
+    Text (the command line's) is one number. Bools, zero, negative, non-finite
+    intervals and intervals above :data:`MAX_FRAME_MS` are refused; ``forms``
+    says what is taken, in the caller's words.
+
+    >>> check_frame_ms(1000 / 60), check_frame_ms("10"), check_frame_ms(None)
+    (16.666666666666668, None, None)
+    """
+    if frame_ms is None:
+        return None
+    value = frame_ms
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            value = None
+    elif is_real(value) or (isinstance(value, np.ndarray) and value.ndim == 0 and is_real(value.item())):
+        value = float(value)
+    else:
+        value = None
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"frame_ms must be {forms}, got {frame_ms!r}")
+    if value > MAX_FRAME_MS:
+        raise ValueError(f"frame_ms must be at most {MAX_FRAME_MS:g} ms (1000 s), got {frame_ms!r}")
+    return None if np.isclose(value, FRAME_MS, rtol=1e-9, atol=0) else value
 
 
 def analysed_origin(frame_shape: Sequence[int], size: int, crop: Crop, pixel_um=None) -> tuple[int, int]:
@@ -623,11 +659,21 @@ def check_not_empty(shape: Sequence[int], name: str = "stimulus") -> None:
         raise ValueError(f"{name} must not be empty, got shape {tuple(shape)}")
 
 
-def check_history_frames(n_frames: int, history: int, name: str = "stimulus") -> None:
-    """A ValueError unless a movie of ``n_frames`` frames holds at least one full ``history`` (frames)."""
-    if n_frames < history:
-        raise ValueError(f"{name} has {n_frames} frame(s) but the model needs at least its history of "
+def check_history_frames(n_frames: int, history: int, name: str = "stimulus",
+                         frame_ms: Optional[float] = None) -> None:
+    """A ValueError unless a movie of ``n_frames`` frames (of ``frame_ms`` ms, :func:`check_frame_ms`'s; None: the
+    model's) holds at least one full ``history`` (model frames)."""
+    count = model_frame_count(n_frames, frame_ms)
+    if count < history:
+        frames = (f"{n_frames} frame(s)" if frame_ms is None else
+                  f"{n_frames} frame(s) of {frame_ms:.6g} ms ({count} of the model's {FRAME_MS:g} ms)")
+        raise ValueError(f"{name} has {frames} but the model needs at least its history of "
                          f"{history} frames ({history * FRAME_MS:g} ms)")
+
+
+def frame_text(frame_ms: Optional[float]) -> str:
+    """A stack's frame interval in words: "16.6667 ms" (the model's own for None)."""
+    return f"{FRAME_MS if frame_ms is None else frame_ms:.6g} ms"
 
 
 def as_stimulus(
@@ -641,19 +687,23 @@ def as_stimulus(
     name: str = "stimulus",
     stacklevel: int = 3,
     pixel_um=None,
+    frame_ms=None,
 ) -> np.ndarray:
     """Validate, crop, resample and normalise a stimulus for a model.
 
-    Returns float32 (T, size, size) in contrast units. Fails when the stack is
+    Returns float32 (T', size, size) in contrast units. Fails when the stack is
     not (T, H, W), is empty, RGB, non-numeric, non-finite or beyond float32,
-    has fewer than ``history`` frames, or is not ``size × size`` (unless
+    has fewer than ``history`` model frames, or is not ``size × size`` (unless
     ``crop`` is given; see :func:`parse_crop`). ``pixel_um`` (the stack's
     pixel size, :func:`check_pixel_um`; None: the model's 55 µm) other than
     the model's resamples the stack to the model's grid
     (:mod:`napari_retina._resample`, area-weighted), and ``crop`` cuts the
-    window on that grid (:func:`analysed_origin`); the units checks and the
-    statistics a stack is z-scored by are the stack's own values under the
-    window, at its own pixels (averaging shrinks a fine stack's std, which
+    window on that grid (:func:`analysed_origin`); ``frame_ms`` (the time each
+    frame was shown, :func:`check_frame_ms`; None: the model's 10 ms) other
+    than the model's resamples time to its 10 ms bins (each bin the mean of the
+    frames shown during it, ``T'`` = ``floor(T·frame_ms/10)`` bins; ``T`` without it).
+    The units checks and the statistics a stack is z-scored by are the stack's own values under the
+    window, at its own pixels and frames (averaging shrinks a fine stack's std, which
     z-scoring afterwards would undo). ``normalize``: see
     :func:`normalise`; without it a float stack far from contrast units warns
     (:func:`warn_if_not_contrast`); a stack z-scored by its own statistics
@@ -662,22 +712,27 @@ def as_stimulus(
     """
     zscored = check_normalize(normalize)
     pixel = check_pixel_um(pixel_um)
+    frame = check_frame_ms(frame_ms)
     arr = as_stack(stimulus, name)
     if history is not None:
-        check_history_frames(arr.shape[0], history, name)
-    if size is None or pixel is None:
-        arr = arr if size is None else crop_to(arr, size, crop, name)
-        window = arr
+        check_history_frames(arr.shape[0], history, name, frame)
+    origin = (0, 0)
+    if pixel is None:
+        arr = window = arr if size is None else crop_to(arr, size, crop, name)
     else:   # the checks read the stack values under the window, at the stack's own pixels
         origin = checked_origin(model_frame_shape(arr.shape[1:], pixel), size, crop, name + grid_words(pixel),
                                 small=RESAMPLED_SMALL_REMEDY)
         window = arr[(slice(None),) + source_window(arr.shape[1:], pixel, origin, size)]
+    if frame is not None:
+        check_movie_fits(model_frame_count(len(arr), frame), window.shape[-1],
+                         f"{name}'s {len(arr):,} frames of {frame_text(frame)} on the model's {FRAME_MS:g} ms bins")
     if not zscored:
         warn_if_not_contrast(window, norm, name, stacklevel=stacklevel)
     warn_if_grey_moves(window, norm, zscored, name, stacklevel=stacklevel)
-    if size is None or pixel is None:
+    if pixel is None and frame is None:
         return normalise(arr, norm, zscored)
-    return resample_window(arr, pixel, origin, size, *(standardisation(window, norm, zscored) or (0.0, 1.0)))
+    stats = standardisation(window, norm, zscored) or (0.0, 1.0)
+    return resample_window(arr, pixel, origin, None if pixel is None else size, *stats, frame_ms=frame)
 
 
 def grid_words(pixel_um: Optional[tuple[float, float]]) -> str:

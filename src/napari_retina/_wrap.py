@@ -518,8 +518,9 @@ def private_copy(model: Any) -> Any:
 
 def predict(model: WrappedModel, stimulus, device: DeviceLike = None, batch_size: Optional[int] = None,
             crop: Crop = None, progress: Optional[Progress] = None, normalize: Normalize = False,
-            pixel_um=None) -> np.ndarray:
-    """Rates (T, n_cells) of a wrapped module, aligned to stimulus frames (NaN for the first history-1).
+            pixel_um=None, frame_ms=None) -> np.ndarray:
+    """Rates (T, n_cells) of a wrapped module, aligned to stimulus frames (NaN for the first history-1); on the
+    model's 10 ms bins with ``frame_ms`` (as :func:`napari_retina.predict`).
 
     What :func:`napari_retina.predict` runs for a :class:`WrappedModel`: the
     same checks of the stimulus, then the module on every window with a full
@@ -529,7 +530,7 @@ def predict(model: WrappedModel, stimulus, device: DeviceLike = None, batch_size
     model = model_on(model, device)
     cfg = model.config
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize,
-                       pixel_um=pixel_um)
+                       pixel_um=pixel_um, frame_ms=frame_ms)
     bs = cfg.batch_size if batch_size is None else check_int(batch_size, "batch_size", 1)
     idx = select_frames(len(stim), cfg.history)
     source = stimulus_tensor(stim)

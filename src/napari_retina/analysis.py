@@ -41,10 +41,11 @@ from . import attribution, io, reduction
 from ._invariance import InvarianceArg, resolve_invariance
 from ._json import jsonable
 from ._progress import Progress, report
+from ._resample import model_frame_count
 from ._types import AnyModel, ArrayLike, PathLike
 from ._units import FRAME_MS, PIXEL_UM
 from ._validate import (Crop, Normalize, StimulusUnitsWarning, analysed_origin, as_stack, as_stimulus, check_bool,
-                        check_int, check_pixel_um, file_path, one_sentence, size_text)
+                        check_frame_ms, check_int, check_pixel_um, file_path, one_sentence, size_text)
 from ._wrap import model_config
 from .attribution import Attribution, Cells, Rule
 from .attribution._integrate import default_batch_points
@@ -324,8 +325,8 @@ class Analysis:
     def to_dict(self) -> dict[str, Any]:
         """The nested dict :func:`napari_retina.io.write_results` writes (arrays, parameters, provenance).
 
-        ``parameters`` (plus ``stimulus_layer``, ``frame_ms``; ``pixel_um`` the stimulus's pixel size, 55 µm
-        unless it was resampled, then [y_um, x_um]),
+        ``parameters`` (plus ``stimulus_layer``; ``frame_ms`` the stimulus's frame interval, 10 ms unless it
+        was resampled; ``pixel_um`` its pixel size, 55 µm unless it was resampled, then [y_um, x_um]),
         ``attribution`` (:meth:`Attribution.to_dict`), ``reduction``
         (:meth:`Reduction.to_dict`, when there is one), ``stimulus`` (T, H, W)
         and ``model`` (``source``; ``config``, ``provenance``, ``scores`` as JSON text).
@@ -333,7 +334,8 @@ class Analysis:
         attr = self.attribution
         model = attr.model
         out: dict[str, Any] = {
-            "parameters": jsonable({**self.parameters, "stimulus_layer": self.layer, "frame_ms": FRAME_MS,
+            "parameters": jsonable({**self.parameters, "stimulus_layer": self.layer,
+                                    "frame_ms": self.parameters.get("frame_ms") or FRAME_MS,
                                     "pixel_um": self.parameters.get("pixel_um") or PIXEL_UM}),
             "attribution": attr.to_dict(),
             "stimulus": attr.stimulus,
@@ -391,13 +393,14 @@ def maps_note(asked: str, resolved: str, maps_inv: str, lazy: bool, full_bytes: 
     return what
 
 
-def _prepared(model: RetinaCNN, stimulus, crop: Crop, normalize: Normalize, pixel_um=None) -> np.ndarray:
+def _prepared(model: RetinaCNN, stimulus, crop: Crop, normalize: Normalize, pixel_um=None,
+              frame_ms=None) -> np.ndarray:
     """The analysed window, float32 (T, size, size) contrast units (a units warning is left to the attribution)."""
     cfg = model.config
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StimulusUnitsWarning)
         return as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm,
-                           normalize=normalize, pixel_um=pixel_um)
+                           normalize=normalize, pixel_um=pixel_um, frame_ms=frame_ms)
 
 
 def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps: Optional[int] = None,
@@ -405,11 +408,11 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
                  normalize: Normalize = False, reduce: bool = True, explain: float = reduction.DEFAULT_EXPLAIN,
                  lazy_threshold: int = LAZY_MAP_BYTES, progress: Optional[Progress] = None,
                  reduce_progress: Optional[Progress] = None, model_source: str = "", layer: str = "",
-                 pixel_um=None) -> Analysis:
+                 pixel_um=None, frame_ms=None) -> Analysis:
     """Attribute (and reduce) a stimulus the way the Analyze widget does; lazy maps for long movies.
 
     Short movies: exactly ``nr.attribute(model, stimulus, cell=, steps=, tol=,
-    invariance=, crop=, normalize=, pixel_um=, progress=)`` then ``nr.reduce(attr, explain=,
+    invariance=, crop=, normalize=, pixel_um=, frame_ms=, progress=)`` then ``nr.reduce(attr, explain=,
     progress=reduce_progress)``. When the full maps would exceed
     ``lazy_threshold`` bytes, the traces are attributed in chunks (maps
     discarded, :func:`attribute_traces`) and ``Analysis.maps`` is a lazy dask
@@ -437,7 +440,7 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
         As for :func:`napari_retina.attribute` (``nr.load_model()``, ``nr.wrap(...)``).
     stimulus : array (T, H, W)
         Contrast units (float) or raw intensities (integers); 1 frame = 10 ms.
-    cell, steps, tol, invariance, crop, normalize, pixel_um
+    cell, steps, tol, invariance, crop, normalize, pixel_um, frame_ms
         As for :func:`napari_retina.attribute` (default ``tol`` 1e-3; ``invariance``
         "auto", with full maps of a full-field stimulus as above).
     reduce : bool
@@ -483,11 +486,11 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
     explain = reduction.check_explain(explain)   # before the attribution: a wrong one would end it, minutes on
     if getattr(stimulus, "ndim", 0) == 0:  # a list (ragged too), None, a path, a number: attribute's sentence
         stimulus = as_stack(stimulus)
-    T = int(stimulus.shape[0])
+    pixel_um, frame_ms = check_pixel_um(pixel_um), check_frame_ms(frame_ms)
+    T = model_frame_count(int(stimulus.shape[0]), frame_ms)
     full_bytes = map_bytes(model, T, "none")
     big = full_bytes > lazy_threshold
-    pixel_um = check_pixel_um(pixel_um)
-    stim = _prepared(model, stimulus, crop, normalize, pixel_um) if (big or invariance == "auto") else None
+    stim = _prepared(model, stimulus, crop, normalize, pixel_um, frame_ms) if (big or invariance == "auto") else None
     resolved = resolve_invariance(stim, invariance) if stim is not None else invariance
     map_inv = maps_invariance(invariance, resolved)
     big = big and map_bytes(model, T, map_inv) > lazy_threshold
@@ -497,7 +500,7 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
         inv_arg = map_inv if map_inv != resolved else invariance
         attr = _oom_retry(lambda bs: attribution.attribute(model, stimulus, cell=cell, steps=steps, tol=tol,
                                                            invariance=inv_arg, crop=crop, normalize=normalize,
-                                                           pixel_um=pixel_um,
+                                                           pixel_um=pixel_um, frame_ms=frame_ms,
                                                            batch_size=bs, progress=progress), model)
         limit = None if attr.maps is None else map_limit(attr.maps)
     else:
@@ -507,13 +510,14 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
                                                       map_means=means),
                           model)
         attr = replace(attr, crop_origin=analysed_origin(np.shape(stimulus)[1:], cfg.size, crop, pixel_um),
-                       input_pixel_um=pixel_um)
+                       input_pixel_um=pixel_um, input_frame_ms=frame_ms)
         maps = lazy_maps(model, stim, cell=cell, steps=steps, tol=tol, invariance=map_inv)
         limit = _peak_limit(maps, attr.response, cfg.history)
     red = reduction.reduce(attr, explain=explain, progress=reduce_progress,
                            pool_maps=means or None) if reduce else None
     params = {"cell": cell, "steps": attr.steps, "tol": attr.tol, "invariance": invariance,
               "crop": "none" if crop is None else crop, "pixel_um": None if pixel_um is None else list(pixel_um),
+              "frame_ms": frame_ms,
               "normalize": normalize, "reduce": bool(reduce), "explain": explain}
     note = maps_note(invariance, resolved, map_inv, big, full_bytes)
     return Analysis(attr, red, params, model_source, layer, maps, limit, note)

@@ -24,7 +24,7 @@ import numpy as np
 from . import io as nr_io
 from ._json import parse_json
 from ._types import PathLike
-from ._validate import check_pixel_um, is_int, is_real, one_sentence
+from ._validate import check_frame_ms, check_pixel_um, is_int, is_real, one_sentence
 
 __all__ = [
     "is_saved_analysis", "SavedAttribution", "SavedReduction", "SavedAnalysis", "blank_frames", "read_analysis",
@@ -105,7 +105,9 @@ class SavedAttribution:
     ``cells``: the analysed cells' indices; ``invariance``: "none", "y", "x" or "space"; ``offset`` (px): the
     stimulus pixel under map pixel 0; ``completeness_error``: a fraction; ``crop_origin`` (y0, x0) model px: the
     window's corner in the stimulus layer; ``input_pixel_um`` (y_um, x_um): the layer's pixel size when it was
-    resampled to the model's 55 µm pixels, else None (files saved before resampling existed have none).
+    resampled to the model's 55 µm pixels, else None (files saved before resampling existed have none);
+    ``input_frame_ms``: the layer's frame interval (ms) when its time was resampled to the model's 10 ms bins
+    (T then counts those bins), else None.
     """
 
     stimulus: np.ndarray
@@ -118,6 +120,7 @@ class SavedAttribution:
     completeness_error: float = float("nan")
     crop_origin: tuple = (0, 0)
     input_pixel_um: Optional[tuple] = None
+    input_frame_ms: Optional[float] = None
     model = None
 
 
@@ -273,7 +276,8 @@ def _attribution_scalars(path: Path, a: dict) -> dict:
             "crop_origin": tuple(_saved_number(path, "attribution/crop_origin", v,
                                                f"(y0, x0) pixels ({index} each)", True, 0, MAX_INDEX)
                                  for v in origin),
-            "input_pixel_um": _input_pixel_um(path, a.get("input_pixel_um"))}
+            "input_pixel_um": _input_pixel_um(path, a.get("input_pixel_um")),
+            "input_frame_ms": _input_frame_ms(path, a.get("input_frame_ms"))}
 
 
 def _input_pixel_um(path: Path, stored) -> Optional[tuple]:
@@ -289,6 +293,20 @@ def _input_pixel_um(path: Path, stored) -> Optional[tuple]:
     except (ValueError, TypeError):
         raise ValueError(f"{_damaged(path)}: its 'attribution/input_pixel_um' is {str(stored)[:60]!r}, expected "
                          "the (y, x) pixel size of the analysed layer in µm, two positive numbers") from None
+
+
+def _input_frame_ms(path: Path, stored) -> Optional[float]:
+    """A saved ``attribution/input_frame_ms`` (ms) read as :func:`~._validate.check_frame_ms` reads a caller's
+    (None for the model's own 10 ms, or for none saved), or the ValueError of a damaged file."""
+    if stored is None:
+        return None
+    try:
+        if not is_real(stored):
+            raise ValueError
+        return check_frame_ms(float(stored))
+    except (ValueError, TypeError):
+        raise ValueError(f"{_damaged(path)}: its 'attribution/input_frame_ms' is {str(stored)[:60]!r}, expected "
+                         "the frame interval of the analysed layer in ms, a positive number") from None
 
 
 def read_analysis(path: PathLike) -> SavedAnalysis:

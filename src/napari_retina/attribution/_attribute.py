@@ -16,7 +16,7 @@ from .._wrap import model_on
 from .._progress import Progress, report
 from .._types import AnyModel, ArrayLike
 from .._validate import (Crop, Normalize, analysed_origin, as_stimulus, check_cells, check_finite_output, check_int,
-                         check_maps_fit, check_pixel_um)
+                         check_frame_ms, check_maps_fit, check_pixel_um)
 from .._wrap import is_wrapped
 from ..first_layer import FirstLayer
 from ..model import RetinaCNN
@@ -129,6 +129,7 @@ def attribute(
     progress: Optional[Progress] = None,
     normalize: Normalize = False,
     pixel_um=None,
+    frame_ms=None,
 ) -> Attribution:
     """Integrated gradients of a cell's rate to the conv1 units, per frame.
 
@@ -207,6 +208,13 @@ def attribute(
         pixels of 27.5 µm is analysed as 50 × 50), and ``crop`` counts model
         pixels (:func:`napari_retina._validate.as_stimulus`); the result's
         ``input_pixel_um`` keeps it. Default None: the stack's pixels are the model's.
+    frame_ms : float, optional
+        How long each frame of the stack was shown (ms), e.g. ``1000 / 60``
+        for a 60 Hz monitor. Other than the model's 10 ms, time is resampled
+        to the model's 10 ms bins first (each bin the mean of the frames shown
+        during it: :func:`napari_retina.predict`), so every array over time,
+        ``frames`` and the kept ``stimulus`` count model bins; the result's
+        ``input_frame_ms`` keeps it. Default None: the stack's frames are the model's.
     progress : callable, optional
         ``progress(done, total)`` after each chunk of frames, counting distinct windows;
         raise :class:`napari_retina.Cancelled` in it to stop.
@@ -240,15 +248,16 @@ def attribute(
         if is_wrapped(model):  # a user's module (nr.wrap): Captum's layer IG, see ._wrapped
             return attribute_wrapped(model, stimulus, cell, steps=steps, rule=rule, frames=frames, device=device,
                                      batch_size=batch_size, crop=crop, progress=progress, normalize=normalize,
-                                     tol=tol, invariance=invariance, pixel_um=pixel_um)
+                                     tol=tol, invariance=invariance, pixel_um=pixel_um, frame_ms=frame_ms)
         pixel_um = check_pixel_um(pixel_um)   # read once: as_stimulus, the origin and the result take it
+        frame_ms = check_frame_ms(frame_ms)
         model = model_on(model, device)
         cfg = model.config
         cells = check_cells(cell, cfg.n_cells)
         rule, steps, tol = check_quadrature(rule, steps, tol, DEFAULT_RULE)
         check_invariance(invariance)
         stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize,
-                           pixel_um=pixel_um)
+                           pixel_um=pixel_um, frame_ms=frame_ms)
         origin = analysed_origin(np.shape(stimulus)[1:], cfg.size, crop, pixel_um)
         idx = select_frames(len(stim), cfg.history, frames)
         bs = default_batch_points(model) if batch_size is None else check_int(batch_size, "batch_size", 1)
@@ -263,6 +272,6 @@ def attribute(
             completeness_error=completeness,
             cells=cells, steps=int(per_frame[idx].max()), rule=rule, invariance=inv, frames=idx,
             offset=cfg.first_layer_offset, history=cfg.history, stimulus=kept_stimulus(stim, stimulus), model=model,
-            crop_origin=origin, input_pixel_um=pixel_um,
+            crop_origin=origin, input_pixel_um=pixel_um, input_frame_ms=frame_ms,
             tol=tol, steps_per_frame=per_frame,
         )

@@ -96,6 +96,9 @@ class Attribution:
     input_pixel_um : (y_um, x_um) or None: the input stack's pixel size on the retina when it was
         resampled to the model's 55 µm pixels (``pixel_um=``, :mod:`napari_retina._resample`);
         None when its pixels were the model's.
+    input_frame_ms : float or None: how long each frame of the input stack was shown (ms) when time was
+        resampled to the model's 10 ms bins (``frame_ms=``); every array over time then counts those bins,
+        bin ``k`` covering ``[10k, 10(k+1))`` ms from the stack's first frame. None when its frames were the model's.
     tol : the tolerance the quadrature was refined to (adaptive, the default;
         :mod:`napari_retina.attribution._adaptive`), or None for fixed ``steps``.
     steps_per_frame : int64 (T,), the quadrature points each frame used
@@ -121,6 +124,7 @@ class Attribution:
     tol: Optional[float] = None
     steps_per_frame: Optional[np.ndarray] = None
     input_pixel_um: Optional[tuple[float, float]] = None
+    input_frame_ms: Optional[float] = None
 
     def to_dict(self) -> dict[str, Any]:
         """Arrays and parameters as a flat dict for :func:`napari_retina.io.write_results`.
@@ -130,8 +134,9 @@ class Attribution:
         plain Python numbers and strings for the rest, with ``units`` (of the
         rates, the response and the attributions: spikes per 10 ms bin),
         ``frame_ms`` and ``pixel_um`` (the size of a frame and of a model pixel, which
-        ``frames``, ``offset`` and ``crop_origin`` count) and ``input_pixel_um`` (2,), the
-        input stack's pixel size (µm, y and x: 55 unless it was resampled). ``stimulus`` and
+        ``frames``, ``offset`` and ``crop_origin`` count), ``input_pixel_um`` (2,), the
+        input stack's pixel size (µm, y and x: 55 unless it was resampled) and ``input_frame_ms``, its frame
+        interval (ms: 10 unless it was resampled). ``stimulus`` and
         ``model`` are not included (write the stimulus and the model's config
         next to it).
 
@@ -149,6 +154,7 @@ class Attribution:
             "baseline_rate": self.baseline_rate, "completeness_error": self.completeness_error,
             "steps": self.steps, "tol": self.tol, "rule": self.rule, "invariance": self.invariance, "offset": self.offset,
             "history": self.history, "units": RATE_UNITS, "frame_ms": FRAME_MS, "pixel_um": PIXEL_UM,
+            "input_frame_ms": self.input_frame_ms or FRAME_MS,
         }))
         if self.maps is not None:
             out["maps"] = self.maps

@@ -32,7 +32,7 @@ from .._frames import Frames, gather_windows, select_frames
 from .._invariance import InvarianceArg, check_invariance, resolve_invariance
 from .._progress import Progress, report
 from .._validate import (Crop, Normalize, analysed_origin, as_stimulus, check_cells, check_finite_output, check_int,
-                         check_maps_fit, check_pixel_um, stimulus_tensor)
+                         check_frame_ms, check_maps_fit, check_pixel_um, stimulus_tensor)
 from .._wrap import WrappedModel, model_on, private_copy
 from ._adaptive import Scales, check_quadrature, refine, warn_if_unmet
 from ._integrate import default_batch_points
@@ -102,7 +102,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
                       frames: Frames = None, device: DeviceLike = None, batch_size: Optional[int] = None,
                       crop: Crop = None, progress: Optional[Progress] = None,
                       normalize: Normalize = False, tol: Optional[float] = None,
-                      invariance: InvarianceArg = "auto", pixel_um=None) -> Attribution:
+                      invariance: InvarianceArg = "auto", pixel_um=None, frame_ms=None) -> Attribution:
     """Integrated gradients of a wrapped module's summed cell rate to its first layer's units, per frame.
 
     What :func:`napari_retina.attribute` runs for a :class:`~napari_retina._wrap.WrappedModel`.
@@ -117,10 +117,11 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     ``invariance``: "auto" is "none" here (full maps: no fast path for uniform
     stimuli); "y", "x" or "space", checked on the stimulus as for a RetinaCNN,
     sum the maps along y, along x or over space (maps None), as there. ``pixel_um``: the stack's pixel size,
-    resampled to the module's 55 µm pixels as there.
+    resampled to the module's 55 µm pixels as there; ``frame_ms``: its frame interval, resampled to 10 ms bins.
     """
     rule, steps, tol = check_quadrature(rule, steps, tol, WRAPPED_RULE)
     pixel_um = check_pixel_um(pixel_um)   # read once: as_stimulus, the origin and the result take it
+    frame_ms = check_frame_ms(frame_ms)
     check_invariance(invariance)
     model = model_on(model, device)
     cfg = model.config
@@ -131,7 +132,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
             f"rule {rule!r} needs RetinaCNN's structure; a wrapped module takes one of {list(CAPTUM_RULES)}"
         )
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize,
-                       pixel_um=pixel_um)
+                       pixel_um=pixel_um, frame_ms=frame_ms)
     origin = analysed_origin(np.shape(stimulus)[1:], cfg.size, crop, pixel_um)
     idx = select_frames(len(stim), cfg.history, frames)
     inv = "none" if invariance == "auto" else resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1],
@@ -186,5 +187,6 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
         completeness_error=completeness,
         cells=cells, steps=int(per_frame[idx].max()) if len(idx) else fixed, rule=rule, invariance=inv,
         frames=idx, offset=_offset(net.first_conv), history=cfg.history, stimulus=kept_stimulus(stim, stimulus),
-        model=model, crop_origin=origin, input_pixel_um=pixel_um, tol=tol, steps_per_frame=per_frame,
+        model=model, crop_origin=origin, input_pixel_um=pixel_um, input_frame_ms=frame_ms, tol=tol,
+        steps_per_frame=per_frame,
     )

@@ -42,25 +42,32 @@ PIXEL_UM_TEXT = "a positive number of µm, 'p', or 'p_y,p_x' for y and x"
 PIXEL_UM_HELP = (f"the stack's pixel size on the retina in µm, 'p' or 'p_y,p_x': other than the model's {PIXEL_UM:g}, "
                  "the stack is resampled to the model's pixels (area-weighted means) and --crop counts model pixels "
                  "(default: the stack's pixels are the model's)")
+#: what --frame-ms takes, in an error's words
+FRAME_MS_TEXT = "a positive number of ms per frame (e.g. 16.667 for a 60 Hz monitor)"
+#: --frame-ms, for predict and attribute
+FRAME_MS_HELP = (f"how long each frame of the stack was shown, in ms (16.667 for 60 Hz): other than the model's "
+                 f"{FRAME_MS:g}, time is resampled to the model's {FRAME_MS:g} ms bins (each the mean of the frames "
+                 "shown during it) and the output counts those bins (default: the stack's frames are the model's)")
 
 
 def _predict(args) -> int:
     import numpy as np
 
     from .._predict import predict
-    from .._validate import analysed_origin, check_pixel_um, parse_crop
+    from .._validate import analysed_origin, check_frame_ms, check_pixel_um, parse_crop
     from ..checkpoint import load_model, model_record
     from ..io import HDF5_SUFFIXES, read_stimulus, stimulus_key, write_results
 
     # everything that can be checked is checked before the model runs
     out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",), inputs=(args.stimulus, args.model))
     crop, pixel_um = parse_crop(args.crop), check_pixel_um(args.pixel_um, PIXEL_UM_TEXT)
+    frame_ms = check_frame_ms(args.frame_ms, FRAME_MS_TEXT)
     model = load_model(args.model, device=args.device)
     stim = read_stimulus(args.stimulus, key=args.key)
     normalize = "zscore" if args.normalize else False
     with tqdm_progress("predict", disable=args.quiet) as progress:
         rates = predict(model, stim, batch_size=args.batch_size, crop=crop, progress=progress, normalize=normalize,
-                        pixel_um=pixel_um)
+                        pixel_um=pixel_um, frame_ms=frame_ms)
     write_results(
         out,
         {
@@ -72,12 +79,14 @@ def _predict(args) -> int:
             "crop_origin": np.asarray(analysed_origin(stim.shape[1:], model.config.size, crop, pixel_um),
                                       dtype=np.int64),
             "input_pixel_um": np.asarray(pixel_um or (PIXEL_UM, PIXEL_UM), dtype=np.float64),
+            "input_frame_ms": frame_ms or FRAME_MS,
             "normalize": normalize or "none",
             "model": {**model_record(model, args.model), "provenance": json.dumps(model.provenance)},
         },
     )
     valid = rates[~np.isnan(rates[:, 0])]
-    print(f"wrote {out}: rates {rates.shape[0]} frames x {rates.shape[1]} cells, mean rate per cell "
+    bins = f" ({FRAME_MS:g} ms bins of the stack's {frame_ms:.6g} ms frames)" if frame_ms is not None else ""
+    print(f"wrote {out}: rates {rates.shape[0]} frames{bins} x {rates.shape[1]} cells, mean rate per cell "
           + ", ".join(f"{n}={m:.3f}" for n, m in zip(model.config.cell_names, valid.mean(0))))
     return 0
 
@@ -94,20 +103,21 @@ def parse_cell(text: str) -> Union[int, list[int], str]:
 
 
 def _attribute(args) -> int:
-    from .._validate import check_pixel_um, parse_crop
+    from .._validate import check_frame_ms, check_pixel_um, parse_crop
     from ..attribution import attribute
     from ..checkpoint import load_model, model_record
     from ..io import HDF5_SUFFIXES, read_stimulus, stimulus_key, write_results
 
     out = check_out_file(args.out, HDF5_SUFFIXES + (".npz",), inputs=(args.stimulus, args.model))
     crop, cell, pixel_um = parse_crop(args.crop), parse_cell(args.cell), check_pixel_um(args.pixel_um, PIXEL_UM_TEXT)
+    frame_ms = check_frame_ms(args.frame_ms, FRAME_MS_TEXT)
     model = load_model(args.model, device=args.device)
     stim = read_stimulus(args.stimulus, key=args.key)
     normalize = "zscore" if args.normalize else False
     with tqdm_progress("attribute", disable=args.quiet) as progress:
         attr = attribute(model, stim, cell=cell, steps=args.steps, tol=args.tol, invariance=args.invariance,
                          batch_size=args.batch_size, crop=crop, progress=progress, normalize=normalize,
-                         pixel_um=pixel_um)
+                         pixel_um=pixel_um, frame_ms=frame_ms)
     write_results(out, {
         "attribution": attr.to_dict(),
         "units": RATE_UNITS,
@@ -152,6 +162,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
                       help="'center' (or 'centre'), 'none' or 'y0,x0' (whole pixels) to cut a model-sized window "
                            "out of a larger stack")
     pred.add_argument("--pixel-um", default=None, help=PIXEL_UM_HELP)
+    pred.add_argument("--frame-ms", default=None, help=FRAME_MS_HELP)
     pred.add_argument("--normalize", action="store_true",
                       help="z-score the stack by its own mean and std (raw intensities stored as floats); "
                            "default: floats are contrast units, integer stacks are normalised anyway")
@@ -183,6 +194,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
                            "4096 on a CUDA GPU, 1024 on MPS)")
     attr.add_argument("--crop", default=None, help="'center', 'none' or 'y0,x0' (as for predict)")
     attr.add_argument("--pixel-um", default=None, help=PIXEL_UM_HELP)
+    attr.add_argument("--frame-ms", default=None, help=FRAME_MS_HELP)
     attr.add_argument("--normalize", action="store_true", help="z-score the stack by its own mean and std")
     attr.add_argument("--quiet", action="store_true", help="no progress bar")
     attr.set_defaults(func=_attribute)
