@@ -136,7 +136,7 @@ def test_the_frame_interval_is_compared_after_conversion(viewer, notes):
     _analyze(viewer, layer)
     assert [m for _, m in notes if "ms per frame" in m] == [
         "Layer 'slow s' has 20 ms per frame: the model saw it at its own 10 ms per frame (the maps and the traces "
-        "keep the layer's scale)."]
+        "keep the layer's scale); set 'frame interval (ms)' to 20 to resample it to the model's bins."]
 
 
 def test_a_layer_without_units_still_gets_the_stimulus_scale(viewer, notes):
@@ -359,3 +359,105 @@ def test_a_saved_resampled_analysis_keeps_its_pixel_size_and_its_settings_say_wh
     w.layer.value = stack
     w.settings_button.native.click()
     assert (w.pixel.value, w.crop.value) == (27.5, "window") and w.crop_value(stack) == (2, 3)
+
+
+# ------------------------------------------------------- D. another frame rate ---
+
+def _assert_bins_over_their_frames(maps, stim_layer, k_t: float) -> None:
+    """Each map frame (a 10 ms model bin) lies, in the world, at the centre of the layer frames it averages:
+    bin ``m`` over layer frame ``(m + ½)·k_t − ½`` (``k_t`` layer frames to a bin), its pixels over theirs."""
+    for lay in maps:
+        off = plugin_metadata(lay)["offset"]
+        T = lay.data.shape[0]
+        for m in (0, 1, T // 2, T - 1):
+            np.testing.assert_allclose(_world_ms_um(lay, (m, 0, 0)),
+                                       _world_ms_um(stim_layer, ((m + 0.5) * k_t - 0.5, off, off)),
+                                       rtol=1e-9, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["5 ms frames", "20 ms frames in seconds"])
+def test_a_layer_shown_at_another_frame_rate_resampled_in_the_dock_has_maps_and_traces_on_its_time(
+        viewer, tiny, case, notes):
+    """The dock's frame interval 5 ms (or 20 ms): the layer is analysed on the model's 10 ms bins, its maps are
+    10 ms frames centred on the layer frames each averages, the traces' times are those centres, and the result
+    is nr.attribute's with frame_ms at that interval."""
+    frame_ms, frames = (5.0, 48) if case == "5 ms frames" else (20.0, 12)
+    scale = (frame_ms, 55, 55) if case == "5 ms frames" else (frame_ms / 1000, 0.055, 0.055)
+    units = ("ms", "um", "um") if case == "5 ms frames" else ("s", "mm", "mm")
+    stim = nr.stimuli.white_noise(frames=frames, size=20, seed=6)
+    layer = viewer.add_image(stim, name="movie", scale=scale, units=units, translate=(scale[0] * 3, 0, 0))
+    w = _analyze(viewer, layer, invariance="none", frame=frame_ms)
+    attr = w.analysis.attribution
+    assert attr.input_frame_ms == frame_ms and len(attr.response) == 24
+    ref = nr.attribute(tiny, stim, cell=0, steps=2, invariance="none", frame_ms=frame_ms)
+    np.testing.assert_allclose(attr.maps, ref.maps, rtol=1e-5, atol=1e-7)
+    maps = _maps(viewer, "movie: ")
+    assert len(maps) == 8
+    k_t = 10.0 / frame_ms
+    _assert_bins_over_their_frames(maps, layer, k_t)
+    start = 3 * frame_ms + (0.5 * k_t - 0.5) * frame_ms              # the layer's translate, then bin 0's centre
+    np.testing.assert_allclose(trace_plot(viewer, create=False).times_ms, start + np.arange(24) * 10.0)
+    assert f"its {frame_ms:g} ms frames were resampled to the model's 10 ms bins" in w.task.status.value
+    assert "model saw it" not in w.task.status.value and not [n for n in notes if n[0] == "warning"], notes
+
+
+def test_a_scale_the_dock_set_follows_the_frame_interval_box_and_a_short_layer_is_counted_in_bins(viewer, notes):
+    from napari_retina._napari._widgets.analyze import check_stimulus_layer
+
+    tiny = _session.session(viewer).model
+    stim = nr.stimuli.white_noise(frames=30, size=40, seed=1)
+    layer = viewer.add_image(stim, name="plain")                 # napari's default: scale 1, pixel units
+    w = _widgets.AnalyzeWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Analyze")
+    w.layer.value, w.crop.value = layer, "window"
+    assert tuple(layer.scale) == (10, 55, 55)
+    w.frame.value = 1000 / 60
+    assert w.frame.value == pytest.approx(16.6667, abs=1e-9) and w.frame_ms() == pytest.approx(16.6667)
+    assert tuple(layer.scale) == pytest.approx((16.6667, 55, 55))
+    w.frame.value = 10.0
+    assert w.frame_ms() is None
+    short = viewer.add_image(np.zeros((19, 20, 20), np.float32), name="short")
+    with pytest.raises(ValueError, match=r"^Layer 'short' has 19 frame\(s\) of 5 ms \(9 of the model's 10 ms\) "
+                                         r"but the model needs at least its history of 10 frames \(100 ms\)$"):
+        check_stimulus_layer(short, tiny, "none", None, 5.0)
+    assert check_stimulus_layer(short, tiny, "none", None, 20.0).shape == (19, 20, 20)
+
+
+def test_a_saved_analysis_of_5_ms_frames_reopens_on_10_ms_bins_and_its_settings_say_so(viewer, notes, tmp_path):
+    """Reopened, the layer holds the analysed bins at 10 ms: 'Use the settings' sets the frame interval to 10 and
+    says why; the stack it came from (5 ms frames) gets 5."""
+    from napari_retina._napari._reader import SETTINGS_KEY
+    from napari_retina._napari._layers import META
+
+    tiny = _session.session(viewer).model
+    stim = nr.stimuli.white_noise(frames=40, size=20, seed=5)
+    res = nr.analysis.run_analysis(tiny, stim, cell=0, steps=2, frame_ms=5)
+    w = _widgets.AnalyzeWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Analyze")
+    reopened = viewer.open(str(res.save(tmp_path / "a.h5")), plugin="napari-retina")[0]
+    assert reopened.data.shape == (20, 20, 20)
+    np.testing.assert_allclose(reopened.scale, (10, 55, 55))
+    w.layer.value, w.frame.value = reopened, 5.0
+    w.settings_button.native.click()
+    assert w.frame.value == 10.0
+    assert notes[-1][0] == "warning" and "frame interval 5 ms, which this layer no longer has (it holds the " \
+                                         "analysed stimulus, resampled to the model's 10 ms bins" in notes[-1][1]
+    stack = viewer.add_image(stim, name="stack", scale=(5, 55, 55), units=("ms", "um", "um"))
+    stack.metadata[META] = {SETTINGS_KEY: dict(reopened.metadata[META][SETTINGS_KEY])}
+    w.layer.value = stack
+    w.settings_button.native.click()
+    assert w.frame.value == 5.0
+
+
+def test_a_time_resampled_attribution_shows_on_its_bins_or_over_its_stack(viewer, tiny):
+    stim = nr.stimuli.white_noise(frames=40, size=20, seed=7)
+    attr = nr.attribute(tiny, stim, cell=0, steps=2, invariance="none", frame_ms=5)
+    window, *maps = nr.show(attr, viewer, name="bins")
+    assert window.data.shape == (20, 20, 20) and len(maps) == 8
+    _assert_bins_over_their_frames(maps, window, 1.0)
+    stack = viewer.add_image(stim, name="stack", scale=(5, 55, 55), units=("ms", "um", "um"))
+    _assert_bins_over_their_frames(nr.show(attr, viewer, stimulus_layer=stack), stack, 2.0)
+    with pytest.raises(ValueError, match=r"^stimulus_layer must hold the analysed stimulus, \(T, H, W\) = "
+                                         r"\(20, 20, 20\) \(20 model frames of 10 ms: 5 ms frames resampled\), got "
+                                         r"layer 'half' of shape \(30, 20, 20\)$"):
+        nr.show(attr, viewer, stimulus_layer=viewer.add_image(stim[:30], name="half"))

@@ -741,10 +741,12 @@ def grid_words(pixel_um: Optional[tuple[float, float]]) -> str:
     return "" if pixel_um is None else f" on the model's {PIXEL_UM:g} µm grid ({pixel_text(pixel_um)} pixels)"
 
 
-def grid_shape(shape: Sequence[int], pixel_um: Optional[tuple[float, float]]) -> tuple:
-    """A (T, H, W) stack's shape on the model's grid, (T, H', W') (:func:`napari_retina._resample.model_frame_shape`):
-    what the shape checks of a header or a napari layer compare with the model's."""
-    return (int(shape[0]), *model_frame_shape(shape[1:], pixel_um))
+def grid_shape(shape: Sequence[int], pixel_um: Optional[tuple[float, float]],
+               frame_ms: Optional[float] = None) -> tuple:
+    """A (T, H, W) stack's shape on the model's grid, (T', H', W') (:func:`napari_retina._resample.model_frame_shape`,
+    :func:`~napari_retina._resample.model_frame_count`): what the shape checks of a header or a napari layer
+    compare with the model's."""
+    return (model_frame_count(shape[0], frame_ms), *model_frame_shape(shape[1:], pixel_um))
 
 
 def pixel_text(pixel_um: Optional[tuple[float, float]]) -> str:

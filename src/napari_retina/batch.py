@@ -503,18 +503,20 @@ def check_frame_size(shape: tuple, size: int, crop: Crop, name: str, remedy: str
 
 
 def check_stimulus_shape(shape: tuple, history: int, size: int, crop: Crop, name: str,
-                         remedy: str = SPEC_CROP_REMEDY, small: Optional[str] = None) -> None:
+                         remedy: str = SPEC_CROP_REMEDY, small: Optional[str] = None,
+                         frame_ms: Optional[float] = None) -> None:
     """A one-sentence ValueError unless a stimulus of ``shape`` (T, H, W) is one a model of ``history`` frames
     and ``size × size`` pixels can analyse: not empty, at least ``history`` frames, the model's frame size with
     ``crop`` (:func:`check_frame_size`, ``remedy`` its advice for a larger stack without a crop, ``small`` for a
     smaller one: :data:`~napari_retina._validate.SMALL_REMEDY` by default). The checks
     ``nr.io.read_stimulus`` and ``nr.predict`` make, on a shape alone: on a file's header before any batch task
-    runs, on a napari layer's before the Analyze dock runs.
+    runs, on a napari layer's before the Analyze dock runs. ``frame_ms``: the frame interval of its ``T`` frames
+    (:func:`~napari_retina._validate.check_frame_ms`'s; None: the model's), which the history is counted in.
     """
     from ._validate import check_history_frames, check_not_empty
 
     check_not_empty(shape, name)
-    check_history_frames(shape[0], history, name)
+    check_history_frames(shape[0], history, name, frame_ms)
     check_frame_size(shape, size, crop, name, remedy, small)
 
 

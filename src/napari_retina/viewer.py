@@ -53,7 +53,8 @@ from napari.viewer import Viewer as _NapariViewer  # the class itself (napari.Vi
 
 from ._atomic import atomic_write
 from ._types import AnyModel, ArrayLike, PathLike
-from ._validate import check_positive, check_reduces, grid_shape, grid_words, is_real
+from ._units import FRAME_MS
+from ._validate import check_positive, check_reduces, frame_text, grid_shape, grid_words, is_real
 from ._napari._layers import (META, CellTraces, bar_limit, map_layers, on_window, plugin_metadata,
                               show_marked_colour_bar, stimulus_layer_kwargs)
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, trace_plot
@@ -361,7 +362,8 @@ def _check_stimulus_layer(layer, viewer, attr, cropped: bool = False) -> None:
     pixels, or, for an attribution of a window cut out of a larger stack (a
     ``crop_origin`` other than (0, 0), or ``cropped``: an Analysis whose
     parameters name a crop, as the Analyze widget's), a stack that window fits in; for one resampled to the
-    model's pixels (``input_pixel_um``), a stack whose frame on the model's grid the window fits in.
+    model's pixels (``input_pixel_um``), a stack whose frame on the model's grid the window fits in; for one
+    resampled to the model's 10 ms bins (``input_frame_ms``), a stack of as many bins.
     """
     if not isinstance(layer, napari.layers.Image):
         raise TypeError(f"stimulus_layer must be a napari Image layer of the viewer, got {type(layer).__name__}")
@@ -377,16 +379,17 @@ def _check_stimulus_layer(layer, viewer, attr, cropped: bool = False) -> None:
     if len(stim) != 3:
         return
     y0, x0 = (int(v) for v in attr.crop_origin)
-    pixel = getattr(attr, "input_pixel_um", None)
-    grid = grid_shape(shape, pixel)   # the layer's frames in model pixels (its own unless resampled)
+    pixel, frame = getattr(attr, "input_pixel_um", None), getattr(attr, "input_frame_ms", None)
+    grid = grid_shape(shape, pixel, frame)   # the layer on the model's grid (its own unless resampled)
     window = cropped or (y0, x0) != (0, 0) or pixel is not None
-    fits = shape[0] == stim[0] and (y0 + stim[1] <= grid[1] and x0 + stim[2] <= grid[2] if window else
-                                    shape[1:] == stim[1:])
+    fits = grid[0] == stim[0] and (y0 + stim[1] <= grid[1] and x0 + stim[2] <= grid[2] if window else
+                                   shape[1:] == stim[1:])
     if not fits:
         where = (f" (or a larger stack{grid_words(pixel)} holding its window at (y0, x0) = ({y0}, {x0}))"
                  if window else "")
-        raise ValueError(f"stimulus_layer must hold the analysed stimulus, (T, H, W) = {stim}{where}, got layer "
-                         f"{layer.name!r} of shape {shape}")
+        bins = f" ({stim[0]} model frames of {FRAME_MS:g} ms: {frame_text(frame)} frames resampled)" if frame else ""
+        raise ValueError(f"stimulus_layer must hold the analysed stimulus, (T, H, W) = {stim}{bins}{where}, got "
+                         f"layer {layer.name!r} of shape {shape}")
 
 
 def _belongs(layer, name: str) -> bool:

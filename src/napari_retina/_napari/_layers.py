@@ -164,12 +164,20 @@ def layer_pixels_per_model_pixel(attribution) -> np.ndarray:
     return np.ones(2) if pixel is None else PIXEL_UM / np.asarray(pixel, float)
 
 
+def layer_frames_per_model_frame(attribution) -> float:
+    """How many of its stimulus layer's frames one 10 ms model frame of ``attribution`` spans (1 unless the
+    layer's time was resampled to the model's bins: ``input_frame_ms``, e.g. 0.6 for 60 Hz frames)."""
+    frame = getattr(attribution, "input_frame_ms", None)
+    return 1.0 if frame is None else FRAME_MS / float(frame)
+
+
 def on_window(attribution):
     """``attribution`` placed on a layer that holds its analysed window (``attribution.stimulus``) rather than the
-    stack it was cut from: no crop origin, no resampling (that layer's pixels are the model's)."""
-    if tuple(attribution.crop_origin) == (0, 0) and getattr(attribution, "input_pixel_um", None) is None:
+    stack it was cut from: no crop origin, no resampling (that layer's pixels and frames are the model's)."""
+    if (tuple(attribution.crop_origin) == (0, 0) and getattr(attribution, "input_pixel_um", None) is None
+            and getattr(attribution, "input_frame_ms", None) is None):
         return attribution
-    return replace(attribution, crop_origin=(0, 0), input_pixel_um=None)
+    return replace(attribution, crop_origin=(0, 0), input_pixel_um=None, input_frame_ms=None)
 
 
 def analysed_geometry(geometry: dict, attribution) -> dict:
@@ -183,11 +191,13 @@ def analysed_geometry(geometry: dict, attribution) -> dict:
     ``k`` = :func:`layer_pixels_per_model_pixel` of its pixels, centred on
     layer pixel ``(y0 + ½)·k − ½``: the model's pixel (0, 0) covers layer
     pixels ``y0·k − ½`` to ``(y0 + 1)·k − ½`` (pixel centres are whole numbers).
+    Time likewise: a layer resampled to the model's 10 ms bins (``input_frame_ms``) gives a frame
+    ``k_t`` = :func:`layer_frames_per_model_frame` of its frames, bin 0 centred on layer frame ``½·k_t − ½``.
     """
-    k = layer_pixels_per_model_pixel(attribution)
-    centre = (np.asarray(attribution.crop_origin, float) + 0.5) * k - 0.5
-    return {**geometry, "scale": np.asarray(geometry["scale"], float) * np.r_[1.0, k],
-            "translate": np.asarray(geometry["translate"], float) + geometry_offset(geometry, (0, *centre)),
+    k = np.r_[layer_frames_per_model_frame(attribution), layer_pixels_per_model_pixel(attribution)]
+    centre = (np.r_[0.0, np.asarray(attribution.crop_origin, float)] + 0.5) * k - 0.5
+    return {**geometry, "scale": np.asarray(geometry["scale"], float) * k,
+            "translate": np.asarray(geometry["translate"], float) + geometry_offset(geometry, centre),
             "shape": tuple(np.shape(attribution.stimulus))}
 
 

@@ -40,8 +40,9 @@ from vispy.visuals.text.text import FontManager
 from . import _exit
 from ._docking import docked_in, vertical_scroll
 from ._framing import frame_result
-from ._layers import (CURSOR_COLOR, META, CellTraces, _rgba, bar_in, layer_geometry, map_layers, plugin_metadata,
-                      round_up, show_alone, show_colour_bar, show_marked_colour_bar, trace_series, unit_factor)
+from ._layers import (CURSOR_COLOR, META, CellTraces, _rgba, analysed_geometry, bar_in, layer_geometry, map_layers,
+                      plugin_metadata, round_up, show_alone, show_colour_bar, show_marked_colour_bar, trace_series,
+                      unit_factor)
 
 DOCK_NAME = "Traces (napari-retina)"
 """Title of the trace plot's dock widget."""
@@ -933,7 +934,8 @@ def show_traces(viewer, attribution, reduction=None, stimulus_layer=None, name: 
     """Plot an analysis' traces in the viewer's trace plot dock (created on first use); returns the plot.
 
     ``stimulus_layer`` gives the time axis (its ``scale[0]`` ms per frame and
-    ``translate[0]``); without one, 10 ms per frame from 0. ``legend``: a
+    ``translate[0]``; the model's 10 ms bins over it when its time was resampled,
+    :func:`._layers.analysed_geometry`); without one, 10 ms per frame from 0. ``legend``: a
     line for the title (the maps' colour legend).
     """
     return drain(traces_steps(viewer, attribution, reduction, stimulus_layer, name, legend))
@@ -944,6 +946,7 @@ def traces_steps(viewer, attribution, reduction=None, stimulus_layer=None, name:
     """:func:`show_traces` in steps (:meth:`TracePlot.traces_steps`); returns the plot when exhausted. ``cell``:
     an experiment's whole-cell traces (:class:`._layers.CellTraces`)."""
     geo = layer_geometry(stimulus_layer, shape=np.shape(attribution.stimulus))
+    geo = analysed_geometry(geo, attribution) if stimulus_layer is not None else geo   # its frames are the model's
     T = len(attribution.response)
     times = geo["translate"][0] + np.arange(T) * geo["scale"][0]
     plot = trace_plot(viewer)

@@ -72,8 +72,8 @@ def read_analysis_layers(path: Path) -> list[tuple]:
     saved = read_analysis(path)
     attr, red, params, model = saved.attribution, saved.reduction, saved.parameters, saved.model
     name = path.stem
-    settings = {k: v for k, v in params.items() if k not in ("frame_ms", "stimulus_layer")}   # pixel_um: the
-    # analysed stack's pixel size (the Analyze dock's "Use the settings..." says the window layer has 55 µm ones)
+    settings = {k: v for k, v in params.items() if k != "stimulus_layer"}   # pixel_um, frame_ms: the analysed
+    # stack's pixel size and frame interval (the Analyze dock's "Use the settings..." says the layer has the model's)
     meta = {"source": str(path), META: {"role": "stimulus", SETTINGS_KEY: settings,
                                         "model_source": model.get("source", ""),
                                         "completeness_error": attr.completeness_error,

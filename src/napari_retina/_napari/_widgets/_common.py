@@ -121,6 +121,10 @@ PARAMETER_HELP: dict[str, tuple[Optional[str], str]] = {
                        "model's. Another size: the stack is resampled to the model's 55 µm pixels, each the "
                        "area-weighted mean of the stack under it, and the crop counts model pixels (27.5 analyses "
                        "a 100 × 100 stack as 50 × 50)."),
+    "frame_ms": ("ms", "How long each frame of the stimulus stack was shown. 10 (the model's): its frames are the "
+                       "model's. Another interval (16.6667 for a 60 Hz monitor): the stack is resampled to the "
+                       "model's 10 ms bins, each the mean of the frames on screen during it, and the maps and "
+                       "traces come every 10 ms."),
     "normalize": (None, "z-score a float stack by its own mean and std before the model sees it: for raw "
                         "intensities (0–255, say) that are not in contrast units. Integer stacks are "
                         "normalised anyway."),
@@ -439,10 +443,10 @@ def has_physical_scale(layer) -> bool:
     return any(u not in ("pixel", "px", "") for u in units)
 
 
-def set_physical_scale(layer, pixel_um: float = SCALE[1]) -> None:
-    """Give a (T, y, x) image layer the stimulus scale (10 ms, ``pixel_um`` µm, ``pixel_um`` µm: the model's
-    55 by default), units and axis labels."""
-    layer.scale = (SCALE[0], pixel_um, pixel_um)
+def set_physical_scale(layer, pixel_um: float = SCALE[1], frame_ms: float = SCALE[0]) -> None:
+    """Give a (T, y, x) image layer the stimulus scale (``frame_ms`` ms, ``pixel_um`` µm, ``pixel_um`` µm: the
+    model's 10 and 55 by default), units and axis labels."""
+    layer.scale = (frame_ms, pixel_um, pixel_um)
     layer.units = UNITS
     layer.axis_labels = AXIS_LABELS
     layer.metadata.setdefault(META, {})["role"] = "stimulus"

@@ -22,8 +22,8 @@ from ...attribution import DEFAULT_TOL, MAX_STEPS, MIN_TOL, attribute
 from ...batch import check_stimulus_shape
 from ...model import RetinaCNN
 from ..._validate import (RESAMPLED_SMALL_REMEDY, UNZSCORED_REMEDY, ZSCORE_REMEDY, Normalize, StimulusUnitsWarning,
-                          check_normalize, check_pixel_um, grid_shape, grid_words, input_mapping, pixel_text,
-                          warn_if_grey_moves, warn_if_not_contrast)
+                          check_frame_ms, check_normalize, check_pixel_um, frame_text, grid_shape, grid_words,
+                          input_mapping, pixel_text, warn_if_grey_moves, warn_if_not_contrast)
 from ...reduction import reduce
 from .._session import session
 from .._tasks import Task, notify, one_sentence
@@ -64,17 +64,19 @@ CROPS = ("none", "center", "window")
 CROP_ADVICE = "choose crop 'center', or 'window' and drag the rectangle"
 #: the dock's label of ``pixel_um``
 PIXEL_UM_LABEL = "pixel size (µm)"
+#: the dock's label of ``frame_ms``
+FRAME_MS_LABEL = "frame interval (ms)"
 #: the dock's advice for a layer smaller than the model's frame (the core's SMALL_REMEDY, for this dock)
 SMALL_ADVICE = (f"if its pixels are larger than the model's {PIXEL_UM:g} µm, set '{PIXEL_UM_LABEL}' to their size "
                 "to resample it, else pad it to at least {size}x{size}")
 
 
-def check_stimulus_layer(layer, model: RetinaCNN, crop: str, pixel_um=None) -> np.ndarray:
+def check_stimulus_layer(layer, model: RetinaCNN, crop: str, pixel_um=None, frame_ms=None) -> np.ndarray:
     """The layer's data as a (T, H, W) stack the model accepts, or a one-sentence ValueError.
 
     What a layer is (chosen, greyscale, one resolution, 3-D) is napari's question, asked here; whether its
     shape suits the model (frames, frame size with ``crop``, on the model's grid for a ``pixel_um`` other than
-    its 55 µm) is the core's (:func:`napari_retina.batch.check_stimulus_shape`, the check a batch makes on a
+    its 55 µm, frames counted in its 10 ms bins for a ``frame_ms`` other than its own) is the core's (:func:`napari_retina.batch.check_stimulus_shape`, the check a batch makes on a
     file's header).
     """
     if layer is None:
@@ -92,7 +94,7 @@ def check_stimulus_layer(layer, model: RetinaCNN, crop: str, pixel_um=None) -> n
     pixel = check_pixel_um(pixel_um)
     check_stimulus_shape(grid_shape(layer.data.shape, pixel), cfg.history, cfg.size,
                          None if crop == "none" else "center", f"Layer '{layer.name}'{grid_words(pixel)}", CROP_ADVICE,
-                         SMALL_ADVICE if pixel is None else RESAMPLED_SMALL_REMEDY)
+                         SMALL_ADVICE if pixel is None else RESAMPLED_SMALL_REMEDY, check_frame_ms(frame_ms))
     return layer.data
 
 
@@ -132,34 +134,40 @@ def warn_units(stimulus: np.ndarray, model: RetinaCNN, name: str, normalize: Nor
         notify("warning", message)
 
 
-def scale_note(layer, pixel_um: float = PIXEL_UM) -> str:
+def scale_note(layer, pixel_um: float = PIXEL_UM, frame_ms: float = FRAME_MS) -> str:
     """The warning for a stimulus layer whose frame interval or pixel size, in ms and µm (converted from its
-    units: :func:`.._layers.layer_geometry`), is not what it was analysed at (10 ms, and ``pixel_um``: the dock's
-    pixel size, the model's 55 µm by default): the model saw the frames at its own rate, and the pixels at
-    ``pixel_um``; "" when they match or an axis has no physical unit (napari's "pixel")."""
+    units: :func:`.._layers.layer_geometry`), is not what it was analysed at (``frame_ms`` and ``pixel_um``: the
+    dock's frame interval and pixel size, the model's 10 ms and 55 µm by default): the model saw the frames at
+    ``frame_ms``, and the pixels at ``pixel_um``; "" when they match or an axis has no physical unit (napari's
+    "pixel")."""
     geo = layer_geometry(layer)
-    (frame_ms, y_um, x_um), units = geo["scale"], tuple(geo["units"])
-    have, want, advice = [], [], ""
-    if units[0] == UNITS[0] and not np.isclose(frame_ms, FRAME_MS, rtol=1e-6):
-        have.append(f"{frame_ms:.4g} ms per frame")
-        want.append(f"{FRAME_MS:g} ms per frame")
+    (layer_ms, y_um, x_um), units = geo["scale"], tuple(geo["units"])
+    have, want, advice = [], [], []
+    if units[0] == UNITS[0] and not np.isclose(layer_ms, frame_ms, rtol=1e-6):
+        have.append(f"{layer_ms:.4g} ms per frame")
+        want.append(f"{FRAME_MS:g} ms per frame" if np.isclose(frame_ms, FRAME_MS) else
+                    f"{frame_ms:.6g} ms per frame ({FRAME_MS_LABEL}), resampled to its {FRAME_MS:g} ms bins")
+        advice.append(f"set '{FRAME_MS_LABEL}' to {layer_ms:.6g} to resample it to the model's bins")
     if units[1:] == UNITS[1:] and not np.allclose((y_um, x_um), pixel_um, rtol=1e-6):
         have.append(f"{y_um:.4g} µm per pixel" if np.isclose(y_um, x_um) else f"{y_um:.4g} × {x_um:.4g} µm pixels")
         want.append(f"{PIXEL_UM:g} µm per pixel" if np.isclose(pixel_um, PIXEL_UM) else
                     f"{pixel_um:.6g} µm per pixel ({PIXEL_UM_LABEL}), resampled to its {PIXEL_UM:g}")
         if np.isclose(y_um, x_um):
-            advice = f"; set '{PIXEL_UM_LABEL}' to {y_um:.6g} to resample it to the model's pixels"
+            advice.append(f"set '{PIXEL_UM_LABEL}' to {y_um:.6g} to resample it to the model's pixels")
     if not have:
         return ""
     return (f"Layer '{layer.name}' has {' and '.join(have)}: the model saw it at its own {' and '.join(want)} "
-            f"(the maps and the traces keep the layer's scale){advice}")
+            f"(the maps and the traces keep the layer's scale)" + "".join(f"; {a}" for a in advice))
 
 
-def resampled_note(pixel_um) -> str:
-    """What the status line says of a layer resampled to the model's pixels ("" when it was not)."""
-    if pixel_um is None:
-        return ""
-    return f"its {pixel_text(pixel_um)} pixels were resampled to the model's {PIXEL_UM:g} µm (area-weighted means)"
+def resampled_note(pixel_um, frame_ms=None) -> str:
+    """What the status line says of a layer resampled to the model's pixels or bins ("" when it was not)."""
+    said = [] if pixel_um is None else [f"its {pixel_text(pixel_um)} pixels were resampled to the model's "
+                                        f"{PIXEL_UM:g} µm (area-weighted means)"]
+    if frame_ms is not None:
+        said.append(f"its {frame_text(frame_ms)} frames were resampled to the model's {FRAME_MS:g} ms bins "
+                    "(time-weighted means)")
+    return "; ".join(said)
 
 
 def deleted_sentence(layer) -> str:
@@ -188,7 +196,7 @@ class AnalyzeWidget(Container):
         self.session = session(viewer)
         self.layer = layer_picker(viewer)
         self.layer.tooltip = ("The stimulus stack (T, y, x) to analyse; 1 frame = 10 ms, 1 pixel = 55 µm (another "
-                              "size: set 'pixel size (µm)').")
+                              "size: set 'pixel size (µm)'; another frame interval: 'frame interval (ms)').")
         self.cell = parameter_widget(attribute, "cell", annotation=int, min=0, max=999)
         self.tol = parameter_widget(attribute, "tol", value=DEFAULT_TOL, annotation=float, min=MIN_TOL, max=0.5,
                                     step=MIN_TOL)
@@ -199,11 +207,15 @@ class AnalyzeWidget(Container):
         self.pixel = parameter_widget(attribute, "pixel_um", value=PIXEL_UM, annotation=float, label=PIXEL_UM_LABEL,
                                       min=0.5, max=10_000.0, step=0.5)
         self.pixel.native.setDecimals(PIXEL_DECIMALS)   # 55/3 µm as 18.3333, which the grid reads as 55/3
+        self.frame = parameter_widget(attribute, "frame_ms", value=FRAME_MS, annotation=float, label=FRAME_MS_LABEL,
+                                      min=0.1, max=10_000.0, step=1.0)
+        self.frame.native.setDecimals(PIXEL_DECIMALS)   # 60 Hz as 16.6667 ms
         self.normalize = CheckBox(label="normalize (z-score)", value=False, tooltip=PARAMETER_HELP["normalize"][1])
         self.do_reduce = CheckBox(label="reduce", value=True, tooltip=PARAMETER_HELP["reduce"][1])
         self.explain = parameter_widget(reduce, "explain", min=0.01, max=1.0, step=0.05)
         self.settings_button = PushButton(text="Use the settings of the layer's analysis",
-                                          tooltip="Set cell, tol or steps, invariance, crop, pixel size, normalize, "
+                                          tooltip="Set cell, tol or steps, invariance, crop, pixel size, frame "
+                                                  "interval, normalize, "
                                                   "reduce and explain to those that produced the chosen layer (a "
                                                   "reopened .h5).")
         self.run_button = PushButton(text="Analyze", tooltip="Attribute (and reduce) on the chosen layer in the "
@@ -218,7 +230,7 @@ class AnalyzeWidget(Container):
                                       tooltip="Write the last analysis to the file above: .h5 everything (File ▸ "
                                               "Open, nr.read_analysis), .csv the traces, one row per frame.")
         self.extend([self.layer, self.cell, self.tol, self.steps, self.invariance, self.crop, self.pixel,
-                     self.normalize,
+                     self.frame, self.normalize,
                      self.do_reduce, self.explain, self.settings_button,
                      self.run_button, *self.task.widgets, self.result_label, self.save_path, self.save_button])
         self.run_button.changed.connect(lambda *_: self.run())
@@ -229,6 +241,7 @@ class AnalyzeWidget(Container):
         self.crop.changed.connect(self._crop_changed)
         self.layer.changed.connect(lambda *_: self._crop_changed(self.crop.value))
         self.pixel.changed.connect(lambda *_: self._pixel_changed())
+        self.frame.changed.connect(lambda *_: self._frame_changed())
         self.settings_button.changed.connect(lambda *_: self.use_layer_settings())
         # a layer a reader made from a saved analysis or a batch store carries its traces: plot them
         follow_stored_traces(viewer)
@@ -263,6 +276,16 @@ class AnalyzeWidget(Container):
             layer.scale = (*tuple(layer.scale)[:-2], value, value)
         self._crop_changed(self.crop.value)
 
+    def _frame_changed(self) -> None:
+        """A layer this dock gave a physical scale takes the new frame interval."""
+        layer = self.layer.value
+        if layer is not None and layer.metadata.get(META, {}).get(DOCK_SCALE):
+            layer.scale = (*tuple(layer.scale)[:-3], float(self.frame.value), *tuple(layer.scale)[-2:])
+
+    def frame_ms(self) -> Optional[float]:
+        """``frame_ms`` for the core: the frame interval box's ms, None for the model's own 10 ms."""
+        return check_frame_ms(float(self.frame.value))
+
     def pixel_um(self) -> Optional[float]:
         """``pixel_um`` for the core: the pixel size box's µm, None for the model's own 55 µm."""
         value = float(self.pixel.value)
@@ -288,7 +311,7 @@ class AnalyzeWidget(Container):
         steps = int(self.steps.value) or None  # 0: refined until tol
         return {"cell": int(self.cell.value), "steps": steps, "tol": None if steps else float(self.tol.value),
                 "invariance": self.invariance.value,
-                "crop": self.crop.value, "pixel_um": self.pixel_um(),
+                "crop": self.crop.value, "pixel_um": self.pixel_um(), "frame_ms": self.frame_ms(),
                 "normalize": "zscore" if self.normalize.value else False,
                 "reduce": bool(self.do_reduce.value), "explain": float(self.explain.value)}
 
@@ -301,7 +324,8 @@ class AnalyzeWidget(Container):
         returns those, described for the user. A pixel size with which the
         chosen layer, of the model's size, would be too small is that of the
         stack its analysed window came from (a reopened analysis holds the
-        window, on the model's grid): 55 µm is set, and said.
+        window, on the model's grid): 55 µm is set, and said. So is 10 ms for a frame interval other than
+        10 ms on a layer at 10 ms per frame (a reopened analysis: its frames are the model's bins already).
         """
         skipped: list[str] = []
 
@@ -341,12 +365,30 @@ class AnalyzeWidget(Container):
             else:
                 skipped.append(f"pixel size {' × '.join(f'{v:g}' for v in sizes)} µm (y × x), which the box "
                                "cannot show (one size for both)")
+        if "frame_ms" in params:
+            frame = float(params["frame_ms"] or FRAME_MS)
+            if self._holds_bins(frame):
+                self.frame.value = FRAME_MS
+                skipped.append(f"frame interval {frame:g} ms, which this layer no longer has (it holds the analysed "
+                               f"stimulus, resampled to the model's {FRAME_MS:g} ms bins: {FRAME_MS_LABEL} is "
+                               f"{FRAME_MS:g})")
+            else:
+                put(self.frame, frame)
         crop = params.get("crop", "none")
         if isinstance(crop, (list, tuple, np.ndarray)) and len(crop) == 2:
             self._put_window(int(crop[0]), int(crop[1]), skipped)
         elif crop in CROPS:
             self.crop.value = crop
         return skipped
+
+    def _holds_bins(self, frame_ms: float) -> bool:
+        """Whether the chosen layer's frames are the model's 10 ms bins (its time axis in a unit of time, at
+        10 ms) where ``frame_ms`` says they were resampled from other frames: an analysed window reopened."""
+        layer = self.layer.value
+        if layer is None or np.isclose(frame_ms, FRAME_MS):
+            return False
+        geo = layer_geometry(layer)
+        return geo["units"][0] == UNITS[0] and bool(np.isclose(geo["scale"][0], FRAME_MS, rtol=1e-6))
 
     def _holds_window(self, pixel_um: float) -> bool:
         """Whether the chosen layer is a window of the model's size that ``pixel_um`` pixels would make too small:
@@ -409,7 +451,7 @@ class AnalyzeWidget(Container):
             return None
         before = (layer.scale, layer.units, layer.axis_labels)
         meta = dict(layer.metadata[META]) if META in layer.metadata else None
-        set_physical_scale(layer, float(self.pixel.value))
+        set_physical_scale(layer, float(self.pixel.value), float(self.frame.value))
         layer.metadata[META][DOCK_SCALE] = True   # the pixel size box may change it again
         if say:
             self._said_units(layer)
@@ -423,9 +465,10 @@ class AnalyzeWidget(Container):
         return undo
 
     def _said_units(self, layer) -> None:
-        pixel = float(layer.scale[-1])
-        whose = "the model's units" if np.isclose(pixel, PIXEL_UM) else f"the {PIXEL_UM_LABEL} set here"
-        notify("info", f"Layer '{layer.name}' had no physical scale; it now has {FRAME_MS:g} ms per frame and "
+        frame, pixel = float(layer.scale[-3]), float(layer.scale[-1])
+        own = np.isclose(pixel, PIXEL_UM) and np.isclose(frame, FRAME_MS)
+        whose = "the model's units" if own else f"the {FRAME_MS_LABEL} and {PIXEL_UM_LABEL} set here"
+        notify("info", f"Layer '{layer.name}' had no physical scale; it now has {frame:g} ms per frame and "
                        f"{pixel:g} µm per pixel ({whose}).")
 
     def run(self) -> bool:
@@ -440,7 +483,7 @@ class AnalyzeWidget(Container):
             return False
         undo_units = None
         try:
-            data = check_stimulus_layer(layer, model, self.crop.value, self.pixel_um())
+            data = check_stimulus_layer(layer, model, self.crop.value, self.pixel_um(), self.frame_ms())
             params = self.parameters()
             if params["cell"] >= model.config.n_cells:
                 raise ValueError(f"Cell {params['cell']} does not exist; the model has cells 0–"
@@ -489,7 +532,7 @@ class AnalyzeWidget(Container):
         if not started and undo_units is not None:
             undo_units()
         if started:
-            note = scale_note(layer, float(self.pixel.value))   # said once now; the status line repeats it
+            note = scale_note(layer, float(self.pixel.value), float(self.frame.value))   # said now and at the end
             if note:
                 notify("warning", note + ".")
             plot = trace_plot(self.viewer, create=False)
@@ -564,9 +607,10 @@ class AnalyzeWidget(Container):
         norm = getattr(getattr(result.attribution.model, "config", None), "norm", None)
         mapping = input_mapping(layer.data.dtype, norm, result.parameters.get("normalize", False))
         # what was computed; how the stack was read; at what scale
-        pixel = result.attribution.input_pixel_um
-        note = scale_note(layer, PIXEL_UM if pixel is None else pixel[0])
-        self.task.status.value = done_status("analysis done", result.maps_note, mapping, resampled_note(pixel), note)
+        pixel, frame = result.attribution.input_pixel_um, result.attribution.input_frame_ms
+        note = scale_note(layer, PIXEL_UM if pixel is None else pixel[0], frame or FRAME_MS)
+        self.task.status.value = done_status("analysis done", result.maps_note, mapping, resampled_note(pixel, frame),
+                                             note)
 
     def save(self, path: Path) -> Optional[Path]:
         """Write the last analysis to ``.h5``/``.hdf5`` (everything) or ``.csv`` (the traces)."""
