@@ -972,6 +972,53 @@ def test_a_spec_s_pixel_um_resamples_every_stimulus_as_the_direct_run_and_the_re
         np.testing.assert_allclose(np.asarray(kw["translate"])[1:], centre * 27.5)
 
 
+def test_a_spec_s_frame_ms_resamples_every_stimulus_to_10_ms_bins_as_the_direct_run_and_the_reader_places_them(
+        inputs, client, tmp_path):
+    """A uint8 stack of 60 Hz frames (50/3 ms), 36 frames of 14 x 14: 60 bins of 10 ms, in blocks of 16 bins,
+    the 12 x 12 window at its centre. Every block equals nr.predict / nr.attribute with frame_ms=50/3 (z-scored by
+    the whole file's values under the window); the reader draws the stimulus at 50/3 ms per frame and each map
+    bin at 10 ms, centred on the frames it averages, and a predict task's traces on those centres too."""
+    from napari_retina._napari._batch_reader import napari_get_reader, read_task_layers
+
+    frame = 50 / 3
+    big = np.random.default_rng(9).integers(0, 256, (36, 14, 14), dtype=np.uint8)
+    np.save(tmp_path / "sixty.npy", big)
+    spec = {**_spec(inputs, tmp_path / "r", cells=(1,)), "stimuli": [str(tmp_path / "sixty.npy")], "crop": "center",
+            "frame_ms": frame}
+    report = batch.run(spec, client)
+    assert report.failed == [] and len(report.done) == 3
+    res = batch.load(tmp_path / "r")
+    model = nr.load_model(inputs / "tiny.pt")
+    rates = res[_key(res, "sixty", "/predict")].arrays["rates"].compute()
+    assert rates.shape == (60, 2)
+    np.testing.assert_allclose(rates, nr.predict(model, big, crop="center", frame_ms=frame), rtol=1e-5, atol=1e-6)
+    direct = nr.attribute(model, big, cell=1, steps=STEPS, invariance="none", crop="center", frame_ms=frame)
+    got = res[_key(res, "sixty", "/cell1/attribute")]
+    assert got.attrs["blocks"] == [[0, 16], [16, 32], [32, 48], [48, 60]] and got.attrs["params"]["frame_ms"] == frame
+    for name in ("maps", "channels", "response"):
+        np.testing.assert_allclose(got.arrays[name].compute(), getattr(direct, name), rtol=1e-4, atol=1e-6)
+    red = res[_key(res, "sixty", "/cell1/reduce")].arrays
+    np.testing.assert_allclose(red["attribution/channels"].compute(), direct.channels, rtol=1e-4, atol=1e-6)
+    layers = napari_get_reader(str(tmp_path / "r"))(str(tmp_path / "r"))
+    images = {kw["name"]: kw for _, kw, _ in layers}
+    np.testing.assert_allclose(images["sixty"]["scale"], (frame, 55.0, 55.0))
+    maps = [kw for kw in images.values() if kw["metadata"].get("napari_retina", {}).get("role") == "map"]
+    assert len(maps) == 3
+    for kw in maps:   # bin 0 covers frames 0 and 0.6 of frame 1: centred on layer frame 0.6·½ − ½ = −0.2
+        assert kw["scale"][0] == pytest.approx(10.0)
+        assert kw["translate"][0] == pytest.approx((0.5 * 0.6 - 0.5) * frame)
+    (_, kw, _), = read_task_layers(res[_key(res, "sixty", "/predict")])
+    assert kw["metadata"]["napari_retina"]["traces"]["layer_frames_per_value"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("value", [0, -2, "a", [16], True, 1e7])
+def test_a_spec_s_frame_ms_that_is_no_positive_interval_is_refused_in_one_sentence(inputs, tmp_path, value):
+    with pytest.raises(batch.BatchSpecError, match=r"^spec key 'frame_ms' must be a positive number of ms per frame, "
+                                                   r"at most 1e\+06 \(null: the model's 10\), got "):
+        batch.parse_spec({**_spec(inputs, tmp_path / "r"), "frame_ms": value})
+    assert batch.parse_spec({**_spec(inputs, tmp_path / "r"), "frame_ms": 10}).frame_ms is None
+
+
 @pytest.mark.parametrize("value", [0, -2, "a", [1, 2, 3], True])
 def test_a_spec_s_pixel_um_that_is_no_positive_size_is_refused_in_one_sentence(inputs, tmp_path, value):
     with pytest.raises(batch.BatchSpecError, match=r"^spec key 'pixel_um' must be None, a positive number of µm, "

@@ -89,7 +89,8 @@ def area_weights(pixel: float, first: int, n_out: int, n_in: int,
 
 def resample_window(arr: np.ndarray, pixel_um: Optional[tuple[float, float]], origin: tuple[int, int],
                     size: Optional[int], mean: float = 0.0, std: float = 1.0, chunk_values: int = 1 << 22,
-                    frame_ms: Optional[float] = None) -> np.ndarray:
+                    frame_ms: Optional[float] = None, bins: Optional[tuple[int, int]] = None,
+                    first_frame: int = 0) -> np.ndarray:
     """The ``size × size`` window at model pixel ``origin`` (y0, x0) of a (T, H, W) stack of ``pixel_um`` (y, x)
     µm pixels shown at ``frame_ms`` ms per frame, on the model's 55 µm, 10 ms grid, standardised: float32
     (T', size, size), ``(resampled − mean) / std``, ``T'`` = :func:`model_frame_count`.
@@ -99,7 +100,11 @@ def resample_window(arr: np.ndarray, pixel_um: Optional[tuple[float, float]], or
     Each model frame is ``Σ_i w_ti · Wy · frame_i · Wxᵀ`` (:func:`area_weights`
     along time, y and x) in float64, a chunk of about ``chunk_values`` stack
     values at a time: no float64 copy of a long movie. The weights sum to 1,
-    so standardising after resampling is standardising before it.
+    so standardising after resampling is standardising before it. ``bins``
+    (with ``frame_ms``): the model frames ``(start, stop)`` wanted (default
+    all), of a movie whose frame ``first_frame`` is ``arr[0]`` (a part of a
+    longer movie, read from a file: ``arr`` must hold the frames those bins
+    cover, :func:`area_weights`' rows).
     """
     y0, x0 = origin
     if pixel_um is None:
@@ -109,7 +114,8 @@ def resample_window(arr: np.ndarray, pixel_um: Optional[tuple[float, float]], or
         rows, wy = area_weights(pixel_um[0], y0, size, arr.shape[1])
         cols, wx = area_weights(pixel_um[1], x0, size, arr.shape[2])
     src = arr[:, rows, cols]                           # a view: nothing outside the window is read
-    n_out = model_frame_count(len(arr), frame_ms)
+    start, stop = (0, model_frame_count(len(arr), frame_ms)) if bins is None else bins
+    n_out = stop - start
     out_frame = src.shape[1:] if wy is None else (size, size)
     out = np.empty((n_out, *out_frame), dtype=np.float32)
     per_model_frame = 1.0 if frame_ms is None else max(1.0, FRAME_MS / float(frame_ms))   # stack frames read
@@ -119,8 +125,9 @@ def resample_window(arr: np.ndarray, pixel_um: Optional[tuple[float, float]], or
         if frame_ms is None:
             block = src[k:k + n].astype(np.float64)
         else:
-            frames, wt = area_weights(frame_ms, k, n, len(arr), unit=FRAME_MS)
-            block = np.tensordot(wt, src[frames].astype(np.float64), axes=1)
+            frames, wt = area_weights(frame_ms, start + k, n, first_frame + len(arr), unit=FRAME_MS)
+            rows = slice(frames.start - first_frame, frames.stop - first_frame)
+            block = np.tensordot(wt, src[rows].astype(np.float64), axes=1)
         if wy is not None:
             block = wy @ block @ wx.T
         out[k:k + n] = (block - mean) / std

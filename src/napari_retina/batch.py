@@ -14,6 +14,8 @@ A batch *spec* (a dict, or a .json/.yaml/.yml file) names the grid::
      "crop": "center",                        # optional: None, "center" or [y0, x0], as nr.attribute's crop
      "pixel_um": 27.5,                        # optional: the stimuli's pixel size (µm; or [y, x]), resampled
                                               # to the model's 55 µm pixels as nr.attribute's pixel_um
+     "frame_ms": 16.667,                      # optional: how long each frame was shown (ms), resampled to the
+                                              # model's 10 ms bins as nr.attribute's frame_ms
      "normalize": "zscore"}                   # optional: z-score each stimulus by the whole file's (cropped)
                                               # statistics, as nr.attribute's normalize="zscore"
 
@@ -96,6 +98,7 @@ import numpy as np
 
 from ._atomic import _host_tag, atomic_write_text, is_stale, sigint_handled
 from ._json import MAX_JSON_DEPTH, TOO_DEEP, nesting_depth, parse_json, strict_json
+from ._resample import model_frame_count
 from ._types import PathLike
 from ._units import RATE_UNITS
 from ._validate import RESAMPLED_SMALL_REMEDY, grid_shape, grid_words, is_int, is_real
@@ -123,7 +126,7 @@ ANALYSES = ("predict", "attribute", "reduce")
 SPLIT_ANALYSES = ("predict", "attribute")
 """Analyses split into frame blocks (``reduce`` selects channels over the whole movie)."""
 SPEC_KEYS = ("model", "stimuli", "cells", "analyses", "experiments", "out", "steps", "invariance",
-             "block_frames", "threads", "crop", "normalize", "pixel_um")
+             "block_frames", "threads", "crop", "normalize", "pixel_um", "frame_ms")
 DEFAULT_BLOCK_FRAMES = 2048
 """Output frames per block of a split task."""
 MAX_THREADS = 512
@@ -157,7 +160,10 @@ class Spec:
     the crop window), as ``normalize="zscore"`` does for a direct call;
     ``pixel_um``: the stimuli's pixel size (y_um, x_um), None for the model's
     55 µm (:func:`napari_retina._validate.check_pixel_um`): each stimulus is
-    resampled to the model's pixels before the crop, as ``pixel_um=`` does.
+    resampled to the model's pixels before the crop, as ``pixel_um=`` does;
+    ``frame_ms``: the stimuli's frame interval (ms), None for the model's 10 ms
+    (:func:`napari_retina._validate.check_frame_ms`): each stimulus is resampled
+    to the model's 10 ms bins, as ``frame_ms=`` does, and blocks count bins.
     """
 
     models: tuple
@@ -173,6 +179,7 @@ class Spec:
     crop: Union[None, str, tuple] = None
     normalize: bool = False
     pixel_um: Optional[tuple] = None
+    frame_ms: Optional[float] = None
 
     def to_dict(self) -> dict:
         """The spec as plain JSON values (paths as strings)."""
@@ -182,7 +189,7 @@ class Spec:
                 "steps": self.steps, "invariance": self.invariance, "block_frames": self.block_frames,
                 "threads": self.threads, "crop": _crop_json(self.crop),
                 "normalize": "zscore" if self.normalize else False,
-                "pixel_um": None if self.pixel_um is None else list(self.pixel_um)}
+                "pixel_um": None if self.pixel_um is None else list(self.pixel_um), "frame_ms": self.frame_ms}
 
 
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
@@ -309,6 +316,16 @@ def _pixel_um(value) -> Optional[tuple]:
                              f", got {value!r}") from None
 
 
+def _frame_ms(value) -> Optional[float]:
+    from ._validate import MAX_FRAME_MS, check_frame_ms
+
+    try:
+        return check_frame_ms(value)
+    except ValueError:
+        raise BatchSpecError(f"spec key 'frame_ms' must be a positive number of ms per frame, at most "
+                             f"{MAX_FRAME_MS:g} (null: the model's 10), got {value!r}") from None
+
+
 def _normalize(value) -> bool:
     from ._validate import check_normalize
 
@@ -424,7 +441,8 @@ def parse_spec(spec: Union[PathLike, dict, Spec], out: Optional[PathLike] = None
                 steps=None if steps is None else _positive_int(steps, "steps", high=MAX_STEPS), invariance=invariance,
                 block_frames=_positive_int(data.get("block_frames", DEFAULT_BLOCK_FRAMES), "block_frames"),
                 threads=_positive_int(data.get("threads", 1), "threads", high=MAX_THREADS), crop=_crop(data.get("crop")),
-                normalize=_normalize(data.get("normalize", False)), pixel_um=_pixel_um(data.get("pixel_um")))
+                normalize=_normalize(data.get("normalize", False)), pixel_um=_pixel_um(data.get("pixel_um")),
+                frame_ms=_frame_ms(data.get("frame_ms")))
 
 
 # ------------------------------------------------------------------ tasks ---
@@ -621,12 +639,13 @@ def plan(spec: Spec) -> list[Task]:
                 except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
                     frames_cache[str(stim)] = ((0, 0, 0), str(exc))
             shape, serr = frames_cache[str(stim)]
-            n_frames = shape[0]
+            n_frames = model_frame_count(shape[0], spec.frame_ms)   # output frames: the model's 10 ms bins
             if merr is None and serr is None:
                 try:
                     check_stimulus_shape(grid_shape(shape, spec.pixel_um), history, size, spec.crop,
                                          f"the stimulus in {Path(stim).name}{grid_words(spec.pixel_um)}",
-                                         small=None if spec.pixel_um is None else RESAMPLED_SMALL_REMEDY)
+                                         small=None if spec.pixel_um is None else RESAMPLED_SMALL_REMEDY,
+                                         frame_ms=spec.frame_ms)
                 except ValueError as exc:
                     serr = str(exc)
             err = err or serr
@@ -638,6 +657,8 @@ def plan(spec: Spec) -> list[Task]:
                 inputs["normalize"] = "zscore"
             if spec.pixel_um is not None:   # likewise
                 inputs["pixel_um"] = list(spec.pixel_um)
+            if spec.frame_ms is not None:   # likewise
+                inputs["frame_ms"] = spec.frame_ms
             for name in spec.analyses:
                 split = name in SPLIT_ANALYSES and err is None
                 blocks = _blocks(n_frames, history, spec.block_frames) if split else ((0, 0),)
@@ -778,8 +799,11 @@ def _as_contrast(window: np.ndarray, path: str, norm: Optional[dict], size: int,
 
 
 def _resampled_contrast(frames: np.ndarray, path: str, norm: Optional[dict], size: int, crop, zscore: bool,
-                        pixel_um: tuple) -> np.ndarray:
-    """Whole frames of ``path`` resampled to the model's pixels (``pixel_um``), its ``size × size`` window on
+                        pixel_um: Optional[tuple], frame_ms: Optional[float] = None,
+                        bins: Optional[tuple[int, int]] = None, first_frame: int = 0) -> np.ndarray:
+    """Whole frames of ``path`` resampled to the model's pixels (``pixel_um``; None: its own, the window cut) and
+    10 ms bins (``frame_ms``: the bins ``(start, stop)`` of the file's frames ``first_frame`` on, which
+    ``frames`` holds; :func:`napari_retina._resample.resample_window`), its ``size × size`` window on
     that grid, float32 contrast: mapped as the unsplit run (``_validate.as_stimulus``) maps them, with the
     checkpoint's statistics for "raw", the whole file's (:func:`_file_mean_std`, at the stack's pixels) for an
     integer stack z-scored by its own and for ``zscore``."""
@@ -792,7 +816,8 @@ def _resampled_contrast(frames: np.ndarray, path: str, norm: Optional[dict], siz
     mean, std = ((0.0, 1.0) if how == "contrast" else (float(norm["mean"]), float(norm["std"])) if how == "raw"
                  else _file_mean_std(path, size, crop, pixel_um))
     origin = analysed_origin(frames.shape[1:], size, crop, pixel_um)
-    return resample_window(frames, pixel_um, origin, size, mean, std if std > 0 else 1.0)
+    return resample_window(frames, pixel_um, origin, size, mean, std if std > 0 else 1.0, frame_ms=frame_ms,
+                           bins=bins, first_frame=first_frame)
 
 
 def _write_tree(group, data: dict) -> None:
@@ -853,6 +878,8 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
     from .attribution._result import map_shape
     from .metrics import map_limit
     from ._predict import predict
+    from ._resample import area_weights
+    from ._units import FRAME_MS
     from ._validate import analysed_origin, as_stimulus, check_history_frames, crop_to
 
     model = _load_model(task.model)
@@ -863,13 +890,15 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
     crop = tuple(crop) if isinstance(crop, list) else crop
     zscore = task.params.get("normalize") == "zscore"
     pixel = tuple(task.params["pixel_um"]) if task.params.get("pixel_um") is not None else None
-    placed = {"crop_origin": None, **({"input_pixel_um": list(pixel)} if pixel is not None else {})}
+    frame = task.params.get("frame_ms")
+    placed = {"crop_origin": None, **({"input_pixel_um": list(pixel)} if pixel is not None else {}),
+              **({"input_frame_ms": frame} if frame is not None else {})}
     name = Path(task.stimulus).name
     if task.kind == "reduce":
         raw = read_window(task.stimulus, 0, stimulus_frames(task.stimulus))
         placed["crop_origin"] = analysed_origin(raw.shape[1:], cfg.size, crop, pixel)
         stim = as_stimulus(raw, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=zscore,
-                           name=f"the stimulus in {name}", pixel_um=pixel)
+                           name=f"the stimulus in {name}", pixel_um=pixel, frame_ms=frame)
         del raw
         _check_invariance(stim, task.params["invariance"], f"the stimulus in {name}")
         res = run_analysis(model, stim, cell=task.cell, steps=task.params["steps"],
@@ -879,20 +908,25 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
                 "steps", "rule", "invariance", "offset", "history")
         return {"attribution": {**{k: v for k, v in attr.to_dict().items() if k in keep}, **placed},
                 "reduction": red.to_dict()}
-    first = max(0, start - cfg.history + 1)
-    window = read_window(task.stimulus, first, stop)
+    first = max(0, start - cfg.history + 1)   # output frames (the model's bins): the block and its history
+    if frame is None:
+        window = read_window(task.stimulus, first, stop)
+    else:   # the file's frames on screen during bins first..stop
+        rows, _ = area_weights(frame, first, stop - first, stimulus_frames(task.stimulus), unit=FRAME_MS)
+        window = read_window(task.stimulus, rows.start, rows.stop)
     placed["crop_origin"] = analysed_origin(window.shape[1:], cfg.size, crop, pixel)
-    if pixel is None:
+    if pixel is None and frame is None:
         window = crop_to(window, cfg.size, crop, f"the stimulus in {name}")
         window = _as_contrast(window, task.stimulus, cfg.norm, cfg.size, crop, zscore)
     else:
-        window = _resampled_contrast(window, task.stimulus, cfg.norm, cfg.size, crop, zscore, pixel)
+        window = _resampled_contrast(window, task.stimulus, cfg.norm, cfg.size, crop, zscore, pixel, frame,
+                                     None if frame is None else (first, stop), 0 if frame is None else rows.start)
     if task.kind == "predict":
         rates = predict(model, window)[start - first:]
         return {"rates": rates}
     frames = list(range(max(start, cfg.history - 1) - first, stop - first))
     if not frames:  # the block lies wholly before the first full history
-        check_history_frames(stimulus_frames(task.stimulus), cfg.history)  # a movie with none fails, as unsplit
+        check_history_frames(stimulus_frames(task.stimulus), cfg.history, frame_ms=frame)  # none: fails, as unsplit
         C, h = cfg.channels[0], cfg.map_sizes[0]
         n = stop - start
         nan = np.full((n,), np.nan, np.float32)

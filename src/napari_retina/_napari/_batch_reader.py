@@ -20,6 +20,7 @@ import numpy as np
 
 from .._json import parse_json
 from .._types import ReaderPaths
+from .._units import FRAME_MS
 from ._layers import (COLOUR_BAR_KEY, META, RESPONSE_COLOR, SCALE, CellTraces, _rgba, analysed_geometry, bar_limit,
                       channel_color, colour_bar_legend, layer_geometry, map_layer_data, stimulus_layer_kwargs)
 
@@ -56,13 +57,14 @@ def _attribute_layers(res, stim_shape: tuple, prefix: str, visible: bool) -> lis
                     for i in range(len(res.attrs["blocks"])))
     offset, (y0, x0) = _block_geometry(res, block0)   # y0, x0: the window the spec's crop cut out of the stimulus
     pixel = _input_pixel_um(res, block0)               # the stimulus's pixel size when it was resampled
+    frame = _task_frame_ms(res)                        # its frame interval when time was resampled
     channels = res.arrays["channels"].compute()
     attr = SimpleNamespace(maps=None, model=None, offset=offset, cells=[res.attrs["cell"]],
                            invariance=res.attrs["params"].get("invariance", "none"),
                            channels=channels, response=res.arrays["response"].compute())
-    _check_fits(res, stim_shape, offset, (y0, x0), pixel)
+    _check_fits(res, stim_shape, offset, (y0, x0), pixel, frame)
     size = 2 * offset + (max(res.arrays["maps"].shape[2:]) if "maps" in res.arrays else 0)   # the window's side
-    window = SimpleNamespace(crop_origin=(y0, x0), input_pixel_um=pixel,
+    window = SimpleNamespace(crop_origin=(y0, x0), input_pixel_um=pixel, input_frame_ms=frame,
                              stimulus=np.broadcast_to(np.float32(0), (len(channels), size, size)))
     geo = analysed_geometry(layer_geometry(shape=stim_shape, scale=stimulus_scale(res)), window)
     out = []
@@ -117,25 +119,44 @@ def _input_pixel_um(res, block0) -> Optional[tuple]:
                          f"input_pixel_um {str(stored)[:30]}, expected [y_um, x_um], two positive numbers") from None
 
 
+def _task_frame_ms(res) -> Optional[float]:
+    """A result's stimulus frame interval (ms) when the spec resampled it to the model's 10 ms bins
+    (``params["frame_ms"]``), else None; a ValueError naming the store entry when it is no positive number."""
+    from .._validate import check_frame_ms, is_real
+
+    stored = res.attrs.get("params", {}).get("frame_ms")
+    if stored is None:
+        return None
+    try:
+        if not is_real(stored):
+            raise ValueError
+        return check_frame_ms(stored)
+    except ValueError:
+        raise ValueError(f"the batch result {res.key!r} in {str(res.path)!r} is damaged: its parameters hold "
+                         f"frame_ms {str(stored)[:30]}, expected a positive number of ms") from None
+
+
 def stimulus_scale(res) -> tuple:
-    """(ms, µm, µm) per pixel of a batch result's stimulus file: the model's, or the spec's ``pixel_um``."""
-    from .._units import FRAME_MS
+    """(ms, µm, µm) per pixel of a batch result's stimulus file: the model's, or the spec's ``frame_ms`` and
+    ``pixel_um``."""
+    pixel, frame = res.attrs.get("params", {}).get("pixel_um"), _task_frame_ms(res)
+    return (SCALE[0] if frame is None else frame,
+            *((SCALE[1], SCALE[2]) if pixel is None else (float(pixel[0]), float(pixel[1]))))
 
-    pixel = res.attrs.get("params", {}).get("pixel_um")
-    return SCALE if pixel is None else (FRAME_MS, float(pixel[0]), float(pixel[1]))
 
-
-def _check_fits(res, stim_shape: tuple, offset: int, origin: tuple, pixel: Optional[tuple] = None) -> None:
+def _check_fits(res, stim_shape: tuple, offset: int, origin: tuple, pixel: Optional[tuple] = None,
+               frame: Optional[float] = None) -> None:
     """A ValueError naming the store entry and the stimulus file unless the stimulus (T, H, W) has the frames
-    the result was computed on (its last block's end) and room for its maps ((T, C, h, w), ``offset`` pixels
+    the result was computed on (its last block's end; the model's 10 ms bins of ``frame`` ms frames when time
+    was resampled) and room for its maps ((T, C, h, w), ``offset`` pixels
     in from the window at ``origin`` (y0, x0), on the model's grid for a stimulus resampled from ``pixel``):
     the file was replaced since the run, or the store was edited."""
     from .._validate import grid_shape
 
     frames = res.attrs["blocks"][-1][1]
     h, w = res.arrays["maps"].shape[2:] if "maps" in res.arrays else (0, 0)
-    grid = grid_shape(stim_shape, pixel)
-    if stim_shape[0] != frames or origin[0] + offset + h > grid[1] or origin[1] + offset + w > grid[2]:
+    grid = grid_shape(stim_shape, pixel, frame)
+    if grid[0] != frames or origin[0] + offset + h > grid[1] or origin[1] + offset + w > grid[2]:
         raise ValueError(f"the stimulus file {res.attrs['stimulus']!r} of the batch result {res.key!r} has shape "
                          f"{tuple(stim_shape)}, not that of the stimulus the result was computed on ({frames} frames, "
                          f"maps {h}x{w} at pixel {tuple(origin)} + {offset}); was it replaced since the run?")
@@ -274,6 +295,9 @@ def read_task_layers(res, name: Optional[str] = None) -> list[tuple]:
         prefix = f"{name}: " if name else f"{stem} {model} cell{res.attrs['cell']} "
         return [(stim, kwargs, "image")] + _attribute_layers(res, tuple(stim.shape), prefix, True)
     traces = _rate_traces(res, title) if kind == "predict" else _reduce_traces(res, title)
+    frame = _task_frame_ms(res)
+    if frame is not None:   # the traces count the model's 10 ms bins, not the layer's frames
+        traces["layer_frames_per_value"] = FRAME_MS / frame
     kwargs["metadata"][META][TRACES_KEY] = traces
     kwargs["metadata"]["batch_key"] = res.key
     return [(stim, kwargs, "image")]

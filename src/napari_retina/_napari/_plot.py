@@ -958,7 +958,9 @@ def traces_steps(viewer, attribution, reduction=None, stimulus_layer=None, name:
 
 TRACES_KEY = "traces"
 """Plugin-metadata key of a layer that carries an analysis' traces (a reader's layer: a reopened
-.h5 or a batch store): ``{"series": trace_series(...), "title": str}``."""
+.h5 or a batch store): ``{"series": trace_series(...), "title": str}``, and ``"layer_frames_per_value"``
+when each value spans several of the layer's frames (a batch task of a stimulus resampled to the model's
+10 ms bins: 10 / its frame interval; value ``t`` then lies at the centre of the frames it averages)."""
 
 
 def stored_traces(attribution, reduction=None, name: str = "", cell: Optional[CellTraces] = None,
@@ -984,7 +986,8 @@ def stored_plot(layer) -> Optional[tuple]:
         return None
     geo = layer_geometry(layer)
     T = len(stored["series"][0]["values"])
-    times = geo["translate"][0] + np.arange(T) * geo["scale"][0]
+    k = float(stored.get("layer_frames_per_value", 1.0))   # traces on the model's 10 ms bins of resampled frames
+    times = geo["translate"][0] + ((0.5 * k - 0.5) + np.arange(T) * k) * geo["scale"][0]
     return stored["series"], times, stored.get("title", ""), layer.name, plugin_metadata(layer).get("prefix")
 
 
