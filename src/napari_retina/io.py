@@ -1006,7 +1006,8 @@ def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
 def trace_columns(attr: "Attribution", red: Optional["Reduction"] = None) -> dict[str, np.ndarray]:
     """Columns of the traces CSV, each of length T (frames).
 
-    ``frame``, ``time_ms`` (frame × 10 ms), ``rate`` and ``response`` (the
+    ``frame``, ``time_ms`` (frame × 10 ms: the model's frames, from the stack's first frame, also where the
+    stack was resampled from another frame interval, ``input_frame_ms``), ``rate`` and ``response`` (the
     model's, from ``attr``), ``reduced_response`` when ``red`` is given, then
     each channel's A_c(t) under its label (``red.label(c)``, else ``"A{c}"``).
     NaN where a frame was not attributed. A ``red`` of another attribution is
