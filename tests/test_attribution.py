@@ -404,12 +404,13 @@ def test_to_dict_holds_what_is_written_and_writes(model, tmp_path):
     d = a.to_dict()
     assert set(d) == {"maps", "channels", "response", "rates", "baseline_rate", "completeness_error", "cells",
                       "steps", "rule", "invariance", "frames", "offset", "history", "crop_origin", "tol",
-                      "steps_per_frame", "units", "frame_ms", "pixel_um", "input_pixel_um"}
+                      "steps_per_frame", "units", "frame_ms", "pixel_um", "input_pixel_um", "input_frame_ms"}
     # a scientist's audit: a saved attribution said no unit, nor the size of the frames and pixels it counts
     assert d["units"].startswith("spikes per 10 ms bin") and (d["frame_ms"], d["pixel_um"]) == (10.0, 55.0)
     for key in ("maps", "channels", "response", "rates", "frames", "cells", "steps_per_frame"):
         np.testing.assert_array_equal(d[key], np.asarray(getattr(a, key)))
     assert d["crop_origin"].tolist() == [1, 0] and d["input_pixel_um"].tolist() == [55.0, 55.0]
+    assert d["input_frame_ms"] == 10.0
     assert type(d["baseline_rate"]) is float and type(d["steps"]) is int and d["rule"] == "kink_midpoint"
     assert d["tol"] is None and d["steps_per_frame"].tolist() == [0] * 5 + [3] * 3
     adaptive = nr.attribute(model, big, cell=[0, 2], crop="center").to_dict()

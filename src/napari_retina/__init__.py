@@ -10,7 +10,9 @@ Scripting API (see README.md)::
     red = nr.reduce(attr)                    # the few units that carry the response
 
 Conventions: 1 frame = 10 ms, 1 pixel = 55 µm, stimuli in contrast units
-(0 = mean luminance), outputs aligned to stimulus frames, float32.
+(0 = mean luminance), outputs aligned to stimulus frames, float32. A stack at
+another pixel size or frame interval is resampled to the model's when given
+them (``pixel_um=``, ``frame_ms=``; outputs then count the model's frames).
 
 Viewers (needs napari; see docs/SCRIPTING.md)::
 
