@@ -1011,12 +1011,14 @@ def test_a_spec_s_frame_ms_resamples_every_stimulus_to_10_ms_bins_as_the_direct_
     assert kw["metadata"]["napari_retina"]["traces"]["layer_frames_per_value"] == pytest.approx(0.6)
 
 
-@pytest.mark.parametrize("value", [0, -2, "a", [16], True, 1e7])
+@pytest.mark.parametrize("value", [0, -2, "a", [16], True, 16667, "1/0"])
 def test_a_spec_s_frame_ms_that_is_no_positive_interval_is_refused_in_one_sentence(inputs, tmp_path, value):
-    with pytest.raises(batch.BatchSpecError, match=r"^spec key 'frame_ms' must be a positive number of ms per frame, "
-                                                   r"at most 1e\+06 \(null: the model's 10\), got "):
+    with pytest.raises(batch.BatchSpecError, match=r"^spec key 'frame_ms' must be a positive number of ms per frame "
+                                                   r"or a ratio as text \('1000/60'\), at most 10000 \(null: the "
+                                                   r"model's 10\), got "):
         batch.parse_spec({**_spec(inputs, tmp_path / "r"), "frame_ms": value})
     assert batch.parse_spec({**_spec(inputs, tmp_path / "r"), "frame_ms": 10}).frame_ms is None
+    assert batch.parse_spec({**_spec(inputs, tmp_path / "r"), "frame_ms": "1000/60"}).frame_ms == 1000 / 60
 
 
 @pytest.mark.parametrize("value", [0, -2, "a", [1, 2, 3], True])

@@ -381,6 +381,8 @@ def test_a_layer_shown_at_another_frame_rate_resampled_in_the_dock_has_maps_and_
     """The dock's frame interval 5 ms (or 20 ms): the layer is analysed on the model's 10 ms bins, its maps are
     10 ms frames centred on the layer frames each averages, the traces' times are those centres, and the result
     is nr.attribute's with frame_ms at that interval."""
+    from napari_retina.io import trace_columns
+
     frame_ms, frames = (5.0, 48) if case == "5 ms frames" else (20.0, 12)
     scale = (frame_ms, 55, 55) if case == "5 ms frames" else (frame_ms / 1000, 0.055, 0.055)
     units = ("ms", "um", "um") if case == "5 ms frames" else ("s", "mm", "mm")
@@ -397,6 +399,8 @@ def test_a_layer_shown_at_another_frame_rate_resampled_in_the_dock_has_maps_and_
     _assert_bins_over_their_frames(maps, layer, k_t)
     start = 3 * frame_ms + (0.5 * k_t - 0.5) * frame_ms              # the layer's translate, then bin 0's centre
     np.testing.assert_allclose(trace_plot(viewer, create=False).times_ms, start + np.arange(24) * 10.0)
+    # the CSV's time_ms is the plot's clock without the layer's translate (a helper's audit: 3.3 ms apart at 60 Hz)
+    np.testing.assert_allclose(trace_columns(attr)["time_ms"], start - 3 * frame_ms + np.arange(24) * 10.0)
     assert f"its {frame_ms:g} ms frames were resampled to the model's 10 ms bins" in w.task.status.value
     assert "model saw it" not in w.task.status.value and not [n for n in notes if n[0] == "warning"], notes
 
@@ -461,3 +465,30 @@ def test_a_time_resampled_attribution_shows_on_its_bins_or_over_its_stack(viewer
                                          r"\(20, 20, 20\) \(20 model frames of 10 ms: 5 ms frames resampled\), got "
                                          r"layer 'half' of shape \(30, 20, 20\)$"):
         nr.show(attr, viewer, stimulus_layer=viewer.add_image(stim[:30], name="half"))
+
+
+def test_a_60_hz_layer_is_read_at_its_own_interval_where_the_box_shows_it_rounded(viewer, tiny, notes):
+    """A helper's audit: the box holds 16.6667; a layer at 1000/60 ms was told it 'has 16.67 ms per frame: the
+    model saw it at 16.6667 ... set the box to 16.6667', its maps were 9.99998 ms apart, and 1200 frames of 8.3333
+    ms lost a bin. The layer's own interval, of which the box shows the rounding, is the one analysed."""
+    stim = nr.stimuli.white_noise(frames=36, size=20, seed=8)
+    layer = viewer.add_image(stim, name="sixty", scale=(1000 / 60, 55, 55), units=("ms", "um", "um"))
+    w = _analyze(viewer, layer, invariance="none", frame=1000 / 60)
+    assert w.analysis.attribution.input_frame_ms == 1000 / 60 and len(w.analysis.attribution.response) == 60
+    assert not [n for n in notes if n[0] == "warning"], notes
+    np.testing.assert_allclose(_maps(viewer, "sixty: ")[0].scale[0], 10.0, rtol=1e-12)
+    w.frame.value = 16.5                                          # not the layer's: the box's own number
+    assert w.frame_ms() == 16.5
+
+
+def test_a_time_resampled_attribution_over_a_layer_without_units_gives_it_its_frame_interval(viewer, tiny):
+    """A helper's audit: nr.show gave a layer without units 10 ms per frame whatever the attribution was
+    resampled from, so 50 bins of 60 Hz frames ended 195 ms from their frames, and the warning said they lined up."""
+    stim = nr.stimuli.white_noise(frames=30, size=20, seed=9)
+    attr = nr.attribute(tiny, stim, cell=0, steps=2, invariance="none", frame_ms=1000 / 60)
+    plain = viewer.add_image(stim, name="plain")
+    with pytest.warns(UserWarning, match=r"it now has 16.6667 ms per frame and 55 µm pixels \(those the "
+                                         r"attribution was resampled from\)"):
+        maps = nr.show(attr, viewer, stimulus_layer=plain)
+    np.testing.assert_allclose(plain.scale, (1000 / 60, 55, 55))
+    _assert_bins_over_their_frames(maps, plain, 0.6)

@@ -69,25 +69,39 @@ def test_an_integer_stack_is_z_scored_at_its_own_frames_and_pixels_then_resample
 
 
 @pytest.mark.parametrize("value, expected", [(1000 / 60, 1000 / 60), ("16.5", 16.5), (5, 5.0), (10, None),
-                                             ("10", None), (None, None), (np.float32(20), 20.0), (np.array(5.0), 5.0)])
+                                             ("10", None), (None, None), (np.float32(20), 20.0), (np.array(5.0), 5.0),
+                                             ("1000/60", 1000 / 60), (" 100 / 3 ", 100 / 3), ("20/2", None)])
 def test_frame_ms_reads_a_number_or_its_text(value, expected):
     assert check_frame_ms(value) == expected
 
 
 @pytest.mark.parametrize("value", [0, -3, float("nan"), float("inf"), True, "a", "5,5", (5,), [5, 5], b"5",
-                                   np.array([5.0])])
+                                   np.array([5.0]), "1000/0", "1/2/3", "/60"])
 def test_frame_ms_refuses_what_is_no_positive_number(value):
-    with pytest.raises(ValueError, match=r"^frame_ms must be None, a positive number of ms per frame, or its text "):
+    with pytest.raises(ValueError, match=r"^frame_ms must be None, a positive number of ms per frame, or its text "
+                                         r"\('16.5', or '1000/60' for a 60 Hz monitor\), got "):
         check_frame_ms(value)
 
 
-def test_frame_ms_beyond_1000_s_or_a_movie_beyond_memory_is_refused_in_one_sentence():
-    with pytest.raises(ValueError, match=r"^frame_ms must be at most 1e\+06 ms \(1000 s\), got 1e\+308$"):
-        as_stimulus(np.zeros((3, 20, 20), np.float32), history=1, size=20, frame_ms=1e308)
-    # 300 frames of 1000 s are 30 million 10 ms bins of 50 x 50: 300 GB
-    with pytest.raises(MemoryError, match=r"^stimulus's 300 frames of 1e\+06 ms on the model's 10 ms bins takes "
-                                          r"30,000,000 frames of 50×50 px"):
-        as_stimulus(np.zeros((300, 50, 50), np.float32), history=40, size=50, frame_ms=1e6)
+def test_frame_ms_beyond_10_s_is_refused_in_one_sentence():
+    """A helper's audit: 1e6 ms (the first cap) made 3 million bins of 30 frames, 5 GB and minutes without a
+    word, and 16667 (µs taken for ms) passed."""
+    for value in (1e308, 16667):
+        with pytest.raises(ValueError, match=r"^frame_ms must be at most 10000 ms \(10 s; µs taken for ms\?\), "):
+            as_stimulus(np.zeros((3, 20, 20), np.float32), history=1, size=20, frame_ms=value)
+
+
+def test_the_memory_check_counts_the_output_bins_on_the_model_s_pixels(monkeypatch):
+    """A helper's audit: with pixel_um too, the check counted the stack's own pixels: 80 x 80 pixels of 13.75 µm
+    (a 20 x 20 model window) at 100 bins a frame were refused, and 10 x 10 pixels of 110 µm passed unchecked."""
+    from napari_retina import _validate
+
+    monkeypatch.setattr(_validate, "physical_memory_bytes", lambda: 32 << 20)   # a machine of 32 MiB
+    fine = as_stimulus(np.zeros((40, 80, 80), np.uint8), history=10, size=20, pixel_um=13.75, frame_ms=1000)
+    assert fine.shape == (4000, 20, 20)                                          # 6.4 MB
+    with pytest.raises(MemoryError, match=r"^stimulus's 30 frames of 10000 ms on the model's 10 ms bins takes "
+                                          r"30,000 frames of 20×20 px, 0.0447 GiB as float32"):
+        as_stimulus(np.zeros((30, 10, 10), np.uint8), history=10, size=20, pixel_um=110, frame_ms=1e4)
 
 
 def test_too_few_frames_is_said_in_the_stack_s_frames_and_the_model_s_bins():
@@ -109,6 +123,9 @@ def test_predict_and_attribute_on_5_ms_frames_are_those_of_the_pair_means(tiny):
     np.testing.assert_array_equal(got.frames, ref.frames)
     assert got.to_dict()["input_frame_ms"] == 5.0 and got.to_dict()["frame_ms"] == 10.0
     assert ref.to_dict()["input_frame_ms"] == 10.0
+    with pytest.raises(ValueError, match=r"^frames must lie inside the movie's 30 frames \(the model's 10 ms bins of "
+                                         r"its 60 frames of 5 ms\), got index 40$"):
+        nr.attribute(tiny, stack, steps=2, frame_ms=5, crop=(1, 2), frames=[40])
 
 
 def test_a_wrapped_module_resamples_time_as_a_retina_cnn_does():
@@ -163,6 +180,11 @@ def test_a_saved_analysis_without_a_frame_interval_reads_as_the_models_and_a_bad
     with pytest.raises(ValueError, match=r"its 'attribution/input_frame_ms' is '-5.0', expected the frame interval "
                                          r"of the analysed layer in ms, a positive number$"):
         nr.read_analysis(path)
+    with h5py.File(path, "a") as h5:   # a helper's audit: the settings' frame_ms reached the dock unchecked
+        h5["attribution"].attrs["input_frame_ms"] = 10.0
+        h5["parameters"].attrs["frame_ms"] = "abc"
+    with pytest.raises(ValueError, match=r"its 'parameters/frame_ms' is 'abc', expected the frame interval"):
+        nr.read_analysis(path)
 
 
 def test_the_command_line_resamples_with_frame_ms_and_names_its_option(tmp_path, capsys):
@@ -171,7 +193,7 @@ def test_the_command_line_resamples_with_frame_ms_and_names_its_option(tmp_path,
     stack = np.random.default_rng(8).standard_normal((90, 50, 50)).astype(np.float32)
     np.save(tmp_path / "s.npy", stack)
     assert main(["predict", str(tmp_path / "s.npy"), "--frame-ms", "5", "--quiet", "--out", str(tmp_path / "r.h5")]) == 0
-    assert "rates 45 frames (10 ms bins of the stack's 5 ms frames) x 4 cells" in capsys.readouterr().out
+    assert "rates 45 frames (the model's 10 ms bins of its 90 frames of 5 ms) x 4 cells" in capsys.readouterr().out
     with h5py.File(tmp_path / "r.h5") as h5:
         assert h5.attrs["input_frame_ms"] == 5.0
         rates = h5["rates"][()]
@@ -179,8 +201,9 @@ def test_the_command_line_resamples_with_frame_ms_and_names_its_option(tmp_path,
                                rtol=1e-5, atol=1e-6)
     assert main(["predict", str(tmp_path / "s.npy"), "--frame-ms", "0", "--out", str(tmp_path / "r.h5")]) == 2
     assert capsys.readouterr().err == ("napari-retina predict: error: --frame-ms must be a positive number of ms per "
-                                       "frame (e.g. 16.667 for a 60 Hz monitor), got '0'\n")
-    assert main(["attribute", str(tmp_path / "s.npy"), "--frame-ms", "5", "--steps", "2", "--quiet",
+                                       "frame, or a ratio such as 1000/60 (a 60 Hz monitor), got '0'\n")
+    assert main(["attribute", str(tmp_path / "s.npy"), "--frame-ms", "20/4", "--steps", "2", "--quiet",
                  "--out", str(tmp_path / "a.h5")]) == 0
+    assert "on 6 frames (the model's 10 ms bins of its 90 frames of 5 ms)" in capsys.readouterr().out
     with h5py.File(tmp_path / "a.h5") as h5:
         assert h5["attribution"].attrs["input_frame_ms"] == 5.0 and h5["attribution/channels"].shape == (45, 8)

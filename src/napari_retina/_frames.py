@@ -15,14 +15,15 @@ import torch
 Frames = Union[None, slice, range, list, tuple, np.ndarray]
 
 
-def select_frames(n_frames: int, history: int, frames: Frames = None) -> np.ndarray:
+def select_frames(n_frames: int, history: int, frames: Frames = None, bins: str = "") -> np.ndarray:
     """Sorted, unique output-frame indices with a full history.
 
     ``frames=None`` means every frame from ``history-1`` on; a slice or a list of
     indices selects a subset (negative indices count from the end). A slice
     whose lower end is left open (``slice(None)``, ``slice(None, 100)``) starts
     at ``history-1``, as None does. Indices outside the movie, or without a
-    full history, are a ValueError naming the index as given.
+    full history, are a ValueError naming the index as given (``bins`` follows the movie's frame count in it:
+    what the frames are when they are the model's bins of a resampled stack, :func:`._validate.bins_words`).
     """
     if frames is None:
         return np.arange(history - 1, n_frames)
@@ -45,14 +46,15 @@ def select_frames(n_frames: int, history: int, frames: Frames = None) -> np.ndar
                 isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in idx):   # Python ints (> int64)
             outside = [v for v in idx if not -n_frames <= v < n_frames]
             if outside:
-                raise ValueError(f"frames must lie inside the movie's {n_frames} frames, got index {int(outside[0])}")
+                raise ValueError(f"frames must lie inside the movie's {n_frames} frames{bins}, got index "
+                                 f"{int(outside[0])}")
             idx = idx.astype(np.int64)
         if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
             raise TypeError(f"frames must be None, a slice or a list of integer frame indices, got "
                             f"{_described(frames, idx)}")
         if ((idx < -n_frames) | (idx >= n_frames)).any():
             bad = idx[(idx < -n_frames) | (idx >= n_frames)][0]
-            raise ValueError(f"frames must lie inside the movie's {n_frames} frames, got index {int(bad)}")
+            raise ValueError(f"frames must lie inside the movie's {n_frames} frames{bins}, got index {int(bad)}")
         given = idx.astype(np.int64)  # in range now: int8 cannot hold idx + n_frames, torch cannot index with uint64
         idx = np.where(given < 0, given + n_frames, given)
     if idx.size == 0:

@@ -68,8 +68,8 @@ def predict(
         run in eval mode (deterministic).
     stimulus : array (T, H, W)
         Contrast units (float) or raw intensities (integers; see
-        :func:`napari_retina._validate.normalise`); 1 frame = 10 ms. Float
-        values must fit in float32. A float stack far from contrast units
+        :func:`napari_retina._validate.normalise`); 1 frame = 10 ms (another
+        interval: ``frame_ms``). Float values must fit in float32. A float stack far from contrast units
         (|mean| above 3, or std above 10, times the std of the model's
         training stimulus) warns with :class:`napari_retina.StimulusUnitsWarning`.
     device : str, optional
@@ -104,8 +104,9 @@ def predict(
         monitor; other than the model's 10 ms, time is resampled to the
         model's 10 ms bins (each bin the mean of the frames shown during it)
         and the rates come on those bins: ``T' = floor(T·frame_ms/10)`` of
-        them, bin ``k`` covering ``[10k, 10(k+1))`` ms from the stack's first
-        frame. Default None: the stack's frames are the model's.
+        them (a thousandth of a bin short counting as whole), bin ``k``
+        covering ``[10k, 10(k+1))`` ms from the stack's first frame; text
+        such as ``"1000/60"`` is read too. Default None: the stack's frames are the model's.
 
     Returns
     -------

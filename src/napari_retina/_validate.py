@@ -258,29 +258,33 @@ def check_pixel_um(pixel_um, forms: str = PIXEL_UM_FORMS) -> Optional[tuple[floa
 
 
 #: the frame intervals :func:`check_frame_ms` takes, in words
-FRAME_MS_FORMS = "None, a positive number of ms per frame, or its text '16.667'"
-#: the longest frame interval taken, ms (1000 s: anything longer is a mistake)
-MAX_FRAME_MS = 1e6
+FRAME_MS_FORMS = "None, a positive number of ms per frame, or its text ('16.5', or '1000/60' for a 60 Hz monitor)"
+#: the longest frame interval taken, ms (10 s: each frame is repeated as that many 10 ms bins, a thousand here;
+#: a longer one is most likely µs taken for ms, and a movie held that long is better stored as its bins)
+MAX_FRAME_MS = 1e4
 
 
 def check_frame_ms(frame_ms, forms: str = FRAME_MS_FORMS) -> Optional[float]:
     """The one reading of ``frame_ms``, the time a stack's frame was shown for (ms): a float, or None when the
     stack is used on the model's own time grid (None, or the model's :data:`~napari_retina._units.FRAME_MS`).
 
-    Text (the command line's) is one number. Bools, zero, negative, non-finite
+    Text (the command line's) is one number or a ratio of two ("1000/60": a
+    60 Hz monitor's frames exactly, which no decimal is). Bools, zero, negative, non-finite
     intervals and intervals above :data:`MAX_FRAME_MS` are refused; ``forms``
     says what is taken, in the caller's words.
 
-    >>> check_frame_ms(1000 / 60), check_frame_ms("10"), check_frame_ms(None)
-    (16.666666666666668, None, None)
+    >>> check_frame_ms(1000 / 60), check_frame_ms("1000/60"), check_frame_ms("10"), check_frame_ms(None)
+    (16.666666666666668, 16.666666666666668, None, None)
     """
     if frame_ms is None:
         return None
     value = frame_ms
     if isinstance(value, str):
+        parts = value.split("/")
         try:
-            value = float(value.strip())
-        except ValueError:
+            numbers = [float(part.strip()) for part in parts] if len(parts) in (1, 2) else None
+            value = None if numbers is None else numbers[0] if len(numbers) == 1 else numbers[0] / numbers[1]
+        except (ValueError, ZeroDivisionError):
             value = None
     elif is_real(value) or (isinstance(value, np.ndarray) and value.ndim == 0 and is_real(value.item())):
         value = float(value)
@@ -289,7 +293,7 @@ def check_frame_ms(frame_ms, forms: str = FRAME_MS_FORMS) -> Optional[float]:
     if value is None or not math.isfinite(value) or value <= 0:
         raise ValueError(f"frame_ms must be {forms}, got {frame_ms!r}")
     if value > MAX_FRAME_MS:
-        raise ValueError(f"frame_ms must be at most {MAX_FRAME_MS:g} ms (1000 s), got {frame_ms!r}")
+        raise ValueError(f"frame_ms must be at most {MAX_FRAME_MS:g} ms (10 s; µs taken for ms?), got {frame_ms!r}")
     return None if np.isclose(value, FRAME_MS, rtol=1e-9, atol=0) else value
 
 
@@ -671,6 +675,13 @@ def check_history_frames(n_frames: int, history: int, name: str = "stimulus",
                          f"{history} frames ({history * FRAME_MS:g} ms)")
 
 
+def bins_words(n_frames: int, frame_ms: Optional[float]) -> str:
+    """What follows a count of model frames in a sentence when they are the 10 ms bins of ``n_frames`` frames of
+    ``frame_ms`` ms: " (the model's 10 ms bins of its 30 frames of 13.3333 ms)"; "" for None."""
+    return "" if frame_ms is None else (f" (the model's {FRAME_MS:g} ms bins of its {n_frames} frames of "
+                                        f"{frame_text(frame_ms)})")
+
+
 def frame_text(frame_ms: Optional[float]) -> str:
     """A stack's frame interval in words: "16.6667 ms" (the model's own for None)."""
     return f"{FRAME_MS if frame_ms is None else frame_ms:.6g} ms"
@@ -701,7 +712,8 @@ def as_stimulus(
     window on that grid (:func:`analysed_origin`); ``frame_ms`` (the time each
     frame was shown, :func:`check_frame_ms`; None: the model's 10 ms) other
     than the model's resamples time to its 10 ms bins (each bin the mean of the
-    frames shown during it, ``T'`` = ``floor(T·frame_ms/10)`` bins; ``T`` without it).
+    frames shown during it, ``T'`` = ``floor(T·frame_ms/10)`` bins, a thousandth of a bin short counting
+    as whole; ``T`` without it).
     The units checks and the statistics a stack is z-scored by are the stack's own values under the
     window, at its own pixels and frames (averaging shrinks a fine stack's std, which
     z-scoring afterwards would undo). ``normalize``: see
@@ -723,8 +735,8 @@ def as_stimulus(
         origin = checked_origin(model_frame_shape(arr.shape[1:], pixel), size, crop, name + grid_words(pixel),
                                 small=RESAMPLED_SMALL_REMEDY)
         window = arr[(slice(None),) + source_window(arr.shape[1:], pixel, origin, size)]
-    if frame is not None:
-        check_movie_fits(model_frame_count(len(arr), frame), window.shape[-1],
+    if frame is not None:   # the output: T' bins of size × size (or of the whole frame without a size)
+        check_movie_fits(model_frame_count(len(arr), frame), size if size is not None else max(arr.shape[1:]),
                          f"{name}'s {len(arr):,} frames of {frame_text(frame)} on the model's {FRAME_MS:g} ms bins")
     if not zscored:
         warn_if_not_contrast(window, norm, name, stacklevel=stacklevel)

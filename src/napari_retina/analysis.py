@@ -439,7 +439,8 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
     model : RetinaCNN or WrappedModel
         As for :func:`napari_retina.attribute` (``nr.load_model()``, ``nr.wrap(...)``).
     stimulus : array (T, H, W)
-        Contrast units (float) or raw intensities (integers); 1 frame = 10 ms.
+        Contrast units (float) or raw intensities (integers); 1 frame = 10 ms (another
+        interval: ``frame_ms``).
     cell, steps, tol, invariance, crop, normalize, pixel_um, frame_ms
         As for :func:`napari_retina.attribute` (default ``tol`` 1e-3; ``invariance``
         "auto", with full maps of a full-field stimulus as above).

@@ -14,8 +14,9 @@ A batch *spec* (a dict, or a .json/.yaml/.yml file) names the grid::
      "crop": "center",                        # optional: None, "center" or [y0, x0], as nr.attribute's crop
      "pixel_um": 27.5,                        # optional: the stimuli's pixel size (µm; or [y, x]), resampled
                                               # to the model's 55 µm pixels as nr.attribute's pixel_um
-     "frame_ms": 16.667,                      # optional: how long each frame was shown (ms), resampled to the
-                                              # model's 10 ms bins as nr.attribute's frame_ms
+     "frame_ms": "1000/60",                   # optional: how long each frame was shown (ms; a number, or a
+                                              # ratio as text), resampled to the model's 10 ms bins as
+                                              # nr.attribute's frame_ms
      "normalize": "zscore"}                   # optional: z-score each stimulus by the whole file's (cropped)
                                               # statistics, as nr.attribute's normalize="zscore"
 
@@ -322,8 +323,8 @@ def _frame_ms(value) -> Optional[float]:
     try:
         return check_frame_ms(value)
     except ValueError:
-        raise BatchSpecError(f"spec key 'frame_ms' must be a positive number of ms per frame, at most "
-                             f"{MAX_FRAME_MS:g} (null: the model's 10), got {value!r}") from None
+        raise BatchSpecError(f"spec key 'frame_ms' must be a positive number of ms per frame or a ratio as text "
+                             f"('1000/60'), at most {MAX_FRAME_MS:g} (null: the model's 10), got {value!r}") from None
 
 
 def _normalize(value) -> bool:
@@ -935,7 +936,8 @@ def _compute_block(task: Task, start: int, stop: int) -> dict:
             shape = map_shape(C, h, task.params["invariance"])
             out["maps"] = np.full((n,) + shape, np.nan, np.float32)
         return out
-    _check_invariance(window, task.params["invariance"], f"the stimulus in {name} (frames {first}:{stop})")
+    frames_are = "frames" if frame is None else f"{FRAME_MS:g} ms bins"   # a resampled stack's frames are bins
+    _check_invariance(window, task.params["invariance"], f"the stimulus in {name} ({frames_are} {first}:{stop})")
     attr = attribution.attribute(model, window, cell=task.cell, steps=task.params["steps"],
                                  invariance=task.params["invariance"], frames=frames)
     out = {k: v[start - first:] for k, v in (("channels", attr.channels), ("response", attr.response),

@@ -1006,8 +1006,9 @@ def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
 def trace_columns(attr: "Attribution", red: Optional["Reduction"] = None) -> dict[str, np.ndarray]:
     """Columns of the traces CSV, each of length T (frames).
 
-    ``frame``, ``time_ms`` (frame × 10 ms: the model's frames, from the stack's first frame, also where the
-    stack was resampled from another frame interval, ``input_frame_ms``), ``rate`` and ``response`` (the
+    ``frame``, ``time_ms`` (frame × 10 ms, the stack's first frame at 0, as napari's time slider reads it; for
+    a stack resampled from frames of Δ ms, ``input_frame_ms``, each 10 ms bin's centre on that clock,
+    frame × 10 + (10 − Δ)/2, where the trace plot draws it), ``rate`` and ``response`` (the
     model's, from ``attr``), ``reduced_response`` when ``red`` is given, then
     each channel's A_c(t) under its label (``red.label(c)``, else ``"A{c}"``).
     NaN where a frame was not attributed. A ``red`` of another attribution is
@@ -1016,7 +1017,9 @@ def trace_columns(attr: "Attribution", red: Optional["Reduction"] = None) -> dic
     if not all(hasattr(attr, a) for a in ("response", "rates", "channels")):
         raise TypeError(f"attr must be an attribution (nr.attribute's result), got {type(attr).__name__}")
     T = len(attr.response)
-    cols = {"frame": np.arange(T), "time_ms": np.arange(T) * FRAME_MS, "rate": attr.rates,
+    frame = getattr(attr, "input_frame_ms", None)
+    centre = 0.0 if frame is None else (FRAME_MS - float(frame)) / 2   # a bin's centre, frame 0's at 0
+    cols = {"frame": np.arange(T), "time_ms": np.arange(T) * FRAME_MS + centre, "rate": attr.rates,
             "response": attr.response}
     if red is not None:
         check_reduces(attr, red)

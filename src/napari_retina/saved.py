@@ -24,6 +24,7 @@ import numpy as np
 from . import io as nr_io
 from ._json import parse_json
 from ._types import PathLike
+from ._units import FRAME_MS
 from ._validate import check_frame_ms, check_pixel_um, is_int, is_real, one_sentence
 
 __all__ = [
@@ -295,9 +296,10 @@ def _input_pixel_um(path: Path, stored) -> Optional[tuple]:
                          "the (y, x) pixel size of the analysed layer in µm, two positive numbers") from None
 
 
-def _input_frame_ms(path: Path, stored) -> Optional[float]:
-    """A saved ``attribution/input_frame_ms`` (ms) read as :func:`~._validate.check_frame_ms` reads a caller's
-    (None for the model's own 10 ms, or for none saved), or the ValueError of a damaged file."""
+def _input_frame_ms(path: Path, stored, name: str = "attribution/input_frame_ms") -> Optional[float]:
+    """A saved ``attribution/input_frame_ms`` (or the attribute ``name``; ms) read as
+    :func:`~._validate.check_frame_ms` reads a caller's (None for the model's own 10 ms, or for none saved), or
+    the ValueError of a damaged file."""
     if stored is None:
         return None
     try:
@@ -305,7 +307,7 @@ def _input_frame_ms(path: Path, stored) -> Optional[float]:
             raise ValueError
         return check_frame_ms(float(stored))
     except (ValueError, TypeError):
-        raise ValueError(f"{_damaged(path)}: its 'attribution/input_frame_ms' is {str(stored)[:60]!r}, expected "
+        raise ValueError(f"{_damaged(path)}: its '{name}' is {str(stored)[:60]!r}, expected "
                          "the frame interval of the analysed layer in ms, a positive number") from None
 
 
@@ -403,6 +405,8 @@ def read_analysis(path: PathLike) -> SavedAnalysis:
                              reduced_response=_checked(path, "reduction/reduced_response", r.get("reduced_response"),
                                                        f"the reduced circuit's response, ({T},)", 1, T,
                                                        blank=blank))
+    if "frame_ms" in params:   # the settings the Analyze dock may apply: a number it can show
+        params["frame_ms"] = _input_frame_ms(path, params["frame_ms"], "parameters/frame_ms") or FRAME_MS
     return SavedAnalysis(attr, red, params, model)
 
 

@@ -54,7 +54,7 @@ from napari.viewer import Viewer as _NapariViewer  # the class itself (napari.Vi
 from ._atomic import atomic_write
 from ._types import AnyModel, ArrayLike, PathLike
 from ._units import FRAME_MS
-from ._validate import check_positive, check_reduces, frame_text, grid_shape, grid_words, is_real
+from ._validate import check_positive, check_reduces, frame_text, grid_shape, grid_words, is_real, pixel_text
 from ._napari._layers import (META, CellTraces, bar_limit, map_layers, on_window, plugin_metadata,
                               show_marked_colour_bar, stimulus_layer_kwargs)
 from ._napari._plot import TRACES_KEY, TracePlot, show_stored_traces, trace_plot
@@ -193,7 +193,8 @@ def show(result: Any, viewer: Optional["napari.Viewer"] = None, *, name: Optiona
     truth = _checked_truth(kind, result, truth)
     viewer = _viewer(viewer)
     if stimulus_layer is not None:
-        _ensure_physical_scale(stimulus_layer)
+        shown = result.attribution if kind == "analysis" else result if kind == "attribution" else attribution
+        _ensure_physical_scale(stimulus_layer, shown)
     with UnitsWarningOnce():  # napari's "Inconsistent units" warning once per show, not once per layer
         return _show(viewer, kind, result, name, reduction, attribution, stimulus_layer, maps, limit, replace,
                      beside, staged, truth)
@@ -232,8 +233,10 @@ def _warn_no_maps(invariance: str) -> None:
                   UserWarning, stacklevel=4)
 
 
-def _ensure_physical_scale(layer) -> None:
-    """Give a ``stimulus_layer`` without physical units (napari's own reader: 1 per pixel) the stimulus scale.
+def _ensure_physical_scale(layer, attribution=None) -> None:
+    """Give a ``stimulus_layer`` without physical units (napari's own reader: 1 per pixel) the stimulus scale:
+    the frame interval and pixel size ``attribution`` was resampled from (``input_frame_ms``,
+    ``input_pixel_um``), the model's 10 ms and 55 µm otherwise.
 
     Its maps take its scale and the trace plot its time axis, drawn in ms:
     at 1 per frame the axis said ms and counted frames. The Analyze widget
@@ -242,13 +245,18 @@ def _ensure_physical_scale(layer) -> None:
     import warnings
 
     from ._napari._widgets._common import has_physical_scale, set_physical_scale
+    from ._units import PIXEL_UM
 
     if has_physical_scale(layer) or getattr(layer, "ndim", 3) != 3:
         return
-    set_physical_scale(layer)
-    warnings.warn(f"layer {layer.name!r} had no physical scale (napari's default, 1 per pixel); it now has 10 ms "
-                  "per frame and 55 µm per pixel, so the maps and the traces' time axis (ms) line up with it",
-                  UserWarning, stacklevel=3)
+    frame = getattr(attribution, "input_frame_ms", None) or FRAME_MS
+    pixel = getattr(attribution, "input_pixel_um", None) or (PIXEL_UM, PIXEL_UM)
+    set_physical_scale(layer, pixel, frame)
+    whose = "the model's" if (frame, tuple(pixel)) == (FRAME_MS, (PIXEL_UM, PIXEL_UM)) else \
+        "those the attribution was resampled from"
+    warnings.warn(f"layer {layer.name!r} had no physical scale (napari's default, 1 per pixel); it now has "
+                  f"{frame:.6g} ms per frame and {pixel_text(tuple(pixel))} pixels ({whose}), so the maps and the "
+                  "traces' time axis (ms) line up with it", UserWarning, stacklevel=3)
 
 
 def _kind(result) -> str:

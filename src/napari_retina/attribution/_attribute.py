@@ -15,8 +15,8 @@ from .._predict import callers_modes
 from .._wrap import model_on
 from .._progress import Progress, report
 from .._types import AnyModel, ArrayLike
-from .._validate import (Crop, Normalize, analysed_origin, as_stimulus, check_cells, check_finite_output, check_int,
-                         check_frame_ms, check_maps_fit, check_pixel_um)
+from .._validate import (Crop, Normalize, analysed_origin, as_stimulus, bins_words, check_cells, check_finite_output,
+                         check_frame_ms, check_int, check_maps_fit, check_pixel_um)
 from .._wrap import is_wrapped
 from ..first_layer import FirstLayer
 from ..model import RetinaCNN
@@ -142,7 +142,8 @@ def attribute(
         "gausslegendre" by default, refined until ``tol`` or at fixed
         ``steps``; ``invariance`` "auto" means "none" for it; see :mod:`._wrapped`).
     stimulus : array (T, H, W)
-        Contrast units (float) or raw intensities (integers); 1 frame = 10 ms.
+        Contrast units (float) or raw intensities (integers); 1 frame = 10 ms (another
+        interval: ``frame_ms``).
         As in :func:`napari_retina.predict`: float values must fit in float32,
         and a float stack far from contrast units warns
         (:class:`napari_retina.StimulusUnitsWarning`).
@@ -259,7 +260,7 @@ def attribute(
         stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize,
                            pixel_um=pixel_um, frame_ms=frame_ms)
         origin = analysed_origin(np.shape(stimulus)[1:], cfg.size, crop, pixel_um)
-        idx = select_frames(len(stim), cfg.history, frames)
+        idx = select_frames(len(stim), cfg.history, frames, bins_words(len(stimulus), frame_ms))
         bs = default_batch_points(model) if batch_size is None else check_int(batch_size, "batch_size", 1)
         inv = resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1], invariance)
         maps, chan, rates, f0, per_frame = _integrate_frames(model, stim, idx, cells, rule, steps, tol, inv, bs,

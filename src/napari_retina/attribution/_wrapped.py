@@ -31,8 +31,8 @@ from .._device import DeviceLike
 from .._frames import Frames, gather_windows, select_frames
 from .._invariance import InvarianceArg, check_invariance, resolve_invariance
 from .._progress import Progress, report
-from .._validate import (Crop, Normalize, analysed_origin, as_stimulus, check_cells, check_finite_output, check_int,
-                         check_frame_ms, check_maps_fit, check_pixel_um, stimulus_tensor)
+from .._validate import (Crop, Normalize, analysed_origin, as_stimulus, bins_words, check_cells, check_finite_output,
+                         check_frame_ms, check_int, check_maps_fit, check_pixel_um, stimulus_tensor)
 from .._wrap import WrappedModel, model_on, private_copy
 from ._adaptive import Scales, check_quadrature, refine, warn_if_unmet
 from ._integrate import default_batch_points
@@ -134,7 +134,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize,
                        pixel_um=pixel_um, frame_ms=frame_ms)
     origin = analysed_origin(np.shape(stimulus)[1:], cfg.size, crop, pixel_um)
-    idx = select_frames(len(stim), cfg.history, frames)
+    idx = select_frames(len(stim), cfg.history, frames, bins_words(len(stimulus), frame_ms))
     inv = "none" if invariance == "auto" else resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1],
                                                                  invariance)
     bs = default_batch_points(model) if batch_size is None else check_int(batch_size, "batch_size", 1)

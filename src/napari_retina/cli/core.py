@@ -43,9 +43,9 @@ PIXEL_UM_HELP = (f"the stack's pixel size on the retina in µm, 'p' or 'p_y,p_x'
                  "the stack is resampled to the model's pixels (area-weighted means) and --crop counts model pixels "
                  "(default: the stack's pixels are the model's)")
 #: what --frame-ms takes, in an error's words
-FRAME_MS_TEXT = "a positive number of ms per frame (e.g. 16.667 for a 60 Hz monitor)"
+FRAME_MS_TEXT = "a positive number of ms per frame, or a ratio such as 1000/60 (a 60 Hz monitor)"
 #: --frame-ms, for predict and attribute
-FRAME_MS_HELP = (f"how long each frame of the stack was shown, in ms (16.667 for 60 Hz): other than the model's "
+FRAME_MS_HELP = (f"how long each frame of the stack was shown, in ms (1000/60 for 60 Hz): other than the model's "
                  f"{FRAME_MS:g}, time is resampled to the model's {FRAME_MS:g} ms bins (each the mean of the frames "
                  "shown during it) and the output counts those bins (default: the stack's frames are the model's)")
 
@@ -54,7 +54,7 @@ def _predict(args) -> int:
     import numpy as np
 
     from .._predict import predict
-    from .._validate import analysed_origin, check_frame_ms, check_pixel_um, parse_crop
+    from .._validate import analysed_origin, bins_words, check_frame_ms, check_pixel_um, parse_crop
     from ..checkpoint import load_model, model_record
     from ..io import HDF5_SUFFIXES, read_stimulus, stimulus_key, write_results
 
@@ -85,7 +85,7 @@ def _predict(args) -> int:
         },
     )
     valid = rates[~np.isnan(rates[:, 0])]
-    bins = f" ({FRAME_MS:g} ms bins of the stack's {frame_ms:.6g} ms frames)" if frame_ms is not None else ""
+    bins = bins_words(len(stim), frame_ms)
     print(f"wrote {out}: rates {rates.shape[0]} frames{bins} x {rates.shape[1]} cells, mean rate per cell "
           + ", ".join(f"{n}={m:.3f}" for n, m in zip(model.config.cell_names, valid.mean(0))))
     return 0
@@ -103,7 +103,7 @@ def parse_cell(text: str) -> Union[int, list[int], str]:
 
 
 def _attribute(args) -> int:
-    from .._validate import check_frame_ms, check_pixel_um, parse_crop
+    from .._validate import bins_words, check_frame_ms, check_pixel_um, parse_crop
     from ..attribution import attribute
     from ..checkpoint import load_model, model_record
     from ..io import HDF5_SUFFIXES, read_stimulus, stimulus_key, write_results
@@ -129,7 +129,8 @@ def _attribute(args) -> int:
     used = attr.steps_per_frame[attr.frames]
     how = f"tol {attr.tol:g}, {int(used.min())}–{int(used.max())} steps per frame" if attr.tol is not None \
         else f"{attr.steps} steps"
-    print(f"wrote {out}: attribution of cell(s) {attr.cells} on {len(attr.frames)} frames ({attr.rule}, {how}, "
+    bins = bins_words(len(stim), frame_ms)
+    print(f"wrote {out}: attribution of cell(s) {attr.cells} on {len(attr.frames)} frames{bins} ({attr.rule}, {how}, "
           f"invariance {attr.invariance}); completeness error {attr.completeness_error:.1e}")
     return 0
 

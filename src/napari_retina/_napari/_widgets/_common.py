@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import napari.layers
+import numpy as np
 from magicgui.widgets import Label, create_widget
 from magicgui.widgets.bases import CategoricalWidget, ValueWidget
 
@@ -443,10 +444,11 @@ def has_physical_scale(layer) -> bool:
     return any(u not in ("pixel", "px", "") for u in units)
 
 
-def set_physical_scale(layer, pixel_um: float = SCALE[1], frame_ms: float = SCALE[0]) -> None:
-    """Give a (T, y, x) image layer the stimulus scale (``frame_ms`` ms, ``pixel_um`` µm, ``pixel_um`` µm: the
-    model's 10 and 55 by default), units and axis labels."""
-    layer.scale = (frame_ms, pixel_um, pixel_um)
+def set_physical_scale(layer, pixel_um=SCALE[1], frame_ms: float = SCALE[0]) -> None:
+    """Give a (T, y, x) image layer the stimulus scale (``frame_ms`` ms, ``pixel_um`` µm along y and x, or a
+    (y_um, x_um) pair: the model's 10 and 55 by default), units and axis labels."""
+    y_um, x_um = (pixel_um, pixel_um) if np.ndim(pixel_um) == 0 else pixel_um
+    layer.scale = (frame_ms, y_um, x_um)
     layer.units = UNITS
     layer.axis_labels = AXIS_LABELS
     layer.metadata.setdefault(META, {})["role"] = "stimulus"

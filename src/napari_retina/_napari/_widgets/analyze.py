@@ -283,13 +283,28 @@ class AnalyzeWidget(Container):
             layer.scale = (*tuple(layer.scale)[:-3], float(self.frame.value), *tuple(layer.scale)[-2:])
 
     def frame_ms(self) -> Optional[float]:
-        """``frame_ms`` for the core: the frame interval box's ms, None for the model's own 10 ms."""
-        return check_frame_ms(float(self.frame.value))
+        """``frame_ms`` for the core: the frame interval box's ms (the chosen layer's own when the box shows it
+        rounded, :meth:`_exact`), None for the model's own 10 ms."""
+        return check_frame_ms(self._exact(float(self.frame.value), (0,)))
 
     def pixel_um(self) -> Optional[float]:
-        """``pixel_um`` for the core: the pixel size box's µm, None for the model's own 55 µm."""
-        value = float(self.pixel.value)
+        """``pixel_um`` for the core: the pixel size box's µm (the chosen layer's own when the box shows it
+        rounded, :meth:`_exact`), None for the model's own 55 µm."""
+        value = self._exact(float(self.pixel.value), (1, 2))
         return None if np.isclose(value, PIXEL_UM, rtol=1e-9, atol=0) else value
+
+    def _exact(self, value: float, axes: tuple) -> float:
+        """``value``, a box's number, or the chosen layer's scale along ``axes`` (0: time, in ms; 1, 2: y and x,
+        in µm) where the box shows that scale to its :data:`PIXEL_DECIMALS` decimals: 60 Hz frames are 1000/60
+        ms, which the box holds as 16.6667 (1000 frames would lose a bin, and the layer would seem to differ)."""
+        layer = self.layer.value
+        if layer is None or getattr(layer, "ndim", 0) != 3 or getattr(layer, "rgb", False):
+            return value
+        geo = layer_geometry(layer)
+        scales = {float(geo["scale"][a]) for a in axes if geo["units"][a] == UNITS[a]}
+        if len(scales) == 1 and abs(next(iter(scales)) - value) <= 0.5 * 10.0 ** -PIXEL_DECIMALS * (1 + 1e-9):
+            return next(iter(scales))
+        return value
 
     def scale(self) -> tuple:
         """(k_y, k_x): the chosen layer's pixels per model pixel, from the pixel size box (1, 1 at 55 µm)."""
@@ -335,7 +350,7 @@ class AnalyzeWidget(Container):
             elif widget is self.cell:
                 skipped.append(f"cell {value}, which the current model does not have (cells 0–{widget.max})")
             else:
-                skipped.append(f"{widget.name} {value:g}, outside {widget.min:g}–{widget.max:g}")
+                skipped.append(f"{widget.label} {value:g}, outside {widget.min:g}–{widget.max:g}")
 
         if "cell" in params:
             put(self.cell, int(params["cell"]))
@@ -532,7 +547,7 @@ class AnalyzeWidget(Container):
         if not started and undo_units is not None:
             undo_units()
         if started:
-            note = scale_note(layer, float(self.pixel.value), float(self.frame.value))   # said now and at the end
+            note = scale_note(layer, self.pixel_um() or PIXEL_UM, self.frame_ms() or FRAME_MS)   # now and at the end
             if note:
                 notify("warning", note + ".")
             plot = trace_plot(self.viewer, create=False)
