@@ -89,6 +89,27 @@ def tiny():
 
 
 @pytest.fixture
+def wrapped_tiny():
+    """A small user module through ``nr.wrap``: Conv2d(6 → 3, 5) on 12×12 frames of a 6-frame history, a linear
+    readout of 2 cells, softplus; seed 0, eval mode."""
+    import torch
+
+    import napari_retina as nr
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(6, 3, 5)
+            self.readout = torch.nn.Linear(3 * 8 * 8, 2)
+
+        def forward(self, x):
+            return torch.nn.functional.softplus(self.readout(torch.relu(self.conv(x)).flatten(1)))
+
+    torch.manual_seed(0)
+    return nr.wrap(Net().eval(), history=6, size=12, first_layer="conv")
+
+
+@pytest.fixture
 def notes(monkeypatch):
     """Every notification the plugin's widgets raise, as (level, message), instead of napari's toasts."""
     from napari_retina._napari import _tasks

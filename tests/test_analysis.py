@@ -118,22 +118,12 @@ def test_out_of_memory_retry_halves_the_attributions_own_default(tiny, monkeypat
     assert oom_above_256[:2] == [None, 200]
 
 
-def test_out_of_memory_retry_halves_a_wrapped_modules_own_default(monkeypatch, oom_above_256):
+def test_out_of_memory_retry_halves_a_wrapped_modules_own_default(monkeypatch, oom_above_256, wrapped_tiny):
     """A wrapped module attributes in its own config.batch_size by default (fewer for a heavy one): the retry
     halves that, not the device's default for a RetinaCNN."""
     from napari_retina import _wrap
 
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(6, 3, 5)
-            self.readout = torch.nn.Linear(3 * 8 * 8, 2)
-
-        def forward(self, x):
-            return torch.nn.functional.softplus(self.readout(torch.relu(self.conv(x)).flatten(1)))
-
-    torch.manual_seed(0)
-    wrapped = nr.wrap(Net().eval(), history=6, size=12, first_layer="conv")
+    wrapped = wrapped_tiny
     monkeypatch.setattr(_wrap, "BATCH_FLOPS", 40 * wrapped.config.flops)  # a heavy module: 32 windows a batch
     assert wrapped.config.batch_size == 32
     stim = np.random.default_rng(0).standard_normal((20, 12, 12)).astype(np.float32)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-import torch
 
 import napari_retina as nr
 from napari_retina._validate import as_stimulus, check_frame_ms
@@ -128,18 +127,8 @@ def test_predict_and_attribute_on_5_ms_frames_are_those_of_the_pair_means(tiny):
         nr.attribute(tiny, stack, steps=2, frame_ms=5, crop=(1, 2), frames=[40])
 
 
-def test_a_wrapped_module_resamples_time_as_a_retina_cnn_does():
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(6, 3, 5)
-            self.readout = torch.nn.Linear(3 * 8 * 8, 2)
-
-        def forward(self, x):
-            return torch.nn.functional.softplus(self.readout(torch.relu(self.conv(x)).flatten(1)))
-
-    torch.manual_seed(0)
-    wrapped = nr.wrap(Net().eval(), history=6, size=12, first_layer="conv")
+def test_a_wrapped_module_resamples_time_as_a_retina_cnn_does(wrapped_tiny):
+    wrapped = wrapped_tiny
     stack = np.random.default_rng(5).standard_normal((40, 12, 12)).astype(np.float32)
     coarse = _pair_means(stack).astype(np.float32)
     np.testing.assert_allclose(nr.predict(wrapped, stack, frame_ms=5), nr.predict(wrapped, coarse),

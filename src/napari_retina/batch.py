@@ -307,24 +307,25 @@ def _crop(value) -> Union[None, str, tuple]:
                              f"got {value!r}") from exc
 
 
+def _checked_key(check: Callable, value, key: str, expected: str):
+    """``check(value)`` (a ``_validate`` reading), its ValueError said as the spec key ``key``'s: what was expected."""
+    try:
+        return check(value)
+    except ValueError:
+        raise BatchSpecError(f"spec key '{key}' must be {expected}, got {value!r}") from None
+
+
 def _pixel_um(value) -> Optional[tuple]:
     from ._validate import PIXEL_UM_FORMS, check_pixel_um
 
-    try:
-        return check_pixel_um(value)
-    except ValueError:
-        raise BatchSpecError(f"spec key 'pixel_um' must be {PIXEL_UM_FORMS.replace('(y_um, x_um)', '[y_um, x_um]')}"
-                             f", got {value!r}") from None
+    return _checked_key(check_pixel_um, value, "pixel_um", PIXEL_UM_FORMS.replace("(y_um, x_um)", "[y_um, x_um]"))
 
 
 def _frame_ms(value) -> Optional[float]:
     from ._validate import MAX_FRAME_MS, check_frame_ms
 
-    try:
-        return check_frame_ms(value)
-    except ValueError:
-        raise BatchSpecError(f"spec key 'frame_ms' must be a positive number of ms per frame or a ratio as text "
-                             f"('1000/60'), at most {MAX_FRAME_MS:g} (null: the model's 10), got {value!r}") from None
+    return _checked_key(check_frame_ms, value, "frame_ms", "a positive number of ms per frame or a ratio as text "
+                        f"('1000/60'), at most {MAX_FRAME_MS:g} (null: the model's 10)")
 
 
 def _normalize(value) -> bool:
