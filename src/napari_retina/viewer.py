@@ -53,7 +53,7 @@ from napari.viewer import Viewer as _NapariViewer  # the class itself (napari.Vi
 
 from ._atomic import atomic_write
 from ._types import AnyModel, ArrayLike, PathLike
-from ._units import FRAME_MS
+from ._units import FRAME_MS, PIXEL_UM
 from ._validate import check_positive, check_reduces, frame_text, grid_shape, grid_words, is_real, pixel_text
 from ._napari._layers import (META, CellTraces, bar_limit, map_layers, on_window, plugin_metadata,
                               show_marked_colour_bar, stimulus_layer_kwargs)
@@ -245,7 +245,6 @@ def _ensure_physical_scale(layer, attribution=None) -> None:
     import warnings
 
     from ._napari._widgets._common import has_physical_scale, set_physical_scale
-    from ._units import PIXEL_UM
 
     if has_physical_scale(layer) or getattr(layer, "ndim", 3) != 3:
         return

@@ -76,8 +76,8 @@ def check_stimulus_layer(layer, model: RetinaCNN, crop: str, pixel_um=None, fram
 
     What a layer is (chosen, greyscale, one resolution, 3-D) is napari's question, asked here; whether its
     shape suits the model (frames, frame size with ``crop``, on the model's grid for a ``pixel_um`` other than
-    its 55 µm, frames counted in its 10 ms bins for a ``frame_ms`` other than its own) is the core's (:func:`napari_retina.batch.check_stimulus_shape`, the check a batch makes on a
-    file's header).
+    its 55 µm, frames counted in its 10 ms bins for a ``frame_ms`` other than its own) is the core's
+    (:func:`napari_retina.batch.check_stimulus_shape`, the check a batch makes on a file's header).
     """
     if layer is None:
         raise ValueError("Choose a stimulus layer first (open a stack or generate one in the Stimulus widget).")
