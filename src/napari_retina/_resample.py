@@ -140,7 +140,7 @@ def band_sum(frames: np.ndarray, weights: np.ndarray) -> np.ndarray:
     A bin overlaps one to ``ceil(10 / frame_ms) + 1`` frames: reading the run
     costs ``n · run · H · W``, where the dense product would cost ``n ·
     len(frames) · H · W`` (33,333 bins of 50 × 50 from 20,000 frames at 60 Hz:
-    5.5 s dense, 1.4 s by runs, on a 2-core CPU).
+    ×3.2 faster, BENCHMARKS.md "Resampling").
     """
     positive = weights > 0
     first = positive.argmax(axis=1)                    # each row's run starts here
