@@ -407,6 +407,7 @@ def test_a_layer_shown_at_another_frame_rate_resampled_in_the_dock_has_maps_and_
 
 def test_a_scale_the_dock_set_follows_the_frame_interval_box_and_a_short_layer_is_counted_in_bins(viewer, notes):
     from napari_retina._napari._widgets.analyze import check_stimulus_layer
+    from napari_retina._resample import model_frame_count
 
     tiny = _session.session(viewer).model
     stim = nr.stimuli.white_noise(frames=30, size=40, seed=1)
@@ -416,8 +417,12 @@ def test_a_scale_the_dock_set_follows_the_frame_interval_box_and_a_short_layer_i
     w.layer.value, w.crop.value = layer, "window"
     assert tuple(layer.scale) == (10, 55, 55)
     w.frame.value = 1000 / 60
-    assert w.frame.value == pytest.approx(16.6667, abs=1e-9) and w.frame_ms() == pytest.approx(16.6667)
-    assert tuple(layer.scale) == pytest.approx((16.6667, 55, 55))
+    assert w.frame.value == pytest.approx(16.6667, abs=1e-9) and w.frame_ms() == 1000 / 60   # a 60 Hz monitor's
+    assert tuple(layer.scale) == (1000 / 60, 55, 55)
+    w.frame.value = 8.3333                       # 120 Hz as the box holds it: 1200 frames are 1000 bins, not 999
+    assert w.frame_ms() == 1000 / 120 and model_frame_count(1200, w.frame_ms()) == 1000
+    w.frame.value = 16.5                         # no whole-Hz monitor's: the box's own number
+    assert w.frame_ms() == 16.5
     w.frame.value = 10.0
     assert w.frame_ms() is None
     short = viewer.add_image(np.zeros((19, 20, 20), np.float32), name="short")
@@ -492,3 +497,13 @@ def test_a_time_resampled_attribution_over_a_layer_without_units_gives_it_its_fr
         maps = nr.show(attr, viewer, stimulus_layer=plain)
     np.testing.assert_allclose(plain.scale, (1000 / 60, 55, 55))
     _assert_bins_over_their_frames(maps, plain, 0.6)
+
+
+def test_a_layer_without_units_analysed_at_60_hz_from_the_box_is_not_told_it_differs(viewer, tiny, notes):
+    """The box holds 16.6667; the layer it scales gets 1000/60 ms, the interval analysed, so no note says the
+    layer 'has 16.67 ms per frame' against the model's 16.6667."""
+    layer = viewer.add_image(nr.stimuli.white_noise(frames=36, size=20, seed=3), name="plain 60")
+    w = _analyze(viewer, layer, frame=1000 / 60)
+    assert w.analysis.attribution.input_frame_ms == 1000 / 60 and tuple(layer.scale) == (1000 / 60, 55, 55)
+    assert not [n for n in notes if n[0] == "warning"], notes
+    assert "model saw it" not in w.task.status.value

@@ -280,12 +280,17 @@ class AnalyzeWidget(Container):
         """A layer this dock gave a physical scale takes the new frame interval."""
         layer = self.layer.value
         if layer is not None and layer.metadata.get(META, {}).get(DOCK_SCALE):
-            layer.scale = (*tuple(layer.scale)[:-3], float(self.frame.value), *tuple(layer.scale)[-2:])
+            layer.scale = (*tuple(layer.scale)[:-3], self.frame_ms() or FRAME_MS, *tuple(layer.scale)[-2:])
 
     def frame_ms(self) -> Optional[float]:
         """``frame_ms`` for the core: the frame interval box's ms (the chosen layer's own when the box shows it
-        rounded, :meth:`_exact`), None for the model's own 10 ms."""
-        return check_frame_ms(self._exact(float(self.frame.value), (0,)))
+        rounded, :meth:`_exact`; else a whole-Hz monitor's 1000/N ms when the box shows that rounded: 8.3333 is
+        1000/120, with which 1200 frames are 1000 bins, not 999), None for the model's own 10 ms."""
+        value = self._exact(float(self.frame.value), (0,))
+        hz = max(1, round(1000.0 / value))
+        if abs(1000.0 / hz - value) <= 0.5 * 10.0 ** -PIXEL_DECIMALS * (1 + 1e-9):
+            value = 1000.0 / hz
+        return check_frame_ms(value)
 
     def pixel_um(self) -> Optional[float]:
         """``pixel_um`` for the core: the pixel size box's µm (the chosen layer's own when the box shows it
@@ -466,7 +471,7 @@ class AnalyzeWidget(Container):
             return None
         before = (layer.scale, layer.units, layer.axis_labels)
         meta = dict(layer.metadata[META]) if META in layer.metadata else None
-        set_physical_scale(layer, float(self.pixel.value), float(self.frame.value))
+        set_physical_scale(layer, float(self.pixel.value), self.frame_ms() or FRAME_MS)
         layer.metadata[META][DOCK_SCALE] = True   # the pixel size box may change it again
         if say:
             self._said_units(layer)
