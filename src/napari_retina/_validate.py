@@ -297,6 +297,17 @@ def check_frame_ms(frame_ms, forms: str = FRAME_MS_FORMS) -> Optional[float]:
     return None if np.isclose(value, FRAME_MS, rtol=1e-9, atol=0) else value
 
 
+def stored_frame_ms(stored) -> Optional[float]:
+    """A frame interval read back from a file (a saved analysis, a batch store), as :func:`check_frame_ms` reads a
+    caller's: None for none stored or the model's 10 ms; a ValueError for anything but a number (files hold
+    numbers, not text) or a number it refuses. Each reader says which file is damaged."""
+    if stored is None:
+        return None
+    if not is_real(stored):
+        raise ValueError(f"a stored frame interval must be a number, got {stored!r}")
+    return check_frame_ms(float(stored))
+
+
 def analysed_origin(frame_shape: Sequence[int], size: int, crop: Crop, pixel_um=None) -> tuple[int, int]:
     """(y0, x0), in model pixels, of the window :func:`as_stimulus` analyses in a stack of ``frame_shape``
     (H, W) stack pixels of ``pixel_um``: :func:`crop_origin` on the model's grid

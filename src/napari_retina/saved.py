@@ -25,7 +25,7 @@ from . import io as nr_io
 from ._json import parse_json
 from ._types import PathLike
 from ._units import FRAME_MS
-from ._validate import check_frame_ms, check_pixel_um, is_int, is_real, one_sentence
+from ._validate import check_pixel_um, is_int, is_real, one_sentence, stored_frame_ms
 
 __all__ = [
     "is_saved_analysis", "SavedAttribution", "SavedReduction", "SavedAnalysis", "blank_frames", "read_analysis",
@@ -297,16 +297,12 @@ def _input_pixel_um(path: Path, stored) -> Optional[tuple]:
 
 
 def _input_frame_ms(path: Path, stored, name: str = "attribution/input_frame_ms") -> Optional[float]:
-    """A saved ``attribution/input_frame_ms`` (or the attribute ``name``; ms) read as
-    :func:`~._validate.check_frame_ms` reads a caller's (None for the model's own 10 ms, or for none saved), or
-    the ValueError of a damaged file."""
-    if stored is None:
-        return None
+    """A saved ``attribution/input_frame_ms`` (or the attribute ``name``; ms) read by
+    :func:`~._validate.stored_frame_ms` (None for the model's own 10 ms, or for none saved), or the ValueError
+    of a damaged file."""
     try:
-        if not is_real(stored):
-            raise ValueError
-        return check_frame_ms(float(stored))
-    except (ValueError, TypeError):
+        return stored_frame_ms(stored)
+    except ValueError:
         raise ValueError(f"{_damaged(path)}: its '{name}' is {str(stored)[:60]!r}, expected "
                          "the frame interval of the analysed layer in ms, a positive number") from None
 

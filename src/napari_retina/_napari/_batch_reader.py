@@ -122,15 +122,11 @@ def _input_pixel_um(res, block0) -> Optional[tuple]:
 def _task_frame_ms(res) -> Optional[float]:
     """A result's stimulus frame interval (ms) when the spec resampled it to the model's 10 ms bins
     (``params["frame_ms"]``), else None; a ValueError naming the store entry when it is no positive number."""
-    from .._validate import check_frame_ms, is_real
+    from .._validate import stored_frame_ms
 
     stored = res.attrs.get("params", {}).get("frame_ms")
-    if stored is None:
-        return None
     try:
-        if not is_real(stored):
-            raise ValueError
-        return check_frame_ms(stored)
+        return stored_frame_ms(stored)
     except ValueError:
         raise ValueError(f"the batch result {res.key!r} in {str(res.path)!r} is damaged: its parameters hold "
                          f"frame_ms {str(stored)[:30]}, expected a positive number of ms") from None
