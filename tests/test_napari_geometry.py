@@ -399,6 +399,9 @@ def test_a_layer_shown_at_another_frame_rate_resampled_in_the_dock_has_maps_and_
     _assert_bins_over_their_frames(maps, layer, k_t)
     start = 3 * frame_ms + (0.5 * k_t - 0.5) * frame_ms              # the layer's translate, then bin 0's centre
     np.testing.assert_allclose(trace_plot(viewer, create=False).times_ms, start + np.arange(24) * 10.0)
+    # the traces the layer keeps, plotted again by name (or when another result's layer leaves), keep that clock
+    trace_plot(viewer, create=False).clear()
+    np.testing.assert_allclose(nr.viewer.traces(viewer, "movie").times_ms, start + np.arange(24) * 10.0)
     # the CSV's time_ms is the plot's clock without the layer's translate (a helper's audit: 3.3 ms apart at 60 Hz)
     np.testing.assert_allclose(trace_columns(attr)["time_ms"], start - 3 * frame_ms + np.arange(24) * 10.0)
     assert f"its {frame_ms:g} ms frames were resampled to the model's 10 ms bins" in w.task.status.value

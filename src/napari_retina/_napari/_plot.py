@@ -964,11 +964,16 @@ when each value spans several of the layer's frames (a batch task of a stimulus 
 
 
 def stored_traces(attribution, reduction=None, name: str = "", cell: Optional[CellTraces] = None,
-                  legend: str = "") -> dict:
+                  legend: str = "", layer_frames_per_value: float = 1.0) -> dict:
     """What a reader puts under :data:`TRACES_KEY` for :func:`show_stored_traces` to plot later (``cell``:
-    see :func:`._layers.trace_series`; ``legend``: the maps' legend line, :func:`._layers.colour_bar_legend`)."""
-    return {"series": trace_series(attribution, reduction, cell),
-            "title": plot_title(attribution, reduction, name, legend)}
+    see :func:`._layers.trace_series`; ``legend``: the maps' legend line, :func:`._layers.colour_bar_legend`;
+    ``layer_frames_per_value``: how many frames of the layer that keeps them each value spans,
+    :func:`._layers.layer_frames_per_model_frame` for a layer whose time was resampled)."""
+    stored = {"series": trace_series(attribution, reduction, cell),
+              "title": plot_title(attribution, reduction, name, legend)}
+    if layer_frames_per_value != 1.0:
+        stored["layer_frames_per_value"] = float(layer_frames_per_value)
+    return stored
 
 
 def renamed_title(title: str, before: str, after: str) -> str:

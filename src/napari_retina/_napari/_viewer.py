@@ -24,9 +24,9 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from .._progress import Cancelled
-from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, colour_bar_index, layer_geometry,
-                      map_layers, map_legend, on_window, plugin_metadata, show_alone, show_colour_bar,
-                      stimulus_layer_kwargs)
+from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, colour_bar_index,
+                      layer_frames_per_model_frame, layer_geometry, map_layers, map_legend, on_window, plugin_metadata,
+                      show_alone, show_colour_bar, stimulus_layer_kwargs)
 from ._framing import frame_result
 from ._plot import TRACES_KEY, drain, renamed_title, stored_traces, trace_plot, traces_steps
 
@@ -469,7 +469,8 @@ def _analysis_steps(viewer, attribution, reduction, stimulus_layer, maps, limit,
             if layers else ""
         # kept with the stimulus layer, for nr.viewer.traces and for selecting it again: the series and title plotted
         stimulus_layer.metadata.setdefault(META, {})[TRACES_KEY] = stored_traces(
-            attribution, reduction, stimulus_layer.name, cell, legend=legend)
+            attribution, reduction, stimulus_layer.name, cell, legend=legend,
+            layer_frames_per_value=layer_frames_per_model_frame(attribution))
         undo.traces = _TracesState(viewer)  # the plot is left as it is until here
         yield from traces_steps(viewer, attribution, reduction, stimulus_layer, name=stimulus_layer.name,
                                 legend=legend, cell=cell)
