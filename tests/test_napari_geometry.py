@@ -309,6 +309,56 @@ def test_a_scale_the_dock_set_follows_the_pixel_size_box(viewer, notes):
     assert tuple(own.scale) == (10, 40, 40)                      # a scale the user set is theirs
 
 
+def test_a_result_over_a_layer_the_dock_scaled_moves_with_the_boxes_and_the_crop_window_reads_its_new_pixels(
+        viewer, tiny, notes):
+    """After an analysis, the pixel size and frame interval boxes rescale a layer the dock scaled: its maps,
+    outline and traces stay over the frames and pixels they were computed on (the status line says they are of
+    the earlier scale), and the crop window, whose scale was taken once, lies over the layer and reads the
+    window it shows (it was drawn off the layer, and read a corner clipped to the edge)."""
+    from napari_retina._napari._widgets._crop import find_window, window_rectangle
+
+    stim = nr.stimuli.white_noise(frames=48, size=60, seed=5)
+    layer = viewer.add_image(stim, name="plain")                 # napari's default: scale 1, pixel units
+    w = _analyze(viewer, layer, invariance="none", crop="window", pixel=27.5, frame=5.0)
+    attr = w.analysis.attribution
+    assert attr.crop_origin == (5, 5) and attr.input_pixel_um == (27.5, 27.5) and attr.input_frame_ms == 5.0
+    maps, size = _maps(viewer, "plain: "), tiny.config.size
+
+    def over_their_stimulus(k_t, k):
+        """Map pixel (t, i, j) over layer frame (t + ½)·k_t − ½ and pixel (i + offset + y0 + ½)·k − ½ (x alike);
+        the outline's corners over the layer's corners of the analysed window."""
+        for lay in maps:
+            off = plugin_metadata(lay)["offset"]
+            T, h, wd = lay.data.shape
+            for t, i, j in [(0, 0, 0), (T - 1, h - 1, 0), (3, 0, wd - 1)]:
+                pixel = ((t + 0.5) * k_t - 0.5, (i + off + 5.5) * k - 0.5, (j + off + 5.5) * k - 0.5)
+                np.testing.assert_allclose(_world_ms_um(lay, (t, i, j)), _world_ms_um(layer, pixel),
+                                           rtol=1e-9, atol=1e-6)
+        outline = viewer.layers["plain: analysed window"]
+        for corner, pixel in zip(np.asarray(outline.data[0], float), window_rectangle(5, 5, size, (k, k))):
+            np.testing.assert_allclose(_world_ms_um(outline, corner), _world_ms_um(layer, (0, *pixel))[1:],
+                                       rtol=1e-9, atol=1e-6)
+
+    over_their_stimulus(2.0, 2.0)
+    np.testing.assert_allclose(trace_plot(viewer).times_ms, 2.5 + 10.0 * np.arange(24))
+    w.frame.value = 10.0
+    assert tuple(layer.scale) == (10, 27.5, 27.5)
+    over_their_stimulus(2.0, 2.0)
+    np.testing.assert_allclose(trace_plot(viewer).times_ms, 5.0 + 20.0 * np.arange(24))   # the bins' frames
+    assert "Analyze again" in w.task.status.value
+    w.pixel.value = 55.0
+    assert tuple(layer.scale) == (10, 55, 55)
+    over_their_stimulus(2.0, 2.0)
+    window = find_window(viewer, layer)
+    assert w.crop_value(layer) == (20, 20)   # the same centre (layer pixel 29.5) on the 60-pixel grid
+    for corner, pixel in zip(np.asarray(window.data[0], float), window_rectangle(20, 20, size)):
+        np.testing.assert_allclose(_world_ms_um(window, corner), _world_ms_um(layer, (0, *pixel))[1:],
+                                   rtol=1e-9, atol=1e-6)
+    assert w.run()
+    w.task.wait()
+    assert w.analysis.attribution.crop_origin == (20, 20) and w.analysis.attribution.input_pixel_um is None
+
+
 def test_the_pixel_size_box_takes_55_3_um_and_a_small_layer_is_told_of_the_box(viewer, notes):
     """A helper's audit: the box held 18.33 (two decimals), with which a 150 × 150 layer of 55/3 µm pixels was
     49 × 49 model pixels, 'too small'; and the sentence for a small layer told the dock's user to 'pass

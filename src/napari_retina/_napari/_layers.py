@@ -157,6 +157,22 @@ def geometry_offset(geometry: dict, pixels: Sequence[float]) -> np.ndarray:
     return linear @ (np.asarray(geometry["scale"], float) * np.asarray(pixels, float))
 
 
+def kept_over(geometry: dict, before: dict, after: dict) -> dict:
+    """``scale`` and ``translate`` (ms, µm, µm) that keep a layer of ``geometry``, lying over a stimulus layer's
+    pixels (a map: its rotation and shear), over the same pixels when that layer's scale changes, its geometry
+    going from ``before`` to ``after`` (:func:`layer_geometry` dicts).
+
+    The layer's pixel ``q`` lies over stimulus pixel ``centre + k·q``; ``k`` and ``centre`` are read from
+    ``geometry`` against ``before`` and placed again on ``after``.
+    """
+    k = np.asarray(geometry["scale"], float) / np.asarray(before["scale"], float)
+    linear = np.asarray(before.get("rotate", np.eye(3))) @ np.asarray(before.get("shear", np.eye(3)))
+    shift = np.asarray(geometry["translate"], float) - np.asarray(before["translate"], float)
+    centre = np.linalg.solve(linear, shift) / np.asarray(before["scale"], float)
+    return {"scale": np.asarray(after["scale"], float) * k,
+            "translate": np.asarray(after["translate"], float) + geometry_offset(after, centre)}
+
+
 def layer_pixels_per_model_pixel(attribution) -> np.ndarray:
     """(k_y, k_x): how many of its stimulus layer's pixels one model pixel of ``attribution`` spans (1, 1 unless
     the layer was resampled to the model's 55 µm pixels: ``input_pixel_um``, e.g. 2 for 27.5 µm)."""

@@ -614,6 +614,18 @@ class TracePlot(QWidget):
         if renamed_title(title, before, after) != title:
             self._set_title(renamed_title(title, before, after))
 
+    def follow_time(self, times_ms: np.ndarray) -> None:
+        """The plotted result's stimulus layer took another frame interval: the same traces at ``times_ms`` (T,)
+        world ms."""
+        if len(times_ms) != len(self.times_ms):
+            return
+        self.times_ms = np.asarray(times_ms, float)
+        duration = float(self.times_ms[-1] - self.times_ms[0]) if len(self.times_ms) > 1 else 0.0
+        self.unit, self.ms_per_unit = time_unit(duration)
+        if self.rows:
+            self._on_step()
+            self._reset_ranges()
+
     def _update_rows(self, per_row: list[list[dict]]) -> None:
         """New traces in the existing rows (same number of rows and of traces per row)."""
         for row, series in zip(self.rows, per_row):

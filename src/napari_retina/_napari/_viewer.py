@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from .._progress import Cancelled
-from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, colour_bar_index,
+from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, colour_bar_index, kept_over,
                       layer_frames_per_model_frame, layer_geometry, map_layers, map_legend, on_window, plugin_metadata,
                       show_alone, show_colour_bar, stimulus_layer_kwargs)
 from ._framing import frame_result
-from ._plot import TRACES_KEY, drain, renamed_title, stored_traces, trace_plot, traces_steps
+from ._plot import TRACES_KEY, drain, renamed_title, stored_plot, stored_traces, trace_plot, traces_steps
 
 STEP_DELAY_MS = 1
 """Timer delay between two steps of a :class:`StagedAdd`. Not 0: a zero-delay single shot is a posted
@@ -135,6 +135,31 @@ def rename_result(viewer, before: str, after: str) -> None:
     plot = trace_plot(viewer, create=False)
     if plot is not None:
         plot.follow_rename(before, after)
+
+
+def rescale_stimulus(viewer, layer, scale: Sequence[float]) -> bool:
+    """Give stimulus ``layer`` the ``scale`` (its last three axes, in its units) with its result: its maps, crop
+    window and outline, and the traces plotted of it, stay over the frames and pixels they lay over.
+
+    Returns whether it had maps that moved with it (they still show the result
+    computed at the earlier scale).
+    """
+    before = layer_geometry(layer)
+    layer.scale = (*tuple(layer.scale)[:-3], *scale)
+    after = layer_geometry(layer)
+    moved = False
+    for other in _result_layers(viewer.layers, layer.name):
+        if plugin_metadata(other).get("role") == "map":
+            placed = kept_over(layer_geometry(other), before, after)
+            other.scale, other.translate = placed["scale"], placed["translate"]
+            moved = True
+        elif other.ndim == 2:   # a crop window or outline: a rectangle in the layer's pixels, at its y/x scale
+            other.scale = tuple(layer.scale)[-2:]
+    plot = trace_plot(viewer, create=False)
+    stored = stored_plot(layer)
+    if plot is not None and plot.source_layer is layer and stored is not None:
+        plot.follow_time(stored[1])
+    return moved
 
 
 def _result_layers(layers, name: str) -> list:

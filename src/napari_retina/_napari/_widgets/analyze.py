@@ -32,7 +32,7 @@ from .._layers import META, UNITS, layer_geometry, layer_pixels_per_model_pixel
 from .._reader import SETTINGS_KEY
 from .._framing import frame_result
 from .._plot import follow_stored_traces, trace_plot
-from .._viewer import StimulusLayerRemoved
+from .._viewer import StimulusLayerRemoved, rescale_stimulus
 from ... import viewer as nr_viewer
 from ._common import (
     PARAMETER_HELP,
@@ -270,17 +270,27 @@ class AnalyzeWidget(Container):
 
     def _pixel_changed(self) -> None:
         """A layer this dock gave a physical scale takes the new pixel size; the crop window is redrawn for it."""
-        layer = self.layer.value
-        if layer is not None and layer.metadata.get(META, {}).get(DOCK_SCALE):
-            value = float(self.pixel.value)
-            layer.scale = (*tuple(layer.scale)[:-2], value, value)
+        value = float(self.pixel.value)
+        self._rescale(lambda scale: (scale[0], value, value))
         self._crop_changed(self.crop.value)
 
     def _frame_changed(self) -> None:
         """A layer this dock gave a physical scale takes the new frame interval."""
+        frame = self.frame_ms() or FRAME_MS
+        self._rescale(lambda scale: (frame, *scale[1:]))
+
+    def _rescale(self, new_scale: Callable[[tuple], tuple]) -> None:
+        """Give the chosen layer, if this dock set its scale, ``new_scale(its (ms, µm, µm) scale)``; the result
+        drawn over it moves with it (:func:`.._viewer.rescale_stimulus`) and the status line says it is of the
+        earlier scale."""
         layer = self.layer.value
-        if layer is not None and layer.metadata.get(META, {}).get(DOCK_SCALE):
-            layer.scale = (*tuple(layer.scale)[:-3], self.frame_ms() or FRAME_MS, *tuple(layer.scale)[-2:])
+        if layer is None or not layer.metadata.get(META, {}).get(DOCK_SCALE):
+            return
+        scale = tuple(float(v) for v in new_scale(tuple(float(v) for v in layer.scale[-3:])))
+        if scale != tuple(float(v) for v in layer.scale[-3:]) and rescale_stimulus(self.viewer, layer, scale):
+            self.task.status.value = (f"'{layer.name}' now has {scale[0]:g} ms frames and {scale[-1]:g} µm pixels; "
+                                      "the maps and traces shown still lie over the frames and pixels they were "
+                                      "computed on, at the earlier scale: Analyze again for this one.")
 
     def frame_ms(self) -> Optional[float]:
         """``frame_ms`` for the core: the frame interval box's ms (the chosen layer's own when the box shows it
