@@ -373,17 +373,18 @@ def normalise(arr: np.ndarray, norm: Optional[dict] = None, normalize: Normalize
     return _standardised(arr, *stats)
 
 
-def standardisation(arr: np.ndarray, norm: Optional[dict] = None,
-                    normalize: Normalize = False) -> Optional[tuple[float, float]]:
+def standardisation(arr: np.ndarray, norm: Optional[dict] = None, normalize: Normalize = False,
+                    own: Optional[Callable[[], tuple[float, float]]] = None) -> Optional[tuple[float, float]]:
     """The ``(mean, std)`` :func:`normalise` maps ``arr`` with, ``(x − mean) / std``, or None for a float stack
     taken as contrast: the checkpoint's statistics for "raw", the stack's own (a constant stack's std read as 1)
-    for "own" and "zscore" (:func:`contrast_mapping`)."""
+    for "own" and "zscore" (:func:`contrast_mapping`). ``own``: where the stack's own statistics come from when
+    ``arr`` is only part of it (a batch block of a whole file); default ``mean_std(arr)``."""
     how = contrast_mapping(arr.dtype, norm, normalize)
     if how == "contrast":
         return None
     if how == "raw":
         return float(norm["mean"]), float(norm["std"])
-    mean, std = mean_std(arr)
+    mean, std = mean_std(arr) if own is None else own()
     return mean, (std if std > 0 else 1.0)
 
 

@@ -810,16 +810,15 @@ def _resampled_contrast(frames: np.ndarray, path: str, norm: Optional[dict], siz
     checkpoint's statistics for "raw", the whole file's (:func:`_file_mean_std`, at the stack's pixels) for an
     integer stack z-scored by its own and for ``zscore``."""
     from ._resample import resample_window
-    from ._validate import analysed_origin, contrast_mapping
+    from ._validate import analysed_origin, contrast_mapping, standardisation
 
-    how = contrast_mapping(frames.dtype, norm, zscore)
-    if how in ("own", "zscore"):
+    if contrast_mapping(frames.dtype, norm, zscore) in ("own", "zscore"):
         _warn_if_file_grey_moves(path, size, crop, pixel_um, f"the stimulus in {Path(path).name}")
-    mean, std = ((0.0, 1.0) if how == "contrast" else (float(norm["mean"]), float(norm["std"])) if how == "raw"
-                 else _file_mean_std(path, size, crop, pixel_um))
+    mean, std = standardisation(frames, norm, zscore, own=lambda: _file_mean_std(path, size, crop, pixel_um)) \
+        or (0.0, 1.0)
     origin = analysed_origin(frames.shape[1:], size, crop, pixel_um)
-    return resample_window(frames, pixel_um, origin, size, mean, std if std > 0 else 1.0, frame_ms=frame_ms,
-                           bins=bins, first_frame=first_frame)
+    return resample_window(frames, pixel_um, origin, size, mean, std, frame_ms=frame_ms, bins=bins,
+                           first_frame=first_frame)
 
 
 def _write_tree(group, data: dict) -> None:
