@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import h5py
@@ -470,6 +471,36 @@ def test_analyze_warns_when_z_scoring_moves_a_uint8_grey_background_off_0(viewer
     assert len(seen) == 1 and seen[0].startswith("the layer 'flashes uint8''s most common value, 128")
     assert f"becomes {(128 - x.mean()) / x.std():+.2f} in contrast units, not 0" in seen[0]
     assert seen[0].endswith("and analyse it with 'normalize (z-score)' unticked")
+
+
+@pytest.mark.parametrize("grey_in", ["window", "layer"])
+def test_analyze_warns_of_a_grey_background_as_the_core_does_under_the_analysed_window(viewer, notes, grey_in):
+    """The dock read the whole layer for the grey-background warning, the core the centred window it z-scores
+    by its own statistics: a window mostly grey (dark specks) in a noise layer went without the warning
+    nr.attribute gives, and a grey layer round a dark noise window was warned of a grey the model never saw."""
+    rng = np.random.default_rng(0)
+    size = _session.session(viewer).model.config.size
+    outer, inner = rng.integers(0, 256, (30, 3 * size, 3 * size)), np.full((30, size, size), 128)
+    specks = rng.random(inner.shape) < 0.1
+    inner[specks] = rng.integers(0, 64, int(specks.sum()))
+    if grey_in == "layer":
+        outer, inner = np.full(outer.shape, 128), rng.integers(0, 64, inner.shape)
+    stim = outer.astype(np.uint8)
+    stim[:, size:2 * size, size:2 * size] = inner
+    layer = viewer.add_image(stim, name="specks", scale=(10, 55, 55), units=("ms", "um", "um"))
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value, w.do_reduce.value, w.crop.value = layer, 2, False, "center"
+    assert w.run()
+    w.task.wait()
+    assert w.analysis.attribution.crop_origin == (size, size)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nr.attribute(_session.session(viewer).model, stim, cell=0, steps=2, crop="center")
+    core = [str(c.message) for c in caught if "most common value" in str(c.message)]
+    seen = [m for level, m in notes if level == "warning" and "most common value" in m]
+    assert len(core) == len(seen) == (grey_in == "window")
+    if seen:   # the same grey, made the same contrast, as the core says
+        assert core[0].split("becomes ")[1][:5] == seen[0].split("becomes ")[1][:5]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -740,23 +740,40 @@ def as_stimulus(
     arr = as_stack(stimulus, name)
     if history is not None:
         check_history_frames(arr.shape[0], history, name, frame)
-    origin = (0, 0)
-    if pixel is None:
-        arr = window = arr if size is None else crop_to(arr, size, crop, name)
-    else:   # the checks read the stack values under the window, at the stack's own pixels
-        origin = checked_origin(model_frame_shape(arr.shape[1:], pixel), size, crop, name + grid_words(pixel),
-                                small=RESAMPLED_SMALL_REMEDY)
-        window = arr[(slice(None),) + source_window(arr.shape[1:], pixel, origin, size)]
+    window, origin = analysed_values(arr, size, crop, pixel, name)
     if frame is not None:   # the output: T' bins of size × size (or of the whole frame without a size)
         check_movie_fits(model_frame_count(len(arr), frame), size if size is not None else max(arr.shape[1:]),
                          f"{name}'s {len(arr):,} frames of {frame_text(frame)} on the model's {FRAME_MS:g} ms bins")
-    if not zscored:
-        warn_if_not_contrast(window, norm, name, stacklevel=stacklevel)
-    warn_if_grey_moves(window, norm, zscored, name, stacklevel=stacklevel)
+    warn_units(window, norm, zscored, name, stacklevel=stacklevel)
     if pixel is None and frame is None:
-        return normalise(arr, norm, zscored)
+        return normalise(window, norm, zscored)
     stats = standardisation(window, norm, zscored) or (0.0, 1.0)
-    return resample_window(arr, pixel, origin, None if pixel is None else size, *stats, frame_ms=frame)
+    if pixel is None:   # time only: the window already cut
+        return resample_window(window, None, origin, None, *stats, frame_ms=frame)
+    return resample_window(arr, pixel, origin, size, *stats, frame_ms=frame)
+
+
+def analysed_values(arr: np.ndarray, size: Optional[int], crop: Crop, pixel_um: Optional[tuple[float, float]],
+                    name: str = "stimulus") -> tuple[np.ndarray, tuple[int, int]]:
+    """The values of a (T, H, W) stack under the window :func:`as_stimulus` analyses, at the stack's own pixels and
+    frames (a view), and the window's corner (y0, x0) in model pixels (``pixel_um``: :func:`check_pixel_um`'s
+    pair or None; without a ``size``, the whole stack at (0, 0)). The units checks and the z-scoring statistics
+    read these values. Raises :func:`crop_to`'s ValueErrors."""
+    if pixel_um is None:
+        return (arr if size is None else crop_to(arr, size, crop, name)), (0, 0)
+    origin = checked_origin(model_frame_shape(arr.shape[1:], pixel_um), size, crop, name + grid_words(pixel_um),
+                            small=RESAMPLED_SMALL_REMEDY)
+    return arr[(slice(None),) + source_window(arr.shape[1:], pixel_um, origin, size)], origin
+
+
+def warn_units(values: np.ndarray, norm: Optional[dict] = None, zscored: bool = False, name: str = "stimulus",
+               stacklevel: int = 2) -> None:
+    """The units warnings of :func:`as_stimulus` for the values it reads (:func:`analysed_values`): a float stack
+    far from contrast units unless ``zscored`` (:func:`warn_if_not_contrast`), a grey background that z-scoring
+    by its own statistics moves off 0 (:func:`warn_if_grey_moves`); ``stacklevel`` counts from the caller."""
+    if not zscored:
+        warn_if_not_contrast(values, norm, name, stacklevel=stacklevel + 1)
+    warn_if_grey_moves(values, norm, zscored, name, stacklevel=stacklevel + 1)
 
 
 def grid_words(pixel_um: Optional[tuple[float, float]]) -> str:

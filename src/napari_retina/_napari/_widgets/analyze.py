@@ -22,8 +22,8 @@ from ...attribution import DEFAULT_TOL, MAX_STEPS, MIN_TOL, attribute
 from ...batch import check_stimulus_shape
 from ...model import RetinaCNN
 from ..._validate import (RESAMPLED_SMALL_REMEDY, UNZSCORED_REMEDY, ZSCORE_REMEDY, Normalize, StimulusUnitsWarning,
-                          check_frame_ms, check_normalize, check_pixel_um, frame_text, grid_shape, grid_words,
-                          input_mapping, pixel_text, warn_if_grey_moves, warn_if_not_contrast)
+                          analysed_values, check_frame_ms, check_normalize, check_pixel_um, frame_text, grid_shape,
+                          grid_words, input_mapping, pixel_text, warn_units)
 from ...reduction import reduce
 from .._session import session
 from .._tasks import Task, notify, one_sentence
@@ -114,23 +114,26 @@ def summary_text(analysis: Analysis) -> str:
     return text
 
 
-def units_warnings(stimulus: np.ndarray, model: RetinaCNN, name: str, normalize: Normalize = False) -> list[str]:
+def units_warnings(stimulus: np.ndarray, model: RetinaCNN, name: str, normalize: Normalize = False,
+                   crop=None, pixel_um=None) -> list[str]:
     """The warnings for a float stack far from contrast units (without ``normalize``) and for a grey background
-    that z-scoring moves off 0 (the core's rules and sentences), worded for this dock; none when the stack
-    looks like contrast. Reads the whole stack: any thread."""
+    that z-scoring moves off 0, worded for this dock; none when the stack looks like contrast. The core's rules
+    and sentences on the values the core reads: those under the analysed window (``crop``, ``pixel_um``:
+    :func:`napari_retina._validate.analysed_values`), whose own statistics it is z-scored by (the whole layer's
+    warned of a grey the window does not hold, and missed one it does). Reads those values: any thread."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", StimulusUnitsWarning)
-        if not check_normalize(normalize):
-            warn_if_not_contrast(stimulus, model.config.norm, f"the layer '{name}'")
-        warn_if_grey_moves(stimulus, model.config.norm, normalize, f"the layer '{name}'")
+        values, _ = analysed_values(stimulus, model.config.size, crop, check_pixel_um(pixel_um), f"layer '{name}'")
+        warn_units(values, model.config.norm, check_normalize(normalize), f"the layer '{name}'")
     return [str(w.message).replace(ZSCORE_REMEDY, "tick 'normalize (z-score)'")
             .replace(UNZSCORED_REMEDY, "analyse it with 'normalize (z-score)' unticked")
             for w in caught if issubclass(w.category, StimulusUnitsWarning)]
 
 
-def warn_units(stimulus: np.ndarray, model: RetinaCNN, name: str, normalize: Normalize = False) -> None:
+def notify_units(stimulus: np.ndarray, model: RetinaCNN, name: str, normalize: Normalize = False,
+                 crop=None, pixel_um=None) -> None:
     """:func:`units_warnings` as warning notifications (GUI thread)."""
-    for message in units_warnings(stimulus, model, name, normalize):
+    for message in units_warnings(stimulus, model, name, normalize, crop, pixel_um):
         notify("warning", message)
 
 
@@ -529,14 +532,15 @@ class AnalyzeWidget(Container):
             return False
         source, lazy = self.session.source, not isinstance(data, np.ndarray)
         if not lazy:  # in memory: checked now, before the run
-            warn_units(data, model, layer.name, params["normalize"])
+            notify_units(data, model, layer.name, params["normalize"], params["crop"], params["pixel_um"])
         late: list[str] = []  # a lazy layer's units warning, found in the worker and shown with the result
         edited: list[bool] = []  # the in-memory data were edited in place while they were analysed
 
         def job(task: Task) -> Analysis:
             stimulus = np.asarray(data)  # a lazy (dask) layer is read here, not in the GUI thread
             if lazy:
-                late.extend(units_warnings(stimulus, model, layer.name, params["normalize"]))
+                late.extend(units_warnings(stimulus, model, layer.name, params["normalize"], params["crop"],
+                                           params["pixel_um"]))
             before = None if lazy else data_checksum(stimulus)  # a lazy layer's data were read into a copy
             result = run_analysis(model, stimulus, **params, progress=task.progress_callback("attribute"),
                                   reduce_progress=task.progress_callback("reduce"), model_source=source,
