@@ -16,8 +16,9 @@ latency_ms : list, flash onset to the response onset: the first (linearly
     interpolated) time the response rises above 20% of its peak over the grey
     level (METHOD.md §4's onset). The onset does not jump when a response has
     two bumps whose heights trade places with intensity, as the peak does.
-    NaN where there is no response (amplitude at most 1% of the largest
-    amplitude, e.g. the blank 0 flash).
+    NaN where there is no response: an amplitude under ``AMPLITUDE_FLOOR``
+    (0.5 spikes/bin, the least answer every criterion takes as one) or at most
+    1% of the largest amplitude (e.g. the blank 0 flash).
 peak_latency_ms : list, flash onset to the (sub-frame parabolic) response peak.
 amplitude : list, peak minus the grey level before the flash.
 spearman : rank correlation of latency against |intensity| over responding
@@ -30,6 +31,8 @@ largest_step_ms : the largest latency drop between neighbouring responding flash
 shortest_latency_ms : the shortest latency of a responding flash.
 largest_rise_ms : the most by which a responding flash is answered later than
     any weaker responding flash (0 for a fall without a reversal).
+peak_shift_ms : how much earlier the weakest responding flash's peak comes than the
+    strongest's (``peak_latency_ms``): negative if later, nan with fewer than two.
 monotonic : ``largest_rise_ms`` is at most ``MONOTONIC_TOLERANCE_MS`` (1 ms): no
     stronger flash is answered more than 1 ms later than a weaker one. The rise
     is measured from the earliest weaker answer, not from the neighbour, so a
@@ -48,15 +51,19 @@ present : the literature criterion (Gollisch & Meister 2008: salamander
     flash passed straight through, not a latency coded; and the largest flash
     answer is at least ``AMPLITUDE_FLOOR`` (0.5 spikes/bin) above grey, as the
     other experiments' floors (2026-12-07: the onset is read at a fraction of
-    each flash's own peak, so a curve scaled down a millionfold passed). A
-    smooth threshold (a softplus) shortens the onset by at most ~12 ms over the
-    21 flashes, which the range floor rejects, but a hard one does not: a
-    linear-nonlinear OFF cell with relu(x − θ) (θ 0.5–2, filters peaking at
-    70–100 ms) passes, its onset falling 20–37 ms while its peak latency does not
-    move, as the shipped model passes in cells 2 and 3 (onset 47 → 21 ms, the
-    peak at 204 or 67 ms); the criterion reads the onset, so it cannot tell that
-    from a latency code (docs/EXPERIMENTS.md). One near-threshold flash answered
-    late by another pathway makes a range in one step, which the step rule rejects.
+    each flash's own peak, so a curve scaled down a millionfold passed); and
+    the peak comes at least ``MIN_PEAK_SHIFT_MS`` (one frame) earlier for the
+    strongest responding flash than for the weakest (``peak_shift_ms``). A
+    threshold on a linear cell moves the onset, not the peak: the drive of a
+    weak flash crosses it only near the filter's peak, of a strong one early.
+    Linear-nonlinear OFF cells with relu(x − θ) (onset falling 20–37 ms) and
+    with a steep softplus (gain 8, bias −6: 54 → 39 ms) passed with their peak
+    fixed at 76 or 105 ms; the truths' peaks fall with their onsets (version 3:
+    76 → 41 ms, version 6: 206 → 31 ms). A flash answered under the floor is
+    no response (2026-12-07: the shipped model's cells 2 and 3 passed on a
+    −0.5 flash answered at 0.40 and 0.47 spikes/bin; without it their onsets
+    fall 15–16 ms). One near-threshold flash answered late by another pathway
+    makes a range in one step, which the step rule rejects.
 """
 
 from __future__ import annotations
@@ -80,11 +87,13 @@ DEFAULTS = {"intensities": tuple(np.linspace(0.0, -10.0, 21).round(6).tolist()),
 #: the unit of each readout key (:data:`~.base.READOUT_UNITS`; the Experiments dock shows it after the key)
 UNITS = {"intensities": "s.d.", "latency_ms": "ms", "peak_latency_ms": "ms", "amplitude": "spikes/bin",
          "spearman": "dimensionless", "latency_range_ms": "ms", "largest_step_ms": "ms", "shortest_latency_ms": "ms",
-         "largest_rise_ms": "ms", "monotonic": "", "present": "", "unmet": ""}
+         "largest_rise_ms": "ms", "peak_shift_ms": "ms", "monotonic": "", "present": "", "unmet": ""}
 #: why a readout value is NaN, as the docs say (the module docstring, docs/EXPERIMENTS.md)
 NAN_REASONS = {
-    "latency_ms": "no response: the flash's amplitude is at most 1% of the largest (e.g. the blank 0 flash)",
+    "latency_ms": "no response: the flash's amplitude is under 0.5 spikes/bin or at most 1% of the largest (e.g. the "
+                  "blank 0 flash)",
     "spearman": "all latencies tie",
+    "peak_shift_ms": "fewer than two responding flashes",
 }
 
 #: a condition responds when its amplitude exceeds this fraction of the largest
@@ -97,6 +106,9 @@ MIN_RESPONDING = 5
 MAX_STEP_FRACTION = 0.5
 #: the shortest latency a responding flash may have: one frame
 MIN_LATENCY_MS = FRAME_MS
+#: how much earlier the strongest responding flash's peak must come than the weakest's: one frame. A threshold
+#: on a linear cell moves the onset (the drive crosses it earlier on a taller rise) but not the peak
+MIN_PEAK_SHIFT_MS = FRAME_MS
 # the largest flash response must reach base.AMPLITUDE_FLOOR over the grey level, as the other experiments':
 # the onset is read at a fraction of each peak, so without it any scaled copy passes
 
@@ -150,7 +162,9 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         amp.append(v - base)
     amp_arr = np.asarray(amp)
     top = finite_max(amp_arr)
-    ok = np.isfinite(amp_arr) & (amp_arr > MIN_RELATIVE_AMPLITUDE * top) & (top > 0)
+    # a flash answered under the floor is no response (base.AMPLITUDE_FLOOR: "a flash's answer"), however its onset
+    # falls: the shipped model's latency coding in cells 2 and 3 rested on a -0.5 flash answered at 0.40 and 0.47
+    ok = np.isfinite(amp_arr) & (amp_arr > MIN_RELATIVE_AMPLITUDE * top) & (amp_arr >= AMPLITUDE_FLOOR) & (top > 0)
     lat = [float(v) if k else float("nan") for v, k in zip(lat, ok)]
     peak_lat = [float(v) if k else float("nan") for v, k in zip(peak_lat, ok)]
     inten = [c["intensity"] for c in conditions]
@@ -165,6 +179,8 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     monotonic = bool(len(valid) >= 2 and rise <= MONOTONIC_TOLERANCE_MS)
     step = max((a[1] - b[1] for a, b in zip(valid, valid[1:])), default=float("nan"))
     shortest = min((v for _, v in valid), default=float("nan"))
+    peaks = sorted((abs(i), v) for i, v in zip(inten, peak_lat) if np.isfinite(v))
+    peak_shift = peaks[0][1] - peaks[-1][1] if len(peaks) >= 2 else float("nan")
     # a contrast flashed twice is one point of the curve: the count is of distinct responding contrasts
     responding = {i for i, v in zip(inten, lat) if np.isfinite(v)}
     clauses = {
@@ -176,10 +192,13 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         f"no single step holds more than {MAX_STEP_FRACTION:.0%} of that fall (here {step:.3g} ms)":
             step <= MAX_STEP_FRACTION * rng,
         f"no flash answered within {MIN_LATENCY_MS:g} ms (here from {shortest:.3g} ms)": shortest >= MIN_LATENCY_MS,
+        f"the response's peak comes ≥ {MIN_PEAK_SHIFT_MS:g} ms earlier for the strongest responding flash than for "
+        f"the weakest (here {peak_shift:.3g} ms)": bool(peak_shift >= MIN_PEAK_SHIFT_MS),
         f"the largest flash answered ≥ {AMPLITUDE_FLOOR:g} spikes/bin above grey (here {top:.3g})":
             bool(np.isfinite(top) and top >= AMPLITUDE_FLOOR),
     }
     failed = unmet(clauses)
     return {"intensities": inten, "latency_ms": lat, "peak_latency_ms": peak_lat, "amplitude": amp, "spearman": rho,
             "latency_range_ms": rng, "largest_step_ms": step, "shortest_latency_ms": shortest, "largest_rise_ms": rise,
+            "peak_shift_ms": peak_shift,
             "monotonic": monotonic, "present": not failed, "unmet": failed}

@@ -68,7 +68,17 @@ present : the literature criterion (Schwartz et al. 2007, Nat. Neurosci.: the re
     - no jump: every local slope lies within ``MAX_LOCAL_DEVIATION`` (1.0) of
       the fitted slope (a hand-over from a fast to a slow pathway that moves
       the peak in one step, as a 77 → 193 ms jump between 40 and 50 ms periods,
-      is a step, not a prediction).
+      is a step, not a prediction);
+    - no plateau: no two neighbouring local slopes under ``MIN_SLOPE`` (0.5)
+      (``locked_run`` at most ``MAX_LOCKED_RUN``, 1): over three periods the peak stays with the last flash
+      seen, as an answer to that flash does, not with the expected one. A
+      fitted slope of 0.7 leaves local slopes of 0 within 1.0 of it, so a
+      response locked to the last flash over the three longest (or shortest)
+      periods passed the clauses above (a helper's audit of 2026-12-07), and
+      so did version 2's truth: 200, 203, 206 ms after the last flash at the
+      130–170 ms periods (local slopes 0.15, 0.14), where its rebound to one
+      flash peaks 220 ms after it. Version 6's single low steps (0.10 and
+      −0.03 between neighbours of 1.0 or more) are no plateau.
 """
 
 from __future__ import annotations
@@ -109,6 +119,7 @@ MAX_SLOPE = 1.5
 MIN_R2 = 0.8
 MIN_RISE_SHARE = 0.15          # the peak's rise over the train's level, as a share of the train's largest answer
 MAX_LOCAL_DEVIATION = 1.0      # |local slope - fitted slope|
+MAX_LOCKED_RUN = 1             # neighbouring local slopes under MIN_SLOPE in a row (locked_run): one is a step
 
 
 def build(size: int, history: int, respond: Optional[Callable] = None, *, periods: Sequence[int], n_flashes: int,
@@ -193,6 +204,8 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         f"r² ≥ {MIN_R2:g} (here {r2:.3g})": r2 >= MIN_R2,
         f"every local slope within {MAX_LOCAL_DEVIATION:g} of the fitted slope (here up to {deviation:.3g} off)":
             all(np.isfinite(v) and abs(v - slope) <= MAX_LOCAL_DEVIATION for v in local),
+        f"no {MAX_LOCKED_RUN + 1} neighbouring local slopes under {MIN_SLOPE:g}, the peak locked to the last flash "
+        f"over {MAX_LOCKED_RUN + 2} periods (here {locked_run(local)} in a row)": locked_run(local) <= MAX_LOCKED_RUN,
     }
     failed = unmet(clauses)
     return {"periods_ms": periods, "latency_ms": lat, "latency_from_last_ms": lat_last, "onset_ms": onset,
@@ -200,6 +213,16 @@ def readout(response: np.ndarray, conditions: list) -> dict:
             "train_amplitude": train_amp, "omitted_share": share,
             "slope": slope, "intercept": intercept, "r2": r2, "local_slopes": local, "present": not failed,
             "unmet": failed}
+
+
+def locked_run(local: list) -> int:
+    """The most neighbouring local slopes in a row under ``MIN_SLOPE`` (NaN counted under): how many period steps
+    in a row the peak stays with the last flash rather than the expected one."""
+    run = longest = 0
+    for v in local:
+        run = run + 1 if not v >= MIN_SLOPE else 0
+        longest = max(longest, run)
+    return longest
 
 
 def local_slopes(periods: list, latencies: list) -> list:
