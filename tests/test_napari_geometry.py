@@ -140,10 +140,14 @@ def test_the_frame_interval_is_compared_after_conversion(viewer, notes):
 
 
 def test_a_layer_without_units_still_gets_the_stimulus_scale(viewer, notes):
+    """... drawn, and on the frame the slider showed: napari sliced a layer given units after its scale to (1, 1)
+    (nothing drawn until the slider moved), and kept the slider's world value (frame 24 became frame 2)."""
     stim = nr.stimuli.white_noise(frames=30, size=20, seed=1)
     layer = viewer.add_image(stim, name="pixels")
+    viewer.dims.set_point(0, 24)
     _analyze(viewer, layer)
     assert tuple(layer.scale) == (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM)
+    assert layer._data_view.shape == (20, 20) and viewer.dims.point[0] == pytest.approx(240.0)
     assert [lv for lv, m in notes] == ["info"] and "no physical scale" in notes[0][1]
     np.testing.assert_allclose(_maps(viewer, "pixels: ")[0].scale, (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM))
 

@@ -194,7 +194,7 @@ def show(result: Any, viewer: Optional["napari.Viewer"] = None, *, name: Optiona
     viewer = _viewer(viewer)
     if stimulus_layer is not None:
         shown = result.attribution if kind == "analysis" else result if kind == "attribution" else attribution
-        _ensure_physical_scale(stimulus_layer, shown)
+        _ensure_physical_scale(stimulus_layer, shown, viewer)
     with UnitsWarningOnce():  # napari's "Inconsistent units" warning once per show, not once per layer
         return _show(viewer, kind, result, name, reduction, attribution, stimulus_layer, maps, limit, replace,
                      beside, staged, truth)
@@ -233,7 +233,7 @@ def _warn_no_maps(invariance: str) -> None:
                   UserWarning, stacklevel=4)
 
 
-def _ensure_physical_scale(layer, attribution=None) -> None:
+def _ensure_physical_scale(layer, attribution=None, viewer=None) -> None:
     """Give a ``stimulus_layer`` without physical units (napari's own reader: 1 per pixel) the stimulus scale:
     the frame interval and pixel size ``attribution`` was resampled from (``input_frame_ms``,
     ``input_pixel_um``), the model's 10 ms and 55 µm otherwise.
@@ -250,7 +250,7 @@ def _ensure_physical_scale(layer, attribution=None) -> None:
         return
     frame = getattr(attribution, "input_frame_ms", None) or FRAME_MS
     pixel = getattr(attribution, "input_pixel_um", None) or (PIXEL_UM, PIXEL_UM)
-    set_physical_scale(layer, pixel, frame)
+    set_physical_scale(layer, pixel, frame, viewer)
     whose = "the model's" if (frame, tuple(pixel)) == (FRAME_MS, (PIXEL_UM, PIXEL_UM)) else \
         "those the attribution was resampled from"
     warnings.warn(f"layer {layer.name!r} had no physical scale (napari's default, 1 per pixel); it now has "

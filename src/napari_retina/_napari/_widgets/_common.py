@@ -444,11 +444,32 @@ def has_physical_scale(layer) -> bool:
     return any(u not in ("pixel", "px", "") for u in units)
 
 
-def set_physical_scale(layer, pixel_um=SCALE[1], frame_ms: float = SCALE[0]) -> None:
+def set_physical_scale(layer, pixel_um=SCALE[1], frame_ms: float = SCALE[0], viewer=None) -> None:
     """Give a (T, y, x) image layer the stimulus scale (``frame_ms`` ms, ``pixel_um`` µm along y and x, or a
-    (y_um, x_um) pair: the model's 10 and 55 by default), units and axis labels."""
+    (y_um, x_um) pair: the model's 10 and 55 by default), units and axis labels; ``viewer``'s time slider stays
+    on the frame it showed (:func:`keeping_frame`)."""
     y_um, x_um = (pixel_um, pixel_um) if np.ndim(pixel_um) == 0 else pixel_um
-    layer.scale = (frame_ms, y_um, x_um)
-    layer.units = UNITS
-    layer.axis_labels = AXIS_LABELS
+
+    def change() -> None:
+        layer.units = UNITS   # before the scale: napari 0.9 set units after scale sliced the layer to (1, 1)
+        layer.axis_labels = AXIS_LABELS
+        layer.scale = (frame_ms, y_um, x_um)
+
+    keeping_frame(viewer, layer, change)
     layer.metadata.setdefault(META, {})["role"] = "stimulus"
+
+
+def keeping_frame(viewer, layer, change: Callable[[], None]) -> None:
+    """Run ``change`` (of a (T, y, x) ``layer``'s scale or units) with ``viewer``'s time slider kept on the layer
+    frame it showed: napari keeps the slider's world value, which a new time scale puts on another frame (44
+    pixel units were frame 44, then 40 ms, frame 4). Without a viewer, or a layer of one frame, just ``change``."""
+    axis = viewer.dims.ndim - 3 if viewer is not None and layer in viewer.layers else None
+    before = np.asarray(layer.extent.world, float)[:, -3] if axis is not None else None
+    point = float(viewer.dims.point[axis]) if axis is not None else 0.0
+    change()
+    T = layer.data.shape[-3]
+    if before is None or T < 2 or before[1] == before[0]:
+        return
+    frame = float(np.clip(round((point - before[0]) / (before[1] - before[0]) * (T - 1)), 0, T - 1))
+    after = np.asarray(layer.extent.world, float)[:, -3]
+    viewer.dims.set_point(viewer.dims.ndim - 3, after[0] + frame / (T - 1) * (after[1] - after[0]))

@@ -38,6 +38,7 @@ from ._common import (
     PARAMETER_HELP,
     file_choice_problem,
     has_physical_scale,
+    keeping_frame,
     layer_picker,
     offer_cells,
     parameter_widget,
@@ -484,13 +485,15 @@ class AnalyzeWidget(Container):
             return None
         before = (layer.scale, layer.units, layer.axis_labels)
         meta = dict(layer.metadata[META]) if META in layer.metadata else None
-        set_physical_scale(layer, float(self.pixel.value), self.frame_ms() or FRAME_MS)
+        set_physical_scale(layer, float(self.pixel.value), self.frame_ms() or FRAME_MS, self.viewer)
         layer.metadata[META][DOCK_SCALE] = True   # the pixel size box may change it again
         if say:
             self._said_units(layer)
 
         def undo() -> None:
-            layer.scale, layer.units, layer.axis_labels = before
+            def back() -> None:   # units before the scale (set_physical_scale)
+                layer.units, layer.axis_labels, layer.scale = before[1], before[2], before[0]
+            keeping_frame(self.viewer, layer, back)
             if meta is None:
                 layer.metadata.pop(META, None)
             else:

@@ -156,4 +156,4 @@ class StimulusWidget(Container):
         if layer.ndim != 3 or layer.rgb:
             notify("error", f"Layer '{layer.name}' is not a (T, y, x) greyscale stack.")
             return
-        set_physical_scale(layer)
+        set_physical_scale(layer, viewer=self.viewer)
