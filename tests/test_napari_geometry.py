@@ -345,8 +345,9 @@ def test_a_result_over_a_layer_the_dock_scaled_moves_with_the_boxes_and_the_crop
 
     over_their_stimulus(2.0, 2.0)
     np.testing.assert_allclose(trace_plot(viewer).times_ms, 2.5 + 10.0 * np.arange(24))
+    viewer.dims.set_point(0, 50.0)                               # frame 10 of 5 ms
     w.frame.value = 10.0
-    assert tuple(layer.scale) == (10, 27.5, 27.5)
+    assert tuple(layer.scale) == (10, 27.5, 27.5) and viewer.dims.point[0] == pytest.approx(100.0)   # frame 10
     over_their_stimulus(2.0, 2.0)
     np.testing.assert_allclose(trace_plot(viewer).times_ms, 5.0 + 20.0 * np.arange(24))   # the bins' frames
     assert "Analyze again" in w.task.status.value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from typing import Callable
 
 import numpy as np
 
@@ -147,4 +148,22 @@ def clear_of_bar(viewer, room, span, x_middle: float, fill: float) -> None:
     camera.center = tuple(float(v) for v in centre)
 
 
-__all__ = ["BAR_RESERVE_PX", "VIEW_MARGIN", "aim", "clear_of_bar", "fit_view", "frame_result", "world_box"]
+
+def keeping_frame(viewer, layer, change: Callable[[], None]) -> None:
+    """Run ``change`` (of a (T, y, x) ``layer``'s scale or units) with ``viewer``'s time slider kept on the layer
+    frame it showed: napari keeps the slider's world value, which a new time scale puts on another frame (44
+    pixel units were frame 44, then 40 ms, frame 4). Without a viewer, or a layer of one frame, just ``change``."""
+    axis = viewer.dims.ndim - 3 if viewer is not None and layer in viewer.layers else None
+    before = np.asarray(layer.extent.world, float)[:, -3] if axis is not None else None
+    point = float(viewer.dims.point[axis]) if axis is not None else 0.0
+    change()
+    T = layer.data.shape[-3]
+    if before is None or T < 2 or before[1] == before[0]:
+        return
+    frame = float(np.clip(round((point - before[0]) / (before[1] - before[0]) * (T - 1)), 0, T - 1))
+    after = np.asarray(layer.extent.world, float)[:, -3]
+    viewer.dims.set_point(viewer.dims.ndim - 3, after[0] + frame / (T - 1) * (after[1] - after[0]))
+
+
+__all__ = ["BAR_RESERVE_PX", "VIEW_MARGIN", "aim", "clear_of_bar", "fit_view", "frame_result", "keeping_frame",
+           "world_box"]

@@ -27,7 +27,7 @@ from .._progress import Cancelled
 from ._layers import (META, CellTraces, analysed_geometry, analysis_layer_data, colour_bar_index, kept_over,
                       layer_frames_per_model_frame, layer_geometry, map_layers, map_legend, on_window, plugin_metadata,
                       show_alone, show_colour_bar, stimulus_layer_kwargs)
-from ._framing import frame_result
+from ._framing import frame_result, keeping_frame
 from ._plot import TRACES_KEY, drain, renamed_title, stored_plot, stored_traces, trace_plot, traces_steps
 
 STEP_DELAY_MS = 1
@@ -145,7 +145,7 @@ def rescale_stimulus(viewer, layer, scale: Sequence[float]) -> bool:
     computed at the earlier scale).
     """
     before = layer_geometry(layer)
-    layer.scale = (*tuple(layer.scale)[:-3], *scale)
+    keeping_frame(viewer, layer, lambda: setattr(layer, "scale", (*tuple(layer.scale)[:-3], *scale)))
     after = layer_geometry(layer)
     moved = False
     for other in _result_layers(viewer.layers, layer.name):

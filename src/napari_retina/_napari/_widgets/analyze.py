@@ -30,7 +30,7 @@ from .._tasks import Task, notify, one_sentence
 from ..._units import FRAME_MS, PIXEL_UM
 from .._layers import META, UNITS, layer_geometry, layer_pixels_per_model_pixel
 from .._reader import SETTINGS_KEY
-from .._framing import frame_result
+from .._framing import frame_result, keeping_frame
 from .._plot import follow_stored_traces, trace_plot
 from .._viewer import StimulusLayerRemoved, rescale_stimulus
 from ... import viewer as nr_viewer
@@ -38,7 +38,6 @@ from ._common import (
     PARAMETER_HELP,
     file_choice_problem,
     has_physical_scale,
-    keeping_frame,
     layer_picker,
     offer_cells,
     parameter_widget,
