@@ -5,6 +5,8 @@ Run headless under Xvfb (pytest-xvfb starts it); never with QT_QPA_PLATFORM=offs
 
 from __future__ import annotations
 
+import json
+
 import os
 import subprocess
 import sys
@@ -178,7 +180,7 @@ DAMAGE = {
                                                           "reduction's kept channels)"),
     "no reduction group": (_replace("reduction", None), "it has no dataset 'reduction/kept'"),
     "kept channel out of range": (_replace("reduction/kept", np.array([0, 8])),
-                                  "its dataset 'reduction/kept' holds [0, 8], expected indices of the 8 channels"),
+                                  "its dataset 'reduction/kept' holds [0, 8], expected distinct indices of the 8 channels"),
 }
 
 
@@ -261,7 +263,22 @@ HOSTILE = {
     "invariance unknown": (_attr("attribution", "invariance", "sideways"),
                            "its 'attribution/invariance' is 'sideways', expected one of auto, none"),
     "explained variance a string": (_attr("reduction", "explained_variance", "high"),
-                                    "its 'reduction/explained_variance' is 'high', expected a number, or NaN"),
+                                    "its 'reduction/explained_variance' is 'high', expected a fraction of at most 1, "
+                                    "or NaN"),
+    # a helper's audit: each of these opened, and drew nonsense or broke napari
+    "explained variance inf": (_attr("reduction", "explained_variance", np.inf),
+                               "its 'reduction/explained_variance' is 'inf', expected a fraction of at most 1"),
+    "offset past the stimulus": (_attr("attribution", "offset", 100),
+                                 "its 'attribution/offset' is 100, which puts the"),
+    "offset of a billion": (_attr("attribution", "offset", 10 ** 9), "its 'attribution/offset' is 1000000000"),
+    "kept channels repeated": (_replace("reduction/kept", np.array([1, 1, 1])),
+                               "its dataset 'reduction/kept' holds [1, 1, 1], expected distinct indices"),
+    "labels of 5,000 characters": (lambda h5: h5["reduction"].attrs.__setitem__(
+        "labels", json.dumps(["x" * 5000] * len(json.loads(h5["reduction"].attrs["labels"])))),
+        "its attribute 'reduction/labels' is"),
+    "labels not text": (lambda h5: h5["reduction"].attrs.__setitem__(
+        "labels", json.dumps([{"a": 1}] * len(json.loads(h5["reduction"].attrs["labels"])))),
+        "its attribute 'reduction/labels' is"),
 }
 
 

@@ -238,6 +238,22 @@ MAX_INDEX = 2**31 - 1
 """The largest pixel offset, crop origin or cell index a saved analysis may hold (anything larger is damage)."""
 
 
+MAX_LABEL_CHARS = 100
+"""The longest channel label a saved analysis may hold ("A3 ON fast +" is 12 characters): labels name layers and
+the trace plot's legend, and 5,000-character ones made napari abort on an OpenGL texture."""
+
+
+def _check_offset(path: Path, attr: SavedAttribution) -> None:
+    """The maps' offset puts them inside the stimulus (map pixel (0, 0) over stimulus pixel (offset, offset), a
+    map of h × w over ``offset + h`` × ``offset + w`` pixels; an axis summed out (1 wide) over at least one), or
+    one ValueError: an offset of 100 drew the maps beside a 50-pixel stimulus, one of 1e9 broke napari's slider."""
+    H, W = np.shape(attr.stimulus)[1:]
+    h, w = np.shape(attr.maps)[2:] if attr.maps is not None else (1, 1)
+    if attr.offset + h > H or attr.offset + w > W:
+        raise ValueError(f"{_damaged(path)}: its 'attribution/offset' is {attr.offset}, which puts the {h}x{w} "
+                         f"maps outside the {H}x{W} stimulus")
+
+
 def _attribution_scalars(path: Path, a: dict) -> dict:
     """The checked small entries of a saved analysis' ``attribution`` group, as :class:`SavedAttribution` takes
     them: ``cells`` (cell indices), ``invariance`` (one of "none", "x", "y", "space"), ``offset`` (map pixel
@@ -381,6 +397,7 @@ def read_analysis(path: PathLike) -> SavedAnalysis:
                                                                     f"the channels' maps, ({T}, {C}, h, w)", 4, T, C,
                                                                     blank=blank),
                             **_attribution_scalars(path, a))
+    _check_offset(path, attr)
     red = None
     if r or params.get("reduce") is True:   # a reduction was saved: all of what shows it, or one sentence
         for kind, name, expected in (("dataset", "kept", "the reduction's kept channels"),
@@ -388,15 +405,19 @@ def read_analysis(path: PathLike) -> SavedAnalysis:
             if r.get(name) is None:
                 raise ValueError(f"{_damaged(path)}: it has no {kind} 'reduction/{name}' (expected {expected})")
         kept, labels = np.ravel(r["kept"]), r["labels"]
-        if kept.dtype.kind not in "iu" or not all(0 <= k < C for k in kept):
+        if kept.dtype.kind not in "iu" or not all(0 <= k < C for k in kept) or len(set(kept.tolist())) < len(kept):
             raise ValueError(f"{str(path)!r} is a damaged saved analysis: its dataset 'reduction/kept' holds "
-                             f"{kept.tolist()}, expected indices of the {C} channels of attribution/channels")
-        if not isinstance(labels, list) or len(labels) != C:
+                             f"{str(kept.tolist())[:60]}, expected distinct indices of the {C} channels of "
+                             "attribution/channels")
+        if (not isinstance(labels, list) or len(labels) != C
+                or not all(isinstance(x, str) and len(x) <= MAX_LABEL_CHARS for x in labels)):
             raise ValueError(f"{str(path)!r} is a damaged saved analysis: its attribute 'reduction/labels' is "
-                             f"{str(labels)[:60]!r}, expected a JSON list of {C} channel labels")
+                             f"{str(labels)[:60]!r}, expected a JSON list of {C} channel labels (text of at most "
+                             f"{MAX_LABEL_CHARS} characters each)")
         red = SavedReduction(kept=[int(c) for c in kept], labels=labels,
                              explained_variance=_saved_number(path, "reduction/explained_variance",
-                                                              r.get("explained_variance", np.nan), "a number, or NaN",
+                                                              r.get("explained_variance", np.nan),
+                                                              "a fraction of at most 1, or NaN", high=1.0 + 1e-9,
                                                               nan=True),
                              reduced_response=_checked(path, "reduction/reduced_response", r.get("reduced_response"),
                                                        f"the reduced circuit's response, ({T},)", 1, T,
