@@ -152,6 +152,28 @@ def test_a_layer_without_units_still_gets_the_stimulus_scale(viewer, notes):
     np.testing.assert_allclose(_maps(viewer, "pixels: ")[0].scale, (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM))
 
 
+def test_a_scale_set_without_units_is_kept_and_read_as_ms_and_um(viewer, notes):
+    """A helper's audit: ``add_image(stack, scale=(1000/60, 27.5, 27.5))`` (a calibration without units, as
+    most scripts and readers give) was replaced with 10 ms and 55 µm, and the 27.5 µm stack analysed at 55 µm,
+    with only "had no physical scale" said. The scale is kept, and the note says which boxes to set."""
+    stim = nr.stimuli.white_noise(frames=40, size=40, seed=1)
+    layer = viewer.add_image(stim, name="calibrated", scale=(1000 / 60, 27.5, 27.5))
+    w = _analyze(viewer, layer, crop="center")
+    assert tuple(layer.scale) == (1000 / 60, 27.5, 27.5) and str(layer.units[-1]) == "pixel"
+    warned = [m for level, m in notes if level == "warning"]
+    assert len(warned) == 1 and "no physical scale" not in " ".join(m for _, m in notes)
+    assert warned[0].startswith("Layer 'calibrated' has 16.67 ms per frame and 27.5 µm per pixel (its scale has "
+                                "no units: read as ms and µm)")
+    assert warned[0].endswith("set 'pixel size (µm)' to 27.5 to resample it to the model's pixels.")
+    np.testing.assert_allclose(_maps(viewer, "calibrated: ")[0].scale, (1000 / 60, 27.5, 27.5))
+    w.frame.value, w.pixel.value = 1000 / 60, 27.5       # as the note says: no note, the stack resampled
+    notes.clear()
+    assert w.run(), w.task.status.value
+    w.task.wait()
+    assert w.analysis.attribution.input_pixel_um == (27.5, 27.5) and w.analysis.attribution.input_frame_ms == 1000 / 60
+    assert not [m for level, m in notes if level == "warning"], notes
+
+
 # --------------------------------------------------------- B. transformations ---
 
 def test_a_rotated_layer_gives_its_maps_its_rotation_in_the_dock(viewer, tiny, notes):

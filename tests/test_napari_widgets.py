@@ -503,6 +503,18 @@ def test_analyze_warns_of_a_grey_background_as_the_core_does_under_the_analysed_
         assert core[0].split("becomes ")[1][:5] == seen[0].split("becomes ")[1][:5]
 
 
+def test_settings_that_are_not_numbers_are_skipped_and_said(viewer):
+    """A helper's audit: a saved analysis whose settings held cell "abc" (or explain "x") ended 'Use the settings'
+    in a raw ValueError from int() / float(); each is now skipped and said, and the rest applied."""
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    before = (w.cell.value, w.explain.value, w.steps.value)
+    skipped = w.set_parameters({"cell": "abc", "steps": 2.5, "explain": "x", "invariance": "none"})
+    assert skipped == ["cell 'abc', which is not a whole number", "steps '2.5', which is not a whole number",
+                       "explain 'x', which is not a number"]
+    assert (w.cell.value, w.explain.value, w.steps.value) == before and w.invariance.value == "none"
+    assert w.set_parameters({"tol": float("nan")}) == ["tol 'nan', which is not a number"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_choosing_cuda_without_a_gpu_notifies_and_reverts(viewer, notes):
     w = _dock(viewer, _widgets.ModelWidget)

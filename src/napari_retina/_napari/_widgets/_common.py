@@ -440,9 +440,13 @@ def _tabify(native) -> None:
 # -------------------------------------------------------------------- units ---
 
 def has_physical_scale(layer) -> bool:
-    """Whether an image layer carries physical units (not napari's default: scale 1, "pixel" units)."""
+    """Whether an image layer carries physical units or a scale someone set: anything but napari's default
+    (scale 1, "pixel" units), which alone is given the stimulus scale. A scale set without units
+    (``add_image(stack, scale=(1000/60, 27.5, 27.5))``) is the user's calibration: replacing it with 10 ms and
+    55 µm analysed a 27.5 µm stack at 55 µm without a word (a helper's audit)."""
     units = [str(u) for u in getattr(layer, "units", ())]
-    return any(u not in ("pixel", "px", "") for u in units)
+    scale = np.asarray(getattr(layer, "scale", ()), float)
+    return any(u not in ("pixel", "px", "") for u in units) or not np.allclose(scale, 1.0)
 
 
 def set_physical_scale(layer, pixel_um=SCALE[1], frame_ms: float = SCALE[0], viewer=None) -> None:

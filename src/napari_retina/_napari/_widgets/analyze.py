@@ -141,17 +141,20 @@ def scale_note(layer, pixel_um: float = PIXEL_UM, frame_ms: float = FRAME_MS) ->
     """The warning for a stimulus layer whose frame interval or pixel size, in ms and µm (converted from its
     units: :func:`.._layers.layer_geometry`), is not what it was analysed at (``frame_ms`` and ``pixel_um``: the
     dock's frame interval and pixel size, the model's 10 ms and 55 µm by default): the model saw the frames at
-    ``frame_ms``, and the pixels at ``pixel_um``; "" when they match or an axis has no physical unit (napari's
-    "pixel")."""
+    ``frame_ms``, and the pixels at ``pixel_um``; "" when they match. An axis without a physical unit (napari's
+    "pixel") counts when its scale is not napari's default 1: a scale set without units (``add_image(...,
+    scale=(1000/60, 27.5, 27.5))``) is read as ms and µm, and the note says so."""
     geo = layer_geometry(layer)
     (layer_ms, y_um, x_um), units = geo["scale"], tuple(geo["units"])
+    bare_t = units[0] != UNITS[0] and not np.isclose(layer_ms, 1.0)
+    bare_yx = units[1:] != UNITS[1:] and not np.allclose((y_um, x_um), 1.0)
     have, want, advice = [], [], []
-    if units[0] == UNITS[0] and not np.isclose(layer_ms, frame_ms, rtol=1e-6):
+    if (units[0] == UNITS[0] or bare_t) and not np.isclose(layer_ms, frame_ms, rtol=1e-6):
         have.append(f"{layer_ms:.4g} ms per frame")
         want.append(f"{FRAME_MS:g} ms per frame" if np.isclose(frame_ms, FRAME_MS) else
                     f"{frame_ms:.6g} ms per frame ({FRAME_MS_LABEL}), resampled to its {FRAME_MS:g} ms bins")
         advice.append(f"set '{FRAME_MS_LABEL}' to {layer_ms:.6g} to resample it to the model's bins")
-    if units[1:] == UNITS[1:] and not np.allclose((y_um, x_um), pixel_um, rtol=1e-6):
+    if (units[1:] == UNITS[1:] or bare_yx) and not np.allclose((y_um, x_um), pixel_um, rtol=1e-6):
         have.append(f"{y_um:.4g} µm per pixel" if np.isclose(y_um, x_um) else f"{y_um:.4g} × {x_um:.4g} µm pixels")
         want.append(f"{PIXEL_UM:g} µm per pixel" if np.isclose(pixel_um, PIXEL_UM) else
                     f"{pixel_um:.6g} µm per pixel ({PIXEL_UM_LABEL}), resampled to its {PIXEL_UM:g}")
@@ -159,8 +162,9 @@ def scale_note(layer, pixel_um: float = PIXEL_UM, frame_ms: float = FRAME_MS) ->
             advice.append(f"set '{PIXEL_UM_LABEL}' to {y_um:.6g} to resample it to the model's pixels")
     if not have:
         return ""
-    return (f"Layer '{layer.name}' has {' and '.join(have)}: the model saw it at its own {' and '.join(want)} "
-            f"(the maps and the traces keep the layer's scale)" + "".join(f"; {a}" for a in advice))
+    bare = " (its scale has no units: read as ms and µm)" if bare_t or bare_yx else ""
+    return (f"Layer '{layer.name}' has {' and '.join(have)}{bare}: the model saw it at its own "
+            f"{' and '.join(want)} (the maps and the traces keep the layer's scale)" + "".join(f"; {a}" for a in advice))
 
 
 def resampled_note(pixel_um, frame_ms=None) -> str:
@@ -362,7 +366,16 @@ class AnalyzeWidget(Container):
         """
         skipped: list[str] = []
 
-        def put(widget, value) -> None:
+        def put(widget, stored, whole: bool = False) -> None:
+            try:   # a damaged file's "abc" is skipped and said, not a raw conversion error
+                value = float(stored)
+                if not np.isfinite(value) or (whole and not value.is_integer()):
+                    raise ValueError
+            except (TypeError, ValueError):
+                skipped.append(f"{widget.name} {str(stored)[:30]!r}, which is not a{' whole' if whole else ''} "
+                               "number")
+                return
+            value = int(value) if whole else value
             if widget.min <= value <= widget.max:
                 widget.value = value
             elif widget is self.cell:
@@ -371,12 +384,12 @@ class AnalyzeWidget(Container):
                 skipped.append(f"{widget.label} {value:g}, outside {widget.min:g}–{widget.max:g}")
 
         if "cell" in params:
-            put(self.cell, int(params["cell"]))
+            put(self.cell, params["cell"], whole=True)
         if params.get("tol") is not None:       # refined by tol: steps then records the most any frame used
-            put(self.tol, float(params["tol"]))
+            put(self.tol, params["tol"])
             self.steps.value = 0
         elif params.get("steps") is not None:
-            put(self.steps, int(params["steps"]))
+            put(self.steps, params["steps"], whole=True)
         if params.get("invariance") in self.invariance.choices:
             self.invariance.value = params["invariance"]
         if "normalize" in params:
@@ -384,7 +397,7 @@ class AnalyzeWidget(Container):
         if "reduce" in params:
             self.do_reduce.value = bool(params["reduce"])
         if "explain" in params:
-            put(self.explain, float(params["explain"]))
+            put(self.explain, params["explain"])
         if "pixel_um" in params:   # before the crop window: it is drawn at this size
             pixel = params["pixel_um"]
             sizes = [PIXEL_UM] if pixel is None else np.ravel(pixel).tolist()
