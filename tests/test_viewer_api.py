@@ -640,6 +640,28 @@ def test_one_attribute_task_shows_its_own_maps_only(viewer, store):
     assert [lay.name for lay in layers if lay.colorbar.visible] == ["b tiny cell0 A0"] and plot.title.text() == title
 
 
+def test_a_store_opened_in_napari_is_framed_from_frame_0_and_says_what_it_does_not_draw(viewer, store, qtbot,
+                                                                                        monkeypatch):
+    """A helper's audit: a store opened in an empty viewer was not framed (its traces ride on its first map, the
+    second layer: only a first layer framed), so the Traces dock docking left the stimulus cut; it opened
+    mid-movie; and its predict, reduce and experiment results were dropped without a word."""
+    import napari.utils.notifications as notifications
+
+    said = []
+    monkeypatch.setattr(notifications, "show_info", said.append)
+    from napari_retina.batch import MANIFEST
+
+    path = next(p for p in next(iter(store.values())).path.parents if (p / MANIFEST).is_file())
+    viewer.window.resize(1600, 1000)
+    layers = viewer.open(str(path), plugin="napari-retina")
+    qtbot.wait(200)
+    assert viewer.dims.current_step[0] == 0
+    assert _in_view(viewer, [lay for lay in layers if lay.visible])
+    assert said == [f"The results store '{path.name}' also holds 2 predict, 2 reduce and 1 experiment result(s), "
+                    "not drawn here (its layers are the attribution maps); nr.show(nr.batch.load(path)[key]) shows "
+                    "one, with its traces"]
+
+
 def test_recordings_that_share_a_file_name_are_told_apart_and_replaced_when_shown_again(viewer, store):
     root = _task(store, "experiment").path.parents[3]
     for _ in range(2):   # the second showing piled up layers (x [1], ...): 18, then 27

@@ -227,7 +227,27 @@ def read_batch_layers(path: ReaderPaths) -> list[tuple]:
         _report_unreadable(store, unreadable, any_shown=shown > 0)
     if not out:   # napari would say only that the reader "returned no data"
         raise ValueError(_nothing_to_draw(store, results))
+    undrawn = _undrawn(results)
+    if undrawn:
+        from napari.utils.notifications import show_info
+
+        show_info(f"The results store '{store.name}' also holds {undrawn}, not drawn here (its layers are the "
+                  "attribution maps); nr.show(nr.batch.load(path)[key]) shows one, with its traces")
     return out
+
+
+def _undrawn(results) -> str:
+    """The results the store reader draws no layer for (every kind but "attribute"), counted by kind in words
+    ("2 predict and 1 experiment result(s)"), or "" when there are none: they were dropped without a word."""
+    counts: dict = {}
+    for res in results.values():
+        if res.attrs.get("kind") != "attribute":
+            counts[res.attrs.get("kind")] = counts.get(res.attrs.get("kind"), 0) + 1
+    if not counts:
+        return ""
+    parts = [f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: TASK_KINDS.index(kv[0])
+                                                  if kv[0] in TASK_KINDS else len(TASK_KINDS))]
+    return (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]) + " result(s)"
 
 
 def _nothing_to_draw(store: Path, results) -> str:

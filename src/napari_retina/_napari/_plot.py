@@ -1037,9 +1037,21 @@ def follow_stored_traces(viewer) -> None:
     def added(event) -> None:
         show_marked_colour_bar(event.value)
         if getattr(event.value, "visible", False) and show_stored_traces(viewer, event.value):
-            _select_when_added(viewer, event.value, frame=len(viewer.layers) == 1)
+            fresh = _read_into_empty(viewer, event.value)
+            if fresh and viewer.dims.ndim >= 3:   # napari put the slider mid-movie (often a dark flash: black)
+                viewer.dims.set_current_step(viewer.dims.ndim - 3, 0)
+            _select_when_added(viewer, event.value, frame=fresh)
 
     viewer.layers.events.inserted.connect(added)
+
+
+def _read_into_empty(viewer, layer) -> bool:
+    """Whether every layer of ``viewer`` came from the file ``layer`` was read from: the reading went into an
+    empty viewer (a saved analysis carries its traces on its first layer, a batch store on its second: counting
+    layers framed the one and not the other)."""
+    path = getattr(getattr(layer, "source", None), "path", None)
+    return path is not None and all(getattr(getattr(other, "source", None), "path", None) == path
+                                    for other in viewer.layers)
 
 
 def _select_when_added(viewer, layer, frame: bool = False) -> None:
