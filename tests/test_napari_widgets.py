@@ -503,6 +503,20 @@ def test_analyze_warns_of_a_grey_background_as_the_core_does_under_the_analysed_
         assert core[0].split("becomes ")[1][:5] == seen[0].split("becomes ")[1][:5]
 
 
+def test_a_flat_response_is_said_to_be_flat_not_explained_in_full(viewer, notes):
+    """A helper's audit: a grey stack's response is 0 in every frame, and the dock said "reduced circuit explains
+    100.0% of the variance with A0 ON slow +", naming a kept channel for a response that is not there."""
+    layer = viewer.add_image(np.zeros((30, 20, 20), np.float32), name="grey", scale=(10, 55, 55),
+                             units=("ms", "um", "um"))
+    w = _dock(viewer, _widgets.AnalyzeWidget)
+    w.layer.value, w.steps.value = layer, 2
+    assert w.run()
+    w.task.wait()
+    assert np.ptp(w.analysis.attribution.response[np.isfinite(w.analysis.attribution.response)]) == 0
+    assert w.result_label.value == ("completeness error 0.00e+00; the response is flat over its 21 attributed "
+                                    "frame(s): no variance for a reduced circuit to explain")
+
+
 def test_settings_that_are_not_numbers_are_skipped_and_said(viewer):
     """A helper's audit: a saved analysis whose settings held cell "abc" (or explain "x") ended 'Use the settings'
     in a raw ValueError from int() / float(); each is now skipped and said, and the rest applied."""

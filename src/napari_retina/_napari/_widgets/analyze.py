@@ -105,10 +105,17 @@ def done_status(done: str, *notes: str) -> str:
 
 
 def summary_text(analysis: Analysis) -> str:
-    """The result line: completeness error and, with a reduction, what the reduced circuit explains."""
+    """The result line: completeness error and, with a reduction, what the reduced circuit explains; a response
+    that does not vary over the attributed frames (a grey stack, one frame past the history) has no variance to
+    explain, and is said to be flat instead (its "100%" named a kept channel for a response that is not there)."""
     attr, red = analysis.attribution, analysis.reduction
     text = f"completeness error {attr.completeness_error:.2e}"
-    if red is not None:
+    response = np.asarray(attr.response, np.float64)
+    response = response[np.isfinite(response)]
+    if red is not None and (len(response) < 2 or np.ptp(response) <= 1e-6 * max(1.0, np.abs(response).max())):
+        text += (f"; the response is flat over its {len(response)} attributed frame(s): no variance for a reduced "
+                 "circuit to explain")
+    elif red is not None:
         text += (f"; reduced circuit explains {red.explained_variance:.1%} of the variance with "
                  f"{', '.join(red.label(c) for c in red.kept)}")
     return text
