@@ -176,6 +176,16 @@ def test_arguments_are_checked_before_predicting(tmp_path, tiny_checkpoint, caps
     assert len(err.splitlines()) == 1 and match in err
 
 
+def test_a_negative_crop_corner_is_read_as_a_corner_not_an_option(tmp_path, tiny_checkpoint, capsys):
+    """argparse read "--crop -5,3" as an option and said only "expected one argument" (a helper's audit): the
+    corner is read, and refused for what it is."""
+    np.save(tmp_path / "s.npy", np.zeros((12, 20, 20), np.float32))
+    assert main(["predict", str(tmp_path / "s.npy"), "--model", str(tiny_checkpoint[1]), "--quiet", "--crop",
+                 "-5,3", "--out", str(tmp_path / "r.h5")]) == 2
+    assert capsys.readouterr().err.strip() == ("napari-retina predict: error: a 16x16 crop at (y0=-5, x0=3) does not "
+                                               "fit inside the 20x20 stimulus")
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions as a non-root user")
 def test_unwritable_out_folder_is_refused_before_predicting(tmp_path, tiny_checkpoint, capsys, no_prediction):
     locked = tmp_path / "locked"

@@ -64,6 +64,18 @@ def as_options(text: str, options: dict[str, str]) -> str:
     return text
 
 
+def _joined_negative_crops(argv: list) -> list:
+    """``--crop -5,3`` as ``--crop=-5,3``: argparse reads a value that starts with "-" and is not a plain
+    number as an option, and said only "expected one argument", not why the corner does not fit."""
+    out = []
+    for arg in argv:
+        if out and out[-1] == "--crop" and re.fullmatch(r"-\d[\d,\s-]*", str(arg)):
+            out[-1] = f"--crop={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit status (0 done, 1 an output could not be written, 2 bad input or not enough
     memory for it, 130 cancelled)."""
@@ -72,7 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .._validate import one_sentence
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_joined_negative_crops(sys.argv[1:] if argv is None else list(argv)))
     options = option_names(parser, args.command)
 
     def error(text: str, status: int) -> int:
