@@ -445,15 +445,16 @@ def test_battery_table_puts_each_value_in_its_column():
     rows = [
         {"name": "osr", "truth_present": True, "model_present": False, "reduced_present": False,
          "model": {"slope": 0.55, "r2": 0.77}, "truth": {"slope": 0.73, "r2": 0.94}, "reduced": {},
-         "explained_variance": 0.9764, "kept": ["A6 ON fast +", "A5 OFF fast +"]},
+         "explained_variance": 0.9764, "kept": ["A6 ON fast +", "A5 OFF fast +"],
+         "agreement": {"r": 0.935, "explained_variance": 0.842, "gain": 1.04}},
         {"name": "reversal", "truth_present": False, "model_present": True, "reduced_present": None,
          "model": {"burst_latency_ms": 296.0}, "truth": None, "reduced": {},
          "explained_variance": 0.5, "kept": ["A1 OFF slow -"]},
     ]
     lines = nr.experiments.format_table(rows).splitlines()
     head = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert head == ["phenomenon", "truth", "model", "reduced", "key numbers (model / truth)", "reduced EV",
-                    "kept channels"]
+    assert head == ["phenomenon", "truth", "model", "reduced", "key numbers (model / truth)",
+                    "model vs truth (r / EV / gain)", "reduced EV", "kept channels"]
     word = {True: "yes", False: "no", None: "-"}
     for line, row in zip(lines[2:], rows):
         cells = dict(zip(head, (c.strip() for c in line.strip("|").split("|"))))
@@ -463,6 +464,8 @@ def test_battery_table_puts_each_value_in_its_column():
         assert cells["reduced"] == word[row["reduced_present"]]
         assert float(cells["reduced EV"]) == pytest.approx(row["explained_variance"], abs=5e-4)
         assert cells["kept channels"] == ", ".join(row["kept"])
+        agree = row.get("agreement")
+        assert cells["model vs truth (r / EV / gain)"] == ("-" if agree is None else "0.935 / 0.842 / 1.04")
         for part in cells["key numbers (model / truth)"].split(", "):
             m = re.fullmatch(r"(\w+) (\S+) / (\S+)", part)
             assert m, part
@@ -570,3 +573,26 @@ def test_accuracy_warning_on_a_retinacnn_whose_tol_is_not_met(cli_model):
         warnings.simplefilter("error", nr.AccuracyWarning)
         ok = nr.attribute(cli_model, stim, cell=0, tol=1e-4, frames=[7, 8])
     assert ok.completeness_error <= 1e-4
+
+
+def test_the_battery_s_agreement_with_the_truth_is_r_explained_variance_and_gain():
+    """A helper's audit: the model's faithfulness was quoted as r only, which hides a gain error (the shipped
+    model's cell 1 answers the anticipation movie 1.6x the truth at r 0.993). Reference: numpy's corrcoef, the
+    variance formula and polyfit's slope on the summed cells, frames where both are finite."""
+    from types import SimpleNamespace
+
+    from napari_retina.experiments.battery import agreement
+
+    rng = np.random.default_rng(3)
+    truth_rates = rng.gamma(2.0, 1.0, (200, 3))
+    model_rates = 1.6 * truth_rates + rng.normal(0, 0.3, (200, 3)) + 0.2
+    model_rates[:10], truth_rates[5:12, 1] = np.nan, np.nan          # histories, and a gap in the truth
+    got = agreement(SimpleNamespace(cells=[0, 1], rates=model_rates), SimpleNamespace(rates=truth_rates))
+    m, t = model_rates[:, :2].sum(1), truth_rates[:, :2].sum(1)
+    ok = np.isfinite(m) & np.isfinite(t)
+    m, t = m[ok], t[ok]
+    assert got["r"] == pytest.approx(np.corrcoef(m, t)[0, 1], rel=1e-9)
+    assert got["explained_variance"] == pytest.approx(1 - np.var(t - m) / np.var(t), rel=1e-9)
+    assert got["gain"] == pytest.approx(np.polyfit(t, m, 1)[0], rel=1e-9) and 1.5 < got["gain"] < 1.7
+    assert got["explained_variance"] < 0.7 < got["r"]                  # r high, the gain error costs the EV
+    assert agreement(SimpleNamespace(cells=[0], rates=model_rates), None) is None
