@@ -280,6 +280,21 @@ def test_experiment_out_that_is_a_file_is_refused_before_loading(tmp_path, capsy
     assert len(err.splitlines()) == 1 and "--out must be a folder" in err
 
 
+def test_experiment_out_named_as_a_file_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    """A helper's audit: ``experiment osr --out results/x.h5`` made the folders results/x.h5/ and wrote into them."""
+    import napari_retina.checkpoint
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the model loaded before --out was checked")
+
+    monkeypatch.setattr(napari_retina.checkpoint, "load_model", forbidden)
+    assert main(["experiment", "osr", "--out", str(tmp_path / "results" / "x.h5"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"'{tmp_path / 'results' / 'x.h5'}' reads as a file name (.h5); give a folder, e.g. "
+                        f"'{tmp_path / 'results' / 'x'}'")
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.parametrize("arg, message", [
     (["--explain", "1.5"], "explain must be a fraction in (0, 1], got 1.5"),
     (["--tol", "-1"], "tol must be a number in"),

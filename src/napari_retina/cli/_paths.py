@@ -35,11 +35,19 @@ def check_out_file(path: PathLike, suffixes: Sequence[str], inputs: Sequence[Pat
     return out
 
 
+FILE_SUFFIXES = frozenset({".h5", ".hdf5", ".npz", ".npy", ".json", ".png", ".csv", ".tif", ".tiff", ".md", ".txt",
+                           ".pt"})
+"""Suffixes of the files the commands read or write: a new ``--out`` folder named with one is a mistake."""
+
+
 def check_out_dir(path: PathLike) -> Path:
     """``path`` as a folder the command can write into (created later), checked before any work."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a folder, but {str(out)!r} is a file")
+    if not out.exists() and out.suffix.lower() in FILE_SUFFIXES:   # a folder named x.h5 was made (a helper's audit)
+        raise ValueError(f"--out is the folder the outputs are written into, but {str(out)!r} reads as a file name "
+                         f"({out.suffix}); give a folder, e.g. {str(out.with_suffix(''))!r}")
     existing = out
     while not existing.exists():  # the nearest folder that exists, where the new ones will be made
         existing = existing.parent
