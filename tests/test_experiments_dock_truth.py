@@ -53,6 +53,11 @@ def test_a_model_of_the_synthetic_retina_is_compared_with_it(make_napari_viewer,
     overview = w.overview.value
     assert f"model {'yes' if model_res.readout['present'] else 'no'}" in overview
     assert f"ground truth</a> {'yes' if truth.readout['present'] else 'no'}" in overview
+    # and how the model's rate follows the truth's on this movie (r alone hides a gain error)
+    m, t = model_res.rates[:, 0].astype(np.float64), truth.rates[:, 0].astype(np.float64)
+    ok = np.isfinite(m) & np.isfinite(t)
+    assert (f"the model's rate against the truth's on this movie: r {np.corrcoef(m[ok], t[ok])[0, 1]:.4g}, EV "
+            f"{1 - np.var(t[ok] - m[ok]) / np.var(t[ok]):.4g}, gain {np.polyfit(t[ok], m[ok], 1)[0]:.4g}") in overview
 
     report = nr.experiments.recovery_report(model_res.reduction, shipped, retina)
     for row in report["channels"]:

@@ -63,6 +63,8 @@ def agreement(result, truth) -> Optional[dict]:
     cells = list(result.cells)
     model_rate = np.asarray(result.rates, np.float64)[:, cells].sum(axis=1)
     truth_rate = np.asarray(truth.rates, np.float64)[:, cells].sum(axis=1)
+    if model_rate.shape != truth_rate.shape:   # not the same movie: nothing to compare frame by frame
+        return {"r": float("nan"), "explained_variance": float("nan"), "gain": float("nan")}
     both = np.isfinite(model_rate) & np.isfinite(truth_rate)
     if both.sum() < 2:
         return {"r": float("nan"), "explained_variance": float("nan"), "gain": float("nan")}

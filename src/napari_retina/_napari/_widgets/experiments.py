@@ -31,7 +31,7 @@ from qtpy.QtWidgets import QHeaderView, QStyle, QStyledItemDelegate, QStyleOptio
 from ... import experiments
 from ...attribution import MAX_STEPS
 from ...experiments.base import unmet_of
-from ...experiments.battery import KEY_NUMBERS, default_retina, trained_on_truth
+from ...experiments.battery import KEY_NUMBERS, agreement, default_retina, trained_on_truth
 from .._session import session
 from .._tasks import Task, notify, one_sentence
 from ... import viewer as nr_viewer
@@ -229,9 +229,13 @@ def overview_text(results: dict, truths: Optional[dict] = None) -> str:
         elif ev:
             parts.append(f"reduced circuit{ev}")
         truth = (truths or {}).get(name)
+        fit = ""
         if truth is not None:
             parts.append(f"{term_link('ground truth')} {_cell(bool(truth.readout.get('present')))}")
-        lines.append(f"<b>{name}</b>{cells}: {term_link('present')}: " + ", ".join(parts))
+            agree = agreement(res, truth)   # r alone hides a gain error, and the floors are in spikes per bin
+            fit = (f"; the model's rate against the truth's on this movie: r {_cell(agree['r'])}, "
+                   f"EV {_cell(agree['explained_variance'])}, gain {_cell(agree['gain'])}")
+        lines.append(f"<b>{name}</b>{cells}: {term_link('present')}: " + ", ".join(parts) + fit)
     return "<br>".join(lines)
 
 
