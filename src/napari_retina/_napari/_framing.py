@@ -148,7 +148,6 @@ def clear_of_bar(viewer, room, span, x_middle: float, fill: float) -> None:
     camera.center = tuple(float(v) for v in centre)
 
 
-
 def keeping_frame(viewer, layer, change: Callable[[], None]) -> None:
     """Run ``change`` (of a (T, y, x) ``layer``'s scale or units) with ``viewer``'s time slider kept on the layer
     frame it showed: napari keeps the slider's world value, which a new time scale puts on another frame (44

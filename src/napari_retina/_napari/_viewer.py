@@ -153,8 +153,8 @@ def rescale_stimulus(viewer, layer, scale: Sequence[float]) -> bool:
             placed = kept_over(layer_geometry(other), before, after)
             other.scale, other.translate = placed["scale"], placed["translate"]
             moved = True
-        elif other.ndim == 2:   # a crop window or outline: a rectangle in the layer's pixels, at its y/x scale
-            other.scale = tuple(layer.scale)[-2:]
+        elif plugin_metadata(other).get("role") in ("crop_window", "analysed_window"):   # a rectangle in the
+            other.scale = tuple(layer.scale)[-2:]                                         # layer's pixels
     plot = trace_plot(viewer, create=False)
     stored = stored_plot(layer)
     if plot is not None and plot.source_layer is layer and stored is not None:
