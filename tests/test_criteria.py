@@ -537,7 +537,8 @@ def ln_cell(polarity: str, peak: float, rebound: float, sigma: float, gain: floa
     def respond(stim):
         drive = np.convolve(np.tensordot(stim.astype(np.float64), weights, axes=([1, 2], [0, 1])), kernel)
         drive = drive[: len(stim)]
-        rate = np.logaddexp(0.0, gain * drive + bias) if relu_theta is None else gain * np.maximum(drive - relu_theta, 0)
+        rate = (np.logaddexp(0.0, gain * drive + bias) if relu_theta is None
+                else gain * np.maximum(drive - relu_theta, 0.0))
         rate[: len(kernel) - 1] = np.nan
         return rate
     return respond

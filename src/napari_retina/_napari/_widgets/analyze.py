@@ -171,7 +171,8 @@ def scale_note(layer, pixel_um: float = PIXEL_UM, frame_ms: float = FRAME_MS) ->
         return ""
     bare = " (its scale has no units: read as ms and µm)" if bare_t or bare_yx else ""
     return (f"Layer '{layer.name}' has {' and '.join(have)}{bare}: the model saw it at its own "
-            f"{' and '.join(want)} (the maps and the traces keep the layer's scale)" + "".join(f"; {a}" for a in advice))
+            f"{' and '.join(want)} (the maps and the traces keep the layer's scale)"
+            + "".join(f"; {a}" for a in advice))
 
 
 def resampled_note(pixel_um, frame_ms=None) -> str:
