@@ -61,10 +61,11 @@ def agreement(result, truth) -> Optional[dict]:
     if truth is None:
         return None
     cells = list(result.cells)
-    model_rate = np.asarray(result.rates, np.float64)[:, cells].sum(axis=1)
-    truth_rate = np.asarray(truth.rates, np.float64)[:, cells].sum(axis=1)
-    if model_rate.shape != truth_rate.shape:   # not the same movie: nothing to compare frame by frame
+    model_rates, truth_rates = np.asarray(result.rates, np.float64), np.asarray(truth.rates, np.float64)
+    if (len(model_rates) != len(truth_rates) or not cells
+            or max(cells) >= min(model_rates.shape[1], truth_rates.shape[1])):   # not the same movie, or cells
         return {"r": float("nan"), "explained_variance": float("nan"), "gain": float("nan")}
+    model_rate, truth_rate = model_rates[:, cells].sum(axis=1), truth_rates[:, cells].sum(axis=1)
     both = np.isfinite(model_rate) & np.isfinite(truth_rate)
     if both.sum() < 2:
         return {"r": float("nan"), "explained_variance": float("nan"), "gain": float("nan")}

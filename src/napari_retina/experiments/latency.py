@@ -31,8 +31,8 @@ largest_step_ms : the largest latency drop between neighbouring responding flash
 shortest_latency_ms : the shortest latency of a responding flash.
 largest_rise_ms : the most by which a responding flash is answered later than
     any weaker responding flash (0 for a fall without a reversal).
-peak_shift_ms : how much earlier the weakest responding flash's peak comes than the
-    strongest's (``peak_latency_ms``): negative if later, nan with fewer than two.
+peak_shift_ms : how much earlier the strongest responding flash's peak comes than the
+    weakest's (``peak_latency_ms``): negative if later, nan with fewer than two.
 monotonic : ``largest_rise_ms`` is at most ``MONOTONIC_TOLERANCE_MS`` (1 ms): no
     stronger flash is answered more than 1 ms later than a weaker one. The rise
     is measured from the earliest weaker answer, not from the neighbour, so a
