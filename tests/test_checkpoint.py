@@ -225,6 +225,21 @@ def test_one_flipped_byte_in_the_weights_is_refused(tmp_path, written):
         nr.load_model(path)
 
 
+@pytest.mark.parametrize("field,offset,value", [("version needed to extract", 6, 0xE7),
+                                                 ("compression method", 10, 0x63)])
+def test_a_zip_directory_torch_save_never_writes_is_one_sentence(tmp_path, field, offset, value):
+    """A helper's audit: one byte of the zip's central directory (its first entry's version needed to extract,
+    23.1, or compression method 99) made zipfile raise NotImplementedError, which escaped nr.load_model and made
+    the CLI print a traceback, while torch read the file without checking its checksums."""
+    path = nr.save_model(tiny(), tmp_path / "m.pt")
+    raw = bytearray(path.read_bytes())
+    raw[raw.find(b"PK\x01\x02") + offset] = value
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"m.pt' is damaged: its zip directory asks for what torch.save never "
+                                         r"writes \(.*\), so its checksums cannot be checked; use an intact copy$"):
+        nr.load_model(path)
+
+
 def test_checkpoint_without_checksum_loads_with_one_warning(tmp_path):
     model = tiny()
     path = rewrite(nr.save_model(model, tmp_path / "m.pt"), lambda p: p.pop("weights_sha256"))
