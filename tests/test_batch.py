@@ -185,6 +185,70 @@ def test_a_cell_error_found_by_the_worker_is_reported_in_one_sentence(inputs, cl
     assert message.endswith("varies along y and x; set the spec's 'invariance' to 'none'") and "auto" not in message
 
 
+def test_a_checkpoint_saved_again_with_other_raw_statistics_makes_its_results_outdated(inputs, client, tmp_path):
+    """A helper's audit: a raw-unit checkpoint saved again with corrected statistics (same weights) left its
+    results marked current, 0.136 off nr.predict with it; its raw statistics are part of a result's identity."""
+    import dataclasses
+
+    model = nr.load_model(inputs / "tiny.pt")
+    raw = nr.RetinaCNN(dataclasses.replace(model.config, norm={"mean": 127.0, "std": 60.0, "units": "raw"}))
+    raw.load_state_dict(model.state_dict())
+    nr.save_model(raw.eval(), tmp_path / "raw.pt")
+    np.save(tmp_path / "u8.npy", np.random.default_rng(3).integers(0, 256, (30, 12, 12), dtype=np.uint8))
+    spec = {**_spec(inputs, tmp_path / "r", stimuli=(), analyses=("predict",)), "model": str(tmp_path / "raw.pt"),
+            "stimuli": [str(tmp_path / "u8.npy")]}
+    assert batch.run(spec, client).exit_code == 0
+    fixed = nr.RetinaCNN(dataclasses.replace(model.config, norm={"mean": 90.0, "std": 30.0, "units": "raw"}))
+    fixed.load_state_dict(model.state_dict())
+    nr.save_model(fixed.eval(), tmp_path / "raw.pt")
+    report = batch.run(spec, client)
+    assert len(report.done) == 1 and report.skipped == []      # recomputed, not skipped as current
+    (res,) = batch.load(tmp_path / "r").values()
+    stim = np.load(tmp_path / "u8.npy")
+    np.testing.assert_allclose(res.arrays["rates"].compute(), nr.predict(nr.load_model(tmp_path / "raw.pt"), stim),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_that_does_not_load_fails_its_tasks_with_every_cell(inputs, tmp_path):
+    """A helper's audit: with cells "all", a checkpoint that failed to load had no cells, so its attribute tasks
+    vanished and the batch reported 0 failed and exit 0."""
+    (tmp_path / "broken.pt").write_bytes(b"garbage")
+    spec = {**_spec(inputs, tmp_path / "r", stimuli=("a.npy",), analyses=("attribute",)), "cells": "all",
+            "model": str(tmp_path / "broken.pt")}
+    (task,) = batch.plan(batch.parse_spec(spec))
+    assert task.kind == "attribute" and task.error.startswith(f"model {tmp_path / 'broken.pt'}: ")
+
+
+@pytest.mark.parametrize("shape", [(), (45,), (45, 12)])
+def test_a_stimulus_of_the_wrong_dimensions_fails_its_own_tasks_only(inputs, tmp_path, shape):
+    """A helper's audit: a 0-, 1- or 2-D HDF5 dataset was an IndexError while planning, ending the whole batch."""
+    import h5py
+
+    with h5py.File(tmp_path / "flat.h5", "w") as h5:
+        h5.create_dataset("stimulus", data=np.zeros(shape, np.float32))
+    spec = {**_spec(inputs, tmp_path / "r", stimuli=("a.npy",), cells=(0,), analyses=("predict",)),
+            "stimuli": [str(inputs / "a.npy"), str(tmp_path / "flat.h5")]}
+    tasks = batch.plan(batch.parse_spec(spec))
+    assert [t.error for t in tasks] == [None, f"the stimulus in flat.h5 must be a (T, H, W) stack, got {len(shape)} "
+                                              f"dimension(s) with shape {shape}"]
+
+
+def test_the_store_reader_counts_what_it_does_not_draw():
+    """A helper's audit: an attribute result without maps (invariance "space") was dropped as silently as the
+    other kinds were; each is counted in the reader's notification."""
+    from types import SimpleNamespace
+
+    from napari_retina._napari._batch_reader import _undrawn
+
+    def res(kind, maps=True):
+        return SimpleNamespace(attrs={"kind": kind}, arrays={"maps": None} if maps else {})
+
+    results = {1: res("attribute"), 2: res("experiment"), 3: res("attribute", maps=False), 4: res("predict"),
+               5: res("predict")}
+    assert _undrawn(results) == "2 predict, 1 attribute (no maps: invariance 'space') and 1 experiment result(s)"
+    assert _undrawn({1: res("attribute")}) == ""
+
+
 def test_a_movie_shorter_than_the_history_fails_every_analysis(inputs, client, tmp_path):
     # its blocks all lie before the first full history: attribute used to store all-NaN arrays as complete
     np.save(tmp_path / "short.npy", np.zeros((5, 12, 12), np.float32))   # history 8
@@ -391,6 +455,28 @@ def test_the_napari_reader_opens_the_store_lazily(inputs, grid):
                if "traces" in kw.get("metadata", {}).get("napari_retina", {})]
     assert carried and carried[0]["series"][0]["label"] == "model response"
     assert len(carried[0]["series"][0]["values"]) == 50
+
+
+def test_the_napari_reader_says_when_a_stimulus_file_changed_since_the_run(inputs, client, tmp_path, monkeypatch):
+    """A helper's audit: a recording replaced by another of the same shape had the old maps drawn over it without
+    a word; the store's stamp of the file (size, modification time) tells."""
+    import napari.utils.notifications as notifications
+
+    from napari_retina._napari._batch_reader import napari_get_reader
+
+    shutil.copy(inputs / "b.npy", tmp_path / "r.npy")
+    spec = {**_spec(inputs, tmp_path / "out", stimuli=(), cells=(0,), analyses=("attribute",)),
+            "stimuli": [str(tmp_path / "r.npy")]}
+    assert batch.run(spec, client).exit_code == 0
+    said = []
+    monkeypatch.setattr(notifications, "show_warning", said.append)
+    napari_get_reader(str(tmp_path / "out"))(str(tmp_path / "out"))
+    assert said == []
+    np.save(tmp_path / "r.npy", np.random.default_rng(9).standard_normal((20, 12, 12)).astype(np.float32))
+    os.utime(tmp_path / "r.npy", ns=(time.time_ns() + 10 ** 9,) * 2)
+    napari_get_reader(str(tmp_path / "out"))(str(tmp_path / "out"))
+    assert said == ["1 stimulus file(s) of the results store 'out' changed since the run (r: another size or time); "
+                    "their results are drawn over the files as they are now, which they were not computed on"]
 
 
 @pytest.mark.parametrize("modules, heavy", [("napari_retina, napari_retina.batch", ("distributed", "zarr", "torch")),

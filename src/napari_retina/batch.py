@@ -493,11 +493,16 @@ def stimulus_shape(path: PathLike) -> tuple:
     if suffix in (".npy", *io.HDF5_SUFFIXES):   # a header reader says less of an empty file (a batch audit)
         io.refuse_empty_file(path)
     if suffix == ".npy":
-        return tuple(int(n) for n in _npy_view(path).shape)
-    if suffix in io.HDF5_SUFFIXES:
+        shape = tuple(int(n) for n in _npy_view(path).shape)
+    elif suffix in io.HDF5_SUFFIXES:
         with io._open_h5(path) as h5:
-            return tuple(int(n) for n in h5[_h5_key(h5, path)].shape)
-    return tuple(int(n) for n in io.read_stimulus(path).shape)
+            shape = tuple(int(n) for n in h5[_h5_key(h5, path)].shape)
+    else:
+        shape = tuple(int(n) for n in io.read_stimulus(path).shape)
+    if len(shape) != 3:   # planning indexes (T, H, W): a 2-D dataset was an IndexError that ended the whole batch
+        raise ValueError(f"the stimulus in {path.name} must be a (T, H, W) stack, got {len(shape)} dimension(s) "
+                         f"with shape {shape}")
+    return shape
 
 
 def stimulus_frames(path: PathLike) -> int:
@@ -603,12 +608,18 @@ def _blocks(n_frames: int, history: int, block: int) -> tuple:
     return tuple((a, b) for a, b in zip(edges[:-1], edges[1:]))
 
 
-def _model_info(path: Optional[str]) -> tuple[int, int, int, str]:
-    """(history, n_cells, size, weights SHA-256) of a checkpoint, for planning."""
+def _model_info(path: Optional[str]) -> tuple[int, int, int, str, Optional[dict]]:
+    """(history, n_cells, size, weights SHA-256, raw statistics) of a checkpoint, for planning: the statistics
+    ({"mean", "std"}) of a checkpoint whose ``norm`` maps integer stacks from raw units, else None (they are then
+    part of what its results were computed with: a checkpoint saved again with corrected statistics and the same
+    weights left results 0.136 off marked current, a helper's audit)."""
     from .checkpoint import weights_sha256
 
     model = _load_model(path)
-    return model.config.history, model.config.n_cells, model.config.size, weights_sha256(model.state_dict())
+    norm = model.config.norm
+    raw = {"mean": float(norm["mean"]), "std": float(norm["std"])} \
+        if isinstance(norm, dict) and norm.get("units") == "raw" else None
+    return model.config.history, model.config.n_cells, model.config.size, weights_sha256(model.state_dict()), raw
 
 
 def _file_stamp(path: PathLike) -> list:
@@ -625,11 +636,13 @@ def plan(spec: Spec) -> list[Task]:
     for model in spec.models:
         mkey = _path_key(model)
         try:
-            history, n_cells, size, weights = _model_info(model)
+            history, n_cells, size, weights, raw = _model_info(model)
             merr = None
         except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
-            history, n_cells, size, weights, merr = 1, 0, 0, "", f"model {model or 'default'}: {exc}"
+            history, n_cells, size, weights, raw, merr = 1, 0, 0, "", None, f"model {model or 'default'}: {exc}"
         cells = list(range(n_cells)) if spec.cells == "all" else list(spec.cells)
+        if merr is not None and not cells:   # "all" of a model that did not load: its tasks fail, not vanish (cell 0)
+            cells = [0]
         cell_error = {c: f"cell {c} is out of range: model {model or 'default'} has {n_cells} cells (0 to "
                          f"{n_cells - 1})" for c in cells if merr is None and c >= n_cells}
         for stim in spec.stimuli:
@@ -653,6 +666,8 @@ def plan(spec: Spec) -> list[Task]:
             err = err or serr
             # the file's stamp whenever it exists (even unreadable): it tells a changed input from a missing one
             inputs = {"model_weights": weights, "stimulus_file": _file_stamp(stim) if os.path.isfile(stim) else None}
+            if raw is not None:   # absent for a contrast-unit checkpoint, so stores made before the key stay valid
+                inputs["model_raw_norm"] = raw
             if spec.crop is not None:   # absent without one, so stores made before the key stay valid
                 inputs["crop"] = _crop_json(spec.crop)
             if spec.normalize:          # likewise

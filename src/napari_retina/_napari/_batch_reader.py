@@ -225,6 +225,14 @@ def read_batch_layers(path: ReaderPaths) -> list[tuple]:
             first = False
     if unreadable:
         _report_unreadable(store, unreadable, any_shown=shown > 0)
+    changed = [stim_names[p] for p, group in by_stimulus.items() if Path(p).name not in unreadable
+               and _changed_since(p, group)]
+    if changed:
+        from napari.utils.notifications import show_warning
+
+        show_warning(f"{len(changed)} stimulus file(s) of the results store '{store.name}' changed since the run "
+                     f"({', '.join(changed[:5])}{' and more' if len(changed) > 5 else ''}: another size or time); "
+                     "their results are drawn over the files as they are now, which they were not computed on")
     if not out:   # napari would say only that the reader "returned no data"
         raise ValueError(_nothing_to_draw(store, results))
     undrawn = _undrawn(results)
@@ -236,17 +244,34 @@ def read_batch_layers(path: ReaderPaths) -> list[tuple]:
     return out
 
 
+def _changed_since(path: str, group: list) -> bool:
+    """Whether stimulus file ``path`` has another size or modification time than when ``group``'s results (a
+    store's, of that file) were computed (their ``stimulus_file`` stamp); False where none was recorded."""
+    from ..batch import _file_stamp
+
+    stamps = [res.attrs.get("params", {}).get("stimulus_file") for res in group]
+    try:
+        now = _file_stamp(path)
+    except OSError:
+        return False
+    return any(stamp is not None and list(stamp) != now for stamp in stamps)
+
+
 def _undrawn(results) -> str:
-    """The results the store reader draws no layer for (every kind but "attribute"), counted by kind in words
-    ("2 predict and 1 experiment result(s)"), or "" when there are none: they were dropped without a word."""
+    """The results the store reader draws no layer for (every kind but "attribute", and an attribute result
+    without maps: invariance "space"), counted by kind in words ("2 predict and 1 experiment result(s)"), or ""
+    when there are none: they were dropped without a word."""
     counts: dict = {}
     for res in results.values():
-        if res.attrs.get("kind") != "attribute":
-            counts[res.attrs.get("kind")] = counts.get(res.attrs.get("kind"), 0) + 1
+        kind = res.attrs.get("kind")
+        if kind == "attribute" and "maps" not in res.arrays:
+            kind = "attribute (no maps: invariance 'space')"
+        if kind != "attribute":
+            counts[kind] = counts.get(kind, 0) + 1
     if not counts:
         return ""
-    parts = [f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: TASK_KINDS.index(kv[0])
-                                                  if kv[0] in TASK_KINDS else len(TASK_KINDS))]
+    parts = [f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: TASK_KINDS.index(kv[0].split()[0])
+                                                  if kv[0].split()[0] in TASK_KINDS else len(TASK_KINDS))]
     return (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]) + " result(s)"
 
 
