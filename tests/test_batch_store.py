@@ -147,6 +147,34 @@ def test_a_damaged_store_is_one_sentence_naming_the_store_and_the_entry(store, t
     assert sentence in message and "\n" not in message
 
 
+def test_one_damaged_task_is_left_out_where_asked_and_the_reader_shows_the_rest(store, tmp_path, monkeypatch):
+    """A helper's audit: one damaged task made load, and with it the napari reader, refuse the whole store. load
+    still refuses by default; damaged="skip" leaves the task out with its sentence, and the reader shows the
+    intact results and says how many it left out."""
+    import napari.utils.notifications as notifications
+
+    from napari_retina._napari._batch_reader import napari_get_reader
+
+    root = tmp_path / "store"
+    shutil.copytree(store, root)
+    predict, attribute = _key(root, PREDICT), _key(root, ATTRIBUTE)
+    _task_attr(PREDICT, "blocks", 5)(root)
+    with pytest.raises(ValueError, match="the attribute 'blocks' of its task"):
+        batch.load(root)
+    results = batch.load(root, damaged="skip")
+    assert list(results) == [attribute] and list(results.damaged) == [predict]
+    assert results.damaged[predict].startswith(f"{str(root)!r} is a damaged napari-retina results store: the "
+                                               f"attribute 'blocks' of its task {predict!r}")
+    said = []
+    monkeypatch.setattr(notifications, "show_warning", said.append)
+    layers = napari_get_reader(str(root))(str(root))
+    assert layers[0][1]["name"] == "a" and len(layers) > 1                      # the stimulus and its maps
+    assert len(said) == 1 and said[0].startswith(f"1 result(s) of the results store 'store' are damaged and not "
+                                                 f"shown (the first, {predict}: ")
+    with pytest.raises(ValueError, match="damaged must be 'raise' or 'skip', got 'ignore'"):
+        batch.load(root, damaged="ignore")
+
+
 def test_a_corrupt_chunk_is_one_sentence_when_it_is_read(store, tmp_path):
     root = tmp_path / "store"
     shutil.copytree(store, root)

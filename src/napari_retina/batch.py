@@ -1534,7 +1534,12 @@ class TaskResult:
 
 
 class Results(dict):
-    """Task key → :class:`TaskResult` for a results store (what :func:`load` returns)."""
+    """Task key → :class:`TaskResult` for a results store (what :func:`load` returns); ``damaged``: task key →
+    the sentence that says why, for the tasks ``load(..., damaged="skip")`` left out."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.damaged: dict[str, str] = {}
 
     def table(self) -> list[dict]:
         """One row per task: its inputs plus its scalar readouts (``readout`` parsed), for ``pandas.DataFrame``."""
@@ -1777,7 +1782,7 @@ def _lazy_arrays(root: Path, key: str, blocks: list) -> dict:
     return {k: (v[0] if len(v) == 1 else da.concatenate(v, axis=0)) for k, v in per_name.items()}
 
 
-def load(out: PathLike) -> Results:
+def load(out: PathLike, *, damaged: str = "raise") -> Results:
     """Open a results store lazily: task key → :class:`TaskResult` (complete results only).
 
     The store is checked as it is opened: a manifest or task attributes that
@@ -1785,7 +1790,10 @@ def load(out: PathLike) -> Results:
     missing block, or an array zarr cannot open, that declares more than the
     block holds or that lacks a chunk is one :class:`StoreError` (a ValueError;
     FileNotFoundError for a missing block) naming the store and the entry; a
-    damaged chunk is one when it is computed.
+    damaged chunk is one when it is computed. ``damaged="skip"``: a damaged
+    task is left out instead, its sentence under ``Results.damaged`` (the
+    napari reader shows the intact ones: one damaged task hid a whole store);
+    a damaged manifest still raises.
 
     Example
     -------
@@ -1795,11 +1803,18 @@ def load(out: PathLike) -> Results:
     root = Path(out)
     if not (root / MANIFEST).is_file():
         raise FileNotFoundError(f"{str(root)!r} is not a napari-retina results store (no {MANIFEST} in it)")
+    if damaged not in ("raise", "skip"):
+        raise ValueError(f"damaged must be 'raise' or 'skip', got {damaged!r}")
     results = Results()
     for key in _manifest_keys(root):
-        attrs = _task_attrs(root, key)
-        # a result without blocks holds nothing (earlier versions stored one for an empty stimulus): not served
-        if attrs is not None and attrs.get("complete") and attrs.get("blocks"):
-            results[key] = TaskResult(key, _float_attrs(attrs), _lazy_arrays(root, key, attrs["blocks"]),
-                                      _task_path(root, key))
+        try:
+            attrs = _task_attrs(root, key)
+            # a result without blocks holds nothing (earlier versions stored one for an empty stimulus): not served
+            if attrs is not None and attrs.get("complete") and attrs.get("blocks"):
+                results[key] = TaskResult(key, _float_attrs(attrs), _lazy_arrays(root, key, attrs["blocks"]),
+                                          _task_path(root, key))
+        except (StoreError, FileNotFoundError) as exc:
+            if damaged == "raise":
+                raise
+            results.damaged[key] = str(exc)
     return results

@@ -192,13 +192,13 @@ def store_names(results) -> tuple[dict, dict]:
 
 def read_batch_layers(path: ReaderPaths) -> list[tuple]:
     """Layer-data tuples for a results store: per stimulus, the stimulus and each attribution's maps and traces."""
-    from ..batch import lazy_stimulus, load
+    from ..batch import StoreError, lazy_stimulus, load
 
     from ._plot import follow_current_viewer
 
     follow_current_viewer()   # the viewer opening the store plots the traces its first maps carry
     store = _store(path)
-    results = load(store)
+    results = load(store, damaged="skip")   # the intact results shown, the damaged ones said (below)
     by_stimulus: dict = {}
     for key, res in sorted(results.items()):
         if res.attrs.get("stimulus"):
@@ -225,6 +225,12 @@ def read_batch_layers(path: ReaderPaths) -> list[tuple]:
             first = False
     if unreadable:
         _report_unreadable(store, unreadable, any_shown=shown > 0)
+    if results.damaged:
+        from napari.utils.notifications import show_warning
+
+        key, why = next(iter(results.damaged.items()))
+        show_warning(f"{len(results.damaged)} result(s) of the results store '{store.name}' are damaged and not "
+                     f"shown (the first, {key}: {why})")
     changed = [stim_names[p] for p, group in by_stimulus.items() if Path(p).name not in unreadable
                and _changed_since(p, group)]
     if changed:
@@ -234,6 +240,8 @@ def read_batch_layers(path: ReaderPaths) -> list[tuple]:
                      f"({', '.join(changed[:5])}{' and more' if len(changed) > 5 else ''}: another size or time); "
                      "their results are drawn over the files as they are now, which they were not computed on")
     if not out:   # napari would say only that the reader "returned no data"
+        if results.damaged:   # all there was to draw is damaged: say so, not "no complete result yet"
+            raise StoreError(next(iter(results.damaged.values())))
         raise ValueError(_nothing_to_draw(store, results))
     undrawn = _undrawn(results)
     if undrawn:
