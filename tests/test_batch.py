@@ -249,6 +249,21 @@ def test_the_store_reader_counts_what_it_does_not_draw():
     assert _undrawn({1: res("attribute")}) == ""
 
 
+def test_a_damaged_manifest_is_kept_aside_and_rebuilt_from_the_results(inputs, client, tmp_path):
+    """A helper's audit: a manifest that could not be read was replaced by the next run's, and the earlier runs'
+    intact results dropped out of load and the reader without a word."""
+    out = tmp_path / "r"
+    first = {**_spec(inputs, out, stimuli=("b.npy",), cells=(0,), analyses=("predict",))}
+    assert batch.run(first, client).exit_code == 0
+    (out / batch.MANIFEST).write_text("{not json")
+    second = {**_spec(inputs, out, stimuli=("a.npy",), cells=(0,), analyses=("predict",))}
+    with pytest.warns(UserWarning, match=r"could not be read .*; it was kept as napari-retina-batch.json.damaged and "
+                                         r"rebuilt from the 1 complete result\(s\) in the store"):
+        assert batch.run(second, client).exit_code == 0
+    assert sorted(k.split("/")[1].split("-")[0] for k in batch.load(out)) == ["a", "b"]
+    assert (out / f"{batch.MANIFEST}.damaged").read_text() == "{not json"
+
+
 def test_a_movie_shorter_than_the_history_fails_every_analysis(inputs, client, tmp_path):
     # its blocks all lie before the first full history: attribute used to store all-NaN arrays as complete
     np.save(tmp_path / "short.npy", np.zeros((5, 12, 12), np.float32))   # history 8

@@ -175,6 +175,31 @@ def test_one_damaged_task_is_left_out_where_asked_and_the_reader_shows_the_rest(
         batch.load(root, damaged="ignore")
 
 
+def test_a_rerun_recomputes_a_result_or_partial_block_with_a_chunk_gone_or_corrupt(store, tmp_path):
+    """A helper's audit: a rerun took a result for complete, and a resumed run reused a partial block, on their
+    attributes alone, so a deleted chunk or array was skipped on every rerun (load refused it), and a corrupt
+    partial chunk was committed as complete. A committed result is checked for its chunks (cheap, every rerun);
+    a partial block about to be joined is read whole."""
+    root = tmp_path / "store"
+    shutil.copytree(store, root)
+    spec = batch.parse_spec({**json.loads((root / batch.MANIFEST).read_text())["spec"], "out": str(root)})
+    key = _key(root, ATTRIBUTE)
+    task = next(t for t in batch.plan(spec) if t.key == key)
+    assert batch.is_complete(root, task)
+    (chunk, *_) = _chunk_files(root, key, "maps")
+    os.remove(chunk)
+    assert not batch.is_complete(root, task)
+    # a partial block: committed by a run that stopped, one chunk corrupted since, then the run resumed
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    assert batch.run_block(task, 0, str(partial))["skipped"] is False
+    assert batch.run_block(task, 0, str(partial))["skipped"] is True          # intact: reused
+    (chunk, *_) = sorted(f for f in glob.glob(str(partial / ".partial" / key / "b00000" / "rates" / "c" / "**" / "*"),
+                                               recursive=True) if os.path.isfile(f))
+    open(chunk, "wb").write(b"\x00\x01")
+    assert batch.run_block(task, 0, str(partial))["skipped"] is False         # corrupt: computed again
+
+
 def test_a_corrupt_chunk_is_one_sentence_when_it_is_read(store, tmp_path):
     root = tmp_path / "store"
     shutil.copytree(store, root)

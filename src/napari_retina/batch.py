@@ -102,7 +102,7 @@ from ._json import MAX_JSON_DEPTH, TOO_DEEP, nesting_depth, parse_json, strict_j
 from ._resample import model_frame_count
 from ._types import PathLike
 from ._units import RATE_UNITS
-from ._validate import RESAMPLED_SMALL_REMEDY, grid_shape, grid_words, is_int, is_real
+from ._validate import RESAMPLED_SMALL_REMEDY, grid_shape, grid_words, is_int, is_real, one_sentence
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import dask.array
@@ -997,7 +997,8 @@ def run_block(task: Task, index: int, out: str, threads: int = 1) -> dict:
     store = Path(out)
     dest = store / ".partial" / task.key / _block_name(index)
     start, stop = task.blocks[index]
-    if _attrs(dest).get("params") == strict_json(task.params) and _attrs(dest).get("frames") == [start, stop]:
+    if (_attrs(dest).get("params") == strict_json(task.params) and _attrs(dest).get("frames") == [start, stop]
+            and _block_intact(store, task.key, dest, stop - start if stop > start else None, read=True)):
         return {"index": index, "seconds": 0.0, "skipped": True, "peak_mb": _peak_rss_mb()}
     if threads and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
@@ -1172,7 +1173,9 @@ def is_complete(out: PathLike, task: Task) -> bool:
     attrs = _attrs(folder)
     return bool(attrs.get("complete")) and attrs.get("params") == strict_json(task.params) \
         and attrs.get("blocks") == [list(b) for b in task.blocks] \
-        and not _missing_blocks(folder, len(task.blocks))
+        and not _missing_blocks(folder, len(task.blocks)) \
+        and all(_block_intact(Path(out), task.key, folder / _block_name(i), b - a if b > a else None)
+                for i, (a, b) in enumerate(task.blocks))   # a chunk or array deleted: recomputed, not trusted
 
 
 def remove_outdated(out: PathLike, task: Task) -> bool:
@@ -1450,15 +1453,42 @@ def _run(spec: Spec, client, force: bool, workers: Optional[int], progress, log)
 
 
 def _write_manifest(out: Path, spec: Spec, tasks: list) -> None:
-    """Record the spec and the task list in ``out/napari-retina-batch.json``, keeping earlier runs' tasks."""
+    """Record the spec and the task list in ``out/napari-retina-batch.json``, keeping earlier runs' tasks.
+
+    A manifest that cannot be read is not silently replaced (its earlier runs' results dropped out of
+    :func:`load`, a helper's audit): it is kept beside as ``….damaged``, its entries are rebuilt from the
+    complete results in the store (their attributes name them), and a warning says so."""
     entries = {}
+    path = out / MANIFEST
     try:
-        entries = {e["key"]: e for e in parse_json((out / MANIFEST).read_text(encoding="utf-8"), MANIFEST)["tasks"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        entries = {e["key"]: e for e in parse_json(path.read_text(encoding="utf-8"), MANIFEST)["tasks"]}
+    except FileNotFoundError:
         pass
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        aside = path.with_name(f"{MANIFEST}.damaged")
+        os.replace(path, aside)
+        entries = _entries_from_results(out)
+        warnings.warn(f"the manifest of the results store {str(out)!r} could not be read ({one_sentence(exc)}); it "
+                      f"was kept as {aside.name} and rebuilt from the {len(entries)} complete result(s) in the store",
+                      UserWarning, stacklevel=3)
     entries.update({t.key: {"key": t.key, "kind": t.kind, "name": t.name, "model": t.model or "default",
                             "stimulus": t.stimulus, "cell": t.cell} for t in tasks})
     atomic_write_text(out / MANIFEST, json.dumps({"spec": spec.to_dict(), "tasks": list(entries.values())}, indent=1))
+
+
+def _entries_from_results(out: Path) -> dict:
+    """Manifest entries (key → {key, kind, name, model, stimulus, cell}) of the complete results stored under
+    ``out`` (not under .partial or .tmp), read from each result's attributes, where their key matches their
+    folder."""
+    entries = {}
+    for meta in sorted(out.rglob("zarr.json")):
+        rel = meta.parent.relative_to(out)
+        if not rel.parts or rel.parts[0] in (".partial", ".tmp"):
+            continue
+        attrs = _attrs(meta.parent)
+        if attrs.get("complete") and attrs.get("key") == rel.as_posix():
+            entries[rel.as_posix()] = {k: attrs.get(k) for k in ("key", "kind", "name", "model", "stimulus", "cell")}
+    return entries
 
 
 def _submit_and_wait(client, todo: list, out: Path, spec: Spec, report: Report, progress, total: int, log) -> None:
@@ -1744,12 +1774,46 @@ def _written_chunks(arr, where: str) -> int:
         raise StoreError(f"{where} cannot be listed ({type(exc).__name__}: {str(exc)[:80]})") from None
 
 
+def _block_members(root: Path, key: str, folder: Path) -> list:
+    """[(name, zarr array)] of the block group at ``folder`` (nested names "a/b"), or the StoreError of a block
+    zarr cannot open."""
+    import zarr
+
+    try:
+        with warnings.catch_warnings():   # a member folder zarr cannot read (its zarr.json gone) is damage,
+            warnings.simplefilter("error", zarr.errors.ZarrUserWarning)   # not a member to skip with a warning
+            stack, found = [(zarr.open_group(str(folder), mode="r"), "")], []
+            while stack:
+                g, prefix = stack.pop()
+                found += [(prefix + name, arr) for name, arr in g.arrays()]
+                stack.extend((sub, f"{prefix}{name}/") for name, sub in g.groups())
+    except Exception as exc:  # noqa: BLE001 - zarr's metadata errors: unknown codec or data type, bad JSON
+        raise StoreError(_damaged_store(root, f"block {folder.name} of its task {key!r} cannot be opened "
+                                              f"({type(exc).__name__}: {str(exc)[:120]})")) from None
+    return found
+
+
+def _block_intact(root: Path, key: str, folder: Path, frames: Optional[int], read: bool = False) -> bool:
+    """Whether the block at ``folder`` opens and every array of it has every chunk (a committed result a rerun
+    would skip, a partial block it would reuse: a deleted chunk or array was trusted, and committed as complete);
+    with ``read``, also whether every chunk decompresses (a block's worth of reading: done for a partial block
+    about to be joined, not for every result of a store at every rerun)."""
+    try:
+        found = _block_members(root, key, folder)
+        for name, arr in found:
+            _checked_array(root, key, folder.name, name, arr, frames)
+            if read:
+                arr[...]
+        return bool(found)
+    except Exception:  # noqa: BLE001 - any damage (zarr's and the codecs' errors alike) means: compute it again
+        return False
+
+
 def _lazy_arrays(root: Path, key: str, blocks: list) -> dict:
     """Task ``key``'s arrays as dask arrays (name → (T, ...), a split task's blocks concatenated along time);
     a block that is missing is a FileNotFoundError, one zarr cannot open a StoreError, each naming the store,
     the task and the block."""
     import dask.array as da
-    import zarr
 
     path = _task_path(root, key)
     per_name: dict = {}
@@ -1759,19 +1823,7 @@ def _lazy_arrays(root: Path, key: str, blocks: list) -> dict:
             raise FileNotFoundError(_damaged_store(root, f"block {block} of its task {key!r} is missing "
                                                          f"(its attributes list {len(blocks)} blocks)"))
         frames = stop - start if stop > start else None   # a split task's arrays are its block's frames
-        try:
-            with warnings.catch_warnings():   # a member folder zarr cannot read (its zarr.json gone) is damage,
-                warnings.simplefilter("error", zarr.errors.ZarrUserWarning)   # not a member to skip with a warning
-                group = zarr.open_group(str(path / block), mode="r")
-                stack = [(group, "")]
-                found = []
-                while stack:
-                    g, prefix = stack.pop()
-                    found += [(prefix + name, arr) for name, arr in g.arrays()]
-                    stack.extend((sub, f"{prefix}{name}/") for name, sub in g.groups())
-        except Exception as exc:  # noqa: BLE001 - zarr's metadata errors: unknown codec or data type, bad JSON
-            raise StoreError(_damaged_store(root, f"block {block} of its task {key!r} cannot be opened "
-                                                  f"({type(exc).__name__}: {str(exc)[:120]})")) from None
+        found = _block_members(root, key, path / block)
         if i and {name for name, _ in found} != set(per_name):   # every block holds the same arrays
             name = sorted(set(per_name) ^ {name for name, _ in found})[0]
             raise StoreError(_damaged_store(root, f"block {block} of its task {key!r} "
