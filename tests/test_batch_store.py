@@ -200,6 +200,21 @@ def test_a_rerun_recomputes_a_result_or_partial_block_with_a_chunk_gone_or_corru
     assert batch.run_block(task, 0, str(partial))["skipped"] is False         # corrupt: computed again
 
 
+def test_a_truncated_partial_task_header_is_rebuilt_not_a_failure_on_every_rerun(store, tmp_path):
+    """A helper's audit: a crash left .partial/<key>/zarr.json truncated, and the task failed on every rerun with
+    "Unterminated string starting at: line 1 column 33", naming no file."""
+    spec = batch.parse_spec({**json.loads((store / batch.MANIFEST).read_text())["spec"], "out": str(tmp_path / "s")})
+    (task,) = [t for t in batch.plan(spec) if t.key.endswith(PREDICT)]
+    out = tmp_path / "s"
+    out.mkdir()
+    blocks = [batch.run_block(task, i, str(out)) for i in range(len(task.blocks))]
+    (out / ".partial" / task.key / "zarr.json").write_text('{"zarr_format": 3, "node_ty')
+    assert "error" not in batch.finish_task(task, str(out), *blocks)
+    batch._write_manifest(out, spec, [task])
+    np.testing.assert_array_equal(batch.load(out)[task.key].arrays["rates"].compute(),
+                                  batch.load(store)[task.key].arrays["rates"].compute())
+
+
 def test_a_corrupt_chunk_is_one_sentence_when_it_is_read(store, tmp_path):
     root = tmp_path / "store"
     shutil.copytree(store, root)

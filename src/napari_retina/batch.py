@@ -1094,6 +1094,12 @@ def finish_task(task: Task, out: str, *blocks: dict) -> dict:
         if stale.is_dir() and re.fullmatch(r"b\d{5}", stale.name) and int(stale.name[1:]) >= len(task.blocks):
             shutil.rmtree(stale)
     model = _load_model(task.model)
+    meta = partial / "zarr.json"   # the group's own metadata, written whole below: a damaged one is not kept (it
+    try:                           # failed the task on every rerun with a JSON error naming no file; a helper's audit)
+        if meta.exists():
+            parse_json(meta.read_text(encoding="utf-8"), str(meta))
+    except (OSError, ValueError):
+        meta.unlink()
     group = zarr.open_group(str(partial), mode="a")
     group.attrs.update(strict_json({
         "napari_retina_batch": 1, "complete": True, "key": task.key, "kind": task.kind, "name": task.name,
