@@ -215,6 +215,34 @@ def test_a_truncated_partial_task_header_is_rebuilt_not_a_failure_on_every_rerun
                                   batch.load(store)[task.key].arrays["rates"].compute())
 
 
+def test_a_failed_block_write_and_a_killed_replace_leave_no_folders_behind(store, tmp_path, monkeypatch):
+    """A helper's audit: a write that failed (a full disk) left its half-written folder in .tmp, and a --force
+    commit killed between its two renames left the replaced result as .partial/<key>-old, which nothing removed."""
+    spec = batch.parse_spec({**json.loads((store / batch.MANIFEST).read_text())["spec"], "out": str(tmp_path / "s")})
+    (task,) = [t for t in batch.plan(spec) if t.key.endswith(PREDICT)]
+    out = tmp_path / "s"
+    out.mkdir()
+    real = batch._write_tree
+
+    def full_disk(group, data):
+        real(group, {k: v for k, v in list(data.items())[:1]})
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(batch, "_write_tree", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        batch.run_block(task, 0, str(out))
+    assert list((out / ".tmp").iterdir()) == []
+    monkeypatch.setattr(batch, "_write_tree", real)
+    old = out / ".partial" / (task.key + "-old") / "b00000"
+    old.mkdir(parents=True)
+    (old / "zarr.json").write_text("{}")
+    kept = out / ".partial" / "other" / "b00000"
+    kept.mkdir(parents=True)
+    (kept / "zarr.json").write_text("{}")
+    batch.remove_empty_partial(out)
+    assert not old.parent.exists() and kept.exists()
+
+
 def test_a_corrupt_chunk_is_one_sentence_when_it_is_read(store, tmp_path):
     root = tmp_path / "store"
     shutil.copytree(store, root)

@@ -1015,10 +1015,14 @@ def run_block(task: Task, index: int, out: str, threads: int = 1) -> dict:
             return {"index": index, "error": str(exc), "warnings": _unique_warnings(caught)}
     warned = _unique_warnings(caught)
     tmp = _tmp_dir(store)
-    group = zarr.open_group(str(tmp), mode="w")
-    _write_tree(group, data)
-    group.attrs.update(strict_json({"block": index, "frames": [start, stop], "params": task.params}))
-    _commit(tmp, dest, store)
+    try:
+        group = zarr.open_group(str(tmp), mode="w")
+        _write_tree(group, data)
+        group.attrs.update(strict_json({"block": index, "frames": [start, stop], "params": task.params}))
+        _commit(tmp, dest, store)
+    except BaseException:   # a full disk, say: its half-written folder is not left in .tmp (a helper's audit)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     del data, group
     _release_memory()
     return {"index": index, "seconds": time.perf_counter() - t0, "skipped": False, "peak_mb": _peak_rss_mb(),
@@ -1232,7 +1236,10 @@ def remove_empty_partial(out: PathLike) -> None:
     if not root.is_dir():
         return
     for folder, _, _ in os.walk(root, topdown=False):   # deepest first
-        _remove_if_empty(Path(folder))
+        if folder.endswith("-old"):   # a replaced result _commit was killed before deleting (no key ends so:
+            shutil.rmtree(folder, ignore_errors=True)   # its parts end in a hash or an analysis' name)
+        else:
+            _remove_if_empty(Path(folder))
 
 
 def _count(n: int, noun: str) -> str:
