@@ -264,6 +264,25 @@ def test_a_damaged_manifest_is_kept_aside_and_rebuilt_from_the_results(inputs, c
     assert (out / f"{batch.MANIFEST}.damaged").read_text() == "{not json"
 
 
+def test_cancelling_a_run_on_a_client_passed_in_cancels_its_queued_work(inputs, client, tmp_path):
+    """A helper's audit: a run cancelled through its progress callback, on a client passed in (--scheduler),
+    returned while its tasks went on computing and committing after the store's lock was released."""
+    spec = _spec(inputs, tmp_path / "r", cells=(0, 1), analyses=("attribute", "reduce"))
+    calls = []
+
+    def progress(done, total):
+        calls.append(done)
+        if done >= 1:
+            raise nr.Cancelled()
+
+    with pytest.raises(nr.Cancelled):
+        batch.run(spec, client, progress=progress)
+    time.sleep(1.0)
+    left = [k for k in client.futures if str(k).startswith(("block-", "task-"))]
+    assert left == []                                   # released: nothing of this run still queued on the cluster
+    assert len(batch.load(tmp_path / "r")) < 8          # not every task went on to completion
+
+
 def test_a_movie_shorter_than_the_history_fails_every_analysis(inputs, client, tmp_path):
     # its blocks all lie before the first full history: attribute used to store all-NaN arrays as complete
     np.save(tmp_path / "short.npy", np.zeros((5, 12, 12), np.float32))   # history 8

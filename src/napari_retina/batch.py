@@ -1505,15 +1505,25 @@ def _entries_from_results(out: Path) -> dict:
 
 
 def _submit_and_wait(client, todo: list, out: Path, spec: Spec, report: Report, progress, total: int, log) -> None:
-    from distributed import as_completed
-
     run_id = uuid.uuid4().hex[:8]
-    finals = {}
+    finals, submitted = {}, []
     for task in todo:
         blocks = [client.submit(run_block, task, i, str(out), spec.threads, pure=False,
                                 key=f"block-{task.key}-{i}-{run_id}") for i in range(len(task.blocks))]
         fut = client.submit(finish_task, task, str(out), *blocks, pure=False, key=f"task-{task.key}-{run_id}")
         finals[fut] = task
+        submitted += [*blocks, fut]
+    try:
+        _collect(finals, report, progress, total)
+    except BaseException:   # cancelled (or interrupted): the work still queued on a client passed in goes too, or
+        client.cancel(submitted)   # it went on committing after run returned and the store's lock was released
+        raise
+
+
+def _collect(finals: dict, report: Report, progress, total: int) -> None:
+    """Record each task's outcome in ``report`` as its final future (``finals``: future → task) completes."""
+    from distributed import as_completed
+
     done = len(report.failed)
     for fut in as_completed(list(finals)):
         task = finals[fut]
