@@ -351,8 +351,8 @@ def test_a_result_over_a_layer_the_dock_scaled_moves_with_the_boxes_and_the_crop
     maps, size = _maps(viewer, "plain: "), tiny.config.size
 
     def over_their_stimulus(k_t, k):
-        """Map pixel (t, i, j) over layer frame (t + ½)·k_t − ½ and pixel (i + offset + y0 + ½)·k − ½ (x alike);
-        the outline's corners over the layer's corners of the analysed window."""
+        """Map pixel (t, i, j) over layer frame (t + ½)·k_t − ½ and pixel (i + offset + y0 + ½)·k − ½ (x
+        alike); the outline's corners over the layer's corners of the analysed window."""
         for lay in maps:
             off = plugin_metadata(lay)["offset"]
             T, h, wd = lay.data.shape

@@ -180,7 +180,8 @@ DAMAGE = {
                                                           "reduction's kept channels)"),
     "no reduction group": (_replace("reduction", None), "it has no dataset 'reduction/kept'"),
     "kept channel out of range": (_replace("reduction/kept", np.array([0, 8])),
-                                  "its dataset 'reduction/kept' holds [0, 8], expected distinct indices of the 8 channels"),
+                                  "its dataset 'reduction/kept' holds [0, 8], expected distinct indices of the 8 "
+                                  "channels"),
 }
 
 
