@@ -517,12 +517,11 @@ class TracePlot(QWidget):
         :meth:`set_traces` makes.
         """
         self._end_solo(source)
-        self.series, self.times_ms, self.source = series, np.asarray(times_ms, float), source
+        self.series, self.source = series, source
+        self._set_times(times_ms)
         self.maps_prefix = f"{source}: " if maps_prefix is None else maps_prefix
         self._note_source(source)
         self._colour_bar_follows()
-        duration = float(self.times_ms[-1] - self.times_ms[0]) if len(self.times_ms) > 1 else 0.0
-        self.unit, self.ms_per_unit = time_unit(duration)
         self._set_title(title)
         n_rows = max(s["row"] for s in series) + 1
         per_row = [[s for s in series if s["row"] == r] for r in range(n_rows)]
@@ -619,12 +618,16 @@ class TracePlot(QWidget):
         world ms."""
         if len(times_ms) != len(self.times_ms):
             return
-        self.times_ms = np.asarray(times_ms, float)
-        duration = float(self.times_ms[-1] - self.times_ms[0]) if len(self.times_ms) > 1 else 0.0
-        self.unit, self.ms_per_unit = time_unit(duration)
+        self._set_times(times_ms)
         if self.rows:
             self._on_step()
             self._reset_ranges()
+
+    def _set_times(self, times_ms) -> None:
+        """The plotted values' world times (ms) and the axis unit their span is read in (ms or s)."""
+        self.times_ms = np.asarray(times_ms, float)
+        duration = float(self.times_ms[-1] - self.times_ms[0]) if len(self.times_ms) > 1 else 0.0
+        self.unit, self.ms_per_unit = time_unit(duration)
 
     def _update_rows(self, per_row: list[list[dict]]) -> None:
         """New traces in the existing rows (same number of rows and of traces per row)."""

@@ -62,12 +62,12 @@ def agreement(result, truth) -> Optional[dict]:
         return None
     cells = list(result.cells)
     model_rates, truth_rates = np.asarray(result.rates, np.float64), np.asarray(truth.rates, np.float64)
-    if (len(model_rates) != len(truth_rates) or not cells
-            or max(cells) >= min(model_rates.shape[1], truth_rates.shape[1])):   # not the same movie, or cells
-        return {"r": float("nan"), "explained_variance": float("nan"), "gain": float("nan")}
-    model_rate, truth_rate = model_rates[:, cells].sum(axis=1), truth_rates[:, cells].sum(axis=1)
-    both = np.isfinite(model_rate) & np.isfinite(truth_rate)
-    if both.sum() < 2:
+    same = (len(model_rates) == len(truth_rates) and cells
+            and max(cells) < min(model_rates.shape[1], truth_rates.shape[1]))   # the same movie, and the cells
+    if same:
+        model_rate, truth_rate = model_rates[:, cells].sum(axis=1), truth_rates[:, cells].sum(axis=1)
+        both = np.isfinite(model_rate) & np.isfinite(truth_rate)
+    if not same or both.sum() < 2:
         return {"r": float("nan"), "explained_variance": float("nan"), "gain": float("nan")}
     m, t = model_rate[both], truth_rate[both]
     return {"r": float(pearson(m, t)), "explained_variance": float(explained_variance(t, m)),

@@ -55,6 +55,12 @@ PIXEL_DECIMALS = 4
 #: plugin-metadata key of a layer whose physical scale this dock set (it follows the pixel size box)
 DOCK_SCALE = "scale_set_by_analyze"
 
+def shows(box_value: float, exact: float) -> bool:
+    """Whether a box of :data:`PIXEL_DECIMALS` decimals holding ``box_value`` shows ``exact`` (rounded):
+    1000/60 ms as 16.6667, 55/3 µm as 18.3333."""
+    return abs(exact - box_value) <= 0.5 * 10.0 ** -PIXEL_DECIMALS * (1 + 1e-9)
+
+
 CROPS = ("none", "center", "window")
 """The crops offered (``nr.attribute(crop=...)``): the whole layer, its centre, or the window the user drags
 (the crop-window rectangle, :mod:`._crop`; its corner is passed as ``crop=(y0, x0)``)."""
@@ -301,8 +307,9 @@ class AnalyzeWidget(Container):
         layer = self.layer.value
         if layer is None or not layer.metadata.get(META, {}).get(DOCK_SCALE):
             return
-        scale = tuple(float(v) for v in new_scale(tuple(float(v) for v in layer.scale[-3:])))
-        if scale != tuple(float(v) for v in layer.scale[-3:]) and rescale_stimulus(self.viewer, layer, scale):
+        now = tuple(float(v) for v in layer.scale[-3:])
+        scale = tuple(float(v) for v in new_scale(now))
+        if scale != now and rescale_stimulus(self.viewer, layer, scale):
             self.task.status.value = (f"'{layer.name}' now has {scale[0]:g} ms frames and {scale[-1]:g} µm pixels; "
                                       "the maps and traces shown still lie over the frames and pixels they were "
                                       "computed on, at the earlier scale: Analyze again for this one.")
@@ -313,7 +320,7 @@ class AnalyzeWidget(Container):
         1000/120, with which 1200 frames are 1000 bins, not 999), None for the model's own 10 ms."""
         value = self._exact(float(self.frame.value), (0,))
         hz = max(1, round(1000.0 / value))
-        if abs(1000.0 / hz - value) <= 0.5 * 10.0 ** -PIXEL_DECIMALS * (1 + 1e-9):
+        if shows(value, 1000.0 / hz):
             value = 1000.0 / hz
         return check_frame_ms(value)
 
@@ -332,7 +339,7 @@ class AnalyzeWidget(Container):
             return value
         geo = layer_geometry(layer)
         scales = {float(geo["scale"][a]) for a in axes if geo["units"][a] == UNITS[a]}
-        if len(scales) == 1 and abs(next(iter(scales)) - value) <= 0.5 * 10.0 ** -PIXEL_DECIMALS * (1 + 1e-9):
+        if len(scales) == 1 and shows(value, next(iter(scales))):
             return next(iter(scales))
         return value
 
