@@ -998,7 +998,7 @@ def run_block(task: Task, index: int, out: str, threads: int = 1) -> dict:
     dest = store / ".partial" / task.key / _block_name(index)
     start, stop = task.blocks[index]
     if (_attrs(dest).get("params") == strict_json(task.params) and _attrs(dest).get("frames") == [start, stop]
-            and _block_intact(store, task.key, dest, stop - start if stop > start else None, read=True)):
+            and _block_intact(store, task.key, dest, stop - start if stop > start else None)):
         return {"index": index, "seconds": 0.0, "skipped": True, "peak_mb": _peak_rss_mb()}
     if threads and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
@@ -1177,15 +1177,18 @@ def _missing_blocks(folder: Path, n_blocks: int) -> list[int]:
 
 def is_complete(out: PathLike, task: Task) -> bool:
     """Whether ``task``'s result is in the store, complete and made with the same parameters and inputs, and
-    whether every block its attributes list is there (a block folder deleted, or a store written by two runs at
-    once, left a task marked complete that no rerun recomputed and that :func:`load` refused)."""
-    folder = Path(out) / task.key
-    attrs = _attrs(folder)
-    return bool(attrs.get("complete")) and attrs.get("params") == strict_json(task.params) \
-        and attrs.get("blocks") == [list(b) for b in task.blocks] \
-        and not _missing_blocks(folder, len(task.blocks)) \
-        and all(_block_intact(Path(out), task.key, folder / _block_name(i), b - a if b > a else None)
-                for i, (a, b) in enumerate(task.blocks))   # a chunk or array deleted: recomputed, not trusted
+    whether :func:`load` opens it: every block its attributes list there, with every array and chunk (a block
+    folder deleted, a store written by two runs at once, a chunk or array deleted left a task marked complete that
+    no rerun recomputed and that :func:`load` refused)."""
+    attrs = _attrs(Path(out) / task.key)
+    if not (attrs.get("complete") and attrs.get("params") == strict_json(task.params)
+            and attrs.get("blocks") == [list(b) for b in task.blocks]):
+        return False
+    try:
+        _lazy_arrays(Path(out), task.key, attrs["blocks"])
+    except (StoreError, FileNotFoundError):
+        return False
+    return True
 
 
 def remove_outdated(out: PathLike, task: Task) -> bool:
@@ -1816,17 +1819,16 @@ def _block_members(root: Path, key: str, folder: Path) -> list:
     return found
 
 
-def _block_intact(root: Path, key: str, folder: Path, frames: Optional[int], read: bool = False) -> bool:
-    """Whether the block at ``folder`` opens and every array of it has every chunk (a committed result a rerun
-    would skip, a partial block it would reuse: a deleted chunk or array was trusted, and committed as complete);
-    with ``read``, also whether every chunk decompresses (a block's worth of reading: done for a partial block
-    about to be joined, not for every result of a store at every rerun)."""
+def _block_intact(root: Path, key: str, folder: Path, frames: Optional[int]) -> bool:
+    """Whether the partial block at ``folder`` (one a resumed run would reuse) opens, every array of it has every
+    chunk and every chunk decompresses: a corrupt one was reused and committed as complete. A block's worth of
+    reading, for a block about to be joined; a committed result is checked as :func:`load` checks it
+    (:func:`is_complete`), not read whole at every rerun."""
     try:
         found = _block_members(root, key, folder)
         for name, arr in found:
             _checked_array(root, key, folder.name, name, arr, frames)
-            if read:
-                arr[...]
+            arr[...]
         return bool(found)
     except Exception:  # noqa: BLE001 - any damage (zarr's and the codecs' errors alike) means: compute it again
         return False
