@@ -449,3 +449,22 @@ def test_experiment_all_records_the_model_and_versions_in_battery_json(tmp_path,
     head = (tmp_path / "battery.md").read_text().splitlines()[0]
     assert head.startswith(f"# Battery: cell 0 of {path} (") and bat["model"]["weights_sha256"][:12] in head
     assert "explain 0.9" in head and "napari-retina " + nr.__version__ in head
+
+
+def test_experiment_truth_flag_compares_a_model_not_trained_on_it(tmp_path, tiny_checkpoint, capsys):
+    """``--truth`` asks for the comparison the default now gives only a model of the synthetic retina (the
+    Experiments dock's box): an untrained 50-px model is compared when asked, and not by default; a model of
+    another field size is refused in one sentence."""
+    torch.manual_seed(0)
+    path = nr.save_model(nr.RetinaCNN(nr.ModelConfig(n_cells=4)), tmp_path / "untrained.pt")
+    args = ["--quiet", "--steps", "2", "--param", "periods=[3,6]", "--param", "n_flashes=4"]
+    assert main(["experiment", "osr", "--model", str(path), "--out", str(tmp_path / "a"), *args]) == 0
+    assert json.loads((tmp_path / "a" / "osr.json").read_text())["truth_retina"] is None
+    assert main(["experiment", "osr", "--model", str(path), "--out", str(tmp_path / "b"), "--truth", *args]) == 0
+    data = json.loads((tmp_path / "b" / "osr.json").read_text())
+    assert data["truth_retina"]["seed"] == 0 and "truth_readout" in data
+    _, tiny = tiny_checkpoint
+    capsys.readouterr()
+    assert main(["experiment", "osr", "--model", str(tiny), "--out", str(tmp_path / "c"), "--truth", *OSR_ARGS[:3],
+                 *OSR_ARGS[4:]]) == 2
+    assert "retina sees a 50-pixel field but the model a 16-pixel one" in capsys.readouterr().err

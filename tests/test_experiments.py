@@ -854,3 +854,20 @@ def test_a_cell_the_ground_truth_lacks_is_named_as_the_truth_s_before_any_respon
     with pytest.raises(ValueError, match=r"^cell \(the rates respond returned have 2 cells\) must be in \[0, 1\], "
                                          r"got 2$"):
         E.run_function("osr", lambda st: np.ones((len(st), 2)), cell=2, periods=[5, 9])
+
+
+def test_battery_compares_only_a_model_of_the_synthetic_retina_by_default():
+    """A shape-audit finding: the battery's "auto" compared any 50-px model with Retina(seed=0), a model of a
+    recording too, where the Experiments dock (and docs/EXPERIMENTS.md's "ground truth": the retina a model was
+    trained on) compare only a model trained on it. A retina passed in is still compared."""
+    torch.manual_seed(0)
+    model = nr.RetinaCNN(nr.ModelConfig(n_cells=4))
+    small = {"names": ["osr"], "steps": 2, "periods": [3, 6], "n_flashes": 4}
+    bat = E.battery(model, **small)
+    assert bat["retina"] is None and bat["truth"] == {"osr": None} and bat["recovery"] == {}
+    assert bat["rows"][0]["truth_present"] is None
+    model.provenance = {"data_attrs": {"retina": json.dumps({"version": 2, "params": {}})}}   # trained on it
+    assert E.battery(model, **small)["retina"].version == 2
+    model.provenance = None
+    bat = E.battery(model, retina=nr.synthetic.Retina(seed=0), **small)   # asked for: compared all the same
+    assert bat["truth"]["osr"] is not None and bat["rows"][0]["truth_present"] in (True, False)

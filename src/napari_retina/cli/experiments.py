@@ -163,8 +163,9 @@ def _summary(res, truth=None, recovery=None) -> dict:
 def _experiment(args) -> int:
     from .. import experiments
     from ..checkpoint import load_model, model_record, versions
-    from ..experiments.battery import UNITS, retina_record
+    from ..experiments.battery import UNITS, default_retina, retina_record
     from ..plotting import require_matplotlib, write_figure
+    from ..synthetic import Retina
 
     from .core import parse_cell
 
@@ -180,7 +181,8 @@ def _experiment(args) -> int:
     _check_params(names, params, model)
     _check_run(args, model)
     out.mkdir(parents=True, exist_ok=True)
-    retina = "auto" if not args.no_truth else None
+    # --truth: the version the model names, else the default one (of another field size: battery's sentence)
+    retina = None if args.no_truth else (default_retina(model) or Retina(seed=0)) if args.truth else "auto"
     with tqdm_progress("experiments", unit="experiment", disable=args.quiet) as progress:
         def whole(done: int, total: int) -> None:   # the bar counts finished experiments
             progress(done // UNITS, total // UNITS)
@@ -240,7 +242,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
         help="run an in-silico experiment (osr, latency, anticipation, reversal, doubling) or the whole battery "
              "(all)",
         description="Run an in-silico retinal experiment on a model: stimulus, rates, attribution, reduction, "
-                    "readout; compared with the synthetic ground-truth retina when it sees the same field. "
+                    "readout; compared with the synthetic ground-truth retina the model was trained on (--truth: "
+                    "with it even for another model that sees the same field). "
                     "Writes NAME.json and NAME.png (replacing those already in --out). With 'all' an experiment "
                     "that fails does not stop the others: its error goes to NAME.json, battery.json and stderr. "
                     "Exit status: 0 all finished, 1 some experiment failed, 2 bad input.",
@@ -263,6 +266,13 @@ def register(sub: "argparse._SubParsersAction") -> None:
                         "each goes to the experiments that take it, its value checked for each before any runs; "
                         "EXPERIMENT.KEY=VALUE goes to that experiment only, overriding a plain KEY, e.g. "
                         "--param anticipation.speed=[0.1,0.2] --param reversal.speed=0.19")
-    p.add_argument("--no-truth", action="store_true", help="skip the ground-truth retina")
+    truth = p.add_mutually_exclusive_group()
+    truth.add_argument("--no-truth", action="store_true",
+                       help="skip the ground-truth retina (compared by default when the model's provenance says it "
+                            "was trained on one: the shipped model)")
+    truth.add_argument("--truth", action="store_true",
+                       help="compare with the synthetic retina, nr.synthetic.Retina(seed=0), even a model not "
+                            "trained on it (a model of a recording: its phenomena beside the truth's, not a test of "
+                            "what it learned)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_experiment)

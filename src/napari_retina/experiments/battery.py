@@ -161,8 +161,12 @@ def battery(model: AnyModel, cell: Cells = 0, *, retina: Any = "auto", names: Op
     cell : int or list of int
         Cell(s) analysed, in the model and in the retina alike.
     retina : object with ``respond(stimulus) -> (T, n_cells)``, None or "auto"
-        The ground truth; "auto" uses ``nr.synthetic.Retina(seed=0)`` when its
-        field matches the model's. It is shown each experiment's stimulus as the
+        The ground truth; "auto" uses the one the model was trained on
+        (:func:`default_retina`, when :func:`trained_on_truth`: its provenance
+        names a synthetic retina of its field size), else none: a model of a
+        recording, or one without provenance, is not scored against a retina it
+        never saw (pass ``nr.synthetic.Retina()`` to compare it all the same,
+        as the Experiments dock's "compare" box does). It is shown each experiment's stimulus as the
         model saw it (built for the model's history and size, with the model
         run's parameters); a retina of another field size is a ValueError.
     names : list of str, optional
@@ -208,7 +212,7 @@ def battery(model: AnyModel, cell: Cells = 0, *, retina: Any = "auto", names: Op
     names = _check_names(names)
     routed = route_params(names, params)
     if isinstance(retina, str) and retina == "auto":
-        retina = default_retina(model)
+        retina = default_retina(model) if trained_on_truth(model) else None
     elif retina is not None and not callable(getattr(retina, "respond", None)):
         raise TypeError(f"retina must be 'auto', None or a ground truth with respond(stimulus) -> (T, n_cells) "
                         f"(e.g. nr.synthetic.Retina()), got {type(retina).__name__} {str(retina)[:40]!r}")
