@@ -415,3 +415,21 @@ def test_a_response_that_does_not_vary_is_reduced_with_a_warning_not_a_silent_pe
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         nr.reduce(nr.attribute(model, flicker(), cell=0, steps=8, frames=[60, 79]))   # two frames that differ
+
+
+def test_a_response_varying_by_float32_rounding_is_flat_to_reduce_and_to_the_dock(tiny):
+    """A shape-audit finding: nr.reduce called a response flat only at a variance of 1e-30 (relative), the Analyze
+    dock's status line at a range of 1e-6: for 4e-7·sin(t/5) spikes/bin the dock said "flat" and nr.reduce fitted
+    a circuit to float32 rounding, with no warning. One test now (reduction.is_flat), a float32 model's rounding."""
+    from dataclasses import replace
+
+    from napari_retina.reduction import FLAT_RANGE, is_flat
+
+    t = np.arange(200.0)
+    assert is_flat(4e-7 * np.sin(t / 5)) and is_flat(2.0 + 4e-7 * np.sin(t / 5)) and is_flat([3.0]) and is_flat([])
+    assert not is_flat(1e-4 * np.sin(t / 5)) and not is_flat(1e3 * (1 + 2 * FLAT_RANGE * np.sin(t / 5)))
+    cfg = tiny.config
+    attr = nr.attribute(tiny, np.zeros((cfg.history + 40, cfg.size, cfg.size), np.float32), cell=0, steps=4)
+    attr = replace(attr, response=attr.response + 4e-7 * np.sin(np.arange(len(attr.response)) / 5))
+    with pytest.warns(UserWarning, match="does not vary over the"):
+        nr.reduce(attr)

@@ -219,10 +219,16 @@ class Reduction:
 # ----------------------------------------------------------------------------- selection
 
 
+#: a response whose range is within this fraction of max(1, its largest |value|) (spikes/bin) does not vary: a
+#: float32 model's rounding (~6e-8 relative), with room; the dock's status line and nr.reduce read it alike
+FLAT_RANGE = 1e-6
+
+
 def is_flat(response: np.ndarray) -> bool:
-    """Whether ``response`` (n,) does not vary (variance at rounding level, or one frame): nothing to explain."""
+    """Whether ``response`` (n,) spikes/bin does not vary (its range within :data:`FLAT_RANGE` of max(1, its
+    largest |value|): a float32 model's rounding; or one frame): nothing for a reduced circuit to explain."""
     r = np.asarray(response, dtype=np.float64)
-    return bool(r.var() <= 1e-30 * max(1.0, float(np.abs(r).max() ** 2)))
+    return len(r) < 2 or bool(np.ptp(r) <= FLAT_RANGE * max(1.0, float(np.abs(r).max())))
 
 
 def select_channels(A: np.ndarray, response: np.ndarray, explain: float,
