@@ -411,9 +411,10 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
                  pixel_um=None, frame_ms=None) -> Analysis:
     """Attribute (and reduce) a stimulus the way the Analyze widget does; lazy maps for long movies.
 
-    Short movies: exactly ``nr.attribute(model, stimulus, cell=, steps=, tol=,
+    Short movies: ``nr.attribute(model, stimulus, cell=, steps=, tol=,
     invariance=, crop=, normalize=, pixel_um=, frame_ms=, progress=)`` then ``nr.reduce(attr, explain=,
-    progress=reduce_progress)``. When the full maps would exceed
+    progress=reduce_progress)``, exactly so but for a full-field stimulus with
+    ``invariance="auto"``, which gets maps (below). When the full maps would exceed
     ``lazy_threshold`` bytes, the traces are attributed in chunks (maps
     discarded, :func:`attribute_traces`) and ``Analysis.maps`` is a lazy dask
     array (:func:`lazy_maps`). Either way the attribution's ``crop_origin``

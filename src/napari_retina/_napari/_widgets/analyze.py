@@ -24,7 +24,7 @@ from ...model import RetinaCNN
 from ..._validate import (RESAMPLED_SMALL_REMEDY, UNZSCORED_REMEDY, ZSCORE_REMEDY, Normalize, StimulusUnitsWarning,
                           analysed_values, check_frame_ms, check_normalize, check_pixel_um, frame_text, grid_shape,
                           grid_words, input_mapping, pixel_text, warn_units)
-from ...reduction import reduce
+from ...reduction import is_flat, reduce
 from .._session import session
 from .._tasks import Task, notify, one_sentence
 from ..._units import FRAME_MS, PIXEL_UM
@@ -66,6 +66,12 @@ CROPS = ("none", "center", "window")
 (the crop-window rectangle, :mod:`._crop`; its corner is passed as ``crop=(y0, x0)``)."""
 
 
+#: the invariance box's tooltip: Analyze's "auto" (run_analysis) gives a full-field stimulus maps, nr.attribute's not
+INVARIANCE_TIP = ("How the maps are summed where the stimulus is uniform: 'auto' finds it (a full-field stimulus still "
+                  "gets full maps here, each channel's spatial pattern, and the reduced circuit pools each kept "
+                  "channel by them; nr.attribute's 'auto' sums them out), 'none' full maps (t, y, x), 'y' or 'x' "
+                  "summed along that axis of a stimulus uniform along it, 'space' summed over space: no maps, "
+                  "channel traces only, as nr.attribute(invariance='auto') on a full-field stimulus.")
 #: the dock's advice for a layer larger than the model's frame with crop 'none' (the core says the rest)
 CROP_ADVICE = "choose crop 'center', or 'window' and drag the rectangle"
 #: the dock's label of ``pixel_um``
@@ -118,7 +124,7 @@ def summary_text(analysis: Analysis) -> str:
     text = f"completeness error {attr.completeness_error:.2e}"
     response = np.asarray(attr.response, np.float64)
     response = response[np.isfinite(response)]
-    if red is not None and (len(response) < 2 or np.ptp(response) <= 1e-6 * max(1.0, np.abs(response).max())):
+    if red is not None and is_flat(response):
         text += (f"; the response is flat over its {len(response)} attributed frame(s): no variance for a reduced "
                  "circuit to explain")
     elif red is not None:
@@ -223,7 +229,7 @@ class AnalyzeWidget(Container):
                                     step=MIN_TOL)
         self.steps = steps_widget(attribute, MAX_STEPS)
         self.steps.changed.connect(lambda value: setattr(self.tol, "enabled", value == 0))
-        self.invariance = parameter_widget(attribute, "invariance")
+        self.invariance = parameter_widget(attribute, "invariance", tooltip=INVARIANCE_TIP)
         self.crop = ComboBox(label="crop", choices=list(CROPS), value="none", tooltip=PARAMETER_HELP["crop"][1])
         self.pixel = parameter_widget(attribute, "pixel_um", value=PIXEL_UM, annotation=float, label=PIXEL_UM_LABEL,
                                       min=0.5, max=10_000.0, step=0.5)
