@@ -453,6 +453,11 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no dataset" in err[0]
     assert cli.main(["evaluate", str(tmp_path / "x.h5"), "--cells", "a,b"]) == 2
+    capsys.readouterr()
+    for text in ("0,,1", "1,"):   # read as --cell reads them (a shape audit: they were [0, 1] and [1])
+        assert cli.main(["evaluate", str(tmp_path / "x.h5"), "--cells", text]) == 2
+        said = capsys.readouterr().err.strip()
+        assert said.endswith(f": error: --cells must be comma-separated cell indices, got {text!r}")
 
 
 def test_init_resumes_from_a_model(trained, tmp_path):

@@ -21,10 +21,12 @@ from ._progress import tqdm_progress, write_line
 
 
 def _cells(text):
+    """``--cells``: None (all) or comma-separated indices, read as ``--cell`` reads them ("0,,1" or "1," is refused,
+    not read as [0, 1] or [1])."""
     if text is None:
         return None
     try:
-        return [int(c) for c in text.split(",") if c.strip() != ""]
+        return [int(c) for c in text.split(",")]
     except ValueError as exc:
         raise ValueError(f"--cells must be comma-separated cell indices, got {text!r}") from exc
 
