@@ -4,8 +4,9 @@
 (1 px = 55 µm) at 10 ms per frame. Version 2, the default and the shipped model's truth, is
 built so that the BN-CNN of METHOD.md §1 can represent it (every stage is a 40-frame, 15×15 px
 linear filter, a rectification, a spatial pooling within the ganglion cell's field, a sum or a
-pointwise nonlinearity); it shows three of the five phenomena of METHOD.md §4 by the literature
-criteria of docs/EXPERIMENTS.md. Version 3 adds divisive gain control with temporal state, as a
+pointwise nonlinearity); it shows two of the five phenomena of METHOD.md §4 by the literature
+criteria of docs/EXPERIMENTS.md, the reversal and frequency doubling (its omitted-stimulus response, shown
+until the second audit of 2026-12-07, locks to the last flash at the longest periods). Version 3 adds divisive gain control with temporal state, as a
 salamander retina has and a feedforward CNN has not, and showed all five in every cell (below).
 Version 4 is version 3's circuit with a bank of tuned ON pathways, whose omitted-stimulus response
 survives 10% changes of its ON inputs where version 3's does not (below). Version 6 is that circuit
@@ -15,7 +16,8 @@ all five phenomena by today's criteria (below).
 Versions 3–5 were found under the OSR criterion before it asked the omitted-stimulus response to
 rise over the level the flash train leaves by 15% of the train's answer (``osr.MIN_RISE_SHARE``).
 Theirs rises under 8% of it (the ganglion's division holds it down), so by today's criteria they
-show four phenomena, not the OSR; version 2's rises 19–64% and keeps it (docs/EXPERIMENTS.md).
+show four phenomena, not the OSR; version 2's rises 19–64%, but its peak locks to the last flash at the
+longest periods (``osr.MAX_LOCKED_RUN``), so it shows no OSR either (docs/EXPERIMENTS.md).
 The OSR numbers below are those of the criterion they were found under.
 
 This module is the circuit and the recording of datasets only; what is measured on

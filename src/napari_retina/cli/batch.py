@@ -47,7 +47,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     batch = sub.add_parser(
         "batch", help="run a grid of analyses (models × stimuli × cells, experiments) on a dask cluster",
         description="Run the analyses a batch spec (JSON or YAML) names on a dask cluster, one task per "
-                    "(model, stimulus, cell, analysis) and per (model, experiment, cell), into a Zarr results "
+                    "(model, stimulus, cell, analysis), per (model, stimulus) for predict (every cell at once) "
+                    "and per (model, experiment, cell), into a Zarr results "
                     "store. Tasks already done are skipped. Exit status: 0 all succeeded, 1 some task failed, "
                     "2 bad spec.")
     batch.add_argument("spec", help="batch spec: .json, .yaml or .yml")

@@ -134,7 +134,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
                    help="probability that a white-noise frame is grey (sparse noise; 0: classic white noise)" + d)
     p.add_argument("--retina-seed", type=int, default=0, help="seed of nr.synthetic.Retina" + d)
     p.add_argument("--retina-version", type=int, default=synthetic.DEFAULT_VERSION, choices=synthetic.VERSIONS,
-                   help="circuit of nr.synthetic.Retina: 2 (the shipped model's truth: OSR, reversal, doubling), "
+                   help="circuit of nr.synthetic.Retina: 2 (the shipped model's truth: reversal and doubling; its "
+                        "OSR locks to the last flash at the longest periods), "
                         "3 (with gain control: latency coding, anticipation, reversal, doubling; its OSR rises too "
                         "little), 4 (3 with a bank of tuned ON pathways), 5 (4 searched for an OSR latency on a "
                         "line), 6 (5 searched for an OSR that rises over the train's level: all five phenomena) "

@@ -105,7 +105,9 @@ def trained_on_truth(model: AnyModel) -> bool:
 
 
 def phenomena(retina: Optional[Retina] = None, cell: int = 0) -> dict:
-    """The four phenomena of the ground truth for one cell, read out as for a model.
+    """The four phenomena of the ground truth for one cell (:data:`PHENOMENA`: the OSR, latency coding, motion
+    anticipation and reversal; frequency doubling, the battery's fifth experiment, is not among them), read out as
+    for a model.
 
     Runs :func:`~napari_retina.experiments.run_truth` ``(name, retina, cell)`` for each
     name in :data:`PHENOMENA` with its default stimuli, so the circuit and a model are
