@@ -288,3 +288,41 @@ def test_run_analysis_refuses_a_lazy_threshold_that_is_not_an_int(model):
         run_analysis(model, good(), lazy_threshold="x")
     with pytest.raises(ValueError, match="^lazy_threshold must be >= 0, got -1$"):
         run_analysis(model, good(), lazy_threshold=-1)
+
+
+def test_a_masked_stimulus_with_masked_values_is_refused_not_read_beneath_its_mask(tiny):
+    """A reliability audit: np.asarray of a masked array hands over the values beneath its mask, so predict,
+    attribute and the synthetic retina analysed what their maker had masked out, with no warning."""
+    data = np.random.default_rng(0).normal(size=(30, 20, 20)).astype(np.float32)
+    stim = np.ma.masked_array(data, mask=np.zeros(data.shape, bool))
+    stim[:, :3] = np.ma.masked
+    big = np.ma.masked_array(np.zeros((50, 50, 50), np.float32), mask=np.zeros((50, 50, 50), bool))
+    big[:, :3] = np.ma.masked
+    for call, n in ((lambda: nr.predict(tiny, stim), 1800), (lambda: nr.attribute(tiny, stim, steps=2), 1800),
+                    (lambda: nr.synthetic.Retina().respond(big), 7500)):
+        with pytest.raises(ValueError, match=rf"^stimulus is a masked array with {n} masked value\(s\), which would "
+                                             r"be used as the values beneath the mask; fill them first"):
+            call()
+    clear = np.ma.masked_array(data, mask=np.zeros(data.shape, bool))   # nothing masked: its values
+    np.testing.assert_array_equal(nr.predict(tiny, clear), nr.predict(tiny, data))
+
+
+def test_a_torch_tensor_that_requires_grad_or_is_bfloat16_is_read_as_its_values(tiny):
+    """A reliability audit: such tensors were refused as "not an array of numbers", a plain one was read."""
+    data = torch.from_numpy(np.random.default_rng(1).normal(size=(30, 20, 20)).astype(np.float32))
+    want = nr.predict(tiny, data.numpy())
+    np.testing.assert_array_equal(nr.predict(tiny, data.clone().requires_grad_(True)), want)
+    np.testing.assert_array_equal(nr.predict(tiny, data.to(torch.bfloat16)),
+                                  nr.predict(tiny, data.to(torch.bfloat16).float().numpy()))
+
+
+def test_a_half_precision_model_is_refused_in_one_sentence(tiny):
+    """A reliability audit: model.half() failed deep inside torch.fft (predict, attribute) or einsum (experiments);
+    nr.wrap already refused float16 modules."""
+    half = tiny.half()
+    stim = np.zeros((30, 20, 20), np.float32)
+    for call in (lambda: nr.predict(half, stim), lambda: nr.attribute(half, stim, steps=2),
+                 lambda: nr.experiments.run("latency", half, steps=2)):
+        with pytest.raises(ValueError, match=r"^the model must compute in float32 or float64 \(attribution sums "
+                                             r"small gradients\), got float16 weights; pass model.float\(\)$"):
+            call()

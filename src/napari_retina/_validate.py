@@ -10,6 +10,7 @@ import math
 import numbers
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
@@ -56,10 +57,22 @@ def as_real_array(value, not_array: str, not_real: str) -> np.ndarray:
 
     ``not_array``: the sentence (without "got ...") for what is no array of
     numbers (None, text, a ragged list); ``not_real``: for an array of another
-    dtype (bool, complex, object, strings).
+    dtype (bool, complex, object, strings). A torch tensor is read as its values
+    (detached, on the CPU; bfloat16 as float32, which NumPy lacks); a masked array
+    with masked entries is a ValueError (NumPy would hand over the values beneath
+    the mask, which its maker meant not to be used).
     """
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"{not_array}, got {type(value).__name__}")
+    torch = sys.modules.get("torch")   # a tensor can only come from a loaded torch
+    if torch is not None and isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        value = value.float() if value.dtype == torch.bfloat16 else value
+    if isinstance(value, np.ma.MaskedArray) and np.ma.getmaskarray(value).any():
+        what = not_array.split(" must ")[0]
+        raise ValueError(f"{what} is a masked array with {int(np.ma.getmaskarray(value).sum())} masked value(s), "
+                         "which would be used as the values beneath the mask; fill them first (e.g. .filled(0.0), "
+                         "grey for a stimulus) or pass .data")
     try:
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists and the like

@@ -490,10 +490,25 @@ def wrap(module: nn.Module, input: str = "NTHW", history: int = 40, size: int = 
     return model
 
 
+def check_model_dtype(model: Any) -> None:
+    """A ValueError, in one sentence, for a RetinaCNN with weights in another precision than float32 or float64
+    (``model.half()``: its first layer's FFT and the reduction's sums have no float16 kernels, and attribution
+    sums small gradients); a wrapped module is checked by :func:`wrap`."""
+    if isinstance(model, RetinaCNN):
+        other = {t.dtype for t in (*model.parameters(), *model.buffers())
+                 if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64)}
+        if other:
+            got = ", ".join(sorted(str(d).removeprefix("torch.") for d in other))
+            raise ValueError(f"the model must compute in float32 or float64 (attribution sums small gradients), "
+                             f"got {got} weights; pass model.float()")
+
+
 def model_on(model: Any, device: DeviceLike) -> Any:
     """``model`` (a RetinaCNN or a :class:`WrappedModel`) in eval mode on ``device`` (a copy when it has to move;
-    ``device`` None: where it is); a TypeError for anything else."""
+    ``device`` None: where it is); a TypeError for anything else, a ValueError for a RetinaCNN in float16
+    (:func:`check_model_dtype`)."""
     model_config(model)
+    check_model_dtype(model)
     dev = model.device if device is None else resolve_device(device)
     if dev != model.device:
         model = private_copy(model).to(dev)

@@ -36,7 +36,7 @@ from .._types import AnyModel, ArrayLike
 from .._units import FRAME_MS, PIXEL_UM, RATE_UNITS
 from .._validate import (FLOAT32_MAX, NonFiniteOutputError, StimulusUnitsWarning, as_real_array, beyond_memory,
                          check_cells, check_finite_output, check_real, is_real, size_text)
-from .._wrap import model_config
+from .._wrap import check_model_dtype, model_config
 from ..attribution import Cells, attribute
 from ..reduction import DEFAULT_EXPLAIN, check_explain, reduce
 
@@ -646,6 +646,7 @@ def run_model(module: ModuleType, model: AnyModel, cell: Cells = 0, *, explain: 
     reported from inside each (raise :class:`napari_retina.Cancelled` in it to stop).
     """
     cfg = model_config(model)
+    check_model_dtype(model)
     explain = check_explain(explain)
     cells = check_cells(cell, cfg.n_cells)
     check_quadrature(steps, tol)
