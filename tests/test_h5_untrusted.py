@@ -75,7 +75,7 @@ def test_the_limit_is_half_the_memory_and_says_so(tmp_path, monkeypatch):
         h5["stimulus"] = np.ones((3, 10, 10), np.float32)     # 1200 bytes
         h5["small"] = np.ones((2, 10, 10), np.float32)        # 800 bytes
     with pytest.raises(ValueError, match=r"'stimulus' of .* would take 1.17 KiB in memory \(shape \(3, 10, 10\), "
-                                         r"dtype float32\), more than the 1000 bytes one dataset read may take "
+                                         r"dtype float32\), more than the 1000 bytes one read may take "
                                          r"\(a test's limit\)$"):
         read_stimulus(tmp_path / "s.h5")
     assert read_stimulus(tmp_path / "s.h5", key="small").shape == (2, 10, 10)
@@ -328,3 +328,33 @@ def test_keras_weights_with_damaged_structure_are_one_sentence(tmp_path, start, 
     with pytest.raises(ValueError, match=r"k.h5' is damaged Keras weights") as info:
         nr.load_model(path)
     assert "\n" not in str(info.value)
+
+
+def test_npy_and_tiff_reads_have_the_hdf5_memory_limit(tmp_path, monkeypatch):
+    """A reliability audit: only HDF5 reads were bounded. A .npy over the limit was loaded (or failed with a bare
+    MemoryError naming no file), and a valid TIFF too large to allocate was called "truncated or corrupt"."""
+    import tifffile
+
+    stack = np.ones((3, 10, 10), np.float32)    # 1200 bytes
+    np.save(tmp_path / "s.npy", stack)
+    tifffile.imwrite(tmp_path / "s.tif", stack, photometric="minisblack")
+    monkeypatch.setattr(io, "h5_read_limit", lambda: (1000, "a test's limit"))
+    for name in ("s.npy", "s.tif"):
+        with pytest.raises(ValueError, match=rf"^'.*{name}' would take 1.17 KiB in memory \(shape \(3, 10, 10\), "
+                                             r"dtype float32\), more than the 1000 bytes one read may take "
+                                             r"\(a test's limit\)$"):
+            read_stimulus(tmp_path / name)
+    monkeypatch.setattr(io, "h5_read_limit", lambda: (1200, "a test's limit"))
+    for name in ("s.npy", "s.tif"):
+        np.testing.assert_array_equal(read_stimulus(tmp_path / name), stack)
+
+
+def test_a_path_that_is_no_regular_file_is_said_to_be_so(tmp_path):
+    """A reliability audit: a FIFO (or /dev/null) was "no file at ...", which is false."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe.npy")
+    with pytest.raises(ValueError, match=r"^'.*pipe\.npy' is not a regular file \(a pipe or a device\?\)$"):
+        read_stimulus(tmp_path / "pipe.npy")
+    with pytest.raises(FileNotFoundError, match=r"^no file at '.*gone\.npy'$"):
+        read_stimulus(tmp_path / "gone.npy")

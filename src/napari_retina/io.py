@@ -63,6 +63,8 @@ def _existing(path: PathLike) -> Path:
     FolderError (a ValueError and an IsADirectoryError), or a FileNotFoundError, in one sentence."""
     path = file_path(path)
     if not path.is_file():
+        if path.exists():   # a FIFO, a device: nothing to read a stack from, and no "missing" file either
+            raise ValueError(f"{str(path)!r} is not a regular file (a pipe or a device?)")
         raise FileNotFoundError(f"no file at {str(path)!r}")
     return path
 
@@ -342,6 +344,7 @@ def _read_npy(path: Path) -> np.ndarray:
             f"{str(path)!r} is truncated: its header describes a {shape} {dtype} array of {need} bytes "
             f"but only {data_bytes} bytes follow"
         )
+    check_read_size(need, repr(str(path)), shape, dtype)
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, EOFError, OSError) as exc:
@@ -371,7 +374,9 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
             page = tif.pages.first
             colour = page.samplesperpixel > 1 or page.photometric in (
                 tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
-            arr = tif.asarray()
+            series = tif.series[0]
+            too_big = _too_big(series.shape, series.dtype, path)
+            arr = None if too_big else tif.asarray()
     except Exception as exc:
         why = errors[0].getMessage() if errors else str(exc) or type(exc).__name__   # what tifffile logged first
         raise ValueError(f"{str(path)!r} is not a readable TIFF (truncated or corrupt: {_plain(why)})") from None
@@ -380,7 +385,19 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
     if errors:
         raise ValueError(f"{str(path)!r} is not a readable TIFF (truncated or corrupt: "
                          f"{_plain(errors[0].getMessage())})")
+    if too_big:   # a valid file too large to read: said as such, not as damage
+        raise ValueError(too_big)
     return arr, colour
+
+
+def _too_big(shape: tuple, dtype: np.dtype, path: Path) -> str:
+    """:func:`check_read_size`'s sentence for reading the whole of an array of ``shape``/``dtype`` from ``path``,
+    "" when it fits."""
+    try:
+        check_read_size(int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize, repr(str(path)), shape, dtype)
+    except ValueError as exc:
+        return str(exc)
+    return ""
 
 
 def _read_h5_stimulus(path: Path, key: Optional[str]) -> np.ndarray:
@@ -425,6 +442,15 @@ def h5_read_limit() -> tuple[int, str]:
     if have is None:
         return H5_READ_FALLBACK_BYTES, "the limit where the system does not say how much memory it has"
     return int(have * H5_READ_MEMORY_SHARE), f"{H5_READ_MEMORY_SHARE:.0%} of this machine's {size_text(have)} memory"
+
+
+def check_read_size(need: int, what: str, shape: tuple, dtype: np.dtype) -> None:
+    """A ValueError naming ``what`` (a dataset, a file) when reading ``need`` bytes (an array of ``shape`` and
+    ``dtype``) would take more memory than :func:`h5_read_limit` allows; one limit for HDF5, .npy and TIFF."""
+    limit, why = h5_read_limit()
+    if need > limit:
+        raise ValueError(f"{what} would take {size_text(need)} in memory (shape {tuple(shape)}, dtype {dtype}), "
+                         f"more than the {size_text(limit)} one read may take ({why})")
 
 
 def _h5_source_text(dataset) -> str:
@@ -478,11 +504,8 @@ def _check_h5_read(dataset, key: str, path: Path, frames: Optional[tuple[int, in
         raise ValueError(f"{where} holds no array (an empty HDF5 dataspace)")
     rows = len(range(*slice(*frames).indices(shape[0]))) if frames is not None and shape else None
     count = int(np.prod([rows, *shape[1:]] if rows is not None else shape, dtype=object))
-    need, (limit, why) = count * dtype.itemsize, h5_read_limit()
     what = where if rows is None else f"frames {frames[0]}:{frames[1]} of {where}"
-    if need > limit:
-        raise ValueError(f"{what} would take {size_text(need)} in memory (shape {tuple(shape)}, dtype {dtype}), "
-                         f"more than the {size_text(limit)} one dataset read may take ({why})")
+    check_read_size(count * dtype.itemsize, what, shape, dtype)
     if stored == 0 and count > 0:
         raise ValueError(f"{where} declares shape {tuple(shape)} and dtype {dtype} but holds no data: its values "
                          "were never written to the file")
