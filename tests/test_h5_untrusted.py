@@ -7,6 +7,7 @@ virtual datasets, links into other files), variable-length values; h5py's raw er
 ValueError. The huge datasets here are declared, not written: the tests stay fast.
 """
 
+import os
 import re
 
 import h5py
@@ -358,3 +359,32 @@ def test_a_path_that_is_no_regular_file_is_said_to_be_so(tmp_path):
         read_stimulus(tmp_path / "pipe.npy")
     with pytest.raises(FileNotFoundError, match=r"^no file at '.*gone\.npy'$"):
         read_stimulus(tmp_path / "gone.npy")
+
+
+def test_an_hdf5_file_in_use_is_said_to_be_in_use_not_damaged(tmp_path, tiny):
+    """A reliability audit: while another process held HDF5's lock on a file (open for writing), reading it said
+    "not a readable HDF5 file" and a saved analysis "is a damaged saved analysis", which may get a good result
+    deleted."""
+    import subprocess
+    import sys
+
+    from napari_retina.analysis import run_analysis
+
+    stim = np.random.default_rng(0).normal(size=(tiny.config.history + 5, 20, 20)).astype(np.float32)
+    saved = run_analysis(tiny, stim, steps=2).save(tmp_path / "a.h5")
+    with h5py.File(tmp_path / "s.h5", "w") as h5:
+        h5["stimulus"] = stim
+    hold = ("import h5py, sys, time; files = [h5py.File(p, 'a') for p in sys.argv[1:]]; print('held', flush=True); "
+            "time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "s.h5"), str(saved)], stdout=subprocess.PIPE,
+                              env={**os.environ, "HDF5_USE_FILE_LOCKING": "TRUE"})
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        in_use = r"it is in use: another program holds HDF5's lock on it \(open for writing\?\); close it there"
+        with pytest.raises(ValueError, match=rf"^'.*s\.h5' is not a readable HDF5 file: {in_use}"):
+            read_stimulus(tmp_path / "s.h5")
+        with pytest.raises(ValueError, match=rf"^'.*a\.h5' cannot be read now: {in_use}"):
+            nr.read_analysis(saved)
+    finally:
+        holder.kill()
+        holder.wait()

@@ -244,9 +244,18 @@ def _open_h5(path: Path):
         raise ValueError(f"{str(path)!r} is not a readable HDF5 file: {_h5_problem(exc)}") from exc
 
 
+def h5_locked(exc: BaseException) -> bool:
+    """Whether HDF5 refused to open a file because another program holds its lock (the file is in use, not
+    damaged)."""
+    return isinstance(exc, OSError) and "unable to lock file" in str(exc)
+
+
 def _h5_problem(exc: OSError) -> str:
     """Why HDF5 would not open a file, in plain words for the common reasons, else HDF5's own."""
     text = str(exc)
+    if h5_locked(exc):
+        return ("it is in use: another program holds HDF5's lock on it (open for writing?); close it there and try "
+                "again (on a file system without locks, set HDF5_USE_FILE_LOCKING=FALSE)")
     truncated = re.search(r"truncated file: eof = (\d+),.*stored_eof = (\d+)", text)
     if truncated:
         return (f"it is truncated ({int(truncated[1]):,} of its {int(truncated[2]):,} bytes are there; an "
