@@ -468,3 +468,26 @@ def test_experiment_truth_flag_compares_a_model_not_trained_on_it(tmp_path, tiny
     assert main(["experiment", "osr", "--model", str(tiny), "--out", str(tmp_path / "c"), "--truth", *OSR_ARGS[:3],
                  *OSR_ARGS[4:]]) == 2
     assert "retina sees a 50-pixel field but the model a 16-pixel one" in capsys.readouterr().err
+
+
+def test_a_stderr_that_cannot_be_written_stops_the_progress_bar_not_the_work(tmp_path, tiny_checkpoint):
+    """A reliability audit: with stderr on a full disk (/dev/full) or closed, the progress bar's failed write ended
+    the run: exit 1, no results, and no message (it went to the same stderr)."""
+    import subprocess
+    import sys
+
+    _, path = tiny_checkpoint
+    np.save(tmp_path / "s.npy", np.random.default_rng(0).normal(size=(20, 16, 16)).astype(np.float32))
+    env = {**os.environ, "PYTHONPATH": str(Path(nr.__file__).resolve().parents[1])}
+    for name, stderr in (("full", open("/dev/full", "w")), ("closed", None)):
+        out = tmp_path / f"{name}.h5"
+        cmd = [sys.executable, "-m", "napari_retina.cli", "predict", str(tmp_path / "s.npy"), "--model", str(path),
+               "--out", str(out)]
+        if stderr is None:   # the shell's 2>&-
+            run = subprocess.run(cmd, stdout=subprocess.PIPE, env=env, close_fds=True,
+                                 preexec_fn=lambda: os.close(2))
+        else:
+            with stderr:
+                run = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=stderr, env=env)
+        assert run.returncode == 0 and out.is_file(), name
+        assert run.stdout.decode().startswith(f"wrote {out}: rates 20 frames")

@@ -19,7 +19,9 @@ def tqdm_progress(desc: str, unit: str = "frame", disable: bool = False) -> Iter
     ``desc`` labels the bar, ``unit`` names what ``done`` and ``total`` count
     (frames, batches, experiments); ``disable`` (``--quiet``) draws nothing.
     Opening the bar lazily keeps input errors (raised before any work) free of
-    an empty bar on the terminal. The bar is closed when the block ends.
+    an empty bar on the terminal. The bar is closed when the block ends. It is
+    drawn as a courtesy: a stderr that cannot be written (a log on a full disk,
+    a closed stream) stops the drawing, not the work.
 
     Example
     -------
@@ -29,20 +31,27 @@ def tqdm_progress(desc: str, unit: str = "frame", disable: bool = False) -> Iter
     from tqdm import tqdm
 
     bar = None
+    broken = disable   # nothing to draw: --quiet, or a stderr that failed
 
     def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit=unit, desc=desc, disable=disable)
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        nonlocal bar, broken
+        if broken:
+            return
+        try:
+            if bar is None:
+                bar = tqdm(total=total, unit=unit, desc=desc)
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+        except (OSError, ValueError, AttributeError):   # a full or closed stderr (ValueError: closed; None: no stream)
+            broken = True
 
     try:
         yield progress
     finally:
         if bar is not None:
-            bar.close()
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                bar.close()
 
 
 def write_line(text: str) -> None:
