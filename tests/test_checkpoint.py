@@ -379,3 +379,18 @@ def test_a_checkpoint_is_written_only_under_the_suffix_it_is_read_by(tmp_path, n
     with pytest.raises(ValueError, match=rf"^a checkpoint is written to a \.pt file .*, got '{name}'$"):
         nr.train((np.zeros((40, 16, 16), np.float32), np.zeros((40, 2))), config=tiny().config, out=tmp_path / name)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_numpy_scores_and_other_objects_in_the_metadata_are_saved(tmp_path):
+    """A reliability audit: a float32 score (np.float32(0.61)) or a date in the provenance raised json's TypeError
+    ("Object of type float32 is not JSON serializable"), naming no field."""
+    import datetime
+
+    import numpy as np
+
+    model = nr.RetinaCNN(nr.ModelConfig(history=6, size=16, kernels=(5, 5), n_cells=2))
+    model.scores = {"pearson_r": np.float32(0.5), "per_cell": np.array([0.25, 0.75])}
+    model.provenance = {"when": datetime.date(2026, 12, 8), "seed": np.int64(3)}
+    back = nr.load_model(nr.save_model(model, tmp_path / "m.pt"))
+    assert back.scores == {"pearson_r": 0.5, "per_cell": [0.25, 0.75]}
+    assert back.provenance == {"when": "2026-12-08", "seed": 3}

@@ -596,3 +596,13 @@ def test_a_soft_link_loop_is_refused_in_a_short_traceback(tmp_path):
     with pytest.raises(ValueError, match=r"is a chain of more than 32 soft links") as info:
         read_stimulus(tmp_path / "s.h5", key="a")
     assert len(traceback.extract_tb(info.value.__traceback__)) < 10
+
+
+@pytest.mark.parametrize("value", ["cell\x00", ["a", "b\x00c"], ("\x00",)])
+@pytest.mark.parametrize("suffix", [".h5", ".npz"])
+def test_results_text_with_a_nul_is_refused_naming_its_key(tmp_path, value, suffix):
+    """A reliability audit: .h5 raised h5py's "VLEN strings do not support embedded NULLs", naming no key; .npz
+    saved 'cell\\x00' as 'cell', silently."""
+    with pytest.raises(ValueError, match=r"^results\['info/name'\] holds text with a NUL character"):
+        write_results(tmp_path / f"r{suffix}", {"info": {"name": value}, "x": np.arange(3)})
+    assert not (tmp_path / f"r{suffix}").exists()

@@ -40,7 +40,7 @@ import torch
 
 from ._atomic import atomic_write_in_memory
 from ._device import DeviceLike, resolve_device
-from ._json import parse_json
+from ._json import jsonable, parse_json
 from ._types import PathLike
 from ._validate import file_path, unusable_weights
 from .formats import check_dense, is_hdf5, known_formats, read_foreign
@@ -102,7 +102,8 @@ def save_model(model: RetinaCNN, path: PathLike) -> Path:
         "format": FORMAT,
         "version": VERSION,
         "config": json.dumps(model.config.to_dict()),
-        "info": json.dumps({"provenance": model.provenance, "scores": model.scores}),
+        # NumPy scores (np.float32(0.61)) as numbers, other objects (a date) as their text: a raw TypeError before
+        "info": json.dumps(jsonable({"provenance": model.provenance, "scores": model.scores})),
         "weights_sha256": weights_sha256(state),
         "state_dict": state,
     }

@@ -972,7 +972,7 @@ def _check_results(data: Mapping, prefix: str = "") -> None:
     """One sentence for what :func:`write_results` cannot store as given, before anything is written: a key that
     is empty, holds "/" (nest dicts instead) or names the same entry as another once keys are text; a value other
     than None, a nested dict, a number, a string, or an array or list of numbers or strings (of
-    :data:`RESULT_KINDS`): an object array, a ragged or mixed list, bytes, an int beyond 64 bits."""
+    :data:`RESULT_KINDS`): an object array, a ragged or mixed list, bytes, an int beyond 64 bits; text with a NUL."""
     seen: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key)
@@ -987,6 +987,11 @@ def _check_results(data: Mapping, prefix: str = "") -> None:
         if isinstance(value, Mapping):
             _check_results(value, where + "/")
             continue
+        texts = [value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []
+        if any(isinstance(text, str) and "\x00" in text for text in texts):   # (NumPy drops a trailing one itself)
+            # HDF5 refuses it with a raw h5py error naming no key; .npz cuts the text at it
+            raise ValueError(f"results[{where!r}] holds text with a NUL character ('\\x00'), which neither .h5 nor "
+                             ".npz keeps; remove it")
         if value is None or isinstance(value, str):
             continue
         try:
