@@ -754,3 +754,12 @@ def test_the_training_statistics_are_read_a_chunk_at_a_time():
     assert norm["mean"] == pytest.approx(x.mean(), rel=1e-9, abs=1e-12) and norm["std"] == pytest.approx(x.std(),
                                                                                                           rel=1e-12)
     assert peak < 0.5 * stim.nbytes, (peak, stim.nbytes)   # before: 4 × the stimulus
+
+
+def test_a_seed_beyond_torch_s_64_bits_is_refused_naming_it():
+    """A reliability audit: seed 2**64 raised torch's "Overflow when unpacking long long", and 2**64 - 1 failed
+    only after the model and the data were built (calibration seeds seed + 1)."""
+    assert training.TrainConfig(seed=2**64 - 2).seed == 2**64 - 2
+    for seed in (2**64 - 1, 2**64, 2**70):
+        with pytest.raises(ValueError, match=rf"^seed must be in \[0, {2**64 - 2}\], got {seed}$"):
+            training.TrainConfig(seed=seed)

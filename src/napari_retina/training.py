@@ -127,8 +127,9 @@ class TrainConfig:
                              f"blocks_per_batch runs of batch_size // blocks_per_batch windows, got "
                              f"{self.blocks_per_batch}")
         object.__setattr__(self, "lr", check_positive(self.lr, "lr"))
-        for name, low in (("patience", 1), ("lr_patience", 1), ("seed", 0)):
-            object.__setattr__(self, name, check_int(getattr(self, name), name, low))
+        # a seed below 2**64 - 1: torch's generators take 64 bits, and calibration uses seed + 1
+        for name, low, high in (("patience", 1, None), ("lr_patience", 1, None), ("seed", 0, 2**64 - 1)):
+            object.__setattr__(self, name, check_int(getattr(self, name), name, low, high))
         if not is_real(self.holdout) or not 0 < self.holdout < 0.5:
             raise ValueError(f"holdout must be a fraction in (0, 0.5), got {self.holdout!r}")
         for name in ("l2", "l1_linear"):
