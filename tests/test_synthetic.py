@@ -1986,3 +1986,20 @@ def test_shipped_model_predicts_the_true_rates():
     # and on grey, the background of every experiment (white noise alone never shows it)
     grey = np.zeros((60, 50, 50), np.float32)
     np.testing.assert_allclose(nr.predict(model, grey)[-1], syn.Retina().respond(grey)[-1], atol=0.3)
+
+
+def test_too_many_repeats_are_refused_before_the_draw(tmp_path, monkeypatch):
+    """A reliability audit: make_dataset(repeats=10**9) died in NumPy's Poisson draw ("Unable to allocate
+    2.91 TiB"), naming no argument; every other size had its sentence."""
+    from napari_retina import _validate
+
+    monkeypatch.setattr(_validate, "physical_memory_bytes", lambda: 2**30)   # a 1 GiB machine
+    retina = nr.synthetic.Retina()
+    test = np.zeros((60, 50, 50), np.float32)
+    message = r"^repeats=100,000,000 trials of 60 frames × 4 cells take 268 GiB while drawn, more than this machine"
+    with pytest.raises(MemoryError, match=message):
+        nr.synthetic.record_dataset(tmp_path / "d.h5", np.zeros((50, 50, 50), np.float32), test, repeats=10**8)
+    with pytest.raises(MemoryError, match=message):
+        retina.record(test, repeats=10**8)
+    assert not (tmp_path / "d.h5").exists()
+    assert retina.record(test, repeats=2).shape == (2, 60, 4)

@@ -244,7 +244,7 @@ def _open_h5(path: Path):
         raise ValueError(f"{str(path)!r} is not a readable HDF5 file: {_h5_problem(exc)}") from exc
 
 
-def h5_locked(exc: BaseException) -> bool:
+def _h5_locked(exc: BaseException) -> bool:
     """Whether HDF5 refused to open a file because another program holds its lock (the file is in use, not
     damaged)."""
     return isinstance(exc, OSError) and "unable to lock file" in str(exc)
@@ -253,7 +253,7 @@ def h5_locked(exc: BaseException) -> bool:
 def _h5_problem(exc: OSError) -> str:
     """Why HDF5 would not open a file, in plain words for the common reasons, else HDF5's own."""
     text = str(exc)
-    if h5_locked(exc):
+    if _h5_locked(exc):
         return ("it is in use: another program holds HDF5's lock on it (open for writing?); close it there and try "
                 "again (on a file system without locks, set HDF5_USE_FILE_LOCKING=FALSE)")
     truncated = re.search(r"truncated file: eof = (\d+),.*stored_eof = (\d+)", text)
@@ -353,7 +353,7 @@ def _read_npy(path: Path) -> np.ndarray:
             f"{str(path)!r} is truncated: its header describes a {shape} {dtype} array of {need} bytes "
             f"but only {data_bytes} bytes follow"
         )
-    check_read_size(need, repr(str(path)), shape, dtype)
+    _check_read_size(need, repr(str(path)), shape, dtype)
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, EOFError, OSError) as exc:
@@ -400,10 +400,10 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
 
 
 def _too_big(shape: tuple, dtype: np.dtype, path: Path) -> str:
-    """:func:`check_read_size`'s sentence for reading the whole of an array of ``shape``/``dtype`` from ``path``,
+    """:func:`_check_read_size`'s sentence for reading the whole of an array of ``shape``/``dtype`` from ``path``,
     "" when it fits."""
     try:
-        check_read_size(int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize, repr(str(path)), shape, dtype)
+        _check_read_size(int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize, repr(str(path)), shape, dtype)
     except ValueError as exc:
         return str(exc)
     return ""
@@ -453,7 +453,7 @@ def h5_read_limit() -> tuple[int, str]:
     return int(have * H5_READ_MEMORY_SHARE), f"{H5_READ_MEMORY_SHARE:.0%} of this machine's {size_text(have)} memory"
 
 
-def check_read_size(need: int, what: str, shape: tuple, dtype: np.dtype) -> None:
+def _check_read_size(need: int, what: str, shape: tuple, dtype: np.dtype) -> None:
     """A ValueError naming ``what`` (a dataset, a file) when reading ``need`` bytes (an array of ``shape`` and
     ``dtype``) would take more memory than :func:`h5_read_limit` allows; one limit for HDF5, .npy and TIFF."""
     limit, why = h5_read_limit()
@@ -514,7 +514,7 @@ def _check_h5_read(dataset, key: str, path: Path, frames: Optional[tuple[int, in
     rows = len(range(*slice(*frames).indices(shape[0]))) if frames is not None and shape else None
     count = int(np.prod([rows, *shape[1:]] if rows is not None else shape, dtype=object))
     what = where if rows is None else f"frames {frames[0]}:{frames[1]} of {where}"
-    check_read_size(count * dtype.itemsize, what, shape, dtype)
+    _check_read_size(count * dtype.itemsize, what, shape, dtype)
     if stored == 0 and count > 0:
         raise ValueError(f"{where} declares shape {tuple(shape)} and dtype {dtype} but holds no data: its values "
                          "were never written to the file")

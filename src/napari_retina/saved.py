@@ -383,7 +383,7 @@ def read_analysis(path: PathLike) -> SavedAnalysis:
             stim = _read_dataset(h5, path, "stimulus")
     except (OSError, RuntimeError, KeyError) as exc:   # the file itself (its structure) cannot be read
         why = nr_io._h5_problem(exc) if isinstance(exc, OSError) else one_sentence(exc)
-        if nr_io.h5_locked(exc):   # in use, not damaged: a user told "damaged" might delete a good result
+        if nr_io._h5_locked(exc):   # in use, not damaged: a user told "damaged" might delete a good result
             raise ValueError(f"{str(path)!r} cannot be read now: {why}") from None
         raise ValueError(f"{_damaged(path)}: it cannot be read ({why})") from None
     stim = _checked(path, "stimulus", stim, "the analysed stimulus, (T, H, W)", 3, blank=False)

@@ -164,8 +164,8 @@ from torch.nn import functional as F
 from ._progress import Progress, report
 from ._types import ArrayLike, PathLike
 from ._units import FRAME_MS
-from ._validate import (FLOAT32_MAX, as_real_array, as_stack, check_int, check_real, is_real, normalise,
-                        stimulus_tensor)
+from ._validate import (FLOAT32_MAX, as_real_array, as_stack, beyond_memory, check_int, check_real, is_real,
+                        normalise, size_text, stimulus_tensor)
 
 __all__ = [
     "temporal_filter", "tuned_filter", "pathway_filter", "main_lobe_ms", "gaussian_2d", "gain_kernel", "Pathway",
@@ -993,7 +993,20 @@ class Retina:
         if repeats is None:
             return rng.poisson(rates.astype(np.float64)).astype(np.float32)
         reps = check_int(repeats, "repeats", 1)
+        _check_repeats_fit(reps, *rates.shape)
         return rng.poisson(rates.astype(np.float64), size=(reps,) + rates.shape).astype(np.float32)
+
+
+def _check_repeats_fit(repeats: int, frames: int, n_cells: int) -> None:
+    """A MemoryError in one sentence, before the draw, when ``repeats`` trials of ``frames`` × ``n_cells`` Poisson
+    counts (drawn as int64, kept as float32: 12 bytes a count) cannot fit in this machine's memory; NumPy's own
+    error ("Unable to allocate 2.91 TiB ...") came from inside the draw and named no argument."""
+    beyond = beyond_memory(3.0 * repeats * frames * n_cells)   # in float32 values: 12 bytes = 3 of them
+    if beyond is not None:
+        need, have = beyond
+        raise MemoryError(f"repeats={repeats:,} trials of {frames:,} frames × {n_cells} cells take "
+                          f"{size_text(need, 'GiB')} while drawn, more than this machine's memory "
+                          f"({size_text(have, 'GiB')})")
 
 
 # ---------------------------------------------------------------------------
@@ -1203,6 +1216,7 @@ def record_dataset(path: PathLike, train: ArrayLike, test: ArrayLike, repeats: i
     if not isinstance(gt, Retina):
         raise TypeError(f"retina must be an nr.synthetic.Retina, got {type(gt).__name__}")
     train, test = gt._check(train), gt._check(test)
+    _check_repeats_fit(repeats, len(test), gt.n_cells)
     if len(train) <= HISTORY or len(test) < HISTORY:
         raise ValueError(f"the training stimulus needs more than {HISTORY} frames and the test stimulus at "
                          f"least {HISTORY} (the filters' history), got {len(train)} and {len(test)}")
