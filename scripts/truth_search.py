@@ -207,7 +207,8 @@ def margins(r: dict, line: bool = False) -> dict:
         "latency range": (rng - 20) / 20,
         "latency step": (0.5 * rng - _f(lat["largest_step_ms"], 99)) / max(rng, 1.0),
         "latency monotonic": _rise_margin(_f(lat["largest_rise_ms"], 99.0)),
-        "anticipation lead": (min(_f(v, -300) for v in a["lead_um_per_direction"]) - 10) / 30,
+        "anticipation lead": (min(_f(v, -300) for v in a["lead_um_per_direction"]) - _f(a.get("lead_floor_um"), 10))
+        / 30,
         "anticipation amplitude": (min(_f(v, 0) for v in a["moving_amplitude"]) - 0.5) / 0.5,
         "anticipation inside RF": 1.0 if all(a["inside_rf"]) else -1.0,
         "doubling F2": (_f(d["f2_per_width"][-1], 0) - 0.1) / 0.1,

@@ -569,15 +569,45 @@ def test_latency_rejects_a_threshold_that_moves_the_onset_but_not_the_peak(cell)
         "the response's peak comes ≥ 10 ms earlier for the strongest responding flash than for the weakest"]
 
 
-def test_anticipation_criterion_passes_an_off_cell_whose_biphasic_filter_leads():
+def test_anticipation_rejects_an_off_cell_whose_biphasic_filter_leads_the_bar_centre_only():
     """A helper's audit (2026-12-07): an OFF cell with a 50 ms filter and a rebound of half its peak leads the bar
-    by 63 and 14 um at the two speeds, both directions alike, inside its field: a biphasic filter moves a linear
-    cell's peak ahead of the bar, and no clause tells that from gain control (Berry et al. 1999's mechanism).
-    Documented, not changed (docs/EXPERIMENTS.md, "The second audit of 2026-12-07"); it shows nothing else."""
+    by 63 and 14 um at the two speeds, both directions alike, inside its field, and passed the 10 um floor. Berry
+    et al. 1999 find the response near the bar's leading edge (55 um ahead of the 2 px bar's centre); since
+    2026-12-08 the lead must be nearer the edge than the centre (27.5 um) at every speed, and this cell fails on that
+    clause alone (of 450 linear-nonlinear cells, ON and OFF, 30-80 ms, rebound 0-0.9, centre 1-4 px, three
+    nonlinearities, it was the one that passed; of 720 more with rebounds 0.3-0.7, 9 passed, 1 still does, below).
+    The truths keep their anticipation: the least lead of versions 3-6, cells 0-3, is version 4's 44.9 um
+    (docs/EXPERIMENTS.md)."""
     cell = ln_cell("OFF", 5.0, 0.5, 2.0)
     out = run_function("anticipation", cell).readout
-    assert out["present"] is True and np.allclose(out["lead_um_per_speed"], [63.1, 14.4], atol=0.5)
+    assert np.allclose(out["lead_um_per_speed"], [63.1, 14.4], atol=0.5) and out["lead_floor_um"] == 27.5
+    assert [text.split(" (here ")[0] for text in out["unmet"]] == [
+        "a lead ≥ 27.5 µm at every speed (nearer the bar's leading edge than its centre), mean over the directions"]
     assert [run_function(name, cell).readout["present"] for name in ("osr", "latency", "doubling")] == [False] * 3
+
+
+def test_anticipation_criterion_still_passes_one_biphasic_off_cell():
+    """Of 720 linear-nonlinear cells with biphasic filters (40-70 ms, rebound 0.3-0.7, centre 1.5-3 px), 9 passed
+    the 10 um floor and one passes the leading-edge one: a 40 ms OFF filter with a rebound of 0.4 and a 3 px centre
+    leads by 43 and 31 um, where version 4's truth leads by 45 um. No floor tells them apart; the criterion says the
+    peak leads, not why (docs/EXPERIMENTS.md)."""
+    cell = ln_cell("OFF", 4.0, 0.4, 3.0)
+    out = run_function("anticipation", cell).readout
+    assert out["present"] is True and np.allclose(out["lead_um_per_speed"], [42.7, 30.8], atol=0.5)
+    assert [run_function(name, cell).readout["present"] for name in ("osr", "latency", "doubling")] == [False] * 3
+
+
+def test_anticipation_lead_floor_follows_the_bar_width():
+    """The floor is half the way from the bar's centre to its leading edge, in µm, and never under 10 um; a
+    result saved before the bar's width was in its conditions reads the default 2 px bar's."""
+    assert anticipation.lead_floor_um(2.0) == 27.5 and anticipation.lead_floor_um(6.0) == 82.5
+    assert anticipation.lead_floor_um(0.5) == anticipation.MIN_LEAD_UM == 10.0
+    proto = protocol(anticipation, width=6.0)
+    assert {c["width"] for c in proto.conditions if c["kind"] == "moving"} == {6.0}
+    r = np.zeros(len(proto.stimulus))
+    assert anticipation.readout(r, proto.conditions)["lead_floor_um"] == 82.5
+    old = [{k: v for k, v in c.items() if k != "width"} for c in proto.conditions]
+    assert anticipation.readout(r, old)["lead_floor_um"] == 27.5
 
 
 def test_reversal_criterion_passes_a_slow_sustained_off_cell():

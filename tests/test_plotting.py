@@ -452,7 +452,7 @@ def test_anticipation_marks_zero_the_least_lead_and_a_pure_delay(runs, tmp_path,
     res, truth = runs["anticipation"]
     ax = _readout_ax(_figure(res, tmp_path, monkeypatch))
     levels = {float(ln.get_ydata()[0]) for ln in ax.get_lines() if tuple(ln.get_xdata()) == (0, 1)}
-    assert levels == {0.0, 10.0}
+    assert levels == {0.0, res.readout["lead_floor_um"]} and res.readout["lead_floor_um"] == 27.5   # the 2 px bar
     delay = _series(ax, "model: a pure delay (−speed × the flash response's delay)")
     np.testing.assert_allclose(delay[1], -np.asarray(res.readout["lag_expected_um"]))
     np.testing.assert_allclose(delay[0], np.asarray(res.readout["speed_list"]) * nr.PIXEL_UM / nr.FRAME_MS)

@@ -15,6 +15,7 @@ Example
 
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -24,6 +25,7 @@ import numpy as np
 from ._atomic import atomic_write
 from ._types import PathLike
 from ._units import FRAME_MS, PIXEL_UM
+from ._validate import is_real
 from .experiments import anticipation, doubling, latency, osr, reversal
 from .experiments.base import unmet_of
 from .experiments.recovery import channel_labels
@@ -486,7 +488,7 @@ MM_PER_S = PIXEL_UM / FRAME_MS
 
 def _anticipation_readout(ax, sources) -> list:
     """Lead of the moving-bar response over the flashed-bar peak (µm, mean over directions) against the bar's
-    speed (mm/s = px/frame × :data:`MM_PER_S`), with 0, the least lead counted (``MIN_LEAD_UM``) and, per
+    speed (mm/s = px/frame × :data:`MM_PER_S`), with 0, the least lead counted (``lead_floor_um``) and, per
     source, the lead a pure delay would give (−``lag_expected_um``, crosses)."""
     drawn, notes = _points(ax, sources, "speed_list", "lead_um_per_speed", x_fn=lambda v: v * MM_PER_S)
     for label, readout in sources:
@@ -498,13 +500,14 @@ def _anticipation_readout(ax, sources) -> list:
             ax.plot(speeds[ok] * MM_PER_S, -lag[ok], color=SOURCE_STYLES[label]["color"], ls=":", lw=1,
                     marker="x", ms=5, label=f"{label}: a pure delay (−speed × the flash response's delay)")
     ax.axhline(0, color="0.5", lw=0.8, label="0: peak at the flashed-bar centre")
-    ax.axhline(anticipation.MIN_LEAD_UM, color="tab:blue", lw=0.8, ls="--",
-               label=f"{anticipation.MIN_LEAD_UM:g} µm: the least lead counted")
+    given = [float(f) for f in (r.get("lead_floor_um") for _, r in sources) if is_real(f) and math.isfinite(f)]
+    floor = given[0] if given else anticipation.lead_floor_um(anticipation.DEFAULTS["width"])   # older results
+    ax.axhline(floor, color="tab:blue", lw=0.8, ls="--",
+               label=f"{floor:g} µm: the least lead counted (nearer the bar's leading edge than its centre)")
     ax.set_xlabel("bar speed (mm/s)")
     ax.set_ylabel("lead (µm, + ahead\nof the bar)")
     _title(ax, f"motion anticipation: how far ahead of the moving bar its response peaks\npresent: a lead "
-               f"≥ {anticipation.MIN_LEAD_UM:g} µm at every speed, ≥ {anticipation.MIN_SPEEDS} speeds",
-               fontsize=9)
+               f"≥ {floor:g} µm at every speed, ≥ {anticipation.MIN_SPEEDS} speeds", fontsize=9)
     return notes
 
 

@@ -51,6 +51,8 @@ speed_list : the speeds (px/frame); lead_um_per_speed, moving_amplitude_per_spee
 lead_ratio_per_speed : per speed, the largest lead over the smallest of its
     directions (1 for one direction; inf when one is not positive).
 lead_um : mean over every moving condition (µm).
+lead_floor_um : the least lead counted at each speed for the bar's width (µm,
+    :func:`lead_floor_um`).
 lag_expected_um : ``speed · (flash_latency − (flash_duration − 1)/2 frames)`` in µm per
     speed, the lag a cell that just delays the bar by the delay its flash response shows
     would show (a lead of −lag_expected_um): a pure delay of D frames answers a flash
@@ -58,10 +60,11 @@ lag_expected_um : ``speed · (flash_latency − (flash_duration − 1)/2 frames)
     frames after its onset, and the moving bar at D frames (conditions saved before
     2026-12-07 hold no duration: theirs is ``speed · flash_latency``).
 present : the literature criterion (Berry et al. 1999: at every speed tested the
-    moving-bar response peaks at or ahead of the bar's leading edge, with strong
+    moving-bar response peaks near the bar's leading edge, with strong
     responses): at every speed, and ``MIN_SPEEDS`` (2) or more of them, the response peaks ahead
-    of the flashed-bar peak by at least ``MIN_LEAD_UM`` (10 µm, a fifth of a
-    pixel, so that a noise-level lead does not count) on average over the
+    of the flashed-bar peak by at least :func:`lead_floor_um` (nearer the bar's leading edge than
+    its centre: ``EDGE_SHARE`` of the way to it, 27.5 µm for the 2 px bar; at least ``MIN_LEAD_UM``,
+    10 µm, a fifth of a pixel, for any bar; 10 µm for every bar until 2026-12-08) on average over the
     directions, ahead of it (lead > 0) in every direction, while the bar is
     inside the mapped receptive field (``inside_rf``), with a peak at least
     ``AMPLITUDE_FLOOR`` (0.5 spikes/bin) above grey in every direction; the
@@ -101,7 +104,7 @@ UNITS = {"flash_positions": "px", "flash_amplitude": "spikes/bin", "rf_center_px
          "moving_amplitude": "spikes/bin", "speed_list": "px/frame", "lead_um_per_speed": "µm",
          "moving_amplitude_per_speed": "spikes/bin", "lead_ratio_per_speed": "dimensionless",
          "flash_peak": "spikes/bin", "lead_um": "µm", "lag_expected_um": "µm", "crossing_frames": "frames",
-         "present": "", "unmet": ""}
+         "lead_floor_um": "µm", "present": "", "unmet": ""}
 _NO_CENTRE = ("no flashed position stands out (no flashed bar raises the response above grey, or all give the same "
               "amplitude): no receptive-field centre")
 #: why a readout value is NaN, as the docs say (the module docstring)
@@ -110,7 +113,11 @@ NAN_REASONS = {key: _NO_CENTRE for key in ("rf_center_px", "rf_extent_px", "flas
 
 #: criterion constants of ``present`` (see the module docstring)
 MIN_SPEEDS = 2
+#: the least lead counted for any bar (µm): a fifth of a pixel, so that a noise-level lead does not count
 MIN_LEAD_UM = 10.0
+#: the share of the way from the bar's centre to its leading edge the lead must cover (Berry et al. 1999: the
+#: response peaks near the leading edge; half the way: nearer the edge than the centre)
+EDGE_SHARE = 0.5
 #: the most by which one direction's lead may exceed the other's at one speed (truths v3-v6: within 2%)
 MAX_LEAD_RATIO = 2.0
 
@@ -170,8 +177,8 @@ def build(size: int, history: int, respond: Optional[Callable] = None, *, speed:
             # the whole crossing is attributed (thinned with the rest): fitting the reduced circuit only
             # around the response peak left it unconstrained elsewhere (explained variance over all
             # frames 0.53 versus 0.92 with the whole crossing, shipped model)
-            movie.add(seg, {"kind": "moving", "direction": int(d), "speed": v, "x0": a, "onset": onset,
-                            "offset": offset, "window": window}, (onset, offset + window))
+            movie.add(seg, {"kind": "moving", "direction": int(d), "speed": v, "x0": a, "width": width,
+                            "onset": onset, "offset": offset, "window": window}, (onset, offset + window))
     # the model-derived defaults as numbers, so that the result's params say what ran
     return movie.protocol(history, max_frames, INVARIANCE, {"start": start, "stop": stop, "flash_positions": positions})
 
@@ -202,6 +209,12 @@ def rf_extent(positions: list, amplitudes: list) -> list:
     high = next((i for i in range(best + 1, len(amp)) if below[i]), None)
     return [float(pos[0]) if low is None else crossing(low + 1, low),
             float(pos[-1]) if high is None else crossing(high - 1, high)]
+
+
+def lead_floor_um(width: float) -> float:
+    """The least lead (µm) counted for a bar ``width`` px wide: :data:`EDGE_SHARE` of the way from its centre to
+    its leading edge, and at least :data:`MIN_LEAD_UM` (27.5 µm for the default 2 px bar)."""
+    return max(MIN_LEAD_UM, EDGE_SHARE * float(width) / 2.0 * PIXEL_UM)
 
 
 def readout(response: np.ndarray, conditions: list) -> dict:
@@ -241,6 +254,8 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         leads.append(c["direction"] * (rf - x))
         heights.append(v - baseline(r, c["start"], c["onset"]))
     speed_list = sorted(set(speeds))
+    # the bar's width (conditions saved before 2026-12-08 hold none: theirs is the default's)
+    floor = lead_floor_um(moving[0].get("width", DEFAULTS["width"]) if moving else DEFAULTS["width"])
     lead_per_speed = [float(np.mean([ld for ld, s in zip(leads, speeds) if s == v]) * PIXEL_UM) for v in speed_list]
     amp_per_speed = [float(np.min([h for h, s in zip(heights, speeds) if s == v])) for v in speed_list]
     lead_um = float(np.mean(leads) * PIXEL_UM) if leads else float("nan")
@@ -255,8 +270,9 @@ def readout(response: np.ndarray, conditions: list) -> dict:
                                else float(ld.max() / ld.min()) if ld.min() > 0 else float("inf"))
     clauses = {
         f"at least {MIN_SPEEDS} speeds (here {len(speed_list)})": len(speed_list) >= MIN_SPEEDS,
-        f"a lead ≥ {MIN_LEAD_UM:g} µm at every speed, mean over the directions (here from "
-        f"{least(lead_per_speed):.3g} µm)": all(np.isfinite(ld) and ld >= MIN_LEAD_UM for ld in lead_per_speed),
+        f"a lead ≥ {floor:g} µm at every speed (nearer the bar's leading edge than its centre), mean over the "
+        f"directions (here from {least(lead_per_speed):.3g} µm)": all(np.isfinite(ld) and ld >= floor
+                                                                       for ld in lead_per_speed),
         f"ahead of the flashed-bar peak in every direction (here in {sum(bool(ld > 0) for ld in leads)} of "
         f"{len(leads)})": all(ld > 0 for ld in leads),
         f"the bar inside the flashed bars' receptive field (to half height) at every peak (here at "
@@ -278,5 +294,5 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         "moving_amplitude_per_speed": amp_per_speed, "lead_ratio_per_speed": ratio_per_speed,
         "flash_peak": flash_peak, "lead_um": lead_um,
         "lag_expected_um": [v * delay_frames * PIXEL_UM for v in speed_list], "crossing_frames": crossings,
-        "present": not failed, "unmet": failed,
+        "lead_floor_um": floor, "present": not failed, "unmet": failed,
     }
