@@ -250,6 +250,7 @@ def test_core_error_in_worker_is_one_notification(viewer, notes, monkeypatch):
     w.run()
     w.task.wait()
     assert notes == [("error", "The analysis failed: steps must be >= 1, got 0")]
+    assert w.task.status.value == "analysis failed: steps must be >= 1, got 0"   # a toast fades (a GUI audit)
     assert _analysis_layers(viewer) == []
 
 
@@ -513,8 +514,12 @@ def test_a_flat_response_is_said_to_be_flat_not_explained_in_full(viewer, notes)
     assert w.run()
     w.task.wait()
     assert np.ptp(w.analysis.attribution.response[np.isfinite(w.analysis.attribution.response)]) == 0
-    assert w.result_label.value == ("completeness error 0.00e+00; the response is flat over its 21 attributed "
-                                    "frame(s): no variance for a reduced circuit to explain")
+    assert w.result_label.value == ("'grey': completeness error 0.00e+00; the response is flat over its 21 "
+                                    "attributed frame(s): no variance for a reduced circuit to explain")
+    # a run that is refused, or fails, leaves the line, which says whose numbers they are (a GUI audit: nothing did)
+    short = viewer.add_image(np.zeros((3, 20, 20), np.float32), name="short")
+    w.layer.value = short
+    assert not w.run() and w.result_label.value.startswith("'grey': completeness error")
 
 
 def test_settings_that_are_not_numbers_are_skipped_and_said(viewer):

@@ -75,7 +75,9 @@ def stimulus_layer_kwargs(stimulus: np.ndarray, name: str = "stimulus", metadata
     """Image-layer keyword arguments for a (T, H, W) stimulus stack.
 
     Physical scale (10 ms, 55 µm, 55 µm), units, axis labels, a grey colormap
-    with contrast limits symmetric about 0 (mean luminance) for float stacks.
+    with contrast limits symmetric about 0 (mean luminance) for float stacks; a
+    lazy (dask) stack's from :data:`LAZY_LIMIT_FRAMES` frames spread over it (napari
+    took (0, 1) for a batch store's stimulus: its grey and its dark bar both black).
     """
     meta = {META: {"role": "stimulus", "frame_ms": FRAME_MS, "pixel_um": PIXEL_UM}}
     if metadata:
@@ -88,12 +90,24 @@ def stimulus_layer_kwargs(stimulus: np.ndarray, name: str = "stimulus", metadata
         "colormap": "gray",
         "metadata": meta,
     }
-    arr = np.asarray(stimulus) if not hasattr(stimulus, "dask") else None
-    if arr is not None and arr.size and np.issubdtype(arr.dtype, np.floating):
+    arr = np.asarray(stimulus) if not hasattr(stimulus, "dask") else _spread_frames(stimulus)
+    if arr.size and np.issubdtype(arr.dtype, np.floating):
         lim = float(np.nanmax(np.abs(arr))) if np.isfinite(arr).any() else 1.0
         lim = lim if lim > 0 else 1.0
         kwargs["contrast_limits"] = (-lim, lim)
     return kwargs
+
+
+#: frames of a lazy stack read for its contrast limits
+LAZY_LIMIT_FRAMES = 32
+
+
+def _spread_frames(stack) -> np.ndarray:
+    """Up to :data:`LAZY_LIMIT_FRAMES` frames of a lazy (T, H, W) stack, evenly spread over it, read."""
+    n = int(stack.shape[0]) if stack.ndim else 0
+    if n == 0:
+        return np.zeros((0,), np.float32)
+    return np.asarray(stack[np.unique(np.linspace(0, n - 1, min(n, LAZY_LIMIT_FRAMES)).astype(int))])
 
 
 def unit_factor(unit, target: str) -> Optional[float]:

@@ -425,13 +425,13 @@ class Task:
         if isinstance(exc, Cancelled):
             self.status.value = f"{self.what} cancelled"
             notify("info", f"The {self.what} was cancelled; nothing was added.")
-        elif is_out_of_memory(exc):
-            self.status.value = f"{self.what} ran out of memory"
-            notify("error", f"The {self.what} ran out of memory even in small chunks ({memory_sentence(exc)}); "
-                            "use a shorter stimulus, or the CPU if it ran on a GPU.")
+        elif is_out_of_memory(exc):   # the reason stays on the status line; a toast fades
+            self.status.value = (f"{self.what} ran out of memory even in small chunks ({memory_sentence(exc)}); use "
+                                 "a shorter stimulus, or the CPU if it ran on a GPU")
+            notify("error", f"The {self.status.value}.")
         else:
-            self.status.value = f"{self.what} failed"
-            notify("error", f"The {self.what} failed: {one_sentence(exc)}")
+            self.status.value = f"{self.what} failed: {one_sentence(exc)}"
+            notify("error", f"The {self.status.value}")
 
     def _cleanup(self, *_) -> None:
         """The worker finished: disconnect it; a worker that ended without handing back a result (aborted

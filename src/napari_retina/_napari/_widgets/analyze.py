@@ -119,9 +119,10 @@ def done_status(done: str, *notes: str) -> str:
 def summary_text(analysis: Analysis) -> str:
     """The result line: completeness error and, with a reduction, what the reduced circuit explains; a response
     that does not vary over the attributed frames (a grey stack, one frame past the history) has no variance to
-    explain, and is said to be flat instead (its "100%" named a kept channel for a response that is not there)."""
+    explain, and is said to be flat instead (its "100%" named a kept channel for a response that is not there).
+    It starts with the analysed layer's name: the line stays when a later run is refused or fails."""
     attr, red = analysis.attribution, analysis.reduction
-    text = f"completeness error {attr.completeness_error:.2e}"
+    text = (f"'{analysis.layer}': " if analysis.layer else "") + f"completeness error {attr.completeness_error:.2e}"
     response = np.asarray(attr.response, np.float64)
     response = response[np.isfinite(response)]
     if red is not None and is_flat(response):
