@@ -46,9 +46,9 @@ def test_a_model_of_the_synthetic_retina_is_compared_with_it(make_napari_viewer,
     assert got.readout["present"] == truth.readout["present"]
 
     table = w.table.to_dict("list")
-    assert list(table) == ["readout", "model", "reduced", "ground truth"]
+    assert list(table) == ["readout", "model", "reduced", "truth"]   # "ground truth" was cut in a narrow dock
     assert table["readout"][0] == "present"
-    assert table["ground truth"][0] == ("yes" if truth.readout["present"] else "no")
+    assert table["truth"][0] == ("yes" if truth.readout["present"] else "no")
     assert table["model"][0] == ("yes" if model_res.readout["present"] else "no")
     overview = w.overview.value
     assert f"model {'yes' if model_res.readout['present'] else 'no'}" in overview

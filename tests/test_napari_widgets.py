@@ -469,7 +469,7 @@ def test_analyze_warns_when_z_scoring_moves_a_uint8_grey_background_off_0(viewer
     w.task.wait()
     x = stim.astype(np.float64)
     seen = [m for level, m in notes if level == "warning"]
-    assert len(seen) == 1 and seen[0].startswith("the layer 'flashes uint8''s most common value, 128")
+    assert len(seen) == 1 and seen[0].startswith("the most common value of the layer 'flashes uint8', 128")
     assert f"becomes {(128 - x.mean()) / x.std():+.2f} in contrast units, not 0" in seen[0]
     assert seen[0].endswith("and analyse it with 'normalize (z-score)' unticked")
 

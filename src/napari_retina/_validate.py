@@ -600,7 +600,9 @@ def chunked_grey_shift(chunks: Callable[[], Iterable[np.ndarray]],
 def grey_shift_warning(found: tuple[float, float, float], name: str = "stimulus") -> str:
     """The sentence of :func:`warn_if_grey_moves` for :func:`grey_shift`'s ``(grey, share, contrast)``."""
     grey, share, contrast = found
-    return (f"{name}'s most common value, {grey:.6g} ({share:.0%} of its values: a grey background?), becomes "
+    # "the layer 'u8''s" read badly: a name that ends in a quote takes "of"
+    value = f"the most common value of {name}" if name.endswith("'") else f"{name}'s most common value"
+    return (f"{value}, {grey:.6g} ({share:.0%} of its values: a grey background?), becomes "
             f"{contrast:+.2f} in contrast units, not 0 (mean luminance), because the stack is z-scored by its own mean "
             f"and std: the model sees a {'brighter' if contrast > 0 else 'darker'} background than grey; to keep it at "
             f"0, map the stack to contrast yourself ((x - {grey:.6g}) / s as float32, s the intensity of one contrast "

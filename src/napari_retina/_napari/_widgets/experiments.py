@@ -113,19 +113,20 @@ def _keys(readout: dict, name: str = "") -> list:
 
 def _columns(result, truth=None) -> dict:
     """The readouts the table shows side by side: the model's, its reduced circuit's (``readout["reduced"]``)
-    and, with ``truth``, the ground truth's."""
+    and, with ``truth``, the ground truth's, titled "truth" ("ground truth" was cut to "round trut" in a dock of
+    the default width, the value columns sharing it)."""
     columns = {"model": {k: v for k, v in result.readout.items() if k != "reduced"}}
     if isinstance(result.readout.get("reduced"), dict):
         columns["reduced"] = result.readout["reduced"]
     if truth is not None:
-        columns["ground truth"] = truth.readout
+        columns["truth"] = truth.readout
     return columns
 
 
 def readout_table(result, truth=None) -> dict:
     """One experiment's readouts as table columns: ``readout`` (the key and its unit, one row each,
     ``present`` and the key numbers first), then ``model``, ``reduced`` (its reduced circuit) and, with ``truth``
-    (its ground truth's run), ``ground truth``; "" where a column has no such key."""
+    (its ground truth's run), ``truth``; "" where a column has no such key."""
     columns = _columns(result, truth)
     keys = _keys(columns["model"], result.name)
     units = experiments.readout_units(result.name)
