@@ -97,6 +97,31 @@ def test_run_all_keeps_the_experiments_that_finished_when_one_fails(viewer, tiny
     assert notes and notes[-1][0] == "error" and "anticipation could not run here" in notes[-1][1]
 
 
+def test_cancel_during_run_all_keeps_the_experiments_that_finished(viewer, tiny, notes, monkeypatch):
+    """A GUI audit: Cancel at 30% of Run all, osr finished, said "nothing was added" and kept no result."""
+    real = nr.experiments.run
+    w = _dock(viewer)
+
+    def cancel_at_latency(name, *args, **kwargs):
+        if name == "latency":
+            w.task.token.cancel()   # what Cancel sets (from this worker thread: no widget touched)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(sys.modules["napari_retina.experiments.battery"], "run", cancel_at_latency)
+    assert w.run(["osr", "anticipation", "latency", "doubling"])
+    w.task.wait(120000)
+    assert list(w.results) == ["osr", "anticipation"]
+    assert w.task.status.value == "2 experiment(s) done; cancelled before latency, doubling"
+    assert notes[-1] == ("info", "The run was cancelled: the 2 experiment(s) it finished are shown, latency, "
+                                 "doubling did not run.")
+    notes.clear()
+    monkeypatch.setattr(sys.modules["napari_retina.experiments.battery"], "run", cancel_at_latency)
+    assert w.run(["latency"])                # cancelled before any finished: nothing to show, as before
+    w.task.wait(120000)
+    assert list(w.results) == ["osr", "anticipation"] and "cancelled" in w.task.status.value
+    assert notes[-1][0] == "info" and "nothing was added" in notes[-1][1]
+
+
 def test_a_result_scrolls_inside_the_dock_instead_of_raising_its_minimum_height(viewer, notes, qtbot):
     """The overview, table, recovery and terms grew the dock's minimum height with each result's text, which
     made napari's window taller than a 1000-pixel screen (docs/images/tour-4-experiment.png: 1067 px)."""

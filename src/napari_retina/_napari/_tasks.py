@@ -61,6 +61,14 @@ def progress_text(stage: str, done: int, total: int, left_s: Optional[float] = N
     return text + (f", about {format_seconds(left_s)} left" if left_s is not None else "")
 
 
+class Partial:
+    """What a cancelled job finished before the Cancel, returned as ``Partial(value)``: shown (``on_result(value)``)
+    where another result of a cancelled run is dropped (Run all's finished experiments)."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+
 class _Failure:
     """An exception raised in a worker, carried back to the GUI thread as a value."""
 
@@ -406,7 +414,9 @@ class Task:
         if isinstance(result, _Failure):
             self._failed(result.exc)
             return
-        if self.token is not None and self.token.cancelled:  # Cancel pressed after the last progress report
+        if isinstance(result, Partial):   # cancelled, with what it finished before to show
+            result = result.value
+        elif self.token is not None and self.token.cancelled:  # Cancel pressed after the last progress report
             self._failed(Cancelled(f"the {self.what} was cancelled as it finished"))
             return
         try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import html
 import weakref
-from typing import Optional
+from typing import Optional, Union
 
 import napari
 import numpy as np
@@ -31,9 +31,10 @@ from qtpy.QtWidgets import QHeaderView, QStyle, QStyledItemDelegate, QStyleOptio
 from ... import experiments
 from ...attribution import MAX_STEPS
 from ...experiments.base import unmet_of
-from ...experiments.battery import KEY_NUMBERS, agreement, default_retina, trained_on_truth
+from ..._progress import Cancelled
+from ...experiments.battery import KEY_NUMBERS, UNITS, agreement, default_retina, trained_on_truth
 from .._session import session
-from .._tasks import Task, notify, one_sentence
+from .._tasks import Partial, Task, notify, one_sentence
 from ... import viewer as nr_viewer
 from ._common import TERMS, PARAMETER_HELP, offer_cells, parameter_widget, rich_label, scroll_contents, \
     scroll_within, steps_widget, tabify_when_docked, term_link
@@ -311,6 +312,40 @@ TRUTH_TIP = ("Also show each experiment's stimulus to the synthetic retina the m
              "unavailable when the model sees another field size.")
 
 
+def run_each(model, cell: int, names: list, retina, steps: Optional[int], progress) -> dict:
+    """:func:`napari_retina.experiments.battery` of ``names``, one experiment at a time, so that a Cancel keeps the
+    ones already finished (one battery of them all lost every result: "nothing was added" at 80% of Run all).
+
+    Returns the battery's ``results``, ``errors``, ``truth``, ``recovery`` and ``truth_errors`` over the names run,
+    and ``cancelled``: the names a Cancel left out (empty when all ran). A Cancel before any finished is raised,
+    as is the first failure when every experiment failed (one alone: when it failed); otherwise a failure is
+    kept under ``errors`` and the others go on, as in the battery.
+    """
+    done: dict = {"results": {}, "errors": {}, "truth": {}, "recovery": {}, "truth_errors": {}, "cancelled": []}
+    first: Optional[Exception] = None
+    total = UNITS * len(names)
+    for i, name in enumerate(names):
+        def part(d: float, _t: float, i: int = i) -> None:
+            progress(i * UNITS + d, total)
+
+        try:
+            one = experiments.battery(model, cell, retina=retina, names=[name], steps=steps, progress=part)
+        except Cancelled:
+            if not done["results"]:
+                raise
+            done["cancelled"] = names[i:]
+            return done
+        except Exception as exc:   # this experiment failed: the battery of one raises it
+            first = first or exc
+            done["errors"][name] = f"{type(exc).__name__}: {exc}"
+            continue
+        for key in ("results", "errors", "truth", "recovery", "truth_errors"):
+            done[key].update(one[key])
+    if not done["results"] and first is not None:
+        raise first
+    return done
+
+
 class ExperimentsWidget(Container):
     """Run the in-silico experiments on the current model; show readouts; add a result's layers."""
 
@@ -410,18 +445,18 @@ class ExperimentsWidget(Container):
             return False
         retina = default_retina(model) if self.truth.value and self.truth.enabled else None
 
-        def job(task: Task) -> dict:
-            # Run all: an experiment that fails does not stop the others (its message is under "errors");
-            # when all fail (one experiment alone: when it fails) the first one's error is the run's
-            return experiments.battery(model, cell, retina=retina, names=names, steps=steps,
-                                       progress=task.progress_callback("experiments"))
+        def job(task: Task) -> Union[dict, Partial]:
+            done = run_each(model, cell, names, retina, steps, task.progress_callback("experiments"))
+            return Partial(done) if done["cancelled"] else done
 
         return self.task.start(job, lambda done: self._show(done["results"], done["errors"], model=model,
                                                             truths=done["truth"], recoveries=done["recovery"],
-                                                            truth_errors=done["truth_errors"]))
+                                                            truth_errors=done["truth_errors"],
+                                                            cancelled=done["cancelled"]))
 
     def _show(self, results: dict, failed: Optional[dict] = None, model=None, truths: Optional[dict] = None,
-              recoveries: Optional[dict] = None, truth_errors: Optional[dict] = None) -> None:
+              recoveries: Optional[dict] = None, truth_errors: Optional[dict] = None,
+              cancelled: Optional[list] = None) -> None:
         if model is not None and model is not self.session.model:
             self.task.status.value = "The model changed during the run: its results were dropped."
             notify("warning", "The model changed during the experiment run, so its results, "
@@ -439,6 +474,10 @@ class ExperimentsWidget(Container):
         self.result_choice.value = list(results)[-1]
         self._show_table()
         self.task.status.value = f"{len(results)} experiment(s) done"
+        if cancelled:
+            self.task.status.value += f"; cancelled before {', '.join(cancelled)}"
+            notify("info", f"The run was cancelled: the {len(results)} experiment(s) it finished are shown, "
+                           f"{', '.join(cancelled)} did not run.")
         if failed:
             said = "; ".join(f"{name}: {_reason(why)}" for name, why in failed.items())
             self.task.status.value += f", {len(failed)} failed ({', '.join(failed)})"
