@@ -92,3 +92,22 @@ def test_a_cancel_acts_before_the_child_first_reports(tiny, children):
     assert calls == [(0, 0)]          # the parent's poll, not a report of the child's
     children[0].wait(timeout=60)
     assert children[0].returncode is not None
+
+
+def test_the_child_s_warnings_come_back(tiny):
+    """A GUI audit: the child's warnings went to its stderr alone, so the Model dock said "Training finished"
+    over a training that did not improve on the starting model."""
+    import warnings
+
+    stim = 100.0 + nr.stimuli.white_noise(frames=40, size=16, seed=2)   # raw intensities: a units warning
+    with warnings.catch_warnings(record=True) as direct:
+        warnings.simplefilter("always")
+        want = nr.predict(tiny, stim)
+    messages = [str(w.message) for w in direct if issubclass(w.category, nr.StimulusUnitsWarning)]
+    assert messages
+    warned: list = []
+    np.testing.assert_array_equal(call_in_subprocess(nr.predict, tiny, stim, warned=warned), want)
+    assert [m for c, m in warned if c == "StimulusUnitsWarning"] == messages
+    with pytest.warns(UserWarning, match="^StimulusUnitsWarning: ") as again:
+        call_in_subprocess(nr.predict, tiny, stim)
+    assert [str(w.message).split(": ", 1)[1] for w in again if "StimulusUnitsWarning" in str(w.message)] == messages

@@ -11,7 +11,8 @@ the napari Model widget trains in one.
 Protocol (private to this module): the parent starts ``python -c`` calling
 :func:`_serve` and writes one request frame
 (module, function, args, kwargs) to the child's stdin; the child answers on
-its stdout with ``("progress", done, total)`` frames and one final
+its stdout with ``("progress", done, total)`` frames, ``("warning", category name,
+message)`` frames for the warnings the call raises, and one final
 ``("result", value)`` or ``("error", type name, message, pickled exception)``
 frame. Closing the child's stdin asks it to cancel: its progress callback
 then raises :class:`~napari_retina._progress.Cancelled`. Anything else the
@@ -34,6 +35,7 @@ import struct
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import IO, Any, Callable, Optional
 
@@ -110,8 +112,15 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def call_in_subprocess(fn: Callable, /, *args, progress: Optional[Progress] = None, **kwargs) -> Any:
+def call_in_subprocess(fn: Callable, /, *args, progress: Optional[Progress] = None, warned: Optional[list] = None,
+                       **kwargs) -> Any:
     """``fn(*args, progress=..., **kwargs)`` computed in a fresh Python process; its return value.
+
+    The warnings ``fn`` raises in the child come back as ``(category name,
+    message)`` pairs appended to ``warned``; without a list they are raised
+    here again (as UserWarnings). Before, they went to the child's stderr
+    alone: the Model dock said "Training finished" over a training that made
+    the model worse.
 
     ``fn`` must be a module-level function of an importable module; the
     arguments and the return value are pickled. ``progress(done, total)`` is
@@ -145,6 +154,11 @@ def call_in_subprocess(fn: Callable, /, *args, progress: Optional[Progress] = No
                 last = frame[1:]
                 if progress is not None:
                     progress(*last)
+            elif frame[0] == "warning":
+                if warned is not None:
+                    warned.append((frame[1], frame[2]))
+                else:
+                    warnings.warn(f"{frame[1]}: {frame[2]}", UserWarning, stacklevel=2)
             elif frame[0] == "result":
                 return frame[1]
             else:
@@ -175,6 +189,12 @@ def _serve() -> None:
         if cancelled.is_set():
             raise Cancelled("cancelled by the user")
         _write(answers, _frame(("progress", int(done), int(total))))
+
+    def relay(message, category, filename, lineno, file=None, line=None) -> None:   # to the parent, as a frame
+        _write(answers, _frame(("warning", category.__name__, str(message))))
+
+    warnings.simplefilter("default")   # each distinct warning once, as the parent's filters would show it
+    warnings.showwarning = relay
 
     try:
         fn = importlib.import_module(module)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import napari
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
@@ -11,7 +12,7 @@ from ..._device import available_devices, resolve_device
 from ..._wrap import is_wrapped, model_on
 from ..._subprocess import call_in_subprocess
 from ..._units import FRAME_MS
-from ...checkpoint import load_model
+from ...checkpoint import load_model, save_model
 from ...formats import describe
 from ...model import RetinaCNN
 from ...training import train
@@ -134,13 +135,19 @@ class ModelWidget(Container):
                                                                    "process; it replaces the current one when done.")
         self.task = Task("training")
         self.task.close_with_dock(self)  # closing the dock cancels a run
+        self.save_path = FileEdit(label="save to (.pt)", mode="w", filter="*.pt",
+                                  tooltip="Where Save model writes the model in use (nr.save_model): a trained one "
+                                          "is lost with the session otherwise.")
+        self.save_button = PushButton(text="Save model (.pt)", tooltip="Write the model in use to the .pt file "
+                                                                       "above; Load model reads it back.")
         self.extend([self.source, self.path, self.device, self.load_button, self.summary, self.show_details,
                      self.details,
                      Label(value="— train from a dataset —"), self.dataset, self.epochs, self.train_button,
-                     *self.task.widgets])
+                     *self.task.widgets, self.save_path, self.save_button])
         self.load_button.changed.connect(lambda *_: self.load())
         self.device.changed.connect(self._device_changed)
         self.train_button.changed.connect(lambda *_: self.train())
+        self.save_button.changed.connect(lambda *_: self.save(Path(self.save_path.value)))
         self.show_details.changed.connect(lambda value: setattr(self.details, "visible", bool(value)))
         self.session.model_changed.connect(self._show)
         if self.session.has_model():  # set before this dock opened (a script's use_model, another dock's load)
@@ -193,15 +200,43 @@ class ModelWidget(Container):
             notify("error", problem)
             return False
         epochs, device = int(self.epochs.value), self.device.value
+        warned: list = []   # the child's warnings ("did not improve on the starting model"), said when it is done
 
         def job(task: Task) -> RetinaCNN:
             # in a child process: a torch optimiser imports triton (CUDA builds of torch), which
             # crashes a process that shows a viewer (see napari_retina._subprocess)
             return call_in_subprocess(train, str(path), epochs=epochs, device=device,
-                                      progress=task.progress_callback("batch"))
+                                      progress=task.progress_callback("batch"), warned=warned)
 
         def done(model: RetinaCNN) -> None:
             self.session.set_model(model, f"trained on {path.name}")
-            notify("info", f"Training finished; the new model is in use ({path.name}).")
+            said = [message for _, message in warned]
+            self.task.status.value = (f"training done: the model in use is trained on {path.name}"
+                                      + "".join(f"; warning: {m}" for m in said))
+            for message in said:
+                notify("warning", f"Training: {message}")
+            notify("info", f"Training finished; the new model is in use ({path.name}); Save model keeps it.")
 
         return self.task.start(job, done)
+
+    def save(self, path: Path) -> Optional[Path]:
+        """Write the model in use to ``path`` (.pt, :func:`napari_retina.save_model`); the path, or None and a
+        notification saying why not."""
+        problem = file_choice_problem(path, "a .pt file to save the model to", must_exist=False)
+        if problem:
+            notify("error", problem)
+            return None
+        if not self.session.has_model():
+            notify("error", "No model was loaded or trained yet: the shipped default is in the package already.")
+            return None
+        if is_wrapped(self.session.model):
+            notify("error", "The model in use is a wrapped module: save it with torch, by its own code.")
+            return None
+        try:
+            saved = save_model(self.session.model, path)
+        except Exception as exc:
+            notify("error", f"Could not save the model: {one_sentence(exc)}")
+            return None
+        self.task.status.value = f"saved the model in use to {saved}"
+        notify("info", f"Saved the model in use to {saved}.")
+        return saved
