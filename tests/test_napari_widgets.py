@@ -366,6 +366,32 @@ def test_stimulus_widget_sets_scale_on_existing_layer(viewer, notes):
     assert notes[-1][0] == "error"
 
 
+def test_set_scale_after_an_analysis_moves_its_maps_with_the_layer(viewer, notes):
+    """A GUI audit: after an analysis at 27.5 µm pixels, the Stimulus dock's "Set physical scale" gave the layer
+    55 µm pixels and left the maps at the earlier scale, over its upper-left quarter, with no word."""
+    stim = nr.stimuli.white_noise(frames=30, size=40, seed=1)
+    layer = viewer.add_image(stim, name="fine")
+    a = _dock(viewer, _widgets.AnalyzeWidget)
+    a.layer.value, a.steps.value, a.pixel.value = layer, 2, 27.5
+    assert a.run()
+    a.task.wait()
+    maps = [lay for lay in viewer.layers if lay.metadata.get(META, {}).get("role") == "map"]
+
+    def placed(lay) -> np.ndarray:   # (y, x) extent in µm
+        return np.asarray(lay.extent.world)[:, 1:]
+
+    def share() -> np.ndarray:   # where the map lies, as fractions of the layer's extent
+        return (placed(maps[0]) - placed(layer)[0]) / np.ptp(placed(layer), axis=0)
+
+    before = share()
+    w = _dock(viewer, _widgets.StimulusWidget)
+    w.existing.value = layer
+    w.set_scale()
+    np.testing.assert_allclose(layer.scale, (nr.FRAME_MS, nr.PIXEL_UM, nr.PIXEL_UM))
+    np.testing.assert_allclose(share(), before, atol=1e-9)   # still over the pixels it explains
+    assert notes[-1][0] == "warning" and "moved with it and still show the result computed at the earlier" in notes[-1][1]
+
+
 # ------------------------------------------------------------------- Model ---
 
 def test_model_widget_loads_checkpoint_and_refuses_bad_ones(viewer, tiny, notes, tmp_path):

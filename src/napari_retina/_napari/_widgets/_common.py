@@ -449,16 +449,23 @@ def has_physical_scale(layer) -> bool:
     return any(u not in ("pixel", "px", "") for u in units) or not np.allclose(scale, 1.0)
 
 
-def set_physical_scale(layer, pixel_um=SCALE[1], frame_ms: float = SCALE[0], viewer=None) -> None:
+def set_physical_scale(layer, pixel_um=SCALE[1], frame_ms: float = SCALE[0], viewer=None) -> bool:
     """Give a (T, y, x) image layer the stimulus scale (``frame_ms`` ms, ``pixel_um`` µm along y and x, or a
     (y_um, x_um) pair: the model's 10 and 55 by default), units and axis labels; ``viewer``'s time slider stays
-    on the frame it showed (:func:`keeping_frame`)."""
+    on the frame it showed (:func:`keeping_frame`), and a result drawn over the layer moves with it
+    (:func:`.._viewer.rescale_stimulus`: its maps were left at the earlier scale, off the spot they explain).
+    Returns whether a result moved (it is still of the earlier scale)."""
+    from .._viewer import rescale_stimulus
+
     y_um, x_um = (pixel_um, pixel_um) if np.ndim(pixel_um) == 0 else pixel_um
 
     def change() -> None:
         layer.units = UNITS   # before the scale: napari 0.9 set units after scale sliced the layer to (1, 1)
         layer.axis_labels = AXIS_LABELS
-        layer.scale = (frame_ms, y_um, x_um)
+        if viewer is None:
+            layer.scale = (frame_ms, y_um, x_um)
 
     keeping_frame(viewer, layer, change)
+    moved = viewer is not None and rescale_stimulus(viewer, layer, (frame_ms, y_um, x_um))
     layer.metadata.setdefault(META, {})["role"] = "stimulus"
+    return bool(moved)

@@ -156,4 +156,7 @@ class StimulusWidget(Container):
         if layer.ndim != 3 or layer.rgb:
             notify("error", f"Layer '{layer.name}' is not a (T, y, x) greyscale stack.")
             return
-        set_physical_scale(layer, viewer=self.viewer)
+        if set_physical_scale(layer, viewer=self.viewer):
+            notify("warning", f"'{layer.name}' now has 10 ms frames and 55 µm pixels; the maps and traces drawn over "
+                              "it moved with it and still show the result computed at the earlier scale: Analyze "
+                              "again for this one.")
