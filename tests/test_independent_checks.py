@@ -264,10 +264,11 @@ def test_traces_csv_columns_are_the_models_and_the_circuits_traces(tmp_path, tin
     head, body = rows[0], np.array(rows[1:], dtype=object)
     T = len(stim)
     assert len(body) == T
-    col = {name: np.array([float(v) for v in body[:, i]]) for i, name in enumerate(head)}
-    assert head[:5] == ["frame", "time_ms", "rate", "response", "reduced_response"]
+    unit = " (spikes per 10 ms bin)"
+    col = {name.removesuffix(unit): np.array([float(v) for v in body[:, i]]) for i, name in enumerate(head)}
+    assert head[:5] == ["frame", "time (ms)", "rate" + unit, "response" + unit, "reduced_response" + unit]
     np.testing.assert_array_equal(col["frame"], np.arange(T))
-    np.testing.assert_array_equal(col["time_ms"], np.arange(T) * FRAME_MS)
+    np.testing.assert_array_equal(col["time (ms)"], np.arange(T) * FRAME_MS)
 
     full = _summed_rates(tiny, stim, CELLS)
     attributed = np.zeros(T, bool)

@@ -524,11 +524,13 @@ def test_write_traces_csv_writes_one_row_per_frame(tmp_path):
     path = write_traces_csv(tmp_path / "traces.csv", attr, red)
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["frame", "time_ms", "rate", "response", "reduced_response",
-                       "A0 ON fast +", "A1 ON fast +", "A2 ON fast +"]
+    unit = " (spikes per 10 ms bin)"   # each column names its unit (a GUI audit: a rate could be read as Hz)
+    assert rows[0] == ["frame", "time (ms)", "rate" + unit, "response" + unit, "reduced_response" + unit,
+                       "A0 ON fast +" + unit, "A1 ON fast +" + unit, "A2 ON fast +" + unit]
     assert len(rows) == 8 and rows[3][:2] == ["2", "20"] and rows[1][3] == "nan"
     np.testing.assert_array_equal(np.array(rows[1:], float)[:, 5:].astype(np.float32), attr.channels)  # 9 digits: exact
-    assert list(trace_columns(attr)) == ["frame", "time_ms", "rate", "response", "A0", "A1", "A2"]
+    assert list(trace_columns(attr)) == ["frame", "time (ms)", *(n + unit for n in ("rate", "response", "A0", "A1",
+                                                                                   "A2"))]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["traces.csv"]
     with pytest.raises(TypeError, match="attr must be an attribution"):
         write_traces_csv(tmp_path / "t.csv", {"response": []})

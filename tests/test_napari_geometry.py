@@ -480,7 +480,7 @@ def test_a_layer_shown_at_another_frame_rate_resampled_in_the_dock_has_maps_and_
     trace_plot(viewer, create=False).clear()
     np.testing.assert_allclose(nr.viewer.traces(viewer, "movie").times_ms, start + np.arange(24) * 10.0)
     # the CSV's time_ms is the plot's clock without the layer's translate (a helper's audit: 3.3 ms apart at 60 Hz)
-    np.testing.assert_allclose(trace_columns(attr)["time_ms"], start - 3 * frame_ms + np.arange(24) * 10.0)
+    np.testing.assert_allclose(trace_columns(attr)["time (ms)"], start - 3 * frame_ms + np.arange(24) * 10.0)
     assert f"its {frame_ms:g} ms frames were resampled to the model's 10 ms bins" in w.task.status.value
     assert "model saw it" not in w.task.status.value and not [n for n in notes if n[0] == "warning"], notes
 

@@ -278,7 +278,7 @@ def test_save_analysis_h5_and_traces_csv(viewer, notes, tmp_path):
         rows = list(csv.reader(fh))
     header, body = rows[0], rows[1:]
     assert len(body) == 30
-    col = header.index(red.label(red.kept[0]))
+    col = header.index(f"{red.label(red.kept[0])} (spikes per 10 ms bin)")
     got = np.array([float(r[col]) for r in body])
     np.testing.assert_allclose(got, attr.channels[:, red.kept[0]], rtol=1e-6, equal_nan=True)
     assert w.save(tmp_path / "x.txt") is None and notes[-1][0] == "error"

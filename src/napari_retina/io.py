@@ -1040,29 +1040,35 @@ def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
     return atomic_write(path, lambda tmp: _write_npz(tmp, _flatten(results)))
 
 
-def trace_columns(attr: "Attribution", red: Optional["Reduction"] = None) -> dict[str, np.ndarray]:
-    """Columns of the traces CSV, each of length T (frames).
+#: the unit of the rates, responses and attributions in the traces CSV's column names
+RATE_UNIT = "spikes per 10 ms bin"
 
-    ``frame``, ``time_ms`` (frame × 10 ms, the stack's first frame at 0, as napari's time slider reads it; for
+
+def trace_columns(attr: "Attribution", red: Optional["Reduction"] = None) -> dict[str, np.ndarray]:
+    """Columns of the traces CSV, each of length T (frames), named with their units.
+
+    ``frame``, ``time (ms)`` (frame × 10 ms, the stack's first frame at 0, as napari's time slider reads it; for
     a stack resampled from frames of Δ ms, ``input_frame_ms``, each 10 ms bin's centre on that clock,
-    frame × 10 + (10 − Δ)/2, where the trace plot draws it), ``rate`` and ``response`` (the
-    model's, from ``attr``), ``reduced_response`` when ``red`` is given, then
-    each channel's A_c(t) under its label (``red.label(c)``, else ``"A{c}"``).
-    NaN where a frame was not attributed. A ``red`` of another attribution is
-    refused (:func:`._validate.check_reduces`).
+    frame × 10 + (10 − Δ)/2, where the trace plot draws it), ``rate (spikes per 10 ms bin)`` and
+    ``response (spikes per 10 ms bin)`` (the model's, from ``attr``), ``reduced_response (spikes per 10 ms
+    bin)`` when ``red`` is given, then each channel's A_c(t) under its label (``red.label(c)``, else
+    ``"A{c}"``) and the same unit. NaN where a frame was not attributed. A ``red`` of another attribution is
+    refused (:func:`._validate.check_reduces`). (Before 2026-12-08 only the time's name carried its unit,
+    ``time_ms``: a rate read as Hz was ten times off.)
     """
     if not all(hasattr(attr, a) for a in ("response", "rates", "channels")):
         raise TypeError(f"attr must be an attribution (nr.attribute's result), got {type(attr).__name__}")
     T = len(attr.response)
     frame = getattr(attr, "input_frame_ms", None)
     centre = 0.0 if frame is None else (FRAME_MS - float(frame)) / 2   # a bin's centre, frame 0's at 0
-    cols = {"frame": np.arange(T), "time_ms": np.arange(T) * FRAME_MS + centre, "rate": attr.rates,
-            "response": attr.response}
+    rate = f" ({RATE_UNIT})"
+    cols = {"frame": np.arange(T), "time (ms)": np.arange(T) * FRAME_MS + centre, "rate" + rate: attr.rates,
+            "response" + rate: attr.response}
     if red is not None:
         check_reduces(attr, red)
-        cols["reduced_response"] = red.reduced_response
+        cols["reduced_response" + rate] = red.reduced_response
     for c in range(attr.channels.shape[1]):
-        cols[str(red.label(c)) if red is not None else f"A{c}"] = attr.channels[:, c]
+        cols[(str(red.label(c)) if red is not None else f"A{c}") + rate] = attr.channels[:, c]
     return cols
 
 
