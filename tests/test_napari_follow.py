@@ -216,3 +216,18 @@ def test_a_stimulus_renamed_onto_a_removed_ones_name_does_not_take_its_kept_maps
     assert all(lay in viewer.layers for lay in kept) and len(_maps(viewer)) == 16
     for lay, before in zip(kept, data):
         np.testing.assert_array_equal(np.asarray(lay.data), before)
+
+
+@pytest.mark.parametrize("length_px", [40.0, 60.0, 200.0])
+def test_no_y_tick_label_sits_at_a_row_s_top(length_px):
+    """A GUI audit: with nine rows a row's "0" at its bottom edge overprinted the next row's "0.1" at its top (the
+    labels are centred on their ticks). No tick lies within a label's half height of a row's top now, and the
+    bottom one stays (mostly 0)."""
+    from types import SimpleNamespace
+
+    for lo, hi in ((-0.12, 1.12), (0.0, 0.5), (-0.112, 0.112), (-3.36, 31.4)):
+        axis = SimpleNamespace(domain=(lo, hi), pos=np.array([[0.0, length_px], [0.0, 0.0]]))
+        frac, _, labels = _plot._Ticker(axis, spacing=16, inset_px=_plot.Y_LABEL_HALF_PX)._get_tick_frac_labels()
+        assert len(labels) >= 2 and np.all(frac * length_px <= length_px - _plot.Y_LABEL_HALF_PX + 1e-9)
+        values = np.array([float(v) for v in labels])
+        assert np.all((values >= lo) & (values <= hi)) and np.isclose(values.min(), _plot.nice_ticks(lo, hi, 3)[0])

@@ -215,21 +215,32 @@ def nice_ticks(lo: float, hi: float, max_ticks: int) -> np.ndarray:
     return np.round(ticks / step) * step + 0.0  # + 0.0: no '-0' labels
 
 
-class _Ticker(Ticker):
-    """vispy's ticker with room for its labels: one major tick per ``spacing`` pixels, no minor ticks.
+#: half the height (px) of a y tick label (7 pt), with a pixel to spare: no tick that near a row's top
+Y_LABEL_HALF_PX = 6
 
-    vispy's own picks ticks per inch and crowds the labels of a short axis.
+
+class _Ticker(Ticker):
+    """vispy's ticker with room for its labels: one major tick per ``spacing`` pixels, no minor ticks, none
+    within ``inset_px`` of the axis' high end (a y axis' top).
+
+    vispy's own picks ticks per inch and crowds the labels of a short axis. A
+    row's y labels are centred on their ticks: a "0" at a row's bottom spilt
+    half a label over the row below, whose "0.1" at its top it overprinted.
+    With no label near a row's top, each edge between rows has one label at
+    most, and the bottom one (mostly 0) stays.
     """
 
-    def __init__(self, axis, spacing: float) -> None:
+    def __init__(self, axis, spacing: float, inset_px: float = 0.0) -> None:
         super().__init__(axis)
         self.spacing = spacing
+        self.inset_px = inset_px
 
     def _get_tick_frac_labels(self):
         a, b = self.axis.domain
         lo, hi = min(a, b), max(a, b)
         length = float(np.hypot(*(np.asarray(self.axis.pos[1]) - np.asarray(self.axis.pos[0]))))
-        major = nice_ticks(lo, hi, max(3, int(length // self.spacing)))
+        inset = min(self.inset_px / length, 0.25) * (hi - lo) if length > 0 else 0.0
+        major = nice_ticks(lo, hi - inset, max(3, int(length // self.spacing)))
         frac = (major - lo) / (hi - lo) if hi > lo else np.zeros(len(major))
         if b < a:
             frac = 1 - frac
@@ -260,7 +271,8 @@ class _Axis(scene.AxisWidget):
 def _axis(orientation: str, label: Optional[str], **kwargs) -> _Axis:
     axis = _Axis(orientation=orientation, axis_label=label, text_color="#cccccc", axis_color="#888888",
                  tick_color="#888888", **kwargs)
-    axis.axis.ticker = _Ticker(axis.axis, spacing=16 if orientation in ("left", "right") else 80)
+    vertical = orientation in ("left", "right")
+    axis.axis.ticker = _Ticker(axis.axis, spacing=16 if vertical else 80, inset_px=Y_LABEL_HALF_PX if vertical else 0)
     return axis
 
 
@@ -361,7 +373,7 @@ class _Row:
         # the range reaches a round number past each extreme: a row whose top was 0.43 had its next tick, 0.5,
         # outside it and read "0" alone, no scale at all
         lo, hi = (-round_up(-lo) if lo < 0 else lo), (round_up(hi) if hi > 0 else hi)
-        pad = 0.08 * (hi - lo) if hi > lo else 1.0
+        pad = 0.12 * (hi - lo) if hi > lo else 1.0   # room for a tick label at each end (Y_LABEL_HALF_PX)
         self.y_range = (lo - pad, hi + pad)
 
     def dim(self, dimmed: bool) -> None:
