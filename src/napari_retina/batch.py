@@ -485,20 +485,22 @@ def _path_key(path: Optional[str]) -> str:
 
 
 def stimulus_shape(path: PathLike) -> tuple:
-    """Shape (T, H, W) of a stimulus file, read from its header (.npy, HDF5; a TIFF is read)."""
+    """Shape (T, H, W) of a stimulus file, read from its header (.npy, HDF5, TIFF: no pixel is read; a colour
+    TIFF is read, for read_stimulus's sentence)."""
     from . import io
 
     path = io._existing(path)
     suffix = path.suffix.lower()
-    if suffix in (".npy", *io.HDF5_SUFFIXES):   # a header reader says less of an empty file (a batch audit)
-        io.refuse_empty_file(path)
+    io.refuse_empty_file(path)   # a header reader says less of an empty file (a batch audit)
     if suffix == ".npy":
         shape = tuple(int(n) for n in _npy_view(path).shape)
     elif suffix in io.HDF5_SUFFIXES:
         with io._open_h5(path) as h5:
             shape = tuple(int(n) for n in h5[_h5_key(h5, path)].shape)
-    else:
-        shape = tuple(int(n) for n in io.read_stimulus(path).shape)
+    else:   # a TIFF: its header (it was read whole, for each block, in each worker)
+        _, colour, shape = io._read_tiff(path, header=True)
+        if colour:
+            shape = tuple(int(n) for n in io.read_stimulus(path).shape)   # refused there, in its words
     if len(shape) != 3:   # planning indexes (T, H, W): a 2-D dataset was an IndexError that ended the whole batch
         raise ValueError(f"the stimulus in {path.name} must be a (T, H, W) stack, got {len(shape)} dimension(s) "
                          f"with shape {shape}")
@@ -569,8 +571,9 @@ def _h5_key(h5, path: Path) -> str:
 def read_window(path: PathLike, start: int, stop: int) -> np.ndarray:
     """Frames ``start:stop`` of a stimulus file (T', H, W), checked like ``nr.io.read_stimulus``.
 
-    ``.npy`` (memory-mapped) and HDF5 files are read by window, so memory
-    follows the window, not the movie; a TIFF is read whole and cut.
+    ``.npy`` (memory-mapped), HDF5 and TIFF files (a page per frame) are read
+    by window, so memory follows the window, not the movie; a TIFF of another
+    layout is read whole and cut.
     """
     from . import io
     from ._validate import as_stack
@@ -583,7 +586,10 @@ def read_window(path: PathLike, start: int, stop: int) -> np.ndarray:
         with io._open_h5(path) as h5:
             arr = io._read_h5_dataset(h5, _h5_key(h5, path), path, frames=(start, stop))
     else:
-        arr = io.read_stimulus(path)[start:stop]
+        io.refuse_empty_file(path)
+        arr, colour, _ = io._read_tiff(path, frames=(start, stop))
+        if colour:
+            arr = io.read_stimulus(path)   # refused there, in its words
     return as_stack(arr, name=f"the stimulus in {path.name} (frames {start}:{stop})")
 
 

@@ -305,7 +305,7 @@ def read_stimulus(path: PathLike, key: Optional[str] = None) -> np.ndarray:
     if suffix == ".npy":
         arr = _read_npy(path)
     elif suffix in (".tif", ".tiff"):
-        arr, colour = _read_tiff(path)
+        arr, colour, _ = _read_tiff(path)
     else:
         arr = _read_h5_stimulus(path, key)
     name = f"the stimulus in {path.name}" if key is None else f"the stimulus {key!r} in {path.name}"
@@ -360,12 +360,16 @@ def _read_npy(path: Path) -> np.ndarray:
         raise ValueError(f"{str(path)!r} is not a readable .npy array ({exc})") from exc
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
-    """The first series of a TIFF and whether its pixels hold colour samples (RGB, RGBA...).
+def _read_tiff(path: Path, frames: Optional[tuple[int, int]] = None,
+               header: bool = False) -> tuple[Optional[np.ndarray], bool, tuple]:
+    """The first series of a TIFF, whether its pixels hold colour samples (RGB, RGBA...), and its shape.
 
-    tifffile logs, rather than raises, some damage (a page offset past the end
-    of a truncated file) and then returns fewer frames: any error it logs while
-    reading refuses the file.
+    ``frames``: the [start, stop) range of its first axis only, read page by
+    page where each page is a frame (else the whole series is read and cut);
+    ``header``: no pixel is read (the array is None). tifffile logs, rather
+    than raises, some damage (a page offset past the end of a truncated file)
+    and then returns fewer frames: any error it logs while reading refuses the
+    file.
     """
     import logging
 
@@ -376,6 +380,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
     catch.emit = errors.append
     logger = logging.getLogger("tifffile")
     logger.addHandler(catch)
+    too_big, arr = "", None
     try:
         with tifffile.TiffFile(path) as tif:
             if len(tif.pages) == 0:    # tifffile's own error would be "IndexError: 0"
@@ -384,8 +389,17 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
             colour = page.samplesperpixel > 1 or page.photometric in (
                 tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
             series = tif.series[0]
-            too_big = _too_big(series.shape, series.dtype, path)
-            arr = None if too_big else tif.asarray()
+            shape = tuple(int(n) for n in series.shape)
+            by_page = (frames is not None and not colour and len(shape) == 3 and len(series.pages) == shape[0]
+                       and len(tif.series) == 1)
+            if by_page:   # only the window's pages: a block of a long movie no longer reads all of it
+                a, b = range(shape[0])[slice(*frames)].start, range(shape[0])[slice(*frames)].stop
+                arr = (np.zeros((0, *shape[1:]), series.dtype) if b <= a
+                       else tif.asarray(key=range(a, b)).reshape(b - a, *shape[1:]))
+            elif not header:
+                too_big = _too_big(series.shape, series.dtype, path)
+                arr = None if too_big else tif.asarray()
+                arr = arr if arr is None or frames is None else arr[slice(*frames)]
     except Exception as exc:
         why = errors[0].getMessage() if errors else str(exc) or type(exc).__name__   # what tifffile logged first
         raise ValueError(f"{str(path)!r} is not a readable TIFF (truncated or corrupt: {_plain(why)})") from None
@@ -396,7 +410,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
                          f"{_plain(errors[0].getMessage())})")
     if too_big:   # a valid file too large to read: said as such, not as damage
         raise ValueError(too_big)
-    return arr, colour
+    return arr, colour, shape
 
 
 def _too_big(shape: tuple, dtype: np.dtype, path: Path) -> str:
