@@ -224,7 +224,8 @@ def test_save_writes_everything_to_hdf5_and_the_traces_to_csv(tiny, tmp_path):
         assert h5["parameters"].attrs["steps"] == 2 and h5["model"].attrs["source"] == "tiny model"
     csv_path = res.save(tmp_path / "t.csv")
     header = csv_path.read_text().splitlines()[0].split(",")
-    assert header[:5] == ["frame", "time_ms", "rate", "response", "reduced_response"]
+    unit = " (spikes per 10 ms bin)"
+    assert header[:5] == ["frame", "time (ms)", "rate" + unit, "response" + unit, "reduced_response" + unit]
     with pytest.raises(ValueError, match=r"Save to a \.h5/\.hdf5 file \(everything\) or a \.csv file "
                                          r"\(traces\), got 'a\.txt'\."):
         res.save(tmp_path / "a.txt")
