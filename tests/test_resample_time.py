@@ -208,3 +208,21 @@ def test_the_command_line_resamples_with_frame_ms_and_names_its_option(tmp_path,
     assert "on 6 frames (the model's 10 ms bins of its 90 frames of 5 ms)" in capsys.readouterr().out
     with h5py.File(tmp_path / "a.h5") as h5:
         assert h5["attribution"].attrs["input_frame_ms"] == 5.0 and h5["attribution/channels"].shape == (45, 8)
+
+
+def test_a_cancel_acts_while_a_long_stack_is_resampled(tiny):
+    """A reliability audit: resampling ran before the first progress report (13.8 s for 50,000 frames of
+    100×100 px at 60 Hz), so Cancel did nothing until it ended. Each chunk now reports (0, bins) first."""
+    from napari_retina import Cancelled
+
+    stim = np.zeros((3000, 40, 40), np.float32)
+    for call in (nr.predict, nr.attribute):
+        seen = []
+
+        def progress(done, total):
+            seen.append((done, total))
+            raise Cancelled("the test's")
+
+        with pytest.raises(Cancelled):
+            call(tiny, stim, pixel_um=27.5, frame_ms=1000 / 60, crop="center", progress=progress)
+        assert seen == [(0, 5000)]   # the first chunk's report: 3,000 frames at 60 Hz are 5,000 bins

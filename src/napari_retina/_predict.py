@@ -134,7 +134,7 @@ def predict(
         model = model_on(model, device)
         cfg = model.config
         stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm,
-                           normalize=normalize, pixel_um=pixel_um, frame_ms=frame_ms)
+                           normalize=normalize, pixel_um=pixel_um, frame_ms=frame_ms, progress=progress)
         bs = default_batch_size(model.device) if batch_size is None else check_int(batch_size, "batch_size", 1)
         inv = resolve_invariance(stim, invariance)
         return forward(model, stim, inv, bs, progress)

@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ._progress import Progress, report
 from ._units import FRAME_MS, PIXEL_UM
 
 #: a stack size within this fraction of a whole model pixel counts as that pixel: 27.5 µm × 100 is 50 pixels
@@ -90,7 +91,7 @@ def area_weights(pixel: float, first: int, n_out: int, n_in: int,
 def resample_window(arr: np.ndarray, pixel_um: Optional[tuple[float, float]], origin: tuple[int, int],
                     size: Optional[int], mean: float = 0.0, std: float = 1.0, chunk_values: int = 1 << 22,
                     frame_ms: Optional[float] = None, bins: Optional[tuple[int, int]] = None,
-                    first_frame: int = 0) -> np.ndarray:
+                    first_frame: int = 0, progress: Optional[Progress] = None) -> np.ndarray:
     """The ``size × size`` window at model pixel ``origin`` (y0, x0) of a (T, H, W) stack of ``pixel_um`` (y, x)
     µm pixels shown at ``frame_ms`` ms per frame, on the model's 55 µm, 10 ms grid, standardised: float32
     (T', size, size), ``(resampled − mean) / std``, ``T'`` = :func:`model_frame_count`.
@@ -104,7 +105,9 @@ def resample_window(arr: np.ndarray, pixel_um: Optional[tuple[float, float]], or
     (with ``frame_ms``): the model frames ``(start, stop)`` wanted (default
     all), of a movie whose frame ``first_frame`` is ``arr[0]`` (a part of a
     longer movie, read from a file: ``arr`` must hold the frames those bins
-    cover, :func:`area_weights`' rows).
+    cover, :func:`area_weights`' rows). ``progress`` is called as ``progress(0, T')`` before each chunk, so
+    that a Cancel acts during a long resampling (13.8 s for 50,000 frames of 100×100 px at 60 Hz): the work it
+    precedes reports its own progress from 0.
     """
     y0, x0 = origin
     if pixel_um is None:
@@ -121,6 +124,7 @@ def resample_window(arr: np.ndarray, pixel_um: Optional[tuple[float, float]], or
     per_model_frame = 1.0 if frame_ms is None else max(1.0, FRAME_MS / float(frame_ms))   # stack frames read
     step = max(1, int(chunk_values / (max(1, src.shape[1] * src.shape[2]) * per_model_frame)))
     for k in range(0, n_out, step):
+        report(progress, 0, n_out)
         n = min(step, n_out - k)
         if frame_ms is None:
             block = src[k:k + n].astype(np.float64)

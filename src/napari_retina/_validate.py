@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from ._progress import Progress
 from ._resample import model_frame_count, model_frame_shape, resample_window, source_window
 from ._units import FRAME_MS, PIXEL_UM
 
@@ -726,6 +727,7 @@ def as_stimulus(
     stacklevel: int = 3,
     pixel_um=None,
     frame_ms=None,
+    progress: Optional[Progress] = None,
 ) -> np.ndarray:
     """Validate, crop, resample and normalise a stimulus for a model.
 
@@ -747,7 +749,8 @@ def as_stimulus(
     :func:`normalise`; without it a float stack far from contrast units warns
     (:func:`warn_if_not_contrast`); a stack z-scored by its own statistics
     whose grey background lands off 0 warns too (:func:`warn_if_grey_moves`),
-    ``stacklevel`` counting from this function's caller.
+    ``stacklevel`` counting from this function's caller. ``progress``: called as ``progress(0, T')`` while the
+    stack is resampled (:func:`~napari_retina._resample.resample_window`), so that a Cancel acts there.
     """
     zscored = check_normalize(normalize)
     pixel = check_pixel_um(pixel_um)
@@ -764,8 +767,8 @@ def as_stimulus(
         return normalise(window, norm, zscored)
     stats = standardisation(window, norm, zscored) or (0.0, 1.0)
     if pixel is None:   # time only: the window already cut
-        return resample_window(window, None, origin, None, *stats, frame_ms=frame)
-    return resample_window(arr, pixel, origin, size, *stats, frame_ms=frame)
+        return resample_window(window, None, origin, None, *stats, frame_ms=frame, progress=progress)
+    return resample_window(arr, pixel, origin, size, *stats, frame_ms=frame, progress=progress)
 
 
 def analysed_values(arr: np.ndarray, size: Optional[int], crop: Crop, pixel_um: Optional[tuple[float, float]],

@@ -545,7 +545,7 @@ def predict(model: WrappedModel, stimulus, device: DeviceLike = None, batch_size
     model = model_on(model, device)
     cfg = model.config
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize,
-                       pixel_um=pixel_um, frame_ms=frame_ms)
+                       pixel_um=pixel_um, frame_ms=frame_ms, progress=progress)
     bs = cfg.batch_size if batch_size is None else check_int(batch_size, "batch_size", 1)
     idx = select_frames(len(stim), cfg.history)
     source = stimulus_tensor(stim)

@@ -394,13 +394,14 @@ def maps_note(asked: str, resolved: str, maps_inv: str, lazy: bool, full_bytes: 
 
 
 def _prepared(model: RetinaCNN, stimulus, crop: Crop, normalize: Normalize, pixel_um=None,
-              frame_ms=None) -> np.ndarray:
-    """The analysed window, float32 (T, size, size) contrast units (a units warning is left to the attribution)."""
+              frame_ms=None, progress: Optional[Progress] = None) -> np.ndarray:
+    """The analysed window, float32 (T, size, size) contrast units (a units warning is left to the attribution);
+    ``progress`` as for :func:`~napari_retina._validate.as_stimulus` (a Cancel acts while it is resampled)."""
     cfg = model.config
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StimulusUnitsWarning)
         return as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm,
-                           normalize=normalize, pixel_um=pixel_um, frame_ms=frame_ms)
+                           normalize=normalize, pixel_um=pixel_um, frame_ms=frame_ms, progress=progress)
 
 
 def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps: Optional[int] = None,
@@ -492,7 +493,8 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
     T = model_frame_count(int(stimulus.shape[0]), frame_ms)
     full_bytes = map_bytes(model, T, "none")
     big = full_bytes > lazy_threshold
-    stim = _prepared(model, stimulus, crop, normalize, pixel_um, frame_ms) if (big or invariance == "auto") else None
+    stim = (_prepared(model, stimulus, crop, normalize, pixel_um, frame_ms, progress) if (big or invariance == "auto")
+            else None)
     resolved = resolve_invariance(stim, invariance) if stim is not None else invariance
     map_inv = maps_invariance(invariance, resolved)
     big = big and map_bytes(model, T, map_inv) > lazy_threshold

@@ -258,7 +258,7 @@ def attribute(
         rule, steps, tol = check_quadrature(rule, steps, tol, DEFAULT_RULE)
         check_invariance(invariance)
         stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize,
-                           pixel_um=pixel_um, frame_ms=frame_ms)
+                           pixel_um=pixel_um, frame_ms=frame_ms, progress=progress)
         origin = analysed_origin(np.shape(stimulus)[1:], cfg.size, crop, pixel_um)
         idx = select_frames(len(stim), cfg.history, frames, bins_words(len(stimulus), frame_ms))
         bs = default_batch_points(model) if batch_size is None else check_int(batch_size, "batch_size", 1)

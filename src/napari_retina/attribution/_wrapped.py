@@ -132,7 +132,7 @@ def attribute_wrapped(model: WrappedModel, stimulus, cell=0, steps: Optional[int
             f"rule {rule!r} needs RetinaCNN's structure; a wrapped module takes one of {list(CAPTUM_RULES)}"
         )
     stim = as_stimulus(stimulus, history=cfg.history, size=cfg.size, crop=crop, norm=cfg.norm, normalize=normalize,
-                       pixel_um=pixel_um, frame_ms=frame_ms)
+                       pixel_um=pixel_um, frame_ms=frame_ms, progress=progress)
     origin = analysed_origin(np.shape(stimulus)[1:], cfg.size, crop, pixel_um)
     idx = select_frames(len(stim), cfg.history, frames, bins_words(len(stimulus), frame_ms))
     inv = "none" if invariance == "auto" else resolve_invariance(stim[idx[0] - cfg.history + 1 : idx[-1] + 1],
