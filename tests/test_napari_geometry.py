@@ -172,6 +172,11 @@ def test_a_scale_set_without_units_is_kept_and_read_as_ms_and_um(viewer, notes):
     w.task.wait()
     assert w.analysis.attribution.input_pixel_um == (27.5, 27.5) and w.analysis.attribution.input_frame_ms == 1000 / 60
     assert not [m for level, m in notes if level == "warning"], notes
+    # the slider steps are the maps' 10 ms bins: the plot says the stack's own frame too (a GUI audit: "frame 53"
+    # was read as the 60 Hz stack's frame, which was 31)
+    plot = trace_plot(viewer, create=False)
+    viewer.dims.set_current_step(0, 9)   # the maps' bins start at -3.33 ms: 86.67 ms, the stack's frame 5.2
+    assert plot.time_label() == "time (ms) · slider at 86.67 ms, step 9, frame 5 of 'calibrated'"
 
 
 # --------------------------------------------------------- B. transformations ---

@@ -763,13 +763,31 @@ class TracePlot(QWidget):
 
     def time_label(self) -> str:
         """The time axis' label, with where the slider is in the axis' unit and as napari's slider counts it:
-        "time (ms) · slider at 990 ms, frame 99" (the slider shows frames, the axis ms or s)."""
+        "time (ms) · slider at 990 ms, frame 99" (the slider shows frames, the axis ms or s); where the plotted
+        stimulus' own frames are not the slider's steps (a 60 Hz stack beside 10 ms maps), its frame too:
+        "step 53, frame 31 of 'stack'" (a user counting the stack's frames read the step as its frame)."""
         viewer = self.viewer
         if viewer is None:
             return f"time ({self.unit})"
-        frame = int(viewer.dims.current_step[self.time_axis])
+        step = int(viewer.dims.current_step[self.time_axis])
         at = self.cursor_time_ms / self.ms_per_unit
-        return f"time ({self.unit}) · slider at {at:.4g} {self.unit}, frame {frame}"
+        own = self._source_frame()
+        where = (f"frame {step}" if own is None or own == step
+                 else f"step {step}, frame {own} of '{self.source_layer.name}'")
+        return f"time ({self.unit}) · slider at {at:.4g} {self.unit}, {where}"
+
+    def _source_frame(self) -> Optional[int]:
+        """The plotted stimulus layer's own frame at the slider's time (its time scale and start read in ms; a
+        scale without units as ms), None without that layer in the viewer."""
+        layer, viewer = self.source_layer, self.viewer
+        if layer is None or viewer is None or layer not in viewer.layers or layer.ndim < 3:
+            return None
+        to_ms = unit_factor(layer.units[-3], "ms") or 1.0
+        frame_ms, start_ms = float(layer.scale[-3]) * to_ms, float(layer.translate[-3]) * to_ms
+        if not frame_ms > 0:
+            return None
+        frame = int(np.floor((self.cursor_time_ms - start_ms) / frame_ms + 0.5))
+        return min(max(frame, 0), int(layer.data.shape[-3]) - 1)
 
     def time_at(self, canvas_pos) -> Optional[float]:
         """World time (ms) under a canvas pixel position (x, y), or None outside every row."""
