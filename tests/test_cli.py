@@ -491,3 +491,11 @@ def test_a_stderr_that_cannot_be_written_stops_the_progress_bar_not_the_work(tmp
                 run = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=stderr, env=env)
         assert run.returncode == 0 and out.is_file(), name
         assert run.stdout.decode().startswith(f"wrote {out}: rates 20 frames")
+    # a stdout that cannot be written: the results are written, and the one line says it was stdout that failed
+    out = tmp_path / "stdout.h5"
+    with open("/dev/full", "w") as full:
+        run = subprocess.run([*cmd[:-1], str(out)], stdout=full, stderr=subprocess.PIPE, env=env)
+    assert run.returncode == 1 and out.is_file()
+    assert run.stderr.decode().strip().endswith("error: standard output cannot be written (No space left on "
+                                                "device); the files the command writes were written before its "
+                                                "summary"), run.stderr

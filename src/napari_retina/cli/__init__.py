@@ -76,6 +76,17 @@ def _joined_negative_crops(argv: list) -> list:
     return out
 
 
+def _stdout_broken() -> bool:
+    """Whether standard output cannot be written (a full disk, a closed pipe): asked, after an OSError, by
+    writing it a newline (a failed write drops what it held, so a flush alone succeeds)."""
+    try:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        return True
+    return False
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit status (0 done, 1 an output could not be written, 2 bad input or not enough
     memory for it, 130 cancelled)."""
@@ -110,6 +121,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         smaller = "; a smaller --batch-size needs less" if getattr(args, "batch_size", None) is not None else ""
         return error(f"not enough memory: {memory_sentence(exc)}{smaller}", 2)
     except OSError as exc:  # the system failed us otherwise (an I/O error): a failure, in one line
+        if _stdout_broken():   # the summary line could not be printed: say where, not a bare "[Errno 28]"
+            return error(f"standard output cannot be written ({exc.strerror or one_sentence(exc)}); the files the "
+                         "command writes were written before its summary", 1)
         return error(one_sentence(exc), 1)
     except (KeyboardInterrupt, Cancelled):
         print(f"napari-retina {args.command}: cancelled", file=sys.stderr)
