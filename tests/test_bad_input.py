@@ -314,6 +314,14 @@ def test_a_torch_tensor_that_requires_grad_or_is_bfloat16_is_read_as_its_values(
     np.testing.assert_array_equal(nr.predict(tiny, data.clone().requires_grad_(True)), want)
     np.testing.assert_array_equal(nr.predict(tiny, data.to(torch.bfloat16)),
                                   nr.predict(tiny, data.to(torch.bfloat16).float().numpy()))
+    from napari_retina.analysis import run_analysis
+
+    half = data.to(torch.bfloat16)   # every entry point, not predict alone (a review: attribute raised a TypeError)
+    want = nr.attribute(tiny, half.float().numpy(), steps=2).channels
+    np.testing.assert_array_equal(nr.attribute(tiny, half, steps=2).channels, want)
+    np.testing.assert_array_equal(run_analysis(tiny, half, steps=2, reduce=False).attribution.channels, want)
+    np.testing.assert_array_equal(nr.attribute(tiny, data.clone().requires_grad_(True), steps=2).channels,
+                                  nr.attribute(tiny, data.numpy(), steps=2).channels)
 
 
 def test_a_half_precision_model_is_refused_in_one_sentence(tiny):

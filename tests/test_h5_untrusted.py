@@ -381,7 +381,7 @@ def test_an_hdf5_file_in_use_is_said_to_be_in_use_not_damaged(tmp_path, tiny):
     try:
         assert holder.stdout.readline().strip() == b"held"
         in_use = r"it is in use: another program holds HDF5's lock on it \(open for writing\?\); close it there"
-        with pytest.raises(ValueError, match=rf"^'.*s\.h5' is not a readable HDF5 file: {in_use}"):
+        with pytest.raises(ValueError, match=rf"^'.*s\.h5' cannot be read now: {in_use}"):
             read_stimulus(tmp_path / "s.h5")
         with pytest.raises(ValueError, match=rf"^'.*a\.h5' cannot be read now: {in_use}"):
             nr.read_analysis(saved)

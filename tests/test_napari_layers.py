@@ -311,3 +311,25 @@ def test_every_trace_row_labels_a_value_besides_zero(make_napari_viewer, qtbot):
             labels = [float(text) for text in row.axis.axis._text.text]
             assert any(value != 0 for value in labels), (top, row.y_range, labels)
             assert row.y_range[1] >= top   # the whole trace still in its row
+
+
+def test_a_lazy_stack_s_limits_read_three_of_its_blocks_and_none_of_an_integer_stack():
+    """A review: the contrast limits of a store's lazy stimulus read 32 frames spread over the movie, so every
+    2048-frame block of it (all 50,000 frames, on the GUI thread), and an integer stack's too, for no limits."""
+    import dask.array as da
+
+    data = np.random.default_rng(0).normal(size=(1000, 6, 6)).astype(np.float32)
+    read = []
+
+    def counted(block, block_info=None):
+        read.append(block_info[0]["chunk-location"][0])
+        return block
+
+    lazy = da.from_array(data, chunks=(100, 6, 6)).map_blocks(counted, dtype=np.float32)
+    lim = stimulus_layer_kwargs(lazy)["contrast_limits"][1]
+    assert sorted(set(read)) == [0, 5, 9]     # the first, middle and last blocks
+    assert lim == float(np.abs(data[np.r_[np.linspace(0, 99, 8), np.linspace(500, 599, 8),
+                                          np.linspace(900, 999, 8)].astype(int)]).max())
+    read.clear()
+    ints = da.from_array((data * 10).astype(np.int16), chunks=(100, 6, 6)).map_blocks(counted, dtype=np.int16)
+    assert "contrast_limits" not in stimulus_layer_kwargs(ints) and read == []

@@ -193,8 +193,7 @@ def _serve() -> None:
     def relay(message, category, filename, lineno, file=None, line=None) -> None:   # to the parent, as a frame
         _write(answers, _frame(("warning", category.__name__, str(message))))
 
-    warnings.simplefilter("default")   # each distinct warning once, as the parent's filters would show it
-    warnings.showwarning = relay
+    warnings.showwarning = relay   # under the child's own filters (Python's defaults, as the parent's)
 
     try:
         fn = importlib.import_module(module)

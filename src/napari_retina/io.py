@@ -241,7 +241,8 @@ def _open_h5(path: Path):
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise ValueError(f"{str(path)!r} is not a readable HDF5 file: {_h5_problem(exc)}") from exc
+        what = "cannot be read now" if _h5_locked(exc) else "is not a readable HDF5 file"   # in use, not damaged
+        raise ValueError(f"{str(path)!r} {what}: {_h5_problem(exc)}") from exc
 
 
 def _h5_locked(exc: BaseException) -> bool:

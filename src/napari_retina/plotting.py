@@ -81,8 +81,9 @@ def write_figure(res: Any, path: PathLike, truth: Optional[Any] = None, recovery
       latency from the last flash (ms) against the flash period (ms), with each
       one's fitted line and slope (``present`` needs a slope in [0.5, 1.5]);
       ``latency``: onset latency (ms) against |flash contrast| (s.d.);
-      ``anticipation``: lead (µm) against bar speed (mm/s), with 0, the 10 µm
-      least lead and the lag a pure delay would give; ``reversal``: burst
+      ``anticipation``: lead (µm) against bar speed (mm/s), with 0, the least
+      lead counted (``lead_floor_um``: 27.5 µm for the 2 px bar) and the lag a
+      pure delay would give; ``reversal``: burst
       latency (ms) against reversal position (µm from the centre used), filled
       where a burst counts, with the [150, 350] ms band; ``doubling``: F2/F1
       (log scale) against bar width (µm), with F2/F1 = 1. Non-finite values

@@ -76,7 +76,7 @@ def stimulus_layer_kwargs(stimulus: np.ndarray, name: str = "stimulus", metadata
 
     Physical scale (10 ms, 55 µm, 55 µm), units, axis labels, a grey colormap
     with contrast limits symmetric about 0 (mean luminance) for float stacks; a
-    lazy (dask) stack's from :data:`LAZY_LIMIT_FRAMES` frames spread over it (napari
+    lazy (dask) stack's from frames of three of its blocks (:func:`_spread_frames`; napari
     took (0, 1) for a batch store's stimulus: its grey and its dark bar both black).
     """
     meta = {META: {"role": "stimulus", "frame_ms": FRAME_MS, "pixel_um": PIXEL_UM}}
@@ -98,16 +98,24 @@ def stimulus_layer_kwargs(stimulus: np.ndarray, name: str = "stimulus", metadata
     return kwargs
 
 
-#: frames of a lazy stack read for its contrast limits
-LAZY_LIMIT_FRAMES = 32
+#: frames of a lazy stack read for its contrast limits, from each of its first, middle and last blocks
+LAZY_LIMIT_FRAMES = 8
 
 
 def _spread_frames(stack) -> np.ndarray:
-    """Up to :data:`LAZY_LIMIT_FRAMES` frames of a lazy (T, H, W) stack, evenly spread over it, read."""
+    """A float lazy (T, H, W) stack's frames its contrast limits are read from: up to :data:`LAZY_LIMIT_FRAMES`
+    of each of its first, middle and last blocks of frames (a block is read whole: frames spread over the movie
+    read every block of it, all 50,000 frames of a store's stimulus, on the GUI thread); none of another dtype,
+    which gets no limits."""
     n = int(stack.shape[0]) if stack.ndim else 0
-    if n == 0:
-        return np.zeros((0,), np.float32)
-    return np.asarray(stack[np.unique(np.linspace(0, n - 1, min(n, LAZY_LIMIT_FRAMES)).astype(int))])
+    if n == 0 or not np.issubdtype(stack.dtype, np.floating):
+        return np.zeros((0,), stack.dtype)
+    sizes = stack.chunks[0] if getattr(stack, "chunks", None) else (n,)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    picked = sorted({0, len(sizes) // 2, len(sizes) - 1})
+    frames = np.unique(np.concatenate([np.linspace(starts[b], starts[b + 1] - 1, min(int(sizes[b]), LAZY_LIMIT_FRAMES))
+                                       for b in picked]).astype(int))
+    return np.asarray(stack[frames])
 
 
 def unit_factor(unit, target: str) -> Optional[float]:

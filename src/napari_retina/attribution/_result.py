@@ -32,8 +32,8 @@ def kept_stimulus(stim: np.ndarray, source: Any) -> np.ndarray:
     memory-mapped file opened "r") is kept as it is: it cannot change, and copying could be a whole file."""
     if not stim.flags.writeable:
         return stim
-    if isinstance(source, torch.Tensor):
-        source = source.detach().numpy() if source.device.type == "cpu" else None
+    if isinstance(source, torch.Tensor):   # a bfloat16 tensor has no NumPy view: the stimulus is a converted copy
+        source = source.detach().numpy() if source.device.type == "cpu" and source.dtype != torch.bfloat16 else None
     return stim.copy() if isinstance(source, np.ndarray) and np.shares_memory(stim, source) else stim
 
 

@@ -466,6 +466,8 @@ def set_physical_scale(layer, pixel_um=SCALE[1], frame_ms: float = SCALE[0], vie
             layer.scale = (frame_ms, y_um, x_um)
 
     keeping_frame(viewer, layer, change)
-    moved = viewer is not None and rescale_stimulus(viewer, layer, (frame_ms, y_um, x_um))
+    scale = (float(frame_ms), float(y_um), float(x_um))
+    changes = tuple(float(v) for v in layer.scale[-3:]) != scale   # the same scale again: nothing moved
+    moved = viewer is not None and changes and rescale_stimulus(viewer, layer, scale)
     layer.metadata.setdefault(META, {})["role"] = "stimulus"
     return bool(moved)

@@ -363,6 +363,8 @@ class ExperimentsWidget(Container):
         self.run_button = PushButton(text="Run", tooltip="Run the chosen experiment on the current model.")
         self.run_all_button = PushButton(text="Run all", tooltip="Run every experiment, one after the other.")
         self.task = Task("experiment run")
+        self.task.cancel_button.tooltip = ("Stop the experiment run: the experiments it finished are kept (Run all), "
+                                           "the one running is dropped.")
         self.task.close_with_dock(self)  # closing the dock cancels a run
         self.results: dict = {}
         self.truths: dict = {}
