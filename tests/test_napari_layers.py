@@ -311,6 +311,10 @@ def test_every_trace_row_labels_a_value_besides_zero(make_napari_viewer, qtbot):
             labels = [float(text) for text in row.axis.axis._text.text]
             assert any(value != 0 for value in labels), (top, row.y_range, labels)
             assert row.y_range[1] >= top   # the whole trace still in its row
+            # the row shows its range and no more: vispy read margin=0 as 0.1 absolute, so a row topping at
+            # 0.0089 spanned -0.1 to 0.11 and its trace was squashed into a twentieth of it
+            rect = row.view.camera.rect
+            np.testing.assert_allclose((rect.bottom, rect.top), row.y_range, rtol=1e-6, atol=1e-9 * top)
 
 
 def test_a_lazy_stack_s_limits_read_three_of_its_blocks_and_none_of_an_integer_stack():

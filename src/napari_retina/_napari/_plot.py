@@ -215,6 +215,8 @@ def nice_ticks(lo: float, hi: float, max_ticks: int) -> np.ndarray:
     return np.round(ticks / step) * step + 0.0  # + 0.0: no '-0' labels
 
 
+#: the relative margin of a row's camera range: none (vispy takes 0 for 0.1 absolute)
+NO_MARGIN = 1e-9
 #: half the height (px) of a y tick label (7 pt), with a pixel to spare: no tick that near a row's top
 Y_LABEL_HALF_PX = 6
 
@@ -240,7 +242,11 @@ class _Ticker(Ticker):
         lo, hi = min(a, b), max(a, b)
         length = float(np.hypot(*(np.asarray(self.axis.pos[1]) - np.asarray(self.axis.pos[0]))))
         inset = min(self.inset_px / length, 0.25) * (hi - lo) if length > 0 else 0.0
-        major = nice_ticks(lo, hi - inset, max(3, int(length // self.spacing)))
+        wanted = max(3, int(length // self.spacing))
+        major = nice_ticks(lo, hi - inset, wanted)
+        while len(major) < 2 and wanted < 12:   # a step too coarse for the room left: "0" alone, no scale
+            wanted += 1
+            major = nice_ticks(lo, hi - inset, wanted)
         frac = (major - lo) / (hi - lo) if hi > lo else np.zeros(len(major))
         if b < a:
             frac = 1 - frac
@@ -655,7 +661,9 @@ class TracePlot(QWidget):
         self._drawn_range = None
         x_range = (t_unit[0], t_unit[-1]) if len(t_unit) > 1 else (t_unit[0] - 1, t_unit[0] + 1)
         for row in self.rows:
-            row.view.camera.set_range(x=x_range, y=row.y_range, margin=0)
+            # vispy reads margin=0 as 0.1 absolute ("r * margin or 0.1"): a row of 0.01 spikes/bin spanned
+            # -0.1 to 0.11, its trace squashed into a twentieth of the row; a relative 1e-9 is none
+            row.view.camera.set_range(x=x_range, y=row.y_range, margin=NO_MARGIN)
         self._redraw()
 
     def _set_title(self, text: str) -> None:
