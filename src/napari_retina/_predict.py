@@ -17,7 +17,7 @@ from ._device import DeviceLike
 from ._frames import batches, grey_windows, select_frames
 from ._invariance import Invariance, InvarianceArg, check_invariance, resolve_invariance
 from ._progress import Progress, report
-from ._types import AnyModel, ArrayLike
+from ._types import AnyModel, ArrayLike, FrameMs, PixelUm
 from ._validate import Crop, Normalize, as_stimulus, check_finite_output, check_int
 from .first_layer import FirstLayer
 from . import _wrap
@@ -56,8 +56,8 @@ def predict(
     progress: Optional[Progress] = None,
     normalize: Normalize = False,
     invariance: InvarianceArg = "auto",
-    pixel_um=None,
-    frame_ms=None,
+    pixel_um: PixelUm = None,
+    frame_ms: FrameMs = None,
 ) -> np.ndarray:
     """Predicted firing rates of every cell, aligned to stimulus frames.
 

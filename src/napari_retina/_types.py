@@ -5,7 +5,10 @@ reader (one path, or a list of them); ``ArrayLike`` (NumPy's) an array or
 anything ``np.asarray`` turns into one; ``AnyModel`` a model the analyses accept: a
 :class:`~napari_retina.model.RetinaCNN` (loaded, trained or imported from a lab
 format) or a :class:`~napari_retina._wrap.WrappedModel` (``nr.wrap`` of your
-own module). The model classes are forward references to their modules, so
+own module). ``PixelUm`` is a stack's pixel size (µm: one number, a (y, x)
+pair, their text, or None for the model's 55 µm) and ``FrameMs`` its frame
+interval (ms: a number, its text such as "1000/60", or None for the model's
+10 ms). The model classes are forward references to their modules, so
 importing this module imports neither torch nor the model, and
 ``typing.get_type_hints`` resolves them from any module (as the dock widgets
 do, to build a parameter's widget from its hint).
@@ -14,12 +17,14 @@ do, to build a parameter's widget from its hint).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, ForwardRef, Union
+from typing import TYPE_CHECKING, ForwardRef, Optional, Sequence, Union
 
 from numpy.typing import ArrayLike
 
 PathLike = Union[str, os.PathLike]
 ReaderPaths = Union[str, list]
+PixelUm = Optional[Union[float, str, Sequence[float]]]
+FrameMs = Optional[Union[float, str]]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from ._wrap import WrappedModel
@@ -31,4 +36,4 @@ else:
     _WRAPPED_MODEL = ForwardRef("WrappedModel", module=f"{__package__}._wrap")
     AnyModel = Union[_RETINA_CNN, _WRAPPED_MODEL]
 
-__all__ = ["AnyModel", "ArrayLike", "PathLike", "ReaderPaths"]
+__all__ = ["AnyModel", "ArrayLike", "FrameMs", "PathLike", "PixelUm", "ReaderPaths"]

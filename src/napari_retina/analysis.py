@@ -42,7 +42,7 @@ from ._invariance import InvarianceArg, resolve_invariance
 from ._json import jsonable
 from ._progress import Progress, report
 from ._resample import model_frame_count
-from ._types import AnyModel, ArrayLike, PathLike
+from ._types import AnyModel, ArrayLike, FrameMs, PathLike, PixelUm
 from ._units import FRAME_MS, PIXEL_UM
 from ._validate import (Crop, Normalize, StimulusUnitsWarning, analysed_origin, as_stack, as_stimulus, check_bool,
                         check_frame_ms, check_int, check_pixel_um, file_path, one_sentence, size_text)
@@ -409,7 +409,7 @@ def run_analysis(model: AnyModel, stimulus: ArrayLike, *, cell: Cells = 0, steps
                  normalize: Normalize = False, reduce: bool = True, explain: float = reduction.DEFAULT_EXPLAIN,
                  lazy_threshold: int = LAZY_MAP_BYTES, progress: Optional[Progress] = None,
                  reduce_progress: Optional[Progress] = None, model_source: str = "", layer: str = "",
-                 pixel_um=None, frame_ms=None) -> Analysis:
+                 pixel_um: PixelUm = None, frame_ms: FrameMs = None) -> Analysis:
     """Attribute (and reduce) a stimulus the way the Analyze widget does; lazy maps for long movies.
 
     Short movies: ``nr.attribute(model, stimulus, cell=, steps=, tol=,

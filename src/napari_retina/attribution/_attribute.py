@@ -14,7 +14,7 @@ from .._invariance import Invariance, InvarianceArg, check_invariance, resolve_i
 from .._predict import callers_modes
 from .._wrap import model_on
 from .._progress import Progress, report
-from .._types import AnyModel, ArrayLike
+from .._types import AnyModel, ArrayLike, FrameMs, PixelUm
 from .._validate import (Crop, Normalize, analysed_origin, as_stimulus, bins_words, check_cells, check_finite_output,
                          check_frame_ms, check_int, check_maps_fit, check_pixel_um)
 from .._wrap import is_wrapped
@@ -128,8 +128,8 @@ def attribute(
     crop: Crop = None,
     progress: Optional[Progress] = None,
     normalize: Normalize = False,
-    pixel_um=None,
-    frame_ms=None,
+    pixel_um: PixelUm = None,
+    frame_ms: FrameMs = None,
 ) -> Attribution:
     """Integrated gradients of a cell's rate to the conv1 units, per frame.
 
