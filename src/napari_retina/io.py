@@ -32,7 +32,7 @@ import numpy as np
 from ._atomic import atomic_write, atomic_write_in_memory
 from ._json import parse_json
 from ._types import ArrayLike, PathLike
-from ._units import FRAME_MS
+from ._units import FRAME_MS, RATE_UNIT
 from ._validate import (as_rates, as_real_array, as_stack, check_cell_subset, check_reduces, file_path,
                         hz_like_rates, hz_warning, rate_table, size_text)
 
@@ -394,11 +394,12 @@ def _read_tiff(path: Path, frames: Optional[tuple[int, int]] = None,
             by_page = (frames is not None and not colour and len(shape) == 3 and len(series.pages) == shape[0]
                        and len(tif.series) == 1)
             if by_page:   # only the window's pages: a block of a long movie no longer reads all of it
-                a, b = range(shape[0])[slice(*frames)].start, range(shape[0])[slice(*frames)].stop
-                arr = (np.zeros((0, *shape[1:]), series.dtype) if b <= a
-                       else tif.asarray(key=range(a, b)).reshape(b - a, *shape[1:]))
-            elif not header:
-                too_big = _too_big(series.shape, series.dtype, path)
+                window = range(shape[0])[slice(*frames)]
+                arr = (np.zeros((0, *shape[1:]), series.dtype) if len(window) == 0
+                       else tif.asarray(key=window).reshape(len(window), *shape[1:]))
+            elif not header:   # (raised below: in here it would be read as damage)
+                too_big = _read_size_problem(int(np.prod(shape, dtype=object)) * series.dtype.itemsize,
+                                             repr(str(path)), shape, series.dtype)
                 arr = None if too_big else tif.asarray()
                 arr = arr if arr is None or frames is None else arr[slice(*frames)]
     except Exception as exc:
@@ -412,16 +413,6 @@ def _read_tiff(path: Path, frames: Optional[tuple[int, int]] = None,
     if too_big:   # a valid file too large to read: said as such, not as damage
         raise ValueError(too_big)
     return arr, colour, shape
-
-
-def _too_big(shape: tuple, dtype: np.dtype, path: Path) -> str:
-    """:func:`_check_read_size`'s sentence for reading the whole of an array of ``shape``/``dtype`` from ``path``,
-    "" when it fits."""
-    try:
-        _check_read_size(int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize, repr(str(path)), shape, dtype)
-    except ValueError as exc:
-        return str(exc)
-    return ""
 
 
 def _read_h5_stimulus(path: Path, key: Optional[str]) -> np.ndarray:
@@ -468,13 +459,22 @@ def h5_read_limit() -> tuple[int, str]:
     return int(have * H5_READ_MEMORY_SHARE), f"{H5_READ_MEMORY_SHARE:.0%} of this machine's {size_text(have)} memory"
 
 
-def _check_read_size(need: int, what: str, shape: tuple, dtype: np.dtype) -> None:
-    """A ValueError naming ``what`` (a dataset, a file) when reading ``need`` bytes (an array of ``shape`` and
-    ``dtype``) would take more memory than :func:`h5_read_limit` allows; one limit for HDF5, .npy and TIFF."""
+def _read_size_problem(need: int, what: str, shape: tuple, dtype: np.dtype) -> str:
+    """The sentence naming ``what`` (a dataset, a file, frames of one) when reading ``need`` bytes (of an array of
+    ``shape`` and ``dtype``) would take more memory than :func:`h5_read_limit` allows, "" when it fits; one limit
+    for HDF5, .npy and TIFF."""
     limit, why = h5_read_limit()
-    if need > limit:
-        raise ValueError(f"{what} would take {size_text(need)} in memory (shape {tuple(shape)}, dtype {dtype}), "
-                         f"more than the {size_text(limit)} one read may take ({why})")
+    if need <= limit:
+        return ""
+    return (f"{what} would take {size_text(need)} in memory (shape {tuple(shape)}, dtype {dtype}), more than the "
+            f"{size_text(limit)} one read may take ({why})")
+
+
+def _check_read_size(need: int, what: str, shape: tuple, dtype: np.dtype) -> None:
+    """:func:`_read_size_problem`'s sentence as a ValueError."""
+    problem = _read_size_problem(need, what, shape, dtype)
+    if problem:
+        raise ValueError(problem)
 
 
 def _h5_source_text(dataset) -> str:
@@ -1053,10 +1053,6 @@ def write_results(path: PathLike, results: Mapping[str, Any]) -> Path:
     if suffix in HDF5_SUFFIXES:
         return _atomic_h5(path, lambda h5: _write_group(h5, results))
     return atomic_write(path, lambda tmp: _write_npz(tmp, _flatten(results)))
-
-
-#: the unit of the rates, responses and attributions in the traces CSV's column names
-RATE_UNIT = "spikes per 10 ms bin"
 
 
 def trace_columns(attr: "Attribution", red: Optional["Reduction"] = None) -> dict[str, np.ndarray]:

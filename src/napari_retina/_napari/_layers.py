@@ -34,7 +34,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .._units import FRAME_MS, PIXEL_UM
+from .._units import FRAME_MS, PIXEL_UM, RATE_UNIT
 from ..metrics import map_limit
 
 SCALE = (FRAME_MS, PIXEL_UM, PIXEL_UM)
@@ -61,7 +61,7 @@ reduced circuit's (a grey line), so their lines run inside it where they follow 
 29 % lightness over the plot's background, 6 %) to read as darker than the reduced circuit's grey (64 %): at
 0.35 both read as the same grey."""
 CURSOR_COLOR = "#ffff00"
-MAP_UNIT = "spikes per 10 ms bin"
+MAP_UNIT = RATE_UNIT
 """Unit of the maps (and traces): the model's rate units."""
 MAP_LEGEND = ("Maps: attribution per first-layer unit in {unit}, colour bar ±{limit:.3g}{bar}, the same for "
               "every channel: a channel's colour raises the cell's rate, its complementary colour lowers it; "
