@@ -745,6 +745,39 @@ def test_doubling_rejects_one_full_wave_rectifier_after_pooling():
     assert max(out["f2_f1_per_width"]) <= 1.0 / doubling.F1_FLOOR_SHARE + 1e-6 and out["present"] is False
 
 
+def test_doubling_rejects_a_cell_with_a_null_position():
+    """One centre (σ 1 px) feeding a rectified ON output (50 ms, sustained) and half as much of a rectified OFF one
+    (80 ms, rebound 0.6): F2/F1 rises 3.1 → 8.9 as the bars narrow and passed every other clause, but its linear
+    drive, F1 and F2 vanish together at the phase that centres a bar edge on the cell (Hochstein & Shapley's null
+    position, an X cell's mark): F2 there is 0 where a Y cell's is as large as at any phase."""
+    from napari_retina.synthetic import temporal_filter
+    yy, xx = np.mgrid[0:50, 0:50] - 24.5
+    centre = np.exp(-0.5 * (xx ** 2 + yy ** 2))
+    centre /= centre.sum()
+
+    def softplus(x):
+        return np.logaddexp(0.0, 8.0 * x - 6.0)
+
+    def respond(s):
+        drive = np.tensordot(s.astype(np.float64), centre, axes=([1, 2], [0, 1]))
+        r = (softplus(np.convolve(drive, temporal_filter(5, 0.0))[:len(drive)])
+             + 0.5 * softplus(-np.convolve(drive, temporal_filter(8, 0.6))[:len(drive)]))
+        r[:39] = np.nan
+        return r
+
+    out = run_function("doubling", respond).readout
+    assert out["f2_f1_per_width"][-1] > 2.0 * out["f2_f1_per_width"][0] and out["f2_f1"] > 1.0
+    assert max(out["null_f2_share"]) < 1e-3, out["null_f2_share"]
+    assert out["present"] is False
+    assert len(out["unmet"]) == 1 and out["unmet"][0].startswith("F2 at the phase of least F1"), out["unmet"]
+
+
+def test_doubling_null_share_of_pooled_rectified_subunits_is_near_one():
+    """Pooled rectified subunits have no null position: F2 at the phase of least F1 is within 10% of the largest."""
+    out = run_function("doubling", CELLS["rectified subunits"]).readout
+    assert min(out["null_f2_share"]) > 0.9, out["null_f2_share"]
+
+
 def test_doubling_keeps_a_truth_whose_f1_vanishes_at_the_narrowest_bars():
     """The version-2 truth's shape (cell 0): F1 3.9 / 0.19 / 1e-5 and F2 4.4 / 2.3 / 0.18 spikes/bin at 8 / 4 / 2 px.
     Its index at 2 px is the floor's 1000 (16,600 before), still a rise."""

@@ -32,7 +32,11 @@ bar_widths_px, phases_px : lists, per condition. f1, f2 : lists, amplitudes of t
     holds the onset transient). noise : list, per condition, the amplitude between
     the harmonics over the same cycles (:func:`harmonics`): ~0 for a response that
     repeats every cycle, the single trial's noise for a recorded one.
-widths_px : the bar widths, widest first; f2_f1_per_width : per width, max over
+widths_px : the bar widths, widest first; null_f2_share : per width, F2 at the phase of least
+    F1 over the largest F2 at that width (Hochstein & Shapley's null test: ~0 for a cell that pools before
+    its nonlinearity, whose F1 and F2 vanish together at the null phase; ~1 for pooled rectified
+    subunits, whose F2 does not depend on the phase); NaN where F1 or F2 is, or every F2 is 0.
+f2_f1_per_width : per width, max over
     phases of F2 / max over phases of F1 (the nonlinearity index), F1 floored first
     at ``F1_FLOOR_SHARE`` (a thousandth) of that F2, at the width's noise between
     the harmonics and at ``F1_FLOOR`` (1e-9), so the index is at most 1000: a
@@ -49,10 +53,13 @@ present : the literature criterion (Hochstein & Shapley 1976: in a cell that poo
     as the bars narrow, rises at least ``MIN_RISE`` (2×) from the widest to the
     narrowest, exceeds 1 at the narrowest, where F2 is at least ``MIN_F2``
     (0.1 spikes/bin) and ``MIN_F2_SNR`` (4) times the noise between the harmonics
-    (docs/EXPERIMENTS.md). Without that last clause Poisson noise passed in 8 of
-    120 trials; with it, none. Before the F1 floor (2026-12-07) a cell with one
+    (docs/EXPERIMENTS.md), and where F2 at the phase of least F1 (the null phase) is at least
+    ``NULL_F2_SHARE`` (0.5) of the largest F2 (a Y cell has no null position). Without the noise clause
+    Poisson noise passed in 8 of 120 trials; with it, none. Before the F1 floor (2026-12-07) a cell with one
     full-wave rectifier after pooling (F1 at round-off at every width) passed in
-    4 of 60 variants, as round-off fell.
+    4 of 60 variants, as round-off fell. Before the null clause (2026-12-08) a cell with one centre (σ 1 px)
+    feeding a rectified ON and a rectified OFF output passed (F2/F1 3.1 → 8.9) with F2 0 at the null phase at
+    every width: 4 of 4,320 two-pathway cells of an audit's grid, all of that shape.
 """
 
 from __future__ import annotations
@@ -74,10 +81,12 @@ DEFAULTS = {"bar_width": None, "period": 20, "cycles": 4, "contrast": 1.0, "phas
 
 #: the unit of each readout key (:data:`~.base.READOUT_UNITS`; the Experiments dock shows it after the key)
 UNITS = {"bar_widths_px": "px", "phases_px": "px", "f1": "spikes/bin", "f2": "spikes/bin", "noise": "spikes/bin",
-         "widths_px": "px", "f2_f1_per_width": "dimensionless", "f2_per_width": "spikes/bin",
+         "widths_px": "px", "null_f2_share": "dimensionless", "f2_f1_per_width": "dimensionless",
+         "f2_per_width": "spikes/bin",
          "noise_per_width": "spikes/bin", "f2_f1": "dimensionless", "present": "", "unmet": ""}
 #: why a readout value is NaN, as the docs say (the module docstring)
-NAN_REASONS = {"f2_f1_per_width": "F1 or F2 is NaN", "f2_f1": "F1 or F2 is NaN at the narrowest bars"}
+NAN_REASONS = {"null_f2_share": "F1 or F2 is NaN, or F2 is 0 at every phase", "f2_f1_per_width": "F1 or F2 is NaN",
+               "f2_f1": "F1 or F2 is NaN at the narrowest bars"}
 
 #: criterion constants of ``present`` (see the module docstring)
 MIN_WIDTHS = 2
@@ -89,6 +98,9 @@ FALL_TOLERANCE = 0.9
 #: an F1 cancelled to float round-off (~1e-17) made ratios of 1e16 that round-off decided
 F1_FLOOR_SHARE = 1e-3
 F1_FLOOR = 1e-9                # spikes per 10 ms bin: where F2 and the noise are 0 too
+#: at the narrowest bars, F2 at the phase of least F1 over the largest F2 (Hochstein & Shapley's null test); the
+#: truths (versions 2-6, cells 0-3) read 0.83-1.0 at every width, a cell that pools before its rectifiers 0
+NULL_F2_SHARE = 0.5
 
 
 def default_widths(size: int) -> list:
@@ -159,6 +171,16 @@ def harmonics(trace: np.ndarray, start: int, period: int, n_cycles: int) -> tupl
     return float(amp[n_cycles]), float(amp[2 * n_cycles]), noise
 
 
+def null_share(f1: Sequence[float], f2: Sequence[float]) -> float:
+    """F2 at the phase of least F1 over the largest F2, of one bar width's phases (``f1``, ``f2``: amplitudes per
+    phase, spikes per bin): Hochstein & Shapley's null test, ~0 for a cell with a null position (linear pooling
+    before its nonlinearities), ~1 for pooled rectified subunits. NaN when any amplitude is NaN or every F2 is 0."""
+    a, b = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    if a.size == 0 or not (np.isfinite(a).all() and np.isfinite(b).all()) or b.max() <= 0.0:
+        return float("nan")
+    return float(b[np.argmin(a)] / b.max())
+
+
 def readout(response: np.ndarray, conditions: list) -> dict:
     """Frequency-doubling readout of a (T,) response; see the module docstring for the keys."""
     f1, f2, noise = [], [], []
@@ -169,10 +191,11 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         noise.append(e)
     widths = [c.get("bar_width", float("nan")) for c in conditions]
     width_list = sorted(set(widths), reverse=True)
-    ratios, peaks, floors = [], [], []
+    ratios, peaks, floors, nulls = [], [], [], []
     for w in width_list:
         m1 = finite_max([a for a, v in zip(f1, widths) if v == w])
         m2 = finite_max([b for b, v in zip(f2, widths) if v == w])
+        nulls.append(null_share([a for a, v in zip(f1, widths) if v == w], [b for b, v in zip(f2, widths) if v == w]))
         floor = float(np.sqrt(np.mean([e ** 2 for e, v in zip(noise, widths) if v == w])))
         # F1 cannot be told from 0 below the noise between the harmonics, nor below a thousandth of F2 (float
         # round-off of a cancelled F1 is ~1e-17); NaN stays NaN
@@ -182,6 +205,7 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         floors.append(floor)
     ratio = ratios[-1] if ratios else float("nan")
     narrow_f2 = peaks[-1] if peaks else float("nan")
+    narrow_null = nulls[-1] if nulls else float("nan")
     with np.errstate(divide="ignore", invalid="ignore"):   # x/0: inf, 0/0: NaN, as the clauses read them
         rise = float(np.divide(ratio, ratios[0])) if ratios else float("nan")
         snr = float(np.divide(narrow_f2, floors[-1])) if floors else float("nan")
@@ -198,9 +222,12 @@ def readout(response: np.ndarray, conditions: list) -> dict:
         f"F2 ≥ {MIN_F2:g} spikes/bin at the narrowest bars (here {narrow_f2:.3g})": narrow_f2 >= MIN_F2,
         f"F2 ≥ {MIN_F2_SNR:g}× the noise between the harmonics there (here {snr:.3g}×)":
             bool(peaks) and narrow_f2 >= MIN_F2_SNR * floors[-1],
+        f"F2 at the phase of least F1 there ≥ {NULL_F2_SHARE:g}× the largest F2 (no null position; here "
+        f"{narrow_null:.3g}×)": narrow_null >= NULL_F2_SHARE,
     }
     failed = unmet(clauses)
     return {"bar_widths_px": widths, "phases_px": [c["phase"] for c in conditions], "f1": f1, "f2": f2,
-            "noise": noise, "widths_px": width_list, "f2_f1_per_width": ratios, "f2_per_width": peaks,
+            "noise": noise, "widths_px": width_list, "null_f2_share": nulls, "f2_f1_per_width": ratios,
+            "f2_per_width": peaks,
             "noise_per_width": floors, "f2_f1": ratio, "present": not failed, "unmet": failed}
 
