@@ -179,6 +179,24 @@ def test_a_result_added_again_stays_where_it_was(viewer):
     assert {name: tuple(viewer.layers[name].translate) for name in maps} == maps
 
 
+def test_add_layers_moves_the_slider_to_the_largest_response_among_the_attributed_frames():
+    """An experiment attributes frames near its events only (anticipation: 287 of 4,726); the rate's peak fell
+    between them, on a frame whose maps are NaN: the canvas showed a colour bar over no map."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    rates = np.zeros((100, 2))
+    rates[40, 0], rates[60, 0] = 9.0, 5.0                 # the peak at frame 40, attributed frames 50-70
+    channels = np.full((100, 8), np.nan)
+    channels[50:71] = 1.0
+    result = SimpleNamespace(rates=rates, cells=[0], attribution=SimpleNamespace(channels=channels))
+    layer = SimpleNamespace(translate=(1000.0, 0.0, 0.0), scale=(10.0, 55.0, 55.0))
+    assert _widgets.experiments.peak_time_ms(result, layer) == 1000.0 + 60 * 10.0
+    none = SimpleNamespace(rates=rates, cells=[0], attribution=SimpleNamespace(channels=np.full((100, 8), np.nan)))
+    assert _widgets.experiments.peak_time_ms(none, layer) == 1000.0 + 40 * 10.0   # nothing attributed: the rate's
+
+
 def test_the_readout_table_says_each_row_s_unit(viewer, notes):
     """A visual audit: rows such as peak_before, noise, slope and r2 said no unit (only keys ending _ms or _px
     did)."""

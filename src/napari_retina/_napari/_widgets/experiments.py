@@ -263,9 +263,16 @@ def stack_below(viewer, layers: list) -> None:
 
 def peak_time_ms(result, stimulus_layer) -> float:
     """World time (ms) of ``result``'s largest response (its analysed cells' summed rate) on ``stimulus_layer``,
-    the layer its stimulus was shown as; the layer's first frame when no rate is finite."""
+    the layer its stimulus was shown as, among the frames it attributed (an experiment attributes frames near its
+    events only, 287 of anticipation's 4,726: the rate's peak fell between them and the maps there were blank);
+    among all frames when it attributed none; the layer's first frame when no rate is finite."""
     rates = np.asarray(result.rates, np.float64)
     summed = rates[:, list(result.cells)].sum(axis=1) if result.cells else rates.sum(axis=1)
+    attribution = getattr(result, "attribution", None)
+    if attribution is not None:
+        mapped = np.isfinite(np.asarray(attribution.channels, np.float64)).all(axis=1)
+        if len(mapped) == len(summed) and np.isfinite(summed[mapped]).any():
+            summed = np.where(mapped, summed, np.nan)
     frame = int(np.nanargmax(summed)) if np.isfinite(summed).any() else 0
     return float(stimulus_layer.translate[0] + frame * stimulus_layer.scale[0])
 
