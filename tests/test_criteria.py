@@ -566,7 +566,46 @@ def test_latency_rejects_a_threshold_that_moves_the_onset_but_not_the_peak(cell)
     out = run_function("latency", ln_cell(*cell[:6], relu_theta=cell[6])).readout
     assert out["latency_range_ms"] >= 20.0 and abs(out["peak_shift_ms"]) < 1.0
     assert [text.split(" (here ")[0] for text in out["unmet"]] == [
-        "the response's peak comes ≥ 10 ms earlier for the strongest responding flash than for the weakest"]
+        "the response's peak comes ≥ 10 ms earlier for the strongest responding flash than for the weakest, "
+        "besides its largest step"]
+
+
+def _centre_cell(pathways, sigma):
+    """A cell with one Gaussian centre (``sigma`` px) and no subunits: the sum over ``pathways`` (weight, sign,
+    filter peak in frames, rebound) of weight · softplus(4 · sign · filtered centre drive); NaN before frame 39."""
+    from napari_retina.synthetic import temporal_filter
+    yy, xx = np.mgrid[0:50, 0:50] - 24.5
+    centre = np.exp(-0.5 * (xx ** 2 + yy ** 2) / sigma ** 2)
+    centre /= centre.sum()
+
+    def respond(s):
+        drive = np.tensordot(s.astype(np.float64), centre, axes=([1, 2], [0, 1]))
+        r = sum(w * np.logaddexp(0.0, 4.0 * sign * np.convolve(drive, temporal_filter(peak, rebound))[:len(drive)])
+                for w, sign, peak, rebound in pathways)
+        r[:39] = np.nan
+        return r
+
+    return respond
+
+
+def test_latency_rejects_a_peak_that_moves_in_one_jump_between_two_pathways():
+    """An audit's grid (2026-12-08): an ON cell summing a transient 80 ms pathway and twice a sustained 130 ms one
+    answers a dark flash with its rebounds. Its onset falls 217 -> 156 ms smoothly (every onset clause holds) and its
+    peak 'shifts' 117 ms, but only by jumping from the late lobe (343, 337, ..., 347 ms) to the early one (226 ms):
+    besides that step, the peak comes later. The truths' peaks jump too (versions 4-6, from the weakest flash to
+    the next) and fall 23-45 ms besides."""
+    out = run_function("latency", _centre_cell([(1.0, 1, 8.0, 0.6), (2.0, 1, 13.0, 0.3)], 2.0)).readout
+    assert out["latency_range_ms"] > 60.0 and out["peak_shift_ms"] > 100.0 and out["graded_peak_shift_ms"] < 0.0
+    assert [text.split(" (here ")[0] for text in out["unmet"]] == [
+        "the response's peak comes ≥ 10 ms earlier for the strongest responding flash than for the weakest, "
+        "besides its largest step"]
+
+
+def test_latency_keeps_an_on_off_cell_whose_peak_falls_in_steps():
+    """ON/OFF convergence codes latency (Gollisch & Meister 2008's own models): an ON 50 ms pathway plus half an
+    OFF 120 ms one, onset 92 -> 45 ms, peak 154 -> 125 ms in steps of at most 3.6 ms."""
+    out = run_function("latency", _centre_cell([(1.0, 1, 5.0, 0.0), (0.5, -1, 12.0, 0.0)], 2.0)).readout
+    assert out["graded_peak_shift_ms"] > 20.0 and out["present"] is True
 
 
 def test_anticipation_rejects_an_off_cell_whose_biphasic_filter_leads_the_bar_centre_only():
@@ -595,6 +634,18 @@ def test_anticipation_criterion_still_passes_one_biphasic_off_cell():
     out = run_function("anticipation", cell).readout
     assert out["present"] is True and np.allclose(out["lead_um_per_speed"], [42.7, 30.8], atol=0.5)
     assert [run_function(name, cell).readout["present"] for name in ("osr", "latency", "doubling")] == [False] * 3
+
+
+def test_anticipation_rejects_a_biphasic_off_cell_by_its_rate_not_its_lead():
+    """The loophole is a family (an audit, 2026-12-08: 37 of 1,250 OFF cells at output gains 8-16): a 50 ms OFF
+    filter with a rebound of half its peak and a 4 px centre leads by 167 and 112 um, beyond version 6's 91-95 um.
+    At gain 4 only the moving bar's 0.5 spikes/bin floor rejects it; at gain 8 it passes (docs/EXPERIMENTS.md)."""
+    weak = run_function("anticipation", ln_cell("OFF", 5.0, 0.5, 4.0, gain=4.0, relu_theta=0.0)).readout
+    strong = run_function("anticipation", ln_cell("OFF", 5.0, 0.5, 4.0, gain=8.0, relu_theta=0.0)).readout
+    for out in (weak, strong):
+        assert np.allclose(out["lead_um_per_speed"], [166.8, 111.6], atol=0.5)
+    assert len(weak["unmet"]) == 1 and weak["unmet"][0].startswith("the moving bar answered ≥ 0.5 spikes/bin")
+    assert strong["present"] is True
 
 
 def test_anticipation_lead_floor_follows_the_bar_width():
