@@ -511,3 +511,15 @@ def test_the_umask_is_read_without_being_changed(monkeypatch):
         assert _atomic._umask() == 0o027 and calls == []
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_a_written_file_has_the_mode_a_new_file_would_have(tmp_path, mask):
+    """The temporary file is made by mkstemp (mode 0600: the owner's only); before it is renamed into place it
+    gets 0666 less the umask, as ``open(path, "w")`` would give it: 0644 under umask 022, 0600 under 077."""
+    old = os.umask(mask)
+    try:
+        path = atomic_write(tmp_path / "a.bin", lambda tmp: Path(tmp).write_bytes(b"x"))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -168,6 +168,10 @@ def test_units_statistics_are_exact_and_chunked():
     raw = rng.integers(0, 256, (31, 7, 5), dtype=np.uint8)
     assert mean_std(raw, 50) == pytest.approx((raw.mean(), raw.std()), rel=1e-12)
     assert mean_std(np.full((9, 4, 4), 7.25, np.float32), 20) == (7.25, 0.0)
+    # values far from 0 (1e6 + N(0, 1)): the one-pass variance is taken about a shift near the mean, or it is lost
+    # to cancellation (sums of squares of 1e12 leave a variance of 1 under float64's rounding of them)
+    far = 1e6 + rng.standard_normal((40, 9, 9))
+    assert mean_std(far, 200) == pytest.approx((far.mean(), far.std()), rel=1e-9)
 
 
 @pytest.mark.parametrize("text", ["--3,4", "3,²", "3,+-4", "3.0,4"])

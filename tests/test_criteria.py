@@ -155,6 +155,14 @@ def test_latency_rejects(why, frames_of):
     assert out["present"] is False, why
 
 
+def test_latency_range_is_negative_when_latency_grows_with_contrast():
+    """``latency_range_ms`` is the weakest responding flash's onset minus the strongest's, signed: a curve that
+    rises 0.4 frames per unit of contrast reads -38 ms, not a 38 ms code."""
+    proto = protocol(latency)
+    out = latency.readout(latency_response(proto, lambda a: 6.0 + 0.4 * a), proto.conditions)
+    assert out["latency_range_ms"] == pytest.approx(-38.0, abs=1.5) and out["present"] is False
+
+
 @pytest.mark.parametrize("gain,present", [(0.8, False), (1.02, True)])
 def test_latency_counts_no_flash_answered_under_the_floor(gain, present):
     """A helper's audit (2026-12-07): the shipped model's latency coding in cells 2 and 3 rested on the -0.5

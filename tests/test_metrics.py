@@ -164,6 +164,8 @@ def test_spearman_drops_nonfinite_pairs_and_needs_three():
     ok = np.isfinite(x) & np.isfinite(y)
     assert M.spearman(x, y) == pytest.approx(stats.spearmanr(x[ok], y[ok]).statistic, rel=1e-12)
     assert np.isnan(M.spearman([1.0, 2.0, np.nan], [1.0, 2.0, 3.0]))            # two finite pairs
+    three = ([1.0, 2.0, 3.0, np.nan], [2.0, 1.0, 7.0, 4.0])                      # three: a number, as scipy's
+    assert M.spearman(*three) == pytest.approx(stats.spearmanr([1.0, 2.0, 3.0], [2.0, 1.0, 7.0]).statistic, rel=1e-12)
 
 
 def test_spearman_of_a_constant_series_is_nan(no_warnings):

@@ -70,6 +70,21 @@ def test_an_integer_stack_is_z_scored_at_its_own_pixels_then_averaged():
     assert 0.4 < got.std() < 0.6   # white noise averaged 2 × 2 keeps half its std; z-scoring after would undo it
 
 
+def test_every_chunk_of_a_long_stack_is_resampled_and_standardised():
+    """resample_window works a chunk of about ``chunk_values`` values at a time (4 M by default: no test stack
+    reached a second chunk); with chunks of 2 frames every chunk is the float64 reference's, standardised and
+    averaged, at 27.5 µm pixels and at a 60 Hz frame interval."""
+    from napari_retina._resample import resample_window
+
+    stack = (100 + 30 * np.random.default_rng(4).standard_normal((25, 8, 8))).astype(np.float32)
+    mean, std = 100.0, 30.0
+    got = resample_window(stack, (27.5, 27.5), (0, 0), 4, mean=mean, std=std, chunk_values=2 * 64)
+    np.testing.assert_allclose(got, _block_means((stack - mean) / std, 2), rtol=0, atol=1e-5)
+    timed = resample_window(stack, None, (0, 0), None, mean=mean, std=std, chunk_values=64, frame_ms=20.0)
+    ref = (np.repeat(stack.astype(np.float64), 2, axis=0) - mean) / std        # 20 ms frames: two 10 ms bins each
+    np.testing.assert_allclose(timed, ref, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("value, expected", [(27.5, (27.5, 27.5)), ("20, 25", (20.0, 25.0)), ([30, 40], (30.0, 40.0)),
                                              (55, None), ("55", None), (None, None), (np.float32(27.5), (27.5, 27.5))])
 def test_pixel_um_reads_a_number_a_pair_or_their_text(value, expected):
