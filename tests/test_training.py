@@ -225,6 +225,29 @@ def test_a_constant_training_stimulus_is_refused(value, dtype, tmp_path):
         nr.train(write_h5(tmp_path / "c.h5", flat, counts), config=tiny_config())
 
 
+def test_progress_never_passes_its_total_and_ends_there(monkeypatch):
+    """Each epoch shifts its grid of blocks by a random offset, which can add a batch: progress went past its
+    total (89 of 88, an audit's 6,000-frame run). Over seeds, with 4 blocks of 16 windows per batch: never
+    past the total, never back, and at the total at the end; also when early stopping ends the run at its second
+    epoch (the held-out loss never improves, patience 1)."""
+    stim, counts, _ = ln_data(frames=618)   # 573 fit windows: 36 blocks of 16, 37 (10 batches of 4) when shifted >= 4
+    for seed in range(2):
+        calls = []
+        nr.train((stim, counts), config=tiny_config(), epochs=2, batch_size=64, blocks_per_batch=4, seed=seed,
+                 progress=lambda d, t: calls.append((d, t)))
+        done = [d for d, _ in calls]
+        assert len({t for _, t in calls}) == 1 and max(done) <= calls[0][1], (seed, calls[-3:])
+        assert done == sorted(done) and done[-1] == calls[0][1], (seed, calls[-3:])
+    from napari_retina import training
+
+    entry = training._heldout_entry
+    monkeypatch.setattr(training, "_heldout_entry", lambda *a, **k: {**entry(*a, **k), "heldout_loss": 1.0})
+    calls = []
+    nr.train((stim, counts), config=tiny_config(), epochs=4, batch_size=64, patience=1,
+             progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1][0] == calls[-1][1] and calls[-2][0] < calls[-1][1]   # stopped after epoch 2, at the total
+
+
 def test_progress_and_cancel_leave_no_half_written_checkpoint(tmp_path):
     stim, counts, _ = ln_data(frames=500)
     calls = []

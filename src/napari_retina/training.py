@@ -693,7 +693,11 @@ def _fit(run: _Run, tc: TrainConfig, progress: Optional[Progress], log: Optional
     an epoch without improvement for early stopping and the learning rate.
     """
     n_fit = run.fit_hi - run.fit_lo + 1
-    total = tc.epochs * math.ceil(n_fit / (run.per_block * tc.blocks_per_batch))
+    # an epoch's grid shifted by up to per_block - 1 windows can hold one block, and so one batch, more than
+    # n_fit / per_block: progress counts that many per epoch (it went past its total, 89 of 88), each epoch's
+    # count ends at its share, and an early stop reports the total
+    per_epoch = math.ceil(math.ceil((n_fit + run.per_block - 1) / run.per_block) / tc.blocks_per_batch)
+    total = tc.epochs * per_epoch
     done = 0
     report(progress, 0, total)
     best = (math.inf, None, -1)
@@ -701,6 +705,9 @@ def _fit(run: _Run, tc: TrainConfig, progress: Optional[Progress], log: Optional
     unusable = None                    # (epoch, why) of the last epoch whose weights were not all finite
     for epoch in range(1, tc.epochs + 1):
         train_loss, done = _epoch(run, tc, progress, done, total)
+        if done < epoch * per_epoch:
+            done = epoch * per_epoch
+            report(progress, done, total)
         if tc.recalibrate:
             _recalibrate_bn(run.model, run.stim_dev, run.calib_starts, run.per_block, tc.blocks_per_batch,
                             run.fit_lo, run.fit_hi)
@@ -730,6 +737,8 @@ def _fit(run: _Run, tc: TrainConfig, progress: Optional[Progress], log: Optional
             f"training diverged (lr {tc.lr}): no epoch ended with finite weights and a finite held-out loss; after "
             f"epoch {unusable[0]}, {unusable[1]}; lower the learning rate or check the data for extreme values"
         )
+    if done < total:   # stopped early: the training is done
+        report(progress, total, total)
     return best
 
 
