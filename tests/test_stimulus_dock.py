@@ -257,3 +257,18 @@ def test_parameter_tooltips_read_as_text_not_as_restructuredtext(viewer):
     assert "n_flashes-th" in seen["flash_train.omit"]
     marked = {k: v for k, v in seen.items() if "``" in (v or "") or ":func:" in (v or "") or ":data:" in (v or "")}
     assert not marked
+
+
+def test_parameter_tooltips_say_what_a_frame_or_a_pixel_is_in_time_and_on_the_retina(viewer):
+    """The labels keep the generators' units (frames, px, px/frame); a tooltip that said "pixels per frame (> 0)"
+    left the user to work out that 1 px/frame is 5.5 mm/s on the retina (a GUI audit)."""
+    widget = _widgets.StimulusWidget(viewer)
+    seen = {}
+    for name in widget.generator.choices:
+        widget.generator.value = name
+        seen.update({f"{name}.{w.name}": w.tooltip for w in widget.params})
+    assert seen["moving_bar.speed"].endswith("(1 px/frame = 5.5 mm/s on the retina)")
+    assert seen["flash_train.duration"].endswith("(1 frame = 10 ms)")
+    assert seen["flash_train.size"].endswith("(1 px = 55 µm on the retina)")
+    unitless = {k: v for k, v in seen.items() if k.endswith((".seed", ".intensity"))}
+    assert unitless and not any("on the retina" in v or "= 10 ms" in v for v in unitless.values())

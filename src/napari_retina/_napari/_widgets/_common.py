@@ -25,6 +25,8 @@ from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtGui import QPalette
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
+from ...attribution import DEFAULT_TOL
+from ..._units import FRAME_MS, PIXEL_UM
 from .. import _exit
 from .._docking import dock_of, docked_in, vertical_scroll
 from .._framing import keeping_frame
@@ -110,11 +112,11 @@ PARAMETER_HELP: dict[str, tuple[Optional[str], str]] = {
     "steps": ("α points; 0: adaptive", "A fixed number of quadrature points along the integrated-gradients "
                                        "path from the grey baseline to the stimulus; more points, smaller "
                                        "completeness error, longer run. 0 (the default): refine each frame "
-                                       "until tol."),
+                                       f"until tol ({DEFAULT_TOL:g} in a dock without a tol box)."),
     "tol": ("relative error", "Accuracy asked of the attribution when steps is 0: each frame's quadrature is refined "
                               "until its completeness error is within tol of the largest |response| and the maps' "
-                              "estimated error within tol of the largest map (1e-3 by default); smaller is more "
-                              "accurate and slower."),
+                              f"estimated error within tol of the largest map ({DEFAULT_TOL:g} by default); "
+                              "smaller is more accurate and slower."),
     "invariance": (None, "Which spatial axes are summed out of the maps: 'auto' picks the most specific the "
                          "stimulus allows (full field → 'space', bars → 'y'); 'none' keeps full (y, x) maps."),
     "crop": (None, "How a stack larger than the model's field is cut: 'none' (sizes must match), 'center', "
@@ -147,6 +149,10 @@ STIMULUS_UNITS = {
     "seed": "integer", "alpha": "exponent", "grey": "probability",
 }
 """Units of the ``nr.stimuli`` generators' parameters (1 frame = 10 ms, 1 px = 55 µm, contrast units)."""
+ON_THE_RETINA = {"frames": f"1 frame = {FRAME_MS:g} ms", "px": f"1 px = {PIXEL_UM:g} µm on the retina",
+                 "px/frame": f"1 px/frame = {PIXEL_UM / FRAME_MS:g} mm/s on the retina"}
+"""What a stimulus parameter's model unit is in time or on the retina, for its tooltip (the label keeps the unit the
+generator takes)."""
 
 
 def docstring_parameters(func: Callable) -> dict[str, str]:
@@ -191,8 +197,9 @@ def parameter_help(func: Callable, name: str) -> tuple[Optional[str], str]:
     """(unit, tooltip) of ``func``'s parameter ``name``: :data:`PARAMETER_HELP`, else the docstring."""
     if name in PARAMETER_HELP:
         return PARAMETER_HELP[name]
-    text = docstring_parameters(func).get(name, "")
-    return STIMULUS_UNITS.get(name), text or name.replace("_", " ")
+    text = docstring_parameters(func).get(name, "") or name.replace("_", " ")
+    unit = STIMULUS_UNITS.get(name)
+    return unit, f"{text} ({ON_THE_RETINA[unit]})" if unit in ON_THE_RETINA else text
 
 
 # ------------------------------------------------------------- result terms ---
