@@ -205,15 +205,16 @@ def test_fit_output_anchored_at_rest_passes_through_the_resting_rate_and_recover
 def test_the_reduced_circuit_rests_at_the_models_resting_rate():
     """The reversal's reduced circuit (shipped model) used to rest at 0.072 spikes/bin where the model rests at
     0.235: its readouts, which subtract the circuit's own grey level, then counted bursts the model does not
-    have. It is anchored at F(0) now, on every grey frame."""
+    have. It is anchored at F(0) now, on every grey frame, to float32 rounding of the circuit's sums (3.5e-6 of
+    the rate on an Intel Xeon, under 1e-6 on an AMD EPYC)."""
     model = nr.load_model(device="cpu")
     res = nr.experiments.run("reversal", model, cell=0, steps=4)
     H = model.config.history
     c = res.conditions[0]
     grey = np.arange(H - 1, c["onset"])          # whole windows of grey before the first condition
     assert len(grey) > 10
-    np.testing.assert_allclose(res.reduction.reduced_rates[grey], res.attribution.baseline_rate, rtol=1e-6)
-    np.testing.assert_allclose(res.reduction.reduced_response[grey], 0.0, atol=1e-6)
+    np.testing.assert_allclose(res.reduction.reduced_rates[grey], res.attribution.baseline_rate, rtol=1e-5)
+    np.testing.assert_allclose(res.reduction.reduced_response[grey], 0.0, atol=1e-5 * res.attribution.baseline_rate)
 
 
 def test_fit_output_of_rates_beyond_exp_range_warns_nothing_and_fits():
