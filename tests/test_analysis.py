@@ -248,6 +248,7 @@ def test_read_analysis_gives_back_what_was_saved_without_torch_or_napari(tiny, t
     np.testing.assert_array_equal(got.stimulus, stim)
     assert (got.cells, got.invariance, got.offset, got.crop_origin) == (attr.cells, "none", attr.offset, (0, 0))
     assert got.completeness_error == pytest.approx(attr.completeness_error)
+    assert got.baseline_rate == attr.baseline_rate > 0   # the rate at mean grey: the reopened plot's title gives it
     assert saved.reduction.kept == list(red.kept)
     assert [saved.reduction.label(c) for c in range(len(red.importance))] == \
         [red.label(c) for c in range(len(red.importance))]

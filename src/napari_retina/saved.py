@@ -108,7 +108,8 @@ class SavedAttribution:
     window's corner in the stimulus layer; ``input_pixel_um`` (y_um, x_um): the layer's pixel size when it was
     resampled to the model's 55 µm pixels, else None (files saved before resampling existed have none);
     ``input_frame_ms``: the layer's frame interval (ms) when its time was resampled to the model's 10 ms bins
-    (T then counts those bins), else None.
+    (T then counts those bins), else None; ``baseline_rate``: F(0), the rate at mean grey (spikes per 10 ms bin),
+    NaN in files that do not hold it.
     """
 
     stimulus: np.ndarray
@@ -122,6 +123,7 @@ class SavedAttribution:
     crop_origin: tuple = (0, 0)
     input_pixel_um: Optional[tuple] = None
     input_frame_ms: Optional[float] = None
+    baseline_rate: float = float("nan")
     model = None
 
 
@@ -257,7 +259,8 @@ def _check_offset(path: Path, attr: SavedAttribution) -> None:
 def _attribution_scalars(path: Path, a: dict) -> dict:
     """The checked small entries of a saved analysis' ``attribution`` group, as :class:`SavedAttribution` takes
     them: ``cells`` (cell indices), ``invariance`` (one of "none", "x", "y", "space"), ``offset`` (map pixel
-    (0, 0)'s stimulus pixel, px), ``completeness_error`` (a fraction ≥ 0, or NaN) and ``crop_origin`` ((y0, x0)
+    (0, 0)'s stimulus pixel, px), ``completeness_error`` (a fraction ≥ 0, or NaN), ``baseline_rate`` (spikes per
+    bin ≥ 0, or NaN) and ``crop_origin`` ((y0, x0)
     px of the analysed window in its layer). ``cells`` and ``crop_origin`` (every saved analysis has them: without
     them a cell or a cropped window would be shown as another) missing, or a wrong one, is one ValueError; the
     others missing take their defaults."""
@@ -293,6 +296,8 @@ def _attribution_scalars(path: Path, a: dict) -> dict:
             "crop_origin": tuple(_saved_number(path, "attribution/crop_origin", v,
                                                f"(y0, x0) pixels ({index} each)", True, 0, MAX_INDEX)
                                  for v in origin),
+            "baseline_rate": _saved_number(path, "attribution/baseline_rate", a.get("baseline_rate", np.nan),
+                                           "a rate >= 0 (spikes per bin), or NaN", low=0.0, nan=True),
             "input_pixel_um": _input_pixel_um(path, a.get("input_pixel_um")),
             "input_frame_ms": _input_frame_ms(path, a.get("input_frame_ms"))}
 
