@@ -155,7 +155,9 @@ def main() -> None:
     experiments.task.wait(3_600_000)
     if experiments.task.last_error is not None:
         raise SystemExit(f"the experiment failed: {experiments.task.last_error}")
-    added = experiments.add_layers()
+    adding = experiments.add_layers()
+    adding.wait(600_000)
+    added = adding.layers
     for lay in viewer.layers:  # show the experiment's result, not the analysis under it
         lay.visible = lay in added and lay.visible
     viewer.layers.selection.active = added[0]

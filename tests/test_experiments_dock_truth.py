@@ -71,7 +71,7 @@ def test_a_model_of_the_synthetic_retina_is_compared_with_it(make_napari_viewer,
     assert "temporal r" in w.recovery.tooltip and "; next " in w.recovery.tooltip   # the runner-up pathway
     assert all(model_res.reduction.label(row["channel"]) in w.recovery.tooltip for row in report["channels"])
 
-    w.add_layers()
+    w.add_layers().wait()
     series = {s["kind"]: s for s in viewer.window.dock_widgets[DOCK_NAME].series}
     # the truth's rate above its resting rate: rest measured independently, on a blank stimulus
     rest = retina.respond(np.zeros((60, 50, 50), np.float32))[-1, 0]
@@ -88,7 +88,7 @@ def test_the_comparison_can_be_switched_off_and_a_model_of_another_field_has_non
     w.task.wait(300000)
     assert w.truths["osr"] is None and w.recovery.value == ""
     assert list(w.table.to_dict("list")) == ["readout", "model", "reduced"]
-    w.add_layers()
+    w.add_layers().wait()
     assert "truth" not in {s["kind"] for s in viewer.window.dock_widgets[DOCK_NAME].series}
 
     _session.session(viewer).set_model(tiny, "a 20-pixel model")   # Retina sees 50 px: nothing to compare

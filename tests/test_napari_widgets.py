@@ -594,7 +594,10 @@ def test_experiments_widget_runs_shows_readouts_and_adds_layers(viewer, tiny, no
         if isinstance(v, (int, float)):
             np.testing.assert_allclose(got[k], v, rtol=1e-6, equal_nan=True)
     w.result_choice.value = "reversal"
-    layers = w.add_layers()
+    adding = w.add_layers()
+    assert not adding.done      # the stimulus is in at once, the maps and traces over the next passes
+    adding.wait()
+    layers = adding.layers
     names = [lay.name for lay in layers]
     assert names[0] == "reversal"
     assert layers[0].metadata["readout"]["present"] == ref.readout["present"]
@@ -609,7 +612,8 @@ def test_experiments_widget_runs_shows_readouts_and_adds_layers(viewer, tiny, no
     # Add again: the same result's layers are replaced, not added a second time beside them ("reversal [1]")
     count = len(viewer.layers)
     again = w.add_layers()
-    assert len(viewer.layers) == count and [lay.name for lay in again] == names
+    again.wait()
+    assert len(viewer.layers) == count and [lay.name for lay in again.layers] == names
     # the name cells, cut in a narrow dock, say their whole name on hover
     table = w.table.native
     assert [table.item(row, 0).toolTip() for row in range(2)] == [table.item(row, 0).text() for row in range(2)]
@@ -624,7 +628,7 @@ def test_experiments_widget_bad_cell_notifies(viewer, notes):
     w.cell.value = 5
     assert not w.run(["osr"])
     assert notes[-1][0] == "error" and "Cell 5" in notes[-1][1]
-    assert w.add_layers() == [] and notes[-1][0] == "warning"
+    assert w.add_layers() is None and notes[-1][0] == "warning"
 
 
 # ---------------------------------------------------------------- Training ---

@@ -825,3 +825,12 @@ def test_an_attribution_without_maps_says_so_when_shown(viewer, tiny, analysed):
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*has no maps.*")
         nr.show(analysed[0], viewer, name="noise", reduction=analysed[1])
+
+
+def test_staged_show_takes_an_analysis_over_a_layer_or_an_experiment_alone(make_napari_viewer):
+    """``staged=True`` adds an analysis over a given stimulus layer or an experiment's attributed result (the
+    Experiments dock's path); a stimulus array, or an experiment placed beside others, is one sentence."""
+    viewer = make_napari_viewer()
+    with pytest.raises(ValueError, match=r"staged=True\) adds an analysis over an existing stimulus_layer"):
+        nrv.show(np.zeros((5, 10, 10), np.float32), viewer, staged=True)
+    assert len(viewer.layers) == 0

@@ -137,11 +137,14 @@ def show(result: Any, viewer: Optional["napari.Viewer"] = None, *, name: Optiona
         Place the result to the right of the layers already shown (compare
         two models in one viewer; the time slider is shared).
     staged : bool
-        An analysis over ``stimulus_layer`` only, as the Analyze widget adds
-        it: the layers go in over the next event-loop passes (the window
-        repaints between them) and a ``StagedAdd`` is returned instead of the
-        layers; its ``on_done(layers)`` / ``on_error(exc)`` say when it ends,
-        and its ``cancel()`` removes what it added so far.
+        An analysis over ``stimulus_layer``, as the Analyze widget adds it, or
+        an ``ExperimentResult``, as the Experiments widget adds it (its
+        stimulus layer at once): the maps and traces go in over the next
+        event-loop passes (the window repaints between them) and a
+        ``StagedAdd`` is returned instead of the layers; its
+        ``on_done(layers)`` / ``on_error(exc)`` say when it ends, and its
+        ``cancel()`` removes what it added so far (the experiment's stimulus
+        layer too).
     truth : ExperimentResult, optional
         With an ``ExperimentResult``: the ground truth's run of the same
         experiment on the same stimulus (``nr.experiments.battery(...)["truth"][name]``,
@@ -185,9 +188,11 @@ def show(result: Any, viewer: Optional["napari.Viewer"] = None, *, name: Optiona
             raise TypeError(f"reduction must be the Attribution's Reduction (nr.reduce), got "
                             f"{type(reduction).__name__}")
         check_reduces(result, reduction)
-    if staged and (kind not in ("attribution", "reduction", "analysis") or stimulus_layer is None):
-        raise ValueError("show(..., staged=True) adds an analysis over an existing stimulus_layer; "
-                         f"got a {kind} result with stimulus_layer={stimulus_layer!r}")
+    if staged and not (kind in ("attribution", "reduction", "analysis") and stimulus_layer is not None
+                       or kind == "experiment" and result.attribution is not None and not beside):
+        raise ValueError("show(..., staged=True) adds an analysis over an existing stimulus_layer, or an "
+                         f"experiment's attributed result (not beside others); got a {kind} result with "
+                         f"stimulus_layer={stimulus_layer!r}")
     _check_viewer(viewer, allow_none=True)
     maps, limit = _checked_analysis_options(kind, result, attribution, viewer, stimulus_layer, maps, limit)
     truth = _checked_truth(kind, result, truth)
@@ -217,7 +222,7 @@ def _show(viewer, kind: str, result, name, reduction, attribution, stimulus_laye
                               (None if result.limit is None else bar_limit(result.limit)) if limit is None else limit,
                               replace, beside, staged=staged)
     if kind == "experiment":
-        return _show_experiment(viewer, result, name, replace, beside, truth)
+        return _show_experiment(viewer, result, name, replace, beside, truth, staged)
     if kind == "battery":
         return _show_battery(viewer, result, replace)
     if kind == "batch":
@@ -471,17 +476,25 @@ def _show_analysis(viewer, attribution, reduction, name, stimulus_layer, maps, l
                    cell: Optional[CellTraces] = None):
     """An attribution's stimulus (added, updated, or the given layer), its maps and traces, all-or-nothing.
 
-    ``staged`` (with ``stimulus_layer``): a ``StagedAdd`` of :func:`._napari._viewer.add_analysis`.
+    ``staged``: a ``StagedAdd`` of :func:`._napari._viewer.add_analysis` (without ``stimulus_layer``, the layer
+    added here first is its ``before``, and removed or given back by its ``undo``).
     """
-    if staged:
-        adding = add_analysis(viewer, attribution, reduction, stimulus_layer, maps=maps, limit=limit,
-                              replace=replace, staged=True)
-        return adding
     undo = None
     if stimulus_layer is None:   # a layer of the analysed window: the maps lie on it as they are
         attribution = on_window(attribution)
         stimulus_layer, undo = _stimulus_layer(viewer, attribution.stimulus, name or "stimulus", metadata, replace)
         _put_beside(viewer, stimulus_layer, beside)
+    if staged:
+        try:
+            adding = add_analysis(viewer, attribution, reduction, stimulus_layer, maps=maps, limit=limit,
+                                  replace=replace, staged=True, cell=cell)
+        except Exception:
+            if undo is not None:
+                undo()
+            raise
+        if undo is not None:
+            adding.before, adding.undo = [stimulus_layer], undo
+        return adding
     try:
         layers = add_analysis(viewer, attribution, reduction, stimulus_layer, maps=maps, limit=limit,
                               replace=replace, cell=cell)
@@ -518,9 +531,10 @@ def _checked_truth(kind: str, result, truth) -> Optional[np.ndarray]:
 
 
 def _show_experiment(viewer, result, name: Optional[str], replace: bool, beside: "bool | list",
-                     truth=None) -> list:
+                     truth=None, staged: bool = False):
     """An ExperimentResult: the stimulus named after the experiment (readout, conditions in its metadata), maps;
-    traces with the model's response at every frame and ``truth``, the ground truth's trace (:func:`_checked_truth`)."""
+    traces with the model's response at every frame and ``truth``, the ground truth's trace (:func:`_checked_truth`).
+    ``staged``: the stimulus layer now, a ``StagedAdd`` of the rest."""
     meta = {"experiment": result.name, "readout": dict(result.readout), "conditions": list(result.conditions)}
     name = name or result.name
     if result.attribution is None:  # a ground-truth run: a stimulus and rates, nothing attributed
@@ -533,7 +547,7 @@ def _show_experiment(viewer, result, name: Optional[str], replace: bool, beside:
     # the model's response at every frame from the experiment's rates (the attribution's: its attributed frames)
     cell = CellTraces.from_rates(result.rates, result.cells, result.attribution.baseline_rate, truth)
     return _show_analysis(viewer, result.attribution, result.reduction, name, None, None, None, replace, beside,
-                          metadata=meta, cell=cell)
+                          metadata=meta, cell=cell, staged=staged)
 
 
 def _show_battery(viewer, battery: dict, replace: bool) -> list:

@@ -724,10 +724,15 @@ class StagedAdd:
     Attributes
     ----------
     layers : list or None
-        The layers added (as :func:`add_analysis` returns them) once done.
+        The layers added (as :func:`add_analysis` returns them, after ``before``) once done.
     done : bool
     passes : int
         Steps run so far (one per event-loop pass).
+    before : list
+        Layers added before the steps (an experiment's stimulus layer, :func:`napari_retina.viewer.show`),
+        put first in ``layers``.
+    undo : callable or None
+        Called when the steps fail or are cancelled, before ``on_error``: takes back what was done before them.
     """
 
     def __init__(self, steps: Iterator[None], quiet: Optional[UnitsWarningOnce] = None) -> None:
@@ -741,7 +746,14 @@ class StagedAdd:
         self.passes = 0
         self.on_done: Callable[[list], None] = lambda layers: None
         self.on_error: Callable[[BaseException], None] = lambda exc: None
+        self.before: list = []
+        self.undo: Optional[Callable[[], None]] = None
         QTimer.singleShot(STEP_DELAY_MS, self._step)
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.undo is not None:
+            self.undo()
+        self.on_error(exc)
 
     def _step(self) -> None:
         with self._quiet:
@@ -754,12 +766,12 @@ class StagedAdd:
         try:
             next(self._steps)
         except StopIteration as stop:
-            self.done, self.layers = True, stop.value
+            self.done, self.layers = True, list(self.before) + list(stop.value)
             self.on_done(self.layers)
             return
         except Exception as exc:  # noqa: BLE001 - handed to on_error, the layers already removed
             self.done = True
-            self.on_error(exc)
+            self._failed(exc)
             return
         self._timer.singleShot(STEP_DELAY_MS, self._step)
 
@@ -774,7 +786,7 @@ class StagedAdd:
             try:
                 self._steps.throw(Cancelled("the analysis was cancelled while its layers were being added"))
             except Exception as exc:  # noqa: BLE001 - the Cancelled, once the steps have cleaned up
-                self.on_error(exc)
+                self._failed(exc)
             else:  # pragma: no cover - the steps always raise it again
                 self._steps.close()
 

@@ -34,6 +34,7 @@ from ...experiments.base import unmet_of
 from ..._progress import Cancelled
 from ...experiments.battery import KEY_NUMBERS, UNITS, agreement, default_retina, trained_on_truth
 from .._session import session
+from .._viewer import StagedAdd
 from .._tasks import Partial, Task, notify, one_sentence
 from ... import viewer as nr_viewer
 from ._common import TERMS, PARAMETER_HELP, offer_cells, parameter_widget, rich_label, scroll_contents, \
@@ -382,6 +383,8 @@ class ExperimentsWidget(Container):
         """The model that ``results`` are of (None while there are none)."""
         self._added: dict = {}
         """Result name → weak references to (the result, the stimulus layer) of its last "Add layers"."""
+        self._adding: Optional[StagedAdd] = None
+        """The last "Add layers" (its maps and traces go in over several event-loop passes)."""
         self.overview = rich_label("")
         self.result_choice = ComboBox(label="result", choices=lambda _w: list(self.results),
                                       tooltip="The experiment whose readout the table shows and whose layers "
@@ -540,30 +543,52 @@ class ExperimentsWidget(Container):
         margin = table.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, table) + 1
         return max((table.fontMetrics().horizontalAdvance(part) for part in parts), default=0) + 2 * margin + 2
 
-    def add_layers(self) -> list:
+    def add_layers(self) -> Optional[StagedAdd]:
         """Add the chosen result's stimulus, maps and traces below the layers already shown, and move the time
         slider to the result's largest response (the slider may otherwise be past its end: a longer result's
         frame left the new one's canvas black). The same result added again replaces its layers where they are
         (still there under the name they got); another result of the same experiment (another run, another model) is
-        added beside the earlier one's, under a fresh name ("osr [1]")."""
+        added beside the earlier one's, under a fresh name ("osr [1]").
+
+        The stimulus layer goes in at once, the maps and trace rows over the next event-loop passes (one map or
+        row a pass: added in one call, the window froze 3-6 s under software OpenGL); returns that
+        :class:`StagedAdd` (its ``wait()`` for scripts and tests, ``layers`` once done), None when nothing is
+        added (no result, one being added, or an error: said in a notification)."""
         name = self.result_choice.value
         if name not in self.results:
             notify("warning", "Run an experiment first.")
-            return []
+            return None
+        if self._adding is not None and not self._adding.done:
+            notify("info", "The layers of a result are being added; wait for them to be in.")
+            return None
         result = self.results[name]
         before, layer = (ref() for ref in self._added.get(name, (lambda: None, lambda: None)))
         again = layer if before is result and layer is not None and layer in self.viewer.layers else None
         try:
-            layers = nr_viewer.show(result, self.viewer, name=None if again is None else again.name,
+            adding = nr_viewer.show(result, self.viewer, name=None if again is None else again.name,
                                     replace=again is not None,   # the scripting API's path
-                                    truth=self.truths.get(name))
+                                    truth=self.truths.get(name), staged=True)
         except Exception as exc:
             notify("error", f"Could not add the layers of '{name}': {one_sentence(exc)}")
-            return []
-        if layers:
-            self._added[name] = (weakref.ref(result), weakref.ref(layers[0]))
-        if again is None:   # a result added again stays where it was (its layers keep their place)
-            stack_below(self.viewer, layers)
-        if layers:
-            nr_viewer.set_time(self.viewer, peak_time_ms(self.results[name], layers[0]))
-        return layers
+            return None
+        stimulus = adding.before[0] if adding.before else again
+        if again is None and stimulus is not None:   # a result added again stays where it was
+            stack_below(self.viewer, [stimulus])
+        self.task.status.value = f"Adding the layers of '{name}' …"
+
+        def done(layers: list) -> None:
+            if layers:
+                self._added[name] = (weakref.ref(result), weakref.ref(layers[0]))
+            if again is None:
+                stack_below(self.viewer, layers)
+            if layers:
+                nr_viewer.set_time(self.viewer, peak_time_ms(result, layers[0]))
+            self.task.status.value = f"Added the layers of '{name}'."
+
+        def failed(exc: BaseException) -> None:
+            self.task.status.value = f"Could not add the layers of '{name}'."
+            notify("error", f"Could not add the layers of '{name}': {one_sentence(exc)}")
+
+        adding.on_done, adding.on_error = done, failed
+        self._adding = adding
+        return adding
