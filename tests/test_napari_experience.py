@@ -61,6 +61,12 @@ def _click(button) -> None:
     button.native.click()
 
 
+def _add_and_wait(widget) -> None:
+    """Click the Experiments dock's 'Add layers' and wait for its maps and traces to be in (staged)."""
+    _click(widget.add_button)
+    widget.adding.wait()
+
+
 def _run_and_wait(widget, qtbot, button=None) -> None:
     _click(button or widget.run_button)
     qtbot.waitUntil(lambda: not widget.task.running, timeout=WAIT_MS)
@@ -100,7 +106,7 @@ def test_experiment_results_survive_layer_changes_and_do_not_stack(viewer, qtbot
     assert table["reduced"][0] == ("yes" if w.results["osr"].readout["reduced"]["present"] else "no")
     assert set(keys) == set(w.results["osr"].readout) - {"reduced"}
 
-    _click(w.add_button)  # adds layers: the list must survive its own button
+    _add_and_wait(w)  # adds layers: the list must survive its own button
     first = list(viewer.layers)
     assert list(w.result_choice.choices) == ["osr", "reversal"]
     viewer.add_image(np.zeros((5, 4, 4), np.float32), name="unrelated")
@@ -108,7 +114,7 @@ def test_experiment_results_survive_layer_changes_and_do_not_stack(viewer, qtbot
     assert list(w.result_choice.choices) == ["osr", "reversal"]
 
     w.result_choice.value = "reversal"
-    _click(w.add_button)
+    _add_and_wait(w)
     second = [layer for layer in viewer.layers if layer not in first]
     assert viewer.layers["reversal"] in second
 
@@ -120,14 +126,16 @@ def test_experiment_results_survive_layer_changes_and_do_not_stack(viewer, qtbot
     assert b0 >= a1 or b1 <= a0  # the new result sits beside the old one, not on it
 
     # each result added puts the time slider on its largest response: after the longer reversal result the
-    # slider was past the OSR's end, and adding the OSR showed a black canvas
+    # slider was past the OSR's end, and adding the OSR showed a black canvas; among the attributed frames (the
+    # maps are blank between them)
     from napari_retina import viewer as nrv
 
     for name in ("osr", "reversal", "osr"):
         result = w.results[name]
         w.result_choice.value = name
-        _click(w.add_button)
+        _add_and_wait(w)
         summed = np.asarray(result.rates, float)[:, result.cells].sum(axis=1)
+        summed[~np.isfinite(result.attribution.channels).all(axis=1)] = np.nan
         assert nrv.current_time(viewer) == pytest.approx(np.nanargmax(summed) * nr.FRAME_MS)
         assert nrv.current_time(viewer) < len(result.stimulus) * nr.FRAME_MS
 

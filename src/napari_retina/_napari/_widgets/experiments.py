@@ -383,8 +383,9 @@ class ExperimentsWidget(Container):
         """The model that ``results`` are of (None while there are none)."""
         self._added: dict = {}
         """Result name → weak references to (the result, the stimulus layer) of its last "Add layers"."""
-        self._adding: Optional[StagedAdd] = None
-        """The last "Add layers" (its maps and traces go in over several event-loop passes)."""
+        self.adding: Optional[StagedAdd] = None
+        """The last "Add layers" (its maps and traces go in over several event-loop passes; ``adding.wait()`` in a
+        script or test), None before the first."""
         self.overview = rich_label("")
         self.result_choice = ComboBox(label="result", choices=lambda _w: list(self.results),
                                       tooltip="The experiment whose readout the table shows and whose layers "
@@ -558,7 +559,7 @@ class ExperimentsWidget(Container):
         if name not in self.results:
             notify("warning", "Run an experiment first.")
             return None
-        if self._adding is not None and not self._adding.done:
+        if self.adding is not None and not self.adding.done:
             notify("info", "The layers of a result are being added; wait for them to be in.")
             return None
         result = self.results[name]
@@ -590,5 +591,5 @@ class ExperimentsWidget(Container):
             notify("error", f"Could not add the layers of '{name}': {one_sentence(exc)}")
 
         adding.on_done, adding.on_error = done, failed
-        self._adding = adding
+        self.adding = adding
         return adding
