@@ -345,3 +345,25 @@ def test_reduction_arguments_are_refused_before_the_attribution(tiny, monkeypatc
                                                      tiny.config.size)).astype(np.float32)
     with pytest.raises(exc, match=match):
         analysis.run_analysis(tiny, stim, cell=0, steps=2, **kwargs)
+
+
+def test_progress_alone_cancels_the_reduction_too(tiny):
+    """With ``progress`` and no ``reduce_progress``, the reduction (16 s of 10,000 frames in an audit) could not
+    be cancelled: a Cancel raised in ``progress`` after the attribution was never asked. ``progress`` is now asked
+    again, with its last values (a bar does not move back), as the reduction goes on."""
+    stim = nr.stimuli.white_noise(frames=60, size=20, seed=2)
+    seen, token = [], nr.CancelToken()
+
+    def progress(done, total):
+        seen.append((done, total))
+        if done == total:               # the attribution is done: the user presses Cancel
+            token.cancel()
+
+    with pytest.raises(nr.Cancelled):
+        analysis.run_analysis(tiny, stim, cell=0, steps=2, progress=token.wrap(progress))
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == seen[-1][1]
+    reduced = []                        # with its own callback, the reduction reports there
+    analysis.run_analysis(tiny, stim, cell=0, steps=2, progress=lambda d, n: None,
+                          reduce_progress=lambda d, n: reduced.append((d, n)))
+    assert reduced and reduced[-1][0] == reduced[-1][1]

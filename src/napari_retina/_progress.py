@@ -64,6 +64,25 @@ def within(progress: Optional[Progress], start: int, stop: int, total: int) -> O
     return sub
 
 
+class LastReport:
+    """``progress`` that remembers its last report: :meth:`again` reports it once more, so that a stage with no
+    progress of its own (an analysis' reduction when no ``reduce_progress`` is given) gives a Cancel raised in
+    ``progress`` a chance to act, without moving a bar back."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.last: Optional[tuple[int, int]] = None
+
+    def __call__(self, done: int, total: int) -> None:
+        self.last = (int(done), int(total))
+        report(self.progress, done, total)
+
+    def again(self, *_: int) -> None:
+        """Report the last ``(done, total)`` again (nothing before the first report); any arguments are ignored."""
+        if self.last is not None:
+            report(self.progress, *self.last)
+
+
 class CancelToken:
     """A thread-safe cancel flag that turns into a progress callback.
 
