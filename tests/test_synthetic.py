@@ -2014,3 +2014,26 @@ def test_too_many_repeats_are_refused_before_the_draw(tmp_path, monkeypatch):
         retina.record(test, repeats=10**8)
     assert not (tmp_path / "d.h5").exists()
     assert retina.record(test, repeats=2).shape == (2, 60, 4)
+
+
+def test_make_dataset_reports_from_the_start_and_a_cancel_acts_while_the_stimulus_is_made(tmp_path):
+    """The training stimulus (30,000 frames: 36 s in an audit) was made before the first report, so a bar sat
+    still and Cancel waited for it. Progress now starts at 0 of 6, moves within the stimuli (per 5 s block of the
+    mix) and the responses, never back, and ends at 6 of 6; a Cancel at the first report inside the training
+    stimulus stops there, with no file written."""
+    seen = []
+    nr.synthetic.make_dataset(tmp_path / "a.h5", frames=1200, test_frames=100, repeats=2,
+                              progress=lambda d, n: seen.append((d, n)))
+    done = [d for d, _ in seen]
+    assert seen[0] == (0, 6) and seen[-1] == (6, 6) and {n for _, n in seen} == {6} and done == sorted(done)
+    token, calls = nr.CancelToken(), []
+
+    def cancel_inside(d, n):
+        calls.append(d)
+        if len(calls) == 2:       # the first report after the start: inside the training stimulus
+            token.cancel()
+
+    with pytest.raises(nr.Cancelled):
+        nr.synthetic.make_dataset(tmp_path / "b.h5", frames=1200, test_frames=100, repeats=2,
+                                  progress=token.wrap(cancel_inside))
+    assert calls == [0, 0] and not (tmp_path / "b.h5").exists()

@@ -1081,7 +1081,7 @@ DATASET_KINDS = (*MIXES, "binary", "gaussian")
 
 
 def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float = DATASET_CONTRAST,
-                 grey: float = DATASET_GREY, blocks: tuple = MIX) -> np.ndarray:
+                 grey: float = DATASET_GREY, blocks: tuple = MIX, progress: Optional[Progress] = None) -> np.ndarray:
     """General-purpose training stimulus: naturalistic movies and white noise, float32 (frames, size, size).
 
     The movie is cut into :data:`MIX_BLOCK`-frame (5 s) blocks; block ``i`` is the
@@ -1099,8 +1099,10 @@ def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float =
     (flashes, bars, gratings) is in it: a model trained on it meets them for
     the first time. The nearest are :data:`MIX_SPARSE`'s single whole-field
     frames after rests, of random contrast and never in the latency experiment's
-    order, pairs or second-long gaps.
+    order, pairs or second-long gaps. ``progress(done_frames, frames)`` after each block (raise
+    ``nr.Cancelled`` in it to stop).
     """
+    from ._progress import report
     from .stimuli import _check_contrast, _check_grey, contrast_switching, naturalistic, white_noise
 
     frames = check_int(frames, "frames", 1)
@@ -1113,6 +1115,7 @@ def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float =
         block = movie[start:start + n]
         if kind == "naturalistic":
             block[:] = naturalistic(n, size, seed * 1000 + i, **kw)
+            report(progress, start + n, frames)
             continue
         kw = dict(kw)
         g = kw.pop("grey", grey)           # checked by the generator
@@ -1124,6 +1127,7 @@ def training_mix(frames: int, seed: int = 0, size: int = SIZE, contrast: float =
                                           order="random", grey=g, **kw)
         else:
             block[:] = white_noise(n, size, seed * 1000 + i, contrast=contrast, grey=g, **kw)
+        report(progress, start + n, frames)
     return movie
 
 
@@ -1153,14 +1157,17 @@ def make_dataset(
     ``synthetic=1``. Recorded and written by :func:`record_dataset`, so the same
     training code reads it as it reads a lab's recordings.
 
-    Returns the path. ``progress(done, 4)`` is called after each stage. Any other ``kind`` than those
-    of :data:`DATASET_KINDS` is refused with a ValueError that lists them.
+    Returns the path. ``progress(done, 6)``: the training and the test stimulus made (1, 2; reported
+    within them too, so that a Cancel acts while a long one is made), then :func:`record_dataset`'s four
+    stages (3-6). Any other ``kind`` than those of :data:`DATASET_KINDS` is refused with a ValueError that
+    lists them.
 
     Example
     -------
     >>> make_dataset("wn.h5", frames=2000, test_frames=300)       # doctest: +SKIP
     """
     from . import io
+    from ._progress import report, within
     from .stimuli import white_noise
 
     io.hdf5_path(path)   # before the stimuli are made
@@ -1170,13 +1177,19 @@ def make_dataset(
     checker = check_int(checker, "checker", 1)
     if not isinstance(kind, str) or kind not in DATASET_KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, DATASET_KINDS))}, got {kind!r}")
+    report(progress, 0, 6)   # the training stimulus of 30,000 frames took 36 s before the first report
     if kind in MIXES:
-        train = training_mix(frames, seed, contrast=contrast, grey=grey, blocks=MIXES[kind])
-        test = training_mix(test_frames, seed + 1, contrast=contrast, grey=grey, blocks=MIXES[kind])
+        train = training_mix(frames, seed, contrast=contrast, grey=grey, blocks=MIXES[kind],
+                             progress=within(progress, 0, 1, 6))
+        test = training_mix(test_frames, seed + 1, contrast=contrast, grey=grey, blocks=MIXES[kind],
+                            progress=within(progress, 1, 2, 6))
     else:
-        train = white_noise(frames, SIZE, seed, checker=checker, kind=kind, contrast=contrast, grey=grey)
-        test = white_noise(test_frames, SIZE, seed + 1, checker=checker, kind=kind, contrast=contrast, grey=grey)
-    return record_dataset(path, train, test, repeats=repeats, seed=seed, retina=retina, progress=progress,
+        train = white_noise(frames, SIZE, seed, checker=checker, kind=kind, contrast=contrast, grey=grey,
+                            progress=within(progress, 0, 1, 6))
+        test = white_noise(test_frames, SIZE, seed + 1, checker=checker, kind=kind, contrast=contrast, grey=grey,
+                           progress=within(progress, 1, 2, 6))
+    return record_dataset(path, train, test, repeats=repeats, seed=seed, retina=retina,
+                          progress=within(progress, 2, 6, 6),
                           attrs={"source": "napari_retina.synthetic.make_dataset", "checker_px": checker,
                                  "contrast": float(contrast), "kind": kind, "grey": float(grey)})
 
@@ -1206,7 +1219,7 @@ def record_dataset(path: PathLike, train: ArrayLike, test: ArrayLike, repeats: i
     >>> record_dataset("mine.h5", stim[:2500], stim[2500:])                       # doctest: +SKIP
     """
     from . import io
-    from ._progress import report
+    from ._progress import report, within
 
     path = io.hdf5_path(path)   # before the recording: the name, and the attributes HDF5 must store
     repeats = check_int(repeats, "repeats", 1)
@@ -1221,11 +1234,11 @@ def record_dataset(path: PathLike, train: ArrayLike, test: ArrayLike, repeats: i
         raise ValueError(f"the training stimulus needs more than {HISTORY} frames and the test stimulus at "
                          f"least {HISTORY} (the filters' history), got {len(train)} and {len(test)}")
     report(progress, 0, 4)
-    train_true = gt.respond(train)
+    train_true = gt.respond(train, progress=within(progress, 0, 1, 4))   # a Cancel acts within each response
     rng = np.random.default_rng([seed, 1])
     train_counts = rng.poisson(train_true.astype(np.float64)).astype(np.float32)
     report(progress, 1, 4)
-    test_true = gt.respond(test)
+    test_true = gt.respond(test, progress=within(progress, 1, 2, 4))
     reps = rng.poisson(test_true.astype(np.float64), size=(repeats,) + test_true.shape).astype(np.float32)
     report(progress, 2, 4)
     ds = io.Dataset(
