@@ -177,6 +177,26 @@ def test_a_stimulus_removed_while_its_traces_are_drawn_does_not_come_back_in_the
     assert [plugin_metadata(lay)["prefix"] for lay in _bars(viewer)] == ["first: "]
 
 
+def test_a_result_plotted_again_after_its_maps_were_removed_names_no_colour_bar(viewer, tiny):
+    """A GUI audit: two results; the first one's maps removed, then the second one's stimulus. The Traces dock
+    went back to the first result and its title still named the colour bar of its (removed) maps, while the bar
+    on the canvas was the second result's, left behind: the title now drops its legend line."""
+    for name, seed in (("first", 1), ("second", 2)):
+        stim = nr.stimuli.white_noise(frames=30, size=20, seed=seed)
+        attr = nr.attribute(tiny, stim, cell=0, steps=2, invariance="none")
+        nr.show(attr, viewer, reduction=nr.reduce(attr), stimulus_layer=viewer.add_image(
+            stim, **stimulus_layer_kwargs(stim, name)))
+    plot = trace_plot(viewer, create=False)
+    assert "<br>" in plot.title.text() and "colour" in plot.title.text().split("<br>")[1]   # the legend line
+    for layer in _maps(viewer, "first: "):
+        viewer.layers.selection = {layer}
+        viewer.layers.remove_selected()
+    viewer.layers.selection = {viewer.layers["second"]}
+    viewer.layers.remove_selected()
+    assert plot.source == "first" and plot.rows
+    assert "<br>" not in plot.title.text() and "first" in plot.title.text()
+
+
 # ------------------------------------------------ C: a shorter stack after a longer one ---
 
 def test_the_slider_moves_into_a_shorter_result_and_stays_inside_one_it_fits(viewer, plugin, qtbot):

@@ -605,7 +605,8 @@ class TracePlot(QWidget):
     def show_latest(self) -> None:
         """Plot the most recent result still in the viewer, with its colour bar: of the layers whose results were
         plotted the last one left, else the topmost layer that carries traces (:data:`TRACES_KEY`); or nothing
-        (the empty plot's title) when no layer carries any."""
+        (the empty plot's title) when no layer carries any. A result whose maps were removed is plotted without
+        its title's legend line (the colour bar it names is gone; one still shown is another result's)."""
         viewer = self.viewer
         if viewer is None:
             return
@@ -615,8 +616,11 @@ class TracePlot(QWidget):
         stored = next((args for args in map(stored_plot, layers) if args is not None), None)
         if stored is None:
             self.clear()
-        else:
-            self.set_traces(*stored)
+            return
+        series, times, title, source, prefix = stored
+        if not map_layers(viewer.layers, f"{source}: " if prefix is None else prefix):
+            title = title.split("<br>")[0]   # its maps are gone: the legend of their colour bar would describe
+        self.set_traces(series, times, title, source, prefix)   # another result's bar (a GUI audit)
 
     def follow_rename(self, before: str, after: str) -> None:
         """The plotted result's stimulus layer was renamed ``before`` → ``after`` (its maps' prefix with it)."""
