@@ -267,11 +267,12 @@ def test_add_layers_cancelled_takes_its_stimulus_layer_back_and_a_second_click_w
     assert w.run(["osr"])
     w.task.wait(120000)
     adding = w.add_layers()
-    assert "osr" in viewer.layers and not adding.done
+    assert "osr" in viewer.layers and not adding.done and w.task.cancel_button.enabled
     assert w.add_layers() is None and notes[-1][0] == "info"
-    adding.cancel()
+    w.task.cancel()                                # the dock's Cancel button
     assert adding.done and not [layer for layer in viewer.layers if layer.name.startswith("osr")]
-    assert notes[-1][0] == "error" and "Could not add the layers of 'osr'" in notes[-1][1]
+    assert notes[-1] == ("info", "Adding the layers of 'osr' was cancelled; none were added.")
+    assert not w.task.running and not w.task.cancel_button.enabled
     again = w.add_layers()                        # the next click adds them
     again.wait()
     assert again.layers[0].name == "osr" and "osr" in viewer.layers   # full-field: the traces, no maps

@@ -575,9 +575,14 @@ class ExperimentsWidget(Container):
         stimulus = adding.before[0] if adding.before else again
         if again is None and stimulus is not None:   # a result added again stays where it was
             stack_below(self.viewer, [stimulus])
+        # the dock's Cancel takes it back and closing the dock stops it, as for a run (not while a run goes on)
+        idle = not self.task.running
+        finish = self.task.defer(adding.stop, cancel=adding.cancel) if idle else (lambda: None)
+        self.task.cancel_button.enabled = True
         self.task.status.value = f"Adding the layers of '{name}' …"
 
         def done(layers: list) -> None:
+            finish()
             if layers:
                 self._added[name] = (weakref.ref(result), weakref.ref(layers[0]))
             if again is None:
@@ -587,6 +592,11 @@ class ExperimentsWidget(Container):
             self.task.status.value = f"Added the layers of '{name}'."
 
         def failed(exc: BaseException) -> None:
+            finish()
+            if isinstance(exc, Cancelled):
+                self.task.status.value = f"Adding the layers of '{name}' was cancelled; none were added."
+                notify("info", self.task.status.value)
+                return
             self.task.status.value = f"Could not add the layers of '{name}'."
             notify("error", f"Could not add the layers of '{name}': {one_sentence(exc)}")
 
