@@ -97,7 +97,8 @@ DEFAULTS = {"intensities": tuple(np.linspace(0.0, -10.0, 21).round(6).tolist()),
 #: the unit of each readout key (:data:`~.base.READOUT_UNITS`; the Experiments dock shows it after the key)
 UNITS = {"intensities": "s.d.", "latency_ms": "ms", "peak_latency_ms": "ms", "amplitude": "spikes/bin",
          "spearman": "dimensionless", "latency_range_ms": "ms", "largest_step_ms": "ms", "shortest_latency_ms": "ms",
-         "largest_rise_ms": "ms", "peak_shift_ms": "ms", "graded_peak_shift_ms": "ms", "monotonic": "", "present": "", "unmet": ""}
+         "largest_rise_ms": "ms", "peak_shift_ms": "ms", "graded_peak_shift_ms": "ms", "monotonic": "", "present": "",
+         "unmet": ""}
 #: why a readout value is NaN, as the docs say (the module docstring, docs/EXPERIMENTS.md)
 NAN_REASONS = {
     "latency_ms": "no response: the flash's amplitude is under 0.5 spikes/bin or at most 1% of the largest (e.g. the "
