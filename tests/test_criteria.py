@@ -578,9 +578,10 @@ def test_latency_rejects_a_threshold_that_moves_the_onset_but_not_the_peak(cell)
         "besides its largest step"]
 
 
-def _centre_cell(pathways, sigma):
+def _centre_cell(pathways, sigma, gain=4.0, bias=0.0):
     """A cell with one Gaussian centre (``sigma`` px) and no subunits: the sum over ``pathways`` (weight, sign,
-    filter peak in frames, rebound) of weight · softplus(4 · sign · filtered centre drive); NaN before frame 39."""
+    filter peak in frames, rebound) of weight · softplus(gain · sign · filtered centre drive + bias); NaN before
+    frame 39."""
     from napari_retina.synthetic import temporal_filter
     yy, xx = np.mgrid[0:50, 0:50] - 24.5
     centre = np.exp(-0.5 * (xx ** 2 + yy ** 2) / sigma ** 2)
@@ -588,7 +589,8 @@ def _centre_cell(pathways, sigma):
 
     def respond(s):
         drive = np.tensordot(s.astype(np.float64), centre, axes=([1, 2], [0, 1]))
-        r = sum(w * np.logaddexp(0.0, 4.0 * sign * np.convolve(drive, temporal_filter(peak, rebound))[:len(drive)])
+        r = sum(w * np.logaddexp(0.0, gain * sign * np.convolve(drive, temporal_filter(peak, rebound))[:len(drive)]
+                                 + bias)
                 for w, sign, peak, rebound in pathways)
         r[:39] = np.nan
         return r
@@ -809,22 +811,8 @@ def test_doubling_rejects_a_cell_with_a_null_position():
     (80 ms, rebound 0.6): F2/F1 rises 3.1 → 8.9 as the bars narrow and passed every other clause, but its linear
     drive, F1 and F2 vanish together at the phase that centres a bar edge on the cell (Hochstein & Shapley's null
     position, an X cell's mark): F2 there is 0 where a Y cell's is as large as at any phase."""
-    from napari_retina.synthetic import temporal_filter
-    yy, xx = np.mgrid[0:50, 0:50] - 24.5
-    centre = np.exp(-0.5 * (xx ** 2 + yy ** 2))
-    centre /= centre.sum()
-
-    def softplus(x):
-        return np.logaddexp(0.0, 8.0 * x - 6.0)
-
-    def respond(s):
-        drive = np.tensordot(s.astype(np.float64), centre, axes=([1, 2], [0, 1]))
-        r = (softplus(np.convolve(drive, temporal_filter(5, 0.0))[:len(drive)])
-             + 0.5 * softplus(-np.convolve(drive, temporal_filter(8, 0.6))[:len(drive)]))
-        r[:39] = np.nan
-        return r
-
-    out = run_function("doubling", respond).readout
+    out = run_function("doubling", _centre_cell([(1.0, 1, 5.0, 0.0), (0.5, -1, 8.0, 0.6)], 1.0, gain=8.0,
+                                                bias=-6.0)).readout
     assert out["f2_f1_per_width"][-1] > 2.0 * out["f2_f1_per_width"][0] and out["f2_f1"] > 1.0
     assert max(out["null_f2_share"]) < 1e-3, out["null_f2_share"]
     assert out["present"] is False

@@ -189,12 +189,10 @@ def test_add_layers_moves_the_slider_to_the_largest_response_among_the_attribute
 
     rates = np.zeros((100, 2))
     rates[40, 0], rates[60, 0] = 9.0, 5.0                 # the peak at frame 40, attributed frames 50-70
-    channels = np.full((100, 8), np.nan)
-    channels[50:71] = 1.0
-    result = SimpleNamespace(rates=rates, cells=[0], attribution=SimpleNamespace(channels=channels))
+    result = SimpleNamespace(rates=rates, cells=[0], attribution=SimpleNamespace(frames=np.arange(50, 71)))
     layer = SimpleNamespace(translate=(1000.0, 0.0, 0.0), scale=(10.0, 55.0, 55.0))
     assert _widgets.experiments.peak_time_ms(result, layer) == 1000.0 + 60 * 10.0
-    none = SimpleNamespace(rates=rates, cells=[0], attribution=SimpleNamespace(channels=np.full((100, 8), np.nan)))
+    none = SimpleNamespace(rates=rates, cells=[0], attribution=SimpleNamespace(frames=np.arange(0)))
     assert _widgets.experiments.peak_time_ms(none, layer) == 1000.0 + 40 * 10.0   # nothing attributed: the rate's
 
 

@@ -193,10 +193,11 @@ def readout(response: np.ndarray, conditions: list) -> dict:
     width_list = sorted(set(widths), reverse=True)
     ratios, peaks, floors, nulls = [], [], [], []
     for w in width_list:
-        m1 = finite_max([a for a, v in zip(f1, widths) if v == w])
-        m2 = finite_max([b for b, v in zip(f2, widths) if v == w])
-        nulls.append(null_share([a for a, v in zip(f1, widths) if v == w], [b for b, v in zip(f2, widths) if v == w]))
-        floor = float(np.sqrt(np.mean([e ** 2 for e, v in zip(noise, widths) if v == w])))
+        at = [k for k, v in enumerate(widths) if v == w]   # this width's phases
+        w1, w2 = [f1[k] for k in at], [f2[k] for k in at]
+        m1, m2 = finite_max(w1), finite_max(w2)
+        nulls.append(null_share(w1, w2))
+        floor = float(np.sqrt(np.mean([noise[k] ** 2 for k in at])))
         # F1 cannot be told from 0 below the noise between the harmonics, nor below a thousandth of F2 (float
         # round-off of a cancelled F1 is ~1e-17); NaN stays NaN
         ratios.append(float(m2 / np.nanmax([m1, F1_FLOOR_SHARE * m2, floor, F1_FLOOR]))

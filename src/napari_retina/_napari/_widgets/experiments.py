@@ -269,11 +269,11 @@ def peak_time_ms(result, stimulus_layer) -> float:
     among all frames when it attributed none; the layer's first frame when no rate is finite."""
     rates = np.asarray(result.rates, np.float64)
     summed = rates[:, list(result.cells)].sum(axis=1) if result.cells else rates.sum(axis=1)
-    attribution = getattr(result, "attribution", None)
-    if attribution is not None:
-        mapped = np.isfinite(np.asarray(attribution.channels, np.float64)).all(axis=1)
-        if len(mapped) == len(summed) and np.isfinite(summed[mapped]).any():
-            summed = np.where(mapped, summed, np.nan)
+    frames = np.asarray(getattr(getattr(result, "attribution", None), "frames", ()), np.int64)
+    if frames.size and np.isfinite(summed[frames]).any():
+        attributed = np.full_like(summed, np.nan)
+        attributed[frames] = summed[frames]
+        summed = attributed
     frame = int(np.nanargmax(summed)) if np.isfinite(summed).any() else 0
     return float(stimulus_layer.translate[0] + frame * stimulus_layer.scale[0])
 
